@@ -1,0 +1,361 @@
+//! Backup: turning directories (or a stream) into a snapshot.
+//!
+//! The pipeline has three kinds of threads joined by bounded channels:
+//!
+//! - the **walker** (the calling thread) visits the tree depth-first,
+//!   `lstat`s every entry, reuses the parent snapshot's chunk list for files
+//!   whose size, mtime, ctime and inode are unchanged, and sends the other
+//!   files to the workers; it emits each directory, after its children, as
+//!   a list of slots some of which wait on worker results;
+//! - **workers** read, chunk, hash, compress, encrypt and pack files through
+//!   the shared [`BlobWriter`], which owns deduplication;
+//! - the **finisher** takes directories in that post-order, waits for their
+//!   files, and stores each directory's tree; the last one is the root.
+//!
+//! Memory is bounded by the channel capacities and the depth of the tree,
+//! not by the number of files. A file that cannot be read is reported and
+//! left out; the snapshot is still written and the run ends with exit code
+//! 3. Source files are read with `read`, never memory-mapped: a file
+//! truncated by another process while mapped would kill the backup with
+//! SIGBUS.
+
+mod walk;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::pack::BlobKind;
+use crate::repo::{lock, Repository};
+use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotKind, Summary};
+use crate::tree::{check_name, Name, Node, NodeKind, Tree};
+use crate::writer::BlobWriter;
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Paths to back up (made absolute by the caller or here).
+    pub paths: Vec<PathBuf>,
+    /// Backup set; defaults to `host:path,path`.
+    pub set: Option<String>,
+    /// Snapshot kind requested.
+    pub kind: SnapshotKind,
+    /// Tags to record.
+    pub tags: Vec<String>,
+    /// Host name to record; defaults to this machine's.
+    pub host: Option<String>,
+    /// Exclude patterns (see [`crate::filter`]).
+    pub excludes: Vec<String>,
+    /// Do not descend into other filesystems.
+    pub one_file_system: bool,
+    /// Read one file from stdin under this name instead of `paths`.
+    pub stdin_name: Option<String>,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// How long to wait for a conflicting lock.
+    pub lock_wait: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> BackupOptions {
+        BackupOptions {
+            paths: Vec::new(),
+            set: None,
+            kind: SnapshotKind::Incremental,
+            tags: Vec::new(),
+            host: None,
+            excludes: Vec::new(),
+            one_file_system: false,
+            stdin_name: None,
+            workers: 0,
+            lock_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// The outcome of a backup.
+#[derive(Debug)]
+pub struct BackupResult {
+    /// The new snapshot's id.
+    pub id: SnapshotId,
+    /// The new snapshot.
+    pub snapshot: Snapshot,
+    /// Entries that could not be read, with the reason.
+    pub warnings: Vec<String>,
+    /// Set when the requested kind could not be honoured.
+    pub note: Option<String>,
+}
+
+/// Counters shared by the pipeline's threads.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub files_new: AtomicU64,
+    pub files_changed: AtomicU64,
+    pub files_unmodified: AtomicU64,
+    pub dirs: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub total_bytes: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Which top-level paths lie under a directory: `None` means everything.
+#[derive(Debug, Default)]
+pub(crate) struct Skeleton {
+    pub children: BTreeMap<OsString, Option<Skeleton>>,
+}
+
+impl Skeleton {
+    fn insert(&mut self, components: &[OsString]) {
+        let (first, rest) = components.split_first().expect("non-empty");
+        if rest.is_empty() {
+            self.children.insert(first.clone(), None);
+            return;
+        }
+        if let Some(sk) = self
+            .children
+            .entry(first.clone())
+            .or_insert_with(|| Some(Skeleton::default()))
+        {
+            sk.insert(rest);
+        }
+        // else: an ancestor is backed up whole already
+    }
+}
+
+/// Makes `p` absolute without resolving its final component (so a symlink
+/// given on the command line is stored as the link).
+pub fn absolute_path(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::path("resolve", p, e))?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        return Ok(PathBuf::from("/"));
+    };
+    if name == ".." {
+        return absolute_path(parent).map(|p| p.parent().map(Path::to_path_buf).unwrap_or(p));
+    }
+    let parent = std::fs::canonicalize(parent).map_err(|e| Error::path("resolve", parent, e))?;
+    Ok(parent.join(name))
+}
+
+fn choose_parent<'a>(
+    snapshots: &'a [SnapshotEntry],
+    set: &str,
+    host: &str,
+    kind: SnapshotKind,
+) -> Option<&'a SnapshotEntry> {
+    let mut of_set = snapshots
+        .iter()
+        .rev()
+        .filter(|e| e.snapshot.set == set && e.snapshot.host == host);
+    match kind {
+        SnapshotKind::Full => None,
+        SnapshotKind::Incremental => of_set.next(),
+        SnapshotKind::Differential => of_set.find(|e| e.snapshot.kind == SnapshotKind::Full),
+    }
+}
+
+/// Backs up `opts.paths` (or `stdin`) into `repo` and writes the snapshot.
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    stdin: &mut dyn Read,
+    warn: &(dyn Fn(&str) + Sync),
+) -> Result<BackupResult> {
+    let started = Instant::now();
+    let time_ns = crate::now_ns();
+    let host = opts.host.clone().unwrap_or_else(crate::hostname);
+    let mut paths = Vec::new();
+    let mut skeleton = Skeleton::default();
+    let mut whole_root = false;
+    if let Some(name) = &opts.stdin_name {
+        check_name(name.as_bytes())
+            .map_err(|why| Error::Invalid(format!("--stdin-filename {name:?}: {why}")))?;
+        paths.push(name.clone());
+    } else {
+        if opts.paths.is_empty() {
+            return Err(Error::Invalid(
+                "nothing to back up: give at least one path".into(),
+            ));
+        }
+        for p in &opts.paths {
+            let abs = absolute_path(p)?;
+            let md =
+                std::fs::symlink_metadata(&abs).map_err(|e| Error::path("back up", &abs, e))?;
+            if md.file_type().is_symlink() {
+                warn(&format!(
+                    "{} is a symlink: backing up the link itself, not what it points to",
+                    abs.display()
+                ));
+            }
+            let comps: Vec<OsString> = abs
+                .components()
+                .skip(1)
+                .map(|c| c.as_os_str().to_os_string())
+                .collect();
+            if comps.is_empty() {
+                whole_root = true;
+            } else {
+                skeleton.insert(&comps);
+            }
+            paths.push(abs.to_string_lossy().into_owned());
+        }
+        paths.sort();
+        paths.dedup();
+    }
+    let set = opts
+        .set
+        .clone()
+        .unwrap_or_else(|| format!("{host}:{}", paths.join(",")));
+
+    let _lock = lock::acquire(
+        repo.backend_arc(),
+        repo.key(),
+        false,
+        "backup",
+        opts.lock_wait,
+    )?;
+    let snapshots = repo.snapshots()?;
+    let parent = choose_parent(&snapshots, &set, &host, opts.kind);
+    let mut kind = opts.kind;
+    let mut note = None;
+    if parent.is_none() && kind != SnapshotKind::Full {
+        note = Some(format!(
+            "no {}snapshot of set {set:?} on {host} yet: taking a full snapshot",
+            if kind == SnapshotKind::Differential {
+                "full "
+            } else {
+                ""
+            }
+        ));
+        kind = SnapshotKind::Full;
+    }
+    let parent_tree = match parent {
+        Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
+        None => None,
+    };
+
+    let writer = BlobWriter::new(repo);
+    let counters = Counters::default();
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let report = |msg: String| {
+        warn(&msg);
+        Counters::add(&counters.errors, 1);
+        if let Ok(mut w) = warnings.lock() {
+            w.push(msg);
+        }
+    };
+    let root = match &opts.stdin_name {
+        Some(name) => backup_stream(repo, &writer, name, stdin, &counters)?,
+        None => {
+            let workers = if opts.workers == 0 {
+                std::thread::available_parallelism().map_or(2, |n| n.get())
+            } else {
+                opts.workers
+            };
+            let exclude = crate::filter::PathFilter::new(&opts.excludes)?;
+            let only = if whole_root { None } else { Some(&skeleton) };
+            walk::run(walk::WalkSetup {
+                repo,
+                writer: &writer,
+                counters: &counters,
+                exclude: &exclude,
+                one_file_system: opts.one_file_system,
+                workers,
+                only,
+                parent: parent_tree,
+                report: &report,
+            })?
+        }
+    };
+    let stored = writer.finish()?;
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let snapshot = Snapshot {
+        version: crate::snapshot::VERSION,
+        time_ns,
+        host,
+        user: crate::fsmeta::current_user(),
+        set,
+        kind,
+        paths,
+        tags: opts.tags.clone(),
+        parent: parent.map(|p| p.id),
+        tree: root,
+        summary: Summary {
+            files_new: c(&counters.files_new),
+            files_changed: c(&counters.files_changed),
+            files_unmodified: c(&counters.files_unmodified),
+            dirs: c(&counters.dirs),
+            errors: c(&counters.errors),
+            bytes_read: c(&counters.bytes_read),
+            total_bytes: c(&counters.total_bytes),
+            blobs_added: stored.blobs,
+            bytes_added: stored.raw_bytes,
+            bytes_stored: stored.stored_bytes,
+            duration_ns: started.elapsed().as_nanos() as u64,
+        },
+    };
+    let (id, bytes) = snapshot.encode(repo.key());
+    crate::fault::point("before-snapshot-write");
+    repo.backend()
+        .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+    Ok(BackupResult {
+        id,
+        snapshot,
+        warnings: warnings.into_inner().unwrap_or_default(),
+        note,
+    })
+}
+
+/// Stores a stream as a single file `name` in a one-entry root tree.
+fn backup_stream(
+    repo: &Repository,
+    writer: &BlobWriter<'_>,
+    name: &str,
+    input: &mut dyn Read,
+    counters: &Counters,
+) -> Result<crate::id::BlobId> {
+    let mut chunks = Vec::new();
+    let mut size = 0u64;
+    for chunk in repo.config().chunker.stream(input) {
+        let chunk = chunk.map_err(|e| Error::io("read standard input", e))?;
+        size += chunk.len() as u64;
+        chunks.push(writer.add(BlobKind::Data, &chunk)?.0);
+    }
+    Counters::add(&counters.files_new, 1);
+    Counters::add(&counters.bytes_read, size);
+    Counters::add(&counters.total_bytes, size);
+    let now = crate::now_ns();
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let names = crate::fsmeta::NameCache::default();
+    let node = Node {
+        name: Name(name.as_bytes().to_vec()),
+        kind: NodeKind::File { chunks },
+        mode: 0o600,
+        uid,
+        gid,
+        user: names.user(uid),
+        group: names.group(gid),
+        mtime_ns: now,
+        ctime_ns: now,
+        size,
+        dev: 0,
+        inode: 0,
+        nlink: 1,
+        xattrs: Vec::new(),
+    };
+    Ok(writer
+        .add(BlobKind::Tree, &Tree::new(vec![node]).encode())?
+        .0)
+}

@@ -1,0 +1,381 @@
+//! The walker, workers and finisher of the backup pipeline.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::{Counters, Skeleton};
+use crate::error::{Error, Result};
+use crate::filter::PathFilter;
+use crate::fsmeta::{node_from_metadata, NameCache};
+use crate::id::BlobId;
+use crate::pack::BlobKind;
+use crate::repo::Repository;
+use crate::tree::{Node, NodeKind, Tree};
+use crate::writer::BlobWriter;
+
+pub(super) struct WalkSetup<'a> {
+    pub repo: &'a Repository,
+    pub writer: &'a BlobWriter<'a>,
+    pub counters: &'a Counters,
+    pub exclude: &'a PathFilter,
+    pub one_file_system: bool,
+    pub workers: usize,
+    pub only: Option<&'a Skeleton>,
+    pub parent: Option<Tree>,
+    pub report: &'a (dyn Fn(String) + Sync),
+}
+
+/// A file's chunks and byte count, or why it was left out.
+type FileOutcome = std::result::Result<(Vec<BlobId>, u64), String>;
+
+struct FileJob {
+    path: PathBuf,
+    reply: Sender<FileOutcome>,
+}
+
+enum Slot {
+    Ready(Node),
+    File(Node, Receiver<FileOutcome>),
+    Dir(Node, u64),
+}
+
+struct DirJob {
+    seq: u64,
+    slots: Vec<Slot>,
+}
+
+/// Runs the pipeline; returns the root tree id.
+pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
+    let fatal: Mutex<Option<Error>> = Mutex::new(None);
+    let set_fatal = |e: Error| {
+        if let Ok(mut f) = fatal.lock() {
+            f.get_or_insert(e);
+        }
+    };
+    let (job_tx, job_rx) = bounded::<FileJob>(setup.workers * 8);
+    let (dir_tx, dir_rx) = bounded::<DirJob>(256);
+    let root = std::thread::scope(|s| {
+        for _ in 0..setup.workers {
+            let job_rx = job_rx.clone();
+            let (setup, fatal, set_fatal) = (&setup, &fatal, &set_fatal);
+            s.spawn(move || {
+                for job in job_rx {
+                    let aborted = fatal.lock().map(|f| f.is_some()).unwrap_or(true);
+                    let outcome = if aborted {
+                        Err("backup aborted".to_string())
+                    } else {
+                        match read_file(setup, &job.path) {
+                            Ok(r) => Ok(r),
+                            Err(FileError::Skip(why)) => Err(why),
+                            Err(FileError::Fatal(e)) => {
+                                set_fatal(e);
+                                Err("backup aborted".to_string())
+                            }
+                        }
+                    };
+                    let _ = job.reply.send(outcome);
+                }
+            });
+        }
+        drop(job_rx);
+        let finisher = s.spawn(|| finish_dirs(&setup, dir_rx));
+        let mut walker = Walker {
+            setup: &setup,
+            names: NameCache::default(),
+            jobs: job_tx,
+            dirs: dir_tx,
+            next_seq: 0,
+            fatal: &fatal,
+        };
+        let root_seq = walker.walk_root();
+        drop(walker);
+        let trees = finisher
+            .join()
+            .map_err(|_| Error::Invalid("backup finisher thread panicked".into()));
+        (root_seq, trees)
+    });
+    if let Some(e) = fatal.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let (root_seq, trees) = root;
+    let mut trees = trees??;
+    let root_seq = root_seq?;
+    trees
+        .remove(&root_seq)
+        .ok_or_else(|| Error::Invalid("backup produced no root tree".into()))
+}
+
+enum FileError {
+    Skip(String),
+    Fatal(Error),
+}
+
+impl From<Error> for FileError {
+    fn from(e: Error) -> FileError {
+        FileError::Fatal(e)
+    }
+}
+
+/// Reads, chunks and stores one file.
+fn read_file(
+    setup: &WalkSetup<'_>,
+    path: &Path,
+) -> std::result::Result<(Vec<BlobId>, u64), FileError> {
+    let skip = |op: &str, e: std::io::Error| {
+        FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
+    };
+    let mut file = File::open(path).map_err(|e| skip("open", e))?;
+    let before = file.metadata().map_err(|e| skip("stat", e))?;
+    let chunker = setup.repo.config().chunker;
+    let mut chunks = Vec::new();
+    let mut size = 0u64;
+    if before.len() < u64::from(chunker.min) {
+        let mut buf = Vec::with_capacity(before.len() as usize);
+        file.read_to_end(&mut buf).map_err(|e| skip("read", e))?;
+        if !buf.is_empty() {
+            chunks.push(setup.writer.add(BlobKind::Data, &buf)?.0);
+        }
+        size = buf.len() as u64;
+    } else {
+        for chunk in chunker.stream(&mut file) {
+            let chunk = chunk.map_err(|e| skip("read", e))?;
+            size += chunk.len() as u64;
+            chunks.push(setup.writer.add(BlobKind::Data, &chunk)?.0);
+        }
+    }
+    Counters::add(&setup.counters.bytes_read, size);
+    Ok((chunks, size))
+}
+
+struct Walker<'a> {
+    setup: &'a WalkSetup<'a>,
+    names: NameCache,
+    jobs: Sender<FileJob>,
+    dirs: Sender<DirJob>,
+    next_seq: u64,
+    fatal: &'a Mutex<Option<Error>>,
+}
+
+impl Walker<'_> {
+    fn walk_root(&mut self) -> Result<u64> {
+        let root = Path::new("/");
+        let md = std::fs::symlink_metadata(root).map_err(|e| Error::path("stat", root, e))?;
+        let parent = self.setup.parent.clone();
+        self.walk_dir(root, md.dev(), self.setup.only, parent)
+    }
+
+    fn aborted(&self) -> bool {
+        self.fatal.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+
+    fn report(&self, msg: String) {
+        (self.setup.report)(msg)
+    }
+
+    /// Walks `dir`, emitting its subdirectories and then itself; returns its
+    /// sequence number.
+    fn walk_dir(
+        &mut self,
+        dir: &Path,
+        dev: u64,
+        only: Option<&Skeleton>,
+        parent: Option<Tree>,
+    ) -> Result<u64> {
+        let names: Vec<(std::ffi::OsString, Option<&Skeleton>)> = match only {
+            Some(sk) => sk
+                .children
+                .iter()
+                .map(|(n, sub)| (n.clone(), sub.as_ref()))
+                .collect(),
+            None => match std::fs::read_dir(dir) {
+                Ok(rd) => {
+                    let mut v = Vec::new();
+                    for entry in rd {
+                        match entry {
+                            Ok(e) => v.push((e.file_name(), None)),
+                            Err(e) => self.report(format!("{}: cannot list: {e}", dir.display())),
+                        }
+                    }
+                    v.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                    v
+                }
+                Err(e) => {
+                    self.report(format!("{}: cannot list: {e}", dir.display()));
+                    Vec::new()
+                }
+            },
+        };
+        let parent_nodes: HashMap<&[u8], &Node> = parent
+            .as_ref()
+            .map(|t| t.nodes.iter().map(|n| (n.name.0.as_slice(), n)).collect())
+            .unwrap_or_default();
+        let mut slots = Vec::with_capacity(names.len());
+        for (name, sub) in names {
+            if self.aborted() {
+                break;
+            }
+            let path = dir.join(&name);
+            let path_str = path.to_string_lossy();
+            if only.is_none()
+                && self
+                    .setup
+                    .exclude
+                    .matches(&path_str, &name.to_string_lossy())
+            {
+                continue;
+            }
+            let md = match std::fs::symlink_metadata(&path) {
+                Ok(md) => md,
+                Err(e) => {
+                    self.report(format!("{}: cannot stat: {e}", path.display()));
+                    continue;
+                }
+            };
+            let mut node = match node_from_metadata(&name, &path, &md, &self.names) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.report(format!("{}: cannot read metadata: {e}", path.display()));
+                    continue;
+                }
+            };
+            let old = parent_nodes.get(name.as_bytes()).copied();
+            match &node.kind {
+                NodeKind::File { .. } => {
+                    let c = self.setup.counters;
+                    if let Some(chunks) = old.and_then(|o| unchanged_chunks(o, &node)) {
+                        node.kind = NodeKind::File { chunks };
+                        Counters::add(&c.files_unmodified, 1);
+                        Counters::add(&c.total_bytes, node.size);
+                        slots.push(Slot::Ready(node));
+                    } else {
+                        let was_file = old.is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
+                        Counters::add(
+                            if was_file {
+                                &c.files_changed
+                            } else {
+                                &c.files_new
+                            },
+                            1,
+                        );
+                        let (tx, rx) = bounded(1);
+                        if self
+                            .jobs
+                            .send(FileJob {
+                                path: path.clone(),
+                                reply: tx,
+                            })
+                            .is_err()
+                        {
+                            break;
+                        }
+                        slots.push(Slot::File(node, rx));
+                    }
+                }
+                NodeKind::Dir { .. } => {
+                    let other_fs = self.setup.one_file_system && md.dev() != dev && sub.is_none();
+                    let sub_parent = match old.map(|o| &o.kind) {
+                        Some(NodeKind::Dir { subtree }) if !other_fs => {
+                            match self.setup.repo.load_tree(subtree) {
+                                Ok(t) => Some(t),
+                                Err(e) => {
+                                    self.report(format!(
+                                        "{}: parent tree unreadable, reading afresh: {e}",
+                                        path.display()
+                                    ));
+                                    None
+                                }
+                            }
+                        }
+                        _ => None,
+                    };
+                    let seq = if other_fs {
+                        // A mount point: keep the directory, not its contents.
+                        self.emit(Vec::new())?
+                    } else {
+                        self.walk_dir(&path, md.dev(), sub, sub_parent)?
+                    };
+                    slots.push(Slot::Dir(node, seq));
+                }
+                _ => {
+                    if sub.is_some() {
+                        self.report(format!("{}: expected a directory", path.display()));
+                        continue;
+                    }
+                    slots.push(Slot::Ready(node));
+                }
+            }
+        }
+        Counters::add(&self.setup.counters.dirs, 1);
+        self.emit(slots)
+    }
+
+    fn emit(&mut self, slots: Vec<Slot>) -> Result<u64> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.dirs
+            .send(DirJob { seq, slots })
+            .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
+        Ok(seq)
+    }
+}
+
+/// The parent's chunks when `now` looks unchanged since `old`.
+fn unchanged_chunks(old: &Node, now: &Node) -> Option<Vec<BlobId>> {
+    match &old.kind {
+        NodeKind::File { chunks }
+            if old.size == now.size
+                && old.mtime_ns == now.mtime_ns
+                && old.ctime_ns == now.ctime_ns
+                && old.inode == now.inode =>
+        {
+            Some(chunks.clone())
+        }
+        _ => None,
+    }
+}
+
+/// Stores each directory's tree once its files are done; returns every
+/// directory's tree id by sequence number.
+fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<u64, BlobId>> {
+    let mut done: HashMap<u64, BlobId> = HashMap::new();
+    for job in dirs {
+        let mut nodes = Vec::with_capacity(job.slots.len());
+        for slot in job.slots {
+            match slot {
+                Slot::Ready(node) => nodes.push(node),
+                Slot::File(mut node, rx) => match rx.recv() {
+                    Ok(Ok((chunks, size))) => {
+                        node.size = size;
+                        node.kind = NodeKind::File { chunks };
+                        Counters::add(&setup.counters.total_bytes, size);
+                        nodes.push(node);
+                    }
+                    Ok(Err(why)) => (setup.report)(why),
+                    Err(_) => (setup.report)(format!(
+                        "{}: worker stopped",
+                        String::from_utf8_lossy(&node.name.0)
+                    )),
+                },
+                Slot::Dir(mut node, seq) => {
+                    let subtree = done
+                        .remove(&seq)
+                        .ok_or_else(|| Error::Invalid("backup pipeline lost a directory".into()))?;
+                    node.kind = NodeKind::Dir { subtree };
+                    nodes.push(node);
+                }
+            }
+        }
+        let (id, _) = setup
+            .writer
+            .add(BlobKind::Tree, &Tree::new(nodes).encode())?;
+        done.insert(job.seq, id);
+    }
+    Ok(done)
+}

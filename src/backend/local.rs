@@ -1,0 +1,254 @@
+//! The local directory backend: the embedded default.
+//!
+//! Layout: `config`, `keys/<id>`, `packs/<first 2 hex>/<id>`, `index/<id>`,
+//! `snapshots/<id>`, `locks/<id>`. Writes go to `.tmp-<random>` in the
+//! destination folder, are fsynced, renamed into place, and the folder is
+//! fsynced, so a crash leaves either no file or the whole file under its
+//! name. Leftover `.tmp-*` files are ignored by `list`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::{Backend, Data, FileKind};
+use crate::error::{Error, Result};
+use crate::mmap::Map;
+
+/// A repository in a local directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+const DIRS: [FileKind; 5] = [
+    FileKind::Key,
+    FileKind::Pack,
+    FileKind::Index,
+    FileKind::Snapshot,
+    FileKind::Lock,
+];
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
+        LocalBackend { root: root.into() }
+    }
+
+    /// The repository folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path of a file.
+    pub fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Config => self.root.join("config"),
+            FileKind::Pack => self
+                .root
+                .join("packs")
+                .join(name.get(..2).unwrap_or("xx"))
+                .join(name),
+            _ => self.root.join(kind.dir()).join(name),
+        }
+    }
+
+    fn not_found(&self, kind: FileKind, name: &str) -> Error {
+        match kind {
+            FileKind::Config => Error::NotFound(format!("{}", self.path(kind, name).display())),
+            _ => Error::NotFound(format!("{} {name}", kind_name(kind))),
+        }
+    }
+
+    fn map_err(&self, op: &str, kind: FileKind, name: &str, e: std::io::Error) -> Error {
+        if e.kind() == ErrorKind::NotFound {
+            self.not_found(kind, name)
+        } else {
+            Error::path(op, &self.path(kind, name), e)
+        }
+    }
+}
+
+/// The singular noun for a file kind, for messages.
+pub fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Config => "config",
+        FileKind::Key => "key",
+        FileKind::Pack => "pack",
+        FileKind::Index => "index",
+        FileKind::Snapshot => "snapshot",
+        FileKind::Lock => "lock",
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::path("fsync folder", dir, e))
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn exists(&self) -> Result<bool> {
+        let config = self.path(FileKind::Config, "");
+        match fs::metadata(&config) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::path("stat", &config, e)),
+        }
+    }
+
+    fn create(&self) -> Result<()> {
+        for kind in DIRS {
+            let dir = self.root.join(kind.dir());
+            fs::create_dir_all(&dir).map_err(|e| Error::path("create folder", &dir, e))?;
+        }
+        sync_dir(&self.root)
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+        let dir = self.root.join(kind.dir());
+        let mut dirs = vec![dir.clone()];
+        if kind == FileKind::Pack {
+            dirs = read_names(&dir)?
+                .into_iter()
+                .filter(|n| n.len() == 2)
+                .map(|n| dir.join(n))
+                .collect();
+        }
+        let mut out = Vec::new();
+        for d in dirs {
+            out.extend(read_names(&d)?.into_iter().filter(|n| !n.starts_with('.')));
+        }
+        Ok(out)
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        fs::metadata(self.path(kind, name))
+            .map(|m| m.len())
+            .map_err(|e| self.map_err("stat", kind, name, e))
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
+        let path = self.path(kind, name);
+        match kind {
+            FileKind::Pack | FileKind::Index => {
+                let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
+                Ok(Data::Mapped(Map::file(&file, &path)?))
+            }
+            _ => fs::read(&path)
+                .map(Data::Owned)
+                .map_err(|e| self.map_err("read", kind, name, e)),
+        }
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let path = self.path(kind, name);
+        let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    return Err(Error::corrupt(
+                        format!("{} {name}", kind_name(kind)),
+                        format!("truncated: wanted {len} bytes at offset {offset}"),
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::path("read", &path, e)),
+            }
+        }
+        Ok(buf)
+    }
+
+    fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(kind, name);
+        let dir = path.parent().expect("files live in a folder");
+        let mut new_dir = false;
+        if kind == FileKind::Pack && !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
+            new_dir = true;
+        }
+        let tmp = dir.join(format!(
+            ".tmp-{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::path("create", &tmp, e))?;
+            f.write_all(bytes)
+                .map_err(|e| Error::path("write", &tmp, e))?;
+            f.sync_all().map_err(|e| Error::path("fsync", &tmp, e))?;
+            crate::fault::point("backend-before-rename");
+            fs::rename(&tmp, &path).map_err(|e| Error::path("rename into", &path, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+            return result;
+        }
+        sync_dir(dir)?;
+        if new_dir {
+            sync_dir(dir.parent().expect("packs folder"))?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        let path = self.path(kind, name);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::path("remove", &path, e)),
+        }
+    }
+}
+
+fn read_names(dir: &Path) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::path("list", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::path("list", dir, e))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conformance_local() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        assert!(!b.exists().unwrap());
+        b.create().unwrap();
+        let name = "ab".repeat(32);
+        assert!(b.read(FileKind::Pack, &name).unwrap_err().is_not_found());
+        b.write(FileKind::Pack, &name, b"hello world").unwrap();
+        b.write(FileKind::Snapshot, &name, b"").unwrap();
+        assert_eq!(&*b.read(FileKind::Pack, &name).unwrap(), b"hello world");
+        assert_eq!(&*b.read(FileKind::Snapshot, &name).unwrap(), b"");
+        assert_eq!(b.read_range(FileKind::Pack, &name, 6, 5).unwrap(), b"world");
+        assert!(b.read_range(FileKind::Pack, &name, 6, 6).is_err());
+        assert_eq!(b.size(FileKind::Pack, &name).unwrap(), 11);
+        assert_eq!(b.list(FileKind::Pack).unwrap(), vec![name.clone()]);
+        assert!(b.list(FileKind::Index).unwrap().is_empty());
+        b.remove(FileKind::Pack, &name).unwrap();
+        b.remove(FileKind::Pack, &name).unwrap();
+        assert!(b.list(FileKind::Pack).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,100 @@
+//! Where repository files live.
+//!
+//! A backend stores immutable files of a few kinds, each named by 64 hex
+//! digits (the `config` file has no name). The contract every backend keeps:
+//!
+//! - **Atomic**: a file is visible under its name only once all its bytes
+//!   are; a reader never sees a partial file, a crash never leaves one.
+//! - **Durable**: when `write` returns, the file survives a crash or power
+//!   loss.
+//! - **No overwrite needed**: cairn never rewrites a name with different
+//!   bytes (names are content hashes), so backends need neither rename nor
+//!   conditional writes; writing an existing name again is harmless.
+//! - **Errors are typed**: a missing file is [`Error::NotFound`]; other
+//!   failures name the file.
+//!
+//! Reads may return a memory map ([`Data::Mapped`]) where the backend is
+//! local, so large reads do not copy.
+
+pub mod local;
+
+use std::ops::Deref;
+
+use crate::error::Result;
+
+/// The kinds of file a repository holds, each in its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// The single `config` file.
+    Config,
+    /// Encrypted master key files in `keys/`.
+    Key,
+    /// Pack files in `packs/<2 hex>/`.
+    Pack,
+    /// Index tables in `index/`.
+    Index,
+    /// Snapshot manifests in `snapshots/`.
+    Snapshot,
+    /// Lock files in `locks/`.
+    Lock,
+}
+
+impl FileKind {
+    /// The folder (or file, for config) name of this kind.
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "config",
+            FileKind::Key => "keys",
+            FileKind::Pack => "packs",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Lock => "locks",
+        }
+    }
+}
+
+/// Bytes read from a backend: owned, or mapped from a local file.
+pub enum Data {
+    /// Bytes in memory.
+    Owned(Vec<u8>),
+    /// A read-only memory map of a whole file.
+    Mapped(crate::mmap::Map),
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Data({} bytes)", self.len())
+    }
+}
+
+impl Deref for Data {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Owned(v) => v,
+            Data::Mapped(m) => m,
+        }
+    }
+}
+
+/// Storage for repository files. See the module docs for the contract.
+pub trait Backend: Send + Sync {
+    /// A human-readable location, used in messages.
+    fn location(&self) -> String;
+    /// Whether a repository (its config file) exists here.
+    fn exists(&self) -> Result<bool>;
+    /// Creates the empty layout (folders, buckets) before `init` writes.
+    fn create(&self) -> Result<()>;
+    /// Names of all files of `kind`, in no particular order.
+    fn list(&self, kind: FileKind) -> Result<Vec<String>>;
+    /// Size in bytes of a file.
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
+    /// All bytes of a file.
+    fn read(&self, kind: FileKind, name: &str) -> Result<Data>;
+    /// `len` bytes at `offset`; fewer only if the file is shorter (an error).
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Stores a file atomically and durably.
+    fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Removes a file; removing a missing file is not an error.
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+}

@@ -1,0 +1,191 @@
+//! `cairn backup`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+
+use super::{warn, Context};
+use crate::archiver::{self, BackupOptions};
+use crate::backend::Backend;
+use crate::error::{Error, Result, EXIT_PARTIAL};
+use crate::filter::read_pattern_file;
+use crate::human_bytes;
+use crate::repo::{InitOptions, Repository};
+use crate::snapshot::SnapshotKind;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Kind {
+    Full,
+    Incremental,
+    Differential,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up.
+    paths: Vec<PathBuf>,
+    /// Backup set (default: host and paths).
+    #[arg(long)]
+    set: Option<String>,
+    /// Snapshot kind: incremental (parent = newest of the set),
+    /// differential (parent = newest full), or full (read everything).
+    #[arg(long, value_enum, default_value = "incremental")]
+    kind: Kind,
+    /// Tag to record (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Host name to record.
+    #[arg(long)]
+    host: Option<String>,
+    /// Exclude entries matching a glob (repeatable).
+    #[arg(long = "exclude")]
+    excludes: Vec<String>,
+    /// Read exclude patterns from a file, one per line.
+    #[arg(long)]
+    exclude_file: Vec<PathBuf>,
+    /// Do not cross into other filesystems.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Back up standard input as one file.
+    #[arg(long, requires = "stdin_filename")]
+    stdin: bool,
+    /// Name of the file holding standard input in the snapshot.
+    #[arg(long)]
+    stdin_filename: Option<String>,
+    /// Print the snapshot as JSON instead of the summary line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Opens the repository, creating the default one on first use.
+fn open_or_create_default(ctx: &Context) -> Result<Repository> {
+    let (path, is_default) = ctx.repo_path()?;
+    let backend = Arc::new(crate::backend::local::LocalBackend::new(&path));
+    if !is_default || backend.exists()? {
+        return ctx.open();
+    }
+    let password = match ctx.explicit_password()? {
+        Some(pw) => pw,
+        None => {
+            let file = Context::default_password_file().ok_or_else(|| {
+                Error::Invalid(
+                    "no user config directory to keep the default repository's password".into(),
+                )
+            })?;
+            if file.exists() {
+                return Repository::init(
+                    backend,
+                    &super::read_password_file(&file)?,
+                    &InitOptions::default(),
+                );
+            }
+            let pw = hex::encode(crate::crypto::random_bytes::<32>());
+            write_private(&file, pw.as_bytes())?;
+            eprintln!("*************************************************************************");
+            eprintln!(
+                "* NOTE: created the default repository at {}",
+                path.display()
+            );
+            eprintln!(
+                "* Its password is a random key stored in {}",
+                file.display()
+            );
+            eprintln!("* (readable only by you). Copy that file somewhere safe: without it,");
+            eprintln!("* these backups cannot be read. Use --repo and CAIRN_PASSWORD to choose.");
+            eprintln!("*************************************************************************");
+            zeroize::Zeroizing::new(pw.into_bytes())
+        }
+    };
+    Repository::init(backend, &password, &InitOptions::default())
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::path("create", path, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::path("write", path, e))
+}
+
+pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
+    if a.stdin && !a.paths.is_empty() {
+        return Err(Error::Invalid(
+            "give either paths or --stdin, not both".into(),
+        ));
+    }
+    if !a.stdin && a.paths.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to back up: give at least one path, or --stdin".into(),
+        ));
+    }
+    let mut excludes = a.excludes;
+    for f in &a.exclude_file {
+        excludes.extend(read_pattern_file(f)?);
+    }
+    let repo = open_or_create_default(ctx)?;
+    let opts = BackupOptions {
+        paths: a.paths,
+        set: a.set,
+        kind: match a.kind {
+            Kind::Full => SnapshotKind::Full,
+            Kind::Incremental => SnapshotKind::Incremental,
+            Kind::Differential => SnapshotKind::Differential,
+        },
+        tags: a.tags,
+        host: a.host,
+        excludes,
+        one_file_system: a.one_file_system,
+        stdin_name: if a.stdin { a.stdin_filename } else { None },
+        workers: 0,
+        lock_wait: ctx.global.lock_wait,
+    };
+    let result = archiver::backup(&repo, &opts, &mut std::io::stdin().lock(), &warn)?;
+    if let Some(note) = &result.note {
+        eprintln!("note: {note}");
+    }
+    let s = &result.snapshot.summary;
+    if a.json {
+        let entry = crate::snapshot::SnapshotEntry {
+            id: result.id,
+            snapshot: result.snapshot.clone(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entry).expect("JSON of plain data")
+        );
+    } else {
+        println!(
+            "added {} ({} stored), {} files new / {} changed / {} unmodified, {} dirs, read {}, {} snapshot {}",
+            human_bytes(s.bytes_added),
+            human_bytes(s.bytes_stored),
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            s.dirs,
+            human_bytes(s.bytes_read),
+            result.snapshot.kind.as_str(),
+            result.id.short()
+        );
+    }
+    if result.warnings.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!(
+            "warning: {} entries could not be read and are not in snapshot {}",
+            result.warnings.len(),
+            result.id.short()
+        );
+        Ok(EXIT_PARTIAL)
+    }
+}

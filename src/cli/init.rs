@@ -1,0 +1,90 @@
+//! `cairn init` and `cairn unlock`.
+
+use clap::Args;
+
+use super::Context;
+use crate::error::Result;
+use crate::repo::{lock, InitOptions, KdfParams, Repository};
+
+/// Parses a size like `512K`, `1M`, `8MiB` or a plain byte count.
+pub fn parse_size(s: &str) -> std::result::Result<u32, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512K or 8M"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
+    };
+    u32::try_from(n * mult).map_err(|_| format!("{s:?} is too large"))
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Minimum chunk size.
+    #[arg(long, default_value = "512K", value_parser = parse_size)]
+    chunk_min: u32,
+    /// Average chunk size.
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    chunk_avg: u32,
+    /// Maximum chunk size.
+    #[arg(long, default_value = "8M", value_parser = parse_size)]
+    chunk_max: u32,
+    /// zstd compression level (1..=22; 0 stores data uncompressed).
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    compression: i32,
+    /// Target pack file size.
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    pack_size: u32,
+    /// Argon2id memory in KiB (lower only for tests).
+    #[arg(long, default_value_t = KdfParams::default().memory_kib, hide = true)]
+    kdf_memory_kib: u32,
+    /// Argon2id passes.
+    #[arg(long, default_value_t = KdfParams::default().iterations, hide = true)]
+    kdf_iterations: u32,
+}
+
+pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
+    let backend = ctx.backend()?;
+    let pw = ctx.password(true)?;
+    let opts = InitOptions {
+        chunk_sizes: (a.chunk_min, a.chunk_avg, a.chunk_max),
+        compression: a.compression,
+        pack_size: a.pack_size,
+        kdf: KdfParams {
+            memory_kib: a.kdf_memory_kib,
+            iterations: a.kdf_iterations,
+            lanes: 1,
+        },
+    };
+    let repo = Repository::init(backend.clone(), &pw, &opts)?;
+    println!(
+        "created repository {} at {}",
+        &hex::encode(repo.config().repo_id)[..8],
+        backend.root().display()
+    );
+    println!("keep the password safe: without it the data cannot be read");
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Also remove locks that are not stale (of processes still running).
+    #[arg(long)]
+    force: bool,
+}
+
+pub(super) fn run_unlock(ctx: &Context, a: UnlockArgs) -> Result<u8> {
+    let repo = ctx.open()?;
+    let removed = lock::remove_locks(repo.backend(), repo.key(), a.force)?;
+    for l in &removed {
+        println!("removed {}", l.describe());
+    }
+    println!("{} lock(s) removed", removed.len());
+    Ok(0)
+}

@@ -1,0 +1,88 @@
+//! `cairn restore`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::show::FilterArgs;
+use super::{warn, Context};
+use crate::error::{Error, Result};
+use crate::human_bytes;
+use crate::restorer::{self, Policy, RestoreOptions};
+use crate::snapshot;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PolicyArg {
+    /// Write missing or differing files; keep others.
+    Merge,
+    /// Make the target exactly the snapshot (removes extra entries).
+    Mirror,
+    /// Never overwrite existing entries.
+    SkipExisting,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Snapshot (id, prefix or `latest`), optionally `:SUBPATH`.
+    snapshot: String,
+    /// Directory to restore into.
+    #[arg(long, short = 't')]
+    target: PathBuf,
+    /// Restore only entries matching a glob (repeatable).
+    #[arg(long = "include")]
+    includes: Vec<String>,
+    /// Leave out entries matching a glob (repeatable).
+    #[arg(long = "exclude")]
+    excludes: Vec<String>,
+    /// What to do with entries already in the target.
+    #[arg(long, value_enum, default_value = "merge")]
+    policy: PolicyArg,
+    /// Show what would be restored without writing.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
+    let (spec, subpath) = match a.snapshot.split_once(':') {
+        Some((s, p)) => (s.to_string(), Some(p.to_string())),
+        None => (a.snapshot.clone(), None),
+    };
+    let repo = ctx.open()?;
+    let all = repo.snapshots()?;
+    let entry = snapshot::resolve(&all, &spec, &a.filter.filter())?;
+    let opts = RestoreOptions {
+        subpath,
+        target: a.target,
+        includes: a.includes,
+        excludes: a.excludes,
+        policy: match a.policy {
+            PolicyArg::Merge => Policy::Merge,
+            PolicyArg::Mirror => Policy::Mirror,
+            PolicyArg::SkipExisting => Policy::SkipExisting,
+        },
+        dry_run: a.dry_run,
+        workers: 0,
+    };
+    let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn)?;
+    println!(
+        "{}restored snapshot {}: {} files written ({}), {} unchanged, {} dirs, {} other, {} skipped, {} removed",
+        if opts.dry_run { "would have " } else { "" },
+        entry.id.short(),
+        stats.files_written,
+        human_bytes(stats.bytes_written),
+        stats.files_unchanged,
+        stats.dirs,
+        stats.other,
+        stats.skipped,
+        stats.removed
+    );
+    if stats.errors > 0 {
+        return Err(Error::Invalid(format!(
+            "restore finished with {} error(s); see the warnings above",
+            stats.errors
+        )));
+    }
+    Ok(0)
+}

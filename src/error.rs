@@ -1,0 +1,104 @@
+//! The crate's error type and the exit codes it maps to.
+//!
+//! Every error names what it is about (a path, an object id, a pack) so an
+//! operator can act on it. The mapping to process exit codes lives here and
+//! nowhere else:
+//!
+//! | code | meaning                                         |
+//! |------|-------------------------------------------------|
+//! | 0    | success                                         |
+//! | 1    | error (anything not listed below)               |
+//! | 3    | backup finished, but some files could not be read |
+//! | 10   | repository missing                              |
+//! | 11   | repository locked                               |
+//! | 12   | wrong password                                  |
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// Exit code: generic error.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: the backup was written but some files could not be read.
+pub const EXIT_PARTIAL: u8 = 3;
+/// Exit code: no repository at the given location.
+pub const EXIT_REPO_MISSING: u8 = 10;
+/// Exit code: the repository is locked by another process.
+pub const EXIT_LOCKED: u8 = 11;
+/// Exit code: no key of the repository opens with the given password.
+pub const EXIT_WRONG_PASSWORD: u8 = 12;
+
+/// Everything that can go wrong in cairn.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// There is no repository at the location.
+    #[error("no repository at {0} (create one with `cairn init`)")]
+    RepoMissing(String),
+    /// Another process holds a conflicting lock.
+    #[error("repository is locked: {0}")]
+    Locked(String),
+    /// No key file opened with the password.
+    #[error("wrong password: no key in {0} opens with it")]
+    WrongPassword(String),
+    /// Stored bytes failed to decode or authenticate.
+    #[error("{what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    /// A named object, snapshot or path does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The user asked for something impossible or ambiguous.
+    #[error("{0}")]
+    Invalid(String),
+    /// An operating-system error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::RepoMissing(_) => EXIT_REPO_MISSING,
+            Error::Locked(_) => EXIT_LOCKED,
+            Error::WrongPassword(_) => EXIT_WRONG_PASSWORD,
+            _ => EXIT_ERROR,
+        }
+    }
+
+    /// A corruption error about `what`.
+    pub fn corrupt(what: impl fmt::Display, detail: impl fmt::Display) -> Error {
+        Error::Corrupt {
+            what: what.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// An IO error with a description of the operation.
+    pub fn io(context: impl fmt::Display, source: io::Error) -> Error {
+        Error::Io {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    /// An IO error about a path.
+    pub fn path(op: &str, path: &Path, source: io::Error) -> Error {
+        Error::io(format_args!("{op} {}", path.display()), source)
+    }
+
+    /// True when the underlying cause is "no such file or object".
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::NotFound(_) => true,
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Unix file metadata: reading it into nodes and applying it on restore.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::tree::{Name, Node, NodeKind, Xattr};
+
+/// Caches uid/gid → name lookups.
+#[derive(Default)]
+pub struct NameCache {
+    users: Mutex<HashMap<u32, String>>,
+    groups: Mutex<HashMap<u32, String>>,
+}
+
+impl NameCache {
+    /// The user name of `uid`, or empty.
+    pub fn user(&self, uid: u32) -> String {
+        cached(&self.users, uid, |id| {
+            // SAFETY: getpwuid returns a pointer into static storage or null;
+            // the lock held by `cached` serialises our calls.
+            let pw = unsafe { libc::getpwuid(id) };
+            if pw.is_null() {
+                return String::new();
+            }
+            // SAFETY: pw is non-null and pw_name a NUL-terminated string.
+            unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+
+    /// The group name of `gid`, or empty.
+    pub fn group(&self, gid: u32) -> String {
+        cached(&self.groups, gid, |id| {
+            // SAFETY: as in `user`.
+            let gr = unsafe { libc::getgrgid(id) };
+            if gr.is_null() {
+                return String::new();
+            }
+            // SAFETY: gr is non-null and gr_name a NUL-terminated string.
+            unsafe { std::ffi::CStr::from_ptr((*gr).gr_name) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
+fn cached(map: &Mutex<HashMap<u32, String>>, id: u32, look: impl FnOnce(u32) -> String) -> String {
+    let Ok(mut m) = map.lock() else {
+        return String::new();
+    };
+    m.entry(id).or_insert_with(|| look(id)).clone()
+}
+
+/// A node for `name` from its `lstat` metadata. Files get an empty chunk
+/// list and directories a zero subtree; the caller fills them in.
+pub fn node_from_metadata(
+    name: &OsStr,
+    path: &Path,
+    md: &Metadata,
+    names: &NameCache,
+) -> io::Result<Node> {
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        NodeKind::File { chunks: Vec::new() }
+    } else if ft.is_dir() {
+        NodeKind::Dir {
+            subtree: Default::default(),
+        }
+    } else if ft.is_symlink() {
+        NodeKind::Symlink {
+            target: Name(
+                std::fs::read_link(path)?
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            ),
+        }
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::CharDevice { rdev: md.rdev() }
+    } else if ft.is_block_device() {
+        NodeKind::BlockDevice { rdev: md.rdev() }
+    } else {
+        NodeKind::Socket
+    };
+    Ok(Node {
+        name: Name(name.as_bytes().to_vec()),
+        kind,
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        user: names.user(md.uid()),
+        group: names.group(md.gid()),
+        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        size: if ft.is_file() { md.len() } else { 0 },
+        dev: md.dev(),
+        inode: md.ino(),
+        nlink: md.nlink(),
+        xattrs: read_xattrs(path),
+    })
+}
+
+/// Extended attributes of `path` (not following symlinks); best effort.
+pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Xattr> = names
+        .filter_map(|n| {
+            let value = xattr::get(path, &n).ok().flatten()?;
+            Some(Xattr {
+                name: Name(n.as_bytes().to_vec()),
+                value: Name(value),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Sets atime and mtime to `mtime_ns` without following symlinks.
+pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as libc::c_long,
+    };
+    let c = cpath(path)?;
+    // SAFETY: c is a valid C string and the array holds two timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [ts, ts].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets owner and group without following symlinks.
+pub fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// Creates a FIFO or device node.
+pub fn make_special(path: &Path, kind: &NodeKind, mode: u32) -> io::Result<()> {
+    let c = cpath(path)?;
+    let (fmt, rdev) = match kind {
+        NodeKind::Fifo => (libc::S_IFIFO, 0),
+        NodeKind::CharDevice { rdev } => (libc::S_IFCHR, *rdev),
+        NodeKind::BlockDevice { rdev } => (libc::S_IFBLK, *rdev),
+        _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+    };
+    // SAFETY: c is a valid C string.
+    let r = unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            fmt | (mode & 0o7777) as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether this process runs as root (and so restores ownership).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The name of the user running cairn.
+pub fn current_user() -> String {
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let name = NameCache::default().user(uid);
+    if name.is_empty() {
+        uid.to_string()
+    } else {
+        name
+    }
+}

@@ -1,0 +1,358 @@
+//! Index tables: blob id → pack, offset, length, searched in place.
+//!
+//! An index table is an immutable file of fixed-width records sorted by blob
+//! id, so it can be memory-mapped and binary-searched without loading it
+//! into a heap structure:
+//!
+//! ```text
+//! "CAIRNIDX" | u32 version | u32 pack count P | u64 entry count E
+//! P × (pack id (32) | u8 blob kind | 3 zero bytes)          36 bytes each
+//! E × (blob id (32) | u32 pack number | u32 offset | u32 length | u32 raw length)
+//!                                                         48 bytes each, ascending id
+//! MAC (32) = keyed BLAKE3 (index MAC key) of all preceding bytes
+//! ```
+//! Lookups trust only what they can check cheaply (sizes, pack numbers);
+//! a wrong entry can at worst make a blob unreadable, which reading detects,
+//! never make wrong bytes pass: every blob is authenticated and re-hashed
+//! when read. `verify` checks the MAC and ordering of every table.
+
+use std::cmp::Ordering;
+
+use serde::Serialize;
+
+use crate::backend::{Backend, Data, FileKind};
+use crate::codec;
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::{file_hash, is_hex_name, BlobId, IndexId, PackId};
+use crate::pack::{BlobKind, PackEntry};
+
+const MAGIC: &[u8; 8] = b"CAIRNIDX";
+/// Format version of index tables.
+pub const VERSION: u32 = 1;
+const HEAD: usize = 24;
+const PACK_REC: usize = 36;
+const ENTRY_REC: usize = 48;
+const MAC_LEN: usize = 32;
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Kind of the pack (and so of the blob).
+    pub kind: BlobKind,
+    /// Offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub length: u32,
+    /// Length of the plaintext.
+    pub raw_length: u32,
+}
+
+/// One mapped index table.
+pub struct IndexTable {
+    id: IndexId,
+    data: Data,
+    packs: usize,
+    entries: usize,
+}
+
+impl IndexTable {
+    /// Wraps table bytes after checking header and size (not the MAC).
+    pub fn parse(id: IndexId, data: Data) -> Result<IndexTable> {
+        let what = format!("index {}", id.short());
+        codec::check_header(&data, MAGIC, VERSION, &what)?;
+        if data.len() < HEAD + MAC_LEN {
+            return Err(Error::corrupt(&what, "truncated"));
+        }
+        let packs = u32::from_le_bytes(data[12..16].try_into().expect("4")) as u64;
+        let entries = u64::from_le_bytes(data[16..24].try_into().expect("8"));
+        let want = packs
+            .checked_mul(PACK_REC as u64)
+            .and_then(|p| {
+                entries
+                    .checked_mul(ENTRY_REC as u64)
+                    .and_then(|e| e.checked_add(p))
+            })
+            .and_then(|n| n.checked_add((HEAD + MAC_LEN) as u64));
+        if want != Some(data.len() as u64) {
+            return Err(Error::corrupt(
+                &what,
+                format!(
+                    "{} bytes do not hold {packs} packs and {entries} entries",
+                    data.len()
+                ),
+            ));
+        }
+        Ok(IndexTable {
+            id,
+            data,
+            packs: packs as usize,
+            entries: entries as usize,
+        })
+    }
+
+    /// The table's name.
+    pub fn id(&self) -> IndexId {
+        self.id
+    }
+
+    /// Number of blob entries.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// True when the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Number of packs named.
+    pub fn pack_count(&self) -> usize {
+        self.packs
+    }
+
+    fn entry_bytes(&self, i: usize) -> &[u8] {
+        let start = HEAD + self.packs * PACK_REC + i * ENTRY_REC;
+        &self.data[start..start + ENTRY_REC]
+    }
+
+    /// The id of entry `i`.
+    pub fn id_at(&self, i: usize) -> BlobId {
+        BlobId(self.entry_bytes(i)[..32].try_into().expect("32"))
+    }
+
+    /// Pack `n` of the table's pack list.
+    pub fn pack(&self, n: usize) -> Result<(PackId, BlobKind)> {
+        if n >= self.packs {
+            return Err(Error::corrupt(
+                format!("index {}", self.id.short()),
+                format!("entry names pack number {n} of {}", self.packs),
+            ));
+        }
+        let rec = &self.data[HEAD + n * PACK_REC..HEAD + (n + 1) * PACK_REC];
+        let kind = BlobKind::from_byte(rec[32]).ok_or_else(|| {
+            Error::corrupt(format!("index {}", self.id.short()), "unknown blob kind")
+        })?;
+        Ok((PackId(rec[..32].try_into().expect("32")), kind))
+    }
+
+    /// The location stored in entry `i`.
+    pub fn location_at(&self, i: usize) -> Result<(BlobId, Location)> {
+        let rec = self.entry_bytes(i);
+        let word = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4"));
+        let (pack, kind) = self.pack(word(32) as usize)?;
+        Ok((
+            BlobId(rec[..32].try_into().expect("32")),
+            Location {
+                pack,
+                kind,
+                offset: word(36),
+                length: word(40),
+                raw_length: word(44),
+            },
+        ))
+    }
+
+    /// Binary search for `id`.
+    pub fn find(&self, id: &BlobId) -> Option<usize> {
+        let (mut lo, mut hi) = (0usize, self.entries);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.entry_bytes(mid)[..32].cmp(&id.0[..]) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// Checks the MAC and that ids ascend strictly; returns a problem, if any.
+    pub fn check(&self, key: &MasterKey) -> Result<()> {
+        let what = format!("index {}", self.id.short());
+        let body = &self.data[..self.data.len() - MAC_LEN];
+        if key.mac(body)[..] != self.data[self.data.len() - MAC_LEN..] {
+            return Err(Error::corrupt(
+                &what,
+                "MAC mismatch (damaged or not from this repository)",
+            ));
+        }
+        for i in 1..self.entries {
+            if self.entry_bytes(i - 1)[..32] >= self.entry_bytes(i)[..32] {
+                return Err(Error::corrupt(
+                    &what,
+                    format!("entries out of order at {i}"),
+                ));
+            }
+        }
+        for n in 0..self.packs {
+            self.pack(n)?;
+        }
+        Ok(())
+    }
+}
+
+/// All index tables of a repository, searched together.
+#[derive(Default)]
+pub struct IndexSet {
+    tables: Vec<IndexTable>,
+}
+
+impl IndexSet {
+    /// Maps every table in the repository.
+    pub fn load(backend: &dyn Backend) -> Result<IndexSet> {
+        let mut tables = Vec::new();
+        for name in backend.list(FileKind::Index)? {
+            if !is_hex_name(&name) {
+                continue;
+            }
+            let id = IndexId::from_hex(&name)?;
+            let data = match backend.read(FileKind::Index, &name) {
+                Ok(d) => d,
+                // Removed by a concurrent compaction after we listed it.
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            tables.push(IndexTable::parse(id, data)?);
+        }
+        // Largest first: most lookups hit the big consolidated tables.
+        tables.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        Ok(IndexSet { tables })
+    }
+
+    /// The tables.
+    pub fn tables(&self) -> &[IndexTable] {
+        &self.tables
+    }
+
+    /// Total entries over all tables (duplicates counted).
+    pub fn len(&self) -> usize {
+        self.tables.iter().map(|t| t.len()).sum()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `id` is indexed.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.tables.iter().any(|t| t.find(id).is_some())
+    }
+
+    /// Where `id` is stored.
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<Location>> {
+        for t in &self.tables {
+            if let Some(i) = t.find(id) {
+                return t.location_at(i).map(|(_, loc)| Some(loc));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Builds one index table from pack headers.
+#[derive(Default)]
+pub struct IndexBuilder {
+    packs: Vec<(PackId, BlobKind)>,
+    entries: Vec<(BlobId, u32, u32, u32, u32)>,
+}
+
+impl IndexBuilder {
+    /// Adds every blob of a pack.
+    pub fn add_pack(&mut self, pack: PackId, kind: BlobKind, entries: &[PackEntry]) {
+        let n = self.packs.len() as u32;
+        self.packs.push((pack, kind));
+        self.entries.extend(
+            entries
+                .iter()
+                .map(|e| (e.id, n, e.offset, e.length, e.raw_length)),
+        );
+    }
+
+    /// Number of entries added.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Encodes the table (sorted, duplicates dropped); returns name and bytes.
+    pub fn finish(mut self, key: &MasterKey) -> (IndexId, Vec<u8>) {
+        self.entries.sort_unstable_by_key(|e| e.0);
+        self.entries.dedup_by(|a, b| a.0 == b.0);
+        let mut out = Vec::with_capacity(
+            HEAD + self.packs.len() * PACK_REC + self.entries.len() * ENTRY_REC + MAC_LEN,
+        );
+        out.extend_from_slice(&codec::header(MAGIC, VERSION));
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        for (id, kind) in &self.packs {
+            out.extend_from_slice(&id.0);
+            out.extend_from_slice(&[kind.to_byte(), 0, 0, 0]);
+        }
+        for (id, pack, off, len, raw) in &self.entries {
+            out.extend_from_slice(&id.0);
+            for v in [pack, off, len, raw] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let mac = key.mac(&out);
+        out.extend_from_slice(&mac);
+        (IndexId(file_hash(&out)), out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(b: u8, off: u32) -> PackEntry {
+        PackEntry {
+            id: BlobId([b; 32]),
+            offset: off,
+            length: 10,
+            raw_length: 5,
+        }
+    }
+
+    #[test]
+    fn build_parse_find() {
+        let key = MasterKey::generate();
+        let mut b = IndexBuilder::default();
+        b.add_pack(
+            PackId([7; 32]),
+            BlobKind::Data,
+            &[entry(5, 12), entry(1, 22)],
+        );
+        b.add_pack(
+            PackId([8; 32]),
+            BlobKind::Tree,
+            &[entry(3, 12), entry(5, 40)],
+        );
+        let (id, bytes) = b.finish(&key);
+        let t = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
+        t.check(&key).unwrap();
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.id_at(0), BlobId([1; 32]));
+        let (_, loc) = t.location_at(t.find(&BlobId([3; 32])).unwrap()).unwrap();
+        assert_eq!(loc.pack, PackId([8; 32]));
+        assert_eq!(loc.kind, BlobKind::Tree);
+        assert!(t.find(&BlobId([4; 32])).is_none());
+        assert!(t.check(&MasterKey::generate()).is_err());
+    }
+
+    #[test]
+    fn hostile_tables_are_rejected() {
+        let key = MasterKey::generate();
+        let (id, mut bytes) = IndexBuilder::default().finish(&key);
+        bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(IndexTable::parse(id, Data::Owned(bytes.clone())).is_err());
+        assert!(IndexTable::parse(id, Data::Owned(bytes[..10].to_vec())).is_err());
+    }
+}

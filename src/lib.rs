@@ -1,0 +1,82 @@
+//! cairn: a content-addressed, deduplicating, encrypted snapshot store.
+//!
+//! Backup splits files into content-defined chunks ([`chunker`]), names
+//! each by its keyed BLAKE3 hash ([`crypto`]), compresses ([`compress`]) and
+//! encrypts it into pack files ([`pack`]) found through sorted index tables
+//! ([`index`]), and records each directory as a tree ([`tree`]) and each
+//! backup as a snapshot manifest ([`snapshot`]). Restore walks it back.
+//! All repository IO goes through a [`backend::Backend`].
+//!
+//! Write ordering, the invariant everything else relies on: packs, then the
+//! index tables naming them, then the snapshot naming their blobs. A
+//! snapshot exists only once everything it points at is durable.
+
+pub mod archiver;
+pub mod backend;
+pub mod chunker;
+pub mod cli;
+pub mod codec;
+pub mod compress;
+pub mod crypto;
+pub mod error;
+pub mod fault;
+pub mod filter;
+pub mod fsmeta;
+pub mod id;
+pub mod index;
+pub mod mmap;
+pub mod pack;
+pub mod repo;
+pub mod restorer;
+pub mod snapshot;
+pub mod tree;
+pub mod writer;
+
+pub use error::{Error, Result};
+pub use repo::Repository;
+
+/// Now, in ns since the Unix epoch.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Formats ns since the epoch as local `YYYY-MM-DD HH:MM:SS`.
+pub fn format_time(ns: i64) -> String {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_nanos(ns)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // or truncates within it.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if r != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Formats a byte count with binary units.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

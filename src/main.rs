@@ -1,0 +1,5 @@
+//! The `cairn` command: parse arguments, run, map the outcome to an exit code.
+
+fn main() -> std::process::ExitCode {
+    cairn::cli::main()
+}

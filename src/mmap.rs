@@ -1,0 +1,56 @@
+//! The one place that memory-maps files.
+//!
+//! Mapping is `unsafe` because the kernel lets other processes change or
+//! truncate a mapped file, and touching a page past a truncation raises
+//! SIGBUS. cairn maps only files that are immutable by contract (packs and
+//! index tables are never rewritten, only deleted, and deleting a mapped
+//! file keeps its pages alive), and every access is bounds-checked against
+//! the length at mapping time. Empty files are not mapped (mmap rejects
+//! them); they read as an empty slice.
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A read-only map of a whole file.
+pub struct Map(Option<memmap2::Mmap>);
+
+impl Map {
+    /// Maps the file at `path` read-only.
+    pub fn open(path: &Path) -> Result<Map> {
+        let file = File::open(path).map_err(|e| Error::path("open", path, e))?;
+        Map::file(&file, path)
+    }
+
+    /// Maps an open file; `path` is for messages.
+    pub fn file(file: &File, path: &Path) -> Result<Map> {
+        let len = file
+            .metadata()
+            .map_err(|e| Error::path("stat", path, e))?
+            .len();
+        if len == 0 {
+            return Ok(Map(None));
+        }
+        // SAFETY: see the module docs: the file is immutable by contract,
+        // and all reads go through the bounds-checked slice below.
+        let map = unsafe { memmap2::MmapOptions::new().map(file) }
+            .map_err(|e| Error::path("memory-map", path, e))?;
+        Ok(Map(Some(map)))
+    }
+
+    /// Tells the kernel the map will be read sequentially.
+    pub fn advise_sequential(&self) {
+        if let Some(m) = &self.0 {
+            let _ = m.advise(memmap2::Advice::Sequential);
+        }
+    }
+}
+
+impl Deref for Map {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}

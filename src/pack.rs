@@ -1,0 +1,300 @@
+//! Pack files: many encrypted blobs and an encrypted table of contents.
+//!
+//! ```text
+//! "CAIRNPAK" | u32 version
+//! blob*            each sealed(encoding byte || payload), see compress
+//! sealed(header)   PackHeader, associated data = the first 12 bytes
+//! u32 header length (sealed bytes) | "CAIRNHDR"
+//! ```
+//! The header lists every blob with its offset, so the index can be rebuilt
+//! from packs alone. A pack holds only data blobs or only tree blobs. The
+//! pack's name is the BLAKE3 hash of all its bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::crypto::{MasterKey, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::id::{file_hash, BlobId, PackId};
+
+const MAGIC: &[u8; 8] = b"CAIRNPAK";
+const TRAILER_MAGIC: &[u8; 8] = b"CAIRNHDR";
+/// Format version of pack files.
+pub const VERSION: u32 = 1;
+/// Bytes before the first blob.
+pub const HEADER_LEN: usize = 12;
+const TRAILER_LEN: usize = 12;
+/// Largest plaintext blob accepted (chunks are at most 16 MiB; trees are
+/// bounded by this too).
+pub const MAX_BLOB: u32 = 256 << 20;
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlobKind {
+    /// A chunk of file content.
+    Data,
+    /// An encoded directory tree.
+    Tree,
+}
+
+impl BlobKind {
+    /// The byte stored in index tables.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            BlobKind::Data => 0,
+            BlobKind::Tree => 1,
+        }
+    }
+    /// Parses the index byte.
+    pub fn from_byte(b: u8) -> Option<BlobKind> {
+        match b {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// One blob's place in its pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    /// Blob id.
+    pub id: BlobId,
+    /// Offset of the sealed blob from the start of the pack file.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub length: u32,
+    /// Length of the blob's plaintext content (before encoding).
+    pub raw_length: u32,
+}
+
+/// The table of contents at the end of a pack.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackHeader {
+    /// Version of this structure.
+    pub version: u32,
+    /// Kind of every blob in the pack.
+    pub kind: BlobKind,
+    /// Blobs in file order.
+    pub entries: Vec<PackEntry>,
+}
+
+/// Accumulates sealed blobs into one pack.
+pub struct PackWriter {
+    kind: BlobKind,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+    raw_bytes: u64,
+}
+
+/// A finished pack ready to store.
+pub struct FinishedPack {
+    /// Name of the pack.
+    pub id: PackId,
+    /// All bytes of the pack file.
+    pub bytes: Vec<u8>,
+    /// The blobs it holds.
+    pub header: PackHeader,
+}
+
+impl PackWriter {
+    /// An empty pack for blobs of `kind`.
+    pub fn new(kind: BlobKind) -> PackWriter {
+        PackWriter {
+            kind,
+            buf: codec::header(MAGIC, VERSION),
+            entries: Vec::new(),
+            raw_bytes: 0,
+        }
+    }
+
+    /// Bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no blob has been added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends an already sealed blob.
+    pub fn add_sealed(&mut self, id: BlobId, sealed: &[u8], raw_length: u32) {
+        self.entries.push(PackEntry {
+            id,
+            offset: self.buf.len() as u32,
+            length: sealed.len() as u32,
+            raw_length,
+        });
+        self.raw_bytes += u64::from(raw_length);
+        self.buf.extend_from_slice(sealed);
+    }
+
+    /// Appends the header and trailer; returns the pack.
+    pub fn finish(self, key: &MasterKey) -> FinishedPack {
+        let header = PackHeader {
+            version: VERSION,
+            kind: self.kind,
+            entries: self.entries,
+        };
+        let mut bytes = self.buf;
+        let before = bytes.len();
+        let aad = codec::header(MAGIC, VERSION);
+        key.seal_into(&codec::encode(&header), &aad, &mut bytes);
+        let sealed_len = (bytes.len() - before) as u32;
+        bytes.extend_from_slice(&sealed_len.to_le_bytes());
+        bytes.extend_from_slice(TRAILER_MAGIC);
+        FinishedPack {
+            id: PackId(file_hash(&bytes)),
+            bytes,
+            header,
+        }
+    }
+}
+
+/// Where the sealed header sits in a pack of `len` bytes, from its trailer.
+pub fn header_range(trailer: &[u8], len: u64, what: &str) -> Result<(u64, usize)> {
+    if len < (HEADER_LEN + TRAILER_LEN) as u64 || trailer.len() != TRAILER_LEN {
+        return Err(Error::corrupt(what, "too short to be a pack"));
+    }
+    if &trailer[4..] != TRAILER_MAGIC {
+        return Err(Error::corrupt(what, "trailer magic missing (truncated?)"));
+    }
+    let hlen = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as u64;
+    let limit = len - (HEADER_LEN + TRAILER_LEN) as u64;
+    if hlen > limit || hlen < SEAL_OVERHEAD as u64 {
+        return Err(Error::corrupt(
+            what,
+            format!("header length {hlen} out of range"),
+        ));
+    }
+    Ok((len - TRAILER_LEN as u64 - hlen, hlen as usize))
+}
+
+/// The trailer size, for readers that fetch it first.
+pub const fn trailer_len() -> usize {
+    TRAILER_LEN
+}
+
+/// Decodes the header of a whole pack file, checking every entry lies
+/// between the file header and the pack header.
+pub fn decode_header(pack: &[u8], key: &MasterKey, what: &str) -> Result<PackHeader> {
+    codec::check_header(pack, MAGIC, VERSION, what)?;
+    let len = pack.len() as u64;
+    if pack.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(Error::corrupt(what, "too short to be a pack"));
+    }
+    let (start, hlen) = header_range(&pack[pack.len() - TRAILER_LEN..], len, what)?;
+    let start = start as usize;
+    decode_sealed_header(&pack[start..start + hlen], start as u64, key, what)
+}
+
+/// Decodes a sealed header that starts at `start` in its pack.
+pub fn decode_sealed_header(
+    sealed: &[u8],
+    start: u64,
+    key: &MasterKey,
+    what: &str,
+) -> Result<PackHeader> {
+    let plain = key.open(sealed, &codec::header(MAGIC, VERSION), what)?;
+    let header: PackHeader = codec::decode(&plain, what)?;
+    if header.version != VERSION {
+        return Err(Error::corrupt(
+            what,
+            format!("header version {}", header.version),
+        ));
+    }
+    let mut end = HEADER_LEN as u64;
+    for e in &header.entries {
+        let off = u64::from(e.offset);
+        if off < end || off + u64::from(e.length) > start || e.raw_length > MAX_BLOB {
+            return Err(Error::corrupt(
+                what,
+                format!("entry for blob {} out of bounds", e.id.short()),
+            ));
+        }
+        end = off + u64::from(e.length);
+    }
+    Ok(header)
+}
+
+/// Seals a blob's plaintext: compresses with `level`, then encrypts.
+/// `scratch` is reused between calls to avoid allocations.
+pub fn seal_blob(
+    key: &MasterKey,
+    plaintext: &[u8],
+    level: i32,
+    scratch: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) {
+    crate::compress::encode_into(plaintext, level, scratch);
+    out.clear();
+    out.reserve(scratch.len() + SEAL_OVERHEAD);
+    key.seal_into(scratch, &[], out);
+}
+
+/// Opens a sealed blob and checks it is the blob named `id`.
+pub fn open_blob(
+    key: &MasterKey,
+    id: &BlobId,
+    sealed: &[u8],
+    raw_length: u32,
+    what: &str,
+) -> Result<Vec<u8>> {
+    if raw_length > MAX_BLOB {
+        return Err(Error::corrupt(what, "blob too large"));
+    }
+    let encoded = key.open(sealed, &[], what)?;
+    let plain = crate::compress::decode(&encoded, raw_length as usize, what)?;
+    if key.blob_id(&plain) != *id {
+        return Err(Error::corrupt(what, "content does not match its id"));
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_and_read_back() {
+        let key = MasterKey::generate();
+        let mut w = PackWriter::new(BlobKind::Data);
+        let (mut s, mut o) = (Vec::new(), Vec::new());
+        let blobs: Vec<Vec<u8>> = vec![vec![1; 1000], b"abc".to_vec(), vec![]];
+        for b in &blobs {
+            seal_blob(&key, b, 3, &mut s, &mut o);
+            w.add_sealed(key.blob_id(b), &o, b.len() as u32);
+        }
+        let p = w.finish(&key);
+        assert_eq!(p.id, PackId(file_hash(&p.bytes)));
+        let h = decode_header(&p.bytes, &key, "pack").unwrap();
+        assert_eq!(h, p.header);
+        for (e, b) in h.entries.iter().zip(&blobs) {
+            let sealed = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(
+                &open_blob(&key, &e.id, sealed, e.raw_length, "b").unwrap(),
+                b
+            );
+            assert!(open_blob(&key, &BlobId([0; 32]), sealed, e.raw_length, "b").is_err());
+        }
+    }
+
+    #[test]
+    fn truncated_or_flipped_packs_are_errors() {
+        let key = MasterKey::generate();
+        let mut w = PackWriter::new(BlobKind::Tree);
+        w.add_sealed(BlobId([1; 32]), &[0u8; 50], 10);
+        let p = w.finish(&key);
+        for cut in [0, 5, 12, 30, p.bytes.len() - 1] {
+            assert!(
+                decode_header(&p.bytes[..cut], &key, "pack").is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut bad = p.bytes.clone();
+        let n = bad.len();
+        bad[n - 20] ^= 1;
+        assert!(decode_header(&bad, &key, "pack").is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! Opening and creating repositories.
+//!
+//! A [`Repository`] is an opened repository: backend, master key and
+//! config. Operations live in their own modules and take `&Repository`.
+
+pub mod config;
+pub mod keys;
+pub mod lock;
+
+use std::sync::{Arc, OnceLock};
+
+use crate::backend::{Backend, FileKind};
+use crate::chunker::ChunkerParams;
+use crate::crypto::{self, MasterKey};
+use crate::error::{Error, Result};
+use crate::id::{file_hash, is_hex_name, BlobId};
+use crate::index::{IndexSet, Location};
+use crate::pack;
+use crate::snapshot::{self, SnapshotEntry};
+use crate::tree::Tree;
+
+pub use config::Config;
+pub use keys::KdfParams;
+
+/// Settings chosen at `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Minimum, average, maximum chunk size.
+    pub chunk_sizes: (u32, u32, u32),
+    /// zstd level; 0 disables compression.
+    pub compression: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Password hashing cost.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> InitOptions {
+        let c = ChunkerParams::default();
+        InitOptions {
+            chunk_sizes: (c.min, c.avg, c.max),
+            compression: 3,
+            pack_size: 32 << 20,
+            kdf: KdfParams::default(),
+        }
+    }
+}
+
+/// An open repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    index: OnceLock<IndexSet>,
+}
+
+impl Repository {
+    /// Creates a repository; fails if one exists at the location.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        opts: &InitOptions,
+    ) -> Result<Repository> {
+        if backend.exists()? {
+            return Err(Error::Invalid(format!(
+                "there is already a repository at {}",
+                backend.location()
+            )));
+        }
+        let (min, avg, max) = opts.chunk_sizes;
+        let config = Config {
+            version: config::VERSION,
+            repo_id: crypto::random_bytes::<32>(),
+            chunker: ChunkerParams::with_sizes(
+                min,
+                avg,
+                max,
+                u64::from_le_bytes(crypto::random_bytes::<8>()),
+            )?,
+            compression: opts.compression,
+            pack_size: opts.pack_size,
+            created_ns: crate::now_ns(),
+        };
+        config.validate()?;
+        let key = MasterKey::generate();
+        let keyfile = keys::encode(&key, password, opts.kdf)?;
+        backend.create()?;
+        backend.write(FileKind::Key, &hex::encode(file_hash(&keyfile)), &keyfile)?;
+        // The config is written last: a repository exists once it is there.
+        backend.write(FileKind::Config, "", &config.encode(&key))?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            index: OnceLock::new(),
+        })
+    }
+
+    /// Opens the repository with `password`.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
+        if !backend.exists()? {
+            return Err(Error::RepoMissing(backend.location()));
+        }
+        let mut names: Vec<String> = backend.list(FileKind::Key)?;
+        names.retain(|n| is_hex_name(n));
+        names.sort();
+        if names.is_empty() {
+            return Err(Error::corrupt(
+                format!("repository {}", backend.location()),
+                "keys/ holds no key file",
+            ));
+        }
+        let mut found = None;
+        let mut damaged = Vec::new();
+        for name in &names {
+            let bytes = backend.read(FileKind::Key, name)?;
+            match keys::decode(&bytes, password) {
+                Ok(Some(key)) => {
+                    found = Some(key);
+                    break;
+                }
+                Ok(None) => {}
+                Err(e) => damaged.push(format!("key {}: {e}", &name[..8])),
+            }
+        }
+        let Some(key) = found else {
+            if damaged.len() == names.len() {
+                return Err(Error::corrupt(
+                    format!("repository {}", backend.location()),
+                    damaged.join("; "),
+                ));
+            }
+            return Err(Error::WrongPassword(backend.location()));
+        };
+        let bytes = backend.read(FileKind::Config, "")?;
+        let config = Config::decode(&bytes, &key)?;
+        Ok(Repository {
+            backend,
+            key,
+            config,
+            index: OnceLock::new(),
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// A shared handle on the backend.
+    pub fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The index, mapped on first use.
+    pub fn index(&self) -> Result<&IndexSet> {
+        if let Some(i) = self.index.get() {
+            return Ok(i);
+        }
+        let loaded = IndexSet::load(&*self.backend)?;
+        Ok(self.index.get_or_init(|| loaded))
+    }
+
+    /// Where a blob is stored, or a not-found error naming it.
+    pub fn locate(&self, id: &BlobId) -> Result<Location> {
+        self.index()?
+            .lookup(id)?
+            .ok_or_else(|| Error::NotFound(format!("blob {id} in the index")))
+    }
+
+    /// Reads, authenticates and decodes one blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let sealed = self.backend.read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            u64::from(loc.offset),
+            loc.length as usize,
+        )?;
+        pack::open_blob(
+            &self.key,
+            id,
+            &sealed,
+            loc.raw_length,
+            &format!("blob {} in pack {}", id.short(), loc.pack.short()),
+        )
+    }
+
+    /// Reads and decodes a tree.
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(id)?;
+        Tree::decode(&bytes, &format!("tree {}", id.short()))
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        snapshot::load_all(&*self.backend, &self.key)
+    }
+}
