@@ -4,6 +4,7 @@
 
 mod backup;
 mod init;
+mod maint;
 mod restore;
 mod show;
 
@@ -59,6 +60,14 @@ enum Command {
     Cat(show::CatArgs),
     /// Restore a snapshot, or part of it, into a directory.
     Restore(restore::RestoreArgs),
+    /// Check the repository; with --read-data, every byte.
+    Verify(maint::VerifyArgs),
+    /// Remove snapshots by id or by a retention policy.
+    Forget(maint::ForgetArgs),
+    /// Delete data no snapshot uses; repack mostly-unused packs.
+    Gc(maint::GcArgs),
+    /// Rebuild the index, or salvage damaged snapshots.
+    Repair(maint::RepairArgs),
     /// Remove stale locks.
     Unlock(init::UnlockArgs),
 }
@@ -206,6 +215,10 @@ pub fn main() -> ExitCode {
         Command::Ls(a) => show::run_ls(&ctx, a),
         Command::Cat(a) => show::run_cat(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Verify(a) => maint::run_verify(&ctx, a),
+        Command::Forget(a) => maint::run_forget(&ctx, a),
+        Command::Gc(a) => maint::run_gc(&ctx, a),
+        Command::Repair(a) => maint::run_repair(&ctx, a),
         Command::Unlock(a) => init::run_unlock(&ctx, a),
     };
     match result {

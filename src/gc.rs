@@ -1,0 +1,278 @@
+//! Garbage collection: mark and sweep, with repacking.
+//!
+//! [`plan`] marks every blob reachable from any snapshot (walking trees in
+//! parallel, each once), then classifies packs using the index:
+//!
+//! - a pack with no live blob is **deleted**;
+//! - a pack whose unused share (bytes not holding a live, first-indexed
+//!   blob) exceeds `max_unused` is **repacked**: its live blobs are copied,
+//!   still sealed, into new packs;
+//! - a pack in no index table is an interrupted backup's leftover and is
+//!   **deleted**;
+//! - every other pack is **kept**.
+//!
+//! [`execute`] then, in this order: writes the new packs; writes one new
+//! index table covering every live blob; deletes all old index tables;
+//! deletes the old packs. At every instant the index tables on disk locate
+//! every live blob in an existing pack, so a crash anywhere leaves every
+//! snapshot restorable; the next gc finds what was left behind (packs no
+//! index names) and finishes the job. gc holds the exclusive lock
+//! throughout, so no backup adds blobs meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::{is_hex_name, BlobId, IndexId, PackId};
+use crate::index::{IndexBuilder, Location};
+use crate::pack::{BlobKind, PackEntry, PackWriter};
+use crate::repo::Repository;
+use crate::tree::NodeKind;
+
+/// gc settings.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Repack packs whose unused share exceeds this fraction (0.0..=1.0).
+    pub max_unused: f64,
+    /// Worker threads for marking; 0 = one per core.
+    pub workers: usize,
+}
+
+impl Default for GcOptions {
+    fn default() -> GcOptions {
+        GcOptions {
+            max_unused: 0.10,
+            workers: 0,
+        }
+    }
+}
+
+/// What gc found and will do.
+#[derive(Debug, Default, Serialize)]
+pub struct GcPlan {
+    /// Live blobs (distinct).
+    pub live_blobs: u64,
+    /// Their stored bytes.
+    pub live_bytes: u64,
+    /// Index entries not reachable from any snapshot (or duplicates).
+    pub dead_blobs: u64,
+    /// Their stored bytes.
+    pub dead_bytes: u64,
+    /// Packs to delete outright (no live blob, or not indexed).
+    #[serde(serialize_with = "ids")]
+    pub delete: Vec<PackId>,
+    /// Packs whose live blobs are copied before deletion.
+    #[serde(serialize_with = "ids")]
+    pub repack: Vec<PackId>,
+    /// Packs kept as they are.
+    pub keep: u64,
+    /// Bytes freed once done.
+    pub bytes_freed: u64,
+    /// Live bytes copied by repacking.
+    pub bytes_repacked: u64,
+    /// Index tables replaced.
+    #[serde(skip)]
+    pub old_index: Vec<IndexId>,
+    /// Live blob → location to keep.
+    #[serde(skip)]
+    live: HashMap<BlobId, Location>,
+    /// Pack sizes.
+    #[serde(skip)]
+    sizes: HashMap<PackId, u64>,
+}
+
+fn ids<S: serde::Serializer>(v: &[PackId], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|p| p.to_hex()))
+}
+
+/// Marks live blobs and decides what to do with each pack.
+pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
+    let snapshots = repo.snapshots()?;
+    let roots: Vec<BlobId> = snapshots.iter().map(|e| e.snapshot.tree).collect();
+    let live_ids: Mutex<HashSet<BlobId>> = Mutex::new(roots.iter().copied().collect());
+    let unreadable: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    crate::walker::for_each_tree(repo, &roots, opts.workers, &|id, tree| match tree {
+        Ok(tree) => {
+            let Ok(mut live) = live_ids.lock() else {
+                return;
+            };
+            for node in &tree.nodes {
+                match &node.kind {
+                    NodeKind::File { chunks } => live.extend(chunks.iter().copied()),
+                    NodeKind::Dir { subtree } => {
+                        live.insert(*subtree);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(e) => {
+            if let Ok(mut u) = unreadable.lock() {
+                u.push(format!("tree {}: {e}", id.short()));
+            }
+        }
+    })?;
+    let unreadable = unreadable.into_inner().unwrap_or_default();
+    if !unreadable.is_empty() {
+        return Err(Error::Invalid(format!(
+            "refusing to collect garbage while snapshots are damaged ({}); \
+             run `cairn verify`, then `cairn repair` or `cairn forget` the damaged snapshots",
+            unreadable.join("; ")
+        )));
+    }
+    let live_ids = live_ids
+        .into_inner()
+        .map_err(|_| Error::Invalid("gc worker panicked".into()))?;
+
+    let mut sizes = HashMap::new();
+    for name in repo.backend().list(FileKind::Pack)? {
+        if is_hex_name(&name) {
+            sizes.insert(
+                PackId::from_hex(&name)?,
+                repo.backend().size(FileKind::Pack, &name)?,
+            );
+        }
+    }
+    let index = repo.index()?;
+    let mut plan = GcPlan {
+        sizes,
+        ..GcPlan::default()
+    };
+    // First indexed location of each live blob in an existing pack wins.
+    let mut live_in_pack: HashMap<PackId, u64> = HashMap::new();
+    let mut indexed: HashSet<PackId> = HashSet::new();
+    for table in index.tables() {
+        plan.old_index.push(table.id());
+        for i in 0..table.len() {
+            let (id, loc) = table.location_at(i)?;
+            indexed.insert(loc.pack);
+            let usable = plan.sizes.contains_key(&loc.pack);
+            if usable && live_ids.contains(&id) && !plan.live.contains_key(&id) {
+                plan.live.insert(id, loc);
+                *live_in_pack.entry(loc.pack).or_default() += u64::from(loc.length);
+                plan.live_blobs += 1;
+                plan.live_bytes += u64::from(loc.length);
+            } else {
+                plan.dead_blobs += 1;
+                plan.dead_bytes += u64::from(loc.length);
+            }
+        }
+    }
+    let missing: Vec<&BlobId> = live_ids
+        .iter()
+        .filter(|id| !plan.live.contains_key(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Invalid(format!(
+            "refusing to collect garbage: {} blobs used by snapshots are not in the index or their pack is missing \
+             (first: {}); run `cairn verify` and `cairn repair index`",
+            missing.len(),
+            missing[0]
+        )));
+    }
+    let mut packs: Vec<(&PackId, &u64)> = plan.sizes.iter().collect();
+    packs.sort();
+    let (mut delete, mut repack, mut keep, mut freed, mut copied) =
+        (Vec::new(), Vec::new(), 0, 0, 0);
+    for (pack, &size) in packs {
+        let live = live_in_pack.get(pack).copied().unwrap_or(0);
+        if !indexed.contains(pack) || live == 0 {
+            delete.push(*pack);
+            freed += size;
+        } else if size > 0 && 1.0 - (live as f64 / size as f64) > opts.max_unused {
+            repack.push(*pack);
+            freed += size - live;
+            copied += live;
+        } else {
+            keep += 1;
+        }
+    }
+    plan.delete = delete;
+    plan.repack = repack;
+    plan.keep = keep;
+    plan.bytes_freed = freed;
+    plan.bytes_repacked = copied;
+    Ok(plan)
+}
+
+/// Carries out a plan. See the module docs for the order and why it is safe.
+pub fn execute(repo: &Repository, plan: &GcPlan) -> Result<()> {
+    let key = repo.key();
+    let backend = repo.backend();
+    let repack: HashSet<PackId> = plan.repack.iter().copied().collect();
+    let mut builder = IndexBuilder::default();
+    // Live blobs in kept packs keep their location.
+    let mut by_pack: HashMap<PackId, (BlobKind, Vec<PackEntry>)> = HashMap::new();
+    for (id, loc) in &plan.live {
+        let entry = PackEntry {
+            id: *id,
+            offset: loc.offset,
+            length: loc.length,
+            raw_length: loc.raw_length,
+        };
+        by_pack
+            .entry(loc.pack)
+            .or_insert_with(|| (loc.kind, Vec::new()))
+            .1
+            .push(entry);
+    }
+    let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
+    let flush = |w: PackWriter, builder: &mut IndexBuilder| -> Result<()> {
+        let pack = w.finish(key);
+        backend.write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+        crate::fault::point("gc-after-repack-write");
+        builder.add_pack(pack.id, pack.header.kind, &pack.header.entries);
+        Ok(())
+    };
+    let mut packs: Vec<_> = by_pack.into_iter().collect();
+    packs.sort_by_key(|(p, _)| *p);
+    for (pack, (kind, mut entries)) in packs {
+        if !repack.contains(&pack) {
+            builder.add_pack(pack, kind, &entries);
+            continue;
+        }
+        entries.sort_by_key(|e| e.offset);
+        let data = backend.read(FileKind::Pack, &pack.to_hex())?;
+        let what = format!("pack {}", pack.short());
+        for e in entries {
+            let end = e.offset as usize + e.length as usize;
+            let sealed = data.get(e.offset as usize..end).ok_or_else(|| {
+                Error::corrupt(
+                    &what,
+                    format!("blob {} lies outside the pack", e.id.short()),
+                )
+            })?;
+            // Copied without re-encoding, but authenticated first so damage
+            // is never propagated silently.
+            crate::pack::open_blob(key, &e.id, sealed, e.raw_length, &what)?;
+            let w = writers.entry(kind).or_insert_with(|| PackWriter::new(kind));
+            w.add_sealed(e.id, sealed, e.raw_length);
+            if w.len() >= repo.config().pack_size as usize {
+                let full = std::mem::replace(w, PackWriter::new(kind));
+                flush(full, &mut builder)?;
+            }
+        }
+    }
+    for (_, w) in writers.drain() {
+        if !w.is_empty() {
+            flush(w, &mut builder)?;
+        }
+    }
+    let (new_index, bytes) = builder.finish(key);
+    backend.write(FileKind::Index, &new_index.to_hex(), &bytes)?;
+    crate::fault::point("gc-after-index-write");
+    for old in &plan.old_index {
+        if *old != new_index {
+            backend.remove(FileKind::Index, &old.to_hex())?;
+            crate::fault::point("gc-after-index-remove");
+        }
+    }
+    for pack in plan.delete.iter().chain(&plan.repack) {
+        backend.remove(FileKind::Pack, &pack.to_hex())?;
+        crate::fault::point("gc-after-pack-remove");
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Repair: rebuilding the index from packs, and salvaging snapshots.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::{is_hex_name, BlobId, PackId, SnapshotId};
+use crate::index::IndexBuilder;
+use crate::pack::{self, BlobKind};
+use crate::repo::Repository;
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::tree::{Node, NodeKind, Tree};
+use crate::writer::BlobWriter;
+
+/// What `repair index` did.
+#[derive(Debug, Default, Serialize)]
+pub struct IndexRepair {
+    /// Packs whose headers were read.
+    pub packs: usize,
+    /// Blobs indexed.
+    pub blobs: usize,
+    /// Packs that could not be read, with why (left in place).
+    pub unreadable: Vec<String>,
+    /// Old index tables removed.
+    pub removed_tables: usize,
+}
+
+/// Rebuilds the index from the packs' own headers: writes one new table for
+/// every readable pack, then removes the old tables. Call under an
+/// exclusive lock.
+pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
+    let backend = repo.backend();
+    let mut out = IndexRepair::default();
+    let mut builder = IndexBuilder::default();
+    let mut names = backend.list(FileKind::Pack)?;
+    names.sort();
+    for name in names.iter().filter(|n| is_hex_name(n)) {
+        let id = PackId::from_hex(name)?;
+        let what = format!("pack {}", id.short());
+        let header = backend
+            .read(FileKind::Pack, name)
+            .and_then(|data| pack::decode_header(&data, repo.key(), &what));
+        match header {
+            Ok(h) => {
+                out.packs += 1;
+                out.blobs += h.entries.len();
+                builder.add_pack(id, h.kind, &h.entries);
+            }
+            Err(e) => out.unreadable.push(format!("{what}: {e}")),
+        }
+    }
+    let old: Vec<String> = backend.list(FileKind::Index)?;
+    let (new_id, bytes) = builder.finish(repo.key());
+    backend.write(FileKind::Index, &new_id.to_hex(), &bytes)?;
+    for name in old
+        .iter()
+        .filter(|n| is_hex_name(n) && **n != new_id.to_hex())
+    {
+        backend.remove(FileKind::Index, name)?;
+        out.removed_tables += 1;
+    }
+    Ok(out)
+}
+
+/// One snapshot rewritten by `repair snapshots`.
+#[derive(Debug, Serialize)]
+pub struct SnapshotRepair {
+    /// The damaged original (kept).
+    pub original: SnapshotId,
+    /// The repaired copy.
+    pub repaired: SnapshotId,
+    /// Paths dropped because their data is missing.
+    pub dropped: Vec<String>,
+}
+
+/// Rewrites every snapshot whose trees reference missing blobs (not
+/// indexed, or indexed in a missing pack), dropping only the damaged files
+/// (and unreadable directories' contents). The originals are kept; the new
+/// snapshots carry the tag `repaired`. With `dry_run` nothing is written.
+pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<SnapshotRepair>> {
+    let backend = repo.backend();
+    let mut packs = HashSet::new();
+    for name in backend.list(FileKind::Pack)? {
+        if is_hex_name(&name) {
+            packs.insert(PackId::from_hex(&name)?);
+        }
+    }
+    let index = repo.index()?;
+    let available = |id: &BlobId| -> bool {
+        matches!(index.lookup(id), Ok(Some(loc)) if packs.contains(&loc.pack))
+    };
+    let writer = BlobWriter::new(repo);
+    let mut out = Vec::new();
+    let mut memo: HashMap<BlobId, (BlobId, Vec<String>)> = HashMap::new();
+    let snapshots: Vec<SnapshotEntry> = repo.snapshots()?;
+    let mut new_snaps = Vec::new();
+    for e in &snapshots {
+        let mut rw = Rewriter {
+            repo,
+            writer: &writer,
+            available: &available,
+            memo: &mut memo,
+            dry_run,
+        };
+        let (root, dropped) = rw.tree(&e.snapshot.tree, "")?;
+        if dropped.is_empty() {
+            continue;
+        }
+        let mut snap: Snapshot = e.snapshot.clone();
+        snap.tree = root;
+        if !snap.tags.iter().any(|t| t == "repaired") {
+            snap.tags.push("repaired".into());
+        }
+        snap.summary.errors += dropped.len() as u64;
+        let (id, bytes) = snap.encode(repo.key());
+        new_snaps.push((id, bytes));
+        out.push(SnapshotRepair {
+            original: e.id,
+            repaired: id,
+            dropped,
+        });
+    }
+    if dry_run {
+        return Ok(out);
+    }
+    writer.finish()?;
+    for (id, bytes) in new_snaps {
+        backend.write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+    }
+    Ok(out)
+}
+
+struct Rewriter<'a, 'r> {
+    repo: &'r Repository,
+    writer: &'a BlobWriter<'r>,
+    available: &'a dyn Fn(&BlobId) -> bool,
+    memo: &'a mut HashMap<BlobId, (BlobId, Vec<String>)>,
+    dry_run: bool,
+}
+
+impl Rewriter<'_, '_> {
+    /// The repaired id of tree `id` at `path`, and the paths dropped in it.
+    fn tree(&mut self, id: &BlobId, path: &str) -> Result<(BlobId, Vec<String>)> {
+        if let Some((new, dropped)) = self.memo.get(id) {
+            // Same tree elsewhere: same repair, paths re-rooted.
+            let dropped = dropped.iter().map(|d| format!("{path}{d}")).collect();
+            return Ok((*new, dropped));
+        }
+        let (nodes, dropped_rel) = match self.repo.load_tree(id) {
+            Ok(tree) => self.nodes(tree)?,
+            Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
+                (Vec::new(), vec![format!(" (directory unreadable: {e})")])
+            }
+            Err(e) => return Err(e),
+        };
+        let new = if dropped_rel.is_empty() {
+            *id
+        } else {
+            let bytes = Tree::new(nodes).encode();
+            if self.dry_run {
+                self.repo.key().blob_id(&bytes)
+            } else {
+                self.writer.add(BlobKind::Tree, &bytes)?.0
+            }
+        };
+        self.memo.insert(*id, (new, dropped_rel.clone()));
+        Ok((
+            new,
+            dropped_rel
+                .into_iter()
+                .map(|d| format!("{path}{d}"))
+                .collect(),
+        ))
+    }
+
+    /// Repaired nodes of a tree and the dropped paths relative to it.
+    fn nodes(&mut self, tree: Tree) -> Result<(Vec<Node>, Vec<String>)> {
+        let mut nodes = Vec::with_capacity(tree.nodes.len());
+        let mut dropped = Vec::new();
+        for mut node in tree.nodes {
+            let rel = format!("/{}", node.name);
+            match &node.kind {
+                NodeKind::File { chunks } if !chunks.iter().all(|c| (self.available)(c)) => {
+                    dropped.push(rel);
+                    continue;
+                }
+                NodeKind::Dir { subtree } => {
+                    let subtree = *subtree;
+                    let (new, d) = self.tree(&subtree, &rel)?;
+                    dropped.extend(d);
+                    node.kind = NodeKind::Dir { subtree: new };
+                }
+                _ => {}
+            }
+            nodes.push(node);
+        }
+        Ok((nodes, dropped))
+    }
+}

@@ -1,0 +1,528 @@
+//! Retention policies: which snapshots `forget` keeps.
+//!
+//! A pure function over snapshot metadata, applied to each group of
+//! snapshots separately. Semantics follow restic and borg: for each bucket
+//! kind (hour, day, week, month, year) with a count `n`, walk the group from
+//! newest to oldest and keep the newest snapshot of each bucket until `n`
+//! buckets are kept. `keep-last n` keeps the newest `n`; `keep-within d`
+//! keeps snapshots taken within `d` of the newest one; `keep-tag t` keeps
+//! snapshots carrying `t`. A snapshot kept for several reasons is kept once,
+//! with all its reasons.
+//!
+//! Differential snapshots: a full snapshot that a kept differential names
+//! as its parent is kept too (reason `differential-base`), and so is the
+//! newest full snapshot of a group that has any differential (reason
+//! `newest-full`), because tomorrow's differential will name it as parent.
+//! No snapshot ever *needs* another to be restored; this rule keeps the
+//! meaning of "changes since the full backup" intact.
+
+use chrono::{DateTime, Datelike, Local, TimeZone, Timelike};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::snapshot::{SnapshotEntry, SnapshotKind};
+
+/// A retention policy. All-zero keeps nothing: callers must refuse it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    /// Keep the newest N.
+    pub last: u32,
+    /// Keep the newest per hour, for N hours.
+    pub hourly: u32,
+    /// … per day.
+    pub daily: u32,
+    /// … per ISO week.
+    pub weekly: u32,
+    /// … per month.
+    pub monthly: u32,
+    /// … per year.
+    pub yearly: u32,
+    /// Keep everything taken within this many seconds before the newest.
+    pub within_secs: Option<u64>,
+    /// Keep snapshots carrying any of these tags.
+    pub tags: Vec<String>,
+}
+
+impl Policy {
+    /// True when the policy would keep nothing.
+    pub fn is_empty(&self) -> bool {
+        self.last == 0
+            && self.hourly == 0
+            && self.daily == 0
+            && self.weekly == 0
+            && self.monthly == 0
+            && self.yearly == 0
+            && self.within_secs.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+/// The decision for one snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// Its time, ns since the epoch.
+    pub time_ns: i64,
+    /// Kept?
+    pub keep: bool,
+    /// Why it is kept (empty when removed).
+    pub reasons: Vec<String>,
+}
+
+/// Parses `30d`, `1y2m`, `12h`, `2w`: years (365 d), months (30 d), weeks,
+/// days, hours.
+pub fn parse_within(s: &str) -> Result<u64> {
+    let bad = || Error::Invalid(format!("{s:?} is not a duration like 30d, 1y2m or 12h"));
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            'y' => 365 * 86400,
+            'm' => 30 * 86400,
+            'w' => 7 * 86400,
+            'd' => 86400,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// Applies `policy` to one group, in local time. Returns decisions newest
+/// first.
+pub fn apply(policy: &Policy, group: &[&SnapshotEntry]) -> Vec<Decision> {
+    apply_in(policy, group, &Local)
+}
+
+/// [`apply`] in a given time zone (tests use UTC).
+pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz) -> Vec<Decision> {
+    let mut snaps: Vec<&SnapshotEntry> = group.to_vec();
+    snaps.sort_by_key(|e| std::cmp::Reverse((e.snapshot.time_ns, e.id)));
+    let mut reasons: Vec<Vec<String>> = vec![Vec::new(); snaps.len()];
+    let times: Vec<DateTime<Tz>> = snaps
+        .iter()
+        .map(|e| tz.timestamp_nanos(e.snapshot.time_ns))
+        .collect();
+
+    for (i, r) in reasons.iter_mut().enumerate().take(policy.last as usize) {
+        let _ = i;
+        r.push("last".into());
+    }
+    type Key<Tz> = fn(&DateTime<Tz>) -> (i32, u32, u32, u32);
+    let buckets: [(&str, u32, Key<Tz>); 5] = [
+        ("hourly", policy.hourly, |t| {
+            (t.year(), t.ordinal(), t.hour(), 0)
+        }),
+        ("daily", policy.daily, |t| (t.year(), t.ordinal(), 0, 0)),
+        ("weekly", policy.weekly, |t| {
+            let w = t.iso_week();
+            (w.year(), w.week(), 0, 0)
+        }),
+        ("monthly", policy.monthly, |t| (t.year(), t.month(), 0, 0)),
+        ("yearly", policy.yearly, |t| (t.year(), 0, 0, 0)),
+    ];
+    for (name, count, key) in buckets {
+        let mut left = count;
+        let mut last = None;
+        for (i, t) in times.iter().enumerate() {
+            if left == 0 {
+                break;
+            }
+            let k = key(t);
+            if last != Some(k) {
+                reasons[i].push(name.into());
+                last = Some(k);
+                left -= 1;
+            }
+        }
+    }
+    if let (Some(within), Some(newest)) = (policy.within_secs, snaps.first()) {
+        let limit = newest
+            .snapshot
+            .time_ns
+            .saturating_sub((within as i64).saturating_mul(1_000_000_000));
+        for (i, e) in snaps.iter().enumerate() {
+            if e.snapshot.time_ns >= limit {
+                reasons[i].push("within".into());
+            }
+        }
+    }
+    for (i, e) in snaps.iter().enumerate() {
+        if policy.tags.iter().any(|t| e.snapshot.tags.contains(t)) {
+            reasons[i].push("tag".into());
+        }
+    }
+    // Differential bases.
+    let has_differential = snaps
+        .iter()
+        .any(|e| e.snapshot.kind == SnapshotKind::Differential);
+    if has_differential {
+        if let Some(i) = snaps
+            .iter()
+            .position(|e| e.snapshot.kind == SnapshotKind::Full)
+        {
+            reasons[i].push("newest-full".into());
+        }
+    }
+    let bases: Vec<SnapshotId> = snaps
+        .iter()
+        .zip(&reasons)
+        .filter(|(e, r)| !r.is_empty() && e.snapshot.kind == SnapshotKind::Differential)
+        .filter_map(|(e, _)| e.snapshot.parent)
+        .collect();
+    for (i, e) in snaps.iter().enumerate() {
+        if bases.contains(&e.id) && !reasons[i].iter().any(|r| r == "differential-base") {
+            reasons[i].push("differential-base".into());
+        }
+    }
+    snaps
+        .iter()
+        .zip(reasons)
+        .map(|(e, reasons)| Decision {
+            id: e.id,
+            time_ns: e.snapshot.time_ns,
+            keep: !reasons.is_empty(),
+            reasons,
+        })
+        .collect()
+}
+
+/// Fields snapshots can be grouped by.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GroupBy {
+    /// By set.
+    pub set: bool,
+    /// By host.
+    pub host: bool,
+    /// By paths.
+    pub paths: bool,
+    /// By tags.
+    pub tags: bool,
+}
+
+impl GroupBy {
+    /// Parses a comma list of `set`, `host`, `paths`, `tags` (or empty).
+    pub fn parse(s: &str) -> Result<GroupBy> {
+        let mut g = GroupBy::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "set" => g.set = true,
+                "host" => g.host = true,
+                "paths" => g.paths = true,
+                "tags" => g.tags = true,
+                _ => {
+                    return Err(Error::Invalid(format!(
+                        "cannot group by {part:?} (use set, host, paths, tags)"
+                    )))
+                }
+            }
+        }
+        Ok(g)
+    }
+
+    /// The group key of a snapshot, as shown to users.
+    pub fn key(&self, e: &SnapshotEntry) -> String {
+        let s = &e.snapshot;
+        let mut parts = Vec::new();
+        if self.set {
+            parts.push(format!("set {}", s.set));
+        }
+        if self.host {
+            parts.push(format!("host {}", s.host));
+        }
+        if self.paths {
+            parts.push(format!("paths {}", s.paths.join(",")));
+        }
+        if self.tags {
+            let mut t = s.tags.clone();
+            t.sort();
+            parts.push(format!("tags {}", t.join(",")));
+        }
+        if parts.is_empty() {
+            "all snapshots".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::BlobId;
+    use crate::snapshot::{Snapshot, Summary};
+    use chrono::Utc;
+
+    fn at(
+        date: &str,
+        n: u8,
+        kind: SnapshotKind,
+        parent: Option<u8>,
+        tags: &[&str],
+    ) -> SnapshotEntry {
+        let t = chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M")
+            .unwrap()
+            .and_utc()
+            .timestamp_nanos_opt()
+            .unwrap();
+        SnapshotEntry {
+            id: SnapshotId([n; 32]),
+            snapshot: Snapshot {
+                version: 1,
+                time_ns: t,
+                host: "h".into(),
+                user: "u".into(),
+                set: "s".into(),
+                kind,
+                paths: vec!["/p".into()],
+                tags: tags.iter().map(|s| s.to_string()).collect(),
+                parent: parent.map(|p| SnapshotId([p; 32])),
+                tree: BlobId([0; 32]),
+                summary: Summary::default(),
+            },
+        }
+    }
+
+    fn kept(policy: &Policy, snaps: &[SnapshotEntry]) -> Vec<u8> {
+        let refs: Vec<&SnapshotEntry> = snaps.iter().collect();
+        let mut k: Vec<u8> = apply_in(policy, &refs, &Utc)
+            .into_iter()
+            .filter(|d| d.keep)
+            .map(|d| d.id.0[0])
+            .collect();
+        k.sort();
+        k
+    }
+
+    /// Snapshot n (1-based) taken on the dates below, one per line.
+    fn table() -> Vec<SnapshotEntry> {
+        let dates = [
+            "2026-01-01 10:00", // 1  Thu, week 1, Jan
+            "2026-01-01 22:00", // 2  same day
+            "2026-01-05 09:00", // 3  Mon, week 2
+            "2026-01-06 09:00", // 4  Tue, week 2
+            "2026-01-31 23:00", // 5  Sat, week 5, Jan
+            "2026-02-01 01:00", // 6  Sun, week 5, Feb
+            "2026-02-01 01:30", // 7  same hour
+            "2026-03-15 12:00", // 8  Sun, week 11, Mar
+            "2025-12-31 23:59", // 9  year 2025
+            "2024-06-01 00:00", // 10 year 2024
+        ];
+        dates
+            .iter()
+            .enumerate()
+            .map(|(i, d)| at(d, i as u8 + 1, SnapshotKind::Incremental, None, &[]))
+            .collect()
+    }
+
+    #[test]
+    fn retention_table() {
+        let t = table();
+        let cases: Vec<(Policy, Vec<u8>)> = vec![
+            (
+                Policy {
+                    last: 3,
+                    ..Default::default()
+                },
+                vec![6, 7, 8],
+            ),
+            (
+                Policy {
+                    hourly: 3,
+                    ..Default::default()
+                },
+                vec![5, 7, 8],
+            ),
+            (
+                Policy {
+                    daily: 4,
+                    ..Default::default()
+                },
+                vec![4, 5, 7, 8],
+            ),
+            (
+                Policy {
+                    weekly: 3,
+                    ..Default::default()
+                },
+                vec![4, 7, 8],
+            ),
+            (
+                Policy {
+                    monthly: 2,
+                    ..Default::default()
+                },
+                vec![7, 8],
+            ),
+            (
+                Policy {
+                    monthly: 4,
+                    ..Default::default()
+                },
+                vec![5, 7, 8, 9],
+            ),
+            (
+                Policy {
+                    yearly: 5,
+                    ..Default::default()
+                },
+                vec![8, 9, 10],
+            ),
+            (
+                Policy {
+                    daily: 2,
+                    monthly: 3,
+                    ..Default::default()
+                },
+                vec![5, 7, 8],
+            ),
+            (
+                Policy {
+                    last: 1,
+                    yearly: 2,
+                    ..Default::default()
+                },
+                vec![8, 9],
+            ),
+            (
+                Policy {
+                    within_secs: Some(parse_within("45d").unwrap()),
+                    ..Default::default()
+                },
+                vec![5, 6, 7, 8],
+            ),
+            (
+                Policy {
+                    within_secs: Some(parse_within("1y").unwrap()),
+                    ..Default::default()
+                },
+                vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ),
+        ];
+        for (policy, want) in cases {
+            assert_eq!(kept(&policy, &t), want, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_listed_once_per_kind() {
+        let t = table();
+        let refs: Vec<&SnapshotEntry> = t.iter().collect();
+        let p = Policy {
+            last: 1,
+            daily: 1,
+            monthly: 1,
+            ..Default::default()
+        };
+        let d = apply_in(&p, &refs, &Utc);
+        assert_eq!(d[0].id.0[0], 8);
+        assert_eq!(d[0].reasons, vec!["last", "daily", "monthly"]);
+        assert!(d[1..].iter().all(|d| !d.keep && d.reasons.is_empty()));
+    }
+
+    #[test]
+    fn tags_keep() {
+        let mut t = table();
+        t[2] = at(
+            "2026-01-05 09:00",
+            3,
+            SnapshotKind::Incremental,
+            None,
+            &["keep"],
+        );
+        let p = Policy {
+            last: 1,
+            tags: vec!["keep".into()],
+            ..Default::default()
+        };
+        assert_eq!(kept(&p, &t), vec![3, 8]);
+    }
+
+    #[test]
+    fn differential_bases_are_kept() {
+        let t = vec![
+            at("2026-01-01 00:00", 1, SnapshotKind::Full, None, &[]),
+            at(
+                "2026-01-02 00:00",
+                2,
+                SnapshotKind::Differential,
+                Some(1),
+                &[],
+            ),
+            at("2026-01-08 00:00", 3, SnapshotKind::Full, None, &[]),
+            at(
+                "2026-01-09 00:00",
+                4,
+                SnapshotKind::Differential,
+                Some(3),
+                &[],
+            ),
+            at(
+                "2026-01-10 00:00",
+                5,
+                SnapshotKind::Differential,
+                Some(3),
+                &[],
+            ),
+        ];
+        // keep-last 1 keeps 5; its base 3 is kept; 1 and 2 go.
+        assert_eq!(
+            kept(
+                &Policy {
+                    last: 1,
+                    ..Default::default()
+                },
+                &t
+            ),
+            vec![3, 5]
+        );
+        // keep-daily 4 keeps 2..5; 2's base 1 is kept as well.
+        assert_eq!(
+            kept(
+                &Policy {
+                    daily: 4,
+                    ..Default::default()
+                },
+                &t
+            ),
+            vec![1, 2, 3, 4, 5]
+        );
+        // Even keeping only an old differential, the newest full stays
+        // for tomorrow's differential.
+        let refs: Vec<&SnapshotEntry> = t.iter().collect();
+        let d = apply_in(
+            &Policy {
+                tags: vec!["x".into()],
+                ..Default::default()
+            },
+            &refs,
+            &Utc,
+        );
+        let newest_full = d.iter().find(|d| d.id.0[0] == 3).unwrap();
+        assert_eq!(newest_full.reasons, vec!["newest-full"]);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_within("30d").unwrap(), 30 * 86400);
+        assert_eq!(parse_within("1y2m").unwrap(), 425 * 86400);
+        assert_eq!(parse_within("12h").unwrap(), 43200);
+        for bad in ["", "5", "3x", "d", "0d"] {
+            assert!(parse_within(bad).is_err(), "{bad}");
+        }
+    }
+}

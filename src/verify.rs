@@ -1,0 +1,534 @@
+//! `verify`: check that every snapshot can be restored.
+//!
+//! Structure (always): index tables authenticate and are ordered, every
+//! index entry points inside an existing pack, every snapshot decodes, every
+//! tree it reaches decodes, and every blob a tree names is indexed in an
+//! existing pack. With `read_data`, every selected pack is read in full (in
+//! parallel, through memory maps on the local backend) and every blob in it
+//! is authenticated, decompressed and re-hashed.
+//!
+//! Damage is attributed precisely: each bad or missing blob with its pack,
+//! and every snapshot and path that loses data because of it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::{file_hash, is_hex_name, BlobId, PackId, SnapshotId};
+use crate::pack;
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::{NodeKind, Tree};
+
+/// Which packs `--read-data` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// Every pack.
+    All,
+    /// Packs whose id falls in the first `percent` of the id space.
+    Percent(f64),
+    /// Part `k` of `m` (1-based): packs whose id prefix is `k-1` modulo `m`.
+    Part(u32, u32),
+}
+
+impl Subset {
+    /// Parses `N%` or `K/M`.
+    pub fn parse(s: &str) -> Result<Subset> {
+        let bad = || Error::Invalid(format!("{s:?} is not a subset like 10% or 3/7"));
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(bad());
+            }
+            return Ok(Subset::Percent(p));
+        }
+        let (k, m) = s.split_once('/').ok_or_else(bad)?;
+        let (k, m): (u32, u32) = (
+            k.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
+        if m == 0 || k == 0 || k > m {
+            return Err(bad());
+        }
+        Ok(Subset::Part(k, m))
+    }
+
+    /// Whether the pack is in the subset; the choice depends only on the id,
+    /// so `1/7` … `7/7` on successive nights cover every pack.
+    pub fn contains(&self, id: &PackId) -> bool {
+        let x = u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes"));
+        match *self {
+            Subset::All => true,
+            Subset::Percent(p) => (f64::from(x) / 4_294_967_296.0) < p / 100.0,
+            Subset::Part(k, m) => x % m == k - 1,
+        }
+    }
+}
+
+/// What to check.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Read and check pack contents.
+    pub read_data: Option<Subset>,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+}
+
+/// One problem found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// The object concerned, e.g. `pack 1a2b3c4d`.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A file (or directory) that loses data, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Damage {
+    /// The snapshot.
+    pub snapshot: SnapshotId,
+    /// Absolute path inside the snapshot.
+    pub path: String,
+    /// The blob that is missing or bad.
+    pub blob: BlobId,
+    /// The pack that should hold it, when known.
+    pub pack: Option<PackId>,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+/// Everything verify found.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Distinct trees checked.
+    pub trees: usize,
+    /// Packs in the repository.
+    pub packs: usize,
+    /// Index tables.
+    pub index_tables: usize,
+    /// Packs read with read-data.
+    pub packs_read: usize,
+    /// Blobs read and re-hashed.
+    pub blobs_read: u64,
+    /// Bytes of packs read.
+    pub bytes_read: u64,
+    /// Damage and structural errors.
+    pub errors: Vec<Problem>,
+    /// Things that are not damage (e.g. unreferenced packs).
+    pub warnings: Vec<Problem>,
+    /// Files and directories that lose data.
+    pub damaged: Vec<Damage>,
+}
+
+impl VerifyReport {
+    /// True when nothing is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.damaged.is_empty()
+    }
+}
+
+fn problem(object: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        object: object.into(),
+        message: message.into(),
+    }
+}
+
+/// Why a blob cannot be read, if it cannot.
+#[derive(Clone)]
+enum Fault {
+    NotIndexed,
+    PackMissing(PackId),
+    Bad(PackId, String),
+}
+
+impl Fault {
+    fn pack(&self) -> Option<PackId> {
+        match self {
+            Fault::NotIndexed => None,
+            Fault::PackMissing(p) | Fault::Bad(p, _) => Some(*p),
+        }
+    }
+    fn reason(&self) -> String {
+        match self {
+            Fault::NotIndexed => "not in the index".into(),
+            Fault::PackMissing(p) => format!("pack {} is missing", p.short()),
+            Fault::Bad(p, why) => format!("damaged in pack {}: {why}", p.short()),
+        }
+    }
+}
+
+/// Per-tree facts gathered in the parallel walk.
+#[derive(Default)]
+struct TreeFacts {
+    children: Vec<BlobId>,
+    damaged: bool,
+}
+
+/// Runs the checks.
+pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let backend = repo.backend();
+
+    // Packs present, with sizes.
+    let mut packs: HashMap<PackId, u64> = HashMap::new();
+    for name in backend.list(FileKind::Pack)? {
+        if !is_hex_name(&name) {
+            report
+                .warnings
+                .push(problem(format!("packs/{name}"), "unexpected file"));
+            continue;
+        }
+        let id = PackId::from_hex(&name)?;
+        packs.insert(id, backend.size(FileKind::Pack, &name)?);
+    }
+    report.packs = packs.len();
+
+    // Index tables.
+    let index = repo.index()?;
+    report.index_tables = index.tables().len();
+    let mut indexed_packs: HashSet<PackId> = HashSet::new();
+    let mut missing_packs: HashMap<PackId, u64> = HashMap::new();
+    for table in index.tables() {
+        let what = format!("index {}", table.id().short());
+        if let Err(e) = table.check(repo.key()) {
+            report.errors.push(problem(&what, e.to_string()));
+            continue;
+        }
+        let mut out_of_bounds = 0u64;
+        for i in 0..table.len() {
+            let (_, loc) = table.location_at(i)?;
+            indexed_packs.insert(loc.pack);
+            match packs.get(&loc.pack) {
+                None => *missing_packs.entry(loc.pack).or_default() += 1,
+                Some(&size) => {
+                    if u64::from(loc.offset) + u64::from(loc.length) > size
+                        || loc.offset < pack::HEADER_LEN as u32
+                    {
+                        out_of_bounds += 1;
+                    }
+                }
+            }
+        }
+        if out_of_bounds > 0 {
+            report.errors.push(problem(
+                &what,
+                format!("{out_of_bounds} entries point outside their pack"),
+            ));
+        }
+    }
+    let mut missing: Vec<_> = missing_packs.into_iter().collect();
+    missing.sort();
+    for (p, n) in missing {
+        report.errors.push(problem(
+            format!("pack {}", p.short()),
+            format!("missing, but the index names {n} blobs in it ({p})"),
+        ));
+    }
+    let mut unindexed: Vec<&PackId> = packs
+        .keys()
+        .filter(|p| !indexed_packs.contains(p))
+        .collect();
+    unindexed.sort();
+    for p in unindexed {
+        report.warnings.push(problem(
+            format!("pack {}", p.short()),
+            "not in the index: left by an interrupted backup (`cairn gc` removes it), \
+             or an index table was lost (`cairn repair index` restores it)",
+        ));
+    }
+
+    // Read data.
+    let bad: HashMap<(BlobId, PackId), String> = match opts.read_data {
+        Some(subset) => read_packs(repo, &packs, subset, opts.workers, &mut report)?,
+        None => HashMap::new(),
+    };
+
+    // Snapshots and trees.
+    let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
+    let mut names = backend.list(FileKind::Snapshot)?;
+    names.sort();
+    for name in names {
+        if !is_hex_name(&name) {
+            continue;
+        }
+        let id = SnapshotId::from_hex(&name)?;
+        match Snapshot::load(backend, repo.key(), &id) {
+            Ok(s) => snapshots.push((id, s)),
+            Err(e) => report
+                .errors
+                .push(problem(format!("snapshot {}", id.short()), e.to_string())),
+        }
+    }
+    report.snapshots = snapshots.len();
+    let fault = |id: &BlobId| -> Option<Fault> {
+        match index.lookup(id) {
+            Ok(None) | Err(_) => Some(Fault::NotIndexed),
+            Ok(Some(loc)) if !packs.contains_key(&loc.pack) => Some(Fault::PackMissing(loc.pack)),
+            Ok(Some(loc)) => bad
+                .get(&(*id, loc.pack))
+                .map(|why| Fault::Bad(loc.pack, why.clone())),
+        }
+    };
+    let facts: Mutex<HashMap<BlobId, TreeFacts>> = Mutex::new(HashMap::new());
+    let roots: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    report.trees = crate::walker::for_each_tree(repo, &roots, opts.workers, &|id, tree| {
+        let f = match tree {
+            Ok(tree) => TreeFacts {
+                children: tree
+                    .nodes
+                    .iter()
+                    .filter_map(|n| match &n.kind {
+                        NodeKind::Dir { subtree } => Some(*subtree),
+                        _ => None,
+                    })
+                    .collect(),
+                damaged: tree.nodes.iter().any(|n| match &n.kind {
+                    NodeKind::File { chunks } => chunks.iter().any(|c| fault(c).is_some()),
+                    _ => false,
+                }),
+            },
+            Err(_) => TreeFacts {
+                children: Vec::new(),
+                damaged: true,
+            },
+        };
+        if let Ok(mut m) = facts.lock() {
+            m.insert(id, f);
+        }
+    })?;
+    let facts = facts
+        .into_inner()
+        .map_err(|_| Error::Invalid("verify worker panicked".into()))?;
+
+    // Which trees lead to damage.
+    let mut dirty: HashMap<BlobId, bool> = HashMap::new();
+    fn is_dirty(
+        id: &BlobId,
+        facts: &HashMap<BlobId, TreeFacts>,
+        memo: &mut HashMap<BlobId, bool>,
+    ) -> bool {
+        if let Some(&d) = memo.get(id) {
+            return d;
+        }
+        memo.insert(*id, false); // trees form a DAG; this only guards hostile cycles
+        let f = &facts[id];
+        let d = f.damaged
+            || f.children
+                .iter()
+                .any(|c| facts.contains_key(c) && is_dirty(c, facts, memo));
+        memo.insert(*id, d);
+        d
+    }
+    for (sid, snap) in &snapshots {
+        if facts.contains_key(&snap.tree) && is_dirty(&snap.tree, &facts, &mut dirty) {
+            attribute(
+                repo,
+                *sid,
+                &snap.tree,
+                "",
+                &dirty,
+                &fault,
+                &mut report.damaged,
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// Lists the damaged entries of a dirty tree and recurses into dirty subtrees.
+fn attribute(
+    repo: &Repository,
+    snapshot: SnapshotId,
+    id: &BlobId,
+    path: &str,
+    dirty: &HashMap<BlobId, bool>,
+    fault: &dyn Fn(&BlobId) -> Option<Fault>,
+    out: &mut Vec<Damage>,
+) {
+    let tree: Tree = match repo.load_tree(id) {
+        Ok(t) => t,
+        Err(e) => {
+            let f = fault(id);
+            out.push(Damage {
+                snapshot,
+                path: if path.is_empty() {
+                    "/".into()
+                } else {
+                    path.into()
+                },
+                blob: *id,
+                pack: f.as_ref().and_then(Fault::pack),
+                reason: format!("directory unreadable: {e}"),
+            });
+            return;
+        }
+    };
+    for node in &tree.nodes {
+        let p = format!("{path}/{}", node.name);
+        match &node.kind {
+            NodeKind::File { chunks } => {
+                if let Some((c, f)) = chunks.iter().find_map(|c| fault(c).map(|f| (c, f))) {
+                    out.push(Damage {
+                        snapshot,
+                        path: p,
+                        blob: *c,
+                        pack: f.pack(),
+                        reason: f.reason(),
+                    });
+                }
+            }
+            NodeKind::Dir { subtree } if dirty.get(subtree) == Some(&true) => {
+                attribute(repo, snapshot, subtree, &p, dirty, fault, out)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads the selected packs in parallel; returns the bad (blob, pack) pairs.
+fn read_packs(
+    repo: &Repository,
+    packs: &HashMap<PackId, u64>,
+    subset: Subset,
+    workers: usize,
+    report: &mut VerifyReport,
+) -> Result<HashMap<(BlobId, PackId), String>> {
+    let mut todo: Vec<PackId> = packs
+        .keys()
+        .filter(|p| subset.contains(p))
+        .copied()
+        .collect();
+    todo.sort();
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        workers
+    };
+    let next = AtomicUsize::new(0);
+    let blobs = AtomicU64::new(0);
+    let bytes = AtomicU64::new(0);
+    let bad: Mutex<HashMap<(BlobId, PackId), String>> = Mutex::new(HashMap::new());
+    let errors: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
+    let index = repo.index()?;
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(pack_id) = todo.get(i) else { break };
+                let what = format!("pack {}", pack_id.short());
+                let data = match repo.backend().read(FileKind::Pack, &pack_id.to_hex()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        if let Ok(mut v) = errors.lock() {
+                            v.push(problem(&what, e.to_string()));
+                        }
+                        continue;
+                    }
+                };
+                if let crate::backend::Data::Mapped(m) = &data {
+                    m.advise_sequential();
+                }
+                bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                let mut local_bad = Vec::new();
+                if file_hash(&data) != pack_id.0 {
+                    if let Ok(mut v) = errors.lock() {
+                        v.push(problem(&what, "content does not match its name (damaged)"));
+                    }
+                }
+                match pack::decode_header(&data, repo.key(), &what) {
+                    Ok(header) => {
+                        for e in &header.entries {
+                            let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
+                            blobs.fetch_add(1, Ordering::Relaxed);
+                            if let Err(err) =
+                                pack::open_blob(repo.key(), &e.id, sealed, e.raw_length, &what)
+                            {
+                                local_bad.push((e.id, err.to_string()));
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        if let Ok(mut v) = errors.lock() {
+                            v.push(problem(&what, format!("header unreadable: {err}")));
+                        }
+                        // Without a header, check each blob the index places here.
+                        for t in index.tables() {
+                            for j in 0..t.len() {
+                                let Ok((id, loc)) = t.location_at(j) else {
+                                    continue;
+                                };
+                                if loc.pack != *pack_id {
+                                    continue;
+                                }
+                                let end = loc.offset as usize + loc.length as usize;
+                                let ok = end <= data.len()
+                                    && pack::open_blob(
+                                        repo.key(),
+                                        &id,
+                                        &data[loc.offset as usize..end],
+                                        loc.raw_length,
+                                        &what,
+                                    )
+                                    .is_ok();
+                                blobs.fetch_add(1, Ordering::Relaxed);
+                                if !ok {
+                                    local_bad.push((id, "unreadable".into()));
+                                }
+                            }
+                        }
+                    }
+                }
+                if !local_bad.is_empty() {
+                    if let Ok(mut v) = errors.lock() {
+                        for (id, why) in &local_bad {
+                            v.push(problem(&what, format!("blob {}: {why}", id.short())));
+                        }
+                    }
+                    if let Ok(mut b) = bad.lock() {
+                        for (id, why) in local_bad {
+                            b.insert((id, *pack_id), why);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    report.packs_read = todo.len();
+    report.blobs_read = blobs.into_inner();
+    report.bytes_read = bytes.into_inner();
+    report
+        .errors
+        .extend(errors.into_inner().unwrap_or_default());
+    Ok(bad.into_inner().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsets_partition_the_id_space() {
+        let ids: Vec<PackId> = (0..200u32)
+            .map(|i| PackId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        for id in &ids {
+            let parts = (1..=7).filter(|k| Subset::Part(*k, 7).contains(id)).count();
+            assert_eq!(parts, 1);
+            assert!(Subset::Percent(100.0).contains(id));
+            assert!(!Subset::Percent(0.0).contains(id));
+        }
+        assert_eq!(Subset::parse("10%").unwrap(), Subset::Percent(10.0));
+        assert_eq!(Subset::parse("3/7").unwrap(), Subset::Part(3, 7));
+        for bad in ["0/7", "8/7", "x", "101%", "1/0"] {
+            assert!(Subset::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
