@@ -27,9 +27,13 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::backend::{Data, FileKind};
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::fsmeta;
+use crate::id::{BlobId, PackId};
+use crate::index::Location;
+use crate::pack;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree};
@@ -318,42 +322,7 @@ impl Executor<'_> {
         } else {
             workers
         };
-        let next = AtomicUsize::new(0);
-        let (written, unchanged, skipped, bytes) = (
-            AtomicU64::new(0),
-            AtomicU64::new(0),
-            AtomicU64::new(0),
-            AtomicU64::new(0),
-        );
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(f) = plan.files.get(i) else { break };
-                    if self.under_skipped(&f.rel) {
-                        continue;
-                    }
-                    let dest = self.target.join(&f.rel);
-                    match self.restore_file(&dest, &f.node) {
-                        Ok(FileDone::Written(n)) => {
-                            written.fetch_add(1, Ordering::Relaxed);
-                            bytes.fetch_add(n, Ordering::Relaxed);
-                        }
-                        Ok(FileDone::Unchanged) => {
-                            unchanged.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(FileDone::Skipped) => {
-                            skipped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => self.fail(&dest, e),
-                    }
-                });
-            }
-        });
-        stats.files_written = written.into_inner();
-        stats.files_unchanged = unchanged.into_inner();
-        stats.skipped += skipped.into_inner();
-        stats.bytes_written = bytes.into_inner();
+        self.restore_files(plan, workers, stats);
 
         for (item, first) in &plan.links {
             if self.under_skipped(&item.rel) {
@@ -441,20 +410,210 @@ impl Executor<'_> {
         Ok(Existing::Create)
     }
 
-    fn restore_file(&self, dest: &Path, node: &Node) -> Result<FileDone> {
+    /// Writes the planned files: decides per file what the policy wants,
+    /// creates pre-sized temporary files, then reads each needed pack once,
+    /// in parallel, writing every blob at all the offsets that use it.
+    fn restore_files(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) {
+        raise_fd_limit();
+        // 1. Decide, in parallel (merge compares existing content).
+        let next = AtomicUsize::new(0);
+        let (unchanged, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
+        let tasks: Mutex<Vec<FileTask>> = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(f) = plan.files.get(i) else { break };
+                    if self.under_skipped(&f.rel) {
+                        continue;
+                    }
+                    let dest = self.target.join(&f.rel);
+                    match self.prepare_file(&dest, &f.node) {
+                        Ok(Prepared::Unchanged) => {
+                            unchanged.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Prepared::Skipped) => {
+                            skipped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Prepared::Write(task)) => {
+                            if let Ok(mut t) = tasks.lock() {
+                                t.push(task);
+                            }
+                        }
+                        Err(e) => self.fail(&dest, e),
+                    }
+                });
+            }
+        });
+        stats.files_unchanged = unchanged.into_inner();
+        stats.skipped += skipped.into_inner();
+        let tasks = tasks.into_inner().unwrap_or_default();
+
+        // 2. Plan reads: every distinct blob once, grouped by pack.
+        let mut by_pack: HashMap<PackId, Vec<(BlobId, Location)>> = HashMap::new();
+        let mut targets: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        for (t, task) in tasks.iter().enumerate() {
+            let NodeKind::File { chunks } = &task.node.kind else {
+                continue;
+            };
+            let mut offset = 0u64;
+            for id in chunks {
+                let loc = match self.repo.locate(id) {
+                    Ok(loc) => loc,
+                    Err(e) => {
+                        task.fail(format!("blob {}: {e}", id.short()));
+                        break;
+                    }
+                };
+                let uses = targets.entry(*id).or_default();
+                if uses.is_empty() {
+                    by_pack.entry(loc.pack).or_default().push((*id, loc));
+                }
+                uses.push((t, offset));
+                offset += u64::from(loc.raw_length);
+            }
+            if offset != task.node.size && !task.failed() {
+                task.fail(format!(
+                    "chunks hold {offset} bytes, the tree says {}",
+                    task.node.size
+                ));
+            }
+        }
+        // Files without data (empty, or failed planning) finish now.
+        for task in &tasks {
+            if task.remaining.load(Ordering::Relaxed) == 0 || task.failed() {
+                self.finish_task(task);
+            }
+        }
+
+        // 3. Read packs in parallel, each once, blobs in file order.
+        let mut packs: Vec<(PackId, Vec<(BlobId, Location)>)> = by_pack.into_iter().collect();
+        packs.sort_by_key(|(p, _)| *p);
+        for (_, blobs) in &mut packs {
+            blobs.sort_by_key(|(_, loc)| loc.offset);
+        }
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((pack, blobs)) = packs.get(i) else {
+                        break;
+                    };
+                    self.restore_pack(pack, blobs, &targets, &tasks);
+                });
+            }
+        });
+
+        let (mut written, mut bytes) = (0, 0);
+        for task in &tasks {
+            if let Some(why) = task.error() {
+                let _ = fs::remove_file(&task.tmp);
+                self.fail(&task.dest, why);
+            } else if task.done.load(Ordering::Relaxed) {
+                written += 1;
+                bytes += task.node.size;
+            } else {
+                let _ = fs::remove_file(&task.tmp);
+                self.fail(&task.dest, "not all of its data could be read");
+            }
+        }
+        stats.files_written = written;
+        stats.bytes_written = bytes;
+    }
+
+    /// Reads one pack and writes its blobs wherever they are used.
+    fn restore_pack(
+        &self,
+        pack: &PackId,
+        blobs: &[(BlobId, Location)],
+        targets: &HashMap<BlobId, Vec<(usize, u64)>>,
+        tasks: &[FileTask],
+    ) {
+        let what = format!("pack {}", pack.short());
+        let data = match self.repo.backend().read(FileKind::Pack, &pack.to_hex()) {
+            Ok(d) => d,
+            Err(e) => {
+                for (id, _) in blobs {
+                    for &(t, _) in &targets[id] {
+                        tasks[t].fail(format!("blob {}: {e}", id.short()));
+                    }
+                }
+                return;
+            }
+        };
+        if let Data::Mapped(m) = &data {
+            m.advise_sequential();
+        }
+        for (id, loc) in blobs {
+            let uses = &targets[id];
+            if uses.iter().all(|&(t, _)| tasks[t].failed()) {
+                continue;
+            }
+            let end = loc.offset as usize + loc.length as usize;
+            let plain = match data.get(loc.offset as usize..end) {
+                Some(sealed) => pack::open_blob(self.repo.key(), id, sealed, loc.raw_length, &what),
+                None => Err(Error::corrupt(
+                    &what,
+                    format!("blob {} lies past the end (truncated pack?)", id.short()),
+                )),
+            };
+            let plain = match plain {
+                Ok(p) => p,
+                Err(e) => {
+                    for &(t, _) in uses {
+                        tasks[t].fail(format!("blob {} in {what}: {e}", id.short()));
+                    }
+                    continue;
+                }
+            };
+            let zero = plain.iter().all(|&b| b == 0);
+            for &(t, offset) in uses {
+                let task = &tasks[t];
+                if task.failed() {
+                    continue;
+                }
+                if !zero {
+                    if let Err(e) = task.write_at(&plain, offset) {
+                        task.fail(e);
+                        continue;
+                    }
+                }
+                if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.finish_task(task);
+                }
+            }
+        }
+    }
+
+    /// Closes a fully written file, sets its metadata and renames it into
+    /// place (or leaves failure handling to the caller).
+    fn finish_task(&self, task: &FileTask) {
+        let file = task.file.lock().ok().and_then(|mut f| f.take());
+        drop(file);
+        if task.failed() {
+            return;
+        }
+        self.apply_meta(&task.tmp, &task.node, None);
+        match fs::rename(&task.tmp, &task.dest) {
+            Ok(()) => task.done.store(true, Ordering::Relaxed),
+            Err(e) => task.fail(format!("cannot rename into place: {e}")),
+        }
+    }
+
+    /// Applies the policy to one file; creates its temporary file if it
+    /// is to be written.
+    fn prepare_file(&self, dest: &Path, node: &Node) -> Result<Prepared> {
         let NodeKind::File { chunks } = &node.kind else {
             return Err(Error::Invalid("not a file".into()));
         };
         match fs::symlink_metadata(dest) {
-            Ok(md) if self.policy == Policy::SkipExisting => {
-                let _ = md;
-                return Ok(FileDone::Skipped);
-            }
+            Ok(_) if self.policy == Policy::SkipExisting => return Ok(Prepared::Skipped),
             Ok(md)
                 if md.is_file() && md.len() == node.size && self.same_content(dest, chunks)? =>
             {
                 self.apply_meta(dest, node, None);
-                return Ok(FileDone::Unchanged);
+                return Ok(Prepared::Unchanged);
             }
             Ok(md) if md.is_dir() => {
                 self.clear(dest, false)?;
@@ -469,39 +628,26 @@ impl Executor<'_> {
                 .unwrap_or_default(),
             hex::encode(crate::crypto::random_bytes::<4>())
         ));
-        let result = (|| {
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| Error::path("create", &tmp, e))?;
-            file.set_len(node.size)
-                .map_err(|e| Error::path("size", &tmp, e))?;
-            let mut offset = 0u64;
-            for id in chunks {
-                let data = self.repo.read_blob(id)?;
-                if data.iter().any(|&b| b != 0) {
-                    file.write_all_at(&data, offset)
-                        .map_err(|e| Error::path("write", &tmp, e))?;
-                }
-                offset += data.len() as u64;
-            }
-            if offset != node.size {
-                return Err(Error::corrupt(
-                    format!("file {}", dest.display()),
-                    format!("chunks hold {offset} bytes, the tree says {}", node.size),
-                ));
-            }
-            self.apply_meta(&tmp, node, Some(&file));
-            fs::rename(&tmp, dest).map_err(|e| Error::path("rename into", dest, e))
-        })();
-        if let Err(e) = result {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::path("create", &tmp, e))?;
+        if let Err(e) = file.set_len(node.size) {
             let _ = fs::remove_file(&tmp);
-            return Err(e);
+            return Err(Error::path("size", &tmp, e));
         }
-        Ok(FileDone::Written(node.size))
+        Ok(Prepared::Write(FileTask {
+            dest: dest.to_path_buf(),
+            tmp,
+            node: node.clone(),
+            file: Mutex::new(None),
+            remaining: AtomicUsize::new(chunks.len()),
+            error: Mutex::new(None),
+            done: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     /// Whether the file at `path` holds exactly the chunks `ids`.
@@ -601,8 +747,70 @@ impl Executor<'_> {
     }
 }
 
-enum FileDone {
-    Written(u64),
+enum Prepared {
+    Write(FileTask),
     Unchanged,
     Skipped,
+}
+
+/// A file being written: its temporary file fills as packs are read.
+struct FileTask {
+    dest: PathBuf,
+    tmp: PathBuf,
+    node: Node,
+    /// Opened on first write, closed when the last chunk is written.
+    file: Mutex<Option<fs::File>>,
+    remaining: AtomicUsize,
+    error: Mutex<Option<String>>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl FileTask {
+    fn fail(&self, why: impl std::fmt::Display) {
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert_with(|| why.to_string());
+        }
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    fn failed(&self) -> bool {
+        self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
+        let mut slot = self
+            .file
+            .lock()
+            .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
+        if slot.is_none() {
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&self.tmp)
+                .map_err(|e| Error::path("open", &self.tmp, e))?;
+            *slot = Some(f);
+        }
+        let f = slot.as_ref().expect("opened above");
+        f.write_all_at(data, offset)
+            .map_err(|e| Error::path("write", &self.tmp, e))
+    }
+}
+
+/// Raises the open-file limit to its hard maximum: a restore keeps every
+/// partly written file open.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
