@@ -418,7 +418,7 @@ impl Executor<'_> {
         // 1. Decide, in parallel (merge compares existing content).
         let next = AtomicUsize::new(0);
         let (unchanged, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
-        let tasks: Mutex<Vec<FileTask>> = Mutex::new(Vec::new());
+        let tasks: Mutex<Vec<Box<FileTask>>> = Mutex::new(Vec::new());
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
@@ -528,7 +528,7 @@ impl Executor<'_> {
         pack: &PackId,
         blobs: &[(BlobId, Location)],
         targets: &HashMap<BlobId, Vec<(usize, u64)>>,
-        tasks: &[FileTask],
+        tasks: &[Box<FileTask>],
     ) {
         let what = format!("pack {}", pack.short());
         let data = match self.repo.backend().read(FileKind::Pack, &pack.to_hex()) {
@@ -639,7 +639,7 @@ impl Executor<'_> {
             let _ = fs::remove_file(&tmp);
             return Err(Error::path("size", &tmp, e));
         }
-        Ok(Prepared::Write(FileTask {
+        Ok(Prepared::Write(Box::new(FileTask {
             dest: dest.to_path_buf(),
             tmp,
             node: node.clone(),
@@ -647,7 +647,7 @@ impl Executor<'_> {
             remaining: AtomicUsize::new(chunks.len()),
             error: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
-        }))
+        })))
     }
 
     /// Whether the file at `path` holds exactly the chunks `ids`.
@@ -748,7 +748,7 @@ impl Executor<'_> {
 }
 
 enum Prepared {
-    Write(FileTask),
+    Write(Box<FileTask>),
     Unchanged,
     Skipped,
 }
