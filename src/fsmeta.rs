@@ -59,12 +59,14 @@ fn cached(map: &Mutex<HashMap<u32, String>>, id: u32, look: impl FnOnce(u32) -> 
 }
 
 /// A node for `name` from its `lstat` metadata. Files get an empty chunk
-/// list and directories a zero subtree; the caller fills them in.
+/// list and directories a zero subtree; the caller fills them in. Extended
+/// attributes are read from `path` unless `xattrs` supplies them.
 pub fn node_from_metadata(
     name: &OsStr,
     path: &Path,
     md: &Metadata,
     names: &NameCache,
+    xattrs: Option<Vec<Xattr>>,
 ) -> io::Result<Node> {
     let ft = md.file_type();
     let kind = if ft.is_file() {
@@ -104,7 +106,7 @@ pub fn node_from_metadata(
         dev: md.dev(),
         inode: md.ino(),
         nlink: md.nlink(),
-        xattrs: read_xattrs(path),
+        xattrs: xattrs.unwrap_or_else(|| read_xattrs(path)),
     })
 }
 

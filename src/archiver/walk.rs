@@ -188,18 +188,23 @@ impl Walker<'_> {
         only: Option<&Skeleton>,
         parent: Option<Tree>,
     ) -> Result<u64> {
-        let names: Vec<(std::ffi::OsString, Option<&Skeleton>)> = match only {
+        type Entry<'s> = (
+            std::ffi::OsString,
+            Option<&'s Skeleton>,
+            Option<std::fs::DirEntry>,
+        );
+        let names: Vec<Entry<'_>> = match only {
             Some(sk) => sk
                 .children
                 .iter()
-                .map(|(n, sub)| (n.clone(), sub.as_ref()))
+                .map(|(n, sub)| (n.clone(), sub.as_ref(), None))
                 .collect(),
             None => match std::fs::read_dir(dir) {
                 Ok(rd) => {
                     let mut v = Vec::new();
                     for entry in rd {
                         match entry {
-                            Ok(e) => v.push((e.file_name(), None)),
+                            Ok(e) => v.push((e.file_name(), None, Some(e))),
                             Err(e) => self.report(format!("{}: cannot list: {e}", dir.display())),
                         }
                     }
@@ -217,7 +222,7 @@ impl Walker<'_> {
             .map(|t| t.nodes.iter().map(|n| (n.name.0.as_slice(), n)).collect())
             .unwrap_or_default();
         let mut slots = Vec::with_capacity(names.len());
-        for (name, sub) in names {
+        for (name, sub, entry) in names {
             if self.aborted() {
                 break;
             }
@@ -231,21 +236,28 @@ impl Walker<'_> {
             {
                 continue;
             }
-            let md = match std::fs::symlink_metadata(&path) {
+            // DirEntry::metadata is an fstatat relative to the open folder.
+            let md = match entry.map_or_else(|| std::fs::symlink_metadata(&path), |e| e.metadata())
+            {
                 Ok(md) => md,
                 Err(e) => {
                     self.report(format!("{}: cannot stat: {e}", path.display()));
                     continue;
                 }
             };
-            let mut node = match node_from_metadata(&name, &path, &md, &self.names) {
+            let old = parent_nodes.get(name.as_bytes()).copied();
+            // Extended attributes change ctime: reuse the parent's when
+            // ctime and inode are unchanged, saving a syscall per entry.
+            let xattrs = old
+                .filter(|o| o.ctime_ns == ctime_ns(&md) && o.inode == md.ino())
+                .map(|o| o.xattrs.clone());
+            let mut node = match node_from_metadata(&name, &path, &md, &self.names, xattrs) {
                 Ok(n) => n,
                 Err(e) => {
                     self.report(format!("{}: cannot read metadata: {e}", path.display()));
                     continue;
                 }
             };
-            let old = parent_nodes.get(name.as_bytes()).copied();
             match &node.kind {
                 NodeKind::File { .. } => {
                     let c = self.setup.counters;
@@ -324,6 +336,10 @@ impl Walker<'_> {
             .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
         Ok(seq)
     }
+}
+
+fn ctime_ns(md: &std::fs::Metadata) -> i64 {
+    md.ctime() * 1_000_000_000 + md.ctime_nsec()
 }
 
 /// The parent's chunks when `now` looks unchanged since `old`.
