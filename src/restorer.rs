@@ -621,12 +621,11 @@ impl Executor<'_> {
             _ => {}
         }
         let dir = dest.parent().expect("restored files live in the target");
+        // Not derived from the file's name: that may already be as long as
+        // the filesystem allows.
         let tmp = dir.join(format!(
-            ".{}.cairn-{}",
-            dest.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            hex::encode(crate::crypto::random_bytes::<4>())
+            ".cairn-restore-{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
         ));
         let file = OpenOptions::new()
             .write(true)

@@ -1,0 +1,416 @@
+//! Bad input: wrong passwords, missing repositories, hostile snapshots,
+//! damaged packs, unreadable source files.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cairn::backend::local::LocalBackend;
+use cairn::backend::FileKind;
+use cairn::pack::BlobKind;
+use cairn::snapshot::{Snapshot, SnapshotKind, Summary};
+use cairn::tree::{Name, Node, NodeKind, Tree};
+use cairn::writer::BlobWriter;
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn wrong_password_exits_12_and_says_so() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", "latest"],
+        vec!["backup", src.to_str().unwrap()],
+    ] {
+        let mut c = repo.cmd(&args);
+        c.env("CAIRN_PASSWORD", "not the password");
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 12, "{args:?}: {out}");
+        assert!(
+            out.stderr.to_lowercase().contains("password"),
+            "{args:?}: {out}"
+        );
+    }
+    // Through a password file as well.
+    let pwfile = repo.scratch("wrong.pw");
+    write(&pwfile, "still wrong\n");
+    let mut c = cairn();
+    c.arg("snapshots").arg("-r").arg(&repo.path);
+    c.arg("--password-file").arg(&pwfile);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(out.stderr.contains("wrong password"), "{out}");
+    // The failed backup wrote no snapshot.
+    assert_eq!(repo.snapshots().len(), 1);
+}
+
+#[test]
+fn missing_repository_exits_10() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-repo-here");
+    write(&dir.path().join("src/f"), "data");
+    let target = dir.path().join("target");
+    for args in [
+        vec!["snapshots"],
+        vec!["ls", "latest"],
+        vec!["restore", "latest", "--target", target.to_str().unwrap()],
+        vec!["backup", dir.path().join("src").to_str().unwrap()],
+    ] {
+        let mut c = cairn();
+        c.arg("-r").arg(&missing).args(&args);
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 10, "{args:?}: {out}");
+        assert!(out.stderr.contains("no repository"), "{args:?}: {out}");
+    }
+    // Nothing was created at the location, and no restore target either.
+    assert!(!missing.exists());
+    assert!(!target.exists());
+}
+
+fn node(name: &[u8], kind: NodeKind, size: u64) -> Node {
+    Node {
+        name: Name(name.to_vec()),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        user: String::new(),
+        group: String::new(),
+        mtime_ns: 1_500_000_000_000_000_000,
+        ctime_ns: 1_500_000_000_000_000_000,
+        size,
+        dev: 1,
+        inode: 1,
+        nlink: 1,
+        xattrs: Vec::new(),
+    }
+}
+
+/// Writes a snapshot whose root tree holds `nodes` (built by `make`, which
+/// gets the id of a data blob "escaped!") straight into the repository,
+/// bypassing every check `Tree::decode` makes; returns the snapshot id.
+fn craft_snapshot(repo: &Repo, make: impl Fn(&BlobWriter, cairn::id::BlobId) -> Tree) -> String {
+    let backend = Arc::new(LocalBackend::new(&repo.path));
+    let r = cairn::Repository::open(backend, PASSWORD.as_bytes()).unwrap();
+    let w = BlobWriter::new(&r);
+    let (data, _) = w.add(BlobKind::Data, b"escaped!").unwrap();
+    let root = make(&w, data);
+    let (tree, _) = w.add(BlobKind::Tree, &root.encode()).unwrap();
+    w.finish().unwrap();
+    let snap = Snapshot {
+        version: cairn::snapshot::VERSION,
+        time_ns: cairn::now_ns(),
+        host: "evil".into(),
+        user: "mallory".into(),
+        set: "evil".into(),
+        kind: SnapshotKind::Full,
+        paths: vec!["/".into()],
+        tags: Vec::new(),
+        parent: None,
+        tree,
+        summary: Summary::default(),
+    };
+    let (id, bytes) = snap.encode(r.key());
+    r.backend()
+        .write(FileKind::Snapshot, &id.to_hex(), &bytes)
+        .unwrap();
+    id.to_hex()
+}
+
+/// Every path under `dir`, recursively.
+fn everything(dir: &Path) -> Vec<PathBuf> {
+    if dir.exists() {
+        list_paths(dir)
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn tree_with_escaping_names_is_refused_and_nothing_escapes() {
+    let repo = Repo::new();
+    // The restore target is nested so that `..` from it lands in a folder
+    // the test can watch.
+    let arena = repo.scratch("arena");
+    fs::create_dir(&arena).unwrap();
+    let target = arena.join("target");
+    let abs_escape = arena.join("abs-escape");
+    let abs_name = abs_escape.to_str().unwrap().as_bytes().to_vec();
+
+    let file = |data| NodeKind::File { chunks: vec![data] };
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&BlobWriter, cairn::id::BlobId) -> Tree>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "../x",
+            Box::new(move |_, d| Tree::new(vec![node(b"../x", file(d), 8)])),
+        ),
+        (
+            "..",
+            Box::new(move |_, d| Tree::new(vec![node(b"..", file(d), 8)])),
+        ),
+        (
+            "a/../../x",
+            Box::new(move |_, d| Tree::new(vec![node(b"a/../../x", file(d), 8)])),
+        ),
+        (
+            "absolute name",
+            Box::new(move |_, d| Tree::new(vec![node(&abs_name, file(d), 8)])),
+        ),
+        (
+            "../x in a subdirectory",
+            Box::new(move |w, d| {
+                let sub = Tree::new(vec![node(b"../../x", file(d), 8)]);
+                let (sub_id, _) = w.add(BlobKind::Tree, &sub.encode()).unwrap();
+                Tree::new(vec![node(b"dir", NodeKind::Dir { subtree: sub_id }, 0)])
+            }),
+        ),
+        (
+            "symlink and file of the same name",
+            Box::new(move |w, d| {
+                // A symlink `s` pointing out, then a directory `s` whose
+                // file would be written through it.
+                let sub = Tree::new(vec![node(b"x", file(d), 8)]);
+                let (sub_id, _) = w.add(BlobKind::Tree, &sub.encode()).unwrap();
+                Tree::new(vec![
+                    node(
+                        b"s",
+                        NodeKind::Symlink {
+                            target: Name(b"..".to_vec()),
+                        },
+                        0,
+                    ),
+                    node(b"s", NodeKind::Dir { subtree: sub_id }, 0),
+                ])
+            }),
+        ),
+    ];
+
+    for (what, make) in cases {
+        let id = craft_snapshot(&repo, make);
+        let out = repo.restore_out(&id, &target, &[]);
+        assert_ne!(out.code, 0, "{what}: restore accepted it:\n{out}");
+        assert!(
+            out.stderr.contains("corrupt"),
+            "{what}: the error should call the tree corrupt:\n{out}"
+        );
+        // Nothing outside the target: the arena holds at most the target.
+        let outside: Vec<_> = everything(&arena)
+            .into_iter()
+            .filter(|p| !p.starts_with("target"))
+            .collect();
+        assert!(outside.is_empty(), "{what}: written outside: {outside:?}");
+        assert!(!abs_escape.exists(), "{what}");
+        assert!(
+            !everything(&target)
+                .iter()
+                .any(|p| p.ends_with("x") || p.as_os_str() == "x"),
+            "{what}: {:?}",
+            everything(&target)
+        );
+        // Listing refuses it too.
+        let ls = repo.run(&["ls", &id]);
+        assert_ne!(ls.code, 0, "{what}: ls accepted it:\n{ls}");
+        assert!(ls.stderr.contains("corrupt"), "{what}: {ls}");
+    }
+    // The error names the offending entry.
+    let id = craft_snapshot(&repo, |_, d| {
+        Tree::new(vec![node(b"../x", NodeKind::File { chunks: vec![d] }, 8)])
+    });
+    let out = repo.restore_out(&id, &target, &[]);
+    assert!(out.stderr.contains("../x"), "{out}");
+}
+
+#[test]
+fn symlink_in_the_target_is_not_followed() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("dir/file"), "content");
+    repo.backup(&[&src], &[]);
+    let outside = repo.scratch("outside");
+    fs::create_dir(&outside).unwrap();
+
+    for policy in ["merge", "mirror", "skip-existing"] {
+        // The target already holds a symlink where the snapshot has a
+        // directory: restore must not write through it.
+        let target = repo.scratch(&format!("target-{policy}"));
+        let r = restored(&target, &src);
+        fs::create_dir_all(&r).unwrap();
+        std::os::unix::fs::symlink(&outside, r.join("dir")).unwrap();
+        let out = repo.restore_out("latest", &target, &["--policy", policy]);
+        assert!(
+            everything(&outside).is_empty(),
+            "{policy}: wrote through the symlink: {:?}\n{out}",
+            everything(&outside)
+        );
+        if policy == "skip-existing" {
+            assert!(fs::symlink_metadata(r.join("dir")).unwrap().is_symlink());
+        } else {
+            assert_eq!(out.code, 0, "{policy}: {out}");
+            assert_eq!(fs::read_to_string(r.join("dir/file")).unwrap(), "content");
+            assert!(fs::symlink_metadata(r.join("dir")).unwrap().is_dir());
+        }
+    }
+}
+
+/// Pack ids by kind ("Data" / "Tree") from `cairn cat index`.
+fn packs(repo: &Repo) -> Vec<(String, String)> {
+    let index = repo.run(&["cat", "index"]).success().json();
+    let mut out: Vec<(String, String)> = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["entries"].as_array().unwrap().clone())
+        .map(|e: Value| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["pack"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn pack_path(repo: &Repo, id: &str) -> PathBuf {
+    repo.path.join("packs").join(&id[..2]).join(id)
+}
+
+fn truncate_half(path: &Path) {
+    let len = fs::metadata(path).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len / 2).unwrap();
+}
+
+#[test]
+fn truncated_pack_is_an_error_naming_the_pack() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("big.bin"), 11, 3 << 20);
+    write(&src.join("small.txt"), "small");
+    repo.backup(&[&src], &[]);
+    let packs = packs(&repo);
+    let data: Vec<&String> = packs
+        .iter()
+        .filter(|(k, _)| k == "Data")
+        .map(|p| &p.1)
+        .collect();
+    let tree: Vec<&String> = packs
+        .iter()
+        .filter(|(k, _)| k == "Tree")
+        .map(|p| &p.1)
+        .collect();
+    assert_eq!((data.len(), tree.len()), (1, 1), "{packs:?}");
+    let (data, tree) = (data[0].clone(), tree[0].clone());
+
+    truncate_half(&pack_path(&repo, &data));
+    let target = repo.scratch("target");
+    let out = repo.restore_out("latest", &target, &[]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&data[..8]),
+        "restore error should name pack {data}:\n{out}"
+    );
+    assert!(out.stderr.contains("truncated"), "{out}");
+    // No half-written file is left under the real name.
+    let big = restored(&target, &src).join("big.bin");
+    assert!(!big.exists(), "a damaged file was restored: {big:?}");
+    // small.txt's one chunk may lie in either half of the pack: if it was
+    // restored, it must be intact.
+    if let Ok(s) = fs::read_to_string(restored(&target, &src).join("small.txt")) {
+        assert_eq!(s, "small");
+    }
+
+    let out = repo.run(&["cat", "pack", &data]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains(&data[..8]), "{out}");
+
+    // A truncated tree pack: listing fails, naming it.
+    truncate_half(&pack_path(&repo, &tree));
+    let out = repo.run(&["ls", "latest"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&tree[..8]),
+        "ls error should name pack {tree}:\n{out}"
+    );
+}
+
+#[test]
+fn unreadable_file_gives_exit_3_and_a_snapshot() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("ok.txt"), "readable");
+    write(&src.join("secret"), "unreadable");
+    chmod(&src.join("secret"), 0o000);
+
+    let mut cmd = repo.cmd(&["backup", "--json", src.to_str().unwrap()]);
+    let mut bad_name = "secret";
+    let mut bad_path = src.join("secret");
+    if is_root() {
+        // Root reads anything; drop the capabilities that let it, for the
+        // child only.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(|| {
+                // CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (linux/capability.h).
+                for cap in [1 as libc::c_ulong, 2] {
+                    if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let out = match try_run(&mut cmd, None) {
+        Ok(out) => out,
+        Err(e) => {
+            // No CAP_SETPCAP to drop capabilities with: fall back on a file
+            // whose read fails even for root, the process's own memory file
+            // (offset 0 is never mapped: EIO).
+            eprintln!("cannot drop capabilities ({e}); using /proc/self/mem");
+            bad_name = "mem";
+            bad_path = PathBuf::from("/proc/self/mem");
+            let mut cmd = repo.cmd(&["backup", "--json"]);
+            cmd.arg(&src).arg(&bad_path);
+            run(&mut cmd, None)
+        }
+    };
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains(bad_name) && out.stderr.contains("cannot"),
+        "the warning should name {bad_path:?}:\n{out}"
+    );
+    let snap = out.json();
+    assert_eq!(snap["summary"]["errors"], 1, "{out}");
+
+    // The snapshot was written and holds the readable file only.
+    let snaps = repo.snapshots();
+    assert_eq!(ids(&snaps), vec![snap["id"].as_str().unwrap().to_string()]);
+    let ls = repo.run(&["ls", "latest"]).success();
+    assert!(ls.stdout.contains("ok.txt"), "{ls}");
+    assert!(
+        !ls.stdout
+            .lines()
+            .any(|l| l.ends_with(&format!("/{bad_name}"))),
+        "{ls}"
+    );
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(
+        fs::read_to_string(restored(&target, &src).join("ok.txt")).unwrap(),
+        "readable"
+    );
+    assert!(!restored(&target, &src).join("secret").exists());
+}

@@ -1,0 +1,431 @@
+//! The command line: standard input backups, global options, the default
+//! repository, and the read-only commands `ls` and `cat`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn stdin_backup_restores_byte_for_byte() {
+    let repo = Repo::new();
+    let mut data = b"-- dump\nCREATE TABLE t (x int);\n".repeat(20_000);
+    data.extend(random_bytes(21, 1_500_000));
+    data.extend(b"\0\0 trailing \xff bytes");
+
+    let out = repo.run_stdin(
+        &[
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "dump.sql",
+            "--json",
+        ],
+        &data,
+    );
+    let snap = out.success().json();
+    assert_eq!(snap["paths"], serde_json::json!(["dump.sql"]));
+    assert_eq!(snap["summary"]["bytes_read"], data.len() as u64);
+
+    let ls = repo.run(&["ls", "latest"]).success();
+    assert_eq!(ls.stdout, "/dump.sql\n");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(list_paths(&target), vec![Path::new("dump.sql")]);
+    assert!(fs::read(target.join("dump.sql")).unwrap() == data);
+
+    // Empty input gives an empty file.
+    let out = repo.run_stdin(&["backup", "--stdin", "--stdin-filename", "empty"], b"");
+    out.success();
+    let target = repo.scratch("target-empty");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(fs::read(target.join("empty")).unwrap(), b"");
+
+    // A name that would escape the target is refused up front.
+    for bad in ["../x", "a/b", ".."] {
+        let out = repo.run_stdin(&["backup", "--stdin", "--stdin-filename", bad], b"x");
+        assert_ne!(out.code, 0, "{bad}: {out}");
+        assert!(out.stderr.contains("--stdin-filename"), "{bad}: {out}");
+    }
+    assert_eq!(repo.snapshots().len(), 2);
+}
+
+#[test]
+fn global_options_env_and_password_file() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    let id = repo.backup(&[&src], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = repo.path.to_str().unwrap();
+
+    let listed = |out: Out| {
+        let out = out.success();
+        let v = out.json();
+        assert_eq!(ids(v.as_array().unwrap()), vec![id.clone()], "{out}");
+    };
+    let with_pw = |args: &[&str]| {
+        let mut c = cairn();
+        c.args(args).env("CAIRN_PASSWORD", PASSWORD);
+        run(&mut c, None)
+    };
+    // Before and after the subcommand, short and long.
+    listed(with_pw(&["-r", r, "snapshots", "--json"]));
+    listed(with_pw(&["snapshots", "-r", r, "--json"]));
+    listed(with_pw(&["snapshots", "--json", "--repo", r]));
+    listed(with_pw(&[&format!("--repo={r}"), "snapshots", "--json"]));
+    // From the environment.
+    let mut c = cairn();
+    c.args(["snapshots", "--json"])
+        .env("CAIRN_REPO", &repo.path)
+        .env("CAIRN_PASSWORD", PASSWORD);
+    listed(run(&mut c, None));
+    // An explicit --repo wins over CAIRN_REPO.
+    let mut c = cairn();
+    c.args(["snapshots", "--json", "-r", r])
+        .env("CAIRN_REPO", repo.dir.path().join("elsewhere"))
+        .env("CAIRN_PASSWORD", PASSWORD);
+    listed(run(&mut c, None));
+
+    // --password-file: the first line is the password.
+    let pw = repo.scratch("password");
+    write(&pw, format!("{PASSWORD}\nsecond line is ignored\n"));
+    let pw_s = pw.to_str().unwrap();
+    for args in [
+        vec!["--password-file", pw_s, "-r", r, "snapshots", "--json"],
+        vec!["snapshots", "--json", "-r", r, "--password-file", pw_s],
+    ] {
+        let mut c = cairn();
+        c.args(&args);
+        listed(run(&mut c, None));
+    }
+    let mut c = cairn();
+    c.args(["snapshots", "--json", "-r", r])
+        .env("CAIRN_PASSWORD_FILE", &pw);
+    listed(run(&mut c, None));
+
+    // With no password from anywhere and no terminal, a clear error.
+    let mut c = cairn();
+    c.args(["snapshots", "-r", r]);
+    let out = run(&mut c, None);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("no password"), "{out}");
+}
+
+#[test]
+fn default_repository_is_created_with_a_generated_password() {
+    let home = tempfile::tempdir().unwrap();
+    let data_home = home.path().join("data");
+    let config_home = home.path().join("config");
+    let src = home.path().join("src");
+    write(&src.join("notes.txt"), "remember me");
+    let cmd = |args: &[&str]| {
+        let mut c = cairn();
+        c.args(args)
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", &data_home)
+            .env("XDG_CONFIG_HOME", &config_home);
+        c
+    };
+
+    let out = run(&mut cmd(&["backup", "--json", src.to_str().unwrap()]), None).success();
+    let snap = out.json();
+    let pw_file = config_home.join("cairn/default-repo.password");
+    let repo_dir = data_home.join("cairn/default");
+    assert!(out.stderr.contains("NOTE"), "{out}");
+    assert!(
+        out.stderr.contains(pw_file.to_str().unwrap()),
+        "the note should say where the password is:\n{out}"
+    );
+    assert!(repo_dir.join("config").is_file(), "{out}");
+    let mode = fs::metadata(&pw_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "password file mode {mode:o}");
+    let pw = fs::read_to_string(&pw_file).unwrap();
+    assert!(pw.trim().len() >= 32, "a real random password: {pw:?}");
+
+    // Later commands find the repository and its password by themselves.
+    let out = run(&mut cmd(&["snapshots"]), None).success();
+    assert!(
+        out.stdout.contains(&snap["id"].as_str().unwrap()[..8]),
+        "{out}"
+    );
+    let out = run(&mut cmd(&["snapshots", "--json"]), None).success();
+    assert_eq!(ids(out.json().as_array().unwrap()).len(), 1);
+
+    // A second backup reuses it quietly.
+    write(&src.join("more.txt"), "more");
+    let out = run(&mut cmd(&["backup", src.to_str().unwrap()]), None).success();
+    assert!(!out.stderr.contains("NOTE"), "{out}");
+    let target = home.path().join("target");
+    let mut c = cmd(&["restore", "latest", "--target"]);
+    c.arg(&target);
+    run(&mut c, None).success();
+    assert_same_tree(&src, &restored(&target, &src));
+
+    // The generated password is a real one: it opens the repository
+    // explicitly too, and another does not.
+    let mut c = cairn();
+    c.arg("snapshots").arg("-r").arg(&repo_dir);
+    c.arg("--password-file").arg(&pw_file);
+    run(&mut c, None).success();
+    let mut c = cairn();
+    c.arg("snapshots").arg("-r").arg(&repo_dir);
+    c.env("CAIRN_PASSWORD", "guess");
+    assert_eq!(run(&mut c, None).code, 12);
+}
+
+/// The JSON lines of `cairn ls --json`.
+fn ls_json(repo: &Repo, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["ls", "--json"];
+    all.extend_from_slice(args);
+    let out = repo.run(&all).success();
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn ls_and_cat_show_the_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_path = dir.path().join("repo");
+    let mut c = cairn();
+    c.arg("init").arg("-r").arg(&repo_path).args(FAST_INIT);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    let init = run(&mut c, None).success();
+    let repo = Repo {
+        path: repo_path,
+        dir,
+    };
+    let src = repo.scratch("src");
+    write(&src.join("a.txt"), "alpha");
+    write_random(&src.join("sub/b.bin"), 31, 900_000);
+    write(&src.join("sub/with space"), "");
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    chmod(&src.join("a.txt"), 0o640);
+    let snap = repo.backup(&[&src], &["--tag", "first"]);
+    let id = snap["id"].as_str().unwrap();
+    let base = abs(&src);
+
+    // ls: every path, absolute, ancestors included.
+    let out = repo.run(&["ls", "latest"]).success();
+    let listed: BTreeSet<&str> = out.stdout.lines().collect();
+    let mut expected: BTreeSet<String> = ["a.txt", "link", "sub", "sub/b.bin", "sub/with space"]
+        .iter()
+        .map(|p| format!("{base}/{p}"))
+        .collect();
+    let mut anc = Path::new(&base);
+    while anc != Path::new("/") {
+        expected.insert(anc.to_str().unwrap().to_string());
+        anc = anc.parent().unwrap();
+    }
+    assert_eq!(
+        listed,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+    // Only a subdirectory, by id prefix.
+    let out = repo
+        .run(&["ls", &id[..10], &format!("{base}/sub")])
+        .success();
+    assert_eq!(
+        out.stdout,
+        format!("{base}/sub/b.bin\n{base}/sub/with space\n")
+    );
+    // Long format shows modes and link targets.
+    let out = repo.run(&["ls", "-l", "latest", &base]).success();
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("-rw-r-----") && l.ends_with("/a.txt")),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with('l') && l.ends_with("/link -> a.txt")),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with('d') && l.ends_with("/sub")),
+        "{out}"
+    );
+
+    // ls --json: one object per line, with the nodes' content ids.
+    let entries = ls_json(&repo, &["latest", &base]);
+    assert_eq!(entries.len(), 5);
+    let by_path = |p: &str| {
+        entries
+            .iter()
+            .find(|e| e["path"] == format!("{base}/{p}"))
+            .unwrap_or_else(|| panic!("{p} not listed"))
+            .clone()
+    };
+    let a = by_path("a.txt");
+    assert_eq!(a["name"], "a.txt");
+    assert_eq!(a["size"], 5);
+    assert_eq!(a["mode"], 0o640);
+    let a_chunks = a["kind"]["file"]["chunks"].as_array().unwrap().clone();
+    assert_eq!(a_chunks.len(), 1);
+    let b_chunks = by_path("sub/b.bin")["kind"]["file"]["chunks"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(b_chunks.len() >= 2, "900 kB in 256 kB chunks");
+    assert_eq!(by_path("link")["kind"]["symlink"]["target"], "a.txt");
+    let sub_tree = by_path("sub")["kind"]["dir"]["subtree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // cat config: the repository id init printed, and the chunk sizes.
+    let config = repo.run(&["cat", "config"]).success().json();
+    let repo_id = config["repo_id"].as_str().unwrap();
+    assert!(
+        init.stdout
+            .contains(&format!("created repository {}", &repo_id[..8])),
+        "{init}\n{config:#}"
+    );
+    assert_eq!(config["chunker"]["avg"], 256 * 1024);
+    assert_eq!(config["version"], 1);
+
+    // cat snapshot: by `latest` and by prefix, the same record as backup's.
+    for spec in ["latest", &id[..8]] {
+        let s = repo.run(&["cat", "snapshot", spec]).success().json();
+        assert_eq!(s["id"], id);
+        assert_eq!(s["tree"], snap["tree"]);
+        assert_eq!(s["tags"], serde_json::json!(["first"]));
+        assert_eq!(s["paths"], serde_json::json!([base]));
+    }
+
+    // cat tree: following names from the root reaches the same subtree.
+    let mut tree_id = snap["tree"].as_str().unwrap().to_string();
+    for comp in Path::new(&base).join("sub").components().skip(1) {
+        let tree = repo.run(&["cat", "tree", &tree_id]).success().json();
+        let node = tree["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == comp.as_os_str().to_str().unwrap())
+            .unwrap_or_else(|| panic!("{comp:?} missing in {tree:#}"))
+            .clone();
+        tree_id = node["kind"]["dir"]["subtree"].as_str().unwrap().to_string();
+    }
+    assert_eq!(tree_id, sub_tree);
+    let sub = repo.run(&["cat", "tree", &sub_tree]).success().json();
+    let names: Vec<&str> = sub["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b.bin", "with space"]);
+
+    // cat index: every blob named so far, each in an existing pack.
+    let index = repo.run(&["cat", "index"]).success().json();
+    let tables = index.as_array().unwrap();
+    assert_eq!(tables.len(), 1, "one backup, one index table");
+    let table_id = tables[0]["id"].as_str().unwrap();
+    assert!(repo.path.join("index").join(table_id).is_file());
+    let entries = tables[0]["entries"].as_array().unwrap();
+    let find = |blob: &str| {
+        entries
+            .iter()
+            .find(|e| e["id"] == blob)
+            .unwrap_or_else(|| panic!("blob {blob} not in the index"))
+    };
+    for blob in a_chunks.iter().chain(&b_chunks) {
+        assert_eq!(find(blob.as_str().unwrap())["kind"], "Data");
+    }
+    for t in [snap["tree"].as_str().unwrap(), &sub_tree] {
+        assert_eq!(find(t)["kind"], "Tree");
+    }
+    let by_prefix = repo.run(&["cat", "index", &table_id[..6]]).success().json();
+    assert_eq!(by_prefix[0]["id"], table_id);
+
+    // cat pack: the pack's own header agrees with the index.
+    let data_pack = find(a_chunks[0].as_str().unwrap())["pack"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pack = repo.run(&["cat", "pack", &data_pack]).success().json();
+    assert_eq!(pack["id"], data_pack);
+    let pack_file = repo
+        .path
+        .join("packs")
+        .join(&data_pack[..2])
+        .join(&data_pack);
+    assert_eq!(pack["size"], fs::metadata(&pack_file).unwrap().len());
+    assert_eq!(pack["kind"], "Data");
+    let in_pack: BTreeSet<&str> = pack["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    let indexed: BTreeSet<&str> = entries
+        .iter()
+        .filter(|e| e["pack"] == data_pack)
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(in_pack, indexed);
+    for e in pack["entries"].as_array().unwrap() {
+        let i = find(e["id"].as_str().unwrap());
+        assert_eq!(i["offset"], e["offset"]);
+        assert_eq!(i["length"], e["length"]);
+    }
+
+    // cat blob: the plaintext.
+    let out = repo
+        .run(&["cat", "blob", a_chunks[0].as_str().unwrap()])
+        .success();
+    assert_eq!(out.stdout, "alpha");
+
+    // Unknown ids are errors naming what was asked for.
+    let zero = "0".repeat(64);
+    let out = repo.run(&["cat", "tree", &zero]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("not found"), "{out}");
+    let out = repo.run(&["cat", "snapshot", "ffffffff"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("ffffffff"), "{out}");
+}
+
+#[test]
+fn relative_paths_and_backup_excludes() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("keep.txt"), "keep");
+    write(&src.join("skip.log"), "skip");
+    write(&src.join("cache/big"), "skip");
+    write(&src.join("sub/keep.log.txt"), "keep");
+    let excludes = repo.scratch("excludes");
+    write(
+        &excludes,
+        "# comments and blank lines are ignored\n\ncache\n",
+    );
+
+    // A relative path is recorded as the absolute path it names.
+    let mut c = repo.cmd(&["backup", "--json", "--exclude", "*.log", "--exclude-file"]);
+    c.arg(&excludes).arg("src").current_dir(repo.dir.path());
+    let snap = run(&mut c, None).success().json();
+    assert_eq!(snap["paths"], serde_json::json!([abs(&src)]));
+
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(
+        list_paths(&restored(&target, &src)),
+        ["keep.txt", "sub", "sub/keep.log.txt"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .collect::<Vec<_>>()
+    );
+}

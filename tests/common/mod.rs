@@ -1,0 +1,548 @@
+//! Shared helpers for the integration tests: running the real `cairn`
+//! binary, generating deterministic data, and comparing directory trees
+//! (content and metadata).
+
+// Each test file uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CString, OsStr};
+use std::fmt;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The password of every test repository.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Init arguments for fast tests: cheap key derivation, small chunks.
+pub const FAST_INIT: &[&str] = &[
+    "--kdf-memory-kib",
+    "64",
+    "--kdf-iterations",
+    "1",
+    "--chunk-min",
+    "64K",
+    "--chunk-avg",
+    "256K",
+    "--chunk-max",
+    "1M",
+];
+
+/// Init arguments with cheap key derivation and the default chunk sizes.
+pub const FAST_KDF_ONLY: &[&str] = &["--kdf-memory-kib", "64", "--kdf-iterations", "1"];
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cairn")
+}
+
+/// A `cairn` command with none of cairn's environment variables inherited
+/// and standard input closed (so nothing ever prompts).
+pub fn cairn() -> Command {
+    let mut c = Command::new(bin());
+    for var in [
+        "CAIRN_REPO",
+        "CAIRN_PASSWORD",
+        "CAIRN_PASSWORD_FILE",
+        "CAIRN_CRASH_AT",
+    ] {
+        c.env_remove(var);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+/// The outcome of running the binary.
+pub struct Out {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Out {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "exit code {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Out {
+    /// Asserts the command succeeded; returns self.
+    #[track_caller]
+    pub fn success(self) -> Out {
+        assert_eq!(self.code, 0, "command failed:\n{self}");
+        self
+    }
+
+    /// Standard output parsed as one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+    }
+}
+
+/// Runs `cmd`, feeding it `stdin` if given.
+pub fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> Out {
+    try_run(cmd, stdin).expect("spawn cairn")
+}
+
+/// Like [`run`], but returns an error when the process cannot be started.
+pub fn try_run(cmd: &mut Command, stdin: Option<&[u8]>) -> std::io::Result<Out> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn()?;
+    let feeder = stdin.map(|data| {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        })
+    });
+    let out = child.wait_with_output().expect("wait for cairn");
+    if let Some(f) = feeder {
+        f.join().expect("stdin feeder");
+    }
+    Ok(Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// A test repository in its own temporary directory, which also holds
+/// whatever scratch directories the test asks for.
+pub struct Repo {
+    pub path: PathBuf,
+    pub dir: TempDir,
+}
+
+impl Repo {
+    /// A repository with small chunks and cheap key derivation.
+    pub fn new() -> Repo {
+        Repo::with_init_args(FAST_INIT)
+    }
+
+    /// A repository created with these `cairn init` arguments.
+    pub fn with_init_args(args: &[&str]) -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("repo");
+        let repo = Repo { path, dir };
+        let mut all = vec!["init"];
+        all.extend_from_slice(args);
+        repo.run(&all).success();
+        assert!(repo.path.join("config").is_file());
+        repo
+    }
+
+    /// A fresh scratch directory path (not created) inside the test dir.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        assert!(!p.exists(), "scratch {name} used twice");
+        p
+    }
+
+    /// `cairn -r REPO ARGS` with the password in the environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = cairn();
+        c.arg("-r").arg(&self.path).args(args);
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        c
+    }
+
+    /// Runs `cairn -r REPO ARGS`.
+    pub fn run(&self, args: &[&str]) -> Out {
+        run(&mut self.cmd(args), None)
+    }
+
+    /// Runs `cairn -r REPO ARGS` with `stdin` piped in.
+    pub fn run_stdin(&self, args: &[&str], stdin: &[u8]) -> Out {
+        run(&mut self.cmd(args), Some(stdin))
+    }
+
+    /// Backs up `paths` with `--json` plus `extra`; asserts success and
+    /// returns the new snapshot record.
+    #[track_caller]
+    pub fn backup(&self, paths: &[&Path], extra: &[&str]) -> Value {
+        let mut c = self.cmd(&["backup", "--json"]);
+        c.args(extra).args(paths);
+        let out = run(&mut c, None).success();
+        let v = out.json();
+        assert!(v["id"].as_str().is_some_and(|s| s.len() == 64), "{out}");
+        v
+    }
+
+    /// Every snapshot, oldest first, from `cairn snapshots --json`.
+    #[track_caller]
+    pub fn snapshots(&self) -> Vec<Value> {
+        self.run(&["snapshots", "--json"])
+            .success()
+            .json()
+            .as_array()
+            .expect("snapshots --json is an array")
+            .clone()
+    }
+
+    /// Restores `spec` into `target` with extra arguments; returns the
+    /// outcome without checking it.
+    pub fn restore_out(&self, spec: &str, target: &Path, extra: &[&str]) -> Out {
+        let mut c = self.cmd(&["restore", spec, "--target"]);
+        c.arg(target).args(extra);
+        run(&mut c, None)
+    }
+
+    /// Restores and asserts success.
+    #[track_caller]
+    pub fn restore(&self, spec: &str, target: &Path, extra: &[&str]) -> Out {
+        self.restore_out(spec, target, extra).success()
+    }
+
+    /// Sum of the sizes of all files under the repository directory.
+    pub fn size(&self) -> u64 {
+        dir_size(&self.path)
+    }
+}
+
+/// Sum of the sizes of all regular files under `dir`.
+pub fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).expect("read repo dir") {
+        let entry = entry.expect("dir entry");
+        let md = entry.metadata().expect("metadata");
+        if md.is_dir() {
+            total += dir_size(&entry.path());
+        } else {
+            total += md.len();
+        }
+    }
+    total
+}
+
+/// Where a restore into `target` puts the backed-up directory `src`.
+pub fn restored(target: &Path, src: &Path) -> PathBuf {
+    let abs = fs::canonicalize(src).expect("canonicalize source");
+    target.join(abs.strip_prefix("/").expect("absolute"))
+}
+
+/// `src` as the absolute path the snapshot records.
+pub fn abs(src: &Path) -> String {
+    fs::canonicalize(src)
+        .expect("canonicalize")
+        .to_str()
+        .expect("test paths are UTF-8")
+        .to_string()
+}
+
+/// A deterministic xorshift64* byte stream: incompressible, reproducible.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        let last = self.next_u64().to_le_bytes();
+        rest.copy_from_slice(&last[..rest.len()]);
+    }
+}
+
+/// `len` pseudo-random bytes from `seed`.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+/// Writes `len` pseudo-random bytes from `seed` to `path`.
+pub fn write_random(path: &Path, seed: u64, len: usize) {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("create parent");
+    }
+    fs::write(path, random_bytes(seed, len)).expect("write file");
+}
+
+/// Writes `data` to `path`, creating parents.
+pub fn write(path: &Path, data: impl AsRef<[u8]>) {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("create parent");
+    }
+    fs::write(path, data).expect("write file");
+}
+
+fn cpath(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("no NUL in path")
+}
+
+/// Sets atime and mtime of `path` (not following symlinks).
+pub fn set_mtime(path: &Path, secs: i64, nsecs: i64) {
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nsecs as libc::c_long,
+    };
+    let c = cpath(path);
+    // SAFETY: valid C string and two timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            [ts, ts].as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "utimensat {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Sets the permission bits of `path` (not a symlink).
+pub fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Creates a FIFO.
+pub fn mkfifo(path: &Path, mode: u32) {
+    let c = cpath(path);
+    // SAFETY: valid C string.
+    let r = unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) };
+    assert_eq!(r, 0, "mkfifo: {}", std::io::Error::last_os_error());
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// What an entry is, with its content.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    File { len: u64, hash: String },
+    Dir,
+    Symlink(Vec<u8>),
+    Fifo,
+    Other(u32),
+}
+
+/// Everything compared about one entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub kind: Kind,
+    /// Permission bits (0 for symlinks, whose mode Linux fixes).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: (i64, i64),
+    /// For regular files: the link count.
+    pub nlink: Option<u64>,
+    /// For files with several links: the first path (in walk order) that
+    /// shares the inode, so link structure is compared, not inode numbers.
+    pub link_group: Option<PathBuf>,
+    /// Extended attributes (user namespace), sorted.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Relative path (the root is "") → entry.
+pub type Manifest = BTreeMap<PathBuf, Entry>;
+
+/// Records the content and metadata of every entry under `root`,
+/// including `root` itself as "".
+pub fn manifest(root: &Path) -> Manifest {
+    let mut out = Manifest::new();
+    let mut inodes = HashMap::new();
+    walk(root, Path::new(""), &mut out, &mut inodes);
+    out
+}
+
+fn walk(root: &Path, rel: &Path, out: &mut Manifest, inodes: &mut HashMap<(u64, u64), PathBuf>) {
+    let path = root.join(rel);
+    let md =
+        fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+    let ft = md.file_type();
+    let kind = if ft.is_file() {
+        let mut f = fs::File::open(&path).expect("open file");
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).expect("read file");
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Kind::File {
+            len: md.len(),
+            hash: h.finalize().to_hex().to_string(),
+        }
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        Kind::Symlink(
+            fs::read_link(&path)
+                .expect("readlink")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else {
+        Kind::Other(md.mode() & libc::S_IFMT)
+    };
+    let link_group = if ft.is_file() && md.nlink() > 1 {
+        Some(
+            inodes
+                .entry((md.dev(), md.ino()))
+                .or_insert_with(|| rel.to_path_buf())
+                .clone(),
+        )
+    } else {
+        None
+    };
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = if ft.is_symlink() {
+        Vec::new()
+    } else {
+        xattr::list(&path)
+            .map(|names| {
+                names
+                    .filter(|n| n.as_bytes().starts_with(b"user."))
+                    .filter_map(|n| {
+                        let v = xattr::get(&path, &n).ok().flatten()?;
+                        Some((n.as_bytes().to_vec(), v))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    xattrs.sort();
+    out.insert(
+        rel.to_path_buf(),
+        Entry {
+            kind,
+            mode: if ft.is_symlink() {
+                0
+            } else {
+                md.mode() & 0o7777
+            },
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime: (md.mtime(), md.mtime_nsec()),
+            nlink: ft.is_file().then(|| md.nlink()),
+            link_group,
+            xattrs,
+        },
+    );
+    if ft.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(&path)
+            .expect("read_dir")
+            .map(|e| e.expect("dir entry").file_name())
+            .collect();
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            walk(root, &rel.join(name), out, inodes);
+        }
+    }
+}
+
+/// Asserts two manifests are equal, listing every difference.
+#[track_caller]
+pub fn assert_manifests_eq(expected: &Manifest, actual: &Manifest, what: &str) {
+    let mut diffs = Vec::new();
+    for (p, e) in expected {
+        match actual.get(p) {
+            None => diffs.push(format!("missing: {p:?} ({e:?})")),
+            Some(a) if a != e => diffs.push(format!(
+                "differs: {p:?}\n    expected {e:?}\n    actual   {a:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for p in actual.keys() {
+        if !expected.contains_key(p) {
+            diffs.push(format!("unexpected: {p:?}"));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{what}: {} difference(s):\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
+}
+
+/// Asserts `actual` is identical to `expected`, root directory included.
+#[track_caller]
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    assert_manifests_eq(
+        &manifest(expected),
+        &manifest(actual),
+        &format!("{} vs {}", expected.display(), actual.display()),
+    );
+}
+
+/// Like [`assert_same_tree`] but ignores the two root directories' own
+/// metadata (for restores into a fresh target of a subpath).
+#[track_caller]
+pub fn assert_same_contents(expected: &Path, actual: &Path) {
+    let mut e = manifest(expected);
+    let mut a = manifest(actual);
+    e.remove(Path::new(""));
+    a.remove(Path::new(""));
+    assert_manifests_eq(
+        &e,
+        &a,
+        &format!("{} vs {}", expected.display(), actual.display()),
+    );
+}
+
+/// Relative paths of every entry under `root` (root excluded), sorted.
+pub fn list_paths(root: &Path) -> Vec<PathBuf> {
+    manifest(root)
+        .into_keys()
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect()
+}
+
+/// The snapshot ids (full hex) in `snaps`.
+pub fn ids(snaps: &[Value]) -> Vec<String> {
+    snaps
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// A file name as an OsStr from raw bytes.
+pub fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}

@@ -1,0 +1,188 @@
+//! Snapshot kinds: incremental, differential and full backups choose the
+//! right parent, read only what they must, and all restore identically.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+fn summary(snap: &Value, field: &str) -> u64 {
+    snap["summary"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("summary.{field} missing in {snap:#}"))
+}
+
+fn id(snap: &Value) -> String {
+    snap["id"].as_str().expect("id").to_string()
+}
+
+fn parent(snap: &Value) -> Option<String> {
+    snap["parent"].as_str().map(String::from)
+}
+
+/// Directory listings are all a backup of unchanged files may add: the
+/// source's ancestors (such as /tmp) change under the tests.
+const NO_DATA: u64 = 16 * 1024;
+
+/// The tree id of the backed-up directory `src` in `snap`.
+fn src_tree(repo: &Repo, snap: &Value, src: &Path) -> String {
+    let base = abs(src);
+    let parent = Path::new(&base).parent().unwrap().to_str().unwrap();
+    let out = repo.run(&["ls", "--json", &id(snap), parent]).success();
+    for line in out.stdout.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        if v["path"] == base.as_str() {
+            return v["kind"]["dir"]["subtree"].as_str().unwrap().to_string();
+        }
+    }
+    panic!("{base} not in snapshot:\n{out}");
+}
+
+fn file_bytes(root: &Path) -> u64 {
+    manifest(root)
+        .values()
+        .map(|e| match e.kind {
+            Kind::File { len, .. } => len,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn kinds_choose_parents_read_what_they_must_and_restore_identically() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("a.bin"), 1, 1 << 20);
+    write_random(&src.join("b.bin"), 2, 600_000);
+    write(&src.join("sub/c.txt"), "version one\n".repeat(1000));
+    write_random(&src.join("sub/deeper/d.bin"), 3, 2 << 20);
+    write(&src.join("sub/empty"), "");
+    std::os::unix::fs::symlink("sub/c.txt", src.join("link")).unwrap();
+    let files = 5u64;
+
+    let mut states = Vec::new(); // (snapshot id, manifest of the source then)
+
+    // 1. First backup: asked incremental, there is no parent: full.
+    let s1 = repo.backup(&[&src], &[]);
+    assert_eq!(s1["kind"], "full");
+    assert_eq!(parent(&s1), None);
+    assert_eq!(summary(&s1, "bytes_read"), file_bytes(&src));
+    assert_eq!(summary(&s1, "files_new"), files);
+    states.push((id(&s1), manifest(&src)));
+
+    // 2. Incremental after no change reads nothing; checked on the
+    //    human-readable summary line too.
+    let out = repo.run(&["backup", src.to_str().unwrap()]).success();
+    let line = out.stdout.lines().next().unwrap_or_default().to_string();
+    assert!(line.contains("read 0 B"), "{out}");
+    assert!(line.contains("incremental snapshot"), "{out}");
+    let s2 = repo.snapshots().pop().unwrap();
+    assert!(line.contains(&id(&s2)[..8]), "{out}");
+    assert_eq!(s2["kind"], "incremental");
+    assert_eq!(parent(&s2).as_deref(), Some(id(&s1).as_str()));
+    assert_eq!(summary(&s2, "bytes_read"), 0);
+    assert_eq!(summary(&s2, "files_unmodified"), files);
+    assert!(summary(&s2, "bytes_added") < NO_DATA);
+    assert_eq!(
+        src_tree(&repo, &s2, &src),
+        src_tree(&repo, &s1, &src),
+        "unchanged source, same tree"
+    );
+    states.push((id(&s2), manifest(&src)));
+
+    // 3. Incremental after changing one file reads just that file.
+    write(&src.join("sub/c.txt"), "version two\n".repeat(1500));
+    let s3 = repo.backup(&[&src], &[]);
+    assert_eq!(s3["kind"], "incremental");
+    assert_eq!(parent(&s3).as_deref(), Some(id(&s2).as_str()));
+    assert_eq!(summary(&s3, "bytes_read"), 18_000);
+    assert_eq!(summary(&s3, "files_changed"), 1);
+    assert_eq!(summary(&s3, "files_unmodified"), files - 1);
+    states.push((id(&s3), manifest(&src)));
+
+    // 4. Another incremental, after adding a file.
+    write_random(&src.join("sub/e.bin"), 4, 300_000);
+    let s4 = repo.backup(&[&src], &["--kind", "incremental"]);
+    assert_eq!(s4["kind"], "incremental");
+    assert_eq!(parent(&s4).as_deref(), Some(id(&s3).as_str()));
+    assert_eq!(summary(&s4, "bytes_read"), 300_000);
+    assert_eq!(summary(&s4, "files_new"), 1);
+    states.push((id(&s4), manifest(&src)));
+
+    // 5. Differential: the parent is the last *full* snapshot, so it reads
+    //    everything changed since then (c.txt and e.bin), not since s4.
+    let s5 = repo.backup(&[&src], &["--kind", "differential"]);
+    assert_eq!(s5["kind"], "differential");
+    assert_eq!(parent(&s5).as_deref(), Some(id(&s1).as_str()));
+    assert_eq!(summary(&s5, "bytes_read"), 18_000 + 300_000);
+    assert!(
+        summary(&s5, "bytes_added") < NO_DATA,
+        "all of it is stored already"
+    );
+    assert_eq!(src_tree(&repo, &s5, &src), src_tree(&repo, &s4, &src));
+    states.push((id(&s5), manifest(&src)));
+
+    // 6. Full: no parent, reads everything, stores nothing new.
+    let s6 = repo.backup(&[&src], &["--kind", "full"]);
+    assert_eq!(s6["kind"], "full");
+    assert_eq!(parent(&s6), None);
+    let total = file_bytes(&src);
+    assert_eq!(summary(&s6, "bytes_read"), total);
+    assert_eq!(summary(&s6, "total_bytes"), total);
+    assert_eq!(summary(&s6, "files_new"), files + 1);
+    assert!(summary(&s6, "bytes_added") < NO_DATA);
+    states.push((id(&s6), manifest(&src)));
+
+    // 7. A differential after the new full takes the new full as parent.
+    write_random(&src.join("a.bin"), 5, 1 << 20);
+    let s7 = repo.backup(&[&src], &["--kind", "differential"]);
+    assert_eq!(s7["kind"], "differential");
+    assert_eq!(parent(&s7).as_deref(), Some(id(&s6).as_str()));
+    assert_eq!(summary(&s7, "bytes_read"), 1 << 20);
+    states.push((id(&s7), manifest(&src)));
+
+    // 8. An incremental after a differential follows the differential.
+    let s8 = repo.backup(&[&src], &[]);
+    assert_eq!(parent(&s8).as_deref(), Some(id(&s7).as_str()));
+    assert_eq!(summary(&s8, "bytes_read"), 0);
+    states.push((id(&s8), manifest(&src)));
+
+    // `snapshots --json` records the same kinds and parents.
+    let listed = repo.snapshots();
+    assert_eq!(
+        ids(&listed),
+        states.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>()
+    );
+    let kinds: Vec<&str> = listed.iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "full",
+            "incremental",
+            "incremental",
+            "incremental",
+            "differential",
+            "full",
+            "differential",
+            "incremental"
+        ]
+    );
+    assert_eq!(listed[4]["parent"].as_str(), Some(id(&s1).as_str()));
+
+    // Every snapshot restores exactly the source as it was when taken.
+    for (i, (snap, expected)) in states.iter().enumerate() {
+        let target = repo.scratch(&format!("restore-{i}"));
+        repo.restore(snap, &target, &[]);
+        assert_manifests_eq(
+            expected,
+            &manifest(&restored(&target, &src)),
+            &format!("restore of snapshot {} (#{})", &snap[..8], i + 1),
+        );
+    }
+    // The restores really differ where the source did.
+    let old = fs::read(restored(&repo.dir.path().join("restore-0"), &src).join("sub/c.txt"));
+    assert_eq!(old.unwrap(), "version one\n".repeat(1000).into_bytes());
+}

@@ -1,0 +1,189 @@
+//! Restore into targets that already hold files (merge, mirror,
+//! skip-existing), and restores of part of a snapshot (subpath, include,
+//! exclude).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A small source tree; returns its path.
+fn source(repo: &Repo) -> PathBuf {
+    let src = repo.scratch("src");
+    write(&src.join("top.txt"), "top level\n");
+    write(&src.join("a/f1.txt"), "first file, original content\n");
+    write_random(&src.join("a/f2.bin"), 7, 400_000);
+    write(&src.join("a/deep/er/note.txt"), "deep note\n");
+    write(&src.join("b/g.txt"), "g in b\n");
+    write_random(&src.join("b/h.dat"), 8, 100_000);
+    std::os::unix::fs::symlink("a/f1.txt", src.join("link")).unwrap();
+    set_mtime(&src.join("a/f1.txt"), 1_400_000_000, 5);
+    src
+}
+
+fn paths(v: &[&str]) -> Vec<PathBuf> {
+    v.iter().map(PathBuf::from).collect()
+}
+
+#[test]
+fn merge_mirror_and_skip_existing() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    assert_same_tree(&src, &r);
+
+    // Damage the restored copy and add extra entries.
+    write(&r.join("a/f1.txt"), "FIRST FILE, ORIGINAL CONTENT\n"); // same size
+    write(&r.join("top.txt"), "much longer than it used to be\n");
+    chmod(&r.join("b/g.txt"), 0o600);
+    set_mtime(&r.join("b/g.txt"), 1_000, 0);
+    fs::remove_file(r.join("a/f2.bin")).unwrap();
+    fs::remove_file(r.join("link")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", r.join("link")).unwrap();
+    write(&r.join("a/extra.txt"), "not in the snapshot");
+    write(&r.join("newdir/x"), "not in the snapshot either");
+    write(&target.join("stray-at-top"), "outside the restored paths");
+
+    // Merge (the default): repairs what differs, keeps the extras.
+    let out = repo.restore("latest", &target, &[]);
+    assert_eq!(
+        fs::read_to_string(r.join("a/extra.txt")).unwrap(),
+        "not in the snapshot",
+        "{out}"
+    );
+    assert!(r.join("newdir/x").is_file());
+    assert!(target.join("stray-at-top").is_file());
+    let mut got = manifest(&r);
+    for extra in ["a/extra.txt", "newdir", "newdir/x"] {
+        assert!(got.remove(Path::new(extra)).is_some(), "{extra} kept");
+    }
+    assert_manifests_eq(&manifest(&src), &got, "after merge restore");
+
+    // Mirror: the target becomes exactly the snapshot.
+    write(
+        &r.join("a/f1.txt"),
+        "modified again, and longer this time\n",
+    );
+    let out = repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert!(!r.join("a/extra.txt").exists(), "{out}");
+    assert!(!r.join("newdir").exists(), "{out}");
+    assert!(!target.join("stray-at-top").exists(), "{out}");
+    assert_same_tree(&src, &r);
+
+    // Skip-existing: leaves an existing (modified) file alone, but fills in
+    // what is missing.
+    write(&r.join("a/f1.txt"), "locally edited, keep me\n");
+    fs::remove_file(r.join("b/g.txt")).unwrap();
+    fs::remove_dir_all(r.join("a/deep")).unwrap();
+    let out = repo.restore("latest", &target, &["--policy", "skip-existing"]);
+    assert_eq!(
+        fs::read_to_string(r.join("a/f1.txt")).unwrap(),
+        "locally edited, keep me\n",
+        "{out}"
+    );
+    assert_eq!(fs::read_to_string(r.join("b/g.txt")).unwrap(), "g in b\n");
+    assert_eq!(
+        fs::read_to_string(r.join("a/deep/er/note.txt")).unwrap(),
+        "deep note\n"
+    );
+    assert_eq!(
+        fs::read(r.join("a/f2.bin")).unwrap(),
+        fs::read(src.join("a/f2.bin")).unwrap()
+    );
+
+    // And merge then repairs the edited file too.
+    repo.restore("latest", &target, &["--policy", "merge"]);
+    assert_same_tree(&src, &r);
+}
+
+#[test]
+fn subpath_include_and_exclude_restore_only_what_they_select() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    let snap = repo.backup(&[&src], &[]);
+    let id = snap["id"].as_str().unwrap();
+    let base = abs(&src);
+
+    // A subdirectory: its contents land directly in the target.
+    let t = repo.scratch("sub");
+    repo.restore(&format!("{id}:{base}/a"), &t, &[]);
+    assert_same_contents(&src.join("a"), &t);
+    assert!(!t.join("b").exists() && !t.join("top.txt").exists());
+
+    // A deeper one, by id prefix, with a trailing slash.
+    let t = repo.scratch("deeper");
+    repo.restore(&format!("{}:{base}/a/deep/", &id[..12]), &t, &[]);
+    assert_eq!(list_paths(&t), paths(&["er", "er/note.txt"]));
+
+    // A single file.
+    let t = repo.scratch("single");
+    repo.restore(&format!("latest:{base}/b/g.txt"), &t, &[]);
+    assert_eq!(list_paths(&t), paths(&["g.txt"]));
+    assert_eq!(fs::read_to_string(t.join("g.txt")).unwrap(), "g in b\n");
+
+    // A subpath that is not in the snapshot is an error, and writes nothing.
+    let t = repo.scratch("missing");
+    let out = repo.restore_out(&format!("latest:{base}/nope"), &t, &[]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("not found"), "{out}");
+    assert!(!t.exists() || list_paths(&t).is_empty());
+
+    // --include by name: only .txt files, with the directories leading to
+    // them.
+    let t = repo.scratch("include");
+    repo.restore("latest", &t, &["--include", "*.txt"]);
+    let r = restored(&t, &src);
+    assert_eq!(
+        list_paths(&r),
+        paths(&[
+            "a",
+            "a/deep",
+            "a/deep/er",
+            "a/deep/er/note.txt",
+            "a/f1.txt",
+            "b",
+            "b/g.txt",
+            "top.txt"
+        ])
+    );
+    assert_eq!(
+        fs::read(r.join("a/f1.txt")).unwrap(),
+        fs::read(src.join("a/f1.txt")).unwrap()
+    );
+
+    // --include by path: a directory brings everything beneath it.
+    let t = repo.scratch("include-path");
+    repo.restore("latest", &t, &["--include", &format!("{base}/b")]);
+    let r = restored(&t, &src);
+    assert_eq!(list_paths(&r), paths(&["b", "b/g.txt", "b/h.dat"]));
+    assert_same_tree(&src.join("b"), &r.join("b"));
+
+    // --exclude by name: the directory and all beneath it stay out.
+    let t = repo.scratch("exclude");
+    repo.restore("latest", &t, &["--exclude", "a"]);
+    let r = restored(&t, &src);
+    assert_eq!(
+        list_paths(&r),
+        paths(&["b", "b/g.txt", "b/h.dat", "link", "top.txt"])
+    );
+
+    // Include and exclude together, on a subpath.
+    let t = repo.scratch("both");
+    repo.restore(
+        &format!("latest:{base}/a"),
+        &t,
+        &["--include", "*.txt", "--exclude", "deep"],
+    );
+    assert_eq!(list_paths(&t), paths(&["f1.txt"]));
+
+    // A dry run writes nothing.
+    let t = repo.scratch("dry");
+    let out = repo.restore("latest", &t, &["--dry-run"]);
+    assert!(out.stdout.contains("would have"), "{out}");
+    assert!(!t.exists() || list_paths(&t).is_empty(), "{out}");
+}

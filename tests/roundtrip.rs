@@ -1,0 +1,251 @@
+//! Round trip: back up a tree full of awkward entries with the real binary,
+//! restore it, and check the result is identical in content and metadata.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const SPARSE_SIZE: u64 = 16 << 20;
+
+/// Builds the awkward tree under `root` (which must not exist).
+fn build_tree(root: &Path) {
+    fs::create_dir(root).unwrap();
+    let p = |s: &str| root.join(s);
+
+    // Nested directories and ordinary content.
+    write(&p("docs/readme.txt"), "hello, restore\n".repeat(100));
+    write_random(&p("docs/nested/deeper/deepest/file.bin"), 1, 300_000);
+    write_random(&p("big.bin"), 2, 3 << 20);
+    write(&p("docs/nested/small.txt"), "x");
+    // Repeated content: the same chunks at several offsets and in several
+    // files.
+    let block = random_bytes(7, 700_000);
+    write(&p("repeat/four.bin"), block.repeat(4));
+    let mut two = block.repeat(2);
+    two.extend(random_bytes(8, 123_457));
+    write(&p("repeat/two-and-tail.bin"), two);
+
+    // Empty file, empty directories (one nested in an otherwise empty dir).
+    write(&p("empty_file"), "");
+    fs::create_dir(p("empty_dir")).unwrap();
+    fs::create_dir_all(p("only_dirs/a/b/c")).unwrap();
+
+    // Odd names.
+    write(&p("with space.txt"), "spaces");
+    write(&p(" leading and trailing "), "blanks");
+    write(&p("ünïcødé ☃ 文件.txt"), "unicode");
+    write(&p("new\nline"), "newline in the name");
+    write(&p("tab\there"), "tab");
+    write(&p("-rf"), "dash");
+    write(&p("[x]*?.txt"), "glob characters");
+    write(&p("back\\slash"), "backslash");
+    write(&root.join(os(b"not-utf8-\xff\xfe")), "invalid UTF-8 name");
+    write(&p(&"n".repeat(255)), "longest name allowed");
+    fs::create_dir(p("dir with ünïcødé\nand newline")).unwrap();
+    write(&p("dir with ünïcødé\nand newline/inner file"), "inner");
+
+    // Symlinks: relative, absolute, dangling, to a directory, a chain.
+    fs::create_dir(p("links")).unwrap();
+    std::os::unix::fs::symlink("../docs/readme.txt", p("links/rel")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", p("links/abs")).unwrap();
+    std::os::unix::fs::symlink("nowhere/at/all", p("links/dangling")).unwrap();
+    std::os::unix::fs::symlink("../docs", p("links/dirlink")).unwrap();
+    std::os::unix::fs::symlink("rel", p("links/chain")).unwrap();
+    std::os::unix::fs::symlink("target with space ☃", p("links/odd target")).unwrap();
+
+    // Hard links: a group of three across directories, and a pair.
+    write_random(&p("hard/a"), 3, 200_000);
+    fs::hard_link(p("hard/a"), p("hard/b")).unwrap();
+    fs::hard_link(p("hard/a"), p("docs/c-linked")).unwrap();
+    write(&p("hard/x"), "pair");
+    fs::hard_link(p("hard/x"), p("hard/y")).unwrap();
+
+    // A sparse file: 16 MiB with three small islands of data.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(p("sparse.img")).unwrap();
+        f.set_len(SPARSE_SIZE).unwrap();
+        f.write_all_at(&random_bytes(4, 4096), 0).unwrap();
+        f.write_all_at(&random_bytes(5, 4096), 8 << 20).unwrap();
+        f.write_all_at(&random_bytes(6, 4096), SPARSE_SIZE - 4096)
+            .unwrap();
+    }
+    let sparse_md = fs::metadata(p("sparse.img")).unwrap();
+    assert!(
+        sparse_md.blocks() * 512 < SPARSE_SIZE / 2,
+        "the test filesystem does not keep files sparse"
+    );
+
+    // A FIFO.
+    mkfifo(&p("pipe"), 0o640);
+
+    // Modes.
+    write(&p("modes/exec.sh"), "#!/bin/sh\necho hi\n");
+    chmod(&p("modes/exec.sh"), 0o755);
+    write(&p("modes/private"), "secret");
+    chmod(&p("modes/private"), 0o600);
+    write(&p("modes/readonly"), "ro");
+    chmod(&p("modes/readonly"), 0o444);
+    write(&p("modes/setuid"), "suid");
+    chmod(&p("modes/setuid"), 0o4755);
+    write(&p("modes/none"), "no permissions at all");
+    chmod(&p("modes/none"), 0o000);
+    fs::create_dir(p("modes/setgid_dir")).unwrap();
+    chmod(&p("modes/setgid_dir"), 0o2750);
+    fs::create_dir(p("modes/sticky_dir")).unwrap();
+    chmod(&p("modes/sticky_dir"), 0o1777);
+    fs::create_dir(p("modes/readonly_dir")).unwrap();
+    write(&p("modes/readonly_dir/inside"), "inside a read-only dir");
+    chmod(&p("modes/readonly_dir"), 0o555);
+    chmod(&p("empty_dir"), 0o700);
+
+    // Ownership (only root can give files away).
+    if is_root() {
+        std::os::unix::fs::chown(p("modes/private"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::lchown(p("links/rel"), Some(4321), Some(8765)).unwrap();
+        std::os::unix::fs::chown(p("only_dirs/a"), Some(99), Some(98)).unwrap();
+    }
+
+    // An extended attribute, where the filesystem supports them.
+    let _ = xattr::set(p("docs/readme.txt"), "user.cairn.test", b"value \x00\xff");
+
+    // Modification times: distinct, with nanoseconds, one before 1970;
+    // directories last and deepest first, as writing into them moves them.
+    let m = manifest(root);
+    let mut paths: Vec<&PathBuf> = m.keys().collect();
+    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for (i, rel) in paths.iter().enumerate() {
+        let secs = 1_500_000_000 + 86_400 * i as i64;
+        set_mtime(
+            &root.join(rel),
+            secs,
+            (i as i64 * 7_919_111) % 1_000_000_000,
+        );
+    }
+    set_mtime(&p("docs/nested/small.txt"), -1_000_000_000, 500);
+    set_mtime(&p("docs/nested"), 1_234_567_890, 999_999_999);
+}
+
+#[test]
+fn round_trip_preserves_content_and_metadata() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    build_tree(&src);
+    let before = manifest(&src);
+
+    let snap = repo.backup(&[&src], &[]);
+    assert_eq!(snap["summary"]["errors"], 0, "{snap:#}");
+    assert_eq!(snap["kind"], "full");
+    // Backing up must not disturb the source.
+    assert_manifests_eq(&before, &manifest(&src), "source after backup");
+
+    let target = repo.scratch("restore");
+    let out = repo.restore("latest", &target, &[]);
+    let got = restored(&target, &src);
+    assert_same_tree(&src, &got);
+
+    // The spec's explicit checks, beyond the manifest comparison.
+    let ino = |rel: &str| fs::symlink_metadata(got.join(rel)).unwrap().ino();
+    assert_eq!(ino("hard/a"), ino("hard/b"), "hard links restored as links");
+    assert_eq!(ino("hard/a"), ino("docs/c-linked"));
+    assert_eq!(ino("hard/x"), ino("hard/y"));
+    assert_ne!(ino("hard/a"), ino("hard/x"));
+    assert_eq!(
+        fs::metadata(got.join("hard/a")).unwrap().nlink(),
+        3,
+        "{out}"
+    );
+    let sparse = fs::metadata(got.join("sparse.img")).unwrap();
+    assert_eq!(sparse.len(), SPARSE_SIZE);
+    assert!(
+        sparse.blocks() * 512 < SPARSE_SIZE,
+        "sparse file restored with {} allocated bytes for {SPARSE_SIZE}",
+        sparse.blocks() * 512
+    );
+    assert_eq!(
+        fs::read_link(got.join("links/rel")).unwrap(),
+        Path::new("../docs/readme.txt")
+    );
+    assert_eq!(
+        fs::read_link(got.join("links/dangling")).unwrap(),
+        Path::new("nowhere/at/all")
+    );
+    assert_eq!(
+        fs::read(got.join("new\nline")).unwrap(),
+        b"newline in the name"
+    );
+    assert_eq!(
+        fs::read(got.join(os(b"not-utf8-\xff\xfe"))).unwrap(),
+        b"invalid UTF-8 name"
+    );
+    let mt = fs::symlink_metadata(got.join("docs/nested/small.txt")).unwrap();
+    assert_eq!((mt.mtime(), mt.mtime_nsec()), (-1_000_000_000, 500));
+
+    // Nothing but the snapshot's own paths appears in the target.
+    let top: Vec<_> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let first = got
+        .strip_prefix(&target)
+        .unwrap()
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_owned();
+    assert_eq!(top, vec![first]);
+    // No temporary files are left behind.
+    for p in list_paths(&target) {
+        assert!(
+            !p.to_string_lossy().contains(".cairn-"),
+            "leftover temporary file {p:?}"
+        );
+    }
+
+    // Restoring again over the identical tree (merge) writes no file and
+    // leaves it identical.
+    let again = repo.restore("latest", &target, &[]);
+    assert!(
+        again.stdout.contains(": 0 files written"),
+        "second restore rewrote files:\n{again}"
+    );
+    assert_same_tree(&src, &got);
+}
+
+#[test]
+fn round_trip_of_a_single_file_and_of_several_paths() {
+    let repo = Repo::new();
+    let a = repo.scratch("a");
+    let b = repo.scratch("b");
+    write_random(&a.join("one.bin"), 10, 700_000);
+    write(&b.join("sub/two.txt"), "two");
+    set_mtime(&a.join("one.bin"), 1_600_000_000, 42);
+    let file = a.join("one.bin");
+
+    // Several paths in one snapshot.
+    repo.backup(&[&a, &b], &[]);
+    let t1 = repo.scratch("t1");
+    repo.restore("latest", &t1, &[]);
+    assert_same_tree(&a, &restored(&t1, &a));
+    assert_same_tree(&b, &restored(&t1, &b));
+
+    // A single file as the backed-up path.
+    repo.backup(&[&file], &[]);
+    let t2 = repo.scratch("t2");
+    repo.restore("latest", &t2, &[]);
+    let got = restored(&t2, &file);
+    assert_eq!(fs::read(&got).unwrap(), fs::read(&file).unwrap());
+    let md = fs::metadata(&got).unwrap();
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_600_000_000, 42));
+    // The directory holding it is in the snapshot, but none of its other
+    // entries.
+    assert_eq!(
+        list_paths(&restored(&t2, &a)),
+        vec![PathBuf::from("one.bin")]
+    );
+}
