@@ -48,10 +48,12 @@ impl Default for KdfParams {
 impl KdfParams {
     /// Checks bounds: 8 KiB..=4 GiB memory, 1..=100 passes, 1..=16 lanes.
     pub fn validate(&self) -> Result<()> {
+        // Lanes are bounded before `8 * lanes` is computed, so a hostile
+        // key file cannot overflow it.
         let ok = (8..=4 * 1024 * 1024).contains(&self.memory_kib)
-            && self.memory_kib >= 8 * self.lanes
             && (1..=100).contains(&self.iterations)
-            && (1..=16).contains(&self.lanes);
+            && (1..=16).contains(&self.lanes)
+            && self.memory_kib >= 8 * self.lanes;
         if ok {
             Ok(())
         } else {

@@ -1,0 +1,42 @@
+//! Helpers shared by the fuzz targets (each target uses a subset).
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use cairn::crypto::MasterKey;
+
+/// The fixed master key every target decrypts with.
+pub fn key() -> &'static MasterKey {
+    static KEY: OnceLock<MasterKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut raw = [0u8; 64];
+        for (i, b) in raw.iter_mut().enumerate() {
+            *b = i as u8 ^ 0x5a;
+        }
+        MasterKey::from_bytes(raw)
+    })
+}
+
+/// `magic || u32 version 1`: the 12-byte header of every stored file.
+pub fn file_header(magic: &[u8; 8]) -> Vec<u8> {
+    let mut out = magic.to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out
+}
+
+/// A file of the shape `prefix || sealed(plaintext)` with `prefix` as
+/// associated data, sealed under [`key`]: how snapshots, locks and the
+/// config are stored. Lets a target reach the decoder behind decryption.
+pub fn sealed_file(prefix: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut out = prefix.to_vec();
+    key().seal_into(plaintext, prefix, &mut out);
+    out
+}
+
+/// A little-endian integer from up to 8 leading bytes, and the rest.
+pub fn take_uint(data: &[u8], n: usize) -> (u64, &[u8]) {
+    let n = n.min(data.len());
+    let mut buf = [0u8; 8];
+    buf[..n].copy_from_slice(&data[..n]);
+    (u64::from_le_bytes(buf), &data[n..])
+}
