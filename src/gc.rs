@@ -4,9 +4,10 @@
 //! parallel, each once), then classifies packs using the index:
 //!
 //! - a pack with no live blob is **deleted**;
-//! - a pack whose unused share (bytes not holding a live, first-indexed
-//!   blob) exceeds `max_unused` is **repacked**: its live blobs are copied,
-//!   still sealed, into new packs;
+//! - a pack whose unused share (bytes of its blob area not holding a live,
+//!   first-indexed blob; the pack's own header, table of contents and
+//!   trailer do not count) exceeds `max_unused` is **repacked**: its live
+//!   blobs are copied, still sealed, into new packs;
 //! - a pack in no index table is an interrupted backup's leftover and is
 //!   **deleted**;
 //! - every other pack is **kept**.
@@ -182,7 +183,10 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         if !indexed.contains(pack) || live == 0 {
             delete.push(*pack);
             freed += size;
-        } else if size > 0 && 1.0 - (live as f64 / size as f64) > opts.max_unused {
+        } else if size > 0
+            && 1.0 - (live as f64 / size as f64) > opts.max_unused
+            && unused_share(repo, pack, size, live) > opts.max_unused
+        {
             repack.push(*pack);
             freed += size - live;
             copied += live;
@@ -196,6 +200,29 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     plan.bytes_freed = freed;
     plan.bytes_repacked = copied;
     Ok(plan)
+}
+
+/// The share of a pack's blob area that holds no live blob. The pack's own
+/// framing (file header, sealed table of contents, trailer) is not unused:
+/// counting it would make every gc repack packs of a few small tree blobs,
+/// whose table of contents is a large share of the file, over and over.
+/// Costs one small read of the trailer; if that fails, the whole file size
+/// is used, which errs towards repacking (which authenticates every blob).
+fn unused_share(repo: &Repository, pack: &PackId, size: u64, live: u64) -> f64 {
+    let tl = crate::pack::trailer_len();
+    let area = size
+        .checked_sub(tl as u64)
+        .and_then(|at| {
+            repo.backend()
+                .read_range(FileKind::Pack, &pack.to_hex(), at, tl)
+                .ok()
+        })
+        .and_then(|t| crate::pack::header_range(&t, size, "pack").ok())
+        .map_or(size, |(start, _)| start - crate::pack::HEADER_LEN as u64);
+    if area == 0 {
+        return 1.0;
+    }
+    1.0 - (live as f64 / area as f64).min(1.0)
 }
 
 /// Carries out a plan. See the module docs for the order and why it is safe.

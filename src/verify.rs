@@ -320,10 +320,14 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
         memo.insert(*id, false); // trees form a DAG; this only guards hostile cycles
         let f = &facts[id];
-        let d = f.damaged
-            || f.children
-                .iter()
-                .any(|c| facts.contains_key(c) && is_dirty(c, facts, memo));
+        // Every child is visited, even when this tree is already dirty:
+        // `attribute` only descends into subtrees recorded here as dirty.
+        let mut d = f.damaged;
+        for c in &f.children {
+            if facts.contains_key(c) && is_dirty(c, facts, memo) {
+                d = true;
+            }
+        }
         memo.insert(*id, d);
         d
     }

@@ -307,7 +307,9 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
         }
     }
     if a.dry_run {
-        println!("would remove {} snapshot(s)", remove.len());
+        if !a.json {
+            println!("would remove {} snapshot(s)", remove.len());
+        }
         return Ok(0);
     }
     for id in &remove {

@@ -1,0 +1,429 @@
+//! Crash safety: the real binary is made to abort at every crash point
+//! (`CAIRN_CRASH_AT`, see src/fault.rs) in a scenario that reaches it, and
+//! once with a SIGKILL at an arbitrary moment. After each crash the
+//! repository must verify (reading every byte), every snapshot that should
+//! exist must restore identically, and re-running the interrupted command
+//! must finish the job and leave no garbage.
+
+mod common;
+mod support_maint;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use support_maint::*;
+
+/// Every crash point in src/ (checked against the source below).
+const POINTS: &[&str] = &[
+    "backend-before-rename",
+    "after-pack-write",
+    "after-index-write",
+    "before-snapshot-write",
+    "forget-after-remove",
+    "gc-after-repack-write",
+    "gc-after-index-write",
+    "gc-after-index-remove",
+    "gc-after-pack-remove",
+];
+
+/// The list above is complete: every `fault::point("…")` in src/ is in it
+/// (and so has a test below), and every entry still exists in src/.
+#[test]
+fn every_crash_point_is_covered() {
+    fn scan(dir: &Path, found: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                scan(&p, found);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = fs::read_to_string(&p).unwrap();
+                for part in text.split("fault::point(\"").skip(1) {
+                    found.push(part.split('"').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    scan(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut found,
+    );
+    found.sort();
+    found.dedup();
+    let mut listed: Vec<String> = POINTS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        found, listed,
+        "crash points in src/ vs the ones tested here"
+    );
+}
+
+// ---------------------------------------------------------------- backup
+
+/// The first state of the source: small files (one chunk each) and a
+/// larger one in a subdirectory.
+fn state1(src: &Path) {
+    fill(
+        src,
+        1,
+        &[
+            ("k0", 210_000),
+            ("k1", 180_000),
+            ("k2", 250_000),
+            ("k3", 90_000),
+            ("d0", 200_000),
+            ("d1", 170_000),
+            ("d2", 230_000),
+            ("sub/big.bin", 1_500_000),
+        ],
+    );
+}
+
+/// The second state: some files removed, some added, one rewritten.
+fn state2(src: &Path) {
+    for d in ["d0", "d1", "d2"] {
+        fs::remove_file(src.join(d)).unwrap();
+    }
+    fill(
+        src,
+        2,
+        &[
+            ("n0", 260_000),
+            ("n1", 140_000),
+            ("k0", 220_000),
+            ("sub/new.bin", 700_000),
+        ],
+    );
+}
+
+/// The third state: one more change.
+fn state3(src: &Path) {
+    fill(src, 3, &[("n1", 150_000), ("n2", 300_000)]);
+}
+
+/// A backup of state 2 on top of a snapshot of state 1 crashes at `point`;
+/// snapshot 1 stays intact, the re-run succeeds, and gc then removes what
+/// the crashed run left behind.
+fn backup_crash(point: &str) {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    state1(&src);
+    let s1 = backup_saved(&repo, &src, &[]);
+    state2(&src);
+    let packs_before = pack_files(&repo).len();
+
+    let mut args = vec!["backup".to_string(), "--json".to_string()];
+    args.push(src.to_str().unwrap().to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crash(&repo, point, &args);
+
+    // Nothing of the crashed run is visible as a snapshot.
+    assert_eq!(
+        snapshot_ids(&repo),
+        [s1.id.clone()].into_iter().collect(),
+        "{point}"
+    );
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &s1);
+    match point {
+        "backend-before-rename" => {
+            // The first file a backup writes is its lock: the crash comes
+            // after the temporary file is written and synced, before it is
+            // renamed. Only that temporary file is left, and nothing below
+            // (verify, backup, gc, unlock-free locking) may trip over it.
+            let tmp: Vec<_> = fs::read_dir(repo.path.join("locks"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert!(
+                tmp.len() == 1 && tmp[0].starts_with(".tmp-"),
+                "locks/ holds {tmp:?}"
+            );
+            assert_eq!(pack_files(&repo).len(), packs_before);
+        }
+        "after-pack-write" => {
+            // A pack written and then the process died (another worker may
+            // have finished writing one at the same moment): no index names
+            // it, which verify reports as a warning, not an error.
+            assert!(pack_files(&repo).len() > packs_before);
+            let (_, v, out) = verify_json(&repo, false);
+            let warnings = v["warnings"].as_array().unwrap();
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w["message"].as_str().unwrap().contains("not in the index")),
+                "{out}"
+            );
+        }
+        "after-index-write" | "before-snapshot-write" => {
+            assert!(pack_files(&repo).len() > packs_before);
+        }
+        _ => {}
+    }
+
+    // The re-run succeeds and restores identically.
+    let s2 = backup_saved(&repo, &src, &[]);
+    assert_restores(&repo, &s2);
+    assert_restores(&repo, &s1);
+    if matches!(point, "after-index-write" | "before-snapshot-write") {
+        // The crashed run's blobs were indexed durably: the re-run reuses
+        // every data chunk and adds only trees (whose parents' metadata
+        // may have changed meanwhile).
+        let added = s2.record["summary"]["bytes_added"].as_u64().unwrap();
+        assert!(added < 64 * 1024, "re-run added {added} bytes");
+    }
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &s1);
+    assert_restores(&repo, &s2);
+}
+
+#[test]
+fn crash_in_backup_before_a_rename() {
+    backup_crash("backend-before-rename");
+}
+
+#[test]
+fn crash_in_backup_after_a_pack_write() {
+    backup_crash("after-pack-write");
+}
+
+#[test]
+fn crash_in_backup_after_the_index_write() {
+    backup_crash("after-index-write");
+}
+
+#[test]
+fn crash_in_backup_before_the_snapshot_write() {
+    backup_crash("before-snapshot-write");
+}
+
+// ---------------------------------------------------------------- forget
+
+#[test]
+fn crash_in_forget_between_removals() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    state1(&src);
+    let s1 = backup_saved(&repo, &src, &[]);
+    state2(&src);
+    let s2 = backup_saved(&repo, &src, &[]);
+    state3(&src);
+    let s3 = backup_saved(&repo, &src, &[]);
+
+    crash(
+        &repo,
+        "forget-after-remove",
+        &["forget", "--keep-last", "1"],
+    );
+    // Exactly one of the two old snapshots is gone; the newest is kept.
+    let left = snapshot_ids(&repo);
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&s3.id));
+    assert!(left.contains(&s1.id) != left.contains(&s2.id));
+    assert_verify_ok(&repo);
+    for s in [&s1, &s2, &s3] {
+        if left.contains(&s.id) {
+            assert_restores(&repo, s);
+        }
+    }
+
+    // The re-run finishes the job.
+    repo.run(&["forget", "--keep-last", "1"]).success();
+    assert_eq!(snapshot_ids(&repo), [s3.id.clone()].into_iter().collect());
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &s3);
+}
+
+// -------------------------------------------------------------------- gc
+
+/// Four snapshots: `gone` (a directory of its own), then states 1, 2, 3 of
+/// `src`. `gone` and state 1 are forgotten, so gc has whole packs to
+/// delete (gone's) and packs mixing live and dead blobs to repack
+/// (state 1's). Returns the repository and the surviving snapshots.
+fn gc_scenario() -> (Repo, Vec<Saved>) {
+    let repo = packed_repo();
+    let gone = repo.scratch("gone");
+    fill(&gone, 9, &[("only.bin", 2_500_000)]);
+    let g = backup_saved(&repo, &gone, &[]);
+    let src = repo.scratch("src");
+    state1(&src);
+    let s1 = backup_saved(&repo, &src, &[]);
+    state2(&src);
+    let s2 = backup_saved(&repo, &src, &[]);
+    state3(&src);
+    let s3 = backup_saved(&repo, &src, &[]);
+    repo.run(&["forget", &g.id, &s1.id]).success();
+    assert_eq!(
+        snapshot_ids(&repo),
+        [s2.id.clone(), s3.id.clone()].into_iter().collect()
+    );
+
+    // The scenario reaches every gc step: packs to delete, packs to repack.
+    let plan = repo
+        .run(&["gc", "--dry-run", "--json", "--max-unused", "0%"])
+        .success()
+        .json();
+    assert!(!plan["delete"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(!plan["repack"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["dead_blobs"].as_u64().unwrap() > 0, "{plan}");
+    (repo, vec![s2, s3])
+}
+
+fn gc_crash(point: &str) {
+    let (repo, live) = gc_scenario();
+    let packs_before: Vec<String> = pack_files(&repo).into_keys().collect();
+    let index_before = names_in(&repo, "index");
+    crash(&repo, point, &["gc", "--max-unused", "0%"]);
+
+    let packs_after: Vec<String> = pack_files(&repo).into_keys().collect();
+    let index_after = names_in(&repo, "index");
+    match point {
+        "gc-after-repack-write" => {
+            // One new pack, nothing removed yet.
+            assert_eq!(packs_after.len(), packs_before.len() + 1);
+            assert_eq!(index_after, index_before);
+        }
+        "gc-after-index-write" => {
+            assert_eq!(index_after.len(), index_before.len() + 1);
+            assert!(packs_before.iter().all(|p| packs_after.contains(p)));
+        }
+        "gc-after-index-remove" => {
+            // New table written, exactly one old one removed.
+            assert_eq!(index_after.len(), index_before.len());
+            assert!(packs_before.iter().all(|p| packs_after.contains(p)));
+        }
+        "gc-after-pack-remove" => {
+            // Only the new table left; one old pack removed.
+            assert_eq!(index_after.len(), 1);
+            assert_eq!(
+                packs_before
+                    .iter()
+                    .filter(|p| !packs_after.contains(p))
+                    .count(),
+                1
+            );
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(snapshot_ids(&repo).len(), 2);
+    assert_verify_ok(&repo);
+    for s in &live {
+        assert_restores(&repo, s);
+    }
+
+    // Running gc again finishes the job.
+    repo.run(&["gc", "--max-unused", "0%"]).success();
+    assert_verify_ok(&repo);
+    for s in &live {
+        assert_restores(&repo, s);
+    }
+    // A further gc finds nothing left to do.
+    assert_no_garbage(&repo);
+    let plan = repo.run(&["gc", "--json"]).success().json();
+    assert_eq!(plan["delete"], Value::Array(vec![]));
+    assert_eq!(plan["repack"], Value::Array(vec![]));
+    assert_eq!(
+        pack_files(&repo).len(),
+        plan["keep"].as_u64().unwrap() as usize
+    );
+}
+
+#[test]
+fn crash_in_gc_after_a_repack_write() {
+    gc_crash("gc-after-repack-write");
+}
+
+#[test]
+fn crash_in_gc_after_the_index_write() {
+    gc_crash("gc-after-index-write");
+}
+
+#[test]
+fn crash_in_gc_after_an_index_remove() {
+    gc_crash("gc-after-index-remove");
+}
+
+#[test]
+fn crash_in_gc_after_a_pack_remove() {
+    gc_crash("gc-after-pack-remove");
+}
+
+// ------------------------------------------------------------ kill -9
+
+/// Files for the killed backup: many 1 MB files, so the backup runs for a
+/// while and the kill can land while packs, the index or the snapshot are
+/// being written.
+fn big_source(dir: &Path) -> PathBuf {
+    let names: Vec<String> = (0..32).map(|i| format!("d{}/f{i:02}", i % 4)).collect();
+    let files: Vec<(&str, usize)> = names
+        .iter()
+        .map(|n| (n.as_str(), 1_000_000 + n.len() * 1000))
+        .collect();
+    fill(dir, 42, &files);
+    dir.to_path_buf()
+}
+
+#[test]
+fn sigkill_during_backup_leaves_a_usable_repository() {
+    let repo = packed_repo();
+    let small = repo.scratch("small");
+    fill(&small, 7, &[("a", 300_000), ("b/c", 500_000)]);
+    let s0 = backup_saved(&repo, &small, &[]);
+    let src = big_source(&repo.scratch("big"));
+    let expected = manifest(&src);
+
+    let mut child = repo
+        .cmd(&["backup", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the backup has written its first new pack, then a little
+    // longer (varying from run to run), then kill it. Wherever it lands,
+    // the checks below must hold.
+    let before = pack_files(&repo).len();
+    wait_for("the first pack", Duration::from_secs(60), || {
+        pack_files(&repo).len() > before || child.try_wait().unwrap().is_some()
+    });
+    let jitter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 1000;
+    std::thread::sleep(Duration::from_millis(u64::from(jitter)));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+
+    // Either the backup finished before the kill, or it left no snapshot.
+    let snaps = snapshot_ids(&repo);
+    assert!(snaps.contains(&s0.id));
+    if status.success() {
+        assert_eq!(snaps.len(), 2);
+    } else {
+        assert!(snaps.len() <= 2, "{snaps:?}");
+    }
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &s0);
+    for id in snaps.iter().filter(|id| **id != s0.id) {
+        // A snapshot written just before the kill is complete.
+        let target = repo.scratch("restore-killed");
+        repo.restore(id, &target, &[]);
+        assert_manifests_eq(&expected, &manifest(&restored(&target, &src)), "killed");
+    }
+
+    // A re-run succeeds and restores identically; gc cleans up.
+    let s1 = backup_saved(&repo, &src, &[]);
+    assert_eq!(s1.manifest, expected);
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &s1);
+    assert_restores(&repo, &s0);
+}

@@ -1,0 +1,443 @@
+//! verify, repair and forget through the real binary, on a real
+//! repository that the tests damage on purpose.
+
+mod common;
+mod support_maint;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+use support_maint::*;
+
+/// Small files (one or two chunks each) and a larger one, in two folders.
+fn source(repo: &Repo, seed: u64) -> PathBuf {
+    let src = repo.scratch("src");
+    fill(
+        &src,
+        seed,
+        &[
+            ("a.bin", 150_000),
+            ("b.bin", 220_000),
+            ("victim.bin", 600_000),
+            ("c.bin", 180_000),
+            ("sub/d.bin", 260_000),
+            ("sub/e.bin", 90_000),
+            ("sub/big.bin", 1_400_000),
+            ("sub/f.txt", 5_000),
+        ],
+    );
+    src
+}
+
+/// The path a snapshot records for `rel` under `src`.
+fn snap_path(src: &Path, rel: &str) -> String {
+    format!("{}/{rel}", abs(src))
+}
+
+/// `damaged` entries of a verify report as (path, pack, snapshot).
+fn damaged(v: &Value) -> Vec<(String, Option<String>, String)> {
+    v["damaged"]
+        .as_array()
+        .expect("damaged is an array")
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["pack"].as_str().map(str::to_string),
+                d["snapshot"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 0x5a;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&b).unwrap();
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn flipped_bytes_in_packs_are_found_by_read_data_and_attributed() {
+    let repo = packed_repo();
+    let src = source(&repo, 11);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    // One byte flipped in a chunk of a file, and in a chunk of a file in a
+    // subfolder of the same folder (both must be reported).
+    let victims = [snap_path(&src, "victim.bin"), snap_path(&src, "sub/d.bin")];
+    let mut expected = Vec::new();
+    for victim in &victims {
+        let blob = files[victim][0].clone();
+        let loc = index[&blob].clone();
+        flip_byte(&pack_files(&repo)[&loc.pack], loc.offset + loc.length / 2);
+        expected.push((
+            victim.clone(),
+            Some(loc.pack.clone()),
+            snap.id.clone(),
+            blob,
+        ));
+    }
+    expected.sort();
+
+    // Plain verify checks structure only: index tables authenticate, every
+    // entry lies inside an existing pack of the right size, every tree
+    // decodes (trees live in tree packs, untouched here) and every blob a
+    // tree names is indexed in an existing pack. It reads no data pack's
+    // content, and a flipped byte changes no size or name, so nothing it
+    // checks is affected.
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(v["errors"], Value::Array(vec![]), "{out}");
+    assert_eq!(v["damaged"], Value::Array(vec![]), "{out}");
+
+    // --read-data authenticates every blob and finds exactly these.
+    let out = repo.run(&["verify", "--read-data"]);
+    assert_eq!(out.code, 1, "{out}");
+    for (path, pack, _, _) in &expected {
+        assert!(
+            out.stdout.contains(path.as_str()),
+            "{path} not named:\n{out}"
+        );
+        let pack = pack.as_deref().unwrap();
+        assert!(
+            out.stdout.contains(&pack[..8]),
+            "pack {pack} not named:\n{out}"
+        );
+    }
+    let (code, v, out) = verify_json(&repo, true);
+    assert_eq!(code, 1, "{out}");
+    let mut got: Vec<_> = v["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["path"].as_str().unwrap().to_string(),
+                d["pack"].as_str().map(str::to_string),
+                d["snapshot"].as_str().unwrap().to_string(),
+                d["blob"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, expected, "{out}");
+    let errors = v["errors"].as_array().unwrap();
+    assert!(!errors.is_empty());
+    for e in errors {
+        let object = e["object"].as_str().unwrap();
+        assert!(
+            expected
+                .iter()
+                .any(|d| object == format!("pack {}", &d.1.as_deref().unwrap()[..8])),
+            "{out}"
+        );
+    }
+
+    // The damage is real: restoring the files fails, restoring the others
+    // works.
+    let target = repo.scratch("restore");
+    let out = repo.restore_out(&snap.id, &target, &[]);
+    assert_ne!(out.code, 0, "restore of damaged data succeeded:\n{out}");
+    let target = repo.scratch("restore-others");
+    repo.restore(
+        &snap.id,
+        &target,
+        &["--exclude", "victim.bin", "--exclude", "d.bin"],
+    );
+    let mut want = snap.manifest.clone();
+    want.remove(Path::new("victim.bin"));
+    want.remove(Path::new("sub/d.bin"));
+    assert_manifests_eq(
+        &want,
+        &manifest(&restored(&target, &src)),
+        "restore without the damaged files",
+    );
+}
+
+#[test]
+fn deleted_pack_is_reported_and_repair_snapshots_salvages_the_rest() {
+    let repo = packed_repo();
+    let src = source(&repo, 12);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let victim = snap_path(&src, "victim.bin");
+    let pack = index[&files[&victim][0]].pack.clone();
+    // Every file with a chunk in that pack loses data.
+    let lost: BTreeSet<String> = files
+        .iter()
+        .filter(|(_, chunks)| chunks.iter().any(|c| index[c].pack == pack))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(lost.contains(&victim));
+    assert!(lost.len() < files.len(), "the pack holds every file");
+    fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
+
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains(&pack[..8]), "pack not named:\n{out}");
+    for p in &lost {
+        assert!(out.stdout.contains(p.as_str()), "{p} not named:\n{out}");
+    }
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1);
+    let reported: BTreeSet<String> = damaged(&v).into_iter().map(|d| d.0).collect();
+    assert_eq!(reported, lost, "{out}");
+    assert!(damaged(&v)
+        .iter()
+        .all(|d| d.1.as_deref() == Some(pack.as_str()) && d.2 == snap.id));
+
+    // Repair writes a copy without the damaged files and keeps the original.
+    let out = repo.run(&["repair", "snapshots"]).success();
+    for p in &lost {
+        assert!(out.stdout.contains(p.as_str()), "{p} not listed:\n{out}");
+    }
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(ids(&snaps).contains(&snap.id), "original removed");
+    let fixed = snaps
+        .iter()
+        .find(|s| s["id"] != snap.id.as_str())
+        .unwrap()
+        .clone();
+    let fixed_id = fixed["id"].as_str().unwrap().to_string();
+    assert!(
+        fixed["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "repaired"),
+        "{fixed}"
+    );
+    let before = ls_paths(&repo, &snap.id);
+    let after = ls_paths(&repo, &fixed_id);
+    let expected: BTreeSet<String> = before.difference(&lost).cloned().collect();
+    assert_eq!(after, expected, "repaired snapshot lists");
+
+    // The repaired snapshot restores every undamaged file identically.
+    let target = repo.scratch("restore");
+    repo.restore(&fixed_id, &target, &[]);
+    let prefix = format!("{}/", abs(&src));
+    let mut want = snap.manifest.clone();
+    for p in &lost {
+        want.remove(Path::new(p.strip_prefix(&prefix).unwrap()));
+    }
+    assert_manifests_eq(
+        &want,
+        &manifest(&restored(&target, &src)),
+        "repaired snapshot",
+    );
+
+    // Once the original is forgotten, gc drops the lost pack from the index
+    // and the repository is clean again.
+    repo.run(&["forget", &snap.id]).success();
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+    assert_no_garbage(&repo);
+    let target = repo.scratch("restore-after-gc");
+    repo.restore(&fixed_id, &target, &[]);
+    assert_manifests_eq(&want, &manifest(&restored(&target, &src)), "after gc");
+}
+
+#[test]
+fn deleted_index_is_reported_and_repair_index_fixes_it() {
+    let repo = packed_repo();
+    let src = source(&repo, 13);
+    let s1 = backup_saved(&repo, &src, &[]);
+    fill(&src, 14, &[("a.bin", 170_000), ("new/g.bin", 300_000)]);
+    let s2 = backup_saved(&repo, &src, &[]);
+    let tables = names_in(&repo, "index");
+    assert_eq!(tables.len(), 2);
+    fs::remove_file(repo.path.join("index").join(&tables[0])).unwrap();
+
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(!damaged(&v).is_empty(), "{out}");
+    assert!(
+        out.stdout.contains("not in the index"),
+        "reason not given:\n{out}"
+    );
+
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(out.stdout.contains("replaced 1 index table"), "{out}");
+    assert_eq!(names_in(&repo, "index").len(), 1);
+    let v = assert_verify_ok(&repo);
+    assert_eq!(v["warnings"], Value::Array(vec![]));
+    assert_restores(&repo, &s1);
+    assert_restores(&repo, &s2);
+    assert_no_garbage(&repo);
+}
+
+// ------------------------------------------------------------- retention
+
+/// `forget --json` output: the decisions of the only group, newest first,
+/// as (id, keep, reasons).
+fn decisions(v: &Value) -> Vec<(String, bool, Vec<String>)> {
+    let groups = v.as_array().expect("groups");
+    assert_eq!(groups.len(), 1, "{v}");
+    groups[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_string(),
+                d["keep"].as_bool().unwrap(),
+                d["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn forget_by_policy_and_by_id() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    let mut snaps = Vec::new();
+    for i in 0..4u64 {
+        fill(
+            &src,
+            20 + i,
+            &[("file", 50_000), (&format!("f{i}"), 20_000)],
+        );
+        snaps.push(backup_saved(&repo, &src, &[]));
+    }
+    let all = snapshot_ids(&repo);
+    assert_eq!(all.len(), 4);
+
+    // Without a policy or ids: refused, nothing removed.
+    let out = repo.run(&["forget"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("nothing to do"), "{out}");
+    let out = repo.run(&["forget", "--keep-last", "1", &snaps[0].id]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("not both"), "{out}");
+    assert_eq!(snapshot_ids(&repo), all);
+
+    // A dry run lists every decision with its reasons and removes nothing.
+    let out = repo
+        .run(&["forget", "--keep-last", "2", "--dry-run", "--json"])
+        .success();
+    let d = decisions(&out.json());
+    let want = vec![
+        (snaps[3].id.clone(), true, strings(&["last"])),
+        (snaps[2].id.clone(), true, strings(&["last"])),
+        (snaps[1].id.clone(), false, vec![]),
+        (snaps[0].id.clone(), false, vec![]),
+    ];
+    assert_eq!(d, want, "{out}");
+    assert_eq!(snapshot_ids(&repo), all);
+    let out = repo
+        .run(&["forget", "--keep-last", "2", "--dry-run"])
+        .success();
+    assert!(out.stdout.contains("would remove 2 snapshot(s)"), "{out}");
+    assert_eq!(snapshot_ids(&repo), all);
+
+    // For real.
+    let out = repo.run(&["forget", "--keep-last", "2"]).success();
+    assert!(out.stdout.contains("removed 2 snapshot(s)"), "{out}");
+    assert_eq!(
+        snapshot_ids(&repo),
+        [snaps[2].id.clone(), snaps[3].id.clone()].into()
+    );
+
+    // By id prefix.
+    repo.run(&["forget", &snaps[2].id[..10]]).success();
+    assert_eq!(snapshot_ids(&repo), [snaps[3].id.clone()].into());
+    let out = repo.run(&["forget", &snaps[2].id]);
+    assert_ne!(out.code, 0, "forgetting a forgotten snapshot:\n{out}");
+    assert_eq!(snapshot_ids(&repo), [snaps[3].id.clone()].into());
+
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &snaps[3]);
+}
+
+#[test]
+fn forget_with_gc_frees_the_space_of_a_big_file() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 30, &[("small", 100_000), ("big.bin", 3_000_000)]);
+    backup_saved(&repo, &src, &[]);
+    fs::remove_file(src.join("big.bin")).unwrap();
+    let s2 = backup_saved(&repo, &src, &[]);
+    let before = repo.size();
+    let out = repo.run(&["forget", "--keep-last", "1", "--gc"]).success();
+    assert!(out.stdout.contains("removed 1 snapshot(s)"), "{out}");
+    let after = repo.size();
+    assert!(
+        after + 2_900_000 < before,
+        "repository went from {before} to {after} bytes\n{out}"
+    );
+    assert_eq!(snapshot_ids(&repo), BTreeSet::from([s2.id.clone()]));
+    assert_verify_ok(&repo);
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &s2);
+}
+
+#[test]
+fn forget_keeps_the_newest_full_snapshot_when_a_differential_exists() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 40, &[("a", 80_000), ("b", 60_000)]);
+    let f0 = backup_saved(&repo, &src, &["--kind", "full"]);
+    fill(&src, 41, &[("c", 70_000)]);
+    let f1 = backup_saved(&repo, &src, &["--kind", "full"]);
+    fill(&src, 42, &[("d", 50_000)]);
+    let d = backup_saved(&repo, &src, &["--kind", "differential"]);
+    fill(&src, 43, &[("e", 40_000)]);
+    let i = backup_saved(&repo, &src, &["--kind", "incremental"]);
+    assert_eq!(f1.record["kind"], "full");
+    assert_eq!(d.record["kind"], "differential");
+    assert_eq!(d.record["parent"], f1.id.as_str());
+    assert_eq!(i.record["kind"], "incremental");
+    assert_eq!(i.record["parent"], d.id.as_str());
+
+    let out = repo
+        .run(&["forget", "--keep-last", "1", "--dry-run", "--json"])
+        .success();
+    let want = vec![
+        (i.id.clone(), true, strings(&["last"])),
+        (d.id.clone(), false, vec![]),
+        (f1.id.clone(), true, strings(&["newest-full"])),
+        (f0.id.clone(), false, vec![]),
+    ];
+    assert_eq!(decisions(&out.json()), want, "{out}");
+
+    repo.run(&["forget", "--keep-last", "1"]).success();
+    assert_eq!(
+        snapshot_ids(&repo),
+        BTreeSet::from([i.id.clone(), f1.id.clone()])
+    );
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &f1);
+    assert_restores(&repo, &i);
+    // The next differential still has the same base.
+    fill(&src, 44, &[("f", 30_000)]);
+    let d2 = backup_saved(&repo, &src, &["--kind", "differential"]);
+    assert_eq!(d2.record["parent"], f1.id.as_str());
+}
