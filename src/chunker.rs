@@ -5,7 +5,7 @@
 //! fingerprint known files. Parameters are validated here so the FastCDC
 //! constructors, which assert, are never handed bad values.
 
-use fastcdc::v2020::{self, FastCDC, Normalization, StreamCDC};
+use fastcdc::v2020::{self, FastCDC, Normalization};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 
@@ -77,23 +77,72 @@ impl ChunkerParams {
         .map(|c| (c.offset, c.length))
     }
 
-    /// Chunks of a stream, each as owned bytes.
-    pub fn stream<R: Read>(&self, reader: R) -> impl Iterator<Item = std::io::Result<Vec<u8>>> {
-        StreamCDC::with_level_and_seed(
-            reader,
-            self.min,
-            self.avg,
-            self.max,
-            Normalization::Level1,
-            self.seed,
-        )
-        .map(|r| {
-            r.map(|c| c.data).map_err(|e| match e {
-                fastcdc::v2020::Error::IoError(e) => e,
-                other => std::io::Error::other(other.to_string()),
-            })
-        })
+    /// Chunks a stream to its end, handing each chunk to `sink` in order.
+    ///
+    /// `buf` is the only buffer: it grows once to a window of the maximum
+    /// chunk size plus 4 MiB and is meant to be reused across files, so a
+    /// backup does not allocate (or fault in fresh pages) per chunk. The
+    /// window is refilled in large reads; only the last, possibly
+    /// incomplete chunk of a window is moved to its front, since every cut
+    /// found before the window's end is final (FastCDC never looks past a
+    /// cut point). Cut points are the same as [`Self::chunks`] on the whole
+    /// input. Returns the number of bytes read.
+    pub fn for_each_chunk<R: Read + ?Sized, E>(
+        &self,
+        reader: &mut R,
+        buf: &mut Vec<u8>,
+        mut sink: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, ChunkError<E>> {
+        let window = self.max as usize + (4 << 20);
+        // A source that stalls (a pipe) is chunked once this much has
+        // arrived, rather than only when the window fills, so a slow
+        // stream is stored as it comes; the bound keeps the rescanning of
+        // a window's last chunk to at most once per that many bytes.
+        let stall_after = (self.max as usize).max(1 << 20);
+        buf.resize(window, 0);
+        let (mut filled, mut total, mut eof) = (0usize, 0u64, false);
+        let mut fresh = 0usize;
+        loop {
+            while !eof && filled < window {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        filled += n;
+                        fresh += n;
+                        if n < window - (filled - n) && fresh >= stall_after {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ChunkError::Read(e)),
+                }
+            }
+            fresh = 0;
+            let mut done = 0;
+            for (off, len) in self.chunks(&buf[..filled]) {
+                if !eof && off + len == filled {
+                    break;
+                }
+                sink(&buf[off..off + len]).map_err(ChunkError::Sink)?;
+                done = off + len;
+            }
+            total += done as u64;
+            if eof {
+                return Ok(total);
+            }
+            buf.copy_within(done..filled, 0);
+            filled -= done;
+        }
     }
+}
+
+/// Why [`ChunkerParams::for_each_chunk`] stopped.
+#[derive(Debug)]
+pub enum ChunkError<E> {
+    /// Reading the input failed.
+    Read(std::io::Error),
+    /// The sink returned an error.
+    Sink(E),
 }
 
 impl Default for ChunkerParams {
@@ -138,8 +187,44 @@ mod tests {
             pos += len;
         }
         assert_eq!(pos, d.len());
-        let streamed: Vec<usize> = p.stream(&d[..]).map(|c| c.unwrap().len()).collect();
-        assert_eq!(streamed, cuts.iter().map(|c| c.1).collect::<Vec<_>>());
+        let whole: Vec<&[u8]> = cuts.iter().map(|&(o, l)| &d[o..o + l]).collect();
+        for step in [1000, 65536, 1 << 20] {
+            let mut reader = Trickle(&d, step);
+            let mut streamed = Vec::new();
+            let n = p
+                .for_each_chunk(&mut reader, &mut Vec::new(), |c| {
+                    streamed.push(c.to_vec());
+                    Ok::<_, ()>(())
+                })
+                .unwrap();
+            assert_eq!(n, d.len() as u64);
+            assert_eq!(streamed, whole, "reads of {step} bytes");
+        }
+    }
+
+    /// A reader returning at most `.1` bytes per call.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(out.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn empty_input_has_no_chunks() {
+        let p = ChunkerParams::default();
+        let mut calls = 0;
+        let n = p
+            .for_each_chunk(&mut &[][..], &mut Vec::new(), |_| {
+                calls += 1;
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!((n, calls), (0, 0));
     }
 
     #[test]

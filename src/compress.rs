@@ -2,7 +2,7 @@
 //!
 //! A blob's plaintext is prefixed with one byte naming its encoding before
 //! it is encrypted: 0 = raw, 1 = zstd frame. Incompressible input is detected
-//! cheaply by compressing a small sample at level 1 first.
+//! cheaply by compressing a few small probes at level 1 first.
 
 use crate::error::{Error, Result};
 
@@ -11,47 +11,90 @@ pub const RAW: u8 = 0;
 /// Encoding byte: one zstd frame.
 pub const ZSTD: u8 = 1;
 
-const SAMPLE: usize = 64 * 1024;
+/// Bytes in each probe of [`looks_compressible`].
+const PROBE: usize = 8 * 1024;
+/// Probes per blob: spread over it, since one chunk may hold a compressed
+/// archive next to plain text.
+const PROBES: usize = 4;
+
+/// Each thread's zstd contexts, created once: making one per blob would
+/// allocate and fault in its workspace every time.
+struct Contexts {
+    level: i32,
+    main: Option<zstd::bulk::Compressor<'static>>,
+    probe: Option<zstd::bulk::Compressor<'static>>,
+    probe_out: Vec<u8>,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
 
 thread_local! {
-    static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
+    static CTX: std::cell::RefCell<Contexts> = const {
+        std::cell::RefCell::new(Contexts {
+            level: 0,
+            main: None,
+            probe: None,
+            probe_out: Vec::new(),
+            decompressor: None,
+        })
+    };
 }
 
 /// Encodes `data` as `encoding byte || payload` into `out` (cleared first).
 /// `level` 0 disables compression.
 pub fn encode_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
     out.clear();
-    if level != 0 && data.len() >= 64 && looks_compressible(data) {
-        let compressed = CCTX.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.as_ref().map(|(l, _)| *l) != Some(level) {
-                *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+    if level != 0 && data.len() >= 64 {
+        let compressed = CTX.with(|c| {
+            let c = &mut *c.borrow_mut();
+            if !looks_compressible(c, data) {
+                return None;
             }
-            c.as_mut().and_then(|(_, z)| z.compress(data).ok())
+            if c.main.is_none() || c.level != level {
+                c.main = zstd::bulk::Compressor::new(level).ok();
+                c.level = level;
+            }
+            // Compress straight after the encoding byte; a result that
+            // does not save a byte is stored raw.
+            out.resize(1 + data.len(), 0);
+            out[0] = ZSTD;
+            let n = c
+                .main
+                .as_mut()?
+                .compress_to_buffer(data, &mut out[1..])
+                .ok()?;
+            out.truncate(1 + n);
+            Some(())
         });
-        if let Some(buf) = compressed.filter(|b| b.len() + 1 < data.len()) {
-            out.reserve(buf.len() + 1);
-            out.push(ZSTD);
-            out.extend_from_slice(&buf);
+        if compressed.is_some() && out.len() < data.len() + 1 {
             return;
         }
+        out.clear();
     }
     out.push(RAW);
     out.extend_from_slice(data);
 }
 
-/// Whether a quick level-1 pass over a sample saves at least 3%.
-fn looks_compressible(data: &[u8]) -> bool {
-    if data.len() <= SAMPLE {
+/// Whether a level-1 pass over any of a few probes saves at least 3%.
+fn looks_compressible(c: &mut Contexts, data: &[u8]) -> bool {
+    if data.len() <= PROBE * PROBES {
         return true;
     }
-    let mid = data.len() / 2 - SAMPLE / 2;
-    let sample = &data[mid..mid + SAMPLE];
-    match zstd::bulk::compress(sample, 1) {
-        Ok(c) => c.len() < SAMPLE * 97 / 100,
-        Err(_) => true,
+    if c.probe.is_none() {
+        c.probe = zstd::bulk::Compressor::new(1).ok();
     }
+    let Some(probe) = c.probe.as_mut() else {
+        return true;
+    };
+    c.probe_out
+        .resize(zstd::zstd_safe::compress_bound(PROBE), 0);
+    let stride = (data.len() - PROBE) / (PROBES - 1);
+    (0..PROBES).any(|i| {
+        let sample = &data[i * stride..i * stride + PROBE];
+        match probe.compress_to_buffer(sample, &mut c.probe_out[..]) {
+            Ok(n) => n < PROBE * 97 / 100,
+            Err(_) => true,
+        }
+    })
 }
 
 /// Decodes an encoded blob whose plaintext is known to be `raw_len` bytes.
@@ -62,7 +105,16 @@ pub fn decode(encoded: &[u8], raw_len: usize, what: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| Error::corrupt(what, "empty blob"))?;
     let out = match kind {
         RAW => payload.to_vec(),
-        ZSTD => zstd::bulk::decompress(payload, raw_len)
+        ZSTD => CTX
+            .with(|c| {
+                let d = &mut c.borrow_mut().decompressor;
+                if d.is_none() {
+                    *d = Some(zstd::bulk::Decompressor::new()?);
+                }
+                d.as_mut()
+                    .expect("just created")
+                    .decompress(payload, raw_len)
+            })
             .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?,
         other => return Err(Error::corrupt(what, format!("unknown encoding {other}"))),
     };
@@ -103,6 +155,27 @@ mod tests {
         assert_eq!(decode(&out, rnd.len(), "b").unwrap(), rnd);
         encode_into(&data, 0, &mut out);
         assert_eq!(out[0], RAW);
+    }
+
+    #[test]
+    fn a_blob_mixing_random_and_plain_data_is_compressed() {
+        // Random bytes in the middle, where a single probe would look.
+        let mut data = b"plain text, plain text. ".repeat(20_000);
+        let mid = data.len() / 2;
+        rand::RngCore::fill_bytes(
+            &mut rand::thread_rng(),
+            &mut data[mid - 100_000..mid + 100_000],
+        );
+        let mut out = Vec::new();
+        encode_into(&data, 3, &mut out);
+        assert_eq!(out[0], ZSTD);
+        assert!(
+            out.len() < data.len() / 2,
+            "{} of {}",
+            out.len(),
+            data.len()
+        );
+        assert_eq!(decode(&out, data.len(), "b").unwrap(), data);
     }
 
     #[test]

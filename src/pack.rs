@@ -100,9 +100,18 @@ pub struct FinishedPack {
 impl PackWriter {
     /// An empty pack for blobs of `kind`.
     pub fn new(kind: BlobKind) -> PackWriter {
+        PackWriter::with_buffer(kind, Vec::new())
+    }
+
+    /// An empty pack building into `buf` (cleared first), so a caller can
+    /// recycle the memory of packs already written instead of faulting in
+    /// fresh pages for every pack.
+    pub fn with_buffer(kind: BlobKind, mut buf: Vec<u8>) -> PackWriter {
+        buf.clear();
+        buf.extend_from_slice(&codec::header(MAGIC, VERSION));
         PackWriter {
             kind,
-            buf: codec::header(MAGIC, VERSION),
+            buf,
             entries: Vec::new(),
             raw_bytes: 0,
         }

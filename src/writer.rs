@@ -34,6 +34,8 @@ pub struct WriteStats {
 
 struct State {
     seen: HashSet<BlobId>,
+    /// Buffers of packs already written, reused for the next ones.
+    spare: Vec<Vec<u8>>,
     data: PackWriter,
     tree: PackWriter,
     index: IndexBuilder,
@@ -57,6 +59,7 @@ impl<'r> BlobWriter<'r> {
             repo,
             state: Mutex::new(State {
                 seen: HashSet::new(),
+                spare: Vec::new(),
                 data: PackWriter::new(BlobKind::Data),
                 tree: PackWriter::new(BlobKind::Tree),
                 index: IndexBuilder::default(),
@@ -106,7 +109,13 @@ impl<'r> BlobWriter<'r> {
             };
             packer.add_sealed(id, sealed, plaintext.len() as u32);
             if packer.len() >= self.repo.config().pack_size as usize {
-                Ok::<_, Error>(Some(std::mem::replace(packer, PackWriter::new(kind))))
+                let buf = st.spare.pop().unwrap_or_default();
+                let packer = match kind {
+                    BlobKind::Data => &mut st.data,
+                    BlobKind::Tree => &mut st.tree,
+                };
+                let next = PackWriter::with_buffer(kind, buf);
+                Ok::<_, Error>(Some(std::mem::replace(packer, next)))
             } else {
                 Ok(None)
             }
@@ -126,6 +135,7 @@ impl<'r> BlobWriter<'r> {
         st.index
             .add_pack(pack.id, pack.header.kind, &pack.header.entries);
         st.stats.packs += 1;
+        st.spare.push(pack.bytes);
         Ok(())
     }
 

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::backend::FileKind;
+use crate::chunker::ChunkError;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use crate::pack::BlobKind;
@@ -326,12 +327,17 @@ fn backup_stream(
     counters: &Counters,
 ) -> Result<crate::id::BlobId> {
     let mut chunks = Vec::new();
-    let mut size = 0u64;
-    for chunk in repo.config().chunker.stream(input) {
-        let chunk = chunk.map_err(|e| Error::io("read standard input", e))?;
-        size += chunk.len() as u64;
-        chunks.push(writer.add(BlobKind::Data, &chunk)?.0);
-    }
+    let size = repo
+        .config()
+        .chunker
+        .for_each_chunk(input, &mut Vec::new(), |chunk| {
+            chunks.push(writer.add(BlobKind::Data, chunk)?.0);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            ChunkError::Read(e) => Error::io("read standard input", e),
+            ChunkError::Sink(e) => e,
+        })?;
     Counters::add(&counters.files_new, 1);
     Counters::add(&counters.bytes_read, size);
     Counters::add(&counters.total_bytes, size);

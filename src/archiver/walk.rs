@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use std::sync::Mutex;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::{Counters, Skeleton};
+use crate::chunker::ChunkError;
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::fsmeta::{node_from_metadata, NameCache};
@@ -123,6 +123,11 @@ impl From<Error> for FileError {
     }
 }
 
+thread_local! {
+    /// Each worker's read window, reused for every file it reads.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Reads, chunks and stores one file.
 fn read_file(
     setup: &WalkSetup<'_>,
@@ -132,24 +137,21 @@ fn read_file(
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
     };
     let mut file = File::open(path).map_err(|e| skip("open", e))?;
-    let before = file.metadata().map_err(|e| skip("stat", e))?;
-    let chunker = setup.repo.config().chunker;
     let mut chunks = Vec::new();
-    let mut size = 0u64;
-    if before.len() < u64::from(chunker.min) {
-        let mut buf = Vec::with_capacity(before.len() as usize);
-        file.read_to_end(&mut buf).map_err(|e| skip("read", e))?;
-        if !buf.is_empty() {
-            chunks.push(setup.writer.add(BlobKind::Data, &buf)?.0);
-        }
-        size = buf.len() as u64;
-    } else {
-        for chunk in chunker.stream(&mut file) {
-            let chunk = chunk.map_err(|e| skip("read", e))?;
-            size += chunk.len() as u64;
-            chunks.push(setup.writer.add(BlobKind::Data, &chunk)?.0);
-        }
-    }
+    let size = READ_BUF.with(|buf| {
+        setup
+            .repo
+            .config()
+            .chunker
+            .for_each_chunk(&mut file, &mut buf.borrow_mut(), |chunk| {
+                chunks.push(setup.writer.add(BlobKind::Data, chunk)?.0);
+                Ok(())
+            })
+    });
+    let size = size.map_err(|e| match e {
+        ChunkError::Read(e) => skip("read", e),
+        ChunkError::Sink(e) => FileError::Fatal(e),
+    })?;
     Counters::add(&setup.counters.bytes_read, size);
     Ok((chunks, size))
 }

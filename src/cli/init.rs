@@ -39,13 +39,13 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     compression: i32,
     /// Target pack file size.
-    #[arg(long, default_value = "32M", value_parser = parse_size)]
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
     pack_size: u32,
-    /// Argon2id memory in KiB (lower only for tests).
-    #[arg(long, default_value_t = KdfParams::default().memory_kib, hide = true)]
+    /// Argon2id memory in KiB for deriving the key from the password.
+    #[arg(long, default_value_t = KdfParams::default().memory_kib)]
     kdf_memory_kib: u32,
-    /// Argon2id passes.
-    #[arg(long, default_value_t = KdfParams::default().iterations, hide = true)]
+    /// Argon2id passes over that memory.
+    #[arg(long, default_value_t = KdfParams::default().iterations)]
     kdf_iterations: u32,
 }
 

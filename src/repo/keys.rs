@@ -35,11 +35,13 @@ pub struct KdfParams {
 }
 
 impl Default for KdfParams {
-    /// 64 MiB, 3 passes, 1 lane: about a quarter second on a modern core.
+    /// 19 MiB, 2 passes, 1 lane: OWASP's recommended Argon2id setting,
+    /// a few tens of milliseconds per command. `cairn init --kdf-memory-kib`
+    /// and `--kdf-iterations` choose more for a stronger key file.
     fn default() -> KdfParams {
         KdfParams {
-            memory_kib: 64 * 1024,
-            iterations: 3,
+            memory_kib: 19 * 1024,
+            iterations: 2,
             lanes: 1,
         }
     }

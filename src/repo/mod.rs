@@ -41,7 +41,7 @@ impl Default for InitOptions {
         InitOptions {
             chunk_sizes: (c.min, c.avg, c.max),
             compression: 3,
-            pack_size: 32 << 20,
+            pack_size: 16 << 20,
             kdf: KdfParams::default(),
         }
     }
