@@ -202,24 +202,31 @@ pub struct IndexSet {
 
 impl IndexSet {
     /// Maps every table in the repository.
+    ///
+    /// A table listed but gone when opened was merged by a concurrent
+    /// [`compact`], which writes the merged table before removing its
+    /// sources: listing again then finds it, so no entry is ever missed.
     pub fn load(backend: &dyn Backend) -> Result<IndexSet> {
-        let mut tables = Vec::new();
-        for name in backend.list(FileKind::Index)? {
-            if !is_hex_name(&name) {
-                continue;
+        let mut attempts = 0;
+        'list: loop {
+            attempts += 1;
+            let mut tables = Vec::new();
+            for name in backend.list(FileKind::Index)? {
+                if !is_hex_name(&name) {
+                    continue;
+                }
+                let id = IndexId::from_hex(&name)?;
+                let data = match backend.read(FileKind::Index, &name) {
+                    Ok(d) => d,
+                    Err(e) if e.is_not_found() && attempts < 10 => continue 'list,
+                    Err(e) => return Err(e),
+                };
+                tables.push(IndexTable::parse(id, data)?);
             }
-            let id = IndexId::from_hex(&name)?;
-            let data = match backend.read(FileKind::Index, &name) {
-                Ok(d) => d,
-                // Removed by a concurrent compaction after we listed it.
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
-            tables.push(IndexTable::parse(id, data)?);
+            // Largest first: most lookups hit the big consolidated tables.
+            tables.sort_by_key(|t| std::cmp::Reverse(t.len()));
+            return Ok(IndexSet { tables });
         }
-        // Largest first: most lookups hit the big consolidated tables.
-        tables.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        Ok(IndexSet { tables })
     }
 
     /// The tables.
@@ -253,6 +260,67 @@ impl IndexSet {
     }
 }
 
+/// More index tables than this and [`compact`] merges the smallest.
+pub const MAX_TABLES: usize = 32;
+/// Tables left by [`compact`]: it merges the smallest into one.
+const KEEP_TABLES: usize = 16;
+
+/// What [`compact`] did.
+#[derive(Debug, Default)]
+pub struct CompactStats {
+    /// Tables merged (and removed).
+    pub merged: usize,
+    /// The table written, if any.
+    pub written: Option<IndexId>,
+    /// Tables left alone because their MAC or order did not check out
+    /// (left for `verify` to report and `repair index` to fix).
+    pub damaged: Vec<IndexId>,
+}
+
+/// Keeps the number of index tables bounded: once there are more than
+/// [`MAX_TABLES`], the smallest are merged into one so that
+/// [`KEEP_TABLES`] remain. Each backup adds a table, so without this a
+/// year of nightly backups would mean hundreds of binary searches per
+/// lookup. Safe beside concurrent backups and readers: the merged table is
+/// written (durably) before any source is removed, a crash in between
+/// leaves duplicate entries (harmless; the next compaction merges them),
+/// and [`IndexSet::load`] lists again when a table vanishes. Only tables
+/// whose MAC checks are merged, so damage is never re-sealed as valid.
+pub fn compact(backend: &dyn Backend, key: &MasterKey) -> Result<CompactStats> {
+    let set = IndexSet::load(backend)?;
+    let mut stats = CompactStats::default();
+    if set.tables.len() <= MAX_TABLES {
+        return Ok(stats);
+    }
+    let mut tables: Vec<&IndexTable> = Vec::new();
+    for t in &set.tables {
+        match t.check(key) {
+            Ok(()) => tables.push(t),
+            Err(_) => stats.damaged.push(t.id()),
+        }
+    }
+    if tables.len() <= KEEP_TABLES {
+        return Ok(stats);
+    }
+    tables.sort_by_key(|t| t.len());
+    let merge = &tables[..tables.len() - KEEP_TABLES + 1];
+    let mut builder = IndexBuilder::default();
+    for t in merge {
+        builder.add_table(t)?;
+    }
+    let (id, bytes) = builder.finish(key);
+    backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
+    crate::fault::point("after-compact-write");
+    for t in merge {
+        if t.id() != id {
+            backend.remove(FileKind::Index, &t.id().to_hex())?;
+        }
+    }
+    stats.merged = merge.len();
+    stats.written = Some(id);
+    Ok(stats)
+}
+
 /// Builds one index table from pack headers.
 #[derive(Default)]
 pub struct IndexBuilder {
@@ -270,6 +338,29 @@ impl IndexBuilder {
                 .iter()
                 .map(|e| (e.id, n, e.offset, e.length, e.raw_length)),
         );
+    }
+
+    /// Adds every entry of an existing table.
+    pub fn add_table(&mut self, table: &IndexTable) -> Result<()> {
+        let base = self.packs.len() as u32;
+        for n in 0..table.pack_count() {
+            self.packs.push(table.pack(n)?);
+        }
+        self.entries.reserve(table.len());
+        for i in 0..table.len() {
+            let rec = table.entry_bytes(i);
+            let word = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4"));
+            let pack = word(32);
+            if pack as usize >= table.pack_count() {
+                return Err(Error::corrupt(
+                    format!("index {}", table.id().short()),
+                    format!("entry names pack number {pack}"),
+                ));
+            }
+            self.entries
+                .push((table.id_at(i), base + pack, word(36), word(40), word(44)));
+        }
+        Ok(())
     }
 
     /// Number of entries added.
@@ -354,5 +445,59 @@ mod tests {
         bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(IndexTable::parse(id, Data::Owned(bytes.clone())).is_err());
         assert!(IndexTable::parse(id, Data::Owned(bytes[..10].to_vec())).is_err());
+    }
+
+    #[test]
+    fn compaction_bounds_the_table_count_and_keeps_every_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = crate::backend::local::LocalBackend::new(dir.path());
+        backend.create().unwrap();
+        let key = MasterKey::generate();
+        let tables = MAX_TABLES + 3;
+        for t in 0..tables {
+            let mut b = IndexBuilder::default();
+            let entries: Vec<PackEntry> = (0..=t)
+                .map(|i| PackEntry {
+                    id: BlobId(*blake3::hash(&[t as u8, i as u8]).as_bytes()),
+                    offset: 12 + i as u32 * 10,
+                    length: 10,
+                    raw_length: 5,
+                })
+                .collect();
+            b.add_pack(PackId([t as u8; 32]), BlobKind::Data, &entries);
+            let (id, bytes) = b.finish(&key);
+            backend
+                .write(FileKind::Index, &id.to_hex(), &bytes)
+                .unwrap();
+        }
+        // One damaged table is left alone, not merged into a valid one.
+        let names = backend.list(FileKind::Index).unwrap();
+        let path = dir.path().join("index").join(&names[0]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let stats = compact(&backend, &key).unwrap();
+        assert_eq!(stats.damaged.len(), 1);
+        assert_eq!(stats.merged, tables - 1 - KEEP_TABLES + 1);
+        let set = IndexSet::load(&backend).unwrap();
+        assert_eq!(set.tables().len(), KEEP_TABLES + 1);
+        for t in set.tables() {
+            if t.id() != stats.damaged[0] {
+                t.check(&key).unwrap();
+            }
+        }
+        for t in 0..tables {
+            for i in 0..=t {
+                let id = BlobId(*blake3::hash(&[t as u8, i as u8]).as_bytes());
+                // (The flipped byte lies in a raw length, not in these.)
+                let loc = set.lookup(&id).unwrap().expect("every entry survives");
+                assert_eq!(loc.pack, PackId([t as u8; 32]));
+                assert_eq!(loc.offset, 12 + i as u32 * 10);
+            }
+        }
+        // Below the threshold nothing happens.
+        assert_eq!(compact(&backend, &key).unwrap().merged, 0);
     }
 }

@@ -22,6 +22,7 @@ const POINTS: &[&str] = &[
     "after-pack-write",
     "after-index-write",
     "before-snapshot-write",
+    "after-compact-write",
     "forget-after-remove",
     "gc-after-repack-write",
     "gc-after-index-write",
@@ -200,6 +201,47 @@ fn crash_in_backup_after_the_index_write() {
 #[test]
 fn crash_in_backup_before_the_snapshot_write() {
     backup_crash("before-snapshot-write");
+}
+
+/// A backup that finds more than 32 index tables merges the smallest
+/// after writing its snapshot; killed between writing the merged table and
+/// removing its sources, it leaves duplicate entries only: everything
+/// verifies and restores, and the next backup finishes the merge.
+#[test]
+fn crash_in_index_compaction_after_the_merged_write() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    let index_count = || names_in(&repo, "index").len();
+    let mut saved = Vec::new();
+    for i in 0..32 {
+        fill(&src, 100 + i, &[(&format!("f{i}"), 3000)]);
+        saved.push(backup_saved(&repo, &src, &[]));
+    }
+    assert_eq!(index_count(), 32);
+    fill(&src, 200, &[("g", 3000)]);
+    crash(
+        &repo,
+        "after-compact-write",
+        &["backup", src.to_str().unwrap()],
+    );
+    // The snapshot was durable before the merge began, and the merged
+    // table sits beside all 33 of its sources.
+    assert_eq!(snapshot_ids(&repo).len(), 33);
+    assert_eq!(index_count(), 34);
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &saved[0]);
+    assert_restores(&repo, &saved[31]);
+
+    fill(&src, 201, &[("h", 3000)]);
+    saved.push(backup_saved(&repo, &src, &[]));
+    assert!(index_count() <= 17, "{} index tables", index_count());
+    assert_verify_ok(&repo);
+    for s in [&saved[0], &saved[15], &saved[32]] {
+        assert_restores(&repo, s);
+    }
+    repo.run(&["gc"]).success();
+    assert_eq!(index_count(), 1);
+    assert_no_garbage(&repo);
 }
 
 // ---------------------------------------------------------------- forget

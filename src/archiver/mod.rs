@@ -310,6 +310,11 @@ pub fn backup(
     crate::fault::point("before-snapshot-write");
     repo.backend()
         .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+    // The snapshot is durable; merging index tables is housekeeping that
+    // must not turn a successful backup into a failed one.
+    if let Err(e) = crate::index::compact(repo.backend(), repo.key()) {
+        warn(&format!("index tables not merged this time: {e}"));
+    }
     Ok(BackupResult {
         id,
         snapshot,
