@@ -18,6 +18,7 @@ pub mod cli;
 pub mod codec;
 pub mod compress;
 pub mod crypto;
+pub mod directio;
 pub mod error;
 pub mod fault;
 pub mod filter;

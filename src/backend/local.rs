@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{Backend, Data, FileKind};
+use crate::directio;
 use crate::error::{Error, Result};
 use crate::mmap::Map;
 
@@ -136,13 +137,7 @@ impl Backend for LocalBackend {
         match kind {
             FileKind::Pack | FileKind::Index => {
                 let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
-                let map = Map::file(&file, &path)?;
-                if kind == FileKind::Pack && map.len() >= DIRECT_MIN && !map.mostly_resident() {
-                    if let Some(buf) = direct::read_all(&path, map.len())? {
-                        return Ok(Data::Aligned(buf));
-                    }
-                }
-                Ok(Data::Mapped(map))
+                Ok(Data::Mapped(Map::file(&file, &path)?))
             }
             _ => fs::read(&path)
                 .map(Data::Owned)
@@ -186,7 +181,7 @@ impl Backend for LocalBackend {
         let result = (|| {
             let direct = kind == FileKind::Pack
                 && bytes.len() >= DIRECT_MIN
-                && direct::write_new(&tmp, bytes)?;
+                && directio::write_new(&tmp, bytes)?;
             if !direct {
                 let mut f = OpenOptions::new()
                     .write(true)
@@ -221,120 +216,9 @@ impl Backend for LocalBackend {
     }
 }
 
-/// Packs at least this large are written, and read when they are not in
-/// the page cache, with direct IO.
+/// Packs at least this large are written with direct IO (see
+/// [`crate::directio`]).
 const DIRECT_MIN: usize = 1 << 20;
-
-/// Writing packs around the page cache.
-///
-/// A pack is written once and not read again until a restore, verify or gc
-/// that may be days away, so caching its pages only evicts the user's own
-/// data; and on machines where fresh page-cache pages are expensive (memory
-/// ballooning hypervisors) buffered writes of new files run several times
-/// slower than the disk. Packs of [`DIRECT_MIN`] bytes or more are therefore
-/// written with `O_DIRECT` through a small page-aligned bounce buffer that
-/// each thread reuses; the last block is padded with zeros and the file
-/// truncated to its exact length before the fsync. A filesystem that
-/// refuses direct IO (tmpfs, some network filesystems) gets an ordinary
-/// buffered write instead.
-mod direct {
-    use std::cell::RefCell;
-    use std::fs::{self, OpenOptions};
-    use std::io::{ErrorKind, Write};
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    use std::path::Path;
-
-    use crate::error::{Error, Result};
-    use crate::mmap::AlignedBuf;
-
-    /// Alignment of buffer, offsets and lengths: a page, which satisfies
-    /// every block size Linux filesystems use for direct IO.
-    const ALIGN: usize = 4096;
-    /// Bounce buffer size: large enough for full-speed sequential writes.
-    const BOUNCE: usize = 1 << 20;
-
-    thread_local! {
-        static BUF: RefCell<Option<memmap2::MmapMut>> = const { RefCell::new(None) };
-    }
-
-    /// Creates `path` holding `bytes` with direct IO and fsyncs it. Returns
-    /// `Ok(false)`, having left nothing behind, when the filesystem refuses
-    /// direct IO.
-    pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
-        let opened = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path);
-        let mut file = match opened {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
-            Err(e) => return Err(Error::path("create", path, e)),
-        };
-        let written = BUF.with(|cell| {
-            let mut cell = cell.borrow_mut();
-            if cell.is_none() {
-                // An anonymous map is page-aligned, as direct IO requires.
-                *cell = Some(memmap2::MmapMut::map_anon(BOUNCE)?);
-            }
-            let buf = cell.as_mut().expect("just mapped");
-            for piece in bytes.chunks(BOUNCE) {
-                let padded = piece.len().div_ceil(ALIGN) * ALIGN;
-                buf[..piece.len()].copy_from_slice(piece);
-                buf[piece.len()..padded].fill(0);
-                file.write_all(&buf[..padded])?;
-            }
-            Ok::<_, std::io::Error>(())
-        });
-        match written {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                drop(file);
-                let _ = fs::remove_file(path);
-                return Ok(false);
-            }
-            Err(e) => return Err(Error::path("write", path, e)),
-        }
-        file.set_len(bytes.len() as u64)
-            .map_err(|e| Error::path("truncate", path, e))?;
-        file.sync_all().map_err(|e| Error::path("fsync", path, e))?;
-        Ok(true)
-    }
-
-    /// Reads all `len` bytes of `path` with direct IO, or `None` when the
-    /// filesystem refuses direct IO. A file shorter than `len` (truncated
-    /// meanwhile) yields what it holds; callers check lengths anyway.
-    pub fn read_all(path: &Path, len: usize) -> Result<Option<AlignedBuf>> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
-            Err(e) => return Err(Error::path("open", path, e)),
-        };
-        let padded = len.div_ceil(ALIGN) * ALIGN;
-        let mut buf =
-            AlignedBuf::with_capacity(padded).map_err(|e| Error::path("read", path, e))?;
-        let mut done = 0;
-        while done < padded {
-            let want = (padded - done).min(8 << 20);
-            match file.read_at(&mut buf.spare()[done..done + want], done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && done == 0 => return Ok(None),
-                Err(e) => return Err(Error::path("read", path, e)),
-            }
-            if done % ALIGN != 0 {
-                break; // end of file
-            }
-        }
-        buf.set_len(done.min(len));
-        Ok(Some(buf))
-    }
-}
 
 fn read_names(dir: &Path) -> Result<Vec<String>> {
     let rd = match fs::read_dir(dir) {

@@ -14,8 +14,7 @@
 //!   failures name the file.
 //!
 //! Reads may return a memory map ([`Data::Mapped`]) where the backend is
-//! local, so large reads do not copy, or a recycled buffer filled with
-//! direct IO ([`Data::Aligned`]) when the file is not in the page cache.
+//! local, so large reads do not copy.
 
 pub mod local;
 
@@ -60,8 +59,6 @@ pub enum Data {
     Owned(Vec<u8>),
     /// A read-only memory map of a whole file.
     Mapped(crate::mmap::Map),
-    /// Bytes read with direct IO into a recycled page-aligned buffer.
-    Aligned(crate::mmap::AlignedBuf),
 }
 
 impl std::fmt::Debug for Data {
@@ -76,7 +73,6 @@ impl Deref for Data {
         match self {
             Data::Owned(v) => v,
             Data::Mapped(m) => m,
-            Data::Aligned(b) => b,
         }
     }
 }

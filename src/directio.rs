@@ -1,0 +1,89 @@
+//! Direct IO: writing packs around the page cache.
+//!
+//! A pack is written once and read again only by a restore, verify or gc
+//! that may be days away, so caching it evicts the user's working set; and
+//! buffered writes of new files pay for every fresh page-cache page, which
+//! on ballooned virtual machines costs more CPU than the data's own
+//! encryption. So packs are written with `O_DIRECT` through a page-aligned
+//! bounce buffer each thread reuses. [`write_new`] falls back to the
+//! caller's buffered path (returning `false`) on filesystems that refuse
+//! direct IO, such as tmpfs. Durability is unchanged: callers fsync and
+//! rename exactly as on the buffered path. `CAIRN_DIRECT_IO=0` turns direct
+//! IO off (for comparison, or on a filesystem that misbehaves with it).
+//!
+//! Reads stay buffered, through memory maps: measured on the benchmark
+//! machine, direct reads of packs were no faster than mapped reads with
+//! readahead, since a synchronous read stalls its worker while the page
+//! cache reads ahead; the same held for restored files written with
+//! direct IO.
+
+use std::cell::RefCell;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Alignment of buffer, offsets and lengths: a page, which satisfies
+/// every block size Linux filesystems use for direct IO.
+const ALIGN: usize = 4096;
+/// Bounce buffer size: large enough for full-speed sequential writes.
+const BOUNCE: usize = 1 << 20;
+
+thread_local! {
+    static BUF: RefCell<Option<memmap2::MmapMut>> = const { RefCell::new(None) };
+}
+
+/// Whether direct IO is allowed (`CAIRN_DIRECT_IO` is not `0`).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("CAIRN_DIRECT_IO").is_none_or(|v| v != "0"))
+}
+
+/// Creates `path` holding `bytes` with direct IO and fsyncs it. Returns
+/// `Ok(false)`, having left nothing behind, when the filesystem refuses
+/// direct IO.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
+    if !enabled() {
+        return Ok(false);
+    }
+    let opened = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path);
+    let mut file = match opened {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+        Err(e) => return Err(Error::path("create", path, e)),
+    };
+    let written = BUF.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            // An anonymous map is page-aligned, as direct IO requires.
+            *cell = Some(memmap2::MmapMut::map_anon(BOUNCE)?);
+        }
+        let buf = cell.as_mut().expect("just mapped");
+        for piece in bytes.chunks(BOUNCE) {
+            let padded = piece.len().div_ceil(ALIGN) * ALIGN;
+            buf[..piece.len()].copy_from_slice(piece);
+            buf[piece.len()..padded].fill(0);
+            file.write_all(&buf[..padded])?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    match written {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            drop(file);
+            let _ = fs::remove_file(path);
+            return Ok(false);
+        }
+        Err(e) => return Err(Error::path("write", path, e)),
+    }
+    file.set_len(bytes.len() as u64)
+        .map_err(|e| Error::path("truncate", path, e))?;
+    file.sync_all().map_err(|e| Error::path("fsync", path, e))?;
+    Ok(true)
+}
