@@ -100,31 +100,47 @@ fn looks_compressible(c: &mut Contexts, data: &[u8]) -> bool {
 /// Decodes an encoded blob whose plaintext is known to be `raw_len` bytes.
 /// Never allocates more than `raw_len`.
 pub fn decode(encoded: &[u8], raw_len: usize, what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    decode_into(encoded, raw_len, what, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decode`], into `out` (replacing its contents), so one buffer
+/// serves many blobs.
+pub fn decode_into(encoded: &[u8], raw_len: usize, what: &str, out: &mut Vec<u8>) -> Result<()> {
     let (&kind, payload) = encoded
         .split_first()
         .ok_or_else(|| Error::corrupt(what, "empty blob"))?;
-    let out = match kind {
-        RAW => payload.to_vec(),
-        ZSTD => CTX
-            .with(|c| {
+    out.clear();
+    match kind {
+        RAW => out.extend_from_slice(payload),
+        ZSTD => {
+            out.reserve(raw_len);
+            CTX.with(|c| {
                 let d = &mut c.borrow_mut().decompressor;
                 if d.is_none() {
                     *d = Some(zstd::bulk::Decompressor::new()?);
                 }
                 d.as_mut()
                     .expect("just created")
-                    .decompress(payload, raw_len)
+                    .decompress_to_buffer(payload, out)
             })
-            .map_err(|e| Error::corrupt(what, format!("zstd: {e}")))?,
+            .map_err(|e| {
+                out.clear();
+                Error::corrupt(what, format!("zstd: {e}"))
+            })?;
+        }
         other => return Err(Error::corrupt(what, format!("unknown encoding {other}"))),
-    };
+    }
     if out.len() != raw_len {
+        let got = out.len();
+        out.clear();
         return Err(Error::corrupt(
             what,
-            format!("decodes to {} bytes, index says {raw_len}", out.len()),
+            format!("decodes to {got} bytes, index says {raw_len}"),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

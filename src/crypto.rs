@@ -9,7 +9,7 @@
 //! Sealed data is `nonce (24 bytes) || ciphertext || tag (16 bytes)`; the
 //! nonce is random, which XChaCha's 192-bit nonces make safe.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -93,6 +93,19 @@ impl MasterKey {
     pub fn open(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
         open_with(&self.cipher(), sealed, aad, what)
     }
+
+    /// Like [`Self::open`], into `out` (replacing its contents), so a
+    /// caller can reuse one buffer for many blobs. On failure `out` is
+    /// left empty: unauthenticated bytes are never handed out.
+    pub fn open_into(
+        &self,
+        sealed: &[u8],
+        aad: &[u8],
+        what: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        open_into_with(&self.cipher(), sealed, aad, what, out)
+    }
 }
 
 /// Encrypts with an explicit 32-byte key (used for key files).
@@ -120,27 +133,47 @@ pub fn open_with_key(key: &[u8; 32], sealed: &[u8], aad: &[u8], what: &str) -> R
 fn seal_with(cipher: &XChaCha20Poly1305, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let ct = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .expect("XChaCha20-Poly1305 encryption of an in-memory buffer");
+    out.reserve(plaintext.len() + SEAL_OVERHEAD);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    let start = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = cipher
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
+        .expect("XChaCha20-Poly1305 encryption of an in-memory buffer");
+    out.extend_from_slice(&tag);
 }
 
 fn open_with(cipher: &XChaCha20Poly1305, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_into_with(cipher, sealed, aad, what, &mut out)?;
+    Ok(out)
+}
+
+fn open_into_with(
+    cipher: &XChaCha20Poly1305,
+    sealed: &[u8],
+    aad: &[u8],
+    what: &str,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(Error::corrupt(what, "too short to be encrypted data"));
     }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    out.clear();
+    out.extend_from_slice(ct);
     cipher
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-        .map_err(|_| Error::corrupt(what, "authentication failed (damaged or tampered)"))
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            aad,
+            out,
+            chacha20poly1305::Tag::from_slice(tag),
+        )
+        .map_err(|_| {
+            out.clear();
+            Error::corrupt(what, "authentication failed (damaged or tampered)")
+        })
 }
 
 /// `n` random bytes.

@@ -250,15 +250,45 @@ pub fn open_blob(
     raw_length: u32,
     what: &str,
 ) -> Result<Vec<u8>> {
+    open_blob_with(key, id, sealed, raw_length, what, <[u8]>::to_vec)
+}
+
+thread_local! {
+    /// Decryption and decompression buffers reused across blobs.
+    static OPEN_BUFS: std::cell::Cell<(Vec<u8>, Vec<u8>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Opens a sealed blob, checks it is the blob named `id`, and hands its
+/// plaintext to `f` from a buffer this thread reuses, so reading many
+/// blobs (restore, verify) allocates nothing per blob.
+pub fn open_blob_with<R>(
+    key: &MasterKey,
+    id: &BlobId,
+    sealed: &[u8],
+    raw_length: u32,
+    what: &str,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
     if raw_length > MAX_BLOB {
         return Err(Error::corrupt(what, "blob too large"));
     }
-    let encoded = key.open(sealed, &[], what)?;
-    let plain = crate::compress::decode(&encoded, raw_length as usize, what)?;
-    if key.blob_id(&plain) != *id {
-        return Err(Error::corrupt(what, "content does not match its id"));
-    }
-    Ok(plain)
+    // Taken out of the cell for the duration, so a nested call (none today)
+    // would get fresh buffers instead of a borrow conflict.
+    let (mut encoded, mut plain) = OPEN_BUFS.take();
+    let result = key
+        .open_into(sealed, &[], what, &mut encoded)
+        .and_then(|()| {
+            crate::compress::decode_into(&encoded, raw_length as usize, what, &mut plain)
+        })
+        .and_then(|()| {
+            if key.blob_id(&plain) != *id {
+                Err(Error::corrupt(what, "content does not match its id"))
+            } else {
+                Ok(f(&plain))
+            }
+        });
+    OPEN_BUFS.set((encoded, plain));
+    result
 }
 
 #[cfg(test)]

@@ -551,36 +551,35 @@ impl Executor<'_> {
                 continue;
             }
             let end = loc.offset as usize + loc.length as usize;
-            let plain = match data.get(loc.offset as usize..end) {
-                Some(sealed) => pack::open_blob(self.repo.key(), id, sealed, loc.raw_length, &what),
-                None => Err(Error::corrupt(
-                    &what,
-                    format!("blob {} lies past the end (truncated pack?)", id.short()),
-                )),
-            };
-            let plain = match plain {
-                Ok(p) => p,
-                Err(e) => {
-                    for &(t, _) in uses {
-                        tasks[t].fail(format!("blob {} in {what}: {e}", id.short()));
-                    }
-                    continue;
+            let Some(sealed) = data.get(loc.offset as usize..end) else {
+                let e = format!("blob {} lies past the end (truncated pack?)", id.short());
+                for &(t, _) in uses {
+                    tasks[t].fail(format!("{what}: {e}"));
                 }
+                continue;
             };
-            let zero = plain.iter().all(|&b| b == 0);
-            for &(t, offset) in uses {
-                let task = &tasks[t];
-                if task.failed() {
-                    continue;
-                }
-                if !zero {
-                    if let Err(e) = task.write_at(&plain, offset) {
-                        task.fail(e);
+            let key = self.repo.key();
+            let opened = pack::open_blob_with(key, id, sealed, loc.raw_length, &what, |plain| {
+                let zero = plain.iter().all(|&b| b == 0);
+                for &(t, offset) in uses {
+                    let task = &tasks[t];
+                    if task.failed() {
                         continue;
                     }
+                    if !zero {
+                        if let Err(e) = task.write_at(plain, offset) {
+                            task.fail(e);
+                            continue;
+                        }
+                    }
+                    if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        self.finish_task(task);
+                    }
                 }
-                if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.finish_task(task);
+            });
+            if let Err(e) = opened {
+                for &(t, _) in uses {
+                    tasks[t].fail(format!("blob {} in {what}: {e}", id.short()));
                 }
             }
         }

@@ -452,9 +452,14 @@ fn read_packs(
                         for e in &header.entries {
                             let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
                             blobs.fetch_add(1, Ordering::Relaxed);
-                            if let Err(err) =
-                                pack::open_blob(repo.key(), &e.id, sealed, e.raw_length, &what)
-                            {
+                            if let Err(err) = pack::open_blob_with(
+                                repo.key(),
+                                &e.id,
+                                sealed,
+                                e.raw_length,
+                                &what,
+                                |_| (),
+                            ) {
                                 local_bad.push((e.id, err.to_string()));
                             }
                         }
@@ -474,12 +479,13 @@ fn read_packs(
                                 }
                                 let end = loc.offset as usize + loc.length as usize;
                                 let ok = end <= data.len()
-                                    && pack::open_blob(
+                                    && pack::open_blob_with(
                                         repo.key(),
                                         &id,
                                         &data[loc.offset as usize..end],
                                         loc.raw_length,
                                         &what,
+                                        |_| (),
                                     )
                                     .is_ok();
                                 blobs.fetch_add(1, Ordering::Relaxed);
