@@ -81,6 +81,17 @@ impl<'r> BlobWriter<'r> {
         Ok((id, new))
     }
 
+    /// The repository written to.
+    pub fn repo(&self) -> &'r Repository {
+        self.repo
+    }
+
+    /// Whether `id` is stored already or being stored.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let st = self.lock()?;
+        Ok(st.seen.contains(id) || self.repo.index()?.contains(id))
+    }
+
     /// Like [`Self::add`] with the id already computed.
     pub fn add_with_id(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<bool> {
         {
@@ -169,5 +180,201 @@ impl<'r> BlobWriter<'r> {
             crate::fault::point("after-index-write");
         }
         Ok(st.stats)
+    }
+}
+
+/// A chunk waiting to be sealed: kind, id, plaintext.
+type SealJob = (BlobKind, BlobId, Vec<u8>);
+
+/// The hand-off from chunking to sealing: the thread that reads and chunks
+/// a file hashes each chunk itself (so the file's chunk list is in order at
+/// once) and queues only chunks not yet stored; a pool of sealer threads
+/// compresses, encrypts and packs them. So one large file, or a dump on
+/// standard input, keeps every core busy rather than one. The queue is
+/// bounded, and chunk buffers are recycled through it, so memory stays
+/// flat.
+pub struct SealQueue<'w> {
+    writer: &'w BlobWriter<'w>,
+    jobs: crossbeam_channel::Sender<SealJob>,
+    spare: crossbeam_channel::Receiver<Vec<u8>>,
+    failed: &'w std::sync::atomic::AtomicBool,
+}
+
+impl SealQueue<'_> {
+    /// Queues `data` for storing unless it is stored or in flight already;
+    /// returns its id. An error means an earlier chunk failed to store (the
+    /// pool reports that error) or the pool stopped.
+    pub fn add(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        let stopped = || Error::Invalid("storing stopped after an earlier error".into());
+        if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(stopped());
+        }
+        let id = self.writer.repo.key().blob_id(data);
+        if self.writer.contains(&id)? {
+            return Ok(id);
+        }
+        let mut buf = self.spare.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
+        self.jobs.send((kind, id, buf)).map_err(|_| stopped())?;
+        Ok(id)
+    }
+}
+
+/// Runs `f` with a [`SealQueue`] served by `threads` sealer threads; waits
+/// for every queued chunk to be stored before returning. A storing error
+/// (disk full, IO error) stops the queue and is returned in preference to
+/// whatever `f` returned.
+pub fn with_sealers<R>(
+    writer: &BlobWriter<'_>,
+    threads: usize,
+    f: impl FnOnce(&SealQueue<'_>) -> R,
+) -> Result<R> {
+    let threads = threads.max(1);
+    let (jobs, queued) = crossbeam_channel::bounded::<SealJob>(threads * 2);
+    let (recycle, spare) = crossbeam_channel::bounded::<Vec<u8>>(threads * 2 + 2);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let out = std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (queued, recycle) = (queued.clone(), recycle.clone());
+            let (failed, first_error) = (&failed, &first_error);
+            s.spawn(move || {
+                for (kind, id, buf) in queued {
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        continue; // drain, so senders never block
+                    }
+                    if let Err(e) = writer.add_with_id(kind, id, &buf) {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        if let Ok(mut first) = first_error.lock() {
+                            first.get_or_insert(e);
+                        }
+                    }
+                    let _ = recycle.try_send(buf);
+                }
+            });
+        }
+        drop(queued);
+        let queue = SealQueue {
+            writer,
+            jobs,
+            spare,
+            failed: &failed,
+        };
+        f(&queue)
+        // `queue` drops here, closing the channel; the scope then joins
+        // the sealers once they have drained it.
+    });
+    match first_error.into_inner() {
+        Ok(Some(e)) => Err(e),
+        Ok(None) => Ok(out),
+        Err(_) => Err(Error::Invalid("a sealer thread panicked".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::local::LocalBackend;
+    use crate::backend::{Backend, Data};
+    use crate::repo::{InitOptions, KdfParams};
+
+    /// A local backend whose pack writes fail as a full disk would.
+    struct DiskFull(LocalBackend);
+
+    impl Backend for DiskFull {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn exists(&self) -> Result<bool> {
+            self.0.exists()
+        }
+        fn create(&self) -> Result<()> {
+            self.0.create()
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+            self.0.list(kind)
+        }
+        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+            self.0.size(kind, name)
+        }
+        fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
+            self.0.read(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
+            self.0.read_range(kind, name, at, len)
+        }
+        fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+            if kind == FileKind::Pack {
+                return Err(Error::io(
+                    format!("write pack {name}"),
+                    std::io::Error::from_raw_os_error(libc::ENOSPC),
+                ));
+            }
+            self.0.write(kind, name, bytes)
+        }
+        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+            self.0.remove(kind, name)
+        }
+    }
+
+    fn repo(backend: Arc<dyn Backend>) -> Repository {
+        let opts = InitOptions {
+            pack_size: 1 << 20,
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                lanes: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(backend, b"pw", &opts).unwrap()
+    }
+
+    fn chunk(i: u32) -> Vec<u8> {
+        (0..300_000u32)
+            .map(|j| (j.wrapping_mul(2654435761).wrapping_add(i) >> 11) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn sealers_store_every_queued_chunk_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(Arc::new(LocalBackend::new(dir.path())));
+        let writer = BlobWriter::new(&repo);
+        let ids = with_sealers(&writer, 3, |q| {
+            (0..20)
+                .map(|i| q.add(BlobKind::Data, &chunk(i % 10)).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+        let stats = writer.finish().unwrap();
+        assert_eq!(stats.blobs, 10, "duplicates are stored once");
+        let repo = Repository::open(repo.backend_arc(), b"pw").unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(repo.read_blob(id).unwrap(), chunk(i as u32 % 10));
+        }
+    }
+
+    #[test]
+    fn a_storing_error_is_returned_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(Arc::new(DiskFull(LocalBackend::new(dir.path()))));
+        let writer = BlobWriter::new(&repo);
+        let result = with_sealers(&writer, 2, |q| {
+            for i in 0..40 {
+                if q.add(BlobKind::Data, &chunk(i)).is_err() {
+                    return "stopped";
+                }
+            }
+            "finished"
+        });
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("write pack") && err.contains("No space left"),
+            "{err}"
+        );
     }
 }

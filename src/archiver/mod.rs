@@ -36,7 +36,7 @@ use crate::pack::BlobKind;
 use crate::repo::{lock, Repository};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotKind, Summary};
 use crate::tree::{check_name, Name, Node, NodeKind, Tree};
-use crate::writer::BlobWriter;
+use crate::writer::{self, BlobWriter, SealQueue};
 
 /// What to back up and how.
 #[derive(Clone, Debug)]
@@ -256,19 +256,20 @@ pub fn backup(
             w.push(msg);
         }
     };
-    let root = match &opts.stdin_name {
-        Some(name) => backup_stream(repo, &writer, name, stdin, &counters)?,
+    let workers = if opts.workers == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        opts.workers
+    };
+    let root = writer::with_sealers(&writer, workers, |queue| match &opts.stdin_name {
+        Some(name) => backup_stream(&writer, queue, name, stdin, &counters),
         None => {
-            let workers = if opts.workers == 0 {
-                std::thread::available_parallelism().map_or(2, |n| n.get())
-            } else {
-                opts.workers
-            };
             let exclude = crate::filter::PathFilter::new(&opts.excludes)?;
             let only = if whole_root { None } else { Some(&skeleton) };
             walk::run(walk::WalkSetup {
                 repo,
                 writer: &writer,
+                queue,
                 counters: &counters,
                 exclude: &exclude,
                 one_file_system: opts.one_file_system,
@@ -276,9 +277,9 @@ pub fn backup(
                 only,
                 parent: parent_tree,
                 report: &report,
-            })?
+            })
         }
-    };
+    })??;
     let stored = writer.finish()?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let snapshot = Snapshot {
@@ -325,18 +326,19 @@ pub fn backup(
 
 /// Stores a stream as a single file `name` in a one-entry root tree.
 fn backup_stream(
-    repo: &Repository,
     writer: &BlobWriter<'_>,
+    queue: &SealQueue<'_>,
     name: &str,
     input: &mut dyn Read,
     counters: &Counters,
 ) -> Result<crate::id::BlobId> {
     let mut chunks = Vec::new();
-    let size = repo
+    let size = writer
+        .repo()
         .config()
         .chunker
         .for_each_chunk(input, &mut Vec::new(), |chunk| {
-            chunks.push(writer.add(BlobKind::Data, chunk)?.0);
+            chunks.push(queue.add(BlobKind::Data, chunk)?);
             Ok(())
         })
         .map_err(|e| match e {

@@ -18,11 +18,13 @@ use crate::id::BlobId;
 use crate::pack::BlobKind;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind, Tree};
-use crate::writer::BlobWriter;
+use crate::writer::{BlobWriter, SealQueue};
 
 pub(super) struct WalkSetup<'a> {
     pub repo: &'a Repository,
     pub writer: &'a BlobWriter<'a>,
+    /// Where workers hand chunks for sealing.
+    pub queue: &'a SealQueue<'a>,
     pub counters: &'a Counters,
     pub exclude: &'a PathFilter,
     pub one_file_system: bool,
@@ -144,7 +146,7 @@ fn read_file(
             .config()
             .chunker
             .for_each_chunk(&mut file, &mut buf.borrow_mut(), |chunk| {
-                chunks.push(setup.writer.add(BlobKind::Data, chunk)?.0);
+                chunks.push(setup.queue.add(BlobKind::Data, chunk)?);
                 Ok(())
             })
     });
