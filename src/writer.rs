@@ -118,9 +118,7 @@ impl<'r> BlobWriter<'r> {
     }
 
     fn write_pack(&self, pack: FinishedPack) -> Result<()> {
-        self.repo
-            .backend()
-            .write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+        self.repo.store_pack(&pack)?;
         crate::fault::point("after-pack-write");
         let mut st = self.lock()?;
         st.index
@@ -142,9 +140,7 @@ impl<'r> BlobWriter<'r> {
         ] {
             if !packer.is_empty() {
                 let pack = packer.finish(key);
-                self.repo
-                    .backend()
-                    .write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+                self.repo.store_pack(&pack)?;
                 crate::fault::point("after-pack-write");
                 st.index
                     .add_pack(pack.id, pack.header.kind, &pack.header.entries);

@@ -37,7 +37,7 @@ pub struct VerifyArgs {
 }
 
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_uncached()?;
     let read_data = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => Some(Subset::parse(s)?),
         (None, true) => Some(Subset::All),
@@ -344,7 +344,7 @@ enum RepairWhat {
 }
 
 pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_uncached()?;
     match a.what {
         RepairWhat::Index => {
             let _lock = lock::acquire(

@@ -9,6 +9,7 @@ pub mod lock;
 
 use std::sync::{Arc, OnceLock};
 
+use crate::backend::cache::{Cache, CachedBackend};
 use crate::backend::{Backend, FileKind};
 use crate::chunker::ChunkerParams;
 use crate::crypto::{self, MasterKey};
@@ -53,6 +54,8 @@ pub struct Repository {
     key: MasterKey,
     config: Config,
     index: OnceLock<IndexSet>,
+    cache: Option<Arc<Cache>>,
+    notes: Vec<String>,
 }
 
 impl Repository {
@@ -86,6 +89,7 @@ impl Repository {
         let key = MasterKey::generate();
         let keyfile = keys::encode(&key, password, opts.kdf)?;
         backend.create()?;
+        let notes = backend.probe()?;
         backend.write(FileKind::Key, &hex::encode(file_hash(&keyfile)), &keyfile)?;
         // The config is written last: a repository exists once it is there.
         backend.write(FileKind::Config, "", &config.encode(&key))?;
@@ -94,6 +98,8 @@ impl Repository {
             key,
             config,
             index: OnceLock::new(),
+            cache: None,
+            notes,
         })
     }
 
@@ -140,7 +146,41 @@ impl Repository {
             key,
             config,
             index: OnceLock::new(),
+            cache: None,
+            notes: Vec::new(),
         })
+    }
+
+    /// Reads index tables, snapshots and tree packs through a local cache
+    /// under `root` (see [`crate::backend::cache`]). Call before the first
+    /// operation.
+    pub fn with_cache(mut self, root: &std::path::Path) -> Result<Repository> {
+        let cache = Arc::new(Cache::open(root, &self.config.repo_id)?);
+        self.backend = Arc::new(CachedBackend::new(self.backend, cache.clone()));
+        self.index = OnceLock::new();
+        self.cache = Some(cache);
+        Ok(self)
+    }
+
+    /// What `init` found out about the store (see [`Backend::probe`]);
+    /// empty for an opened repository.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The cache, when one is in use.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_deref()
+    }
+
+    /// Writes a finished pack; a tree pack is also kept in the cache.
+    pub fn store_pack(&self, pack: &pack::FinishedPack) -> Result<()> {
+        let name = pack.id.to_hex();
+        self.backend.write(FileKind::Pack, &name, &pack.bytes)?;
+        if let (Some(c), pack::BlobKind::Tree) = (&self.cache, pack.header.kind) {
+            c.put(FileKind::Pack, &name, &pack.bytes);
+        }
+        Ok(())
     }
 
     /// The backend.
@@ -182,19 +222,23 @@ impl Repository {
     /// Reads, authenticates and decodes one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
+        let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
+        if let (Some(cache), pack::BlobKind::Tree) = (&self.cache, loc.kind) {
+            let name = loc.pack.to_hex();
+            let whole = cache.tree_pack(&name, || self.backend.read(FileKind::Pack, &name))?;
+            let end = loc.offset as usize + loc.length as usize;
+            let sealed = whole
+                .get(loc.offset as usize..end)
+                .ok_or_else(|| Error::corrupt(&what, "lies past the end of its pack"))?;
+            return pack::open_blob(&self.key, id, sealed, loc.raw_length, &what);
+        }
         let sealed = self.backend.read_range(
             FileKind::Pack,
             &loc.pack.to_hex(),
             u64::from(loc.offset),
             loc.length as usize,
         )?;
-        pack::open_blob(
-            &self.key,
-            id,
-            &sealed,
-            loc.raw_length,
-            &format!("blob {} in pack {}", id.short(), loc.pack.short()),
-        )
+        pack::open_blob(&self.key, id, &sealed, loc.raw_length, &what)
     }
 
     /// Reads and decodes a tree.
