@@ -174,6 +174,7 @@ impl S3Backend {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
+            .on_thread_start(block_sigpipe)
             .enable_all()
             .build()
             .map_err(|e| Error::io("start the S3 client runtime", e))?;
@@ -445,6 +446,23 @@ impl S3Backend {
             PART_SIZE >> 20
         ));
         Ok(notes)
+    }
+}
+
+/// Blocks SIGPIPE on the calling (runtime) thread. The process keeps the
+/// default SIGPIPE action so `cairn ls | head` ends quietly, but a server
+/// closing a connection while a runtime thread writes to it must be an
+/// `EPIPE` error (retried), not the death of the process. SIGPIPE raised
+/// by a write goes to the writing thread, and the connections live on
+/// these threads.
+fn block_sigpipe() {
+    // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask
+    // changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 

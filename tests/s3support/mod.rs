@@ -217,14 +217,16 @@ impl Proxy {
         self.state.log.lock().unwrap().clear();
     }
 
-    /// GET requests seen (since the last clear) whose request line contains `text`.
+    /// Object downloads (GET requests without a query, so not listings)
+    /// seen since the last clear whose request line contains `text`.
     pub fn gets_containing(&self, text: &str) -> usize {
         let log = self.state.log.lock().unwrap();
         let hay = String::from_utf8_lossy(&log);
         hay.match_indices("GET /")
             .filter(|(i, _)| {
                 let line = hay[*i..].split("\r\n").next().unwrap_or("");
-                line.contains(text)
+                let target = line.split(' ').nth(1).unwrap_or("");
+                target.contains(text) && !target.contains('?')
             })
             .count()
     }
