@@ -127,7 +127,19 @@ impl<'r> BlobWriter<'r> {
         Ok(())
     }
 
+    /// Gives up: records the packs already stored (see
+    /// [`Repository::salvage_index`]) so the next run reuses them; returns
+    /// how many were recorded.
+    pub fn abandon(self) -> usize {
+        match self.state.into_inner() {
+            Ok(mut st) => self.repo.salvage_index(std::mem::take(&mut st.index)),
+            Err(_) => 0,
+        }
+    }
+
     /// Writes the open packs and the index table; returns what was stored.
+    /// On failure the packs already stored are recorded for the next run,
+    /// as by [`BlobWriter::abandon`].
     pub fn finish(self) -> Result<WriteStats> {
         let key = self.repo.key();
         let mut st = self
@@ -140,7 +152,10 @@ impl<'r> BlobWriter<'r> {
         ] {
             if !packer.is_empty() {
                 let pack = packer.finish(key);
-                self.repo.store_pack(&pack)?;
+                if let Err(e) = self.repo.store_pack(&pack) {
+                    self.repo.salvage_index(std::mem::take(&mut st.index));
+                    return Err(e);
+                }
                 crate::fault::point("after-pack-write");
                 st.index
                     .add_pack(pack.id, pack.header.kind, &pack.header.entries);
@@ -149,9 +164,16 @@ impl<'r> BlobWriter<'r> {
         }
         if !st.index.is_empty() {
             let (id, bytes) = std::mem::take(&mut st.index).finish(key);
-            self.repo
+            if let Err(e) = self
+                .repo
                 .backend()
-                .write(FileKind::Index, &id.to_hex(), &bytes)?;
+                .write(FileKind::Index, &id.to_hex(), &bytes)
+            {
+                if let Some(c) = self.repo.cache() {
+                    let _ = c.put_pending(&id.to_hex(), &bytes);
+                }
+                return Err(e);
+            }
             crate::fault::point("after-index-write");
         }
         Ok(st.stats)

@@ -389,6 +389,8 @@ fn server_stopped_mid_backup_then_rerun() {
         "names the endpoint: {out}"
     );
     assert!(out.stderr.contains("error:"), "{out}");
+    assert!(out.stderr.contains("the next backup reuses them"), "{out}");
+    let uploaded = packs_on_server(&server, &repo);
     server.restart();
     let v = repo.run(&["verify"]);
     assert_eq!(v.code, 0, "the repository is valid after the failure: {v}");
@@ -398,9 +400,19 @@ fn server_stopped_mid_backup_then_rerun() {
         0,
         "no snapshot of the failed run"
     );
-    let mut c = repo.cmd(&["backup"]);
+    let mut c = repo.cmd(&["backup", "--json"]);
     c.arg(&src);
-    run(&mut c, None).success();
+    let rerun = run(&mut c, None).success();
+    assert!(
+        rerun.stderr.contains("reusing"),
+        "the rerun reuses the uploads: {rerun}"
+    );
+    // Only what was not uploaded before is uploaded now.
+    let stored = rerun.json()["summary"]["bytes_stored"].as_u64().unwrap();
+    assert!(
+        stored < 18_000_000 - (uploaded as u64 - 1) * 1_000_000,
+        "{rerun}"
+    );
     repo.run(&["verify", "--read-data"]).success();
     let target = repo.scratch.path().join("restore");
     let mut c = repo.cmd(&["restore", "latest", "--target"]);

@@ -165,6 +165,34 @@ impl Cache {
         }
     }
 
+    /// Keeps an index table an interrupted run could not upload, for the
+    /// next run to upload once its packs are confirmed present.
+    pub fn put_pending(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let dir = self.dir.join("pending");
+        fs::create_dir_all(&dir).map_err(|e| Error::path("create cache folder", &dir, e))?;
+        let path = dir.join(name);
+        fs::write(&path, bytes).map_err(|e| Error::path("write", &path, e))
+    }
+
+    /// Index tables kept by [`Cache::put_pending`], with their names.
+    pub fn pending(&self) -> Vec<(String, Vec<u8>)> {
+        let Ok(rd) = fs::read_dir(self.dir.join("pending")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let bytes = fs::read(e.path()).ok()?;
+                is_hex_name(&name).then_some((name, bytes))
+            })
+            .collect()
+    }
+
+    /// Forgets a pending index table.
+    pub fn remove_pending(&self, name: &str) {
+        let _ = fs::remove_file(self.dir.join("pending").join(name));
+    }
+
     /// A tree pack, from the cache or else fetched with `fetch` and cached.
     pub fn tree_pack(
         &self,

@@ -14,8 +14,8 @@ use crate::backend::{Backend, FileKind};
 use crate::chunker::ChunkerParams;
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
-use crate::id::{file_hash, is_hex_name, BlobId};
-use crate::index::{IndexSet, Location};
+use crate::id::{file_hash, is_hex_name, BlobId, IndexId};
+use crate::index::{IndexBuilder, IndexSet, IndexTable, Location};
 use crate::pack;
 use crate::snapshot::{self, SnapshotEntry};
 use crate::tree::Tree;
@@ -181,6 +181,68 @@ impl Repository {
             c.put(FileKind::Pack, &name, &pack.bytes);
         }
         Ok(())
+    }
+
+    /// Records the packs an interrupted operation already stored, so the
+    /// next run does not upload their blobs again: writes an index table
+    /// naming them, or, when the store cannot be reached, keeps the table
+    /// in the cache for [`Repository::adopt_pending`]. Returns the number
+    /// of packs recorded either way.
+    pub fn salvage_index(&self, builder: IndexBuilder) -> usize {
+        let packs = builder.pack_count();
+        if packs == 0 {
+            return 0;
+        }
+        let (id, bytes) = builder.finish(&self.key);
+        if self
+            .backend
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .is_ok()
+        {
+            return packs;
+        }
+        match &self.cache {
+            Some(c) if c.put_pending(&id.to_hex(), &bytes).is_ok() => packs,
+            _ => 0,
+        }
+    }
+
+    /// Uploads the index tables an interrupted run kept in the cache, once
+    /// every pack they name is confirmed present in the store (packs
+    /// first, index second, as always); tables naming a missing pack are
+    /// dropped. Returns the number of packs made usable again. Call before
+    /// the index is first used.
+    pub fn adopt_pending(&self) -> Result<usize> {
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
+        let mut adopted = 0;
+        for (name, bytes) in cache.pending() {
+            let table = IndexId::from_hex(&name).and_then(|id| {
+                let t = IndexTable::parse(id, crate::backend::Data::Owned(bytes.clone()))?;
+                t.check(&self.key)?;
+                Ok(t)
+            });
+            let Ok(table) = table else {
+                cache.remove_pending(&name);
+                continue;
+            };
+            let mut present = true;
+            for n in 0..table.pack_count() {
+                let (pack, _) = table.pack(n)?;
+                match self.backend.size(FileKind::Pack, &pack.to_hex()) {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => present = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            if present {
+                self.backend.write(FileKind::Index, &name, &bytes)?;
+                adopted += table.pack_count();
+            }
+            cache.remove_pending(&name);
+        }
+        Ok(adopted)
     }
 
     /// The backend.
