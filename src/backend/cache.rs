@@ -25,6 +25,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -52,7 +53,12 @@ impl Cache {
     /// The cache of repository `repo_id` under `root`, created if needed.
     pub fn open(root: &Path, repo_id: &[u8; 32]) -> Result<Cache> {
         let dir = root.join(hex::encode(repo_id));
-        fs::create_dir_all(&dir).map_err(|e| Error::path("create cache folder", &dir, e))?;
+        // Private: it holds (encrypted) metadata and the index's keyed ids.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::path("create cache folder", &dir, e))?;
         let tag = root.join("CACHEDIR.TAG");
         if !tag.exists() {
             let _ = fs::write(

@@ -150,7 +150,7 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         excludes,
         one_file_system: a.one_file_system,
         stdin_name: if a.stdin { a.stdin_filename } else { None },
-        workers: 0,
+        workers: ctx.workers(&repo),
         lock_wait: ctx.global.lock_wait,
     };
     let result = archiver::backup(&repo, &opts, &mut std::io::stdin().lock(), &warn)?;

@@ -54,7 +54,7 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
         &repo,
         &VerifyOptions {
             read_data,
-            workers: 0,
+            workers: ctx.workers(&repo),
         },
     )?;
     if a.json {
@@ -175,7 +175,7 @@ pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
         &repo,
         &GcOptions {
             max_unused: a.max_unused,
-            workers: 0,
+            workers: ctx.workers(&repo),
         },
         a.dry_run,
         a.json,

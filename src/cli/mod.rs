@@ -235,6 +235,17 @@ impl Context {
         ))
     }
 
+    /// Worker threads for a command on `repo`: one per core locally; for a
+    /// remote store at least `--connections`, since workers wait on the
+    /// network more than they compute. 0 means one per core.
+    fn workers(&self, repo: &Repository) -> usize {
+        if !repo.backend().prefers_ranges() {
+            return 0;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.max(usize::from(self.global.connections))
+    }
+
     /// Opens the repository; a remote one reads its metadata through the
     /// local cache unless `--no-cache`.
     fn open(&self) -> Result<Repository> {
