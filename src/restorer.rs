@@ -550,7 +550,8 @@ impl Executor<'_> {
             if uses.iter().all(|&(t, _)| tasks[t].failed()) {
                 continue;
             }
-            let plain = match data.get(loc.offset, loc.length) {
+            let end = loc.offset as usize + loc.length as usize;
+            let plain = match data.get(loc.offset as usize..end) {
                 Some(sealed) => pack::open_blob(self.repo.key(), id, sealed, loc.raw_length, &what),
                 None => Err(Error::corrupt(
                     &what,
@@ -855,18 +856,18 @@ impl PackBytes {
         Ok(PackBytes::Ranges(out))
     }
 
-    /// The `len` bytes at `offset` of the pack, if fetched and present.
-    fn get(&self, offset: u32, len: u32) -> Option<&[u8]> {
-        let (offset, len) = (u64::from(offset), len as usize);
+    /// The bytes of `range` of the pack, if fetched and present.
+    fn get(&self, range: std::ops::Range<usize>) -> Option<&[u8]> {
         match self {
-            PackBytes::Whole(d) => d.get(offset as usize..offset as usize + len),
+            PackBytes::Whole(d) => d.get(range),
             PackBytes::Ranges(r) => {
+                let offset = range.start as u64;
                 let i = r
                     .partition_point(|(start, _)| *start <= offset)
                     .checked_sub(1)?;
                 let (start, bytes) = &r[i];
                 let at = (offset - start) as usize;
-                bytes.get(at..at.checked_add(len)?)
+                bytes.get(at..at.checked_add(range.len())?)
             }
         }
     }
