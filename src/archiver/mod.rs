@@ -262,7 +262,7 @@ pub fn backup(
         }
     };
     let root = match &opts.stdin_name {
-        Some(name) => backup_stream(repo, &writer, name, stdin, &counters),
+        Some(name) => backup_stream(repo, &writer, name, stdin, &counters)?,
         None => {
             let workers = if opts.workers == 0 {
                 std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -281,19 +281,7 @@ pub fn backup(
                 only,
                 parent: parent_tree,
                 report: &report,
-            })
-        }
-    };
-    let root = match root {
-        Ok(r) => r,
-        Err(e) => {
-            let kept = writer.abandon();
-            if kept > 0 {
-                warn(&format!(
-                    "{kept} pack(s) already uploaded are recorded; the next backup reuses them"
-                ));
-            }
-            return Err(e);
+            })?
         }
     };
     let stored = writer.finish()?;
