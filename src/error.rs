@@ -49,6 +49,19 @@ pub enum Error {
     /// The user asked for something impossible or ambiguous.
     #[error("{0}")]
     Invalid(String),
+    /// A storage service failed an operation on an object. `transient`
+    /// failures (5xx answers, timeouts, refused or reset connections) may
+    /// succeed when retried; the others (denied, invalid request, missing
+    /// bucket) will not. The message names the operation, the object and
+    /// the endpoint, never credentials.
+    #[error("{op} {object} at {endpoint}: {detail}")]
+    Backend {
+        op: String,
+        object: String,
+        endpoint: String,
+        detail: String,
+        transient: bool,
+    },
     /// An operating-system error, with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -91,6 +104,17 @@ impl Error {
     /// An IO error about a path.
     pub fn path(op: &str, path: &Path, source: io::Error) -> Error {
         Error::io(format_args!("{op} {}", path.display()), source)
+    }
+
+    /// True for a failure that may go away when the operation is retried.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Backend {
+                transient: true,
+                ..
+            }
+        )
     }
 
     /// True when the underlying cause is "no such file or object".

@@ -249,7 +249,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan) -> Result<()> {
     let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
     let flush = |w: PackWriter, builder: &mut IndexBuilder| -> Result<()> {
         let pack = w.finish(key);
-        backend.write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+        repo.store_pack(&pack)?;
         crate::fault::point("gc-after-repack-write");
         builder.add_pack(pack.id, pack.header.kind, &pack.header.entries);
         Ok(())

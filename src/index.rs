@@ -364,6 +364,11 @@ impl IndexBuilder {
     }
 
     /// Number of entries added.
+    /// Number of packs added.
+    pub fn pack_count(&self) -> usize {
+        self.packs.len()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -531,7 +531,7 @@ impl Executor<'_> {
         tasks: &[Box<FileTask>],
     ) {
         let what = format!("pack {}", pack.short());
-        let data = match self.repo.backend().read(FileKind::Pack, &pack.to_hex()) {
+        let data = match PackBytes::fetch(self.repo.backend(), pack, blobs) {
             Ok(d) => d,
             Err(e) => {
                 for (id, _) in blobs {
@@ -542,7 +542,7 @@ impl Executor<'_> {
                 return;
             }
         };
-        if let Data::Mapped(m) = &data {
+        if let PackBytes::Whole(Data::Mapped(m)) = &data {
             m.advise_sequential();
         }
         for (id, loc) in blobs {
@@ -809,6 +809,65 @@ fn raise_fd_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Gaps between needed blobs up to this size are fetched rather than split
+/// into another request.
+const RANGE_GAP: u64 = 1 << 20;
+
+/// The bytes of a pack that a restore needs: the whole file (local
+/// backends map it), or, on remote stores, only the ranges holding the
+/// wanted blobs, neighbours merged into one request.
+enum PackBytes {
+    Whole(Data),
+    Ranges(Vec<(u64, Vec<u8>)>),
+}
+
+impl PackBytes {
+    /// Fetches what `blobs` (sorted by offset) need of `pack`.
+    fn fetch(
+        backend: &dyn crate::backend::Backend,
+        pack: &PackId,
+        blobs: &[(BlobId, Location)],
+    ) -> Result<PackBytes> {
+        let name = pack.to_hex();
+        if !backend.prefers_ranges() {
+            return backend.read(FileKind::Pack, &name).map(PackBytes::Whole);
+        }
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        for (_, loc) in blobs {
+            let (start, end) = (
+                u64::from(loc.offset),
+                u64::from(loc.offset) + u64::from(loc.length),
+            );
+            match spans.last_mut() {
+                Some(last) if start <= last.1 + RANGE_GAP => last.1 = last.1.max(end),
+                _ => spans.push((start, end)),
+            }
+        }
+        let mut out = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            let bytes = backend.read_range(FileKind::Pack, &name, start, (end - start) as usize)?;
+            out.push((start, bytes));
+        }
+        Ok(PackBytes::Ranges(out))
+    }
+
+    /// The bytes of `range` of the pack, if fetched and present.
+    fn get(&self, range: std::ops::Range<usize>) -> Option<&[u8]> {
+        match self {
+            PackBytes::Whole(d) => d.get(range),
+            PackBytes::Ranges(r) => {
+                let offset = range.start as u64;
+                let i = r
+                    .partition_point(|(start, _)| *start <= offset)
+                    .checked_sub(1)?;
+                let (start, bytes) = &r[i];
+                let at = (offset - start) as usize;
+                bytes.get(at..at.checked_add(range.len())?)
+            }
         }
     }
 }

@@ -138,9 +138,7 @@ impl<'r> BlobWriter<'r> {
     }
 
     fn write_pack(&self, pack: FinishedPack) -> Result<()> {
-        self.repo
-            .backend()
-            .write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+        self.repo.store_pack(&pack)?;
         crate::fault::point("after-pack-write");
         let mut st = self.lock()?;
         st.index
@@ -151,11 +149,14 @@ impl<'r> BlobWriter<'r> {
     }
 
     /// Writes the open packs and the index table; returns what was stored.
-    pub fn finish(self) -> Result<WriteStats> {
+    /// On failure the packs already stored are recorded for the next run
+    /// (see the `Drop` impl).
+    pub fn finish(mut self) -> Result<WriteStats> {
         let key = self.repo.key();
-        let mut st = self
+        let repo = self.repo;
+        let st = self
             .state
-            .into_inner()
+            .get_mut()
             .map_err(|_| Error::Invalid("a worker thread panicked while storing blobs".into()))?;
         for packer in [
             std::mem::replace(&mut st.data, PackWriter::new(BlobKind::Data)),
@@ -163,9 +164,7 @@ impl<'r> BlobWriter<'r> {
         ] {
             if !packer.is_empty() {
                 let pack = packer.finish(key);
-                self.repo
-                    .backend()
-                    .write(FileKind::Pack, &pack.id.to_hex(), &pack.bytes)?;
+                repo.store_pack(&pack)?;
                 crate::fault::point("after-pack-write");
                 st.index
                     .add_pack(pack.id, pack.header.kind, &pack.header.entries);
@@ -174,12 +173,30 @@ impl<'r> BlobWriter<'r> {
         }
         if !st.index.is_empty() {
             let (id, bytes) = std::mem::take(&mut st.index).finish(key);
-            self.repo
-                .backend()
-                .write(FileKind::Index, &id.to_hex(), &bytes)?;
+            if let Err(e) = repo.backend().write(FileKind::Index, &id.to_hex(), &bytes) {
+                if let Some(c) = repo.cache() {
+                    let _ = c.put_pending(&id.to_hex(), &bytes);
+                }
+                return Err(e);
+            }
             crate::fault::point("after-index-write");
         }
-        Ok(st.stats)
+        Ok(std::mem::take(&mut st.stats))
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    /// A writer dropped before [`BlobWriter::finish`] completed (an error
+    /// ended the operation) records the packs it already stored, so the
+    /// next run reuses them: see [`Repository::salvage_index`].
+    fn drop(&mut self) {
+        let Ok(st) = self.state.get_mut() else { return };
+        let kept = self.repo.salvage_index(std::mem::take(&mut st.index));
+        if kept > 0 {
+            eprintln!(
+                "warning: {kept} pack(s) already uploaded are recorded; the next backup reuses them"
+            );
+        }
     }
 }
 

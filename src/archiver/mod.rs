@@ -226,6 +226,12 @@ pub fn backup(
         "backup",
         opts.lock_wait,
     )?;
+    let adopted = repo.adopt_pending()?;
+    if adopted > 0 {
+        warn(&format!(
+            "reusing {adopted} pack(s) uploaded by an interrupted backup"
+        ));
+    }
     let snapshots = repo.snapshots()?;
     let parent = choose_parent(&snapshots, &set, &host, opts.kind);
     let mut kind = opts.kind;

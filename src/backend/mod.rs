@@ -10,13 +10,30 @@
 //! - **No overwrite needed**: cairn never rewrites a name with different
 //!   bytes (names are content hashes), so backends need neither rename nor
 //!   conditional writes; writing an existing name again is harmless.
-//! - **Errors are typed**: a missing file is [`Error::NotFound`]; other
-//!   failures name the file.
+//! - **Errors are typed**: a missing file is [`Error::NotFound`] (reading,
+//!   sizing or range-reading it); a failure that may pass on retry is a
+//!   transient [`Error::Backend`]; other failures name the file and the
+//!   place (path or endpoint), never credentials.
+//!
+//! [`Error::NotFound`]: crate::error::Error::NotFound
+//! [`Error::Backend`]: crate::error::Error::Backend
+//!
+//! - **Listing** returns the names written and not removed; names not of
+//!   the form the repository uses (temporary or probe objects starting
+//!   with `.`) are left out.
+//!
+//! Wrappers add behaviour without changing the contract: [`retry`] retries
+//! transient failures with backoff, [`cache`] keeps verified local copies
+//! of metadata. [`mem`] is an in-memory backend for tests.
 //!
 //! Reads may return a memory map ([`Data::Mapped`]) where the backend is
 //! local, so large reads do not copy.
 
+pub mod cache;
 pub mod local;
+pub mod mem;
+pub mod retry;
+pub mod s3;
 
 use std::ops::Deref;
 
@@ -59,6 +76,8 @@ pub enum Data {
     Owned(Vec<u8>),
     /// A read-only memory map of a whole file.
     Mapped(crate::mmap::Map),
+    /// A verified cached copy, mapped and shared.
+    Shared(std::sync::Arc<crate::mmap::Map>),
 }
 
 impl std::fmt::Debug for Data {
@@ -73,6 +92,7 @@ impl Deref for Data {
         match self {
             Data::Owned(v) => v,
             Data::Mapped(m) => m,
+            Data::Shared(m) => m,
         }
     }
 }
@@ -97,4 +117,14 @@ pub trait Backend: Send + Sync {
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Whether fetching a few ranges of a pack is cheaper than reading it
+    /// whole (true for remote stores, false where reads are memory maps).
+    fn prefers_ranges(&self) -> bool {
+        false
+    }
+    /// Tries the operations the store offers and describes, one line each,
+    /// what it supports; called by `init` after [`Backend::create`].
+    fn probe(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }

@@ -60,7 +60,10 @@ pub struct BackupArgs {
 
 /// Opens the repository, creating the default one on first use.
 fn open_or_create_default(ctx: &Context) -> Result<Repository> {
-    let (path, is_default) = ctx.repo_path()?;
+    let (path, is_default) = match ctx.place()? {
+        super::Place::Local(p, d) => (p, d),
+        super::Place::S3(..) => return ctx.open(),
+    };
     let backend = Arc::new(crate::backend::local::LocalBackend::new(&path));
     if !is_default || backend.exists()? {
         return ctx.open();
@@ -147,7 +150,7 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         excludes,
         one_file_system: a.one_file_system,
         stdin_name: if a.stdin { a.stdin_filename } else { None },
-        workers: 0,
+        workers: ctx.workers(&repo),
         lock_wait: ctx.global.lock_wait,
     };
     let result = archiver::backup(&repo, &opts, &mut std::io::stdin().lock(), &warn)?;

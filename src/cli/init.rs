@@ -66,8 +66,11 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
     println!(
         "created repository {} at {}",
         &hex::encode(repo.config().repo_id)[..8],
-        backend.root().display()
+        backend.location()
     );
+    for note in repo.notes() {
+        println!("  {note}");
+    }
     println!("keep the password safe: without it the data cannot be read");
     Ok(0)
 }

@@ -37,7 +37,7 @@ pub struct VerifyArgs {
 }
 
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_uncached()?;
     let read_data = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => Some(Subset::parse(s)?),
         (None, true) => Some(Subset::All),
@@ -54,7 +54,7 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
         &repo,
         &VerifyOptions {
             read_data,
-            workers: 0,
+            workers: ctx.workers(&repo),
         },
     )?;
     if a.json {
@@ -175,7 +175,7 @@ pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
         &repo,
         &GcOptions {
             max_unused: a.max_unused,
-            workers: 0,
+            workers: ctx.workers(&repo),
         },
         a.dry_run,
         a.json,
@@ -344,7 +344,7 @@ enum RepairWhat {
 }
 
 pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_uncached()?;
     match a.what {
         RepairWhat::Index => {
             let _lock = lock::acquire(

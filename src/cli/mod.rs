@@ -17,7 +17,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use zeroize::Zeroizing;
 
+use crate::backend::cache::Cache;
 use crate::backend::local::LocalBackend;
+use crate::backend::retry::{RetryBackend, RetryPolicy};
+use crate::backend::s3::{self, S3Backend, S3Options};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 
@@ -34,16 +38,42 @@ pub struct Cli {
 /// Options accepted before or after the subcommand.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Repository location (a directory). Default: the user's default
-    /// repository under the data dir.
+    /// Repository location: a directory, or s3://BUCKET/PREFIX. Default:
+    /// the user's default repository under the data dir.
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true)]
-    repo: Option<PathBuf>,
+    repo: Option<String>,
     /// File holding the repository password (first line).
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
     /// How long to wait for a conflicting lock (e.g. 30s, 10m, 1h).
     #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
     lock_wait: Duration,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS). The
+    /// credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// AWS_SESSION_TOKEN.
+    #[arg(long, env = "CAIRN_S3_ENDPOINT", global = true)]
+    s3_endpoint: Option<String>,
+    /// S3 signing region.
+    #[arg(long, env = "AWS_REGION", global = true, default_value = "us-east-1")]
+    s3_region: String,
+    /// Address buckets as BUCKET.host instead of host/BUCKET (path style).
+    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOST", global = true)]
+    s3_virtual_host: bool,
+    /// Parallel transfers to a remote store.
+    #[arg(long, env = "CAIRN_CONNECTIONS", global = true, default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    connections: u16,
+    /// Tries per remote operation before giving up on transient errors
+    /// (5xx answers, timeouts, refused or reset connections).
+    #[arg(long, env = "CAIRN_RETRIES", global = true, default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    retries: u32,
+    /// Do not use the local metadata cache of remote repositories.
+    #[arg(long, env = "CAIRN_NO_CACHE", global = true)]
+    no_cache: bool,
+    /// Folder of the metadata cache (default: the user cache dir).
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,11 +124,26 @@ pub(crate) struct Context {
     global: GlobalArgs,
 }
 
+/// Where the repository is.
+pub(crate) enum Place {
+    /// A directory; `true` when it is the implicit default repository.
+    Local(PathBuf, bool),
+    /// A bucket and key prefix.
+    S3(String, String),
+}
+
 impl Context {
-    /// The repository path and whether it is the implicit default.
-    fn repo_path(&self) -> Result<(PathBuf, bool)> {
+    /// The repository's place.
+    fn place(&self) -> Result<Place> {
         match &self.global.repo {
-            Some(p) => Ok((p.clone(), false)),
+            Some(r) if r.starts_with("s3://") => {
+                let (bucket, prefix) = s3::parse_url(r)?;
+                Ok(Place::S3(bucket, prefix))
+            }
+            Some(r) if r.contains("://") => Err(Error::Invalid(format!(
+                "{r:?}: unknown repository URL (use a directory or s3://BUCKET/PREFIX)"
+            ))),
+            Some(p) => Ok(Place::Local(PathBuf::from(p), false)),
             None => {
                 let data = dirs::data_dir().ok_or_else(|| {
                     Error::Invalid(
@@ -106,13 +151,41 @@ impl Context {
                             .into(),
                     )
                 })?;
-                Ok((data.join("cairn").join("default"), true))
+                Ok(Place::Local(data.join("cairn").join("default"), true))
             }
         }
     }
 
-    fn backend(&self) -> Result<Arc<LocalBackend>> {
-        Ok(Arc::new(LocalBackend::new(self.repo_path()?.0)))
+    /// The repository's backend: a directory, or an S3 bucket behind
+    /// retries.
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
+        match self.place()? {
+            Place::Local(p, _) => Ok(Arc::new(LocalBackend::new(p))),
+            Place::S3(bucket, prefix) => {
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let g = &self.global;
+                let s3 = S3Backend::new(S3Options {
+                    bucket,
+                    prefix,
+                    endpoint: g.s3_endpoint.clone().filter(|e| !e.is_empty()),
+                    region: g.s3_region.clone(),
+                    virtual_host: g.s3_virtual_host,
+                    access_key_id: env("AWS_ACCESS_KEY_ID"),
+                    secret_access_key: env("AWS_SECRET_ACCESS_KEY").map(Zeroizing::new),
+                    session_token: env("AWS_SESSION_TOKEN").map(Zeroizing::new),
+                    connections: usize::from(g.connections),
+                })?;
+                let policy = RetryPolicy {
+                    attempts: g.retries,
+                    ..RetryPolicy::default()
+                };
+                let retry =
+                    RetryBackend::new(Arc::new(s3), policy).with_hook(Box::new(|e, n, delay| {
+                        warn(&format!("{e}; retry {n} in {:.1} s", delay.as_secs_f64()))
+                    }));
+                Ok(Arc::new(retry))
+            }
+        }
     }
 
     /// Where the default repository's generated password lives.
@@ -137,7 +210,7 @@ impl Context {
         if let Some(pw) = self.explicit_password()? {
             return Ok(pw);
         }
-        if self.repo_path()?.1 {
+        if let Place::Local(_, true) = self.place()? {
             if let Some(f) = Self::default_password_file().filter(|f| f.exists()) {
                 return read_password_file(&f);
             }
@@ -162,11 +235,36 @@ impl Context {
         ))
     }
 
-    /// Opens the repository.
+    /// Worker threads for a command on `repo`: one per core locally; for a
+    /// remote store at least `--connections`, since workers wait on the
+    /// network more than they compute. 0 means one per core.
+    fn workers(&self, repo: &Repository) -> usize {
+        if !repo.backend().prefers_ranges() {
+            return 0;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.max(usize::from(self.global.connections))
+    }
+
+    /// Opens the repository; a remote one reads its metadata through the
+    /// local cache unless `--no-cache`.
     fn open(&self) -> Result<Repository> {
+        let repo = self.open_uncached()?;
+        if self.global.no_cache || !repo.backend().prefers_ranges() {
+            return Ok(repo);
+        }
+        match self.global.cache_dir.clone().or_else(Cache::default_root) {
+            Some(root) => repo.with_cache(&root),
+            None => Ok(repo),
+        }
+    }
+
+    /// Opens the repository reading everything from the store itself (for
+    /// `verify` and `repair`, which check the store, not a copy).
+    fn open_uncached(&self) -> Result<Repository> {
         let backend = self.backend()?;
-        if !crate::backend::Backend::exists(&*backend)? {
-            return Err(Error::RepoMissing(backend.location_string()));
+        if !backend.exists()? {
+            return Err(Error::RepoMissing(backend.location()));
         }
         let pw = self.password(false)?;
         Repository::open(backend, &pw)
@@ -186,12 +284,6 @@ fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
         )));
     }
     Ok(Zeroizing::new(first.to_vec()))
-}
-
-impl LocalBackend {
-    fn location_string(&self) -> String {
-        self.root().display().to_string()
-    }
 }
 
 /// Prints a warning to stderr.

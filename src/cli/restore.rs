@@ -63,7 +63,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
             PolicyArg::SkipExisting => Policy::SkipExisting,
         },
         dry_run: a.dry_run,
-        workers: 0,
+        workers: ctx.workers(&repo),
     };
     let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn)?;
     println!(

@@ -9,12 +9,13 @@ pub mod lock;
 
 use std::sync::{Arc, OnceLock};
 
+use crate::backend::cache::{Cache, CachedBackend};
 use crate::backend::{Backend, FileKind};
 use crate::chunker::ChunkerParams;
 use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
-use crate::id::{file_hash, is_hex_name, BlobId};
-use crate::index::{IndexSet, Location};
+use crate::id::{file_hash, is_hex_name, BlobId, IndexId};
+use crate::index::{IndexBuilder, IndexSet, IndexTable, Location};
 use crate::pack;
 use crate::snapshot::{self, SnapshotEntry};
 use crate::tree::Tree;
@@ -53,6 +54,8 @@ pub struct Repository {
     key: MasterKey,
     config: Config,
     index: OnceLock<IndexSet>,
+    cache: Option<Arc<Cache>>,
+    notes: Vec<String>,
 }
 
 impl Repository {
@@ -86,6 +89,7 @@ impl Repository {
         let key = MasterKey::generate();
         let keyfile = keys::encode(&key, password, opts.kdf)?;
         backend.create()?;
+        let notes = backend.probe()?;
         backend.write(FileKind::Key, &hex::encode(file_hash(&keyfile)), &keyfile)?;
         // The config is written last: a repository exists once it is there.
         backend.write(FileKind::Config, "", &config.encode(&key))?;
@@ -94,6 +98,8 @@ impl Repository {
             key,
             config,
             index: OnceLock::new(),
+            cache: None,
+            notes,
         })
     }
 
@@ -140,7 +146,103 @@ impl Repository {
             key,
             config,
             index: OnceLock::new(),
+            cache: None,
+            notes: Vec::new(),
         })
+    }
+
+    /// Reads index tables, snapshots and tree packs through a local cache
+    /// under `root` (see [`crate::backend::cache`]). Call before the first
+    /// operation.
+    pub fn with_cache(mut self, root: &std::path::Path) -> Result<Repository> {
+        let cache = Arc::new(Cache::open(root, &self.config.repo_id)?);
+        self.backend = Arc::new(CachedBackend::new(self.backend, cache.clone()));
+        self.index = OnceLock::new();
+        self.cache = Some(cache);
+        Ok(self)
+    }
+
+    /// What `init` found out about the store (see [`Backend::probe`]);
+    /// empty for an opened repository.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The cache, when one is in use.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.cache.as_deref()
+    }
+
+    /// Writes a finished pack; a tree pack is also kept in the cache.
+    pub fn store_pack(&self, pack: &pack::FinishedPack) -> Result<()> {
+        let name = pack.id.to_hex();
+        self.backend.write(FileKind::Pack, &name, &pack.bytes)?;
+        if let (Some(c), pack::BlobKind::Tree) = (&self.cache, pack.header.kind) {
+            c.put(FileKind::Pack, &name, &pack.bytes);
+        }
+        Ok(())
+    }
+
+    /// Records the packs an interrupted operation already stored, so the
+    /// next run does not upload their blobs again: writes an index table
+    /// naming them, or, when the store cannot be reached, keeps the table
+    /// in the cache for [`Repository::adopt_pending`]. Returns the number
+    /// of packs recorded either way.
+    pub fn salvage_index(&self, builder: IndexBuilder) -> usize {
+        let packs = builder.pack_count();
+        if packs == 0 {
+            return 0;
+        }
+        let (id, bytes) = builder.finish(&self.key);
+        if self
+            .backend
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .is_ok()
+        {
+            return packs;
+        }
+        match &self.cache {
+            Some(c) if c.put_pending(&id.to_hex(), &bytes).is_ok() => packs,
+            _ => 0,
+        }
+    }
+
+    /// Uploads the index tables an interrupted run kept in the cache, once
+    /// every pack they name is confirmed present in the store (packs
+    /// first, index second, as always); tables naming a missing pack are
+    /// dropped. Returns the number of packs made usable again. Call before
+    /// the index is first used.
+    pub fn adopt_pending(&self) -> Result<usize> {
+        let Some(cache) = &self.cache else {
+            return Ok(0);
+        };
+        let mut adopted = 0;
+        for (name, bytes) in cache.pending() {
+            let table = IndexId::from_hex(&name).and_then(|id| {
+                let t = IndexTable::parse(id, crate::backend::Data::Owned(bytes.clone()))?;
+                t.check(&self.key)?;
+                Ok(t)
+            });
+            let Ok(table) = table else {
+                cache.remove_pending(&name);
+                continue;
+            };
+            let mut present = true;
+            for n in 0..table.pack_count() {
+                let (pack, _) = table.pack(n)?;
+                match self.backend.size(FileKind::Pack, &pack.to_hex()) {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => present = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            if present {
+                self.backend.write(FileKind::Index, &name, &bytes)?;
+                adopted += table.pack_count();
+            }
+            cache.remove_pending(&name);
+        }
+        Ok(adopted)
     }
 
     /// The backend.
@@ -182,19 +284,23 @@ impl Repository {
     /// Reads, authenticates and decodes one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
+        let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
+        if let (Some(cache), pack::BlobKind::Tree) = (&self.cache, loc.kind) {
+            let name = loc.pack.to_hex();
+            let whole = cache.tree_pack(&name, || self.backend.read(FileKind::Pack, &name))?;
+            let end = loc.offset as usize + loc.length as usize;
+            let sealed = whole
+                .get(loc.offset as usize..end)
+                .ok_or_else(|| Error::corrupt(&what, "lies past the end of its pack"))?;
+            return pack::open_blob(&self.key, id, sealed, loc.raw_length, &what);
+        }
         let sealed = self.backend.read_range(
             FileKind::Pack,
             &loc.pack.to_hex(),
             u64::from(loc.offset),
             loc.length as usize,
         )?;
-        pack::open_blob(
-            &self.key,
-            id,
-            &sealed,
-            loc.raw_length,
-            &format!("blob {} in pack {}", id.short(), loc.pack.short()),
-        )
+        pack::open_blob(&self.key, id, &sealed, loc.raw_length, &what)
     }
 
     /// Reads and decodes a tree.

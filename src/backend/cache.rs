@@ -1,0 +1,306 @@
+//! A local cache of a remote repository's metadata.
+//!
+//! The cache lives in the user's cache directory, one folder per
+//! repository id (`$XDG_CACHE_HOME/cairn/<repo id>/`, or under
+//! `CAIRN_CACHE_DIR`), and holds copies of index tables, snapshot
+//! manifests and tree packs: everything a backup needs to find its parent
+//! and deduplicate, so a backup that changes nothing downloads no pack at
+//! all. Data packs are never cached.
+//!
+//! Nothing in the cache is trusted blindly:
+//!
+//! - every stored file is named by the BLAKE3 hash of its bytes, so a
+//!   cached copy is hashed on first use in a process and compared with its
+//!   name; a damaged copy is deleted and fetched again;
+//! - which files exist is always asked of the store (listing is never
+//!   cached), and a listing drops cached copies of files that are gone, so
+//!   a stale cache is pruned rather than used;
+//! - `verify` and `repair` do not use the cache at all: they check the
+//!   store itself.
+//!
+//! Cache files are written to a temporary name and renamed, so a crash
+//! leaves either no copy or a whole one (and a torn copy would fail its
+//! hash anyway). The cache can be deleted at any time.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{Backend, Data, FileKind};
+use crate::error::{Error, Result};
+use crate::id::{file_hash, is_hex_name};
+use crate::mmap::Map;
+
+/// The cache folder of one repository. See the module docs.
+pub struct Cache {
+    dir: PathBuf,
+    /// Files already hashed in this process, mapped.
+    verified: Mutex<HashMap<(FileKind, String), Arc<Map>>>,
+}
+
+impl Cache {
+    /// The default cache root: `CAIRN_CACHE_DIR`, else `<user cache>/cairn`.
+    pub fn default_root() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("CAIRN_CACHE_DIR") {
+            return Some(PathBuf::from(d));
+        }
+        dirs::cache_dir().map(|d| d.join("cairn"))
+    }
+
+    /// The cache of repository `repo_id` under `root`, created if needed.
+    pub fn open(root: &Path, repo_id: &[u8; 32]) -> Result<Cache> {
+        let dir = root.join(hex::encode(repo_id));
+        // Private: it holds (encrypted) metadata and the index's keyed ids.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::path("create cache folder", &dir, e))?;
+        let tag = root.join("CACHEDIR.TAG");
+        if !tag.exists() {
+            let _ = fs::write(
+                &tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n# cairn's cache; safe to delete\n",
+            );
+        }
+        Ok(Cache {
+            dir,
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The repository's cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, kind: FileKind, name: &str) -> PathBuf {
+        match kind {
+            FileKind::Pack => self
+                .dir
+                .join("packs")
+                .join(name.get(..2).unwrap_or("xx"))
+                .join(name),
+            _ => self.dir.join(kind.dir()).join(name),
+        }
+    }
+
+    fn cacheable(kind: FileKind, name: &str) -> bool {
+        matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack) && is_hex_name(name)
+    }
+
+    /// The cached copy of a file, if there is one whose bytes hash to its
+    /// name. A damaged copy is removed.
+    pub fn get(&self, kind: FileKind, name: &str) -> Option<Arc<Map>> {
+        if !Self::cacheable(kind, name) {
+            return None;
+        }
+        let key = (kind, name.to_string());
+        if let Some(m) = self.verified.lock().ok()?.get(&key) {
+            return Some(m.clone());
+        }
+        let path = self.path(kind, name);
+        let map = Map::open(&path).ok()?;
+        if hex::encode(file_hash(&map)) != name {
+            drop(map);
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        let map = Arc::new(map);
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(key, map.clone());
+        }
+        Some(map)
+    }
+
+    /// Stores a copy; failures only cost a later download.
+    pub fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) {
+        if !Self::cacheable(kind, name) || hex::encode(file_hash(bytes)) != name {
+            return;
+        }
+        let path = self.path(kind, name);
+        let Some(dir) = path.parent() else { return };
+        if fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let tmp = dir.join(format!(
+            ".tmp-{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        let ok = fs::File::create(&tmp)
+            .and_then(|mut f| f.write_all(bytes))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if ok.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+    }
+
+    /// Drops a cached copy.
+    pub fn remove(&self, kind: FileKind, name: &str) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.remove(&(kind, name.to_string()));
+        }
+        if Self::cacheable(kind, name) {
+            let _ = fs::remove_file(self.path(kind, name));
+        }
+    }
+
+    /// Drops cached copies of `kind` whose names the store no longer lists.
+    pub fn retain(&self, kind: FileKind, listed: &[String]) {
+        let keep: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let base = self.dir.join(kind.dir());
+        let dirs: Vec<PathBuf> = if kind == FileKind::Pack {
+            fs::read_dir(&base)
+                .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        } else {
+            vec![base]
+        };
+        for d in dirs {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !keep.contains(name.as_str()) {
+                    self.remove(kind, &name);
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Keeps an index table an interrupted run could not upload, for the
+    /// next run to upload once its packs are confirmed present.
+    pub fn put_pending(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let dir = self.dir.join("pending");
+        fs::create_dir_all(&dir).map_err(|e| Error::path("create cache folder", &dir, e))?;
+        let path = dir.join(name);
+        fs::write(&path, bytes).map_err(|e| Error::path("write", &path, e))
+    }
+
+    /// Index tables kept by [`Cache::put_pending`], with their names.
+    pub fn pending(&self) -> Vec<(String, Vec<u8>)> {
+        let Ok(rd) = fs::read_dir(self.dir.join("pending")) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let bytes = fs::read(e.path()).ok()?;
+                is_hex_name(&name).then_some((name, bytes))
+            })
+            .collect()
+    }
+
+    /// Forgets a pending index table.
+    pub fn remove_pending(&self, name: &str) {
+        let _ = fs::remove_file(self.dir.join("pending").join(name));
+    }
+
+    /// A tree pack, from the cache or else fetched with `fetch` and cached.
+    pub fn tree_pack(
+        &self,
+        name: &str,
+        fetch: impl FnOnce() -> Result<Data>,
+    ) -> Result<CachedData> {
+        if let Some(m) = self.get(FileKind::Pack, name) {
+            return Ok(CachedData::Map(m));
+        }
+        let data = fetch()?;
+        self.put(FileKind::Pack, name, &data);
+        Ok(CachedData::Data(data))
+    }
+}
+
+/// Bytes from the cache (shared) or freshly fetched.
+pub enum CachedData {
+    /// A verified cached copy.
+    Map(Arc<Map>),
+    /// Bytes just read from the store.
+    Data(Data),
+}
+
+impl std::ops::Deref for CachedData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            CachedData::Map(m) => m,
+            CachedData::Data(d) => d,
+        }
+    }
+}
+
+/// A backend whose index tables and snapshots are read through a [`Cache`].
+/// Packs pass straight through (tree packs are cached by the repository,
+/// which knows their kind).
+pub struct CachedBackend {
+    inner: Arc<dyn Backend>,
+    cache: Arc<Cache>,
+}
+
+impl CachedBackend {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Backend>, cache: Arc<Cache>) -> CachedBackend {
+        CachedBackend { inner, cache }
+    }
+
+    fn uses_cache(kind: FileKind) -> bool {
+        matches!(kind, FileKind::Index | FileKind::Snapshot)
+    }
+}
+
+impl Backend for CachedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn exists(&self) -> Result<bool> {
+        self.inner.exists()
+    }
+    fn create(&self) -> Result<()> {
+        self.inner.create()
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+        let names = self.inner.list(kind)?;
+        if matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack) {
+            self.cache.retain(kind, &names);
+        }
+        Ok(names)
+    }
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        self.inner.size(kind, name)
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
+        if Self::uses_cache(kind) {
+            if let Some(m) = self.cache.get(kind, name) {
+                return Ok(Data::Shared(m));
+            }
+            let data = self.inner.read(kind, name)?;
+            self.cache.put(kind, name, &data);
+            return Ok(data);
+        }
+        self.inner.read(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.inner.read_range(kind, name, offset, len)
+    }
+    fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+        self.inner.write(kind, name, bytes)?;
+        if Self::uses_cache(kind) {
+            self.cache.put(kind, name, bytes);
+        }
+        Ok(())
+    }
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.inner.remove(kind, name)?;
+        self.cache.remove(kind, name);
+        Ok(())
+    }
+    fn prefers_ranges(&self) -> bool {
+        self.inner.prefers_ranges()
+    }
+    fn probe(&self) -> Result<Vec<String>> {
+        self.inner.probe()
+    }
+}

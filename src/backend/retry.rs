@@ -1,0 +1,185 @@
+//! Retrying transient backend failures with exponential backoff.
+//!
+//! [`RetryBackend`] wraps any backend. An operation failing with a
+//! transient error ([`Error::is_transient`]: 5xx answers, timeouts,
+//! refused or reset connections) is tried again after a delay that doubles
+//! from [`RetryPolicy::base`] up to [`RetryPolicy::max_delay`], with up to
+//! 50% random jitter so that parallel writers do not retry in lockstep.
+//! Permanent errors (not found, access denied, corrupt data) return at
+//! once. Every operation of the contract is idempotent (writes put the
+//! same bytes under the same name, removing twice is harmless), so
+//! retrying never changes the outcome.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Backend, Data, FileKind};
+use crate::error::{Error, Result};
+
+/// How often and how patiently to retry.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included; 1 disables retries.
+    pub attempts: u32,
+    /// Delay before the first retry.
+    pub base: Duration,
+    /// Largest delay between two tries.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Ten tries over about a minute and a half.
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 10,
+            base: Duration::from_millis(250),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retry number `n` (1-based), without jitter.
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
+/// Called before each retry with the error, the retry number and the delay.
+pub type RetryHook = Box<dyn Fn(&Error, u32, Duration) + Send + Sync>;
+
+/// A backend that retries transient failures of another. See the module docs.
+pub struct RetryBackend {
+    inner: Arc<dyn Backend>,
+    policy: RetryPolicy,
+    hook: Option<RetryHook>,
+}
+
+impl RetryBackend {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Backend>, policy: RetryPolicy) -> RetryBackend {
+        RetryBackend {
+            inner,
+            policy,
+            hook: None,
+        }
+    }
+
+    /// Calls `hook` before every retry (to tell the user).
+    pub fn with_hook(mut self, hook: RetryHook) -> RetryBackend {
+        self.hook = Some(hook);
+        self
+    }
+
+    fn retry<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut n = 0;
+        loop {
+            match f() {
+                Err(e) if e.is_transient() && n + 1 < self.policy.attempts => {
+                    n += 1;
+                    let base = self.policy.delay(n);
+                    let jitter = u64::from(crate::crypto::random_bytes::<1>()[0]);
+                    let delay = base + base.mul_f64(jitter as f64 / 512.0);
+                    if let Some(h) = &self.hook {
+                        h(&e, n, delay);
+                    }
+                    std::thread::sleep(delay);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl Backend for RetryBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn exists(&self) -> Result<bool> {
+        self.retry(|| self.inner.exists())
+    }
+    fn create(&self) -> Result<()> {
+        self.retry(|| self.inner.create())
+    }
+    fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+        self.retry(|| self.inner.list(kind))
+    }
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        self.retry(|| self.inner.size(kind, name))
+    }
+    fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
+        self.retry(|| self.inner.read(kind, name))
+    }
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.retry(|| self.inner.read_range(kind, name, offset, len))
+    }
+    fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+        self.retry(|| self.inner.write(kind, name, bytes))
+    }
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        self.retry(|| self.inner.remove(kind, name))
+    }
+    fn prefers_ranges(&self) -> bool {
+        self.inner.prefers_ranges()
+    }
+    fn probe(&self) -> Result<Vec<String>> {
+        self.retry(|| self.inner.probe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mem::MemBackend;
+
+    fn fast(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            base: Duration::from_millis(1),
+            max_delay: Duration::from_millis(4),
+        }
+    }
+
+    #[test]
+    fn delays_double_up_to_the_cap() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.delay(1), Duration::from_millis(250));
+        assert_eq!(p.delay(2), Duration::from_millis(500));
+        assert_eq!(p.delay(40), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn rides_out_transient_failures() {
+        let mem = Arc::new(MemBackend::default());
+        mem.fail_next(3, true);
+        let b = RetryBackend::new(mem.clone(), fast(5));
+        b.write(FileKind::Snapshot, "aa", b"x").unwrap();
+        assert_eq!(&*b.read(FileKind::Snapshot, "aa").unwrap(), b"x");
+    }
+
+    #[test]
+    fn gives_up_after_the_last_attempt() {
+        let mem = Arc::new(MemBackend::default());
+        mem.fail_next(10, true);
+        let b = RetryBackend::new(mem.clone(), fast(3));
+        let e = b.write(FileKind::Snapshot, "aa", b"x").unwrap_err();
+        assert!(e.is_transient());
+        assert_eq!(mem.failures_left(), 7);
+    }
+
+    #[test]
+    fn never_retries_permanent_errors() {
+        let mem = Arc::new(MemBackend::default());
+        mem.fail_next(2, false);
+        let b = RetryBackend::new(mem.clone(), fast(5));
+        assert!(!b
+            .write(FileKind::Snapshot, "aa", b"x")
+            .unwrap_err()
+            .is_transient());
+        assert_eq!(mem.failures_left(), 1);
+        let e = b.read(FileKind::Snapshot, "zz");
+        assert!(e.is_err());
+        assert!(b.read(FileKind::Snapshot, "zz").unwrap_err().is_not_found());
+    }
+}

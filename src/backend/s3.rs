@@ -1,0 +1,683 @@
+//! Repositories on S3-compatible object storage, through `opendal`.
+//!
+//! A repository at `s3://BUCKET/PREFIX` keeps the local layout as object
+//! keys: `PREFIX/config`, `PREFIX/keys/<id>`, `PREFIX/packs/<2 hex>/<id>`,
+//! `PREFIX/index/<id>`, `PREFIX/snapshots/<id>`, `PREFIX/locks/<id>`. No
+//! key is both an object and a prefix of other keys, and keys use only
+//! letters, digits and `/_.-`.
+//!
+//! How the backend contract is met on a store without rename:
+//!
+//! - **Atomic**: a single PUT, or a multipart upload completed at the end,
+//!   makes an object visible whole or not at all.
+//! - **Durable**: S3 acknowledges a PUT once the object is stored.
+//! - **No overwrite needed**: names are content hashes; conditional writes
+//!   are never used (some stores, such as Garage, accept `If-None-Match`
+//!   and overwrite anyway). [`S3Backend::probe`] reports what the store
+//!   does, for `init` to print.
+//! - **Errors are typed**: 404 is [`Error::NotFound`]; 5xx answers,
+//!   timeouts and refused or reset connections are transient
+//!   [`Error::Backend`] errors (retried by [`super::retry`]); 403, a
+//!   missing bucket and other 4xx answers are permanent. Messages name the
+//!   object and the endpoint; credentials are never part of them.
+//!
+//! The calls are blocking: each runs on a small internal tokio runtime, so
+//! any number of the caller's threads can have requests in flight.
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use opendal::services::S3;
+use opendal::{ErrorKind, Operator};
+use zeroize::Zeroizing;
+
+use super::{Backend, Data, FileKind};
+use crate::backend::local::kind_name;
+use crate::error::{Error, Result};
+
+/// Packs larger than this are uploaded in parts.
+pub const MULTIPART_THRESHOLD: usize = 16 << 20;
+/// Size of one part of a multipart upload or a parallel download.
+pub const PART_SIZE: usize = 8 << 20;
+
+/// Where and how to reach a bucket. `Debug` never shows the secret.
+#[derive(Clone)]
+pub struct S3Options {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix of the repository inside the bucket, without slashes at
+    /// either end; empty for the bucket's root.
+    pub prefix: String,
+    /// Endpoint URL, e.g. `http://127.0.0.1:9000`; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Signing region.
+    pub region: String,
+    /// Virtual-host addressing (`BUCKET.host`) instead of path style.
+    pub virtual_host: bool,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<Zeroizing<String>>,
+    /// Session token for temporary credentials.
+    pub session_token: Option<Zeroizing<String>>,
+    /// Requests one large transfer may keep in flight.
+    pub connections: usize,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("virtual_host", &self.virtual_host)
+            .field("access_key_id", &self.access_key_id.as_ref().map(|_| "…"))
+            .field("secret_access_key", &"…")
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// Splits `s3://BUCKET/PREFIX` into bucket and prefix, checking that both
+/// use only characters every S3 implementation accepts in keys.
+pub fn parse_url(url: &str) -> Result<(String, String)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| Error::Invalid(format!("{url:?} is not an s3://BUCKET/PREFIX URL")))?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
+    if !bucket_ok {
+        return Err(Error::Invalid(format!(
+            "{bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, '-' and '.')"
+        )));
+    }
+    let prefix_ok = prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b))
+        && !prefix
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if !prefix.is_empty() && !prefix_ok {
+        return Err(Error::Invalid(format!(
+            "{prefix:?} is not a usable key prefix (letters, digits and /_.- only, no empty, . or .. parts)"
+        )));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
+/// Removes user information (`user:password@`) from an endpoint URL so it
+/// can be shown.
+fn display_endpoint(endpoint: &str) -> String {
+    match url::Url::parse(endpoint) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.as_str().trim_end_matches('/').to_string()
+        }
+        Err(_) => endpoint.to_string(),
+    }
+}
+
+/// A repository in an S3 bucket. See the module docs.
+pub struct S3Backend {
+    op: Operator,
+    rt: tokio::runtime::Runtime,
+    opts: S3Options,
+    endpoint: String,
+    created_bucket: std::sync::atomic::AtomicBool,
+}
+
+impl S3Backend {
+    /// Connects (lazily: no request is sent until the first operation).
+    pub fn new(opts: S3Options) -> Result<S3Backend> {
+        let endpoint = opts
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", opts.region));
+        let shown = display_endpoint(&endpoint);
+        let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) else {
+            return Err(Error::Invalid(
+                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+            ));
+        };
+        let root = if opts.prefix.is_empty() {
+            "/".to_string()
+        } else {
+            format!("/{}/", opts.prefix)
+        };
+        let mut builder = S3::default()
+            .root(&root)
+            .bucket(&opts.bucket)
+            .endpoint(&endpoint)
+            .region(&opts.region)
+            .access_key_id(id)
+            .secret_access_key(secret)
+            .disable_config_load()
+            .disable_ec2_metadata();
+        if let Some(token) = &opts.session_token {
+            builder = builder.session_token(token);
+        }
+        if opts.virtual_host {
+            builder = builder.enable_virtual_host_style();
+        }
+        opendal::install_default();
+        let op = Operator::new(builder)
+            .map_err(|e| Error::Invalid(format!("S3 settings for {shown}: {}", e.message())))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-s3")
+            .on_thread_start(block_sigpipe)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("start the S3 client runtime", e))?;
+        Ok(S3Backend {
+            op,
+            rt,
+            opts,
+            endpoint: shown,
+            created_bucket: Default::default(),
+        })
+    }
+
+    /// The endpoint as shown in messages.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn key(kind: FileKind, name: &str) -> String {
+        match kind {
+            FileKind::Config => "config".into(),
+            FileKind::Pack => format!("packs/{}/{name}", name.get(..2).unwrap_or("xx")),
+            _ => format!("{}/{name}", kind.dir()),
+        }
+    }
+
+    fn object(&self, kind: FileKind, name: &str) -> String {
+        match kind {
+            FileKind::Config => format!("s3://{}/{}", self.opts.bucket, self.full_key(kind, name)),
+            _ => format!("{} {name}", kind_name(kind)),
+        }
+    }
+
+    fn full_key(&self, kind: FileKind, name: &str) -> String {
+        if self.opts.prefix.is_empty() {
+            Self::key(kind, name)
+        } else {
+            format!("{}/{}", self.opts.prefix, Self::key(kind, name))
+        }
+    }
+
+    /// Removes anything credential-like from a message from the client.
+    fn redact(&self, msg: &str) -> String {
+        let mut out = msg.to_string();
+        if let Some(s) = &self.opts.secret_access_key {
+            if !s.is_empty() {
+                out = out.replace(s.as_str(), "[secret]");
+            }
+        }
+        if let Some(t) = &self.opts.session_token {
+            if !t.is_empty() {
+                out = out.replace(t.as_str(), "[token]");
+            }
+        }
+        if let Some(k) = &self.opts.access_key_id {
+            if !k.is_empty() {
+                out = out.replace(k.as_str(), "[key id]");
+            }
+        }
+        out
+    }
+
+    fn map_err(&self, op: &str, object: String, e: opendal::Error) -> Error {
+        let (detail, transient) = match e.kind() {
+            ErrorKind::NotFound => return Error::NotFound(object),
+            ErrorKind::PermissionDenied => (
+                "access denied (check the credentials and the bucket's policy)".to_string(),
+                false,
+            ),
+            ErrorKind::ConfigInvalid if e.to_string().contains("NoSuchBucket") => {
+                (format!("bucket {} does not exist", self.opts.bucket), false)
+            }
+            ErrorKind::RangeNotSatisfied => {
+                return Error::corrupt(object, "truncated: the range lies past its end")
+            }
+            _ => (self.redact(&describe(&e)), e.is_temporary()),
+        };
+        Error::Backend {
+            op: op.into(),
+            object,
+            endpoint: self.endpoint.clone(),
+            detail,
+            transient,
+        }
+    }
+
+    /// Runs one request on the runtime with a deadline.
+    fn run<T>(
+        &self,
+        op: &str,
+        object: impl FnOnce() -> String,
+        bytes: usize,
+        fut: impl IntoFuture<Output = opendal::Result<T>>,
+    ) -> Result<T> {
+        // Generous for slow links: 60 s plus 1 s per 256 KiB.
+        let limit = Duration::from_secs(60 + (bytes as u64 >> 18));
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(limit, fut.into_future()).await })
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.map_err(op, object(), e)),
+            Err(_) => Err(Error::Backend {
+                op: op.into(),
+                object: object(),
+                endpoint: self.endpoint.clone(),
+                detail: format!("no answer within {} s", limit.as_secs()),
+                transient: true,
+            }),
+        }
+    }
+
+    /// Creates the bucket if it is missing and the credentials allow it.
+    /// Returns a note for the user when it was created.
+    fn create_bucket(&self) -> Result<Option<String>> {
+        let (Some(id), Some(secret)) = (&self.opts.access_key_id, &self.opts.secret_access_key)
+        else {
+            return Ok(None);
+        };
+        let endpoint = url::Url::parse(
+            self.opts
+                .endpoint
+                .as_deref()
+                .unwrap_or(&format!("https://s3.{}.amazonaws.com", self.opts.region)),
+        )
+        .map_err(|e| Error::Invalid(format!("endpoint {}: {e}", self.endpoint)))?;
+        let style = if self.opts.virtual_host {
+            rusty_s3::UrlStyle::VirtualHost
+        } else {
+            rusty_s3::UrlStyle::Path
+        };
+        let bucket = rusty_s3::Bucket::new(
+            endpoint,
+            style,
+            self.opts.bucket.clone(),
+            self.opts.region.clone(),
+        )
+        .map_err(|e| Error::Invalid(format!("endpoint {}: {e}", self.endpoint)))?;
+        let creds = match &self.opts.session_token {
+            Some(t) => rusty_s3::Credentials::new_with_token(id, secret.as_str(), t.as_str()),
+            None => rusty_s3::Credentials::new(id, secret.as_str()),
+        };
+        use rusty_s3::S3Action;
+        let url =
+            rusty_s3::actions::CreateBucket::new(&bucket, &creds).sign(Duration::from_secs(300));
+        let body = if self.opts.region == "us-east-1" {
+            String::new()
+        } else {
+            format!(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                 <LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                self.opts.region
+            )
+        };
+        let what = format!("bucket {}", self.opts.bucket);
+        let answer = self.rt.block_on(async {
+            let client = reqwest::Client::new();
+            let resp = tokio::time::timeout(
+                Duration::from_secs(60),
+                client.put(url.as_str()).body(body).send(),
+            )
+            .await
+            .map_err(|_| "no answer within 60 s".to_string())?
+            .map_err(|e| e.without_url().to_string())?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            Ok::<_, String>((status, text))
+        });
+        match answer {
+            Ok((200..=299, _)) => Ok(Some(format!("created bucket {}", self.opts.bucket))),
+            Ok((409, text)) if text.contains("BucketAlreadyOwnedByYou") => Ok(None),
+            Ok((status, text)) => {
+                // Not created: fine if the bucket is there and usable.
+                match self.run("list", || what.clone(), 0, self.op.list("keys/")) {
+                    Ok(_) => Ok(None),
+                    Err(_) => Err(Error::Backend {
+                        op: "create".into(),
+                        object: what,
+                        endpoint: self.endpoint.clone(),
+                        detail: format!(
+                            "the bucket is missing or unusable and could not be created: HTTP {status} {}",
+                            s3_code(&text)
+                        ),
+                        transient: false,
+                    }),
+                }
+            }
+            Err(detail) => Err(Error::Backend {
+                op: "create".into(),
+                object: what,
+                endpoint: self.endpoint.clone(),
+                detail: self.redact(&detail),
+                transient: true,
+            }),
+        }
+    }
+
+    /// Tries what the store does with the operations cairn relies on and
+    /// with the ones it avoids, and describes it, one line each. Fails if
+    /// a relied-on operation (write, read, range read, list, delete)
+    /// misbehaves.
+    pub fn probe(&self) -> Result<Vec<String>> {
+        let name = format!(".probe-{}", hex::encode(crate::crypto::random_bytes::<8>()));
+        let key = Self::key(FileKind::Lock, &name);
+        let what = || format!("probe object {}", self.full_key(FileKind::Lock, &name));
+        let mut notes = vec![format!(
+            "store: S3 at {}, bucket {}, {} addressing",
+            self.endpoint,
+            self.opts.bucket,
+            if self.opts.virtual_host {
+                "virtual-host"
+            } else {
+                "path-style"
+            }
+        )];
+        if self
+            .created_bucket
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            notes.push(format!("created bucket {}", self.opts.bucket));
+        }
+        let first = b"cairn probe: first".to_vec();
+        self.run("write", what, 0, self.op.write(&key, first.clone()))?;
+        let second = b"cairn probe: second".to_vec();
+        let cond = self.rt.block_on(
+            self.op
+                .write_with(&key, second.clone())
+                .if_not_exists(true)
+                .into_future(),
+        );
+        let now = self.run("read", what, 0, self.op.read(&key))?.to_vec();
+        notes.push(match (cond, now == first) {
+            (Err(e), true) if e.kind() == ErrorKind::ConditionNotMatch => {
+                "conditional writes: honoured (cairn does not rely on them)".into()
+            }
+            (Ok(_), false) => {
+                "conditional writes: ignored, the object was overwritten (cairn does not rely on them)"
+                    .into()
+            }
+            (Err(_), true) => "conditional writes: refused (cairn does not rely on them)".into(),
+            _ => "conditional writes: inconsistent answers (cairn does not rely on them)".into(),
+        });
+        let range = self.run(
+            "read range of",
+            what,
+            0,
+            self.op.read_with(&key).range(6..11),
+        )?;
+        if range.to_vec() != now[6..11] {
+            return Err(Error::Invalid(format!(
+                "{} at {} answers range reads with the wrong bytes; cairn needs them",
+                self.opts.bucket, self.endpoint
+            )));
+        }
+        notes.push("range reads: yes (restore fetches only the chunks it needs)".into());
+        let listed = self.run("list", what, 0, self.op.list("locks/"))?;
+        let seen = listed.iter().any(|e| e.path().ends_with(&name));
+        notes.push(format!(
+            "listing after write: {}",
+            if seen {
+                "consistent"
+            } else {
+                "delayed (new objects appear late)"
+            }
+        ));
+        self.run("remove", what, 0, self.op.delete(&key))?;
+        notes.push(format!(
+            "multipart uploads: for packs over {} MiB, in {} MiB parts",
+            MULTIPART_THRESHOLD >> 20,
+            PART_SIZE >> 20
+        ));
+        Ok(notes)
+    }
+}
+
+/// Blocks SIGPIPE on the calling (runtime) thread. The process keeps the
+/// default SIGPIPE action so `cairn ls | head` ends quietly, but a server
+/// closing a connection while a runtime thread writes to it must be an
+/// `EPIPE` error (retried), not the death of the process. SIGPIPE raised
+/// by a write goes to the writing thread, and the connections live on
+/// these threads.
+fn block_sigpipe() {
+    // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask
+    // changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// The error code of an S3 XML error body, if any.
+fn s3_code(body: &str) -> String {
+    body.split_once("<Code>")
+        .and_then(|(_, r)| r.split_once("</Code>"))
+        .map(|(c, _)| c.to_string())
+        .unwrap_or_default()
+}
+
+/// A one-line description of a client error: its kind, message and the
+/// innermost cause (connection refused, reset, …).
+fn describe(e: &opendal::Error) -> String {
+    let mut msg = format!("{}: {}", e.kind(), e.message());
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(s) = src {
+        last = Some(s.to_string());
+        src = s.source();
+    }
+    if let Some(l) = last {
+        msg.push_str(": ");
+        msg.push_str(&l);
+    }
+    if e.is_temporary() {
+        msg.push_str(" (temporary)");
+    }
+    msg
+}
+
+impl Backend for S3Backend {
+    fn location(&self) -> String {
+        let mut s = format!("s3://{}", self.opts.bucket);
+        if !self.opts.prefix.is_empty() {
+            s.push('/');
+            s.push_str(&self.opts.prefix);
+        }
+        format!("{s} at {}", self.endpoint)
+    }
+
+    fn exists(&self) -> Result<bool> {
+        let what = || self.object(FileKind::Config, "");
+        match self.run("stat", what, 0, self.op.stat("config")) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(Error::Backend { detail, .. }) if detail.contains("does not exist") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create(&self) -> Result<()> {
+        if self.create_bucket()?.is_some() {
+            self.created_bucket
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+        if kind == FileKind::Config {
+            return Ok(Vec::new());
+        }
+        let dir = format!("{}/", kind.dir());
+        let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
+        let entries = self.run("list", what, 0, self.op.list_with(&dir).recursive(true))?;
+        Ok(entries
+            .iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .filter_map(|e| e.path().rsplit('/').next().map(str::to_string))
+            .filter(|n| !n.is_empty() && !n.starts_with('.'))
+            .collect())
+    }
+
+    fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+        let key = Self::key(kind, name);
+        let meta = self.run("stat", || self.object(kind, name), 0, self.op.stat(&key))?;
+        Ok(meta.content_length())
+    }
+
+    fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
+        let key = Self::key(kind, name);
+        let what = || self.object(kind, name);
+        let buf = if kind == FileKind::Pack {
+            self.run(
+                "read",
+                what,
+                64 << 20,
+                self.op
+                    .read_with(&key)
+                    .chunk(PART_SIZE)
+                    .concurrent(self.opts.connections.max(1)),
+            )?
+        } else {
+            self.run("read", what, 64 << 20, self.op.read(&key))?
+        };
+        Ok(Data::Owned(buf.to_vec()))
+    }
+
+    fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let key = Self::key(kind, name);
+        let buf = self.run(
+            "read range of",
+            || self.object(kind, name),
+            len,
+            self.op.read_with(&key).range(offset..offset + len as u64),
+        )?;
+        if buf.len() != len {
+            return Err(Error::corrupt(
+                self.object(kind, name),
+                format!("truncated: wanted {len} bytes at offset {offset}"),
+            ));
+        }
+        Ok(buf.to_vec())
+    }
+
+    fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+        let key = Self::key(kind, name);
+        let what = || self.object(kind, name);
+        if bytes.len() <= MULTIPART_THRESHOLD {
+            self.run(
+                "write",
+                what,
+                bytes.len(),
+                self.op.write(&key, bytes.to_vec()),
+            )?;
+            return Ok(());
+        }
+        let op = &self.op;
+        let connections = self.opts.connections.max(1);
+        let data = bytes.to_vec();
+        self.run("write", what, bytes.len(), async move {
+            let mut w = op
+                .writer_with(&key)
+                .chunk(PART_SIZE)
+                .concurrent(connections)
+                .await?;
+            let done = async {
+                w.write(data).await?;
+                w.close().await
+            }
+            .await;
+            if done.is_err() {
+                let _ = w.abort().await;
+            }
+            done
+        })?;
+        Ok(())
+    }
+
+    fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+        let key = Self::key(kind, name);
+        self.run(
+            "remove",
+            || self.object(kind, name),
+            0,
+            self.op.delete(&key),
+        )
+    }
+
+    fn prefers_ranges(&self) -> bool {
+        true
+    }
+
+    fn probe(&self) -> Result<Vec<String>> {
+        S3Backend::probe(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("s3://bkt/a/b/").unwrap(),
+            ("bkt".into(), "a/b".into())
+        );
+        assert_eq!(parse_url("s3://bkt").unwrap(), ("bkt".into(), "".into()));
+        assert!(parse_url("s3://B/x").is_err());
+        assert!(parse_url("s3://bkt/a//b").is_err());
+        assert!(parse_url("s3://bkt/a/../b").is_err());
+        assert!(parse_url("s3://bkt/a b").is_err());
+        assert!(parse_url("/local/path").is_err());
+    }
+
+    #[test]
+    fn endpoint_hides_user_info() {
+        assert_eq!(
+            display_endpoint("http://key:secret@127.0.0.1:9000/"),
+            "http://127.0.0.1:9000"
+        );
+    }
+
+    #[test]
+    fn debug_hides_secret() {
+        let o = S3Options {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            virtual_host: false,
+            access_key_id: Some("AKIDSHOWN".into()),
+            secret_access_key: Some(Zeroizing::new("very-secret".into())),
+            session_token: None,
+            connections: 4,
+        };
+        let d = format!("{o:?}");
+        assert!(
+            !d.contains("very-secret") && !d.contains("AKIDSHOWN"),
+            "{d}"
+        );
+    }
+}

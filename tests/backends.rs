@@ -1,0 +1,208 @@
+//! The backend conformance suite: one set of checks of the contract in
+//! `src/backend/mod.rs`, run against every backend (local directory,
+//! memory, S3 on a real server, and S3 behind the retry and cache wrappers).
+
+mod common;
+mod s3support;
+
+use std::sync::Arc;
+
+use cairn::backend::cache::{Cache, CachedBackend};
+use cairn::backend::local::LocalBackend;
+use cairn::backend::mem::MemBackend;
+use cairn::backend::retry::{RetryBackend, RetryPolicy};
+use cairn::backend::s3::{S3Backend, S3Options};
+use cairn::backend::{Backend, FileKind};
+use s3support::*;
+use zeroize::Zeroizing;
+
+fn name(seed: u8) -> String {
+    hex::encode([seed; 32])
+}
+
+/// Every backend must pass this.
+fn conformance(b: &dyn Backend) {
+    assert!(!b.exists().unwrap(), "{}: no repository yet", b.location());
+    b.create().unwrap();
+    b.create().unwrap(); // idempotent
+    for kind in [
+        FileKind::Key,
+        FileKind::Pack,
+        FileKind::Index,
+        FileKind::Snapshot,
+        FileKind::Lock,
+    ] {
+        assert!(b.list(kind).unwrap().is_empty(), "{kind:?} starts empty");
+    }
+
+    // Missing objects are NotFound, for every read.
+    let missing = name(0xee);
+    assert!(b.read(FileKind::Pack, &missing).unwrap_err().is_not_found());
+    assert!(b.size(FileKind::Pack, &missing).unwrap_err().is_not_found());
+    assert!(b
+        .read_range(FileKind::Pack, &missing, 0, 4)
+        .unwrap_err()
+        .is_not_found());
+    assert!(b.read(FileKind::Config, "").unwrap_err().is_not_found());
+
+    // Whole writes, reads, ranges, sizes.
+    let p = name(0xab);
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    b.write(FileKind::Pack, &p, &bytes).unwrap();
+    assert_eq!(&*b.read(FileKind::Pack, &p).unwrap(), &bytes[..]);
+    assert_eq!(b.size(FileKind::Pack, &p).unwrap(), bytes.len() as u64);
+    assert_eq!(
+        b.read_range(FileKind::Pack, &p, 1000, 5000).unwrap(),
+        &bytes[1000..6000]
+    );
+    assert_eq!(b.read_range(FileKind::Pack, &p, 0, 0).unwrap(), b"");
+    let tail = bytes.len() as u64 - 10;
+    assert_eq!(
+        b.read_range(FileKind::Pack, &p, tail, 10).unwrap(),
+        &bytes[bytes.len() - 10..]
+    );
+    // A range past the end is an error, not short data.
+    assert!(b.read_range(FileKind::Pack, &p, tail, 11).is_err());
+
+    // Empty objects.
+    let s = name(0x01);
+    b.write(FileKind::Snapshot, &s, b"").unwrap();
+    assert_eq!(&*b.read(FileKind::Snapshot, &s).unwrap(), b"");
+    assert_eq!(b.size(FileKind::Snapshot, &s).unwrap(), 0);
+
+    // Writing the same name again with the same bytes is harmless.
+    b.write(FileKind::Pack, &p, &bytes).unwrap();
+    assert_eq!(b.list(FileKind::Pack).unwrap(), vec![p.clone()]);
+
+    // Kinds are separate namespaces; the config is not listed anywhere.
+    b.write(FileKind::Index, &p, b"index").unwrap();
+    assert_eq!(&*b.read(FileKind::Index, &p).unwrap(), b"index");
+    assert_eq!(&*b.read(FileKind::Pack, &p).unwrap(), &bytes[..]);
+    b.write(FileKind::Config, "", b"config").unwrap();
+    assert!(b.exists().unwrap());
+    assert_eq!(&*b.read(FileKind::Config, "").unwrap(), b"config");
+
+    // Listing: many packs spread over prefixes.
+    let mut names: Vec<String> = (0..40u8).map(|i| name(i.wrapping_mul(37))).collect();
+    names.sort();
+    names.dedup();
+    for n in &names {
+        b.write(FileKind::Pack, n, n.as_bytes()).unwrap();
+    }
+    let mut listed = b.list(FileKind::Pack).unwrap();
+    listed.sort();
+    let mut want = names.clone();
+    want.push(p.clone());
+    want.sort();
+    want.dedup();
+    assert_eq!(listed, want);
+    let mut snaps = b.list(FileKind::Snapshot).unwrap();
+    snaps.sort();
+    assert_eq!(snaps, vec![s.clone()]);
+
+    // Remove, twice.
+    b.remove(FileKind::Pack, &p).unwrap();
+    b.remove(FileKind::Pack, &p).unwrap();
+    assert!(b.read(FileKind::Pack, &p).unwrap_err().is_not_found());
+    assert!(!b.list(FileKind::Pack).unwrap().contains(&p));
+    assert_eq!(&*b.read(FileKind::Index, &p).unwrap(), b"index");
+    for n in &names {
+        b.remove(FileKind::Pack, n).unwrap();
+    }
+    assert!(b.list(FileKind::Pack).unwrap().is_empty());
+    b.probe().unwrap();
+}
+
+#[test]
+fn local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(&LocalBackend::new(dir.path().join("repo")));
+}
+
+#[test]
+fn memory() {
+    conformance(&MemBackend::default());
+}
+
+fn s3_options(server: &S3Server, bucket: &str, prefix: &str) -> S3Options {
+    S3Options {
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+        endpoint: Some(server.endpoint()),
+        region: "us-east-1".into(),
+        virtual_host: false,
+        access_key_id: Some(ACCESS_KEY.into()),
+        secret_access_key: Some(Zeroizing::new(SECRET_KEY.into())),
+        session_token: None,
+        connections: 4,
+    }
+}
+
+#[test]
+fn s3_on_a_real_server() {
+    let server = S3Server::start();
+    let b = S3Backend::new(s3_options(&server, "conformance", "some/prefix")).unwrap();
+    conformance(&b);
+    // The layout on the server is the documented one.
+    assert!(server
+        .data()
+        .join("conformance/some/prefix/config")
+        .is_file());
+    // The bucket's root needs no prefix either.
+    let root = S3Backend::new(s3_options(&server, "conformance-root", "")).unwrap();
+    conformance(&root);
+}
+
+#[test]
+fn s3_behind_retry_and_cache() {
+    let server = S3Server::start();
+    let s3 = Arc::new(S3Backend::new(s3_options(&server, "wrapped", "r")).unwrap());
+    let retry = Arc::new(RetryBackend::new(s3, RetryPolicy::default()));
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(cache_dir.path(), &[7; 32]).unwrap());
+    conformance(&CachedBackend::new(retry, cache));
+}
+
+#[test]
+fn s3_multipart_upload_of_a_large_pack() {
+    let server = S3Server::start();
+    let b = S3Backend::new(s3_options(&server, "multipart", "r")).unwrap();
+    b.create().unwrap();
+    let big = common::random_bytes(9, cairn::backend::s3::MULTIPART_THRESHOLD + 3_000_001);
+    let n = name(0x42);
+    b.write(FileKind::Pack, &n, &big).unwrap();
+    assert_eq!(b.size(FileKind::Pack, &n).unwrap(), big.len() as u64);
+    assert!(*b.read(FileKind::Pack, &n).unwrap() == big[..]);
+    let at = 17 << 20;
+    assert_eq!(
+        b.read_range(FileKind::Pack, &n, at as u64, 1000).unwrap(),
+        &big[at..at + 1000]
+    );
+}
+
+#[test]
+fn s3_errors_are_typed_and_never_show_the_secret() {
+    let server = S3Server::start();
+    let mut opts = s3_options(&server, "typed", "r");
+    let good = S3Backend::new(opts.clone()).unwrap();
+    good.create().unwrap();
+    opts.secret_access_key = Some(Zeroizing::new("wrong-secret-9f8e7d".into()));
+    let bad = S3Backend::new(opts).unwrap();
+    let e = bad.write(FileKind::Pack, &name(1), b"x").unwrap_err();
+    let msg = e.to_string();
+    assert!(!e.is_transient(), "a refused signature is permanent: {msg}");
+    assert!(msg.contains(&server.endpoint()), "{msg}");
+    assert!(msg.contains(&name(1)), "the error names the object: {msg}");
+    assert!(
+        !msg.contains("wrong-secret-9f8e7d") && !msg.contains(ACCESS_KEY),
+        "{msg}"
+    );
+
+    // A server that is not there: transient, naming the endpoint.
+    let mut gone = S3Server::start();
+    let b = S3Backend::new(s3_options(&gone, "typed", "r")).unwrap();
+    gone.stop();
+    let e = b.read(FileKind::Snapshot, &name(2)).unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains(&gone.endpoint()), "{e}");
+}
