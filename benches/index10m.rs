@@ -98,32 +98,34 @@ struct Run {
     max_rss_kib: i64,
 }
 
-// The child is reaped with wait4, which std cannot see, to read its rusage.
-#[allow(clippy::zombie_processes)]
+/// Runs the cairn binary under GNU time. Its peak RSS is not read with
+/// `wait4` from here: Linux counts the resident set a child inherits before
+/// `exec`, and this process is large once it has built the tables.
 fn cairn(repo: &Path, args: &[&str]) -> Run {
+    let report = tempfile::NamedTempFile::new().expect("temp file");
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+    let status = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(report.path())
+        .arg(env!("CARGO_BIN_EXE_cairn"))
         .arg("-r")
         .arg(repo)
         .args(args)
         .env("CAIRN_PASSWORD", PASSWORD)
         .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("run cairn");
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zero is a valid value; wait4 fills it
-    // for the child we just spawned and have not waited for.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert!(pid > 0, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "cairn {args:?} failed with status {status}"
-    );
-    Run {
-        secs: started.elapsed().as_secs_f64(),
-        max_rss_kib: usage.ru_maxrss,
-    }
+        .status()
+        .expect("run cairn under /usr/bin/time (apt-get install time)");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(status.success(), "cairn {args:?} failed: {status}");
+    let text = std::fs::read_to_string(report.path()).expect("time report");
+    let max_rss_kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected time report {text:?}"));
+    Run { secs, max_rss_kib }
 }
 
 /// A small source-like tree: 20 folders of 50 files.

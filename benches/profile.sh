@@ -42,8 +42,9 @@ PY
     echo "| self % | function | shared object |"
     echo "|---:|---|---|"
     perf report -i "$w/$name.data" --stdio --no-children --sort symbol,dso 2>/dev/null |
-      awk '/^ +[0-9.]+%/ { pct=$1; dso=$NF; $1=""; $NF=""; sub(/^ +\[[.k]\] /, ""); sub(/ +$/, "");
-             gsub(/\|/, "\\|"); printf "| %s | `%s` | %s |\n", pct, substr($0, 1, 90), dso; if (++n == 12) exit }'
+      awk '/^ +[0-9.]+%/ && n < 12 {
+        n++; sym = $3; for (i = 4; i <= NF - 3; i++) sym = sym " " $i
+        gsub(/\|/, "\\|", sym); printf "| %s | `%s` | %s |\n", $1, substr(sym, 1, 90), $(NF - 2) }'
     echo
   } >>"$out"
 }
