@@ -137,8 +137,18 @@ LIMIT_ROWS = [
 ]
 
 
-def micro_table(crit):
-    lines = ["| machine limit | throughput |", "|---|---:|"]
+def conditions(path):
+    """A line naming when a result file was written and under what load."""
+    import datetime
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+    label = os.environ.get("BENCH_LABEL") or "conditions not stated"
+    load = open("/proc/loadavg").read().split()[0]
+    return (f"**Run:** {when:%Y-%m-%d %H:%M} UTC, {label}; load average "
+            f"{load} when this table was written.\n\n")
+
+
+def micro_table(crit, root):
+    lines = [conditions(root).rstrip(), "", "| machine limit | throughput |", "|---|---:|"]
     for cid, what in LIMIT_ROWS:
         if cid in crit:
             lines.append(f"| {what} | {fmt_rate(*rate(crit[cid]))} |")
@@ -313,9 +323,10 @@ def peers_table(results, crit):
 
 def index_table(path):
     r = json.load(open(path))
+    head = conditions(path)
     b, a = r["nochange_before"], r["nochange_after"]
     lines = [
-        f"{r['entries_total']:,} index entries in {r['tables_total']} tables "
+        head + f"{r['entries_total']:,} index entries in {r['tables_total']} tables "
         f"({fmt_size(r['table_bytes'])} of synthetic tables, written in {r['build_secs']:.1f} s).",
         "",
         "| no-change backup of 1 000 files | wall time | peak RSS |",
@@ -345,7 +356,7 @@ def main():
     if a.what == "peers":
         body = peers_table(a.path, crit)
     elif a.what == "micro":
-        body = micro_table(crit)
+        body = micro_table(crit, crit_dir)
     else:
         body = index_table(a.path or os.path.join(root, "target", "bench-results", "index10m.json"))
     print(body)
