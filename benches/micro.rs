@@ -316,8 +316,8 @@ fn index(c: &mut Criterion) {
         bch.iter(|| {
             hits.iter()
                 .filter_map(|h| table.find(h))
-                .map(|i| table.location_at(i).expect("location").1.offset)
-                .sum::<u32>()
+                .map(|i| u64::from(table.location_at(i).expect("location").1.offset))
+                .sum::<u64>()
         })
     });
     g.finish();
