@@ -11,7 +11,9 @@
 //! ```text
 //! cargo bench --bench index10m -- [--entries N] [--tables T] [--out FILE]
 //! ```
-//! Defaults: 10 000 000 entries in one table, results as JSON in
+//! `--keep DIR` builds the repository (`DIR/repo`, source `DIR/src`) in
+//! DIR and leaves it there for further study. Defaults: 10 000 000 entries
+//! in one table, results as JSON in
 //! `target/bench-results/index10m.json` (read by `benches/report.py`).
 //! Under `cargo test` it runs once with 20 000 entries as a smoke test.
 
@@ -35,6 +37,7 @@ struct Args {
     entries: u64,
     tables: u64,
     out: PathBuf,
+    keep: Option<PathBuf>,
     measuring: bool,
 }
 
@@ -45,6 +48,7 @@ fn parse_args() -> Args {
         entries: if measuring { 10_000_000 } else { 20_000 },
         tables: 1,
         out: target_dir().join("bench-results").join("index10m.json"),
+        keep: None,
         measuring,
     };
     let mut it = raw.iter();
@@ -54,6 +58,7 @@ fn parse_args() -> Args {
             "--entries" => args.entries = parse_count(&value()),
             "--tables" => args.tables = parse_count(&value()).max(1),
             "--out" => args.out = PathBuf::from(value()),
+            "--keep" => args.keep = Some(PathBuf::from(value())),
             _ => {}
         }
     }
@@ -195,8 +200,12 @@ fn main() {
         .tempdir_in(target_dir())
         .or_else(|_| tempfile::tempdir())
         .expect("work folder");
-    let repo_dir = work.path().join("repo");
-    let src = work.path().join("src");
+    let base = args
+        .keep
+        .clone()
+        .unwrap_or_else(|| work.path().to_path_buf());
+    let repo_dir = base.join("repo");
+    let src = base.join("src");
     make_tree(&src);
     let src_arg = src.to_str().expect("utf-8 path");
 
