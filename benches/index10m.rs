@@ -1,0 +1,291 @@
+//! The index at scale: a repository with 10 million index entries.
+//!
+//! Builds a real repository with the `cairn` binary, backs up a small tree,
+//! then adds synthetic index tables (entries naming packs that do not exist:
+//! nothing reads them unless asked for those ids) straight through the
+//! backend, and measures
+//! - peak RSS and wall time of a no-change backup of the small tree, before
+//!   and after the synthetic entries are added, and
+//! - lookups per second in the mapped index, random hits and misses.
+//!
+//! ```text
+//! cargo bench --bench index10m -- [--entries N] [--tables T] [--out FILE]
+//! ```
+//! `--keep DIR` builds the repository (`DIR/repo`, source `DIR/src`) in
+//! DIR and leaves it there for further study. Defaults: 10 000 000 entries
+//! in one table, results as JSON in
+//! `target/bench-results/index10m.json` (read by `benches/report.py`).
+//! Under `cargo test` it runs once with 20 000 entries as a smoke test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::backend::local::LocalBackend;
+use cairn::backend::FileKind;
+use cairn::id::{BlobId, PackId};
+use cairn::index::{IndexBuilder, IndexSet};
+use cairn::pack::{BlobKind, PackEntry};
+use cairn::Repository;
+
+const PASSWORD: &str = "index-bench";
+/// Entries per synthetic pack (about a 32 MiB pack of 8 KiB chunks).
+const PER_PACK: u64 = 4096;
+
+struct Args {
+    entries: u64,
+    tables: u64,
+    out: PathBuf,
+    keep: Option<PathBuf>,
+    measuring: bool,
+}
+
+fn parse_args() -> Args {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let measuring = raw.iter().any(|a| a == "--bench");
+    let mut args = Args {
+        entries: if measuring { 10_000_000 } else { 20_000 },
+        tables: 1,
+        out: target_dir().join("bench-results").join("index10m.json"),
+        keep: None,
+        measuring,
+    };
+    let mut it = raw.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().unwrap_or_default();
+        match a.as_str() {
+            "--entries" => args.entries = parse_count(&value()),
+            "--tables" => args.tables = parse_count(&value()).max(1),
+            "--out" => args.out = PathBuf::from(value()),
+            "--keep" => args.keep = Some(PathBuf::from(value())),
+            _ => {}
+        }
+    }
+    if !measuring {
+        args.out = std::env::temp_dir().join("cairn-index10m-smoke.json");
+    }
+    args
+}
+
+/// `10000000`, `10_000_000`, `10M` or `500k`.
+fn parse_count(s: &str) -> u64 {
+    let t = s.replace('_', "").to_ascii_lowercase();
+    let (num, mult) = match t.strip_suffix('m') {
+        Some(n) => (n.to_string(), 1_000_000),
+        None => match t.strip_suffix('k') {
+            Some(n) => (n.to_string(), 1_000),
+            None => (t.clone(), 1),
+        },
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .unwrap_or_else(|_| panic!("{s:?} is not a count like 10M"))
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// Id of synthetic entry `i`: deterministic, uniformly spread.
+fn entry_id(i: u64, salt: u64) -> BlobId {
+    let mut h = blake3::Hasher::new();
+    h.update(&i.to_le_bytes());
+    h.update(&salt.to_le_bytes());
+    BlobId(*h.finalize().as_bytes())
+}
+
+/// Wall time and peak RSS (KiB) of one run of the cairn binary.
+struct Run {
+    secs: f64,
+    max_rss_kib: i64,
+}
+
+/// Runs the cairn binary under GNU time. Its peak RSS is not read with
+/// `wait4` from here: Linux counts the resident set a child inherits before
+/// `exec`, and this process is large once it has built the tables.
+fn cairn(repo: &Path, args: &[&str]) -> Run {
+    let report = tempfile::NamedTempFile::new().expect("temp file");
+    let started = Instant::now();
+    let status = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(report.path())
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .arg("-r")
+        .arg(repo)
+        .args(args)
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run cairn under /usr/bin/time (apt-get install time)");
+    let secs = started.elapsed().as_secs_f64();
+    assert!(status.success(), "cairn {args:?} failed: {status}");
+    let text = std::fs::read_to_string(report.path()).expect("time report");
+    let max_rss_kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected time report {text:?}"));
+    Run { secs, max_rss_kib }
+}
+
+/// A small source-like tree: 20 folders of 50 files.
+fn make_tree(root: &Path) {
+    for d in 0..20 {
+        let dir = root.join(format!("pkg{d:02}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for f in 0..50 {
+            let body: String = (0..(f * 37 % 200 + 10))
+                .map(|l| format!("let v{l} = {d} * {f} + {l};\n"))
+                .collect();
+            std::fs::write(dir.join(format!("m{f:02}.rs")), body).expect("write");
+        }
+    }
+}
+
+/// Writes `entries` synthetic entries as `tables` index tables.
+fn add_synthetic(repo: &Repository, entries: u64, tables: u64) -> (f64, u64) {
+    let started = Instant::now();
+    let per_table = entries.div_ceil(tables);
+    let mut bytes_written = 0u64;
+    for t in 0..tables {
+        let (lo, hi) = (t * per_table, ((t + 1) * per_table).min(entries));
+        let mut b = IndexBuilder::default();
+        let mut i = lo;
+        while i < hi {
+            let end = (i + PER_PACK).min(hi);
+            let blobs: Vec<PackEntry> = (i..end)
+                .map(|j| PackEntry {
+                    id: entry_id(j, 0),
+                    offset: 12 + (j - i) as u32 * 8232,
+                    length: 8232,
+                    raw_length: 8192,
+                })
+                .collect();
+            let pack = PackId(*blake3::hash(&(i / PER_PACK).to_le_bytes()).as_bytes());
+            b.add_pack(pack, BlobKind::Data, &blobs);
+            i = end;
+        }
+        let (id, bytes) = b.finish(repo.key());
+        bytes_written += bytes.len() as u64;
+        repo.backend()
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .expect("write index table");
+    }
+    (started.elapsed().as_secs_f64(), bytes_written)
+}
+
+/// Lookups per second over `probes`, repeated for at least `min` time.
+fn rate(index: &IndexSet, probes: &[BlobId], want_hit: bool, min: Duration) -> f64 {
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < min || done == 0 {
+        for p in probes {
+            let found = index.lookup(p).expect("lookup").is_some();
+            assert_eq!(found, want_hit, "lookup of {p:?}");
+        }
+        done += probes.len() as u64;
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args = parse_args();
+    let work = tempfile::Builder::new()
+        .prefix("cairn-index10m-")
+        .tempdir_in(target_dir())
+        .or_else(|_| tempfile::tempdir())
+        .expect("work folder");
+    let base = args
+        .keep
+        .clone()
+        .unwrap_or_else(|| work.path().to_path_buf());
+    let repo_dir = base.join("repo");
+    let src = base.join("src");
+    make_tree(&src);
+    let src_arg = src.to_str().expect("utf-8 path");
+
+    eprintln!(
+        "index10m: {} entries in {} table(s)",
+        args.entries, args.tables
+    );
+    cairn(&repo_dir, &["init"]);
+    cairn(&repo_dir, &["backup", src_arg]);
+    let before = cairn(&repo_dir, &["backup", src_arg]);
+
+    let repo = Repository::open(Arc::new(LocalBackend::new(&repo_dir)), PASSWORD.as_bytes())
+        .expect("open repository");
+    let (build_secs, table_bytes) = add_synthetic(&repo, args.entries, args.tables);
+    drop(repo);
+    let after = cairn(&repo_dir, &["backup", src_arg]);
+
+    let backend = LocalBackend::new(&repo_dir);
+    let index = IndexSet::load(&backend).expect("load index");
+    let n_probes = if args.measuring { 1 << 20 } else { 1 << 12 };
+    let mut x = 0x2545f4914f6cdd1du64;
+    let hits: Vec<BlobId> = (0..n_probes)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            entry_id(x % args.entries, 0)
+        })
+        .collect();
+    let misses: Vec<BlobId> = (0..n_probes).map(|i| entry_id(i, 1)).collect();
+    let min = if args.measuring {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_millis(10)
+    };
+    let hit_rate = rate(&index, &hits, true, min);
+    let miss_rate = rate(&index, &misses, false, min);
+    let tables = index.tables().len();
+    let entries_total = index.len();
+    drop(index);
+
+    let json = serde_json::json!({
+        "entries": args.entries,
+        "synthetic_tables": args.tables,
+        "tables_total": tables,
+        "entries_total": entries_total,
+        "table_bytes": table_bytes,
+        "build_secs": build_secs,
+        "nochange_before": { "secs": before.secs, "max_rss_kib": before.max_rss_kib },
+        "nochange_after": { "secs": after.secs, "max_rss_kib": after.max_rss_kib },
+        "lookup_hits_per_sec": hit_rate,
+        "lookup_misses_per_sec": miss_rate,
+        "probes": n_probes,
+    });
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).expect("results folder");
+    }
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&json).expect("json"),
+    )
+    .expect("write results");
+    println!(
+        "index entries            {} in {} table(s), {:.0} MiB of tables, built in {:.1} s",
+        entries_total,
+        tables,
+        table_bytes as f64 / (1 << 20) as f64,
+        build_secs
+    );
+    println!(
+        "no-change backup         before {:.2} s / {} MiB peak RSS, after {:.2} s / {} MiB",
+        before.secs,
+        before.max_rss_kib / 1024,
+        after.secs,
+        after.max_rss_kib / 1024
+    );
+    println!(
+        "lookups                  {:.2} M hits/s, {:.2} M misses/s (one thread)",
+        hit_rate / 1e6,
+        miss_rate / 1e6
+    );
+    println!("results                  {}", args.out.display());
+}

@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# cairn against restic, rustic, borg and bupstash on the same data, one
+# tool after another: init, first backup, no-change backup, backup after a
+# nightly mutation, restore (checked byte for byte), check with all data
+# read, forget + gc, repository size. Wall time and peak RSS of every step
+# come from GNU time. Installs nothing: peers missing from PATH are skipped.
+#
+#   benches/peers.sh                 # full run: 20 000 small files + 2 GiB mix
+#   BENCH_MIX_MIB=256 benches/peers.sh   # quick run
+#
+# Environment:
+#   BENCH_DIR          work folder (default target/peers); datasets are kept
+#                      there and reused while their parameters match
+#   BENCH_SMALL_FILES  small source-like files (default 20000)
+#   BENCH_MIX_MIB      size of the large-file mix in MiB (default 2048)
+#   BENCH_TOOLS        tools to run (default "cairn restic rustic borg bupstash")
+#   BENCH_RUNS         runs per tool; the report keeps each step's best (default 1)
+#   BENCH_LABEL        conditions written next to the table (default "")
+#   BENCH_DOCS         0 to leave docs/PERFORMANCE.md alone (default 1)
+#   BORG_ENCRYPTION    borg's mode (default repokey-blake2)
+#
+# Results: $BENCH_DIR/results/peers.tsv and meta.json, rendered by
+# benches/report.py into docs/PERFORMANCE.md between the peers markers.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo_root="$(cd "$here/.." && pwd)"
+cd "$repo_root"
+
+BENCH_DIR="${BENCH_DIR:-$repo_root/target/peers}"
+BENCH_SMALL_FILES="${BENCH_SMALL_FILES:-20000}"
+BENCH_MIX_MIB="${BENCH_MIX_MIB:-2048}"
+BENCH_TOOLS="${BENCH_TOOLS:-cairn restic rustic borg bupstash}"
+BENCH_RUNS="${BENCH_RUNS:-1}"
+BENCH_LABEL="${BENCH_LABEL:-}"
+BENCH_DOCS="${BENCH_DOCS:-1}"
+BORG_ENCRYPTION="${BORG_ENCRYPTION:-repokey-blake2}"
+PASSWORD="peers-bench-password"
+TIME=/usr/bin/time
+
+log() { printf '[peers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ -x $TIME ]] || die "GNU time is missing (apt-get install time)"
+command -v python3 >/dev/null || die "python3 is missing"
+
+log "building cairn (release)"
+cargo build --release --locked --quiet
+CAIRN="$repo_root/target/release/cairn"
+
+data="$BENCH_DIR/data"
+results="$BENCH_DIR/results"
+mkdir -p "$data" "$results"
+stamp="small=$BENCH_SMALL_FILES mix=$BENCH_MIX_MIB gen=$(sha256sum "$here/gen.py" | cut -c1-16)"
+if [[ ! -f $data/stamp || $(cat "$data/stamp") != "$stamp" ]]; then
+  log "generating datasets ($stamp)"
+  rm -rf "$data/v1" "$data/stamp"
+  python3 "$here/gen.py" create "$data/v1" \
+    --small-files "$BENCH_SMALL_FILES" --mix-mib "$BENCH_MIX_MIB"
+  echo "$stamp" >"$data/stamp"
+fi
+
+# Reads every file under the given paths so the step starts from a warm
+# page cache (this kernel drops pages left untouched for about a minute).
+warm() {
+  find "$@" -type f -print0 | xargs -0 -r cat >/dev/null
+  find "$@" >/dev/null
+}
+
+tsv="$results/peers.tsv"
+printf 'run\ttool\tstep\tsecs\tmax_rss_kib\tstatus\n' >"$tsv"
+
+# measure RUN TOOL STEP CMD...: runs CMD under GNU time, appends a row.
+measure() {
+  local run=$1 tool=$2 step=$3
+  shift 3
+  local tf="$BENCH_DIR/work/time.out" out="$BENCH_DIR/work/$tool-$step.log" status=ok
+  if ! $TIME -f '%e %M' -o "$tf" bash -c '"$@"' _ "$@" >"$out" 2>&1; then
+    status=failed
+    log "$tool $step FAILED; last lines of $out:"
+    tail -n 5 "$out" >&2
+  fi
+  read -r secs rss < <(tail -n 1 "$tf")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$tool" "$step" "$secs" "$rss" "$status" >>"$tsv"
+  log "$tool $step: ${secs}s, $((rss / 1024)) MiB${status/ok/}"
+  [[ $status == ok ]]
+}
+
+record() { # record RUN TOOL KEY VALUE: a non-timed figure
+  printf '%s\t%s\t%s\t%s\t\tok\n' "$1" "$2" "$3" "$4" >>"$tsv"
+}
+
+# The folder inside a restore target that holds small/ and mix/.
+restored_root() {
+  local d
+  d="$(find "$1" -maxdepth 12 -type d -name small -prune -print | head -n 1)"
+  [[ -n $d ]] && dirname "$d"
+}
+
+check_restore() { # check_restore RUN TOOL TARGET
+  local root
+  root="$(restored_root "$3")" || true
+  if [[ -n ${root:-} ]] && diff -r --no-dereference "$src" "$root" >"$BENCH_DIR/work/$2-diff.log" 2>&1; then
+    record "$1" "$2" restore_identical yes
+  else
+    log "$2 restore differs from the source (see $BENCH_DIR/work/$2-diff.log)"
+    record "$1" "$2" restore_identical no
+  fi
+}
+
+# --- per-tool steps: each defines tool_init, tool_backup N, tool_restore DIR,
+# tool_check, tool_forget; the repository is $repo, the source $src.
+
+cairn_env() { export CAIRN_PASSWORD=$PASSWORD; }
+cairn_init() { "$CAIRN" -r "$repo" init; }
+cairn_backup() { "$CAIRN" -r "$repo" backup "$src"; }
+cairn_restore() { "$CAIRN" -r "$repo" restore latest --target "$1"; }
+cairn_check() { "$CAIRN" -r "$repo" verify --read-data; }
+cairn_forget() { "$CAIRN" -r "$repo" forget --keep-last 1 --gc; }
+cairn_version() { "$CAIRN" --version; }
+
+restic_env() { export RESTIC_PASSWORD=$PASSWORD RESTIC_REPOSITORY=$repo; }
+restic_init() { restic init; }
+restic_backup() { restic backup --host bench "$src"; }
+restic_restore() { restic restore latest --target "$1"; }
+restic_check() { restic check --read-data; }
+restic_forget() { restic forget --keep-last 1 --prune; }
+restic_version() { restic version; }
+
+rustic_env() { export RUSTIC_PASSWORD=$PASSWORD RUSTIC_REPOSITORY=$repo; }
+rustic_init() { rustic init; }
+rustic_backup() { rustic backup --host bench "$src"; }
+rustic_restore() { rustic restore latest "$1"; }
+rustic_check() { rustic check --read-data; }
+rustic_forget() { rustic forget --keep-last 1 --prune; }
+rustic_version() { rustic --version; }
+
+borg_env() {
+  export BORG_PASSPHRASE=$PASSWORD BORG_REPO=$repo BORG_BASE_DIR=$BENCH_DIR/work/borg-base
+}
+borg_init() { borg init --encryption="$BORG_ENCRYPTION"; }
+borg_backup() { borg create "::snap-$1" "$src"; }
+borg_restore() { (cd "$1" && borg extract "::snap-3"); }
+borg_check() { borg check --verify-data; }
+borg_forget() { borg prune --keep-last 1 && borg compact; }
+borg_version() { borg --version; }
+
+bupstash_env() {
+  export BUPSTASH_REPOSITORY=$repo BUPSTASH_KEY=$BENCH_DIR/work/bupstash.key
+}
+bupstash_init() {
+  rm -f "$BUPSTASH_KEY"
+  bupstash init && bupstash new-key -o "$BUPSTASH_KEY"
+}
+bupstash_backup() { bupstash put name=snap-$1 "$src"; }
+bupstash_restore() { bupstash get name=snap-3 | tar -x -C "$1"; }
+# bupstash has no check that reads all data: fetching the newest snapshot
+# in full (decrypting and authenticating every chunk it uses) stands in.
+bupstash_check() { bupstash get name=snap-3 >/dev/null; }
+bupstash_forget() { bupstash rm --allow-many "name=snap-1 or name=snap-2" && bupstash gc; }
+bupstash_version() { bupstash version; }
+
+# GNU time runs each step in a fresh bash, which needs these.
+export CAIRN PASSWORD BORG_ENCRYPTION BENCH_DIR
+export -f cairn_env cairn_init cairn_backup cairn_restore cairn_check cairn_forget \
+  restic_init restic_backup restic_restore restic_check restic_forget \
+  rustic_init rustic_backup rustic_restore rustic_check rustic_forget \
+  borg_init borg_backup borg_restore borg_check borg_forget \
+  bupstash_init bupstash_backup bupstash_restore bupstash_check bupstash_forget
+
+available() {
+  case $1 in
+  cairn) [[ -x $CAIRN ]] ;;
+  *) command -v "$1" >/dev/null ;;
+  esac
+}
+
+run_tool() { # run_tool RUN TOOL
+  local run=$1 tool=$2 w="$BENCH_DIR/work"
+  rm -rf "$w/$tool"
+  mkdir -p "$w/$tool/restore" "$w/cache-$tool"
+  export XDG_CACHE_HOME="$w/cache-$tool" XDG_CONFIG_HOME="$w/config-$tool"
+  rm -rf "$XDG_CACHE_HOME"/* "$XDG_CONFIG_HOME" "$w/borg-base"
+  export repo="$w/$tool/repo" src="$w/$tool/src"
+  log "run $run: $tool: copying the dataset"
+  cp -a "$data/v1" "$src"
+  "${tool}_env"
+
+  measure "$run" "$tool" init "${tool}_init" || return 0
+  warm "$src"
+  measure "$run" "$tool" first_backup "${tool}_backup" 1 || return 0
+  warm "$src"
+  measure "$run" "$tool" nochange_backup "${tool}_backup" 2 || return 0
+  python3 "$here/gen.py" mutate "$src" 2>/dev/null
+  warm "$src"
+  measure "$run" "$tool" mutated_backup "${tool}_backup" 3 || return 0
+  record "$run" "$tool" repo_bytes_3snap "$(du -sb "$repo" | cut -f1)"
+  warm "$repo"
+  measure "$run" "$tool" restore "${tool}_restore" "$w/$tool/restore" && check_restore "$run" "$tool" "$w/$tool/restore"
+  rm -rf "$w/$tool/restore"
+  warm "$repo"
+  measure "$run" "$tool" check "${tool}_check" || true
+  warm "$repo"
+  measure "$run" "$tool" forget_gc "${tool}_forget" || true
+  record "$run" "$tool" repo_bytes_final "$(du -sb "$repo" | cut -f1)"
+  rm -rf "$w/$tool"
+}
+
+# The machine-limit row for the incompressible-data target: cairn's first
+# backup of mix/media alone.
+run_media() { # run_media RUN
+  local w="$BENCH_DIR/work"
+  export repo="$w/media-repo" src="$data/v1/mix/media"
+  rm -rf "$repo"
+  cairn_env
+  measure "$1" cairn init_media cairn_init || return 0
+  warm "$src"
+  measure "$1" cairn media_backup cairn_backup || return 0
+  record "$1" cairn media_bytes "$(du -sb --apparent-size "$src" | cut -f1)"
+  rm -rf "$repo"
+}
+
+mkdir -p "$BENCH_DIR/work"
+tools=()
+for t in $BENCH_TOOLS; do
+  if available "$t"; then tools+=("$t"); else log "$t not on PATH: skipped"; fi
+done
+
+python3 - "$results/meta.json" "$data/v1" "$BENCH_LABEL" "${tools[@]}" <<'EOF'
+import json, os, platform, subprocess, sys, datetime
+out, root, label, tools = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+def sh(c):
+    try:
+        return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception:
+        return ""
+def tree(p):
+    n = b = 0
+    for d, _, fs in os.walk(p):
+        for f in fs:
+            n += 1
+            b += os.lstat(os.path.join(d, f)).st_size
+    return {"files": n, "bytes": b}
+versions = {}
+for t in tools:
+    cmd = {"cairn": "target/release/cairn --version", "restic": "restic version",
+           "rustic": "rustic --version", "borg": "borg --version",
+           "bupstash": "bupstash version"}[t]
+    versions[t] = sh(cmd).splitlines()[0] if sh(cmd) else "?"
+versions["cairn"] = versions.get("cairn", "?") + " (" + sh("git rev-parse --short HEAD") + ")"
+meta = {
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "label": label,
+    "cpu": sh("lscpu | sed -n 's/^Model name: *//p'"),
+    "cores": os.cpu_count(),
+    "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    "kernel": platform.release(),
+    "load": sh("cat /proc/loadavg"),
+    "versions": versions,
+    "dataset": {"all": tree(root), "small": tree(os.path.join(root, "small")),
+                "mix": tree(os.path.join(root, "mix")),
+                "media": tree(os.path.join(root, "mix", "media"))},
+}
+json.dump(meta, open(out, "w"), indent=2)
+EOF
+
+for ((run = 1; run <= BENCH_RUNS; run++)); do
+  for t in "${tools[@]}"; do
+    run_tool "$run" "$t"
+  done
+  if [[ " ${tools[*]} " == *" cairn "* ]]; then run_media "$run"; fi
+done
+python3 - "$results/meta.json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["load_after"] = open("/proc/loadavg").read().strip()
+json.dump(m, open(sys.argv[1], "w"), indent=2)
+EOF
+
+if [[ $BENCH_DOCS == 1 ]]; then
+  python3 "$here/report.py" peers "$results" --docs "$repo_root/docs/PERFORMANCE.md"
+else
+  python3 "$here/report.py" peers "$results"
+fi
