@@ -363,12 +363,12 @@ impl IndexBuilder {
         Ok(())
     }
 
-    /// Number of entries added.
     /// Number of packs added.
     pub fn pack_count(&self) -> usize {
         self.packs.len()
     }
 
+    /// Number of entries added.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
