@@ -85,6 +85,9 @@ impl IndexTable {
                 ),
             ));
         }
+        // Lookups are binary searches: a fault should map one page, not
+        // read ahead tens of KiB that the search will never touch.
+        data.advise_random();
         Ok(IndexTable {
             id,
             data,
@@ -173,7 +176,10 @@ impl IndexTable {
     pub fn check(&self, key: &MasterKey) -> Result<()> {
         let what = format!("index {}", self.id.short());
         let body = &self.data[..self.data.len() - MAC_LEN];
-        if key.mac(body)[..] != self.data[self.data.len() - MAC_LEN..] {
+        self.data.advise_sequential();
+        let mac = key.mac(body);
+        self.data.advise_random();
+        if mac[..] != self.data[self.data.len() - MAC_LEN..] {
             return Err(Error::corrupt(
                 &what,
                 "MAC mismatch (damaged or not from this repository)",

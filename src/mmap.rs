@@ -46,6 +46,14 @@ impl Map {
             let _ = m.advise(memmap2::Advice::Sequential);
         }
     }
+
+    /// Tells the kernel the map will be read at scattered places, so a
+    /// page fault maps only its own page instead of reading ahead.
+    pub fn advise_random(&self) {
+        if let Some(m) = &self.0 {
+            let _ = m.advise(memmap2::Advice::Random);
+        }
+    }
 }
 
 impl Deref for Map {

@@ -80,6 +80,27 @@ pub enum Data {
     Shared(std::sync::Arc<crate::mmap::Map>),
 }
 
+impl Data {
+    /// For maps: the bytes will be read at scattered places (binary
+    /// searches), so faults should not read ahead. No-op otherwise.
+    pub fn advise_random(&self) {
+        match self {
+            Data::Mapped(m) => m.advise_random(),
+            Data::Shared(m) => m.advise_random(),
+            Data::Owned(_) => {}
+        }
+    }
+
+    /// For maps: the bytes will be read front to back. No-op otherwise.
+    pub fn advise_sequential(&self) {
+        match self {
+            Data::Mapped(m) => m.advise_sequential(),
+            Data::Shared(m) => m.advise_sequential(),
+            Data::Owned(_) => {}
+        }
+    }
+}
+
 impl std::fmt::Debug for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Data({} bytes)", self.len())
