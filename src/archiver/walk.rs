@@ -221,10 +221,15 @@ impl Walker<'_> {
                 }
             },
         };
-        let parent_nodes: HashMap<&[u8], &Node> = parent
-            .as_ref()
-            .map(|t| t.nodes.iter().map(|n| (n.name.0.as_slice(), n)).collect())
-            .unwrap_or_default();
+        // Both the listing and a tree's nodes are sorted by name bytes, so
+        // the parent's nodes are matched by walking the two side by side,
+        // and taken by value: unchanged files keep the parent's chunk list
+        // without copying it.
+        let mut parent_nodes = parent
+            .map(|t| t.nodes)
+            .unwrap_or_default()
+            .into_iter()
+            .peekable();
         let mut slots = Vec::with_capacity(names.len());
         for (name, sub, entry) in names {
             if self.aborted() {
@@ -249,12 +254,17 @@ impl Walker<'_> {
                     continue;
                 }
             };
-            let old = parent_nodes.get(name.as_bytes()).copied();
+            while parent_nodes
+                .next_if(|o| o.name.0.as_slice() < name.as_bytes())
+                .is_some()
+            {}
+            let mut old = parent_nodes.next_if(|o| o.name.0.as_slice() == name.as_bytes());
             // Extended attributes change ctime: reuse the parent's when
             // ctime and inode are unchanged, saving a syscall per entry.
             let xattrs = old
+                .as_mut()
                 .filter(|o| o.ctime_ns == ctime_ns(&md) && o.inode == md.ino())
-                .map(|o| o.xattrs.clone());
+                .map(|o| std::mem::take(&mut o.xattrs));
             let mut node = match node_from_metadata(&name, &path, &md, &self.names, xattrs) {
                 Ok(n) => n,
                 Err(e) => {
@@ -265,13 +275,15 @@ impl Walker<'_> {
             match &node.kind {
                 NodeKind::File { .. } => {
                     let c = self.setup.counters;
+                    let was_file = old
+                        .as_ref()
+                        .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
                     if let Some(chunks) = old.and_then(|o| unchanged_chunks(o, &node)) {
                         node.kind = NodeKind::File { chunks };
                         Counters::add(&c.files_unmodified, 1);
                         Counters::add(&c.total_bytes, node.size);
                         slots.push(Slot::Ready(node));
                     } else {
-                        let was_file = old.is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
                         Counters::add(
                             if was_file {
                                 &c.files_changed
@@ -296,7 +308,7 @@ impl Walker<'_> {
                 }
                 NodeKind::Dir { .. } => {
                     let other_fs = self.setup.one_file_system && md.dev() != dev && sub.is_none();
-                    let sub_parent = match old.map(|o| &o.kind) {
+                    let sub_parent = match old.as_ref().map(|o| &o.kind) {
                         Some(NodeKind::Dir { subtree }) if !other_fs => {
                             match self.setup.repo.load_tree(subtree) {
                                 Ok(t) => Some(t),
@@ -347,15 +359,15 @@ fn ctime_ns(md: &std::fs::Metadata) -> i64 {
 }
 
 /// The parent's chunks when `now` looks unchanged since `old`.
-fn unchanged_chunks(old: &Node, now: &Node) -> Option<Vec<BlobId>> {
-    match &old.kind {
+fn unchanged_chunks(old: Node, now: &Node) -> Option<Vec<BlobId>> {
+    match old.kind {
         NodeKind::File { chunks }
             if old.size == now.size
                 && old.mtime_ns == now.mtime_ns
                 && old.ctime_ns == now.ctime_ns
                 && old.inode == now.inode =>
         {
-            Some(chunks.clone())
+            Some(chunks)
         }
         _ => None,
     }
