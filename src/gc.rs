@@ -129,12 +129,9 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         .map_err(|_| Error::Invalid("gc worker panicked".into()))?;
 
     let mut sizes = HashMap::new();
-    for name in repo.backend().list(FileKind::Pack)? {
+    for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {
         if is_hex_name(&name) {
-            sizes.insert(
-                PackId::from_hex(&name)?,
-                repo.backend().size(FileKind::Pack, &name)?,
-            );
+            sizes.insert(PackId::from_hex(&name)?, size);
         }
     }
     let index = repo.index()?;
