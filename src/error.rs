@@ -37,6 +37,12 @@ pub enum Error {
     /// Another process holds a conflicting lock.
     #[error("repository is locked: {0}")]
     Locked(String),
+    /// A held lock can no longer be relied on (removed by someone else, or
+    /// not refreshed for so long that others may have treated it as
+    /// stale); the operation stopped. The message says what was left
+    /// undone.
+    #[error("{0}")]
+    LockLost(String),
     /// No key file opened with the password.
     #[error("wrong password: no key in {0} opens with it")]
     WrongPassword(String),

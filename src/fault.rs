@@ -1,12 +1,17 @@
-//! Deterministic crash injection for tests.
+//! Deterministic fault injection for tests.
 //!
 //! When the environment variable `CAIRN_CRASH_AT` names a crash point, the
 //! process aborts (as if killed with SIGKILL: no destructors, no flushing)
 //! the first time it reaches that point. Points are named in the code with
 //! [`point`]; the fault tests list them. Unset, this costs one cached
 //! environment lookup.
+//!
+//! `CAIRN_LOCK_TEST` bends time for the lock tests ([`lock_knobs`]), so
+//! what happens after minutes or hours without a refresh can be tested in
+//! a second.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 /// Aborts the process if `CAIRN_CRASH_AT` equals `name`.
 pub fn point(name: &str) {
@@ -15,5 +20,65 @@ pub fn point(name: &str) {
     if target.as_deref() == Some(name) {
         eprintln!("cairn: crash point {name} reached, aborting");
         std::process::abort();
+    }
+}
+
+/// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated
+/// list of `refresh-every=MS`, `age=SECS` and `refresh-fails`. Unknown
+/// items are ignored. Defaults (the variable unset) change nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LockKnobs {
+    /// Refresh held locks this often instead of every
+    /// [`crate::repo::lock::REFRESH_EVERY`].
+    pub refresh_every: Option<Duration>,
+    /// A lock taken starts this old: its file records a time this far in
+    /// the past, and its holder believes its last refresh was this long
+    /// ago (as after a suspend of that length).
+    pub age: Duration,
+    /// Every refresh fails (as when the store is unreachable).
+    pub refresh_fails: bool,
+}
+
+impl LockKnobs {
+    /// Parses the value of `CAIRN_LOCK_TEST`.
+    pub fn parse(s: &str) -> LockKnobs {
+        let mut k = LockKnobs::default();
+        for item in s.split(',').map(str::trim) {
+            let (name, value) = item.split_once('=').unwrap_or((item, ""));
+            let number = value.parse::<u64>().ok();
+            match (name, number) {
+                ("refresh-every", Some(ms)) => {
+                    k.refresh_every = Some(Duration::from_millis(ms.max(1)))
+                }
+                ("age", Some(secs)) => k.age = Duration::from_secs(secs),
+                ("refresh-fails", _) => k.refresh_fails = true,
+                _ => {}
+            }
+        }
+        k
+    }
+}
+
+/// The lock test settings of this process (see [`LockKnobs`]).
+pub fn lock_knobs() -> &'static LockKnobs {
+    static KNOBS: OnceLock<LockKnobs> = OnceLock::new();
+    KNOBS.get_or_init(|| {
+        std::env::var("CAIRN_LOCK_TEST")
+            .map(|s| LockKnobs::parse(&s))
+            .unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_knobs_parse() {
+        assert_eq!(LockKnobs::parse(""), LockKnobs::default());
+        let k = LockKnobs::parse("refresh-every=200, age=1000,refresh-fails,bogus=3");
+        assert_eq!(k.refresh_every, Some(Duration::from_millis(200)));
+        assert_eq!(k.age, Duration::from_secs(1000));
+        assert!(k.refresh_fails);
     }
 }

@@ -18,7 +18,10 @@
 //! every live blob in an existing pack, so a crash anywhere leaves every
 //! snapshot restorable; the next gc finds what was left behind (packs no
 //! index names) and finishes the job. gc holds the exclusive lock
-//! throughout, so no backup adds blobs meanwhile.
+//! throughout, so no backup adds blobs meanwhile; it confirms the lock
+//! before its first deletion and checks it before each one after, so a gc
+//! whose lock looked stale (paused for half an hour) stops rather than
+//! delete what a backup started since relies on.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -30,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::id::{is_hex_name, BlobId, IndexId, PackId};
 use crate::index::{IndexBuilder, Location};
 use crate::pack::{BlobKind, PackEntry, PackWriter};
+use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
 use crate::tree::NodeKind;
 
@@ -222,8 +226,14 @@ fn unused_share(repo: &Repository, pack: &PackId, size: u64, live: u64) -> f64 {
     1.0 - (live as f64 / area as f64).min(1.0)
 }
 
-/// Carries out a plan. See the module docs for the order and why it is safe.
-pub fn execute(repo: &Repository, plan: &GcPlan) -> Result<()> {
+/// Carries out a plan, holding `lock` (which must be exclusive). See the
+/// module docs for the order and why it is safe.
+pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()> {
+    if !lock.is_exclusive() {
+        return Err(Error::Invalid(
+            "gc needs the exclusive lock to delete anything".into(),
+        ));
+    }
     let key = repo.key();
     let backend = repo.backend();
     let repack: HashSet<PackId> = plan.repack.iter().copied().collect();
@@ -288,13 +298,16 @@ pub fn execute(repo: &Repository, plan: &GcPlan) -> Result<()> {
     let (new_index, bytes) = builder.finish(key);
     backend.write(FileKind::Index, &new_index.to_hex(), &bytes)?;
     crate::fault::point("gc-after-index-write");
+    lock.confirm("gc stopped before deleting anything; run it again")?;
     for old in &plan.old_index {
         if *old != new_index {
+            lock.check("gc stopped part way; run it again to finish")?;
             backend.remove(FileKind::Index, &old.to_hex())?;
             crate::fault::point("gc-after-index-remove");
         }
     }
     for pack in plan.delete.iter().chain(&plan.repack) {
+        lock.check("gc stopped part way; run it again to finish")?;
         backend.remove(FileKind::Pack, &pack.to_hex())?;
         crate::fault::point("gc-after-pack-remove");
     }

@@ -8,6 +8,11 @@
 //! table naming all new packs: packs first, index second, as the write
 //! ordering requires. If the process dies before that, the packs written so
 //! far are unreferenced and `gc` removes them; nothing referenced is lost.
+//!
+//! A writer given the operation's lock ([`BlobWriter::locked`]) checks it
+//! before each pack and confirms it before writing the index table (see
+//! [`crate::repo::lock`]): gc may delete the packs of a holder whose lock
+//! looked stale, so such a writer stops and publishes nothing.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -17,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::IndexBuilder;
 use crate::pack::{self, BlobKind, FinishedPack, PackWriter};
+use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
 
 /// Counts of what a writer stored.
@@ -45,8 +51,13 @@ struct State {
 /// Adds blobs to a repository. See the module docs.
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
+    lock: Option<&'r LockGuard>,
     state: Mutex<State>,
 }
+
+/// How a writer whose lock was lost ends its error message.
+const NOTHING_PUBLISHED: &str =
+    "nothing published (no index table, no snapshot): run the backup again";
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
@@ -57,6 +68,7 @@ impl<'r> BlobWriter<'r> {
     pub fn new(repo: &'r Repository) -> BlobWriter<'r> {
         BlobWriter {
             repo,
+            lock: None,
             state: Mutex::new(State {
                 seen: HashSet::new(),
                 spare: Vec::new(),
@@ -66,6 +78,14 @@ impl<'r> BlobWriter<'r> {
                 stats: WriteStats::default(),
             }),
         }
+    }
+
+    /// Makes the writer check `lock` before each pack it stores and
+    /// confirm it before it writes the index table; if the lock is lost
+    /// the writer fails and, when dropped, records nothing.
+    pub fn locked(mut self, lock: &'r LockGuard) -> BlobWriter<'r> {
+        self.lock = Some(lock);
+        self
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
@@ -138,6 +158,9 @@ impl<'r> BlobWriter<'r> {
     }
 
     fn write_pack(&self, pack: FinishedPack) -> Result<()> {
+        if let Some(lock) = self.lock {
+            lock.check(NOTHING_PUBLISHED)?;
+        }
         self.repo.store_pack(&pack)?;
         crate::fault::point("after-pack-write");
         let mut st = self.lock()?;
@@ -172,6 +195,9 @@ impl<'r> BlobWriter<'r> {
             }
         }
         if !st.index.is_empty() {
+            if let Some(lock) = self.lock {
+                lock.confirm(NOTHING_PUBLISHED)?;
+            }
             let (id, bytes) = std::mem::take(&mut st.index).finish(key);
             if let Err(e) = repo.backend().write(FileKind::Index, &id.to_hex(), &bytes) {
                 if let Some(c) = repo.cache() {
@@ -191,6 +217,20 @@ impl Drop for BlobWriter<'_> {
     /// next run reuses them: see [`Repository::salvage_index`].
     fn drop(&mut self) {
         let Ok(st) = self.state.get_mut() else { return };
+        if st.index.pack_count() == 0 {
+            return;
+        }
+        if let Some(lock) = self.lock {
+            // Packs of a lost lock may be deleted already: naming them in
+            // an index table would make the index point at missing packs.
+            // (A store that cannot be reached does not make it lost: the
+            // table then goes to the cache, and is uploaded only once all
+            // its packs are found present.)
+            let _ = lock.confirm("");
+            if lock.is_lost() {
+                return;
+            }
+        }
         let kept = self.repo.salvage_index(std::mem::take(&mut st.index));
         if kept > 0 {
             eprintln!(

@@ -1,6 +1,9 @@
 //! Locks and concurrency through the real binary: backups side by side,
-//! gc refusing or waiting while a backup runs, and `unlock` removing the
-//! locks of dead processes.
+//! gc refusing or waiting while a backup runs, `unlock` removing the locks
+//! of dead processes (and, forced, of live ones), staleness after 30
+//! minutes, refreshing, and a backup whose lock was lost or expired failing
+//! without publishing anything. `CAIRN_LOCK_TEST` (src/fault.rs) stands in
+//! for the minutes that would otherwise pass.
 
 mod common;
 mod support_maint;
@@ -9,9 +12,11 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use cairn::backend::local::LocalBackend;
+use cairn::repo::lock::{self, LockInfo};
 use common::*;
 use serde_json::Value;
 use support_maint::*;
@@ -30,9 +35,21 @@ fn lock_files(repo: &Repo) -> Vec<PathBuf> {
 /// Starts `cairn backup --stdin --stdin-filename NAME --json` with its
 /// standard input kept open; returns once it holds its lock.
 fn start_stdin_backup(repo: &Repo, name: &str) -> (Child, ChildStdin, PathBuf) {
+    start_stdin_backup_with(repo, name, None)
+}
+
+/// Like [`start_stdin_backup`], with `CAIRN_LOCK_TEST` set to `knobs`.
+fn start_stdin_backup_with(
+    repo: &Repo,
+    name: &str,
+    knobs: Option<&str>,
+) -> (Child, ChildStdin, PathBuf) {
     assert!(lock_files(repo).is_empty());
-    let mut child = repo
-        .cmd(&["backup", "--stdin", "--stdin-filename", name, "--json"])
+    let mut cmd = repo.cmd(&["backup", "--stdin", "--stdin-filename", name, "--json"]);
+    if let Some(k) = knobs {
+        cmd.env("CAIRN_LOCK_TEST", k);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -43,6 +60,11 @@ fn start_stdin_backup(repo: &Repo, name: &str) -> (Child, ChildStdin, PathBuf) {
     let locks = lock_files(repo);
     assert_eq!(locks.len(), 1);
     (child, stdin, locks[0].clone())
+}
+
+/// The packs the index names.
+fn index_packs(repo: &Repo) -> std::collections::BTreeSet<String> {
+    index_map(repo).into_values().map(|l| l.pack).collect()
 }
 
 /// Some garbage for gc: a snapshot of its own, forgotten.
@@ -222,7 +244,8 @@ fn concurrent_backups_both_succeed_and_share_content() {
     // sees the blobs of backups that finished (wrote their index) before
     // it started, so two backups running side by side may both store a
     // chunk. The format allows that (a blob indexed twice is read from
-    // either copy), and gc keeps one copy. (Measured: 8.8 MB stored for
+    // either copy), and gc keeps one copy (docs/DESIGN.md, "Concurrent
+    // backups store shared new data twice"). (Measured: 8.8 MB stored for
     // 5.8 MB of content when the two runs overlap.)
     let stored = packs_size(&repo);
     let shared_len = shared.len() as u64;
@@ -253,4 +276,215 @@ fn concurrent_backups_both_succeed_and_share_content() {
         added < 64 * 1024,
         "{added} bytes added (only trees are new)"
     );
+}
+
+/// The repository opened through the library, for writing lock files.
+fn open_lib(repo: &Repo) -> cairn::Repository {
+    let backend = Arc::new(LocalBackend::new(&repo.path));
+    cairn::Repository::open(backend, PASSWORD.as_bytes()).unwrap()
+}
+
+/// What the one lock file of the repository says.
+fn the_lock(repo: &Repo) -> LockInfo {
+    let r = open_lib(repo);
+    let mut all = lock::list(r.backend(), r.key()).unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.pop().unwrap().1
+}
+
+const MINUTE_NS: i64 = 60 * 1_000_000_000;
+
+#[test]
+fn a_lock_not_refreshed_for_30_minutes_is_stale() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 70, &[("f", 400_000)]);
+    let s = backup_saved(&repo, &src, &[]);
+    make_garbage(&repo);
+    let r = open_lib(&repo);
+    // An exclusive lock of a process that is alive (this test) on this
+    // host: only its age can make it stale.
+    let info = |age_minutes: i64| LockInfo {
+        version: lock::VERSION,
+        host: cairn::hostname(),
+        pid: std::process::id(),
+        time_ns: cairn::now_ns() - age_minutes * MINUTE_NS,
+        exclusive: true,
+        command: "gc".into(),
+    };
+
+    // 29 minutes old: it holds. gc and backups are refused; unlock
+    // leaves it.
+    let live = lock::write_info(r.backend(), r.key(), &info(29)).unwrap();
+    let out = repo.run(&["gc"]);
+    assert_eq!(out.code, 11, "{out}");
+    assert!(out.stderr.contains("exclusive lock held by `gc`"), "{out}");
+    assert_eq!(repo.run(&["backup", src.to_str().unwrap()]).code, 11);
+    let out = repo.run(&["unlock"]).success();
+    assert!(out.stdout.contains("0 lock(s) removed"), "{out}");
+    fs::remove_file(repo.path.join("locks").join(&live)).unwrap();
+
+    // 31 minutes old: stale. gc runs past it and collects the garbage;
+    // `unlock` removes it.
+    let stale = lock::write_info(r.backend(), r.key(), &info(31)).unwrap();
+    let out = repo.run(&["gc", "--json"]).success();
+    assert!(
+        !out.json()["delete"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    assert!(repo.path.join("locks").join(&stale).exists());
+    let out = repo.run(&["unlock"]).success();
+    assert!(
+        out.stdout.contains("removed exclusive lock held by `gc`"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("1 lock(s) removed"), "{out}");
+    assert!(lock_files(&repo).is_empty());
+    assert_verify_ok(&repo);
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &s);
+}
+
+#[test]
+fn a_long_running_lock_is_refreshed() {
+    let repo = packed_repo();
+    let (backup, mut stdin, _) = start_stdin_backup_with(&repo, "x", Some("refresh-every=100"));
+    let first = the_lock(&repo);
+    // The lock file is replaced by one with a later time, and the old one
+    // is removed: one lock file, newer each time.
+    wait_for("a refreshed lock", LIMIT, || {
+        lock_files(&repo).len() == 1 && the_lock(&repo).time_ns > first.time_ns
+    });
+    let data = random_bytes(71, 1_500_000);
+    stdin.write_all(&data).unwrap();
+    drop(stdin);
+    let out = backup.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(lock_files(&repo).is_empty());
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = repo.scratch("restore");
+    repo.restore(&id, &target, &[]);
+    assert!(fs::read(target.join("x")).unwrap() == data);
+}
+
+#[test]
+fn a_backup_paused_for_16_minutes_confirms_its_lock_and_goes_on() {
+    let repo = packed_repo();
+    let (backup, mut stdin, _) = start_stdin_backup_with(&repo, "x", Some("age=960"));
+    let old = the_lock(&repo);
+    assert!(cairn::now_ns() - old.time_ns >= 16 * MINUTE_NS);
+    // The first pack makes the backup check its lock: older than 15
+    // minutes, so it confirms the file is there and refreshes it.
+    let data = random_bytes(72, 3_000_000);
+    stdin.write_all(&data[..2_500_000]).unwrap();
+    stdin.flush().unwrap();
+    wait_for("the refreshed lock", LIMIT, || {
+        cairn::now_ns() - the_lock(&repo).time_ns < MINUTE_NS
+    });
+    stdin.write_all(&data[2_500_000..]).unwrap();
+    drop(stdin);
+    let out = backup.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = repo.scratch("restore");
+    repo.restore(&id, &target, &[]);
+    assert!(fs::read(target.join("x")).unwrap() == data);
+}
+
+#[test]
+fn a_backup_whose_lock_expired_or_cannot_be_refreshed_publishes_nothing() {
+    let repo = packed_repo();
+    let small = repo.scratch("small");
+    fill(&small, 73, &[("a", 300_000)]);
+    let s0 = backup_saved(&repo, &small, &[]);
+    let src = repo.scratch("big");
+    fill(&src, 74, &[("b", 2_500_000), ("c", 1_500_000)]);
+    let index_before = names_in(&repo, "index");
+    for (knobs, why) in [
+        // Paused (or suspended) for 21 minutes: others may soon take the
+        // lock for stale, and gc may have run already.
+        ("age=1260", "lock expired: last refreshed 21m"),
+        // Refreshes failing for 16 minutes, and once more now.
+        ("age=960,refresh-fails", "lock not refreshed for 16m"),
+    ] {
+        let out = run(
+            repo.cmd(&["backup", src.to_str().unwrap()])
+                .env("CAIRN_LOCK_TEST", knobs),
+            None,
+        );
+        assert_eq!(out.code, 1, "{knobs}: {out}");
+        assert!(out.stderr.contains(why), "{knobs}: {out}");
+        assert!(out.stderr.contains("nothing published"), "{knobs}: {out}");
+        assert_eq!(
+            snapshot_ids(&repo),
+            [s0.id.clone()].into_iter().collect(),
+            "{knobs}"
+        );
+        assert_eq!(names_in(&repo, "index"), index_before, "{knobs}");
+        assert!(lock_files(&repo).is_empty(), "{knobs}");
+    }
+    assert_verify_ok(&repo);
+    repo.run(&["gc"]).success();
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &s0);
+}
+
+#[test]
+fn unlock_force_against_a_live_backup_makes_it_fail_without_publishing() {
+    let repo = packed_repo();
+    let small = repo.scratch("small");
+    fill(&small, 75, &[("a", 300_000)]);
+    let s0 = backup_saved(&repo, &small, &[]);
+    let packs_before = pack_files(&repo).len();
+    let (backup, mut stdin, lock) = start_stdin_backup(&repo, "x");
+    let pid = backup.id();
+    let data = random_bytes(76, 5_000_000);
+    stdin.write_all(&data[..3_000_000]).unwrap();
+    stdin.flush().unwrap();
+    wait_for("a pack of the running backup", LIMIT, || {
+        pack_files(&repo).len() > packs_before
+    });
+
+    // Forced, unlock removes the live backup's lock; gc is no longer held
+    // back and deletes the packs no index names, the backup's among them.
+    let out = repo.run(&["unlock", "--force"]).success();
+    let removed = format!("removed shared lock held by `backup` (pid {pid} ");
+    assert!(out.stdout.contains(&removed), "{out}");
+    assert!(out.stdout.contains("1 lock(s) removed"), "{out}");
+    assert!(!lock.exists());
+    let theirs: Vec<PathBuf> = pack_files(&repo)
+        .into_iter()
+        .filter(|(p, _)| !index_packs(&repo).contains(p))
+        .map(|(_, path)| path)
+        .collect();
+    assert!(!theirs.is_empty());
+    repo.run(&["gc"]).success();
+    assert!(theirs.iter().all(|p| !p.exists()));
+
+    // The backup finds its lock gone before publishing: it fails, and
+    // writes neither an index table naming the deleted packs nor a
+    // snapshot.
+    let index_before = names_in(&repo, "index");
+    stdin.write_all(&data[3_000_000..]).unwrap();
+    drop(stdin);
+    let out = backup.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lock lost") && stderr.contains("nothing published"),
+        "{stderr}"
+    );
+    assert_eq!(names_in(&repo, "index"), index_before);
+    assert_eq!(snapshot_ids(&repo), [s0.id.clone()].into_iter().collect());
+    assert!(lock_files(&repo).is_empty());
+    assert_verify_ok(&repo);
+    repo.run(&["gc"]).success();
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &s0);
 }

@@ -219,7 +219,7 @@ pub fn backup(
         .clone()
         .unwrap_or_else(|| format!("{host}:{}", paths.join(",")));
 
-    let _lock = lock::acquire(
+    let lock = lock::acquire(
         repo.backend_arc(),
         repo.key(),
         false,
@@ -252,7 +252,7 @@ pub fn backup(
         None => None,
     };
 
-    let writer = BlobWriter::new(repo);
+    let writer = BlobWriter::new(repo).locked(&lock);
     let counters = Counters::default();
     let warnings = std::sync::Mutex::new(Vec::new());
     let report = |msg: String| {
@@ -315,6 +315,9 @@ pub fn backup(
     };
     let (id, bytes) = snapshot.encode(repo.key());
     crate::fault::point("before-snapshot-write");
+    // gc may have run if the lock looked stale: the blobs this snapshot
+    // names (its own, and those it found already stored) may be gone.
+    lock.confirm("no snapshot written: run the backup again")?;
     repo.backend()
         .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
     // The snapshot is durable; merging index tables is housekeeping that

@@ -131,13 +131,20 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-/// Runs gc on an open repository (the caller holds the exclusive lock).
-fn gc_locked(repo: &Repository, opts: &GcOptions, dry_run: bool, as_json: bool) -> Result<()> {
+/// Runs gc on an open repository holding `lock`: the exclusive lock, or
+/// for a dry run a shared one.
+fn gc_locked(
+    repo: &Repository,
+    lock: &lock::LockGuard,
+    opts: &GcOptions,
+    dry_run: bool,
+    as_json: bool,
+) -> Result<()> {
     let plan = gc::plan(repo, opts)?;
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || plan.old_index.len() > 1);
     if act {
-        gc::execute(repo, &plan)?;
+        gc::execute(repo, &plan, lock)?;
     }
     if as_json {
         println!("{}", json(&plan));
@@ -164,7 +171,7 @@ fn gc_locked(repo: &Repository, opts: &GcOptions, dry_run: bool, as_json: bool) 
 
 pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
     let repo = ctx.open()?;
-    let _lock = lock::acquire(
+    let lock = lock::acquire(
         repo.backend_arc(),
         repo.key(),
         !a.dry_run,
@@ -173,6 +180,7 @@ pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
     )?;
     gc_locked(
         &repo,
+        &lock,
         &GcOptions {
             max_unused: a.max_unused,
             workers: ctx.workers(&repo),
@@ -260,7 +268,7 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
             "give snapshot ids or a policy, not both".into(),
         ));
     }
-    let _lock = lock::acquire(
+    let lock = lock::acquire(
         repo.backend_arc(),
         repo.key(),
         !a.dry_run,
@@ -320,7 +328,7 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
         println!("removed {} snapshot(s)", remove.len());
     }
     if a.gc {
-        gc_locked(&repo, &GcOptions::default(), false, a.json)?;
+        gc_locked(&repo, &lock, &GcOptions::default(), false, a.json)?;
     }
     Ok(0)
 }

@@ -11,9 +11,19 @@
 //! A lock is stale when its process is gone (same host) or it has not been
 //! refreshed for [`STALE_AFTER`]. Held locks are refreshed every
 //! [`REFRESH_EVERY`] by a background thread, which replaces the lock file.
+//!
+//! Others may act on a stale lock (gc deletes the packs no index names), so
+//! a holder must never rely on a lock that may have looked stale. The
+//! [`LockGuard`] remembers when its last refresh succeeded; a writer calls
+//! [`LockGuard::check`] as it goes and [`LockGuard::confirm`] before it
+//! publishes anything others must see (an index table, a snapshot). Past
+//! [`CONFIRM_AFTER`] without a successful refresh the holder re-reads its
+//! lock file and refreshes it before going on; past [`EXPIRE_AFTER`], or
+//! once its lock file is found removed (`cairn unlock --force`), the lock
+//! is lost and every check fails: the operation stops without publishing.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,6 +42,14 @@ pub const VERSION: u32 = 1;
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a held lock is refreshed.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
+/// A holder whose last successful refresh is older than this (half of
+/// [`STALE_AFTER`]) confirms its lock file is still there, and refreshes
+/// it, before going on.
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(15 * 60);
+/// A holder whose last successful refresh is older than this has lost its
+/// lock: the 10 minutes left before [`STALE_AFTER`] allow for clocks that
+/// differ between hosts and for the time a publishing write takes.
+pub const EXPIRE_AFTER: Duration = Duration::from_secs(20 * 60);
 
 /// What a lock file says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,12 +118,154 @@ fn process_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// A held lock; released on drop.
+/// A held lock; released on drop. See the module docs for the checks a
+/// holder makes before it publishes.
 pub struct LockGuard {
-    backend: Arc<dyn Backend>,
-    name: Arc<Mutex<String>>,
+    held: Arc<Held>,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<thread::JoinHandle<()>>,
+}
+
+/// What the guard and its refresher thread share.
+struct Held {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    /// The lock's description; `time_ns` is set at each refresh.
+    info: LockInfo,
+    knobs: crate::fault::LockKnobs,
+    /// Under one mutex, so a refresh by the thread and one by a check
+    /// never interleave.
+    state: Mutex<HeldState>,
+}
+
+struct HeldState {
+    /// The current lock file.
+    name: String,
+    /// The time written into it (wall clock, as others judge staleness).
+    refreshed_ns: i64,
+    /// The same moment on the monotonic clock, which does not jump when
+    /// the wall clock is set back.
+    refreshed: Instant,
+    /// Added to the monotonic age until the next refresh (test knob
+    /// `age`).
+    backdate: Duration,
+    /// Why the lock was lost, once it was: checks fail from then on.
+    lost: Option<String>,
+}
+
+const REMOVED: &str = "lock lost: its lock file was removed (by `cairn unlock --force`?)";
+
+impl HeldState {
+    /// Time since the last successful refresh: the larger of the wall
+    /// clock's (which runs on while a laptop is suspended) and the
+    /// monotonic clock's.
+    fn age(&self) -> Duration {
+        let wall = crate::now_ns().saturating_sub(self.refreshed_ns).max(0) as u64;
+        Duration::from_nanos(wall).max(self.refreshed.elapsed() + self.backdate)
+    }
+
+    /// Marks the lock lost if it is too old; returns why it is lost.
+    fn expire(&mut self) -> Option<&str> {
+        let age = self.age();
+        if self.lost.is_none() && age >= EXPIRE_AFTER {
+            self.lost = Some(format!(
+                "lock expired: last refreshed {}m{:02}s ago (process paused or suspended, or \
+                 the store unreachable?), so other commands may have treated it as stale",
+                age.as_secs() / 60,
+                age.as_secs() % 60
+            ));
+        }
+        self.lost.as_deref()
+    }
+}
+
+impl Held {
+    fn state(&self) -> Result<MutexGuard<'_, HeldState>> {
+        self.state
+            .lock()
+            .map_err(|_| Error::Invalid("lock refresher panicked".into()))
+    }
+
+    /// Reads the lock file; marks the lock lost if it is gone.
+    fn confirm(&self, st: &mut HeldState) -> Result<()> {
+        match self.backend.read(FileKind::Lock, &st.name) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => {
+                st.lost = Some(REMOVED.into());
+                Err(Error::LockLost(REMOVED.into()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the lock file by one with the current time, once the old
+    /// one is confirmed present: a lock file someone removed is not put
+    /// back, the lock is lost.
+    fn refresh(&self, st: &mut HeldState) -> Result<()> {
+        self.confirm(st)?;
+        if self.knobs.refresh_fails {
+            return Err(Error::Invalid(
+                "refresh refused (CAIRN_LOCK_TEST=refresh-fails)".into(),
+            ));
+        }
+        let now = crate::now_ns();
+        let fresh = LockInfo {
+            time_ns: now,
+            ..self.info.clone()
+        };
+        let new = write_lock(&*self.backend, &self.key, &fresh)?;
+        let old = std::mem::replace(&mut st.name, new);
+        st.refreshed_ns = now;
+        st.refreshed = Instant::now();
+        st.backdate = Duration::ZERO;
+        if old != st.name {
+            let _ = self.backend.remove(FileKind::Lock, &old);
+        }
+        Ok(())
+    }
+
+    /// See [`LockGuard::check`]; `read` also confirms the lock file exists
+    /// when the lock is fresh.
+    fn check(&self, read: bool, consequence: &str) -> Result<()> {
+        let mut st = self.state()?;
+        let fail = |why: &str| Error::LockLost(format!("{why}; {consequence}"));
+        if let Some(why) = st.expire() {
+            return Err(fail(why));
+        }
+        let age = st.age();
+        if age >= CONFIRM_AFTER {
+            return self.refresh(&mut st).map_err(|e| match e {
+                Error::LockLost(why) => fail(&why),
+                e => fail(&format!(
+                    "lock not refreshed for {}m{:02}s, and refreshing it now failed: {e}",
+                    age.as_secs() / 60,
+                    age.as_secs() % 60
+                )),
+            });
+        }
+        if read {
+            // Any other failure to read is the store's, reported as such.
+            return self.confirm(&mut st).map_err(|e| match e {
+                Error::LockLost(why) => fail(&why),
+                e => e,
+            });
+        }
+        Ok(())
+    }
+
+    /// The refresher thread's loop: refresh every `every` until stopped
+    /// or the lock is lost. A failed refresh is retried next time; the
+    /// holder's checks notice if failures go on too long. An expired lock
+    /// is not refreshed: that would hide that it may have looked stale.
+    fn refresh_until(&self, stopped: mpsc::Receiver<()>, every: Duration) {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+            let Ok(mut st) = self.state() else { return };
+            if st.expire().is_some() {
+                return;
+            }
+            let _ = self.refresh(&mut st);
+        }
+    }
 }
 
 fn write_lock(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
@@ -113,6 +273,13 @@ fn write_lock(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result
     let name = hex::encode(file_hash(&bytes));
     backend.write(FileKind::Lock, &name, &bytes)?;
     Ok(name)
+}
+
+/// Writes a lock file as a holder would, without holding anything or
+/// refreshing it (for tests that need a lock of a given age or owner).
+/// Returns its name.
+pub fn write_info(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
+    write_lock(backend, key, info)
 }
 
 /// Every lock in the repository with its name; undecodable ones are skipped.
@@ -143,6 +310,18 @@ pub fn acquire(
     command: &str,
     wait: Duration,
 ) -> Result<LockGuard> {
+    let knobs = crate::fault::lock_knobs().clone();
+    acquire_with(backend, key, exclusive, command, wait, knobs)
+}
+
+fn acquire_with(
+    backend: Arc<dyn Backend>,
+    key: &MasterKey,
+    exclusive: bool,
+    command: &str,
+    wait: Duration,
+    knobs: crate::fault::LockKnobs,
+) -> Result<LockGuard> {
     let host = crate::hostname();
     let info = |now| LockInfo {
         version: VERSION,
@@ -155,31 +334,32 @@ pub fn acquire(
     let deadline = Instant::now() + wait;
     let mut announced = false;
     loop {
-        let mine = write_lock(&*backend, key, &info(crate::now_ns()))?;
+        let now = crate::now_ns().saturating_sub(knobs.age.as_nanos() as i64);
+        let written = Instant::now();
+        let mine = write_lock(&*backend, key, &info(now))?;
         let conflict = list(&*backend, key)?.into_iter().find(|(name, other)| {
             *name != mine && (exclusive || other.exclusive) && !other.is_stale(&host)
         });
         let Some((_, holder)) = conflict else {
-            let name = Arc::new(Mutex::new(mine));
-            let (stop, stopped) = mpsc::channel::<()>();
-            let (b, n, k, i) = (backend.clone(), name.clone(), key.clone(), info(0));
-            let refresher = thread::spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH_EVERY)
-                {
-                    let fresh = LockInfo {
-                        time_ns: crate::now_ns(),
-                        ..i.clone()
-                    };
-                    if let Ok(new_name) = write_lock(&*b, &k, &fresh) {
-                        let Ok(mut cur) = n.lock() else { return };
-                        let old = std::mem::replace(&mut *cur, new_name);
-                        let _ = b.remove(FileKind::Lock, &old);
-                    }
-                }
-            });
-            return Ok(LockGuard {
+            let every = knobs.refresh_every.unwrap_or(REFRESH_EVERY);
+            let held = Arc::new(Held {
                 backend,
-                name,
+                key: key.clone(),
+                info: info(now),
+                state: Mutex::new(HeldState {
+                    name: mine,
+                    refreshed_ns: now,
+                    refreshed: written,
+                    backdate: knobs.age,
+                    lost: None,
+                }),
+                knobs,
+            });
+            let (stop, stopped) = mpsc::channel::<()>();
+            let h = held.clone();
+            let refresher = thread::spawn(move || h.refresh_until(stopped, every));
+            return Ok(LockGuard {
+                held,
                 stop: Some(stop),
                 refresher: Some(refresher),
             });
@@ -201,14 +381,59 @@ pub fn acquire(
     }
 }
 
+impl LockGuard {
+    /// Fails if the lock can no longer be relied on: lost, or not
+    /// refreshed for [`EXPIRE_AFTER`]. Past [`CONFIRM_AFTER`] it confirms
+    /// the lock file and refreshes it first, failing if it cannot;
+    /// otherwise it costs no IO, so it can be called often (a backup calls
+    /// it for every pack). `consequence` ends the error message: what was
+    /// left undone.
+    pub fn check(&self, consequence: &str) -> Result<()> {
+        self.held.check(false, consequence)
+    }
+
+    /// Like [`LockGuard::check`], and also reads the lock file to confirm
+    /// nobody removed it. Call right before writing what others must see.
+    pub fn confirm(&self, consequence: &str) -> Result<()> {
+        self.held.check(true, consequence)
+    }
+
+    /// Whether the lock is known lost (its file found removed, or not
+    /// refreshed for [`EXPIRE_AFTER`]); no IO. Unlike a failed check, this
+    /// is not true merely because the store could not be reached.
+    pub fn is_lost(&self) -> bool {
+        self.held
+            .state
+            .lock()
+            .map_or(true, |mut st| st.expire().is_some())
+    }
+
+    /// Whether this is an exclusive lock.
+    pub fn is_exclusive(&self) -> bool {
+        self.held.info.exclusive
+    }
+
+    /// The locks of others that are not stale: holders that may be
+    /// writing right now.
+    pub fn others(&self) -> Result<Vec<LockInfo>> {
+        let mine = self.held.state()?.name.clone();
+        let host = crate::hostname();
+        Ok(list(&*self.held.backend, &self.held.key)?
+            .into_iter()
+            .filter(|(name, info)| *name != mine && !info.is_stale(&host))
+            .map(|(_, info)| info)
+            .collect())
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(h) = self.refresher.take() {
             let _ = h.join();
         }
-        if let Ok(name) = self.name.lock() {
-            let _ = self.backend.remove(FileKind::Lock, &name);
+        if let Ok(st) = self.held.state.lock() {
+            let _ = self.held.backend.remove(FileKind::Lock, &st.name);
         }
     }
 }
@@ -224,4 +449,151 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Resu
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mem::MemBackend;
+    use crate::fault::LockKnobs;
+
+    fn take(backend: &Arc<MemBackend>, key: &MasterKey, knobs: LockKnobs) -> LockGuard {
+        acquire_with(backend.clone(), key, false, "backup", Duration::ZERO, knobs).unwrap()
+    }
+
+    fn aged(secs: u64) -> LockKnobs {
+        LockKnobs {
+            age: Duration::from_secs(secs),
+            ..LockKnobs::default()
+        }
+    }
+
+    /// The one lock file in the repository.
+    fn only_lock(backend: &MemBackend, key: &MasterKey) -> (String, LockInfo) {
+        let mut all = list(backend, key).unwrap();
+        assert_eq!(all.len(), 1, "{all:?}");
+        all.pop().unwrap()
+    }
+
+    #[test]
+    fn a_fresh_lock_passes_until_its_file_is_removed() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let guard = take(&backend, &key, LockKnobs::default());
+        guard.check("x").unwrap();
+        guard.confirm("x").unwrap();
+        let (name, _) = only_lock(&backend, &key);
+        backend.remove(FileKind::Lock, &name).unwrap();
+        // Without reading, a fresh lock cannot notice; confirming does.
+        guard.check("x").unwrap();
+        let err = guard.confirm("nothing published").unwrap_err().to_string();
+        assert!(
+            err.contains("lock lost") && err.contains("unlock --force"),
+            "{err}"
+        );
+        assert!(err.ends_with("; nothing published"), "{err}");
+        // Lost for good: even the cheap check fails now.
+        assert!(guard
+            .check("x")
+            .unwrap_err()
+            .to_string()
+            .contains("lock lost"));
+    }
+
+    #[test]
+    fn an_unreachable_store_fails_the_confirmation_but_loses_nothing() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let guard = take(&backend, &key, LockKnobs::default());
+        backend.fail_next(1, true);
+        let err = guard.confirm("x").unwrap_err();
+        assert!(err.is_transient(), "the store's own error: {err}");
+        assert!(!guard.is_lost());
+        guard.confirm("x").unwrap();
+        let (name, _) = only_lock(&backend, &key);
+        backend.remove(FileKind::Lock, &name).unwrap();
+        assert!(guard.confirm("x").is_err());
+        assert!(guard.is_lost());
+    }
+
+    #[test]
+    fn an_old_lock_is_confirmed_and_refreshed_before_going_on() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let guard = take(&backend, &key, aged(16 * 60));
+        let (before, old) = only_lock(&backend, &key);
+        assert!(crate::now_ns() - old.time_ns >= 16 * 60 * 1_000_000_000);
+        guard.check("x").unwrap();
+        let (after, new) = only_lock(&backend, &key);
+        assert_ne!(before, after, "the lock file was replaced");
+        assert!(crate::now_ns() - new.time_ns < 60 * 1_000_000_000);
+        // Fresh now: the next check does no IO and passes.
+        guard.check("x").unwrap();
+        assert_eq!(only_lock(&backend, &key).0, after);
+        drop(guard);
+        assert!(list(&*backend, &key).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_old_lock_that_cannot_be_refreshed_fails_the_check() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let knobs = LockKnobs {
+            refresh_fails: true,
+            ..aged(16 * 60)
+        };
+        let guard = take(&backend, &key, knobs);
+        let err = guard.check("nothing published").unwrap_err().to_string();
+        assert!(
+            err.contains("lock not refreshed for 16m") && err.contains("refresh refused"),
+            "{err}"
+        );
+        // An old lock whose file is gone is lost, refresh or not.
+        let (name, _) = only_lock(&backend, &key);
+        backend.remove(FileKind::Lock, &name).unwrap();
+        let err = guard.check("x").unwrap_err().to_string();
+        assert!(err.contains("lock lost"), "{err}");
+    }
+
+    #[test]
+    fn an_expired_lock_fails_and_is_not_refreshed() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let guard = take(&backend, &key, aged(21 * 60));
+        let (name, _) = only_lock(&backend, &key);
+        let err = guard.check("nothing published").unwrap_err().to_string();
+        assert!(
+            err.starts_with("lock expired: last refreshed 21m") && err.contains("stale"),
+            "{err}"
+        );
+        assert!(guard.confirm("x").is_err());
+        assert_eq!(only_lock(&backend, &key).0, name, "not refreshed");
+    }
+
+    #[test]
+    fn the_refresher_advances_the_lock_and_never_restores_a_removed_one() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let knobs = LockKnobs {
+            refresh_every: Some(Duration::from_millis(10)),
+            ..LockKnobs::default()
+        };
+        let guard = take(&backend, &key, knobs);
+        let (_, info) = only_lock(&backend, &key);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let locks = list(&*backend, &key).unwrap();
+            if locks.iter().any(|(_, i)| i.time_ns > info.time_ns) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the lock was never refreshed");
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Remove the lock file (again, should a refresh have replaced it in
+        // between): the holder learns it lost the lock, and the refresher
+        // does not write it back.
+        while guard.check("x").is_ok() {
+            for (name, _) in list(&*backend, &key).unwrap() {
+                backend.remove(FileKind::Lock, &name).unwrap();
+            }
+            assert!(Instant::now() < deadline, "the loss went unnoticed");
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread::sleep(Duration::from_millis(50));
+        assert!(list(&*backend, &key).unwrap().is_empty());
+    }
 }
