@@ -9,7 +9,8 @@
 //!   trailer do not count) exceeds `max_unused` is **repacked**: its live
 //!   blobs are copied, still sealed, into new packs;
 //! - a pack in no index table is an interrupted backup's leftover and is
-//!   **deleted**;
+//!   **deleted** (a dry run while others hold locks lists these packs
+//!   as **in progress** instead: a running backup may be writing them);
 //! - every other pack is **kept**.
 //!
 //! [`execute`] then, in this order: writes the new packs; writes one new
@@ -44,6 +45,11 @@ pub struct GcOptions {
     pub max_unused: f64,
     /// Worker threads for marking; 0 = one per core.
     pub workers: usize,
+    /// Others hold live locks (only possible for a dry run, which holds a
+    /// shared lock): packs no index names may be a running backup's, not
+    /// an interrupted one's, so they are listed as
+    /// [`GcPlan::in_progress`], not as garbage.
+    pub others_writing: bool,
 }
 
 impl Default for GcOptions {
@@ -51,6 +57,7 @@ impl Default for GcOptions {
         GcOptions {
             max_unused: 0.10,
             workers: 0,
+            others_writing: false,
         }
     }
 }
@@ -72,6 +79,11 @@ pub struct GcPlan {
     /// Packs whose live blobs are copied before deletion.
     #[serde(serialize_with = "ids")]
     pub repack: Vec<PackId>,
+    /// Packs no index names while others hold locks (see
+    /// [`GcOptions::others_writing`]): not in the index, a backup may be
+    /// writing them. Neither deleted nor counted as freed.
+    #[serde(serialize_with = "ids")]
+    pub in_progress: Vec<PackId>,
     /// Packs kept as they are.
     pub keep: u64,
     /// Bytes freed once done.
@@ -181,7 +193,9 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         (Vec::new(), Vec::new(), 0, 0, 0);
     for (pack, &size) in packs {
         let live = live_in_pack.get(pack).copied().unwrap_or(0);
-        if !indexed.contains(pack) || live == 0 {
+        if !indexed.contains(pack) && opts.others_writing {
+            plan.in_progress.push(*pack);
+        } else if !indexed.contains(pack) || live == 0 {
             delete.push(*pack);
             freed += size;
         } else if size > 0
@@ -229,7 +243,7 @@ fn unused_share(repo: &Repository, pack: &PackId, size: u64, live: u64) -> f64 {
 /// Carries out a plan, holding `lock` (which must be exclusive). See the
 /// module docs for the order and why it is safe.
 pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()> {
-    if !lock.is_exclusive() {
+    if !lock.is_exclusive() || !plan.in_progress.is_empty() {
         return Err(Error::Invalid(
             "gc needs the exclusive lock to delete anything".into(),
         ));

@@ -97,8 +97,43 @@ fn gc_refuses_then_waits_while_a_backup_holds_its_lock() {
     assert_eq!(out.code, 11, "{out}");
     assert!(out.stderr.contains("backup"), "holder not named:\n{out}");
     assert!(out.stderr.contains("locked"), "{out}");
-    // A dry run only reads and takes a shared lock: it runs.
-    repo.run(&["gc", "--dry-run"]).success();
+    // A dry run only reads and takes a shared lock: it runs, and reports
+    // the backup's packs apart from the garbage: they are in no index yet,
+    // but the backup holds a live lock.
+    let theirs: Vec<String> = pack_files(&repo)
+        .into_keys()
+        .filter(|p| !index_packs(&repo).contains(p))
+        .collect();
+    assert!(!theirs.is_empty());
+    let out = repo.run(&["gc", "--dry-run", "--json"]).success();
+    let plan = out.json();
+    assert_eq!(plan["dry_run"], true, "{out}");
+    let listed = |field: &str| -> Vec<String> {
+        let mut v: Vec<String> = plan[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let in_progress = listed("in_progress");
+    assert!(
+        theirs.iter().all(|p| in_progress.contains(p)),
+        "the backup's packs {theirs:?} are not all reported in progress:\n{out}"
+    );
+    assert!(!listed("delete").is_empty(), "the garbage is still garbage");
+    assert!(
+        listed("delete").iter().all(|p| !theirs.contains(p)),
+        "{out}"
+    );
+    let out = repo.run(&["gc", "--dry-run"]).success();
+    assert!(
+        out.stdout
+            .contains("packs not in the index (a backup may be writing them)"),
+        "{out}"
+    );
 
     // gc with --lock-wait waits for the backup.
     let mut gc = repo

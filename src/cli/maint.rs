@@ -131,6 +131,14 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// gc's JSON report: the plan, and whether it was only a plan.
+#[derive(Serialize)]
+struct GcReport<'a> {
+    dry_run: bool,
+    #[serde(flatten)]
+    plan: &'a gc::GcPlan,
+}
+
 /// Runs gc on an open repository holding `lock`: the exclusive lock, or
 /// for a dry run a shared one.
 fn gc_locked(
@@ -140,14 +148,24 @@ fn gc_locked(
     dry_run: bool,
     as_json: bool,
 ) -> Result<()> {
-    let plan = gc::plan(repo, opts)?;
+    let opts = GcOptions {
+        others_writing: dry_run && !lock.others()?.is_empty(),
+        ..opts.clone()
+    };
+    let plan = gc::plan(repo, &opts)?;
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || plan.old_index.len() > 1);
     if act {
         gc::execute(repo, &plan, lock)?;
     }
     if as_json {
-        println!("{}", json(&plan));
+        println!(
+            "{}",
+            json(&GcReport {
+                dry_run,
+                plan: &plan
+            })
+        );
         return Ok(());
     }
     println!(
@@ -166,6 +184,12 @@ fn gc_locked(
         plan.keep,
         human_bytes(plan.bytes_freed)
     );
+    if !plan.in_progress.is_empty() {
+        println!(
+            "{} packs not in the index (a backup may be writing them): not counted",
+            plan.in_progress.len()
+        );
+    }
     Ok(())
 }
 
@@ -184,6 +208,7 @@ pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
         &GcOptions {
             max_unused: a.max_unused,
             workers: ctx.workers(&repo),
+            others_writing: false,
         },
         a.dry_run,
         a.json,
