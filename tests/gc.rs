@@ -1,0 +1,123 @@
+//! gc's repacking threshold at its default (`--max-unused 10%`): a pack
+//! just under it is kept as it is, one just over it is repacked.
+
+mod common;
+mod support_maint;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::Value;
+use support_maint::*;
+
+/// The pack ids in a field of gc's JSON report.
+fn packs_in(plan: &Value, field: &str) -> BTreeSet<String> {
+    plan[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {field} in {plan}"))
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn default_max_unused_repacks_just_over_10_percent_and_keeps_just_under() {
+    let repo = packed_repo();
+    // Each backup stores its two files in one data pack (under 1 MiB).
+    // The first file of each is a single chunk (below the 64K minimum)
+    // that will become garbage: 9.5% of the first pack, 10.5% of the
+    // second.
+    let (one, two, keep) = (
+        repo.scratch("one"),
+        repo.scratch("two"),
+        repo.scratch("keep"),
+    );
+    fill(&one, 80, &[("dead", 47_500), ("live", 452_500)]);
+    fill(&two, 81, &[("dead", 52_500), ("live", 447_500)]);
+    let s1 = backup_saved(&repo, &one, &[]);
+    let s2 = backup_saved(&repo, &two, &[]);
+    // A third snapshot keeps the `live` files (deduplicated: no new data).
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::copy(one.join("live"), keep.join("live1")).unwrap();
+    std::fs::copy(two.join("live"), keep.join("live2")).unwrap();
+    let s3 = backup_saved(&repo, &keep, &[]);
+
+    let index = index_map(&repo);
+    let chunks = |s: &Saved, file: &str| -> Vec<String> {
+        file_chunks(&repo, &s.id)[&abs(&s.src.join(file))].clone()
+    };
+    let (dead1, dead2) = (chunks(&s1, "dead"), chunks(&s2, "dead"));
+    assert_eq!((dead1.len(), dead2.len()), (1, 1), "one chunk each");
+    let pack_of = |s: &Saved| -> String {
+        let packs: BTreeSet<String> = ["dead", "live"]
+            .iter()
+            .flat_map(|f| chunks(s, f))
+            .map(|c| index[&c].pack.clone())
+            .collect();
+        assert_eq!(packs.len(), 1, "both files in one pack: {packs:?}");
+        packs.into_iter().next().unwrap()
+    };
+    let (p1, p2) = (pack_of(&s1), pack_of(&s2));
+    assert_ne!(p1, p2);
+
+    repo.run(&["forget", &s1.id, &s2.id]).success();
+
+    // The dead share of each pack's blob area, from the index: what the
+    // test means it to be.
+    let dead_share = |dead: &[String], pack: &str| -> f64 {
+        let area: u64 = index
+            .values()
+            .filter(|l| l.pack == pack)
+            .map(|l| l.length)
+            .sum();
+        let dead: u64 = dead.iter().map(|c| index[c].length).sum();
+        dead as f64 / area as f64
+    };
+    let (d1, d2) = (dead_share(&dead1, &p1), dead_share(&dead2, &p2));
+    assert!((0.09..0.10).contains(&d1), "first pack {d1}");
+    assert!((0.10..0.11).contains(&d2), "second pack {d2}");
+
+    // The default threshold: the second pack is repacked, the first kept.
+    let plan = repo.run(&["gc", "--dry-run", "--json"]).success().json();
+    assert_eq!(
+        packs_in(&plan, "repack"),
+        [p2.clone()].into_iter().collect()
+    );
+    assert!(!packs_in(&plan, "delete").contains(&p1));
+    // At 9% the first would be repacked too: it is the threshold that
+    // keeps it.
+    let plan9 = repo
+        .run(&["gc", "--dry-run", "--json", "--max-unused", "9%"])
+        .success()
+        .json();
+    assert_eq!(
+        packs_in(&plan9, "repack"),
+        [p1.clone(), p2.clone()].into_iter().collect()
+    );
+
+    let out = repo.run(&["gc", "--json"]).success();
+    let done = out.json();
+    assert_eq!(done["dry_run"], false, "{out}");
+    assert_eq!(
+        packs_in(&done, "repack"),
+        [p2.clone()].into_iter().collect()
+    );
+    let packs = pack_files(&repo);
+    assert!(packs.contains_key(&p1), "the first pack was kept");
+    assert!(!packs.contains_key(&p2), "the second pack was repacked");
+    let index = index_map(&repo);
+    // The new index names live blobs only: those of the kept pack where
+    // they were, those of the repacked one in a new pack.
+    assert!(!index.contains_key(&dead1[0]) && !index.contains_key(&dead2[0]));
+    let live_packs = |file: &str| -> BTreeSet<String> {
+        file_chunks(&repo, &s3.id)[&abs(&s3.src.join(file))]
+            .iter()
+            .map(|c| index[c].pack.clone())
+            .collect()
+    };
+    assert_eq!(live_packs("live1"), [p1.clone()].into_iter().collect());
+    assert!(!live_packs("live2").contains(&p2));
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &s3);
+    assert_eq!(snapshot_ids(&repo), [s3.id.clone()].into_iter().collect());
+}
