@@ -1,8 +1,6 @@
 //! `cairn verify`, `gc`, `forget` and `repair`: keeping a repository small
 //! and trustworthy.
 
-use std::collections::BTreeMap;
-
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -14,8 +12,8 @@ use crate::gc::{self, GcOptions};
 use crate::id::SnapshotId;
 use crate::repair;
 use crate::repo::{lock, Repository};
-use crate::retention::{self, GroupBy, Policy};
-use crate::snapshot::{self, SnapshotEntry};
+use crate::retention::{self, GroupBy, GroupDecisions, Policy};
+use crate::snapshot;
 use crate::verify::{self, Subset, VerifyOptions};
 use crate::{format_time, human_bytes};
 
@@ -131,18 +129,20 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-/// Runs gc on an open repository (the caller holds the exclusive lock).
-fn gc_locked(repo: &Repository, opts: &GcOptions, dry_run: bool, as_json: bool) -> Result<()> {
+/// Runs gc on an open repository (the caller holds the exclusive lock);
+/// returns the plan, carried out unless `dry_run`.
+fn gc_locked(repo: &Repository, opts: &GcOptions, dry_run: bool) -> Result<gc::GcPlan> {
     let plan = gc::plan(repo, opts)?;
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || plan.old_index.len() > 1);
     if act {
         gc::execute(repo, &plan)?;
     }
-    if as_json {
-        println!("{}", json(&plan));
-        return Ok(());
-    }
+    Ok(plan)
+}
+
+/// Prints what gc found and did.
+fn print_gc(plan: &gc::GcPlan, dry_run: bool) {
     println!(
         "live: {} blobs, {}; unused: {} blobs, {}",
         plan.live_blobs,
@@ -159,7 +159,6 @@ fn gc_locked(repo: &Repository, opts: &GcOptions, dry_run: bool, as_json: bool) 
         plan.keep,
         human_bytes(plan.bytes_freed)
     );
-    Ok(())
 }
 
 pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
@@ -171,15 +170,19 @@ pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
         "gc",
         ctx.global.lock_wait,
     )?;
-    gc_locked(
+    let plan = gc_locked(
         &repo,
         &GcOptions {
             max_unused: a.max_unused,
             workers: ctx.workers(&repo),
         },
         a.dry_run,
-        a.json,
     )?;
+    if a.json {
+        println!("{}", json(&plan));
+    } else {
+        print_gc(&plan, a.dry_run);
+    }
     Ok(0)
 }
 
@@ -205,8 +208,11 @@ pub struct ForgetArgs {
     /// … years.
     #[arg(long, default_value_t = 0)]
     keep_yearly: u32,
-    /// Keep snapshots within this long of the newest (e.g. 30d, 1y2m, 12h).
-    #[arg(long)]
+    /// Keep snapshots taken within this long before the newest of their
+    /// group: numbers with units y (365 days), m (months of 30 days), w,
+    /// d, h; e.g. 30d, 1y2m, 12h. Here `m` means months, as in restic
+    /// (unlike --lock-wait, where it means minutes).
+    #[arg(long, value_name = "DURATION")]
     keep_within: Option<String>,
     /// Keep snapshots with this tag (repeatable).
     #[arg(long = "keep-tag")]
@@ -219,7 +225,8 @@ pub struct ForgetArgs {
     /// Show the decisions without removing anything.
     #[arg(long)]
     dry_run: bool,
-    /// Decisions as JSON.
+    /// Decisions as JSON: an array of groups; with --gc, one object
+    /// `{"forget": [groups], "gc": plan}`.
     #[arg(long)]
     json: bool,
     /// Run gc afterwards.
@@ -227,10 +234,11 @@ pub struct ForgetArgs {
     gc: bool,
 }
 
+/// `forget --json --gc`: both reports in one document.
 #[derive(Serialize)]
-struct GroupReport {
-    group: String,
-    snapshots: Vec<retention::Decision>,
+struct ForgetGcReport<'a> {
+    forget: &'a [GroupDecisions],
+    gc: &'a gc::GcPlan,
 }
 
 pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
@@ -268,31 +276,36 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
         ctx.global.lock_wait,
     )?;
     let all = repo.snapshots()?;
-    let mut remove: Vec<SnapshotId> = Vec::new();
-    let mut reports = Vec::new();
-    if !a.ids.is_empty() {
-        for spec in &a.ids {
-            remove.push(snapshot::resolve(&all, spec, &Default::default())?.id);
-        }
-    } else {
-        let filter = a.filter.filter();
+    let reports: Vec<GroupDecisions> = if a.ids.is_empty() {
         let group_by = GroupBy::parse(&a.group_by)?;
-        let mut groups: BTreeMap<String, Vec<&SnapshotEntry>> = BTreeMap::new();
-        for e in all.iter().filter(|e| filter.matches(&e.snapshot)) {
-            groups.entry(group_by.key(e)).or_default().push(e);
-        }
-        for (group, members) in groups {
-            let decisions = retention::apply(&policy, &members);
-            remove.extend(decisions.iter().filter(|d| !d.keep).map(|d| d.id));
-            reports.push(GroupReport {
-                group,
-                snapshots: decisions,
-            });
-        }
-    }
-    if a.json {
-        println!("{}", json(&reports));
+        retention::plan(&policy, &group_by, &a.filter.filter(), &all)
     } else {
+        // Every id is resolved before anything is removed, so a typo
+        // removes nothing.
+        let mut named: Vec<retention::Decision> = Vec::new();
+        for spec in &a.ids {
+            let e = snapshot::resolve(&all, spec, &Default::default())?;
+            if !named.iter().any(|d| d.id == e.id) {
+                named.push(retention::Decision {
+                    id: e.id,
+                    time_ns: e.snapshot.time_ns,
+                    keep: false,
+                    reasons: vec!["named".into()],
+                });
+            }
+        }
+        vec![GroupDecisions {
+            group: "named snapshots".into(),
+            snapshots: named,
+        }]
+    };
+    let remove: Vec<SnapshotId> = reports
+        .iter()
+        .flat_map(|g| &g.snapshots)
+        .filter(|d| !d.keep)
+        .map(|d| d.id)
+        .collect();
+    if !a.json {
         for g in &reports {
             println!("{}:", g.group);
             for d in &g.snapshots {
@@ -307,7 +320,9 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
         }
     }
     if a.dry_run {
-        if !a.json {
+        if a.json {
+            println!("{}", json(&reports));
+        } else {
             println!("would remove {} snapshot(s)", remove.len());
         }
         return Ok(0);
@@ -319,8 +334,22 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
     if !a.json {
         println!("removed {} snapshot(s)", remove.len());
     }
-    if a.gc {
-        gc_locked(&repo, &GcOptions::default(), false, a.json)?;
+    let gc_plan = if a.gc {
+        Some(gc_locked(&repo, &GcOptions::default(), false)?)
+    } else {
+        None
+    };
+    match (a.json, &gc_plan) {
+        (true, Some(plan)) => println!(
+            "{}",
+            json(&ForgetGcReport {
+                forget: &reports,
+                gc: plan,
+            })
+        ),
+        (true, None) => println!("{}", json(&reports)),
+        (false, Some(plan)) => print_gc(plan, false),
+        (false, None) => {}
     }
     Ok(0)
 }
