@@ -177,17 +177,16 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let backend = repo.backend();
 
-    // Packs present, with sizes.
+    // Packs present, with sizes: one listing, not one request per pack.
     let mut packs: HashMap<PackId, u64> = HashMap::new();
-    for name in backend.list(FileKind::Pack)? {
+    for (name, size) in backend.list_sizes(FileKind::Pack)? {
         if !is_hex_name(&name) {
             report
                 .warnings
                 .push(problem(format!("packs/{name}"), "unexpected file"));
             continue;
         }
-        let id = PackId::from_hex(&name)?;
-        packs.insert(id, backend.size(FileKind::Pack, &name)?);
+        packs.insert(PackId::from_hex(&name)?, size);
     }
     report.packs = packs.len();
 
