@@ -441,3 +441,65 @@ fn forget_keeps_the_newest_full_snapshot_when_a_differential_exists() {
     let d2 = backup_saved(&repo, &src, &["--kind", "differential"]);
     assert_eq!(d2.record["parent"], f1.id.as_str());
 }
+
+// ------------------------------------------------------------- subsets
+
+/// The 4-byte id prefix subsets place a pack by.
+fn id_prefix(pack: &str) -> u64 {
+    u64::from_str_radix(&pack[..8], 16).unwrap()
+}
+
+#[test]
+fn read_data_subsets_cover_every_pack_and_find_a_flipped_byte() {
+    let repo = packed_repo();
+    let src = source(&repo, 15);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let packs = pack_files(&repo);
+    assert!(packs.len() >= 4, "{} packs", packs.len());
+    let victim = snap_path(&src, "victim.bin");
+    let loc = index[&files[&victim][0]].clone();
+    flip_byte(&packs[&loc.pack], loc.offset + loc.length / 2);
+
+    // K/M: the three parts read every pack once; exactly the part holding
+    // the damaged pack finds it, and names the file.
+    let mut read = 0;
+    let mut found = Vec::new();
+    for k in 1..=3 {
+        let part = format!("{k}/3");
+        let out = repo.run(&["verify", "--json", "--read-data-subset", &part]);
+        let v = out.json();
+        read += v["packs_read"].as_u64().unwrap();
+        if out.code == 1 {
+            found.push(k);
+            assert_eq!(damaged(&v)[0].0, victim, "{out}");
+        } else {
+            assert_eq!(out.code, 0, "{out}");
+        }
+    }
+    assert_eq!(read, packs.len() as u64);
+    assert_eq!(found, vec![id_prefix(&loc.pack) % 3 + 1]);
+
+    // N%: the report says which window of ids was read today; the damage
+    // is found exactly when its pack lies in it, and the packs read are
+    // those in the window.
+    let in_window = |v: &Value, pack: &str| {
+        let from = v["read_subset"]["from"].as_u64().unwrap();
+        let width = v["read_subset"]["width"].as_u64().unwrap();
+        (id_prefix(pack) + (1 << 32) - from) % (1 << 32) < width
+    };
+    for percent in ["50%", "30%"] {
+        let out = repo.run(&["verify", "--json", "--read-data-subset", percent]);
+        let v = out.json();
+        let want = packs.keys().filter(|p| in_window(&v, p)).count();
+        assert_eq!(v["packs_read"].as_u64().unwrap(), want as u64, "{out}");
+        let hit = in_window(&v, &loc.pack);
+        assert_eq!(out.code, if hit { 1 } else { 0 }, "{out}");
+        assert_eq!(damaged(&v).len(), usize::from(hit), "{out}");
+    }
+    let out = repo.run(&["verify", "--read-data-subset", "100%"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("reading 100% of packs"), "{out}");
+    assert!(out.stdout.contains(&victim), "{out}");
+}

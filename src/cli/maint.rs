@@ -26,7 +26,10 @@ pub struct VerifyArgs {
     /// Also read every pack and check every blob.
     #[arg(long)]
     read_data: bool,
-    /// Read only part of the packs: `N%` or `K/M` (deterministic by pack id).
+    /// Read only part of the packs. `N%`: a window of N% of the pack ids
+    /// that moves on every day, so ceil(100/N) nightly runs read every
+    /// pack. `K/M`: part K of M by pack id, the same every day; 1/M … M/M
+    /// on successive nights read every pack once.
     #[arg(long, value_name = "SUBSET")]
     read_data_subset: Option<String>,
     /// Report as JSON.
@@ -52,12 +55,16 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
         &repo,
         &VerifyOptions {
             read_data,
+            day: (crate::now_ns() / 86_400_000_000_000).max(0) as u64,
             workers: ctx.workers(&repo),
         },
     )?;
     if a.json {
         println!("{}", json(&report));
     } else {
+        if let Some(w) = &report.read_subset {
+            println!("reading {}", w.description);
+        }
         for w in &report.warnings {
             println!("warning: {}: {}", w.object, w.message);
         }
