@@ -1,6 +1,8 @@
 //! `verify`: check that every snapshot can be restored.
 //!
-//! Structure (always): index tables authenticate and are ordered, every
+//! Structure (always): every key file decodes (and, given the password,
+//! says whether it opens with it), index tables authenticate and are
+//! ordered, every
 //! index entry points inside an existing pack, every snapshot decodes, every
 //! tree it reaches decodes, and every blob a tree names is indexed in an
 //! existing pack. With `read_data`, every selected pack is read in full (in
@@ -15,12 +17,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{file_hash, is_hex_name, BlobId, PackId, SnapshotId};
 use crate::pack;
-use crate::repo::Repository;
+use crate::repo::{keys, Repository};
 use crate::snapshot::Snapshot;
 use crate::tree::{NodeKind, Tree};
 
@@ -139,8 +142,12 @@ impl Subset {
 }
 
 /// What to check.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct VerifyOptions {
+    /// The password the repository was opened with: every key file is
+    /// tried with it, to report which ones it opens. Without it key files
+    /// are only checked for structure.
+    pub password: Option<Zeroizing<Vec<u8>>>,
     /// Read and check pack contents.
     pub read_data: Option<Subset>,
     /// The day `N%` subsets are chosen for, in days since 1970-01-01 UTC
@@ -148,6 +155,28 @@ pub struct VerifyOptions {
     pub day: u64,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+}
+
+impl std::fmt::Debug for VerifyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("read_data", &self.read_data)
+            .field("day", &self.day)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+/// A key file and what verify found out about it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyStatus {
+    /// The key file's name.
+    pub id: String,
+    /// Whether the password opens it (`None`: damaged, or not tried).
+    pub opens: Option<bool>,
+    /// What is wrong with it, if anything.
+    pub problem: Option<String>,
 }
 
 /// One problem found.
@@ -177,6 +206,8 @@ pub struct Damage {
 /// Everything verify found.
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
+    /// Key files, by name.
+    pub keys: Vec<KeyStatus>,
     /// Snapshots checked.
     pub snapshots: usize,
     /// Distinct trees checked.
@@ -250,6 +281,11 @@ struct TreeFacts {
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let backend = repo.backend();
+    check_keys(
+        repo,
+        opts.password.as_deref().map(Vec::as_slice),
+        &mut report,
+    )?;
 
     // Packs present, with sizes: one listing, not one request per pack.
     let mut packs: HashMap<PackId, u64> = HashMap::new();
@@ -264,9 +300,16 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
     report.packs = packs.len();
 
-    // Index tables.
+    // Index tables: one that cannot even be parsed is damage, and the
+    // others are still checked.
+    let unparseable = repo.index_lenient()?;
     let index = repo.index()?;
-    report.index_tables = index.tables().len();
+    report.index_tables = index.tables().len() + unparseable.len();
+    for (id, e) in unparseable {
+        report
+            .errors
+            .push(problem(format!("index {}", id.short()), e.to_string()));
+    }
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
     let mut missing_packs: HashMap<PackId, u64> = HashMap::new();
     for table in index.tables() {
@@ -423,6 +466,72 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
     Ok(report)
+}
+
+/// Decodes every key file: structure always, and with `password`, whether
+/// it opens and holds this repository's master key. Damaged key files are
+/// errors; files whose names are not key names are warnings.
+fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyReport) -> Result<()> {
+    let backend = repo.backend();
+    let mut names = backend.list(FileKind::Key)?;
+    names.sort();
+    let master = Zeroizing::new(repo.key().to_bytes());
+    for name in names {
+        let what = format!("key {}", name.get(..8).unwrap_or(&name));
+        if !is_hex_name(&name) {
+            report
+                .warnings
+                .push(problem(format!("keys/{name}"), "unexpected file"));
+            continue;
+        }
+        let checked = backend.read(FileKind::Key, &name).and_then(|bytes| {
+            if hex::encode(file_hash(&bytes)) != name {
+                return Err(Error::corrupt(
+                    "key file",
+                    "content does not match its name",
+                ));
+            }
+            match password {
+                None => keys::info(&bytes).map(|_| None),
+                Some(pw) => keys::decode(&bytes, pw).map(|k| Some(k.map(|k| k.to_bytes()))),
+            }
+        });
+        let status = match checked {
+            Ok(None) => KeyStatus {
+                id: name,
+                opens: None,
+                problem: None,
+            },
+            Ok(Some(None)) => KeyStatus {
+                id: name,
+                opens: Some(false),
+                problem: None,
+            },
+            Ok(Some(Some(raw))) if Zeroizing::new(raw) == master => KeyStatus {
+                id: name,
+                opens: Some(true),
+                problem: None,
+            },
+            Ok(Some(Some(_))) => KeyStatus {
+                id: name,
+                opens: Some(true),
+                problem: Some(
+                    "opens with the password but holds another repository's master key".into(),
+                ),
+            },
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => KeyStatus {
+                id: name,
+                opens: None,
+                problem: Some(e.to_string()),
+            },
+        };
+        if let Some(p) = &status.problem {
+            report.errors.push(problem(&what, p.clone()));
+        }
+        report.keys.push(status);
+    }
+    Ok(())
 }
 
 /// Lists the damaged entries of a dirty tree and recurses into dirty subtrees.
@@ -602,6 +711,78 @@ fn read_packs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_file_is_checked() {
+        use crate::backend::{mem::MemBackend, Backend};
+        use crate::crypto::MasterKey;
+        use crate::repo::{InitOptions, KdfParams};
+        use std::sync::Arc;
+
+        let fast = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            lanes: 1,
+        };
+        let backend = Arc::new(MemBackend::default());
+        let opts = InitOptions {
+            kdf: fast,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), b"pw", &opts).unwrap();
+        let good = backend.list(FileKind::Key).unwrap().remove(0);
+        let add = |bytes: Vec<u8>| {
+            let name = hex::encode(file_hash(&bytes));
+            backend.write(FileKind::Key, &name, &bytes).unwrap();
+            name
+        };
+        let other_pw = add(keys::encode(repo.key(), b"other", fast).unwrap());
+        let foreign = add(keys::encode(&MasterKey::generate(), b"pw", fast).unwrap());
+        let whole = backend.read(FileKind::Key, &good).unwrap().to_vec();
+        let truncated = add(whole[..100].to_vec());
+        backend.write(FileKind::Key, "README", b"hello").unwrap();
+
+        let password = Some(Zeroizing::new(b"pw".to_vec()));
+        let report = verify(
+            &repo,
+            &VerifyOptions {
+                password,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let status = |n: &str| report.keys.iter().find(|k| k.id == n).unwrap();
+        assert_eq!(report.keys.len(), 4);
+        assert_eq!(status(&good).opens, Some(true));
+        assert!(status(&good).problem.is_none());
+        assert_eq!(status(&other_pw).opens, Some(false));
+        assert!(status(&other_pw).problem.is_none());
+        assert!(status(&foreign)
+            .problem
+            .as_ref()
+            .unwrap()
+            .contains("another repository"));
+        assert_eq!(status(&truncated).opens, None);
+        assert!(status(&truncated)
+            .problem
+            .as_ref()
+            .unwrap()
+            .contains("100 bytes"));
+        let objects: Vec<&str> = report.errors.iter().map(|e| e.object.as_str()).collect();
+        let mut want = vec![
+            format!("key {}", &foreign[..8]),
+            format!("key {}", &truncated[..8]),
+        ];
+        want.sort();
+        assert_eq!(objects, want);
+        assert_eq!(report.warnings[0].object, "keys/README");
+        assert!(!report.is_clean());
+
+        // Without the password only the structure is checked.
+        let report = verify(&repo, &VerifyOptions::default()).unwrap();
+        assert!(report.keys.iter().all(|k| k.opens.is_none()));
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    }
 
     #[test]
     fn subsets_partition_the_id_space() {

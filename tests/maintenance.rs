@@ -503,3 +503,107 @@ fn read_data_subsets_cover_every_pack_and_find_a_flipped_byte() {
     assert!(out.stdout.contains("reading 100% of packs"), "{out}");
     assert!(out.stdout.contains(&victim), "{out}");
 }
+
+// ------------------------------------------------------------- keys and index
+
+#[test]
+fn a_damaged_key_file_is_reported() {
+    let repo = packed_repo();
+    let src = source(&repo, 16);
+    let snap = backup_saved(&repo, &src, &[]);
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 0, "{out}");
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{out}");
+    assert_eq!(keys[0]["opens"], true, "{out}");
+    let good = keys[0]["id"].as_str().unwrap().to_string();
+
+    // A truncated second key file, under the name of its own bytes.
+    let bytes = fs::read(repo.path.join("keys").join(&good)).unwrap();
+    let cut = &bytes[..90];
+    let name = blake3::hash(cut).to_hex().to_string();
+    fs::write(repo.path.join("keys").join(&name), cut).unwrap();
+    // And garbage under a name that is not its hash.
+    let garbage = "ab".repeat(32);
+    fs::write(repo.path.join("keys").join(&garbage), b"garbage").unwrap();
+
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(&format!("error: key {}", &name[..8])),
+        "{out}"
+    );
+    assert!(out.stdout.contains("90 bytes"), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("error: key {}", &garbage[..8])),
+        "{out}"
+    );
+    assert!(out.stdout.contains("3 key files (1 open"), "{out}");
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    let damaged_keys: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| !k["problem"].is_null())
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    let mut want = vec![name.as_str(), garbage.as_str()];
+    want.sort();
+    assert_eq!(damaged_keys, want, "{out}");
+    // Nothing else is wrong, and the repository still opens.
+    assert_eq!(v["damaged"], Value::Array(vec![]), "{out}");
+    assert_restores(&repo, &snap);
+}
+
+#[test]
+fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
+    let repo = packed_repo();
+    let src = source(&repo, 17);
+    let s1 = backup_saved(&repo, &src, &[]);
+    fill(&src, 18, &[("new/g.bin", 300_000)]);
+    let s2 = backup_saved(&repo, &src, &[]);
+    let tables = names_in(&repo, "index");
+    assert_eq!(tables.len(), 2);
+    // The second backup's table: it alone indexes new/g.bin.
+    let g = snap_path(&src, "new/g.bin");
+    let g_blob = &file_chunks(&repo, &s2.id)[&g][0];
+    let table = tables
+        .iter()
+        .find(|t| {
+            let out = repo.run(&["cat", "index", t]).success();
+            out.stdout.contains(g_blob.as_str())
+        })
+        .expect("a table indexes g.bin")
+        .clone();
+    // Garble its entry count: the table can no longer be parsed at all.
+    let path = repo.path.join("index").join(&table);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("error: index {}", &table[..8])),
+        "{out}"
+    );
+    assert!(out.stdout.contains("checked"), "no summary:\n{out}");
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(v["snapshots"], 2, "{out}");
+    assert_eq!(v["index_tables"], 2, "{out}");
+    // The rest was checked: s2's new trees and g.bin are indexed only by
+    // that table, so s2 loses data; s1 is whole through the other table.
+    let lost = damaged(&v);
+    assert!(!lost.is_empty(), "{out}");
+    assert!(lost.iter().all(|d| d.2 == s2.id), "{out}");
+
+    // repair index rebuilds it.
+    repo.run(&["repair", "index"]).success();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &s1);
+    assert_restores(&repo, &s2);
+}

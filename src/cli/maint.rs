@@ -38,7 +38,7 @@ pub struct VerifyArgs {
 }
 
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
-    let repo = ctx.open_uncached()?;
+    let (repo, password) = ctx.open_uncached_with_password()?;
     let read_data = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => Some(Subset::parse(s)?),
         (None, true) => Some(Subset::All),
@@ -54,6 +54,7 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
     let report = verify::verify(
         &repo,
         &VerifyOptions {
+            password: Some(password),
             read_data,
             day: (crate::now_ns() / 86_400_000_000_000).max(0) as u64,
             workers: ctx.workers(&repo),
@@ -81,7 +82,9 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
             );
         }
         println!(
-            "checked {} snapshots, {} trees, {} index tables, {} packs{}: {}",
+            "checked {} key files ({} open with this password), {} snapshots, {} trees, {} index tables, {} packs{}: {}",
+            report.keys.len(),
+            report.keys.iter().filter(|k| k.opens == Some(true)).count(),
             report.snapshots,
             report.trees,
             report.index_tables,

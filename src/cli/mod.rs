@@ -292,12 +292,19 @@ impl Context {
     /// Opens the repository reading everything from the store itself (for
     /// `verify` and `repair`, which check the store, not a copy).
     fn open_uncached(&self) -> Result<Repository> {
+        self.open_uncached_with_password().map(|(repo, _)| repo)
+    }
+
+    /// [`Context::open_uncached`], also returning the password (asked for
+    /// once), for `verify` to try on every key file.
+    fn open_uncached_with_password(&self) -> Result<(Repository, Zeroizing<Vec<u8>>)> {
         let backend = self.backend()?;
         if !backend.exists()? {
             return Err(Error::RepoMissing(backend.location()));
         }
         let pw = self.password(false)?;
-        Repository::open(backend, &pw)
+        let repo = Repository::open(backend, &pw)?;
+        Ok((repo, pw))
     }
 }
 
