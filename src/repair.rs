@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{is_hex_name, BlobId, PackId, SnapshotId};
-use crate::index::IndexBuilder;
-use crate::pack::{self, BlobKind};
+use crate::index::{IndexBuilder, IndexSet, IndexTable};
+use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
@@ -21,19 +21,32 @@ pub struct IndexRepair {
     pub packs: usize,
     /// Blobs indexed.
     pub blobs: usize,
-    /// Packs that could not be read, with why (left in place).
+    /// Packs whose header could not be read, with why, and how many of
+    /// their entries were kept from the old index (the packs are left in
+    /// place).
     pub unreadable: Vec<String>,
+    /// Entries kept from the old index for packs with unreadable headers.
+    pub kept_entries: usize,
     /// Old index tables removed.
     pub removed_tables: usize,
 }
 
 /// Rebuilds the index from the packs' own headers: writes one new table for
-/// every readable pack, then removes the old tables. Call under an
-/// exclusive lock.
+/// every readable pack, then removes the old tables. A pack whose header
+/// cannot be read keeps the entries the old tables (those whose MAC checks)
+/// give for it: its blobs may well be intact, and a pack no table names
+/// would be deleted by gc. Call under an exclusive lock.
 pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
     let backend = repo.backend();
     let mut out = IndexRepair::default();
     let mut builder = IndexBuilder::default();
+    // Old tables that can still be trusted, for packs without a header.
+    let (old_set, _) = IndexSet::load_lenient(backend)?;
+    let trusted: Vec<&IndexTable> = old_set
+        .tables()
+        .iter()
+        .filter(|t| t.check(repo.key()).is_ok())
+        .collect();
     let mut names = backend.list(FileKind::Pack)?;
     names.sort();
     for name in names.iter().filter(|n| is_hex_name(n)) {
@@ -48,7 +61,19 @@ pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
                 out.blobs += h.entries.len();
                 builder.add_pack(id, h.kind, &h.entries);
             }
-            Err(e) => out.unreadable.push(format!("{what}: {e}")),
+            Err(e) => {
+                let (kind, entries) = old_entries(&trusted, &id);
+                let kept = entries.len();
+                if let Some(kind) = kind {
+                    builder.add_pack(id, kind, &entries);
+                }
+                out.kept_entries += kept;
+                out.unreadable.push(if kept > 0 {
+                    format!("{what}: {e}; kept its {kept} entries from the old index")
+                } else {
+                    format!("{what}: {e}; no old index table names it")
+                });
+            }
         }
     }
     let old: Vec<String> = backend.list(FileKind::Index)?;
@@ -62,6 +87,31 @@ pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
         out.removed_tables += 1;
     }
     Ok(out)
+}
+
+/// The entries trusted old tables give for `pack`, and its kind.
+fn old_entries(tables: &[&IndexTable], pack: &PackId) -> (Option<BlobKind>, Vec<PackEntry>) {
+    let mut kind = None;
+    let mut entries: Vec<PackEntry> = Vec::new();
+    let mut seen = HashSet::new();
+    for t in tables {
+        for i in 0..t.len() {
+            let Ok((id, loc)) = t.location_at(i) else {
+                continue;
+            };
+            if loc.pack != *pack || !seen.insert(id) {
+                continue;
+            }
+            kind = Some(loc.kind);
+            entries.push(PackEntry {
+                id,
+                offset: loc.offset,
+                length: loc.length,
+                raw_length: loc.raw_length,
+            });
+        }
+    }
+    (kind, entries)
 }
 
 /// One snapshot rewritten by `repair snapshots`.

@@ -607,3 +607,50 @@ fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
     assert_restores(&repo, &s1);
     assert_restores(&repo, &s2);
 }
+
+// ------------------------------------------------------------- repair
+
+#[test]
+fn repair_index_keeps_the_entries_of_a_pack_whose_header_is_damaged() {
+    let repo = packed_repo();
+    let src = source(&repo, 19);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let victim = snap_path(&src, "victim.bin");
+    let pack = index[&files[&victim][0]].pack.clone();
+    let in_pack = index.values().filter(|l| l.pack == pack).count();
+    assert!(in_pack > 0);
+    // Flip a byte inside the sealed header at the end of the pack; the
+    // blobs before it stay intact.
+    let path = pack_files(&repo)[&pack].clone();
+    let len = fs::metadata(&path).unwrap().len();
+    flip_byte(&path, len - 12 - 20);
+
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(out.stdout.contains(&pack[..8]), "pack not named:\n{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("kept its {in_pack} entries from the old index")),
+        "{out}"
+    );
+    // Every entry survived, pointing where it did.
+    let after = index_map(&repo);
+    assert_eq!(after.len(), index.len(), "{out}");
+    for (blob, loc) in &index {
+        let now = &after[blob];
+        assert_eq!((&now.pack, now.offset), (&loc.pack, loc.offset), "{blob}");
+    }
+    // Structure checks pass; gc deletes nothing; the snapshot restores.
+    let (code, _, out) = verify_json(&repo, false);
+    assert_eq!(code, 0, "{out}");
+    let out = repo.run(&["gc"]).success();
+    assert!(out.stdout.contains("0 packs deleted"), "{out}");
+    assert!(pack_files(&repo).contains_key(&pack), "gc deleted the pack");
+    assert_restores(&repo, &snap);
+    // Reading the data names the damaged header, and no lost file.
+    let (code, v, out) = verify_json(&repo, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.stdout.contains("header unreadable"), "{out}");
+    assert_eq!(v["damaged"], Value::Array(vec![]), "{out}");
+}
