@@ -114,6 +114,33 @@ fn old_entries(tables: &[&IndexTable], pack: &PackId) -> (Option<BlobKind>, Vec<
     (kind, entries)
 }
 
+/// The tag a repaired copy carries naming its original, `repaired-from:`
+/// and the original's full id; `repair snapshots` skips an original that
+/// already has a copy.
+pub const REPAIRED_FROM: &str = "repaired-from:";
+
+/// What to salvage.
+#[derive(Clone, Debug, Default)]
+pub struct RepairSnapshotsOptions {
+    /// Report without writing.
+    pub dry_run: bool,
+    /// Also read every pack first, so blobs that are present but damaged
+    /// (failing authentication or their hash) count as missing too.
+    pub read_data: bool,
+    /// Worker threads for reading packs; 0 = one per core.
+    pub workers: usize,
+}
+
+/// What `repair snapshots` did.
+#[derive(Debug, Default, Serialize)]
+pub struct SnapshotsRepair {
+    /// Snapshots repaired (or, in a dry run, to be repaired).
+    pub repaired: Vec<SnapshotRepair>,
+    /// Damaged snapshots skipped because a repaired copy exists: (original,
+    /// copy).
+    pub skipped: Vec<(SnapshotId, SnapshotId)>,
+}
+
 /// One snapshot rewritten by `repair snapshots`.
 #[derive(Debug, Serialize)]
 pub struct SnapshotRepair {
@@ -121,16 +148,28 @@ pub struct SnapshotRepair {
     pub original: SnapshotId,
     /// The repaired copy.
     pub repaired: SnapshotId,
-    /// Paths dropped because their data is missing.
+    /// Paths dropped because their data is missing or damaged.
     pub dropped: Vec<String>,
 }
 
 /// Rewrites every snapshot whose trees reference missing blobs (not
-/// indexed, or indexed in a missing pack), dropping only the damaged files
-/// (and unreadable directories' contents). The originals are kept; the new
-/// snapshots carry the tag `repaired`. With `dry_run` nothing is written.
-pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<SnapshotRepair>> {
+/// indexed, or indexed in a missing pack) or, with `read_data`, damaged
+/// ones, dropping only the damaged files (and unreadable directories'
+/// contents). The originals are kept; the new snapshots carry the tags
+/// `repaired` and [`REPAIRED_FROM`]`<original id>`. A snapshot that already
+/// has a repaired copy is skipped, so running this twice writes nothing
+/// new. With `dry_run` nothing is written.
+pub fn repair_snapshots(
+    repo: &Repository,
+    opts: &RepairSnapshotsOptions,
+) -> Result<SnapshotsRepair> {
+    let dry_run = opts.dry_run;
     let backend = repo.backend();
+    let bad = if opts.read_data {
+        crate::verify::bad_blobs(repo, opts.workers)?
+    } else {
+        HashSet::new()
+    };
     let mut packs = HashSet::new();
     for name in backend.list(FileKind::Pack)? {
         if is_hex_name(&name) {
@@ -139,14 +178,32 @@ pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<Snapshot
     }
     let index = repo.index()?;
     let available = |id: &BlobId| -> bool {
-        matches!(index.lookup(id), Ok(Some(loc)) if packs.contains(&loc.pack))
+        matches!(index.lookup(id), Ok(Some(loc))
+            if packs.contains(&loc.pack) && !bad.contains(&(*id, loc.pack)))
     };
     let writer = BlobWriter::new(repo);
-    let mut out = Vec::new();
+    let mut out = SnapshotsRepair::default();
     let mut memo: HashMap<BlobId, (BlobId, Vec<String>)> = HashMap::new();
     let snapshots: Vec<SnapshotEntry> = repo.snapshots()?;
+    let copies: HashMap<String, SnapshotId> = snapshots
+        .iter()
+        .flat_map(|e| {
+            e.snapshot
+                .tags
+                .iter()
+                .filter_map(|t| t.strip_prefix(REPAIRED_FROM))
+                .map(|orig| (orig.to_string(), e.id))
+        })
+        .collect();
     let mut new_snaps = Vec::new();
     for e in &snapshots {
+        // Its copy was written without what was damaged then; it is not
+        // rewritten again (a copy that is itself damaged is repaired in
+        // its own right).
+        if let Some(copy) = copies.get(&e.id.to_hex()) {
+            out.skipped.push((e.id, *copy));
+            continue;
+        }
         let mut rw = Rewriter {
             repo,
             writer: &writer,
@@ -160,13 +217,15 @@ pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<Snapshot
         }
         let mut snap: Snapshot = e.snapshot.clone();
         snap.tree = root;
+        snap.tags.retain(|t| !t.starts_with(REPAIRED_FROM));
         if !snap.tags.iter().any(|t| t == "repaired") {
             snap.tags.push("repaired".into());
         }
+        snap.tags.push(format!("{REPAIRED_FROM}{}", e.id.to_hex()));
         snap.summary.errors += dropped.len() as u64;
         let (id, bytes) = snap.encode(repo.key());
         new_snaps.push((id, bytes));
-        out.push(SnapshotRepair {
+        out.repaired.push(SnapshotRepair {
             original: e.id,
             repaired: id,
             dropped,

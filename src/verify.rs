@@ -584,6 +584,21 @@ fn attribute(
     }
 }
 
+/// Reads every pack, as `verify --read-data` does, and returns the blobs
+/// that fail to authenticate, decompress or re-hash, each with the pack
+/// holding the bad copy. For `repair snapshots --read-data`.
+pub fn bad_blobs(repo: &Repository, workers: usize) -> Result<HashSet<(BlobId, PackId)>> {
+    let mut packs = HashMap::new();
+    for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {
+        if is_hex_name(&name) {
+            packs.insert(PackId::from_hex(&name)?, size);
+        }
+    }
+    let mut report = VerifyReport::default();
+    let bad = read_packs(repo, &packs, Subset::All, 0, workers, &mut report)?;
+    Ok(bad.into_keys().collect())
+}
+
 /// Reads the selected packs in parallel; returns the bad (blob, pack) pairs.
 fn read_packs(
     repo: &Repository,

@@ -654,3 +654,77 @@ fn repair_index_keeps_the_entries_of_a_pack_whose_header_is_damaged() {
     assert!(out.stdout.contains("header unreadable"), "{out}");
     assert_eq!(v["damaged"], Value::Array(vec![]), "{out}");
 }
+
+#[test]
+fn repair_snapshots_read_data_drops_damaged_files_once() {
+    let repo = packed_repo();
+    let src = source(&repo, 20);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let victim = snap_path(&src, "victim.bin");
+    let blob = files[&victim][0].clone();
+    let loc = index[&blob].clone();
+    flip_byte(&pack_files(&repo)[&loc.pack], loc.offset + loc.length / 2);
+    let lost: BTreeSet<String> = files
+        .iter()
+        .filter(|(_, chunks)| chunks.contains(&blob))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(lost, BTreeSet::from([victim.clone()]));
+
+    // Without reading data, damaged (present) blobs are not seen.
+    let out = repo.run(&["repair", "snapshots"]).success();
+    assert!(out.stdout.contains("0 snapshot(s) repaired"), "{out}");
+    assert_eq!(repo.snapshots().len(), 1);
+
+    let out = repo.run(&["repair", "snapshots", "--read-data"]).success();
+    assert!(out.stdout.contains("1 snapshot(s) repaired"), "{out}");
+    assert!(out.stdout.contains(&victim), "{out}");
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 2);
+    let fixed = snaps.iter().find(|s| s["id"] != snap.id.as_str()).unwrap();
+    let fixed_id = fixed["id"].as_str().unwrap().to_string();
+    let tags: Vec<&str> = fixed["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        ["repaired".to_string(), format!("repaired-from:{}", snap.id)]
+    );
+    let expected: BTreeSet<String> = ls_paths(&repo, &snap.id)
+        .difference(&lost)
+        .cloned()
+        .collect();
+    assert_eq!(ls_paths(&repo, &fixed_id), expected);
+
+    // Twice: nothing new is written.
+    let out = repo.run(&["repair", "snapshots", "--read-data"]).success();
+    assert!(out.stdout.contains("0 snapshot(s) repaired"), "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "snapshot {} already has the repaired copy {}",
+            &snap.id[..8],
+            &fixed_id[..8]
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        snapshot_ids(&repo),
+        BTreeSet::from([snap.id.clone(), fixed_id.clone()])
+    );
+
+    // The copy restores every other file identically, and reads clean.
+    let target = repo.scratch("restore");
+    repo.restore(&fixed_id, &target, &[]);
+    let mut want = snap.manifest.clone();
+    want.remove(Path::new("victim.bin"));
+    assert_manifests_eq(&want, &manifest(&restored(&target, &src)), "repaired copy");
+    let out = repo.run(&["forget", &snap.id]).success();
+    assert!(out.stdout.contains("removed 1"), "{out}");
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+}

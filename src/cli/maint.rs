@@ -10,7 +10,7 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result, EXIT_ERROR};
 use crate::gc::{self, GcOptions};
 use crate::id::SnapshotId;
-use crate::repair;
+use crate::repair::{self, RepairSnapshotsOptions};
 use crate::repo::{lock, Repository};
 use crate::retention::{self, GroupBy, GroupDecisions, Policy};
 use crate::snapshot;
@@ -374,11 +374,16 @@ pub struct RepairArgs {
 enum RepairWhat {
     /// Rebuild the index from the packs' own headers.
     Index,
-    /// Write repaired copies of snapshots that reference missing data.
+    /// Write repaired copies of snapshots that reference missing data,
+    /// once per snapshot (a snapshot with a repaired copy is skipped).
     Snapshots {
         /// Report without writing.
         #[arg(long)]
         dry_run: bool,
+        /// Read every pack first, so damaged data (not only missing data)
+        /// is dropped too.
+        #[arg(long)]
+        read_data: bool,
     },
 }
 
@@ -402,7 +407,7 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
                 r.blobs, r.packs, r.removed_tables
             );
         }
-        RepairWhat::Snapshots { dry_run } => {
+        RepairWhat::Snapshots { dry_run, read_data } => {
             let _lock = lock::acquire(
                 repo.backend_arc(),
                 repo.key(),
@@ -410,8 +415,23 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
                 "repair snapshots",
                 ctx.global.lock_wait,
             )?;
-            let fixed = repair::repair_snapshots(&repo, dry_run)?;
-            for f in &fixed {
+            let r = repair::repair_snapshots(
+                &repo,
+                &RepairSnapshotsOptions {
+                    dry_run,
+                    read_data,
+                    workers: ctx.workers(&repo),
+                },
+            )?;
+            for (original, copy) in &r.skipped {
+                println!(
+                    "snapshot {} already has the repaired copy {}: skipped",
+                    original.short(),
+                    copy.short()
+                );
+            }
+            let fixed = &r.repaired;
+            for f in fixed {
                 println!(
                     "snapshot {} {} as {} without:",
                     f.original.short(),
