@@ -96,6 +96,18 @@ fn conformance(b: &dyn Backend) {
     want.sort();
     want.dedup();
     assert_eq!(listed, want);
+    // Listing with sizes agrees with listing and sizing one by one.
+    let mut sized = b.list_sizes(FileKind::Pack).unwrap();
+    sized.sort();
+    let want_sized: Vec<(String, u64)> = want
+        .iter()
+        .map(|n| (n.clone(), b.size(FileKind::Pack, n).unwrap()))
+        .collect();
+    assert_eq!(sized, want_sized);
+    assert_eq!(
+        b.list_sizes(FileKind::Snapshot).unwrap(),
+        vec![(s.clone(), 0)]
+    );
     let mut snaps = b.list(FileKind::Snapshot).unwrap();
     snaps.sort();
     assert_eq!(snaps, vec![s.clone()]);

@@ -268,6 +268,14 @@ impl Backend for CachedBackend {
         }
         Ok(names)
     }
+    fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let listed = self.inner.list_sizes(kind)?;
+        if matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack) {
+            let names: Vec<String> = listed.iter().map(|(n, _)| n.clone()).collect();
+            self.cache.retain(kind, &names);
+        }
+        Ok(listed)
+    }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.inner.size(kind, name)
     }

@@ -126,6 +126,31 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let dir = self.root.join(kind.dir());
+        let dirs = if kind == FileKind::Pack {
+            read_names(&dir)?
+                .into_iter()
+                .filter(|n| n.len() == 2)
+                .map(|n| dir.join(n))
+                .collect()
+        } else {
+            vec![dir]
+        };
+        let mut out = Vec::new();
+        for d in dirs {
+            for name in read_names(&d)?.into_iter().filter(|n| !n.starts_with('.')) {
+                let path = d.join(&name);
+                match fs::metadata(&path) {
+                    Ok(m) => out.push((name, m.len())),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::path("stat", &path, e)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         fs::metadata(self.path(kind, name))
             .map(|m| m.len())
@@ -256,6 +281,10 @@ mod tests {
         assert!(b.read_range(FileKind::Pack, &name, 6, 6).is_err());
         assert_eq!(b.size(FileKind::Pack, &name).unwrap(), 11);
         assert_eq!(b.list(FileKind::Pack).unwrap(), vec![name.clone()]);
+        assert_eq!(
+            b.list_sizes(FileKind::Pack).unwrap(),
+            vec![(name.clone(), 11)]
+        );
         assert!(b.list(FileKind::Index).unwrap().is_empty());
         b.remove(FileKind::Pack, &name).unwrap();
         b.remove(FileKind::Pack, &name).unwrap();

@@ -87,6 +87,18 @@ impl Backend for MemBackend {
             .map(|(_, n)| n.clone())
             .collect())
     }
+    fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.check("list", kind.dir())?;
+        if kind == FileKind::Config {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .files()?
+            .iter()
+            .filter(|((d, n), _)| d == kind.dir() && !n.starts_with('.'))
+            .map(|((_, n), v)| (n.clone(), v.len() as u64))
+            .collect())
+    }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.check("stat", &Self::what(kind, name))?;
         self.files()?

@@ -128,6 +128,23 @@ pub trait Backend: Send + Sync {
     fn create(&self) -> Result<()>;
     /// Names of all files of `kind`, in no particular order.
     fn list(&self, kind: FileKind) -> Result<Vec<String>>;
+    /// Names and sizes of all files of `kind`, in no particular order, as
+    /// [`Backend::list`] and [`Backend::size`] would give them. Backends
+    /// whose listing carries sizes (a directory's entries, an S3 listing)
+    /// override it, so checking every pack's size costs one listing rather
+    /// than one request per pack; the default asks for each size. A file
+    /// removed between listing and sizing is left out.
+    fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for name in self.list(kind)? {
+            match self.size(kind, &name) {
+                Ok(n) => out.push((name, n)),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
     /// Size in bytes of a file.
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// All bytes of a file.

@@ -105,6 +105,9 @@ impl Backend for RetryBackend {
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
         self.retry(|| self.inner.list(kind))
     }
+    fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        self.retry(|| self.inner.list_sizes(kind))
+    }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.retry(|| self.inner.size(kind, name))
     }

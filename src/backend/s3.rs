@@ -537,6 +537,25 @@ impl Backend for S3Backend {
             .collect())
     }
 
+    fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
+        if kind == FileKind::Config {
+            return Ok(Vec::new());
+        }
+        let dir = format!("{}/", kind.dir());
+        let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
+        let entries = self.run("list", what, 0, self.op.list_with(&dir).recursive(true))?;
+        // ListObjectsV2 gives each object's size with its key.
+        Ok(entries
+            .iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .filter_map(|e| {
+                let name = e.path().rsplit('/').next()?;
+                (!name.is_empty() && !name.starts_with('.'))
+                    .then(|| (name.to_string(), e.metadata().content_length()))
+            })
+            .collect())
+    }
+
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let key = Self::key(kind, name);
         let meta = self.run("stat", || self.object(kind, name), 0, self.op.stat(&key))?;
