@@ -204,6 +204,7 @@ pub fn restore(
         errors: AtomicU64::new(0),
         skipped_dirs: Mutex::new(Vec::new()),
         fresh_dirs: Mutex::new(fresh),
+        zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
     };
     let mut stats = RestoreStats::default();
@@ -297,6 +298,8 @@ struct Executor<'a> {
     skipped_dirs: Mutex<Vec<PathBuf>>,
     /// In a dry run: directories the restore would create or replace.
     fresh_dirs: Mutex<HashSet<PathBuf>>,
+    /// Ids of all-zero blobs by length (see `may_have_holes`).
+    zero_ids: Mutex<HashMap<u32, BlobId>>,
     root: bool,
 }
 
@@ -719,9 +722,9 @@ impl Executor<'_> {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::path("create", &tmp, e))?;
-        if let Err(e) = file.set_len(node.size) {
+        if let Err(e) = self.size_file(&file, &tmp, dest, node.size, chunks) {
             let _ = fs::remove_file(&tmp);
-            return Err(Error::path("size", &tmp, e));
+            return Err(e);
         }
         Ok(Prepared::Write(Box::new(FileTask {
             dest: dest.to_path_buf(),
@@ -732,6 +735,82 @@ impl Executor<'_> {
             error: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
         })))
+    }
+
+    /// Gives a new temporary file its final size. A file without holes has
+    /// its blocks reserved now, so a target without room for it fails
+    /// here, naming the file, before any data is written. A file that may
+    /// have holes (see [`Self::may_have_holes`]) is only extended, so its
+    /// holes stay holes.
+    fn size_file(
+        &self,
+        file: &fs::File,
+        tmp: &Path,
+        dest: &Path,
+        size: u64,
+        chunks: &[BlobId],
+    ) -> Result<()> {
+        if size > 0 && !self.may_have_holes(chunks)? {
+            if fs2::FileExt::allocate(file, size).is_ok() {
+                return Ok(());
+            }
+            // fs2 hands on posix_fallocate's failure through errno, which
+            // posix_fallocate does not set, so the error says nothing:
+            // judge by the free space instead.
+            let dir = tmp.parent().unwrap_or(tmp);
+            if let Ok(avail) = fs2::available_space(dir) {
+                if avail < size {
+                    return Err(Error::Invalid(format!(
+                        "{}: no space left in the target: the file needs {}, {} is available",
+                        dest.display(),
+                        crate::human_bytes(size),
+                        crate::human_bytes(avail)
+                    )));
+                }
+            }
+            // Room enough, yet nothing reserved (a filesystem that cannot):
+            // write into a plainly extended file as for sparse ones.
+        }
+        file.set_len(size).map_err(|e| Error::path("size", tmp, e))
+    }
+
+    /// Whether a file of `chunks` may get holes: restore never writes an
+    /// all-zero chunk, and one of at least a block leaves a hole. Zeros
+    /// compress to almost nothing, so only chunks stored in a sliver of
+    /// their size (any chunk, in a repository storing blobs raw) are
+    /// compared with the id of zeros of their length.
+    fn may_have_holes(&self, chunks: &[BlobId]) -> Result<bool> {
+        const BLOCK: u64 = 4096;
+        let raw_repo = self.repo.config().compression == 0;
+        for id in chunks {
+            let loc = self.repo.locate(id)?;
+            let raw = u64::from(loc.raw_length);
+            let sliver = u64::from(loc.length) <= raw / 64 + 64;
+            if raw >= BLOCK && (sliver || raw_repo) && self.zero_id(loc.raw_length) == *id {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The id of `len` zero bytes, computed once per length.
+    fn zero_id(&self, len: u32) -> BlobId {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        if let Some(id) = self.zero_ids.lock().ok().and_then(|m| m.get(&len).copied()) {
+            return id;
+        }
+        let mut hasher = self.repo.key().blob_hasher();
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(ZEROS.len());
+            hasher.update(&ZEROS[..n]);
+            left -= n;
+        }
+        let id = BlobId(*hasher.finalize().as_bytes());
+        if let Ok(mut m) = self.zero_ids.lock() {
+            m.insert(len, id);
+        }
+        id
     }
 
     /// Whether the file at `path` holds exactly the chunks `ids`.

@@ -297,3 +297,70 @@ fn dry_run_makes_the_restores_decisions_and_changes_nothing() {
     assert_manifests_eq(&before, &manifest(&target), "symlinked dir, dry run");
     assert_eq!(list_paths(&outside).len(), 2);
 }
+
+/// A tmpfs mounted for the life of the value.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
+        fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Mount(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_target_is_reported_up_front_and_sparse_files_need_no_room() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("big.bin"), 11, 3 << 20);
+    write(&src.join("small.txt"), "fits");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(src.join("sparse.img")).unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(&random_bytes(12, 4096), 5 << 20).unwrap();
+    }
+    repo.backup(&[&src], &[]);
+
+    let target = repo.scratch("small-disk");
+    let Some(_mount) = Mount::tmpfs(&target, "2m") else {
+        eprintln!(
+            "NOTICE: cannot mount a tmpfs here (not root?): the full-target restore is not tested"
+        );
+        return;
+    };
+    let out = repo.restore_out("latest", &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    let r = restored(&target, &src);
+    let big = r.join("big.bin");
+    assert!(
+        out.stderr
+            .contains(&format!("{}: no space left in the target", big.display())),
+        "the error should name the file:\n{out}"
+    );
+    assert!(out.stderr.contains("needs 3.0 MiB"), "{out}");
+    assert!(!big.exists(), "{out}");
+    // The rest is restored: the 16 MiB sparse file fits in 2 MiB because
+    // only its data is written.
+    assert_eq!(fs::read_to_string(r.join("small.txt")).unwrap(), "fits");
+    assert_eq!(
+        fs::read(r.join("sparse.img")).unwrap(),
+        fs::read(src.join("sparse.img")).unwrap()
+    );
+    // No temporary file is left behind.
+    for p in list_paths(&target) {
+        assert!(!p.to_string_lossy().contains(".cairn-"), "{p:?}\n{out}");
+    }
+}
