@@ -17,3 +17,15 @@ pub fn point(name: &str) {
         std::process::abort();
     }
 }
+
+/// Deletes `path` if `CAIRN_VANISH` equals its file name. Backup calls it
+/// just before reading a file, so a test can make a file vanish after the
+/// walk has seen it, deterministically. Unset, this costs one cached
+/// environment lookup.
+pub fn vanish(path: &std::path::Path) {
+    static NAME: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+    let name = NAME.get_or_init(|| std::env::var_os("CAIRN_VANISH"));
+    if name.is_some() && path.file_name() == name.as_deref() {
+        let _ = std::fs::remove_file(path);
+    }
+}
