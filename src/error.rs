@@ -8,6 +8,7 @@
 //! |------|-------------------------------------------------|
 //! | 0    | success                                         |
 //! | 1    | error (anything not listed below)               |
+//! | 2    | usage error (clap exits with it while parsing)  |
 //! | 3    | backup finished, but some files could not be read |
 //! | 10   | repository missing                              |
 //! | 11   | repository locked                               |

@@ -23,6 +23,18 @@ pub fn point(name: &str) {
     }
 }
 
+/// Deletes `path` if `CAIRN_VANISH` equals its file name. Backup calls it
+/// just before reading a file, so a test can make a file vanish after the
+/// walk has seen it, deterministically. Unset, this costs one cached
+/// environment lookup.
+pub fn vanish(path: &std::path::Path) {
+    static NAME: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+    let name = NAME.get_or_init(|| std::env::var_os("CAIRN_VANISH"));
+    if name.is_some() && path.file_name() == name.as_deref() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated
 /// list of `refresh-every=MS`, `age=SECS` and `refresh-fails`. Unknown
 /// items are ignored. Defaults (the variable unset) change nothing.

@@ -213,10 +213,26 @@ impl IndexSet {
     /// [`compact`], which writes the merged table before removing its
     /// sources: listing again then finds it, so no entry is ever missed.
     pub fn load(backend: &dyn Backend) -> Result<IndexSet> {
+        Self::load_with(backend, false).map(|(set, _)| set)
+    }
+
+    /// Like [`IndexSet::load`], but a table whose header or size is
+    /// damaged is left out instead of failing the load, and returned with
+    /// why: for `verify`, which reports it and checks the rest, and for
+    /// `repair index`.
+    pub fn load_lenient(backend: &dyn Backend) -> Result<(IndexSet, Vec<(IndexId, Error)>)> {
+        Self::load_with(backend, true)
+    }
+
+    fn load_with(
+        backend: &dyn Backend,
+        lenient: bool,
+    ) -> Result<(IndexSet, Vec<(IndexId, Error)>)> {
         let mut attempts = 0;
         'list: loop {
             attempts += 1;
             let mut tables = Vec::new();
+            let mut damaged = Vec::new();
             for name in backend.list(FileKind::Index)? {
                 if !is_hex_name(&name) {
                     continue;
@@ -227,11 +243,15 @@ impl IndexSet {
                     Err(e) if e.is_not_found() && attempts < 10 => continue 'list,
                     Err(e) => return Err(e),
                 };
-                tables.push(IndexTable::parse(id, data)?);
+                match IndexTable::parse(id, data) {
+                    Ok(t) => tables.push(t),
+                    Err(e @ Error::Corrupt { .. }) if lenient => damaged.push((id, e)),
+                    Err(e) => return Err(e),
+                }
             }
             // Largest first: most lookups hit the big consolidated tables.
             tables.sort_by_key(|t| std::cmp::Reverse(t.len()));
-            return Ok(IndexSet { tables });
+            return Ok((IndexSet { tables }, damaged));
         }
     }
 

@@ -7,8 +7,8 @@ use serde::Serialize;
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{is_hex_name, BlobId, PackId, SnapshotId};
-use crate::index::IndexBuilder;
-use crate::pack::{self, BlobKind};
+use crate::index::{IndexBuilder, IndexSet, IndexTable};
+use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
@@ -21,19 +21,32 @@ pub struct IndexRepair {
     pub packs: usize,
     /// Blobs indexed.
     pub blobs: usize,
-    /// Packs that could not be read, with why (left in place).
+    /// Packs whose header could not be read, with why, and how many of
+    /// their entries were kept from the old index (the packs are left in
+    /// place).
     pub unreadable: Vec<String>,
+    /// Entries kept from the old index for packs with unreadable headers.
+    pub kept_entries: usize,
     /// Old index tables removed.
     pub removed_tables: usize,
 }
 
 /// Rebuilds the index from the packs' own headers: writes one new table for
-/// every readable pack, then removes the old tables. Call under an
-/// exclusive lock.
+/// every readable pack, then removes the old tables. A pack whose header
+/// cannot be read keeps the entries the old tables (those whose MAC checks)
+/// give for it: its blobs may well be intact, and a pack no table names
+/// would be deleted by gc. Call under an exclusive lock.
 pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
     let backend = repo.backend();
     let mut out = IndexRepair::default();
     let mut builder = IndexBuilder::default();
+    // Old tables that can still be trusted, for packs without a header.
+    let (old_set, _) = IndexSet::load_lenient(backend)?;
+    let trusted: Vec<&IndexTable> = old_set
+        .tables()
+        .iter()
+        .filter(|t| t.check(repo.key()).is_ok())
+        .collect();
     let mut names = backend.list(FileKind::Pack)?;
     names.sort();
     for name in names.iter().filter(|n| is_hex_name(n)) {
@@ -48,7 +61,19 @@ pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
                 out.blobs += h.entries.len();
                 builder.add_pack(id, h.kind, &h.entries);
             }
-            Err(e) => out.unreadable.push(format!("{what}: {e}")),
+            Err(e) => {
+                let (kind, entries) = old_entries(&trusted, &id);
+                let kept = entries.len();
+                if let Some(kind) = kind {
+                    builder.add_pack(id, kind, &entries);
+                }
+                out.kept_entries += kept;
+                out.unreadable.push(if kept > 0 {
+                    format!("{what}: {e}; kept its {kept} entries from the old index")
+                } else {
+                    format!("{what}: {e}; no old index table names it")
+                });
+            }
         }
     }
     let old: Vec<String> = backend.list(FileKind::Index)?;
@@ -64,6 +89,58 @@ pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
     Ok(out)
 }
 
+/// The entries trusted old tables give for `pack`, and its kind.
+fn old_entries(tables: &[&IndexTable], pack: &PackId) -> (Option<BlobKind>, Vec<PackEntry>) {
+    let mut kind = None;
+    let mut entries: Vec<PackEntry> = Vec::new();
+    let mut seen = HashSet::new();
+    for t in tables {
+        for i in 0..t.len() {
+            let Ok((id, loc)) = t.location_at(i) else {
+                continue;
+            };
+            if loc.pack != *pack || !seen.insert(id) {
+                continue;
+            }
+            kind = Some(loc.kind);
+            entries.push(PackEntry {
+                id,
+                offset: loc.offset,
+                length: loc.length,
+                raw_length: loc.raw_length,
+            });
+        }
+    }
+    (kind, entries)
+}
+
+/// The tag a repaired copy carries naming its original, `repaired-from:`
+/// and the original's full id; `repair snapshots` skips an original that
+/// already has a copy.
+pub const REPAIRED_FROM: &str = "repaired-from:";
+
+/// What to salvage.
+#[derive(Clone, Debug, Default)]
+pub struct RepairSnapshotsOptions {
+    /// Report without writing.
+    pub dry_run: bool,
+    /// Also read every pack first, so blobs that are present but damaged
+    /// (failing authentication or their hash) count as missing too.
+    pub read_data: bool,
+    /// Worker threads for reading packs; 0 = one per core.
+    pub workers: usize,
+}
+
+/// What `repair snapshots` did.
+#[derive(Debug, Default, Serialize)]
+pub struct SnapshotsRepair {
+    /// Snapshots repaired (or, in a dry run, to be repaired).
+    pub repaired: Vec<SnapshotRepair>,
+    /// Damaged snapshots skipped because a repaired copy exists: (original,
+    /// copy).
+    pub skipped: Vec<(SnapshotId, SnapshotId)>,
+}
+
 /// One snapshot rewritten by `repair snapshots`.
 #[derive(Debug, Serialize)]
 pub struct SnapshotRepair {
@@ -71,16 +148,28 @@ pub struct SnapshotRepair {
     pub original: SnapshotId,
     /// The repaired copy.
     pub repaired: SnapshotId,
-    /// Paths dropped because their data is missing.
+    /// Paths dropped because their data is missing or damaged.
     pub dropped: Vec<String>,
 }
 
 /// Rewrites every snapshot whose trees reference missing blobs (not
-/// indexed, or indexed in a missing pack), dropping only the damaged files
-/// (and unreadable directories' contents). The originals are kept; the new
-/// snapshots carry the tag `repaired`. With `dry_run` nothing is written.
-pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<SnapshotRepair>> {
+/// indexed, or indexed in a missing pack) or, with `read_data`, damaged
+/// ones, dropping only the damaged files (and unreadable directories'
+/// contents). The originals are kept; the new snapshots carry the tags
+/// `repaired` and [`REPAIRED_FROM`]`<original id>`. A snapshot that already
+/// has a repaired copy is skipped, so running this twice writes nothing
+/// new. With `dry_run` nothing is written.
+pub fn repair_snapshots(
+    repo: &Repository,
+    opts: &RepairSnapshotsOptions,
+) -> Result<SnapshotsRepair> {
+    let dry_run = opts.dry_run;
     let backend = repo.backend();
+    let bad = if opts.read_data {
+        crate::verify::bad_blobs(repo, opts.workers)?
+    } else {
+        HashSet::new()
+    };
     let mut packs = HashSet::new();
     for name in backend.list(FileKind::Pack)? {
         if is_hex_name(&name) {
@@ -89,14 +178,32 @@ pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<Snapshot
     }
     let index = repo.index()?;
     let available = |id: &BlobId| -> bool {
-        matches!(index.lookup(id), Ok(Some(loc)) if packs.contains(&loc.pack))
+        matches!(index.lookup(id), Ok(Some(loc))
+            if packs.contains(&loc.pack) && !bad.contains(&(*id, loc.pack)))
     };
     let writer = BlobWriter::new(repo);
-    let mut out = Vec::new();
+    let mut out = SnapshotsRepair::default();
     let mut memo: HashMap<BlobId, (BlobId, Vec<String>)> = HashMap::new();
     let snapshots: Vec<SnapshotEntry> = repo.snapshots()?;
+    let copies: HashMap<String, SnapshotId> = snapshots
+        .iter()
+        .flat_map(|e| {
+            e.snapshot
+                .tags
+                .iter()
+                .filter_map(|t| t.strip_prefix(REPAIRED_FROM))
+                .map(|orig| (orig.to_string(), e.id))
+        })
+        .collect();
     let mut new_snaps = Vec::new();
     for e in &snapshots {
+        // Its copy was written without what was damaged then; it is not
+        // rewritten again (a copy that is itself damaged is repaired in
+        // its own right).
+        if let Some(copy) = copies.get(&e.id.to_hex()) {
+            out.skipped.push((e.id, *copy));
+            continue;
+        }
         let mut rw = Rewriter {
             repo,
             writer: &writer,
@@ -110,13 +217,15 @@ pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<Snapshot
         }
         let mut snap: Snapshot = e.snapshot.clone();
         snap.tree = root;
+        snap.tags.retain(|t| !t.starts_with(REPAIRED_FROM));
         if !snap.tags.iter().any(|t| t == "repaired") {
             snap.tags.push("repaired".into());
         }
+        snap.tags.push(format!("{REPAIRED_FROM}{}", e.id.to_hex()));
         snap.summary.errors += dropped.len() as u64;
         let (id, bytes) = snap.encode(repo.key());
         new_snaps.push((id, bytes));
-        out.push(SnapshotRepair {
+        out.repaired.push(SnapshotRepair {
             original: e.id,
             repaired: id,
             dropped,

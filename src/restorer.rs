@@ -7,6 +7,11 @@
 //! entries under the mirror policy, and finally sets directory metadata
 //! deepest first.
 //!
+//! A dry run goes through the same steps and makes the same decision for
+//! every entry (write, leave unchanged, skip, remove), looking at the
+//! target but changing nothing in it: what a directory it would create or
+//! replace holds counts as missing.
+//!
 //! Safety: every name comes from a tree that passed [`Tree::decode`], so no
 //! name can contain `/` or be `..`; each directory on the way is checked to
 //! be a real directory (a symlink already in the target is replaced or, with
@@ -86,6 +91,9 @@ pub struct RestoreStats {
     pub bytes_written: u64,
     /// Extra entries removed (mirror).
     pub removed: u64,
+    /// In a dry run, the extra entries mirror would remove, sorted.
+    #[serde(skip)]
+    pub would_remove: Vec<PathBuf>,
     /// Entries that failed.
     pub errors: u64,
 }
@@ -168,24 +176,38 @@ pub fn restore(
     }
     planner.walk(&tree, Path::new(""), &start_path, false)?;
 
-    let mut stats = RestoreStats::default();
-    if opts.dry_run {
-        stats.dirs = plan.dirs.len() as u64;
-        stats.files_written = plan.files.len() as u64;
-        stats.bytes_written = plan.files.iter().map(|f| f.node.size).sum();
-        stats.other = (plan.links.len() + plan.others.len()) as u64;
-        return Ok(stats);
+    let mut fresh = HashSet::new();
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target)
+            .map_err(|e| Error::path("create target", &opts.target, e))?;
+    } else {
+        match fs::metadata(&opts.target) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Invalid(format!(
+                    "target {} is not a directory",
+                    opts.target.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fresh.insert(opts.target.clone());
+            }
+            Err(e) => return Err(Error::path("stat", &opts.target, e)),
+        }
     }
-    fs::create_dir_all(&opts.target).map_err(|e| Error::path("create target", &opts.target, e))?;
     let ex = Executor {
         repo,
         target: &opts.target,
         policy: opts.policy,
+        dry_run: opts.dry_run,
         warn,
         errors: AtomicU64::new(0),
         skipped_dirs: Mutex::new(Vec::new()),
+        fresh_dirs: Mutex::new(fresh),
+        zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
     };
+    let mut stats = RestoreStats::default();
     ex.run(&plan, opts.workers, &mut stats)?;
     stats.errors = ex.errors.load(Ordering::Relaxed);
     Ok(stats)
@@ -269,9 +291,15 @@ struct Executor<'a> {
     repo: &'a Repository,
     target: &'a Path,
     policy: Policy,
+    /// Decide everything, change nothing.
+    dry_run: bool,
     warn: &'a (dyn Fn(&str) + Sync),
     errors: AtomicU64,
     skipped_dirs: Mutex<Vec<PathBuf>>,
+    /// In a dry run: directories the restore would create or replace.
+    fresh_dirs: Mutex<HashSet<PathBuf>>,
+    /// Ids of all-zero blobs by length (see `may_have_holes`).
+    zero_ids: Mutex<HashMap<u32, BlobId>>,
     root: bool,
 }
 
@@ -294,6 +322,35 @@ impl Executor<'_> {
             .lock()
             .map(|s| s.iter().any(|d| rel.starts_with(d)))
             .unwrap_or(false)
+    }
+
+    /// Whether `path` is, or lies beneath, a directory a dry run would
+    /// create or replace (and so holds nothing yet).
+    fn fresh(&self, path: &Path) -> bool {
+        self.dry_run
+            && self
+                .fresh_dirs
+                .lock()
+                .map(|f| path.ancestors().any(|a| f.contains(a)))
+                .unwrap_or(false)
+    }
+
+    /// Notes, in a dry run, a directory the restore would create or replace.
+    fn mark_fresh(&self, path: &Path) {
+        if self.dry_run {
+            if let Ok(mut f) = self.fresh_dirs.lock() {
+                f.insert(path.to_path_buf());
+            }
+        }
+    }
+
+    /// `lstat` of an entry in the target, as the restore would find it at
+    /// this point (see [`Self::fresh`]).
+    fn lstat(&self, path: &Path) -> std::io::Result<fs::Metadata> {
+        if self.fresh(path) {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        fs::symlink_metadata(path)
     }
 
     fn run(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) -> Result<()> {
@@ -331,6 +388,7 @@ impl Executor<'_> {
             let dest = self.target.join(&item.rel);
             match self.clear(&dest, false) {
                 Ok(Existing::Skip) => stats.skipped += 1,
+                Ok(Existing::Create) if self.dry_run => stats.other += 1,
                 Ok(Existing::Create) => match fs::hard_link(self.target.join(first), &dest) {
                     Ok(()) => stats.other += 1,
                     Err(e) => self.fail(&dest, format!("cannot create hard link: {e}")),
@@ -352,9 +410,14 @@ impl Executor<'_> {
         if self.policy == Policy::Mirror {
             for (rel, names) in &plan.dir_names {
                 if !self.under_skipped(rel) {
-                    stats.removed += self.remove_extra(&self.target.join(rel), names);
+                    stats.removed +=
+                        self.remove_extra(&self.target.join(rel), names, &mut stats.would_remove);
                 }
             }
+            stats.would_remove.sort();
+        }
+        if self.dry_run {
+            return Ok(());
         }
         for d in plan.dirs.iter().rev() {
             if !self.under_skipped(&d.rel) {
@@ -367,7 +430,7 @@ impl Executor<'_> {
     /// Makes `path` a real directory; false when skip-existing leaves a
     /// non-directory in place.
     fn ensure_dir(&self, path: &Path) -> Result<bool> {
-        match fs::symlink_metadata(path) {
+        match self.lstat(path) {
             Ok(md) if md.is_dir() => return Ok(true),
             Ok(_) => match self.clear(path, true)? {
                 Existing::Skip => return Ok(false),
@@ -376,13 +439,18 @@ impl Executor<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::path("stat", path, e)),
         }
+        if self.dry_run {
+            self.mark_fresh(path);
+            return Ok(true);
+        }
         fs::create_dir(path).map_err(|e| Error::path("create folder", path, e))?;
         Ok(true)
     }
 
-    /// Removes whatever is at `path` unless the policy keeps it.
+    /// Removes whatever is at `path` unless the policy keeps it (a dry run
+    /// only decides).
     fn clear(&self, path: &Path, even_dirs: bool) -> Result<Existing> {
-        let md = match fs::symlink_metadata(path) {
+        let md = match self.lstat(path) {
             Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Create),
             Err(e) => return Err(Error::path("stat", path, e)),
@@ -402,7 +470,13 @@ impl Executor<'_> {
                     path.display()
                 )));
             }
+            if self.dry_run {
+                self.mark_fresh(path);
+                return Ok(Existing::Create);
+            }
             fs::remove_dir_all(path)
+        } else if self.dry_run {
+            return Ok(Existing::Create);
         } else {
             fs::remove_file(path)
         };
@@ -418,6 +492,7 @@ impl Executor<'_> {
         // 1. Decide, in parallel (merge compares existing content).
         let next = AtomicUsize::new(0);
         let (unchanged, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (would_write, would_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
         let tasks: Mutex<Vec<Box<FileTask>>> = Mutex::new(Vec::new());
         std::thread::scope(|s| {
             for _ in 0..workers {
@@ -435,6 +510,10 @@ impl Executor<'_> {
                         Ok(Prepared::Skipped) => {
                             skipped.fetch_add(1, Ordering::Relaxed);
                         }
+                        Ok(Prepared::WouldWrite) => {
+                            would_write.fetch_add(1, Ordering::Relaxed);
+                            would_bytes.fetch_add(f.node.size, Ordering::Relaxed);
+                        }
                         Ok(Prepared::Write(task)) => {
                             if let Ok(mut t) = tasks.lock() {
                                 t.push(task);
@@ -447,6 +526,11 @@ impl Executor<'_> {
         });
         stats.files_unchanged = unchanged.into_inner();
         stats.skipped += skipped.into_inner();
+        if self.dry_run {
+            stats.files_written = would_write.into_inner();
+            stats.bytes_written = would_bytes.into_inner();
+            return;
+        }
         let tasks = tasks.into_inner().unwrap_or_default();
 
         // 2. Plan reads: every distinct blob once, grouped by pack.
@@ -606,18 +690,23 @@ impl Executor<'_> {
         let NodeKind::File { chunks } = &node.kind else {
             return Err(Error::Invalid("not a file".into()));
         };
-        match fs::symlink_metadata(dest) {
+        match self.lstat(dest) {
             Ok(_) if self.policy == Policy::SkipExisting => return Ok(Prepared::Skipped),
             Ok(md)
                 if md.is_file() && md.len() == node.size && self.same_content(dest, chunks)? =>
             {
-                self.apply_meta(dest, node, None);
+                if !self.dry_run {
+                    self.apply_meta(dest, node, None);
+                }
                 return Ok(Prepared::Unchanged);
             }
             Ok(md) if md.is_dir() => {
                 self.clear(dest, false)?;
             }
             _ => {}
+        }
+        if self.dry_run {
+            return Ok(Prepared::WouldWrite);
         }
         let dir = dest.parent().expect("restored files live in the target");
         // Not derived from the file's name: that may already be as long as
@@ -633,9 +722,9 @@ impl Executor<'_> {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| Error::path("create", &tmp, e))?;
-        if let Err(e) = file.set_len(node.size) {
+        if let Err(e) = self.size_file(&file, &tmp, dest, node.size, chunks) {
             let _ = fs::remove_file(&tmp);
-            return Err(Error::path("size", &tmp, e));
+            return Err(e);
         }
         Ok(Prepared::Write(Box::new(FileTask {
             dest: dest.to_path_buf(),
@@ -646,6 +735,82 @@ impl Executor<'_> {
             error: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
         })))
+    }
+
+    /// Gives a new temporary file its final size. A file without holes has
+    /// its blocks reserved now, so a target without room for it fails
+    /// here, naming the file, before any data is written. A file that may
+    /// have holes (see [`Self::may_have_holes`]) is only extended, so its
+    /// holes stay holes.
+    fn size_file(
+        &self,
+        file: &fs::File,
+        tmp: &Path,
+        dest: &Path,
+        size: u64,
+        chunks: &[BlobId],
+    ) -> Result<()> {
+        if size > 0 && !self.may_have_holes(chunks)? {
+            if fs2::FileExt::allocate(file, size).is_ok() {
+                return Ok(());
+            }
+            // fs2 hands on posix_fallocate's failure through errno, which
+            // posix_fallocate does not set, so the error says nothing:
+            // judge by the free space instead.
+            let dir = tmp.parent().unwrap_or(tmp);
+            if let Ok(avail) = fs2::available_space(dir) {
+                if avail < size {
+                    return Err(Error::Invalid(format!(
+                        "{}: no space left in the target: the file needs {}, {} is available",
+                        dest.display(),
+                        crate::human_bytes(size),
+                        crate::human_bytes(avail)
+                    )));
+                }
+            }
+            // Room enough, yet nothing reserved (a filesystem that cannot):
+            // write into a plainly extended file as for sparse ones.
+        }
+        file.set_len(size).map_err(|e| Error::path("size", tmp, e))
+    }
+
+    /// Whether a file of `chunks` may get holes: restore never writes an
+    /// all-zero chunk, and one of at least a block leaves a hole. Zeros
+    /// compress to almost nothing, so only chunks stored in a sliver of
+    /// their size (any chunk, in a repository storing blobs raw) are
+    /// compared with the id of zeros of their length.
+    fn may_have_holes(&self, chunks: &[BlobId]) -> Result<bool> {
+        const BLOCK: u64 = 4096;
+        let raw_repo = self.repo.config().compression == 0;
+        for id in chunks {
+            let loc = self.repo.locate(id)?;
+            let raw = u64::from(loc.raw_length);
+            let sliver = u64::from(loc.length) <= raw / 64 + 64;
+            if raw >= BLOCK && (sliver || raw_repo) && self.zero_id(loc.raw_length) == *id {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The id of `len` zero bytes, computed once per length.
+    fn zero_id(&self, len: u32) -> BlobId {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        if let Some(id) = self.zero_ids.lock().ok().and_then(|m| m.get(&len).copied()) {
+            return id;
+        }
+        let mut hasher = self.repo.key().blob_hasher();
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(ZEROS.len());
+            hasher.update(&ZEROS[..n]);
+            left -= n;
+        }
+        let id = BlobId(*hasher.finalize().as_bytes());
+        if let Ok(mut m) = self.zero_ids.lock() {
+            m.insert(len, id);
+        }
+        id
     }
 
     /// Whether the file at `path` holds exactly the chunks `ids`.
@@ -668,31 +833,35 @@ impl Executor<'_> {
     }
 
     fn restore_other(&self, dest: &Path, node: &Node) -> Result<bool> {
-        if let (NodeKind::Symlink { target }, Ok(md)) = (&node.kind, fs::symlink_metadata(dest)) {
+        if let (NodeKind::Symlink { target }, Ok(md)) = (&node.kind, self.lstat(dest)) {
             if md.file_type().is_symlink()
                 && fs::read_link(dest)
                     .is_ok_and(|t| t.as_os_str().as_bytes() == target.0.as_slice())
             {
-                self.apply_meta(dest, node, None);
+                if !self.dry_run {
+                    self.apply_meta(dest, node, None);
+                }
                 return Ok(true);
             }
         }
-        if let NodeKind::Socket = node.kind {
-            return Ok(false);
+        match node.kind {
+            NodeKind::Socket => return Ok(false),
+            NodeKind::CharDevice { .. } | NodeKind::BlockDevice { .. } if !self.root => {
+                return Err(Error::Invalid(
+                    "device nodes are restored only when running as root".into(),
+                ));
+            }
+            _ => {}
         }
         match self.clear(dest, false)? {
             Existing::Skip => return Ok(false),
+            Existing::Create if self.dry_run => return Ok(true),
             Existing::Create => {}
         }
         match &node.kind {
             NodeKind::Symlink { target } => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(&target.0), dest)
                     .map_err(|e| Error::path("create symlink", dest, e))?;
-            }
-            NodeKind::CharDevice { .. } | NodeKind::BlockDevice { .. } if !self.root => {
-                return Err(Error::Invalid(
-                    "device nodes are restored only when running as root".into(),
-                ));
             }
             kind => fsmeta::make_special(dest, kind, node.mode)
                 .map_err(|e| Error::path("create", dest, e))?,
@@ -723,8 +892,17 @@ impl Executor<'_> {
         }
     }
 
-    /// Removes entries of `dir` not named in `keep`; returns how many.
-    fn remove_extra(&self, dir: &Path, keep: &HashSet<Vec<u8>>) -> u64 {
+    /// Removes entries of `dir` not named in `keep`; returns how many. A
+    /// dry run lists them in `would_remove` instead.
+    fn remove_extra(
+        &self,
+        dir: &Path,
+        keep: &HashSet<Vec<u8>>,
+        would_remove: &mut Vec<PathBuf>,
+    ) -> u64 {
+        if self.fresh(dir) {
+            return 0;
+        }
         let Ok(rd) = fs::read_dir(dir) else { return 0 };
         let mut n = 0;
         for entry in rd.flatten() {
@@ -732,6 +910,11 @@ impl Executor<'_> {
                 continue;
             }
             let p = entry.path();
+            if self.dry_run {
+                would_remove.push(p);
+                n += 1;
+                continue;
+            }
             let r = match entry.file_type() {
                 Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
                 _ => fs::remove_file(&p),
@@ -747,6 +930,8 @@ impl Executor<'_> {
 
 enum Prepared {
     Write(Box<FileTask>),
+    /// A dry run's decision to write the file.
+    WouldWrite,
     Unchanged,
     Skipped,
 }

@@ -9,19 +9,26 @@
 //! snapshots carrying `t`. A snapshot kept for several reasons is kept once,
 //! with all its reasons.
 //!
-//! Differential snapshots: a full snapshot that a kept differential names
-//! as its parent is kept too (reason `differential-base`), and so is the
-//! newest full snapshot of a group that has any differential (reason
-//! `newest-full`), because tomorrow's differential will name it as parent.
-//! No snapshot ever *needs* another to be restored; this rule keeps the
-//! meaning of "changes since the full backup" intact.
+//! Differential snapshots: backup picks a differential's parent by set and
+//! host (the newest full snapshot of the set on that host), whatever the
+//! groups or filters of `forget`. So [`plan`] protects, across all groups
+//! and whatever the filters: the full snapshot that any kept differential
+//! names as its parent (reason `parent of kept differential <id>`), and the
+//! newest full snapshot of every set and host that has differentials
+//! (reason `newest-full`), because tomorrow's differential will name it as
+//! parent. A snapshot outside the filters is never removed, so a
+//! differential outside them protects its parent too. No snapshot ever
+//! *needs* another to be restored; this rule keeps the meaning of "changes
+//! since the full backup" intact.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Local, TimeZone, Timelike};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
-use crate::snapshot::{SnapshotEntry, SnapshotKind};
+use crate::snapshot::{SnapshotEntry, SnapshotFilter, SnapshotKind};
 
 /// A retention policy. All-zero keeps nothing: callers must refuse it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -71,10 +78,17 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Parses `30d`, `1y2m`, `12h`, `2w`: years (365 d), months (30 d), weeks,
-/// days, hours.
+/// Parses a `--keep-within` duration into seconds: numbers with units, as
+/// restic has them: `y` years of 365 days, `m` months of 30 days, `w`
+/// weeks, `d` days, `h` hours (`30d`, `1y2m`, `12h`, `2w3d`). Note that
+/// `m` is a month here; there are no minutes or seconds.
 pub fn parse_within(s: &str) -> Result<u64> {
-    let bad = || Error::Invalid(format!("{s:?} is not a duration like 30d, 1y2m or 12h"));
+    let bad = || {
+        Error::Invalid(format!(
+            "{s:?} is not a duration like 30d, 1y2m or 12h \
+             (units: y = 365 days, m = 30-day month, w = week, d = day, h = hour)"
+        ))
+    };
     let mut total = 0u64;
     let mut num = String::new();
     for c in s.trim().chars() {
@@ -103,7 +117,7 @@ pub fn parse_within(s: &str) -> Result<u64> {
 }
 
 /// Applies `policy` to one group, in local time. Returns decisions newest
-/// first.
+/// first. Parents of differentials are not considered here: see [`plan`].
 pub fn apply(policy: &Policy, group: &[&SnapshotEntry]) -> Vec<Decision> {
     apply_in(policy, group, &Local)
 }
@@ -118,8 +132,7 @@ pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz
         .map(|e| tz.timestamp_nanos(e.snapshot.time_ns))
         .collect();
 
-    for (i, r) in reasons.iter_mut().enumerate().take(policy.last as usize) {
-        let _ = i;
+    for r in reasons.iter_mut().take(policy.last as usize) {
         r.push("last".into());
     }
     type Key<Tz> = fn(&DateTime<Tz>) -> (i32, u32, u32, u32);
@@ -166,29 +179,6 @@ pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz
             reasons[i].push("tag".into());
         }
     }
-    // Differential bases.
-    let has_differential = snaps
-        .iter()
-        .any(|e| e.snapshot.kind == SnapshotKind::Differential);
-    if has_differential {
-        if let Some(i) = snaps
-            .iter()
-            .position(|e| e.snapshot.kind == SnapshotKind::Full)
-        {
-            reasons[i].push("newest-full".into());
-        }
-    }
-    let bases: Vec<SnapshotId> = snaps
-        .iter()
-        .zip(&reasons)
-        .filter(|(e, r)| !r.is_empty() && e.snapshot.kind == SnapshotKind::Differential)
-        .filter_map(|(e, _)| e.snapshot.parent)
-        .collect();
-    for (i, e) in snaps.iter().enumerate() {
-        if bases.contains(&e.id) && !reasons[i].iter().any(|r| r == "differential-base") {
-            reasons[i].push("differential-base".into());
-        }
-    }
     snaps
         .iter()
         .zip(reasons)
@@ -199,6 +189,110 @@ pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz
             reasons,
         })
         .collect()
+}
+
+/// The decisions for one group of snapshots.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupDecisions {
+    /// The group's key, as [`GroupBy::key`] shows it.
+    pub group: String,
+    /// Its snapshots, newest first.
+    pub snapshots: Vec<Decision>,
+}
+
+/// What `forget` does with a policy, in local time: the snapshots passing
+/// `filter` are grouped by `group_by`, `policy` is applied to each group,
+/// and then the parents of differentials are protected across all groups
+/// (see the module docs). Snapshots outside the filter are not listed:
+/// they are always kept.
+pub fn plan(
+    policy: &Policy,
+    group_by: &GroupBy,
+    filter: &SnapshotFilter,
+    all: &[SnapshotEntry],
+) -> Vec<GroupDecisions> {
+    plan_in(policy, group_by, filter, all, &Local)
+}
+
+/// [`plan`] in a given time zone (tests use UTC).
+pub fn plan_in<Tz: TimeZone>(
+    policy: &Policy,
+    group_by: &GroupBy,
+    filter: &SnapshotFilter,
+    all: &[SnapshotEntry],
+    tz: &Tz,
+) -> Vec<GroupDecisions> {
+    let mut groups: BTreeMap<String, Vec<&SnapshotEntry>> = BTreeMap::new();
+    for e in all.iter().filter(|e| filter.matches(&e.snapshot)) {
+        groups.entry(group_by.key(e)).or_default().push(e);
+    }
+    let mut out: Vec<GroupDecisions> = groups
+        .into_iter()
+        .map(|(group, members)| GroupDecisions {
+            group,
+            snapshots: apply_in(policy, &members, tz),
+        })
+        .collect();
+    protect_parents(all, &mut out);
+    out
+}
+
+/// Keeps, across groups, the full snapshots that differentials need: the
+/// newest full of every set and host that has differentials, and the
+/// parent of every kept differential (in any group, or outside the filter).
+fn protect_parents(all: &[SnapshotEntry], groups: &mut [GroupDecisions]) {
+    let mut at: HashMap<SnapshotId, (usize, usize)> = HashMap::new();
+    for (g, group) in groups.iter().enumerate() {
+        for (i, d) in group.snapshots.iter().enumerate() {
+            at.insert(d.id, (g, i));
+        }
+    }
+    // Newest first, as backup's choice of parent sees them.
+    let mut newest_first: Vec<&SnapshotEntry> = all.iter().collect();
+    newest_first.sort_by_key(|e| std::cmp::Reverse((e.snapshot.time_ns, e.id)));
+    let key = |e: &SnapshotEntry| (e.snapshot.set.clone(), e.snapshot.host.clone());
+
+    let keep = |id: &SnapshotId, reason: String, groups: &mut [GroupDecisions]| {
+        if let Some(&(g, i)) = at.get(id) {
+            let d = &mut groups[g].snapshots[i];
+            d.keep = true;
+            d.reasons.push(reason);
+        }
+    };
+
+    let with_differentials: HashSet<(String, String)> = all
+        .iter()
+        .filter(|e| e.snapshot.kind == SnapshotKind::Differential)
+        .map(key)
+        .collect();
+    let mut seen = HashSet::new();
+    for e in &newest_first {
+        if e.snapshot.kind == SnapshotKind::Full
+            && with_differentials.contains(&key(e))
+            && seen.insert(key(e))
+        {
+            keep(&e.id, "newest-full".into(), groups);
+        }
+    }
+
+    // A differential's parent is always full, so one pass suffices. Each
+    // parent names the newest kept differential that needs it.
+    let removed = |id: &SnapshotId, groups: &[GroupDecisions]| {
+        at.get(id)
+            .is_some_and(|&(g, i)| !groups[g].snapshots[i].keep)
+    };
+    let mut protected = HashSet::new();
+    for e in &newest_first {
+        if e.snapshot.kind != SnapshotKind::Differential || removed(&e.id, groups) {
+            continue;
+        }
+        if let Some(parent) = e.snapshot.parent {
+            if protected.insert(parent) {
+                let reason = format!("parent of kept differential {}", e.id.short());
+                keep(&parent, reason, groups);
+            }
+        }
+    }
 }
 
 /// Fields snapshots can be grouped by.
@@ -452,6 +546,31 @@ mod tests {
         assert_eq!(kept(&p, &t), vec![3, 8]);
     }
 
+    /// Kept ids over all groups of a plan.
+    fn planned(
+        policy: &Policy,
+        group_by: &str,
+        filter: &SnapshotFilter,
+        snaps: &[SnapshotEntry],
+    ) -> Vec<u8> {
+        let g = GroupBy::parse(group_by).unwrap();
+        let mut k: Vec<u8> = plan_in(policy, &g, filter, snaps, &Utc)
+            .into_iter()
+            .flat_map(|g| g.snapshots)
+            .filter(|d| d.keep)
+            .map(|d| d.id.0[0])
+            .collect();
+        k.sort();
+        k
+    }
+
+    fn last(n: u32) -> Policy {
+        Policy {
+            last: n,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn differential_bases_are_kept() {
         let t = vec![
@@ -479,49 +598,126 @@ mod tests {
                 &[],
             ),
         ];
+        let all = SnapshotFilter::default();
+        let by = "set,host,paths";
         // keep-last 1 keeps 5; its base 3 is kept; 1 and 2 go.
-        assert_eq!(
-            kept(
-                &Policy {
-                    last: 1,
-                    ..Default::default()
-                },
-                &t
-            ),
-            vec![3, 5]
-        );
+        assert_eq!(planned(&last(1), by, &all, &t), vec![3, 5]);
         // keep-daily 4 keeps 2..5; 2's base 1 is kept as well.
+        let daily = Policy {
+            daily: 4,
+            ..Default::default()
+        };
+        assert_eq!(planned(&daily, by, &all, &t), vec![1, 2, 3, 4, 5]);
+        let g = GroupBy::parse(by).unwrap();
+        let d: Vec<Decision> = plan_in(&daily, &g, &all, &t, &Utc)
+            .into_iter()
+            .flat_map(|g| g.snapshots)
+            .collect();
+        let one = d.iter().find(|d| d.id.0[0] == 1).unwrap();
         assert_eq!(
-            kept(
-                &Policy {
-                    daily: 4,
-                    ..Default::default()
-                },
-                &t
-            ),
-            vec![1, 2, 3, 4, 5]
+            one.reasons,
+            vec![format!(
+                "parent of kept differential {}",
+                SnapshotId([2; 32]).short()
+            )]
         );
         // Even keeping only an old differential, the newest full stays
         // for tomorrow's differential.
-        let refs: Vec<&SnapshotEntry> = t.iter().collect();
-        let d = apply_in(
-            &Policy {
-                tags: vec!["x".into()],
-                ..Default::default()
-            },
-            &refs,
-            &Utc,
-        );
+        let tag = Policy {
+            tags: vec!["x".into()],
+            ..Default::default()
+        };
+        let d: Vec<Decision> = plan_in(&tag, &g, &all, &t, &Utc)
+            .into_iter()
+            .flat_map(|g| g.snapshots)
+            .collect();
         let newest_full = d.iter().find(|d| d.id.0[0] == 3).unwrap();
         assert_eq!(newest_full.reasons, vec!["newest-full"]);
+    }
+
+    #[test]
+    fn parents_are_protected_across_groups_and_filters() {
+        // Full 1 tagged "weekly", differential 2 tagged "daily": grouped by
+        // tags they fall in different groups, yet 2 needs 1.
+        let mut t = vec![
+            at("2026-01-01 00:00", 1, SnapshotKind::Full, None, &["weekly"]),
+            at("2026-01-03 00:00", 3, SnapshotKind::Full, None, &["weekly"]),
+            at(
+                "2026-01-04 00:00",
+                4,
+                SnapshotKind::Differential,
+                Some(3),
+                &["daily"],
+            ),
+            at(
+                "2026-01-02 00:00",
+                2,
+                SnapshotKind::Differential,
+                Some(1),
+                &["daily", "keep"],
+            ),
+        ];
+        let keep_tag = Policy {
+            tags: vec!["keep".into()],
+            ..Default::default()
+        };
+        let all = SnapshotFilter::default();
+        // Kept: 2 (tag), its parent 1, newest full 3; 4 goes.
+        assert_eq!(planned(&keep_tag, "tags", &all, &t), vec![1, 2, 3]);
+
+        // Same set over different paths: one group per paths, and backup
+        // still picks the parent by set and host. Differential 2 backs up
+        // "/q" with full 1 of "/p" as parent; keep-last 1 keeps 4 in "/p"
+        // and 2 in "/q", so 1 stays for 2 and 3 for 4.
+        t[3].snapshot.paths = vec!["/q".into()];
+        assert_eq!(
+            planned(&last(1), "set,host,paths", &all, &t),
+            vec![1, 2, 3, 4]
+        );
+        let g = GroupBy::parse("set,host,paths").unwrap();
+        let groups = plan_in(&last(1), &g, &all, &t, &Utc);
+        assert_eq!(groups.len(), 2);
+        let one = groups[0].snapshots.iter().find(|d| d.id.0[0] == 1).unwrap();
+        assert_eq!(
+            one.reasons,
+            vec![format!(
+                "parent of kept differential {}",
+                SnapshotId([2; 32]).short()
+            )]
+        );
+
+        // A differential outside the filter is never removed, and neither
+        // is its parent.
+        let weekly_only = SnapshotFilter {
+            tags: vec!["weekly".into()],
+            ..Default::default()
+        };
+        assert_eq!(planned(&last(1), "set,host", &weekly_only, &t), vec![1, 3]);
+        let g = GroupBy::parse("set,host").unwrap();
+        let groups = plan_in(&last(1), &g, &weekly_only, &t, &Utc);
+        let listed: Vec<u8> = groups
+            .iter()
+            .flat_map(|g| g.snapshots.iter().map(|d| d.id.0[0]))
+            .collect();
+        assert_eq!(listed, vec![3, 1], "only filtered snapshots are listed");
+        let one = &groups[0].snapshots[1];
+        assert_eq!(
+            one.reasons,
+            vec![format!(
+                "parent of kept differential {}",
+                SnapshotId([2; 32]).short()
+            )]
+        );
     }
 
     #[test]
     fn durations() {
         assert_eq!(parse_within("30d").unwrap(), 30 * 86400);
         assert_eq!(parse_within("1y2m").unwrap(), 425 * 86400);
+        assert_eq!(parse_within("1m").unwrap(), 30 * 86400, "m is a month");
+        assert_eq!(parse_within("2w3d").unwrap(), 17 * 86400);
         assert_eq!(parse_within("12h").unwrap(), 43200);
-        for bad in ["", "5", "3x", "d", "0d"] {
+        for bad in ["", "5", "3x", "d", "0d", "30s"] {
             assert!(parse_within(bad).is_err(), "{bad}");
         }
     }

@@ -120,7 +120,7 @@ pub struct Node {
     pub mtime_ns: i64,
     /// Status change time, ns since the epoch.
     pub ctime_ns: i64,
-    /// Size in bytes (files: content length; others: as stat reports).
+    /// Size in bytes: a file's content length; 0 for every other kind.
     pub size: u64,
     /// Device of the source filesystem.
     pub dev: u64,

@@ -1,6 +1,8 @@
 //! `verify`: check that every snapshot can be restored.
 //!
-//! Structure (always): index tables authenticate and are ordered, every
+//! Structure (always): every key file decodes (and, given the password,
+//! says whether it opens with it), index tables authenticate and are
+//! ordered, every
 //! index entry points inside an existing pack, every snapshot decodes, every
 //! tree it reaches decodes, and every blob a tree names is indexed in an
 //! existing pack. With `read_data`, every selected pack is read in full (in
@@ -15,24 +17,44 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{file_hash, is_hex_name, BlobId, PackId, SnapshotId};
 use crate::pack;
-use crate::repo::Repository;
+use crate::repo::{keys, Repository};
 use crate::snapshot::Snapshot;
 use crate::tree::{NodeKind, Tree};
 
-/// Which packs `--read-data` reads.
+/// Which packs `--read-data` reads. A pack is placed by the first 4 bytes
+/// of its id, read as a big-endian number `x` in `0..2^32`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Subset {
     /// Every pack.
     All,
-    /// Packs whose id falls in the first `percent` of the id space.
+    /// `N%` of the id space, in a window that moves on by its own width
+    /// every day: on day `d` (days since 1970-01-01 UTC) the packs with
+    /// `(x - d × w) mod 2^32 < w`, where `w = N% of 2^32`. Consecutive
+    /// nights read consecutive windows, so `ceil(100 / N)` nights in a row
+    /// read every pack.
     Percent(f64),
-    /// Part `k` of `m` (1-based): packs whose id prefix is `k-1` modulo `m`.
+    /// Part `k` of `m` (1-based): packs with `x mod m = k - 1`, whatever
+    /// the day; `1/m` … `m/m` together read every pack exactly once.
     Part(u32, u32),
+}
+
+/// The part of the id space a subset reads on one day, for the report:
+/// packs whose 4-byte id prefix `x` has `(x - from) mod 2^32 < width`
+/// (for `K/M`, those with `x mod M = K - 1`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SubsetWindow {
+    /// What is read, in words.
+    pub description: String,
+    /// Start of the window (for `N%`).
+    pub from: u32,
+    /// Width of the window, up to 2^32 (for `N%`).
+    pub width: u64,
 }
 
 impl Subset {
@@ -57,25 +79,104 @@ impl Subset {
         Ok(Subset::Part(k, m))
     }
 
-    /// Whether the pack is in the subset; the choice depends only on the id,
-    /// so `1/7` … `7/7` on successive nights cover every pack.
-    pub fn contains(&self, id: &PackId) -> bool {
+    /// The width of an `N%` window in the 2^32 id space.
+    fn width(p: f64) -> u64 {
+        ((p / 100.0) * 4_294_967_296.0).round() as u64
+    }
+
+    /// The start of the `N%` window on `day`.
+    fn start(p: f64, day: u64) -> u32 {
+        (u128::from(day) * u128::from(Subset::width(p)) % (1u128 << 32)) as u32
+    }
+
+    /// Whether the pack is read on `day` (days since the epoch, UTC; only
+    /// `N%` depends on it).
+    pub fn contains(&self, id: &PackId, day: u64) -> bool {
         let x = u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes"));
         match *self {
             Subset::All => true,
-            Subset::Percent(p) => (f64::from(x) / 4_294_967_296.0) < p / 100.0,
+            Subset::Percent(p) => {
+                u64::from(x.wrapping_sub(Subset::start(p, day))) < Subset::width(p)
+            }
             Subset::Part(k, m) => x % m == k - 1,
+        }
+    }
+
+    /// What the subset reads on `day`.
+    pub fn window(&self, day: u64) -> SubsetWindow {
+        match *self {
+            Subset::All => SubsetWindow {
+                description: "every pack".into(),
+                from: 0,
+                width: 1 << 32,
+            },
+            Subset::Percent(p) => {
+                let (from, width) = (Subset::start(p, day), Subset::width(p));
+                let nights = if width == 0 {
+                    "never covers everything".to_string()
+                } else {
+                    format!(
+                        "{} nights in a row read every pack",
+                        (1u64 << 32).div_ceil(width)
+                    )
+                };
+                SubsetWindow {
+                    description: format!(
+                        "{p}% of packs: ids from {from:08x} for {:.1}% of the id space (day {day}; {nights})",
+                        width as f64 / 4_294_967_296.0 * 100.0
+                    ),
+                    from,
+                    width,
+                }
+            }
+            Subset::Part(k, m) => SubsetWindow {
+                description: format!(
+                    "part {k} of {m}: packs whose id prefix is {} modulo {m}",
+                    k - 1
+                ),
+                from: 0,
+                width: 0,
+            },
         }
     }
 }
 
 /// What to check.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct VerifyOptions {
+    /// The password the repository was opened with: every key file is
+    /// tried with it, to report which ones it opens. Without it key files
+    /// are only checked for structure.
+    pub password: Option<Zeroizing<Vec<u8>>>,
     /// Read and check pack contents.
     pub read_data: Option<Subset>,
+    /// The day `N%` subsets are chosen for, in days since 1970-01-01 UTC
+    /// (the CLI passes today).
+    pub day: u64,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+}
+
+impl std::fmt::Debug for VerifyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("read_data", &self.read_data)
+            .field("day", &self.day)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+/// A key file and what verify found out about it.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyStatus {
+    /// The key file's name.
+    pub id: String,
+    /// Whether the password opens it (`None`: damaged, or not tried).
+    pub opens: Option<bool>,
+    /// What is wrong with it, if anything.
+    pub problem: Option<String>,
 }
 
 /// One problem found.
@@ -105,6 +206,8 @@ pub struct Damage {
 /// Everything verify found.
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyReport {
+    /// Key files, by name.
+    pub keys: Vec<KeyStatus>,
     /// Snapshots checked.
     pub snapshots: usize,
     /// Distinct trees checked.
@@ -119,6 +222,8 @@ pub struct VerifyReport {
     pub blobs_read: u64,
     /// Bytes of packs read.
     pub bytes_read: u64,
+    /// Which packs were read, with `--read-data-subset`.
+    pub read_subset: Option<SubsetWindow>,
     /// Damage and structural errors.
     pub errors: Vec<Problem>,
     /// Things that are not damage (e.g. unreferenced packs).
@@ -176,24 +281,35 @@ struct TreeFacts {
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let backend = repo.backend();
+    check_keys(
+        repo,
+        opts.password.as_deref().map(Vec::as_slice),
+        &mut report,
+    )?;
 
-    // Packs present, with sizes.
+    // Packs present, with sizes: one listing, not one request per pack.
     let mut packs: HashMap<PackId, u64> = HashMap::new();
-    for name in backend.list(FileKind::Pack)? {
+    for (name, size) in backend.list_sizes(FileKind::Pack)? {
         if !is_hex_name(&name) {
             report
                 .warnings
                 .push(problem(format!("packs/{name}"), "unexpected file"));
             continue;
         }
-        let id = PackId::from_hex(&name)?;
-        packs.insert(id, backend.size(FileKind::Pack, &name)?);
+        packs.insert(PackId::from_hex(&name)?, size);
     }
     report.packs = packs.len();
 
-    // Index tables.
+    // Index tables: one that cannot even be parsed is damage, and the
+    // others are still checked.
+    let unparseable = repo.index_lenient()?;
     let index = repo.index()?;
-    report.index_tables = index.tables().len();
+    report.index_tables = index.tables().len() + unparseable.len();
+    for (id, e) in unparseable {
+        report
+            .errors
+            .push(problem(format!("index {}", id.short()), e.to_string()));
+    }
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
     let mut missing_packs: HashMap<PackId, u64> = HashMap::new();
     for table in index.tables() {
@@ -247,7 +363,12 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
 
     // Read data.
     let bad: HashMap<(BlobId, PackId), String> = match opts.read_data {
-        Some(subset) => read_packs(repo, &packs, subset, opts.workers, &mut report)?,
+        Some(subset) => {
+            if subset != Subset::All {
+                report.read_subset = Some(subset.window(opts.day));
+            }
+            read_packs(repo, &packs, subset, opts.day, opts.workers, &mut report)?
+        }
         None => HashMap::new(),
     };
 
@@ -347,6 +468,72 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     Ok(report)
 }
 
+/// Decodes every key file: structure always, and with `password`, whether
+/// it opens and holds this repository's master key. Damaged key files are
+/// errors; files whose names are not key names are warnings.
+fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyReport) -> Result<()> {
+    let backend = repo.backend();
+    let mut names = backend.list(FileKind::Key)?;
+    names.sort();
+    let master = Zeroizing::new(repo.key().to_bytes());
+    for name in names {
+        let what = format!("key {}", name.get(..8).unwrap_or(&name));
+        if !is_hex_name(&name) {
+            report
+                .warnings
+                .push(problem(format!("keys/{name}"), "unexpected file"));
+            continue;
+        }
+        let checked = backend.read(FileKind::Key, &name).and_then(|bytes| {
+            if hex::encode(file_hash(&bytes)) != name {
+                return Err(Error::corrupt(
+                    "key file",
+                    "content does not match its name",
+                ));
+            }
+            match password {
+                None => keys::info(&bytes).map(|_| None),
+                Some(pw) => keys::decode(&bytes, pw).map(|k| Some(k.map(|k| k.to_bytes()))),
+            }
+        });
+        let status = match checked {
+            Ok(None) => KeyStatus {
+                id: name,
+                opens: None,
+                problem: None,
+            },
+            Ok(Some(None)) => KeyStatus {
+                id: name,
+                opens: Some(false),
+                problem: None,
+            },
+            Ok(Some(Some(raw))) if Zeroizing::new(raw) == master => KeyStatus {
+                id: name,
+                opens: Some(true),
+                problem: None,
+            },
+            Ok(Some(Some(_))) => KeyStatus {
+                id: name,
+                opens: Some(true),
+                problem: Some(
+                    "opens with the password but holds another repository's master key".into(),
+                ),
+            },
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => KeyStatus {
+                id: name,
+                opens: None,
+                problem: Some(e.to_string()),
+            },
+        };
+        if let Some(p) = &status.problem {
+            report.errors.push(problem(&what, p.clone()));
+        }
+        report.keys.push(status);
+    }
+    Ok(())
+}
+
 /// Lists the damaged entries of a dirty tree and recurses into dirty subtrees.
 fn attribute(
     repo: &Repository,
@@ -397,17 +584,33 @@ fn attribute(
     }
 }
 
+/// Reads every pack, as `verify --read-data` does, and returns the blobs
+/// that fail to authenticate, decompress or re-hash, each with the pack
+/// holding the bad copy. For `repair snapshots --read-data`.
+pub fn bad_blobs(repo: &Repository, workers: usize) -> Result<HashSet<(BlobId, PackId)>> {
+    let mut packs = HashMap::new();
+    for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {
+        if is_hex_name(&name) {
+            packs.insert(PackId::from_hex(&name)?, size);
+        }
+    }
+    let mut report = VerifyReport::default();
+    let bad = read_packs(repo, &packs, Subset::All, 0, workers, &mut report)?;
+    Ok(bad.into_keys().collect())
+}
+
 /// Reads the selected packs in parallel; returns the bad (blob, pack) pairs.
 fn read_packs(
     repo: &Repository,
     packs: &HashMap<PackId, u64>,
     subset: Subset,
+    day: u64,
     workers: usize,
     report: &mut VerifyReport,
 ) -> Result<HashMap<(BlobId, PackId), String>> {
     let mut todo: Vec<PackId> = packs
         .keys()
-        .filter(|p| subset.contains(p))
+        .filter(|p| subset.contains(p, day))
         .copied()
         .collect();
     todo.sort();
@@ -525,15 +728,109 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_key_file_is_checked() {
+        use crate::backend::{mem::MemBackend, Backend};
+        use crate::crypto::MasterKey;
+        use crate::repo::{InitOptions, KdfParams};
+        use std::sync::Arc;
+
+        let fast = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            lanes: 1,
+        };
+        let backend = Arc::new(MemBackend::default());
+        let opts = InitOptions {
+            kdf: fast,
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), b"pw", &opts).unwrap();
+        let good = backend.list(FileKind::Key).unwrap().remove(0);
+        let add = |bytes: Vec<u8>| {
+            let name = hex::encode(file_hash(&bytes));
+            backend.write(FileKind::Key, &name, &bytes).unwrap();
+            name
+        };
+        let other_pw = add(keys::encode(repo.key(), b"other", fast).unwrap());
+        let foreign = add(keys::encode(&MasterKey::generate(), b"pw", fast).unwrap());
+        let whole = backend.read(FileKind::Key, &good).unwrap().to_vec();
+        let truncated = add(whole[..100].to_vec());
+        backend.write(FileKind::Key, "README", b"hello").unwrap();
+
+        let password = Some(Zeroizing::new(b"pw".to_vec()));
+        let report = verify(
+            &repo,
+            &VerifyOptions {
+                password,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let status = |n: &str| report.keys.iter().find(|k| k.id == n).unwrap();
+        assert_eq!(report.keys.len(), 4);
+        assert_eq!(status(&good).opens, Some(true));
+        assert!(status(&good).problem.is_none());
+        assert_eq!(status(&other_pw).opens, Some(false));
+        assert!(status(&other_pw).problem.is_none());
+        assert!(status(&foreign)
+            .problem
+            .as_ref()
+            .unwrap()
+            .contains("another repository"));
+        assert_eq!(status(&truncated).opens, None);
+        assert!(status(&truncated)
+            .problem
+            .as_ref()
+            .unwrap()
+            .contains("100 bytes"));
+        let objects: Vec<&str> = report.errors.iter().map(|e| e.object.as_str()).collect();
+        let mut want = vec![
+            format!("key {}", &foreign[..8]),
+            format!("key {}", &truncated[..8]),
+        ];
+        want.sort();
+        assert_eq!(objects, want);
+        assert_eq!(report.warnings[0].object, "keys/README");
+        assert!(!report.is_clean());
+
+        // Without the password only the structure is checked.
+        let report = verify(&repo, &VerifyOptions::default()).unwrap();
+        assert!(report.keys.iter().all(|k| k.opens.is_none()));
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    }
+
+    #[test]
     fn subsets_partition_the_id_space() {
         let ids: Vec<PackId> = (0..200u32)
             .map(|i| PackId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
             .collect();
         for id in &ids {
-            let parts = (1..=7).filter(|k| Subset::Part(*k, 7).contains(id)).count();
+            let parts = (1..=7)
+                .filter(|k| Subset::Part(*k, 7).contains(id, 0))
+                .count();
             assert_eq!(parts, 1);
-            assert!(Subset::Percent(100.0).contains(id));
-            assert!(!Subset::Percent(0.0).contains(id));
+            assert!(Subset::Percent(100.0).contains(id, 12345));
+            assert!(!Subset::Percent(0.0).contains(id, 12345));
+        }
+        // N% moves on every day: 30% reads about 30% a night, and any four
+        // nights in a row read every pack; two nights in a row overlap
+        // nowhere.
+        for first in [0u64, 20_000, 20_001, u64::from(u32::MAX) * 3] {
+            let p = Subset::Percent(30.0);
+            let read = |day: u64| -> HashSet<PackId> {
+                ids.iter()
+                    .filter(|id| p.contains(id, day))
+                    .copied()
+                    .collect()
+            };
+            let nights: Vec<HashSet<PackId>> = (first..first + 4).map(read).collect();
+            for n in &nights[..3] {
+                assert!((40..=80).contains(&n.len()), "{}", n.len());
+            }
+            assert!(nights[0].is_disjoint(&nights[1]));
+            let all: HashSet<PackId> = nights.iter().flatten().copied().collect();
+            assert_eq!(all.len(), ids.len(), "from day {first}");
+            assert_ne!(read(first), read(first + 1));
         }
         assert_eq!(Subset::parse("10%").unwrap(), Subset::Percent(10.0));
         assert_eq!(Subset::parse("3/7").unwrap(), Subset::Part(3, 7));

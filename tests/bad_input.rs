@@ -163,6 +163,10 @@ fn tree_with_escaping_names_is_refused_and_nothing_escapes() {
             Box::new(move |_, d| Tree::new(vec![node(b"a/../../x", file(d), 8)])),
         ),
         (
+            "a name with NUL",
+            Box::new(move |_, d| Tree::new(vec![node(b"x\0y", file(d), 8)])),
+        ),
+        (
             "absolute name",
             Box::new(move |_, d| Tree::new(vec![node(&abs_name, file(d), 8)])),
         ),

@@ -429,3 +429,129 @@ fn relative_paths_and_backup_excludes() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn init_creates_the_repository_layout() {
+    let repo = Repo::new();
+    let p = &repo.path;
+    assert!(p.join("config").is_file());
+    for dir in ["keys", "packs", "index", "snapshots", "locks"] {
+        assert!(p.join(dir).is_dir(), "{dir}/ missing");
+    }
+    let keys: Vec<_> = fs::read_dir(p.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = fs::read(&keys[0]).unwrap();
+    assert_eq!(key.len(), 160);
+    assert_eq!(
+        keys[0].file_name().unwrap().to_str().unwrap(),
+        blake3::hash(&key).to_hex().as_str()
+    );
+    for dir in ["packs", "index", "snapshots", "locks"] {
+        assert_eq!(fs::read_dir(p.join(dir)).unwrap().count(), 0, "{dir}/");
+    }
+    // A second init at the same place is refused.
+    let out = repo.run(&["init"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("already a repository"), "{out}");
+}
+
+#[test]
+fn repo_and_password_file_go_before_or_after_backup_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let r = repo.to_str().unwrap();
+    let pw = dir.path().join("pw");
+    write(&pw, format!("{PASSWORD}\n"));
+    let pw = pw.to_str().unwrap();
+    let src = dir.path().join("src");
+    write(&src.join("f.txt"), "options anywhere");
+    let s = src.to_str().unwrap();
+    let t1 = dir.path().join("t1");
+    let t2 = dir.path().join("t2");
+    let run_args = |args: &[&str]| {
+        let mut c = cairn();
+        c.args(args);
+        run(&mut c, None).success()
+    };
+
+    let mut init = vec!["init", "-r", r, "--password-file", pw];
+    init.extend_from_slice(FAST_INIT);
+    run_args(&init);
+    run_args(&["backup", "-r", r, s, "--password-file", pw]);
+    run_args(&["--password-file", pw, "backup", "--repo", r, s]);
+    run_args(&[
+        "restore",
+        "latest",
+        "-r",
+        r,
+        "--target",
+        t1.to_str().unwrap(),
+        "--password-file",
+        pw,
+    ]);
+    run_args(&[
+        "--password-file",
+        pw,
+        "restore",
+        "latest",
+        "--target",
+        t2.to_str().unwrap(),
+        "-r",
+        r,
+    ]);
+    for t in [&t1, &t2] {
+        assert_eq!(
+            fs::read_to_string(restored(t, &src).join("f.txt")).unwrap(),
+            "options anywhere"
+        );
+    }
+    let mut c = cairn();
+    c.args(["snapshots", "--json", "-r", r, "--password-file", pw]);
+    assert_eq!(
+        run(&mut c, None).success().json().as_array().unwrap().len(),
+        2
+    );
+}
+
+#[test]
+fn help_and_version_exit_0_usage_errors_exit_2() {
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["backup", "--help"],
+        vec!["help", "restore"],
+    ] {
+        let mut c = cairn();
+        c.args(&args);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "{args:?}: {out}");
+        assert!(out.stderr.is_empty(), "{args:?}: {out}");
+    }
+    let mut c = cairn();
+    c.arg("--version");
+    let out = run(&mut c, None);
+    assert_eq!(
+        out.stdout.trim(),
+        format!("cairn {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    for (args, says) in [
+        (
+            vec!["backup", "--kind", "weekly", "/tmp"],
+            "invalid value 'weekly'",
+        ),
+        (vec!["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (vec!["restore", "latest"], "--target"),
+    ] {
+        let mut c = cairn();
+        c.args(&args);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        assert!(out.stderr.contains(says), "{args:?}: {out}");
+        assert!(out.stderr.starts_with("error: "), "{args:?}: {out}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out}");
+    }
+}

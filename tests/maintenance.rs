@@ -441,3 +441,290 @@ fn forget_keeps_the_newest_full_snapshot_when_a_differential_exists() {
     let d2 = backup_saved(&repo, &src, &["--kind", "differential"]);
     assert_eq!(d2.record["parent"], f1.id.as_str());
 }
+
+// ------------------------------------------------------------- subsets
+
+/// The 4-byte id prefix subsets place a pack by.
+fn id_prefix(pack: &str) -> u64 {
+    u64::from_str_radix(&pack[..8], 16).unwrap()
+}
+
+#[test]
+fn read_data_subsets_cover_every_pack_and_find_a_flipped_byte() {
+    let repo = packed_repo();
+    let src = source(&repo, 15);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let packs = pack_files(&repo);
+    assert!(packs.len() >= 4, "{} packs", packs.len());
+    let victim = snap_path(&src, "victim.bin");
+    let loc = index[&files[&victim][0]].clone();
+    flip_byte(&packs[&loc.pack], loc.offset + loc.length / 2);
+
+    // K/M: the three parts read every pack once; exactly the part holding
+    // the damaged pack finds it, and names the file.
+    let mut read = 0;
+    let mut found = Vec::new();
+    for k in 1..=3 {
+        let part = format!("{k}/3");
+        let out = repo.run(&["verify", "--json", "--read-data-subset", &part]);
+        let v = out.json();
+        read += v["packs_read"].as_u64().unwrap();
+        if out.code == 1 {
+            found.push(k);
+            assert_eq!(damaged(&v)[0].0, victim, "{out}");
+        } else {
+            assert_eq!(out.code, 0, "{out}");
+        }
+    }
+    assert_eq!(read, packs.len() as u64);
+    assert_eq!(found, vec![id_prefix(&loc.pack) % 3 + 1]);
+
+    // N%: the report says which window of ids was read today; the damage
+    // is found exactly when its pack lies in it, and the packs read are
+    // those in the window.
+    let in_window = |v: &Value, pack: &str| {
+        let from = v["read_subset"]["from"].as_u64().unwrap();
+        let width = v["read_subset"]["width"].as_u64().unwrap();
+        (id_prefix(pack) + (1 << 32) - from) % (1 << 32) < width
+    };
+    for percent in ["50%", "30%"] {
+        let out = repo.run(&["verify", "--json", "--read-data-subset", percent]);
+        let v = out.json();
+        let want = packs.keys().filter(|p| in_window(&v, p)).count();
+        assert_eq!(v["packs_read"].as_u64().unwrap(), want as u64, "{out}");
+        let hit = in_window(&v, &loc.pack);
+        assert_eq!(out.code, if hit { 1 } else { 0 }, "{out}");
+        assert_eq!(damaged(&v).len(), usize::from(hit), "{out}");
+    }
+    let out = repo.run(&["verify", "--read-data-subset", "100%"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("reading 100% of packs"), "{out}");
+    assert!(out.stdout.contains(&victim), "{out}");
+}
+
+// ------------------------------------------------------------- keys and index
+
+#[test]
+fn a_damaged_key_file_is_reported() {
+    let repo = packed_repo();
+    let src = source(&repo, 16);
+    let snap = backup_saved(&repo, &src, &[]);
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 0, "{out}");
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{out}");
+    assert_eq!(keys[0]["opens"], true, "{out}");
+    let good = keys[0]["id"].as_str().unwrap().to_string();
+
+    // A truncated second key file, under the name of its own bytes.
+    let bytes = fs::read(repo.path.join("keys").join(&good)).unwrap();
+    let cut = &bytes[..90];
+    let name = blake3::hash(cut).to_hex().to_string();
+    fs::write(repo.path.join("keys").join(&name), cut).unwrap();
+    // And garbage under a name that is not its hash.
+    let garbage = "ab".repeat(32);
+    fs::write(repo.path.join("keys").join(&garbage), b"garbage").unwrap();
+
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(&format!("error: key {}", &name[..8])),
+        "{out}"
+    );
+    assert!(out.stdout.contains("90 bytes"), "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("error: key {}", &garbage[..8])),
+        "{out}"
+    );
+    assert!(out.stdout.contains("3 key files (1 open"), "{out}");
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    let damaged_keys: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| !k["problem"].is_null())
+        .map(|k| k["id"].as_str().unwrap())
+        .collect();
+    let mut want = vec![name.as_str(), garbage.as_str()];
+    want.sort();
+    assert_eq!(damaged_keys, want, "{out}");
+    // Nothing else is wrong, and the repository still opens.
+    assert_eq!(v["damaged"], Value::Array(vec![]), "{out}");
+    assert_restores(&repo, &snap);
+}
+
+#[test]
+fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
+    let repo = packed_repo();
+    let src = source(&repo, 17);
+    let s1 = backup_saved(&repo, &src, &[]);
+    fill(&src, 18, &[("new/g.bin", 300_000)]);
+    let s2 = backup_saved(&repo, &src, &[]);
+    let tables = names_in(&repo, "index");
+    assert_eq!(tables.len(), 2);
+    // The second backup's table: it alone indexes new/g.bin.
+    let g = snap_path(&src, "new/g.bin");
+    let g_blob = &file_chunks(&repo, &s2.id)[&g][0];
+    let table = tables
+        .iter()
+        .find(|t| {
+            let out = repo.run(&["cat", "index", t]).success();
+            out.stdout.contains(g_blob.as_str())
+        })
+        .expect("a table indexes g.bin")
+        .clone();
+    // Garble its entry count: the table can no longer be parsed at all.
+    let path = repo.path.join("index").join(&table);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("error: index {}", &table[..8])),
+        "{out}"
+    );
+    assert!(out.stdout.contains("checked"), "no summary:\n{out}");
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(v["snapshots"], 2, "{out}");
+    assert_eq!(v["index_tables"], 2, "{out}");
+    // The rest was checked: s2's new trees and g.bin are indexed only by
+    // that table, so s2 loses data; s1 is whole through the other table.
+    let lost = damaged(&v);
+    assert!(!lost.is_empty(), "{out}");
+    assert!(lost.iter().all(|d| d.2 == s2.id), "{out}");
+
+    // repair index rebuilds it.
+    repo.run(&["repair", "index"]).success();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &s1);
+    assert_restores(&repo, &s2);
+}
+
+// ------------------------------------------------------------- repair
+
+#[test]
+fn repair_index_keeps_the_entries_of_a_pack_whose_header_is_damaged() {
+    let repo = packed_repo();
+    let src = source(&repo, 19);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let victim = snap_path(&src, "victim.bin");
+    let pack = index[&files[&victim][0]].pack.clone();
+    let in_pack = index.values().filter(|l| l.pack == pack).count();
+    assert!(in_pack > 0);
+    // Flip a byte inside the sealed header at the end of the pack; the
+    // blobs before it stay intact.
+    let path = pack_files(&repo)[&pack].clone();
+    let len = fs::metadata(&path).unwrap().len();
+    flip_byte(&path, len - 12 - 20);
+
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(out.stdout.contains(&pack[..8]), "pack not named:\n{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("kept its {in_pack} entries from the old index")),
+        "{out}"
+    );
+    // Every entry survived, pointing where it did.
+    let after = index_map(&repo);
+    assert_eq!(after.len(), index.len(), "{out}");
+    for (blob, loc) in &index {
+        let now = &after[blob];
+        assert_eq!((&now.pack, now.offset), (&loc.pack, loc.offset), "{blob}");
+    }
+    // Structure checks pass; gc deletes nothing; the snapshot restores.
+    let (code, _, out) = verify_json(&repo, false);
+    assert_eq!(code, 0, "{out}");
+    let out = repo.run(&["gc"]).success();
+    assert!(out.stdout.contains("0 packs deleted"), "{out}");
+    assert!(pack_files(&repo).contains_key(&pack), "gc deleted the pack");
+    assert_restores(&repo, &snap);
+    // Reading the data names the damaged header, and no lost file.
+    let (code, v, out) = verify_json(&repo, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.stdout.contains("header unreadable"), "{out}");
+    assert_eq!(v["damaged"], Value::Array(vec![]), "{out}");
+}
+
+#[test]
+fn repair_snapshots_read_data_drops_damaged_files_once() {
+    let repo = packed_repo();
+    let src = source(&repo, 20);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let victim = snap_path(&src, "victim.bin");
+    let blob = files[&victim][0].clone();
+    let loc = index[&blob].clone();
+    flip_byte(&pack_files(&repo)[&loc.pack], loc.offset + loc.length / 2);
+    let lost: BTreeSet<String> = files
+        .iter()
+        .filter(|(_, chunks)| chunks.contains(&blob))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(lost, BTreeSet::from([victim.clone()]));
+
+    // Without reading data, damaged (present) blobs are not seen.
+    let out = repo.run(&["repair", "snapshots"]).success();
+    assert!(out.stdout.contains("0 snapshot(s) repaired"), "{out}");
+    assert_eq!(repo.snapshots().len(), 1);
+
+    let out = repo.run(&["repair", "snapshots", "--read-data"]).success();
+    assert!(out.stdout.contains("1 snapshot(s) repaired"), "{out}");
+    assert!(out.stdout.contains(&victim), "{out}");
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 2);
+    let fixed = snaps.iter().find(|s| s["id"] != snap.id.as_str()).unwrap();
+    let fixed_id = fixed["id"].as_str().unwrap().to_string();
+    let tags: Vec<&str> = fixed["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        ["repaired".to_string(), format!("repaired-from:{}", snap.id)]
+    );
+    let expected: BTreeSet<String> = ls_paths(&repo, &snap.id)
+        .difference(&lost)
+        .cloned()
+        .collect();
+    assert_eq!(ls_paths(&repo, &fixed_id), expected);
+
+    // Twice: nothing new is written.
+    let out = repo.run(&["repair", "snapshots", "--read-data"]).success();
+    assert!(out.stdout.contains("0 snapshot(s) repaired"), "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "snapshot {} already has the repaired copy {}",
+            &snap.id[..8],
+            &fixed_id[..8]
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        snapshot_ids(&repo),
+        BTreeSet::from([snap.id.clone(), fixed_id.clone()])
+    );
+
+    // The copy restores every other file identically, and reads clean.
+    let target = repo.scratch("restore");
+    repo.restore(&fixed_id, &target, &[]);
+    let mut want = snap.manifest.clone();
+    want.remove(Path::new("victim.bin"));
+    assert_manifests_eq(&want, &manifest(&restored(&target, &src)), "repaired copy");
+    let out = repo.run(&["forget", &snap.id]).success();
+    assert!(out.stdout.contains("removed 1"), "{out}");
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+}

@@ -187,3 +187,180 @@ fn subpath_include_and_exclude_restore_only_what_they_select() {
     assert!(out.stdout.contains("would have"), "{out}");
     assert!(!t.exists() || list_paths(&t).is_empty(), "{out}");
 }
+
+/// The counts in a restore's summary line: files written, unchanged,
+/// other, skipped, removed.
+fn counts(out: &Out) -> [u64; 5] {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("restored snapshot"))
+        .unwrap_or_else(|| panic!("no summary line:\n{out}"));
+    let number_before = |what: &str| -> u64 {
+        let at = line
+            .find(what)
+            .unwrap_or_else(|| panic!("{what:?} missing:\n{out}"));
+        let head = line[..at].trim_end();
+        let digits = &head[head
+            .rfind(|c: char| !c.is_ascii_digit())
+            .map_or(0, |i| i + 1)..];
+        digits.parse().unwrap_or_else(|_| panic!("{what}:\n{out}"))
+    };
+    [
+        number_before(" files written"),
+        number_before(" unchanged"),
+        number_before(" other"),
+        number_before(" skipped"),
+        number_before(" removed"),
+    ]
+}
+
+#[test]
+fn dry_run_makes_the_restores_decisions_and_changes_nothing() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    repo.backup(&[&src], &[]);
+
+    // Nothing there yet: everything would be written, nothing is.
+    let t = repo.scratch("fresh");
+    let out = repo.restore("latest", &t, &["--dry-run"]);
+    assert!(out.stdout.starts_with("would have restored"), "{out}");
+    assert_eq!(counts(&out), [6, 0, 1, 0, 0], "{out}");
+    assert!(!t.exists(), "{out}");
+
+    // A restored target with a modified file, a missing one and extras.
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    write(&r.join("a/f1.txt"), "FIRST FILE, ORIGINAL CONTENT\n"); // same size
+    fs::remove_file(r.join("b/g.txt")).unwrap();
+    write(&r.join("a/extra.txt"), "not in the snapshot");
+    write(&r.join("newdir/x"), "not in the snapshot either");
+    write(&target.join("stray-at-top"), "outside the restored paths");
+    let before = manifest(&target);
+
+    let merge = repo.restore("latest", &target, &["--dry-run"]);
+    assert_eq!(counts(&merge), [2, 4, 1, 0, 0], "{merge}");
+    assert!(!merge.stdout.contains("would remove"), "{merge}");
+    assert_manifests_eq(&before, &manifest(&target), "after a merge dry run");
+
+    let skip = repo.restore(
+        "latest",
+        &target,
+        &["--dry-run", "--policy", "skip-existing"],
+    );
+    assert_eq!(counts(&skip), [1, 0, 1, 5, 0], "{skip}");
+    assert_manifests_eq(&before, &manifest(&target), "after a skip dry run");
+
+    let mirror = repo.restore("latest", &target, &["--dry-run", "--policy", "mirror"]);
+    assert_eq!(counts(&mirror), [2, 4, 1, 0, 3], "{mirror}");
+    let listed: Vec<&str> = mirror
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("would remove "))
+        .collect();
+    let want: Vec<String> = [
+        r.join("a/extra.txt"),
+        r.join("newdir"),
+        target.join("stray-at-top"),
+    ]
+    .iter()
+    .map(|p| p.display().to_string())
+    .collect();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(listed, want_sorted, "{mirror}");
+    assert_manifests_eq(&before, &manifest(&target), "after a mirror dry run");
+
+    // The real restore does exactly what the dry run said.
+    let real = repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert_eq!(counts(&real), counts(&mirror), "{real}\n{mirror}");
+    for p in &want {
+        assert!(!Path::new(p).exists(), "{p} removed");
+    }
+    assert_same_tree(&src, &r);
+
+    // A symlink in the target where the snapshot has a directory is
+    // replaced, never followed: the dry run does not look through it
+    // either, even at identical copies of the files.
+    let outside = repo.scratch("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::copy(src.join("b/g.txt"), outside.join("g.txt")).unwrap();
+    fs::copy(src.join("b/h.dat"), outside.join("h.dat")).unwrap();
+    fs::remove_dir_all(r.join("b")).unwrap();
+    std::os::unix::fs::symlink(&outside, r.join("b")).unwrap();
+    let before = manifest(&target);
+    let out = repo.restore("latest", &target, &["--dry-run"]);
+    assert_eq!(counts(&out), [2, 4, 1, 0, 0], "{out}");
+    let out = repo.restore("latest", &target, &["--dry-run", "--policy", "mirror"]);
+    assert_eq!(counts(&out), [2, 4, 1, 0, 0], "{out}");
+    assert_manifests_eq(&before, &manifest(&target), "symlinked dir, dry run");
+    assert_eq!(list_paths(&outside).len(), 2);
+}
+
+/// A tmpfs mounted for the life of the value.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
+        fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Mount(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_target_is_reported_up_front_and_sparse_files_need_no_room() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("big.bin"), 11, 3 << 20);
+    write(&src.join("small.txt"), "fits");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(src.join("sparse.img")).unwrap();
+        f.set_len(16 << 20).unwrap();
+        f.write_all_at(&random_bytes(12, 4096), 5 << 20).unwrap();
+    }
+    repo.backup(&[&src], &[]);
+
+    let target = repo.scratch("small-disk");
+    let Some(_mount) = Mount::tmpfs(&target, "2m") else {
+        eprintln!(
+            "NOTICE: cannot mount a tmpfs here (not root?): the full-target restore is not tested"
+        );
+        return;
+    };
+    let out = repo.restore_out("latest", &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    let r = restored(&target, &src);
+    let big = r.join("big.bin");
+    assert!(
+        out.stderr
+            .contains(&format!("{}: no space left in the target", big.display())),
+        "the error should name the file:\n{out}"
+    );
+    assert!(out.stderr.contains("needs 3.0 MiB"), "{out}");
+    assert!(!big.exists(), "{out}");
+    // The rest is restored: the 16 MiB sparse file fits in 2 MiB because
+    // only its data is written.
+    assert_eq!(fs::read_to_string(r.join("small.txt")).unwrap(), "fits");
+    assert_eq!(
+        fs::read(r.join("sparse.img")).unwrap(),
+        fs::read(src.join("sparse.img")).unwrap()
+    );
+    // No temporary file is left behind.
+    for p in list_paths(&target) {
+        assert!(!p.to_string_lossy().contains(".cairn-"), "{p:?}\n{out}");
+    }
+}

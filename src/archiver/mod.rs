@@ -61,6 +61,9 @@ pub struct BackupOptions {
     pub workers: usize,
     /// How long to wait for a conflicting lock.
     pub lock_wait: Duration,
+    /// The time to record, ns since the epoch, instead of now (importing
+    /// old backups, or tests of retention).
+    pub time_ns: Option<i64>,
 }
 
 impl Default for BackupOptions {
@@ -76,6 +79,7 @@ impl Default for BackupOptions {
             stdin_name: None,
             workers: 0,
             lock_wait: Duration::ZERO,
+            time_ns: None,
         }
     }
 }
@@ -174,7 +178,7 @@ pub fn backup(
     warn: &(dyn Fn(&str) + Sync),
 ) -> Result<BackupResult> {
     let started = Instant::now();
-    let time_ns = crate::now_ns();
+    let time_ns = opts.time_ns.unwrap_or_else(crate::now_ns);
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
     let mut paths = Vec::new();
     let mut skeleton = Skeleton::default();

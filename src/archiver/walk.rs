@@ -138,6 +138,7 @@ fn read_file(
     let skip = |op: &str, e: std::io::Error| {
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
     };
+    crate::fault::vanish(path);
     let mut file = File::open(path).map_err(|e| skip("open", e))?;
     let mut chunks = Vec::new();
     let size = READ_BUF.with(|buf| {

@@ -53,9 +53,22 @@ pub struct BackupArgs {
     /// Name of the file holding standard input in the snapshot.
     #[arg(long)]
     stdin_filename: Option<String>,
+    /// Record this time instead of now, in RFC 3339 (e.g.
+    /// 2024-05-01T02:00:00Z or 2024-05-01T04:00:00+02:00): for importing
+    /// older backups. The parent is still the newest snapshot of the set.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    time: Option<i64>,
     /// Print the snapshot as JSON instead of the summary line.
     #[arg(long)]
     json: bool,
+}
+
+/// Parses an RFC 3339 time into ns since the epoch.
+fn parse_time(s: &str) -> std::result::Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2024-05-01T02:00:00Z"))
 }
 
 /// Opens the repository, creating the default one on first use.
@@ -152,6 +165,7 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         stdin_name: if a.stdin { a.stdin_filename } else { None },
         workers: ctx.workers(&repo),
         lock_wait: ctx.global.lock_wait,
+        time_ns: a.time,
     };
     let result = archiver::backup(&repo, &opts, &mut std::io::stdin().lock(), &warn)?;
     if let Some(note) = &result.note {

@@ -1,8 +1,6 @@
 //! `cairn verify`, `gc`, `forget` and `repair`: keeping a repository small
 //! and trustworthy.
 
-use std::collections::BTreeMap;
-
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
@@ -12,10 +10,10 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result, EXIT_ERROR};
 use crate::gc::{self, GcOptions};
 use crate::id::SnapshotId;
-use crate::repair;
+use crate::repair::{self, RepairSnapshotsOptions};
 use crate::repo::{lock, Repository};
-use crate::retention::{self, GroupBy, Policy};
-use crate::snapshot::{self, SnapshotEntry};
+use crate::retention::{self, GroupBy, GroupDecisions, Policy};
+use crate::snapshot;
 use crate::verify::{self, Subset, VerifyOptions};
 use crate::{format_time, human_bytes};
 
@@ -28,7 +26,10 @@ pub struct VerifyArgs {
     /// Also read every pack and check every blob.
     #[arg(long)]
     read_data: bool,
-    /// Read only part of the packs: `N%` or `K/M` (deterministic by pack id).
+    /// Read only part of the packs. `N%`: a window of N% of the pack ids
+    /// that moves on every day, so ceil(100/N) nightly runs read every
+    /// pack. `K/M`: part K of M by pack id, the same every day; 1/M … M/M
+    /// on successive nights read every pack once.
     #[arg(long, value_name = "SUBSET")]
     read_data_subset: Option<String>,
     /// Report as JSON.
@@ -37,7 +38,7 @@ pub struct VerifyArgs {
 }
 
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
-    let repo = ctx.open_uncached()?;
+    let (repo, password) = ctx.open_uncached_with_password()?;
     let read_data = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => Some(Subset::parse(s)?),
         (None, true) => Some(Subset::All),
@@ -53,13 +54,18 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
     let report = verify::verify(
         &repo,
         &VerifyOptions {
+            password: Some(password),
             read_data,
+            day: (crate::now_ns() / 86_400_000_000_000).max(0) as u64,
             workers: ctx.workers(&repo),
         },
     )?;
     if a.json {
         println!("{}", json(&report));
     } else {
+        if let Some(w) = &report.read_subset {
+            println!("reading {}", w.description);
+        }
         for w in &report.warnings {
             println!("warning: {}: {}", w.object, w.message);
         }
@@ -76,7 +82,9 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
             );
         }
         println!(
-            "checked {} snapshots, {} trees, {} index tables, {} packs{}: {}",
+            "checked {} key files ({} open with this password), {} snapshots, {} trees, {} index tables, {} packs{}: {}",
+            report.keys.len(),
+            report.keys.iter().filter(|k| k.opens == Some(true)).count(),
             report.snapshots,
             report.trees,
             report.index_tables,
@@ -139,15 +147,15 @@ struct GcReport<'a> {
     plan: &'a gc::GcPlan,
 }
 
-/// Runs gc on an open repository holding `lock`: the exclusive lock, or
-/// for a dry run a shared one.
+/// Runs gc on an open repository holding `lock` (the exclusive lock, or
+/// for a dry run a shared one); returns the plan, carried out unless
+/// `dry_run`.
 fn gc_locked(
     repo: &Repository,
     lock: &lock::LockGuard,
     opts: &GcOptions,
     dry_run: bool,
-    as_json: bool,
-) -> Result<()> {
+) -> Result<gc::GcPlan> {
     let opts = GcOptions {
         others_writing: dry_run && !lock.others()?.is_empty(),
         ..opts.clone()
@@ -158,16 +166,11 @@ fn gc_locked(
     if act {
         gc::execute(repo, &plan, lock)?;
     }
-    if as_json {
-        println!(
-            "{}",
-            json(&GcReport {
-                dry_run,
-                plan: &plan
-            })
-        );
-        return Ok(());
-    }
+    Ok(plan)
+}
+
+/// Prints what gc found and did.
+fn print_gc(plan: &gc::GcPlan, dry_run: bool) {
     println!(
         "live: {} blobs, {}; unused: {} blobs, {}",
         plan.live_blobs,
@@ -190,7 +193,6 @@ fn gc_locked(
             plan.in_progress.len()
         );
     }
-    Ok(())
 }
 
 pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
@@ -202,7 +204,7 @@ pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
         "gc",
         ctx.global.lock_wait,
     )?;
-    gc_locked(
+    let plan = gc_locked(
         &repo,
         &lock,
         &GcOptions {
@@ -211,8 +213,18 @@ pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
             others_writing: false,
         },
         a.dry_run,
-        a.json,
     )?;
+    if a.json {
+        println!(
+            "{}",
+            json(&GcReport {
+                dry_run: a.dry_run,
+                plan: &plan
+            })
+        );
+    } else {
+        print_gc(&plan, a.dry_run);
+    }
     Ok(0)
 }
 
@@ -238,8 +250,11 @@ pub struct ForgetArgs {
     /// … years.
     #[arg(long, default_value_t = 0)]
     keep_yearly: u32,
-    /// Keep snapshots within this long of the newest (e.g. 30d, 1y2m, 12h).
-    #[arg(long)]
+    /// Keep snapshots taken within this long before the newest of their
+    /// group: numbers with units y (365 days), m (months of 30 days), w,
+    /// d, h; e.g. 30d, 1y2m, 12h. Here `m` means months, as in restic
+    /// (unlike --lock-wait, where it means minutes).
+    #[arg(long, value_name = "DURATION")]
     keep_within: Option<String>,
     /// Keep snapshots with this tag (repeatable).
     #[arg(long = "keep-tag")]
@@ -252,7 +267,8 @@ pub struct ForgetArgs {
     /// Show the decisions without removing anything.
     #[arg(long)]
     dry_run: bool,
-    /// Decisions as JSON.
+    /// Decisions as JSON: an array of groups; with --gc, one object
+    /// `{"forget": [groups], "gc": plan}`.
     #[arg(long)]
     json: bool,
     /// Run gc afterwards.
@@ -260,10 +276,11 @@ pub struct ForgetArgs {
     gc: bool,
 }
 
+/// `forget --json --gc`: both reports in one document.
 #[derive(Serialize)]
-struct GroupReport {
-    group: String,
-    snapshots: Vec<retention::Decision>,
+struct ForgetGcReport<'a> {
+    forget: &'a [GroupDecisions],
+    gc: &'a gc::GcPlan,
 }
 
 pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
@@ -301,31 +318,36 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
         ctx.global.lock_wait,
     )?;
     let all = repo.snapshots()?;
-    let mut remove: Vec<SnapshotId> = Vec::new();
-    let mut reports = Vec::new();
-    if !a.ids.is_empty() {
-        for spec in &a.ids {
-            remove.push(snapshot::resolve(&all, spec, &Default::default())?.id);
-        }
-    } else {
-        let filter = a.filter.filter();
+    let reports: Vec<GroupDecisions> = if a.ids.is_empty() {
         let group_by = GroupBy::parse(&a.group_by)?;
-        let mut groups: BTreeMap<String, Vec<&SnapshotEntry>> = BTreeMap::new();
-        for e in all.iter().filter(|e| filter.matches(&e.snapshot)) {
-            groups.entry(group_by.key(e)).or_default().push(e);
-        }
-        for (group, members) in groups {
-            let decisions = retention::apply(&policy, &members);
-            remove.extend(decisions.iter().filter(|d| !d.keep).map(|d| d.id));
-            reports.push(GroupReport {
-                group,
-                snapshots: decisions,
-            });
-        }
-    }
-    if a.json {
-        println!("{}", json(&reports));
+        retention::plan(&policy, &group_by, &a.filter.filter(), &all)
     } else {
+        // Every id is resolved before anything is removed, so a typo
+        // removes nothing.
+        let mut named: Vec<retention::Decision> = Vec::new();
+        for spec in &a.ids {
+            let e = snapshot::resolve(&all, spec, &Default::default())?;
+            if !named.iter().any(|d| d.id == e.id) {
+                named.push(retention::Decision {
+                    id: e.id,
+                    time_ns: e.snapshot.time_ns,
+                    keep: false,
+                    reasons: vec!["named".into()],
+                });
+            }
+        }
+        vec![GroupDecisions {
+            group: "named snapshots".into(),
+            snapshots: named,
+        }]
+    };
+    let remove: Vec<SnapshotId> = reports
+        .iter()
+        .flat_map(|g| &g.snapshots)
+        .filter(|d| !d.keep)
+        .map(|d| d.id)
+        .collect();
+    if !a.json {
         for g in &reports {
             println!("{}:", g.group);
             for d in &g.snapshots {
@@ -340,7 +362,9 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
         }
     }
     if a.dry_run {
-        if !a.json {
+        if a.json {
+            println!("{}", json(&reports));
+        } else {
             println!("would remove {} snapshot(s)", remove.len());
         }
         return Ok(0);
@@ -352,8 +376,22 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
     if !a.json {
         println!("removed {} snapshot(s)", remove.len());
     }
-    if a.gc {
-        gc_locked(&repo, &lock, &GcOptions::default(), false, a.json)?;
+    let gc_plan = if a.gc {
+        Some(gc_locked(&repo, &lock, &GcOptions::default(), false)?)
+    } else {
+        None
+    };
+    match (a.json, &gc_plan) {
+        (true, Some(plan)) => println!(
+            "{}",
+            json(&ForgetGcReport {
+                forget: &reports,
+                gc: plan,
+            })
+        ),
+        (true, None) => println!("{}", json(&reports)),
+        (false, Some(plan)) => print_gc(plan, false),
+        (false, None) => {}
     }
     Ok(0)
 }
@@ -368,11 +406,16 @@ pub struct RepairArgs {
 enum RepairWhat {
     /// Rebuild the index from the packs' own headers.
     Index,
-    /// Write repaired copies of snapshots that reference missing data.
+    /// Write repaired copies of snapshots that reference missing data,
+    /// once per snapshot (a snapshot with a repaired copy is skipped).
     Snapshots {
         /// Report without writing.
         #[arg(long)]
         dry_run: bool,
+        /// Read every pack first, so damaged data (not only missing data)
+        /// is dropped too.
+        #[arg(long)]
+        read_data: bool,
     },
 }
 
@@ -396,7 +439,7 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
                 r.blobs, r.packs, r.removed_tables
             );
         }
-        RepairWhat::Snapshots { dry_run } => {
+        RepairWhat::Snapshots { dry_run, read_data } => {
             let _lock = lock::acquire(
                 repo.backend_arc(),
                 repo.key(),
@@ -404,8 +447,23 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
                 "repair snapshots",
                 ctx.global.lock_wait,
             )?;
-            let fixed = repair::repair_snapshots(&repo, dry_run)?;
-            for f in &fixed {
+            let r = repair::repair_snapshots(
+                &repo,
+                &RepairSnapshotsOptions {
+                    dry_run,
+                    read_data,
+                    workers: ctx.workers(&repo),
+                },
+            )?;
+            for (original, copy) in &r.skipped {
+                println!(
+                    "snapshot {} already has the repaired copy {}: skipped",
+                    original.short(),
+                    copy.short()
+                );
+            }
+            let fixed = &r.repaired;
+            for f in fixed {
                 println!(
                     "snapshot {} {} as {} without:",
                     f.original.short(),

@@ -45,8 +45,10 @@ pub struct GlobalArgs {
     /// File holding the repository password (first line).
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
-    /// How long to wait for a conflicting lock (e.g. 30s, 10m, 1h).
-    #[arg(long, global = true, default_value = "0s", value_parser = parse_duration)]
+    /// How long to wait for a conflicting lock: numbers with units s, m
+    /// (minutes), h, d, e.g. 30s, 10m, 1h30m; a bare number is seconds.
+    #[arg(long, global = true, default_value = "0s", value_name = "DURATION",
+          value_parser = parse_duration)]
     lock_wait: Duration,
     /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS). The
     /// credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
@@ -102,21 +104,49 @@ enum Command {
     Unlock(init::UnlockArgs),
 }
 
-/// Parses `90`, `30s`, `10m`, `2h`, `1d`.
+/// Parses a `--lock-wait` duration: numbers with units `s` (seconds), `m`
+/// (minutes), `h` (hours) or `d` (days), alone or combined (`90`, `30s`,
+/// `10m`, `1h30m`, `1d`); a bare number is seconds. Unlike
+/// `forget --keep-within`, `m` means minutes here.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 2h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
-    };
-    Ok(Duration::from_secs(secs))
+    let t = s.trim();
+    let bad =
+        || format!("{s:?} is not a duration like 30s, 10m or 1h30m (units: s, m = minutes, h, d)");
+    if t.is_empty() {
+        return Err(bad());
+    }
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().map(Duration::from_secs).map_err(|_| bad());
+    }
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => {
+                return Err(format!(
+                    "{s:?}: unknown unit {c:?} (use s, m = minutes, h or d)"
+                ))
+            }
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 /// Resolved global settings shared by commands.
@@ -262,12 +292,19 @@ impl Context {
     /// Opens the repository reading everything from the store itself (for
     /// `verify` and `repair`, which check the store, not a copy).
     fn open_uncached(&self) -> Result<Repository> {
+        self.open_uncached_with_password().map(|(repo, _)| repo)
+    }
+
+    /// [`Context::open_uncached`], also returning the password (asked for
+    /// once), for `verify` to try on every key file.
+    fn open_uncached_with_password(&self) -> Result<(Repository, Zeroizing<Vec<u8>>)> {
         let backend = self.backend()?;
         if !backend.exists()? {
             return Err(Error::RepoMissing(backend.location()));
         }
         let pw = self.password(false)?;
-        Repository::open(backend, &pw)
+        let repo = Repository::open(backend, &pw)?;
+        Ok((repo, pw))
     }
 }
 
@@ -319,5 +356,26 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_wait_durations() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(secs("0s"), Ok(0));
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("30s"), Ok(30));
+        assert_eq!(secs("10m"), Ok(600), "m is minutes for --lock-wait");
+        assert_eq!(secs("2h"), Ok(7200));
+        assert_eq!(secs("1h30m"), Ok(5400));
+        assert_eq!(secs("1d"), Ok(86400));
+        for bad in ["", "m", "5x", "1y", "10m5", "-3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_duration("1y").unwrap_err().contains("unknown unit"));
     }
 }

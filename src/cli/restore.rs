@@ -37,7 +37,8 @@ pub struct RestoreArgs {
     /// What to do with entries already in the target.
     #[arg(long, value_enum, default_value = "merge")]
     policy: PolicyArg,
-    /// Show what would be restored without writing.
+    /// Decide everything as a restore would (what to write, leave, skip
+    /// or, with mirror, remove) and report it, changing nothing.
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
@@ -66,6 +67,9 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         workers: ctx.workers(&repo),
     };
     let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn)?;
+    for path in &stats.would_remove {
+        println!("would remove {}", path.display());
+    }
     println!(
         "{}restored snapshot {}: {} files written ({}), {} unchanged, {} dirs, {} other, {} skipped, {} removed",
         if opts.dry_run { "would have " } else { "" },
@@ -79,10 +83,17 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         stats.removed
     );
     if stats.errors > 0 {
-        return Err(Error::Invalid(format!(
-            "restore finished with {} error(s); see the warnings above",
-            stats.errors
-        )));
+        return Err(Error::Invalid(if opts.dry_run {
+            format!(
+                "the restore would meet {} error(s); see the warnings above",
+                stats.errors
+            )
+        } else {
+            format!(
+                "restore finished with {} error(s); see the warnings above",
+                stats.errors
+            )
+        }));
     }
     Ok(0)
 }

@@ -1,9 +1,10 @@
 //! Key files: the master key encrypted under a password.
 //!
-//! `keys/<id>` is exactly 164 bytes:
+//! `keys/<id>` is exactly 160 bytes:
 //! `"CAIRNKEY" | u32 version | u32 memory KiB | u32 iterations | u32 lanes |
-//! salt (32) | sealed(master key, 64 bytes)`. The sealing key is Argon2id
-//! (v0x13) of the password with these parameters and salt; the 60 bytes
+//! salt (32) | sealed(master key, 64 bytes)`, the sealed part being 104
+//! bytes (24 nonce, 64 ciphertext, 16 tag). The sealing key is Argon2id
+//! (v0x13) of the password with these parameters and salt; the 56 bytes
 //! before the sealed part are its associated data, so the parameters cannot
 //! be weakened by editing the file. Hostile parameters are rejected before
 //! any memory is allocated.
@@ -20,7 +21,8 @@ const MAGIC: &[u8; 8] = b"CAIRNKEY";
 /// Format version of key files.
 pub const VERSION: u32 = 1;
 const PLAIN_LEN: usize = 12 + 12 + 32;
-/// Total size of a key file.
+/// Total size of a key file: 56 plaintext bytes, then the 64-byte master
+/// key sealed (104 bytes).
 pub const FILE_LEN: usize = PLAIN_LEN + MASTER_KEY_LEN + SEAL_OVERHEAD;
 
 /// Argon2id cost parameters.
@@ -162,7 +164,8 @@ mod tests {
     fn open_with_right_password_only() {
         let key = MasterKey::generate();
         let file = encode(&key, b"secret", FAST).unwrap();
-        assert_eq!(file.len(), FILE_LEN);
+        assert_eq!(FILE_LEN, 160, "docs/FORMAT.md gives key files as 160 bytes");
+        assert_eq!(file.len(), 160);
         let opened = decode(&file, b"secret").unwrap().unwrap();
         assert_eq!(opened.to_bytes(), key.to_bytes());
         assert!(decode(&file, b"wrong").unwrap().is_none());

@@ -274,6 +274,19 @@ impl Repository {
         Ok(self.index.get_or_init(|| loaded))
     }
 
+    /// Maps the index like [`Repository::index`], but leaves out tables
+    /// that cannot be parsed instead of failing, and returns those with
+    /// why (see [`IndexSet::load_lenient`]). Returns nothing when the
+    /// index was already loaded, so call it before any other use.
+    pub fn index_lenient(&self) -> Result<Vec<(IndexId, Error)>> {
+        if self.index.get().is_some() {
+            return Ok(Vec::new());
+        }
+        let (loaded, damaged) = IndexSet::load_lenient(&*self.backend)?;
+        let _ = self.index.set(loaded);
+        Ok(damaged)
+    }
+
     /// Where a blob is stored, or a not-found error naming it.
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
         self.index()?

@@ -1,0 +1,255 @@
+//! Snapshot selection by set, host and tag (`snapshots`, `ls`,
+//! `restore latest`), `backup --host/--set`, `--one-file-system`, and a
+//! file that vanishes during a backup.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+/// Backs up `src` after replacing its marker file with `snap-<n>`, so
+/// every snapshot can be recognised by its listing and its restore.
+fn backup_marked(repo: &Repo, src: &Path, n: u32, extra: &[&str]) -> Value {
+    for entry in fs::read_dir(src).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    write(&src.join(format!("snap-{n}")), format!("snapshot {n}"));
+    repo.backup(&[src], extra)
+}
+
+#[test]
+fn set_host_and_tag_pick_the_right_snapshots() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fs::create_dir(&src).unwrap();
+    // Two sets on two hosts.
+    let mut id = vec![String::new()];
+    for (n, args) in [
+        (1, vec!["--host", "h1", "--set", "s1", "--tag", "daily"]),
+        (2, vec!["--host", "h2", "--set", "s1", "--tag", "weekly"]),
+        (
+            3,
+            vec![
+                "--host", "h1", "--set", "s2", "--tag", "daily", "--tag", "weekly",
+            ],
+        ),
+        (4, vec!["--host", "h2", "--set", "s2"]),
+    ] {
+        let snap = backup_marked(&repo, &src, n, &args);
+        assert_eq!(snap["host"], args[1], "{snap:#}");
+        assert_eq!(snap["set"], args[3], "{snap:#}");
+        assert_eq!(snap["kind"], "full", "first of its set on its host");
+        id.push(snap["id"].as_str().unwrap().to_string());
+    }
+    // An incremental's parent is the newest snapshot of its set on its
+    // host, not the newer one of the same set from the other host.
+    let snap = backup_marked(&repo, &src, 5, &["--host", "h1", "--set", "s1"]);
+    assert_eq!(snap["kind"], "incremental");
+    assert_eq!(snap["parent"], id[1].as_str(), "{snap:#}");
+    id.push(snap["id"].as_str().unwrap().to_string());
+
+    let listed = |filter: &[&str]| -> Vec<String> {
+        let mut args = vec!["snapshots", "--json"];
+        args.extend_from_slice(filter);
+        ids(repo.run(&args).success().json().as_array().unwrap())
+    };
+    let want = |ns: &[usize]| -> Vec<String> { ns.iter().map(|&n| id[n].clone()).collect() };
+    assert_eq!(listed(&[]), want(&[1, 2, 3, 4, 5]));
+    assert_eq!(listed(&["--host", "h1"]), want(&[1, 3, 5]));
+    assert_eq!(listed(&["--host", "h2"]), want(&[2, 4]));
+    assert_eq!(listed(&["--set", "s1"]), want(&[1, 2, 5]));
+    assert_eq!(listed(&["--set", "s2"]), want(&[3, 4]));
+    assert_eq!(listed(&["--tag", "daily"]), want(&[1, 3]));
+    assert_eq!(listed(&["--tag", "weekly"]), want(&[2, 3]));
+    assert_eq!(listed(&["--tag", "daily", "--tag", "weekly"]), want(&[3]));
+    assert_eq!(listed(&["--host", "h2", "--set", "s1"]), want(&[2]));
+    assert_eq!(listed(&["--host", "h3"]), want(&[]));
+    // The table too.
+    let table = repo.run(&["snapshots", "--set", "s2"]).success();
+    for (n, shown) in [(1, false), (2, false), (3, true), (4, true), (5, false)] {
+        assert_eq!(table.stdout.contains(&id[n][..8]), shown, "{n}: {table}");
+    }
+    assert!(table.stdout.contains("2 snapshot(s)"), "{table}");
+
+    // `ls latest` and `restore latest` narrowed the same way.
+    let base = abs(&src);
+    let cases: [(&[&str], u32); 7] = [
+        (&[], 5),
+        (&["--host", "h2"], 4),
+        (&["--set", "s1"], 5),
+        (&["--set", "s1", "--host", "h2"], 2),
+        (&["--tag", "weekly"], 3),
+        (&["--tag", "weekly", "--host", "h2"], 2),
+        (&["--set", "s2", "--tag", "daily"], 3),
+    ];
+    for (i, (filter, n)) in cases.iter().enumerate() {
+        let mut args = vec!["ls", "latest", base.as_str()];
+        args.extend_from_slice(filter);
+        let ls = repo.run(&args).success();
+        assert_eq!(ls.stdout, format!("{base}/snap-{n}\n"), "{filter:?}: {ls}");
+
+        let target = repo.scratch(&format!("t{i}"));
+        repo.restore("latest", &target, filter);
+        let r = restored(&target, &src);
+        assert_eq!(list_paths(&r), vec![PathBuf::from(format!("snap-{n}"))]);
+        assert_eq!(
+            fs::read_to_string(r.join(format!("snap-{n}"))).unwrap(),
+            format!("snapshot {n}")
+        );
+    }
+    // Nothing matches: a clear error, nothing restored.
+    let target = repo.scratch("none");
+    let out = repo.restore_out("latest", &target, &["--host", "h1", "--tag", "nope"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("not found"), "{out}");
+    assert!(!target.exists());
+    let out = repo.run(&["ls", "latest", "--set", "s3"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("not found"), "{out}");
+}
+
+/// A tmpfs mounted for the life of the value.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Option<Mount> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mount(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The paths `cairn ls latest PATH` lists.
+fn ls_latest(repo: &Repo, path: &str) -> Vec<String> {
+    let ls = repo.run(&["ls", "latest", path]).success();
+    ls.stdout.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn one_file_system_records_mount_points_without_descending() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("here.txt"), "on the same filesystem");
+    let mnt = src.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let base = abs(&src);
+    let (path, inside, mount_point, _mount) = match Mount::tmpfs(&mnt) {
+        Some(m) => {
+            write(&mnt.join("inside.txt"), "on another filesystem");
+            fs::create_dir(mnt.join("sub")).unwrap();
+            (
+                base.clone(),
+                format!("{base}/mnt/inside.txt"),
+                format!("{base}/mnt"),
+                Some(m),
+            )
+        }
+        None => {
+            // No mounting here: /dev/shm is a mount point inside /dev on
+            // any Linux system.
+            eprintln!("NOTICE: cannot mount a tmpfs; testing on /dev and /dev/shm instead");
+            let probe = Path::new("/dev/shm/cairn-one-file-system-probe");
+            write(probe, "inside");
+            (
+                "/dev".to_string(),
+                probe.to_str().unwrap().to_string(),
+                "/dev/shm".to_string(),
+                None,
+            )
+        }
+    };
+
+    let snap = repo.backup(&[Path::new(&path)], &["--one-file-system"]);
+    let listed = ls_latest(&repo, &path);
+    assert!(listed.contains(&mount_point), "{listed:?}");
+    assert!(
+        !listed
+            .iter()
+            .any(|p| p.starts_with(&format!("{mount_point}/"))),
+        "descended into the mount point: {listed:?}"
+    );
+    if _mount.is_some() {
+        assert!(listed.contains(&format!("{base}/here.txt")), "{listed:?}");
+        assert_eq!(snap["summary"]["errors"], 0, "{snap:#}");
+        // The mount point comes back as an empty directory.
+        let target = repo.scratch("target");
+        repo.restore("latest", &target, &[]);
+        let r = restored(&target, &src);
+        assert_eq!(
+            list_paths(&r),
+            vec![PathBuf::from("here.txt"), PathBuf::from("mnt")]
+        );
+    }
+
+    // Without the flag the other filesystem is backed up too.
+    repo.backup(&[Path::new(&path)], &[]);
+    let listed = ls_latest(&repo, &path);
+    assert!(listed.contains(&inside), "{listed:?}");
+    if _mount.is_none() {
+        let _ = fs::remove_file(&inside);
+    }
+}
+
+#[test]
+fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a.txt"), "stays");
+    write(
+        &src.join("sub/gone.txt"),
+        "vanishes between the walk and the read",
+    );
+    write_random(&src.join("sub/b.bin"), 3, 200_000);
+
+    // `CAIRN_VANISH` deletes the file just before backup reads it, after
+    // the walk has listed and stat-ed it.
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_VANISH", "gone.txt");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    let gone = src.join("sub/gone.txt");
+    assert!(!gone.exists(), "the hook removed it");
+    let gone_abs = format!("{}/sub/gone.txt", abs(&src));
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains(&gone_abs) && l.contains("cannot open")),
+        "the file should be named on stderr:\n{out}"
+    );
+    assert!(out.stderr.contains("1 entries could not be read"), "{out}");
+
+    // The snapshot was still written, without the file.
+    let snap = out.json();
+    assert_eq!(snap["summary"]["errors"], 1, "{snap:#}");
+    let snaps = repo.snapshots();
+    assert_eq!(ids(&snaps), vec![snap["id"].as_str().unwrap().to_string()]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    assert_eq!(
+        list_paths(&r),
+        ["a.txt", "sub", "sub/b.bin"]
+            .iter()
+            .map(PathBuf::from)
+            .collect::<Vec<_>>()
+    );
+    // (The folder's mtime moved when the file vanished; the files are
+    // what matters.)
+    for f in ["a.txt", "sub/b.bin"] {
+        assert_eq!(fs::read(r.join(f)).unwrap(), fs::read(src.join(f)).unwrap());
+    }
+}

@@ -1,0 +1,349 @@
+//! `forget` through the real binary: groups, filters, keep-within and
+//! keep-tag from the command line, differential parents across groups,
+//! named snapshots, and `--json --gc`. Snapshots get controlled times with
+//! `backup --time`.
+
+mod common;
+mod support_maint;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+use support_maint::*;
+
+/// `cairn ARGS` in UTC, so day buckets do not depend on the machine.
+fn run_utc(repo: &Repo, args: &[&str]) -> Out {
+    let mut c = repo.cmd(args);
+    c.env("TZ", "UTC");
+    run(&mut c, None)
+}
+
+/// Backs up `src` at `time` (RFC 3339) with extra arguments; returns the id.
+#[track_caller]
+fn backup_at(repo: &Repo, src: &Path, time: &str, extra: &[&str]) -> String {
+    let mut args = vec!["--time", time];
+    args.extend_from_slice(extra);
+    let v = repo.backup(&[src], &args);
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// A dry run's decisions: group → [(id, keep, reasons)], newest first.
+type Plan = BTreeMap<String, Vec<(String, bool, Vec<String>)>>;
+
+fn plan(v: &Value) -> Plan {
+    v.as_array()
+        .expect("an array of groups")
+        .iter()
+        .map(|g| {
+            let snaps = g["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    (
+                        d["id"].as_str().unwrap().to_string(),
+                        d["keep"].as_bool().unwrap(),
+                        d["reasons"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|r| r.as_str().unwrap().to_string())
+                            .collect(),
+                    )
+                })
+                .collect();
+            (g["group"].as_str().unwrap().to_string(), snaps)
+        })
+        .collect()
+}
+
+#[track_caller]
+fn dry_run(repo: &Repo, args: &[&str]) -> Plan {
+    let mut all = vec!["forget", "--dry-run", "--json"];
+    all.extend_from_slice(args);
+    plan(&run_utc(repo, &all).success().json())
+}
+
+/// Kept ids over all groups of a plan.
+fn kept(p: &Plan) -> BTreeSet<String> {
+    p.values()
+        .flatten()
+        .filter(|d| d.1)
+        .map(|d| d.0.clone())
+        .collect()
+}
+
+/// Listed ids over all groups of a plan.
+fn listed(p: &Plan) -> BTreeSet<String> {
+    p.values().flatten().map(|d| d.0.clone()).collect()
+}
+
+fn set(ids: &[&String]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+fn reasons<'a>(p: &'a Plan, id: &str) -> &'a [String] {
+    &p.values().flatten().find(|d| d.0 == id).expect("listed").2
+}
+
+#[test]
+fn groups_filters_within_and_tags_from_the_command_line() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fill(&src, 1, &[("a", 10_000)]);
+    // Host "alpha", set "web": one a day, 1..5 January; the 2nd is tagged.
+    let web: Vec<String> = (1..=5)
+        .map(|day| {
+            let time = format!("2026-01-0{day}T12:00:00Z");
+            let mut extra = vec!["--host", "alpha", "--set", "web"];
+            if day == 2 {
+                extra.extend_from_slice(&["--tag", "keep"]);
+            }
+            backup_at(&repo, &src, &time, &extra)
+        })
+        .collect();
+    // Host "beta", set "db": 3 January, and twice on 5 January.
+    let db: Vec<String> = [
+        "2026-01-03T12:00:00Z",
+        "2026-01-05T10:00:00Z",
+        "2026-01-05T11:00:00Z",
+    ]
+    .iter()
+    .map(|t| backup_at(&repo, &src, t, &["--host", "beta", "--set", "db"]))
+    .collect();
+    let everything: BTreeSet<String> = web.iter().chain(&db).cloned().collect();
+    assert_eq!(snapshot_ids(&repo), everything);
+    let recorded = repo.snapshots();
+    let at = |id: &str| -> String {
+        recorded.iter().find(|s| s["id"] == id).unwrap()["time_ns"].to_string()
+    };
+    assert_eq!(at(&web[0]), "1767268800000000000", "--time is recorded");
+
+    // Default groups (set, host, paths): one per set here.
+    let p = dry_run(&repo, &["--keep-daily", "2"]);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!(kept(&p), set(&[&web[4], &web[3], &db[2], &db[0]]), "{p:?}");
+    assert_eq!(reasons(&p, &db[2]), ["daily"]);
+
+    // --host: only alpha's snapshots are considered (and listed).
+    let p = dry_run(&repo, &["--keep-last", "1", "--host", "alpha"]);
+    assert_eq!(listed(&p), web.iter().cloned().collect(), "{p:?}");
+    assert_eq!(kept(&p), set(&[&web[4]]));
+    // --set the same way.
+    let p = dry_run(&repo, &["--keep-last", "1", "--set", "db"]);
+    assert_eq!(listed(&p), db.iter().cloned().collect(), "{p:?}");
+    // --tag: only tagged snapshots.
+    let p = dry_run(&repo, &["--keep-last", "5", "--tag", "keep"]);
+    assert_eq!(listed(&p), set(&[&web[1]]), "{p:?}");
+
+    // --group-by host: group keys name the host only.
+    let p = dry_run(&repo, &["--keep-last", "1", "--group-by", "host"]);
+    assert_eq!(
+        p.keys().cloned().collect::<Vec<_>>(),
+        ["host alpha", "host beta"]
+    );
+    // --group-by "" puts everything in one group: keep-last 1 keeps the
+    // newest of all.
+    let p = dry_run(&repo, &["--keep-last", "1", "--group-by", ""]);
+    assert_eq!(p.keys().cloned().collect::<Vec<_>>(), ["all snapshots"]);
+    assert_eq!(kept(&p), set(&[&web[4]]), "{p:?}");
+
+    // --keep-within is relative to the newest of each group: 2d keeps 3..5
+    // January of web (the 3rd exactly 2 days before) and all of db.
+    let p = dry_run(&repo, &["--keep-within", "2d"]);
+    let mut want = set(&[&web[2], &web[3], &web[4]]);
+    want.extend(db.iter().cloned());
+    assert_eq!(kept(&p), want, "{p:?}");
+    assert_eq!(reasons(&p, &web[2]), ["within"]);
+    // 1m is a month, not a minute: everything is within it.
+    assert_eq!(kept(&dry_run(&repo, &["--keep-within", "1m"])), everything);
+    let out = run_utc(&repo, &["forget", "--keep-within", "10s", "--dry-run"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("30-day month"), "{out}");
+
+    // --keep-tag, together with keep-last.
+    let p = dry_run(&repo, &["--keep-last", "1", "--keep-tag", "keep"]);
+    assert_eq!(kept(&p), set(&[&web[4], &web[1], &db[2]]), "{p:?}");
+    assert_eq!(reasons(&p, &web[1]), ["tag"]);
+    assert_eq!(snapshot_ids(&repo), everything, "dry runs remove nothing");
+
+    // For real, with a filter: only db loses snapshots.
+    let out = run_utc(&repo, &["forget", "--keep-last", "1", "--set", "db"]).success();
+    assert!(out.stdout.contains("removed 2 snapshot(s)"), "{out}");
+    let mut left: BTreeSet<String> = web.iter().cloned().collect();
+    left.insert(db[2].clone());
+    assert_eq!(snapshot_ids(&repo), left);
+    // Then by host and tag over what is left.
+    run_utc(
+        &repo,
+        &[
+            "forget",
+            "--keep-within",
+            "1d",
+            "--keep-tag",
+            "keep",
+            "--host",
+            "alpha",
+        ],
+    )
+    .success();
+    assert_eq!(
+        snapshot_ids(&repo),
+        set(&[&web[1], &web[3], &web[4], &db[2]])
+    );
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+}
+
+#[test]
+fn a_differential_keeps_its_parent_across_groups() {
+    let repo = Repo::new();
+    let a = repo.scratch("a");
+    let b = repo.scratch("b");
+    fill(&a, 2, &[("x", 30_000)]);
+    fill(&b, 3, &[("y", 30_000)]);
+    let s = ["--set", "s"];
+    // Full of a (tag weekly); a differential of b in the same set names it
+    // as parent (backup picks the parent by set and host); a newer full of
+    // a (tag weekly) follows.
+    let f1 = backup_at(
+        &repo,
+        &a,
+        "2026-02-01T12:00:00Z",
+        &[&s[..], &["--kind", "full", "--tag", "weekly"]].concat(),
+    );
+    let d = repo.backup(
+        &[&b],
+        &[
+            &s[..],
+            &[
+                "--time",
+                "2026-02-02T12:00:00Z",
+                "--kind",
+                "differential",
+                "--tag",
+                "daily",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(d["kind"], "differential");
+    assert_eq!(d["parent"], f1.as_str(), "backup picks by set and host");
+    let d = d["id"].as_str().unwrap().to_string();
+    let f2 = backup_at(
+        &repo,
+        &a,
+        "2026-02-03T12:00:00Z",
+        &[&s[..], &["--kind", "full", "--tag", "weekly"]].concat(),
+    );
+    let parent_reason = format!("parent of kept differential {}", &d[..8]);
+
+    // Grouped by tags, f1 and d are in different groups; keep-last 1
+    // alone would drop f1 from the "weekly" group.
+    let p = dry_run(&repo, &["--keep-last", "1", "--group-by", "tags"]);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!(kept(&p), set(&[&f1, &d, &f2]), "{p:?}");
+    assert_eq!(reasons(&p, &f1), [parent_reason.as_str()]);
+    assert_eq!(reasons(&p, &f2), ["last", "newest-full"]);
+    // The text dry run says why.
+    let out = run_utc(
+        &repo,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--group-by",
+            "tags",
+            "--dry-run",
+        ],
+    )
+    .success();
+    assert!(out.stdout.contains(&parent_reason), "{out}");
+
+    // Same set over different paths: the default groups split a and b.
+    let p = dry_run(&repo, &["--keep-last", "1"]);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert_eq!(reasons(&p, &f1), [parent_reason.as_str()]);
+
+    // A differential outside the filter protects its parent too.
+    let p = dry_run(&repo, &["--keep-last", "1", "--tag", "weekly"]);
+    assert_eq!(listed(&p), set(&[&f1, &f2]));
+    assert_eq!(kept(&p), set(&[&f1, &f2]), "{p:?}");
+
+    // For real: nothing goes while d is kept; once d is forgotten by id,
+    // the policy lets f1 go.
+    run_utc(&repo, &["forget", "--keep-last", "1", "--group-by", "tags"]).success();
+    assert_eq!(snapshot_ids(&repo), set(&[&f1, &d, &f2]));
+    repo.run(&["forget", &d]).success();
+    run_utc(&repo, &["forget", "--keep-last", "1", "--group-by", "tags"]).success();
+    assert_eq!(snapshot_ids(&repo), set(&[&f2]));
+}
+
+#[test]
+fn forget_by_id_reports_what_it_removes() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fill(&src, 4, &[("a", 20_000)]);
+    let s1 = backup_at(&repo, &src, "2026-03-01T12:00:00Z", &[]);
+    let s2 = backup_at(&repo, &src, "2026-03-02T12:00:00Z", &[]);
+    let both = set(&[&s1, &s2]);
+
+    let out = repo
+        .run(&["forget", "--dry-run", "--json", &s1[..8]])
+        .success();
+    let p = plan(&out.json());
+    assert_eq!(
+        p["named snapshots"],
+        vec![(s1.clone(), false, vec!["named".to_string()])]
+    );
+    let out = repo.run(&["forget", "--dry-run", &s1]).success();
+    assert!(out.stdout.contains(&s1[..8]), "{out}");
+    assert!(out.stdout.contains("remove  named"), "{out}");
+    assert!(out.stdout.contains("would remove 1 snapshot(s)"), "{out}");
+    assert_eq!(snapshot_ids(&repo), both);
+
+    // One unknown id: an error naming it, and nothing removed.
+    let out = repo.run(&["forget", &s1, "deadbeef"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("snapshot deadbeef not found"), "{out}");
+    assert_eq!(snapshot_ids(&repo), both);
+
+    let out = repo.run(&["forget", "--json", &s1]).success();
+    let p = plan(&out.json());
+    assert_eq!(p["named snapshots"].len(), 1);
+    assert_eq!(snapshot_ids(&repo), set(&[&s2]));
+}
+
+#[test]
+fn forget_json_with_gc_is_one_document() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fill(&src, 5, &[("a", 200_000)]);
+    let s1 = backup_at(&repo, &src, "2026-04-01T12:00:00Z", &[]);
+    fill(&src, 6, &[("a", 200_000)]);
+    let s2 = backup_at(&repo, &src, "2026-04-02T12:00:00Z", &[]);
+    let out = repo
+        .run(&["forget", "--keep-last", "1", "--gc", "--json"])
+        .success();
+    let v = out.json();
+    let p = plan(&v["forget"]);
+    assert_eq!(kept(&p), set(&[&s2]), "{out}");
+    assert_eq!(listed(&p), set(&[&s1, &s2]), "{out}");
+    assert!(v["gc"]["dead_blobs"].as_u64().unwrap() > 0, "{out}");
+    assert!(!v["gc"]["delete"].as_array().unwrap().is_empty(), "{out}");
+    assert_eq!(snapshot_ids(&repo), set(&[&s2]));
+    assert_no_garbage(&repo);
+}
+
+#[test]
+fn backup_time_must_be_rfc3339() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fill(&src, 7, &[("a", 1_000)]);
+    let out = repo.run(&["backup", "--time", "yesterday", src.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("RFC 3339"), "{out}");
+    assert!(repo.snapshots().is_empty());
+}
