@@ -287,6 +287,10 @@ impl Planner<'_> {
     }
 }
 
+/// Files from this size on have their blocks reserved before they are
+/// written (see `Executor::size_file`).
+const RESERVE_FROM: u64 = 1 << 20;
+
 struct Executor<'a> {
     repo: &'a Repository,
     target: &'a Path,
@@ -737,11 +741,14 @@ impl Executor<'_> {
         })))
     }
 
-    /// Gives a new temporary file its final size. A file without holes has
-    /// its blocks reserved now, so a target without room for it fails
-    /// here, naming the file, before any data is written. A file that may
-    /// have holes (see [`Self::may_have_holes`]) is only extended, so its
-    /// holes stay holes.
+    /// Gives a new temporary file its final size. A file of at least
+    /// [`RESERVE_FROM`] without holes has its blocks reserved now, so a
+    /// target without room for it fails here, naming the file, before any
+    /// data is written. A file that may have holes (see
+    /// [`Self::may_have_holes`]) is only extended, so its holes stay holes;
+    /// so is a small file, for which reserving would cost a system call
+    /// and an index lookup per chunk for little gain: a full target still
+    /// fails its write, naming it.
     fn size_file(
         &self,
         file: &fs::File,
@@ -750,7 +757,7 @@ impl Executor<'_> {
         size: u64,
         chunks: &[BlobId],
     ) -> Result<()> {
-        if size > 0 && !self.may_have_holes(chunks)? {
+        if size >= RESERVE_FROM && !self.may_have_holes(chunks)? {
             if fs2::FileExt::allocate(file, size).is_ok() {
                 return Ok(());
             }

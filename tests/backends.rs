@@ -112,6 +112,21 @@ fn conformance(b: &dyn Backend) {
     snaps.sort();
     assert_eq!(snaps, vec![s.clone()]);
 
+    // Names starting with '.' (temporary and probe objects) are readable
+    // but never listed.
+    for kind in [FileKind::Lock, FileKind::Pack] {
+        let hidden = format!(".tmp-{}", name(0x77));
+        b.write(kind, &hidden, b"hidden").unwrap();
+        assert_eq!(&*b.read(kind, &hidden).unwrap(), b"hidden");
+        let listed = b.list(kind).unwrap();
+        assert!(
+            !listed.iter().any(|n| n.starts_with('.')),
+            "{}: {kind:?} listing shows a '.' name: {listed:?}",
+            b.location()
+        );
+        b.remove(kind, &hidden).unwrap();
+    }
+
     // Remove, twice.
     b.remove(FileKind::Pack, &p).unwrap();
     b.remove(FileKind::Pack, &p).unwrap();
@@ -147,6 +162,7 @@ fn s3_options(server: &S3Server, bucket: &str, prefix: &str) -> S3Options {
         secret_access_key: Some(Zeroizing::new(SECRET_KEY.into())),
         session_token: None,
         connections: 4,
+        timeout: std::time::Duration::from_secs(60),
     }
 }
 
@@ -178,18 +194,104 @@ fn s3_behind_retry_and_cache() {
 #[test]
 fn s3_multipart_upload_of_a_large_pack() {
     let server = S3Server::start();
-    let b = S3Backend::new(s3_options(&server, "multipart", "r")).unwrap();
+    let proxy = Proxy::start(server.port);
+    let mut opts = s3_options(&server, "multipart", "r");
+    opts.endpoint = Some(proxy.endpoint());
+    let b = S3Backend::new(opts).unwrap();
     b.create().unwrap();
     let big = common::random_bytes(9, cairn::backend::s3::MULTIPART_THRESHOLD + 3_000_001);
     let n = name(0x42);
+    proxy.clear_log();
     b.write(FileKind::Pack, &n, &big).unwrap();
+    // Started, sent in 8 MiB parts, completed; never one PUT of the whole.
+    let reqs = proxy.requests();
+    let on_key = |r: &&Seen| r.target.contains(&n);
+    let started = reqs
+        .iter()
+        .filter(on_key)
+        .filter(|r| r.method == "POST" && r.target.contains("?uploads"))
+        .count();
+    let parts = reqs
+        .iter()
+        .filter(on_key)
+        .filter(|r| r.method == "PUT" && r.target.contains("uploadId="))
+        .count();
+    let completed = reqs
+        .iter()
+        .filter(on_key)
+        .filter(|r| r.method == "POST" && r.target.contains("uploadId="))
+        .count();
+    let whole = reqs
+        .iter()
+        .filter(on_key)
+        .filter(|r| r.method == "PUT" && !r.target.contains('?'))
+        .count();
+    assert_eq!(
+        (started, parts, completed, whole),
+        (1, 3, 1, 0),
+        "{reqs:#?}"
+    );
+
     assert_eq!(b.size(FileKind::Pack, &n).unwrap(), big.len() as u64);
     assert!(*b.read(FileKind::Pack, &n).unwrap() == big[..]);
+    proxy.clear_log();
     let at = 17 << 20;
     assert_eq!(
         b.read_range(FileKind::Pack, &n, at as u64, 1000).unwrap(),
         &big[at..at + 1000]
     );
+    // A range read asks for those bytes only.
+    let reqs = proxy.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:#?}");
+    assert_eq!(
+        reqs[0].range.as_deref(),
+        Some(format!("bytes={}-{}", at, at + 999).as_str())
+    );
+    assert_eq!(reqs[0].answered, 1000);
+}
+
+#[test]
+fn s3_requests_in_flight_never_exceed_connections() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let load = |connections: usize, bucket: &str| {
+        let mut opts = s3_options(&server, bucket, "r");
+        opts.endpoint = Some(proxy.endpoint());
+        opts.connections = connections;
+        let b = S3Backend::new(opts).unwrap();
+        b.create().unwrap();
+        let big = common::random_bytes(3, cairn::backend::s3::MULTIPART_THRESHOLD + 1);
+        proxy.clear_log();
+        // Six threads, each a multipart upload (3 parts), a chunked
+        // download of it and small writes and range reads.
+        std::thread::scope(|s| {
+            for t in 0..6u8 {
+                let (b, big) = (&b, &big);
+                s.spawn(move || {
+                    let n = name(0x10 + t);
+                    b.write(FileKind::Pack, &n, big).unwrap();
+                    assert!(*b.read(FileKind::Pack, &n).unwrap() == big[..]);
+                    for i in 0..4u8 {
+                        let small = name(0x80 + t * 8 + i);
+                        b.write(FileKind::Index, &small, &big[..1000]).unwrap();
+                        let r = b.read_range(FileKind::Pack, &n, 5000, 100).unwrap();
+                        assert_eq!(r, &big[5000..5100]);
+                    }
+                });
+            }
+        });
+        assert!(proxy.requests().len() > 6 * 12);
+        proxy.max_in_flight()
+    };
+    let limited = load(2, "two");
+    assert!(
+        limited <= 2,
+        "{limited} requests in flight with 2 connections"
+    );
+    // The same work without that limit does run more at once, so the proxy
+    // would have seen it.
+    let wide = load(12, "twelve");
+    assert!(wide > 2, "{wide} requests in flight with 12 connections");
 }
 
 #[test]

@@ -81,8 +81,25 @@ fn every_command_works_on_s3() {
     write_random(&src.join("big.bin"), 99, 2_000_000);
     backup_json(&repo, &src);
     repo.run(&["forget", &id]).success();
+    let pack_bytes = || -> (usize, u64) {
+        let packs = server.objects(&repo.bucket, &format!("{}/packs", repo.prefix));
+        let bytes = packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+        (packs.len(), bytes)
+    };
+    let (before, bytes_before) = pack_bytes();
     let gc = repo.run(&["gc"]).success();
     assert!(!gc.stdout.is_empty(), "{gc}");
+    // The old big.bin (3 MB of random bytes) was only in the forgotten
+    // snapshot: fewer packs, and that much less stored.
+    let (after, bytes_after) = pack_bytes();
+    assert!(
+        after < before,
+        "{before} packs before gc, {after} after: {gc}"
+    );
+    assert!(
+        bytes_after + 2_500_000 < bytes_before,
+        "{bytes_before} bytes of packs before gc, {bytes_after} after: {gc}"
+    );
     let target2 = repo.scratch.path().join("restore2");
     let mut c = repo.cmd(&["restore", "latest", "--target"]);
     c.arg(&target2);
@@ -122,19 +139,36 @@ fn missing_repository_and_bad_urls_have_clear_errors() {
 #[test]
 fn credentials_never_appear_in_output_or_the_repository() {
     let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
     let repo = S3Repo::new(&server, "secrets");
     let src = repo.scratch.path().join("src");
     make_source(&src, 2);
     let mut outputs = vec![init(&repo)];
-    let mut c = repo.cmd(&["backup", "-v"]);
+    let mut c = repo.cmd(&["backup"]);
     c.arg(&src);
-    outputs.push(run(&mut c, None));
+    outputs.push(run(&mut c, None).success());
+    outputs.push(repo.run(&["snapshots"]).success());
+    let target = repo.scratch.path().join("restore");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target);
+    outputs.push(run(&mut c, None).success());
+    outputs.push(repo.run(&["verify", "--read-data"]).success());
+
+    // A wrong secret is refused by the server: a permanent error, reported
+    // after one request, with no retry.
+    proxy.clear_log();
     let mut c = repo.cmd(&["snapshots"]);
-    c.env("AWS_SECRET_ACCESS_KEY", "not-the-secret-4711");
+    c.env("AWS_SECRET_ACCESS_KEY", "not-the-secret-4711")
+        .env("CAIRN_S3_ENDPOINT", proxy.endpoint());
     let denied = run(&mut c, None);
-    assert_ne!(denied.code, 0, "{denied}");
-    assert!(denied.stderr.contains(&server.endpoint()), "{denied}");
+    assert_eq!(denied.code, 1, "{denied}");
+    assert!(denied.stderr.contains(&proxy.endpoint()), "{denied}");
+    assert!(denied.stderr.contains("access denied"), "{denied}");
+    assert!(!denied.stderr.contains("retry"), "{denied}");
+    let reqs = proxy.requests();
+    assert_eq!(reqs.len(), 1, "one request, no retry: {reqs:#?}");
     outputs.push(denied);
+
     let mut c = repo.cmd(&["snapshots"]);
     c.env("CAIRN_S3_ENDPOINT", "http://127.0.0.1:1");
     let unreachable = run(&mut c, None);
@@ -142,18 +176,18 @@ fn credentials_never_appear_in_output_or_the_repository() {
     assert!(unreachable.stderr.contains("127.0.0.1:1"), "{unreachable}");
     outputs.push(unreachable);
     for o in &outputs {
-        for secret in [SECRET_KEY, "not-the-secret-4711"] {
+        for secret in [SECRET_KEY, ACCESS_KEY, "not-the-secret-4711"] {
             assert!(
                 !o.stdout.contains(secret) && !o.stderr.contains(secret),
-                "{o}"
+                "{secret} shown: {o}"
             );
         }
     }
-    for f in server
-        .objects(&repo.bucket, "")
-        .iter()
-        .chain(walk(&repo.cache_dir()).iter())
-    {
+    let objects = server.objects(&repo.bucket, "");
+    assert!(objects.len() > 5, "{objects:?}");
+    let cached = walk(&repo.cache_dir());
+    assert!(!cached.is_empty());
+    for f in objects.iter().chain(cached.iter()) {
         let bytes = fs::read(f).unwrap();
         let hay = String::from_utf8_lossy(&bytes);
         assert!(
@@ -223,6 +257,21 @@ fn dedup_and_a_no_change_backup_downloads_no_pack() {
         0,
         "the index comes from the cache"
     );
+    // It lists keys, index tables, snapshots and locks, each once or twice
+    // (locks when taking the lock), and nothing else.
+    let lists = proxy.lists();
+    let prefix_of = |t: &str| {
+        ["keys", "index", "snapshots", "locks", "packs"]
+            .into_iter()
+            .find(|k| t.contains(&format!("repo%2F{k}%2F")) || t.contains(&format!("repo/{k}/")))
+    };
+    assert!(
+        lists
+            .iter()
+            .all(|l| prefix_of(&l.target).is_some_and(|p| p != "packs")),
+        "{lists:#?}"
+    );
+    assert!(lists.len() <= 6, "{} listings: {lists:#?}", lists.len());
     assert!(packs_on_server(&server, &repo) <= packs + 2);
 
     // Without the cache it still works, reading metadata from the store.
@@ -388,12 +437,28 @@ fn server_stopped_mid_backup_then_rerun() {
         out.stderr.contains(&server.endpoint()),
         "names the endpoint: {out}"
     );
-    assert!(out.stderr.contains("error:"), "{out}");
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {out}"));
+    assert!(
+        names_an_object(error),
+        "the error names the object: {error}"
+    );
     assert!(out.stderr.contains("the next backup reuses them"), "{out}");
     let uploaded = packs_on_server(&server, &repo);
     server.restart();
     let v = repo.run(&["verify"]);
     assert_eq!(v.code, 0, "the repository is valid after the failure: {v}");
+    // The failed backup could not remove its lock; its process is gone,
+    // so the lock is stale and `unlock` removes it.
+    let locks = || server.objects(&repo.bucket, &format!("{}/locks", repo.prefix));
+    assert_eq!(locks().len(), 1, "the lock is left behind: {:?}", locks());
+    let u = repo.run(&["unlock"]).success();
+    assert!(u.stdout.contains("1 lock(s) removed"), "{u}");
+    assert!(u.stdout.contains("lock held by `backup"), "{u}");
+    assert!(locks().is_empty(), "{:?}", locks());
     let snaps = repo.run(&["snapshots", "--json"]).success().json();
     assert_eq!(
         snaps.as_array().unwrap().len(),
@@ -419,6 +484,19 @@ fn server_stopped_mid_backup_then_rerun() {
     c.arg(&target);
     run(&mut c, None).success();
     assert_same_contents(&src, &restored(&target, &src));
+}
+
+/// Whether `line` names a repository object: its kind and at least the
+/// first 8 hex digits of its name.
+fn names_an_object(line: &str) -> bool {
+    ["pack ", "index ", "snapshot ", "lock ", "key "]
+        .iter()
+        .any(|kind| {
+            line.match_indices(kind).any(|(i, _)| {
+                let rest = &line[i + kind.len()..];
+                rest.len() >= 8 && rest[..8].bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        })
 }
 
 #[test]
@@ -448,4 +526,217 @@ fn a_server_answering_500_for_a_while_is_ridden_out() {
     c.arg(&target);
     run(&mut c, None).success();
     assert_same_contents(&src, &restored(&target, &src));
+}
+
+#[test]
+fn connections_caps_the_requests_in_flight() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut repo = S3Repo::new(&server, "connections");
+    repo.endpoint = proxy.endpoint();
+    let src = repo.scratch.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        write_random(&src.join(format!("f{i}")), 300 + i, 1_500_000);
+    }
+    init(&repo);
+    let target = repo.scratch.path().join("restore");
+    let steps: [(&str, Vec<&str>); 3] = [
+        ("backup", vec!["--connections", "2", "backup"]),
+        ("restore", vec!["--connections", "2", "restore", "latest"]),
+        (
+            "verify",
+            vec!["--connections", "2", "verify", "--read-data"],
+        ),
+    ];
+    for (what, args) in steps {
+        proxy.clear_log();
+        let mut c = repo.cmd(&args);
+        match what {
+            "backup" => c.arg(&src),
+            "restore" => c.arg("--target").arg(&target),
+            _ => &mut c,
+        };
+        run(&mut c, None).success();
+        let requests = proxy.requests().len();
+        assert!(requests > 12, "{what}: only {requests} requests");
+        assert!(
+            proxy.max_in_flight() <= 2,
+            "{what}: {} requests in flight with --connections 2",
+            proxy.max_in_flight()
+        );
+    }
+    assert_same_contents(&src, &restored(&target, &src));
+    // The same verify with more connections does overlap more requests,
+    // so the proxy would have seen a broken limit.
+    proxy.clear_log();
+    repo.run(&["--connections", "8", "verify", "--read-data"])
+        .success();
+    assert!(proxy.max_in_flight() > 2, "{}", proxy.max_in_flight());
+}
+
+#[test]
+fn restore_fetches_ranges_not_whole_packs() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut repo = S3Repo::new(&server, "ranges");
+    repo.endpoint = proxy.endpoint();
+    let src = repo.scratch.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write_random(&src.join("big.bin"), 11, 6_000_000);
+    write(&src.join("small.txt"), "just these bytes\n");
+    let mut args = vec!["init"];
+    args.extend_from_slice(FAST_INIT);
+    args.extend_from_slice(&["--pack-size", "16M"]);
+    repo.run(&args).success();
+    backup_json(&repo, &src);
+    let mut packs = server.objects(&repo.bucket, &format!("{}/packs", repo.prefix));
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let biggest = fs::metadata(packs.last().unwrap()).unwrap().len();
+    assert!(biggest > 5_000_000, "one big data pack: {packs:?}");
+
+    proxy.clear_log();
+    let target = repo.scratch.path().join("restore");
+    let mut c = repo.cmd(&["restore", "latest", "--include", "**/small.txt", "--target"]);
+    c.arg(&target);
+    run(&mut c, None).success();
+    let got = fs::read(restored(&target, &src).join("small.txt")).unwrap();
+    assert_eq!(got, b"just these bytes\n");
+    assert!(!restored(&target, &src).join("big.bin").exists());
+    let reqs = proxy.requests();
+    let pack_reads: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.contains("/packs/"))
+        .collect();
+    assert!(!pack_reads.is_empty(), "{reqs:#?}");
+    assert!(
+        pack_reads.iter().all(|r| r.range.is_some()),
+        "every pack read is a range read: {pack_reads:#?}"
+    );
+    let fetched: u64 = pack_reads.iter().map(|r| r.answered).sum();
+    assert!(
+        fetched < 100_000,
+        "{fetched} bytes of packs fetched for a 17 byte file (pack: {biggest} bytes)"
+    );
+}
+
+#[test]
+fn a_server_that_stops_answering_is_timed_out_and_retried() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut repo = S3Repo::new(&server, "stall");
+    repo.endpoint = proxy.endpoint();
+    repo.retries = 6;
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 12);
+    init(&repo);
+    // The first three requests of the backup get no answer at all.
+    proxy.stall_next(3);
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_S3_TIMEOUT", "1s");
+    let out = run(&mut c, None).success();
+    assert_eq!(proxy.stalled(), 3);
+    assert!(
+        out.stderr.contains("no answer within 1 s"),
+        "the deadline is reported: {out}"
+    );
+    assert!(out.stderr.contains("retry 1"), "{out}");
+    repo.run(&["verify", "--read-data"]).success();
+    let target = repo.scratch.path().join("restore");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target);
+    run(&mut c, None).success();
+    assert_same_tree(&src, &restored(&target, &src));
+}
+
+#[test]
+fn gc_refuses_while_a_backup_holds_its_lock() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "gc-vs-backup");
+    init(&repo);
+    // A backup of standard input that is still reading it.
+    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "dump.sql"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let first = common::random_bytes(21, 500_000);
+    stdin.write_all(&first).unwrap();
+    let locks = || server.objects(&repo.bucket, &format!("{}/locks", repo.prefix));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while locks().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Locks are objects: gc sees the backup's and refuses.
+    let gc = repo.run(&["gc", "--lock-wait", "0"]);
+    assert_eq!(gc.code, 11, "{gc}");
+    assert!(gc.stderr.contains("lock held by `backup`"), "{gc}");
+    assert!(
+        gc.stderr.contains(&format!("pid {}", child.id())),
+        "names the holder: {gc}"
+    );
+    // gc left no lock of its own; the backup goes on and finishes.
+    assert_eq!(locks().len(), 1, "{:?}", locks());
+    let rest = common::random_bytes(22, 300_000);
+    stdin.write_all(&rest).unwrap();
+    drop(stdin);
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(locks().is_empty(), "{:?}", locks());
+    repo.run(&["gc"]).success();
+    repo.run(&["verify", "--read-data"]).success();
+    let target = repo.scratch.path().join("restore");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target);
+    run(&mut c, None).success();
+    let got = fs::read(target.join("dump.sql")).unwrap();
+    assert!(got.len() == 800_000 && got[..500_000] == first[..] && got[500_000..] == rest[..]);
+}
+
+#[test]
+fn two_inits_on_one_prefix_at_once_leave_one_repository() {
+    let server = S3Server::start();
+    for round in 0..12 {
+        let mut repo = S3Repo::new(&server, "init-race");
+        repo.prefix = format!("round{round}");
+        let passwords = ["first password", "second password"];
+        let children: Vec<_> = passwords
+            .iter()
+            .map(|pw| {
+                let mut args = vec!["init"];
+                args.extend_from_slice(FAST_INIT);
+                let mut c = repo.cmd(&args);
+                c.env("CAIRN_PASSWORD", pw);
+                std::thread::spawn(move || run(&mut c, None))
+            })
+            .collect();
+        let outs: Vec<Out> = children.into_iter().map(|t| t.join().unwrap()).collect();
+        let winners: Vec<usize> = (0..2).filter(|&i| outs[i].code == 0).collect();
+        let shown: Vec<String> = outs.iter().map(Out::to_string).collect();
+        assert_eq!(winners.len(), 1, "exactly one init succeeds: {shown:#?}");
+        let loser = &outs[1 - winners[0]];
+        assert!(
+            loser.stderr.contains("already a repository")
+                || loser.stderr.contains("at the same time"),
+            "{loser}"
+        );
+        // The winner's password opens it; the loser left no key behind.
+        let mut c = repo.cmd(&["snapshots"]);
+        c.env("CAIRN_PASSWORD", passwords[winners[0]]);
+        run(&mut c, None).success();
+        let keys = server.objects(&repo.bucket, &format!("{}/keys", repo.prefix));
+        assert_eq!(keys.len(), 1, "{keys:?}");
+    }
 }

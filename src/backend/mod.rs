@@ -30,6 +30,7 @@
 //! local, so large reads do not copy.
 
 pub mod cache;
+pub mod http;
 pub mod local;
 pub mod mem;
 pub mod retry;

@@ -22,16 +22,20 @@
 //!   object and the endpoint; credentials are never part of them.
 //!
 //! The calls are blocking: each runs on a small internal tokio runtime, so
-//! any number of the caller's threads can have requests in flight.
+//! any number of the caller's threads can call at once. Every request,
+//! whichever thread or transfer it belongs to, passes one [`Gate`]: at
+//! most `connections` are in flight, each with its deadlines (see
+//! [`super::http`]).
 
 use std::fmt;
 use std::future::IntoFuture;
 use std::time::Duration;
 
 use opendal::services::S3;
-use opendal::{ErrorKind, Operator};
+use opendal::{ErrorKind, HttpTransporter, Operator};
 use zeroize::Zeroizing;
 
+use super::http::{Gate, GatedTransport};
 use super::{Backend, Data, FileKind};
 use crate::backend::local::kind_name;
 use crate::error::{Error, Result};
@@ -61,8 +65,12 @@ pub struct S3Options {
     pub secret_access_key: Option<Zeroizing<String>>,
     /// Session token for temporary credentials.
     pub session_token: Option<Zeroizing<String>>,
-    /// Requests one large transfer may keep in flight.
+    /// Requests in flight at once, over all threads and transfers (the
+    /// parts of a multipart upload and ranged reads included).
     pub connections: usize,
+    /// How long a request may go without an answer, or an answer pause,
+    /// before it fails as transient (plus 1 s per 256 KiB sent).
+    pub timeout: Duration,
 }
 
 impl fmt::Debug for S3Options {
@@ -76,6 +84,7 @@ impl fmt::Debug for S3Options {
             .field("access_key_id", &self.access_key_id.as_ref().map(|_| "…"))
             .field("secret_access_key", &"…")
             .field("connections", &self.connections)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -132,6 +141,7 @@ pub struct S3Backend {
     rt: tokio::runtime::Runtime,
     opts: S3Options,
     endpoint: String,
+    gate: Gate,
     created_bucket: std::sync::atomic::AtomicBool,
 }
 
@@ -171,6 +181,16 @@ impl S3Backend {
         opendal::install_default();
         let op = Operator::new(builder)
             .map_err(|e| Error::Invalid(format!("S3 settings for {shown}: {}", e.message())))?;
+        let gate = Gate::new(opts.connections);
+        let transport = GatedTransport::new(
+            op.context().http_transport().clone(),
+            gate.clone(),
+            opts.timeout,
+        );
+        let ctx = op
+            .context()
+            .with_http_transport(HttpTransporter::new(transport));
+        let op = op.with_context(ctx);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -183,6 +203,7 @@ impl S3Backend {
             rt,
             opts,
             endpoint: shown,
+            gate,
             created_bucket: Default::default(),
         })
     }
@@ -260,34 +281,26 @@ impl S3Backend {
         }
     }
 
-    /// Runs one request on the runtime with a deadline.
+    /// Runs one operation on the runtime. Its requests have deadlines (see
+    /// [`super::http`]); the operation as a whole has none, since it may
+    /// wait for the gate behind other threads' transfers.
     fn run<T>(
         &self,
         op: &str,
         object: impl FnOnce() -> String,
-        bytes: usize,
         fut: impl IntoFuture<Output = opendal::Result<T>>,
     ) -> Result<T> {
-        // Generous for slow links: 60 s plus 1 s per 256 KiB.
-        let limit = Duration::from_secs(60 + (bytes as u64 >> 18));
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(limit, fut.into_future()).await })
-        {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.map_err(op, object(), e)),
-            Err(_) => Err(Error::Backend {
-                op: op.into(),
-                object: object(),
-                endpoint: self.endpoint.clone(),
-                detail: format!("no answer within {} s", limit.as_secs()),
-                transient: true,
-            }),
-        }
+        self.rt
+            .block_on(fut.into_future())
+            .map_err(|e| self.map_err(op, object(), e))
     }
 
     /// Creates the bucket if it is missing and the credentials allow it.
     /// Returns a note for the user when it was created.
+    ///
+    /// opendal's S3 service has no way to create a bucket, so this one
+    /// request is signed with `rusty-s3` (a presigned URL, the credentials
+    /// in its query only) and sent with `reqwest`, through the same gate.
     fn create_bucket(&self) -> Result<Option<String>> {
         let (Some(id), Some(secret)) = (&self.opts.access_key_id, &self.opts.secret_access_key)
         else {
@@ -329,25 +342,31 @@ impl S3Backend {
             )
         };
         let what = format!("bucket {}", self.opts.bucket);
+        let limit = self.opts.timeout;
         let answer = self.rt.block_on(async {
+            let _permit = self.gate.enter().await;
             let client = reqwest::Client::new();
-            let resp = tokio::time::timeout(
-                Duration::from_secs(60),
-                client.put(url.as_str()).body(body).send(),
-            )
-            .await
-            .map_err(|_| "no answer within 60 s".to_string())?
-            .map_err(|e| e.without_url().to_string())?;
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            Ok::<_, String>((status, text))
+            let exchange = async {
+                let resp = client
+                    .put(url.as_str())
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.without_url().to_string())?;
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                Ok::<_, String>((status, text))
+            };
+            tokio::time::timeout(limit, exchange)
+                .await
+                .map_err(|_| format!("no answer within {} s", limit.as_secs_f64()))?
         });
         match answer {
             Ok((200..=299, _)) => Ok(Some(format!("created bucket {}", self.opts.bucket))),
             Ok((409, text)) if text.contains("BucketAlreadyOwnedByYou") => Ok(None),
             Ok((status, text)) => {
                 // Not created: fine if the bucket is there and usable.
-                match self.run("list", || what.clone(), 0, self.op.list("keys/")) {
+                match self.run("list", || what.clone(), self.op.list("keys/")) {
                     Ok(_) => Ok(None),
                     Err(_) => Err(Error::Backend {
                         op: "create".into(),
@@ -396,7 +415,7 @@ impl S3Backend {
             notes.push(format!("created bucket {}", self.opts.bucket));
         }
         let first = b"cairn probe: first".to_vec();
-        self.run("write", what, 0, self.op.write(&key, first.clone()))?;
+        self.run("write", what, self.op.write(&key, first.clone()))?;
         let second = b"cairn probe: second".to_vec();
         let cond = self.rt.block_on(
             self.op
@@ -404,7 +423,7 @@ impl S3Backend {
                 .if_not_exists(true)
                 .into_future(),
         );
-        let now = self.run("read", what, 0, self.op.read(&key))?.to_vec();
+        let now = self.run("read", what, self.op.read(&key))?.to_vec();
         notes.push(match (cond, now == first) {
             (Err(e), true) if e.kind() == ErrorKind::ConditionNotMatch => {
                 "conditional writes: honoured (cairn does not rely on them)".into()
@@ -416,12 +435,7 @@ impl S3Backend {
             (Err(_), true) => "conditional writes: refused (cairn does not rely on them)".into(),
             _ => "conditional writes: inconsistent answers (cairn does not rely on them)".into(),
         });
-        let range = self.run(
-            "read range of",
-            what,
-            0,
-            self.op.read_with(&key).range(6..11),
-        )?;
+        let range = self.run("read range of", what, self.op.read_with(&key).range(6..11))?;
         if range.to_vec() != now[6..11] {
             return Err(Error::Invalid(format!(
                 "{} at {} answers range reads with the wrong bytes; cairn needs them",
@@ -429,7 +443,7 @@ impl S3Backend {
             )));
         }
         notes.push("range reads: yes (restore fetches only the chunks it needs)".into());
-        let listed = self.run("list", what, 0, self.op.list("locks/"))?;
+        let listed = self.run("list", what, self.op.list("locks/"))?;
         let seen = listed.iter().any(|e| e.path().ends_with(&name));
         notes.push(format!(
             "listing after write: {}",
@@ -439,7 +453,7 @@ impl S3Backend {
                 "delayed (new objects appear late)"
             }
         ));
-        self.run("remove", what, 0, self.op.delete(&key))?;
+        self.run("remove", what, self.op.delete(&key))?;
         notes.push(format!(
             "multipart uploads: for packs over {} MiB, in {} MiB parts",
             MULTIPART_THRESHOLD >> 20,
@@ -506,7 +520,7 @@ impl Backend for S3Backend {
 
     fn exists(&self) -> Result<bool> {
         let what = || self.object(FileKind::Config, "");
-        match self.run("stat", what, 0, self.op.stat("config")) {
+        match self.run("stat", what, self.op.stat("config")) {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(Error::Backend { detail, .. }) if detail.contains("does not exist") => Ok(false),
@@ -523,17 +537,10 @@ impl Backend for S3Backend {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
-        if kind == FileKind::Config {
-            return Ok(Vec::new());
-        }
-        let dir = format!("{}/", kind.dir());
-        let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
-        let entries = self.run("list", what, 0, self.op.list_with(&dir).recursive(true))?;
-        Ok(entries
-            .iter()
-            .filter(|e| !e.path().ends_with('/'))
-            .filter_map(|e| e.path().rsplit('/').next().map(str::to_string))
-            .filter(|n| !n.is_empty() && !n.starts_with('.'))
+        Ok(self
+            .list_sizes(kind)?
+            .into_iter()
+            .map(|(name, _)| name)
             .collect())
     }
 
@@ -543,7 +550,7 @@ impl Backend for S3Backend {
         }
         let dir = format!("{}/", kind.dir());
         let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
-        let entries = self.run("list", what, 0, self.op.list_with(&dir).recursive(true))?;
+        let entries = self.run("list", what, self.op.list_with(&dir).recursive(true))?;
         // ListObjectsV2 gives each object's size with its key.
         Ok(entries
             .iter()
@@ -558,7 +565,7 @@ impl Backend for S3Backend {
 
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         let key = Self::key(kind, name);
-        let meta = self.run("stat", || self.object(kind, name), 0, self.op.stat(&key))?;
+        let meta = self.run("stat", || self.object(kind, name), self.op.stat(&key))?;
         Ok(meta.content_length())
     }
 
@@ -569,14 +576,13 @@ impl Backend for S3Backend {
             self.run(
                 "read",
                 what,
-                64 << 20,
                 self.op
                     .read_with(&key)
                     .chunk(PART_SIZE)
                     .concurrent(self.opts.connections.max(1)),
             )?
         } else {
-            self.run("read", what, 64 << 20, self.op.read(&key))?
+            self.run("read", what, self.op.read(&key))?
         };
         Ok(Data::Owned(buf.to_vec()))
     }
@@ -589,7 +595,6 @@ impl Backend for S3Backend {
         let buf = self.run(
             "read range of",
             || self.object(kind, name),
-            len,
             self.op.read_with(&key).range(offset..offset + len as u64),
         )?;
         if buf.len() != len {
@@ -605,18 +610,13 @@ impl Backend for S3Backend {
         let key = Self::key(kind, name);
         let what = || self.object(kind, name);
         if bytes.len() <= MULTIPART_THRESHOLD {
-            self.run(
-                "write",
-                what,
-                bytes.len(),
-                self.op.write(&key, bytes.to_vec()),
-            )?;
+            self.run("write", what, self.op.write(&key, bytes.to_vec()))?;
             return Ok(());
         }
         let op = &self.op;
         let connections = self.opts.connections.max(1);
         let data = bytes.to_vec();
-        self.run("write", what, bytes.len(), async move {
+        self.run("write", what, async move {
             let mut w = op
                 .writer_with(&key)
                 .chunk(PART_SIZE)
@@ -637,12 +637,7 @@ impl Backend for S3Backend {
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let key = Self::key(kind, name);
-        self.run(
-            "remove",
-            || self.object(kind, name),
-            0,
-            self.op.delete(&key),
-        )
+        self.run("remove", || self.object(kind, name), self.op.delete(&key))
     }
 
     fn prefers_ranges(&self) -> bool {
@@ -692,6 +687,7 @@ mod tests {
             secret_access_key: Some(Zeroizing::new("very-secret".into())),
             session_token: None,
             connections: 4,
+            timeout: Duration::from_secs(60),
         };
         let d = format!("{o:?}");
         assert!(

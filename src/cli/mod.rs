@@ -61,10 +61,17 @@ pub struct GlobalArgs {
     /// Address buckets as BUCKET.host instead of host/BUCKET (path style).
     #[arg(long, env = "CAIRN_S3_VIRTUAL_HOST", global = true)]
     s3_virtual_host: bool,
-    /// Parallel transfers to a remote store.
+    /// Requests in flight at once to a remote store, over all threads
+    /// (parts of multipart uploads and ranged reads included).
     #[arg(long, env = "CAIRN_CONNECTIONS", global = true, default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     connections: u16,
+    /// How long a request to a remote store may go without an answer (or
+    /// an answer pause) before it fails and is retried; uploads get 1 s
+    /// more per 256 KiB.
+    #[arg(long, env = "CAIRN_S3_TIMEOUT", global = true, default_value = "60s",
+          value_parser = parse_timeout)]
+    s3_timeout: Duration,
     /// Tries per remote operation before giving up on transient errors
     /// (5xx answers, timeouts, refused or reset connections).
     #[arg(long, env = "CAIRN_RETRIES", global = true, default_value_t = 10,
@@ -149,6 +156,14 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// A [`parse_duration`] that is not zero.
+fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: a timeout must be at least 1s")),
+        d => Ok(d),
+    }
+}
+
 /// Resolved global settings shared by commands.
 pub(crate) struct Context {
     global: GlobalArgs,
@@ -204,6 +219,7 @@ impl Context {
                     secret_access_key: env("AWS_SECRET_ACCESS_KEY").map(Zeroizing::new),
                     session_token: env("AWS_SESSION_TOKEN").map(Zeroizing::new),
                     connections: usize::from(g.connections),
+                    timeout: g.s3_timeout,
                 })?;
                 let policy = RetryPolicy {
                     attempts: g.retries,
@@ -266,8 +282,9 @@ impl Context {
     }
 
     /// Worker threads for a command on `repo`: one per core locally; for a
-    /// remote store at least `--connections`, since workers wait on the
-    /// network more than they compute. 0 means one per core.
+    /// remote store at least `--connections`, so that the backend's gate
+    /// (which alone limits the requests in flight) can be kept busy while
+    /// workers also compress and encrypt. 0 means one per core.
     fn workers(&self, repo: &Repository) -> usize {
         if !repo.backend().prefers_ranges() {
             return 0;

@@ -90,9 +90,32 @@ impl Repository {
         let keyfile = keys::encode(&key, password, opts.kdf)?;
         backend.create()?;
         let notes = backend.probe()?;
-        backend.write(FileKind::Key, &hex::encode(file_hash(&keyfile)), &keyfile)?;
+        let key_name = hex::encode(file_hash(&keyfile));
+        backend.write(FileKind::Key, &key_name, &keyfile)?;
         // The config is written last: a repository exists once it is there.
-        backend.write(FileKind::Config, "", &config.encode(&key))?;
+        // Another `init` on the same place may be as far as this one: look
+        // again just before writing, and read the config back after (a
+        // store without conditional writes keeps the last one written).
+        // The one that gives way removes its key file.
+        let give_way = |why: String| {
+            let _ = backend.remove(FileKind::Key, &key_name);
+            Err(Error::Invalid(why))
+        };
+        if backend.exists()? {
+            return give_way(format!(
+                "there is already a repository at {} (another `init` finished first)",
+                backend.location()
+            ));
+        }
+        let encoded = config.encode(&key);
+        backend.write(FileKind::Config, "", &encoded)?;
+        if *backend.read(FileKind::Config, "")? != encoded[..] {
+            return give_way(format!(
+                "another `init` wrote the config at {} at the same time; \
+                 that repository stands and this one was not created",
+                backend.location()
+            ));
+        }
         Ok(Repository {
             backend,
             key,

@@ -7,7 +7,8 @@
 #   cargo build                          # or set CAIRN=/path/to/cairn
 #   tests/garage/three-nodes.sh
 #
-# Everything lives in a temporary folder (kept with KEEP=1) and every
+# Needs curl (the nodes' /health tells when the cluster is ready). Everything
+# lives in a temporary folder (kept with KEEP=1) and every
 # process the script starts is stopped when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +16,7 @@ CAIRN=${CAIRN:-$PWD/target/debug/cairn}
 GARAGE=${GARAGE:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
 [ -x "$GARAGE" ] || { echo "garage not found: cargo install --locked garage" >&2; exit 1; }
 [ -x "$CAIRN" ] || { echo "cairn not found at $CAIRN: run cargo build" >&2; exit 1; }
+command -v curl > /dev/null || { echo "needs curl (to ask the nodes' /health)" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/cairn-garage.XXXXXX)
 declare -a PIDS=()
@@ -61,6 +63,22 @@ start_node() { # node
     exit 1
 }
 g() { "$GARAGE" -c "$WORK/n1.toml" "$@"; }
+# Waits (up to 90 s) until node $1's admin API /health says the cluster is
+# $2: "fully operational" (every node up, the layout known everywhere) or
+# "degraded" (a node seen down, every partition still has its quorum).
+wait_health() { # node, state
+    local n=$1 want=$2 said=""
+    for _ in $(seq 450); do
+        said=$(curl -s "http://127.0.0.1:39${n}3/health" || true)
+        case "$want:$said" in
+            "fully operational:Garage is fully operational"*) return 0 ;;
+            "degraded:Garage is operational but some storage nodes are unavailable"*) return 0 ;;
+        esac
+        sleep 0.2
+    done
+    echo "node $n is not $want after 90 s; /health says: ${said:-nothing}" >&2
+    exit 1
+}
 
 step "three nodes, each knowing only itself at first"
 for n in 1 2 3; do mkdir -p "$WORK/n$n"; write_config $n ""; start_node $n; done
@@ -76,6 +94,9 @@ for n in 2 3; do g node connect "${IDS[$n]}"; done
 step "layout: one zone per node, 3 copies"
 for n in 1 2 3; do g layout assign "${IDS[$n]%@*}" -z "dc$n" -c 1G; done
 g layout apply --version 1
+# The layout reaches the other nodes a moment later; until every node has
+# it, requests can fail for want of quorum.
+for n in 1 2 3; do wait_health $n "fully operational"; done
 g status
 
 step "a key allowed to create buckets"
@@ -96,6 +117,8 @@ echo "hello, cluster" > "$WORK/src/docs/note.txt"
 
 step "stop node 3; back up a change and restore everything"
 kill "${PIDS[3]}"; wait "${PIDS[3]}" 2>/dev/null || true
+wait_health 1 "degraded"
+curl -s http://127.0.0.1:3913/health | head -1
 head -c 2000000 /dev/urandom > "$WORK/src/docs/new.bin"
 "$CAIRN" -r $REPO backup "$WORK/src"
 "$CAIRN" -r $REPO snapshots
@@ -105,6 +128,7 @@ diff -r "$WORK/src" "$WORK/restore$WORK/src"
 
 step "node 3 back; the cluster catches up"
 start_node 3
+wait_health 3 "fully operational"
 "$CAIRN" -r $REPO verify
 echo
 echo "OK: backup and restore worked with one of three Garage nodes stopped"

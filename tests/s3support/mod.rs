@@ -1,6 +1,7 @@
 //! A real S3 server for the tests: `s3s-fs` (which checks signatures) on
 //! 127.0.0.1, one per test, with its data in a temporary directory, plus a
-//! small TCP proxy that can log requests and answer 500 for a while.
+//! small TCP proxy that logs requests, counts those in flight, and can
+//! answer 500 or nothing at all for a while.
 //!
 //! The server binary is found through `CAIRN_S3S_FS`, `PATH` or
 //! `~/.cargo/bin`. When it is missing the tests fail and say how to install
@@ -12,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,12 +150,40 @@ impl Drop for S3Server {
 }
 
 /// A TCP proxy in front of a server. It forwards bytes unchanged (so
-/// signatures stay valid), counts `GET` requests for keys containing a
-/// given text, and can be told to cut every open connection and answer
-/// the next connections with HTTP 500.
+/// signatures stay valid) and follows the HTTP/1.1 exchanges on each
+/// connection (one request at a time, as clients send them): it logs every
+/// request (method, target, `Range` header, body bytes answered), counts the
+/// requests in flight at once, and can be told to
+///
+/// - cut every open connection and answer the next connections with 500
+///   ([`Proxy::fail_after`]);
+/// - swallow the next requests and never answer them ([`Proxy::stall_next`]).
 pub struct Proxy {
     pub port: u16,
     state: Arc<ProxyState>,
+}
+
+/// One request as the proxy saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, e.g. `/bucket/repo/config` or `/bucket?list-type=2&…`.
+    pub target: String,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+    /// Body bytes of the answer passed back to the client.
+    pub answered: u64,
+}
+
+impl Seen {
+    /// A listing (`GET /bucket?list-type=…`, `GET /bucket?prefix=…`).
+    pub fn is_list(&self) -> bool {
+        self.method == "GET"
+            && self
+                .target
+                .split_once('?')
+                .is_some_and(|(_, q)| q.contains("list-type") || q.contains("prefix="))
+    }
 }
 
 struct ProxyState {
@@ -166,8 +195,32 @@ struct ProxyState {
     fail_then: AtomicU64,
     bytes: AtomicU64,
     answered_500: AtomicU64,
-    log: Mutex<Vec<u8>>,
+    /// Requests still to swallow without an answer.
+    stall: AtomicU64,
+    stalled: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    log: Mutex<Vec<Seen>>,
     live: Mutex<Vec<TcpStream>>,
+}
+
+/// The exchange under way on one connection.
+struct Conn {
+    /// A request has started and its answer has not ended.
+    busy: AtomicBool,
+    /// Its index in the log (usize::MAX until its head is complete).
+    entry: AtomicUsize,
+    /// It is a HEAD request (its answer has no body).
+    head_only: AtomicBool,
+}
+
+impl Conn {
+    /// The request is over: answered, or the connection closed.
+    fn end(&self, st: &ProxyState) {
+        if self.busy.swap(false, Ordering::SeqCst) {
+            st.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Proxy {
@@ -181,6 +234,10 @@ impl Proxy {
             fail_then: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             answered_500: AtomicU64::new(0),
+            stall: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             live: Mutex::new(Vec::new()),
         });
@@ -212,23 +269,158 @@ impl Proxy {
         self.state.answered_500.load(Ordering::SeqCst)
     }
 
-    /// Forgets the request log.
+    /// The next `n` requests are read and never answered (nor passed on);
+    /// their connections stay open until the client gives up.
+    pub fn stall_next(&self, n: u64) {
+        self.state.stall.store(n, Ordering::SeqCst);
+    }
+
+    /// How many requests were swallowed.
+    pub fn stalled(&self) -> u64 {
+        self.state.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Forgets the request log and the highest number of requests in flight.
     pub fn clear_log(&self) {
         self.state.log.lock().unwrap().clear();
+        let now = self.state.in_flight.load(Ordering::SeqCst);
+        self.state.max_in_flight.store(now, Ordering::SeqCst);
+    }
+
+    /// The requests seen since the last clear.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.log.lock().unwrap().clone()
+    }
+
+    /// The most requests in flight at once since the last clear.
+    pub fn max_in_flight(&self) -> u64 {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Object downloads (GET requests without a query, so not listings)
-    /// seen since the last clear whose request line contains `text`.
+    /// seen since the last clear whose target contains `text`.
     pub fn gets_containing(&self, text: &str) -> usize {
-        let log = self.state.log.lock().unwrap();
-        let hay = String::from_utf8_lossy(&log);
-        hay.match_indices("GET /")
-            .filter(|(i, _)| {
-                let line = hay[*i..].split("\r\n").next().unwrap_or("");
-                let target = line.split(' ').nth(1).unwrap_or("");
-                target.contains(text) && !target.contains('?')
-            })
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && !r.target.contains('?') && r.target.contains(text))
             .count()
+    }
+
+    /// Listings seen since the last clear.
+    pub fn lists(&self) -> Vec<Seen> {
+        self.requests().into_iter().filter(Seen::is_list).collect()
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The value of header `name` in an HTTP head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Follows the answers on one connection: where each head ends and how
+/// long its body is, so the end of each exchange is known.
+#[derive(Default)]
+struct Answers {
+    head: Vec<u8>,
+    body: Body,
+}
+
+#[derive(Default)]
+enum Body {
+    /// Reading a head.
+    #[default]
+    None,
+    /// This many bytes to go.
+    Length(u64),
+    /// Chunked: the last bytes seen, to spot the final chunk.
+    Chunked(Vec<u8>),
+    /// Until the connection closes.
+    ToClose,
+}
+
+impl Answers {
+    /// Takes the next bytes from the server.
+    fn feed(&mut self, mut data: &[u8], conn: &Conn, st: &ProxyState) {
+        let count = |n: usize| {
+            let i = conn.entry.load(Ordering::SeqCst);
+            if let Some(e) = st.log.lock().unwrap().get_mut(i) {
+                e.answered += n as u64;
+            }
+        };
+        while !data.is_empty() {
+            match &mut self.body {
+                Body::Length(left) => {
+                    let n = (*left).min(data.len() as u64) as usize;
+                    count(n);
+                    *left -= n as u64;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.body = Body::None;
+                        conn.end(st);
+                    }
+                }
+                Body::Chunked(tail) => {
+                    count(data.len());
+                    tail.extend_from_slice(data);
+                    let keep = tail.len().saturating_sub(7);
+                    tail.drain(..keep);
+                    data = &[];
+                    if tail.ends_with(b"\r\n0\r\n\r\n") || tail == b"0\r\n\r\n" {
+                        self.body = Body::None;
+                        conn.end(st);
+                    }
+                }
+                Body::ToClose => {
+                    count(data.len());
+                    data = &[];
+                }
+                Body::None => {
+                    self.head.extend_from_slice(data);
+                    data = &[];
+                    let Some(end) = find(&self.head, b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let rest = self.head.split_off(end + 4);
+                    let head = String::from_utf8_lossy(&self.head).into_owned();
+                    self.head.clear();
+                    let status: u16 = head
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    let length = header(&head, "content-length").and_then(|v| v.parse().ok());
+                    let chunked = header(&head, "transfer-encoding")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+                    self.body = if (100..200).contains(&status) {
+                        Body::None
+                    } else if conn.head_only.load(Ordering::SeqCst)
+                        || status == 204
+                        || status == 304
+                        || length == Some(0)
+                    {
+                        conn.end(st);
+                        Body::None
+                    } else if let Some(n) = length {
+                        Body::Length(n)
+                    } else if chunked {
+                        Body::Chunked(Vec::new())
+                    } else {
+                        Body::ToClose
+                    };
+                    // The rest belongs to this answer's body.
+                    if !rest.is_empty() {
+                        self.feed(&rest, conn, st);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -262,31 +454,68 @@ fn serve(st: Arc<ProxyState>, mut client: TcpStream) {
         live.push(a);
         live.push(b);
     }
+    let conn = Arc::new(Conn {
+        busy: AtomicBool::new(false),
+        entry: AtomicUsize::new(usize::MAX),
+        head_only: AtomicBool::new(false),
+    });
     let (mut c_read, mut u_write) = (
         client.try_clone().expect("clone"),
         upstream.try_clone().expect("clone"),
     );
-    let st2 = st.clone();
+    let (st2, conn2) = (st.clone(), conn.clone());
     let up = std::thread::spawn(move || {
+        let (st, conn) = (st2, conn2);
         let mut buf = vec![0u8; 64 << 10];
+        // The head of the request under way, until it is complete.
+        let mut head: Option<Vec<u8>> = None;
         loop {
             let n = match c_read.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            // Log request heads only (bounded): enough to see GET lines.
-            if let Ok(mut log) = st2.log.lock() {
-                if buf[..n.min(8)].starts_with(b"GET ") || n < 4096 {
-                    log.extend_from_slice(&buf[..n.min(2048)]);
-                    log.extend_from_slice(b"\r\n");
+            if !conn.busy.load(Ordering::SeqCst) {
+                // The first bytes of a new request.
+                conn.busy.store(true, Ordering::SeqCst);
+                conn.entry.store(usize::MAX, Ordering::SeqCst);
+                let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                head = Some(Vec::new());
+                let stall = st
+                    .stall
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| s.checked_sub(1));
+                if stall.is_ok() {
+                    st.stalled.fetch_add(1, Ordering::SeqCst);
+                    // Swallow everything until the client hangs up.
+                    while matches!(c_read.read(&mut buf), Ok(n) if n > 0) {}
+                    break;
                 }
             }
-            let total = st2.bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-            if total >= st2.trip_at.load(Ordering::SeqCst) {
-                st2.trip_at.store(u64::MAX, Ordering::SeqCst);
-                st2.fail
-                    .store(st2.fail_then.load(Ordering::SeqCst), Ordering::SeqCst);
-                for s in st2.live.lock().unwrap().drain(..) {
+            if let Some(h) = &mut head {
+                h.extend_from_slice(&buf[..n]);
+                if let Some(end) = find(h, b"\r\n\r\n") {
+                    let text = String::from_utf8_lossy(&h[..end]).into_owned();
+                    let mut line = text.split("\r\n").next().unwrap_or("").split(' ');
+                    let method = line.next().unwrap_or("").to_string();
+                    let target = line.next().unwrap_or("").to_string();
+                    conn.head_only.store(method == "HEAD", Ordering::SeqCst);
+                    let mut log = st.log.lock().unwrap();
+                    log.push(Seen {
+                        method,
+                        target,
+                        range: header(&text, "range").map(str::to_string),
+                        answered: 0,
+                    });
+                    conn.entry.store(log.len() - 1, Ordering::SeqCst);
+                    head = None;
+                }
+            }
+            let total = st.bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+            if total >= st.trip_at.load(Ordering::SeqCst) {
+                st.trip_at.store(u64::MAX, Ordering::SeqCst);
+                st.fail
+                    .store(st.fail_then.load(Ordering::SeqCst), Ordering::SeqCst);
+                for s in st.live.lock().unwrap().drain(..) {
                     let _ = s.shutdown(Shutdown::Both);
                 }
                 break;
@@ -298,18 +527,23 @@ fn serve(st: Arc<ProxyState>, mut client: TcpStream) {
         let _ = u_write.shutdown(Shutdown::Write);
     });
     let (mut u_read, mut c_write) = (upstream, client);
+    let mut answers = Answers::default();
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = match u_read.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        // Before the client sees the end of an answer (and may send its
+        // next request), the exchange is over.
+        answers.feed(&buf[..n], &conn, &st);
         if c_write.write_all(&buf[..n]).is_err() {
             break;
         }
     }
     let _ = c_write.shutdown(Shutdown::Both);
     let _ = up.join();
+    conn.end(&st);
 }
 
 /// A cairn repository in a bucket of a test server.
