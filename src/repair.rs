@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::id::{is_hex_name, BlobId, PackId, SnapshotId};
 use crate::index::{IndexBuilder, IndexSet, IndexTable};
 use crate::pack::{self, BlobKind, PackEntry};
+use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Tree};
@@ -35,8 +36,9 @@ pub struct IndexRepair {
 /// every readable pack, then removes the old tables. A pack whose header
 /// cannot be read keeps the entries the old tables (those whose MAC checks)
 /// give for it: its blobs may well be intact, and a pack no table names
-/// would be deleted by gc. Call under an exclusive lock.
-pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
+/// would be deleted by gc. Call under the exclusive `lock`, which is
+/// confirmed before the old tables are removed.
+pub fn repair_index(repo: &Repository, lock: &LockGuard) -> Result<IndexRepair> {
     let backend = repo.backend();
     let mut out = IndexRepair::default();
     let mut builder = IndexBuilder::default();
@@ -79,6 +81,7 @@ pub fn repair_index(repo: &Repository) -> Result<IndexRepair> {
     let old: Vec<String> = backend.list(FileKind::Index)?;
     let (new_id, bytes) = builder.finish(repo.key());
     backend.write(FileKind::Index, &new_id.to_hex(), &bytes)?;
+    lock.confirm("the new index table is written, the old ones are kept; run it again")?;
     for name in old
         .iter()
         .filter(|n| is_hex_name(n) && **n != new_id.to_hex())

@@ -423,14 +423,14 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
     let repo = ctx.open_uncached()?;
     match a.what {
         RepairWhat::Index => {
-            let _lock = lock::acquire(
+            let lock = lock::acquire(
                 repo.backend_arc(),
                 repo.key(),
                 true,
                 "repair index",
                 ctx.global.lock_wait,
             )?;
-            let r = repair::repair_index(&repo)?;
+            let r = repair::repair_index(&repo, &lock)?;
             for u in &r.unreadable {
                 println!("unreadable, left in place: {u}");
             }
