@@ -106,10 +106,21 @@ fn sigkill_during_gc_repacking() {
         .into_iter()
         .enumerate()
     {
-        // Forgetting the oldest snapshot leaves dead chunks in packs that
-        // hold live ones too: with `--max-unused 0%`, gc repacks them.
+        // Forgetting the oldest snapshot leaves dead chunks, most of them
+        // in packs that hold live ones too; how chunks were grouped into
+        // packs depends on the order of the sealers, so one pack is made
+        // mixed for certain: a backup stores `a` and `b` together (less
+        // than a pack, so in one), the next keeps only `b`, and the first
+        // is forgotten. With `--max-unused 0%`, gc repacks them.
         let gone = live.remove(0);
         repo.run(&["forget", &gone.id]).success();
+        let mix = repo.scratch(&format!("mix{k}"));
+        write_random(&mix.join("a"), 900 + k as u64, 300_000);
+        write_random(&mix.join("b"), 950 + k as u64, 300_000);
+        let both = backup_saved(&repo, &mix, &[]);
+        std::fs::remove_file(mix.join("a")).unwrap();
+        live.push(backup_saved(&repo, &mix, &[]));
+        repo.run(&["forget", &both.id]).success();
         let plan = repo
             .run(&["gc", "--dry-run", "--json", "--max-unused", "0%"])
             .success()
