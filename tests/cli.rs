@@ -459,6 +459,33 @@ fn init_creates_the_repository_layout() {
 }
 
 #[test]
+fn init_gives_way_to_another_inits_key_file() {
+    // What an `init` running at the same place (or one interrupted before
+    // its config) leaves: a key file and no config.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    let claim = "ab".repeat(32);
+    write(&path.join("keys").join(&claim), b"another init's key");
+    let mut args = vec!["-r", path.to_str().unwrap(), "init"];
+    args.extend_from_slice(FAST_INIT);
+    let out = run(cairn().args(&args).env("CAIRN_PASSWORD", "pw"), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("at the same time"), "{out}");
+    assert!(out.stderr.contains("abababab"), "{out}");
+    assert!(!path.join("config").exists());
+    let keys: Vec<_> = fs::read_dir(path.join("keys")).unwrap().collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "the giving-way init removes its own key file"
+    );
+    // With the leftover removed, init succeeds.
+    fs::remove_file(path.join("keys").join(&claim)).unwrap();
+    run(cairn().args(&args).env("CAIRN_PASSWORD", "pw"), None).success();
+    assert!(path.join("config").is_file());
+}
+
+#[test]
 fn repo_and_password_file_go_before_or_after_backup_and_restore() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");

@@ -91,16 +91,32 @@ impl Repository {
         backend.create()?;
         let notes = backend.probe()?;
         let key_name = hex::encode(file_hash(&keyfile));
+        // The key file is this `init`'s claim on the place; the config,
+        // written last, makes the repository exist. Two `init`s at once
+        // both write a claim before they list the claims, so on a store
+        // whose listings show completed writes at least one of them sees
+        // the other's, and a claimant that sees another gives way: at most
+        // one goes on to write a config (both may give way; then `init` is
+        // run again). No conditional write is needed.
         backend.write(FileKind::Key, &key_name, &keyfile)?;
-        // The config is written last: a repository exists once it is there.
-        // Another `init` on the same place may be as far as this one: look
-        // again just before writing, and read the config back after (a
-        // store without conditional writes keeps the last one written).
-        // The one that gives way removes its key file.
         let give_way = |why: String| {
             let _ = backend.remove(FileKind::Key, &key_name);
             Err(Error::Invalid(why))
         };
+        let mut others: Vec<String> = backend.list(FileKind::Key)?;
+        others.retain(|n| is_hex_name(n) && *n != key_name);
+        if !others.is_empty() {
+            others.sort();
+            let shown: Vec<&str> = others.iter().map(|n| &n[..8]).collect();
+            return give_way(format!(
+                "another `init` is creating a repository at {} at the same time (key file(s) {} \
+                 and no config yet): this one gave way; run `init` again once that one has \
+                 finished, or, if none is running (an `init` was interrupted), remove those \
+                 key files from keys/ first",
+                backend.location(),
+                shown.join(", ")
+            ));
+        }
         if backend.exists()? {
             return give_way(format!(
                 "there is already a repository at {} (another `init` finished first)",
@@ -109,13 +125,6 @@ impl Repository {
         }
         let encoded = config.encode(&key);
         backend.write(FileKind::Config, "", &encoded)?;
-        if *backend.read(FileKind::Config, "")? != encoded[..] {
-            return give_way(format!(
-                "another `init` wrote the config at {} at the same time; \
-                 that repository stands and this one was not created",
-                backend.location()
-            ));
-        }
         Ok(Repository {
             backend,
             key,
