@@ -71,6 +71,35 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Sums a duration written as numbers with unit letters (`1h30m`, `2w3d`),
+/// in seconds; `unit` gives each letter's seconds. `Err(Some(c))` names an
+/// unknown unit; `Err(None)` is any other mistake: no number, a number
+/// without its unit, or a sum that overflows.
+pub fn sum_units(
+    s: &str,
+    unit: impl Fn(char) -> Option<u64>,
+) -> std::result::Result<u64, Option<char>> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| None)?;
+        num.clear();
+        let secs = unit(c).ok_or(Some(c))?;
+        total = n
+            .checked_mul(secs)
+            .and_then(|v| total.checked_add(v))
+            .ok_or(None)?;
+    }
+    if !num.is_empty() || s.trim().is_empty() {
+        return Err(None);
+    }
+    Ok(total)
+}
+
 /// Formats a byte count with binary units.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

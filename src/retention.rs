@@ -89,28 +89,16 @@ pub fn parse_within(s: &str) -> Result<u64> {
              (units: y = 365 days, m = 30-day month, w = week, d = day, h = hour)"
         ))
     };
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        let unit = match c {
-            'y' => 365 * 86400,
-            'm' => 30 * 86400,
-            'w' => 7 * 86400,
-            'd' => 86400,
-            'h' => 3600,
-            _ => return Err(bad()),
-        };
-        total = total
-            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
-            .ok_or_else(bad)?;
-    }
-    if !num.is_empty() || total == 0 {
+    let total = crate::sum_units(s, |c| match c {
+        'y' => Some(365 * 86400),
+        'm' => Some(30 * 86400),
+        'w' => Some(7 * 86400),
+        'd' => Some(86400),
+        'h' => Some(3600),
+        _ => None,
+    })
+    .map_err(|_| bad())?;
+    if total == 0 {
         return Err(bad());
     }
     Ok(total)

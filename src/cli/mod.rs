@@ -119,40 +119,20 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
     let bad =
         || format!("{s:?} is not a duration like 30s, 10m or 1h30m (units: s, m = minutes, h, d)");
-    if t.is_empty() {
-        return Err(bad());
-    }
     if t.bytes().all(|b| b.is_ascii_digit()) {
         return t.parse().map(Duration::from_secs).map_err(|_| bad());
     }
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => {
-                return Err(format!(
-                    "{s:?}: unknown unit {c:?} (use s, m = minutes, h or d)"
-                ))
-            }
-        };
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if !num.is_empty() {
-        return Err(bad());
-    }
+    let total = crate::sum_units(t, |c| match c {
+        's' => Some(1),
+        'm' => Some(60),
+        'h' => Some(3600),
+        'd' => Some(86400),
+        _ => None,
+    })
+    .map_err(|e| match e {
+        Some(c) => format!("{s:?}: unknown unit {c:?} (use s, m = minutes, h or d)"),
+        None => bad(),
+    })?;
     Ok(Duration::from_secs(total))
 }
 
