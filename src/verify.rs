@@ -493,7 +493,12 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
             }
             match password {
                 None => keys::info(&bytes).map(|_| None),
-                Some(pw) => keys::decode(&bytes, pw).map(|k| Some(k.map(|k| k.to_bytes()))),
+                // The file that opened the repository, unchanged (its name
+                // is its hash): no second key derivation.
+                Some(_) if name == repo.key_file() => Ok(Some(Some(master.clone()))),
+                Some(pw) => {
+                    keys::decode(&bytes, pw).map(|k| Some(k.map(|k| Zeroizing::new(k.to_bytes()))))
+                }
             }
         });
         let status = match checked {
@@ -507,7 +512,7 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
                 opens: Some(false),
                 problem: None,
             },
-            Ok(Some(Some(raw))) if Zeroizing::new(raw) == master => KeyStatus {
+            Ok(Some(Some(raw))) if raw == master => KeyStatus {
                 id: name,
                 opens: Some(true),
                 problem: None,

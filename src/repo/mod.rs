@@ -52,6 +52,8 @@ impl Default for InitOptions {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     key: MasterKey,
+    /// The name of the key file the master key came from.
+    key_file: String,
     config: Config,
     index: OnceLock<IndexSet>,
     cache: Option<Arc<Cache>>,
@@ -128,6 +130,7 @@ impl Repository {
         Ok(Repository {
             backend,
             key,
+            key_file: key_name,
             config,
             index: OnceLock::new(),
             cache: None,
@@ -155,14 +158,14 @@ impl Repository {
             let bytes = backend.read(FileKind::Key, name)?;
             match keys::decode(&bytes, password) {
                 Ok(Some(key)) => {
-                    found = Some(key);
+                    found = Some((key, name.clone()));
                     break;
                 }
                 Ok(None) => {}
                 Err(e) => damaged.push(format!("key {}: {e}", &name[..8])),
             }
         }
-        let Some(key) = found else {
+        let Some((key, key_file)) = found else {
             if damaged.len() == names.len() {
                 return Err(Error::corrupt(
                     format!("repository {}", backend.location()),
@@ -176,6 +179,7 @@ impl Repository {
         Ok(Repository {
             backend,
             key,
+            key_file,
             config,
             index: OnceLock::new(),
             cache: None,
@@ -290,6 +294,11 @@ impl Repository {
     /// The master key.
     pub fn key(&self) -> &MasterKey {
         &self.key
+    }
+
+    /// The name of the key file in `keys/` that gave the master key.
+    pub fn key_file(&self) -> &str {
+        &self.key_file
     }
 
     /// The config.
