@@ -6,11 +6,10 @@
 mod common;
 mod support_maint;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::*;
-use serde_json::Value;
 use support_maint::*;
 
 /// `cairn ARGS` in UTC, so day buckets do not depend on the machine.
@@ -27,36 +26,6 @@ fn backup_at(repo: &Repo, src: &Path, time: &str, extra: &[&str]) -> String {
     args.extend_from_slice(extra);
     let v = repo.backup(&[src], &args);
     v["id"].as_str().unwrap().to_string()
-}
-
-/// A dry run's decisions: group → [(id, keep, reasons)], newest first.
-type Plan = BTreeMap<String, Vec<(String, bool, Vec<String>)>>;
-
-fn plan(v: &Value) -> Plan {
-    v.as_array()
-        .expect("an array of groups")
-        .iter()
-        .map(|g| {
-            let snaps = g["snapshots"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    (
-                        d["id"].as_str().unwrap().to_string(),
-                        d["keep"].as_bool().unwrap(),
-                        d["reasons"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|r| r.as_str().unwrap().to_string())
-                            .collect(),
-                    )
-                })
-                .collect();
-            (g["group"].as_str().unwrap().to_string(), snaps)
-        })
-        .collect()
 }
 
 #[track_caller]

@@ -287,25 +287,9 @@ fn deleted_index_is_reported_and_repair_index_fixes_it() {
 /// `forget --json` output: the decisions of the only group, newest first,
 /// as (id, keep, reasons).
 fn decisions(v: &Value) -> Vec<(String, bool, Vec<String>)> {
-    let groups = v.as_array().expect("groups");
+    let groups = plan(v);
     assert_eq!(groups.len(), 1, "{v}");
-    groups[0]["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["id"].as_str().unwrap().to_string(),
-                d["keep"].as_bool().unwrap(),
-                d["reasons"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.as_str().unwrap().to_string())
-                    .collect(),
-            )
-        })
-        .collect()
+    groups.into_values().next().unwrap()
 }
 
 fn strings(v: &[&str]) -> Vec<String> {

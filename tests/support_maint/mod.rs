@@ -243,3 +243,35 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 pub fn packs_size(repo: &Repo) -> u64 {
     dir_size(&repo.path.join("packs"))
 }
+
+// ------------------------------------------------------------- retention
+
+/// A dry run's decisions: group → [(id, keep, reasons)], newest first.
+pub type Plan = BTreeMap<String, Vec<(String, bool, Vec<String>)>>;
+
+pub fn plan(v: &Value) -> Plan {
+    v.as_array()
+        .expect("an array of groups")
+        .iter()
+        .map(|g| {
+            let snaps = g["snapshots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    (
+                        d["id"].as_str().unwrap().to_string(),
+                        d["keep"].as_bool().unwrap(),
+                        d["reasons"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|r| r.as_str().unwrap().to_string())
+                            .collect(),
+                    )
+                })
+                .collect();
+            (g["group"].as_str().unwrap().to_string(), snaps)
+        })
+        .collect()
+}
