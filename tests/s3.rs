@@ -389,23 +389,17 @@ fn concurrent_backups_share_the_repository() {
     for (src, name) in [(&a, "ra"), (&b, "rb")] {
         let target = repo.scratch.path().join(name);
         let path = src.to_string_lossy().into_owned();
-        let mut c = repo.cmd(&["restore", "latest", "--path", &path, "--target"]);
+        let id = snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["paths"][0].as_str() == Some(path.as_str()))
+            .and_then(|s| s["id"].as_str())
+            .unwrap()
+            .to_string();
+        let mut c = repo.cmd(&["restore", &id, "--target"]);
         c.arg(&target);
-        let out = run(&mut c, None);
-        if out.code != 0 {
-            // Older restore syntax: pick the snapshot by its paths instead.
-            let id = snaps
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["paths"][0].as_str() == Some(path.as_str()))
-                .and_then(|s| s["id"].as_str())
-                .unwrap()
-                .to_string();
-            let mut c = repo.cmd(&["restore", &id, "--target"]);
-            c.arg(&target);
-            run(&mut c, None).success();
-        }
+        run(&mut c, None).success();
         assert_same_contents(src, &restored(&target, src));
     }
 }
