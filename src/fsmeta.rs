@@ -135,10 +135,7 @@ fn cpath(path: &Path) -> io::Result<CString> {
 
 /// Sets atime and mtime to `mtime_ns` without following symlinks.
 pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
-    let ts = libc::timespec {
-        tv_sec: mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as libc::c_long,
-    };
+    let ts = timespec(mtime_ns);
     let c = cpath(path)?;
     // SAFETY: c is a valid C string and the array holds two timespecs.
     let r = unsafe {
@@ -153,6 +150,27 @@ pub fn set_mtime(path: &Path, mtime_ns: i64) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets atime and mtime of an open file to `mtime_ns`.
+pub fn set_mtime_fd(file: &std::fs::File, mtime_ns: i64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ts = timespec(mtime_ns);
+    // SAFETY: the descriptor is open for the borrow of `file`, and the
+    // array holds two timespecs.
+    let r = unsafe { libc::futimens(file.as_raw_fd(), [ts, ts].as_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn timespec(ns: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
     }
 }
 

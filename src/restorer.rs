@@ -677,11 +677,12 @@ impl Executor<'_> {
     /// place (or leaves failure handling to the caller).
     fn finish_task(&self, task: &FileTask) {
         let file = task.file.lock().ok().and_then(|mut f| f.take());
-        drop(file);
         if task.failed() {
             return;
         }
-        self.apply_meta(&task.tmp, &task.node, None);
+        // Through the open file when there is one: no path walks.
+        self.apply_meta(&task.tmp, &task.node, file.as_ref());
+        drop(file);
         match fs::rename(&task.tmp, &task.dest) {
             Ok(()) => task.done.store(true, Ordering::Relaxed),
             Err(e) => task.fail(format!("cannot rename into place: {e}")),
@@ -878,23 +879,42 @@ impl Executor<'_> {
     }
 
     /// Sets ownership (as root), mode, xattrs and mtime; failures warn.
-    fn apply_meta(&self, path: &Path, node: &Node, _file: Option<&fs::File>) {
+    /// With `file` (open on `path`, which is then a regular file) the
+    /// calls go through it rather than through the path.
+    fn apply_meta(&self, path: &Path, node: &Node, file: Option<&fs::File>) {
         let symlink = matches!(node.kind, NodeKind::Symlink { .. });
         if self.root {
-            if let Err(e) = fsmeta::set_owner(path, node.uid, node.gid) {
+            let r = match file {
+                Some(f) => std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)),
+                None => fsmeta::set_owner(path, node.uid, node.gid),
+            };
+            if let Err(e) = r {
                 self.fail(path, format!("cannot set owner: {e}"));
             }
         }
         if !symlink {
-            if let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode)) {
+            let mode = fs::Permissions::from_mode(node.mode);
+            let r = match file {
+                Some(f) => f.set_permissions(mode),
+                None => fs::set_permissions(path, mode),
+            };
+            if let Err(e) = r {
                 self.fail(path, format!("cannot set mode: {e}"));
             }
         }
         for x in &node.xattrs {
             // Best effort: the target filesystem may not support them.
-            let _ = xattr::set(path, OsStr::from_bytes(&x.name.0), &x.value.0);
+            let name = OsStr::from_bytes(&x.name.0);
+            let _ = match file {
+                Some(f) => xattr::FileExt::set_xattr(f, name, &x.value.0),
+                None => xattr::set(path, name, &x.value.0),
+            };
         }
-        if let Err(e) = fsmeta::set_mtime(path, node.mtime_ns) {
+        let r = match file {
+            Some(f) => fsmeta::set_mtime_fd(f, node.mtime_ns),
+            None => fsmeta::set_mtime(path, node.mtime_ns),
+        };
+        if let Err(e) = r {
             self.fail(path, format!("cannot set mtime: {e}"));
         }
     }
