@@ -202,7 +202,7 @@ pub fn restore(
         dry_run: opts.dry_run,
         warn,
         errors: AtomicU64::new(0),
-        skipped_dirs: Mutex::new(Vec::new()),
+        skipped_dirs: Mutex::new(HashSet::new()),
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
@@ -299,7 +299,9 @@ struct Executor<'a> {
     dry_run: bool,
     warn: &'a (dyn Fn(&str) + Sync),
     errors: AtomicU64,
-    skipped_dirs: Mutex<Vec<PathBuf>>,
+    /// Directories not restored (skipped or failed): nothing beneath them
+    /// is written.
+    skipped_dirs: Mutex<HashSet<PathBuf>>,
     /// In a dry run: directories the restore would create or replace.
     fresh_dirs: Mutex<HashSet<PathBuf>>,
     /// Ids of all-zero blobs by length (see `may_have_holes`).
@@ -324,7 +326,7 @@ impl Executor<'_> {
     fn under_skipped(&self, rel: &Path) -> bool {
         self.skipped_dirs
             .lock()
-            .map(|s| s.iter().any(|d| rel.starts_with(d)))
+            .map(|s| !s.is_empty() && rel.ancestors().any(|a| s.contains(a)))
             .unwrap_or(false)
     }
 
@@ -367,13 +369,13 @@ impl Executor<'_> {
                 Ok(false) => {
                     stats.skipped += 1;
                     if let Ok(mut s) = self.skipped_dirs.lock() {
-                        s.push(d.rel.clone());
+                        s.insert(d.rel.clone());
                     }
                 }
                 Err(e) => {
                     self.fail(&self.target.join(&d.rel), e);
                     if let Ok(mut s) = self.skipped_dirs.lock() {
-                        s.push(d.rel.clone());
+                        s.insert(d.rel.clone());
                     }
                 }
             }
