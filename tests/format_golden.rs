@@ -404,19 +404,24 @@ fn pack_file_and_blobs() {
     let bytes = &pack.bytes;
 
     let off_b = 12 + sealed_a.len() as u32;
-    let pack_header = Enc::default()
-        .u32(1)
-        .u32(0) // Data
-        .u64(2)
-        .raw(&id_a.0)
-        .u32(12)
-        .u32(sealed_a.len() as u32)
-        .u32(a.len() as u32)
-        .raw(&id_b.0)
-        .u32(off_b)
-        .u32(sealed_b.len() as u32)
-        .u32(b.len() as u32)
-        .done();
+    // version, kind (0 data, 1 tree), count, then (id, offset, length,
+    // raw length) per blob.
+    let header_of = |kind: u32| {
+        Enc::default()
+            .u32(1)
+            .u32(kind)
+            .u64(2)
+            .raw(&id_a.0)
+            .u32(12)
+            .u32(sealed_a.len() as u32)
+            .u32(a.len() as u32)
+            .raw(&id_b.0)
+            .u32(off_b)
+            .u32(sealed_b.len() as u32)
+            .u32(b.len() as u32)
+            .done()
+    };
+    let pack_header = header_of(0);
     // "CAIRNPAK" || version || blobs || sealed header || u32 len || "CAIRNHDR"
     let n = bytes.len();
     assert_eq!(&bytes[..12], &header[..]);
@@ -433,19 +438,7 @@ fn pack_file_and_blobs() {
     assert_eq!(pack.id, PackId(*blake3::hash(bytes).as_bytes()));
 
     // A hand-made tree pack decodes, and its blobs open.
-    let made_header = Enc::default()
-        .u32(1)
-        .u32(1) // Tree
-        .u64(2)
-        .raw(&id_a.0)
-        .u32(12)
-        .u32(sealed_a.len() as u32)
-        .u32(a.len() as u32)
-        .raw(&id_b.0)
-        .u32(off_b)
-        .u32(sealed_b.len() as u32)
-        .u32(b.len() as u32)
-        .done();
+    let made_header = header_of(1);
     let sealed_header = seal(&menc(), [8; 24], &made_header, &header);
     let made = [
         &header[..],

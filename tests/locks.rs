@@ -396,13 +396,7 @@ fn a_long_running_lock_is_refreshed() {
     let out = backup.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(lock_files(&repo).is_empty());
-    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let target = repo.scratch("restore");
-    repo.restore(&id, &target, &[]);
-    assert!(fs::read(target.join("x")).unwrap() == data);
+    assert_stdin_snapshot_restores(&repo, &out.stdout, &data);
 }
 
 #[test]
@@ -423,13 +417,7 @@ fn a_backup_paused_for_16_minutes_confirms_its_lock_and_goes_on() {
     drop(stdin);
     let out = backup.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let target = repo.scratch("restore");
-    repo.restore(&id, &target, &[]);
-    assert!(fs::read(target.join("x")).unwrap() == data);
+    assert_stdin_snapshot_restores(&repo, &out.stdout, &data);
 }
 
 #[test]
@@ -522,4 +510,17 @@ fn unlock_force_against_a_live_backup_makes_it_fail_without_publishing() {
     repo.run(&["gc"]).success();
     assert_no_garbage(&repo);
     assert_restores(&repo, &s0);
+}
+
+/// The snapshot a `backup --json --stdin-filename x` printed restores `x`
+/// as `data`.
+#[track_caller]
+fn assert_stdin_snapshot_restores(repo: &Repo, stdout: &[u8], data: &[u8]) {
+    let id = serde_json::from_slice::<Value>(stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = repo.scratch("restore");
+    repo.restore(&id, &target, &[]);
+    assert!(fs::read(target.join("x")).unwrap() == data);
 }
