@@ -12,7 +12,7 @@
 //! | 3    | backup finished, but some files could not be read |
 //! | 10   | repository missing                              |
 //! | 11   | repository locked                               |
-//! | 12   | wrong password                                  |
+//! | 12   | wrong password, or a key file of another repository |
 
 use std::fmt;
 use std::io;
@@ -26,7 +26,8 @@ pub const EXIT_PARTIAL: u8 = 3;
 pub const EXIT_REPO_MISSING: u8 = 10;
 /// Exit code: the repository is locked by another process.
 pub const EXIT_LOCKED: u8 = 11;
-/// Exit code: no key of the repository opens with the given password.
+/// Exit code: no key of the repository opens with the given password, or
+/// an exported key file belongs to another repository.
 pub const EXIT_WRONG_PASSWORD: u8 = 12;
 
 /// Everything that can go wrong in cairn.
@@ -47,6 +48,9 @@ pub enum Error {
     /// No key file opened with the password.
     #[error("wrong password: no key in {0} opens with it")]
     WrongPassword(String),
+    /// An exported key file does not open the repository.
+    #[error("wrong key file: {0}")]
+    WrongKey(String),
     /// Stored bytes failed to decode or authenticate.
     #[error("{what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
@@ -87,7 +91,7 @@ impl Error {
         match self {
             Error::RepoMissing(_) => EXIT_REPO_MISSING,
             Error::Locked(_) => EXIT_LOCKED,
-            Error::WrongPassword(_) => EXIT_WRONG_PASSWORD,
+            Error::WrongPassword(_) | Error::WrongKey(_) => EXIT_WRONG_PASSWORD,
             _ => EXIT_ERROR,
         }
     }

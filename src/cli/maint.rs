@@ -39,6 +39,7 @@ pub struct VerifyArgs {
 
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
     let (repo, password) = ctx.open_uncached_with_password()?;
+    let opened_with_password = password.is_some();
     let read_data = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => Some(Subset::parse(s)?),
         (None, true) => Some(Subset::All),
@@ -54,7 +55,7 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
     let report = verify::verify(
         &repo,
         &VerifyOptions {
-            password: Some(password),
+            password,
             read_data,
             day: (crate::now_ns() / 86_400_000_000_000).max(0) as u64,
             workers: ctx.workers(&repo),
@@ -81,10 +82,17 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
                 d.reason
             );
         }
+        let opened = if opened_with_password {
+            format!(
+                "{} open with this password",
+                report.keys.iter().filter(|k| k.opens == Some(true)).count()
+            )
+        } else {
+            "opened with a key file: passwords not tried".to_string()
+        };
         println!(
-            "checked {} key files ({} open with this password), {} snapshots, {} trees, {} index tables, {} packs{}: {}",
+            "checked {} key files ({opened}), {} snapshots, {} trees, {} index tables, {} packs{}: {}",
             report.keys.len(),
-            report.keys.iter().filter(|k| k.opens == Some(true)).count(),
             report.snapshots,
             report.trees,
             report.index_tables,

@@ -4,6 +4,7 @@
 
 mod backup;
 mod init;
+mod key;
 mod maint;
 mod restore;
 mod show;
@@ -45,6 +46,10 @@ pub struct GlobalArgs {
     /// File holding the repository password (first line).
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
+    /// Open the repository with a key file written by `cairn key export`
+    /// instead of a password (no password is asked for or derived).
+    #[arg(long, env = "CAIRN_KEY_FILE", global = true, value_name = "FILE")]
+    key_file: Option<PathBuf>,
     /// How long to wait for a conflicting lock: numbers with units s, m
     /// (minutes), h, d, e.g. 30s, 10m, 1h30m; a bare number is seconds.
     #[arg(long, global = true, default_value = "0s", value_name = "DURATION",
@@ -109,6 +114,9 @@ enum Command {
     Repair(maint::RepairArgs),
     /// Remove stale locks.
     Unlock(init::UnlockArgs),
+    /// Export the master key to a file, for opening without a password.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
 }
 
 /// Parses a `--lock-wait` duration: numbers with units `s` (seconds), `m`
@@ -293,15 +301,21 @@ impl Context {
     }
 
     /// [`Context::open_uncached`], also returning the password (asked for
-    /// once), for `verify` to try on every key file.
-    fn open_uncached_with_password(&self) -> Result<(Repository, Zeroizing<Vec<u8>>)> {
+    /// once), for `verify` to try on every key file; no password when
+    /// `--key-file` opened the repository.
+    fn open_uncached_with_password(&self) -> Result<(Repository, Option<Zeroizing<Vec<u8>>>)> {
         let backend = self.backend()?;
         if !backend.exists()? {
             return Err(Error::RepoMissing(backend.location()));
         }
+        if let Some(f) = &self.global.key_file {
+            let what = format!("key file {}", f.display());
+            let exported = key::read_exported(f, &what)?;
+            return Ok((Repository::open_exported(backend, exported, &what)?, None));
+        }
         let pw = self.password(false)?;
         let repo = Repository::open(backend, &pw)?;
-        Ok((repo, pw))
+        Ok((repo, Some(pw)))
     }
 }
 
@@ -346,6 +360,7 @@ pub fn main() -> ExitCode {
         Command::Gc(a) => maint::run_gc(&ctx, a),
         Command::Repair(a) => maint::run_repair(&ctx, a),
         Command::Unlock(a) => init::run_unlock(&ctx, a),
+        Command::Key(c) => key::run(&ctx, c),
     };
     match result {
         Ok(code) => ExitCode::from(code),

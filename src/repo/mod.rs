@@ -4,6 +4,7 @@
 //! config. Operations live in their own modules and take `&Repository`.
 
 pub mod config;
+pub mod export;
 pub mod keys;
 pub mod lock;
 
@@ -187,6 +188,48 @@ impl Repository {
         })
     }
 
+    /// Opens the repository with an exported master key (see
+    /// [`export`]) instead of a password: no key derivation. `what`
+    /// names the key's file in errors. A key exported from another
+    /// repository, or one the config does not authenticate with, is
+    /// [`Error::WrongKey`].
+    pub fn open_exported(
+        backend: Arc<dyn Backend>,
+        exported: export::ExportedKey,
+        what: &str,
+    ) -> Result<Repository> {
+        if !backend.exists()? {
+            return Err(Error::RepoMissing(backend.location()));
+        }
+        let bytes = backend.read(FileKind::Config, "")?;
+        let repo_id = Config::peek_repo_id(&bytes)?;
+        if repo_id != exported.repo_id {
+            return Err(Error::WrongKey(format!(
+                "{what} holds the key of repository {}, not of the repository at {} ({})",
+                &hex::encode(exported.repo_id)[..8],
+                backend.location(),
+                &hex::encode(repo_id)[..8],
+            )));
+        }
+        let config = Config::decode(&bytes, &exported.key).map_err(|_| {
+            Error::WrongKey(format!(
+                "{what} names repository {} but its key does not open the config at {} \
+                 (if the password still opens it, the config is damaged: run `cairn verify`)",
+                &hex::encode(repo_id)[..8],
+                backend.location(),
+            ))
+        })?;
+        Ok(Repository {
+            backend,
+            key: exported.key,
+            key_file: String::new(),
+            config,
+            index: OnceLock::new(),
+            cache: None,
+            notes: Vec::new(),
+        })
+    }
+
     /// Reads index tables, snapshots and tree packs through a local cache
     /// under `root` (see [`crate::backend::cache`]). Call before the first
     /// operation.
@@ -296,7 +339,8 @@ impl Repository {
         &self.key
     }
 
-    /// The name of the key file in `keys/` that gave the master key.
+    /// The name of the key file in `keys/` that gave the master key;
+    /// empty when an exported key opened the repository.
     pub fn key_file(&self) -> &str {
         &self.key_file
     }

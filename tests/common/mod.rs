@@ -51,6 +51,7 @@ pub fn cairn() -> Command {
         "CAIRN_REPO",
         "CAIRN_PASSWORD",
         "CAIRN_PASSWORD_FILE",
+        "CAIRN_KEY_FILE",
         "CAIRN_CRASH_AT",
     ] {
         c.env_remove(var);

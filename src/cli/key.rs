@@ -1,0 +1,87 @@
+//! `cairn key`: exported keys (see [`crate::repo::export`]).
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use zeroize::Zeroizing;
+
+use super::Context;
+use crate::error::{Error, Result};
+use crate::repo::export::{self, ExportedKey};
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Write the repository's master key to FILE (created, mode 600), so
+    /// that `--key-file FILE` (or CAIRN_KEY_FILE) opens the repository
+    /// without a password and without the cost of deriving a key. Anyone
+    /// who can read FILE can read and change every snapshot: keep it like
+    /// the password. The password keeps working.
+    Export {
+        /// The file to create; an existing file is never overwritten.
+        file: PathBuf,
+    },
+}
+
+pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
+    match cmd {
+        KeyCommand::Export { file } => {
+            let repo = ctx.open_uncached()?;
+            let bytes = export::encode(&repo.config().repo_id, repo.key());
+            write_new_private(&file, &bytes)?;
+            println!(
+                "exported the master key of repository {} to {}\n\
+                 open it with --key-file {} (or CAIRN_KEY_FILE); anyone who can read that file \
+                 can read and change every snapshot",
+                &hex::encode(repo.config().repo_id)[..8],
+                file.display(),
+                file.display()
+            );
+            Ok(0)
+        }
+    }
+}
+
+/// Creates `path` readable by its owner only and writes `bytes` durably;
+/// removes the file again if anything fails.
+fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Invalid(format!(
+                    "{} exists already: choose another name (an existing file is never overwritten)",
+                    path.display()
+                ))
+            } else {
+                Error::path("create key file", path, e)
+            }
+        })?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(Error::path("write key file", path, e));
+    }
+    Ok(())
+}
+
+/// Reads an exported key file, refusing one that others than its owner
+/// can read or write (as ssh refuses such private keys).
+pub(super) fn read_exported(path: &Path, what: &str) -> Result<ExportedKey> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::path("open key file", path, e))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Error::Invalid(format!(
+            "{what} is open to other users (mode {mode:o}): run `chmod 600 {}`",
+            path.display()
+        )));
+    }
+    let bytes =
+        Zeroizing::new(std::fs::read(path).map_err(|e| Error::path("read key file", path, e))?);
+    export::decode(&bytes, what)
+}

@@ -1,0 +1,147 @@
+//! `cairn key export` and `--key-file`: opening a repository with its
+//! exported master key instead of a password.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// `cairn -r REPO ARGS` opened with `key` and no password anywhere.
+fn with_key(repo: &Repo, key: &Path, args: &[&str]) -> Command {
+    let mut c = cairn();
+    c.arg("-r").arg(&repo.path).args(args);
+    c.env("CAIRN_KEY_FILE", key);
+    c
+}
+
+fn export(repo: &Repo, name: &str) -> std::path::PathBuf {
+    let key = repo.scratch(name);
+    let out = repo
+        .run(&["key", "export", key.to_str().unwrap()])
+        .success();
+    assert!(out.stdout.contains("--key-file"), "{out}");
+    key
+}
+
+#[test]
+fn an_exported_key_backs_up_restores_and_verifies_without_a_password() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("big"), 1, 3 << 20);
+    write(&src.join("dir/small"), "small file");
+    let key = export(&repo, "repo.key");
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 140);
+
+    let out = run(with_key(&repo, &key, &["backup", "--json"]).arg(&src), None).success();
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    // The password opens the same repository and sees the snapshot.
+    assert_eq!(ids(&repo.snapshots()), vec![id.clone()]);
+
+    let target = repo.scratch("target");
+    let mut c = with_key(&repo, &key, &["restore", &id, "--target"]);
+    run(c.arg(&target), None).success();
+    assert_same_tree(&src, &restored(&target, &src));
+
+    let out = run(&mut with_key(&repo, &key, &["verify", "--read-data"]), None).success();
+    assert!(out.stdout.contains("opened with a key file"), "{out}");
+    assert!(out.stdout.contains("no errors"), "{out}");
+
+    // The global flag works as well as the environment variable.
+    let mut c = cairn();
+    c.arg("-r")
+        .arg(&repo.path)
+        .arg("--key-file")
+        .arg(&key)
+        .arg("snapshots");
+    let out = run(&mut c, None).success();
+    assert!(out.stdout.contains(&id[..8]), "{out}");
+}
+
+#[test]
+fn a_key_of_another_repository_is_refused_with_exit_12() {
+    let a = Repo::new();
+    let b = Repo::new();
+    let key = export(&a, "a.key");
+    let src = b.scratch("src");
+    write(&src.join("f"), "data");
+    let out = run(with_key(&b, &key, &["backup"]).arg(&src), None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(out.stderr.contains("wrong key file"), "{out}");
+    assert!(out.stderr.contains("holds the key of repository"), "{out}");
+    assert!(b.snapshots().is_empty(), "nothing was written");
+}
+
+#[test]
+fn damaged_or_exposed_key_files_are_refused_by_name() {
+    let repo = Repo::new();
+    let key = export(&repo, "repo.key");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&mut with_key(&repo, &key, &["snapshots"]), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("open to other users (mode 644)"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("chmod 600"), "{out}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let mut bytes = std::fs::read(&key).unwrap();
+    bytes[50] ^= 0x40;
+    std::fs::write(&key, &bytes).unwrap();
+    let out = run(&mut with_key(&repo, &key, &["snapshots"]), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("repo.key is corrupt: checksum mismatch"),
+        "{out}"
+    );
+
+    std::fs::write(&key, &bytes[..100]).unwrap();
+    let out = run(&mut with_key(&repo, &key, &["snapshots"]), None);
+    assert!(out.stderr.contains("is 100 bytes, expected 140"), "{out}");
+
+    let missing = repo.dir.path().join("nowhere.key");
+    let out = run(&mut with_key(&repo, &missing, &["snapshots"]), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("nowhere.key"), "{out}");
+}
+
+#[test]
+fn export_never_overwrites_a_file() {
+    let repo = Repo::new();
+    let path = repo.scratch("existing");
+    write(&path, "precious");
+    let out = repo.run(&["key", "export", path.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("exists already"), "{out}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+
+    // And a wrong password exports nothing.
+    let fresh = repo.scratch("fresh.key");
+    let mut c = repo.cmd(&["key", "export", fresh.to_str().unwrap()]);
+    c.env("CAIRN_PASSWORD", "not it");
+    assert_eq!(run(&mut c, None).code, 12);
+    assert!(!fresh.exists());
+}
+
+#[test]
+fn a_well_formed_file_with_the_wrong_key_does_not_open() {
+    let repo = Repo::new();
+    let key = export(&repo, "repo.key");
+    let bytes = std::fs::read(&key).unwrap();
+    let repo_id: [u8; 32] = bytes[12..44].try_into().unwrap();
+    let forged = cairn::repo::export::encode(&repo_id, &cairn::crypto::MasterKey::generate());
+    std::fs::write(&key, &forged[..]).unwrap();
+    let out = run(&mut with_key(&repo, &key, &["snapshots"]), None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(
+        out.stderr.contains("its key does not open the config"),
+        "{out}"
+    );
+}
