@@ -111,8 +111,16 @@ check_restore() { # check_restore RUN TOOL TARGET
 # --- per-tool steps: each defines tool_init, tool_backup N, tool_restore DIR,
 # tool_check, tool_forget; the repository is $repo, the source $src.
 
-cairn_env() { export CAIRN_PASSWORD=$PASSWORD; }
-cairn_init() { "$CAIRN" -r "$repo" init; }
+# cairn's steps after init open the repository with an exported key (as a
+# nightly job would, and as bupstash always does); cairn_backup_password
+# measures one no-change backup opened with the password instead.
+cairn_env() { export CAIRN_PASSWORD=$PASSWORD CAIRN_KEY_FILE=$BENCH_DIR/work/cairn.key; }
+cairn_init() {
+  rm -f "$CAIRN_KEY_FILE"
+  env -u CAIRN_KEY_FILE "$CAIRN" -r "$repo" init &&
+    env -u CAIRN_KEY_FILE "$CAIRN" -r "$repo" key export "$CAIRN_KEY_FILE"
+}
+cairn_backup_password() { env -u CAIRN_KEY_FILE "$CAIRN" -r "$repo" backup "$src"; }
 cairn_backup() { "$CAIRN" -r "$repo" backup "$src"; }
 cairn_restore() { "$CAIRN" -r "$repo" restore latest --target "$1"; }
 cairn_check() { "$CAIRN" -r "$repo" verify --read-data; }
@@ -162,7 +170,7 @@ bupstash_version() { bupstash version; }
 
 # GNU time runs each step in a fresh bash, which needs these.
 export CAIRN PASSWORD BORG_ENCRYPTION BENCH_DIR
-export -f cairn_env cairn_init cairn_backup cairn_restore cairn_check cairn_forget \
+export -f cairn_env cairn_init cairn_backup cairn_backup_password cairn_restore cairn_check cairn_forget \
   restic_init restic_backup restic_restore restic_check restic_forget \
   rustic_init rustic_backup rustic_restore rustic_check rustic_forget \
   borg_init borg_backup borg_restore borg_check borg_forget \
@@ -195,6 +203,12 @@ run_tool() { # run_tool RUN TOOL
   warm "$src"
   measure "$run" "$tool" mutated_backup "${tool}_backup" 3 || return 0
   record "$run" "$tool" repo_bytes_3snap "$(du -sb "$repo" | cut -f1)"
+  if [[ $tool == cairn ]]; then
+    # A fourth snapshot, of unchanged files: restore and forget then work
+    # on the same data as for the other tools.
+    warm "$src"
+    measure "$run" "$tool" nochange_backup_password cairn_backup_password || return 0
+  fi
   warm "$repo"
   measure "$run" "$tool" restore "${tool}_restore" "$w/$tool/restore" && check_restore "$run" "$tool" "$w/$tool/restore"
   rm -rf "$w/$tool/restore"
