@@ -260,9 +260,9 @@ fn packs(c: &mut Criterion) {
                 for c in d.chunks(1 << 20) {
                     let id = k.blob_id(c);
                     pack::seal_blob(&k, c, LEVEL, &mut scratch, &mut sealed);
-                    w.add_sealed(id, &sealed, c.len() as u32);
+                    w.add_sealed(id, &sealed, c.len() as u32).unwrap();
                 }
-                w.finish(&k).bytes.len()
+                w.finish(&k).unwrap().bytes.len()
             })
         });
     }

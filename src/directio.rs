@@ -87,3 +87,126 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
     file.sync_all().map_err(|e| Error::path("fsync", path, e))?;
     Ok(true)
 }
+
+/// A new file written front to back, with direct IO where the filesystem
+/// allows it, through a page-aligned staging buffer of its own (1 MiB):
+/// how a pack is streamed to disk as its blobs are sealed, so no pack is
+/// ever held whole in memory. [`AppendFile::finish`] writes the tail,
+/// trims the padding and fsyncs.
+pub struct AppendFile {
+    path: std::path::PathBuf,
+    file: fs::File,
+    /// The staging buffer; `None` once writes are buffered.
+    stage: Option<memmap2::MmapMut>,
+    staged: usize,
+    len: u64,
+}
+
+impl AppendFile {
+    /// Creates `path`, which must not exist.
+    pub fn create(path: &Path) -> Result<AppendFile> {
+        let create = |flags| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let (file, direct) = match enabled().then(|| create(libc::O_DIRECT)) {
+            Some(Ok(f)) => (f, true),
+            Some(Err(e)) if e.raw_os_error() != Some(libc::EINVAL) => {
+                return Err(Error::path("create", path, e))
+            }
+            _ => (
+                create(0).map_err(|e| Error::path("create", path, e))?,
+                false,
+            ),
+        };
+        let stage = if direct {
+            Some(memmap2::MmapMut::map_anon(BOUNCE).map_err(|e| Error::io("map a buffer", e))?)
+        } else {
+            None
+        };
+        Ok(AppendFile {
+            path: path.to_path_buf(),
+            file,
+            stage,
+            staged: 0,
+            len: 0,
+        })
+    }
+
+    /// Bytes appended so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True before anything was appended.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `bytes`.
+    pub fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
+        self.len += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let Some(stage) = self.stage.as_mut() else {
+                return self
+                    .file
+                    .write_all(bytes)
+                    .map_err(|e| Error::path("write", &self.path, e));
+            };
+            let n = bytes.len().min(BOUNCE - self.staged);
+            stage[self.staged..self.staged + n].copy_from_slice(&bytes[..n]);
+            self.staged += n;
+            bytes = &bytes[n..];
+            if self.staged == BOUNCE {
+                self.flush_stage(BOUNCE)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the first `padded` bytes of the stage (a multiple of
+    /// [`ALIGN`]) and empties it. A filesystem that accepted `O_DIRECT` at
+    /// open but refuses the first write gets the file rewritten buffered.
+    fn flush_stage(&mut self, padded: usize) -> Result<()> {
+        let stage = self.stage.as_ref().expect("direct mode");
+        match self.file.write_all(&stage[..padded]) {
+            Ok(()) => {
+                self.staged = 0;
+                Ok(())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.len <= BOUNCE as u64 => {
+                let staged = self.staged;
+                let stage = self.stage.take().expect("direct mode");
+                self.file = OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&self.path)
+                    .map_err(|e| Error::path("reopen", &self.path, e))?;
+                self.staged = 0;
+                self.file
+                    .write_all(&stage[..staged])
+                    .map_err(|e| Error::path("write", &self.path, e))
+            }
+            Err(e) => Err(Error::path("write", &self.path, e)),
+        }
+    }
+
+    /// Writes what is staged, trims the padding and fsyncs.
+    pub fn finish(mut self) -> Result<()> {
+        if self.stage.is_some() && self.staged > 0 {
+            let padded = self.staged.div_ceil(ALIGN) * ALIGN;
+            let stage = self.stage.as_mut().expect("direct mode");
+            stage[self.staged..padded].fill(0);
+            self.flush_stage(padded)?;
+            self.file
+                .set_len(self.len)
+                .map_err(|e| Error::path("truncate", &self.path, e))?;
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| Error::path("fsync", &self.path, e))
+    }
+}

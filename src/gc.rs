@@ -269,8 +269,8 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     }
     let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
     let flush = |w: PackWriter, builder: &mut IndexBuilder| -> Result<()> {
-        let pack = w.finish(key);
-        repo.store_pack(&pack)?;
+        let mut pack = w.finish(key)?;
+        repo.store_pack(&mut pack)?;
         crate::fault::point("gc-after-repack-write");
         builder.add_pack(pack.id, pack.header.kind, &pack.header.entries);
         Ok(())
@@ -297,7 +297,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
             // is never propagated silently.
             crate::pack::open_blob_with(key, &e.id, sealed, e.raw_length, &what, |_| ())?;
             let w = writers.entry(kind).or_insert_with(|| PackWriter::new(kind));
-            w.add_sealed(e.id, sealed, e.raw_length);
+            w.add_sealed(e.id, sealed, e.raw_length)?;
             if w.len() >= repo.config().pack_size as usize {
                 let full = std::mem::replace(w, PackWriter::new(kind));
                 flush(full, &mut builder)?;

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::PackSink;
 use crate::codec;
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
@@ -79,22 +80,33 @@ pub struct PackHeader {
     pub entries: Vec<PackEntry>,
 }
 
-/// Accumulates sealed blobs into one pack.
+/// Accumulates sealed blobs into one pack: in memory, or streamed to a
+/// [`PackSink`] so that no pack is ever held whole.
 pub struct PackWriter {
     kind: BlobKind,
-    buf: Vec<u8>,
+    out: Out,
+    len: usize,
     entries: Vec<PackEntry>,
     raw_bytes: u64,
+}
+
+enum Out {
+    Buffer(Vec<u8>),
+    /// The sink and the running hash of what went into it (the pack id).
+    Sink(Box<dyn PackSink>, Box<blake3::Hasher>),
 }
 
 /// A finished pack ready to store.
 pub struct FinishedPack {
     /// Name of the pack.
     pub id: PackId,
-    /// All bytes of the pack file.
+    /// All bytes of the pack file; empty for a streamed pack.
     pub bytes: Vec<u8>,
     /// The blobs it holds.
     pub header: PackHeader,
+    /// For a streamed pack: the sink holding its bytes, to be committed
+    /// under the pack's name.
+    pub sink: Option<Box<dyn PackSink>>,
 }
 
 impl PackWriter {
@@ -111,15 +123,31 @@ impl PackWriter {
         buf.extend_from_slice(&codec::header(MAGIC, VERSION));
         PackWriter {
             kind,
-            buf,
+            len: buf.len(),
+            out: Out::Buffer(buf),
             entries: Vec::new(),
             raw_bytes: 0,
         }
     }
 
+    /// An empty pack written straight to `sink` as blobs are added.
+    pub fn streaming(kind: BlobKind, mut sink: Box<dyn PackSink>) -> Result<PackWriter> {
+        let head = codec::header(MAGIC, VERSION);
+        sink.append(&head)?;
+        let mut hasher = Box::new(blake3::Hasher::new());
+        hasher.update(&head);
+        Ok(PackWriter {
+            kind,
+            len: head.len(),
+            out: Out::Sink(sink, hasher),
+            entries: Vec::new(),
+            raw_bytes: 0,
+        })
+    }
+
     /// Bytes so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     /// True when no blob has been added.
@@ -127,37 +155,61 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Appends an already sealed blob.
-    pub fn add_sealed(&mut self, id: BlobId, sealed: &[u8], raw_length: u32) {
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.out {
+            Out::Buffer(buf) => buf.extend_from_slice(bytes),
+            Out::Sink(sink, hasher) => {
+                sink.append(bytes)?;
+                hasher.update(bytes);
+            }
+        }
+        self.len += bytes.len();
+        Ok(())
+    }
+
+    /// Appends an already sealed blob. Fails only when a streamed pack
+    /// cannot be written; the pack is then unusable.
+    pub fn add_sealed(&mut self, id: BlobId, sealed: &[u8], raw_length: u32) -> Result<()> {
+        let offset = self.len as u32;
+        self.append(sealed)?;
         self.entries.push(PackEntry {
             id,
-            offset: self.buf.len() as u32,
+            offset,
             length: sealed.len() as u32,
             raw_length,
         });
         self.raw_bytes += u64::from(raw_length);
-        self.buf.extend_from_slice(sealed);
+        Ok(())
     }
 
     /// Appends the header and trailer; returns the pack.
-    pub fn finish(self, key: &MasterKey) -> FinishedPack {
+    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
         let header = PackHeader {
             version: VERSION,
             kind: self.kind,
-            entries: self.entries,
+            entries: std::mem::take(&mut self.entries),
         };
-        let mut bytes = self.buf;
-        let before = bytes.len();
+        let mut tail = Vec::new();
         let aad = codec::header(MAGIC, VERSION);
-        key.seal_into(&codec::encode(&header), &aad, &mut bytes);
-        let sealed_len = (bytes.len() - before) as u32;
-        bytes.extend_from_slice(&sealed_len.to_le_bytes());
-        bytes.extend_from_slice(TRAILER_MAGIC);
-        FinishedPack {
-            id: PackId(file_hash(&bytes)),
-            bytes,
-            header,
-        }
+        key.seal_into(&codec::encode(&header), &aad, &mut tail);
+        let sealed_len = tail.len() as u32;
+        tail.extend_from_slice(&sealed_len.to_le_bytes());
+        tail.extend_from_slice(TRAILER_MAGIC);
+        self.append(&tail)?;
+        Ok(match self.out {
+            Out::Buffer(bytes) => FinishedPack {
+                id: PackId(file_hash(&bytes)),
+                bytes,
+                header,
+                sink: None,
+            },
+            Out::Sink(sink, hasher) => FinishedPack {
+                id: PackId(*hasher.finalize().as_bytes()),
+                bytes: Vec::new(),
+                header,
+                sink: Some(sink),
+            },
+        })
     }
 }
 
@@ -303,9 +355,9 @@ mod tests {
         let blobs: Vec<Vec<u8>> = vec![vec![1; 1000], b"abc".to_vec(), vec![]];
         for b in &blobs {
             seal_blob(&key, b, 3, &mut s, &mut o);
-            w.add_sealed(key.blob_id(b), &o, b.len() as u32);
+            w.add_sealed(key.blob_id(b), &o, b.len() as u32).unwrap();
         }
-        let p = w.finish(&key);
+        let p = w.finish(&key).unwrap();
         assert_eq!(p.id, PackId(file_hash(&p.bytes)));
         let h = decode_header(&p.bytes, &key, "pack").unwrap();
         assert_eq!(h, p.header);
@@ -323,8 +375,8 @@ mod tests {
     fn truncated_or_flipped_packs_are_errors() {
         let key = MasterKey::generate();
         let mut w = PackWriter::new(BlobKind::Tree);
-        w.add_sealed(BlobId([1; 32]), &[0u8; 50], 10);
-        let p = w.finish(&key);
+        w.add_sealed(BlobId([1; 32]), &[0u8; 50], 10).unwrap();
+        let p = w.finish(&key).unwrap();
         for cut in [0, 5, 12, 30, p.bytes.len() - 1] {
             assert!(
                 decode_header(&p.bytes[..cut], &key, "pack").is_err(),

@@ -21,7 +21,7 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::index::IndexBuilder;
-use crate::pack::{self, BlobKind, FinishedPack, PackWriter};
+use crate::pack::{self, BlobKind, PackWriter};
 use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
 
@@ -42,8 +42,9 @@ struct State {
     seen: HashSet<BlobId>,
     /// Buffers of packs already written, reused for the next ones.
     spare: Vec<Vec<u8>>,
-    data: PackWriter,
-    tree: PackWriter,
+    /// The open packs, created at their first blob.
+    data: Option<PackWriter>,
+    tree: Option<PackWriter>,
     index: IndexBuilder,
     stats: WriteStats,
 }
@@ -72,8 +73,8 @@ impl<'r> BlobWriter<'r> {
             state: Mutex::new(State {
                 seen: HashSet::new(),
                 spare: Vec::new(),
-                data: PackWriter::new(BlobKind::Data),
-                tree: PackWriter::new(BlobKind::Tree),
+                data: None,
+                tree: None,
                 index: IndexBuilder::default(),
                 stats: WriteStats::default(),
             }),
@@ -131,43 +132,70 @@ impl<'r> BlobWriter<'r> {
                 sealed,
             );
             let mut st = self.lock()?;
-            st.stats.blobs += 1;
-            st.stats.raw_bytes += plaintext.len() as u64;
-            st.stats.stored_bytes += sealed.len() as u64;
-            let packer = match kind {
-                BlobKind::Data => &mut st.data,
-                BlobKind::Tree => &mut st.tree,
+            let State {
+                spare,
+                data,
+                tree,
+                stats,
+                ..
+            } = &mut *st;
+            stats.blobs += 1;
+            stats.raw_bytes += plaintext.len() as u64;
+            stats.stored_bytes += sealed.len() as u64;
+            let slot = match kind {
+                BlobKind::Data => data,
+                BlobKind::Tree => tree,
             };
-            packer.add_sealed(id, sealed, plaintext.len() as u32);
+            let packer = match slot {
+                Some(p) => p,
+                None => slot.insert(self.new_packer(kind, spare)?),
+            };
+            if let Err(e) = packer.add_sealed(id, sealed, plaintext.len() as u32) {
+                *slot = None; // a pack that missed a write is never stored
+                return Err(e);
+            }
             if packer.len() >= self.repo.config().pack_size as usize {
-                let buf = st.spare.pop().unwrap_or_default();
-                let packer = match kind {
-                    BlobKind::Data => &mut st.data,
-                    BlobKind::Tree => &mut st.tree,
-                };
-                let next = PackWriter::with_buffer(kind, buf);
-                Ok::<_, Error>(Some(std::mem::replace(packer, next)))
+                Ok::<_, Error>(slot.take())
             } else {
                 Ok(None)
             }
         })?;
         if let Some(full) = full {
-            self.write_pack(full.finish(self.repo.key()))?;
+            self.write_pack(full)?;
         }
         Ok(true)
     }
 
-    fn write_pack(&self, pack: FinishedPack) -> Result<()> {
+    /// An empty pack of `kind`. Data packs are streamed to the store where
+    /// it offers a sink (a local directory), so no pack is held whole in
+    /// memory; otherwise, and for tree packs (which the cache keeps), a
+    /// pack builds in memory in a recycled buffer.
+    fn new_packer(&self, kind: BlobKind, spare: &mut Vec<Vec<u8>>) -> Result<PackWriter> {
+        if kind == BlobKind::Data {
+            if let Some(sink) = self.repo.backend().pack_sink()? {
+                return PackWriter::streaming(kind, sink);
+            }
+        }
+        Ok(PackWriter::with_buffer(
+            kind,
+            spare.pop().unwrap_or_default(),
+        ))
+    }
+
+    fn write_pack(&self, full: PackWriter) -> Result<()> {
         if let Some(lock) = self.lock {
             lock.check(NOTHING_PUBLISHED)?;
         }
-        self.repo.store_pack(&pack)?;
+        let mut pack = full.finish(self.repo.key())?;
+        self.repo.store_pack(&mut pack)?;
         crate::fault::point("after-pack-write");
         let mut st = self.lock()?;
         st.index
             .add_pack(pack.id, pack.header.kind, &pack.header.entries);
         st.stats.packs += 1;
-        st.spare.push(pack.bytes);
+        if pack.bytes.capacity() > 0 {
+            st.spare.push(pack.bytes);
+        }
         Ok(())
     }
 
@@ -181,13 +209,10 @@ impl<'r> BlobWriter<'r> {
             .state
             .get_mut()
             .map_err(|_| Error::Invalid("a worker thread panicked while storing blobs".into()))?;
-        for packer in [
-            std::mem::replace(&mut st.data, PackWriter::new(BlobKind::Data)),
-            std::mem::replace(&mut st.tree, PackWriter::new(BlobKind::Tree)),
-        ] {
+        for packer in [st.data.take(), st.tree.take()].into_iter().flatten() {
             if !packer.is_empty() {
-                let pack = packer.finish(key);
-                repo.store_pack(&pack)?;
+                let mut pack = packer.finish(key)?;
+                repo.store_pack(&mut pack)?;
                 crate::fault::point("after-pack-write");
                 st.index
                     .add_pack(pack.id, pack.header.kind, &pack.header.entries);
@@ -288,8 +313,8 @@ pub fn with_sealers<R>(
     f: impl FnOnce(&SealQueue<'_>) -> R,
 ) -> Result<R> {
     let threads = threads.max(1);
-    let (jobs, queued) = crossbeam_channel::bounded::<SealJob>(threads * 2);
-    let (recycle, spare) = crossbeam_channel::bounded::<Vec<u8>>(threads * 2 + 2);
+    let (jobs, queued) = crossbeam_channel::bounded::<SealJob>(threads);
+    let (recycle, spare) = crossbeam_channel::bounded::<Vec<u8>>(threads + 1);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let out = std::thread::scope(|s| {
@@ -377,6 +402,64 @@ mod tests {
         }
     }
 
+    /// A local backend whose streamed packs hit a full disk after 600 kB.
+    struct SinkFull(LocalBackend);
+
+    struct FullSink {
+        inner: Box<dyn crate::backend::PackSink>,
+        written: usize,
+    }
+
+    impl crate::backend::PackSink for FullSink {
+        fn append(&mut self, bytes: &[u8]) -> Result<()> {
+            self.written += bytes.len();
+            if self.written > 600_000 {
+                return Err(Error::io(
+                    "write pack",
+                    std::io::Error::from_raw_os_error(libc::ENOSPC),
+                ));
+            }
+            self.inner.append(bytes)
+        }
+        fn commit(self: Box<Self>, name: &str) -> Result<()> {
+            self.inner.commit(name)
+        }
+    }
+
+    impl Backend for SinkFull {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn exists(&self) -> Result<bool> {
+            self.0.exists()
+        }
+        fn create(&self) -> Result<()> {
+            self.0.create()
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+            self.0.list(kind)
+        }
+        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+            self.0.size(kind, name)
+        }
+        fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
+            self.0.read(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
+            self.0.read_range(kind, name, at, len)
+        }
+        fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+            self.0.write(kind, name, bytes)
+        }
+        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+            self.0.remove(kind, name)
+        }
+        fn pack_sink(&self) -> Result<Option<Box<dyn crate::backend::PackSink>>> {
+            let inner = self.0.pack_sink()?.expect("local directories stream packs");
+            Ok(Some(Box::new(FullSink { inner, written: 0 })))
+        }
+    }
+
     fn repo(backend: Arc<dyn Backend>) -> Repository {
         let opts = InitOptions {
             pack_size: 1 << 20,
@@ -413,6 +496,69 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(repo.read_blob(id).unwrap(), chunk(i as u32 % 10));
         }
+    }
+
+    /// 300 kB that do not compress.
+    fn noise(i: u32) -> Vec<u8> {
+        let mut out = vec![0u8; 300_000];
+        blake3::Hasher::new()
+            .update(&i.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    #[test]
+    fn streamed_packs_are_valid_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(Arc::new(LocalBackend::new(dir.path())));
+        let writer = BlobWriter::new(&repo);
+        with_sealers(&writer, 2, |q| {
+            for i in 0..12 {
+                q.add(BlobKind::Data, &noise(i)).unwrap();
+            }
+        })
+        .unwrap();
+        let stats = writer.finish().unwrap();
+        // 12 chunks of 300 kB; a pack is closed once it reaches 1 MiB,
+        // so each holds four.
+        assert_eq!((stats.blobs, stats.packs), (12, 3));
+        let repo = Repository::open(repo.backend_arc(), b"pw").unwrap();
+        for i in 0..12 {
+            assert_eq!(
+                repo.read_blob(&repo.key().blob_id(&noise(i))).unwrap(),
+                noise(i)
+            );
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("packs"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().len() != 2)
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn a_full_disk_while_streaming_a_pack_is_returned_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(Arc::new(SinkFull(LocalBackend::new(dir.path()))));
+        let writer = BlobWriter::new(&repo);
+        let result = with_sealers(&writer, 2, |q| {
+            for i in 0..40 {
+                if q.add(BlobKind::Data, &noise(i)).is_err() {
+                    return "stopped";
+                }
+            }
+            "finished"
+        });
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("No space left"), "{err}");
+        drop(writer);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("packs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.len() != 2)
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     }
 
     #[test]

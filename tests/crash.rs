@@ -19,6 +19,7 @@ use support_maint::*;
 /// Every crash point in src/ (checked against the source below).
 const POINTS: &[&str] = &[
     "backend-before-rename",
+    "pack-sink-before-rename",
     "after-pack-write",
     "after-index-write",
     "before-snapshot-write",
@@ -145,6 +146,18 @@ fn backup_crash(point: &str) {
             );
             assert_eq!(pack_files(&repo).len(), packs_before);
         }
+        "pack-sink-before-rename" => {
+            // A data pack streamed to its temporary file and synced, and
+            // the process died before the rename: only that file is left
+            // (outside the pack folders, where nothing lists it).
+            let tmp: Vec<_> = fs::read_dir(repo.path.join("packs"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with(".tmp-"))
+                .collect();
+            assert_eq!(tmp.len(), 1, "packs/ holds {tmp:?}");
+            assert_eq!(pack_files(&repo).len(), packs_before);
+        }
         "after-pack-write" => {
             // A pack written and then the process died (another worker may
             // have finished writing one at the same moment): no index names
@@ -186,6 +199,11 @@ fn backup_crash(point: &str) {
 #[test]
 fn crash_in_backup_before_a_rename() {
     backup_crash("backend-before-rename");
+}
+
+#[test]
+fn crash_in_backup_before_a_streamed_pack_is_renamed() {
+    backup_crash("pack-sink-before-rename");
 }
 
 #[test]

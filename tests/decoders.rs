@@ -499,9 +499,10 @@ fn build_pack(
     let (mut scratch, mut sealed) = (Vec::new(), Vec::new());
     for b in blobs {
         pack::seal_blob(key, b, level, &mut scratch, &mut sealed);
-        w.add_sealed(key.blob_id(b), &sealed, b.len() as u32);
+        w.add_sealed(key.blob_id(b), &sealed, b.len() as u32)
+            .unwrap();
     }
-    w.finish(key)
+    w.finish(key).unwrap()
 }
 
 /// Pack entries with globally unique ids, grouped into packs.

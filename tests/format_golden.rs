@@ -398,9 +398,9 @@ fn pack_file_and_blobs() {
     assert_eq!(id_a.0, *blake3::keyed_hash(&kid(), &a).as_bytes());
 
     let mut w = PackWriter::new(BlobKind::Data);
-    w.add_sealed(id_a, &sealed_a, a.len() as u32);
-    w.add_sealed(id_b, &sealed_b, b.len() as u32);
-    let pack = w.finish(&key);
+    w.add_sealed(id_a, &sealed_a, a.len() as u32).unwrap();
+    w.add_sealed(id_b, &sealed_b, b.len() as u32).unwrap();
+    let pack = w.finish(&key).unwrap();
     let bytes = &pack.bytes;
 
     let off_b = 12 + sealed_a.len() as u32;

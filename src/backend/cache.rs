@@ -311,4 +311,9 @@ impl Backend for CachedBackend {
     fn probe(&self) -> Result<Vec<String>> {
         self.inner.probe()
     }
+    /// Only data packs are streamed (see [`crate::writer`]), and those are
+    /// never cached, so the inner store's sink serves as it is.
+    fn pack_sink(&self) -> Result<Option<Box<dyn super::PackSink>>> {
+        self.inner.pack_sink()
+    }
 }

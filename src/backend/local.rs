@@ -231,12 +231,147 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
+    fn pack_sink(&self) -> Result<Option<Box<dyn super::PackSink>>> {
+        let sink = LocalSink::create(self.root.join(FileKind::Pack.dir()))?;
+        Ok(Some(Box::new(sink)))
+    }
+
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path(kind, name);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::path("remove", &path, e)),
+        }
+    }
+}
+
+/// A pack streamed to `packs/.tmp-<random>` and renamed into its folder
+/// on commit. Appends only copy into 1 MiB pieces; a thread of the sink's
+/// own writes them, in order, so the caller (which appends under the
+/// writer's lock) never waits on the disk unless it runs ahead by more
+/// than [`SINK_QUEUE`] pieces.
+struct LocalSink {
+    packs: PathBuf,
+    /// Empty once committed.
+    tmp: PathBuf,
+    piece: Vec<u8>,
+    to_io: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    emptied: crossbeam_channel::Receiver<Vec<u8>>,
+    io: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// Size of the pieces a [`LocalSink`] hands to its writing thread.
+const SINK_PIECE: usize = 1 << 20;
+/// Pieces queued for the writing thread before appends wait.
+const SINK_QUEUE: usize = 2;
+
+impl LocalSink {
+    fn create(packs: PathBuf) -> Result<LocalSink> {
+        let tmp = packs.join(format!(
+            ".tmp-{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        let mut file = directio::AppendFile::create(&tmp)?;
+        let (to_io, pieces) = crossbeam_channel::bounded::<Vec<u8>>(SINK_QUEUE);
+        let (give_back, emptied) = crossbeam_channel::bounded::<Vec<u8>>(SINK_QUEUE + 1);
+        let io = std::thread::Builder::new()
+            .name("pack-writer".into())
+            .spawn(move || {
+                for mut piece in pieces {
+                    file.append(&piece)?;
+                    piece.clear();
+                    let _ = give_back.try_send(piece);
+                }
+                file.finish()
+            });
+        let io = match io {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::io("start a pack writer thread", e));
+            }
+        };
+        Ok(LocalSink {
+            packs,
+            tmp,
+            piece: Vec::with_capacity(SINK_PIECE),
+            to_io: Some(to_io),
+            emptied,
+            io: Some(io),
+        })
+    }
+
+    /// Hands the current piece to the writing thread.
+    fn send_piece(&mut self) -> Result<()> {
+        let next = self
+            .emptied
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(SINK_PIECE));
+        let full = std::mem::replace(&mut self.piece, next);
+        let sent = self.to_io.as_ref().map(|tx| tx.send(full));
+        if let Some(Ok(())) = sent {
+            return Ok(());
+        }
+        // The writing thread stopped: its error says why.
+        self.to_io = None;
+        Err(self
+            .join()
+            .err()
+            .unwrap_or_else(|| Error::Invalid(format!("writing {} stopped", self.tmp.display()))))
+    }
+
+    /// Closes the queue and waits for the writing thread's outcome.
+    fn join(&mut self) -> Result<()> {
+        self.to_io = None;
+        match self.io.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Error::Invalid(format!(
+                "the thread writing {} panicked",
+                self.tmp.display()
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl super::PackSink for LocalSink {
+    fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(SINK_PIECE - self.piece.len());
+            self.piece.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.piece.len() == SINK_PIECE {
+                self.send_piece()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, name: &str) -> Result<()> {
+        if !self.piece.is_empty() {
+            self.send_piece()?;
+        }
+        self.join()?;
+        crate::fault::point("pack-sink-before-rename");
+        let path = self.packs.join(name.get(..2).unwrap_or("xx")).join(name);
+        let dir = path.parent().expect("files live in a folder");
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
+        }
+        fs::rename(&self.tmp, &path).map_err(|e| Error::path("rename into", &path, e))?;
+        self.tmp = PathBuf::new();
+        sync_dir(dir)?;
+        sync_dir(&self.packs)
+    }
+}
+
+impl Drop for LocalSink {
+    /// An uncommitted sink stops its thread and removes its file.
+    fn drop(&mut self) {
+        let _ = self.join();
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
         }
     }
 }

@@ -6,7 +6,8 @@
 //! - **Atomic**: a file is visible under its name only once all its bytes
 //!   are; a reader never sees a partial file, a crash never leaves one.
 //! - **Durable**: when `write` returns, the file survives a crash or power
-//!   loss.
+//!   loss. The same holds for a pack written through a [`PackSink`] once
+//!   its `commit` returns; before that it is under no name at all.
 //! - **No overwrite needed**: cairn never rewrites a name with different
 //!   bytes (names are content hashes), so backends need neither rename nor
 //!   conditional writes; writing an existing name again is harmless.
@@ -166,4 +167,22 @@ pub trait Backend: Send + Sync {
     fn probe(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// A pack written piece by piece as its blobs are sealed, so it is
+    /// never held whole in memory; `None` where packs are stored with
+    /// [`Backend::write`] only (the default). A sink's writes are not
+    /// retried, so only stores whose writes need no retry offer one.
+    fn pack_sink(&self) -> Result<Option<Box<dyn PackSink>>> {
+        Ok(None)
+    }
+}
+
+/// A pack file being written front to back (see [`Backend::pack_sink`]).
+/// Nothing is visible under any name until [`PackSink::commit`]; a sink
+/// dropped uncommitted removes what it wrote.
+pub trait PackSink: Send {
+    /// Appends bytes to the pack.
+    fn append(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Stores what was appended as pack `name`, atomically and durably,
+    /// as [`Backend::write`] would.
+    fn commit(self: Box<Self>, name: &str) -> Result<()>;
 }

@@ -346,6 +346,17 @@ pub fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Buffers of a MiB and more (chunks of up to 8 MiB, 16 MiB packs)
+    // come and go all through a backup or restore. glibc raises its mmap
+    // threshold each time such a mapped buffer is freed; from then on they
+    // are carved from the heap arenas, whose memory fragments and is kept:
+    // peak RSS of a first backup rose by a half. A fixed threshold keeps
+    // each of them a mapping of its own, returned when freed.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: a malloc tunable set at start-up, before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     let cli = Cli::parse();
     let ctx = Context { global: cli.global };
     let result = match cli.command {

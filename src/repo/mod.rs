@@ -252,9 +252,13 @@ impl Repository {
         self.cache.as_deref()
     }
 
-    /// Writes a finished pack; a tree pack is also kept in the cache.
-    pub fn store_pack(&self, pack: &pack::FinishedPack) -> Result<()> {
+    /// Writes a finished pack (commits a streamed one); a tree pack is
+    /// also kept in the cache.
+    pub fn store_pack(&self, pack: &mut pack::FinishedPack) -> Result<()> {
         let name = pack.id.to_hex();
+        if let Some(sink) = pack.sink.take() {
+            return sink.commit(&name);
+        }
         self.backend.write(FileKind::Pack, &name, &pack.bytes)?;
         if let (Some(c), pack::BlobKind::Tree) = (&self.cache, pack.header.kind) {
             c.put(FileKind::Pack, &name, &pack.bytes);
