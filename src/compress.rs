@@ -12,10 +12,10 @@ pub const RAW: u8 = 0;
 pub const ZSTD: u8 = 1;
 
 /// Bytes in each probe of [`looks_compressible`].
-const PROBE: usize = 8 * 1024;
+const PROBE: usize = 2 * 1024;
 /// Probes per blob: spread over it, since one chunk may hold a compressed
 /// archive next to plain text.
-const PROBES: usize = 4;
+const PROBES: usize = 16;
 
 /// Each thread's zstd contexts, created once: making one per blob would
 /// allocate and fault in its workspace every time.
@@ -187,6 +187,26 @@ mod tests {
         assert_eq!(out[0], ZSTD);
         assert!(
             out.len() < data.len() / 2,
+            "{} of {}",
+            out.len(),
+            data.len()
+        );
+        assert_eq!(decode(&out, data.len(), "b").unwrap(), data);
+    }
+
+    #[test]
+    fn one_compressible_block_among_random_ones_is_found() {
+        // 1 MiB of random 64 KiB blocks but one of text, away from where
+        // probes at the ends or the middle would look.
+        let mut data = vec![0u8; 1 << 20];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut data);
+        let text = b"plain text, plain text. ".repeat(3000);
+        data[128 << 10..192 << 10].copy_from_slice(&text[..64 << 10]);
+        let mut out = Vec::new();
+        encode_into(&data, 3, &mut out);
+        assert_eq!(out[0], ZSTD);
+        assert!(
+            out.len() < data.len() - (32 << 10),
             "{} of {}",
             out.len(),
             data.len()
