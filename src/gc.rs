@@ -24,14 +24,14 @@
 //! whose lock looked stale (paused for half an hour) stops rather than
 //! delete what a backup started since relies on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{is_hex_name, BlobId, IndexId, PackId};
+use crate::id::{is_hex_name, BlobId, IdMap, IdSet, IndexId, PackId};
 use crate::index::{IndexBuilder, Location};
 use crate::pack::{BlobKind, PackEntry, PackWriter};
 use crate::repo::lock::LockGuard;
@@ -95,10 +95,10 @@ pub struct GcPlan {
     pub old_index: Vec<IndexId>,
     /// Live blob → location to keep.
     #[serde(skip)]
-    live: HashMap<BlobId, Location>,
+    live: IdMap<BlobId, Location>,
     /// Pack sizes.
     #[serde(skip)]
-    sizes: HashMap<PackId, u64>,
+    sizes: IdMap<PackId, u64>,
 }
 
 fn ids<S: serde::Serializer>(v: &[PackId], s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -109,7 +109,7 @@ fn ids<S: serde::Serializer>(v: &[PackId], s: S) -> std::result::Result<S::Ok, S
 pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     let snapshots = repo.snapshots()?;
     let roots: Vec<BlobId> = snapshots.iter().map(|e| e.snapshot.tree).collect();
-    let live_ids: Mutex<HashSet<BlobId>> = Mutex::new(roots.iter().copied().collect());
+    let live_ids: Mutex<IdSet<BlobId>> = Mutex::new(roots.iter().copied().collect());
     let unreadable: Mutex<Vec<String>> = Mutex::new(Vec::new());
     crate::walker::for_each_tree(repo, &roots, opts.workers, &|id, tree| match tree {
         Ok(tree) => {
@@ -144,7 +144,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         .into_inner()
         .map_err(|_| Error::Invalid("gc worker panicked".into()))?;
 
-    let mut sizes = HashMap::new();
+    let mut sizes = IdMap::default();
     for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {
         if is_hex_name(&name) {
             sizes.insert(PackId::from_hex(&name)?, size);
@@ -156,8 +156,8 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         ..GcPlan::default()
     };
     // First indexed location of each live blob in an existing pack wins.
-    let mut live_in_pack: HashMap<PackId, u64> = HashMap::new();
-    let mut indexed: HashSet<PackId> = HashSet::new();
+    let mut live_in_pack: IdMap<PackId, u64> = IdMap::default();
+    let mut indexed: IdSet<PackId> = IdSet::default();
     for table in index.tables() {
         plan.old_index.push(table.id());
         for i in 0..table.len() {
@@ -250,10 +250,10 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     }
     let key = repo.key();
     let backend = repo.backend();
-    let repack: HashSet<PackId> = plan.repack.iter().copied().collect();
+    let repack: IdSet<PackId> = plan.repack.iter().copied().collect();
     let mut builder = IndexBuilder::default();
     // Live blobs in kept packs keep their location.
-    let mut by_pack: HashMap<PackId, (BlobKind, Vec<PackEntry>)> = HashMap::new();
+    let mut by_pack: IdMap<PackId, (BlobKind, Vec<PackEntry>)> = IdMap::default();
     for (id, loc) in &plan.live {
         let entry = PackEntry {
             id: *id,

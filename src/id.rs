@@ -108,6 +108,34 @@ pub fn is_hex_name(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// Hashes ids for hash maps and sets. Blob ids are keyed BLAKE3 outputs
+/// and pack ids hashes of encrypted files: uniformly spread, and not
+/// chosen by anyone without the key, so SipHash's protection against
+/// crafted keys buys nothing here, while it was a tenth of gc's planning
+/// time. This mixes every 8 bytes with a multiply.
+#[derive(Clone, Copy, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for piece in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..piece.len()].copy_from_slice(piece);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
+/// A hash map keyed by ids, hashed with [`IdHasher`].
+pub type IdMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// A hash set of ids, hashed with [`IdHasher`].
+pub type IdSet<K> = std::collections::HashSet<K, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +158,21 @@ mod tests {
             format!("\"{}\"", id.to_hex())
         );
         assert_eq!(bincode::serialize(&id).unwrap(), vec![1u8; 32]);
+    }
+
+    #[test]
+    fn id_maps_use_every_byte() {
+        use std::hash::BuildHasher;
+        let build = std::hash::BuildHasherDefault::<IdHasher>::default();
+        let mut last = BlobId([7; 32]);
+        last.0[31] = 8;
+        assert_ne!(build.hash_one(BlobId([7; 32])), build.hash_one(last));
+        let ids: Vec<BlobId> = (0..10_000u32)
+            .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        let set: IdSet<BlobId> = ids.iter().copied().collect();
+        assert_eq!(set.len(), ids.len());
+        assert!(ids.iter().all(|id| set.contains(id)));
+        assert!(!set.contains(&BlobId([0; 32])));
     }
 }

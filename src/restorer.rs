@@ -36,7 +36,7 @@ use crate::backend::{Data, FileKind};
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::fsmeta;
-use crate::id::{BlobId, PackId};
+use crate::id::{BlobId, IdMap, PackId};
 use crate::index::Location;
 use crate::pack;
 use crate::repo::Repository;
@@ -540,8 +540,8 @@ impl Executor<'_> {
         let tasks = tasks.into_inner().unwrap_or_default();
 
         // 2. Plan reads: every distinct blob once, grouped by pack.
-        let mut by_pack: HashMap<PackId, Vec<(BlobId, Location)>> = HashMap::new();
-        let mut targets: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
+        let mut by_pack: IdMap<PackId, Vec<(BlobId, Location)>> = IdMap::default();
+        let mut targets: IdMap<BlobId, Vec<(usize, u64)>> = IdMap::default();
         for (t, task) in tasks.iter().enumerate() {
             let NodeKind::File { chunks } = &task.node.kind else {
                 continue;
@@ -617,7 +617,7 @@ impl Executor<'_> {
         &self,
         pack: &PackId,
         blobs: &[(BlobId, Location)],
-        targets: &HashMap<BlobId, Vec<(usize, u64)>>,
+        targets: &IdMap<BlobId, Vec<(usize, u64)>>,
         tasks: &[Box<FileTask>],
     ) {
         let what = format!("pack {}", pack.short());

@@ -14,12 +14,11 @@
 //! [`crate::repo::lock`]): gc may delete the packs of a holder whose lock
 //! looked stale, so such a writer stops and publishes nothing.
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::BlobId;
+use crate::id::{BlobId, IdSet};
 use crate::index::IndexBuilder;
 use crate::pack::{self, BlobKind, PackWriter};
 use crate::repo::lock::LockGuard;
@@ -39,7 +38,7 @@ pub struct WriteStats {
 }
 
 struct State {
-    seen: HashSet<BlobId>,
+    seen: IdSet<BlobId>,
     /// Buffers of packs already written, reused for the next ones.
     spare: Vec<Vec<u8>>,
     /// The open packs, created at their first blob.
@@ -71,7 +70,7 @@ impl<'r> BlobWriter<'r> {
             repo,
             lock: None,
             state: Mutex::new(State {
-                seen: HashSet::new(),
+                seen: IdSet::default(),
                 spare: Vec::new(),
                 data: None,
                 tree: None,
