@@ -148,14 +148,16 @@ fn backup_crash(point: &str) {
         }
         "pack-sink-before-rename" => {
             // A data pack streamed to its temporary file and synced, and
-            // the process died before the rename: only that file is left
-            // (outside the pack folders, where nothing lists it).
+            // the process died before the rename: only temporary files
+            // are left (outside the pack folders, where nothing lists
+            // them): that pack's, and those of packs other workers were
+            // filling or committing at that moment.
             let tmp: Vec<_> = fs::read_dir(repo.path.join("packs"))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
                 .filter(|n| n.starts_with(".tmp-"))
                 .collect();
-            assert_eq!(tmp.len(), 1, "packs/ holds {tmp:?}");
+            assert!((1..=3).contains(&tmp.len()), "packs/ holds {tmp:?}");
             assert_eq!(pack_files(&repo).len(), packs_before);
         }
         "after-pack-write" => {
