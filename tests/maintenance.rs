@@ -437,6 +437,10 @@ fn id_prefix(pack: &str) -> u64 {
 fn read_data_subsets_cover_every_pack_and_find_a_flipped_byte() {
     let repo = packed_repo();
     let src = source(&repo, 15);
+    // A pack closes once it reaches 1 MiB and so holds up to 2 MiB,
+    // depending on the order the sealers finish: with 4.8 MiB of data
+    // there are at least three data packs, and a tree pack.
+    write_random(&src.join("sub/g.bin"), 1599, 2_000_000);
     let snap = backup_saved(&repo, &src, &[]);
     let files = file_chunks(&repo, &snap.id);
     let index = index_map(&repo);
