@@ -2,8 +2,9 @@
 # cairn against restic, rustic, borg and bupstash on the same data, one
 # tool after another: init, first backup, no-change backup, backup after a
 # nightly mutation, restore (checked byte for byte), check with all data
-# read, forget + gc, repository size. Wall time and peak RSS of every step
-# come from GNU time. Installs nothing: peers missing from PATH are skipped.
+# read, forget + gc, repository size. Peak RSS of every step comes from GNU
+# time, wall time from the clock around it (to the millisecond); every step
+# starts after a sync. Installs nothing: peers missing from PATH are skipped.
 #
 #   benches/peers.sh                 # full run: 20 000 small files + 2 GiB mix
 #   BENCH_MIX_MIB=256 benches/peers.sh   # quick run
@@ -21,6 +22,16 @@
 #
 # Results: $BENCH_DIR/results/peers.tsv and meta.json, rendered by
 # benches/report.py into docs/PERFORMANCE.md between the peers markers.
+#
+# Put BENCH_DIR on a journaled filesystem. The steps delete trees of
+# 20 000 files between them; ext4 without a journal (the root filesystem
+# of the benchmark machines) then skips the inodes freed in the last
+# minutes when it creates files, rescanning them for every new file, so
+# restores there measured the harness's own deletions and moved 2x
+# between runs. A loop-mounted ext4 image works:
+#   truncate -s 60G /var/tmp/bench.img && mkfs.ext4 -q /var/tmp/bench.img
+#   mount -o loop /var/tmp/bench.img /mnt/bench
+#   BENCH_DIR=/mnt/bench/peers benches/peers.sh
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -75,12 +86,19 @@ measure() {
   local run=$1 tool=$2 step=$3
   shift 3
   local tf="$BENCH_DIR/work/time.out" out="$BENCH_DIR/work/$tool-$step.log" status=ok
+  # Every step starts with nothing left to write back from the one before.
+  sync
+  local t0 t1
+  t0=$(date +%s%N)
   if ! $TIME -f '%e %M' -o "$tf" bash -c '"$@"' _ "$@" >"$out" 2>&1; then
     status=failed
     log "$tool $step FAILED; last lines of $out:"
     tail -n 5 "$out" >&2
   fi
-  read -r secs rss < <(tail -n 1 "$tf")
+  t1=$(date +%s%N)
+  read -r _ rss < <(tail -n 1 "$tf")
+  # Wall time to the millisecond (GNU time rounds to 10 ms).
+  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$tool" "$step" "$secs" "$rss" "$status" >>"$tsv"
   log "$tool $step: ${secs}s, $((rss / 1024)) MiB${status/ok/}"
   [[ $status == ok ]]
@@ -269,6 +287,7 @@ meta = {
     "cores": os.cpu_count(),
     "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
     "kernel": platform.release(),
+    "fs": sh(f"findmnt -no FSTYPE,SOURCE -T {root}"),
     "load": sh("cat /proc/loadavg"),
     "versions": versions,
     "dataset": {"all": tree(root), "small": tree(os.path.join(root, "small")),

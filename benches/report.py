@@ -58,6 +58,8 @@ def replace_section(path, name, body):
 def fmt_secs(s):
     if s is None:
         return "–"
+    if s < 1:
+        return f"{s:.3f}"
     return f"{s:.2f}" if s < 10 else f"{s:.1f}"
 
 
@@ -204,7 +206,9 @@ def peers_table(results, crit):
     out.append(f"**Run:** {meta['date']}, {label}.  ")
     out.append(
         f"**Machine:** {meta['cpu']}, {meta['cores']} cores, {meta['ram_gib']} GiB RAM, "
-        f"Linux {meta['kernel']}; load average before {meta['load'].split()[0]}, "
+        f"Linux {meta['kernel']}"
+        + (f", working folder on {' '.join(meta['fs'].split())}" if meta.get("fs") else "")
+        + f"; load average before {meta['load'].split()[0]}, "
         f"after {meta.get('load_after', '?').split()[0]}.  "
     )
     out.append(
