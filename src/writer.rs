@@ -362,8 +362,38 @@ mod tests {
     use crate::backend::{Backend, Data};
     use crate::repo::{InitOptions, KdfParams};
 
-    /// A local backend whose pack writes fail as a full disk would.
-    struct DiskFull(LocalBackend);
+    /// A local backend on a full disk. `Whole`: writes of whole packs fail
+    /// (the backend offers no sink, as a remote store); `Streamed`: packs
+    /// are streamed, and each fails once 600 kB of it were written.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Full {
+        Whole,
+        Streamed,
+    }
+
+    struct DiskFull(LocalBackend, Full);
+
+    fn enospc(what: String) -> Error {
+        Error::io(what, std::io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
+    struct FullSink {
+        inner: Box<dyn crate::backend::PackSink>,
+        written: usize,
+    }
+
+    impl crate::backend::PackSink for FullSink {
+        fn append(&mut self, bytes: &[u8]) -> Result<()> {
+            self.written += bytes.len();
+            if self.written > 600_000 {
+                return Err(enospc("write pack".into()));
+            }
+            self.inner.append(bytes)
+        }
+        fn commit(self: Box<Self>, name: &str) -> Result<()> {
+            self.inner.commit(name)
+        }
+    }
 
     impl Backend for DiskFull {
         fn location(&self) -> String {
@@ -388,72 +418,18 @@ mod tests {
             self.0.read_range(kind, name, at, len)
         }
         fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
-            if kind == FileKind::Pack {
-                return Err(Error::io(
-                    format!("write pack {name}"),
-                    std::io::Error::from_raw_os_error(libc::ENOSPC),
-                ));
+            if kind == FileKind::Pack && self.1 == Full::Whole {
+                return Err(enospc(format!("write pack {name}")));
             }
-            self.0.write(kind, name, bytes)
-        }
-        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
-            self.0.remove(kind, name)
-        }
-    }
-
-    /// A local backend whose streamed packs hit a full disk after 600 kB.
-    struct SinkFull(LocalBackend);
-
-    struct FullSink {
-        inner: Box<dyn crate::backend::PackSink>,
-        written: usize,
-    }
-
-    impl crate::backend::PackSink for FullSink {
-        fn append(&mut self, bytes: &[u8]) -> Result<()> {
-            self.written += bytes.len();
-            if self.written > 600_000 {
-                return Err(Error::io(
-                    "write pack",
-                    std::io::Error::from_raw_os_error(libc::ENOSPC),
-                ));
-            }
-            self.inner.append(bytes)
-        }
-        fn commit(self: Box<Self>, name: &str) -> Result<()> {
-            self.inner.commit(name)
-        }
-    }
-
-    impl Backend for SinkFull {
-        fn location(&self) -> String {
-            self.0.location()
-        }
-        fn exists(&self) -> Result<bool> {
-            self.0.exists()
-        }
-        fn create(&self) -> Result<()> {
-            self.0.create()
-        }
-        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
-            self.0.list(kind)
-        }
-        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-            self.0.size(kind, name)
-        }
-        fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
-            self.0.read(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
-            self.0.read_range(kind, name, at, len)
-        }
-        fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
             self.0.write(kind, name, bytes)
         }
         fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
             self.0.remove(kind, name)
         }
         fn pack_sink(&self) -> Result<Option<Box<dyn crate::backend::PackSink>>> {
+            if self.1 == Full::Whole {
+                return Ok(None);
+            }
             let inner = self.0.pack_sink()?.expect("local directories stream packs");
             Ok(Some(Box::new(FullSink { inner, written: 0 })))
         }
@@ -539,7 +515,10 @@ mod tests {
     #[test]
     fn a_full_disk_while_streaming_a_pack_is_returned_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = repo(Arc::new(SinkFull(LocalBackend::new(dir.path()))));
+        let repo = repo(Arc::new(DiskFull(
+            LocalBackend::new(dir.path()),
+            Full::Streamed,
+        )));
         let writer = BlobWriter::new(&repo);
         let result = with_sealers(&writer, 2, |q| {
             for i in 0..40 {
@@ -563,7 +542,10 @@ mod tests {
     #[test]
     fn a_storing_error_is_returned_not_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = repo(Arc::new(DiskFull(LocalBackend::new(dir.path()))));
+        let repo = repo(Arc::new(DiskFull(
+            LocalBackend::new(dir.path()),
+            Full::Whole,
+        )));
         let writer = BlobWriter::new(&repo);
         let result = with_sealers(&writer, 2, |q| {
             for i in 0..40 {

@@ -247,18 +247,33 @@ impl Backend for LocalBackend {
 }
 
 /// A pack streamed to `packs/.tmp-<random>` and renamed into its folder
-/// on commit. Appends only copy into 1 MiB pieces; a thread of the sink's
-/// own writes them, in order, so the caller (which appends under the
-/// writer's lock) never waits on the disk unless it runs ahead by more
-/// than [`SINK_QUEUE`] pieces.
+/// on commit. Appends only copy into 1 MiB page-aligned pieces; a thread
+/// of the sink's own writes them, in order and straight from the piece
+/// (direct IO), so the caller (which appends under the writer's lock)
+/// never waits on the disk unless it runs ahead by more than
+/// [`SINK_QUEUE`] pieces.
 struct LocalSink {
     packs: PathBuf,
     /// Empty once committed.
     tmp: PathBuf,
-    piece: Vec<u8>,
-    to_io: Option<crossbeam_channel::Sender<Vec<u8>>>,
-    emptied: crossbeam_channel::Receiver<Vec<u8>>,
+    piece: Piece,
+    to_io: Option<crossbeam_channel::Sender<Piece>>,
+    emptied: crossbeam_channel::Receiver<Piece>,
     io: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// A page-aligned buffer of [`SINK_PIECE`] bytes, the first `len` used.
+struct Piece {
+    buf: memmap2::MmapMut,
+    len: usize,
+}
+
+impl Piece {
+    fn new() -> Result<Piece> {
+        let buf =
+            memmap2::MmapMut::map_anon(SINK_PIECE).map_err(|e| Error::io("map a buffer", e))?;
+        Ok(Piece { buf, len: 0 })
+    }
 }
 
 /// Size of the pieces a [`LocalSink`] hands to its writing thread.
@@ -273,14 +288,21 @@ impl LocalSink {
             hex::encode(crate::crypto::random_bytes::<8>())
         ));
         let mut file = directio::AppendFile::create(&tmp)?;
-        let (to_io, pieces) = crossbeam_channel::bounded::<Vec<u8>>(SINK_QUEUE);
-        let (give_back, emptied) = crossbeam_channel::bounded::<Vec<u8>>(SINK_QUEUE + 1);
+        let piece = match Piece::new() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let (to_io, pieces) = crossbeam_channel::bounded::<Piece>(SINK_QUEUE);
+        let (give_back, emptied) = crossbeam_channel::bounded::<Piece>(SINK_QUEUE + 1);
         let io = std::thread::Builder::new()
             .name("pack-writer".into())
             .spawn(move || {
                 for mut piece in pieces {
-                    file.append(&piece)?;
-                    piece.clear();
+                    file.append(&piece.buf[..piece.len])?;
+                    piece.len = 0;
                     let _ = give_back.try_send(piece);
                 }
                 file.finish()
@@ -295,7 +317,7 @@ impl LocalSink {
         Ok(LocalSink {
             packs,
             tmp,
-            piece: Vec::with_capacity(SINK_PIECE),
+            piece,
             to_io: Some(to_io),
             emptied,
             io: Some(io),
@@ -304,10 +326,10 @@ impl LocalSink {
 
     /// Hands the current piece to the writing thread.
     fn send_piece(&mut self) -> Result<()> {
-        let next = self
-            .emptied
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(SINK_PIECE));
+        let next = match self.emptied.try_recv() {
+            Ok(p) => p,
+            Err(_) => Piece::new()?,
+        };
         let full = std::mem::replace(&mut self.piece, next);
         let sent = self.to_io.as_ref().map(|tx| tx.send(full));
         if let Some(Ok(())) = sent {
@@ -338,10 +360,12 @@ impl LocalSink {
 impl super::PackSink for LocalSink {
     fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
-            let n = bytes.len().min(SINK_PIECE - self.piece.len());
-            self.piece.extend_from_slice(&bytes[..n]);
+            let p = &mut self.piece;
+            let n = bytes.len().min(SINK_PIECE - p.len);
+            p.buf[p.len..p.len + n].copy_from_slice(&bytes[..n]);
+            p.len += n;
             bytes = &bytes[n..];
-            if self.piece.len() == SINK_PIECE {
+            if p.len == SINK_PIECE {
                 self.send_piece()?;
             }
         }
@@ -349,7 +373,7 @@ impl super::PackSink for LocalSink {
     }
 
     fn commit(mut self: Box<Self>, name: &str) -> Result<()> {
-        if !self.piece.is_empty() {
+        if self.piece.len > 0 {
             self.send_piece()?;
         }
         self.join()?;
