@@ -99,6 +99,26 @@ pub struct GcPlan {
     /// Pack sizes.
     #[serde(skip)]
     sizes: IdMap<PackId, u64>,
+    /// Temporary files of interrupted writes removed (see
+    /// [`remove_leftovers`]); 0 for a dry run.
+    pub leftovers_removed: u64,
+}
+
+/// How old a temporary file must be for gc to treat it as left behind by
+/// an interrupted write rather than one in progress: far longer than any
+/// write takes, and than a lock may go unrefreshed before gc may treat it
+/// as stale.
+pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the temporary files interrupted writes left in the store (a
+/// kill between writing a pack, index table or snapshot and renaming it
+/// into place), once they are [`LEFTOVER_AGE`] old. Call holding the
+/// exclusive lock.
+pub fn remove_leftovers(repo: &Repository) -> Result<u64> {
+    let before = std::time::SystemTime::now()
+        .checked_sub(LEFTOVER_AGE)
+        .unwrap_or(std::time::UNIX_EPOCH);
+    repo.backend().remove_leftovers(before)
 }
 
 fn ids<S: serde::Serializer>(v: &[PackId], s: S) -> std::result::Result<S::Ok, S::Error> {

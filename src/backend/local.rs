@@ -236,6 +236,41 @@ impl Backend for LocalBackend {
         Ok(Some(Box::new(sink)))
     }
 
+    fn remove_leftovers(&self, before: std::time::SystemTime) -> Result<u64> {
+        let packs = self.root.join(FileKind::Pack.dir());
+        let mut dirs = vec![
+            packs.clone(),
+            self.root.join(FileKind::Index.dir()),
+            self.root.join(FileKind::Snapshot.dir()),
+        ];
+        dirs.extend(
+            read_names(&packs)?
+                .into_iter()
+                .filter(|n| n.len() == 2)
+                .map(|n| packs.join(n)),
+        );
+        let mut removed = 0;
+        for dir in dirs {
+            for name in read_names(&dir)?
+                .into_iter()
+                .filter(|n| n.starts_with(".tmp-"))
+            {
+                let path = dir.join(&name);
+                let old = fs::symlink_metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < before);
+                if old {
+                    match fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::path("remove", &path, e)),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path(kind, name);
         match fs::remove_file(&path) {

@@ -174,6 +174,15 @@ pub trait Backend: Send + Sync {
     fn pack_sink(&self) -> Result<Option<Box<dyn PackSink>>> {
         Ok(None)
     }
+    /// Removes the temporary files of writes that were interrupted (a
+    /// kill between creating one and renaming it into place) last
+    /// modified before `before`; returns how many. gc calls it holding the
+    /// exclusive lock. Stores whose writes leave nothing behind keep the
+    /// default, which removes nothing.
+    fn remove_leftovers(&self, before: std::time::SystemTime) -> Result<u64> {
+        let _ = before;
+        Ok(0)
+    }
 }
 
 /// A pack file being written front to back (see [`Backend::pack_sink`]).

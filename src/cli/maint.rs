@@ -168,11 +168,14 @@ fn gc_locked(
         others_writing: dry_run && !lock.others()?.is_empty(),
         ..opts.clone()
     };
-    let plan = gc::plan(repo, &opts)?;
+    let mut plan = gc::plan(repo, &opts)?;
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || plan.old_index.len() > 1);
     if act {
         gc::execute(repo, &plan, lock)?;
+    }
+    if !dry_run {
+        plan.leftovers_removed = gc::remove_leftovers(repo)?;
     }
     Ok(plan)
 }
@@ -199,6 +202,12 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) {
         println!(
             "{} packs not in the index (a backup may be writing them): not counted",
             plan.in_progress.len()
+        );
+    }
+    if plan.leftovers_removed > 0 {
+        println!(
+            "removed {} temporary files left by interrupted writes",
+            plan.leftovers_removed
         );
     }
 }
