@@ -87,6 +87,22 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::path("fsync folder", dir, e))
 }
 
+impl LocalBackend {
+    /// The folders holding files of `kind`: for packs, the `packs/<xx>`
+    /// folders that exist.
+    fn dirs(&self, kind: FileKind) -> Result<Vec<PathBuf>> {
+        let dir = self.root.join(kind.dir());
+        if kind != FileKind::Pack {
+            return Ok(vec![dir]);
+        }
+        Ok(read_names(&dir)?
+            .into_iter()
+            .filter(|n| n.len() == 2)
+            .map(|n| dir.join(n))
+            .collect())
+    }
+}
+
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
@@ -110,35 +126,16 @@ impl Backend for LocalBackend {
     }
 
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
-        let dir = self.root.join(kind.dir());
-        let mut dirs = vec![dir.clone()];
-        if kind == FileKind::Pack {
-            dirs = read_names(&dir)?
-                .into_iter()
-                .filter(|n| n.len() == 2)
-                .map(|n| dir.join(n))
-                .collect();
-        }
         let mut out = Vec::new();
-        for d in dirs {
+        for d in self.dirs(kind)? {
             out.extend(read_names(&d)?.into_iter().filter(|n| !n.starts_with('.')));
         }
         Ok(out)
     }
 
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
-        let dir = self.root.join(kind.dir());
-        let dirs = if kind == FileKind::Pack {
-            read_names(&dir)?
-                .into_iter()
-                .filter(|n| n.len() == 2)
-                .map(|n| dir.join(n))
-                .collect()
-        } else {
-            vec![dir]
-        };
         let mut out = Vec::new();
-        for d in dirs {
+        for d in self.dirs(kind)? {
             for name in read_names(&d)?.into_iter().filter(|n| !n.starts_with('.')) {
                 let path = d.join(&name);
                 match fs::metadata(&path) {
@@ -237,18 +234,12 @@ impl Backend for LocalBackend {
     }
 
     fn remove_leftovers(&self, before: std::time::SystemTime) -> Result<u64> {
-        let packs = self.root.join(FileKind::Pack.dir());
-        let mut dirs = vec![
-            packs.clone(),
-            self.root.join(FileKind::Index.dir()),
-            self.root.join(FileKind::Snapshot.dir()),
-        ];
-        dirs.extend(
-            read_names(&packs)?
-                .into_iter()
-                .filter(|n| n.len() == 2)
-                .map(|n| packs.join(n)),
-        );
+        // Streamed packs are written in packs/ itself, whole files beside
+        // their destination.
+        let mut dirs = vec![self.root.join(FileKind::Pack.dir())];
+        for kind in [FileKind::Pack, FileKind::Index, FileKind::Snapshot] {
+            dirs.extend(self.dirs(kind)?);
+        }
         let mut removed = 0;
         for dir in dirs {
             for name in read_names(&dir)?

@@ -97,7 +97,11 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
                 );
             }
             let pw = hex::encode(crate::crypto::random_bytes::<32>());
-            write_private(&file, pw.as_bytes())?;
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
+            }
+            let line = zeroize::Zeroizing::new(format!("{pw}\n"));
+            super::write_new_private(&file, line.as_bytes())?;
             eprintln!("*************************************************************************");
             eprintln!(
                 "* NOTE: created the default repository at {}",
@@ -114,24 +118,6 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
         }
     };
     Repository::init(backend, &password, &InitOptions::default())
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::path("create", path, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::path("write", path, e))
 }
 
 pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {

@@ -1,7 +1,6 @@
 //! `cairn key`: exported keys (see [`crate::repo::export`]).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
@@ -29,7 +28,7 @@ pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
         KeyCommand::Export { file } => {
             let repo = ctx.open_uncached()?;
             let bytes = export::encode(&repo.config().repo_id, repo.key());
-            write_new_private(&file, &bytes)?;
+            super::write_new_private(&file, &bytes)?;
             println!(
                 "exported the master key of repository {} to {}\n\
                  open it with --key-file {} (or CAIRN_KEY_FILE); anyone who can read that file \
@@ -41,33 +40,6 @@ pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
             Ok(0)
         }
     }
-}
-
-/// Creates `path` readable by its owner only and writes `bytes` durably;
-/// removes the file again if anything fails.
-fn write_new_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Invalid(format!(
-                    "{} exists already: choose another name (an existing file is never overwritten)",
-                    path.display()
-                ))
-            } else {
-                Error::path("create key file", path, e)
-            }
-        })?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
-    if let Err(e) = written {
-        drop(f);
-        let _ = std::fs::remove_file(path);
-        return Err(Error::path("write key file", path, e));
-    }
-    Ok(())
 }
 
 /// Reads an exported key file, refusing one that others than its owner

@@ -319,6 +319,35 @@ impl Context {
     }
 }
 
+/// Creates `path` readable by its owner only and writes `bytes` durably
+/// (the default repository's password, an exported key); an existing file
+/// is never overwritten, and a file whose write failed is removed again.
+fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::Invalid(format!(
+                    "{} exists already: choose another name (an existing file is never overwritten)",
+                    path.display()
+                ))
+            } else {
+                Error::path("create", path, e)
+            }
+        })?;
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+        return Err(Error::path("write", path, e));
+    }
+    Ok(())
+}
+
 /// The first line of a password file.
 fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
     let text =
