@@ -138,16 +138,6 @@ impl AppendFile {
         })
     }
 
-    /// Bytes appended so far.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// True before anything was appended.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Appends `bytes`.
     pub fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
         self.len += bytes.len() as u64;
@@ -254,7 +244,6 @@ mod tests {
         f.append(&bytes(2, 5000)).unwrap();
         f.append(&piece[..8192]).unwrap();
         f.append(&bytes(3, 3 * BOUNCE + 17)).unwrap();
-        assert_eq!(f.len(), (4 * BOUNCE + 5000 + 8192 + 17) as u64);
         f.finish().unwrap();
 
         let mut want = bytes(1, BOUNCE);
