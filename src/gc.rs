@@ -25,6 +25,7 @@
 //! delete what a backup started since relies on.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -32,11 +33,11 @@ use serde::Serialize;
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{is_hex_name, BlobId, IdMap, IdSet, IndexId, PackId};
-use crate::index::{IndexBuilder, Location};
+use crate::index::{IndexBuilder, IndexSet};
 use crate::pack::{BlobKind, PackEntry, PackWriter};
 use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
-use crate::tree::NodeKind;
+use crate::tree::Ref;
 
 /// gc settings.
 #[derive(Clone, Debug)]
@@ -93,9 +94,9 @@ pub struct GcPlan {
     /// Index tables replaced.
     #[serde(skip)]
     pub old_index: Vec<IndexId>,
-    /// Live blob → location to keep.
+    /// The index entries that keep live blobs.
     #[serde(skip)]
-    live: IdMap<BlobId, Location>,
+    marks: Marks,
     /// Pack sizes.
     #[serde(skip)]
     sizes: IdMap<PackId, u64>,
@@ -125,28 +126,117 @@ fn ids<S: serde::Serializer>(v: &[PackId], s: S) -> std::result::Result<S::Ok, S
     s.collect_seq(v.iter().map(|p| p.to_hex()))
 }
 
+/// Which index entries locate live blobs: one bit per entry of every
+/// table, tables in the order of [`IndexSet::tables`]. Marking looks each
+/// reference up in the mapped index and sets the bit of the entry that
+/// will keep it, so the mark costs an eighth of a byte per index entry
+/// instead of a heap set of every live blob id, and threads mark
+/// without a lock.
+#[derive(Debug, Default)]
+struct Marks {
+    tables: Vec<TableMarks>,
+}
+
+#[derive(Debug)]
+struct TableMarks {
+    /// The table's id, to check execute sees the tables plan marked.
+    id: IndexId,
+    bits: Vec<AtomicU64>,
+    /// The table's pack list.
+    packs: Vec<(PackId, BlobKind)>,
+    /// Per pack number: whether the pack exists.
+    present: Vec<bool>,
+}
+
+impl Marks {
+    fn new(index: &IndexSet, sizes: &IdMap<PackId, u64>) -> Result<Marks> {
+        let mut tables = Vec::new();
+        for table in index.tables() {
+            let packs = (0..table.pack_count())
+                .map(|n| table.pack(n))
+                .collect::<Result<Vec<_>>>()?;
+            tables.push(TableMarks {
+                id: table.id(),
+                bits: (0..table.len().div_ceil(64))
+                    .map(|_| AtomicU64::new(0))
+                    .collect(),
+                present: packs.iter().map(|(p, _)| sizes.contains_key(p)).collect(),
+                packs,
+            });
+        }
+        Ok(Marks { tables })
+    }
+
+    /// Marks `id` live: sets the bit of its first indexed location in a
+    /// pack that exists. False when there is none.
+    fn mark(&self, index: &IndexSet, id: &BlobId) -> bool {
+        for (table, marks) in index.tables().iter().zip(&self.tables) {
+            let Some(i) = table.find(id) else { continue };
+            let usable = table
+                .entry_at(i)
+                .is_ok_and(|e| marks.present[e.pack as usize]);
+            if usable {
+                marks.bits[i / 64].fetch_or(1 << (i % 64), Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether the tables are those marked.
+    fn matches(&self, index: &IndexSet) -> bool {
+        index.tables().len() == self.tables.len()
+            && index
+                .tables()
+                .iter()
+                .zip(&self.tables)
+                .all(|(t, m)| t.id() == m.id)
+    }
+}
+
+impl TableMarks {
+    fn is_live(&self, i: usize) -> bool {
+        self.bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
+    }
+}
+
 /// Marks live blobs and decides what to do with each pack.
 pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     let snapshots = repo.snapshots()?;
     let roots: Vec<BlobId> = snapshots.iter().map(|e| e.snapshot.tree).collect();
-    let live_ids: Mutex<IdSet<BlobId>> = Mutex::new(roots.iter().copied().collect());
+    let mut sizes = IdMap::default();
+    for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {
+        if is_hex_name(&name) {
+            sizes.insert(PackId::from_hex(&name)?, size);
+        }
+    }
+    let index = repo.index()?;
+    let marks = Marks::new(index, &sizes)?;
     let unreadable: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    crate::walker::for_each_tree(repo, &roots, opts.workers, &|id, tree| match tree {
-        Ok(tree) => {
-            let Ok(mut live) = live_ids.lock() else {
-                return;
-            };
-            for node in &tree.nodes {
-                match &node.kind {
-                    NodeKind::File { chunks } => live.extend(chunks.iter().copied()),
-                    NodeKind::Dir { subtree } => {
-                        live.insert(*subtree);
-                    }
-                    _ => {}
-                }
+    let missing: Mutex<IdSet<BlobId>> = Mutex::new(IdSet::default());
+    let mark = |id: &BlobId| {
+        if !marks.mark(index, id) {
+            if let Ok(mut m) = missing.lock() {
+                m.insert(*id);
             }
         }
-        Err(e) => {
+    };
+    for root in &roots {
+        mark(root);
+    }
+    let reader = crate::walker::TreeReader::new(repo);
+    crate::walker::walk(repo, &roots, opts.workers, &|id, enqueue| {
+        let what = format!("tree {}", id.short());
+        let scanned = reader.with_tree(&id, |plain| {
+            crate::tree::scan_refs(plain, &what, |r| match r {
+                Ref::Chunk(c) => mark(&c),
+                Ref::Subtree(t) => {
+                    mark(&t);
+                    enqueue(t);
+                }
+            })
+        });
+        if let Err(e) = scanned {
             if let Ok(mut u) = unreadable.lock() {
                 u.push(format!("tree {}: {e}", id.short()));
             }
@@ -160,53 +250,46 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
             unreadable.join("; ")
         )));
     }
-    let live_ids = live_ids
-        .into_inner()
-        .map_err(|_| Error::Invalid("gc worker panicked".into()))?;
-
-    let mut sizes = IdMap::default();
-    for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {
-        if is_hex_name(&name) {
-            sizes.insert(PackId::from_hex(&name)?, size);
-        }
+    let missing = missing.into_inner().unwrap_or_default();
+    if let Some(first) = missing.iter().min() {
+        return Err(Error::Invalid(format!(
+            "refusing to collect garbage: {} blobs used by snapshots are not in the index or their pack is missing \
+             (first: {first}); run `cairn verify` and `cairn repair index`",
+            missing.len(),
+        )));
     }
-    let index = repo.index()?;
+
     let mut plan = GcPlan {
         sizes,
         ..GcPlan::default()
     };
-    // First indexed location of each live blob in an existing pack wins.
     let mut live_in_pack: IdMap<PackId, u64> = IdMap::default();
     let mut indexed: IdSet<PackId> = IdSet::default();
-    for table in index.tables() {
+    for (table, marks) in index.tables().iter().zip(&marks.tables) {
         plan.old_index.push(table.id());
+        // Per pack number: whether entries name it, and its live bytes.
+        let mut named = vec![false; marks.packs.len()];
+        let mut live = vec![0u64; marks.packs.len()];
         for i in 0..table.len() {
-            let (id, loc) = table.location_at(i)?;
-            indexed.insert(loc.pack);
-            let usable = plan.sizes.contains_key(&loc.pack);
-            if usable && live_ids.contains(&id) && !plan.live.contains_key(&id) {
-                plan.live.insert(id, loc);
-                *live_in_pack.entry(loc.pack).or_default() += u64::from(loc.length);
+            let e = table.entry_at(i)?;
+            named[e.pack as usize] = true;
+            if marks.is_live(i) {
+                live[e.pack as usize] += u64::from(e.length);
                 plan.live_blobs += 1;
-                plan.live_bytes += u64::from(loc.length);
+                plan.live_bytes += u64::from(e.length);
             } else {
                 plan.dead_blobs += 1;
-                plan.dead_bytes += u64::from(loc.length);
+                plan.dead_bytes += u64::from(e.length);
+            }
+        }
+        for (n, (pack, _)) in marks.packs.iter().enumerate() {
+            if named[n] {
+                indexed.insert(*pack);
+                *live_in_pack.entry(*pack).or_default() += live[n];
             }
         }
     }
-    let missing: Vec<&BlobId> = live_ids
-        .iter()
-        .filter(|id| !plan.live.contains_key(id))
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::Invalid(format!(
-            "refusing to collect garbage: {} blobs used by snapshots are not in the index or their pack is missing \
-             (first: {}); run `cairn verify` and `cairn repair index`",
-            missing.len(),
-            missing[0]
-        )));
-    }
+    plan.marks = marks;
     let mut packs: Vec<(&PackId, &u64)> = plan.sizes.iter().collect();
     packs.sort();
     let (mut delete, mut repack, mut keep, mut freed, mut copied) =
@@ -271,21 +354,47 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     let key = repo.key();
     let backend = repo.backend();
     let repack: IdSet<PackId> = plan.repack.iter().copied().collect();
+    let index = repo.index()?;
+    if !plan.marks.matches(index) {
+        return Err(Error::Invalid(
+            "the index changed since gc planned; run gc again".into(),
+        ));
+    }
+    // Live blobs in kept packs keep their location; those in packs to
+    // repack are gathered (only they) to be copied.
     let mut builder = IndexBuilder::default();
-    // Live blobs in kept packs keep their location.
+    builder.reserve(usize::try_from(plan.live_blobs).unwrap_or(0));
     let mut by_pack: IdMap<PackId, (BlobKind, Vec<PackEntry>)> = IdMap::default();
-    for (id, loc) in &plan.live {
-        let entry = PackEntry {
-            id: *id,
-            offset: loc.offset,
-            length: loc.length,
-            raw_length: loc.raw_length,
-        };
-        by_pack
-            .entry(loc.pack)
-            .or_insert_with(|| (loc.kind, Vec::new()))
-            .1
-            .push(entry);
+    for (table, marks) in index.tables().iter().zip(&plan.marks.tables) {
+        let repacked: Vec<bool> = marks
+            .packs
+            .iter()
+            .map(|(p, _)| repack.contains(p))
+            .collect();
+        for (w, word) in marks.bits.iter().enumerate() {
+            let mut bits = word.load(Ordering::Relaxed);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let e = table.entry_at(i)?;
+                let (pack, kind) = marks.packs[e.pack as usize];
+                let entry = PackEntry {
+                    id: e.id,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                };
+                if repacked[e.pack as usize] {
+                    by_pack
+                        .entry(pack)
+                        .or_insert_with(|| (kind, Vec::new()))
+                        .1
+                        .push(entry);
+                } else {
+                    builder.add_entry(pack, kind, entry);
+                }
+            }
+        }
     }
     let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
     let flush = |w: PackWriter, builder: &mut IndexBuilder| -> Result<()> {
@@ -298,10 +407,6 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     let mut packs: Vec<_> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
     for (pack, (kind, mut entries)) in packs {
-        if !repack.contains(&pack) {
-            builder.add_pack(pack, kind, &entries);
-            continue;
-        }
         entries.sort_by_key(|e| e.offset);
         let data = backend.read(FileKind::Pack, &pack.to_hex())?;
         let what = format!("pack {}", pack.short());

@@ -3,17 +3,20 @@
 //! gc's mark phase, verify and repair walk every tree reachable from many
 //! snapshots. Snapshots share most of their trees, so a tree is visited
 //! once however many snapshots reach it. Workers pull tree ids from a shared
-//! queue; a pending counter tells them when the walk is over.
+//! queue; a pending counter tells them when the walk is over, and the
+//! worker that finishes the last tree wakes the others to stop.
+//!
+//! Trees are read through a [`TreeReader`], which keeps each pack it reads
+//! from open for the walk rather than opening the file once per tree.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{unbounded, Sender};
 
+use crate::backend::{FileKind, RangeReader};
 use crate::error::Result;
-use crate::id::BlobId;
+use crate::id::{BlobId, IdMap, IdSet, PackId};
 use crate::repo::Repository;
 use crate::tree::{NodeKind, Tree};
 
@@ -27,6 +30,37 @@ pub fn for_each_tree(
     workers: usize,
     visit: &(dyn Fn(BlobId, Result<&Tree>) + Sync),
 ) -> Result<usize> {
+    let reader = TreeReader::new(repo);
+    walk(
+        repo,
+        roots,
+        workers,
+        &|id, enqueue| match reader.with_tree(&id, |plain| {
+            Tree::decode(plain, &format!("tree {}", id.short()))
+        }) {
+            Ok(tree) => {
+                for node in &tree.nodes {
+                    if let NodeKind::Dir { subtree } = &node.kind {
+                        enqueue(*subtree);
+                    }
+                }
+                visit(id, Ok(&tree));
+            }
+            Err(e) => visit(id, Err(e)),
+        },
+    )
+}
+
+/// What a walk does with one tree: gets the tree's id and a function to
+/// call with each of its subtrees.
+pub type Step<'a> = dyn Fn(BlobId, &mut dyn FnMut(BlobId)) + Sync + 'a;
+
+/// The core of every walk: calls `step` once for every tree reachable
+/// from `roots`, on `workers` threads (0 = one per core). `step` gets the
+/// tree's id and a function to call with each of its subtrees (a subtree
+/// already queued or visited is skipped). Returns the number of trees
+/// stepped through.
+pub fn walk(repo: &Repository, roots: &[BlobId], workers: usize, step: &Step<'_>) -> Result<usize> {
     // Map the index before the threads start so its errors surface here.
     repo.index()?;
     let workers = if workers == 0 {
@@ -34,46 +68,129 @@ pub fn for_each_tree(
     } else {
         workers
     };
-    let seen: Mutex<HashSet<BlobId>> = Mutex::new(HashSet::new());
+    let seen: Mutex<IdSet<BlobId>> = Mutex::new(IdSet::default());
     let pending = AtomicUsize::new(0);
     let visited = AtomicUsize::new(0);
-    let (tx, rx) = unbounded::<BlobId>();
+    // `None` tells a worker the walk is over.
+    let (tx, rx) = unbounded::<Option<BlobId>>();
     let enqueue = |id: BlobId| {
         let fresh = seen.lock().map(|mut s| s.insert(id)).unwrap_or(false);
         if fresh {
             pending.fetch_add(1, Ordering::SeqCst);
-            let _ = tx.send(id);
+            let _ = tx.send(Some(id));
         }
     };
     for r in roots {
         enqueue(*r);
     }
+    if pending.load(Ordering::SeqCst) == 0 {
+        return Ok(0);
+    }
     std::thread::scope(|s| {
         for _ in 0..workers {
             let rx = rx.clone();
-            let (enqueue, pending, visited) = (&enqueue, &pending, &visited);
-            s.spawn(move || loop {
-                match rx.recv_timeout(Duration::from_millis(5)) {
-                    Ok(id) => {
-                        match repo.load_tree(&id) {
-                            Ok(tree) => {
-                                for node in &tree.nodes {
-                                    if let NodeKind::Dir { subtree } = &node.kind {
-                                        enqueue(*subtree);
-                                    }
-                                }
-                                visit(id, Ok(&tree));
-                            }
-                            Err(e) => visit(id, Err(e)),
+            let (enqueue, pending, visited, tx) = (&enqueue, &pending, &visited, &tx);
+            s.spawn(move || {
+                // Stops every worker if this one panics, so the scope ends
+                // (and re-raises the panic) instead of waiting forever.
+                let _stop = StopOnPanic { tx, workers };
+                while let Ok(Some(id)) = rx.recv() {
+                    step(id, &mut |sub| enqueue(sub));
+                    visited.fetch_add(1, Ordering::Relaxed);
+                    // Subtrees were counted before this tree is uncounted,
+                    // so the count reaches zero once, after the last tree.
+                    if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        for _ in 0..workers {
+                            let _ = tx.send(None);
                         }
-                        visited.fetch_add(1, Ordering::Relaxed);
-                        pending.fetch_sub(1, Ordering::SeqCst);
                     }
-                    Err(_) if pending.load(Ordering::SeqCst) == 0 => break,
-                    Err(_) => {}
                 }
             });
         }
     });
     Ok(visited.into_inner())
+}
+
+struct StopOnPanic<'a> {
+    tx: &'a Sender<Option<BlobId>>,
+    workers: usize,
+}
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for _ in 0..self.workers {
+                let _ = self.tx.send(None);
+            }
+        }
+    }
+}
+
+/// At most this many packs are kept open by one [`TreeReader`]; past it
+/// the open files are closed and reopened as needed.
+const MAX_OPEN_PACKS: usize = 256;
+
+/// Reads tree blobs for a walk over many of them. Where the store offers
+/// it ([`crate::backend::Backend::open_ranges`], a local directory), each
+/// pack is opened once and read at the trees' offsets; elsewhere each tree
+/// is read as [`Repository::read_blob`] reads it (through the tree-pack
+/// cache when there is one). Every tree is authenticated and checked
+/// against its id either way.
+pub struct TreeReader<'r> {
+    repo: &'r Repository,
+    /// `None` for a pack whose store offers no open reader.
+    open: Mutex<IdMap<PackId, Option<Arc<dyn RangeReader>>>>,
+}
+
+thread_local! {
+    /// The sealed bytes of the tree being read, reused across trees.
+    static SEALED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl<'r> TreeReader<'r> {
+    /// A reader with nothing open yet.
+    pub fn new(repo: &'r Repository) -> TreeReader<'r> {
+        TreeReader {
+            repo,
+            open: Mutex::new(IdMap::default()),
+        }
+    }
+
+    /// Reads tree `id`, authenticates it and hands its plaintext to `f`.
+    pub fn with_tree<R>(&self, id: &BlobId, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        let loc = self.repo.locate(id)?;
+        let Some(reader) = self.reader(&loc.pack)? else {
+            return f(&self.repo.read_blob(id)?);
+        };
+        let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
+        let mut sealed = SEALED.take();
+        sealed.clear();
+        sealed.resize(loc.length as usize, 0);
+        let result = reader
+            .read_at(u64::from(loc.offset), &mut sealed)
+            .and_then(|()| {
+                crate::pack::open_blob_with(self.repo.key(), id, &sealed, loc.raw_length, &what, f)
+            })
+            .and_then(|r| r);
+        SEALED.set(sealed);
+        result
+    }
+
+    fn reader(&self, pack: &PackId) -> Result<Option<Arc<dyn RangeReader>>> {
+        if let Some(r) = self.open.lock().ok().and_then(|m| m.get(pack).cloned()) {
+            return Ok(r);
+        }
+        let r: Option<Arc<dyn RangeReader>> = self
+            .repo
+            .backend()
+            .open_ranges(FileKind::Pack, &pack.to_hex())?
+            .map(Arc::from);
+        if let Ok(mut m) = self.open.lock() {
+            if m.len() >= MAX_OPEN_PACKS {
+                m.clear();
+            }
+            m.insert(*pack, r.clone());
+        }
+        Ok(r)
+    }
 }

@@ -27,7 +27,7 @@ use cairn::repo::keys::{self, KdfParams};
 use cairn::repo::lock::LockInfo;
 use cairn::repo::Config;
 use cairn::snapshot::{Snapshot, SnapshotKind, Summary};
-use cairn::tree::{check_name, Name, Node, NodeKind, Tree, Xattr};
+use cairn::tree::{self, check_name, Name, Node, NodeKind, Ref, Tree, Xattr};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -140,6 +140,19 @@ fn exercise_exported_key(bytes: &[u8]) {
     }
 }
 
+/// A tree's references in node order, from its decoded form.
+fn refs_of(t: &Tree) -> Vec<Ref> {
+    let mut out = Vec::new();
+    for n in &t.nodes {
+        match &n.kind {
+            NodeKind::File { chunks } => out.extend(chunks.iter().map(|c| Ref::Chunk(*c))),
+            NodeKind::Dir { subtree } => out.push(Ref::Subtree(*subtree)),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Feeds `bytes` to every decoder of stored bytes, as a whole file and as
 /// the plaintext behind each sealed format.
 fn all_decoders(bytes: &[u8], key: &MasterKey) {
@@ -161,9 +174,14 @@ fn all_decoders(bytes: &[u8], key: &MasterKey) {
     // Index tables.
     exercise_index(bytes.to_vec(), key);
 
-    // Trees.
+    // Trees, and the references-only scan gc uses: it never panics, and
+    // on every tree decoding accepts it reports the same references.
+    let mut scanned = Vec::new();
+    let scan = tree::scan_refs(bytes, "tree", |r| scanned.push(r));
     if let Ok(t) = Tree::decode(bytes, "tree") {
         assert_eq!(t.encode(), bytes);
+        assert!(scan.is_ok(), "{scan:?}");
+        assert_eq!(scanned, refs_of(&t));
     }
 
     // Snapshots.
@@ -759,6 +777,9 @@ proptest! {
     fn tree_round_trip(t in tree()) {
         let bytes = t.encode();
         prop_assert_eq!(Tree::decode(&bytes, "tree").unwrap(), t.clone());
+        let mut scanned = Vec::new();
+        tree::scan_refs(&bytes, "tree", |r| scanned.push(r)).unwrap();
+        prop_assert_eq!(scanned, refs_of(&t));
         for n in &t.nodes {
             prop_assert!(check_name(&n.name.0).is_ok());
         }

@@ -1,6 +1,8 @@
 //! gc's repacking threshold at its default (`--max-unused 10%`): a pack
-//! just under it is kept as it is, one just over it is repacked; and the
-//! temporary files of interrupted writes, which gc removes.
+//! just under it is kept as it is, one just over it is repacked; the
+//! temporary files of interrupted writes, which gc removes; and gc's
+//! refusal to delete anything while a snapshot is damaged or uses a blob
+//! it cannot find.
 
 mod common;
 mod support_maint;
@@ -173,4 +175,100 @@ fn gc_removes_temporary_files_left_by_interrupted_writes() {
     );
     assert_verify_ok(&repo);
     assert_restores(&repo, &snap);
+}
+
+/// Every file of a repository folder tree with its bytes.
+fn contents(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    list_paths(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// A repository with two snapshots of different data, with garbage for
+/// gc to collect (a third, forgotten snapshot's own data).
+fn two_snapshots_and_garbage(repo: &Repo) -> (Saved, Saved) {
+    let (a, b, gone) = (repo.scratch("a"), repo.scratch("b"), repo.scratch("gone"));
+    fill(&a, 31, &[("x", 300_000), ("y", 5_000)]);
+    fill(&b, 32, &[("z", 400_000)]);
+    fill(&gone, 33, &[("w", 600_000)]);
+    let sa = backup_saved(repo, &a, &[]);
+    let sg = backup_saved(repo, &gone, &[]);
+    let sb = backup_saved(repo, &b, &[]);
+    repo.run(&["forget", &sg.id]).success();
+    (sa, sb)
+}
+
+/// gc marks through every snapshot before it deletes anything: when a
+/// pack holding a live chunk has gone missing, it names the problem and
+/// leaves the repository exactly as it was (the forgotten snapshot's pack
+/// included), so nothing more is lost.
+#[test]
+fn gc_refuses_when_a_live_chunk_cannot_be_found_and_changes_nothing() {
+    let repo = packed_repo();
+    let (_, sb) = two_snapshots_and_garbage(&repo);
+    let chunk = file_chunks(&repo, &sb.id)[&abs(&sb.src.join("z"))][0].clone();
+    let index = index_map(&repo);
+    let pack = index[&chunk].pack.clone();
+    fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
+    let before = contents(&repo.path.join("packs"));
+    let index_before = contents(&repo.path.join("index"));
+
+    let out = repo.run(&["gc"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("blobs used by snapshots are not in the index or their pack is missing"),
+        "{out}"
+    );
+    // The blob it names is one the missing pack held.
+    let first = out.stderr.split("(first: ").nth(1).expect("names a blob");
+    let first = &first[..64];
+    assert_eq!(index[first].pack, pack, "{out}");
+    assert_eq!(
+        contents(&repo.path.join("packs")),
+        before,
+        "no pack touched"
+    );
+    assert_eq!(
+        contents(&repo.path.join("index")),
+        index_before,
+        "no index table touched"
+    );
+}
+
+/// A tree that fails authentication stops gc before it deletes anything:
+/// the blobs only that tree reaches cannot be marked.
+#[test]
+fn gc_refuses_while_a_tree_is_damaged_and_changes_nothing() {
+    let repo = packed_repo();
+    let (sa, _) = two_snapshots_and_garbage(&repo);
+    let root = sa.record["tree"].as_str().expect("tree id").to_string();
+    let loc = index_map(&repo)[&root].clone();
+    let path = pack_files(&repo)[&loc.pack].clone();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[(loc.offset + loc.length / 2) as usize] ^= 0x55;
+    write(&path, &bytes);
+    let before = contents(&repo.path.join("packs"));
+
+    let out = repo.run(&["gc"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("refusing to collect garbage while snapshots are damaged"),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!("tree {}", &root[..8])),
+        "{out}"
+    );
+    assert_eq!(
+        contents(&repo.path.join("packs")),
+        before,
+        "no pack touched"
+    );
 }

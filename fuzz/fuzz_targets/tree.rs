@@ -1,13 +1,29 @@
-//! Tree blob plaintexts (`cairn::tree::Tree::decode`): trees are blobs, so
+//! Tree blob plaintexts (`cairn::tree::Tree::decode`, and the
+//! references-only `cairn::tree::scan_refs`): trees are blobs, so
 //! after `open_blob` the decoder sees exactly these bytes.
 #![no_main]
 
 use cairn::codec;
-use cairn::tree::{check_name, Tree};
+use cairn::tree::{check_name, scan_refs, NodeKind, Ref, Tree};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // The references-only scan gc's mark uses (`scan_refs`) never panics
+    // either, and on every tree decoding accepts reports the same
+    // references.
+    let mut scanned = Vec::new();
+    let scan = scan_refs(data, "tree", |r| scanned.push(r));
     if let Ok(t) = Tree::decode(data, "tree") {
+        assert!(scan.is_ok(), "{scan:?}");
+        let mut refs = Vec::new();
+        for n in &t.nodes {
+            match &n.kind {
+                NodeKind::File { chunks } => refs.extend(chunks.iter().map(|c| Ref::Chunk(*c))),
+                NodeKind::Dir { subtree } => refs.push(Ref::Subtree(*subtree)),
+                _ => {}
+            }
+        }
+        assert_eq!(scanned, refs);
         // The encoding is canonical, so identical trees dedup.
         assert_eq!(t.encode(), data);
         let mut prev: Option<&[u8]> = None;

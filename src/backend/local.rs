@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, Data, FileKind};
+use super::{Backend, Data, FileKind, RangeReader};
 use crate::directio;
 use crate::error::{Error, Result};
 use crate::mmap::Map;
@@ -87,7 +87,44 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::path("fsync folder", dir, e))
 }
 
+/// A repository file open for positioned reads, named in errors.
+struct OpenFile {
+    file: File,
+    path: PathBuf,
+    what: String,
+}
+
+impl RangeReader for OpenFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    return Err(Error::corrupt(
+                        &self.what,
+                        format!("truncated: wanted {} bytes at offset {offset}", buf.len()),
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::path("read", &self.path, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
 impl LocalBackend {
+    fn open_file(&self, kind: FileKind, name: &str) -> Result<OpenFile> {
+        let path = self.path(kind, name);
+        let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
+        Ok(OpenFile {
+            file,
+            path,
+            what: format!("{} {name}", kind_name(kind)),
+        })
+    }
+
     /// The folders holding files of `kind`: for packs, the `packs/<xx>`
     /// folders that exist.
     fn dirs(&self, kind: FileKind) -> Result<Vec<PathBuf>> {
@@ -168,24 +205,14 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let path = self.path(kind, name);
-        let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
+        let file = self.open_file(kind, name)?;
         let mut buf = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            match file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => {
-                    return Err(Error::corrupt(
-                        format!("{} {name}", kind_name(kind)),
-                        format!("truncated: wanted {len} bytes at offset {offset}"),
-                    ))
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::path("read", &path, e)),
-            }
-        }
+        file.read_at(offset, &mut buf)?;
         Ok(buf)
+    }
+
+    fn open_ranges(&self, kind: FileKind, name: &str) -> Result<Option<Box<dyn RangeReader>>> {
+        Ok(Some(Box::new(self.open_file(kind, name)?)))
     }
 
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {

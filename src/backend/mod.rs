@@ -157,6 +157,15 @@ pub trait Backend: Send + Sync {
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// `name` opened once for many [`RangeReader::read_at`] calls (a walk
+    /// reading hundreds of trees from a few packs), where that saves work
+    /// per read: opening a file per range costs more than reading a small
+    /// one. `None` (the default) where every range is a request anyway;
+    /// callers then use [`Backend::read_range`].
+    fn open_ranges(&self, kind: FileKind, name: &str) -> Result<Option<Box<dyn RangeReader>>> {
+        let _ = (kind, name);
+        Ok(None)
+    }
     /// Whether fetching a few ranges of a pack is cheaper than reading it
     /// whole (true for remote stores, false where reads are memory maps).
     fn prefers_ranges(&self) -> bool {
@@ -183,6 +192,12 @@ pub trait Backend: Send + Sync {
         let _ = before;
         Ok(0)
     }
+}
+
+/// A file kept open for positioned reads (see [`Backend::open_ranges`]).
+pub trait RangeReader: Send + Sync {
+    /// Fills `buf` from `offset`; a file too short for it is an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
 }
 
 /// A pack file being written front to back (see [`Backend::pack_sink`]).
