@@ -173,12 +173,30 @@ impl Backend for LocalBackend {
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         for d in self.dirs(kind)? {
-            for name in read_names(&d)?.into_iter().filter(|n| !n.starts_with('.')) {
-                let path = d.join(&name);
-                match fs::metadata(&path) {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::path("list", &d, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::path("list", &d, e))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue;
+                }
+                // Stats relative to the open folder, not by whole path;
+                // a symlink (packs moved elsewhere) is followed, as
+                // reads follow it.
+                let meta = match entry.metadata() {
+                    Ok(m) if m.file_type().is_symlink() => fs::metadata(entry.path()),
+                    other => other,
+                };
+                match meta {
                     Ok(m) => out.push((name, m.len())),
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::path("stat", &path, e)),
+                    Err(e) => return Err(Error::path("stat", &entry.path(), e)),
                 }
             }
         }
@@ -498,6 +516,27 @@ mod tests {
             vec![(name.clone(), 11)]
         );
         assert!(b.list(FileKind::Index).unwrap().is_empty());
+        // Open for many ranges: the same bytes, and a short file is an
+        // error naming it.
+        let open = b.open_ranges(FileKind::Pack, &name).unwrap().unwrap();
+        let mut buf = [0u8; 5];
+        open.read_at(6, &mut buf).unwrap();
+        assert_eq!(&buf, b"world");
+        let err = open.read_at(7, &mut buf).unwrap_err().to_string();
+        assert!(err.contains("truncated") && err.contains(&name), "{err}");
+        // A pack moved elsewhere and symlinked in is listed with the size
+        // of what it points to; temporary files are not listed.
+        let moved = dir.path().join("elsewhere");
+        fs::write(&moved, [1u8; 1000]).unwrap();
+        let linked = "cd".repeat(32);
+        let linked_path = b.path(FileKind::Pack, &linked);
+        fs::create_dir_all(linked_path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&moved, &linked_path).unwrap();
+        fs::write(linked_path.with_file_name(".tmp-0011223344556677"), b"x").unwrap();
+        let mut sizes = b.list_sizes(FileKind::Pack).unwrap();
+        sizes.sort();
+        assert_eq!(sizes, vec![(name.clone(), 11), (linked.clone(), 1000)]);
+        fs::remove_file(&linked_path).unwrap();
         b.remove(FileKind::Pack, &name).unwrap();
         b.remove(FileKind::Pack, &name).unwrap();
         assert!(b.list(FileKind::Pack).unwrap().is_empty());
