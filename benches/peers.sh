@@ -28,9 +28,13 @@
 # of the benchmark machines) then skips the inodes freed in the last
 # minutes when it creates files, rescanning them for every new file, so
 # restores there measured the harness's own deletions and moved 2x
-# between runs. A loop-mounted ext4 image works:
+# between runs. An ext4 image on a loop device works; give the loop
+# device direct IO, or every write is cached twice (in the image's
+# filesystem and in the root filesystem's cache of the image file) and
+# the kernel's writeback of the image file takes a core's worth of CPU
+# from whichever tool is writing:
 #   truncate -s 60G /var/tmp/bench.img && mkfs.ext4 -q /var/tmp/bench.img
-#   mount -o loop /var/tmp/bench.img /mnt/bench
+#   mount "$(losetup --direct-io=on -f --show /var/tmp/bench.img)" /mnt/bench
 #   BENCH_DIR=/mnt/bench/peers benches/peers.sh
 set -euo pipefail
 

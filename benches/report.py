@@ -142,7 +142,15 @@ LIMIT_ROWS = [
 def conditions(path):
     """A line naming when a result file was written and under what load."""
     import datetime
-    when = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.timezone.utc)
+    # A folder's own mtime changes only when entries are added or removed,
+    # so for criterion's folder take the newest result file in it.
+    stamp = os.path.getmtime(path)
+    if os.path.isdir(path):
+        for d, _, files in os.walk(path):
+            for f in files:
+                if f == "estimates.json":
+                    stamp = max(stamp, os.path.getmtime(os.path.join(d, f)))
+    when = datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc)
     label = os.environ.get("BENCH_LABEL") or "conditions not stated"
     load = open("/proc/loadavg").read().split()[0]
     return (f"**Run:** {when:%Y-%m-%d %H:%M} UTC, {label}; load average "
