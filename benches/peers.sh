@@ -301,7 +301,20 @@ meta = {
 json.dump(meta, open(out, "w"), indent=2)
 EOF
 
+# The working folder's own write rate, the ceiling of every restore into
+# it: one file of the dataset's size written through the page cache (as
+# restores write), recorded as step "write" of the pseudo-tool "folder".
+dataset_mib=$(($(du -sb --apparent-size "$data/v1" | cut -f1) / 1048576))
+write_probe() {
+  dd if=/dev/zero of="$BENCH_DIR/work/write-probe" bs=1M count="$dataset_mib" status=none
+}
+export dataset_mib
+export -f write_probe
+
 for ((run = 1; run <= BENCH_RUNS; run++)); do
+  measure "$run" folder write write_probe || true
+  rm -f "$BENCH_DIR/work/write-probe"
+  record "$run" folder write_mib "$dataset_mib"
   for t in "${tools[@]}"; do
     run_tool "$run" "$t"
   done

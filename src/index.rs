@@ -1,7 +1,7 @@
 //! Index tables: blob id → pack, offset, length, searched in place.
 //!
 //! An index table is an immutable file of fixed-width records sorted by blob
-//! id, so it can be memory-mapped and binary-searched without loading it
+//! id, so it can be memory-mapped and searched in place without loading it
 //! into a heap structure:
 //!
 //! ```text
@@ -100,8 +100,8 @@ impl IndexTable {
                 ),
             ));
         }
-        // Lookups are binary searches: a fault should map one page, not
-        // read ahead tens of KiB that the search will never touch.
+        // Lookups probe a few scattered places: a fault should map one
+        // page, not read ahead tens of KiB that the search will never touch.
         data.advise_random();
         Ok(IndexTable {
             id,
@@ -393,7 +393,7 @@ pub struct CompactStats {
 /// Keeps the number of index tables bounded: once there are more than
 /// [`MAX_TABLES`], the smallest are merged into one so that
 /// [`KEEP_TABLES`] remain. Each backup adds a table, so without this a
-/// year of nightly backups would mean hundreds of binary searches per
+/// year of nightly backups would mean hundreds of table searches per
 /// lookup. Safe beside concurrent backups and readers: the merged table is
 /// written (durably) before any source is removed, a crash in between
 /// leaves duplicate entries (harmless; the next compaction merges them),
