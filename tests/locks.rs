@@ -1,8 +1,9 @@
 //! Locks and concurrency through the real binary: backups side by side,
 //! gc refusing or waiting while a backup runs, `unlock` removing the locks
 //! of dead processes (and, forced, of live ones), staleness after 30
-//! minutes, refreshing, and a backup whose lock was lost or expired failing
-//! without publishing anything. `CAIRN_LOCK_TEST` (src/fault.rs) stands in
+//! minutes, refreshing, a backup whose lock was lost or expired failing
+//! without publishing anything, and lock files a crash left empty or torn
+//! (lock files are not fsynced) blocking nothing. `CAIRN_LOCK_TEST` (src/fault.rs) stands in
 //! for the minutes that would otherwise pass.
 
 mod common;
@@ -22,6 +23,30 @@ use serde_json::Value;
 use support_maint::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// Lock files are written atomically but not fsynced: a power loss may
+/// leave one empty or torn under its final name. Its holder died in the
+/// same crash, so such a file must block nobody, exclusive or shared.
+#[test]
+fn lock_files_a_crash_left_empty_or_torn_block_nothing() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 61, &[("f", 150_000)]);
+    let first = backup_saved(&repo, &src, &[]);
+    let locks = repo.path.join("locks");
+    write(&locks.join("ab".repeat(32)), b"");
+    write(
+        &locks.join("cd".repeat(32)),
+        b"CAIRNLCK\x01\x00\x00\x00torn",
+    );
+    fill(&src, 62, &[("g", 150_000)]);
+    let second = backup_saved(&repo, &src, &[]);
+    repo.run(&["forget", &first.id]).success();
+    let out = repo.run(&["gc"]).success();
+    assert!(out.stdout.contains("packs deleted"), "{out}");
+    assert_restores(&repo, &second);
+    assert_verify_ok(&repo);
+}
 
 /// The lock files (hex names) in the repository.
 fn lock_files(repo: &Repo) -> Vec<PathBuf> {

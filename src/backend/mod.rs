@@ -153,7 +153,9 @@ pub trait Backend: Send + Sync {
     fn read(&self, kind: FileKind, name: &str) -> Result<Data>;
     /// `len` bytes at `offset`; fewer only if the file is shorter (an error).
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
-    /// Stores a file atomically and durably.
+    /// Stores a file atomically and durably (lock files: atomically; a
+    /// crash that loses one also ends its holder, and an undecodable lock
+    /// is ignored, so stores may skip making them durable).
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
