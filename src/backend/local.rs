@@ -245,11 +245,9 @@ impl Backend for LocalBackend {
             ".tmp-{}",
             hex::encode(crate::crypto::random_bytes::<8>())
         ));
-        // Lock files need to be atomic, not durable: they exclude live
-        // processes, and a crash that could lose one ends its holder too
-        // (an undecodable lock is ignored). Skipping their two fsyncs
+        // Lock files skip both fsyncs (see `FileKind::durable`), which
         // saves every command that locks a millisecond or more.
-        let durable = kind != FileKind::Lock;
+        let durable = kind.durable();
         let result = (|| {
             let direct = kind == FileKind::Pack
                 && bytes.len() >= DIRECT_MIN

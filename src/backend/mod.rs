@@ -70,6 +70,14 @@ impl FileKind {
             FileKind::Lock => "locks",
         }
     }
+
+    /// Whether a written file of this kind must survive a crash. Lock
+    /// files need only be atomic: they exclude live processes, and a
+    /// crash that could lose or tear one ends its holder too (an
+    /// undecodable lock is ignored). Everything else is relied on later.
+    pub fn durable(self) -> bool {
+        self != FileKind::Lock
+    }
 }
 
 /// Bytes read from a backend: owned, or mapped from a local file.
@@ -153,9 +161,7 @@ pub trait Backend: Send + Sync {
     fn read(&self, kind: FileKind, name: &str) -> Result<Data>;
     /// `len` bytes at `offset`; fewer only if the file is shorter (an error).
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
-    /// Stores a file atomically and durably (lock files: atomically; a
-    /// crash that loses one also ends its holder, and an undecodable lock
-    /// is ignored, so stores may skip making them durable).
+    /// Stores a file atomically, and durably where [`FileKind::durable`].
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
     /// Removes a file; removing a missing file is not an error.
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
