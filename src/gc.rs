@@ -112,8 +112,8 @@ pub struct GcPlan {
 pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Removes the temporary files interrupted writes left in the store (a
-/// kill between writing a pack, index table or snapshot and renaming it
-/// into place), once they are [`LEFTOVER_AGE`] old. Call holding the
+/// kill between writing a pack, index table, snapshot, lock or key file
+/// and renaming it into place), once they are [`LEFTOVER_AGE`] old. Call holding the
 /// exclusive lock.
 pub fn remove_leftovers(repo: &Repository) -> Result<u64> {
     let before = std::time::SystemTime::now()

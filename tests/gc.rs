@@ -127,8 +127,8 @@ fn default_max_unused_repacks_just_over_10_percent_and_keeps_just_under() {
 }
 
 /// Temporary files a killed write left behind (streamed packs in `packs/`,
-/// whole files beside their destination) are removed by gc once an hour
-/// old; younger ones may belong to a write in progress and stay, and a dry
+/// whole files beside their destination, locks and key files included)
+/// are removed by gc once an hour old; younger ones may belong to a write in progress and stay, and a dry
 /// run removes nothing.
 #[test]
 fn gc_removes_temporary_files_left_by_interrupted_writes() {
@@ -150,6 +150,8 @@ fn gc_removes_temporary_files_left_by_interrupted_writes() {
         packs.join(".tmp-0123456789abcdef"),
         sub.join(".tmp-fedcba9876543210"),
         repo.path.join("index").join(".tmp-00000000aaaaaaaa"),
+        repo.path.join("locks").join(".tmp-00000000bbbbbbbb"),
+        repo.path.join("keys").join(".tmp-00000000cccccccc"),
     ];
     for p in &old {
         write(p, vec![7u8; 4096]);
@@ -157,6 +159,8 @@ fn gc_removes_temporary_files_left_by_interrupted_writes() {
     }
     let fresh = packs.join(".tmp-1111111111111111");
     write(&fresh, "being written");
+    let fresh_lock = repo.path.join("locks").join(".tmp-2222222222222222");
+    write(&fresh_lock, "being taken");
 
     let out = repo.run(&["gc", "--dry-run"]).success();
     assert!(!out.stdout.contains("temporary files"), "{out}");
@@ -165,12 +169,12 @@ fn gc_removes_temporary_files_left_by_interrupted_writes() {
     let out = repo.run(&["gc"]).success();
     assert!(
         out.stdout
-            .contains("removed 3 temporary files left by interrupted writes"),
+            .contains("removed 5 temporary files left by interrupted writes"),
         "{out}"
     );
     assert!(old.iter().all(|p| !p.exists()), "{out}");
     assert!(
-        fresh.exists(),
+        fresh.exists() && fresh_lock.exists(),
         "a young temporary file may be a write in progress"
     );
     assert_verify_ok(&repo);

@@ -289,7 +289,16 @@ impl Backend for LocalBackend {
         // Streamed packs are written in packs/ itself, whole files beside
         // their destination.
         let mut dirs = vec![self.root.join(FileKind::Pack.dir())];
-        for kind in [FileKind::Pack, FileKind::Index, FileKind::Snapshot] {
+        // Every folder, locks/ and keys/ too: their writes (a lock taken or
+        // refreshed, a key file) take milliseconds, so a temporary file an
+        // hour old there is as surely abandoned as anywhere.
+        for kind in [
+            FileKind::Pack,
+            FileKind::Index,
+            FileKind::Snapshot,
+            FileKind::Lock,
+            FileKind::Key,
+        ] {
             dirs.extend(self.dirs(kind)?);
         }
         let mut removed = 0;
