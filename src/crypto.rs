@@ -8,9 +8,21 @@
 //!
 //! Sealed data is `nonce (24 bytes) || ciphertext || tag (16 bytes)`; the
 //! nonce is random, which XChaCha's 192-bit nonces make safe.
+//!
+//! XChaCha20-Poly1305 is assembled from its two halves, as its
+//! specification (draft-irtf-cfrg-xchacha) defines it: HChaCha20 derives a
+//! one-message subkey from the key and the nonce's first 16 bytes, and
+//! ChaCha20-Poly1305 (RFC 8439) seals under that subkey with the nonce
+//! `0000 || nonce[16..24]`. HChaCha20 comes from RustCrypto's `chacha20`,
+//! the AEAD from aws-lc (already linked for TLS), whose assembly runs about
+//! twice as fast as a portable implementation. The bytes are those of any
+//! other XChaCha20-Poly1305: the format golden tests check them with
+//! RustCrypto's `chacha20poly1305`, and a property test here compares the
+//! two on random inputs.
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use chacha20::cipher::consts::U10;
+use chacha20::cipher::generic_array::GenericArray;
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -58,8 +70,8 @@ impl MasterKey {
         self.raw
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new_from_slice(&self.raw[..32]).expect("32-byte key")
+    fn cipher(&self) -> XChaCha<'_> {
+        XChaCha::new(self.raw[..32].try_into().expect("32-byte key"))
     }
 
     /// The id of a blob: keyed BLAKE3 of its plaintext.
@@ -104,76 +116,97 @@ impl MasterKey {
         what: &str,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        open_into_with(&self.cipher(), sealed, aad, what, out)
+        self.cipher().open_into(sealed, aad, what, out)
     }
 }
 
 /// Encrypts with an explicit 32-byte key (used for key files).
 pub fn seal_with_key(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-    seal_with(
-        &XChaCha20Poly1305::new_from_slice(key).expect("32-byte key"),
-        plaintext,
-        aad,
-        &mut out,
-    );
+    seal_with(&XChaCha::new(key), plaintext, aad, &mut out);
     out
 }
 
 /// Decrypts with an explicit 32-byte key (used for key files).
 pub fn open_with_key(key: &[u8; 32], sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
-    open_with(
-        &XChaCha20Poly1305::new_from_slice(key).expect("32-byte key"),
-        sealed,
-        aad,
-        what,
-    )
+    open_with(&XChaCha::new(key), sealed, aad, what)
 }
 
-fn seal_with(cipher: &XChaCha20Poly1305, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
+/// An XChaCha20-Poly1305 key (borrowed; see the module docs).
+struct XChaCha<'k> {
+    key: &'k [u8; 32],
+}
+
+impl<'k> XChaCha<'k> {
+    fn new(key: &'k [u8; 32]) -> XChaCha<'k> {
+        XChaCha { key }
+    }
+
+    /// The ChaCha20-Poly1305 key and nonce for one message with this
+    /// 24-byte nonce.
+    fn message_key(&self, nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
+        let mut subkey = chacha20::hchacha::<U10>(
+            GenericArray::from_slice(self.key),
+            GenericArray::from_slice(&nonce[..16]),
+        );
+        let key = LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, &subkey).expect("32-byte ChaCha20 key"),
+        );
+        subkey.as_mut_slice().zeroize();
+        let mut short = [0u8; 12];
+        short[4..].copy_from_slice(&nonce[16..]);
+        (key, Nonce::assume_unique_for_key(short))
+    }
+
+    /// Appends `nonce || ciphertext || tag` to `out`.
+    fn seal_into(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
+        let (key, short) = self.message_key(nonce);
+        out.reserve(plaintext.len() + SEAL_OVERHEAD);
+        out.extend_from_slice(nonce);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        let tag = key
+            .seal_in_place_separate_tag(short, Aad::from(aad), &mut out[start..])
+            .expect("ChaCha20-Poly1305 encryption of an in-memory buffer");
+        out.extend_from_slice(tag.as_ref());
+    }
+
+    /// Replaces `out` with the plaintext of `sealed`, or leaves it empty.
+    fn open_into(&self, sealed: &[u8], aad: &[u8], what: &str, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::corrupt(what, "too short to be encrypted data"));
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (key, short) = self.message_key(nonce.try_into().expect("24-byte nonce"));
+        out.extend_from_slice(rest);
+        match key.open_in_place(short, Aad::from(aad), out) {
+            Ok(plain) => {
+                let n = plain.len();
+                out.truncate(n);
+                Ok(())
+            }
+            Err(_) => {
+                out.clear();
+                Err(Error::corrupt(
+                    what,
+                    "authentication failed (damaged or tampered)",
+                ))
+            }
+        }
+    }
+}
+
+fn seal_with(cipher: &XChaCha, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    out.reserve(plaintext.len() + SEAL_OVERHEAD);
-    out.extend_from_slice(&nonce);
-    let start = out.len();
-    out.extend_from_slice(plaintext);
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
-        .expect("XChaCha20-Poly1305 encryption of an in-memory buffer");
-    out.extend_from_slice(&tag);
+    cipher.seal_into(&nonce, plaintext, aad, out);
 }
 
-fn open_with(cipher: &XChaCha20Poly1305, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
+fn open_with(cipher: &XChaCha, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    open_into_with(cipher, sealed, aad, what, &mut out)?;
+    cipher.open_into(sealed, aad, what, &mut out)?;
     Ok(out)
-}
-
-fn open_into_with(
-    cipher: &XChaCha20Poly1305,
-    sealed: &[u8],
-    aad: &[u8],
-    what: &str,
-    out: &mut Vec<u8>,
-) -> Result<()> {
-    if sealed.len() < SEAL_OVERHEAD {
-        return Err(Error::corrupt(what, "too short to be encrypted data"));
-    }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-    out.clear();
-    out.extend_from_slice(ct);
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(nonce),
-            aad,
-            out,
-            chacha20poly1305::Tag::from_slice(tag),
-        )
-        .map_err(|_| {
-            out.clear();
-            Error::corrupt(what, "authentication failed (damaged or tampered)")
-        })
 }
 
 /// `n` random bytes.
@@ -200,6 +233,55 @@ mod tests {
         assert!(k.open(&sealed[..10], b"aad", "x").is_err());
         let other = MasterKey::generate();
         assert!(other.open(&sealed, b"aad", "x").is_err());
+    }
+
+    proptest::proptest! {
+        /// The assembled XChaCha20-Poly1305 seals exactly as RustCrypto's
+        /// `chacha20poly1305` does, and each opens what the other sealed.
+        #[test]
+        fn matches_an_independent_xchacha20_poly1305(
+            key in proptest::array::uniform32(0u8..),
+            nonce in proptest::collection::vec(0u8.., NONCE_LEN),
+            aad in proptest::collection::vec(0u8.., 0..40),
+            plaintext in proptest::collection::vec(0u8.., 0..3000),
+        ) {
+            use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+            let nonce: [u8; NONCE_LEN] = nonce.try_into().unwrap();
+            let reference = chacha20poly1305::XChaCha20Poly1305::new_from_slice(&key).unwrap();
+            let theirs = reference
+                .encrypt(
+                    chacha20poly1305::XNonce::from_slice(&nonce),
+                    Payload { msg: &plaintext, aad: &aad },
+                )
+                .unwrap();
+            let mut ours = Vec::new();
+            XChaCha::new(&key).seal_into(&nonce, &plaintext, &aad, &mut ours);
+            proptest::prop_assert_eq!(&ours[..NONCE_LEN], &nonce[..]);
+            proptest::prop_assert_eq!(&ours[NONCE_LEN..], &theirs[..]);
+            let opened = open_with_key(&key, &ours, &aad, "x").unwrap();
+            proptest::prop_assert_eq!(&opened, &plaintext);
+            let back = reference
+                .decrypt(
+                    chacha20poly1305::XNonce::from_slice(&nonce),
+                    Payload { msg: &ours[NONCE_LEN..], aad: &aad },
+                )
+                .unwrap();
+            proptest::prop_assert_eq!(back, plaintext);
+        }
+    }
+
+    #[test]
+    fn failed_open_leaves_nothing_behind() {
+        let k = MasterKey::generate();
+        let mut sealed = k.seal(&[5u8; 100], b"aad");
+        sealed[NONCE_LEN + 3] ^= 0x40;
+        let mut out = vec![1, 2, 3];
+        let err = k
+            .open_into(&sealed, b"aad", "pack 01", &mut out)
+            .unwrap_err();
+        assert!(out.is_empty());
+        assert!(err.to_string().contains("pack 01"), "{err}");
+        assert!(err.to_string().contains("authentication failed"), "{err}");
     }
 
     #[test]
