@@ -254,12 +254,12 @@ fn packs(c: &mut Criterion) {
     for (name, data) in [("text", &text), ("random", &rnd)] {
         g.throughput(Throughput::Bytes(data.len() as u64));
         g.bench_with_input(BenchmarkId::new("write", name), data, |b, d| {
-            let (mut scratch, mut sealed) = (Vec::new(), Vec::new());
+            let mut sealed = Vec::new();
             b.iter(|| {
                 let mut w = PackWriter::new(BlobKind::Data);
                 for c in d.chunks(1 << 20) {
                     let id = k.blob_id(c);
-                    pack::seal_blob(&k, c, LEVEL, &mut scratch, &mut sealed);
+                    pack::seal_blob(&k, c, LEVEL, &mut sealed);
                     w.add_sealed(id, &sealed, c.len() as u32).unwrap();
                 }
                 w.finish(&k).unwrap().bytes.len()

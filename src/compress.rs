@@ -43,6 +43,13 @@ thread_local! {
 /// `level` 0 disables compression.
 pub fn encode_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
     out.clear();
+    encode_append(data, level, out);
+}
+
+/// Like [`encode_into`], appending to what `out` holds already, so a
+/// caller can build `header || encoded blob` in one buffer without copying.
+pub fn encode_append(data: &[u8], level: i32, out: &mut Vec<u8>) {
+    let base = out.len();
     if level != 0 && data.len() >= 64 {
         let compressed = CTX.with(|c| {
             let c = &mut *c.borrow_mut();
@@ -55,20 +62,20 @@ pub fn encode_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
             }
             // Compress straight after the encoding byte; a result that
             // does not save a byte is stored raw.
-            out.resize(1 + data.len(), 0);
-            out[0] = ZSTD;
+            out.resize(base + 1 + data.len(), 0);
+            out[base] = ZSTD;
             let n = c
                 .main
                 .as_mut()?
-                .compress_to_buffer(data, &mut out[1..])
+                .compress_to_buffer(data, &mut out[base + 1..])
                 .ok()?;
-            out.truncate(1 + n);
+            out.truncate(base + 1 + n);
             Some(())
         });
-        if compressed.is_some() && out.len() < data.len() + 1 {
+        if compressed.is_some() && out.len() - base < data.len() + 1 {
             return;
         }
-        out.clear();
+        out.truncate(base);
     }
     out.push(RAW);
     out.extend_from_slice(data);
@@ -146,6 +153,25 @@ pub fn decode_into(encoded: &[u8], raw_len: usize, what: &str, out: &mut Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn appending_keeps_what_the_buffer_held() {
+        let text: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i % 97).to_le_bytes())
+            .collect();
+        let noise: Vec<u8> = (0..50_000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        for data in [&text[..], &noise[..], &[1, 2, 3][..]] {
+            let mut alone = Vec::new();
+            encode_into(data, 3, &mut alone);
+            let mut after = b"header".to_vec();
+            encode_append(data, 3, &mut after);
+            assert_eq!(&after[..6], b"header");
+            assert_eq!(&after[6..], &alone[..]);
+            assert_eq!(decode(&after[6..], data.len(), "b").unwrap(), data);
+        }
+    }
 
     #[test]
     fn compressible_data_is_compressed_and_round_trips() {

@@ -94,6 +94,12 @@ impl MasterKey {
         seal_with(&self.cipher(), plaintext, aad, out)
     }
 
+    /// Seals what `fill` appends to `out`, in place: `out` gains `nonce ||
+    /// ciphertext || tag`, and the plaintext is never copied.
+    pub fn seal_filled(&self, aad: &[u8], out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
+        self.cipher().seal_filled(&random_bytes(), aad, out, fill)
+    }
+
     /// Encrypts `plaintext`, binding `aad`.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
@@ -160,11 +166,23 @@ impl<'k> XChaCha<'k> {
 
     /// Appends `nonce || ciphertext || tag` to `out`.
     fn seal_into(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
-        let (key, short) = self.message_key(nonce);
         out.reserve(plaintext.len() + SEAL_OVERHEAD);
+        self.seal_filled(nonce, aad, out, |o| o.extend_from_slice(plaintext));
+    }
+
+    /// Appends `nonce`, then whatever `fill` appends, and seals the latter
+    /// in place.
+    fn seal_filled(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        out: &mut Vec<u8>,
+        fill: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let (key, short) = self.message_key(nonce);
         out.extend_from_slice(nonce);
         let start = out.len();
-        out.extend_from_slice(plaintext);
+        fill(out);
         let tag = key
             .seal_in_place_separate_tag(short, Aad::from(aad), &mut out[start..])
             .expect("ChaCha20-Poly1305 encryption of an in-memory buffer");
@@ -198,9 +216,7 @@ impl<'k> XChaCha<'k> {
 }
 
 fn seal_with(cipher: &XChaCha, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    cipher.seal_into(&nonce, plaintext, aad, out);
+    cipher.seal_into(&random_bytes(), plaintext, aad, out);
 }
 
 fn open_with(cipher: &XChaCha, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {

@@ -279,19 +279,14 @@ pub fn decode_sealed_header(
     Ok(header)
 }
 
-/// Seals a blob's plaintext: compresses with `level`, then encrypts.
-/// `scratch` is reused between calls to avoid allocations.
-pub fn seal_blob(
-    key: &MasterKey,
-    plaintext: &[u8],
-    level: i32,
-    scratch: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) {
-    crate::compress::encode_into(plaintext, level, scratch);
+/// Seals a blob's plaintext into `out` (replacing its contents): compresses
+/// with `level` straight into `out`, then encrypts it there in place.
+pub fn seal_blob(key: &MasterKey, plaintext: &[u8], level: i32, out: &mut Vec<u8>) {
     out.clear();
-    out.reserve(scratch.len() + SEAL_OVERHEAD);
-    key.seal_into(scratch, &[], out);
+    out.reserve(1 + plaintext.len() + SEAL_OVERHEAD);
+    key.seal_filled(&[], out, |o| {
+        crate::compress::encode_append(plaintext, level, o)
+    });
 }
 
 /// Opens a sealed blob and checks it is the blob named `id`.
@@ -351,10 +346,10 @@ mod tests {
     fn write_and_read_back() {
         let key = MasterKey::generate();
         let mut w = PackWriter::new(BlobKind::Data);
-        let (mut s, mut o) = (Vec::new(), Vec::new());
+        let mut o = Vec::new();
         let blobs: Vec<Vec<u8>> = vec![vec![1; 1000], b"abc".to_vec(), vec![]];
         for b in &blobs {
-            seal_blob(&key, b, 3, &mut s, &mut o);
+            seal_blob(&key, b, 3, &mut o);
             w.add_sealed(key.blob_id(b), &o, b.len() as u32).unwrap();
         }
         let p = w.finish(&key).unwrap();

@@ -60,7 +60,7 @@ const NOTHING_PUBLISHED: &str =
     "nothing published (no index table, no snapshot): run the backup again";
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl<'r> BlobWriter<'r> {
@@ -121,13 +121,12 @@ impl<'r> BlobWriter<'r> {
             }
             st.seen.insert(id);
         }
-        let full = SCRATCH.with(|s| {
-            let (scratch, sealed) = &mut *s.borrow_mut();
+        let full = SEALED.with(|s| {
+            let sealed = &mut *s.borrow_mut();
             pack::seal_blob(
                 self.repo.key(),
                 plaintext,
                 self.repo.config().compression,
-                scratch,
                 sealed,
             );
             let mut st = self.lock()?;

@@ -514,9 +514,9 @@ fn build_pack(
     level: i32,
 ) -> pack::FinishedPack {
     let mut w = PackWriter::new(kind);
-    let (mut scratch, mut sealed) = (Vec::new(), Vec::new());
+    let mut sealed = Vec::new();
     for b in blobs {
-        pack::seal_blob(key, b, level, &mut scratch, &mut sealed);
+        pack::seal_blob(key, b, level, &mut sealed);
         w.add_sealed(key.blob_id(b), &sealed, b.len() as u32)
             .unwrap();
     }
@@ -717,9 +717,8 @@ proptest! {
         if let Ok(out) = pack::open_blob(&key, &id, &sealed, data.len() as u32, "blob") {
             assert_eq!(out, data);
         }
-        let mut scratch = Vec::new();
         let mut sealed = Vec::new();
-        pack::seal_blob(&key, &data, level, &mut scratch, &mut sealed);
+        pack::seal_blob(&key, &data, level, &mut sealed);
         let bad = apply(&sealed, &muts);
         if let Ok(out) = pack::open_blob(&key, &id, &bad, data.len() as u32, "blob") {
             assert_eq!(out, data);
