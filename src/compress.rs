@@ -112,6 +112,28 @@ pub fn decode(encoded: &[u8], raw_len: usize, what: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The plaintext of an encoded blob: a raw blob's is a slice of `encoded`
+/// itself (nothing is copied), a compressed one's is decompressed into
+/// `scratch`. Same checks as [`decode`].
+pub fn decode_ref<'a>(
+    encoded: &'a [u8],
+    raw_len: usize,
+    what: &str,
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    match encoded.split_first() {
+        Some((&RAW, payload)) if payload.len() == raw_len => Ok(payload),
+        Some((&RAW, payload)) => Err(Error::corrupt(
+            what,
+            format!("decodes to {} bytes, index says {raw_len}", payload.len()),
+        )),
+        _ => {
+            decode_into(encoded, raw_len, what, scratch)?;
+            Ok(scratch)
+        }
+    }
+}
+
 /// Like [`decode`], into `out` (replacing its contents), so one buffer
 /// serves many blobs.
 pub fn decode_into(encoded: &[u8], raw_len: usize, what: &str, out: &mut Vec<u8>) -> Result<()> {
@@ -153,6 +175,29 @@ pub fn decode_into(encoded: &[u8], raw_len: usize, what: &str, out: &mut Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_ref_matches_decode() {
+        let text = vec![7u8; 10_000];
+        let noise: Vec<u8> = (0..10_000u64)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        for data in [&text[..], &noise[..]] {
+            let mut encoded = Vec::new();
+            encode_into(data, 3, &mut encoded);
+            let mut scratch = Vec::new();
+            let got = decode_ref(&encoded, data.len(), "b", &mut scratch).unwrap();
+            assert_eq!(got, data);
+            for wrong in [data.len() - 1, data.len() + 1] {
+                let err = decode_ref(&encoded, wrong, "blob 7", &mut scratch).unwrap_err();
+                assert!(err.to_string().contains("blob 7"), "{err}");
+                assert!(err.to_string().contains("index says"), "{err}");
+            }
+        }
+        let mut scratch = Vec::new();
+        assert!(decode_ref(&[], 0, "b", &mut scratch).is_err());
+        assert!(decode_ref(&[9, 1, 2], 2, "b", &mut scratch).is_err());
+    }
 
     #[test]
     fn appending_keeps_what_the_buffer_held() {

@@ -190,28 +190,22 @@ impl<'k> XChaCha<'k> {
     }
 
     /// Replaces `out` with the plaintext of `sealed`, or leaves it empty.
+    /// Decrypts straight from `sealed` into `out`; `out` keeps its bytes
+    /// up to the new length, so a reused buffer is not zeroed first.
     fn open_into(&self, sealed: &[u8], aad: &[u8], what: &str, out: &mut Vec<u8>) -> Result<()> {
-        out.clear();
         if sealed.len() < SEAL_OVERHEAD {
+            out.clear();
             return Err(Error::corrupt(what, "too short to be encrypted data"));
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let (key, short) = self.message_key(nonce.try_into().expect("24-byte nonce"));
-        out.extend_from_slice(rest);
-        match key.open_in_place(short, Aad::from(aad), out) {
-            Ok(plain) => {
-                let n = plain.len();
-                out.truncate(n);
-                Ok(())
-            }
-            Err(_) => {
+        out.resize(ct.len(), 0);
+        key.open_separate_gather(short, Aad::from(aad), ct, tag, out)
+            .map_err(|_| {
                 out.clear();
-                Err(Error::corrupt(
-                    what,
-                    "authentication failed (damaged or tampered)",
-                ))
-            }
-        }
+                Error::corrupt(what, "authentication failed (damaged or tampered)")
+            })
     }
 }
 
@@ -276,6 +270,12 @@ mod tests {
             proptest::prop_assert_eq!(&ours[NONCE_LEN..], &theirs[..]);
             let opened = open_with_key(&key, &ours, &aad, "x").unwrap();
             proptest::prop_assert_eq!(&opened, &plaintext);
+            // A reused buffer, longer or shorter than the plaintext.
+            for stale in [0usize, 10, 5000] {
+                let mut reused = vec![0xAA; stale];
+                XChaCha::new(&key).open_into(&ours, &aad, "x", &mut reused).unwrap();
+                proptest::prop_assert_eq!(&reused, &plaintext);
+            }
             let back = reference
                 .decrypt(
                     chacha20poly1305::XNonce::from_slice(&nonce),

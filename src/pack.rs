@@ -324,14 +324,12 @@ pub fn open_blob_with<R>(
     let (mut encoded, mut plain) = OPEN_BUFS.take();
     let result = key
         .open_into(sealed, &[], what, &mut encoded)
-        .and_then(|()| {
-            crate::compress::decode_into(&encoded, raw_length as usize, what, &mut plain)
-        })
-        .and_then(|()| {
-            if key.blob_id(&plain) != *id {
+        .and_then(|()| crate::compress::decode_ref(&encoded, raw_length as usize, what, &mut plain))
+        .and_then(|plain| {
+            if key.blob_id(plain) != *id {
                 Err(Error::corrupt(what, "content does not match its id"))
             } else {
-                Ok(f(&plain))
+                Ok(f(plain))
             }
         });
     OPEN_BUFS.set((encoded, plain));
