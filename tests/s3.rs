@@ -519,7 +519,11 @@ fn a_server_answering_500_for_a_while_is_ridden_out() {
     let mut c = repo.cmd(&["backup", "--json"]);
     c.arg(&src);
     let out = run(&mut c, None).success();
-    assert!(proxy.failures() >= 5, "the proxy did fail requests");
+    // Requests cut at the trip are retried on new connections, which get
+    // the 500s; how many of the five are used depends on how much of the
+    // backup was still to send, and on connections opened just before the
+    // trip, which are neither cut nor failed.
+    assert!(proxy.failures() >= 1, "the proxy did fail requests");
     assert!(out.stderr.contains("retry"), "retries are reported: {out}");
     repo.run(&["verify", "--read-data"]).success();
     let target = repo.scratch.path().join("restore");

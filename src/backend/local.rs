@@ -343,7 +343,8 @@ struct LocalSink {
     packs: PathBuf,
     /// Empty once committed.
     tmp: PathBuf,
-    piece: Piece,
+    /// The piece being filled; `None` only while dropping.
+    piece: Option<Piece>,
     to_io: Option<crossbeam_channel::Sender<Piece>>,
     emptied: crossbeam_channel::Receiver<Piece>,
     io: Option<std::thread::JoinHandle<Result<()>>>,
@@ -356,12 +357,35 @@ struct Piece {
 }
 
 impl Piece {
+    /// An empty piece: a spare one if there is one, else a fresh mapping.
     fn new() -> Result<Piece> {
-        let buf =
-            memmap2::MmapMut::map_anon(SINK_PIECE).map_err(|e| Error::io("map a buffer", e))?;
+        let spare = SPARE_PIECES.lock().ok().and_then(|mut s| s.pop());
+        let buf = match spare {
+            Some(buf) => buf,
+            None => {
+                memmap2::MmapMut::map_anon(SINK_PIECE).map_err(|e| Error::io("map a buffer", e))?
+            }
+        };
         Ok(Piece { buf, len: 0 })
     }
+
+    /// Keeps the piece's buffer for the next sink, up to [`SPARE_MAX`].
+    fn recycle(self) {
+        if let Ok(mut spare) = SPARE_PIECES.lock() {
+            if spare.len() < SPARE_MAX {
+                spare.push(self.buf);
+            }
+        }
+    }
 }
+
+/// Buffers of finished sinks, reused by the next: a backup streams one
+/// pack after another, and a fresh mapping per pack costs a page fault
+/// (and a zeroed page) per 4 KiB written.
+static SPARE_PIECES: std::sync::Mutex<Vec<memmap2::MmapMut>> = std::sync::Mutex::new(Vec::new());
+/// Spare pieces kept: what two sinks at once (one finishing, one filling)
+/// hold at most.
+const SPARE_MAX: usize = 2 * (SINK_QUEUE + 2);
 
 /// Size of the pieces a [`LocalSink`] hands to its writing thread.
 const SINK_PIECE: usize = 1 << 20;
@@ -404,7 +428,7 @@ impl LocalSink {
         Ok(LocalSink {
             packs,
             tmp,
-            piece,
+            piece: Some(piece),
             to_io: Some(to_io),
             emptied,
             io: Some(io),
@@ -417,7 +441,7 @@ impl LocalSink {
             Ok(p) => p,
             Err(_) => Piece::new()?,
         };
-        let full = std::mem::replace(&mut self.piece, next);
+        let full = self.piece.replace(next).expect("a piece until dropped");
         let sent = self.to_io.as_ref().map(|tx| tx.send(full));
         if let Some(Ok(())) = sent {
             return Ok(());
@@ -447,7 +471,7 @@ impl LocalSink {
 impl super::PackSink for LocalSink {
     fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
-            let p = &mut self.piece;
+            let p = self.piece.as_mut().expect("a piece until dropped");
             let n = bytes.len().min(SINK_PIECE - p.len);
             p.buf[p.len..p.len + n].copy_from_slice(&bytes[..n]);
             p.len += n;
@@ -460,7 +484,7 @@ impl super::PackSink for LocalSink {
     }
 
     fn commit(mut self: Box<Self>, name: &str) -> Result<()> {
-        if self.piece.len > 0 {
+        if self.piece.as_ref().is_some_and(|p| p.len > 0) {
             self.send_piece()?;
         }
         self.join()?;
@@ -483,6 +507,12 @@ impl Drop for LocalSink {
         let _ = self.join();
         if !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);
+        }
+        if let Some(piece) = self.piece.take() {
+            piece.recycle();
+        }
+        for piece in self.emptied.try_iter() {
+            piece.recycle();
         }
     }
 }
