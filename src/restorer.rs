@@ -330,23 +330,24 @@ impl Executor<'_> {
             .unwrap_or(false)
     }
 
-    /// Whether `path` is, or lies beneath, a directory a dry run would
-    /// create or replace (and so holds nothing yet).
+    /// Whether `path` is, or lies beneath, a directory this restore created
+    /// (or, in a dry run, would create or replace), and so holds nothing
+    /// the restore has not put there. The plan names every path once, and each
+    /// is looked at before it is created, so such a path does not exist
+    /// yet: no `lstat` needed, which in a new tree would take the
+    /// directory's lock against the other workers creating files in it.
     fn fresh(&self, path: &Path) -> bool {
-        self.dry_run
-            && self
-                .fresh_dirs
-                .lock()
-                .map(|f| path.ancestors().any(|a| f.contains(a)))
-                .unwrap_or(false)
+        self.fresh_dirs
+            .lock()
+            .map(|f| !f.is_empty() && path.ancestors().any(|a| f.contains(a)))
+            .unwrap_or(false)
     }
 
-    /// Notes, in a dry run, a directory the restore would create or replace.
+    /// Notes a directory the restore created (or, in a dry run, would
+    /// create or replace).
     fn mark_fresh(&self, path: &Path) {
-        if self.dry_run {
-            if let Ok(mut f) = self.fresh_dirs.lock() {
-                f.insert(path.to_path_buf());
-            }
+        if let Ok(mut f) = self.fresh_dirs.lock() {
+            f.insert(path.to_path_buf());
         }
     }
 
@@ -450,6 +451,7 @@ impl Executor<'_> {
             return Ok(true);
         }
         fs::create_dir(path).map_err(|e| Error::path("create folder", path, e))?;
+        self.mark_fresh(path);
         Ok(true)
     }
 
@@ -495,7 +497,12 @@ impl Executor<'_> {
     /// in parallel, writing every blob at all the offsets that use it.
     fn restore_files(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) {
         raise_fd_limit();
-        // 1. Decide, in parallel (merge compares existing content).
+        // 1. Decide, in parallel (merge compares existing content). Each
+        // worker takes a run of files of one directory at a time: creating
+        // a file takes its directory's lock, so two workers in the same
+        // directory would mostly wait for each other.
+        let rels: Vec<&Path> = plan.files.iter().map(|f| f.rel.as_path()).collect();
+        let runs = directory_runs(&rels, 64);
         let next = AtomicUsize::new(0);
         let (unchanged, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
         let (would_write, would_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -504,28 +511,30 @@ impl Executor<'_> {
             for _ in 0..workers {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(f) = plan.files.get(i) else { break };
-                    if self.under_skipped(&f.rel) {
-                        continue;
-                    }
-                    let dest = self.target.join(&f.rel);
-                    match self.prepare_file(&dest, &f.node) {
-                        Ok(Prepared::Unchanged) => {
-                            unchanged.fetch_add(1, Ordering::Relaxed);
+                    let Some(run) = runs.get(i) else { break };
+                    for f in &plan.files[run.clone()] {
+                        if self.under_skipped(&f.rel) {
+                            continue;
                         }
-                        Ok(Prepared::Skipped) => {
-                            skipped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Prepared::WouldWrite) => {
-                            would_write.fetch_add(1, Ordering::Relaxed);
-                            would_bytes.fetch_add(f.node.size, Ordering::Relaxed);
-                        }
-                        Ok(Prepared::Write(task)) => {
-                            if let Ok(mut t) = tasks.lock() {
-                                t.push(task);
+                        let dest = self.target.join(&f.rel);
+                        match self.prepare_file(&dest, &f.node) {
+                            Ok(Prepared::Unchanged) => {
+                                unchanged.fetch_add(1, Ordering::Relaxed);
                             }
+                            Ok(Prepared::Skipped) => {
+                                skipped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(Prepared::WouldWrite) => {
+                                would_write.fetch_add(1, Ordering::Relaxed);
+                                would_bytes.fetch_add(f.node.size, Ordering::Relaxed);
+                            }
+                            Ok(Prepared::Write(task)) => {
+                                if let Ok(mut t) = tasks.lock() {
+                                    t.push(task);
+                                }
+                            }
+                            Err(e) => self.fail(&dest, e),
                         }
-                        Err(e) => self.fail(&dest, e),
                     }
                 });
             }
@@ -1011,6 +1020,20 @@ impl FileTask {
     }
 }
 
+/// Indices of `paths` cut into runs of consecutive paths in the same
+/// directory, each at most `max` long.
+fn directory_runs(paths: &[&Path], max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=paths.len() {
+        if i == paths.len() || i - start == max || paths[i].parent() != paths[start].parent() {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    runs
+}
+
 /// Raises the open-file limit to its hard maximum: a restore keeps every
 /// partly written file open.
 fn raise_fd_limit() {
@@ -1083,5 +1106,30 @@ impl PackBytes {
                 bytes.get(at..at.checked_add(range.len())?)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_runs_cover_every_file_once_one_directory_each() {
+        let paths: Vec<PathBuf> = [
+            "a/1", "a/2", "a/3", "b/1", "a/4", "c", "d", "e/f/1", "e/f/2",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let rels: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        assert_eq!(
+            directory_runs(&rels, 2),
+            vec![0..2, 2..3, 3..4, 4..5, 5..7, 7..9]
+        );
+        assert_eq!(
+            directory_runs(&rels, 64),
+            vec![0..3, 3..4, 4..5, 5..7, 7..9]
+        );
+        assert!(directory_runs(&[], 64).is_empty());
     }
 }
