@@ -114,10 +114,26 @@ impl<'r> BlobWriter<'r> {
 
     /// Like [`Self::add`] with the id already computed.
     pub fn add_with_id(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<bool> {
+        let (new, full) = self.add_leaving_full(kind, id, plaintext)?;
+        if let Some(full) = full {
+            self.write_pack(full)?;
+        }
+        Ok(new)
+    }
+
+    /// Like [`Self::add_with_id`], but a pack this blob filled is handed
+    /// back instead of written: the caller must pass it to
+    /// [`Self::write_pack`] (or drop it, which stores nothing, on failure).
+    fn add_leaving_full(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        plaintext: &[u8],
+    ) -> Result<(bool, Option<PackWriter>)> {
         {
             let mut st = self.lock()?;
             if st.seen.contains(&id) || self.repo.index()?.contains(&id) {
-                return Ok(false);
+                return Ok((false, None));
             }
             st.seen.insert(id);
         }
@@ -158,10 +174,7 @@ impl<'r> BlobWriter<'r> {
                 Ok(None)
             }
         })?;
-        if let Some(full) = full {
-            self.write_pack(full)?;
-        }
-        Ok(true)
+        Ok((true, full))
     }
 
     /// An empty pack of `kind`. Data packs are streamed to the store where
@@ -305,6 +318,12 @@ impl SealQueue<'_> {
 /// for every queued chunk to be stored before returning. A storing error
 /// (disk full, IO error) stops the queue and is returned in preference to
 /// whatever `f` returned.
+///
+/// Sealers hand each pack they fill to one committer thread, which stores
+/// it (finishing the stream, fsync, rename) and only then indexes it, as
+/// the write ordering requires; meanwhile the sealers go on sealing
+/// instead of waiting on the disk. One filled pack may wait for the
+/// committer; a second sealer to fill one waits for that.
 pub fn with_sealers<R>(
     writer: &BlobWriter<'_>,
     threads: usize,
@@ -313,28 +332,49 @@ pub fn with_sealers<R>(
     let threads = threads.max(1);
     let (jobs, queued) = crossbeam_channel::bounded::<SealJob>(threads);
     let (recycle, spare) = crossbeam_channel::bounded::<Vec<u8>>(threads + 1);
+    let (full_tx, full_rx) = crossbeam_channel::bounded::<PackWriter>(1);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let fail = |e: Error| {
+        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut first) = first_error.lock() {
+            first.get_or_insert(e);
+        }
+    };
     let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            for full in full_rx {
+                // After a failure, filled packs are dropped: stored
+                // nowhere, indexed nowhere.
+                if !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Err(e) = writer.write_pack(full) {
+                        fail(e);
+                    }
+                }
+            }
+        });
         for _ in 0..threads {
-            let (queued, recycle) = (queued.clone(), recycle.clone());
-            let (failed, first_error) = (&failed, &first_error);
+            let (queued, recycle, full_tx) = (queued.clone(), recycle.clone(), full_tx.clone());
+            let (failed, fail) = (&failed, &fail);
             s.spawn(move || {
                 for (kind, id, buf) in queued {
                     if failed.load(std::sync::atomic::Ordering::Relaxed) {
                         continue; // drain, so senders never block
                     }
-                    if let Err(e) = writer.add_with_id(kind, id, &buf) {
-                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                        if let Ok(mut first) = first_error.lock() {
-                            first.get_or_insert(e);
+                    match writer.add_leaving_full(kind, id, &buf) {
+                        Ok((_, Some(full))) => {
+                            // The committer only stops once every sender
+                            // is gone, so this cannot fail.
+                            let _ = full_tx.send(full);
                         }
+                        Ok((_, None)) => {}
+                        Err(e) => fail(e),
                     }
                     let _ = recycle.try_send(buf);
                 }
             });
         }
-        drop(queued);
+        drop((queued, full_tx));
         let queue = SealQueue {
             writer,
             jobs,
@@ -343,7 +383,8 @@ pub fn with_sealers<R>(
         };
         f(&queue)
         // `queue` drops here, closing the channel; the scope then joins
-        // the sealers once they have drained it.
+        // the sealers once they have drained it, and the committer once
+        // the sealers are gone.
     });
     match first_error.into_inner() {
         Ok(Some(e)) => Err(e),
