@@ -323,7 +323,8 @@ impl SealQueue<'_> {
 /// it (finishing the stream, fsync, rename) and only then indexes it, as
 /// the write ordering requires; meanwhile the sealers go on sealing
 /// instead of waiting on the disk. One filled pack may wait for the
-/// committer; a second sealer to fill one waits for that.
+/// committer; a sealer that fills another meanwhile waits until the
+/// committer takes the first.
 pub fn with_sealers<R>(
     writer: &BlobWriter<'_>,
     threads: usize,
