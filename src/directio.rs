@@ -144,9 +144,14 @@ impl AppendFile {
         if !self.direct {
             return self.write_out(bytes);
         }
-        let whole_pages = bytes.len() % ALIGN == 0 && (bytes.as_ptr() as usize) % ALIGN == 0;
-        if self.staged == 0 && !bytes.is_empty() && whole_pages {
-            return self.write_out(bytes);
+        // Whole pages of a page-aligned buffer go out straight from it;
+        // only what follows them (a pack's last partial page) is staged.
+        if self.staged == 0 && (bytes.as_ptr() as usize) % ALIGN == 0 {
+            let whole = bytes.len() / ALIGN * ALIGN;
+            if whole > 0 {
+                self.write_out(&bytes[..whole])?;
+                bytes = &bytes[whole..];
+            }
         }
         while !bytes.is_empty() {
             let stage = match &mut self.stage {
@@ -250,6 +255,23 @@ mod tests {
         want.extend_from_slice(&bytes(2, 5000));
         want.extend_from_slice(&bytes(1, 8192));
         want.extend_from_slice(&bytes(3, 3 * BOUNCE + 17));
+        assert!(fs::read(&path).unwrap() == want, "content differs");
+    }
+
+    #[test]
+    fn whole_pages_then_a_tail_in_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = AppendFile::create(&path).unwrap();
+        let mut piece = memmap2::MmapMut::map_anon(BOUNCE).unwrap();
+        piece.copy_from_slice(&bytes(4, BOUNCE));
+        // Three pages and 100 bytes: the pages go out straight from the
+        // piece, the 100 bytes are staged; then more pages, staged behind.
+        f.append(&piece[..3 * ALIGN + 100]).unwrap();
+        f.append(&piece[..2 * ALIGN]).unwrap();
+        f.finish().unwrap();
+        let mut want = bytes(4, 3 * ALIGN + 100);
+        want.extend_from_slice(&bytes(4, 2 * ALIGN));
         assert!(fs::read(&path).unwrap() == want, "content differs");
     }
 

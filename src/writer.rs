@@ -332,7 +332,7 @@ pub fn with_sealers<R>(
 ) -> Result<R> {
     let threads = threads.max(1);
     let (jobs, queued) = crossbeam_channel::bounded::<SealJob>(threads);
-    let (recycle, spare) = crossbeam_channel::bounded::<Vec<u8>>(threads + 1);
+    let (recycle, spare) = crossbeam_channel::bounded::<Vec<u8>>(2 * threads + 1);
     let (full_tx, full_rx) = crossbeam_channel::bounded::<PackWriter>(1);
     let failed = std::sync::atomic::AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);

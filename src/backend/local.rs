@@ -383,9 +383,9 @@ impl Piece {
 /// pack after another, and a fresh mapping per pack costs a page fault
 /// (and a zeroed page) per 4 KiB written.
 static SPARE_PIECES: std::sync::Mutex<Vec<memmap2::MmapMut>> = std::sync::Mutex::new(Vec::new());
-/// Spare pieces kept: what two sinks at once (one finishing, one filling)
-/// hold at most.
-const SPARE_MAX: usize = 2 * (SINK_QUEUE + 2);
+/// Spare pieces kept: what the sinks open at once during a backup hold at
+/// most (one filling, one or two finishing, each with its queue).
+const SPARE_MAX: usize = 4 * (SINK_QUEUE + 2);
 
 /// Size of the pieces a [`LocalSink`] hands to its writing thread.
 const SINK_PIECE: usize = 1 << 20;
