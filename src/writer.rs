@@ -290,8 +290,18 @@ pub struct SealQueue<'w> {
     writer: &'w BlobWriter<'w>,
     jobs: crossbeam_channel::Sender<SealJob>,
     spare: crossbeam_channel::Receiver<Vec<u8>>,
+    /// To the committer, for packs filled by chunks sealed inline.
+    full: crossbeam_channel::Sender<PackWriter>,
     failed: &'w std::sync::atomic::AtomicBool,
+    /// Records a storing error for [`with_sealers`] to return.
+    fail: &'w (dyn Fn(Error) + Sync),
 }
+
+/// Chunks up to this size are sealed by the thread that adds them instead
+/// of a sealer: for a small file, handing its one chunk to another thread
+/// (a copy, two wake-ups) costs about as much as compressing it, and
+/// workers reading many small files at once keep every core busy anyway.
+const SEAL_INLINE_MAX: usize = 64 << 10;
 
 impl SealQueue<'_> {
     /// Queues `data` for storing unless it is stored or in flight already;
@@ -305,6 +315,21 @@ impl SealQueue<'_> {
         let id = self.writer.repo.key().blob_id(data);
         if self.writer.contains(&id)? {
             return Ok(id);
+        }
+        if data.len() <= SEAL_INLINE_MAX {
+            return match self.writer.add_leaving_full(kind, id, data) {
+                Ok((_, full)) => {
+                    if let Some(full) = full {
+                        self.full.send(full).map_err(|_| stopped())?;
+                    }
+                    Ok(id)
+                }
+                Err(e) => {
+                    // Returned by `with_sealers`, as a sealer's would be.
+                    (self.fail)(e);
+                    Err(stopped())
+                }
+            };
         }
         let mut buf = self.spare.try_recv().unwrap_or_default();
         buf.clear();
@@ -375,17 +400,19 @@ pub fn with_sealers<R>(
                 }
             });
         }
-        drop((queued, full_tx));
+        drop(queued);
         let queue = SealQueue {
             writer,
             jobs,
             spare,
+            full: full_tx,
             failed: &failed,
+            fail: &fail,
         };
         f(&queue)
         // `queue` drops here, closing the channel; the scope then joins
         // the sealers once they have drained it, and the committer once
-        // the sealers are gone.
+        // the sealers and the queue are gone.
     });
     match first_error.into_inner() {
         Ok(Some(e)) => Err(e),
@@ -578,6 +605,27 @@ mod tests {
             .filter(|n| n.len() != 2)
             .collect();
         assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_storing_error_of_small_chunks_is_returned_not_lost() {
+        // Chunks small enough to be sealed by the adding thread.
+        for full in [Full::Whole, Full::Streamed] {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = repo(Arc::new(DiskFull(LocalBackend::new(dir.path()), full)));
+            let writer = BlobWriter::new(&repo);
+            let result = with_sealers(&writer, 2, |q| {
+                for i in 0..400 {
+                    let small = &chunk(i)[..SEAL_INLINE_MAX];
+                    if q.add(BlobKind::Data, small).is_err() {
+                        return "stopped";
+                    }
+                }
+                "finished"
+            });
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("No space left"), "{err}");
+        }
     }
 
     #[test]
