@@ -244,7 +244,8 @@ fn compression(c: &mut Criterion) {
     g.finish();
 }
 
-/// Sealing 1 MiB blobs into packs and finishing them (no IO).
+/// Sealing 1 MiB blobs into packs built in memory, as for a remote store
+/// or a tree pack, and finishing them (no IO).
 fn packs(c: &mut Criterion) {
     let rnd = random_bytes(buf_len(), 7);
     let text = text_bytes(buf_len(), 8);
@@ -263,6 +264,43 @@ fn packs(c: &mut Criterion) {
                     w.add_sealed(id, &sealed, c.len() as u32).unwrap();
                 }
                 w.finish(&k).unwrap().bytes.len()
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Sealing 1 MiB blobs into a pack streamed to a local folder, as a backup
+/// stores data packs: pieces written with direct IO by the sink's thread,
+/// then the file fsynced and renamed into place (and removed again, so
+/// the folder does not grow). The folder is the system's temporary one.
+fn pack_stream(c: &mut Criterion) {
+    use cairn::backend::local::LocalBackend;
+    use cairn::backend::{Backend, FileKind};
+    let rnd = random_bytes(buf_len(), 9);
+    let text = text_bytes(buf_len(), 10);
+    let k = key();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = LocalBackend::new(dir.path().join("repo"));
+    backend.create().unwrap();
+    let mut g = c.benchmark_group("pack");
+    configure(&mut g);
+    for (name, data) in [("text", &text), ("random", &rnd)] {
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_with_input(BenchmarkId::new("stream", name), data, |b, d| {
+            let mut sealed = Vec::new();
+            b.iter(|| {
+                let sink = backend.pack_sink().unwrap().expect("a local sink");
+                let mut w = PackWriter::streaming(BlobKind::Data, sink).unwrap();
+                for c in d.chunks(1 << 20) {
+                    let id = k.blob_id(c);
+                    pack::seal_blob(&k, c, LEVEL, &mut sealed);
+                    w.add_sealed(id, &sealed, c.len() as u32).unwrap();
+                }
+                let mut p = w.finish(&k).unwrap();
+                let name = p.id.to_hex();
+                p.sink.take().expect("streamed").commit(&name).unwrap();
+                backend.remove(FileKind::Pack, &name).unwrap();
             })
         });
     }
@@ -377,6 +415,7 @@ criterion_group!(
     hash,
     compression,
     packs,
+    pack_stream,
     index,
     trees
 );

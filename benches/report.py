@@ -126,6 +126,8 @@ MICRO_ROWS = [
     ("compress/decode/random", "blob decode, incompressible", None),
     ("pack/write/text", "seal 1 MiB blobs into a pack, text", "limits/zstd3_text_1thread"),
     ("pack/write/random", "seal 1 MiB blobs into a pack, incompressible", None),
+    ("pack/stream/text", "seal 1 MiB blobs into a pack streamed to a local folder, text", "limits/zstd3_text_1thread"),
+    ("pack/stream/random", "seal 1 MiB blobs into a pack streamed to a local folder, incompressible", None),
     ("tree/encode_1000_nodes", "tree encode (nodes/s)", None),
     ("tree/decode_1000_nodes", "tree decode with checks (nodes/s)", None),
 ]
