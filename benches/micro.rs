@@ -244,6 +244,15 @@ fn compression(c: &mut Criterion) {
     g.finish();
 }
 
+/// Seals `data` as 1 MiB blobs into `w`, as a backup's sealers do.
+fn seal_into_pack(k: &MasterKey, data: &[u8], sealed: &mut Vec<u8>, w: &mut PackWriter) {
+    for c in data.chunks(1 << 20) {
+        let id = k.blob_id(c);
+        pack::seal_blob(k, c, LEVEL, sealed);
+        w.add_sealed(id, sealed, c.len() as u32).unwrap();
+    }
+}
+
 /// Sealing 1 MiB blobs into packs built in memory, as for a remote store
 /// or a tree pack, and finishing them (no IO).
 fn packs(c: &mut Criterion) {
@@ -258,11 +267,7 @@ fn packs(c: &mut Criterion) {
             let mut sealed = Vec::new();
             b.iter(|| {
                 let mut w = PackWriter::new(BlobKind::Data);
-                for c in d.chunks(1 << 20) {
-                    let id = k.blob_id(c);
-                    pack::seal_blob(&k, c, LEVEL, &mut sealed);
-                    w.add_sealed(id, &sealed, c.len() as u32).unwrap();
-                }
+                seal_into_pack(&k, d, &mut sealed, &mut w);
                 w.finish(&k).unwrap().bytes.len()
             })
         });
@@ -292,11 +297,7 @@ fn pack_stream(c: &mut Criterion) {
             b.iter(|| {
                 let sink = backend.pack_sink().unwrap().expect("a local sink");
                 let mut w = PackWriter::streaming(BlobKind::Data, sink).unwrap();
-                for c in d.chunks(1 << 20) {
-                    let id = k.blob_id(c);
-                    pack::seal_blob(&k, c, LEVEL, &mut sealed);
-                    w.add_sealed(id, &sealed, c.len() as u32).unwrap();
-                }
+                seal_into_pack(&k, d, &mut sealed, &mut w);
                 let mut p = w.finish(&k).unwrap();
                 let name = p.id.to_hex();
                 p.sink.take().expect("streamed").commit(&name).unwrap();
