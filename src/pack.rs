@@ -150,6 +150,12 @@ impl PackWriter {
         self.len
     }
 
+    /// True when the pack streams to a sink (a local directory) instead of
+    /// building in memory.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.out, Out::Sink(..))
+    }
+
     /// True when no blob has been added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

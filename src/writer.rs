@@ -320,7 +320,10 @@ impl SealQueue<'_> {
             return match self.writer.add_leaving_full(kind, id, data) {
                 Ok((_, full)) => {
                     if let Some(full) = full {
-                        self.full.send(full).map_err(|_| stopped())?;
+                        if let Err(e) = store_filled(self.writer, full, &self.full) {
+                            (self.fail)(e);
+                            return Err(stopped());
+                        }
                     }
                     Ok(id)
                 }
@@ -339,15 +342,38 @@ impl SealQueue<'_> {
     }
 }
 
+/// Stores a pack a sealer (or a worker sealing inline) filled. A streamed
+/// pack goes to the committer: what is left of it is the disk's work (the
+/// stream's end, fsyncs, rename). A pack built in memory, for a remote
+/// store, is uploaded by the thread that filled it, as many at a time as
+/// there are such threads, and no more packs are held in memory than
+/// those threads hold.
+fn store_filled(
+    writer: &BlobWriter<'_>,
+    full: PackWriter,
+    committer: &crossbeam_channel::Sender<PackWriter>,
+) -> Result<()> {
+    if full.is_streamed() {
+        // The committer stops only once every sender is gone.
+        committer
+            .send(full)
+            .map_err(|_| Error::Invalid("the pack committer stopped".into()))
+    } else {
+        writer.write_pack(full)
+    }
+}
+
 /// Runs `f` with a [`SealQueue`] served by `threads` sealer threads; waits
 /// for every queued chunk to be stored before returning. A storing error
 /// (disk full, IO error) stops the queue and is returned in preference to
 /// whatever `f` returned.
 ///
-/// Sealers hand each pack they fill to one committer thread, which stores
-/// it (finishing the stream, fsync, rename) and only then indexes it, as
-/// the write ordering requires; meanwhile the sealers go on sealing
-/// instead of waiting on the disk. One filled pack may wait for the
+/// Sealers hand each streamed pack they fill to one committer thread,
+/// which stores it (finishing the stream, fsync, rename) and only then
+/// indexes it, as the write ordering requires; meanwhile the sealers go on
+/// sealing instead of waiting on the disk. Packs built in memory (a remote
+/// store) are uploaded by the sealer that filled them (see
+/// [`store_filled`]). One filled pack may wait for the
 /// committer; a sealer that fills another meanwhile waits until the
 /// committer takes the first.
 pub fn with_sealers<R>(
@@ -389,9 +415,9 @@ pub fn with_sealers<R>(
                     }
                     match writer.add_leaving_full(kind, id, &buf) {
                         Ok((_, Some(full))) => {
-                            // The committer only stops once every sender
-                            // is gone, so this cannot fail.
-                            let _ = full_tx.send(full);
+                            if let Err(e) = store_filled(writer, full, &full_tx) {
+                                fail(e);
+                            }
                         }
                         Ok((_, None)) => {}
                         Err(e) => fail(e),
