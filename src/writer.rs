@@ -122,8 +122,8 @@ impl<'r> BlobWriter<'r> {
     }
 
     /// Like [`Self::add_with_id`], but a pack this blob filled is handed
-    /// back instead of written: the caller must pass it to
-    /// [`Self::write_pack`] (or drop it, which stores nothing, on failure).
+    /// back instead of written: the caller must store it ([`Self::write_pack`],
+    /// or `store_filled`) or drop it, which stores nothing, on failure.
     fn add_leaving_full(
         &self,
         kind: BlobKind,
@@ -317,16 +317,8 @@ impl SealQueue<'_> {
             return Ok(id);
         }
         if data.len() <= SEAL_INLINE_MAX {
-            return match self.writer.add_leaving_full(kind, id, data) {
-                Ok((_, full)) => {
-                    if let Some(full) = full {
-                        if let Err(e) = store_filled(self.writer, full, &self.full) {
-                            (self.fail)(e);
-                            return Err(stopped());
-                        }
-                    }
-                    Ok(id)
-                }
+            return match seal(self.writer, &self.full, kind, id, data) {
+                Ok(()) => Ok(id),
                 Err(e) => {
                     // Returned by `with_sealers`, as a sealer's would be.
                     (self.fail)(e);
@@ -339,6 +331,21 @@ impl SealQueue<'_> {
         buf.extend_from_slice(data);
         self.jobs.send((kind, id, buf)).map_err(|_| stopped())?;
         Ok(id)
+    }
+}
+
+/// Seals and packs one chunk (as a sealer, or a worker sealing inline),
+/// storing the pack it fills, if any, with [`store_filled`].
+fn seal(
+    writer: &BlobWriter<'_>,
+    committer: &crossbeam_channel::Sender<PackWriter>,
+    kind: BlobKind,
+    id: BlobId,
+    data: &[u8],
+) -> Result<()> {
+    match writer.add_leaving_full(kind, id, data)? {
+        (_, Some(full)) => store_filled(writer, full, committer),
+        (_, None) => Ok(()),
     }
 }
 
@@ -413,14 +420,8 @@ pub fn with_sealers<R>(
                     if failed.load(std::sync::atomic::Ordering::Relaxed) {
                         continue; // drain, so senders never block
                     }
-                    match writer.add_leaving_full(kind, id, &buf) {
-                        Ok((_, Some(full))) => {
-                            if let Err(e) = store_filled(writer, full, &full_tx) {
-                                fail(e);
-                            }
-                        }
-                        Ok((_, None)) => {}
-                        Err(e) => fail(e),
+                    if let Err(e) = seal(writer, &full_tx, kind, id, &buf) {
+                        fail(e);
                     }
                     let _ = recycle.try_send(buf);
                 }
