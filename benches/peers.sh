@@ -19,6 +19,8 @@
 #   BENCH_LABEL        conditions written next to the table (default "")
 #   BENCH_DOCS         0 to leave docs/PERFORMANCE.md alone (default 1)
 #   BORG_ENCRYPTION    borg's mode (default repokey-blake2)
+#   BENCH_PREFAULT_MIB memory touched and freed right before every step
+#                      (default: the dataset's size + 1024; 0 for none)
 #
 # Results: $BENCH_DIR/results/peers.tsv and meta.json, rendered by
 # benches/report.py into docs/PERFORMANCE.md between the peers markers.
@@ -82,6 +84,22 @@ warm() {
   find "$@" >/dev/null
 }
 
+# Touches and frees BENCH_PREFAULT_MIB of memory (a file in /dev/shm).
+# These machines are virtual and hand free memory back to the hypervisor
+# within about a second (virtio-balloon free page reporting); the first
+# touch of such a page then faults in the host, which made writing 2 GiB
+# into the page cache take 2.1 s after a few seconds idle against 0.4 s
+# right after freeing as much. Which steps paid it depended on timing, so
+# restores moved 2.5-4.6 s from one to the next. Run right before each
+# timed step, this gives every tool memory the host has backed, as on a
+# physical machine.
+prefault() {
+  local mib=${BENCH_PREFAULT_MIB:-0} f=/dev/shm/cairn-bench-prefault
+  ((mib > 0)) && [[ -d /dev/shm ]] || return 0
+  dd if=/dev/zero of="$f" bs=1M count="$mib" status=none 2>/dev/null || true
+  rm -f "$f"
+}
+
 tsv="$results/peers.tsv"
 printf 'run\ttool\tstep\tsecs\tmax_rss_kib\tstatus\n' >"$tsv"
 
@@ -90,8 +108,10 @@ measure() {
   local run=$1 tool=$2 step=$3
   shift 3
   local tf="$BENCH_DIR/work/time.out" out="$BENCH_DIR/work/$tool-$step.log" status=ok
-  # Every step starts with nothing left to write back from the one before.
+  # Every step starts with nothing left to write back from the one before,
+  # and with memory the hypervisor has backed (see prefault).
   sync
+  prefault
   local t0 t1
   t0=$(date +%s%N)
   if ! $TIME -f '%e %M' -o "$tf" bash -c '"$@"' _ "$@" >"$out" 2>&1; then
@@ -309,6 +329,7 @@ write_probe() {
   dd if=/dev/zero of="$BENCH_DIR/work/write-probe" bs=1M count="$dataset_mib" status=none
 }
 export dataset_mib
+BENCH_PREFAULT_MIB="${BENCH_PREFAULT_MIB:-$((dataset_mib + 1024))}"
 export -f write_probe
 
 for ((run = 1; run <= BENCH_RUNS; run++)); do
