@@ -89,6 +89,11 @@ impl MasterKey {
         *blake3::keyed_hash(&self.mac_key, bytes).as_bytes()
     }
 
+    /// A hasher computing [`Self::mac`] incrementally.
+    pub fn mac_hasher(&self) -> blake3::Hasher {
+        blake3::Hasher::new_keyed(&self.mac_key)
+    }
+
     /// Encrypts `plaintext`, binding `aad`; appends the sealed bytes to `out`.
     pub fn seal_into(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
         seal_with(&self.cipher(), plaintext, aad, out)

@@ -91,7 +91,7 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
 /// A new file written front to back, with direct IO where the filesystem
 /// allows it: how a pack is streamed to disk as its blobs are sealed, so no
 /// pack is ever held whole in memory. Whole pages from a page-aligned
-/// buffer (the pieces a [`crate::backend::PackSink`] hands over) go to
+/// buffer (the pieces a [`crate::backend::FileSink`] hands over) go to
 /// disk straight from it; anything else is copied through a page-aligned
 /// stage of its own (1 MiB, mapped on first use). [`AppendFile::finish`]
 /// writes the tail, trims the padding and fsyncs.

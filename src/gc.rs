@@ -13,9 +13,15 @@
 //!   as **in progress** instead: a running backup may be writing them);
 //! - every other pack is **kept**.
 //!
-//! [`execute`] then, in this order: writes the new packs; writes one new
-//! index table covering every live blob; deletes all old index tables;
-//! deletes the old packs. At every instant the index tables on disk locate
+//! An index table is **rewritten** when it holds an entry gc drops (a
+//! blob no snapshot uses, a duplicate, a location in a pack to delete or
+//! repack) or lists such a pack; every other table is left as it is.
+//!
+//! [`execute`] then, in this order: writes the new packs and index tables
+//! locating the blobs copied into them; writes one table holding the
+//! surviving entries of the rewritten tables, merged as they stream (see
+//! [`crate::index::write_merged`]: no table's entries are ever gathered in
+//! memory); deletes the rewritten tables; deletes the old packs. At every instant the index tables on disk locate
 //! every live blob in an existing pack, so a crash anywhere leaves every
 //! snapshot restorable; the next gc finds what was left behind (packs no
 //! index names) and finishes the job. gc holds the exclusive lock
@@ -33,7 +39,7 @@ use serde::Serialize;
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{is_hex_name, BlobId, IdMap, IdSet, IndexId, PackId};
-use crate::index::{IndexBuilder, IndexSet};
+use crate::index::{IndexBuilder, IndexSet, MergeSource};
 use crate::pack::{BlobKind, PackEntry, PackWriter};
 use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
@@ -91,8 +97,8 @@ pub struct GcPlan {
     pub bytes_freed: u64,
     /// Live bytes copied by repacking.
     pub bytes_repacked: u64,
-    /// Index tables replaced.
-    #[serde(skip)]
+    /// Index tables rewritten (see the module docs).
+    #[serde(rename = "rewrite_index", serialize_with = "index_ids")]
     pub old_index: Vec<IndexId>,
     /// The index entries that keep live blobs.
     #[serde(skip)]
@@ -123,6 +129,10 @@ pub fn remove_leftovers(repo: &Repository) -> Result<u64> {
 }
 
 fn ids<S: serde::Serializer>(v: &[PackId], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|p| p.to_hex()))
+}
+
+fn index_ids<S: serde::Serializer>(v: &[IndexId], s: S) -> std::result::Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|p| p.to_hex()))
 }
 
@@ -265,8 +275,10 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     };
     let mut live_in_pack: IdMap<PackId, u64> = IdMap::default();
     let mut indexed: IdSet<PackId> = IdSet::default();
+    // Per table: whether it holds an entry that is not live.
+    let mut has_dead = Vec::with_capacity(marks.tables.len());
     for (table, marks) in index.tables().iter().zip(&marks.tables) {
-        plan.old_index.push(table.id());
+        let dead_before = plan.dead_blobs;
         // Per pack number: whether entries name it, and its live bytes.
         let mut named = vec![false; marks.packs.len()];
         let mut live = vec![0u64; marks.packs.len()];
@@ -288,6 +300,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
                 *live_in_pack.entry(*pack).or_default() += live[n];
             }
         }
+        has_dead.push(plan.dead_blobs > dead_before);
     }
     plan.marks = marks;
     let mut packs: Vec<(&PackId, &u64)> = plan.sizes.iter().collect();
@@ -310,6 +323,12 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
             copied += live;
         } else {
             keep += 1;
+        }
+    }
+    let going: IdSet<PackId> = delete.iter().chain(&repack).copied().collect();
+    for ((table, marks), dead) in index.tables().iter().zip(&plan.marks.tables).zip(has_dead) {
+        if dead || marks.packs.iter().any(|(p, _)| going.contains(p)) {
+            plan.old_index.push(table.id());
         }
     }
     plan.delete = delete;
@@ -360,48 +379,63 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
             "the index changed since gc planned; run gc again".into(),
         ));
     }
-    // Live blobs in kept packs keep their location; those in packs to
-    // repack are gathered (only they) to be copied.
-    let mut builder = IndexBuilder::default();
-    builder.reserve(usize::try_from(plan.live_blobs).unwrap_or(0));
+    // Per table, per pack number: whether the pack is repacked.
+    let repacked: Vec<Vec<bool>> = plan
+        .marks
+        .tables
+        .iter()
+        .map(|m| m.packs.iter().map(|(p, _)| repack.contains(p)).collect())
+        .collect();
+    // Live blobs in packs to repack are gathered (only they) to be copied.
     let mut by_pack: IdMap<PackId, (BlobKind, Vec<PackEntry>)> = IdMap::default();
-    for (table, marks) in index.tables().iter().zip(&plan.marks.tables) {
-        let repacked: Vec<bool> = marks
-            .packs
-            .iter()
-            .map(|(p, _)| repack.contains(p))
-            .collect();
+    for ((table, marks), repacked) in index.tables().iter().zip(&plan.marks.tables).zip(&repacked) {
+        if !repacked.contains(&true) {
+            continue;
+        }
         for (w, word) in marks.bits.iter().enumerate() {
             let mut bits = word.load(Ordering::Relaxed);
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let e = table.entry_at(i)?;
-                let (pack, kind) = marks.packs[e.pack as usize];
-                let entry = PackEntry {
-                    id: e.id,
-                    offset: e.offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                };
                 if repacked[e.pack as usize] {
+                    let (pack, kind) = marks.packs[e.pack as usize];
                     by_pack
                         .entry(pack)
                         .or_insert_with(|| (kind, Vec::new()))
                         .1
-                        .push(entry);
-                } else {
-                    builder.add_entry(pack, kind, entry);
+                        .push(PackEntry {
+                            id: e.id,
+                            offset: e.offset,
+                            length: e.length,
+                            raw_length: e.raw_length,
+                        });
                 }
             }
         }
     }
+    // Tables written so far (never removed below, even when one has the
+    // name of a rewritten table).
+    let mut written: Vec<IndexId> = Vec::new();
+    // Copies are indexed in tables of at most this many entries, so that
+    // a gc repacking most of a large repository holds no more in memory.
+    const REPACK_TABLE_MAX: usize = 1 << 18;
+    let mut builder = IndexBuilder::default();
+    let write_table = |builder: IndexBuilder, written: &mut Vec<IndexId>| -> Result<()> {
+        let (id, bytes) = builder.finish(key);
+        backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
+        written.push(id);
+        Ok(())
+    };
     let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
-    let flush = |w: PackWriter, builder: &mut IndexBuilder| -> Result<()> {
+    let mut flush = |w: PackWriter, builder: &mut IndexBuilder| -> Result<()> {
         let mut pack = w.finish(key)?;
         repo.store_pack(&mut pack)?;
         crate::fault::point("gc-after-repack-write");
         builder.add_pack(pack.id, pack.header.kind, &pack.header.entries);
+        if builder.len() >= REPACK_TABLE_MAX {
+            write_table(std::mem::take(builder), &mut written)?;
+        }
         Ok(())
     };
     let mut packs: Vec<_> = by_pack.into_iter().collect();
@@ -434,12 +468,33 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
             flush(w, &mut builder)?;
         }
     }
-    let (new_index, bytes) = builder.finish(key);
-    backend.write(FileKind::Index, &new_index.to_hex(), &bytes)?;
+    if !builder.is_empty() {
+        write_table(builder, &mut written)?;
+    }
+    // The surviving entries of the rewritten tables: live, and not in a
+    // pack just copied.
+    let rewrite: IdSet<IndexId> = plan.old_index.iter().copied().collect();
+    let keeps: Vec<_> = plan
+        .marks
+        .tables
+        .iter()
+        .zip(&repacked)
+        .map(|(marks, repacked)| {
+            move |i: usize, e: &crate::index::Entry| marks.is_live(i) && !repacked[e.pack as usize]
+        })
+        .collect();
+    let sources: Vec<MergeSource> = index
+        .tables()
+        .iter()
+        .zip(&keeps)
+        .filter(|(t, _)| rewrite.contains(&t.id()))
+        .map(|(table, keep)| MergeSource { table, keep })
+        .collect();
+    written.extend(crate::index::write_merged(backend, key, &sources)?);
     crate::fault::point("gc-after-index-write");
     lock.confirm("gc stopped before deleting anything; run it again")?;
     for old in &plan.old_index {
-        if *old != new_index {
+        if !written.contains(old) {
             lock.check("gc stopped part way; run it again to finish")?;
             backend.remove(FileKind::Index, &old.to_hex())?;
             crate::fault::point("gc-after-index-remove");

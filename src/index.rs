@@ -20,7 +20,7 @@ use std::cmp::Ordering;
 
 use serde::Serialize;
 
-use crate::backend::{Backend, Data, FileKind};
+use crate::backend::{Backend, Data, FileKind, FileSink};
 use crate::codec;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
@@ -417,12 +417,17 @@ pub fn compact(backend: &dyn Backend, key: &MasterKey) -> Result<CompactStats> {
     }
     tables.sort_by_key(|t| t.len());
     let merge = &tables[..tables.len() - KEEP_TABLES + 1];
-    let mut builder = IndexBuilder::default();
-    for t in merge {
-        builder.add_table(t)?;
-    }
-    let (id, bytes) = builder.finish(key);
-    backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
+    let keep_all = |_: usize, _: &Entry| true;
+    let sources: Vec<MergeSource> = merge
+        .iter()
+        .map(|&table| MergeSource {
+            table,
+            keep: &keep_all,
+        })
+        .collect();
+    let Some(id) = write_merged(backend, key, &sources)? else {
+        return Ok(stats);
+    };
     crate::fault::point("after-compact-write");
     for t in merge {
         if t.id() != id {
@@ -432,6 +437,207 @@ pub fn compact(backend: &dyn Backend, key: &MasterKey) -> Result<CompactStats> {
     stats.merged = merge.len();
     stats.written = Some(id);
     Ok(stats)
+}
+
+/// One input of [`write_merged`]: a table, and which of its entries to
+/// keep (by position and entry).
+pub struct MergeSource<'a> {
+    /// The table.
+    pub table: &'a IndexTable,
+    /// Whether entry `i` goes into the merged table.
+    pub keep: &'a dyn Fn(usize, &Entry) -> bool,
+}
+
+/// Writes one table holding the kept entries of `sources`, and returns its
+/// name; `None` (and nothing written) when no entry is kept. A blob kept
+/// in several sources keeps the entry of the first; the pack list names
+/// only packs a kept entry names.
+///
+/// Tables are sorted, so this is a merge, done twice (once to number the
+/// packs and count the entries the header states, once to write): memory
+/// holds one cursor per source and one number per pack, never the
+/// entries, and where the store offers a sink ([`Backend::index_sink`])
+/// the table streams out as it is written. Every source's MAC and order
+/// are checked first, so damage is never sealed anew as valid.
+pub fn write_merged(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    sources: &[MergeSource],
+) -> Result<Option<IndexId>> {
+    for s in sources {
+        s.table.check(key)?;
+    }
+    let mut packs: Vec<(PackId, BlobKind)> = Vec::new();
+    let mut numbers: crate::id::IdMap<PackId, u32> = crate::id::IdMap::default();
+    let mut remap: Vec<Vec<u32>> = sources
+        .iter()
+        .map(|s| vec![u32::MAX; s.table.pack_count()])
+        .collect();
+    let mut count = 0u64;
+    merge_kept(sources, |src, e| {
+        let slot = &mut remap[src][e.pack as usize];
+        if *slot == u32::MAX {
+            let (pack, kind) = sources[src].table.pack(e.pack as usize)?;
+            let next = packs.len() as u32;
+            *slot = *numbers.entry(pack).or_insert(next);
+            if *slot == next {
+                packs.push((pack, kind));
+            }
+        }
+        count += 1;
+        Ok(())
+    })?;
+    if count == 0 {
+        return Ok(None);
+    }
+    let mut out = TableOut::new(backend, key)?;
+    out.put(&codec::header(MAGIC, VERSION))?;
+    out.put(&(packs.len() as u32).to_le_bytes())?;
+    out.put(&count.to_le_bytes())?;
+    for (id, kind) in &packs {
+        out.put(&id.0)?;
+        out.put(&[kind.to_byte(), 0, 0, 0])?;
+    }
+    let mut written = 0u64;
+    merge_kept(sources, |src, e| {
+        let mut rec = [0u8; ENTRY_REC];
+        rec[..32].copy_from_slice(&e.id.0);
+        let fields = [
+            remap[src][e.pack as usize],
+            e.offset,
+            e.length,
+            e.raw_length,
+        ];
+        for (n, v) in fields.into_iter().enumerate() {
+            rec[32 + 4 * n..36 + 4 * n].copy_from_slice(&v.to_le_bytes());
+        }
+        written += 1;
+        out.put(&rec)
+    })?;
+    // The sources are immutable and mapped: both passes see the same.
+    if written != count {
+        return Err(Error::Invalid(format!(
+            "index tables changed while being merged ({count} entries, then {written})"
+        )));
+    }
+    out.finish().map(Some)
+}
+
+/// Calls `f(source, entry)` for the kept entries of `sources` in
+/// ascending id order, each id once (from the first source keeping it).
+/// A source whose ids do not ascend strictly is an error.
+fn merge_kept(
+    sources: &[MergeSource],
+    mut f: impl FnMut(usize, &Entry) -> Result<()>,
+) -> Result<()> {
+    use std::cmp::Reverse;
+    // The next kept entry of source `src` at or after `i`.
+    let next_kept = |src: usize, mut i: usize| -> Result<Option<(usize, Entry)>> {
+        let s = &sources[src];
+        while i < s.table.len() {
+            let e = s.table.entry_at(i)?;
+            if (s.keep)(i, &e) {
+                return Ok(Some((i, e)));
+            }
+            i += 1;
+        }
+        Ok(None)
+    };
+    let mut heads: Vec<Option<(usize, Entry)>> = Vec::with_capacity(sources.len());
+    let mut heap = std::collections::BinaryHeap::with_capacity(sources.len());
+    for src in 0..sources.len() {
+        let head = next_kept(src, 0)?;
+        if let Some((_, e)) = &head {
+            heap.push(Reverse((e.id, src)));
+        }
+        heads.push(head);
+    }
+    let mut last: Option<BlobId> = None;
+    while let Some(Reverse((id, src))) = heap.pop() {
+        let (i, e) = heads[src].take().expect("a queued source has a head");
+        if last != Some(id) {
+            f(src, &e)?;
+            last = Some(id);
+        }
+        let head = next_kept(src, i + 1)?;
+        if let Some((_, next)) = &head {
+            if next.id <= id {
+                return Err(Error::corrupt(
+                    format!("index {}", sources[src].table.id().short()),
+                    format!("entries out of order at {}", i + 1),
+                ));
+            }
+            heap.push(Reverse((next.id, src)));
+        }
+        heads[src] = head;
+    }
+    Ok(())
+}
+
+/// An index table being written: streamed through the store's sink when
+/// it has one, else gathered and written whole. MAC and name are hashed
+/// as the bytes go.
+struct TableOut<'a> {
+    backend: &'a dyn Backend,
+    sink: Option<Box<dyn FileSink>>,
+    buf: Vec<u8>,
+    mac: blake3::Hasher,
+    name: blake3::Hasher,
+}
+
+/// Bytes a streamed [`TableOut`] gathers before hashing and handing them on.
+const TABLE_OUT_CHUNK: usize = 1 << 20;
+
+impl<'a> TableOut<'a> {
+    fn new(backend: &'a dyn Backend, key: &MasterKey) -> Result<TableOut<'a>> {
+        Ok(TableOut {
+            backend,
+            sink: backend.index_sink()?,
+            buf: Vec::with_capacity(TABLE_OUT_CHUNK),
+            mac: key.mac_hasher(),
+            name: blake3::Hasher::new(),
+        })
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(bytes);
+        if self.sink.is_some() && self.buf.len() >= TABLE_OUT_CHUNK {
+            self.pass_on()?;
+        }
+        Ok(())
+    }
+
+    /// Hashes what is gathered and hands it to the sink.
+    fn pass_on(&mut self) -> Result<()> {
+        self.mac.update(&self.buf);
+        self.name.update(&self.buf);
+        if let Some(sink) = self.sink.as_mut() {
+            sink.append(&self.buf)?;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Seals the table with its MAC and stores it under its name.
+    fn finish(mut self) -> Result<IndexId> {
+        let Some(mut sink) = self.sink.take() else {
+            self.mac.update(&self.buf);
+            let mac = *self.mac.finalize().as_bytes();
+            self.buf.extend_from_slice(&mac);
+            let id = IndexId(file_hash(&self.buf));
+            self.backend
+                .write(FileKind::Index, &id.to_hex(), &self.buf)?;
+            return Ok(id);
+        };
+        self.mac.update(&self.buf);
+        let mac = *self.mac.finalize().as_bytes();
+        self.buf.extend_from_slice(&mac);
+        self.name.update(&self.buf);
+        sink.append(&self.buf)?;
+        let id = IndexId(*self.name.finalize().as_bytes());
+        sink.commit(&id.to_hex())?;
+        Ok(id)
+    }
 }
 
 /// Builds one index table from pack headers.
@@ -480,29 +686,6 @@ impl IndexBuilder {
                 .iter()
                 .map(|e| (e.id, n, e.offset, e.length, e.raw_length)),
         );
-    }
-
-    /// Adds every entry of an existing table.
-    pub fn add_table(&mut self, table: &IndexTable) -> Result<()> {
-        let base = self.packs.len() as u32;
-        for n in 0..table.pack_count() {
-            self.packs.push(table.pack(n)?);
-        }
-        self.entries.reserve(table.len());
-        for i in 0..table.len() {
-            let rec = table.entry_bytes(i);
-            let word = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4"));
-            let pack = word(32);
-            if pack as usize >= table.pack_count() {
-                return Err(Error::corrupt(
-                    format!("index {}", table.id().short()),
-                    format!("entry names pack number {pack}"),
-                ));
-            }
-            self.entries
-                .push((table.id_at(i), base + pack, word(36), word(40), word(44)));
-        }
-        Ok(())
     }
 
     /// Number of packs added.
@@ -743,5 +926,102 @@ mod tests {
         }
         // Below the threshold nothing happens.
         assert_eq!(compact(&backend, &key).unwrap().merged, 0);
+    }
+
+    /// A table of `ids` (one byte each) spread over packs `packs[k]`.
+    fn table_of(key: &MasterKey, entries: &[(u8, u8, u32)]) -> IndexTable {
+        let mut b = IndexBuilder::default();
+        for &(id, pack, off) in entries {
+            b.add_entry(PackId([pack; 32]), BlobKind::Data, entry(id, off));
+        }
+        let (id, bytes) = b.finish(key);
+        IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+    }
+
+    /// The merged table holds each kept id once (the first source's
+    /// entry), names only packs a kept entry uses, checks out, and is the
+    /// same file whether streamed through a sink or written whole.
+    #[test]
+    fn merging_keeps_what_is_asked_once_and_streams_the_same_bytes() {
+        let key = MasterKey::generate();
+        let a = table_of(
+            &key,
+            &[(1, 10, 100), (3, 11, 300), (5, 10, 500), (7, 12, 700)],
+        );
+        let b = table_of(
+            &key,
+            &[(2, 20, 200), (3, 21, 333), (6, 11, 600), (9, 22, 900)],
+        );
+        // Drop id 5 of a and id 9 of b (pack 22 is then named by nothing).
+        let keep_a = |_: usize, e: &Entry| e.id != BlobId([5; 32]);
+        let keep_b = |_: usize, e: &Entry| e.id != BlobId([9; 32]);
+        let sources = [
+            MergeSource {
+                table: &a,
+                keep: &keep_a,
+            },
+            MergeSource {
+                table: &b,
+                keep: &keep_b,
+            },
+        ];
+        let streamed_dir = tempfile::tempdir().unwrap();
+        let streamed = crate::backend::local::LocalBackend::new(streamed_dir.path());
+        streamed.create().unwrap();
+        assert!(streamed.index_sink().unwrap().is_some());
+        let whole = crate::backend::mem::MemBackend::default();
+        assert!(whole.index_sink().unwrap().is_none());
+        let mut files = Vec::new();
+        for backend in [&streamed as &dyn Backend, &whole] {
+            let id = write_merged(backend, &key, &sources).unwrap().unwrap();
+            let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
+            assert_eq!(IndexId(file_hash(&data)), id, "named by its hash");
+            files.push(data.to_vec());
+            let t = IndexTable::parse(id, data).unwrap();
+            t.check(&key).unwrap();
+            let ids: Vec<u8> = (0..t.len()).map(|i| t.id_at(i).0[0]).collect();
+            assert_eq!(ids, [1, 2, 3, 6, 7]);
+            let (_, three) = t.location_at(t.find(&BlobId([3; 32])).unwrap()).unwrap();
+            assert_eq!((three.pack, three.offset), (PackId([11; 32]), 300));
+            let packs: Vec<u8> = (0..t.pack_count())
+                .map(|n| t.pack(n).unwrap().0 .0[0])
+                .collect();
+            let mut sorted = packs.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [10, 11, 12, 20], "pack list {packs:?}");
+        }
+        assert_eq!(files[0], files[1]);
+        // Nothing kept: nothing written.
+        let none = |_: usize, _: &Entry| false;
+        let empty = [MergeSource {
+            table: &a,
+            keep: &none,
+        }];
+        assert_eq!(write_merged(&whole, &key, &empty).unwrap(), None);
+        assert_eq!(whole.list(FileKind::Index).unwrap().len(), 1);
+    }
+
+    /// A source that fails its MAC is refused, not sealed anew as valid.
+    #[test]
+    fn merging_refuses_a_damaged_source() {
+        let key = MasterKey::generate();
+        let a = table_of(&key, &[(1, 10, 100), (3, 11, 300)]);
+        let mut bytes = a.data.to_vec();
+        let n = bytes.len();
+        bytes[n - 40] ^= 1;
+        let damaged = IndexTable::parse(a.id(), Data::Owned(bytes)).unwrap();
+        let all = |_: usize, _: &Entry| true;
+        let backend = crate::backend::mem::MemBackend::default();
+        let err = write_merged(
+            &backend,
+            &key,
+            &[MergeSource {
+                table: &damaged,
+                keep: &all,
+            }],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("MAC mismatch"), "{err}");
+        assert!(backend.list(FileKind::Index).unwrap().is_empty());
     }
 }

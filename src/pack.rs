@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::PackSink;
+use crate::backend::FileSink;
 use crate::codec;
 use crate::crypto::{MasterKey, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
@@ -81,7 +81,7 @@ pub struct PackHeader {
 }
 
 /// Accumulates sealed blobs into one pack: in memory, or streamed to a
-/// [`PackSink`] so that no pack is ever held whole.
+/// [`FileSink`] so that no pack is ever held whole.
 pub struct PackWriter {
     kind: BlobKind,
     out: Out,
@@ -93,7 +93,7 @@ pub struct PackWriter {
 enum Out {
     Buffer(Vec<u8>),
     /// The sink and the running hash of what went into it (the pack id).
-    Sink(Box<dyn PackSink>, Box<blake3::Hasher>),
+    Sink(Box<dyn FileSink>, Box<blake3::Hasher>),
 }
 
 /// A finished pack ready to store.
@@ -106,7 +106,7 @@ pub struct FinishedPack {
     pub header: PackHeader,
     /// For a streamed pack: the sink holding its bytes, to be committed
     /// under the pack's name.
-    pub sink: Option<Box<dyn PackSink>>,
+    pub sink: Option<Box<dyn FileSink>>,
 }
 
 impl PackWriter {
@@ -131,7 +131,7 @@ impl PackWriter {
     }
 
     /// An empty pack written straight to `sink` as blobs are added.
-    pub fn streaming(kind: BlobKind, mut sink: Box<dyn PackSink>) -> Result<PackWriter> {
+    pub fn streaming(kind: BlobKind, mut sink: Box<dyn FileSink>) -> Result<PackWriter> {
         let head = codec::header(MAGIC, VERSION);
         sink.append(&head)?;
         let mut hasher = Box::new(blake3::Hasher::new());

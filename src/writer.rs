@@ -473,11 +473,11 @@ mod tests {
     }
 
     struct FullSink {
-        inner: Box<dyn crate::backend::PackSink>,
+        inner: Box<dyn crate::backend::FileSink>,
         written: usize,
     }
 
-    impl crate::backend::PackSink for FullSink {
+    impl crate::backend::FileSink for FullSink {
         fn append(&mut self, bytes: &[u8]) -> Result<()> {
             self.written += bytes.len();
             if self.written > 600_000 {
@@ -521,7 +521,7 @@ mod tests {
         fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
             self.0.remove(kind, name)
         }
-        fn pack_sink(&self) -> Result<Option<Box<dyn crate::backend::PackSink>>> {
+        fn pack_sink(&self) -> Result<Option<Box<dyn crate::backend::FileSink>>> {
             if self.1 == Full::Whole {
                 return Ok(None);
             }

@@ -259,8 +259,9 @@ fn crash_in_index_compaction_after_the_merged_write() {
     for s in [&saved[0], &saved[15], &saved[32]] {
         assert_restores(&repo, s);
     }
+    // gc drops the duplicate entries the interrupted merge left.
     repo.run(&["gc"]).success();
-    assert_eq!(index_count(), 1);
+    assert!(index_count() <= 17, "{} index tables", index_count());
     assert_no_garbage(&repo);
 }
 
@@ -342,10 +343,37 @@ fn gc_crash(point: &str) {
     let (repo, live) = gc_scenario();
     let packs_before: Vec<String> = pack_files(&repo).into_keys().collect();
     let index_before = names_in(&repo, "index");
+    let plan = repo
+        .run(&["gc", "--dry-run", "--json", "--max-unused", "0%"])
+        .success()
+        .json();
+    let rewrite: Vec<String> = plan["rewrite_index"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    // The scenario has a table left alone: the newest backup's blobs all
+    // stay live.
+    assert!(
+        !rewrite.is_empty() && rewrite.len() < index_before.len(),
+        "{plan}"
+    );
+    assert!(rewrite.iter().all(|t| index_before.contains(t)), "{plan}");
     crash(&repo, point, &["gc", "--max-unused", "0%"]);
 
     let packs_after: Vec<String> = pack_files(&repo).into_keys().collect();
     let index_after = names_in(&repo, "index");
+    let untouched = |t: &String| !rewrite.contains(t);
+    // Tables gc wrote: one for the repacked blobs, and one merging what
+    // survives of the rewritten tables unless every live entry they hold
+    // lies in a repacked pack (how blobs fall into packs varies with the
+    // backup's threads).
+    let new_tables = index_after
+        .iter()
+        .filter(|t| !index_before.contains(t))
+        .count();
+    let wrote_tables = |n: usize| assert!((1..=2).contains(&n), "{n} new index tables");
     match point {
         "gc-after-repack-write" => {
             // One new pack, nothing removed yet.
@@ -353,17 +381,32 @@ fn gc_crash(point: &str) {
             assert_eq!(index_after, index_before);
         }
         "gc-after-index-write" => {
-            assert_eq!(index_after.len(), index_before.len() + 1);
+            assert!(index_before.iter().all(|t| index_after.contains(t)));
+            wrote_tables(new_tables);
             assert!(packs_before.iter().all(|p| packs_after.contains(p)));
         }
         "gc-after-index-remove" => {
-            // New table written, exactly one old one removed.
-            assert_eq!(index_after.len(), index_before.len());
+            // New tables written, exactly one rewritten table removed.
+            wrote_tables(new_tables);
+            let removed: Vec<_> = index_before
+                .iter()
+                .filter(|t| !index_after.contains(t))
+                .collect();
+            assert_eq!(removed.len(), 1, "{removed:?}");
+            assert!(rewrite.contains(removed[0]));
             assert!(packs_before.iter().all(|p| packs_after.contains(p)));
         }
         "gc-after-pack-remove" => {
-            // Only the new table left; one old pack removed.
-            assert_eq!(index_after.len(), 1);
+            // Every rewritten table gone, every other one left as it was;
+            // one old pack removed.
+            wrote_tables(new_tables);
+            let left: Vec<_> = index_before
+                .iter()
+                .filter(|t| index_after.contains(t))
+                .collect();
+            assert!(!left.is_empty());
+            assert!(left.iter().all(|t| untouched(t)), "{left:?}");
+            assert_eq!(index_after.len(), left.len() + new_tables);
             assert_eq!(
                 packs_before
                     .iter()

@@ -313,7 +313,7 @@ impl Backend for CachedBackend {
     }
     /// Only data packs are streamed (see [`crate::writer`]), and those are
     /// never cached, so the inner store's sink serves as it is.
-    fn pack_sink(&self) -> Result<Option<Box<dyn super::PackSink>>> {
+    fn pack_sink(&self) -> Result<Option<Box<dyn super::FileSink>>> {
         self.inner.pack_sink()
     }
 }

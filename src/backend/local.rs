@@ -280,8 +280,13 @@ impl Backend for LocalBackend {
         Ok(())
     }
 
-    fn pack_sink(&self) -> Result<Option<Box<dyn super::PackSink>>> {
-        let sink = LocalSink::create(self.root.join(FileKind::Pack.dir()))?;
+    fn pack_sink(&self) -> Result<Option<Box<dyn super::FileSink>>> {
+        let sink = LocalSink::create(self.root.clone(), FileKind::Pack)?;
+        Ok(Some(Box::new(sink)))
+    }
+
+    fn index_sink(&self) -> Result<Option<Box<dyn super::FileSink>>> {
+        let sink = LocalSink::create(self.root.clone(), FileKind::Index)?;
         Ok(Some(Box::new(sink)))
     }
 
@@ -333,14 +338,16 @@ impl Backend for LocalBackend {
     }
 }
 
-/// A pack streamed to `packs/.tmp-<random>` and renamed into its folder
-/// on commit. Appends only copy into 1 MiB page-aligned pieces; a thread
+/// A pack streamed to `packs/.tmp-<random>` (an index table to
+/// `index/.tmp-<random>`) and renamed into its folder on commit. Appends only copy into 1 MiB page-aligned pieces; a thread
 /// of the sink's own writes them, in order and straight from the piece
 /// (direct IO), so the caller (which appends under the writer's lock)
 /// never waits on the disk unless it runs ahead by more than
 /// [`SINK_QUEUE`] pieces.
 struct LocalSink {
-    packs: PathBuf,
+    /// The repository folder.
+    root: PathBuf,
+    kind: FileKind,
     /// Empty once committed.
     tmp: PathBuf,
     /// The piece being filled; `None` only while dropping.
@@ -393,8 +400,8 @@ const SINK_PIECE: usize = 1 << 20;
 const SINK_QUEUE: usize = 2;
 
 impl LocalSink {
-    fn create(packs: PathBuf) -> Result<LocalSink> {
-        let tmp = packs.join(format!(
+    fn create(root: PathBuf, kind: FileKind) -> Result<LocalSink> {
+        let tmp = root.join(kind.dir()).join(format!(
             ".tmp-{}",
             hex::encode(crate::crypto::random_bytes::<8>())
         ));
@@ -426,7 +433,8 @@ impl LocalSink {
             }
         };
         Ok(LocalSink {
-            packs,
+            root,
+            kind,
             tmp,
             piece: Some(piece),
             to_io: Some(to_io),
@@ -468,7 +476,7 @@ impl LocalSink {
     }
 }
 
-impl super::PackSink for LocalSink {
+impl super::FileSink for LocalSink {
     fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
             let p = self.piece.as_mut().expect("a piece until dropped");
@@ -489,15 +497,20 @@ impl super::PackSink for LocalSink {
         }
         self.join()?;
         crate::fault::point("pack-sink-before-rename");
-        let path = self.packs.join(name.get(..2).unwrap_or("xx")).join(name);
+        let path = LocalBackend::new(&self.root).path(self.kind, name);
         let dir = path.parent().expect("files live in a folder");
+        let mut new_dir = false;
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
+            new_dir = true;
         }
         fs::rename(&self.tmp, &path).map_err(|e| Error::path("rename into", &path, e))?;
         self.tmp = PathBuf::new();
         sync_dir(dir)?;
-        sync_dir(&self.packs)
+        if new_dir {
+            sync_dir(dir.parent().expect("packs folder"))?;
+        }
+        Ok(())
     }
 }
 

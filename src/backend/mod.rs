@@ -6,7 +6,7 @@
 //! - **Atomic**: a file is visible under its name only once all its bytes
 //!   are; a reader never sees a partial file, a crash never leaves one.
 //! - **Durable**: when `write` returns, the file survives a crash or power
-//!   loss. The same holds for a pack written through a [`PackSink`] once
+//!   loss. The same holds for a file written through a [`FileSink`] once
 //!   its `commit` returns; before that it is under no name at all.
 //! - **No overwrite needed**: cairn never rewrites a name with different
 //!   bytes (names are content hashes), so backends need neither rename nor
@@ -188,7 +188,15 @@ pub trait Backend: Send + Sync {
     /// never held whole in memory; `None` where packs are stored with
     /// [`Backend::write`] only (the default). A sink's writes are not
     /// retried, so only stores whose writes need no retry offer one.
-    fn pack_sink(&self) -> Result<Option<Box<dyn PackSink>>> {
+    fn pack_sink(&self) -> Result<Option<Box<dyn FileSink>>> {
+        Ok(None)
+    }
+    /// An index table written piece by piece (see [`crate::index::write_merged`]),
+    /// so that merging large tables never holds one whole in memory;
+    /// `None` where tables are stored with [`Backend::write`] only (the
+    /// default). As for [`Backend::pack_sink`], only stores whose writes
+    /// need no retry offer one.
+    fn index_sink(&self) -> Result<Option<Box<dyn FileSink>>> {
         Ok(None)
     }
     /// Removes the temporary files of writes that were interrupted (a
@@ -208,13 +216,14 @@ pub trait RangeReader: Send + Sync {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
 }
 
-/// A pack file being written front to back (see [`Backend::pack_sink`]).
-/// Nothing is visible under any name until [`PackSink::commit`]; a sink
+/// A pack or index file being written front to back (see
+/// [`Backend::pack_sink`], [`Backend::index_sink`]).
+/// Nothing is visible under any name until [`FileSink::commit`]; a sink
 /// dropped uncommitted removes what it wrote.
-pub trait PackSink: Send {
+pub trait FileSink: Send {
     /// Appends bytes to the pack.
     fn append(&mut self, bytes: &[u8]) -> Result<()>;
-    /// Stores what was appended as pack `name`, atomically and durably,
+    /// Stores what was appended as file `name`, atomically and durably,
     /// as [`Backend::write`] would.
     fn commit(self: Box<Self>, name: &str) -> Result<()>;
 }

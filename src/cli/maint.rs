@@ -170,7 +170,7 @@ fn gc_locked(
     };
     let mut plan = gc::plan(repo, &opts)?;
     let act = !dry_run
-        && (!plan.delete.is_empty() || !plan.repack.is_empty() || plan.old_index.len() > 1);
+        && (!plan.delete.is_empty() || !plan.repack.is_empty() || !plan.old_index.is_empty());
     if act {
         gc::execute(repo, &plan, lock)?;
     }
