@@ -19,8 +19,9 @@
 #   BENCH_LABEL        conditions written next to the table (default "")
 #   BENCH_DOCS         0 to leave docs/PERFORMANCE.md alone (default 1)
 #   BORG_ENCRYPTION    borg's mode (default repokey-blake2)
-#   BENCH_PREFAULT_MIB memory touched and freed right before every step
-#                      (default: the dataset's size + 1024; 0 for none)
+#   BENCH_PREFAULT_MIB memory touched and freed right before each step that
+#                      fills memory (default: the dataset's size + 1024; 0
+#                      for none; see prefault)
 #
 # Results: $BENCH_DIR/results/peers.tsv and meta.json, rendered by
 # benches/report.py into docs/PERFORMANCE.md between the peers markers.
@@ -90,9 +91,13 @@ warm() {
 # touch of such a page then faults in the host, which made writing 2 GiB
 # into the page cache take 2.1 s after a few seconds idle against 0.4 s
 # right after freeing as much. Which steps paid it depended on timing, so
-# restores moved 2.5-4.6 s from one to the next. Run right before each
-# timed step, this gives every tool memory the host has backed, as on a
-# physical machine.
+# restores moved 2.5-4.6 s from one to the next. Run right before the
+# steps that fill the page cache or the heap with the dataset's size (a
+# first backup, whose repository most tools write through the page cache;
+# a restore; the folder's dd), it gives every tool memory the host has
+# backed, as on a physical machine. Not before the short steps: the host
+# takes back the freed memory in the following second, at a cost in CPU
+# that doubled a 70 ms no-change backup.
 prefault() {
   local mib=${BENCH_PREFAULT_MIB:-0} f=/dev/shm/cairn-bench-prefault
   ((mib > 0)) && [[ -d /dev/shm ]] || return 0
@@ -109,9 +114,9 @@ measure() {
   shift 3
   local tf="$BENCH_DIR/work/time.out" out="$BENCH_DIR/work/$tool-$step.log" status=ok
   # Every step starts with nothing left to write back from the one before,
-  # and with memory the hypervisor has backed (see prefault).
+  # and those that fill memory with memory the hypervisor has backed.
   sync
-  prefault
+  case $step in first_backup | restore | write | media_backup) prefault ;; esac
   local t0 t1
   t0=$(date +%s%N)
   if ! $TIME -f '%e %M' -o "$tf" bash -c '"$@"' _ "$@" >"$out" 2>&1; then
