@@ -17,12 +17,13 @@
 //! blob no snapshot uses, a duplicate, a location in a pack to delete or
 //! repack) or lists such a pack; every other table is left as it is.
 //!
-//! [`execute`] then, in this order: writes the new packs and index tables
-//! locating the blobs copied into them; writes one table holding the
-//! surviving entries of the rewritten tables, merged as they stream (see
-//! [`crate::index::write_merged`]: no table's entries are ever gathered in
-//! memory); deletes the rewritten tables; deletes the old packs. At every instant the index tables on disk locate
-//! every live blob in an existing pack, so a crash anywhere leaves every
+//! [`execute`] then, in this order: writes the new packs; writes one
+//! index table holding the surviving entries of the rewritten tables,
+//! merged as they stream (see [`crate::index::write_merged`]: no table's
+//! entries are ever gathered in memory), and the new locations of the
+//! copied blobs (beyond 256 Ki copies, in tables of their own written
+//! before it); deletes the rewritten tables; deletes the old packs. At
+//! every instant the index tables on disk locate every live blob in an existing pack, so a crash anywhere leaves every
 //! snapshot restorable; the next gc finds what was left behind (packs no
 //! index names) and finishes the job. gc holds the exclusive lock
 //! throughout, so no backup adds blobs meanwhile; it confirms the lock
@@ -468,9 +469,19 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
             flush(w, &mut builder)?;
         }
     }
-    if !builder.is_empty() {
-        write_table(builder, &mut written)?;
-    }
+    // The last copies (all of them, unless there were more than a
+    // table's worth) go into the merged table below rather than a table
+    // of their own: one table written and made durable instead of two.
+    let copies = if builder.is_empty() {
+        None
+    } else {
+        let (id, bytes) = builder.finish(key);
+        Some(crate::index::IndexTable::parse(
+            id,
+            crate::backend::Data::Owned(bytes),
+        )?)
+    };
+    let keep_all = |_: usize, _: &crate::index::Entry| true;
     // The surviving entries of the rewritten tables: live, and not in a
     // pack just copied.
     let rewrite: IdSet<IndexId> = plan.old_index.iter().copied().collect();
@@ -489,6 +500,10 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
         .zip(&keeps)
         .filter(|(t, _)| rewrite.contains(&t.id()))
         .map(|(table, keep)| MergeSource { table, keep })
+        .chain(copies.as_ref().map(|table| MergeSource {
+            table,
+            keep: &keep_all,
+        }))
         .collect();
     written.extend(crate::index::write_merged(backend, key, &sources)?);
     crate::fault::point("gc-after-index-write");

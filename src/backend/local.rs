@@ -339,8 +339,9 @@ impl Backend for LocalBackend {
 }
 
 /// A pack streamed to `packs/.tmp-<random>` (an index table to
-/// `index/.tmp-<random>`) and renamed into its folder on commit. Appends only copy into 1 MiB page-aligned pieces; a thread
-/// of the sink's own writes them, in order and straight from the piece
+/// `index/.tmp-<random>`) and renamed into its folder on commit. Appends
+/// only copy into 1 MiB page-aligned pieces; a thread of the sink's own
+/// writes them, in order and straight from the piece
 /// (direct IO), so the caller (which appends under the writer's lock)
 /// never waits on the disk unless it runs ahead by more than
 /// [`SINK_QUEUE`] pieces.
