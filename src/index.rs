@@ -259,19 +259,25 @@ impl IndexTable {
         None
     }
 
-    /// Checks the MAC and that ids ascend strictly; returns a problem, if any.
-    pub fn check(&self, key: &MasterKey) -> Result<()> {
-        let what = format!("index {}", self.id.short());
+    /// Checks the MAC only.
+    pub fn check_mac(&self, key: &MasterKey) -> Result<()> {
         let body = &self.data[..self.data.len() - MAC_LEN];
         self.data.advise_sequential();
         let mac = key.mac(body);
         self.data.advise_random();
         if mac[..] != self.data[self.data.len() - MAC_LEN..] {
             return Err(Error::corrupt(
-                &what,
+                format!("index {}", self.id.short()),
                 "MAC mismatch (damaged or not from this repository)",
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the MAC and that ids ascend strictly; returns a problem, if any.
+    pub fn check(&self, key: &MasterKey) -> Result<()> {
+        let what = format!("index {}", self.id.short());
+        self.check_mac(key)?;
         for i in 1..self.entries {
             if self.entry_bytes(i - 1)[..32] >= self.entry_bytes(i)[..32] {
                 return Err(Error::corrupt(
@@ -457,15 +463,16 @@ pub struct MergeSource<'a> {
 /// packs and count the entries the header states, once to write): memory
 /// holds one cursor per source and one number per pack, never the
 /// entries, and where the store offers a sink ([`Backend::index_sink`])
-/// the table streams out as it is written. Every source's MAC and order
-/// are checked first, so damage is never sealed anew as valid.
+/// the table streams out as it is written. Every source's MAC is checked
+/// first, so damage is never sealed anew as valid, and the merge checks
+/// that the entries it takes ascend.
 pub fn write_merged(
     backend: &dyn Backend,
     key: &MasterKey,
     sources: &[MergeSource],
 ) -> Result<Option<IndexId>> {
     for s in sources {
-        s.table.check(key)?;
+        s.table.check_mac(key)?;
     }
     let mut packs: Vec<(PackId, BlobKind)> = Vec::new();
     let mut numbers: crate::id::IdMap<PackId, u32> = crate::id::IdMap::default();
@@ -586,14 +593,14 @@ struct TableOut<'a> {
 }
 
 /// Bytes a streamed [`TableOut`] gathers before hashing and handing them on.
-const TABLE_OUT_CHUNK: usize = 1 << 20;
+const TABLE_OUT_CHUNK: usize = 64 << 10;
 
 impl<'a> TableOut<'a> {
     fn new(backend: &'a dyn Backend, key: &MasterKey) -> Result<TableOut<'a>> {
         Ok(TableOut {
             backend,
             sink: backend.index_sink()?,
-            buf: Vec::with_capacity(TABLE_OUT_CHUNK),
+            buf: Vec::with_capacity(TABLE_OUT_CHUNK + ENTRY_REC),
             mac: key.mac_hasher(),
             name: blake3::Hasher::new(),
         })
@@ -1022,6 +1029,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("MAC mismatch"), "{err}");
+        assert!(backend.list(FileKind::Index).unwrap().is_empty());
+    }
+
+    /// A source whose MAC checks out but whose entries do not ascend (never
+    /// written by cairn) is an error, not an unsorted table sealed anew.
+    #[test]
+    fn merging_refuses_entries_out_of_order() {
+        let key = MasterKey::generate();
+        let a = table_of(&key, &[(1, 10, 100), (3, 10, 300), (5, 10, 500)]);
+        let mut bytes = a.data.to_vec();
+        let first = HEAD + PACK_REC;
+        let (x, y) = (first, first + ENTRY_REC);
+        let one: Vec<u8> = bytes[x..y].to_vec();
+        bytes.copy_within(y..y + ENTRY_REC, x);
+        bytes[y..y + ENTRY_REC].copy_from_slice(&one);
+        let n = bytes.len();
+        let mac = key.mac(&bytes[..n - MAC_LEN]);
+        bytes[n - MAC_LEN..].copy_from_slice(&mac);
+        let swapped = IndexTable::parse(a.id(), Data::Owned(bytes)).unwrap();
+        assert!(swapped.check(&key).is_err());
+        let all = |_: usize, _: &Entry| true;
+        let backend = crate::backend::mem::MemBackend::default();
+        let err = write_merged(
+            &backend,
+            &key,
+            &[MergeSource {
+                table: &swapped,
+                keep: &all,
+            }],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
         assert!(backend.list(FileKind::Index).unwrap().is_empty());
     }
 }

@@ -286,8 +286,17 @@ impl Backend for LocalBackend {
     }
 
     fn index_sink(&self) -> Result<Option<Box<dyn super::FileSink>>> {
-        let sink = LocalSink::create(self.root.clone(), FileKind::Index)?;
-        Ok(Some(Box::new(sink)))
+        let dir = self.root.join(FileKind::Index.dir());
+        let tmp = dir.join(format!(
+            ".tmp-{}",
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::path("create", &tmp, e))?;
+        Ok(Some(Box::new(PlainSink { file, tmp, dir })))
     }
 
     fn remove_leftovers(&self, before: std::time::SystemTime) -> Result<u64> {
@@ -338,8 +347,46 @@ impl Backend for LocalBackend {
     }
 }
 
-/// A pack streamed to `packs/.tmp-<random>` (an index table to
-/// `index/.tmp-<random>`) and renamed into its folder on commit. Appends
+/// An index table streamed to `index/.tmp-<random>` with plain writes
+/// through the page cache (tables are read back soon, and far smaller
+/// than the data a backup streams), fsynced and renamed into place on
+/// commit; removed if dropped uncommitted.
+struct PlainSink {
+    file: File,
+    /// Empty once committed.
+    tmp: PathBuf,
+    dir: PathBuf,
+}
+
+impl super::FileSink for PlainSink {
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::path("write", &self.tmp, e))
+    }
+
+    fn commit(mut self: Box<Self>, name: &str) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::path("fsync", &self.tmp, e))?;
+        crate::fault::point("backend-before-rename");
+        let path = self.dir.join(name);
+        fs::rename(&self.tmp, &path).map_err(|e| Error::path("rename into", &path, e))?;
+        self.tmp = PathBuf::new();
+        sync_dir(&self.dir)
+    }
+}
+
+impl Drop for PlainSink {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A pack streamed to `packs/.tmp-<random>` and renamed into its folder
+/// on commit. Appends
 /// only copy into 1 MiB page-aligned pieces; a thread of the sink's own
 /// writes them, in order and straight from the piece
 /// (direct IO), so the caller (which appends under the writer's lock)
