@@ -23,12 +23,22 @@ export CAIRN_PASSWORD=profile
 "$cairn" -r "$w/repo" init >/dev/null
 out="$w/profile.md"
 warm() { find "$1" -type f -print0 | xargs -0 -r cat >/dev/null; }
+# As in peers.sh: memory the hypervisor has backed for the steps that fill
+# memory (BENCH_PREFAULT_MIB, default the dataset's size + 1024; 0 for none).
+prefault_mib=${BENCH_PREFAULT_MIB:-$(($(du -sm --apparent-size "$src" | cut -f1) + 1024))}
+prefault() {
+  ((prefault_mib > 0)) && [[ -d /dev/shm ]] || return 0
+  dd if=/dev/zero of=/dev/shm/cairn-profile-prefault bs=1M count="$prefault_mib" status=none || true
+  rm -f /dev/shm/cairn-profile-prefault
+}
 
 profile() { # profile NAME INPUT CMD...: perf stat + perf record of one step
   local name=$1 input=$2
   shift 2
   rm -rf "$w/restore"
   warm "$input"
+  sync
+  [[ $name == verify* ]] || prefault
   /usr/bin/time -f '%e %U %S' -o "$w/$name.time" \
     perf record -q -F 499 -o "$w/$name.data" -- "$@" >/dev/null 2>&1
   python3 - "$name" "$w/$name.time" >>"$out" <<'PY'
