@@ -1017,18 +1017,17 @@ mod tests {
         let n = bytes.len();
         bytes[n - 40] ^= 1;
         let damaged = IndexTable::parse(a.id(), Data::Owned(bytes)).unwrap();
+        merging_fails(&key, &damaged, "MAC mismatch");
+    }
+
+    /// Merging `table` alone fails with an error containing `why`, and
+    /// writes nothing.
+    fn merging_fails(key: &MasterKey, table: &IndexTable, why: &str) {
         let all = |_: usize, _: &Entry| true;
         let backend = crate::backend::mem::MemBackend::default();
-        let err = write_merged(
-            &backend,
-            &key,
-            &[MergeSource {
-                table: &damaged,
-                keep: &all,
-            }],
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("MAC mismatch"), "{err}");
+        let sources = [MergeSource { table, keep: &all }];
+        let err = write_merged(&backend, key, &sources).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
         assert!(backend.list(FileKind::Index).unwrap().is_empty());
     }
 
@@ -1049,18 +1048,6 @@ mod tests {
         bytes[n - MAC_LEN..].copy_from_slice(&mac);
         let swapped = IndexTable::parse(a.id(), Data::Owned(bytes)).unwrap();
         assert!(swapped.check(&key).is_err());
-        let all = |_: usize, _: &Entry| true;
-        let backend = crate::backend::mem::MemBackend::default();
-        let err = write_merged(
-            &backend,
-            &key,
-            &[MergeSource {
-                table: &swapped,
-                keep: &all,
-            }],
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("out of order"), "{err}");
-        assert!(backend.list(FileKind::Index).unwrap().is_empty());
+        merging_fails(&key, &swapped, "out of order");
     }
 }

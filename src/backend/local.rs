@@ -81,6 +81,15 @@ pub fn kind_name(kind: FileKind) -> &'static str {
     }
 }
 
+/// A fresh temporary name in `dir` (`.tmp-<random>`, which `list`
+/// ignores and gc removes once abandoned).
+fn tmp_path(dir: &Path) -> PathBuf {
+    dir.join(format!(
+        ".tmp-{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ))
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -241,10 +250,7 @@ impl Backend for LocalBackend {
             fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
             new_dir = true;
         }
-        let tmp = dir.join(format!(
-            ".tmp-{}",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
+        let tmp = tmp_path(dir);
         // Lock files skip both fsyncs (see `FileKind::durable`), which
         // saves every command that locks a millisecond or more.
         let durable = kind.durable();
@@ -287,10 +293,7 @@ impl Backend for LocalBackend {
 
     fn index_sink(&self) -> Result<Option<Box<dyn super::FileSink>>> {
         let dir = self.root.join(FileKind::Index.dir());
-        let tmp = dir.join(format!(
-            ".tmp-{}",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
+        let tmp = tmp_path(&dir);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -449,10 +452,7 @@ const SINK_QUEUE: usize = 2;
 
 impl LocalSink {
     fn create(root: PathBuf, kind: FileKind) -> Result<LocalSink> {
-        let tmp = root.join(kind.dir()).join(format!(
-            ".tmp-{}",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
+        let tmp = tmp_path(&root.join(kind.dir()));
         let mut file = directio::AppendFile::create(&tmp)?;
         let piece = match Piece::new() {
             Ok(p) => p,
