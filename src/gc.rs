@@ -23,9 +23,10 @@
 //! entries are ever gathered in memory), and the new locations of the
 //! copied blobs (beyond 256 Ki copies, in tables of their own written
 //! before it); deletes the rewritten tables; deletes the old packs. At
-//! every instant the index tables on disk locate every live blob in an existing pack, so a crash anywhere leaves every
-//! snapshot restorable; the next gc finds what was left behind (packs no
-//! index names) and finishes the job. gc holds the exclusive lock
+//! every instant the index tables on disk locate every live blob in an
+//! existing pack, so a crash anywhere leaves every snapshot restorable;
+//! the next gc finds what was left behind (packs no index names) and
+//! finishes the job. gc holds the exclusive lock
 //! throughout, so no backup adds blobs meanwhile; it confirms the lock
 //! before its first deletion and checks it before each one after, so a gc
 //! whose lock looked stale (paused for half an hour) stops rather than
@@ -99,7 +100,7 @@ pub struct GcPlan {
     /// Live bytes copied by repacking.
     pub bytes_repacked: u64,
     /// Index tables rewritten (see the module docs).
-    #[serde(rename = "rewrite_index", serialize_with = "index_ids")]
+    #[serde(rename = "rewrite_index", serialize_with = "ids")]
     pub old_index: Vec<IndexId>,
     /// The index entries that keep live blobs.
     #[serde(skip)]
@@ -129,12 +130,12 @@ pub fn remove_leftovers(repo: &Repository) -> Result<u64> {
     repo.backend().remove_leftovers(before)
 }
 
-fn ids<S: serde::Serializer>(v: &[PackId], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|p| p.to_hex()))
-}
-
-fn index_ids<S: serde::Serializer>(v: &[IndexId], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|p| p.to_hex()))
+/// Ids as hex strings (their `Display`).
+fn ids<S: serde::Serializer, T: std::fmt::Display>(
+    v: &[T],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|p| p.to_string()))
 }
 
 /// Which index entries locate live blobs: one bit per entry of every
