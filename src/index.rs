@@ -1050,4 +1050,75 @@ mod tests {
         assert!(swapped.check(&key).is_err());
         merging_fails(&key, &swapped, "out of order");
     }
+
+    proptest::proptest! {
+        /// Merging a table of arbitrary records, sealed with a valid MAC so
+        /// that only the merge's own checks stand between them and the
+        /// output, with itself: an error or a table that checks out and
+        /// holds every kept id, never a panic.
+        #[test]
+        fn merging_arbitrary_records_errs_or_checks_out(
+            packs in 1u32..4,
+            records in proptest::collection::vec(
+                (0u8..16, proptest::num::u8::ANY, 0u32..40, proptest::num::u32::ANY),
+                0..40,
+            ),
+            sorted: bool,
+            skip in 1usize..4,
+        ) {
+            let key = MasterKey::generate();
+            let mut recs: Vec<[u8; ENTRY_REC]> = records
+                .iter()
+                .map(|&(a, b, pick, word)| {
+                    // Now and then a pack number past the pack list.
+                    let pack = if pick == 0 { packs } else { pick % packs };
+                    let mut r = [0u8; ENTRY_REC];
+                    r[0] = a;
+                    r[1] = b;
+                    r[32..36].copy_from_slice(&pack.to_le_bytes());
+                    for o in [36, 40, 44] {
+                        r[o..o + 4].copy_from_slice(&word.to_le_bytes());
+                    }
+                    r
+                })
+                .collect();
+            if sorted {
+                recs.sort_by(|x, y| x[..32].cmp(&y[..32]));
+                recs.dedup_by(|x, y| x[..32] == y[..32]);
+            }
+            let mut bytes = codec::header(MAGIC, VERSION);
+            bytes.extend_from_slice(&packs.to_le_bytes());
+            bytes.extend_from_slice(&(recs.len() as u64).to_le_bytes());
+            for p in 0..packs {
+                bytes.extend_from_slice(&[p as u8; 32]);
+                bytes.extend_from_slice(&[BlobKind::Data.to_byte(), 0, 0, 0]);
+            }
+            for r in &recs {
+                bytes.extend_from_slice(r);
+            }
+            let mac = key.mac(&bytes);
+            bytes.extend_from_slice(&mac);
+            let t = IndexTable::parse(IndexId([1; 32]), Data::Owned(bytes)).unwrap();
+            let keep = |i: usize, _: &Entry| i % skip != 0;
+            let sources = [
+                MergeSource { table: &t, keep: &keep },
+                MergeSource { table: &t, keep: &keep },
+            ];
+            let backend = crate::backend::mem::MemBackend::default();
+            if let Ok(Some(id)) = write_merged(&backend, &key, &sources) {
+                let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
+                let merged = IndexTable::parse(id, data).unwrap();
+                merged.check(&key).unwrap();
+                for i in (0..t.len()).filter(|i| i % skip != 0) {
+                    let found = merged.find(&t.id_at(i));
+                    proptest::prop_assert!(found.is_some(), "kept entry {i} missing");
+                }
+            }
+            if sorted && (0..t.len()).all(|i| t.entry_at(i).is_ok()) {
+                // Sorted records naming listed packs always merge.
+                let merged = write_merged(&backend, &key, &sources);
+                proptest::prop_assert!(merged.is_ok(), "{merged:?}");
+            }
+        }
+    }
 }
