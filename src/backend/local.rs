@@ -19,6 +19,11 @@ use crate::mmap::Map;
 /// A repository in a local directory.
 pub struct LocalBackend {
     root: PathBuf,
+    /// The pack folders that held temporary files when packs were last
+    /// listed with their sizes (as gc's plan does), so that
+    /// [`Backend::remove_leftovers`] after it need not list every pack
+    /// folder again; `None` until such a listing.
+    tmp_pack_dirs: std::sync::Mutex<Option<Vec<PathBuf>>>,
 }
 
 const DIRS: [FileKind; 5] = [
@@ -32,7 +37,10 @@ const DIRS: [FileKind; 5] = [
 impl LocalBackend {
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
-        LocalBackend { root: root.into() }
+        LocalBackend {
+            root: root.into(),
+            tmp_pack_dirs: std::sync::Mutex::new(None),
+        }
     }
 
     /// The repository folder.
@@ -181,6 +189,7 @@ impl Backend for LocalBackend {
 
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
+        let mut tmp_dirs = Vec::new();
         for d in self.dirs(kind)? {
             let rd = match fs::read_dir(&d) {
                 Ok(rd) => rd,
@@ -193,6 +202,9 @@ impl Backend for LocalBackend {
                     continue;
                 };
                 if name.starts_with('.') {
+                    if name.starts_with(".tmp-") && tmp_dirs.last() != Some(&d) {
+                        tmp_dirs.push(d.clone());
+                    }
                     continue;
                 }
                 // Stats relative to the open folder, not by whole path;
@@ -207,6 +219,11 @@ impl Backend for LocalBackend {
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::path("stat", &entry.path(), e)),
                 }
+            }
+        }
+        if kind == FileKind::Pack {
+            if let Ok(mut seen) = self.tmp_pack_dirs.lock() {
+                *seen = Some(tmp_dirs);
             }
         }
         Ok(out)
@@ -306,11 +323,18 @@ impl Backend for LocalBackend {
         // Streamed packs are written in packs/ itself, whole files beside
         // their destination.
         let mut dirs = vec![self.root.join(FileKind::Pack.dir())];
+        // The pack folders: those a listing of packs just saw holding
+        // temporary files (a file old enough to remove now was there
+        // then), else every one.
+        let seen = self.tmp_pack_dirs.lock().ok().and_then(|mut s| s.take());
+        match seen {
+            Some(tmp_dirs) => dirs.extend(tmp_dirs),
+            None => dirs.extend(self.dirs(FileKind::Pack)?),
+        }
         // Every folder, locks/ and keys/ too: their writes (a lock taken or
         // refreshed, a key file) take milliseconds, so a temporary file an
         // hour old there is as surely abandoned as anywhere.
         for kind in [
-            FileKind::Pack,
             FileKind::Index,
             FileKind::Snapshot,
             FileKind::Lock,
@@ -678,5 +702,45 @@ mod tests {
             .filter(|n| n.to_string_lossy().starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// Leftovers in a pack folder are removed whether or not a listing of
+    /// packs came first (gc lists them, so only folders it saw holding
+    /// temporary files are listed again); younger ones stay.
+    #[test]
+    fn leftovers_in_pack_folders_are_found_with_or_without_a_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let name = "ab".repeat(32);
+        b.write(FileKind::Pack, &name, b"pack").unwrap();
+        b.write(FileKind::Pack, &"cd".repeat(32), b"pack").unwrap();
+        let sub = dir.path().join("repo/packs/ab");
+        let leftover = |n: &str| {
+            let p = sub.join(n);
+            fs::write(&p, b"half").unwrap();
+            p
+        };
+        for listed_first in [false, true] {
+            let old = leftover(".tmp-00000000000000aa");
+            let young = leftover(".tmp-00000000000000bb");
+            if listed_first {
+                let sizes = b.list_sizes(FileKind::Pack).unwrap();
+                assert_eq!(sizes.len(), 2, "{sizes:?}");
+            }
+            // Everything before a minute from now counts as old.
+            let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+            assert_eq!(b.remove_leftovers(later).unwrap(), 2);
+            assert!(!old.exists() && !young.exists());
+            let young = leftover(".tmp-00000000000000cc");
+            if listed_first {
+                b.list_sizes(FileKind::Pack).unwrap();
+            }
+            let long_ago = std::time::SystemTime::UNIX_EPOCH;
+            assert_eq!(b.remove_leftovers(long_ago).unwrap(), 0);
+            assert!(young.exists());
+            fs::remove_file(&young).unwrap();
+        }
+        assert_eq!(b.read(FileKind::Pack, &name).unwrap().to_vec(), b"pack");
     }
 }
