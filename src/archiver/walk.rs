@@ -5,6 +5,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Mutex;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -88,16 +89,22 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
         }
         drop(job_rx);
         let finisher = s.spawn(|| finish_dirs(&setup, dir_rx));
-        let mut walker = Walker {
+        let shared = WalkShared {
             setup: &setup,
-            names: NameCache::default(),
             jobs: job_tx,
             dirs: dir_tx,
-            next_seq: 0,
+            next_seq: AtomicU64::new(0),
             fatal: &fatal,
+            spare: AtomicIsize::new(setup.workers as isize - 1),
+        };
+        let mut walker = Walker {
+            shared: &shared,
+            names: NameCache::default(),
         };
         let root_seq = walker.walk_root();
+        // Closes the channels: workers and finisher end once drained.
         drop(walker);
+        drop(shared);
         let trees = finisher
             .join()
             .map_err(|_| Error::Invalid("backup finisher thread panicked".into()));
@@ -159,29 +166,83 @@ fn read_file(
     Ok((chunks, size))
 }
 
-struct Walker<'a> {
+/// What every walking thread shares.
+struct WalkShared<'a> {
     setup: &'a WalkSetup<'a>,
-    names: NameCache,
     jobs: Sender<FileJob>,
     dirs: Sender<DirJob>,
-    next_seq: u64,
+    next_seq: AtomicU64,
     fatal: &'a Mutex<Option<Error>>,
+    /// Walking threads that may still start: a walker that meets a
+    /// subdirectory while this is positive walks it on a thread of its
+    /// own. Starts at one fewer than the workers (the calling thread walks
+    /// too); a walker waiting for its subdirectories' threads lends its
+    /// place meanwhile, so it can go below zero until that wait ends.
+    spare: AtomicIsize,
+}
+
+impl WalkShared<'_> {
+    /// Takes a place for a new walking thread, if there is one.
+    fn take_spare(&self) -> bool {
+        self.spare
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                (n > 0).then_some(n - 1)
+            })
+            .is_ok()
+    }
+}
+
+/// Walks directories depth-first: on the calling thread, and on threads
+/// of their own for subdirectories met while a place is spare (see
+/// [`WalkShared::spare`]), so listing and `lstat`ing a large tree keeps
+/// every core busy. Each directory is emitted after all its
+/// subdirectories, whichever thread walked them, so the finisher always
+/// has a directory's subtrees before the directory.
+struct Walker<'a> {
+    shared: &'a WalkShared<'a>,
+    names: NameCache,
 }
 
 impl Walker<'_> {
     fn walk_root(&mut self) -> Result<u64> {
         let root = Path::new("/");
         let md = std::fs::symlink_metadata(root).map_err(|e| Error::path("stat", root, e))?;
-        let parent = self.setup.parent.clone();
-        self.walk_dir(root, md.dev(), self.setup.only, parent)
+        let parent = self.shared.setup.parent.clone();
+        self.walk_dir(root, md.dev(), self.shared.setup.only, parent)
     }
 
     fn aborted(&self) -> bool {
-        self.fatal.lock().map(|f| f.is_some()).unwrap_or(true)
+        self.shared
+            .fatal
+            .lock()
+            .map(|f| f.is_some())
+            .unwrap_or(true)
     }
 
     fn report(&self, msg: String) {
-        (self.setup.report)(msg)
+        (self.shared.setup.report)(msg)
+    }
+
+    /// Walks subdirectory `path`, whose entry in the parent snapshot named
+    /// `old_subtree` (loaded here, so on the thread that walks it).
+    fn walk_subdir(
+        &mut self,
+        path: &Path,
+        dev: u64,
+        only: Option<&Skeleton>,
+        old_subtree: Option<BlobId>,
+    ) -> Result<u64> {
+        let parent = old_subtree.and_then(|id| match self.shared.setup.repo.load_tree(&id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.report(format!(
+                    "{}: parent tree unreadable, reading afresh: {e}",
+                    path.display()
+                ));
+                None
+            }
+        });
+        self.walk_dir(path, dev, only, parent)
     }
 
     /// Walks `dir`, emitting its subdirectories and then itself; returns its
@@ -232,123 +293,161 @@ impl Walker<'_> {
             .into_iter()
             .peekable();
         let mut slots = Vec::with_capacity(names.len());
-        for (name, sub, entry) in names {
-            if self.aborted() {
-                break;
-            }
-            let path = dir.join(&name);
-            let path_str = path.to_string_lossy();
-            if only.is_none()
-                && self
-                    .setup
-                    .exclude
-                    .matches(&path_str, &name.to_string_lossy())
-            {
-                continue;
-            }
-            // DirEntry::metadata is an fstatat relative to the open folder.
-            let md = match entry.map_or_else(|| std::fs::symlink_metadata(&path), |e| e.metadata())
-            {
-                Ok(md) => md,
-                Err(e) => {
-                    self.report(format!("{}: cannot stat: {e}", path.display()));
+        std::thread::scope(|scope| -> Result<()> {
+            // Subdirectories walked on threads of their own: their slot and
+            // the thread.
+            let mut walking = Vec::new();
+            for (name, sub, entry) in names {
+                if self.aborted() {
+                    break;
+                }
+                let path = dir.join(&name);
+                let path_str = path.to_string_lossy();
+                if only.is_none()
+                    && self
+                        .shared
+                        .setup
+                        .exclude
+                        .matches(&path_str, &name.to_string_lossy())
+                {
                     continue;
                 }
-            };
-            while parent_nodes
-                .next_if(|o| o.name.0.as_slice() < name.as_bytes())
-                .is_some()
-            {}
-            let mut old = parent_nodes.next_if(|o| o.name.0.as_slice() == name.as_bytes());
-            // Extended attributes change ctime: reuse the parent's when
-            // ctime and inode are unchanged, saving a syscall per entry.
-            let xattrs = old
-                .as_mut()
-                .filter(|o| o.ctime_ns == ctime_ns(&md) && o.inode == md.ino())
-                .map(|o| std::mem::take(&mut o.xattrs));
-            let mut node = match node_from_metadata(&name, &path, &md, &self.names, xattrs) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.report(format!("{}: cannot read metadata: {e}", path.display()));
-                    continue;
-                }
-            };
-            match &node.kind {
-                NodeKind::File { .. } => {
-                    let c = self.setup.counters;
-                    let was_file = old
-                        .as_ref()
-                        .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
-                    if let Some(chunks) = old.and_then(|o| unchanged_chunks(o, &node)) {
-                        node.kind = NodeKind::File { chunks };
-                        Counters::add(&c.files_unmodified, 1);
-                        Counters::add(&c.total_bytes, node.size);
-                        slots.push(Slot::Ready(node));
-                    } else {
-                        Counters::add(
-                            if was_file {
-                                &c.files_changed
-                            } else {
-                                &c.files_new
-                            },
-                            1,
-                        );
-                        let (tx, rx) = bounded(1);
-                        if self
-                            .jobs
-                            .send(FileJob {
-                                path: path.clone(),
-                                reply: tx,
-                            })
-                            .is_err()
-                        {
-                            break;
-                        }
-                        slots.push(Slot::File(node, rx));
-                    }
-                }
-                NodeKind::Dir { .. } => {
-                    let other_fs = self.setup.one_file_system && md.dev() != dev && sub.is_none();
-                    let sub_parent = match old.as_ref().map(|o| &o.kind) {
-                        Some(NodeKind::Dir { subtree }) if !other_fs => {
-                            match self.setup.repo.load_tree(subtree) {
-                                Ok(t) => Some(t),
-                                Err(e) => {
-                                    self.report(format!(
-                                        "{}: parent tree unreadable, reading afresh: {e}",
-                                        path.display()
-                                    ));
-                                    None
-                                }
-                            }
-                        }
-                        _ => None,
-                    };
-                    let seq = if other_fs {
-                        // A mount point: keep the directory, not its contents.
-                        self.emit(Vec::new())?
-                    } else {
-                        self.walk_dir(&path, md.dev(), sub, sub_parent)?
-                    };
-                    slots.push(Slot::Dir(node, seq));
-                }
-                _ => {
-                    if sub.is_some() {
-                        self.report(format!("{}: expected a directory", path.display()));
+                // DirEntry::metadata is an fstatat relative to the open folder.
+                let md = match entry
+                    .map_or_else(|| std::fs::symlink_metadata(&path), |e| e.metadata())
+                {
+                    Ok(md) => md,
+                    Err(e) => {
+                        self.report(format!("{}: cannot stat: {e}", path.display()));
                         continue;
                     }
-                    slots.push(Slot::Ready(node));
+                };
+                while parent_nodes
+                    .next_if(|o| o.name.0.as_slice() < name.as_bytes())
+                    .is_some()
+                {}
+                let mut old = parent_nodes.next_if(|o| o.name.0.as_slice() == name.as_bytes());
+                // Extended attributes change ctime: reuse the parent's when
+                // ctime and inode are unchanged, saving a syscall per entry.
+                let xattrs = old
+                    .as_mut()
+                    .filter(|o| o.ctime_ns == ctime_ns(&md) && o.inode == md.ino())
+                    .map(|o| std::mem::take(&mut o.xattrs));
+                let mut node = match node_from_metadata(&name, &path, &md, &self.names, xattrs) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.report(format!("{}: cannot read metadata: {e}", path.display()));
+                        continue;
+                    }
+                };
+                match &node.kind {
+                    NodeKind::File { .. } => {
+                        let c = self.shared.setup.counters;
+                        let was_file = old
+                            .as_ref()
+                            .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
+                        if let Some(chunks) = old.and_then(|o| unchanged_chunks(o, &node)) {
+                            node.kind = NodeKind::File { chunks };
+                            Counters::add(&c.files_unmodified, 1);
+                            Counters::add(&c.total_bytes, node.size);
+                            slots.push(Slot::Ready(node));
+                        } else {
+                            Counters::add(
+                                if was_file {
+                                    &c.files_changed
+                                } else {
+                                    &c.files_new
+                                },
+                                1,
+                            );
+                            let (tx, rx) = bounded(1);
+                            if self
+                                .shared
+                                .jobs
+                                .send(FileJob {
+                                    path: path.clone(),
+                                    reply: tx,
+                                })
+                                .is_err()
+                            {
+                                break;
+                            }
+                            slots.push(Slot::File(node, rx));
+                        }
+                    }
+                    NodeKind::Dir { .. } => {
+                        let other_fs =
+                            self.shared.setup.one_file_system && md.dev() != dev && sub.is_none();
+                        let old_subtree = match old.as_ref().map(|o| &o.kind) {
+                            Some(NodeKind::Dir { subtree }) if !other_fs => Some(*subtree),
+                            _ => None,
+                        };
+                        if other_fs {
+                            // A mount point: keep the directory, not its contents.
+                            let seq = self.emit(Vec::new())?;
+                            slots.push(Slot::Dir(node, seq));
+                        } else if self.shared.take_spare() {
+                            let shared = self.shared;
+                            let dev = md.dev();
+                            let thread = scope.spawn(move || {
+                                let mut walker = Walker {
+                                    shared,
+                                    names: NameCache::default(),
+                                };
+                                let seq = walker.walk_subdir(&path, dev, sub, old_subtree);
+                                shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+                                seq
+                            });
+                            walking.push((slots.len(), thread));
+                            // The sequence number is filled in once it is walked.
+                            slots.push(Slot::Dir(node, u64::MAX));
+                        } else {
+                            let seq = self.walk_subdir(&path, md.dev(), sub, old_subtree)?;
+                            slots.push(Slot::Dir(node, seq));
+                        }
+                    }
+                    _ => {
+                        if sub.is_some() {
+                            self.report(format!("{}: expected a directory", path.display()));
+                            continue;
+                        }
+                        slots.push(Slot::Ready(node));
+                    }
                 }
             }
-        }
-        Counters::add(&self.setup.counters.dirs, 1);
+            // Lends this thread's place while it waits for the threads
+            // walking its subdirectories.
+            self.shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+            let mut outcome = Ok(());
+            for (at, thread) in walking {
+                let seq = match thread.join() {
+                    Ok(Ok(seq)) => seq,
+                    Ok(Err(e)) => {
+                        outcome = outcome.and(Err(e));
+                        continue;
+                    }
+                    Err(_) => {
+                        outcome = outcome.and(Err(Error::Invalid(
+                            "a backup walker thread panicked".into(),
+                        )));
+                        continue;
+                    }
+                };
+                if let Some(Slot::Dir(_, slot_seq)) = slots.get_mut(at) {
+                    *slot_seq = seq;
+                }
+            }
+            self.shared.spare.fetch_sub(1, AtomicOrdering::AcqRel);
+            outcome
+        })?;
+        Counters::add(&self.shared.setup.counters.dirs, 1);
         self.emit(slots)
     }
 
     fn emit(&mut self, slots: Vec<Slot>) -> Result<u64> {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.dirs
+        let seq = self.shared.next_seq.fetch_add(1, AtomicOrdering::Relaxed);
+        self.shared
+            .dirs
             .send(DirJob { seq, slots })
             .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
         Ok(seq)
