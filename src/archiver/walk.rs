@@ -417,7 +417,10 @@ impl Walker<'_> {
             }
             // Lends this thread's place while it waits for the threads
             // walking its subdirectories.
-            self.shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+            let lend = !walking.is_empty();
+            if lend {
+                self.shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+            }
             let mut outcome = Ok(());
             for (at, thread) in walking {
                 let seq = match thread.join() {
@@ -437,7 +440,9 @@ impl Walker<'_> {
                     *slot_seq = seq;
                 }
             }
-            self.shared.spare.fetch_sub(1, AtomicOrdering::AcqRel);
+            if lend {
+                self.shared.spare.fetch_sub(1, AtomicOrdering::AcqRel);
+            }
             outcome
         })?;
         Counters::add(&self.shared.setup.counters.dirs, 1);
