@@ -445,6 +445,33 @@ pub fn compact(backend: &dyn Backend, key: &MasterKey) -> Result<CompactStats> {
     Ok(stats)
 }
 
+/// The head of a table of `packs` packs and `entries` entries.
+fn head_record(packs: usize, entries: u64) -> Vec<u8> {
+    let mut head = codec::header(MAGIC, VERSION);
+    head.extend_from_slice(&(packs as u32).to_le_bytes());
+    head.extend_from_slice(&entries.to_le_bytes());
+    head
+}
+
+/// A pack's record in a table's pack list.
+fn pack_record(id: &PackId, kind: BlobKind) -> [u8; PACK_REC] {
+    let mut rec = [0u8; PACK_REC];
+    rec[..32].copy_from_slice(&id.0);
+    rec[32] = kind.to_byte();
+    rec
+}
+
+/// An entry's record: blob id, then pack number, offset, length and raw
+/// length.
+fn entry_record(id: &BlobId, fields: [u32; 4]) -> [u8; ENTRY_REC] {
+    let mut rec = [0u8; ENTRY_REC];
+    rec[..32].copy_from_slice(&id.0);
+    for (n, v) in fields.into_iter().enumerate() {
+        rec[32 + 4 * n..36 + 4 * n].copy_from_slice(&v.to_le_bytes());
+    }
+    rec
+}
+
 /// One input of [`write_merged`]: a table, and which of its entries to
 /// keep (by position and entry).
 pub struct MergeSource<'a> {
@@ -498,28 +525,18 @@ pub fn write_merged(
         return Ok(None);
     }
     let mut out = TableOut::new(backend, key)?;
-    out.put(&codec::header(MAGIC, VERSION))?;
-    out.put(&(packs.len() as u32).to_le_bytes())?;
-    out.put(&count.to_le_bytes())?;
+    out.put(&head_record(packs.len(), count))?;
     for (id, kind) in &packs {
-        out.put(&id.0)?;
-        out.put(&[kind.to_byte(), 0, 0, 0])?;
+        out.put(&pack_record(id, *kind))?;
     }
     let mut written = 0u64;
     merge_kept(sources, |src, e| {
-        let mut rec = [0u8; ENTRY_REC];
-        rec[..32].copy_from_slice(&e.id.0);
-        let fields = [
-            remap[src][e.pack as usize],
-            e.offset,
-            e.length,
-            e.raw_length,
-        ];
-        for (n, v) in fields.into_iter().enumerate() {
-            rec[32 + 4 * n..36 + 4 * n].copy_from_slice(&v.to_le_bytes());
-        }
+        let pack = remap[src][e.pack as usize];
         written += 1;
-        out.put(&rec)
+        out.put(&entry_record(
+            &e.id,
+            [pack, e.offset, e.length, e.raw_length],
+        ))
     })?;
     // The sources are immutable and mapped: both passes see the same.
     if written != count {
@@ -722,18 +739,12 @@ impl IndexBuilder {
         let mut out = Vec::with_capacity(
             HEAD + self.packs.len() * PACK_REC + self.entries.len() * ENTRY_REC + MAC_LEN,
         );
-        out.extend_from_slice(&codec::header(MAGIC, VERSION));
-        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        out.extend_from_slice(&head_record(self.packs.len(), self.entries.len() as u64));
         for (id, kind) in &self.packs {
-            out.extend_from_slice(&id.0);
-            out.extend_from_slice(&[kind.to_byte(), 0, 0, 0]);
+            out.extend_from_slice(&pack_record(id, *kind));
         }
-        for (id, pack, off, len, raw) in &self.entries {
-            out.extend_from_slice(&id.0);
-            for v in [pack, off, len, raw] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+        for &(id, pack, off, len, raw) in &self.entries {
+            out.extend_from_slice(&entry_record(&id, [pack, off, len, raw]));
         }
         let mac = key.mac(&out);
         out.extend_from_slice(&mac);
