@@ -685,11 +685,6 @@ impl IndexBuilder {
         n
     }
 
-    /// Makes room for `n` more entries.
-    pub fn reserve(&mut self, n: usize) {
-        self.entries.reserve(n);
-    }
-
     /// Adds one blob of a pack.
     pub fn add_entry(&mut self, pack: PackId, kind: BlobKind, e: PackEntry) {
         // Entries come pack by pack more often than not.

@@ -50,15 +50,7 @@ impl LocalBackend {
 
     /// The path of a file.
     pub fn path(&self, kind: FileKind, name: &str) -> PathBuf {
-        match kind {
-            FileKind::Config => self.root.join("config"),
-            FileKind::Pack => self
-                .root
-                .join("packs")
-                .join(name.get(..2).unwrap_or("xx"))
-                .join(name),
-            _ => self.root.join(kind.dir()).join(name),
-        }
+        file_path(&self.root, kind, name)
     }
 
     fn not_found(&self, kind: FileKind, name: &str) -> Error {
@@ -86,6 +78,18 @@ pub fn kind_name(kind: FileKind) -> &'static str {
         FileKind::Index => "index",
         FileKind::Snapshot => "snapshot",
         FileKind::Lock => "lock",
+    }
+}
+
+/// The path of file `name` of `kind` in the repository at `root`.
+fn file_path(root: &Path, kind: FileKind, name: &str) -> PathBuf {
+    match kind {
+        FileKind::Config => root.join("config"),
+        FileKind::Pack => root
+            .join("packs")
+            .join(name.get(..2).unwrap_or("xx"))
+            .join(name),
+        _ => root.join(kind.dir()).join(name),
     }
 }
 
@@ -569,7 +573,7 @@ impl super::FileSink for LocalSink {
         }
         self.join()?;
         crate::fault::point("pack-sink-before-rename");
-        let path = LocalBackend::new(&self.root).path(self.kind, name);
+        let path = file_path(&self.root, self.kind, name);
         let dir = path.parent().expect("files live in a folder");
         let mut new_dir = false;
         if !dir.exists() {
