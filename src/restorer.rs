@@ -16,10 +16,15 @@
 //! name can contain `/` or be `..`; each directory on the way is checked to
 //! be a real directory (a symlink already in the target is replaced or, with
 //! skip-existing, left alone with its subtree skipped) before anything is
-//! written beneath it; files are created with `O_NOFOLLOW | O_EXCL` under a
-//! temporary name and renamed into place, so an interrupted restore never
-//! leaves a truncated file under a real name, and nothing is ever written
-//! through a symlink.
+//! written beneath it; nothing is ever written through a symlink, and an
+//! interrupted restore never leaves a truncated file under a real name:
+//! files are written unnamed (`O_TMPFILE`) and, once complete, linked
+//! under their name (or, to replace an existing entry, under a temporary
+//! name renamed over it), so a restore killed at any moment leaves nothing
+//! of a file in progress behind. Where unnamed files cannot be had (a
+//! filesystem without them, no `/proc`, or more files at once than
+//! descriptors), the file is created with `O_NOFOLLOW | O_EXCL` under a
+//! temporary name and renamed into place.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -27,7 +32,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -206,6 +211,8 @@ pub fn restore(
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
+        spare_fds: AtomicIsize::new(0),
+        proc_fd: Path::new("/proc/self/fd").is_dir(),
     };
     let mut stats = RestoreStats::default();
     ex.run(&plan, opts.workers, &mut stats)?;
@@ -307,6 +314,12 @@ struct Executor<'a> {
     /// Ids of all-zero blobs by length (see `may_have_holes`).
     zero_ids: Mutex<HashMap<u32, BlobId>>,
     root: bool,
+    /// How many more files may stay open from creation to completion
+    /// (set by `restore_files` from the open-file limit); the rest are
+    /// reopened by name when written.
+    spare_fds: AtomicIsize,
+    /// Whether `/proc/self/fd` can name an unnamed file for `linkat`.
+    proc_fd: bool,
 }
 
 /// How an existing destination entry was dealt with.
@@ -496,7 +509,20 @@ impl Executor<'_> {
     /// creates pre-sized temporary files, then reads each needed pack once,
     /// in parallel, writing every blob at all the offsets that use it.
     fn restore_files(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) {
-        raise_fd_limit();
+        // Descriptors for files kept open from creation to completion:
+        // what the limit leaves beside a few for the rest of the restore
+        // and one for each file of several chunks, which may be reopened
+        // on first write and stay open until its last chunk is written.
+        let several = plan
+            .files
+            .iter()
+            .filter(|f| matches!(&f.node.kind, NodeKind::File { chunks } if chunks.len() > 1));
+        let reserve = 256 + several.count() as u64;
+        let spare = raise_fd_limit().saturating_sub(reserve);
+        self.spare_fds.store(
+            isize::try_from(spare).unwrap_or(isize::MAX),
+            Ordering::Relaxed,
+        );
         // 1. Decide, in parallel (merge compares existing content). Each
         // worker takes a run of files of one directory at a time: creating
         // a file takes its directory's lock, so two workers in the same
@@ -607,13 +633,13 @@ impl Executor<'_> {
         let (mut written, mut bytes) = (0, 0);
         for task in &tasks {
             if let Some(why) = task.error() {
-                let _ = fs::remove_file(&task.tmp);
+                task.discard();
                 self.fail(&task.dest, why);
             } else if task.done.load(Ordering::Relaxed) {
                 written += 1;
                 bytes += task.node.size;
             } else {
-                let _ = fs::remove_file(&task.tmp);
+                task.discard();
                 self.fail(&task.dest, "not all of its data could be read");
             }
         }
@@ -684,19 +710,33 @@ impl Executor<'_> {
         }
     }
 
-    /// Closes a fully written file, sets its metadata and renames it into
-    /// place (or leaves failure handling to the caller).
+    /// Sets a fully written file's metadata and puts it in place: links
+    /// an unnamed file under its name, renames a named temporary file
+    /// (or leaves failure handling to the caller).
     fn finish_task(&self, task: &FileTask) {
         let file = task.file.lock().ok().and_then(|mut f| f.take());
         if task.failed() {
             return;
         }
-        // Through the open file when there is one: no path walks.
-        self.apply_meta(&task.tmp, &task.node, file.as_ref());
-        drop(file);
-        match fs::rename(&task.tmp, &task.dest) {
-            Ok(()) => task.done.store(true, Ordering::Relaxed),
-            Err(e) => task.fail(format!("cannot rename into place: {e}")),
+        let placed = match (&task.tmp, file) {
+            (Some(tmp), file) => {
+                // Through the open file when there is one: no path walks.
+                self.apply_meta(tmp, &task.node, file.as_ref());
+                drop(file);
+                fs::rename(tmp, &task.dest).map_err(|e| format!("cannot rename into place: {e}"))
+            }
+            (None, Some(file)) => {
+                self.apply_meta(&task.dest, &task.node, Some(&file));
+                link_unnamed(&file, &task.dest, task.replace)
+            }
+            (None, None) => Err("its unnamed file was closed early".into()),
+        };
+        match placed {
+            Ok(()) => {
+                task.done.store(true, Ordering::Relaxed);
+                crate::fault::point("restore-after-place");
+            }
+            Err(e) => task.fail(e),
         }
     }
 
@@ -706,6 +746,7 @@ impl Executor<'_> {
         let NodeKind::File { chunks } = &node.kind else {
             return Err(Error::Invalid("not a file".into()));
         };
+        let mut exists = false;
         match self.lstat(dest) {
             Ok(_) if self.policy == Policy::SkipExisting => return Ok(Prepared::Skipped),
             Ok(md)
@@ -719,38 +760,57 @@ impl Executor<'_> {
             Ok(md) if md.is_dir() => {
                 self.clear(dest, false)?;
             }
-            _ => {}
+            Ok(_) => exists = true,
+            Err(_) => {}
         }
         if self.dry_run {
             return Ok(Prepared::WouldWrite);
         }
         let dir = dest.parent().expect("restored files live in the target");
-        // Not derived from the file's name: that may already be as long as
-        // the filesystem allows.
-        let tmp = dir.join(format!(
-            ".cairn-restore-{}",
-            hex::encode(crate::crypto::random_bytes::<8>())
-        ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::path("create", &tmp, e))?;
-        if let Err(e) = self.size_file(&file, &tmp, dest, node.size, chunks) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        Ok(Prepared::Write(Box::new(FileTask {
+        let keep_open = self.spare_fds.fetch_sub(1, Ordering::Relaxed) > 0;
+        // An unnamed file needs its descriptor until it is linked.
+        let unnamed = (keep_open && self.proc_fd)
+            .then(|| {
+                OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_TMPFILE)
+                    .mode(0o600)
+                    .open(dir)
+                    .ok()
+            })
+            .flatten();
+        let (file, tmp) = match unnamed {
+            Some(f) => (f, None),
+            None => {
+                let tmp = temp_name(dir);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(|e| Error::path("create", &tmp, e))?;
+                (f, Some(tmp))
+            }
+        };
+        let mut task = FileTask {
             dest: dest.to_path_buf(),
+            replace: exists,
             tmp,
             node: node.clone(),
             file: Mutex::new(None),
             remaining: AtomicUsize::new(chunks.len()),
             error: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
-        })))
+        };
+        if let Err(e) = self.size_file(&file, task.name(), dest, node.size, chunks) {
+            task.discard();
+            return Err(e);
+        }
+        if keep_open || task.tmp.is_none() {
+            task.file = Mutex::new(Some(file));
+        }
+        Ok(Prepared::Write(Box::new(task)))
     }
 
     /// Gives a new temporary file its final size. A file of at least
@@ -977,9 +1037,14 @@ enum Prepared {
 /// A file being written: its temporary file fills as packs are read.
 struct FileTask {
     dest: PathBuf,
-    tmp: PathBuf,
+    /// Whether something was at `dest` when the restore looked.
+    replace: bool,
+    /// The temporary file's name; `None` for an unnamed file (`O_TMPFILE`),
+    /// which `file` holds from creation until it is linked into place.
+    tmp: Option<PathBuf>,
     node: Node,
-    /// Opened on first write, closed when the last chunk is written.
+    /// Open from creation while descriptors are spare, else opened on
+    /// first write; closed when the last chunk is written.
     file: Mutex<Option<fs::File>>,
     remaining: AtomicUsize,
     error: Mutex<Option<String>>,
@@ -1001,22 +1066,131 @@ impl FileTask {
         self.error.lock().map(|e| e.is_some()).unwrap_or(true)
     }
 
+    /// The path to name in messages about the file being written.
+    fn name(&self) -> &Path {
+        self.tmp.as_deref().unwrap_or(&self.dest)
+    }
+
     fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
         let mut slot = self
             .file
             .lock()
             .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
         if slot.is_none() {
+            let Some(tmp) = &self.tmp else {
+                return Err(Error::Invalid("its unnamed file was closed early".into()));
+            };
             let f = OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&self.tmp)
-                .map_err(|e| Error::path("open", &self.tmp, e))?;
+                .open(tmp)
+                .map_err(|e| Error::path("open", tmp, e))?;
             *slot = Some(f);
         }
         let f = slot.as_ref().expect("opened above");
         f.write_all_at(data, offset)
-            .map_err(|e| Error::path("write", &self.tmp, e))
+            .map_err(|e| Error::path("write", self.name(), e))
+    }
+
+    /// Gives up the file: closes it (an unnamed file vanishes with its
+    /// descriptor) and removes a named temporary file.
+    fn discard(&self) {
+        if let Ok(mut f) = self.file.lock() {
+            f.take();
+        }
+        if let Some(tmp) = &self.tmp {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// A fresh temporary name in `dir`. Not derived from the file's name:
+/// that may already be as long as the filesystem allows.
+fn temp_name(dir: &Path) -> PathBuf {
+    dir.join(format!(
+        ".cairn-restore-{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ))
+}
+
+/// Links the unnamed file open as `file` under `dest`. To `replace` what
+/// is there (or should something have appeared there since the restore
+/// looked), the file is linked under a temporary name and renamed over
+/// it, as a named temporary file would be.
+fn link_unnamed(file: &fs::File, dest: &Path, replace: bool) -> std::result::Result<(), String> {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicBool;
+    // Linking the descriptor itself takes a capability (root has it);
+    // without it, the file is named through /proc, at the cost of a walk
+    // of /proc on each link.
+    static BY_DESCRIPTOR: AtomicBool = AtomicBool::new(true);
+    let link = |to: &Path| {
+        if BY_DESCRIPTOR.load(Ordering::Relaxed) {
+            match link_fd(file.as_raw_fd(), to, true) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                done => return done,
+            }
+            let r = link_fd(file.as_raw_fd(), to, false);
+            if r.is_ok() {
+                BY_DESCRIPTOR.store(false, Ordering::Relaxed);
+            }
+            return r;
+        }
+        link_fd(file.as_raw_fd(), to, false)
+    };
+    let direct = if replace {
+        Err(std::io::ErrorKind::AlreadyExists.into())
+    } else {
+        link(dest)
+    };
+    match direct {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let tmp = temp_name(dest.parent().unwrap_or(dest));
+            link(&tmp).map_err(|e| format!("cannot link into place: {e}"))?;
+            fs::rename(&tmp, dest).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                format!("cannot rename into place: {e}")
+            })
+        }
+        Err(e) => Err(format!("cannot link into place: {e}")),
+    }
+}
+
+/// `linkat` of the file open as `fd` to `to`: of the descriptor itself
+/// (`AT_EMPTY_PATH`, which without `CAP_DAC_READ_SEARCH` fails with
+/// `ENOENT`), or of its name under `/proc/self/fd`.
+fn link_fd(fd: i32, to: &Path, by_descriptor: bool) -> std::io::Result<()> {
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    let r = if by_descriptor {
+        // SAFETY: "" and `to` are NUL-terminated strings that outlive the
+        // call.
+        unsafe {
+            libc::linkat(
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        }
+    } else {
+        let from = std::ffi::CString::new(format!("/proc/self/fd/{fd}"))?;
+        // SAFETY: both are NUL-terminated strings that outlive the call.
+        unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        }
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -1034,20 +1208,29 @@ fn directory_runs(paths: &[&Path], max: usize) -> Vec<std::ops::Range<usize>> {
     runs
 }
 
-/// Raises the open-file limit to its hard maximum: a restore keeps every
-/// partly written file open.
-fn raise_fd_limit() {
+/// Raises the open-file limit to its hard maximum (a restore keeps every
+/// partly written file open) and returns the limit now in force.
+fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
         }
     }
+    lim.rlim_cur
 }
 
 /// Gaps between needed blobs up to this size are fetched rather than split
@@ -1112,6 +1295,52 @@ impl PackBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unnamed file gets its name both ways `link_unnamed` knows, and
+    /// `replace` puts it over an existing file; nothing else is left.
+    #[test]
+    fn unnamed_files_are_linked_by_descriptor_or_through_proc() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let unnamed = |text: &str| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .mode(0o600)
+                .open(dir.path())
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            f
+        };
+        let names = || {
+            let mut v: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(names().is_empty());
+
+        let proc = dir.path().join("through-proc");
+        link_fd(unnamed("by name").as_raw_fd(), &proc, false).unwrap();
+        assert_eq!(fs::read_to_string(&proc).unwrap(), "by name");
+        let by_fd = dir.path().join("by-descriptor");
+        match link_fd(unnamed("by fd").as_raw_fd(), &by_fd, true) {
+            Ok(()) => assert_eq!(fs::read_to_string(&by_fd).unwrap(), "by fd"),
+            // Without CAP_DAC_READ_SEARCH; link_unnamed then uses /proc.
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}"),
+        }
+        let _ = fs::remove_file(&by_fd);
+
+        // Something appeared at the name since the restore looked.
+        link_unnamed(&unnamed("again"), &proc, false).unwrap();
+        assert_eq!(fs::read_to_string(&proc).unwrap(), "again");
+        link_unnamed(&unnamed("replaced"), &proc, true).unwrap();
+        assert_eq!(fs::read_to_string(&proc).unwrap(), "replaced");
+        assert_eq!(names(), ["through-proc"]);
+    }
 
     #[test]
     fn directory_runs_cover_every_file_once_one_directory_each() {

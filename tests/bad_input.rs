@@ -329,6 +329,7 @@ fn truncated_pack_is_an_error_naming_the_pack() {
     // No half-written file is left under the real name.
     let big = restored(&target, &src).join("big.bin");
     assert!(!big.exists(), "a damaged file was restored: {big:?}");
+    assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
     // small.txt's one chunk may lie in either half of the pack: if it was
     // restored, it must be intact.
     if let Ok(s) = fs::read_to_string(restored(&target, &src).join("small.txt")) {

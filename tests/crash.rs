@@ -8,6 +8,7 @@
 mod common;
 mod support_maint;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +30,7 @@ const POINTS: &[&str] = &[
     "gc-after-index-write",
     "gc-after-index-remove",
     "gc-after-pack-remove",
+    "restore-after-place",
 ];
 
 /// The list above is complete: every `fault::point("…")` in src/ is in it
@@ -302,6 +304,67 @@ fn crash_in_forget_between_removals() {
     assert_verify_ok(&repo);
     assert_no_garbage(&repo);
     assert_restores(&repo, &s3);
+}
+
+// --------------------------------------------------------------- restore
+
+/// The bytes of every regular file under `root`, by relative path.
+fn file_bytes(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    list_paths(root)
+        .into_iter()
+        .filter(|p| root.join(p).is_file())
+        .map(|p| {
+            let bytes = fs::read(root.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// A restore killed right after its first file is in place leaves only
+/// whole files under their names, old or new, and no temporary files, both
+/// in an empty target and over an older copy of the tree; the re-run
+/// completes the restore.
+#[test]
+fn crash_in_restore_leaves_whole_files_only() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    state1(&src);
+    let old = file_bytes(&src);
+    let s1 = backup_saved(&repo, &src, &[]);
+    state2(&src);
+    let new = file_bytes(&src);
+    let s2 = backup_saved(&repo, &src, &[]);
+
+    let fresh = repo.scratch("fresh");
+    let over = repo.scratch("over");
+    repo.restore(&s1.id, &over, &[]);
+    for target in [&fresh, &over] {
+        let t = target.to_str().unwrap();
+        crash(
+            &repo,
+            "restore-after-place",
+            &["restore", &s2.id, "--target", t, "--policy", "mirror"],
+        );
+        assert_eq!(restore_leftovers(target), Vec::<PathBuf>::new());
+        let got = file_bytes(&restored(target, &src));
+        assert!(!got.is_empty(), "nothing was placed in {t}");
+        for (path, bytes) in &got {
+            let whole =
+                new.get(path) == Some(bytes) || (target == &over && old.get(path) == Some(bytes));
+            assert!(whole, "{t}: {path:?} is neither version of the file");
+        }
+        if target == &fresh {
+            assert!(got.len() < new.len(), "the restore ran to its end");
+        }
+
+        repo.restore(&s2.id, target, &["--policy", "mirror"]);
+        assert_manifests_eq(
+            &s2.manifest,
+            &manifest(&restored(target, &src)),
+            &format!("re-run restore into {t}"),
+        );
+        assert_eq!(restore_leftovers(target), Vec::<PathBuf>::new());
+    }
 }
 
 // -------------------------------------------------------------------- gc

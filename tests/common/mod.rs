@@ -527,6 +527,17 @@ pub fn assert_same_contents(expected: &Path, actual: &Path) {
     );
 }
 
+/// Temporary files a restore left under `root` (`.cairn-restore-*`).
+pub fn restore_leftovers(root: &Path) -> Vec<PathBuf> {
+    list_paths(root)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.as_bytes().starts_with(b".cairn-restore-"))
+        })
+        .collect()
+}
+
 /// Relative paths of every entry under `root` (root excluded), sorted.
 pub fn list_paths(root: &Path) -> Vec<PathBuf> {
     manifest(root)
