@@ -599,11 +599,13 @@ fn merge_kept(
 }
 
 /// An index table being written: streamed through the store's sink when
-/// it has one, else gathered and written whole. MAC and name are hashed
-/// as the bytes go.
+/// it has one; else gathered, and past [`SPOOL_FROM`] bytes spooled to an
+/// unnamed temporary file, then written whole (from the file's map). MAC
+/// and name are hashed as the bytes go.
 struct TableOut<'a> {
     backend: &'a dyn Backend,
     sink: Option<Box<dyn FileSink>>,
+    spool: Option<std::fs::File>,
     buf: Vec<u8>,
     mac: blake3::Hasher,
     name: blake3::Hasher,
@@ -612,11 +614,45 @@ struct TableOut<'a> {
 /// Bytes a streamed [`TableOut`] gathers before hashing and handing them on.
 const TABLE_OUT_CHUNK: usize = 64 << 10;
 
+/// Size from which a table for a store without an index sink (S3) goes to
+/// a temporary file instead of memory: about 200,000 entries.
+const SPOOL_FROM: usize = 8 << 20;
+
+/// An unnamed file in the system's temporary folder (`TMPDIR`), gone with
+/// its descriptor; a named one, removed at once, where `O_TMPFILE` is
+/// missing.
+fn spool_file() -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let unnamed = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(&dir);
+    if unnamed.is_ok() {
+        return unnamed;
+    }
+    let path = dir.join(format!(
+        ".cairn-spool-{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
 impl<'a> TableOut<'a> {
     fn new(backend: &'a dyn Backend, key: &MasterKey) -> Result<TableOut<'a>> {
         Ok(TableOut {
             backend,
             sink: backend.index_sink()?,
+            spool: None,
             buf: Vec::with_capacity(TABLE_OUT_CHUNK + ENTRY_REC),
             mac: key.mac_hasher(),
             name: blake3::Hasher::new(),
@@ -625,18 +661,27 @@ impl<'a> TableOut<'a> {
 
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
         self.buf.extend_from_slice(bytes);
-        if self.sink.is_some() && self.buf.len() >= TABLE_OUT_CHUNK {
+        if self.sink.is_none() && self.spool.is_none() && self.buf.len() >= SPOOL_FROM {
+            self.spool = Some(
+                spool_file()
+                    .map_err(|e| Error::path("create index spool in", &std::env::temp_dir(), e))?,
+            );
+        }
+        if (self.sink.is_some() || self.spool.is_some()) && self.buf.len() >= TABLE_OUT_CHUNK {
             self.pass_on()?;
         }
         Ok(())
     }
 
-    /// Hashes what is gathered and hands it to the sink.
+    /// Hashes what is gathered and hands it to the sink or the spool.
     fn pass_on(&mut self) -> Result<()> {
         self.mac.update(&self.buf);
         self.name.update(&self.buf);
         if let Some(sink) = self.sink.as_mut() {
             sink.append(&self.buf)?;
+        } else if let Some(spool) = self.spool.as_mut() {
+            std::io::Write::write_all(spool, &self.buf)
+                .map_err(|e| Error::path("write index spool in", &std::env::temp_dir(), e))?;
         }
         self.buf.clear();
         Ok(())
@@ -644,6 +689,20 @@ impl<'a> TableOut<'a> {
 
     /// Seals the table with its MAC and stores it under its name.
     fn finish(mut self) -> Result<IndexId> {
+        if self.spool.is_some() {
+            self.mac.update(&self.buf);
+            let mac = *self.mac.finalize().as_bytes();
+            self.buf.extend_from_slice(&mac);
+            self.pass_on()?;
+            let id = IndexId(*self.name.finalize().as_bytes());
+            let spool = self.spool.take().expect("checked above");
+            // SAFETY: the file is unnamed (or unlinked) and only this
+            // process, which is done writing it, has it open.
+            let map = unsafe { memmap2::Mmap::map(&spool) }
+                .map_err(|e| Error::path("map index spool in", &std::env::temp_dir(), e))?;
+            self.backend.write(FileKind::Index, &id.to_hex(), &map)?;
+            return Ok(id);
+        }
         let Some(mut sink) = self.sink.take() else {
             self.mac.update(&self.buf);
             let mac = *self.mac.finalize().as_bytes();
@@ -1012,6 +1071,49 @@ mod tests {
         }];
         assert_eq!(write_merged(&whole, &key, &empty).unwrap(), None);
         assert_eq!(whole.list(FileKind::Index).unwrap().len(), 1);
+    }
+
+    /// A merged table past [`SPOOL_FROM`] for a store without an index
+    /// sink goes through a temporary file: the same bytes as streamed to a
+    /// local store.
+    #[test]
+    fn a_large_merge_spools_to_the_same_bytes() {
+        let key = MasterKey::generate();
+        let n = SPOOL_FROM / ENTRY_REC + 1000;
+        let mut b = IndexBuilder::default();
+        for i in 0..n as u32 {
+            let id = BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+            let e = PackEntry {
+                id,
+                offset: i,
+                length: 1,
+                raw_length: 1,
+            };
+            b.add_entry(PackId([(i % 7) as u8; 32]), BlobKind::Data, e);
+        }
+        let (id, bytes) = b.finish(&key);
+        let big = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
+        let keep = |i: usize, _: &Entry| i % 1000 != 0;
+        let sources = [MergeSource {
+            table: &big,
+            keep: &keep,
+        }];
+        let dir = tempfile::tempdir().unwrap();
+        let local = crate::backend::local::LocalBackend::new(dir.path());
+        local.create().unwrap();
+        let mem = crate::backend::mem::MemBackend::default();
+        let a = write_merged(&local, &key, &sources).unwrap().unwrap();
+        let b = write_merged(&mem, &key, &sources).unwrap().unwrap();
+        assert_eq!(a, b);
+        let data = mem.read(FileKind::Index, &b.to_hex()).unwrap();
+        assert!(data.len() > SPOOL_FROM, "{} bytes", data.len());
+        assert_eq!(
+            &data[..],
+            &local.read(FileKind::Index, &a.to_hex()).unwrap()[..]
+        );
+        let t = IndexTable::parse(b, data).unwrap();
+        t.check(&key).unwrap();
+        assert_eq!(t.len(), n - n.div_ceil(1000));
     }
 
     /// A source that fails its MAC is refused, not sealed anew as valid.

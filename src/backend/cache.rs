@@ -286,6 +286,11 @@ impl Backend for CachedBackend {
             }
             let data = self.inner.read(kind, name)?;
             self.cache.put(kind, name, &data);
+            // Served from the cache's map from now on, so a large index
+            // table does not stay in memory for as long as it is used.
+            if let Some(m) = self.cache.get(kind, name) {
+                return Ok(Data::Shared(m));
+            }
             return Ok(data);
         }
         self.inner.read(kind, name)

@@ -615,7 +615,6 @@ impl Backend for S3Backend {
         }
         let op = &self.op;
         let connections = self.opts.connections.max(1);
-        let data = bytes.to_vec();
         self.run("write", what, async move {
             let mut w = op
                 .writer_with(&key)
@@ -623,7 +622,12 @@ impl Backend for S3Backend {
                 .concurrent(connections)
                 .await?;
             let done = async {
-                w.write(data).await?;
+                // A part at a time: the bytes may be a large mapped file
+                // (an index table spooled by a merge), never copied whole;
+                // at most `connections` parts are in flight.
+                for part in bytes.chunks(PART_SIZE) {
+                    w.write(part.to_vec()).await?;
+                }
                 w.close().await
             }
             .await;
