@@ -616,36 +616,7 @@ const TABLE_OUT_CHUNK: usize = 64 << 10;
 
 /// Size from which a table for a store without an index sink (S3) goes to
 /// a temporary file instead of memory: about 200,000 entries.
-const SPOOL_FROM: usize = 8 << 20;
-
-/// An unnamed file in the system's temporary folder (`TMPDIR`), gone with
-/// its descriptor; a named one, removed at once, where `O_TMPFILE` is
-/// missing.
-fn spool_file() -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir();
-    let unnamed = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .mode(0o600)
-        .open(&dir);
-    if unnamed.is_ok() {
-        return unnamed;
-    }
-    let path = dir.join(format!(
-        ".cairn-spool-{}",
-        hex::encode(crate::crypto::random_bytes::<8>())
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(file)
-}
+pub(crate) const SPOOL_FROM: usize = 8 << 20;
 
 impl<'a> TableOut<'a> {
     fn new(backend: &'a dyn Backend, key: &MasterKey) -> Result<TableOut<'a>> {
@@ -663,7 +634,7 @@ impl<'a> TableOut<'a> {
         self.buf.extend_from_slice(bytes);
         if self.sink.is_none() && self.spool.is_none() && self.buf.len() >= SPOOL_FROM {
             self.spool = Some(
-                spool_file()
+                crate::mmap::spool_file()
                     .map_err(|e| Error::path("create index spool in", &std::env::temp_dir(), e))?,
             );
         }

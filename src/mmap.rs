@@ -62,3 +62,34 @@ impl Deref for Map {
         self.0.as_deref().unwrap_or(&[])
     }
 }
+
+/// A temporary file for bytes too many to hold in memory (an index table
+/// being merged for, or fetched from, a remote store): unnamed
+/// (`O_TMPFILE`) in the system's temporary folder (`TMPDIR`), so it goes
+/// with its descriptor, even after a kill; a named one, removed at once,
+/// where `O_TMPFILE` is missing.
+pub fn spool_file() -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let unnamed = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(&dir);
+    if unnamed.is_ok() {
+        return unnamed;
+    }
+    let path = dir.join(format!(
+        ".cairn-spool-{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}

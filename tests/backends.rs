@@ -12,7 +12,7 @@ use cairn::backend::local::LocalBackend;
 use cairn::backend::mem::MemBackend;
 use cairn::backend::retry::{RetryBackend, RetryPolicy};
 use cairn::backend::s3::{S3Backend, S3Options};
-use cairn::backend::{Backend, FileKind};
+use cairn::backend::{Backend, Data, FileKind};
 use s3support::*;
 use zeroize::Zeroizing;
 
@@ -248,6 +248,67 @@ fn s3_multipart_upload_of_a_large_pack() {
         Some(format!("bytes={}-{}", at, at + 999).as_str())
     );
     assert_eq!(reqs[0].answered, 1000);
+}
+
+/// An index table larger than 8 MiB is uploaded in parts and read back in
+/// ranges of at most 8 MiB into a mapped temporary file, never in one
+/// answer held in memory; a small one is one GET.
+#[test]
+fn s3_large_index_tables_are_read_in_parts_into_a_map() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut opts = s3_options(&server, "bigindex", "r");
+    opts.endpoint = Some(proxy.endpoint());
+    let b = S3Backend::new(opts).unwrap();
+    b.create().unwrap();
+    let big = common::random_bytes(5, cairn::backend::s3::MULTIPART_THRESHOLD + 1_234_567);
+    let n = name(0x51);
+    b.write(FileKind::Index, &n, &big).unwrap();
+    proxy.clear_log();
+    let data = b.read(FileKind::Index, &n).unwrap();
+    assert!(matches!(data, Data::Mapped(_)), "read into memory");
+    assert!(*data == big[..]);
+    let gets: Vec<Option<String>> = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.contains(&n))
+        .map(|r| r.range.clone())
+        .collect();
+    let part = 8 << 20;
+    let want: Vec<Option<String>> = (0..big.len())
+        .step_by(part)
+        .map(|at| Some(format!("bytes={}-{}", at, (at + part).min(big.len()) - 1)))
+        .collect();
+    assert_eq!(gets, want);
+
+    let small = common::random_bytes(6, 100_000);
+    let s = name(0x52);
+    b.write(FileKind::Index, &s, &small).unwrap();
+    proxy.clear_log();
+    assert!(*b.read(FileKind::Index, &s).unwrap() == small[..]);
+    let gets = proxy
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.contains(&s))
+        .count();
+    assert_eq!(gets, 1);
+}
+
+/// A file fetched into the cache is served from the cache's map from
+/// then on, not from the downloaded copy in memory.
+#[test]
+fn a_fetched_index_table_is_served_from_the_cache_map() {
+    let mem = Arc::new(MemBackend::default());
+    let bytes = common::random_bytes(3, 50_000);
+    let n = hex::encode(cairn::id::file_hash(&bytes));
+    mem.write(FileKind::Index, &n, &bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Arc::new(Cache::open(dir.path(), &[9; 32]).unwrap());
+    let b = CachedBackend::new(mem, cache.clone());
+    let d = b.read(FileKind::Index, &n).unwrap();
+    assert!(matches!(d, Data::Shared(_)), "served from memory");
+    assert!(*d == bytes[..]);
+    assert!(cache.get(FileKind::Index, &n).is_some());
 }
 
 #[test]

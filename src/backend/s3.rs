@@ -295,6 +295,30 @@ impl S3Backend {
             .map_err(|e| self.map_err(op, object(), e))
     }
 
+    /// Reads a large object (an index table of more than
+    /// [`crate::index::SPOOL_FROM`] bytes) a part at a time into a
+    /// temporary file and maps it, so it is never held in memory whole.
+    fn read_spooled(&self, kind: FileKind, name: &str, len: u64) -> Result<Data> {
+        use std::io::Write;
+        let what = || self.object(kind, name);
+        let tmp = std::env::temp_dir();
+        let mut file = crate::mmap::spool_file()
+            .map_err(|e| Error::path("create download spool in", &tmp, e))?;
+        let mut offset = 0;
+        while offset < len {
+            let part = (len - offset).min(PART_SIZE as u64) as usize;
+            let bytes = self.read_range(kind, name, offset, part)?;
+            file.write_all(&bytes)
+                .map_err(|e| Error::path("write download spool in", &tmp, e))?;
+            offset += part as u64;
+        }
+        let map = crate::mmap::Map::file(&file, &tmp)?;
+        if map.len() as u64 != len {
+            return Err(Error::corrupt(what(), "changed while it was read"));
+        }
+        Ok(Data::Mapped(map))
+    }
+
     /// Creates the bucket if it is missing and the credentials allow it.
     /// Returns a note for the user when it was created.
     ///
@@ -572,6 +596,12 @@ impl Backend for S3Backend {
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
         let key = Self::key(kind, name);
         let what = || self.object(kind, name);
+        if kind == FileKind::Index {
+            let len = self.run("stat", what, self.op.stat(&key))?.content_length();
+            if len > crate::index::SPOOL_FROM as u64 {
+                return self.read_spooled(kind, name, len);
+            }
+        }
         let buf = if kind == FileKind::Pack {
             self.run(
                 "read",
