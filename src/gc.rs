@@ -223,11 +223,11 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         }
     }
     let index = repo.index()?;
-    let marks = Marks::new(index, &sizes)?;
+    let marks = Marks::new(&index, &sizes)?;
     let unreadable: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let missing: Mutex<IdSet<BlobId>> = Mutex::new(IdSet::default());
     let mark = |id: &BlobId| {
-        if !marks.mark(index, id) {
+        if !marks.mark(&index, id) {
             if let Ok(mut m) = missing.lock() {
                 m.insert(*id);
             }
@@ -376,7 +376,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     let backend = repo.backend();
     let repack: IdSet<PackId> = plan.repack.iter().copied().collect();
     let index = repo.index()?;
-    if !plan.marks.matches(index) {
+    if !plan.marks.matches(&index) {
         return Err(Error::Invalid(
             "the index changed since gc planned; run gc again".into(),
         ));
@@ -507,6 +507,9 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
         }))
         .collect();
     written.extend(crate::index::write_merged(backend, key, &sources)?);
+    // Whatever follows, this repository's next use of the index maps the
+    // tables as they then are.
+    repo.reload_index();
     crate::fault::point("gc-after-index-write");
     lock.confirm("gc stopped before deleting anything; run it again")?;
     for old in &plan.old_index {

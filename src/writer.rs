@@ -242,6 +242,7 @@ impl<'r> BlobWriter<'r> {
                 return Err(e);
             }
             crate::fault::point("after-index-write");
+            repo.reload_index();
         }
         Ok(std::mem::take(&mut st.stats))
     }

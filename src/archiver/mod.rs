@@ -332,6 +332,7 @@ pub fn backup(
     if let Err(e) = crate::index::compact(repo.backend(), repo.key()) {
         warn(&format!("index tables not merged this time: {e}"));
     }
+    repo.reload_index();
     Ok(BackupResult {
         id,
         snapshot,
@@ -426,9 +427,11 @@ mod tests {
         };
         let root = dir.path().join("repo");
         Repository::init(Arc::new(LocalBackend::new(&root)), b"pw", &opts).unwrap();
-        // Each backup opens the repository afresh, as each command does.
+        // One repository for all three backups and the reads after each,
+        // as a nightly job running several sets would keep: each backup
+        // finds what the one before it stored.
+        let repo = Repository::open(Arc::new(LocalBackend::new(&root)), b"pw").unwrap();
         let run = |kind, workers| {
-            let repo = Repository::open(Arc::new(LocalBackend::new(&root)), b"pw").unwrap();
             let opts = BackupOptions {
                 paths: vec![src.clone()],
                 kind,
@@ -439,7 +442,6 @@ mod tests {
             assert!(r.warnings.is_empty(), "{:?}", r.warnings);
             // The tree of `src` itself: the folders above it (the system's
             // temporary folder) change as other tests run.
-            let repo = Repository::open(Arc::new(LocalBackend::new(&root)), b"pw").unwrap();
             let mut tree = r.snapshot.tree;
             for part in src.components().skip(1) {
                 let name = part.as_os_str().as_encoded_bytes();

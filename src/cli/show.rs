@@ -9,7 +9,7 @@ use super::Context;
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{file_hash, BlobId, IndexId, PackId};
-use crate::index::{IndexSet, IndexTable};
+use crate::index::IndexTable;
 use crate::repo::{keys, Config, Repository};
 use crate::snapshot::{self, SnapshotEntry, SnapshotFilter};
 use crate::tree::{Node, NodeKind, Tree};
@@ -287,7 +287,7 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
             return Ok(0);
         }
         CatKind::Index => {
-            let set: &IndexSet = repo.index()?;
+            let set = repo.index()?;
             let mut tables = Vec::new();
             for t in set.tables() {
                 if a.id

@@ -8,7 +8,7 @@ pub mod export;
 pub mod keys;
 pub mod lock;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use crate::backend::cache::{Cache, CachedBackend};
 use crate::backend::{Backend, FileKind};
@@ -56,7 +56,8 @@ pub struct Repository {
     /// The name of the key file the master key came from.
     key_file: String,
     config: Config,
-    index: OnceLock<IndexSet>,
+    /// The mapped index, loaded on first use (see [`Repository::reload_index`]).
+    index: RwLock<Option<Arc<IndexSet>>>,
     cache: Option<Arc<Cache>>,
     notes: Vec<String>,
 }
@@ -133,7 +134,7 @@ impl Repository {
             key,
             key_file: key_name,
             config,
-            index: OnceLock::new(),
+            index: RwLock::new(None),
             cache: None,
             notes,
         })
@@ -182,7 +183,7 @@ impl Repository {
             key,
             key_file,
             config,
-            index: OnceLock::new(),
+            index: RwLock::new(None),
             cache: None,
             notes: Vec::new(),
         })
@@ -224,7 +225,7 @@ impl Repository {
             key: exported.key,
             key_file: String::new(),
             config,
-            index: OnceLock::new(),
+            index: RwLock::new(None),
             cache: None,
             notes: Vec::new(),
         })
@@ -236,7 +237,7 @@ impl Repository {
     pub fn with_cache(mut self, root: &std::path::Path) -> Result<Repository> {
         let cache = Arc::new(Cache::open(root, &self.config.repo_id)?);
         self.backend = Arc::new(CachedBackend::new(self.backend, cache.clone()));
-        self.index = OnceLock::new();
+        self.index = RwLock::new(None);
         self.cache = Some(cache);
         Ok(self)
     }
@@ -354,13 +355,29 @@ impl Repository {
         &self.config
     }
 
-    /// The index, mapped on first use.
-    pub fn index(&self) -> Result<&IndexSet> {
-        if let Some(i) = self.index.get() {
+    /// The index, mapped on first use (and again after
+    /// [`Repository::reload_index`]).
+    pub fn index(&self) -> Result<Arc<IndexSet>> {
+        if let Some(i) = self.index.read().ok().and_then(|i| i.clone()) {
             return Ok(i);
         }
-        let loaded = IndexSet::load(&*self.backend)?;
-        Ok(self.index.get_or_init(|| loaded))
+        let loaded = Arc::new(IndexSet::load(&*self.backend)?);
+        let mut slot = self
+            .index
+            .write()
+            .map_err(|_| Error::Invalid("a thread panicked while loading the index".into()))?;
+        Ok(slot.get_or_insert(loaded).clone())
+    }
+
+    /// Forgets the mapped index, so its next use maps the tables as they
+    /// are then: called after this repository writes or removes index
+    /// tables (a backup, a compaction, gc), so that a `Repository` kept for
+    /// several operations sees what the earlier ones stored. Holders of
+    /// the old index keep a consistent view of it.
+    pub fn reload_index(&self) {
+        if let Ok(mut slot) = self.index.write() {
+            *slot = None;
+        }
     }
 
     /// Maps the index like [`Repository::index`], but leaves out tables
@@ -368,11 +385,13 @@ impl Repository {
     /// why (see [`IndexSet::load_lenient`]). Returns nothing when the
     /// index was already loaded, so call it before any other use.
     pub fn index_lenient(&self) -> Result<Vec<(IndexId, Error)>> {
-        if self.index.get().is_some() {
+        if self.index.read().map(|i| i.is_some()).unwrap_or(false) {
             return Ok(Vec::new());
         }
         let (loaded, damaged) = IndexSet::load_lenient(&*self.backend)?;
-        let _ = self.index.set(loaded);
+        if let Ok(mut slot) = self.index.write() {
+            slot.get_or_insert(Arc::new(loaded));
+        }
         Ok(damaged)
     }
 
