@@ -35,6 +35,15 @@ pub fn vanish(path: &std::path::Path) {
     }
 }
 
+/// Whether restore is to behave as if the system refused to link its
+/// unnamed files under their names (as a security module may): set by
+/// `CAIRN_REFUSE_LINK`, so a test reaches the copy restore falls back
+/// on. Unset, this costs one cached environment lookup.
+pub fn link_refused() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("CAIRN_REFUSE_LINK").is_some())
+}
+
 /// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated
 /// list of `refresh-every=MS`, `age=SECS` and `refresh-fails`. Unknown
 /// items are ignored. Defaults (the variable unset) change nothing.

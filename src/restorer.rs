@@ -212,7 +212,7 @@ pub fn restore(
         zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
         spare_fds: AtomicIsize::new(0),
-        proc_fd: Path::new("/proc/self/fd").is_dir(),
+        unnamed: std::sync::atomic::AtomicBool::new(false),
     };
     let mut stats = RestoreStats::default();
     ex.run(&plan, opts.workers, &mut stats)?;
@@ -318,8 +318,9 @@ struct Executor<'a> {
     /// (set by `restore_files` from the open-file limit); the rest are
     /// reopened by name when written.
     spare_fds: AtomicIsize,
-    /// Whether `/proc/self/fd` can name an unnamed file for `linkat`.
-    proc_fd: bool,
+    /// Whether files are written unnamed: set by `restore_files` when a
+    /// probe in the target could link one, cleared should a link fail.
+    unnamed: std::sync::atomic::AtomicBool,
 }
 
 /// How an existing destination entry was dealt with.
@@ -519,6 +520,10 @@ impl Executor<'_> {
             .filter(|f| matches!(&f.node.kind, NodeKind::File { chunks } if chunks.len() > 1));
         let reserve = 256 + several.count() as u64;
         let spare = raise_fd_limit().saturating_sub(reserve);
+        if !self.dry_run {
+            self.unnamed
+                .store(unnamed_files_link(self.target), Ordering::Relaxed);
+        }
         self.spare_fds.store(
             isize::try_from(spare).unwrap_or(isize::MAX),
             Ordering::Relaxed,
@@ -725,9 +730,33 @@ impl Executor<'_> {
                 drop(file);
                 fs::rename(tmp, &task.dest).map_err(|e| format!("cannot rename into place: {e}"))
             }
-            (None, Some(file)) => {
+            (None, Some(mut file)) => {
                 self.apply_meta(&task.dest, &task.node, Some(&file));
-                link_unnamed(&file, &task.dest, task.replace)
+                let linked = if crate::fault::link_refused() {
+                    Err(Unplaced::Link(std::io::ErrorKind::PermissionDenied.into()))
+                } else {
+                    link_unnamed(&file, &task.dest, task.replace)
+                };
+                match linked {
+                    Ok(()) => Ok(()),
+                    Err(Unplaced::Rename(e)) => Err(format!("cannot rename into place: {e}")),
+                    Err(Unplaced::Link(e)) => {
+                        // Name the files prepared from now on at once;
+                        // this one is copied.
+                        self.unnamed.store(false, Ordering::Relaxed);
+                        match copy_to_temp(&mut file, &task.dest) {
+                            Ok((tmp, copy)) => {
+                                self.apply_meta(&tmp, &task.node, Some(&copy));
+                                drop(copy);
+                                fs::rename(&tmp, &task.dest).map_err(|r| {
+                                    let _ = fs::remove_file(&tmp);
+                                    format!("cannot rename into place: {r}")
+                                })
+                            }
+                            Err(c) => Err(format!("cannot link into place ({e}) nor copy: {c}")),
+                        }
+                    }
+                }
             }
             (None, None) => Err("its unnamed file was closed early".into()),
         };
@@ -769,9 +798,11 @@ impl Executor<'_> {
         let dir = dest.parent().expect("restored files live in the target");
         let keep_open = self.spare_fds.fetch_sub(1, Ordering::Relaxed) > 0;
         // An unnamed file needs its descriptor until it is linked.
-        let unnamed = (keep_open && self.proc_fd)
+        let unnamed = (keep_open && self.unnamed.load(Ordering::Relaxed))
             .then(|| {
+                // Readable too, for a copy should linking it be refused.
                 OpenOptions::new()
+                    .read(true)
                     .write(true)
                     .custom_flags(libc::O_TMPFILE)
                     .mode(0o600)
@@ -1117,7 +1148,7 @@ fn temp_name(dir: &Path) -> PathBuf {
 /// is there (or should something have appeared there since the restore
 /// looked), the file is linked under a temporary name and renamed over
 /// it, as a named temporary file would be.
-fn link_unnamed(file: &fs::File, dest: &Path, replace: bool) -> std::result::Result<(), String> {
+fn link_unnamed(file: &fs::File, dest: &Path, replace: bool) -> std::result::Result<(), Unplaced> {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::AtomicBool;
     // Linking the descriptor itself takes a capability (root has it);
@@ -1147,14 +1178,68 @@ fn link_unnamed(file: &fs::File, dest: &Path, replace: bool) -> std::result::Res
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let tmp = temp_name(dest.parent().unwrap_or(dest));
-            link(&tmp).map_err(|e| format!("cannot link into place: {e}"))?;
+            link(&tmp).map_err(Unplaced::Link)?;
             fs::rename(&tmp, dest).map_err(|e| {
                 let _ = fs::remove_file(&tmp);
-                format!("cannot rename into place: {e}")
+                Unplaced::Rename(e)
             })
         }
-        Err(e) => Err(format!("cannot link into place: {e}")),
+        Err(e) => Err(Unplaced::Link(e)),
     }
+}
+
+/// Whether an unnamed file made in `dir` can be linked under a name
+/// there: the filesystem has `O_TMPFILE`, and the system lets this
+/// process link it (through `/proc`, or by descriptor as root). Leaves
+/// nothing behind.
+fn unnamed_files_link(dir: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+    else {
+        return false;
+    };
+    let probe = temp_name(dir);
+    let linked = link_unnamed(&file, &probe, false).is_ok();
+    if linked {
+        let _ = fs::remove_file(&probe);
+    }
+    linked
+}
+
+/// Why [`link_unnamed`] failed.
+#[derive(Debug)]
+enum Unplaced {
+    /// The file could not be linked: the system refuses to name unnamed
+    /// files (a security module, say), or the folder is gone.
+    Link(std::io::Error),
+    /// It was linked under a temporary name, which could not be renamed
+    /// over the entry to replace.
+    Rename(std::io::Error),
+}
+
+/// Copies the unnamed file open as `file` into a new file under a
+/// temporary name next to `dest`; returns that name and the new file,
+/// for when the unnamed one cannot be linked.
+fn copy_to_temp(file: &mut fs::File, dest: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    use std::io::{Seek, SeekFrom};
+    let tmp = temp_name(dest.parent().unwrap_or(dest));
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&tmp)?;
+    let copied = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| std::io::copy(file, &mut out));
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((tmp, out))
 }
 
 /// `linkat` of the file open as `fd` to `to`: of the descriptor itself
@@ -1305,6 +1390,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let unnamed = |text: &str| {
             let mut f = OpenOptions::new()
+                .read(true)
                 .write(true)
                 .custom_flags(libc::O_TMPFILE)
                 .mode(0o600)
@@ -1339,6 +1425,21 @@ mod tests {
         assert_eq!(fs::read_to_string(&proc).unwrap(), "again");
         link_unnamed(&unnamed("replaced"), &proc, true).unwrap();
         assert_eq!(fs::read_to_string(&proc).unwrap(), "replaced");
+        assert_eq!(names(), ["through-proc"]);
+
+        // The probe a restore makes first leaves nothing behind.
+        assert!(unnamed_files_link(dir.path()));
+        assert_eq!(names(), ["through-proc"]);
+        assert!(!unnamed_files_link(&dir.path().join("missing")));
+
+        // Where linking is refused, the file is copied to a temporary name.
+        let mut refused = unnamed("copied out");
+        let (tmp, copy) = copy_to_temp(&mut refused, &dir.path().join("copy")).unwrap();
+        drop(copy);
+        assert_eq!(fs::read_to_string(&tmp).unwrap(), "copied out");
+        let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(".cairn-restore-"), "{name}");
+        fs::remove_file(&tmp).unwrap();
         assert_eq!(names(), ["through-proc"]);
     }
 

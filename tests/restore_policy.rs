@@ -425,3 +425,33 @@ fn a_low_open_file_limit_restores_the_same() {
     assert_same_tree(&src, &r);
     assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
 }
+
+/// Where the system refuses to link an unnamed file under its name (a
+/// security module may), restore copies it to a temporary name and renames
+/// that into place: the same tree, into an empty target and over a changed
+/// copy, and nothing left behind.
+#[test]
+fn a_refused_link_falls_back_to_a_copy() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    write_random(&src.join("big.bin"), 3, 3 << 20);
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    let t = target.to_str().unwrap();
+    let r = restored(&target, &src);
+    let refused = || {
+        let mut c = repo.cmd(&["restore", "latest", "--target", t]);
+        c.env("CAIRN_REFUSE_LINK", "1");
+        run(&mut c, None).success()
+    };
+    refused();
+    assert_same_tree(&src, &r);
+    assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
+
+    write(&r.join("a/f1.txt"), "changed");
+    fs::remove_file(r.join("big.bin")).unwrap();
+    let out = refused();
+    assert_eq!(counts(&out)[0], 2, "{out}");
+    assert_same_tree(&src, &r);
+    assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
+}
