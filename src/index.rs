@@ -660,36 +660,31 @@ impl<'a> TableOut<'a> {
 
     /// Seals the table with its MAC and stores it under its name.
     fn finish(mut self) -> Result<IndexId> {
-        if self.spool.is_some() {
-            self.mac.update(&self.buf);
-            let mac = *self.mac.finalize().as_bytes();
-            self.buf.extend_from_slice(&mac);
-            self.pass_on()?;
-            let id = IndexId(*self.name.finalize().as_bytes());
-            let spool = self.spool.take().expect("checked above");
-            // SAFETY: the file is unnamed (or unlinked) and only this
-            // process, which is done writing it, has it open.
-            let map = unsafe { memmap2::Mmap::map(&spool) }
-                .map_err(|e| Error::path("map index spool in", &std::env::temp_dir(), e))?;
-            self.backend.write(FileKind::Index, &id.to_hex(), &map)?;
-            return Ok(id);
-        }
-        let Some(mut sink) = self.sink.take() else {
-            self.mac.update(&self.buf);
-            let mac = *self.mac.finalize().as_bytes();
-            self.buf.extend_from_slice(&mac);
+        self.mac.update(&self.buf);
+        let mac = *self.mac.finalize().as_bytes();
+        self.buf.extend_from_slice(&mac);
+        if self.sink.is_none() && self.spool.is_none() {
             let id = IndexId(file_hash(&self.buf));
             self.backend
                 .write(FileKind::Index, &id.to_hex(), &self.buf)?;
             return Ok(id);
-        };
-        self.mac.update(&self.buf);
-        let mac = *self.mac.finalize().as_bytes();
-        self.buf.extend_from_slice(&mac);
+        }
         self.name.update(&self.buf);
-        sink.append(&self.buf)?;
         let id = IndexId(*self.name.finalize().as_bytes());
-        sink.commit(&id.to_hex())?;
+        if let Some(mut sink) = self.sink.take() {
+            sink.append(&self.buf)?;
+            sink.commit(&id.to_hex())?;
+            return Ok(id);
+        }
+        let mut spool = self
+            .spool
+            .take()
+            .expect("a table with neither sink nor spool returned above");
+        let tmp = std::env::temp_dir();
+        std::io::Write::write_all(&mut spool, &self.buf)
+            .map_err(|e| Error::path("write index spool in", &tmp, e))?;
+        let map = crate::mmap::Map::file(&spool, &tmp)?;
+        self.backend.write(FileKind::Index, &id.to_hex(), &map)?;
         Ok(id)
     }
 }

@@ -730,34 +730,7 @@ impl Executor<'_> {
                 drop(file);
                 fs::rename(tmp, &task.dest).map_err(|e| format!("cannot rename into place: {e}"))
             }
-            (None, Some(mut file)) => {
-                self.apply_meta(&task.dest, &task.node, Some(&file));
-                let linked = if crate::fault::link_refused() {
-                    Err(Unplaced::Link(std::io::ErrorKind::PermissionDenied.into()))
-                } else {
-                    link_unnamed(&file, &task.dest, task.replace)
-                };
-                match linked {
-                    Ok(()) => Ok(()),
-                    Err(Unplaced::Rename(e)) => Err(format!("cannot rename into place: {e}")),
-                    Err(Unplaced::Link(e)) => {
-                        // Name the files prepared from now on at once;
-                        // this one is copied.
-                        self.unnamed.store(false, Ordering::Relaxed);
-                        match copy_to_temp(&mut file, &task.dest) {
-                            Ok((tmp, copy)) => {
-                                self.apply_meta(&tmp, &task.node, Some(&copy));
-                                drop(copy);
-                                fs::rename(&tmp, &task.dest).map_err(|r| {
-                                    let _ = fs::remove_file(&tmp);
-                                    format!("cannot rename into place: {r}")
-                                })
-                            }
-                            Err(c) => Err(format!("cannot link into place ({e}) nor copy: {c}")),
-                        }
-                    }
-                }
-            }
+            (None, Some(file)) => self.place_unnamed(task, file),
             (None, None) => Err("its unnamed file was closed early".into()),
         };
         match placed {
@@ -767,6 +740,37 @@ impl Executor<'_> {
             }
             Err(e) => task.fail(e),
         }
+    }
+
+    /// Sets a whole unnamed file's metadata and links it into place; where
+    /// the system refuses the link, copies it to a temporary name and
+    /// renames that into place instead.
+    fn place_unnamed(
+        &self,
+        task: &FileTask,
+        mut file: fs::File,
+    ) -> std::result::Result<(), String> {
+        self.apply_meta(&task.dest, &task.node, Some(&file));
+        let linked = if crate::fault::link_refused() {
+            Err(Unplaced::Link(std::io::ErrorKind::PermissionDenied.into()))
+        } else {
+            link_unnamed(&file, &task.dest, task.replace)
+        };
+        let refused = match linked {
+            Ok(()) => return Ok(()),
+            Err(Unplaced::Rename(e)) => return Err(format!("cannot rename into place: {e}")),
+            Err(Unplaced::Link(e)) => e,
+        };
+        // Files prepared from now on are named at once.
+        self.unnamed.store(false, Ordering::Relaxed);
+        let (tmp, copy) = copy_to_temp(&mut file, &task.dest)
+            .map_err(|e| format!("cannot link into place ({refused}) nor copy: {e}"))?;
+        self.apply_meta(&tmp, &task.node, Some(&copy));
+        drop(copy);
+        fs::rename(&tmp, &task.dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            format!("cannot rename into place: {e}")
+        })
     }
 
     /// Applies the policy to one file; creates its temporary file if it
