@@ -53,6 +53,9 @@ pub struct BlobWriter<'r> {
     repo: &'r Repository,
     lock: Option<&'r LockGuard>,
     state: Mutex<State>,
+    /// The repository's index as this writer first saw it; what it stores
+    /// itself is in `state.seen`.
+    index: std::sync::OnceLock<std::sync::Arc<crate::index::IndexSet>>,
 }
 
 /// How a writer whose lock was lost ends its error message.
@@ -77,6 +80,7 @@ impl<'r> BlobWriter<'r> {
                 index: IndexBuilder::default(),
                 stats: WriteStats::default(),
             }),
+            index: std::sync::OnceLock::new(),
         }
     }
 
@@ -106,10 +110,20 @@ impl<'r> BlobWriter<'r> {
         self.repo
     }
 
+    /// The index, fetched from the repository once: the lookup of every
+    /// chunk then takes no lock and no reference count.
+    fn index(&self) -> Result<&crate::index::IndexSet> {
+        if let Some(i) = self.index.get() {
+            return Ok(i);
+        }
+        let loaded = self.repo.index()?;
+        Ok(self.index.get_or_init(|| loaded))
+    }
+
     /// Whether `id` is stored already or being stored.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
         let st = self.lock()?;
-        Ok(st.seen.contains(id) || self.repo.index()?.contains(id))
+        Ok(st.seen.contains(id) || self.index()?.contains(id))
     }
 
     /// Like [`Self::add`] with the id already computed.
@@ -132,7 +146,7 @@ impl<'r> BlobWriter<'r> {
     ) -> Result<(bool, Option<PackWriter>)> {
         {
             let mut st = self.lock()?;
-            if st.seen.contains(&id) || self.repo.index()?.contains(&id) {
+            if st.seen.contains(&id) || self.index()?.contains(&id) {
                 return Ok((false, None));
             }
             st.seen.insert(id);

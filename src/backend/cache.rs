@@ -135,6 +135,11 @@ impl Cache {
             .and_then(|()| fs::rename(&tmp, &path));
         if ok.is_err() {
             let _ = fs::remove_file(&tmp);
+            return;
+        }
+        // Hashed above: served by `get` without hashing it again.
+        if let (Ok(map), Ok(mut v)) = (Map::open(&path), self.verified.lock()) {
+            v.insert((kind, name.to_string()), Arc::new(map));
         }
     }
 
@@ -286,8 +291,9 @@ impl Backend for CachedBackend {
             }
             let data = self.inner.read(kind, name)?;
             self.cache.put(kind, name, &data);
-            // Served from the cache's map from now on, so a large index
-            // table does not stay in memory for as long as it is used.
+            // Served from the cache's map from now on (verified as it was
+            // put), so a large index table does not stay in memory for as
+            // long as it is used.
             if let Some(m) = self.cache.get(kind, name) {
                 return Ok(Data::Shared(m));
             }
