@@ -507,7 +507,8 @@ impl Executor<'_> {
     }
 
     /// Writes the planned files: decides per file what the policy wants,
-    /// creates pre-sized temporary files, then reads each needed pack once,
+    /// creates their files (unnamed where it can, see `size_file` for
+    /// their sizes), then reads each needed pack once,
     /// in parallel, writing every blob at all the offsets that use it.
     fn restore_files(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) {
         // Descriptors for files kept open from creation to completion:
@@ -696,11 +697,11 @@ impl Executor<'_> {
                     if task.failed() {
                         continue;
                     }
-                    if !zero {
-                        if let Err(e) = task.write_at(plain, offset) {
-                            task.fail(e);
-                            continue;
-                        }
+                    if zero {
+                        task.holes.store(true, Ordering::Relaxed);
+                    } else if let Err(e) = task.write_at(plain, offset) {
+                        task.fail(e);
+                        continue;
                     }
                     if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                         self.finish_task(task);
@@ -722,6 +723,18 @@ impl Executor<'_> {
         let file = task.file.lock().ok().and_then(|mut f| f.take());
         if task.failed() {
             return;
+        }
+        if !task.sized && task.holes.load(Ordering::Relaxed) {
+            // A file not sized up front ends where its last written chunk
+            // does; all-zero chunks after that are a hole up to its size.
+            let sized = match &file {
+                Some(f) => f.set_len(task.node.size),
+                None => Err(std::io::ErrorKind::NotFound.into()),
+            };
+            if let Err(e) = sized {
+                task.fail(format!("cannot set its size: {e}"));
+                return;
+            }
         }
         let placed = match (&task.tmp, file) {
             (Some(tmp), file) => {
@@ -801,6 +814,10 @@ impl Executor<'_> {
         }
         let dir = dest.parent().expect("restored files live in the target");
         let keep_open = self.spare_fds.fetch_sub(1, Ordering::Relaxed) > 0;
+        // A file kept open is created with its own permission bits, so that
+        // `apply_meta` need not change them (the umask permitting); one
+        // opened again by name for its writes must stay writable to us.
+        let mode = if keep_open { node.mode & 0o777 } else { 0o600 };
         // An unnamed file needs its descriptor until it is linked.
         let unnamed = (keep_open && self.unnamed.load(Ordering::Relaxed))
             .then(|| {
@@ -809,7 +826,7 @@ impl Executor<'_> {
                     .read(true)
                     .write(true)
                     .custom_flags(libc::O_TMPFILE)
-                    .mode(0o600)
+                    .mode(mode)
                     .open(dir)
                     .ok()
             })
@@ -822,7 +839,7 @@ impl Executor<'_> {
                     .write(true)
                     .create_new(true)
                     .custom_flags(libc::O_NOFOLLOW)
-                    .mode(0o600)
+                    .mode(mode)
                     .open(&tmp)
                     .map_err(|e| Error::path("create", &tmp, e))?;
                 (f, Some(tmp))
@@ -837,10 +854,15 @@ impl Executor<'_> {
             remaining: AtomicUsize::new(chunks.len()),
             error: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
+            sized: false,
+            holes: std::sync::atomic::AtomicBool::new(false),
         };
-        if let Err(e) = self.size_file(&file, task.name(), dest, node.size, chunks) {
-            task.discard();
-            return Err(e);
+        match self.size_file(&file, task.name(), dest, node.size, chunks, !keep_open) {
+            Ok(sized) => task.sized = sized,
+            Err(e) => {
+                task.discard();
+                return Err(e);
+            }
         }
         if keep_open || task.tmp.is_none() {
             task.file = Mutex::new(Some(file));
@@ -848,14 +870,18 @@ impl Executor<'_> {
         Ok(Prepared::Write(Box::new(task)))
     }
 
-    /// Gives a new temporary file its final size. A file of at least
-    /// [`RESERVE_FROM`] without holes has its blocks reserved now, so a
-    /// target without room for it fails here, naming the file, before any
-    /// data is written. A file that may have holes (see
-    /// [`Self::may_have_holes`]) is only extended, so its holes stay holes;
-    /// so is a small file, for which reserving would cost a system call
-    /// and an index lookup per chunk for little gain: a full target still
-    /// fails its write, naming it.
+    /// Gives a new temporary file its final size; returns whether it did.
+    /// A file of at least [`RESERVE_FROM`] without holes has its blocks
+    /// reserved now, so a target without room for it fails here, naming
+    /// the file, before any data is written. Any other file is only
+    /// extended (a file that may have holes, see
+    /// [`Self::may_have_holes`], so its holes stay holes; a small file,
+    /// for which reserving would cost a system call and an index lookup
+    /// per chunk for little gain: a full target still fails its write,
+    /// naming it), and only if `extend`: a file held open until it is
+    /// whole gets its size from its writes, and from
+    /// [`Self::finish_task`] where an all-zero chunk at its end was left
+    /// unwritten.
     fn size_file(
         &self,
         file: &fs::File,
@@ -863,10 +889,11 @@ impl Executor<'_> {
         dest: &Path,
         size: u64,
         chunks: &[BlobId],
-    ) -> Result<()> {
+        extend: bool,
+    ) -> Result<bool> {
         if size >= RESERVE_FROM && !self.may_have_holes(chunks)? {
             if fs2::FileExt::allocate(file, size).is_ok() {
-                return Ok(());
+                return Ok(true);
             }
             // fs2 hands on posix_fallocate's failure through errno, which
             // posix_fallocate does not set, so the error says nothing:
@@ -885,7 +912,11 @@ impl Executor<'_> {
             // Room enough, yet nothing reserved (a filesystem that cannot):
             // write into a plainly extended file as for sparse ones.
         }
-        file.set_len(size).map_err(|e| Error::path("size", tmp, e))
+        if extend {
+            file.set_len(size)
+                .map_err(|e| Error::path("size", tmp, e))?;
+        }
+        Ok(extend)
     }
 
     /// Whether a file of `chunks` may get holes: restore never writes an
@@ -986,10 +1017,18 @@ impl Executor<'_> {
 
     /// Sets ownership (as root), mode, xattrs and mtime; failures warn.
     /// With `file` (open on `path`, which is then a regular file) the
-    /// calls go through it rather than through the path.
+    /// calls go through it rather than through the path, and owner and
+    /// mode are changed only where the file's differ: a file this restore
+    /// created mostly has both right already, and each change is an inode
+    /// update.
     fn apply_meta(&self, path: &Path, node: &Node, file: Option<&fs::File>) {
+        use std::os::unix::fs::MetadataExt;
         let symlink = matches!(node.kind, NodeKind::Symlink { .. });
-        if self.root {
+        let now = file.and_then(|f| f.metadata().ok());
+        let owned = now
+            .as_ref()
+            .is_some_and(|m| m.uid() == node.uid && m.gid() == node.gid);
+        if self.root && !owned {
             let r = match file {
                 Some(f) => std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)),
                 None => fsmeta::set_owner(path, node.uid, node.gid),
@@ -998,7 +1037,13 @@ impl Executor<'_> {
                 self.fail(path, format!("cannot set owner: {e}"));
             }
         }
-        if !symlink {
+        // A change of owner clears set-user-ID and set-group-ID bits, so
+        // the mode is set again after one.
+        let moded = (owned || !self.root)
+            && now
+                .as_ref()
+                .is_some_and(|m| m.mode() & 0o7777 == node.mode & 0o7777);
+        if !symlink && !moded {
             let mode = fs::Permissions::from_mode(node.mode);
             let r = match file {
                 Some(f) => f.set_permissions(mode),
@@ -1084,6 +1129,10 @@ struct FileTask {
     remaining: AtomicUsize,
     error: Mutex<Option<String>>,
     done: std::sync::atomic::AtomicBool,
+    /// Whether the file got its final size when it was created.
+    sized: bool,
+    /// Whether an all-zero chunk was left unwritten (a hole).
+    holes: std::sync::atomic::AtomicBool,
 }
 
 impl FileTask {

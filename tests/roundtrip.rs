@@ -77,6 +77,15 @@ fn build_tree(root: &Path) -> bool {
         f.write_all_at(&random_bytes(6, 4096), SPARSE_SIZE - 4096)
             .unwrap();
     }
+    // Files ending in zeros, which restore leaves unwritten: a hole after
+    // the data of a large file, and a small file of zeros only.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(p("sparse-tail.img")).unwrap();
+        f.write_all_at(&random_bytes(7, 4096), 0).unwrap();
+        f.set_len(SPARSE_SIZE + 12345).unwrap();
+    }
+    fs::write(p("zeros.bin"), vec![0u8; 3000]).unwrap();
     let sparse_md = fs::metadata(p("sparse.img")).unwrap();
     assert!(
         sparse_md.blocks() * 512 < SPARSE_SIZE / 2,
@@ -180,6 +189,11 @@ fn round_trip_preserves_content_and_metadata() {
     );
     let sparse = fs::metadata(got.join("sparse.img")).unwrap();
     assert_eq!(sparse.len(), SPARSE_SIZE);
+    assert_eq!(
+        fs::metadata(got.join("sparse-tail.img")).unwrap().len(),
+        SPARSE_SIZE + 12345
+    );
+    assert_eq!(fs::read(got.join("zeros.bin")).unwrap(), vec![0u8; 3000]);
     assert!(
         sparse.blocks() * 512 < SPARSE_SIZE,
         "sparse file restored with {} allocated bytes for {SPARSE_SIZE}",
