@@ -268,18 +268,30 @@ run_tool() { # run_tool RUN TOOL
 }
 
 # The machine-limit row for the incompressible-data target: cairn's first
-# backup of mix/media alone.
+# backup of mix/media alone. Right before it, the folder's own rate for
+# what that backup does with the bytes: as many written with direct IO
+# and fsynced (step "write_direct" of the pseudo-tool "folder").
 run_media() { # run_media RUN
   local w="$BENCH_DIR/work"
   export repo="$w/media-repo" src="$data/v1/mix/media"
   rm -rf "$repo"
   cairn_env
   measure "$1" cairn init_media cairn_init || return 0
+  export media_mib=$(($(du -sb --apparent-size "$src" | cut -f1) / 1048576))
+  if measure "$1" folder write_direct write_direct_probe; then
+    record "$1" folder write_direct_mib "$media_mib"
+  fi
+  rm -f "$w/write-probe"
   warm "$src"
   measure "$1" cairn media_backup cairn_backup || return 0
   record "$1" cairn media_bytes "$(du -sb --apparent-size "$src" | cut -f1)"
   rm -rf "$repo"
 }
+write_direct_probe() {
+  dd if=/dev/zero of="$BENCH_DIR/work/write-probe" bs=1M count="$media_mib" \
+    oflag=direct conv=fsync status=none
+}
+export -f write_direct_probe
 
 mkdir -p "$BENCH_DIR/work"
 tools=()
