@@ -256,6 +256,31 @@ pub fn decode_header(pack: &[u8], key: &MasterKey, what: &str) -> Result<PackHea
     decode_sealed_header(&pack[start..start + hlen], start as u64, key, what)
 }
 
+/// Reads and decodes the header of the pack `name` of `len` bytes in
+/// `backend` with the checks of [`decode_header`], in small ranged reads
+/// (its file header, trailer and sealed header) rather than reading the
+/// whole pack: on an object store a pack's blobs are never downloaded for
+/// it.
+pub fn read_header(
+    backend: &dyn crate::backend::Backend,
+    name: &str,
+    len: u64,
+    key: &MasterKey,
+    what: &str,
+) -> Result<PackHeader> {
+    use crate::backend::FileKind;
+    if len < (HEADER_LEN + TRAILER_LEN) as u64 {
+        return Err(Error::corrupt(what, "too short to be a pack"));
+    }
+    let head = backend.read_range(FileKind::Pack, name, 0, HEADER_LEN)?;
+    codec::check_header(&head, MAGIC, VERSION, what)?;
+    let trailer =
+        backend.read_range(FileKind::Pack, name, len - TRAILER_LEN as u64, TRAILER_LEN)?;
+    let (start, hlen) = header_range(&trailer, len, what)?;
+    let sealed = backend.read_range(FileKind::Pack, name, start, hlen)?;
+    decode_sealed_header(&sealed, start, key, what)
+}
+
 /// Decodes a sealed header that starts at `start` in its pack.
 pub fn decode_sealed_header(
     sealed: &[u8],

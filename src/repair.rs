@@ -28,20 +28,46 @@ pub struct IndexRepair {
     pub unreadable: Vec<String>,
     /// Entries kept from the old index for packs with unreadable headers.
     pub kept_entries: usize,
+    /// New index tables written.
+    pub written_tables: usize,
     /// Old index tables removed.
     pub removed_tables: usize,
 }
 
-/// Rebuilds the index from the packs' own headers: writes one new table for
+/// Rebuilds the index from the packs' own headers: writes new tables for
 /// every readable pack, then removes the old tables. A pack whose header
 /// cannot be read keeps the entries the old tables (those whose MAC checks)
 /// give for it: its blobs may well be intact, and a pack no table names
 /// would be deleted by gc. Call under the exclusive `lock`, which is
 /// confirmed before the old tables are removed.
 pub fn repair_index(repo: &Repository, lock: &LockGuard) -> Result<IndexRepair> {
+    repair_index_in_tables_of(repo, lock, TABLE_ENTRIES)
+}
+
+/// Entries per table `repair index` writes: its memory is bounded by one
+/// table's entries (about 50 bytes each in the builder, as many again
+/// encoded), not by the repository. A backup's compaction merges the
+/// tables, streaming, once there are too many.
+const TABLE_ENTRIES: usize = 1 << 19;
+
+/// [`repair_index`], starting a new table once one holds at least
+/// `per_table` entries (a pack's entries stay in one table).
+fn repair_index_in_tables_of(
+    repo: &Repository,
+    lock: &LockGuard,
+    per_table: usize,
+) -> Result<IndexRepair> {
     let backend = repo.backend();
     let mut out = IndexRepair::default();
     let mut builder = IndexBuilder::default();
+    let mut written: Vec<String> = Vec::new();
+    let old: Vec<String> = backend.list(FileKind::Index)?;
+    let write = |builder: IndexBuilder, written: &mut Vec<String>| -> Result<()> {
+        let (id, bytes) = builder.finish(repo.key());
+        backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
+        written.push(id.to_hex());
+        Ok(())
+    };
     // Old tables that can still be trusted, for packs without a header.
     let (old_set, _) = IndexSet::load_lenient(backend)?;
     let trusted: Vec<&IndexTable> = old_set
@@ -49,15 +75,13 @@ pub fn repair_index(repo: &Repository, lock: &LockGuard) -> Result<IndexRepair> 
         .iter()
         .filter(|t| t.check(repo.key()).is_ok())
         .collect();
-    let mut names = backend.list(FileKind::Pack)?;
-    names.sort();
-    for name in names.iter().filter(|n| is_hex_name(n)) {
+    // Sizes come with the listing: no request per pack for them.
+    let mut packs = backend.list_sizes(FileKind::Pack)?;
+    packs.sort();
+    for (name, len) in packs.iter().filter(|(n, _)| is_hex_name(n)) {
         let id = PackId::from_hex(name)?;
         let what = format!("pack {}", id.short());
-        let header = backend
-            .read(FileKind::Pack, name)
-            .and_then(|data| pack::decode_header(&data, repo.key(), &what));
-        match header {
+        match pack::read_header(backend, name, *len, repo.key(), &what) {
             Ok(h) => {
                 out.packs += 1;
                 out.blobs += h.entries.len();
@@ -77,14 +101,18 @@ pub fn repair_index(repo: &Repository, lock: &LockGuard) -> Result<IndexRepair> 
                 });
             }
         }
+        if builder.len() >= per_table {
+            write(std::mem::take(&mut builder), &mut written)?;
+        }
     }
-    let old: Vec<String> = backend.list(FileKind::Index)?;
-    let (new_id, bytes) = builder.finish(repo.key());
-    backend.write(FileKind::Index, &new_id.to_hex(), &bytes)?;
-    lock.confirm("the new index table is written, the old ones are kept; run it again")?;
+    if !builder.is_empty() || written.is_empty() {
+        write(builder, &mut written)?;
+    }
+    out.written_tables = written.len();
+    lock.confirm("the new index tables are written, the old ones are kept; run it again")?;
     for name in old
         .iter()
-        .filter(|n| is_hex_name(n) && **n != new_id.to_hex())
+        .filter(|n| is_hex_name(n) && !written.contains(n))
     {
         backend.remove(FileKind::Index, name)?;
         out.removed_tables += 1;
@@ -309,5 +337,112 @@ impl Rewriter<'_, '_> {
             nodes.push(node);
         }
         Ok((nodes, dropped))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::mem::MemBackend;
+    use crate::backend::{Backend, Data};
+    use crate::repo::{InitOptions, KdfParams};
+
+    /// A store that refuses to read a pack whole, as an object store
+    /// should never be asked to for a pack's header.
+    struct RangesOnly(MemBackend);
+
+    impl Backend for RangesOnly {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn exists(&self) -> Result<bool> {
+            self.0.exists()
+        }
+        fn create(&self) -> Result<()> {
+            self.0.create()
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+            self.0.list(kind)
+        }
+        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+            self.0.size(kind, name)
+        }
+        fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
+            if kind == FileKind::Pack {
+                return Err(Error::Invalid(format!("pack {name} read whole")));
+            }
+            self.0.read(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
+            self.0.read_range(kind, name, at, len)
+        }
+        fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+            self.0.write(kind, name, bytes)
+        }
+        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+            self.0.remove(kind, name)
+        }
+    }
+
+    fn noise(i: u32, len: usize) -> Vec<u8> {
+        let mut out = vec![0; len];
+        blake3::Hasher::new()
+            .update(&i.to_le_bytes())
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    #[test]
+    fn repair_index_reads_pack_headers_by_ranges_into_bounded_tables() {
+        let backend: Arc<dyn Backend> = Arc::new(RangesOnly(MemBackend::default()));
+        let opts = InitOptions {
+            pack_size: 1 << 20,
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                lanes: 1,
+            },
+            ..InitOptions::default()
+        };
+        let repo = Repository::init(backend.clone(), b"pw", &opts).unwrap();
+        // About ten raw blobs of 100 kB fill a pack of 1 MiB.
+        let writer = BlobWriter::new(&repo);
+        let ids: Vec<BlobId> = (0..40)
+            .map(|i| writer.add(BlobKind::Data, &noise(i, 100_000)).unwrap().0)
+            .collect();
+        writer.finish().unwrap();
+        let packs = backend.list(FileKind::Pack).unwrap().len();
+        assert!(packs >= 4, "{packs} packs");
+        let old = backend.list(FileKind::Index).unwrap();
+        assert_eq!(old.len(), 1);
+
+        let lock = crate::repo::lock::acquire(
+            backend.clone(),
+            repo.key(),
+            true,
+            "repair index",
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+        let r = repair_index_in_tables_of(&repo, &lock, 15).unwrap();
+        assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
+        assert_eq!((r.packs, r.blobs, r.removed_tables), (packs, 40, 1));
+        let tables = backend.list(FileKind::Index).unwrap();
+        assert_eq!(r.written_tables, tables.len());
+        assert!(tables.len() >= 2, "{tables:?}");
+        assert!(!tables.contains(&old[0]));
+
+        repo.reload_index();
+        let index = repo.index().unwrap();
+        // A table is closed after the pack that brings it to 15 entries.
+        for t in index.tables() {
+            assert!(t.len() < 15 + 11, "a table of {} entries", t.len());
+        }
+        for id in &ids {
+            assert!(index.contains(id), "{} lost", id.short());
+        }
     }
 }

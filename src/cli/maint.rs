@@ -452,8 +452,8 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
                 println!("unreadable, left in place: {u}");
             }
             println!(
-                "indexed {} blobs in {} packs; replaced {} index table(s)",
-                r.blobs, r.packs, r.removed_tables
+                "indexed {} blobs in {} packs; replaced {} index table(s) with {}",
+                r.blobs, r.packs, r.removed_tables, r.written_tables
             );
         }
         RepairWhat::Snapshots { dry_run, read_data } => {
