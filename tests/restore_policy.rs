@@ -455,3 +455,82 @@ fn a_refused_link_falls_back_to_a_copy() {
     assert_same_tree(&src, &r);
     assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
 }
+
+/// A restore by a user other than root (`nobody`, when the tests run as
+/// root) creates the files it holds open with their own permission bits
+/// and changes only what differs, and creates those it reopens by name
+/// (past a low descriptor limit) as 0600 until they are whole: every mode
+/// comes out as saved, read-only and no-permission ones included, and
+/// every file is the user's, with and without the limit.
+#[test]
+fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("NOTICE: not root: a restore by another user is not tested");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let modes = [0o644, 0o600, 0o444, 0o000, 0o755, 0o4755, 0o640, 0o400];
+    for m in modes {
+        for j in 0..40 {
+            let p = src.join(format!("m{m:o}/f{j}"));
+            write(&p, format!("mode {m:o}, file {j}\n"));
+            chmod(&p, m);
+        }
+    }
+    write_random(&src.join("big/a.bin"), 1, 3 << 20);
+    chmod(&src.join("big/a.bin"), 0o444);
+    repo.backup(&[&src], &[]);
+    let give = |p: &Path, recursive: bool| {
+        let mut c = std::process::Command::new("chown");
+        if recursive {
+            c.arg("-R");
+        }
+        let ok = c.arg(format!("{NOBODY}:{NOBODY}")).arg(p).status().unwrap();
+        assert!(ok.success(), "chown {}", p.display());
+    };
+    give(repo.dir.path(), false);
+    give(&repo.path, true);
+
+    // Everything as saved, but owned by the user who restored it.
+    let mut want = manifest(&src);
+    want.remove(Path::new(""));
+    for e in want.values_mut() {
+        (e.uid, e.gid) = (NOBODY, NOBODY);
+    }
+    for (name, limit) in [("target", None), ("target-300", Some(300u64))] {
+        let target = repo.scratch(name);
+        fs::create_dir(&target).unwrap();
+        give(&target, false);
+        let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        // SAFETY: setrlimit, setgroups, setgid and setuid are
+        // async-signal-safe and touch only the child.
+        unsafe {
+            c.pre_exec(move || {
+                if let Some(n) = limit {
+                    let l = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(NOBODY) != 0
+                    || libc::setuid(NOBODY) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = run(&mut c, None).success();
+        let mut got = manifest(&restored(&target, &src));
+        got.remove(Path::new(""));
+        assert_manifests_eq(&want, &got, &format!("{name}: {out}"));
+        assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
+    }
+}
