@@ -44,6 +44,15 @@ pub fn link_refused() -> bool {
     *SET.get_or_init(|| std::env::var_os("CAIRN_REFUSE_LINK").is_some())
 }
 
+/// Whether restore is to behave as on a filesystem without unnamed
+/// files (`O_TMPFILE`): set by `CAIRN_NO_TMPFILE`, so a test reaches the
+/// temporary names restore falls back on. Unset, this costs one cached
+/// environment lookup.
+pub fn no_tmpfile() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("CAIRN_NO_TMPFILE").is_some())
+}
+
 /// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated
 /// list of `refresh-every=MS`, `age=SECS` and `refresh-fails`. Unknown
 /// items are ignored. Defaults (the variable unset) change nothing.

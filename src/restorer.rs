@@ -32,7 +32,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -211,7 +211,6 @@ pub fn restore(
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
-        spare_fds: AtomicIsize::new(0),
         unnamed: std::sync::atomic::AtomicBool::new(false),
     };
     let mut stats = RestoreStats::default();
@@ -314,10 +313,6 @@ struct Executor<'a> {
     /// Ids of all-zero blobs by length (see `may_have_holes`).
     zero_ids: Mutex<HashMap<u32, BlobId>>,
     root: bool,
-    /// How many more files may stay open from creation to completion
-    /// (set by `restore_files` from the open-file limit); the rest are
-    /// reopened by name when written.
-    spare_fds: AtomicIsize,
     /// Whether files are written unnamed: set by `restore_files` when a
     /// probe in the target could link one, cleared should a link fail.
     unnamed: std::sync::atomic::AtomicBool,
@@ -507,31 +502,21 @@ impl Executor<'_> {
     }
 
     /// Writes the planned files: decides per file what the policy wants,
-    /// creates their files (unnamed where it can, see `size_file` for
-    /// their sizes), then reads each needed pack once,
-    /// in parallel, writing every blob at all the offsets that use it.
+    /// then reads each needed pack once, in parallel, writing every blob
+    /// at all the offsets that use it; a file is created (unnamed where
+    /// the target allows, see `create_file`) by its first write.
     fn restore_files(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) {
-        // Descriptors for files kept open from creation to completion:
-        // what the limit leaves beside a few for the rest of the restore
-        // and one for each file of several chunks, which may be reopened
-        // on first write and stay open until its last chunk is written.
-        let several = plan
-            .files
-            .iter()
-            .filter(|f| matches!(&f.node.kind, NodeKind::File { chunks } if chunks.len() > 1));
-        let reserve = 256 + several.count() as u64;
-        let spare = raise_fd_limit().saturating_sub(reserve);
+        // A file is created when its first chunk is written (or, with
+        // nothing to write, when it is finished) and held open until it
+        // is whole, so the files open at once are those in progress.
+        raise_fd_limit();
         if !self.dry_run {
-            self.unnamed
-                .store(unnamed_files_link(self.target), Ordering::Relaxed);
+            let unnamed = !crate::fault::no_tmpfile() && unnamed_files_link(self.target);
+            self.unnamed.store(unnamed, Ordering::Relaxed);
         }
-        self.spare_fds.store(
-            isize::try_from(spare).unwrap_or(isize::MAX),
-            Ordering::Relaxed,
-        );
         // 1. Decide, in parallel (merge compares existing content). Each
-        // worker takes a run of files of one directory at a time: creating
-        // a file takes its directory's lock, so two workers in the same
+        // worker takes a run of files of one directory at a time: looking
+        // up names takes the directory's lock, so two workers in the same
         // directory would mostly wait for each other.
         let rels: Vec<&Path> = plan.files.iter().map(|f| f.rel.as_path()).collect();
         let runs = directory_runs(&rels, 64);
@@ -699,7 +684,7 @@ impl Executor<'_> {
                     }
                     if zero {
                         task.holes.store(true, Ordering::Relaxed);
-                    } else if let Err(e) = task.write_at(plain, offset) {
+                    } else if let Err(e) = self.write_chunk(task, plain, offset) {
                         task.fail(e);
                         continue;
                     }
@@ -724,27 +709,28 @@ impl Executor<'_> {
         if task.failed() {
             return;
         }
-        if !task.sized && task.holes.load(Ordering::Relaxed) {
-            // A file not sized up front ends where its last written chunk
-            // does; all-zero chunks after that are a hole up to its size.
-            let sized = match &file {
-                Some(f) => f.set_len(task.node.size),
-                None => Err(std::io::ErrorKind::NotFound.into()),
-            };
-            if let Err(e) = sized {
-                task.fail(format!("cannot set its size: {e}"));
-                return;
+        // A file none of whose chunks was written (empty, or all zeros)
+        // is created now.
+        let file = match file.map_or_else(|| self.create_file(task), Ok) {
+            Ok(f) => f,
+            Err(e) => return task.fail(e),
+        };
+        if !task.sized.load(Ordering::Relaxed) && task.holes.load(Ordering::Relaxed) {
+            // A file not sized when created ends where its last written
+            // chunk does; all-zero chunks after that are a hole up to its
+            // size.
+            if let Err(e) = file.set_len(task.node.size) {
+                return task.fail(format!("cannot set its size: {e}"));
             }
         }
-        let placed = match (&task.tmp, file) {
-            (Some(tmp), file) => {
-                // Through the open file when there is one: no path walks.
-                self.apply_meta(tmp, &task.node, file.as_ref());
+        let placed = match task.tmp.get() {
+            Some(tmp) => {
+                // Through the open file: no path walks.
+                self.apply_meta(tmp, &task.node, Some(&file));
                 drop(file);
                 fs::rename(tmp, &task.dest).map_err(|e| format!("cannot rename into place: {e}"))
             }
-            (None, Some(file)) => self.place_unnamed(task, file),
-            (None, None) => Err("its unnamed file was closed early".into()),
+            None => self.place_unnamed(task, file),
         };
         match placed {
             Ok(()) => {
@@ -774,7 +760,7 @@ impl Executor<'_> {
             Err(Unplaced::Rename(e)) => return Err(format!("cannot rename into place: {e}")),
             Err(Unplaced::Link(e)) => e,
         };
-        // Files prepared from now on are named at once.
+        // Files created from now on are named at once.
         self.unnamed.store(false, Ordering::Relaxed);
         let (tmp, copy) = copy_to_temp(&mut file, &task.dest)
             .map_err(|e| format!("cannot link into place ({refused}) nor copy: {e}"))?;
@@ -786,8 +772,8 @@ impl Executor<'_> {
         })
     }
 
-    /// Applies the policy to one file; creates its temporary file if it
-    /// is to be written.
+    /// Applies the policy to one file; one to be written gets its task,
+    /// whose file its first write creates (see [`Self::create_file`]).
     fn prepare_file(&self, dest: &Path, node: &Node) -> Result<Prepared> {
         let NodeKind::File { chunks } = &node.kind else {
             return Err(Error::Invalid("not a file".into()));
@@ -812,14 +798,52 @@ impl Executor<'_> {
         if self.dry_run {
             return Ok(Prepared::WouldWrite);
         }
-        let dir = dest.parent().expect("restored files live in the target");
-        let keep_open = self.spare_fds.fetch_sub(1, Ordering::Relaxed) > 0;
-        // A file kept open is created with its own permission bits, so that
-        // `apply_meta` need not change them (the umask permitting); one
-        // opened again by name for its writes must stay writable to us.
-        let mode = if keep_open { node.mode & 0o777 } else { 0o600 };
-        // An unnamed file needs its descriptor until it is linked.
-        let unnamed = (keep_open && self.unnamed.load(Ordering::Relaxed))
+        Ok(Prepared::Write(Box::new(FileTask {
+            dest: dest.to_path_buf(),
+            replace: exists,
+            tmp: std::sync::OnceLock::new(),
+            node: node.clone(),
+            file: Mutex::new(None),
+            remaining: AtomicUsize::new(chunks.len()),
+            error: Mutex::new(None),
+            done: std::sync::atomic::AtomicBool::new(false),
+            sized: std::sync::atomic::AtomicBool::new(false),
+            holes: std::sync::atomic::AtomicBool::new(false),
+        })))
+    }
+
+    /// Writes one chunk of `task` at `offset`, creating its file first if
+    /// this is its first write.
+    fn write_chunk(&self, task: &FileTask, data: &[u8], offset: u64) -> Result<()> {
+        let mut slot = task
+            .file
+            .lock()
+            .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
+        let file = match &mut *slot {
+            Some(f) => f,
+            None => slot.insert(self.create_file(task)?),
+        };
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::path("write", task.name(), e))
+    }
+
+    /// Creates the file `task` is written into, held open until it is
+    /// whole: unnamed (`O_TMPFILE`) in its directory where the target
+    /// allows, else under a temporary name. It is created with its own
+    /// permission bits, so that `apply_meta` need not change them (the
+    /// umask permitting).
+    fn create_file(&self, task: &FileTask) -> Result<fs::File> {
+        let NodeKind::File { chunks } = &task.node.kind else {
+            return Err(Error::Invalid("not a file".into()));
+        };
+        let dir = task
+            .dest
+            .parent()
+            .expect("restored files live in the target");
+        let mode = task.node.mode & 0o777;
+        let unnamed = self
+            .unnamed
+            .load(Ordering::Relaxed)
             .then(|| {
                 // Readable too, for a copy should linking it be refused.
                 OpenOptions::new()
@@ -831,8 +855,8 @@ impl Executor<'_> {
                     .ok()
             })
             .flatten();
-        let (file, tmp) = match unnamed {
-            Some(f) => (f, None),
+        let file = match unnamed {
+            Some(f) => f,
             None => {
                 let tmp = temp_name(dir);
                 let f = OpenOptions::new()
@@ -842,46 +866,34 @@ impl Executor<'_> {
                     .mode(mode)
                     .open(&tmp)
                     .map_err(|e| Error::path("create", &tmp, e))?;
-                (f, Some(tmp))
+                let _ = task.tmp.set(tmp);
+                f
             }
         };
-        let mut task = FileTask {
-            dest: dest.to_path_buf(),
-            replace: exists,
-            tmp,
-            node: node.clone(),
-            file: Mutex::new(None),
-            remaining: AtomicUsize::new(chunks.len()),
-            error: Mutex::new(None),
-            done: std::sync::atomic::AtomicBool::new(false),
-            sized: false,
-            holes: std::sync::atomic::AtomicBool::new(false),
-        };
-        match self.size_file(&file, task.name(), dest, node.size, chunks, !keep_open) {
-            Ok(sized) => task.sized = sized,
+        match self.size_file(&file, task.name(), &task.dest, task.node.size, chunks) {
+            Ok(sized) => task.sized.store(sized, Ordering::Relaxed),
             Err(e) => {
-                task.discard();
+                // The caller holds the task's file slot: only the name
+                // goes here; the descriptor closes on return.
+                if let Some(tmp) = task.tmp.get() {
+                    let _ = fs::remove_file(tmp);
+                }
                 return Err(e);
             }
         }
-        if keep_open || task.tmp.is_none() {
-            task.file = Mutex::new(Some(file));
-        }
-        Ok(Prepared::Write(Box::new(task)))
+        Ok(file)
     }
 
-    /// Gives a new temporary file its final size; returns whether it did.
-    /// A file of at least [`RESERVE_FROM`] without holes has its blocks
-    /// reserved now, so a target without room for it fails here, naming
-    /// the file, before any data is written. Any other file is only
-    /// extended (a file that may have holes, see
-    /// [`Self::may_have_holes`], so its holes stay holes; a small file,
-    /// for which reserving would cost a system call and an index lookup
-    /// per chunk for little gain: a full target still fails its write,
-    /// naming it), and only if `extend`: a file held open until it is
-    /// whole gets its size from its writes, and from
-    /// [`Self::finish_task`] where an all-zero chunk at its end was left
-    /// unwritten.
+    /// Reserves the blocks of a new file of at least [`RESERVE_FROM`]
+    /// without holes, so a target without room for it fails here, naming
+    /// the file, before any of its data is written; returns whether it
+    /// did (the file then has its final size). Any other file gets its
+    /// size from its writes, and from [`Self::finish_task`] where
+    /// all-zero chunks after its last written one were left unwritten: a
+    /// file that may have holes (see [`Self::may_have_holes`]) so they
+    /// stay holes, a small file because reserving would cost a system
+    /// call and an index lookup per chunk for little gain (a full target
+    /// still fails its write, naming it).
     fn size_file(
         &self,
         file: &fs::File,
@@ -889,7 +901,6 @@ impl Executor<'_> {
         dest: &Path,
         size: u64,
         chunks: &[BlobId],
-        extend: bool,
     ) -> Result<bool> {
         if size >= RESERVE_FROM && !self.may_have_holes(chunks)? {
             if fs2::FileExt::allocate(file, size).is_ok() {
@@ -910,13 +921,9 @@ impl Executor<'_> {
                 }
             }
             // Room enough, yet nothing reserved (a filesystem that cannot):
-            // write into a plainly extended file as for sparse ones.
+            // write as for sparse ones.
         }
-        if extend {
-            file.set_len(size)
-                .map_err(|e| Error::path("size", tmp, e))?;
-        }
-        Ok(extend)
+        Ok(false)
     }
 
     /// Whether a file of `chunks` may get holes: restore never writes an
@@ -1119,18 +1126,18 @@ struct FileTask {
     dest: PathBuf,
     /// Whether something was at `dest` when the restore looked.
     replace: bool,
-    /// The temporary file's name; `None` for an unnamed file (`O_TMPFILE`),
-    /// which `file` holds from creation until it is linked into place.
-    tmp: Option<PathBuf>,
+    /// The temporary file's name, once one is created under a name; an
+    /// unnamed file (`O_TMPFILE`) has none.
+    tmp: std::sync::OnceLock<PathBuf>,
     node: Node,
-    /// Open from creation while descriptors are spare, else opened on
-    /// first write; closed when the last chunk is written.
+    /// Created by the first write (see `Executor::create_file`) and held
+    /// until the file is whole.
     file: Mutex<Option<fs::File>>,
     remaining: AtomicUsize,
     error: Mutex<Option<String>>,
     done: std::sync::atomic::AtomicBool,
     /// Whether the file got its final size when it was created.
-    sized: bool,
+    sized: std::sync::atomic::AtomicBool,
     /// Whether an all-zero chunk was left unwritten (a hole).
     holes: std::sync::atomic::AtomicBool,
 }
@@ -1152,28 +1159,7 @@ impl FileTask {
 
     /// The path to name in messages about the file being written.
     fn name(&self) -> &Path {
-        self.tmp.as_deref().unwrap_or(&self.dest)
-    }
-
-    fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
-        let mut slot = self
-            .file
-            .lock()
-            .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
-        if slot.is_none() {
-            let Some(tmp) = &self.tmp else {
-                return Err(Error::Invalid("its unnamed file was closed early".into()));
-            };
-            let f = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(tmp)
-                .map_err(|e| Error::path("open", tmp, e))?;
-            *slot = Some(f);
-        }
-        let f = slot.as_ref().expect("opened above");
-        f.write_all_at(data, offset)
-            .map_err(|e| Error::path("write", self.name(), e))
+        self.tmp.get().map_or(&self.dest, |t| t.as_path())
     }
 
     /// Gives up the file: closes it (an unnamed file vanishes with its
@@ -1182,7 +1168,7 @@ impl FileTask {
         if let Ok(mut f) = self.file.lock() {
             f.take();
         }
-        if let Some(tmp) = &self.tmp {
+        if let Some(tmp) = self.tmp.get() {
             let _ = fs::remove_file(tmp);
         }
     }

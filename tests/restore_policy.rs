@@ -366,11 +366,12 @@ fn full_target_is_reported_up_front_and_sparse_files_need_no_room() {
 }
 
 /// Runs `cairn ARGS` on `repo` with the open-file limit (soft and hard) at
-/// `limit`, and asserts success.
+/// `limit` and the environment `env`, and asserts success.
 #[track_caller]
-fn run_with_fd_limit(repo: &Repo, limit: u64, args: &[&str]) -> Out {
+fn run_with_fd_limit(repo: &Repo, limit: u64, env: &[(&str, &str)], args: &[&str]) -> Out {
     use std::os::unix::process::CommandExt;
     let mut c = repo.cmd(args);
+    c.envs(env.iter().copied());
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
     unsafe {
         c.pre_exec(move || {
@@ -388,11 +389,11 @@ fn run_with_fd_limit(repo: &Repo, limit: u64, args: &[&str]) -> Out {
     run(&mut c, None).success()
 }
 
-/// A restore keeps the files it writes open from creation to completion
-/// while descriptors allow (unnamed files, linked into place when whole);
-/// with a limit of 300, most of 400 files are written under temporary
-/// names instead. Both kinds come out the same, into an empty target and
-/// over a changed copy, and nothing is left behind.
+/// A restore creates each file by its first write and holds it open until
+/// it is whole, so a low open-file limit (300, for 400 files and two of
+/// several chunks) restores the same tree, into an empty target and over
+/// a changed copy, with nothing left behind: with unnamed files, and with
+/// temporary names as on a filesystem without `O_TMPFILE`.
 #[test]
 fn a_low_open_file_limit_restores_the_same() {
     let repo = Repo::new();
@@ -407,23 +408,29 @@ fn a_low_open_file_limit_restores_the_same() {
     write_random(&src.join("big/b.bin"), 2, 2 << 20);
     repo.backup(&[&src], &[]);
 
-    let target = repo.scratch("target");
-    let t = target.to_str().unwrap();
-    let r = restored(&target, &src);
-    run_with_fd_limit(&repo, 300, &["restore", "latest", "--target", t]);
-    assert_same_tree(&src, &r);
-    assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
+    for (name, env) in [
+        ("unnamed", vec![]),
+        ("named", vec![("CAIRN_NO_TMPFILE", "1")]),
+    ] {
+        let target = repo.scratch(name);
+        let t = target.to_str().unwrap();
+        let r = restored(&target, &src);
+        let args = ["restore", "latest", "--target", t];
+        run_with_fd_limit(&repo, 300, &env, &args);
+        assert_same_tree(&src, &r);
+        assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
 
-    for i in (0..400).step_by(7) {
-        write(&r.join(format!("d{}/f{i:03}", i % 4)), "changed");
+        for i in (0..400).step_by(7) {
+            write(&r.join(format!("d{}/f{i:03}", i % 4)), "changed");
+        }
+        fs::remove_file(r.join("d1/f001")).unwrap();
+        write_random(&r.join("big/a.bin"), 9, 1 << 20);
+        let out = run_with_fd_limit(&repo, 300, &env, &args);
+        // 58 changed, one removed, one big file.
+        assert_eq!(counts(&out)[0], 60, "{name}: {out}");
+        assert_same_tree(&src, &r);
+        assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
     }
-    fs::remove_file(r.join("d1/f001")).unwrap();
-    write_random(&r.join("big/a.bin"), 9, 1 << 20);
-    let out = run_with_fd_limit(&repo, 300, &["restore", "latest", "--target", t]);
-    // 58 changed, one removed, one big file.
-    assert_eq!(counts(&out)[0], 60, "{out}");
-    assert_same_tree(&src, &r);
-    assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
 }
 
 /// Where the system refuses to link an unnamed file under its name (a
@@ -457,11 +464,11 @@ fn a_refused_link_falls_back_to_a_copy() {
 }
 
 /// A restore by a user other than root (`nobody`, when the tests run as
-/// root) creates the files it holds open with their own permission bits
-/// and changes only what differs, and creates those it reopens by name
-/// (past a low descriptor limit) as 0600 until they are whole: every mode
-/// comes out as saved, read-only and no-permission ones included, and
-/// every file is the user's, with and without the limit.
+/// root) creates each file with its own permission bits, writes it
+/// through the descriptor it was created with, and changes only what
+/// differs: every mode comes out as saved, read-only and no-permission
+/// ones included, and every file is the user's, with unnamed files and
+/// with temporary names (as on a filesystem without `O_TMPFILE`).
 #[test]
 fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
     use std::os::unix::process::CommandExt;
@@ -500,24 +507,18 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
     for e in want.values_mut() {
         (e.uid, e.gid) = (NOBODY, NOBODY);
     }
-    for (name, limit) in [("target", None), ("target-300", Some(300u64))] {
+    for (name, no_tmpfile) in [("unnamed", false), ("named", true)] {
         let target = repo.scratch(name);
         fs::create_dir(&target).unwrap();
         give(&target, false);
         let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
-        // SAFETY: setrlimit, setgroups, setgid and setuid are
-        // async-signal-safe and touch only the child.
+        if no_tmpfile {
+            c.env("CAIRN_NO_TMPFILE", "1");
+        }
+        // SAFETY: setgroups, setgid and setuid are async-signal-safe and
+        // touch only the child.
         unsafe {
             c.pre_exec(move || {
-                if let Some(n) = limit {
-                    let l = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
                 if libc::setgroups(0, std::ptr::null()) != 0
                     || libc::setgid(NOBODY) != 0
                     || libc::setuid(NOBODY) != 0
