@@ -32,7 +32,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -211,6 +211,7 @@ pub fn restore(
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
+        open_budget: AtomicIsize::new(0),
         unnamed: std::sync::atomic::AtomicBool::new(false),
     };
     let mut stats = RestoreStats::default();
@@ -316,6 +317,10 @@ struct Executor<'a> {
     /// Whether files are written unnamed: set by `restore_files` when a
     /// probe in the target could link one, cleared should a link fail.
     unnamed: std::sync::atomic::AtomicBool,
+    /// How many more files in progress may be held open (set by
+    /// `restore_files` from the open-file limit); beyond it a file is
+    /// written under a temporary name and closed after each write.
+    open_budget: AtomicIsize,
 }
 
 /// How an existing destination entry was dealt with.
@@ -508,8 +513,16 @@ impl Executor<'_> {
     fn restore_files(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) {
         // A file is created when its first chunk is written (or, with
         // nothing to write, when it is finished) and held open until it
-        // is whole, so the files open at once are those in progress.
-        raise_fd_limit();
+        // is whole, so the files open at once are those in progress: few,
+        // unless many files of several chunks have their chunks in packs
+        // read far apart. What the limit leaves beside the packs, index
+        // tables and the rest bounds them.
+        let limit = raise_fd_limit();
+        let reserve = (limit / 2).min(256);
+        self.open_budget.store(
+            isize::try_from(limit - reserve).unwrap_or(isize::MAX),
+            Ordering::Relaxed,
+        );
         if !self.dry_run {
             let unnamed = !crate::fault::no_tmpfile() && unnamed_files_link(self.target);
             self.unnamed.store(unnamed, Ordering::Relaxed);
@@ -707,14 +720,26 @@ impl Executor<'_> {
     fn finish_task(&self, task: &FileTask) {
         let file = task.file.lock().ok().and_then(|mut f| f.take());
         if task.failed() {
+            if file.is_some() && !task.transient.load(Ordering::Relaxed) {
+                self.open_budget.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         // A file none of whose chunks was written (empty, or all zeros)
-        // is created now.
-        let file = match file.map_or_else(|| self.create_file(task), Ok) {
+        // is created now; a transient one is opened again.
+        let opened = match (file, task.tmp.get()) {
+            (Some(f), _) => Ok(f),
+            (None, Some(tmp)) if task.transient.load(Ordering::Relaxed) => reopen(tmp),
+            (None, _) => self.create_file(task),
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) => return task.fail(e),
         };
+        if !task.transient.load(Ordering::Relaxed) {
+            // Its descriptor closes below, whatever the outcome.
+            self.open_budget.fetch_add(1, Ordering::Relaxed);
+        }
         if !task.sized.load(Ordering::Relaxed) && task.holes.load(Ordering::Relaxed) {
             // A file not sized when created ends where its last written
             // chunk does; all-zero chunks after that are a hole up to its
@@ -809,29 +834,41 @@ impl Executor<'_> {
             done: std::sync::atomic::AtomicBool::new(false),
             sized: std::sync::atomic::AtomicBool::new(false),
             holes: std::sync::atomic::AtomicBool::new(false),
+            transient: std::sync::atomic::AtomicBool::new(false),
         })))
     }
 
     /// Writes one chunk of `task` at `offset`, creating its file first if
-    /// this is its first write.
+    /// this is its first write. A file past the open budget is closed
+    /// again after the write and reopened by name for the next.
     fn write_chunk(&self, task: &FileTask, data: &[u8], offset: u64) -> Result<()> {
         let mut slot = task
             .file
             .lock()
             .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
-        let file = match &mut *slot {
-            Some(f) => f,
-            None => slot.insert(self.create_file(task)?),
-        };
+        if slot.is_none() {
+            *slot = Some(match task.tmp.get() {
+                Some(tmp) if task.transient.load(Ordering::Relaxed) => reopen(tmp)?,
+                _ => self.create_file(task)?,
+            });
+        }
+        let file = slot.as_ref().expect("opened above");
         file.write_all_at(data, offset)
-            .map_err(|e| Error::path("write", task.name(), e))
+            .map_err(|e| Error::path("write", task.name(), e))?;
+        if task.transient.load(Ordering::Relaxed) {
+            slot.take();
+        }
+        Ok(())
     }
 
     /// Creates the file `task` is written into, held open until it is
     /// whole: unnamed (`O_TMPFILE`) in its directory where the target
-    /// allows, else under a temporary name. It is created with its own
+    /// allows, else under a temporary name; created with its own
     /// permission bits, so that `apply_meta` need not change them (the
-    /// umask permitting).
+    /// umask permitting). Past the open budget, a file is created under
+    /// a temporary name, `0600` since it is reopened by name for each
+    /// write (it must stay writable to a restore not running as root),
+    /// and marked transient.
     fn create_file(&self, task: &FileTask) -> Result<fs::File> {
         let NodeKind::File { chunks } = &task.node.kind else {
             return Err(Error::Invalid("not a file".into()));
@@ -840,10 +877,13 @@ impl Executor<'_> {
             .dest
             .parent()
             .expect("restored files live in the target");
-        let mode = task.node.mode & 0o777;
-        let unnamed = self
-            .unnamed
-            .load(Ordering::Relaxed)
+        let held = self.open_budget.fetch_sub(1, Ordering::Relaxed) > 0;
+        if !held {
+            self.open_budget.fetch_add(1, Ordering::Relaxed);
+        }
+        task.transient.store(!held, Ordering::Relaxed);
+        let mode = if held { task.node.mode & 0o777 } else { 0o600 };
+        let unnamed = (held && self.unnamed.load(Ordering::Relaxed))
             .then(|| {
                 // Readable too, for a copy should linking it be refused.
                 OpenOptions::new()
@@ -877,6 +917,9 @@ impl Executor<'_> {
                 // goes here; the descriptor closes on return.
                 if let Some(tmp) = task.tmp.get() {
                     let _ = fs::remove_file(tmp);
+                }
+                if held {
+                    self.open_budget.fetch_add(1, Ordering::Relaxed);
                 }
                 return Err(e);
             }
@@ -1140,6 +1183,9 @@ struct FileTask {
     sized: std::sync::atomic::AtomicBool,
     /// Whether an all-zero chunk was left unwritten (a hole).
     holes: std::sync::atomic::AtomicBool,
+    /// Whether the file, created past the open budget, is closed after
+    /// each write and reopened by name (`tmp`) for the next.
+    transient: std::sync::atomic::AtomicBool,
 }
 
 impl FileTask {
@@ -1172,6 +1218,16 @@ impl FileTask {
             let _ = fs::remove_file(tmp);
         }
     }
+}
+
+/// Opens the temporary file `tmp` again for writing (never through a
+/// symlink).
+fn reopen(tmp: &Path) -> Result<fs::File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(tmp)
+        .map_err(|e| Error::path("open", tmp, e))
 }
 
 /// A fresh temporary name in `dir`. Not derived from the file's name:

@@ -433,6 +433,57 @@ fn a_low_open_file_limit_restores_the_same() {
     }
 }
 
+/// Files whose chunks lie in packs of two backups (each changed in its
+/// middle) are all in progress at once while packs are read: more of them
+/// than the open-file limit leaves room for. Those past it are closed
+/// after each write and reopened by name, so every file is restored and
+/// nothing is left behind, with unnamed files and with temporary names.
+#[test]
+fn more_files_in_progress_than_descriptors_restore_the_same() {
+    // Small chunks, so each file has several, and small packs.
+    let repo = Repo::with_init_args(&[
+        "--kdf-memory-kib",
+        "64",
+        "--kdf-iterations",
+        "1",
+        "--chunk-min",
+        "16K",
+        "--chunk-avg",
+        "64K",
+        "--chunk-max",
+        "256K",
+        "--pack-size",
+        "1M",
+    ]);
+    let src = repo.scratch("src");
+    for i in 0..120 {
+        write_random(&src.join(format!("f{i:03}.bin")), i, 400_000);
+    }
+    repo.backup(&[&src], &[]);
+    for i in 0..120 {
+        use std::os::unix::fs::FileExt;
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(src.join(format!("f{i:03}.bin")))
+            .unwrap();
+        f.write_all_at(&random_bytes(1000 + i, 1000), 200_000)
+            .unwrap();
+    }
+    repo.backup(&[&src], &[]);
+
+    for (name, env) in [
+        ("unnamed", vec![]),
+        ("named", vec![("CAIRN_NO_TMPFILE", "1")]),
+    ] {
+        let target = repo.scratch(name);
+        let t = target.to_str().unwrap();
+        let out = run_with_fd_limit(&repo, 48, &env, &["restore", "latest", "--target", t]);
+        assert_eq!(counts(&out)[0], 120, "{name}: {out}");
+        assert_same_tree(&src, &restored(&target, &src));
+        assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
+    }
+}
+
 /// Where the system refuses to link an unnamed file under its name (a
 /// security module may), restore copies it to a temporary name and renames
 /// that into place: the same tree, into an empty target and over a changed
