@@ -365,6 +365,12 @@ fn full_target_is_reported_up_front_and_sparse_files_need_no_room() {
     }
 }
 
+/// The two ways a restore writes files, as (name, environment): unnamed
+/// (`O_TMPFILE`) where the target allows, and under temporary names as on
+/// a filesystem without it.
+const WAYS_OF_WRITING: [(&str, &[(&str, &str)]); 2] =
+    [("unnamed", &[]), ("named", &[("CAIRN_NO_TMPFILE", "1")])];
+
 /// Runs `cairn ARGS` on `repo` with the open-file limit (soft and hard) at
 /// `limit` and the environment `env`, and asserts success.
 #[track_caller]
@@ -408,15 +414,12 @@ fn a_low_open_file_limit_restores_the_same() {
     write_random(&src.join("big/b.bin"), 2, 2 << 20);
     repo.backup(&[&src], &[]);
 
-    for (name, env) in [
-        ("unnamed", vec![]),
-        ("named", vec![("CAIRN_NO_TMPFILE", "1")]),
-    ] {
+    for (name, env) in WAYS_OF_WRITING {
         let target = repo.scratch(name);
         let t = target.to_str().unwrap();
         let r = restored(&target, &src);
         let args = ["restore", "latest", "--target", t];
-        run_with_fd_limit(&repo, 300, &env, &args);
+        run_with_fd_limit(&repo, 300, env, &args);
         assert_same_tree(&src, &r);
         assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
 
@@ -425,7 +428,7 @@ fn a_low_open_file_limit_restores_the_same() {
         }
         fs::remove_file(r.join("d1/f001")).unwrap();
         write_random(&r.join("big/a.bin"), 9, 1 << 20);
-        let out = run_with_fd_limit(&repo, 300, &env, &args);
+        let out = run_with_fd_limit(&repo, 300, env, &args);
         // 58 changed, one removed, one big file.
         assert_eq!(counts(&out)[0], 60, "{name}: {out}");
         assert_same_tree(&src, &r);
@@ -471,13 +474,10 @@ fn more_files_in_progress_than_descriptors_restore_the_same() {
     }
     repo.backup(&[&src], &[]);
 
-    for (name, env) in [
-        ("unnamed", vec![]),
-        ("named", vec![("CAIRN_NO_TMPFILE", "1")]),
-    ] {
+    for (name, env) in WAYS_OF_WRITING {
         let target = repo.scratch(name);
         let t = target.to_str().unwrap();
-        let out = run_with_fd_limit(&repo, 48, &env, &["restore", "latest", "--target", t]);
+        let out = run_with_fd_limit(&repo, 48, env, &["restore", "latest", "--target", t]);
         assert_eq!(counts(&out)[0], 120, "{name}: {out}");
         assert_same_tree(&src, &restored(&target, &src));
         assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
@@ -558,14 +558,12 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
     for e in want.values_mut() {
         (e.uid, e.gid) = (NOBODY, NOBODY);
     }
-    for (name, no_tmpfile) in [("unnamed", false), ("named", true)] {
+    for (name, env) in WAYS_OF_WRITING {
         let target = repo.scratch(name);
         fs::create_dir(&target).unwrap();
         give(&target, false);
         let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
-        if no_tmpfile {
-            c.env("CAIRN_NO_TMPFILE", "1");
-        }
+        c.envs(env.iter().copied());
         // SAFETY: setgroups, setgid and setuid are async-signal-safe and
         // touch only the child.
         unsafe {
