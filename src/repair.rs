@@ -78,6 +78,7 @@ fn repair_index_in_tables_of(
     // Sizes come with the listing: no request per pack for them.
     let mut packs = backend.list_sizes(FileKind::Pack)?;
     packs.sort();
+    let mut unreadable: Vec<(PackId, String)> = Vec::new();
     for (name, len) in packs.iter().filter(|(n, _)| is_hex_name(n)) {
         let id = PackId::from_hex(name)?;
         let what = format!("pack {}", id.short());
@@ -87,20 +88,26 @@ fn repair_index_in_tables_of(
                 out.blobs += h.entries.len();
                 builder.add_pack(id, h.kind, &h.entries);
             }
-            Err(e) => {
-                let (kind, entries) = old_entries(&trusted, &id);
-                let kept = entries.len();
-                if let Some(kind) = kind {
-                    builder.add_pack(id, kind, &entries);
-                }
-                out.kept_entries += kept;
-                out.unreadable.push(if kept > 0 {
-                    format!("{what}: {e}; kept its {kept} entries from the old index")
-                } else {
-                    format!("{what}: {e}; no old index table names it")
-                });
-            }
+            Err(e) => unreadable.push((id, format!("{what}: {e}"))),
         }
+        if builder.len() >= per_table {
+            write(std::mem::take(&mut builder), &mut written)?;
+        }
+    }
+    // Packs whose header could not be read keep what the trusted old
+    // tables say of them, gathered in one pass over those tables.
+    let ids: Vec<PackId> = unreadable.iter().map(|(id, _)| *id).collect();
+    for ((id, why), (kind, entries)) in unreadable.iter().zip(old_entries(&trusted, &ids)) {
+        let kept = entries.len();
+        if let Some(kind) = kind {
+            builder.add_pack(*id, kind, &entries);
+        }
+        out.kept_entries += kept;
+        out.unreadable.push(if kept > 0 {
+            format!("{why}; kept its {kept} entries from the old index")
+        } else {
+            format!("{why}; no old index table names it")
+        });
         if builder.len() >= per_table {
             write(std::mem::take(&mut builder), &mut written)?;
         }
@@ -120,21 +127,32 @@ fn repair_index_in_tables_of(
     Ok(out)
 }
 
-/// The entries trusted old tables give for `pack`, and its kind.
-fn old_entries(tables: &[&IndexTable], pack: &PackId) -> (Option<BlobKind>, Vec<PackEntry>) {
-    let mut kind = None;
-    let mut entries: Vec<PackEntry> = Vec::new();
-    let mut seen = HashSet::new();
+/// The entries trusted old tables give for each of `packs`, and its kind,
+/// in the order of `packs`: one pass over the tables, whatever the number
+/// of packs.
+fn old_entries(
+    tables: &[&IndexTable],
+    packs: &[PackId],
+) -> Vec<(Option<BlobKind>, Vec<PackEntry>)> {
+    let mut out: Vec<(Option<BlobKind>, Vec<PackEntry>)> = vec![(None, Vec::new()); packs.len()];
+    if packs.is_empty() {
+        return out;
+    }
+    let at: HashMap<PackId, usize> = packs.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let mut seen: Vec<HashSet<BlobId>> = vec![HashSet::new(); packs.len()];
     for t in tables {
         for i in 0..t.len() {
             let Ok((id, loc)) = t.location_at(i) else {
                 continue;
             };
-            if loc.pack != *pack || !seen.insert(id) {
+            let Some(&k) = at.get(&loc.pack) else {
+                continue;
+            };
+            if !seen[k].insert(id) {
                 continue;
             }
-            kind = Some(loc.kind);
-            entries.push(PackEntry {
+            out[k].0 = Some(loc.kind);
+            out[k].1.push(PackEntry {
                 id,
                 offset: loc.offset,
                 length: loc.length,
@@ -142,7 +160,7 @@ fn old_entries(tables: &[&IndexTable], pack: &PackId) -> (Option<BlobKind>, Vec<
             });
         }
     }
-    (kind, entries)
+    out
 }
 
 /// The tag a repaired copy carries naming its original, `repaired-from:`
@@ -395,8 +413,9 @@ mod tests {
         out
     }
 
-    #[test]
-    fn repair_index_reads_pack_headers_by_ranges_into_bounded_tables() {
+    /// A repository on a [`RangesOnly`] store holding 40 raw blobs of
+    /// 100 kB, about ten to each pack of 1 MiB; their ids.
+    fn repo_of_packs() -> (Arc<dyn Backend>, Repository, Vec<BlobId>) {
         let backend: Arc<dyn Backend> = Arc::new(RangesOnly(MemBackend::default()));
         let opts = InitOptions {
             pack_size: 1 << 20,
@@ -408,25 +427,34 @@ mod tests {
             ..InitOptions::default()
         };
         let repo = Repository::init(backend.clone(), b"pw", &opts).unwrap();
-        // About ten raw blobs of 100 kB fill a pack of 1 MiB.
         let writer = BlobWriter::new(&repo);
         let ids: Vec<BlobId> = (0..40)
             .map(|i| writer.add(BlobKind::Data, &noise(i, 100_000)).unwrap().0)
             .collect();
         writer.finish().unwrap();
-        let packs = backend.list(FileKind::Pack).unwrap().len();
-        assert!(packs >= 4, "{packs} packs");
-        let old = backend.list(FileKind::Index).unwrap();
-        assert_eq!(old.len(), 1);
+        (backend, repo, ids)
+    }
 
-        let lock = crate::repo::lock::acquire(
+    fn exclusive(backend: &Arc<dyn Backend>, repo: &Repository) -> LockGuard {
+        crate::repo::lock::acquire(
             backend.clone(),
             repo.key(),
             true,
             "repair index",
             std::time::Duration::ZERO,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn repair_index_reads_pack_headers_by_ranges_into_bounded_tables() {
+        let (backend, repo, ids) = repo_of_packs();
+        let packs = backend.list(FileKind::Pack).unwrap().len();
+        assert!(packs >= 4, "{packs} packs");
+        let old = backend.list(FileKind::Index).unwrap();
+        assert_eq!(old.len(), 1);
+
+        let lock = exclusive(&backend, &repo);
         let r = repair_index_in_tables_of(&repo, &lock, 15).unwrap();
         assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
         assert_eq!((r.packs, r.blobs, r.removed_tables), (packs, 40, 1));
@@ -441,6 +469,36 @@ mod tests {
         for t in index.tables() {
             assert!(t.len() < 15 + 11, "a table of {} entries", t.len());
         }
+        for id in &ids {
+            assert!(index.contains(id), "{} lost", id.short());
+        }
+    }
+
+    /// Packs whose trailer is damaged keep the entries the old table gives
+    /// for each of them; every blob stays indexed.
+    #[test]
+    fn repair_index_keeps_old_entries_of_every_unreadable_pack() {
+        let (backend, repo, ids) = repo_of_packs();
+        let mut packs = backend.list(FileKind::Pack).unwrap();
+        packs.sort();
+        for name in &packs[..2] {
+            let len = backend.size(FileKind::Pack, name).unwrap() as usize;
+            let mut bytes = backend.read_range(FileKind::Pack, name, 0, len).unwrap();
+            *bytes.last_mut().unwrap() ^= 1;
+            backend.write(FileKind::Pack, name, &bytes).unwrap();
+        }
+        let lock = exclusive(&backend, &repo);
+        let r = repair_index_in_tables_of(&repo, &lock, 15).unwrap();
+        assert_eq!(r.unreadable.len(), 2, "{:?}", r.unreadable);
+        assert!(
+            r.unreadable.iter().all(|u| u.contains("kept its")),
+            "{:?}",
+            r.unreadable
+        );
+        assert_eq!(r.packs + 2, packs.len());
+        assert_eq!(r.blobs + r.kept_entries, 40);
+        repo.reload_index();
+        let index = repo.index().unwrap();
         for id in &ids {
             assert!(index.contains(id), "{} lost", id.short());
         }
