@@ -727,12 +727,7 @@ impl Executor<'_> {
         }
         // A file none of whose chunks was written (empty, or all zeros)
         // is created now; a transient one is opened again.
-        let opened = match (file, task.tmp.get()) {
-            (Some(f), _) => Ok(f),
-            (None, Some(tmp)) if task.transient.load(Ordering::Relaxed) => reopen(tmp),
-            (None, _) => self.create_file(task),
-        };
-        let file = match opened {
+        let file = match self.task_file(task, file) {
             Ok(f) => f,
             Err(e) => return task.fail(e),
         };
@@ -846,19 +841,23 @@ impl Executor<'_> {
             .file
             .lock()
             .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
-        if slot.is_none() {
-            *slot = Some(match task.tmp.get() {
-                Some(tmp) if task.transient.load(Ordering::Relaxed) => reopen(tmp)?,
-                _ => self.create_file(task)?,
-            });
-        }
-        let file = slot.as_ref().expect("opened above");
+        let file = self.task_file(task, slot.take())?;
         file.write_all_at(data, offset)
             .map_err(|e| Error::path("write", task.name(), e))?;
-        if task.transient.load(Ordering::Relaxed) {
-            slot.take();
+        if !task.transient.load(Ordering::Relaxed) {
+            *slot = Some(file);
         }
         Ok(())
+    }
+
+    /// The file of `task`: `held` if it is held open, else a transient
+    /// file opened again by name, else a new one.
+    fn task_file(&self, task: &FileTask, held: Option<fs::File>) -> Result<fs::File> {
+        match (held, task.tmp.get()) {
+            (Some(f), _) => Ok(f),
+            (None, Some(tmp)) if task.transient.load(Ordering::Relaxed) => reopen(tmp),
+            (None, _) => self.create_file(task),
+        }
     }
 
     /// Creates the file `task` is written into, held open until it is
