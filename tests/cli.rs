@@ -584,3 +584,29 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
         assert!(out.stdout.is_empty(), "{args:?}: {out}");
     }
 }
+
+#[test]
+fn a_repository_copied_without_its_empty_folders_still_takes_backups() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a.txt"), "alpha");
+    // As `git` or an object-store sync copies it: no empty folders.
+    for dir in ["locks", "snapshots", "index", "packs"] {
+        fs::remove_dir(repo.path.join(dir)).unwrap();
+    }
+    repo.backup(&[&src], &[]);
+    for dir in ["locks", "snapshots", "index", "packs"] {
+        assert!(repo.path.join(dir).is_dir(), "{dir}/ made again");
+    }
+    repo.run(&["verify", "--read-data"]).success();
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_same_contents(&src, &restored(&target, &src));
+
+    // A repository that is gone is not made again.
+    fs::remove_dir_all(&repo.path).unwrap();
+    let out = repo.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(out.code, 10, "{out}");
+    assert!(out.stderr.contains("no repository at"), "{out}");
+    assert!(!repo.path.exists());
+}

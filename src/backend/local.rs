@@ -93,6 +93,22 @@ fn file_path(root: &Path, kind: FileKind, name: &str) -> PathBuf {
     }
 }
 
+/// Makes the folder of a kind of file (`locks/`, `index/`, …) if it is
+/// missing, as in a repository copied by a tool that drops empty folders
+/// (git, an object-store sync); never the repository's own folder, so
+/// nothing is written where a repository was removed. True if it was made
+/// (the caller syncs the repository folder).
+fn ensure_kind_dir(dir: &Path) -> Result<bool> {
+    if dir.exists() {
+        return Ok(false);
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::path("create folder", dir, e)),
+    }
+}
+
 /// A fresh temporary name in `dir` (`.tmp-<random>`, which `list`
 /// ignores and gc removes once abandoned).
 fn tmp_path(dir: &Path) -> PathBuf {
@@ -270,6 +286,8 @@ impl Backend for LocalBackend {
         if kind == FileKind::Pack && !dir.exists() {
             fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
             new_dir = true;
+        } else if kind != FileKind::Config {
+            new_dir = ensure_kind_dir(dir)?;
         }
         let tmp = tmp_path(dir);
         // Lock files skip both fsyncs (see `FileKind::durable`), which
@@ -302,7 +320,7 @@ impl Backend for LocalBackend {
             sync_dir(dir)?;
         }
         if new_dir {
-            sync_dir(dir.parent().expect("packs folder"))?;
+            sync_dir(dir.parent().expect("a kind's folder is in the repository"))?;
         }
         Ok(())
     }
@@ -314,6 +332,9 @@ impl Backend for LocalBackend {
 
     fn index_sink(&self) -> Result<Option<Box<dyn super::FileSink>>> {
         let dir = self.root.join(FileKind::Index.dir());
+        if ensure_kind_dir(&dir)? {
+            sync_dir(&self.root)?;
+        }
         let tmp = tmp_path(&dir);
         let file = OpenOptions::new()
             .write(true)
@@ -480,6 +501,9 @@ const SINK_QUEUE: usize = 2;
 
 impl LocalSink {
     fn create(root: PathBuf, kind: FileKind) -> Result<LocalSink> {
+        if ensure_kind_dir(&root.join(kind.dir()))? {
+            sync_dir(&root)?;
+        }
         let tmp = tmp_path(&root.join(kind.dir()));
         let mut file = directio::AppendFile::create(&tmp)?;
         let piece = match Piece::new() {
