@@ -1,29 +1,41 @@
 //! Keys, authenticated encryption and keyed hashing.
 //!
 //! A repository has one random 64-byte master key: 32 bytes of encryption
-//! key for XChaCha20-Poly1305 and 32 bytes from which the keyed-hash keys are
-//! derived (chunk ids, index MACs). The master key is stored in `keys/`,
-//! encrypted under a key derived from the password with Argon2id; see
-//! [`crate::repo::keys`].
+//! key and 32 bytes from which the keyed-hash keys are derived (chunk ids,
+//! index MACs). The master key is stored in `keys/`, encrypted under a key
+//! derived from the password with Argon2id; see [`crate::repo::keys`].
 //!
 //! Sealed data is `nonce (24 bytes) || ciphertext || tag (16 bytes)`; the
-//! nonce is random, which XChaCha's 192-bit nonces make safe.
+//! nonce is random, which both ciphers' 192-bit nonces make safe. Which
+//! cipher seals a repository's data is fixed in its config ([`Cipher`]):
 //!
-//! XChaCha20-Poly1305 is assembled from its two halves, as its
-//! specification (draft-irtf-cfrg-xchacha) defines it: HChaCha20 derives a
-//! one-message subkey from the key and the nonce's first 16 bytes, and
-//! ChaCha20-Poly1305 (RFC 8439) seals under that subkey with the nonce
-//! `0000 || nonce[16..24]`. HChaCha20 comes from RustCrypto's `chacha20`,
-//! the AEAD from aws-lc (already linked for TLS), whose assembly runs about
-//! twice as fast as a portable implementation. The bytes are those of any
-//! other XChaCha20-Poly1305: the format golden tests check them with
-//! RustCrypto's `chacha20poly1305`, and a property test here compares the
-//! two on random inputs.
+//! - **XAES-256-GCM** (C2SP), the default since format version 2: a
+//!   one-message AES-256 key is derived from the key and the nonce's first
+//!   12 bytes with three AES block encryptions, and AES-256-GCM seals
+//!   under it with the nonce's last 12 bytes. Its key is
+//!   `DK("cairn 2026-12 xaes-256-gcm", Menc)`, never the ChaCha key itself.
+//!   With AES instructions it runs at many times ChaCha20-Poly1305's speed.
+//! - **XChaCha20-Poly1305**, the cipher of version-1 repositories, and of
+//!   every repository's `config` and key files: HChaCha20 derives a
+//!   one-message subkey from the key and the nonce's first 16 bytes, and
+//!   ChaCha20-Poly1305 (RFC 8439) seals under it with the nonce
+//!   `0000 || nonce[16..24]` (draft-irtf-cfrg-xchacha).
+//!
+//! HChaCha20 comes from RustCrypto's `chacha20`; AES, AES-256-GCM and
+//! ChaCha20-Poly1305 from aws-lc (already linked for TLS), whose assembly
+//! uses the CPU's vector and AES instructions. The bytes are those of any
+//! other implementation of either cipher: the format golden tests check
+//! them against RustCrypto's `chacha20poly1305` and `aes`, a property test
+//! here compares XChaCha with `chacha20poly1305` on random inputs, and the
+//! XAES-256-GCM test vectors of its specification are checked below.
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
+use aws_lc_rs::cipher::{EncryptingKey, UnboundCipherKey, AES_256};
 use chacha20::cipher::consts::U10;
 use chacha20::cipher::generic_array::GenericArray;
 use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
@@ -38,31 +50,90 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// Bytes in a master key.
 pub const MASTER_KEY_LEN: usize = 64;
 
+/// The cipher that seals a repository's data (packs, index tables,
+/// snapshots, locks), named in its config. Encoded as a u32: 0, 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cipher {
+    /// XChaCha20-Poly1305: every version-1 repository.
+    #[serde(rename = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
+    /// XAES-256-GCM: the default for new repositories.
+    #[serde(rename = "xaes-256-gcm")]
+    Xaes256Gcm,
+}
+
+impl Cipher {
+    /// The cipher `init` chooses unless told otherwise.
+    pub const DEFAULT: Cipher = Cipher::Xaes256Gcm;
+
+    /// The name used on the command line and in `cat config`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::XChaCha20Poly1305 => "xchacha20-poly1305",
+            Cipher::Xaes256Gcm => "xaes-256-gcm",
+        }
+    }
+}
+
+impl std::str::FromStr for Cipher {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Cipher, String> {
+        [Cipher::Xaes256Gcm, Cipher::XChaCha20Poly1305]
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown cipher {s:?} (xaes-256-gcm or xchacha20-poly1305)"))
+    }
+}
+
 /// The repository master key and the subkeys derived from it.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MasterKey {
     raw: [u8; MASTER_KEY_LEN],
     id_key: [u8; 32],
     mac_key: [u8; 32],
+    /// XAES-256-GCM's key schedule and `K1`, derived from the encryption
+    /// half of `raw` (aws-lc zeroes the schedule when it is dropped).
+    #[zeroize(skip)]
+    xaes: Arc<XaesKey>,
+    #[zeroize(skip)]
+    cipher: Cipher,
 }
 
 impl MasterKey {
-    /// A fresh random key.
+    /// A fresh random key, sealing with [`Cipher::DEFAULT`].
     pub fn generate() -> MasterKey {
         let mut raw = [0u8; MASTER_KEY_LEN];
         rand::rngs::OsRng.fill_bytes(&mut raw);
         MasterKey::from_bytes(raw)
     }
 
-    /// The key from its 64 stored bytes.
+    /// The key from its 64 stored bytes, sealing with [`Cipher::DEFAULT`]
+    /// until [`Self::with_cipher`] names the repository's cipher.
     pub fn from_bytes(raw: [u8; MASTER_KEY_LEN]) -> MasterKey {
         let id_key = blake3::derive_key("cairn 2026-11 blob id", &raw[32..]);
         let mac_key = blake3::derive_key("cairn 2026-11 index mac", &raw[32..]);
+        let mut xaes_key = blake3::derive_key("cairn 2026-12 xaes-256-gcm", &raw[..32]);
+        let xaes = Arc::new(XaesKey::new(&xaes_key));
+        xaes_key.zeroize();
         MasterKey {
             raw,
             id_key,
             mac_key,
+            xaes,
+            cipher: Cipher::DEFAULT,
         }
+    }
+
+    /// The same key, sealing and opening data with `cipher`.
+    pub fn with_cipher(mut self, cipher: Cipher) -> MasterKey {
+        self.cipher = cipher;
+        self
+    }
+
+    /// The cipher data is sealed with.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// The 64 bytes to store (encrypted) in a key file.
@@ -70,8 +141,15 @@ impl MasterKey {
         self.raw
     }
 
-    fn cipher(&self) -> XChaCha<'_> {
-        XChaCha::new(self.raw[..32].try_into().expect("32-byte key"))
+    fn sealer(&self) -> Sealer<'_> {
+        match self.cipher {
+            Cipher::XChaCha20Poly1305 => Sealer::XChaCha(self.enc_key()),
+            Cipher::Xaes256Gcm => Sealer::Xaes(&self.xaes),
+        }
+    }
+
+    fn enc_key(&self) -> &[u8; 32] {
+        self.raw[..32].try_into().expect("32-byte key")
     }
 
     /// The id of a blob: keyed BLAKE3 of its plaintext.
@@ -96,13 +174,14 @@ impl MasterKey {
 
     /// Encrypts `plaintext`, binding `aad`; appends the sealed bytes to `out`.
     pub fn seal_into(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
-        seal_with(&self.cipher(), plaintext, aad, out)
+        self.sealer()
+            .seal_into(&random_bytes(), plaintext, aad, out)
     }
 
     /// Seals what `fill` appends to `out`, in place: `out` gains `nonce ||
     /// ciphertext || tag`, and the plaintext is never copied.
     pub fn seal_filled(&self, aad: &[u8], out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
-        self.cipher().seal_filled(&random_bytes(), aad, out, fill)
+        self.sealer().seal_filled(&random_bytes(), aad, out, fill)
     }
 
     /// Encrypts `plaintext`, binding `aad`.
@@ -114,7 +193,9 @@ impl MasterKey {
 
     /// Decrypts and authenticates sealed bytes; `what` names them in errors.
     pub fn open(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
-        open_with(&self.cipher(), sealed, aad, what)
+        let mut out = Vec::new();
+        self.open_into(sealed, aad, what, &mut out)?;
+        Ok(out)
     }
 
     /// Like [`Self::open`], into `out` (replacing its contents), so a
@@ -127,50 +208,76 @@ impl MasterKey {
         what: &str,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        self.cipher().open_into(sealed, aad, what, out)
+        self.sealer().open_into(sealed, aad, what, out)
+    }
+
+    /// Seals the repository's `config`, which is XChaCha20-Poly1305 under
+    /// the encryption key whatever the data's cipher (the cipher is named
+    /// inside it).
+    pub fn seal_config(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
+        Sealer::XChaCha(self.enc_key()).seal_into(&random_bytes(), plaintext, aad, out)
+    }
+
+    /// Opens what [`Self::seal_config`] sealed.
+    pub fn open_config(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        Sealer::XChaCha(self.enc_key()).open_into(sealed, aad, what, &mut out)?;
+        Ok(out)
     }
 }
 
-/// Encrypts with an explicit 32-byte key (used for key files).
+/// Encrypts with an explicit 32-byte key (used for key files):
+/// XChaCha20-Poly1305.
 pub fn seal_with_key(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-    seal_with(&XChaCha::new(key), plaintext, aad, &mut out);
+    Sealer::XChaCha(key).seal_into(&random_bytes(), plaintext, aad, &mut out);
     out
 }
 
 /// Decrypts with an explicit 32-byte key (used for key files).
 pub fn open_with_key(key: &[u8; 32], sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
-    open_with(&XChaCha::new(key), sealed, aad, what)
+    let mut out = Vec::new();
+    Sealer::XChaCha(key).open_into(sealed, aad, what, &mut out)?;
+    Ok(out)
 }
 
-/// An XChaCha20-Poly1305 key (borrowed; see the module docs).
-struct XChaCha<'k> {
-    key: &'k [u8; 32],
+/// A cipher with 24-byte nonces over a borrowed 32-byte key, both built
+/// the same way: a one-message key and 12-byte nonce derived from the key
+/// and the nonce, then an AEAD of RFC 5116's shape (see the module docs).
+#[derive(Clone, Copy)]
+enum Sealer<'k> {
+    XChaCha(&'k [u8; 32]),
+    Xaes(&'k XaesKey),
 }
 
-impl<'k> XChaCha<'k> {
-    fn new(key: &'k [u8; 32]) -> XChaCha<'k> {
-        XChaCha { key }
-    }
-
-    /// The ChaCha20-Poly1305 key and nonce for one message with this
-    /// 24-byte nonce.
-    fn message_key(&self, nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
-        let mut subkey = chacha20::hchacha::<U10>(
-            GenericArray::from_slice(self.key),
-            GenericArray::from_slice(&nonce[..16]),
-        );
-        let key = LessSafeKey::new(
-            UnboundKey::new(&CHACHA20_POLY1305, &subkey).expect("32-byte ChaCha20 key"),
-        );
-        subkey.as_mut_slice().zeroize();
+impl Sealer<'_> {
+    /// The one-message AEAD key and nonce for this 24-byte nonce.
+    fn message_key(self, nonce: &[u8; NONCE_LEN]) -> (LessSafeKey, Nonce) {
         let mut short = [0u8; 12];
-        short[4..].copy_from_slice(&nonce[16..]);
-        (key, Nonce::assume_unique_for_key(short))
+        let key = match self {
+            Sealer::XChaCha(key) => {
+                let mut subkey = chacha20::hchacha::<U10>(
+                    GenericArray::from_slice(key),
+                    GenericArray::from_slice(&nonce[..16]),
+                );
+                let k = UnboundKey::new(&CHACHA20_POLY1305, &subkey).expect("32-byte ChaCha20 key");
+                subkey.as_mut_slice().zeroize();
+                short[4..].copy_from_slice(&nonce[16..]);
+                k
+            }
+            Sealer::Xaes(key) => {
+                let mut subkey = key.subkey(nonce[..12].try_into().expect("12 bytes"));
+                let k = UnboundKey::new(&AES_256_GCM, &subkey).expect("32-byte AES key");
+                subkey.zeroize();
+                short.copy_from_slice(&nonce[12..]);
+                k
+            }
+        };
+        (LessSafeKey::new(key), Nonce::assume_unique_for_key(short))
     }
 
     /// Appends `nonce || ciphertext || tag` to `out`.
-    fn seal_into(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
+    fn seal_into(self, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
         out.reserve(plaintext.len() + SEAL_OVERHEAD);
         self.seal_filled(nonce, aad, out, |o| o.extend_from_slice(plaintext));
     }
@@ -178,7 +285,7 @@ impl<'k> XChaCha<'k> {
     /// Appends `nonce`, then whatever `fill` appends, and seals the latter
     /// in place.
     fn seal_filled(
-        &self,
+        self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
         out: &mut Vec<u8>,
@@ -190,14 +297,14 @@ impl<'k> XChaCha<'k> {
         fill(out);
         let tag = key
             .seal_in_place_separate_tag(short, Aad::from(aad), &mut out[start..])
-            .expect("ChaCha20-Poly1305 encryption of an in-memory buffer");
+            .expect("AEAD encryption of an in-memory buffer");
         out.extend_from_slice(tag.as_ref());
     }
 
     /// Replaces `out` with the plaintext of `sealed`, or leaves it empty.
     /// Decrypts straight from `sealed` into `out`; `out` keeps its bytes
     /// up to the new length, so a reused buffer is not zeroed first.
-    fn open_into(&self, sealed: &[u8], aad: &[u8], what: &str, out: &mut Vec<u8>) -> Result<()> {
+    fn open_into(self, sealed: &[u8], aad: &[u8], what: &str, out: &mut Vec<u8>) -> Result<()> {
         if sealed.len() < SEAL_OVERHEAD {
             out.clear();
             return Err(Error::corrupt(what, "too short to be encrypted data"));
@@ -214,14 +321,53 @@ impl<'k> XChaCha<'k> {
     }
 }
 
-fn seal_with(cipher: &XChaCha, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
-    cipher.seal_into(&random_bytes(), plaintext, aad, out);
+/// An XAES-256-GCM key: the AES-256 key schedule that derives each
+/// message's key, and `K1`.
+struct XaesKey {
+    aes: EncryptingKey,
+    k1: [u8; 16],
 }
 
-fn open_with(cipher: &XChaCha, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    cipher.open_into(sealed, aad, what, &mut out)?;
-    Ok(out)
+impl Drop for XaesKey {
+    fn drop(&mut self) {
+        self.k1.zeroize();
+    }
+}
+
+impl XaesKey {
+    /// `L = AES(K, 0¹²⁸)`, and `K1 = L << 1`, xored with `0x87` in its
+    /// last byte when `L`'s top bit is set (CMAC's first subkey).
+    fn new(key: &[u8; 32]) -> XaesKey {
+        let aes =
+            EncryptingKey::ecb(UnboundCipherKey::new(&AES_256, key).expect("32-byte AES key"))
+                .expect("AES-256 in ECB mode");
+        let mut l = [0u8; 16];
+        aes.encrypt(&mut l).expect("one AES block");
+        let mut k1 = [0u8; 16];
+        for i in 0..16 {
+            k1[i] = (l[i] << 1) | l.get(i + 1).map_or(0, |b| b >> 7);
+        }
+        k1[15] ^= 0x87 * (l[0] >> 7);
+        l.zeroize();
+        XaesKey { aes, k1 }
+    }
+
+    /// The key for one message (C2SP XAES-256-GCM, the counter-mode KDF of
+    /// NIST SP 800-108r1 with CMAC): `AES(K, (0x0001 || "X" || 0x00 || N)
+    /// ⊕ K1) || AES(K, (0x0002 || "X" || 0x00 || N) ⊕ K1)`, where `N` is the
+    /// first 12 nonce bytes.
+    fn subkey(&self, nonce: &[u8; 12]) -> [u8; 32] {
+        let mut blocks = [0u8; 32];
+        for (i, block) in blocks.chunks_exact_mut(16).enumerate() {
+            block[..4].copy_from_slice(&[0x00, 1 + i as u8, b'X', 0x00]);
+            block[4..].copy_from_slice(nonce);
+            for (b, k) in block.iter_mut().zip(&self.k1) {
+                *b ^= k;
+            }
+        }
+        self.aes.encrypt(&mut blocks).expect("two AES blocks");
+        blocks
+    }
 }
 
 /// `n` random bytes.
@@ -235,19 +381,88 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
 mod tests {
     use super::*;
 
+    const CIPHERS: [Cipher; 2] = [Cipher::Xaes256Gcm, Cipher::XChaCha20Poly1305];
+
     #[test]
     fn seal_open_round_trip_and_tamper() {
-        let k = MasterKey::generate();
-        let sealed = k.seal(b"hello", b"aad");
-        assert_eq!(sealed.len(), 5 + SEAL_OVERHEAD);
-        assert_eq!(k.open(&sealed, b"aad", "x").unwrap(), b"hello");
-        assert!(k.open(&sealed, b"other", "x").is_err());
-        let mut bad = sealed.clone();
-        bad[30] ^= 1;
-        assert!(k.open(&bad, b"aad", "x").is_err());
-        assert!(k.open(&sealed[..10], b"aad", "x").is_err());
-        let other = MasterKey::generate();
-        assert!(other.open(&sealed, b"aad", "x").is_err());
+        for cipher in CIPHERS {
+            let k = MasterKey::generate().with_cipher(cipher);
+            let sealed = k.seal(b"hello", b"aad");
+            assert_eq!(sealed.len(), 5 + SEAL_OVERHEAD);
+            assert_eq!(k.open(&sealed, b"aad", "x").unwrap(), b"hello");
+            assert!(k.open(&sealed, b"other", "x").is_err());
+            let mut bad = sealed.clone();
+            bad[30] ^= 1;
+            assert!(k.open(&bad, b"aad", "x").is_err());
+            assert!(k.open(&sealed[..10], b"aad", "x").is_err());
+            let other = MasterKey::generate().with_cipher(cipher);
+            assert!(other.open(&sealed, b"aad", "x").is_err());
+        }
+    }
+
+    #[test]
+    fn each_cipher_opens_only_its_own_and_the_config_is_always_xchacha() {
+        let x = MasterKey::generate();
+        assert_eq!(x.cipher(), Cipher::Xaes256Gcm);
+        let c = x.clone().with_cipher(Cipher::XChaCha20Poly1305);
+        let by_x = x.seal(b"data", b"");
+        let by_c = c.seal(b"data", b"");
+        assert!(c.open(&by_x, b"", "x").is_err());
+        assert!(x.open(&by_c, b"", "x").is_err());
+        // The config is sealed the same way whatever the data's cipher,
+        // and it is XChaCha20-Poly1305 under the encryption key.
+        let mut config = Vec::new();
+        x.seal_config(b"config", b"hdr", &mut config);
+        assert_eq!(c.open_config(&config, b"hdr", "config").unwrap(), b"config");
+        assert_eq!(c.open(&config, b"hdr", "config").unwrap(), b"config");
+        let enc: [u8; 32] = x.to_bytes()[..32].try_into().unwrap();
+        assert_eq!(
+            open_with_key(&enc, &config, b"hdr", "c").unwrap(),
+            b"config"
+        );
+        assert!(x.open(&config, b"hdr", "config").is_err());
+    }
+
+    /// The test vectors of C2SP's XAES-256-GCM specification, with the
+    /// intermediate values a second implementation publishes.
+    #[test]
+    fn xaes_256_gcm_test_vectors() {
+        let nonce: [u8; NONCE_LEN] = *b"ABCDEFGHIJKLMNOPQRSTUVWX";
+        for (key, kx, aad, sealed) in [
+            (
+                [0x01u8; 32],
+                "c8612c9ed53fe43e8e005b828a1631a0bbcb6ab2f46514ec4f439fcfd0fa969b",
+                &b""[..],
+                "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271",
+            ),
+            (
+                [0x03u8; 32],
+                "e9c621d4cdd9b11b00a6427ad7e559aeedd66b3857646677748f8ca796cb3fd8",
+                &b"c2sp.org/XAES-256-GCM"[..],
+                "986ec1832593df5443a179437fd083bf3fdb41abd740a21f71eb769d",
+            ),
+        ] {
+            let key = XaesKey::new(&key);
+            assert_eq!(hex::encode(key.subkey(nonce[..12].try_into().unwrap())), kx);
+            let mut out = Vec::new();
+            Sealer::Xaes(&key).seal_into(&nonce, b"XAES-256-GCM", aad, &mut out);
+            assert_eq!(&out[..NONCE_LEN], &nonce[..]);
+            assert_eq!(hex::encode(&out[NONCE_LEN..]), sealed);
+            let mut back = vec![9; 3];
+            Sealer::Xaes(&key)
+                .open_into(&out, aad, "v", &mut back)
+                .unwrap();
+            assert_eq!(back, b"XAES-256-GCM");
+        }
+    }
+
+    #[test]
+    fn cipher_names_round_trip() {
+        for cipher in CIPHERS {
+            assert_eq!(cipher.name().parse::<Cipher>().unwrap(), cipher);
+        }
+        let err = "aes".parse::<Cipher>().unwrap_err();
+        assert!(err.contains("unknown cipher \"aes\""), "{err}");
     }
 
     proptest::proptest! {
@@ -270,7 +485,7 @@ mod tests {
                 )
                 .unwrap();
             let mut ours = Vec::new();
-            XChaCha::new(&key).seal_into(&nonce, &plaintext, &aad, &mut ours);
+            Sealer::XChaCha(&key).seal_into(&nonce, &plaintext, &aad, &mut ours);
             proptest::prop_assert_eq!(&ours[..NONCE_LEN], &nonce[..]);
             proptest::prop_assert_eq!(&ours[NONCE_LEN..], &theirs[..]);
             let opened = open_with_key(&key, &ours, &aad, "x").unwrap();
@@ -278,7 +493,7 @@ mod tests {
             // A reused buffer, longer or shorter than the plaintext.
             for stale in [0usize, 10, 5000] {
                 let mut reused = vec![0xAA; stale];
-                XChaCha::new(&key).open_into(&ours, &aad, "x", &mut reused).unwrap();
+                Sealer::XChaCha(&key).open_into(&ours, &aad, "x", &mut reused).unwrap();
                 proptest::prop_assert_eq!(&reused, &plaintext);
             }
             let back = reference
@@ -293,16 +508,18 @@ mod tests {
 
     #[test]
     fn failed_open_leaves_nothing_behind() {
-        let k = MasterKey::generate();
-        let mut sealed = k.seal(&[5u8; 100], b"aad");
-        sealed[NONCE_LEN + 3] ^= 0x40;
-        let mut out = vec![1, 2, 3];
-        let err = k
-            .open_into(&sealed, b"aad", "pack 01", &mut out)
-            .unwrap_err();
-        assert!(out.is_empty());
-        assert!(err.to_string().contains("pack 01"), "{err}");
-        assert!(err.to_string().contains("authentication failed"), "{err}");
+        for cipher in CIPHERS {
+            let k = MasterKey::generate().with_cipher(cipher);
+            let mut sealed = k.seal(&[5u8; 100], b"aad");
+            sealed[NONCE_LEN + 3] ^= 0x40;
+            let mut out = vec![1, 2, 3];
+            let err = k
+                .open_into(&sealed, b"aad", "pack 01", &mut out)
+                .unwrap_err();
+            assert!(out.is_empty());
+            assert!(err.to_string().contains("pack 01"), "{err}");
+            assert!(err.to_string().contains("authentication failed"), "{err}");
+        }
     }
 
     #[test]

@@ -297,7 +297,12 @@ fn ls_and_cat_show_the_repository() {
         "{init}\n{config:#}"
     );
     assert_eq!(config["chunker"]["avg"], 256 * 1024);
-    assert_eq!(config["version"], 1);
+    assert_eq!(config["version"], 2);
+    assert_eq!(config["cipher"], "xaes-256-gcm");
+    assert!(
+        init.stdout.contains("(data sealed with xaes-256-gcm)"),
+        "{init}"
+    );
 
     // cat snapshot: by `latest` and by prefix, the same record as backup's.
     for spec in ["latest", &id[..8]] {
@@ -583,6 +588,45 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
         assert!(out.stderr.starts_with("error: "), "{args:?}: {out}");
         assert!(out.stdout.is_empty(), "{args:?}: {out}");
     }
+}
+
+#[test]
+fn init_chooses_the_data_cipher() {
+    // XChaCha20-Poly1305 on request (for CPUs without AES instructions):
+    // the whole round trip works, and the config names it.
+    let mut args = FAST_INIT.to_vec();
+    args.extend(["--cipher", "xchacha20-poly1305"]);
+    let repo = Repo::with_init_args(&args);
+    let config = repo.run(&["cat", "config"]).success().json();
+    assert_eq!(config["cipher"], "xchacha20-poly1305", "{config}");
+    let src = repo.scratch("src");
+    write_random(&src.join("a.bin"), 5, 300_000);
+    write(&src.join("b.txt"), "bravo ".repeat(1000));
+    repo.backup(&[&src], &[]);
+    repo.run(&["verify", "--read-data"]).success();
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_same_contents(&src, &restored(&target, &src));
+
+    // An unknown cipher is refused by name, and nothing is created.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    let mut c = cairn();
+    c.args([
+        "init",
+        "-r",
+        path.to_str().unwrap(),
+        "--cipher",
+        "aes-128-cbc",
+    ]);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("unknown cipher \"aes-128-cbc\""),
+        "{out}"
+    );
+    assert!(!path.exists());
 }
 
 #[test]

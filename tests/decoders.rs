@@ -18,7 +18,7 @@ use cairn::backend::Data;
 use cairn::chunker::ChunkerParams;
 use cairn::codec;
 use cairn::compress;
-use cairn::crypto::MasterKey;
+use cairn::crypto::{Cipher, MasterKey};
 use cairn::id::{file_hash, BlobId, IndexId, PackId, SnapshotId};
 use cairn::index::{IndexBuilder, IndexTable, Location};
 use cairn::pack::{self, BlobKind, PackHeader, PackWriter};
@@ -82,10 +82,15 @@ fn lock_file(key: &MasterKey, info: &LockInfo) -> Vec<u8> {
     sealed_file(key, &file_header(b"CAIRNLCK"), &codec::encode(info))
 }
 
+/// A version-2 config file (sealed with XChaCha20-Poly1305 whatever the
+/// key's data cipher).
 fn config_file(key: &MasterKey, repo_id: &[u8], plain: &[u8]) -> Vec<u8> {
-    let mut prefix = file_header(b"CAIRNCFG");
+    let mut prefix = b"CAIRNCFG".to_vec();
+    prefix.extend_from_slice(&2u32.to_le_bytes());
     prefix.extend_from_slice(repo_id);
-    sealed_file(key, &prefix, plain)
+    let mut out = prefix.clone();
+    key.seal_config(plain, &prefix, &mut out);
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -461,9 +466,10 @@ fn config() -> impl Strategy<Value = Config> {
         cairn::repo::config::LEVEL_RANGE,
         cairn::repo::config::PACK_SIZE_RANGE,
         any::<i64>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(repo_id, seed, compression, pack_size, created_ns)| Config {
+            |(repo_id, seed, compression, pack_size, created_ns, xaes)| Config {
                 version: cairn::repo::config::VERSION,
                 repo_id,
                 chunker: ChunkerParams {
@@ -473,6 +479,11 @@ fn config() -> impl Strategy<Value = Config> {
                 compression,
                 pack_size,
                 created_ns,
+                cipher: if xaes {
+                    Cipher::Xaes256Gcm
+                } else {
+                    Cipher::XChaCha20Poly1305
+                },
             },
         )
 }
@@ -644,7 +655,7 @@ proptest! {
     #[test]
     fn damaged_configs(c in config(), muts in mutations()) {
         let key = key();
-        let file = c.encode(&key);
+        let file = c.encode(&key).unwrap();
         let bad = apply(&file, &muts);
         let _ = Config::peek_repo_id(&bad);
         let _ = Config::decode(&bad, &key);
@@ -798,7 +809,7 @@ proptest! {
     #[test]
     fn config_round_trip(c in config()) {
         let key = key();
-        let file = c.encode(&key);
+        let file = c.encode(&key).unwrap();
         prop_assert_eq!(Config::peek_repo_id(&file).unwrap(), c.repo_id);
         prop_assert_eq!(Config::decode(&file, &key).unwrap(), c);
     }
@@ -1078,6 +1089,7 @@ fn every_damage_to_a_config_and_lock() {
         compression: 3,
         pack_size: 32 << 20,
         created_ns: 1,
+        cipher: Cipher::Xaes256Gcm,
     };
     let plain = codec::encode(&c);
     every_damage(&plain, |b| {

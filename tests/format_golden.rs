@@ -2,7 +2,8 @@
 //! byte by byte from docs/FORMAT.md, by hand, and compared with what the
 //! code writes; hand-made files are then given to the code's decoders.
 //! Encryption and hashing are done here with the primitives named in the
-//! spec (XChaCha20-Poly1305, BLAKE3, Argon2id), not with cairn's helpers,
+//! spec (XChaCha20-Poly1305, XAES-256-GCM from AES and AES-256-GCM, BLAKE3,
+//! Argon2id), not with cairn's helpers,
 //! so a dependency upgrade or a drift between the code and the document
 //! fails here. Last, a repository written by an earlier build, checked in
 //! under tests/fixtures, must still open, list and restore.
@@ -21,7 +22,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use cairn::backend::mem::MemBackend;
 use cairn::backend::{Backend, Data, FileKind};
 use cairn::chunker::ChunkerParams;
-use cairn::crypto::MasterKey;
+use cairn::crypto::{Cipher, MasterKey};
 use cairn::id::{BlobId, IndexId, PackId, SnapshotId};
 use cairn::index::IndexTable;
 use cairn::pack::{BlobKind, PackEntry, PackHeader, PackWriter};
@@ -41,8 +42,65 @@ fn menc() -> [u8; 32] {
     raw_key()[..32].try_into().unwrap()
 }
 
+/// The master key of a version-1 repository (data sealed with
+/// XChaCha20-Poly1305), in which most structures below are checked: their
+/// layout is the same in version 2, only the cipher differs (see
+/// `version_2_seals_data_with_xaes_256_gcm`).
 fn master() -> MasterKey {
-    MasterKey::from_bytes(raw_key())
+    MasterKey::from_bytes(raw_key()).with_cipher(Cipher::XChaCha20Poly1305)
+}
+
+/// XAES-256-GCM as C2SP specifies it, from RustCrypto's AES block cipher
+/// (the key derivation) and aws-lc's AES-256-GCM: `sealed(p, aad)` with a
+/// chosen nonce under `KX = DK("cairn 2026-12 xaes-256-gcm", Menc)`.
+fn xaes_seal(nonce: [u8; 24], plain: &[u8], aad: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &xaes_subkey(&nonce)).unwrap());
+    let mut out = plain.to_vec();
+    key.seal_in_place_append_tag(
+        Nonce::try_assume_unique_for_key(&nonce[12..]).unwrap(),
+        Aad::from(aad),
+        &mut out,
+    )
+    .unwrap();
+    [&nonce[..], &out].concat()
+}
+
+#[track_caller]
+fn xaes_open(sealed: &[u8], aad: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let nonce: [u8; 24] = sealed[..24].try_into().unwrap();
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &xaes_subkey(&nonce)).unwrap());
+    let mut out = sealed[24..].to_vec();
+    let plain = key
+        .open_in_place(
+            Nonce::try_assume_unique_for_key(&nonce[12..]).unwrap(),
+            Aad::from(aad),
+            &mut out,
+        )
+        .expect("sealed with XAES-256-GCM as FORMAT.md says");
+    plain.to_vec()
+}
+
+/// XAES-256-GCM's one-message key (FORMAT.md, Conventions).
+fn xaes_subkey(nonce: &[u8; 24]) -> [u8; 32] {
+    use aes::cipher::{BlockEncrypt, KeyInit as _};
+    let kx = blake3::derive_key("cairn 2026-12 xaes-256-gcm", &menc());
+    let aes = aes::Aes256::new_from_slice(&kx).unwrap();
+    let mut l = aes::Block::default();
+    aes.encrypt_block(&mut l);
+    let l = u128::from_be_bytes(l.into());
+    let k1 = (l << 1) ^ if l >> 127 == 1 { 0x87 } else { 0 };
+    let mut out = [0u8; 32];
+    for (i, half) in out.chunks_exact_mut(16).enumerate() {
+        let mut m = [0u8; 16];
+        m[..4].copy_from_slice(&[0, 1 + i as u8, b'X', 0]);
+        m[4..].copy_from_slice(&nonce[..12]);
+        let mut block = aes::Block::from((u128::from_be_bytes(m) ^ k1).to_be_bytes());
+        aes.encrypt_block(&mut block);
+        half.copy_from_slice(&block);
+    }
+    out
 }
 
 /// `Kid` and `Kmac` as the Keys section defines them.
@@ -317,14 +375,14 @@ fn sample_config() -> Config {
         compression: -3,
         pack_size: 16 << 20,
         created_ns: 1_700_000_000_987_654_321,
+        cipher: Cipher::XChaCha20Poly1305,
     }
 }
 
-#[test]
-fn config_file() {
-    let header = [&b"CAIRNCFG"[..], &1u32.to_le_bytes(), &[0x42; 32]].concat();
-    let plain = Enc::default()
-        .u32(1)
+/// The fields of `sample_config()` that every version has, in order.
+fn config_fields(version: u32) -> Enc {
+    Enc::default()
+        .u32(version)
         .raw(&[0x42; 32])
         .u32(64 << 10)
         .u32(256 << 10)
@@ -333,14 +391,70 @@ fn config_file() {
         .i32(-3)
         .u32(16 << 20)
         .i64(1_700_000_000_987_654_321)
-        .done();
-    let file = sample_config().encode(&master());
+}
+
+/// A version-1 config: the header and the structure say 1, there is no
+/// cipher field, and the repository's data is sealed with
+/// XChaCha20-Poly1305.
+#[test]
+fn config_file() {
+    let header = [&b"CAIRNCFG"[..], &1u32.to_le_bytes(), &[0x42; 32]].concat();
+    let plain = config_fields(1).done();
+    let file = sample_config().encode(&master()).unwrap();
     assert_eq!(&file[..44], &header[..]);
     assert_eq!(open(&menc(), &file[44..], &header), plain);
 
     let made = [&header[..], &seal(&menc(), [5; 24], &plain, &header)].concat();
     assert_eq!(Config::decode(&made, &master()).unwrap(), sample_config());
     assert_eq!(Config::peek_repo_id(&made).unwrap(), [0x42; 32]);
+}
+
+/// A version-2 config (what `init` writes) names the cipher of the data
+/// in a trailing u32, and is itself still sealed with XChaCha20-Poly1305
+/// under `Menc`.
+#[test]
+fn config_file_version_2() {
+    let header = [&b"CAIRNCFG"[..], &2u32.to_le_bytes(), &[0x42; 32]].concat();
+    let plain = |cipher: u32| config_fields(2).u32(cipher).done();
+    for (cipher, index) in [(Cipher::XChaCha20Poly1305, 0), (Cipher::Xaes256Gcm, 1)] {
+        let config = Config {
+            version: 2,
+            cipher,
+            ..sample_config()
+        };
+        let file = config.encode(&master()).unwrap();
+        assert_eq!(&file[..44], &header[..]);
+        assert_eq!(open(&menc(), &file[44..], &header), plain(index));
+        let made = [&header[..], &seal(&menc(), [6; 24], &plain(index), &header)].concat();
+        assert_eq!(Config::decode(&made, &master()).unwrap(), config);
+    }
+    let made = [&header[..], &seal(&menc(), [7; 24], &plain(2), &header)].concat();
+    assert!(Config::decode(&made, &master()).is_err(), "no cipher 2");
+}
+
+/// In a repository whose config names XAES-256-GCM every sealed file but
+/// the config and key files is sealed with it: checked here on a snapshot
+/// and on a pack's blob and header, both ways.
+#[test]
+fn version_2_seals_data_with_xaes_256_gcm() {
+    let key = MasterKey::from_bytes(raw_key()).with_cipher(Cipher::Xaes256Gcm);
+    let header = [&b"CAIRNSNP"[..], &1u32.to_le_bytes()].concat();
+    let (_, file) = sample_snapshot().encode(&key);
+    let plain = snapshot_plaintext(Some([0x99; 32]));
+    assert_eq!(file.len(), 12 + plain.len() + 40);
+    assert_eq!(xaes_open(&file[12..], &header), plain);
+    let made = [&header[..], &xaes_seal([8; 24], &plain, &header)].concat();
+    assert_eq!(
+        Snapshot::decode(&made, &key, "snapshot").unwrap(),
+        sample_snapshot()
+    );
+    assert!(Snapshot::decode(&made, &master(), "snapshot").is_err());
+
+    // Any sealed message: the same bytes both ways.
+    let sealed = key.seal(b"blob bytes", b"aad");
+    assert_eq!(xaes_open(&sealed, b"aad"), b"blob bytes");
+    let made = xaes_seal([9; 24], b"blob bytes", b"aad");
+    assert_eq!(key.open(&made, b"aad", "blob").unwrap(), b"blob bytes");
 }
 
 #[test]
@@ -684,4 +798,67 @@ fn checked_in_repository_opens_lists_and_restores() {
     );
     assert_eq!(md("empty-dir").mtime(), 1_600_000_100);
     assert_eq!(md("").mtime(), 1_600_000_200);
+}
+
+/// A version-1 repository stays version 1: a backup into it by this
+/// cairn seals its new files with XChaCha20-Poly1305 (so the cairn that
+/// made it can still read them), leaves its config as it was, and reads
+/// back byte for byte.
+#[test]
+fn version_1_repository_takes_new_backups_sealed_as_version_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1"),
+        &repo,
+    );
+    let config_before = fs::read(repo.join("config")).unwrap();
+    let cmd = |args: &[&str]| -> Out {
+        let mut c = cairn();
+        c.arg("-r").arg(&repo).args(args);
+        c.env("CAIRN_PASSWORD", FIXTURE_PASSWORD);
+        run(&mut c, None)
+    };
+    let config = cmd(&["cat", "config"]).success().json();
+    assert_eq!(config["version"], 1, "{config}");
+    assert_eq!(config["cipher"], "xchacha20-poly1305", "{config}");
+
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let data: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    fs::write(src.join("new.bin"), &data).unwrap();
+    let src_arg = src.to_str().unwrap();
+    cmd(&["backup", src_arg]).success();
+    assert_eq!(fs::read(repo.join("config")).unwrap(), config_before);
+    cmd(&["verify", "--read-data"]).success();
+
+    // The new snapshot file opens with XChaCha20-Poly1305 under the
+    // fixture's encryption key, taken from its key file with the password.
+    let keyfile = fs::read_dir(repo.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let key = keys::decode(
+        &fs::read(keyfile.path()).unwrap(),
+        FIXTURE_PASSWORD.as_bytes(),
+    )
+    .unwrap()
+    .unwrap();
+    let menc: [u8; 32] = key.to_bytes()[..32].try_into().unwrap();
+    let mut opened = 0;
+    for e in fs::read_dir(repo.join("snapshots")).unwrap() {
+        let file = fs::read(e.unwrap().path()).unwrap();
+        let plain = open(&menc, &file[12..], &file[..12]);
+        assert!(!plain.is_empty());
+        opened += 1;
+    }
+    assert_eq!(opened, 2, "the fixture's snapshot and the new one");
+
+    let target = dir.path().join("target");
+    cmd(&["restore", "latest", "--target", target.to_str().unwrap()]).success();
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(restored.join("new.bin")).unwrap(), data);
 }

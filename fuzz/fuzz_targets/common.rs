@@ -25,8 +25,8 @@ pub fn file_header(magic: &[u8; 8]) -> Vec<u8> {
 }
 
 /// A file of the shape `prefix || sealed(plaintext)` with `prefix` as
-/// associated data, sealed under [`key`]: how snapshots, locks and the
-/// config are stored. Lets a target reach the decoder behind decryption.
+/// associated data, sealed under [`key`]: how snapshots and locks are
+/// stored. Lets a target reach the decoder behind decryption.
 pub fn sealed_file(prefix: &[u8], plaintext: &[u8]) -> Vec<u8> {
     let mut out = prefix.to_vec();
     key().seal_into(plaintext, prefix, &mut out);

@@ -1,7 +1,9 @@
 //! The config decoder behind decryption: the input is sealed as the config
 //! plaintext (with the repository id it names, when it is long enough to
-//! name one) and decoded; plus `codec::decode::<Config>` directly. A config
-//! that decodes must be usable: its chunker parameters are run on a buffer.
+//! name one) in a version-1 and a version-2 file and decoded; plus
+//! `codec::decode::<Config>` directly. A config that decodes must encode
+//! back to the same bytes and be usable: its chunker parameters are run on
+//! a buffer.
 #![no_main]
 
 mod common;
@@ -15,13 +17,22 @@ fuzz_target!(|data: &[u8]| {
 
     // Plaintext layout: u32 version, then the 32-byte repository id.
     let repo_id = data.get(4..36).unwrap_or(&[0u8; 32][..]);
-    let mut prefix = common::file_header(b"CAIRNCFG");
-    prefix.extend_from_slice(repo_id);
-    let file = common::sealed_file(&prefix, data);
-    let Ok(c) = Config::decode(&file, common::key()) else {
+    let mut decoded = None;
+    for version in [1u32, 2] {
+        let mut prefix = b"CAIRNCFG".to_vec();
+        prefix.extend_from_slice(&version.to_le_bytes());
+        prefix.extend_from_slice(repo_id);
+        let mut file = prefix.clone();
+        common::key().seal_config(data, &prefix, &mut file);
+        if let Ok(c) = Config::decode(&file, common::key()) {
+            assert_eq!(c.version, version);
+            assert_eq!(c.encode_plain().unwrap(), data);
+            decoded = Some(c);
+        }
+    }
+    let Some(c) = decoded else {
         return;
     };
-    assert_eq!(codec::encode(&c), data);
     assert!(c.validate().is_ok());
     assert_eq!(&c.repo_id[..], repo_id);
 

@@ -2,18 +2,21 @@
 //!
 //! `"CAIRNCFG" | u32 version | repo id (32) | sealed(Config)`, the sealed
 //! part authenticated together with the 44 bytes before it. Written once by
-//! `init` and never changed.
+//! `init` and never changed. Always sealed with XChaCha20-Poly1305: the
+//! cipher of everything else is named inside it (version 2), or is
+//! XChaCha20-Poly1305 too (version 1, which has no such field).
 
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkerParams;
 use crate::codec;
-use crate::crypto::MasterKey;
+use crate::crypto::{Cipher, MasterKey};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"CAIRNCFG";
-/// Format version of the config file and of the repository layout.
-pub const VERSION: u32 = 1;
+/// Format version of the config file and of the repository layout that
+/// `init` writes; every version from 1 up to it is read.
+pub const VERSION: u32 = 2;
 const PLAIN_LEN: usize = 12 + 32;
 
 /// Smallest and largest accepted target pack size.
@@ -37,6 +40,20 @@ pub struct Config {
     pub pack_size: u32,
     /// Creation time, ns since the Unix epoch.
     pub created_ns: i64,
+    /// The cipher sealing everything but the config and key files
+    /// (version 2; always XChaCha20-Poly1305 in version 1).
+    pub cipher: Cipher,
+}
+
+/// A version-1 config, which has no cipher field.
+#[derive(Serialize, Deserialize)]
+struct ConfigV1 {
+    version: u32,
+    repo_id: [u8; 32],
+    chunker: ChunkerParams,
+    compression: i32,
+    pack_size: u32,
+    created_ns: i64,
 }
 
 impl Config {
@@ -60,13 +77,37 @@ impl Config {
         Ok(())
     }
 
+    /// The encoded structure, in the layout of `self.version` (a
+    /// version-1 config cannot name a cipher other than XChaCha).
+    pub fn encode_plain(&self) -> Result<Vec<u8>> {
+        match self.version {
+            1 if self.cipher == Cipher::XChaCha20Poly1305 => Ok(codec::encode(&ConfigV1 {
+                version: 1,
+                repo_id: self.repo_id,
+                chunker: self.chunker,
+                compression: self.compression,
+                pack_size: self.pack_size,
+                created_ns: self.created_ns,
+            })),
+            2 => Ok(codec::encode(self)),
+            1 => Err(Error::Invalid(format!(
+                "a version-1 config cannot name cipher {}",
+                self.cipher.name()
+            ))),
+            v => Err(Error::Invalid(format!(
+                "config version {v} is not one this cairn writes (1 or 2)"
+            ))),
+        }
+    }
+
     /// The config file's bytes.
-    pub fn encode(&self, key: &MasterKey) -> Vec<u8> {
-        let mut out = codec::header(MAGIC, VERSION);
+    pub fn encode(&self, key: &MasterKey) -> Result<Vec<u8>> {
+        let plain = self.encode_plain()?;
+        let mut out = codec::header(MAGIC, self.version);
         out.extend_from_slice(&self.repo_id);
         let aad = out.clone();
-        key.seal_into(&codec::encode(self), &aad, &mut out);
-        out
+        key.seal_config(&plain, &aad, &mut out);
+        Ok(out)
     }
 
     /// The repository id, readable without the key.
@@ -78,11 +119,35 @@ impl Config {
         Ok(bytes[12..PLAIN_LEN].try_into().expect("32 bytes"))
     }
 
-    /// Decodes and authenticates the config file.
+    /// Decodes and authenticates the config file. The key it returns seals
+    /// with the repository's cipher.
     pub fn decode(bytes: &[u8], key: &MasterKey) -> Result<Config> {
         let repo_id = Config::peek_repo_id(bytes)?;
-        let plain = key.open(&bytes[PLAIN_LEN..], &bytes[..PLAIN_LEN], "config")?;
-        let config: Config = codec::decode(&plain, "config")?;
+        let version = codec::check_header(bytes, MAGIC, VERSION, "config")?;
+        let plain = key.open_config(&bytes[PLAIN_LEN..], &bytes[..PLAIN_LEN], "config")?;
+        let config = if version == 1 {
+            let v1: ConfigV1 = codec::decode(&plain, "config")?;
+            Config {
+                version: v1.version,
+                repo_id: v1.repo_id,
+                chunker: v1.chunker,
+                compression: v1.compression,
+                pack_size: v1.pack_size,
+                created_ns: v1.created_ns,
+                cipher: Cipher::XChaCha20Poly1305,
+            }
+        } else {
+            codec::decode::<Config>(&plain, "config")?
+        };
+        if config.version != version {
+            return Err(Error::corrupt(
+                "config",
+                format!(
+                    "says version {} inside a version-{version} file",
+                    config.version
+                ),
+            ));
+        }
         if config.repo_id != repo_id {
             return Err(Error::corrupt("config", "repository id mismatch"));
         }
@@ -123,20 +188,22 @@ mod tests {
 
     fn sample() -> Config {
         Config {
-            version: 1,
+            version: VERSION,
             repo_id: [3; 32],
             chunker: ChunkerParams::default(),
             compression: 3,
             pack_size: 32 << 20,
             created_ns: 1,
+            cipher: Cipher::Xaes256Gcm,
         }
     }
 
     #[test]
     fn round_trip_and_tamper() {
         let key = MasterKey::generate();
-        let bytes = sample().encode(&key);
+        let bytes = sample().encode(&key).unwrap();
         assert_eq!(&bytes[..8], b"CAIRNCFG");
+        assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
         assert_eq!(Config::decode(&bytes, &key).unwrap(), sample());
         assert_eq!(Config::peek_repo_id(&bytes).unwrap(), [3; 32]);
         let mut bad = bytes.clone();
@@ -146,10 +213,59 @@ mod tests {
     }
 
     #[test]
+    fn version_1_has_no_cipher_field_and_means_xchacha() {
+        let key = MasterKey::generate();
+        let v1 = Config {
+            version: 1,
+            cipher: Cipher::XChaCha20Poly1305,
+            ..sample()
+        };
+        let bytes = v1.encode(&key).unwrap();
+        assert_eq!(&bytes[8..12], &1u32.to_le_bytes());
+        let plain = key.open_config(&bytes[44..], &bytes[..44], "c").unwrap();
+        assert_eq!(plain.len(), codec::encode(&sample()).len() - 4);
+        assert_eq!(Config::decode(&bytes, &key).unwrap(), v1);
+        let err = Config {
+            version: 1,
+            ..sample()
+        }
+        .encode(&key)
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot name cipher xaes-256-gcm"),
+            "{err}"
+        );
+        // The header's version and the structure's must agree.
+        let mut swapped = bytes.clone();
+        swapped[8] = 2;
+        let mut resealed = swapped[..44].to_vec();
+        key.seal_config(&plain, &swapped[..44], &mut resealed);
+        assert!(Config::decode(&resealed, &key).is_err());
+        let mut v2_as_1 = sample().encode(&key).unwrap();
+        let plain2 = key
+            .open_config(&v2_as_1[44..], &v2_as_1[..44], "c")
+            .unwrap();
+        v2_as_1[8] = 1;
+        let mut resealed = v2_as_1[..44].to_vec();
+        key.seal_config(&plain2, &v2_as_1[..44], &mut resealed);
+        let err = Config::decode(&resealed, &key).unwrap_err();
+        assert!(err.to_string().contains("config"), "{err}");
+    }
+
+    #[test]
+    fn a_later_version_is_refused_by_name() {
+        let key = MasterKey::generate();
+        let mut bytes = sample().encode(&key).unwrap();
+        bytes[8] = 3;
+        let err = Config::decode(&bytes, &key).unwrap_err().to_string();
+        assert!(err.contains("format version 3 is not supported"), "{err}");
+    }
+
+    #[test]
     fn out_of_range_values_are_rejected() {
         let key = MasterKey::generate();
         let mut c = sample();
         c.chunker.max = 1;
-        assert!(Config::decode(&c.encode(&key), &key).is_err());
+        assert!(Config::decode(&c.encode(&key).unwrap(), &key).is_err());
     }
 }

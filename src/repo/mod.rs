@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use crate::backend::cache::{Cache, CachedBackend};
 use crate::backend::{Backend, FileKind};
 use crate::chunker::ChunkerParams;
-use crate::crypto::{self, MasterKey};
+use crate::crypto::{self, Cipher, MasterKey};
 use crate::error::{Error, Result};
 use crate::id::{file_hash, is_hex_name, BlobId, IndexId};
 use crate::index::{IndexBuilder, IndexSet, IndexTable, Location};
@@ -35,6 +35,8 @@ pub struct InitOptions {
     pub pack_size: u32,
     /// Password hashing cost.
     pub kdf: KdfParams,
+    /// The cipher sealing the repository's data.
+    pub cipher: Cipher,
 }
 
 impl Default for InitOptions {
@@ -45,6 +47,7 @@ impl Default for InitOptions {
             compression: 3,
             pack_size: 16 << 20,
             kdf: KdfParams::default(),
+            cipher: Cipher::DEFAULT,
         }
     }
 }
@@ -88,9 +91,11 @@ impl Repository {
             compression: opts.compression,
             pack_size: opts.pack_size,
             created_ns: crate::now_ns(),
+            cipher: opts.cipher,
         };
         config.validate()?;
-        let key = MasterKey::generate();
+        let key = MasterKey::generate().with_cipher(config.cipher);
+        let encoded = config.encode(&key)?;
         let keyfile = keys::encode(&key, password, opts.kdf)?;
         backend.create()?;
         let notes = backend.probe()?;
@@ -127,7 +132,6 @@ impl Repository {
                 backend.location()
             ));
         }
-        let encoded = config.encode(&key);
         backend.write(FileKind::Config, "", &encoded)?;
         Ok(Repository {
             backend,
@@ -180,7 +184,7 @@ impl Repository {
         let config = Config::decode(&bytes, &key)?;
         Ok(Repository {
             backend,
-            key,
+            key: key.with_cipher(config.cipher),
             key_file,
             config,
             index: RwLock::new(None),
@@ -222,7 +226,7 @@ impl Repository {
         })?;
         Ok(Repository {
             backend,
-            key: exported.key,
+            key: exported.key.with_cipher(config.cipher),
             key_file: String::new(),
             config,
             index: RwLock::new(None),
