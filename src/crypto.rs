@@ -193,9 +193,7 @@ impl MasterKey {
 
     /// Decrypts and authenticates sealed bytes; `what` names them in errors.
     pub fn open(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        self.open_into(sealed, aad, what, &mut out)?;
-        Ok(out)
+        self.sealer().open(sealed, aad, what)
     }
 
     /// Like [`Self::open`], into `out` (replacing its contents), so a
@@ -220,9 +218,7 @@ impl MasterKey {
 
     /// Opens what [`Self::seal_config`] sealed.
     pub fn open_config(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        Sealer::XChaCha(self.enc_key()).open_into(sealed, aad, what, &mut out)?;
-        Ok(out)
+        Sealer::XChaCha(self.enc_key()).open(sealed, aad, what)
     }
 }
 
@@ -236,14 +232,13 @@ pub fn seal_with_key(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
 
 /// Decrypts with an explicit 32-byte key (used for key files).
 pub fn open_with_key(key: &[u8; 32], sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    Sealer::XChaCha(key).open_into(sealed, aad, what, &mut out)?;
-    Ok(out)
+    Sealer::XChaCha(key).open(sealed, aad, what)
 }
 
-/// A cipher with 24-byte nonces over a borrowed 32-byte key, both built
-/// the same way: a one-message key and 12-byte nonce derived from the key
-/// and the nonce, then an AEAD of RFC 5116's shape (see the module docs).
+/// One of the two ciphers over a borrowed key, both with 24-byte nonces and
+/// built the same way: a one-message key and 12-byte nonce derived from
+/// the key and the nonce, then an AEAD of RFC 5116's shape (see the
+/// module docs).
 #[derive(Clone, Copy)]
 enum Sealer<'k> {
     XChaCha(&'k [u8; 32]),
@@ -299,6 +294,13 @@ impl Sealer<'_> {
             .seal_in_place_separate_tag(short, Aad::from(aad), &mut out[start..])
             .expect("AEAD encryption of an in-memory buffer");
         out.extend_from_slice(tag.as_ref());
+    }
+
+    /// The plaintext of `sealed`.
+    fn open(self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.open_into(sealed, aad, what, &mut out)?;
+        Ok(out)
     }
 
     /// Replaces `out` with the plaintext of `sealed`, or leaves it empty.

@@ -112,18 +112,22 @@ impl Config {
 
     /// The repository id, readable without the key.
     pub fn peek_repo_id(bytes: &[u8]) -> Result<[u8; 32]> {
-        codec::check_header(bytes, MAGIC, VERSION, "config")?;
+        Ok(Config::peek(bytes)?.1)
+    }
+
+    /// The file's version and repository id, readable without the key.
+    fn peek(bytes: &[u8]) -> Result<(u32, [u8; 32])> {
+        let version = codec::check_header(bytes, MAGIC, VERSION, "config")?;
         if bytes.len() < PLAIN_LEN {
             return Err(Error::corrupt("config", "truncated"));
         }
-        Ok(bytes[12..PLAIN_LEN].try_into().expect("32 bytes"))
+        Ok((version, bytes[12..PLAIN_LEN].try_into().expect("32 bytes")))
     }
 
     /// Decodes and authenticates the config file. The key it returns seals
     /// with the repository's cipher.
     pub fn decode(bytes: &[u8], key: &MasterKey) -> Result<Config> {
-        let repo_id = Config::peek_repo_id(bytes)?;
-        let version = codec::check_header(bytes, MAGIC, VERSION, "config")?;
+        let (version, repo_id) = Config::peek(bytes)?;
         let plain = key.open_config(&bytes[PLAIN_LEN..], &bytes[..PLAIN_LEN], "config")?;
         let config = if version == 1 {
             let v1: ConfigV1 = codec::decode(&plain, "config")?;
