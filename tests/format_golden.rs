@@ -689,7 +689,8 @@ fn lock_file() {
 /// `cairn init --kdf-memory-kib 64 --kdf-iterations 1 --chunk-min 64K
 /// --chunk-avg 256K --chunk-max 1M` and one `cairn backup
 /// /tmp/cairn-fixture-src --host fixture --set fixture --tag v1` of the
-/// tree checked below.
+/// tree checked below; `tests/fixtures/repo-v2` the same way by format
+/// version 2 (data sealed with XAES-256-GCM), tagged `v2`.
 const FIXTURE_PASSWORD: &str = "fixture password";
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -707,11 +708,34 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn checked_in_repository_opens_lists_and_restores() {
+    checked_in_repository(
+        "repo-v1",
+        "9e3c2c21ac8e1906eacb8b03c597b7a875865233782a368a4d4bcd2fefe76ccf",
+        "v1",
+        "xchacha20-poly1305",
+    );
+}
+
+#[test]
+fn checked_in_version_2_repository_opens_lists_and_restores() {
+    checked_in_repository(
+        "repo-v2",
+        "a5c6003534f400c5955c3e8246d1d7b16ba5b14285c9e06b9237c1bbfb5ef83e",
+        "v2",
+        "xaes-256-gcm",
+    );
+}
+
+/// Lists, inspects and restores the checked-in repository `name`, whose
+/// one snapshot `id` (tagged `version`) holds the tree described above.
+fn checked_in_repository(name: &str, id: &str, version: &str, cipher: &str) {
     // Commands run on a copy, so the checked-in files are never touched.
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1"),
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
         &repo,
     );
     let cmd = |args: &[&str]| -> Out {
@@ -725,10 +749,7 @@ fn checked_in_repository_opens_lists_and_restores() {
     let snaps = snaps.as_array().unwrap();
     assert_eq!(snaps.len(), 1);
     let s = &snaps[0];
-    assert_eq!(
-        s["id"],
-        "9e3c2c21ac8e1906eacb8b03c597b7a875865233782a368a4d4bcd2fefe76ccf"
-    );
+    assert_eq!(s["id"], id);
     assert_eq!(
         (&s["host"], &s["set"], &s["kind"]),
         (
@@ -738,9 +759,11 @@ fn checked_in_repository_opens_lists_and_restores() {
         )
     );
     assert_eq!(s["paths"], serde_json::json!(["/tmp/cairn-fixture-src"]));
-    assert_eq!(s["tags"], serde_json::json!(["v1"]));
+    assert_eq!(s["tags"], serde_json::json!([version]));
 
     let config = cmd(&["cat", "config"]).success().json();
+    assert_eq!(config["version"], version[1..].parse::<u32>().unwrap());
+    assert_eq!(config["cipher"], cipher);
     assert_eq!(config["chunker"]["min"], 64 << 10, "{config}");
     assert_eq!(config["chunker"]["max"], 1 << 20, "{config}");
 
@@ -760,7 +783,7 @@ fn checked_in_repository_opens_lists_and_restores() {
     let mut c = cairn();
     c.arg("-r")
         .arg(&repo)
-        .args(["restore", "9e3c2c21", "--target"]);
+        .args(["restore", &id[..8], "--target"]);
     c.arg(&target).env("CAIRN_PASSWORD", FIXTURE_PASSWORD);
     run(&mut c, None).success();
     let r = target.join("tmp/cairn-fixture-src");
