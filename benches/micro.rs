@@ -19,7 +19,7 @@ use std::time::Duration;
 use cairn::backend::Data;
 use cairn::chunker::ChunkerParams;
 use cairn::compress;
-use cairn::crypto::MasterKey;
+use cairn::crypto::{Cipher, MasterKey};
 use cairn::id::{BlobId, PackId};
 use cairn::index::{IndexBuilder, IndexTable};
 use cairn::pack::{self, BlobKind, PackEntry, PackWriter};
@@ -253,6 +253,31 @@ fn seal_into_pack(k: &MasterKey, data: &[u8], sealed: &mut Vec<u8>, w: &mut Pack
     }
 }
 
+/// Encrypting and authenticating 1 MiB blobs with each cipher a
+/// repository may name (the AEAD alone: no compression, no pack).
+fn ciphers(c: &mut Criterion) {
+    let data = random_bytes(buf_len(), 11);
+    let mut g = c.benchmark_group("seal");
+    configure(&mut g);
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    for cipher in [Cipher::Xaes256Gcm, Cipher::XChaCha20Poly1305] {
+        let k = key().with_cipher(cipher);
+        g.bench_with_input(BenchmarkId::from_parameter(cipher.name()), &data, |b, d| {
+            let mut sealed = Vec::with_capacity((1 << 20) + 64);
+            b.iter(|| {
+                d.chunks(1 << 20)
+                    .map(|c| {
+                        sealed.clear();
+                        k.seal_into(c, b"", &mut sealed);
+                        sealed.len()
+                    })
+                    .sum::<usize>()
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Sealing 1 MiB blobs into packs built in memory, as for a remote store
 /// or a tree pack, and finishing them (no IO).
 fn packs(c: &mut Criterion) {
@@ -415,6 +440,7 @@ criterion_group!(
     chunker,
     hash,
     compression,
+    ciphers,
     packs,
     pack_stream,
     index,
