@@ -109,6 +109,17 @@ fn ensure_kind_dir(dir: &Path) -> Result<bool> {
     }
 }
 
+/// Makes a pack's folder (`packs/<xx>`) if it is missing, and `packs/`
+/// too, syncing the repository folder if that was made; true if the
+/// pack's folder was made (the caller syncs `packs/`).
+fn ensure_pack_dir(dir: &Path) -> Result<bool> {
+    let packs = dir.parent().expect("a pack's folder is in packs/");
+    if ensure_kind_dir(packs)? {
+        sync_dir(packs.parent().expect("packs/ is in the repository"))?;
+    }
+    ensure_kind_dir(dir)
+}
+
 /// A fresh temporary name in `dir` (`.tmp-<random>`, which `list`
 /// ignores and gc removes once abandoned).
 fn tmp_path(dir: &Path) -> PathBuf {
@@ -283,9 +294,8 @@ impl Backend for LocalBackend {
         let path = self.path(kind, name);
         let dir = path.parent().expect("files live in a folder");
         let mut new_dir = false;
-        if kind == FileKind::Pack && !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
-            new_dir = true;
+        if kind == FileKind::Pack {
+            new_dir = ensure_pack_dir(dir)?;
         } else if kind != FileKind::Config {
             new_dir = ensure_kind_dir(dir)?;
         }
@@ -599,11 +609,7 @@ impl super::FileSink for LocalSink {
         crate::fault::point("pack-sink-before-rename");
         let path = file_path(&self.root, self.kind, name);
         let dir = path.parent().expect("files live in a folder");
-        let mut new_dir = false;
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
-            new_dir = true;
-        }
+        let new_dir = ensure_pack_dir(dir)?;
         fs::rename(&self.tmp, &path).map_err(|e| Error::path("rename into", &path, e))?;
         self.tmp = PathBuf::new();
         sync_dir(dir)?;
