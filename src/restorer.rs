@@ -136,6 +136,7 @@ pub fn restore(
     };
     let mut planner = Planner {
         repo,
+        mirror: opts.policy == Policy::Mirror,
         includes: &includes,
         excludes: &excludes,
         plan: &mut plan,
@@ -222,6 +223,8 @@ pub fn restore(
 
 struct Planner<'a> {
     repo: &'a Repository,
+    /// Whether to record each directory's names (for a mirror's removals).
+    mirror: bool,
     includes: &'a PathFilter,
     excludes: &'a PathFilter,
     plan: &'a mut Plan,
@@ -232,10 +235,12 @@ impl Planner<'_> {
     /// Plans the entries of `tree` at `rel`; returns whether any was selected.
     fn walk(&mut self, tree: &Tree, rel: &Path, abs: &str, included: bool) -> Result<bool> {
         let mut any = false;
-        self.plan.dir_names.insert(
-            rel.to_path_buf(),
-            tree.nodes.iter().map(|n| n.name.0.clone()).collect(),
-        );
+        if self.mirror {
+            self.plan.dir_names.insert(
+                rel.to_path_buf(),
+                tree.nodes.iter().map(|n| n.name.0.clone()).collect(),
+            );
+        }
         for node in &tree.nodes {
             let name = OsStr::from_bytes(&node.name.0);
             let child_rel = rel.join(name);
@@ -746,7 +751,7 @@ impl Executor<'_> {
         let placed = match task.tmp.get() {
             Some(tmp) => {
                 // Through the open file: no path walks.
-                self.apply_meta(tmp, &task.node, Some(&file));
+                self.apply_meta(tmp, task.node, Some(&file));
                 drop(file);
                 fs::rename(tmp, &task.dest).map_err(|e| format!("cannot rename into place: {e}"))
             }
@@ -769,7 +774,7 @@ impl Executor<'_> {
         task: &FileTask,
         mut file: fs::File,
     ) -> std::result::Result<(), String> {
-        self.apply_meta(&task.dest, &task.node, Some(&file));
+        self.apply_meta(&task.dest, task.node, Some(&file));
         let linked = if crate::fault::link_refused() {
             Err(Unplaced::Link(std::io::ErrorKind::PermissionDenied.into()))
         } else {
@@ -784,7 +789,7 @@ impl Executor<'_> {
         self.unnamed.store(false, Ordering::Relaxed);
         let (tmp, copy) = copy_to_temp(&mut file, &task.dest)
             .map_err(|e| format!("cannot link into place ({refused}) nor copy: {e}"))?;
-        self.apply_meta(&tmp, &task.node, Some(&copy));
+        self.apply_meta(&tmp, task.node, Some(&copy));
         drop(copy);
         fs::rename(&tmp, &task.dest).map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -794,7 +799,7 @@ impl Executor<'_> {
 
     /// Applies the policy to one file; one to be written gets its task,
     /// whose file its first write creates (see [`Self::create_file`]).
-    fn prepare_file(&self, dest: &Path, node: &Node) -> Result<Prepared> {
+    fn prepare_file<'p>(&self, dest: &Path, node: &'p Node) -> Result<Prepared<'p>> {
         let NodeKind::File { chunks } = &node.kind else {
             return Err(Error::Invalid("not a file".into()));
         };
@@ -822,7 +827,7 @@ impl Executor<'_> {
             dest: dest.to_path_buf(),
             replace: exists,
             tmp: std::sync::OnceLock::new(),
-            node: node.clone(),
+            node,
             file: Mutex::new(None),
             remaining: AtomicUsize::new(chunks.len()),
             error: Mutex::new(None),
@@ -1155,8 +1160,8 @@ impl Executor<'_> {
     }
 }
 
-enum Prepared {
-    Write(Box<FileTask>),
+enum Prepared<'p> {
+    Write(Box<FileTask<'p>>),
     /// A dry run's decision to write the file.
     WouldWrite,
     Unchanged,
@@ -1164,14 +1169,14 @@ enum Prepared {
 }
 
 /// A file being written: its temporary file fills as packs are read.
-struct FileTask {
+struct FileTask<'p> {
     dest: PathBuf,
     /// Whether something was at `dest` when the restore looked.
     replace: bool,
     /// The temporary file's name, once one is created under a name; an
     /// unnamed file (`O_TMPFILE`) has none.
     tmp: std::sync::OnceLock<PathBuf>,
-    node: Node,
+    node: &'p Node,
     /// Created by the first write (see `Executor::create_file`) and held
     /// until the file is whole.
     file: Mutex<Option<fs::File>>,
@@ -1187,7 +1192,7 @@ struct FileTask {
     transient: std::sync::atomic::AtomicBool,
 }
 
-impl FileTask {
+impl FileTask<'_> {
     fn fail(&self, why: impl std::fmt::Display) {
         if let Ok(mut e) = self.error.lock() {
             e.get_or_insert_with(|| why.to_string());
