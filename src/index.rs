@@ -12,9 +12,10 @@
 //! MAC (32) = keyed BLAKE3 (index MAC key) of all preceding bytes
 //! ```
 //! Lookups trust only what they can check cheaply (sizes, pack numbers);
-//! a wrong entry can at worst make a blob unreadable, which reading detects,
-//! never make wrong bytes pass: every blob is authenticated and re-hashed
-//! when read. `verify` checks the MAC and ordering of every table.
+//! a wrong entry can at worst send a read to the wrong bytes, which reading
+//! detects, never make wrong bytes pass: every blob is authenticated and
+//! re-hashed when read (and a restore then looks the blob up in its pack's
+//! own header). `verify` checks the MAC and ordering of every table.
 
 use std::cmp::Ordering;
 

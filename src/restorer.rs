@@ -43,7 +43,7 @@ use crate::filter::PathFilter;
 use crate::fsmeta;
 use crate::id::{BlobId, IdMap, PackId};
 use crate::index::Location;
-use crate::pack;
+use crate::pack::{self, PackHeader};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree};
@@ -679,42 +679,117 @@ impl Executor<'_> {
         if let PackBytes::Whole(Data::Mapped(m)) = &data {
             m.advise_sequential();
         }
+        // The pack's own header, read only if a blob does not open where
+        // the index places it (see `pack_header`).
+        let mut header: Option<Option<(Option<PackBytes>, PackHeader)>> = None;
         for (id, loc) in blobs {
             let uses = &targets[id];
             if uses.iter().all(|&(t, _)| tasks[t].failed()) {
                 continue;
             }
-            let end = loc.offset as usize + loc.length as usize;
-            let Some(sealed) = data.get(loc.offset as usize..end) else {
-                let e = format!("blob {} lies past the end (truncated pack?)", id.short());
-                for &(t, _) in uses {
-                    tasks[t].fail(format!("{what}: {e}"));
-                }
+            let Err(e) = self.deliver(&data, id, loc, uses, tasks, &what) else {
                 continue;
             };
-            let key = self.repo.key();
-            let opened = pack::open_blob_with(key, id, sealed, loc.raw_length, &what, |plain| {
-                let zero = plain.iter().all(|&b| b == 0);
-                for &(t, offset) in uses {
-                    let task = &tasks[t];
-                    if task.failed() {
-                        continue;
-                    }
-                    if zero {
-                        task.holes.store(true, Ordering::Relaxed);
-                    } else if let Err(e) = self.write_chunk(task, plain, offset) {
-                        task.fail(e);
-                        continue;
-                    }
-                    if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        self.finish_task(task);
-                    }
-                }
+            // A damaged index entry makes a blob unreadable, never wrong;
+            // the pack's authenticated header says where it really is.
+            let header = header.get_or_insert_with(|| self.pack_header(pack, &data, &what));
+            let elsewhere = header.as_ref().and_then(|(refetched, h)| {
+                let entry = h.entries.iter().find(|en| en.id == *id)?;
+                let moved = (entry.offset, entry.length) != (loc.offset, loc.length);
+                moved.then(|| (refetched.as_ref().unwrap_or(&data), entry))
             });
-            if let Err(e) = opened {
-                for &(t, _) in uses {
-                    tasks[t].fail(format!("blob {} in {what}: {e}", id.short()));
+            let retried = elsewhere.map(|(bytes, entry)| {
+                let real = Location {
+                    offset: entry.offset,
+                    length: entry.length,
+                    raw_length: entry.raw_length,
+                    ..*loc
+                };
+                (entry, self.deliver(bytes, id, &real, uses, tasks, &what))
+            });
+            match retried {
+                Some((entry, Ok(()))) => (self.warn)(&format!(
+                    "blob {} in {what}: the index places it at offset {} ({} bytes), the \
+                     pack's header at {} ({} bytes), where it was read: the index is \
+                     damaged; `cairn repair index` rewrites it",
+                    id.short(),
+                    loc.offset,
+                    loc.length,
+                    entry.offset,
+                    entry.length,
+                )),
+                _ => {
+                    for &(t, _) in uses {
+                        tasks[t].fail(format!("blob {} in {what}: {e}", id.short()));
+                    }
                 }
+            }
+        }
+    }
+
+    /// Opens the blob `id` at `loc` in `data` and writes it wherever
+    /// `uses` need it. Nothing is written unless it authenticates.
+    fn deliver(
+        &self,
+        data: &PackBytes,
+        id: &BlobId,
+        loc: &Location,
+        uses: &[(usize, u64)],
+        tasks: &[Box<FileTask>],
+        what: &str,
+    ) -> Result<()> {
+        let end = loc.offset as usize + loc.length as usize;
+        let sealed = data.get(loc.offset as usize..end).ok_or_else(|| {
+            Error::corrupt(
+                what,
+                format!("blob {} lies past the end (truncated pack?)", id.short()),
+            )
+        })?;
+        pack::open_blob_with(self.repo.key(), id, sealed, loc.raw_length, what, |plain| {
+            let zero = plain.iter().all(|&b| b == 0);
+            for &(t, offset) in uses {
+                let task = &tasks[t];
+                if task.failed() {
+                    continue;
+                }
+                if zero {
+                    task.holes.store(true, Ordering::Relaxed);
+                } else if let Err(e) = self.write_chunk(task, plain, offset) {
+                    task.fail(e);
+                    continue;
+                }
+                if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.finish_task(task);
+                }
+            }
+        })
+    }
+
+    /// The pack's decoded header, with the whole pack when `data` holds
+    /// only ranges of it; `None` (with a warning) if the header cannot be
+    /// read either.
+    fn pack_header(
+        &self,
+        pack: &PackId,
+        data: &PackBytes,
+        what: &str,
+    ) -> Option<(Option<PackBytes>, PackHeader)> {
+        let decoded = match data {
+            PackBytes::Whole(d) => pack::decode_header(d, self.repo.key(), what).map(|h| (None, h)),
+            PackBytes::Ranges(_) => self
+                .repo
+                .backend()
+                .read(FileKind::Pack, &pack.to_hex())
+                .and_then(|d| {
+                    let h = pack::decode_header(&d, self.repo.key(), what)?;
+                    Ok((Some(PackBytes::Whole(d)), h))
+                }),
+        };
+        match decoded {
+            Ok(found) => Some(found),
+            Err(e) => {
+                (self.warn)(&format!("{what}: its header cannot be read either: {e}"));
+                None
             }
         }
     }

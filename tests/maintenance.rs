@@ -596,6 +596,66 @@ fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
     assert_restores(&repo, &s2);
 }
 
+#[test]
+fn restore_reads_around_a_damaged_index_entry() {
+    let repo = packed_repo();
+    let src = source(&repo, 19);
+    let saved = backup_saved(&repo, &src, &[]);
+    let victim = snap_path(&src, "victim.bin");
+    let blob = file_chunks(&repo, &saved.id)[&victim][0].clone();
+    let length = index_map(&repo)[&blob].length;
+    // A flipped bit in the entry's length, its table's MAC as it was:
+    // the blob no longer opens where the index says it ends.
+    let id = hex::decode(&blob).unwrap();
+    let mut damaged = 0;
+    for table in names_in(&repo, "index") {
+        let path = repo.path.join("index").join(&table);
+        let mut bytes = fs::read(&path).unwrap();
+        let Some(at) = bytes.windows(32).position(|w| w == id) else {
+            continue;
+        };
+        let field = at + 32 + 4 + 4;
+        let stored = u32::from_le_bytes(bytes[field..field + 4].try_into().unwrap());
+        assert_eq!(
+            u64::from(stored),
+            length,
+            "entry layout as FORMAT.md gives it"
+        );
+        bytes[field..field + 4].copy_from_slice(&(stored ^ 0x10).to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        damaged += 1;
+    }
+    assert_eq!(damaged, 1, "one table indexes the blob");
+
+    // The restore takes the blob from where the pack's own header puts
+    // it, says the index is damaged, and brings back every byte.
+    let target = repo.scratch("target");
+    let out = repo.restore_out(&saved.id, &target, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("the index is damaged"), "{out}");
+    assert!(
+        out.stderr.contains(&format!("blob {}", &blob[..8])),
+        "{out}"
+    );
+    assert!(out.stderr.contains("cairn repair index"), "{out}");
+    assert_manifests_eq(
+        &saved.manifest,
+        &manifest(&restored(&target, &src)),
+        "restore around a damaged index entry",
+    );
+
+    // verify finds the damage; repair index mends it.
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("MAC mismatch"), "{out}");
+    repo.run(&["repair", "index"]).success();
+    assert_verify_ok(&repo);
+    let target = repo.scratch("target2");
+    let out = repo.restore_out(&saved.id, &target, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("damaged"), "{out}");
+}
+
 // ------------------------------------------------------------- repair
 
 #[test]
