@@ -282,6 +282,28 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
+/// Flips a bit in the length field of blob `id`'s entry in the index
+/// table at `path` (FORMAT.md: blob id, pack number, offset, length, raw
+/// length), leaving the table's MAC as it was, as damage on disk would;
+/// checks the field held `length`. False if the table has no such entry.
+pub fn damage_index_entry_length(path: &Path, id: &str, length: u64) -> bool {
+    let id = hex::decode(id).expect("hex blob id");
+    let mut bytes = fs::read(path).expect("read index table");
+    let Some(at) = bytes.windows(32).position(|w| w == id) else {
+        return false;
+    };
+    let field = at + 32 + 4 + 4;
+    let stored = u32::from_le_bytes(bytes[field..field + 4].try_into().unwrap());
+    assert_eq!(
+        u64::from(stored),
+        length,
+        "entry layout as FORMAT.md gives it"
+    );
+    bytes[field..field + 4].copy_from_slice(&(stored ^ 0x10).to_le_bytes());
+    fs::write(path, &bytes).expect("write index table");
+    true
+}
+
 /// Writes `len` pseudo-random bytes from `seed` to `path`.
 pub fn write_random(path: &Path, seed: u64, len: usize) {
     if let Some(dir) = path.parent() {
