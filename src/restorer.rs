@@ -142,6 +142,15 @@ pub fn restore(
         plan: &mut plan,
         inodes: HashMap::new(),
     };
+    // A table that cannot be parsed at all is left out, not the restore:
+    // what the other tables index is restored.
+    for (id, e) in repo.index_lenient()? {
+        warn(&format!(
+            "index {}: {e}: left out; what only it indexes cannot be found until \
+             `cairn repair index` rebuilds the index",
+            id.short()
+        ));
+    }
     let mut start_path = String::new();
     let mut tree = repo.load_tree(&snap.tree)?;
     let components: Vec<&str> = opts

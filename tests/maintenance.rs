@@ -597,6 +597,52 @@ fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
 }
 
 #[test]
+fn restore_leaves_out_an_unparseable_index_table_not_the_restore() {
+    let repo = packed_repo();
+    let src = source(&repo, 23);
+    let s1 = backup_saved(&repo, &src, &[]);
+    fill(&src, 24, &[("new/g.bin", 300_000)]);
+    let s2 = backup_saved(&repo, &src, &[]);
+    // The second backup's table alone indexes new/g.bin; garble its entry
+    // count so it cannot be parsed at all.
+    let g = snap_path(&src, "new/g.bin");
+    let g_blob = &file_chunks(&repo, &s2.id)[&g][0];
+    let table = names_in(&repo, "index")
+        .into_iter()
+        .find(|t| {
+            let out = repo.run(&["cat", "index", t]).success();
+            out.stdout.contains(g_blob.as_str())
+        })
+        .expect("a table indexes g.bin");
+    let path = repo.path.join("index").join(&table);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+
+    // s1 is indexed by the other table: it restores whole, with a warning.
+    let target = repo.scratch("t1");
+    let out = repo.restore_out(&s1.id, &target, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!("index {}", &table[..8])),
+        "{out}"
+    );
+    assert!(out.stderr.contains("cairn repair index"), "{out}");
+    assert_manifests_eq(&s1.manifest, &manifest(&restored(&target, &src)), "s1");
+    // s2's own trees are indexed only by the damaged table: its restore
+    // fails, naming the missing blob, and the warning says what mends it.
+    let target = repo.scratch("t2");
+    let out = repo.restore_out(&s2.id, &target, &[]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("in the index not found"), "{out}");
+    assert!(out.stderr.contains("cairn repair index"), "{out}");
+
+    // repair index rebuilds it; everything restores again.
+    repo.run(&["repair", "index"]).success();
+    assert_restores(&repo, &s2);
+}
+
+#[test]
 fn restore_reads_around_a_damaged_index_entry() {
     let repo = packed_repo();
     let src = source(&repo, 19);
