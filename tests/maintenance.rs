@@ -545,31 +545,38 @@ fn a_damaged_key_file_is_reported() {
     assert_restores(&repo, &snap);
 }
 
-#[test]
-fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
-    let repo = packed_repo();
-    let src = source(&repo, 17);
-    let s1 = backup_saved(&repo, &src, &[]);
-    fill(&src, 18, &[("new/g.bin", 300_000)]);
-    let s2 = backup_saved(&repo, &src, &[]);
-    let tables = names_in(&repo, "index");
+/// Two backups of `source(seed)`, the second adding `new/g.bin`; the
+/// second backup's table, which alone indexes g.bin (and the second
+/// snapshot's own trees), then has its entry count garbled so it can no
+/// longer be parsed at all. Returns the snapshots, the source and that
+/// table's name.
+fn garbled_second_table(repo: &Repo, seed: u64) -> (Saved, Saved, PathBuf, String) {
+    let src = source(repo, seed);
+    let s1 = backup_saved(repo, &src, &[]);
+    fill(&src, seed + 1, &[("new/g.bin", 300_000)]);
+    let s2 = backup_saved(repo, &src, &[]);
+    let tables = names_in(repo, "index");
     assert_eq!(tables.len(), 2);
-    // The second backup's table: it alone indexes new/g.bin.
     let g = snap_path(&src, "new/g.bin");
-    let g_blob = &file_chunks(&repo, &s2.id)[&g][0];
+    let g_blob = &file_chunks(repo, &s2.id)[&g][0];
     let table = tables
-        .iter()
+        .into_iter()
         .find(|t| {
             let out = repo.run(&["cat", "index", t]).success();
             out.stdout.contains(g_blob.as_str())
         })
-        .expect("a table indexes g.bin")
-        .clone();
-    // Garble its entry count: the table can no longer be parsed at all.
+        .expect("a table indexes g.bin");
     let path = repo.path.join("index").join(&table);
     let mut bytes = fs::read(&path).unwrap();
     bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
     fs::write(&path, &bytes).unwrap();
+    (s1, s2, src, table)
+}
+
+#[test]
+fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
+    let repo = packed_repo();
+    let (s1, s2, _, table) = garbled_second_table(&repo, 17);
 
     let out = repo.run(&["verify"]);
     assert_eq!(out.code, 1, "{out}");
@@ -599,25 +606,7 @@ fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
 #[test]
 fn restore_leaves_out_an_unparseable_index_table_not_the_restore() {
     let repo = packed_repo();
-    let src = source(&repo, 23);
-    let s1 = backup_saved(&repo, &src, &[]);
-    fill(&src, 24, &[("new/g.bin", 300_000)]);
-    let s2 = backup_saved(&repo, &src, &[]);
-    // The second backup's table alone indexes new/g.bin; garble its entry
-    // count so it cannot be parsed at all.
-    let g = snap_path(&src, "new/g.bin");
-    let g_blob = &file_chunks(&repo, &s2.id)[&g][0];
-    let table = names_in(&repo, "index")
-        .into_iter()
-        .find(|t| {
-            let out = repo.run(&["cat", "index", t]).success();
-            out.stdout.contains(g_blob.as_str())
-        })
-        .expect("a table indexes g.bin");
-    let path = repo.path.join("index").join(&table);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
-    fs::write(&path, &bytes).unwrap();
+    let (s1, s2, src, table) = garbled_second_table(&repo, 23);
 
     // s1 is indexed by the other table: it restores whole, with a warning.
     let target = repo.scratch("t1");
