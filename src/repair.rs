@@ -364,43 +364,16 @@ mod tests {
 
     use super::*;
     use crate::backend::mem::MemBackend;
+    use crate::backend::testing::{repo_of_small_packs, Hooked, Hooks};
     use crate::backend::{Backend, Data};
-    use crate::repo::{InitOptions, KdfParams};
 
-    /// A store that refuses to read a pack whole, as an object store
-    /// should never be asked to for a pack's header.
-    struct RangesOnly(MemBackend);
+    /// Hooks refusing to read a pack whole, as an object store should
+    /// never be asked to for a pack's header.
+    struct RangesOnly;
 
-    impl Backend for RangesOnly {
-        fn location(&self) -> String {
-            self.0.location()
-        }
-        fn exists(&self) -> Result<bool> {
-            self.0.exists()
-        }
-        fn create(&self) -> Result<()> {
-            self.0.create()
-        }
-        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
-            self.0.list(kind)
-        }
-        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-            self.0.size(kind, name)
-        }
-        fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
-            if kind == FileKind::Pack {
-                return Err(Error::Invalid(format!("pack {name} read whole")));
-            }
-            self.0.read(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
-            self.0.read_range(kind, name, at, len)
-        }
-        fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
-            self.0.write(kind, name, bytes)
-        }
-        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
-            self.0.remove(kind, name)
+    impl Hooks for RangesOnly {
+        fn read(&self, kind: FileKind, name: &str) -> Option<Result<Data>> {
+            (kind == FileKind::Pack).then(|| Err(Error::Invalid(format!("pack {name} read whole"))))
         }
     }
 
@@ -413,20 +386,14 @@ mod tests {
         out
     }
 
-    /// A repository on a [`RangesOnly`] store holding 40 raw blobs of
+    /// A repository on a store with [`RangesOnly`] hooks holding 40 raw blobs of
     /// 100 kB, about ten to each pack of 1 MiB; their ids.
     fn repo_of_packs() -> (Arc<dyn Backend>, Repository, Vec<BlobId>) {
-        let backend: Arc<dyn Backend> = Arc::new(RangesOnly(MemBackend::default()));
-        let opts = InitOptions {
-            pack_size: 1 << 20,
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                lanes: 1,
-            },
-            ..InitOptions::default()
-        };
-        let repo = Repository::init(backend.clone(), b"pw", &opts).unwrap();
+        let backend: Arc<dyn Backend> = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: RangesOnly,
+        });
+        let repo = repo_of_small_packs(backend.clone());
         let writer = BlobWriter::new(&repo);
         let ids: Vec<BlobId> = (0..40)
             .map(|i| writer.add(BlobKind::Data, &noise(i, 100_000)).unwrap().0)

@@ -469,8 +469,8 @@ mod tests {
 
     use super::*;
     use crate::backend::local::LocalBackend;
-    use crate::backend::{Backend, Data};
-    use crate::repo::{InitOptions, KdfParams};
+    use crate::backend::testing::{repo_of_small_packs, Hooked, Hooks};
+    use crate::backend::Backend;
 
     /// A local backend on a full disk. `Whole`: writes of whole packs fail
     /// (the backend offers no sink, as a remote store); `Streamed`: packs
@@ -481,7 +481,13 @@ mod tests {
         Streamed,
     }
 
-    struct DiskFull(LocalBackend, Full);
+    /// A local backend in `dir` on a disk that is `full`.
+    fn disk_full(dir: &std::path::Path, full: Full) -> Hooked<LocalBackend, Full> {
+        Hooked {
+            inner: LocalBackend::new(dir),
+            hooks: full,
+        }
+    }
 
     fn enospc(what: String) -> Error {
         Error::io(what, std::io::Error::from_raw_os_error(libc::ENOSPC))
@@ -505,57 +511,21 @@ mod tests {
         }
     }
 
-    impl Backend for DiskFull {
-        fn location(&self) -> String {
-            self.0.location()
+    impl Hooks for Full {
+        fn write(&self, kind: FileKind, name: &str) -> Option<Result<()>> {
+            (kind == FileKind::Pack && *self == Full::Whole)
+                .then(|| Err(enospc(format!("write pack {name}"))))
         }
-        fn exists(&self) -> Result<bool> {
-            self.0.exists()
-        }
-        fn create(&self) -> Result<()> {
-            self.0.create()
-        }
-        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
-            self.0.list(kind)
-        }
-        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-            self.0.size(kind, name)
-        }
-        fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
-            self.0.read(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
-            self.0.read_range(kind, name, at, len)
-        }
-        fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
-            if kind == FileKind::Pack && self.1 == Full::Whole {
-                return Err(enospc(format!("write pack {name}")));
-            }
-            self.0.write(kind, name, bytes)
-        }
-        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
-            self.0.remove(kind, name)
-        }
-        fn pack_sink(&self) -> Result<Option<Box<dyn crate::backend::FileSink>>> {
-            if self.1 == Full::Whole {
+        fn pack_sink(
+            &self,
+            inner: &dyn Backend,
+        ) -> Result<Option<Box<dyn crate::backend::FileSink>>> {
+            if *self == Full::Whole {
                 return Ok(None);
             }
-            let inner = self.0.pack_sink()?.expect("local directories stream packs");
+            let inner = inner.pack_sink()?.expect("local directories stream packs");
             Ok(Some(Box::new(FullSink { inner, written: 0 })))
         }
-    }
-
-    fn repo(backend: Arc<dyn Backend>) -> Repository {
-        let opts = InitOptions {
-            pack_size: 1 << 20,
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                lanes: 1,
-            },
-            ..InitOptions::default()
-        };
-        Repository::init(backend, b"pw", &opts).unwrap()
     }
 
     fn chunk(i: u32) -> Vec<u8> {
@@ -567,7 +537,7 @@ mod tests {
     #[test]
     fn sealers_store_every_queued_chunk_once() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = repo(Arc::new(LocalBackend::new(dir.path())));
+        let repo = repo_of_small_packs(Arc::new(LocalBackend::new(dir.path())));
         let writer = BlobWriter::new(&repo);
         let ids = with_sealers(&writer, 3, |q| {
             (0..20)
@@ -596,7 +566,7 @@ mod tests {
     #[test]
     fn streamed_packs_are_valid_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = repo(Arc::new(LocalBackend::new(dir.path())));
+        let repo = repo_of_small_packs(Arc::new(LocalBackend::new(dir.path())));
         let writer = BlobWriter::new(&repo);
         with_sealers(&writer, 2, |q| {
             for i in 0..12 {
@@ -625,10 +595,7 @@ mod tests {
     #[test]
     fn a_full_disk_while_streaming_a_pack_is_returned_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = repo(Arc::new(DiskFull(
-            LocalBackend::new(dir.path()),
-            Full::Streamed,
-        )));
+        let repo = repo_of_small_packs(Arc::new(disk_full(dir.path(), Full::Streamed)));
         let writer = BlobWriter::new(&repo);
         let result = with_sealers(&writer, 2, |q| {
             for i in 0..40 {
@@ -654,7 +621,7 @@ mod tests {
         // Chunks small enough to be sealed by the adding thread.
         for full in [Full::Whole, Full::Streamed] {
             let dir = tempfile::tempdir().unwrap();
-            let repo = repo(Arc::new(DiskFull(LocalBackend::new(dir.path()), full)));
+            let repo = repo_of_small_packs(Arc::new(disk_full(dir.path(), full)));
             let writer = BlobWriter::new(&repo);
             let result = with_sealers(&writer, 2, |q| {
                 for i in 0..400 {
@@ -673,10 +640,7 @@ mod tests {
     #[test]
     fn a_storing_error_is_returned_not_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = repo(Arc::new(DiskFull(
-            LocalBackend::new(dir.path()),
-            Full::Whole,
-        )));
+        let repo = repo_of_small_packs(Arc::new(disk_full(dir.path(), Full::Whole)));
         let writer = BlobWriter::new(&repo);
         let result = with_sealers(&writer, 2, |q| {
             for i in 0..40 {

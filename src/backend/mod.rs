@@ -36,6 +36,8 @@ pub mod local;
 pub mod mem;
 pub mod retry;
 pub mod s3;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::ops::Deref;
 
