@@ -38,7 +38,6 @@ pub struct WriteStats {
 }
 
 struct State {
-    seen: IdSet<BlobId>,
     /// Buffers of packs already written, reused for the next ones.
     spare: Vec<Vec<u8>>,
     /// The open packs, created at their first blob.
@@ -52,10 +51,20 @@ struct State {
 pub struct BlobWriter<'r> {
     repo: &'r Repository,
     lock: Option<&'r LockGuard>,
+    /// The blobs this writer stored or is storing: the one set that
+    /// decides which of two workers holding the same chunk stores it. A
+    /// lock of its own, held only to look up or insert an id, so workers
+    /// checking their chunks never wait behind a pack being appended to.
+    seen: Mutex<IdSet<BlobId>>,
+    /// The open packs, the index table being built and the counts.
     state: Mutex<State>,
     /// The repository's index as this writer first saw it; what it stores
-    /// itself is in `state.seen`.
+    /// itself is in `seen`.
     index: std::sync::OnceLock<std::sync::Arc<crate::index::IndexSet>>,
+}
+
+fn panicked() -> Error {
+    Error::Invalid("a worker thread panicked while storing blobs".into())
 }
 
 /// How a writer whose lock was lost ends its error message.
@@ -72,8 +81,8 @@ impl<'r> BlobWriter<'r> {
         BlobWriter {
             repo,
             lock: None,
+            seen: Mutex::new(IdSet::default()),
             state: Mutex::new(State {
-                seen: IdSet::default(),
                 spare: Vec::new(),
                 data: None,
                 tree: None,
@@ -93,9 +102,11 @@ impl<'r> BlobWriter<'r> {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>> {
-        self.state
-            .lock()
-            .map_err(|_| Error::Invalid("a worker thread panicked while storing blobs".into()))
+        self.state.lock().map_err(|_| panicked())
+    }
+
+    fn seen(&self) -> Result<std::sync::MutexGuard<'_, IdSet<BlobId>>> {
+        self.seen.lock().map_err(|_| panicked())
     }
 
     /// Stores `plaintext` unless present; returns its id and whether it was new.
@@ -122,8 +133,7 @@ impl<'r> BlobWriter<'r> {
 
     /// Whether `id` is stored already or being stored.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        let st = self.lock()?;
-        Ok(st.seen.contains(id) || self.index()?.contains(id))
+        Ok(self.index()?.contains(id) || self.seen()?.contains(id))
     }
 
     /// Like [`Self::add`] with the id already computed.
@@ -144,12 +154,8 @@ impl<'r> BlobWriter<'r> {
         id: BlobId,
         plaintext: &[u8],
     ) -> Result<(bool, Option<PackWriter>)> {
-        {
-            let mut st = self.lock()?;
-            if st.seen.contains(&id) || self.index()?.contains(&id) {
-                return Ok((false, None));
-            }
-            st.seen.insert(id);
+        if self.index()?.contains(&id) || !self.seen()?.insert(id) {
+            return Ok((false, None));
         }
         let full = SEALED.with(|s| {
             let sealed = &mut *s.borrow_mut();
@@ -230,10 +236,7 @@ impl<'r> BlobWriter<'r> {
     pub fn finish(mut self) -> Result<WriteStats> {
         let key = self.repo.key();
         let repo = self.repo;
-        let st = self
-            .state
-            .get_mut()
-            .map_err(|_| Error::Invalid("a worker thread panicked while storing blobs".into()))?;
+        let st = self.state.get_mut().map_err(|_| panicked())?;
         for packer in [st.data.take(), st.tree.take()].into_iter().flatten() {
             if !packer.is_empty() {
                 let mut pack = packer.finish(key)?;
