@@ -817,3 +817,43 @@ fn two_inits_on_one_prefix_at_once_leave_one_repository() {
         assert_eq!(keys.len(), 1, "{keys:?}");
     }
 }
+
+#[test]
+fn index_tables_are_fetched_once_each_without_asking_their_size() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut repo = S3Repo::new(&server, "indexfetch");
+    repo.endpoint = proxy.endpoint();
+    let src = repo.scratch.path().join("src");
+    init(&repo);
+    // Each backup of new content writes an index table of its own.
+    for seed in 0..4 {
+        make_source(&src.join(format!("part{seed}")), 40 + seed);
+        backup_json(&repo, &src);
+    }
+    let tables = server.objects(&repo.bucket, &format!("{}/index", repo.prefix));
+    assert_eq!(tables.len(), 4, "{tables:?}");
+
+    // A host with an empty cache opens the index: one listing, then one
+    // download per table, and no request for a table's size.
+    proxy.clear_log();
+    let target = repo.scratch.path().join("restore");
+    let mut c = repo.cmd(&["--no-cache", "restore", "latest", "--target"]);
+    c.arg(&target);
+    run(&mut c, None).success();
+    assert_same_contents(&src, &restored(&target, &src));
+    let reqs = proxy.requests();
+    let index: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.target.contains("/index/"))
+        .collect();
+    assert!(
+        index.iter().all(|r| r.method == "GET" && r.range.is_none()),
+        "index tables are downloaded whole, never asked for their size: {index:#?}"
+    );
+    for table in &tables {
+        let name = table.file_name().unwrap().to_str().unwrap();
+        let gets = index.iter().filter(|r| r.target.ends_with(name)).count();
+        assert_eq!(gets, 1, "table {name} fetched {gets} times: {index:#?}");
+    }
+}

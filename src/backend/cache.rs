@@ -254,6 +254,31 @@ impl CachedBackend {
     fn uses_cache(kind: FileKind) -> bool {
         matches!(kind, FileKind::Index | FileKind::Snapshot)
     }
+
+    /// A file of a cached kind from the cache, or fetched with `fetch` and
+    /// put in the cache; other kinds straight from `fetch`.
+    fn read_through(
+        &self,
+        kind: FileKind,
+        name: &str,
+        fetch: impl FnOnce() -> Result<Data>,
+    ) -> Result<Data> {
+        if !Self::uses_cache(kind) {
+            return fetch();
+        }
+        if let Some(m) = self.cache.get(kind, name) {
+            return Ok(Data::Shared(m));
+        }
+        let data = fetch()?;
+        self.cache.put(kind, name, &data);
+        // Served from the cache's map from now on (verified as it was
+        // put), so a large index table does not stay in memory for as
+        // long as it is used.
+        if let Some(m) = self.cache.get(kind, name) {
+            return Ok(Data::Shared(m));
+        }
+        Ok(data)
+    }
 }
 
 impl Backend for CachedBackend {
@@ -285,21 +310,10 @@ impl Backend for CachedBackend {
         self.inner.size(kind, name)
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
-        if Self::uses_cache(kind) {
-            if let Some(m) = self.cache.get(kind, name) {
-                return Ok(Data::Shared(m));
-            }
-            let data = self.inner.read(kind, name)?;
-            self.cache.put(kind, name, &data);
-            // Served from the cache's map from now on (verified as it was
-            // put), so a large index table does not stay in memory for as
-            // long as it is used.
-            if let Some(m) = self.cache.get(kind, name) {
-                return Ok(Data::Shared(m));
-            }
-            return Ok(data);
-        }
-        self.inner.read(kind, name)
+        self.read_through(kind, name, || self.inner.read(kind, name))
+    }
+    fn read_listed(&self, kind: FileKind, name: &str, size: u64) -> Result<Data> {
+        self.read_through(kind, name, || self.inner.read_listed(kind, name, size))
     }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.inner.read_range(kind, name, offset, len)

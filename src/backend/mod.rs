@@ -161,6 +161,16 @@ pub trait Backend: Send + Sync {
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// All bytes of a file.
     fn read(&self, kind: FileKind, name: &str) -> Result<Data>;
+    /// All bytes of a file whose size a listing just gave
+    /// ([`Backend::list_sizes`]), for stores that would otherwise ask for
+    /// it first (S3 asks before reading an index table, to decide whether
+    /// to spool it to disk): one request fewer per file. A size that no
+    /// longer matches is an error, as a file changed while read is. The
+    /// default reads as [`Backend::read`] does.
+    fn read_listed(&self, kind: FileKind, name: &str, size: u64) -> Result<Data> {
+        let _ = size;
+        self.read(kind, name)
+    }
     /// `len` bytes at `offset`; fewer only if the file is shorter (an error).
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Stores a file atomically, and durably where [`FileKind::durable`].

@@ -114,6 +114,9 @@ impl Backend for RetryBackend {
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
         self.retry(|| self.inner.read(kind, name))
     }
+    fn read_listed(&self, kind: FileKind, name: &str, size: u64) -> Result<Data> {
+        self.retry(|| self.inner.read_listed(kind, name, size))
+    }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.retry(|| self.inner.read_range(kind, name, offset, len))
     }

@@ -298,6 +298,33 @@ impl S3Backend {
     /// Reads a large object (an index table of more than
     /// [`crate::index::SPOOL_FROM`] bytes) a part at a time into a
     /// temporary file and maps it, so it is never held in memory whole.
+    /// A whole object; an index table of `known` bytes (from a listing,
+    /// or asked for) beyond [`crate::index::SPOOL_FROM`] is spooled to a
+    /// temporary file rather than held in memory.
+    fn read_known(&self, kind: FileKind, name: &str, known: Option<u64>) -> Result<Data> {
+        let key = Self::key(kind, name);
+        let what = || self.object(kind, name);
+        if let Some(len) = known.filter(|&n| n > crate::index::SPOOL_FROM as u64) {
+            return self.read_spooled(kind, name, len);
+        }
+        let buf = if kind == FileKind::Pack {
+            self.run(
+                "read",
+                what,
+                self.op
+                    .read_with(&key)
+                    .chunk(PART_SIZE)
+                    .concurrent(self.opts.connections.max(1)),
+            )?
+        } else {
+            self.run("read", what, self.op.read(&key))?
+        };
+        if known.is_some_and(|n| n != buf.len() as u64) {
+            return Err(Error::corrupt(what(), "changed while it was read"));
+        }
+        Ok(Data::Owned(buf.to_vec()))
+    }
+
     fn read_spooled(&self, kind: FileKind, name: &str, len: u64) -> Result<Data> {
         use std::io::Write;
         let what = || self.object(kind, name);
@@ -594,27 +621,18 @@ impl Backend for S3Backend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
-        let key = Self::key(kind, name);
-        let what = || self.object(kind, name);
-        if kind == FileKind::Index {
-            let len = self.run("stat", what, self.op.stat(&key))?.content_length();
-            if len > crate::index::SPOOL_FROM as u64 {
-                return self.read_spooled(kind, name, len);
-            }
-        }
-        let buf = if kind == FileKind::Pack {
-            self.run(
-                "read",
-                what,
-                self.op
-                    .read_with(&key)
-                    .chunk(PART_SIZE)
-                    .concurrent(self.opts.connections.max(1)),
-            )?
+        let known = if kind == FileKind::Index {
+            let what = || self.object(kind, name);
+            let key = Self::key(kind, name);
+            Some(self.run("stat", what, self.op.stat(&key))?.content_length())
         } else {
-            self.run("read", what, self.op.read(&key))?
+            None
         };
-        Ok(Data::Owned(buf.to_vec()))
+        self.read_known(kind, name, known)
+    }
+
+    fn read_listed(&self, kind: FileKind, name: &str, size: u64) -> Result<Data> {
+        self.read_known(kind, name, Some(size))
     }
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {

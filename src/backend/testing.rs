@@ -25,6 +25,12 @@ pub(crate) fn repo_of_small_packs(backend: Arc<dyn Backend>) -> Repository {
 /// Where a test's store departs from the backend it wraps. Each hook
 /// returns `None` to let the call through.
 pub(crate) trait Hooks: Send + Sync {
+    /// Whether the store claims to be remote (see
+    /// [`Backend::prefers_ranges`]); by default what the inner one says.
+    fn prefers_ranges(&self, inner: &dyn Backend) -> bool {
+        inner.prefers_ranges()
+    }
+
     /// Replaces the outcome of `read`.
     fn read(&self, _kind: FileKind, _name: &str) -> Option<Result<Data>> {
         None
@@ -69,6 +75,11 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
             .read(kind, name)
             .unwrap_or_else(|| self.inner.read(kind, name))
     }
+    fn read_listed(&self, kind: FileKind, name: &str, size: u64) -> Result<Data> {
+        self.hooks
+            .read(kind, name)
+            .unwrap_or_else(|| self.inner.read_listed(kind, name, size))
+    }
     fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
         self.inner.read_range(kind, name, at, len)
     }
@@ -82,5 +93,8 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
     }
     fn pack_sink(&self) -> Result<Option<Box<dyn FileSink>>> {
         self.hooks.pack_sink(&self.inner)
+    }
+    fn prefers_ranges(&self) -> bool {
+        self.hooks.prefers_ranges(&self.inner)
     }
 }
