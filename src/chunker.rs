@@ -80,7 +80,7 @@ impl ChunkerParams {
     /// Chunks a stream to its end, handing each chunk to `sink` in order.
     ///
     /// `buf` is the only buffer: it grows once to a window of the maximum
-    /// chunk size plus 4 MiB and is meant to be reused across files, so a
+    /// chunk size plus 1 MiB and is meant to be reused across files, so a
     /// backup does not allocate (or fault in fresh pages) per chunk. The
     /// window is refilled in large reads; only the last, possibly
     /// incomplete chunk of a window is moved to its front, since every cut
@@ -93,7 +93,7 @@ impl ChunkerParams {
         buf: &mut Vec<u8>,
         mut sink: impl FnMut(&[u8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<u64, ChunkError<E>> {
-        let window = self.max as usize + (4 << 20);
+        let window = self.max as usize + (1 << 20);
         // A source that stalls (a pipe) is chunked once this much has
         // arrived, rather than only when the window fills, so a slow
         // stream is stored as it comes; the bound keeps the rescanning of
@@ -175,7 +175,9 @@ mod tests {
     #[test]
     fn cuts_cover_input_and_respect_bounds() {
         let p = ChunkerParams::with_sizes(4096, 16384, 65536, 1).unwrap();
-        let d = data(1 << 20);
+        // Four times the streaming window (maximum + 1 MiB), so chunks
+        // straddle refills.
+        let d = data(4 << 20);
         let cuts: Vec<_> = p.chunks(&d).collect();
         let mut pos = 0;
         for (i, &(off, len)) in cuts.iter().enumerate() {
