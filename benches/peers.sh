@@ -265,6 +265,17 @@ run_tool() { # run_tool RUN TOOL
   measure "$run" "$tool" forget_gc "${tool}_forget" || true
   record "$run" "$tool" repo_bytes_final "$(du -sb "$repo" | cut -f1)"
   rm -rf "$w/$tool"
+  trim
+}
+
+# Hands the blocks of what a tool wrote and the harness deleted back to
+# the device. On a loop device (see docs/PERFORMANCE.md, "Rerunning") the
+# image file otherwise keeps them: one run left it about 50 GB larger and
+# filled the filesystem holding it. Needs root and a device that discards;
+# elsewhere it does nothing. Runs between tools, never inside a step.
+trim() {
+  command -v fstrim >/dev/null || return 0
+  fstrim "$(df --output=target "$BENCH_DIR" | tail -n 1)" 2>/dev/null || true
 }
 
 # The machine-limit row for the incompressible-data target: cairn's first
@@ -286,6 +297,7 @@ run_media() { # run_media RUN
   measure "$1" cairn media_backup cairn_backup || return 0
   record "$1" cairn media_bytes "$(du -sb --apparent-size "$src" | cut -f1)"
   rm -rf "$repo"
+  trim
 }
 write_direct_probe() {
   dd if=/dev/zero of="$BENCH_DIR/work/write-probe" bs=1M count="$media_mib" \
