@@ -309,8 +309,8 @@ const FETCH_AT_ONCE: usize = 8;
 /// with the size its listing gave, so a repository opened on a fresh
 /// cache, or one that many hosts added tables to, costs about one round
 /// trip per [`FETCH_AT_ONCE`] tables (or per `--connections`, if fewer)
-/// instead of two per table; locally,
-/// where a read is a memory map, one after another.
+/// instead of two per table; locally, where a read is a memory map, one
+/// after another.
 fn fetch_tables(backend: &dyn Backend, listed: &[(IndexId, String, u64)]) -> Vec<Result<Data>> {
     let read = |(_, name, size): &(IndexId, String, u64)| {
         backend.read_listed(FileKind::Index, name, *size)
@@ -1246,9 +1246,8 @@ mod tests {
         }
     }
 
-    /// From a remote store the tables are fetched several at once, each
-    /// with the size its listing gave, and every one arrives, in the
-    /// listing's order.
+    /// From a remote store the tables are fetched several at once, and
+    /// every one arrives.
     #[test]
     fn remote_index_tables_are_fetched_at_once() {
         use crate::backend::testing::{Hooked, Hooks};

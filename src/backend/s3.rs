@@ -295,9 +295,6 @@ impl S3Backend {
             .map_err(|e| self.map_err(op, object(), e))
     }
 
-    /// Reads a large object (an index table of more than
-    /// [`crate::index::SPOOL_FROM`] bytes) a part at a time into a
-    /// temporary file and maps it, so it is never held in memory whole.
     /// A whole object; an index table of `known` bytes (from a listing,
     /// or asked for) beyond [`crate::index::SPOOL_FROM`] is spooled to a
     /// temporary file rather than held in memory.
@@ -325,6 +322,9 @@ impl S3Backend {
         Ok(Data::Owned(buf.to_vec()))
     }
 
+    /// Reads a large object (an index table of more than
+    /// [`crate::index::SPOOL_FROM`] bytes) a part at a time into a
+    /// temporary file and maps it, so it is never held in memory whole.
     fn read_spooled(&self, kind: FileKind, name: &str, len: u64) -> Result<Data> {
         use std::io::Write;
         let what = || self.object(kind, name);
