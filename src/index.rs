@@ -196,36 +196,47 @@ impl IndexTable {
 
     /// Searches for `id`. Blob ids are keyed hashes, so they spread evenly
     /// over the table and an id's first 8 bytes predict its position
-    /// within about √n/2 entries: one probe there, a galloping search
-    /// from it (steps of √n/2, doubling) to bracket the id, and a binary
-    /// search inside the bracket, whose probes mostly fall in the same few
-    /// pages. A table whose ids do not spread evenly (never written by
-    /// cairn) costs at most twice a binary search.
+    /// within about √m/2 of m entries. So the search narrows in rounds: a
+    /// probe where the id's key falls between the keys bounding the range,
+    /// then a galloping search from there (steps of √m/2, doubling) that
+    /// brackets it. A round takes m entries to about √m, so two rounds
+    /// leave a few entries, searched by bisection, and every probe of the
+    /// second round falls in the page the id is on. A table whose ids do
+    /// not spread evenly (never written by cairn) costs at most about three
+    /// binary searches.
     pub fn find(&self, id: &BlobId) -> Option<usize> {
         // Ids compare as (first 8 bytes big-endian, then the rest), which
         // is byte order: most comparisons end at the first word.
         let key = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+        let key_at =
+            |i: usize| u64::from_be_bytes(self.entry_bytes(i)[..8].try_into().expect("8 bytes"));
         let cmp = |i: usize| {
             let rec = self.entry_bytes(i);
             u64::from_be_bytes(rec[..8].try_into().expect("8 bytes"))
                 .cmp(&key)
                 .then_with(|| rec[8..32].cmp(&id.0[8..]))
         };
-        let n = self.entries;
-        let (mut lo, mut hi) = (0usize, n);
-        if n > 64 {
-            let guess = ((key as f64 / 18_446_744_073_709_551_616.0) * n as f64) as usize;
-            let guess = guess.min(n - 1);
-            let mut step = ((n as f64).sqrt() / 2.0) as usize;
+        // Entries before `lo` are below the id, entries from `hi` above
+        // it; `lo_key` and `hi_key` bound the keys of the range.
+        let (mut lo, mut hi) = (0usize, self.entries);
+        let (mut lo_key, mut hi_key) = (0u64, u64::MAX);
+        for _round in 0..2 {
+            let span = hi - lo;
+            if span <= 16 {
+                break;
+            }
+            let share = key.saturating_sub(lo_key) as f64 / (hi_key - lo_key) as f64;
+            let guess = (lo + (share * span as f64) as usize).clamp(lo, hi - 1);
+            let mut step = ((span as f64).sqrt() / 2.0).max(1.0) as usize;
             match cmp(guess) {
                 Ordering::Equal => return Some(guess),
                 Ordering::Less => {
-                    lo = guess + 1;
-                    while let Some(p) = guess.checked_add(step).filter(|&p| p < n) {
+                    (lo, lo_key) = (guess + 1, key_at(guess));
+                    while let Some(p) = guess.checked_add(step).filter(|&p| p < hi) {
                         match cmp(p) {
-                            Ordering::Less => lo = p + 1,
+                            Ordering::Less => (lo, lo_key) = (p + 1, key_at(p)),
                             Ordering::Greater => {
-                                hi = p;
+                                (hi, hi_key) = (p, key_at(p));
                                 break;
                             }
                             Ordering::Equal => return Some(p),
@@ -234,12 +245,12 @@ impl IndexTable {
                     }
                 }
                 Ordering::Greater => {
-                    hi = guess;
-                    while let Some(p) = guess.checked_sub(step) {
+                    (hi, hi_key) = (guess, key_at(guess));
+                    while let Some(p) = guess.checked_sub(step).filter(|&p| p >= lo) {
                         match cmp(p) {
-                            Ordering::Greater => hi = p,
+                            Ordering::Greater => (hi, hi_key) = (p, key_at(p)),
                             Ordering::Less => {
-                                lo = p + 1;
+                                (lo, lo_key) = (p + 1, key_at(p));
                                 break;
                             }
                             Ordering::Equal => return Some(p),
@@ -247,6 +258,9 @@ impl IndexTable {
                         step *= 2;
                     }
                 }
+            }
+            if hi_key <= lo_key {
+                break; // keys equal in their first word: bisect
             }
         }
         while lo < hi {
