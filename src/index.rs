@@ -967,6 +967,50 @@ mod tests {
         }
     }
 
+    /// On a table whose records are not sorted (a hostile one: tables are
+    /// mapped for lookups without their MAC being checked), `find` ends
+    /// without panicking or overflowing, and what it finds is the id.
+    #[test]
+    fn find_on_unsorted_records_ends_and_never_lies() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in [17usize, 65, 300, 5000] {
+            let mut bytes = vec![0u8; HEAD];
+            bytes[..8].copy_from_slice(MAGIC);
+            bytes[8..12].copy_from_slice(&VERSION.to_le_bytes());
+            bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
+            bytes[16..24].copy_from_slice(&(n as u64).to_le_bytes());
+            bytes.extend_from_slice(&[0u8; PACK_REC]);
+            let mut ids = Vec::new();
+            for i in 0..n {
+                let mut rec = [0u8; ENTRY_REC];
+                // Random keys, some runs of equal first words, both ends.
+                let word = match i % 7 {
+                    0 => 0,
+                    1 => u64::MAX,
+                    2 => 0x8000_0000_0000_0000,
+                    _ => rand(),
+                };
+                rec[..8].copy_from_slice(&word.to_be_bytes());
+                rec[8..16].copy_from_slice(&rand().to_le_bytes());
+                ids.push(BlobId(rec[..32].try_into().unwrap()));
+                bytes.extend_from_slice(&rec);
+            }
+            bytes.extend_from_slice(&[0u8; MAC_LEN]);
+            let t = IndexTable::parse(IndexId([0; 32]), Data::Owned(bytes)).unwrap();
+            for id in ids.iter().chain([&BlobId([0; 32]), &BlobId([0xff; 32])]) {
+                if let Some(j) = t.find(id) {
+                    assert_eq!(t.id_at(j), *id, "{n}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn hostile_tables_are_rejected() {
         let key = MasterKey::generate();
