@@ -200,8 +200,8 @@ impl IndexTable {
     /// probe where the id's key falls between the keys bounding the range,
     /// then a galloping search from there (steps of √m/2, doubling) that
     /// brackets it. A round takes m entries to about √m, so two rounds
-    /// leave a few entries, searched by bisection, and every probe of the
-    /// second round falls in the page the id is on. A table whose ids do
+    /// leave a few entries, searched by bisection, and the probes of the
+    /// second round fall within a page or two of the id. A table whose ids do
     /// not spread evenly (never written by cairn) costs at most about three
     /// binary searches.
     pub fn find(&self, id: &BlobId) -> Option<usize> {
