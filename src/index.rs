@@ -875,6 +875,16 @@ mod tests {
         assert!(t.check(&MasterKey::generate()).is_err());
     }
 
+    /// A deterministic stream of pseudo-random words from `seed` (not 0).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// `find` guesses positions from ids' first bytes; it must find every
     /// entry and no absent id however the ids spread: evenly (as keyed
     /// hashes do), all sharing their first 8 bytes, bunched at either end,
@@ -882,13 +892,7 @@ mod tests {
     #[test]
     fn find_is_exact_for_any_spread_of_ids() {
         let key = MasterKey::generate();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15u64);
         type Spread = fn(u64, usize) -> [u8; 32];
         let spreads: [(&str, Spread); 5] = [
             ("even", |r, _| {
@@ -972,13 +976,7 @@ mod tests {
     /// without panicking or overflowing, and what it finds is the id.
     #[test]
     fn find_on_unsorted_records_ends_and_never_lies() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1du64);
         for n in [17usize, 65, 300, 5000] {
             let mut bytes = vec![0u8; HEAD];
             bytes[..8].copy_from_slice(MAGIC);
