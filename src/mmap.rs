@@ -47,6 +47,15 @@ impl Map {
         }
     }
 
+    /// Maps every page of the file now, in one system call rather than a
+    /// fault per page, for a map about to be read whole. Only a hint:
+    /// kernels before 5.14 ignore it, and faults then map the pages.
+    pub fn populate(&self) {
+        if let Some(m) = &self.0 {
+            let _ = m.advise(memmap2::Advice::PopulateRead);
+        }
+    }
+
     /// Tells the kernel the map will be read at scattered places, so a
     /// page fault maps only its own page instead of reading ahead.
     pub fn advise_random(&self) {

@@ -593,6 +593,19 @@ impl Executor<'_> {
         let tasks = tasks.into_inner().unwrap_or_default();
 
         // 2. Plan reads: every distinct blob once, grouped by pack.
+        let index = match self.repo.index() {
+            Ok(index) => index,
+            Err(e) => {
+                for task in &tasks {
+                    self.fail(&task.dest, &e);
+                }
+                return;
+            }
+        };
+        // Every chunk of every file is looked up.
+        for table in index.tables() {
+            table.build_directory();
+        }
         let mut by_pack: IdMap<PackId, Vec<(BlobId, Location)>> = IdMap::default();
         let mut targets: IdMap<BlobId, Vec<(usize, u64)>> = IdMap::default();
         for (t, task) in tasks.iter().enumerate() {
@@ -601,7 +614,10 @@ impl Executor<'_> {
             };
             let mut offset = 0u64;
             for id in chunks {
-                let loc = match self.repo.locate(id) {
+                let found = index.lookup(id).and_then(|loc| {
+                    loc.ok_or_else(|| Error::NotFound(format!("blob {id} in the index")))
+                });
+                let loc = match found {
                     Ok(loc) => loc,
                     Err(e) => {
                         task.fail(format!("blob {}: {e}", id.short()));

@@ -103,6 +103,16 @@ impl Data {
         }
     }
 
+    /// For maps: maps every page now (see [`crate::mmap::Map::populate`]).
+    /// No-op otherwise.
+    pub fn populate(&self) {
+        match self {
+            Data::Mapped(m) => m.populate(),
+            Data::Shared(m) => m.populate(),
+            Data::Owned(_) => {}
+        }
+    }
+
     /// For maps: the bytes will be read front to back. No-op otherwise.
     pub fn advise_sequential(&self) {
         match self {
