@@ -530,3 +530,158 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU8;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::archiver::{backup, BackupOptions};
+    use crate::backend::mem::MemBackend;
+    use crate::backend::testing::{repo_of_small_packs, Hooked, Hooks};
+    use crate::backend::Backend;
+
+    /// Records the pack and index writes it lets through, in order. Once
+    /// `mode` is [`SLOW`], a pack write first sleeps; once [`FAIL`], it
+    /// fails.
+    #[derive(Default)]
+    struct Recorder {
+        events: Arc<Mutex<Vec<FileKind>>>,
+        mode: Arc<AtomicU8>,
+    }
+    const SLOW: u8 = 1;
+    const FAIL: u8 = 2;
+
+    impl Hooks for Recorder {
+        fn write(&self, kind: FileKind, _name: &str) -> Option<Result<()>> {
+            if kind == FileKind::Pack {
+                match self.mode.load(Ordering::SeqCst) {
+                    SLOW => std::thread::sleep(std::time::Duration::from_millis(200)),
+                    FAIL => return Some(Err(Error::Invalid("the store is full".into()))),
+                    _ => {}
+                }
+            }
+            if matches!(kind, FileKind::Pack | FileKind::Index) {
+                self.events.lock().unwrap().push(kind);
+            }
+            None
+        }
+    }
+
+    /// A repository on a [`Recorder`]'s store, with its events and mode.
+    struct Recorded {
+        backend: Arc<dyn Backend>,
+        repo: Repository,
+        events: Arc<Mutex<Vec<FileKind>>>,
+        mode: Arc<AtomicU8>,
+    }
+
+    /// A repository of two snapshots of eight files of 300 kB, half of
+    /// them changed in the second, and the first forgotten: packs that
+    /// are partly garbage.
+    fn half_garbage() -> Recorded {
+        let recorder = Recorder::default();
+        let (events, mode) = (recorder.events.clone(), recorder.mode.clone());
+        let backend: Arc<dyn Backend> = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: recorder,
+        });
+        let repo = repo_of_small_packs(backend.clone());
+        let src = tempfile::tempdir().unwrap();
+        let write = |i: u32, round: u32| {
+            let mut bytes = vec![0u8; 300_000];
+            blake3::Hasher::new()
+                .update(&[i as u8, round as u8])
+                .finalize_xof()
+                .fill(&mut bytes);
+            std::fs::write(src.path().join(format!("f{i}")), bytes).unwrap();
+        };
+        let opts = BackupOptions {
+            paths: vec![src.path().to_path_buf()],
+            ..BackupOptions::default()
+        };
+        let mut first = None;
+        for round in 0..2 {
+            for i in (0..8).filter(|i| round == 0 || i % 2 == 0) {
+                write(i, round);
+            }
+            let done = backup(&repo, &opts, &mut std::io::empty(), &|_| {}).unwrap();
+            first.get_or_insert(done.id);
+        }
+        backend
+            .remove(FileKind::Snapshot, &first.unwrap().to_hex())
+            .unwrap();
+        Recorded {
+            backend,
+            repo,
+            events,
+            mode,
+        }
+    }
+
+    fn collect(repo: &Repository, backend: &Arc<dyn Backend>) -> Result<()> {
+        let lock = crate::repo::lock::acquire(
+            backend.clone(),
+            repo.key(),
+            true,
+            "gc",
+            std::time::Duration::ZERO,
+        )?;
+        let opts = GcOptions {
+            max_unused: 0.0,
+            ..GcOptions::default()
+        };
+        let plan = plan(repo, &opts)?;
+        assert!(!plan.repack.is_empty(), "nothing to repack: {plan:?}");
+        execute(repo, &plan, &lock)
+    }
+
+    /// The merged table names the packs of copies, so it is written only
+    /// once they are stored: a pack write that takes long still comes
+    /// first.
+    #[test]
+    fn the_merged_table_waits_for_the_copies_pack() {
+        let Recorded {
+            backend,
+            repo,
+            events,
+            mode,
+        } = half_garbage();
+        events.lock().unwrap().clear();
+        mode.store(SLOW, Ordering::SeqCst);
+        collect(&repo, &backend).unwrap();
+        let events = events.lock().unwrap().clone();
+        let first_index = events.iter().position(|k| *k == FileKind::Index);
+        let last_pack = events.iter().rposition(|k| *k == FileKind::Pack);
+        assert!(
+            matches!((last_pack, first_index), (Some(p), Some(i)) if p < i),
+            "{events:?}"
+        );
+    }
+
+    /// A pack of copies that cannot be stored stops gc before any index
+    /// table is written or anything removed.
+    #[test]
+    fn a_copies_pack_that_cannot_be_stored_stops_gc_unchanged() {
+        let Recorded {
+            backend,
+            repo,
+            events,
+            mode,
+        } = half_garbage();
+        let before = |kind| {
+            let mut names = backend.list(kind).unwrap();
+            names.sort();
+            names
+        };
+        let (index, packs) = (before(FileKind::Index), before(FileKind::Pack));
+        events.lock().unwrap().clear();
+        mode.store(FAIL, Ordering::SeqCst);
+        let err = collect(&repo, &backend).unwrap_err();
+        assert!(err.to_string().contains("the store is full"), "{err}");
+        assert_eq!(*events.lock().unwrap(), Vec::<FileKind>::new());
+        assert_eq!(before(FileKind::Index), index);
+        assert_eq!(before(FileKind::Pack), packs);
+    }
+}
