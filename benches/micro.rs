@@ -341,7 +341,8 @@ fn entry_id(i: u64, salt: u64) -> BlobId {
     BlobId(*h.finalize().as_bytes())
 }
 
-/// Binary search in one mapped-style table, hits and misses.
+/// Lookups in one mapped-style table, hits and misses, without and with
+/// the table's directory.
 fn index(c: &mut Criterion) {
     let n: u64 = if measuring() { 1_000_000 } else { 10_000 };
     let k = key();
@@ -363,7 +364,11 @@ fn index(c: &mut Criterion) {
         );
     }
     let (id, bytes) = b.finish(&k);
-    let table = IndexTable::parse(id, Data::Owned(bytes)).expect("table");
+    let table = IndexTable::parse(id, Data::Owned(bytes.clone())).expect("table");
+    // The same table with the directory gc's mark and restore's
+    // planning build (DESIGN.md, "Index without RAM").
+    let with_dir = IndexTable::parse(id, Data::Owned(bytes)).expect("table");
+    with_dir.build_directory();
     let probes = 4096u64;
     let hits: Vec<BlobId> = (0..probes).map(|i| entry_id(i * 7919 % n, 0)).collect();
     let misses: Vec<BlobId> = (0..probes).map(|i| entry_id(i, 1)).collect();
@@ -375,6 +380,12 @@ fn index(c: &mut Criterion) {
     });
     g.bench_function(BenchmarkId::new("find_miss", n), |bch| {
         bch.iter(|| misses.iter().filter(|h| table.find(h).is_some()).count())
+    });
+    g.bench_function(BenchmarkId::new("find_hit_directory", n), |bch| {
+        bch.iter(|| hits.iter().filter(|h| with_dir.find(h).is_some()).count())
+    });
+    g.bench_function(BenchmarkId::new("find_miss_directory", n), |bch| {
+        bch.iter(|| misses.iter().filter(|h| with_dir.find(h).is_some()).count())
     });
     g.bench_function(BenchmarkId::new("location_hit", n), |bch| {
         bch.iter(|| {
