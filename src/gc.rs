@@ -223,10 +223,8 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         }
     }
     let index = repo.index()?;
-    // Marking looks up every live blob.
-    for table in index.tables() {
-        table.build_directory();
-    }
+    // Marking looks up every blob in use.
+    index.build_directories(usize::MAX);
     let marks = Marks::new(&index, &sizes)?;
     let unreadable: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let missing: Mutex<IdSet<BlobId>> = Mutex::new(IdSet::default());

@@ -602,10 +602,15 @@ impl Executor<'_> {
                 return;
             }
         };
-        // Every chunk of every file is looked up.
-        for table in index.tables() {
-            table.build_directory();
-        }
+        // Every chunk of every file written is looked up.
+        let lookups = tasks
+            .iter()
+            .map(|t| match &t.node.kind {
+                NodeKind::File { chunks } => chunks.len(),
+                _ => 0,
+            })
+            .sum();
+        index.build_directories(lookups);
         let mut by_pack: IdMap<PackId, Vec<(BlobId, Location)>> = IdMap::default();
         let mut targets: IdMap<BlobId, Vec<(usize, u64)>> = IdMap::default();
         for (t, task) in tasks.iter().enumerate() {

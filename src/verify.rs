@@ -390,9 +390,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
     report.snapshots = snapshots.len();
     // Every chunk every tree names is looked up.
-    for table in index.tables() {
-        table.build_directory();
-    }
+    index.build_directories(usize::MAX);
     let fault = |id: &BlobId| -> Option<Fault> {
         match index.lookup(id) {
             Ok(None) | Err(_) => Some(Fault::NotIndexed),
