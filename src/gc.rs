@@ -577,7 +577,7 @@ mod tests {
 
     /// A repository of two snapshots of eight files of 300 kB, half of
     /// them changed in the second, and the first forgotten: packs that
-    /// are partly garbage.
+    /// are partly garbage. No events recorded yet.
     fn half_garbage() -> Recorded {
         let recorder = Recorder::default();
         let (events, mode) = (recorder.events.clone(), recorder.mode.clone());
@@ -610,6 +610,7 @@ mod tests {
         backend
             .remove(FileKind::Snapshot, &first.unwrap().to_hex())
             .unwrap();
+        events.lock().unwrap().clear();
         Recorded {
             backend,
             repo,
@@ -640,16 +641,10 @@ mod tests {
     /// first.
     #[test]
     fn the_merged_table_waits_for_the_copies_pack() {
-        let Recorded {
-            backend,
-            repo,
-            events,
-            mode,
-        } = half_garbage();
-        events.lock().unwrap().clear();
-        mode.store(SLOW, Ordering::SeqCst);
-        collect(&repo, &backend).unwrap();
-        let events = events.lock().unwrap().clone();
+        let r = half_garbage();
+        r.mode.store(SLOW, Ordering::SeqCst);
+        collect(&r.repo, &r.backend).unwrap();
+        let events = r.events.lock().unwrap().clone();
         let first_index = events.iter().position(|k| *k == FileKind::Index);
         let last_pack = events.iter().rposition(|k| *k == FileKind::Pack);
         assert!(
@@ -662,23 +657,17 @@ mod tests {
     /// table is written or anything removed.
     #[test]
     fn a_copies_pack_that_cannot_be_stored_stops_gc_unchanged() {
-        let Recorded {
-            backend,
-            repo,
-            events,
-            mode,
-        } = half_garbage();
+        let r = half_garbage();
         let before = |kind| {
-            let mut names = backend.list(kind).unwrap();
+            let mut names = r.backend.list(kind).unwrap();
             names.sort();
             names
         };
         let (index, packs) = (before(FileKind::Index), before(FileKind::Pack));
-        events.lock().unwrap().clear();
-        mode.store(FAIL, Ordering::SeqCst);
-        let err = collect(&repo, &backend).unwrap_err();
+        r.mode.store(FAIL, Ordering::SeqCst);
+        let err = collect(&r.repo, &r.backend).unwrap_err();
         assert!(err.to_string().contains("the store is full"), "{err}");
-        assert_eq!(*events.lock().unwrap(), Vec::<FileKind>::new());
+        assert_eq!(*r.events.lock().unwrap(), Vec::<FileKind>::new());
         assert_eq!(before(FileKind::Index), index);
         assert_eq!(before(FileKind::Pack), packs);
     }
