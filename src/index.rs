@@ -542,7 +542,7 @@ pub struct CompactStats {
 
 /// Keeps the number of index tables bounded: once there are more than
 /// [`MAX_TABLES`], the smallest are merged into one so that
-/// [`KEEP_TABLES`] remain. Each backup adds a table, so without this a
+/// `KEEP_TABLES` (16) remain. Each backup adds a table, so without this a
 /// year of nightly backups would mean hundreds of table searches per
 /// lookup. Safe beside concurrent backups and readers: the merged table is
 /// written (durably) before any source is removed, a crash in between

@@ -398,7 +398,7 @@ fn store_filled(
 /// indexes it, as the write ordering requires; meanwhile the sealers go on
 /// sealing instead of waiting on the disk. Packs built in memory (a remote
 /// store) are uploaded by the sealer that filled them (see
-/// [`store_filled`]). One filled pack may wait for the
+/// `store_filled`). One filled pack may wait for the
 /// committer; a sealer that fills another meanwhile waits until the
 /// committer takes the first.
 pub fn with_sealers<R>(
