@@ -512,6 +512,12 @@ impl IndexSet {
         self.tables.iter().any(|t| t.find(id).is_some())
     }
 
+    /// Where `id` is stored; an error naming it if it is not indexed.
+    pub fn locate(&self, id: &BlobId) -> Result<Location> {
+        self.lookup(id)?
+            .ok_or_else(|| Error::NotFound(format!("blob {id} in the index")))
+    }
+
     /// Where `id` is stored.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<Location>> {
         for t in &self.tables {
@@ -1066,19 +1072,7 @@ mod tests {
                 .flat_map(|n| [(n, false), (n, true)])
             {
                 let ids: Vec<BlobId> = (0..n).map(|i| BlobId(spread(rand(), i))).collect();
-                let entries: Vec<PackEntry> = ids
-                    .iter()
-                    .map(|id| PackEntry {
-                        id: *id,
-                        offset: 0,
-                        length: 1,
-                        raw_length: 1,
-                    })
-                    .collect();
-                let mut b = IndexBuilder::default();
-                b.add_pack(PackId([1; 32]), BlobKind::Data, &entries);
-                let (tid, bytes) = b.finish(&key);
-                let t = IndexTable::parse(tid, Data::Owned(bytes)).unwrap();
+                let t = table_of_ids(&key, &ids);
                 if directory {
                     t.build_directory();
                     assert_eq!(t.dir.get().is_some(), n >= 256, "{name}, {n}");
@@ -1119,18 +1113,10 @@ mod tests {
     fn directories_are_built_where_lookups_repay_them() {
         let key = MasterKey::generate();
         let table = |n: u32| {
-            let entries: Vec<PackEntry> = (0..n)
-                .map(|i| PackEntry {
-                    id: BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()),
-                    offset: i,
-                    length: 1,
-                    raw_length: 1,
-                })
+            let ids: Vec<BlobId> = (0..n)
+                .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
                 .collect();
-            let mut b = IndexBuilder::default();
-            b.add_pack(PackId([1; 32]), BlobKind::Data, &entries);
-            let (id, bytes) = b.finish(&key);
-            IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+            table_of_ids(&key, &ids)
         };
         let set = IndexSet {
             tables: vec![table(16_000), table(1_600)],
@@ -1259,6 +1245,23 @@ mod tests {
     }
 
     /// A table of `ids` (one byte each) spread over packs `packs[k]`.
+    /// A table of `ids` (in any order), all in one pack.
+    fn table_of_ids(key: &MasterKey, ids: &[BlobId]) -> IndexTable {
+        let entries: Vec<PackEntry> = ids
+            .iter()
+            .map(|id| PackEntry {
+                id: *id,
+                offset: 0,
+                length: 1,
+                raw_length: 1,
+            })
+            .collect();
+        let mut b = IndexBuilder::default();
+        b.add_pack(PackId([1; 32]), BlobKind::Data, &entries);
+        let (id, bytes) = b.finish(key);
+        IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+    }
+
     fn table_of(key: &MasterKey, entries: &[(u8, u8, u32)]) -> IndexTable {
         let mut b = IndexBuilder::default();
         for &(id, pack, off) in entries {
