@@ -619,10 +619,7 @@ impl Executor<'_> {
             };
             let mut offset = 0u64;
             for id in chunks {
-                let found = index.lookup(id).and_then(|loc| {
-                    loc.ok_or_else(|| Error::NotFound(format!("blob {id} in the index")))
-                });
-                let loc = match found {
+                let loc = match index.locate(id) {
                     Ok(loc) => loc,
                     Err(e) => {
                         task.fail(format!("blob {}: {e}", id.short()));

@@ -401,9 +401,7 @@ impl Repository {
 
     /// Where a blob is stored, or a not-found error naming it.
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
-        self.index()?
-            .lookup(id)?
-            .ok_or_else(|| Error::NotFound(format!("blob {id} in the index")))
+        self.index()?.locate(id)
     }
 
     /// Reads, authenticates and decodes one blob.
