@@ -248,7 +248,7 @@ fn compression(c: &mut Criterion) {
 fn seal_into_pack(k: &MasterKey, data: &[u8], sealed: &mut Vec<u8>, w: &mut PackWriter) {
     for c in data.chunks(1 << 20) {
         let id = k.blob_id(c);
-        pack::seal_blob(k, c, LEVEL, sealed);
+        let sealed = pack::seal_blob(k, c, LEVEL, sealed);
         w.add_sealed(id, sealed, c.len() as u32).unwrap();
     }
 }

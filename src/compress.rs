@@ -50,35 +50,51 @@ pub fn encode_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
 /// caller can build `header || encoded blob` in one buffer without copying.
 pub fn encode_append(data: &[u8], level: i32, out: &mut Vec<u8>) {
     let base = out.len();
-    if level != 0 && data.len() >= 64 {
-        let compressed = CTX.with(|c| {
-            let c = &mut *c.borrow_mut();
-            if !looks_compressible(c, data) {
-                return None;
-            }
-            if c.main.is_none() || c.level != level {
-                c.main = zstd::bulk::Compressor::new(level).ok();
-                c.level = level;
-            }
-            // Compress straight after the encoding byte; a result that
-            // does not save a byte is stored raw.
-            out.resize(base + 1 + data.len(), 0);
+    if worth_compressing(data, level) {
+        // Compress straight after the encoding byte.
+        out.resize(base + 1 + data.len(), 0);
+        if let Some(n) = compress_checked(data, level, &mut out[base + 1..]) {
             out[base] = ZSTD;
-            let n = c
-                .main
-                .as_mut()?
-                .compress_to_buffer(data, &mut out[base + 1..])
-                .ok()?;
             out.truncate(base + 1 + n);
-            Some(())
-        });
-        if compressed.is_some() && out.len() - base < data.len() + 1 {
             return;
         }
         out.truncate(base);
     }
     out.push(RAW);
     out.extend_from_slice(data);
+}
+
+/// Compresses `data` into `out` (as long as `data`) where that pays: the
+/// length of the zstd frame, or `None` when `data` is to be stored raw
+/// (compression disabled, too small, judged incompressible by its probes,
+/// or a frame that would not save a byte). Nothing is allocated, and on
+/// `None` the caller still holds `data` to seal as it is.
+pub fn compress_into(data: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
+    if worth_compressing(data, level) {
+        compress_checked(data, level, out)
+    } else {
+        None
+    }
+}
+
+/// Whether compressing `data` at `level` is worth a try: compression is
+/// on, `data` is not tiny, and a probe of it compresses.
+fn worth_compressing(data: &[u8], level: i32) -> bool {
+    level != 0 && data.len() >= 64 && CTX.with(|c| looks_compressible(&mut c.borrow_mut(), data))
+}
+
+/// One zstd frame of `data` in `out`, if it is shorter than `data` (`out`
+/// is as long as `data`: a frame that does not fit saves nothing).
+fn compress_checked(data: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
+    CTX.with(|c| {
+        let c = &mut *c.borrow_mut();
+        if c.main.is_none() || c.level != level {
+            c.main = zstd::bulk::Compressor::new(level).ok();
+            c.level = level;
+        }
+        let n = c.main.as_mut()?.compress_to_buffer(data, out).ok()?;
+        (n < data.len()).then_some(n)
+    })
 }
 
 /// Whether a level-1 pass over any of a few probes saves at least 3%.

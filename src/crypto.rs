@@ -178,10 +178,20 @@ impl MasterKey {
             .seal_into(&random_bytes(), plaintext, aad, out)
     }
 
-    /// Seals what `fill` appends to `out`, in place: `out` gains `nonce ||
-    /// ciphertext || tag`, and the plaintext is never copied.
-    pub fn seal_filled(&self, aad: &[u8], out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
-        self.sealer().seal_filled(&random_bytes(), aad, out, fill)
+    /// Seals in place: `buf` holds `NONCE_LEN` bytes of room, the
+    /// plaintext, then `TAG_LEN` bytes of room, and becomes `nonce ||
+    /// ciphertext || tag`.
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut [u8]) {
+        self.sealer().seal_in_place(&random_bytes(), aad, buf)
+    }
+
+    /// Seals `head || body` into `out`, which must be exactly
+    /// `SEAL_OVERHEAD + head.len() + body.len()` bytes: `nonce ||
+    /// ciphertext || tag`. `body` is encrypted from where it lies, never
+    /// copied into `out` first, so a large plaintext is read once.
+    pub fn seal_parts(&self, aad: &[u8], head: &[u8], body: &[u8], out: &mut [u8]) {
+        self.sealer()
+            .seal_parts(&random_bytes(), aad, head, body, out)
     }
 
     /// Encrypts `plaintext`, binding `aad`.
@@ -273,27 +283,51 @@ impl Sealer<'_> {
 
     /// Appends `nonce || ciphertext || tag` to `out`.
     fn seal_into(self, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) {
-        out.reserve(plaintext.len() + SEAL_OVERHEAD);
-        self.seal_filled(nonce, aad, out, |o| o.extend_from_slice(plaintext));
+        let start = out.len();
+        out.resize(start + SEAL_OVERHEAD + plaintext.len(), 0);
+        self.seal_parts(nonce, aad, &[], plaintext, &mut out[start..]);
     }
 
-    /// Appends `nonce`, then whatever `fill` appends, and seals the latter
-    /// in place.
-    fn seal_filled(
+    /// See [`MasterKey::seal_in_place`].
+    fn seal_in_place(self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) {
+        assert!(buf.len() >= SEAL_OVERHEAD, "no room for the nonce and tag");
+        let (key, short) = self.message_key(nonce);
+        let (nonce_room, rest) = buf.split_at_mut(NONCE_LEN);
+        nonce_room.copy_from_slice(nonce);
+        let (text, tag_room) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let tag = key
+            .seal_in_place_separate_tag(short, Aad::from(aad), text)
+            .expect("AEAD encryption of an in-memory buffer");
+        tag_room.copy_from_slice(tag.as_ref());
+    }
+
+    /// See [`MasterKey::seal_parts`].
+    fn seal_parts(
         self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
-        out: &mut Vec<u8>,
-        fill: impl FnOnce(&mut Vec<u8>),
+        head: &[u8],
+        body: &[u8],
+        out: &mut [u8],
     ) {
+        assert_eq!(
+            out.len(),
+            SEAL_OVERHEAD + head.len() + body.len(),
+            "sealed output of the wrong size"
+        );
         let (key, short) = self.message_key(nonce);
-        out.extend_from_slice(nonce);
-        let start = out.len();
-        fill(out);
-        let tag = key
-            .seal_in_place_separate_tag(short, Aad::from(aad), &mut out[start..])
-            .expect("AEAD encryption of an in-memory buffer");
-        out.extend_from_slice(tag.as_ref());
+        let (nonce_room, rest) = out.split_at_mut(NONCE_LEN);
+        nonce_room.copy_from_slice(nonce);
+        let (head_out, body_out_and_tag) = rest.split_at_mut(head.len());
+        key.seal_out_of_place_scatter(
+            short,
+            Aad::from(aad),
+            head,
+            head_out,
+            body,
+            body_out_and_tag,
+        )
+        .expect("AEAD encryption of in-memory buffers");
     }
 
     /// The plaintext of `sealed`.
@@ -399,6 +433,31 @@ mod tests {
             assert!(k.open(&sealed[..10], b"aad", "x").is_err());
             let other = MasterKey::generate().with_cipher(cipher);
             assert!(other.open(&sealed, b"aad", "x").is_err());
+        }
+    }
+
+    #[test]
+    fn sealing_in_place_or_in_parts_opens_like_sealing_a_copy() {
+        for cipher in CIPHERS {
+            let k = MasterKey::generate().with_cipher(cipher);
+            for (head, body) in [(&b"h"[..], &b"body bytes"[..]), (b"", b"x"), (b"hd", b"")] {
+                let whole = [head, body].concat();
+                let mut parts = vec![0xA5; SEAL_OVERHEAD + whole.len()];
+                k.seal_parts(b"aad", head, body, &mut parts);
+                assert_eq!(k.open(&parts, b"aad", "x").unwrap(), whole);
+                if whole.len() > 4 {
+                    assert_ne!(parts[NONCE_LEN..NONCE_LEN + whole.len()], whole[..]);
+                }
+                assert!(k.open(&parts, b"other", "x").is_err());
+
+                let mut in_place = vec![0x5A; NONCE_LEN];
+                in_place.extend_from_slice(&whole);
+                in_place.extend_from_slice(&[0x5A; TAG_LEN]);
+                k.seal_in_place(b"aad", &mut in_place);
+                assert_eq!(k.open(&in_place, b"aad", "x").unwrap(), whole);
+                // Each seal draws its own nonce.
+                assert_ne!(in_place[..NONCE_LEN], parts[..NONCE_LEN]);
+            }
         }
     }
 

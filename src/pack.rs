@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::FileSink;
 use crate::codec;
-use crate::crypto::{MasterKey, SEAL_OVERHEAD};
+use crate::compress;
+use crate::crypto::{MasterKey, NONCE_LEN, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::id::{file_hash, BlobId, PackId};
 
@@ -310,14 +311,36 @@ pub fn decode_sealed_header(
     Ok(header)
 }
 
-/// Seals a blob's plaintext into `out` (replacing its contents): compresses
-/// with `level` straight into `out`, then encrypts it there in place.
-pub fn seal_blob(key: &MasterKey, plaintext: &[u8], level: i32, out: &mut Vec<u8>) {
-    out.clear();
-    out.reserve(1 + plaintext.len() + SEAL_OVERHEAD);
-    key.seal_filled(&[], out, |o| {
-        crate::compress::encode_append(plaintext, level, o)
-    });
+/// Seals a blob's plaintext in `buf`, a buffer reused from blob to blob,
+/// and returns the sealed bytes, a prefix of it. Compressible plaintext is
+/// compressed straight into `buf` and encrypted there in place;
+/// incompressible plaintext is encrypted from where it lies, never copied
+/// first. `buf` is only grown, never cleared or zeroed: every byte
+/// returned is written by this call.
+pub fn seal_blob<'b>(
+    key: &MasterKey,
+    plaintext: &[u8],
+    level: i32,
+    buf: &'b mut Vec<u8>,
+) -> &'b [u8] {
+    let raw_len = SEAL_OVERHEAD + 1 + plaintext.len();
+    if buf.len() < raw_len {
+        buf.resize(raw_len, 0);
+    }
+    let payload = NONCE_LEN + 1..NONCE_LEN + 1 + plaintext.len();
+    let len = match compress::compress_into(plaintext, level, &mut buf[payload]) {
+        Some(n) => {
+            buf[NONCE_LEN] = compress::ZSTD;
+            let len = SEAL_OVERHEAD + 1 + n;
+            key.seal_in_place(&[], &mut buf[..len]);
+            len
+        }
+        None => {
+            key.seal_parts(&[], &[compress::RAW], plaintext, &mut buf[..raw_len]);
+            raw_len
+        }
+    };
+    &buf[..len]
 }
 
 /// Opens a sealed blob and checks it is the blob named `id`.
@@ -378,8 +401,9 @@ mod tests {
         let mut o = Vec::new();
         let blobs: Vec<Vec<u8>> = vec![vec![1; 1000], b"abc".to_vec(), vec![]];
         for b in &blobs {
-            seal_blob(&key, b, 3, &mut o);
-            w.add_sealed(key.blob_id(b), &o, b.len() as u32).unwrap();
+            let sealed = seal_blob(&key, b, 3, &mut o);
+            w.add_sealed(key.blob_id(b), sealed, b.len() as u32)
+                .unwrap();
         }
         let p = w.finish(&key).unwrap();
         assert_eq!(p.id, PackId(file_hash(&p.bytes)));
@@ -393,6 +417,49 @@ mod tests {
             );
             assert!(open_blob(&key, &BlobId([0; 32]), sealed, e.raw_length, "b").is_err());
         }
+    }
+
+    #[test]
+    fn a_reused_sealing_buffer_returns_only_this_blobs_bytes() {
+        let key = MasterKey::generate();
+        let mut noise = vec![0u8; 300_000];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for b in &mut noise {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let text = b"a line of text that repeats\n".repeat(4000);
+        let mut buf = Vec::new();
+        // Large raw, then smaller compressed, raw, tiny and empty blobs,
+        // each sealed over what the one before left in the buffer.
+        for (plain, compressed) in [
+            (&noise[..], false),
+            (&text[..], true),
+            (&noise[..1000], false),
+            (&b"abc"[..], false),
+            (&[][..], false),
+            (&text[..5000], true),
+        ] {
+            let id = key.blob_id(plain);
+            let sealed = seal_blob(&key, plain, 3, &mut buf).to_vec();
+            if compressed {
+                assert!(sealed.len() < plain.len() / 2, "{} bytes", sealed.len());
+            } else {
+                assert_eq!(sealed.len(), SEAL_OVERHEAD + 1 + plain.len());
+            }
+            let len = plain.len() as u32;
+            assert_eq!(open_blob(&key, &id, &sealed, len, "b").unwrap(), plain);
+        }
+        // Compression off: stored raw however compressible.
+        let sealed = seal_blob(&key, &text, 0, &mut buf);
+        assert_eq!(sealed.len(), SEAL_OVERHEAD + 1 + text.len());
+        let id = key.blob_id(&text);
+        assert_eq!(
+            open_blob(&key, &id, sealed, text.len() as u32, "b").unwrap(),
+            text
+        );
     }
 
     #[test]

@@ -158,12 +158,12 @@ impl<'r> BlobWriter<'r> {
             return Ok((false, None));
         }
         let full = SEALED.with(|s| {
-            let sealed = &mut *s.borrow_mut();
-            pack::seal_blob(
+            let buf = &mut *s.borrow_mut();
+            let sealed = pack::seal_blob(
                 self.repo.key(),
                 plaintext,
                 self.repo.config().compression,
-                sealed,
+                buf,
             );
             let mut st = self.lock()?;
             let State {

@@ -527,8 +527,8 @@ fn build_pack(
     let mut w = PackWriter::new(kind);
     let mut sealed = Vec::new();
     for b in blobs {
-        pack::seal_blob(key, b, level, &mut sealed);
-        w.add_sealed(key.blob_id(b), &sealed, b.len() as u32)
+        let sealed = pack::seal_blob(key, b, level, &mut sealed);
+        w.add_sealed(key.blob_id(b), sealed, b.len() as u32)
             .unwrap();
     }
     w.finish(key).unwrap()
@@ -729,8 +729,8 @@ proptest! {
             assert_eq!(out, data);
         }
         let mut sealed = Vec::new();
-        pack::seal_blob(&key, &data, level, &mut sealed);
-        let bad = apply(&sealed, &muts);
+        let sealed = pack::seal_blob(&key, &data, level, &mut sealed);
+        let bad = apply(sealed, &muts);
         if let Ok(out) = pack::open_blob(&key, &id, &bad, data.len() as u32, "blob") {
             assert_eq!(out, data);
         }
