@@ -301,7 +301,10 @@ impl Sealer<'_> {
         tag_room.copy_from_slice(tag.as_ref());
     }
 
-    /// See [`MasterKey::seal_parts`].
+    /// See [`MasterKey::seal_parts`]. AES-GCM encrypts `body` straight
+    /// into `out`; aws-lc's ChaCha20-Poly1305 takes the part after `head`
+    /// (its "extra" input) byte by byte, six times slower than in place, so
+    /// XChaCha20-Poly1305 copies `body` into `out` and seals it there.
     fn seal_parts(
         self,
         nonce: &[u8; NONCE_LEN],
@@ -315,6 +318,13 @@ impl Sealer<'_> {
             SEAL_OVERHEAD + head.len() + body.len(),
             "sealed output of the wrong size"
         );
+        if let Sealer::XChaCha(_) = self {
+            let text = &mut out[NONCE_LEN..NONCE_LEN + head.len() + body.len()];
+            let (head_out, body_out) = text.split_at_mut(head.len());
+            head_out.copy_from_slice(head);
+            body_out.copy_from_slice(body);
+            return self.seal_in_place(nonce, aad, out);
+        }
         let (key, short) = self.message_key(nonce);
         let (nonce_room, rest) = out.split_at_mut(NONCE_LEN);
         nonce_room.copy_from_slice(nonce);
