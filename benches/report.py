@@ -395,6 +395,13 @@ def index_table(path):
         f"| hits | {r['lookup_hits_per_sec'] / 1e6:.2f} M/s |",
         f"| misses | {r['lookup_misses_per_sec'] / 1e6:.2f} M/s |",
     ]
+    if "lookup_hits_per_sec_directory" in r:
+        lines += [
+            f"| hits through the tables' directories ({fmt_size(r['directory_bytes'])} "
+            f"in memory, built in {r['directory_build_secs']:.2f} s) | "
+            f"{r['lookup_hits_per_sec_directory'] / 1e6:.2f} M/s |",
+            f"| misses through the directories | {r['lookup_misses_per_sec_directory'] / 1e6:.2f} M/s |",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -134,6 +134,13 @@ impl IndexTable {
         })
     }
 
+    /// Bytes of memory this table's directory holds (0 without one).
+    pub fn directory_bytes(&self) -> usize {
+        self.dir
+            .get()
+            .map_or(0, |d| d.starts.capacity() * std::mem::size_of::<u32>())
+    }
+
     /// Makes [`IndexTable::find`] faster for a command that looks up
     /// much of the table (see [`IndexSet::build_directories`]): one pass
     /// over the ids' first words builds a directory of 4 bytes per one to
@@ -490,6 +497,11 @@ impl IndexSet {
     /// True when there are no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes of memory the tables' directories hold.
+    pub fn directory_bytes(&self) -> usize {
+        self.tables.iter().map(IndexTable::directory_bytes).sum()
     }
 
     /// Builds the directory (see [`IndexTable::build_directory`]) of
