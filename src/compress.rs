@@ -40,25 +40,18 @@ thread_local! {
 }
 
 /// Encodes `data` as `encoding byte || payload` into `out` (cleared first).
-/// `level` 0 disables compression.
+/// `level` 0 disables compression. (Blobs are sealed by
+/// [`crate::pack::seal_blob`], which uses [`compress_into`] directly.)
 pub fn encode_into(data: &[u8], level: i32, out: &mut Vec<u8>) {
     out.clear();
-    encode_append(data, level, out);
-}
-
-/// Like [`encode_into`], appending to what `out` holds already, so a
-/// caller can build `header || encoded blob` in one buffer without copying.
-pub fn encode_append(data: &[u8], level: i32, out: &mut Vec<u8>) {
-    let base = out.len();
     if worth_compressing(data, level) {
-        // Compress straight after the encoding byte.
-        out.resize(base + 1 + data.len(), 0);
-        if let Some(n) = compress_checked(data, level, &mut out[base + 1..]) {
-            out[base] = ZSTD;
-            out.truncate(base + 1 + n);
+        out.resize(1 + data.len(), 0);
+        if let Some(n) = compress_checked(data, level, &mut out[1..]) {
+            out[0] = ZSTD;
+            out.truncate(1 + n);
             return;
         }
-        out.truncate(base);
+        out.clear();
     }
     out.push(RAW);
     out.extend_from_slice(data);
@@ -213,25 +206,6 @@ mod tests {
         let mut scratch = Vec::new();
         assert!(decode_ref(&[], 0, "b", &mut scratch).is_err());
         assert!(decode_ref(&[9, 1, 2], 2, "b", &mut scratch).is_err());
-    }
-
-    #[test]
-    fn appending_keeps_what_the_buffer_held() {
-        let text: Vec<u8> = (0..50_000u32)
-            .flat_map(|i| (i % 97).to_le_bytes())
-            .collect();
-        let noise: Vec<u8> = (0..50_000u64)
-            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
-            .collect();
-        for data in [&text[..], &noise[..], &[1, 2, 3][..]] {
-            let mut alone = Vec::new();
-            encode_into(data, 3, &mut alone);
-            let mut after = b"header".to_vec();
-            encode_append(data, 3, &mut after);
-            assert_eq!(&after[..6], b"header");
-            assert_eq!(&after[6..], &alone[..]);
-            assert_eq!(decode(&after[6..], data.len(), "b").unwrap(), data);
-        }
     }
 
     #[test]
