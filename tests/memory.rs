@@ -1,32 +1,51 @@
-//! Memory stays bounded by the pipeline's queues, not by what is backed up:
-//! a stream five times larger peaks at about the same resident memory.
+//! Memory stays bounded by the pipeline's queues, not by what is backed up
+//! or restored: a stream five times larger peaks at about the same
+//! resident memory, both ways.
 
 mod common;
 
 use std::io::Write;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
-/// Peak resident memory (KiB) of `cairn backup --stdin` fed `mib` MiB of
-/// unique pseudo-random bytes (nothing deduplicates or compresses, so
-/// every byte is chunked, sealed and packed). Read from the process's
-/// `VmHWM` (the high-water mark of its own memory since it started)
-/// until it exits.
-fn peak_rss_of_stdin_backup(repo: &Repo, name: &str, seed: u64, mib: usize) -> u64 {
-    let mut child = repo
-        .cmd(&["backup", "--stdin", "--stdin-filename", name])
-        .stdin(Stdio::piped())
+/// The pseudo-random stream seeded by `seed`.
+fn stream_reader(seed: u64) -> blake3::OutputReader {
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+}
+
+/// The first `mib` MiB of the stream seeded by `seed`.
+fn stream(seed: u64, mib: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; mib << 20];
+    stream_reader(seed).fill(&mut bytes);
+    bytes
+}
+
+/// Peak resident memory (KiB) of `cmd`, fed `feed.1` MiB of unique
+/// pseudo-random bytes seeded by `feed.0` on standard input if given
+/// (nothing deduplicates or compresses, so every byte is chunked, sealed
+/// and packed). Read from the process's `VmHWM` (the high-water mark of
+/// its own memory since it started) until it exits.
+fn peak_rss(mut cmd: Command, feed: Option<(u64, usize)>) -> u64 {
+    let mut child = cmd
+        .stdin(if feed.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start cairn");
-    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdin = child.stdin.take();
     let feeder = std::thread::spawn(move || {
-        let mut xof = blake3::Hasher::new()
-            .update(&seed.to_le_bytes())
-            .finalize_xof();
+        let (Some(mut stdin), Some((seed, mib))) = (stdin, feed) else {
+            return;
+        };
+        let mut xof = stream_reader(seed);
         let mut block = vec![0u8; 1 << 20];
         for _ in 0..mib {
             xof.fill(&mut block);
@@ -51,35 +70,59 @@ fn peak_rss_of_stdin_backup(repo: &Repo, name: &str, seed: u64, mib: usize) -> u
     feeder.join().expect("feeder");
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(
-        status.success(),
-        "backup of {name} failed: {status}\n{stderr}"
-    );
-    assert!(peak > 0, "no VmHWM read for {name}");
+    assert!(status.success(), "{cmd:?} failed: {status}\n{stderr}");
+    assert!(peak > 0, "no VmHWM read for {cmd:?}");
     peak
 }
 
 #[test]
-fn a_stdin_backup_does_not_hold_more_memory_for_a_larger_stream() {
+fn backup_and_restore_do_not_hold_more_memory_for_a_larger_stream() {
     // Default chunk sizes (1 MiB on average), as a database dump would get.
     let repo = Repo::with_init_args(FAST_KDF_ONLY);
-    let small = peak_rss_of_stdin_backup(&repo, "small.dump", 1, 96);
-    let large = peak_rss_of_stdin_backup(&repo, "large.dump", 2, 480);
-    // Both were stored whole.
-    let snaps = repo.snapshots();
-    assert_eq!(snaps.len(), 2);
-    let target = repo.scratch("target");
-    repo.restore("latest", &target, &[]);
-    assert_eq!(
-        std::fs::metadata(target.join("large.dump")).unwrap().len(),
-        480 << 20
-    );
+    let backup = |name: &str, seed, mib| {
+        let cmd = repo.cmd(&["backup", "--stdin", "--stdin-filename", name]);
+        peak_rss(cmd, Some((seed, mib)))
+    };
+    let small = backup("small.dump", 1, 96);
+    let large = backup("large.dump", 2, 480);
     // 384 MiB more input may cost a few MiB of bookkeeping (the new
     // chunks' ids and index entries, about 100 bytes per MiB), never
     // buffers that grow with it.
     assert!(
         large <= small + 24 * 1024,
-        "peak RSS {large} KiB for 480 MiB against {small} KiB for 96 MiB"
+        "backup: peak RSS {large} KiB for 480 MiB against {small} KiB for 96 MiB"
     );
-    assert!(large < 200 * 1024, "peak RSS {large} KiB for 480 MiB");
+    assert!(
+        large < 200 * 1024,
+        "backup: peak RSS {large} KiB for 480 MiB"
+    );
+
+    // Restore maps packs to read them: their pages count in RSS while
+    // mapped, so they must be let go as the restore moves on.
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 2);
+    let restore = |name: &str, target: &std::path::Path| {
+        let snap = snaps
+            .iter()
+            .find(|s| s["paths"][0] == name)
+            .expect("snapshot")["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let cmd = repo.cmd(&["restore", &snap, "--target", target.to_str().unwrap()]);
+        let peak = peak_rss(cmd, None);
+        (peak, std::fs::read(target.join(name)).unwrap())
+    };
+    let (small, small_bytes) = restore("small.dump", &repo.scratch("small"));
+    assert!(small_bytes == stream(1, 96), "small.dump restored wrong");
+    let (large, large_bytes) = restore("large.dump", &repo.scratch("large"));
+    assert!(large_bytes == stream(2, 480), "large.dump restored wrong");
+    assert!(
+        large <= small + 24 * 1024,
+        "restore: peak RSS {large} KiB for 480 MiB against {small} KiB for 96 MiB"
+    );
+    assert!(
+        large < 200 * 1024,
+        "restore: peak RSS {large} KiB for 480 MiB"
+    );
 }
