@@ -1,6 +1,6 @@
-//! Memory stays bounded by the pipeline's queues, not by what is backed up
-//! or restored: a stream five times larger peaks at about the same
-//! resident memory, both ways.
+//! Memory stays bounded by the pipeline's queues, not by what is backed up,
+//! verified or restored: a stream five times larger peaks at about the
+//! same resident memory each way.
 
 mod common;
 
@@ -83,8 +83,11 @@ fn backup_and_restore_do_not_hold_more_memory_for_a_larger_stream() {
         let cmd = repo.cmd(&["backup", "--stdin", "--stdin-filename", name]);
         peak_rss(cmd, Some((seed, mib)))
     };
+    let verify = || peak_rss(repo.cmd(&["verify", "--read-data"]), None);
     let small = backup("small.dump", 1, 96);
+    let verify_small = verify();
     let large = backup("large.dump", 2, 480);
+    let verify_large = verify();
     // 384 MiB more input may cost a few MiB of bookkeeping (the new
     // chunks' ids and index entries, about 100 bytes per MiB), never
     // buffers that grow with it.
@@ -95,6 +98,12 @@ fn backup_and_restore_do_not_hold_more_memory_for_a_larger_stream() {
     assert!(
         large < 200 * 1024,
         "backup: peak RSS {large} KiB for 480 MiB"
+    );
+    // verify --read-data streams every pack through a map too.
+    assert!(
+        verify_large <= verify_small + 24 * 1024,
+        "verify: peak RSS {verify_large} KiB for 576 MiB of packs against \
+         {verify_small} KiB for 96 MiB"
     );
 
     // Restore maps packs to read them: their pages count in RSS while
