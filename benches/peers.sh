@@ -106,7 +106,7 @@ prefault() {
 }
 
 tsv="$results/peers.tsv"
-printf 'run\ttool\tstep\tsecs\tmax_rss_kib\tstatus\n' >"$tsv"
+printf 'run\ttool\tstep\tsecs\tmax_rss_kib\tstatus\tcpu_secs\n' >"$tsv"
 
 # measure RUN TOOL STEP CMD...: runs CMD under GNU time, appends a row.
 measure() {
@@ -119,22 +119,24 @@ measure() {
   case $step in first_backup | restore | write | media_backup) prefault ;; esac
   local t0 t1
   t0=$(date +%s%N)
-  if ! $TIME -f '%e %M' -o "$tf" bash -c '"$@"' _ "$@" >"$out" 2>&1; then
+  if ! $TIME -f '%e %M %U %S' -o "$tf" bash -c '"$@"' _ "$@" >"$out" 2>&1; then
     status=failed
     log "$tool $step FAILED; last lines of $out:"
     tail -n 5 "$out" >&2
   fi
   t1=$(date +%s%N)
-  read -r _ rss < <(tail -n 1 "$tf")
-  # Wall time to the millisecond (GNU time rounds to 10 ms).
+  read -r _ rss user sys < <(tail -n 1 "$tf")
+  # Wall time to the millisecond (GNU time rounds to 10 ms); CPU time,
+  # user and system, of the step and every process it waited for.
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$tool" "$step" "$secs" "$rss" "$status" >>"$tsv"
+  cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$tool" "$step" "$secs" "$rss" "$status" "$cpu" >>"$tsv"
   log "$tool $step: ${secs}s, $((rss / 1024)) MiB${status/ok/}"
   [[ $status == ok ]]
 }
 
 record() { # record RUN TOOL KEY VALUE: a non-timed figure
-  printf '%s\t%s\t%s\t%s\t\tok\n' "$1" "$2" "$3" "$4" >>"$tsv"
+  printf '%s\t%s\t%s\t%s\t\tok\t\n' "$1" "$2" "$3" "$4" >>"$tsv"
 }
 
 # The folder inside a restore target that holds small/ and mix/.

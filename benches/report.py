@@ -73,6 +73,12 @@ def fmt_size(b):
     return f"{b / MIB:.0f} MiB" if b < 10 * (1 << 30) else f"{b / (1 << 30):.1f} GiB"
 
 
+def fmt_cpu(c):
+    if c is None:
+        return "–"
+    return f"{c:.2f}" if c < 10 else f"{c:.1f}"
+
+
 def fmt_ratio(r):
     return "–" if r is None else f"{r:.2f}×"
 
@@ -192,6 +198,7 @@ def load_peers(results):
     best = {}  # (tool, step) -> (secs, rss)
     figures = {}  # (tool, key) -> value (last run wins)
     failed = set()
+    cpu = {}  # (tool, step) -> least CPU seconds (user + system) of the runs
     with open(os.path.join(results, "peers.tsv")) as f:
         for row in csv.DictReader(f, delimiter="\t"):
             tool, step = row["tool"], row["step"]
@@ -204,12 +211,15 @@ def load_peers(results):
             s, m = float(row["secs"]), int(row["max_rss_kib"])
             old = best.get((tool, step))
             best[(tool, step)] = (min(s, old[0]), min(m, old[1])) if old else (s, m)
+            if row.get("cpu_secs"):  # results of harnesses before it have none
+                c = float(row["cpu_secs"])
+                cpu[(tool, step)] = min(c, cpu.get((tool, step), c))
     meta = json.load(open(os.path.join(results, "meta.json")))
-    return best, figures, failed, meta
+    return best, figures, failed, meta, cpu
 
 
 def peers_table(results, crit):
-    best, figures, failed, meta = load_peers(results)
+    best, figures, failed, meta, cpu = load_peers(results)
     tools = [t for t in ["cairn"] + PEERS if any(k[0] == t for k in best)]
     peers = [t for t in tools if t != "cairn"]
     ds = meta["dataset"]
@@ -306,6 +316,24 @@ def peers_table(results, crit):
                 v = best.get((p, step))
                 cells.append(fmt_ratio(c[0] / v[0]) if c and v and v[0] > 0 else "–")
             out.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    if cpu and peers:
+        out.append("")
+        out.append(
+            "CPU time in seconds, user + system (the least of the runs for each step), "
+            "and cairn / the peer that used the least:"
+        )
+        out.append("")
+        out.append("| step | " + " | ".join(tools) + " | cairn / least |")
+        out.append("|---|" + "---:|" * len(tools) + "---:|")
+        for step, name in STEPS:
+            cells = [fmt_cpu(cpu.get((t, step))) for t in tools]
+            c = cpu.get(("cairn", step))
+            pv = [(cpu[(p, step)], p) for p in peers if (p, step) in cpu]
+            least = min(pv) if pv else None
+            r = (f"{fmt_ratio(c / least[0])} ({least[1]})"
+                 if c is not None and least and least[0] > 0 else "–")
+            out.append(f"| {name} | " + " | ".join(cells) + f" | {r} |")
 
     # cairn against the machine's own limits.
     rows = []
