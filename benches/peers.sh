@@ -18,6 +18,10 @@
 #   BENCH_RUNS         runs per tool; the report keeps each step's best (default 1)
 #   BENCH_LABEL        conditions written next to the table (default "")
 #   BENCH_DOCS         0 to leave docs/PERFORMANCE.md alone (default 1)
+#   BENCH_PARTS        1 to also time each tool's first backup of every part
+#                      of the dataset alone (small/, mix/data, mix/logs, ...),
+#                      into a fresh repository each: where the first
+#                      backup's time goes, by kind of data (default 0)
 #   BORG_ENCRYPTION    borg's mode (default repokey-blake2)
 #   BENCH_PREFAULT_MIB memory touched and freed right before each step that
 #                      fills memory (default: the dataset's size + 1024; 0
@@ -52,6 +56,7 @@ BENCH_TOOLS="${BENCH_TOOLS:-cairn restic rustic borg bupstash}"
 BENCH_RUNS="${BENCH_RUNS:-1}"
 BENCH_LABEL="${BENCH_LABEL:-}"
 BENCH_DOCS="${BENCH_DOCS:-1}"
+BENCH_PARTS="${BENCH_PARTS:-0}"
 BORG_ENCRYPTION="${BORG_ENCRYPTION:-repokey-blake2}"
 PASSWORD="peers-bench-password"
 TIME=/usr/bin/time
@@ -116,7 +121,7 @@ measure() {
   # Every step starts with nothing left to write back from the one before,
   # and those that fill memory with memory the hypervisor has backed.
   sync
-  case $step in first_backup | restore | write | media_backup) prefault ;; esac
+  case $step in first_backup | restore | write | media_backup | part_*) prefault ;; esac
   local t0 t1
   t0=$(date +%s%N)
   if ! $TIME -f '%e %M %U %S' -o "$tf" bash -c '"$@"' _ "$@" >"$out" 2>&1; then
@@ -301,6 +306,33 @@ run_media() { # run_media RUN
   rm -rf "$repo"
   trim
 }
+# The first backup of each part of the dataset alone, into a fresh
+# repository (steps "part_small", "part_data", ...; the bytes stored as
+# "part_small_bytes", ...): which kinds of data a tool's first backup
+# spends its time on. Backs up the dataset itself, which it only reads.
+PARTS="small mix/data mix/logs mix/media mix/dup mix/shift"
+run_parts() { # run_parts RUN TOOL
+  local run=$1 tool=$2 w="$BENCH_DIR/work" part step
+  for part in $PARTS; do
+    step=part_${part##*/}
+    rm -rf "$w/$tool" "$w/cache-$tool" "$w/config-$tool" "$w/borg-base"
+    mkdir -p "$w/$tool" "$w/cache-$tool"
+    export XDG_CACHE_HOME="$w/cache-$tool" XDG_CONFIG_HOME="$w/config-$tool"
+    export repo="$w/$tool/repo" src="$data/v1/$part"
+    "${tool}_env"
+    if ! "${tool}_init" >"$w/$tool-$step-init.log" 2>&1; then
+      log "$tool init for $step FAILED (see $w/$tool-$step-init.log)"
+      continue
+    fi
+    warm "$src"
+    if measure "$run" "$tool" "$step" "${tool}_backup" 1; then
+      record "$run" "$tool" "${step}_bytes" "$(du -sb "$repo" | cut -f1)"
+    fi
+  done
+  rm -rf "$w/$tool"
+  trim
+}
+
 write_direct_probe() {
   dd if=/dev/zero of="$BENCH_DIR/work/write-probe" bs=1M count="$media_mib" \
     oflag=direct conv=fsync status=none
@@ -347,7 +379,9 @@ meta = {
     "versions": versions,
     "dataset": {"all": tree(root), "small": tree(os.path.join(root, "small")),
                 "mix": tree(os.path.join(root, "mix")),
-                "media": tree(os.path.join(root, "mix", "media"))},
+                "media": tree(os.path.join(root, "mix", "media")),
+                "parts": {p.split("/")[-1]: tree(os.path.join(root, p)) for p in
+                          ("small", "mix/data", "mix/logs", "mix/media", "mix/dup", "mix/shift")}},
 }
 json.dump(meta, open(out, "w"), indent=2)
 EOF
@@ -371,6 +405,11 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
     run_tool "$run" "$t"
   done
   if [[ " ${tools[*]} " == *" cairn "* ]]; then run_media "$run"; fi
+  if [[ $BENCH_PARTS == 1 ]]; then
+    for t in "${tools[@]}"; do
+      run_parts "$run" "$t"
+    done
+  fi
 done
 python3 - "$results/meta.json" <<'EOF'
 import json, sys

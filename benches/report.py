@@ -335,6 +335,11 @@ def peers_table(results, crit):
                  if c is not None and least and least[0] > 0 else "–")
             out.append(f"| {name} | " + " | ".join(cells) + f" | {r} |")
 
+    parts = parts_table(best, figures, failed, cpu, ds.get("parts", {}), tools)
+    if parts:
+        out.append("")
+        out.extend(parts)
+
     # cairn against the machine's own limits.
     rows = []
     media = best.get(("cairn", "media_backup"))
@@ -387,6 +392,65 @@ def peers_table(results, crit):
         out.append("Failed steps (see the logs in the work folder): "
                    + ", ".join(f"{t} {s}" for t, s in sorted(failed)) + ".")
     return "\n".join(out) + "\n"
+
+
+PARTS = ["small", "data", "logs", "media", "dup", "shift"]
+PART_NAMES = {
+    "small": "small/: source-like files",
+    "data": "mix/data: half random, half text",
+    "logs": "mix/logs: log text",
+    "media": "mix/media: incompressible",
+    "dup": "mix/dup: copies of mix/data files",
+    "shift": "mix/shift: mix/data files with bytes inserted",
+}
+
+
+def parts_table(best, figures, failed, cpu, sizes, tools):
+    """Lines of the first-backup-by-part tables (BENCH_PARTS=1), or []."""
+    parts = [p for p in PARTS if any((t, "part_" + p) in best for t in tools)]
+    if not parts:
+        return []
+    peers = [t for t in tools if t != "cairn"]
+    out = ["First backup of each part of the dataset alone, into a fresh repository "
+           "(`BENCH_PARTS=1`): wall time in seconds (best of the runs) and MiB stored, "
+           "then CPU seconds (least of the runs). The parts of a whole first backup "
+           "share one repository, so there dup/ and shift/ mostly deduplicate against "
+           "data/; alone, each is stored in full.", ""]
+    out.append("| part | " + " | ".join(tools) + " | cairn / best peer | stored: cairn / smallest |")
+    out.append("|---|" + "---:|" * len(tools) + "---:|---:|")
+    for p in parts:
+        step = "part_" + p
+        cells = []
+        for t in tools:
+            v, b = best.get((t, step)), figures.get((t, step + "_bytes"))
+            if (t, step) in failed:
+                cells.append("failed")
+            else:
+                cells.append(f"{fmt_secs(v[0])} s, {int(b) / MIB:.0f} MiB" if v and b else "–")
+        c, cb = best.get(("cairn", step)), figures.get(("cairn", step + "_bytes"))
+        pv = [(best[(q, step)][0], q) for q in peers if (q, step) in best]
+        pb = [(int(figures[(q, step + "_bytes")]), q) for q in peers
+              if (q, step + "_bytes") in figures]
+        r = f"{fmt_ratio(c[0] / min(pv)[0])} ({min(pv)[1]})" if c and pv and min(pv)[0] > 0 else "–"
+        rb = f"{fmt_ratio(int(cb) / min(pb)[0])} ({min(pb)[1]})" if cb and pb else "–"
+        size = sizes.get(p)
+        label = PART_NAMES[p] + (
+            f" ({size['files']:,} files, {fmt_size(size['bytes'])})" if size else "")
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {r} | {rb} |")
+    if cpu:
+        out.append("")
+        out.append("| part, CPU seconds | " + " | ".join(tools) + " | cairn / least |")
+        out.append("|---|" + "---:|" * len(tools) + "---:|")
+        for p in parts:
+            step = "part_" + p
+            cells = [fmt_cpu(cpu.get((t, step))) for t in tools]
+            c = cpu.get(("cairn", step))
+            pv = [(cpu[(q, step)], q) for q in peers if (q, step) in cpu]
+            r = (f"{fmt_ratio(c / min(pv)[0])} ({min(pv)[1]})"
+                 if c is not None and pv and min(pv)[0] > 0 else "–")
+            out.append(f"| {p} | " + " | ".join(cells) + f" | {r} |")
+    return out
+
 
 
 # -------------------------------------------------------------------- index
