@@ -20,7 +20,8 @@ use std::path::Path;
 
 /// Exit code: generic error.
 pub const EXIT_ERROR: u8 = 1;
-/// Exit code: the backup was written but some files could not be read.
+/// Exit code: the backup was written but some files could not be read,
+/// or it read around damage in the repository (see `BackupResult`).
 pub const EXIT_PARTIAL: u8 = 3;
 /// Exit code: no repository at the given location.
 pub const EXIT_REPO_MISSING: u8 = 10;

@@ -676,6 +676,118 @@ fn restore_reads_around_a_damaged_index_entry() {
     assert!(!out.stderr.contains("damaged"), "{out}");
 }
 
+/// Flips a byte of `pack` (hex) wherever the index table at `path` names
+/// it, leaving the table's MAC as it was; returns whether it did.
+fn garble_pack_id_in_table(path: &Path, pack: &str) -> bool {
+    let id = hex::decode(pack).expect("hex pack id");
+    let mut bytes = fs::read(path).expect("read index table");
+    let Some(at) = bytes.windows(32).position(|w| w == id) else {
+        return false;
+    };
+    bytes[at + 5] ^= 0x40;
+    fs::write(path, &bytes).expect("write index table");
+    true
+}
+
+#[test]
+fn a_pack_the_index_names_but_lacks_is_reported_with_what_mends_it() {
+    let repo = packed_repo();
+    let src = source(&repo, 29);
+    let saved = backup_saved(&repo, &src, &[]);
+    // The index tables name the pack of the snapshot's root tree wrongly:
+    // that tree is now in a pack the repository lacks.
+    let snap = repo.run(&["cat", "snapshot", &saved.id]).success().json();
+    let tree = snap["tree"].as_str().expect("root tree").to_string();
+    let pack = index_map(&repo)[&tree].pack.clone();
+    let garbled = names_in(&repo, "index")
+        .iter()
+        .filter(|t| garble_pack_id_in_table(&repo.path.join("index").join(t), &pack))
+        .count();
+    assert!(garbled >= 1, "no table names pack {pack}");
+
+    // The restore fails, naming the blob, and says what tells and mends.
+    let target = repo.scratch("target");
+    let out = repo.restore_out(&saved.id, &target, &[]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("the index puts blob {}", &tree[..8])),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("a damaged index or a deleted pack"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("cairn repair index"), "{out}");
+
+    // A backup reads the source afresh, with the same word, and ends
+    // with the warnings' exit code.
+    let out = repo.run(&["backup", &abs(&src)]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("root tree unreadable"), "{out}");
+    assert!(out.stderr.contains("cairn repair index"), "{out}");
+    assert!(out.stderr.contains("the repository is damaged"), "{out}");
+    assert!(!out.stderr.contains("could not be read"), "{out}");
+
+    // verify names the damaged table; repair index mends everything,
+    // the snapshot taken meanwhile included.
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("MAC mismatch"), "{out}");
+    repo.run(&["repair", "index"]).success();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &saved);
+}
+
+#[test]
+fn a_backup_reads_around_an_unreadable_parent_subtree_and_keeps_every_entry() {
+    let repo = packed_repo();
+    let src = source(&repo, 31);
+    let first = backup_saved(&repo, &src, &[]);
+    // The index entry of `sub`'s tree now gives a wrong length (its
+    // table's MAC as it was): that tree no longer opens.
+    let sub = abs(&src.join("sub"));
+    let out = repo.run(&["ls", "--json", &first.id]).success();
+    let tree = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("ls line is JSON"))
+        .find(|v| v["path"] == sub.as_str())
+        .and_then(|v| v["kind"]["dir"]["subtree"].as_str().map(str::to_string))
+        .expect("sub is a directory of the snapshot");
+    let length = index_map(&repo)[&tree].length;
+    let damaged = names_in(&repo, "index")
+        .iter()
+        .filter(|t| damage_index_entry_length(&repo.path.join("index").join(t), &tree, length))
+        .count();
+    assert_eq!(damaged, 1, "one table indexes the tree");
+
+    // A changed file under sub/ must be read, not taken from the parent.
+    write_random(&src.join("sub/e.bin"), 77, 90_000);
+    let out = repo.run(&["backup", "--json", &abs(&src)]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("{sub}: parent tree unreadable, reading afresh")),
+        "{out}"
+    );
+    assert!(out.stderr.contains("the repository is damaged"), "{out}");
+    assert!(!out.stderr.contains("could not be read"), "{out}");
+    let v = out.json();
+    assert_eq!(v["summary"]["errors"], 0, "{out}");
+    let second = Saved {
+        id: v["id"].as_str().expect("id").to_string(),
+        src: src.clone(),
+        manifest: manifest(&src),
+        record: v,
+    };
+
+    repo.run(&["repair", "index"]).success();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &first);
+    assert_restores(&repo, &second);
+}
+
 // ------------------------------------------------------------- repair
 
 #[test]

@@ -96,6 +96,10 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     /// Entries that could not be read, with the reason.
     pub warnings: Vec<String>,
+    /// Damage in the repository the backup read around (a parent tree
+    /// that cannot be read): the files beneath were read afresh, and every
+    /// entry is in the snapshot.
+    pub repo_warnings: Vec<String>,
     /// Set when the requested kind could not be honoured.
     pub note: Option<String>,
 }
@@ -254,9 +258,21 @@ pub fn backup(
         ));
         kind = SnapshotKind::Full;
     }
-    let parent_tree = match parent {
-        Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
-        None => None,
+    // A parent whose tree cannot be read (a damaged index, a lost pack)
+    // only costs reading every file again: the snapshot is complete
+    // without it, and a nightly backup should not stop over it.
+    let (parent_tree, parent_unreadable) = match parent {
+        Some(p) => match repo.load_tree(&p.snapshot.tree) {
+            Ok(t) => (Some(t), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "parent snapshot {}: root tree unreadable, reading every file afresh: {e}",
+                    p.id.short()
+                )),
+            ),
+        },
+        None => (None, None),
     };
 
     let writer = BlobWriter::new(repo).locked(&lock);
@@ -269,6 +285,16 @@ pub fn backup(
             w.push(msg);
         }
     };
+    let repo_warnings = std::sync::Mutex::new(Vec::new());
+    let repo_warn = |msg: String| {
+        warn(&msg);
+        if let Ok(mut w) = repo_warnings.lock() {
+            w.push(msg);
+        }
+    };
+    if let Some(msg) = parent_unreadable {
+        repo_warn(msg);
+    }
     let workers = if opts.workers == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
@@ -290,6 +316,7 @@ pub fn backup(
                 only,
                 parent: parent_tree,
                 report: &report,
+                repo_warn: &repo_warn,
             })
         }
     })??;
@@ -337,6 +364,7 @@ pub fn backup(
         id,
         snapshot,
         warnings: warnings.into_inner().unwrap_or_default(),
+        repo_warnings: repo_warnings.into_inner().unwrap_or_default(),
         note,
     })
 }

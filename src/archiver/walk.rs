@@ -33,6 +33,9 @@ pub(super) struct WalkSetup<'a> {
     pub only: Option<&'a Skeleton>,
     pub parent: Option<Tree>,
     pub report: &'a (dyn Fn(String) + Sync),
+    /// Reports damage in the repository the walk reads around (a parent
+    /// tree that cannot be read): nothing is left out of the snapshot.
+    pub repo_warn: &'a (dyn Fn(String) + Sync),
 }
 
 /// A file's chunks and byte count, or why it was left out.
@@ -235,7 +238,7 @@ impl Walker<'_> {
         let parent = old_subtree.and_then(|id| match self.shared.setup.repo.load_tree(&id) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.report(format!(
+                (self.shared.setup.repo_warn)(format!(
                     "{}: parent tree unreadable, reading afresh: {e}",
                     path.display()
                 ));

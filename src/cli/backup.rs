@@ -181,14 +181,24 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
             result.id.short()
         );
     }
-    if result.warnings.is_empty() {
-        Ok(0)
-    } else {
+    if !result.repo_warnings.is_empty() {
+        eprintln!(
+            "warning: the repository is damaged ({} parent tree(s) unreadable): the files \
+             beneath were read afresh and are in snapshot {}; run `cairn verify`",
+            result.repo_warnings.len(),
+            result.id.short()
+        );
+    }
+    if !result.warnings.is_empty() {
         eprintln!(
             "warning: {} entries could not be read and are not in snapshot {}",
             result.warnings.len(),
             result.id.short()
         );
+    }
+    if result.warnings.is_empty() && result.repo_warnings.is_empty() {
+        Ok(0)
+    } else {
         Ok(EXIT_PARTIAL)
     }
 }

@@ -408,21 +408,42 @@ impl Repository {
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
         let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
+        // The index names the pack, so a missing one is damage to the
+        // index (or a deleted pack): say what tells which, and what mends
+        // the index. Still a not-found error for callers that ask.
+        let missing = |e: Error| {
+            if e.is_not_found() {
+                Error::NotFound(format!(
+                    "pack {} (the index puts blob {} in it; a damaged index or a deleted \
+                     pack: `cairn verify` tells which, `cairn repair index` rebuilds the \
+                     index from the packs)",
+                    loc.pack,
+                    id.short()
+                ))
+            } else {
+                e
+            }
+        };
         if let (Some(cache), pack::BlobKind::Tree) = (&self.cache, loc.kind) {
             let name = loc.pack.to_hex();
-            let whole = cache.tree_pack(&name, || self.backend.read(FileKind::Pack, &name))?;
+            let whole = cache
+                .tree_pack(&name, || self.backend.read(FileKind::Pack, &name))
+                .map_err(missing)?;
             let end = loc.offset as usize + loc.length as usize;
             let sealed = whole
                 .get(loc.offset as usize..end)
                 .ok_or_else(|| Error::corrupt(&what, "lies past the end of its pack"))?;
             return pack::open_blob(&self.key, id, sealed, loc.raw_length, &what);
         }
-        let sealed = self.backend.read_range(
-            FileKind::Pack,
-            &loc.pack.to_hex(),
-            u64::from(loc.offset),
-            loc.length as usize,
-        )?;
+        let sealed = self
+            .backend
+            .read_range(
+                FileKind::Pack,
+                &loc.pack.to_hex(),
+                u64::from(loc.offset),
+                loc.length as usize,
+            )
+            .map_err(missing)?;
         pack::open_blob(&self.key, id, &sealed, loc.raw_length, &what)
     }
 
