@@ -409,17 +409,20 @@ impl Repository {
         let loc = self.locate(id)?;
         let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
         // The index names the pack, so a missing one is damage to the
-        // index (or a deleted pack): say what tells which, and what mends
-        // the index. Still a not-found error for callers that ask.
+        // index or a deleted pack: say what tells which, and what mends
+        // the index.
         let missing = |e: Error| {
             if e.is_not_found() {
-                Error::NotFound(format!(
-                    "pack {} (the index puts blob {} in it; a damaged index or a deleted \
-                     pack: `cairn verify` tells which, `cairn repair index` rebuilds the \
-                     index from the packs)",
-                    loc.pack,
-                    id.short()
-                ))
+                Error::corrupt(
+                    "the repository",
+                    format!(
+                        "the index puts blob {} in pack {}, which does not exist (a damaged \
+                         index or a deleted pack: `cairn verify` tells which, `cairn repair \
+                         index` rebuilds the index from the packs)",
+                        id.short(),
+                        loc.pack
+                    ),
+                )
             } else {
                 e
             }
