@@ -7,7 +7,7 @@ mod common;
 mod s3support;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use s3support::*;
@@ -40,6 +40,23 @@ fn packs_on_server(server: &S3Server, repo: &S3Repo) -> usize {
         .len()
 }
 
+/// Runs `cairn ARGS --target T`, ARGS naming the restore and its
+/// options, into a fresh folder T of the repository's scratch space;
+/// returns T and the output.
+fn restore_into_scratch(repo: &S3Repo, args: &[&str]) -> (PathBuf, Out) {
+    let target = repo.scratch.path().join("restore");
+    let mut c = repo.cmd(args);
+    c.arg("--target").arg(&target);
+    (target, run(&mut c, None))
+}
+
+/// Restores the newest snapshot (which must succeed); returns the target.
+fn restore_latest(repo: &S3Repo) -> PathBuf {
+    let (target, out) = restore_into_scratch(repo, &["restore", "latest"]);
+    out.success();
+    target
+}
+
 #[test]
 fn every_command_works_on_s3() {
     let server = S3Server::start();
@@ -68,10 +85,7 @@ fn every_command_works_on_s3() {
     repo.run(&["cat", "snapshot", &id[..8]]).success().json();
     repo.run(&["cat", "index"]).success().json();
 
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target);
-    run(&mut c, None).success();
+    let target = restore_latest(&repo);
     assert_same_tree(&src, &restored(&target, &src));
 
     let v = repo.run(&["verify", "--read-data"]).success();
@@ -148,10 +162,8 @@ fn credentials_never_appear_in_output_or_the_repository() {
     c.arg(&src);
     outputs.push(run(&mut c, None).success());
     outputs.push(repo.run(&["snapshots"]).success());
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target);
-    outputs.push(run(&mut c, None).success());
+    let (_, out) = restore_into_scratch(&repo, &["restore", "latest"]);
+    outputs.push(out.success());
     outputs.push(repo.run(&["verify", "--read-data"]).success());
 
     // A wrong secret is refused by the server: a permanent error, reported
@@ -315,10 +327,7 @@ fn a_damaged_or_stale_cache_is_rebuilt() {
         b[0] ^= 0xff;
         fs::write(f, b).unwrap();
     }
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target);
-    run(&mut c, None).success();
+    let target = restore_latest(&repo);
     assert_same_contents(&src, &restored(&target, &src));
     // The damaged copies were replaced by good ones.
     for f in walk(&repo.cache_dir()) {
@@ -359,10 +368,7 @@ fn verify_finds_a_damaged_object() {
     assert_eq!(out.code, 1, "{out}");
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(all.contains(&name[..8]), "names the pack: {out}");
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target);
-    let r = run(&mut c, None);
+    let (_, r) = restore_into_scratch(&repo, &["restore", "latest"]);
     assert_ne!(r.code, 0, "restore reports the damaged file: {r}");
 }
 
@@ -488,10 +494,7 @@ fn server_stopped_mid_backup_then_rerun() {
         "{rerun}"
     );
     repo.run(&["verify", "--read-data"]).success();
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target);
-    run(&mut c, None).success();
+    let target = restore_latest(&repo);
     assert_same_contents(&src, &restored(&target, &src));
 }
 
@@ -534,10 +537,7 @@ fn a_server_answering_500_for_a_while_is_ridden_out() {
     assert!(proxy.failures() >= 1, "the proxy did fail requests");
     assert!(out.stderr.contains("retry"), "retries are reported: {out}");
     repo.run(&["verify", "--read-data"]).success();
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target);
-    run(&mut c, None).success();
+    let target = restore_latest(&repo);
     assert_same_contents(&src, &restored(&target, &src));
 }
 
@@ -621,10 +621,7 @@ fn restore_reads_around_a_damaged_index_entry() {
     // Read from the store, not from the cache's good copy: the restore
     // fetches ranges, finds the blob will not open, and takes it from
     // where the pack's header puts it.
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["--no-cache", "restore", "latest", "--target"]);
-    c.arg(&target);
-    let out = run(&mut c, None);
+    let (target, out) = restore_into_scratch(&repo, &["--no-cache", "restore", "latest"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stderr.contains("the index is damaged"), "{out}");
     assert!(
@@ -655,10 +652,9 @@ fn restore_fetches_ranges_not_whole_packs() {
     assert!(biggest > 5_000_000, "one big data pack: {packs:?}");
 
     proxy.clear_log();
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--include", "**/small.txt", "--target"]);
-    c.arg(&target);
-    run(&mut c, None).success();
+    let (target, out) =
+        restore_into_scratch(&repo, &["restore", "latest", "--include", "**/small.txt"]);
+    out.success();
     let got = fs::read(restored(&target, &src).join("small.txt")).unwrap();
     assert_eq!(got, b"just these bytes\n");
     assert!(!restored(&target, &src).join("big.bin").exists());
@@ -701,10 +697,7 @@ fn a_server_that_stops_answering_is_timed_out_and_retried() {
     );
     assert!(out.stderr.contains("retry 1"), "{out}");
     repo.run(&["verify", "--read-data"]).success();
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target);
-    run(&mut c, None).success();
+    let target = restore_latest(&repo);
     assert_same_tree(&src, &restored(&target, &src));
 }
 
@@ -756,10 +749,7 @@ fn gc_refuses_while_a_backup_holds_its_lock() {
     assert!(locks().is_empty(), "{:?}", locks());
     repo.run(&["gc"]).success();
     repo.run(&["verify", "--read-data"]).success();
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target);
-    run(&mut c, None).success();
+    let target = restore_latest(&repo);
     let got = fs::read(target.join("dump.sql")).unwrap();
     assert!(got.len() == 800_000 && got[..500_000] == first[..] && got[500_000..] == rest[..]);
 }
@@ -837,10 +827,8 @@ fn index_tables_are_fetched_once_each_without_asking_their_size() {
     // A host with an empty cache opens the index: one listing, then one
     // download per table, and no request for a table's size.
     proxy.clear_log();
-    let target = repo.scratch.path().join("restore");
-    let mut c = repo.cmd(&["--no-cache", "restore", "latest", "--target"]);
-    c.arg(&target);
-    run(&mut c, None).success();
+    let (target, out) = restore_into_scratch(&repo, &["--no-cache", "restore", "latest"]);
+    out.success();
     assert_same_contents(&src, &restored(&target, &src));
     let reqs = proxy.requests();
     let index: Vec<_> = reqs
