@@ -239,6 +239,16 @@ impl VerifyReport {
     }
 }
 
+/// What is wrong with an index table, and what mends it (the table is
+/// already named as the problem's object).
+fn index_damage(e: &Error) -> String {
+    let what = match e {
+        Error::Corrupt { detail, .. } => format!("corrupt: {detail}"),
+        e => e.to_string(),
+    };
+    format!("{what}; `cairn repair index` rebuilds the index from the packs")
+}
+
 fn problem(object: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
         object: object.into(),
@@ -308,14 +318,14 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     for (id, e) in unparseable {
         report
             .errors
-            .push(problem(format!("index {}", id.short()), e.to_string()));
+            .push(problem(format!("index {}", id.short()), index_damage(&e)));
     }
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
     let mut missing_packs: HashMap<PackId, u64> = HashMap::new();
     for table in index.tables() {
         let what = format!("index {}", table.id().short());
         if let Err(e) = table.check(repo.key()) {
-            report.errors.push(problem(&what, e.to_string()));
+            report.errors.push(problem(&what, index_damage(&e)));
             continue;
         }
         let mut out_of_bounds = 0u64;
@@ -345,7 +355,11 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     for (p, n) in missing {
         report.errors.push(problem(
             format!("pack {}", p.short()),
-            format!("missing, but the index names {n} blobs in it ({p})"),
+            format!(
+                "missing, but the index names {n} blobs in it ({p}); if the pack was \
+                 deleted, `cairn repair index` drops them from the index and `cairn \
+                 repair snapshots` writes copies of the snapshots without what was lost"
+            ),
         ));
     }
     let mut unindexed: Vec<&PackId> = packs

@@ -190,6 +190,11 @@ fn deleted_pack_is_reported_and_repair_snapshots_salvages_the_rest() {
     let out = repo.run(&["verify"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stdout.contains(&pack[..8]), "pack not named:\n{out}");
+    assert!(
+        out.stdout
+            .contains("`cairn repair index` drops them from the index"),
+        "{out}"
+    );
     for p in &lost {
         assert!(out.stdout.contains(p.as_str()), "{p} not named:\n{out}");
     }
@@ -585,6 +590,11 @@ fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
             .contains(&format!("error: index {}", &table[..8])),
         "{out}"
     );
+    assert!(
+        out.stdout
+            .contains("`cairn repair index` rebuilds the index from the packs"),
+        "{out}"
+    );
     assert!(out.stdout.contains("checked"), "no summary:\n{out}");
     let (code, v, out) = verify_json(&repo, false);
     assert_eq!(code, 1, "{out}");
@@ -733,7 +743,12 @@ fn a_pack_the_index_names_but_lacks_is_reported_with_what_mends_it() {
     // the snapshot taken meanwhile included.
     let out = repo.run(&["verify"]);
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stdout.contains("MAC mismatch"), "{out}");
+    assert!(out.stdout.contains("corrupt: MAC mismatch"), "{out}");
+    assert!(
+        out.stdout
+            .contains("`cairn repair index` rebuilds the index from the packs"),
+        "{out}"
+    );
     repo.run(&["repair", "index"]).success();
     assert_verify_ok(&repo);
     assert_restores(&repo, &saved);
