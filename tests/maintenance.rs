@@ -259,6 +259,33 @@ fn deleted_pack_is_reported_and_repair_snapshots_salvages_the_rest() {
 }
 
 #[test]
+fn after_a_deleted_pack_repair_index_and_a_full_backup_store_the_content_again() {
+    let repo = packed_repo();
+    let src = source(&repo, 37);
+    let first = backup_saved(&repo, &src, &[]);
+    let victim = snap_path(&src, "victim.bin");
+    let pack = index_map(&repo)[&file_chunks(&repo, &first.id)[&victim][0]]
+        .pack
+        .clone();
+    fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
+
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(!damaged(&v).is_empty(), "{out}");
+
+    // As long as the index names the lost pack, a backup deduplicates
+    // against it; once `repair index` drops its entries, a full backup
+    // (which reads every file) stores that content again, under the same
+    // ids: the first snapshot is whole again too.
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(out.stdout.contains("indexed"), "{out}");
+    let whole = backup_saved(&repo, &src, &["--kind", "full"]);
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &whole);
+    assert_restores(&repo, &first);
+}
+
+#[test]
 fn deleted_index_is_reported_and_repair_index_fixes_it() {
     let repo = packed_repo();
     let src = source(&repo, 13);
