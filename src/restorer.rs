@@ -698,8 +698,13 @@ impl Executor<'_> {
             Ok(d) => d,
             Err(e) => {
                 for (id, _) in blobs {
+                    let why = if e.is_not_found() {
+                        crate::repo::missing_pack(id, pack).to_string()
+                    } else {
+                        format!("blob {}: {e}", id.short())
+                    };
                     for &(t, _) in &targets[id] {
-                        tasks[t].fail(format!("blob {}: {e}", id.short()));
+                        tasks[t].fail(why.clone());
                     }
                 }
                 return;

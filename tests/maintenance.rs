@@ -272,6 +272,22 @@ fn after_a_deleted_pack_repair_index_and_a_full_backup_store_the_content_again()
     let (code, v, out) = verify_json(&repo, false);
     assert_eq!(code, 1, "{out}");
     assert!(!damaged(&v).is_empty(), "{out}");
+    // The restore writes what it has and names what the lost pack held,
+    // with what tells and what mends.
+    let target = repo.scratch("partial");
+    let out = repo.restore_out(&first.id, &target, &[]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "in pack {pack}, which does not exist (a damaged index or a deleted pack"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("{victim}: the repository is corrupt")),
+        "{out}"
+    );
 
     // As long as the index names the lost pack, a backup deduplicates
     // against it; once `repair index` drops its entries, a full backup

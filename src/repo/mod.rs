@@ -15,7 +15,7 @@ use crate::backend::{Backend, FileKind};
 use crate::chunker::ChunkerParams;
 use crate::crypto::{self, Cipher, MasterKey};
 use crate::error::{Error, Result};
-use crate::id::{file_hash, is_hex_name, BlobId, IndexId};
+use crate::id::{file_hash, is_hex_name, BlobId, IndexId, PackId};
 use crate::index::{IndexBuilder, IndexSet, IndexTable, Location};
 use crate::pack;
 use crate::snapshot::{self, SnapshotEntry};
@@ -413,16 +413,7 @@ impl Repository {
         // the index.
         let missing = |e: Error| {
             if e.is_not_found() {
-                Error::corrupt(
-                    "the repository",
-                    format!(
-                        "the index puts blob {} in pack {}, which does not exist (a damaged \
-                         index or a deleted pack: `cairn verify` tells which, `cairn repair \
-                         index` rebuilds the index from the packs)",
-                        id.short(),
-                        loc.pack
-                    ),
-                )
+                missing_pack(id, &loc.pack)
             } else {
                 e
             }
@@ -460,4 +451,19 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         snapshot::load_all(&*self.backend, &self.key)
     }
+}
+
+/// The error for a blob whose pack, as the index names it, does not exist:
+/// damage to the index or a deleted pack, with what tells which and what
+/// mends the index.
+pub fn missing_pack(id: &BlobId, pack: &PackId) -> Error {
+    Error::corrupt(
+        "the repository",
+        format!(
+            "the index puts blob {} in pack {pack}, which does not exist (a damaged index \
+             or a deleted pack: `cairn verify` tells which, `cairn repair index` rebuilds \
+             the index from the packs)",
+            id.short()
+        ),
+    )
 }
