@@ -38,8 +38,10 @@ pub(super) struct WalkSetup<'a> {
     pub repo_warn: &'a (dyn Fn(String) + Sync),
 }
 
-/// A file's chunks and byte count, or why it was left out.
-type FileOutcome = std::result::Result<(Vec<BlobId>, u64), String>;
+/// A file's chunks and byte count, or why it was left out: `None` once
+/// the backup is failing, whose own error says why (one per file would
+/// bury it).
+type FileOutcome = std::result::Result<(Vec<BlobId>, u64), Option<String>>;
 
 struct FileJob {
     path: PathBuf,
@@ -75,14 +77,14 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                 for job in job_rx {
                     let aborted = fatal.lock().map(|f| f.is_some()).unwrap_or(true);
                     let outcome = if aborted {
-                        Err("backup aborted".to_string())
+                        Err(None)
                     } else {
                         match read_file(setup, &job.path) {
                             Ok(r) => Ok(r),
-                            Err(FileError::Skip(why)) => Err(why),
+                            Err(FileError::Skip(why)) => Err(Some(why)),
                             Err(FileError::Fatal(e)) => {
                                 set_fatal(e);
-                                Err("backup aborted".to_string())
+                                Err(None)
                             }
                         }
                     };
@@ -497,7 +499,8 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
                         Counters::add(&setup.counters.total_bytes, size);
                         nodes.push(node);
                     }
-                    Ok(Err(why)) => (setup.report)(why),
+                    Ok(Err(Some(why))) => (setup.report)(why),
+                    Ok(Err(None)) => {}
                     Err(_) => (setup.report)(format!(
                         "{}: worker stopped",
                         String::from_utf8_lossy(&node.name.0)
