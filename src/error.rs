@@ -129,6 +129,18 @@ impl Error {
         )
     }
 
+    /// True when the underlying cause is a full filesystem ("no space
+    /// left on device", or a disk quota reached).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC) | Some(libc::EDQUOT)
+            ),
+            _ => false,
+        }
+    }
+
     /// True when the underlying cause is "no such file or object".
     pub fn is_not_found(&self) -> bool {
         match self {

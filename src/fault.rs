@@ -53,6 +53,17 @@ pub fn no_tmpfile() -> bool {
     *SET.get_or_init(|| std::env::var_os("CAIRN_NO_TMPFILE").is_some())
 }
 
+/// The size of a stand-in filesystem for the local repository, from
+/// `CAIRN_TEST_FS_SIZE` (bytes): with it, the repository's files may
+/// hold that many bytes in all, a write beyond fails with "no space left
+/// on device", and the free space is what remains, so a test reaches a
+/// full filesystem without mounting one. Unset, this costs one cached
+/// environment lookup.
+pub fn fs_size() -> Option<u64> {
+    static SIZE: OnceLock<Option<u64>> = OnceLock::new();
+    *SIZE.get_or_init(|| std::env::var("CAIRN_TEST_FS_SIZE").ok()?.parse().ok())
+}
+
 /// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated
 /// list of `refresh-every=MS`, `age=SECS` and `refresh-fails`. Unknown
 /// items are ignored. Defaults (the variable unset) change nothing.

@@ -111,6 +111,20 @@ pub struct GcPlan {
     /// Temporary files of interrupted writes removed (see
     /// [`remove_leftovers`]); 0 for a dry run.
     pub leftovers_removed: u64,
+    /// Set where repacking was left for later for want of space (see
+    /// [`fit_to_space`]): the packs it would have repacked are kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repack_skipped: Option<SpaceShort>,
+}
+
+/// Free space that fell short of what repacking needs, in bytes.
+#[derive(Debug, Serialize)]
+pub struct SpaceShort {
+    /// Free on the store.
+    pub free: u64,
+    /// Needed before anything is deleted: the repacked blobs' new packs
+    /// and the new index table.
+    pub needed: u64,
 }
 
 /// How old a temporary file must be for gc to treat it as left behind by
@@ -341,6 +355,47 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     plan.bytes_freed = freed;
     plan.bytes_repacked = copied;
     Ok(plan)
+}
+
+/// `plan`, or, where the store has too little space free for the new
+/// packs and index table that carrying it out writes before it deletes
+/// anything, a plan without repacking (packs with no live blob are still
+/// deleted, the index tables that name them rewritten), its
+/// [`GcPlan::repack_skipped`] saying how short the space was. On a
+/// nearly full filesystem the deletions make the room a later gc
+/// repacks in. Stores without a size limit get `plan` back as it is.
+pub fn fit_to_space(repo: &Repository, plan: GcPlan, opts: &GcOptions) -> Result<GcPlan> {
+    if plan.repack.is_empty() {
+        return Ok(plan);
+    }
+    let Some(free) = repo.backend().free_space()? else {
+        return Ok(plan);
+    };
+    let sizes: HashMap<String, u64> = repo
+        .backend()
+        .list_sizes(FileKind::Index)?
+        .into_iter()
+        .collect();
+    let tables: u64 = plan
+        .old_index
+        .iter()
+        .map(|id| sizes.get(&id.to_hex()).copied().unwrap_or(0))
+        .sum();
+    // A pack's worth more for the framing of the new packs and room to
+    // spare.
+    let needed = plan.bytes_repacked + tables + u64::from(repo.config().pack_size);
+    if free >= needed {
+        return Ok(plan);
+    }
+    let mut lean = self::plan(
+        repo,
+        &GcOptions {
+            max_unused: f64::INFINITY,
+            ..opts.clone()
+        },
+    )?;
+    lean.repack_skipped = Some(SpaceShort { free, needed });
+    Ok(lean)
 }
 
 /// The share of a pack's blob area that holds no live blob. The pack's own

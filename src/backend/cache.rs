@@ -333,6 +333,15 @@ impl Backend for CachedBackend {
     fn prefers_ranges(&self) -> bool {
         self.inner.prefers_ranges()
     }
+    fn free_space(&self) -> Result<Option<u64>> {
+        self.inner.free_space()
+    }
+    fn reserve(&self) -> Result<Option<u64>> {
+        self.inner.reserve()
+    }
+    fn set_reserve(&self, bytes: u64) -> Result<()> {
+        self.inner.set_reserve(bytes)
+    }
     fn probe(&self) -> Result<Vec<String>> {
         self.inner.probe()
     }

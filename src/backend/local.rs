@@ -69,6 +69,38 @@ impl LocalBackend {
     }
 }
 
+/// The space reserve's file name, at the repository's root (see
+/// [`crate::repo::space`]).
+pub const RESERVE: &str = "reserve";
+
+/// Fails with "no space left" where writing `adding` more bytes to
+/// `path` would overfill the stand-in filesystem of
+/// [`crate::fault::fs_size`]; does nothing without one.
+fn room_for(root: &Path, adding: u64, path: &Path) -> Result<()> {
+    match crate::fault::fs_size() {
+        Some(size) if used_bytes(root).saturating_add(adding) > size => Err(Error::path(
+            "write",
+            path,
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The bytes the files under `dir` hold (their lengths, summed).
+fn used_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => used_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// The singular noun for a file kind, for messages.
 pub fn kind_name(kind: FileKind) -> &'static str {
     match kind {
@@ -304,6 +336,7 @@ impl Backend for LocalBackend {
         // saves every command that locks a millisecond or more.
         let durable = kind.durable();
         let result = (|| {
+            room_for(&self.root, bytes.len() as u64, &tmp)?;
             let direct = kind == FileKind::Pack
                 && bytes.len() >= DIRECT_MIN
                 && directio::write_new(&tmp, bytes)?;
@@ -399,6 +432,67 @@ impl Backend for LocalBackend {
         Ok(removed)
     }
 
+    fn free_space(&self) -> Result<Option<u64>> {
+        if let Some(size) = crate::fault::fs_size() {
+            return Ok(Some(size.saturating_sub(used_bytes(&self.root))));
+        }
+        fs2::available_space(&self.root)
+            .map(Some)
+            .map_err(|e| Error::path("measure the free space of", &self.root, e))
+    }
+
+    fn reserve(&self) -> Result<Option<u64>> {
+        let path = self.root.join(RESERVE);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(0)),
+            Err(e) => Err(Error::path("stat", &path, e)),
+        }
+    }
+
+    fn set_reserve(&self, bytes: u64) -> Result<()> {
+        let path = self.root.join(RESERVE);
+        if bytes == 0 {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::path("remove", &path, e)),
+                _ => Ok(()),
+            };
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::path("create", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::path("stat", &path, e))?
+            .len();
+        if bytes < len {
+            return file
+                .set_len(bytes)
+                .map_err(|e| Error::path("shorten", &path, e));
+        }
+        room_for(&self.root, bytes - len, &path)?;
+        let Ok(bytes) = libc::off_t::try_from(bytes) else {
+            return Err(Error::Invalid(format!("reserve of {bytes} bytes")));
+        };
+        // SAFETY: a valid descriptor, a range from 0; posix_fallocate
+        // returns the error number rather than setting errno.
+        let rc = unsafe { libc::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, bytes) };
+        if rc != 0 {
+            // A reserve whose blocks are not all there would promise room
+            // that is not: none is better.
+            let _ = file.set_len(len);
+            return Err(Error::path(
+                "allocate",
+                &path,
+                std::io::Error::from_raw_os_error(rc),
+            ));
+        }
+        Ok(())
+    }
+
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path(kind, name);
         match fs::remove_file(&path) {
@@ -422,6 +516,8 @@ struct PlainSink {
 
 impl super::FileSink for PlainSink {
     fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let root = self.dir.parent().unwrap_or(&self.dir);
+        room_for(root, bytes.len() as u64, &self.tmp)?;
         self.file
             .write_all(bytes)
             .map_err(|e| Error::path("write", &self.tmp, e))
@@ -525,10 +621,12 @@ impl LocalSink {
         };
         let (to_io, pieces) = crossbeam_channel::bounded::<Piece>(SINK_QUEUE);
         let (give_back, emptied) = crossbeam_channel::bounded::<Piece>(SINK_QUEUE + 1);
+        let (io_root, io_tmp) = (root.clone(), tmp.clone());
         let io = std::thread::Builder::new()
             .name("pack-writer".into())
             .spawn(move || {
                 for mut piece in pieces {
+                    room_for(&io_root, piece.len as u64, &io_tmp)?;
                     file.append(&piece.buf[..piece.len])?;
                     piece.len = 0;
                     let _ = give_back.try_send(piece);
@@ -659,6 +757,34 @@ fn read_names(dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reserve_is_allocated_grows_shrinks_and_goes() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let path = dir.path().join("repo").join(RESERVE);
+        assert_eq!(b.reserve().unwrap(), Some(0));
+        assert!(b.free_space().unwrap().is_some_and(|n| n > 0));
+        b.set_reserve(1 << 20).unwrap();
+        assert_eq!(b.reserve().unwrap(), Some(1 << 20));
+        let md = fs::metadata(&path).unwrap();
+        assert!(
+            md.blocks() * 512 >= 1 << 20,
+            "its blocks are allocated, not a hole: {} blocks",
+            md.blocks()
+        );
+        b.set_reserve(3 << 20).unwrap();
+        assert_eq!(b.reserve().unwrap(), Some(3 << 20));
+        b.set_reserve(4096).unwrap();
+        assert_eq!(b.reserve().unwrap(), Some(4096));
+        b.set_reserve(0).unwrap();
+        assert!(!path.exists());
+        assert_eq!(b.reserve().unwrap(), Some(0));
+        b.set_reserve(0).unwrap();
+        assert_eq!(b.reserve().unwrap(), Some(0), "removing none is no error");
+    }
 
     #[test]
     fn conformance_local() {

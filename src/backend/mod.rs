@@ -230,6 +230,24 @@ pub trait Backend: Send + Sync {
         let _ = before;
         Ok(0)
     }
+    /// Bytes the store can still take, where it has such a limit (a local
+    /// filesystem's space free for unprivileged writers); `None` for
+    /// stores without one, the default.
+    fn free_space(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// The size of the space reserve (see [`crate::repo::space`]), where
+    /// the store keeps one (0 while there is none); `None` for stores that
+    /// keep none, the default.
+    fn reserve(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Makes the space reserve `bytes` long, its blocks allocated (0
+    /// removes it). Stores that keep none do nothing (the default).
+    fn set_reserve(&self, bytes: u64) -> Result<()> {
+        let _ = bytes;
+        Ok(())
+    }
 }
 
 /// A file kept open for positioned reads (see [`Backend::open_ranges`]).

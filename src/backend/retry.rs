@@ -129,6 +129,15 @@ impl Backend for RetryBackend {
     fn prefers_ranges(&self) -> bool {
         self.inner.prefers_ranges()
     }
+    fn free_space(&self) -> Result<Option<u64>> {
+        self.inner.free_space()
+    }
+    fn reserve(&self) -> Result<Option<u64>> {
+        self.inner.reserve()
+    }
+    fn set_reserve(&self, bytes: u64) -> Result<()> {
+        self.inner.set_reserve(bytes)
+    }
     fn probe(&self) -> Result<Vec<String>> {
         self.retry(|| self.inner.probe())
     }

@@ -153,7 +153,9 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         lock_wait: ctx.global.lock_wait,
         time_ns: a.time,
     };
-    let result = archiver::backup(&repo, &opts, &mut std::io::stdin().lock(), &warn)?;
+    let result = archiver::backup(&repo, &opts, &mut std::io::stdin().lock(), &warn)
+        .map_err(|e| super::explain_full(&repo, e))?;
+    super::top_up_reserve(&repo, false);
     if let Some(note) = &result.note {
         eprintln!("note: {note}");
     }

@@ -69,6 +69,7 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
         cipher: a.cipher,
     };
     let repo = Repository::init(backend.clone(), &pw, &opts)?;
+    super::top_up_reserve(&repo, false);
     println!(
         "created repository {} at {} (data sealed with {})",
         &hex::encode(repo.config().repo_id)[..8],

@@ -39,26 +39,29 @@ pub struct VerifyArgs {
 
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
     let (repo, password) = ctx.open_uncached_with_password()?;
+    super::keeping_reserve(&repo, || verify_command(ctx, &repo, password, a))
+}
+
+fn verify_command(
+    ctx: &Context,
+    repo: &Repository,
+    password: Option<zeroize::Zeroizing<Vec<u8>>>,
+    a: VerifyArgs,
+) -> Result<u8> {
     let opened_with_password = password.is_some();
     let read_data = match (&a.read_data_subset, a.read_data) {
         (Some(s), _) => Some(Subset::parse(s)?),
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
-    let _lock = lock::acquire(
-        repo.backend_arc(),
-        repo.key(),
-        false,
-        "verify",
-        ctx.global.lock_wait,
-    )?;
+    let _lock = super::lock_repo(ctx, repo, false, "verify")?;
     let report = verify::verify(
-        &repo,
+        repo,
         &VerifyOptions {
             password,
             read_data,
             day: (crate::now_ns() / 86_400_000_000_000).max(0) as u64,
-            workers: ctx.workers(&repo),
+            workers: ctx.workers(repo),
         },
     )?;
     if a.json {
@@ -169,6 +172,9 @@ fn gc_locked(
         ..opts.clone()
     };
     let mut plan = gc::plan(repo, &opts)?;
+    if !dry_run {
+        plan = gc::fit_to_space(repo, plan, &opts)?;
+    }
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || !plan.old_index.is_empty());
     if act {
@@ -204,6 +210,14 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) {
             plan.in_progress.len()
         );
     }
+    if let Some(short) = &plan.repack_skipped {
+        println!(
+            "repacking left for later: the repository's filesystem has {} free, repacking needs {} \
+             before it deletes anything; run gc again once this run's deletions have made room",
+            human_bytes(short.free),
+            human_bytes(short.needed)
+        );
+    }
     if plan.leftovers_removed > 0 {
         println!(
             "removed {} temporary files left by interrupted writes",
@@ -214,19 +228,17 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) {
 
 pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
     let repo = ctx.open()?;
-    let lock = lock::acquire(
-        repo.backend_arc(),
-        repo.key(),
-        !a.dry_run,
-        "gc",
-        ctx.global.lock_wait,
-    )?;
+    super::keeping_reserve(&repo, || gc_command(ctx, &repo, &a))
+}
+
+fn gc_command(ctx: &Context, repo: &Repository, a: &GcArgs) -> Result<u8> {
+    let lock = super::lock_repo(ctx, repo, !a.dry_run, "gc")?;
     let plan = gc_locked(
-        &repo,
+        repo,
         &lock,
         &GcOptions {
             max_unused: a.max_unused,
-            workers: ctx.workers(&repo),
+            workers: ctx.workers(repo),
             others_writing: false,
         },
         a.dry_run,
@@ -327,17 +339,15 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
             "give snapshot ids or a policy, not both".into(),
         ));
     }
-    let lock = lock::acquire(
-        repo.backend_arc(),
-        repo.key(),
-        !a.dry_run,
-        "forget",
-        ctx.global.lock_wait,
-    )?;
+    super::keeping_reserve(&repo, || forget_command(ctx, &repo, &a, &policy))
+}
+
+fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Policy) -> Result<u8> {
+    let lock = super::lock_repo(ctx, repo, !a.dry_run, "forget")?;
     let all = repo.snapshots()?;
     let reports: Vec<GroupDecisions> = if a.ids.is_empty() {
         let group_by = GroupBy::parse(&a.group_by)?;
-        retention::plan(&policy, &group_by, &a.filter.filter(), &all)
+        retention::plan(policy, &group_by, &a.filter.filter(), &all)
     } else {
         // Every id is resolved before anything is removed, so a typo
         // removes nothing.
@@ -394,7 +404,7 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
         println!("removed {} snapshot(s)", remove.len());
     }
     let gc_plan = if a.gc {
-        Some(gc_locked(&repo, &lock, &GcOptions::default(), false)?)
+        Some(gc_locked(repo, &lock, &GcOptions::default(), false)?)
     } else {
         None
     };
@@ -438,16 +448,14 @@ enum RepairWhat {
 
 pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
     let repo = ctx.open_uncached()?;
+    super::keeping_reserve(&repo, || repair_command(ctx, &repo, a))
+}
+
+fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8> {
     match a.what {
         RepairWhat::Index => {
-            let lock = lock::acquire(
-                repo.backend_arc(),
-                repo.key(),
-                true,
-                "repair index",
-                ctx.global.lock_wait,
-            )?;
-            let r = repair::repair_index(&repo, &lock)?;
+            let lock = super::lock_repo(ctx, repo, true, "repair index")?;
+            let r = repair::repair_index(repo, &lock)?;
             for u in &r.unreadable {
                 println!("unreadable, left in place: {u}");
             }
@@ -457,19 +465,13 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
             );
         }
         RepairWhat::Snapshots { dry_run, read_data } => {
-            let _lock = lock::acquire(
-                repo.backend_arc(),
-                repo.key(),
-                false,
-                "repair snapshots",
-                ctx.global.lock_wait,
-            )?;
+            let _lock = super::lock_repo(ctx, repo, false, "repair snapshots")?;
             let r = repair::repair_snapshots(
-                &repo,
+                repo,
                 &RepairSnapshotsOptions {
                     dry_run,
                     read_data,
-                    workers: ctx.workers(&repo),
+                    workers: ctx.workers(repo),
                 },
             )?;
             for (original, copy) in &r.skipped {

@@ -24,7 +24,8 @@ use crate::backend::retry::{RetryBackend, RetryPolicy};
 use crate::backend::s3::{self, S3Backend, S3Options};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::repo::Repository;
+use crate::human_bytes;
+use crate::repo::{lock, space, Repository};
 
 /// cairn: deduplicating, encrypted snapshots of your directories.
 #[derive(Parser, Debug)]
@@ -366,6 +367,95 @@ fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
 /// Prints a warning to stderr.
 pub(crate) fn warn(msg: &str) {
     eprintln!("warning: {msg}");
+}
+
+/// Runs `command`, one that takes a lock to free space or check the
+/// repository (forget, gc, repair, verify), then tops the space reserve
+/// up again whatever the outcome, saying so where the room is not there
+/// (see [`crate::repo::space`]). Its lock comes from [`lock_repo`].
+fn keeping_reserve<T>(repo: &Repository, command: impl FnOnce() -> Result<T>) -> Result<T> {
+    let outcome = command();
+    top_up_reserve(repo, true);
+    outcome
+}
+
+/// Takes a lock on `repo` for `command`. A lock that cannot be written
+/// for want of space is written again with the space reserve given back;
+/// an exclusive one then also gives the reserve back where the
+/// filesystem has less free than its size (no backup runs beside it to
+/// take that space).
+fn lock_repo(
+    ctx: &Context,
+    repo: &Repository,
+    exclusive: bool,
+    command: &str,
+) -> Result<lock::LockGuard> {
+    let take = || {
+        lock::acquire(
+            repo.backend_arc(),
+            repo.key(),
+            exclusive,
+            command,
+            ctx.global.lock_wait,
+        )
+    };
+    let guard = match take() {
+        Err(e) if e.is_storage_full() => match space::release(repo)? {
+            0 => return Err(e),
+            n => {
+                note_reserve_used(n);
+                take()?
+            }
+        },
+        other => other?,
+    };
+    if exclusive {
+        match space::release_if_short(repo) {
+            Ok(0) => {}
+            Ok(n) => note_reserve_used(n),
+            Err(e) => warn(&format!("could not give back the space reserve: {e}")),
+        }
+    }
+    Ok(guard)
+}
+
+fn note_reserve_used(bytes: u64) {
+    eprintln!(
+        "note: the repository's filesystem is nearly full: using the {} set aside for this",
+        human_bytes(bytes)
+    );
+}
+
+/// Grows the repository's space reserve back to its size where the room
+/// is there; says so where it is not and `tell` (commands that free space
+/// tell, backups and init do only when they cannot measure it).
+fn top_up_reserve(repo: &Repository, tell: bool) {
+    match space::replenish(repo) {
+        Ok(space::Reserve::Whole) => {}
+        Ok(space::Reserve::Short { held, wanted, free }) if tell => warn(&format!(
+            "the repository's filesystem has {} free: too little to set aside the {}              (of which {} are) that forget and gc need when it is full; make room on it",
+            human_bytes(free),
+            human_bytes(wanted),
+            human_bytes(held)
+        )),
+        Ok(space::Reserve::Short { .. }) => {}
+        Err(e) => warn(&format!("could not set aside the space reserve: {e}")),
+    }
+}
+
+/// A write that failed for want of space in a repository that keeps a
+/// space reserve, with what to do about it; other errors as they are.
+fn explain_full(repo: &Repository, e: Error) -> Error {
+    if !e.is_storage_full() || !matches!(repo.backend().reserve(), Ok(Some(_))) {
+        return e;
+    }
+    Error::Invalid(format!(
+        "{e}\nthe repository's filesystem is full: `cairn forget` (with --gc) and `cairn gc` \
+         can still run and free space, using the room set aside for them in {}",
+        std::path::Path::new(&repo.backend().location())
+            .join(crate::backend::local::RESERVE)
+            .display()
+    ))
 }
 
 /// Entry point of the binary.

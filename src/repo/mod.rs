@@ -7,6 +7,7 @@ pub mod config;
 pub mod export;
 pub mod keys;
 pub mod lock;
+pub mod space;
 
 use std::sync::{Arc, RwLock};
 

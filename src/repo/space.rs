@@ -1,0 +1,94 @@
+//! Room for maintenance on a full filesystem.
+//!
+//! A backup that fills the repository's filesystem fails and publishes
+//! nothing; what frees space again, `forget` and `gc`, must write too: a
+//! lock file, gc's new index table, the packs it repacks. With not a byte
+//! free they could not start, and the only way out would be deleting
+//! repository files by hand. So a local repository keeps a file,
+//! `reserve`, whose blocks are allocated and hold nothing: the size of
+//! the index and a pack ([`wanted`]). Backups never use it. Commands
+//! that free space give it back first where the filesystem has less than
+//! that free ([`release_if_short`]), and commands that write top it up
+//! again at the end where the space is there ([`replenish`]). Stores
+//! without a size limit (object stores) keep none.
+
+use crate::backend::FileKind;
+use crate::error::Result;
+use crate::repo::Repository;
+
+/// The size the reserve should have: room for gc to write an index as
+/// large as the whole index is now, and a pack's worth more for lock
+/// files and slack. Repacking needs more; gc leaves it for later where
+/// the room is not there (see [`crate::gc::fit_to_space`]).
+pub fn wanted(repo: &Repository) -> Result<u64> {
+    let index: u64 = repo
+        .backend()
+        .list_sizes(FileKind::Index)?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    Ok(u64::from(repo.config().pack_size) + index)
+}
+
+/// Gives the reserve back; returns its bytes (0 where there was none).
+/// Called where a command's lock could not be written for want of
+/// space.
+pub fn release(repo: &Repository) -> Result<u64> {
+    let backend = repo.backend();
+    match backend.reserve()? {
+        Some(held) if held > 0 => {
+            backend.set_reserve(0)?;
+            Ok(held)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// Gives the reserve back where the store has less than [`wanted`] free;
+/// returns the bytes given back (0 when none were). Called by a command
+/// that frees space once it holds the exclusive lock, so that no backup
+/// running beside it takes the space meant for it.
+pub fn release_if_short(repo: &Repository) -> Result<u64> {
+    let backend = repo.backend();
+    match (backend.reserve()?, backend.free_space()?) {
+        (Some(held), Some(free)) if held > 0 && free < wanted(repo)? => {
+            backend.set_reserve(0)?;
+            Ok(held)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// What [`replenish`] left.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// The reserve is whole, or the store keeps none.
+    Whole,
+    /// The filesystem has `free` bytes, too few to set aside `wanted`
+    /// (of which `held` are).
+    Short { held: u64, wanted: u64, free: u64 },
+}
+
+/// Grows the reserve to [`wanted`] where the store has the space free.
+pub fn replenish(repo: &Repository) -> Result<Reserve> {
+    let backend = repo.backend();
+    let Some(held) = backend.reserve()? else {
+        return Ok(Reserve::Whole);
+    };
+    let wanted = wanted(repo)?;
+    if held >= wanted {
+        return Ok(Reserve::Whole);
+    }
+    let Some(free) = backend.free_space()? else {
+        return Ok(Reserve::Whole);
+    };
+    if free < wanted - held {
+        return Ok(Reserve::Short { held, wanted, free });
+    }
+    match backend.set_reserve(wanted) {
+        Ok(()) => Ok(Reserve::Whole),
+        // Others wrote meanwhile and took the space.
+        Err(e) if e.is_storage_full() => Ok(Reserve::Short { held, wanted, free }),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,172 @@
+//! A full repository filesystem: the backup that meets it fails cleanly,
+//! and forget, gc and verify still run, on the space reserve cairn keeps.
+//! `CAIRN_TEST_FS_SIZE` makes the local repository behave as if its
+//! filesystem held that many bytes, so no filesystem has to be mounted.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+/// Pack size of the test repositories: the reserve is the index plus one.
+const PACK: u64 = 1 << 20;
+
+fn repo() -> Repo {
+    let mut args = FAST_INIT.to_vec();
+    args.extend_from_slice(&["--pack-size", "1M"]);
+    Repo::with_init_args(&args)
+}
+
+fn reserve_len(repo: &Repo) -> u64 {
+    fs::metadata(repo.path.join("reserve")).map_or(0, |m| m.len())
+}
+
+/// `cairn -r REPO ARGS` on a filesystem of `size` bytes.
+fn run_in(repo: &Repo, size: u64, args: &[&str]) -> Out {
+    let mut c = repo.cmd(args);
+    c.env("CAIRN_TEST_FS_SIZE", size.to_string());
+    run(&mut c, None)
+}
+
+fn backup_in(repo: &Repo, size: u64, src: &Path) -> Out {
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(src).env("CAIRN_TEST_FS_SIZE", size.to_string());
+    run(&mut c, None)
+}
+
+#[test]
+fn a_full_filesystem_fails_the_backup_cleanly_and_forget_gc_and_verify_still_run() {
+    let repo = repo();
+    assert!(
+        reserve_len(&repo) >= PACK,
+        "init sets a pack's worth aside: {} bytes",
+        reserve_len(&repo)
+    );
+    let src = repo.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        write_random(&src.join(format!("a{i}.bin")), i, 700_000);
+    }
+    let first = repo.backup(&[&src], &[]);
+
+    // Room for two and a half packs more, and six megabytes of new files.
+    let size = repo.size() + 5 * PACK / 2;
+    for i in 0..6 {
+        write_random(&src.join(format!("b{i}.bin")), 10 + i, 1_000_000);
+    }
+    let out = backup_in(&repo, size, &src);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    assert!(
+        out.stderr.contains("the repository's filesystem is full")
+            && out.stderr.contains("`cairn gc`")
+            && out
+                .stderr
+                .contains(&format!("{}", repo.path.join("reserve").display())),
+        "the error says what can still run: {out}"
+    );
+    assert!(
+        !out.stderr.contains("aborted"),
+        "one error, not a line per file left unread: {out}"
+    );
+    assert_eq!(
+        repo.snapshots().len(),
+        1,
+        "nothing of the failed backup is published"
+    );
+    assert!(
+        reserve_len(&repo) >= PACK,
+        "backups leave the reserve alone"
+    );
+
+    // Not a byte free: what frees space still runs, on the reserve.
+    let full = repo.size();
+    let out = run_in(&repo, full, &["gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("nearly full: using the"),
+        "gc says it uses the reserve: {out}"
+    );
+    assert!(
+        repo.size() < full,
+        "gc freed the packs of the failed backup: {} → {} bytes",
+        full,
+        repo.size()
+    );
+    assert!(
+        reserve_len(&repo) >= PACK,
+        "the freed space holds the reserve again"
+    );
+
+    // Still too full for the new files: forget and verify run as well.
+    let full = repo.size();
+    let out = run_in(&repo, full, &["verify", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("no errors"), "{out}");
+    let out = run_in(&repo, full, &["forget", "--keep-last", "1", "--gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("removed 0 snapshot(s)"), "{out}");
+
+    // Without the new files the backup fits, and the first snapshot is
+    // whole.
+    for i in 0..6 {
+        fs::remove_file(src.join(format!("b{i}.bin"))).unwrap();
+    }
+    let out = backup_in(&repo, repo.size() + 1_000_000, &src);
+    assert_eq!(out.code, 0, "{out}");
+    let target = repo.scratch("target");
+    repo.restore(first["id"].as_str().unwrap(), &target, &[]);
+    assert_same_contents(&src, &restored(&target, &src));
+}
+
+#[test]
+fn without_room_to_repack_gc_deletes_first_and_repacks_on_its_next_run() {
+    let repo = repo();
+    let src = repo.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    // a.bin shares its pack with the start of z.bin; the rest of z.bin
+    // fills packs of its own.
+    write_random(&src.join("a.bin"), 1, 150_000);
+    write_random(&src.join("z.bin"), 2, 4_000_000);
+    let old = repo.backup(&[&src], &[]);
+    fs::remove_file(src.join("z.bin")).unwrap();
+    let live = repo.backup(&[&src], &[]);
+    repo.run(&["forget", old["id"].as_str().unwrap()]).success();
+
+    let planned = repo.run(&["gc", "--dry-run", "--json"]).success().json();
+    let repack = planned["repack"].as_array().unwrap().len();
+    let delete = planned["delete"].as_array().unwrap().len();
+    assert!(
+        repack >= 1 && delete >= 1,
+        "the scenario has packs to repack and to delete: {planned}"
+    );
+
+    // No reserve (as where it could not be kept) and 100 KB free.
+    fs::remove_file(repo.path.join("reserve")).unwrap();
+    let size = repo.size() + 100_000;
+    let out = run_in(&repo, size, &["gc", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let done = out.json();
+    assert_eq!(done["repack"].as_array().unwrap().len(), 0, "{done}");
+    assert_eq!(done["delete"].as_array().unwrap().len(), delete, "{done}");
+    let short = &done["repack_skipped"];
+    assert!(
+        short["free"].as_u64().unwrap() < short["needed"].as_u64().unwrap(),
+        "{done}"
+    );
+    let out = run_in(&repo, size, &["gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains(&format!(" {repack} repacked"))
+            && !out.stdout.contains("left for later"),
+        "the deletions made room for the repacking: {out}"
+    );
+
+    let target = repo.scratch("target");
+    repo.restore(live["id"].as_str().unwrap(), &target, &[]);
+    assert_same_contents(&src, &restored(&target, &src));
+    let out = repo.run(&["verify", "--read-data"]).success();
+    assert!(out.stdout.contains("no errors"), "{out}");
+}
