@@ -146,6 +146,13 @@ fn without_room_to_repack_gc_deletes_first_and_repacks_on_its_next_run() {
     // No reserve (as where it could not be kept) and 100 KB free.
     fs::remove_file(repo.path.join("reserve")).unwrap();
     let size = repo.size() + 100_000;
+    let out = run_in(&repo, size, &["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("too little to set aside") && out.stderr.contains("make room on it"),
+        "a check says when the reserve cannot be kept: {out}"
+    );
+    assert!(!repo.path.join("reserve").exists());
     let out = run_in(&repo, size, &["gc", "--json"]);
     assert_eq!(out.code, 0, "{out}");
     let done = out.json();

@@ -433,7 +433,8 @@ fn top_up_reserve(repo: &Repository, tell: bool) {
     match space::replenish(repo) {
         Ok(space::Reserve::Whole) => {}
         Ok(space::Reserve::Short { held, wanted, free }) if tell => warn(&format!(
-            "the repository's filesystem has {} free: too little to set aside the {}              (of which {} are) that forget and gc need when it is full; make room on it",
+            "the repository's filesystem has {} free: too little to set aside the {} \
+             (of which {} are) that forget and gc need when it is full; make room on it",
             human_bytes(free),
             human_bytes(wanted),
             human_bytes(held)

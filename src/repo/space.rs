@@ -6,11 +6,13 @@
 //! free they could not start, and the only way out would be deleting
 //! repository files by hand. So a local repository keeps a file,
 //! `reserve`, whose blocks are allocated and hold nothing: the size of
-//! the index and a pack ([`wanted`]). Backups never use it. Commands
-//! that free space give it back first where the filesystem has less than
-//! that free ([`release_if_short`]), and commands that write top it up
-//! again at the end where the space is there ([`replenish`]). Stores
-//! without a size limit (object stores) keep none.
+//! the index and a pack ([`wanted`]). Backups never use it. A command
+//! whose lock cannot be written for want of space gives it back
+//! ([`release`]), as does one that frees space, once it holds the
+//! exclusive lock, where the filesystem has less than that free
+//! ([`release_if_short`]); commands that write top it up again at the
+//! end where the space is there ([`replenish`]). Stores without a size
+//! limit (object stores) keep none.
 
 use crate::backend::FileKind;
 use crate::error::Result;
