@@ -1,0 +1,327 @@
+//! Carrying out a restore's plan: directories, special files, hard
+//! links, metadata and the mirror policy's removals (files: [`super::files`]).
+
+use super::*;
+
+impl Executor<'_> {
+    pub(super) fn fail(&self, path: &Path, e: impl std::fmt::Display) {
+        (self.warn)(&format!("{}: {e}", path.display()));
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn under_skipped(&self, rel: &Path) -> bool {
+        self.skipped_dirs
+            .lock()
+            .map(|s| !s.is_empty() && rel.ancestors().any(|a| s.contains(a)))
+            .unwrap_or(false)
+    }
+
+    /// Whether `path` is, or lies beneath, a directory this restore created
+    /// (or, in a dry run, would create or replace), and so holds nothing
+    /// the restore has not put there. The plan names every path once, and each
+    /// is looked at before it is created, so such a path does not exist
+    /// yet: no `lstat` needed, which in a new tree would take the
+    /// directory's lock against the other workers creating files in it.
+    pub(super) fn fresh(&self, path: &Path) -> bool {
+        self.fresh_dirs
+            .lock()
+            .map(|f| !f.is_empty() && path.ancestors().any(|a| f.contains(a)))
+            .unwrap_or(false)
+    }
+
+    /// Notes a directory the restore created (or, in a dry run, would
+    /// create or replace).
+    pub(super) fn mark_fresh(&self, path: &Path) {
+        if let Ok(mut f) = self.fresh_dirs.lock() {
+            f.insert(path.to_path_buf());
+        }
+    }
+
+    /// `lstat` of an entry in the target, as the restore would find it at
+    /// this point (see [`Self::fresh`]).
+    pub(super) fn lstat(&self, path: &Path) -> std::io::Result<fs::Metadata> {
+        if self.fresh(path) {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        fs::symlink_metadata(path)
+    }
+
+    pub(super) fn run(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) -> Result<()> {
+        for d in &plan.dirs {
+            if self.under_skipped(&d.rel) {
+                continue;
+            }
+            match self.ensure_dir(&self.target.join(&d.rel)) {
+                Ok(true) => stats.dirs += 1,
+                Ok(false) => {
+                    stats.skipped += 1;
+                    if let Ok(mut s) = self.skipped_dirs.lock() {
+                        s.insert(d.rel.clone());
+                    }
+                }
+                Err(e) => {
+                    self.fail(&self.target.join(&d.rel), e);
+                    if let Ok(mut s) = self.skipped_dirs.lock() {
+                        s.insert(d.rel.clone());
+                    }
+                }
+            }
+        }
+        let workers = if workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            workers
+        };
+        self.restore_files(plan, workers, stats);
+
+        for (item, first) in &plan.links {
+            if self.under_skipped(&item.rel) {
+                continue;
+            }
+            let dest = self.target.join(&item.rel);
+            match self.clear(&dest, false) {
+                Ok(Existing::Skip) => stats.skipped += 1,
+                Ok(Existing::Create) if self.dry_run => stats.other += 1,
+                Ok(Existing::Create) => match fs::hard_link(self.target.join(first), &dest) {
+                    Ok(()) => stats.other += 1,
+                    Err(e) => self.fail(&dest, format!("cannot create hard link: {e}")),
+                },
+                Err(e) => self.fail(&dest, e),
+            }
+        }
+        for item in &plan.others {
+            if self.under_skipped(&item.rel) {
+                continue;
+            }
+            let dest = self.target.join(&item.rel);
+            match self.restore_other(&dest, &item.node) {
+                Ok(true) => stats.other += 1,
+                Ok(false) => stats.skipped += 1,
+                Err(e) => self.fail(&dest, e),
+            }
+        }
+        if self.policy == Policy::Mirror {
+            for (rel, names) in &plan.dir_names {
+                if !self.under_skipped(rel) {
+                    stats.removed +=
+                        self.remove_extra(&self.target.join(rel), names, &mut stats.would_remove);
+                }
+            }
+            stats.would_remove.sort();
+        }
+        if self.dry_run {
+            return Ok(());
+        }
+        for d in plan.dirs.iter().rev() {
+            if !self.under_skipped(&d.rel) {
+                self.apply_meta(&self.target.join(&d.rel), &d.node, None);
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `path` a real directory; false when skip-existing leaves a
+    /// non-directory in place.
+    pub(super) fn ensure_dir(&self, path: &Path) -> Result<bool> {
+        match self.lstat(path) {
+            Ok(md) if md.is_dir() => return Ok(true),
+            Ok(_) => match self.clear(path, true)? {
+                Existing::Skip => return Ok(false),
+                Existing::Create => {}
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::path("stat", path, e)),
+        }
+        if self.dry_run {
+            self.mark_fresh(path);
+            return Ok(true);
+        }
+        fs::create_dir(path).map_err(|e| Error::path("create folder", path, e))?;
+        self.mark_fresh(path);
+        Ok(true)
+    }
+
+    /// Removes whatever is at `path` unless the policy keeps it (a dry run
+    /// only decides).
+    pub(super) fn clear(&self, path: &Path, even_dirs: bool) -> Result<Existing> {
+        let md = match self.lstat(path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Create),
+            Err(e) => return Err(Error::path("stat", path, e)),
+        };
+        if self.policy == Policy::SkipExisting {
+            return Ok(Existing::Skip);
+        }
+        let r = if md.is_dir() {
+            if !even_dirs
+                && self.policy == Policy::Merge
+                && fs::read_dir(path)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
+                return Err(Error::Invalid(format!(
+                    "{} is a non-empty directory in the target; the snapshot has a file there (use --policy mirror to replace it)",
+                    path.display()
+                )));
+            }
+            if self.dry_run {
+                self.mark_fresh(path);
+                return Ok(Existing::Create);
+            }
+            fs::remove_dir_all(path)
+        } else if self.dry_run {
+            return Ok(Existing::Create);
+        } else {
+            fs::remove_file(path)
+        };
+        r.map_err(|e| Error::path("remove", path, e))?;
+        Ok(Existing::Create)
+    }
+
+    /// Whether the file at `path` holds exactly the chunks `ids`.
+    pub(super) fn same_content(&self, path: &Path, ids: &[crate::id::BlobId]) -> Result<bool> {
+        let Ok(file) = fs::File::open(path) else {
+            return Ok(false);
+        };
+        let mut offset = 0u64;
+        let mut buf = Vec::new();
+        for id in ids {
+            let len = self.repo.locate(id)?.raw_length as usize;
+            buf.resize(len, 0);
+            if file.read_exact_at(&mut buf, offset).is_err() || self.repo.key().blob_id(&buf) != *id
+            {
+                return Ok(false);
+            }
+            offset += len as u64;
+        }
+        Ok(true)
+    }
+
+    pub(super) fn restore_other(&self, dest: &Path, node: &Node) -> Result<bool> {
+        if let (NodeKind::Symlink { target }, Ok(md)) = (&node.kind, self.lstat(dest)) {
+            if md.file_type().is_symlink()
+                && fs::read_link(dest)
+                    .is_ok_and(|t| t.as_os_str().as_bytes() == target.0.as_slice())
+            {
+                if !self.dry_run {
+                    self.apply_meta(dest, node, None);
+                }
+                return Ok(true);
+            }
+        }
+        match node.kind {
+            NodeKind::Socket => return Ok(false),
+            NodeKind::CharDevice { .. } | NodeKind::BlockDevice { .. } if !self.root => {
+                return Err(Error::Invalid(
+                    "device nodes are restored only when running as root".into(),
+                ));
+            }
+            _ => {}
+        }
+        match self.clear(dest, false)? {
+            Existing::Skip => return Ok(false),
+            Existing::Create if self.dry_run => return Ok(true),
+            Existing::Create => {}
+        }
+        match &node.kind {
+            NodeKind::Symlink { target } => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target.0), dest)
+                    .map_err(|e| Error::path("create symlink", dest, e))?;
+            }
+            kind => fsmeta::make_special(dest, kind, node.mode)
+                .map_err(|e| Error::path("create", dest, e))?,
+        }
+        self.apply_meta(dest, node, None);
+        Ok(true)
+    }
+
+    /// Sets ownership (as root), mode, xattrs and mtime; failures warn.
+    /// With `file` (open on `path`, which is then a regular file) the
+    /// calls go through it rather than through the path, and owner and
+    /// mode are changed only where the file's differ: a file this restore
+    /// created mostly has both right already, and each change is an inode
+    /// update.
+    pub(super) fn apply_meta(&self, path: &Path, node: &Node, file: Option<&fs::File>) {
+        use std::os::unix::fs::MetadataExt;
+        let symlink = matches!(node.kind, NodeKind::Symlink { .. });
+        let now = file.and_then(|f| f.metadata().ok());
+        let owned = now
+            .as_ref()
+            .is_some_and(|m| m.uid() == node.uid && m.gid() == node.gid);
+        if self.root && !owned {
+            let r = match file {
+                Some(f) => std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)),
+                None => fsmeta::set_owner(path, node.uid, node.gid),
+            };
+            if let Err(e) = r {
+                self.fail(path, format!("cannot set owner: {e}"));
+            }
+        }
+        // A change of owner clears set-user-ID and set-group-ID bits, so
+        // the mode is set again after one.
+        let moded = (owned || !self.root)
+            && now
+                .as_ref()
+                .is_some_and(|m| m.mode() & 0o7777 == node.mode & 0o7777);
+        if !symlink && !moded {
+            let mode = fs::Permissions::from_mode(node.mode);
+            let r = match file {
+                Some(f) => f.set_permissions(mode),
+                None => fs::set_permissions(path, mode),
+            };
+            if let Err(e) = r {
+                self.fail(path, format!("cannot set mode: {e}"));
+            }
+        }
+        for x in &node.xattrs {
+            // Best effort: the target filesystem may not support them.
+            let name = OsStr::from_bytes(&x.name.0);
+            let _ = match file {
+                Some(f) => xattr::FileExt::set_xattr(f, name, &x.value.0),
+                None => xattr::set(path, name, &x.value.0),
+            };
+        }
+        let r = match file {
+            Some(f) => fsmeta::set_mtime_fd(f, node.mtime_ns),
+            None => fsmeta::set_mtime(path, node.mtime_ns),
+        };
+        if let Err(e) = r {
+            self.fail(path, format!("cannot set mtime: {e}"));
+        }
+    }
+
+    /// Removes entries of `dir` not named in `keep`; returns how many. A
+    /// dry run lists them in `would_remove` instead.
+    pub(super) fn remove_extra(
+        &self,
+        dir: &Path,
+        keep: &HashSet<Vec<u8>>,
+        would_remove: &mut Vec<PathBuf>,
+    ) -> u64 {
+        if self.fresh(dir) {
+            return 0;
+        }
+        let Ok(rd) = fs::read_dir(dir) else { return 0 };
+        let mut n = 0;
+        for entry in rd.flatten() {
+            if keep.contains(entry.file_name().as_bytes()) {
+                continue;
+            }
+            let p = entry.path();
+            if self.dry_run {
+                would_remove.push(p);
+                n += 1;
+                continue;
+            }
+            let r = match entry.file_type() {
+                Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
+                _ => fs::remove_file(&p),
+            };
+            match r {
+                Ok(()) => n += 1,
+                Err(e) => self.fail(&p, format!("cannot remove: {e}")),
+            }
+        }
+        n
+    }
+}

@@ -1,0 +1,727 @@
+//! Writing a restore's files: each pack read once, its blobs decoded on
+//! every core and written at their offsets.
+
+use super::fetch::PackBytes;
+use super::place::{copy_to_temp, link_unnamed, reopen, temp_name, unnamed_files_link, Unplaced};
+use super::*;
+
+impl Executor<'_> {
+    /// Writes the planned files: decides per file what the policy wants,
+    /// then reads each needed pack once, in parallel, writing every blob
+    /// at all the offsets that use it; a file is created (unnamed where
+    /// the target allows, see `create_file`) by its first write.
+    pub(super) fn restore_files(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) {
+        // A file is created when its first chunk is written (or, with
+        // nothing to write, when it is finished) and held open until it
+        // is whole, so the files open at once are those in progress: few,
+        // unless many files of several chunks have their chunks in packs
+        // read far apart. What the limit leaves beside the packs, index
+        // tables and the rest bounds them.
+        let limit = raise_fd_limit();
+        let reserve = (limit / 2).min(256);
+        self.open_budget.store(
+            isize::try_from(limit - reserve).unwrap_or(isize::MAX),
+            Ordering::Relaxed,
+        );
+        if !self.dry_run {
+            let unnamed = !crate::fault::no_tmpfile() && unnamed_files_link(self.target);
+            self.unnamed.store(unnamed, Ordering::Relaxed);
+        }
+        // 1. Decide, in parallel (merge compares existing content). Each
+        // worker takes a run of files of one directory at a time: looking
+        // up names takes the directory's lock, so two workers in the same
+        // directory would mostly wait for each other.
+        let rels: Vec<&Path> = plan.files.iter().map(|f| f.rel.as_path()).collect();
+        let runs = directory_runs(&rels, 64);
+        let next = AtomicUsize::new(0);
+        let (unchanged, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (would_write, would_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
+        let tasks: Mutex<Vec<Box<FileTask>>> = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(run) = runs.get(i) else { break };
+                    for f in &plan.files[run.clone()] {
+                        if self.under_skipped(&f.rel) {
+                            continue;
+                        }
+                        let dest = self.target.join(&f.rel);
+                        match self.prepare_file(&dest, &f.node) {
+                            Ok(Prepared::Unchanged) => {
+                                unchanged.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(Prepared::Skipped) => {
+                                skipped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(Prepared::WouldWrite) => {
+                                would_write.fetch_add(1, Ordering::Relaxed);
+                                would_bytes.fetch_add(f.node.size, Ordering::Relaxed);
+                            }
+                            Ok(Prepared::Write(task)) => {
+                                if let Ok(mut t) = tasks.lock() {
+                                    t.push(task);
+                                }
+                            }
+                            Err(e) => self.fail(&dest, e),
+                        }
+                    }
+                });
+            }
+        });
+        stats.files_unchanged = unchanged.into_inner();
+        stats.skipped += skipped.into_inner();
+        if self.dry_run {
+            stats.files_written = would_write.into_inner();
+            stats.bytes_written = would_bytes.into_inner();
+            return;
+        }
+        let tasks = tasks.into_inner().unwrap_or_default();
+
+        // 2. Plan reads: every distinct blob once, grouped by pack.
+        let index = match self.repo.index() {
+            Ok(index) => index,
+            Err(e) => {
+                for task in &tasks {
+                    self.fail(&task.dest, &e);
+                }
+                return;
+            }
+        };
+        // Every chunk of every file written is looked up.
+        let lookups = tasks
+            .iter()
+            .map(|t| match &t.node.kind {
+                NodeKind::File { chunks } => chunks.len(),
+                _ => 0,
+            })
+            .sum();
+        index.build_directories(lookups);
+        let mut by_pack: IdMap<PackId, Vec<(BlobId, Location)>> = IdMap::default();
+        let mut targets: IdMap<BlobId, Vec<(usize, u64)>> = IdMap::default();
+        for (t, task) in tasks.iter().enumerate() {
+            let NodeKind::File { chunks } = &task.node.kind else {
+                continue;
+            };
+            let mut offset = 0u64;
+            for id in chunks {
+                let loc = match index.locate(id) {
+                    Ok(loc) => loc,
+                    Err(e) => {
+                        task.fail(format!("blob {}: {e}", id.short()));
+                        break;
+                    }
+                };
+                let uses = targets.entry(*id).or_default();
+                if uses.is_empty() {
+                    by_pack.entry(loc.pack).or_default().push((*id, loc));
+                }
+                uses.push((t, offset));
+                offset += u64::from(loc.raw_length);
+            }
+            if offset != task.node.size && !task.failed() {
+                task.fail(format!(
+                    "chunks hold {offset} bytes, the tree says {}",
+                    task.node.size
+                ));
+            }
+        }
+        // Files without data (empty, or failed planning) finish now.
+        for task in &tasks {
+            if task.remaining.load(Ordering::Relaxed) == 0 || task.failed() {
+                self.finish_task(task);
+            }
+        }
+
+        // 3. Read packs in parallel, each once, blobs in pack order; the
+        // costliest packs first (see `pack_cost`), so the last packs
+        // taken are short and no core waits long on the other's.
+        let mut packs: Vec<(PackId, Vec<(BlobId, Location)>)> = by_pack.into_iter().collect();
+        for (_, blobs) in &mut packs {
+            blobs.sort_by_key(|(_, loc)| loc.offset);
+        }
+        packs.sort_by_cached_key(|(p, blobs)| (std::cmp::Reverse(pack_cost(blobs, &targets)), *p));
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((pack, blobs)) = packs.get(i) else {
+                        break;
+                    };
+                    self.restore_pack(pack, blobs, &targets, &tasks);
+                });
+            }
+        });
+
+        let (mut written, mut bytes) = (0, 0);
+        for task in &tasks {
+            if let Some(why) = task.error() {
+                task.discard();
+                self.fail(&task.dest, why);
+            } else if task.done.load(Ordering::Relaxed) {
+                written += 1;
+                bytes += task.node.size;
+            } else {
+                task.discard();
+                self.fail(&task.dest, "not all of its data could be read");
+            }
+        }
+        stats.files_written = written;
+        stats.bytes_written = bytes;
+    }
+
+    /// Reads one pack and writes its blobs wherever they are used.
+    pub(super) fn restore_pack(
+        &self,
+        pack: &PackId,
+        blobs: &[(BlobId, Location)],
+        targets: &IdMap<BlobId, Vec<(usize, u64)>>,
+        tasks: &[Box<FileTask>],
+    ) {
+        let what = format!("pack {}", pack.short());
+        let data = match PackBytes::fetch(self.repo.backend(), pack, blobs) {
+            Ok(d) => d,
+            Err(e) => {
+                for (id, _) in blobs {
+                    let why = if e.is_not_found() {
+                        crate::repo::missing_pack(id, pack).to_string()
+                    } else {
+                        format!("blob {}: {e}", id.short())
+                    };
+                    for &(t, _) in &targets[id] {
+                        tasks[t].fail(why.clone());
+                    }
+                }
+                return;
+            }
+        };
+        if let PackBytes::Whole(Data::Mapped(m)) = &data {
+            m.advise_sequential();
+        }
+        // The pack's own header, read only if a blob does not open where
+        // the index places it (see `pack_header`).
+        let mut header: Option<Option<(Option<PackBytes>, PackHeader)>> = None;
+        for (id, loc) in blobs {
+            let uses = &targets[id];
+            if uses.iter().all(|&(t, _)| tasks[t].failed()) {
+                continue;
+            }
+            let Err(e) = self.deliver(&data, id, loc, uses, tasks, &what) else {
+                continue;
+            };
+            // A damaged index entry makes a blob unreadable, never wrong;
+            // the pack's authenticated header says where it really is.
+            let header = header.get_or_insert_with(|| self.pack_header(pack, &data, &what));
+            let elsewhere = header.as_ref().and_then(|(refetched, h)| {
+                let entry = h.entries.iter().find(|en| en.id == *id)?;
+                let moved = (entry.offset, entry.length) != (loc.offset, loc.length);
+                moved.then(|| (refetched.as_ref().unwrap_or(&data), entry))
+            });
+            let retried = elsewhere.map(|(bytes, entry)| {
+                let real = Location {
+                    offset: entry.offset,
+                    length: entry.length,
+                    raw_length: entry.raw_length,
+                    ..*loc
+                };
+                (entry, self.deliver(bytes, id, &real, uses, tasks, &what))
+            });
+            match retried {
+                Some((entry, Ok(()))) => (self.warn)(&format!(
+                    "blob {} in {what}: the index places it at offset {} ({} bytes), the \
+                     pack's header at {} ({} bytes), where it was read: the index is \
+                     damaged; `cairn repair index` rewrites it",
+                    id.short(),
+                    loc.offset,
+                    loc.length,
+                    entry.offset,
+                    entry.length,
+                )),
+                _ => {
+                    for &(t, _) in uses {
+                        tasks[t].fail(format!("blob {} in {what}: {e}", id.short()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the blob `id` at `loc` in `data` and writes it wherever
+    /// `uses` need it. Nothing is written unless it authenticates.
+    pub(super) fn deliver(
+        &self,
+        data: &PackBytes,
+        id: &BlobId,
+        loc: &Location,
+        uses: &[(usize, u64)],
+        tasks: &[Box<FileTask>],
+        what: &str,
+    ) -> Result<()> {
+        let end = loc.offset as usize + loc.length as usize;
+        let sealed = data.get(loc.offset as usize..end).ok_or_else(|| {
+            Error::corrupt(
+                what,
+                format!("blob {} lies past the end (truncated pack?)", id.short()),
+            )
+        })?;
+        pack::open_blob_with(self.repo.key(), id, sealed, loc.raw_length, what, |plain| {
+            let zero = plain.iter().all(|&b| b == 0);
+            for &(t, offset) in uses {
+                let task = &tasks[t];
+                if task.failed() {
+                    continue;
+                }
+                if zero {
+                    task.holes.store(true, Ordering::Relaxed);
+                } else if let Err(e) = self.write_chunk(task, plain, offset) {
+                    task.fail(e);
+                    continue;
+                }
+                if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.finish_task(task);
+                }
+            }
+        })
+    }
+
+    /// The pack's decoded header, with the whole pack when `data` holds
+    /// only ranges of it; `None` (with a warning) if the header cannot be
+    /// read either.
+    pub(super) fn pack_header(
+        &self,
+        pack: &PackId,
+        data: &PackBytes,
+        what: &str,
+    ) -> Option<(Option<PackBytes>, PackHeader)> {
+        let decoded = match data {
+            PackBytes::Whole(d) => pack::decode_header(d, self.repo.key(), what).map(|h| (None, h)),
+            PackBytes::Ranges(_) => self
+                .repo
+                .backend()
+                .read(FileKind::Pack, &pack.to_hex())
+                .and_then(|d| {
+                    let h = pack::decode_header(&d, self.repo.key(), what)?;
+                    Ok((Some(PackBytes::Whole(d)), h))
+                }),
+        };
+        match decoded {
+            Ok(found) => Some(found),
+            Err(e) => {
+                (self.warn)(&format!("{what}: its header cannot be read either: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Sets a fully written file's metadata and puts it in place: links
+    /// an unnamed file under its name, renames a named temporary file
+    /// (or leaves failure handling to the caller).
+    pub(super) fn finish_task(&self, task: &FileTask) {
+        let file = task.file.lock().ok().and_then(|mut f| f.take());
+        if task.failed() {
+            if file.is_some() && !task.transient.load(Ordering::Relaxed) {
+                self.open_budget.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        // A file none of whose chunks was written (empty, or all zeros)
+        // is created now; a transient one is opened again.
+        let file = match self.task_file(task, file) {
+            Ok(f) => f,
+            Err(e) => return task.fail(e),
+        };
+        if !task.transient.load(Ordering::Relaxed) {
+            // Its descriptor closes below, whatever the outcome.
+            self.open_budget.fetch_add(1, Ordering::Relaxed);
+        }
+        if !task.sized.load(Ordering::Relaxed) && task.holes.load(Ordering::Relaxed) {
+            // A file not sized when created ends where its last written
+            // chunk does; all-zero chunks after that are a hole up to its
+            // size.
+            if let Err(e) = file.set_len(task.node.size) {
+                return task.fail(format!("cannot set its size: {e}"));
+            }
+        }
+        let placed = match task.tmp.get() {
+            Some(tmp) => {
+                // Through the open file: no path walks.
+                self.apply_meta(tmp, task.node, Some(&file));
+                drop(file);
+                fs::rename(tmp, &task.dest).map_err(|e| format!("cannot rename into place: {e}"))
+            }
+            None => self.place_unnamed(task, file),
+        };
+        match placed {
+            Ok(()) => {
+                task.done.store(true, Ordering::Relaxed);
+                crate::fault::point("restore-after-place");
+            }
+            Err(e) => task.fail(e),
+        }
+    }
+
+    /// Sets a whole unnamed file's metadata and links it into place; where
+    /// the system refuses the link, copies it to a temporary name and
+    /// renames that into place instead.
+    pub(super) fn place_unnamed(
+        &self,
+        task: &FileTask,
+        mut file: fs::File,
+    ) -> std::result::Result<(), String> {
+        self.apply_meta(&task.dest, task.node, Some(&file));
+        let linked = if crate::fault::link_refused() {
+            Err(Unplaced::Link(std::io::ErrorKind::PermissionDenied.into()))
+        } else {
+            link_unnamed(&file, &task.dest, task.replace)
+        };
+        let refused = match linked {
+            Ok(()) => return Ok(()),
+            Err(Unplaced::Rename(e)) => return Err(format!("cannot rename into place: {e}")),
+            Err(Unplaced::Link(e)) => e,
+        };
+        // Files created from now on are named at once.
+        self.unnamed.store(false, Ordering::Relaxed);
+        let (tmp, copy) = copy_to_temp(&mut file, &task.dest)
+            .map_err(|e| format!("cannot link into place ({refused}) nor copy: {e}"))?;
+        self.apply_meta(&tmp, task.node, Some(&copy));
+        drop(copy);
+        fs::rename(&tmp, &task.dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            format!("cannot rename into place: {e}")
+        })
+    }
+
+    /// Applies the policy to one file; one to be written gets its task,
+    /// whose file its first write creates (see [`Self::create_file`]).
+    pub(super) fn prepare_file<'p>(&self, dest: &Path, node: &'p Node) -> Result<Prepared<'p>> {
+        let NodeKind::File { chunks } = &node.kind else {
+            return Err(Error::Invalid("not a file".into()));
+        };
+        let mut exists = false;
+        match self.lstat(dest) {
+            Ok(_) if self.policy == Policy::SkipExisting => return Ok(Prepared::Skipped),
+            Ok(md)
+                if md.is_file() && md.len() == node.size && self.same_content(dest, chunks)? =>
+            {
+                if !self.dry_run {
+                    self.apply_meta(dest, node, None);
+                }
+                return Ok(Prepared::Unchanged);
+            }
+            Ok(md) if md.is_dir() => {
+                self.clear(dest, false)?;
+            }
+            Ok(_) => exists = true,
+            Err(_) => {}
+        }
+        if self.dry_run {
+            return Ok(Prepared::WouldWrite);
+        }
+        Ok(Prepared::Write(Box::new(FileTask {
+            dest: dest.to_path_buf(),
+            replace: exists,
+            tmp: std::sync::OnceLock::new(),
+            node,
+            file: Mutex::new(None),
+            remaining: AtomicUsize::new(chunks.len()),
+            error: Mutex::new(None),
+            done: std::sync::atomic::AtomicBool::new(false),
+            sized: std::sync::atomic::AtomicBool::new(false),
+            holes: std::sync::atomic::AtomicBool::new(false),
+            transient: std::sync::atomic::AtomicBool::new(false),
+        })))
+    }
+
+    /// Writes one chunk of `task` at `offset`, creating its file first if
+    /// this is its first write. A file past the open budget is closed
+    /// again after the write and reopened by name for the next.
+    pub(super) fn write_chunk(&self, task: &FileTask, data: &[u8], offset: u64) -> Result<()> {
+        let mut slot = task
+            .file
+            .lock()
+            .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
+        let file = self.task_file(task, slot.take())?;
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::path("write", task.name(), e))?;
+        if !task.transient.load(Ordering::Relaxed) {
+            *slot = Some(file);
+        }
+        Ok(())
+    }
+
+    /// The file of `task`: `held` if it is held open, else a transient
+    /// file opened again by name, else a new one.
+    pub(super) fn task_file(&self, task: &FileTask, held: Option<fs::File>) -> Result<fs::File> {
+        match (held, task.tmp.get()) {
+            (Some(f), _) => Ok(f),
+            (None, Some(tmp)) if task.transient.load(Ordering::Relaxed) => reopen(tmp),
+            (None, _) => self.create_file(task),
+        }
+    }
+
+    /// Creates the file `task` is written into, held open until it is
+    /// whole: unnamed (`O_TMPFILE`) in its directory where the target
+    /// allows, else under a temporary name; created with its own
+    /// permission bits, so that `apply_meta` need not change them (the
+    /// umask permitting). Past the open budget, a file is created under
+    /// a temporary name, `0600` since it is reopened by name for each
+    /// write (it must stay writable to a restore not running as root),
+    /// and marked transient.
+    pub(super) fn create_file(&self, task: &FileTask) -> Result<fs::File> {
+        let NodeKind::File { chunks } = &task.node.kind else {
+            return Err(Error::Invalid("not a file".into()));
+        };
+        let dir = task
+            .dest
+            .parent()
+            .expect("restored files live in the target");
+        let held = self.open_budget.fetch_sub(1, Ordering::Relaxed) > 0;
+        if !held {
+            self.open_budget.fetch_add(1, Ordering::Relaxed);
+        }
+        task.transient.store(!held, Ordering::Relaxed);
+        let mode = if held { task.node.mode & 0o777 } else { 0o600 };
+        let unnamed = (held && self.unnamed.load(Ordering::Relaxed))
+            .then(|| {
+                // Readable too, for a copy should linking it be refused.
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_TMPFILE)
+                    .mode(mode)
+                    .open(dir)
+                    .ok()
+            })
+            .flatten();
+        let file = match unnamed {
+            Some(f) => f,
+            None => {
+                let tmp = temp_name(dir);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(mode)
+                    .open(&tmp)
+                    .map_err(|e| Error::path("create", &tmp, e))?;
+                let _ = task.tmp.set(tmp);
+                f
+            }
+        };
+        match self.size_file(&file, task.name(), &task.dest, task.node.size, chunks) {
+            Ok(sized) => task.sized.store(sized, Ordering::Relaxed),
+            Err(e) => {
+                // The caller holds the task's file slot: only the name
+                // goes here; the descriptor closes on return.
+                if let Some(tmp) = task.tmp.get() {
+                    let _ = fs::remove_file(tmp);
+                }
+                if held {
+                    self.open_budget.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+        }
+        Ok(file)
+    }
+
+    /// Reserves the blocks of a new file of at least [`RESERVE_FROM`]
+    /// without holes, so a target without room for it fails here, naming
+    /// the file, before any of its data is written; returns whether it
+    /// did (the file then has its final size). Any other file gets its
+    /// size from its writes, and from [`Self::finish_task`] where
+    /// all-zero chunks after its last written one were left unwritten: a
+    /// file that may have holes (see [`Self::may_have_holes`]) so they
+    /// stay holes, a small file because reserving would cost a system
+    /// call and an index lookup per chunk for little gain (a full target
+    /// still fails its write, naming it).
+    pub(super) fn size_file(
+        &self,
+        file: &fs::File,
+        tmp: &Path,
+        dest: &Path,
+        size: u64,
+        chunks: &[BlobId],
+    ) -> Result<bool> {
+        if size >= RESERVE_FROM && !self.may_have_holes(chunks)? {
+            if fs2::FileExt::allocate(file, size).is_ok() {
+                return Ok(true);
+            }
+            // fs2 hands on posix_fallocate's failure through errno, which
+            // posix_fallocate does not set, so the error says nothing:
+            // judge by the free space instead.
+            let dir = tmp.parent().unwrap_or(tmp);
+            if let Ok(avail) = fs2::available_space(dir) {
+                if avail < size {
+                    return Err(Error::Invalid(format!(
+                        "{}: no space left in the target: the file needs {}, {} is available",
+                        dest.display(),
+                        crate::human_bytes(size),
+                        crate::human_bytes(avail)
+                    )));
+                }
+            }
+            // Room enough, yet nothing reserved (a filesystem that cannot):
+            // write as for sparse ones.
+        }
+        Ok(false)
+    }
+
+    /// Whether a file of `chunks` may get holes: restore never writes an
+    /// all-zero chunk, and one of at least a block leaves a hole. Zeros
+    /// compress to almost nothing, so only chunks stored in a sliver of
+    /// their size (any chunk, in a repository storing blobs raw) are
+    /// compared with the id of zeros of their length.
+    pub(super) fn may_have_holes(&self, chunks: &[BlobId]) -> Result<bool> {
+        const BLOCK: u64 = 4096;
+        let raw_repo = self.repo.config().compression == 0;
+        for id in chunks {
+            let loc = self.repo.locate(id)?;
+            let raw = u64::from(loc.raw_length);
+            let sliver = u64::from(loc.length) <= raw / 64 + 64;
+            if raw >= BLOCK && (sliver || raw_repo) && self.zero_id(loc.raw_length) == *id {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The id of `len` zero bytes, computed once per length.
+    pub(super) fn zero_id(&self, len: u32) -> BlobId {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        if let Some(id) = self.zero_ids.lock().ok().and_then(|m| m.get(&len).copied()) {
+            return id;
+        }
+        let mut hasher = self.repo.key().blob_hasher();
+        let mut left = len as usize;
+        while left > 0 {
+            let n = left.min(ZEROS.len());
+            hasher.update(&ZEROS[..n]);
+            left -= n;
+        }
+        let id = BlobId(*hasher.finalize().as_bytes());
+        if let Ok(mut m) = self.zero_ids.lock() {
+            m.insert(len, id);
+        }
+        id
+    }
+}
+
+/// What restoring `blobs` of one pack costs, in bytes of work: each blob
+/// is decoded once and written once per use, and each use is also worth
+/// a fixed allowance, since a small file costs far more in system calls
+/// (create, write, link, metadata; about 50 µs on ext4) than in data. A
+/// pack of thousands of small files weighs more than one of a few large
+/// chunks, and is taken first.
+pub(super) fn pack_cost(
+    blobs: &[(BlobId, Location)],
+    targets: &IdMap<BlobId, Vec<(usize, u64)>>,
+) -> u64 {
+    const PER_USE: u64 = 64 << 10;
+    blobs
+        .iter()
+        .map(|(id, loc)| {
+            let uses = targets.get(id).map_or(0, |u| u.len()) as u64;
+            let raw = u64::from(loc.raw_length);
+            raw + uses * (raw + PER_USE)
+        })
+        .sum()
+}
+
+/// Indices of `paths` cut into runs of consecutive paths in the same
+/// directory, each at most `max` long.
+pub(super) fn directory_runs(paths: &[&Path], max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=paths.len() {
+        if i == paths.len() || i - start == max || paths[i].parent() != paths[start].parent() {
+            runs.push(start..i);
+            start = i;
+        }
+    }
+    runs
+}
+
+/// Raises the open-file limit to its hard maximum (a restore keeps every
+/// partly written file open) and returns the limit now in force.
+pub(super) fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn directory_runs_cover_every_file_once_one_directory_each() {
+        let paths: Vec<PathBuf> = [
+            "a/1", "a/2", "a/3", "b/1", "a/4", "c", "d", "e/f/1", "e/f/2",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let rels: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+        assert_eq!(
+            directory_runs(&rels, 2),
+            vec![0..2, 2..3, 3..4, 4..5, 5..7, 7..9]
+        );
+        assert_eq!(
+            directory_runs(&rels, 64),
+            vec![0..3, 3..4, 4..5, 5..7, 7..9]
+        );
+        assert!(directory_runs(&[], 64).is_empty());
+    }
+
+    /// A pack of many small files' chunks is costed above one holding
+    /// as many bytes in a few large chunks, and a chunk used twice above
+    /// one used once: the costliest packs are read first.
+    #[test]
+    pub(super) fn packs_of_many_small_files_cost_more_than_their_bytes() {
+        let pack = PackId([9; 32]);
+        let blob = |n: u32, raw: u32| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_le_bytes());
+            let loc = Location {
+                pack,
+                kind: crate::pack::BlobKind::Data,
+                offset: 0,
+                length: raw,
+                raw_length: raw,
+            };
+            (BlobId(id), loc)
+        };
+        let small: Vec<_> = (0..1000).map(|n| blob(n, 4096)).collect();
+        let large: Vec<_> = (1000..1004).map(|n| blob(n, 1 << 20)).collect();
+        let mut targets: IdMap<BlobId, Vec<(usize, u64)>> = IdMap::default();
+        for (t, (id, _)) in small.iter().chain(&large).enumerate() {
+            targets.insert(*id, vec![(t, 0)]);
+        }
+        let (small_bytes, large_bytes) = (1000 * 4096u64, 4u64 << 20);
+        assert!(small_bytes < large_bytes);
+        assert!(pack_cost(&small, &targets) > pack_cost(&large, &targets));
+
+        let once = pack_cost(&large[..1], &targets);
+        targets.get_mut(&large[0].0).unwrap().push((9, 1 << 20));
+        assert!(pack_cost(&large[..1], &targets) > once);
+    }
+}

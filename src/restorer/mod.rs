@@ -1,0 +1,359 @@
+//! Restore: writing a snapshot (or part of it) back to a directory.
+//!
+//! Restore first plans: it walks the snapshot's trees from the chosen
+//! subpath, applies include/exclude patterns and lists what to create. Then
+//! it creates directories (parents first), writes files on all cores,
+//! links hard links, creates symlinks and special files, removes extra
+//! entries under the mirror policy, and finally sets directory metadata
+//! deepest first.
+//!
+//! A dry run goes through the same steps and makes the same decision for
+//! every entry (write, leave unchanged, skip, remove), looking at the
+//! target but changing nothing in it: what a directory it would create or
+//! replace holds counts as missing.
+//!
+//! Safety: every name comes from a tree that passed [`Tree::decode`], so no
+//! name can contain `/` or be `..`; each directory on the way is checked to
+//! be a real directory (a symlink already in the target is replaced or, with
+//! skip-existing, left alone with its subtree skipped) before anything is
+//! written beneath it; nothing is ever written through a symlink, and an
+//! interrupted restore never leaves a truncated file under a real name:
+//! files are written unnamed (`O_TMPFILE`) and, once complete, linked
+//! under their name (or, to replace an existing entry, under a temporary
+//! name renamed over it), so a restore killed at any moment leaves nothing
+//! of a file in progress behind. Where unnamed files cannot be had (a
+//! filesystem without them, no `/proc`, or more files at once than
+//! descriptors), the file is created with `O_NOFOLLOW | O_EXCL` under a
+//! temporary name and renamed into place.
+//!
+//! This module plans ([`restore`], the planner); `execute` carries the
+//! plan out (directories, special files, links, metadata, the mirror
+//! policy's removals), `files` writes the files pack by pack, `fetch`
+//! reads the packs, and `place` holds a file in progress until it is
+//! linked or renamed into place.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::backend::{Data, FileKind};
+use crate::error::{Error, Result};
+use crate::filter::PathFilter;
+use crate::fsmeta;
+use crate::id::{BlobId, IdMap, PackId};
+use crate::index::Location;
+use crate::pack::{self, PackHeader};
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind, Tree};
+
+mod execute;
+mod fetch;
+mod files;
+mod place;
+
+use place::{FileTask, Prepared};
+
+/// What to do with files already in the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Write files that are missing or differ; keep files the snapshot lacks.
+    Merge,
+    /// Make the target exactly the snapshot: also remove extra entries.
+    Mirror,
+    /// Never overwrite anything that exists.
+    SkipExisting,
+}
+
+/// Restore settings.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Path inside the snapshot to restore (absolute as backed up); `None`
+    /// restores everything.
+    pub subpath: Option<String>,
+    /// Destination directory.
+    pub target: PathBuf,
+    /// Only entries matching (or beneath a match of) these patterns.
+    pub includes: Vec<String>,
+    /// Leave out entries matching these patterns, and what is beneath them.
+    pub excludes: Vec<String>,
+    /// Existing-file policy.
+    pub policy: Policy,
+    /// Plan and report only.
+    pub dry_run: bool,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// What a restore did (or would do, with `dry_run`).
+#[derive(Debug, Default, Serialize)]
+pub struct RestoreStats {
+    /// Files written.
+    pub files_written: u64,
+    /// Files already identical in the target.
+    pub files_unchanged: u64,
+    /// Entries left alone because they exist (skip-existing).
+    pub skipped: u64,
+    /// Directories restored.
+    pub dirs: u64,
+    /// Symlinks, hard links and special files created.
+    pub other: u64,
+    /// Bytes of file content written.
+    pub bytes_written: u64,
+    /// Extra entries removed (mirror).
+    pub removed: u64,
+    /// In a dry run, the extra entries mirror would remove, sorted.
+    #[serde(skip)]
+    pub would_remove: Vec<PathBuf>,
+    /// Entries that failed.
+    pub errors: u64,
+}
+
+struct Item {
+    rel: PathBuf,
+    node: Node,
+}
+
+struct Plan {
+    dirs: Vec<Item>,
+    /// Names each restored directory has in the snapshot (before filtering).
+    dir_names: HashMap<PathBuf, HashSet<Vec<u8>>>,
+    files: Vec<Item>,
+    links: Vec<(Item, PathBuf)>,
+    others: Vec<Item>,
+}
+
+/// Restores `snap` according to `opts`; per-entry problems go to `warn` and
+/// are counted in [`RestoreStats::errors`].
+pub fn restore(
+    repo: &Repository,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    warn: &(dyn Fn(&str) + Sync),
+) -> Result<RestoreStats> {
+    let includes = PathFilter::new(&opts.includes)?;
+    let excludes = PathFilter::new(&opts.excludes)?;
+    let mut plan = Plan {
+        dirs: Vec::new(),
+        dir_names: HashMap::new(),
+        files: Vec::new(),
+        links: Vec::new(),
+        others: Vec::new(),
+    };
+    let mut planner = Planner {
+        repo,
+        mirror: opts.policy == Policy::Mirror,
+        includes: &includes,
+        excludes: &excludes,
+        plan: &mut plan,
+        inodes: HashMap::new(),
+    };
+    // A table that cannot be parsed at all is left out, not the restore:
+    // what the other tables index is restored.
+    for (id, e) in repo.index_lenient()? {
+        warn(&format!(
+            "index {}: {e}: left out; what only it indexes cannot be found until \
+             `cairn repair index` rebuilds the index",
+            id.short()
+        ));
+    }
+    let mut start_path = String::new();
+    let mut tree = repo.load_tree(&snap.tree)?;
+    let components: Vec<&str> = opts
+        .subpath
+        .as_deref()
+        .unwrap_or("")
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    for (i, comp) in components.iter().enumerate() {
+        let node = tree
+            .nodes
+            .iter()
+            .find(|n| n.name.0 == comp.as_bytes())
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "path /{} in the snapshot",
+                    components[..=i].join("/")
+                ))
+            })?
+            .clone();
+        start_path.push('/');
+        start_path.push_str(comp);
+        match &node.kind {
+            NodeKind::Dir { subtree } => tree = repo.load_tree(subtree)?,
+            _ if i + 1 == components.len() => {
+                // A single non-directory: restore it into the target.
+                tree = Tree::new(vec![node]);
+                start_path.truncate(start_path.rfind('/').unwrap_or(0));
+                break;
+            }
+            _ => {
+                return Err(Error::NotFound(format!(
+                    "directory {start_path} in the snapshot"
+                )))
+            }
+        }
+    }
+    planner.walk(&tree, Path::new(""), &start_path, false)?;
+
+    let mut fresh = HashSet::new();
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target)
+            .map_err(|e| Error::path("create target", &opts.target, e))?;
+    } else {
+        match fs::metadata(&opts.target) {
+            Ok(md) if md.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::Invalid(format!(
+                    "target {} is not a directory",
+                    opts.target.display()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fresh.insert(opts.target.clone());
+            }
+            Err(e) => return Err(Error::path("stat", &opts.target, e)),
+        }
+    }
+    let ex = Executor {
+        repo,
+        target: &opts.target,
+        policy: opts.policy,
+        dry_run: opts.dry_run,
+        warn,
+        errors: AtomicU64::new(0),
+        skipped_dirs: Mutex::new(HashSet::new()),
+        fresh_dirs: Mutex::new(fresh),
+        zero_ids: Mutex::new(HashMap::new()),
+        root: fsmeta::is_root(),
+        open_budget: AtomicIsize::new(0),
+        unnamed: std::sync::atomic::AtomicBool::new(false),
+    };
+    let mut stats = RestoreStats::default();
+    ex.run(&plan, opts.workers, &mut stats)?;
+    stats.errors = ex.errors.load(Ordering::Relaxed);
+    Ok(stats)
+}
+
+struct Planner<'a> {
+    repo: &'a Repository,
+    /// Whether to record each directory's names (for a mirror's removals).
+    mirror: bool,
+    includes: &'a PathFilter,
+    excludes: &'a PathFilter,
+    plan: &'a mut Plan,
+    inodes: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Planner<'_> {
+    /// Plans the entries of `tree` at `rel`; returns whether any was selected.
+    fn walk(&mut self, tree: &Tree, rel: &Path, abs: &str, included: bool) -> Result<bool> {
+        let mut any = false;
+        if self.mirror {
+            self.plan.dir_names.insert(
+                rel.to_path_buf(),
+                tree.nodes.iter().map(|n| n.name.0.clone()).collect(),
+            );
+        }
+        for node in &tree.nodes {
+            let name = OsStr::from_bytes(&node.name.0);
+            let child_rel = rel.join(name);
+            let child_abs = format!("{abs}/{}", node.name);
+            let name_str = node.name.to_string();
+            if self.excludes.matches(&child_abs, &name_str) {
+                continue;
+            }
+            let inc = included
+                || self.includes.is_empty()
+                || self.includes.matches(&child_abs, &name_str);
+            match &node.kind {
+                NodeKind::Dir { subtree } => {
+                    let idx = self.plan.dirs.len();
+                    self.plan.dirs.push(Item {
+                        rel: child_rel.clone(),
+                        node: node.clone(),
+                    });
+                    let sub = self.repo.load_tree(subtree)?;
+                    let below = self.walk(&sub, &child_rel, &child_abs, inc)?;
+                    if inc || below {
+                        any = true;
+                    } else {
+                        // Nothing selected beneath: drop the directory and
+                        // whatever planning recorded for it.
+                        self.plan.dirs.truncate(idx);
+                        self.plan.dir_names.remove(&child_rel);
+                    }
+                }
+                _ if !inc => {}
+                NodeKind::File { .. } => {
+                    any = true;
+                    let item = Item {
+                        rel: child_rel.clone(),
+                        node: node.clone(),
+                    };
+                    if node.nlink > 1 {
+                        if let Some(first) = self.inodes.get(&(node.dev, node.inode)) {
+                            self.plan.links.push((item, first.clone()));
+                            continue;
+                        }
+                        self.inodes.insert((node.dev, node.inode), child_rel);
+                    }
+                    self.plan.files.push(item);
+                }
+                _ => {
+                    any = true;
+                    self.plan.others.push(Item {
+                        rel: child_rel,
+                        node: node.clone(),
+                    });
+                }
+            }
+        }
+        Ok(any)
+    }
+}
+
+/// Files from this size on have their blocks reserved before they are
+/// written (see `Executor::size_file`).
+const RESERVE_FROM: u64 = 1 << 20;
+
+struct Executor<'a> {
+    repo: &'a Repository,
+    target: &'a Path,
+    policy: Policy,
+    /// Decide everything, change nothing.
+    dry_run: bool,
+    warn: &'a (dyn Fn(&str) + Sync),
+    errors: AtomicU64,
+    /// Directories not restored (skipped or failed): nothing beneath them
+    /// is written.
+    skipped_dirs: Mutex<HashSet<PathBuf>>,
+    /// In a dry run: directories the restore would create or replace.
+    fresh_dirs: Mutex<HashSet<PathBuf>>,
+    /// Ids of all-zero blobs by length (see `may_have_holes`).
+    zero_ids: Mutex<HashMap<u32, BlobId>>,
+    root: bool,
+    /// Whether files are written unnamed: set by `restore_files` when a
+    /// probe in the target could link one, cleared should a link fail.
+    unnamed: std::sync::atomic::AtomicBool,
+    /// How many more files in progress may be held open (set by
+    /// `restore_files` from the open-file limit); beyond it a file is
+    /// written under a temporary name and closed after each write.
+    open_budget: AtomicIsize,
+}
+
+/// How an existing destination entry was dealt with.
+enum Existing {
+    /// Nothing there (or it was removed): create.
+    Create,
+    /// Keep it and do nothing (skip-existing).
+    Skip,
+}

@@ -1,0 +1,296 @@
+//! Files in progress: written unnamed (`O_TMPFILE`) or under a temporary
+//! name, and linked or renamed into place once whole.
+
+use super::*;
+
+pub(super) enum Prepared<'p> {
+    Write(Box<FileTask<'p>>),
+    /// A dry run's decision to write the file.
+    WouldWrite,
+    Unchanged,
+    Skipped,
+}
+
+/// A file being written: its temporary file fills as packs are read.
+pub(super) struct FileTask<'p> {
+    pub(super) dest: PathBuf,
+    /// Whether something was at `dest` when the restore looked.
+    pub(super) replace: bool,
+    /// The temporary file's name, once one is created under a name; an
+    /// unnamed file (`O_TMPFILE`) has none.
+    pub(super) tmp: std::sync::OnceLock<PathBuf>,
+    pub(super) node: &'p Node,
+    /// Created by the first write (see `Executor::create_file`) and held
+    /// until the file is whole.
+    pub(super) file: Mutex<Option<fs::File>>,
+    pub(super) remaining: AtomicUsize,
+    pub(super) error: Mutex<Option<String>>,
+    pub(super) done: std::sync::atomic::AtomicBool,
+    /// Whether the file got its final size when it was created.
+    pub(super) sized: std::sync::atomic::AtomicBool,
+    /// Whether an all-zero chunk was left unwritten (a hole).
+    pub(super) holes: std::sync::atomic::AtomicBool,
+    /// Whether the file, created past the open budget, is closed after
+    /// each write and reopened by name (`tmp`) for the next.
+    pub(super) transient: std::sync::atomic::AtomicBool,
+}
+
+impl FileTask<'_> {
+    pub(super) fn fail(&self, why: impl std::fmt::Display) {
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert_with(|| why.to_string());
+        }
+    }
+
+    pub(super) fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    pub(super) fn failed(&self) -> bool {
+        self.error.lock().map(|e| e.is_some()).unwrap_or(true)
+    }
+
+    /// The path to name in messages about the file being written.
+    pub(super) fn name(&self) -> &Path {
+        self.tmp.get().map_or(&self.dest, |t| t.as_path())
+    }
+
+    /// Gives up the file: closes it (an unnamed file vanishes with its
+    /// descriptor) and removes a named temporary file.
+    pub(super) fn discard(&self) {
+        if let Ok(mut f) = self.file.lock() {
+            f.take();
+        }
+        if let Some(tmp) = self.tmp.get() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// Opens the temporary file `tmp` again for writing (never through a
+/// symlink).
+pub(super) fn reopen(tmp: &Path) -> Result<fs::File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(tmp)
+        .map_err(|e| Error::path("open", tmp, e))
+}
+
+/// A fresh temporary name in `dir`. Not derived from the file's name:
+/// that may already be as long as the filesystem allows.
+pub(super) fn temp_name(dir: &Path) -> PathBuf {
+    dir.join(format!(
+        ".cairn-restore-{}",
+        hex::encode(crate::crypto::random_bytes::<8>())
+    ))
+}
+
+/// Links the unnamed file open as `file` under `dest`. To `replace` what
+/// is there (or should something have appeared there since the restore
+/// looked), the file is linked under a temporary name and renamed over
+/// it, as a named temporary file would be.
+pub(super) fn link_unnamed(
+    file: &fs::File,
+    dest: &Path,
+    replace: bool,
+) -> std::result::Result<(), Unplaced> {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicBool;
+    // Linking the descriptor itself takes a capability (root has it);
+    // without it, the file is named through /proc, at the cost of a walk
+    // of /proc on each link.
+    static BY_DESCRIPTOR: AtomicBool = AtomicBool::new(true);
+    let link = |to: &Path| {
+        if BY_DESCRIPTOR.load(Ordering::Relaxed) {
+            match link_fd(file.as_raw_fd(), to, true) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                done => return done,
+            }
+            let r = link_fd(file.as_raw_fd(), to, false);
+            if r.is_ok() {
+                BY_DESCRIPTOR.store(false, Ordering::Relaxed);
+            }
+            return r;
+        }
+        link_fd(file.as_raw_fd(), to, false)
+    };
+    let direct = if replace {
+        Err(std::io::ErrorKind::AlreadyExists.into())
+    } else {
+        link(dest)
+    };
+    match direct {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let tmp = temp_name(dest.parent().unwrap_or(dest));
+            link(&tmp).map_err(Unplaced::Link)?;
+            fs::rename(&tmp, dest).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Unplaced::Rename(e)
+            })
+        }
+        Err(e) => Err(Unplaced::Link(e)),
+    }
+}
+
+/// Whether an unnamed file made in `dir` can be linked under a name
+/// there: the filesystem has `O_TMPFILE`, and the system lets this
+/// process link it (through `/proc`, or by descriptor as root). Leaves
+/// nothing behind.
+pub(super) fn unnamed_files_link(dir: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+    else {
+        return false;
+    };
+    let probe = temp_name(dir);
+    let linked = link_unnamed(&file, &probe, false).is_ok();
+    if linked {
+        let _ = fs::remove_file(&probe);
+    }
+    linked
+}
+
+/// Why [`link_unnamed`] failed.
+#[derive(Debug)]
+pub(super) enum Unplaced {
+    /// The file could not be linked: the system refuses to name unnamed
+    /// files (a security module, say), or the folder is gone.
+    Link(std::io::Error),
+    /// It was linked under a temporary name, which could not be renamed
+    /// over the entry to replace.
+    Rename(std::io::Error),
+}
+
+/// Copies the unnamed file open as `file` into a new file under a
+/// temporary name next to `dest`; returns that name and the new file,
+/// for when the unnamed one cannot be linked.
+pub(super) fn copy_to_temp(
+    file: &mut fs::File,
+    dest: &Path,
+) -> std::io::Result<(PathBuf, fs::File)> {
+    use std::io::{Seek, SeekFrom};
+    let tmp = temp_name(dest.parent().unwrap_or(dest));
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(&tmp)?;
+    let copied = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| std::io::copy(file, &mut out));
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((tmp, out))
+}
+
+/// `linkat` of the file open as `fd` to `to`: of the descriptor itself
+/// (`AT_EMPTY_PATH`, which without `CAP_DAC_READ_SEARCH` fails with
+/// `ENOENT`), or of its name under `/proc/self/fd`.
+pub(super) fn link_fd(fd: i32, to: &Path, by_descriptor: bool) -> std::io::Result<()> {
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    let r = if by_descriptor {
+        // SAFETY: "" and `to` are NUL-terminated strings that outlive the
+        // call.
+        unsafe {
+            libc::linkat(
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        }
+    } else {
+        let from = std::ffi::CString::new(format!("/proc/self/fd/{fd}"))?;
+        // SAFETY: both are NUL-terminated strings that outlive the call.
+        unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        }
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unnamed file gets its name both ways `link_unnamed` knows, and
+    /// `replace` puts it over an existing file; nothing else is left.
+    #[test]
+    pub(super) fn unnamed_files_are_linked_by_descriptor_or_through_proc() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let unnamed = |text: &str| {
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .mode(0o600)
+                .open(dir.path())
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            f
+        };
+        let names = || {
+            let mut v: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert!(names().is_empty());
+
+        let proc = dir.path().join("through-proc");
+        link_fd(unnamed("by name").as_raw_fd(), &proc, false).unwrap();
+        assert_eq!(fs::read_to_string(&proc).unwrap(), "by name");
+        let by_fd = dir.path().join("by-descriptor");
+        match link_fd(unnamed("by fd").as_raw_fd(), &by_fd, true) {
+            Ok(()) => assert_eq!(fs::read_to_string(&by_fd).unwrap(), "by fd"),
+            // Without CAP_DAC_READ_SEARCH; link_unnamed then uses /proc.
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}"),
+        }
+        let _ = fs::remove_file(&by_fd);
+
+        // Something appeared at the name since the restore looked.
+        link_unnamed(&unnamed("again"), &proc, false).unwrap();
+        assert_eq!(fs::read_to_string(&proc).unwrap(), "again");
+        link_unnamed(&unnamed("replaced"), &proc, true).unwrap();
+        assert_eq!(fs::read_to_string(&proc).unwrap(), "replaced");
+        assert_eq!(names(), ["through-proc"]);
+
+        // The probe a restore makes first leaves nothing behind.
+        assert!(unnamed_files_link(dir.path()));
+        assert_eq!(names(), ["through-proc"]);
+        assert!(!unnamed_files_link(&dir.path().join("missing")));
+
+        // Where linking is refused, the file is copied to a temporary name.
+        let mut refused = unnamed("copied out");
+        let (tmp, copy) = copy_to_temp(&mut refused, &dir.path().join("copy")).unwrap();
+        drop(copy);
+        assert_eq!(fs::read_to_string(&tmp).unwrap(), "copied out");
+        let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(".cairn-restore-"), "{name}");
+        fs::remove_file(&tmp).unwrap();
+        assert_eq!(names(), ["through-proc"]);
+    }
+}
