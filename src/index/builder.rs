@@ -1,0 +1,86 @@
+//! Building one index table from pack headers.
+
+use super::*;
+
+/// Builds one index table from pack headers.
+#[derive(Default)]
+pub struct IndexBuilder {
+    packs: Vec<(PackId, BlobKind)>,
+    numbers: crate::id::IdMap<PackId, u32>,
+    /// The pack number [`IndexBuilder::add_entry`] used last.
+    last: u32,
+    entries: Vec<(BlobId, u32, u32, u32, u32)>,
+}
+
+impl IndexBuilder {
+    /// The number of `pack` in the table's pack list, added if new.
+    pub(super) fn number(&mut self, pack: PackId, kind: BlobKind) -> u32 {
+        let next = self.packs.len() as u32;
+        let n = *self.numbers.entry(pack).or_insert(next);
+        if n == next {
+            self.packs.push((pack, kind));
+        }
+        n
+    }
+
+    /// Adds one blob of a pack.
+    pub fn add_entry(&mut self, pack: PackId, kind: BlobKind, e: PackEntry) {
+        // Entries come pack by pack more often than not.
+        let n = match self.packs.get(self.last as usize) {
+            Some((p, _)) if *p == pack => self.last,
+            _ => self.number(pack, kind),
+        };
+        self.last = n;
+        self.entries
+            .push((e.id, n, e.offset, e.length, e.raw_length));
+    }
+
+    /// Adds every blob of a pack.
+    pub fn add_pack(&mut self, pack: PackId, kind: BlobKind, entries: &[PackEntry]) {
+        let n = self.number(pack, kind);
+        self.entries.extend(
+            entries
+                .iter()
+                .map(|e| (e.id, n, e.offset, e.length, e.raw_length)),
+        );
+    }
+
+    /// Number of packs added.
+    pub fn pack_count(&self) -> usize {
+        self.packs.len()
+    }
+
+    /// Number of entries added.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Encodes the table (sorted, duplicates dropped); returns name and bytes.
+    pub fn finish(mut self, key: &MasterKey) -> (IndexId, Vec<u8>) {
+        // Entries added from tables come in sorted runs, which a stable
+        // sort merges rather than sorts; ids mostly differ in their
+        // first word.
+        let word = |id: &BlobId| u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+        self.entries
+            .sort_by(|a, b| word(&a.0).cmp(&word(&b.0)).then_with(|| a.0.cmp(&b.0)));
+        self.entries.dedup_by(|a, b| a.0 == b.0);
+        let mut out = Vec::with_capacity(
+            HEAD + self.packs.len() * PACK_REC + self.entries.len() * ENTRY_REC + MAC_LEN,
+        );
+        out.extend_from_slice(&head_record(self.packs.len(), self.entries.len() as u64));
+        for (id, kind) in &self.packs {
+            out.extend_from_slice(&pack_record(id, *kind));
+        }
+        for &(id, pack, off, len, raw) in &self.entries {
+            out.extend_from_slice(&entry_record(&id, [pack, off, len, raw]));
+        }
+        let mac = key.mac(&out);
+        out.extend_from_slice(&mac);
+        (IndexId(file_hash(&out)), out)
+    }
+}

@@ -1,0 +1,322 @@
+//! One index table, mapped and searched in place, with its directory of
+//! id prefixes.
+
+use super::*;
+
+/// One mapped index table.
+pub struct IndexTable {
+    id: IndexId,
+    pub(super) data: Data,
+    packs: usize,
+    entries: usize,
+    /// Built by [`IndexTable::build_directory`] for commands that look up
+    /// most of a table's ids.
+    pub(super) dir: std::sync::OnceLock<Directory>,
+}
+
+/// Where the entries whose ids start with each `bits`-bit prefix begin:
+/// `starts[p]..starts[p + 1]` holds the ids with prefix `p`. A lookup
+/// then reads one word of this (a few KiB per thousand entries, which
+/// stays in the core's cache) and bisects a range of an entry or two,
+/// instead of the half-dozen scattered entries the interpolating search
+/// reads in the mapped table.
+pub(super) struct Directory {
+    shift: u32,
+    starts: Vec<u32>,
+}
+
+/// The directory's prefix bits: entries per prefix between one and two,
+/// and at most 4 MiB of directory (a table of 10 million entries gets
+/// ten entries, 480 contiguous bytes, per prefix).
+pub(super) fn directory_bits(entries: usize) -> u32 {
+    entries.max(1).ilog2().min(20)
+}
+
+impl IndexTable {
+    /// Wraps table bytes after checking header and size (not the MAC).
+    pub fn parse(id: IndexId, data: Data) -> Result<IndexTable> {
+        let what = format!("index {}", id.short());
+        codec::check_header(&data, MAGIC, VERSION, &what)?;
+        if data.len() < HEAD + MAC_LEN {
+            return Err(Error::corrupt(&what, "truncated"));
+        }
+        let packs = u32::from_le_bytes(data[12..16].try_into().expect("4")) as u64;
+        let entries = u64::from_le_bytes(data[16..24].try_into().expect("8"));
+        let want = packs
+            .checked_mul(PACK_REC as u64)
+            .and_then(|p| {
+                entries
+                    .checked_mul(ENTRY_REC as u64)
+                    .and_then(|e| e.checked_add(p))
+            })
+            .and_then(|n| n.checked_add((HEAD + MAC_LEN) as u64));
+        if want != Some(data.len() as u64) {
+            return Err(Error::corrupt(
+                &what,
+                format!(
+                    "{} bytes do not hold {packs} packs and {entries} entries",
+                    data.len()
+                ),
+            ));
+        }
+        // Lookups probe a few scattered places: a fault should map one
+        // page, not read ahead tens of KiB that the search will never touch.
+        data.advise_random();
+        Ok(IndexTable {
+            id,
+            data,
+            packs: packs as usize,
+            entries: entries as usize,
+            dir: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Bytes of memory this table's directory holds (0 without one).
+    pub fn directory_bytes(&self) -> usize {
+        self.dir
+            .get()
+            .map_or(0, |d| d.starts.capacity() * std::mem::size_of::<u32>())
+    }
+
+    /// Makes [`IndexTable::find`] faster for a command that looks up
+    /// much of the table (see [`IndexSet::build_directories`]): one pass
+    /// over the ids' first words builds a directory of 4 bytes per one to
+    /// two entries (at most 4 MiB); a table of fewer than 256 entries
+    /// gets none. Entries out of order (a damaged table) can make a
+    /// lookup miss an entry that is there, never find a wrong one, as
+    /// without the directory.
+    pub fn build_directory(&self) {
+        if self.entries < 256 || self.entries > u32::MAX as usize {
+            return;
+        }
+        self.dir.get_or_init(|| {
+            // Every page is read: map them at once, not a fault each.
+            self.data.populate();
+            let bits = directory_bits(self.entries);
+            let shift = 64 - bits;
+            let mut starts = Vec::with_capacity((1 << bits) + 1);
+            for i in 0..self.entries {
+                let prefix = (self.key_at(i) >> shift) as usize;
+                while starts.len() <= prefix {
+                    starts.push(i as u32);
+                }
+            }
+            starts.resize((1 << bits) + 1, self.entries as u32);
+            Directory { shift, starts }
+        });
+    }
+
+    /// The first 8 bytes of entry `i`'s id as a number.
+    pub(super) fn key_at(&self, i: usize) -> u64 {
+        id_prefix(self.entry_bytes(i))
+    }
+
+    /// The table's name.
+    pub fn id(&self) -> IndexId {
+        self.id
+    }
+
+    /// Number of blob entries.
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// True when the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Number of packs named.
+    pub fn pack_count(&self) -> usize {
+        self.packs
+    }
+
+    pub(super) fn entry_bytes(&self, i: usize) -> &[u8] {
+        let start = HEAD + self.packs * PACK_REC + i * ENTRY_REC;
+        &self.data[start..start + ENTRY_REC]
+    }
+
+    /// The id of entry `i`.
+    pub fn id_at(&self, i: usize) -> BlobId {
+        BlobId(self.entry_bytes(i)[..32].try_into().expect("32"))
+    }
+
+    /// Pack `n` of the table's pack list.
+    pub fn pack(&self, n: usize) -> Result<(PackId, BlobKind)> {
+        if n >= self.packs {
+            return Err(Error::corrupt(
+                format!("index {}", self.id.short()),
+                format!("entry names pack number {n} of {}", self.packs),
+            ));
+        }
+        let rec = &self.data[HEAD + n * PACK_REC..HEAD + (n + 1) * PACK_REC];
+        let kind = BlobKind::from_byte(rec[32]).ok_or_else(|| {
+            Error::corrupt(format!("index {}", self.id.short()), "unknown blob kind")
+        })?;
+        Ok((PackId(rec[..32].try_into().expect("32")), kind))
+    }
+
+    /// Entry `i` as stored; an error if it names a pack number past the
+    /// table's pack list.
+    pub fn entry_at(&self, i: usize) -> Result<Entry> {
+        let rec = self.entry_bytes(i);
+        let word = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4"));
+        let pack = word(32);
+        if pack as usize >= self.packs {
+            return Err(Error::corrupt(
+                format!("index {}", self.id.short()),
+                format!("entry names pack number {pack} of {}", self.packs),
+            ));
+        }
+        Ok(Entry {
+            id: BlobId(rec[..32].try_into().expect("32")),
+            pack,
+            offset: word(36),
+            length: word(40),
+            raw_length: word(44),
+        })
+    }
+
+    /// The location stored in entry `i`.
+    pub fn location_at(&self, i: usize) -> Result<(BlobId, Location)> {
+        let e = self.entry_at(i)?;
+        let (pack, kind) = self.pack(e.pack as usize)?;
+        Ok((
+            e.id,
+            Location {
+                pack,
+                kind,
+                offset: e.offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            },
+        ))
+    }
+
+    /// Searches for `id`. Blob ids are keyed hashes, so they spread evenly
+    /// over the table and an id's first 8 bytes predict its position
+    /// within about √m/2 of m entries. So the search narrows in rounds: a
+    /// probe where the id's key falls between the keys bounding the range,
+    /// then a galloping search from there (steps of √m/2, doubling) that
+    /// brackets it. A round takes m entries to about √m, so two rounds
+    /// leave a few entries, searched by bisection, and the probes of the
+    /// second round fall within a page or two of the id. A table whose ids do
+    /// not spread evenly (never written by cairn) costs at most about three
+    /// binary searches. With a directory (see
+    /// [`IndexTable::build_directory`]), the id's prefix gives the range
+    /// at once, and bisecting it reads an entry or two.
+    pub fn find(&self, id: &BlobId) -> Option<usize> {
+        // Ids compare as (first 8 bytes big-endian, then the rest), which
+        // is byte order: most comparisons end at the first word.
+        let key = id_prefix(&id.0);
+        let key_at = |i: usize| self.key_at(i);
+        let cmp = |i: usize| {
+            let rec = self.entry_bytes(i);
+            id_prefix(rec)
+                .cmp(&key)
+                .then_with(|| rec[8..32].cmp(&id.0[8..]))
+        };
+        if let Some(dir) = self.dir.get() {
+            let p = (key >> dir.shift) as usize;
+            return Self::bisect(dir.starts[p] as usize, dir.starts[p + 1] as usize, cmp);
+        }
+        // Entries before `lo` are below the id, entries from `hi` above
+        // it; `lo_key` and `hi_key` bound the keys of the range.
+        let (mut lo, mut hi) = (0usize, self.entries);
+        let (mut lo_key, mut hi_key) = (0u64, u64::MAX);
+        for _round in 0..2 {
+            let span = hi - lo;
+            if span <= 16 {
+                break;
+            }
+            let share = key.saturating_sub(lo_key) as f64 / (hi_key - lo_key) as f64;
+            let guess = (lo + (share * span as f64) as usize).clamp(lo, hi - 1);
+            let mut step = ((span as f64).sqrt() / 2.0).max(1.0) as usize;
+            match cmp(guess) {
+                Ordering::Equal => return Some(guess),
+                Ordering::Less => {
+                    (lo, lo_key) = (guess + 1, key_at(guess));
+                    while let Some(p) = guess.checked_add(step).filter(|&p| p < hi) {
+                        match cmp(p) {
+                            Ordering::Less => (lo, lo_key) = (p + 1, key_at(p)),
+                            Ordering::Greater => {
+                                (hi, hi_key) = (p, key_at(p));
+                                break;
+                            }
+                            Ordering::Equal => return Some(p),
+                        }
+                        step *= 2;
+                    }
+                }
+                Ordering::Greater => {
+                    (hi, hi_key) = (guess, key_at(guess));
+                    while let Some(p) = guess.checked_sub(step).filter(|&p| p >= lo) {
+                        match cmp(p) {
+                            Ordering::Greater => (hi, hi_key) = (p, key_at(p)),
+                            Ordering::Less => {
+                                (lo, lo_key) = (p + 1, key_at(p));
+                                break;
+                            }
+                            Ordering::Equal => return Some(p),
+                        }
+                        step *= 2;
+                    }
+                }
+            }
+            if hi_key <= lo_key {
+                break; // keys equal in their first word: bisect
+            }
+        }
+        Self::bisect(lo, hi, cmp)
+    }
+
+    /// Binary search of `lo..hi` by `cmp` (an entry against the id).
+    pub(super) fn bisect(
+        mut lo: usize,
+        mut hi: usize,
+        cmp: impl Fn(usize) -> Ordering,
+    ) -> Option<usize> {
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match cmp(mid) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// Checks the MAC only.
+    pub fn check_mac(&self, key: &MasterKey) -> Result<()> {
+        let body = &self.data[..self.data.len() - MAC_LEN];
+        self.data.advise_sequential();
+        let mac = key.mac(body);
+        self.data.advise_random();
+        if mac[..] != self.data[self.data.len() - MAC_LEN..] {
+            return Err(Error::corrupt(
+                format!("index {}", self.id.short()),
+                "MAC mismatch (damaged or not from this repository)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the MAC and that ids ascend strictly; returns a problem, if any.
+    pub fn check(&self, key: &MasterKey) -> Result<()> {
+        let what = format!("index {}", self.id.short());
+        self.check_mac(key)?;
+        for i in 1..self.entries {
+            if self.entry_bytes(i - 1)[..32] >= self.entry_bytes(i)[..32] {
+                return Err(Error::corrupt(
+                    &what,
+                    format!("entries out of order at {i}"),
+                ));
+            }
+        }
+        for n in 0..self.packs {
+            self.pack(n)?;
+        }
+        Ok(())
+    }
+}

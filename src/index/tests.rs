@@ -1,0 +1,673 @@
+//! The index's tests: encoding, search, directories, merging and
+//! compaction, building.
+
+use super::merge::{merge_kept, KEEP_TABLES};
+use super::*;
+
+fn entry(b: u8, off: u32) -> PackEntry {
+    PackEntry {
+        id: BlobId([b; 32]),
+        offset: off,
+        length: 10,
+        raw_length: 5,
+    }
+}
+
+#[test]
+fn build_parse_find() {
+    let key = MasterKey::generate();
+    let mut b = IndexBuilder::default();
+    b.add_pack(
+        PackId([7; 32]),
+        BlobKind::Data,
+        &[entry(5, 12), entry(1, 22)],
+    );
+    b.add_pack(
+        PackId([8; 32]),
+        BlobKind::Tree,
+        &[entry(3, 12), entry(5, 40)],
+    );
+    let (id, bytes) = b.finish(&key);
+    let t = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
+    t.check(&key).unwrap();
+    assert_eq!(t.len(), 3);
+    assert_eq!(t.id_at(0), BlobId([1; 32]));
+    let (_, loc) = t.location_at(t.find(&BlobId([3; 32])).unwrap()).unwrap();
+    assert_eq!(loc.pack, PackId([8; 32]));
+    assert_eq!(loc.kind, BlobKind::Tree);
+    assert!(t.find(&BlobId([4; 32])).is_none());
+    assert!(t.check(&MasterKey::generate()).is_err());
+}
+
+/// A deterministic stream of pseudo-random words from `seed` (not 0).
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
+/// `find` guesses positions from ids' first bytes, or looks them up
+/// in the table's directory once built; either way it must find every
+/// entry and no absent id however the ids spread: evenly (as keyed
+/// hashes do), all sharing their first 8 bytes, bunched at either end,
+/// or in runs, in tables of every size around its thresholds.
+#[test]
+fn find_is_exact_for_any_spread_of_ids() {
+    let key = MasterKey::generate();
+    let mut rand = xorshift(0x9e37_79b9_7f4a_7c15u64);
+    type Spread = fn(u64, usize) -> [u8; 32];
+    let spreads: [(&str, Spread); 5] = [
+        ("even", |r, _| {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&r.to_be_bytes());
+            id[8..16].copy_from_slice(&r.rotate_left(17).to_le_bytes());
+            id
+        }),
+        ("same prefix", |r, _| {
+            let mut id = [0xab; 32];
+            id[8..16].copy_from_slice(&r.to_be_bytes());
+            id
+        }),
+        ("low end", |r, _| {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&(r >> 40).to_be_bytes());
+            id[8..16].copy_from_slice(&r.to_be_bytes());
+            id
+        }),
+        ("high end", |r, _| {
+            let mut id = [0xff; 32];
+            id[..8].copy_from_slice(&(u64::MAX - (r >> 40)).to_be_bytes());
+            id[8..16].copy_from_slice(&r.to_be_bytes());
+            id
+        }),
+        ("runs", |r, i| {
+            let mut id = [0u8; 32];
+            let run = (i / 50) as u64;
+            id[..8].copy_from_slice(&(run.wrapping_mul(0x0123_4567_89ab_cdef)).to_be_bytes());
+            id[8..16].copy_from_slice(&r.to_be_bytes());
+            id
+        }),
+    ];
+    for (name, spread) in spreads {
+        for (n, directory) in [0usize, 1, 2, 63, 64, 65, 100, 255, 256, 257, 1000, 5000]
+            .into_iter()
+            .flat_map(|n| [(n, false), (n, true)])
+        {
+            let ids: Vec<BlobId> = (0..n).map(|i| BlobId(spread(rand(), i))).collect();
+            let t = table_of_ids(&key, &ids);
+            if directory {
+                t.build_directory();
+                assert_eq!(t.dir.get().is_some(), n >= 256, "{name}, {n}");
+            }
+            let name = format!("{name}, directory {directory}");
+            for id in &ids {
+                let i = t
+                    .find(id)
+                    .unwrap_or_else(|| panic!("{name}, {n}: {id} not found"));
+                assert_eq!(t.id_at(i), *id, "{name}, {n}");
+            }
+            for _ in 0..200 {
+                let absent = BlobId(spread(rand(), (rand() % 1000) as usize));
+                if !ids.contains(&absent) {
+                    assert_eq!(t.find(&absent), None, "{name}, {n}: {absent}");
+                }
+            }
+            // Ids just beside present ones, and the extremes.
+            for id in ids.iter().take(50) {
+                for delta in [1u8, 255] {
+                    let mut near = *id;
+                    near.0[31] = near.0[31].wrapping_add(delta);
+                    if !ids.contains(&near) {
+                        assert_eq!(t.find(&near), None, "{name}, {n}: {near}");
+                    }
+                }
+            }
+            for extreme in [BlobId([0; 32]), BlobId([0xff; 32])] {
+                assert_eq!(t.find(&extreme).is_some(), ids.contains(&extreme));
+            }
+        }
+    }
+}
+
+/// Directories are built for the tables the lookups to come make
+/// worth one (one lookup per 16 entries or more), and no others.
+#[test]
+fn directories_are_built_where_lookups_repay_them() {
+    let key = MasterKey::generate();
+    let table = |n: u32| {
+        let ids: Vec<BlobId> = (0..n)
+            .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        table_of_ids(&key, &ids)
+    };
+    let set = IndexSet {
+        tables: vec![table(16_000), table(1_600)],
+    };
+    let built = |set: &IndexSet| -> Vec<bool> {
+        set.tables.iter().map(|t| t.dir.get().is_some()).collect()
+    };
+    set.build_directories(99);
+    assert_eq!(built(&set), [false, false]);
+    set.build_directories(100);
+    assert_eq!(built(&set), [false, true]);
+    set.build_directories(1_000);
+    assert_eq!(built(&set), [true, true]);
+    for t in &set.tables {
+        for i in [0, 1, t.len() / 2, t.len() - 1] {
+            assert_eq!(t.find(&t.id_at(i)), Some(i));
+        }
+    }
+}
+
+/// On a table whose records are not sorted (a hostile one: tables are
+/// mapped for lookups without their MAC being checked), `find` ends
+/// without panicking or overflowing, and what it finds is the id,
+/// with or without a directory.
+#[test]
+fn find_on_unsorted_records_ends_and_never_lies() {
+    let mut rand = xorshift(0x2545_f491_4f6c_dd1du64);
+    for n in [17usize, 65, 300, 5000] {
+        let mut bytes = vec![0u8; HEAD];
+        bytes[..8].copy_from_slice(MAGIC);
+        bytes[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
+        bytes[16..24].copy_from_slice(&(n as u64).to_le_bytes());
+        bytes.extend_from_slice(&[0u8; PACK_REC]);
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let mut rec = [0u8; ENTRY_REC];
+            // Random keys, some runs of equal first words, both ends.
+            let word = match i % 7 {
+                0 => 0,
+                1 => u64::MAX,
+                2 => 0x8000_0000_0000_0000,
+                _ => rand(),
+            };
+            rec[..8].copy_from_slice(&word.to_be_bytes());
+            rec[8..16].copy_from_slice(&rand().to_le_bytes());
+            ids.push(BlobId(rec[..32].try_into().unwrap()));
+            bytes.extend_from_slice(&rec);
+        }
+        bytes.extend_from_slice(&[0u8; MAC_LEN]);
+        let t = IndexTable::parse(IndexId([0; 32]), Data::Owned(bytes)).unwrap();
+        for directory in [false, true] {
+            if directory {
+                t.build_directory();
+            }
+            for id in ids.iter().chain([&BlobId([0; 32]), &BlobId([0xff; 32])]) {
+                if let Some(j) = t.find(id) {
+                    assert_eq!(t.id_at(j), *id, "{n}, directory {directory}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn hostile_tables_are_rejected() {
+    let key = MasterKey::generate();
+    let (id, mut bytes) = IndexBuilder::default().finish(&key);
+    bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(IndexTable::parse(id, Data::Owned(bytes.clone())).is_err());
+    assert!(IndexTable::parse(id, Data::Owned(bytes[..10].to_vec())).is_err());
+}
+
+#[test]
+fn compaction_bounds_the_table_count_and_keeps_every_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = crate::backend::local::LocalBackend::new(dir.path());
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    let tables = MAX_TABLES + 3;
+    for t in 0..tables {
+        let mut b = IndexBuilder::default();
+        let entries: Vec<PackEntry> = (0..=t)
+            .map(|i| PackEntry {
+                id: BlobId(*blake3::hash(&[t as u8, i as u8]).as_bytes()),
+                offset: 12 + i as u32 * 10,
+                length: 10,
+                raw_length: 5,
+            })
+            .collect();
+        b.add_pack(PackId([t as u8; 32]), BlobKind::Data, &entries);
+        let (id, bytes) = b.finish(&key);
+        backend
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .unwrap();
+    }
+    // One damaged table is left alone, not merged into a valid one.
+    let names = backend.list(FileKind::Index).unwrap();
+    let path = dir.path().join("index").join(&names[0]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 40] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let stats = compact(&backend, &key).unwrap();
+    assert_eq!(stats.damaged.len(), 1);
+    assert_eq!(stats.merged, tables - 1 - KEEP_TABLES + 1);
+    let set = IndexSet::load(&backend).unwrap();
+    assert_eq!(set.tables().len(), KEEP_TABLES + 1);
+    for t in set.tables() {
+        if t.id() != stats.damaged[0] {
+            t.check(&key).unwrap();
+        }
+    }
+    for t in 0..tables {
+        for i in 0..=t {
+            let id = BlobId(*blake3::hash(&[t as u8, i as u8]).as_bytes());
+            // (The flipped byte lies in a raw length, not in these.)
+            let loc = set.lookup(&id).unwrap().expect("every entry survives");
+            assert_eq!(loc.pack, PackId([t as u8; 32]));
+            assert_eq!(loc.offset, 12 + i as u32 * 10);
+        }
+    }
+    // Below the threshold nothing happens.
+    assert_eq!(compact(&backend, &key).unwrap().merged, 0);
+}
+
+/// A table of `ids` (one byte each) spread over packs `packs[k]`.
+/// A table of `ids` (in any order), all in one pack.
+fn table_of_ids(key: &MasterKey, ids: &[BlobId]) -> IndexTable {
+    let entries: Vec<PackEntry> = ids
+        .iter()
+        .map(|id| PackEntry {
+            id: *id,
+            offset: 0,
+            length: 1,
+            raw_length: 1,
+        })
+        .collect();
+    let mut b = IndexBuilder::default();
+    b.add_pack(PackId([1; 32]), BlobKind::Data, &entries);
+    let (id, bytes) = b.finish(key);
+    IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+}
+
+fn table_of(key: &MasterKey, entries: &[(u8, u8, u32)]) -> IndexTable {
+    let mut b = IndexBuilder::default();
+    for &(id, pack, off) in entries {
+        b.add_entry(PackId([pack; 32]), BlobKind::Data, entry(id, off));
+    }
+    let (id, bytes) = b.finish(key);
+    IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+}
+
+/// The merged table holds each kept id once (the first source's
+/// entry), names only packs a kept entry uses, checks out, and is the
+/// same file whether streamed through a sink or written whole.
+#[test]
+fn merging_keeps_what_is_asked_once_and_streams_the_same_bytes() {
+    let key = MasterKey::generate();
+    let a = table_of(
+        &key,
+        &[(1, 10, 100), (3, 11, 300), (5, 10, 500), (7, 12, 700)],
+    );
+    let b = table_of(
+        &key,
+        &[(2, 20, 200), (3, 21, 333), (6, 11, 600), (9, 22, 900)],
+    );
+    // Drop id 5 of a and id 9 of b (pack 22 is then named by nothing).
+    let keep_a = |_: usize, e: &Entry| e.id != BlobId([5; 32]);
+    let keep_b = |_: usize, e: &Entry| e.id != BlobId([9; 32]);
+    let sources = [
+        MergeSource {
+            table: &a,
+            keep: &keep_a,
+        },
+        MergeSource {
+            table: &b,
+            keep: &keep_b,
+        },
+    ];
+    let streamed_dir = tempfile::tempdir().unwrap();
+    let streamed = crate::backend::local::LocalBackend::new(streamed_dir.path());
+    streamed.create().unwrap();
+    assert!(streamed.index_sink().unwrap().is_some());
+    let whole = crate::backend::mem::MemBackend::default();
+    assert!(whole.index_sink().unwrap().is_none());
+    let mut files = Vec::new();
+    for backend in [&streamed as &dyn Backend, &whole] {
+        let id = write_merged(backend, &key, &sources).unwrap().unwrap();
+        let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
+        assert_eq!(IndexId(file_hash(&data)), id, "named by its hash");
+        files.push(data.to_vec());
+        let t = IndexTable::parse(id, data).unwrap();
+        t.check(&key).unwrap();
+        let ids: Vec<u8> = (0..t.len()).map(|i| t.id_at(i).0[0]).collect();
+        assert_eq!(ids, [1, 2, 3, 6, 7]);
+        let (_, three) = t.location_at(t.find(&BlobId([3; 32])).unwrap()).unwrap();
+        assert_eq!((three.pack, three.offset), (PackId([11; 32]), 300));
+        let packs: Vec<u8> = (0..t.pack_count())
+            .map(|n| t.pack(n).unwrap().0 .0[0])
+            .collect();
+        let mut sorted = packs.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, [10, 11, 12, 20], "pack list {packs:?}");
+    }
+    assert_eq!(files[0], files[1]);
+    // Nothing kept: nothing written.
+    let none = |_: usize, _: &Entry| false;
+    let empty = [MergeSource {
+        table: &a,
+        keep: &none,
+    }];
+    assert_eq!(write_merged(&whole, &key, &empty).unwrap(), None);
+    assert_eq!(whole.list(FileKind::Index).unwrap().len(), 1);
+}
+
+/// Ids that agree in their first eight bytes (which the merge compares
+/// as a number first) are still merged in full byte order, each once,
+/// from the first source holding it.
+#[test]
+fn merging_orders_ids_that_share_their_first_word() {
+    let key = MasterKey::generate();
+    let id = |tail: u8| {
+        let mut b = [0xAB; 32];
+        b[31] = tail;
+        BlobId(b)
+    };
+    let table = |entries: &[(u8, u8, u32)]| {
+        let mut b = IndexBuilder::default();
+        for &(tail, pack, off) in entries {
+            let e = PackEntry {
+                id: id(tail),
+                ..entry(0, off)
+            };
+            b.add_entry(PackId([pack; 32]), BlobKind::Data, e);
+        }
+        let (tid, bytes) = b.finish(&key);
+        IndexTable::parse(tid, Data::Owned(bytes)).unwrap()
+    };
+    let a = table(&[(2, 1, 20), (5, 1, 50), (9, 1, 90)]);
+    let b = table(&[(1, 2, 10), (5, 2, 55), (7, 2, 70)]);
+    let all = |_: usize, _: &Entry| true;
+    let sources = [
+        MergeSource {
+            table: &a,
+            keep: &all,
+        },
+        MergeSource {
+            table: &b,
+            keep: &all,
+        },
+    ];
+    let backend = crate::backend::mem::MemBackend::default();
+    let tid = write_merged(&backend, &key, &sources).unwrap().unwrap();
+    let t = IndexTable::parse(tid, backend.read(FileKind::Index, &tid.to_hex()).unwrap()).unwrap();
+    t.check(&key).unwrap();
+    let tails: Vec<u8> = (0..t.len()).map(|i| t.id_at(i).0[31]).collect();
+    assert_eq!(tails, [1, 2, 5, 7, 9]);
+    let (_, five) = t.location_at(t.find(&id(5)).unwrap()).unwrap();
+    assert_eq!(
+        (five.pack, five.offset),
+        (PackId([1; 32]), 50),
+        "first source's entry"
+    );
+}
+
+/// A merged table past [`SPOOL_FROM`] for a store without an index
+/// sink goes through a temporary file: the same bytes as streamed to a
+/// local store.
+#[test]
+fn a_large_merge_spools_to_the_same_bytes() {
+    let key = MasterKey::generate();
+    let n = SPOOL_FROM / ENTRY_REC + 1000;
+    let mut b = IndexBuilder::default();
+    for i in 0..n as u32 {
+        let id = BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+        let e = PackEntry {
+            id,
+            offset: i,
+            length: 1,
+            raw_length: 1,
+        };
+        b.add_entry(PackId([(i % 7) as u8; 32]), BlobKind::Data, e);
+    }
+    let (id, bytes) = b.finish(&key);
+    let big = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
+    let keep = |i: usize, _: &Entry| i % 1000 != 0;
+    let sources = [MergeSource {
+        table: &big,
+        keep: &keep,
+    }];
+    let dir = tempfile::tempdir().unwrap();
+    let local = crate::backend::local::LocalBackend::new(dir.path());
+    local.create().unwrap();
+    let mem = crate::backend::mem::MemBackend::default();
+    let a = write_merged(&local, &key, &sources).unwrap().unwrap();
+    let b = write_merged(&mem, &key, &sources).unwrap().unwrap();
+    assert_eq!(a, b);
+    let data = mem.read(FileKind::Index, &b.to_hex()).unwrap();
+    assert!(data.len() > SPOOL_FROM, "{} bytes", data.len());
+    assert_eq!(
+        &data[..],
+        &local.read(FileKind::Index, &a.to_hex()).unwrap()[..]
+    );
+    let t = IndexTable::parse(b, data).unwrap();
+    t.check(&key).unwrap();
+    assert_eq!(t.len(), n - n.div_ceil(1000));
+}
+
+/// A source that fails its MAC is refused, not sealed anew as valid.
+#[test]
+fn merging_refuses_a_damaged_source() {
+    let key = MasterKey::generate();
+    let a = table_of(&key, &[(1, 10, 100), (3, 11, 300)]);
+    let mut bytes = a.data.to_vec();
+    let n = bytes.len();
+    bytes[n - 40] ^= 1;
+    let damaged = IndexTable::parse(a.id(), Data::Owned(bytes)).unwrap();
+    merging_fails(&key, &damaged, "MAC mismatch");
+}
+
+/// Merging `table` alone fails with an error containing `why`, and
+/// writes nothing.
+fn merging_fails(key: &MasterKey, table: &IndexTable, why: &str) {
+    let all = |_: usize, _: &Entry| true;
+    let backend = crate::backend::mem::MemBackend::default();
+    let sources = [MergeSource { table, keep: &all }];
+    let err = write_merged(&backend, key, &sources).unwrap_err();
+    assert!(err.to_string().contains(why), "{err}");
+    assert!(backend.list(FileKind::Index).unwrap().is_empty());
+}
+
+/// A source whose MAC checks out but whose entries do not ascend (never
+/// written by cairn) is an error, not an unsorted table sealed anew.
+#[test]
+fn merging_refuses_entries_out_of_order() {
+    let key = MasterKey::generate();
+    let a = table_of(&key, &[(1, 10, 100), (3, 10, 300), (5, 10, 500)]);
+    let mut bytes = a.data.to_vec();
+    let first = HEAD + PACK_REC;
+    let (x, y) = (first, first + ENTRY_REC);
+    let one: Vec<u8> = bytes[x..y].to_vec();
+    bytes.copy_within(y..y + ENTRY_REC, x);
+    bytes[y..y + ENTRY_REC].copy_from_slice(&one);
+    let n = bytes.len();
+    let mac = key.mac(&bytes[..n - MAC_LEN]);
+    bytes[n - MAC_LEN..].copy_from_slice(&mac);
+    let swapped = IndexTable::parse(a.id(), Data::Owned(bytes)).unwrap();
+    assert!(swapped.check(&key).is_err());
+    merging_fails(&key, &swapped, "out of order");
+}
+
+proptest::proptest! {
+    /// The merge of up to four tables (ids from a small range, so
+    /// runs, interleavings and ids several tables hold all occur) with
+    /// some entries dropped is what a map filled from the last
+    /// source to the first holds: every kept id once, ascending, from
+    /// the first source keeping it.
+    #[test]
+    fn merging_equals_the_first_source_wins_model(
+        tables in proptest::collection::vec(
+            proptest::collection::btree_set(0u8..64, 0..48),
+            1..5,
+        ),
+        drop_every in 2usize..7,
+    ) {
+        let key = MasterKey::generate();
+        let built: Vec<IndexTable> = tables
+            .iter()
+            .enumerate()
+            .map(|(src, ids)| {
+                let entries: Vec<(u8, u8, u32)> =
+                    ids.iter().map(|&id| (id, src as u8, u32::from(id))).collect();
+                table_of(&key, &entries)
+            })
+            .collect();
+        let keep = |i: usize, e: &Entry| (i + e.id.0[0] as usize) % drop_every != 0;
+        let sources: Vec<MergeSource> = built
+            .iter()
+            .map(|table| MergeSource { table, keep: &keep })
+            .collect();
+        let mut model = std::collections::BTreeMap::new();
+        for (src, t) in built.iter().enumerate().rev() {
+            for i in 0..t.len() {
+                let e = t.entry_at(i).unwrap();
+                if keep(i, &e) {
+                    model.insert(e.id.0[0], src);
+                }
+            }
+        }
+        let mut merged = Vec::new();
+        merge_kept(&sources, |src, e| {
+            merged.push((e.id.0[0], src));
+            Ok(())
+        })
+        .unwrap();
+        proptest::prop_assert_eq!(merged, model.into_iter().collect::<Vec<_>>());
+    }
+
+    /// Merging a table of arbitrary records, sealed with a valid MAC so
+    /// that only the merge's own checks stand between them and the
+    /// output, with itself: an error or a table that checks out and
+    /// holds every kept id, never a panic.
+    #[test]
+    fn merging_arbitrary_records_errs_or_checks_out(
+        packs in 1u32..4,
+        records in proptest::collection::vec(
+            (0u8..16, proptest::num::u8::ANY, 0u32..40, proptest::num::u32::ANY),
+            0..40,
+        ),
+        sorted: bool,
+        skip in 1usize..4,
+    ) {
+        let key = MasterKey::generate();
+        let mut recs: Vec<[u8; ENTRY_REC]> = records
+            .iter()
+            .map(|&(a, b, pick, word)| {
+                // Now and then a pack number past the pack list.
+                let pack = if pick == 0 { packs } else { pick % packs };
+                let mut r = [0u8; ENTRY_REC];
+                r[0] = a;
+                r[1] = b;
+                r[32..36].copy_from_slice(&pack.to_le_bytes());
+                for o in [36, 40, 44] {
+                    r[o..o + 4].copy_from_slice(&word.to_le_bytes());
+                }
+                r
+            })
+            .collect();
+        if sorted {
+            recs.sort_by(|x, y| x[..32].cmp(&y[..32]));
+            recs.dedup_by(|x, y| x[..32] == y[..32]);
+        }
+        let mut bytes = codec::header(MAGIC, VERSION);
+        bytes.extend_from_slice(&packs.to_le_bytes());
+        bytes.extend_from_slice(&(recs.len() as u64).to_le_bytes());
+        for p in 0..packs {
+            bytes.extend_from_slice(&[p as u8; 32]);
+            bytes.extend_from_slice(&[BlobKind::Data.to_byte(), 0, 0, 0]);
+        }
+        for r in &recs {
+            bytes.extend_from_slice(r);
+        }
+        let mac = key.mac(&bytes);
+        bytes.extend_from_slice(&mac);
+        let t = IndexTable::parse(IndexId([1; 32]), Data::Owned(bytes)).unwrap();
+        let keep = |i: usize, _: &Entry| i % skip != 0;
+        let sources = [
+            MergeSource { table: &t, keep: &keep },
+            MergeSource { table: &t, keep: &keep },
+        ];
+        let backend = crate::backend::mem::MemBackend::default();
+        if let Ok(Some(id)) = write_merged(&backend, &key, &sources) {
+            let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
+            let merged = IndexTable::parse(id, data).unwrap();
+            merged.check(&key).unwrap();
+            for i in (0..t.len()).filter(|i| i % skip != 0) {
+                let found = merged.find(&t.id_at(i));
+                proptest::prop_assert!(found.is_some(), "kept entry {i} missing");
+            }
+        }
+        if sorted && (0..t.len()).all(|i| t.entry_at(i).is_ok()) {
+            // Sorted records naming listed packs always merge.
+            let merged = write_merged(&backend, &key, &sources);
+            proptest::prop_assert!(merged.is_ok(), "{merged:?}");
+        }
+    }
+}
+
+/// From a remote store the tables are fetched several at once, and
+/// every one arrives.
+#[test]
+fn remote_index_tables_are_fetched_at_once() {
+    use crate::backend::testing::{Hooked, Hooks};
+    use std::sync::{Condvar, Mutex};
+    /// Each read waits (up to 5 s) until another is in flight too.
+    #[derive(Default)]
+    struct Remote {
+        in_flight: Mutex<(usize, usize)>,
+        changed: Condvar,
+    }
+    impl Hooks for Remote {
+        fn prefers_ranges(&self, _: &dyn Backend) -> bool {
+            true
+        }
+        fn read(&self, _: FileKind, _: &str) -> Option<Result<Data>> {
+            let mut g = self.in_flight.lock().unwrap();
+            g.0 += 1;
+            g.1 = g.1.max(g.0);
+            self.changed.notify_all();
+            let deadline = std::time::Duration::from_secs(5);
+            let (mut g, _) = self
+                .changed
+                .wait_timeout_while(g, deadline, |g| g.1 < 2)
+                .unwrap();
+            g.0 -= 1;
+            None
+        }
+    }
+    let key = MasterKey::generate();
+    let backend = Hooked {
+        inner: crate::backend::mem::MemBackend::default(),
+        hooks: Remote::default(),
+    };
+    let mut ids = Vec::new();
+    for t in 0..5u8 {
+        let mut b = IndexBuilder::default();
+        let entry = PackEntry {
+            id: BlobId([t; 32]),
+            offset: 12,
+            length: 10,
+            raw_length: 5,
+        };
+        b.add_pack(PackId([t; 32]), BlobKind::Data, &[entry]);
+        let (id, bytes) = b.finish(&key);
+        backend
+            .inner
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .unwrap();
+        ids.push(BlobId([t; 32]));
+    }
+    let set = IndexSet::load(&backend).unwrap();
+    assert_eq!(set.tables().len(), 5);
+    for id in &ids {
+        assert_eq!(set.lookup(id).unwrap().unwrap().pack, PackId(id.0));
+    }
+    assert!(backend.hooks.in_flight.lock().unwrap().1 >= 2);
+}
