@@ -291,3 +291,31 @@ fn round_trip_of_a_single_file_and_of_several_paths() {
         vec![PathBuf::from("one.bin")]
     );
 }
+
+/// Thousands of small files share a pack, which restore cuts into pieces
+/// that workers take apart: every file comes back whole, including
+/// those whose content another file in another piece shares.
+#[test]
+fn many_small_files_in_one_pack_restore_whole() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let mut rng = Rng::new(77);
+    for i in 0..3000u64 {
+        let path = src.join(format!("d{}/f{i:05}", i % 4));
+        if i % 10 == 3 {
+            // The same bytes as a file far earlier in the pack.
+            write(&path, format!("shared content {}", i % 7));
+        } else {
+            let mut data = vec![0u8; 40 + (rng.next_u64() % 400) as usize];
+            rng.fill(&mut data);
+            write(&path, data);
+        }
+    }
+    let snap = repo.backup(&[&src], &[]);
+    assert_eq!(snap["summary"]["files_new"], 3000, "{snap}");
+    let target = repo.scratch("target");
+    let out = repo.restore("latest", &target, &[]);
+    assert!(out.stdout.contains("3000 files written"), "{out}");
+    assert_same_tree(&src, &restored(&target, &src));
+    assert!(restore_leftovers(&target).is_empty());
+}

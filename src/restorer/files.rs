@@ -136,17 +136,36 @@ impl Executor<'_> {
         // 3. Read packs in parallel, each once, blobs in pack order; the
         // costliest packs first (see `pack_cost`), so the last packs
         // taken are short and no core waits long on the other's.
+        // A pack whose share of the work is large (thousands of small
+        // files in one pack) is cut into pieces of consecutive blobs that
+        // workers take apart: each byte is still read once.
         let mut packs: Vec<(PackId, Vec<(BlobId, Location)>)> = by_pack.into_iter().collect();
         for (_, blobs) in &mut packs {
             blobs.sort_by_key(|(_, loc)| loc.offset);
         }
-        packs.sort_by_cached_key(|(p, blobs)| (std::cmp::Reverse(pack_cost(blobs, &targets)), *p));
+        let total: u64 = packs.iter().map(|(_, b)| pack_cost(b, &targets)).sum();
+        let cap = (total / (workers.max(1) as u64 * 8)).max(MIN_PIECE_COST);
+        let mut pieces: Vec<(u64, PackId, &[(BlobId, Location)])> = Vec::new();
+        for (pack, blobs) in &packs {
+            let costs: Vec<u64> = blobs.iter().map(|b| blob_cost(b, &targets)).collect();
+            for range in pieces_of(&costs, cap) {
+                let cost = costs[range.clone()].iter().sum();
+                pieces.push((cost, *pack, &blobs[range]));
+            }
+        }
+        pieces.sort_by_key(|&(cost, pack, blobs)| {
+            (
+                std::cmp::Reverse(cost),
+                pack,
+                blobs.first().map(|(_, l)| l.offset),
+            )
+        });
         let next = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((pack, blobs)) = packs.get(i) else {
+                    let Some((_, pack, blobs)) = pieces.get(i) else {
                         break;
                     };
                     self.restore_pack(pack, blobs, &targets, &tasks);
@@ -618,15 +637,38 @@ pub(super) fn pack_cost(
     blobs: &[(BlobId, Location)],
     targets: &IdMap<BlobId, Vec<(usize, u64)>>,
 ) -> u64 {
+    blobs.iter().map(|b| blob_cost(b, targets)).sum()
+}
+
+/// One blob's share of [`pack_cost`].
+fn blob_cost((id, loc): &(BlobId, Location), targets: &IdMap<BlobId, Vec<(usize, u64)>>) -> u64 {
     const PER_USE: u64 = 64 << 10;
-    blobs
-        .iter()
-        .map(|(id, loc)| {
-            let uses = targets.get(id).map_or(0, |u| u.len()) as u64;
-            let raw = u64::from(loc.raw_length);
-            raw + uses * (raw + PER_USE)
-        })
-        .sum()
+    let uses = targets.get(id).map_or(0, |u| u.len()) as u64;
+    let raw = u64::from(loc.raw_length);
+    raw + uses * (raw + PER_USE)
+}
+
+/// The least cost worth a piece of its own: about 500 small files, or
+/// 16 MiB of data written once.
+const MIN_PIECE_COST: u64 = 32 << 20;
+
+/// `costs` (a pack's blobs in order) cut into runs of consecutive blobs
+/// each costing at most `cap`, or a single blob where one alone costs
+/// more.
+pub(super) fn pieces_of(costs: &[u64], cap: u64) -> Vec<std::ops::Range<usize>> {
+    let mut pieces = Vec::new();
+    let (mut start, mut sum) = (0, 0u64);
+    for (i, &c) in costs.iter().enumerate() {
+        if i > start && sum.saturating_add(c) > cap {
+            pieces.push(start..i);
+            (start, sum) = (i, 0);
+        }
+        sum = sum.saturating_add(c);
+    }
+    if start < costs.len() {
+        pieces.push(start..costs.len());
+    }
+    pieces
 }
 
 /// Indices of `paths` cut into runs of consecutive paths in the same
@@ -671,6 +713,29 @@ pub(super) fn raise_fd_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pieces cover every blob once, in order, none above the cap unless
+    /// a single blob is.
+    #[test]
+    pub(super) fn pieces_cover_every_blob_once_within_the_cap() {
+        assert_eq!(pieces_of(&[5, 5, 5], 100), vec![0..3]);
+        assert_eq!(pieces_of(&[5, 5, 5, 5, 5], 10), vec![0..2, 2..4, 4..5]);
+        assert_eq!(
+            pieces_of(&[50, 1, 1, 50, 1], 10),
+            vec![0..1, 1..3, 3..4, 4..5]
+        );
+        assert!(pieces_of(&[], 10).is_empty());
+        let costs: Vec<u64> = (0..1000).map(|i| (i * 7919) % 97 + 1).collect();
+        let pieces = pieces_of(&costs, 300);
+        assert_eq!(pieces.first().map(|r| r.start), Some(0));
+        assert_eq!(pieces.last().map(|r| r.end), Some(1000));
+        for w in pieces.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
+        }
+        for r in &pieces {
+            assert!(costs[r.clone()].iter().sum::<u64>() <= 300);
+        }
+    }
 
     #[test]
     pub(super) fn directory_runs_cover_every_file_once_one_directory_each() {
