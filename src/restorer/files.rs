@@ -145,7 +145,8 @@ impl Executor<'_> {
         }
         let total: u64 = packs.iter().map(|(_, b)| pack_cost(b, &targets)).sum();
         let cap = (total / (workers.max(1) as u64 * 8)).max(MIN_PIECE_COST);
-        let mut pieces: Vec<(u64, PackId, &[(BlobId, Location)])> = Vec::new();
+        // Each piece: its cost, its pack, and its blobs.
+        let mut pieces: Vec<(u64, PackId, &[PackedBlob])> = Vec::new();
         for (pack, blobs) in &packs {
             let costs: Vec<u64> = blobs.iter().map(|b| blob_cost(b, &targets)).collect();
             for range in pieces_of(&costs, cap) {
@@ -647,6 +648,9 @@ fn blob_cost((id, loc): &(BlobId, Location), targets: &IdMap<BlobId, Vec<(usize,
     let raw = u64::from(loc.raw_length);
     raw + uses * (raw + PER_USE)
 }
+
+/// A blob to read and where the index places it.
+type PackedBlob = (BlobId, Location);
 
 /// The least cost worth a piece of its own: about 500 small files, or
 /// 16 MiB of data written once.
