@@ -214,6 +214,8 @@ fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
         "vanishes between the walk and the read",
     );
     write_random(&src.join("sub/b.bin"), 3, 200_000);
+    // Entries on both sides of it keep their places in the tree.
+    write(&src.join("sub/z.txt"), "after the vanished file");
 
     // `CAIRN_VANISH` deletes the file just before backup reads it, after
     // the walk has listed and stat-ed it.
@@ -242,14 +244,14 @@ fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
     let r = restored(&target, &src);
     assert_eq!(
         list_paths(&r),
-        ["a.txt", "sub", "sub/b.bin"]
+        ["a.txt", "sub", "sub/b.bin", "sub/z.txt"]
             .iter()
             .map(PathBuf::from)
             .collect::<Vec<_>>()
     );
     // (The folder's mtime moved when the file vanished; the files are
     // what matters.)
-    for f in ["a.txt", "sub/b.bin"] {
+    for f in ["a.txt", "sub/b.bin", "sub/z.txt"] {
         assert_eq!(fs::read(r.join(f)).unwrap(), fs::read(src.join(f)).unwrap());
     }
 }

@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -43,20 +43,101 @@ pub(super) struct WalkSetup<'a> {
 /// bury it).
 type FileOutcome = std::result::Result<(Vec<BlobId>, u64), Option<String>>;
 
+/// The outcomes of one directory's files, each put in its place by the
+/// worker that read the file and taken by the finisher: a few dozen bytes
+/// a file, where a channel each cost several hundred, since a directory's
+/// entries are all held until its tree is written.
+struct DirOutcomes {
+    state: Mutex<Outcomes>,
+    put: Condvar,
+}
+
+struct Outcomes {
+    slots: Vec<Option<FileOutcome>>,
+    /// Whether the finisher waits for one (a worker wakes it only then:
+    /// waking costs a system call).
+    waiting: bool,
+}
+
+impl DirOutcomes {
+    fn new(entries: usize) -> Arc<DirOutcomes> {
+        Arc::new(DirOutcomes {
+            state: Mutex::new(Outcomes {
+                slots: (0..entries).map(|_| None).collect(),
+                waiting: false,
+            }),
+            put: Condvar::new(),
+        })
+    }
+
+    fn put(&self, at: usize, outcome: FileOutcome) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        if let Some(slot) = state.slots.get_mut(at) {
+            *slot = Some(outcome);
+        }
+        if state.waiting {
+            self.put.notify_one();
+        }
+    }
+
+    /// Waits for the outcome at `at` and takes it.
+    fn take(&self, at: usize) -> Option<FileOutcome> {
+        let mut state = self.state.lock().ok()?;
+        loop {
+            if let Some(outcome) = state.slots.get_mut(at)?.take() {
+                state.waiting = false;
+                return Some(outcome);
+            }
+            state.waiting = true;
+            state = self.put.wait(state).ok()?;
+        }
+    }
+}
+
+/// A file for a worker to read; its outcome goes to `dir`'s place `at`.
+/// Dropped unanswered (a worker that stopped), it answers that.
 struct FileJob {
     path: PathBuf,
-    reply: Sender<FileOutcome>,
+    dir: Arc<DirOutcomes>,
+    at: usize,
+    answered: bool,
 }
 
-enum Slot {
-    Ready(Node),
-    File(Node, Receiver<FileOutcome>),
-    Dir(Node, u64),
+impl FileJob {
+    fn answer(mut self, outcome: FileOutcome) {
+        self.dir.put(self.at, outcome);
+        self.answered = true;
+    }
 }
 
+impl Drop for FileJob {
+    fn drop(&mut self) {
+        if !self.answered {
+            let why = format!("{}: worker stopped", self.path.display());
+            self.dir.put(self.at, Err(Some(why)));
+        }
+    }
+}
+
+/// What one of a directory's nodes waits for before its tree is written.
+enum Wait {
+    /// The file at this place is being read; its outcome arrives at the
+    /// same place of the directory's [`DirOutcomes`].
+    File(usize),
+    /// The directory at this place is finished under this sequence number.
+    Dir(usize, u64),
+}
+
+/// A walked directory: its entries in name order, completed by the
+/// finisher in place (no second list of nodes while its tree is built).
 struct DirJob {
     seq: u64,
-    slots: Vec<Slot>,
+    nodes: Vec<Node>,
+    waits: Vec<Wait>,
+    /// Where its files' outcomes arrive, if it has files being read.
+    outcomes: Option<Arc<DirOutcomes>>,
 }
 
 /// Runs the pipeline; returns the root tree id.
@@ -88,7 +169,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                             }
                         }
                     };
-                    let _ = job.reply.send(outcome);
+                    job.answer(outcome);
                 }
             });
         }
@@ -297,7 +378,10 @@ impl Walker<'_> {
             .unwrap_or_default()
             .into_iter()
             .peekable();
-        let mut slots = Vec::with_capacity(names.len());
+        let mut nodes = Vec::with_capacity(names.len());
+        let mut waits = Vec::new();
+        let mut outcomes: Option<Arc<DirOutcomes>> = None;
+        let entries = names.len();
         std::thread::scope(|scope| -> Result<()> {
             // Subdirectories walked on threads of their own: their slot and
             // the thread.
@@ -355,7 +439,7 @@ impl Walker<'_> {
                             node.kind = NodeKind::File { chunks };
                             Counters::add(&c.files_unmodified, 1);
                             Counters::add(&c.total_bytes, node.size);
-                            slots.push(Slot::Ready(node));
+                            nodes.push(node);
                         } else {
                             Counters::add(
                                 if was_file {
@@ -365,19 +449,19 @@ impl Walker<'_> {
                                 },
                                 1,
                             );
-                            let (tx, rx) = bounded(1);
-                            if self
-                                .shared
-                                .jobs
-                                .send(FileJob {
-                                    path: path.clone(),
-                                    reply: tx,
-                                })
-                                .is_err()
-                            {
+                            let dir = outcomes.get_or_insert_with(|| DirOutcomes::new(entries));
+                            let at = nodes.len();
+                            let job = FileJob {
+                                path: path.clone(),
+                                dir: Arc::clone(dir),
+                                at,
+                                answered: false,
+                            };
+                            if self.shared.jobs.send(job).is_err() {
                                 break;
                             }
-                            slots.push(Slot::File(node, rx));
+                            waits.push(Wait::File(at));
+                            nodes.push(node);
                         }
                     }
                     NodeKind::Dir { .. } => {
@@ -389,8 +473,9 @@ impl Walker<'_> {
                         };
                         if other_fs {
                             // A mount point: keep the directory, not its contents.
-                            let seq = self.emit(Vec::new())?;
-                            slots.push(Slot::Dir(node, seq));
+                            let seq = self.emit(Vec::new(), Vec::new(), None)?;
+                            waits.push(Wait::Dir(nodes.len(), seq));
+                            nodes.push(node);
                         } else if self.shared.take_spare() {
                             let shared = self.shared;
                             let dev = md.dev();
@@ -403,12 +488,14 @@ impl Walker<'_> {
                                 shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
                                 seq
                             });
-                            walking.push((slots.len(), thread));
+                            walking.push((waits.len(), thread));
                             // The sequence number is filled in once it is walked.
-                            slots.push(Slot::Dir(node, u64::MAX));
+                            waits.push(Wait::Dir(nodes.len(), u64::MAX));
+                            nodes.push(node);
                         } else {
                             let seq = self.walk_subdir(&path, md.dev(), sub, old_subtree)?;
-                            slots.push(Slot::Dir(node, seq));
+                            waits.push(Wait::Dir(nodes.len(), seq));
+                            nodes.push(node);
                         }
                     }
                     _ => {
@@ -416,7 +503,7 @@ impl Walker<'_> {
                             self.report(format!("{}: expected a directory", path.display()));
                             continue;
                         }
-                        slots.push(Slot::Ready(node));
+                        nodes.push(node);
                     }
                 }
             }
@@ -441,8 +528,8 @@ impl Walker<'_> {
                         continue;
                     }
                 };
-                if let Some(Slot::Dir(_, slot_seq)) = slots.get_mut(at) {
-                    *slot_seq = seq;
+                if let Some(Wait::Dir(_, wait_seq)) = waits.get_mut(at) {
+                    *wait_seq = seq;
                 }
             }
             if lend {
@@ -451,14 +538,24 @@ impl Walker<'_> {
             outcome
         })?;
         Counters::add(&self.shared.setup.counters.dirs, 1);
-        self.emit(slots)
+        self.emit(nodes, waits, outcomes)
     }
 
-    fn emit(&mut self, slots: Vec<Slot>) -> Result<u64> {
+    fn emit(
+        &mut self,
+        nodes: Vec<Node>,
+        waits: Vec<Wait>,
+        outcomes: Option<Arc<DirOutcomes>>,
+    ) -> Result<u64> {
         let seq = self.shared.next_seq.fetch_add(1, AtomicOrdering::Relaxed);
         self.shared
             .dirs
-            .send(DirJob { seq, slots })
+            .send(DirJob {
+                seq,
+                nodes,
+                waits,
+                outcomes,
+            })
             .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
         Ok(seq)
     }
@@ -487,33 +584,44 @@ fn unchanged_chunks(old: Node, now: &Node) -> Option<Vec<BlobId>> {
 /// directory's tree id by sequence number.
 fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<u64, BlobId>> {
     let mut done: HashMap<u64, BlobId> = HashMap::new();
+    let lost = || Error::Invalid("backup pipeline lost a directory entry".into());
     for job in dirs {
-        let mut nodes = Vec::with_capacity(job.slots.len());
-        for slot in job.slots {
-            match slot {
-                Slot::Ready(node) => nodes.push(node),
-                Slot::File(mut node, rx) => match rx.recv() {
-                    Ok(Ok((chunks, size))) => {
-                        node.size = size;
-                        node.kind = NodeKind::File { chunks };
-                        Counters::add(&setup.counters.total_bytes, size);
-                        nodes.push(node);
+        let mut nodes = job.nodes;
+        // Files left out, in order.
+        let mut left_out = Vec::new();
+        for wait in job.waits {
+            match wait {
+                Wait::File(at) => {
+                    let node = nodes.get_mut(at).ok_or_else(lost)?;
+                    match job.outcomes.as_ref().and_then(|o| o.take(at)) {
+                        Some(Ok((chunks, size))) => {
+                            node.size = size;
+                            node.kind = NodeKind::File { chunks };
+                            Counters::add(&setup.counters.total_bytes, size);
+                            continue;
+                        }
+                        Some(Err(Some(why))) => (setup.report)(why),
+                        Some(Err(None)) => {}
+                        None => (setup.report)(format!(
+                            "{}: worker stopped",
+                            String::from_utf8_lossy(&node.name.0)
+                        )),
                     }
-                    Ok(Err(Some(why))) => (setup.report)(why),
-                    Ok(Err(None)) => {}
-                    Err(_) => (setup.report)(format!(
-                        "{}: worker stopped",
-                        String::from_utf8_lossy(&node.name.0)
-                    )),
-                },
-                Slot::Dir(mut node, seq) => {
-                    let subtree = done
-                        .remove(&seq)
-                        .ok_or_else(|| Error::Invalid("backup pipeline lost a directory".into()))?;
-                    node.kind = NodeKind::Dir { subtree };
-                    nodes.push(node);
+                    left_out.push(at);
+                }
+                Wait::Dir(at, seq) => {
+                    let subtree = done.remove(&seq).ok_or_else(lost)?;
+                    nodes.get_mut(at).ok_or_else(lost)?.kind = NodeKind::Dir { subtree };
                 }
             }
+        }
+        if !left_out.is_empty() {
+            let mut at = 0;
+            nodes.retain(|_| {
+                let keep = left_out.binary_search(&at).is_err();
+                at += 1;
+                keep
+            });
         }
         let (id, _) = setup
             .writer
