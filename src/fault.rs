@@ -64,6 +64,20 @@ pub fn fs_size() -> Option<u64> {
     *SIZE.get_or_init(|| std::env::var("CAIRN_TEST_FS_SIZE").ok()?.parse().ok())
 }
 
+/// How many entries a restore's batch holds, from
+/// `CAIRN_TEST_RESTORE_BATCH`, so a test restores a small tree in many
+/// batches. Unset, this costs one cached environment lookup.
+pub fn restore_batch() -> Option<usize> {
+    static SIZE: OnceLock<Option<usize>> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        std::env::var("CAIRN_TEST_RESTORE_BATCH")
+            .ok()?
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+    })
+}
+
 /// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated
 /// list of `refresh-every=MS`, `age=SECS` and `refresh-fails`. Unknown
 /// items are ignored. Defaults (the variable unset) change nothing.

@@ -846,6 +846,53 @@ fn a_backup_reads_around_an_unreadable_parent_subtree_and_keeps_every_entry() {
     assert_restores(&repo, &second);
 }
 
+/// A restore reads around a directory whose tree cannot be read: it names
+/// the directory, restores everything else, and fails as a restore with
+/// entries it could not write does.
+#[test]
+fn a_restore_leaves_out_an_unreadable_subtree_and_restores_the_rest() {
+    let repo = packed_repo();
+    let src = source(&repo, 37);
+    let saved = backup_saved(&repo, &src, &[]);
+    let sub = abs(&src.join("sub"));
+    let out = repo.run(&["ls", "--json", &saved.id]).success();
+    let tree = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("ls line is JSON"))
+        .find(|v| v["path"] == sub.as_str())
+        .and_then(|v| v["kind"]["dir"]["subtree"].as_str().map(str::to_string))
+        .expect("sub is a directory of the snapshot");
+    let length = index_map(&repo)[&tree].length;
+    let damaged = names_in(&repo, "index")
+        .iter()
+        .filter(|t| damage_index_entry_length(&repo.path.join("index").join(t), &tree, length))
+        .count();
+    assert_eq!(damaged, 1, "one table indexes the tree");
+
+    let target = repo.scratch("target");
+    let out = repo.restore_out(&saved.id, &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("restore finished with 1 error"),
+        "{out}"
+    );
+    let r = restored(&target, &src);
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: its tree cannot be read, left out",
+            r.join("sub").display()
+        )),
+        "{out}"
+    );
+    let mut want = saved.manifest.clone();
+    want.retain(|p, _| !p.starts_with("sub"));
+    assert_manifests_eq(&want, &manifest(&r), "restore around sub/");
+
+    repo.run(&["repair", "index"]).success();
+    assert_restores(&repo, &saved);
+}
+
 // ------------------------------------------------------------- repair
 
 #[test]

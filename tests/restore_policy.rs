@@ -584,3 +584,75 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
         assert_eq!(restore_leftovers(&target), Vec::<PathBuf>::new());
     }
 }
+
+/// A restore in batches of two entries (as a large tree is restored, a
+/// batch at a time) makes the same tree and the same decisions as one
+/// batch: directories made before the files beneath them whichever batch
+/// they fall in, hard links to files of earlier batches, the mirror
+/// policy's removals, include patterns that select nothing in some
+/// directories, and a dry run's counts.
+#[test]
+fn restores_in_small_batches_do_what_one_batch_does() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = Repo::new();
+    let src = source(&repo);
+    for i in 0..20 {
+        write(
+            &src.join(format!("c/d{}/f{i}.txt", i % 3)),
+            format!("file {i}\n"),
+        );
+    }
+    fs::hard_link(src.join("a/f1.txt"), src.join("c/linked-to-a")).unwrap();
+    std::os::unix::fs::symlink("d0", src.join("c/to-d0")).unwrap();
+    repo.backup(&[&src], &[]);
+    let batched = |target: &Path, args: &[&str]| {
+        let mut c = repo.cmd(&["restore", "latest", "--target"]);
+        c.arg(target)
+            .args(args)
+            .env("CAIRN_TEST_RESTORE_BATCH", "2");
+        run(&mut c, None).success()
+    };
+
+    // Whole, into empty targets.
+    let (one, many) = (repo.scratch("one"), repo.scratch("many"));
+    let single = repo.restore("latest", &one, &[]);
+    let out = batched(&many, &[]);
+    assert_eq!(counts(&single), counts(&out), "{single}\n{out}");
+    assert_eq!(counts(&out)[0], 26, "{out}");
+    let r = restored(&many, &src);
+    assert_same_tree(&src, &r);
+    let ino = |p: &str| fs::metadata(r.join(p)).unwrap().ino();
+    assert_eq!(ino("a/f1.txt"), ino("c/linked-to-a"));
+    assert!(restore_leftovers(&many).is_empty());
+
+    // Mirror over a target with extras and a changed file.
+    write(&r.join("c/d1/extra"), "not in the snapshot");
+    write(&r.join("newdir/x"), "nor this");
+    write(&r.join("c/d2/f2.txt"), "changed\n");
+    let out = batched(&many, &["--policy", "mirror"]);
+    assert_eq!(counts(&out)[0], 1, "{out}");
+    assert_eq!(counts(&out)[4], 2, "{out}");
+    assert!(!r.join("c/d1/extra").exists() && !r.join("newdir").exists());
+    assert_same_tree(&src, &r);
+
+    // Include patterns: directories holding nothing selected stay out.
+    for pattern in ["f1*.txt", "note.txt", "*.bin"] {
+        let (one, many) = (
+            repo.scratch(&format!("one-{pattern}")),
+            repo.scratch(&format!("many-{pattern}")),
+        );
+        let single = repo.restore("latest", &one, &["--include", pattern]);
+        let out = batched(&many, &["--include", pattern]);
+        assert_eq!(counts(&single), counts(&out), "{pattern}: {out}");
+        let listed = list_paths(&restored(&many, &src));
+        assert_eq!(list_paths(&restored(&one, &src)), listed, "{pattern}");
+        assert!(!listed.is_empty(), "{pattern}");
+    }
+
+    // A dry run decides the same, and writes nothing.
+    let dry = repo.scratch("dry");
+    let single = repo.restore("latest", &dry, &["--dry-run"]);
+    let out = batched(&dry, &["--dry-run"]);
+    assert_eq!(counts(&single), counts(&out), "{single}\n{out}");
+    assert!(!dry.exists() || list_paths(&dry).is_empty(), "{out}");
+}

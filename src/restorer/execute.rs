@@ -46,8 +46,9 @@ impl Executor<'_> {
         fs::symlink_metadata(path)
     }
 
-    pub(super) fn run(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) -> Result<()> {
-        for d in &plan.dirs {
+    /// Creates `dirs` (parents come before their children).
+    pub(super) fn make_dirs(&self, dirs: &[Item], stats: &mut RestoreStats) {
+        for d in dirs {
             if self.under_skipped(&d.rel) {
                 continue;
             }
@@ -67,13 +68,28 @@ impl Executor<'_> {
                 }
             }
         }
-        let workers = if workers == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            workers
-        };
-        self.restore_files(plan, workers, stats);
+    }
 
+    /// Creates the symlinks and special files of `others`.
+    pub(super) fn make_others(&self, others: &[Item], stats: &mut RestoreStats) {
+        for item in others {
+            if self.under_skipped(&item.rel) {
+                continue;
+            }
+            let dest = self.target.join(&item.rel);
+            match self.restore_other(&dest, &item.node) {
+                Ok(true) => stats.other += 1,
+                Ok(false) => stats.skipped += 1,
+                Err(e) => self.fail(&dest, e),
+            }
+        }
+    }
+
+    /// What is left once every batch is restored: hard links (to files
+    /// of any batch), the mirror policy's removals, and the directories'
+    /// metadata, deepest first (writing into a directory changes its
+    /// mtime).
+    pub(super) fn finish(&self, plan: &Plan, stats: &mut RestoreStats) {
         for (item, first) in &plan.links {
             if self.under_skipped(&item.rel) {
                 continue;
@@ -89,17 +105,6 @@ impl Executor<'_> {
                 Err(e) => self.fail(&dest, e),
             }
         }
-        for item in &plan.others {
-            if self.under_skipped(&item.rel) {
-                continue;
-            }
-            let dest = self.target.join(&item.rel);
-            match self.restore_other(&dest, &item.node) {
-                Ok(true) => stats.other += 1,
-                Ok(false) => stats.skipped += 1,
-                Err(e) => self.fail(&dest, e),
-            }
-        }
         if self.policy == Policy::Mirror {
             for (rel, names) in &plan.dir_names {
                 if !self.under_skipped(rel) {
@@ -110,14 +115,13 @@ impl Executor<'_> {
             stats.would_remove.sort();
         }
         if self.dry_run {
-            return Ok(());
+            return;
         }
         for d in plan.dirs.iter().rev() {
             if !self.under_skipped(&d.rel) {
                 self.apply_meta(&self.target.join(&d.rel), &d.node, None);
             }
         }
-        Ok(())
     }
 
     /// Makes `path` a real directory; false when skip-existing leaves a

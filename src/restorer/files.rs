@@ -6,11 +6,10 @@ use super::place::{copy_to_temp, link_unnamed, reopen, temp_name, unnamed_files_
 use super::*;
 
 impl Executor<'_> {
-    /// Writes the planned files: decides per file what the policy wants,
-    /// then reads each needed pack once, in parallel, writing every blob
-    /// at all the offsets that use it; a file is created (unnamed where
-    /// the target allows, see `create_file`) by its first write.
-    pub(super) fn restore_files(&self, plan: &Plan, workers: usize, stats: &mut RestoreStats) {
+    /// Gets ready to write files: raises the open-file limit, from which
+    /// the files held open at once are budgeted, and probes whether the
+    /// target takes unnamed files.
+    pub(super) fn prepare_files(&self) {
         // A file is created when its first chunk is written (or, with
         // nothing to write, when it is finished) and held open until it
         // is whole, so the files open at once are those in progress: few,
@@ -27,11 +26,20 @@ impl Executor<'_> {
             let unnamed = !crate::fault::no_tmpfile() && unnamed_files_link(self.target);
             self.unnamed.store(unnamed, Ordering::Relaxed);
         }
+    }
+
+    /// Writes a batch of planned files (see `BATCH_ENTRIES`): decides per file
+    /// what the policy wants, then reads each needed pack once, in
+    /// parallel, writing every blob at all the offsets that use it; a file
+    /// is created (unnamed where the target allows, see `create_file`) by
+    /// its first write. Every file of the batch is whole, or failed, when
+    /// it returns.
+    pub(super) fn restore_files(&self, files: &[Item], workers: usize, stats: &mut RestoreStats) {
         // 1. Decide, in parallel (merge compares existing content). Each
         // worker takes a run of files of one directory at a time: looking
         // up names takes the directory's lock, so two workers in the same
         // directory would mostly wait for each other.
-        let rels: Vec<&Path> = plan.files.iter().map(|f| f.rel.as_path()).collect();
+        let rels: Vec<&Path> = files.iter().map(|f| f.rel.as_path()).collect();
         let runs = directory_runs(&rels, 64);
         let next = AtomicUsize::new(0);
         let (unchanged, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -42,7 +50,7 @@ impl Executor<'_> {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(run) = runs.get(i) else { break };
-                    for f in &plan.files[run.clone()] {
+                    for f in &files[run.clone()] {
                         if self.under_skipped(&f.rel) {
                             continue;
                         }
@@ -69,11 +77,11 @@ impl Executor<'_> {
                 });
             }
         });
-        stats.files_unchanged = unchanged.into_inner();
+        stats.files_unchanged += unchanged.into_inner();
         stats.skipped += skipped.into_inner();
         if self.dry_run {
-            stats.files_written = would_write.into_inner();
-            stats.bytes_written = would_bytes.into_inner();
+            stats.files_written += would_write.into_inner();
+            stats.bytes_written += would_bytes.into_inner();
             return;
         }
         let tasks = tasks.into_inner().unwrap_or_default();
@@ -187,8 +195,8 @@ impl Executor<'_> {
                 self.fail(&task.dest, "not all of its data could be read");
             }
         }
-        stats.files_written = written;
-        stats.bytes_written = bytes;
+        stats.files_written += written;
+        stats.bytes_written += bytes;
     }
 
     /// Reads one pack and writes its blobs wherever they are used.

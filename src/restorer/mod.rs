@@ -140,21 +140,6 @@ pub fn restore(
 ) -> Result<RestoreStats> {
     let includes = PathFilter::new(&opts.includes)?;
     let excludes = PathFilter::new(&opts.excludes)?;
-    let mut plan = Plan {
-        dirs: Vec::new(),
-        dir_names: HashMap::new(),
-        files: Vec::new(),
-        links: Vec::new(),
-        others: Vec::new(),
-    };
-    let mut planner = Planner {
-        repo,
-        mirror: opts.policy == Policy::Mirror,
-        includes: &includes,
-        excludes: &excludes,
-        plan: &mut plan,
-        inodes: HashMap::new(),
-    };
     // A table that cannot be parsed at all is left out, not the restore:
     // what the other tables index is restored.
     for (id, e) in repo.index_lenient()? {
@@ -202,8 +187,6 @@ pub fn restore(
             }
         }
     }
-    planner.walk(&tree, Path::new(""), &start_path, false)?;
-
     let mut fresh = HashSet::new();
     if !opts.dry_run {
         fs::create_dir_all(&opts.target)
@@ -237,12 +220,51 @@ pub fn restore(
         open_budget: AtomicIsize::new(0),
         unnamed: std::sync::atomic::AtomicBool::new(false),
     };
+    ex.prepare_files();
+    let mut plan = Plan {
+        dirs: Vec::new(),
+        dir_names: HashMap::new(),
+        files: Vec::new(),
+        links: Vec::new(),
+        others: Vec::new(),
+    };
     let mut stats = RestoreStats::default();
-    ex.run(&plan, opts.workers, &mut stats)?;
+    let mut planner = Planner {
+        repo,
+        mirror: opts.policy == Policy::Mirror,
+        includes: &includes,
+        excludes: &excludes,
+        plan: &mut plan,
+        inodes: HashMap::new(),
+        ex: &ex,
+        workers: if opts.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            opts.workers
+        },
+        stats: &mut stats,
+        dirs_made: 0,
+        batch_chunks: 0,
+    };
+    planner.walk(&tree, Path::new(""), &start_path, false);
+    planner.flush();
+    ex.finish(&plan, &mut stats);
     stats.errors = ex.errors.load(Ordering::Relaxed);
     Ok(stats)
 }
 
+/// A batch of files is written once it holds this many files and other
+/// entries, or its files this many chunks, so what a restore holds in
+/// memory for its files (each file's path, node and task, and its chunks'
+/// places in the read plan: about 0.9 KiB a small file) is bounded
+/// whatever the snapshot holds. A pack whose blobs serve two batches is
+/// read by each (mapped again locally; remotely, each reads only the
+/// ranges its blobs lie in).
+const BATCH_ENTRIES: usize = 32 * 1024;
+const BATCH_CHUNKS: usize = 256 * 1024;
+
+/// Walks the snapshot's trees and restores what they select, a batch at
+/// a time (see [`BATCH_ENTRIES`]).
 struct Planner<'a> {
     repo: &'a Repository,
     /// Whether to record each directory's names (for a mirror's removals).
@@ -251,11 +273,46 @@ struct Planner<'a> {
     excludes: &'a PathFilter,
     plan: &'a mut Plan,
     inodes: HashMap<(u64, u64), PathBuf>,
+    ex: &'a Executor<'a>,
+    workers: usize,
+    stats: &'a mut RestoreStats,
+    /// How many of `plan.dirs` exist already (made for an earlier batch).
+    dirs_made: usize,
+    /// Chunks of the files in `plan.files`.
+    batch_chunks: usize,
 }
 
 impl Planner<'_> {
-    /// Plans the entries of `tree` at `rel`; returns whether any was selected.
-    fn walk(&mut self, tree: &Tree, rel: &Path, abs: &str, included: bool) -> Result<bool> {
+    /// Restores the batch planned so far: the directories not made yet
+    /// (each an ancestor of a planned entry, or holding one), then the
+    /// files, then the symlinks and special files.
+    fn flush(&mut self) {
+        self.ex
+            .make_dirs(&self.plan.dirs[self.dirs_made..], self.stats);
+        self.dirs_made = self.plan.dirs.len();
+        self.ex
+            .restore_files(&self.plan.files, self.workers, self.stats);
+        self.ex.make_others(&self.plan.others, self.stats);
+        self.plan.files.clear();
+        self.plan.others.clear();
+        self.batch_chunks = 0;
+    }
+
+    /// Restores the batch once it is full; called right after an entry
+    /// is planned, so every directory planned so far holds one.
+    fn flush_if_full(&mut self) {
+        let entries = crate::fault::restore_batch().unwrap_or(BATCH_ENTRIES);
+        if self.plan.files.len() + self.plan.others.len() >= entries
+            || self.batch_chunks >= BATCH_CHUNKS
+        {
+            self.flush();
+        }
+    }
+
+    /// Plans (and restores, batch by batch) the entries of `tree` at
+    /// `rel`; returns whether any was selected. A subtree that cannot be
+    /// read is reported and left out, not the restore.
+    fn walk(&mut self, tree: &Tree, rel: &Path, abs: &str, included: bool) -> bool {
         let mut any = false;
         if self.mirror {
             self.plan.dir_names.insert(
@@ -281,14 +338,25 @@ impl Planner<'_> {
                         rel: child_rel.clone(),
                         node: node.clone(),
                     });
-                    let sub = self.repo.load_tree(subtree)?;
-                    let below = self.walk(&sub, &child_rel, &child_abs, inc)?;
+                    let below = match self.repo.load_tree(subtree) {
+                        Ok(sub) => self.walk(&sub, &child_rel, &child_abs, inc),
+                        Err(e) => {
+                            self.ex.fail(
+                                &self.ex.target.join(&child_rel),
+                                format!("its tree cannot be read, left out: {e}"),
+                            );
+                            self.plan.dirs.truncate(idx.max(self.dirs_made));
+                            continue;
+                        }
+                    };
                     if inc || below {
                         any = true;
                     } else {
                         // Nothing selected beneath: drop the directory and
-                        // whatever planning recorded for it.
-                        self.plan.dirs.truncate(idx);
+                        // whatever planning recorded for it. (Never one made
+                        // already: a batch is restored right after an entry
+                        // beneath is planned.)
+                        self.plan.dirs.truncate(idx.max(self.dirs_made));
                         self.plan.dir_names.remove(&child_rel);
                     }
                 }
@@ -306,7 +374,11 @@ impl Planner<'_> {
                         }
                         self.inodes.insert((node.dev, node.inode), child_rel);
                     }
+                    if let NodeKind::File { chunks } = &node.kind {
+                        self.batch_chunks += chunks.len();
+                    }
                     self.plan.files.push(item);
+                    self.flush_if_full();
                 }
                 _ => {
                     any = true;
@@ -314,10 +386,11 @@ impl Planner<'_> {
                         rel: child_rel,
                         node: node.clone(),
                     });
+                    self.flush_if_full();
                 }
             }
         }
-        Ok(any)
+        any
     }
 }
 
