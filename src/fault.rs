@@ -23,15 +23,26 @@ pub fn point(name: &str) {
     }
 }
 
-/// Deletes `path` if `CAIRN_VANISH` equals its file name. Backup calls it
-/// just before reading a file, so a test can make a file vanish after the
-/// walk has seen it, deterministically. Unset, this costs one cached
-/// environment lookup.
+/// Deletes `path` if `CAIRN_VANISH` equals its file name, or, set to
+/// `NAME=>TARGET`, puts a symlink to `TARGET` in its place. Backup calls
+/// it just before reading a file, so a test can make a file vanish, or
+/// turn into a symlink, after the walk has seen it, deterministically.
+/// Unset, this costs one cached environment lookup.
 pub fn vanish(path: &std::path::Path) {
-    static NAME: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
-    let name = NAME.get_or_init(|| std::env::var_os("CAIRN_VANISH"));
-    if name.is_some() && path.file_name() == name.as_deref() {
+    static SET: OnceLock<Option<(String, Option<String>)>> = OnceLock::new();
+    let set = SET.get_or_init(|| {
+        let value = std::env::var("CAIRN_VANISH").ok()?;
+        Some(match value.split_once("=>") {
+            Some((name, target)) => (name.to_string(), Some(target.to_string())),
+            None => (value, None),
+        })
+    });
+    let Some((name, target)) = set else { return };
+    if path.file_name() == Some(std::ffi::OsStr::new(name)) {
         let _ = std::fs::remove_file(path);
+        if let Some(target) = target {
+            let _ = std::os::unix::fs::symlink(target, path);
+        }
     }
 }
 

@@ -255,3 +255,40 @@ fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
         assert_eq!(fs::read(r.join(f)).unwrap(), fs::read(src.join(f)).unwrap());
     }
 }
+
+/// A file that turns into a symlink between the walk and its read is
+/// reported and left out: the backup never reads what the link points to.
+#[test]
+fn a_file_replaced_by_a_symlink_during_backup_is_not_followed() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let outside = repo.scratch("outside");
+    write(&outside.join("secret"), "outside the backed-up tree");
+    write(&src.join("a.txt"), "stays");
+    write(&src.join("swapped.txt"), "becomes a symlink before it is read");
+
+    let mut c = repo.cmd(&["backup", "--json"]);
+    let swap = format!("swapped.txt=>{}", outside.join("secret").display());
+    c.arg(&src).env("CAIRN_VANISH", swap);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        fs::symlink_metadata(src.join("swapped.txt"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the hook swapped it"
+    );
+    let swapped = format!("{}/swapped.txt", abs(&src));
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains(&swapped) && l.contains("cannot open")),
+        "the file should be named on stderr:\n{out}"
+    );
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    assert_eq!(list_paths(&r), vec![PathBuf::from("a.txt")]);
+    assert_eq!(fs::read_to_string(r.join("a.txt")).unwrap(), "stays");
+}
