@@ -265,7 +265,10 @@ fn a_file_replaced_by_a_symlink_during_backup_is_not_followed() {
     let outside = repo.scratch("outside");
     write(&outside.join("secret"), "outside the backed-up tree");
     write(&src.join("a.txt"), "stays");
-    write(&src.join("swapped.txt"), "becomes a symlink before it is read");
+    write(
+        &src.join("swapped.txt"),
+        "becomes a symlink before it is read",
+    );
 
     let mut c = repo.cmd(&["backup", "--json"]);
     let swap = format!("swapped.txt=>{}", outside.join("secret").display());
@@ -291,4 +294,44 @@ fn a_file_replaced_by_a_symlink_during_backup_is_not_followed() {
     let r = restored(&target, &src);
     assert_eq!(list_paths(&r), vec![PathBuf::from("a.txt")]);
     assert_eq!(fs::read_to_string(r.join("a.txt")).unwrap(), "stays");
+}
+
+/// A directory of more entries than are stat-ed in one block, backed up
+/// again (its entries stat-ed ahead on every core): every entry keeps its
+/// place, unchanged files are reused, changed and new ones read, and
+/// excluded ones stay out.
+#[test]
+fn a_large_directory_backed_up_again_keeps_every_entry() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let big = src.join("big");
+    for i in 0..2500 {
+        write(&big.join(format!("f{i:04}")), format!("file {i}\n"));
+    }
+    for i in 0..3 {
+        write(&big.join(format!("x{i}.skip")), "excluded");
+    }
+    write(&big.join("sub/inner.txt"), "in a subdirectory");
+    std::os::unix::fs::symlink("f0001", big.join("link")).unwrap();
+    let first = repo.backup(&[&src], &["--exclude", "*.skip"]);
+    assert_eq!(first["summary"]["files_new"], 2501, "{first}");
+
+    write(&big.join("f0100"), "changed, and longer than before\n");
+    fs::remove_file(big.join("f0200")).unwrap();
+    write(&big.join("f9999"), "new\n");
+    write(&big.join("x9.skip"), "excluded too");
+    let second = repo.backup(&[&src], &["--exclude", "*.skip"]);
+    assert_eq!(second["parent"], first["id"], "{second}");
+    let summary = &second["summary"];
+    assert_eq!(summary["files_changed"], 1, "{second}");
+    assert_eq!(summary["files_new"], 1, "{second}");
+    assert_eq!(summary["files_unmodified"], 2499, "{second}");
+
+    let mut want = manifest(&src);
+    let before = want.len();
+    want.retain(|p, _| p.extension().is_none_or(|e| e != "skip"));
+    assert_eq!(before - want.len(), 4);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_manifests_eq(&want, &manifest(&restored(&target, &src)), "restore");
 }

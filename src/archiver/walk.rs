@@ -199,6 +199,109 @@ impl JobBatch {
     }
 }
 
+/// A directory's entry: its name, what of it a backup of given paths
+/// wants, and what its listing said.
+type Entry<'s> = (
+    std::ffi::OsString,
+    Option<&'s Skeleton>,
+    Option<std::fs::DirEntry>,
+);
+
+/// Entries stat-ed ahead in a block...
+const STAT_BLOCK: usize = 1024;
+
+/// `lstat` of the entry at `path`: an `fstatat` relative to the open
+/// folder where the listing gave the entry.
+fn stat(path: &Path, entry: Option<&std::fs::DirEntry>) -> std::io::Result<std::fs::Metadata> {
+    entry.map_or_else(|| std::fs::symlink_metadata(path), |e| e.metadata())
+}
+
+/// A directory's entries in order, each with its `lstat` done ahead: a
+/// block of [`STAT_BLOCK`] at a time, split over `threads`, so a large
+/// directory is not stat-ed on one core (subdirectories are walked on
+/// threads of their own, but 200,000 files in one directory were one
+/// thread's `statx` calls). Excluded entries are not stat-ed (the walk
+/// skips them); with one thread, nothing is done ahead.
+struct StatAhead<'a, 's> {
+    rest: std::vec::IntoIter<Entry<'s>>,
+    ready: std::vec::IntoIter<(Entry<'s>, Option<std::io::Result<std::fs::Metadata>>)>,
+    dir: &'a Path,
+    exclude: Option<&'a PathFilter>,
+    threads: usize,
+}
+
+impl<'a, 's> StatAhead<'a, 's> {
+    fn new(
+        entries: Vec<Entry<'s>>,
+        dir: &'a Path,
+        exclude: Option<&'a PathFilter>,
+        threads: usize,
+    ) -> Self {
+        StatAhead {
+            rest: entries.into_iter(),
+            ready: Vec::new().into_iter(),
+            dir,
+            exclude,
+            threads,
+        }
+    }
+
+    /// The `lstat`s of `block`'s entries that are not excluded.
+    fn stat_block(&self, block: &[Entry<'s>]) -> Vec<Option<std::io::Result<std::fs::Metadata>>> {
+        let stat_part = |part: &[Entry<'s>]| -> Vec<_> {
+            part.iter()
+                .map(|(name, _, entry)| {
+                    let path = self.dir.join(name);
+                    let excluded = self.exclude.is_some_and(|x| {
+                        x.matches(&path.to_string_lossy(), &name.to_string_lossy())
+                    });
+                    (!excluded).then(|| stat(&path, entry.as_ref()))
+                })
+                .collect()
+        };
+        let per = block.len().div_ceil(self.threads.max(1)).max(1);
+        let mut parts = block.chunks(per);
+        let first = parts.next().unwrap_or_default();
+        std::thread::scope(|s| {
+            let others: Vec<_> = parts
+                .map(|part| (part.len(), s.spawn(move || stat_part(part))))
+                .collect();
+            let mut out = stat_part(first);
+            for (len, thread) in others {
+                // A helper that panicked leaves its part to be stat-ed
+                // in order, as without helpers.
+                out.extend(
+                    thread
+                        .join()
+                        .unwrap_or_else(|_| (0..len).map(|_| None).collect()),
+                );
+            }
+            out
+        })
+    }
+}
+
+impl<'s> Iterator for StatAhead<'_, 's> {
+    type Item = (Entry<'s>, Option<std::io::Result<std::fs::Metadata>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(item) = self.ready.next() {
+            return Some(item);
+        }
+        let block: Vec<Entry<'s>> = self.rest.by_ref().take(STAT_BLOCK).collect();
+        if block.is_empty() {
+            return None;
+        }
+        let stats = if self.threads > 1 {
+            self.stat_block(&block)
+        } else {
+            (0..block.len()).map(|_| None).collect()
+        };
+        self.ready = block.into_iter().zip(stats).collect::<Vec<_>>().into_iter();
+        self.ready.next()
+    }
+}
+
 /// What one of a directory's nodes waits for before its tree is written.
 enum Wait {
     /// The file at this place is being read; its outcome arrives at the
@@ -423,11 +526,6 @@ impl Walker<'_> {
         only: Option<&Skeleton>,
         parent: Option<Tree>,
     ) -> Result<u64> {
-        type Entry<'s> = (
-            std::ffi::OsString,
-            Option<&'s Skeleton>,
-            Option<std::fs::DirEntry>,
-        );
         let names: Vec<Entry<'_>> = match only {
             Some(sk) => sk
                 .children
@@ -456,6 +554,7 @@ impl Walker<'_> {
         // the parent's nodes are matched by walking the two side by side,
         // and taken by value: unchanged files keep the parent's chunk list
         // without copying it.
+        let has_parent = parent.as_ref().is_some_and(|t| !t.nodes.is_empty());
         let mut parent_nodes = parent
             .map(|t| t.nodes)
             .unwrap_or_default()
@@ -472,7 +571,21 @@ impl Walker<'_> {
             // Subdirectories walked on threads of their own: their slot and
             // the thread.
             let mut walking = Vec::new();
-            for (name, sub, entry) in names {
+            // A large directory's entries are stat-ed a block ahead, on
+            // every core (see `StatAhead`), when it has a parent to
+            // compare with: most of its files are then unchanged, and
+            // the walk is the backup. Without one, every file is read,
+            // the workers are the backup, and stat-ing beside them took
+            // their cores (200,000 files in one directory: 1.51-1.55 s
+            // against 1.30-1.42 s; with a parent, 0.63-0.72 s against
+            // 0.74-0.77 s).
+            let threads = if only.is_none() && names.len() >= STAT_BLOCK && has_parent {
+                self.shared.setup.workers.clamp(1, 4)
+            } else {
+                1
+            };
+            let exclude = only.is_none().then_some(self.shared.setup.exclude);
+            for ((name, sub, entry), pre) in StatAhead::new(names, dir, exclude, threads) {
                 if self.aborted() {
                     break;
                 }
@@ -487,10 +600,7 @@ impl Walker<'_> {
                 {
                     continue;
                 }
-                // DirEntry::metadata is an fstatat relative to the open folder.
-                let md = match entry
-                    .map_or_else(|| std::fs::symlink_metadata(&path), |e| e.metadata())
-                {
+                let md = match pre.unwrap_or_else(|| stat(&path, entry.as_ref())) {
                     Ok(md) => md,
                     Err(e) => {
                         self.report(format!("{}: cannot stat: {e}", path.display()));
