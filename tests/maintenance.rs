@@ -797,28 +797,34 @@ fn a_pack_the_index_names_but_lacks_is_reported_with_what_mends_it() {
     assert_restores(&repo, &saved);
 }
 
+/// Gives the index entry of `dir`'s tree in `snapshot` a wrong length
+/// (its table's MAC as it was), so that tree no longer opens; returns
+/// the directory's path as the snapshot records it.
+fn damage_subtree_entry(repo: &Repo, snapshot: &str, dir: &Path) -> String {
+    let path = abs(dir);
+    let out = repo.run(&["ls", "--json", snapshot]).success();
+    let tree = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("ls line is JSON"))
+        .find(|v| v["path"] == path.as_str())
+        .and_then(|v| v["kind"]["dir"]["subtree"].as_str().map(str::to_string))
+        .expect("a directory of the snapshot");
+    let length = index_map(repo)[&tree].length;
+    let damaged = names_in(repo, "index")
+        .iter()
+        .filter(|t| damage_index_entry_length(&repo.path.join("index").join(t), &tree, length))
+        .count();
+    assert_eq!(damaged, 1, "one table indexes the tree");
+    path
+}
+
 #[test]
 fn a_backup_reads_around_an_unreadable_parent_subtree_and_keeps_every_entry() {
     let repo = packed_repo();
     let src = source(&repo, 31);
     let first = backup_saved(&repo, &src, &[]);
-    // The index entry of `sub`'s tree now gives a wrong length (its
-    // table's MAC as it was): that tree no longer opens.
-    let sub = abs(&src.join("sub"));
-    let out = repo.run(&["ls", "--json", &first.id]).success();
-    let tree = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("ls line is JSON"))
-        .find(|v| v["path"] == sub.as_str())
-        .and_then(|v| v["kind"]["dir"]["subtree"].as_str().map(str::to_string))
-        .expect("sub is a directory of the snapshot");
-    let length = index_map(&repo)[&tree].length;
-    let damaged = names_in(&repo, "index")
-        .iter()
-        .filter(|t| damage_index_entry_length(&repo.path.join("index").join(t), &tree, length))
-        .count();
-    assert_eq!(damaged, 1, "one table indexes the tree");
+    let sub = damage_subtree_entry(&repo, &first.id, &src.join("sub"));
 
     // A changed file under sub/ must be read, not taken from the parent.
     write_random(&src.join("sub/e.bin"), 77, 90_000);
@@ -854,21 +860,7 @@ fn a_restore_leaves_out_an_unreadable_subtree_and_restores_the_rest() {
     let repo = packed_repo();
     let src = source(&repo, 37);
     let saved = backup_saved(&repo, &src, &[]);
-    let sub = abs(&src.join("sub"));
-    let out = repo.run(&["ls", "--json", &saved.id]).success();
-    let tree = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("ls line is JSON"))
-        .find(|v| v["path"] == sub.as_str())
-        .and_then(|v| v["kind"]["dir"]["subtree"].as_str().map(str::to_string))
-        .expect("sub is a directory of the snapshot");
-    let length = index_map(&repo)[&tree].length;
-    let damaged = names_in(&repo, "index")
-        .iter()
-        .filter(|t| damage_index_entry_length(&repo.path.join("index").join(t), &tree, length))
-        .count();
-    assert_eq!(damaged, 1, "one table indexes the tree");
+    damage_subtree_entry(&repo, &saved.id, &src.join("sub"));
 
     let target = repo.scratch("target");
     let out = repo.restore_out(&saved.id, &target, &[]);
