@@ -1,11 +1,11 @@
 //! Restore: writing a snapshot (or part of it) back to a directory.
 //!
-//! Restore first plans: it walks the snapshot's trees from the chosen
-//! subpath, applies include/exclude patterns and lists what to create. Then
-//! it creates directories (parents first), writes files on all cores,
-//! links hard links, creates symlinks and special files, removes extra
-//! entries under the mirror policy, and finally sets directory metadata
-//! deepest first.
+//! Restore walks the snapshot's trees from the chosen subpath, applies
+//! include/exclude patterns and plans what to create, restoring it a
+//! batch at a time (see [`BATCH_ENTRIES`]): the batch's directories
+//! (parents first), its files on all cores, its symlinks and special
+//! files. Then it links hard links, removes extra entries under the
+//! mirror policy, and finally sets directory metadata deepest first.
 //!
 //! A dry run goes through the same steps and makes the same decision for
 //! every entry (write, leave unchanged, skip, remove), looking at the
