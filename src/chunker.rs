@@ -118,6 +118,15 @@ impl ChunkerParams {
                 }
             }
             fresh = 0;
+            if eof && filled <= self.min as usize {
+                // What FastCDC cuts of so little: all of it, as one chunk
+                // (none if empty), without setting up its gear tables, a
+                // cost per file that showed in backups of small files.
+                if filled > 0 {
+                    sink(&buf[..filled]).map_err(ChunkError::Sink)?;
+                }
+                return Ok(total + filled as u64);
+            }
             let mut done = 0;
             for (off, len) in self.chunks(&buf[..filled]) {
                 if !eof && off + len == filled {
@@ -213,6 +222,30 @@ mod tests {
             out[..n].copy_from_slice(&self.0[..n]);
             self.0 = &self.0[n..];
             Ok(n)
+        }
+    }
+
+    /// Inputs about the minimum chunk size, which streaming cuts without
+    /// FastCDC, come out as `chunks` cuts them.
+    #[test]
+    fn inputs_about_the_minimum_size_cut_as_fastcdc_cuts_them() {
+        let p = ChunkerParams::with_sizes(4096, 16384, 65536, 7).unwrap();
+        let d = data(3 * 4096);
+        for len in [0, 1, 100, 4095, 4096, 4097, 8191, 8192, 8193, 12288] {
+            let input = &d[..len];
+            let want: Vec<Vec<u8>> = p
+                .chunks(input)
+                .map(|(o, l)| input[o..o + l].to_vec())
+                .collect();
+            let mut got = Vec::new();
+            let n = p
+                .for_each_chunk(&mut &input[..], &mut Vec::new(), |c| {
+                    got.push(c.to_vec());
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            assert_eq!(n, len as u64);
+            assert_eq!(got, want, "input of {len} bytes");
         }
     }
 
