@@ -142,18 +142,23 @@ impl Executor<'_> {
         }
 
         // 3. Read packs in parallel, each once, blobs in pack order; the
-        // costliest packs first (see `pack_cost`), so the last packs
+        // costliest packs first (see `blob_cost`), so the last packs
         // taken are short and no core waits long on the other's.
         // A pack holding more than half of one worker's share of the
         // work (thousands of small files in one pack) is cut into pieces
         // of consecutive blobs that workers take apart: each byte is
         // still read once. Others are left whole: cutting every pack of
         // the benchmark's small files cost its restore about 4% more CPU.
-        let mut packs: Vec<(PackId, Vec<(BlobId, Location)>)> = by_pack.into_iter().collect();
-        for (_, blobs) in &mut packs {
-            blobs.sort_by_key(|(_, loc)| loc.offset);
-        }
-        let total: u64 = packs.iter().map(|(_, b)| pack_cost(b, &targets)).sum();
+        // Each pack: its id, its blobs in pack order, and their costs.
+        let packs: Vec<(PackId, Vec<PackedBlob>, Vec<u64>)> = by_pack
+            .into_iter()
+            .map(|(pack, mut blobs)| {
+                blobs.sort_by_key(|(_, loc)| loc.offset);
+                let costs = blobs.iter().map(|b| blob_cost(b, &targets)).collect();
+                (pack, blobs, costs)
+            })
+            .collect();
+        let total: u64 = packs.iter().flat_map(|(_, _, c)| c).sum();
         let workers_u64 = workers.max(1) as u64;
         let (large, cap) = (
             total / (2 * workers_u64),
@@ -161,10 +166,9 @@ impl Executor<'_> {
         );
         // Each piece: its cost, its pack, and its blobs.
         let mut pieces: Vec<(u64, PackId, &[PackedBlob])> = Vec::new();
-        for (pack, blobs) in &packs {
-            let costs: Vec<u64> = blobs.iter().map(|b| blob_cost(b, &targets)).collect();
+        for (pack, blobs, costs) in &packs {
             let whole = costs.iter().sum::<u64>() <= large;
-            for range in pieces_of(&costs, if whole { u64::MAX } else { cap }) {
+            for range in pieces_of(costs, if whole { u64::MAX } else { cap }) {
                 let cost = costs[range.clone()].iter().sum();
                 pieces.push((cost, *pack, &blobs[range]));
             }
@@ -643,20 +647,12 @@ impl Executor<'_> {
     }
 }
 
-/// What restoring `blobs` of one pack costs, in bytes of work: each blob
-/// is decoded once and written once per use, and each use is also worth
-/// a fixed allowance, since a small file costs far more in system calls
-/// (create, write, link, metadata; about 50 µs on ext4) than in data. A
-/// pack of thousands of small files weighs more than one of a few large
-/// chunks, and is taken first.
-pub(super) fn pack_cost(
-    blobs: &[(BlobId, Location)],
-    targets: &IdMap<BlobId, Vec<(usize, u64)>>,
-) -> u64 {
-    blobs.iter().map(|b| blob_cost(b, targets)).sum()
-}
-
-/// One blob's share of [`pack_cost`].
+/// What restoring one blob costs, in bytes of work: it is decoded once
+/// and written once per use, and each use is also worth a fixed
+/// allowance, since a small file costs far more in system calls (create,
+/// write, link, metadata; about 50 µs on ext4) than in data. A pack of
+/// thousands of small files weighs more than one of a few large chunks,
+/// and is taken first.
 fn blob_cost((id, loc): &(BlobId, Location), targets: &IdMap<BlobId, Vec<(usize, u64)>>) -> u64 {
     const PER_USE: u64 = 64 << 10;
     let uses = targets.get(id).map_or(0, |u| u.len()) as u64;
@@ -774,6 +770,10 @@ mod tests {
             vec![0..3, 3..4, 4..5, 5..7, 7..9]
         );
         assert!(directory_runs(&[], 64).is_empty());
+    }
+
+    fn pack_cost(blobs: &[PackedBlob], targets: &IdMap<BlobId, Vec<(usize, u64)>>) -> u64 {
+        blobs.iter().map(|b| blob_cost(b, targets)).sum()
     }
 
     /// A pack of many small files' chunks is costed above one holding
