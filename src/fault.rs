@@ -46,6 +46,30 @@ pub fn vanish(path: &std::path::Path) {
     }
 }
 
+/// `CAIRN_TEST_SWAP=DIR=>TARGET`: restore calls this with its target once
+/// a batch's folders are made and before its files are written; if `DIR`
+/// (relative to the target) is a folder then, it is moved aside (to
+/// `DIR.swapped`) and a symlink to `TARGET` put in its place, as someone
+/// else who can write in the target could. Unset, this costs one cached
+/// environment lookup.
+pub fn swap_dir(target: &std::path::Path) {
+    static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
+    let set = SET.get_or_init(|| {
+        let value = std::env::var("CAIRN_TEST_SWAP").ok()?;
+        let (dir, to) = value.split_once("=>")?;
+        Some((dir.to_string(), to.to_string()))
+    });
+    let Some((dir, to)) = set else { return };
+    let dir = target.join(dir);
+    if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        let mut aside = dir.clone().into_os_string();
+        aside.push(".swapped");
+        if std::fs::rename(&dir, &aside).is_ok() {
+            let _ = std::os::unix::fs::symlink(to, &dir);
+        }
+    }
+}
+
 /// Whether restore is to behave as if the system refused to link its
 /// unnamed files under their names (as a security module may): set by
 /// `CAIRN_REFUSE_LINK`, so a test reaches the copy restore falls back

@@ -179,6 +179,28 @@ pub fn set_owner(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))
 }
 
+/// Sets the permission bits of `path`, which must not be a symlink: the
+/// entry is opened (`O_PATH | O_NOFOLLOW`, which opens neither a FIFO nor
+/// a device) and changed through `/proc/self/fd`, as `chmod` itself would
+/// follow a symlink put in its place to whatever it points at.
+pub fn set_mode_nofollow(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let entry = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
+        .open(path)?;
+    if entry.metadata()?.file_type().is_symlink() {
+        return Err(io::Error::other("it is a symlink now"));
+    }
+    let mode = std::fs::Permissions::from_mode(mode);
+    match std::fs::set_permissions(format!("/proc/self/fd/{}", entry.as_raw_fd()), mode.clone()) {
+        // No /proc: by name, checked just above.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::set_permissions(path, mode),
+        r => r,
+    }
+}
+
 /// Creates a FIFO or device node.
 pub fn make_special(path: &Path, kind: &NodeKind, mode: u32) -> io::Result<()> {
     let c = cpath(path)?;

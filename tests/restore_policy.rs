@@ -656,3 +656,66 @@ fn restores_in_small_batches_do_what_one_batch_does() {
     assert_eq!(counts(&single), counts(&out), "{single}\n{out}");
     assert!(!dry.exists() || list_paths(&dry).is_empty(), "{out}");
 }
+
+/// A folder swapped for a symlink after restore made it, before its files
+/// are written (as someone else who can write in the target could), leads
+/// nothing outside the target: nothing is written or changed where the
+/// symlink points. What restore reaches through the folder it made (open
+/// already, now moved aside) lands there; what it would reach only
+/// through the symlink fails, naming its folder; the rest is restored.
+#[test]
+fn a_folder_swapped_for_a_symlink_during_restore_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Repo::new();
+    let src = source(&repo);
+    chmod(&src.join("a"), 0o755);
+    repo.backup(&[&src], &[]);
+    let outside = repo.scratch("outside");
+    fs::create_dir_all(&outside).unwrap();
+    chmod(&outside, 0o700);
+
+    for extra in [&[][..], &["--policy", "mirror"][..]] {
+        let target = repo.scratch(&format!("target{}", extra.len()));
+        let r = restored(&target, &src);
+        let rel = r.strip_prefix(&target).unwrap().join("a");
+        let mut c = repo.cmd(&["restore", "latest", "--target"]);
+        c.arg(&target).args(extra).env(
+            "CAIRN_TEST_SWAP",
+            format!("{}=>{}", rel.display(), outside.display()),
+        );
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            fs::symlink_metadata(r.join("a")).unwrap().is_symlink(),
+            "the hook swapped it"
+        );
+        let er = r.join("a/deep/er");
+        assert!(
+            out.stderr.contains(&format!(
+                "{}: cannot be reached without following a symlink",
+                er.display()
+            )),
+            "the folder should be named:\n{out}"
+        );
+        assert!(out.stderr.contains("2 error(s)"), "{out}");
+        assert_eq!(list_paths(&outside), Vec::<PathBuf>::new(), "{out}");
+        let mode = fs::metadata(&outside).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "the symlink's target keeps its mode");
+        let aside = r.join("a.swapped");
+        assert_eq!(
+            list_paths(&aside),
+            paths(&["deep", "deep/er", "f1.txt", "f2.bin"]),
+            "{out}"
+        );
+        for f in ["f1.txt", "f2.bin"] {
+            assert_eq!(
+                fs::read(aside.join(f)).unwrap(),
+                fs::read(src.join("a").join(f)).unwrap()
+            );
+        }
+        for f in ["top.txt", "b/g.txt", "b/h.dat"] {
+            assert_eq!(fs::read(r.join(f)).unwrap(), fs::read(src.join(f)).unwrap());
+        }
+        assert!(restore_leftovers(&target).is_empty(), "{out}");
+    }
+}

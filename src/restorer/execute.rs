@@ -43,7 +43,7 @@ impl Executor<'_> {
         if self.fresh(path) {
             return Err(std::io::ErrorKind::NotFound.into());
         }
-        fs::symlink_metadata(path)
+        fs::symlink_metadata(&*self.beneath.at(path)?)
     }
 
     /// Creates `dirs` (parents come before their children).
@@ -98,7 +98,7 @@ impl Executor<'_> {
             match self.clear(&dest, false) {
                 Ok(Existing::Skip) => stats.skipped += 1,
                 Ok(Existing::Create) if self.dry_run => stats.other += 1,
-                Ok(Existing::Create) => match fs::hard_link(self.target.join(first), &dest) {
+                Ok(Existing::Create) => match self.hard_link(&self.target.join(first), &dest) {
                     Ok(()) => stats.other += 1,
                     Err(e) => self.fail(&dest, format!("cannot create hard link: {e}")),
                 },
@@ -124,6 +124,12 @@ impl Executor<'_> {
         }
     }
 
+    /// Links `dest` to the restored file `first`, neither reached through
+    /// a symlink.
+    fn hard_link(&self, first: &Path, dest: &Path) -> std::io::Result<()> {
+        fs::hard_link(&*self.beneath.at(first)?, &*self.beneath.at(dest)?)
+    }
+
     /// Makes `path` a real directory; false when skip-existing leaves a
     /// non-directory in place.
     pub(super) fn ensure_dir(&self, path: &Path) -> Result<bool> {
@@ -140,7 +146,10 @@ impl Executor<'_> {
             self.mark_fresh(path);
             return Ok(true);
         }
-        fs::create_dir(path).map_err(|e| Error::path("create folder", path, e))?;
+        self.beneath
+            .at(path)
+            .and_then(|at| fs::create_dir(&*at))
+            .map_err(|e| Error::path("create folder", path, e))?;
         self.mark_fresh(path);
         Ok(true)
     }
@@ -156,10 +165,14 @@ impl Executor<'_> {
         if self.policy == Policy::SkipExisting {
             return Ok(Existing::Skip);
         }
+        let at = self
+            .beneath
+            .at(path)
+            .map_err(|e| Error::path("stat", path, e))?;
         let r = if md.is_dir() {
             if !even_dirs
                 && self.policy == Policy::Merge
-                && fs::read_dir(path)
+                && fs::read_dir(&*at)
                     .map(|mut d| d.next().is_some())
                     .unwrap_or(true)
             {
@@ -172,11 +185,12 @@ impl Executor<'_> {
                 self.mark_fresh(path);
                 return Ok(Existing::Create);
             }
-            fs::remove_dir_all(path)
+            self.beneath.forget(path);
+            fs::remove_dir_all(&*at)
         } else if self.dry_run {
             return Ok(Existing::Create);
         } else {
-            fs::remove_file(path)
+            fs::remove_file(&*at)
         };
         r.map_err(|e| Error::path("remove", path, e))?;
         Ok(Existing::Create)
@@ -184,7 +198,13 @@ impl Executor<'_> {
 
     /// Whether the file at `path` holds exactly the chunks `ids`.
     pub(super) fn same_content(&self, path: &Path, ids: &[crate::id::BlobId]) -> Result<bool> {
-        let Ok(file) = fs::File::open(path) else {
+        let opened = self.beneath.at(path).and_then(|at| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&*at)
+        });
+        let Ok(file) = opened else {
             return Ok(false);
         };
         let mut offset = 0u64;
@@ -204,7 +224,10 @@ impl Executor<'_> {
     pub(super) fn restore_other(&self, dest: &Path, node: &Node) -> Result<bool> {
         if let (NodeKind::Symlink { target }, Ok(md)) = (&node.kind, self.lstat(dest)) {
             if md.file_type().is_symlink()
-                && fs::read_link(dest)
+                && self
+                    .beneath
+                    .at(dest)
+                    .and_then(|at| fs::read_link(&*at))
                     .is_ok_and(|t| t.as_os_str().as_bytes() == target.0.as_slice())
             {
                 if !self.dry_run {
@@ -227,12 +250,16 @@ impl Executor<'_> {
             Existing::Create if self.dry_run => return Ok(true),
             Existing::Create => {}
         }
+        let at = self
+            .beneath
+            .at(dest)
+            .map_err(|e| Error::path("create", dest, e))?;
         match &node.kind {
             NodeKind::Symlink { target } => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target.0), dest)
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target.0), &*at)
                     .map_err(|e| Error::path("create symlink", dest, e))?;
             }
-            kind => fsmeta::make_special(dest, kind, node.mode)
+            kind => fsmeta::make_special(&at, kind, node.mode)
                 .map_err(|e| Error::path("create", dest, e))?,
         }
         self.apply_meta(dest, node, None);
@@ -247,6 +274,14 @@ impl Executor<'_> {
     /// update.
     pub(super) fn apply_meta(&self, path: &Path, node: &Node, file: Option<&fs::File>) {
         use std::os::unix::fs::MetadataExt;
+        let at = match file {
+            Some(_) => None,
+            None => match self.beneath.at(path) {
+                Ok(at) => Some(at),
+                Err(e) => return self.fail(path, format!("cannot set metadata: {e}")),
+            },
+        };
+        let by_path = at.as_deref().unwrap_or(path);
         let symlink = matches!(node.kind, NodeKind::Symlink { .. });
         let now = file.and_then(|f| f.metadata().ok());
         let owned = now
@@ -255,7 +290,7 @@ impl Executor<'_> {
         if self.root && !owned {
             let r = match file {
                 Some(f) => std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid)),
-                None => fsmeta::set_owner(path, node.uid, node.gid),
+                None => fsmeta::set_owner(by_path, node.uid, node.gid),
             };
             if let Err(e) = r {
                 self.fail(path, format!("cannot set owner: {e}"));
@@ -268,10 +303,9 @@ impl Executor<'_> {
                 .as_ref()
                 .is_some_and(|m| m.mode() & 0o7777 == node.mode & 0o7777);
         if !symlink && !moded {
-            let mode = fs::Permissions::from_mode(node.mode);
             let r = match file {
-                Some(f) => f.set_permissions(mode),
-                None => fs::set_permissions(path, mode),
+                Some(f) => f.set_permissions(fs::Permissions::from_mode(node.mode)),
+                None => fsmeta::set_mode_nofollow(by_path, node.mode),
             };
             if let Err(e) = r {
                 self.fail(path, format!("cannot set mode: {e}"));
@@ -282,12 +316,12 @@ impl Executor<'_> {
             let name = OsStr::from_bytes(&x.name.0);
             let _ = match file {
                 Some(f) => xattr::FileExt::set_xattr(f, name, &x.value.0),
-                None => xattr::set(path, name, &x.value.0),
+                None => xattr::set(by_path, name, &x.value.0),
             };
         }
         let r = match file {
             Some(f) => fsmeta::set_mtime_fd(f, node.mtime_ns),
-            None => fsmeta::set_mtime(path, node.mtime_ns),
+            None => fsmeta::set_mtime(by_path, node.mtime_ns),
         };
         if let Err(e) = r {
             self.fail(path, format!("cannot set mtime: {e}"));
@@ -305,21 +339,28 @@ impl Executor<'_> {
         if self.fresh(dir) {
             return 0;
         }
-        let Ok(rd) = fs::read_dir(dir) else { return 0 };
+        let Ok(at) = self.beneath.at(dir) else {
+            return 0;
+        };
+        let Ok(rd) = fs::read_dir(&*at) else { return 0 };
         let mut n = 0;
         for entry in rd.flatten() {
             if keep.contains(entry.file_name().as_bytes()) {
                 continue;
             }
-            let p = entry.path();
+            let p = dir.join(entry.file_name());
             if self.dry_run {
                 would_remove.push(p);
                 n += 1;
                 continue;
             }
+            // Through the folder's descriptor, as `entry.path()` is.
             let r = match entry.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&p),
-                _ => fs::remove_file(&p),
+                Ok(t) if t.is_dir() => {
+                    self.beneath.forget(&p);
+                    fs::remove_dir_all(entry.path())
+                }
+                _ => fs::remove_file(entry.path()),
             };
             match r {
                 Ok(()) => n += 1,

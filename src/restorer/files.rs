@@ -2,7 +2,9 @@
 //! every core and written at their offsets.
 
 use super::fetch::PackBytes;
-use super::place::{copy_to_temp, link_unnamed, reopen, temp_name, unnamed_files_link, Unplaced};
+use super::place::{
+    copy_to_temp, link_unnamed, reopen, temp_name, unnamed_files_link, unnamed_in, Unplaced,
+};
 use super::*;
 
 impl Executor<'_> {
@@ -23,7 +25,11 @@ impl Executor<'_> {
             Ordering::Relaxed,
         );
         if !self.dry_run {
-            let unnamed = !crate::fault::no_tmpfile() && unnamed_files_link(self.target);
+            let unnamed = !crate::fault::no_tmpfile()
+                && self
+                    .beneath
+                    .at(self.target)
+                    .is_ok_and(|at| unnamed_files_link(&at));
             self.unnamed.store(unnamed, Ordering::Relaxed);
         }
     }
@@ -196,13 +202,13 @@ impl Executor<'_> {
         let (mut written, mut bytes) = (0, 0);
         for task in &tasks {
             if let Some(why) = task.error() {
-                task.discard();
+                task.discard(&self.beneath);
                 self.fail(&task.dest, why);
             } else if task.done.load(Ordering::Relaxed) {
                 written += 1;
                 bytes += task.node.size;
             } else {
-                task.discard();
+                task.discard(&self.beneath);
                 self.fail(&task.dest, "not all of its data could be read");
             }
         }
@@ -385,9 +391,10 @@ impl Executor<'_> {
         let placed = match task.tmp.get() {
             Some(tmp) => {
                 // Through the open file: no path walks.
-                self.apply_meta(tmp, task.node, Some(&file));
+                self.apply_meta(&task.dest, task.node, Some(&file));
                 drop(file);
-                fs::rename(tmp, &task.dest).map_err(|e| format!("cannot rename into place: {e}"))
+                self.rename_into_place(tmp, &task.dest)
+                    .map_err(|e| format!("cannot rename into place: {e}"))
             }
             None => self.place_unnamed(task, file),
         };
@@ -400,6 +407,11 @@ impl Executor<'_> {
         }
     }
 
+    /// Renames the file at `from` over `to`, both in the target.
+    fn rename_into_place(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        fs::rename(&*self.beneath.at(from)?, &*self.beneath.at(to)?)
+    }
+
     /// Sets a whole unnamed file's metadata and links it into place; where
     /// the system refuses the link, copies it to a temporary name and
     /// renames that into place instead.
@@ -409,10 +421,11 @@ impl Executor<'_> {
         mut file: fs::File,
     ) -> std::result::Result<(), String> {
         self.apply_meta(&task.dest, task.node, Some(&file));
+        let dest = self.beneath.at(&task.dest).map_err(|e| e.to_string())?;
         let linked = if crate::fault::link_refused() {
             Err(Unplaced::Link(std::io::ErrorKind::PermissionDenied.into()))
         } else {
-            link_unnamed(&file, &task.dest, task.replace)
+            link_unnamed(&file, &dest, dest.in_dir(), task.replace)
         };
         let refused = match linked {
             Ok(()) => return Ok(()),
@@ -421,11 +434,11 @@ impl Executor<'_> {
         };
         // Files created from now on are named at once.
         self.unnamed.store(false, Ordering::Relaxed);
-        let (tmp, copy) = copy_to_temp(&mut file, &task.dest)
+        let (tmp, copy) = copy_to_temp(&mut file, &dest)
             .map_err(|e| format!("cannot link into place ({refused}) nor copy: {e}"))?;
-        self.apply_meta(&tmp, task.node, Some(&copy));
+        self.apply_meta(&task.dest, task.node, Some(&copy));
         drop(copy);
-        fs::rename(&tmp, &task.dest).map_err(|e| {
+        fs::rename(&tmp, &*dest).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             format!("cannot rename into place: {e}")
         })
@@ -482,7 +495,7 @@ impl Executor<'_> {
             .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
         let file = self.task_file(task, slot.take())?;
         file.write_all_at(data, offset)
-            .map_err(|e| Error::path("write", task.name(), e))?;
+            .map_err(|e| Error::path("write", &task.dest, e))?;
         if !task.transient.load(Ordering::Relaxed) {
             *slot = Some(file);
         }
@@ -494,7 +507,11 @@ impl Executor<'_> {
     pub(super) fn task_file(&self, task: &FileTask, held: Option<fs::File>) -> Result<fs::File> {
         match (held, task.tmp.get()) {
             (Some(f), _) => Ok(f),
-            (None, Some(tmp)) if task.transient.load(Ordering::Relaxed) => reopen(tmp),
+            (None, Some(tmp)) if task.transient.load(Ordering::Relaxed) => self
+                .beneath
+                .at(tmp)
+                .and_then(|at| reopen(&at))
+                .map_err(|e| Error::path("open", &task.dest, e)),
             (None, _) => self.create_file(task),
         }
     }
@@ -511,10 +528,12 @@ impl Executor<'_> {
         let NodeKind::File { chunks } = &task.node.kind else {
             return Err(Error::Invalid("not a file".into()));
         };
-        let dir = task
-            .dest
-            .parent()
-            .expect("restored files live in the target");
+        // The file's folder, by its descriptor.
+        let at = self
+            .beneath
+            .at(&task.dest)
+            .map_err(|e| Error::path("create", &task.dest, e))?;
+        let dir = at.parent().expect("an entry's path has its folder's");
         let held = self.open_budget.fetch_sub(1, Ordering::Relaxed) > 0;
         if !held {
             self.open_budget.fetch_add(1, Ordering::Relaxed);
@@ -522,39 +541,40 @@ impl Executor<'_> {
         task.transient.store(!held, Ordering::Relaxed);
         let mode = if held { task.node.mode & 0o777 } else { 0o600 };
         let unnamed = (held && self.unnamed.load(Ordering::Relaxed))
-            .then(|| {
+            .then(|| match at.in_dir() {
+                Some((fd, _)) => unnamed_in(fd, mode).ok(),
                 // Readable too, for a copy should linking it be refused.
-                OpenOptions::new()
+                None => OpenOptions::new()
                     .read(true)
                     .write(true)
                     .custom_flags(libc::O_TMPFILE)
                     .mode(mode)
                     .open(dir)
-                    .ok()
+                    .ok(),
             })
             .flatten();
         let file = match unnamed {
             Some(f) => f,
             None => {
-                let tmp = temp_name(dir);
+                let tmp = temp_name(task.dest.parent().expect("in the target"));
                 let f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .custom_flags(libc::O_NOFOLLOW)
                     .mode(mode)
-                    .open(&tmp)
-                    .map_err(|e| Error::path("create", &tmp, e))?;
+                    .open(dir.join(tmp.file_name().expect("a name")))
+                    .map_err(|e| Error::path("create", &task.dest, e))?;
                 let _ = task.tmp.set(tmp);
                 f
             }
         };
-        match self.size_file(&file, task.name(), &task.dest, task.node.size, chunks) {
+        match self.size_file(&file, dir, &task.dest, task.node.size, chunks) {
             Ok(sized) => task.sized.store(sized, Ordering::Relaxed),
             Err(e) => {
                 // The caller holds the task's file slot: only the name
                 // goes here; the descriptor closes on return.
                 if let Some(tmp) = task.tmp.get() {
-                    let _ = fs::remove_file(tmp);
+                    let _ = fs::remove_file(dir.join(tmp.file_name().expect("a name")));
                 }
                 if held {
                     self.open_budget.fetch_add(1, Ordering::Relaxed);
@@ -578,7 +598,7 @@ impl Executor<'_> {
     pub(super) fn size_file(
         &self,
         file: &fs::File,
-        tmp: &Path,
+        dir: &Path,
         dest: &Path,
         size: u64,
         chunks: &[BlobId],
@@ -590,7 +610,6 @@ impl Executor<'_> {
             // fs2 hands on posix_fallocate's failure through errno, which
             // posix_fallocate does not set, so the error says nothing:
             // judge by the free space instead.
-            let dir = tmp.parent().unwrap_or(tmp);
             if let Ok(avail) = fs2::available_space(dir) {
                 if avail < size {
                     return Err(Error::Invalid(format!(

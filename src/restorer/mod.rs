@@ -16,7 +16,9 @@
 //! name can contain `/` or be `..`; each directory on the way is checked to
 //! be a real directory (a symlink already in the target is replaced or, with
 //! skip-existing, left alone with its subtree skipped) before anything is
-//! written beneath it; nothing is ever written through a symlink, and an
+//! written beneath it; nothing is ever written through a symlink, not even
+//! one swapped in after that check (every path is reached through its
+//! parent's descriptor: see the `beneath` module), and an
 //! interrupted restore never leaves a truncated file under a real name:
 //! files are written unnamed (`O_TMPFILE`) and, once complete, linked
 //! under their name (or, to replace an existing entry, under a temporary
@@ -54,6 +56,7 @@ use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind, Tree};
 
+mod beneath;
 mod execute;
 mod fetch;
 mod files;
@@ -219,6 +222,7 @@ pub fn restore(
         root: fsmeta::is_root(),
         open_budget: AtomicIsize::new(0),
         unnamed: std::sync::atomic::AtomicBool::new(false),
+        beneath: beneath::Beneath::new(&opts.target),
     };
     ex.prepare_files();
     let mut plan = Plan {
@@ -290,6 +294,7 @@ impl Planner<'_> {
         self.ex
             .make_dirs(&self.plan.dirs[self.dirs_made..], self.stats);
         self.dirs_made = self.plan.dirs.len();
+        crate::fault::swap_dir(self.ex.target);
         self.ex
             .restore_files(&self.plan.files, self.workers, self.stats);
         self.ex.make_others(&self.plan.others, self.stats);
@@ -421,6 +426,8 @@ struct Executor<'a> {
     /// `restore_files` from the open-file limit); beyond it a file is
     /// written under a temporary name and closed after each write.
     open_budget: AtomicIsize,
+    /// Every path acted on goes through it: see [`beneath`].
+    beneath: beneath::Beneath,
 }
 
 /// How an existing destination entry was dealt with.

@@ -17,7 +17,8 @@ pub(super) struct FileTask<'p> {
     /// Whether something was at `dest` when the restore looked.
     pub(super) replace: bool,
     /// The temporary file's name, once one is created under a name; an
-    /// unnamed file (`O_TMPFILE`) has none.
+    /// unnamed file (`O_TMPFILE`) has none. Acted on through
+    /// [`super::beneath`], as every path in the target.
     pub(super) tmp: std::sync::OnceLock<PathBuf>,
     pub(super) node: &'p Node,
     /// Created by the first write (see `Executor::create_file`) and held
@@ -50,31 +51,27 @@ impl FileTask<'_> {
         self.error.lock().map(|e| e.is_some()).unwrap_or(true)
     }
 
-    /// The path to name in messages about the file being written.
-    pub(super) fn name(&self) -> &Path {
-        self.tmp.get().map_or(&self.dest, |t| t.as_path())
-    }
-
     /// Gives up the file: closes it (an unnamed file vanishes with its
     /// descriptor) and removes a named temporary file.
-    pub(super) fn discard(&self) {
+    pub(super) fn discard(&self, beneath: &super::beneath::Beneath) {
         if let Ok(mut f) = self.file.lock() {
             f.take();
         }
         if let Some(tmp) = self.tmp.get() {
-            let _ = fs::remove_file(tmp);
+            if let Ok(at) = beneath.at(tmp) {
+                let _ = fs::remove_file(&*at);
+            }
         }
     }
 }
 
 /// Opens the temporary file `tmp` again for writing (never through a
 /// symlink).
-pub(super) fn reopen(tmp: &Path) -> Result<fs::File> {
+pub(super) fn reopen(tmp: &Path) -> std::io::Result<fs::File> {
     OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(tmp)
-        .map_err(|e| Error::path("open", tmp, e))
 }
 
 /// A fresh temporary name in `dir`. Not derived from the file's name:
@@ -93,6 +90,7 @@ pub(super) fn temp_name(dir: &Path) -> PathBuf {
 pub(super) fn link_unnamed(
     file: &fs::File,
     dest: &Path,
+    in_dir: Option<(i32, &OsStr)>,
     replace: bool,
 ) -> std::result::Result<(), Unplaced> {
     use std::os::fd::AsRawFd;
@@ -101,30 +99,30 @@ pub(super) fn link_unnamed(
     // without it, the file is named through /proc, at the cost of a walk
     // of /proc on each link.
     static BY_DESCRIPTOR: AtomicBool = AtomicBool::new(true);
-    let link = |to: &Path| {
+    let link = |(dir, to): (i32, &Path)| {
         if BY_DESCRIPTOR.load(Ordering::Relaxed) {
-            match link_fd(file.as_raw_fd(), to, true) {
+            match link_fd(file.as_raw_fd(), dir, to, true) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 done => return done,
             }
-            let r = link_fd(file.as_raw_fd(), to, false);
+            let r = link_fd(file.as_raw_fd(), dir, to, false);
             if r.is_ok() {
                 BY_DESCRIPTOR.store(false, Ordering::Relaxed);
             }
             return r;
         }
-        link_fd(file.as_raw_fd(), to, false)
+        link_fd(file.as_raw_fd(), dir, to, false)
     };
     let direct = if replace {
         Err(std::io::ErrorKind::AlreadyExists.into())
     } else {
-        link(dest)
+        link(in_dir.map_or((libc::AT_FDCWD, dest), |(d, name)| (d, Path::new(name))))
     };
     match direct {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let tmp = temp_name(dest.parent().unwrap_or(dest));
-            link(&tmp).map_err(Unplaced::Link)?;
+            link((libc::AT_FDCWD, &tmp)).map_err(Unplaced::Link)?;
             fs::rename(&tmp, dest).map_err(|e| {
                 let _ = fs::remove_file(&tmp);
                 Unplaced::Rename(e)
@@ -132,6 +130,26 @@ pub(super) fn link_unnamed(
         }
         Err(e) => Err(Unplaced::Link(e)),
     }
+}
+
+/// A new unnamed file (`O_TMPFILE`) in the folder open as `dir`, readable
+/// too (for a copy, should linking it be refused).
+pub(super) fn unnamed_in(dir: i32, mode: u32) -> std::io::Result<fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: "." is a NUL-terminated string and `dir` is open.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just opened and is owned by no one else.
+    Ok(unsafe { fs::File::from_raw_fd(fd) })
 }
 
 /// Whether an unnamed file made in `dir` can be linked under a name
@@ -148,7 +166,7 @@ pub(super) fn unnamed_files_link(dir: &Path) -> bool {
         return false;
     };
     let probe = temp_name(dir);
-    let linked = link_unnamed(&file, &probe, false).is_ok();
+    let linked = link_unnamed(&file, &probe, None, false).is_ok();
     if linked {
         let _ = fs::remove_file(&probe);
     }
@@ -191,23 +209,16 @@ pub(super) fn copy_to_temp(
     Ok((tmp, out))
 }
 
-/// `linkat` of the file open as `fd` to `to`: of the descriptor itself
-/// (`AT_EMPTY_PATH`, which without `CAP_DAC_READ_SEARCH` fails with
-/// `ENOENT`), or of its name under `/proc/self/fd`.
-pub(super) fn link_fd(fd: i32, to: &Path, by_descriptor: bool) -> std::io::Result<()> {
+/// `linkat` of the file open as `fd` to `to` (relative to the folder open
+/// as `dir`, or `AT_FDCWD`): of the descriptor itself (`AT_EMPTY_PATH`,
+/// which without `CAP_DAC_READ_SEARCH` fails with `ENOENT`), or of its
+/// name under `/proc/self/fd`.
+pub(super) fn link_fd(fd: i32, dir: i32, to: &Path, by_descriptor: bool) -> std::io::Result<()> {
     let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
     let r = if by_descriptor {
         // SAFETY: "" and `to` are NUL-terminated strings that outlive the
         // call.
-        unsafe {
-            libc::linkat(
-                fd,
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            )
-        }
+        unsafe { libc::linkat(fd, c"".as_ptr(), dir, to.as_ptr(), libc::AT_EMPTY_PATH) }
     } else {
         let from = std::ffi::CString::new(format!("/proc/self/fd/{fd}"))?;
         // SAFETY: both are NUL-terminated strings that outlive the call.
@@ -215,7 +226,7 @@ pub(super) fn link_fd(fd: i32, to: &Path, by_descriptor: bool) -> std::io::Resul
             libc::linkat(
                 libc::AT_FDCWD,
                 from.as_ptr(),
-                libc::AT_FDCWD,
+                dir,
                 to.as_ptr(),
                 libc::AT_SYMLINK_FOLLOW,
             )
@@ -261,10 +272,10 @@ mod tests {
         assert!(names().is_empty());
 
         let proc = dir.path().join("through-proc");
-        link_fd(unnamed("by name").as_raw_fd(), &proc, false).unwrap();
+        link_fd(unnamed("by name").as_raw_fd(), libc::AT_FDCWD, &proc, false).unwrap();
         assert_eq!(fs::read_to_string(&proc).unwrap(), "by name");
         let by_fd = dir.path().join("by-descriptor");
-        match link_fd(unnamed("by fd").as_raw_fd(), &by_fd, true) {
+        match link_fd(unnamed("by fd").as_raw_fd(), libc::AT_FDCWD, &by_fd, true) {
             Ok(()) => assert_eq!(fs::read_to_string(&by_fd).unwrap(), "by fd"),
             // Without CAP_DAC_READ_SEARCH; link_unnamed then uses /proc.
             Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}"),
@@ -272,9 +283,9 @@ mod tests {
         let _ = fs::remove_file(&by_fd);
 
         // Something appeared at the name since the restore looked.
-        link_unnamed(&unnamed("again"), &proc, false).unwrap();
+        link_unnamed(&unnamed("again"), &proc, None, false).unwrap();
         assert_eq!(fs::read_to_string(&proc).unwrap(), "again");
-        link_unnamed(&unnamed("replaced"), &proc, true).unwrap();
+        link_unnamed(&unnamed("replaced"), &proc, None, true).unwrap();
         assert_eq!(fs::read_to_string(&proc).unwrap(), "replaced");
         assert_eq!(names(), ["through-proc"]);
 

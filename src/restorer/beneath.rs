@@ -1,0 +1,293 @@
+//! Reaching the target's entries without following a symlink on the way.
+//!
+//! Restore checks that each directory it writes beneath is a real
+//! directory, but a path is walked again by every later system call: a
+//! directory swapped for a symlink after its check (by someone else who
+//! can write in the target) would lead the next write wherever that
+//! symlink points. So every path restore acts on goes through
+//! [`Beneath::at`]: the entry's parent directory is opened from the
+//! target's own descriptor without following any symlink (`openat2`
+//! with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or one component at a
+//! time with `O_NOFOLLOW` where the kernel lacks it), and the entry is
+//! named as `/proc/self/fd/<parent>/<name>`, which the kernel resolves to
+//! that directory itself, whatever has happened to its path since. The
+//! last component is the entry's own: each operation on it already
+//! refuses to follow a symlink there (`O_NOFOLLOW`, `lstat`, `lchown`,
+//! `linkat`, `rename`, ...).
+//!
+//! Open directories are cached by path (a few hundred at most); removing
+//! or replacing a directory must [`Beneath::forget`] it and what lies
+//! beneath. Without `/proc` the paths are used as they are, as before.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Directories kept open at most; past it the cache starts again (an
+/// operation in progress keeps its own directory open).
+const CACHED_DIRS: usize = 256;
+
+pub(super) struct Beneath {
+    target: PathBuf,
+    /// The target, open; `None` where `/proc/self/fd` cannot name it.
+    root: Option<OwnedFd>,
+    dirs: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
+}
+
+/// A path to act on for an entry of the target (see the module docs); it
+/// holds the entry's parent directory open while it lives.
+pub(super) struct At {
+    path: PathBuf,
+    /// The parent folder's descriptor and the entry's name in it, for
+    /// the `*at` calls of the busiest paths (no walk of `/proc`).
+    dir: Option<(Arc<OwnedFd>, std::ffi::OsString)>,
+}
+
+impl At {
+    /// The entry's folder, open, and its name there (none for the target
+    /// itself, or without `/proc`).
+    pub(super) fn in_dir(&self) -> Option<(std::os::fd::RawFd, &std::ffi::OsStr)> {
+        self.dir
+            .as_ref()
+            .map(|(fd, name)| (fd.as_raw_fd(), name.as_os_str()))
+    }
+}
+
+impl std::ops::Deref for At {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for At {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Beneath {
+    /// Opens `target` (an existing directory; a symlink to one is followed,
+    /// as the user named it).
+    pub(super) fn new(target: &Path) -> Beneath {
+        let root = open_path(target).ok().filter(|fd| proc_names(fd, target));
+        Beneath {
+            target: target.to_path_buf(),
+            root,
+            dirs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The path to act on for `path`, the target or an entry beneath it.
+    /// Fails, naming the directory, when a directory on the way is no
+    /// longer one (a symlink now, say): nothing is done through it.
+    pub(super) fn at(&self, path: &Path) -> std::io::Result<At> {
+        let Some(root) = &self.root else {
+            return Ok(At {
+                path: path.to_path_buf(),
+                dir: None,
+            });
+        };
+        let rel = path.strip_prefix(&self.target).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not in the target", path.display()),
+            )
+        })?;
+        let (parent, name) = match (rel.parent(), rel.file_name()) {
+            (Some(parent), Some(name)) => (parent, Some(name)),
+            _ => (Path::new(""), None),
+        };
+        let dir = self.dir(root, parent)?;
+        let mut named = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+        let Some(name) = name else {
+            // The target itself: kept open by `self.root`.
+            return Ok(At {
+                path: named,
+                dir: None,
+            });
+        };
+        named.push(name);
+        Ok(At {
+            path: named,
+            dir: Some((dir, name.to_os_string())),
+        })
+    }
+
+    /// Drops the cached directories at or beneath `path`, which is about
+    /// to be removed or replaced.
+    pub(super) fn forget(&self, path: &Path) {
+        let Ok(rel) = path.strip_prefix(&self.target) else {
+            return;
+        };
+        if let Ok(mut dirs) = self.dirs.lock() {
+            dirs.retain(|d, _| !d.starts_with(rel));
+        }
+    }
+
+    fn dir(&self, root: &OwnedFd, rel: &Path) -> std::io::Result<Arc<OwnedFd>> {
+        if let Some(d) = self.dirs.lock().ok().and_then(|d| d.get(rel).cloned()) {
+            return Ok(d);
+        }
+        let fd = Arc::new(open_beneath(root, rel).map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV) => {
+                    "cannot be reached without following a symlink (a folder on the way \
+                     was replaced since the restore looked); nothing is written there"
+                        .to_string()
+                }
+                _ => e.to_string(),
+            };
+            std::io::Error::new(
+                e.kind(),
+                format!("{}: {why}", self.target.join(rel).display()),
+            )
+        })?);
+        if let Ok(mut dirs) = self.dirs.lock() {
+            if dirs.len() >= CACHED_DIRS {
+                dirs.clear();
+            }
+            dirs.insert(rel.to_path_buf(), fd.clone());
+        }
+        Ok(fd)
+    }
+}
+
+/// `O_PATH` descriptor of the directory `path` (symlinks followed).
+fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    owned(fd)
+}
+
+/// Whether `/proc/self/fd/<fd>` names the same directory as `path`.
+fn proc_names(fd: &OwnedFd, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let by_proc = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    match (by_proc, std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Opens the directory `rel` beneath `root` without following a symlink
+/// in any of its components.
+fn open_beneath(root: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    if rel.as_os_str().is_empty() {
+        let c = CString::new(".")?;
+        // SAFETY: `c` is NUL-terminated and `root` is open.
+        return owned(unsafe { libc::openat(root.as_raw_fd(), c.as_ptr(), flags) });
+    }
+    let c = CString::new(rel.as_os_str().as_bytes())?;
+    // SAFETY: open_how is plain integers, for which zero is valid.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: `c` is NUL-terminated, `how` is an open_how of the size
+    // passed, and both outlive the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    match owned(fd as i32) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            walk_beneath(root, rel, flags)
+        }
+        r => r,
+    }
+}
+
+/// [`open_beneath`] for kernels without `openat2`: one component at a
+/// time, none of them followed if it is a symlink. Names come from
+/// decoded trees, so no component is `..`; one that is anyway is refused.
+fn walk_beneath(root: &OwnedFd, rel: &Path, flags: i32) -> std::io::Result<OwnedFd> {
+    let mut at: Option<OwnedFd> = None;
+    for part in rel.components() {
+        let Component::Normal(name) = part else {
+            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+        };
+        let c = CString::new(name.as_bytes())?;
+        let from = at.as_ref().unwrap_or(root).as_raw_fd();
+        // SAFETY: `c` is NUL-terminated and `from` is open.
+        let fd = unsafe { libc::openat(from, c.as_ptr(), flags | libc::O_NOFOLLOW) };
+        at = Some(owned(fd)?);
+    }
+    at.map_or_else(|| open_beneath(root, Path::new("")), Ok)
+}
+
+fn owned(fd: i32) -> std::io::Result<OwnedFd> {
+    if fd < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        // SAFETY: the descriptor was just opened and is owned by no one else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries are reached through their parents' descriptors, and a
+    /// folder turned into a symlink is refused rather than followed, by
+    /// `openat2` and by the component walk alike.
+    #[test]
+    fn a_symlink_on_the_way_is_never_followed() {
+        let top = tempfile::tempdir().unwrap();
+        let target = top.path().join("target");
+        let outside = top.path().join("outside");
+        std::fs::create_dir_all(target.join("a/b")).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let beneath = Beneath::new(&target);
+        assert!(beneath.root.is_some(), "/proc/self/fd names the target");
+
+        let at = beneath.at(&target.join("a/b/file")).unwrap();
+        assert!(at.starts_with("/proc/self/fd"), "{}", at.display());
+        std::fs::write(&*at, "inside").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(target.join("a/b/file")).unwrap(),
+            "inside"
+        );
+        let root = beneath.at(&target).unwrap();
+        assert!(std::fs::metadata(&*root).unwrap().is_dir());
+
+        // b becomes a symlink to a folder outside the target.
+        std::fs::rename(target.join("a/b"), target.join("a/b.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, target.join("a/b")).unwrap();
+        // The cached descriptor still names the folder first opened,
+        // wherever it went.
+        std::fs::write(&*beneath.at(&target.join("a/b/cached")).unwrap(), "x").unwrap();
+        assert!(target.join("a/b.old/cached").exists());
+        beneath.forget(&target.join("a/b"));
+        let err = beneath.at(&target.join("a/b/file2")).err().unwrap();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("a/b: cannot be reached without following a symlink"),
+            "{msg}"
+        );
+        let root_fd = beneath.root.as_ref().unwrap();
+        let walked = walk_beneath(root_fd, Path::new("a/b"), libc::O_PATH | libc::O_DIRECTORY);
+        assert_eq!(walked.err().unwrap().raw_os_error(), Some(libc::ENOTDIR));
+        assert!(walk_beneath(root_fd, Path::new("a/../a"), libc::O_PATH).is_err());
+        assert!(walk_beneath(root_fd, Path::new("a/b.old"), libc::O_PATH).is_ok());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+        // Paths outside the target are refused.
+        assert!(beneath.at(&outside.join("x")).is_err());
+    }
+}
