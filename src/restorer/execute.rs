@@ -196,29 +196,44 @@ impl Executor<'_> {
         Ok(Existing::Create)
     }
 
-    /// Whether the file at `path` holds exactly the chunks `ids`.
-    pub(super) fn same_content(&self, path: &Path, ids: &[crate::id::BlobId]) -> Result<bool> {
+    /// The file at `path`, open for reading, if it is a regular file
+    /// holding exactly the chunks `ids`.
+    pub(super) fn same_content(
+        &self,
+        path: &Path,
+        ids: &[crate::id::BlobId],
+    ) -> Result<Option<fs::File>> {
+        // Never through a symlink, and without waiting on a FIFO put in
+        // the file's place since it was looked at.
         let opened = self.beneath.at(path).and_then(|at| {
             OpenOptions::new()
                 .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(&*at)
         });
         let Ok(file) = opened else {
-            return Ok(false);
+            return Ok(None);
+        };
+        let Some(len) = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+        else {
+            return Ok(None);
         };
         let mut offset = 0u64;
         let mut buf = Vec::new();
         for id in ids {
-            let len = self.repo.locate(id)?.raw_length as usize;
-            buf.resize(len, 0);
+            let chunk = self.repo.locate(id)?.raw_length as usize;
+            buf.resize(chunk, 0);
             if file.read_exact_at(&mut buf, offset).is_err() || self.repo.key().blob_id(&buf) != *id
             {
-                return Ok(false);
+                return Ok(None);
             }
-            offset += len as u64;
+            offset += chunk as u64;
         }
-        Ok(true)
+        Ok((offset == len).then_some(file))
     }
 
     pub(super) fn restore_other(&self, dest: &Path, node: &Node) -> Result<bool> {

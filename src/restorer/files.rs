@@ -453,13 +453,16 @@ impl Executor<'_> {
         let mut exists = false;
         match self.lstat(dest) {
             Ok(_) if self.policy == Policy::SkipExisting => return Ok(Prepared::Skipped),
-            Ok(md)
-                if md.is_file() && md.len() == node.size && self.same_content(dest, chunks)? =>
-            {
-                if !self.dry_run {
-                    self.apply_meta(dest, node, None);
+            Ok(md) if md.is_file() && md.len() == node.size => {
+                if let Some(same) = self.same_content(dest, chunks)? {
+                    if !self.dry_run {
+                        // Through the file compared: no path walks, and
+                        // owner and mode changed only where they differ.
+                        self.apply_meta(dest, node, Some(&same));
+                    }
+                    return Ok(Prepared::Unchanged);
                 }
-                return Ok(Prepared::Unchanged);
+                exists = true;
             }
             Ok(md) if md.is_dir() => {
                 self.clear(dest, false)?;
