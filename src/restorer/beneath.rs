@@ -15,7 +15,7 @@
 //! refuses to follow a symlink there (`O_NOFOLLOW`, `lstat`, `lchown`,
 //! `linkat`, `rename`, ...).
 //!
-//! Open directories are cached by path (a few hundred at most); removing
+//! Open directories are cached by path ([`CACHED_DIRS`] at most); removing
 //! or replacing a directory must [`Beneath::forget`] it and what lies
 //! beneath. Without `/proc` the paths are used as they are, as before.
 
@@ -27,8 +27,11 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Directories kept open at most; past it the cache starts again (an
-/// operation in progress keeps its own directory open).
-const CACHED_DIRS: usize = 256;
+/// operation in progress keeps its own directory open). Files are
+/// written pack by pack, in the order the backup stored them, so those
+/// of one directory mostly come together and a few dozen suffice; the
+/// open-file budget leaves room for them (`Executor::prepare_files`).
+pub(super) const CACHED_DIRS: usize = 64;
 
 pub(super) struct Beneath {
     target: PathBuf,

@@ -19,7 +19,9 @@ impl Executor<'_> {
         // read far apart. What the limit leaves beside the packs, index
         // tables and the rest bounds them.
         let limit = raise_fd_limit();
-        let reserve = (limit / 2).min(256);
+        // The directories `beneath` holds open, and one more per worker
+        // in the middle of an operation, come out of the reserve too.
+        let reserve = (limit / 2).min(256 + super::beneath::CACHED_DIRS as u64);
         self.open_budget.store(
             isize::try_from(limit - reserve).unwrap_or(isize::MAX),
             Ordering::Relaxed,
