@@ -208,7 +208,15 @@ fn open_beneath(root: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
         )
     };
     match owned(fd as i32) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+        // No openat2 (an old kernel, or a sandbox refusing it), or one that
+        // gave up on a race it could not rule out (EAGAIN): the walk is as
+        // safe.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOSYS | libc::EPERM | libc::EAGAIN)
+            ) =>
+        {
             walk_beneath(root, rel, flags)
         }
         r => r,
