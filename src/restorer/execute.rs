@@ -119,7 +119,15 @@ impl Executor<'_> {
         }
         for d in plan.dirs.iter().rev() {
             if !self.under_skipped(&d.rel) {
-                self.apply_meta(&self.target.join(&d.rel), &d.node, None);
+                let path = self.target.join(&d.rel);
+                // Through the directory itself where it opens as one.
+                let dir = self.beneath.at(&path).and_then(|at| {
+                    OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                        .open(&*at)
+                });
+                self.apply_meta(&path, &d.node, dir.as_ref().ok());
             }
         }
     }
@@ -282,11 +290,11 @@ impl Executor<'_> {
     }
 
     /// Sets ownership (as root), mode, xattrs and mtime; failures warn.
-    /// With `file` (open on `path`, which is then a regular file) the
-    /// calls go through it rather than through the path, and owner and
-    /// mode are changed only where the file's differ: a file this restore
-    /// created mostly has both right already, and each change is an inode
-    /// update.
+    /// With `file` (open on `path`, which is then a regular file or a
+    /// directory) the calls go through it rather than through the path,
+    /// and owner and mode are changed only where they differ: a file this
+    /// restore created mostly has both right already, and each change is
+    /// an inode update.
     pub(super) fn apply_meta(&self, path: &Path, node: &Node, file: Option<&fs::File>) {
         use std::os::unix::fs::MetadataExt;
         let at = match file {
