@@ -561,13 +561,14 @@ impl Executor<'_> {
         let file = match unnamed {
             Some(f) => f,
             None => {
-                let tmp = temp_name(task.dest.parent().expect("in the target"));
+                let name = temp_name(Path::new(""));
+                let tmp = task.dest.with_file_name(&name);
                 let f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .custom_flags(libc::O_NOFOLLOW)
                     .mode(mode)
-                    .open(dir.join(tmp.file_name().expect("a name")))
+                    .open(dir.join(&name))
                     .map_err(|e| Error::path("create", &task.dest, e))?;
                 let _ = task.tmp.set(tmp);
                 f
@@ -579,7 +580,9 @@ impl Executor<'_> {
                 // The caller holds the task's file slot: only the name
                 // goes here; the descriptor closes on return.
                 if let Some(tmp) = task.tmp.get() {
-                    let _ = fs::remove_file(dir.join(tmp.file_name().expect("a name")));
+                    if let Ok(at) = self.beneath.at(tmp) {
+                        let _ = fs::remove_file(&*at);
+                    }
                 }
                 if held {
                     self.open_budget.fetch_add(1, Ordering::Relaxed);
