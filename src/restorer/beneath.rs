@@ -44,18 +44,19 @@ pub(super) struct Beneath {
 /// holds the entry's parent directory open while it lives.
 pub(super) struct At {
     path: PathBuf,
-    /// The parent folder's descriptor and the entry's name in it, for
-    /// the `*at` calls of the busiest paths (no walk of `/proc`).
-    dir: Option<(Arc<OwnedFd>, std::ffi::OsString)>,
+    /// The folder `path` goes through, held open while `path` is used
+    /// (the cache may drop it meanwhile); `None` without `/proc`.
+    dir: Option<Arc<OwnedFd>>,
+    /// The entry's name in `dir`; `None` for the target itself.
+    name: Option<std::ffi::OsString>,
 }
 
 impl At {
-    /// The entry's folder, open, and its name there (none for the target
-    /// itself, or without `/proc`).
+    /// The entry's folder, open, and its name there, for the `*at` calls
+    /// of the busiest paths (no walk of `/proc`); none for the target
+    /// itself, or without `/proc`.
     pub(super) fn in_dir(&self) -> Option<(std::os::fd::RawFd, &std::ffi::OsStr)> {
-        self.dir
-            .as_ref()
-            .map(|(fd, name)| (fd.as_raw_fd(), name.as_os_str()))
+        Some((self.dir.as_ref()?.as_raw_fd(), self.name.as_deref()?))
     }
 }
 
@@ -92,6 +93,7 @@ impl Beneath {
             return Ok(At {
                 path: path.to_path_buf(),
                 dir: None,
+                name: None,
             });
         };
         let rel = path.strip_prefix(&self.target).map_err(|_| {
@@ -106,17 +108,13 @@ impl Beneath {
         };
         let dir = self.dir(root, parent)?;
         let mut named = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
-        let Some(name) = name else {
-            // The target itself: kept open by `self.root`.
-            return Ok(At {
-                path: named,
-                dir: None,
-            });
-        };
-        named.push(name);
+        if let Some(name) = name {
+            named.push(name);
+        }
         Ok(At {
             path: named,
-            dir: Some((dir, name.to_os_string())),
+            dir: Some(dir),
+            name: name.map(|n| n.to_os_string()),
         })
     }
 
@@ -276,6 +274,16 @@ mod tests {
         );
         let root = beneath.at(&target).unwrap();
         assert!(std::fs::metadata(&*root).unwrap().is_dir());
+        // An entry's path holds its folder open even once the cache lets
+        // it go (its descriptor number is not reused under it).
+        // (The folder opened next takes the lowest free number.)
+        beneath.forget(&target);
+        let b = beneath.at(&target.join("a/b/x")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&root), ino(&target));
+        assert_eq!(ino(b.parent().unwrap()), ino(&target.join("a/b")));
+        drop(b);
 
         // b becomes a symlink to a folder outside the target.
         std::fs::rename(target.join("a/b"), target.join("a/b.old")).unwrap();
