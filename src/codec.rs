@@ -38,6 +38,30 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
         .map_err(|e| Error::corrupt(what, e))
 }
 
+/// Appends the encoding of `value` to `out`: encoding values one after
+/// another gives the bytes of a sequence of them (after its length).
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    options(u64::MAX)
+        .serialize_into(out, value)
+        .expect("in-memory encoding of a plain struct")
+}
+
+/// How many bytes [`encode`] gives for `value`.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    options(u64::MAX)
+        .serialized_size(value)
+        .map_or(0, |n| n as usize)
+}
+
+/// Decodes one `T` from the front of `bytes` and advances `bytes` past
+/// it; what follows is left for the next call. Never reads or allocates
+/// past `bytes`.
+pub fn decode_next<T: DeserializeOwned>(bytes: &mut &[u8], what: &str) -> Result<T> {
+    options(bytes.len() as u64)
+        .deserialize_from(bytes)
+        .map_err(|e| Error::corrupt(what, e))
+}
+
 /// Checks that `bytes` begins with `magic` followed by a u32 version in
 /// `1..=max_version`; returns the version.
 pub fn check_header(bytes: &[u8], magic: &[u8; 8], max_version: u32, what: &str) -> Result<u32> {

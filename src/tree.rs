@@ -232,48 +232,445 @@ pub enum Ref {
 /// already have seen some references.
 pub fn scan_refs(bytes: &[u8], what: &str, mut f: impl FnMut(Ref)) -> Result<()> {
     let mut r = Reader { bytes, at: 0 };
-    let bad = |why: &str| Error::corrupt(what, format!("tree encoding: {why}"));
-    let version = r.u32().ok_or_else(|| bad("truncated"))?;
+    let nodes = read_header(&mut r, what)?;
+    for _ in 0..nodes {
+        read_node(&mut r, false, &mut f).map_err(|why| bad_encoding(what, why))?;
+    }
+    if r.at != bytes.len() {
+        return Err(bad_encoding(what, "trailing bytes"));
+    }
+    Ok(())
+}
+
+fn bad_encoding(what: &str, why: impl std::fmt::Display) -> Error {
+    Error::corrupt(what, format!("tree encoding: {why}"))
+}
+
+/// Reads a tree's version (which must be [`VERSION`]) and node count.
+fn read_header(r: &mut Reader<'_>, what: &str) -> Result<u64> {
+    let version = r.u32().ok_or_else(|| bad_encoding(what, "truncated"))?;
     if version != VERSION {
         return Err(Error::corrupt(
             what,
             format!("tree version {version} not supported"),
         ));
     }
-    let nodes = r.u64().ok_or_else(|| bad("truncated"))?;
-    for _ in 0..nodes {
-        r.skip_bytes().ok_or_else(|| bad("truncated name"))?;
-        match r.u32().ok_or_else(|| bad("truncated"))? {
-            0 => {
-                let n = r.u64().ok_or_else(|| bad("truncated"))?;
-                for _ in 0..n {
-                    f(Ref::Chunk(
-                        r.id().ok_or_else(|| bad("truncated chunk list"))?,
-                    ));
+    r.u64().ok_or_else(|| bad_encoding(what, "truncated"))
+}
+
+/// Bytes of a tree's header: its version and node count.
+const HEADER: usize = 12;
+
+/// Where one node's fields lie in an encoding, as [`read_node`] found them.
+struct Layout {
+    name: std::ops::Range<usize>,
+    kind: std::ops::Range<usize>,
+    /// Where the 8 bytes of its size start.
+    size: usize,
+    end: usize,
+}
+
+/// Reads the node at `r`'s position, checking its layout as decoding
+/// does, and calls `f` with its references. With `strict`, also that the
+/// owner and group names are UTF-8 (what else [`Tree::decode`] checks
+/// of a node, its name's rules and order, is left to the caller).
+fn read_node(
+    r: &mut Reader<'_>,
+    strict: bool,
+    f: &mut impl FnMut(Ref),
+) -> std::result::Result<Layout, String> {
+    let truncated = || "truncated".to_string();
+    let name = r.bytes_range().ok_or("truncated name")?;
+    let kind_start = r.at;
+    match r.u32().ok_or_else(truncated)? {
+        0 => {
+            let n = r.u64().ok_or_else(truncated)?;
+            for _ in 0..n {
+                f(Ref::Chunk(r.id().ok_or("truncated chunk list")?));
+            }
+        }
+        1 => f(Ref::Subtree(r.id().ok_or_else(truncated)?)),
+        2 => r.skip_bytes().ok_or("truncated link target")?,
+        3 | 6 => {}
+        4 | 5 => r.skip(8).ok_or_else(truncated)?,
+        v => return Err(format!("unknown node kind {v}")),
+    }
+    let kind = kind_start..r.at;
+    // mode, uid, gid; user and group; mtime, ctime, size, dev, inode,
+    // nlink; xattrs.
+    r.skip(12).ok_or_else(truncated)?;
+    for what in ["owner", "group"] {
+        let at = r.bytes_range().ok_or_else(|| format!("truncated {what}"))?;
+        if strict && std::str::from_utf8(&r.bytes[at]).is_err() {
+            return Err(format!("{what} name is not UTF-8"));
+        }
+    }
+    r.skip(16).ok_or_else(truncated)?;
+    let size = r.at;
+    r.skip(32).ok_or_else(truncated)?;
+    let xattrs = r.u64().ok_or_else(truncated)?;
+    for _ in 0..xattrs {
+        r.skip_bytes().ok_or("truncated xattr")?;
+        r.skip_bytes().ok_or("truncated xattr")?;
+    }
+    Ok(Layout {
+        name,
+        kind,
+        size,
+        end: r.at,
+    })
+}
+
+/// A tree blob's plaintext, checked as [`Tree::decode`] checks it, whose
+/// nodes are decoded only as they are read. A directory's entries then
+/// cost their encoding (about 160 bytes for a small file) rather than
+/// decoded nodes (several hundred bytes each, in four or five
+/// allocations): what restore and a backup's parent tree hold of one
+/// large directory.
+#[derive(Clone, Debug)]
+pub struct EncodedTree {
+    bytes: Vec<u8>,
+    len: usize,
+    what: String,
+}
+
+impl EncodedTree {
+    /// Checks a tree blob's plaintext: everything [`Tree::decode`] rejects
+    /// is rejected here, so decoding its nodes cannot fail.
+    pub fn decode(bytes: Vec<u8>, what: &str) -> Result<EncodedTree> {
+        let mut r = Reader {
+            bytes: &bytes,
+            at: 0,
+        };
+        let nodes = read_header(&mut r, what)?;
+        let mut prev: Option<std::ops::Range<usize>> = None;
+        let mut len = 0usize;
+        for _ in 0..nodes {
+            let at = read_node(&mut r, true, &mut |_| {}).map_err(|why| bad_encoding(what, why))?;
+            let name = &bytes[at.name.clone()];
+            check_name(name).map_err(|why| {
+                Error::corrupt(
+                    what,
+                    format!("entry {:?}: {why}", String::from_utf8_lossy(name)),
+                )
+            })?;
+            if prev.is_some_and(|p| &bytes[p] >= name) {
+                return Err(Error::corrupt(what, "entries are not sorted or not unique"));
+            }
+            prev = Some(at.name);
+            len += 1;
+        }
+        if r.at != bytes.len() {
+            return Err(bad_encoding(what, "trailing bytes"));
+        }
+        Ok(EncodedTree {
+            bytes,
+            len,
+            what: what.to_string(),
+        })
+    }
+
+    /// The encoding of `tree`.
+    pub fn from_tree(tree: &Tree) -> EncodedTree {
+        EncodedTree {
+            bytes: tree.encode(),
+            len: tree.nodes.len(),
+            what: "tree".into(),
+        }
+    }
+
+    /// How many nodes it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no node.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Its nodes in order, each decoded as it is reached.
+    pub fn nodes(&self) -> Nodes<'_> {
+        Nodes {
+            rest: self.bytes.get(HEADER..).unwrap_or_default(),
+            left: self.len,
+            what: &self.what,
+        }
+    }
+
+    /// Its nodes' names in order, nothing decoded.
+    pub fn names(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut r = Reader {
+            bytes: &self.bytes,
+            at: HEADER,
+        };
+        (0..self.len).map_while(move |_| {
+            read_node(&mut r, false, &mut |_| {})
+                .ok()
+                .map(|at| &self.bytes[at.name])
+        })
+    }
+
+    /// Its nodes in order, decoded as they are reached; the encoding is
+    /// dropped with the iterator.
+    pub fn into_nodes(self) -> IntoNodes {
+        IntoNodes {
+            at: HEADER,
+            left: self.len,
+            tree: self,
+        }
+    }
+}
+
+/// The nodes of an [`EncodedTree`] (see [`EncodedTree::nodes`]). An error
+/// is possible only if decoding and [`EncodedTree::decode`]'s checks
+/// disagreed; it ends the iteration.
+pub struct Nodes<'a> {
+    rest: &'a [u8],
+    left: usize,
+    what: &'a str,
+}
+
+impl Iterator for Nodes<'_> {
+    type Item = Result<Node>;
+
+    fn next(&mut self) -> Option<Result<Node>> {
+        if self.left == 0 {
+            return None;
+        }
+        let node = codec::decode_next(&mut self.rest, self.what);
+        self.left = if node.is_ok() { self.left - 1 } else { 0 };
+        Some(node)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
+/// The owning form of [`Nodes`] (see [`EncodedTree::into_nodes`]).
+pub struct IntoNodes {
+    tree: EncodedTree,
+    at: usize,
+    left: usize,
+}
+
+impl Iterator for IntoNodes {
+    type Item = Result<Node>;
+
+    fn next(&mut self) -> Option<Result<Node>> {
+        if self.left == 0 {
+            return None;
+        }
+        let mut rest = self.tree.bytes.get(self.at..).unwrap_or_default();
+        let before = rest.len();
+        let node = codec::decode_next(&mut rest, &self.tree.what);
+        self.at += before - rest.len();
+        self.left = if node.is_ok() { self.left - 1 } else { 0 };
+        Some(node)
+    }
+}
+
+/// What a backup fills into a node it encoded before knowing it (see
+/// [`TreeEncoder::finish`]).
+#[derive(Debug)]
+pub enum Fill {
+    /// A file's chunks and the bytes read: its kind and size.
+    File {
+        /// The file's chunks.
+        chunks: Vec<BlobId>,
+        /// Its length as read.
+        size: u64,
+    },
+    /// A directory's tree.
+    Subtree(BlobId),
+    /// The node is left out.
+    Remove,
+}
+
+/// A directory's tree encoded node by node as a backup walks it, so a
+/// directory of many entries is held as its encoding, not as nodes. A
+/// node whose content is not known yet (a file being read, a directory
+/// being walked) is pushed with a placeholder and filled in by
+/// [`TreeEncoder::finish`].
+#[derive(Debug)]
+pub struct TreeEncoder {
+    bytes: Vec<u8>,
+    len: u64,
+}
+
+impl Default for TreeEncoder {
+    fn default() -> Self {
+        let mut bytes = Vec::new();
+        codec::encode_into(&VERSION, &mut bytes);
+        codec::encode_into(&0u64, &mut bytes);
+        TreeEncoder { bytes, len: 0 }
+    }
+}
+
+impl TreeEncoder {
+    /// Appends `node` (names must ascend, as in every tree); returns where
+    /// it starts, the handle [`TreeEncoder::finish`] takes.
+    pub fn push(&mut self, node: &Node) -> usize {
+        let at = self.bytes.len();
+        codec::encode_into(node, &mut self.bytes);
+        self.len += 1;
+        at
+    }
+
+    /// How many nodes it holds.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it holds no node.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The name of the node pushed at `at`.
+    pub fn name_at(&self, at: usize) -> &[u8] {
+        self.layout(at).map_or(&[][..], |l| &self.bytes[l.name])
+    }
+
+    fn layout(&self, at: usize) -> Option<Layout> {
+        let mut r = Reader {
+            bytes: &self.bytes,
+            at,
+        };
+        read_node(&mut r, false, &mut |_| {}).ok()
+    }
+
+    /// The tree blob's plaintext, with `fills` (by the start [`push`]
+    /// returned, ascending) put into their nodes: identical to
+    /// [`Tree::encode`] of the nodes as filled in. The buffer is reused:
+    /// left-out nodes are cut out front to back, then contents written
+    /// back to front, each node moved once, so a large directory's tree
+    /// is not held twice (a content shorter than its placeholder, which a
+    /// backup never has, is copied into a new buffer instead).
+    ///
+    /// [`push`]: TreeEncoder::push
+    pub fn finish(mut self, mut fills: Vec<(usize, Fill)>) -> Result<Vec<u8>> {
+        let lost = || Error::Invalid("backup lost a directory entry's place".into());
+        let mut after = HEADER;
+        for (at, _) in &fills {
+            if *at < after || self.layout(*at).is_none() {
+                return Err(lost());
+            }
+            after = *at + 1;
+        }
+        if fills.iter().any(|(at, fill)| self.delta(*at, fill) < 0) {
+            return self.finish_copying(fills);
+        }
+        // Cut out the nodes left out, moving what lies between them down
+        // and the places of the rest with it.
+        if fills.iter().any(|(_, f)| matches!(f, Fill::Remove)) {
+            let (mut read, mut write) = (HEADER, HEADER);
+            for (at, fill) in &mut fills {
+                self.bytes.copy_within(read..*at, write);
+                write += *at - read;
+                read = *at;
+                if matches!(fill, Fill::Remove) {
+                    read = self.layout(*at).ok_or_else(lost)?.end;
+                    self.len -= 1;
+                }
+                *at = write;
+            }
+            let end = self.bytes.len();
+            self.bytes.copy_within(read..end, write);
+            self.bytes.truncate(write + end - read);
+            fills.retain(|(_, f)| !matches!(f, Fill::Remove));
+        }
+        // Grow the buffer by what the contents add, and write back to
+        // front: every byte past a node moves up by what the contents
+        // before it add (`shift`), never over bytes not yet moved.
+        let grow: usize = fills
+            .iter()
+            .map(|(at, fill)| self.delta(*at, fill).unsigned_abs())
+            .sum();
+        let old = self.bytes.len();
+        self.bytes.resize(old + grow, 0);
+        let (mut read, mut shift) = (old, grow);
+        let mut kind = Vec::new();
+        for (at, fill) in fills.into_iter().rev() {
+            let l = self.layout(at).ok_or_else(lost)?;
+            self.bytes.copy_within(l.kind.end..read, l.kind.end + shift);
+            let size = match &fill {
+                Fill::File { chunks, size } => {
+                    kind.clear();
+                    codec::encode_into(&KindRef::File { chunks }, &mut kind);
+                    Some(*size)
+                }
+                Fill::Subtree(subtree) => {
+                    kind.clear();
+                    codec::encode_into(&KindRef::Dir { subtree }, &mut kind);
+                    None
+                }
+                Fill::Remove => return Err(lost()),
+            };
+            if let Some(size) = size {
+                let at = l.size + shift;
+                self.bytes[at..at + 8].copy_from_slice(&size.to_le_bytes());
+            }
+            shift -= kind.len() - l.kind.len();
+            let to = l.kind.start + shift;
+            self.bytes[to..to + kind.len()].copy_from_slice(&kind);
+            self.bytes.copy_within(at..l.kind.start, at + shift);
+            read = at;
+        }
+        self.bytes[4..HEADER].copy_from_slice(&self.len.to_le_bytes());
+        Ok(self.bytes)
+    }
+
+    /// How many bytes `fill` adds to the node at `at` (negative: takes).
+    fn delta(&self, at: usize, fill: &Fill) -> isize {
+        let Some(l) = self.layout(at) else { return 0 };
+        let new = match fill {
+            Fill::File { chunks, .. } => codec::encoded_len(&KindRef::File { chunks }),
+            Fill::Subtree(subtree) => codec::encoded_len(&KindRef::Dir { subtree }),
+            Fill::Remove => return -((l.end - at) as isize),
+        };
+        new as isize - l.kind.len() as isize
+    }
+
+    /// [`TreeEncoder::finish`] into a new buffer.
+    fn finish_copying(self, fills: Vec<(usize, Fill)>) -> Result<Vec<u8>> {
+        let lost = || Error::Invalid("backup lost a directory entry's place".into());
+        let mut out = Vec::with_capacity(self.bytes.len());
+        let mut copied = 0;
+        let mut len = self.len;
+        for (at, fill) in fills {
+            let l = self.layout(at).filter(|_| at >= copied).ok_or_else(lost)?;
+            out.extend_from_slice(&self.bytes[copied..at]);
+            match fill {
+                Fill::Remove => len -= 1,
+                Fill::Subtree(subtree) => {
+                    out.extend_from_slice(&self.bytes[at..l.kind.start]);
+                    codec::encode_into(&KindRef::Dir { subtree: &subtree }, &mut out);
+                    out.extend_from_slice(&self.bytes[l.kind.end..l.end]);
+                }
+                Fill::File { chunks, size } => {
+                    out.extend_from_slice(&self.bytes[at..l.kind.start]);
+                    codec::encode_into(&KindRef::File { chunks: &chunks }, &mut out);
+                    out.extend_from_slice(&self.bytes[l.kind.end..l.size]);
+                    codec::encode_into(&size, &mut out);
+                    out.extend_from_slice(&self.bytes[l.size + 8..l.end]);
                 }
             }
-            1 => f(Ref::Subtree(r.id().ok_or_else(|| bad("truncated"))?)),
-            2 => r.skip_bytes().ok_or_else(|| bad("truncated link target"))?,
-            3 | 6 => {}
-            4 | 5 => r.skip(8).ok_or_else(|| bad("truncated"))?,
-            v => return Err(bad(&format!("unknown node kind {v}"))),
+            copied = l.end;
         }
-        // mode, uid, gid; user and group; mtime, ctime, size, dev,
-        // inode, nlink; xattrs.
-        r.skip(12).ok_or_else(|| bad("truncated"))?;
-        r.skip_bytes().ok_or_else(|| bad("truncated owner"))?;
-        r.skip_bytes().ok_or_else(|| bad("truncated group"))?;
-        r.skip(48).ok_or_else(|| bad("truncated"))?;
-        let xattrs = r.u64().ok_or_else(|| bad("truncated"))?;
-        for _ in 0..xattrs {
-            r.skip_bytes().ok_or_else(|| bad("truncated xattr"))?;
-            r.skip_bytes().ok_or_else(|| bad("truncated xattr"))?;
-        }
+        out.extend_from_slice(&self.bytes[copied..]);
+        out[4..HEADER].copy_from_slice(&len.to_le_bytes());
+        Ok(out)
     }
-    if r.at != bytes.len() {
-        return Err(bad("trailing bytes"));
-    }
-    Ok(())
+}
+
+/// The encoding of [`NodeKind`]'s first two variants, from borrowed
+/// content (the variants in the same order, so the same bytes).
+#[derive(Serialize)]
+enum KindRef<'a> {
+    File { chunks: &'a [BlobId] },
+    Dir { subtree: &'a BlobId },
 }
 
 /// A cursor over an encoding; every read is bounds-checked.
@@ -304,8 +701,15 @@ impl Reader<'_> {
 
     /// Skips a length-prefixed byte string.
     fn skip_bytes(&mut self) -> Option<()> {
+        self.bytes_range().map(|_| ())
+    }
+
+    /// Skips a length-prefixed byte string; returns where its bytes lie.
+    fn bytes_range(&mut self) -> Option<std::ops::Range<usize>> {
         let n = usize::try_from(self.u64()?).ok()?;
-        self.skip(n)
+        let at = self.at;
+        self.skip(n)?;
+        Some(at..self.at)
     }
 
     fn id(&mut self) -> Option<BlobId> {
@@ -369,6 +773,182 @@ pub(crate) mod tests {
         assert!(json.contains("\"name\":\"a\""));
     }
 
+    fn file(name: &str, chunks: usize) -> Node {
+        let mut n = node(
+            name,
+            NodeKind::File {
+                chunks: (0..chunks).map(|i| BlobId([i as u8; 32])).collect(),
+            },
+        );
+        n.size = 100 * chunks as u64;
+        n
+    }
+
+    #[test]
+    fn a_tree_encoded_node_by_node_and_filled_in_equals_the_tree() {
+        let mut long = file(&"x".repeat(300), 0);
+        long.user = "someone".into();
+        long.xattrs = vec![Xattr {
+            name: Name(b"user.a".to_vec()),
+            value: Name(vec![0, 1, 2]),
+        }];
+        let dir = |name: &str, id: u8| {
+            node(
+                name,
+                NodeKind::Dir {
+                    subtree: BlobId([id; 32]),
+                },
+            )
+        };
+        // What the backup knows when it walks: files unread, directories
+        // unwalked.
+        let walked = [
+            file("a", 2),
+            file("b", 0),
+            dir("c", 0),
+            long,
+            file("y", 0),
+            file("z", 0),
+        ];
+        let mut enc = TreeEncoder::default();
+        let at: Vec<usize> = walked.iter().map(|n| enc.push(n)).collect();
+        assert_eq!(enc.len(), 6);
+        assert_eq!(enc.name_at(at[3]), "x".repeat(300).as_bytes());
+        let fills = vec![
+            (
+                at[1],
+                Fill::File {
+                    chunks: vec![BlobId([7; 32]); 3],
+                    size: 12345,
+                },
+            ),
+            (at[2], Fill::Subtree(BlobId([9; 32]))),
+            (
+                at[3],
+                Fill::File {
+                    chunks: vec![],
+                    size: 0,
+                },
+            ),
+            (at[4], Fill::Remove),
+            (
+                at[5],
+                Fill::File {
+                    chunks: vec![BlobId([8; 32])],
+                    size: 1,
+                },
+            ),
+        ];
+        let mut want = walked.to_vec();
+        if let NodeKind::File { chunks } = &mut want[1].kind {
+            *chunks = vec![BlobId([7; 32]); 3];
+        }
+        want[1].size = 12345;
+        want[2] = dir("c", 9);
+        want[3].size = 0;
+        want[5].kind = NodeKind::File {
+            chunks: vec![BlobId([8; 32])],
+        };
+        want[5].size = 1;
+        want.remove(4);
+        let want = Tree::new(want);
+        let bytes = enc.finish(fills).unwrap();
+        assert_eq!(bytes, want.encode());
+        let read = EncodedTree::decode(bytes, "t").unwrap();
+        assert_eq!(
+            read.nodes().map(Result::unwrap).collect::<Vec<_>>(),
+            want.nodes
+        );
+
+        // Directories alone are filled in place; nothing at all, too.
+        let mut enc = TreeEncoder::default();
+        let a = enc.push(&dir("a", 0));
+        enc.push(&file("b", 1));
+        let bytes = enc
+            .finish(vec![(a, Fill::Subtree(BlobId([5; 32])))])
+            .unwrap();
+        let want = Tree::new(vec![dir("a", 5), file("b", 1)]);
+        assert_eq!(bytes, want.encode());
+        assert_eq!(
+            TreeEncoder::default().finish(vec![]).unwrap(),
+            Tree::new(vec![]).encode()
+        );
+        // A content shorter than its placeholder goes through a copy.
+        let mut enc = TreeEncoder::default();
+        let a = enc.push(&file("a", 2));
+        enc.push(&file("b", 1));
+        let fills = vec![(
+            a,
+            Fill::File {
+                chunks: vec![BlobId([3; 32])],
+                size: 9,
+            },
+        )];
+        let mut want = file("a", 1);
+        want.kind = NodeKind::File {
+            chunks: vec![BlobId([3; 32])],
+        };
+        want.size = 9;
+        let want = Tree::new(vec![want, file("b", 1)]);
+        assert_eq!(enc.finish(fills).unwrap(), want.encode());
+        // A place that is not a node's start is an error, not a panic.
+        let mut enc = TreeEncoder::default();
+        enc.push(&file("a", 1));
+        assert!(enc.finish(vec![(3, Fill::Remove)]).is_err());
+    }
+
+    #[test]
+    fn any_mix_of_fills_gives_the_tree_of_the_filled_nodes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..300 {
+            let mut enc = TreeEncoder::default();
+            let (mut want, mut fills) = (Vec::new(), Vec::new());
+            for i in 0..rng.gen_range(0..12) {
+                let name = format!("{i:02}{}", "n".repeat(rng.gen_range(0..40)));
+                let placeholder = rng.gen_range(0..3);
+                let mut n = if rng.gen_bool(0.3) {
+                    node(
+                        &name,
+                        NodeKind::Dir {
+                            subtree: BlobId([0; 32]),
+                        },
+                    )
+                } else {
+                    file(&name, placeholder)
+                };
+                let at = enc.push(&n);
+                match (rng.gen_range(0..4), n.is_dir()) {
+                    (0, _) => want.push(n),
+                    (1, _) => fills.push((at, Fill::Remove)),
+                    (_, true) => {
+                        let id = BlobId([rng.gen(); 32]);
+                        fills.push((at, Fill::Subtree(id)));
+                        n.kind = NodeKind::Dir { subtree: id };
+                        want.push(n);
+                    }
+                    (_, false) => {
+                        let chunks: Vec<BlobId> = (0..rng.gen_range(0..4))
+                            .map(|_| BlobId([rng.gen(); 32]))
+                            .collect();
+                        let size = rng.gen();
+                        fills.push((
+                            at,
+                            Fill::File {
+                                chunks: chunks.clone(),
+                                size,
+                            },
+                        ));
+                        n.kind = NodeKind::File { chunks };
+                        n.size = size;
+                        want.push(n);
+                    }
+                }
+            }
+            assert_eq!(enc.finish(fills).unwrap(), Tree::new(want).encode());
+        }
+    }
+
     #[test]
     fn unsafe_names_and_order_are_rejected() {
         for bad in ["..", ".", "a/b", "", "x\0y"] {
@@ -380,5 +960,25 @@ pub(crate) mod tests {
         assert!(Tree::decode(&t.encode(), "t").is_err());
         let t = Tree::new(vec![node("a", NodeKind::Fifo), node("a", NodeKind::Fifo)]);
         assert!(Tree::decode(&t.encode(), "t").is_err());
+        assert!(EncodedTree::decode(t.encode(), "t").is_err());
+        let t = Tree::new(vec![node("b", NodeKind::Fifo), node("a", NodeKind::Fifo)]);
+        let err = EncodedTree::decode(t.encode(), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not sorted"), "{err}");
+        for bad in ["..", ".", "a/b", "", "x\0y"] {
+            let t = Tree::new(vec![node(bad, NodeKind::Fifo)]);
+            let err = EncodedTree::decode(t.encode(), "tree")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("tree is corrupt"), "{err}");
+        }
+        // An owner name that is not UTF-8.
+        let mut bytes = Tree::new(vec![node("a", NodeKind::Fifo)]).encode();
+        let u = bytes.iter().position(|&b| b == b'u').unwrap();
+        bytes[u] = 0xff;
+        assert!(Tree::decode(&bytes, "t").is_err());
+        let err = EncodedTree::decode(bytes, "t").unwrap_err().to_string();
+        assert!(err.contains("owner name is not UTF-8"), "{err}");
     }
 }

@@ -183,10 +183,24 @@ fn all_decoders(bytes: &[u8], key: &MasterKey) {
     // on every tree decoding accepts it reports the same references.
     let mut scanned = Vec::new();
     let scan = tree::scan_refs(bytes, "tree", |r| scanned.push(r));
+    let encoded = tree::EncodedTree::decode(bytes.to_vec(), "tree");
     if let Ok(t) = Tree::decode(bytes, "tree") {
         assert_eq!(t.encode(), bytes);
         assert!(scan.is_ok(), "{scan:?}");
         assert_eq!(scanned, refs_of(&t));
+        // The tree read node by node (restore, a backup's parent) accepts
+        // exactly what decoding accepts, and yields the same nodes.
+        let encoded = encoded.expect("a tree decoding accepts");
+        assert_eq!(encoded.len(), t.nodes.len());
+        let nodes: Vec<Node> = encoded.nodes().map(|n| n.unwrap()).collect();
+        assert_eq!(nodes, t.nodes);
+        let names: Vec<&[u8]> = encoded.names().collect();
+        let want: Vec<&[u8]> = t.nodes.iter().map(|n| &n.name.0[..]).collect();
+        assert_eq!(names, want);
+        let owned: Vec<Node> = encoded.into_nodes().map(|n| n.unwrap()).collect();
+        assert_eq!(owned, t.nodes);
+    } else {
+        assert!(encoded.is_err(), "accepted node by node, not whole");
     }
 
     // Snapshots.

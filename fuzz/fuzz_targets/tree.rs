@@ -1,10 +1,11 @@
-//! Tree blob plaintexts (`cairn::tree::Tree::decode`, and the
-//! references-only `cairn::tree::scan_refs`): trees are blobs, so
+//! Tree blob plaintexts (`cairn::tree::Tree::decode`, the node-by-node
+//! `cairn::tree::EncodedTree`, and the references-only
+//! `cairn::tree::scan_refs`): trees are blobs, so
 //! after `open_blob` the decoder sees exactly these bytes.
 #![no_main]
 
 use cairn::codec;
-use cairn::tree::{check_name, scan_refs, NodeKind, Ref, Tree};
+use cairn::tree::{check_name, scan_refs, EncodedTree, Node, NodeKind, Ref, Tree};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,8 +14,14 @@ fuzz_target!(|data: &[u8]| {
     // references.
     let mut scanned = Vec::new();
     let scan = scan_refs(data, "tree", |r| scanned.push(r));
+    let encoded = EncodedTree::decode(data.to_vec(), "tree");
     if let Ok(t) = Tree::decode(data, "tree") {
         assert!(scan.is_ok(), "{scan:?}");
+        // Read node by node (restore, a backup's parent), the same tree.
+        let encoded = encoded.expect("a tree decoding accepts");
+        let nodes: Vec<Node> = encoded.nodes().map(|n| n.expect("checked")).collect();
+        assert_eq!(nodes, t.nodes);
+        assert!(encoded.names().eq(t.nodes.iter().map(|n| &n.name.0[..])));
         let mut refs = Vec::new();
         for n in &t.nodes {
             match &n.kind {
@@ -36,6 +43,8 @@ fuzz_target!(|data: &[u8]| {
         }
         // What `cairn ls --json` prints.
         let _ = serde_json::to_string(&t).expect("JSON of a decoded tree");
+    } else {
+        assert!(encoded.is_err(), "accepted node by node, not whole");
     }
     // The codec alone, without the tree invariants.
     let _ = codec::decode::<Tree>(data, "tree");

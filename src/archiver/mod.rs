@@ -262,7 +262,7 @@ pub fn backup(
     // only costs reading every file again: the snapshot is complete
     // without it, and a nightly backup should not stop over it.
     let (parent_tree, parent_unreadable) = match parent {
-        Some(p) => match repo.load_tree(&p.snapshot.tree) {
+        Some(p) => match repo.load_encoded_tree(&p.snapshot.tree) {
             Ok(t) => (Some(t), None),
             Err(e) => (
                 None,

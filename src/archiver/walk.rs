@@ -18,7 +18,7 @@ use crate::fsmeta::{node_from_metadata, NameCache};
 use crate::id::BlobId;
 use crate::pack::BlobKind;
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{EncodedTree, Fill, IntoNodes, Node, NodeKind, TreeEncoder};
 use crate::writer::{BlobWriter, SealQueue};
 
 pub(super) struct WalkSetup<'a> {
@@ -31,7 +31,7 @@ pub(super) struct WalkSetup<'a> {
     pub one_file_system: bool,
     pub workers: usize,
     pub only: Option<&'a Skeleton>,
-    pub parent: Option<Tree>,
+    pub parent: Option<EncodedTree>,
     pub report: &'a (dyn Fn(String) + Sync),
     /// Reports damage in the repository the walk reads around (a parent
     /// tree that cannot be read): nothing is left out of the snapshot.
@@ -302,20 +302,22 @@ impl<'s> Iterator for StatAhead<'_, 's> {
     }
 }
 
-/// What one of a directory's nodes waits for before its tree is written.
+/// What one of a directory's nodes waits for before its tree is written;
+/// `at` is where the node starts in the directory's [`TreeEncoder`].
 enum Wait {
-    /// The file at this place is being read; its outcome arrives at the
-    /// same place of the directory's [`DirOutcomes`].
-    File(usize),
-    /// The directory at this place is finished under this sequence number.
-    Dir(usize, u64),
+    /// The file is being read; its outcome arrives at place `slot` of the
+    /// directory's [`DirOutcomes`].
+    File { slot: usize, at: usize },
+    /// The directory is finished under sequence number `seq`.
+    Dir { at: usize, seq: u64 },
 }
 
-/// A walked directory: its entries in name order, completed by the
-/// finisher in place (no second list of nodes while its tree is built).
+/// A walked directory: its entries encoded in name order (a large
+/// directory is held as its tree's bytes, not as nodes), filled in by the
+/// finisher once what they wait for is done.
 struct DirJob {
     seq: u64,
-    nodes: Vec<Node>,
+    tree: TreeEncoder,
     waits: Vec<Wait>,
     /// Where its files' outcomes arrive, if it has files being read.
     outcomes: Option<Arc<DirOutcomes>>,
@@ -435,6 +437,9 @@ fn read_file(
         ChunkError::Sink(e) => FileError::Fatal(e),
     })?;
     Counters::add(&setup.counters.bytes_read, size);
+    // Held until the directory's tree is written: a small file's one
+    // chunk id, not the four a first push makes room for.
+    chunks.shrink_to_fit();
     Ok((chunks, size))
 }
 
@@ -504,16 +509,17 @@ impl Walker<'_> {
         only: Option<&Skeleton>,
         old_subtree: Option<BlobId>,
     ) -> Result<u64> {
-        let parent = old_subtree.and_then(|id| match self.shared.setup.repo.load_tree(&id) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                (self.shared.setup.repo_warn)(format!(
-                    "{}: parent tree unreadable, reading afresh: {e}",
-                    path.display()
-                ));
-                None
-            }
-        });
+        let parent =
+            old_subtree.and_then(|id| match self.shared.setup.repo.load_encoded_tree(&id) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    (self.shared.setup.repo_warn)(format!(
+                        "{}: parent tree unreadable, reading afresh: {e}",
+                        path.display()
+                    ));
+                    None
+                }
+            });
         self.walk_dir(path, dev, only, parent)
     }
 
@@ -524,7 +530,7 @@ impl Walker<'_> {
         dir: &Path,
         dev: u64,
         only: Option<&Skeleton>,
-        parent: Option<Tree>,
+        parent: Option<EncodedTree>,
     ) -> Result<u64> {
         let names: Vec<Entry<'_>> = match only {
             Some(sk) => sk
@@ -552,15 +558,11 @@ impl Walker<'_> {
         };
         // Both the listing and a tree's nodes are sorted by name bytes, so
         // the parent's nodes are matched by walking the two side by side,
-        // and taken by value: unchanged files keep the parent's chunk list
-        // without copying it.
-        let has_parent = parent.as_ref().is_some_and(|t| !t.nodes.is_empty());
-        let mut parent_nodes = parent
-            .map(|t| t.nodes)
-            .unwrap_or_default()
-            .into_iter()
-            .peekable();
-        let mut nodes = Vec::with_capacity(names.len());
+        // decoded one at a time and taken by value: unchanged files keep
+        // the parent's chunk list without copying it.
+        let has_parent = parent.as_ref().is_some_and(|t| !t.is_empty());
+        let mut parent_nodes = ParentNodes(parent.map(EncodedTree::into_nodes), None);
+        let mut tree = TreeEncoder::default();
         let mut waits = Vec::new();
         let mut outcomes: Option<Arc<DirOutcomes>> = None;
         let mut batch = JobBatch::default();
@@ -607,11 +609,12 @@ impl Walker<'_> {
                         continue;
                     }
                 };
-                while parent_nodes
-                    .next_if(|o| o.name.0.as_slice() < name.as_bytes())
-                    .is_some()
-                {}
-                let mut old = parent_nodes.next_if(|o| o.name.0.as_slice() == name.as_bytes());
+                let mut old = parent_nodes.take(name.as_bytes(), |e| {
+                    (self.shared.setup.repo_warn)(format!(
+                        "{}: parent tree unreadable, reading afresh: {e}",
+                        dir.display()
+                    ))
+                });
                 // Extended attributes change ctime: reuse the parent's when
                 // ctime and inode are unchanged, saving a syscall per entry.
                 let xattrs = old
@@ -635,7 +638,7 @@ impl Walker<'_> {
                             node.kind = NodeKind::File { chunks };
                             Counters::add(&c.files_unmodified, 1);
                             Counters::add(&c.total_bytes, node.size);
-                            nodes.push(node);
+                            tree.push(&node);
                         } else {
                             Counters::add(
                                 if was_file {
@@ -647,18 +650,17 @@ impl Walker<'_> {
                             );
                             let handle = handle.get_or_insert_with(|| DirHandle::new(dir));
                             let results = outcomes.get_or_insert_with(|| DirOutcomes::new(entries));
-                            let at = nodes.len();
+                            let slot = tree.len() as usize;
                             let job = FileJob {
                                 handle: handle.clone(),
                                 path: path.clone(),
                                 dir: Arc::clone(results),
-                                at,
+                                at: slot,
                                 answered: false,
                             };
-                            let size = node.size;
-                            waits.push(Wait::File(at));
-                            nodes.push(node);
-                            if let Some(full) = batch.add(job, size) {
+                            let at = tree.push(&node);
+                            waits.push(Wait::File { slot, at });
+                            if let Some(full) = batch.add(job, node.size) {
                                 if self.shared.jobs.send(full).is_err() {
                                     break;
                                 }
@@ -674,9 +676,9 @@ impl Walker<'_> {
                         };
                         if other_fs {
                             // A mount point: keep the directory, not its contents.
-                            let seq = self.emit(Vec::new(), Vec::new(), None)?;
-                            waits.push(Wait::Dir(nodes.len(), seq));
-                            nodes.push(node);
+                            let seq = self.emit(TreeEncoder::default(), Vec::new(), None)?;
+                            let at = tree.push(&node);
+                            waits.push(Wait::Dir { at, seq });
                         } else if self.shared.take_spare() {
                             let shared = self.shared;
                             let dev = md.dev();
@@ -691,12 +693,12 @@ impl Walker<'_> {
                             });
                             walking.push((waits.len(), thread));
                             // The sequence number is filled in once it is walked.
-                            waits.push(Wait::Dir(nodes.len(), u64::MAX));
-                            nodes.push(node);
+                            let at = tree.push(&node);
+                            waits.push(Wait::Dir { at, seq: u64::MAX });
                         } else {
                             let seq = self.walk_subdir(&path, md.dev(), sub, old_subtree)?;
-                            waits.push(Wait::Dir(nodes.len(), seq));
-                            nodes.push(node);
+                            let at = tree.push(&node);
+                            waits.push(Wait::Dir { at, seq });
                         }
                     }
                     _ => {
@@ -704,7 +706,7 @@ impl Walker<'_> {
                             self.report(format!("{}: expected a directory", path.display()));
                             continue;
                         }
-                        nodes.push(node);
+                        tree.push(&node);
                     }
                 }
             }
@@ -733,7 +735,7 @@ impl Walker<'_> {
                         continue;
                     }
                 };
-                if let Some(Wait::Dir(_, wait_seq)) = waits.get_mut(at) {
+                if let Some(Wait::Dir { seq: wait_seq, .. }) = waits.get_mut(at) {
                     *wait_seq = seq;
                 }
             }
@@ -743,12 +745,12 @@ impl Walker<'_> {
             outcome
         })?;
         Counters::add(&self.shared.setup.counters.dirs, 1);
-        self.emit(nodes, waits, outcomes)
+        self.emit(tree, waits, outcomes)
     }
 
     fn emit(
         &mut self,
-        nodes: Vec<Node>,
+        tree: TreeEncoder,
         waits: Vec<Wait>,
         outcomes: Option<Arc<DirOutcomes>>,
     ) -> Result<u64> {
@@ -757,12 +759,42 @@ impl Walker<'_> {
             .dirs
             .send(DirJob {
                 seq,
-                nodes,
+                tree,
                 waits,
                 outcomes,
             })
             .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
         Ok(seq)
+    }
+}
+
+/// A parent tree's nodes, decoded one at a time as the listing reaches
+/// them (both are sorted by name), and the next one not taken yet.
+struct ParentNodes(Option<IntoNodes>, Option<Node>);
+
+impl ParentNodes {
+    /// The parent's node named `name`, passing those before it. A node
+    /// that cannot be decoded ends the parent, reported to `warn`: what
+    /// follows is read afresh.
+    fn take(&mut self, name: &[u8], warn: impl Fn(Error)) -> Option<Node> {
+        loop {
+            if self.1.is_none() {
+                match self.0.as_mut()?.next() {
+                    Some(Ok(node)) => self.1 = Some(node),
+                    Some(Err(e)) => {
+                        warn(e);
+                        self.0 = None;
+                    }
+                    None => self.0 = None,
+                }
+            }
+            let next = self.1.as_ref()?;
+            match next.name.0.as_slice().cmp(name) {
+                std::cmp::Ordering::Less => self.1 = None,
+                std::cmp::Ordering::Equal => return self.1.take(),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
     }
 }
 
@@ -791,55 +823,43 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
     let mut done: HashMap<u64, BlobId> = HashMap::new();
     let lost = || Error::Invalid("backup pipeline lost a directory entry".into());
     for job in dirs {
-        let mut nodes = job.nodes;
         let files = job
             .waits
             .iter()
-            .filter(|w| matches!(w, Wait::File(_)))
+            .filter(|w| matches!(w, Wait::File { .. }))
             .count();
         let mut outcomes = match (&job.outcomes, files) {
             (Some(o), 1..) => o.take_all(files).unwrap_or_default(),
             _ => Vec::new(),
         };
-        // Files left out, in order.
-        let mut left_out = Vec::new();
+        let mut fills = Vec::with_capacity(job.waits.len());
         for wait in job.waits {
             match wait {
-                Wait::File(at) => {
-                    let node = nodes.get_mut(at).ok_or_else(lost)?;
-                    match outcomes.get_mut(at).and_then(Option::take) {
+                Wait::File { slot, at } => {
+                    match outcomes.get_mut(slot).and_then(Option::take) {
                         Some(Ok((chunks, size))) => {
-                            node.size = size;
-                            node.kind = NodeKind::File { chunks };
                             Counters::add(&setup.counters.total_bytes, size);
+                            fills.push((at, Fill::File { chunks, size }));
                             continue;
                         }
                         Some(Err(Some(why))) => (setup.report)(why),
                         Some(Err(None)) => {}
                         None => (setup.report)(format!(
                             "{}: worker stopped",
-                            String::from_utf8_lossy(&node.name.0)
+                            String::from_utf8_lossy(job.tree.name_at(at))
                         )),
                     }
-                    left_out.push(at);
+                    // Left out.
+                    fills.push((at, Fill::Remove));
                 }
-                Wait::Dir(at, seq) => {
+                Wait::Dir { at, seq } => {
                     let subtree = done.remove(&seq).ok_or_else(lost)?;
-                    nodes.get_mut(at).ok_or_else(lost)?.kind = NodeKind::Dir { subtree };
+                    fills.push((at, Fill::Subtree(subtree)));
                 }
             }
         }
-        if !left_out.is_empty() {
-            let mut at = 0;
-            nodes.retain(|_| {
-                let keep = left_out.binary_search(&at).is_err();
-                at += 1;
-                keep
-            });
-        }
-        let (id, _) = setup
-            .writer
-            .add(BlobKind::Tree, &Tree::new(nodes).encode())?;
+        drop(outcomes);
+        let (id, _) = setup.writer.add(BlobKind::Tree, &job.tree.finish(fills)?)?;
         done.insert(job.seq, id);
     }
     Ok(done)

@@ -20,7 +20,7 @@ use crate::id::{file_hash, is_hex_name, BlobId, IndexId, PackId};
 use crate::index::{IndexBuilder, IndexSet, IndexTable, Location};
 use crate::pack;
 use crate::snapshot::{self, SnapshotEntry};
-use crate::tree::Tree;
+use crate::tree::{EncodedTree, Tree};
 
 pub use config::Config;
 pub use keys::KdfParams;
@@ -446,6 +446,13 @@ impl Repository {
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let bytes = self.read_blob(id)?;
         Tree::decode(&bytes, &format!("tree {}", id.short()))
+    }
+
+    /// Reads and checks a tree blob, leaving its nodes encoded until they
+    /// are read (see [`EncodedTree`]).
+    pub fn load_encoded_tree(&self, id: &BlobId) -> Result<EncodedTree> {
+        let bytes = self.read_blob(id)?;
+        EncodedTree::decode(bytes, &format!("tree {}", id.short()))
     }
 
     /// Every snapshot, oldest first.

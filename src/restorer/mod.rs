@@ -12,7 +12,8 @@
 //! target but changing nothing in it: what a directory it would create or
 //! replace holds counts as missing.
 //!
-//! Safety: every name comes from a tree that passed [`Tree::decode`], so no
+//! Safety: every name comes from a tree that passed [`EncodedTree::decode`]
+//! (which checks what [`Tree::decode`] checks), so no
 //! name can contain `/` or be `..`; each directory on the way is checked to
 //! be a real directory (a symlink already in the target is replaced or, with
 //! skip-existing, left alone with its subtree skipped) before anything is
@@ -54,7 +55,7 @@ use crate::index::Location;
 use crate::pack::{self, PackHeader};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{EncodedTree, Node, NodeKind, Tree};
 
 mod beneath;
 mod execute;
@@ -153,7 +154,7 @@ pub fn restore(
         ));
     }
     let mut start_path = String::new();
-    let mut tree = repo.load_tree(&snap.tree)?;
+    let mut tree = repo.load_encoded_tree(&snap.tree)?;
     let components: Vec<&str> = opts
         .subpath
         .as_deref()
@@ -163,23 +164,21 @@ pub fn restore(
         .collect();
     for (i, comp) in components.iter().enumerate() {
         let node = tree
-            .nodes
-            .iter()
-            .find(|n| n.name.0 == comp.as_bytes())
+            .nodes()
+            .find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp.as_bytes()))
             .ok_or_else(|| {
                 Error::NotFound(format!(
                     "path /{} in the snapshot",
                     components[..=i].join("/")
                 ))
-            })?
-            .clone();
+            })??;
         start_path.push('/');
         start_path.push_str(comp);
         match &node.kind {
-            NodeKind::Dir { subtree } => tree = repo.load_tree(subtree)?,
+            NodeKind::Dir { subtree } => tree = repo.load_encoded_tree(subtree)?,
             _ if i + 1 == components.len() => {
                 // A single non-directory: restore it into the target.
-                tree = Tree::new(vec![node]);
+                tree = EncodedTree::from_tree(&Tree::new(vec![node]));
                 start_path.truncate(start_path.rfind('/').unwrap_or(0));
                 break;
             }
@@ -317,15 +316,25 @@ impl Planner<'_> {
     /// Plans (and restores, batch by batch) the entries of `tree` at
     /// `rel`; returns whether any was selected. A subtree that cannot be
     /// read is reported and left out, not the restore.
-    fn walk(&mut self, tree: &Tree, rel: &Path, abs: &str, included: bool) -> bool {
+    fn walk(&mut self, tree: &EncodedTree, rel: &Path, abs: &str, included: bool) -> bool {
         let mut any = false;
         if self.mirror {
             self.plan.dir_names.insert(
                 rel.to_path_buf(),
-                tree.nodes.iter().map(|n| n.name.0.clone()).collect(),
+                tree.names().map(<[u8]>::to_vec).collect(),
             );
         }
-        for node in &tree.nodes {
+        for node in tree.nodes() {
+            let node = match node {
+                Ok(node) => node,
+                Err(e) => {
+                    self.ex.fail(
+                        &self.ex.target.join(rel),
+                        format!("the rest of its tree cannot be read, left out: {e}"),
+                    );
+                    break;
+                }
+            };
             let name = OsStr::from_bytes(&node.name.0);
             let child_rel = rel.join(name);
             let child_abs = format!("{abs}/{}", node.name);
@@ -336,14 +345,14 @@ impl Planner<'_> {
             let inc = included
                 || self.includes.is_empty()
                 || self.includes.matches(&child_abs, &name_str);
-            match &node.kind {
+            match node.kind {
                 NodeKind::Dir { subtree } => {
                     let idx = self.plan.dirs.len();
                     self.plan.dirs.push(Item {
                         rel: child_rel.clone(),
-                        node: node.clone(),
+                        node,
                     });
-                    let below = match self.repo.load_tree(subtree) {
+                    let below = match self.repo.load_encoded_tree(&subtree) {
                         Ok(sub) => self.walk(&sub, &child_rel, &child_abs, inc),
                         Err(e) => {
                             self.ex.fail(
@@ -366,30 +375,36 @@ impl Planner<'_> {
                     }
                 }
                 _ if !inc => {}
-                NodeKind::File { .. } => {
+                NodeKind::File { ref chunks } => {
                     any = true;
-                    let item = Item {
-                        rel: child_rel.clone(),
-                        node: node.clone(),
-                    };
+                    let chunks = chunks.len();
                     if node.nlink > 1 {
-                        if let Some(first) = self.inodes.get(&(node.dev, node.inode)) {
+                        let inode = (node.dev, node.inode);
+                        let item = Item {
+                            rel: child_rel.clone(),
+                            node,
+                        };
+                        if let Some(first) = self.inodes.get(&inode) {
                             self.plan.links.push((item, first.clone()));
                             continue;
                         }
-                        self.inodes.insert((node.dev, node.inode), child_rel);
+                        self.inodes.insert(inode, child_rel);
+                        self.batch_chunks += chunks;
+                        self.plan.files.push(item);
+                    } else {
+                        self.batch_chunks += chunks;
+                        self.plan.files.push(Item {
+                            rel: child_rel,
+                            node,
+                        });
                     }
-                    if let NodeKind::File { chunks } = &node.kind {
-                        self.batch_chunks += chunks.len();
-                    }
-                    self.plan.files.push(item);
                     self.flush_if_full();
                 }
                 _ => {
                     any = true;
                     self.plan.others.push(Item {
                         rel: child_rel,
-                        node: node.clone(),
+                        node,
                     });
                     self.flush_if_full();
                 }
