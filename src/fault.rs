@@ -99,18 +99,25 @@ pub fn fs_size() -> Option<u64> {
     *SIZE.get_or_init(|| std::env::var("CAIRN_TEST_FS_SIZE").ok()?.parse().ok())
 }
 
+/// After how many indexed blobs a writer writes an index table, from
+/// `CAIRN_TEST_INDEX_EVERY`, so a test backs up a small tree into many
+/// tables. Unset, this costs one cached environment lookup.
+pub fn index_every() -> Option<usize> {
+    static EVERY: OnceLock<Option<usize>> = OnceLock::new();
+    *EVERY.get_or_init(|| positive("CAIRN_TEST_INDEX_EVERY"))
+}
+
+/// The positive count in environment variable `name`, if set.
+fn positive(name: &str) -> Option<usize> {
+    std::env::var(name).ok()?.parse().ok().filter(|&n| n > 0)
+}
+
 /// How many entries a restore's batch holds, from
 /// `CAIRN_TEST_RESTORE_BATCH`, so a test restores a small tree in many
 /// batches. Unset, this costs one cached environment lookup.
 pub fn restore_batch() -> Option<usize> {
     static SIZE: OnceLock<Option<usize>> = OnceLock::new();
-    *SIZE.get_or_init(|| {
-        std::env::var("CAIRN_TEST_RESTORE_BATCH")
-            .ok()?
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-    })
+    *SIZE.get_or_init(|| positive("CAIRN_TEST_RESTORE_BATCH"))
 }
 
 /// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated

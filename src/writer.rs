@@ -4,10 +4,14 @@
 //! owner of the set of blobs that are indexed or in flight, so a blob seen
 //! by two workers at once is stored once. Workers compress and encrypt
 //! outside the lock; a full pack is written outside the lock too. On
-//! [`BlobWriter::finish`] the open packs are written and then one index
-//! table naming all new packs: packs first, index second, as the write
-//! ordering requires. If the process dies before that, the packs written so
-//! far are unreferenced and `gc` removes them; nothing referenced is lost.
+//! [`BlobWriter::finish`] the open packs are written and then an index
+//! table naming the new packs: packs first, index second, as the write
+//! ordering requires. A writer that has indexed [`INDEX_EVERY`] blobs
+//! since its last table writes one right away, maps it and forgets those
+//! ids, so what it holds does not grow with what it stores. If the
+//! process dies, the packs written since the last table are unindexed and
+//! those before it indexed but used by no snapshot: `gc` removes both (and
+//! the next backup reuses the indexed ones); nothing referenced is lost.
 //!
 //! A writer given the operation's lock ([`BlobWriter::locked`]) checks it
 //! before each pack and confirms it before writing the index table (see
@@ -19,10 +23,119 @@ use std::sync::Mutex;
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IdSet};
-use crate::index::IndexBuilder;
+use crate::index::{IndexBuilder, IndexTable};
 use crate::pack::{self, BlobKind, PackWriter};
 use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
+
+/// How many blobs a writer indexes in memory before it writes their index
+/// table (see the module docs): about 24 MiB of ids and entries.
+pub const INDEX_EVERY: usize = 256 * 1024;
+
+/// A pack is full at this many blobs, whatever its size: an open pack's
+/// entries and ids are held until it is stored and indexed, and a pack
+/// of 16 MiB holds about 280,000 sealed blobs of small files.
+pub const MAX_PACK_BLOBS: usize = 64 * 1024;
+
+/// The blobs a writer stored or is storing: those of the index tables it
+/// wrote so far, behind a filter that answers most lookups without
+/// searching them, and the rest by id.
+#[derive(Default)]
+struct Seen {
+    ids: IdSet<BlobId>,
+    tables: Vec<IndexTable>,
+    filter: IdFilter,
+}
+
+impl Seen {
+    fn in_tables(&self, id: &BlobId) -> bool {
+        self.filter.may_contain(id) && self.tables.iter().any(|t| t.find(id).is_some())
+    }
+
+    fn contains(&self, id: &BlobId) -> bool {
+        self.ids.contains(id) || self.in_tables(id)
+    }
+
+    /// Adds `id`; false if it was there already.
+    fn insert(&mut self, id: BlobId) -> bool {
+        !self.in_tables(&id) && self.ids.insert(id)
+    }
+
+    /// Takes `table`'s blobs out of the set and looks them up in it.
+    fn add_table(&mut self, table: IndexTable) {
+        for i in 0..table.len() {
+            self.ids.remove(&table.id_at(i));
+        }
+        self.ids.shrink_to_fit();
+        self.tables.push(table);
+        let count: usize = self.tables.iter().map(IndexTable::len).sum();
+        if count > self.filter.capacity() {
+            // Twice what it holds now, so rebuilding from the tables
+            // costs a constant share of their entries over the run.
+            self.filter = IdFilter::with_capacity(count * 2);
+            for t in &self.tables {
+                (0..t.len()).for_each(|i| self.filter.insert(&t.id_at(i)));
+            }
+        } else {
+            let t = self.tables.last().expect("just pushed");
+            (0..t.len()).for_each(|i| self.filter.insert(&t.id_at(i)));
+        }
+    }
+}
+
+/// A blocked Bloom filter of blob ids: 16 bits an id, one cache line a
+/// lookup, under 1% false positives at capacity. Ids are keyed hashes,
+/// so their own bits serve as the hash functions; were they not uniform,
+/// only the share of false positives would grow, never a miss.
+#[derive(Default)]
+struct IdFilter {
+    blocks: Vec<[u64; 8]>,
+}
+
+impl IdFilter {
+    /// Bits set per id, each chosen by 9 bits of the id's second word.
+    const PROBES: u32 = 6;
+
+    fn with_capacity(ids: usize) -> IdFilter {
+        IdFilter {
+            blocks: vec![[0; 8]; (ids * 16 / 512).max(1).next_power_of_two()],
+        }
+    }
+
+    /// How many ids it holds at under 1% false positives.
+    fn capacity(&self) -> usize {
+        self.blocks.len() * 512 / 16
+    }
+
+    fn block_and_bits(&self, id: &BlobId) -> (usize, u64) {
+        let word = |at: usize| u64::from_le_bytes(id.0[at..at + 8].try_into().expect("8 bytes"));
+        let block = (word(0) as usize) & (self.blocks.len().max(1) - 1);
+        let bits = word(8);
+        (block, bits)
+    }
+
+    fn insert(&mut self, id: &BlobId) {
+        let (block, bits) = self.block_and_bits(id);
+        let Some(b) = self.blocks.get_mut(block) else {
+            return;
+        };
+        for k in 0..Self::PROBES {
+            let bit = (bits >> (9 * k)) & 511;
+            b[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
+    }
+
+    fn may_contain(&self, id: &BlobId) -> bool {
+        let (block, bits) = self.block_and_bits(id);
+        let Some(b) = self.blocks.get(block) else {
+            return false;
+        };
+        (0..Self::PROBES).all(|k| {
+            let bit = (bits >> (9 * k)) & 511;
+            b[(bit >> 6) as usize] & (1 << (bit & 63)) != 0
+        })
+    }
+}
 
 /// Counts of what a writer stored.
 #[derive(Clone, Debug, Default)]
@@ -55,7 +168,7 @@ pub struct BlobWriter<'r> {
     /// decides which of two workers holding the same chunk stores it. A
     /// lock of its own, held only to look up or insert an id, so workers
     /// checking their chunks never wait behind a pack being appended to.
-    seen: Mutex<IdSet<BlobId>>,
+    seen: Mutex<Seen>,
     /// The open packs, the index table being built and the counts.
     state: Mutex<State>,
     /// The repository's index as this writer first saw it; what it stores
@@ -81,7 +194,7 @@ impl<'r> BlobWriter<'r> {
         BlobWriter {
             repo,
             lock: None,
-            seen: Mutex::new(IdSet::default()),
+            seen: Mutex::new(Seen::default()),
             state: Mutex::new(State {
                 spare: Vec::new(),
                 data: None,
@@ -105,7 +218,7 @@ impl<'r> BlobWriter<'r> {
         self.state.lock().map_err(|_| panicked())
     }
 
-    fn seen(&self) -> Result<std::sync::MutexGuard<'_, IdSet<BlobId>>> {
+    fn seen(&self) -> Result<std::sync::MutexGuard<'_, Seen>> {
         self.seen.lock().map_err(|_| panicked())
     }
 
@@ -188,7 +301,9 @@ impl<'r> BlobWriter<'r> {
                 *slot = None; // a pack that missed a write is never stored
                 return Err(e);
             }
-            if packer.len() >= self.repo.config().pack_size as usize {
+            if packer.len() >= self.repo.config().pack_size as usize
+                || packer.blob_count() >= MAX_PACK_BLOBS
+            {
                 Ok::<_, Error>(slot.take())
             } else {
                 Ok(None)
@@ -227,6 +342,42 @@ impl<'r> BlobWriter<'r> {
         if pack.bytes.capacity() > 0 {
             st.spare.push(pack.bytes);
         }
+        let every = crate::fault::index_every().unwrap_or(INDEX_EVERY);
+        if st.index.len() >= every {
+            let full = std::mem::take(&mut st.index);
+            drop(st);
+            self.write_index_part(full)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the index table of `builder`'s packs (all stored) before the
+    /// writer finishes, and looks their blobs up in it from now on instead
+    /// of in memory.
+    fn write_index_part(&self, builder: IndexBuilder) -> Result<()> {
+        if let Some(lock) = self.lock {
+            lock.confirm(NOTHING_PUBLISHED)?;
+        }
+        let (id, bytes) = builder.finish(self.repo.key());
+        let name = id.to_hex();
+        let backend = self.repo.backend();
+        if let Err(e) = backend.write(FileKind::Index, &name, &bytes) {
+            if let Some(c) = self.repo.cache() {
+                let _ = c.put_pending(&name, &bytes);
+            }
+            return Err(e);
+        }
+        // A local table is mapped (its pages are the kernel's to drop); a
+        // remote one stays in memory, where it takes half of what its ids
+        // took in the set and the builder.
+        let data = if backend.prefers_ranges() {
+            crate::backend::Data::Owned(bytes)
+        } else {
+            drop(bytes);
+            backend.read(FileKind::Index, &name)?
+        };
+        let table = IndexTable::parse(id, data)?;
+        self.seen()?.add_table(table);
         Ok(())
     }
 
@@ -469,6 +620,26 @@ pub fn with_sealers<R>(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    #[test]
+    fn the_id_filter_never_misses_and_rarely_says_maybe() {
+        use rand::RngCore;
+        let mut rng = rand::thread_rng();
+        let mut id = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            BlobId(b)
+        };
+        let empty = IdFilter::default();
+        assert!(!empty.may_contain(&id()));
+        let mut filter = IdFilter::with_capacity(100_000);
+        assert!(filter.capacity() >= 100_000);
+        let ids: Vec<BlobId> = (0..filter.capacity()).map(|_| id()).collect();
+        ids.iter().for_each(|i| filter.insert(i));
+        assert!(ids.iter().all(|i| filter.may_contain(i)));
+        let maybe = (0..100_000).filter(|_| filter.may_contain(&id())).count();
+        assert!(maybe < 1_000, "{maybe} of 100,000 other ids said maybe");
+    }
 
     use super::*;
     use crate::backend::local::LocalBackend;
