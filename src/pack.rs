@@ -162,11 +162,6 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// How many blobs it holds.
-    pub fn blob_count(&self) -> usize {
-        self.entries.len()
-    }
-
     fn append(&mut self, bytes: &[u8]) -> Result<()> {
         match &mut self.out {
             Out::Buffer(buf) => buf.extend_from_slice(bytes),

@@ -32,11 +32,6 @@ use crate::repo::Repository;
 /// table (see the module docs): about 24 MiB of ids and entries.
 pub const INDEX_EVERY: usize = 256 * 1024;
 
-/// A pack is full at this many blobs, whatever its size: an open pack's
-/// entries and ids are held until it is stored and indexed, and a pack
-/// of 16 MiB holds about 280,000 sealed blobs of small files.
-pub const MAX_PACK_BLOBS: usize = 64 * 1024;
-
 /// The blobs a writer stored or is storing: those of the index tables it
 /// wrote so far, behind a filter that answers most lookups without
 /// searching them, and the rest by id.
@@ -301,9 +296,7 @@ impl<'r> BlobWriter<'r> {
                 *slot = None; // a pack that missed a write is never stored
                 return Err(e);
             }
-            if packer.len() >= self.repo.config().pack_size as usize
-                || packer.blob_count() >= MAX_PACK_BLOBS
-            {
+            if packer.len() >= self.repo.config().pack_size as usize {
                 Ok::<_, Error>(slot.take())
             } else {
                 Ok(None)
