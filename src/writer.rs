@@ -177,7 +177,7 @@ fn panicked() -> Error {
 
 /// How a writer whose lock was lost ends its error message.
 const NOTHING_PUBLISHED: &str =
-    "nothing published (no index table, no snapshot): run the backup again";
+    "nothing published from here on (no index table, no snapshot): run the backup again";
 
 thread_local! {
     static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
