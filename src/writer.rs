@@ -360,6 +360,7 @@ impl<'r> BlobWriter<'r> {
             }
             return Err(e);
         }
+        crate::fault::point("after-index-part-write");
         // A local table is mapped (its pages are the kernel's to drop); a
         // remote one stays in memory, where it takes half of what its ids
         // took in the set and the builder.
