@@ -321,6 +321,36 @@ fn read_node(
     })
 }
 
+/// Checks a tree blob's plaintext as [`Tree::decode`] does (it accepts
+/// exactly what decoding accepts) without decoding a node, and calls `f`
+/// with every chunk and subtree it refers to, in node order; returns its
+/// node count. On an error, `f` may already have seen some references.
+pub fn check(bytes: &[u8], what: &str, mut f: impl FnMut(Ref)) -> Result<usize> {
+    let mut r = Reader { bytes, at: 0 };
+    let nodes = read_header(&mut r, what)?;
+    let mut prev: Option<std::ops::Range<usize>> = None;
+    let mut len = 0usize;
+    for _ in 0..nodes {
+        let at = read_node(&mut r, true, &mut f).map_err(|why| bad_encoding(what, why))?;
+        let name = &bytes[at.name.clone()];
+        check_name(name).map_err(|why| {
+            Error::corrupt(
+                what,
+                format!("entry {:?}: {why}", String::from_utf8_lossy(name)),
+            )
+        })?;
+        if prev.is_some_and(|p| &bytes[p] >= name) {
+            return Err(Error::corrupt(what, "entries are not sorted or not unique"));
+        }
+        prev = Some(at.name);
+        len += 1;
+    }
+    if r.at != bytes.len() {
+        return Err(bad_encoding(what, "trailing bytes"));
+    }
+    Ok(len)
+}
+
 /// A tree blob's plaintext, checked as [`Tree::decode`] checks it, whose
 /// nodes are decoded only as they are read. A directory's entries then
 /// cost their encoding (about 160 bytes for a small file) rather than
@@ -338,31 +368,7 @@ impl EncodedTree {
     /// Checks a tree blob's plaintext: everything [`Tree::decode`] rejects
     /// is rejected here, so decoding its nodes cannot fail.
     pub fn decode(bytes: Vec<u8>, what: &str) -> Result<EncodedTree> {
-        let mut r = Reader {
-            bytes: &bytes,
-            at: 0,
-        };
-        let nodes = read_header(&mut r, what)?;
-        let mut prev: Option<std::ops::Range<usize>> = None;
-        let mut len = 0usize;
-        for _ in 0..nodes {
-            let at = read_node(&mut r, true, &mut |_| {}).map_err(|why| bad_encoding(what, why))?;
-            let name = &bytes[at.name.clone()];
-            check_name(name).map_err(|why| {
-                Error::corrupt(
-                    what,
-                    format!("entry {:?}: {why}", String::from_utf8_lossy(name)),
-                )
-            })?;
-            if prev.is_some_and(|p| &bytes[p] >= name) {
-                return Err(Error::corrupt(what, "entries are not sorted or not unique"));
-            }
-            prev = Some(at.name);
-            len += 1;
-        }
-        if r.at != bytes.len() {
-            return Err(bad_encoding(what, "trailing bytes"));
-        }
+        let len = check(&bytes, what, |_| {})?;
         Ok(EncodedTree {
             bytes,
             len,

@@ -191,6 +191,13 @@ fn all_decoders(bytes: &[u8], key: &MasterKey) {
         // The tree read node by node (restore, a backup's parent) accepts
         // exactly what decoding accepts, and yields the same nodes.
         let encoded = encoded.expect("a tree decoding accepts");
+        // verify's walk checks without decoding, and sees the same refs.
+        let mut checked = Vec::new();
+        assert_eq!(
+            tree::check(bytes, "tree", |r| checked.push(r)).unwrap(),
+            t.nodes.len()
+        );
+        assert_eq!(checked, scanned);
         assert_eq!(encoded.len(), t.nodes.len());
         let nodes: Vec<Node> = encoded.nodes().map(|n| n.unwrap()).collect();
         assert_eq!(nodes, t.nodes);
@@ -201,6 +208,7 @@ fn all_decoders(bytes: &[u8], key: &MasterKey) {
         assert_eq!(owned, t.nodes);
     } else {
         assert!(encoded.is_err(), "accepted node by node, not whole");
+        assert!(tree::check(bytes, "tree", |_| {}).is_err());
     }
 
     // Snapshots.

@@ -25,7 +25,7 @@ use crate::id::{file_hash, is_hex_name, BlobId, PackId, SnapshotId};
 use crate::pack;
 use crate::repo::{keys, Repository};
 use crate::snapshot::Snapshot;
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{NodeKind, Ref};
 
 mod data;
 mod subset;
@@ -313,19 +313,17 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let roots: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     report.trees = crate::walker::for_each_tree(repo, &roots, opts.workers, &|id, tree| {
         let f = match tree {
-            Ok(tree) => TreeFacts {
-                children: tree
-                    .nodes
+            Ok(refs) => TreeFacts {
+                children: refs
                     .iter()
-                    .filter_map(|n| match &n.kind {
-                        NodeKind::Dir { subtree } => Some(*subtree),
-                        _ => None,
+                    .filter_map(|r| match r {
+                        Ref::Subtree(subtree) => Some(*subtree),
+                        Ref::Chunk(_) => None,
                     })
                     .collect(),
-                damaged: tree.nodes.iter().any(|n| match &n.kind {
-                    NodeKind::File { chunks } => chunks.iter().any(|c| fault(c).is_some()),
-                    _ => false,
-                }),
+                damaged: refs
+                    .iter()
+                    .any(|r| matches!(r, Ref::Chunk(c) if fault(c).is_some())),
             },
             Err(_) => TreeFacts {
                 children: Vec::new(),
@@ -460,7 +458,7 @@ fn attribute(
     fault: &dyn Fn(&BlobId) -> Option<Fault>,
     out: &mut Vec<Damage>,
 ) {
-    let tree: Tree = match repo.load_tree(id) {
+    let tree = match repo.load_encoded_tree(id) {
         Ok(t) => t,
         Err(e) => {
             let f = fault(id);
@@ -478,7 +476,8 @@ fn attribute(
             return;
         }
     };
-    for node in &tree.nodes {
+    for node in tree.nodes() {
+        let Ok(node) = node else { break };
         let p = format!("{path}/{}", node.name);
         match &node.kind {
             NodeKind::File { chunks } => {
