@@ -398,10 +398,24 @@ impl EncodedTree {
     /// Its nodes in order, each decoded as it is reached.
     pub fn nodes(&self) -> Nodes<'_> {
         Nodes {
-            rest: self.bytes.get(HEADER..).unwrap_or_default(),
+            tree: self,
+            at: HEADER,
             left: self.len,
-            what: &self.what,
         }
+    }
+
+    /// The node at `at`, if `left` are left, moving `at` past it (an
+    /// error ends the nodes: `left` becomes 0).
+    fn next_node(&self, at: &mut usize, left: &mut usize) -> Option<Result<Node>> {
+        if *left == 0 {
+            return None;
+        }
+        let mut rest = self.bytes.get(*at..).unwrap_or_default();
+        let before = rest.len();
+        let node = codec::decode_next(&mut rest, &self.what);
+        *at += before - rest.len();
+        *left = if node.is_ok() { *left - 1 } else { 0 };
+        Some(node)
     }
 
     /// Its nodes' names in order, nothing decoded.
@@ -432,21 +446,16 @@ impl EncodedTree {
 /// is possible only if decoding and [`EncodedTree::decode`]'s checks
 /// disagreed; it ends the iteration.
 pub struct Nodes<'a> {
-    rest: &'a [u8],
+    tree: &'a EncodedTree,
+    at: usize,
     left: usize,
-    what: &'a str,
 }
 
 impl Iterator for Nodes<'_> {
     type Item = Result<Node>;
 
     fn next(&mut self) -> Option<Result<Node>> {
-        if self.left == 0 {
-            return None;
-        }
-        let node = codec::decode_next(&mut self.rest, self.what);
-        self.left = if node.is_ok() { self.left - 1 } else { 0 };
-        Some(node)
+        self.tree.next_node(&mut self.at, &mut self.left)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -465,15 +474,7 @@ impl Iterator for IntoNodes {
     type Item = Result<Node>;
 
     fn next(&mut self) -> Option<Result<Node>> {
-        if self.left == 0 {
-            return None;
-        }
-        let mut rest = self.tree.bytes.get(self.at..).unwrap_or_default();
-        let before = rest.len();
-        let node = codec::decode_next(&mut rest, &self.tree.what);
-        self.at += before - rest.len();
-        self.left = if node.is_ok() { self.left - 1 } else { 0 };
-        Some(node)
+        self.tree.next_node(&mut self.at, &mut self.left)
     }
 }
 
@@ -552,8 +553,8 @@ impl TreeEncoder {
     /// [`Tree::encode`] of the nodes as filled in. The buffer is reused:
     /// left-out nodes are cut out front to back, then contents written
     /// back to front, each node moved once, so a large directory's tree
-    /// is not held twice (a content shorter than its placeholder, which a
-    /// backup never has, is copied into a new buffer instead).
+    /// is not held twice. A placeholder must not be longer than its
+    /// content (a file pushed with no chunks, a directory with any id).
     ///
     /// [`push`]: TreeEncoder::push
     pub fn finish(mut self, mut fills: Vec<(usize, Fill)>) -> Result<Vec<u8>> {
@@ -565,8 +566,12 @@ impl TreeEncoder {
             }
             after = *at + 1;
         }
-        if fills.iter().any(|(at, fill)| self.delta(*at, fill) < 0) {
-            return self.finish_copying(fills);
+        let shorter =
+            |(at, fill): &(usize, Fill)| !matches!(fill, Fill::Remove) && self.delta(*at, fill) < 0;
+        if fills.iter().any(shorter) {
+            return Err(Error::Invalid(
+                "a tree's placeholder is longer than the content put in it".into(),
+            ));
         }
         // Cut out the nodes left out, moving what lies between them down
         // and the places of the rest with it.
@@ -637,37 +642,6 @@ impl TreeEncoder {
             Fill::Remove => return -((l.end - at) as isize),
         };
         new as isize - l.kind.len() as isize
-    }
-
-    /// [`TreeEncoder::finish`] into a new buffer.
-    fn finish_copying(self, fills: Vec<(usize, Fill)>) -> Result<Vec<u8>> {
-        let lost = || Error::Invalid("backup lost a directory entry's place".into());
-        let mut out = Vec::with_capacity(self.bytes.len());
-        let mut copied = 0;
-        let mut len = self.len;
-        for (at, fill) in fills {
-            let l = self.layout(at).filter(|_| at >= copied).ok_or_else(lost)?;
-            out.extend_from_slice(&self.bytes[copied..at]);
-            match fill {
-                Fill::Remove => len -= 1,
-                Fill::Subtree(subtree) => {
-                    out.extend_from_slice(&self.bytes[at..l.kind.start]);
-                    codec::encode_into(&KindRef::Dir { subtree: &subtree }, &mut out);
-                    out.extend_from_slice(&self.bytes[l.kind.end..l.end]);
-                }
-                Fill::File { chunks, size } => {
-                    out.extend_from_slice(&self.bytes[at..l.kind.start]);
-                    codec::encode_into(&KindRef::File { chunks: &chunks }, &mut out);
-                    out.extend_from_slice(&self.bytes[l.kind.end..l.size]);
-                    codec::encode_into(&size, &mut out);
-                    out.extend_from_slice(&self.bytes[l.size + 8..l.end]);
-                }
-            }
-            copied = l.end;
-        }
-        out.extend_from_slice(&self.bytes[copied..]);
-        out[4..HEADER].copy_from_slice(&len.to_le_bytes());
-        Ok(out)
     }
 }
 
@@ -879,7 +853,7 @@ pub(crate) mod tests {
             TreeEncoder::default().finish(vec![]).unwrap(),
             Tree::new(vec![]).encode()
         );
-        // A content shorter than its placeholder goes through a copy.
+        // A content shorter than its placeholder is refused.
         let mut enc = TreeEncoder::default();
         let a = enc.push(&file("a", 2));
         enc.push(&file("b", 1));
@@ -890,13 +864,8 @@ pub(crate) mod tests {
                 size: 9,
             },
         )];
-        let mut want = file("a", 1);
-        want.kind = NodeKind::File {
-            chunks: vec![BlobId([3; 32])],
-        };
-        want.size = 9;
-        let want = Tree::new(vec![want, file("b", 1)]);
-        assert_eq!(enc.finish(fills).unwrap(), want.encode());
+        let err = enc.finish(fills).unwrap_err().to_string();
+        assert!(err.contains("placeholder is longer"), "{err}");
         // A place that is not a node's start is an error, not a panic.
         let mut enc = TreeEncoder::default();
         enc.push(&file("a", 1));
@@ -934,7 +903,8 @@ pub(crate) mod tests {
                         want.push(n);
                     }
                     (_, false) => {
-                        let chunks: Vec<BlobId> = (0..rng.gen_range(0..4))
+                        // Never fewer chunks than the placeholder holds.
+                        let chunks: Vec<BlobId> = (0..rng.gen_range(placeholder..4))
                             .map(|_| BlobId([rng.gen(); 32]))
                             .collect();
                         let size = rng.gen();
