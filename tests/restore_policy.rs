@@ -131,7 +131,21 @@ fn subpath_include_and_exclude_restore_only_what_they_select() {
     let out = repo.restore_out(&format!("latest:{base}/nope"), &t, &[]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("not found"), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("path {base}/nope in the snapshot")),
+        "{out}"
+    );
     assert!(!t.exists() || list_paths(&t).is_empty());
+    // So is a subpath through a file.
+    let t = repo.scratch("through-a-file");
+    let out = repo.restore_out(&format!("latest:{base}/b/g.txt/x"), &t, &[]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("directory {base}/b/g.txt in the snapshot")),
+        "{out}"
+    );
 
     // --include by name: only .txt files, with the directories leading to
     // them.

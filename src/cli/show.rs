@@ -12,7 +12,7 @@ use crate::id::{file_hash, BlobId, IndexId, PackId};
 use crate::index::IndexTable;
 use crate::repo::{keys, Config, Repository};
 use crate::snapshot::{self, SnapshotEntry, SnapshotFilter};
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{EncodedTree, Node, NodeKind};
 use crate::{format_time, human_bytes};
 
 /// Filters shared by commands that pick snapshots.
@@ -112,44 +112,11 @@ struct LsEntry<'a> {
     node: &'a Node,
 }
 
-/// Follows `path` from the root tree; returns the node's tree (for a
-/// directory) or the single node, plus its absolute path.
-pub(super) fn find_path(repo: &Repository, root: &BlobId, path: &str) -> Result<(Tree, String)> {
-    let mut tree = repo.load_tree(root)?;
-    let mut at = String::new();
-    let comps: Vec<&str> = path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    for (i, comp) in comps.iter().enumerate() {
-        let node = tree
-            .nodes
-            .iter()
-            .find(|n| n.name.0 == comp.as_bytes())
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("path {at}/{comp} in the snapshot")))?;
-        match &node.kind {
-            NodeKind::Dir { subtree } => {
-                tree = repo.load_tree(subtree)?;
-                at.push('/');
-                at.push_str(comp);
-            }
-            _ if i + 1 == comps.len() => return Ok((Tree::new(vec![node]), at)),
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "directory {at}/{comp} in the snapshot"
-                )))
-            }
-        }
-    }
-    Ok((tree, at))
-}
-
 pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let repo = ctx.open()?;
     let all = repo.snapshots()?;
     let e = snapshot::resolve(&all, &a.snapshot, &a.filter.filter())?;
-    let (tree, base) = find_path(&repo, &e.snapshot.tree, a.path.as_deref().unwrap_or("/"))?;
+    let (tree, base) = repo.tree_at(&e.snapshot.tree, a.path.as_deref().unwrap_or("/"))?;
     let mut out = std::io::stdout().lock();
     list_tree(&repo, &tree, &base, &a, &mut out)?;
     Ok(0)
@@ -157,12 +124,13 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
 
 fn list_tree(
     repo: &Repository,
-    tree: &Tree,
+    tree: &EncodedTree,
     base: &str,
     a: &LsArgs,
     out: &mut impl Write,
 ) -> Result<()> {
-    for node in &tree.nodes {
+    for node in tree.nodes() {
+        let node = &node?;
         let path = format!("{base}/{}", node.name);
         let line = if a.json {
             serde_json::to_string(&LsEntry { path: &path, node }).expect("JSON of plain data")
@@ -195,7 +163,7 @@ fn list_tree(
             return Ok(());
         }
         if let NodeKind::Dir { subtree } = &node.kind {
-            list_tree(repo, &repo.load_tree(subtree)?, &path, a, out)?;
+            list_tree(repo, &repo.load_encoded_tree(subtree)?, &path, a, out)?;
         }
     }
     Ok(())

@@ -20,7 +20,7 @@ use crate::id::{file_hash, is_hex_name, BlobId, IndexId, PackId};
 use crate::index::{IndexBuilder, IndexSet, IndexTable, Location};
 use crate::pack;
 use crate::snapshot::{self, SnapshotEntry};
-use crate::tree::{EncodedTree, Tree};
+use crate::tree::{EncodedTree, NodeKind, Tree};
 
 pub use config::Config;
 pub use keys::KdfParams;
@@ -453,6 +453,40 @@ impl Repository {
     pub fn load_encoded_tree(&self, id: &BlobId) -> Result<EncodedTree> {
         let bytes = self.read_blob(id)?;
         EncodedTree::decode(bytes, &format!("tree {}", id.short()))
+    }
+
+    /// What `path` (`/`-separated, relative to the root tree `root`) names
+    /// in a snapshot: a directory's tree and its path, or, for anything
+    /// else, a tree of that one node and the path of its directory.
+    pub fn tree_at(&self, root: &BlobId, path: &str) -> Result<(EncodedTree, String)> {
+        let mut tree = self.load_encoded_tree(root)?;
+        let mut at = String::new();
+        let comps: Vec<&str> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        for (i, comp) in comps.iter().enumerate() {
+            let node = tree
+                .nodes()
+                .find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp.as_bytes()))
+                .ok_or_else(|| Error::NotFound(format!("path {at}/{comp} in the snapshot")))??;
+            match &node.kind {
+                NodeKind::Dir { subtree } => {
+                    tree = self.load_encoded_tree(subtree)?;
+                    at.push('/');
+                    at.push_str(comp);
+                }
+                _ if i + 1 == comps.len() => {
+                    return Ok((EncodedTree::from_tree(&Tree::new(vec![node])), at))
+                }
+                _ => {
+                    return Err(Error::NotFound(format!(
+                        "directory {at}/{comp} in the snapshot"
+                    )))
+                }
+            }
+        }
+        Ok((tree, at))
     }
 
     /// Every snapshot, oldest first.

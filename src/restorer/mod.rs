@@ -55,7 +55,7 @@ use crate::index::Location;
 use crate::pack::{self, PackHeader};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{EncodedTree, Node, NodeKind, Tree};
+use crate::tree::{EncodedTree, Node, NodeKind};
 
 mod beneath;
 mod execute;
@@ -153,42 +153,7 @@ pub fn restore(
             id.short()
         ));
     }
-    let mut start_path = String::new();
-    let mut tree = repo.load_encoded_tree(&snap.tree)?;
-    let components: Vec<&str> = opts
-        .subpath
-        .as_deref()
-        .unwrap_or("")
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    for (i, comp) in components.iter().enumerate() {
-        let node = tree
-            .nodes()
-            .find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp.as_bytes()))
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "path /{} in the snapshot",
-                    components[..=i].join("/")
-                ))
-            })??;
-        start_path.push('/');
-        start_path.push_str(comp);
-        match &node.kind {
-            NodeKind::Dir { subtree } => tree = repo.load_encoded_tree(subtree)?,
-            _ if i + 1 == components.len() => {
-                // A single non-directory: restore it into the target.
-                tree = EncodedTree::from_tree(&Tree::new(vec![node]));
-                start_path.truncate(start_path.rfind('/').unwrap_or(0));
-                break;
-            }
-            _ => {
-                return Err(Error::NotFound(format!(
-                    "directory {start_path} in the snapshot"
-                )))
-            }
-        }
-    }
+    let (tree, start_path) = repo.tree_at(&snap.tree, opts.subpath.as_deref().unwrap_or(""))?;
     let mut fresh = HashSet::new();
     if !opts.dry_run {
         fs::create_dir_all(&opts.target)
