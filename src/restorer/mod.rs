@@ -13,7 +13,7 @@
 //! replace holds counts as missing.
 //!
 //! Safety: every name comes from a tree that passed [`EncodedTree::decode`]
-//! (which checks what [`Tree::decode`] checks), so no
+//! (which checks what [`Tree::decode`](crate::tree::Tree::decode) checks), so no
 //! name can contain `/` or be `..`; each directory on the way is checked to
 //! be a real directory (a symlink already in the target is replaced or, with
 //! skip-existing, left alone with its subtree skipped) before anything is
