@@ -62,19 +62,18 @@ impl Seen {
             self.ids.remove(&table.id_at(i));
         }
         self.ids.shrink_to_fit();
-        self.tables.push(table);
-        let count: usize = self.tables.iter().map(IndexTable::len).sum();
-        if count > self.filter.capacity() {
-            // Twice what it holds now, so rebuilding from the tables
-            // costs a constant share of their entries over the run.
+        let count = self.tables.iter().map(IndexTable::len).sum::<usize>() + table.len();
+        // Rebuilt at twice what it holds once full, so rebuilding from the
+        // tables costs a constant share of their entries over the run.
+        let rebuild = count > self.filter.capacity();
+        if rebuild {
             self.filter = IdFilter::with_capacity(count * 2);
-            for t in &self.tables {
-                (0..t.len()).for_each(|i| self.filter.insert(&t.id_at(i)));
-            }
-        } else {
-            let t = self.tables.last().expect("just pushed");
+        }
+        let older: &[IndexTable] = if rebuild { &self.tables } else { &[] };
+        for t in older.iter().chain([&table]) {
             (0..t.len()).for_each(|i| self.filter.insert(&t.id_at(i)));
         }
+        self.tables.push(table);
     }
 }
 
