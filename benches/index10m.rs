@@ -4,11 +4,14 @@
 //! then adds synthetic index tables (entries naming packs that do not exist:
 //! nothing reads them unless asked for those ids) straight through the
 //! backend, and measures
-//! - peak RSS and wall time of a no-change backup of the small tree, before
-//!   and after the synthetic entries are added, and
-//! - lookups per second in the mapped index, random hits and misses, plain
-//!   and through the tables' directories of id prefixes (as gc, verify and
-//!   a large restore look up), and
+//! - peak RSS and wall time of a no-change backup of the small tree, and
+//!   of a backup of 100,000 new tiny files (each a chunk no table holds),
+//!   before and after the synthetic entries are added, and
+//! - lookups per second in the mapped index, random hits and misses:
+//!   searching every table, through the filter of every id the set builds
+//!   once misses make it pay (and how long that takes), and through the
+//!   tables' directories of id prefixes (as gc, verify and a large restore
+//!   look up), and
 //! - peak RSS, peak anonymous memory and wall time of a `gc` that drops
 //!   the synthetic entries (their packs do not exist), so that it reads
 //!   every entry: tables are merged as they stream, so its anonymous
@@ -19,7 +22,7 @@
 //! ```
 //! `--keep DIR` builds the repository (`DIR/repo`, source `DIR/src`) in
 //! DIR and leaves it there for further study. Defaults: 10 000 000 entries
-//! in one table, results as JSON in
+//! in 16 tables (as many as compaction leaves), results as JSON in
 //! `target/bench-results/index10m.json` (read by `benches/report.py`).
 //! Under `cargo test` it runs once with 20 000 entries as a smoke test.
 
@@ -52,7 +55,7 @@ fn parse_args() -> Args {
     let measuring = raw.iter().any(|a| a == "--bench");
     let mut args = Args {
         entries: if measuring { 10_000_000 } else { 20_000 },
-        tables: 1,
+        tables: 16,
         out: target_dir().join("bench-results").join("index10m.json"),
         keep: None,
         measuring,
@@ -109,6 +112,34 @@ struct Run {
     max_rss_kib: i64,
 }
 
+/// A [`Run`] polled as it ran, with its peak anonymous memory (KiB): RSS
+/// also counts the pages of mapped index tables and packs (page cache,
+/// which a fault maps a whole large folio of at a time on recent kernels).
+struct Polled {
+    run: Run,
+    max_anon_kib: i64,
+}
+
+impl Polled {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "secs": self.run.secs,
+            "max_rss_kib": self.run.max_rss_kib,
+            "max_anon_kib": self.max_anon_kib,
+        })
+    }
+
+    /// "0.03 s / 24 MiB (3 MiB anonymous)"
+    fn show(&self) -> String {
+        format!(
+            "{:.2} s / {} MiB ({} MiB anonymous)",
+            self.run.secs,
+            self.run.max_rss_kib / 1024,
+            self.max_anon_kib / 1024
+        )
+    }
+}
+
 /// Runs the cairn binary under GNU time. Its peak RSS is not read with
 /// `wait4` from here: Linux counts the resident set a child inherits before
 /// `exec`, and this process is large once it has built the tables.
@@ -137,6 +168,43 @@ fn cairn(repo: &Path, args: &[&str]) -> Run {
         .and_then(|l| l.trim().parse().ok())
         .unwrap_or_else(|| panic!("unexpected time report {text:?}"));
     Run { secs, max_rss_kib }
+}
+
+/// `n` tiny files of distinct contents (`salt` keeps two sets apart), in
+/// folders of 1,000: each is a chunk of its own that no table holds, so a
+/// backup of them looks up `n` ids and misses every one.
+fn make_new_files(root: &Path, salt: &str, n: u64) {
+    for i in 0..n {
+        let dir = root.join(format!("d{:03}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&dir).expect("mkdir");
+        }
+        std::fs::write(dir.join(format!("f{i:06}")), format!("{salt} file {i}\n"))
+            .expect("write file");
+    }
+}
+
+/// Misses a second while every table is searched (the misses before the
+/// set's filter is built), the seconds the miss that builds it takes, and
+/// misses a second through the filter; `probes` are ids no table holds,
+/// more than [`IndexSet::filter_after`].
+fn miss_rates(index: &IndexSet, probes: &[BlobId], min: Duration) -> (f64, f64, f64) {
+    let searched = index.filter_after() - 1;
+    assert!(
+        probes.len() > searched,
+        "too few probes to reach the filter"
+    );
+    assert_eq!(index.filter_bytes(), 0, "filter built before its misses");
+    let started = Instant::now();
+    for p in &probes[..searched] {
+        assert!(!index.contains(p), "lookup of {p:?}");
+    }
+    let plain = searched as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    assert!(!index.contains(&probes[searched]));
+    let build = started.elapsed().as_secs_f64();
+    assert!(index.filter_bytes() > 0, "no filter after its misses");
+    (plain, build, rate(index, probes, false, min))
 }
 
 /// A small source-like tree: 20 folders of 50 files.
@@ -207,7 +275,7 @@ fn rate(index: &IndexSet, probes: &[BlobId], want_hit: bool, min: Duration) -> f
 /// memory. (The kernel's peak RSS from `wait4` would not do: a child
 /// spawned with `posix_spawn` shares this process's memory until it
 /// executes cairn and inherits its high-water mark.)
-fn cairn_polled(repo: &Path, key: &Path, args: &[&str]) -> (Run, i64) {
+fn cairn_polled(repo: &Path, key: &Path, args: &[&str]) -> Polled {
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("-r")
@@ -237,13 +305,13 @@ fn cairn_polled(repo: &Path, key: &Path, args: &[&str]) -> (Run, i64) {
     };
     let secs = started.elapsed().as_secs_f64();
     assert!(status.success(), "cairn {args:?} failed: {status}");
-    (
-        Run {
+    Polled {
+        run: Run {
             secs,
             max_rss_kib: hwm,
         },
-        anon,
-    )
+        max_anon_kib: anon,
+    }
 }
 
 fn main() {
@@ -261,29 +329,39 @@ fn main() {
     let src = base.join("src");
     make_tree(&src);
     let src_arg = src.to_str().expect("utf-8 path");
+    let new_files = if args.measuring { 100_000 } else { 500 };
+    let new_before = base.join("new-before");
+    let new_after = base.join("new-after");
 
     eprintln!(
         "index10m: {} entries in {} table(s)",
         args.entries, args.tables
     );
     cairn(&repo_dir, &["init"]);
-    cairn(&repo_dir, &["backup", src_arg]);
-    let before = cairn(&repo_dir, &["backup", src_arg]);
-    // gc opens with an exported key: Argon2id's 19 MiB would hide what gc
-    // itself holds.
+    // Measured runs open with an exported key: Argon2id's 19 MiB would
+    // hide what the command itself holds.
     let key = base.join("key");
     let _ = std::fs::remove_file(&key);
     cairn(
         &repo_dir,
         &["key", "export", key.to_str().expect("utf-8 path")],
     );
-    let (gc_before, gc_before_anon) = cairn_polled(&repo_dir, &key, &["gc"]);
+    let polled = |args: &[&str]| cairn_polled(&repo_dir, &key, args);
+    let new_before_arg = new_before.to_str().expect("utf-8 path");
+    let new_after_arg = new_after.to_str().expect("utf-8 path");
+    cairn(&repo_dir, &["backup", src_arg]);
+    let before = polled(&["backup", src_arg]);
+    make_new_files(&new_before, "before", new_files);
+    let new_before_run = polled(&["backup", new_before_arg]);
+    let gc_before = polled(&["gc"]);
 
     let repo = Repository::open(Arc::new(LocalBackend::new(&repo_dir)), PASSWORD.as_bytes())
         .expect("open repository");
     let (build_secs, table_bytes) = add_synthetic(&repo, args.entries, args.tables);
     drop(repo);
-    let after = cairn(&repo_dir, &["backup", src_arg]);
+    let after = polled(&["backup", src_arg]);
+    make_new_files(&new_after, "after", new_files);
+    let new_after_run = polled(&["backup", new_after_arg]);
 
     let backend = LocalBackend::new(&repo_dir);
     let index = IndexSet::load(&backend).expect("load index");
@@ -297,14 +375,17 @@ fn main() {
             entry_id(x % args.entries, 0)
         })
         .collect();
-    let misses: Vec<BlobId> = (0..n_probes).map(|i| entry_id(i, 1)).collect();
+    let n_misses = n_probes.max(index.filter_after() as u64 + 1);
+    let misses: Vec<BlobId> = (0..n_misses).map(|i| entry_id(i, 1)).collect();
     let min = if args.measuring {
         Duration::from_secs(3)
     } else {
         Duration::from_millis(10)
     };
     let hit_rate = rate(&index, &hits, true, min);
-    let miss_rate = rate(&index, &misses, false, min);
+    let (miss_rate, filter_secs, miss_rate_filter) = miss_rates(&index, &misses, min);
+    let filter_bytes = index.filter_bytes();
+    let hit_rate_filter = rate(&index, &hits, true, min);
     // As gc's mark, verify and a large restore look up: through each
     // table's directory of id prefixes, built first.
     let started = Instant::now();
@@ -314,9 +395,10 @@ fn main() {
     let hit_rate_dir = rate(&index, &hits, true, min);
     let miss_rate_dir = rate(&index, &misses, false, min);
     let tables = index.tables().len();
+    let filter_after = index.filter_after();
     let entries_total = index.len();
     drop(index);
-    let (gc_after, gc_after_anon) = cairn_polled(&repo_dir, &key, &["gc"]);
+    let gc_after = polled(&["gc"]);
     let left = IndexSet::load(&backend).expect("load index").len();
     assert!(
         left < entries_total - args.entries as usize + 1,
@@ -330,12 +412,20 @@ fn main() {
         "entries_total": entries_total,
         "table_bytes": table_bytes,
         "build_secs": build_secs,
-        "nochange_before": { "secs": before.secs, "max_rss_kib": before.max_rss_kib },
-        "nochange_after": { "secs": after.secs, "max_rss_kib": after.max_rss_kib },
-        "gc_before": { "secs": gc_before.secs, "max_rss_kib": gc_before.max_rss_kib, "max_anon_kib": gc_before_anon },
-        "gc_after": { "secs": gc_after.secs, "max_rss_kib": gc_after.max_rss_kib, "max_anon_kib": gc_after_anon },
+        "nochange_before": before.json(),
+        "nochange_after": after.json(),
+        "gc_before": gc_before.json(),
+        "gc_after": gc_after.json(),
         "lookup_hits_per_sec": hit_rate,
         "lookup_misses_per_sec": miss_rate,
+        "filter_after_misses": filter_after,
+        "filter_build_secs": filter_secs,
+        "filter_bytes": filter_bytes,
+        "lookup_misses_per_sec_filter": miss_rate_filter,
+        "lookup_hits_per_sec_filter": hit_rate_filter,
+        "new_files": new_files,
+        "newfiles_before": new_before_run.json(),
+        "newfiles_after": new_after_run.json(),
         "directory_build_secs": directory_secs,
         "directory_bytes": directory_bytes,
         "lookup_hits_per_sec_directory": hit_rate_dir,
@@ -358,16 +448,27 @@ fn main() {
         build_secs
     );
     println!(
-        "no-change backup         before {:.2} s / {} MiB peak RSS, after {:.2} s / {} MiB",
-        before.secs,
-        before.max_rss_kib / 1024,
-        after.secs,
-        after.max_rss_kib / 1024
+        "no-change backup         before {}, after {}",
+        before.show(),
+        after.show()
     );
     println!(
-        "lookups                  {:.2} M hits/s, {:.2} M misses/s (one thread)",
+        "backup of {new_files} new files  before {}, after {}",
+        new_before_run.show(),
+        new_after_run.show()
+    );
+    println!(
+        "lookups                  {:.2} M hits/s, {:.2} M misses/s searching every table (one thread)",
         hit_rate / 1e6,
         miss_rate / 1e6
+    );
+    println!(
+        "with the filter          {:.2} M hits/s, {:.2} M misses/s ({:.1} MiB, built after {} misses in {:.2} s)",
+        hit_rate_filter / 1e6,
+        miss_rate_filter / 1e6,
+        filter_bytes as f64 / (1 << 20) as f64,
+        filter_after,
+        filter_secs
     );
     println!(
         "with directories         {:.2} M hits/s, {:.2} M misses/s ({:.1} MiB, built in {:.2} s)",
@@ -377,14 +478,9 @@ fn main() {
         directory_secs
     );
     println!(
-        "gc                       before {:.2} s / {} MiB peak RSS ({} MiB anonymous), \
-         dropping the synthetic entries {:.2} s / {} MiB ({} MiB anonymous)",
-        gc_before.secs,
-        gc_before.max_rss_kib / 1024,
-        gc_before_anon / 1024,
-        gc_after.secs,
-        gc_after.max_rss_kib / 1024,
-        gc_after_anon / 1024
+        "gc                       before {} (nothing to do), dropping the synthetic entries {}",
+        gc_before.show(),
+        gc_after.show()
     );
     println!("results                  {}", args.out.display());
 }

@@ -459,40 +459,58 @@ def parts_table(best, figures, failed, cpu, sizes, tools):
 def index_table(path):
     r = json.load(open(path))
     head = conditions(path)
+
+    def mib(run, key):
+        return f"{run[key] / 1024:.0f} MiB" if key in run else "–"
+
+    def row(label, run):
+        return f"| {label} | {run['secs']:.2f} s | {mib(run, 'max_rss_kib')} | {mib(run, 'max_anon_kib')} |"
+
     b, a = r["nochange_before"], r["nochange_after"]
     lines = [
         head + f"{r['entries_total']:,} index entries in {r['tables_total']} tables "
-        f"({fmt_size(r['table_bytes'])} of synthetic tables, written in {r['build_secs']:.1f} s).",
+        f"({fmt_size(r['table_bytes'])} of synthetic tables in {r.get('synthetic_tables', 1)}, "
+        f"written in {r['build_secs']:.1f} s).",
         "",
-        "| no-change backup of 1 000 files | wall time | peak RSS |",
-        "|---|---:|---:|",
-        f"| before the synthetic entries | {b['secs']:.2f} s | {b['max_rss_kib'] / 1024:.0f} MiB |",
-        f"| with {r['entries']:,} more entries | {a['secs']:.2f} s | {a['max_rss_kib'] / 1024:.0f} MiB |",
-        "",
+        "| opened with an exported key | wall time | peak RSS | of it anonymous |",
+        "|---|---:|---:|---:|",
+        row("no-change backup of 1,000 files, before the synthetic entries", b),
+        row(f"the same, with {r['entries']:,} more entries", a),
     ]
-    if "gc_after" in r:
-        gb, ga = r["gc_before"], r["gc_after"]
+    if "newfiles_after" in r:
+        n = r["new_files"]
         lines += [
-            "| gc, opened with an exported key | wall time | peak RSS | of it anonymous |",
-            "|---|---:|---:|---:|",
-            f"| before the synthetic entries (nothing to do) | {gb['secs']:.2f} s | "
-            f"{gb['max_rss_kib'] / 1024:.0f} MiB | {gb['max_anon_kib'] / 1024:.1f} MiB |",
-            f"| dropping the {r['entries']:,} synthetic entries (their packs do not exist) | "
-            f"{ga['secs']:.2f} s | {ga['max_rss_kib'] / 1024:.0f} MiB | {ga['max_anon_kib'] / 1024:.1f} MiB |",
-            "",
+            row(f"backup of {n:,} new tiny files (a miss each), before the synthetic entries",
+                r["newfiles_before"]),
+            row(f"the same with {r['entries']:,} more entries (other files)", r["newfiles_after"]),
+        ]
+    if "gc_after" in r:
+        lines += [
+            row("gc before the synthetic entries (nothing to do)", r["gc_before"]),
+            row(f"gc dropping the {r['entries']:,} synthetic entries (their packs do not exist)",
+                r["gc_after"]),
         ]
     lines += [
+        "",
         "| lookup in the mapped index (one thread, random ids) | rate |",
         "|---|---:|",
         f"| hits | {r['lookup_hits_per_sec'] / 1e6:.2f} M/s |",
-        f"| misses | {r['lookup_misses_per_sec'] / 1e6:.2f} M/s |",
+        f"| misses, searching every table | {r['lookup_misses_per_sec'] / 1e6:.2f} M/s |",
     ]
+    if "filter_bytes" in r:
+        lines += [
+            f"| misses through the filter of every id ({fmt_size(r['filter_bytes'])} in memory, "
+            f"built after {r['filter_after_misses']:,} misses in {r['filter_build_secs']:.2f} s) | "
+            f"{r['lookup_misses_per_sec_filter'] / 1e6:.2f} M/s |",
+            f"| hits, the filter built | {r['lookup_hits_per_sec_filter'] / 1e6:.2f} M/s |",
+        ]
     if "lookup_hits_per_sec_directory" in r:
         lines += [
             f"| hits through the tables' directories ({fmt_size(r['directory_bytes'])} "
             f"in memory, built in {r['directory_build_secs']:.2f} s) | "
             f"{r['lookup_hits_per_sec_directory'] / 1e6:.2f} M/s |",
-            f"| misses through the directories | {r['lookup_misses_per_sec_directory'] / 1e6:.2f} M/s |",
+            f"| misses through the filter and the directories | "
+            f"{r['lookup_misses_per_sec_directory'] / 1e6:.2f} M/s |",
         ]
     return "\n".join(lines) + "\n"
 

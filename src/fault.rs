@@ -107,6 +107,14 @@ pub fn index_every() -> Option<usize> {
     *EVERY.get_or_init(|| positive("CAIRN_TEST_INDEX_EVERY"))
 }
 
+/// After how many misses an index set builds its filter of ids, from
+/// `CAIRN_TEST_FILTER_AFTER`, so a test's small repository gets one.
+/// Unset, this costs one cached environment lookup.
+pub fn filter_after() -> Option<usize> {
+    static AFTER: OnceLock<Option<usize>> = OnceLock::new();
+    *AFTER.get_or_init(|| positive("CAIRN_TEST_FILTER_AFTER"))
+}
+
 /// The positive count in environment variable `name`, if set.
 fn positive(name: &str) -> Option<usize> {
     std::env::var(name).ok()?.parse().ok().filter(|&n| n > 0)

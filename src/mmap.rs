@@ -56,6 +56,45 @@ impl Map {
         }
     }
 
+    /// Maps the pages holding `range` now, as [`Map::populate`] does the
+    /// whole map.
+    pub fn populate_range(&self, range: std::ops::Range<usize>) {
+        if let Some(m) = &self.0 {
+            let end = range.end.min(m.len());
+            if range.start < end {
+                let _ = m.advise_range(
+                    memmap2::Advice::PopulateRead,
+                    range.start,
+                    end - range.start,
+                );
+            }
+        }
+    }
+
+    /// Unmaps the pages holding `range`, so they stop counting in this
+    /// process's memory: they stay in the page cache, and reading one again
+    /// maps it again. For bytes read once, in a map that is then read at a
+    /// few places.
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
+        if let Some(m) = &self.0 {
+            let end = range.end.min(m.len());
+            if range.start < end {
+                // SAFETY: the map is a read-only shared map of a file that
+                // is immutable by contract (see the module docs):
+                // MADV_DONTNEED only drops this process's page-table
+                // entries, and a later read faults the same bytes back in
+                // from the page cache.
+                let _ = unsafe {
+                    m.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        range.start,
+                        end - range.start,
+                    )
+                };
+            }
+        }
+    }
+
     /// Tells the kernel the map will be read at scattered places, so a
     /// page fault maps only its own page instead of reading ahead.
     pub fn advise_random(&self) {

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, IdSet};
-use crate::index::{IndexBuilder, IndexTable};
+use crate::index::{IdFilter, IndexBuilder, IndexTable};
 use crate::pack::{self, BlobKind, PackWriter};
 use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
@@ -74,60 +74,6 @@ impl Seen {
             (0..t.len()).for_each(|i| self.filter.insert(&t.id_at(i)));
         }
         self.tables.push(table);
-    }
-}
-
-/// A blocked Bloom filter of blob ids: 16 bits an id, one cache line a
-/// lookup, under 1% false positives at capacity. Ids are keyed hashes,
-/// so their own bits serve as the hash functions; were they not uniform,
-/// only the share of false positives would grow, never a miss.
-#[derive(Default)]
-struct IdFilter {
-    blocks: Vec<[u64; 8]>,
-}
-
-impl IdFilter {
-    /// Bits set per id, each chosen by 9 bits of the id's second word.
-    const PROBES: u32 = 6;
-
-    fn with_capacity(ids: usize) -> IdFilter {
-        IdFilter {
-            blocks: vec![[0; 8]; (ids * 16 / 512).max(1).next_power_of_two()],
-        }
-    }
-
-    /// How many ids it holds at under 1% false positives.
-    fn capacity(&self) -> usize {
-        self.blocks.len() * 512 / 16
-    }
-
-    fn block_and_bits(&self, id: &BlobId) -> (usize, u64) {
-        let word = |at: usize| u64::from_le_bytes(id.0[at..at + 8].try_into().expect("8 bytes"));
-        let block = (word(0) as usize) & (self.blocks.len().max(1) - 1);
-        let bits = word(8);
-        (block, bits)
-    }
-
-    fn insert(&mut self, id: &BlobId) {
-        let (block, bits) = self.block_and_bits(id);
-        let Some(b) = self.blocks.get_mut(block) else {
-            return;
-        };
-        for k in 0..Self::PROBES {
-            let bit = (bits >> (9 * k)) & 511;
-            b[(bit >> 6) as usize] |= 1 << (bit & 63);
-        }
-    }
-
-    fn may_contain(&self, id: &BlobId) -> bool {
-        let (block, bits) = self.block_and_bits(id);
-        let Some(b) = self.blocks.get(block) else {
-            return false;
-        };
-        (0..Self::PROBES).all(|k| {
-            let bit = (bits >> (9 * k)) & 511;
-            b[(bit >> 6) as usize] & (1 << (bit & 63)) != 0
-        })
     }
 }
 
@@ -613,26 +559,6 @@ pub fn with_sealers<R>(
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-
-    #[test]
-    fn the_id_filter_never_misses_and_rarely_says_maybe() {
-        use rand::RngCore;
-        let mut rng = rand::thread_rng();
-        let mut id = || {
-            let mut b = [0u8; 32];
-            rng.fill_bytes(&mut b);
-            BlobId(b)
-        };
-        let empty = IdFilter::default();
-        assert!(!empty.may_contain(&id()));
-        let mut filter = IdFilter::with_capacity(100_000);
-        assert!(filter.capacity() >= 100_000);
-        let ids: Vec<BlobId> = (0..filter.capacity()).map(|_| id()).collect();
-        ids.iter().for_each(|i| filter.insert(i));
-        assert!(ids.iter().all(|i| filter.may_contain(i)));
-        let maybe = (0..100_000).filter(|_| filter.may_contain(&id())).count();
-        assert!(maybe < 1_000, "{maybe} of 100,000 other ids said maybe");
-    }
 
     use super::*;
     use crate::backend::local::LocalBackend;

@@ -113,6 +113,26 @@ impl Data {
         }
     }
 
+    /// For maps: maps the pages holding `range` now (see
+    /// [`crate::mmap::Map::populate_range`]). No-op otherwise.
+    pub fn populate_range(&self, range: std::ops::Range<usize>) {
+        match self {
+            Data::Mapped(m) => m.populate_range(range),
+            Data::Shared(m) => m.populate_range(range),
+            Data::Owned(_) => {}
+        }
+    }
+
+    /// For maps: unmaps the pages holding `range` (see
+    /// [`crate::mmap::Map::release_range`]). No-op otherwise.
+    pub fn release_range(&self, range: std::ops::Range<usize>) {
+        match self {
+            Data::Mapped(m) => m.release_range(range),
+            Data::Shared(m) => m.release_range(range),
+            Data::Owned(_) => {}
+        }
+    }
+
     /// For maps: the bytes will be read front to back. No-op otherwise.
     pub fn advise_sequential(&self) {
         match self {

@@ -72,6 +72,7 @@ pub struct Entry {
 }
 
 mod builder;
+mod filter;
 mod merge;
 mod set;
 mod table;
@@ -79,6 +80,7 @@ mod table;
 mod tests;
 
 pub use builder::IndexBuilder;
+pub use filter::IdFilter;
 pub(crate) use merge::SPOOL_FROM;
 pub use merge::{compact, write_merged, CompactStats, MergeSource, MAX_TABLES};
 pub use set::IndexSet;

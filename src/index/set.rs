@@ -6,7 +6,23 @@ use super::*;
 #[derive(Default)]
 pub struct IndexSet {
     pub(super) tables: Vec<IndexTable>,
+    misses: Misses,
 }
+
+/// The misses an [`IndexSet`] counted, and the filter they made it build.
+#[derive(Default)]
+struct Misses {
+    count: std::sync::atomic::AtomicUsize,
+    filter: std::sync::OnceLock<IdFilter>,
+}
+
+/// Entries of a table read between mapping their pages and unmapping them
+/// while a filter is built: 16 MiB of the table at a time (a few pages in
+/// the unit tests, so that their tables take several windows).
+#[cfg(not(test))]
+const FILTER_WINDOW: usize = (16 << 20) / ENTRY_REC;
+#[cfg(test)]
+const FILTER_WINDOW: usize = 1000;
 
 /// Tables fetched at once from a remote store (the store's own limit on
 /// requests in flight still applies).
@@ -57,6 +73,14 @@ pub(super) fn fetch_tables(
 }
 
 impl IndexSet {
+    /// A set of these tables, searched in this order.
+    pub(super) fn of(tables: Vec<IndexTable>) -> IndexSet {
+        IndexSet {
+            tables,
+            misses: Misses::default(),
+        }
+    }
+
     /// Maps every table in the repository.
     ///
     /// A table listed but gone when opened was merged by a concurrent
@@ -105,7 +129,7 @@ impl IndexSet {
             }
             // Largest first: most lookups hit the big consolidated tables.
             tables.sort_by_key(|t| std::cmp::Reverse(t.len()));
-            return Ok((IndexSet { tables }, damaged));
+            return Ok((IndexSet::of(tables), damaged));
         }
     }
 
@@ -145,8 +169,15 @@ impl IndexSet {
     }
 
     /// Whether `id` is indexed.
+    ///
+    /// A miss searches every table. Once misses have cost about what
+    /// reading every table's ids does (one per 16 entries a table, see
+    /// [`IndexSet::filter_after`]), the set builds a filter of every id
+    /// ([`IdFilter`], 2 bytes an entry), and from then on a miss costs one
+    /// cache line, not a search of each table: a backup of many new small
+    /// files into a large repository looks up one new id per file.
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.tables.iter().any(|t| t.find(id).is_some())
+        self.find(id).is_some()
     }
 
     /// Where `id` is stored; an error naming it if it is not indexed.
@@ -157,11 +188,75 @@ impl IndexSet {
 
     /// Where `id` is stored.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<Location>> {
+        match self.find(id) {
+            Some((t, i)) => t.location_at(i).map(|(_, loc)| Some(loc)),
+            None => Ok(None),
+        }
+    }
+
+    /// The table and entry holding `id`, through the filter once built.
+    fn find(&self, id: &BlobId) -> Option<(&IndexTable, usize)> {
+        let filter = self.misses.filter.get();
+        if filter.is_some_and(|f| !f.may_contain(id)) {
+            return None;
+        }
         for t in &self.tables {
             if let Some(i) = t.find(id) {
-                return t.location_at(i).map(|(_, loc)| Some(loc));
+                return Some((t, i));
             }
         }
-        Ok(None)
+        if filter.is_none() {
+            self.missed();
+        }
+        None
+    }
+
+    /// Counts a miss; the one that reaches [`IndexSet::filter_after`]
+    /// builds the filter, while the other threads go on searching tables.
+    fn missed(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.misses.count.fetch_add(1, Relaxed) + 1;
+        if n == self.filter_after() {
+            self.misses.filter.get_or_init(|| self.build_filter());
+        }
+    }
+
+    /// Misses after which the filter is built: about when searching every
+    /// table on each miss has cost what building it does. A miss reads a
+    /// few scattered entries of each table (0.45 µs a table of 625,000
+    /// entries, measured, see PERFORMANCE.md), the build reads every entry
+    /// once in order (about 30 ns an entry), so the misses that pay for
+    /// it are about one per 16 entries of a table; never fewer than 1,024
+    /// (but as `CAIRN_TEST_FILTER_AFTER` says, for tests).
+    pub fn filter_after(&self) -> usize {
+        if let Some(n) = crate::fault::filter_after() {
+            return n;
+        }
+        (self.len() / (16 * self.tables.len().max(1))).max(1024)
+    }
+
+    /// Bytes of memory the filter holds (0 until built).
+    pub fn filter_bytes(&self) -> usize {
+        self.misses.filter.get().map_or(0, IdFilter::bytes)
+    }
+
+    /// A filter of every table's ids. A map's pages are mapped and
+    /// unmapped [`FILTER_WINDOW`] entries at a time, so reading a table of
+    /// ten million entries does not add its 480 MB to this process's
+    /// memory (they stay in the page cache).
+    fn build_filter(&self) -> IdFilter {
+        let mut filter = IdFilter::with_capacity(self.len());
+        for t in &self.tables {
+            let mut start = 0;
+            while start < t.len() {
+                let end = (start + FILTER_WINDOW).min(t.len());
+                let bytes = t.entry_range(start..end);
+                t.data.populate_range(bytes.clone());
+                (start..end).for_each(|i| filter.insert(&t.id_at(i)));
+                t.data.release_range(bytes);
+                start = end;
+            }
+        }
+        filter
     }
 }

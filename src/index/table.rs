@@ -136,6 +136,12 @@ impl IndexTable {
         &self.data[start..start + ENTRY_REC]
     }
 
+    /// Where entries `range` lie in the table's bytes.
+    pub(super) fn entry_range(&self, range: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let at = |i: usize| HEAD + self.packs * PACK_REC + i * ENTRY_REC;
+        at(range.start)..at(range.end)
+    }
+
     /// The id of entry `i`.
     pub fn id_at(&self, i: usize) -> BlobId {
         BlobId(self.entry_bytes(i)[..32].try_into().expect("32"))

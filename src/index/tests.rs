@@ -143,9 +143,7 @@ fn directories_are_built_where_lookups_repay_them() {
             .collect();
         table_of_ids(&key, &ids)
     };
-    let set = IndexSet {
-        tables: vec![table(16_000), table(1_600)],
-    };
+    let set = IndexSet::of(vec![table(16_000), table(1_600)]);
     let built = |set: &IndexSet| -> Vec<bool> {
         set.tables.iter().map(|t| t.dir.get().is_some()).collect()
     };
@@ -160,6 +158,43 @@ fn directories_are_built_where_lookups_repay_them() {
             assert_eq!(t.find(&t.id_at(i)), Some(i));
         }
     }
+}
+
+/// Once misses reach `filter_after`, the set builds a filter of every
+/// id: misses then stop at it, and every id is still found, in a table
+/// mapped from a file (whose pages the build maps and unmaps a window at
+/// a time) as in one in memory.
+#[test]
+fn misses_build_a_filter_that_keeps_every_id() {
+    let key = MasterKey::generate();
+    let ids = |from: u32, n: u32| -> Vec<BlobId> {
+        (from..from + n)
+            .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (id, bytes) = table_bytes(&key, &ids(0, 30_000));
+    let path = dir.path().join("table");
+    std::fs::write(&path, bytes).unwrap();
+    let mapped = IndexTable::parse(id, Data::Mapped(crate::mmap::Map::open(&path).unwrap()));
+    let set = IndexSet::of(vec![
+        mapped.unwrap(),
+        table_of_ids(&key, &ids(30_000, 3_000)),
+    ]);
+    let after = set.filter_after();
+    assert_eq!(after, 33_000 / 32);
+    let misses = ids(1_000_000, after as u32 + 10_000);
+    for m in &misses[..after - 1] {
+        assert!(!set.contains(m));
+    }
+    assert_eq!(set.filter_bytes(), 0, "built before its misses");
+    assert!(set.lookup(&misses[after - 1]).unwrap().is_none());
+    assert!(set.filter_bytes() >= 33_000 * 2, "not built at its misses");
+    for id in ids(0, 33_000) {
+        assert!(set.contains(&id), "{id:?} lost by the filter");
+        assert!(set.lookup(&id).unwrap().is_some());
+    }
+    assert!(misses.iter().all(|m| !set.contains(m)));
 }
 
 /// On a table whose records are not sorted (a hostile one: tables are
@@ -272,6 +307,12 @@ fn compaction_bounds_the_table_count_and_keeps_every_entry() {
 /// A table of `ids` (one byte each) spread over packs `packs[k]`.
 /// A table of `ids` (in any order), all in one pack.
 fn table_of_ids(key: &MasterKey, ids: &[BlobId]) -> IndexTable {
+    let (id, bytes) = table_bytes(key, ids);
+    IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+}
+
+/// The name and bytes of a table of `ids`, all in one pack.
+fn table_bytes(key: &MasterKey, ids: &[BlobId]) -> (IndexId, Vec<u8>) {
     let entries: Vec<PackEntry> = ids
         .iter()
         .map(|id| PackEntry {
@@ -283,8 +324,7 @@ fn table_of_ids(key: &MasterKey, ids: &[BlobId]) -> IndexTable {
         .collect();
     let mut b = IndexBuilder::default();
     b.add_pack(PackId([1; 32]), BlobKind::Data, &entries);
-    let (id, bytes) = b.finish(key);
-    IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+    b.finish(key)
 }
 
 fn table_of(key: &MasterKey, entries: &[(u8, u8, u32)]) -> IndexTable {
