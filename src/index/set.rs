@@ -205,7 +205,8 @@ impl IndexSet {
                 return Some((t, i));
             }
         }
-        if filter.is_none() {
+        // An empty set (a new repository's) has nothing to filter.
+        if filter.is_none() && !self.tables.is_empty() {
             self.missed();
         }
         None
