@@ -112,12 +112,31 @@ pub fn node_from_metadata(
 
 /// Extended attributes of `path` (not following symlinks); best effort.
 pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    let Ok(names) = xattr::list(path) else {
-        return Vec::new();
-    };
+    match xattr::list(path) {
+        Ok(names) => sorted_xattrs(names, |n| xattr::get(path, n)),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Extended attributes of the open `file`, as [`read_xattrs`] reads a
+/// path's, without looking its path up again; best effort.
+pub fn read_xattrs_of(file: &std::fs::File) -> Vec<Xattr> {
+    use xattr::FileExt;
+    match file.list_xattr() {
+        Ok(names) => sorted_xattrs(names, |n| file.get_xattr(n)),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The attributes `names` with the values `get` reads (those it cannot,
+/// left out), sorted by name.
+fn sorted_xattrs(
+    names: impl Iterator<Item = std::ffi::OsString>,
+    get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
+) -> Vec<Xattr> {
     let mut out: Vec<Xattr> = names
         .filter_map(|n| {
-            let value = xattr::get(path, &n).ok().flatten()?;
+            let value = get(&n).ok().flatten()?;
             Some(Xattr {
                 name: Name(n.as_bytes().to_vec()),
                 value: Name(value),

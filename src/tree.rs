@@ -267,6 +267,8 @@ struct Layout {
     kind: std::ops::Range<usize>,
     /// Where the 8 bytes of its size start.
     size: usize,
+    /// Where its extended attributes start (their count), up to `end`.
+    xattrs: usize,
     end: usize,
 }
 
@@ -308,6 +310,7 @@ fn read_node(
     r.skip(16).ok_or_else(truncated)?;
     let size = r.at;
     r.skip(32).ok_or_else(truncated)?;
+    let xattrs_at = r.at;
     let xattrs = r.u64().ok_or_else(truncated)?;
     for _ in 0..xattrs {
         r.skip_bytes().ok_or("truncated xattr")?;
@@ -317,6 +320,7 @@ fn read_node(
         name,
         kind,
         size,
+        xattrs: xattrs_at,
         end: r.at,
     })
 }
@@ -482,12 +486,15 @@ impl Iterator for IntoNodes {
 /// [`TreeEncoder::finish`]).
 #[derive(Debug)]
 pub enum Fill {
-    /// A file's chunks and the bytes read: its kind and size.
+    /// A file's chunks, the bytes read and its extended attributes (read
+    /// through the open file): its kind, size and xattrs.
     File {
         /// The file's chunks.
         chunks: Vec<BlobId>,
         /// Its length as read.
         size: u64,
+        /// Its extended attributes, sorted by name.
+        xattrs: Vec<Xattr>,
     },
     /// A directory's tree.
     Subtree(BlobId),
@@ -554,7 +561,8 @@ impl TreeEncoder {
     /// left-out nodes are cut out front to back, then contents written
     /// back to front, each node moved once, so a large directory's tree
     /// is not held twice. A placeholder must not be longer than its
-    /// content (a file pushed with no chunks, a directory with any id).
+    /// content (a file pushed with no chunks and, if its fill brings its
+    /// extended attributes, none; a directory with any id).
     ///
     /// [`push`]: TreeEncoder::push
     pub fn finish(mut self, mut fills: Vec<(usize, Fill)>) -> Result<Vec<u8>> {
@@ -566,8 +574,9 @@ impl TreeEncoder {
             }
             after = *at + 1;
         }
-        let shorter =
-            |(at, fill): &(usize, Fill)| !matches!(fill, Fill::Remove) && self.delta(*at, fill) < 0;
+        let shorter = |(at, fill): &(usize, Fill)| {
+            !matches!(fill, Fill::Remove) && self.deltas(*at, fill).is_none()
+        };
         if fills.iter().any(shorter) {
             return Err(Error::Invalid(
                 "a tree's placeholder is longer than the content put in it".into(),
@@ -597,28 +606,46 @@ impl TreeEncoder {
         // before it add (`shift`), never over bytes not yet moved.
         let grow: usize = fills
             .iter()
-            .map(|(at, fill)| self.delta(*at, fill).unsigned_abs())
+            .filter_map(|(at, fill)| self.deltas(*at, fill))
+            .map(|(kind, xattrs)| kind + xattrs)
             .sum();
         let old = self.bytes.len();
         self.bytes.resize(old + grow, 0);
         let (mut read, mut shift) = (old, grow);
-        let mut kind = Vec::new();
+        let (mut kind, mut xattrs) = (Vec::new(), Vec::new());
         for (at, fill) in fills.into_iter().rev() {
             let l = self.layout(at).ok_or_else(lost)?;
-            self.bytes.copy_within(l.kind.end..read, l.kind.end + shift);
+            // What lies past the node moves up by `shift`, all that the
+            // contents up to and including this node add.
+            self.bytes.copy_within(l.end..read, l.end + shift);
             let size = match &fill {
-                Fill::File { chunks, size } => {
+                Fill::File {
+                    chunks,
+                    size,
+                    xattrs: new,
+                } => {
                     kind.clear();
                     codec::encode_into(&KindRef::File { chunks }, &mut kind);
+                    xattrs.clear();
+                    codec::encode_into(new, &mut xattrs);
                     Some(*size)
                 }
                 Fill::Subtree(subtree) => {
                     kind.clear();
                     codec::encode_into(&KindRef::Dir { subtree }, &mut kind);
+                    xattrs.clear();
+                    xattrs.extend_from_slice(&self.bytes[l.xattrs..l.end]);
                     None
                 }
                 Fill::Remove => return Err(lost()),
             };
+            // The extended attributes end where the node now ends.
+            shift -= xattrs.len() - (l.end - l.xattrs);
+            let to = l.xattrs + shift;
+            self.bytes[to..to + xattrs.len()].copy_from_slice(&xattrs);
+            // Between the kind and the attributes (the size among it).
+            self.bytes
+                .copy_within(l.kind.end..l.xattrs, l.kind.end + shift);
             if let Some(size) = size {
                 let at = l.size + shift;
                 self.bytes[at..at + 8].copy_from_slice(&size.to_le_bytes());
@@ -633,15 +660,26 @@ impl TreeEncoder {
         Ok(self.bytes)
     }
 
-    /// How many bytes `fill` adds to the node at `at` (negative: takes).
-    fn delta(&self, at: usize, fill: &Fill) -> isize {
-        let Some(l) = self.layout(at) else { return 0 };
-        let new = match fill {
-            Fill::File { chunks, .. } => codec::encoded_len(&KindRef::File { chunks }),
-            Fill::Subtree(subtree) => codec::encoded_len(&KindRef::Dir { subtree }),
-            Fill::Remove => return -((l.end - at) as isize),
+    /// How many bytes `fill` adds to the node at `at`'s kind and to its
+    /// extended attributes; `None` if it would take some from either (a
+    /// placeholder longer than its content) or removes the node.
+    fn deltas(&self, at: usize, fill: &Fill) -> Option<(usize, usize)> {
+        let l = self.layout(at)?;
+        let (kind, xattrs) = match fill {
+            Fill::File { chunks, xattrs, .. } => (
+                codec::encoded_len(&KindRef::File { chunks }),
+                codec::encoded_len(xattrs),
+            ),
+            Fill::Subtree(subtree) => (
+                codec::encoded_len(&KindRef::Dir { subtree }),
+                l.end - l.xattrs,
+            ),
+            Fill::Remove => return None,
         };
-        new as isize - l.kind.len() as isize
+        Some((
+            kind.checked_sub(l.kind.len())?,
+            xattrs.checked_sub(l.end - l.xattrs)?,
+        ))
     }
 }
 
@@ -800,6 +838,7 @@ pub(crate) mod tests {
                 Fill::File {
                     chunks: vec![BlobId([7; 32]); 3],
                     size: 12345,
+                    xattrs: vec![],
                 },
             ),
             (at[2], Fill::Subtree(BlobId([9; 32]))),
@@ -808,6 +847,7 @@ pub(crate) mod tests {
                 Fill::File {
                     chunks: vec![],
                     size: 0,
+                    xattrs: vec![xattr("user.a", b"\0\x01\x02"), xattr("user.b", b"v")],
                 },
             ),
             (at[4], Fill::Remove),
@@ -816,6 +856,7 @@ pub(crate) mod tests {
                 Fill::File {
                     chunks: vec![BlobId([8; 32])],
                     size: 1,
+                    xattrs: vec![xattr("user.z", &[7; 300])],
                 },
             ),
         ];
@@ -826,10 +867,12 @@ pub(crate) mod tests {
         want[1].size = 12345;
         want[2] = dir("c", 9);
         want[3].size = 0;
+        want[3].xattrs = vec![xattr("user.a", b"\0\x01\x02"), xattr("user.b", b"v")];
         want[5].kind = NodeKind::File {
             chunks: vec![BlobId([8; 32])],
         };
         want[5].size = 1;
+        want[5].xattrs = vec![xattr("user.z", &[7; 300])];
         want.remove(4);
         let want = Tree::new(want);
         let bytes = enc.finish(fills).unwrap();
@@ -862,6 +905,23 @@ pub(crate) mod tests {
             Fill::File {
                 chunks: vec![BlobId([3; 32])],
                 size: 9,
+                xattrs: vec![],
+            },
+        )];
+        let err = enc.finish(fills).unwrap_err().to_string();
+        assert!(err.contains("placeholder is longer"), "{err}");
+        // And attributes fewer than the placeholder's, even with more
+        // chunks making up for their bytes.
+        let mut enc = TreeEncoder::default();
+        let mut a = file("a", 0);
+        a.xattrs = vec![xattr("user.a", b"x")];
+        let a = enc.push(&a);
+        let fills = vec![(
+            a,
+            Fill::File {
+                chunks: vec![BlobId([3; 32]); 4],
+                size: 9,
+                xattrs: vec![],
             },
         )];
         let err = enc.finish(fills).unwrap_err().to_string();
@@ -870,6 +930,23 @@ pub(crate) mod tests {
         let mut enc = TreeEncoder::default();
         enc.push(&file("a", 1));
         assert!(enc.finish(vec![(3, Fill::Remove)]).is_err());
+    }
+
+    fn xattr(name: &str, value: &[u8]) -> Xattr {
+        Xattr {
+            name: Name(name.as_bytes().to_vec()),
+            value: Name(value.to_vec()),
+        }
+    }
+
+    /// `n` attributes with names in order and values of 0 to 99 bytes.
+    fn random_xattrs(rng: &mut impl rand::Rng, n: usize) -> Vec<Xattr> {
+        (0..n)
+            .map(|i| {
+                let len = rng.gen_range(0..100);
+                xattr(&format!("user.{i}"), &vec![rng.gen(); len])
+            })
+            .collect()
     }
 
     #[test]
@@ -882,6 +959,7 @@ pub(crate) mod tests {
             for i in 0..rng.gen_range(0..12) {
                 let name = format!("{i:02}{}", "n".repeat(rng.gen_range(0..40)));
                 let placeholder = rng.gen_range(0..3);
+                let placeholder_xattrs = rng.gen_range(0..3);
                 let mut n = if rng.gen_bool(0.3) {
                     node(
                         &name,
@@ -892,6 +970,7 @@ pub(crate) mod tests {
                 } else {
                     file(&name, placeholder)
                 };
+                n.xattrs = random_xattrs(&mut rng, placeholder_xattrs);
                 let at = enc.push(&n);
                 match (rng.gen_range(0..4), n.is_dir()) {
                     (0, _) => want.push(n),
@@ -908,15 +987,24 @@ pub(crate) mod tests {
                             .map(|_| BlobId([rng.gen(); 32]))
                             .collect();
                         let size = rng.gen();
+                        // Nor fewer attributes: the placeholder's and more.
+                        let count = rng.gen_range(0..3);
+                        let mut xattrs = n.xattrs.clone();
+                        xattrs.extend(random_xattrs(&mut rng, count).into_iter().map(|mut x| {
+                            x.name.0.insert(5, b'x');
+                            x
+                        }));
                         fills.push((
                             at,
                             Fill::File {
                                 chunks: chunks.clone(),
                                 size,
+                                xattrs: xattrs.clone(),
                             },
                         ));
                         n.kind = NodeKind::File { chunks };
                         n.size = size;
+                        n.xattrs = xattrs;
                         want.push(n);
                     }
                 }

@@ -18,7 +18,7 @@ use crate::fsmeta::{node_from_metadata, NameCache};
 use crate::id::BlobId;
 use crate::pack::BlobKind;
 use crate::repo::Repository;
-use crate::tree::{EncodedTree, Fill, IntoNodes, Node, NodeKind, TreeEncoder};
+use crate::tree::{EncodedTree, Fill, IntoNodes, Node, NodeKind, TreeEncoder, Xattr};
 use crate::writer::{BlobWriter, SealQueue};
 
 pub(super) struct WalkSetup<'a> {
@@ -38,10 +38,14 @@ pub(super) struct WalkSetup<'a> {
     pub repo_warn: &'a (dyn Fn(String) + Sync),
 }
 
-/// A file's chunks and byte count, or why it was left out: `None` once
-/// the backup is failing, whose own error says why (one per file would
-/// bury it).
-type FileOutcome = std::result::Result<(Vec<BlobId>, u64), Option<String>>;
+/// A file's chunks, byte count and extended attributes (boxed, so that a
+/// file without any, most, costs a word), or why it was left out: `None`
+/// once the backup is failing, whose own error says why (one per file
+/// would bury it).
+type FileOutcome = std::result::Result<(Vec<BlobId>, u64, Xattrs), Option<String>>;
+
+/// A file's extended attributes as read through it, `None` for none.
+type Xattrs = Option<Box<Vec<Xattr>>>;
 
 /// The outcomes of one directory's files, each put in its place by the
 /// worker that read the file and taken by the finisher: a few dozen bytes
@@ -406,12 +410,14 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Reads, chunks and stores one file.
+/// Reads, chunks and stores one file, and reads its extended attributes
+/// through it (by path, each took a lookup of the path on the walking
+/// thread).
 fn read_file(
     setup: &WalkSetup<'_>,
     path: &Path,
     handle: Option<&DirHandle>,
-) -> std::result::Result<(Vec<BlobId>, u64), FileError> {
+) -> std::result::Result<(Vec<BlobId>, u64, Xattrs), FileError> {
     let skip = |op: &str, e: std::io::Error| {
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
     };
@@ -440,7 +446,8 @@ fn read_file(
     // Held until the directory's tree is written: a small file's one
     // chunk id, not the four a first push makes room for.
     chunks.shrink_to_fit();
-    Ok((chunks, size))
+    let xattrs = crate::fsmeta::read_xattrs_of(&file);
+    Ok((chunks, size, (!xattrs.is_empty()).then(|| Box::new(xattrs))))
 }
 
 /// What every walking thread shares.
@@ -617,10 +624,14 @@ impl Walker<'_> {
                 });
                 // Extended attributes change ctime: reuse the parent's when
                 // ctime and inode are unchanged, saving a syscall per entry.
-                let xattrs = old
+                // A file's are read only once it is known to be read (then
+                // through it, by the worker) or not (then here).
+                let reused = old
                     .as_mut()
                     .filter(|o| o.ctime_ns == ctime_ns(&md) && o.inode == md.ino())
                     .map(|o| std::mem::take(&mut o.xattrs));
+                let unread = reused.is_none() && md.is_file();
+                let xattrs = reused.or_else(|| unread.then(Vec::new));
                 let mut node = match node_from_metadata(&name, &path, &md, &self.names, xattrs) {
                     Ok(n) => n,
                     Err(e) => {
@@ -636,6 +647,12 @@ impl Walker<'_> {
                             .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
                         if let Some(chunks) = old.and_then(|o| unchanged_chunks(o, &node)) {
                             node.kind = NodeKind::File { chunks };
+                            // (Unchanged means the same ctime, so the
+                            // parent's attributes were taken: kept should
+                            // the test ever differ.)
+                            if unread {
+                                node.xattrs = crate::fsmeta::read_xattrs(&path);
+                            }
                             Counters::add(&c.files_unmodified, 1);
                             Counters::add(&c.total_bytes, node.size);
                             tree.push(&node);
@@ -837,9 +854,17 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
             match wait {
                 Wait::File { slot, at } => {
                     match outcomes.get_mut(slot).and_then(Option::take) {
-                        Some(Ok((chunks, size))) => {
+                        Some(Ok((chunks, size, xattrs))) => {
                             Counters::add(&setup.counters.total_bytes, size);
-                            fills.push((at, Fill::File { chunks, size }));
+                            let xattrs = xattrs.map_or_else(Vec::new, |x| *x);
+                            fills.push((
+                                at,
+                                Fill::File {
+                                    chunks,
+                                    size,
+                                    xattrs,
+                                },
+                            ));
                             continue;
                         }
                         Some(Err(Some(why))) => (setup.report)(why),
