@@ -419,8 +419,8 @@ impl XaesKey {
 /// Bytes of the system's random generator each thread draws at once.
 const RANDOM_POOL: usize = 4096;
 
-/// `N` random bytes from the system's generator, drawn [`RANDOM_POOL`]
-/// bytes at a time: every blob sealed takes a fresh random nonce, and a
+/// `N` random bytes from the system's generator, drawn 4 KiB
+/// (`RANDOM_POOL`) at a time: every blob sealed takes a fresh random nonce, and a
 /// system call per nonce cost 2% of the CPU of a backup of 200,000 small
 /// files. The bytes are the generator's own, each handed out once and
 /// cleared from the pool as it is taken.

@@ -2,9 +2,9 @@
 //!
 //! Restore walks the snapshot's trees from the chosen subpath, applies
 //! include/exclude patterns and plans what to create, restoring it a
-//! batch at a time (see [`BATCH_ENTRIES`]): the batch's directories
-//! (parents first), its files on all cores, its symlinks and special
-//! files. Then it links hard links, removes extra entries under the
+//! batch of 32,768 entries at a time (`BATCH_ENTRIES`): the batch's
+//! directories (parents first), its files on all cores, its symlinks and
+//! special files. Then it links hard links, removes extra entries under the
 //! mirror policy, and finally sets directory metadata deepest first.
 //!
 //! A dry run goes through the same steps and makes the same decision for
