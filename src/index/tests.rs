@@ -197,6 +197,41 @@ fn misses_build_a_filter_that_keeps_every_id() {
     assert!(misses.iter().all(|m| !set.contains(m)));
 }
 
+/// Threads that look up at once while the one whose miss reaches the
+/// threshold builds the filter: every hit is found before, during and
+/// after the build, and no miss is taken for a hit.
+#[test]
+fn lookups_during_the_filter_build_are_exact() {
+    let key = MasterKey::generate();
+    let ids = |from: u32, n: u32| -> Vec<BlobId> {
+        (from..from + n)
+            .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect()
+    };
+    let set = IndexSet::of(vec![
+        table_of_ids(&key, &ids(0, 40_000)),
+        table_of_ids(&key, &ids(40_000, 20_000)),
+    ]);
+    let (present, absent) = (ids(0, 60_000), ids(1_000_000, 20_000));
+    std::thread::scope(|s| {
+        for t in 0..4usize {
+            let (set, present, absent) = (&set, &present, &absent);
+            s.spawn(move || {
+                for i in 0..20_000 {
+                    let hit = &present[(i * 3 + t * 7_919) % present.len()];
+                    assert!(set.contains(hit), "{hit:?} missed in thread {t}");
+                    let miss = &absent[(i + t * 5_000) % absent.len()];
+                    assert!(set.lookup(miss).unwrap().is_none());
+                }
+            });
+        }
+    });
+    assert!(
+        set.filter_bytes() > 0,
+        "four threads' misses built no filter"
+    );
+}
+
 /// On a table whose records are not sorted (a hostile one: tables are
 /// mapped for lookups without their MAC being checked), `find` ends
 /// without panicking or overflowing, and what it finds is the id,
