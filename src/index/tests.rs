@@ -160,6 +160,13 @@ fn directories_are_built_where_lookups_repay_them() {
     }
 }
 
+/// `n` ids, the hashes of `from..from + n`.
+fn ids(from: u32, n: u32) -> Vec<BlobId> {
+    (from..from + n)
+        .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+        .collect()
+}
+
 /// Once misses reach `filter_after`, the set builds a filter of every
 /// id: misses then stop at it, and every id is still found, in a table
 /// mapped from a file (whose pages the build maps and unmaps a window at
@@ -167,11 +174,6 @@ fn directories_are_built_where_lookups_repay_them() {
 #[test]
 fn misses_build_a_filter_that_keeps_every_id() {
     let key = MasterKey::generate();
-    let ids = |from: u32, n: u32| -> Vec<BlobId> {
-        (from..from + n)
-            .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
-            .collect()
-    };
     let dir = tempfile::tempdir().unwrap();
     let (id, bytes) = table_bytes(&key, &ids(0, 30_000));
     let path = dir.path().join("table");
@@ -203,11 +205,6 @@ fn misses_build_a_filter_that_keeps_every_id() {
 #[test]
 fn lookups_during_the_filter_build_are_exact() {
     let key = MasterKey::generate();
-    let ids = |from: u32, n: u32| -> Vec<BlobId> {
-        (from..from + n)
-            .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
-            .collect()
-    };
     let set = IndexSet::of(vec![
         table_of_ids(&key, &ids(0, 40_000)),
         table_of_ids(&key, &ids(40_000, 20_000)),
