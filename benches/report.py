@@ -477,6 +477,9 @@ def index_table(path):
         row("no-change backup of 1,000 files, before the synthetic entries", b),
         row(f"the same, with {r['entries']:,} more entries", a),
     ]
+    if "nochange_after_cold" in r:
+        lines.append(row("the same, the index tables dropped from the page cache first",
+                         r["nochange_after_cold"]))
     if "newfiles_after" in r:
         n = r["new_files"]
         lines += [
