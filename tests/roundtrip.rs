@@ -321,9 +321,9 @@ fn many_small_files_in_one_pack_restore_whole() {
 }
 
 /// Extended attributes follow every change across incremental backups:
-/// a file's are read through the file when it is read (new, or changed),
-/// taken from the parent when it is not, and read by path when only its
-/// attributes changed; a directory's are read by path.
+/// a file's are read through the file whenever it is read (new, changed,
+/// or with only its attributes changed, which moves its ctime) and taken
+/// from the parent when it is unchanged; a directory's are read by path.
 #[test]
 fn extended_attributes_follow_changes_across_incremental_backups() {
     let repo = Repo::new();

@@ -647,12 +647,9 @@ impl Walker<'_> {
                             .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
                         if let Some(chunks) = old.and_then(|o| unchanged_chunks(o, &node)) {
                             node.kind = NodeKind::File { chunks };
-                            // (Unchanged means the same ctime, so the
-                            // parent's attributes were taken: kept should
-                            // the test ever differ.)
-                            if unread {
-                                node.xattrs = crate::fsmeta::read_xattrs(&path);
-                            }
+                            // Unchanged means the same ctime and inode, so
+                            // the parent's attributes were taken above.
+                            debug_assert!(!unread, "an unchanged file without its attributes");
                             Counters::add(&c.files_unmodified, 1);
                             Counters::add(&c.total_bytes, node.size);
                             tree.push(&node);
