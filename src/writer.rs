@@ -47,10 +47,6 @@ impl Seen {
         self.filter.may_contain(id) && self.tables.iter().any(|t| t.find(id).is_some())
     }
 
-    fn contains(&self, id: &BlobId) -> bool {
-        self.ids.contains(id) || self.in_tables(id)
-    }
-
     /// Adds `id`; false if it was there already.
     fn insert(&mut self, id: BlobId) -> bool {
         !self.in_tables(&id) && self.ids.insert(id)
@@ -184,11 +180,6 @@ impl<'r> BlobWriter<'r> {
         Ok(self.index.get_or_init(|| loaded))
     }
 
-    /// Whether `id` is stored already or being stored.
-    pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.index()?.contains(id) || self.seen()?.contains(id))
-    }
-
     /// Like [`Self::add`] with the id already computed.
     pub fn add_with_id(&self, kind: BlobKind, id: BlobId, plaintext: &[u8]) -> Result<bool> {
         let (new, full) = self.add_leaving_full(kind, id, plaintext)?;
@@ -207,10 +198,30 @@ impl<'r> BlobWriter<'r> {
         id: BlobId,
         plaintext: &[u8],
     ) -> Result<(bool, Option<PackWriter>)> {
-        if self.index()?.contains(&id) || !self.seen()?.insert(id) {
+        if !self.claim(&id)? {
             return Ok((false, None));
         }
-        let full = SEALED.with(|s| {
+        Ok((true, self.pack_claimed(kind, id, plaintext)?))
+    }
+
+    /// Whether `id` is neither stored nor being stored; if so, the caller
+    /// now stores it ([`Self::pack_claimed`]), and whoever asks next is
+    /// told it is being stored. The index is asked once per id: it is the
+    /// repository's as first seen and does not change, so a new chunk
+    /// costs one search of its tables.
+    fn claim(&self, id: &BlobId) -> Result<bool> {
+        Ok(!self.index()?.contains(id) && self.seen()?.insert(*id))
+    }
+
+    /// Seals `plaintext`, claimed as `id`, into the open pack of `kind`;
+    /// returns that pack if it is now full, for the caller to store.
+    fn pack_claimed(
+        &self,
+        kind: BlobKind,
+        id: BlobId,
+        plaintext: &[u8],
+    ) -> Result<Option<PackWriter>> {
+        SEALED.with(|s| {
             let buf = &mut *s.borrow_mut();
             let sealed = pack::seal_blob(
                 self.repo.key(),
@@ -242,12 +253,11 @@ impl<'r> BlobWriter<'r> {
                 return Err(e);
             }
             if packer.len() >= self.repo.config().pack_size as usize {
-                Ok::<_, Error>(slot.take())
+                Ok(slot.take())
             } else {
                 Ok(None)
             }
-        })?;
-        Ok((true, full))
+        })
     }
 
     /// An empty pack of `kind`. Data packs are streamed to the store where
@@ -412,16 +422,17 @@ pub struct SealQueue<'w> {
 const SEAL_INLINE_MAX: usize = 64 << 10;
 
 impl SealQueue<'_> {
-    /// Queues `data` for storing unless it is stored or in flight already;
-    /// returns its id. An error means an earlier chunk failed to store (the
-    /// pool reports that error) or the pool stopped.
+    /// Queues `data` for storing unless it is stored or in flight already
+    /// (claimed here, so a chunk two workers hold is queued once); returns
+    /// its id. An error means an earlier chunk failed to store (the pool
+    /// reports that error) or the pool stopped.
     pub fn add(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
         let stopped = || Error::Invalid("storing stopped after an earlier error".into());
         if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(stopped());
         }
         let id = self.writer.repo.key().blob_id(data);
-        if self.writer.contains(&id)? {
+        if !self.writer.claim(&id)? {
             return Ok(id);
         }
         if data.len() <= SEAL_INLINE_MAX {
@@ -442,8 +453,8 @@ impl SealQueue<'_> {
     }
 }
 
-/// Seals and packs one chunk (as a sealer, or a worker sealing inline),
-/// storing the pack it fills, if any, with [`store_filled`].
+/// Seals and packs one claimed chunk (as a sealer, or a worker sealing
+/// inline), storing the pack it fills, if any, with [`store_filled`].
 fn seal(
     writer: &BlobWriter<'_>,
     committer: &crossbeam_channel::Sender<PackWriter>,
@@ -451,9 +462,9 @@ fn seal(
     id: BlobId,
     data: &[u8],
 ) -> Result<()> {
-    match writer.add_leaving_full(kind, id, data)? {
-        (_, Some(full)) => store_filled(writer, full, committer),
-        (_, None) => Ok(()),
+    match writer.pack_claimed(kind, id, data)? {
+        Some(full) => store_filled(writer, full, committer),
+        None => Ok(()),
     }
 }
 

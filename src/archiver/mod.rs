@@ -263,7 +263,7 @@ pub fn backup(
     // without it, and a nightly backup should not stop over it.
     let (parent_tree, parent_unreadable) = match parent {
         Some(p) => match repo.load_encoded_tree(&p.snapshot.tree) {
-            Ok(t) => (Some(t), None),
+            Ok(t) => (Some((p.snapshot.tree, t)), None),
             Err(e) => (
                 None,
                 Some(format!(
@@ -488,5 +488,63 @@ mod tests {
         assert_eq!(many, one);
         assert_eq!(reused, one);
         assert_eq!(summary.files_unmodified, 65, "{summary:?}");
+    }
+
+    /// A tree that encodes as the parent snapshot's did is stored already
+    /// (the walk has just read it), so it is not looked up in the index:
+    /// a no-change backup asks the index about nothing, and a backup after
+    /// one file changed asks only about that file's chunk and the trees
+    /// above it.
+    #[test]
+    fn unchanged_trees_are_not_looked_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        for a in 0..3 {
+            for b in 0..3 {
+                let d = src.join(format!("a{a}")).join(format!("b{b}"));
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("f.txt"), format!("{a}/{b}").repeat(50)).unwrap();
+            }
+        }
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                lanes: 1,
+            },
+            ..InitOptions::default()
+        };
+        let root = dir.path().join("repo");
+        Repository::init(Arc::new(LocalBackend::new(&root)), b"pw", &opts).unwrap();
+        let repo = Repository::open(Arc::new(LocalBackend::new(&root)), b"pw").unwrap();
+        let opts = BackupOptions {
+            paths: vec![src.clone()],
+            kind: SnapshotKind::Incremental,
+            ..BackupOptions::default()
+        };
+        let first = backup(&repo, &opts, &mut std::io::empty(), &|_| ()).unwrap();
+        // The set the next backup uses: the repository keeps it until that
+        // backup's index table is written.
+        let run = || {
+            let set = repo.index().unwrap();
+            let r = backup(&repo, &opts, &mut std::io::empty(), &|_| ()).unwrap();
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+            let calls = set.contains_calls.load(Ordering::Relaxed);
+            (r.snapshot, calls)
+        };
+        let (same, calls) = run();
+        assert_eq!(same.tree, first.snapshot.tree);
+        assert_eq!(calls, 0, "a no-change backup looked ids up");
+
+        let changed = src.join("a1").join("b2");
+        std::fs::write(changed.join("f.txt"), "new contents").unwrap();
+        let (after, calls) = run();
+        assert_ne!(after.tree, first.snapshot.tree);
+        assert_eq!(after.summary.files_changed, 1);
+        // The file's one chunk, and the trees of `/`, the folders down to
+        // `src` and `src/a1/b2` (each `components` counts `/` once).
+        assert_eq!(calls, 1 + changed.components().count());
+        let restored = repo.tree_at(&after.tree, &changed.join("f.txt").to_string_lossy());
+        assert!(restored.is_ok(), "{:?}", restored.err());
     }
 }

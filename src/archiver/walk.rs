@@ -31,7 +31,8 @@ pub(super) struct WalkSetup<'a> {
     pub one_file_system: bool,
     pub workers: usize,
     pub only: Option<&'a Skeleton>,
-    pub parent: Option<EncodedTree>,
+    /// The parent snapshot's root tree, read, and its id.
+    pub parent: Option<(BlobId, EncodedTree)>,
     pub report: &'a (dyn Fn(String) + Sync),
     /// Reports damage in the repository the walk reads around (a parent
     /// tree that cannot be read): nothing is left out of the snapshot.
@@ -322,6 +323,10 @@ enum Wait {
 struct DirJob {
     seq: u64,
     tree: TreeEncoder,
+    /// The id of the parent snapshot's tree of this directory, which the
+    /// walk read from the repository: a tree that encodes the same is
+    /// stored, and is not looked up in the index (see [`finish_dirs`]).
+    stored: Option<BlobId>,
     waits: Vec<Wait>,
     /// Where its files' outcomes arrive, if it has files being read.
     outcomes: Option<Arc<DirOutcomes>>,
@@ -518,7 +523,7 @@ impl Walker<'_> {
     ) -> Result<u64> {
         let parent =
             old_subtree.and_then(|id| match self.shared.setup.repo.load_encoded_tree(&id) {
-                Ok(t) => Some(t),
+                Ok(t) => Some((id, t)),
                 Err(e) => {
                     (self.shared.setup.repo_warn)(format!(
                         "{}: parent tree unreadable, reading afresh: {e}",
@@ -537,7 +542,7 @@ impl Walker<'_> {
         dir: &Path,
         dev: u64,
         only: Option<&Skeleton>,
-        parent: Option<EncodedTree>,
+        parent: Option<(BlobId, EncodedTree)>,
     ) -> Result<u64> {
         let names: Vec<Entry<'_>> = match only {
             Some(sk) => sk
@@ -567,6 +572,7 @@ impl Walker<'_> {
         // the parent's nodes are matched by walking the two side by side,
         // decoded one at a time and taken by value: unchanged files keep
         // the parent's chunk list without copying it.
+        let (stored, parent) = parent.unzip();
         let has_parent = parent.as_ref().is_some_and(|t| !t.is_empty());
         let mut parent_nodes = ParentNodes(parent.map(EncodedTree::into_nodes), None);
         let mut tree = TreeEncoder::default();
@@ -690,7 +696,7 @@ impl Walker<'_> {
                         };
                         if other_fs {
                             // A mount point: keep the directory, not its contents.
-                            let seq = self.emit(TreeEncoder::default(), Vec::new(), None)?;
+                            let seq = self.emit(TreeEncoder::default(), None, Vec::new(), None)?;
                             let at = tree.push(&node);
                             waits.push(Wait::Dir { at, seq });
                         } else if self.shared.take_spare() {
@@ -759,12 +765,13 @@ impl Walker<'_> {
             outcome
         })?;
         Counters::add(&self.shared.setup.counters.dirs, 1);
-        self.emit(tree, waits, outcomes)
+        self.emit(tree, stored, waits, outcomes)
     }
 
     fn emit(
         &mut self,
         tree: TreeEncoder,
+        stored: Option<BlobId>,
         waits: Vec<Wait>,
         outcomes: Option<Arc<DirOutcomes>>,
     ) -> Result<u64> {
@@ -774,6 +781,7 @@ impl Walker<'_> {
             .send(DirJob {
                 seq,
                 tree,
+                stored,
                 waits,
                 outcomes,
             })
@@ -832,7 +840,11 @@ fn unchanged_chunks(old: Node, now: &Node) -> Option<Vec<BlobId>> {
 }
 
 /// Stores each directory's tree once its files are done; returns every
-/// directory's tree id by sequence number.
+/// directory's tree id by sequence number. A tree that encodes as its
+/// parent snapshot's did is not looked up: the walk has just read that
+/// tree from the repository, and in a large repository the lookup of a
+/// present id searches the index's tables, each a page fault when they
+/// are cold, so a no-change backup looks up nothing.
 fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<u64, BlobId>> {
     let mut done: HashMap<u64, BlobId> = HashMap::new();
     let lost = || Error::Invalid("backup pipeline lost a directory entry".into());
@@ -881,7 +893,11 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
             }
         }
         drop(outcomes);
-        let (id, _) = setup.writer.add(BlobKind::Tree, &job.tree.finish(fills)?)?;
+        let bytes = job.tree.finish(fills)?;
+        let id = setup.repo.key().blob_id(&bytes);
+        if job.stored != Some(id) {
+            setup.writer.add_with_id(BlobKind::Tree, id, &bytes)?;
+        }
         done.insert(job.seq, id);
     }
     Ok(done)

@@ -7,6 +7,9 @@ use super::*;
 pub struct IndexSet {
     pub(super) tables: Vec<IndexTable>,
     misses: Misses,
+    /// Calls of [`IndexSet::contains`], for tests of what a backup looks up.
+    #[cfg(test)]
+    pub(crate) contains_calls: std::sync::atomic::AtomicUsize,
 }
 
 /// The misses an [`IndexSet`] counted, and the filter they made it build.
@@ -77,7 +80,7 @@ impl IndexSet {
     pub(super) fn of(tables: Vec<IndexTable>) -> IndexSet {
         IndexSet {
             tables,
-            misses: Misses::default(),
+            ..IndexSet::default()
         }
     }
 
@@ -177,6 +180,9 @@ impl IndexSet {
     /// cache line, not a search of each table: a backup of many new small
     /// files into a large repository looks up one new id per file.
     pub fn contains(&self, id: &BlobId) -> bool {
+        #[cfg(test)]
+        self.contains_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.find(id).is_some()
     }
 
