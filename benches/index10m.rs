@@ -245,7 +245,9 @@ fn add_synthetic(repo: &Repository, entries: u64, tables: u64) -> (f64, u64) {
             b.add_pack(pack, BlobKind::Data, &blobs);
             i = end;
         }
-        let (id, bytes) = b.finish(repo.key());
+        let (id, bytes) = b
+            .finish(repo.key(), repo.config().index_version())
+            .remove(0);
         bytes_written += bytes.len() as u64;
         repo.backend()
             .write(FileKind::Index, &id.to_hex(), &bytes)

@@ -363,7 +363,7 @@ fn index(c: &mut Criterion) {
             &entries,
         );
     }
-    let (id, bytes) = b.finish(&k);
+    let (id, bytes) = b.finish(&k, cairn::index::VERSION).remove(0);
     let table = IndexTable::parse(id, Data::Owned(bytes.clone())).expect("table");
     // The same table with the directory gc's mark and restore's
     // planning build (DESIGN.md, "Index without RAM").

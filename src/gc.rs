@@ -430,6 +430,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
         ));
     }
     let key = repo.key();
+    let version = repo.config().index_version();
     let backend = repo.backend();
     let repack: IdSet<PackId> = plan.repack.iter().copied().collect();
     let index = repo.index()?;
@@ -481,9 +482,10 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     const REPACK_TABLE_MAX: usize = 1 << 18;
     let mut builder = IndexBuilder::default();
     let write_table = |builder: IndexBuilder, written: &mut Vec<IndexId>| -> Result<()> {
-        let (id, bytes) = builder.finish(key);
-        backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
-        written.push(id);
+        for (id, bytes) in builder.finish(key, version) {
+            backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
+            written.push(id);
+        }
         Ok(())
     };
     let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
@@ -530,15 +532,11 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     // The last copies (all of them, unless there were more than a
     // table's worth) go into the merged table below rather than a table
     // of their own: one table written and made durable instead of two.
-    let copies = if builder.is_empty() {
-        None
-    } else {
-        let (id, bytes) = builder.finish(key);
-        Some(crate::index::IndexTable::parse(
-            id,
-            crate::backend::Data::Owned(bytes),
-        )?)
-    };
+    let copies = builder
+        .finish(key, version)
+        .into_iter()
+        .map(|(id, bytes)| crate::index::IndexTable::parse(id, crate::backend::Data::Owned(bytes)))
+        .collect::<Result<Vec<_>>>()?;
     let keep_all = |_: usize, _: &crate::index::Entry| true;
     // The surviving entries of the rewritten tables: live, and not in a
     // pack just copied.
@@ -558,12 +556,12 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
         .zip(&keeps)
         .filter(|(t, _)| rewrite.contains(&t.id()))
         .map(|(table, keep)| MergeSource { table, keep })
-        .chain(copies.as_ref().map(|table| MergeSource {
+        .chain(copies.iter().map(|table| MergeSource {
             table,
             keep: &keep_all,
         }))
         .collect();
-    written.extend(crate::index::write_merged(backend, key, &sources)?);
+    written.extend(crate::index::write_merged(backend, key, &sources, version)?);
     // Whatever follows, this repository's next use of the index maps the
     // tables as they then are.
     repo.reload_index();

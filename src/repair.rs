@@ -63,9 +63,10 @@ fn repair_index_in_tables_of(
     let mut written: Vec<String> = Vec::new();
     let old: Vec<String> = backend.list(FileKind::Index)?;
     let write = |builder: IndexBuilder, written: &mut Vec<String>| -> Result<()> {
-        let (id, bytes) = builder.finish(repo.key());
-        backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
-        written.push(id.to_hex());
+        for (id, bytes) in builder.finish(repo.key(), repo.config().index_version()) {
+            backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
+            written.push(id.to_hex());
+        }
         Ok(())
     };
     // Old tables that can still be trusted, for packs without a header.

@@ -165,9 +165,9 @@ impl<'r> TreeReader<'r> {
 
     /// Reads tree `id`, authenticates it and hands its plaintext to `f`.
     pub fn with_tree<R>(&self, id: &BlobId, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
-        let loc = self.repo.locate(id)?;
+        let loc = self.repo.locate_kind(id, crate::pack::BlobKind::Tree)?;
         let Some(reader) = self.reader(&loc.pack)? else {
-            return f(&self.repo.read_blob(id)?);
+            return f(&self.repo.read_tree_blob(id)?);
         };
         let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
         let mut sealed = SEALED.take();

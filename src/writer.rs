@@ -198,7 +198,7 @@ impl<'r> BlobWriter<'r> {
         id: BlobId,
         plaintext: &[u8],
     ) -> Result<(bool, Option<PackWriter>)> {
-        if !self.claim(&id)? {
+        if !self.claim(kind, &id)? {
             return Ok((false, None));
         }
         Ok((true, self.pack_claimed(kind, id, plaintext)?))
@@ -209,8 +209,8 @@ impl<'r> BlobWriter<'r> {
     /// told it is being stored. The index is asked once per id: it is the
     /// repository's as first seen and does not change, so a new chunk
     /// costs one search of its tables.
-    fn claim(&self, id: &BlobId) -> Result<bool> {
-        Ok(!self.index()?.contains(id) && self.seen()?.insert(*id))
+    fn claim(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        Ok(!self.index()?.contains_kind(id, kind) && self.seen()?.insert(*id))
     }
 
     /// Seals `plaintext`, claimed as `id`, into the open pack of `kind`;
@@ -306,27 +306,29 @@ impl<'r> BlobWriter<'r> {
         if let Some(lock) = self.lock {
             lock.confirm(NOTHING_PUBLISHED)?;
         }
-        let (id, bytes) = builder.finish(self.repo.key());
-        let name = id.to_hex();
         let backend = self.repo.backend();
-        if let Err(e) = backend.write(FileKind::Index, &name, &bytes) {
-            if let Some(c) = self.repo.cache() {
-                let _ = c.put_pending(&name, &bytes);
+        let version = self.repo.config().index_version();
+        for (id, bytes) in builder.finish(self.repo.key(), version) {
+            let name = id.to_hex();
+            if let Err(e) = backend.write(FileKind::Index, &name, &bytes) {
+                if let Some(c) = self.repo.cache() {
+                    let _ = c.put_pending(&name, &bytes);
+                }
+                return Err(e);
             }
-            return Err(e);
+            // A local table is mapped (its pages are the kernel's to drop);
+            // a remote one stays in memory, where it takes half of what its
+            // ids took in the set and the builder.
+            let data = if backend.prefers_ranges() {
+                crate::backend::Data::Owned(bytes)
+            } else {
+                drop(bytes);
+                backend.read(FileKind::Index, &name)?
+            };
+            let table = IndexTable::parse(id, data)?;
+            self.seen()?.add_table(table);
         }
         crate::fault::point("after-index-part-write");
-        // A local table is mapped (its pages are the kernel's to drop); a
-        // remote one stays in memory, where it takes half of what its ids
-        // took in the set and the builder.
-        let data = if backend.prefers_ranges() {
-            crate::backend::Data::Owned(bytes)
-        } else {
-            drop(bytes);
-            backend.read(FileKind::Index, &name)?
-        };
-        let table = IndexTable::parse(id, data)?;
-        self.seen()?.add_table(table);
         Ok(())
     }
 
@@ -351,12 +353,14 @@ impl<'r> BlobWriter<'r> {
             if let Some(lock) = self.lock {
                 lock.confirm(NOTHING_PUBLISHED)?;
             }
-            let (id, bytes) = std::mem::take(&mut st.index).finish(key);
-            if let Err(e) = repo.backend().write(FileKind::Index, &id.to_hex(), &bytes) {
-                if let Some(c) = repo.cache() {
-                    let _ = c.put_pending(&id.to_hex(), &bytes);
+            let version = repo.config().index_version();
+            for (id, bytes) in std::mem::take(&mut st.index).finish(key, version) {
+                if let Err(e) = repo.backend().write(FileKind::Index, &id.to_hex(), &bytes) {
+                    if let Some(c) = repo.cache() {
+                        let _ = c.put_pending(&id.to_hex(), &bytes);
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
             crate::fault::point("after-index-write");
             repo.reload_index();
@@ -432,7 +436,7 @@ impl SealQueue<'_> {
             return Err(stopped());
         }
         let id = self.writer.repo.key().blob_id(data);
-        if !self.writer.claim(&id)? {
+        if !self.writer.claim(kind, &id)? {
             return Ok(id);
         }
         if data.len() <= SEAL_INLINE_MAX {

@@ -297,7 +297,7 @@ fn ls_and_cat_show_the_repository() {
         "{init}\n{config:#}"
     );
     assert_eq!(config["chunker"]["avg"], 256 * 1024);
-    assert_eq!(config["version"], 2);
+    assert_eq!(config["version"], 3);
     assert_eq!(config["cipher"], "xaes-256-gcm");
     assert!(
         init.stdout.contains("(data sealed with xaes-256-gcm)"),
@@ -337,15 +337,18 @@ fn ls_and_cat_show_the_repository() {
     assert_eq!(names, ["b.bin", "with space"]);
 
     // cat index: every blob named so far, each in an existing pack.
+    // One backup, two tables: one of its trees, one of its chunks.
     let index = repo.run(&["cat", "index"]).success().json();
     let tables = index.as_array().unwrap();
-    assert_eq!(tables.len(), 1, "one backup, one index table");
+    let mut kinds: Vec<&str> = tables.iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["Data", "Tree"], "one backup, a table of each kind");
     let table_id = tables[0]["id"].as_str().unwrap();
     assert!(repo.path.join("index").join(table_id).is_file());
-    let entries = tables[0]["entries"].as_array().unwrap();
     let find = |blob: &str| {
-        entries
+        tables
             .iter()
+            .flat_map(|t| t["entries"].as_array().unwrap())
             .find(|e| e["id"] == blob)
             .unwrap_or_else(|| panic!("blob {blob} not in the index"))
     };
@@ -354,6 +357,11 @@ fn ls_and_cat_show_the_repository() {
     }
     for t in [snap["tree"].as_str().unwrap(), &sub_tree] {
         assert_eq!(find(t)["kind"], "Tree");
+    }
+    for table in tables {
+        for e in table["entries"].as_array().unwrap() {
+            assert_eq!(e["kind"], table["kind"], "a table of one kind");
+        }
     }
     let by_prefix = repo.run(&["cat", "index", &table_id[..6]]).success().json();
     assert_eq!(by_prefix[0]["id"], table_id);
@@ -378,8 +386,9 @@ fn ls_and_cat_show_the_repository() {
         .iter()
         .map(|e| e["id"].as_str().unwrap())
         .collect();
-    let indexed: BTreeSet<&str> = entries
+    let indexed: BTreeSet<&str> = tables
         .iter()
+        .flat_map(|t| t["entries"].as_array().unwrap())
         .filter(|e| e["pack"] == data_pack)
         .map(|e| e["id"].as_str().unwrap())
         .collect();

@@ -114,9 +114,14 @@ fn exercise_index(bytes: Vec<u8>, key: &MasterKey) {
         }
     }
     let _ = t.find(&BlobId([0x80; 32]));
+    let _ = (t.holds(BlobKind::Data), t.holds(BlobKind::Tree));
     if t.check(key).is_ok() {
         for i in 0..t.len() {
             assert_eq!(t.find(&t.id_at(i)), Some(i));
+        }
+        // A table that checks out holds the kinds its packs are of.
+        for n in 0..t.pack_count() {
+            assert!(t.holds(t.pack(n).unwrap().1));
         }
     }
 }
@@ -582,12 +587,34 @@ fn index_input() -> impl Strategy<Value = Vec<(PackId, BlobKind, Vec<pack::PackE
         })
 }
 
+/// A table of `packs` laid out by hand as FORMAT.md describes it, of
+/// format version 2 whatever kinds the packs are: a table cairn never
+/// writes when they differ (it writes one table per kind), which readers
+/// must still take apart without panicking, and which `check` refuses.
 fn build_index(key: &MasterKey, packs: &[(PackId, BlobKind, Vec<pack::PackEntry>)]) -> Vec<u8> {
-    let mut b = IndexBuilder::default();
-    for (p, k, entries) in packs {
-        b.add_pack(*p, *k, entries);
+    let mut entries: Vec<(BlobId, u32, &pack::PackEntry)> = packs
+        .iter()
+        .enumerate()
+        .flat_map(|(n, (_, _, es))| es.iter().map(move |e| (e.id, n as u32, e)))
+        .collect();
+    entries.sort_by_key(|e| e.0);
+    entries.dedup_by_key(|e| e.0);
+    let mut out = codec::header(b"CAIRNIDX", 2);
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (p, k, _) in packs {
+        out.extend_from_slice(&p.0);
+        out.extend_from_slice(&[k.to_byte(), 0, 0, 0]);
     }
-    b.finish(key).1
+    for (id, n, e) in entries {
+        out.extend_from_slice(&id.0);
+        for v in [n, e.offset, e.length, e.raw_length] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let mac = key.mac(&out);
+    out.extend_from_slice(&mac);
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -875,15 +902,50 @@ proptest! {
         for (p, k, entries) in &packs {
             b.add_pack(*p, *k, entries);
         }
-        let (id, bytes) = b.finish(&key);
-        prop_assert_eq!(id.0, file_hash(&bytes));
-        let t = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
-        t.check(&key).unwrap();
-        prop_assert!(t.check(&MasterKey::generate()).is_err());
-        prop_assert_eq!(t.pack_count(), packs.len());
+        // In format version 1 (a repository made by an older cairn), one
+        // table of every pack.
+        let v1 = b.clone().finish(&key, 1);
+        prop_assert_eq!(v1.len(), usize::from(packs.iter().any(|p| !p.2.is_empty())));
+        for (id, bytes) in v1 {
+            let t = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
+            t.check(&key).unwrap();
+            prop_assert_eq!(t.kind(), None);
+            prop_assert_eq!(t.pack_count(), packs.len());
+            for (p, k, entries) in &packs {
+                for e in entries {
+                    let (_, loc) = t.location_at(t.find(&e.id).unwrap()).unwrap();
+                    prop_assert_eq!((loc.pack, loc.kind), (*p, *k));
+                }
+            }
+        }
+        // In version 2, one table per kind of pack that has blobs, trees
+        // first.
+        let tables: Vec<IndexTable> = b
+            .finish(&key, 2)
+            .into_iter()
+            .map(|(id, bytes)| {
+                assert_eq!(id.0, file_hash(&bytes));
+                IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+            })
+            .collect();
+        let kinds: Vec<BlobKind> = [BlobKind::Tree, BlobKind::Data]
+            .into_iter()
+            .filter(|k| packs.iter().any(|(_, pk, es)| pk == k && !es.is_empty()))
+            .collect();
+        prop_assert_eq!(tables.len(), kinds.len());
+        let of = |kind: BlobKind| &tables[kinds.iter().position(|k| *k == kind).unwrap()];
+        for (t, kind) in tables.iter().zip(&kinds) {
+            t.check(&key).unwrap();
+            prop_assert!(t.check(&MasterKey::generate()).is_err());
+            prop_assert!(t.holds(*kind));
+            let other = if *kind == BlobKind::Data { BlobKind::Tree } else { BlobKind::Data };
+            prop_assert!(!t.holds(other));
+            prop_assert_eq!(t.pack_count(), packs.iter().filter(|p| p.1 == *kind).count());
+        }
         let mut all = BTreeSet::new();
         for (p, k, entries) in &packs {
             for e in entries {
+                let t = of(*k);
                 all.insert(e.id);
                 let i = t.find(&e.id).unwrap();
                 let (got, loc) = t.location_at(i).unwrap();
@@ -897,11 +959,13 @@ proptest! {
                 });
             }
         }
-        prop_assert_eq!(t.len(), all.len());
-        let ids: Vec<BlobId> = (0..t.len()).map(|i| t.id_at(i)).collect();
-        prop_assert_eq!(ids, all.iter().copied().collect::<Vec<_>>());
-        if !all.contains(&BlobId(probe)) {
-            prop_assert!(t.find(&BlobId(probe)).is_none());
+        prop_assert_eq!(tables.iter().map(IndexTable::len).sum::<usize>(), all.len());
+        for t in &tables {
+            let ids: Vec<BlobId> = (0..t.len()).map(|i| t.id_at(i)).collect();
+            prop_assert!(ids.windows(2).all(|w| w[0] < w[1]));
+            if !all.contains(&BlobId(probe)) {
+                prop_assert!(t.find(&BlobId(probe)).is_none());
+            }
         }
     }
 }

@@ -599,7 +599,7 @@ fn index_table() {
     let mut builder = cairn::index::IndexBuilder::default();
     builder.add_pack(PackId([0xaa; 32]), BlobKind::Data, &[e(3, 12), e(1, 200)]);
     builder.add_pack(PackId([0xbb; 32]), BlobKind::Tree, &[e(2, 12)]);
-    let (id, bytes) = builder.finish(&key);
+    let tables = builder.clone().finish(&key, 2);
 
     let rec = |e: Enc, b: u8, pack: u32, off: u32| {
         e.raw(&[b; 32])
@@ -608,26 +608,36 @@ fn index_table() {
             .u32(100 + b as u32)
             .u32(50 + b as u32)
     };
-    let mut want = Enc::default()
-        .raw(b"CAIRNIDX")
-        .u32(1)
-        .u32(2) // P
-        .u64(3) // E
-        .raw(&[0xaa; 32])
-        .raw(&[0, 0, 0, 0])
-        .raw(&[0xbb; 32])
-        .raw(&[1, 0, 0, 0]);
-    want = rec(want, 1, 0, 200);
-    want = rec(want, 2, 1, 12);
-    want = rec(want, 3, 0, 12);
-    let mut want = want.done();
-    assert_eq!(want.len(), 24 + 36 * 2 + 48 * 3);
-    let mac = *blake3::keyed_hash(&kmac(), &want).as_bytes();
-    want.extend_from_slice(&mac);
-    assert_eq!(bytes, want, "index table differs from FORMAT.md");
-    assert_eq!(id, IndexId(*blake3::hash(&want).as_bytes()));
-
-    let table = IndexTable::parse(id, Data::Owned(want)).unwrap();
+    let sealed = |enc: Enc| {
+        let mut bytes = enc.done();
+        let mac = *blake3::keyed_hash(&kmac(), &bytes).as_bytes();
+        bytes.extend_from_slice(&mac);
+        bytes
+    };
+    // Version 2: one table per kind, the trees' first.
+    let head = |packs: u32, entries: u64| {
+        Enc::default()
+            .raw(b"CAIRNIDX")
+            .u32(2)
+            .u32(packs)
+            .u64(entries)
+    };
+    let trees = sealed(rec(
+        head(1, 1).raw(&[0xbb; 32]).raw(&[1, 0, 0, 0]),
+        2,
+        0,
+        12,
+    ));
+    let data = head(1, 2).raw(&[0xaa; 32]).raw(&[0, 0, 0, 0]);
+    let data = sealed(rec(rec(data, 1, 0, 200), 3, 0, 12));
+    assert_eq!(trees.len(), 24 + 36 + 48 + 32);
+    let want = [trees, data];
+    assert_eq!(tables.len(), 2, "one table per kind of pack");
+    for ((id, bytes), want) in tables.iter().zip(&want) {
+        assert_eq!(bytes, want, "index table differs from FORMAT.md");
+        assert_eq!(*id, IndexId(*blake3::hash(want).as_bytes()));
+    }
+    let table = IndexTable::parse(tables[0].0, Data::Owned(want[0].clone())).unwrap();
     table.check(&key).unwrap();
     let (blob, loc) = table
         .location_at(table.find(&BlobId([2; 32])).unwrap())
@@ -637,6 +647,41 @@ fn index_table() {
         (loc.pack, loc.kind, loc.offset, loc.length, loc.raw_length),
         (PackId([0xbb; 32]), BlobKind::Tree, 12, 102, 52)
     );
+
+    // Version 1, as cairn writes it into a repository of format version 2
+    // or 1 (and wrote it before): one table of both kinds, still read, and
+    // searched for blobs of either kind.
+    let mut old = Enc::default()
+        .raw(b"CAIRNIDX")
+        .u32(1)
+        .u32(2) // P
+        .u64(3) // E
+        .raw(&[0xaa; 32])
+        .raw(&[0, 0, 0, 0])
+        .raw(&[0xbb; 32])
+        .raw(&[1, 0, 0, 0]);
+    old = rec(old, 1, 0, 200);
+    old = rec(old, 2, 1, 12);
+    old = rec(old, 3, 0, 12);
+    let old = sealed(old);
+    assert_eq!(old.len(), 24 + 36 * 2 + 48 * 3 + 32);
+    let old_id = IndexId(*blake3::hash(&old).as_bytes());
+    assert_eq!(builder.finish(&key, 1), [(old_id, old.clone())]);
+    let table = IndexTable::parse(old_id, Data::Owned(old.clone())).unwrap();
+    table.check(&key).unwrap();
+    assert!(table.holds(BlobKind::Data) && table.holds(BlobKind::Tree));
+    let backend = MemBackend::default();
+    backend.create().unwrap();
+    backend
+        .write(FileKind::Index, &old_id.to_hex(), &old)
+        .unwrap();
+    let set = cairn::index::IndexSet::load(&backend).unwrap();
+    let tree = set.locate_kind(&BlobId([2; 32]), BlobKind::Tree).unwrap();
+    assert_eq!((tree.pack, tree.kind), (PackId([0xbb; 32]), BlobKind::Tree));
+    let chunk = set.locate_kind(&BlobId([1; 32]), BlobKind::Data).unwrap();
+    assert_eq!((chunk.pack, chunk.offset), (PackId([0xaa; 32]), 200));
+    assert!(set.contains_kind(&BlobId([3; 32]), BlobKind::Data));
+    assert!(set.contains_kind(&BlobId([2; 32]), BlobKind::Tree));
 }
 
 #[test]
@@ -884,4 +929,61 @@ fn version_1_repository_takes_new_backups_sealed_as_version_1() {
     cmd(&["restore", "latest", "--target", target.to_str().unwrap()]).success();
     let restored = target.join(src.strip_prefix("/").unwrap());
     assert_eq!(fs::read(restored.join("new.bin")).unwrap(), data);
+}
+
+/// A repository made by an older cairn (format version 1 or 2) keeps
+/// index tables that cairn reads: a backup into it writes one table of
+/// format version 1 naming packs of both kinds, as that cairn did, where
+/// a repository of version 3 gets a table of each kind in version 2.
+#[test]
+fn older_repositories_get_index_tables_their_cairn_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("a.txt"), b"some new content").unwrap();
+    let versions = |repo: &Path| -> Vec<u32> {
+        let mut v: Vec<u32> = fs::read_dir(repo.join("index"))
+            .unwrap()
+            .map(|e| {
+                let bytes = fs::read(e.unwrap().path()).unwrap();
+                assert_eq!(&bytes[..8], b"CAIRNIDX");
+                u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    for (name, made_before) in [("repo-v1", true), ("repo-v2", true), ("new", false)] {
+        let repo = dir.path().join(name);
+        let cmd = |args: &[&str]| -> Out {
+            let mut c = cairn();
+            c.arg("-r").arg(&repo).args(args);
+            c.env("CAIRN_PASSWORD", FIXTURE_PASSWORD);
+            run(&mut c, None)
+        };
+        if made_before {
+            copy_dir(
+                &Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures")
+                    .join(name),
+                &repo,
+            );
+            assert_eq!(versions(&repo), [1], "{name}");
+        } else {
+            cmd(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]).success();
+            let config = cmd(&["cat", "config"]).success().json();
+            assert_eq!(config["version"], 3, "{config}");
+        }
+        cmd(&["backup", src.to_str().unwrap()]).success();
+        let want: &[u32] = if made_before { &[1, 1] } else { &[2, 2] };
+        assert_eq!(versions(&repo), want, "{name}");
+        cmd(&["verify", "--read-data"]).success();
+        let target = dir.path().join(format!("{name}-target"));
+        cmd(&["restore", "latest", "--target", target.to_str().unwrap()]).success();
+        let restored = target.join(src.strip_prefix("/").unwrap());
+        assert_eq!(
+            fs::read(restored.join("a.txt")).unwrap(),
+            b"some new content"
+        );
+    }
 }

@@ -308,9 +308,11 @@ fn deleted_index_is_reported_and_repair_index_fixes_it() {
     let s1 = backup_saved(&repo, &src, &[]);
     fill(&src, 14, &[("a.bin", 170_000), ("new/g.bin", 300_000)]);
     let s2 = backup_saved(&repo, &src, &[]);
-    let tables = names_in(&repo, "index");
-    assert_eq!(tables.len(), 2);
-    fs::remove_file(repo.path.join("index").join(&tables[0])).unwrap();
+    // A table of trees and one of chunks per backup: the second backup's
+    // of chunks, which alone indexes g.bin, is deleted.
+    assert_eq!(names_in(&repo, "index").len(), 4);
+    let table = table_of_g(&repo, &src, &s2);
+    fs::remove_file(repo.path.join("index").join(table)).unwrap();
 
     let (code, v, out) = verify_json(&repo, false);
     assert_eq!(code, 1, "{out}");
@@ -321,8 +323,8 @@ fn deleted_index_is_reported_and_repair_index_fixes_it() {
     );
 
     let out = repo.run(&["repair", "index"]).success();
-    assert!(out.stdout.contains("replaced 1 index table"), "{out}");
-    assert_eq!(names_in(&repo, "index").len(), 1);
+    assert!(out.stdout.contains("replaced 3 index table"), "{out}");
+    assert_eq!(names_in(&repo, "index").len(), 2, "one of each kind");
     let v = assert_verify_ok(&repo);
     assert_eq!(v["warnings"], Value::Array(vec![]));
     assert_restores(&repo, &s1);
@@ -593,10 +595,23 @@ fn a_damaged_key_file_is_reported() {
     assert_restores(&repo, &snap);
 }
 
+/// The index table that indexes the first chunk of `src`'s `new/g.bin`
+/// in snapshot `s`.
+fn table_of_g(repo: &Repo, src: &Path, s: &Saved) -> String {
+    let g = snap_path(src, "new/g.bin");
+    let g_blob = &file_chunks(repo, &s.id)[&g][0];
+    names_in(repo, "index")
+        .into_iter()
+        .find(|t| {
+            let out = repo.run(&["cat", "index", t]).success();
+            out.stdout.contains(g_blob.as_str())
+        })
+        .expect("a table indexes g.bin")
+}
+
 /// Two backups of `source(seed)`, the second adding `new/g.bin`; the
-/// second backup's table, which alone indexes g.bin (and the second
-/// snapshot's own trees), then has its entry count garbled so it can no
-/// longer be parsed at all. Returns the snapshots, the source and that
+/// second backup's table of chunks, which alone indexes g.bin, then has
+/// its entry count garbled so it can no longer be parsed at all. Returns the snapshots, the source and that
 /// table's name.
 fn garbled_second_table(repo: &Repo, seed: u64) -> (Saved, Saved, PathBuf, String) {
     let src = source(repo, seed);
@@ -604,16 +619,8 @@ fn garbled_second_table(repo: &Repo, seed: u64) -> (Saved, Saved, PathBuf, Strin
     fill(&src, seed + 1, &[("new/g.bin", 300_000)]);
     let s2 = backup_saved(repo, &src, &[]);
     let tables = names_in(repo, "index");
-    assert_eq!(tables.len(), 2);
-    let g = snap_path(&src, "new/g.bin");
-    let g_blob = &file_chunks(repo, &s2.id)[&g][0];
-    let table = tables
-        .into_iter()
-        .find(|t| {
-            let out = repo.run(&["cat", "index", t]).success();
-            out.stdout.contains(g_blob.as_str())
-        })
-        .expect("a table indexes g.bin");
+    assert_eq!(tables.len(), 4, "a table of trees and one of chunks each");
+    let table = table_of_g(repo, &src, &s2);
     let path = repo.path.join("index").join(&table);
     let mut bytes = fs::read(&path).unwrap();
     bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -642,9 +649,9 @@ fn an_unparseable_index_table_is_reported_and_the_rest_checked() {
     let (code, v, out) = verify_json(&repo, false);
     assert_eq!(code, 1, "{out}");
     assert_eq!(v["snapshots"], 2, "{out}");
-    assert_eq!(v["index_tables"], 2, "{out}");
-    // The rest was checked: s2's new trees and g.bin are indexed only by
-    // that table, so s2 loses data; s1 is whole through the other table.
+    assert_eq!(v["index_tables"], 4, "{out}");
+    // The rest was checked: g.bin is indexed only by that table, so s2
+    // loses data; s1 is whole through the other tables.
     let lost = damaged(&v);
     assert!(!lost.is_empty(), "{out}");
     assert!(lost.iter().all(|d| d.2 == s2.id), "{out}");
@@ -661,7 +668,7 @@ fn restore_leaves_out_an_unparseable_index_table_not_the_restore() {
     let repo = packed_repo();
     let (s1, s2, src, table) = garbled_second_table(&repo, 23);
 
-    // s1 is indexed by the other table: it restores whole, with a warning.
+    // s1 is indexed by the other tables: it restores whole, with a warning.
     let target = repo.scratch("t1");
     let out = repo.restore_out(&s1.id, &target, &[]);
     assert_eq!(out.code, 0, "{out}");

@@ -816,13 +816,14 @@ fn index_tables_are_fetched_once_each_without_asking_their_size() {
     repo.endpoint = proxy.endpoint();
     let src = repo.scratch.path().join("src");
     init(&repo);
-    // Each backup of new content writes an index table of its own.
+    // Each backup of new content writes index tables of its own.
     for seed in 0..4 {
         make_source(&src.join(format!("part{seed}")), 40 + seed);
         backup_json(&repo, &src);
     }
     let tables = server.objects(&repo.bucket, &format!("{}/index", repo.prefix));
-    assert_eq!(tables.len(), 4, "{tables:?}");
+    // A table of trees and one of chunks each.
+    assert_eq!(tables.len(), 8, "{tables:?}");
 
     // A host with an empty cache opens the index: one listing, then one
     // download per table, and no request for a table's size.

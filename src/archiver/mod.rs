@@ -356,7 +356,8 @@ pub fn backup(
         .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
     // The snapshot is durable; merging index tables is housekeeping that
     // must not turn a successful backup into a failed one.
-    if let Err(e) = crate::index::compact(repo.backend(), repo.key()) {
+    if let Err(e) = crate::index::compact(repo.backend(), repo.key(), repo.config().index_version())
+    {
         warn(&format!("index tables not merged this time: {e}"));
     }
     repo.reload_index();

@@ -213,6 +213,9 @@ struct IndexEntryJson {
 #[derive(Serialize)]
 struct IndexJson {
     id: IndexId,
+    /// Of every blob it indexes; none for a table of format version 1,
+    /// which may index both kinds.
+    kind: Option<crate::pack::BlobKind>,
     packs: usize,
     entries: Vec<IndexEntryJson>,
 }
@@ -225,6 +228,7 @@ fn index_json(t: &IndexTable) -> Result<IndexJson> {
     }
     Ok(IndexJson {
         id: t.id(),
+        kind: t.kind(),
         packs: t.pack_count(),
         entries,
     })

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Builds one index table from pack headers.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct IndexBuilder {
     packs: Vec<(PackId, BlobKind)>,
     numbers: crate::id::IdMap<PackId, u32>,
@@ -60,27 +60,67 @@ impl IndexBuilder {
         self.entries.is_empty()
     }
 
-    /// Encodes the table (sorted, duplicates dropped); returns name and bytes.
-    pub fn finish(mut self, key: &MasterKey) -> (IndexId, Vec<u8>) {
+    /// Encodes the tables (sorted, duplicates dropped) in format
+    /// `version` (see [`VERSION`]): in version 2 one of the tree packs'
+    /// blobs, then one of the data packs', each only if it has any; in
+    /// version 1 one of both, if there are any. Returns their names and
+    /// bytes.
+    pub fn finish(mut self, key: &MasterKey, version: u32) -> Vec<(IndexId, Vec<u8>)> {
         // Entries added from tables come in sorted runs, which a stable
         // sort merges rather than sorts; ids mostly differ in their
         // first word.
         let word = |id: &BlobId| u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
         self.entries
             .sort_by(|a, b| word(&a.0).cmp(&word(&b.0)).then_with(|| a.0.cmp(&b.0)));
-        self.entries.dedup_by(|a, b| a.0 == b.0);
-        let mut out = Vec::with_capacity(
-            HEAD + self.packs.len() * PACK_REC + self.entries.len() * ENTRY_REC + MAC_LEN,
-        );
-        out.extend_from_slice(&head_record(self.packs.len(), self.entries.len() as u64));
-        for (id, kind) in &self.packs {
+        let kinds: &[Option<BlobKind>] = if version >= 2 {
+            &[Some(BlobKind::Tree), Some(BlobKind::Data)]
+        } else {
+            &[None]
+        };
+        kinds
+            .iter()
+            .filter_map(|kind| self.encode(version, *kind, key))
+            .collect()
+    }
+
+    /// The table of the blobs of `kind`'s packs (of every pack for
+    /// `None`), if there are any.
+    fn encode(
+        &self,
+        version: u32,
+        kind: Option<BlobKind>,
+        key: &MasterKey,
+    ) -> Option<(IndexId, Vec<u8>)> {
+        // Each pack's number in this table, u32::MAX for the other kind's.
+        let mut numbers = vec![u32::MAX; self.packs.len()];
+        let mut packs = Vec::new();
+        for (n, (id, k)) in self.packs.iter().enumerate() {
+            if kind.is_none_or(|kind| kind == *k) {
+                numbers[n] = packs.len() as u32;
+                packs.push((*id, *k));
+            }
+        }
+        let mut last: Option<&BlobId> = None;
+        let entries: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|e| numbers[e.1 as usize] != u32::MAX)
+            .filter(|e| last.replace(&e.0) != Some(&e.0))
+            .collect();
+        if entries.is_empty() {
+            return None;
+        }
+        let mut out =
+            Vec::with_capacity(HEAD + packs.len() * PACK_REC + entries.len() * ENTRY_REC + MAC_LEN);
+        out.extend_from_slice(&head_record(version, packs.len(), entries.len() as u64));
+        for (id, kind) in &packs {
             out.extend_from_slice(&pack_record(id, *kind));
         }
-        for &(id, pack, off, len, raw) in &self.entries {
-            out.extend_from_slice(&entry_record(&id, [pack, off, len, raw]));
+        for &&(id, pack, off, len, raw) in &entries {
+            out.extend_from_slice(&entry_record(&id, [numbers[pack as usize], off, len, raw]));
         }
         let mac = key.mac(&out);
         out.extend_from_slice(&mac);
-        (IndexId(file_hash(&out)), out)
+        Some((IndexId(file_hash(&out)), out))
     }
 }

@@ -2,9 +2,10 @@
 
 use super::*;
 
-/// More index tables than this and [`compact`] merges the smallest.
+/// More index tables of one kind than this and [`compact`] merges the
+/// smallest of them.
 pub const MAX_TABLES: usize = 32;
-/// Tables left by [`compact`]: it merges the smallest into one.
+/// Tables of a kind left by [`compact`]: it merges the smallest into one.
 pub(super) const KEEP_TABLES: usize = 16;
 
 /// What [`compact`] did.
@@ -12,59 +13,79 @@ pub(super) const KEEP_TABLES: usize = 16;
 pub struct CompactStats {
     /// Tables merged (and removed).
     pub merged: usize,
-    /// The table written, if any.
-    pub written: Option<IndexId>,
+    /// The tables written.
+    pub written: Vec<IndexId>,
     /// Tables left alone because their MAC or order did not check out
     /// (left for `verify` to report and `repair index` to fix).
     pub damaged: Vec<IndexId>,
 }
 
-/// Keeps the number of index tables bounded: once there are more than
-/// [`MAX_TABLES`], the smallest are merged into one so that
-/// `KEEP_TABLES` (16) remain. Each backup adds a table, so without this a
-/// year of nightly backups would mean hundreds of table searches per
-/// lookup. Safe beside concurrent backups and readers: the merged table is
-/// written (durably) before any source is removed, a crash in between
-/// leaves duplicate entries (harmless; the next compaction merges them),
-/// and [`IndexSet::load`] lists again when a table vanishes. Only tables
-/// whose MAC checks are merged, so damage is never re-sealed as valid.
-pub fn compact(backend: &dyn Backend, key: &MasterKey) -> Result<CompactStats> {
-    let set = IndexSet::load(backend)?;
+/// Keeps the number of index tables a lookup searches bounded: once more
+/// than [`MAX_TABLES`] tables may hold blobs of one kind (its own, and
+/// tables of format version 1, which may hold both; in a repository whose
+/// tables are of `version` 1, more than that in all), the smallest of
+/// them are merged, as tables of `version`, so that `KEEP_TABLES` (16)
+/// remain. Each backup adds a table of each kind, so without this a year of nightly backups would mean
+/// hundreds of table searches per lookup. Safe beside concurrent backups
+/// and readers: the merged tables are written (durably) before any source
+/// is removed, a crash in between leaves duplicate entries (harmless; the
+/// next compaction merges them), and [`IndexSet::load`] lists again when
+/// a table vanishes. Only tables whose MAC checks are merged, so damage
+/// is never re-sealed as valid.
+pub fn compact(backend: &dyn Backend, key: &MasterKey, version: u32) -> Result<CompactStats> {
     let mut stats = CompactStats::default();
-    if set.tables.len() <= MAX_TABLES {
-        return Ok(stats);
-    }
-    let mut tables: Vec<&IndexTable> = Vec::new();
-    for t in &set.tables {
-        match t.check(key) {
-            Ok(()) => tables.push(t),
-            Err(_) => stats.damaged.push(t.id()),
-        }
-    }
-    if tables.len() <= KEEP_TABLES {
-        return Ok(stats);
-    }
-    tables.sort_by_key(|t| t.len());
-    let merge = &tables[..tables.len() - KEEP_TABLES + 1];
-    let keep_all = |_: usize, _: &Entry| true;
-    let sources: Vec<MergeSource> = merge
-        .iter()
-        .map(|&table| MergeSource {
-            table,
-            keep: &keep_all,
-        })
-        .collect();
-    let Some(id) = write_merged(backend, key, &sources)? else {
-        return Ok(stats);
+    // In a repository of tables of version 1, every table is in one group.
+    let kinds: &[Option<BlobKind>] = if version >= 2 {
+        &[Some(BlobKind::Tree), Some(BlobKind::Data)]
+    } else {
+        &[None]
     };
-    crate::fault::point("after-compact-write");
-    for t in merge {
-        if t.id() != id {
-            backend.remove(FileKind::Index, &t.id().to_hex())?;
+    for kind in kinds {
+        // Loaded again for the second kind: the first's merge changed
+        // the tables (a version 1 source is in both kinds' groups).
+        let set = IndexSet::load(backend)?;
+        let group: Vec<&IndexTable> = set
+            .tables
+            .iter()
+            .filter(|t| kind.is_none_or(|k| t.holds(k)))
+            .collect();
+        if group.len() <= MAX_TABLES {
+            continue;
         }
+        let mut tables: Vec<&IndexTable> = Vec::new();
+        for t in group {
+            match t.check(key) {
+                Ok(()) => tables.push(t),
+                Err(_) if stats.damaged.contains(&t.id()) => {}
+                Err(_) => stats.damaged.push(t.id()),
+            }
+        }
+        if tables.len() <= KEEP_TABLES {
+            continue;
+        }
+        tables.sort_by_key(|t| t.len());
+        let merge = &tables[..tables.len() - KEEP_TABLES + 1];
+        let keep_all = |_: usize, _: &Entry| true;
+        let sources: Vec<MergeSource> = merge
+            .iter()
+            .map(|&table| MergeSource {
+                table,
+                keep: &keep_all,
+            })
+            .collect();
+        let written = write_merged(backend, key, &sources, version)?;
+        if written.is_empty() {
+            continue;
+        }
+        crate::fault::point("after-compact-write");
+        for t in merge {
+            if !written.contains(&t.id()) {
+                backend.remove(FileKind::Index, &t.id().to_hex())?;
+            }
+        }
+        stats.merged += merge.len();
+        stats.written.extend(written);
     }
-    stats.merged = merge.len();
-    stats.written = Some(id);
     Ok(stats)
 }
 
@@ -77,70 +98,105 @@ pub struct MergeSource<'a> {
     pub keep: &'a dyn Fn(usize, &Entry) -> bool,
 }
 
-/// Writes one table holding the kept entries of `sources`, and returns its
-/// name; `None` (and nothing written) when no entry is kept. A blob kept
-/// in several sources keeps the entry of the first; the pack list names
-/// only packs a kept entry names.
+/// Writes the kept entries of `sources` as tables of format `version`
+/// (see [`VERSION`]) and returns their names; none (and nothing written)
+/// when no entry is kept. In version 2 that is one table of the blobs of
+/// tree packs and one of those of data packs, each only if it has any; in
+/// version 1 one table. A blob kept in several sources keeps the entry of
+/// the first, in the table of that entry's kind; each pack list names only
+/// packs a kept entry names.
 ///
 /// Tables are sorted, so this is a merge, done twice (once to number the
-/// packs and count the entries the header states, once to write): memory
+/// packs and count the entries each header states, once to write): memory
 /// holds one cursor per source and one number per pack, never the
 /// entries, and where the store offers a sink ([`Backend::index_sink`])
-/// the table streams out as it is written. Every source's MAC is checked
+/// each table streams out as it is written. Every source's MAC is checked
 /// first, so damage is never sealed anew as valid, and the merge checks
 /// that the entries it takes ascend.
 pub fn write_merged(
     backend: &dyn Backend,
     key: &MasterKey,
     sources: &[MergeSource],
-) -> Result<Option<IndexId>> {
+    version: u32,
+) -> Result<Vec<IndexId>> {
     for s in sources {
         s.table.check_mac(key)?;
     }
-    let mut packs: Vec<(PackId, BlobKind)> = Vec::new();
-    let mut numbers: crate::id::IdMap<PackId, u32> = crate::id::IdMap::default();
+    // The table an entry of a pack of `kind` goes to: by kind in version
+    // 2 (data 0, tree 1), the one table in version 1.
+    let table_of = |kind: BlobKind| {
+        if version >= 2 {
+            kind.to_byte() as usize
+        } else {
+            0
+        }
+    };
+    // By table: the packs named, and how many entries are kept.
+    let mut packs: [Vec<(PackId, BlobKind)>; 2] = Default::default();
+    let mut count = [0u64; 2];
+    let mut numbers: crate::id::IdMap<(PackId, u8), u32> = crate::id::IdMap::default();
+    // Each source's pack numbers in the merged tables: the table in the
+    // top bit, the number below it; u32::MAX until met.
     let mut remap: Vec<Vec<u32>> = sources
         .iter()
         .map(|s| vec![u32::MAX; s.table.pack_count()])
         .collect();
-    let mut count = 0u64;
+    const TABLE_BIT: u32 = 1 << 31;
+    let table_bit = |mapped: u32| (mapped >> 31) as usize;
     merge_kept(sources, |src, e| {
         let slot = &mut remap[src][e.pack as usize];
         if *slot == u32::MAX {
             let (pack, kind) = sources[src].table.pack(e.pack as usize)?;
-            let next = packs.len() as u32;
-            *slot = *numbers.entry(pack).or_insert(next);
-            if *slot == next {
-                packs.push((pack, kind));
+            let t = table_of(kind);
+            let list = &mut packs[t];
+            let next = list.len() as u32;
+            let n = *numbers.entry((pack, kind.to_byte())).or_insert(next);
+            if n == next {
+                list.push((pack, kind));
             }
+            *slot = n | ((t as u32) << 31);
         }
-        count += 1;
+        count[table_bit(*slot)] += 1;
         Ok(())
     })?;
-    if count == 0 {
-        return Ok(None);
+    let mut outs: [Option<TableOut>; 2] = [None, None];
+    // Trees first, then data, as `IndexBuilder::finish` writes them.
+    for t in [1, 0] {
+        if count[t] > 0 {
+            let mut out = TableOut::new(backend, key)?;
+            out.put(&head_record(version, packs[t].len(), count[t]))?;
+            for (id, kind) in &packs[t] {
+                out.put(&pack_record(id, *kind))?;
+            }
+            outs[t] = Some(out);
+        }
     }
-    let mut out = TableOut::new(backend, key)?;
-    out.put(&head_record(packs.len(), count))?;
-    for (id, kind) in &packs {
-        out.put(&pack_record(id, *kind))?;
-    }
-    let mut written = 0u64;
+    let mut written = [0u64; 2];
     merge_kept(sources, |src, e| {
-        let pack = remap[src][e.pack as usize];
-        written += 1;
+        let mapped = remap[src][e.pack as usize];
+        let t = table_bit(mapped);
+        written[t] += 1;
+        let out = outs[t].as_mut().ok_or_else(|| {
+            Error::Invalid("index tables changed while being merged (a new kind of pack)".into())
+        })?;
         out.put(&entry_record(
             &e.id,
-            [pack, e.offset, e.length, e.raw_length],
+            [mapped & !TABLE_BIT, e.offset, e.length, e.raw_length],
         ))
     })?;
     // The sources are immutable and mapped: both passes see the same.
     if written != count {
         return Err(Error::Invalid(format!(
-            "index tables changed while being merged ({count} entries, then {written})"
+            "index tables changed while being merged ({count:?} entries, then {written:?})"
         )));
     }
-    out.finish().map(Some)
+    let mut ids = Vec::new();
+    for t in [1, 0] {
+        if let Some(out) = outs[t].take() {
+            ids.push(out.finish()?);
+        }
+    }
+    Ok(ids)
 }
 
 /// Calls `f(source, entry)` for the kept entries of `sources` in

@@ -7,6 +7,7 @@
 //! ```text
 //! "CAIRNIDX" | u32 version | u32 pack count P | u64 entry count E
 //! P × (pack id (32) | u8 blob kind | 3 zero bytes)          36 bytes each
+//!                                     (version 2: one kind in all P)
 //! E × (blob id (32) | u32 pack number | u32 offset | u32 length | u32 raw length)
 //!                                                         48 bytes each, ascending id
 //! MAC (32) = keyed BLAKE3 (index MAC key) of all preceding bytes
@@ -34,8 +35,13 @@ use crate::id::{file_hash, is_hex_name, BlobId, IndexId, PackId};
 use crate::pack::{BlobKind, PackEntry};
 
 const MAGIC: &[u8; 8] = b"CAIRNIDX";
-/// Format version of index tables.
-pub const VERSION: u32 = 1;
+/// Format version of index tables. Version 2 tables index blobs of one
+/// kind each (every pack they name is a data pack, or every one a tree
+/// pack), so a lookup of a tree searches only tables of trees; version 1
+/// tables may name both. Both are read; a repository's config says which
+/// its tables are written in (`Config::index_version`), so that the
+/// cairn that made a repository can still read it.
+pub const VERSION: u32 = 2;
 const HEAD: usize = 24;
 const PACK_REC: usize = 36;
 const ENTRY_REC: usize = 48;
@@ -86,9 +92,10 @@ pub use merge::{compact, write_merged, CompactStats, MergeSource, MAX_TABLES};
 pub use set::IndexSet;
 pub use table::IndexTable;
 
-/// The head of a table of `packs` packs and `entries` entries.
-fn head_record(packs: usize, entries: u64) -> Vec<u8> {
-    let mut head = codec::header(MAGIC, VERSION);
+/// The head of a table of format `version` of `packs` packs and
+/// `entries` entries.
+fn head_record(version: u32, packs: usize, entries: u64) -> Vec<u8> {
+    let mut head = codec::header(MAGIC, version);
     head.extend_from_slice(&(packs as u32).to_le_bytes());
     head.extend_from_slice(&entries.to_le_bytes());
     head

@@ -180,10 +180,36 @@ impl IndexSet {
     /// cache line, not a search of each table: a backup of many new small
     /// files into a large repository looks up one new id per file.
     pub fn contains(&self, id: &BlobId) -> bool {
+        self.find(id, None).is_some()
+    }
+
+    /// Whether `id` is indexed as a blob of `kind`: tables of the other
+    /// kind are not searched (see [`VERSION`]). A backup asks this of
+    /// every blob it would store; a blob the other kind holds is then
+    /// stored again as this kind, which costs its bytes, never its data.
+    pub fn contains_kind(&self, id: &BlobId, kind: BlobKind) -> bool {
         #[cfg(test)]
         self.contains_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.find(id).is_some()
+        self.find(id, Some(kind)).is_some()
+    }
+
+    /// Where `id`, read as a blob of `kind`, is stored: the tables of
+    /// `kind` are searched first, then, should they lack it, the others
+    /// (a repository written before tables held one kind each may have
+    /// stored a file's chunk only as the identical tree, or the reverse).
+    pub fn locate_kind(&self, id: &BlobId, kind: BlobKind) -> Result<Location> {
+        let found = self.find(id, Some(kind)).or_else(|| {
+            let other = match kind {
+                BlobKind::Data => BlobKind::Tree,
+                BlobKind::Tree => BlobKind::Data,
+            };
+            self.find(id, Some(other))
+        });
+        match found {
+            Some((t, i)) => t.location_at(i).map(|(_, loc)| loc),
+            None => Err(Error::NotFound(format!("blob {id} in the index"))),
+        }
     }
 
     /// Where `id` is stored; an error naming it if it is not indexed.
@@ -194,19 +220,24 @@ impl IndexSet {
 
     /// Where `id` is stored.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<Location>> {
-        match self.find(id) {
+        match self.find(id, None) {
             Some((t, i)) => t.location_at(i).map(|(_, loc)| Some(loc)),
             None => Ok(None),
         }
     }
 
-    /// The table and entry holding `id`, through the filter once built.
-    fn find(&self, id: &BlobId) -> Option<(&IndexTable, usize)> {
+    /// The table and entry holding `id`, through the filter once built;
+    /// only in tables that may hold blobs of `kind`, if given.
+    fn find(&self, id: &BlobId, kind: Option<BlobKind>) -> Option<(&IndexTable, usize)> {
         let filter = self.misses.filter.get();
         if filter.is_some_and(|f| !f.may_contain(id)) {
             return None;
         }
-        for t in &self.tables {
+        let tables = self
+            .tables
+            .iter()
+            .filter(|t| kind.is_none_or(|k| t.holds(k)));
+        for t in tables {
             if let Some(i) = t.find(id) {
                 return Some((t, i));
             }

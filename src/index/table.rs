@@ -9,6 +9,10 @@ pub struct IndexTable {
     pub(super) data: Data,
     packs: usize,
     entries: usize,
+    /// The kind of every blob the table indexes, for a table of version 2
+    /// (see [`VERSION`]) naming a pack; `None` for one of version 1, whose
+    /// packs may be of both kinds.
+    kind: Option<BlobKind>,
     /// Built by [`IndexTable::build_directory`] for commands that look up
     /// most of a table's ids.
     pub(super) dir: std::sync::OnceLock<Directory>,
@@ -36,7 +40,7 @@ impl IndexTable {
     /// Wraps table bytes after checking header and size (not the MAC).
     pub fn parse(id: IndexId, data: Data) -> Result<IndexTable> {
         let what = format!("index {}", id.short());
-        codec::check_header(&data, MAGIC, VERSION, &what)?;
+        let version = codec::check_header(&data, MAGIC, VERSION, &what)?;
         if data.len() < HEAD + MAC_LEN {
             return Err(Error::corrupt(&what, "truncated"));
         }
@@ -62,13 +66,31 @@ impl IndexTable {
         // Lookups probe a few scattered places: a fault should map one
         // page, not read ahead tens of KiB that the search will never touch.
         data.advise_random();
-        Ok(IndexTable {
+        let mut table = IndexTable {
             id,
             data,
             packs: packs as usize,
             entries: entries as usize,
+            kind: None,
             dir: std::sync::OnceLock::new(),
-        })
+        };
+        // The first pack's record lies in the header's page.
+        if version >= 2 && packs > 0 {
+            table.kind = Some(table.pack(0)?.1);
+        }
+        Ok(table)
+    }
+
+    /// The kind of every blob the table indexes; `None` for a table of
+    /// version 1, which may index both, or one naming no pack.
+    pub fn kind(&self) -> Option<BlobKind> {
+        self.kind
+    }
+
+    /// Whether the table may index blobs of `kind`: a table of version 2
+    /// indexes one kind only.
+    pub fn holds(&self, kind: BlobKind) -> bool {
+        self.kind.is_none_or(|k| k == kind)
     }
 
     /// Bytes of memory this table's directory holds (0 without one).
@@ -321,7 +343,13 @@ impl IndexTable {
             }
         }
         for n in 0..self.packs {
-            self.pack(n)?;
+            let (_, kind) = self.pack(n)?;
+            if self.kind.is_some_and(|k| k != kind) {
+                return Err(Error::corrupt(
+                    &what,
+                    format!("pack {n} is of another kind than pack 0"),
+                ));
+            }
         }
         Ok(())
     }

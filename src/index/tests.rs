@@ -27,16 +27,57 @@ fn build_parse_find() {
         BlobKind::Tree,
         &[entry(3, 12), entry(5, 40)],
     );
-    let (id, bytes) = b.finish(&key);
-    let t = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
-    t.check(&key).unwrap();
-    assert_eq!(t.len(), 3);
-    assert_eq!(t.id_at(0), BlobId([1; 32]));
-    let (_, loc) = t.location_at(t.find(&BlobId([3; 32])).unwrap()).unwrap();
+    // One table of the tree pack's blobs, then one of the data pack's.
+    let tables: Vec<IndexTable> = b
+        .finish(&key, VERSION)
+        .into_iter()
+        .map(|(id, bytes)| IndexTable::parse(id, Data::Owned(bytes)).unwrap())
+        .collect();
+    let [trees, data] = &tables[..] else {
+        panic!("{} tables", tables.len())
+    };
+    for t in &tables {
+        t.check(&key).unwrap();
+        assert!(t.check(&MasterKey::generate()).is_err());
+    }
+    assert!(trees.holds(BlobKind::Tree) && !trees.holds(BlobKind::Data));
+    assert!(data.holds(BlobKind::Data) && !data.holds(BlobKind::Tree));
+    assert_eq!((trees.len(), data.len()), (2, 2));
+    assert_eq!(data.id_at(0), BlobId([1; 32]));
+    let (_, loc) = trees
+        .location_at(trees.find(&BlobId([3; 32])).unwrap())
+        .unwrap();
     assert_eq!(loc.pack, PackId([8; 32]));
     assert_eq!(loc.kind, BlobKind::Tree);
-    assert!(t.find(&BlobId([4; 32])).is_none());
-    assert!(t.check(&MasterKey::generate()).is_err());
+    // Id 5 is in both kinds of pack: each table has its own entry.
+    let (_, five) = data
+        .location_at(data.find(&BlobId([5; 32])).unwrap())
+        .unwrap();
+    assert_eq!((five.pack, five.offset), (PackId([7; 32]), 12));
+    let (_, five) = trees
+        .location_at(trees.find(&BlobId([5; 32])).unwrap())
+        .unwrap();
+    assert_eq!((five.pack, five.offset), (PackId([8; 32]), 40));
+    assert!(data.find(&BlobId([3; 32])).is_none());
+    assert!(data.find(&BlobId([4; 32])).is_none());
+}
+
+/// The one table `tables` holds (a builder or merge of one kind of pack).
+fn single<T: std::fmt::Debug>(mut tables: Vec<T>) -> T {
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    tables.remove(0)
+}
+
+/// The one table a builder of one kind of pack makes, or, with no
+/// entries (of which a builder makes none), an empty table.
+fn one_table(b: IndexBuilder, key: &MasterKey) -> (IndexId, Vec<u8>) {
+    if b.is_empty() {
+        let mut bytes = head_record(VERSION, 0, 0);
+        let mac = key.mac(&bytes);
+        bytes.extend_from_slice(&mac);
+        return (IndexId(file_hash(&bytes)), bytes);
+    }
+    single(b.finish(key, VERSION))
 }
 
 /// A deterministic stream of pseudo-random words from `seed` (not 0).
@@ -276,7 +317,7 @@ fn find_on_unsorted_records_ends_and_never_lies() {
 #[test]
 fn hostile_tables_are_rejected() {
     let key = MasterKey::generate();
-    let (id, mut bytes) = IndexBuilder::default().finish(&key);
+    let (id, mut bytes) = table_bytes(&key, &[BlobId([1; 32])]);
     bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(IndexTable::parse(id, Data::Owned(bytes.clone())).is_err());
     assert!(IndexTable::parse(id, Data::Owned(bytes[..10].to_vec())).is_err());
@@ -300,7 +341,7 @@ fn compaction_bounds_the_table_count_and_keeps_every_entry() {
             })
             .collect();
         b.add_pack(PackId([t as u8; 32]), BlobKind::Data, &entries);
-        let (id, bytes) = b.finish(&key);
+        let (id, bytes) = single(b.finish(&key, VERSION));
         backend
             .write(FileKind::Index, &id.to_hex(), &bytes)
             .unwrap();
@@ -308,16 +349,33 @@ fn compaction_bounds_the_table_count_and_keeps_every_entry() {
     // One damaged table is left alone, not merged into a valid one.
     let names = backend.list(FileKind::Index).unwrap();
     let path = dir.path().join("index").join(&names[0]);
+    // Tables of trees count on their own: three are left alone.
+    let mut trees = Vec::new();
+    for t in 0..3u8 {
+        let mut b = IndexBuilder::default();
+        b.add_pack(PackId([200 + t; 32]), BlobKind::Tree, &[entry(t, 12)]);
+        let (id, bytes) = single(b.finish(&key, VERSION));
+        backend
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .unwrap();
+        trees.push(id);
+    }
     let mut bytes = std::fs::read(&path).unwrap();
     let n = bytes.len();
     bytes[n - 40] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
 
-    let stats = compact(&backend, &key).unwrap();
+    let stats = compact(&backend, &key, VERSION).unwrap();
     assert_eq!(stats.damaged.len(), 1);
     assert_eq!(stats.merged, tables - 1 - KEEP_TABLES + 1);
     let set = IndexSet::load(&backend).unwrap();
-    assert_eq!(set.tables().len(), KEEP_TABLES + 1);
+    assert_eq!(set.tables().len(), KEEP_TABLES + 1 + trees.len());
+    for id in &trees {
+        assert!(
+            set.tables().iter().any(|t| t.id() == *id),
+            "tree table merged"
+        );
+    }
     for t in set.tables() {
         if t.id() != stats.damaged[0] {
             t.check(&key).unwrap();
@@ -333,7 +391,83 @@ fn compaction_bounds_the_table_count_and_keeps_every_entry() {
         }
     }
     // Below the threshold nothing happens.
-    assert_eq!(compact(&backend, &key).unwrap().merged, 0);
+    assert_eq!(compact(&backend, &key, VERSION).unwrap().merged, 0);
+}
+
+/// `bytes`, a table with room for its MAC at the end, sealed, and its name.
+fn sealed_table(key: &MasterKey, mut bytes: Vec<u8>) -> (IndexId, Vec<u8>) {
+    let n = bytes.len() - MAC_LEN;
+    let mac = key.mac(&bytes[..n]);
+    bytes[n..].copy_from_slice(&mac);
+    (IndexId(file_hash(&bytes)), bytes)
+}
+
+/// A table of version 1 naming packs of both kinds (as cairn wrote them
+/// before) is merged into one table of each kind, each entry in its
+/// kind's, and every id is found there by kind.
+#[test]
+fn merging_a_table_of_both_kinds_writes_one_of_each() {
+    let key = MasterKey::generate();
+    // By hand: a version 2 table may not mix kinds; version 1 may.
+    let mut bytes = head_record(1, 2, 3);
+    bytes.extend_from_slice(&pack_record(&PackId([1; 32]), BlobKind::Data));
+    bytes.extend_from_slice(&pack_record(&PackId([2; 32]), BlobKind::Tree));
+    for (id, pack) in [(1u8, 0u32), (2, 1), (3, 0)] {
+        bytes.extend_from_slice(&entry_record(&BlobId([id; 32]), [pack, 12, 10, 5]));
+    }
+    bytes.extend_from_slice(&[0; MAC_LEN]);
+    let (id, bytes) = sealed_table(&key, bytes);
+    let old = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
+    old.check(&key).unwrap();
+    assert_eq!(old.kind(), None);
+    assert!(old.holds(BlobKind::Data) && old.holds(BlobKind::Tree));
+    let all = |_: usize, _: &Entry| true;
+    let backend = crate::backend::mem::MemBackend::default();
+    let sources = [MergeSource {
+        table: &old,
+        keep: &all,
+    }];
+    let written = write_merged(&backend, &key, &sources, VERSION).unwrap();
+    let tables: Vec<IndexTable> = written
+        .iter()
+        .map(|id| {
+            IndexTable::parse(*id, backend.read(FileKind::Index, &id.to_hex()).unwrap()).unwrap()
+        })
+        .collect();
+    let [trees, data] = &tables[..] else {
+        panic!("{} tables", tables.len())
+    };
+    for t in &tables {
+        t.check(&key).unwrap();
+    }
+    assert_eq!(
+        (trees.kind(), data.kind()),
+        (Some(BlobKind::Tree), Some(BlobKind::Data))
+    );
+    assert_eq!(
+        (
+            trees.len(),
+            trees.pack_count(),
+            data.len(),
+            data.pack_count()
+        ),
+        (1, 1, 2, 1)
+    );
+    let set = IndexSet::of(tables);
+    let tree = set.locate_kind(&BlobId([2; 32]), BlobKind::Tree).unwrap();
+    assert_eq!(tree.pack, PackId([2; 32]));
+    for chunk in [1u8, 3] {
+        assert!(set.contains_kind(&BlobId([chunk; 32]), BlobKind::Data));
+        assert!(!set.contains_kind(&BlobId([chunk; 32]), BlobKind::Tree));
+    }
+    // Merged as version 1 (in a repository an older cairn made), it
+    // stays one table of both kinds.
+    let v1 = single(write_merged(&backend, &key, &sources, 1).unwrap());
+    let t = IndexTable::parse(v1, backend.read(FileKind::Index, &v1.to_hex()).unwrap()).unwrap();
+    t.check(&key).unwrap();
+    assert_eq!((t.kind(), t.len(), t.pack_count()), (None, 3, 2));
+    let (_, two) = t.location_at(t.find(&BlobId([2; 32])).unwrap()).unwrap();
+    assert_eq!((two.pack, two.kind), (PackId([2; 32]), BlobKind::Tree));
 }
 
 /// A table of `ids` (one byte each) spread over packs `packs[k]`.
@@ -356,7 +490,7 @@ fn table_bytes(key: &MasterKey, ids: &[BlobId]) -> (IndexId, Vec<u8>) {
         .collect();
     let mut b = IndexBuilder::default();
     b.add_pack(PackId([1; 32]), BlobKind::Data, &entries);
-    b.finish(key)
+    one_table(b, key)
 }
 
 fn table_of(key: &MasterKey, entries: &[(u8, u8, u32)]) -> IndexTable {
@@ -364,7 +498,7 @@ fn table_of(key: &MasterKey, entries: &[(u8, u8, u32)]) -> IndexTable {
     for &(id, pack, off) in entries {
         b.add_entry(PackId([pack; 32]), BlobKind::Data, entry(id, off));
     }
-    let (id, bytes) = b.finish(key);
+    let (id, bytes) = one_table(b, key);
     IndexTable::parse(id, Data::Owned(bytes)).unwrap()
 }
 
@@ -403,7 +537,7 @@ fn merging_keeps_what_is_asked_once_and_streams_the_same_bytes() {
     assert!(whole.index_sink().unwrap().is_none());
     let mut files = Vec::new();
     for backend in [&streamed as &dyn Backend, &whole] {
-        let id = write_merged(backend, &key, &sources).unwrap().unwrap();
+        let id = single(write_merged(backend, &key, &sources, VERSION).unwrap());
         let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
         assert_eq!(IndexId(file_hash(&data)), id, "named by its hash");
         files.push(data.to_vec());
@@ -427,7 +561,9 @@ fn merging_keeps_what_is_asked_once_and_streams_the_same_bytes() {
         table: &a,
         keep: &none,
     }];
-    assert_eq!(write_merged(&whole, &key, &empty).unwrap(), None);
+    assert!(write_merged(&whole, &key, &empty, VERSION)
+        .unwrap()
+        .is_empty());
     assert_eq!(whole.list(FileKind::Index).unwrap().len(), 1);
 }
 
@@ -451,7 +587,7 @@ fn merging_orders_ids_that_share_their_first_word() {
             };
             b.add_entry(PackId([pack; 32]), BlobKind::Data, e);
         }
-        let (tid, bytes) = b.finish(&key);
+        let (tid, bytes) = single(b.finish(&key, VERSION));
         IndexTable::parse(tid, Data::Owned(bytes)).unwrap()
     };
     let a = table(&[(2, 1, 20), (5, 1, 50), (9, 1, 90)]);
@@ -468,7 +604,7 @@ fn merging_orders_ids_that_share_their_first_word() {
         },
     ];
     let backend = crate::backend::mem::MemBackend::default();
-    let tid = write_merged(&backend, &key, &sources).unwrap().unwrap();
+    let tid = single(write_merged(&backend, &key, &sources, VERSION).unwrap());
     let t = IndexTable::parse(tid, backend.read(FileKind::Index, &tid.to_hex()).unwrap()).unwrap();
     t.check(&key).unwrap();
     let tails: Vec<u8> = (0..t.len()).map(|i| t.id_at(i).0[31]).collect();
@@ -499,7 +635,7 @@ fn a_large_merge_spools_to_the_same_bytes() {
         };
         b.add_entry(PackId([(i % 7) as u8; 32]), BlobKind::Data, e);
     }
-    let (id, bytes) = b.finish(&key);
+    let (id, bytes) = single(b.finish(&key, VERSION));
     let big = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
     let keep = |i: usize, _: &Entry| i % 1000 != 0;
     let sources = [MergeSource {
@@ -510,8 +646,8 @@ fn a_large_merge_spools_to_the_same_bytes() {
     let local = crate::backend::local::LocalBackend::new(dir.path());
     local.create().unwrap();
     let mem = crate::backend::mem::MemBackend::default();
-    let a = write_merged(&local, &key, &sources).unwrap().unwrap();
-    let b = write_merged(&mem, &key, &sources).unwrap().unwrap();
+    let a = single(write_merged(&local, &key, &sources, VERSION).unwrap());
+    let b = single(write_merged(&mem, &key, &sources, VERSION).unwrap());
     assert_eq!(a, b);
     let data = mem.read(FileKind::Index, &b.to_hex()).unwrap();
     assert!(data.len() > SPOOL_FROM, "{} bytes", data.len());
@@ -542,7 +678,7 @@ fn merging_fails(key: &MasterKey, table: &IndexTable, why: &str) {
     let all = |_: usize, _: &Entry| true;
     let backend = crate::backend::mem::MemBackend::default();
     let sources = [MergeSource { table, keep: &all }];
-    let err = write_merged(&backend, key, &sources).unwrap_err();
+    let err = write_merged(&backend, key, &sources, VERSION).unwrap_err();
     assert!(err.to_string().contains(why), "{err}");
     assert!(backend.list(FileKind::Index).unwrap().is_empty());
 }
@@ -667,7 +803,7 @@ proptest::proptest! {
             MergeSource { table: &t, keep: &keep },
         ];
         let backend = crate::backend::mem::MemBackend::default();
-        if let Ok(Some(id)) = write_merged(&backend, &key, &sources) {
+        for id in write_merged(&backend, &key, &sources, VERSION).unwrap_or_default() {
             let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
             let merged = IndexTable::parse(id, data).unwrap();
             merged.check(&key).unwrap();
@@ -678,7 +814,7 @@ proptest::proptest! {
         }
         if sorted && (0..t.len()).all(|i| t.entry_at(i).is_ok()) {
             // Sorted records naming listed packs always merge.
-            let merged = write_merged(&backend, &key, &sources);
+            let merged = write_merged(&backend, &key, &sources, VERSION);
             proptest::prop_assert!(merged.is_ok(), "{merged:?}");
         }
     }
@@ -729,7 +865,7 @@ fn remote_index_tables_are_fetched_at_once() {
             raw_length: 5,
         };
         b.add_pack(PackId([t; 32]), BlobKind::Data, &[entry]);
-        let (id, bytes) = b.finish(&key);
+        let (id, bytes) = single(b.finish(&key, VERSION));
         backend
             .inner
             .write(FileKind::Index, &id.to_hex(), &bytes)
@@ -742,4 +878,42 @@ fn remote_index_tables_are_fetched_at_once() {
         assert_eq!(set.lookup(id).unwrap().unwrap().pack, PackId(id.0));
     }
     assert!(backend.hooks.in_flight.lock().unwrap().1 >= 2);
+}
+
+/// A set searches only the tables of a blob's kind for it (version 2
+/// tables hold one kind each), and reading falls back to the other kind's
+/// tables, where a repository written before may hold a file's chunk as
+/// the identical tree.
+#[test]
+fn lookups_by_kind_search_only_that_kinds_tables() {
+    let key = MasterKey::generate();
+    let mut b = IndexBuilder::default();
+    b.add_pack(PackId([1; 32]), BlobKind::Tree, &[entry(1, 12)]);
+    b.add_pack(
+        PackId([2; 32]),
+        BlobKind::Data,
+        &[entry(2, 12), entry(3, 40)],
+    );
+    let tables: Vec<IndexTable> = b
+        .finish(&key, VERSION)
+        .into_iter()
+        .map(|(id, bytes)| IndexTable::parse(id, Data::Owned(bytes)).unwrap())
+        .collect();
+    assert_eq!(tables.len(), 2);
+    let set = IndexSet::of(tables);
+    let (tree, chunk) = (BlobId([1; 32]), BlobId([2; 32]));
+    assert!(set.contains_kind(&tree, BlobKind::Tree));
+    assert!(!set.contains_kind(&tree, BlobKind::Data));
+    assert!(set.contains_kind(&chunk, BlobKind::Data));
+    assert!(!set.contains_kind(&chunk, BlobKind::Tree));
+    assert!(set.contains(&tree) && set.contains(&chunk));
+    let loc = set.locate_kind(&tree, BlobKind::Tree).unwrap();
+    assert_eq!((loc.pack, loc.kind), (PackId([1; 32]), BlobKind::Tree));
+    // Read as the other kind: found through the fallback.
+    let loc = set.locate_kind(&chunk, BlobKind::Tree).unwrap();
+    assert_eq!((loc.pack, loc.offset), (PackId([2; 32]), 12));
+    let missing = set
+        .locate_kind(&BlobId([9; 32]), BlobKind::Data)
+        .unwrap_err();
+    assert!(missing.to_string().contains("in the index"), "{missing}");
 }

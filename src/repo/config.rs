@@ -3,8 +3,10 @@
 //! `"CAIRNCFG" | u32 version | repo id (32) | sealed(Config)`, the sealed
 //! part authenticated together with the 44 bytes before it. Written once by
 //! `init` and never changed. Always sealed with XChaCha20-Poly1305: the
-//! cipher of everything else is named inside it (version 2), or is
-//! XChaCha20-Poly1305 too (version 1, which has no such field).
+//! cipher of everything else is named inside it (versions 2 and 3), or is
+//! XChaCha20-Poly1305 too (version 1, which has no such field). Version 3
+//! has the structure of version 2, and says the repository's index tables
+//! are of format version 2 (see [`Config::index_version`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +18,7 @@ use crate::error::{Error, Result};
 const MAGIC: &[u8; 8] = b"CAIRNCFG";
 /// Format version of the config file and of the repository layout that
 /// `init` writes; every version from 1 up to it is read.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const PLAIN_LEN: usize = 12 + 32;
 
 /// Smallest and largest accepted target pack size.
@@ -41,7 +43,7 @@ pub struct Config {
     /// Creation time, ns since the Unix epoch.
     pub created_ns: i64,
     /// The cipher sealing everything but the config and key files
-    /// (version 2; always XChaCha20-Poly1305 in version 1).
+    /// (versions 2 and 3; always XChaCha20-Poly1305 in version 1).
     pub cipher: Cipher,
 }
 
@@ -77,6 +79,17 @@ impl Config {
         Ok(())
     }
 
+    /// The format version of the index tables written into this
+    /// repository: 2 (a table per kind of blob) from repository version 3
+    /// on, else 1, which the cairn that made the repository reads.
+    pub fn index_version(&self) -> u32 {
+        if self.version >= 3 {
+            2
+        } else {
+            1
+        }
+    }
+
     /// The encoded structure, in the layout of `self.version` (a
     /// version-1 config cannot name a cipher other than XChaCha).
     pub fn encode_plain(&self) -> Result<Vec<u8>> {
@@ -89,13 +102,13 @@ impl Config {
                 pack_size: self.pack_size,
                 created_ns: self.created_ns,
             })),
-            2 => Ok(codec::encode(self)),
+            2 | 3 => Ok(codec::encode(self)),
             1 => Err(Error::Invalid(format!(
                 "a version-1 config cannot name cipher {}",
                 self.cipher.name()
             ))),
             v => Err(Error::Invalid(format!(
-                "config version {v} is not one this cairn writes (1 or 2)"
+                "config version {v} is not one this cairn writes (1 to 3)"
             ))),
         }
     }
@@ -207,7 +220,7 @@ mod tests {
         let key = MasterKey::generate();
         let bytes = sample().encode(&key).unwrap();
         assert_eq!(&bytes[..8], b"CAIRNCFG");
-        assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+        assert_eq!(&bytes[8..12], &3u32.to_le_bytes());
         assert_eq!(Config::decode(&bytes, &key).unwrap(), sample());
         assert_eq!(Config::peek_repo_id(&bytes).unwrap(), [3; 32]);
         let mut bad = bytes.clone();
@@ -260,9 +273,9 @@ mod tests {
     fn a_later_version_is_refused_by_name() {
         let key = MasterKey::generate();
         let mut bytes = sample().encode(&key).unwrap();
-        bytes[8] = 3;
+        bytes[8] = 4;
         let err = Config::decode(&bytes, &key).unwrap_err().to_string();
-        assert!(err.contains("format version 3 is not supported"), "{err}");
+        assert!(err.contains("format version 4 is not supported"), "{err}");
     }
 
     #[test]

@@ -282,17 +282,19 @@ impl Repository {
         if packs == 0 {
             return 0;
         }
-        let (id, bytes) = builder.finish(&self.key);
-        if self
-            .backend
-            .write(FileKind::Index, &id.to_hex(), &bytes)
-            .is_ok()
-        {
-            return packs;
+        let mut kept = true;
+        for (id, bytes) in builder.finish(&self.key, self.config.index_version()) {
+            let name = id.to_hex();
+            kept &= self.backend.write(FileKind::Index, &name, &bytes).is_ok()
+                || self
+                    .cache
+                    .as_ref()
+                    .is_some_and(|c| c.put_pending(&name, &bytes).is_ok());
         }
-        match &self.cache {
-            Some(c) if c.put_pending(&id.to_hex(), &bytes).is_ok() => packs,
-            _ => 0,
+        if kept {
+            packs
+        } else {
+            0
         }
     }
 
@@ -405,9 +407,24 @@ impl Repository {
         self.index()?.locate(id)
     }
 
+    /// Where a blob read as `kind` is stored (see
+    /// [`IndexSet::locate_kind`]), or a not-found error naming it.
+    pub fn locate_kind(&self, id: &BlobId, kind: pack::BlobKind) -> Result<Location> {
+        self.index()?.locate_kind(id, kind)
+    }
+
     /// Reads, authenticates and decodes one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
+        self.read_located(id, self.locate(id)?)
+    }
+
+    /// Reads, authenticates and decodes a tree blob: only the index
+    /// tables of trees are searched for it.
+    pub fn read_tree_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        self.read_located(id, self.locate_kind(id, pack::BlobKind::Tree)?)
+    }
+
+    fn read_located(&self, id: &BlobId, loc: Location) -> Result<Vec<u8>> {
         let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
         // The index names the pack, so a missing one is damage to the
         // index or a deleted pack: say what tells which, and what mends
@@ -444,14 +461,14 @@ impl Repository {
 
     /// Reads and decodes a tree.
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        let bytes = self.read_blob(id)?;
+        let bytes = self.read_tree_blob(id)?;
         Tree::decode(&bytes, &format!("tree {}", id.short()))
     }
 
     /// Reads and checks a tree blob, leaving its nodes encoded until they
     /// are read (see [`EncodedTree`]).
     pub fn load_encoded_tree(&self, id: &BlobId) -> Result<EncodedTree> {
-        let bytes = self.read_blob(id)?;
+        let bytes = self.read_tree_blob(id)?;
         EncodedTree::decode(bytes, &format!("tree {}", id.short()))
     }
 

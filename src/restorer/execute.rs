@@ -233,7 +233,10 @@ impl Executor<'_> {
         let mut offset = 0u64;
         let mut buf = Vec::new();
         for id in ids {
-            let chunk = self.repo.locate(id)?.raw_length as usize;
+            let chunk = self
+                .repo
+                .locate_kind(id, crate::pack::BlobKind::Data)?
+                .raw_length as usize;
             buf.resize(chunk, 0);
             if file.read_exact_at(&mut buf, offset).is_err() || self.repo.key().blob_id(&buf) != *id
             {

@@ -6,6 +6,7 @@ use super::place::{
     copy_to_temp, link_unnamed, reopen, temp_name, unnamed_files_link, unnamed_in, Unplaced,
 };
 use super::*;
+use crate::pack::BlobKind;
 
 impl Executor<'_> {
     /// Gets ready to write files: raises the open-file limit, from which
@@ -121,7 +122,7 @@ impl Executor<'_> {
             };
             let mut offset = 0u64;
             for id in chunks {
-                let loc = match index.locate(id) {
+                let loc = match index.locate_kind(id, BlobKind::Data) {
                     Ok(loc) => loc,
                     Err(e) => {
                         task.fail(format!("blob {}: {e}", id.short()));
@@ -643,7 +644,7 @@ impl Executor<'_> {
         const BLOCK: u64 = 4096;
         let raw_repo = self.repo.config().compression == 0;
         for id in chunks {
-            let loc = self.repo.locate(id)?;
+            let loc = self.repo.locate_kind(id, BlobKind::Data)?;
             let raw = u64::from(loc.raw_length);
             let sliver = u64::from(loc.length) <= raw / 64 + 64;
             if raw >= BLOCK && (sliver || raw_repo) && self.zero_id(loc.raw_length) == *id {
