@@ -29,6 +29,11 @@ pub(super) struct Directory {
     starts: Vec<u32>,
 }
 
+/// The most of a mapped file a page fault may map at once: the kernel
+/// maps the whole folio of page cache holding the page, and folios are
+/// at most 2 MiB (a PMD).
+const LARGEST_FOLIO: usize = 2 << 20;
+
 /// The directory's prefix bits: entries per prefix between one and two,
 /// and at most 4 MiB of directory (a table of 10 million entries gets
 /// ten entries, 480 contiguous bytes, per prefix).
@@ -78,6 +83,12 @@ impl IndexTable {
         if version >= 2 && packs > 0 {
             table.kind = Some(table.pack(0)?.1);
         }
+        // Reading the header maps its page, and on a kernel that maps the
+        // whole large folio of page cache a page lies in, up to 2 MiB of
+        // the table: unmapped again, a table no lookup reads (a table of
+        // data, in a no-change backup) adds nothing to the process's
+        // resident memory.
+        table.data.release_range(0..LARGEST_FOLIO);
         Ok(table)
     }
 
