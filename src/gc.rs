@@ -193,10 +193,15 @@ impl Marks {
         Ok(Marks { tables })
     }
 
-    /// Marks `id` live: sets the bit of its first indexed location in a
-    /// pack that exists. False when there is none.
-    fn mark(&self, index: &IndexSet, id: &BlobId) -> bool {
-        for (table, marks) in index.tables().iter().zip(&self.tables) {
+    /// Marks `id`, used as a blob of `kind`, live: sets the bit of its
+    /// first indexed location in a pack that exists, searching the tables
+    /// that may hold `kind` first (as reading it does: see
+    /// `IndexSet::locate_kind`). False when there is none.
+    fn mark(&self, index: &IndexSet, id: &BlobId, kind: BlobKind) -> bool {
+        let tables = || index.tables().iter().zip(&self.tables);
+        let own = tables().filter(|(t, _)| t.holds(kind));
+        let other = tables().filter(|(t, _)| !t.holds(kind));
+        for (table, marks) in own.chain(other) {
             let Some(i) = table.find(id) else { continue };
             let usable = table
                 .entry_at(i)
@@ -242,24 +247,24 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     let marks = Marks::new(&index, &sizes)?;
     let unreadable: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let missing: Mutex<IdSet<BlobId>> = Mutex::new(IdSet::default());
-    let mark = |id: &BlobId| {
-        if !marks.mark(&index, id) {
+    let mark = |id: &BlobId, kind: BlobKind| {
+        if !marks.mark(&index, id, kind) {
             if let Ok(mut m) = missing.lock() {
                 m.insert(*id);
             }
         }
     };
     for root in &roots {
-        mark(root);
+        mark(root, BlobKind::Tree);
     }
     let reader = crate::walker::TreeReader::new(repo);
     crate::walker::walk(repo, &roots, opts.workers, &|id, enqueue| {
         let what = format!("tree {}", id.short());
         let scanned = reader.with_tree(&id, |plain| {
             crate::tree::scan_refs(plain, &what, |r| match r {
-                Ref::Chunk(c) => mark(&c),
+                Ref::Chunk(c) => mark(&c, BlobKind::Data),
                 Ref::Subtree(t) => {
-                    mark(&t);
+                    mark(&t, BlobKind::Tree);
                     enqueue(t);
                 }
             })
@@ -592,6 +597,50 @@ mod tests {
     use crate::backend::mem::MemBackend;
     use crate::backend::testing::{repo_of_small_packs, Hooked, Hooks};
     use crate::backend::Backend;
+
+    /// The mark finds a blob used as one kind in the tables of the other
+    /// when its own lack it (a table of version 1 that held a file's chunk
+    /// only as the identical tree, merged into tables of one kind each),
+    /// and prefers a table of its kind when both hold it.
+    #[test]
+    fn marking_looks_in_the_other_kinds_tables_last() {
+        let key = crate::crypto::MasterKey::generate();
+        let backend = MemBackend::default();
+        backend.create().unwrap();
+        let entry = |id: u8| PackEntry {
+            id: BlobId([id; 32]),
+            offset: 12,
+            length: 10,
+            raw_length: 5,
+        };
+        let (trees, data) = (PackId([1; 32]), PackId([2; 32]));
+        let mut b = crate::index::IndexBuilder::default();
+        b.add_pack(trees, BlobKind::Tree, &[entry(7), entry(8)]);
+        b.add_pack(data, BlobKind::Data, &[entry(8)]);
+        for (id, bytes) in b.finish(&key, crate::index::VERSION) {
+            backend
+                .write(FileKind::Index, &id.to_hex(), &bytes)
+                .unwrap();
+        }
+        let index = IndexSet::load(&backend).unwrap();
+        let sizes: IdMap<PackId, u64> = [(trees, 100), (data, 100)].into_iter().collect();
+        let marks = Marks::new(&index, &sizes).unwrap();
+        assert!(marks.mark(&index, &BlobId([7; 32]), BlobKind::Data));
+        assert!(marks.mark(&index, &BlobId([8; 32]), BlobKind::Data));
+        assert!(!marks.mark(&index, &BlobId([9; 32]), BlobKind::Data));
+        let live = |kind: BlobKind, id: u8| {
+            let (t, m) = index
+                .tables()
+                .iter()
+                .zip(&marks.tables)
+                .find(|(t, _)| t.kind() == Some(kind))
+                .unwrap();
+            t.find(&BlobId([id; 32])).is_some_and(|i| m.is_live(i))
+        };
+        assert!(live(BlobKind::Tree, 7), "found in the trees' table");
+        assert!(live(BlobKind::Data, 8), "its own kind's entry marked");
+        assert!(!live(BlobKind::Tree, 8), "not the other kind's as well");
+    }
 
     /// Records the pack and index writes it lets through, in order. Once
     /// `mode` is [`SLOW`], a pack write first sleeps; once [`FAIL`], it
