@@ -735,7 +735,9 @@ fn lock_file() {
 /// --chunk-avg 256K --chunk-max 1M` and one `cairn backup
 /// /tmp/cairn-fixture-src --host fixture --set fixture --tag v1` of the
 /// tree checked below; `tests/fixtures/repo-v2` the same way by format
-/// version 2 (data sealed with XAES-256-GCM), tagged `v2`.
+/// version 2 (data sealed with XAES-256-GCM), tagged `v2`, and
+/// `tests/fixtures/repo-v3` by format version 3 (a table of trees and one
+/// of data, index tables of version 2), tagged `v3`.
 const FIXTURE_PASSWORD: &str = "fixture password";
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -767,6 +769,16 @@ fn checked_in_version_2_repository_opens_lists_and_restores() {
         "repo-v2",
         "a5c6003534f400c5955c3e8246d1d7b16ba5b14285c9e06b9237c1bbfb5ef83e",
         "v2",
+        "xaes-256-gcm",
+    );
+}
+
+#[test]
+fn checked_in_version_3_repository_opens_lists_and_restores() {
+    checked_in_repository(
+        "repo-v3",
+        "bb469089f80d6c3665ed769da23ad7f186df49037152e46a4f6e2cec19669b63",
+        "v3",
         "xaes-256-gcm",
     );
 }
