@@ -79,9 +79,11 @@ impl IndexTable {
             kind: None,
             dir: std::sync::OnceLock::new(),
         };
-        // The first pack's record lies in the header's page.
+        // The first pack's record lies in the header's page. One of an
+        // unknown kind leaves the table searched for both (`check`, which
+        // `verify` runs, reports it), as damage to any other record does.
         if version >= 2 && packs > 0 {
-            table.kind = Some(table.pack(0)?.1);
+            table.kind = table.pack(0).ok().map(|(_, kind)| kind);
         }
         // Reading the header maps its page, and on a kernel that maps the
         // whole large folio of page cache a page lies in, up to 2 MiB of

@@ -323,6 +323,22 @@ fn hostile_tables_are_rejected() {
     assert!(IndexTable::parse(id, Data::Owned(bytes[..10].to_vec())).is_err());
 }
 
+/// A table whose first pack record names no known kind still parses,
+/// is searched for blobs of both kinds, and fails its check.
+#[test]
+fn a_damaged_first_pack_kind_leaves_the_table_searched_for_both() {
+    let key = MasterKey::generate();
+    let (_, mut bytes) = table_bytes(&key, &[BlobId([1; 32])]);
+    bytes[HEAD + 32] = 9;
+    let (id, bytes) = sealed_table(&key, bytes);
+    let t = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
+    assert_eq!(t.kind(), None);
+    assert!(t.holds(BlobKind::Data) && t.holds(BlobKind::Tree));
+    assert_eq!(t.find(&BlobId([1; 32])), Some(0));
+    let err = t.check(&key).unwrap_err().to_string();
+    assert!(err.contains("unknown blob kind"), "{err}");
+}
+
 #[test]
 fn compaction_bounds_the_table_count_and_keeps_every_entry() {
     let dir = tempfile::tempdir().unwrap();
