@@ -432,6 +432,15 @@ fn merging_a_table_of_both_kinds_writes_one_of_each() {
         bytes.extend_from_slice(&entry_record(&BlobId([id; 32]), [pack, 12, 10, 5]));
     }
     bytes.extend_from_slice(&[0; MAC_LEN]);
+    // Said to be of version 2, the same table is damaged.
+    let mut v2 = bytes.clone();
+    v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let (v2_id, v2) = sealed_table(&key, v2);
+    let err = IndexTable::parse(v2_id, Data::Owned(v2))
+        .unwrap()
+        .check(&key)
+        .unwrap_err();
+    assert!(err.to_string().contains("of another kind"), "{err}");
     let (id, bytes) = sealed_table(&key, bytes);
     let old = IndexTable::parse(id, Data::Owned(bytes)).unwrap();
     old.check(&key).unwrap();
