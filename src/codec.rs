@@ -73,10 +73,13 @@ pub fn check_header(bytes: &[u8], magic: &[u8; 8], max_version: u32, what: &str)
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version == 0 || version > max_version {
+        // Damage, or a file of a later format: say both, since the bytes
+        // cannot tell them apart.
         return Err(Error::corrupt(
             what,
             format!(
-                "format version {version} is not supported (this cairn reads 1..={max_version})"
+                "format version {version} is not supported (this cairn reads 1..={max_version}; \
+                 a newer cairn may have written it)"
             ),
         ));
     }

@@ -276,6 +276,7 @@ mod tests {
         bytes[8] = 4;
         let err = Config::decode(&bytes, &key).unwrap_err().to_string();
         assert!(err.contains("format version 4 is not supported"), "{err}");
+        assert!(err.contains("a newer cairn may have written it"), "{err}");
     }
 
     #[test]
