@@ -945,8 +945,9 @@ fn version_1_repository_takes_new_backups_sealed_as_version_1() {
 
 /// A repository made by an older cairn (format version 1 or 2) keeps
 /// index tables that cairn reads: a backup into it writes one table of
-/// format version 1 naming packs of both kinds, as that cairn did, where
-/// a repository of version 3 gets a table of each kind in version 2.
+/// format version 1 naming packs of both kinds, as that cairn did, and gc
+/// and `repair index` write tables of version 1 too, where a repository of
+/// version 3 gets a table of each kind in version 2.
 #[test]
 fn older_repositories_get_index_tables_their_cairn_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -989,6 +990,13 @@ fn older_repositories_get_index_tables_their_cairn_reads() {
         cmd(&["backup", src.to_str().unwrap()]).success();
         let want: &[u32] = if made_before { &[1, 1] } else { &[2, 2] };
         assert_eq!(versions(&repo), want, "{name}");
+        cmd(&["verify", "--read-data"]).success();
+        // Every writer of tables keeps to the repository's version: gc's
+        // merge and `repair index` (one table in all, or one per kind).
+        cmd(&["gc", "--max-unused", "0%"]).success();
+        cmd(&["repair", "index"]).success();
+        let want: &[u32] = if made_before { &[1] } else { &[2, 2] };
+        assert_eq!(versions(&repo), want, "{name} after repair index");
         cmd(&["verify", "--read-data"]).success();
         let target = dir.path().join(format!("{name}-target"));
         cmd(&["restore", "latest", "--target", target.to_str().unwrap()]).success();
