@@ -426,6 +426,20 @@ mod tests {
     use crate::repo::{InitOptions, KdfParams};
     use std::sync::Arc;
 
+    /// A new local repository at `root` (a cheap key derivation), opened.
+    fn new_repo(root: &Path) -> Repository {
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                lanes: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(Arc::new(LocalBackend::new(root)), b"pw", &opts).unwrap();
+        Repository::open(Arc::new(LocalBackend::new(root)), b"pw").unwrap()
+    }
+
     /// However many threads walk the tree (subdirectories are walked on
     /// threads of their own while a place is spare), a backup records the
     /// same trees: a full backup by one worker, a full backup by eight and
@@ -446,20 +460,10 @@ mod tests {
             }
             std::fs::write(src.join(format!("top{a}")), [a as u8; 10]).unwrap();
         }
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                lanes: 1,
-            },
-            ..InitOptions::default()
-        };
-        let root = dir.path().join("repo");
-        Repository::init(Arc::new(LocalBackend::new(&root)), b"pw", &opts).unwrap();
         // One repository for all three backups and the reads after each,
         // as a nightly job running several sets would keep: each backup
         // finds what the one before it stored.
-        let repo = Repository::open(Arc::new(LocalBackend::new(&root)), b"pw").unwrap();
+        let repo = new_repo(&dir.path().join("repo"));
         let run = |kind, workers| {
             let opts = BackupOptions {
                 paths: vec![src.clone()],
@@ -507,17 +511,7 @@ mod tests {
                 std::fs::write(d.join("f.txt"), format!("{a}/{b}").repeat(50)).unwrap();
             }
         }
-        let opts = InitOptions {
-            kdf: KdfParams {
-                memory_kib: 64,
-                iterations: 1,
-                lanes: 1,
-            },
-            ..InitOptions::default()
-        };
-        let root = dir.path().join("repo");
-        Repository::init(Arc::new(LocalBackend::new(&root)), b"pw", &opts).unwrap();
-        let repo = Repository::open(Arc::new(LocalBackend::new(&root)), b"pw").unwrap();
+        let repo = new_repo(&dir.path().join("repo"));
         let opts = BackupOptions {
             paths: vec![src.clone()],
             kind: SnapshotKind::Incremental,
