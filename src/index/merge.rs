@@ -25,13 +25,13 @@ pub struct CompactStats {
 /// tables of format version 1, which may hold both; in a repository whose
 /// tables are of `version` 1, more than that in all), the smallest of
 /// them are merged, as tables of `version`, so that `KEEP_TABLES` (16)
-/// remain. Each backup adds a table of each kind, so without this a year of nightly backups would mean
-/// hundreds of table searches per lookup. Safe beside concurrent backups
-/// and readers: the merged tables are written (durably) before any source
-/// is removed, a crash in between leaves duplicate entries (harmless; the
-/// next compaction merges them), and [`IndexSet::load`] lists again when
-/// a table vanishes. Only tables whose MAC checks are merged, so damage
-/// is never re-sealed as valid.
+/// remain. Each backup adds a table of each kind, so without this a year
+/// of nightly backups would mean hundreds of table searches per lookup.
+/// Safe beside concurrent backups and readers: the merged tables are
+/// written (durably) before any source is removed, a crash in between
+/// leaves duplicate entries (harmless; the next compaction merges them),
+/// and [`IndexSet::load`] lists again when a table vanishes. Only tables
+/// whose MAC checks are merged, so damage is never re-sealed as valid.
 pub fn compact(backend: &dyn Backend, key: &MasterKey, version: u32) -> Result<CompactStats> {
     let mut stats = CompactStats::default();
     // In a repository of tables of version 1, every table is in one group.

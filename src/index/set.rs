@@ -7,7 +7,8 @@ use super::*;
 pub struct IndexSet {
     pub(super) tables: Vec<IndexTable>,
     misses: Misses,
-    /// Calls of [`IndexSet::contains`], for tests of what a backup looks up.
+    /// Calls of [`IndexSet::contains_kind`], for tests of what a backup
+    /// looks up.
     #[cfg(test)]
     pub(crate) contains_calls: std::sync::atomic::AtomicUsize,
 }
