@@ -28,11 +28,7 @@ fn build_parse_find() {
         &[entry(3, 12), entry(5, 40)],
     );
     // One table of the tree pack's blobs, then one of the data pack's.
-    let tables: Vec<IndexTable> = b
-        .finish(&key, VERSION)
-        .into_iter()
-        .map(|(id, bytes)| IndexTable::parse(id, Data::Owned(bytes)).unwrap())
-        .collect();
+    let tables = tables_of(b, &key);
     let [trees, data] = &tables[..] else {
         panic!("{} tables", tables.len())
     };
@@ -60,6 +56,14 @@ fn build_parse_find() {
     assert_eq!((five.pack, five.offset), (PackId([8; 32]), 40));
     assert!(data.find(&BlobId([3; 32])).is_none());
     assert!(data.find(&BlobId([4; 32])).is_none());
+}
+
+/// The tables `b` makes (of the current version), parsed.
+fn tables_of(b: IndexBuilder, key: &MasterKey) -> Vec<IndexTable> {
+    b.finish(key, VERSION)
+        .into_iter()
+        .map(|(id, bytes)| IndexTable::parse(id, Data::Owned(bytes)).unwrap())
+        .collect()
 }
 
 /// The one table `tables` holds (a builder or merge of one kind of pack).
@@ -919,11 +923,7 @@ fn lookups_by_kind_search_only_that_kinds_tables() {
         BlobKind::Data,
         &[entry(2, 12), entry(3, 40)],
     );
-    let tables: Vec<IndexTable> = b
-        .finish(&key, VERSION)
-        .into_iter()
-        .map(|(id, bytes)| IndexTable::parse(id, Data::Owned(bytes)).unwrap())
-        .collect();
+    let tables = tables_of(b, &key);
     assert_eq!(tables.len(), 2);
     let set = IndexSet::of(tables);
     let (tree, chunk) = (BlobId([1; 32]), BlobId([2; 32]));
