@@ -14,14 +14,22 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// A read-only map of a whole file.
-pub struct Map(Option<memmap2::Mmap>);
+/// A read-only map of a whole file, and the file itself if kept for
+/// [`Map::read_at`].
+pub struct Map(Option<memmap2::Mmap>, Option<File>);
 
 impl Map {
     /// Maps the file at `path` read-only.
     pub fn open(path: &Path) -> Result<Map> {
         let file = File::open(path).map_err(|e| Error::path("open", path, e))?;
         Map::file(&file, path)
+    }
+
+    /// Maps the file at `path` read-only, and keeps it open so that
+    /// [`Map::read_at`] reads it without mapping its pages.
+    pub fn open_keeping(path: &Path) -> Result<Map> {
+        let file = File::open(path).map_err(|e| Error::path("open", path, e))?;
+        Map::keeping(file, path)
     }
 
     /// Maps an open file; `path` is for messages.
@@ -31,13 +39,35 @@ impl Map {
             .map_err(|e| Error::path("stat", path, e))?
             .len();
         if len == 0 {
-            return Ok(Map(None));
+            return Ok(Map(None, None));
         }
         // SAFETY: see the module docs: the file is immutable by contract,
         // and all reads go through the bounds-checked slice below.
         let map = unsafe { memmap2::MmapOptions::new().map(file) }
             .map_err(|e| Error::path("memory-map", path, e))?;
-        Ok(Map(Some(map)))
+        Ok(Map(Some(map), None))
+    }
+
+    /// Maps an open file and keeps it, as [`Map::open_keeping`] does.
+    pub fn keeping(file: File, path: &Path) -> Result<Map> {
+        let Map(map, _) = Map::file(&file, path)?;
+        Ok(Map(map, Some(file)))
+    }
+
+    /// Copies the bytes at `offset` into `buf`: read from the kept file
+    /// (`pread`), so they never count in this process's memory as mapped
+    /// pages do (a fault maps the whole large folio around a page, up to
+    /// 2 MiB); copied from the map when no file was kept or reading it
+    /// fails. Panics if the range lies past the end, as slicing does.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
+        use std::os::unix::fs::FileExt;
+        let read = self
+            .1
+            .as_ref()
+            .is_some_and(|f| f.read_exact_at(buf, offset as u64).is_ok());
+        if !read {
+            buf.copy_from_slice(&self[offset..offset + buf.len()]);
+        }
     }
 
     /// Tells the kernel the map will be read sequentially.
@@ -140,4 +170,39 @@ pub fn spool_file() -> std::io::Result<File> {
         .open(&path)?;
     std::fs::remove_file(&path)?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `read_at` gives the map's bytes, whether the file was kept (and
+    /// read with `pread`) or not (and the map copied).
+    #[test]
+    fn read_at_gives_the_mapped_bytes_kept_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let bytes: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        for map in [Map::open(&path).unwrap(), Map::open_keeping(&path).unwrap()] {
+            assert_eq!(&map[..], &bytes[..]);
+            for (at, len) in [(0, 1), (4090, 12), (12_345, 7_655), (20_000, 0)] {
+                let mut buf = vec![0; len];
+                map.read_at(at, &mut buf);
+                assert_eq!(buf, bytes[at..at + len]);
+            }
+        }
+    }
+
+    /// A range past the end panics, as slicing does, instead of reading
+    /// what is not there.
+    #[test]
+    #[should_panic]
+    fn read_at_past_the_end_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [1u8; 100]).unwrap();
+        let mut buf = [0; 10];
+        Map::open_keeping(&path).unwrap().read_at(95, &mut buf);
+    }
 }

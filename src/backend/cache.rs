@@ -92,6 +92,15 @@ impl Cache {
         matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack) && is_hex_name(name)
     }
 
+    /// Maps a cached copy; an index table's file is kept open, as a
+    /// local table's is (see `IndexTable::find`).
+    fn map(kind: FileKind, path: &Path) -> Result<Map> {
+        match kind {
+            FileKind::Index => Map::open_keeping(path),
+            _ => Map::open(path),
+        }
+    }
+
     /// The cached copy of a file, if there is one whose bytes hash to its
     /// name. A damaged copy is removed.
     pub fn get(&self, kind: FileKind, name: &str) -> Option<Arc<Map>> {
@@ -103,7 +112,7 @@ impl Cache {
             return Some(m.clone());
         }
         let path = self.path(kind, name);
-        let map = Map::open(&path).ok()?;
+        let map = Self::map(kind, &path).ok()?;
         if hex::encode(file_hash(&map)) != name {
             drop(map);
             let _ = fs::remove_file(&path);
@@ -138,7 +147,7 @@ impl Cache {
             return;
         }
         // Hashed above: served by `get` without hashing it again.
-        if let (Ok(map), Ok(mut v)) = (Map::open(&path), self.verified.lock()) {
+        if let (Ok(map), Ok(mut v)) = (Self::map(kind, &path), self.verified.lock()) {
             v.insert((kind, name.to_string()), Arc::new(map));
         }
     }

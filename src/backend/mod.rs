@@ -133,6 +133,17 @@ impl Data {
         }
     }
 
+    /// Copies the bytes at `offset` into `buf`, from a map's kept file if
+    /// it has one (see [`crate::mmap::Map::read_at`]). Panics if the range
+    /// lies past the end, as slicing does.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
+        match self {
+            Data::Mapped(m) => m.read_at(offset, buf),
+            Data::Shared(m) => m.read_at(offset, buf),
+            Data::Owned(v) => buf.copy_from_slice(&v[offset..offset + buf.len()]),
+        }
+    }
+
     /// For maps: the bytes will be read front to back. No-op otherwise.
     pub fn advise_sequential(&self) {
         match self {

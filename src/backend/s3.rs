@@ -339,7 +339,8 @@ impl S3Backend {
                 .map_err(|e| Error::path("write download spool in", &tmp, e))?;
             offset += part as u64;
         }
-        let map = crate::mmap::Map::file(&file, &tmp)?;
+        // Kept open, as a local table is (see `IndexTable::find`).
+        let map = crate::mmap::Map::keeping(file, &tmp)?;
         if map.len() as u64 != len {
             return Err(Error::corrupt(what(), "changed while it was read"));
         }

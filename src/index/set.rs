@@ -262,16 +262,18 @@ impl IndexSet {
 
     /// Misses after which the filter is built: about when searching every
     /// table on each miss has cost what building it does. A miss reads a
-    /// few scattered entries of each table (0.45 µs a table of 625,000
-    /// entries, measured, see PERFORMANCE.md), the build reads every entry
-    /// once in order (about 30 ns an entry), so the misses that pay for
-    /// it are about one per 16 entries of a table; never fewer than 1,024
-    /// (but as `CAIRN_TEST_FILTER_AFTER` says, for tests).
+    /// few windows of entries of each table with `pread` (about 1.4 µs a
+    /// table of 625,000 entries, measured, see PERFORMANCE.md), the build
+    /// reads every entry once in order (about 23 ns an entry), so the
+    /// misses that pay for it are about one per 64 entries of a table;
+    /// never fewer than 1,024 (but as `CAIRN_TEST_FILTER_AFTER` says, for
+    /// tests). A table has had far fewer lookups by then than would get
+    /// it a directory (see [`IndexTable::find`]).
     pub fn filter_after(&self) -> usize {
         if let Some(n) = crate::fault::filter_after() {
             return n;
         }
-        (self.len() / (16 * self.tables.len().max(1))).max(1024)
+        (self.len() / (64 * self.tables.len().max(1))).max(1024)
     }
 
     /// Bytes of memory the filter holds (0 until built).

@@ -14,8 +14,52 @@ pub struct IndexTable {
     /// packs may be of both kinds.
     kind: Option<BlobKind>,
     /// Built by [`IndexTable::build_directory`] for commands that look up
-    /// most of a table's ids.
+    /// most of a table's ids, or by [`IndexTable::find`] once its lookups
+    /// without one make it pay.
     pub(super) dir: std::sync::OnceLock<Directory>,
+    /// Lookups made without a directory.
+    probes: std::sync::atomic::AtomicUsize,
+}
+
+/// Entries a lookup without a directory reads at once (3 KiB, within
+/// two pages): the searches' last steps fall within one such window.
+const WINDOW: usize = 64;
+
+/// A table smaller than this many entries is searched in its map: it
+/// never gets a directory, and its pages are few.
+const DIRECTORY_FROM: usize = 256;
+
+/// The entries of a table that a lookup without a directory has read,
+/// [`WINDOW`] at a time with [`Data::read_at`].
+struct Window<'t> {
+    table: &'t IndexTable,
+    start: usize,
+    len: usize,
+    buf: [u8; WINDOW * ENTRY_REC],
+}
+
+impl<'t> Window<'t> {
+    fn new(table: &'t IndexTable) -> Window<'t> {
+        Window {
+            table,
+            start: 0,
+            len: 0,
+            buf: [0; WINDOW * ENTRY_REC],
+        }
+    }
+
+    /// The id of entry `i`, reading its window first if need be.
+    fn id(&mut self, i: usize) -> [u8; 32] {
+        if !(self.start..self.start + self.len).contains(&i) {
+            self.start = i - i % WINDOW;
+            self.len = WINDOW.min(self.table.entries - self.start);
+            let at = self.table.entry_range(self.start..self.start).start;
+            let bytes = &mut self.buf[..self.len * ENTRY_REC];
+            self.table.data.read_at(at, bytes);
+        }
+        let at = (i - self.start) * ENTRY_REC;
+        self.buf[at..at + 32].try_into().expect("32")
+    }
 }
 
 /// Where the entries whose ids start with each `bits`-bit prefix begin:
@@ -33,6 +77,15 @@ pub(super) struct Directory {
 /// maps the whole folio of page cache holding the page, and folios are
 /// at most 2 MiB (a PMD).
 const LARGEST_FOLIO: usize = 2 << 20;
+
+/// How the id an entry starts with compares with `id`: as (first 8 bytes
+/// big-endian, then the rest), which is byte order, and most comparisons
+/// end at the first word.
+fn compare(entry: &[u8], id: &BlobId) -> Ordering {
+    id_prefix(entry)
+        .cmp(&id_prefix(&id.0))
+        .then_with(|| entry[8..32].cmp(&id.0[8..]))
+}
 
 /// The directory's prefix bits: entries per prefix between one and two,
 /// and at most 4 MiB of directory (a table of 10 million entries gets
@@ -78,6 +131,7 @@ impl IndexTable {
             entries: entries as usize,
             kind: None,
             dir: std::sync::OnceLock::new(),
+            probes: std::sync::atomic::AtomicUsize::new(0),
         };
         // The first pack's record lies in the header's page. One of an
         // unknown kind leaves the table searched for both (`check`, which
@@ -121,7 +175,7 @@ impl IndexTable {
     /// lookup miss an entry that is there, never find a wrong one, as
     /// without the directory.
     pub fn build_directory(&self) {
-        if self.entries < 256 || self.entries > u32::MAX as usize {
+        if self.entries < DIRECTORY_FROM || self.entries > u32::MAX as usize {
             return;
         }
         self.dir.get_or_init(|| {
@@ -234,33 +288,61 @@ impl IndexTable {
         ))
     }
 
-    /// Searches for `id`. Blob ids are keyed hashes, so they spread evenly
-    /// over the table and an id's first 8 bytes predict its position
-    /// within about √m/2 of m entries. So the search narrows in rounds: a
-    /// probe where the id's key falls between the keys bounding the range,
-    /// then a galloping search from there (steps of √m/2, doubling) that
-    /// brackets it. A round takes m entries to about √m, so two rounds
-    /// leave a few entries, searched by bisection, and the probes of the
-    /// second round fall within a page or two of the id. A table whose ids do
-    /// not spread evenly (never written by cairn) costs at most about three
-    /// binary searches. With a directory (see
-    /// [`IndexTable::build_directory`]), the id's prefix gives the range
-    /// at once, and bisecting it reads an entry or two.
+    /// Searches for `id`.
+    ///
+    /// With a directory (see [`IndexTable::build_directory`]) the id's
+    /// prefix gives the range at once, and bisecting it in the map reads
+    /// an entry or two. Without one, the entries are read with
+    /// [`Data::read_at`], a [`WINDOW`] at a time, and never mapped: the
+    /// kernel maps the whole large folio (up to 2 MiB) around a page a
+    /// lookup touches, so a few thousand lookups in a large table would
+    /// otherwise add most of it to this process's memory. Once a table
+    /// has had a lookup per 16 entries it gets a directory, whose build
+    /// reads it whole (as gc's and verify's do), since such lookups
+    /// repay it. Tables of fewer than [`DIRECTORY_FROM`] entries are
+    /// searched in the map.
     pub fn find(&self, id: &BlobId) -> Option<usize> {
-        // Ids compare as (first 8 bytes big-endian, then the rest), which
-        // is byte order: most comparisons end at the first word.
-        let key = id_prefix(&id.0);
-        let key_at = |i: usize| self.key_at(i);
-        let cmp = |i: usize| {
-            let rec = self.entry_bytes(i);
-            id_prefix(rec)
-                .cmp(&key)
-                .then_with(|| rec[8..32].cmp(&id.0[8..]))
-        };
         if let Some(dir) = self.dir.get() {
-            let p = (key >> dir.shift) as usize;
-            return Self::bisect(dir.starts[p] as usize, dir.starts[p + 1] as usize, cmp);
+            let p = (id_prefix(&id.0) >> dir.shift) as usize;
+            let (lo, hi) = (dir.starts[p] as usize, dir.starts[p + 1] as usize);
+            return Self::bisect(lo, hi, |i| compare(self.entry_bytes(i), id));
         }
+        if self.entries < DIRECTORY_FROM {
+            return self.search(id, |i| self.entry_bytes(i)[..32].try_into().expect("32"));
+        }
+        let probes = self
+            .probes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if probes + 1 == self.entries / 16 {
+            self.build_directory();
+        }
+        let mut window = Window::new(self);
+        self.search(id, |i| window.id(i))
+    }
+
+    /// Lookups this table had without a directory.
+    pub fn probes(&self) -> usize {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The search of [`IndexTable::find`] without a directory, reading
+    /// the id of entry `i` with `id_at(i)`. Blob ids are keyed hashes, so
+    /// they spread evenly over the table and an id's first 8 bytes
+    /// predict its position within about √m/2 of m entries. So the search
+    /// narrows in rounds: a probe where the id's key falls between the
+    /// keys bounding the range, then a galloping search from there (steps
+    /// of √m/2, doubling) that brackets it. A round takes m entries to
+    /// about √m, so two rounds leave a few entries, searched by
+    /// bisection, and the probes of the second round fall within a window
+    /// or two of the id. A table whose ids do not spread evenly (never
+    /// written by cairn) costs at most about three binary searches.
+    fn search(&self, id: &BlobId, mut id_at: impl FnMut(usize) -> [u8; 32]) -> Option<usize> {
+        let key = id_prefix(&id.0);
+        // The entry's key and how it compares with the id.
+        let mut probe = |i: usize| {
+            let at = id_at(i);
+            (id_prefix(&at), compare(&at, id))
+        };
         // Entries before `lo` are below the id, entries from `hi` above
         // it; `lo_key` and `hi_key` bound the keys of the range.
         let (mut lo, mut hi) = (0usize, self.entries);
@@ -273,32 +355,32 @@ impl IndexTable {
             let share = key.saturating_sub(lo_key) as f64 / (hi_key - lo_key) as f64;
             let guess = (lo + (share * span as f64) as usize).clamp(lo, hi - 1);
             let mut step = ((span as f64).sqrt() / 2.0).max(1.0) as usize;
-            match cmp(guess) {
-                Ordering::Equal => return Some(guess),
-                Ordering::Less => {
-                    (lo, lo_key) = (guess + 1, key_at(guess));
+            match probe(guess) {
+                (_, Ordering::Equal) => return Some(guess),
+                (at, Ordering::Less) => {
+                    (lo, lo_key) = (guess + 1, at);
                     while let Some(p) = guess.checked_add(step).filter(|&p| p < hi) {
-                        match cmp(p) {
-                            Ordering::Less => (lo, lo_key) = (p + 1, key_at(p)),
-                            Ordering::Greater => {
-                                (hi, hi_key) = (p, key_at(p));
+                        match probe(p) {
+                            (at, Ordering::Less) => (lo, lo_key) = (p + 1, at),
+                            (at, Ordering::Greater) => {
+                                (hi, hi_key) = (p, at);
                                 break;
                             }
-                            Ordering::Equal => return Some(p),
+                            (_, Ordering::Equal) => return Some(p),
                         }
                         step *= 2;
                     }
                 }
-                Ordering::Greater => {
-                    (hi, hi_key) = (guess, key_at(guess));
+                (at, Ordering::Greater) => {
+                    (hi, hi_key) = (guess, at);
                     while let Some(p) = guess.checked_sub(step).filter(|&p| p >= lo) {
-                        match cmp(p) {
-                            Ordering::Greater => (hi, hi_key) = (p, key_at(p)),
-                            Ordering::Less => {
-                                (lo, lo_key) = (p + 1, key_at(p));
+                        match probe(p) {
+                            (at, Ordering::Greater) => (hi, hi_key) = (p, at),
+                            (at, Ordering::Less) => {
+                                (lo, lo_key) = (p + 1, at);
                                 break;
                             }
-                            Ordering::Equal => return Some(p),
+                            (_, Ordering::Equal) => return Some(p),
                         }
                         step *= 2;
                     }
@@ -308,14 +390,14 @@ impl IndexTable {
                 break; // keys equal in their first word: bisect
             }
         }
-        Self::bisect(lo, hi, cmp)
+        Self::bisect(lo, hi, |i| probe(i).1)
     }
 
     /// Binary search of `lo..hi` by `cmp` (an entry against the id).
     pub(super) fn bisect(
         mut lo: usize,
         mut hi: usize,
-        cmp: impl Fn(usize) -> Ordering,
+        mut cmp: impl FnMut(usize) -> Ordering,
     ) -> Option<usize> {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;

@@ -205,6 +205,68 @@ fn directories_are_built_where_lookups_repay_them() {
     }
 }
 
+/// Kilobytes of this process's memory that the mapping holding `at` has
+/// resident, from `/proc/self/smaps`.
+fn resident_kib(at: *const u8) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let at = at as usize;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = range.split_once('-') {
+            if let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) {
+                inside = (start..end).contains(&at);
+                continue;
+            }
+        }
+        if let Some(kib) = line.strip_prefix("Rss:").filter(|_| inside) {
+            return kib.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no mapping holds {at:#x}");
+}
+
+/// A table mapped from a file is searched without mapping its pages
+/// (its entries are read with `pread`) until it has had a lookup per 16
+/// entries; then it gets a directory, whose build maps it whole.
+#[test]
+fn lookups_map_no_page_of_a_table_until_its_directory_pays() {
+    let key = MasterKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let present = ids(0, 64_000);
+    let (id, bytes) = table_bytes(&key, &present);
+    let path = dir.path().join("table");
+    std::fs::write(&path, bytes).unwrap();
+    let map = crate::mmap::Map::open_keeping(&path).unwrap();
+    let t = IndexTable::parse(id, Data::Mapped(map)).unwrap();
+    let at = t.data.as_ptr();
+    assert_eq!(resident_kib(at), 0, "the header's page left mapped");
+    let absent = ids(1_000_000, 1_000);
+    // (Only `find`: reading an entry's id with `id_at` maps its page.)
+    for (i, id) in present.iter().step_by(32).take(1_999).enumerate() {
+        assert!(t.find(id).is_some(), "{id} not found");
+        assert_eq!(t.find(&absent[i % absent.len()]), None);
+    }
+    assert_eq!(t.probes(), 3_998);
+    assert!(
+        t.dir.get().is_none(),
+        "a directory before 4,000 lookups (64,000 entries)"
+    );
+    assert_eq!(resident_kib(at), 0, "lookups mapped pages of the table");
+    for id in &absent[..1_000] {
+        assert_eq!(t.find(id), None);
+    }
+    assert!(t.dir.get().is_some(), "no directory after 5,000 lookups");
+    assert!(resident_kib(at) > 0);
+    for id in present.iter().step_by(97) {
+        let i = t.find(id).expect("found through the directory");
+        assert_eq!(t.id_at(i), *id);
+    }
+}
+
 /// `n` ids, the hashes of `from..from + n`.
 fn ids(from: u32, n: u32) -> Vec<BlobId> {
     (from..from + n)
@@ -229,7 +291,7 @@ fn misses_build_a_filter_that_keeps_every_id() {
         table_of_ids(&key, &ids(30_000, 3_000)),
     ]);
     let after = set.filter_after();
-    assert_eq!(after, 33_000 / 32);
+    assert_eq!(after, 1024, "33,000 entries in 2 tables: the least");
     let misses = ids(1_000_000, after as u32 + 10_000);
     for m in &misses[..after - 1] {
         assert!(!set.contains(m));
