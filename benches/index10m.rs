@@ -8,8 +8,9 @@
 //!   of a backup of 100,000 new tiny files (each a chunk no table holds),
 //!   before and after the synthetic entries are added (the no-change
 //!   backup once more with the tables dropped from the page cache), and
-//! - lookups per second in the mapped index, random hits and misses:
-//!   searching every table, through the filter of every id the set builds
+//! - lookups per second in the index, random hits and misses: searching
+//!   every table (reading entries with `pread`, before any table has its
+//!   directory), through the filter of every id the set builds
 //!   once misses make it pay (and how long that takes), and through the
 //!   tables' directories of id prefixes (as gc, verify and a large restore
 //!   look up), and
