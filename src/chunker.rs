@@ -79,8 +79,9 @@ impl ChunkerParams {
 
     /// Chunks a stream to its end, handing each chunk to `sink` in order.
     ///
-    /// `buf` is the only buffer: it grows once to a window of the maximum
-    /// chunk size plus 1 MiB and is meant to be reused across files, so a
+    /// `buf` is the only buffer: it grows, as far as the reads need, to a
+    /// window of at most the maximum chunk size plus 1 MiB, and is meant
+    /// to be reused across files, so a
     /// backup does not allocate (or fault in fresh pages) per chunk. The
     /// window is refilled in large reads; only the last, possibly
     /// incomplete chunk of a window is moved to its front, since every cut
@@ -99,17 +100,24 @@ impl ChunkerParams {
         // stream is stored as it comes; the bound keeps the rescanning of
         // a window's last chunk to at most once per that many bytes.
         let stall_after = (self.max as usize).max(1 << 20);
-        buf.resize(window, 0);
         let (mut filled, mut total, mut eof) = (0usize, 0u64, false);
         let mut fresh = 0usize;
         loop {
             while !eof && filled < window {
-                match reader.read(&mut buf[filled..]) {
+                // The window grows (zeroed, once per buffer) only as far
+                // as reads reach: a buffer that only small files have
+                // used holds a few pages, not the whole window.
+                if filled == buf.len() {
+                    let grown = (buf.len() * 4).clamp(GROW_FROM, window);
+                    buf.resize(grown, 0);
+                }
+                let room = buf.len().min(window) - filled;
+                match reader.read(&mut buf[filled..filled + room]) {
                     Ok(0) => eof = true,
                     Ok(n) => {
                         filled += n;
                         fresh += n;
-                        if n < window - (filled - n) && fresh >= stall_after {
+                        if n < room && fresh >= stall_after {
                             break;
                         }
                     }
@@ -144,6 +152,10 @@ impl ChunkerParams {
         }
     }
 }
+
+/// Bytes [`ChunkerParams::for_each_chunk`] first makes room for in an
+/// empty buffer; it grows four times over whenever reads fill it.
+const GROW_FROM: usize = 64 << 10;
 
 /// Why [`ChunkerParams::for_each_chunk`] stopped.
 #[derive(Debug)]
@@ -211,6 +223,40 @@ mod tests {
             assert_eq!(n, d.len() as u64);
             assert_eq!(streamed, whole, "reads of {step} bytes");
         }
+    }
+
+    /// The buffer grows only as far as reads reach: inputs of a few KiB
+    /// leave it at its first size, a long one grows it to the window and
+    /// no further, and a grown buffer, reused, cuts as a fresh one does.
+    #[test]
+    fn the_window_grows_only_as_reads_need_it() {
+        let p = ChunkerParams::with_sizes(4096, 16384, 65536, 3).unwrap();
+        let d = data(3 << 20);
+        let want = |input: &[u8]| -> Vec<Vec<u8>> {
+            p.chunks(input)
+                .map(|(o, l)| input[o..o + l].to_vec())
+                .collect()
+        };
+        let cut = |input: &[u8], buf: &mut Vec<u8>| -> Vec<Vec<u8>> {
+            let mut got = Vec::new();
+            p.for_each_chunk(&mut &input[..], buf, |c| {
+                got.push(c.to_vec());
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            got
+        };
+        let mut buf = Vec::new();
+        for len in [10, 5_000, 40_000] {
+            assert_eq!(cut(&d[..len], &mut buf), want(&d[..len]), "{len} bytes");
+        }
+        assert_eq!(buf.len(), GROW_FROM);
+        assert_eq!(cut(&d, &mut buf), want(&d));
+        assert_eq!(buf.len(), 65536 + (1 << 20), "the window: maximum + 1 MiB");
+        for from in [7, 1 << 20] {
+            assert_eq!(cut(&d[from..], &mut buf), want(&d[from..]), "from {from}");
+        }
+        assert_eq!(cut(&d[..5_000], &mut buf), want(&d[..5_000]));
     }
 
     /// A reader returning at most `.1` bytes per call.
