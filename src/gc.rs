@@ -579,6 +579,12 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
             crate::fault::point("gc-after-index-remove");
         }
     }
+    // The rewritten tables are durably gone before the packs they name
+    // go, and so are the snapshots a `forget` before gc removed: a table
+    // or a snapshot that came back after a power cut would name removed
+    // packs. (On a local store a folder whose removals an earlier fsync's
+    // journal commit already carried costs little to settle.)
+    backend.settle_removals()?;
     for pack in plan.delete.iter().chain(&plan.repack) {
         lock.check("gc stopped part way; run it again to finish")?;
         backend.remove(FileKind::Pack, &pack.to_hex())?;
@@ -649,6 +655,9 @@ mod tests {
     struct Recorder {
         events: Arc<Mutex<Vec<FileKind>>>,
         mode: Arc<AtomicU8>,
+        /// The kind of each file removed, in order, and `None` where
+        /// removals were settled.
+        removals: Arc<Mutex<Vec<Option<FileKind>>>>,
     }
     const SLOW: u8 = 1;
     const FAIL: u8 = 2;
@@ -667,6 +676,16 @@ mod tests {
             }
             None
         }
+
+        fn remove(&self, kind: FileKind, _name: &str) -> Option<Result<()>> {
+            self.removals.lock().unwrap().push(Some(kind));
+            None
+        }
+
+        fn settle_removals(&self) -> Option<Result<()>> {
+            self.removals.lock().unwrap().push(None);
+            None
+        }
     }
 
     /// A repository on a [`Recorder`]'s store, with its events and mode.
@@ -675,6 +694,7 @@ mod tests {
         repo: Repository,
         events: Arc<Mutex<Vec<FileKind>>>,
         mode: Arc<AtomicU8>,
+        removals: Arc<Mutex<Vec<Option<FileKind>>>>,
     }
 
     /// A repository of two snapshots of eight files of 300 kB, half of
@@ -683,6 +703,7 @@ mod tests {
     fn half_garbage() -> Recorded {
         let recorder = Recorder::default();
         let (events, mode) = (recorder.events.clone(), recorder.mode.clone());
+        let removals = recorder.removals.clone();
         let backend: Arc<dyn Backend> = Arc::new(Hooked {
             inner: MemBackend::default(),
             hooks: recorder,
@@ -713,11 +734,13 @@ mod tests {
             .remove(FileKind::Snapshot, &first.unwrap().to_hex())
             .unwrap();
         events.lock().unwrap().clear();
+        removals.lock().unwrap().clear();
         Recorded {
             backend,
             repo,
             events,
             mode,
+            removals,
         }
     }
 
@@ -752,6 +775,22 @@ mod tests {
         assert!(
             matches!((last_pack, first_index), (Some(p), Some(i)) if p < i),
             "{events:?}"
+        );
+    }
+
+    /// The index tables gc rewrote are removed, and their removal settled
+    /// (made durable), before any pack they name is removed.
+    #[test]
+    fn rewritten_tables_are_durably_gone_before_their_packs() {
+        let r = half_garbage();
+        collect(&r.repo, &r.backend).unwrap();
+        let removals = r.removals.lock().unwrap().clone();
+        let settled = removals.iter().position(Option::is_none);
+        let last_table = removals.iter().rposition(|k| *k == Some(FileKind::Index));
+        let first_pack = removals.iter().position(|k| *k == Some(FileKind::Pack));
+        assert!(
+            matches!((last_table, settled, first_pack), (Some(t), Some(s), Some(p)) if t < s && s < p),
+            "{removals:?}"
         );
     }
 

@@ -339,6 +339,9 @@ impl Backend for CachedBackend {
         self.cache.remove(kind, name);
         Ok(())
     }
+    fn settle_removals(&self) -> Result<()> {
+        self.inner.settle_removals()
+    }
     fn prefers_ranges(&self) -> bool {
         self.inner.prefers_ranges()
     }

@@ -140,4 +140,7 @@ impl Backend for MemBackend {
         self.files()?.remove(&Self::key(kind, name));
         Ok(())
     }
+    fn settle_removals(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -216,8 +216,18 @@ pub trait Backend: Send + Sync {
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Stores a file atomically, and durably where [`FileKind::durable`].
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()>;
-    /// Removes a file; removing a missing file is not an error.
+    /// Removes a file; removing a missing file is not an error. The
+    /// removal may not be durable until [`Backend::settle_removals`].
     fn remove(&self, kind: FileKind, name: &str) -> Result<()>;
+    /// Makes the removals done so far durable, before anything whose
+    /// safety depends on their being gone (gc removes the index tables it
+    /// rewrote before the packs they named, `forget` its snapshots before
+    /// gc removes their data): a crash on a filesystem that does not keep
+    /// removals in order could otherwise keep a later removal and undo an
+    /// earlier one. A local store fsyncs the folders it removed files
+    /// from; a store whose removals are durable when they return (S3, in
+    /// memory) has nothing to do.
+    fn settle_removals(&self) -> Result<()>;
     /// `name` opened once for many [`RangeReader::read_at`] calls (a walk
     /// reading hundreds of trees from a few packs), where that saves work
     /// per read: opening a file per range costs more than reading a small

@@ -126,6 +126,9 @@ impl Backend for RetryBackend {
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         self.retry(|| self.inner.remove(kind, name))
     }
+    fn settle_removals(&self) -> Result<()> {
+        self.retry(|| self.inner.settle_removals())
+    }
     fn prefers_ranges(&self) -> bool {
         self.inner.prefers_ranges()
     }

@@ -692,6 +692,10 @@ impl Backend for S3Backend {
         let key = Self::key(kind, name);
         self.run("remove", || self.object(kind, name), self.op.delete(&key))
     }
+    /// A DELETE that returned is durable.
+    fn settle_removals(&self) -> Result<()> {
+        Ok(())
+    }
 
     fn prefers_ranges(&self) -> bool {
         true

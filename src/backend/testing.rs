@@ -41,6 +41,16 @@ pub(crate) trait Hooks: Send + Sync {
         None
     }
 
+    /// Replaces the outcome of `remove`.
+    fn remove(&self, _kind: FileKind, _name: &str) -> Option<Result<()>> {
+        None
+    }
+
+    /// Replaces the outcome of `settle_removals`.
+    fn settle_removals(&self) -> Option<Result<()>> {
+        None
+    }
+
     /// The store's pack sink, given the inner backend's; by default none
     /// (the [`Backend`] default), so packs are written whole.
     fn pack_sink(&self, _inner: &dyn Backend) -> Result<Option<Box<dyn FileSink>>> {
@@ -89,7 +99,14 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
             .unwrap_or_else(|| self.inner.write(kind, name, bytes))
     }
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
-        self.inner.remove(kind, name)
+        self.hooks
+            .remove(kind, name)
+            .unwrap_or_else(|| self.inner.remove(kind, name))
+    }
+    fn settle_removals(&self) -> Result<()> {
+        self.hooks
+            .settle_removals()
+            .unwrap_or_else(|| self.inner.settle_removals())
     }
     fn pack_sink(&self) -> Result<Option<Box<dyn FileSink>>> {
         self.hooks.pack_sink(&self.inner)

@@ -408,6 +408,11 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
     } else {
         None
     };
+    // The removals are durable when forget returns, and before gc removes
+    // the data only those snapshots used (a snapshot that came back after
+    // a power cut would name removed packs): gc settles them with its own
+    // removals, before it removes any pack (see `gc::execute`).
+    repo.backend().settle_removals()?;
     match (a.json, &gc_plan) {
         (true, Some(plan)) => println!(
             "{}",

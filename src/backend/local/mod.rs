@@ -30,6 +30,9 @@ pub struct LocalBackend {
     /// [`Backend::remove_leftovers`] after it need not list every pack
     /// folder again; `None` until such a listing.
     tmp_pack_dirs: std::sync::Mutex<Option<Vec<PathBuf>>>,
+    /// The folders files were removed from since the last
+    /// [`Backend::settle_removals`].
+    removed_from: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 const DIRS: [FileKind; 5] = [
@@ -46,6 +49,7 @@ impl LocalBackend {
         LocalBackend {
             root: root.into(),
             tmp_pack_dirs: std::sync::Mutex::new(None),
+            removed_from: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -508,10 +512,26 @@ impl Backend for LocalBackend {
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         let path = self.path(kind, name);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let (Some(dir), Ok(mut dirs)) = (path.parent(), self.removed_from.lock()) {
+                    dirs.insert(dir.to_path_buf());
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::path("remove", &path, e)),
         }
+    }
+
+    fn settle_removals(&self) -> Result<()> {
+        let dirs = match self.removed_from.lock() {
+            Ok(mut dirs) => std::mem::take(&mut *dirs),
+            Err(_) => return Err(Error::Invalid("a thread removing files panicked".into())),
+        };
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 }
 
@@ -538,6 +558,38 @@ fn read_names(dir: &Path) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Settling removals fsyncs the folders files were removed from, each
+    /// once, and only those; a missing file removed adds none.
+    #[test]
+    fn settling_removals_syncs_the_folders_they_were_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let name = |i: u8| hex::encode([i; 32]);
+        for i in 0..3 {
+            b.write(FileKind::Index, &name(i), b"table").unwrap();
+            b.write(FileKind::Snapshot, &name(i), b"snapshot").unwrap();
+        }
+        let pending = || b.removed_from.lock().unwrap().clone();
+        b.remove(FileKind::Index, &name(0)).unwrap();
+        b.remove(FileKind::Index, &name(1)).unwrap();
+        b.remove(FileKind::Snapshot, &name(9)).unwrap();
+        assert_eq!(pending(), [b.root.join("index")].into());
+        b.remove(FileKind::Snapshot, &name(2)).unwrap();
+        assert_eq!(pending().len(), 2);
+        b.settle_removals().unwrap();
+        assert!(pending().is_empty());
+        assert_eq!(b.list(FileKind::Index).unwrap(), [name(2)]);
+        let mut left = b.list(FileKind::Snapshot).unwrap();
+        left.sort();
+        assert_eq!(left, [name(0), name(1)]);
+        // A folder that is gone by then is an error naming it.
+        b.remove(FileKind::Index, &name(2)).unwrap();
+        fs::remove_dir(b.root.join("index")).unwrap();
+        let err = b.settle_removals().unwrap_err().to_string();
+        assert!(err.contains("index"), "{err}");
+    }
 
     #[test]
     fn the_reserve_is_allocated_grows_shrinks_and_goes() {
