@@ -587,6 +587,26 @@ fn index_input() -> impl Strategy<Value = Vec<(PackId, BlobKind, Vec<pack::PackE
         })
 }
 
+/// Damaged records under a consistent entry count and a valid MAC (the
+/// table `bytes` with `muts` applied to all but its MAC, its entry count
+/// fitted to its length, sealed again): check and lookups still only
+/// return Ok or Err.
+fn exercise_resealed_index(bytes: &[u8], muts: &[Mutation], key: &MasterKey) {
+    let mut body = apply(&bytes[..bytes.len() - 32], muts);
+    if body.len() < 24 {
+        return;
+    }
+    let packs = u32::from_le_bytes(body[12..16].try_into().unwrap()) as usize;
+    if let Some(room) = (body.len() - 24).checked_sub(36 * packs) {
+        let entries = room / 48;
+        body.truncate(24 + 36 * packs + 48 * entries);
+        body[16..24].copy_from_slice(&(entries as u64).to_le_bytes());
+        let mac = key.mac(&body);
+        body.extend_from_slice(&mac);
+        exercise_index(body, key);
+    }
+}
+
 /// Like [`index_input`], with 256 to 700 entries: tables large enough
 /// that a lookup reads their entries a window at a time, until its
 /// lookups get a table its directory (`IndexTable::find`).
@@ -818,20 +838,7 @@ proptest! {
         let key = key();
         let bytes = build_index(&key, &packs);
         exercise_index(apply(&bytes, &muts), &key);
-        // Damaged records under a consistent entry count and a valid MAC:
-        // check and lookups still only return Ok or Err.
-        let mut body = apply(&bytes[..bytes.len() - 32], &muts);
-        if body.len() >= 24 {
-            let packs = u32::from_le_bytes(body[12..16].try_into().unwrap()) as usize;
-            if let Some(room) = (body.len() - 24).checked_sub(36 * packs) {
-                let entries = room / 48;
-                body.truncate(24 + 36 * packs + 48 * entries);
-                body[16..24].copy_from_slice(&(entries as u64).to_le_bytes());
-                let mac = key.mac(&body);
-                body.extend_from_slice(&mac);
-                exercise_index(body, &key);
-            }
-        }
+        exercise_resealed_index(&bytes, &muts, &key);
     }
 }
 
@@ -845,18 +852,7 @@ proptest! {
         let key = key();
         let bytes = build_index(&key, &packs);
         exercise_index(bytes.clone(), &key);
-        let mut body = apply(&bytes[..bytes.len() - 32], &muts);
-        if body.len() >= 24 {
-            let packs = u32::from_le_bytes(body[12..16].try_into().unwrap()) as usize;
-            if let Some(room) = (body.len() - 24).checked_sub(36 * packs) {
-                let entries = room / 48;
-                body.truncate(24 + 36 * packs + 48 * entries);
-                body[16..24].copy_from_slice(&(entries as u64).to_le_bytes());
-                let mac = key.mac(&body);
-                body.extend_from_slice(&mac);
-                exercise_index(body, &key);
-            }
-        }
+        exercise_resealed_index(&bytes, &muts, &key);
     }
 
     #[test]
