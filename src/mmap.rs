@@ -16,7 +16,11 @@ use crate::error::{Error, Result};
 
 /// A read-only map of a whole file, and the file itself if kept for
 /// [`Map::read_at`].
-pub struct Map(Option<memmap2::Mmap>, Option<File>);
+pub struct Map {
+    /// `None` for an empty file, which cannot be mapped.
+    map: Option<memmap2::Mmap>,
+    file: Option<File>,
+}
 
 impl Map {
     /// Maps the file at `path` read-only.
@@ -39,19 +43,28 @@ impl Map {
             .map_err(|e| Error::path("stat", path, e))?
             .len();
         if len == 0 {
-            return Ok(Map(None, None));
+            return Ok(Map {
+                map: None,
+                file: None,
+            });
         }
         // SAFETY: see the module docs: the file is immutable by contract,
         // and all reads go through the bounds-checked slice below.
         let map = unsafe { memmap2::MmapOptions::new().map(file) }
             .map_err(|e| Error::path("memory-map", path, e))?;
-        Ok(Map(Some(map), None))
+        Ok(Map {
+            map: Some(map),
+            file: None,
+        })
     }
 
     /// Maps an open file and keeps it, as [`Map::open_keeping`] does.
     pub fn keeping(file: File, path: &Path) -> Result<Map> {
-        let Map(map, _) = Map::file(&file, path)?;
-        Ok(Map(map, Some(file)))
+        let map = Map::file(&file, path)?.map;
+        Ok(Map {
+            map,
+            file: Some(file),
+        })
     }
 
     /// Copies the bytes at `offset` into `buf`: read from the kept file
@@ -62,7 +75,7 @@ impl Map {
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) {
         use std::os::unix::fs::FileExt;
         let read = self
-            .1
+            .file
             .as_ref()
             .is_some_and(|f| f.read_exact_at(buf, offset as u64).is_ok());
         if !read {
@@ -72,7 +85,7 @@ impl Map {
 
     /// Tells the kernel the map will be read sequentially.
     pub fn advise_sequential(&self) {
-        if let Some(m) = &self.0 {
+        if let Some(m) = &self.map {
             let _ = m.advise(memmap2::Advice::Sequential);
         }
     }
@@ -81,7 +94,7 @@ impl Map {
     /// fault per page, for a map about to be read whole. Only a hint:
     /// kernels before 5.14 ignore it, and faults then map the pages.
     pub fn populate(&self) {
-        if let Some(m) = &self.0 {
+        if let Some(m) = &self.map {
             let _ = m.advise(memmap2::Advice::PopulateRead);
         }
     }
@@ -89,7 +102,7 @@ impl Map {
     /// Maps the pages holding `range` now, as [`Map::populate`] does the
     /// whole map.
     pub fn populate_range(&self, range: std::ops::Range<usize>) {
-        if let Some(m) = &self.0 {
+        if let Some(m) = &self.map {
             let end = range.end.min(m.len());
             if range.start < end {
                 let _ = m.advise_range(
@@ -106,7 +119,7 @@ impl Map {
     /// maps it again. For bytes read once, in a map that is then read at a
     /// few places.
     pub fn release_range(&self, range: std::ops::Range<usize>) {
-        if let Some(m) = &self.0 {
+        if let Some(m) = &self.map {
             let end = range.end.min(m.len());
             if range.start < end {
                 // SAFETY: the map is a read-only shared map of a file that
@@ -128,7 +141,7 @@ impl Map {
     /// Tells the kernel the map will be read at scattered places, so a
     /// page fault maps only its own page instead of reading ahead.
     pub fn advise_random(&self) {
-        if let Some(m) = &self.0 {
+        if let Some(m) = &self.map {
             let _ = m.advise(memmap2::Advice::Random);
         }
     }
@@ -137,7 +150,7 @@ impl Map {
 impl Deref for Map {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.0.as_deref().unwrap_or(&[])
+        self.map.as_deref().unwrap_or(&[])
     }
 }
 

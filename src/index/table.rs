@@ -53,9 +53,10 @@ impl<'t> Window<'t> {
         if !(self.start..self.start + self.len).contains(&i) {
             self.start = i - i % WINDOW;
             self.len = WINDOW.min(self.table.entries - self.start);
-            let at = self.table.entry_range(self.start..self.start).start;
             let bytes = &mut self.buf[..self.len * ENTRY_REC];
-            self.table.data.read_at(at, bytes);
+            self.table
+                .data
+                .read_at(self.table.entry_offset(self.start), bytes);
         }
         let at = (i - self.start) * ENTRY_REC;
         self.buf[at..at + 32].try_into().expect("32")
@@ -221,14 +222,18 @@ impl IndexTable {
     }
 
     pub(super) fn entry_bytes(&self, i: usize) -> &[u8] {
-        let start = HEAD + self.packs * PACK_REC + i * ENTRY_REC;
+        let start = self.entry_offset(i);
         &self.data[start..start + ENTRY_REC]
+    }
+
+    /// Where entry `i` begins in the table's bytes.
+    fn entry_offset(&self, i: usize) -> usize {
+        HEAD + self.packs * PACK_REC + i * ENTRY_REC
     }
 
     /// Where entries `range` lie in the table's bytes.
     pub(super) fn entry_range(&self, range: std::ops::Range<usize>) -> std::ops::Range<usize> {
-        let at = |i: usize| HEAD + self.packs * PACK_REC + i * ENTRY_REC;
-        at(range.start)..at(range.end)
+        self.entry_offset(range.start)..self.entry_offset(range.end)
     }
 
     /// The id of entry `i`.
