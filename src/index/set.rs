@@ -262,7 +262,7 @@ impl IndexSet {
 
     /// Misses after which the filter is built: about when searching every
     /// table on each miss has cost what building it does. A miss reads a
-    /// few windows of entries of each table with `pread` (about 1.4 µs a
+    /// few windows of entries of each table with `pread` (1.4–2 µs in a
     /// table of 625,000 entries, measured, see PERFORMANCE.md), the build
     /// reads every entry once in order (about 23 ns an entry), so the
     /// misses that pay for it are about one per 64 entries of a table;
