@@ -311,15 +311,15 @@ impl Backend for LocalBackend {
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
         let path = self.path(kind, name);
         match kind {
-            FileKind::Pack => {
+            FileKind::Pack | FileKind::Index => {
                 let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
-                Ok(Data::Mapped(Map::file(&file, &path)?))
-            }
-            // Kept open: lookups read a table's entries with `pread` until
-            // they are many (see `IndexTable::find`).
-            FileKind::Index => {
-                let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
-                Ok(Data::Mapped(Map::keeping(file, &path)?))
+                // A table's file is kept open: lookups read its entries
+                // with `pread` until they are many (see `IndexTable::find`).
+                let map = match kind {
+                    FileKind::Index => Map::keeping(file, &path)?,
+                    _ => Map::file(&file, &path)?,
+                };
+                Ok(Data::Mapped(map))
             }
             _ => fs::read(&path)
                 .map(Data::Owned)
