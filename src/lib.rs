@@ -28,6 +28,7 @@ pub mod id;
 pub mod index;
 pub mod mmap;
 pub mod pack;
+pub mod prefetch;
 pub mod repair;
 pub mod repo;
 pub mod restorer;

@@ -342,6 +342,9 @@ impl Backend for CachedBackend {
     fn settle_removals(&self) -> Result<()> {
         self.inner.settle_removals()
     }
+    fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
+        self.inner.prefetch(kind, name, range)
+    }
     fn prefers_ranges(&self) -> bool {
         self.inner.prefers_ranges()
     }

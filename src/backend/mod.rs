@@ -237,6 +237,17 @@ pub trait Backend: Send + Sync {
         let _ = (kind, name);
         Ok(None)
     }
+    /// Reads `range` of a file into memory ahead of a read that follows
+    /// soon (the packs a restore or `verify --read-data` takes next, while
+    /// its workers decode the ones before), and returns once it is there:
+    /// call it from a thread of its own (see [`crate::prefetch`]). Only a
+    /// hint: errors are ignored, and a store without a cache of its own to
+    /// fill does nothing (the default). A local store reads the range into
+    /// the page cache, so a cold pack arrives while the cores are busy
+    /// instead of stalling the worker that maps it.
+    fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
+        let _ = (kind, name, range);
+    }
     /// Whether fetching a few ranges of a pack is cheaper than reading it
     /// whole (true for remote stores, false where reads are memory maps).
     fn prefers_ranges(&self) -> bool {

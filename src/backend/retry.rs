@@ -129,6 +129,9 @@ impl Backend for RetryBackend {
     fn settle_removals(&self) -> Result<()> {
         self.retry(|| self.inner.settle_removals())
     }
+    fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
+        self.inner.prefetch(kind, name, range)
+    }
     fn prefers_ranges(&self) -> bool {
         self.inner.prefers_ranges()
     }

@@ -22,6 +22,16 @@ pub(crate) fn repo_of_small_packs(backend: Arc<dyn Backend>) -> Repository {
     Repository::init(backend, b"pw", &opts).expect("init a test repository")
 }
 
+/// `len` bytes that look random, the same for the same `seed`.
+pub(crate) fn noise(seed: &[u8], len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    blake3::Hasher::new()
+        .update(seed)
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
 /// Where a test's store departs from the backend it wraps. Each hook
 /// returns `None` to let the call through.
 pub(crate) trait Hooks: Send + Sync {
@@ -50,6 +60,9 @@ pub(crate) trait Hooks: Send + Sync {
     fn settle_removals(&self) -> Option<Result<()>> {
         None
     }
+
+    /// Sees a `prefetch` before it goes through.
+    fn prefetch(&self, _kind: FileKind, _name: &str, _range: &std::ops::Range<u64>) {}
 
     /// The store's pack sink, given the inner backend's; by default none
     /// (the [`Backend`] default), so packs are written whole.
@@ -108,10 +121,72 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
             .settle_removals()
             .unwrap_or_else(|| self.inner.settle_removals())
     }
+    fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
+        self.hooks.prefetch(kind, name, &range);
+        self.inner.prefetch(kind, name, range)
+    }
     fn pack_sink(&self) -> Result<Option<Box<dyn FileSink>>> {
         self.hooks.pack_sink(&self.inner)
     }
     fn prefers_ranges(&self) -> bool {
         self.hooks.prefers_ranges(&self.inner)
+    }
+}
+
+/// Hooks recording, in order, the packs prefetched and the packs read
+/// whole, each read slowed down as a cold disk would, so that a
+/// prefetcher has time to run ahead of the readers.
+#[derive(Default)]
+pub(crate) struct ReadsAhead {
+    /// `(name, Some(range))` for a prefetch, `(name, None)` for a read.
+    pub events: std::sync::Mutex<Vec<(String, Option<std::ops::Range<u64>>)>>,
+}
+
+impl ReadsAhead {
+    /// The packs read whole that were prefetched before their read.
+    pub fn read_after_prefetch(&self) -> usize {
+        let events = self.events.lock().unwrap();
+        events
+            .iter()
+            .enumerate()
+            .filter(|(i, (name, what))| {
+                what.is_none() && events[..*i].iter().any(|(n, w)| n == name && w.is_some())
+            })
+            .count()
+    }
+
+    /// Each prefetch, checked to lie within its pack (`size` gives a
+    /// pack's length) and to be followed by a read of the same pack.
+    pub fn check_prefetches(&self, size: impl Fn(&str) -> u64) {
+        let events = self.events.lock().unwrap();
+        for (i, (name, what)) in events.iter().enumerate() {
+            let Some(range) = what else { continue };
+            assert!(
+                range.start < range.end && range.end <= size(name),
+                "pack {name}: {range:?} of {} bytes",
+                size(name)
+            );
+            assert!(
+                events[i..].iter().any(|(n, w)| n == name && w.is_none()),
+                "pack {name} prefetched, never read"
+            );
+        }
+    }
+}
+
+impl Hooks for ReadsAhead {
+    fn read(&self, kind: FileKind, name: &str) -> Option<Result<Data>> {
+        if kind == FileKind::Pack {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            self.events.lock().unwrap().push((name.to_string(), None));
+        }
+        None
+    }
+
+    fn prefetch(&self, kind: FileKind, name: &str, range: &std::ops::Range<u64>) {
+        if kind == FileKind::Pack {
+            let event = (name.to_string(), Some(range.clone()));
+            self.events.lock().unwrap().push(event);
+        }
     }
 }

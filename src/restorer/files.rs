@@ -189,15 +189,25 @@ impl Executor<'_> {
                 blobs.first().map(|(_, l)| l.offset),
             )
         });
-        let next = AtomicUsize::new(0);
+        // Where a pack is a file to map, the spans of those taken next
+        // are read in ahead of the workers (see `crate::prefetch`).
+        let backend = self.repo.backend();
+        let spans = if backend.prefers_ranges() {
+            Vec::new()
+        } else {
+            pieces
+                .iter()
+                .map(|(_, pack, blobs)| (pack.to_hex(), span_of(blobs)))
+                .collect()
+        };
+        let queue = crate::prefetch::Queue::new(backend, FileKind::Pack, spans);
         std::thread::scope(|s| {
+            queue.start(s, crate::prefetch::AHEAD);
             for _ in 0..workers {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, pack, blobs)) = pieces.get(i) else {
-                        break;
-                    };
-                    self.restore_pack(pack, blobs, &targets, &tasks);
+                s.spawn(|| {
+                    while let Some((_, pack, blobs)) = pieces.get(queue.take()) {
+                        self.restore_pack(pack, blobs, &targets, &tasks);
+                    }
                 });
             }
         });
@@ -691,6 +701,16 @@ fn blob_cost((id, loc): &(BlobId, Location), targets: &IdMap<BlobId, Vec<(usize,
 /// A blob to read and where the index places it.
 type PackedBlob = (BlobId, Location);
 
+/// The bytes of their pack that `blobs` (sorted by offset) span.
+fn span_of(blobs: &[PackedBlob]) -> std::ops::Range<u64> {
+    match (blobs.first(), blobs.last()) {
+        (Some((_, first)), Some((_, last))) => {
+            u64::from(first.offset)..u64::from(last.offset) + u64::from(last.length)
+        }
+        _ => 0..0,
+    }
+}
+
 /// The least cost worth a piece of its own: about 500 small files, or
 /// 16 MiB of data written once.
 const MIN_PIECE_COST: u64 = 32 << 20;
@@ -835,5 +855,68 @@ mod tests {
         let once = pack_cost(&large[..1], &targets);
         targets.get_mut(&large[0].0).unwrap().push((9, 1 << 20));
         assert!(pack_cost(&large[..1], &targets) > once);
+    }
+
+    /// Packs are read ahead of the workers that restore them, each
+    /// prefetched span inside its pack and read after, and the files
+    /// come out whole.
+    #[test]
+    fn a_restore_prefetches_the_packs_its_workers_take_next() {
+        use crate::archiver::{backup, BackupOptions};
+        use crate::backend::mem::MemBackend;
+        use crate::backend::testing::{noise, repo_of_small_packs, Hooked, ReadsAhead};
+        use crate::backend::Backend;
+        use std::sync::Arc;
+
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: ReadsAhead::default(),
+        });
+        let repo = repo_of_small_packs(store.clone());
+        let src = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for i in 0..12u8 {
+            let bytes = noise(&[i], 300_000);
+            std::fs::write(src.path().join(format!("f{i:02}")), &bytes).unwrap();
+            files.push(bytes);
+        }
+        let opts = BackupOptions {
+            paths: vec![src.path().to_path_buf()],
+            ..BackupOptions::default()
+        };
+        let snap = backup(&repo, &opts, &mut std::io::empty(), &|_| {})
+            .unwrap()
+            .snapshot;
+        let packs = store.list(FileKind::Pack).unwrap().len();
+        assert!(packs >= 4, "{packs} packs");
+        store.hooks.events.lock().unwrap().clear();
+
+        let out = tempfile::tempdir().unwrap();
+        let stats = restore(
+            &repo,
+            &snap,
+            &RestoreOptions {
+                subpath: None,
+                target: out.path().to_path_buf(),
+                includes: Vec::new(),
+                excludes: Vec::new(),
+                policy: Policy::Merge,
+                dry_run: false,
+                workers: 2,
+            },
+            &|w| panic!("{w}"),
+        )
+        .unwrap();
+        assert_eq!((stats.files_written, stats.errors), (12, 0));
+        let restored = out.path().join(src.path().strip_prefix("/").unwrap());
+        for (i, bytes) in files.iter().enumerate() {
+            let got = std::fs::read(restored.join(format!("f{i:02}"))).unwrap();
+            assert!(got == *bytes, "f{i:02} differs");
+        }
+        store
+            .hooks
+            .check_prefetches(|name| store.inner.size(FileKind::Pack, name).unwrap());
+        let ahead = store.hooks.read_after_prefetch();
+        assert!(ahead >= 1, "no pack was read after its prefetch");
     }
 }

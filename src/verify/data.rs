@@ -38,95 +38,104 @@ pub(super) fn read_packs(
     } else {
         workers
     };
-    let next = AtomicUsize::new(0);
     let blobs = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
     let bad: Mutex<HashMap<(BlobId, PackId), String>> = Mutex::new(HashMap::new());
     let errors: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let index = repo.index()?;
+    // Packs mapped from files are read in ahead of the workers (see
+    // `crate::prefetch`).
+    let spans = if repo.backend().prefers_ranges() {
+        Vec::new()
+    } else {
+        todo.iter().map(|p| (p.to_hex(), 0..packs[p])).collect()
+    };
+    let queue = crate::prefetch::Queue::new(repo.backend(), FileKind::Pack, spans);
     std::thread::scope(|s| {
+        queue.start(s, crate::prefetch::AHEAD);
         for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(pack_id) = todo.get(i) else { break };
-                let what = format!("pack {}", pack_id.short());
-                let data = match repo.backend().read(FileKind::Pack, &pack_id.to_hex()) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        if let Ok(mut v) = errors.lock() {
-                            v.push(problem(&what, e.to_string()));
-                        }
-                        continue;
-                    }
-                };
-                if let crate::backend::Data::Mapped(m) = &data {
-                    m.advise_sequential();
-                }
-                bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                let mut local_bad = Vec::new();
-                if file_hash(&data) != pack_id.0 {
-                    if let Ok(mut v) = errors.lock() {
-                        v.push(problem(&what, "content does not match its name (damaged)"));
-                    }
-                }
-                match pack::decode_header(&data, repo.key(), &what) {
-                    Ok(header) => {
-                        for e in &header.entries {
-                            let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
-                            blobs.fetch_add(1, Ordering::Relaxed);
-                            if let Err(err) = pack::open_blob_with(
-                                repo.key(),
-                                &e.id,
-                                sealed,
-                                e.raw_length,
-                                &what,
-                                |_| (),
-                            ) {
-                                local_bad.push((e.id, err.to_string()));
+            s.spawn(|| {
+                while let Some(pack_id) = todo.get(queue.take()) {
+                    let what = format!("pack {}", pack_id.short());
+                    let data = match repo.backend().read(FileKind::Pack, &pack_id.to_hex()) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            if let Ok(mut v) = errors.lock() {
+                                v.push(problem(&what, e.to_string()));
                             }
+                            continue;
+                        }
+                    };
+                    if let crate::backend::Data::Mapped(m) = &data {
+                        m.advise_sequential();
+                    }
+                    bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let mut local_bad = Vec::new();
+                    if file_hash(&data) != pack_id.0 {
+                        if let Ok(mut v) = errors.lock() {
+                            v.push(problem(&what, "content does not match its name (damaged)"));
                         }
                     }
-                    Err(err) => {
-                        if let Ok(mut v) = errors.lock() {
-                            v.push(problem(&what, format!("header unreadable: {err}")));
-                        }
-                        // Without a header, check each blob the index places here.
-                        for t in index.tables() {
-                            for j in 0..t.len() {
-                                let Ok((id, loc)) = t.location_at(j) else {
-                                    continue;
-                                };
-                                if loc.pack != *pack_id {
-                                    continue;
-                                }
-                                let end = loc.offset as usize + loc.length as usize;
-                                let ok = end <= data.len()
-                                    && pack::open_blob_with(
-                                        repo.key(),
-                                        &id,
-                                        &data[loc.offset as usize..end],
-                                        loc.raw_length,
-                                        &what,
-                                        |_| (),
-                                    )
-                                    .is_ok();
+                    match pack::decode_header(&data, repo.key(), &what) {
+                        Ok(header) => {
+                            for e in &header.entries {
+                                let sealed =
+                                    &data[e.offset as usize..(e.offset + e.length) as usize];
                                 blobs.fetch_add(1, Ordering::Relaxed);
-                                if !ok {
-                                    local_bad.push((id, "unreadable".into()));
+                                if let Err(err) = pack::open_blob_with(
+                                    repo.key(),
+                                    &e.id,
+                                    sealed,
+                                    e.raw_length,
+                                    &what,
+                                    |_| (),
+                                ) {
+                                    local_bad.push((e.id, err.to_string()));
+                                }
+                            }
+                        }
+                        Err(err) => {
+                            if let Ok(mut v) = errors.lock() {
+                                v.push(problem(&what, format!("header unreadable: {err}")));
+                            }
+                            // Without a header, check each blob the index places here.
+                            for t in index.tables() {
+                                for j in 0..t.len() {
+                                    let Ok((id, loc)) = t.location_at(j) else {
+                                        continue;
+                                    };
+                                    if loc.pack != *pack_id {
+                                        continue;
+                                    }
+                                    let end = loc.offset as usize + loc.length as usize;
+                                    let ok = end <= data.len()
+                                        && pack::open_blob_with(
+                                            repo.key(),
+                                            &id,
+                                            &data[loc.offset as usize..end],
+                                            loc.raw_length,
+                                            &what,
+                                            |_| (),
+                                        )
+                                        .is_ok();
+                                    blobs.fetch_add(1, Ordering::Relaxed);
+                                    if !ok {
+                                        local_bad.push((id, "unreadable".into()));
+                                    }
                                 }
                             }
                         }
                     }
-                }
-                if !local_bad.is_empty() {
-                    if let Ok(mut v) = errors.lock() {
-                        for (id, why) in &local_bad {
-                            v.push(problem(&what, format!("blob {}: {why}", id.short())));
+                    if !local_bad.is_empty() {
+                        if let Ok(mut v) = errors.lock() {
+                            for (id, why) in &local_bad {
+                                v.push(problem(&what, format!("blob {}: {why}", id.short())));
+                            }
                         }
-                    }
-                    if let Ok(mut b) = bad.lock() {
-                        for (id, why) in local_bad {
-                            b.insert((id, *pack_id), why);
+                        if let Ok(mut b) = bad.lock() {
+                            for (id, why) in local_bad {
+                                b.insert((id, *pack_id), why);
+                            }
                         }
                     }
                 }

@@ -13,7 +13,7 @@
 //! and every snapshot and path that loses data because of it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -502,6 +502,50 @@ fn attribute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--read-data` reads packs ahead of its workers: each prefetch is a
+    /// whole pack, read after; every blob checks out.
+    #[test]
+    fn reading_every_pack_prefetches_those_taken_next() {
+        use crate::backend::mem::MemBackend;
+        use crate::backend::testing::{noise, repo_of_small_packs, Hooked, ReadsAhead};
+        use crate::backend::Backend;
+        use crate::writer::BlobWriter;
+        use std::sync::Arc;
+
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: ReadsAhead::default(),
+        });
+        let repo = repo_of_small_packs(store.clone());
+        let writer = BlobWriter::new(&repo);
+        for i in 0..40u32 {
+            let bytes = noise(&i.to_le_bytes(), 100_000);
+            writer.add(crate::pack::BlobKind::Data, &bytes).unwrap();
+        }
+        writer.finish().unwrap();
+        let packs = store.list(FileKind::Pack).unwrap();
+        assert!(packs.len() >= 4, "{} packs", packs.len());
+
+        assert!(data::bad_blobs(&repo, 2).unwrap().is_empty());
+        let size = |name: &str| store.inner.size(FileKind::Pack, name).unwrap();
+        store.hooks.check_prefetches(size);
+        for (name, what) in store.hooks.events.lock().unwrap().iter() {
+            if let Some(range) = what {
+                assert_eq!(*range, 0..size(name), "pack {name}");
+            }
+        }
+        let reads = store.hooks.events.lock().unwrap();
+        assert_eq!(
+            reads.iter().filter(|(_, w)| w.is_none()).count(),
+            packs.len()
+        );
+        drop(reads);
+        assert!(
+            store.hooks.read_after_prefetch() >= 1,
+            "no pack read after its prefetch"
+        );
+    }
 
     #[test]
     fn every_key_file_is_checked() {

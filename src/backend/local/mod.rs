@@ -327,6 +327,12 @@ impl Backend for LocalBackend {
         }
     }
 
+    fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
+        if let Ok(file) = File::open(self.path(kind, name)) {
+            crate::mmap::read_ahead(&file, range);
+        }
+    }
+
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let file = self.open_file(kind, name)?;
         let mut buf = vec![0u8; len];
