@@ -22,6 +22,29 @@ pub(crate) fn repo_of_small_packs(backend: Arc<dyn Backend>) -> Repository {
     Repository::init(backend, b"pw", &opts).expect("init a test repository")
 }
 
+/// A temporary folder on the disk the tests are built on (under
+/// `target/`), where a file's pages can leave the page cache: on a tmpfs
+/// (`/tmp` on some machines) they never do.
+pub(crate) fn disk_tempdir() -> tempfile::TempDir {
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&target).unwrap();
+    tempfile::tempdir_in(target).unwrap()
+}
+
+/// Writes `bytes` to `path`, durably, and drops its pages from the page
+/// cache; asserts they are gone (see [`crate::mmap::cached_pages`]).
+pub(crate) fn write_cold(path: &std::path::Path, bytes: &[u8]) {
+    use std::os::fd::AsRawFd;
+    std::fs::write(path, bytes).unwrap();
+    let file = std::fs::File::open(path).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: a plain system call on an open descriptor.
+    let dropped = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(dropped, 0);
+    let pages = crate::mmap::cached_pages(&file, 0, bytes.len()).unwrap();
+    assert!(!pages.contains(&true), "{} stayed cached", path.display());
+}
+
 /// `len` bytes that look random, the same for the same `seed`.
 pub(crate) fn noise(seed: &[u8], len: usize) -> Vec<u8> {
     let mut out = vec![0; len];
