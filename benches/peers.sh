@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # cairn against restic, rustic, borg and bupstash on the same data, one
 # tool after another: init, first backup, no-change backup, backup after a
-# nightly mutation, restore (checked byte for byte), check with all data
-# read, forget + gc, repository size. Peak RSS of every step comes from GNU
+# nightly mutation, restore (checked byte for byte), the same restore from
+# a cold repository, check with all data read, forget + gc, repository
+# size. Peak RSS of every step comes from GNU
 # time, wall time from the clock around it (to the millisecond); every step
 # starts after a sync. Installs nothing: peers missing from PATH are skipped.
 #
@@ -90,6 +91,27 @@ warm() {
   find "$@" >/dev/null
 }
 
+# Drops the files under the given paths from the page cache (written back
+# first), as a restore years later on another machine finds them: every
+# file's clean pages, without root (`posix_fadvise(DONTNEED)` on each).
+cold() {
+  sync
+  python3 - "$@" <<'EOF'
+import os, sys
+for top in sys.argv[1:]:
+    for d, _, files in os.walk(top):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(d, name), os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+EOF
+}
+
 # Bytes a repository's files hold. cairn's space reserve (`reserve`:
 # allocated, empty space kept for gc on a full filesystem) is left out:
 # it holds no data, and the row compares what each tool stores.
@@ -131,7 +153,7 @@ measure() {
   # Every step starts with nothing left to write back from the one before,
   # and those that fill memory with memory the hypervisor has backed.
   sync
-  case $step in first_backup | restore | write | media_backup | part_*) prefault ;; esac
+  case $step in first_backup | restore | restore_cold | write | media_backup | part_*) prefault ;; esac
   local t0 t1
   t0=$(date +%s%N)
   if ! $TIME -f '%e %M %U %S' -o "$tf" bash -c '"$@"' _ "$@" >"$out" 2>&1; then
@@ -161,14 +183,14 @@ restored_root() {
   [[ -n $d ]] && dirname "$d"
 }
 
-check_restore() { # check_restore RUN TOOL TARGET
-  local root
+check_restore() { # check_restore RUN TOOL TARGET [KEY]
+  local root key=${4:-restore_identical}
   root="$(restored_root "$3")" || true
   if [[ -n ${root:-} ]] && diff -r --no-dereference "$src" "$root" >"$BENCH_DIR/work/$2-diff.log" 2>&1; then
-    record "$1" "$2" restore_identical yes
+    record "$1" "$2" "$key" yes
   else
     log "$2 restore differs from the source (see $BENCH_DIR/work/$2-diff.log)"
-    record "$1" "$2" restore_identical no
+    record "$1" "$2" "$key" no
   fi
 }
 
@@ -275,6 +297,12 @@ run_tool() { # run_tool RUN TOOL
   fi
   warm "$repo"
   measure "$run" "$tool" restore "${tool}_restore" "$w/$tool/restore" && check_restore "$run" "$tool" "$w/$tool/restore"
+  rm -rf "$w/$tool/restore"
+  # Again with the repository and the tool's cache out of the page cache.
+  mkdir -p "$w/$tool/restore"
+  cold "$repo" "$XDG_CACHE_HOME"
+  measure "$run" "$tool" restore_cold "${tool}_restore" "$w/$tool/restore" &&
+    check_restore "$run" "$tool" "$w/$tool/restore" restore_cold_identical
   rm -rf "$w/$tool/restore"
   warm "$repo"
   measure "$run" "$tool" check "${tool}_check" || true
