@@ -365,7 +365,7 @@ mod tests {
 
     use super::*;
     use crate::backend::mem::MemBackend;
-    use crate::backend::testing::{repo_of_small_packs, Hooked, Hooks};
+    use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Hooks};
     use crate::backend::{Backend, Data};
 
     /// Hooks refusing to read a pack whole, as an object store should
@@ -378,15 +378,6 @@ mod tests {
         }
     }
 
-    fn noise(i: u32, len: usize) -> Vec<u8> {
-        let mut out = vec![0; len];
-        blake3::Hasher::new()
-            .update(&i.to_le_bytes())
-            .finalize_xof()
-            .fill(&mut out);
-        out
-    }
-
     /// A repository on a store with [`RangesOnly`] hooks holding 40 raw blobs of
     /// 100 kB, about ten to each pack of 1 MiB; their ids.
     fn repo_of_packs() -> (Arc<dyn Backend>, Repository, Vec<BlobId>) {
@@ -397,7 +388,12 @@ mod tests {
         let repo = repo_of_small_packs(backend.clone());
         let writer = BlobWriter::new(&repo);
         let ids: Vec<BlobId> = (0..40)
-            .map(|i| writer.add(BlobKind::Data, &noise(i, 100_000)).unwrap().0)
+            .map(|i: u32| {
+                writer
+                    .add(BlobKind::Data, &noise(&i.to_le_bytes(), 100_000))
+                    .unwrap()
+                    .0
+            })
             .collect();
         writer.finish().unwrap();
         (backend, repo, ids)
