@@ -95,14 +95,31 @@ impl<'a> Queue<'a> {
         let _ = self.prefetcher.set(thread);
     }
 
+    /// A worker's hold on the queue, through which it takes spans (see
+    /// [`Taker`]).
+    pub fn taker(&self) -> Taker<'_, 'a> {
+        Taker(self)
+    }
+
     /// The index of the span for the calling worker to take next; the
     /// spans are used up once it reaches their number.
-    pub fn take(&self) -> usize {
+    fn take(&self) -> usize {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.wake();
+        i
+    }
+
+    /// Ends the queue: every later take finds the spans used up, and the
+    /// prefetcher stops.
+    fn end(&self) {
+        self.next.store(usize::MAX / 2, Ordering::Relaxed);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Some(t) = self.prefetcher.get() {
             t.unpark();
         }
-        i
     }
 
     fn run(&self, ahead: u64) {
@@ -124,6 +141,28 @@ impl<'a> Queue<'a> {
                     fetched = k + 1;
                 }
             }
+        }
+    }
+}
+
+/// A worker's hold on a [`Queue`]. Should the worker panic, dropping it
+/// ends the queue: the other workers take nothing more and the
+/// prefetcher stops, so the panic reaches the scope's end rather than
+/// leave the prefetcher waiting for takes that will never come.
+pub struct Taker<'q, 'a>(&'q Queue<'a>);
+
+impl Taker<'_, '_> {
+    /// The index of the span to take next; the spans are used up once it
+    /// reaches their number.
+    pub fn take(&self) -> usize {
+        self.0.take()
+    }
+}
+
+impl Drop for Taker<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.end();
         }
     }
 }
@@ -185,6 +224,7 @@ mod tests {
             (0..20).map(|i| (format!("p{i:02}"), 0..10)).collect();
         let seen = || backend.hooks.0.lock().unwrap().len();
         let queue = Queue::new(&backend, FileKind::Pack, spans.clone());
+        let taker = queue.taker();
         std::thread::scope(|s| {
             queue.start(s, 30);
             // One worker: it takes span `i` once the prefetcher has read
@@ -198,10 +238,10 @@ mod tests {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(1));
                 assert_eq!(seen(), want, "read past its budget");
-                assert_eq!(queue.take(), i);
+                assert_eq!(taker.take(), i);
             }
             // The last take ends the prefetcher, and with it the scope.
-            assert_eq!(queue.take(), 20);
+            assert_eq!(taker.take(), 20);
         });
         assert_eq!(*backend.hooks.0.lock().unwrap(), spans);
     }
@@ -211,7 +251,30 @@ mod tests {
         let backend = crate::backend::mem::MemBackend::default();
         let queue = Queue::new(&backend, FileKind::Pack, Vec::new());
         std::thread::scope(|s| queue.start(s, 30));
-        assert_eq!((queue.take(), queue.take()), (0, 1));
+        let taker = queue.taker();
+        assert_eq!((taker.take(), taker.take()), (0, 1));
         assert!(queue.prefetcher.get().is_none());
+    }
+
+    /// A worker that panics ends the queue: the prefetcher, waiting for
+    /// takes, stops, and the panic comes out of the scope.
+    #[test]
+    fn a_worker_that_panics_ends_the_queue() {
+        let backend = crate::backend::mem::MemBackend::default();
+        let spans: Vec<(String, Range<u64>)> =
+            (0..20).map(|i| (format!("p{i:02}"), 0..10)).collect();
+        let queue = Queue::new(&backend, FileKind::Pack, spans);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::scope(|s| {
+                queue.start(s, 30);
+                s.spawn(|| {
+                    let taker = queue.taker();
+                    assert_eq!(taker.take(), 0);
+                    panic!("a worker's bug");
+                });
+            })
+        }));
+        assert!(outcome.is_err());
+        assert!(queue.taker().take() >= 20);
     }
 }

@@ -205,7 +205,8 @@ impl Executor<'_> {
             queue.start(s, crate::prefetch::AHEAD);
             for _ in 0..workers {
                 s.spawn(|| {
-                    while let Some((_, pack, blobs)) = pieces.get(queue.take()) {
+                    let taker = queue.taker();
+                    while let Some((_, pack, blobs)) = pieces.get(taker.take()) {
                         self.restore_pack(pack, blobs, &targets, &tasks);
                     }
                 });

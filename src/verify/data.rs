@@ -55,7 +55,8 @@ pub(super) fn read_packs(
         queue.start(s, crate::prefetch::AHEAD);
         for _ in 0..workers {
             s.spawn(|| {
-                while let Some(pack_id) = todo.get(queue.take()) {
+                let taker = queue.taker();
+                while let Some(pack_id) = todo.get(taker.take()) {
                     let what = format!("pack {}", pack_id.short());
                     let data = match repo.backend().read(FileKind::Pack, &pack_id.to_hex()) {
                         Ok(d) => d,
