@@ -506,29 +506,55 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     };
     let mut packs: Vec<_> = by_pack.into_iter().collect();
     packs.sort_by_key(|(p, _)| *p);
-    for (pack, (kind, mut entries)) in packs {
+    for (_, (_, entries)) in &mut packs {
         entries.sort_by_key(|e| e.offset);
-        let data = backend.read(FileKind::Pack, &pack.to_hex())?;
-        let what = format!("pack {}", pack.short());
-        for e in entries {
-            let end = e.offset as usize + e.length as usize;
-            let sealed = data.get(e.offset as usize..end).ok_or_else(|| {
-                Error::corrupt(
-                    &what,
-                    format!("blob {} lies outside the pack", e.id.short()),
-                )
-            })?;
-            // Copied without re-encoding, but authenticated first so damage
-            // is never propagated silently.
-            crate::pack::open_blob_with(key, &e.id, sealed, e.raw_length, &what, |_| ())?;
-            let w = writers.entry(kind).or_insert_with(|| PackWriter::new(kind));
-            w.add_sealed(e.id, sealed, e.raw_length)?;
-            if w.len() >= repo.config().pack_size as usize {
-                let full = std::mem::replace(w, PackWriter::new(kind));
-                flush(full, &mut builder)?;
+    }
+    // The live blobs of the packs copied next are read in ahead of this
+    // loop (see `crate::prefetch`), while it authenticates, copies and
+    // stores those before.
+    let spans = if backend.prefers_ranges() {
+        Vec::new()
+    } else {
+        packs
+            .iter()
+            .map(|(pack, (_, entries))| {
+                let start = entries.first().map_or(0, |e| u64::from(e.offset));
+                let end = entries
+                    .iter()
+                    .map(|e| u64::from(e.offset) + u64::from(e.length));
+                (pack.to_hex(), start..end.max().unwrap_or(0))
+            })
+            .collect()
+    };
+    let queue = crate::prefetch::Queue::new(backend, FileKind::Pack, spans);
+    std::thread::scope(|s| -> Result<()> {
+        queue.start(s, crate::prefetch::AHEAD);
+        let taker = queue.taker();
+        for (pack, (kind, entries)) in packs {
+            taker.take();
+            let data = backend.read(FileKind::Pack, &pack.to_hex())?;
+            let what = format!("pack {}", pack.short());
+            for e in entries {
+                let end = e.offset as usize + e.length as usize;
+                let sealed = data.get(e.offset as usize..end).ok_or_else(|| {
+                    Error::corrupt(
+                        &what,
+                        format!("blob {} lies outside the pack", e.id.short()),
+                    )
+                })?;
+                // Copied without re-encoding, but authenticated first so damage
+                // is never propagated silently.
+                crate::pack::open_blob_with(key, &e.id, sealed, e.raw_length, &what, |_| ())?;
+                let w = writers.entry(kind).or_insert_with(|| PackWriter::new(kind));
+                w.add_sealed(e.id, sealed, e.raw_length)?;
+                if w.len() >= repo.config().pack_size as usize {
+                    let full = std::mem::replace(w, PackWriter::new(kind));
+                    flush(full, &mut builder)?;
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     for (_, w) in writers.drain() {
         if !w.is_empty() {
             flush(w, &mut builder)?;
@@ -601,7 +627,7 @@ mod tests {
     use super::*;
     use crate::archiver::{backup, BackupOptions};
     use crate::backend::mem::MemBackend;
-    use crate::backend::testing::{repo_of_small_packs, Hooked, Hooks};
+    use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Hooks};
     use crate::backend::Backend;
 
     /// The mark finds a blob used as one kind in the tables of the other
@@ -708,14 +734,25 @@ mod tests {
             inner: MemBackend::default(),
             hooks: recorder,
         });
+        let repo = half_garbage_on(&backend);
+        events.lock().unwrap().clear();
+        removals.lock().unwrap().clear();
+        Recorded {
+            backend,
+            repo,
+            events,
+            mode,
+            removals,
+        }
+    }
+
+    /// On `backend`, a repository of two snapshots of eight files of 300
+    /// kB, half of them changed in the second, and the first forgotten.
+    fn half_garbage_on(backend: &Arc<dyn Backend>) -> Repository {
         let repo = repo_of_small_packs(backend.clone());
         let src = tempfile::tempdir().unwrap();
         let write = |i: u32, round: u32| {
-            let mut bytes = vec![0u8; 300_000];
-            blake3::Hasher::new()
-                .update(&[i as u8, round as u8])
-                .finalize_xof()
-                .fill(&mut bytes);
+            let bytes = noise(&[i as u8, round as u8], 300_000);
             std::fs::write(src.path().join(format!("f{i}")), bytes).unwrap();
         };
         let opts = BackupOptions {
@@ -733,15 +770,41 @@ mod tests {
         backend
             .remove(FileKind::Snapshot, &first.unwrap().to_hex())
             .unwrap();
-        events.lock().unwrap().clear();
-        removals.lock().unwrap().clear();
-        Recorded {
-            backend,
-            repo,
-            events,
-            mode,
-            removals,
-        }
+        repo
+    }
+
+    /// gc reads the live blobs of the packs it copies next ahead of its
+    /// loop: each prefetch inside its pack and read after.
+    #[test]
+    fn repacking_prefetches_the_packs_it_copies_next() {
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: crate::backend::testing::ReadsAhead::default(),
+        });
+        let backend: Arc<dyn Backend> = store.clone();
+        let repo = half_garbage_on(&backend);
+        // The packs copied are gone afterwards: their sizes, before.
+        let sizes: HashMap<String, u64> = backend
+            .list_sizes(FileKind::Pack)
+            .unwrap()
+            .into_iter()
+            .collect();
+        store.hooks.events.lock().unwrap().clear();
+        collect(&repo, &backend).unwrap();
+        let reads = store
+            .hooks
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, w)| w.is_none())
+            .count();
+        assert!(reads >= 2, "{reads} packs repacked");
+        store.hooks.check_prefetches(|name| sizes[name]);
+        assert!(
+            store.hooks.read_after_prefetch() >= 1,
+            "no pack read after its prefetch"
+        );
     }
 
     fn collect(repo: &Repository, backend: &Arc<dyn Backend>) -> Result<()> {

@@ -82,13 +82,14 @@ impl<'a> Queue<'a> {
 
     /// Starts the prefetcher on a thread of `scope`, keeping at most
     /// `ahead` bytes read in beyond the spans taken; call it before
-    /// starting the workers.
+    /// starting the workers. With fewer than two spans it does nothing.
     pub fn start<'scope, 'env: 'scope>(
         &'env self,
         scope: &'scope std::thread::Scope<'scope, 'env>,
         ahead: u64,
     ) {
-        if self.spans.is_empty() {
+        // A single span is taken at once: nothing to read ahead of.
+        if self.spans.len() < 2 {
             return;
         }
         let thread = scope.spawn(move || self.run(ahead)).thread().clone();
@@ -145,10 +146,11 @@ impl<'a> Queue<'a> {
     }
 }
 
-/// A worker's hold on a [`Queue`]. Should the worker panic, dropping it
-/// ends the queue: the other workers take nothing more and the
-/// prefetcher stops, so the panic reaches the scope's end rather than
-/// leave the prefetcher waiting for takes that will never come.
+/// A worker's hold on a [`Queue`]. Dropping it ends the queue: a worker
+/// is done only once every span is taken, and one that stops before
+/// (an error that ends the whole operation, a panic) must not leave the
+/// prefetcher waiting for takes that will never come, nor the scope
+/// waiting for the prefetcher. The other workers then take nothing more.
 pub struct Taker<'q, 'a>(&'q Queue<'a>);
 
 impl Taker<'_, '_> {
@@ -161,9 +163,7 @@ impl Taker<'_, '_> {
 
 impl Drop for Taker<'_, '_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.end();
-        }
+        self.0.end();
     }
 }
 
@@ -275,6 +275,22 @@ mod tests {
             })
         }));
         assert!(outcome.is_err());
+        assert!(queue.taker().take() >= 20);
+    }
+
+    /// A worker that stops early (an error ending the operation) ends the
+    /// queue too, and the scope with it.
+    #[test]
+    fn a_worker_that_stops_early_ends_the_queue() {
+        let backend = crate::backend::mem::MemBackend::default();
+        let spans: Vec<(String, Range<u64>)> =
+            (0..20).map(|i| (format!("p{i:02}"), 0..10)).collect();
+        let queue = Queue::new(&backend, FileKind::Pack, spans);
+        std::thread::scope(|s| {
+            queue.start(s, 30);
+            let taker = queue.taker();
+            assert_eq!(taker.take(), 0);
+        });
         assert!(queue.taker().take() >= 20);
     }
 }
