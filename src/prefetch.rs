@@ -171,6 +171,11 @@ impl Drop for Taker<'_, '_> {
 mod tests {
     use super::*;
 
+    /// Twenty spans of ten bytes, of packs `p00` to `p19`.
+    fn twenty_spans() -> Vec<(String, Range<u64>)> {
+        (0..20).map(|i| (format!("p{i:02}"), 0..10)).collect()
+    }
+
     fn before(lens: &[u64]) -> Vec<u64> {
         let mut b = vec![0];
         for l in lens {
@@ -220,8 +225,7 @@ mod tests {
             inner: crate::backend::mem::MemBackend::default(),
             hooks: Seen::default(),
         };
-        let spans: Vec<(String, Range<u64>)> =
-            (0..20).map(|i| (format!("p{i:02}"), 0..10)).collect();
+        let spans = twenty_spans();
         let seen = || backend.hooks.0.lock().unwrap().len();
         let queue = Queue::new(&backend, FileKind::Pack, spans.clone());
         let taker = queue.taker();
@@ -261,8 +265,7 @@ mod tests {
     #[test]
     fn a_worker_that_panics_ends_the_queue() {
         let backend = crate::backend::mem::MemBackend::default();
-        let spans: Vec<(String, Range<u64>)> =
-            (0..20).map(|i| (format!("p{i:02}"), 0..10)).collect();
+        let spans = twenty_spans();
         let queue = Queue::new(&backend, FileKind::Pack, spans);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             std::thread::scope(|s| {
@@ -283,8 +286,7 @@ mod tests {
     #[test]
     fn a_worker_that_stops_early_ends_the_queue() {
         let backend = crate::backend::mem::MemBackend::default();
-        let spans: Vec<(String, Range<u64>)> =
-            (0..20).map(|i| (format!("p{i:02}"), 0..10)).collect();
+        let spans = twenty_spans();
         let queue = Queue::new(&backend, FileKind::Pack, spans);
         std::thread::scope(|s| {
             queue.start(s, 30);
