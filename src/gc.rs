@@ -518,11 +518,8 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
         packs
             .iter()
             .map(|(pack, (_, entries))| {
-                let start = entries.first().map_or(0, |e| u64::from(e.offset));
-                let end = entries
-                    .iter()
-                    .map(|e| u64::from(e.offset) + u64::from(e.length));
-                (pack.to_hex(), start..end.max().unwrap_or(0))
+                let extents = entries.iter().map(|e| (e.offset, e.length));
+                (pack.to_hex(), crate::prefetch::span(extents))
             })
             .collect()
     };

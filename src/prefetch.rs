@@ -23,6 +23,16 @@ use crate::backend::{Backend, FileKind};
 /// cores' work on cached packs.
 pub const AHEAD: u64 = 64 << 20;
 
+/// The bytes of a pack that blobs at `extents` (offset and length each)
+/// lie in: from the first one's start to the last one's end.
+pub fn span(extents: impl IntoIterator<Item = (u32, u32)>) -> Range<u64> {
+    extents
+        .into_iter()
+        .map(|(offset, length)| u64::from(offset)..u64::from(offset) + u64::from(length))
+        .reduce(|a, b| a.start.min(b.start)..a.end.max(b.end))
+        .unwrap_or(0..0)
+}
+
 /// What the prefetcher does next, given that spans `..fetched` are
 /// fetched or skipped and spans `..taken` taken by workers (`before[k]`
 /// is the length of spans `..k`).
@@ -182,6 +192,13 @@ mod tests {
             b.push(b[b.len() - 1] + l);
         }
         b
+    }
+
+    #[test]
+    fn a_span_covers_its_blobs_in_any_order() {
+        assert_eq!(span([(100, 10), (0, 20), (50, 5)]), 0..110);
+        assert_eq!(span([(7, 3)]), 7..10);
+        assert_eq!(span([]), 0..0);
     }
 
     #[test]

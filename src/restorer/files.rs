@@ -197,7 +197,10 @@ impl Executor<'_> {
         } else {
             pieces
                 .iter()
-                .map(|(_, pack, blobs)| (pack.to_hex(), span_of(blobs)))
+                .map(|(_, pack, blobs)| {
+                    let extents = blobs.iter().map(|(_, l)| (l.offset, l.length));
+                    (pack.to_hex(), crate::prefetch::span(extents))
+                })
                 .collect()
         };
         let queue = crate::prefetch::Queue::new(backend, FileKind::Pack, spans);
@@ -701,16 +704,6 @@ fn blob_cost((id, loc): &(BlobId, Location), targets: &IdMap<BlobId, Vec<(usize,
 
 /// A blob to read and where the index places it.
 type PackedBlob = (BlobId, Location);
-
-/// The bytes of their pack that `blobs` (sorted by offset) span.
-fn span_of(blobs: &[PackedBlob]) -> std::ops::Range<u64> {
-    match (blobs.first(), blobs.last()) {
-        (Some((_, first)), Some((_, last))) => {
-            u64::from(first.offset)..u64::from(last.offset) + u64::from(last.length)
-        }
-        _ => 0..0,
-    }
-}
 
 /// The least cost worth a piece of its own: about 500 small files, or
 /// 16 MiB of data written once.
