@@ -283,24 +283,41 @@ pub fn write_info(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Re
 }
 
 /// Every lock in the repository with its name; undecodable ones are skipped.
+///
+/// A holder refreshes its lock by writing the new file before removing
+/// the old one, so a lock listed but gone when read was refreshed (or
+/// released) in between, and its new file, if any, is in a new listing.
+/// Taking the listing as it was would hide a live lock from whoever is
+/// deciding whether to go ahead (gc deciding whether a backup runs), so
+/// the locks are listed again, up to [`LIST_TRIES`] times.
 pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<(String, LockInfo)>> {
-    let mut out = Vec::new();
-    for name in backend.list(FileKind::Lock)? {
-        if !is_hex_name(&name) {
-            continue;
-        }
-        match backend.read(FileKind::Lock, &name) {
-            Ok(bytes) => {
-                if let Ok(info) = LockInfo::decode(&bytes, key) {
-                    out.push((name, info));
-                }
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut out = Vec::new();
+        let mut vanished = false;
+        for name in backend.list(FileKind::Lock)? {
+            if !is_hex_name(&name) {
+                continue;
             }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
+            match backend.read(FileKind::Lock, &name) {
+                Ok(bytes) => {
+                    if let Ok(info) = LockInfo::decode(&bytes, key) {
+                        out.push((name, info));
+                    }
+                }
+                Err(e) if e.is_not_found() => vanished = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if !vanished || tries >= LIST_TRIES {
+            return Ok(out);
         }
     }
-    Ok(out)
 }
+
+/// How many times [`list`] lists the locks while some vanish as it reads.
+const LIST_TRIES: usize = 5;
 
 /// Takes a lock, waiting up to `wait` for conflicting holders to finish.
 pub fn acquire(
@@ -595,5 +612,69 @@ mod tests {
         }
         thread::sleep(Duration::from_millis(50));
         assert!(list(&*backend, &key).unwrap().is_empty());
+    }
+
+    /// A lock refreshed between the listing and the read of its old file
+    /// is found under its new name: listing it as gone would let gc go
+    /// ahead beside the backup holding it.
+    #[test]
+    fn a_lock_refreshed_while_listed_is_still_found() {
+        use crate::backend::local::LocalBackend;
+        use crate::backend::testing::{Hooked, Hooks};
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        struct RefreshOnRead {
+            store: LocalBackend,
+            key: MasterKey,
+            old: String,
+            fresh: LockInfo,
+            done: AtomicBool,
+        }
+        impl Hooks for RefreshOnRead {
+            fn read(&self, kind: FileKind, name: &str) -> Option<Result<crate::backend::Data>> {
+                if kind == FileKind::Lock
+                    && name == self.old
+                    && !self.done.swap(true, Ordering::SeqCst)
+                {
+                    // What a holder's refresh does: the new file, then
+                    // the old one removed.
+                    write_info(&self.store, &self.key, &self.fresh).unwrap();
+                    self.store.remove(FileKind::Lock, &self.old).unwrap();
+                }
+                None
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate();
+        let store = LocalBackend::new(dir.path());
+        store.create().unwrap();
+        let info = LockInfo {
+            version: VERSION,
+            host: "h".into(),
+            pid: 7,
+            time_ns: 1,
+            exclusive: false,
+            command: "backup".into(),
+        };
+        let old = write_info(&store, &key, &info).unwrap();
+        let fresh = LockInfo {
+            time_ns: 2,
+            ..info.clone()
+        };
+        let backend = Hooked {
+            inner: LocalBackend::new(dir.path()),
+            hooks: RefreshOnRead {
+                store,
+                key: key.clone(),
+                old: old.clone(),
+                fresh,
+                done: AtomicBool::new(false),
+            },
+        };
+        let found = list(&backend, &key).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_ne!(found[0].0, old);
+        assert_eq!(found[0].1.time_ns, 2);
     }
 }
