@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::FileSink;
 use crate::codec;
 use crate::compress;
-use crate::crypto::{MasterKey, NONCE_LEN, SEAL_OVERHEAD};
+use crate::crypto::{MasterKey, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN};
 use crate::error::{Error, Result};
 use crate::id::{file_hash, BlobId, PackId};
 
@@ -146,6 +146,21 @@ impl PackWriter {
         })
     }
 
+    /// Moves a pack building in memory to `sink`: what it holds is
+    /// written there and later blobs stream. Returns the freed buffer for
+    /// reuse; a pack already streaming keeps its sink and drops `sink`.
+    pub fn spill(&mut self, mut sink: Box<dyn FileSink>) -> Result<Vec<u8>> {
+        let Out::Buffer(buf) = &mut self.out else {
+            return Ok(Vec::new());
+        };
+        sink.append(buf)?;
+        let mut hasher = Box::new(blake3::Hasher::new());
+        hasher.update(buf);
+        let buf = std::mem::take(buf);
+        self.out = Out::Sink(sink, hasher);
+        Ok(buf)
+    }
+
     /// Bytes so far.
     pub fn len(&self) -> usize {
         self.len
@@ -196,9 +211,14 @@ impl PackWriter {
             kind: self.kind,
             entries: std::mem::take(&mut self.entries),
         };
-        let mut tail = Vec::new();
-        let aad = codec::header(MAGIC, VERSION);
-        key.seal_into(&codec::encode(&header), &aad, &mut tail);
+        // Encoded and sealed in one buffer: a pack of many small blobs has
+        // a header of megabytes (44 bytes a blob), held once, not twice.
+        let room = SEAL_OVERHEAD + codec::encoded_len(&header) + TRAILER_LEN;
+        let mut tail = Vec::with_capacity(room);
+        tail.resize(NONCE_LEN, 0);
+        codec::encode_into(&header, &mut tail);
+        tail.resize(tail.len() + TAG_LEN, 0);
+        key.seal_in_place(&codec::header(MAGIC, VERSION), &mut tail);
         let sealed_len = tail.len() as u32;
         tail.extend_from_slice(&sealed_len.to_le_bytes());
         tail.extend_from_slice(TRAILER_MAGIC);

@@ -117,6 +117,10 @@ fn panicked() -> Error {
 }
 
 /// How a writer whose lock was lost ends its error message.
+/// A tree pack building in memory moves to the store's sink before it
+/// grows past this (see [`BlobWriter::spill`]).
+const SPILL_AT: usize = 4 << 20;
+
 const NOTHING_PUBLISHED: &str =
     "nothing published from here on (no index table, no snapshot): run the backup again";
 
@@ -248,6 +252,15 @@ impl<'r> BlobWriter<'r> {
                 Some(p) => p,
                 None => slot.insert(self.new_packer(kind, spare)?),
             };
+            if kind == BlobKind::Tree
+                && !packer.is_streamed()
+                && packer.len() + sealed.len() > SPILL_AT
+            {
+                if let Err(e) = self.spill(packer, spare) {
+                    *slot = None;
+                    return Err(e);
+                }
+            }
             if let Err(e) = packer.add_sealed(id, sealed, plaintext.len() as u32) {
                 *slot = None; // a pack that missed a write is never stored
                 return Err(e);
@@ -263,7 +276,8 @@ impl<'r> BlobWriter<'r> {
     /// An empty pack of `kind`. Data packs are streamed to the store where
     /// it offers a sink (a local directory), so no pack is held whole in
     /// memory; otherwise, and for tree packs (which the cache keeps), a
-    /// pack builds in memory in a recycled buffer.
+    /// pack builds in memory in a recycled buffer, and a tree pack moves
+    /// to the sink once it outgrows [`SPILL_AT`] if no cache keeps it.
     fn new_packer(&self, kind: BlobKind, spare: &mut Vec<Vec<u8>>) -> Result<PackWriter> {
         if kind == BlobKind::Data {
             if let Some(sink) = self.repo.backend().pack_sink()? {
@@ -274,6 +288,24 @@ impl<'r> BlobWriter<'r> {
             kind,
             spare.pop().unwrap_or_default(),
         ))
+    }
+
+    /// Moves a tree pack that outgrew [`SPILL_AT`] in memory to the
+    /// store's sink, when there is one and no cache wants its bytes: one
+    /// directory of many entries makes a tree blob of megabytes, which
+    /// then goes to the store in pieces instead of into a buffer of the
+    /// pack's size.
+    fn spill(&self, packer: &mut PackWriter, spare: &mut Vec<Vec<u8>>) -> Result<()> {
+        if self.repo.cache().is_some() {
+            return Ok(());
+        }
+        if let Some(sink) = self.repo.backend().pack_sink()? {
+            let buf = packer.spill(sink)?;
+            if buf.capacity() > 0 {
+                spare.push(buf);
+            }
+        }
+        Ok(())
     }
 
     fn write_pack(&self, full: PackWriter) -> Result<()> {
@@ -573,6 +605,7 @@ pub fn with_sealers<R>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     use super::*;
@@ -763,5 +796,63 @@ mod tests {
             err.contains("write pack") && err.contains("No space left"),
             "{err}"
         );
+    }
+
+    /// Counts the pack sinks a store hands out.
+    struct CountSinks(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Hooks for CountSinks {
+        fn pack_sink(
+            &self,
+            inner: &dyn Backend,
+        ) -> Result<Option<Box<dyn crate::backend::FileSink>>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            inner.pack_sink()
+        }
+    }
+
+    /// A tree pack building in memory moves to the store's sink once it
+    /// would outgrow `SPILL_AT` (a large directory's tree is not held in
+    /// a buffer of the pack's size); a smaller one is written whole.
+    /// Both read back.
+    #[test]
+    fn a_tree_pack_past_the_spill_size_streams_to_the_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let sinks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let backend = Arc::new(Hooked {
+            inner: LocalBackend::new(dir.path()),
+            hooks: CountSinks(sinks.clone()),
+        });
+        let opts = crate::repo::InitOptions {
+            pack_size: 32 << 20,
+            kdf: crate::repo::KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                lanes: 1,
+            },
+            ..crate::repo::InitOptions::default()
+        };
+        let repo = Repository::init(backend, b"pw", &opts).unwrap();
+        let write = |from: u32, to: u32| {
+            let writer = BlobWriter::new(&repo);
+            let ids: Vec<_> = (from..to)
+                .map(|i| writer.add(BlobKind::Tree, &noise(i)).unwrap().0)
+                .collect();
+            let stats = writer.finish().unwrap();
+            assert_eq!((stats.blobs, stats.packs), (u64::from(to - from), 1));
+            ids
+        };
+        let small = write(0, 3);
+        assert_eq!(sinks.load(Ordering::SeqCst), 0, "900 kB of trees streamed");
+        let large = write(3, 23);
+        assert_eq!(
+            sinks.load(Ordering::SeqCst),
+            1,
+            "6 MB of trees not streamed"
+        );
+        let repo = Repository::open(repo.backend_arc(), b"pw").unwrap();
+        for (i, id) in small.iter().chain(&large).enumerate() {
+            assert_eq!(repo.read_blob(id).unwrap(), noise(i as u32));
+        }
     }
 }
