@@ -478,9 +478,21 @@ impl Iterator for IntoNodes {
     type Item = Result<Node>;
 
     fn next(&mut self) -> Option<Result<Node>> {
+        let bytes = &mut self.tree.bytes;
+        if self.at >= FREE_AFTER && self.at > bytes.capacity() / 2 {
+            // The nodes passed are dropped once they are most of the
+            // buffer, so a large directory's tree shrinks as it is read
+            // (halving: each byte is moved once more at most).
+            bytes.drain(..self.at);
+            bytes.shrink_to_fit();
+            self.at = 0;
+        }
         self.tree.next_node(&mut self.at, &mut self.left)
     }
 }
+
+/// [`IntoNodes`] frees what it has passed only past this many bytes.
+const FREE_AFTER: usize = 1 << 20;
 
 /// What a backup fills into a node it encoded before knowing it (see
 /// [`TreeEncoder::finish`]).
@@ -789,6 +801,30 @@ pub(crate) mod tests {
         );
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains("\"name\":\"a\""));
+    }
+
+    /// Read by value, a tree larger than `FREE_AFTER` gives the same
+    /// nodes as read in place, while its buffer shrinks as they are
+    /// passed.
+    #[test]
+    fn a_large_tree_read_by_value_gives_every_node_and_shrinks() {
+        let nodes: Vec<Node> = (0..40_000)
+            .map(|i| file(&format!("f{i:06}"), i % 3))
+            .collect();
+        let tree = EncodedTree::from_tree(&Tree::new(nodes.clone()));
+        assert!(tree.bytes.len() > 3 * FREE_AFTER, "{}", tree.bytes.len());
+        let in_place: Vec<Node> = tree.nodes().map(Result::unwrap).collect();
+        assert_eq!(in_place, nodes);
+        let mut by_value = tree.into_nodes();
+        let full = by_value.tree.bytes.capacity();
+        let mut read = Vec::new();
+        let mut least = full;
+        while let Some(node) = by_value.next() {
+            read.push(node.unwrap());
+            least = least.min(by_value.tree.bytes.capacity());
+        }
+        assert_eq!(read, nodes);
+        assert!(least < full / 4, "{least} of {full} bytes still held");
     }
 
     fn file(name: &str, chunks: usize) -> Node {

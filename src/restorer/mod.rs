@@ -214,7 +214,7 @@ pub fn restore(
         dirs_made: 0,
         batch_chunks: 0,
     };
-    planner.walk(&tree, Path::new(""), &start_path, false);
+    planner.walk(tree, Path::new(""), &start_path, false);
     planner.flush();
     ex.finish(&plan, &mut stats);
     stats.errors = ex.errors.load(Ordering::Relaxed);
@@ -281,7 +281,7 @@ impl Planner<'_> {
     /// Plans (and restores, batch by batch) the entries of `tree` at
     /// `rel`; returns whether any was selected. A subtree that cannot be
     /// read is reported and left out, not the restore.
-    fn walk(&mut self, tree: &EncodedTree, rel: &Path, abs: &str, included: bool) -> bool {
+    fn walk(&mut self, tree: EncodedTree, rel: &Path, abs: &str, included: bool) -> bool {
         let mut any = false;
         if self.mirror {
             self.plan.dir_names.insert(
@@ -289,7 +289,9 @@ impl Planner<'_> {
                 tree.names().map(<[u8]>::to_vec).collect(),
             );
         }
-        for node in tree.nodes() {
+        // Taken by value: a large directory's tree is freed as its nodes
+        // are passed (see `IntoNodes`).
+        for node in tree.into_nodes() {
             let node = match node {
                 Ok(node) => node,
                 Err(e) => {
@@ -318,7 +320,7 @@ impl Planner<'_> {
                         node,
                     });
                     let below = match self.repo.load_encoded_tree(&subtree) {
-                        Ok(sub) => self.walk(&sub, &child_rel, &child_abs, inc),
+                        Ok(sub) => self.walk(sub, &child_rel, &child_abs, inc),
                         Err(e) => {
                             self.ex.fail(
                                 &self.ex.target.join(&child_rel),
