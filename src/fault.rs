@@ -107,6 +107,15 @@ pub fn index_every() -> Option<usize> {
     *EVERY.get_or_init(|| positive("CAIRN_TEST_INDEX_EVERY"))
 }
 
+/// How many entries a directory's tree part holds on average (about a
+/// quarter more), from `CAIRN_TEST_TREE_PART`, so a test's directory of
+/// a few dozen entries is stored in parts. Unset, this costs one cached
+/// environment lookup.
+pub fn tree_part() -> Option<usize> {
+    static EVERY: OnceLock<Option<usize>> = OnceLock::new();
+    *EVERY.get_or_init(|| positive("CAIRN_TEST_TREE_PART"))
+}
+
 /// After how many misses an index set builds its filter of ids, from
 /// `CAIRN_TEST_FILTER_AFTER`, so a test's small repository gets one.
 /// Unset, this costs one cached environment lookup.

@@ -12,7 +12,7 @@ use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SnapshotEntry};
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{Node, NodeKind, Parts, Tree, TreeBlob};
 use crate::writer::BlobWriter;
 
 /// What `repair index` did.
@@ -307,22 +307,26 @@ impl Rewriter<'_, '_> {
             let dropped = dropped.iter().map(|d| format!("{path}{d}")).collect();
             return Ok((*new, dropped));
         }
-        let (nodes, dropped_rel) = match self.repo.load_tree(id) {
-            Ok(tree) => self.nodes(tree)?,
+        let what = format!("tree {}", id.short());
+        let read = self
+            .repo
+            .read_tree_blob(id)
+            .and_then(|bytes| TreeBlob::decode(bytes, &what));
+        let (new, dropped_rel) = match read {
+            Ok(TreeBlob::Parts(parts)) => self.parts(id, &parts)?,
+            Ok(TreeBlob::Nodes(tree)) => {
+                let (nodes, dropped) = self.nodes(tree.into_nodes().collect::<Result<_>>()?)?;
+                if dropped.is_empty() {
+                    (*id, dropped)
+                } else {
+                    (self.store(&Tree::new(nodes).encode())?, dropped)
+                }
+            }
             Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
-                (Vec::new(), vec![format!(" (directory unreadable: {e})")])
+                let empty = self.store(&Tree::new(Vec::new()).encode())?;
+                (empty, vec![format!(" (directory unreadable: {e})")])
             }
             Err(e) => return Err(e),
-        };
-        let new = if dropped_rel.is_empty() {
-            *id
-        } else {
-            let bytes = Tree::new(nodes).encode();
-            if self.dry_run {
-                self.repo.key().blob_id(&bytes)
-            } else {
-                self.writer.add(BlobKind::Tree, &bytes)?.0
-            }
         };
         self.memo.insert(*id, (new, dropped_rel.clone()));
         Ok((
@@ -334,11 +338,44 @@ impl Rewriter<'_, '_> {
         ))
     }
 
-    /// Repaired nodes of a tree and the dropped paths relative to it.
-    fn nodes(&mut self, tree: Tree) -> Result<(Vec<Node>, Vec<String>)> {
-        let mut nodes = Vec::with_capacity(tree.nodes.len());
+    /// The repaired id of a directory stored in `parts` (list `id`), and
+    /// the paths dropped in it: each part is repaired as a tree of the
+    /// same directory; parts left empty are dropped, and a directory left
+    /// in one part is that part's tree.
+    fn parts(&mut self, id: &BlobId, parts: &[BlobId]) -> Result<(BlobId, Vec<String>)> {
+        let empty = self.repo.key().blob_id(&Tree::new(Vec::new()).encode());
+        let mut kept = Vec::with_capacity(parts.len());
         let mut dropped = Vec::new();
-        for mut node in tree.nodes {
+        for part in parts {
+            let (new, d) = self.tree(part, "")?;
+            dropped.extend(d);
+            if new != empty {
+                kept.push(new);
+            }
+        }
+        let new = match kept.len() {
+            _ if dropped.is_empty() => *id,
+            0 => self.store(&Tree::new(Vec::new()).encode())?,
+            1 => kept[0],
+            _ => self.store(&Parts::encode(&kept))?,
+        };
+        Ok((new, dropped))
+    }
+
+    /// Stores a repaired tree blob (names it only, on a dry run).
+    fn store(&self, bytes: &[u8]) -> Result<BlobId> {
+        if self.dry_run {
+            Ok(self.repo.key().blob_id(bytes))
+        } else {
+            Ok(self.writer.add(BlobKind::Tree, bytes)?.0)
+        }
+    }
+
+    /// Repaired nodes of a tree and the dropped paths relative to it.
+    fn nodes(&mut self, tree: Vec<Node>) -> Result<(Vec<Node>, Vec<String>)> {
+        let mut nodes = Vec::with_capacity(tree.len());
+        let mut dropped = Vec::new();
+        for mut node in tree {
             let rel = format!("/{}", node.name);
             match &node.kind {
                 NodeKind::File { chunks } if !chunks.iter().all(|c| (self.available)(c)) => {

@@ -20,6 +20,65 @@ use crate::id::BlobId;
 /// Version of the tree encoding.
 pub const VERSION: u32 = 1;
 
+/// Version of a tree blob that lists the parts of a directory stored in
+/// parts (see [`Parts`]).
+pub const PARTS_VERSION: u32 = 2;
+
+/// A directory stored in parts: its entries are the nodes of these tree
+/// blobs (each of [`VERSION`]) in order, names ascending across them. A
+/// directory of many entries is written so (repository format 4), a part
+/// at a time, so that neither a backup nor a reader holds all of its
+/// tree at once, and a change to a few entries stores their parts again,
+/// not the whole directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Parts {
+    /// [`PARTS_VERSION`].
+    pub version: u32,
+    /// The parts' tree blob ids, in order: at least two.
+    pub parts: Vec<BlobId>,
+}
+
+impl Parts {
+    /// The blob plaintext listing `parts`.
+    pub fn encode(parts: &[BlobId]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + 32 * parts.len());
+        codec::encode_into(&PARTS_VERSION, &mut out);
+        codec::encode_into(&parts, &mut out);
+        out
+    }
+}
+
+/// A tree blob as read: a directory's nodes, or the parts they are in.
+#[derive(Debug)]
+pub enum TreeBlob {
+    /// A directory's nodes (a tree of [`VERSION`]).
+    Nodes(EncodedTree),
+    /// A directory stored in parts (see [`Parts`]).
+    Parts(Vec<BlobId>),
+}
+
+impl TreeBlob {
+    /// Checks a tree blob's plaintext of either kind: a tree of nodes as
+    /// [`EncodedTree::decode`] does, a list of parts as [`check`] does.
+    pub fn decode(bytes: Vec<u8>, what: &str) -> Result<TreeBlob> {
+        if version_of(&bytes) == Some(PARTS_VERSION) {
+            let mut parts = Vec::new();
+            check(&bytes, what, |r| {
+                if let Ref::Subtree(id) = r {
+                    parts.push(id);
+                }
+            })?;
+            return Ok(TreeBlob::Parts(parts));
+        }
+        EncodedTree::decode(bytes, what).map(TreeBlob::Nodes)
+    }
+}
+
+/// The version a tree blob's plaintext starts with.
+fn version_of(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
 /// A directory listing.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tree {
@@ -231,6 +290,9 @@ pub enum Ref {
 /// only this accepts is still reported by `verify`. On an error, `f` may
 /// already have seen some references.
 pub fn scan_refs(bytes: &[u8], what: &str, mut f: impl FnMut(Ref)) -> Result<()> {
+    if version_of(bytes) == Some(PARTS_VERSION) {
+        return check_parts(bytes, what, &mut f);
+    }
     let mut r = Reader { bytes, at: 0 };
     let nodes = read_header(&mut r, what)?;
     for _ in 0..nodes {
@@ -330,6 +392,9 @@ fn read_node(
 /// with every chunk and subtree it refers to, in node order; returns its
 /// node count. On an error, `f` may already have seen some references.
 pub fn check(bytes: &[u8], what: &str, mut f: impl FnMut(Ref)) -> Result<usize> {
+    if version_of(bytes) == Some(PARTS_VERSION) {
+        return check_parts(bytes, what, &mut f).map(|()| 0);
+    }
     let mut r = Reader { bytes, at: 0 };
     let nodes = read_header(&mut r, what)?;
     let mut prev: Option<std::ops::Range<usize>> = None;
@@ -355,6 +420,26 @@ pub fn check(bytes: &[u8], what: &str, mut f: impl FnMut(Ref)) -> Result<usize> 
     Ok(len)
 }
 
+/// Checks a list of parts (see [`Parts`]): at least two ids, nothing
+/// after them; calls `f` with each as a subtree, which is what a part is
+/// to a walk that follows references (gc's mark, verify).
+fn check_parts(bytes: &[u8], what: &str, f: &mut impl FnMut(Ref)) -> Result<()> {
+    let mut r = Reader { bytes, at: 4 };
+    let n = r.u64().ok_or_else(|| bad_encoding(what, "truncated"))?;
+    if n < 2 {
+        return Err(bad_encoding(what, format!("a directory in {n} parts")));
+    }
+    for _ in 0..n {
+        f(Ref::Subtree(r.id().ok_or_else(|| {
+            bad_encoding(what, "truncated part list")
+        })?));
+    }
+    if r.at != bytes.len() {
+        return Err(bad_encoding(what, "trailing bytes"));
+    }
+    Ok(())
+}
+
 /// A tree blob's plaintext, checked as [`Tree::decode`] checks it, whose
 /// nodes are decoded only as they are read. A directory's entries then
 /// cost their encoding (about 160 bytes for a small file) rather than
@@ -372,6 +457,12 @@ impl EncodedTree {
     /// Checks a tree blob's plaintext: everything [`Tree::decode`] rejects
     /// is rejected here, so decoding its nodes cannot fail.
     pub fn decode(bytes: Vec<u8>, what: &str) -> Result<EncodedTree> {
+        if version_of(&bytes) == Some(PARTS_VERSION) {
+            return Err(Error::corrupt(
+                what,
+                "a directory's parts where one of its parts was expected",
+            ));
+        }
         let len = check(&bytes, what, |_| {})?;
         Ok(EncodedTree {
             bytes,
@@ -488,6 +579,13 @@ impl Iterator for IntoNodes {
             self.at = 0;
         }
         self.tree.next_node(&mut self.at, &mut self.left)
+    }
+}
+
+impl IntoNodes {
+    /// Whether no node is left.
+    pub fn is_empty(&self) -> bool {
+        self.left == 0
     }
 }
 
@@ -1046,6 +1144,63 @@ pub(crate) mod tests {
                 }
             }
             assert_eq!(enc.finish(fills).unwrap(), Tree::new(want).encode());
+        }
+    }
+
+    /// A directory's list of parts is a tree blob of its own version:
+    /// read as such, walked as subtrees, canonical, and never taken for
+    /// a tree of nodes; one part, trailing bytes or a short list are
+    /// damage.
+    #[test]
+    fn a_list_of_parts_reads_back_and_is_walked_as_subtrees() {
+        let ids = [BlobId([7; 32]), BlobId([8; 32]), BlobId([9; 32])];
+        let bytes = Parts::encode(&ids);
+        assert_eq!(bytes.len(), 4 + 8 + 3 * 32);
+        let decoded: Parts = codec::decode(&bytes, "t").unwrap();
+        assert_eq!(
+            decoded,
+            Parts {
+                version: PARTS_VERSION,
+                parts: ids.to_vec()
+            }
+        );
+        match TreeBlob::decode(bytes.clone(), "t").unwrap() {
+            TreeBlob::Parts(parts) => assert_eq!(parts, ids),
+            TreeBlob::Nodes(_) => panic!("a list of parts read as nodes"),
+        }
+        let subtrees: Vec<Ref> = ids.iter().map(|id| Ref::Subtree(*id)).collect();
+        let mut refs = Vec::new();
+        assert_eq!(check(&bytes, "t", |r| refs.push(r)).unwrap(), 0);
+        assert_eq!(refs, subtrees);
+        refs.clear();
+        scan_refs(&bytes, "t", |r| refs.push(r)).unwrap();
+        assert_eq!(refs, subtrees);
+
+        let err = EncodedTree::decode(bytes.clone(), "t").unwrap_err();
+        assert!(
+            err.to_string().contains("parts where one of its parts"),
+            "{err}"
+        );
+        assert!(Tree::decode(&bytes, "t").is_err());
+
+        let mut long = bytes.clone();
+        long.push(0);
+        let short = &bytes[..bytes.len() - 1];
+        let one = Parts::encode(&ids[..1]);
+        for (bad, why) in [
+            (&long[..], "trailing bytes"),
+            (short, "truncated"),
+            (&one[..], "in 1 parts"),
+        ] {
+            let err = TreeBlob::decode(bad.to_vec(), "t").unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}");
+            assert!(scan_refs(bad, "t", |_| {}).is_err(), "{why}");
+        }
+        // A tree of nodes still reads as one.
+        let tree = Tree::new(vec![file("a", 1)]);
+        match TreeBlob::decode(tree.encode(), "t").unwrap() {
+            TreeBlob::Nodes(t) => assert_eq!(t.len(), 1),
+            TreeBlob::Parts(_) => panic!("nodes read as parts"),
         }
     }
 

@@ -297,7 +297,7 @@ fn ls_and_cat_show_the_repository() {
         "{init}\n{config:#}"
     );
     assert_eq!(config["chunker"]["avg"], 256 * 1024);
-    assert_eq!(config["version"], 3);
+    assert_eq!(config["version"], 4);
     assert_eq!(config["cipher"], "xaes-256-gcm");
     assert!(
         init.stdout.contains("(data sealed with xaes-256-gcm)"),

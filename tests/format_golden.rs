@@ -985,7 +985,7 @@ fn older_repositories_get_index_tables_their_cairn_reads() {
         } else {
             cmd(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]).success();
             let config = cmd(&["cat", "config"]).success().json();
-            assert_eq!(config["version"], 3, "{config}");
+            assert_eq!(config["version"], 4, "{config}");
         }
         cmd(&["backup", src.to_str().unwrap()]).success();
         let want: &[u32] = if made_before { &[1, 1] } else { &[2, 2] };
@@ -1005,5 +1005,60 @@ fn older_repositories_get_index_tables_their_cairn_reads() {
             fs::read(restored.join("a.txt")).unwrap(),
             b"some new content"
         );
+    }
+}
+
+/// A repository of format 3 or older keeps every directory in one tree
+/// blob, which the cairn that made it reads: a backup of a directory
+/// that a repository of format 4 stores in parts (here with parts of a
+/// few entries) writes it whole.
+#[test]
+fn older_repositories_keep_directories_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for i in 0..100 {
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join(format!("f{i:03}")), format!("file {i}")).unwrap();
+    }
+    for (name, parted) in [("repo-v3", false), ("new", true)] {
+        let repo = dir.path().join(name);
+        let cmd = |args: &[&str]| -> Out {
+            let mut c = cairn();
+            c.arg("-r").arg(&repo).args(args);
+            c.env("CAIRN_PASSWORD", FIXTURE_PASSWORD);
+            c.env("CAIRN_TEST_TREE_PART", "8");
+            run(&mut c, None)
+        };
+        if name == "new" {
+            cmd(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]).success();
+        } else {
+            copy_dir(
+                &Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures")
+                    .join(name),
+                &repo,
+            );
+        }
+        let snap = cmd(&["backup", "--json", src.to_str().unwrap()])
+            .success()
+            .json();
+        let id = snap["id"].as_str().unwrap();
+        let parent = src.parent().unwrap().to_str().unwrap();
+        let listing = cmd(&["ls", "--json", id, parent]).success();
+        let node: serde_json::Value = listing
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|n| n["name"] == "src")
+            .unwrap();
+        let tree = node["kind"]["dir"]["subtree"].as_str().unwrap();
+        let tree = cmd(&["cat", "tree", tree]).success().json();
+        let version = if parted { 2 } else { 1 };
+        assert_eq!(tree["version"], version, "{name}: {tree}");
+        let target = dir.path().join(format!("{name}-target"));
+        cmd(&["restore", id, "--target", target.to_str().unwrap()]).success();
+        let back = target.join(src.strip_prefix("/").unwrap());
+        assert_eq!(fs::read(back.join("f042")).unwrap(), b"file 42");
+        assert_eq!(fs::read_dir(&back).unwrap().count(), 100);
     }
 }

@@ -1,11 +1,12 @@
 //! Tree blob plaintexts (`cairn::tree::Tree::decode`, the node-by-node
-//! `cairn::tree::EncodedTree`, and the references-only
-//! `cairn::tree::scan_refs`): trees are blobs, so
+//! `cairn::tree::EncodedTree`, the references-only
+//! `cairn::tree::scan_refs`, and `cairn::tree::TreeBlob`, which also
+//! reads a directory's list of parts): trees are blobs, so
 //! after `open_blob` the decoder sees exactly these bytes.
 #![no_main]
 
 use cairn::codec;
-use cairn::tree::{check_name, scan_refs, EncodedTree, Node, NodeKind, Ref, Tree};
+use cairn::tree::{check_name, scan_refs, EncodedTree, Node, NodeKind, Parts, Ref, Tree, TreeBlob};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -45,6 +46,24 @@ fuzz_target!(|data: &[u8]| {
         let _ = serde_json::to_string(&t).expect("JSON of a decoded tree");
     } else {
         assert!(encoded.is_err(), "accepted node by node, not whole");
+    }
+    // Either kind of tree blob, as readers of a directory take it: a list
+    // of parts is canonical, and its parts are what a walk follows.
+    match TreeBlob::decode(data.to_vec(), "tree") {
+        Ok(TreeBlob::Parts(parts)) => {
+            assert!(parts.len() >= 2);
+            assert_eq!(Parts::encode(&parts), data);
+            let listed: Vec<Ref> = parts.iter().map(|p| Ref::Subtree(*p)).collect();
+            assert_eq!(scan.as_ref().ok(), Some(&()));
+            assert_eq!(scanned, listed);
+            let decoded: Parts = codec::decode(data, "tree").expect("a list of parts decodes");
+            assert_eq!(decoded.parts, parts);
+        }
+        Ok(TreeBlob::Nodes(t)) => assert_eq!(
+            Some(t.len()),
+            Tree::decode(data, "tree").ok().map(|t| t.nodes.len())
+        ),
+        Err(_) => assert!(Tree::decode(data, "tree").is_err()),
     }
     // The codec alone, without the tree invariants.
     let _ = codec::decode::<Tree>(data, "tree");

@@ -262,8 +262,8 @@ pub fn backup(
     // only costs reading every file again: the snapshot is complete
     // without it, and a nightly backup should not stop over it.
     let (parent_tree, parent_unreadable) = match parent {
-        Some(p) => match repo.load_encoded_tree(&p.snapshot.tree) {
-            Ok(t) => (Some((p.snapshot.tree, t)), None),
+        Some(p) => match repo.dir_nodes(&p.snapshot.tree) {
+            Ok(_) => (Some(p.snapshot.tree), None),
             Err(e) => (
                 None,
                 Some(format!(

@@ -17,8 +17,9 @@ use crate::filter::PathFilter;
 use crate::fsmeta::{node_from_metadata, NameCache};
 use crate::id::BlobId;
 use crate::pack::BlobKind;
+use crate::repo::DirNodes;
 use crate::repo::Repository;
-use crate::tree::{EncodedTree, Fill, IntoNodes, Node, NodeKind, TreeEncoder, Xattr};
+use crate::tree::{Fill, Node, NodeKind, Parts, TreeEncoder, Xattr};
 use crate::writer::{BlobWriter, SealQueue};
 
 pub(super) struct WalkSetup<'a> {
@@ -31,8 +32,8 @@ pub(super) struct WalkSetup<'a> {
     pub one_file_system: bool,
     pub workers: usize,
     pub only: Option<&'a Skeleton>,
-    /// The parent snapshot's root tree, read, and its id.
-    pub parent: Option<(BlobId, EncodedTree)>,
+    /// The parent snapshot's root tree (found readable).
+    pub parent: Option<BlobId>,
     pub report: &'a (dyn Fn(String) + Sync),
     /// Reports damage in the repository the walk reads around (a parent
     /// tree that cannot be read): nothing is left out of the snapshot.
@@ -344,6 +345,57 @@ struct DirJob {
     waits: Vec<Wait>,
     /// Where its files' outcomes arrive, if it has files being read.
     outcomes: Option<Arc<DirOutcomes>>,
+    /// For a directory stored in parts: the sequence numbers of its parts,
+    /// each a job of its own sent before this one (whose `tree` is then
+    /// empty); its tree blob lists their trees.
+    parts: Vec<u64>,
+}
+
+/// Where a large directory's tree is cut into parts (repository format 4,
+/// see [`crate::tree::Parts`]): after an entry whose name hashes to a
+/// multiple of `every`, once the part holds a quarter of that, and at four
+/// times that at most. Names, not places, decide, so an entry added or
+/// removed moves only the cut next to it, and the other parts are stored
+/// already.
+#[derive(Clone, Copy)]
+struct PartRule {
+    every: u64,
+    seed: u64,
+}
+
+/// Entries a directory's part holds on average, about a quarter more.
+const PART_EVERY: u64 = 4096;
+
+impl PartRule {
+    /// The rule of `repo`'s backups, if it stores directories in parts.
+    fn of(repo: &Repository) -> Option<PartRule> {
+        let config = repo.config();
+        config.parted_trees().then(|| PartRule {
+            every: crate::fault::tree_part().map_or(PART_EVERY, |n| n as u64),
+            seed: config.chunker.seed,
+        })
+    }
+
+    /// The most entries a part holds.
+    fn max(&self) -> usize {
+        (4 * self.every) as usize
+    }
+
+    /// Whether a part of `nodes` entries, the last named `name`, ends.
+    fn cut(&self, nodes: u64, name: &[u8]) -> bool {
+        if nodes < (self.every / 4).max(1) {
+            return false;
+        }
+        // FNV-1a from the repository's secret seed, then mixed.
+        let mut h = self.seed ^ 0xcbf2_9ce4_8422_2325;
+        for &b in name {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h % self.every == 0 || nodes >= 4 * self.every
+    }
 }
 
 /// Runs the pipeline; returns the root tree id.
@@ -577,12 +629,12 @@ struct Walker<'a> {
     names: NameCache,
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
     fn walk_root(&mut self) -> Result<u64> {
         let root = Path::new("/");
         let md = std::fs::symlink_metadata(root).map_err(|e| Error::path("stat", root, e))?;
-        let parent = self.shared.setup.parent.clone();
-        self.walk_dir(root, md.dev(), self.shared.setup.only, parent)
+        let parent = self.shared.setup.parent;
+        self.walk_subdir(root, md.dev(), self.shared.setup.only, parent)
     }
 
     fn aborted(&self) -> bool {
@@ -606,17 +658,16 @@ impl Walker<'_> {
         only: Option<&Skeleton>,
         old_subtree: Option<BlobId>,
     ) -> Result<u64> {
-        let parent =
-            old_subtree.and_then(|id| match self.shared.setup.repo.load_encoded_tree(&id) {
-                Ok(t) => Some((id, t)),
-                Err(e) => {
-                    (self.shared.setup.repo_warn)(format!(
-                        "{}: parent tree unreadable, reading afresh: {e}",
-                        path.display()
-                    ));
-                    None
-                }
-            });
+        let parent = old_subtree.and_then(|id| match self.shared.setup.repo.dir_nodes(&id) {
+            Ok(t) => Some((id, t)),
+            Err(e) => {
+                (self.shared.setup.repo_warn)(format!(
+                    "{}: parent tree unreadable, reading afresh: {e}",
+                    path.display()
+                ));
+                None
+            }
+        });
         self.walk_dir(path, dev, only, parent)
     }
 
@@ -627,7 +678,7 @@ impl Walker<'_> {
         dir: &Path,
         dev: u64,
         only: Option<&Skeleton>,
-        parent: Option<(BlobId, EncodedTree)>,
+        parent: Option<(BlobId, DirNodes<'a>)>,
     ) -> Result<u64> {
         let names: Vec<Entry<'_>> = match only {
             Some(sk) => sk
@@ -659,14 +710,22 @@ impl Walker<'_> {
         // the parent's chunk list without copying it.
         let (stored, parent) = parent.unzip();
         let has_parent = parent.as_ref().is_some_and(|t| !t.is_empty());
-        let mut parent_nodes = ParentNodes(parent.map(EncodedTree::into_nodes), None);
+        let mut parent_nodes = ParentNodes(parent, None);
         let mut tree = TreeEncoder::default();
         let mut waits = Vec::new();
         let mut outcomes: Option<Arc<DirOutcomes>> = None;
+        // A directory walked in full (not a folder above the backed-up
+        // paths) may be stored in parts: the parts sent so far.
+        let split = only
+            .is_none()
+            .then(|| PartRule::of(self.shared.setup.repo))
+            .flatten();
+        let mut parts = Vec::new();
         let mut batch = JobBatch::default();
         // Opened with the directory's first file to read.
         let mut handle: Option<Option<Arc<DirHandle>>> = None;
-        let entries = names.len();
+        // A part's outcomes are placed by its nodes' numbers in it.
+        let entries = split.map_or(names.len(), |r| r.max().min(names.len()));
         std::thread::scope(|scope| -> Result<()> {
             // Subdirectories walked on threads of their own: their slot and
             // the thread.
@@ -782,7 +841,7 @@ impl Walker<'_> {
                         };
                         if other_fs {
                             // A mount point: keep the directory, not its contents.
-                            let seq = self.emit(TreeEncoder::default(), None, Vec::new(), None)?;
+                            let seq = self.emit(DirJob::new(TreeEncoder::default()))?;
                             let at = tree.push(&node);
                             waits.push(Wait::Dir { at, seq });
                         } else if self.shared.take_spare() {
@@ -815,72 +874,120 @@ impl Walker<'_> {
                         tree.push(&node);
                     }
                 }
+                if split.is_some_and(|r| r.cut(tree.len(), name.as_bytes())) {
+                    // The part is whole once its subdirectories are.
+                    join_walkers(self.shared, std::mem::take(&mut walking), &mut waits)?;
+                    let part = DirJob {
+                        waits: std::mem::take(&mut waits),
+                        outcomes: outcomes.take(),
+                        ..DirJob::new(std::mem::take(&mut tree))
+                    };
+                    parts.push(self.emit(part)?);
+                }
             }
             if let Some(rest) = batch.take() {
                 // Unsent (the workers gone), each job answers so.
                 let _ = self.shared.send(rest);
             }
-            // Lends this thread's place while it waits for the threads
-            // walking its subdirectories.
-            let lend = !walking.is_empty();
-            if lend {
-                self.shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
-            }
-            let mut outcome = Ok(());
-            for (at, thread) in walking {
-                let seq = match thread.join() {
-                    Ok(Ok(seq)) => seq,
-                    Ok(Err(e)) => {
-                        outcome = outcome.and(Err(e));
-                        continue;
-                    }
-                    Err(_) => {
-                        outcome = outcome.and(Err(Error::Invalid(
-                            "a backup walker thread panicked".into(),
-                        )));
-                        continue;
-                    }
-                };
-                if let Some(Wait::Dir { seq: wait_seq, .. }) = waits.get_mut(at) {
-                    *wait_seq = seq;
-                }
-            }
-            if lend {
-                self.shared.spare.fetch_sub(1, AtomicOrdering::AcqRel);
-            }
-            outcome
+            join_walkers(self.shared, walking, &mut waits)
         })?;
         Counters::add(&self.shared.setup.counters.dirs, 1);
-        self.emit(tree, stored, waits, outcomes)
+        let last = DirJob {
+            stored,
+            waits,
+            outcomes,
+            ..DirJob::new(tree)
+        };
+        if parts.is_empty() {
+            return self.emit(last);
+        }
+        if !last.tree.is_empty() {
+            parts.push(self.emit(DirJob {
+                stored: None,
+                ..last
+            })?);
+        }
+        if let [one] = parts[..] {
+            // Cut after its last entry: one part is the whole tree.
+            return Ok(one);
+        }
+        self.emit(DirJob {
+            stored,
+            parts,
+            ..DirJob::new(TreeEncoder::default())
+        })
     }
 
-    fn emit(
-        &mut self,
-        tree: TreeEncoder,
-        stored: Option<BlobId>,
-        waits: Vec<Wait>,
-        outcomes: Option<Arc<DirOutcomes>>,
-    ) -> Result<u64> {
+    fn emit(&mut self, job: DirJob) -> Result<u64> {
         let seq = self.shared.next_seq.fetch_add(1, AtomicOrdering::Relaxed);
         self.shared
             .dirs
-            .send(DirJob {
-                seq,
-                tree,
-                stored,
-                waits,
-                outcomes,
-            })
+            .send(DirJob { seq, ..job })
             .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
         Ok(seq)
     }
 }
 
+impl DirJob {
+    /// The job of `tree`, with nothing to wait for.
+    fn new(tree: TreeEncoder) -> DirJob {
+        DirJob {
+            seq: 0,
+            tree,
+            stored: None,
+            waits: Vec::new(),
+            outcomes: None,
+            parts: Vec::new(),
+        }
+    }
+}
+
+/// A subdirectory being walked on a thread of its own, and the place of
+/// its wait among its directory's.
+type Walking<'scope> = (usize, std::thread::ScopedJoinHandle<'scope, Result<u64>>);
+
+/// Waits for the threads `walking` subdirectories, filling in the
+/// sequence numbers their `waits` are for; the first error of any.
+/// Lends the calling thread's place while it waits.
+fn join_walkers(
+    shared: &WalkShared<'_>,
+    walking: Vec<Walking<'_>>,
+    waits: &mut [Wait],
+) -> Result<()> {
+    let lend = !walking.is_empty();
+    if lend {
+        shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+    }
+    let mut outcome = Ok(());
+    for (at, thread) in walking {
+        let seq = match thread.join() {
+            Ok(Ok(seq)) => seq,
+            Ok(Err(e)) => {
+                outcome = outcome.and(Err(e));
+                continue;
+            }
+            Err(_) => {
+                outcome = outcome.and(Err(Error::Invalid(
+                    "a backup walker thread panicked".into(),
+                )));
+                continue;
+            }
+        };
+        if let Some(Wait::Dir { seq: wait_seq, .. }) = waits.get_mut(at) {
+            *wait_seq = seq;
+        }
+    }
+    if lend {
+        shared.spare.fetch_sub(1, AtomicOrdering::AcqRel);
+    }
+    outcome
+}
+
 /// A parent tree's nodes, decoded one at a time as the listing reaches
 /// them (both are sorted by name), and the next one not taken yet.
-struct ParentNodes(Option<IntoNodes>, Option<Node>);
+struct ParentNodes<'r>(Option<DirNodes<'r>>, Option<Node>);
 
-impl ParentNodes {
+impl ParentNodes<'_> {
     /// The parent's node named `name`, passing those before it. A node
     /// that cannot be decoded ends the parent, reported to `warn`: what
     /// follows is read afresh.
@@ -935,6 +1042,20 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
     let mut done: HashMap<u64, BlobId> = HashMap::new();
     let lost = || Error::Invalid("backup pipeline lost a directory entry".into());
     for job in dirs {
+        if !job.parts.is_empty() {
+            let ids = job
+                .parts
+                .iter()
+                .map(|seq| done.remove(seq).ok_or_else(lost))
+                .collect::<Result<Vec<_>>>()?;
+            let bytes = Parts::encode(&ids);
+            let id = setup.repo.key().blob_id(&bytes);
+            if job.stored != Some(id) {
+                setup.writer.add_with_id(BlobKind::Tree, id, &bytes)?;
+            }
+            done.insert(job.seq, id);
+            continue;
+        }
         let files = job
             .waits
             .iter()
@@ -992,16 +1113,18 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::testing::{disk_tempdir, write_cold};
+    use crate::backend::testing::{disk_tempdir, noise, write_cold};
 
     #[test]
     fn a_file_read_is_cached_and_one_dropped_is_not() {
         let dir = disk_tempdir();
         let path = dir.path().join("f");
-        write_cold(&path, b"cold bytes");
+        // Not a few bytes, which a filesystem may keep in the inode.
+        let bytes = noise(b"f", 64 << 10);
+        write_cold(&path, &bytes);
         let file = File::open(&path).unwrap();
         assert!(!cached(&file));
-        assert_eq!(std::fs::read(&path).unwrap(), b"cold bytes");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
         assert!(cached(&file));
     }
 
@@ -1027,11 +1150,17 @@ mod tests {
     fn the_small_files_of_a_cold_batch_are_read_ahead_and_a_cached_batch_is_left() {
         let dir = disk_tempdir();
         let big = vec![1u8; (BATCH_BYTES + 1) as usize];
-        write_cold(&dir.path().join("a"), b"small a");
+        let small = |name: &[u8]| noise(name, 8 << 10);
+        write_cold(&dir.path().join("a"), &small(b"a"));
         write_cold(&dir.path().join("b"), &big);
-        write_cold(&dir.path().join("c"), b"small c");
+        write_cold(&dir.path().join("c"), &small(b"c"));
         std::fs::write(dir.path().join("empty"), b"").unwrap();
-        let files = [("empty", 0), ("b", big.len() as u64), ("a", 7), ("c", 7)];
+        let files = [
+            ("empty", 0),
+            ("b", big.len() as u64),
+            ("a", 8192),
+            ("c", 8192),
+        ];
         let names = |picked: Vec<(Arc<DirHandle>, PathBuf)>| -> Vec<PathBuf> {
             picked.into_iter().map(|(_, p)| p).collect()
         };

@@ -10,9 +10,10 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{file_hash, BlobId, IndexId, PackId};
 use crate::index::IndexTable;
+use crate::repo::DirNodes;
 use crate::repo::{keys, Config, Repository};
 use crate::snapshot::{self, SnapshotEntry, SnapshotFilter};
-use crate::tree::{EncodedTree, Node, NodeKind};
+use crate::tree::{Node, NodeKind, Parts, Tree, TreeBlob, PARTS_VERSION};
 use crate::{format_time, human_bytes};
 
 /// Filters shared by commands that pick snapshots.
@@ -118,18 +119,18 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let e = snapshot::resolve(&all, &a.snapshot, &a.filter.filter())?;
     let (tree, base) = repo.tree_at(&e.snapshot.tree, a.path.as_deref().unwrap_or("/"))?;
     let mut out = std::io::stdout().lock();
-    list_tree(&repo, &tree, &base, &a, &mut out)?;
+    list_tree(&repo, tree, &base, &a, &mut out)?;
     Ok(0)
 }
 
 fn list_tree(
     repo: &Repository,
-    tree: &EncodedTree,
+    tree: DirNodes<'_>,
     base: &str,
     a: &LsArgs,
     out: &mut impl Write,
 ) -> Result<()> {
-    for node in tree.nodes() {
+    for node in tree {
         let node = &node?;
         let path = format!("{base}/{}", node.name);
         let line = if a.json {
@@ -163,7 +164,7 @@ fn list_tree(
             return Ok(());
         }
         if let NodeKind::Dir { subtree } = &node.kind {
-            list_tree(repo, &repo.load_encoded_tree(subtree)?, &path, a, out)?;
+            list_tree(repo, repo.dir_nodes(subtree)?, &path, a, out)?;
         }
     }
     Ok(())
@@ -248,7 +249,15 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         CatKind::Tree => {
             let id = BlobId::from_hex(need_id(&a)?)?;
-            json(&repo.load_tree(&id)?)
+            let bytes = repo.read_tree_blob(&id)?;
+            let what = format!("tree {}", id.short());
+            match TreeBlob::decode(bytes.clone(), &what)? {
+                TreeBlob::Parts(parts) => json(&Parts {
+                    version: PARTS_VERSION,
+                    parts,
+                }),
+                TreeBlob::Nodes(_) => json(&Tree::decode(&bytes, &what)?),
+            }
         }
         CatKind::Blob => {
             let id = BlobId::from_hex(need_id(&a)?)?;

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 const MAGIC: &[u8; 8] = b"CAIRNCFG";
 /// Format version of the config file and of the repository layout that
 /// `init` writes; every version from 1 up to it is read.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 const PLAIN_LEN: usize = 12 + 32;
 
 /// Smallest and largest accepted target pack size.
@@ -90,6 +90,13 @@ impl Config {
         }
     }
 
+    /// Whether backups store a directory of many entries in parts (see
+    /// [`crate::tree::Parts`]): from repository version 4 on; the cairn
+    /// that made an older repository does not read them.
+    pub fn parted_trees(&self) -> bool {
+        self.version >= 4
+    }
+
     /// The encoded structure, in the layout of `self.version` (a
     /// version-1 config cannot name a cipher other than XChaCha).
     pub fn encode_plain(&self) -> Result<Vec<u8>> {
@@ -102,13 +109,13 @@ impl Config {
                 pack_size: self.pack_size,
                 created_ns: self.created_ns,
             })),
-            2 | 3 => Ok(codec::encode(self)),
+            2..=4 => Ok(codec::encode(self)),
             1 => Err(Error::Invalid(format!(
                 "a version-1 config cannot name cipher {}",
                 self.cipher.name()
             ))),
             v => Err(Error::Invalid(format!(
-                "config version {v} is not one this cairn writes (1 to 3)"
+                "config version {v} is not one this cairn writes (1 to 4)"
             ))),
         }
     }
@@ -220,7 +227,7 @@ mod tests {
         let key = MasterKey::generate();
         let bytes = sample().encode(&key).unwrap();
         assert_eq!(&bytes[..8], b"CAIRNCFG");
-        assert_eq!(&bytes[8..12], &3u32.to_le_bytes());
+        assert_eq!(&bytes[8..12], &4u32.to_le_bytes());
         assert_eq!(Config::decode(&bytes, &key).unwrap(), sample());
         assert_eq!(Config::peek_repo_id(&bytes).unwrap(), [3; 32]);
         let mut bad = bytes.clone();
@@ -273,9 +280,9 @@ mod tests {
     fn a_later_version_is_refused_by_name() {
         let key = MasterKey::generate();
         let mut bytes = sample().encode(&key).unwrap();
-        bytes[8] = 4;
+        bytes[8] = 5;
         let err = Config::decode(&bytes, &key).unwrap_err().to_string();
-        assert!(err.contains("format version 4 is not supported"), "{err}");
+        assert!(err.contains("format version 5 is not supported"), "{err}");
         assert!(err.contains("a newer cairn may have written it"), "{err}");
     }
 

@@ -4,6 +4,7 @@
 //! config. Operations live in their own modules and take `&Repository`.
 
 pub mod config;
+mod dir;
 pub mod export;
 pub mod keys;
 pub mod lock;
@@ -23,6 +24,7 @@ use crate::snapshot::{self, SnapshotEntry};
 use crate::tree::{EncodedTree, NodeKind, Tree};
 
 pub use config::Config;
+pub use dir::DirNodes;
 pub use keys::KdfParams;
 
 /// Settings chosen at `init`.
@@ -459,42 +461,36 @@ impl Repository {
         pack::open_blob(&self.key, id, &sealed, loc.raw_length, &what)
     }
 
-    /// Reads and decodes a tree.
+    /// Reads and decodes a tree of nodes (a directory stored in parts is
+    /// read with [`Repository::dir_nodes`]).
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let bytes = self.read_tree_blob(id)?;
         Tree::decode(&bytes, &format!("tree {}", id.short()))
     }
 
-    /// Reads and checks a tree blob, leaving its nodes encoded until they
-    /// are read (see [`EncodedTree`]).
-    pub fn load_encoded_tree(&self, id: &BlobId) -> Result<EncodedTree> {
-        let bytes = self.read_tree_blob(id)?;
-        EncodedTree::decode(bytes, &format!("tree {}", id.short()))
-    }
-
     /// What `path` (`/`-separated, relative to the root tree `root`) names
-    /// in a snapshot: a directory's tree and its path, or, for anything
-    /// else, a tree of that one node and the path of its directory.
-    pub fn tree_at(&self, root: &BlobId, path: &str) -> Result<(EncodedTree, String)> {
-        let mut tree = self.load_encoded_tree(root)?;
+    /// in a snapshot: a directory's nodes and its path, or, for anything
+    /// else, that one node and the path of its directory.
+    pub fn tree_at(&self, root: &BlobId, path: &str) -> Result<(DirNodes<'_>, String)> {
+        let mut dir = self.dir_nodes(root)?;
         let mut at = String::new();
         let comps: Vec<&str> = path
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")
             .collect();
         for (i, comp) in comps.iter().enumerate() {
-            let node = tree
-                .nodes()
+            let node = dir
                 .find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp.as_bytes()))
                 .ok_or_else(|| Error::NotFound(format!("path {at}/{comp} in the snapshot")))??;
             match &node.kind {
                 NodeKind::Dir { subtree } => {
-                    tree = self.load_encoded_tree(subtree)?;
+                    dir = self.dir_nodes(subtree)?;
                     at.push('/');
                     at.push_str(comp);
                 }
                 _ if i + 1 == comps.len() => {
-                    return Ok((EncodedTree::from_tree(&Tree::new(vec![node])), at))
+                    let one = EncodedTree::from_tree(&Tree::new(vec![node]));
+                    return Ok((DirNodes::of_tree(self, one), at));
                 }
                 _ => {
                     return Err(Error::NotFound(format!(
@@ -503,7 +499,7 @@ impl Repository {
                 }
             }
         }
-        Ok((tree, at))
+        Ok((dir, at))
     }
 
     /// Every snapshot, oldest first.

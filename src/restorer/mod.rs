@@ -53,9 +53,10 @@ use crate::fsmeta;
 use crate::id::{BlobId, IdMap, PackId};
 use crate::index::Location;
 use crate::pack::{self, PackHeader};
+use crate::repo::DirNodes;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{EncodedTree, Node, NodeKind};
+use crate::tree::{Node, NodeKind};
 
 mod beneath;
 mod execute;
@@ -281,17 +282,15 @@ impl Planner<'_> {
     /// Plans (and restores, batch by batch) the entries of `tree` at
     /// `rel`; returns whether any was selected. A subtree that cannot be
     /// read is reported and left out, not the restore.
-    fn walk(&mut self, tree: EncodedTree, rel: &Path, abs: &str, included: bool) -> bool {
+    fn walk(&mut self, tree: DirNodes<'_>, rel: &Path, abs: &str, included: bool) -> bool {
         let mut any = false;
-        if self.mirror {
-            self.plan.dir_names.insert(
-                rel.to_path_buf(),
-                tree.names().map(<[u8]>::to_vec).collect(),
-            );
-        }
+        // The names a mirror keeps here, once every node was read: a
+        // directory whose nodes could not all be read is not pruned.
+        let mut names = self.mirror.then(Vec::new);
         // Taken by value: a large directory's tree is freed as its nodes
-        // are passed (see `IntoNodes`).
-        for node in tree.into_nodes() {
+        // are passed (see `IntoNodes`), and one in parts is read a part
+        // at a time.
+        for node in tree {
             let node = match node {
                 Ok(node) => node,
                 Err(e) => {
@@ -299,9 +298,13 @@ impl Planner<'_> {
                         &self.ex.target.join(rel),
                         format!("the rest of its tree cannot be read, left out: {e}"),
                     );
+                    names = None;
                     break;
                 }
             };
+            if let Some(names) = &mut names {
+                names.push(node.name.0.clone());
+            }
             let name = OsStr::from_bytes(&node.name.0);
             let child_rel = rel.join(name);
             let child_abs = format!("{abs}/{}", node.name);
@@ -319,7 +322,7 @@ impl Planner<'_> {
                         rel: child_rel.clone(),
                         node,
                     });
-                    let below = match self.repo.load_encoded_tree(&subtree) {
+                    let below = match self.repo.dir_nodes(&subtree) {
                         Ok(sub) => self.walk(sub, &child_rel, &child_abs, inc),
                         Err(e) => {
                             self.ex.fail(
@@ -376,6 +379,11 @@ impl Planner<'_> {
                     self.flush_if_full();
                 }
             }
+        }
+        if let Some(names) = names {
+            self.plan
+                .dir_names
+                .insert(rel.to_path_buf(), names.into_iter().collect());
         }
         any
     }

@@ -25,7 +25,7 @@ use crate::id::{file_hash, is_hex_name, BlobId, PackId, SnapshotId};
 use crate::pack;
 use crate::repo::{keys, Repository};
 use crate::snapshot::Snapshot;
-use crate::tree::{NodeKind, Ref};
+use crate::tree::{NodeKind, Ref, TreeBlob};
 
 mod data;
 mod subset;
@@ -458,8 +458,18 @@ fn attribute(
     fault: &dyn Fn(&BlobId) -> Option<Fault>,
     out: &mut Vec<Damage>,
 ) {
-    let tree = match repo.load_encoded_tree(id) {
-        Ok(t) => t,
+    let read = repo
+        .read_tree_blob(id)
+        .and_then(|bytes| TreeBlob::decode(bytes, &format!("tree {}", id.short())));
+    let tree = match read {
+        Ok(TreeBlob::Nodes(t)) => t,
+        // A directory in parts: each dirty part holds entries of `path`.
+        Ok(TreeBlob::Parts(parts)) => {
+            for part in parts.iter().filter(|p| dirty.get(p) == Some(&true)) {
+                attribute(repo, snapshot, part, path, dirty, fault, out);
+            }
+            return;
+        }
         Err(e) => {
             let f = fault(id);
             out.push(Damage {

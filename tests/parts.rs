@@ -1,0 +1,240 @@
+//! Directories of many entries, stored in parts (repository format 4):
+//! every reader takes the parts in order, a change stores again only the
+//! parts it touches, and gc, verify and repair treat parts as trees.
+//! `CAIRN_TEST_TREE_PART` makes parts of a few entries, so a directory of
+//! a hundred has a dozen.
+
+mod common;
+mod support_maint;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+use support_maint::*;
+
+/// Entries a part holds on average in these tests (a quarter more).
+const PART: &str = "8";
+
+fn backup_in_parts(repo: &Repo, src: &Path) -> Value {
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(src).env("CAIRN_TEST_TREE_PART", PART);
+    run(&mut c, None).success().json()
+}
+
+/// `cairn ls --json` of `path` in `snapshot`: one record per line.
+fn ls(repo: &Repo, snapshot: &str, path: &Path) -> Vec<Value> {
+    let out = repo
+        .run(&["ls", "--json", snapshot, path.to_str().unwrap()])
+        .success();
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The tree blob of directory `dir` in `snapshot`, as `cairn cat tree`
+/// prints it.
+fn tree_of(repo: &Repo, snapshot: &str, dir: &Path) -> Value {
+    let parent = ls(repo, snapshot, dir.parent().unwrap());
+    let name = dir.file_name().unwrap().to_str().unwrap();
+    let node = parent.iter().find(|n| n["name"] == name).unwrap();
+    let id = node["kind"]["dir"]["subtree"].as_str().unwrap();
+    repo.run(&["cat", "tree", id]).success().json()
+}
+
+/// A folder `big` of 100 files, three subfolders and two symlinks.
+fn big_folder(src: &Path) -> std::path::PathBuf {
+    let big = src.join("big");
+    for i in 0..100 {
+        write(
+            &big.join(format!("f{i:03}")),
+            format!("file {i}\n").repeat(i + 1),
+        );
+    }
+    for d in ["d1", "m5", "z9"] {
+        write(&big.join(d).join("inner.txt"), format!("inside {d}"));
+    }
+    std::os::unix::fs::symlink("f001", big.join("link-a")).unwrap();
+    std::os::unix::fs::symlink("../big", big.join("link-b")).unwrap();
+    big
+}
+
+#[test]
+fn a_large_directory_is_stored_in_parts_and_read_back_whole() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let big = big_folder(&src);
+    let first = backup_in_parts(&repo, &src);
+    let first_id = first["id"].as_str().unwrap().to_string();
+
+    // Stored as a list of parts, each a tree of its own.
+    let listed = tree_of(&repo, &first_id, &big);
+    assert_eq!(listed["version"], 2, "{listed}");
+    let parts = listed["parts"].as_array().unwrap().clone();
+    assert!(parts.len() >= 6, "{} parts", parts.len());
+    let mut in_parts = 0;
+    for p in &parts {
+        let part = repo
+            .run(&["cat", "tree", p.as_str().unwrap()])
+            .success()
+            .json();
+        assert_eq!(part["version"], 1, "{part}");
+        in_parts += part["nodes"].as_array().unwrap().len();
+    }
+    assert_eq!(in_parts, 105);
+    // The small folders are whole trees.
+    assert_eq!(tree_of(&repo, &first_id, &big.join("d1"))["version"], 1);
+
+    // Listed in order, every entry once.
+    let names: Vec<String> = ls(&repo, &first_id, &big)
+        .iter()
+        .filter(|n| n["path"].as_str().unwrap().matches('/').count() == big.components().count())
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 105, "{names:?}");
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
+
+    // Restored whole, and one file from the middle of a part.
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_same_tree(&src, &restored(&target, &src));
+    let one = repo.scratch("one");
+    let spec = format!("latest:{}", big.join("f050").display());
+    repo.restore(&spec, &one, &[]);
+    assert_eq!(
+        fs::read(one.join("f050")).unwrap(),
+        fs::read(big.join("f050")).unwrap()
+    );
+
+    // One file changed, one added, one removed: the parts holding them
+    // are stored again, not the others.
+    write(&big.join("f042"), "changed");
+    write(&big.join("f0425"), "added");
+    fs::remove_file(big.join("f077")).unwrap();
+    let second = backup_in_parts(&repo, &src);
+    let summary = &second["summary"];
+    assert_eq!(summary["files_changed"], 1, "{second}");
+    assert_eq!(summary["files_new"], 1, "{second}");
+    assert_eq!(summary["files_unmodified"], 101, "{second}");
+    // Two chunks, at most three parts and the list, and the trees of
+    // `src` and the folders above it.
+    let above = src.components().count() as u64;
+    let added = summary["blobs_added"].as_u64().unwrap();
+    assert!(added <= 2 + 3 + 1 + above, "{added} blobs added: {second}");
+    let second_id = second["id"].as_str().unwrap().to_string();
+    let relisted = tree_of(&repo, &second_id, &big);
+    let kept = relisted["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| parts.contains(p))
+        .count();
+    assert!(
+        kept + 3 >= parts.len(),
+        "{kept} of {} parts kept",
+        parts.len()
+    );
+
+    // A mirror restore into the first restore's folder makes it the new
+    // snapshot: the removed file goes, an extra one too.
+    write(
+        &restored(&target, &big).join("extra"),
+        "not in the snapshot",
+    );
+    repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert_same_tree(&src, &restored(&target, &src));
+
+    // Verify reads every part; gc after forgetting the first snapshot
+    // keeps what the second needs.
+    repo.run(&["verify", "--read-data"]).success();
+    repo.run(&["forget", &first_id]).success();
+    repo.run(&["gc", "--max-unused", "0%"]).success();
+    repo.run(&["verify", "--read-data"]).success();
+    let again = repo.scratch("again");
+    repo.restore("latest", &again, &[]);
+    assert_same_tree(&src, &restored(&again, &src));
+}
+
+/// A backup finds the unchanged files of a directory in parts through
+/// its parent's parts, read one at a time: a second backup reads nothing.
+#[test]
+fn a_directory_in_parts_is_the_parent_of_the_next_backup() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    big_folder(&src);
+    backup_in_parts(&repo, &src);
+    let again = backup_in_parts(&repo, &src);
+    let summary = &again["summary"];
+    assert_eq!(summary["files_unmodified"], 103, "{again}");
+    assert_eq!(summary["bytes_read"], 0, "{again}");
+    assert_eq!(summary["blobs_added"], 0, "{again}");
+}
+
+/// A directory one part of which is lost (its bytes damaged in its
+/// pack): restore brings back the entries of the other parts and names
+/// the directory; verify puts the damage at the directory; repair writes
+/// a snapshot without the lost part's entries and with all the others.
+#[test]
+fn a_lost_part_costs_its_entries_only() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let big = big_folder(&src);
+    let snap = backup_in_parts(&repo, &src);
+    let id = snap["id"].as_str().unwrap().to_string();
+    let listed = tree_of(&repo, &id, &big);
+    let parts = listed["parts"].as_array().unwrap();
+    let last = parts.last().unwrap().as_str().unwrap();
+    let lost: Vec<String> = repo.run(&["cat", "tree", last]).success().json()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!lost.is_empty() && lost.len() < 100, "{lost:?}");
+    let loc = index_map(&repo)[last].clone();
+    let pack = &pack_files(&repo)[&loc.pack];
+    let mut bytes = fs::read(pack).unwrap();
+    bytes[(loc.offset + loc.length / 2) as usize] ^= 0x55;
+    fs::write(pack, &bytes).unwrap();
+
+    let target = repo.scratch("target");
+    let out = repo.restore_out(&id, &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(&abs(&big)), "{out}");
+    let back = restored(&target, &big);
+    for i in 0..100 {
+        let name = format!("f{i:03}");
+        assert_eq!(back.join(&name).exists(), !lost.contains(&name), "{name}");
+    }
+
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.stdout.contains(&abs(&big)), "{out}");
+    assert!(v.to_string().contains("directory unreadable"), "{out}");
+
+    repo.run(&["repair", "snapshots"]).success();
+    let fixed = repo
+        .snapshots()
+        .into_iter()
+        .find(|s| s["id"] != id.as_str())
+        .expect("a repaired snapshot");
+    let fixed_id = fixed["id"].as_str().unwrap();
+    let names: Vec<String> = ls(&repo, fixed_id, &big)
+        .iter()
+        .filter(|n| n["path"].as_str().unwrap().matches('/').count() == big.components().count())
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 105 - lost.len(), "{names:?}");
+    assert!(names.iter().all(|n| !lost.contains(n)), "{names:?}");
+    let again = repo.scratch("again");
+    repo.restore(fixed_id, &again, &[]);
+    for i in 0..100 {
+        let name = format!("f{i:03}");
+        let file = restored(&again, &big).join(&name);
+        if !lost.contains(&name) {
+            assert_eq!(fs::read(&file).unwrap(), fs::read(big.join(&name)).unwrap());
+        }
+    }
+}
