@@ -238,3 +238,38 @@ fn a_lost_part_costs_its_entries_only() {
         }
     }
 }
+
+/// A part whose every entry is left out (here a file that vanishes
+/// between the walk and its read, in parts of one entry each) is left
+/// out of the list too: a directory is never stored with an empty part,
+/// which no reader would take, and the rest of it restores.
+#[test]
+fn a_part_left_empty_is_left_out() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    for name in ["a", "b", "gone.txt", "d", "e"] {
+        write(&src.join(name), format!("content of {name}"));
+    }
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src)
+        .env("CAIRN_TEST_TREE_PART", "1")
+        .env("CAIRN_VANISH", "gone.txt");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let listed = tree_of(&repo, &id, &src);
+    assert_eq!(listed["version"], 2, "{listed}");
+    assert_eq!(listed["parts"].as_array().unwrap().len(), 4, "{listed}");
+
+    let target = repo.scratch("target");
+    repo.restore(&id, &target, &[]);
+    let back = restored(&target, &src);
+    let mut names: Vec<String> = fs::read_dir(&back)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "d", "e"]);
+    assert_eq!(fs::read(back.join("d")).unwrap(), b"content of d");
+    repo.run(&["verify", "--read-data"]).success();
+}

@@ -1041,18 +1041,35 @@ fn unchanged_chunks(old: Node, now: &Node) -> Option<Vec<BlobId>> {
 fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<u64, BlobId>> {
     let mut done: HashMap<u64, BlobId> = HashMap::new();
     let lost = || Error::Invalid("backup pipeline lost a directory entry".into());
+    let empty_tree = setup
+        .repo
+        .key()
+        .blob_id(&crate::tree::Tree::new(Vec::new()).encode());
     for job in dirs {
         if !job.parts.is_empty() {
-            let ids = job
-                .parts
-                .iter()
-                .map(|seq| done.remove(seq).ok_or_else(lost))
-                .collect::<Result<Vec<_>>>()?;
-            let bytes = Parts::encode(&ids);
-            let id = setup.repo.key().blob_id(&bytes);
-            if job.stored != Some(id) {
-                setup.writer.add_with_id(BlobKind::Tree, id, &bytes)?;
+            // A part whose every entry was left out (files that vanished
+            // or could not be read) is left out too: a part is never
+            // empty. What remains is the directory: its one part, or the
+            // empty tree stored for the parts left out.
+            let mut ids = Vec::with_capacity(job.parts.len());
+            for seq in &job.parts {
+                let id = done.remove(seq).ok_or_else(lost)?;
+                if id != empty_tree {
+                    ids.push(id);
+                }
             }
+            let id = match ids[..] {
+                [] => empty_tree,
+                [one] => one,
+                _ => {
+                    let bytes = Parts::encode(&ids);
+                    let id = setup.repo.key().blob_id(&bytes);
+                    if job.stored != Some(id) {
+                        setup.writer.add_with_id(BlobKind::Tree, id, &bytes)?;
+                    }
+                    id
+                }
+            };
             done.insert(job.seq, id);
             continue;
         }
