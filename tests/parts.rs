@@ -273,3 +273,44 @@ fn a_part_left_empty_is_left_out() {
     assert_eq!(fs::read(back.join("d")).unwrap(), b"content of d");
     repo.run(&["verify", "--read-data"]).success();
 }
+
+/// A changed file followed by many unchanged ones, in parts of one
+/// entry each: the part of the changed file is finished while the walk
+/// goes on (its file goes to the workers when the part is cut, not when
+/// the directory ends), so the parts sent after it, more than the
+/// channel to the finisher holds, do not stall the backup.
+#[test]
+fn a_part_is_finished_while_its_directory_is_walked() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    for i in 0..400 {
+        write(&src.join(format!("f{i:03}")), format!("file {i}"));
+    }
+    let backup = || {
+        let mut c = repo.cmd(&["backup", "--json"]);
+        c.arg(&src)
+            .env("CAIRN_TEST_TREE_PART", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("the backup stalled");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    backup();
+    write(&src.join("f000"), "changed");
+    let second = backup();
+    assert_eq!(second["summary"]["files_changed"], 1, "{second}");
+    assert_eq!(second["summary"]["files_unmodified"], 399, "{second}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_same_tree(&src, &restored(&target, &src));
+}

@@ -875,6 +875,16 @@ impl<'a> Walker<'a> {
                     }
                 }
                 if split.is_some_and(|r| r.cut(tree.len(), name.as_bytes())) {
+                    // The part's files all go to the workers now: the
+                    // finisher waits for them, and entries that follow
+                    // may add none to the batch (unchanged files) until
+                    // the directory ends, with the parts sent meanwhile
+                    // filling the channel the walk then waits on.
+                    if let Some(rest) = batch.take() {
+                        if self.shared.send(rest).is_err() {
+                            break;
+                        }
+                    }
                     // The part is whole once its subdirectories are.
                     join_walkers(self.shared, std::mem::take(&mut walking), &mut waits)?;
                     let part = DirJob {
