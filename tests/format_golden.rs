@@ -737,7 +737,10 @@ fn lock_file() {
 /// tree checked below; `tests/fixtures/repo-v2` the same way by format
 /// version 2 (data sealed with XAES-256-GCM), tagged `v2`, and
 /// `tests/fixtures/repo-v3` by format version 3 (a table of trees and one
-/// of data, index tables of version 2), tagged `v3`.
+/// of data, index tables of version 2), tagged `v3`, and
+/// `tests/fixtures/repo-v4` by format version 4 with
+/// `CAIRN_TEST_TREE_PART=1` for the backup (every directory of the source
+/// in parts of one entry), tagged `v4`.
 const FIXTURE_PASSWORD: &str = "fixture password";
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -781,6 +784,45 @@ fn checked_in_version_3_repository_opens_lists_and_restores() {
         "v3",
         "xaes-256-gcm",
     );
+}
+
+/// Every directory of `repo-v4`'s source is stored in parts of one
+/// entry: its folder's tree blob lists four parts, `dir`'s two.
+#[test]
+fn checked_in_version_4_repository_opens_lists_and_restores() {
+    checked_in_repository(
+        "repo-v4",
+        "fb24eeb9e4fe12e79225b369bf28ade66cf54c4fbd6ecc815a64f53d0e73ecc1",
+        "v4",
+        "xaes-256-gcm",
+    );
+    // On a copy, so the checked-in files are never touched.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v4"),
+        &repo,
+    );
+    let cmd = |args: &[&str]| -> Out {
+        let mut c = cairn();
+        c.arg("-r").arg(&repo).args(args);
+        c.env("CAIRN_PASSWORD", FIXTURE_PASSWORD);
+        run(&mut c, None)
+    };
+    for (tree, parts) in [
+        (
+            "b52bd5c8015698d87ea54e915f26825ebb6211612152828c5ac54157b3fbf499",
+            4,
+        ),
+        (
+            "50889f28e2a4ff5f3396d347d3d7e9115268fdd4ccec8caa215d5a3222cd471a",
+            2,
+        ),
+    ] {
+        let listed = cmd(&["cat", "tree", tree]).success().json();
+        assert_eq!(listed["version"], 2, "{listed}");
+        assert_eq!(listed["parts"].as_array().unwrap().len(), parts, "{listed}");
+    }
 }
 
 /// Lists, inspects and restores the checked-in repository `name`, whose
