@@ -2,7 +2,7 @@
 //!
 //! Restore walks the snapshot's trees from the chosen subpath, applies
 //! include/exclude patterns and plans what to create, restoring it a
-//! batch of 32,768 entries at a time (`BATCH_ENTRIES`): the batch's
+//! batch of 8,192 entries at a time (`BATCH_ENTRIES`): the batch's
 //! directories (parents first), its files on all cores, its symlinks and
 //! special files. Then it links hard links, removes extra entries under the
 //! mirror policy, and finally sets directory metadata deepest first.
@@ -228,8 +228,10 @@ pub fn restore(
 /// places in the read plan: about 0.9 KiB a small file) is bounded
 /// whatever the snapshot holds. A pack whose blobs serve two batches is
 /// read by each (mapped again locally; remotely, each reads only the
-/// ranges its blobs lie in).
-const BATCH_ENTRIES: usize = 32 * 1024;
+/// ranges its blobs lie in). 8,192 small files restored as fast as
+/// 32,768 (200,000 in 200 folders, and the benchmark's 2 GiB mix), in
+/// 28 MiB against 55 for the 200,000.
+const BATCH_ENTRIES: usize = 8 * 1024;
 const BATCH_CHUNKS: usize = 256 * 1024;
 
 /// Walks the snapshot's trees and restores what they select, a batch at
