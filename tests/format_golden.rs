@@ -12,7 +12,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -796,19 +796,8 @@ fn checked_in_version_4_repository_opens_lists_and_restores() {
         "v4",
         "xaes-256-gcm",
     );
-    // On a copy, so the checked-in files are never touched.
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v4"),
-        &repo,
-    );
-    let cmd = |args: &[&str]| -> Out {
-        let mut c = cairn();
-        c.arg("-r").arg(&repo).args(args);
-        c.env("CAIRN_PASSWORD", FIXTURE_PASSWORD);
-        run(&mut c, None)
-    };
+    let (_dir, repo) = fixture_copy("repo-v4");
+    let cmd = |args: &[&str]| fixture_cmd(&repo, args);
     for (tree, parts) in [
         (
             "b52bd5c8015698d87ea54e915f26825ebb6211612152828c5ac54157b3fbf499",
@@ -825,10 +814,9 @@ fn checked_in_version_4_repository_opens_lists_and_restores() {
     }
 }
 
-/// Lists, inspects and restores the checked-in repository `name`, whose
-/// one snapshot `id` (tagged `version`) holds the tree described above.
-fn checked_in_repository(name: &str, id: &str, version: &str, cipher: &str) {
-    // Commands run on a copy, so the checked-in files are never touched.
+/// A copy of the checked-in repository `name` (in the returned folder),
+/// so commands never touch the checked-in files.
+fn fixture_copy(name: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     copy_dir(
@@ -837,12 +825,22 @@ fn checked_in_repository(name: &str, id: &str, version: &str, cipher: &str) {
             .join(name),
         &repo,
     );
-    let cmd = |args: &[&str]| -> Out {
-        let mut c = cairn();
-        c.arg("-r").arg(&repo).args(args);
-        c.env("CAIRN_PASSWORD", FIXTURE_PASSWORD);
-        run(&mut c, None)
-    };
+    (dir, repo)
+}
+
+/// `cairn -r REPO ARGS` with the fixtures' password.
+fn fixture_cmd(repo: &Path, args: &[&str]) -> Out {
+    let mut c = cairn();
+    c.arg("-r").arg(repo).args(args);
+    c.env("CAIRN_PASSWORD", FIXTURE_PASSWORD);
+    run(&mut c, None)
+}
+
+/// Lists, inspects and restores the checked-in repository `name`, whose
+/// one snapshot `id` (tagged `version`) holds the tree described above.
+fn checked_in_repository(name: &str, id: &str, version: &str, cipher: &str) {
+    let (dir, repo) = fixture_copy(name);
+    let cmd = |args: &[&str]| fixture_cmd(&repo, args);
 
     let snaps = cmd(&["snapshots", "--json"]).success().json();
     let snaps = snaps.as_array().unwrap();

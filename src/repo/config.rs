@@ -3,10 +3,12 @@
 //! `"CAIRNCFG" | u32 version | repo id (32) | sealed(Config)`, the sealed
 //! part authenticated together with the 44 bytes before it. Written once by
 //! `init` and never changed. Always sealed with XChaCha20-Poly1305: the
-//! cipher of everything else is named inside it (versions 2 and 3), or is
+//! cipher of everything else is named inside it (versions 2 to 4), or is
 //! XChaCha20-Poly1305 too (version 1, which has no such field). Version 3
 //! has the structure of version 2, and says the repository's index tables
-//! are of format version 2 (see [`Config::index_version`]).
+//! are of format version 2 (see [`Config::index_version`]); version 4 the
+//! same, and that backups store large directories in parts (see
+//! [`Config::parted_trees`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -43,7 +45,7 @@ pub struct Config {
     /// Creation time, ns since the Unix epoch.
     pub created_ns: i64,
     /// The cipher sealing everything but the config and key files
-    /// (versions 2 and 3; always XChaCha20-Poly1305 in version 1).
+    /// (versions 2 to 4; always XChaCha20-Poly1305 in version 1).
     pub cipher: Cipher,
 }
 
