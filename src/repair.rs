@@ -307,12 +307,7 @@ impl Rewriter<'_, '_> {
             let dropped = dropped.iter().map(|d| format!("{path}{d}")).collect();
             return Ok((*new, dropped));
         }
-        let what = format!("tree {}", id.short());
-        let read = self
-            .repo
-            .read_tree_blob(id)
-            .and_then(|bytes| TreeBlob::decode(bytes, &what));
-        let (new, dropped_rel) = match read {
+        let (new, dropped_rel) = match self.repo.load_tree_blob(id) {
             Ok(TreeBlob::Parts(parts)) => self.parts(id, &parts)?,
             Ok(TreeBlob::Nodes(tree)) => {
                 let (nodes, dropped) = self.nodes(tree.into_nodes().collect::<Result<_>>()?)?;

@@ -249,14 +249,12 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         CatKind::Tree => {
             let id = BlobId::from_hex(need_id(&a)?)?;
-            let bytes = repo.read_tree_blob(&id)?;
-            let what = format!("tree {}", id.short());
-            match TreeBlob::decode(bytes.clone(), &what)? {
+            match repo.load_tree_blob(&id)? {
                 TreeBlob::Parts(parts) => json(&Parts {
                     version: PARTS_VERSION,
                     parts,
                 }),
-                TreeBlob::Nodes(_) => json(&Tree::decode(&bytes, &what)?),
+                TreeBlob::Nodes(t) => json(&Tree::new(t.into_nodes().collect::<Result<_>>()?)),
             }
         }
         CatKind::Blob => {

@@ -29,12 +29,16 @@ pub struct DirNodes<'r> {
 }
 
 impl Repository {
+    /// Reads and checks the tree blob `id`: a directory's nodes, or the
+    /// list of its parts.
+    pub fn load_tree_blob(&self, id: &BlobId) -> Result<TreeBlob> {
+        TreeBlob::decode(self.read_tree_blob(id)?, &tree_what(id))
+    }
+
     /// The nodes of the directory whose tree is `id` (read and checked
     /// now; a directory in parts reads each part as it is reached).
     pub fn dir_nodes(&self, id: &BlobId) -> Result<DirNodes<'_>> {
-        let what = format!("tree {}", id.short());
-        let blob = TreeBlob::decode(self.read_tree_blob(id)?, &what)?;
-        Ok(match blob {
+        Ok(match self.load_tree_blob(id)? {
             TreeBlob::Nodes(tree) => DirNodes::of_tree(self, tree),
             TreeBlob::Parts(parts) => DirNodes {
                 repo: self,
@@ -42,11 +46,16 @@ impl Repository {
                 parts: parts.into_iter(),
                 parted: true,
                 last: Vec::new(),
-                what,
+                what: tree_what(id),
                 done: false,
             },
         })
     }
+}
+
+/// How errors name the tree blob `id`.
+fn tree_what(id: &BlobId) -> String {
+    format!("tree {}", id.short())
 }
 
 impl<'r> DirNodes<'r> {

@@ -458,10 +458,7 @@ fn attribute(
     fault: &dyn Fn(&BlobId) -> Option<Fault>,
     out: &mut Vec<Damage>,
 ) {
-    let read = repo
-        .read_tree_blob(id)
-        .and_then(|bytes| TreeBlob::decode(bytes, &format!("tree {}", id.short())));
-    let tree = match read {
+    let tree = match repo.load_tree_blob(id) {
         Ok(TreeBlob::Nodes(t)) => t,
         // A directory in parts: each dirty part holds entries of `path`.
         Ok(TreeBlob::Parts(parts)) => {
