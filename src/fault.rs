@@ -116,6 +116,15 @@ pub fn tree_part() -> Option<usize> {
     *EVERY.get_or_init(|| positive("CAIRN_TEST_TREE_PART"))
 }
 
+/// Bytes of names a backup's listing of a directory holds before it
+/// spills them as a sorted run, from `CAIRN_TEST_LISTING_RUN`, so a
+/// test's directory of a few dozen entries is listed through runs. Unset,
+/// this costs one cached environment lookup.
+pub fn listing_run() -> Option<usize> {
+    static BYTES: OnceLock<Option<usize>> = OnceLock::new();
+    *BYTES.get_or_init(|| positive("CAIRN_TEST_LISTING_RUN"))
+}
+
 /// After how many misses an index set builds its filter of ids, from
 /// `CAIRN_TEST_FILTER_AFTER`, so a test's small repository gets one.
 /// Unset, this costs one cached environment lookup.

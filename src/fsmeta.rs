@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs::Metadata;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -58,24 +59,110 @@ fn cached(map: &Mutex<HashMap<u32, String>>, id: u32, look: impl FnOnce(u32) -> 
     m.entry(id).or_insert_with(|| look(id)).clone()
 }
 
-/// A node for `name` from its `lstat` metadata. Files get an empty chunk
-/// list and directories a zero subtree; the caller fills them in. Extended
+/// What an `lstat` says of an entry, as a backup records it: from the
+/// standard library's [`Metadata`], or from an `fstatat` relative to an
+/// open directory (which needs no name to be held but the entry's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Type and permission bits (`st_mode`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub rdev: u64,
+}
+
+impl Stat {
+    /// From the standard library's metadata.
+    pub fn of(md: &Metadata) -> Stat {
+        Stat {
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            size: md.size(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            dev: md.dev(),
+            ino: md.ino(),
+            nlink: md.nlink(),
+            rdev: md.rdev(),
+        }
+    }
+
+    /// The `lstat` of the entry `name` of the open directory `dir`.
+    pub fn at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
+        let name = CString::new(name.as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: all-zero bytes are a valid `struct stat`.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `name` is NUL-terminated and `st` writable, both for the
+        // call's duration; the descriptor is borrowed, so open.
+        let r = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The field types differ between targets; each widens losslessly.
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        Ok(Stat {
+            mode: st.st_mode as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            nlink: st.st_nlink as u64,
+            rdev: st.st_rdev as u64,
+        })
+    }
+
+    fn is_type(&self, ty: libc::mode_t) -> bool {
+        self.mode & libc::S_IFMT == ty
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.is_type(libc::S_IFREG)
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.is_type(libc::S_IFDIR)
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.is_type(libc::S_IFLNK)
+    }
+}
+
+/// A node for `name` from its `lstat`. Files get an empty chunk list and
+/// directories a zero subtree; the caller fills them in. Extended
 /// attributes are read from `path` unless `xattrs` supplies them.
-pub fn node_from_metadata(
+pub fn node_from_stat(
     name: &OsStr,
     path: &Path,
-    md: &Metadata,
+    st: &Stat,
     names: &NameCache,
     xattrs: Option<Vec<Xattr>>,
 ) -> io::Result<Node> {
-    let ft = md.file_type();
-    let kind = if ft.is_file() {
+    let kind = if st.is_file() {
         NodeKind::File { chunks: Vec::new() }
-    } else if ft.is_dir() {
+    } else if st.is_dir() {
         NodeKind::Dir {
             subtree: Default::default(),
         }
-    } else if ft.is_symlink() {
+    } else if st.is_symlink() {
         NodeKind::Symlink {
             target: Name(
                 std::fs::read_link(path)?
@@ -83,29 +170,29 @@ pub fn node_from_metadata(
                     .into_encoded_bytes(),
             ),
         }
-    } else if ft.is_fifo() {
+    } else if st.is_type(libc::S_IFIFO) {
         NodeKind::Fifo
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice { rdev: md.rdev() }
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice { rdev: md.rdev() }
+    } else if st.is_type(libc::S_IFCHR) {
+        NodeKind::CharDevice { rdev: st.rdev }
+    } else if st.is_type(libc::S_IFBLK) {
+        NodeKind::BlockDevice { rdev: st.rdev }
     } else {
         NodeKind::Socket
     };
     Ok(Node {
         name: Name(name.as_bytes().to_vec()),
         kind,
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        user: names.user(md.uid()),
-        group: names.group(md.gid()),
-        mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-        ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
-        size: if ft.is_file() { md.len() } else { 0 },
-        dev: md.dev(),
-        inode: md.ino(),
-        nlink: md.nlink(),
+        mode: st.mode & 0o7777,
+        uid: st.uid,
+        gid: st.gid,
+        user: names.user(st.uid),
+        group: names.group(st.gid),
+        mtime_ns: st.mtime_ns,
+        ctime_ns: st.ctime_ns,
+        size: if st.is_file() { st.size } else { 0 },
+        dev: st.dev,
+        inode: st.ino,
+        nlink: st.nlink,
         xattrs: xattrs.unwrap_or_else(|| read_xattrs(path)),
     })
 }

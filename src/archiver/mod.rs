@@ -22,6 +22,7 @@
 //! truncated by another process while mapped would kill the backup with
 //! SIGBUS.
 
+mod listing;
 mod walk;
 
 use std::collections::BTreeMap;

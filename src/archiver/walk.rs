@@ -10,11 +10,12 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use super::listing::Listing;
 use super::{Counters, Skeleton};
 use crate::chunker::ChunkError;
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
-use crate::fsmeta::{node_from_metadata, NameCache};
+use crate::fsmeta::{node_from_stat, NameCache, Stat};
 use crate::id::BlobId;
 use crate::pack::BlobKind;
 use crate::repo::DirNodes;
@@ -207,21 +208,21 @@ impl JobBatch {
     }
 }
 
-/// A directory's entry: its name, what of it a backup of given paths
-/// wants, and what its listing said.
-type Entry<'s> = (
-    std::ffi::OsString,
-    Option<&'s Skeleton>,
-    Option<std::fs::DirEntry>,
-);
+/// A directory's entry: its name, and what of it a backup of given paths
+/// wants.
+type Entry<'s> = (std::ffi::OsString, Option<&'s Skeleton>);
 
 /// Entries stat-ed ahead in a block...
 const STAT_BLOCK: usize = 1024;
 
-/// `lstat` of the entry at `path`: an `fstatat` relative to the open
-/// folder where the listing gave the entry.
-fn stat(path: &Path, entry: Option<&std::fs::DirEntry>) -> std::io::Result<std::fs::Metadata> {
-    entry.map_or_else(|| std::fs::symlink_metadata(path), |e| e.metadata())
+/// `lstat` of the entry `name` of `dir`: an `fstatat` relative to the
+/// open folder, or by its path where the folder could not be opened.
+fn stat(dir: &Path, handle: Option<&DirHandle>, name: &std::ffi::OsStr) -> std::io::Result<Stat> {
+    use std::os::fd::AsFd;
+    match handle {
+        Some(h) => Stat::at(h.0.as_fd(), name),
+        None => std::fs::symlink_metadata(dir.join(name)).map(|md| Stat::of(&md)),
+    }
 }
 
 /// A directory's entries in order, each with its `lstat` done ahead: a
@@ -230,45 +231,26 @@ fn stat(path: &Path, entry: Option<&std::fs::DirEntry>) -> std::io::Result<std::
 /// threads of their own, but 200,000 files in one directory were one
 /// thread's `statx` calls). Excluded entries are not stat-ed (the walk
 /// skips them); with one thread, nothing is done ahead.
-///
-/// The entries not reached yet are held last first, and their buffer
-/// shrinks as the walk takes them: a directory of 200,000 entries was a
-/// listing of 19 MB held to its end, beside the tree the walk builds.
 struct StatAhead<'a, 's> {
-    rest: Vec<Entry<'s>>,
-    ready: std::vec::IntoIter<(Entry<'s>, Option<std::io::Result<std::fs::Metadata>>)>,
+    names: Box<dyn Iterator<Item = Entry<'s>> + 'a>,
+    ready: std::vec::IntoIter<(Entry<'s>, Option<std::io::Result<Stat>>)>,
     dir: &'a Path,
+    handle: Option<&'a DirHandle>,
     exclude: Option<&'a PathFilter>,
     threads: usize,
 }
 
 impl<'a, 's> StatAhead<'a, 's> {
-    fn new(
-        mut entries: Vec<Entry<'s>>,
-        dir: &'a Path,
-        exclude: Option<&'a PathFilter>,
-        threads: usize,
-    ) -> Self {
-        entries.reverse();
-        StatAhead {
-            rest: entries,
-            ready: Vec::new().into_iter(),
-            dir,
-            exclude,
-            threads,
-        }
-    }
-
     /// The `lstat`s of `block`'s entries that are not excluded.
-    fn stat_block(&self, block: &[Entry<'s>]) -> Vec<Option<std::io::Result<std::fs::Metadata>>> {
+    fn stat_block(&self, block: &[Entry<'s>]) -> Vec<Option<std::io::Result<Stat>>> {
+        let (dir, handle, exclude) = (self.dir, self.handle, self.exclude);
         let stat_part = |part: &[Entry<'s>]| -> Vec<_> {
             part.iter()
-                .map(|(name, _, entry)| {
-                    let path = self.dir.join(name);
-                    let excluded = self.exclude.is_some_and(|x| {
-                        x.matches(&path.to_string_lossy(), &name.to_string_lossy())
+                .map(|(name, _)| {
+                    let excluded = exclude.is_some_and(|x| {
+                        x.matches(&dir.join(name).to_string_lossy(), &name.to_string_lossy())
                     });
-                    (!excluded).then(|| stat(&path, entry.as_ref()))
+                    (!excluded).then(|| stat(dir, handle, name))
                 })
                 .collect()
         };
@@ -295,28 +277,20 @@ impl<'a, 's> StatAhead<'a, 's> {
 }
 
 impl<'s> Iterator for StatAhead<'_, 's> {
-    type Item = (Entry<'s>, Option<std::io::Result<std::fs::Metadata>>);
+    type Item = (Entry<'s>, Option<std::io::Result<Stat>>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(item) = self.ready.next() {
             return Some(item);
         }
-        let mut block = self
-            .rest
-            .split_off(self.rest.len().saturating_sub(STAT_BLOCK));
-        block.reverse();
-        if self.rest.capacity() / 2 > self.rest.len() {
-            // Halving as it empties copies each entry once more at most.
-            self.rest.shrink_to_fit();
+        if self.threads <= 1 {
+            return self.names.next().map(|e| (e, None));
         }
+        let block: Vec<Entry<'s>> = self.names.by_ref().take(STAT_BLOCK).collect();
         if block.is_empty() {
             return None;
         }
-        let stats = if self.threads > 1 {
-            self.stat_block(&block)
-        } else {
-            (0..block.len()).map(|_| None).collect()
-        };
+        let stats = self.stat_block(&block);
         self.ready = block.into_iter().zip(stats).collect::<Vec<_>>().into_iter();
         self.ready.next()
     }
@@ -686,29 +660,31 @@ impl<'a> Walker<'a> {
         only: Option<&Skeleton>,
         parent: Option<(BlobId, DirNodes<'a>)>,
     ) -> Result<u64> {
-        let names: Vec<Entry<'_>> = match only {
-            Some(sk) => sk
-                .children
-                .iter()
-                .map(|(n, sub)| (n.clone(), sub.as_ref(), None))
-                .collect(),
-            None => match std::fs::read_dir(dir) {
-                Ok(rd) => {
-                    let mut v = Vec::new();
-                    for entry in rd {
-                        match entry {
-                            Ok(e) => v.push((e.file_name(), None, Some(e))),
-                            Err(e) => self.report(format!("{}: cannot list: {e}", dir.display())),
-                        }
-                    }
-                    v.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-                    v
-                }
+        // The folder, opened once: its entries are stat-ed and its files
+        // opened relative to it.
+        let handle = DirHandle::new(dir);
+        let report: &(dyn Fn(String) + Sync) = self.shared.setup.report;
+        let listing = match only {
+            Some(_) => None,
+            None => match Listing::read(dir, report) {
+                Ok(l) => Some(l),
                 Err(e) => {
                     self.report(format!("{}: cannot list: {e}", dir.display()));
-                    Vec::new()
+                    Some(Listing::new())
                 }
             },
+        };
+        let count = match (&listing, only) {
+            (Some(l), _) => l.len(),
+            (None, Some(sk)) => sk.children.len(),
+            (None, None) => 0,
+        };
+        let names: Box<dyn Iterator<Item = Entry<'_>> + '_> = match (listing, only) {
+            (Some(l), _) => Box::new(l.sorted(report).map(|n| (n, None))),
+            (None, Some(sk)) => {
+                Box::new(sk.children.iter().map(|(n, sub)| (n.clone(), sub.as_ref())))
+            }
+            (None, None) => Box::new(std::iter::empty()),
         };
         // Both the listing and a tree's nodes are sorted by name bytes, so
         // the parent's nodes are matched by walking the two side by side,
@@ -728,10 +704,8 @@ impl<'a> Walker<'a> {
             .flatten();
         let mut parts = Vec::new();
         let mut batch = JobBatch::default();
-        // Opened with the directory's first file to read.
-        let mut handle: Option<Option<Arc<DirHandle>>> = None;
         // A part's outcomes are placed by its nodes' numbers in it.
-        let entries = split.map_or(names.len(), |r| r.max().min(names.len()));
+        let entries = split.map_or(count, |r| r.max().min(count));
         std::thread::scope(|scope| -> Result<()> {
             // Subdirectories walked on threads of their own: their slot and
             // the thread.
@@ -744,13 +718,21 @@ impl<'a> Walker<'a> {
             // their cores (200,000 files in one directory: 1.51-1.55 s
             // against 1.30-1.42 s; with a parent, 0.63-0.72 s against
             // 0.74-0.77 s).
-            let threads = if only.is_none() && names.len() >= STAT_BLOCK && has_parent {
+            let threads = if only.is_none() && count >= STAT_BLOCK && has_parent {
                 self.shared.setup.workers.clamp(1, 4)
             } else {
                 1
             };
             let exclude = only.is_none().then_some(self.shared.setup.exclude);
-            for ((name, sub, entry), pre) in StatAhead::new(names, dir, exclude, threads) {
+            let ahead = StatAhead {
+                names,
+                ready: Vec::new().into_iter(),
+                dir,
+                handle: handle.as_deref(),
+                exclude,
+                threads,
+            };
+            for ((name, sub), pre) in ahead {
                 if self.aborted() {
                     break;
                 }
@@ -765,7 +747,7 @@ impl<'a> Walker<'a> {
                 {
                     continue;
                 }
-                let md = match pre.unwrap_or_else(|| stat(&path, entry.as_ref())) {
+                let md = match pre.unwrap_or_else(|| stat(dir, handle.as_deref(), &name)) {
                     Ok(md) => md,
                     Err(e) => {
                         self.report(format!("{}: cannot stat: {e}", path.display()));
@@ -784,11 +766,11 @@ impl<'a> Walker<'a> {
                 // through it, by the worker) or not (then here).
                 let reused = old
                     .as_mut()
-                    .filter(|o| o.ctime_ns == ctime_ns(&md) && o.inode == md.ino())
+                    .filter(|o| o.ctime_ns == md.ctime_ns && o.inode == md.ino)
                     .map(|o| std::mem::take(&mut o.xattrs));
                 let unread = reused.is_none() && md.is_file();
                 let xattrs = reused.or_else(|| unread.then(Vec::new));
-                let mut node = match node_from_metadata(&name, &path, &md, &self.names, xattrs) {
+                let mut node = match node_from_stat(&name, &path, &md, &self.names, xattrs) {
                     Ok(n) => n,
                     Err(e) => {
                         self.report(format!("{}: cannot read metadata: {e}", path.display()));
@@ -818,7 +800,6 @@ impl<'a> Walker<'a> {
                                 },
                                 1,
                             );
-                            let handle = handle.get_or_insert_with(|| DirHandle::new(dir));
                             let results = outcomes.get_or_insert_with(|| DirOutcomes::new(entries));
                             let slot = tree.len() as usize;
                             let job = FileJob {
@@ -840,7 +821,7 @@ impl<'a> Walker<'a> {
                     }
                     NodeKind::Dir { .. } => {
                         let other_fs =
-                            self.shared.setup.one_file_system && md.dev() != dev && sub.is_none();
+                            self.shared.setup.one_file_system && md.dev != dev && sub.is_none();
                         let old_subtree = match old.as_ref().map(|o| &o.kind) {
                             Some(NodeKind::Dir { subtree }) if !other_fs => Some(*subtree),
                             _ => None,
@@ -852,7 +833,7 @@ impl<'a> Walker<'a> {
                             waits.push(Wait::Dir { at, seq });
                         } else if self.shared.take_spare() {
                             let shared = self.shared;
-                            let dev = md.dev();
+                            let dev = md.dev;
                             let thread = scope.spawn(move || {
                                 let mut walker = Walker {
                                     shared,
@@ -867,7 +848,7 @@ impl<'a> Walker<'a> {
                             let at = tree.push(&node);
                             waits.push(Wait::Dir { at, seq: u64::MAX });
                         } else {
-                            let seq = self.walk_subdir(&path, md.dev(), sub, old_subtree)?;
+                            let seq = self.walk_subdir(&path, md.dev, sub, old_subtree)?;
                             let at = tree.push(&node);
                             waits.push(Wait::Dir { at, seq });
                         }
@@ -1027,10 +1008,6 @@ impl ParentNodes<'_> {
             }
         }
     }
-}
-
-fn ctime_ns(md: &std::fs::Metadata) -> i64 {
-    md.ctime() * 1_000_000_000 + md.ctime_nsec()
 }
 
 /// The parent's chunks when `now` looks unchanged since `old`.

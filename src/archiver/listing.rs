@@ -1,0 +1,329 @@
+//! A directory's listing for the backup walk: its entries' names in byte
+//! order, the order of a tree's nodes.
+//!
+//! The names are held end to end in one buffer, with four bytes more a
+//! name for where each ends (a directory entry of the standard library,
+//! with its name copied out, cost about 100 bytes a name). Past
+//! [`RUN_BYTES`] the names gathered so far are sorted and spilled as a
+//! run to an unnamed temporary file (see [`crate::mmap::spool_file`]),
+//! and the runs are merged as the walk takes the names: a directory of
+//! any number of entries costs the walk a bounded amount of memory. The
+//! runs hold nothing the source folder does not show to anyone who can
+//! list it, go with their descriptors, and are readable by this user
+//! alone.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+
+/// Bytes of names (and, per name, eight bytes of bookkeeping) gathered in
+/// memory before they are spilled as a sorted run: about 350,000 names
+/// of 16 bytes.
+pub(super) const RUN_BYTES: usize = 8 << 20;
+
+/// Read buffer of each spilled run while they are merged.
+const RUN_BUFFER: usize = 16 << 10;
+
+/// Names gathered in memory: their bytes end to end, and where each ends.
+#[derive(Default)]
+struct Gathered {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Gathered {
+    fn name(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    /// The names' numbers in byte order of their names.
+    fn order(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.name(a as usize).cmp(self.name(b as usize)));
+        order
+    }
+
+    /// What it holds, counting the order it is sorted by.
+    fn footprint(&self) -> usize {
+        self.bytes.len() + 8 * self.ends.len()
+    }
+}
+
+/// A directory's names as they are listed; [`Listing::sorted`] gives
+/// them in order.
+pub(super) struct Listing {
+    gathered: Gathered,
+    runs: Vec<File>,
+    len: usize,
+    /// Spill past this footprint; `usize::MAX` once a spill failed (the
+    /// rest then stays in memory, as a listing would without runs).
+    run_bytes: usize,
+}
+
+impl Listing {
+    /// An empty listing.
+    pub(super) fn new() -> Listing {
+        Listing {
+            gathered: Gathered::default(),
+            runs: Vec::new(),
+            len: 0,
+            run_bytes: crate::fault::listing_run().unwrap_or(RUN_BYTES),
+        }
+    }
+
+    /// Lists `dir`; `report` hears of each entry the listing could not
+    /// read.
+    pub(super) fn read(dir: &Path, report: &dyn Fn(String)) -> io::Result<Listing> {
+        let mut listing = Listing::new();
+        for entry in std::fs::read_dir(dir)? {
+            match entry {
+                Ok(e) => listing.push(e.file_name().as_bytes()),
+                Err(e) => report(format!("{}: cannot list: {e}", dir.display())),
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Adds `name`.
+    pub(super) fn push(&mut self, name: &[u8]) {
+        if self.gathered.bytes.len() + name.len() > u32::MAX as usize {
+            // Ends are four bytes; four gigabytes of names must spill.
+            self.spill();
+        }
+        self.gathered.bytes.extend_from_slice(name);
+        self.gathered.ends.push(self.gathered.bytes.len() as u32);
+        self.len += 1;
+        if self.gathered.footprint() >= self.run_bytes {
+            self.spill();
+        }
+    }
+
+    /// How many names it holds.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// How many runs it spilled.
+    #[cfg(test)]
+    fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Writes the gathered names, sorted, to a run of their own.
+    fn spill(&mut self) {
+        if self.gathered.ends.is_empty() {
+            return;
+        }
+        match self.write_run() {
+            Ok(run) => {
+                self.runs.push(run);
+                self.gathered.bytes.clear();
+                self.gathered.ends.clear();
+            }
+            Err(_) => self.run_bytes = usize::MAX,
+        }
+    }
+
+    fn write_run(&self) -> io::Result<File> {
+        let mut run = BufWriter::with_capacity(RUN_BUFFER, crate::mmap::spool_file()?);
+        for i in self.gathered.order() {
+            let name = self.gathered.name(i as usize);
+            let len = u16::try_from(name.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a name of 64 KiB"))?;
+            run.write_all(&len.to_le_bytes())?;
+            run.write_all(name)?;
+        }
+        let mut file = run.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(file)
+    }
+
+    /// The names in byte order. A run that cannot be read back ends the
+    /// listing there, and `report` hears why.
+    pub(super) fn sorted(self, report: &dyn Fn(String)) -> Sorted<'_> {
+        let gathered = self.gathered;
+        let order = gathered.order();
+        let mut sorted = Sorted {
+            gathered,
+            order: order.into_iter(),
+            runs: self
+                .runs
+                .into_iter()
+                .map(|f| BufReader::with_capacity(RUN_BUFFER, f))
+                .collect(),
+            heads: BinaryHeap::new(),
+            report,
+            failed: false,
+        };
+        if !sorted.runs.is_empty() {
+            // Every source's first name goes on the heap; the gathered
+            // names are the source numbered after the runs.
+            for src in 0..=sorted.runs.len() {
+                sorted.refill(src);
+            }
+        }
+        sorted
+    }
+}
+
+/// A [`Listing`]'s names in byte order.
+pub(super) struct Sorted<'r> {
+    gathered: Gathered,
+    order: std::vec::IntoIter<u32>,
+    runs: Vec<BufReader<File>>,
+    /// With runs: each source's next name, least first.
+    heads: BinaryHeap<Reverse<(Vec<u8>, usize)>>,
+    report: &'r dyn Fn(String),
+    failed: bool,
+}
+
+impl Sorted<'_> {
+    /// Puts source `src`'s next name on the heap, if it has one.
+    fn refill(&mut self, src: usize) {
+        let next = match self.runs.get_mut(src) {
+            Some(run) => match read_name(run) {
+                Ok(name) => name,
+                Err(e) => {
+                    (self.report)(format!(
+                        "a spilled run of a directory's listing cannot be read back, \
+                         the directory's remaining entries are left out: {e}"
+                    ));
+                    self.failed = true;
+                    None
+                }
+            },
+            None => self
+                .order
+                .next()
+                .map(|i| self.gathered.name(i as usize).to_vec()),
+        };
+        if let Some(name) = next {
+            self.heads.push(Reverse((name, src)));
+        }
+    }
+}
+
+/// The next name of a run: its length in two bytes, then its bytes;
+/// `None` at the run's end.
+fn read_name(run: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match run.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut name = vec![0u8; u16::from_le_bytes(len) as usize];
+    run.read_exact(&mut name)?;
+    Ok(Some(name))
+}
+
+impl Iterator for Sorted<'_> {
+    type Item = OsString;
+
+    fn next(&mut self) -> Option<OsString> {
+        if self.failed {
+            return None;
+        }
+        if self.runs.is_empty() {
+            let i = self.order.next()?;
+            return Some(OsString::from_vec(self.gathered.name(i as usize).to_vec()));
+        }
+        let Reverse((name, src)) = self.heads.pop()?;
+        self.refill(src);
+        Some(OsString::from_vec(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<Vec<u8>> {
+        // Scrambled, of lengths 1 to 40, some sharing long prefixes.
+        (0..n)
+            .map(|i| {
+                let k = (i * 7919) % n;
+                let mut name = format!("{k:x}").into_bytes();
+                name.resize(1 + (k * 31) % 40, b'a' + (k % 26) as u8);
+                name.extend_from_slice(format!("-{k}").as_bytes());
+                name
+            })
+            .collect()
+    }
+
+    fn listed(names: &[Vec<u8>], run_bytes: usize) -> (Vec<Vec<u8>>, usize) {
+        let mut l = Listing::new();
+        l.run_bytes = run_bytes;
+        for n in names {
+            l.push(n);
+        }
+        assert_eq!(l.len(), names.len());
+        let runs = l.runs();
+        let out = l
+            .sorted(&|m| panic!("unexpected report: {m}"))
+            .map(OsString::into_vec)
+            .collect();
+        (out, runs)
+    }
+
+    #[test]
+    fn names_come_back_in_byte_order() {
+        let names = names(5000);
+        let mut want = names.clone();
+        want.sort();
+        let (got, runs) = listed(&names, RUN_BYTES);
+        assert_eq!(runs, 0, "a small listing stays in memory");
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn spilled_runs_merge_in_byte_order() {
+        let names = names(5000);
+        let mut want = names.clone();
+        want.sort();
+        // About 4 KiB a run: a dozen or more runs and a remainder.
+        let (got, runs) = listed(&names, 4096);
+        assert!(runs > 10, "{runs} runs");
+        assert_eq!(got, want);
+        // Every name its own run.
+        let (got, runs) = listed(&names[..300], 1);
+        assert_eq!(runs, 300);
+        assert_eq!(got, {
+            let mut w = names[..300].to_vec();
+            w.sort();
+            w
+        });
+    }
+
+    #[test]
+    fn a_listing_of_nothing_is_empty() {
+        let (got, runs) = listed(&[], 1);
+        assert!(got.is_empty());
+        assert_eq!(runs, 0);
+    }
+
+    #[test]
+    fn a_run_cut_short_ends_the_listing_with_a_report() {
+        let mut l = Listing::new();
+        l.run_bytes = 64;
+        for n in names(100) {
+            l.push(&n);
+        }
+        assert!(l.runs() > 1);
+        // The first run loses its last bytes, as a short read would.
+        let len = l.runs[0].metadata().unwrap().len();
+        l.runs[0].set_len(len - 1).unwrap();
+        let reports = std::sync::Mutex::new(Vec::new());
+        let report = |m: String| reports.lock().unwrap().push(m);
+        let got: Vec<OsString> = l.sorted(&report).collect();
+        assert!(got.len() < 100, "{} names", got.len());
+        let reports = reports.into_inner().unwrap();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(reports[0].contains("cannot be read back"), "{reports:?}");
+    }
+}
