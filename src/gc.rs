@@ -13,9 +13,13 @@
 //!   as **in progress** instead: a running backup may be writing them);
 //! - every other pack is **kept**.
 //!
-//! An index table is **rewritten** when it holds an entry gc drops (a
-//! blob no snapshot uses, a duplicate, a location in a pack to delete or
-//! repack) or lists such a pack; every other table is left as it is.
+//! An index table is **rewritten** when it lists a pack to delete or
+//! repack, or names a pack that is missing, or when more than
+//! `max_unused` of its entries are dead (a blob no snapshot uses, or a
+//! duplicate); every other table is left as it is. A dead entry in a
+//! table left alone locates a blob still in a pack that stays: harmless
+//! (a backup may even use the blob again), and dropped once its pack
+//! goes.
 //!
 //! [`execute`] then, in this order: writes the new packs; writes one
 //! index table holding the surviving entries of the rewritten tables,
@@ -323,7 +327,15 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
                 *live_in_pack.entry(*pack).or_default() += live[n];
             }
         }
-        has_dead.push(plan.dead_blobs > dead_before);
+        // Dead entries in packs that stay locate blobs that are still
+        // there: harmless, and dropped when their pack goes. A table is
+        // rewritten for them alone once they are more than `max_unused`
+        // of it; at once if it names a pack that is missing, whose
+        // entries a backup must never deduplicate against.
+        let dead = plan.dead_blobs - dead_before;
+        let missing = named.iter().zip(&marks.present).any(|(&n, &p)| n && !p);
+        let dead_share = dead as f64 / table.len().max(1) as f64;
+        has_dead.push(missing || (dead > 0 && dead_share > opts.max_unused));
     }
     plan.marks = marks;
     let mut packs: Vec<(&PackId, &u64)> = plan.sizes.iter().collect();

@@ -276,3 +276,134 @@ fn gc_refuses_while_a_tree_is_damaged_and_changes_nothing() {
         "no pack touched"
     );
 }
+
+/// The index table holding blob `id`, from `cairn cat index`.
+fn table_of(repo: &Repo, id: &str) -> Option<String> {
+    let out = repo.run(&["cat", "index"]).success();
+    out.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| {
+            t["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["id"] == id)
+        })
+        .map(|t| t["id"].as_str().unwrap().to_string())
+}
+
+/// A table whose dead entries are few (at most `--max-unused` of it) and
+/// all in packs that stay is left as it is: forgetting one file of
+/// twenty does not rewrite the table of the other nineteen. The dead
+/// blob stays indexed where it is, a later backup uses it again, and
+/// verify and restore are clean. Above the threshold the table is
+/// rewritten.
+#[test]
+fn a_table_with_few_dead_entries_in_packs_that_stay_is_left_alone() {
+    let repo = packed_repo();
+    let (all, most) = (repo.scratch("all"), repo.scratch("most"));
+    // Twenty files of one chunk each (below the 64K minimum), in one pack.
+    let files: Vec<(String, usize)> = (0..20).map(|i| (format!("f{i:02}"), 40_000)).collect();
+    let files: Vec<(&str, usize)> = files.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+    fill(&all, 90, &files);
+    let s1 = backup_saved(&repo, &all, &[]);
+    // A second snapshot keeps nineteen of them (deduplicated).
+    fs::create_dir_all(&most).unwrap();
+    for (name, _) in &files[1..] {
+        fs::copy(all.join(name), most.join(name)).unwrap();
+    }
+    let s2 = backup_saved(&repo, &most, &[]);
+    assert_eq!(s2.record["summary"]["files_new"], 19);
+    let dead = file_chunks(&repo, &s1.id)[&abs(&all.join("f00"))].clone();
+    assert_eq!(dead.len(), 1);
+    let table = table_of(&repo, &dead[0]).expect("the chunk is indexed");
+    repo.run(&["forget", &s1.id]).success();
+
+    // At 0% the table would be rewritten for its one dead entry of twenty.
+    let strict = repo
+        .run(&["gc", "--dry-run", "--json", "--max-unused", "0%"])
+        .success()
+        .json();
+    assert!(
+        strict["rewrite_index"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(table.clone())),
+        "{strict}"
+    );
+    let out = repo.run(&["gc", "--json"]).success();
+    let done = out.json();
+    // The chunk and the first snapshot's trees.
+    assert!(done["dead_blobs"].as_u64().unwrap() >= 2, "{out}");
+    assert!(
+        !done["rewrite_index"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(table.clone())),
+        "{out}"
+    );
+    assert!(names_in(&repo, "index").contains(&table), "the table stays");
+    assert_eq!(table_of(&repo, &dead[0]), Some(table.clone()));
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &s2);
+
+    // The file comes back: its chunk is used again, not stored again.
+    fs::copy(all.join("f00"), most.join("f00")).unwrap();
+    let s3 = backup_saved(&repo, &most, &[]);
+    let data_added =
+        s3.record["summary"]["blobs_added"].as_u64().unwrap() - (most.components().count() as u64);
+    assert_eq!(data_added, 0, "{}", s3.record);
+    assert_restores(&repo, &s3);
+    // Nothing is dead now: gc has nothing to do.
+    let again = repo.run(&["gc", "--dry-run", "--json"]).success().json();
+    assert!(
+        again["rewrite_index"].as_array().unwrap().is_empty(),
+        "{again}"
+    );
+}
+
+/// A table naming a pack that is missing is rewritten whatever the
+/// threshold, so that no later backup deduplicates against the blobs
+/// that pack held: backed up again, they are stored anew.
+#[test]
+fn a_table_naming_a_missing_pack_is_rewritten() {
+    let repo = packed_repo();
+    let (a, b) = (repo.scratch("a"), repo.scratch("b"));
+    fill(&a, 91, &[("one", 40_000)]);
+    fill(&b, 92, &[("two", 40_000), ("three", 30_000)]);
+    let _sa = backup_saved(&repo, &a, &[]);
+    let sb = backup_saved(&repo, &b, &[]);
+    let chunks: Vec<String> = file_chunks(&repo, &sb.id).into_values().flatten().collect();
+    let index = index_map(&repo);
+    let lost: BTreeSet<String> = chunks.iter().map(|c| index[c].pack.clone()).collect();
+    assert_eq!(lost.len(), 1, "b's data in one pack");
+    let lost = lost.into_iter().next().unwrap();
+    let table = table_of(&repo, &chunks[0]).unwrap();
+    repo.run(&["forget", &sb.id]).success();
+    fs::remove_file(&pack_files(&repo)[&lost]).unwrap();
+
+    // No threshold is passed at 100%: only the missing pack makes gc
+    // rewrite the table.
+    let out = repo
+        .run(&["gc", "--json", "--max-unused", "100%"])
+        .success();
+    let done = out.json();
+    assert!(
+        done["rewrite_index"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(table)),
+        "{out}"
+    );
+    let index = index_map(&repo);
+    assert!(chunks.iter().all(|c| !index.contains_key(c)), "{out}");
+
+    let again = backup_saved(&repo, &b, &[]);
+    assert_eq!(again.record["summary"]["files_new"], 2, "{}", again.record);
+    let added = again.record["summary"]["blobs_added"].as_u64().unwrap();
+    assert!(added > chunks.len() as u64, "{}", again.record);
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &again);
+}
