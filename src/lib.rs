@@ -27,6 +27,7 @@ pub mod gc;
 pub mod id;
 pub mod index;
 pub mod mmap;
+pub mod names;
 pub mod pack;
 pub mod prefetch;
 pub mod repair;

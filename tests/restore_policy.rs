@@ -639,15 +639,40 @@ fn restores_in_small_batches_do_what_one_batch_does() {
     assert_eq!(ino("a/f1.txt"), ino("c/linked-to-a"));
     assert!(restore_leftovers(&many).is_empty());
 
-    // Mirror over a target with extras and a changed file.
-    write(&r.join("c/d1/extra"), "not in the snapshot");
-    write(&r.join("newdir/x"), "nor this");
-    write(&r.join("c/d2/f2.txt"), "changed\n");
+    // Mirror over a target with extras and a changed file: each
+    // directory's extras are removed at the end of a batch after it is
+    // walked, in whichever batch that is.
+    let extras = ["c/d0/extra0", "c/d1/extra", "c/d2/zz", "c/extra-c", "a/0"];
+    let add_extras = |r: &Path| {
+        for e in extras {
+            write(&r.join(e), "not in the snapshot");
+        }
+        write(&r.join("newdir/x"), "nor this");
+        write(&r.join("c/d2/f2.txt"), "changed\n");
+    };
+    add_extras(&r);
     let out = batched(&many, &["--policy", "mirror"]);
     assert_eq!(counts(&out)[0], 1, "{out}");
-    assert_eq!(counts(&out)[4], 2, "{out}");
-    assert!(!r.join("c/d1/extra").exists() && !r.join("newdir").exists());
+    assert_eq!(counts(&out)[4], extras.len() as u64 + 1, "{out}");
+    assert!(extras.iter().all(|e| !r.join(e).exists()) && !r.join("newdir").exists());
     assert_same_tree(&src, &r);
+
+    // With an include pattern, a directory holding nothing selected is
+    // not pruned: the same in batches as in one.
+    let (one, many) = (repo.scratch("mirror-one"), repo.scratch("mirror-many"));
+    for t in [&one, &many] {
+        repo.restore("latest", t, &[]);
+        add_extras(&restored(t, &src));
+    }
+    // `a` holds nothing `f1?.txt` selects (its file is `f1.txt`).
+    let args = ["--policy", "mirror", "--include", "f1?.txt"];
+    let single = repo.restore("latest", &one, &args);
+    let out = batched(&many, &args);
+    assert_eq!(counts(&single), counts(&out), "{single}\n{out}");
+    let kept = list_paths(&restored(&many, &src));
+    assert_eq!(list_paths(&restored(&one, &src)), kept);
+    assert!(kept.contains(&PathBuf::from("a/0")), "{kept:?}");
+    assert!(!kept.contains(&PathBuf::from("c/d0/extra0")), "{kept:?}");
 
     // Include patterns: directories holding nothing selected stay out.
     for pattern in ["f1*.txt", "note.txt", "*.bin"] {

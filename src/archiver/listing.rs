@@ -20,6 +20,8 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
+use crate::names::NameList;
+
 /// Bytes of names (and, per name, eight bytes of bookkeeping) gathered in
 /// memory before they are spilled as a sorted run: about 350,000 names
 /// of 16 bytes.
@@ -28,36 +30,10 @@ pub(super) const RUN_BYTES: usize = 8 << 20;
 /// Read buffer of each spilled run while they are merged.
 const RUN_BUFFER: usize = 16 << 10;
 
-/// Names gathered in memory: their bytes end to end, and where each ends.
-#[derive(Default)]
-struct Gathered {
-    bytes: Vec<u8>,
-    ends: Vec<u32>,
-}
-
-impl Gathered {
-    fn name(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.bytes[start..self.ends[i] as usize]
-    }
-
-    /// The names' numbers in byte order of their names.
-    fn order(&self) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| self.name(a as usize).cmp(self.name(b as usize)));
-        order
-    }
-
-    /// What it holds, counting the order it is sorted by.
-    fn footprint(&self) -> usize {
-        self.bytes.len() + 8 * self.ends.len()
-    }
-}
-
 /// A directory's names as they are listed; [`Listing::sorted`] gives
 /// them in order.
 pub(super) struct Listing {
-    gathered: Gathered,
+    gathered: NameList,
     runs: Vec<File>,
     len: usize,
     /// Spill past this footprint; `usize::MAX` once a spill failed (the
@@ -69,7 +45,7 @@ impl Listing {
     /// An empty listing.
     pub(super) fn new() -> Listing {
         Listing {
-            gathered: Gathered::default(),
+            gathered: NameList::default(),
             runs: Vec::new(),
             len: 0,
             run_bytes: crate::fault::listing_run().unwrap_or(RUN_BYTES),
@@ -91,14 +67,14 @@ impl Listing {
 
     /// Adds `name`.
     pub(super) fn push(&mut self, name: &[u8]) {
-        if self.gathered.bytes.len() + name.len() > u32::MAX as usize {
+        if self.gathered.bytes() + name.len() > u32::MAX as usize {
             // Ends are four bytes; four gigabytes of names must spill.
             self.spill();
         }
-        self.gathered.bytes.extend_from_slice(name);
-        self.gathered.ends.push(self.gathered.bytes.len() as u32);
+        self.gathered.push(name);
         self.len += 1;
-        if self.gathered.footprint() >= self.run_bytes {
+        // The names, and per name its end and its place in the order.
+        if self.gathered.bytes() + 8 * self.gathered.len() >= self.run_bytes {
             self.spill();
         }
     }
@@ -116,14 +92,13 @@ impl Listing {
 
     /// Writes the gathered names, sorted, to a run of their own.
     fn spill(&mut self) {
-        if self.gathered.ends.is_empty() {
+        if self.gathered.is_empty() {
             return;
         }
         match self.write_run() {
             Ok(run) => {
                 self.runs.push(run);
-                self.gathered.bytes.clear();
-                self.gathered.ends.clear();
+                self.gathered.clear();
             }
             Err(_) => self.run_bytes = usize::MAX,
         }
@@ -173,7 +148,7 @@ impl Listing {
 
 /// A [`Listing`]'s names in byte order.
 pub(super) struct Sorted<'r> {
-    gathered: Gathered,
+    gathered: NameList,
     order: std::vec::IntoIter<u32>,
     runs: Vec<BufReader<File>>,
     /// With runs: each source's next name, least first.

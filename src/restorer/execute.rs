@@ -105,13 +105,8 @@ impl Executor<'_> {
                 Err(e) => self.fail(&dest, e),
             }
         }
+        // A mirror's removals were made batch by batch (`Planner::flush`).
         if self.policy == Policy::Mirror {
-            for (rel, names) in &plan.dir_names {
-                if !self.under_skipped(rel) {
-                    stats.removed +=
-                        self.remove_extra(&self.target.join(rel), names, &mut stats.would_remove);
-                }
-            }
             stats.would_remove.sort();
         }
         if self.dry_run {
@@ -359,7 +354,7 @@ impl Executor<'_> {
     pub(super) fn remove_extra(
         &self,
         dir: &Path,
-        keep: &HashSet<Vec<u8>>,
+        keep: &NameList,
         would_remove: &mut Vec<PathBuf>,
     ) -> u64 {
         if self.fresh(dir) {
@@ -371,7 +366,7 @@ impl Executor<'_> {
         let Ok(rd) = fs::read_dir(&*at) else { return 0 };
         let mut n = 0;
         for entry in rd.flatten() {
-            if keep.contains(entry.file_name().as_bytes()) {
+            if keep.contains_sorted(entry.file_name().as_bytes()) {
                 continue;
             }
             let p = dir.join(entry.file_name());

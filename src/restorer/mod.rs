@@ -4,8 +4,9 @@
 //! include/exclude patterns and plans what to create, restoring it a
 //! batch of 8,192 entries at a time (`BATCH_ENTRIES`): the batch's
 //! directories (parents first), its files on all cores, its symlinks and
-//! special files. Then it links hard links, removes extra entries under the
-//! mirror policy, and finally sets directory metadata deepest first.
+//! special files, and, under the mirror policy, removes the extra entries
+//! of the directories walked since the batch before. Then it links hard
+//! links, and finally sets directory metadata deepest first.
 //!
 //! A dry run goes through the same steps and makes the same decision for
 //! every entry (write, leave unchanged, skip, remove), looking at the
@@ -52,6 +53,7 @@ use crate::filter::PathFilter;
 use crate::fsmeta;
 use crate::id::{BlobId, IdMap, PackId};
 use crate::index::Location;
+use crate::names::NameList;
 use crate::pack::{self, PackHeader};
 use crate::repo::DirNodes;
 use crate::repo::Repository;
@@ -128,8 +130,11 @@ struct Item {
 
 struct Plan {
     dirs: Vec<Item>,
-    /// Names each restored directory has in the snapshot (before filtering).
-    dir_names: HashMap<PathBuf, HashSet<Vec<u8>>>,
+    /// For a mirror: directories walked since the last batch, each with
+    /// the names it has in the snapshot (before filtering), sorted. The
+    /// next batch's end removes what else each holds, so only the names
+    /// of the directories walked since are held.
+    mirrored: Vec<(PathBuf, NameList)>,
     files: Vec<Item>,
     links: Vec<(Item, PathBuf)>,
     others: Vec<Item>,
@@ -192,7 +197,7 @@ pub fn restore(
     ex.prepare_files();
     let mut plan = Plan {
         dirs: Vec::new(),
-        dir_names: HashMap::new(),
+        mirrored: Vec::new(),
         files: Vec::new(),
         links: Vec::new(),
         others: Vec::new(),
@@ -265,6 +270,15 @@ impl Planner<'_> {
         self.ex
             .restore_files(&self.plan.files, self.workers, self.stats);
         self.ex.make_others(&self.plan.others, self.stats);
+        for (rel, names) in self.plan.mirrored.drain(..) {
+            if !self.ex.under_skipped(&rel) {
+                self.stats.removed += self.ex.remove_extra(
+                    &self.ex.target.join(&rel),
+                    &names,
+                    &mut self.stats.would_remove,
+                );
+            }
+        }
         self.plan.files.clear();
         self.plan.others.clear();
         self.batch_chunks = 0;
@@ -288,7 +302,7 @@ impl Planner<'_> {
         let mut any = false;
         // The names a mirror keeps here, once every node was read: a
         // directory whose nodes could not all be read is not pruned.
-        let mut names = self.mirror.then(Vec::new);
+        let mut names = self.mirror.then(NameList::default);
         // Taken by value: a large directory's tree is freed as its nodes
         // are passed (see `IntoNodes`), and one in parts is read a part
         // at a time.
@@ -305,7 +319,7 @@ impl Planner<'_> {
                 }
             };
             if let Some(names) = &mut names {
-                names.push(node.name.0.clone());
+                names.push(&node.name.0);
             }
             let name = OsStr::from_bytes(&node.name.0);
             let child_rel = rel.join(name);
@@ -343,7 +357,16 @@ impl Planner<'_> {
                         // already: a batch is restored right after an entry
                         // beneath is planned.)
                         self.plan.dirs.truncate(idx.max(self.dirs_made));
-                        self.plan.dir_names.remove(&child_rel);
+                        // Its names are the last recorded: no batch was
+                        // restored since, as none had an entry beneath.
+                        if self
+                            .plan
+                            .mirrored
+                            .last()
+                            .is_some_and(|(r, _)| *r == child_rel)
+                        {
+                            self.plan.mirrored.pop();
+                        }
                     }
                 }
                 _ if !inc => {}
@@ -383,9 +406,7 @@ impl Planner<'_> {
             }
         }
         if let Some(names) = names {
-            self.plan
-                .dir_names
-                .insert(rel.to_path_buf(), names.into_iter().collect());
+            self.plan.mirrored.push((rel.to_path_buf(), names.sorted()));
         }
         any
     }
