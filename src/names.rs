@@ -11,11 +11,16 @@ pub struct NameList {
 }
 
 impl NameList {
-    /// Adds `name`. A list holds at most 4 GiB of names; callers spill or
-    /// stop before that (see [`NameList::bytes`]).
-    pub fn push(&mut self, name: &[u8]) {
+    /// Adds `name`; false, and nothing added, once the list holds 4 GiB
+    /// of names (its ends are four bytes).
+    #[must_use]
+    pub fn push(&mut self, name: &[u8]) -> bool {
+        let Ok(end) = u32::try_from(self.bytes.len() + name.len()) else {
+            return false;
+        };
         self.bytes.extend_from_slice(name);
-        self.ends.push(self.bytes.len() as u32);
+        self.ends.push(end);
+        true
     }
 
     /// Name number `i`.
@@ -61,7 +66,8 @@ impl NameList {
             ends: Vec::with_capacity(self.ends.len()),
         };
         for i in self.order() {
-            out.push(self.name(i as usize));
+            // The same names: they fit as they did.
+            let _ = out.push(self.name(i as usize));
         }
         out
     }
@@ -90,7 +96,7 @@ mod tests {
     fn names_are_kept_found_and_sorted() {
         let mut l = NameList::default();
         for n in ["b", "", "a-long-name", "a", "ab"] {
-            l.push(n.as_bytes());
+            assert!(l.push(n.as_bytes()));
         }
         assert_eq!(l.len(), 5);
         assert_eq!(l.name(1), b"");

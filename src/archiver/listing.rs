@@ -58,25 +58,38 @@ impl Listing {
         let mut listing = Listing::new();
         for entry in std::fs::read_dir(dir)? {
             match entry {
-                Ok(e) => listing.push(e.file_name().as_bytes()),
+                Ok(e) => {
+                    if !listing.push(e.file_name().as_bytes()) {
+                        report(format!(
+                            "{}: cannot list: 4 GiB of names and no temporary folder to \
+                             spill them to; the remaining entries are left out",
+                            dir.display()
+                        ));
+                        break;
+                    }
+                }
                 Err(e) => report(format!("{}: cannot list: {e}", dir.display())),
             }
         }
         Ok(listing)
     }
 
-    /// Adds `name`.
-    pub(super) fn push(&mut self, name: &[u8]) {
-        if self.gathered.bytes() + name.len() > u32::MAX as usize {
-            // Ends are four bytes; four gigabytes of names must spill.
+    /// Adds `name`; false, and nothing added, when memory holds 4 GiB of
+    /// names and they cannot be spilled.
+    pub(super) fn push(&mut self, name: &[u8]) -> bool {
+        if !self.gathered.push(name) {
+            // Four gigabytes of names must spill.
             self.spill();
+            if !self.gathered.push(name) {
+                return false;
+            }
         }
-        self.gathered.push(name);
         self.len += 1;
         // The names, and per name its end and its place in the order.
         if self.gathered.bytes() + 8 * self.gathered.len() >= self.run_bytes {
             self.spill();
         }
+        true
     }
 
     /// How many names it holds.
@@ -235,7 +248,7 @@ mod tests {
         let mut l = Listing::new();
         l.run_bytes = run_bytes;
         for n in names {
-            l.push(n);
+            assert!(l.push(n));
         }
         assert_eq!(l.len(), names.len());
         let runs = l.runs();
@@ -287,7 +300,7 @@ mod tests {
         let mut l = Listing::new();
         l.run_bytes = 64;
         for n in names(100) {
-            l.push(&n);
+            assert!(l.push(&n));
         }
         assert!(l.runs() > 1);
         // The first run loses its last bytes, as a short read would.

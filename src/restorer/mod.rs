@@ -318,8 +318,14 @@ impl Planner<'_> {
                     break;
                 }
             };
-            if let Some(names) = &mut names {
-                names.push(&node.name.0);
+            if let Some(list) = &mut names {
+                if !list.push(&node.name.0) {
+                    self.ex.fail(
+                        &self.ex.target.join(rel),
+                        "4 GiB of names: its extra entries are left in place",
+                    );
+                    names = None;
+                }
             }
             let name = OsStr::from_bytes(&node.name.0);
             let child_rel = rel.join(name);
