@@ -34,6 +34,17 @@ fn ls(repo: &Repo, snapshot: &str, path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The names of the entries directly in `dir` in `snapshot`, in the
+/// order `cairn ls` lists them.
+fn names_in_dir(repo: &Repo, snapshot: &str, dir: &Path) -> Vec<String> {
+    let depth = dir.components().count();
+    ls(repo, snapshot, dir)
+        .iter()
+        .filter(|n| n["path"].as_str().unwrap().matches('/').count() == depth)
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The tree blob of directory `dir` in `snapshot`, as `cairn cat tree`
 /// prints it.
 fn tree_of(repo: &Repo, snapshot: &str, dir: &Path) -> Value {
@@ -88,11 +99,7 @@ fn a_large_directory_is_stored_in_parts_and_read_back_whole() {
     assert_eq!(tree_of(&repo, &first_id, &big.join("d1"))["version"], 1);
 
     // Listed in order, every entry once.
-    let names: Vec<String> = ls(&repo, &first_id, &big)
-        .iter()
-        .filter(|n| n["path"].as_str().unwrap().matches('/').count() == big.components().count())
-        .map(|n| n["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = names_in_dir(&repo, &first_id, &big);
     assert_eq!(names.len(), 105, "{names:?}");
     assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
 
@@ -118,11 +125,16 @@ fn a_large_directory_is_stored_in_parts_and_read_back_whole() {
     assert_eq!(summary["files_changed"], 1, "{second}");
     assert_eq!(summary["files_new"], 1, "{second}");
     assert_eq!(summary["files_unmodified"], 101, "{second}");
-    // Two chunks, at most three parts and the list, and the trees of
-    // `src` and the folders above it.
+    // Two chunks, the parts around the two places changed, the list, and
+    // the trees of `src` and the folders above it. A change stores its
+    // part again and may move the cut after it: the added name may cut
+    // its part in two, and the removed one may have been a cut (or let
+    // one that was too close to the last be made), so its part and the
+    // next are stored again. The cuts hang on the repository's seed: at
+    // most five parts, and three in most runs.
     let above = src.components().count() as u64;
     let added = summary["blobs_added"].as_u64().unwrap();
-    assert!(added <= 2 + 3 + 1 + above, "{added} blobs added: {second}");
+    assert!(added <= 2 + 5 + 1 + above, "{added} blobs added: {second}");
     let second_id = second["id"].as_str().unwrap().to_string();
     let relisted = tree_of(&repo, &second_id, &big);
     let kept = relisted["parts"]
@@ -132,7 +144,7 @@ fn a_large_directory_is_stored_in_parts_and_read_back_whole() {
         .filter(|p| parts.contains(p))
         .count();
     assert!(
-        kept + 3 >= parts.len(),
+        kept + 4 >= parts.len() && kept >= parts.len() / 2,
         "{kept} of {} parts kept",
         parts.len()
     );
@@ -337,46 +349,33 @@ fn a_listing_spilled_in_runs_stores_the_same_directory() {
     let in_memory_id = in_memory["id"].as_str().unwrap().to_string();
     let want = tree_of(&repo, &in_memory_id, &big);
 
-    let spilled = |kind: &str| {
-        let mut c = repo.cmd(&[
-            "backup",
-            "--json",
-            "--kind",
-            kind,
-            "--exclude",
-            "**/big/f09?",
-        ]);
-        c.arg(&src)
+    let spilled = |args: &[&str]| {
+        let mut c = repo.cmd(&["backup", "--json"]);
+        c.args(args)
+            .arg(&src)
             .env("CAIRN_TEST_TREE_PART", PART)
             .env("CAIRN_TEST_LISTING_RUN", "64");
         run(&mut c, None).success().json()
     };
+    let excluding = |kind| spilled(&["--kind", kind, "--exclude", "**/big/f09?"]);
     // With the first snapshot as its parent: every file found unchanged
     // by walking the listing beside the parent's parts.
-    let again = spilled("incremental");
+    let again = excluding("incremental");
     let summary = &again["summary"];
     assert_eq!(summary["files_unmodified"], files - 10, "{again}");
     assert_eq!(summary["files_new"], 0, "{again}");
     assert_eq!(summary["bytes_read"], 0, "{again}");
     assert_eq!(summary["errors"], 0, "{again}");
     // Read afresh: the same directory, less the ten excluded files.
-    let full = spilled("full");
+    let full = excluding("full");
     assert_eq!(full["summary"]["files_new"], files - 10, "{full}");
     let full_id = full["id"].as_str().unwrap().to_string();
-    let names: Vec<String> = ls(&repo, &full_id, &big)
-        .iter()
-        .filter(|n| n["path"].as_str().unwrap().matches('/').count() == big.components().count())
-        .map(|n| n["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = names_in_dir(&repo, &full_id, &big);
     assert_eq!(names.len(), entries - 10, "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("f09")), "{names:?}");
 
     // Without the exclusion, the same parts as the listing held in memory.
-    let mut c = repo.cmd(&["backup", "--json", "--kind", "full"]);
-    c.arg(&src)
-        .env("CAIRN_TEST_TREE_PART", PART)
-        .env("CAIRN_TEST_LISTING_RUN", "64");
-    let whole = run(&mut c, None).success().json();
+    let whole = spilled(&["--kind", "full"]);
     let whole_id = whole["id"].as_str().unwrap().to_string();
     assert_eq!(tree_of(&repo, &whole_id, &big), want);
     let target = repo.scratch("target");
