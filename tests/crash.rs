@@ -32,6 +32,7 @@ const POINTS: &[&str] = &[
     "gc-after-index-remove",
     "gc-after-pack-remove",
     "restore-after-place",
+    "upgrade-after-config-write",
 ];
 
 /// The list above is complete: every `fault::point("…")` in src/ is in it
@@ -637,4 +638,51 @@ fn sigkill_during_backup_leaves_a_usable_repository() {
     assert_no_garbage(&repo);
     assert_restores(&repo, &s1);
     assert_restores(&repo, &s0);
+}
+
+// --------------------------------------------------------------- upgrade
+
+/// Killed right after the new config is written (before its lock is
+/// removed), an upgrade of a repository of format 3 (the checked-in
+/// fixture) leaves one of format 4 that opens, lists and restores; the
+/// next upgrade has nothing to do.
+#[test]
+fn crash_after_upgrade_config_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v3"),
+        &repo,
+    );
+    let cmd = |args: &[&str], crash: Option<&str>| {
+        let mut c = cairn();
+        c.arg("-r").arg(&repo).args(args);
+        c.env("CAIRN_PASSWORD", "fixture password");
+        if let Some(point) = crash {
+            c.env("CAIRN_CRASH_AT", point);
+        }
+        run(&mut c, None)
+    };
+    let out = cmd(&["upgrade"], Some("upgrade-after-config-write"));
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("crash point upgrade-after-config-write reached"),
+        "{out}"
+    );
+    let config = cmd(&["cat", "config"], None).success().json();
+    assert_eq!(config["version"], 4, "{config}");
+    let target = dir.path().join("target");
+    cmd(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        None,
+    )
+    .success();
+    assert_eq!(
+        fs::read(target.join("tmp/cairn-fixture-src/hello.txt")).unwrap(),
+        b"hello, cairn\n"
+    );
+    cmd(&["verify", "--read-data"], None).success();
+    let again = cmd(&["upgrade"], None).success();
+    assert!(again.stdout.contains("nothing to do"), "{again}");
 }

@@ -31,7 +31,7 @@ use cairn::repo::lock::{self, LockInfo};
 use cairn::repo::Config;
 use cairn::snapshot::{Snapshot, SnapshotKind, Summary};
 use cairn::tree::{Name, Node, NodeKind, Tree, Xattr};
-use common::{cairn, list_paths, run, Out};
+use common::{cairn, copy_dir, list_paths, run, Out};
 
 /// A fixed master key: `Menc` = 0x00..0x1f, `Mid` = 0x20..0x3f.
 fn raw_key() -> [u8; 64] {
@@ -743,19 +743,6 @@ fn lock_file() {
 /// in parts of one entry), tagged `v4`.
 const FIXTURE_PASSWORD: &str = "fixture password";
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
 #[test]
 fn checked_in_repository_opens_lists_and_restores() {
     checked_in_repository(
@@ -1101,4 +1088,200 @@ fn older_repositories_keep_directories_whole() {
         assert_eq!(fs::read(back.join("f042")).unwrap(), b"file 42");
         assert_eq!(fs::read_dir(&back).unwrap().count(), 100);
     }
+}
+
+/// The format version of each index table of `repo`, from its header.
+fn table_versions(repo: &Path) -> Vec<u32> {
+    let mut v: Vec<u32> = fs::read_dir(repo.join("index"))
+        .unwrap()
+        .map(|e| {
+            let bytes = fs::read(e.unwrap().path()).unwrap();
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `cairn upgrade` raises a repository of an older format to format 4 and
+/// changes nothing else: a dry run writes nothing; the config keeps its
+/// id, chunker, cipher and the rest; the old snapshot restores as before;
+/// backups then write what the newer formats add (index tables of one
+/// kind each, a large directory in parts); verify and gc pass over old
+/// and new together; a second upgrade has nothing to do.
+#[test]
+fn upgrade_raises_older_repositories_to_format_4() {
+    for (name, from, cipher) in [
+        ("repo-v1", 1, "xchacha20-poly1305"),
+        ("repo-v3", 3, "xaes-256-gcm"),
+    ] {
+        let (dir, repo) = fixture_copy(name);
+        let cmd = |args: &[&str]| -> Out {
+            let mut c = cairn();
+            c.arg("-r").arg(&repo).args(args);
+            c.env("CAIRN_PASSWORD", FIXTURE_PASSWORD)
+                .env("CAIRN_TEST_TREE_PART", "8");
+            run(&mut c, None)
+        };
+        let before = cmd(&["cat", "config"]).success().json();
+        let config_bytes = fs::read(repo.join("config")).unwrap();
+        let tables_before = table_versions(&repo);
+        let old_tables = if from >= 3 { 2 } else { 1 };
+        assert!(
+            tables_before.iter().all(|&v| v == old_tables),
+            "{name}: {tables_before:?}"
+        );
+        let fixture_snapshot = cmd(&["snapshots", "--json"]).success().json()[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+
+        let dry = cmd(&["upgrade", "--dry-run", "--json"]).success().json();
+        assert_eq!(
+            dry,
+            serde_json::json!({"from": from, "to": 4, "upgraded": false, "dry_run": true}),
+            "{name}"
+        );
+        assert_eq!(
+            fs::read(repo.join("config")).unwrap(),
+            config_bytes,
+            "{name}"
+        );
+        let done = cmd(&["upgrade"]).success();
+        assert!(
+            done.stdout.starts_with("upgraded repository")
+                && done.stdout.contains(&format!("from format {from} to 4")),
+            "{name}: {done}"
+        );
+        let after = cmd(&["cat", "config"]).success().json();
+        assert_eq!(after["version"], 4, "{name}: {after}");
+        assert_eq!(after["cipher"], cipher, "{name}: {after}");
+        for field in [
+            "repo_id",
+            "chunker",
+            "compression",
+            "pack_size",
+            "created_ns",
+            "cipher",
+        ] {
+            assert_eq!(after[field], before[field], "{name}: {field}");
+        }
+
+        // What was stored reads as before.
+        let restores_the_fixture = |to: &str| {
+            let target = dir.path().join(to);
+            cmd(&[
+                "restore",
+                &fixture_snapshot,
+                "--target",
+                target.to_str().unwrap(),
+            ])
+            .success();
+            assert_eq!(
+                fs::read(target.join("tmp/cairn-fixture-src/hello.txt")).unwrap(),
+                b"hello, cairn\n",
+                "{name}"
+            );
+        };
+        restores_the_fixture("old");
+
+        // A large directory backed up now is stored in parts, indexed in
+        // tables of one kind each.
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        for i in 0..100 {
+            fs::write(src.join(format!("f{i:03}")), format!("file {i}")).unwrap();
+        }
+        let snap = cmd(&["backup", "--json", src.to_str().unwrap()])
+            .success()
+            .json();
+        let id = snap["id"].as_str().unwrap();
+        let parent = src.parent().unwrap().to_str().unwrap();
+        let listing = cmd(&["ls", "--json", id, parent]).success();
+        let node: serde_json::Value = listing
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|n| n["name"] == "src")
+            .unwrap();
+        let tree = node["kind"]["dir"]["subtree"].as_str().unwrap();
+        let tree = cmd(&["cat", "tree", tree]).success().json();
+        assert_eq!(tree["version"], 2, "{name}: {tree}");
+        let tables_after = table_versions(&repo);
+        assert!(tables_after.contains(&2), "{name}: {tables_after:?}");
+
+        cmd(&["verify", "--read-data"]).success();
+        cmd(&["gc", "--max-unused", "0%"]).success();
+        cmd(&["verify", "--read-data"]).success();
+        let new = dir.path().join("new");
+        cmd(&["restore", id, "--target", new.to_str().unwrap()]).success();
+        let back = new.join(src.strip_prefix("/").unwrap());
+        assert_eq!(fs::read(back.join("f042")).unwrap(), b"file 42");
+        assert_eq!(fs::read_dir(&back).unwrap().count(), 100);
+        restores_the_fixture("old-again");
+
+        let again = cmd(&["upgrade", "--json"]).success().json();
+        assert_eq!(
+            again,
+            serde_json::json!({"from": 4, "to": 4, "upgraded": false, "dry_run": false}),
+            "{name}"
+        );
+        let current = cmd(&["upgrade"]).success();
+        assert!(current.stdout.contains("nothing to do"), "{current}");
+    }
+}
+
+/// An upgrade takes the exclusive lock: while a backup holds its lock it
+/// is refused, naming the holder, and the config stays as it was; a dry
+/// run, which only reads, goes ahead; once the backup is done the upgrade
+/// runs.
+#[test]
+fn upgrade_waits_for_no_backup() {
+    use std::io::Write;
+    let (_dir, repo) = fixture_copy("repo-v3");
+    let config_bytes = fs::read(repo.join("config")).unwrap();
+    let mut backup = cairn();
+    backup
+        .arg("-r")
+        .arg(&repo)
+        .args(["backup", "--stdin", "--stdin-filename", "x"])
+        .env("CAIRN_PASSWORD", FIXTURE_PASSWORD)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = backup.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let start = std::time::Instant::now();
+    // The fixture has no `locks/` until the backup makes it, and a lock
+    // is written under a temporary name first.
+    let locks = || {
+        fs::read_dir(repo.join("locks")).map_or(0, |d| {
+            d.filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+        })
+    };
+    while locks() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let refused = fixture_cmd(&repo, &["upgrade"]);
+    assert_eq!(refused.code, 11, "{refused}");
+    assert!(refused.stderr.contains("backup"), "{refused}");
+    assert_eq!(fs::read(repo.join("config")).unwrap(), config_bytes);
+    let dry = fixture_cmd(&repo, &["upgrade", "--dry-run"]).success();
+    assert!(dry.stdout.starts_with("would upgrade"), "{dry}");
+
+    stdin.write_all(b"some data").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    fixture_cmd(&repo, &["upgrade"]).success();
+    let config = fixture_cmd(&repo, &["cat", "config"]).success().json();
+    assert_eq!(config["version"], 4, "{config}");
 }

@@ -99,3 +99,68 @@ pub(super) fn run_unlock(ctx: &Context, a: UnlockArgs) -> Result<u8> {
     println!("{} lock(s) removed", removed.len());
     Ok(0)
 }
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    /// Say what would change, and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the outcome as JSON: {"from", "to", "upgraded", "dry_run"}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the formats after `from` add, in a sentence's words.
+fn format_additions(from: u32) -> String {
+    let mut added = Vec::new();
+    if from < 3 {
+        added.push("index tables of one kind each (format 3)");
+    }
+    if from < 4 {
+        added.push("large directories stored in parts (format 4)");
+    }
+    added.join(" and ")
+}
+
+pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {
+    let repo = ctx.open()?;
+    let lock = super::lock_repo(ctx, &repo, !a.dry_run, "upgrade")?;
+    let u = repo.upgrade(&lock, a.dry_run)?;
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            #[serde(flatten)]
+            upgrade: &'a crate::repo::upgrade::Upgrade,
+            dry_run: bool,
+        }
+        let report = Report {
+            upgrade: &u,
+            dry_run: a.dry_run,
+        };
+        println!("{}", super::json(&report));
+        return Ok(0);
+    }
+    let id = &hex::encode(repo.config().repo_id)[..8];
+    if u.from == u.to {
+        println!(
+            "repository {id} is at format {}, the newest this cairn writes: nothing to do",
+            u.from
+        );
+    } else {
+        println!(
+            "{} repository {id} from format {} to {}: backups from now on write {}; \
+             nothing stored is rewritten; a cairn that writes format {} or older can no \
+             longer open it",
+            if u.upgraded {
+                "upgraded"
+            } else {
+                "would upgrade"
+            },
+            u.from,
+            u.to,
+            format_additions(u.from),
+            u.from
+        );
+    }
+    Ok(0)
+}

@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::show::FilterArgs;
-use super::Context;
+use super::{json, Context};
 use crate::backend::FileKind;
 use crate::error::{Error, Result, EXIT_ERROR};
 use crate::gc::{self, GcOptions};
@@ -16,10 +16,6 @@ use crate::retention::{self, GroupBy, GroupDecisions, Policy};
 use crate::snapshot;
 use crate::verify::{self, Subset, VerifyOptions};
 use crate::{format_time, human_bytes};
-
-fn json<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string_pretty(value).expect("JSON of plain data")
-}
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {

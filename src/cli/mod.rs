@@ -115,9 +115,16 @@ enum Command {
     Repair(maint::RepairArgs),
     /// Remove stale locks.
     Unlock(init::UnlockArgs),
+    /// Raise the repository to the newest format this cairn writes.
+    Upgrade(init::UpgradeArgs),
     /// Export the master key to a file, for opening without a password.
     #[command(subcommand)]
     Key(key::KeyCommand),
+}
+
+/// `value` as the pretty JSON every command's `--json` prints.
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string_pretty(value).expect("JSON of plain data")
 }
 
 /// Parses a `--lock-wait` duration: numbers with units `s` (seconds), `m`
@@ -491,6 +498,7 @@ pub fn main() -> ExitCode {
         Command::Gc(a) => maint::run_gc(&ctx, a),
         Command::Repair(a) => maint::run_repair(&ctx, a),
         Command::Unlock(a) => init::run_unlock(&ctx, a),
+        Command::Upgrade(a) => init::run_upgrade(&ctx, a),
         Command::Key(c) => key::run(&ctx, c),
     };
     match result {

@@ -5,7 +5,7 @@ use std::io::Write;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::Context;
+use super::{json, Context};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{file_hash, BlobId, IndexId, PackId};
@@ -47,10 +47,6 @@ pub struct SnapshotsArgs {
     /// Full records as JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn json<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string_pretty(value).expect("JSON of plain data")
 }
 
 pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {

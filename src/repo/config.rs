@@ -1,8 +1,9 @@
 //! The repository `config` file.
 //!
 //! `"CAIRNCFG" | u32 version | repo id (32) | sealed(Config)`, the sealed
-//! part authenticated together with the 44 bytes before it. Written once by
-//! `init` and never changed. Always sealed with XChaCha20-Poly1305: the
+//! part authenticated together with the 44 bytes before it. Written by
+//! `init`, and again only by `cairn upgrade`, which raises its version
+//! (see [`crate::repo::upgrade`]). Always sealed with XChaCha20-Poly1305: the
 //! cipher of everything else is named inside it (versions 2 to 4), or is
 //! XChaCha20-Poly1305 too (version 1, which has no such field). Version 3
 //! has the structure of version 2, and says the repository's index tables

@@ -9,6 +9,7 @@ pub mod export;
 pub mod keys;
 pub mod lock;
 pub mod space;
+pub mod upgrade;
 
 use std::sync::{Arc, RwLock};
 
