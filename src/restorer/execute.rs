@@ -33,7 +33,12 @@ impl Executor<'_> {
     /// create or replace).
     pub(super) fn mark_fresh(&self, path: &Path) {
         if let Ok(mut f) = self.fresh_dirs.lock() {
-            f.insert(path.to_path_buf());
+            // Beneath a fresh directory it is fresh already (see
+            // `fresh`): the set holds the tops of the new subtrees, not
+            // every directory made.
+            if !path.ancestors().any(|a| f.contains(a)) {
+                f.insert(path.to_path_buf());
+            }
         }
     }
 
@@ -47,7 +52,7 @@ impl Executor<'_> {
     }
 
     /// Creates `dirs` (parents come before their children).
-    pub(super) fn make_dirs(&self, dirs: &[Item], stats: &mut RestoreStats) {
+    pub(super) fn make_dirs(&self, dirs: &[&Item], stats: &mut RestoreStats) {
         for d in dirs {
             if self.under_skipped(&d.rel) {
                 continue;
@@ -85,12 +90,10 @@ impl Executor<'_> {
         }
     }
 
-    /// What is left once every batch is restored: hard links (to files
-    /// of any batch), the mirror policy's removals, and the directories'
-    /// metadata, deepest first (writing into a directory changes its
-    /// mtime).
-    pub(super) fn finish(&self, plan: &Plan, stats: &mut RestoreStats) {
-        for (item, first) in &plan.links {
+    /// Links each of `links` to the restored file it names: files of
+    /// this batch or one before.
+    pub(super) fn make_links(&self, links: &[(Item, PathBuf)], stats: &mut RestoreStats) {
+        for (item, first) in links {
             if self.under_skipped(&item.rel) {
                 continue;
             }
@@ -105,26 +108,23 @@ impl Executor<'_> {
                 Err(e) => self.fail(&dest, e),
             }
         }
-        // A mirror's removals were made batch by batch (`Planner::flush`).
-        if self.policy == Policy::Mirror {
-            stats.would_remove.sort();
-        }
-        if self.dry_run {
+    }
+
+    /// Sets directory `d`'s metadata, once everything beneath it is
+    /// restored (a dry run sets nothing).
+    pub(super) fn set_dir_meta(&self, d: &Item) {
+        if self.dry_run || self.under_skipped(&d.rel) {
             return;
         }
-        for d in plan.dirs.iter().rev() {
-            if !self.under_skipped(&d.rel) {
-                let path = self.target.join(&d.rel);
-                // Through the directory itself where it opens as one.
-                let dir = self.beneath.at(&path).and_then(|at| {
-                    OpenOptions::new()
-                        .read(true)
-                        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                        .open(&*at)
-                });
-                self.apply_meta(&path, &d.node, dir.as_ref().ok());
-            }
-        }
+        let path = self.target.join(&d.rel);
+        // Through the directory itself where it opens as one.
+        let dir = self.beneath.at(&path).and_then(|at| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&*at)
+        });
+        self.apply_meta(&path, &d.node, dir.as_ref().ok());
     }
 
     /// Links `dest` to the restored file `first`, neither reached through

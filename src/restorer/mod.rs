@@ -4,9 +4,11 @@
 //! include/exclude patterns and plans what to create, restoring it a
 //! batch of 8,192 entries at a time (`BATCH_ENTRIES`): the batch's
 //! directories (parents first), its files on all cores, its symlinks and
-//! special files, and, under the mirror policy, removes the extra entries
-//! of the directories walked since the batch before. Then it links hard
-//! links, and finally sets directory metadata deepest first.
+//! special files, its hard links, and, under the mirror policy, removes
+//! the extra entries of the directories walked since the batch before;
+//! then it sets the metadata of the directories whose every entry is
+//! restored, deepest first, and forgets them. A restore holds the
+//! directories being walked and those of one batch, not the snapshot's.
 //!
 //! A dry run goes through the same steps and makes the same decision for
 //! every entry (write, leave unchanged, skip, remove), looking at the
@@ -128,8 +130,21 @@ struct Item {
     node: Node,
 }
 
+/// A directory planned: made at the end of the batch it is planned in,
+/// and given its metadata at the end of the batch its walk is `done` in,
+/// after everything beneath it is restored; then it is forgotten.
+struct PlannedDir {
+    item: Item,
+    /// Its place in the walk's order, which `Plan::dirs` keeps.
+    seq: u64,
+    done: bool,
+}
+
 struct Plan {
-    dirs: Vec<Item>,
+    /// The directories made for this batch or to be, not yet given their
+    /// metadata: those being walked, and those planned or done since the
+    /// batch before, in the walk's order (parents first).
+    dirs: Vec<PlannedDir>,
     /// For a mirror: directories walked since the last batch, each with
     /// the names it has in the snapshot (before filtering), sorted. The
     /// next batch's end removes what else each holds, so only the names
@@ -218,11 +233,15 @@ pub fn restore(
         },
         stats: &mut stats,
         dirs_made: 0,
+        next_dir: 0,
+        batch_dirs: 0,
         batch_chunks: 0,
     };
     planner.walk(tree, Path::new(""), &start_path, false);
     planner.flush();
-    ex.finish(&plan, &mut stats);
+    if opts.policy == Policy::Mirror {
+        stats.would_remove.sort();
+    }
     stats.errors = ex.errors.load(Ordering::Relaxed);
     Ok(stats)
 }
@@ -254,6 +273,10 @@ struct Planner<'a> {
     stats: &'a mut RestoreStats,
     /// How many of `plan.dirs` exist already (made for an earlier batch).
     dirs_made: usize,
+    /// The next directory's place in the walk's order.
+    next_dir: u64,
+    /// Directories done since the batch before.
+    batch_dirs: usize,
     /// Chunks of the files in `plan.files`.
     batch_chunks: usize,
 }
@@ -261,15 +284,23 @@ struct Planner<'a> {
 impl Planner<'_> {
     /// Restores the batch planned so far: the directories not made yet
     /// (each an ancestor of a planned entry, or holding one), then the
-    /// files, then the symlinks and special files.
+    /// files, the symlinks and special files, and the hard links (to
+    /// files of this batch or one before); under the mirror policy
+    /// removes what else the directories walked since the batch before
+    /// hold; then sets the metadata of the directories done, deepest
+    /// first (writing into a directory changes its mtime), and forgets
+    /// them.
     fn flush(&mut self) {
-        self.ex
-            .make_dirs(&self.plan.dirs[self.dirs_made..], self.stats);
-        self.dirs_made = self.plan.dirs.len();
+        let made: Vec<&Item> = self.plan.dirs[self.dirs_made..]
+            .iter()
+            .map(|d| &d.item)
+            .collect();
+        self.ex.make_dirs(&made, self.stats);
         crate::fault::swap_dir(self.ex.target);
         self.ex
             .restore_files(&self.plan.files, self.workers, self.stats);
         self.ex.make_others(&self.plan.others, self.stats);
+        self.ex.make_links(&self.plan.links, self.stats);
         for (rel, names) in self.plan.mirrored.drain(..) {
             if !self.ex.under_skipped(&rel) {
                 self.stats.removed += self.ex.remove_extra(
@@ -279,20 +310,35 @@ impl Planner<'_> {
                 );
             }
         }
+        for d in self.plan.dirs.iter().rev().filter(|d| d.done) {
+            self.ex.set_dir_meta(&d.item);
+        }
+        self.plan.dirs.retain(|d| !d.done);
+        self.dirs_made = self.plan.dirs.len();
         self.plan.files.clear();
         self.plan.others.clear();
+        self.plan.links.clear();
+        self.batch_dirs = 0;
         self.batch_chunks = 0;
     }
 
     /// Restores the batch once it is full; called right after an entry
-    /// is planned, so every directory planned so far holds one.
+    /// is planned (or a directory holding one is done), so every
+    /// directory planned so far holds one.
     fn flush_if_full(&mut self) {
         let entries = crate::fault::restore_batch().unwrap_or(BATCH_ENTRIES);
-        if self.plan.files.len() + self.plan.others.len() >= entries
-            || self.batch_chunks >= BATCH_CHUNKS
-        {
+        let planned = self.plan.files.len()
+            + self.plan.others.len()
+            + self.plan.links.len()
+            + self.batch_dirs;
+        if planned >= entries || self.batch_chunks >= BATCH_CHUNKS {
             self.flush();
         }
+    }
+
+    /// Where the directory of place `seq`, being walked, is in `plan.dirs`.
+    fn dir_at(&self, seq: u64) -> usize {
+        self.plan.dirs.partition_point(|d| d.seq < seq)
     }
 
     /// Plans (and restores, batch by batch) the entries of `tree` at
@@ -339,10 +385,18 @@ impl Planner<'_> {
                 || self.includes.matches(&child_abs, &name_str);
             match node.kind {
                 NodeKind::Dir { subtree } => {
-                    let idx = self.plan.dirs.len();
-                    self.plan.dirs.push(Item {
-                        rel: child_rel.clone(),
-                        node,
+                    // Batches restored while it is walked forget the
+                    // directories done before it: its place is found
+                    // again by its number.
+                    let seq = self.next_dir;
+                    self.next_dir += 1;
+                    self.plan.dirs.push(PlannedDir {
+                        item: Item {
+                            rel: child_rel.clone(),
+                            node,
+                        },
+                        seq,
+                        done: false,
                     });
                     let below = match self.repo.dir_nodes(&subtree) {
                         Ok(sub) => self.walk(sub, &child_rel, &child_abs, inc),
@@ -351,18 +405,23 @@ impl Planner<'_> {
                                 &self.ex.target.join(&child_rel),
                                 format!("its tree cannot be read, left out: {e}"),
                             );
-                            self.plan.dirs.truncate(idx.max(self.dirs_made));
+                            let at = self.dir_at(seq);
+                            self.plan.dirs.truncate(at.max(self.dirs_made));
                             continue;
                         }
                     };
+                    let at = self.dir_at(seq);
                     if inc || below {
                         any = true;
+                        self.plan.dirs[at].done = true;
+                        self.batch_dirs += 1;
+                        self.flush_if_full();
                     } else {
                         // Nothing selected beneath: drop the directory and
                         // whatever planning recorded for it. (Never one made
                         // already: a batch is restored right after an entry
                         // beneath is planned.)
-                        self.plan.dirs.truncate(idx.max(self.dirs_made));
+                        self.plan.dirs.truncate(at.max(self.dirs_made));
                         // Its names are the last recorded: no batch was
                         // restored since, as none had an entry beneath.
                         if self
@@ -387,6 +446,7 @@ impl Planner<'_> {
                         };
                         if let Some(first) = self.inodes.get(&inode) {
                             self.plan.links.push((item, first.clone()));
+                            self.flush_if_full();
                             continue;
                         }
                         self.inodes.insert(inode, child_rel);
