@@ -378,6 +378,17 @@ fn a_listing_spilled_in_runs_stores_the_same_directory() {
     let whole = spilled(&["--kind", "full"]);
     let whole_id = whole["id"].as_str().unwrap().to_string();
     assert_eq!(tree_of(&repo, &whole_id, &big), want);
+    // With no temporary folder to spill to, the names stay in memory:
+    // the same directory, nothing left out.
+    let mut c = repo.cmd(&["backup", "--json", "--kind", "full"]);
+    c.arg(&src)
+        .env("CAIRN_TEST_TREE_PART", PART)
+        .env("CAIRN_TEST_LISTING_RUN", "64")
+        .env("TMPDIR", repo.scratch("no-such-folder").join("gone"));
+    let unspilled = run(&mut c, None).success().json();
+    assert_eq!(unspilled["summary"]["errors"], 0, "{unspilled}");
+    let unspilled_id = unspilled["id"].as_str().unwrap().to_string();
+    assert_eq!(tree_of(&repo, &unspilled_id, &big), want);
     let target = repo.scratch("target");
     repo.restore(&whole_id, &target, &[]);
     assert_same_tree(&src, &restored(&target, &src));
