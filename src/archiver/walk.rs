@@ -392,7 +392,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                     let outcome = if aborted {
                         Err(None)
                     } else {
-                        match read_file(setup, &job.path, job.handle.as_deref()) {
+                        match read_file(setup, &job.path, job.handle.as_deref(), job.size) {
                             Ok(r) => Ok(r),
                             Err(FileError::Skip(why)) => Err(Some(why)),
                             Err(FileError::Fatal(e)) => {
@@ -520,13 +520,38 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Reads, chunks and stores one file, and reads its extended attributes
-/// through it (by path, each took a lookup of the path on the walking
-/// thread).
+/// A file read up to the size the walk saw, where the end is taken as
+/// reached once a read falls short exactly there: the read that would
+/// return nothing, a system call per small file, is not made. A read
+/// that falls short before that size, or a file grown past it, reads on
+/// to the end as any file.
+struct ToSeenEnd<R> {
+    file: R,
+    seen: u64,
+    at: u64,
+    ended: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for ToSeenEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.ended {
+            return Ok(0);
+        }
+        let n = self.file.read(buf)?;
+        self.at += n as u64;
+        self.ended = n > 0 && n < buf.len() && self.at == self.seen;
+        Ok(n)
+    }
+}
+
+/// Reads, chunks and stores one file, `seen` bytes long when the walk
+/// stat-ed it, and reads its extended attributes through it (by path,
+/// each took a lookup of the path on the walking thread).
 fn read_file(
     setup: &WalkSetup<'_>,
     path: &Path,
     handle: Option<&DirHandle>,
+    seen: u64,
 ) -> std::result::Result<(Vec<BlobId>, u64, Xattrs), FileError> {
     let skip = |op: &str, e: std::io::Error| {
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
@@ -538,12 +563,18 @@ fn read_file(
     }
     .map_err(|e| skip("open", e))?;
     let mut chunks = Vec::new();
+    let mut reader = ToSeenEnd {
+        file: &mut file,
+        seen,
+        at: 0,
+        ended: false,
+    };
     let size = READ_BUF.with(|buf| {
         setup
             .repo
             .config()
             .chunker
-            .for_each_chunk(&mut file, &mut buf.borrow_mut(), |chunk| {
+            .for_each_chunk(&mut reader, &mut buf.borrow_mut(), |chunk| {
                 chunks.push(setup.queue.add(BlobKind::Data, chunk)?);
                 Ok(())
             })
@@ -1124,6 +1155,64 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
 mod tests {
     use super::*;
     use crate::backend::testing::{disk_tempdir, noise, write_cold};
+
+    /// A source that hands out at most `most` bytes a read and counts
+    /// the reads made of it.
+    struct Counted<'a> {
+        data: &'a [u8],
+        most: usize,
+        reads: usize,
+    }
+
+    impl std::io::Read for Counted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.reads += 1;
+            let n = buf.len().min(self.most).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// Read to the size the walk saw, a small file takes one read, not a
+    /// second that returns nothing; a read falling short before that
+    /// size, or a file longer or shorter than seen, is read to its end.
+    #[test]
+    fn a_file_is_read_to_its_seen_end_without_an_empty_read() {
+        let data = noise(b"seen", 10_000);
+        let read = |seen: u64, most: usize| {
+            let mut src = Counted {
+                data: &data,
+                most,
+                reads: 0,
+            };
+            let mut out = Vec::new();
+            let mut r = ToSeenEnd {
+                file: &mut src,
+                seen,
+                at: 0,
+                ended: false,
+            };
+            // As the chunker reads: into a window larger than the file.
+            let mut buf = vec![0u8; 16 << 10];
+            loop {
+                let n = std::io::Read::read(&mut r, &mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(out, data, "seen {seen}, {most} a read");
+            src.reads
+        };
+        let whole = data.len() as u64;
+        assert_eq!(read(whole, usize::MAX), 1, "one read, no empty one");
+        // Short reads before the seen size: on to it, then done.
+        assert_eq!(read(whole, 3_000), 4);
+        // Grown since the walk, or shrunk: read until a read returns 0.
+        assert_eq!(read(whole - 100, usize::MAX), 2);
+        assert_eq!(read(whole + 100, usize::MAX), 2);
+    }
 
     #[test]
     fn a_file_read_is_cached_and_one_dropped_is_not() {
