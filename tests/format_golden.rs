@@ -1035,6 +1035,46 @@ fn older_repositories_get_index_tables_their_cairn_reads() {
     }
 }
 
+/// A folder `src` in `dir` of 100 small files, `f000` to `f099`.
+fn hundred_files(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..100 {
+        fs::write(src.join(format!("f{i:03}")), format!("file {i}")).unwrap();
+    }
+    src
+}
+
+/// Backs up `src` (from [`hundred_files`]) with `cmd`, which runs cairn
+/// on one repository; returns the snapshot's id and `src`'s tree blob as
+/// `cat tree` prints it.
+fn backup_hundred(cmd: &dyn Fn(&[&str]) -> Out, src: &Path) -> (String, serde_json::Value) {
+    let snap = cmd(&["backup", "--json", src.to_str().unwrap()])
+        .success()
+        .json();
+    let id = snap["id"].as_str().unwrap().to_string();
+    let parent = src.parent().unwrap().to_str().unwrap();
+    let listing = cmd(&["ls", "--json", &id, parent]).success();
+    let node: serde_json::Value = listing
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|n| n["name"] == "src")
+        .unwrap();
+    let tree = node["kind"]["dir"]["subtree"].as_str().unwrap();
+    let tree = cmd(&["cat", "tree", tree]).success().json();
+    (id, tree)
+}
+
+/// Restores snapshot `id` of [`backup_hundred`] with `cmd` into `target`
+/// and checks `src`'s files came back.
+fn restores_hundred(cmd: &dyn Fn(&[&str]) -> Out, id: &str, src: &Path, target: &Path) {
+    cmd(&["restore", id, "--target", target.to_str().unwrap()]).success();
+    let back = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(back.join("f042")).unwrap(), b"file 42");
+    assert_eq!(fs::read_dir(&back).unwrap().count(), 100);
+}
+
 /// A repository of format 3 or older keeps every directory in one tree
 /// blob, which the cairn that made it reads: a backup of a directory
 /// that a repository of format 4 stores in parts (here with parts of a
@@ -1042,11 +1082,7 @@ fn older_repositories_get_index_tables_their_cairn_reads() {
 #[test]
 fn older_repositories_keep_directories_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src");
-    for i in 0..100 {
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join(format!("f{i:03}")), format!("file {i}")).unwrap();
-    }
+    let src = hundred_files(dir.path());
     for (name, parted) in [("repo-v3", false), ("new", true)] {
         let repo = dir.path().join(name);
         let cmd = |args: &[&str]| -> Out {
@@ -1066,27 +1102,11 @@ fn older_repositories_keep_directories_whole() {
                 &repo,
             );
         }
-        let snap = cmd(&["backup", "--json", src.to_str().unwrap()])
-            .success()
-            .json();
-        let id = snap["id"].as_str().unwrap();
-        let parent = src.parent().unwrap().to_str().unwrap();
-        let listing = cmd(&["ls", "--json", id, parent]).success();
-        let node: serde_json::Value = listing
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|n| n["name"] == "src")
-            .unwrap();
-        let tree = node["kind"]["dir"]["subtree"].as_str().unwrap();
-        let tree = cmd(&["cat", "tree", tree]).success().json();
+        let (id, tree) = backup_hundred(&cmd, &src);
         let version = if parted { 2 } else { 1 };
         assert_eq!(tree["version"], version, "{name}: {tree}");
         let target = dir.path().join(format!("{name}-target"));
-        cmd(&["restore", id, "--target", target.to_str().unwrap()]).success();
-        let back = target.join(src.strip_prefix("/").unwrap());
-        assert_eq!(fs::read(back.join("f042")).unwrap(), b"file 42");
-        assert_eq!(fs::read_dir(&back).unwrap().count(), 100);
+        restores_hundred(&cmd, &id, &src, &target);
     }
 }
 
@@ -1187,25 +1207,8 @@ fn upgrade_raises_older_repositories_to_format_4() {
 
         // A large directory backed up now is stored in parts, indexed in
         // tables of one kind each.
-        let src = dir.path().join("src");
-        fs::create_dir(&src).unwrap();
-        for i in 0..100 {
-            fs::write(src.join(format!("f{i:03}")), format!("file {i}")).unwrap();
-        }
-        let snap = cmd(&["backup", "--json", src.to_str().unwrap()])
-            .success()
-            .json();
-        let id = snap["id"].as_str().unwrap();
-        let parent = src.parent().unwrap().to_str().unwrap();
-        let listing = cmd(&["ls", "--json", id, parent]).success();
-        let node: serde_json::Value = listing
-            .stdout
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|n| n["name"] == "src")
-            .unwrap();
-        let tree = node["kind"]["dir"]["subtree"].as_str().unwrap();
-        let tree = cmd(&["cat", "tree", tree]).success().json();
+        let src = hundred_files(dir.path());
+        let (id, tree) = backup_hundred(&cmd, &src);
         assert_eq!(tree["version"], 2, "{name}: {tree}");
         let tables_after = table_versions(&repo);
         assert!(tables_after.contains(&2), "{name}: {tables_after:?}");
@@ -1213,11 +1216,7 @@ fn upgrade_raises_older_repositories_to_format_4() {
         cmd(&["verify", "--read-data"]).success();
         cmd(&["gc", "--max-unused", "0%"]).success();
         cmd(&["verify", "--read-data"]).success();
-        let new = dir.path().join("new");
-        cmd(&["restore", id, "--target", new.to_str().unwrap()]).success();
-        let back = new.join(src.strip_prefix("/").unwrap());
-        assert_eq!(fs::read(back.join("f042")).unwrap(), b"file 42");
-        assert_eq!(fs::read_dir(&back).unwrap().count(), 100);
+        restores_hundred(&cmd, &id, &src, &dir.path().join("new"));
         restores_the_fixture("old-again");
 
         let again = cmd(&["upgrade", "--json"]).success().json();
