@@ -267,7 +267,9 @@ struct Planner<'a> {
     includes: &'a PathFilter,
     excludes: &'a PathFilter,
     plan: &'a mut Plan,
-    inodes: HashMap<(u64, u64), PathBuf>,
+    /// Per inode with hard links: the first path restored for it, and
+    /// how many of its links have not been met yet (forgotten at none).
+    inodes: HashMap<(u64, u64), (PathBuf, u64)>,
     ex: &'a Executor<'a>,
     workers: usize,
     stats: &'a mut RestoreStats,
@@ -440,16 +442,23 @@ impl Planner<'_> {
                     let chunks = chunks.len();
                     if node.nlink > 1 {
                         let inode = (node.dev, node.inode);
+                        let node_links = node.nlink;
                         let item = Item {
                             rel: child_rel.clone(),
                             node,
                         };
-                        if let Some(first) = self.inodes.get(&inode) {
+                        if let Some((first, left)) = self.inodes.get_mut(&inode) {
                             self.plan.links.push((item, first.clone()));
+                            *left -= 1;
+                            if *left == 0 {
+                                // Every link of the inode met: a tree of
+                                // hard links is not held to the end.
+                                self.inodes.remove(&inode);
+                            }
                             self.flush_if_full();
                             continue;
                         }
-                        self.inodes.insert(inode, child_rel);
+                        self.inodes.insert(inode, (child_rel, node_links - 1));
                         self.batch_chunks += chunks;
                         self.plan.files.push(item);
                     } else {
