@@ -846,3 +846,39 @@ fn index_tables_are_fetched_once_each_without_asking_their_size() {
         assert_eq!(gets, 1, "table {name} fetched {gets} times: {index:#?}");
     }
 }
+
+/// A repository of format 3 on S3 (the checked-in fixture, put in the
+/// server's store as objects) is upgraded to format 4: its config object
+/// is replaced, its snapshot still restores, and a backup into it works.
+#[test]
+fn an_older_repository_on_s3_is_upgraded() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "upgrade");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v3"),
+        &server.data().join(&repo.bucket).join(&repo.prefix),
+    );
+    let cmd = |args: &[&str]| {
+        let mut c = repo.cmd(args);
+        c.env("CAIRN_PASSWORD", "fixture password");
+        run(&mut c, None)
+    };
+    assert_eq!(cmd(&["cat", "config"]).success().json()["version"], 3);
+    let done = cmd(&["upgrade", "--json"]).success().json();
+    assert_eq!(done["upgraded"], true, "{done}");
+    assert_eq!(cmd(&["cat", "config"]).success().json()["version"], 4);
+
+    let target = repo.scratch.path().join("old");
+    cmd(&["restore", "latest", "--target", target.to_str().unwrap()]).success();
+    assert_eq!(
+        fs::read(target.join("tmp/cairn-fixture-src/hello.txt")).unwrap(),
+        b"hello, cairn\n"
+    );
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 77);
+    cmd(&["backup", src.to_str().unwrap()]).success();
+    let new = repo.scratch.path().join("new");
+    cmd(&["restore", "latest", "--target", new.to_str().unwrap()]).success();
+    assert_same_tree(&src, &restored(&new, &src));
+    cmd(&["verify", "--read-data"]).success();
+}
