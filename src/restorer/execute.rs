@@ -51,15 +51,23 @@ impl Executor<'_> {
         fs::symlink_metadata(&*self.beneath.at(path)?)
     }
 
-    /// Creates `dirs` (parents come before their children).
-    pub(super) fn make_dirs(&self, dirs: &[&Item], stats: &mut RestoreStats) {
-        for d in dirs {
+    /// Creates `dirs` (parents come before their children). Returns the
+    /// places in `dirs` of those that skip-existing found and leaves as
+    /// they are, metadata included.
+    pub(super) fn make_dirs(&self, dirs: &[&Item], stats: &mut RestoreStats) -> Vec<usize> {
+        let mut kept = Vec::new();
+        for (i, d) in dirs.iter().enumerate() {
             if self.under_skipped(&d.rel) {
                 continue;
             }
             match self.ensure_dir(&self.target.join(&d.rel)) {
-                Ok(true) => stats.dirs += 1,
-                Ok(false) => {
+                Ok(Dir::Made) => stats.dirs += 1,
+                Ok(Dir::Existing) if self.policy == Policy::SkipExisting => {
+                    stats.skipped += 1;
+                    kept.push(i);
+                }
+                Ok(Dir::Existing) => stats.dirs += 1,
+                Ok(Dir::Skipped) => {
                     stats.skipped += 1;
                     if let Ok(mut s) = self.skipped_dirs.lock() {
                         s.insert(d.rel.clone());
@@ -73,6 +81,7 @@ impl Executor<'_> {
                 }
             }
         }
+        kept
     }
 
     /// Creates the symlinks and special files of `others`.
@@ -91,21 +100,42 @@ impl Executor<'_> {
     }
 
     /// Links each of `links` to the restored file it names: files of
-    /// this batch or one before.
+    /// this batch or one before, each put in place (see `Planner::link`).
+    /// A file already at a link's path is replaced only once the link is
+    /// made, under a temporary name renamed over it: a link that cannot
+    /// be made leaves it as it was.
     pub(super) fn make_links(&self, links: &[(Item, PathBuf)], stats: &mut RestoreStats) {
         for (item, first) in links {
             if self.under_skipped(&item.rel) {
                 continue;
             }
             let dest = self.target.join(&item.rel);
-            match self.clear(&dest, false) {
-                Ok(Existing::Skip) => stats.skipped += 1,
-                Ok(Existing::Create) if self.dry_run => stats.other += 1,
-                Ok(Existing::Create) => match self.hard_link(&self.target.join(first), &dest) {
-                    Ok(()) => stats.other += 1,
-                    Err(e) => self.fail(&dest, format!("cannot create hard link: {e}")),
+            let replace = match self.lstat(&dest) {
+                Ok(_) if self.policy == Policy::SkipExisting => {
+                    stats.skipped += 1;
+                    continue;
+                }
+                Ok(md) if md.is_dir() => match self.clear(&dest, false) {
+                    Ok(_) => false,
+                    Err(e) => {
+                        self.fail(&dest, e);
+                        continue;
+                    }
                 },
-                Err(e) => self.fail(&dest, e),
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => {
+                    self.fail(&dest, Error::path("stat", &dest, e));
+                    continue;
+                }
+            };
+            if self.dry_run {
+                stats.other += 1;
+                continue;
+            }
+            match self.hard_link(&self.target.join(first), &dest, replace) {
+                Ok(()) => stats.other += 1,
+                Err(e) => self.fail(&dest, format!("cannot create hard link: {e}")),
             }
         }
     }
@@ -128,18 +158,35 @@ impl Executor<'_> {
     }
 
     /// Links `dest` to the restored file `first`, neither reached through
-    /// a symlink.
-    fn hard_link(&self, first: &Path, dest: &Path) -> std::io::Result<()> {
-        fs::hard_link(&*self.beneath.at(first)?, &*self.beneath.at(dest)?)
+    /// a symlink; to `replace` what is at `dest`, under a temporary name
+    /// renamed over it.
+    fn hard_link(&self, first: &Path, dest: &Path, replace: bool) -> std::io::Result<()> {
+        let first = self.beneath.at(first)?;
+        let at = self.beneath.at(dest)?;
+        if !replace {
+            return fs::hard_link(&*first, &*at);
+        }
+        // Already this link (a merge over an earlier restore): nothing to do.
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (fs::symlink_metadata(&*first)?, fs::symlink_metadata(&*at)?);
+        if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
+            return Ok(());
+        }
+        let dir = at.parent().expect("an entry's path has its folder's");
+        let tmp = place::temp_name(dir);
+        fs::hard_link(&*first, &tmp)?;
+        fs::rename(&tmp, &*at).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
     }
 
-    /// Makes `path` a real directory; false when skip-existing leaves a
+    /// Makes `path` a real directory, unless skip-existing leaves a
     /// non-directory in place.
-    pub(super) fn ensure_dir(&self, path: &Path) -> Result<bool> {
+    pub(super) fn ensure_dir(&self, path: &Path) -> Result<Dir> {
         match self.lstat(path) {
-            Ok(md) if md.is_dir() => return Ok(true),
+            Ok(md) if md.is_dir() => return Ok(Dir::Existing),
             Ok(_) => match self.clear(path, true)? {
-                Existing::Skip => return Ok(false),
+                Existing::Skip => return Ok(Dir::Skipped),
                 Existing::Create => {}
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -147,14 +194,14 @@ impl Executor<'_> {
         }
         if self.dry_run {
             self.mark_fresh(path);
-            return Ok(true);
+            return Ok(Dir::Made);
         }
         self.beneath
             .at(path)
             .and_then(|at| fs::create_dir(&*at))
             .map_err(|e| Error::path("create folder", path, e))?;
         self.mark_fresh(path);
-        Ok(true)
+        Ok(Dir::Made)
     }
 
     /// Removes whatever is at `path` unless the policy keeps it (a dry run

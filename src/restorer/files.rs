@@ -42,8 +42,15 @@ impl Executor<'_> {
     /// parallel, writing every blob at all the offsets that use it; a file
     /// is created (unnamed where the target allows, see `create_file`) by
     /// its first write. Every file of the batch is whole, or failed, when
-    /// it returns.
-    pub(super) fn restore_files(&self, files: &[Item], workers: usize, stats: &mut RestoreStats) {
+    /// it returns. Returns the places in `files` of those not put in
+    /// place (failed, left alone by skip-existing, or beneath a directory
+    /// not restored), in no order: nothing may be hard-linked to them.
+    pub(super) fn restore_files(
+        &self,
+        files: &[Item],
+        workers: usize,
+        stats: &mut RestoreStats,
+    ) -> Vec<usize> {
         // 1. Decide, in parallel (merge compares existing content). Each
         // worker takes a run of files of one directory at a time: looking
         // up names takes the directory's lock, so two workers in the same
@@ -54,13 +61,20 @@ impl Executor<'_> {
         let (unchanged, skipped) = (AtomicU64::new(0), AtomicU64::new(0));
         let (would_write, would_bytes) = (AtomicU64::new(0), AtomicU64::new(0));
         let tasks: Mutex<Vec<Box<FileTask>>> = Mutex::new(Vec::new());
+        let unplaced: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+        let not_placed = |i: usize| {
+            if let Ok(mut u) = unplaced.lock() {
+                u.push(i);
+            }
+        };
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(run) = runs.get(i) else { break };
-                    for f in &files[run.clone()] {
+                    for (at, f) in run.clone().zip(&files[run.clone()]) {
                         if self.under_skipped(&f.rel) {
+                            not_placed(at);
                             continue;
                         }
                         let dest = self.target.join(&f.rel);
@@ -70,17 +84,22 @@ impl Executor<'_> {
                             }
                             Ok(Prepared::Skipped) => {
                                 skipped.fetch_add(1, Ordering::Relaxed);
+                                not_placed(at);
                             }
                             Ok(Prepared::WouldWrite) => {
                                 would_write.fetch_add(1, Ordering::Relaxed);
                                 would_bytes.fetch_add(f.node.size, Ordering::Relaxed);
                             }
-                            Ok(Prepared::Write(task)) => {
+                            Ok(Prepared::Write(mut task)) => {
+                                task.item = at;
                                 if let Ok(mut t) = tasks.lock() {
                                     t.push(task);
                                 }
                             }
-                            Err(e) => self.fail(&dest, e),
+                            Err(e) => {
+                                self.fail(&dest, e);
+                                not_placed(at);
+                            }
                         }
                     }
                 });
@@ -88,10 +107,11 @@ impl Executor<'_> {
         });
         stats.files_unchanged += unchanged.into_inner();
         stats.skipped += skipped.into_inner();
+        let mut unplaced = unplaced.into_inner().unwrap_or_default();
         if self.dry_run {
             stats.files_written += would_write.into_inner();
             stats.bytes_written += would_bytes.into_inner();
-            return;
+            return unplaced;
         }
         let tasks = tasks.into_inner().unwrap_or_default();
 
@@ -102,7 +122,8 @@ impl Executor<'_> {
                 for task in &tasks {
                     self.fail(&task.dest, &e);
                 }
-                return;
+                unplaced.extend(tasks.iter().map(|t| t.item));
+                return unplaced;
             }
         };
         // Every chunk of every file written is looked up.
@@ -219,18 +240,29 @@ impl Executor<'_> {
         let (mut written, mut bytes) = (0, 0);
         for task in &tasks {
             if let Some(why) = task.error() {
-                task.discard(&self.beneath);
+                self.discard(task);
                 self.fail(&task.dest, why);
+                unplaced.push(task.item);
             } else if task.done.load(Ordering::Relaxed) {
                 written += 1;
                 bytes += task.node.size;
             } else {
-                task.discard(&self.beneath);
+                self.discard(task);
                 self.fail(&task.dest, "not all of its data could be read");
+                unplaced.push(task.item);
             }
         }
         stats.files_written += written;
         stats.bytes_written += bytes;
+        unplaced
+    }
+
+    /// Gives up `task`'s file (see [`FileTask::discard`]); a descriptor it
+    /// held goes back to the open budget.
+    fn discard(&self, task: &FileTask) {
+        if task.discard(&self.beneath) && !task.transient.load(Ordering::Relaxed) {
+            self.open_budget.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Reads one pack and writes its blobs wherever they are used.
@@ -502,6 +534,7 @@ impl Executor<'_> {
             sized: std::sync::atomic::AtomicBool::new(false),
             holes: std::sync::atomic::AtomicBool::new(false),
             transient: std::sync::atomic::AtomicBool::new(false),
+            item: 0,
         })))
     }
 
@@ -514,12 +547,13 @@ impl Executor<'_> {
             .lock()
             .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
         let file = self.task_file(task, slot.take())?;
-        file.write_all_at(data, offset)
-            .map_err(|e| Error::path("write", &task.dest, e))?;
+        let written = file.write_all_at(data, offset);
+        // Held even after a failed write, so that giving the task up
+        // returns its descriptor to the open budget.
         if !task.transient.load(Ordering::Relaxed) {
             *slot = Some(file);
         }
-        Ok(())
+        written.map_err(|e| Error::path("write", &task.dest, e))
     }
 
     /// The file of `task`: `held` if it is held open, else a transient

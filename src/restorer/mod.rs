@@ -138,6 +138,8 @@ struct PlannedDir {
     /// Its place in the walk's order, which `Plan::dirs` keeps.
     seq: u64,
     done: bool,
+    /// An existing directory skip-existing leaves as it is: no metadata.
+    kept: bool,
 }
 
 struct Plan {
@@ -225,6 +227,7 @@ pub fn restore(
         excludes: &excludes,
         plan: &mut plan,
         inodes: HashMap::new(),
+        deferred: Vec::new(),
         ex: &ex,
         workers: if opts.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -238,7 +241,7 @@ pub fn restore(
         batch_chunks: 0,
     };
     planner.walk(tree, Path::new(""), &start_path, false);
-    planner.flush();
+    planner.finish();
     if opts.policy == Policy::Mirror {
         stats.would_remove.sort();
     }
@@ -267,9 +270,16 @@ struct Planner<'a> {
     includes: &'a PathFilter,
     excludes: &'a PathFilter,
     plan: &'a mut Plan,
-    /// Per inode with hard links: the first path restored for it, and
-    /// how many of its links have not been met yet (forgotten at none).
-    inodes: HashMap<(u64, u64), (PathBuf, u64)>,
+    /// Per inode with hard links: the first path planned for it (`None`
+    /// once that and every later path tried failed or were left alone:
+    /// the next link met is restored as a file), and how many of its
+    /// links have not been met yet (forgotten at none).
+    inodes: HashMap<(u64, u64), (Option<PathBuf>, u64)>,
+    /// Directories without their owner's search permission, whose
+    /// metadata waits for the end when not running as root: given it
+    /// earlier, they would bar later batches from linking to the files
+    /// in them.
+    deferred: Vec<PlannedDir>,
     ex: &'a Executor<'a>,
     workers: usize,
     stats: &'a mut RestoreStats,
@@ -293,16 +303,28 @@ impl Planner<'_> {
     /// first (writing into a directory changes its mtime), and forgets
     /// them.
     fn flush(&mut self) {
-        let made: Vec<&Item> = self.plan.dirs[self.dirs_made..]
-            .iter()
-            .map(|d| &d.item)
-            .collect();
-        self.ex.make_dirs(&made, self.stats);
+        let kept = {
+            let made: Vec<&Item> = self.plan.dirs[self.dirs_made..]
+                .iter()
+                .map(|d| &d.item)
+                .collect();
+            self.ex.make_dirs(&made, self.stats)
+        };
+        for i in kept {
+            self.plan.dirs[self.dirs_made + i].kept = true;
+        }
         crate::fault::swap_dir(self.ex.target);
-        self.ex
+        let unplaced = self
+            .ex
             .restore_files(&self.plan.files, self.workers, self.stats);
         self.ex.make_others(&self.plan.others, self.stats);
-        self.ex.make_links(&self.plan.links, self.stats);
+        let unplaced: HashSet<PathBuf> = unplaced
+            .into_iter()
+            .map(|i| &self.plan.files[i])
+            .filter(|f| f.node.nlink > 1)
+            .map(|f| f.rel.clone())
+            .collect();
+        self.link(unplaced);
         for (rel, names) in self.plan.mirrored.drain(..) {
             if !self.ex.under_skipped(&rel) {
                 self.stats.removed += self.ex.remove_extra(
@@ -312,16 +334,88 @@ impl Planner<'_> {
                 );
             }
         }
-        for d in self.plan.dirs.iter().rev().filter(|d| d.done) {
-            self.ex.set_dir_meta(&d.item);
+        let (done, walked): (Vec<PlannedDir>, Vec<PlannedDir>) =
+            std::mem::take(&mut self.plan.dirs)
+                .into_iter()
+                .partition(|d| d.done);
+        self.plan.dirs = walked;
+        for d in done.into_iter().rev() {
+            if d.kept {
+                continue;
+            }
+            if !self.ex.root && d.item.node.mode & 0o100 == 0 && !self.ex.dry_run {
+                self.deferred.push(d);
+            } else {
+                self.ex.set_dir_meta(&d.item);
+            }
         }
-        self.plan.dirs.retain(|d| !d.done);
         self.dirs_made = self.plan.dirs.len();
         self.plan.files.clear();
         self.plan.others.clear();
         self.plan.links.clear();
         self.batch_dirs = 0;
         self.batch_chunks = 0;
+    }
+
+    /// Makes the batch's hard links (see [`Executor::make_links`]). A
+    /// link whose first path was not put in place (`unplaced`: failed, or
+    /// left alone by skip-existing, whatever it holds) is never linked to
+    /// it: the inode's first such link is restored as a file instead and
+    /// the others linked to that, round after round should it fail too.
+    /// Links met in later batches go to whichever path was put in place
+    /// (see `inodes`).
+    fn link(&mut self, mut unplaced: HashSet<PathBuf>) {
+        let mut links = std::mem::take(&mut self.plan.links);
+        // A first path not put in place, and the link restored instead.
+        let mut moved: HashMap<PathBuf, PathBuf> = HashMap::new();
+        let resolve = |moved: &HashMap<PathBuf, PathBuf>, mut at: PathBuf| {
+            while let Some(next) = moved.get(&at) {
+                at = next.clone();
+            }
+            at
+        };
+        loop {
+            let (mut ready, mut waiting, mut files) = (Vec::new(), Vec::new(), Vec::new());
+            let mut trying = HashSet::new();
+            for (item, first) in links {
+                let first = resolve(&moved, first);
+                if trying.contains(&first) {
+                    waiting.push((item, first));
+                } else if unplaced.contains(&first) {
+                    moved.insert(first, item.rel.clone());
+                    trying.insert(item.rel.clone());
+                    files.push(item);
+                } else {
+                    ready.push((item, first));
+                }
+            }
+            self.ex.make_links(&ready, self.stats);
+            if files.is_empty() {
+                break;
+            }
+            for i in self.ex.restore_files(&files, self.workers, self.stats) {
+                unplaced.insert(files[i].rel.clone());
+            }
+            links = waiting;
+        }
+        if !unplaced.is_empty() {
+            for (first, _) in self.inodes.values_mut() {
+                if let Some(at) = first.take() {
+                    let at = resolve(&moved, at);
+                    *first = (!unplaced.contains(&at)).then_some(at);
+                }
+            }
+        }
+    }
+
+    /// Restores what is left of the plan, then gives the directories held
+    /// back (see `deferred`) their metadata, deepest first.
+    fn finish(&mut self) {
+        self.flush();
+        self.deferred.sort_by_key(|d| std::cmp::Reverse(d.seq));
+        for d in std::mem::take(&mut self.deferred) {
+            self.ex.set_dir_meta(&d.item);
+        }
     }
 
     /// Restores the batch once it is full; called right after an entry
@@ -399,6 +493,7 @@ impl Planner<'_> {
                         },
                         seq,
                         done: false,
+                        kept: false,
                     });
                     let below = match self.repo.dir_nodes(&subtree) {
                         Ok(sub) => self.walk(sub, &child_rel, &child_abs, inc),
@@ -448,19 +543,36 @@ impl Planner<'_> {
                             node,
                         };
                         if let Some((first, left)) = self.inodes.get_mut(&inode) {
-                            self.plan.links.push((item, first.clone()));
                             *left -= 1;
+                            let linked = match first {
+                                Some(first) => {
+                                    self.plan.links.push((item, first.clone()));
+                                    true
+                                }
+                                // No path of it was put in place: this
+                                // one is restored as a file, and the
+                                // links met later go to it.
+                                None => {
+                                    *first = Some(item.rel.clone());
+                                    self.batch_chunks += chunks;
+                                    self.plan.files.push(item);
+                                    false
+                                }
+                            };
                             if *left == 0 {
                                 // Every link of the inode met: a tree of
                                 // hard links is not held to the end.
                                 self.inodes.remove(&inode);
                             }
-                            self.flush_if_full();
-                            continue;
+                            if linked {
+                                self.flush_if_full();
+                                continue;
+                            }
+                        } else {
+                            self.inodes.insert(inode, (Some(child_rel), node_links - 1));
+                            self.batch_chunks += chunks;
+                            self.plan.files.push(item);
                         }
-                        self.inodes.insert(inode, (child_rel, node_links - 1));
-                        self.batch_chunks += chunks;
-                        self.plan.files.push(item);
                     } else {
                         self.batch_chunks += chunks;
                         self.plan.files.push(Item {
@@ -516,6 +628,16 @@ struct Executor<'a> {
     open_budget: AtomicIsize,
     /// Every path acted on goes through it: see [`beneath`].
     beneath: beneath::Beneath,
+}
+
+/// What [`Executor::ensure_dir`] found or did.
+enum Dir {
+    /// Created (or, in a dry run, would be).
+    Made,
+    /// A directory was there already.
+    Existing,
+    /// Skip-existing left something else in its place.
+    Skipped,
 }
 
 /// How an existing destination entry was dealt with.

@@ -34,6 +34,8 @@ pub(super) struct FileTask<'p> {
     /// Whether the file, created past the open budget, is closed after
     /// each write and reopened by name (`tmp`) for the next.
     pub(super) transient: std::sync::atomic::AtomicBool,
+    /// Its place in the batch's files.
+    pub(super) item: usize,
 }
 
 impl FileTask<'_> {
@@ -52,16 +54,16 @@ impl FileTask<'_> {
     }
 
     /// Gives up the file: closes it (an unnamed file vanishes with its
-    /// descriptor) and removes a named temporary file.
-    pub(super) fn discard(&self, beneath: &super::beneath::Beneath) {
-        if let Ok(mut f) = self.file.lock() {
-            f.take();
-        }
+    /// descriptor) and removes a named temporary file. True if it closed
+    /// a descriptor held open.
+    pub(super) fn discard(&self, beneath: &super::beneath::Beneath) -> bool {
+        let closed = self.file.lock().is_ok_and(|mut f| f.take().is_some());
         if let Some(tmp) = self.tmp.get() {
             if let Ok(at) = beneath.at(tmp) {
                 let _ = fs::remove_file(&*at);
             }
         }
+        closed
     }
 }
 
