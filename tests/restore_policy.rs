@@ -919,3 +919,39 @@ fn a_folder_closed_to_its_owner_does_not_bar_later_links() {
         "first path\n"
     );
 }
+
+/// A mirror restore of one file makes that file exactly the snapshot's
+/// and removes nothing else from the target; of a folder, it removes what
+/// the folder did not hold.
+#[test]
+fn a_mirror_of_one_file_removes_nothing_beside_it() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    repo.backup(&[&src], &[]);
+    let base = abs(&src);
+    let t = repo.scratch("target");
+    write(&t.join("g.txt"), "changed");
+    write(&t.join("neighbour.txt"), "the user's own");
+    write(&t.join("dir/inside"), "the user's own too");
+    for dry in [true, false] {
+        let args: &[&str] = if dry {
+            &["--policy", "mirror", "--dry-run"]
+        } else {
+            &["--policy", "mirror"]
+        };
+        let out = repo.restore(&format!("latest:{base}/b/g.txt"), &t, args);
+        assert_eq!(counts(&out)[4], 0, "{out}");
+        assert!(!out.stdout.contains("would remove"), "{out}");
+        assert_eq!(
+            fs::read_to_string(t.join("neighbour.txt")).unwrap(),
+            "the user's own"
+        );
+        assert!(t.join("dir/inside").is_file(), "{out}");
+        let want = if dry { "changed" } else { "g in b\n" };
+        assert_eq!(fs::read_to_string(t.join("g.txt")).unwrap(), want, "{out}");
+    }
+    // A folder: what it did not hold goes.
+    let out = repo.restore(&format!("latest:{base}/b"), &t, &["--policy", "mirror"]);
+    assert_eq!(counts(&out)[4], 2, "{out}");
+    assert_eq!(list_paths(&t), paths(&["g.txt", "h.dat"]));
+}

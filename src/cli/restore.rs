@@ -15,7 +15,8 @@ use crate::snapshot;
 enum PolicyArg {
     /// Write missing or differing files; keep others.
     Merge,
-    /// Make the target exactly the snapshot (removes extra entries).
+    /// Make the target exactly the snapshot (removes extra entries; of a
+    /// single file, makes that file exact and removes nothing else).
     Mirror,
     /// Never overwrite existing entries.
     SkipExisting,

@@ -176,7 +176,18 @@ pub fn restore(
             id.short()
         ));
     }
-    let (tree, start_path) = repo.tree_at(&snap.tree, opts.subpath.as_deref().unwrap_or(""))?;
+    let subpath = opts.subpath.as_deref().unwrap_or("");
+    let (tree, start_path) = repo.tree_at(&snap.tree, subpath)?;
+    // A subpath naming a file, not a folder: the file is restored into
+    // the target (which a mirror makes that file exactly), and nothing
+    // else there is the snapshot's to remove.
+    let one_file = {
+        let comps: Vec<&str> = subpath
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect();
+        !comps.is_empty() && start_path != format!("/{}", comps.join("/"))
+    };
     let mut fresh = HashSet::new();
     if !opts.dry_run {
         fs::create_dir_all(&opts.target)
@@ -222,7 +233,7 @@ pub fn restore(
     let mut stats = RestoreStats::default();
     let mut planner = Planner {
         repo,
-        mirror: opts.policy == Policy::Mirror,
+        mirror: opts.policy == Policy::Mirror && !one_file,
         includes: &includes,
         excludes: &excludes,
         plan: &mut plan,
