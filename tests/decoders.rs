@@ -24,7 +24,7 @@ use cairn::index::{IndexBuilder, IndexTable, Location};
 use cairn::pack::{self, BlobKind, PackHeader, PackWriter};
 use cairn::repo::export;
 use cairn::repo::keys::{self, KdfParams};
-use cairn::repo::lock::LockInfo;
+use cairn::repo::lock::{LockInfo, PidNamespace};
 use cairn::repo::Config;
 use cairn::snapshot::{Snapshot, SnapshotKind, Summary};
 use cairn::tree::{self, check_name, Name, Node, NodeKind, Ref, Tree, Xattr};
@@ -515,22 +515,30 @@ fn config() -> impl Strategy<Value = Config> {
         )
 }
 
+/// A lock, with or without the pid namespace (which rides in the stored
+/// host string: a round trip must give both back as they were).
 fn lock_info() -> impl Strategy<Value = LockInfo> {
+    let ns = proptest::option::of((any::<u64>(), "[0-9a-f-]{1,36}"))
+        .prop_map(|ns| ns.map(|(inode, boot_id)| PidNamespace { inode, boot_id }));
     (
-        "[a-z.-]{0,16}",
+        ("[a-z.-]{0,16}", "[a-z ,\\[\\]]{0,4}"),
         any::<u32>(),
+        ns,
         any::<i64>(),
         any::<bool>(),
         "\\PC{0,16}",
     )
-        .prop_map(|(host, pid, time_ns, exclusive, command)| LockInfo {
-            version: cairn::repo::lock::VERSION,
-            host,
-            pid,
-            time_ns,
-            exclusive,
-            command,
-        })
+        .prop_map(
+            |((host, tail), pid, pid_namespace, time_ns, exclusive, command)| LockInfo {
+                version: cairn::repo::lock::VERSION,
+                host: host + &tail,
+                pid,
+                pid_namespace,
+                time_ns,
+                exclusive,
+                command,
+            },
+        )
 }
 
 fn blob_kind() -> impl Strategy<Value = BlobKind> {
@@ -1106,6 +1114,7 @@ fn sample_lock() -> LockInfo {
         version: cairn::repo::lock::VERSION,
         host: "host".into(),
         pid: 42,
+        pid_namespace: None,
         time_ns: 5,
         exclusive: true,
         command: "gc".into(),

@@ -696,10 +696,26 @@ fn lock_file() {
     let header = [&b"CAIRNLCK"[..], &1u32.to_le_bytes()].concat();
     assert_eq!(&file[..12], &header[..]);
     let info = LockInfo::decode(&file, &key).unwrap();
+    // The pid namespace rides in the host string, read here from /proc
+    // as namespaces(7) and random(4) describe it.
+    let ns_inode = fs::read_link("/proc/self/ns/pid").unwrap();
+    let ns_inode = ns_inode.to_str().unwrap();
+    let ns_inode = &ns_inode["pid:[".len()..ns_inode.len() - 1];
+    let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    assert_eq!(info.host, cairn::hostname());
+    let ns = info.pid_namespace.clone().unwrap();
+    assert_eq!(
+        (ns.inode.to_string().as_str(), ns.boot_id.as_str()),
+        (ns_inode, boot_id.trim())
+    );
+    let stored_host = |info: &LockInfo| match &info.pid_namespace {
+        Some(ns) => format!("{} [pid ns {}, boot {}]", info.host, ns.inode, ns.boot_id),
+        None => info.host.clone(),
+    };
     let plain = |info: &LockInfo| {
         Enc::default()
             .u32(1)
-            .bytes(info.host.as_bytes())
+            .bytes(stored_host(info).as_bytes())
             .u32(info.pid)
             .i64(info.time_ns)
             .u8(info.exclusive as u8)
@@ -714,20 +730,35 @@ fn lock_file() {
     assert_eq!(names[0], hex::encode(blake3::hash(&file).as_bytes()));
     drop(guard);
 
-    let made_info = LockInfo {
+    // An older cairn's lock (no namespace), and one with it.
+    let older = LockInfo {
         version: 1,
         host: "elsewhere".into(),
         pid: 4242,
+        pid_namespace: None,
         time_ns: 1_600_000_000_000_000_000,
         exclusive: false,
         command: "backup".into(),
     };
-    let made = [
-        &header[..],
-        &seal(&menc(), [7; 24], &plain(&made_info), &header),
-    ]
-    .concat();
-    assert_eq!(LockInfo::decode(&made, &key).unwrap(), made_info);
+    let with_ns = LockInfo {
+        pid_namespace: Some(lock::PidNamespace {
+            inode: 4026531836,
+            boot_id: "f151b0d6-7e50-4683-bc62-71b0e2acbcb2".into(),
+        }),
+        ..older.clone()
+    };
+    assert_eq!(
+        stored_host(&with_ns),
+        "elsewhere [pid ns 4026531836, boot f151b0d6-7e50-4683-bc62-71b0e2acbcb2]"
+    );
+    for made_info in [older, with_ns] {
+        let made = [
+            &header[..],
+            &seal(&menc(), [7; 24], &plain(&made_info), &header),
+        ]
+        .concat();
+        assert_eq!(LockInfo::decode(&made, &key).unwrap(), made_info);
+    }
 }
 
 /// `tests/fixtures/repo-v1` was made by format version 1 with

@@ -376,6 +376,7 @@ fn a_lock_not_refreshed_for_30_minutes_is_stale() {
         version: lock::VERSION,
         host: cairn::hostname(),
         pid: std::process::id(),
+        pid_namespace: lock::PidNamespace::current().cloned(),
         time_ns: cairn::now_ns() - age_minutes * MINUTE_NS,
         exclusive: true,
         command: "gc".into(),

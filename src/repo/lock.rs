@@ -8,8 +8,18 @@
 //! for conflicting locks both see each other and both back off; neither
 //! needs conditional writes from the backend.
 //!
-//! A lock is stale when its process is gone (same host) or it has not been
-//! refreshed for [`STALE_AFTER`]. Held locks are refreshed every
+//! A lock is stale when it has not been refreshed for [`STALE_AFTER`], or
+//! when its process is gone and the reader can tell: only a reader in the
+//! lock's own pid namespace, on the same boot of the same host, can ask the
+//! kernel about the lock's pid. The host name alone does not tell that: a
+//! container run with the host's network (`docker run --network host`, a
+//! Kubernetes hostNetwork pod) and cloned machines share a host name, not
+//! their pids, and there a live holder's pid looks dead. So a lock records
+//! its [`PidNamespace`] (the namespace's inode and the kernel's boot id),
+//! and the dead-pid rule applies only when that matches the reader's own;
+//! a lock without it (an older cairn's, or one written where `/proc` does
+//! not tell), or with another, is stale by age alone. `cairn unlock`
+//! follows the same rule. Held locks are refreshed every
 //! [`REFRESH_EVERY`] by a background thread, which replaces the lock file.
 //!
 //! Others may act on a stale lock (gc deletes the packs no index names), so
@@ -23,7 +33,7 @@
 //! is lost and every check fails: the operation stops without publishing.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -52,7 +62,15 @@ pub const CONFIRM_AFTER: Duration = Duration::from_secs(15 * 60);
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(20 * 60);
 
 /// What a lock file says.
+///
+/// On disk the pid namespace rides in the host string (`HOST [pid ns
+/// INODE, boot BOOT_ID]`, docs/FORMAT.md), so the record keeps the layout
+/// and version 1 that every cairn decodes: a new field or version would
+/// make an older cairn skip the lock as undecodable and run beside it, and
+/// a host string that is not its own keeps an older cairn from the
+/// dead-pid rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "LockRecord", into = "LockRecord")]
 pub struct LockInfo {
     /// Version of this structure.
     pub version: u32,
@@ -60,12 +78,127 @@ pub struct LockInfo {
     pub host: String,
     /// Process id on that host.
     pub pid: u32,
+    /// The pid namespace `pid` belongs to; `None` in the locks of older
+    /// cairns and of systems without `/proc`.
+    pub pid_namespace: Option<PidNamespace>,
     /// Last refresh, ns since the epoch.
     pub time_ns: i64,
     /// Exclusive (gc, forget) or shared (backup).
     pub exclusive: bool,
     /// The command holding it.
     pub command: String,
+}
+
+/// A lock file's record as encoded: [`LockInfo`] with the pid namespace
+/// folded into the host string.
+#[derive(Serialize, Deserialize)]
+struct LockRecord {
+    version: u32,
+    host: String,
+    pid: u32,
+    time_ns: i64,
+    exclusive: bool,
+    command: String,
+}
+
+impl From<LockInfo> for LockRecord {
+    fn from(l: LockInfo) -> LockRecord {
+        LockRecord {
+            version: l.version,
+            host: match &l.pid_namespace {
+                Some(ns) => ns.tag(&l.host),
+                None => l.host,
+            },
+            pid: l.pid,
+            time_ns: l.time_ns,
+            exclusive: l.exclusive,
+            command: l.command,
+        }
+    }
+}
+
+impl From<LockRecord> for LockInfo {
+    fn from(r: LockRecord) -> LockInfo {
+        let (host, pid_namespace) = match PidNamespace::untag(&r.host) {
+            Some((host, ns)) => (host.to_string(), Some(ns)),
+            None => (r.host, None),
+        };
+        LockInfo {
+            version: r.version,
+            host,
+            pid: r.pid,
+            pid_namespace,
+            time_ns: r.time_ns,
+            exclusive: r.exclusive,
+            command: r.command,
+        }
+    }
+}
+
+/// A pid namespace on one boot of one kernel: within it, and only there,
+/// `kill(pid, 0)` tells whether a lock's process is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PidNamespace {
+    /// The inode of `/proc/self/ns/pid` (`pid:[INODE]`), unique among the
+    /// namespaces of one boot.
+    pub inode: u64,
+    /// `/proc/sys/kernel/random/boot_id`, random at every boot (and so
+    /// different on a cloned machine): inodes repeat across boots.
+    pub boot_id: String,
+}
+
+impl PidNamespace {
+    /// This process's pid namespace, or `None` when `/proc` does not tell
+    /// it (not Linux, `/proc` not mounted or of another namespace).
+    pub fn current() -> Option<&'static PidNamespace> {
+        // A process never changes its own pid namespace (setns changes
+        // its children's).
+        static CURRENT: OnceLock<Option<PidNamespace>> = OnceLock::new();
+        CURRENT.get_or_init(Self::read).as_ref()
+    }
+
+    fn read() -> Option<PidNamespace> {
+        let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+        let inode = link
+            .to_str()?
+            .strip_prefix("pid:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let ns = PidNamespace {
+            inode,
+            boot_id: boot.trim().to_string(),
+        };
+        ns.is_valid().then_some(ns)
+    }
+
+    /// A boot id as the kernel writes it (a UUID): what keeps the tag
+    /// unambiguous.
+    fn is_valid(&self) -> bool {
+        !self.boot_id.is_empty()
+            && self
+                .boot_id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'-')
+    }
+
+    /// `host` with this namespace appended, as a lock file stores it.
+    fn tag(&self, host: &str) -> String {
+        format!("{host} [pid ns {}, boot {}]", self.inode, self.boot_id)
+    }
+
+    /// Splits a stored host string into the host and its namespace;
+    /// `None` unless it is exactly what [`PidNamespace::tag`] makes.
+    fn untag(stored: &str) -> Option<(&str, PidNamespace)> {
+        let (host, ns) = stored.strip_suffix(']')?.rsplit_once(" [pid ns ")?;
+        let (inode, boot) = ns.split_once(", boot ")?;
+        let ns = PidNamespace {
+            inode: inode.parse().ok()?,
+            boot_id: boot.to_string(),
+        };
+        (ns.is_valid() && ns.tag(host) == stored).then_some((host, ns))
+    }
 }
 
 impl LockInfo {
@@ -83,13 +216,19 @@ impl LockInfo {
         codec::decode(&plain, "lock")
     }
 
-    /// Whether the lock no longer protects anything.
-    pub fn is_stale(&self, this_host: &str) -> bool {
+    /// Whether the lock no longer protects anything, as judged by a
+    /// reader on `this_host` in pid namespace `this_ns`: not refreshed for
+    /// [`STALE_AFTER`], or written in the reader's own pid namespace (on
+    /// the same host and boot) by a process that is gone. Where the reader
+    /// cannot tell the namespaces are the same, only age counts.
+    pub fn is_stale(&self, this_host: &str, this_ns: Option<&PidNamespace>) -> bool {
         let age = crate::now_ns().saturating_sub(self.time_ns);
         if age > STALE_AFTER.as_nanos() as i64 {
             return true;
         }
-        self.host == this_host && !process_alive(self.pid)
+        let ours =
+            self.host == this_host && this_ns.is_some() && self.pid_namespace.as_ref() == this_ns;
+        ours && !process_alive(self.pid)
     }
 
     /// One line describing the holder.
@@ -340,10 +479,12 @@ fn acquire_with(
     knobs: crate::fault::LockKnobs,
 ) -> Result<LockGuard> {
     let host = crate::hostname();
+    let ns = PidNamespace::current();
     let info = |now| LockInfo {
         version: VERSION,
         host: host.clone(),
         pid: std::process::id(),
+        pid_namespace: ns.cloned(),
         time_ns: now,
         exclusive,
         command: command.to_string(),
@@ -355,7 +496,7 @@ fn acquire_with(
         let written = Instant::now();
         let mine = write_lock(&*backend, key, &info(now))?;
         let conflict = list(&*backend, key)?.into_iter().find(|(name, other)| {
-            *name != mine && (exclusive || other.exclusive) && !other.is_stale(&host)
+            *name != mine && (exclusive || other.exclusive) && !other.is_stale(&host, ns)
         });
         let Some((_, holder)) = conflict else {
             let every = knobs.refresh_every.unwrap_or(REFRESH_EVERY);
@@ -434,10 +575,10 @@ impl LockGuard {
     /// writing right now.
     pub fn others(&self) -> Result<Vec<LockInfo>> {
         let mine = self.held.state()?.name.clone();
-        let host = crate::hostname();
+        let (host, ns) = (crate::hostname(), PidNamespace::current());
         Ok(list(&*self.held.backend, &self.held.key)?
             .into_iter()
-            .filter(|(name, info)| *name != mine && !info.is_stale(&host))
+            .filter(|(name, info)| *name != mine && !info.is_stale(&host, ns))
             .map(|(_, info)| info)
             .collect())
     }
@@ -456,11 +597,13 @@ impl Drop for LockGuard {
 }
 
 /// Removes stale locks (all locks with `force`); returns what was removed.
+/// A lock is stale here as it is to [`acquire`]: a live holder's lock in
+/// another pid namespace is left until it is old.
 pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Result<Vec<LockInfo>> {
-    let host = crate::hostname();
+    let (host, ns) = (crate::hostname(), PidNamespace::current());
     let mut removed = Vec::new();
     for (name, info) in list(backend, key)? {
-        if force || info.is_stale(&host) {
+        if force || info.is_stale(&host, ns) {
             backend.remove(FileKind::Lock, &name)?;
             removed.push(info);
         }
@@ -614,6 +757,158 @@ mod tests {
         assert!(list(&*backend, &key).unwrap().is_empty());
     }
 
+    /// A pid above any pid_max: no process has it, here or anywhere.
+    const NO_SUCH_PID: u32 = 0x3fff_fff0;
+
+    fn here() -> &'static PidNamespace {
+        PidNamespace::current().expect("/proc tells this process's pid namespace")
+    }
+
+    /// Writes a fresh shared lock of this host, with a pid that does not
+    /// exist here, from the pid namespace `ns`.
+    fn dead_pid_lock(backend: &MemBackend, key: &MasterKey, ns: Option<PidNamespace>) {
+        let info = LockInfo {
+            version: VERSION,
+            host: crate::hostname(),
+            pid: NO_SUCH_PID,
+            pid_namespace: ns,
+            time_ns: crate::now_ns(),
+            exclusive: false,
+            command: "backup".into(),
+        };
+        write_info(backend, key, &info).unwrap();
+        assert_eq!(only_lock(backend, key).1, info);
+    }
+
+    /// The same host name does not mean the same pids: a container run
+    /// with the host's network, or a cloned machine, holds a lock whose pid
+    /// is not alive here. Such a lock, and one of an older cairn that
+    /// recorded no namespace, holds until it is old; `unlock` leaves it.
+    #[test]
+    fn a_fresh_lock_of_this_host_from_elsewhere_holds_though_its_pid_is_not_ours() {
+        let other_ns = PidNamespace {
+            inode: here().inode ^ 1,
+            ..here().clone()
+        };
+        let other_boot = PidNamespace {
+            boot_id: "00000000-0000-4000-8000-000000000000".into(),
+            ..here().clone()
+        };
+        for ns in [None, Some(other_ns), Some(other_boot)] {
+            let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+            dead_pid_lock(&backend, &key, ns.clone());
+            let err = acquire(backend.clone(), &key, true, "gc", Duration::ZERO)
+                .err()
+                .unwrap_or_else(|| panic!("{ns:?}: a live holder's lock taken for stale"));
+            assert!(matches!(err, Error::Locked(_)), "{ns:?}: {err}");
+            let err = err.to_string();
+            assert!(
+                err.contains(&format!(
+                    "shared lock held by `backup` (pid {NO_SUCH_PID} on {}) since",
+                    crate::hostname()
+                )),
+                "{ns:?}: {err}"
+            );
+            assert!(remove_locks(&*backend, &key, false).unwrap().is_empty());
+            assert_eq!(list(&*backend, &key).unwrap().len(), 1, "{ns:?}");
+        }
+    }
+
+    /// In this very pid namespace a dead pid is a dead holder: its lock is
+    /// taken over at once, and `unlock` removes it.
+    #[test]
+    fn a_lock_of_a_dead_process_in_this_namespace_is_stale_at_once() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        dead_pid_lock(&backend, &key, Some(here().clone()));
+        let guard = acquire(backend.clone(), &key, true, "gc", Duration::ZERO).unwrap();
+        assert!(guard.others().unwrap().is_empty());
+        drop(guard);
+        let removed = remove_locks(&*backend, &key, false).unwrap();
+        assert_eq!(removed.len(), 1);
+        assert!(list(&*backend, &key).unwrap().is_empty());
+    }
+
+    /// The v1 record as cairns before the pid namespace decode it.
+    #[derive(Deserialize)]
+    struct OlderLockInfo {
+        version: u32,
+        host: String,
+        pid: u32,
+        time_ns: i64,
+        exclusive: bool,
+        command: String,
+    }
+
+    /// A lock this cairn writes is one an older cairn decodes (it skips
+    /// what it cannot) and whose host it does not take for its own, so it
+    /// judges it by age alone; this cairn reads the namespace back.
+    #[test]
+    fn a_lock_with_its_namespace_is_a_version_1_record_older_cairns_keep() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let guard = acquire(backend.clone(), &key, false, "backup", Duration::ZERO).unwrap();
+        let (name, info) = only_lock(&backend, &key);
+        assert_eq!(info.host, crate::hostname());
+        assert_eq!(info.pid_namespace.as_ref(), Some(here()));
+        let bytes = backend.read(FileKind::Lock, &name).unwrap();
+        codec::check_header(&bytes, MAGIC, 1, "lock").unwrap();
+        let plain = key.open(&bytes[12..], &bytes[..12], "lock").unwrap();
+        let older: OlderLockInfo = codec::decode(&plain, "lock").unwrap();
+        assert_eq!(
+            (older.version, older.pid, older.time_ns, older.exclusive),
+            (1, std::process::id(), info.time_ns, false)
+        );
+        assert_eq!(older.command, "backup");
+        let ns = here();
+        assert_eq!(
+            older.host,
+            format!(
+                "{} [pid ns {}, boot {}]",
+                crate::hostname(),
+                ns.inode,
+                ns.boot_id
+            )
+        );
+        assert_ne!(older.host, crate::hostname());
+        drop(guard);
+    }
+
+    #[test]
+    fn only_an_exact_namespace_tag_is_read_as_one() {
+        let ns = PidNamespace {
+            inode: 4026531836,
+            boot_id: "f151b0d6-7e50-4683-bc62-71b0e2acbcb2".into(),
+        };
+        let tagged = ns.tag("a [pid ns 1, boot 2]");
+        assert_eq!(
+            PidNamespace::untag(&tagged),
+            Some(("a [pid ns 1, boot 2]", ns))
+        );
+        for plain in [
+            "host",
+            "",
+            "h [pid ns 1, boot ]",
+            "h [pid ns 01, boot ab]",
+            "h [pid ns +1, boot ab]",
+            "h [pid ns 1, boot a b]",
+            "h [pid ns 1, boot ab] ",
+            "h [pid ns 1, boot ab]]",
+            "h [pid ns x, boot ab]",
+        ] {
+            assert_eq!(PidNamespace::untag(plain), None, "{plain:?}");
+            let info = LockInfo {
+                version: VERSION,
+                host: plain.into(),
+                pid: 1,
+                pid_namespace: None,
+                time_ns: 1,
+                exclusive: false,
+                command: "c".into(),
+            };
+            let back: LockInfo = codec::decode(&codec::encode(&info), "lock").unwrap();
+            assert_eq!(back, info);
+        }
+    }
+
     /// A lock refreshed between the listing and the read of its old file
     /// is found under its new name: listing it as gone would let gc go
     /// ahead beside the backup holding it.
@@ -653,6 +948,7 @@ mod tests {
             version: VERSION,
             host: "h".into(),
             pid: 7,
+            pid_namespace: None,
             time_ns: 1,
             exclusive: false,
             command: "backup".into(),
