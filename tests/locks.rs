@@ -1,6 +1,7 @@
 //! Locks and concurrency through the real binary: backups side by side,
-//! gc refusing or waiting while a backup runs, `unlock` removing the locks
-//! of dead processes (and, forced, of live ones), staleness after 30
+//! gc refusing or waiting while a backup runs (also from a pid namespace
+//! of its own on the same host), `unlock` removing the locks of dead
+//! processes (and, forced, of live ones), staleness after 30
 //! minutes, refreshing, a backup whose lock was lost or expired failing
 //! without publishing anything, and lock files a crash left empty or torn
 //! (lock files are not fsynced) blocking nothing. `CAIRN_LOCK_TEST` (src/fault.rs) stands in
@@ -249,6 +250,82 @@ fn unlock_removes_the_locks_of_dead_processes_only() {
     assert_verify_ok(&repo);
     assert_no_garbage(&repo);
     assert_restores(&repo, &s);
+}
+
+/// `cairn -r REPO ARGS` run by `unshare -pf --mount-proc`: in a pid
+/// namespace of its own, on the same host (name), as a container sharing
+/// the host's network runs it. Root runs it as is; anyone else maps
+/// themselves to root in a user namespace (`-Ur`) for the right to.
+fn in_own_pid_namespace(repo: &Repo, args: &[&str]) -> std::process::Command {
+    let as_root = run(std::process::Command::new("id").arg("-u"), None)
+        .stdout
+        .trim()
+        == "0";
+    let inner = repo.cmd(args);
+    let mut c = std::process::Command::new("unshare");
+    if !as_root {
+        c.arg("-Ur");
+    }
+    c.args(["-pf", "--mount-proc"]).arg(inner.get_program());
+    c.args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+/// A gc in another pid namespace of the same host name (a container run
+/// with the host's network, a hostNetwork pod) cannot see the backup's
+/// process: its pid is not alive there. The backup's lock must hold all
+/// the same, or gc deletes the packs the backup is about to publish.
+#[test]
+fn gc_in_another_pid_namespace_of_this_host_is_refused_while_a_backup_runs() {
+    let repo = packed_repo();
+    // Up front: this test needs a pid namespace of its own for gc.
+    let probe = try_run(&mut in_own_pid_namespace(&repo, &["--version"]), None);
+    let probe = probe.map_or_else(|e| format!("unshare: {e}"), |o| o.to_string());
+    assert!(
+        probe.starts_with("exit code 0\n"),
+        "this test runs gc in a pid namespace of its own and needs `unshare -pf \
+         --mount-proc` (root, or unprivileged user namespaces); it is not permitted \
+         here:\n{probe}"
+    );
+
+    make_garbage(&repo);
+    let packs_before = pack_files(&repo).len();
+    let (backup, mut stdin, lock) = start_stdin_backup(&repo, "x");
+    let data = random_bytes(53, 5_000_000);
+    stdin.write_all(&data[..4_000_000]).unwrap();
+    stdin.flush().unwrap();
+    wait_for("a pack of the running backup", LIMIT, || {
+        pack_files(&repo).len() > packs_before
+    });
+    let theirs: Vec<PathBuf> = pack_files(&repo)
+        .into_iter()
+        .filter(|(p, _)| !index_packs(&repo).contains(p))
+        .map(|(_, path)| path)
+        .collect();
+    assert!(!theirs.is_empty());
+
+    let out = run(&mut in_own_pid_namespace(&repo, &["gc"]), None);
+    assert_eq!(out.code, 11, "gc ran beside a live backup:\n{out}");
+    assert!(out.stderr.contains("shared lock held by `backup`"), "{out}");
+    let out = run(&mut in_own_pid_namespace(&repo, &["unlock"]), None).success();
+    assert!(out.stdout.contains("0 lock(s) removed"), "{out}");
+    assert!(lock.exists());
+    assert!(theirs.iter().all(|p| p.exists()));
+
+    stdin.write_all(&data[4_000_000..]).unwrap();
+    drop(stdin);
+    let out = backup.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_verify_ok(&repo);
+    repo.run(&["gc"]).success();
+    assert_no_garbage(&repo);
+    assert_stdin_snapshot_restores(&repo, &out.stdout, &data);
 }
 
 fn source(dir: &Path, seed: u64, shared: &[u8]) {
