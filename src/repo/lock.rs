@@ -764,17 +764,17 @@ mod tests {
         PidNamespace::current().expect("/proc tells this process's pid namespace")
     }
 
-    /// Writes a fresh shared lock of this host, with a pid that does not
-    /// exist here, from the pid namespace `ns`.
-    fn dead_pid_lock(backend: &MemBackend, key: &MasterKey, ns: Option<PidNamespace>) {
+    /// Writes a fresh lock of this host, with a pid that does not exist
+    /// here, from the pid namespace `ns`: exclusive if held by `gc`.
+    fn dead_pid_lock(backend: &MemBackend, key: &MasterKey, ns: Option<PidNamespace>, by: &str) {
         let info = LockInfo {
             version: VERSION,
             host: crate::hostname(),
             pid: NO_SUCH_PID,
             pid_namespace: ns,
             time_ns: crate::now_ns(),
-            exclusive: false,
-            command: "backup".into(),
+            exclusive: by == "gc",
+            command: by.into(),
         };
         write_info(backend, key, &info).unwrap();
         assert_eq!(only_lock(backend, key).1, info);
@@ -783,7 +783,9 @@ mod tests {
     /// The same host name does not mean the same pids: a container run
     /// with the host's network, or a cloned machine, holds a lock whose pid
     /// is not alive here. Such a lock, and one of an older cairn that
-    /// recorded no namespace, holds until it is old; `unlock` leaves it.
+    /// recorded no namespace, holds until it is old, both ways (a gc
+    /// beside a backup's lock, a backup beside a gc's); `unlock` leaves
+    /// it, and a holder lists it among the others.
     #[test]
     fn a_fresh_lock_of_this_host_from_elsewhere_holds_though_its_pid_is_not_ours() {
         let other_ns = PidNamespace {
@@ -795,22 +797,34 @@ mod tests {
             ..here().clone()
         };
         for ns in [None, Some(other_ns), Some(other_boot)] {
-            let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
-            dead_pid_lock(&backend, &key, ns.clone());
-            let err = acquire(backend.clone(), &key, true, "gc", Duration::ZERO)
+            for (held, kind, taking) in [("backup", "shared", "gc"), ("gc", "exclusive", "backup")]
+            {
+                let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+                dead_pid_lock(&backend, &key, ns.clone(), held);
+                let err = acquire(
+                    backend.clone(),
+                    &key,
+                    taking == "gc",
+                    taking,
+                    Duration::ZERO,
+                )
                 .err()
-                .unwrap_or_else(|| panic!("{ns:?}: a live holder's lock taken for stale"));
-            assert!(matches!(err, Error::Locked(_)), "{ns:?}: {err}");
-            let err = err.to_string();
-            assert!(
-                err.contains(&format!(
-                    "shared lock held by `backup` (pid {NO_SUCH_PID} on {}) since",
+                .unwrap_or_else(|| panic!("{ns:?} {held}: a live holder's lock taken"));
+                assert!(matches!(err, Error::Locked(_)), "{ns:?}: {err}");
+                let err = err.to_string();
+                let holder = format!(
+                    "{kind} lock held by `{held}` (pid {NO_SUCH_PID} on {}) since",
                     crate::hostname()
-                )),
-                "{ns:?}: {err}"
-            );
-            assert!(remove_locks(&*backend, &key, false).unwrap().is_empty());
-            assert_eq!(list(&*backend, &key).unwrap().len(), 1, "{ns:?}");
+                );
+                assert!(err.contains(&holder), "{ns:?}: {err}");
+                assert!(remove_locks(&*backend, &key, false).unwrap().is_empty());
+                assert_eq!(list(&*backend, &key).unwrap().len(), 1, "{ns:?}");
+            }
+            // Beside another shared lock a backup runs, and counts it in.
+            let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+            dead_pid_lock(&backend, &key, ns.clone(), "backup");
+            let guard = acquire(backend.clone(), &key, false, "backup", Duration::ZERO).unwrap();
+            assert_eq!(guard.others().unwrap().len(), 1, "{ns:?}");
         }
     }
 
@@ -819,13 +833,17 @@ mod tests {
     #[test]
     fn a_lock_of_a_dead_process_in_this_namespace_is_stale_at_once() {
         let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
-        dead_pid_lock(&backend, &key, Some(here().clone()));
+        dead_pid_lock(&backend, &key, Some(here().clone()), "backup");
         let guard = acquire(backend.clone(), &key, true, "gc", Duration::ZERO).unwrap();
         assert!(guard.others().unwrap().is_empty());
         drop(guard);
         let removed = remove_locks(&*backend, &key, false).unwrap();
         assert_eq!(removed.len(), 1);
         assert!(list(&*backend, &key).unwrap().is_empty());
+        // And a backup goes ahead beside a dead gc's lock.
+        dead_pid_lock(&backend, &key, Some(here().clone()), "gc");
+        let guard = acquire(backend.clone(), &key, false, "backup", Duration::ZERO).unwrap();
+        assert!(guard.others().unwrap().is_empty());
     }
 
     /// The v1 record as cairns before the pid namespace decode it.
