@@ -175,7 +175,10 @@ impl SnapshotFilter {
     }
 }
 
-/// Resolves `latest`, a full id, or a unique prefix of at least 4 hex digits.
+/// Resolves `latest`, a full id, or a unique prefix of at least 4 hex
+/// digits, among the snapshots `filter` passes: an id naming a snapshot
+/// the filter leaves out is refused, so that `forget ID --host A` can
+/// never remove another host's snapshot.
 pub fn resolve<'a>(
     all: &'a [SnapshotEntry],
     spec: &str,
@@ -194,11 +197,30 @@ pub fn resolve<'a>(
             "{spec:?} is not a snapshot id: give `latest`, or at least 4 hex digits of an id"
         )));
     }
-    let mut hits = all.iter().filter(|e| e.id.to_hex().starts_with(&lower));
-    match (hits.next(), hits.next()) {
-        (Some(e), None) => Ok(e),
-        (None, _) => Err(Error::NotFound(format!("snapshot {spec}"))),
-        (Some(_), Some(_)) => Err(Error::Invalid(format!(
+    let hits: Vec<&SnapshotEntry> = all
+        .iter()
+        .filter(|e| e.id.to_hex().starts_with(&lower))
+        .collect();
+    let passed: Vec<&SnapshotEntry> = hits
+        .iter()
+        .copied()
+        .filter(|e| filter.matches(&e.snapshot))
+        .collect();
+    match (passed.as_slice(), hits.as_slice()) {
+        ([e], _) => Ok(e),
+        ([], []) => Err(Error::NotFound(format!("snapshot {spec}"))),
+        ([], [e]) => Err(Error::Invalid(format!(
+            "snapshot {} (set {:?}, host {:?}) does not match the filters given \
+             (--set, --host, --tag)",
+            e.id.short(),
+            e.snapshot.set,
+            e.snapshot.host
+        ))),
+        ([], _) => Err(Error::Invalid(format!(
+            "snapshot prefix {spec} names no snapshot matching the filters given \
+             (--set, --host, --tag)"
+        ))),
+        _ => Err(Error::Invalid(format!(
             "snapshot prefix {spec} is ambiguous: give more digits"
         ))),
     }
@@ -249,5 +271,13 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(&all, "latest", &none).is_err());
+        // An id the filters leave out is refused, not taken.
+        let e = resolve(&all, "abab", &none).unwrap_err().to_string();
+        assert!(e.contains("does not match the filters"), "{e}");
+        let h = SnapshotFilter {
+            host: Some("h".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve(&all, "abab", &h).unwrap().snapshot.time_ns, 9);
     }
 }

@@ -316,3 +316,27 @@ fn backup_time_must_be_rfc3339() {
     assert!(out.stderr.contains("RFC 3339"), "{out}");
     assert!(repo.snapshots().is_empty());
 }
+
+/// Snapshots named to `forget` are resolved among those the filters
+/// pass: `forget latest --host a` removes host a's newest, never another
+/// host's, and an id of a snapshot the filters leave out is refused.
+#[test]
+fn named_snapshots_honour_the_filters() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "content");
+    let a = backup_at(&repo, &src, "2026-01-01T09:00:00Z", &["--host", "a"]);
+    let b = backup_at(&repo, &src, "2026-01-01T10:00:00Z", &["--host", "b"]);
+    let ids = |repo: &Repo| -> BTreeSet<String> {
+        repo.snapshots()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let out = run_utc(&repo, &["forget", &b[..8], "--host", "a"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("does not match the filters"), "{out}");
+    assert_eq!(ids(&repo), set(&[&a, &b]));
+    run_utc(&repo, &["forget", "latest", "--host", "a"]).success();
+    assert_eq!(ids(&repo), set(&[&b]));
+}

@@ -349,7 +349,7 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
         // removes nothing.
         let mut named: Vec<retention::Decision> = Vec::new();
         for spec in &a.ids {
-            let e = snapshot::resolve(&all, spec, &Default::default())?;
+            let e = snapshot::resolve(&all, spec, &a.filter.filter())?;
             if !named.iter().any(|d| d.id == e.id) {
                 named.push(retention::Decision {
                     id: e.id,
