@@ -155,7 +155,11 @@ pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz
         let limit = newest
             .snapshot
             .time_ns
-            .saturating_sub((within as i64).saturating_mul(1_000_000_000));
+            // A span past i64's seconds (keep forever, in effect) keeps
+            // every snapshot rather than wrapping to keep none.
+            .saturating_sub(
+                i64::try_from(within).map_or(i64::MAX, |w| w.saturating_mul(1_000_000_000)),
+            );
         for (i, e) in snaps.iter().enumerate() {
             if e.snapshot.time_ns >= limit {
                 reasons[i].push("within".into());
@@ -493,6 +497,14 @@ mod tests {
                     ..Default::default()
                 },
                 vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ),
+            (
+                // Past i64's seconds: forever, not nothing.
+                Policy {
+                    within_secs: Some(parse_within("300000000000y").unwrap()),
+                    ..Default::default()
+                },
+                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
             ),
         ];
         for (policy, want) in cases {
