@@ -621,6 +621,8 @@ pub enum Fill {
 pub struct TreeEncoder {
     bytes: Vec<u8>,
     len: u64,
+    /// The name of the last node pushed.
+    last: Vec<u8>,
 }
 
 impl Default for TreeEncoder {
@@ -628,18 +630,35 @@ impl Default for TreeEncoder {
         let mut bytes = Vec::new();
         codec::encode_into(&VERSION, &mut bytes);
         codec::encode_into(&0u64, &mut bytes);
-        TreeEncoder { bytes, len: 0 }
+        TreeEncoder {
+            bytes,
+            len: 0,
+            last: Vec::new(),
+        }
     }
 }
 
 impl TreeEncoder {
-    /// Appends `node` (names must ascend, as in every tree); returns where
-    /// it starts, the handle [`TreeEncoder::finish`] takes.
-    pub fn push(&mut self, node: &Node) -> usize {
+    /// Appends `node`; returns where it starts, the handle
+    /// [`TreeEncoder::finish`] takes. A node whose name does not sort
+    /// strictly after the last one's is refused, and nothing appended:
+    /// every reader refuses a tree whose names do not ascend, so such a
+    /// tree would be stored and never read back.
+    pub fn push(&mut self, node: &Node) -> Result<usize> {
+        let name = node.name.0.as_slice();
+        if self.len > 0 && name <= self.last.as_slice() {
+            return Err(Error::Invalid(format!(
+                "a directory's entry {:?} does not sort after {:?}",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(&self.last)
+            )));
+        }
+        self.last.clear();
+        self.last.extend_from_slice(name);
         let at = self.bytes.len();
         codec::encode_into(node, &mut self.bytes);
         self.len += 1;
-        at
+        Ok(at)
     }
 
     /// How many nodes it holds.
@@ -963,7 +982,7 @@ pub(crate) mod tests {
             file("z", 0),
         ];
         let mut enc = TreeEncoder::default();
-        let at: Vec<usize> = walked.iter().map(|n| enc.push(n)).collect();
+        let at: Vec<usize> = walked.iter().map(|n| enc.push(n).unwrap()).collect();
         assert_eq!(enc.len(), 6);
         assert_eq!(enc.name_at(at[3]), "x".repeat(300).as_bytes());
         let fills = vec![
@@ -1019,8 +1038,8 @@ pub(crate) mod tests {
 
         // Directories alone are filled in place; nothing at all, too.
         let mut enc = TreeEncoder::default();
-        let a = enc.push(&dir("a", 0));
-        enc.push(&file("b", 1));
+        let a = enc.push(&dir("a", 0)).unwrap();
+        enc.push(&file("b", 1)).unwrap();
         let bytes = enc
             .finish(vec![(a, Fill::Subtree(BlobId([5; 32])))])
             .unwrap();
@@ -1032,8 +1051,8 @@ pub(crate) mod tests {
         );
         // A content shorter than its placeholder is refused.
         let mut enc = TreeEncoder::default();
-        let a = enc.push(&file("a", 2));
-        enc.push(&file("b", 1));
+        let a = enc.push(&file("a", 2)).unwrap();
+        enc.push(&file("b", 1)).unwrap();
         let fills = vec![(
             a,
             Fill::File {
@@ -1049,7 +1068,7 @@ pub(crate) mod tests {
         let mut enc = TreeEncoder::default();
         let mut a = file("a", 0);
         a.xattrs = vec![xattr("user.a", b"x")];
-        let a = enc.push(&a);
+        let a = enc.push(&a).unwrap();
         let fills = vec![(
             a,
             Fill::File {
@@ -1062,8 +1081,25 @@ pub(crate) mod tests {
         assert!(err.contains("placeholder is longer"), "{err}");
         // A place that is not a node's start is an error, not a panic.
         let mut enc = TreeEncoder::default();
-        enc.push(&file("a", 1));
+        enc.push(&file("a", 1)).unwrap();
         assert!(enc.finish(vec![(3, Fill::Remove)]).is_err());
+    }
+
+    /// A name pushed twice, or out of order, is refused (no tree that
+    /// every reader refuses is made), and what was pushed before stays
+    /// a readable tree.
+    #[test]
+    fn a_tree_encoder_refuses_names_that_do_not_ascend() {
+        let mut enc = TreeEncoder::default();
+        enc.push(&file("a", 1)).unwrap();
+        enc.push(&file("b", 1)).unwrap();
+        let err = enc.push(&file("b", 2)).unwrap_err().to_string();
+        assert!(err.contains("does not sort after"), "{err}");
+        assert!(enc.push(&file("a", 1)).is_err());
+        assert_eq!(enc.len(), 2);
+        let bytes = enc.finish(vec![]).unwrap();
+        assert_eq!(bytes, Tree::new(vec![file("a", 1), file("b", 1)]).encode());
+        check(&bytes, "t", |_| {}).unwrap();
     }
 
     fn xattr(name: &str, value: &[u8]) -> Xattr {
@@ -1105,7 +1141,7 @@ pub(crate) mod tests {
                     file(&name, placeholder)
                 };
                 n.xattrs = random_xattrs(&mut rng, placeholder_xattrs);
-                let at = enc.push(&n);
+                let at = enc.push(&n).unwrap();
                 match (rng.gen_range(0..4), n.is_dir()) {
                     (0, _) => want.push(n),
                     (1, _) => fills.push((at, Fill::Remove)),

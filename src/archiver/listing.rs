@@ -213,16 +213,36 @@ fn read_name(run: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
 impl Iterator for Sorted<'_> {
     type Item = OsString;
 
+    /// A name listed twice (an entry renamed over or made again while
+    /// the directory was listed, which some filesystems then list under
+    /// both offsets) is given once: a tree holds each name once.
     fn next(&mut self) -> Option<OsString> {
         if self.failed {
             return None;
         }
         if self.runs.is_empty() {
-            let i = self.order.next()?;
-            return Some(OsString::from_vec(self.gathered.name(i as usize).to_vec()));
+            let i = self.order.next()? as usize;
+            while let Some(&j) = self.order.as_slice().first() {
+                if self.gathered.name(j as usize) != self.gathered.name(i) {
+                    break;
+                }
+                self.order.next();
+            }
+            return Some(OsString::from_vec(self.gathered.name(i).to_vec()));
         }
         let Reverse((name, src)) = self.heads.pop()?;
         self.refill(src);
+        // The same name again, from this run or another, is next on the
+        // heap.
+        while let Some(Reverse((next, _))) = self.heads.peek() {
+            if *next != name {
+                break;
+            }
+            let Some(Reverse((_, src))) = self.heads.pop() else {
+                break;
+            };
+            self.refill(src);
+        }
         Some(OsString::from_vec(name))
     }
 }
@@ -286,6 +306,27 @@ mod tests {
             w.sort();
             w
         });
+    }
+
+    /// A name listed twice comes back once, from memory and from runs
+    /// (the same run or two).
+    #[test]
+    fn a_name_listed_twice_comes_back_once() {
+        let names: Vec<Vec<u8>> = ["b", "a", "b"].map(|n| n.as_bytes().to_vec()).to_vec();
+        let want = [b"a".to_vec(), b"b".to_vec()];
+        for run_bytes in [RUN_BYTES, 20, 16, 1] {
+            let (got, runs) = listed(&names, run_bytes);
+            assert_eq!(got, want, "{runs} runs");
+        }
+        assert_eq!(listed(&names, 1).1, 3, "a run a name");
+        assert_eq!(listed(&names, 20).1, 1, "both in one run");
+        assert_eq!(listed(&names, 16).1, 1, "one in a run, one in memory");
+        let mut many = names.clone();
+        many.extend(["c", "b", "a", "c"].map(|n| n.as_bytes().to_vec()));
+        for run_bytes in [RUN_BYTES, 20, 1] {
+            let (got, _) = listed(&many, run_bytes);
+            assert_eq!(got, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+        }
     }
 
     #[test]

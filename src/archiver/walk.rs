@@ -821,7 +821,7 @@ impl<'a> Walker<'a> {
                             debug_assert!(!unread, "an unchanged file without its attributes");
                             Counters::add(&c.files_unmodified, 1);
                             Counters::add(&c.total_bytes, node.size);
-                            tree.push(&node);
+                            tree.push(&node)?;
                         } else {
                             Counters::add(
                                 if was_file {
@@ -841,7 +841,7 @@ impl<'a> Walker<'a> {
                                 at: slot,
                                 answered: false,
                             };
-                            let at = tree.push(&node);
+                            let at = tree.push(&node)?;
                             waits.push(Wait::File { slot, at });
                             if let Some(full) = batch.add(job, node.size) {
                                 if self.shared.send(full).is_err() {
@@ -860,7 +860,7 @@ impl<'a> Walker<'a> {
                         if other_fs {
                             // A mount point: keep the directory, not its contents.
                             let seq = self.emit(DirJob::new(TreeEncoder::default()))?;
-                            let at = tree.push(&node);
+                            let at = tree.push(&node)?;
                             waits.push(Wait::Dir { at, seq });
                         } else if self.shared.take_spare() {
                             let shared = self.shared;
@@ -876,11 +876,11 @@ impl<'a> Walker<'a> {
                             });
                             walking.push((waits.len(), thread));
                             // The sequence number is filled in once it is walked.
-                            let at = tree.push(&node);
+                            let at = tree.push(&node)?;
                             waits.push(Wait::Dir { at, seq: u64::MAX });
                         } else {
                             let seq = self.walk_subdir(&path, md.dev, sub, old_subtree)?;
-                            let at = tree.push(&node);
+                            let at = tree.push(&node)?;
                             waits.push(Wait::Dir { at, seq });
                         }
                     }
@@ -889,7 +889,7 @@ impl<'a> Walker<'a> {
                             self.report(format!("{}: expected a directory", path.display()));
                             continue;
                         }
-                        tree.push(&node);
+                        tree.push(&node)?;
                     }
                 }
                 if split.is_some_and(|r| r.cut(tree.len(), name.as_bytes())) {
