@@ -46,6 +46,26 @@ pub fn vanish(path: &std::path::Path) {
     }
 }
 
+/// Replaces `path` with a FIFO if `CAIRN_TEST_FIFO` equals its file
+/// name. Backup calls it just before reading a file, so a test can put a
+/// FIFO in a file's place after the walk has seen it. Unset, this costs
+/// one cached environment lookup.
+pub fn fifo(path: &std::path::Path) {
+    static NAME: OnceLock<Option<String>> = OnceLock::new();
+    let Some(name) = NAME.get_or_init(|| std::env::var("CAIRN_TEST_FIFO").ok()) else {
+        return;
+    };
+    if path.file_name() == Some(std::ffi::OsStr::new(name)) {
+        let _ = std::fs::remove_file(path);
+        if let Ok(c) =
+            std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()))
+        {
+            // SAFETY: a NUL-terminated path that outlives the call.
+            unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        }
+    }
+}
+
 /// `CAIRN_TEST_SWAP=DIR=>TARGET`: restore calls this with its target once
 /// a batch's folders are made and before its files are written; if `DIR`
 /// (relative to the target) is a folder then, it is moved aside (to

@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -294,6 +295,50 @@ fn a_file_replaced_by_a_symlink_during_backup_is_not_followed() {
     let r = restored(&target, &src);
     assert_eq!(list_paths(&r), vec![PathBuf::from("a.txt")]);
     assert_eq!(fs::read_to_string(r.join("a.txt")).unwrap(), "stays");
+}
+
+/// A file that turns into a FIFO between the walk and its read is
+/// reported and left out, and the backup ends: opening a FIFO without a
+/// writer used to wait for one forever.
+#[test]
+fn a_file_replaced_by_a_fifo_during_backup_is_left_out_without_a_hang() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a.txt"), "stays");
+    write(&src.join("piped.txt"), "becomes a FIFO before it is read");
+    write(&src.join("z.txt"), "after the FIFO");
+
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_TEST_FIFO", "piped.txt");
+    let out = run_within(&mut c, 120).expect("the backup hung on the FIFO");
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        fs::symlink_metadata(src.join("piped.txt"))
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the hook made it a FIFO"
+    );
+    let piped = format!("{}/piped.txt", abs(&src));
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains(&piped) && l.contains("cannot open: a FIFO")),
+        "the file should be named on stderr:\n{out}"
+    );
+    assert_eq!(out.json()["summary"]["errors"], 1, "{out}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    assert_eq!(
+        list_paths(&r),
+        ["a.txt", "z.txt"].map(PathBuf::from).to_vec()
+    );
+    assert_eq!(fs::read_to_string(r.join("a.txt")).unwrap(), "stays");
+    assert_eq!(
+        fs::read_to_string(r.join("z.txt")).unwrap(),
+        "after the FIFO"
+    );
 }
 
 /// A directory of more entries than are stat-ed in one block, backed up

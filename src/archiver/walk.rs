@@ -138,9 +138,11 @@ impl Drop for FileJob {
 /// A walked directory's descriptor (`O_PATH`), through which the walk
 /// stats its entries and workers open its files, by name alone: opening
 /// each by its full path walked every component again, and path lookups
-/// were a tenth of the CPU of a backup of 200,000 small files. A file is opened with `O_NOFOLLOW`: the walk
-/// saw a regular file, and should a symlink have taken its place since,
-/// the backup reports it rather than read whatever it points to.
+/// were a tenth of the CPU of a backup of 200,000 small files. A file is
+/// opened with `O_NOFOLLOW`: the walk saw a regular file, and should a
+/// symlink have taken its place since, the backup reports it rather than
+/// read whatever it points to. Likewise a FIFO or a device put in its
+/// place is refused (see [`open_regular`]).
 struct DirHandle(std::os::fd::OwnedFd);
 
 impl DirHandle {
@@ -158,22 +160,51 @@ impl DirHandle {
         })
     }
 
-    /// Opens the file named as `path`'s last component, for reading.
+    /// Opens the regular file named as `path`'s last component, for
+    /// reading (see [`open_regular`]).
     fn open_file(&self, path: &Path) -> std::io::Result<File> {
         use std::os::fd::AsRawFd;
         let name = path.file_name().unwrap_or(path.as_os_str());
-        let name = std::ffi::CString::new(name.as_bytes())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC;
-        // SAFETY: `name` is NUL-terminated and outlives the call; the
-        // directory descriptor is open for as long as `self` lives.
-        let fd = unsafe { libc::openat(self.0.as_raw_fd(), name.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a descriptor just opened, owned by nothing else.
-        Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+        open_regular(self.0.as_raw_fd(), name)
     }
+}
+
+/// Opens the regular file `name` relative to the directory descriptor
+/// `dir` (or `AT_FDCWD`), for reading. The walk saw a regular file, but
+/// anything may have taken its place since: a symlink is not followed
+/// (`O_NOFOLLOW`), and the open does not wait (`O_NONBLOCK`), since
+/// opening a FIFO without a writer waits for one, forever in a nightly
+/// backup; what it opened is then refused unless a regular file (reading
+/// a device such as `/dev/zero` would never end). `O_NONBLOCK` stays set:
+/// reads of a regular file do not heed it.
+fn open_regular(dir: std::os::fd::RawFd, name: &std::ffi::OsStr) -> std::io::Result<File> {
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let flags =
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: `name` is NUL-terminated and outlives the call; the
+    // caller keeps `dir` open for its duration.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let file: File = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    let ty = file.metadata()?.file_type();
+    if !ty.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if ty.is_fifo() {
+            "a FIFO"
+        } else if ty.is_char_device() || ty.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::other(format!(
+            "{what} took the place of the file the walk saw"
+        )));
+    }
+    Ok(file)
 }
 
 /// Files to read, handed to the workers together: a channel operation per
@@ -557,9 +588,10 @@ fn read_file(
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
     };
     crate::fault::vanish(path);
+    crate::fault::fifo(path);
     let mut file = match handle {
         Some(dir) => dir.open_file(path),
-        None => File::open(path),
+        None => open_regular(libc::AT_FDCWD, path.as_os_str()),
     }
     .map_err(|e| skip("open", e))?;
     let mut chunks = Vec::new();

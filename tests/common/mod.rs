@@ -124,6 +124,43 @@ pub fn try_run(cmd: &mut Command, stdin: Option<&[u8]>) -> std::io::Result<Out> 
     })
 }
 
+/// Runs `cmd` as [`run`] does, without standard input, but kills it if
+/// it has not ended after `secs` seconds: `None` then, so a test of
+/// something that used to hang fails instead of waiting forever.
+pub fn run_within(cmd: &mut Command, secs: u64) -> Option<Out> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cairn");
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut out);
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for cairn") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    status.map(|s| Out {
+        code: s.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    })
+}
+
 /// A test repository in its own temporary directory, which also holds
 /// whatever scratch directories the test asks for.
 pub struct Repo {
