@@ -85,8 +85,8 @@ impl Stat {
             uid: md.uid(),
             gid: md.gid(),
             size: md.size(),
-            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            mtime_ns: time_ns(md.mtime(), md.mtime_nsec()),
+            ctime_ns: time_ns(md.ctime(), md.ctime_nsec()),
             dev: md.dev(),
             ino: md.ino(),
             nlink: md.nlink(),
@@ -120,8 +120,8 @@ impl Stat {
             uid: st.st_uid,
             gid: st.st_gid,
             size: st.st_size as u64,
-            mtime_ns: st.st_mtime as i64 * 1_000_000_000 + st.st_mtime_nsec as i64,
-            ctime_ns: st.st_ctime as i64 * 1_000_000_000 + st.st_ctime_nsec as i64,
+            mtime_ns: time_ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: time_ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
             dev: st.st_dev as u64,
             ino: st.st_ino as u64,
             nlink: st.st_nlink as u64,
@@ -144,6 +144,19 @@ impl Stat {
     pub fn is_symlink(&self) -> bool {
         self.is_type(libc::S_IFLNK)
     }
+}
+
+/// A file time of `secs` and `nsecs` in nanoseconds since the epoch, as
+/// a node holds it: an `i64` of nanoseconds spans the years 1677 to 2262,
+/// and a time outside them (a filesystem keeps seconds to the year 2446
+/// or further) is clamped to the nearest end, `i64::MIN` or `i64::MAX`,
+/// which restore sets back as they are: such a file round-trips with
+/// that time. Where both times of a file are clamped, a change to it
+/// that keeps its size and inode is not seen by them.
+pub fn time_ns(secs: i64, nsecs: i64) -> i64 {
+    secs.checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(nsecs))
+        .unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// A node for `name` from its `lstat`. Files get an empty chunk list and
@@ -346,5 +359,29 @@ pub fn current_user() -> String {
         uid.to_string()
     } else {
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_outside_what_nanoseconds_hold_is_clamped() {
+        assert_eq!(time_ns(1_600_000_000, 42), 1_600_000_000_000_000_042);
+        assert_eq!(time_ns(-1, 500), -999_999_500);
+        let last = (i64::MAX / 1_000_000_000, i64::MAX % 1_000_000_000);
+        assert_eq!(time_ns(last.0, last.1), i64::MAX);
+        assert_eq!(time_ns(last.0, last.1 + 1), i64::MAX);
+        // The year 2300, and the year 1600.
+        assert_eq!(time_ns(10_413_792_000, 0), i64::MAX);
+        assert_eq!(time_ns(-11_676_096_000, 0), i64::MIN);
+        assert_eq!(time_ns(i64::MAX, 999_999_999), i64::MAX);
+        assert_eq!(time_ns(i64::MIN, 0), i64::MIN);
+        // Restore sets a clamped time back as it is.
+        let ts = timespec(i64::MAX);
+        assert_eq!((ts.tv_sec, ts.tv_nsec), last);
+        let ts = timespec(i64::MIN);
+        assert_eq!(time_ns(ts.tv_sec, ts.tv_nsec), i64::MIN);
     }
 }

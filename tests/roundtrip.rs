@@ -292,6 +292,46 @@ fn round_trip_of_a_single_file_and_of_several_paths() {
     );
 }
 
+/// A file time past what a node's nanoseconds hold (the year 2262) is
+/// clamped to the last one they hold, and restored as that, where its
+/// computation overflowed (a panic in a debug build, a wrapped time in a
+/// release build); a time just inside round-trips to the nanosecond.
+#[test]
+fn a_file_time_past_2262_is_clamped_and_one_inside_round_trips() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("far.txt"), "from the year 2300");
+    write(&src.join("near.txt"), "from the last nanosecond of 2262");
+    // 2300-01-01T00:00:00Z, and the largest time an i64 of ns holds.
+    let far = 10_413_792_000;
+    let (last_secs, last_nsecs) = (i64::MAX / 1_000_000_000, i64::MAX % 1_000_000_000);
+    set_mtime(&src.join("far.txt"), far, 5);
+    set_mtime(&src.join("near.txt"), last_secs, last_nsecs);
+    let md = fs::metadata(src.join("far.txt")).unwrap();
+    if (md.mtime(), md.mtime_nsec()) != (far, 5) {
+        eprintln!("NOTICE: the test filesystem does not keep the year 2300; not tested");
+        return;
+    }
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    for (name, secs, nsecs) in [
+        ("far.txt", last_secs, last_nsecs),
+        ("near.txt", last_secs, last_nsecs),
+    ] {
+        assert_eq!(
+            fs::read(r.join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap()
+        );
+        let md = fs::metadata(r.join(name)).unwrap();
+        assert_eq!((md.mtime(), md.mtime_nsec()), (secs, nsecs), "{name}");
+    }
+    // Backed up again, the far file is seen as unchanged.
+    let again = repo.backup(&[&src], &[]);
+    assert_eq!(again["summary"]["files_unmodified"], 2, "{again:#}");
+}
+
 /// Thousands of small files share a pack, which restore cuts into pieces
 /// that workers take apart: every file comes back whole, including
 /// those whose content another file in another piece shares.
