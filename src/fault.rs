@@ -46,6 +46,29 @@ pub fn vanish(path: &std::path::Path) {
     }
 }
 
+/// `CAIRN_TEST_SWAP_WALKED=NAME=>TARGET`: backup calls this with a
+/// directory's path after the walk has stat-ed it and just before it
+/// opens it; if its file name is `NAME`, the directory is moved aside
+/// (to `NAME.swapped`) and a symlink to `TARGET` put in its place, as
+/// someone who can write in its parent could. Unset, this costs one
+/// cached environment lookup.
+pub fn swap_walked_dir(path: &std::path::Path) {
+    static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
+    let set = SET.get_or_init(|| {
+        let value = std::env::var("CAIRN_TEST_SWAP_WALKED").ok()?;
+        let (name, to) = value.split_once("=>")?;
+        Some((name.to_string(), to.to_string()))
+    });
+    let Some((name, to)) = set else { return };
+    if path.file_name() == Some(std::ffi::OsStr::new(name)) {
+        let mut aside = path.as_os_str().to_os_string();
+        aside.push(".swapped");
+        if std::fs::rename(path, &aside).is_ok() {
+            let _ = std::os::unix::fs::symlink(to, path);
+        }
+    }
+}
+
 /// Replaces `path` with a FIFO if `CAIRN_TEST_FIFO` equals its file
 /// name. Backup calls it just before reading a file, so a test can put a
 /// FIFO in a file's place after the walk has seen it. Unset, this costs

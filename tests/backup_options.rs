@@ -297,6 +297,56 @@ fn a_file_replaced_by_a_symlink_during_backup_is_not_followed() {
     assert_eq!(fs::read_to_string(r.join("a.txt")).unwrap(), "stays");
 }
 
+/// A directory that turns into a symlink between the walk's stat of it
+/// and its opening is reported and stored empty: the backup never lists
+/// or reads what the link points to (as root, `x -> /` would otherwise
+/// store the whole system under `x`).
+#[test]
+fn a_directory_replaced_by_a_symlink_during_backup_is_not_followed() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let outside = repo.scratch("outside");
+    write(&outside.join("secret"), "outside the backed-up tree");
+    write(&src.join("a.txt"), "stays");
+    write(&src.join("x/inner.txt"), "in the folder swapped away");
+    write(&src.join("z/after.txt"), "after the swapped folder");
+
+    let mut c = repo.cmd(&["backup", "--json"]);
+    let swap = format!("x=>{}", outside.display());
+    c.arg(&src).env("CAIRN_TEST_SWAP_WALKED", swap);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        fs::symlink_metadata(src.join("x"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the hook swapped it"
+    );
+    let x = format!("{}/x", abs(&src));
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains(&format!("{x}: cannot open as a directory"))),
+        "the folder should be named on stderr:\n{out}"
+    );
+    assert_eq!(out.json()["summary"]["errors"], 1, "{out}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    assert_eq!(
+        list_paths(&r),
+        ["a.txt", "x", "z", "z/after.txt"]
+            .map(PathBuf::from)
+            .to_vec()
+    );
+    assert!(fs::metadata(r.join("x")).unwrap().is_dir());
+    assert_eq!(
+        fs::read_to_string(r.join("z/after.txt")).unwrap(),
+        "after the swapped folder"
+    );
+}
+
 /// A file that turns into a FIFO between the walk and its read is
 /// reported and left out, and the backup ends: opening a FIFO without a
 /// writer used to wait for one forever.

@@ -14,10 +14,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::ffi::OsString;
+use std::ffi::{CStr, OsString};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use crate::names::NameList;
@@ -52,23 +53,36 @@ impl Listing {
         }
     }
 
-    /// Lists `dir`; `report` hears of each entry the listing could not
-    /// read.
-    pub(super) fn read(dir: &Path, report: &dyn Fn(String)) -> io::Result<Listing> {
+    /// Lists the open folder `dir` (whose path, for reports, is `path`)
+    /// through its descriptor, never by path: a folder swapped for a
+    /// symlink since it was opened is not followed. `report` hears of
+    /// what the listing could not read.
+    pub(super) fn read(
+        dir: BorrowedFd<'_>,
+        path: &Path,
+        report: &dyn Fn(String),
+    ) -> io::Result<Listing> {
+        let mut stream = Stream::open(dir)?;
         let mut listing = Listing::new();
-        for entry in std::fs::read_dir(dir)? {
-            match entry {
-                Ok(e) => {
-                    if !listing.push(e.file_name().as_bytes()) {
-                        report(format!(
-                            "{}: cannot list: 4 GiB of names and no temporary folder to \
-                             spill them to; the remaining entries are left out",
-                            dir.display()
-                        ));
-                        break;
-                    }
+        loop {
+            let name = match stream.next() {
+                Ok(Some(name)) => name,
+                Ok(None) => break,
+                Err(e) => {
+                    report(format!("{}: cannot list: {e}", path.display()));
+                    break;
                 }
-                Err(e) => report(format!("{}: cannot list: {e}", dir.display())),
+            };
+            if name == b"." || name == b".." {
+                continue;
+            }
+            if !listing.push(name) {
+                report(format!(
+                    "{}: cannot list: 4 GiB of names and no temporary folder to \
+                     spill them to; the remaining entries are left out",
+                    path.display()
+                ));
+                break;
             }
         }
         Ok(listing)
@@ -156,6 +170,60 @@ impl Listing {
             }
         }
         sorted
+    }
+}
+
+/// A directory stream (`fdopendir`) of a folder opened for reading
+/// through a walk's handle of it.
+struct Stream(std::ptr::NonNull<libc::DIR>);
+
+impl Stream {
+    fn open(dir: BorrowedFd<'_>) -> io::Result<Stream> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        // SAFETY: "." is NUL-terminated; the descriptor is borrowed, so
+        // open for the call.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a directory descriptor owned here; the stream
+        // takes it over when made.
+        match std::ptr::NonNull::new(unsafe { libc::fdopendir(fd) }) {
+            Some(stream) => Ok(Stream(stream)),
+            None => {
+                let e = io::Error::last_os_error();
+                // SAFETY: `fd` is still owned here, and closed once.
+                unsafe { libc::close(fd) };
+                Err(e)
+            }
+        }
+    }
+
+    /// The next entry's name, `None` at the end.
+    fn next(&mut self) -> io::Result<Option<&[u8]>> {
+        // SAFETY: `readdir` tells its end from an error by `errno` alone,
+        // so it is cleared first; the stream is open until dropped; the
+        // entry it returns is valid until the next call on the stream,
+        // which the name's borrow of `self` rules out.
+        unsafe {
+            *libc::__errno_location() = 0;
+            let entry = libc::readdir(self.0.as_ptr());
+            if entry.is_null() {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(0) => Ok(None),
+                    _ => Err(e),
+                };
+            }
+            Ok(Some(CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes()))
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // SAFETY: the stream is open and closed once, here.
+        unsafe { libc::closedir(self.0.as_ptr()) };
     }
 }
 

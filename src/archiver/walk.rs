@@ -113,7 +113,7 @@ struct FileJob {
     /// Its size when the walk saw it.
     size: u64,
     /// The directory holding it, to open it by name (see [`DirHandle`]).
-    handle: Option<Arc<DirHandle>>,
+    handle: Arc<DirHandle>,
     dir: Arc<DirOutcomes>,
     at: usize,
     answered: bool,
@@ -143,21 +143,30 @@ impl Drop for FileJob {
 /// symlink have taken its place since, the backup reports it rather than
 /// read whatever it points to. Likewise a FIFO or a device put in its
 /// place is refused (see [`open_regular`]).
+///
+/// A subdirectory is opened relative to its parent's descriptor, and its
+/// listing read through its own (see [`Listing::read`]), never by path:
+/// a directory that someone swapped for a symlink after the walk stat-ed
+/// it (`x -> /`) cannot be opened as a directory without following it,
+/// and is reported and stored empty rather than followed.
 struct DirHandle(std::os::fd::OwnedFd);
 
 impl DirHandle {
-    /// The directory at `dir`, if it still is one (not a symlink).
-    fn new(dir: &Path) -> Option<Arc<DirHandle>> {
-        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: `path` is NUL-terminated and outlives the call.
-        let fd = unsafe { libc::open(path.as_ptr(), flags) };
-        // SAFETY: a descriptor just opened, owned by nothing else.
-        (fd >= 0).then(|| {
-            Arc::new(DirHandle(unsafe {
-                std::os::fd::FromRawFd::from_raw_fd(fd)
-            }))
-        })
+    /// The directory at `dir` (the walk's root), if it is one and not a
+    /// symlink.
+    fn new(dir: &Path) -> std::io::Result<Arc<DirHandle>> {
+        open_dir(libc::AT_FDCWD, dir.as_os_str())
+    }
+
+    /// Its subdirectory `name`, if it still is one (not a symlink).
+    fn open_dir(&self, name: &std::ffi::OsStr) -> std::io::Result<Arc<DirHandle>> {
+        use std::os::fd::AsRawFd;
+        open_dir(self.0.as_raw_fd(), name)
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
     }
 
     /// Opens the regular file named as `path`'s last component, for
@@ -167,6 +176,25 @@ impl DirHandle {
         let name = path.file_name().unwrap_or(path.as_os_str());
         open_regular(self.0.as_raw_fd(), name)
     }
+}
+
+/// Opens the directory `name` relative to the directory descriptor `dir`
+/// (or `AT_FDCWD`) as a walk's handle (`O_PATH`), without following a
+/// symlink in its place.
+fn open_dir(dir: std::os::fd::RawFd, name: &std::ffi::OsStr) -> std::io::Result<Arc<DirHandle>> {
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `name` is NUL-terminated and outlives the call; the caller
+    // keeps `dir` open for its duration.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    Ok(Arc::new(DirHandle(unsafe {
+        std::os::fd::FromRawFd::from_raw_fd(fd)
+    })))
 }
 
 /// Opens the regular file `name` relative to the directory descriptor
@@ -246,14 +274,10 @@ type Entry<'s> = (std::ffi::OsString, Option<&'s Skeleton>);
 /// Entries stat-ed ahead in a block...
 const STAT_BLOCK: usize = 1024;
 
-/// `lstat` of the entry `name` of `dir`: an `fstatat` relative to the
-/// open folder, or by its path where the folder could not be opened.
-fn stat(dir: &Path, handle: Option<&DirHandle>, name: &std::ffi::OsStr) -> std::io::Result<Stat> {
-    use std::os::fd::AsFd;
-    match handle {
-        Some(h) => Stat::at(h.0.as_fd(), name),
-        None => std::fs::symlink_metadata(dir.join(name)).map(|md| Stat::of(&md)),
-    }
+/// `lstat` of the entry `name` of the open folder `dir`: an `fstatat`
+/// relative to it.
+fn stat(dir: &DirHandle, name: &std::ffi::OsStr) -> std::io::Result<Stat> {
+    Stat::at(dir.fd(), name)
 }
 
 /// A directory's entries in order, each with its `lstat` done ahead: a
@@ -266,7 +290,7 @@ struct StatAhead<'a, 's> {
     names: Box<dyn Iterator<Item = Entry<'s>> + 'a>,
     ready: std::vec::IntoIter<(Entry<'s>, Option<std::io::Result<Stat>>)>,
     dir: &'a Path,
-    handle: Option<&'a DirHandle>,
+    handle: &'a DirHandle,
     exclude: Option<&'a PathFilter>,
     threads: usize,
 }
@@ -281,7 +305,7 @@ impl<'a, 's> StatAhead<'a, 's> {
                     let excluded = exclude.is_some_and(|x| {
                         x.matches(&dir.join(name).to_string_lossy(), &name.to_string_lossy())
                     });
-                    (!excluded).then(|| stat(dir, handle, name))
+                    (!excluded).then(|| stat(handle, name))
                 })
                 .collect()
         };
@@ -423,7 +447,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                     let outcome = if aborted {
                         Err(None)
                     } else {
-                        match read_file(setup, &job.path, job.handle.as_deref(), job.size) {
+                        match read_file(setup, &job.path, &job.handle, job.size) {
                             Ok(r) => Ok(r),
                             Err(FileError::Skip(why)) => Err(Some(why)),
                             Err(FileError::Fatal(e)) => {
@@ -484,15 +508,18 @@ const READ_AHEAD_UP_TO: u64 = BATCH_BYTES;
 fn cold_small_files(batch: &[FileJob]) -> Option<Vec<(Arc<DirHandle>, PathBuf)>> {
     let small = |j: &&FileJob| j.size > 0 && j.size <= READ_AHEAD_UP_TO;
     let first = batch.iter().find(small)?;
-    let dir = first.handle.as_ref()?;
-    if dir.open_file(&first.path).is_ok_and(|f| cached(&f)) {
+    if first
+        .handle
+        .open_file(&first.path)
+        .is_ok_and(|f| cached(&f))
+    {
         return None;
     }
     Some(
         batch
             .iter()
             .filter(small)
-            .filter_map(|j| Some((j.handle.clone()?, j.path.clone())))
+            .map(|j| (Arc::clone(&j.handle), j.path.clone()))
             .collect(),
     )
 }
@@ -581,7 +608,7 @@ impl<R: std::io::Read> std::io::Read for ToSeenEnd<R> {
 fn read_file(
     setup: &WalkSetup<'_>,
     path: &Path,
-    handle: Option<&DirHandle>,
+    handle: &DirHandle,
     seen: u64,
 ) -> std::result::Result<(Vec<BlobId>, u64, Xattrs), FileError> {
     let skip = |op: &str, e: std::io::Error| {
@@ -589,11 +616,7 @@ fn read_file(
     };
     crate::fault::vanish(path);
     crate::fault::fifo(path);
-    let mut file = match handle {
-        Some(dir) => dir.open_file(path),
-        None => open_regular(libc::AT_FDCWD, path.as_os_str()),
-    }
-    .map_err(|e| skip("open", e))?;
+    let mut file = handle.open_file(path).map_err(|e| skip("open", e))?;
     let mut chunks = Vec::new();
     let mut reader = ToSeenEnd {
         file: &mut file,
@@ -677,7 +700,8 @@ impl<'a> Walker<'a> {
         let root = Path::new("/");
         let md = std::fs::symlink_metadata(root).map_err(|e| Error::path("stat", root, e))?;
         let parent = self.shared.setup.parent;
-        self.walk_subdir(root, md.dev(), self.shared.setup.only, parent)
+        let handle = DirHandle::new(root);
+        self.walk_subdir(root, handle, md.dev(), self.shared.setup.only, parent)
     }
 
     fn aborted(&self) -> bool {
@@ -692,11 +716,13 @@ impl<'a> Walker<'a> {
         (self.shared.setup.report)(msg)
     }
 
-    /// Walks subdirectory `path`, whose entry in the parent snapshot named
-    /// `old_subtree` (loaded here, so on the thread that walks it).
+    /// Walks subdirectory `path`, opened as `handle`, whose entry in the
+    /// parent snapshot named `old_subtree` (loaded here, so on the thread
+    /// that walks it).
     fn walk_subdir(
         &mut self,
         path: &Path,
+        handle: std::io::Result<Arc<DirHandle>>,
         dev: u64,
         only: Option<&Skeleton>,
         old_subtree: Option<BlobId>,
@@ -711,25 +737,37 @@ impl<'a> Walker<'a> {
                 None
             }
         });
-        self.walk_dir(path, dev, only, parent)
+        self.walk_dir(path, handle, dev, only, parent)
     }
 
     /// Walks `dir`, emitting its subdirectories and then itself; returns its
-    /// sequence number.
+    /// sequence number. `handle` is the folder, opened once: it is listed,
+    /// its entries stat-ed and its files and folders opened through it.
+    /// A folder that could not be opened as one (a symlink in its place)
+    /// is reported and stored empty.
     fn walk_dir(
         &mut self,
         dir: &Path,
+        handle: std::io::Result<Arc<DirHandle>>,
         dev: u64,
         only: Option<&Skeleton>,
         parent: Option<(BlobId, DirNodes<'a>)>,
     ) -> Result<u64> {
-        // The folder, opened once: its entries are stat-ed and its files
-        // opened relative to it.
-        let handle = DirHandle::new(dir);
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                self.report(format!(
+                    "{}: cannot open as a directory, stored empty: {e}",
+                    dir.display()
+                ));
+                Counters::add(&self.shared.setup.counters.dirs, 1);
+                return self.emit(DirJob::new(TreeEncoder::default()));
+            }
+        };
         let report: &(dyn Fn(String) + Sync) = self.shared.setup.report;
         let listing = match only {
             Some(_) => None,
-            None => match Listing::read(dir, report) {
+            None => match Listing::read(handle.fd(), dir, report) {
                 Ok(l) => Some(l),
                 Err(e) => {
                     self.report(format!("{}: cannot list: {e}", dir.display()));
@@ -791,7 +829,7 @@ impl<'a> Walker<'a> {
                 names,
                 ready: Vec::new().into_iter(),
                 dir,
-                handle: handle.as_deref(),
+                handle: &handle,
                 exclude,
                 threads,
             };
@@ -810,7 +848,7 @@ impl<'a> Walker<'a> {
                 {
                     continue;
                 }
-                let md = match pre.unwrap_or_else(|| stat(dir, handle.as_deref(), &name)) {
+                let md = match pre.unwrap_or_else(|| stat(&handle, &name)) {
                     Ok(md) => md,
                     Err(e) => {
                         self.report(format!("{}: cannot stat: {e}", path.display()));
@@ -866,7 +904,7 @@ impl<'a> Walker<'a> {
                             let results = outcomes.get_or_insert_with(|| DirOutcomes::new(entries));
                             let slot = tree.len() as usize;
                             let job = FileJob {
-                                handle: handle.clone(),
+                                handle: Arc::clone(&handle),
                                 path: path.clone(),
                                 size: node.size,
                                 dir: Arc::clone(results),
@@ -894,26 +932,35 @@ impl<'a> Walker<'a> {
                             let seq = self.emit(DirJob::new(TreeEncoder::default()))?;
                             let at = tree.push(&node)?;
                             waits.push(Wait::Dir { at, seq });
-                        } else if self.shared.take_spare() {
-                            let shared = self.shared;
-                            let dev = md.dev;
-                            let thread = scope.spawn(move || {
-                                let mut walker = Walker {
-                                    shared,
-                                    names: NameCache::default(),
-                                };
-                                let seq = walker.walk_subdir(&path, dev, sub, old_subtree);
-                                shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
-                                seq
-                            });
-                            walking.push((waits.len(), thread));
-                            // The sequence number is filled in once it is walked.
-                            let at = tree.push(&node)?;
-                            waits.push(Wait::Dir { at, seq: u64::MAX });
                         } else {
-                            let seq = self.walk_subdir(&path, md.dev, sub, old_subtree)?;
-                            let at = tree.push(&node)?;
-                            waits.push(Wait::Dir { at, seq });
+                            // Opened here, relative to this folder: what
+                            // its path names by the time the walk gets to
+                            // it may be elsewhere.
+                            crate::fault::swap_walked_dir(&path);
+                            let opened = handle.open_dir(&name);
+                            if self.shared.take_spare() {
+                                let shared = self.shared;
+                                let dev = md.dev;
+                                let thread = scope.spawn(move || {
+                                    let mut walker = Walker {
+                                        shared,
+                                        names: NameCache::default(),
+                                    };
+                                    let seq =
+                                        walker.walk_subdir(&path, opened, dev, sub, old_subtree);
+                                    shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+                                    seq
+                                });
+                                walking.push((waits.len(), thread));
+                                // The sequence number is filled in once it is walked.
+                                let at = tree.push(&node)?;
+                                waits.push(Wait::Dir { at, seq: u64::MAX });
+                            } else {
+                                let seq =
+                                    self.walk_subdir(&path, opened, md.dev, sub, old_subtree)?;
+                                let at = tree.push(&node)?;
+                                waits.push(Wait::Dir { at, seq });
+                            }
                         }
                     }
                     _ => {
@@ -1277,7 +1324,7 @@ mod tests {
 
     /// A batch of `(name, size)` files in `dir`, as the walk makes them.
     fn batch(dir: &Path, files: &[(&str, u64)]) -> Vec<FileJob> {
-        let handle = DirHandle::new(dir);
+        let handle = DirHandle::new(dir).unwrap();
         let outcomes = DirOutcomes::new(files.len());
         files
             .iter()
@@ -1285,7 +1332,7 @@ mod tests {
             .map(|(at, &(name, size))| FileJob {
                 path: dir.join(name),
                 size,
-                handle: handle.clone(),
+                handle: Arc::clone(&handle),
                 dir: Arc::clone(&outcomes),
                 at,
                 answered: false,
