@@ -689,9 +689,11 @@ impl TreeEncoder {
     /// [`Tree::encode`] of the nodes as filled in. The buffer is reused:
     /// left-out nodes are cut out front to back, then contents written
     /// back to front, each node moved once, so a large directory's tree
-    /// is not held twice. A placeholder must not be longer than its
-    /// content (a file pushed with no chunks and, if its fill brings its
-    /// extended attributes, none; a directory with any id).
+    /// is not held twice. That needs every placeholder to be no longer
+    /// than its content (a file pushed with no chunks and no extended
+    /// attributes, a directory with any id); a tree with a longer one (a
+    /// file pushed with its parent node's attributes, which then had
+    /// fewer when read) is encoded afresh into a second buffer instead.
     ///
     /// [`push`]: TreeEncoder::push
     pub fn finish(mut self, mut fills: Vec<(usize, Fill)>) -> Result<Vec<u8>> {
@@ -707,9 +709,7 @@ impl TreeEncoder {
             !matches!(fill, Fill::Remove) && self.deltas(*at, fill).is_none()
         };
         if fills.iter().any(shorter) {
-            return Err(Error::Invalid(
-                "a tree's placeholder is longer than the content put in it".into(),
-            ));
+            return self.finish_afresh(fills);
         }
         // Cut out the nodes left out, moving what lies between them down
         // and the places of the rest with it.
@@ -787,6 +787,47 @@ impl TreeEncoder {
         }
         self.bytes[4..HEADER].copy_from_slice(&self.len.to_le_bytes());
         Ok(self.bytes)
+    }
+
+    /// [`TreeEncoder::finish`] into a new buffer: the nodes without a
+    /// fill copied as they are, the others written with their content.
+    fn finish_afresh(self, fills: Vec<(usize, Fill)>) -> Result<Vec<u8>> {
+        let lost = || Error::Invalid("backup lost a directory entry's place".into());
+        let bytes = &self.bytes;
+        let mut out = Vec::with_capacity(bytes.len());
+        out.extend_from_slice(&bytes[..HEADER]);
+        let (mut read, mut len) = (HEADER, self.len);
+        for (at, fill) in fills {
+            let l = self.layout(at).ok_or_else(lost)?;
+            out.extend_from_slice(&bytes[read..at]);
+            read = l.end;
+            let (kind, size, xattrs) = match &fill {
+                Fill::Remove => {
+                    len -= 1;
+                    continue;
+                }
+                Fill::File {
+                    chunks,
+                    size,
+                    xattrs,
+                } => (KindRef::File { chunks }, Some(*size), Some(xattrs)),
+                Fill::Subtree(subtree) => (KindRef::Dir { subtree }, None, None),
+            };
+            out.extend_from_slice(&bytes[at..l.kind.start]);
+            codec::encode_into(&kind, &mut out);
+            let size_at = out.len() + (l.size - l.kind.end);
+            out.extend_from_slice(&bytes[l.kind.end..l.xattrs]);
+            if let Some(size) = size {
+                out[size_at..size_at + 8].copy_from_slice(&size.to_le_bytes());
+            }
+            match xattrs {
+                Some(xattrs) => codec::encode_into(xattrs, &mut out),
+                None => out.extend_from_slice(&bytes[l.xattrs..l.end]),
+            }
+        }
+        out.extend_from_slice(&bytes[read..]);
+        out[4..HEADER].copy_from_slice(&len.to_le_bytes());
+        Ok(out)
     }
 
     /// How many bytes `fill` adds to the node at `at`'s kind and to its
@@ -1049,7 +1090,7 @@ pub(crate) mod tests {
             TreeEncoder::default().finish(vec![]).unwrap(),
             Tree::new(vec![]).encode()
         );
-        // A content shorter than its placeholder is refused.
+        // A content shorter than its placeholder is put in all the same.
         let mut enc = TreeEncoder::default();
         let a = enc.push(&file("a", 2)).unwrap();
         enc.push(&file("b", 1)).unwrap();
@@ -1061,24 +1102,44 @@ pub(crate) mod tests {
                 xattrs: vec![],
             },
         )];
-        let err = enc.finish(fills).unwrap_err().to_string();
-        assert!(err.contains("placeholder is longer"), "{err}");
-        // And attributes fewer than the placeholder's, even with more
-        // chunks making up for their bytes.
+        let mut want = file("a", 0);
+        want.kind = NodeKind::File {
+            chunks: vec![BlobId([3; 32])],
+        };
+        want.size = 9;
+        let bytes = enc.finish(fills).unwrap();
+        assert_eq!(bytes, Tree::new(vec![want, file("b", 1)]).encode());
+        // As are attributes fewer than the placeholder's (a file pushed
+        // with its parent node's, which had fewer when read), even with
+        // more chunks making up for their bytes, beside other fills.
         let mut enc = TreeEncoder::default();
         let mut a = file("a", 0);
-        a.xattrs = vec![xattr("user.a", b"x")];
+        a.xattrs = vec![xattr("user.a", b"x"), xattr("user.b", b"y")];
         let a = enc.push(&a).unwrap();
-        let fills = vec![(
-            a,
-            Fill::File {
-                chunks: vec![BlobId([3; 32]); 4],
-                size: 9,
-                xattrs: vec![],
-            },
-        )];
-        let err = enc.finish(fills).unwrap_err().to_string();
-        assert!(err.contains("placeholder is longer"), "{err}");
+        let b = enc.push(&dir("b", 0)).unwrap();
+        let c = enc.push(&file("c", 0)).unwrap();
+        enc.push(&file("d", 1)).unwrap();
+        let fills = vec![
+            (
+                a,
+                Fill::File {
+                    chunks: vec![BlobId([3; 32]); 4],
+                    size: 9,
+                    xattrs: vec![xattr("user.b", b"y")],
+                },
+            ),
+            (b, Fill::Subtree(BlobId([4; 32]))),
+            (c, Fill::Remove),
+        ];
+        let mut want = file("a", 4);
+        want.kind = NodeKind::File {
+            chunks: vec![BlobId([3; 32]); 4],
+        };
+        want.size = 9;
+        want.xattrs = vec![xattr("user.b", b"y")];
+        let bytes = enc.finish(fills).unwrap();
+        let want = Tree::new(vec![want, dir("b", 4), file("d", 1)]);
+        assert_eq!(bytes, want.encode());
         // A place that is not a node's start is an error, not a panic.
         let mut enc = TreeEncoder::default();
         enc.push(&file("a", 1)).unwrap();
@@ -1152,14 +1213,21 @@ pub(crate) mod tests {
                         want.push(n);
                     }
                     (_, false) => {
-                        // Never fewer chunks than the placeholder holds.
-                        let chunks: Vec<BlobId> = (0..rng.gen_range(placeholder..4))
+                        // Mostly no fewer chunks than the placeholder
+                        // holds, at times fewer (the tree then encoded
+                        // afresh).
+                        let least = if rng.gen_bool(0.9) { placeholder } else { 0 };
+                        let chunks: Vec<BlobId> = (0..rng.gen_range(least..4))
                             .map(|_| BlobId([rng.gen(); 32]))
                             .collect();
                         let size = rng.gen();
-                        // Nor fewer attributes: the placeholder's and more.
+                        // Mostly the placeholder's attributes and more,
+                        // at times fewer.
                         let count = rng.gen_range(0..3);
                         let mut xattrs = n.xattrs.clone();
+                        if rng.gen_bool(0.1) {
+                            xattrs.truncate(rng.gen_range(0..=xattrs.len()));
+                        }
                         xattrs.extend(random_xattrs(&mut rng, count).into_iter().map(|mut x| {
                             x.name.0.insert(5, b'x');
                             x
