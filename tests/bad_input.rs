@@ -419,3 +419,24 @@ fn unreadable_file_gives_exit_3_and_a_snapshot() {
     );
     assert!(!restored(&target, &src).join("secret").exists());
 }
+
+/// A key file whose bytes changed is reported as damaged, not as a
+/// wrong password: the password may well be right.
+#[test]
+fn a_damaged_key_file_is_not_called_a_wrong_password() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    let keys = repo.path.join("keys");
+    let key = fs::read_dir(&keys).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = fs::read(&key).unwrap();
+    // In the sealed key, past the header and the KDF's salt.
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x40;
+    fs::write(&key, &bytes).unwrap();
+    let out = repo.run(&["snapshots"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("wrong password"), "{out}");
+    assert!(out.stderr.contains("does not match its name"), "{out}");
+}

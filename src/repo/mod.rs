@@ -166,6 +166,15 @@ impl Repository {
         let mut damaged = Vec::new();
         for name in &names {
             let bytes = backend.read(FileKind::Key, name)?;
+            // A key file is named by its hash: one whose bytes changed
+            // would only fail to open, and look like a wrong password.
+            if hex::encode(file_hash(&bytes)) != *name {
+                damaged.push(format!(
+                    "key {}: its content does not match its name",
+                    &name[..8]
+                ));
+                continue;
+            }
             match keys::decode(&bytes, password) {
                 Ok(Some(key)) => {
                     found = Some((key, name.clone()));
@@ -181,6 +190,13 @@ impl Repository {
                     format!("repository {}", backend.location()),
                     damaged.join("; "),
                 ));
+            }
+            if !damaged.is_empty() {
+                return Err(Error::WrongPassword(format!(
+                    "{} (or the password is right and opens a damaged key file: {})",
+                    backend.location(),
+                    damaged.join("; ")
+                )));
             }
             return Err(Error::WrongPassword(backend.location()));
         };
