@@ -666,6 +666,11 @@ impl TreeEncoder {
         self.len
     }
 
+    /// Bytes encoded so far (files' chunk ids as yet unknown).
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Whether it holds no node.
     pub fn is_empty(&self) -> bool {
         self.len == 0

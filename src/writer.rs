@@ -202,6 +202,20 @@ impl<'r> BlobWriter<'r> {
         id: BlobId,
         plaintext: &[u8],
     ) -> Result<(bool, Option<PackWriter>)> {
+        // Every reader refuses a blob past this: stored, it could never be
+        // read back, so the operation fails here instead.
+        if plaintext.len() > pack::MAX_BLOB as usize {
+            let what = match kind {
+                BlobKind::Data => "a chunk",
+                BlobKind::Tree => "a directory's tree",
+            };
+            return Err(Error::Invalid(format!(
+                "{what} of {} bytes is more than the {} a blob may hold (FORMAT.md, \"Blobs\"); \
+                 nothing of it was stored",
+                plaintext.len(),
+                pack::MAX_BLOB
+            )));
+        }
         if !self.claim(kind, &id)? {
             return Ok((false, None));
         }
@@ -680,6 +694,27 @@ mod tests {
         (0..300_000u32)
             .map(|j| (j.wrapping_mul(2654435761).wrapping_add(i) >> 11) as u8)
             .collect()
+    }
+
+    /// A blob past `MAX_BLOB`, which every reader refuses, is refused
+    /// here, and nothing is stored.
+    #[test]
+    fn a_blob_no_reader_would_take_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo_of_small_packs(Arc::new(LocalBackend::new(dir.path())));
+        let writer = BlobWriter::new(&repo);
+        // Zeroed by the allocator, untouched: no 256 MiB written here.
+        let huge = vec![0u8; pack::MAX_BLOB as usize + 1];
+        let e = writer
+            .add_with_id(BlobKind::Tree, BlobId([9; 32]), &huge)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than the 268435456 a blob may hold"), "{e}");
+        assert!(writer
+            .add_with_id(BlobKind::Tree, BlobId([8; 32]), b"small")
+            .unwrap());
+        let stats = writer.finish().unwrap();
+        assert_eq!(stats.blobs, 1);
     }
 
     #[test]

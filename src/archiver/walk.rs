@@ -390,10 +390,20 @@ struct DirJob {
 struct PartRule {
     every: u64,
     seed: u64,
+    /// The repository's smallest chunk: a file of `size` bytes has at
+    /// most `size / min` chunks (rounded up), 32 bytes of ids each.
+    chunk_min: u64,
 }
 
 /// Entries a directory's part holds on average, about a quarter more.
 const PART_EVERY: u64 = 4096;
+
+/// The most bytes a part may come to, counting each file's chunk ids at
+/// their most: a part of a few thousand very large files (disk images)
+/// is cut early, far below the 256 MiB a blob may hold
+/// ([`crate::pack::MAX_BLOB`]), rather than stored as a tree no reader
+/// takes.
+const PART_BYTES: u64 = 64 << 20;
 
 impl PartRule {
     /// The rule of `repo`'s backups, if it stores directories in parts.
@@ -402,6 +412,7 @@ impl PartRule {
         config.parted_trees().then(|| PartRule {
             every: crate::fault::tree_part().map_or(PART_EVERY, |n| n as u64),
             seed: config.chunker.seed,
+            chunk_min: u64::from(config.chunker.min.max(1)),
         })
     }
 
@@ -410,8 +421,18 @@ impl PartRule {
         (4 * self.every) as usize
     }
 
-    /// Whether a part of `nodes` entries, the last named `name`, ends.
-    fn cut(&self, nodes: u64, name: &[u8]) -> bool {
+    /// The most bytes of chunk ids a file of `size` bytes adds to its
+    /// node once read.
+    fn ids_bound(&self, size: u64) -> u64 {
+        size.div_ceil(self.chunk_min).saturating_mul(32)
+    }
+
+    /// Whether a part of `nodes` entries, the last named `name`, that may
+    /// come to `bytes` once its files' chunk ids are in, ends.
+    fn cut(&self, nodes: u64, name: &[u8], bytes: u64) -> bool {
+        if bytes >= PART_BYTES {
+            return true;
+        }
         if nodes < (self.every / 4).max(1) {
             return false;
         }
@@ -804,6 +825,8 @@ impl<'a> Walker<'a> {
             .then(|| PartRule::of(self.shared.setup.repo))
             .flatten();
         let mut parts = Vec::new();
+        // The chunk ids the part's files may add to it (see `PART_BYTES`).
+        let mut ids_bound = 0u64;
         let mut batch = JobBatch::default();
         // A part's outcomes are placed by its nodes' numbers in it.
         let entries = split.map_or(count, |r| r.max().min(count));
@@ -971,7 +994,12 @@ impl<'a> Walker<'a> {
                         tree.push(&node)?;
                     }
                 }
-                if split.is_some_and(|r| r.cut(tree.len(), name.as_bytes())) {
+                if let (Some(r), true) = (split, md.is_file()) {
+                    ids_bound = ids_bound.saturating_add(r.ids_bound(md.size));
+                }
+                let bytes = (tree.byte_len() as u64).saturating_add(ids_bound);
+                if split.is_some_and(|r| r.cut(tree.len(), name.as_bytes(), bytes)) {
+                    ids_bound = 0;
                     // The part's files all go to the workers now: the
                     // finisher waits for them, and entries that follow
                     // may add none to the batch (unchanged files) until
@@ -1256,6 +1284,28 @@ mod tests {
     /// Read to the size the walk saw, a small file takes one read, not a
     /// second that returns nothing; a read falling short before that
     /// size, or a file longer or shorter than seen, is read to its end.
+    /// A part ends once it may come to `PART_BYTES` with its files'
+    /// chunk ids, however few entries it holds: a few thousand disk
+    /// images would otherwise make a tree no reader takes.
+    #[test]
+    fn a_part_of_large_files_ends_by_its_bytes() {
+        let rule = PartRule {
+            every: 4096,
+            seed: 7,
+            chunk_min: 512 << 10,
+        };
+        // At most one id per 512 KiB: 64 KiB of ids for 1 GiB.
+        assert_eq!(rule.ids_bound(1 << 30), 64 << 10);
+        assert_eq!(rule.ids_bound(1), 32);
+        assert!(!rule.cut(3, b"a", PART_BYTES - 1));
+        assert!(rule.cut(3, b"a", PART_BYTES));
+        // 1,024 files of 1 TiB each: ends well before the 256 MiB a blob
+        // may hold.
+        let per_file = rule.ids_bound(1 << 40);
+        let ends_after = (1..).find(|n| rule.cut(*n, b"f", n * per_file)).unwrap();
+        assert!(ends_after * per_file < u64::from(crate::pack::MAX_BLOB) / 2);
+    }
+
     #[test]
     fn a_file_is_read_to_its_seen_end_without_an_empty_read() {
         let data = noise(b"seen", 10_000);
