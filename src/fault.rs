@@ -181,6 +181,22 @@ fn positive(name: &str) -> Option<usize> {
     std::env::var(name).ok()?.parse().ok().filter(|&n| n > 0)
 }
 
+/// How long before the parent snapshot's time a file's change counts as
+/// maybe racing the parent's read of it, in ns, from
+/// `CAIRN_TEST_RACY_WINDOW_NS` (0 allowed), so that tests backing up
+/// files written a moment before can see them unchanged. Unset, this
+/// costs one cached environment lookup.
+pub fn racy_window_ns() -> Option<i64> {
+    static NS: OnceLock<Option<i64>> = OnceLock::new();
+    *NS.get_or_init(|| {
+        std::env::var("CAIRN_TEST_RACY_WINDOW_NS")
+            .ok()?
+            .parse()
+            .ok()
+            .filter(|&n: &i64| n >= 0)
+    })
+}
+
 /// How many entries a restore's batch holds, from
 /// `CAIRN_TEST_RESTORE_BATCH`, so a test restores a small tree in many
 /// batches. Unset, this costs one cached environment lookup.

@@ -186,3 +186,29 @@ fn kinds_choose_parents_read_what_they_must_and_restore_identically() {
     let old = fs::read(restored(&repo.dir.path().join("restore-0"), &src).join("sub/c.txt"));
     assert_eq!(old.unwrap(), "version one\n".repeat(1000).into_bytes());
 }
+
+/// A file changed within two seconds before its parent snapshot began
+/// may have changed again unseen, within the same tick of its clock, after
+/// the parent read it: the next backup reads it again rather than trust
+/// its unchanged size and times. (The other tests set that window to
+/// nothing, to see files they just wrote as unchanged.)
+#[test]
+fn a_file_changed_just_before_its_parent_is_read_again() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("db"), "page one\n");
+    let with_window = |args: &[&str]| {
+        let mut c = repo.cmd(args);
+        c.env_remove("CAIRN_TEST_RACY_WINDOW_NS");
+        run(&mut c, None).success()
+    };
+    with_window(&["backup", src.to_str().unwrap()]);
+    let out = with_window(&["backup", "--json", src.to_str().unwrap()]);
+    let snap = out.json();
+    assert_eq!(summary(&snap, "files_unmodified"), 0, "{out}");
+    assert_eq!(summary(&snap, "bytes_read"), 9, "{out}");
+    // With no window, as before this rule, the same file is trusted.
+    let snap = repo.backup(&[&src], &[]);
+    assert_eq!(summary(&snap, "files_unmodified"), 1);
+    assert_eq!(summary(&snap, "bytes_read"), 0);
+}

@@ -68,6 +68,11 @@ pub struct BackupOptions {
     /// The time to record, ns since the epoch, instead of now (importing
     /// old backups, or tests of retention).
     pub time_ns: Option<i64>,
+    /// How long before the parent snapshot's time a file's ctime makes it
+    /// read again rather than trusted unchanged ([`walk::RACY_WINDOW_NS`]
+    /// unless `CAIRN_TEST_RACY_WINDOW_NS` says otherwise); tests backing up
+    /// files they wrote a moment before set 0.
+    pub racy_window_ns: i64,
 }
 
 impl Default for BackupOptions {
@@ -84,6 +89,7 @@ impl Default for BackupOptions {
             workers: 0,
             lock_wait: Duration::ZERO,
             time_ns: None,
+            racy_window_ns: crate::fault::racy_window_ns().unwrap_or(walk::RACY_WINDOW_NS),
         }
     }
 }
@@ -276,6 +282,9 @@ pub fn backup(
         None => (None, None),
     };
 
+    let racy_from = parent.map_or(i64::MIN, |p| {
+        p.snapshot.time_ns.saturating_sub(opts.racy_window_ns)
+    });
     let writer = BlobWriter::new(repo).locked(&lock);
     let counters = Counters::default();
     let warnings = std::sync::Mutex::new(Vec::new());
@@ -316,6 +325,7 @@ pub fn backup(
                 workers,
                 only,
                 parent: parent_tree,
+                racy_from,
                 report: &report,
                 repo_warn: &repo_warn,
             })
@@ -470,6 +480,7 @@ mod tests {
                 paths: vec![src.clone()],
                 kind,
                 workers,
+                racy_window_ns: 0,
                 ..BackupOptions::default()
             };
             let r = backup(&repo, &opts, &mut std::io::empty(), &|_| ()).unwrap();
@@ -521,6 +532,7 @@ mod tests {
         let opts = BackupOptions {
             paths: vec![src.clone()],
             kind: SnapshotKind::Incremental,
+            racy_window_ns: 0,
             ..BackupOptions::default()
         };
         let first = backup(&repo, &opts, &mut std::io::empty(), &|_| ()).unwrap();

@@ -35,6 +35,9 @@ pub(super) struct WalkSetup<'a> {
     pub only: Option<&'a Skeleton>,
     /// The parent snapshot's root tree (found readable).
     pub parent: Option<BlobId>,
+    /// A parent node whose ctime is at or after this is not trusted to
+    /// be unchanged (see [`unchanged_chunks`]).
+    pub racy_from: i64,
     pub report: &'a (dyn Fn(String) + Sync),
     /// Reports damage in the repository the walk reads around (a parent
     /// tree that cannot be read): nothing is left out of the snapshot.
@@ -907,7 +910,10 @@ impl<'a> Walker<'a> {
                         let was_file = old
                             .as_ref()
                             .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
-                        if let Some(chunks) = old.and_then(|o| unchanged_chunks(o, &node)) {
+                        let racy_from = self.shared.setup.racy_from;
+                        if let Some(chunks) =
+                            old.and_then(|o| unchanged_chunks(o, &node, racy_from))
+                        {
                             node.kind = NodeKind::File { chunks };
                             // Unchanged means the same ctime and inode, so
                             // the parent's attributes were taken above.
@@ -1148,14 +1154,27 @@ impl ParentNodes<'_> {
     }
 }
 
-/// The parent's chunks when `now` looks unchanged since `old`.
-fn unchanged_chunks(old: Node, now: &Node) -> Option<Vec<BlobId>> {
+/// How long before its snapshot's time a parent node's ctime must lie
+/// for the node to be trusted: a file's times tick in steps of up to a
+/// jiffy (1–10 ms) on kernels without fine-grained timestamps, a second
+/// on ext3 and some NFS servers, two on FAT.
+pub(super) const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// The parent's chunks when `now` looks unchanged since `old`. A file
+/// changed again within the same tick of its clock after the parent read
+/// it keeps the size and times the parent saw ("racily clean", as git
+/// calls it): a node whose ctime is at or after `racy_from`, its
+/// snapshot's time less [`RACY_WINDOW_NS`], is read afresh rather than
+/// trusted, or the stale content would be kept until the file next
+/// changed.
+fn unchanged_chunks(old: Node, now: &Node, racy_from: i64) -> Option<Vec<BlobId>> {
     match old.kind {
         NodeKind::File { chunks }
             if old.size == now.size
                 && old.mtime_ns == now.mtime_ns
                 && old.ctime_ns == now.ctime_ns
-                && old.inode == now.inode =>
+                && old.inode == now.inode
+                && old.ctime_ns < racy_from =>
         {
             Some(chunks)
         }

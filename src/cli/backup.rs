@@ -152,6 +152,7 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         workers: ctx.workers(&repo),
         lock_wait: ctx.global.lock_wait,
         time_ns: a.time,
+        ..BackupOptions::default()
     };
     let result = archiver::backup(&repo, &opts, &mut std::io::stdin().lock(), &warn)
         .map_err(|e| super::explain_full(&repo, e))?;

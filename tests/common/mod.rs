@@ -56,6 +56,9 @@ pub fn cairn() -> Command {
     ] {
         c.env_remove(var);
     }
+    // Files a test wrote a moment before its first backup count as
+    // unchanged in the next; `tests/kinds.rs` checks the real window.
+    c.env("CAIRN_TEST_RACY_WINDOW_NS", "0");
     c.stdin(Stdio::null());
     c
 }
