@@ -237,7 +237,7 @@ impl TableMarks {
 
 /// Marks live blobs and decides what to do with each pack.
 pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
-    let snapshots = repo.snapshots()?;
+    let snapshots = repo.snapshots()?.require_all("collect garbage")?;
     let roots: Vec<BlobId> = snapshots.iter().map(|e| e.snapshot.tree).collect();
     let mut sizes = IdMap::default();
     for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {

@@ -11,7 +11,7 @@ use crate::index::{IndexBuilder, IndexSet, IndexTable};
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
-use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::snapshot::{DamagedSnapshot, Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Parts, Tree, TreeBlob};
 use crate::writer::BlobWriter;
 
@@ -189,6 +189,9 @@ pub struct SnapshotsRepair {
     /// Damaged snapshots skipped because a repaired copy exists: (original,
     /// copy).
     pub skipped: Vec<(SnapshotId, SnapshotId)>,
+    /// Snapshot files that do not decode: nothing in them can be read, so
+    /// they are left as they are (the others are repaired all the same).
+    pub damaged: Vec<DamagedSnapshot>,
 }
 
 /// One snapshot rewritten by `repair snapshots`.
@@ -234,7 +237,9 @@ pub fn repair_snapshots(
     let writer = BlobWriter::new(repo);
     let mut out = SnapshotsRepair::default();
     let mut memo: HashMap<BlobId, (BlobId, Vec<String>)> = HashMap::new();
-    let snapshots: Vec<SnapshotEntry> = repo.snapshots()?;
+    let loaded = repo.snapshots()?;
+    out.damaged = loaded.damaged;
+    let snapshots: Vec<SnapshotEntry> = loaded.good;
     let copies: HashMap<String, SnapshotId> = snapshots
         .iter()
         .flat_map(|e| {

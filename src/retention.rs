@@ -20,6 +20,10 @@
 //! differential outside them protects its parent too. No snapshot ever
 //! *needs* another to be restored; this rule keeps the meaning of "changes
 //! since the full backup" intact.
+//!
+//! A damaged snapshot file (one that does not decode) is no candidate:
+//! plans are made over the others, and [`keep_bases_of_damaged`] keeps the
+//! full snapshots it might have been a differential of.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -70,8 +74,9 @@ impl Policy {
 pub struct Decision {
     /// The snapshot.
     pub id: SnapshotId,
-    /// Its time, ns since the epoch.
-    pub time_ns: i64,
+    /// Its time, ns since the epoch; `None` for a damaged snapshot file
+    /// named for removal, whose time cannot be read.
+    pub time_ns: Option<i64>,
     /// Kept?
     pub keep: bool,
     /// Why it is kept (empty when removed).
@@ -176,7 +181,7 @@ pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz
         .zip(reasons)
         .map(|(e, reasons)| Decision {
             id: e.id,
-            time_ns: e.snapshot.time_ns,
+            time_ns: Some(e.snapshot.time_ns),
             keep: !reasons.is_empty(),
             reasons,
         })
@@ -283,6 +288,28 @@ fn protect_parents(all: &[SnapshotEntry], groups: &mut [GroupDecisions]) {
                 let reason = format!("parent of kept differential {}", e.id.short());
                 keep(&parent, reason, groups);
             }
+        }
+    }
+}
+
+/// Keeps every full snapshot that `groups` would remove, for a plan made
+/// while some snapshot files do not decode: any of them may be a
+/// differential, whose parent, or its set's newest full snapshot,
+/// [`plan`] would have kept had it been readable, and what it holds
+/// cannot be read to tell which. So a damaged file never makes the policy
+/// remove a snapshot it would otherwise keep; the other rules cannot, as
+/// a snapshot left out of a group only leaves more of it kept.
+pub fn keep_bases_of_damaged(all: &[SnapshotEntry], groups: &mut [GroupDecisions]) {
+    let full: HashSet<SnapshotId> = all
+        .iter()
+        .filter(|e| e.snapshot.kind == SnapshotKind::Full)
+        .map(|e| e.id)
+        .collect();
+    for d in groups.iter_mut().flat_map(|g| &mut g.snapshots) {
+        if !d.keep && full.contains(&d.id) {
+            d.keep = true;
+            d.reasons
+                .push("full, and a damaged snapshot may be a differential of it".into());
         }
     }
 }
@@ -569,6 +596,82 @@ mod tests {
             last: n,
             ..Default::default()
         }
+    }
+
+    /// Leaving any one snapshot out as damaged never removes another the
+    /// whole plan keeps, whatever the policy: no rule is loosened by a
+    /// missing snapshot, and the full snapshots a damaged differential
+    /// could need stay.
+    #[test]
+    fn a_damaged_snapshot_makes_no_kept_snapshot_go() {
+        let d = SnapshotKind::Differential;
+        let i = SnapshotKind::Incremental;
+        let f = SnapshotKind::Full;
+        let t = vec![
+            at("2026-01-01 00:00", 1, f, None, &[]),
+            at("2026-01-02 00:00", 2, d, Some(1), &["x"]),
+            at("2026-01-03 00:00", 3, i, Some(2), &[]),
+            at("2026-01-08 00:00", 4, f, None, &[]),
+            at("2026-01-08 06:00", 5, d, Some(4), &[]),
+            at("2026-01-09 00:00", 6, i, Some(5), &[]),
+            at("2026-01-10 00:00", 7, d, Some(4), &[]),
+        ];
+        let policies = [
+            last(1),
+            last(3),
+            Policy {
+                daily: 2,
+                ..Default::default()
+            },
+            Policy {
+                weekly: 1,
+                ..Default::default()
+            },
+            Policy {
+                within_secs: Some(86_400),
+                ..Default::default()
+            },
+            Policy {
+                tags: vec!["x".into()],
+                ..Default::default()
+            },
+        ];
+        let all = SnapshotFilter::default();
+        let g = GroupBy::parse("set,host,paths").unwrap();
+        let kept = |policy: &Policy, snaps: &[SnapshotEntry], damaged: bool| {
+            let mut p = plan_in(policy, &g, &all, snaps, &Utc);
+            if damaged {
+                keep_bases_of_damaged(snaps, &mut p);
+            }
+            p.into_iter()
+                .flat_map(|g| g.snapshots)
+                .filter(|d| d.keep)
+                .map(|d| d.id.0[0])
+                .collect::<HashSet<u8>>()
+        };
+        for policy in &policies {
+            let whole = kept(policy, &t, false);
+            for gone in 1..=7u8 {
+                let rest: Vec<SnapshotEntry> =
+                    t.iter().filter(|e| e.id.0[0] != gone).cloned().collect();
+                let with_damage = kept(policy, &rest, true);
+                for id in whole.iter().filter(|&&id| id != gone) {
+                    assert!(
+                        with_damage.contains(id),
+                        "{policy:?}: {gone} damaged makes {id} go"
+                    );
+                }
+            }
+        }
+        // What keeps a full snapshot only for the damage says so.
+        let mut p = plan_in(&last(1), &g, &all, &t[..4], &Utc);
+        keep_bases_of_damaged(&t[..4], &mut p);
+        let one = p[0].snapshots.iter().find(|d| d.id.0[0] == 1).unwrap();
+        assert!(one.keep);
+        assert_eq!(
+            one.reasons,
+            vec!["full, and a damaged snapshot may be a differential of it"]
+        );
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! the 12-byte header as associated data; its name is the BLAKE3 hash of
 //! the file. A snapshot is complete on its own: its root tree reaches every
 //! blob it needs, whatever its kind.
+//!
+//! A file whose bytes do not decode is *damaged*: [`load_all`] sets it
+//! apart by name ([`Snapshots::damaged`]) so that commands choosing among
+//! snapshots go on with the others, while those that must see every
+//! snapshot (gc) refuse with [`Snapshots::require_all`].
 
 use serde::{Deserialize, Serialize};
 
@@ -138,20 +143,146 @@ pub struct SnapshotEntry {
     pub snapshot: Snapshot,
 }
 
-/// Every snapshot, oldest first.
-pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<SnapshotEntry>> {
-    let mut out = Vec::new();
+/// A file in `snapshots/` that does not decode as the snapshot its name
+/// promises: a flipped bit, a truncated write, a file of a later format.
+/// Nothing in it can be trusted, not even its time or set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DamagedSnapshot {
+    /// Its id (the file's name).
+    pub id: SnapshotId,
+    /// Why it does not decode.
+    pub reason: String,
+}
+
+impl DamagedSnapshot {
+    /// A warning naming the file, what a command did about it
+    /// (`consequence`), and what the operator can do.
+    pub fn warning(&self, consequence: &str) -> String {
+        format!(
+            "snapshot file snapshots/{} is damaged ({}): {consequence}; `cairn verify` checks \
+             the repository, and `cairn forget {}` removes the file if no intact copy of it \
+             can be put back",
+            self.id,
+            self.reason,
+            self.id.short()
+        )
+    }
+}
+
+/// Every snapshot file, read leniently: those that decode, and apart the
+/// names of those that do not.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshots {
+    /// The snapshots that decode, oldest first.
+    pub good: Vec<SnapshotEntry>,
+    /// The files that do not, by name.
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+impl Snapshots {
+    /// Every snapshot, or an error naming the first damaged file, for a
+    /// command (`doing`, e.g. "collect garbage") that must see every
+    /// snapshot: a snapshot it cannot read may hold the only references
+    /// to data.
+    pub fn require_all(self, doing: &str) -> Result<Vec<SnapshotEntry>> {
+        self.check_complete(doing)?;
+        Ok(self.good)
+    }
+
+    /// The error of [`Snapshots::require_all`], if any file is damaged.
+    pub fn check_complete(&self, doing: &str) -> Result<()> {
+        match self.damaged.first() {
+            None => Ok(()),
+            Some(d) => Err(Error::Invalid(format!(
+                "refusing to {doing}: snapshot file snapshots/{} is damaged ({}), and the data \
+                 only it uses cannot be told; put back an intact copy of the file, or, if it \
+                 is truly lost, remove it with `cairn forget {}` first{}",
+                d.id,
+                d.reason,
+                d.id.short(),
+                match self.damaged.len() {
+                    1 => String::new(),
+                    n => format!(" ({} more damaged: `cairn verify` names them)", n - 1),
+                }
+            ))),
+        }
+    }
+}
+
+/// What an id given to `forget` names: a snapshot, or a damaged file.
+#[derive(Clone, Copy, Debug)]
+pub enum Named<'a> {
+    /// A snapshot that decodes.
+    Good(&'a SnapshotEntry),
+    /// A file that does not.
+    Damaged(&'a DamagedSnapshot),
+}
+
+impl Snapshots {
+    /// Resolves `spec` as [`resolve`] does among the good snapshots, and
+    /// also as a full id or unique prefix of a damaged file's name: such a
+    /// file cannot be resolved by what it holds, yet must be removable.
+    /// A prefix that fits a damaged file and any other file is ambiguous.
+    /// A damaged file is refused when filters are given, since its set,
+    /// host and tags cannot be read to check them.
+    pub fn resolve_named(&self, spec: &str, filter: &SnapshotFilter) -> Result<Named<'_>> {
+        let lower = spec.to_ascii_lowercase();
+        let is_prefix = (4..=64).contains(&lower.len())
+            && lower.bytes().all(|b| b.is_ascii_hexdigit())
+            && spec != "latest";
+        let damaged: Vec<&DamagedSnapshot> = if is_prefix {
+            self.damaged
+                .iter()
+                .filter(|d| d.id.to_hex().starts_with(&lower))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let d = match damaged.as_slice() {
+            [] => return resolve(&self.good, spec, filter).map(Named::Good),
+            [d] => *d,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "snapshot prefix {spec} is ambiguous: give more digits"
+                )))
+            }
+        };
+        if self.good.iter().any(|e| e.id.to_hex().starts_with(&lower)) {
+            return Err(Error::Invalid(format!(
+                "snapshot prefix {spec} is ambiguous: give more digits"
+            )));
+        }
+        if !filter.is_empty() {
+            return Err(Error::Invalid(format!(
+                "snapshot file snapshots/{} is damaged: its set, host and tags cannot be read \
+                 to check the filters given (--set, --host, --tag); name it without them",
+                d.id
+            )));
+        }
+        Ok(Named::Damaged(d))
+    }
+}
+
+/// Every snapshot file. A file that does not decode (`Error::Corrupt`) is
+/// set apart in `damaged`; any other failure (listing, reading) is the
+/// error, since it says nothing about the file.
+pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
+    let mut out = Snapshots::default();
     for name in backend.list(FileKind::Snapshot)? {
         if !is_hex_name(&name) {
             continue;
         }
         let id = SnapshotId::from_hex(&name)?;
-        out.push(SnapshotEntry {
-            id,
-            snapshot: Snapshot::load(backend, key, &id)?,
-        });
+        match Snapshot::load(backend, key, &id) {
+            Ok(snapshot) => out.good.push(SnapshotEntry { id, snapshot }),
+            Err(Error::Corrupt { detail, .. }) => {
+                out.damaged.push(DamagedSnapshot { id, reason: detail })
+            }
+            Err(e) => return Err(e),
+        }
     }
-    out.sort_by_key(|e| (e.snapshot.time_ns, e.id));
+    out.good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
+    out.damaged.sort_by_key(|d| d.id);
     Ok(out)
 }
 
@@ -167,6 +298,11 @@ pub struct SnapshotFilter {
 }
 
 impl SnapshotFilter {
+    /// Whether it passes every snapshot.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_none() && self.host.is_none() && self.tags.is_empty()
+    }
+
     /// Whether `s` passes.
     pub fn matches(&self, s: &Snapshot) -> bool {
         self.set.as_ref().is_none_or(|x| *x == s.set)
@@ -244,6 +380,56 @@ mod tests {
             tree: BlobId([1; 32]),
             summary: Summary::default(),
         }
+    }
+
+    /// A file that does not decode is set apart, named, and only a
+    /// command that needs every snapshot fails on it; a failure to read
+    /// says nothing about the file and stays an error.
+    #[test]
+    fn damaged_files_are_set_apart() {
+        use crate::backend::mem::MemBackend;
+        let key = MasterKey::generate();
+        let b = MemBackend::default();
+        let (good, bytes) = sample(5).encode(&key);
+        b.write(FileKind::Snapshot, &good.to_hex(), &bytes).unwrap();
+        let (bad, mut bytes) = sample(9).encode(&key);
+        let n = bytes.len();
+        bytes[n / 2] ^= 1;
+        b.write(FileKind::Snapshot, &bad.to_hex(), &bytes).unwrap();
+
+        let all = load_all(&b, &key).unwrap();
+        assert_eq!(all.good.len(), 1);
+        assert_eq!(all.good[0].id, good);
+        assert_eq!(all.damaged.len(), 1);
+        assert_eq!(all.damaged[0].id, bad);
+        assert_eq!(all.damaged[0].reason, "content does not match its name");
+
+        // Resolution: `latest` is the newest good one; the damaged file
+        // by its name, unless filters ask what it cannot tell.
+        let f = SnapshotFilter::default();
+        let latest = all.resolve_named("latest", &f).unwrap();
+        assert!(matches!(latest, Named::Good(e) if e.id == good));
+        let named = all.resolve_named(&bad.short(), &f).unwrap();
+        assert!(matches!(named, Named::Damaged(d) if d.id == bad));
+        let host = SnapshotFilter {
+            host: Some("h".into()),
+            ..Default::default()
+        };
+        let e = all.resolve_named(&bad.short(), &host).unwrap_err();
+        assert!(e.to_string().contains("cannot be read to check"), "{e}");
+        assert!(all.resolve_named(&bad.to_hex()[..3], &f).is_err());
+
+        let e = all.clone().require_all("collect garbage").unwrap_err();
+        let e = e.to_string();
+        assert!(e.starts_with("refusing to collect garbage"), "{e}");
+        assert!(e.contains(&format!("snapshots/{bad}")), "{e}");
+        assert!(
+            e.contains(&format!("`cairn forget {}`", bad.short())),
+            "{e}"
+        );
+
+        b.fail_next(1, true);
+        assert!(load_all(&b, &key).is_err());
     }
 
     #[test]

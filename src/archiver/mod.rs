@@ -103,8 +103,9 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     /// Entries that could not be read, with the reason.
     pub warnings: Vec<String>,
-    /// Damage in the repository the backup read around (a parent tree
-    /// that cannot be read): the files beneath were read afresh, and every
+    /// Damage in the repository the backup read around (a snapshot file
+    /// that does not decode, left out of the choice of parent; a parent
+    /// tree that cannot be read, whose files were read afresh): every
     /// entry is in the snapshot.
     pub repo_warnings: Vec<String>,
     /// Set when the requested kind could not be honoured.
@@ -250,7 +251,17 @@ pub fn backup(
             "reusing {adopted} pack(s) uploaded by an interrupted backup"
         ));
     }
+    // A snapshot file that does not decode is no candidate for parent: the
+    // parent is then an older snapshot, or none, and only costs reading
+    // more files (every file is compared with the parent, never trusted
+    // blindly). It is repository damage the backup read around.
     let snapshots = repo.snapshots()?;
+    let damaged: Vec<String> = snapshots
+        .damaged
+        .iter()
+        .map(|d| d.warning("not considered as the parent of this backup"))
+        .collect();
+    let snapshots = snapshots.good;
     let parent = choose_parent(&snapshots, &set, &host, opts.kind);
     let mut kind = opts.kind;
     let mut note = None;
@@ -302,6 +313,9 @@ pub fn backup(
             w.push(msg);
         }
     };
+    for msg in damaged {
+        repo_warn(msg);
+    }
     if let Some(msg) = parent_unreadable {
         repo_warn(msg);
     }

@@ -186,8 +186,8 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
     }
     if !result.repo_warnings.is_empty() {
         eprintln!(
-            "warning: the repository is damaged ({} parent tree(s) unreadable): the files \
-             beneath were read afresh and are in snapshot {}; run `cairn verify`",
+            "warning: the repository is damaged ({} problem(s), named above): the backup \
+             read around it and every entry is in snapshot {}; run `cairn verify`",
             result.repo_warnings.len(),
             result.id.short()
         );

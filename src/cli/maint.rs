@@ -13,7 +13,7 @@ use crate::id::SnapshotId;
 use crate::repair::{self, RepairSnapshotsOptions};
 use crate::repo::{lock, Repository};
 use crate::retention::{self, GroupBy, GroupDecisions, Policy};
-use crate::snapshot;
+use crate::snapshot::{Named, Snapshots};
 use crate::verify::{self, Subset, VerifyOptions};
 use crate::{format_time, human_bytes};
 
@@ -343,20 +343,33 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
     let all = repo.snapshots()?;
     let reports: Vec<GroupDecisions> = if a.ids.is_empty() {
         let group_by = GroupBy::parse(&a.group_by)?;
-        retention::plan(policy, &group_by, &a.filter.filter(), &all)
+        let mut plan = retention::plan(policy, &group_by, &a.filter.filter(), &all.good);
+        if !all.damaged.is_empty() {
+            retention::keep_bases_of_damaged(&all.good, &mut plan);
+        }
+        plan
     } else {
         // Every id is resolved before anything is removed, so a typo
-        // removes nothing.
+        // removes nothing. A damaged file is named by its file name, as
+        // nothing in it can be read.
         let mut named: Vec<retention::Decision> = Vec::new();
         for spec in &a.ids {
-            let e = snapshot::resolve(&all, spec, &a.filter.filter())?;
-            if !named.iter().any(|d| d.id == e.id) {
-                named.push(retention::Decision {
+            let d = match all.resolve_named(spec, &a.filter.filter())? {
+                Named::Good(e) => retention::Decision {
                     id: e.id,
-                    time_ns: e.snapshot.time_ns,
+                    time_ns: Some(e.snapshot.time_ns),
                     keep: false,
                     reasons: vec!["named".into()],
-                });
+                },
+                Named::Damaged(d) => retention::Decision {
+                    id: d.id,
+                    time_ns: None,
+                    keep: false,
+                    reasons: vec![format!("named, damaged: {}", d.reason)],
+                },
+            };
+            if !named.iter().any(|n| n.id == d.id) {
+                named.push(d);
             }
         }
         vec![GroupDecisions {
@@ -370,14 +383,37 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
         .filter(|d| !d.keep)
         .map(|d| d.id)
         .collect();
+    let left = Snapshots {
+        good: Vec::new(),
+        damaged: all
+            .damaged
+            .iter()
+            .filter(|d| !remove.contains(&d.id))
+            .cloned()
+            .collect(),
+    };
+    // gc must not run past a snapshot it cannot read: refuse before
+    // anything is removed, rather than halfway.
+    if a.gc {
+        left.check_complete("forget with --gc")?;
+    }
+    super::warn_damaged(
+        &left,
+        if a.ids.is_empty() {
+            "not a candidate of the policy: neither kept nor removed, and no snapshot is \
+             removed because of it"
+        } else {
+            "left in place"
+        },
+    );
     if !a.json {
         for g in &reports {
             println!("{}:", g.group);
             for d in &g.snapshots {
                 println!(
-                    "  {} {}  {:<6}  {}",
+                    "  {} {:<19}  {:<6}  {}",
                     d.id.short(),
-                    format_time(d.time_ns),
+                    d.time_ns.map_or_else(|| "(damaged)".into(), format_time),
                     if d.keep { "keep" } else { "remove" },
                     d.reasons.join(", ")
                 );
@@ -475,6 +511,15 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                     workers: ctx.workers(repo),
                 },
             )?;
+            for d in &r.damaged {
+                println!(
+                    "damaged, left as it is: snapshot file snapshots/{} ({}); nothing in it \
+                     can be read to repair, and `cairn forget {}` removes it",
+                    d.id,
+                    d.reason,
+                    d.id.short()
+                );
+            }
             for (original, copy) in &r.skipped {
                 println!(
                     "snapshot {} already has the repaired copy {}: skipped",

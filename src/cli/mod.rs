@@ -26,6 +26,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::human_bytes;
 use crate::repo::{lock, space, Repository};
+use crate::snapshot::{Named, SnapshotEntry, SnapshotFilter, Snapshots};
 
 /// cairn: deduplicating, encrypted snapshots of your directories.
 #[derive(Parser, Debug)]
@@ -374,6 +375,34 @@ fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
 /// Prints a warning to stderr.
 pub(crate) fn warn(msg: &str) {
     eprintln!("warning: {msg}");
+}
+
+/// Warns of every damaged snapshot file in `all`, saying what the command
+/// did with it (`consequence`).
+fn warn_damaged(all: &Snapshots, consequence: &str) {
+    for d in &all.damaged {
+        warn(&d.warning(consequence));
+    }
+}
+
+/// The snapshot `spec` names among those that decode, for a command that
+/// reads it (restore, ls, cat), after warning of the damaged files left
+/// out; a spec naming a damaged file says so rather than "not found".
+fn pick<'a>(all: &'a Snapshots, spec: &str, filter: &SnapshotFilter) -> Result<&'a SnapshotEntry> {
+    warn_damaged(
+        all,
+        "left out of the snapshots an id or `latest` is chosen from",
+    );
+    match all.resolve_named(spec, filter)? {
+        Named::Good(e) => Ok(e),
+        Named::Damaged(d) => Err(Error::corrupt(
+            format!("snapshot file snapshots/{}", d.id),
+            format!(
+                "{}; it cannot be read (`cairn verify` checks the repository)",
+                d.reason
+            ),
+        )),
+    }
 }
 
 /// Runs `command`, one that takes a lock to free space or check the

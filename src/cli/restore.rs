@@ -9,7 +9,6 @@ use super::{warn, Context};
 use crate::error::{Error, Result};
 use crate::human_bytes;
 use crate::restorer::{self, Policy, RestoreOptions};
-use crate::snapshot;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PolicyArg {
@@ -53,7 +52,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     };
     let repo = ctx.open()?;
     let all = repo.snapshots()?;
-    let entry = snapshot::resolve(&all, &spec, &a.filter.filter())?;
+    let entry = super::pick(&all, &spec, &a.filter.filter())?;
     let opts = RestoreOptions {
         subpath,
         target: a.target,

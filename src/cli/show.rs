@@ -12,7 +12,7 @@ use crate::id::{file_hash, BlobId, IndexId, PackId};
 use crate::index::IndexTable;
 use crate::repo::DirNodes;
 use crate::repo::{keys, Config, Repository};
-use crate::snapshot::{self, SnapshotEntry, SnapshotFilter};
+use crate::snapshot::{SnapshotEntry, SnapshotFilter};
 use crate::tree::{Node, NodeKind, Parts, Tree, TreeBlob, PARTS_VERSION};
 use crate::{format_time, human_bytes};
 
@@ -52,8 +52,10 @@ pub struct SnapshotsArgs {
 pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
     let repo = ctx.open()?;
     let f = a.filter.filter();
-    let all: Vec<SnapshotEntry> = repo
-        .snapshots()?
+    let loaded = repo.snapshots()?;
+    super::warn_damaged(&loaded, "not listed");
+    let all: Vec<SnapshotEntry> = loaded
+        .good
         .into_iter()
         .filter(|e| f.matches(&e.snapshot))
         .collect();
@@ -112,7 +114,7 @@ struct LsEntry<'a> {
 pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let repo = ctx.open()?;
     let all = repo.snapshots()?;
-    let e = snapshot::resolve(&all, &a.snapshot, &a.filter.filter())?;
+    let e = super::pick(&all, &a.snapshot, &a.filter.filter())?;
     let (tree, base) = repo.tree_at(&e.snapshot.tree, a.path.as_deref().unwrap_or("/"))?;
     let mut out = std::io::stdout().lock();
     list_tree(&repo, tree, &base, &a, &mut out)?;
@@ -237,11 +239,7 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         CatKind::Config => json(repo.config()),
         CatKind::Snapshot => {
             let all = repo.snapshots()?;
-            json(snapshot::resolve(
-                &all,
-                need_id(&a)?,
-                &SnapshotFilter::default(),
-            )?)
+            json(super::pick(&all, need_id(&a)?, &SnapshotFilter::default())?)
         }
         CatKind::Tree => {
             let id = BlobId::from_hex(need_id(&a)?)?;

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::id::{file_hash, is_hex_name, BlobId, IndexId, PackId};
 use crate::index::{IndexBuilder, IndexSet, IndexTable, Location};
 use crate::pack;
-use crate::snapshot::{self, SnapshotEntry};
+use crate::snapshot;
 use crate::tree::{EncodedTree, NodeKind, Tree};
 
 pub use config::Config;
@@ -519,8 +519,9 @@ impl Repository {
         Ok((dir, at))
     }
 
-    /// Every snapshot, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+    /// Every snapshot file: those that decode, oldest first, and apart
+    /// those that do not (see [`snapshot::Snapshots`]).
+    pub fn snapshots(&self) -> Result<snapshot::Snapshots> {
         snapshot::load_all(&*self.backend, &self.key)
     }
 }

@@ -1,0 +1,295 @@
+//! One damaged snapshot file through the real binary: the commands that
+//! only choose among snapshots (backup's parent, restore, ls, the listing,
+//! forget by policy) go on with the others and name it; `forget ID`
+//! removes it; gc refuses while it is there; `repair snapshots` reports it.
+
+mod common;
+mod support_maint;
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use common::*;
+use serde_json::Value;
+use support_maint::*;
+
+/// A repository with two snapshots of one source, a day apart: the older
+/// (full) and the newer (incremental), in that order.
+fn two_snapshots() -> (Repo, Saved, Saved) {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fill(&src, 5, &[("a.bin", 120_000), ("sub/b.bin", 70_000)]);
+    let older = backup_saved(&repo, &src, &["--time", "2024-03-01T10:00:00Z"]);
+    write_random(&src.join("c.bin"), 99, 40_000);
+    let newer = backup_saved(&repo, &src, &["--time", "2024-03-02T10:00:00Z"]);
+    (repo, older, newer)
+}
+
+fn snapshot_file(repo: &Repo, id: &str) -> PathBuf {
+    repo.path.join("snapshots").join(id)
+}
+
+/// Flips one byte inside the sealed part of a snapshot file, so it no
+/// longer authenticates (nor matches its name).
+fn damage(repo: &Repo, id: &str) {
+    let path = snapshot_file(repo, id);
+    let len = fs::metadata(&path).unwrap().len();
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let at = 12 + (len - 12) / 2;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 0x01;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&b).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Asserts `out` warns of the damaged snapshot `id`, with the remedy.
+#[track_caller]
+fn warns_of(out: &Out, id: &str) {
+    assert!(
+        out.stderr
+            .contains(&format!("snapshot file snapshots/{id} is damaged")),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!("`cairn forget {}`", &id[..8])),
+        "{out}"
+    );
+    assert!(out.stderr.contains("`cairn verify`"), "{out}");
+}
+
+/// The ids `snapshots --json` lists, and its outcome.
+fn listed(repo: &Repo) -> (Vec<String>, Out) {
+    let out = repo.run(&["snapshots", "--json"]).success();
+    let v = out.json();
+    (ids(v.as_array().expect("an array")), out)
+}
+
+/// Asserts gc (and forget --gc) refuse while `id` is damaged, naming it
+/// and the remedy, and remove nothing.
+#[track_caller]
+fn gc_refuses(repo: &Repo, id: &str) {
+    let before = names_in(repo, "snapshots");
+    let packs = packs_size(repo);
+    for args in [&["gc"][..], &["forget", "--keep-last", "1", "--gc"]] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(out.stderr.contains("refusing to"), "{out}");
+        assert!(out.stderr.contains(&format!("snapshots/{id}")), "{out}");
+        assert!(
+            out.stderr.contains(&format!("`cairn forget {}`", &id[..8])),
+            "{out}"
+        );
+        assert!(out.stderr.contains("intact copy"), "{out}");
+    }
+    assert_eq!(names_in(repo, "snapshots"), before, "nothing forgotten");
+    assert_eq!(packs_size(repo), packs, "nothing collected");
+}
+
+/// `forget <prefix of the damaged id>` removes exactly that file; then
+/// nothing warns, gc runs and verify finds the repository whole.
+#[track_caller]
+fn forget_damaged_then_gc(repo: &Repo, damaged: &str, good: &[&Saved]) {
+    let out = repo.run(&["forget", &damaged[..8]]).success();
+    assert!(out.stdout.contains("(damaged)"), "{out}");
+    assert!(out.stdout.contains("removed 1 snapshot(s)"), "{out}");
+    assert!(!snapshot_file(repo, damaged).exists());
+    let (ids, out) = listed(repo);
+    assert!(!out.stderr.contains("damaged"), "{out}");
+    for g in good {
+        assert!(ids.contains(&g.id), "{ids:?}");
+        assert_restores(repo, g);
+    }
+    repo.run(&["gc"]).success();
+    assert_verify_ok(repo);
+}
+
+#[test]
+fn a_damaged_older_snapshot_stops_nothing_but_gc() {
+    let (repo, older, newer) = two_snapshots();
+    damage(&repo, &older.id);
+
+    // The listing shows the good one and names the damaged file.
+    let (ids, out) = listed(&repo);
+    assert_eq!(ids, vec![newer.id.clone()], "{out}");
+    warns_of(&out, &older.id);
+    assert!(out.stderr.contains("not listed"), "{out}");
+
+    // The good snapshot restores, by id and as `latest`, and lists.
+    assert_restores(&repo, &newer);
+    let target = repo.scratch("latest");
+    let out = repo.restore("latest", &target, &[]);
+    warns_of(&out, &older.id);
+    assert!(out.stdout.contains(&newer.id[..8]), "{out}");
+    let out = repo.run(&["ls", &newer.id[..8]]).success();
+    assert!(out.stdout.contains("a.bin"), "{out}");
+
+    // The damaged one, asked for by name, is said to be damaged.
+    let target = repo.scratch("damaged");
+    let out = repo.restore_out(&older.id[..8], &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("snapshot file snapshots/{} is corrupt", older.id)),
+        "{out}"
+    );
+
+    // A backup goes on (its parent is the newer), names the damaged file
+    // and ends with the code of damage read around.
+    let out = repo.run(&["backup", "--json", &abs(&newer.src)]);
+    assert_eq!(out.code, 3, "{out}");
+    warns_of(&out, &older.id);
+    assert!(out.stderr.contains("the repository is damaged"), "{out}");
+    let third = out.json();
+    assert_eq!(third["parent"], newer.id.as_str(), "{out}");
+    assert_eq!(third["summary"]["errors"], 0, "{out}");
+
+    // `repair snapshots` reports it and goes on with the others.
+    let out = repo.run(&["repair", "snapshots"]).success();
+    assert!(
+        out.stdout.contains(&format!(
+            "damaged, left as it is: snapshot file snapshots/{}",
+            older.id
+        )),
+        "{out}"
+    );
+    assert!(out.stdout.contains("0 snapshot(s) repaired"), "{out}");
+
+    gc_refuses(&repo, &older.id);
+    forget_damaged_then_gc(&repo, &older.id, &[&newer]);
+}
+
+#[test]
+fn a_damaged_newer_snapshot_leaves_the_older_as_parent_and_latest() {
+    let (repo, older, newer) = two_snapshots();
+    damage(&repo, &newer.id);
+
+    let (ids, out) = listed(&repo);
+    assert_eq!(ids, vec![older.id.clone()], "{out}");
+    warns_of(&out, &newer.id);
+
+    // `latest` is the newest snapshot that can be read.
+    let target = repo.scratch("latest");
+    let out = repo.restore("latest", &target, &[]);
+    assert!(out.stdout.contains(&older.id[..8]), "{out}");
+    let got = manifest(&restored(&target, &older.src));
+    assert_manifests_eq(&older.manifest, &got, "restore of latest");
+
+    // The backup takes the older as parent: files are compared with it,
+    // so the new one is read and the snapshot is whole.
+    let out = repo.run(&["backup", "--json", &abs(&older.src)]);
+    assert_eq!(out.code, 3, "{out}");
+    warns_of(&out, &newer.id);
+    let v = out.json();
+    assert_eq!(v["parent"], older.id.as_str(), "{out}");
+    assert_eq!(v["summary"]["files_new"], 1, "{out}");
+    let third = Saved {
+        id: v["id"].as_str().unwrap().to_string(),
+        src: older.src.clone(),
+        manifest: manifest(&older.src),
+        record: v.clone(),
+    };
+    assert_restores(&repo, &third);
+
+    gc_refuses(&repo, &newer.id);
+    forget_damaged_then_gc(&repo, &newer.id, &[&older, &third]);
+}
+
+/// Decisions of `forget --json` as (id, keep, reasons).
+fn decisions(out: &Out) -> Vec<(String, bool, Vec<String>)> {
+    plan(&out.json()).into_values().flatten().collect()
+}
+
+#[test]
+fn forget_by_policy_removes_nothing_because_of_a_damaged_snapshot() {
+    let (repo, older, newer) = two_snapshots();
+    damage(&repo, &newer.id);
+    let src: &Path = &older.src;
+
+    // Without the damaged one, keep-last 1 keeps the older: it is the
+    // newest that can be read. The damaged file is no candidate.
+    let out = repo
+        .run(&["forget", "--keep-last", "1", "--json"])
+        .success();
+    warns_of(&out, &newer.id);
+    assert!(
+        out.stderr.contains("not a candidate of the policy"),
+        "{out}"
+    );
+    let d = decisions(&out);
+    assert_eq!(d.len(), 1, "{out}");
+    assert_eq!(
+        (d[0].0.as_str(), d[0].1),
+        (older.id.as_str(), true),
+        "{out}"
+    );
+    assert!(snapshot_file(&repo, &newer.id).exists());
+    assert!(snapshot_file(&repo, &older.id).exists());
+
+    // A later incremental makes the older one a candidate for removal by
+    // keep-last 1; but it is full, and the damaged file may have been a
+    // differential based on it, so it stays, saying why.
+    let out = repo.run(&[
+        "backup",
+        "--json",
+        "--time",
+        "2024-03-03T10:00:00Z",
+        &abs(src),
+    ]);
+    assert_eq!(out.code, 3, "{out}");
+    let third = out.json()["id"].as_str().unwrap().to_string();
+    let out = repo
+        .run(&["forget", "--keep-last", "1", "--json"])
+        .success();
+    let d = decisions(&out);
+    let kept: Vec<&str> = d.iter().filter(|d| d.1).map(|d| d.0.as_str()).collect();
+    assert_eq!(kept.len(), 2, "{out}");
+    assert!(kept.contains(&third.as_str()) && kept.contains(&older.id.as_str()));
+    let why = &d.iter().find(|d| d.0 == older.id).unwrap().2;
+    assert!(
+        why.iter()
+            .any(|r| r.contains("damaged snapshot may be a differential")),
+        "{why:?}"
+    );
+    assert_eq!(names_in(&repo, "snapshots").len(), 3);
+
+    // Once the damaged file is forgotten, the policy applies in full.
+    repo.run(&["forget", &newer.id]).success();
+    repo.run(&["forget", "--keep-last", "1"]).success();
+    assert_eq!(
+        snapshot_ids(&repo).into_iter().collect::<Vec<_>>(),
+        vec![third]
+    );
+}
+
+#[test]
+fn a_damaged_snapshot_is_named_only_without_filters_and_unambiguously() {
+    let (repo, older, newer) = two_snapshots();
+    damage(&repo, &older.id);
+    let out = repo.run(&["forget", &older.id, "--host", "elsewhere"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("cannot be read to check the filters"),
+        "{out}"
+    );
+    assert!(snapshot_file(&repo, &older.id).exists());
+
+    // Named together with a good one, both go (json shows no time for it).
+    let out = repo
+        .run(&["forget", "--json", &older.id[..10], &newer.id[..8]])
+        .success();
+    let v: Value = out.json();
+    let named = v[0]["snapshots"].as_array().unwrap();
+    assert_eq!(named.len(), 2, "{out}");
+    assert_eq!(named[0]["id"], older.id.as_str());
+    assert_eq!(named[0]["time_ns"], Value::Null);
+    assert!(named[1]["time_ns"].is_i64(), "{out}");
+    assert!(names_in(&repo, "snapshots").is_empty());
+}
