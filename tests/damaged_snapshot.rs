@@ -162,6 +162,23 @@ fn a_damaged_older_snapshot_stops_nothing_but_gc() {
     );
     assert!(out.stdout.contains("0 snapshot(s) repaired"), "{out}");
 
+    // verify names it with the same remedy.
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "error: snapshot {}: snapshot {} is corrupt",
+            &older.id[..8],
+            &older.id[..8]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("remove it with `cairn forget {}`", &older.id[..8])),
+        "{out}"
+    );
+
     gc_refuses(&repo, &older.id);
     forget_damaged_then_gc(&repo, &older.id, &[&newer]);
 }

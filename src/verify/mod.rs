@@ -292,6 +292,14 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         let id = SnapshotId::from_hex(&name)?;
         match Snapshot::load(backend, repo.key(), &id) {
             Ok(s) => snapshots.push((id, s)),
+            Err(e @ Error::Corrupt { .. }) => report.errors.push(problem(
+                format!("snapshot {}", id.short()),
+                format!(
+                    "{e}: put back an intact copy of snapshots/{id}, or remove it with \
+                     `cairn forget {}` if it is lost (gc refuses to run until then)",
+                    id.short()
+                ),
+            )),
             Err(e) => report
                 .errors
                 .push(problem(format!("snapshot {}", id.short()), e.to_string())),
