@@ -64,8 +64,16 @@ pub(crate) trait Hooks: Send + Sync {
         inner.prefers_ranges()
     }
 
+    /// Sees a `list` (or `list_sizes`) before it goes through.
+    fn list(&self, _kind: FileKind) {}
+
     /// Replaces the outcome of `read`.
     fn read(&self, _kind: FileKind, _name: &str) -> Option<Result<Data>> {
+        None
+    }
+
+    /// Replaces the outcome of `read_range`.
+    fn read_range(&self, _kind: FileKind, _name: &str) -> Option<Result<Vec<u8>>> {
         None
     }
 
@@ -111,6 +119,7 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
         self.inner.create()
     }
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+        self.hooks.list(kind);
         self.inner.list(kind)
     }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
@@ -127,7 +136,9 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
             .unwrap_or_else(|| self.inner.read_listed(kind, name, size))
     }
     fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
-        self.inner.read_range(kind, name, at, len)
+        self.hooks
+            .read_range(kind, name)
+            .unwrap_or_else(|| self.inner.read_range(kind, name, at, len))
     }
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         self.hooks
@@ -212,4 +223,61 @@ impl Hooks for ReadsAhead {
             self.events.lock().unwrap().push(event);
         }
     }
+}
+
+/// Hooks doing something once, as the store is first asked to list files
+/// of one kind, before that listing is taken: another process's work
+/// (a backup) landing between two steps of the command under test.
+pub(crate) struct OnFirstList {
+    kind: FileKind,
+    then: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl OnFirstList {
+    /// Hooks that will call `then` at the first listing of `kind`.
+    pub fn new(kind: FileKind) -> OnFirstList {
+        OnFirstList {
+            kind,
+            then: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sets what happens (the store it works on is made after the hooks).
+    pub fn set(&self, then: impl FnOnce() + Send + 'static) {
+        *self.then.lock().unwrap() = Some(Box::new(then));
+    }
+
+    /// Whether it happened.
+    pub fn done(&self) -> bool {
+        self.then.lock().unwrap().is_none()
+    }
+}
+
+impl Hooks for OnFirstList {
+    fn list(&self, kind: FileKind) {
+        if kind == self.kind {
+            // Taken out first: what it does may list the same kind.
+            let then = self.then.lock().unwrap().take();
+            if let Some(then) = then {
+                then();
+            }
+        }
+    }
+}
+
+/// A backup of `src` into the repository on `backend`, as another process
+/// would make it: through a `Repository` of its own. Returns the
+/// snapshot's id.
+pub(crate) fn backup_from_elsewhere(
+    backend: Arc<dyn Backend>,
+    src: &std::path::Path,
+) -> crate::id::SnapshotId {
+    let repo = Repository::open(backend, b"pw").expect("open the test repository");
+    let opts = crate::archiver::BackupOptions {
+        paths: vec![src.to_path_buf()],
+        ..Default::default()
+    };
+    crate::archiver::backup(&repo, &opts, &mut std::io::empty(), &|_| ())
+        .expect("a backup")
+        .id
 }

@@ -190,6 +190,48 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         &mut report,
     )?;
 
+    // Read in the reverse of a backup's write order (packs, then index
+    // tables, then the snapshot): snapshots first, then the index, then
+    // the packs. A backup that finishes meanwhile then has all it wrote
+    // for a snapshot listed here in the index and the packs read after,
+    // and what it wrote after the snapshots were listed is merely not
+    // checked (unindexed packs are warnings, never damage).
+    let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
+    let mut names = backend.list(FileKind::Snapshot)?;
+    names.sort();
+    for name in names {
+        if !is_hex_name(&name) {
+            continue;
+        }
+        let id = SnapshotId::from_hex(&name)?;
+        match Snapshot::load(backend, repo.key(), &id) {
+            Ok(s) => snapshots.push((id, s)),
+            Err(e @ Error::Corrupt { .. }) => report.errors.push(problem(
+                format!("snapshot {}", id.short()),
+                format!(
+                    "{e}: put back an intact copy of snapshots/{id}, or remove it with \
+                     `cairn forget {}` if it is lost (gc refuses to run until then)",
+                    id.short()
+                ),
+            )),
+            Err(e) => report
+                .errors
+                .push(problem(format!("snapshot {}", id.short()), e.to_string())),
+        }
+    }
+    report.snapshots = snapshots.len();
+
+    // Index tables: one that cannot even be parsed is damage, and the
+    // others are still checked.
+    let unparseable = repo.index_lenient()?;
+    let index = repo.index()?;
+    report.index_tables = index.tables().len() + unparseable.len();
+    for (id, e) in unparseable {
+        report
+            .errors
+            .push(problem(format!("index {}", id.short()), index_damage(&e)));
+    }
+
     // Packs present, with sizes: one listing, not one request per pack.
     let mut packs: HashMap<PackId, u64> = HashMap::new();
     for (name, size) in backend.list_sizes(FileKind::Pack)? {
@@ -203,16 +245,8 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
     report.packs = packs.len();
 
-    // Index tables: one that cannot even be parsed is damage, and the
-    // others are still checked.
-    let unparseable = repo.index_lenient()?;
-    let index = repo.index()?;
-    report.index_tables = index.tables().len() + unparseable.len();
-    for (id, e) in unparseable {
-        report
-            .errors
-            .push(problem(format!("index {}", id.short()), index_damage(&e)));
-    }
+    // Every entry of every table that authenticates points inside a pack
+    // present.
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
     let mut missing_packs: HashMap<PackId, u64> = HashMap::new();
     for table in index.tables() {
@@ -281,32 +315,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         None => HashMap::new(),
     };
 
-    // Snapshots and trees.
-    let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
-    let mut names = backend.list(FileKind::Snapshot)?;
-    names.sort();
-    for name in names {
-        if !is_hex_name(&name) {
-            continue;
-        }
-        let id = SnapshotId::from_hex(&name)?;
-        match Snapshot::load(backend, repo.key(), &id) {
-            Ok(s) => snapshots.push((id, s)),
-            Err(e @ Error::Corrupt { .. }) => report.errors.push(problem(
-                format!("snapshot {}", id.short()),
-                format!(
-                    "{e}: put back an intact copy of snapshots/{id}, or remove it with \
-                     `cairn forget {}` if it is lost (gc refuses to run until then)",
-                    id.short()
-                ),
-            )),
-            Err(e) => report
-                .errors
-                .push(problem(format!("snapshot {}", id.short()), e.to_string())),
-        }
-    }
-    report.snapshots = snapshots.len();
-    // Every chunk every tree names is looked up.
+    // Trees: every chunk every tree names is looked up.
     index.build_directories(usize::MAX);
     let fault = |id: &BlobId| -> Option<Fault> {
         match index.lookup(id) {
@@ -560,6 +569,48 @@ mod tests {
             store.hooks.read_after_prefetch() >= 1,
             "no pack read after its prefetch"
         );
+    }
+
+    /// verify holds a shared lock, so backups finish beside it: one
+    /// landing just before verify lists snapshots, index tables or packs
+    /// is no damage.
+    #[test]
+    fn a_backup_finishing_during_verify_is_no_damage() {
+        use crate::backend::mem::MemBackend;
+        use crate::backend::testing::{
+            backup_from_elsewhere, noise, repo_of_small_packs, Hooked, OnFirstList,
+        };
+        use crate::backend::Backend;
+        use std::sync::Arc;
+
+        for kind in [FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
+            let store = Arc::new(Hooked {
+                inner: MemBackend::default(),
+                hooks: OnFirstList::new(kind),
+            });
+            let backend: Arc<dyn Backend> = store.clone();
+            repo_of_small_packs(backend.clone());
+            let src = tempfile::tempdir().unwrap();
+            std::fs::write(src.path().join("a"), noise(b"a", 300_000)).unwrap();
+            backup_from_elsewhere(backend.clone(), src.path());
+            std::fs::create_dir(src.path().join("sub")).unwrap();
+            std::fs::write(src.path().join("sub/b"), noise(b"b", 300_000)).unwrap();
+            let (store_of_backup, path) = (Arc::downgrade(&backend), src.path().to_path_buf());
+            store.hooks.set(move || {
+                backup_from_elsewhere(store_of_backup.upgrade().unwrap(), &path);
+            });
+
+            let repo = Repository::open(backend.clone(), b"pw").unwrap();
+            let report = verify(&repo, &VerifyOptions::default()).unwrap();
+            assert!(store.hooks.done(), "{kind:?}: no backup ran");
+            assert_eq!(backend.list(FileKind::Snapshot).unwrap().len(), 2);
+            assert!(
+                report.is_clean(),
+                "a backup before listing {kind:?}: {:?} {:?}",
+                report.errors,
+                report.damaged
+            );
+        }
     }
 
     #[test]
