@@ -178,6 +178,9 @@ impl Fault {
 struct TreeFacts {
     children: Vec<BlobId>,
     damaged: bool,
+    /// Why the walk could not read the tree (its subtrees were then not
+    /// walked).
+    unreadable: Option<String>,
 }
 
 /// Runs the checks.
@@ -341,10 +344,12 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                 damaged: refs
                     .iter()
                     .any(|r| matches!(r, Ref::Chunk(c) if fault(c).is_some())),
+                unreadable: None,
             },
-            Err(_) => TreeFacts {
+            Err(e) => TreeFacts {
                 children: Vec::new(),
                 damaged: true,
+                unreadable: Some(e.to_string()),
             },
         };
         if let Ok(mut m) = facts.lock() {
@@ -390,6 +395,25 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                 &mut report.damaged,
             );
         }
+    }
+    // A tree the walk could not read but `attribute` could (a read that
+    // failed once) is not damage it names, yet nothing beneath it was
+    // checked: that is an error, never a clean report.
+    let named: HashSet<BlobId> = report.damaged.iter().map(|d| d.blob).collect();
+    let mut unchecked: Vec<(&BlobId, &String)> = facts
+        .iter()
+        .filter_map(|(id, f)| f.unreadable.as_ref().map(|e| (id, e)))
+        .filter(|(id, _)| !named.contains(id))
+        .collect();
+    unchecked.sort();
+    for (id, e) in unchecked {
+        report.errors.push(problem(
+            format!("tree {}", id.short()),
+            format!(
+                "could not be read while walking the trees ({e}), so what lies beneath it \
+                 was not checked; run verify again"
+            ),
+        ));
     }
     Ok(report)
 }
@@ -611,6 +635,56 @@ mod tests {
                 report.damaged
             );
         }
+    }
+
+    /// Hooks failing the first ranged read of one pack, as a store may
+    /// fail a request once.
+    struct FailsOnce(Mutex<Option<String>>);
+
+    impl crate::backend::testing::Hooks for FailsOnce {
+        fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
+            let mut pack = self.0.lock().unwrap();
+            (kind == FileKind::Pack && pack.as_deref() == Some(name)).then(|| {
+                *pack = None;
+                Err(Error::Invalid(format!("pack {name}: read failed once")))
+            })
+        }
+    }
+
+    /// A tree the walk fails to read, though a second read of it works,
+    /// leaves the trees beneath it unchecked: verify says so.
+    #[test]
+    fn a_tree_the_walk_could_not_read_is_an_error() {
+        use crate::backend::mem::MemBackend;
+        use crate::backend::testing::{backup_from_elsewhere, noise, repo_of_small_packs, Hooked};
+        use crate::backend::Backend;
+        use std::sync::Arc;
+
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: FailsOnce(Mutex::new(None)),
+        });
+        let backend: Arc<dyn Backend> = store.clone();
+        let repo = repo_of_small_packs(backend.clone());
+        let src = tempfile::tempdir().unwrap();
+        std::fs::create_dir(src.path().join("sub")).unwrap();
+        std::fs::write(src.path().join("sub/a"), noise(b"a", 1000)).unwrap();
+        let snap = backup_from_elsewhere(backend.clone(), src.path());
+        let root = Snapshot::load(&*backend, repo.key(), &snap).unwrap().tree;
+        repo.reload_index();
+        let pack = repo.locate(&root).unwrap().pack;
+        assert!(verify(&repo, &VerifyOptions::default()).unwrap().is_clean());
+
+        *store.hooks.0.lock().unwrap() = Some(pack.to_hex());
+        let report = verify(&repo, &VerifyOptions::default()).unwrap();
+        assert!(store.hooks.0.lock().unwrap().is_none(), "no read failed");
+        assert!(!report.is_clean(), "clean with a tree never walked");
+        assert!(report.damaged.is_empty(), "{:?}", report.damaged);
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        let e = &report.errors[0];
+        assert_eq!(e.object, format!("tree {}", root.short()));
+        assert!(e.message.contains("read failed once"), "{}", e.message);
+        assert!(e.message.contains("was not checked"), "{}", e.message);
     }
 
     #[test]
