@@ -698,7 +698,8 @@ fn restore_reads_around_a_damaged_index_entry() {
     let saved = backup_saved(&repo, &src, &[]);
     let victim = snap_path(&src, "victim.bin");
     let blob = file_chunks(&repo, &saved.id)[&victim][0].clone();
-    let length = index_map(&repo)[&blob].length;
+    let loc = index_map(&repo)[&blob].clone();
+    let length = loc.length;
     // A flipped bit in the entry's length, its table's MAC as it was:
     // the blob no longer opens where the index says it ends.
     let damaged = names_in(&repo, "index")
@@ -724,10 +725,24 @@ fn restore_reads_around_a_damaged_index_entry() {
         "restore around a damaged index entry",
     );
 
-    // verify finds the damage; repair index mends it.
+    // verify finds the damage, and reading the data names the entry;
+    // repair index mends it.
     let out = repo.run(&["verify"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stdout.contains("MAC mismatch"), "{out}");
+    let out = repo.run(&["verify", "--read-data"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "entry of blob {} in pack {}: the index says Data blob at offset {}, {} bytes",
+            &blob[..8],
+            &loc.pack[..8],
+            loc.offset,
+            length ^ 0x10
+        )),
+        "{out}"
+    );
+    assert!(out.stdout.contains("`cairn repair index`"), "{out}");
     repo.run(&["repair", "index"]).success();
     assert_verify_ok(&repo);
     let target = repo.scratch("target2");

@@ -1,5 +1,6 @@
 //! Reading packs in full, on every core: each blob authenticated,
-//! decompressed and re-hashed.
+//! decompressed and re-hashed, and each index entry naming a pack read
+//! compared with that pack's own header.
 
 use super::*;
 
@@ -14,17 +15,22 @@ pub fn bad_blobs(repo: &Repository, workers: usize) -> Result<HashSet<(BlobId, P
         }
     }
     let mut report = VerifyReport::default();
-    let bad = read_packs(repo, &packs, Subset::All, 0, workers, &mut report)?;
+    let bad = read_packs(repo, &packs, Subset::All, 0, workers, false, &mut report)?;
     Ok(bad.into_keys().collect())
 }
 
 /// Reads the selected packs in parallel; returns the bad (blob, pack) pairs.
+/// With `check_index`, every index entry naming a pack read is compared
+/// with that pack's header, and each that differs (the blob not listed
+/// there, or at another offset, length, raw length or kind) is an error
+/// of its table: a restore reads where the index says.
 pub(super) fn read_packs(
     repo: &Repository,
     packs: &HashMap<PackId, u64>,
     subset: Subset,
     day: u64,
     workers: usize,
+    check_index: bool,
     report: &mut VerifyReport,
 ) -> Result<HashMap<(BlobId, PackId), String>> {
     let mut todo: Vec<PackId> = packs
@@ -43,6 +49,25 @@ pub(super) fn read_packs(
     let bad: Mutex<HashMap<(BlobId, PackId), String>> = Mutex::new(HashMap::new());
     let errors: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let index = repo.index()?;
+    // The index entries naming each pack to read, as (table, entry): 8
+    // bytes an entry, their locations read again from the mapped tables
+    // as each pack is checked.
+    let mut indexed: HashMap<PackId, Vec<(u32, u32)>> = HashMap::new();
+    if check_index {
+        let wanted: HashSet<&PackId> = todo.iter().collect();
+        for (t, table) in index.tables().iter().enumerate() {
+            for j in 0..table.len() {
+                if let Ok((_, loc)) = table.location_at(j) {
+                    if wanted.contains(&loc.pack) {
+                        indexed
+                            .entry(loc.pack)
+                            .or_default()
+                            .push((t as u32, j as u32));
+                    }
+                }
+            }
+        }
+    }
     // Packs mapped from files are read in ahead of the workers (see
     // `crate::prefetch`).
     let spans = if repo.backend().prefers_ranges() {
@@ -92,6 +117,17 @@ pub(super) fn read_packs(
                                     |_| (),
                                 ) {
                                     local_bad.push((e.id, err.to_string()));
+                                }
+                            }
+                            let wrong = index_mismatches(
+                                &index,
+                                pack_id,
+                                &header,
+                                indexed.get(pack_id).map_or(&[], Vec::as_slice),
+                            );
+                            if !wrong.is_empty() {
+                                if let Ok(mut v) = errors.lock() {
+                                    v.extend(wrong);
                                 }
                             }
                         }
@@ -150,4 +186,55 @@ pub(super) fn read_packs(
         .errors
         .extend(errors.into_inner().unwrap_or_default());
     Ok(bad.into_inner().unwrap_or_default())
+}
+
+/// The index entries of `pack` (`entries`, as (table, entry) in `index`)
+/// that its `header` contradicts, as problems of their tables naming
+/// what mends them.
+fn index_mismatches(
+    index: &crate::index::IndexSet,
+    pack: &PackId,
+    header: &pack::PackHeader,
+    entries: &[(u32, u32)],
+) -> Vec<Problem> {
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let listed: HashMap<BlobId, &pack::PackEntry> =
+        header.entries.iter().map(|e| (e.id, e)).collect();
+    let place = |kind: pack::BlobKind, offset: u32, length: u32, raw: u32| {
+        format!("{kind:?} blob at offset {offset}, {length} bytes ({raw} plain)")
+    };
+    let mut out = Vec::new();
+    for &(t, j) in entries {
+        let Some(table) = index.tables().get(t as usize) else {
+            continue;
+        };
+        let Ok((id, loc)) = table.location_at(j as usize) else {
+            continue;
+        };
+        let indexed = place(loc.kind, loc.offset, loc.length, loc.raw_length);
+        let why = match listed.get(&id) {
+            None => {
+                format!("the index puts it there ({indexed}), the pack's header does not list it")
+            }
+            Some(e) => {
+                let own = place(header.kind, e.offset, e.length, e.raw_length);
+                if own == indexed {
+                    continue;
+                }
+                format!("the index says {indexed}, the pack's header {own}")
+            }
+        };
+        out.push(problem(
+            format!("index {}", table.id().short()),
+            format!(
+                "entry of blob {} in pack {}: {why}; `cairn repair index` rebuilds the index \
+                 from the packs",
+                id.short(),
+                pack.short()
+            ),
+        ));
+    }
+    out
 }

@@ -313,7 +313,15 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             if subset != Subset::All {
                 report.read_subset = Some(subset.window(opts.day));
             }
-            read_packs(repo, &packs, subset, opts.day, opts.workers, &mut report)?
+            read_packs(
+                repo,
+                &packs,
+                subset,
+                opts.day,
+                opts.workers,
+                true,
+                &mut report,
+            )?
         }
         None => HashMap::new(),
     };
@@ -685,6 +693,77 @@ mod tests {
         assert_eq!(e.object, format!("tree {}", root.short()));
         assert!(e.message.contains("read failed once"), "{}", e.message);
         assert!(e.message.contains("was not checked"), "{}", e.message);
+    }
+
+    /// An index entry that authenticates but gives a blob another length
+    /// than its pack's header does passes the structure checks (it lies
+    /// inside its pack); `--read-data` compares it with the header.
+    #[test]
+    fn read_data_compares_index_entries_with_pack_headers() {
+        use crate::backend::mem::MemBackend;
+        use crate::backend::testing::{noise, repo_of_small_packs};
+        use crate::backend::Backend;
+        use crate::index::IndexBuilder;
+        use crate::pack::{BlobKind, PackEntry};
+        use crate::writer::BlobWriter;
+        use std::sync::Arc;
+
+        let backend = Arc::new(MemBackend::default());
+        let repo = repo_of_small_packs(backend.clone());
+        let writer = BlobWriter::new(&repo);
+        let ids: Vec<BlobId> = (0..5u32)
+            .map(|i| {
+                let bytes = noise(&i.to_le_bytes(), 10_000);
+                writer.add(BlobKind::Data, &bytes).unwrap().0
+            })
+            .collect();
+        writer.finish().unwrap();
+        // The index written again, one entry a byte short, its tables
+        // authenticated as any are: as a writer with a bug would leave it.
+        let victim = ids[2];
+        let mut builder = IndexBuilder::default();
+        for t in repo.index().unwrap().tables() {
+            for j in 0..t.len() {
+                let (id, loc) = t.location_at(j).unwrap();
+                let short = u32::from(id == victim);
+                let entry = PackEntry {
+                    id,
+                    offset: loc.offset,
+                    length: loc.length - short,
+                    raw_length: loc.raw_length,
+                };
+                builder.add_pack(loc.pack, loc.kind, &[entry]);
+            }
+        }
+        let old = backend.list(FileKind::Index).unwrap();
+        for (id, bytes) in builder.finish(repo.key(), repo.config().index_version()) {
+            backend
+                .write(FileKind::Index, &id.to_hex(), &bytes)
+                .unwrap();
+        }
+        for name in old {
+            backend.remove(FileKind::Index, &name).unwrap();
+        }
+        repo.reload_index();
+        let table = repo.index().unwrap().tables()[0].id();
+
+        let report = verify(&repo, &VerifyOptions::default()).unwrap();
+        assert!(report.is_clean(), "{:?}", report.errors);
+        let opts = VerifyOptions {
+            read_data: Some(Subset::All),
+            ..Default::default()
+        };
+        let report = verify(&repo, &opts).unwrap();
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        let e = &report.errors[0];
+        assert_eq!(e.object, format!("index {}", table.short()));
+        for part in [
+            format!("entry of blob {}", victim.short()),
+            "the pack's header".to_string(),
+            "`cairn repair index`".to_string(),
+        ] {
+            assert!(e.message.contains(&part), "{part:?} not in {}", e.message);
+        }
     }
 
     #[test]
