@@ -8,19 +8,31 @@
 //!   the parts of a multipart upload, listings, deletes — so no matter how
 //!   many threads call the backend, or how many parts one transfer splits
 //!   into, at most `--connections` requests are in flight.
-//! - **Deadlines**: once a request holds its permit, its answer must begin
-//!   within the timeout plus 1 s per 256 KiB sent, and the body must not
-//!   pause for longer than the timeout. Waiting for a permit does not count.
-//!   A missed deadline is a temporary error, which [`super::retry`] retries.
+//! - **Deadlines, judged by progress**: once a request holds its permit,
+//!   its body must keep going out, no pause longer than the timeout; once
+//!   the body is out, the answer must begin within the timeout (plus 1 s
+//!   per 256 KiB of the body, up to 4 MiB, for what the connection's
+//!   buffers may still hold); the answer's body must not pause for longer
+//!   than the timeout. An upload over a slow uplink thus takes as long as
+//!   it needs, while one that stops moving fails. Waiting for a permit
+//!   does not count. A missed deadline is a temporary error, which
+//!   [`super::retry`] retries.
+//!
+//! The requests are sent with `reqwest` directly (not through opendal's
+//! own transport) so that the request body can be handed out in frames
+//! and the frames taken counted.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_core::Stream;
-use opendal::{Buffer, ErrorKind, HttpBody, HttpTransport, HttpTransporter};
+use futures_util::StreamExt;
+use opendal::{Buffer, ErrorKind, HttpBody, HttpTransport};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Requests in flight at once, shared by everything that holds a clone.
@@ -43,19 +55,20 @@ impl Gate {
     }
 }
 
-/// Wraps the default transport with a [`Gate`] and deadlines.
+/// The transport of the S3 client: `reqwest`, behind a [`Gate`] and with
+/// deadlines judged by progress.
 pub struct GatedTransport {
-    inner: HttpTransporter,
+    client: reqwest::Client,
     gate: Gate,
     timeout: Duration,
 }
 
 impl GatedTransport {
-    /// Sends through `inner`, `gate` permitting, giving up on a server that
-    /// is silent for `timeout`.
-    pub fn new(inner: HttpTransporter, gate: Gate, timeout: Duration) -> GatedTransport {
+    /// Sends with `client`, `gate` permitting, giving up on a request that
+    /// makes no progress for `timeout`.
+    pub fn new(client: reqwest::Client, gate: Gate, timeout: Duration) -> GatedTransport {
         GatedTransport {
-            inner,
+            client,
             gate,
             timeout,
         }
@@ -71,25 +84,207 @@ fn silent(limit: Duration) -> opendal::Error {
     .set_temporary()
 }
 
+/// A temporary error for an upload whose body stopped going out.
+fn stuck(limit: Duration, sent: u64, total: u64) -> opendal::Error {
+    opendal::Error::new(
+        ErrorKind::Unexpected,
+        format!(
+            "upload made no progress for {} s ({sent} of {total} bytes sent)",
+            limit.as_secs_f64()
+        ),
+    )
+    .set_temporary()
+}
+
+/// Errors of the client that a retry may cure: the request could not be
+/// sent, or its answer's body broke off.
+fn temporary(e: &reqwest::Error) -> bool {
+    e.is_request() || e.is_body() || e.is_decode() || e.is_connect() || e.is_timeout()
+}
+
 impl HttpTransport for GatedTransport {
     async fn fetch(&self, req: http::Request<Buffer>) -> opendal::Result<http::Response<HttpBody>> {
         let permit = self.gate.enter().await;
-        let sent = req.body().len() as u64;
-        let limit = self.timeout + Duration::from_secs(sent >> 18);
-        let resp = tokio::time::timeout(limit, self.inner.fetch(req))
-            .await
-            .map_err(|_| silent(limit))??;
-        let idle = self.timeout;
-        Ok(resp.map(|body| {
-            body.map_inner(|stream| {
-                Box::new(Watched {
-                    stream,
-                    permit: Some(permit),
-                    idle,
-                    timer: Box::pin(tokio::time::sleep(idle)),
-                })
+        let uri = req.uri().clone();
+        let is_head = req.method() == http::Method::HEAD;
+        let (parts, body) = req.into_parts();
+        let url = reqwest::Url::parse(&uri.to_string()).map_err(|e| {
+            opendal::Error::new(ErrorKind::Unexpected, "request url is invalid").set_source(e)
+        })?;
+        let progress = Arc::new(Progress::new(body.len() as u64));
+        let mut builder = self
+            .client
+            .request(parts.method, url)
+            .headers(parts.headers)
+            .version(parts.version);
+        if !body.is_empty() {
+            builder = builder.body(reqwest::Body::wrap(Paced {
+                rest: body,
+                current: Bytes::new(),
+                progress: progress.clone(),
+            }));
+        }
+        let send = builder.send();
+        let resp = watch(send, &progress, self.timeout).await?.map_err(|e| {
+            opendal::Error::new(ErrorKind::Unexpected, "send http request")
+                .with_temporary(temporary(&e))
+                .set_source(e.without_url())
+        })?;
+        let length = if is_head || opendal::raw::parse_content_encoding(resp.headers())?.is_some() {
+            None
+        } else {
+            opendal::raw::parse_content_length(resp.headers())?
+        };
+        let mut out = http::Response::builder()
+            .status(resp.status())
+            .version(resp.version())
+            .extension(uri);
+        if let Some(h) = out.headers_mut() {
+            h.extend(resp.headers().iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let stream = resp.bytes_stream().filter_map(|item| {
+            std::future::ready(match item {
+                Ok(b) if b.is_empty() => None,
+                Ok(b) => Some(Ok(Buffer::from(b))),
+                Err(e) => Some(Err(opendal::Error::new(
+                    ErrorKind::Unexpected,
+                    "read data from http response",
+                )
+                .with_temporary(temporary(&e))
+                .set_source(e.without_url()))),
             })
-        }))
+        });
+        let idle = self.timeout;
+        let body = HttpBody::new(
+            Box::new(Watched {
+                stream: Box::new(stream),
+                permit: Some(permit),
+                idle,
+                timer: Box::pin(tokio::time::sleep(idle)),
+            }),
+            length,
+        );
+        out.body(body)
+            .map_err(|e| opendal::Error::new(ErrorKind::Unexpected, "build response").set_source(e))
+    }
+}
+
+/// What a connection may still hold of a body it has taken whole: its
+/// own buffer and the socket's, which the kernel grows to a few MiB on a
+/// fast path.
+const IN_BUFFERS: u64 = 4 << 20;
+
+/// Waits for the answer to a request whose body reports to `progress`.
+/// While the body goes out, it fails once `timeout` passes with no frame
+/// taken by the connection, so a slow but steady upload never fails. Once
+/// the body is taken whole, the answer must begin within `timeout` plus
+/// 1 s per 256 KiB of what the buffers may still hold of it.
+async fn watch<F: Future>(
+    send: F,
+    progress: &Progress,
+    timeout: Duration,
+) -> opendal::Result<F::Output> {
+    let mut send = std::pin::pin!(send);
+    let limit = || {
+        let (sent, total) = progress.sent();
+        if sent < total {
+            timeout
+        } else {
+            timeout + Duration::from_secs(total.min(IN_BUFFERS) >> 18)
+        }
+    };
+    loop {
+        let deadline = progress.last() + limit();
+        match tokio::time::timeout_at(deadline, send.as_mut()).await {
+            Ok(answer) => return Ok(answer),
+            Err(_) if progress.last() + limit() > tokio::time::Instant::now() => continue,
+            Err(_) => {
+                let (sent, total) = progress.sent();
+                return Err(if sent < total {
+                    stuck(timeout, sent, total)
+                } else {
+                    silent(limit())
+                });
+            }
+        }
+    }
+}
+
+/// Bytes of a request body taken by the connection, and when the last were.
+struct Progress {
+    start: std::time::Instant,
+    /// Milliseconds from `start` to the last frame taken.
+    last_ms: AtomicU64,
+    sent: AtomicU64,
+    total: u64,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        Progress {
+            start: std::time::Instant::now(),
+            last_ms: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            total,
+        }
+    }
+
+    fn took(&self, n: usize) {
+        self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.start)
+            + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    fn sent(&self) -> (u64, u64) {
+        (self.sent.load(Ordering::Relaxed), self.total)
+    }
+}
+
+/// Frames a request body is handed out in. The connection asks for the
+/// next frame only once it has room for it (it buffers at most 16 frames
+/// besides the socket's own buffer), so frames taken measure bytes
+/// actually leaving, give or take those buffers.
+const FRAME: usize = 16 << 10;
+
+/// A request body handed out a frame at a time, reporting each to its
+/// [`Progress`].
+struct Paced {
+    rest: Buffer,
+    current: Bytes,
+    progress: Arc<Progress>,
+}
+
+impl http_body::Body for Paced {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        while self.current.is_empty() {
+            match Iterator::next(&mut self.rest) {
+                Some(b) => self.current = b,
+                None => return Poll::Ready(None),
+            }
+        }
+        let n = self.current.len().min(FRAME);
+        let frame = self.current.split_to(n);
+        self.progress.took(n);
+        Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.current.is_empty() && self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact((self.current.len() + self.rest.len()) as u64)
     }
 }
 
@@ -149,5 +344,132 @@ mod tests {
             drop(b);
             assert_eq!(Gate::new(0).0.available_permits(), 1, "never zero");
         });
+    }
+
+    use crate::backend::s3::{S3Backend, S3Options};
+    use crate::backend::{Backend, FileKind};
+    use crate::error::Error;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::os::fd::AsRawFd;
+
+    /// A one-request S3 endpoint on 127.0.0.1 with a small receive buffer
+    /// and Ethernet-sized segments (so the client's bytes wait for it, not
+    /// in a send buffer sized for loopback's 64 KiB segments): it reads the
+    /// request's head, then hands its body to `body`, which reads it at the
+    /// pace under test and says whether to answer 200.
+    fn endpoint(
+        body: impl FnOnce(&mut std::net::TcpStream, usize) -> bool + Send + 'static,
+    ) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        for (level, option, value) in [
+            (libc::SOL_SOCKET, libc::SO_RCVBUF, 16 << 10),
+            (libc::IPPROTO_TCP, libc::TCP_MAXSEG, 1400),
+        ] {
+            let value: libc::c_int = value;
+            // SAFETY: sets an int option on a socket this function owns.
+            unsafe {
+                libc::setsockopt(
+                    listener.as_raw_fd(),
+                    level,
+                    option,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if conn.read(&mut byte).unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if body(&mut conn, len) {
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+            // Hold the connection until the client is done with it.
+            let _ = conn.read(&mut [0u8; 1]);
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn backend(endpoint: String, timeout: Duration) -> S3Backend {
+        S3Backend::new(S3Options {
+            bucket: "bucket".into(),
+            prefix: String::new(),
+            endpoint: Some(endpoint),
+            region: "us-east-1".into(),
+            virtual_host: false,
+            access_key_id: Some("id".into()),
+            secret_access_key: Some(zeroize::Zeroizing::new("secret".into())),
+            session_token: None,
+            connections: 1,
+            timeout,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_slow_steady_upload_is_not_cut_off() {
+        // 4 MiB read at 160 KiB/s takes 25.6 s, past the 20 s that 4 s +
+        // 1 s per 256 KiB would give the whole request: the body keeps
+        // moving, so the upload succeeds. (On loopback the socket takes
+        // the body in lumps of a few hundred KiB, hence a timeout of 4 s
+        // rather than 1 s.)
+        let got = Arc::new(AtomicU64::new(0));
+        let seen = got.clone();
+        let url = endpoint(move |conn, len| {
+            let mut buf = vec![0u8; 16 << 10];
+            let mut left = len;
+            while left > 0 {
+                let want = left.min(buf.len());
+                let n = conn.read(&mut buf[..want]).unwrap();
+                assert!(n > 0, "the client hung up");
+                left -= n;
+                seen.fetch_add(n as u64, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1000 * n as u64 / (160 << 10)));
+            }
+            true
+        });
+        let bytes = vec![7u8; 4 << 20];
+        backend(url, Duration::from_secs(4))
+            .write(FileKind::Pack, &"ab".repeat(32), &bytes)
+            .expect("a slow but steady upload succeeds");
+        assert_eq!(got.load(Ordering::SeqCst), bytes.len() as u64);
+    }
+
+    #[test]
+    fn an_upload_that_stops_moving_fails() {
+        // The server takes 64 KiB of the body and then reads no more.
+        let url = endpoint(|conn, _| {
+            let mut buf = vec![0u8; 64 << 10];
+            let _ = conn.read_exact(&mut buf);
+            std::thread::sleep(Duration::from_secs(30));
+            false
+        });
+        let bytes = vec![7u8; 4 << 20];
+        let err = backend(url, Duration::from_secs(1))
+            .write(FileKind::Pack, &"ab".repeat(32), &bytes)
+            .expect_err("a stalled upload fails");
+        match err {
+            Error::Backend {
+                detail, transient, ..
+            } => {
+                assert!(transient, "a stall is retried: {detail}");
+                assert!(detail.contains("made no progress for 1 s"), "{detail}");
+            }
+            e => panic!("not a backend error: {e}"),
+        }
     }
 }

@@ -68,8 +68,10 @@ pub struct S3Options {
     /// Requests in flight at once, over all threads and transfers (the
     /// parts of a multipart upload and ranged reads included).
     pub connections: usize,
-    /// How long a request may go without an answer, or an answer pause,
-    /// before it fails as transient (plus 1 s per 256 KiB sent).
+    /// How long a request may go without progress before it fails as
+    /// transient: no body bytes going out, no answer once the body is out
+    /// (plus 1 s per 256 KiB of the body, up to 4 MiB), or a pause in the
+    /// answer's body. See [`super::http`].
     pub timeout: Duration,
 }
 
@@ -182,11 +184,7 @@ impl S3Backend {
         let op = Operator::new(builder)
             .map_err(|e| Error::Invalid(format!("S3 settings for {shown}: {}", e.message())))?;
         let gate = Gate::new(opts.connections);
-        let transport = GatedTransport::new(
-            op.context().http_transport().clone(),
-            gate.clone(),
-            opts.timeout,
-        );
+        let transport = GatedTransport::new(reqwest::Client::new(), gate.clone(), opts.timeout);
         let ctx = op
             .context()
             .with_http_transport(HttpTransporter::new(transport));

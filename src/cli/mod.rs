@@ -73,9 +73,10 @@ pub struct GlobalArgs {
     #[arg(long, env = "CAIRN_CONNECTIONS", global = true, default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     connections: u16,
-    /// How long a request to a remote store may go without an answer (or
-    /// an answer pause) before it fails and is retried; uploads get 1 s
-    /// more per 256 KiB.
+    /// How long a request to a remote store may go without progress (no
+    /// upload bytes going out, no answer, or an answer pause) before it
+    /// fails and is retried; an upload's answer gets 1 s more per 256 KiB
+    /// sent, up to 4 MiB.
     #[arg(long, env = "CAIRN_S3_TIMEOUT", global = true, default_value = "60s",
           value_parser = parse_timeout)]
     s3_timeout: Duration,
