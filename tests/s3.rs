@@ -348,6 +348,44 @@ fn a_damaged_or_stale_cache_is_rebuilt() {
 }
 
 #[test]
+fn a_cached_tree_pack_gone_from_the_store_is_not_served() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "cache-gone");
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 5);
+    init(&repo);
+    backup_json(&repo, &src);
+    let cached: Vec<PathBuf> = walk(&repo.cache_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/packs/"))
+        .collect();
+    assert_eq!(cached.len(), 1, "one tree pack cached: {cached:?}");
+    let name = cached[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // The store loses the tree pack (deleted by hand, or by a gc run
+    // elsewhere); the cache still holds a good copy of it.
+    let on_server: Vec<PathBuf> = server
+        .objects(&repo.bucket, &format!("{}/packs", repo.prefix))
+        .into_iter()
+        .filter(|p| p.ends_with(&name))
+        .collect();
+    assert_eq!(on_server.len(), 1, "{name} on the server");
+    fs::remove_file(&on_server[0]).unwrap();
+    // The repository cannot restore anywhere: with the cache it must not
+    // either, and it names the pack.
+    let (_, out) = restore_into_scratch(&repo, &["restore", "latest"]);
+    assert_ne!(out.code, 0, "the restore fails: {out}");
+    assert!(
+        out.stderr.contains(&name) && out.stderr.contains("does not exist"),
+        "the missing pack is named: {out}"
+    );
+    assert!(!cached[0].exists(), "the cached copy is dropped");
+}
+
+#[test]
 fn verify_finds_a_damaged_object() {
     let server = S3Server::start();
     let repo = S3Repo::new(&server, "damaged");

@@ -15,6 +15,8 @@
 //! - which files exist is always asked of the store (listing is never
 //!   cached), and a listing drops cached copies of files that are gone, so
 //!   a stale cache is pruned rather than used;
+//! - a cached tree pack is served only once the store has confirmed, in
+//!   this process, that the pack is still there (see [`Cache::tree_pack`]);
 //! - `verify` and `repair` do not use the cache at all: they check the
 //!   store itself.
 //!
@@ -39,6 +41,9 @@ pub struct Cache {
     dir: PathBuf,
     /// Files already hashed in this process, mapped.
     verified: Mutex<HashMap<(FileKind, String), Arc<Map>>>,
+    /// Tree packs this process has seen in the store (fetched, or their
+    /// size asked), so their cached copies are served without asking again.
+    confirmed: Mutex<HashSet<String>>,
 }
 
 impl Cache {
@@ -69,6 +74,7 @@ impl Cache {
         Ok(Cache {
             dir,
             verified: Mutex::new(HashMap::new()),
+            confirmed: Mutex::new(HashSet::new()),
         })
     }
 
@@ -125,10 +131,15 @@ impl Cache {
         Some(map)
     }
 
-    /// Stores a copy; failures only cost a later download.
+    /// Stores a copy of a file just read from or written to the store
+    /// (so a pack put here counts as confirmed present for
+    /// [`Cache::tree_pack`]); failures only cost a later download.
     pub fn put(&self, kind: FileKind, name: &str, bytes: &[u8]) {
         if !Self::cacheable(kind, name) || hex::encode(file_hash(bytes)) != name {
             return;
+        }
+        if kind == FileKind::Pack {
+            self.confirm(name);
         }
         let path = self.path(kind, name);
         let Some(dir) = path.parent() else { return };
@@ -156,6 +167,9 @@ impl Cache {
     pub fn remove(&self, kind: FileKind, name: &str) {
         if let Ok(mut v) = self.verified.lock() {
             v.remove(&(kind, name.to_string()));
+        }
+        if let (FileKind::Pack, Ok(mut c)) = (kind, self.confirmed.lock()) {
+            c.remove(name);
         }
         if Self::cacheable(kind, name) {
             let _ = fs::remove_file(self.path(kind, name));
@@ -214,17 +228,41 @@ impl Cache {
     }
 
     /// A tree pack, from the cache or else fetched with `fetch` and cached.
+    ///
+    /// A cached copy proves the pack once existed, not that it still does:
+    /// the first time a process serves one, `exists` asks the store (a
+    /// `size`, no download). If the store says the pack is gone, the copy
+    /// is dropped and the store's not-found error returned, just as
+    /// without a cache, so nothing succeeds here that could not restore
+    /// anywhere else.
     pub fn tree_pack(
         &self,
         name: &str,
+        exists: impl FnOnce() -> Result<()>,
         fetch: impl FnOnce() -> Result<Data>,
     ) -> Result<CachedData> {
         if let Some(m) = self.get(FileKind::Pack, name) {
+            let confirmed = self.confirmed.lock().is_ok_and(|c| c.contains(name));
+            if !confirmed {
+                if let Err(e) = exists() {
+                    if e.is_not_found() {
+                        self.remove(FileKind::Pack, name);
+                    }
+                    return Err(e);
+                }
+                self.confirm(name);
+            }
             return Ok(CachedData::Map(m));
         }
         let data = fetch()?;
         self.put(FileKind::Pack, name, &data);
         Ok(CachedData::Data(data))
+    }
+
+    fn confirm(&self, name: &str) {
+        if let Ok(mut c) = self.confirmed.lock() {
+            c.insert(name.to_string());
+        }
     }
 }
 

@@ -458,7 +458,11 @@ impl Repository {
         if let (Some(cache), pack::BlobKind::Tree) = (&self.cache, loc.kind) {
             let name = loc.pack.to_hex();
             let whole = cache
-                .tree_pack(&name, || self.backend.read(FileKind::Pack, &name))
+                .tree_pack(
+                    &name,
+                    || self.backend.size(FileKind::Pack, &name).map(drop),
+                    || self.backend.read(FileKind::Pack, &name),
+                )
                 .map_err(missing)?;
             let end = loc.offset as usize + loc.length as usize;
             let sealed = whole
