@@ -105,6 +105,10 @@ pub struct AppendFile {
     len: u64,
     /// Bytes written to the file (with direct IO, whole pages).
     written: u64,
+    /// Tests: the next direct write fails with EINVAL, as on a filesystem
+    /// that accepts `O_DIRECT` at open but refuses the write.
+    #[cfg(test)]
+    refuse_direct: bool,
 }
 
 impl AppendFile {
@@ -135,6 +139,8 @@ impl AppendFile {
             staged: 0,
             len: 0,
             written: 0,
+            #[cfg(test)]
+            refuse_direct: false,
         })
     }
 
@@ -154,6 +160,13 @@ impl AppendFile {
             }
         }
         while !bytes.is_empty() {
+            if !self.direct {
+                // The filesystem refused a direct write just now (the
+                // pages above or a full stage): the stage's bytes come
+                // first, then the rest, all buffered from here on.
+                self.flush_staged_buffered()?;
+                return self.write_out(bytes);
+            }
             let stage = match &mut self.stage {
                 Some(s) => s,
                 None => self.stage.insert(
@@ -174,9 +187,18 @@ impl AppendFile {
     /// Writes `buf`: with direct IO, whole pages of a page-aligned buffer.
     /// A filesystem that accepted `O_DIRECT` at open but refuses the first
     /// write gets the file reopened for buffered writes, and the write
-    /// repeated.
+    /// repeated; from then on [`AppendFile::append`] stages nothing.
     fn write_out(&mut self, buf: &[u8]) -> Result<()> {
-        match self.file.write_all(buf) {
+        #[cfg(test)]
+        let refused = std::mem::take(&mut self.refuse_direct) && self.direct;
+        #[cfg(not(test))]
+        let refused = false;
+        let wrote = if refused {
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+        } else {
+            self.file.write_all(buf)
+        };
+        match wrote {
             Ok(()) => {}
             Err(e)
                 if self.direct && e.raw_os_error() == Some(libc::EINVAL) && self.written == 0 =>
@@ -202,6 +224,19 @@ impl AppendFile {
     fn flush_stage(&mut self, padded: usize) -> Result<()> {
         let stage = self.stage.take().expect("bytes were staged");
         let result = self.write_out(&stage[..padded]);
+        self.stage = Some(stage);
+        self.staged = 0;
+        result
+    }
+
+    /// Writes the staged bytes as they are (no padding) once direct IO
+    /// has been given up, and empties the stage.
+    fn flush_staged_buffered(&mut self) -> Result<()> {
+        if self.staged == 0 {
+            return Ok(());
+        }
+        let stage = self.stage.take().expect("bytes were staged");
+        let result = self.write_out(&stage[..self.staged]);
         self.stage = Some(stage);
         self.staged = 0;
         result
@@ -272,6 +307,46 @@ mod tests {
         f.finish().unwrap();
         let mut want = bytes(4, 3 * ALIGN + 100);
         want.extend_from_slice(&bytes(4, 2 * ALIGN));
+        assert!(fs::read(&path).unwrap() == want, "content differs");
+    }
+
+    #[test]
+    fn a_refused_first_direct_write_keeps_the_order() {
+        // The filesystem refuses the first direct write: here the whole
+        // pages of a page-aligned piece whose tail is then staged. The
+        // next appends, buffered, must come after that tail.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = AppendFile::create(&path).unwrap();
+        f.direct = true;
+        f.refuse_direct = true;
+        let mut piece = memmap2::MmapMut::map_anon(BOUNCE).unwrap();
+        piece.copy_from_slice(&bytes(5, BOUNCE));
+        f.append(&piece[..2 * ALIGN + 300]).unwrap();
+        assert!(!f.direct, "fell back to buffered writes");
+        f.append(&bytes(6, 7000)).unwrap();
+        f.append(&piece[..ALIGN]).unwrap();
+        f.finish().unwrap();
+        let mut want = bytes(5, 2 * ALIGN + 300);
+        want.extend_from_slice(&bytes(6, 7000));
+        want.extend_from_slice(&bytes(5, ALIGN));
+        assert!(fs::read(&path).unwrap() == want, "content differs");
+    }
+
+    #[test]
+    fn a_refused_full_stage_keeps_the_order() {
+        // The first direct write is a full stage, refused; what the same
+        // append staged after it and the next appends follow in order.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = AppendFile::create(&path).unwrap();
+        f.direct = true;
+        f.refuse_direct = true;
+        f.append(&bytes(7, BOUNCE + 999)).unwrap();
+        f.append(&bytes(8, 123)).unwrap();
+        f.finish().unwrap();
+        let mut want = bytes(7, BOUNCE + 999);
+        want.extend_from_slice(&bytes(8, 123));
         assert!(fs::read(&path).unwrap() == want, "content differs");
     }
 
