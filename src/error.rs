@@ -9,7 +9,7 @@
 //! | 0    | success                                         |
 //! | 1    | error (anything not listed below)               |
 //! | 2    | usage error (clap exits with it while parsing)  |
-//! | 3    | backup finished, but some files could not be read |
+//! | 3    | backup finished, but some files could not be read, or its stream was empty |
 //! | 10   | repository missing                              |
 //! | 11   | repository locked                               |
 //! | 12   | wrong password, or a key file of another repository |
@@ -21,7 +21,8 @@ use std::path::Path;
 /// Exit code: generic error.
 pub const EXIT_ERROR: u8 = 1;
 /// Exit code: the backup was written but some files could not be read,
-/// or it read around damage in the repository (see `BackupResult`).
+/// or it read around damage in the repository (see `BackupResult`), or
+/// the stream it backed up was empty.
 pub const EXIT_PARTIAL: u8 = 3;
 /// Exit code: no repository at the given location.
 pub const EXIT_REPO_MISSING: u8 = 10;

@@ -39,9 +39,19 @@ fn stdin_backup_restores_byte_for_byte() {
     assert_eq!(list_paths(&target), vec![Path::new("dump.sql")]);
     assert!(fs::read(target.join("dump.sql")).unwrap() == data);
 
-    // Empty input gives an empty file.
-    let out = repo.run_stdin(&["backup", "--stdin", "--stdin-filename", "empty"], b"");
-    out.success();
+    // Empty input gives an empty file, but an empty dump is almost always
+    // a producer that failed: the snapshot is written, and the run warns
+    // and ends with 3, not 0.
+    let before = repo.snapshots().len();
+    let out = repo.run_stdin(
+        &["backup", "--stdin", "--stdin-filename", "empty", "--json"],
+        b"",
+    );
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("warning: the input was empty"), "{out}");
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    assert!(out.stderr.contains(&id[..8]), "{out}");
+    assert_eq!(repo.snapshots().len(), before + 1);
     let target = repo.scratch("target-empty");
     repo.restore("latest", &target, &[]);
     assert_eq!(fs::read(target.join("empty")).unwrap(), b"");

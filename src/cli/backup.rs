@@ -199,7 +199,22 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
             result.id.short()
         );
     }
-    if result.warnings.is_empty() && result.repo_warnings.is_empty() {
+    // A dump is never empty: a stream of no bytes is a producer that
+    // failed before writing anything (which `--stdin` cannot see). The
+    // snapshot stays, as the operator may mean it, but the run does not
+    // end as a success would.
+    let empty_stream = match &opts.stdin_name {
+        Some(name) if s.bytes_read == 0 => {
+            warn(&format!(
+                "the input was empty: snapshot {} holds {name:?} of 0 bytes; a dump \
+                 whose producer failed before writing anything looks like this",
+                result.id.short()
+            ));
+            true
+        }
+        _ => false,
+    };
+    if result.warnings.is_empty() && result.repo_warnings.is_empty() && !empty_stream {
         Ok(0)
     } else {
         Ok(EXIT_PARTIAL)
