@@ -59,6 +59,14 @@ pub enum Error {
     /// A named object, snapshot or path does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The command whose output a stream backup stored did not succeed
+    /// (`status` says how it ended: "exited with status 1", "was killed
+    /// by signal 9 (SIGKILL)"); no snapshot was written.
+    #[error(
+        "`{command}` {status}: no snapshot written (the data stored from its output is \
+         left for `cairn gc`)"
+    )]
+    ProducerFailed { command: String, status: String },
     /// The user asked for something impossible or ambiguous.
     #[error("{0}")]
     Invalid(String),

@@ -23,7 +23,10 @@
 //! SIGBUS.
 
 mod listing;
+mod producer;
 mod walk;
+
+pub use producer::Producer;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -93,6 +96,26 @@ impl Default for BackupOptions {
         }
     }
 }
+
+/// A stream backed up as one file: standard input, or the output of a
+/// [`Producer`].
+pub trait Stream: Read {
+    /// What the stream is, for messages ("standard input").
+    fn describe(&self) -> String {
+        "standard input".into()
+    }
+
+    /// Says whether the stream ended as it should. Called once, when it
+    /// has been read to its end and before anything refers to what was
+    /// stored of it: an error here leaves no snapshot.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for std::io::StdinLock<'_> {}
+impl Stream for std::io::Empty {}
+impl Stream for &[u8] {}
 
 /// The outcome of a backup.
 #[derive(Debug)]
@@ -185,11 +208,13 @@ fn choose_parent<'a>(
     }
 }
 
-/// Backs up `opts.paths` (or `stdin`) into `repo` and writes the snapshot.
+/// Backs up `opts.paths` (or, with `opts.stdin_name`, `stdin`) into
+/// `repo` and writes the snapshot. A stream whose [`Stream::finish`]
+/// fails is not recorded: its data stays in packs for gc to find unused.
 pub fn backup(
     repo: &Repository,
     opts: &BackupOptions,
-    stdin: &mut dyn Read,
+    stdin: &mut dyn Stream,
     warn: &(dyn Fn(&str) + Sync),
 ) -> Result<BackupResult> {
     let started = Instant::now();
@@ -400,7 +425,7 @@ fn backup_stream(
     writer: &BlobWriter<'_>,
     queue: &SealQueue<'_>,
     name: &str,
-    input: &mut dyn Read,
+    input: &mut dyn Stream,
     counters: &Counters,
 ) -> Result<crate::id::BlobId> {
     let mut chunks = Vec::new();
@@ -413,9 +438,10 @@ fn backup_stream(
             Ok(())
         })
         .map_err(|e| match e {
-            ChunkError::Read(e) => Error::io("read standard input", e),
+            ChunkError::Read(e) => Error::io(format_args!("read {}", input.describe()), e),
             ChunkError::Sink(e) => e,
         })?;
+    input.finish()?;
     Counters::add(&counters.files_new, 1);
     Counters::add(&counters.bytes_read, size);
     Counters::add(&counters.total_bytes, size);

@@ -1,12 +1,13 @@
 //! `cairn backup`.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
 use super::{warn, Context};
-use crate::archiver::{self, BackupOptions};
+use crate::archiver::{self, BackupOptions, Producer, Stream};
 use crate::backend::Backend;
 use crate::error::{Error, Result, EXIT_PARTIAL};
 use crate::filter::read_pattern_file;
@@ -50,9 +51,18 @@ pub struct BackupArgs {
     /// Back up standard input as one file.
     #[arg(long, requires = "stdin_filename")]
     stdin: bool,
-    /// Name of the file holding standard input in the snapshot.
+    /// Run the command given after `--` (without a shell) and back up its
+    /// standard output as one file; no snapshot is written unless it
+    /// exits with status 0.
+    #[arg(long, requires = "command", conflicts_with = "stdin")]
+    stdin_from_command: bool,
+    /// Name of the file holding standard input (or the command's output;
+    /// default: the command's file name, e.g. `pg_dump`) in the snapshot.
     #[arg(long)]
     stdin_filename: Option<String>,
+    /// The command of --stdin-from-command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND", requires = "stdin_from_command")]
+    command: Vec<OsString>,
     /// Record this time instead of now, in RFC 3339 (e.g.
     /// 2024-05-01T02:00:00Z or 2024-05-01T04:00:00+02:00): for importing
     /// older backups. The parent is still the newest snapshot of the set.
@@ -120,17 +130,40 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
     Repository::init(backend, &password, &InitOptions::default())
 }
 
+/// The name a command's output is stored under without
+/// `--stdin-filename`: the file name of its program (`pg_dump` for
+/// `/usr/bin/pg_dump app`).
+fn command_file_name(command: &[OsString]) -> Result<String> {
+    command
+        .first()
+        .and_then(|program| Path::new(program).file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .ok_or_else(|| {
+            Error::Invalid(
+                "--stdin-from-command: the command has no file name to store its output \
+                 under; give --stdin-filename"
+                    .into(),
+            )
+        })
+}
+
 pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
-    if a.stdin && !a.paths.is_empty() {
+    let stream = a.stdin || a.stdin_from_command;
+    if stream && !a.paths.is_empty() {
         return Err(Error::Invalid(
-            "give either paths or --stdin, not both".into(),
+            "give either paths or --stdin (or --stdin-from-command), not both".into(),
         ));
     }
-    if !a.stdin && a.paths.is_empty() {
+    if !stream && a.paths.is_empty() {
         return Err(Error::Invalid(
-            "nothing to back up: give at least one path, or --stdin".into(),
+            "nothing to back up: give at least one path, --stdin or --stdin-from-command".into(),
         ));
     }
+    let stdin_name = match (a.stdin_from_command, a.stdin_filename) {
+        (true, None) => Some(command_file_name(&a.command)?),
+        (_, name) if stream => name,
+        _ => None,
+    };
     let mut excludes = a.excludes;
     for f in &a.exclude_file {
         excludes.extend(read_pattern_file(f)?);
@@ -148,14 +181,26 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         host: a.host,
         excludes,
         one_file_system: a.one_file_system,
-        stdin_name: if a.stdin { a.stdin_filename } else { None },
+        stdin_name,
         workers: ctx.workers(&repo),
         lock_wait: ctx.global.lock_wait,
         time_ns: a.time,
         ..BackupOptions::default()
     };
-    let result = archiver::backup(&repo, &opts, &mut std::io::stdin().lock(), &warn)
-        .map_err(|e| super::explain_full(&repo, e))?;
+    // Started once the repository is open (and its password asked for).
+    // Dropped unfinished on any error below, it is killed and reaped.
+    let mut producer = if a.stdin_from_command {
+        Some(Producer::spawn(&a.command)?)
+    } else {
+        None
+    };
+    let mut stdin = std::io::stdin().lock();
+    let input: &mut dyn Stream = match &mut producer {
+        Some(p) => p,
+        None => &mut stdin,
+    };
+    let result =
+        archiver::backup(&repo, &opts, input, &warn).map_err(|e| super::explain_full(&repo, e))?;
     super::top_up_reserve(&repo, false);
     if let Some(note) = &result.note {
         eprintln!("note: {note}");
@@ -200,13 +245,18 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         );
     }
     // A dump is never empty: a stream of no bytes is a producer that
-    // failed before writing anything (which `--stdin` cannot see). The
+    // failed before writing anything (which `--stdin` cannot see, and
+    // which a command may report with status 0 all the same). The
     // snapshot stays, as the operator may mean it, but the run does not
     // end as a success would.
     let empty_stream = match &opts.stdin_name {
         Some(name) if s.bytes_read == 0 => {
+            let what = match &producer {
+                Some(p) => format!("the output of `{}`", p.command()),
+                None => "the input".into(),
+            };
             warn(&format!(
-                "the input was empty: snapshot {} holds {name:?} of 0 bytes; a dump \
+                "{what} was empty: snapshot {} holds {name:?} of 0 bytes; a dump \
                  whose producer failed before writing anything looks like this",
                 result.id.short()
             ));

@@ -1,0 +1,204 @@
+//! The producer of a stream backup: a command cairn runs itself (`backup
+//! --stdin-from-command`), whose standard output is the stream.
+//!
+//! In a shell pipe (`pg_dump app | cairn backup --stdin`) cairn sees only
+//! the end of its input, never whether the producer succeeded, so a dump
+//! that died halfway is stored as if whole. A [`Producer`] makes the exit
+//! status part of the stream: [`Stream::finish`] waits for the command
+//! once its output has been read to the end, and fails unless it exited
+//! with 0, before anything names the stream's data, so no snapshot of a
+//! failed dump is written.
+//!
+//! The command is run without a shell: the first word is looked up in
+//! `PATH`, the others are its arguments as given. It inherits cairn's
+//! standard input, standard error (its messages reach the operator as
+//! they are) and environment. A producer that is dropped before it was
+//! waited for (cairn failed: a repository error, a lock it could not
+//! take) is killed and reaped, so no dump runs on behind a backup that
+//! gave up.
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+
+use super::Stream;
+use crate::error::{Error, Result};
+
+/// A running producer command, read through [`Read`].
+#[derive(Debug)]
+pub struct Producer {
+    /// The command as a shell would show it, for messages.
+    shown: String,
+    child: Child,
+    stdout: ChildStdout,
+    /// Set once the command was waited for.
+    reaped: bool,
+}
+
+impl Producer {
+    /// Starts `argv` (program, then arguments) with its standard output
+    /// piped to the returned value. Fails if `argv` is empty or the
+    /// program cannot be started (not found, not executable).
+    pub fn spawn(argv: &[OsString]) -> Result<Producer> {
+        let Some((program, args)) = argv.split_first() else {
+            return Err(Error::Invalid("no command given to run".into()));
+        };
+        let shown = show_command(argv);
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::io(format_args!("run `{shown}`"), e))?;
+        let stdout = child.stdout.take().expect("stdout was piped");
+        Ok(Producer {
+            shown,
+            child,
+            stdout,
+            reaped: false,
+        })
+    }
+
+    /// The command as a shell would show it.
+    pub fn command(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl Read for Producer {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Stream for Producer {
+    fn describe(&self) -> String {
+        format!("the output of `{}`", self.shown)
+    }
+
+    /// Waits for the command (its output is at its end, but it may still
+    /// be running) and fails unless it exited with status 0.
+    fn finish(&mut self) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::io(format_args!("wait for `{}`", self.shown), e))?;
+        self.reaped = true;
+        if status.success() {
+            return Ok(());
+        }
+        Err(Error::ProducerFailed {
+            command: self.shown.clone(),
+            status: show_status(status),
+        })
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if !self.reaped {
+            // Killing a process that has exited but is not yet reaped is
+            // harmless (it is a zombie, its pid not reused); the wait then
+            // reaps it.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How `status` ended a producer that did not succeed, as a phrase:
+/// "exited with status 1", "was killed by signal 9 (SIGKILL)".
+fn show_status(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exited with status {code}");
+    }
+    match status.signal() {
+        Some(sig) => {
+            let name = match sig {
+                libc::SIGHUP => " (SIGHUP)",
+                libc::SIGINT => " (SIGINT)",
+                libc::SIGQUIT => " (SIGQUIT)",
+                libc::SIGABRT => " (SIGABRT)",
+                libc::SIGKILL => " (SIGKILL)",
+                libc::SIGSEGV => " (SIGSEGV)",
+                libc::SIGPIPE => " (SIGPIPE)",
+                libc::SIGTERM => " (SIGTERM)",
+                _ => "",
+            };
+            let core = if status.core_dumped() {
+                ", core dumped"
+            } else {
+                ""
+            };
+            format!("was killed by signal {sig}{name}{core}")
+        }
+        None => format!("ended with {status}"),
+    }
+}
+
+/// `argv` as a shell command line: words of plain characters as they
+/// are, others in single quotes.
+fn show_command(argv: &[OsString]) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    argv.iter()
+        .map(|w| {
+            let w = w.to_string_lossy();
+            if !w.is_empty() && w.chars().all(plain) {
+                w.into_owned()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<OsString> {
+        words.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn commands_are_shown_as_a_shell_would_take_them() {
+        assert_eq!(show_command(&argv(&["pg_dump", "app"])), "pg_dump app");
+        assert_eq!(
+            show_command(&argv(&["sh", "-c", "printf 'a'; exit 1", ""])),
+            r"sh -c 'printf '\''a'\''; exit 1' ''"
+        );
+    }
+
+    #[test]
+    fn a_producer_fails_unless_it_exits_with_0() {
+        let run = |script: &str| {
+            let mut p = Producer::spawn(&argv(&["sh", "-c", script])).unwrap();
+            let mut out = Vec::new();
+            p.read_to_end(&mut out).unwrap();
+            (out, p.finish())
+        };
+        let (out, end) = run("printf whole");
+        assert_eq!(out, b"whole");
+        end.unwrap();
+        let (out, end) = run("printf partial; exit 4");
+        assert_eq!(out, b"partial");
+        let e = end.unwrap_err().to_string();
+        assert!(e.contains("exited with status 4"), "{e}");
+        let (_, end) = run("kill -TERM $$");
+        let e = end.unwrap_err().to_string();
+        assert!(e.contains("killed by signal 15 (SIGTERM)"), "{e}");
+    }
+
+    #[test]
+    fn a_program_that_cannot_start_is_an_error() {
+        let e = Producer::spawn(&argv(&["/nonexistent/cairn-producer"])).unwrap_err();
+        assert!(
+            e.to_string().contains("run `/nonexistent/cairn-producer`"),
+            "{e}"
+        );
+        assert!(Producer::spawn(&[]).is_err());
+    }
+}

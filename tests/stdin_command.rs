@@ -1,0 +1,199 @@
+//! `backup --stdin-from-command`: cairn runs the producer of a stream
+//! itself, writes no snapshot unless it succeeds, and kills it when the
+//! backup fails. (An empty `--stdin` is in tests/cli.rs.)
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use cairn::backend::local::LocalBackend;
+use cairn::repo::lock;
+use common::*;
+
+/// `backup --stdin-from-command [EXTRA] -- COMMAND`.
+fn backup_command(repo: &Repo, extra: &[&str], command: &[&str]) -> Out {
+    let mut args = vec!["backup", "--stdin-from-command"];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(command);
+    repo.run(&args)
+}
+
+#[test]
+fn a_command_that_fails_leaves_no_snapshot() {
+    let repo = Repo::new();
+    backup_command(&repo, &["--stdin-filename", "app.sql"], &["printf", "good"]).success();
+    assert_eq!(repo.snapshots().len(), 1);
+
+    let out = backup_command(
+        &repo,
+        &["--stdin-filename", "app.sql"],
+        &["sh", "-c", "printf partial; exit 1"],
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("`sh -c 'printf partial; exit 1'` exited with status 1"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("no snapshot written"), "{out}");
+    assert_eq!(out.stdout, "", "{out}");
+    assert_eq!(repo.snapshots().len(), 1, "a snapshot of the failed dump");
+
+    // So does one that does not produce anything.
+    let out = backup_command(&repo, &[], &["sh", "-c", "exit 7"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("exited with status 7"), "{out}");
+    assert!(!out.stderr.contains("was empty"), "{out}");
+    assert_eq!(repo.snapshots().len(), 1);
+
+    // And one that cannot be started.
+    let out = backup_command(&repo, &[], &["/nonexistent/pg_dump", "app"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("run `/nonexistent/pg_dump app`"),
+        "{out}"
+    );
+    assert_eq!(repo.snapshots().len(), 1);
+
+    // What the failed runs stored is garbage, not damage.
+    repo.run(&["verify"]).success();
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(fs::read(target.join("app.sql")).unwrap(), b"good");
+}
+
+#[test]
+fn a_command_killed_by_a_signal_leaves_no_snapshot() {
+    let repo = Repo::new();
+    let out = backup_command(
+        &repo,
+        &["--stdin-filename", "app.sql"],
+        &["sh", "-c", "printf partial; kill -KILL $$"],
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("was killed by signal 9 (SIGKILL)"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("no snapshot written"), "{out}");
+    assert!(repo.snapshots().is_empty());
+}
+
+#[test]
+fn a_command_that_succeeds_restores_byte_for_byte() {
+    let repo = Repo::new();
+    let dump = repo.scratch("dump");
+    let mut data = b"-- dump\nCOPY t FROM stdin;\n".repeat(10_000);
+    data.extend(random_bytes(31, 1_200_000));
+    data.extend(b"\0 trailing \xff");
+    write(&dump, &data);
+    let dump = dump.to_str().unwrap();
+
+    // Named after the command's file name by default.
+    let out = backup_command(&repo, &["--json"], &["cat", dump]).success();
+    let snap = out.json();
+    assert_eq!(snap["paths"], serde_json::json!(["cat"]));
+    assert_eq!(snap["summary"]["bytes_read"], data.len() as u64);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(list_paths(&target), vec![Path::new("cat")]);
+    assert!(fs::read(target.join("cat")).unwrap() == data);
+
+    // Or by --stdin-filename; the command's standard error passes through.
+    let script = format!("echo dumping >&2; cat '{dump}'");
+    let out = backup_command(
+        &repo,
+        &["--stdin-filename", "app.sql", "--json"],
+        &["sh", "-c", &script],
+    )
+    .success();
+    assert!(out.stderr.contains("dumping"), "{out}");
+    assert_eq!(out.json()["paths"], serde_json::json!(["app.sql"]));
+    let target = repo.scratch("target-named");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(list_paths(&target), vec![Path::new("app.sql")]);
+    assert!(fs::read(target.join("app.sql")).unwrap() == data);
+}
+
+#[test]
+fn an_empty_output_is_stored_with_a_warning_and_exit_code_3() {
+    let repo = Repo::new();
+    let out = backup_command(&repo, &["--stdin-filename", "app.sql", "--json"], &["true"]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr
+            .contains("warning: the output of `true` was empty"),
+        "{out}"
+    );
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(ids(&repo.snapshots()), vec![id]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(fs::read(target.join("app.sql")).unwrap(), b"");
+}
+
+/// The pids of the processes whose command line mentions `marker`.
+fn processes_mentioning(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_backup_that_fails_kills_its_command() {
+    let repo = Repo::new();
+    // The command blocks opening a FIFO nobody writes to: it never ends
+    // by itself, nor does a closed pipe end it.
+    let fifo = repo.scratch("fifo");
+    mkfifo(&fifo, 0o600);
+    let fifo = fifo.to_str().unwrap();
+    let script = format!("read x < '{fifo}'");
+
+    // An exclusive lock the backup cannot take: it fails once the
+    // command runs.
+    let r = cairn::Repository::open(Arc::new(LocalBackend::new(&repo.path)), PASSWORD.as_bytes())
+        .unwrap();
+    let held = lock::acquire(
+        r.backend_arc(),
+        r.key(),
+        true,
+        "gc",
+        std::time::Duration::ZERO,
+    )
+    .unwrap();
+    let mut cmd = repo.cmd(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "x",
+        "--",
+    ]);
+    cmd.args(["sh", "-c", &script]);
+    // A backup that waited for the command would wait forever: given up
+    // on after two minutes, it fails the test instead of hanging it.
+    let out = run_within(&mut cmd, 120);
+    drop(held);
+    let left = processes_mentioning(fifo);
+    for &pid in &left {
+        // SAFETY: kill has no memory preconditions; the pid is the
+        // leftover command, stopped so it does not outlive the test.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let out = out.expect("the failed backup waited for its command");
+    assert_eq!(out.code, 11, "{out}");
+    assert!(left.is_empty(), "the command outlived the backup: {out}");
+    assert!(repo.snapshots().is_empty());
+}
