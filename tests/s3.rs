@@ -68,6 +68,11 @@ fn every_command_works_on_s3() {
     assert!(out.stdout.contains("created bucket every-command"), "{out}");
     assert!(out.stdout.contains("conditional writes:"), "{out}");
     assert!(out.stdout.contains("range reads: yes"), "{out}");
+    assert!(
+        out.stdout
+            .contains("upload checksums: a CRC32C with every upload"),
+        "{out}"
+    );
     // A second init refuses.
     let again = repo.run(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]);
     assert_ne!(again.code, 0, "{again}");
@@ -919,4 +924,62 @@ fn an_older_repository_on_s3_is_upgraded() {
     cmd(&["restore", "latest", "--target", new.to_str().unwrap()]).success();
     assert_same_tree(&src, &restored(&new, &src));
     cmd(&["verify", "--read-data"]).success();
+}
+
+#[test]
+fn a_pack_changed_on_the_way_is_refused_and_sent_again() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut repo = S3Repo::new(&server, "damaged-upload");
+    repo.endpoint = proxy.endpoint();
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 60);
+    init(&repo);
+    // One byte of the first pack's body changes between cairn and the
+    // store: the store refuses it (BadDigest), and the retry sends the
+    // bytes again, unchanged.
+    proxy.corrupt_puts(1, "/packs/");
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    let out = run(&mut c, None).success();
+    assert_eq!(proxy.corrupted(), 1);
+    assert!(
+        out.stderr.contains("BadDigest"),
+        "the retry says why: {out}"
+    );
+    assert!(out.stderr.contains("retry 1"), "{out}");
+    repo.run(&["verify", "--read-data"]).success();
+    let target = restore_latest(&repo);
+    assert_same_contents(&src, &restored(&target, &src));
+}
+
+#[test]
+fn packs_changed_on_every_try_fail_the_backup_without_a_snapshot() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut repo = S3Repo::new(&server, "damaged-link");
+    repo.endpoint = proxy.endpoint();
+    repo.retries = 3;
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 61);
+    init(&repo);
+    proxy.corrupt_puts(u64::MAX, "/packs/");
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(proxy.corrupted() >= 3, "every try was changed: {out}");
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {out}"));
+    assert!(error.contains("BadDigest"), "names the bad digest: {error}");
+    assert!(error.contains("changed on the way"), "{error}");
+    assert!(names_an_object(error), "names the pack: {error}");
+    let snapshots = server.objects(&repo.bucket, &format!("{}/snapshots", repo.prefix));
+    assert!(snapshots.is_empty(), "no snapshot: {snapshots:?}");
+    proxy.corrupt_puts(0, "");
+    let snaps = repo.run(&["snapshots", "--json"]).success().json();
+    assert_eq!(snaps.as_array().unwrap().len(), 0);
 }

@@ -18,6 +18,16 @@
 //!   does not count. A missed deadline is a temporary error, which
 //!   [`super::retry`] retries.
 //!
+//! - **Checksums refused or failed**: an upload carries a CRC32C of its
+//!   body (`x-amz-checksum-crc32c`; `x-amz-checksum-algorithm` when a
+//!   multipart upload begins). An answer of 400 or 501 to such a request is
+//!   read here, where its S3 error code is at hand: `BadDigest` (or
+//!   `XAmzContentChecksumMismatch`) means the store received other bytes
+//!   than were sent, so the attempt failed on the way and the error is
+//!   temporary; any other code is [`ErrorKind::Unsupported`] with
+//!   [`REFUSED`] in its message, which [`super::s3`] takes as a store that
+//!   may not know the header (and confirms before it stops sending it).
+//!
 //! The requests are sent with `reqwest` directly (not through opendal's
 //! own transport) so that the request body can be handed out in frames
 //! and the frames taken counted.
@@ -96,6 +106,54 @@ fn stuck(limit: Duration, sent: u64, total: u64) -> opendal::Error {
     .set_temporary()
 }
 
+/// Begins the message of an error for an upload whose checksum header the
+/// store refused (an answer of 400 or 501 other than a bad digest).
+pub const REFUSED: &str = "the store refused the upload's checksum header";
+
+/// S3 error codes saying the body received is not the body whose checksum
+/// (or hash) the request carries: the bytes changed on the way.
+const DAMAGED: [&str; 2] = ["BadDigest", "XAmzContentChecksumMismatch"];
+
+/// The text of the first `<tag>…</tag>` in an S3 XML error body.
+fn xml_field<'a>(body: &'a str, tag: &str) -> &'a str {
+    body.split_once(&format!("<{tag}>"))
+        .and_then(|(_, r)| r.split_once(&format!("</{tag}>")))
+        .map_or("", |(v, _)| v.trim())
+}
+
+/// The error for an answer of 400 or 501 to an upload that carried a
+/// checksum: temporary when the store says the bytes did not match it,
+/// [`REFUSED`] otherwise. The answer's body (a short XML error) is read
+/// within `limit`; failing that, the error is temporary.
+async fn checksum_answer(resp: reqwest::Response, limit: Duration) -> opendal::Error {
+    let status = resp.status().as_u16();
+    let text = match tokio::time::timeout(limit, resp.text()).await {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => {
+            return opendal::Error::new(ErrorKind::Unexpected, "read data from http response")
+                .with_temporary(temporary(&e))
+                .set_source(e.without_url())
+        }
+        Err(_) => return silent(limit),
+    };
+    let (code, message) = (xml_field(&text, "Code"), xml_field(&text, "Message"));
+    if DAMAGED.contains(&code) {
+        opendal::Error::new(
+            ErrorKind::Unexpected,
+            format!(
+                "{code}: the store received other bytes than were sent \
+                 (their CRC32C did not match), so they changed on the way: {message}"
+            ),
+        )
+        .set_temporary()
+    } else {
+        opendal::Error::new(
+            ErrorKind::Unsupported,
+            format!("{REFUSED}: HTTP {status} {code} {message}"),
+        )
+    }
+}
+
 /// Errors of the client that a retry may cure: the request could not be
 /// sent, or its answer's body broke off.
 fn temporary(e: &reqwest::Error) -> bool {
@@ -112,6 +170,10 @@ impl HttpTransport for GatedTransport {
             opendal::Error::new(ErrorKind::Unexpected, "request url is invalid").set_source(e)
         })?;
         let progress = Arc::new(Progress::new(body.len() as u64));
+        let checksummed = parts
+            .headers
+            .keys()
+            .any(|k| k.as_str().starts_with("x-amz-checksum-"));
         let mut builder = self
             .client
             .request(parts.method, url)
@@ -130,6 +192,9 @@ impl HttpTransport for GatedTransport {
                 .with_temporary(temporary(&e))
                 .set_source(e.without_url())
         })?;
+        if checksummed && matches!(resp.status().as_u16(), 400 | 501) {
+            return Err(checksum_answer(resp, self.timeout).await);
+        }
         let length = if is_head || opendal::raw::parse_content_encoding(resp.headers())?.is_some() {
             None
         } else {
@@ -471,5 +536,93 @@ mod tests {
             }
             e => panic!("not a backend error: {e}"),
         }
+    }
+
+    /// An S3 endpoint on 127.0.0.1 answering every upload that carries a
+    /// checksum header with HTTP 400 and S3 error `code`, and every other
+    /// request with 200. Counts the uploads with and without a checksum.
+    fn refusing(code: &'static str) -> (String, Arc<[AtomicU64; 2]>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let counts = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let seen = seen.clone();
+                std::thread::spawn(move || loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if conn.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if conn.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let checked = head.contains("x-amz-checksum-");
+                    seen[usize::from(checked)].fetch_add(1, Ordering::SeqCst);
+                    let answer = if checked {
+                        let xml = format!(
+                            "<?xml version=\"1.0\"?><Error><Code>{code}</Code>\
+                             <Message>test</Message></Error>"
+                        );
+                        format!(
+                            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n\
+                             Content-Length: {}\r\n\r\n{xml}",
+                            xml.len()
+                        )
+                    } else {
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_string()
+                    };
+                    if conn.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                });
+            }
+        });
+        (format!("http://127.0.0.1:{port}"), counts)
+    }
+
+    #[test]
+    fn a_store_refusing_the_checksum_header_gets_uploads_without_it() {
+        let (url, seen) = refusing("InvalidArgument");
+        let b = backend(url, Duration::from_secs(10));
+        b.write(FileKind::Pack, &"ab".repeat(32), b"pack bytes")
+            .expect("the upload is sent again without a checksum");
+        let counts = || seen.each_ref().map(|n| n.load(Ordering::SeqCst));
+        assert_eq!(counts(), [1, 2], "refused twice, then sent without");
+        b.write(FileKind::Pack, &"cd".repeat(32), b"more bytes")
+            .expect("later uploads carry no checksum");
+        assert_eq!(counts(), [2, 2], "the store is asked once");
+    }
+
+    #[test]
+    fn a_bad_digest_never_turns_checksums_off() {
+        let (url, seen) = refusing("BadDigest");
+        let err = backend(url, Duration::from_secs(10))
+            .write(FileKind::Pack, &"ab".repeat(32), b"pack bytes")
+            .expect_err("bytes changed on the way are not stored");
+        match err {
+            Error::Backend {
+                detail, transient, ..
+            } => {
+                assert!(transient, "a bad digest is retried: {detail}");
+                assert!(detail.contains("BadDigest"), "{detail}");
+                assert!(detail.contains("changed on the way"), "{detail}");
+            }
+            e => panic!("not a backend error: {e}"),
+        }
+        assert_eq!(seen[0].load(Ordering::SeqCst), 0, "nothing sent unchecked");
+        assert_eq!(seen[1].load(Ordering::SeqCst), 1);
     }
 }

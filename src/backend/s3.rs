@@ -15,6 +15,11 @@
 //!   are never used (some stores, such as Garage, accept `If-None-Match`
 //!   and overwrite anyway). [`S3Backend::probe`] reports what the store
 //!   does, for `init` to print.
+//! - **Checked uploads**: every PUT and every part carries the CRC32C of
+//!   its body, so a store that checks it refuses bytes changed on the way
+//!   (`BadDigest`, a temporary error, see [`super::http`]). A store that
+//!   refuses the header itself is sent uploads without it, with a warning
+//!   (see `S3Backend::put`).
 //! - **Errors are typed**: 404 is [`Error::NotFound`]; 5xx answers,
 //!   timeouts and refused or reset connections are transient
 //!   [`Error::Backend`] errors (retried by [`super::retry`]); 403, a
@@ -35,7 +40,7 @@ use opendal::services::S3;
 use opendal::{ErrorKind, HttpTransporter, Operator};
 use zeroize::Zeroizing;
 
-use super::http::{Gate, GatedTransport};
+use super::http::{Gate, GatedTransport, REFUSED};
 use super::{Backend, Data, FileKind};
 use crate::backend::local::kind_name;
 use crate::error::{Error, Result};
@@ -139,7 +144,12 @@ fn display_endpoint(endpoint: &str) -> String {
 
 /// A repository in an S3 bucket. See the module docs.
 pub struct S3Backend {
+    /// Sends a CRC32C with every upload; every other request as well.
     op: Operator,
+    /// Uploads without a checksum, once the store has refused them.
+    unchecked: Operator,
+    /// The store refuses upload checksums: upload with `unchecked`.
+    refused: std::sync::atomic::AtomicBool,
     rt: tokio::runtime::Runtime,
     opts: S3Options,
     endpoint: String,
@@ -165,30 +175,36 @@ impl S3Backend {
         } else {
             format!("/{}/", opts.prefix)
         };
-        let mut builder = S3::default()
-            .root(&root)
-            .bucket(&opts.bucket)
-            .endpoint(&endpoint)
-            .region(&opts.region)
-            .access_key_id(id)
-            .secret_access_key(secret)
-            .disable_config_load()
-            .disable_ec2_metadata();
-        if let Some(token) = &opts.session_token {
-            builder = builder.session_token(token);
-        }
-        if opts.virtual_host {
-            builder = builder.enable_virtual_host_style();
-        }
-        opendal::install_default();
-        let op = Operator::new(builder)
-            .map_err(|e| Error::Invalid(format!("S3 settings for {shown}: {}", e.message())))?;
         let gate = Gate::new(opts.connections);
         let transport = GatedTransport::new(reqwest::Client::new(), gate.clone(), opts.timeout);
-        let ctx = op
-            .context()
-            .with_http_transport(HttpTransporter::new(transport));
-        let op = op.with_context(ctx);
+        let transport = HttpTransporter::new(transport);
+        opendal::install_default();
+        let operator = |checksum: bool| {
+            let mut builder = S3::default()
+                .root(&root)
+                .bucket(&opts.bucket)
+                .endpoint(&endpoint)
+                .region(&opts.region)
+                .access_key_id(id)
+                .secret_access_key(secret)
+                .disable_config_load()
+                .disable_ec2_metadata();
+            if let Some(token) = &opts.session_token {
+                builder = builder.session_token(token);
+            }
+            if opts.virtual_host {
+                builder = builder.enable_virtual_host_style();
+            }
+            if checksum {
+                builder = builder.checksum_algorithm("crc32c");
+            }
+            let op = Operator::new(builder)
+                .map_err(|e| Error::Invalid(format!("S3 settings for {shown}: {}", e.message())))?;
+            let ctx = op.context().with_http_transport(transport.clone());
+            Ok::<_, Error>(op.with_context(ctx))
+        };
+        let op = operator(true)?;
+        let unchecked = operator(false)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -198,6 +214,8 @@ impl S3Backend {
             .map_err(|e| Error::io("start the S3 client runtime", e))?;
         Ok(S3Backend {
             op,
+            unchecked,
+            refused: Default::default(),
             rt,
             opts,
             endpoint: shown,
@@ -440,6 +458,78 @@ impl S3Backend {
         }
     }
 
+    /// Uploads `bytes` as `key` with their CRC32C, so that the store
+    /// refuses bytes changed on the way (a temporary error, retried by
+    /// [`super::retry`]). A store that refuses the checksum header itself
+    /// (an answer other than a bad digest, twice) is sent uploads without
+    /// it from then on, with a warning: it does not check what it stores.
+    fn put(&self, key: &str, bytes: &[u8], what: impl Fn() -> String) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let fail = |e| self.map_err("write", what(), e);
+        if !self.refused.load(Ordering::Relaxed) {
+            let refused = |r: &opendal::Result<()>| {
+                r.as_ref().is_err_and(|e| {
+                    e.kind() == ErrorKind::Unsupported && e.message().starts_with(REFUSED)
+                })
+            };
+            let first = self.rt.block_on(self.upload(&self.op, key, bytes));
+            if !refused(&first) {
+                return first.map_err(fail);
+            }
+            // Once more, so that one odd answer does not turn checks off.
+            let again = self.rt.block_on(self.upload(&self.op, key, bytes));
+            if !refused(&again) {
+                return again.map_err(fail);
+            }
+            self.rt
+                .block_on(self.upload(&self.unchecked, key, bytes))
+                .map_err(fail)?;
+            if !self.refused.swap(true, Ordering::Relaxed) {
+                let detail = first.err().map(|e| e.message().to_string());
+                eprintln!(
+                    "warning: {} at {} does not check uploads ({}); uploading without \
+                     a checksum, so bytes changed on the way are found only by \
+                     `verify --read-data`",
+                    self.opts.bucket,
+                    self.endpoint,
+                    detail.unwrap_or_default()
+                );
+            }
+            return Ok(());
+        }
+        self.rt
+            .block_on(self.upload(&self.unchecked, key, bytes))
+            .map_err(fail)
+    }
+
+    /// One upload through `op`: a single PUT, or a multipart upload for
+    /// more than [`MULTIPART_THRESHOLD`] bytes.
+    async fn upload(&self, op: &Operator, key: &str, bytes: &[u8]) -> opendal::Result<()> {
+        if bytes.len() <= MULTIPART_THRESHOLD {
+            op.write(key, bytes.to_vec()).await?;
+            return Ok(());
+        }
+        let mut w = op
+            .writer_with(key)
+            .chunk(PART_SIZE)
+            .concurrent(self.opts.connections.max(1))
+            .await?;
+        let done = async {
+            // A part at a time: the bytes may be a large mapped file
+            // (an index table spooled by a merge), never copied whole;
+            // at most `connections` parts are in flight.
+            for part in bytes.chunks(PART_SIZE) {
+                w.write(part.to_vec()).await?;
+            }
+            w.close().await
+        }
+        .await;
+        if done.is_err() {
+            let _ = w.abort().await;
+        }
+        done.map(|_| ())
+    }
+
     /// Tries what the store does with the operations cairn relies on and
     /// with the ones it avoids, and describes it, one line each. Fails if
     /// a relied-on operation (write, read, range read, list, delete)
@@ -465,10 +555,12 @@ impl S3Backend {
             notes.push(format!("created bucket {}", self.opts.bucket));
         }
         let first = b"cairn probe: first".to_vec();
-        self.run("write", what, self.op.write(&key, first.clone()))?;
+        self.put(&key, &first, what)?;
         let second = b"cairn probe: second".to_vec();
+        let refused = self.refused.load(std::sync::atomic::Ordering::Relaxed);
+        let uploader = if refused { &self.unchecked } else { &self.op };
         let cond = self.rt.block_on(
-            self.op
+            uploader
                 .write_with(&key, second.clone())
                 .if_not_exists(true)
                 .into_future(),
@@ -484,6 +576,12 @@ impl S3Backend {
             }
             (Err(_), true) => "conditional writes: refused (cairn does not rely on them)".into(),
             _ => "conditional writes: inconsistent answers (cairn does not rely on them)".into(),
+        });
+        notes.push(if refused {
+            "upload checksums: refused by the store, so it cannot refuse bytes changed on the way"
+                .into()
+        } else {
+            "upload checksums: a CRC32C with every upload and part (a store that checks refuses bytes changed on the way)".into()
         });
         let range = self.run("read range of", what, self.op.read_with(&key).range(6..11))?;
         if range.to_vec() != now[6..11] {
@@ -654,36 +752,7 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
-        let key = Self::key(kind, name);
-        let what = || self.object(kind, name);
-        if bytes.len() <= MULTIPART_THRESHOLD {
-            self.run("write", what, self.op.write(&key, bytes.to_vec()))?;
-            return Ok(());
-        }
-        let op = &self.op;
-        let connections = self.opts.connections.max(1);
-        self.run("write", what, async move {
-            let mut w = op
-                .writer_with(&key)
-                .chunk(PART_SIZE)
-                .concurrent(connections)
-                .await?;
-            let done = async {
-                // A part at a time: the bytes may be a large mapped file
-                // (an index table spooled by a merge), never copied whole;
-                // at most `connections` parts are in flight.
-                for part in bytes.chunks(PART_SIZE) {
-                    w.write(part.to_vec()).await?;
-                }
-                w.close().await
-            }
-            .await;
-            if done.is_err() {
-                let _ = w.abort().await;
-            }
-            done
-        })?;
-        Ok(())
+        self.put(&Self::key(kind, name), bytes, || self.object(kind, name))
     }
 
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {

@@ -157,7 +157,8 @@ impl Drop for S3Server {
 ///
 /// - cut every open connection and answer the next connections with 500
 ///   ([`Proxy::fail_after`]);
-/// - swallow the next requests and never answer them ([`Proxy::stall_next`]).
+/// - swallow the next requests and never answer them ([`Proxy::stall_next`]);
+/// - change one byte of the body of the next uploads ([`Proxy::corrupt_puts`]).
 pub struct Proxy {
     pub port: u16,
     state: Arc<ProxyState>,
@@ -198,6 +199,10 @@ struct ProxyState {
     /// Requests still to swallow without an answer.
     stall: AtomicU64,
     stalled: AtomicU64,
+    /// PUT bodies still to damage, and what their target must contain.
+    corrupt: AtomicU64,
+    corrupt_target: Mutex<String>,
+    corrupted: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
     log: Mutex<Vec<Seen>>,
@@ -236,6 +241,9 @@ impl Proxy {
             answered_500: AtomicU64::new(0),
             stall: AtomicU64::new(0),
             stalled: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            corrupt_target: Mutex::new(String::new()),
+            corrupted: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
@@ -278,6 +286,19 @@ impl Proxy {
     /// How many requests were swallowed.
     pub fn stalled(&self) -> u64 {
         self.state.stalled.load(Ordering::SeqCst)
+    }
+
+    /// The first body byte of the next `n` PUT requests whose target
+    /// contains `target` is changed on its way to the server (`u64::MAX`:
+    /// every one from now on).
+    pub fn corrupt_puts(&self, n: u64, target: &str) {
+        *self.state.corrupt_target.lock().unwrap() = target.to_string();
+        self.state.corrupt.store(n, Ordering::SeqCst);
+    }
+
+    /// How many request bodies were changed.
+    pub fn corrupted(&self) -> u64 {
+        self.state.corrupted.load(Ordering::SeqCst)
     }
 
     /// Forgets the request log and the highest number of requests in flight.
@@ -469,6 +490,8 @@ fn serve(st: Arc<ProxyState>, mut client: TcpStream) {
         let mut buf = vec![0u8; 64 << 10];
         // The head of the request under way, until it is complete.
         let mut head: Option<Vec<u8>> = None;
+        // Where in the bytes still to come the body byte to change is.
+        let mut flip: Option<usize> = None;
         loop {
             let n = match c_read.read(&mut buf) {
                 Ok(0) | Err(_) => break,
@@ -499,6 +522,21 @@ fn serve(st: Arc<ProxyState>, mut client: TcpStream) {
                     let method = line.next().unwrap_or("").to_string();
                     let target = line.next().unwrap_or("").to_string();
                     conn.head_only.store(method == "HEAD", Ordering::SeqCst);
+                    let length: u64 = header(&text, "content-length")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if method == "PUT"
+                        && length > 0
+                        && target.contains(st.corrupt_target.lock().unwrap().as_str())
+                        && st
+                            .corrupt
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+                            .is_ok()
+                    {
+                        st.corrupted.fetch_add(1, Ordering::SeqCst);
+                        // The head ends this far into this read's bytes.
+                        flip = Some(end + 4 + n - h.len());
+                    }
                     let mut log = st.log.lock().unwrap();
                     log.push(Seen {
                         method,
@@ -519,6 +557,11 @@ fn serve(st: Arc<ProxyState>, mut client: TcpStream) {
                     let _ = s.shutdown(Shutdown::Both);
                 }
                 break;
+            }
+            match flip.take() {
+                Some(at) if at < n => buf[at] ^= 0x20,
+                Some(_) => flip = Some(0),
+                None => {}
             }
             if u_write.write_all(&buf[..n]).is_err() {
                 break;
