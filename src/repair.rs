@@ -209,7 +209,8 @@ pub struct SnapshotRepair {
 /// indexed, or indexed in a missing pack) or, with `read_data`, damaged
 /// ones, dropping only the damaged files (and unreadable directories'
 /// contents). The originals are kept; the new snapshots carry the tags
-/// `repaired` and [`REPAIRED_FROM`]`<original id>`. A snapshot that already
+/// `repaired` and [`REPAIRED_FROM`]`<original id>`, and the original's time
+/// plus one nanosecond, so that they, not the originals, are the newer. A snapshot that already
 /// has a repaired copy is skipped, so running this twice writes nothing
 /// new. With `dry_run` nothing is written.
 pub fn repair_snapshots(
@@ -278,6 +279,10 @@ pub fn repair_snapshots(
         }
         let mut snap: Snapshot = e.snapshot.clone();
         snap.tree = root;
+        // One nanosecond after its original, so every ordering by
+        // (time, id) (a backup's parent, `latest`, retention) takes the
+        // copy as the newer of the two, whichever id is larger.
+        snap.time_ns = e.snapshot.time_ns.saturating_add(1);
         snap.tags.retain(|t| !t.starts_with(REPAIRED_FROM));
         if !snap.tags.iter().any(|t| t == "repaired") {
             snap.tags.push("repaired".into());

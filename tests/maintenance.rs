@@ -955,6 +955,61 @@ fn repair_index_keeps_the_entries_of_a_pack_whose_header_is_damaged() {
 }
 
 #[test]
+fn a_repaired_copy_is_newer_than_its_original_whichever_id_is_larger() {
+    let repo = packed_repo();
+    let src = source(&repo, 21);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let pack = index[&files[&snap_path(&src, "victim.bin")][0]]
+        .pack
+        .clone();
+    fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
+
+    // A copy's id is the hash of its sealed bytes, random each time: repair,
+    // check, forget the copy and repair again until a copy's id has sorted
+    // both above and below its original's (each try is a coin toss, so 40
+    // tries miss one side with odds of 2^-39).
+    let (mut above, mut below) = (false, false);
+    for _ in 0..40 {
+        if above && below {
+            break;
+        }
+        let out = repo.run(&["repair", "snapshots"]).success();
+        assert!(out.stdout.contains("1 snapshot(s) repaired"), "{out}");
+        let copy = snapshot_ids(&repo)
+            .into_iter()
+            .find(|id| *id != snap.id)
+            .unwrap();
+        above |= copy > snap.id;
+        below |= copy < snap.id;
+
+        // `latest` is the copy.
+        let out = repo.run(&["cat", "snapshot", "latest"]).success();
+        assert_eq!(out.json()["id"], copy.as_str(), "{out}");
+        // The newest of the day is the copy, kept; the original goes.
+        let out = repo
+            .run(&["forget", "--keep-daily", "1", "--dry-run", "--json"])
+            .success();
+        let d = decisions(&out.json());
+        assert_eq!(
+            d.iter()
+                .map(|(id, keep, _)| (id.as_str(), *keep))
+                .collect::<Vec<_>>(),
+            [(copy.as_str(), true), (snap.id.as_str(), false)],
+            "{out}"
+        );
+        // An incremental backup takes the copy as its parent.
+        let next = repo.backup(&[&src], &[]);
+        assert_eq!(next["parent"], copy.as_str(), "{next:#}");
+
+        repo.run(&["forget", next["id"].as_str().unwrap(), &copy])
+            .success();
+    }
+    assert!(above && below, "copies above: {above}, below: {below}");
+}
+
+#[test]
 fn repair_snapshots_read_data_drops_damaged_files_once() {
     let repo = packed_repo();
     let src = source(&repo, 20);
