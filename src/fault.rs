@@ -54,8 +54,25 @@ pub fn vanish(path: &std::path::Path) {
 /// cached environment lookup.
 pub fn swap_walked_dir(path: &std::path::Path) {
     static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
-    let set = SET.get_or_init(|| {
-        let value = std::env::var("CAIRN_TEST_SWAP_WALKED").ok()?;
+    swap_dir_for_symlink(&SET, "CAIRN_TEST_SWAP_WALKED", path);
+}
+
+/// `CAIRN_TEST_SWAP_OPENED=NAME=>TARGET`: as `CAIRN_TEST_SWAP_WALKED`,
+/// but just after the walk has opened the directory, before it reads a
+/// thing in it: the walk holds the directory, and its path leads to
+/// `TARGET`.
+pub fn swap_opened_dir(path: &std::path::Path) {
+    static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
+    swap_dir_for_symlink(&SET, "CAIRN_TEST_SWAP_OPENED", path);
+}
+
+fn swap_dir_for_symlink(
+    set: &OnceLock<Option<(String, String)>>,
+    var: &str,
+    path: &std::path::Path,
+) {
+    let set = set.get_or_init(|| {
+        let value = std::env::var(var).ok()?;
         let (name, to) = value.split_once("=>")?;
         Some((name.to_string(), to.to_string()))
     });

@@ -159,10 +159,15 @@ pub fn time_ns(secs: i64, nsecs: i64) -> i64 {
         .unwrap_or(if secs < 0 { i64::MIN } else { i64::MAX })
 }
 
-/// A node for `name` from its `lstat`. Files get an empty chunk list and
-/// directories a zero subtree; the caller fills them in. Extended
-/// attributes are read from `path` unless `xattrs` supplies them.
+/// A node for the entry `name` of the open directory `dir` from its
+/// `lstat`. Files get an empty chunk list and directories a zero subtree;
+/// the caller fills them in. A symlink's target, and the extended
+/// attributes unless `xattrs` supplies them, are read relative to `dir`
+/// (see [`read_link_at`], [`read_xattrs_at`]), not by `path` (the entry's,
+/// for where `/proc` is missing), whose folders someone may since have
+/// swapped for symlinks.
 pub fn node_from_stat(
+    dir: BorrowedFd<'_>,
     name: &OsStr,
     path: &Path,
     st: &Stat,
@@ -177,11 +182,7 @@ pub fn node_from_stat(
         }
     } else if st.is_symlink() {
         NodeKind::Symlink {
-            target: Name(
-                std::fs::read_link(path)?
-                    .into_os_string()
-                    .into_encoded_bytes(),
-            ),
+            target: Name(read_link_at(dir, name)?),
         }
     } else if st.is_type(libc::S_IFIFO) {
         NodeKind::Fifo
@@ -206,20 +207,75 @@ pub fn node_from_stat(
         dev: st.dev,
         inode: st.ino,
         nlink: st.nlink,
-        xattrs: xattrs.unwrap_or_else(|| read_xattrs(path)),
+        xattrs: xattrs.unwrap_or_else(|| read_xattrs_at(dir, name, path)),
     })
 }
 
-/// Extended attributes of `path` (not following symlinks); best effort.
-pub fn read_xattrs(path: &Path) -> Vec<Xattr> {
-    match xattr::list(path) {
-        Ok(names) => sorted_xattrs(names, |n| xattr::get(path, n)),
+/// The target of the symlink `name` in the open directory `dir`
+/// (`readlinkat`).
+pub fn read_link_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
+    let name = CString::new(name.as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut buf: Vec<u8> = vec![0; 256];
+    loop {
+        // SAFETY: `name` is NUL-terminated and `buf` writable for its
+        // length, both for the call's duration; the descriptor is
+        // borrowed, so open.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // A target that fills the buffer may have been cut short.
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+}
+
+/// Extended attributes of the entry `name` of the open directory `dir`,
+/// of whatever type, a symlink's own (not its target's); best effort.
+/// The entry is opened `O_PATH | O_NOFOLLOW` (which opens neither a FIFO
+/// nor a device, and a symlink as itself) and its attributes read through
+/// `/proc/self/fd/N` with the calls that follow a link: that one leads to
+/// the entry opened and no further, where the `l`-calls would read the
+/// link in `/proc` itself. Without `/proc`, they are read by `path` (not
+/// following a symlink at its end), as before there was a descriptor.
+pub fn read_xattrs_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Vec<Xattr> {
+    let Ok(cname) = CString::new(name.as_bytes()) else {
+        return Vec::new();
+    };
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `cname` is NUL-terminated and outlives the call; the
+    // descriptor is borrowed, so open.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), cname.as_ptr(), flags) };
+    if fd < 0 {
+        return Vec::new();
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let entry: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    let proc = format!("/proc/self/fd/{}", entry.as_raw_fd());
+    match xattr::list_deref(&proc) {
+        Ok(names) => sorted_xattrs(names, |n| xattr::get_deref(&proc, n)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match xattr::list(path) {
+            Ok(names) => sorted_xattrs(names, |n| xattr::get(path, n)),
+            Err(_) => Vec::new(),
+        },
         Err(_) => Vec::new(),
     }
 }
 
-/// Extended attributes of the open `file`, as [`read_xattrs`] reads a
-/// path's, without looking its path up again; best effort.
+/// Extended attributes of the open `file`, as [`read_xattrs_at`] reads
+/// an entry's, without looking its name up again; best effort.
 pub fn read_xattrs_of(file: &std::fs::File) -> Vec<Xattr> {
     use xattr::FileExt;
     match file.list_xattr() {

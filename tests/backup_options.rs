@@ -347,6 +347,70 @@ fn a_directory_replaced_by_a_symlink_during_backup_is_not_followed() {
     );
 }
 
+/// A folder the walk has opened and that is then swapped for a symlink
+/// keeps its own entries: symlink targets and extended attributes are
+/// read relative to the open folder, not by a path that now leads
+/// elsewhere, and a symlink's own attributes are not its target's.
+#[test]
+fn a_folder_swapped_after_its_opening_gives_its_own_link_targets_and_attributes() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let outside = repo.scratch("outside");
+    for (dir, what) in [(src.join("x"), "inside"), (outside.clone(), "outside")] {
+        write(&dir.join("t.txt"), what);
+        std::os::unix::fs::symlink(format!("{what}-target"), dir.join("link")).unwrap();
+        fs::create_dir(dir.join("sub")).unwrap();
+        xattr::set(dir.join("sub"), "user.cairn", what.as_bytes()).unwrap();
+        if is_root() {
+            // Only trusted.* (root) may be set on a symlink itself.
+            std::os::unix::fs::symlink("t.txt", dir.join("tlink")).unwrap();
+            xattr::set(dir.join("t.txt"), "trusted.cairn", b"target").unwrap();
+            xattr::set(dir.join("tlink"), "trusted.cairn", what.as_bytes()).unwrap();
+        }
+    }
+
+    let mut c = repo.cmd(&["backup", "--json"]);
+    let swap = format!("x=>{}", outside.display());
+    c.arg(&src).env("CAIRN_TEST_SWAP_OPENED", swap);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        fs::symlink_metadata(src.join("x"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the hook swapped it"
+    );
+
+    let out = repo.run(&["ls", "latest", "--json"]).success();
+    let nodes: std::collections::HashMap<String, Value> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["path"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    let x = format!("{}/x", abs(&src));
+    let node = |name: &str| &nodes[&format!("{x}/{name}")];
+    assert_eq!(
+        node("link")["kind"]["symlink"]["target"],
+        "inside-target",
+        "{out}"
+    );
+    let xattr_of = |name: &str, attr: &str| -> Value {
+        node(name)["xattrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == attr)
+            .map_or(Value::Null, |a| a["value"].clone())
+    };
+    assert_eq!(xattr_of("sub", "user.cairn"), "inside", "{out}");
+    if is_root() {
+        assert_eq!(xattr_of("tlink", "trusted.cairn"), "inside", "{out}");
+    }
+}
 /// A file that turns into a FIFO between the walk and its read is
 /// reported and left out, and the backup ends: opening a FIFO without a
 /// writer used to wait for one forever.

@@ -897,13 +897,14 @@ impl<'a> Walker<'a> {
                     .map(|o| std::mem::take(&mut o.xattrs));
                 let unread = reused.is_none() && md.is_file();
                 let xattrs = reused.or_else(|| unread.then(Vec::new));
-                let mut node = match node_from_stat(&name, &path, &md, &self.names, xattrs) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.report(format!("{}: cannot read metadata: {e}", path.display()));
-                        continue;
-                    }
-                };
+                let mut node =
+                    match node_from_stat(handle.fd(), &name, &path, &md, &self.names, xattrs) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.report(format!("{}: cannot read metadata: {e}", path.display()));
+                            continue;
+                        }
+                    };
                 match &node.kind {
                     NodeKind::File { .. } => {
                         let c = self.shared.setup.counters;
@@ -967,6 +968,7 @@ impl<'a> Walker<'a> {
                             // it may be elsewhere.
                             crate::fault::swap_walked_dir(&path);
                             let opened = handle.open_dir(&name);
+                            crate::fault::swap_opened_dir(&path);
                             if self.shared.take_spare() {
                                 let shared = self.shared;
                                 let dev = md.dev;
