@@ -33,6 +33,7 @@ const POINTS: &[&str] = &[
     "gc-after-pack-remove",
     "restore-after-place",
     "upgrade-after-config-write",
+    "private-file-before-rename",
 ];
 
 /// The list above is complete: every `fault::point("…")` in src/ is in it
@@ -685,4 +686,40 @@ fn crash_after_upgrade_config_write() {
     cmd(&["verify", "--read-data"], None).success();
     let again = cmd(&["upgrade"], None).success();
     assert!(again.stdout.contains("nothing to do"), "{again}");
+}
+
+// ------------------------------------------------------------ key export
+
+/// Killed after the exported key is written and synced but before it
+/// takes its name, `key export` leaves nothing under that name (no
+/// partial file that looks like a key), only a temporary that says what
+/// it is; the retry exports the key, and a file already there is still
+/// never overwritten.
+#[test]
+fn crash_before_an_exported_key_takes_its_name() {
+    let repo = Repo::new();
+    let keys = repo.scratch("keys");
+    fs::create_dir(&keys).unwrap();
+    let key = keys.join("repo.key");
+    let arg = key.to_str().unwrap();
+    crash(&repo, "private-file-before-rename", &["key", "export", arg]);
+    assert!(fs::symlink_metadata(&key).is_err(), "a file under the name");
+    let left: Vec<String> = fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with("repo.key.cairn-partial-"), "{left:?}");
+
+    let out = repo.run(&["key", "export", arg]).success();
+    assert!(out.stdout.contains("--key-file"), "{out}");
+    assert_eq!(fs::metadata(&key).unwrap().len(), 140);
+    let mut c = cairn();
+    c.arg("-r").arg(&repo.path).arg("snapshots");
+    c.env("CAIRN_KEY_FILE", &key);
+    run(&mut c, None).success();
+
+    let out = repo.run(&["key", "export", arg]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("exists already"), "{out}");
 }

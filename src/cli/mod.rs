@@ -331,31 +331,107 @@ impl Context {
 
 /// Creates `path` readable by its owner only and writes `bytes` durably
 /// (the default repository's password, an exported key); an existing file
-/// is never overwritten, and a file whose write failed is removed again.
+/// is never overwritten. The bytes go to a temporary file beside it
+/// (`NAME.cairn-partial-PID-N`, mode 0600), which is synced, then renamed
+/// to `path` only if nothing is there (`RENAME_NOREPLACE`, or a hard link
+/// where the filesystem lacks that), and the folder synced: a crash leaves
+/// no partial file under the name, to look like a key or to stand in the
+/// way of a retry, only a temporary that says what it is.
 fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::Invalid(format!(
-                    "{} exists already: choose another name (an existing file is never overwritten)",
-                    path.display()
-                ))
-            } else {
-                Error::path("create", path, e)
-            }
-        })?;
-    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
-        drop(f);
-        let _ = std::fs::remove_file(path);
-        return Err(Error::path("write", path, e));
+    let exists = || {
+        Error::Invalid(format!(
+            "{} exists already: choose another name (an existing file is never overwritten)",
+            path.display()
+        ))
+    };
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(exists());
     }
-    Ok(())
+    let Some(name) = path.file_name() else {
+        return Err(Error::Invalid(format!("{} names no file", path.display())));
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let (tmp, mut f) = (0u32..1000)
+        .map(|n| {
+            let mut t = name.to_os_string();
+            t.push(format!(".cairn-partial-{}-{n}", std::process::id()));
+            let t = dir.join(t);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&t);
+            (t, f)
+        })
+        .find_map(|(t, f)| match f {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+            f => Some(
+                f.map(|f| (t.clone(), f))
+                    .map_err(|e| Error::path("create", &t, e)),
+            ),
+        })
+        .unwrap_or_else(|| {
+            Err(Error::Invalid(format!(
+                "{}: no free temporary name beside it (remove the `.cairn-partial-` files)",
+                path.display()
+            )))
+        })?;
+    let placed = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::path("write", &tmp, e))
+        .and_then(|()| {
+            drop(f);
+            crate::fault::point("private-file-before-rename");
+            match rename_noreplace(&tmp, path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+                Err(e) => Err(Error::path("rename into place", path, e)),
+            }
+        });
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::path("sync folder", dir, e))
+}
+
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`):
+/// `renameat2(RENAME_NOREPLACE)`, or where the filesystem does not take
+/// that flag, a hard link to `to` and the removal of `from`.
+fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    };
+    let (cfrom, cto) = (c(from)?, c(to)?);
+    // SAFETY: both are NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cfrom.as_ptr(),
+            libc::AT_FDCWD,
+            cto.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(e);
+    }
+    std::fs::hard_link(from, to)?;
+    std::fs::remove_file(from)
 }
 
 /// The first line of a password file.
