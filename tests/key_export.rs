@@ -145,3 +145,24 @@ fn a_well_formed_file_with_the_wrong_key_does_not_open() {
         "{out}"
     );
 }
+
+#[test]
+fn verify_with_a_key_file_reports_a_keys_folder_without_key_files() {
+    let repo = Repo::new();
+    let key = export(&repo, "repo.key");
+    run(&mut with_key(&repo, &key, &["verify"]), None).success();
+    for e in std::fs::read_dir(repo.path.join("keys")).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    // The key file still opens it; no password would.
+    run(&mut with_key(&repo, &key, &["snapshots"]), None).success();
+    let out = repo.run(&["snapshots"]);
+    assert_ne!(out.code, 0, "{out}");
+
+    let out = run(&mut with_key(&repo, &key, &["verify"]), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains("keys/") && out.stdout.contains("holds no key file"),
+        "{out}"
+    );
+}

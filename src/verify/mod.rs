@@ -428,7 +428,8 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
 
 /// Decodes every key file: structure always, and with `password`, whether
 /// it opens and holds this repository's master key. Damaged key files are
-/// errors; files whose names are not key names are warnings.
+/// errors, and so is a `keys/` without any; files whose names are not key
+/// names are warnings.
 fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyReport) -> Result<()> {
     let backend = repo.backend();
     let mut names = backend.list(FileKind::Key)?;
@@ -493,6 +494,15 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
             report.errors.push(problem(&what, p.clone()));
         }
         report.keys.push(status);
+    }
+    // Opened with an exported key (with a password, open itself calls
+    // this corrupt): the key file is then the only way in.
+    if report.keys.is_empty() {
+        report.errors.push(problem(
+            "keys/",
+            "holds no key file: no password opens this repository, only an exported key \
+             (restore keys/ from a copy of the repository, and keep the exported key safe)",
+        ));
     }
     Ok(())
 }
