@@ -175,6 +175,16 @@ impl DirHandle {
     /// Opens the regular file named as `path`'s last component, for
     /// reading (see [`open_regular`]).
     fn open_file(&self, path: &Path) -> std::io::Result<File> {
+        self.open_unchecked(path).and_then(|file| {
+            check_regular(&file)?;
+            Ok(file)
+        })
+    }
+
+    /// Opens `path`'s last component as [`Self::open_file`] does, without
+    /// checking what it opened: for a reader that checks once the reads
+    /// stray from what the walk saw ([`ToSeenEnd`]).
+    fn open_unchecked(&self, path: &Path) -> std::io::Result<File> {
         use std::os::fd::AsRawFd;
         let name = path.file_name().unwrap_or(path.as_os_str());
         open_regular(self.0.as_raw_fd(), name)
@@ -200,14 +210,14 @@ fn open_dir(dir: std::os::fd::RawFd, name: &std::ffi::OsStr) -> std::io::Result<
     })))
 }
 
-/// Opens the regular file `name` relative to the directory descriptor
-/// `dir` (or `AT_FDCWD`), for reading. The walk saw a regular file, but
-/// anything may have taken its place since: a symlink is not followed
-/// (`O_NOFOLLOW`), and the open does not wait (`O_NONBLOCK`), since
-/// opening a FIFO without a writer waits for one, forever in a nightly
-/// backup; what it opened is then refused unless a regular file (reading
-/// a device such as `/dev/zero` would never end). `O_NONBLOCK` stays set:
-/// reads of a regular file do not heed it.
+/// Opens the file `name` relative to the directory descriptor `dir` (or
+/// `AT_FDCWD`), for reading. The walk saw a regular file, but anything may
+/// have taken its place since: a symlink is not followed (`O_NOFOLLOW`),
+/// and the open does not wait (`O_NONBLOCK`), since opening a FIFO
+/// without a writer waits for one, forever in a nightly backup. What was
+/// opened is checked by the caller ([`check_regular`]): reading a device
+/// such as `/dev/zero` would never end. `O_NONBLOCK` stays set: reads of
+/// a regular file do not heed it.
 fn open_regular(dir: std::os::fd::RawFd, name: &std::ffi::OsStr) -> std::io::Result<File> {
     let name = std::ffi::CString::new(name.as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -220,22 +230,31 @@ fn open_regular(dir: std::os::fd::RawFd, name: &std::ffi::OsStr) -> std::io::Res
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a descriptor just opened, owned by nothing else.
-    let file: File = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
-    let ty = file.metadata()?.file_type();
-    if !ty.is_file() {
-        use std::os::unix::fs::FileTypeExt;
-        let what = if ty.is_fifo() {
-            "a FIFO"
-        } else if ty.is_char_device() || ty.is_block_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
-        return Err(std::io::Error::other(format!(
-            "{what} took the place of the file the walk saw"
-        )));
-    }
-    Ok(file)
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// Refuses `file` unless it is a regular file: a FIFO or a device may have
+/// taken the place of the file the walk saw.
+fn check_regular(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `st` is written by the call before it is read, and the
+    // descriptor is open for as long as `file` lives.
+    let mode = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(file.as_raw_fd(), &mut st) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        st.st_mode & libc::S_IFMT
+    };
+    let what = match mode {
+        libc::S_IFREG => return Ok(()),
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR | libc::S_IFBLK => "a device",
+        _ => "not a regular file",
+    };
+    Err(std::io::Error::other(format!(
+        "{what} took the place of the file the walk saw"
+    )))
 }
 
 /// Files to read, handed to the workers together: a channel operation per
@@ -606,20 +625,40 @@ thread_local! {
 /// reached once a read falls short exactly there: the read that would
 /// return nothing, a system call per small file, is not made. A read
 /// that falls short before that size, or a file grown past it, reads on
-/// to the end as any file.
-struct ToSeenEnd<R> {
+/// to the end as any file, once `check` has said what was opened is
+/// still a regular file: a FIFO or a device put in its place would end
+/// early, fail to read, or (`/dev/zero`) never end. A file read as the
+/// walk saw it is not checked, which spares a system call per file.
+struct ToSeenEnd<R, C> {
     file: R,
     seen: u64,
     at: u64,
     ended: bool,
+    check: Option<C>,
 }
 
-impl<R: std::io::Read> std::io::Read for ToSeenEnd<R> {
+impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> ToSeenEnd<R, C> {
+    /// Checks what was opened, the first time the reads stray.
+    fn strayed(&mut self) -> std::io::Result<()> {
+        self.check.take().map_or(Ok(()), |check| check())
+    }
+}
+
+impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> std::io::Read for ToSeenEnd<R, C> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.ended {
             return Ok(0);
         }
-        let n = self.file.read(buf)?;
+        let n = match self.file.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.strayed()?;
+                return Err(e);
+            }
+        };
+        if (n == 0 && self.at < self.seen) || self.at + n as u64 > self.seen {
+            self.strayed()?;
+        }
         self.at += n as u64;
         self.ended = n > 0 && n < buf.len() && self.at == self.seen;
         Ok(n)
@@ -640,13 +679,14 @@ fn read_file(
     };
     crate::fault::vanish(path);
     crate::fault::fifo(path);
-    let mut file = handle.open_file(path).map_err(|e| skip("open", e))?;
+    let file = handle.open_unchecked(path).map_err(|e| skip("open", e))?;
     let mut chunks = Vec::new();
     let mut reader = ToSeenEnd {
-        file: &mut file,
+        file: &file,
         seen,
         at: 0,
         ended: false,
+        check: Some(|| check_regular(&file)),
     };
     let size = READ_BUF.with(|buf| {
         setup
@@ -1330,18 +1370,24 @@ mod tests {
     #[test]
     fn a_file_is_read_to_its_seen_end_without_an_empty_read() {
         let data = noise(b"seen", 10_000);
-        let read = |seen: u64, most: usize| {
+        // Reads made, and checks of what was opened.
+        let read = |seen: u64, most: usize| -> (usize, usize) {
             let mut src = Counted {
                 data: &data,
                 most,
                 reads: 0,
             };
+            let checks = std::cell::Cell::new(0);
             let mut out = Vec::new();
             let mut r = ToSeenEnd {
                 file: &mut src,
                 seen,
                 at: 0,
                 ended: false,
+                check: Some(|| {
+                    checks.set(checks.get() + 1);
+                    Ok(())
+                }),
             };
             // As the chunker reads: into a window larger than the file.
             let mut buf = vec![0u8; 16 << 10];
@@ -1353,15 +1399,32 @@ mod tests {
                 out.extend_from_slice(&buf[..n]);
             }
             assert_eq!(out, data, "seen {seen}, {most} a read");
-            src.reads
+            (src.reads, checks.get())
         };
         let whole = data.len() as u64;
-        assert_eq!(read(whole, usize::MAX), 1, "one read, no empty one");
+        assert_eq!(read(whole, usize::MAX), (1, 0), "one read, no empty one");
         // Short reads before the seen size: on to it, then done.
-        assert_eq!(read(whole, 3_000), 4);
-        // Grown since the walk, or shrunk: read until a read returns 0.
-        assert_eq!(read(whole - 100, usize::MAX), 2);
-        assert_eq!(read(whole + 100, usize::MAX), 2);
+        assert_eq!(read(whole, 3_000), (4, 0));
+        // Grown since the walk, or shrunk: what was opened is checked
+        // once, then read until a read returns 0.
+        assert_eq!(read(whole - 100, usize::MAX), (2, 1));
+        assert_eq!(read(whole + 100, usize::MAX), (2, 1));
+
+        // A check that finds no regular file fails the read.
+        let mut src = Counted {
+            data: &data,
+            most: usize::MAX,
+            reads: 0,
+        };
+        let mut r = ToSeenEnd {
+            file: &mut src,
+            seen: 5,
+            at: 0,
+            ended: false,
+            check: Some(|| Err(std::io::Error::other("a device"))),
+        };
+        let e = std::io::Read::read(&mut r, &mut [0u8; 64]).unwrap_err();
+        assert_eq!(e.to_string(), "a device");
     }
 
     #[test]
