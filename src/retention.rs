@@ -188,6 +188,14 @@ pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz
         .collect()
 }
 
+/// The fields a group's snapshots share (see [`GroupBy::fields`]).
+type GroupFields = (
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<Vec<String>>,
+);
+
 /// The decisions for one group of snapshots.
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupDecisions {
@@ -219,14 +227,16 @@ pub fn plan_in<Tz: TimeZone>(
     all: &[SnapshotEntry],
     tz: &Tz,
 ) -> Vec<GroupDecisions> {
-    let mut groups: BTreeMap<String, Vec<&SnapshotEntry>> = BTreeMap::new();
+    // Grouped by the fields themselves, not by the key shown: `--tag a,b`
+    // and `--tag a --tag b` show alike but are two series.
+    let mut groups: BTreeMap<GroupFields, Vec<&SnapshotEntry>> = BTreeMap::new();
     for e in all.iter().filter(|e| filter.matches(&e.snapshot)) {
-        groups.entry(group_by.key(e)).or_default().push(e);
+        groups.entry(group_by.fields(e)).or_default().push(e);
     }
     let mut out: Vec<GroupDecisions> = groups
-        .into_iter()
-        .map(|(group, members)| GroupDecisions {
-            group,
+        .into_values()
+        .map(|members| GroupDecisions {
+            group: group_by.key(members[0]),
             snapshots: apply_in(policy, &members, tz),
         })
         .collect();
@@ -345,6 +355,20 @@ impl GroupBy {
             }
         }
         Ok(g)
+    }
+
+    /// What groups `e`: the set, host, paths and sorted tags it is
+    /// grouped by, each `None` when not grouped by.
+    fn fields(&self, e: &SnapshotEntry) -> GroupFields {
+        let s = &e.snapshot;
+        let mut tags = s.tags.clone();
+        tags.sort();
+        (
+            self.set.then(|| s.set.clone()),
+            self.host.then(|| s.host.clone()),
+            self.paths.then(|| s.paths.clone()),
+            self.tags.then_some(tags),
+        )
     }
 
     /// The group key of a snapshot, as shown to users.
@@ -672,6 +696,18 @@ mod tests {
             one.reasons,
             vec!["full, and a damaged snapshot may be a differential of it"]
         );
+    }
+
+    /// One tag `a,b` and two tags `a` and `b` show alike as a group's key
+    /// but are two series: keep-last 1 keeps the newest of each.
+    #[test]
+    fn groups_are_told_apart_by_their_fields_not_their_shown_key() {
+        let t = vec![
+            at("2026-01-01 00:00", 1, SnapshotKind::Full, None, &["a,b"]),
+            at("2026-01-02 00:00", 2, SnapshotKind::Full, None, &["a", "b"]),
+        ];
+        let all = SnapshotFilter::default();
+        assert_eq!(planned(&last(1), "tags", &all, &t), vec![1, 2]);
     }
 
     #[test]
