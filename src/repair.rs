@@ -463,24 +463,10 @@ mod tests {
     /// packs has its sound files taken for lost in no copy.
     #[test]
     fn a_backup_finishing_during_repair_snapshots_is_not_repaired() {
-        use crate::backend::testing::{backup_from_elsewhere, OnFirstList};
+        use crate::backend::testing::racing_backup_on_first_list;
 
         for kind in [FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
-            let store = Arc::new(Hooked {
-                inner: MemBackend::default(),
-                hooks: OnFirstList::new(kind),
-            });
-            let backend: Arc<dyn Backend> = store.clone();
-            repo_of_small_packs(backend.clone());
-            let src = tempfile::tempdir().unwrap();
-            std::fs::write(src.path().join("a"), noise(b"a", 300_000)).unwrap();
-            backup_from_elsewhere(backend.clone(), src.path());
-            std::fs::create_dir(src.path().join("sub")).unwrap();
-            std::fs::write(src.path().join("sub/b"), noise(b"b", 300_000)).unwrap();
-            let (store_of_backup, path) = (Arc::downgrade(&backend), src.path().to_path_buf());
-            store.hooks.set(move || {
-                backup_from_elsewhere(store_of_backup.upgrade().unwrap(), &path);
-            });
+            let (store, backend, _src) = racing_backup_on_first_list(kind);
 
             let repo = Repository::open(backend.clone(), b"pw").unwrap();
             let out = repair_snapshots(&repo, &RepairSnapshotsOptions::default()).unwrap();

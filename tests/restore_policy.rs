@@ -380,6 +380,28 @@ fn full_target_is_reported_up_front_and_sparse_files_need_no_room() {
     }
 }
 
+/// The uid and gid of `nobody`, whom root's tests restore as.
+const NOBODY: u32 = 65534;
+
+/// Makes `c` run as `nobody`, without supplementary groups (the test
+/// runs as root).
+fn as_nobody(c: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe and
+    // touch only the child.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(NOBODY) != 0
+                || libc::setuid(NOBODY) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The two ways a restore writes files, as (name, environment): unnamed
 /// (`O_TMPFILE`) where the target allows, and under temporary names as on
 /// a filesystem without it.
@@ -537,12 +559,10 @@ fn a_refused_link_falls_back_to_a_copy() {
 /// with temporary names (as on a filesystem without `O_TMPFILE`).
 #[test]
 fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
-    use std::os::unix::process::CommandExt;
     if !is_root() {
         eprintln!("NOTICE: not root: a restore by another user is not tested");
         return;
     }
-    const NOBODY: u32 = 65534;
     let repo = Repo::new();
     let src = repo.scratch("src");
     let modes = [0o644, 0o600, 0o444, 0o000, 0o755, 0o4755, 0o640, 0o400];
@@ -579,19 +599,7 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
         give(&target, false);
         let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
         c.envs(env.iter().copied());
-        // SAFETY: setgroups, setgid and setuid are async-signal-safe and
-        // touch only the child.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(NOBODY) != 0
-                    || libc::setuid(NOBODY) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        as_nobody(&mut c);
         let out = run(&mut c, None).success();
         let mut got = manifest(&restored(&target, &src));
         got.remove(Path::new(""));
@@ -863,12 +871,10 @@ fn skip_existing_leaves_an_existing_folders_metadata() {
 #[test]
 fn a_folder_closed_to_its_owner_does_not_bar_later_links() {
     use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
     if !is_root() {
         eprintln!("NOTICE: not root: a restore by another user is not tested");
         return;
     }
-    const NOBODY: u32 = 65534;
     let repo = Repo::new();
     let src = repo.scratch("src");
     write(&src.join("d/f"), "first path\n");
@@ -895,19 +901,7 @@ fn a_folder_closed_to_its_owner_does_not_bar_later_links() {
     chown(&target, false);
     let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
     c.env("CAIRN_TEST_RESTORE_BATCH", "2");
-    // SAFETY: setgroups, setgid and setuid are async-signal-safe and
-    // touch only the child.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(NOBODY) != 0
-                || libc::setuid(NOBODY) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    as_nobody(&mut c);
     let out = run(&mut c, None).success();
     let r = restored(&target, &src);
     let md = |p: &str| fs::metadata(r.join(p)).unwrap();

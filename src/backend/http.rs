@@ -418,6 +418,26 @@ mod tests {
     use std::net::TcpListener;
     use std::os::fd::AsRawFd;
 
+    /// Reads a request's head from `conn`: the head, lowercased, and its
+    /// `Content-Length` (0 without one); `None` once the peer is gone.
+    fn read_head(conn: &mut std::net::TcpStream) -> Option<(String, usize)> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if conn.read(&mut byte).unwrap_or(0) == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Some((head, len))
+    }
+
     /// A one-request S3 endpoint on 127.0.0.1 with a small receive buffer
     /// and Ethernet-sized segments (so the client's bytes wait for it, not
     /// in a send buffer sized for loopback's 64 KiB segments): it reads the
@@ -446,20 +466,9 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             let (mut conn, _) = listener.accept().unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if conn.read(&mut byte).unwrap_or(0) == 0 {
-                    return;
-                }
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            let Some((_, len)) = read_head(&mut conn) else {
+                return;
+            };
             if body(&mut conn, len) {
                 let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
             }
@@ -551,20 +560,9 @@ mod tests {
                 let Ok(mut conn) = conn else { return };
                 let seen = seen.clone();
                 std::thread::spawn(move || loop {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if conn.read(&mut byte).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
+                    let Some((head, len)) = read_head(&mut conn) else {
+                        return;
+                    };
                     let mut body = vec![0u8; len];
                     if conn.read_exact(&mut body).is_err() {
                         return;

@@ -265,6 +265,36 @@ impl Hooks for OnFirstList {
     }
 }
 
+/// A repository on a store whose first listing of `kind` runs a backup
+/// "from elsewhere" (see [`backup_from_elsewhere`]), with one backup
+/// already in it: the store's hooks (to check the backup ran), the store,
+/// and the backed-up folder, which the racing backup finds with a new
+/// file in a new folder.
+pub(crate) fn racing_backup_on_first_list(
+    kind: FileKind,
+) -> (
+    Arc<Hooked<crate::backend::mem::MemBackend, OnFirstList>>,
+    Arc<dyn Backend>,
+    tempfile::TempDir,
+) {
+    let store = Arc::new(Hooked {
+        inner: crate::backend::mem::MemBackend::default(),
+        hooks: OnFirstList::new(kind),
+    });
+    let backend: Arc<dyn Backend> = store.clone();
+    repo_of_small_packs(backend.clone());
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), noise(b"a", 300_000)).unwrap();
+    backup_from_elsewhere(backend.clone(), src.path());
+    std::fs::create_dir(src.path().join("sub")).unwrap();
+    std::fs::write(src.path().join("sub/b"), noise(b"b", 300_000)).unwrap();
+    let (store_of_backup, path) = (Arc::downgrade(&backend), src.path().to_path_buf());
+    store.hooks.set(move || {
+        backup_from_elsewhere(store_of_backup.upgrade().unwrap(), &path);
+    });
+    (store, backend, src)
+}
+
 /// A backup of `src` into the repository on `backend`, as another process
 /// would make it: through a `Repository` of its own. Returns the
 /// snapshot's id.
