@@ -402,6 +402,16 @@ fn as_nobody(c: &mut std::process::Command) {
     }
 }
 
+/// Gives `p` (and, `recursive`ly, what is beneath it) to `nobody`.
+fn give_to_nobody(p: &Path, recursive: bool) {
+    let mut c = std::process::Command::new("chown");
+    if recursive {
+        c.arg("-R");
+    }
+    let ok = c.arg(format!("{NOBODY}:{NOBODY}")).arg(p).status().unwrap();
+    assert!(ok.success(), "chown {}", p.display());
+}
+
 /// The two ways a restore writes files, as (name, environment): unnamed
 /// (`O_TMPFILE`) where the target allows, and under temporary names as on
 /// a filesystem without it.
@@ -576,16 +586,8 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
     write_random(&src.join("big/a.bin"), 1, 3 << 20);
     chmod(&src.join("big/a.bin"), 0o444);
     repo.backup(&[&src], &[]);
-    let give = |p: &Path, recursive: bool| {
-        let mut c = std::process::Command::new("chown");
-        if recursive {
-            c.arg("-R");
-        }
-        let ok = c.arg(format!("{NOBODY}:{NOBODY}")).arg(p).status().unwrap();
-        assert!(ok.success(), "chown {}", p.display());
-    };
-    give(repo.dir.path(), false);
-    give(&repo.path, true);
+    give_to_nobody(repo.dir.path(), false);
+    give_to_nobody(&repo.path, true);
 
     // Everything as saved, but owned by the user who restored it.
     let mut want = manifest(&src);
@@ -596,7 +598,7 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
     for (name, env) in WAYS_OF_WRITING {
         let target = repo.scratch(name);
         fs::create_dir(&target).unwrap();
-        give(&target, false);
+        give_to_nobody(&target, false);
         let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
         c.envs(env.iter().copied());
         as_nobody(&mut c);
@@ -886,19 +888,11 @@ fn a_folder_closed_to_its_owner_does_not_bar_later_links() {
     repo.backup(&[&src], &[]);
     chmod(&src.join("d"), 0o755);
     chmod(&src.join("d/e"), 0o755);
-    let chown = |p: &Path, recursive: bool| {
-        let mut c = std::process::Command::new("chown");
-        if recursive {
-            c.arg("-R");
-        }
-        let ok = c.arg(format!("{NOBODY}:{NOBODY}")).arg(p).status().unwrap();
-        assert!(ok.success(), "chown {}", p.display());
-    };
-    chown(repo.dir.path(), false);
-    chown(&repo.path, true);
+    give_to_nobody(repo.dir.path(), false);
+    give_to_nobody(&repo.path, true);
     let target = repo.scratch("target");
     fs::create_dir(&target).unwrap();
-    chown(&target, false);
+    give_to_nobody(&target, false);
     let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
     c.env("CAIRN_TEST_RESTORE_BATCH", "2");
     as_nobody(&mut c);
