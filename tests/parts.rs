@@ -84,7 +84,10 @@ fn a_large_directory_is_stored_in_parts_and_read_back_whole() {
     let listed = tree_of(&repo, &first_id, &big);
     assert_eq!(listed["version"], 2, "{listed}");
     let parts = listed["parts"].as_array().unwrap().clone();
-    assert!(parts.len() >= 6, "{} parts", parts.len());
+    // A part holds 32 entries at most (four times the 8 asked for), so
+    // 105 make 4 parts at least; how many more hangs on the names' hashes
+    // with the repository's own seed.
+    assert!(parts.len() >= 4, "{} parts", parts.len());
     let mut in_parts = 0;
     for p in &parts {
         let part = repo
