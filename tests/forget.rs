@@ -137,6 +137,12 @@ fn groups_filters_within_and_tags_from_the_command_line() {
     assert_eq!(kept(&p), set(&[&web[4], &web[1], &db[2]]), "{p:?}");
     assert_eq!(reasons(&p, &web[1]), ["tag"]);
     assert_eq!(snapshot_ids(&repo), everything, "dry runs remove nothing");
+    // A dry run with --gc says it does not plan the gc, rather than
+    // leave it out unsaid.
+    let out = run_utc(&repo, &["forget", "--keep-last", "1", "--dry-run", "--gc"]).success();
+    assert!(out.stderr.contains("does not plan its gc"), "{out}");
+    assert!(out.stderr.contains("cairn gc --dry-run"), "{out}");
+    assert_eq!(snapshot_ids(&repo), everything, "dry runs remove nothing");
 
     // For real, with a filter: only db loses snapshots.
     let out = run_utc(&repo, &["forget", "--keep-last", "1", "--set", "db"]).success();

@@ -426,6 +426,14 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
         } else {
             println!("would remove {} snapshot(s)", remove.len());
         }
+        if a.gc {
+            // What gc would free depends on the snapshots the forget
+            // removes: planned now, it would show the repository as is.
+            eprintln!(
+                "note: a dry run of forget does not plan its gc: after the forget, \
+                 `cairn gc --dry-run` shows what gc would free"
+            );
+        }
         return Ok(0);
     }
     for id in &remove {
