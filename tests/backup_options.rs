@@ -411,6 +411,7 @@ fn a_folder_swapped_after_its_opening_gives_its_own_link_targets_and_attributes(
         assert_eq!(xattr_of("tlink", "trusted.cairn"), "inside", "{out}");
     }
 }
+
 /// A file that turns into a FIFO between the walk and its read is
 /// reported and left out, and the backup ends: opening a FIFO without a
 /// writer used to wait for one forever.

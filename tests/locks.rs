@@ -93,6 +93,15 @@ fn index_packs(repo: &Repo) -> std::collections::BTreeSet<String> {
     index_map(repo).into_values().map(|l| l.pack).collect()
 }
 
+/// The packs no index names (a running backup's, or leftovers), by name.
+fn unindexed_packs(repo: &Repo) -> std::collections::BTreeMap<String, PathBuf> {
+    let indexed = index_packs(repo);
+    pack_files(repo)
+        .into_iter()
+        .filter(|(p, _)| !indexed.contains(p))
+        .collect()
+}
+
 /// Some garbage for gc: a snapshot of its own, forgotten.
 fn make_garbage(repo: &Repo) {
     let old = repo.scratch("old");
@@ -126,10 +135,7 @@ fn gc_refuses_then_waits_while_a_backup_holds_its_lock() {
     // A dry run only reads and takes a shared lock: it runs, and reports
     // the backup's packs apart from the garbage: they are in no index yet,
     // but the backup holds a live lock.
-    let theirs: Vec<String> = pack_files(&repo)
-        .into_keys()
-        .filter(|p| !index_packs(&repo).contains(p))
-        .collect();
+    let theirs: Vec<String> = unindexed_packs(&repo).into_keys().collect();
     assert!(!theirs.is_empty());
     let out = repo.run(&["gc", "--dry-run", "--json"]).success();
     let plan = out.json();
@@ -309,11 +315,7 @@ fn gc_in_another_pid_namespace_of_this_host_is_refused_while_a_backup_runs() {
     wait_for("a pack of the running backup", LIMIT, || {
         pack_files(&repo).len() > packs_before
     });
-    let theirs: Vec<PathBuf> = pack_files(&repo)
-        .into_iter()
-        .filter(|(p, _)| !index_packs(&repo).contains(p))
-        .map(|(_, path)| path)
-        .collect();
+    let theirs: Vec<PathBuf> = unindexed_packs(&repo).into_values().collect();
     assert!(!theirs.is_empty());
 
     let out = run(&mut in_own_pid_namespace(&repo, &["gc"]), None);
@@ -598,11 +600,7 @@ fn unlock_force_against_a_live_backup_makes_it_fail_without_publishing() {
     assert!(out.stdout.contains(&removed), "{out}");
     assert!(out.stdout.contains("1 lock(s) removed"), "{out}");
     assert!(!lock.exists());
-    let theirs: Vec<PathBuf> = pack_files(&repo)
-        .into_iter()
-        .filter(|(p, _)| !index_packs(&repo).contains(p))
-        .map(|(_, path)| path)
-        .collect();
+    let theirs: Vec<PathBuf> = unindexed_packs(&repo).into_values().collect();
     assert!(!theirs.is_empty());
     repo.run(&["gc"]).success();
     assert!(theirs.iter().all(|p| !p.exists()));
