@@ -2,7 +2,7 @@
 //! gc refusing or waiting while a backup runs (also from a pid namespace
 //! of its own on the same host), `unlock` removing the locks of dead
 //! processes (and, forced, of live ones), staleness after 30
-//! minutes, refreshing, a backup whose lock was lost or expired failing
+//! minutes by the lock's time and by the store's clock, refreshing, a backup whose lock was lost or expired failing
 //! without publishing anything, and lock files a crash left empty or torn
 //! (lock files are not fsynced) blocking nothing. `CAIRN_LOCK_TEST` (src/fault.rs) stands in
 //! for the minutes that would otherwise pass.
@@ -478,9 +478,31 @@ fn a_lock_not_refreshed_for_30_minutes_is_stale() {
     assert!(out.stdout.contains("0 lock(s) removed"), "{out}");
     fs::remove_file(repo.path.join("locks").join(&live)).unwrap();
 
-    // 31 minutes old: stale. gc runs past it and collects the garbage;
-    // `unlock` removes it.
+    // 31 minutes old by its time, but written a moment ago by the
+    // store's clock (its host's clock lags): it holds, and the refusal
+    // says why.
+    let lagging = lock::write_info(r.backend(), r.key(), &info(31)).unwrap();
+    let out = repo.run(&["gc"]);
+    assert_eq!(out.code, 11, "{out}");
+    assert!(
+        out.stderr
+            .contains("that host's clock is about 31 minutes behind this host's"),
+        "{out}"
+    );
+    let out = repo.run(&["unlock"]).success();
+    assert!(out.stdout.contains("0 lock(s) removed"), "{out}");
+    fs::remove_file(repo.path.join("locks").join(&lagging)).unwrap();
+
+    // 31 minutes old by both: stale. gc runs past it and collects the
+    // garbage; `unlock` removes it.
     let stale = lock::write_info(r.backend(), r.key(), &info(31)).unwrap();
+    let file = fs::File::options()
+        .write(true)
+        .open(repo.path.join("locks").join(&stale))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(31 * 60))
+        .unwrap();
+    drop(file);
     let out = repo.run(&["gc", "--json"]).success();
     assert!(
         !out.json()["delete"].as_array().unwrap().is_empty(),

@@ -983,3 +983,54 @@ fn packs_changed_on_every_try_fail_the_backup_without_a_snapshot() {
     let snaps = repo.run(&["snapshots", "--json"]).success().json();
     assert_eq!(snaps.as_array().unwrap().len(), 0);
 }
+
+/// A lock is stale only once the store's clock agrees it is old: a
+/// backup whose host's clock lags 31 minutes (`CAIRN_LOCK_TEST=age=1860`
+/// writes its lock's time that far back) holds the repository against
+/// gc, since the listing says the store wrote its lock a moment ago. With
+/// the object's time moved back as well, gc takes the lock for stale.
+#[test]
+fn a_lock_from_a_host_whose_clock_lags_holds_against_gc() {
+    use std::process::Stdio;
+
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "lagging-clock");
+    init(&repo);
+    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "dump.sql"]);
+    c.env("CAIRN_LOCK_TEST", "age=1860")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let locks = || server.objects(&repo.bucket, &format!("{}/locks", repo.prefix));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while locks().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let gc = repo.run(&["gc", "--lock-wait", "0"]);
+    assert_eq!(gc.code, 11, "{gc}");
+    assert!(gc.stderr.contains("lock held by `backup`"), "{gc}");
+    assert!(
+        gc.stderr
+            .contains("that host's clock is about 31 minutes behind this host's"),
+        "{gc}"
+    );
+
+    let lock = locks().pop().unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(31 * 60);
+    let file = fs::File::options().write(true).open(&lock).unwrap();
+    file.set_modified(old).unwrap();
+    drop(file);
+    repo.run(&["gc", "--lock-wait", "0"]).success();
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let u = repo.run(&["unlock"]).success();
+    assert!(u.stdout.contains("1 lock(s) removed"), "{u}");
+    assert!(locks().is_empty(), "{:?}", locks());
+}

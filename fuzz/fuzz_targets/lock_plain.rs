@@ -18,6 +18,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(codec::encode(&l), data);
         let _ = l.describe();
         // A host name no lock names, so no process is signalled.
-        let _ = l.is_stale("\0not a host\0", None);
+        let _ = l.is_stale("\0not a host\0", None, None);
     }
 });

@@ -30,6 +30,7 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use super::{Backend, Data, FileKind};
 use crate::error::{Error, Result};
@@ -352,6 +353,9 @@ impl Backend for CachedBackend {
             self.cache.retain(kind, &names);
         }
         Ok(listed)
+    }
+    fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
+        self.inner.list_times(kind)
     }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.inner.size(kind, name)

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use super::{Backend, Data, FileKind};
 use crate::backend::local::kind_name;
@@ -15,6 +16,8 @@ type Files = BTreeMap<(String, String), Vec<u8>>;
 #[derive(Default)]
 pub struct MemBackend {
     files: Mutex<Files>,
+    /// When each file was last written, by the (test's) store clock.
+    written: Mutex<BTreeMap<(String, String), SystemTime>>,
     created: AtomicBool,
     fail: AtomicU64,
     fail_transient: AtomicBool,
@@ -25,6 +28,14 @@ impl MemBackend {
     pub fn fail_next(&self, n: u64, transient: bool) {
         self.fail_transient.store(transient, Ordering::SeqCst);
         self.fail.store(n, Ordering::SeqCst);
+    }
+
+    /// Sets the time the store says `name` was last written, as a store
+    /// whose clock differs from the host's would.
+    pub fn set_written(&self, kind: FileKind, name: &str, time: SystemTime) {
+        if let Ok(mut w) = self.written.lock() {
+            w.insert(Self::key(kind, name), time);
+        }
     }
 
     /// How many injected failures are still to come.
@@ -99,6 +110,20 @@ impl Backend for MemBackend {
             .map(|((_, n), v)| (n.clone(), v.len() as u64))
             .collect())
     }
+    fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
+        let names = self.list(kind)?;
+        let written = self
+            .written
+            .lock()
+            .map_err(|_| Error::Invalid("memory backend poisoned".into()))?;
+        Ok(names
+            .into_iter()
+            .map(|n| {
+                let time = written.get(&Self::key(kind, &n)).copied();
+                (n, time)
+            })
+            .collect())
+    }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.check("stat", &Self::what(kind, name))?;
         self.files()?
@@ -133,11 +158,15 @@ impl Backend for MemBackend {
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         self.check("write", &Self::what(kind, name))?;
         self.files()?.insert(Self::key(kind, name), bytes.to_vec());
+        self.set_written(kind, name, SystemTime::now());
         Ok(())
     }
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         self.check("remove", &Self::what(kind, name))?;
         self.files()?.remove(&Self::key(kind, name));
+        if let Ok(mut w) = self.written.lock() {
+            w.remove(&Self::key(kind, name));
+        }
         Ok(())
     }
     fn settle_removals(&self) -> Result<()> {

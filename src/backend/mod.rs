@@ -40,6 +40,7 @@ pub mod s3;
 pub(crate) mod testing;
 
 use std::ops::Deref;
+use std::time::SystemTime;
 
 use crate::error::Result;
 
@@ -197,6 +198,14 @@ pub trait Backend: Send + Sync {
             }
         }
         Ok(out)
+    }
+    /// Names of all files of `kind` with the time each was last written
+    /// by the store's own clock (a directory entry's mtime, an S3
+    /// listing's `LastModified`), `None` where the store does not tell.
+    /// Locks are judged by it, so that a host whose clock is wrong cannot
+    /// make a live lock look old. A file removed while listed is left out.
+    fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
+        Ok(self.list(kind)?.into_iter().map(|n| (n, None)).collect())
     }
     /// Size in bytes of a file.
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;

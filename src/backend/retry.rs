@@ -11,7 +11,7 @@
 //! retrying never changes the outcome.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{Backend, Data, FileKind};
 use crate::error::{Error, Result};
@@ -107,6 +107,9 @@ impl Backend for RetryBackend {
     }
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         self.retry(|| self.inner.list_sizes(kind))
+    }
+    fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
+        self.retry(|| self.inner.list_times(kind))
     }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.retry(|| self.inner.size(kind, name))

@@ -34,7 +34,7 @@
 
 use std::fmt;
 use std::future::IntoFuture;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opendal::services::S3;
 use opendal::{ErrorKind, HttpTransporter, Operator};
@@ -158,6 +158,26 @@ pub struct S3Backend {
 }
 
 impl S3Backend {
+    /// The files of `kind`, named as the backend names them, with what the
+    /// listing says of each.
+    fn list_entries(&self, kind: FileKind) -> Result<Vec<(String, opendal::Metadata)>> {
+        if kind == FileKind::Config {
+            return Ok(Vec::new());
+        }
+        let dir = format!("{}/", kind.dir());
+        let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
+        let entries = self.run("list", what, self.op.list_with(&dir).recursive(true))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !e.path().ends_with('/'))
+            .filter_map(|e| {
+                let name = e.path().rsplit('/').next()?;
+                (!name.is_empty() && !name.starts_with('.'))
+                    .then(|| (name.to_string(), e.metadata().clone()))
+            })
+            .collect())
+    }
+
     /// Connects (lazily: no request is sent until the first operation).
     pub fn new(opts: S3Options) -> Result<S3Backend> {
         let endpoint = opts
@@ -693,21 +713,20 @@ impl Backend for S3Backend {
     }
 
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
-        if kind == FileKind::Config {
-            return Ok(Vec::new());
-        }
-        let dir = format!("{}/", kind.dir());
-        let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
-        let entries = self.run("list", what, self.op.list_with(&dir).recursive(true))?;
         // ListObjectsV2 gives each object's size with its key.
-        Ok(entries
-            .iter()
-            .filter(|e| !e.path().ends_with('/'))
-            .filter_map(|e| {
-                let name = e.path().rsplit('/').next()?;
-                (!name.is_empty() && !name.starts_with('.'))
-                    .then(|| (name.to_string(), e.metadata().content_length()))
-            })
+        let listed = self.list_entries(kind)?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, meta)| (name, meta.content_length()))
+            .collect())
+    }
+
+    fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
+        // And its `LastModified`, by the store's clock.
+        let listed = self.list_entries(kind)?;
+        Ok(listed
+            .into_iter()
+            .map(|(name, meta)| (name, meta.last_modified().map(SystemTime::from)))
             .collect())
     }
 

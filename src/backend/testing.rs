@@ -2,6 +2,7 @@
 //! every call to an inner backend except where its [`Hooks`] step in.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::{Backend, Data, FileKind, FileSink};
 use crate::error::Result;
@@ -121,6 +122,10 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
         self.hooks.list(kind);
         self.inner.list(kind)
+    }
+    fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
+        self.hooks.list(kind);
+        self.inner.list_times(kind)
     }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
         self.inner.size(kind, name)

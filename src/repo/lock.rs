@@ -9,7 +9,19 @@
 //! needs conditional writes from the backend.
 //!
 //! A lock is stale when it has not been refreshed for [`STALE_AFTER`], or
-//! when its process is gone and the reader can tell: only a reader in the
+//! when its process is gone and the reader can tell.
+//!
+//! Its age is judged by two clocks, and must pass [`STALE_AFTER`] by both:
+//! the time in the lock (the holder's clock, read against the reader's)
+//! and the store's own clock, the time the store says it wrote the lock
+//! file against the time it says it wrote the reader's (a directory's
+//! mtimes, an S3 listing's `LastModified`; [`Backend::list_times`]). So a
+//! holder whose clock lags cannot have its live lock taken over early,
+//! nor can a reader whose clock runs ahead; a wrong clock at most delays
+//! taking over a lock that really is stale. A store that gives no times
+//! leaves the lock's own time to decide.
+//!
+//! For the dead-pid rule, only a reader in the
 //! lock's own pid namespace, on the same boot of the same host, can ask the
 //! kernel about the lock's pid. The host name alone does not tell that: a
 //! container run with the host's network (`docker run --network host`, a
@@ -35,7 +47,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -57,8 +69,9 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 /// it, before going on.
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(15 * 60);
 /// A holder whose last successful refresh is older than this has lost its
-/// lock: the 10 minutes left before [`STALE_AFTER`] allow for clocks that
-/// differ between hosts and for the time a publishing write takes.
+/// lock: the 10 minutes left before [`STALE_AFTER`] allow for the time a
+/// publishing write takes and, on stores that tell no file times, for
+/// clocks that differ between hosts.
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(20 * 60);
 
 /// What a lock file says.
@@ -220,10 +233,18 @@ impl LockInfo {
     /// reader on `this_host` in pid namespace `this_ns`: not refreshed for
     /// [`STALE_AFTER`], or written in the reader's own pid namespace (on
     /// the same host and boot) by a process that is gone. Where the reader
-    /// cannot tell the namespaces are the same, only age counts.
-    pub fn is_stale(&self, this_host: &str, this_ns: Option<&PidNamespace>) -> bool {
+    /// cannot tell the namespaces are the same, only age counts. Its age
+    /// must pass [`STALE_AFTER`] both by its own time and, where the store
+    /// tells it, by `store_age`: how long before the reader's own lock
+    /// file the store wrote this one (see the module docs).
+    pub fn is_stale(
+        &self,
+        this_host: &str,
+        this_ns: Option<&PidNamespace>,
+        store_age: Option<Duration>,
+    ) -> bool {
         let age = crate::now_ns().saturating_sub(self.time_ns);
-        if age > STALE_AFTER.as_nanos() as i64 {
+        if age > STALE_AFTER.as_nanos() as i64 && store_age.is_none_or(|a| a > STALE_AFTER) {
             return true;
         }
         let ours =
@@ -422,6 +443,27 @@ pub fn write_info(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Re
 }
 
 /// Every lock in the repository with its name; undecodable ones are skipped.
+/// See [`list_timed`].
+pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<(String, LockInfo)>> {
+    Ok(list_timed(backend, key)?
+        .into_iter()
+        .map(|l| (l.name, l.info))
+        .collect())
+}
+
+/// A lock file as listed.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    /// The file's name.
+    pub name: String,
+    /// What it says.
+    pub info: LockInfo,
+    /// When the store wrote it, by the store's clock, if it tells.
+    pub written: Option<SystemTime>,
+}
+
+/// Every lock in the repository with its name and the time the store
+/// wrote it; undecodable ones are skipped.
 ///
 /// A holder refreshes its lock by writing the new file before removing
 /// the old one, so a lock listed but gone when read was refreshed (or
@@ -429,20 +471,24 @@ pub fn write_info(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Re
 /// Taking the listing as it was would hide a live lock from whoever is
 /// deciding whether to go ahead (gc deciding whether a backup runs), so
 /// the locks are listed again, up to [`LIST_TRIES`] times.
-pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<(String, LockInfo)>> {
+pub fn list_timed(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Listed>> {
     let mut tries = 0;
     loop {
         tries += 1;
         let mut out = Vec::new();
         let mut vanished = false;
-        for name in backend.list(FileKind::Lock)? {
+        for (name, written) in backend.list_times(FileKind::Lock)? {
             if !is_hex_name(&name) {
                 continue;
             }
             match backend.read(FileKind::Lock, &name) {
                 Ok(bytes) => {
                     if let Ok(info) = LockInfo::decode(&bytes, key) {
-                        out.push((name, info));
+                        out.push(Listed {
+                            name,
+                            info,
+                            written,
+                        });
                     }
                 }
                 Err(e) if e.is_not_found() => vanished = true,
@@ -452,6 +498,62 @@ pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<(String, LockI
         if !vanished || tries >= LIST_TRIES {
             return Ok(out);
         }
+    }
+}
+
+/// How a reader judges the locks of a listing: from its host and pid
+/// namespace, and against the store's clock as the time the store wrote
+/// the reader's own lock file (`mine`), listed with the others.
+struct Judge {
+    host: String,
+    ns: Option<&'static PidNamespace>,
+    store_now: Option<SystemTime>,
+}
+
+impl Judge {
+    fn new(listed: &[Listed], mine: &str) -> Judge {
+        Judge {
+            host: crate::hostname(),
+            ns: PidNamespace::current(),
+            store_now: listed
+                .iter()
+                .find(|l| l.name == mine)
+                .and_then(|l| l.written),
+        }
+    }
+
+    /// How long before the reader's lock the store wrote `lock`; zero
+    /// for one written after it.
+    fn store_age(&self, lock: &Listed) -> Option<Duration> {
+        let (now, written) = (self.store_now?, lock.written?);
+        Some(now.duration_since(written).unwrap_or_default())
+    }
+
+    fn is_stale(&self, lock: &Listed) -> bool {
+        lock.info
+            .is_stale(&self.host, self.ns, self.store_age(lock))
+    }
+
+    /// [`LockInfo::describe`], noting a clock that differs from this
+    /// host's by minutes: the reason such a lock is not taken over when
+    /// its time says it is old.
+    fn describe(&self, lock: &Listed) -> String {
+        let mut out = lock.info.describe();
+        if let Some(store_age) = self.store_age(lock) {
+            let age = crate::now_ns().saturating_sub(lock.info.time_ns);
+            let skew = age.saturating_sub(store_age.as_nanos() as i64) / 1_000_000_000;
+            if skew.abs() >= 5 * 60 {
+                let (m, side) = (
+                    (skew.abs() + 30) / 60,
+                    if skew > 0 { "behind" } else { "ahead of" },
+                );
+                out.push_str(&format!(
+                    "; that host's clock is about {m} minutes {side} this host's, as the \
+                     store's times of the lock files tell"
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -478,13 +580,11 @@ fn acquire_with(
     wait: Duration,
     knobs: crate::fault::LockKnobs,
 ) -> Result<LockGuard> {
-    let host = crate::hostname();
-    let ns = PidNamespace::current();
     let info = |now| LockInfo {
         version: VERSION,
-        host: host.clone(),
+        host: crate::hostname(),
         pid: std::process::id(),
-        pid_namespace: ns.cloned(),
+        pid_namespace: PidNamespace::current().cloned(),
         time_ns: now,
         exclusive,
         command: command.to_string(),
@@ -495,10 +595,12 @@ fn acquire_with(
         let now = crate::now_ns().saturating_sub(knobs.age.as_nanos() as i64);
         let written = Instant::now();
         let mine = write_lock(&*backend, key, &info(now))?;
-        let conflict = list(&*backend, key)?.into_iter().find(|(name, other)| {
-            *name != mine && (exclusive || other.exclusive) && !other.is_stale(&host, ns)
+        let listed = list_timed(&*backend, key)?;
+        let judge = Judge::new(&listed, &mine);
+        let conflict = listed.iter().find(|other| {
+            other.name != mine && (exclusive || other.info.exclusive) && !judge.is_stale(other)
         });
-        let Some((_, holder)) = conflict else {
+        let Some(holder) = conflict else {
             let every = knobs.refresh_every.unwrap_or(REFRESH_EVERY);
             let held = Arc::new(Held {
                 backend,
@@ -526,11 +628,11 @@ fn acquire_with(
         if Instant::now() >= deadline {
             return Err(Error::Locked(format!(
                 "{} (wait with --lock-wait, or remove stale locks with `cairn unlock`)",
-                holder.describe()
+                judge.describe(holder)
             )));
         }
         if !announced {
-            eprintln!("waiting for the repository: {}", holder.describe());
+            eprintln!("waiting for the repository: {}", judge.describe(holder));
             announced = true;
         }
         thread::sleep(
@@ -575,11 +677,15 @@ impl LockGuard {
     /// writing right now.
     pub fn others(&self) -> Result<Vec<LockInfo>> {
         let mine = self.held.state()?.name.clone();
-        let (host, ns) = (crate::hostname(), PidNamespace::current());
-        Ok(list(&*self.held.backend, &self.held.key)?
-            .into_iter()
-            .filter(|(name, info)| *name != mine && !info.is_stale(&host, ns))
-            .map(|(_, info)| info)
+        // Its lock was written at the last refresh, up to
+        // [`REFRESH_EVERY`] ago: the store's clock is taken to be that
+        // much behind, which can only make others' locks look younger.
+        let listed = list_timed(&*self.held.backend, &self.held.key)?;
+        let judge = Judge::new(&listed, &mine);
+        Ok(listed
+            .iter()
+            .filter(|l| l.name != mine && !judge.is_stale(l))
+            .map(|l| l.info.clone())
             .collect())
     }
 }
@@ -598,14 +704,38 @@ impl Drop for LockGuard {
 
 /// Removes stale locks (all locks with `force`); returns what was removed.
 /// A lock is stale here as it is to [`acquire`]: a live holder's lock in
-/// another pid namespace is left until it is old.
+/// another pid namespace is left until it is old. To read the store's
+/// clock, it writes a shared lock of its own for the while (which
+/// conflicts with no backup), and removes it.
 pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Result<Vec<LockInfo>> {
-    let (host, ns) = (crate::hostname(), PidNamespace::current());
+    let probe = LockInfo {
+        version: VERSION,
+        host: crate::hostname(),
+        pid: std::process::id(),
+        pid_namespace: PidNamespace::current().cloned(),
+        time_ns: crate::now_ns(),
+        exclusive: false,
+        command: "unlock".into(),
+    };
+    let mine = write_lock(backend, key, &probe)?;
+    let removed = remove_stale(backend, key, force, &mine);
+    backend.remove(FileKind::Lock, &mine)?;
+    removed
+}
+
+fn remove_stale(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    force: bool,
+    mine: &str,
+) -> Result<Vec<LockInfo>> {
+    let listed = list_timed(backend, key)?;
+    let judge = Judge::new(&listed, mine);
     let mut removed = Vec::new();
-    for (name, info) in list(backend, key)? {
-        if force || info.is_stale(&host, ns) {
-            backend.remove(FileKind::Lock, &name)?;
-            removed.push(info);
+    for lock in &listed {
+        if lock.name != mine && (force || judge.is_stale(lock)) {
+            backend.remove(FileKind::Lock, &lock.name)?;
+            removed.push(lock.info.clone());
         }
     }
     Ok(removed)
@@ -844,6 +974,64 @@ mod tests {
         dead_pid_lock(&backend, &key, Some(here().clone()), "gc");
         let guard = acquire(backend.clone(), &key, false, "backup", Duration::ZERO).unwrap();
         assert!(guard.others().unwrap().is_empty());
+    }
+
+    /// A lock's age counts by its own time and by the store's clock, and
+    /// it is stale only when both say it is old. A holder whose clock lags
+    /// 40 minutes writes a lock that looks 40 minutes old by its time but
+    /// that the store wrote a moment ago: it holds, and the refusal says
+    /// why. A lock the store wrote 40 minutes ago whose time says it is
+    /// fresh (the holder's clock ahead) holds too. Old by both, it is
+    /// stale: taken over, listed by nobody, removed by `unlock`.
+    #[test]
+    fn a_lock_is_old_only_when_its_time_and_the_store_s_clock_agree() {
+        let forty = Duration::from_secs(40 * 60);
+        // The holder: alive (this test's pid), seen from another pid
+        // namespace, so that only age can make it stale.
+        let lock = |time_ns: i64| LockInfo {
+            version: VERSION,
+            host: crate::hostname(),
+            pid: std::process::id(),
+            pid_namespace: None,
+            time_ns,
+            exclusive: true,
+            command: "gc".into(),
+        };
+        let old_ns = crate::now_ns() - forty.as_nanos() as i64;
+        let long_ago = SystemTime::now() - forty;
+        for (time_ns, written, stale) in [
+            (old_ns, None, false),
+            (crate::now_ns(), Some(long_ago), false),
+            (old_ns, Some(long_ago), true),
+        ] {
+            let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+            let name = write_info(&*backend, &key, &lock(time_ns)).unwrap();
+            if let Some(t) = written {
+                backend.set_written(FileKind::Lock, &name, t);
+            }
+            let case = format!("time {time_ns}, written {written:?}");
+            let taken = acquire(backend.clone(), &key, false, "backup", Duration::ZERO);
+            match taken {
+                Ok(guard) => {
+                    assert!(stale, "{case}: a live lock taken over");
+                    assert!(guard.others().unwrap().is_empty(), "{case}");
+                    drop(guard);
+                    assert_eq!(remove_locks(&*backend, &key, false).unwrap().len(), 1);
+                    assert!(list(&*backend, &key).unwrap().is_empty(), "{case}");
+                }
+                Err(err) => {
+                    assert!(!stale, "{case}: a stale lock held: {err}");
+                    let err = err.to_string();
+                    assert!(err.contains("exclusive lock held by `gc`"), "{err}");
+                    let lags = "that host's clock is about 40 minutes behind this host's";
+                    let ahead = "that host's clock is about 40 minutes ahead of this host's";
+                    let expect = if written.is_none() { lags } else { ahead };
+                    assert!(err.contains(expect), "{case}: {err}");
+                    assert!(remove_locks(&*backend, &key, false).unwrap().is_empty());
+                    assert_eq!(list(&*backend, &key).unwrap().len(), 1, "{case}");
+                }
+            }
+        }
     }
 
     /// The v1 record as cairns before the pid namespace decode it.

@@ -12,6 +12,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::{Backend, Data, FileKind, RangeReader};
 use crate::directio;
@@ -297,6 +298,18 @@ impl Backend for LocalBackend {
         if kind == FileKind::Pack {
             if let Ok(mut seen) = self.tmp_pack_dirs.lock() {
                 *seen = Some(tmp_dirs);
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
+        let mut out = Vec::new();
+        for name in self.list(kind)? {
+            match fs::metadata(self.path(kind, &name)) {
+                Ok(m) => out.push((name, m.modified().ok())),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.map_err("stat", kind, &name, e)),
             }
         }
         Ok(out)
