@@ -166,7 +166,9 @@ impl<'r> TreeReader<'r> {
     /// Reads tree `id`, authenticates it and hands its plaintext to `f`.
     pub fn with_tree<R>(&self, id: &BlobId, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         let loc = self.repo.locate_kind(id, crate::pack::BlobKind::Tree)?;
-        let Some(reader) = self.reader(&loc.pack)? else {
+        // A pack that is missing (or a store without ranged readers):
+        // read as any tree is, which looks for the blob elsewhere too.
+        let Some(reader) = self.reader(&loc.pack).ok().flatten() else {
             return f(&self.repo.read_tree_blob(id)?);
         };
         let what = format!("blob {} in pack {}", id.short(), loc.pack.short());

@@ -213,6 +213,61 @@ impl IndexSet {
         }
     }
 
+    /// Where `id`, read as a blob of `kind`, is stored in a pack `usable`
+    /// accepts: the first such entry, in the order [`IndexSet::locate_kind`]
+    /// searches (the tables of `kind`, then the others), skipping entries
+    /// in packs `usable` refuses. A blob stored again after its pack was
+    /// lost has two entries, and the table naming the lost pack may be
+    /// searched first: a read that finds a pack missing, and `repair
+    /// snapshots`, which knows which packs are, look past it with this.
+    /// `None` when no entry names a usable pack.
+    pub fn locate_kind_where(
+        &self,
+        id: &BlobId,
+        kind: BlobKind,
+        usable: &dyn Fn(&PackId) -> bool,
+    ) -> Result<Option<Location>> {
+        let own = self.tables.iter().filter(|t| t.holds(kind));
+        let other = self.tables.iter().filter(|t| !t.holds(kind));
+        self.first_usable(id, own.chain(other), usable)
+    }
+
+    /// Whether `id` is indexed as a blob of `kind` in a pack `usable`
+    /// accepts: [`IndexSet::contains_kind`] for a writer that must not
+    /// deduplicate against entries naming lost packs.
+    pub fn contains_kind_where(
+        &self,
+        id: &BlobId,
+        kind: BlobKind,
+        usable: &dyn Fn(&PackId) -> bool,
+    ) -> Result<bool> {
+        let own = self.tables.iter().filter(|t| t.holds(kind));
+        Ok(self.first_usable(id, own, usable)?.is_some())
+    }
+
+    /// The first entry of `id` in `tables` whose pack `usable` accepts.
+    fn first_usable<'t>(
+        &self,
+        id: &BlobId,
+        tables: impl Iterator<Item = &'t IndexTable>,
+        usable: &dyn Fn(&PackId) -> bool,
+    ) -> Result<Option<Location>> {
+        if let Some(f) = self.misses.filter.get() {
+            if !f.may_contain(id) {
+                return Ok(None);
+            }
+        }
+        for t in tables {
+            if let Some(i) = t.find(id) {
+                let (_, loc) = t.location_at(i)?;
+                if usable(&loc.pack) {
+                    return Ok(Some(loc));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Where `id` is stored; an error naming it if it is not indexed.
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
         self.lookup(id)?

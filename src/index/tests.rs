@@ -1004,3 +1004,46 @@ fn lookups_by_kind_search_only_that_kinds_tables() {
         .unwrap_err();
     assert!(missing.to_string().contains("in the index"), "{missing}");
 }
+
+/// A lookup told which packs it may use skips entries naming others,
+/// in the order `locate_kind` searches, and finds nothing when only
+/// refused packs hold the blob.
+#[test]
+fn lookups_skip_entries_in_refused_packs() {
+    let key = MasterKey::generate();
+    let (lost, kept) = (PackId([1; 32]), PackId([2; 32]));
+    // The table naming the lost pack is the larger, so searched first.
+    let mut big = IndexBuilder::default();
+    big.add_pack(lost, BlobKind::Tree, &[entry(5, 12), entry(6, 30)]);
+    let mut small = IndexBuilder::default();
+    small.add_pack(kept, BlobKind::Tree, &[entry(5, 40)]);
+    let mut tables = tables_of(big, &key);
+    tables.extend(tables_of(small, &key));
+    let set = IndexSet::of(tables);
+    let five = BlobId([5; 32]);
+    assert_eq!(set.locate_kind(&five, BlobKind::Tree).unwrap().pack, lost);
+    let usable = |p: &PackId| *p != lost;
+    for kind in [BlobKind::Tree, BlobKind::Data] {
+        let loc = set
+            .locate_kind_where(&five, kind, &usable)
+            .unwrap()
+            .unwrap();
+        assert_eq!((loc.pack, loc.offset), (kept, 40));
+    }
+    assert!(set
+        .contains_kind_where(&five, BlobKind::Tree, &usable)
+        .unwrap());
+    assert!(!set
+        .contains_kind_where(&five, BlobKind::Data, &usable)
+        .unwrap());
+    let six = BlobId([6; 32]);
+    assert!(set.contains_kind(&six, BlobKind::Tree));
+    assert!(!set
+        .contains_kind_where(&six, BlobKind::Tree, &usable)
+        .unwrap());
+    assert_eq!(
+        set.locate_kind_where(&six, BlobKind::Tree, &usable)
+            .unwrap(),
+        None
+    );
+}

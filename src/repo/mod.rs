@@ -434,51 +434,75 @@ impl Repository {
 
     /// Reads, authenticates and decodes one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        self.read_located(id, self.locate(id)?)
+        self.read_indexed(id, self.locate(id)?)
     }
 
     /// Reads, authenticates and decodes a tree blob: only the index
     /// tables of trees are searched for it.
     pub fn read_tree_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        self.read_located(id, self.locate_kind(id, pack::BlobKind::Tree)?)
+        self.read_indexed(id, self.locate_kind(id, pack::BlobKind::Tree)?)
     }
 
+    /// Where else than in the packs `gone` (found missing by a read) the
+    /// index places `id`, read as `kind`: a blob whose pack was lost may
+    /// have been stored again (`repair snapshots` stores a tree it needs
+    /// anew), and the entry naming the lost pack may be the one a lookup
+    /// finds first. Asked only once a read found a pack missing, so reads
+    /// that succeed cost nothing more.
+    pub fn locate_elsewhere(
+        &self,
+        id: &BlobId,
+        kind: pack::BlobKind,
+        gone: &[PackId],
+    ) -> Result<Option<Location>> {
+        self.index()?
+            .locate_kind_where(id, kind, &|p| !gone.contains(p))
+    }
+
+    /// Reads `id` at `loc`, or, if that pack is missing, where else the
+    /// index places it (see [`Repository::locate_elsewhere`]); the error
+    /// names the first pack found missing if none holds it.
+    fn read_indexed(&self, id: &BlobId, mut loc: Location) -> Result<Vec<u8>> {
+        let mut gone = Vec::new();
+        loop {
+            match self.read_located(id, loc) {
+                Err(e) if e.is_not_found() => {
+                    gone.push(loc.pack);
+                    match self.locate_elsewhere(id, loc.kind, &gone)? {
+                        Some(next) => loc = next,
+                        // The index names the pack, so a missing one is
+                        // damage to the index or a deleted pack: say what
+                        // tells which, and what mends the index.
+                        None => return Err(missing_pack(id, &gone[0])),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Reads `id` at `loc`; a missing pack is a not-found error.
     fn read_located(&self, id: &BlobId, loc: Location) -> Result<Vec<u8>> {
         let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
-        // The index names the pack, so a missing one is damage to the
-        // index or a deleted pack: say what tells which, and what mends
-        // the index.
-        let missing = |e: Error| {
-            if e.is_not_found() {
-                missing_pack(id, &loc.pack)
-            } else {
-                e
-            }
-        };
         if let (Some(cache), pack::BlobKind::Tree) = (&self.cache, loc.kind) {
             let name = loc.pack.to_hex();
-            let whole = cache
-                .tree_pack(
-                    &name,
-                    || self.backend.size(FileKind::Pack, &name).map(drop),
-                    || self.backend.read(FileKind::Pack, &name),
-                )
-                .map_err(missing)?;
+            let whole = cache.tree_pack(
+                &name,
+                || self.backend.size(FileKind::Pack, &name).map(drop),
+                || self.backend.read(FileKind::Pack, &name),
+            )?;
             let end = loc.offset as usize + loc.length as usize;
             let sealed = whole
                 .get(loc.offset as usize..end)
                 .ok_or_else(|| Error::corrupt(&what, "lies past the end of its pack"))?;
             return pack::open_blob(&self.key, id, sealed, loc.raw_length, &what);
         }
-        let sealed = self
-            .backend
-            .read_range(
-                FileKind::Pack,
-                &loc.pack.to_hex(),
-                u64::from(loc.offset),
-                loc.length as usize,
-            )
-            .map_err(missing)?;
+        let sealed = self.backend.read_range(
+            FileKind::Pack,
+            &loc.pack.to_hex(),
+            u64::from(loc.offset),
+            loc.length as usize,
+        )?;
         pack::open_blob(&self.key, id, &sealed, loc.raw_length, &what)
     }
 

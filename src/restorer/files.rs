@@ -279,7 +279,11 @@ impl Executor<'_> {
             Err(e) => {
                 for (id, _) in blobs {
                     let why = if e.is_not_found() {
-                        crate::repo::missing_pack(id, pack).to_string()
+                        match self.restore_elsewhere(pack, id, &targets[id], tasks) {
+                            Ok(true) => continue,
+                            Ok(false) => crate::repo::missing_pack(id, pack).to_string(),
+                            Err(e) => format!("blob {}: {e}", id.short()),
+                        }
                     } else {
                         format!("blob {}: {e}", id.short())
                     };
@@ -339,6 +343,32 @@ impl Executor<'_> {
                 }
             }
         }
+    }
+
+    /// Writes blob `id`, whose pack `gone` is missing, from wherever else
+    /// the index places it in a pack that exists (a blob stored again
+    /// after its pack was lost; see `Repository::locate_elsewhere`) to
+    /// `uses`. False when no other entry names a pack that exists.
+    fn restore_elsewhere(
+        &self,
+        gone: &PackId,
+        id: &BlobId,
+        uses: &[(usize, u64)],
+        tasks: &[Box<FileTask>],
+    ) -> Result<bool> {
+        let mut gone = vec![*gone];
+        while let Some(loc) = self.repo.locate_elsewhere(id, BlobKind::Data, &gone)? {
+            match PackBytes::fetch(self.repo.backend(), &loc.pack, &[(*id, loc)]) {
+                Ok(data) => {
+                    let what = format!("pack {}", loc.pack.short());
+                    self.deliver(&data, id, &loc, uses, tasks, &what)?;
+                    return Ok(true);
+                }
+                Err(e) if e.is_not_found() => gone.push(loc.pack),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
     }
 
     /// Opens the blob `id` at `loc` in `data` and writes it wherever
