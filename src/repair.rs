@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{is_hex_name, BlobId, PackId, SnapshotId};
+use crate::id::{is_hex_name, BlobId, IdSet, PackId, SnapshotId};
 use crate::index::{IndexBuilder, IndexSet, IndexTable};
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::lock::LockGuard;
@@ -206,7 +206,7 @@ pub struct SnapshotRepair {
 }
 
 /// Rewrites every snapshot whose trees reference missing blobs (not
-/// indexed, or indexed in a missing pack) or, with `read_data`, damaged
+/// indexed in a pack that exists) or, with `read_data`, damaged
 /// ones, dropping only the damaged files (and unreadable directories'
 /// contents). The originals are kept; the new snapshots carry the tags
 /// `repaired` and [`REPAIRED_FROM`]`<original id>`, and the original's time
@@ -232,16 +232,32 @@ pub fn repair_snapshots(
             packs.insert(PackId::from_hex(&name)?);
         }
     }
+    // Packs the index names that the store lacks: an entry naming one
+    // locates nothing. A blob stored again elsewhere is read from there
+    // (see `IndexSet::locate_kind_where`), and a blob whose only entries
+    // name lost packs is missing: dropped if it is a chunk, and stored
+    // anew, not taken for stored, if it is a tree this writes.
+    let mut lost = IdSet::default();
+    for table in index.tables() {
+        for n in 0..table.pack_count() {
+            let (pack, _) = table.pack(n)?;
+            if !packs.contains(&pack) {
+                lost.insert(pack);
+            }
+        }
+    }
     let bad = if opts.read_data {
         crate::verify::bad_blobs(repo, opts.workers)?
     } else {
         HashSet::new()
     };
+    // A chunk is read from its first entry in a pack that exists (as a
+    // restore reads it), so that entry's blob must be sound.
     let available = |id: &BlobId| -> bool {
-        matches!(index.lookup(id), Ok(Some(loc))
-            if packs.contains(&loc.pack) && !bad.contains(&(*id, loc.pack)))
+        matches!(index.locate_kind_where(id, BlobKind::Data, &|p| !lost.contains(p)),
+            Ok(Some(loc)) if !bad.contains(&(*id, loc.pack)))
     };
-    let writer = BlobWriter::new(repo);
+    let writer = BlobWriter::new(repo).without_packs(lost.clone());
     let mut out = SnapshotsRepair {
         damaged: loaded.damaged,
         ..SnapshotsRepair::default()

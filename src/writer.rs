@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IdSet};
+use crate::id::{BlobId, IdSet, PackId};
 use crate::index::{IdFilter, IndexBuilder, IndexTable};
 use crate::pack::{self, BlobKind, PackWriter};
 use crate::repo::lock::LockGuard;
@@ -110,6 +110,9 @@ pub struct BlobWriter<'r> {
     /// The repository's index as this writer first saw it; what it stores
     /// itself is in `seen`.
     index: std::sync::OnceLock<std::sync::Arc<crate::index::IndexSet>>,
+    /// Packs the index names that are missing from the store (see
+    /// [`BlobWriter::without_packs`]); empty for a backup.
+    lost: IdSet<PackId>,
 }
 
 fn panicked() -> Error {
@@ -143,7 +146,20 @@ impl<'r> BlobWriter<'r> {
                 stats: WriteStats::default(),
             }),
             index: std::sync::OnceLock::new(),
+            lost: IdSet::default(),
         }
+    }
+
+    /// Makes the writer store a blob whose only entries in the index name
+    /// one of `lost`, packs missing from the store, instead of taking it
+    /// for stored: `repair snapshots`, which lists the packs, passes those
+    /// the index names and the store lacks, so that what it writes (an
+    /// empty tree in place of an unreadable one, say) is really there. A
+    /// backup lists no packs and passes none: its dedup check stays one
+    /// search of the index.
+    pub fn without_packs(mut self, lost: IdSet<PackId>) -> BlobWriter<'r> {
+        self.lost = lost;
+        self
     }
 
     /// Makes the writer check `lock` before each pack it stores and
@@ -228,7 +244,13 @@ impl<'r> BlobWriter<'r> {
     /// repository's as first seen and does not change, so a new chunk
     /// costs one search of its tables.
     fn claim(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
-        Ok(!self.index()?.contains_kind(id, kind) && self.seen()?.insert(*id))
+        let index = self.index()?;
+        let stored = if self.lost.is_empty() {
+            index.contains_kind(id, kind)
+        } else {
+            index.contains_kind_where(id, kind, &|p| !self.lost.contains(p))?
+        };
+        Ok(!stored && self.seen()?.insert(*id))
     }
 
     /// Seals `plaintext`, claimed as `id`, into the open pack of `kind`;
@@ -715,6 +737,29 @@ mod tests {
             .unwrap());
         let stats = writer.finish().unwrap();
         assert_eq!(stats.blobs, 1);
+    }
+
+    /// A writer told that a pack is lost stores a blob the index places
+    /// only there, and reading it then finds the new copy; a writer told
+    /// nothing takes it for stored.
+    #[test]
+    fn a_blob_indexed_only_in_a_lost_pack_is_stored_again() {
+        let backend: Arc<dyn Backend> = Arc::new(crate::backend::mem::MemBackend::default());
+        let repo = repo_of_small_packs(backend.clone());
+        let writer = BlobWriter::new(&repo);
+        let (id, _) = writer.add(BlobKind::Tree, b"a tree").unwrap();
+        writer.finish().unwrap();
+        let lost = repo.locate(&id).unwrap().pack;
+        backend.remove(FileKind::Pack, &lost.to_hex()).unwrap();
+
+        let writer = BlobWriter::new(&repo);
+        assert!(!writer.add(BlobKind::Tree, b"a tree").unwrap().1);
+        assert_eq!(writer.finish().unwrap().blobs, 0);
+        let writer = BlobWriter::new(&repo).without_packs([lost].into_iter().collect());
+        assert!(writer.add(BlobKind::Tree, b"a tree").unwrap().1);
+        assert_eq!(writer.finish().unwrap().blobs, 1);
+        assert_eq!(repo.read_tree_blob(&id).unwrap(), b"a tree");
+        assert_eq!(repo.read_blob(&id).unwrap(), b"a tree");
     }
 
     #[test]

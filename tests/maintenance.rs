@@ -258,6 +258,111 @@ fn deleted_pack_is_reported_and_repair_snapshots_salvages_the_rest() {
     assert_manifests_eq(&want, &manifest(&restored(&target, &src)), "after gc");
 }
 
+/// The subtree of the directory at `path` in `snapshot`, from `cairn ls`.
+fn subtree_of(repo: &Repo, snapshot: &str, path: &str) -> String {
+    let out = repo.run(&["ls", "--json", snapshot]).success();
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("ls line is JSON"))
+        .find(|v| v["path"] == path)
+        .and_then(|v| v["kind"]["dir"]["subtree"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no directory {path} in {snapshot}:\n{out}"))
+}
+
+/// `repair snapshots` run on its own (no `repair index` first) while the
+/// index still names a lost tree pack: the empty tree it puts in place of
+/// the unreadable directories is one the index places only in that pack,
+/// and it is stored again rather than taken for stored; the copy restores
+/// though the table naming the lost pack is the one searched first.
+#[test]
+fn repair_snapshots_stores_again_a_tree_only_a_lost_pack_held() {
+    let repo = packed_repo();
+    // Many directories: the first backup's table of trees is the largest,
+    // so lookups search it first.
+    let first_src = repo.scratch("first");
+    let names: Vec<String> = (0..16).map(|i| format!("d{i}/f.bin")).collect();
+    let files: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 2_000)).collect();
+    fill(&first_src, 61, &files);
+    fs::create_dir(first_src.join("empty")).unwrap();
+    let first = backup_saved(&repo, &first_src, &[]);
+    let second_src = repo.scratch("second");
+    fill(&second_src, 62, &[("b.bin", 50_000)]);
+    fs::create_dir(second_src.join("hollow")).unwrap();
+    let second = backup_saved(&repo, &second_src, &[]);
+
+    // The empty directory's tree was stored by the first backup only.
+    let index = index_map(&repo);
+    let tree_pack = index[first.record["tree"].as_str().unwrap()].pack.clone();
+    let empty = subtree_of(&repo, &second.id, &snap_path(&second_src, "hollow"));
+    assert_eq!(index[&empty].pack, tree_pack);
+    fs::remove_file(&pack_files(&repo)[&tree_pack]).unwrap();
+    let target = repo.scratch("before");
+    assert_ne!(repo.restore_out(&second.id, &target, &[]).code, 0);
+
+    let out = repo.run(&["repair", "snapshots"]).success();
+    assert!(out.stdout.contains("2 snapshot(s) repaired"), "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "{} (directory unreadable",
+            snap_path(&second_src, "hollow")
+        )),
+        "{out}"
+    );
+    let copy = repo
+        .snapshots()
+        .into_iter()
+        .find(|s| {
+            s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| *t == format!("repaired-from:{}", second.id))
+        })
+        .expect("a copy of the second snapshot");
+    let copy = copy["id"].as_str().unwrap().to_string();
+
+    // The empty tree is in a pack that exists now, and the copy restores
+    // whole (its only directory that was unreadable was empty).
+    let present = pack_files(&repo);
+    let out = repo.run(&["cat", "index"]).success();
+    let holders: Vec<String> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["entries"].as_array().unwrap().clone())
+        .filter(|e| e["id"] == empty.as_str())
+        .map(|e| e["pack"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        holders.iter().any(|p| present.contains_key(p)),
+        "the empty tree is only in missing packs: {holders:?}"
+    );
+    let target = repo.scratch("restore");
+    repo.restore(&copy, &target, &[]);
+    assert_manifests_eq(
+        &second.manifest,
+        &manifest(&restored(&target, &second_src)),
+        "repaired copy",
+    );
+
+    // Only the first snapshot's original has lost anything now.
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    let hit: BTreeSet<String> = damaged(&v).into_iter().map(|d| d.2).collect();
+    assert_eq!(hit, BTreeSet::from([first.id.clone()]), "{out}");
+    repo.run(&["forget", &first.id]).success();
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+    let target = repo.scratch("after-gc");
+    repo.restore(&copy, &target, &[]);
+    assert_manifests_eq(
+        &second.manifest,
+        &manifest(&restored(&target, &second_src)),
+        "after gc",
+    );
+}
+
 #[test]
 fn after_a_deleted_pack_repair_index_and_a_full_backup_store_the_content_again() {
     let repo = packed_repo();
