@@ -601,7 +601,13 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
             keep: &keep_all,
         }))
         .collect();
-    written.extend(crate::index::write_merged(backend, key, &sources, version)?);
+    // Marking keeps one entry per live blob, in a pack that exists, so
+    // the sources hold each id once; should they not, the entry naming a
+    // pack the plan listed is kept.
+    let listed = |p: &PackId| Ok(plan.sizes.contains_key(p));
+    written.extend(crate::index::write_merged(
+        backend, key, &sources, version, &listed,
+    )?);
     // Whatever follows, this repository's next use of the index maps the
     // tables as they then are.
     repo.reload_index();

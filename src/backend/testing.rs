@@ -68,6 +68,11 @@ pub(crate) trait Hooks: Send + Sync {
     /// Sees a `list` (or `list_sizes`) before it goes through.
     fn list(&self, _kind: FileKind) {}
 
+    /// Replaces the outcome of `size`.
+    fn size(&self, _kind: FileKind, _name: &str) -> Option<Result<u64>> {
+        None
+    }
+
     /// Replaces the outcome of `read`.
     fn read(&self, _kind: FileKind, _name: &str) -> Option<Result<Data>> {
         None
@@ -128,7 +133,9 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
         self.inner.list_times(kind)
     }
     fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-        self.inner.size(kind, name)
+        self.hooks
+            .size(kind, name)
+            .unwrap_or_else(|| self.inner.size(kind, name))
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
         self.hooks

@@ -73,7 +73,9 @@ pub fn compact(backend: &dyn Backend, key: &MasterKey, version: u32) -> Result<C
                 keep: &keep_all,
             })
             .collect();
-        let written = write_merged(backend, key, &sources, version)?;
+        let written = write_merged(backend, key, &sources, version, &|p| {
+            pack_in_store(backend, p)
+        })?;
         if written.is_empty() {
             continue;
         }
@@ -89,6 +91,19 @@ pub fn compact(backend: &dyn Backend, key: &MasterKey, version: u32) -> Result<C
     Ok(stats)
 }
 
+/// Whether pack `pack` is in the store, asked of the store (its size):
+/// how [`compact`], which lists no packs, chooses between two entries of
+/// a blob that name different packs. Asked only for those, which are
+/// rare (two backups that stored the same new data, a blob stored again
+/// after its pack was lost), so a compaction without them asks nothing.
+pub fn pack_in_store(backend: &dyn Backend, pack: &PackId) -> Result<bool> {
+    match backend.size(FileKind::Pack, &pack.to_hex()) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// One input of [`write_merged`]: a table, and which of its entries to
 /// keep (by position and entry).
 pub struct MergeSource<'a> {
@@ -102,9 +117,13 @@ pub struct MergeSource<'a> {
 /// (see [`VERSION`]) and returns their names; none (and nothing written)
 /// when no entry is kept. In version 2 that is one table of the blobs of
 /// tree packs and one of those of data packs, each only if it has any; in
-/// version 1 one table. A blob kept in several sources keeps the entry of
-/// the first, in the table of that entry's kind; each pack list names only
-/// packs a kept entry names.
+/// version 1 one table. A table holds one entry per blob, so a blob kept
+/// in several sources keeps one: that of the first source whose entry
+/// names a pack `exists` says is there, or, if none does, the first
+/// source's (see [`merge_kept`]); it goes in the table of that entry's
+/// kind. `exists` is asked only of blobs whose kept entries name
+/// different packs, once per pack, so both passes choose alike. Each pack
+/// list names only packs a kept entry names.
 ///
 /// Tables are sorted, so this is a merge, done twice (once to number the
 /// packs and count the entries each header states, once to write): memory
@@ -118,10 +137,20 @@ pub fn write_merged(
     key: &MasterKey,
     sources: &[MergeSource],
     version: u32,
+    exists: &dyn Fn(&PackId) -> Result<bool>,
 ) -> Result<Vec<IndexId>> {
     for s in sources {
         s.table.check_mac(key)?;
     }
+    let known: std::cell::RefCell<crate::id::IdMap<PackId, bool>> = Default::default();
+    let exists = |pack: &PackId| -> Result<bool> {
+        if let Some(&there) = known.borrow().get(pack) {
+            return Ok(there);
+        }
+        let there = exists(pack)?;
+        known.borrow_mut().insert(*pack, there);
+        Ok(there)
+    };
     // The table an entry of a pack of `kind` goes to: by kind in version
     // 2 (data 0, tree 1), the one table in version 1.
     let table_of = |kind: BlobKind| {
@@ -143,7 +172,7 @@ pub fn write_merged(
         .collect();
     const TABLE_BIT: u32 = 1 << 31;
     let table_bit = |mapped: u32| (mapped >> 31) as usize;
-    merge_kept(sources, |src, e| {
+    merge_kept(sources, &exists, |src, e| {
         let slot = &mut remap[src][e.pack as usize];
         if *slot == u32::MAX {
             let (pack, kind) = sources[src].table.pack(e.pack as usize)?;
@@ -172,7 +201,7 @@ pub fn write_merged(
         }
     }
     let mut written = [0u64; 2];
-    merge_kept(sources, |src, e| {
+    merge_kept(sources, &exists, |src, e| {
         let mapped = remap[src][e.pack as usize];
         let t = table_bit(mapped);
         written[t] += 1;
@@ -200,10 +229,15 @@ pub fn write_merged(
 }
 
 /// Calls `f(source, entry)` for the kept entries of `sources` in
-/// ascending id order, each id once (from the first source keeping it).
-/// A source whose ids do not ascend strictly is an error.
+/// ascending id order, each id once. An id several sources keep is taken
+/// from the first whose entry names a pack `exists` says is there, and
+/// from the first source if none does or all name one pack (`exists` is
+/// then not asked): taking the first source's blindly could keep an
+/// entry naming a lost pack and drop the only one naming a pack that
+/// holds the blob. A source whose ids do not ascend strictly is an error.
 pub(super) fn merge_kept(
     sources: &[MergeSource],
+    exists: &dyn Fn(&PackId) -> Result<bool>,
     mut f: impl FnMut(usize, &Entry) -> Result<()>,
 ) -> Result<()> {
     // The next kept entry of source `src` at or after `i`.
@@ -218,6 +252,20 @@ pub(super) fn merge_kept(
         }
         Ok(None)
     };
+    // The next kept entry of `src` after its entry `i`, `e`, checked to
+    // come after it.
+    let after = |src: usize, i: usize, e: &Entry| -> Result<Option<(usize, Entry)>> {
+        let next = next_kept(src, i + 1)?;
+        if let Some((ni, n)) = &next {
+            if (id_prefix(&n.id.0), &n.id) <= (id_prefix(&e.id.0), &e.id) {
+                return Err(Error::corrupt(
+                    format!("index {}", sources[src].table.id().short()),
+                    format!("entries out of order at {ni}"),
+                ));
+            }
+        }
+        Ok(next)
+    };
     let mut heads: Vec<Option<(usize, Entry)>> = Vec::with_capacity(sources.len());
     let mut heap = std::collections::BinaryHeap::with_capacity(sources.len());
     for src in 0..sources.len() {
@@ -227,39 +275,74 @@ pub(super) fn merge_kept(
         }
         heads.push(head);
     }
-    // The id last handed to `f` (or skipped as equal to it), so that an id
-    // several sources hold is taken from the first only.
-    let mut last: Option<BlobId> = None;
+    // The sources holding the id being merged, first source first.
+    let mut same: Vec<(usize, usize, Entry)> = Vec::new();
     while let Some(Queued { id, src, .. }) = heap.pop() {
         let (mut i, mut e) = heads[src].take().expect("a queued source has a head");
-        let mut take = last != Some(id);
+        if heap.peek().is_some_and(|top| top.id == id) {
+            // Every source holding `id` has it as its head now (each
+            // head is at or after the smallest).
+            same.clear();
+            same.push((src, i, e));
+            while heap.peek().is_some_and(|top| top.id == id) {
+                let q = heap.pop().expect("peeked");
+                let (qi, qe) = heads[q.src].take().expect("a queued source has a head");
+                same.push((q.src, qi, qe));
+            }
+            let (s, _, e) = same[choose(sources, &same, exists)?];
+            f(s, &e)?;
+            for &(s, si, se) in &same {
+                if let Some((ni, next)) = after(s, si, &se)? {
+                    heap.push(Queued::new(next.id, s));
+                    heads[s] = Some((ni, next));
+                }
+            }
+            continue;
+        }
         // A run of this source's entries, as long as each comes before
         // every other source's head: one comparison with the heap's top
-        // per entry instead of a push and a pop.
+        // per entry instead of a push and a pop. An id equal to another
+        // head's ends the run, so that its sources are taken together.
         loop {
-            if take {
-                f(src, &e)?;
-            }
-            let Some((ni, next)) = next_kept(src, i + 1)? else {
+            f(src, &e)?;
+            let Some((ni, next)) = after(src, i, &e)? else {
                 break;
             };
             let queued = Queued::new(next.id, src);
-            if (queued.prefix, &queued.id) <= (id_prefix(&e.id.0), &e.id) {
-                return Err(Error::corrupt(
-                    format!("index {}", sources[src].table.id().short()),
-                    format!("entries out of order at {}", ni),
-                ));
-            }
-            if heap.peek().is_some_and(|top| *top > queued) {
+            if heap
+                .peek()
+                .is_some_and(|top| (top.prefix, &top.id) <= (queued.prefix, &queued.id))
+            {
                 heap.push(queued);
                 heads[src] = Some((ni, next));
                 break;
             }
-            (i, e, take) = (ni, next, true);
+            (i, e) = (ni, next);
         }
-        last = Some(e.id);
     }
     Ok(())
+}
+
+/// Which of `same` (one blob's entries, first source first) a merge
+/// keeps: see [`merge_kept`].
+fn choose(
+    sources: &[MergeSource],
+    same: &[(usize, usize, Entry)],
+    exists: &dyn Fn(&PackId) -> Result<bool>,
+) -> Result<usize> {
+    let packs = same
+        .iter()
+        .map(|(s, _, e)| sources[*s].table.pack(e.pack as usize).map(|(p, _)| p))
+        .collect::<Result<Vec<PackId>>>()?;
+    if packs.iter().all(|p| *p == packs[0]) {
+        return Ok(0);
+    }
+    for (n, pack) in packs.iter().enumerate() {
+        if exists(pack)? {
+            return Ok(n);
+        }
+    }
+    Ok(0)
 }
 
 /// A source's next entry in [`merge_kept`]'s heap, which pops the

@@ -88,7 +88,7 @@ mod tests;
 pub use builder::IndexBuilder;
 pub use filter::IdFilter;
 pub(crate) use merge::SPOOL_FROM;
-pub use merge::{compact, write_merged, CompactStats, MergeSource, MAX_TABLES};
+pub use merge::{compact, pack_in_store, write_merged, CompactStats, MergeSource, MAX_TABLES};
 pub use set::IndexSet;
 pub use table::IndexTable;
 

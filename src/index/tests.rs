@@ -4,6 +4,11 @@
 use super::merge::{merge_kept, KEEP_TABLES};
 use super::*;
 
+/// A merge's view of the store in which every pack exists.
+fn every_pack(_: &PackId) -> Result<bool> {
+    Ok(true)
+}
+
 fn entry(b: u8, off: u32) -> PackEntry {
     PackEntry {
         id: BlobId([b; 32]),
@@ -518,7 +523,7 @@ fn merging_a_table_of_both_kinds_writes_one_of_each() {
         table: &old,
         keep: &all,
     }];
-    let written = write_merged(&backend, &key, &sources, VERSION).unwrap();
+    let written = write_merged(&backend, &key, &sources, VERSION, &every_pack).unwrap();
     let tables: Vec<IndexTable> = written
         .iter()
         .map(|id| {
@@ -553,7 +558,7 @@ fn merging_a_table_of_both_kinds_writes_one_of_each() {
     }
     // Merged as version 1 (in a repository an older cairn made), it
     // stays one table of both kinds.
-    let v1 = single(write_merged(&backend, &key, &sources, 1).unwrap());
+    let v1 = single(write_merged(&backend, &key, &sources, 1, &every_pack).unwrap());
     let t = IndexTable::parse(v1, backend.read(FileKind::Index, &v1.to_hex()).unwrap()).unwrap();
     t.check(&key).unwrap();
     assert_eq!((t.kind(), t.len(), t.pack_count()), (None, 3, 2));
@@ -628,7 +633,7 @@ fn merging_keeps_what_is_asked_once_and_streams_the_same_bytes() {
     assert!(whole.index_sink().unwrap().is_none());
     let mut files = Vec::new();
     for backend in [&streamed as &dyn Backend, &whole] {
-        let id = single(write_merged(backend, &key, &sources, VERSION).unwrap());
+        let id = single(write_merged(backend, &key, &sources, VERSION, &every_pack).unwrap());
         let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
         assert_eq!(IndexId(file_hash(&data)), id, "named by its hash");
         files.push(data.to_vec());
@@ -652,7 +657,7 @@ fn merging_keeps_what_is_asked_once_and_streams_the_same_bytes() {
         table: &a,
         keep: &none,
     }];
-    assert!(write_merged(&whole, &key, &empty, VERSION)
+    assert!(write_merged(&whole, &key, &empty, VERSION, &every_pack)
         .unwrap()
         .is_empty());
     assert_eq!(whole.list(FileKind::Index).unwrap().len(), 1);
@@ -695,7 +700,7 @@ fn merging_orders_ids_that_share_their_first_word() {
         },
     ];
     let backend = crate::backend::mem::MemBackend::default();
-    let tid = single(write_merged(&backend, &key, &sources, VERSION).unwrap());
+    let tid = single(write_merged(&backend, &key, &sources, VERSION, &every_pack).unwrap());
     let t = IndexTable::parse(tid, backend.read(FileKind::Index, &tid.to_hex()).unwrap()).unwrap();
     t.check(&key).unwrap();
     let tails: Vec<u8> = (0..t.len()).map(|i| t.id_at(i).0[31]).collect();
@@ -737,8 +742,8 @@ fn a_large_merge_spools_to_the_same_bytes() {
     let local = crate::backend::local::LocalBackend::new(dir.path());
     local.create().unwrap();
     let mem = crate::backend::mem::MemBackend::default();
-    let a = single(write_merged(&local, &key, &sources, VERSION).unwrap());
-    let b = single(write_merged(&mem, &key, &sources, VERSION).unwrap());
+    let a = single(write_merged(&local, &key, &sources, VERSION, &every_pack).unwrap());
+    let b = single(write_merged(&mem, &key, &sources, VERSION, &every_pack).unwrap());
     assert_eq!(a, b);
     let data = mem.read(FileKind::Index, &b.to_hex()).unwrap();
     assert!(data.len() > SPOOL_FROM, "{} bytes", data.len());
@@ -769,7 +774,7 @@ fn merging_fails(key: &MasterKey, table: &IndexTable, why: &str) {
     let all = |_: usize, _: &Entry| true;
     let backend = crate::backend::mem::MemBackend::default();
     let sources = [MergeSource { table, keep: &all }];
-    let err = write_merged(&backend, key, &sources, VERSION).unwrap_err();
+    let err = write_merged(&backend, key, &sources, VERSION, &every_pack).unwrap_err();
     assert!(err.to_string().contains(why), "{err}");
     assert!(backend.list(FileKind::Index).unwrap().is_empty());
 }
@@ -796,10 +801,13 @@ fn merging_refuses_entries_out_of_order() {
 
 proptest::proptest! {
     /// The merge of up to four tables (ids from a small range, so
-    /// runs, interleavings and ids several tables hold all occur) with
-    /// some entries dropped is what a map filled from the last
-    /// source to the first holds: every kept id once, ascending, from
-    /// the first source keeping it.
+    /// runs, interleavings and ids several tables hold all occur; each
+    /// table's entries in a pack of its own) with some entries dropped
+    /// and some packs missing is what a map filled from the last source
+    /// to the first holds, where a source whose pack is missing fills
+    /// only what no source fills: every kept id once, ascending, from the
+    /// first source keeping it whose pack exists, or from the first
+    /// keeping it if none's does.
     #[test]
     fn merging_equals_the_first_source_wins_model(
         tables in proptest::collection::vec(
@@ -807,6 +815,7 @@ proptest::proptest! {
             1..5,
         ),
         drop_every in 2usize..7,
+        missing in proptest::collection::vec(proptest::bool::ANY, 4),
     ) {
         let key = MasterKey::generate();
         let built: Vec<IndexTable> = tables
@@ -824,16 +833,32 @@ proptest::proptest! {
             .map(|table| MergeSource { table, keep: &keep })
             .collect();
         let mut model = std::collections::BTreeMap::new();
-        for (src, t) in built.iter().enumerate().rev() {
-            for i in 0..t.len() {
-                let e = t.entry_at(i).unwrap();
-                if keep(i, &e) {
-                    model.insert(e.id.0[0], src);
+        for there in [false, true] {
+            for (src, t) in built.iter().enumerate().rev() {
+                if missing[src] == there {
+                    continue;
+                }
+                for i in 0..t.len() {
+                    let e = t.entry_at(i).unwrap();
+                    if keep(i, &e) {
+                        model.insert(e.id.0[0], src);
+                    }
                 }
             }
         }
+        // A blob no existing pack holds: from the first source keeping it.
+        for (id, src) in model.iter_mut() {
+            if missing[*src] {
+                let first = built.iter().enumerate().find(|(_, t)| {
+                    t.find(&BlobId([*id; 32]))
+                        .is_some_and(|i| keep(i, &t.entry_at(i).unwrap()))
+                });
+                *src = first.unwrap().0;
+            }
+        }
+        let exists = |p: &PackId| Ok(!missing[p.0[0] as usize]);
         let mut merged = Vec::new();
-        merge_kept(&sources, |src, e| {
+        merge_kept(&sources, &exists, |src, e| {
             merged.push((e.id.0[0], src));
             Ok(())
         })
@@ -894,7 +919,7 @@ proptest::proptest! {
             MergeSource { table: &t, keep: &keep },
         ];
         let backend = crate::backend::mem::MemBackend::default();
-        for id in write_merged(&backend, &key, &sources, VERSION).unwrap_or_default() {
+        for id in write_merged(&backend, &key, &sources, VERSION, &every_pack).unwrap_or_default() {
             let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
             let merged = IndexTable::parse(id, data).unwrap();
             merged.check(&key).unwrap();
@@ -905,7 +930,7 @@ proptest::proptest! {
         }
         if sorted && (0..t.len()).all(|i| t.entry_at(i).is_ok()) {
             // Sorted records naming listed packs always merge.
-            let merged = write_merged(&backend, &key, &sources, VERSION);
+            let merged = write_merged(&backend, &key, &sources, VERSION, &every_pack);
             proptest::prop_assert!(merged.is_ok(), "{merged:?}");
         }
     }
@@ -1046,4 +1071,78 @@ fn lookups_skip_entries_in_refused_packs() {
             .unwrap(),
         None
     );
+}
+
+/// Compaction merges a blob's two entries into the one naming the pack
+/// that exists, though the table naming the lost pack comes first (it
+/// is the smaller), and asks the store of no other pack.
+#[test]
+fn compaction_keeps_the_entry_whose_pack_exists() {
+    use crate::backend::testing::{Hooked, Hooks};
+    /// Counts the packs whose size is asked.
+    #[derive(Default)]
+    struct Sizes(std::sync::Mutex<Vec<String>>);
+    impl Hooks for Sizes {
+        fn size(&self, kind: FileKind, name: &str) -> Option<Result<u64>> {
+            if kind == FileKind::Pack {
+                self.0.lock().unwrap().push(name.to_string());
+            }
+            None
+        }
+    }
+    let backend = Hooked {
+        inner: crate::backend::mem::MemBackend::default(),
+        hooks: Sizes::default(),
+    };
+    backend.create().unwrap();
+    let key = MasterKey::generate();
+    let (lost, kept) = (PackId([250; 32]), PackId([251; 32]));
+    let blob = BlobId([7; 32]);
+    let at = |off: u32| PackEntry {
+        id: blob,
+        offset: off,
+        length: 10,
+        raw_length: 5,
+    };
+    let write = |b: IndexBuilder| {
+        let (id, bytes) = single(b.finish(&key, VERSION));
+        backend
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .unwrap();
+    };
+    let mut b = IndexBuilder::default();
+    b.add_pack(lost, BlobKind::Data, &[at(12)]);
+    write(b);
+    let mut b = IndexBuilder::default();
+    b.add_pack(kept, BlobKind::Data, &[at(40), entry(8, 60)]);
+    write(b);
+    backend
+        .write(FileKind::Pack, &kept.to_hex(), b"a pack")
+        .unwrap();
+    // Larger tables, each of its own pack, to pass the threshold.
+    for t in 2..=MAX_TABLES {
+        let entries: Vec<PackEntry> = (0..=t)
+            .map(|i| PackEntry {
+                id: BlobId(*blake3::hash(&[t as u8, i as u8]).as_bytes()),
+                offset: 12,
+                length: 10,
+                raw_length: 5,
+            })
+            .collect();
+        let mut b = IndexBuilder::default();
+        b.add_pack(PackId([t as u8; 32]), BlobKind::Data, &entries);
+        write(b);
+    }
+    let before = IndexSet::load(&backend).unwrap();
+    assert_eq!(before.tables().len(), MAX_TABLES + 1);
+
+    let stats = compact(&backend, &key, VERSION).unwrap();
+    assert!(stats.merged > 2, "{stats:?}");
+    let set = IndexSet::load(&backend).unwrap();
+    let loc = set.lookup(&blob).unwrap().unwrap();
+    assert_eq!((loc.pack, loc.offset), (kept, 40));
+    assert_eq!(set.lookup(&BlobId([8; 32])).unwrap().unwrap().pack, kept);
+    let mut asked = backend.hooks.0.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(asked, [lost.to_hex(), kept.to_hex()]);
 }
