@@ -1190,3 +1190,50 @@ fn repair_snapshots_read_data_drops_damaged_files_once() {
     repo.run(&["gc", "--max-unused", "0%"]).success();
     assert_verify_ok(&repo);
 }
+
+/// A chunk whose pack is lost but which is stored again elsewhere (two
+/// backups storing the same new data at once leave two entries; `repair
+/// snapshots` stores trees again) is restored from its other entry, even
+/// though lookups find the lost pack's entry first.
+#[test]
+fn restore_reads_a_chunk_from_its_other_entry_when_the_first_names_a_lost_pack() {
+    use cairn::id::PackId;
+    use cairn::pack::BlobKind;
+    use cairn::writer::BlobWriter;
+
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    // Many one-chunk files: the backup's table of data is the largest,
+    // so lookups search it first.
+    let names: Vec<String> = (0..40).map(|i| format!("f{i}.bin")).collect();
+    let files: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 3_000)).collect();
+    fill(&src, 71, &files);
+    let saved = backup_saved(&repo, &src, &[]);
+    let victim = snap_path(&src, "f7.bin");
+    let chunks = file_chunks(&repo, &saved.id)[&victim].clone();
+    assert_eq!(chunks.len(), 1, "{chunks:?}");
+    let lost = index_map(&repo)[&chunks[0]].pack.clone();
+    fs::remove_file(&pack_files(&repo)[&lost]).unwrap();
+    let target = repo.scratch("before");
+    let spec = format!("{}:{victim}", saved.id);
+    assert_ne!(repo.restore_out(&spec, &target, &[]).code, 0);
+
+    // The chunk stored again, in a table of its own.
+    let open = || {
+        let backend = std::sync::Arc::new(cairn::backend::local::LocalBackend::new(&repo.path));
+        cairn::Repository::open(backend, PASSWORD.as_bytes()).unwrap()
+    };
+    let lib = open();
+    let lost = PackId::from_hex(&lost).unwrap();
+    let writer = BlobWriter::new(&lib).without_packs([lost].into_iter().collect());
+    let bytes = fs::read(src.join("f7.bin")).unwrap();
+    let (id, stored) = writer.add(BlobKind::Data, &bytes).unwrap();
+    assert!(stored);
+    assert_eq!(id.to_hex(), chunks[0]);
+    writer.finish().unwrap();
+    assert_eq!(open().locate(&id).unwrap().pack, lost, "first found");
+
+    let target = repo.scratch("after");
+    repo.restore(&spec, &target, &[]);
+    assert_eq!(fs::read(target.join("f7.bin")).unwrap(), bytes);
+}
