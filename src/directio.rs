@@ -41,16 +41,17 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("CAIRN_DIRECT_IO").is_none_or(|v| v != "0"))
 }
 
-/// Creates `path` holding `bytes` with direct IO and fsyncs it. Returns
-/// `Ok(false)`, having left nothing behind, when the filesystem refuses
-/// direct IO.
-pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
+/// Creates `path` with permissions `mode` holding `bytes` with direct IO
+/// and fsyncs it. Returns `Ok(false)`, having left nothing behind, when
+/// the filesystem refuses direct IO.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
     if !enabled() {
         return Ok(false);
     }
     let opened = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(mode)
         .custom_flags(libc::O_DIRECT)
         .open(path);
     let mut file = match opened {
@@ -112,12 +113,13 @@ pub struct AppendFile {
 }
 
 impl AppendFile {
-    /// Creates `path`, which must not exist.
-    pub fn create(path: &Path) -> Result<AppendFile> {
+    /// Creates `path`, which must not exist, with permissions `mode`.
+    pub fn create(path: &Path, mode: u32) -> Result<AppendFile> {
         let create = |flags| {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(mode)
                 .custom_flags(flags)
                 .open(path)
         };
@@ -275,7 +277,7 @@ mod tests {
     fn aligned_pieces_and_unaligned_tails_read_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let mut f = AppendFile::create(&path).unwrap();
+        let mut f = AppendFile::create(&path, 0o600).unwrap();
         // A page-aligned whole-page piece (written straight from it), an
         // odd tail (staged), then whole pages again while bytes are staged.
         let mut piece = memmap2::MmapMut::map_anon(BOUNCE).unwrap();
@@ -297,7 +299,7 @@ mod tests {
     fn whole_pages_then_a_tail_in_one_append() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let mut f = AppendFile::create(&path).unwrap();
+        let mut f = AppendFile::create(&path, 0o600).unwrap();
         let mut piece = memmap2::MmapMut::map_anon(BOUNCE).unwrap();
         piece.copy_from_slice(&bytes(4, BOUNCE));
         // Three pages and 100 bytes: the pages go out straight from the
@@ -317,7 +319,7 @@ mod tests {
         // next appends, buffered, must come after that tail.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let mut f = AppendFile::create(&path).unwrap();
+        let mut f = AppendFile::create(&path, 0o600).unwrap();
         f.direct = true;
         f.refuse_direct = true;
         let mut piece = memmap2::MmapMut::map_anon(BOUNCE).unwrap();
@@ -339,7 +341,7 @@ mod tests {
         // append staged after it and the next appends follow in order.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let mut f = AppendFile::create(&path).unwrap();
+        let mut f = AppendFile::create(&path, 0o600).unwrap();
         f.direct = true;
         f.refuse_direct = true;
         f.append(&bytes(7, BOUNCE + 999)).unwrap();
@@ -355,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         fs::write(&path, b"keep").unwrap();
-        assert!(AppendFile::create(&path).is_err());
+        assert!(AppendFile::create(&path, 0o600).is_err());
         assert_eq!(fs::read(&path).unwrap(), b"keep");
     }
 }

@@ -108,7 +108,12 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
             }
             let pw = hex::encode(crate::crypto::random_bytes::<32>());
             if let Some(dir) = file.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::path("create folder", dir, e))?;
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| Error::path("create folder", dir, e))?;
             }
             let line = zeroize::Zeroizing::new(format!("{pw}\n"));
             super::write_new_private(&file, line.as_bytes())?;

@@ -10,7 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -34,6 +34,47 @@ pub struct LocalBackend {
     /// The folders files were removed from since the last
     /// [`Backend::settle_removals`].
     removed_from: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
+    /// The permissions of the files and folders it creates, read once.
+    modes: std::sync::OnceLock<Modes>,
+}
+
+/// The permissions of what cairn creates in a local repository: its
+/// owner's only (files 0600, folders 0700), or with the group's read
+/// too (0640 and 0750) when the repository's `config` grants its group
+/// read, which is how an operator shares a repository with a group
+/// (`chmod g+r config`, and the same for what is there already). Never
+/// anyone else's: key files let whoever copies them try passwords
+/// offline, and index tables tell every chunk's size. The process's
+/// umask can take bits away, as ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Modes {
+    /// Of files.
+    pub file: u32,
+    /// Of folders.
+    pub dir: u32,
+}
+
+impl Modes {
+    /// The owner's only.
+    pub const PRIVATE: Modes = Modes {
+        file: 0o600,
+        dir: 0o700,
+    };
+    /// The owner's, and the group's read.
+    pub const GROUP: Modes = Modes {
+        file: 0o640,
+        dir: 0o750,
+    };
+
+    /// The modes for the repository at `root`, from its `config`'s (the
+    /// owner's only while there is none, as during `init`).
+    pub fn of(root: &Path) -> Modes {
+        use std::os::unix::fs::PermissionsExt;
+        match fs::metadata(root.join("config")) {
+            Ok(m) if m.permissions().mode() & 0o040 != 0 => Modes::GROUP,
+            _ => Modes::PRIVATE,
+        }
+    }
 }
 
 const DIRS: [FileKind; 5] = [
@@ -51,7 +92,13 @@ impl LocalBackend {
             root: root.into(),
             tmp_pack_dirs: std::sync::Mutex::new(None),
             removed_from: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            modes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The permissions of the files and folders this creates.
+    pub fn modes(&self) -> Modes {
+        *self.modes.get_or_init(|| Modes::of(&self.root))
     }
 
     /// The repository folder.
@@ -141,11 +188,11 @@ fn file_path(root: &Path, kind: FileKind, name: &str) -> PathBuf {
 /// (git, an object-store sync); never the repository's own folder, so
 /// nothing is written where a repository was removed. True if it was made
 /// (the caller syncs the repository folder).
-fn ensure_kind_dir(dir: &Path) -> Result<bool> {
+fn ensure_kind_dir(dir: &Path, modes: Modes) -> Result<bool> {
     if dir.exists() {
         return Ok(false);
     }
-    match fs::create_dir(dir) {
+    match fs::DirBuilder::new().mode(modes.dir).create(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::path("create folder", dir, e)),
@@ -155,12 +202,52 @@ fn ensure_kind_dir(dir: &Path) -> Result<bool> {
 /// Makes a pack's folder (`packs/<xx>`) if it is missing, and `packs/`
 /// too, syncing the repository folder if that was made; true if the
 /// pack's folder was made (the caller syncs `packs/`).
-fn ensure_pack_dir(dir: &Path) -> Result<bool> {
+fn ensure_pack_dir(dir: &Path, modes: Modes) -> Result<bool> {
     let packs = dir.parent().expect("a pack's folder is in packs/");
-    if ensure_kind_dir(packs)? {
+    if ensure_kind_dir(packs, modes)? {
         sync_dir(packs.parent().expect("packs/ is in the repository"))?;
     }
-    ensure_kind_dir(dir)
+    ensure_kind_dir(dir, modes)
+}
+
+/// Opens (or creates) the reserve file at `path` for writing, never
+/// through a symlink: one planted there (by anyone who can write to the
+/// repository's folder) would have cairn grow whatever it points to. A
+/// symlink, or anything else not a file, is removed and a file made in
+/// its place; `O_NONBLOCK` keeps a FIFO from stalling the open.
+fn open_reserve(path: &Path, modes: Modes) -> Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(modes.file)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    match open() {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => return Ok(f),
+        Ok(_) => {}
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO)) => {}
+        Err(e) => return Err(Error::path("create", path, e)),
+    }
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            return Err(Error::Invalid(format!(
+                "{} is a folder, where cairn keeps its reserve file; move it away",
+                path.display()
+            )))
+        }
+        _ => fs::remove_file(path).map_err(|e| Error::path("remove", path, e))?,
+    }
+    let file = open().map_err(|e| Error::path("create", path, e))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(Error::Invalid(format!(
+            "{} is not a file; it was replaced while cairn made its reserve",
+            path.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// A fresh temporary name in `dir` (`.tmp-<random>`, which `list`
@@ -246,9 +333,15 @@ impl Backend for LocalBackend {
     }
 
     fn create(&self) -> Result<()> {
+        // The repository's folder too, if missing (and any missing folder
+        // above it), is its owner's only.
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true).mode(self.modes().dir);
         for kind in DIRS {
             let dir = self.root.join(kind.dir());
-            fs::create_dir_all(&dir).map_err(|e| Error::path("create folder", &dir, e))?;
+            builder
+                .create(&dir)
+                .map_err(|e| Error::path("create folder", &dir, e))?;
         }
         sync_dir(&self.root)
     }
@@ -361,10 +454,11 @@ impl Backend for LocalBackend {
         let path = self.path(kind, name);
         let dir = path.parent().expect("files live in a folder");
         let mut new_dir = false;
+        let modes = self.modes();
         if kind == FileKind::Pack {
-            new_dir = ensure_pack_dir(dir)?;
+            new_dir = ensure_pack_dir(dir, modes)?;
         } else if kind != FileKind::Config {
-            new_dir = ensure_kind_dir(dir)?;
+            new_dir = ensure_kind_dir(dir, modes)?;
         }
         let tmp = tmp_path(dir);
         // Lock files skip both fsyncs (see `FileKind::durable`), which
@@ -374,11 +468,12 @@ impl Backend for LocalBackend {
             room_for(&self.root, bytes.len() as u64, &tmp)?;
             let direct = kind == FileKind::Pack
                 && bytes.len() >= DIRECT_MIN
-                && directio::write_new(&tmp, bytes)?;
+                && directio::write_new(&tmp, bytes, modes.file)?;
             if !direct {
                 let mut f = OpenOptions::new()
                     .write(true)
                     .create_new(true)
+                    .mode(modes.file)
                     .open(&tmp)
                     .map_err(|e| Error::path("create", &tmp, e))?;
                 f.write_all(bytes)
@@ -404,19 +499,21 @@ impl Backend for LocalBackend {
     }
 
     fn pack_sink(&self) -> Result<Option<Box<dyn super::FileSink>>> {
-        let sink = LocalSink::create(self.root.clone(), FileKind::Pack)?;
+        let sink = LocalSink::create(self.root.clone(), FileKind::Pack, self.modes())?;
         Ok(Some(Box::new(sink)))
     }
 
     fn index_sink(&self) -> Result<Option<Box<dyn super::FileSink>>> {
         let dir = self.root.join(FileKind::Index.dir());
-        if ensure_kind_dir(&dir)? {
+        let modes = self.modes();
+        if ensure_kind_dir(&dir, modes)? {
             sync_dir(&self.root)?;
         }
         let tmp = tmp_path(&dir);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(modes.file)
             .open(&tmp)
             .map_err(|e| Error::path("create", &tmp, e))?;
         Ok(Some(Box::new(PlainSink { file, tmp, dir })))
@@ -424,8 +521,8 @@ impl Backend for LocalBackend {
 
     fn remove_leftovers(&self, before: std::time::SystemTime) -> Result<u64> {
         // Streamed packs are written in packs/ itself, whole files beside
-        // their destination.
-        let mut dirs = vec![self.root.join(FileKind::Pack.dir())];
+        // their destination; the config in the repository's folder.
+        let mut dirs = vec![self.root.join(FileKind::Pack.dir()), self.root.clone()];
         // The pack folders: those a listing of packs just saw holding
         // temporary files (a file old enough to remove now was there
         // then), else every one.
@@ -478,8 +575,11 @@ impl Backend for LocalBackend {
 
     fn reserve(&self) -> Result<Option<u64>> {
         let path = self.root.join(RESERVE);
-        match fs::metadata(&path) {
-            Ok(m) => Ok(Some(m.len())),
+        // Not followed: anything but a file of cairn's own counts as no
+        // reserve, and is replaced when one is set.
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(Some(0)),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(0)),
             Err(e) => Err(Error::path("stat", &path, e)),
         }
@@ -493,12 +593,7 @@ impl Backend for LocalBackend {
                 _ => Ok(()),
             };
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::path("create", &path, e))?;
+        let file = open_reserve(&path, self.modes())?;
         let len = file
             .metadata()
             .map_err(|e| Error::path("stat", &path, e))?
@@ -636,6 +731,113 @@ mod tests {
         assert_eq!(b.reserve().unwrap(), Some(0));
         b.set_reserve(0).unwrap();
         assert_eq!(b.reserve().unwrap(), Some(0), "removing none is no error");
+    }
+
+    /// A reserve planted as a symlink (by anyone who can write to the
+    /// repository's folder) grows nothing it points to: it counts as no
+    /// reserve and is replaced by a file. So is a FIFO.
+    #[test]
+    fn a_symlink_or_fifo_in_place_of_the_reserve_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        let path = dir.path().join("repo").join(RESERVE);
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert_eq!(b.reserve().unwrap(), Some(0));
+        b.set_reserve(1 << 20).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let md = fs::symlink_metadata(&path).unwrap();
+        assert!(md.is_file() && md.len() == 1 << 20, "{md:?}");
+
+        fs::remove_file(&path).unwrap();
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(b.reserve().unwrap(), Some(0));
+        b.set_reserve(4096).unwrap();
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(b.reserve().unwrap(), Some(4096));
+    }
+
+    /// The process's umask, as `/proc` tells it.
+    fn umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+    }
+
+    /// Every file and folder under `dir` (not `dir` itself) with its mode.
+    fn modes_under(dir: &Path) -> Vec<(PathBuf, u32)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let md = fs::symlink_metadata(e.path()).unwrap();
+            out.push((e.path(), md.permissions().mode() & 0o777));
+            if md.is_dir() {
+                out.extend(modes_under(&e.path()));
+            }
+        }
+        out
+    }
+
+    /// What a repository holds is its owner's only, whatever the umask
+    /// lets through; with its config readable by the group, what is
+    /// created afterwards is readable by the group, never by others.
+    #[test]
+    fn repository_files_are_the_owner_s_unless_the_config_shares_them_with_the_group() {
+        use std::os::unix::fs::PermissionsExt;
+        let write_each = |b: &LocalBackend, n: u8| {
+            let name = hex::encode([n; 32]);
+            for kind in [
+                FileKind::Key,
+                FileKind::Snapshot,
+                FileKind::Lock,
+                FileKind::Index,
+            ] {
+                b.write(kind, &name, b"x").unwrap();
+            }
+            b.write(FileKind::Pack, &name, &vec![7; 3 * DIRECT_MIN])
+                .unwrap();
+            let mut sink = b.pack_sink().unwrap().unwrap();
+            sink.append(&[1; 5000]).unwrap();
+            sink.commit(&hex::encode([n ^ 0xff; 32])).unwrap();
+            let mut sink = b.index_sink().unwrap().unwrap();
+            sink.append(b"table").unwrap();
+            sink.commit(&hex::encode([n ^ 0x0f; 32])).unwrap();
+            b.set_reserve(8192).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        b.write(FileKind::Config, "", b"config").unwrap();
+        write_each(&b, 1);
+        let all = modes_under(&root);
+        assert!(all.len() > 15, "{all:?}");
+        for (path, mode) in &all {
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", path.display());
+        }
+        let root_mode = fs::metadata(&root).unwrap().permissions().mode();
+        assert_eq!(root_mode & 0o077, 0, "{root_mode:o}");
+
+        fs::set_permissions(root.join("config"), fs::Permissions::from_mode(0o640)).unwrap();
+        fs::remove_file(root.join(RESERVE)).unwrap();
+        let before: std::collections::BTreeSet<PathBuf> = all.into_iter().map(|(p, _)| p).collect();
+        let b = LocalBackend::new(&root);
+        write_each(&b, 2);
+        let mask = umask();
+        let new: Vec<_> = modes_under(&root)
+            .into_iter()
+            .filter(|(p, _)| !before.contains(p) || p.ends_with(RESERVE))
+            .collect();
+        assert!(new.len() >= 8, "{new:?}");
+        for (path, mode) in &new {
+            let want = if path.is_dir() { 0o750 } else { 0o640 } & !mask;
+            assert_eq!(*mode, want, "{}: {mode:o}", path.display());
+        }
     }
 
     #[test]

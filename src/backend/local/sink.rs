@@ -54,6 +54,8 @@ pub(super) struct LocalSink {
     /// The repository folder.
     root: PathBuf,
     kind: FileKind,
+    /// The permissions of the folders it makes.
+    modes: Modes,
     /// Empty once committed.
     tmp: PathBuf,
     /// The piece being filled; `None` only while dropping.
@@ -107,12 +109,12 @@ pub(super) const SINK_PIECE: usize = 1 << 20;
 pub(super) const SINK_QUEUE: usize = 2;
 
 impl LocalSink {
-    pub(super) fn create(root: PathBuf, kind: FileKind) -> Result<LocalSink> {
-        if ensure_kind_dir(&root.join(kind.dir()))? {
+    pub(super) fn create(root: PathBuf, kind: FileKind, modes: Modes) -> Result<LocalSink> {
+        if ensure_kind_dir(&root.join(kind.dir()), modes)? {
             sync_dir(&root)?;
         }
         let tmp = tmp_path(&root.join(kind.dir()));
-        let mut file = directio::AppendFile::create(&tmp)?;
+        let mut file = directio::AppendFile::create(&tmp, modes.file)?;
         let piece = match Piece::new() {
             Ok(p) => p,
             Err(e) => {
@@ -144,6 +146,7 @@ impl LocalSink {
         Ok(LocalSink {
             root,
             kind,
+            modes,
             tmp,
             piece: Some(piece),
             to_io: Some(to_io),
@@ -208,7 +211,7 @@ impl crate::backend::FileSink for LocalSink {
         crate::fault::point("pack-sink-before-rename");
         let path = file_path(&self.root, self.kind, name);
         let dir = path.parent().expect("files live in a folder");
-        let new_dir = ensure_pack_dir(dir)?;
+        let new_dir = ensure_pack_dir(dir, self.modes)?;
         fs::rename(&self.tmp, &path).map_err(|e| Error::path("rename into", &path, e))?;
         self.tmp = PathBuf::new();
         sync_dir(dir)?;
