@@ -50,6 +50,58 @@ fn wrong_password_exits_12_and_says_so() {
     assert_eq!(repo.snapshots().len(), 1);
 }
 
+/// The only file in a folder, by name.
+fn only_file(dir: &Path) -> PathBuf {
+    let mut all: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.pop().unwrap()
+}
+
+/// A key file of another repository with the same password, sorted
+/// first in `keys/` (folders merged, `keys/` restored from the wrong
+/// place), opens with the password but does not authenticate the config:
+/// the search goes on to the repository's own key file. A damaged config
+/// is still an error, saying it was tried with every key.
+#[test]
+fn another_repository_s_key_file_with_the_same_password_is_passed_over() {
+    let (a, b) = (Repo::new(), Repo::new());
+    let (ka, kb) = (
+        only_file(&a.path.join("keys")),
+        only_file(&b.path.join("keys")),
+    );
+    // Into the repository whose own key sorts last.
+    let (repo, foreign) = if ka.file_name() < kb.file_name() {
+        (&b, ka)
+    } else {
+        (&a, kb)
+    };
+    fs::copy(
+        &foreign,
+        repo.path.join("keys").join(foreign.file_name().unwrap()),
+    )
+    .unwrap();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    assert_eq!(repo.snapshots().len(), 1);
+
+    let config = repo.path.join("config");
+    let mut bytes = fs::read(&config).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&config, bytes).unwrap();
+    let out = repo.run(&["snapshots"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("with the key of every key file this password opens"),
+        "{out}"
+    );
+}
+
 #[test]
 fn missing_repository_exits_10() {
     let dir = tempfile::tempdir().unwrap();

@@ -162,8 +162,14 @@ impl Repository {
                 "keys/ holds no key file",
             ));
         }
+        let config_bytes = backend.read(FileKind::Config, "")?;
         let mut found = None;
         let mut damaged = Vec::new();
+        // A key file that this password opens but whose key the config
+        // does not authenticate with: another repository's, with the same
+        // password (folders merged, `keys/` restored from elsewhere). The
+        // search goes on past it; the first such error is kept.
+        let mut foreign = None;
         for name in &names {
             let bytes = backend.read(FileKind::Key, name)?;
             // A key file is named by its hash: one whose bytes changed
@@ -176,15 +182,36 @@ impl Repository {
                 continue;
             }
             match keys::decode(&bytes, password) {
-                Ok(Some(key)) => {
-                    found = Some((key, name.clone()));
-                    break;
-                }
+                Ok(Some(key)) => match Config::decode(&config_bytes, &key) {
+                    Ok(config) => {
+                        found = Some((key, name.clone(), config));
+                        break;
+                    }
+                    Err(e) => {
+                        foreign.get_or_insert((name.clone(), e));
+                    }
+                },
                 Ok(None) => {}
                 Err(e) => damaged.push(format!("key {}: {e}", &name[..8])),
             }
         }
-        let Some((key, key_file)) = found else {
+        let Some((key, key_file, config)) = found else {
+            if let Some((name, e)) = foreign {
+                // The config itself may be damaged; or every key file the
+                // password opens is another repository's.
+                return Err(match e {
+                    Error::Corrupt { what, detail } => Error::Corrupt {
+                        what,
+                        detail: format!(
+                            "{detail}, with the key of every key file this password opens \
+                             (first {}; a key file of another repository can be removed \
+                             from keys/)",
+                            &name[..8]
+                        ),
+                    },
+                    other => other,
+                });
+            }
             if damaged.len() == names.len() {
                 return Err(Error::corrupt(
                     format!("repository {}", backend.location()),
@@ -200,8 +227,6 @@ impl Repository {
             }
             return Err(Error::WrongPassword(backend.location()));
         };
-        let bytes = backend.read(FileKind::Config, "")?;
-        let config = Config::decode(&bytes, &key)?;
         Ok(Repository {
             backend,
             key: key.with_cipher(config.cipher),
