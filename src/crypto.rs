@@ -136,9 +136,10 @@ impl MasterKey {
         self.cipher
     }
 
-    /// The 64 bytes to store (encrypted) in a key file.
-    pub fn to_bytes(&self) -> [u8; MASTER_KEY_LEN] {
-        self.raw
+    /// The 64 bytes to store (encrypted) in a key file, cleared from
+    /// memory when dropped.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<[u8; MASTER_KEY_LEN]> {
+        zeroize::Zeroizing::new(self.raw)
     }
 
     fn sealer(&self) -> Sealer<'_> {
@@ -643,7 +644,7 @@ mod tests {
         h.update(b"x");
         assert_eq!(BlobId(*h.finalize().as_bytes()), a.blob_id(b"x"));
         assert_eq!(
-            MasterKey::from_bytes(a.to_bytes()).blob_id(b"x"),
+            MasterKey::from_bytes(*a.to_bytes()).blob_id(b"x"),
             a.blob_id(b"x")
         );
     }

@@ -726,7 +726,7 @@ proptest! {
         prop_assert_eq!(file.len(), export::FILE_LEN);
         let back = export::decode(&file, "key file").unwrap();
         prop_assert_eq!(back.repo_id, repo_id);
-        prop_assert_eq!(back.key.to_bytes(), raw);
+        prop_assert_eq!(*back.key.to_bytes(), raw);
         let bad = apply(&file, &muts);
         match export::decode(&bad, "key file") {
             // Damage is caught by the checksum unless it left the bytes as they were.
@@ -1039,7 +1039,7 @@ proptest! {
         let info = keys::info(&file).unwrap();
         prop_assert_eq!(info.params, params);
         let opened = keys::decode(&file, &password).unwrap().unwrap();
-        prop_assert_eq!(opened.to_bytes(), raw);
+        prop_assert_eq!(*opened.to_bytes(), raw);
         let mut wrong = password.clone();
         wrong.push(b'!');
         prop_assert!(keys::decode(&file, &wrong).unwrap().is_none());

@@ -491,7 +491,7 @@ fn key_file() {
     let made = [&head[..], &seal(&kek(&salt), [6; 24], &raw_key(), &head)].concat();
     assert_eq!(made.len(), 160);
     let opened = keys::decode(&made, b"pw").unwrap().expect("opens");
-    assert_eq!(opened.to_bytes(), raw_key());
+    assert_eq!(*opened.to_bytes(), raw_key());
     assert!(keys::decode(&made, b"other").unwrap().is_none());
     let info = keys::info(&made).unwrap();
     assert_eq!(info.params, params);

@@ -44,7 +44,7 @@ pub fn encode(repo_id: &[u8; 32], key: &MasterKey) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(FILE_LEN));
     out.extend_from_slice(&codec::header(MAGIC, VERSION));
     out.extend_from_slice(repo_id);
-    out.extend_from_slice(&Zeroizing::new(key.to_bytes())[..]);
+    out.extend_from_slice(&key.to_bytes()[..]);
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
     debug_assert_eq!(out.len(), FILE_LEN);

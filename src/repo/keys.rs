@@ -101,7 +101,7 @@ pub fn encode(key: &MasterKey, password: &[u8], params: KdfParams) -> Result<Vec
     }
     out.extend_from_slice(&salt);
     let kek = params.derive(password, &salt)?;
-    let sealed = crypto::seal_with_key(&kek, &key.to_bytes(), &out);
+    let sealed = crypto::seal_with_key(&kek, &key.to_bytes()[..], &out);
     out.extend_from_slice(&sealed);
     debug_assert_eq!(out.len(), FILE_LEN);
     Ok(out)

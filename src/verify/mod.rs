@@ -434,7 +434,7 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
     let backend = repo.backend();
     let mut names = backend.list(FileKind::Key)?;
     names.sort();
-    let master = Zeroizing::new(repo.key().to_bytes());
+    let master = repo.key().to_bytes();
     for name in names {
         let what = format!("key {}", name.get(..8).unwrap_or(&name));
         if !is_hex_name(&name) {
@@ -455,9 +455,7 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
                 // The file that opened the repository, unchanged (its name
                 // is its hash): no second key derivation.
                 Some(_) if name == repo.key_file() => Ok(Some(Some(master.clone()))),
-                Some(pw) => {
-                    keys::decode(&bytes, pw).map(|k| Some(k.map(|k| Zeroizing::new(k.to_bytes()))))
-                }
+                Some(pw) => keys::decode(&bytes, pw).map(|k| Some(k.map(|k| k.to_bytes()))),
             }
         });
         let status = match checked {
