@@ -1,8 +1,9 @@
 //! Content-defined chunking with FastCDC (2020 variant, normalisation 1).
 //!
 //! Cut points depend only on content and on the repository's chunker
-//! parameters, including a secret gear seed so that chunk sizes do not
-//! fingerprint known files. Parameters are validated here so the FastCDC
+//! parameters, including a secret gear seed, so that they differ between
+//! repositories (a weak defence against fingerprinting known files by
+//! their chunk sizes: see DESIGN.md, "Encryption"). Parameters are validated here so the FastCDC
 //! constructors, which assert, are never handed bad values.
 
 use fastcdc::v2020::{self, FastCDC, Normalization};
