@@ -114,8 +114,11 @@ pub const REFUSED: &str = "the store refused the upload's checksum header";
 /// (or hash) the request carries: the bytes changed on the way.
 const DAMAGED: [&str; 2] = ["BadDigest", "XAmzContentChecksumMismatch"];
 
-/// The text of the first `<tag>…</tag>` in an S3 XML error body.
-fn xml_field<'a>(body: &'a str, tag: &str) -> &'a str {
+/// The text of the first `<tag>…</tag>` in an S3 XML error body, trimmed;
+/// empty when there is none. A plain search, not an XML parser: the body
+/// is the store's (or a proxy's), so anything may come, and nothing of it
+/// is trusted beyond choosing the error.
+pub fn xml_field<'a>(body: &'a str, tag: &str) -> &'a str {
     body.split_once(&format!("<{tag}>"))
         .and_then(|(_, r)| r.split_once(&format!("</{tag}>")))
         .map_or("", |(v, _)| v.trim())
@@ -136,7 +139,16 @@ async fn checksum_answer(resp: reqwest::Response, limit: Duration) -> opendal::E
         }
         Err(_) => return silent(limit),
     };
-    let (code, message) = (xml_field(&text, "Code"), xml_field(&text, "Message"));
+    checksum_error(status, &text)
+}
+
+/// The error for an answer of `status` (400 or 501) with the body `text`
+/// to an upload that carried a checksum, once that body is read:
+/// temporary when its S3 error code says the bytes did not match the
+/// checksum, [`ErrorKind::Unsupported`] beginning with [`REFUSED`]
+/// otherwise, whatever the body holds.
+pub fn checksum_error(status: u16, text: &str) -> opendal::Error {
+    let (code, message) = (xml_field(text, "Code"), xml_field(text, "Message"));
     if DAMAGED.contains(&code) {
         opendal::Error::new(
             ErrorKind::Unexpected,

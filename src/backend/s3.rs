@@ -648,8 +648,10 @@ fn block_sigpipe() {
     }
 }
 
-/// The error code of an S3 XML error body, if any.
-fn s3_code(body: &str) -> String {
+/// The error code of an S3 XML error body (the text of its first
+/// `<Code>…</Code>`, untrimmed), or empty: a plain search of whatever
+/// the store answered, shown in the error of a bucket not created.
+pub fn s3_code(body: &str) -> String {
     body.split_once("<Code>")
         .and_then(|(_, r)| r.split_once("</Code>"))
         .map(|(c, _)| c.to_string())
