@@ -383,13 +383,10 @@ impl S3Backend {
         Ok(Data::Mapped(map))
     }
 
-    /// Creates the bucket if it is missing and the credentials allow it.
-    /// Returns a note for the user when it was created.
-    ///
-    /// opendal's S3 service has no way to create a bucket, so this one
-    /// request is signed with `rusty-s3` (a presigned URL, the credentials
-    /// in its query only) and sent with `reqwest`, through the same gate.
-    fn create_bucket(&self) -> Result<Option<String>> {
+    /// The bucket and credentials as `rusty-s3` signs with them, for the
+    /// requests opendal's S3 service cannot send (creating the bucket,
+    /// listing and aborting multipart uploads); `None` without credentials.
+    fn signer(&self) -> Result<Option<(rusty_s3::Bucket, rusty_s3::Credentials)>> {
         let (Some(id), Some(secret)) = (&self.opts.access_key_id, &self.opts.secret_access_key)
         else {
             return Ok(None);
@@ -417,6 +414,50 @@ impl S3Backend {
             Some(t) => rusty_s3::Credentials::new_with_token(id, secret.as_str(), t.as_str()),
             None => rusty_s3::Credentials::new(id, secret.as_str()),
         };
+        Ok(Some((bucket, creds)))
+    }
+
+    /// Sends one request to a presigned `url` with `reqwest`, through the
+    /// gate, and reads its answer within the timeout: the status and the
+    /// body, or why there was none (a message without the URL, which holds
+    /// the signature).
+    fn send_signed(
+        &self,
+        method: reqwest::Method,
+        url: &url::Url,
+        body: String,
+    ) -> std::result::Result<(u16, String), String> {
+        let limit = self.opts.timeout;
+        self.rt.block_on(async {
+            let _permit = self.gate.enter().await;
+            let client = reqwest::Client::new();
+            let exchange = async {
+                let resp = client
+                    .request(method, url.as_str())
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.without_url().to_string())?;
+                let status = resp.status().as_u16();
+                let text = resp.text().await.map_err(|e| e.without_url().to_string())?;
+                Ok::<_, String>((status, text))
+            };
+            tokio::time::timeout(limit, exchange)
+                .await
+                .map_err(|_| format!("no answer within {} s", limit.as_secs_f64()))?
+        })
+    }
+
+    /// Creates the bucket if it is missing and the credentials allow it.
+    /// Returns a note for the user when it was created.
+    ///
+    /// opendal's S3 service has no way to create a bucket, so this one
+    /// request is signed with `rusty-s3` (a presigned URL, the credentials
+    /// in its query only) and sent with `reqwest`, through the same gate.
+    fn create_bucket(&self) -> Result<Option<String>> {
+        let Some((bucket, creds)) = self.signer()? else {
+            return Ok(None);
+        };
         use rusty_s3::S3Action;
         let url =
             rusty_s3::actions::CreateBucket::new(&bucket, &creds).sign(Duration::from_secs(300));
@@ -430,25 +471,7 @@ impl S3Backend {
             )
         };
         let what = format!("bucket {}", self.opts.bucket);
-        let limit = self.opts.timeout;
-        let answer = self.rt.block_on(async {
-            let _permit = self.gate.enter().await;
-            let client = reqwest::Client::new();
-            let exchange = async {
-                let resp = client
-                    .put(url.as_str())
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| e.without_url().to_string())?;
-                let status = resp.status().as_u16();
-                let text = resp.text().await.unwrap_or_default();
-                Ok::<_, String>((status, text))
-            };
-            tokio::time::timeout(limit, exchange)
-                .await
-                .map_err(|_| format!("no answer within {} s", limit.as_secs_f64()))?
-        });
+        let answer = self.send_signed(reqwest::Method::PUT, &url, body);
         match answer {
             Ok((200..=299, _)) => Ok(Some(format!("created bucket {}", self.opts.bucket))),
             Ok((409, text)) if text.contains("BucketAlreadyOwnedByYou") => Ok(None),
