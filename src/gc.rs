@@ -113,8 +113,17 @@ pub struct GcPlan {
     #[serde(skip)]
     sizes: IdMap<PackId, u64>,
     /// Temporary files of interrupted writes removed (see
-    /// [`remove_leftovers`]); 0 for a dry run.
+    /// [`remove_leftovers`]); for a dry run, those it would remove.
     pub leftovers_removed: u64,
+    /// Incomplete multipart uploads aborted (see [`remove_leftovers`]);
+    /// for a dry run, those it would abort.
+    pub uploads_aborted: u64,
+    /// The bytes their parts held, where the store said.
+    pub upload_bytes: Option<u64>,
+    /// Incomplete multipart uploads found by a dry run while others hold
+    /// locks (see [`GcOptions::others_writing`]): a backup may be writing
+    /// them. Not counted as aborted.
+    pub uploads_in_progress: u64,
     /// Set where repacking was left for later for want of space (see
     /// [`fit_to_space`]): the packs it would have repacked are kept.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,15 +146,40 @@ pub struct SpaceShort {
 /// as stale.
 pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Removes the temporary files interrupted writes left in the store (a
-/// kill between writing a pack, index table, snapshot, lock or key file
-/// and renaming it into place), once they are [`LEFTOVER_AGE`] old. Call holding the
-/// exclusive lock.
-pub fn remove_leftovers(repo: &Repository) -> Result<u64> {
+/// Removes what interrupted writes left in the store, and records it in
+/// `plan`: temporary files (a kill between writing a pack, index table,
+/// snapshot, lock or key file and renaming it into place) once they are
+/// [`LEFTOVER_AGE`] old, and multipart uploads never completed (a backup
+/// killed while it uploaded a large pack), whatever their age: only
+/// writers holding a lock start them, and the exclusive lock `lock` keeps
+/// them out. A dry run (holding a shared lock) removes nothing and records
+/// what it would remove; while `others_writing`, the uploads it finds may
+/// be a running backup's and are recorded as in progress. Returns what the
+/// store would not let it list or remove, for warnings.
+pub fn remove_leftovers(
+    repo: &Repository,
+    lock: &LockGuard,
+    plan: &mut GcPlan,
+    dry_run: bool,
+    others_writing: bool,
+) -> Result<Vec<String>> {
     let before = std::time::SystemTime::now()
         .checked_sub(LEFTOVER_AGE)
         .unwrap_or(std::time::UNIX_EPOCH);
-    repo.backend().remove_leftovers(before)
+    if !dry_run {
+        // Aborting an upload is a deletion like any other: on a lock that
+        // still holds, so no backup started since may be uploading.
+        lock.check("gc stopped before removing what interrupted writes left; run it again")?;
+    }
+    let found = repo.backend().remove_leftovers(before, dry_run)?;
+    plan.leftovers_removed = found.files;
+    if dry_run && others_writing {
+        plan.uploads_in_progress = found.uploads;
+    } else {
+        plan.uploads_aborted = found.uploads;
+        plan.upload_bytes = found.upload_bytes.filter(|_| found.uploads > 0);
+    }
+    Ok(found.warnings)
 }
 
 /// Ids as hex strings (their `Display`).

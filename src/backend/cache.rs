@@ -384,6 +384,13 @@ impl Backend for CachedBackend {
     fn settle_removals(&self) -> Result<()> {
         self.inner.settle_removals()
     }
+    fn remove_leftovers(
+        &self,
+        before: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<super::Leftovers> {
+        self.inner.remove_leftovers(before, dry_run)
+    }
     fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
         self.inner.prefetch(kind, name, range)
     }

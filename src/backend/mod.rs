@@ -172,6 +172,22 @@ impl Deref for Data {
     }
 }
 
+/// What interrupted writes left behind, removed (or for a dry run found)
+/// by [`Backend::remove_leftovers`].
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// Temporary files (a local store).
+    pub files: u64,
+    /// Incomplete multipart uploads (S3), whose parts the store keeps,
+    /// and bills for, until they are aborted.
+    pub uploads: u64,
+    /// The bytes those uploads' parts hold; `None` where the store did not
+    /// say for every one.
+    pub upload_bytes: Option<u64>,
+    /// What could not be listed or removed, and why, one line each.
+    pub warnings: Vec<String>,
+}
+
 /// Storage for repository files. See the module docs for the contract.
 pub trait Backend: Send + Sync {
     /// A human-readable location, used in messages.
@@ -282,14 +298,20 @@ pub trait Backend: Send + Sync {
     fn index_sink(&self) -> Result<Option<Box<dyn FileSink>>> {
         Ok(None)
     }
-    /// Removes the temporary files of writes that were interrupted (a
-    /// kill between creating one and renaming it into place) last
-    /// modified before `before`; returns how many. gc calls it holding the
-    /// exclusive lock. Stores whose writes leave nothing behind keep the
-    /// default, which removes nothing.
-    fn remove_leftovers(&self, before: std::time::SystemTime) -> Result<u64> {
-        let _ = before;
-        Ok(0)
+    /// Removes what writes that were interrupted left in the store, or
+    /// with `dry_run` only counts it: temporary files (a kill between
+    /// creating one and renaming it into place) last modified before
+    /// `before`, and multipart uploads never completed (a kill between
+    /// starting one and completing it) whatever their age, since only
+    /// writers holding a lock start them and the caller excludes them
+    /// (see [`Leftovers`]). gc calls it holding the exclusive lock (a dry
+    /// run a shared one). What the store does not let it list or remove
+    /// (a store without the request, credentials without the permission)
+    /// is a warning in the result, not an error. Stores whose writes
+    /// leave nothing behind keep the default, which finds nothing.
+    fn remove_leftovers(&self, before: std::time::SystemTime, dry_run: bool) -> Result<Leftovers> {
+        let _ = (before, dry_run);
+        Ok(Leftovers::default())
     }
     /// Bytes the store can still take, where it has such a limit (a local
     /// filesystem's space free for unprivileged writers); `None` for

@@ -132,6 +132,13 @@ impl Backend for RetryBackend {
     fn settle_removals(&self) -> Result<()> {
         self.retry(|| self.inner.settle_removals())
     }
+    fn remove_leftovers(
+        &self,
+        before: std::time::SystemTime,
+        dry_run: bool,
+    ) -> Result<super::Leftovers> {
+        self.retry(|| self.inner.remove_leftovers(before, dry_run))
+    }
     fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
         self.inner.prefetch(kind, name, range)
     }

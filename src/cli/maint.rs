@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::show::FilterArgs;
-use super::{json, Context};
+use super::{json, warn, Context};
 use crate::backend::FileKind;
 use crate::error::{Error, Result, EXIT_ERROR};
 use crate::gc::{self, GcOptions};
@@ -176,8 +176,8 @@ fn gc_locked(
     if act {
         gc::execute(repo, &plan, lock)?;
     }
-    if !dry_run {
-        plan.leftovers_removed = gc::remove_leftovers(repo)?;
+    for w in gc::remove_leftovers(repo, lock, &mut plan, dry_run, opts.others_writing)? {
+        warn(&w);
     }
     Ok(plan)
 }
@@ -214,10 +214,27 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) {
             human_bytes(short.needed)
         );
     }
+    let done = if dry_run { "would have: " } else { "" };
     if plan.leftovers_removed > 0 {
         println!(
-            "removed {} temporary files left by interrupted writes",
+            "{done}removed {} temporary files left by interrupted writes",
             plan.leftovers_removed
+        );
+    }
+    if plan.uploads_aborted > 0 {
+        println!(
+            "{done}aborted {} incomplete multipart uploads{}",
+            plan.uploads_aborted,
+            match plan.upload_bytes {
+                Some(n) => format!(" ({} in parts)", human_bytes(n)),
+                None => String::new(),
+            }
+        );
+    }
+    if plan.uploads_in_progress > 0 {
+        println!(
+            "{} incomplete multipart uploads (a backup may be writing them): not aborted",
+            plan.uploads_in_progress
         );
     }
 }

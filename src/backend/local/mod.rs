@@ -14,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{Backend, Data, FileKind, RangeReader};
+use super::{Backend, Data, FileKind, Leftovers, RangeReader};
 use crate::directio;
 use crate::error::{Error, Result};
 use crate::mmap::Map;
@@ -519,7 +519,7 @@ impl Backend for LocalBackend {
         Ok(Some(Box::new(PlainSink { file, tmp, dir })))
     }
 
-    fn remove_leftovers(&self, before: std::time::SystemTime) -> Result<u64> {
+    fn remove_leftovers(&self, before: std::time::SystemTime, dry_run: bool) -> Result<Leftovers> {
         // Streamed packs are written in packs/ itself, whole files beside
         // their destination; the config in the repository's folder.
         let mut dirs = vec![self.root.join(FileKind::Pack.dir()), self.root.clone()];
@@ -552,7 +552,9 @@ impl Backend for LocalBackend {
                 let old = fs::symlink_metadata(&path)
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t < before);
-                if old {
+                if old && dry_run {
+                    removed += 1;
+                } else if old {
                     match fs::remove_file(&path) {
                         Ok(()) => removed += 1,
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -561,7 +563,10 @@ impl Backend for LocalBackend {
                 }
             }
         }
-        Ok(removed)
+        Ok(Leftovers {
+            files: removed,
+            ..Leftovers::default()
+        })
     }
 
     fn free_space(&self) -> Result<Option<u64>> {
@@ -944,14 +949,20 @@ mod tests {
             }
             // Everything before a minute from now counts as old.
             let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
-            assert_eq!(b.remove_leftovers(later).unwrap(), 2);
+            let found = b.remove_leftovers(later, true).unwrap();
+            assert_eq!((found.files, found.uploads), (2, 0), "{found:?}");
+            assert!(old.exists() && young.exists(), "a dry run removes nothing");
+            if listed_first {
+                b.list_sizes(FileKind::Pack).unwrap();
+            }
+            assert_eq!(b.remove_leftovers(later, false).unwrap().files, 2);
             assert!(!old.exists() && !young.exists());
             let young = leftover(".tmp-00000000000000cc");
             if listed_first {
                 b.list_sizes(FileKind::Pack).unwrap();
             }
             let long_ago = std::time::SystemTime::UNIX_EPOCH;
-            assert_eq!(b.remove_leftovers(long_ago).unwrap(), 0);
+            assert_eq!(b.remove_leftovers(long_ago, false).unwrap().files, 0);
             assert!(young.exists());
             fs::remove_file(&young).unwrap();
         }
