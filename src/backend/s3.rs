@@ -41,9 +41,11 @@ use opendal::{ErrorKind, HttpTransporter, Operator};
 use zeroize::Zeroizing;
 
 use super::http::{Gate, GatedTransport, REFUSED};
-use super::{Backend, Data, FileKind};
+use super::{Backend, Data, FileKind, Leftovers};
 use crate::backend::local::kind_name;
 use crate::error::{Error, Result};
+
+mod uploads;
 
 /// Packs larger than this are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 16 << 20;
@@ -814,6 +816,13 @@ impl Backend for S3Backend {
 
     fn probe(&self) -> Result<Vec<String>> {
         S3Backend::probe(self)
+    }
+
+    /// Nothing is written under a temporary name; an interrupted multipart
+    /// upload is aborted (see [`uploads`]), whatever its age.
+    fn remove_leftovers(&self, before: std::time::SystemTime, dry_run: bool) -> Result<Leftovers> {
+        let _ = before;
+        self.remove_uploads(dry_run)
     }
 }
 

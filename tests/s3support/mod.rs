@@ -1,7 +1,8 @@
 //! A real S3 server for the tests: `s3s-fs` (which checks signatures) on
 //! 127.0.0.1, one per test, with its data in a temporary directory, plus a
 //! small TCP proxy that logs requests, counts those in flight, and can
-//! answer 500 or nothing at all for a while.
+//! answer 500 or nothing at all for a while, and answer the listing of
+//! incomplete multipart uploads, which s3s-fs lacks.
 //!
 //! The server binary is found through `CAIRN_S3S_FS`, `PATH` or
 //! `~/.cargo/bin`. When it is missing the tests fail and say how to install
@@ -207,6 +208,9 @@ struct ProxyState {
     max_in_flight: AtomicU64,
     log: Mutex<Vec<Seen>>,
     live: Mutex<Vec<TcpStream>>,
+    /// Where to list incomplete uploads from, and the most uploads a page
+    /// of the listing holds (see [`Proxy::list_uploads`]).
+    uploads: Mutex<Option<(PathBuf, usize)>>,
 }
 
 /// The exchange under way on one connection.
@@ -248,6 +252,7 @@ impl Proxy {
             max_in_flight: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             live: Mutex::new(Vec::new()),
+            uploads: Mutex::new(None),
         });
         let st = state.clone();
         std::thread::spawn(move || {
@@ -299,6 +304,16 @@ impl Proxy {
     /// How many request bodies were changed.
     pub fn corrupted(&self) -> u64 {
         self.state.corrupted.load(Ordering::SeqCst)
+    }
+
+    /// Answers `ListMultipartUploads` (`GET /BUCKET?uploads`) itself from
+    /// what `server` holds, as S3 does, `page` uploads at most a page
+    /// (`IsTruncated`, `NextKeyMarker`, `NextUploadIdMarker`), without
+    /// passing it on: s3s-fs answers it with `501 NotImplemented`. The
+    /// proxy does not check the request's signature. Every other request
+    /// about uploads (`ListParts`, `AbortMultipartUpload`) goes to s3s-fs.
+    pub fn list_uploads(&self, server: &S3Server, page: usize) {
+        *self.state.uploads.lock().unwrap() = Some((server.data(), page.max(1)));
     }
 
     /// Forgets the request log and the highest number of requests in flight.
@@ -480,18 +495,36 @@ fn serve(st: Arc<ProxyState>, mut client: TcpStream) {
         entry: AtomicUsize::new(usize::MAX),
         head_only: AtomicBool::new(false),
     });
-    let (mut c_read, mut u_write) = (
+    let (mut c_read, mut u_write, mut c_answer) = (
         client.try_clone().expect("clone"),
         upstream.try_clone().expect("clone"),
+        client.try_clone().expect("clone"),
     );
     let (st2, conn2) = (st.clone(), conn.clone());
     let up = std::thread::spawn(move || {
         let (st, conn) = (st2, conn2);
         let mut buf = vec![0u8; 64 << 10];
-        // The head of the request under way, until it is complete.
+        // The head of the request under way, until it is complete: held
+        // back from the server until then, so a request the proxy answers
+        // itself never reaches it.
         let mut head: Option<Vec<u8>> = None;
         // Where in the bytes still to come the body byte to change is.
         let mut flip: Option<usize> = None;
+        // Counts bytes from the client; true once the proxy was told to
+        // cut connections at this point.
+        let tripped = |n: usize| {
+            let total = st.bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+            if total < st.trip_at.load(Ordering::SeqCst) {
+                return false;
+            }
+            st.trip_at.store(u64::MAX, Ordering::SeqCst);
+            st.fail
+                .store(st.fail_then.load(Ordering::SeqCst), Ordering::SeqCst);
+            for s in st.live.lock().unwrap().drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            true
+        };
         loop {
             let n = match c_read.read(&mut buf) {
                 Ok(0) | Err(_) => break,
@@ -514,56 +547,74 @@ fn serve(st: Arc<ProxyState>, mut client: TcpStream) {
                     break;
                 }
             }
-            if let Some(h) = &mut head {
+            // The head, once complete, goes out in place of this read.
+            let mut whole_head = None;
+            if let Some(mut h) = head.take() {
                 h.extend_from_slice(&buf[..n]);
-                if let Some(end) = find(h, b"\r\n\r\n") {
-                    let text = String::from_utf8_lossy(&h[..end]).into_owned();
-                    let mut line = text.split("\r\n").next().unwrap_or("").split(' ');
-                    let method = line.next().unwrap_or("").to_string();
-                    let target = line.next().unwrap_or("").to_string();
-                    conn.head_only.store(method == "HEAD", Ordering::SeqCst);
-                    let length: u64 = header(&text, "content-length")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    if method == "PUT"
-                        && length > 0
-                        && target.contains(st.corrupt_target.lock().unwrap().as_str())
-                        && st
-                            .corrupt
-                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
-                            .is_ok()
-                    {
-                        st.corrupted.fetch_add(1, Ordering::SeqCst);
-                        // The head ends this far into this read's bytes.
-                        flip = Some(end + 4 + n - h.len());
+                let Some(end) = find(&h, b"\r\n\r\n") else {
+                    head = Some(h);
+                    if tripped(n) {
+                        break;
                     }
-                    let mut log = st.log.lock().unwrap();
-                    log.push(Seen {
-                        method,
-                        target,
-                        range: header(&text, "range").map(str::to_string),
-                        answered: 0,
-                    });
-                    conn.entry.store(log.len() - 1, Ordering::SeqCst);
-                    head = None;
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&h[..end]).into_owned();
+                let mut line = text.split("\r\n").next().unwrap_or("").split(' ');
+                let method = line.next().unwrap_or("").to_string();
+                let target = line.next().unwrap_or("").to_string();
+                conn.head_only.store(method == "HEAD", Ordering::SeqCst);
+                let length: u64 = header(&text, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if method == "PUT"
+                    && length > 0
+                    && target.contains(st.corrupt_target.lock().unwrap().as_str())
+                    && st
+                        .corrupt
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| c.checked_sub(1))
+                        .is_ok()
+                {
+                    st.corrupted.fetch_add(1, Ordering::SeqCst);
+                    flip = Some(end + 4);
                 }
+                let listing = (method == "GET")
+                    .then(|| st.uploads.lock().unwrap().clone())
+                    .flatten()
+                    .and_then(|(data, page)| uploads_answer(&data, page, &target));
+                let mut log = st.log.lock().unwrap();
+                log.push(Seen {
+                    method,
+                    target,
+                    range: header(&text, "range").map(str::to_string),
+                    answered: listing.as_ref().map_or(0, |(_, body)| body.len() as u64),
+                });
+                conn.entry.store(log.len() - 1, Ordering::SeqCst);
+                drop(log);
+                if let Some((head, body)) = listing {
+                    // Answered here: the server never sees it.
+                    conn.end(&st);
+                    if c_answer.write_all(head.as_bytes()).is_err()
+                        || c_answer.write_all(body.as_bytes()).is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                whole_head = Some(h);
             }
-            let total = st.bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
-            if total >= st.trip_at.load(Ordering::SeqCst) {
-                st.trip_at.store(u64::MAX, Ordering::SeqCst);
-                st.fail
-                    .store(st.fail_then.load(Ordering::SeqCst), Ordering::SeqCst);
-                for s in st.live.lock().unwrap().drain(..) {
-                    let _ = s.shutdown(Shutdown::Both);
-                }
+            if tripped(n) {
                 break;
             }
+            let data: &mut [u8] = match &mut whole_head {
+                Some(h) => h,
+                None => &mut buf[..n],
+            };
             match flip.take() {
-                Some(at) if at < n => buf[at] ^= 0x20,
+                Some(at) if at < data.len() => data[at] ^= 0x20,
                 Some(_) => flip = Some(0),
                 None => {}
             }
-            if u_write.write_all(&buf[..n]).is_err() {
+            if u_write.write_all(data).is_err() {
                 break;
             }
         }
@@ -636,5 +687,270 @@ impl S3Repo {
 
     pub fn run(&self, args: &[&str]) -> crate::common::Out {
         crate::common::run(&mut self.cmd(args), None)
+    }
+}
+
+/// An incomplete multipart upload s3s-fs holds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PendingUpload {
+    pub key: String,
+    pub id: String,
+    /// Bytes in its parts.
+    pub bytes: u64,
+}
+
+/// The incomplete uploads into `bucket` s3s-fs keeps under `data`, by key
+/// and id. s3s-fs keeps an upload as `.upload-ID.json` (the uploader), a
+/// `.bucket-B.object-K.upload-ID.metadata.json` (B and K base64url) and
+/// a `.upload_id-ID.part-N` per part, beside the buckets; completing or
+/// aborting it removes them.
+pub fn pending_uploads(data: &Path, bucket: &str) -> Vec<PendingUpload> {
+    let names: Vec<String> = std::fs::read_dir(data)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for name in &names {
+        let Some(rest) = name
+            .strip_prefix(".bucket-")
+            .and_then(|r| r.strip_suffix(".metadata.json"))
+        else {
+            continue;
+        };
+        let Some((b, rest)) = rest.split_once(".object-") else {
+            continue;
+        };
+        let Some((k, id)) = rest.split_once(".upload-") else {
+            continue;
+        };
+        if base64url(b).as_deref() != Some(bucket) || !names.contains(&format!(".upload-{id}.json"))
+        {
+            continue;
+        }
+        let Some(key) = base64url(k) else { continue };
+        let part = format!(".upload_id-{id}.part-");
+        let bytes = names
+            .iter()
+            .filter(|n| n.starts_with(&part))
+            .filter_map(|n| std::fs::metadata(data.join(n)).ok())
+            .map(|m| m.len())
+            .sum();
+        out.push(PendingUpload {
+            key,
+            id: id.to_string(),
+            bytes,
+        });
+    }
+    out.sort();
+    out
+}
+
+/// Decodes unpadded base64url text.
+fn base64url(s: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+            bits &= (1 << n) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Decodes a percent-encoded query component.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The answer (head, body) to a request for `target` if it is a
+/// `ListMultipartUploads` (a GET of a bucket with `uploads` in its query),
+/// from the uploads s3s-fs keeps under `data`, at most `page` of them.
+fn uploads_answer(data: &Path, page: usize, target: &str) -> Option<(String, String)> {
+    let (path, query) = target.split_once('?')?;
+    let bucket = path.trim_matches('/');
+    if bucket.is_empty() || bucket.contains('/') {
+        return None;
+    }
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    param("uploads")?;
+    let prefix = param("prefix").unwrap_or_default();
+    let key_marker = param("key-marker").unwrap_or_default();
+    let id_marker = param("upload-id-marker").unwrap_or_default();
+    let max = param("max-uploads")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(1000usize)
+        .min(page);
+    let after_marker = |u: &PendingUpload| {
+        key_marker.is_empty()
+            || u.key > key_marker
+            || (u.key == key_marker && !id_marker.is_empty() && u.id > id_marker)
+    };
+    let all: Vec<PendingUpload> = pending_uploads(data, bucket)
+        .into_iter()
+        .filter(|u| u.key.starts_with(&prefix) && after_marker(u))
+        .collect();
+    let truncated = all.len() > max;
+    let shown = &all[..all.len().min(max)];
+    let mut body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+         <ListMultipartUploadsResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+         <Bucket>{}</Bucket><KeyMarker>{}</KeyMarker><UploadIdMarker>{}</UploadIdMarker>",
+        xml_escape(bucket),
+        xml_escape(&key_marker),
+        xml_escape(&id_marker)
+    );
+    if let (true, Some(last)) = (truncated, shown.last()) {
+        body.push_str(&format!(
+            "<NextKeyMarker>{}</NextKeyMarker><NextUploadIdMarker>{}</NextUploadIdMarker>",
+            xml_escape(&last.key),
+            xml_escape(&last.id)
+        ));
+    }
+    body.push_str(&format!(
+        "<Prefix>{}</Prefix><MaxUploads>{max}</MaxUploads><IsTruncated>{truncated}</IsTruncated>",
+        xml_escape(&prefix)
+    ));
+    for u in shown {
+        body.push_str(&format!(
+            "<Upload><Key>{}</Key><UploadId>{}</UploadId>\
+             <Initiator><ID>{ACCESS_KEY}</ID></Initiator>\
+             <StorageClass>STANDARD</StorageClass>\
+             <Initiated>2026-01-01T00:00:00.000Z</Initiated></Upload>",
+            xml_escape(&u.key),
+            xml_escape(&u.id)
+        ));
+    }
+    body.push_str("</ListMultipartUploadsResult>");
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    Some((head, body))
+}
+
+impl S3Server {
+    /// The incomplete multipart uploads into `bucket`.
+    pub fn uploads(&self, bucket: &str) -> Vec<PendingUpload> {
+        pending_uploads(&self.data(), bucket)
+    }
+
+    /// Starts a multipart upload of `key` into `bucket` with a real S3
+    /// client (opendal, as cairn's), uploads `parts` parts of `part_size`
+    /// bytes (5 MiB at least, as S3 requires) and never completes it: what a backup killed while it
+    /// uploaded a large pack leaves. Returns once the server holds them.
+    pub fn start_upload(&self, bucket: &str, key: &str, parts: usize, part_size: usize) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        opendal::install_default();
+        let builder = opendal::services::S3::default()
+            .root("/")
+            .bucket(bucket)
+            .endpoint(&self.endpoint())
+            .region("us-east-1")
+            .access_key_id(ACCESS_KEY)
+            .secret_access_key(SECRET_KEY)
+            .disable_config_load()
+            .disable_ec2_metadata();
+        let op = opendal::Operator::new(builder).expect("S3 client");
+        let before = self.uploads(bucket);
+        // The writer holds back two chunks: its chunking keeps the last
+        // full one until more bytes come, and its multipart upload keeps
+        // the last it was handed until the next (it might be the last
+        // part). So of `parts + 2` chunks, `parts` go out; the upload
+        // begins with the first of them.
+        let writer = rt.block_on(async {
+            let mut w = op
+                .writer_with(key)
+                .chunk(part_size)
+                .concurrent(1)
+                .await
+                .expect("start the upload");
+            for i in 0..parts + 2 {
+                w.write(vec![i as u8; part_size]).await.expect("a part");
+            }
+            w
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.uploads(bucket);
+            let done = now.iter().any(|u| {
+                u.key == key && u.bytes == (parts * part_size) as u64 && !before.contains(u)
+            });
+            if done {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the upload of {key} did not reach the server: {now:?} {:?}",
+                std::fs::read_dir(self.data())
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Dropped unfinished: neither completed nor aborted.
+        drop(writer);
+        drop(rt);
     }
 }

@@ -1,0 +1,450 @@
+//! Incomplete multipart uploads: finding and aborting them for gc.
+//!
+//! A pack (or index table) over [`super::MULTIPART_THRESHOLD`] is uploaded
+//! in parts, and becomes an object only when the upload is completed. A
+//! backup killed in between leaves an *incomplete upload*: no object, no
+//! listing of objects shows it, yet the store keeps its parts, and bills
+//! for them, until the upload is aborted. gc aborts them (see
+//! [`crate::gc::remove_leftovers`]): only writers holding a lock start
+//! uploads, and gc holds the exclusive one.
+//!
+//! Which uploads: those whose keys lie in the repository. Under `PREFIX/`,
+//! slash included, so a repository at `bucket/repo` never touches
+//! `bucket/repo2/…`. A repository at the bucket's root may share the
+//! bucket with other applications, whose uploads are not gc's to abort:
+//! there, only uploads under the repository's own folders (`keys/`,
+//! `packs/`, `index/`, `snapshots/`, `locks/`). Each key a listing returns
+//! is checked against the prefix asked for as well, so a store that
+//! ignored the prefix could not make gc abort another's upload.
+//!
+//! opendal's S3 service aborts only an upload it is running itself, so
+//! `ListMultipartUploads`, `ListParts` (for the bytes an upload holds) and
+//! `AbortMultipartUpload` are signed with `rusty-s3` (presigned URLs) and
+//! sent as the bucket creation is (see [`S3Backend::send_signed`]); their
+//! answers are read with a few lines of string matching rather than an
+//! XML parser. A store that does not
+//! offer them (`501 NotImplemented`), or credentials without the
+//! permission (`403`), make a warning, not an error: gc has done its work,
+//! and such uploads stay until a lifecycle rule removes them, as before.
+
+use std::time::Duration;
+
+use rusty_s3::S3Action;
+
+use super::{s3_code, S3Backend};
+use crate::backend::{Backend, FileKind, Leftovers};
+use crate::error::Error;
+
+/// How long a signed URL stays valid: far longer than any one request.
+const SIGNED_FOR: Duration = Duration::from_secs(300);
+
+/// An incomplete upload: its key in the bucket and its id.
+#[derive(Debug, PartialEq)]
+struct Upload {
+    key: String,
+    id: String,
+}
+
+/// Why a request about uploads did not do what it asked.
+enum Failure {
+    /// The upload is gone (completed or aborted meanwhile).
+    Gone,
+    /// The store does not offer the request, or the credentials do not
+    /// allow it: the reason, for a warning.
+    Refused(String),
+    /// Anything else: an error.
+    Failed(Error),
+}
+
+impl S3Backend {
+    /// Aborts the incomplete multipart uploads in the repository, or for a
+    /// `dry_run` only finds them. See the module docs.
+    pub(super) fn remove_uploads(&self, dry_run: bool) -> crate::error::Result<Leftovers> {
+        let mut found = Leftovers::default();
+        let Some((bucket, creds)) = self.signer()? else {
+            return Ok(found);
+        };
+        let mut uploads = Vec::new();
+        for prefix in self.upload_prefixes() {
+            match self.list_uploads(&bucket, &creds, &prefix) {
+                Ok(mut some) => uploads.append(&mut some),
+                Err(Failure::Refused(why)) => {
+                    found.warnings.push(format!(
+                        "{}: incomplete multipart uploads not listed: {why}; the parts of \
+                         interrupted uploads stay until a lifecycle rule \
+                         (AbortIncompleteMultipartUpload) removes them",
+                        self.location()
+                    ));
+                    return Ok(found);
+                }
+                Err(Failure::Gone) => {}
+                Err(Failure::Failed(e)) => return Err(e),
+            }
+        }
+        let mut bytes = Some(0u64);
+        let mut refused = None;
+        for up in &uploads {
+            match self.upload_size(&bucket, &creds, up) {
+                Ok(n) => bytes = bytes.map(|b| b + n),
+                Err(Failure::Gone) => continue,
+                // Only for the report: not worth failing gc over.
+                Err(_) => bytes = None,
+            }
+            if !dry_run {
+                if refused.is_some() {
+                    continue;
+                }
+                let url = rusty_s3::actions::AbortMultipartUpload::new(
+                    &bucket,
+                    Some(&creds),
+                    &up.key,
+                    &up.id,
+                )
+                .sign(SIGNED_FOR);
+                let answer = self.send_signed(reqwest::Method::DELETE, &url, String::new());
+                match self.answer(
+                    "abort upload of",
+                    &up.key,
+                    answer,
+                    "s3:AbortMultipartUpload",
+                ) {
+                    Ok(_) => {}
+                    Err(Failure::Gone) => continue,
+                    Err(Failure::Refused(why)) => {
+                        refused = Some(why);
+                        continue;
+                    }
+                    Err(Failure::Failed(e)) => return Err(e),
+                }
+            }
+            found.uploads += 1;
+        }
+        if let Some(why) = refused {
+            let left = uploads.len() as u64 - found.uploads;
+            found.warnings.push(format!(
+                "{}: {left} incomplete multipart uploads not aborted: {why}; their parts \
+                 stay until a lifecycle rule (AbortIncompleteMultipartUpload) removes them",
+                self.location()
+            ));
+        }
+        found.upload_bytes = bytes;
+        Ok(found)
+    }
+
+    /// The key prefixes whose uploads are the repository's (see the module
+    /// docs).
+    fn upload_prefixes(&self) -> Vec<String> {
+        if self.opts.prefix.is_empty() {
+            [
+                FileKind::Key,
+                FileKind::Pack,
+                FileKind::Index,
+                FileKind::Snapshot,
+                FileKind::Lock,
+            ]
+            .iter()
+            .map(|k| format!("{}/", k.dir()))
+            .collect()
+        } else {
+            vec![format!("{}/", self.opts.prefix)]
+        }
+    }
+
+    /// Every incomplete upload whose key starts with `prefix`, page by
+    /// page (`key-marker`, `upload-id-marker`, while `IsTruncated`).
+    fn list_uploads(
+        &self,
+        bucket: &rusty_s3::Bucket,
+        creds: &rusty_s3::Credentials,
+        prefix: &str,
+    ) -> Result<Vec<Upload>, Failure> {
+        let mut out = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            // A GET of the object with the empty key is a GET of the
+            // bucket itself (the URL a listing of objects has); with
+            // `uploads` in its query, the listing of uploads. rusty-s3
+            // has no action of its own for it (nor, without the XML
+            // parsing cairn does not need, for listing parts).
+            let mut action = rusty_s3::actions::GetObject::new(bucket, Some(creds), "");
+            let query = action.query_mut();
+            query.insert("uploads", "");
+            query.insert("prefix", prefix.to_string());
+            if let Some((key, id)) = &marker {
+                query.insert("key-marker", key.clone());
+                query.insert("upload-id-marker", id.clone());
+            }
+            let url = action.sign(SIGNED_FOR);
+            let answer = self.send_signed(reqwest::Method::GET, &url, String::new());
+            let what = format!("{prefix}*");
+            let body = self.answer(
+                "list multipart uploads",
+                &what,
+                answer,
+                "s3:ListBucketMultipartUploads",
+            )?;
+            let page = parse_uploads(&body);
+            let last = page.uploads.last().map(|u| (u.key.clone(), u.id.clone()));
+            out.extend(
+                page.uploads
+                    .into_iter()
+                    .filter(|u| u.key.starts_with(prefix) && !u.id.is_empty()),
+            );
+            if !page.truncated {
+                return Ok(out);
+            }
+            let next = page.next.or(last);
+            if next.is_none() || next == marker {
+                return Err(Failure::Failed(
+                    self.upload_error(
+                        "list multipart uploads",
+                        &what,
+                        "the store said the listing goes on but gave no place to go on from"
+                            .to_string(),
+                        false,
+                    ),
+                ));
+            }
+            marker = next;
+        }
+    }
+
+    /// The bytes an upload's parts hold (`ListParts`, page by page).
+    fn upload_size(
+        &self,
+        bucket: &rusty_s3::Bucket,
+        creds: &rusty_s3::Credentials,
+        up: &Upload,
+    ) -> Result<u64, Failure> {
+        let mut total = 0;
+        let mut marker: Option<String> = None;
+        loop {
+            let mut action = rusty_s3::actions::GetObject::new(bucket, Some(creds), &up.key);
+            action.query_mut().insert("uploadId", up.id.as_str());
+            if let Some(m) = &marker {
+                action.query_mut().insert("part-number-marker", m.clone());
+            }
+            let url = action.sign(SIGNED_FOR);
+            let answer = self.send_signed(reqwest::Method::GET, &url, String::new());
+            let body = self.answer(
+                "list the parts of",
+                &up.key,
+                answer,
+                "s3:ListMultipartUploadParts",
+            )?;
+            let (parts, rest) = elements(&body, "Part");
+            total += parts
+                .iter()
+                .filter_map(|p| field(p, "Size")?.parse::<u64>().ok())
+                .sum::<u64>();
+            if field(&rest, "IsTruncated").as_deref() != Some("true") {
+                return Ok(total);
+            }
+            let next = field(&rest, "NextPartNumberMarker");
+            if next.is_none() || next == marker {
+                return Err(Failure::Failed(
+                    self.upload_error(
+                        "list the parts of",
+                        &up.key,
+                        "the store said the listing goes on but gave no place to go on from"
+                            .to_string(),
+                        false,
+                    ),
+                ));
+            }
+            marker = next;
+        }
+    }
+
+    /// The body of a successful answer, or what went wrong: `permission` is
+    /// the one a 403 means the credentials lack.
+    fn answer(
+        &self,
+        op: &str,
+        key: &str,
+        answer: std::result::Result<(u16, String), String>,
+        permission: &str,
+    ) -> Result<String, Failure> {
+        let (status, body) = match answer {
+            Ok(a) => a,
+            Err(detail) => return Err(Failure::Failed(self.upload_error(op, key, detail, true))),
+        };
+        let code = s3_code(&body);
+        match (status, code.as_str()) {
+            (200..=299, _) => Ok(body),
+            (404, "NoSuchUpload") => Err(Failure::Gone),
+            (501, _) | (_, "NotImplemented") => Err(Failure::Refused(format!(
+                "the store does not offer it (HTTP {status} {code})"
+            ))),
+            (403, _) => Err(Failure::Refused(format!(
+                "access denied (the credentials need the {permission} permission)"
+            ))),
+            (404, "NoSuchBucket") => Err(Failure::Failed(self.upload_error(
+                op,
+                key,
+                format!("bucket {} does not exist", self.opts.bucket),
+                false,
+            ))),
+            _ => Err(Failure::Failed(self.upload_error(
+                op,
+                key,
+                format!("HTTP {status} {code}"),
+                status >= 500 || status == 429,
+            ))),
+        }
+    }
+
+    fn upload_error(&self, op: &str, key: &str, detail: String, transient: bool) -> Error {
+        Error::Backend {
+            op: op.into(),
+            object: format!("s3://{}/{key}", self.opts.bucket),
+            endpoint: self.endpoint.clone(),
+            detail: self.redact(&detail),
+            transient,
+        }
+    }
+}
+
+/// One page of a `ListMultipartUploads` answer.
+#[derive(Debug, PartialEq)]
+struct Page {
+    uploads: Vec<Upload>,
+    /// `IsTruncated`: more pages follow.
+    truncated: bool,
+    /// `NextKeyMarker` and `NextUploadIdMarker`, where given.
+    next: Option<(String, String)>,
+}
+
+fn parse_uploads(xml: &str) -> Page {
+    let (uploads, rest) = elements(xml, "Upload");
+    let uploads = uploads
+        .iter()
+        .map(|u| Upload {
+            key: field(u, "Key").unwrap_or_default(),
+            id: field(u, "UploadId").unwrap_or_default(),
+        })
+        .collect();
+    let next = field(&rest, "NextKeyMarker")
+        .filter(|k| !k.is_empty())
+        .map(|k| (k, field(&rest, "NextUploadIdMarker").unwrap_or_default()));
+    Page {
+        uploads,
+        truncated: field(&rest, "IsTruncated").as_deref() == Some("true"),
+        next,
+    }
+}
+
+/// The contents of every `<tag>…</tag>` in `xml`, in order, and `xml`
+/// with them cut out (so the fields of the enclosing element are not
+/// confused with theirs).
+fn elements<'a>(xml: &'a str, tag: &str) -> (Vec<&'a str>, String) {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut found = Vec::new();
+    let mut rest = String::new();
+    let mut s = xml;
+    while let Some(start) = s.find(&open) {
+        let inner = &s[start + open.len()..];
+        let Some(end) = inner.find(&close) else { break };
+        rest.push_str(&s[..start]);
+        found.push(&inner[..end]);
+        s = &inner[end + close.len()..];
+    }
+    rest.push_str(s);
+    (found, rest)
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`, its entities decoded.
+fn field(xml: &str, tag: &str) -> Option<String> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let (_, r) = xml.split_once(&open)?;
+    let (v, _) = r.split_once(&close)?;
+    Some(unescape(v.trim()))
+}
+
+/// Decodes XML's character references and its five named entities.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let decoded = after.split_once(';').and_then(|(name, tail)| {
+            let c = match name {
+                "amp" => '&',
+                "lt" => '<',
+                "gt" => '>',
+                "quot" => '"',
+                "apos" => '\'',
+                _ => {
+                    let n = match name.strip_prefix("#x").or(name.strip_prefix("#X")) {
+                        Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                        None => name.strip_prefix('#')?.parse().ok()?,
+                    };
+                    char::from_u32(n)?
+                }
+            };
+            Some((c, tail))
+        });
+        match decoded {
+            Some((c, tail)) => {
+                out.push(c);
+                rest = tail;
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_uploads_is_read() {
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+            <ListMultipartUploadsResult><Bucket>b</Bucket><KeyMarker></KeyMarker>\
+            <UploadIdMarker></UploadIdMarker><NextKeyMarker>repo/packs/cd/x</NextKeyMarker>\
+            <NextUploadIdMarker>id&amp;2</NextUploadIdMarker><Prefix>repo/</Prefix>\
+            <MaxUploads>2</MaxUploads><IsTruncated>true</IsTruncated>\
+            <Upload><Key>repo/packs/ab/y</Key><UploadId>id1</UploadId>\
+            <Initiator><ID>me</ID></Initiator><Initiated>2026-01-01T00:00:00Z</Initiated></Upload>\
+            <Upload><Key>repo/packs/cd/x</Key><UploadId>id&amp;2</UploadId></Upload>\
+            </ListMultipartUploadsResult>";
+        let page = parse_uploads(xml);
+        assert_eq!(
+            page,
+            Page {
+                uploads: vec![
+                    Upload {
+                        key: "repo/packs/ab/y".into(),
+                        id: "id1".into()
+                    },
+                    Upload {
+                        key: "repo/packs/cd/x".into(),
+                        id: "id&2".into()
+                    },
+                ],
+                truncated: true,
+                next: Some(("repo/packs/cd/x".into(), "id&2".into())),
+            }
+        );
+        let last = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>\
+            <NextKeyMarker/></ListMultipartUploadsResult>";
+        let page = parse_uploads(last);
+        assert!(page.uploads.is_empty() && !page.truncated && page.next.is_none());
+    }
+
+    #[test]
+    fn entities_are_decoded() {
+        assert_eq!(
+            unescape("a&lt;b&gt;&quot;&apos;&#65;&#x42;&amp;"),
+            "a<b>\"'AB&"
+        );
+        assert_eq!(unescape("a & b &zz; &#xZZ;"), "a & b &zz; &#xZZ;");
+    }
+}
