@@ -21,8 +21,8 @@
 //! `ListMultipartUploads`, `ListParts` (for the bytes an upload holds) and
 //! `AbortMultipartUpload` are signed with `rusty-s3` (presigned URLs) and
 //! sent as the bucket creation is (see [`S3Backend::send_signed`]); their
-//! answers are read with a few lines of string matching rather than an
-//! XML parser. A store that does not
+//! answers are read with `quick-xml`, which opendal reads S3's with. A
+//! store that does not
 //! offer them (`501 NotImplemented`), or credentials without the
 //! permission (`403`), make a warning, not an error: gc has done its work,
 //! and such uploads stay until a lifecycle rule removes them, as before.
@@ -30,6 +30,7 @@
 use std::time::Duration;
 
 use rusty_s3::S3Action;
+use serde::Deserialize;
 
 use super::{s3_code, S3Backend};
 use crate::backend::{Backend, FileKind, Leftovers};
@@ -183,7 +184,8 @@ impl S3Backend {
                 answer,
                 "s3:ListBucketMultipartUploads",
             )?;
-            let page = parse_uploads(&body);
+            let page = parse_uploads(&body)
+                .map_err(|e| self.unreadable("list multipart uploads", &what, e))?;
             let last = page.uploads.last().map(|u| (u.key.clone(), u.id.clone()));
             out.extend(
                 page.uploads
@@ -232,15 +234,13 @@ impl S3Backend {
                 answer,
                 "s3:ListMultipartUploadParts",
             )?;
-            let (parts, rest) = elements(&body, "Part");
-            total += parts
-                .iter()
-                .filter_map(|p| field(p, "Size")?.parse::<u64>().ok())
-                .sum::<u64>();
-            if field(&rest, "IsTruncated").as_deref() != Some("true") {
+            let page: PartsXml = quick_xml::de::from_str(&body)
+                .map_err(|e| self.unreadable("list the parts of", &up.key, e))?;
+            total += page.parts.iter().map(|p| p.size).sum::<u64>();
+            if !page.is_truncated {
                 return Ok(total);
             }
-            let next = field(&rest, "NextPartNumberMarker");
+            let next = page.next_part_number_marker.filter(|m| !m.is_empty());
             if next.is_none() || next == marker {
                 return Err(Failure::Failed(
                     self.upload_error(
@@ -294,6 +294,11 @@ impl S3Backend {
         }
     }
 
+    /// An answer that is not the XML the request gives.
+    fn unreadable(&self, op: &str, key: &str, e: impl std::fmt::Display) -> Failure {
+        Failure::Failed(self.upload_error(op, key, format!("unreadable answer: {e}"), false))
+    }
+
     fn upload_error(&self, op: &str, key: &str, detail: String, transient: bool) -> Error {
         Error::Backend {
             op: op.into(),
@@ -315,89 +320,59 @@ struct Page {
     next: Option<(String, String)>,
 }
 
-fn parse_uploads(xml: &str) -> Page {
-    let (uploads, rest) = elements(xml, "Upload");
-    let uploads = uploads
-        .iter()
-        .map(|u| Upload {
-            key: field(u, "Key").unwrap_or_default(),
-            id: field(u, "UploadId").unwrap_or_default(),
-        })
-        .collect();
-    let next = field(&rest, "NextKeyMarker")
+/// A `ListMultipartUploadsResult`, as far as gc reads it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct UploadsXml {
+    is_truncated: bool,
+    next_key_marker: Option<String>,
+    next_upload_id_marker: Option<String>,
+    #[serde(rename = "Upload")]
+    uploads: Vec<UploadXml>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct UploadXml {
+    key: String,
+    upload_id: String,
+}
+
+/// A `ListPartsResult`, as far as gc reads it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct PartsXml {
+    is_truncated: bool,
+    next_part_number_marker: Option<String>,
+    #[serde(rename = "Part")]
+    parts: Vec<PartXml>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct PartXml {
+    size: u64,
+}
+
+/// Reads one page of a `ListMultipartUploads` answer.
+fn parse_uploads(xml: &str) -> std::result::Result<Page, quick_xml::DeError> {
+    let page: UploadsXml = quick_xml::de::from_str(xml)?;
+    let next = page
+        .next_key_marker
         .filter(|k| !k.is_empty())
-        .map(|k| (k, field(&rest, "NextUploadIdMarker").unwrap_or_default()));
-    Page {
-        uploads,
-        truncated: field(&rest, "IsTruncated").as_deref() == Some("true"),
+        .map(|k| (k, page.next_upload_id_marker.unwrap_or_default()));
+    Ok(Page {
+        uploads: page
+            .uploads
+            .into_iter()
+            .map(|u| Upload {
+                key: u.key,
+                id: u.upload_id,
+            })
+            .collect(),
+        truncated: page.is_truncated,
         next,
-    }
-}
-
-/// The contents of every `<tag>…</tag>` in `xml`, in order, and `xml`
-/// with them cut out (so the fields of the enclosing element are not
-/// confused with theirs).
-fn elements<'a>(xml: &'a str, tag: &str) -> (Vec<&'a str>, String) {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut found = Vec::new();
-    let mut rest = String::new();
-    let mut s = xml;
-    while let Some(start) = s.find(&open) {
-        let inner = &s[start + open.len()..];
-        let Some(end) = inner.find(&close) else { break };
-        rest.push_str(&s[..start]);
-        found.push(&inner[..end]);
-        s = &inner[end + close.len()..];
-    }
-    rest.push_str(s);
-    (found, rest)
-}
-
-/// The text of the first `<tag>…</tag>` in `xml`, its entities decoded.
-fn field(xml: &str, tag: &str) -> Option<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let (_, r) = xml.split_once(&open)?;
-    let (v, _) = r.split_once(&close)?;
-    Some(unescape(v.trim()))
-}
-
-/// Decodes XML's character references and its five named entities.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(amp) = rest.find('&') {
-        out.push_str(&rest[..amp]);
-        let after = &rest[amp + 1..];
-        let decoded = after.split_once(';').and_then(|(name, tail)| {
-            let c = match name {
-                "amp" => '&',
-                "lt" => '<',
-                "gt" => '>',
-                "quot" => '"',
-                "apos" => '\'',
-                _ => {
-                    let n = match name.strip_prefix("#x").or(name.strip_prefix("#X")) {
-                        Some(hex) => u32::from_str_radix(hex, 16).ok()?,
-                        None => name.strip_prefix('#')?.parse().ok()?,
-                    };
-                    char::from_u32(n)?
-                }
-            };
-            Some((c, tail))
-        });
-        match decoded {
-            Some((c, tail)) => {
-                out.push(c);
-                rest = tail;
-            }
-            None => {
-                out.push('&');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
+    })
 }
 
 #[cfg(test)]
@@ -415,7 +390,7 @@ mod tests {
             <Initiator><ID>me</ID></Initiator><Initiated>2026-01-01T00:00:00Z</Initiated></Upload>\
             <Upload><Key>repo/packs/cd/x</Key><UploadId>id&amp;2</UploadId></Upload>\
             </ListMultipartUploadsResult>";
-        let page = parse_uploads(xml);
+        let page = parse_uploads(xml).unwrap();
         assert_eq!(
             page,
             Page {
@@ -435,16 +410,24 @@ mod tests {
         );
         let last = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>\
             <NextKeyMarker/></ListMultipartUploadsResult>";
-        let page = parse_uploads(last);
+        let page = parse_uploads(last).unwrap();
         assert!(page.uploads.is_empty() && !page.truncated && page.next.is_none());
     }
 
+    proptest::proptest! {
+        /// Whatever a store answers, reading it is an answer or an error.
+        #[test]
+        fn any_answer_is_read_or_refused(body in "(<[A-Za-z]{0,12}/?>|</[A-Za-z]{0,12}>|[^<]{0,8}|&[a-z#0-9]{0,5};?){0,40}") {
+            let _ = parse_uploads(&body);
+            let _ = quick_xml::de::from_str::<PartsXml>(&body);
+        }
+    }
+
     #[test]
-    fn entities_are_decoded() {
-        assert_eq!(
-            unescape("a&lt;b&gt;&quot;&apos;&#65;&#x42;&amp;"),
-            "a<b>\"'AB&"
-        );
-        assert_eq!(unescape("a & b &zz; &#xZZ;"), "a & b &zz; &#xZZ;");
+    fn an_answer_that_is_not_the_listing_is_an_error() {
+        assert!(parse_uploads("<ListMultipartUploadsResult><Upload><Key>x").is_err());
+        assert!(parse_uploads("<A><IsTruncated>maybe</IsTruncated></A>").is_err());
+        let page = parse_uploads("<Other/>").unwrap();
+        assert!(page.uploads.is_empty() && !page.truncated);
     }
 }
