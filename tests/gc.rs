@@ -152,6 +152,8 @@ fn gc_removes_temporary_files_left_by_interrupted_writes() {
         repo.path.join("index").join(".tmp-00000000aaaaaaaa"),
         repo.path.join("locks").join(".tmp-00000000bbbbbbbb"),
         repo.path.join("keys").join(".tmp-00000000cccccccc"),
+        // A config write's (init, upgrade).
+        repo.path.join(".tmp-00000000dddddddd"),
     ];
     for p in &old {
         write(p, vec![7u8; 4096]);
@@ -165,7 +167,7 @@ fn gc_removes_temporary_files_left_by_interrupted_writes() {
     let out = repo.run(&["gc", "--dry-run"]).success();
     assert!(
         out.stdout
-            .contains("would have: removed 5 temporary files left by interrupted writes"),
+            .contains("would have: removed 6 temporary files left by interrupted writes"),
         "{out}"
     );
     assert!(old.iter().all(|p| p.exists()), "a dry run removes nothing");
@@ -173,7 +175,7 @@ fn gc_removes_temporary_files_left_by_interrupted_writes() {
     let out = repo.run(&["gc"]).success();
     assert!(
         out.stdout
-            .contains("removed 5 temporary files left by interrupted writes"),
+            .contains("removed 6 temporary files left by interrupted writes"),
         "{out}"
     );
     assert!(old.iter().all(|p| !p.exists()), "{out}");
