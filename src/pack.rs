@@ -320,13 +320,17 @@ pub fn decode_sealed_header(
     let mut end = HEADER_LEN as u64;
     for e in &header.entries {
         let off = u64::from(e.offset);
-        if off < end || off + u64::from(e.length) > start || e.raw_length > MAX_BLOB {
+        // An entry ends where its `u32` offset and length can say, so
+        // readers may add them as such (a hostile pack over 4 GiB could
+        // otherwise place one past that).
+        let past = off + u64::from(e.length);
+        if off < end || past > start || past > u64::from(u32::MAX) || e.raw_length > MAX_BLOB {
             return Err(Error::corrupt(
                 what,
                 format!("entry for blob {} out of bounds", e.id.short()),
             ));
         }
-        end = off + u64::from(e.length);
+        end = past;
     }
     Ok(header)
 }
@@ -463,6 +467,36 @@ mod tests {
             );
             assert!(open_blob(&key, &BlobId([0; 32]), sealed, e.raw_length, "b").is_err());
         }
+    }
+
+    /// In a pack over 4 GiB an entry's offset plus its length could pass
+    /// what a `u32` holds, and a reader adding them would overflow: such
+    /// an entry is out of bounds, however far its header starts.
+    #[test]
+    fn an_entry_ending_past_4_gib_is_out_of_bounds() {
+        let key = MasterKey::generate();
+        let sealed = |offset: u32, length: u32| {
+            let header = PackHeader {
+                version: VERSION,
+                kind: BlobKind::Data,
+                entries: vec![PackEntry {
+                    id: BlobId([1; 32]),
+                    offset,
+                    length,
+                    raw_length: 10,
+                }],
+            };
+            let mut tail = vec![0; NONCE_LEN];
+            codec::encode_into(&header, &mut tail);
+            tail.resize(tail.len() + TAG_LEN, 0);
+            key.seal_in_place(&codec::header(MAGIC, VERSION), &mut tail);
+            tail
+        };
+        let start = 5 << 30;
+        let near = u32::MAX - 100;
+        assert!(decode_sealed_header(&sealed(near, 100), start, &key, "p").is_ok());
+        let err = decode_sealed_header(&sealed(near, 200), start, &key, "p").unwrap_err();
+        assert!(err.to_string().contains("out of bounds"), "{err}");
     }
 
     #[test]

@@ -105,8 +105,8 @@ pub(super) fn read_packs(
                     match pack::decode_header(&data, repo.key(), &what) {
                         Ok(header) => {
                             for e in &header.entries {
-                                let sealed =
-                                    &data[e.offset as usize..(e.offset + e.length) as usize];
+                                let at = e.offset as usize;
+                                let sealed = &data[at..at + e.length as usize];
                                 blobs.fetch_add(1, Ordering::Relaxed);
                                 if let Err(err) = pack::open_blob_with(
                                     repo.key(),
