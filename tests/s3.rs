@@ -747,29 +747,16 @@ fn a_server_that_stops_answering_is_timed_out_and_retried() {
 #[test]
 fn gc_refuses_while_a_backup_holds_its_lock() {
     use std::io::Write;
-    use std::process::Stdio;
 
     let server = S3Server::start();
     let repo = S3Repo::new(&server, "gc-vs-backup");
     init(&repo);
     // A backup of standard input that is still reading it.
-    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "dump.sql"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let mut child = repo.start_stdin_backup(&server, &[]);
     let mut stdin = child.stdin.take().unwrap();
     let first = common::random_bytes(21, 500_000);
     stdin.write_all(&first).unwrap();
     let locks = || server.objects(&repo.bucket, &format!("{}/locks", repo.prefix));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while locks().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup took no lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
     // Locks are objects: gc sees the backup's and refuses.
     let gc = repo.run(&["gc", "--lock-wait", "0"]);
     assert_eq!(gc.code, 11, "{gc}");
@@ -991,26 +978,11 @@ fn packs_changed_on_every_try_fail_the_backup_without_a_snapshot() {
 /// the object's time moved back as well, gc takes the lock for stale.
 #[test]
 fn a_lock_from_a_host_whose_clock_lags_holds_against_gc() {
-    use std::process::Stdio;
-
     let server = S3Server::start();
     let repo = S3Repo::new(&server, "lagging-clock");
     init(&repo);
-    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "dump.sql"]);
-    c.env("CAIRN_LOCK_TEST", "age=1860")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let mut child = repo.start_stdin_backup(&server, &[("CAIRN_LOCK_TEST", "age=1860")]);
     let locks = || server.objects(&repo.bucket, &format!("{}/locks", repo.prefix));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while locks().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup took no lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 
     let gc = repo.run(&["gc", "--lock-wait", "0"]);
     assert_eq!(gc.code, 11, "{gc}");

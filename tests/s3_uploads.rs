@@ -7,8 +7,6 @@ mod common;
 mod s3support;
 
 use std::io::Write;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use common::*;
 use s3support::*;
@@ -170,18 +168,9 @@ fn a_dry_run_beside_a_running_backup_does_not_count_its_uploads_as_garbage() {
     let key = pack_key("repo/", "ab");
     server.start_upload("busy", &key, 1, PART);
     // A backup of standard input that is still reading it holds a lock.
-    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "dump.sql"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let mut child = repo.start_stdin_backup(&server, &[]);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"some rows\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.objects("busy", "repo/locks").is_empty() {
-        assert!(Instant::now() < deadline, "the backup took no lock");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let dry = repo.run(&["gc", "--dry-run"]).success();
     assert!(
         dry.stdout

@@ -688,6 +688,25 @@ impl S3Repo {
     pub fn run(&self, args: &[&str]) -> crate::common::Out {
         crate::common::run(&mut self.cmd(args), None)
     }
+
+    /// Starts `cairn backup --stdin --stdin-filename dump.sql` with `env`
+    /// and its standard input, output and error piped; returns once its
+    /// lock is on `server`.
+    pub fn start_stdin_backup(&self, server: &S3Server, env: &[(&str, &str)]) -> Child {
+        let mut c = self.cmd(&["backup", "--stdin", "--stdin-filename", "dump.sql"]);
+        c.envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        let locks = format!("{}/locks", self.prefix);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.objects(&self.bucket, &locks).is_empty() {
+            assert!(Instant::now() < deadline, "the backup took no lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
 }
 
 /// An incomplete multipart upload s3s-fs holds.
