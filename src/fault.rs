@@ -46,6 +46,22 @@ pub fn vanish(path: &std::path::Path) {
     }
 }
 
+/// `CAIRN_TEST_SHRINK_MAPPED=1`: a local repository calls this with a
+/// pack's path right after mapping it for reading, and the pack is cut to
+/// half its length, so that reading the rest of the map raises SIGBUS, as
+/// a page the disk cannot read does. Unset, this costs one cached
+/// environment lookup.
+pub fn shrink_mapped(path: &std::path::Path) {
+    static ON: OnceLock<bool> = OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("CAIRN_TEST_SHRINK_MAPPED").is_some()) {
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+            if let Ok(m) = f.metadata() {
+                let _ = f.set_len(m.len() / 2);
+            }
+        }
+    }
+}
+
 /// `CAIRN_TEST_SWAP_WALKED=NAME=>TARGET`: backup calls this with a
 /// directory's path after the walk has stat-ed it and just before it
 /// opens it; if its file name is `NAME`, the directory is moved aside

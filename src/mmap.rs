@@ -7,6 +7,14 @@
 //! file keeps its pages alive), and every access is bounds-checked against
 //! the length at mapping time. Empty files are not mapped (mmap rejects
 //! them); they read as an empty slice.
+//!
+//! The contract does not cover the disk: a mapped page the disk cannot
+//! read (an IO error on failing media, a network filesystem that lost
+//! the file) raises SIGBUS as a truncation does, with no error to
+//! return. [`catch_bus_errors`] turns that signal into a message naming
+//! the file and exit status 1, instead of death by signal 7 with nothing
+//! said: `verify --read-data`, whose work is to find bad media, must say
+//! where it found it.
 
 use std::fs::File;
 use std::ops::Deref;
@@ -333,5 +341,162 @@ mod tests {
         // Past the end of the file, the range stops at it.
         read_ahead(&file, (7 << 20)..(20 << 20));
         assert_eq!(cached(7 << 20, 8 << 20), 256);
+    }
+}
+
+/// Installs the handler that reports a bus error (SIGBUS: a mapped page
+/// that could not be read) and ends the process with status 1, naming the
+/// file mapped at the faulting address as `/proc/self/maps` gives it. The
+/// process stops at once, as if killed: what it wrote before is
+/// consistent, as after a kill, and nothing after is written. Call once at
+/// start-up.
+pub fn catch_bus_errors() {
+    // SAFETY: an empty sigaction filled in below; the handler only makes
+    // async-signal-safe calls (open, read, write, close, _exit).
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_bus_error as *const () as usize;
+        action.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+    }
+}
+
+extern "C" fn on_bus_error(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    let mut path = [0u8; 1024];
+    let n = mapped_file_at(addr, &mut path);
+    let say = |bytes: &[u8]| {
+        // SAFETY: writing a valid buffer to standard error.
+        unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+    };
+    say(b"cairn: bus error reading ");
+    if n > 0 {
+        say(&path[..n]);
+    } else {
+        say(b"a mapped file");
+    }
+    say(
+        b": part of it could not be read (the disk returned an IO error, or the file \
+          shrank or vanished from under cairn); stopped at once, as if killed: check \
+          the disk, then run `cairn verify --read-data`\n",
+    );
+    // SAFETY: ends the process without running anything else.
+    unsafe { libc::_exit(1) }
+}
+
+/// The path of the file `/proc/self/maps` shows mapped at `addr`, copied
+/// into `out`; its length, 0 if none. Allocates nothing and calls only
+/// async-signal-safe functions: it runs in a signal handler.
+fn mapped_file_at(addr: usize, out: &mut [u8]) -> usize {
+    // SAFETY: a NUL-terminated path; the descriptor is closed below.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return 0;
+    }
+    // A line of the maps: `START-END PERMS OFFSET DEV INODE   PATH`.
+    let mut buf = [0u8; 4096];
+    let (mut have, mut found) = (0usize, 0usize);
+    loop {
+        // SAFETY: reading into the free end of `buf`.
+        let n = unsafe { libc::read(fd, buf[have..].as_mut_ptr().cast(), buf.len() - have) };
+        if n <= 0 {
+            break;
+        }
+        have += n as usize;
+        let mut start = 0;
+        while let Some(end) = buf[start..have].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + end];
+            start += end + 1;
+            if let Some(path) = line_path_at(line, addr) {
+                let n = path.len().min(out.len());
+                out[..n].copy_from_slice(&path[..n]);
+                found = n;
+                break;
+            }
+        }
+        if found > 0 {
+            break;
+        }
+        // Keep the partial line; a line longer than the buffer is dropped.
+        buf.copy_within(start..have, 0);
+        have -= start;
+        if have == buf.len() {
+            have = 0;
+        }
+    }
+    // SAFETY: the descriptor opened above.
+    unsafe { libc::close(fd) };
+    found
+}
+
+/// The path of a `/proc/self/maps` line whose range holds `addr`.
+fn line_path_at(line: &[u8], addr: usize) -> Option<&[u8]> {
+    let hex = |s: &[u8]| -> Option<usize> {
+        let mut v = 0usize;
+        for &b in s {
+            let d = (b as char).to_digit(16)? as usize;
+            v = v.checked_mul(16)?.checked_add(d)?;
+        }
+        (!s.is_empty()).then_some(v)
+    };
+    let dash = line.iter().position(|&b| b == b'-')?;
+    let space = line.iter().position(|&b| b == b' ')?;
+    let (lo, hi) = (hex(&line[..dash])?, hex(line.get(dash + 1..space)?)?);
+    if !(lo..hi).contains(&addr) {
+        return None;
+    }
+    // The path begins at the first '/' after the five fields.
+    let mut fields = 0;
+    let mut i = 0;
+    while i < line.len() && fields < 5 {
+        while i < line.len() && line[i] != b' ' {
+            i += 1;
+        }
+        while i < line.len() && line[i] == b' ' {
+            i += 1;
+        }
+        fields += 1;
+    }
+    let path = line.get(i..)?;
+    (path.first() == Some(&b'/')).then_some(path)
+}
+
+#[cfg(test)]
+mod bus_tests {
+    use super::*;
+
+    #[test]
+    fn a_maps_line_gives_its_path_only_for_addresses_in_its_range() {
+        let line =
+            b"7f00a0000000-7f00a0200000 r--s 00000000 fd:01 1234   /repo/packs/ab/ab12 (deleted)";
+        let path: &[u8] = b"/repo/packs/ab/ab12 (deleted)";
+        assert_eq!(line_path_at(line, 0x7f00a0000000), Some(path));
+        assert_eq!(line_path_at(line, 0x7f00a01fffff), Some(path));
+        assert_eq!(line_path_at(line, 0x7f00a0200000), None);
+        assert_eq!(line_path_at(line, 0x7f009fffffff), None);
+        let anon = b"7f00a0000000-7f00a0200000 rw-p 00000000 00:00 0 ";
+        assert_eq!(line_path_at(anon, 0x7f00a0000001), None);
+        assert_eq!(line_path_at(b"garbage", 1), None);
+        assert_eq!(line_path_at(b"-", 0), None);
+    }
+
+    #[test]
+    fn this_process_s_maps_name_a_mapped_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mapped");
+        std::fs::write(&path, vec![1u8; 8192]).unwrap();
+        let map = Map::open(&path).unwrap();
+        let mut out = [0u8; 1024];
+        let n = mapped_file_at(map.as_ptr() as usize + 100, &mut out);
+        assert_eq!(&out[..n], path.as_os_str().as_encoded_bytes());
+        let on_stack = 0u8;
+        assert_eq!(mapped_file_at(&on_stack as *const u8 as usize, &mut out), 0);
     }
 }

@@ -492,3 +492,26 @@ fn a_damaged_key_file_is_not_called_a_wrong_password() {
     assert!(!out.stderr.contains("wrong password"), "{out}");
     assert!(out.stderr.contains("does not match its name"), "{out}");
 }
+
+/// A mapped pack whose pages cannot be read (here cut short under the
+/// process, as a disk returning IO errors would make them) stops the
+/// command with a message naming the pack and exit status 1, not death
+/// by SIGBUS with nothing said.
+#[test]
+fn an_unreadable_mapped_pack_is_named_not_a_silent_crash() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), random_bytes(5, 3_000_000));
+    repo.backup(&[&src], &[]);
+    let mut c = repo.cmd(&["verify", "--read-data"]);
+    c.env("CAIRN_TEST_SHRINK_MAPPED", "1");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let packs = repo.path.join("packs");
+    assert!(
+        out.stderr
+            .contains(&format!("cairn: bus error reading {}/", packs.display())),
+        "{out}"
+    );
+    assert!(out.stderr.contains("cairn verify --read-data"), "{out}");
+}

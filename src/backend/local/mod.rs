@@ -423,7 +423,11 @@ impl Backend for LocalBackend {
                 // with `pread` until they are many (see `IndexTable::find`).
                 let map = match kind {
                     FileKind::Index => Map::keeping(file, &path)?,
-                    _ => Map::file(&file, &path)?,
+                    _ => {
+                        let map = Map::file(&file, &path)?;
+                        crate::fault::shrink_mapped(&path);
+                        map
+                    }
                 };
                 Ok(Data::Mapped(map))
             }
