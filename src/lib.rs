@@ -43,6 +43,14 @@ pub mod writer;
 pub use error::{Error, Result};
 pub use repo::Repository;
 
+/// Writes `args` and a newline to standard error, ignoring a failure
+/// (where `eprintln!` would panic): there is nowhere left to report it,
+/// and a closed standard error must not stop a backup halfway.
+pub(crate) fn eprint_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
+}
+
 /// Now, in ns since the Unix epoch.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()

@@ -466,9 +466,9 @@ impl Drop for BlobWriter<'_> {
         }
         let kept = self.repo.salvage_index(std::mem::take(&mut st.index));
         if kept > 0 {
-            eprintln!(
+            crate::eprint_line(format_args!(
                 "warning: {kept} pack(s) already uploaded are recorded; the next backup reuses them"
-            );
+            ));
         }
     }
 }

@@ -531,14 +531,14 @@ impl S3Backend {
                 .map_err(fail)?;
             if !self.refused.swap(true, Ordering::Relaxed) {
                 let detail = first.err().map(|e| e.message().to_string());
-                eprintln!(
+                crate::eprint_line(format_args!(
                     "warning: {} at {} does not check uploads ({}); uploading without \
                      a checksum, so bytes changed on the way are found only by \
                      `verify --read-data`",
                     self.opts.bucket,
                     self.endpoint,
                     detail.unwrap_or_default()
-                );
+                ));
             }
             return Ok(());
         }
@@ -656,12 +656,12 @@ impl S3Backend {
     }
 }
 
-/// Blocks SIGPIPE on the calling (runtime) thread. The process keeps the
-/// default SIGPIPE action so `cairn ls | head` ends quietly, but a server
-/// closing a connection while a runtime thread writes to it must be an
-/// `EPIPE` error (retried), not the death of the process. SIGPIPE raised
-/// by a write goes to the writing thread, and the connections live on
-/// these threads.
+/// Blocks SIGPIPE on the calling (runtime) thread: a server closing a
+/// connection while a runtime thread writes to it must be an `EPIPE`
+/// error (retried), not the death of the process. The `cairn` binary
+/// ignores SIGPIPE altogether, but a program using this crate may keep
+/// the default action; SIGPIPE raised by a write goes to the writing
+/// thread, and the connections live on these threads.
 fn block_sigpipe() {
     // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask
     // changes only this thread's mask.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
+use super::output::{self, outln};
 use super::{warn, Context};
 use crate::archiver::{self, BackupOptions, Producer, Stream};
 use crate::backend::Backend;
@@ -117,18 +118,17 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
             }
             let line = zeroize::Zeroizing::new(format!("{pw}\n"));
             super::write_new_private(&file, line.as_bytes())?;
-            eprintln!("*************************************************************************");
-            eprintln!(
-                "* NOTE: created the default repository at {}",
-                path.display()
-            );
-            eprintln!(
-                "* Its password is a random key stored in {}",
+            let banner = "*".repeat(73);
+            crate::eprint_line(format_args!(
+                "{banner}\n\
+                 * NOTE: created the default repository at {}\n\
+                 * Its password is a random key stored in {}\n\
+                 * (readable only by you). Copy that file somewhere safe: without it,\n\
+                 * these backups cannot be read. Use --repo and CAIRN_PASSWORD to choose.\n\
+                 {banner}",
+                path.display(),
                 file.display()
-            );
-            eprintln!("* (readable only by you). Copy that file somewhere safe: without it,");
-            eprintln!("* these backups cannot be read. Use --repo and CAIRN_PASSWORD to choose.");
-            eprintln!("*************************************************************************");
+            ));
             zeroize::Zeroizing::new(pw.into_bytes())
         }
     };
@@ -208,20 +208,19 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         archiver::backup(&repo, &opts, input, &warn).map_err(|e| super::explain_full(&repo, e))?;
     super::top_up_reserve(&repo, false);
     if let Some(note) = &result.note {
-        eprintln!("note: {note}");
+        crate::eprint_line(format_args!("note: {note}"));
     }
     let s = &result.snapshot.summary;
-    if a.json {
+    // The snapshot is written: from here on, what cannot be printed does
+    // not change the exit code (see `output::after_work`).
+    let printed = if a.json {
         let entry = crate::snapshot::SnapshotEntry {
             id: result.id,
             snapshot: result.snapshot.clone(),
         };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&entry).expect("JSON of plain data")
-        );
+        outln!("{}", super::json(&entry))
     } else {
-        println!(
+        outln!(
             "added {} ({} stored), {} files new / {} changed / {} unmodified, {} dirs, read {}, {} snapshot {}",
             human_bytes(s.bytes_added),
             human_bytes(s.bytes_stored),
@@ -232,22 +231,22 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
             human_bytes(s.bytes_read),
             result.snapshot.kind.as_str(),
             result.id.short()
-        );
-    }
+        )
+    };
     if !result.repo_warnings.is_empty() {
-        eprintln!(
-            "warning: the repository is damaged ({} problem(s), named above): the backup \
+        warn(&format!(
+            "the repository is damaged ({} problem(s), named above): the backup \
              read around it and every entry is in snapshot {}; run `cairn verify`",
             result.repo_warnings.len(),
             result.id.short()
-        );
+        ));
     }
     if !result.warnings.is_empty() {
-        eprintln!(
-            "warning: {} entries could not be read and are not in snapshot {}",
+        warn(&format!(
+            "{} entries could not be read and are not in snapshot {}",
             result.warnings.len(),
             result.id.short()
-        );
+        ));
     }
     // A dump is never empty: a stream of no bytes is a producer that
     // failed before writing anything (which `--stdin` cannot see, and
@@ -269,9 +268,14 @@ pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
         }
         _ => false,
     };
-    if result.warnings.is_empty() && result.repo_warnings.is_empty() && !empty_stream {
-        Ok(0)
+    let code = if result.warnings.is_empty() && result.repo_warnings.is_empty() && !empty_stream {
+        0
     } else {
-        Ok(EXIT_PARTIAL)
-    }
+        EXIT_PARTIAL
+    };
+    Ok(output::after_work(
+        code,
+        printed,
+        &format!("snapshot {} is written", result.id.short()),
+    ))
 }

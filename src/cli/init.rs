@@ -2,6 +2,7 @@
 
 use clap::Args;
 
+use super::output::{self, outln};
 use super::Context;
 use crate::crypto::Cipher;
 use crate::error::Result;
@@ -70,17 +71,23 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
     };
     let repo = Repository::init(backend.clone(), &pw, &opts)?;
     super::top_up_reserve(&repo, false);
-    println!(
-        "created repository {} at {} (data sealed with {})",
-        &hex::encode(repo.config().repo_id)[..8],
-        backend.location(),
-        repo.config().cipher.name()
-    );
-    for note in repo.notes() {
-        println!("  {note}");
-    }
-    println!("keep the password safe: without it the data cannot be read");
-    Ok(0)
+    let id = &hex::encode(repo.config().repo_id)[..8];
+    let printed = (|| {
+        outln!(
+            "created repository {id} at {} (data sealed with {})",
+            backend.location(),
+            repo.config().cipher.name()
+        )?;
+        for note in repo.notes() {
+            outln!("  {note}")?;
+        }
+        outln!("keep the password safe: without it the data cannot be read")
+    })();
+    Ok(output::after_work(
+        0,
+        printed,
+        &format!("repository {id} is created at {}", backend.location()),
+    ))
 }
 
 #[derive(Args, Debug)]
@@ -93,11 +100,17 @@ pub struct UnlockArgs {
 pub(super) fn run_unlock(ctx: &Context, a: UnlockArgs) -> Result<u8> {
     let repo = ctx.open()?;
     let removed = lock::remove_locks(repo.backend(), repo.key(), a.force)?;
-    for l in &removed {
-        println!("removed {}", l.describe());
-    }
-    println!("{} lock(s) removed", removed.len());
-    Ok(0)
+    let printed = (|| {
+        for l in &removed {
+            outln!("removed {}", l.describe())?;
+        }
+        outln!("{} lock(s) removed", removed.len())
+    })();
+    Ok(output::after_work(
+        0,
+        printed,
+        &format!("{} lock(s) are removed", removed.len()),
+    ))
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +139,20 @@ pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {
     let repo = ctx.open()?;
     let lock = super::lock_repo(ctx, &repo, !a.dry_run, "upgrade")?;
     let u = repo.upgrade(&lock, a.dry_run)?;
+    let printed = print_upgrade(&repo, &u, &a);
+    if u.upgraded {
+        let done = format!("the repository is upgraded to format {}", u.to);
+        return Ok(output::after_work(0, printed, &done));
+    }
+    output::read_only(0, printed)
+}
+
+/// Prints what `upgrade` did or would do.
+fn print_upgrade(
+    repo: &crate::repo::Repository,
+    u: &crate::repo::upgrade::Upgrade,
+    a: &UpgradeArgs,
+) -> Result<()> {
     if a.json {
         #[derive(serde::Serialize)]
         struct Report<'a> {
@@ -134,20 +161,19 @@ pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {
             dry_run: bool,
         }
         let report = Report {
-            upgrade: &u,
+            upgrade: u,
             dry_run: a.dry_run,
         };
-        println!("{}", super::json(&report));
-        return Ok(0);
+        return outln!("{}", super::json(&report));
     }
     let id = &hex::encode(repo.config().repo_id)[..8];
     if u.from == u.to {
-        println!(
+        outln!(
             "repository {id} is at format {}, the newest this cairn writes: nothing to do",
             u.from
-        );
+        )
     } else {
-        println!(
+        outln!(
             "{} repository {id} from format {} to {}: backups from now on write {}; \
              nothing stored is rewritten; a cairn that writes format {} or older can no \
              longer open it",
@@ -160,7 +186,6 @@ pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {
             u.to,
             format_additions(u.from),
             u.from
-        );
+        )
     }
-    Ok(0)
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use zeroize::Zeroizing;
 
+use super::output::{self, outln};
 use super::Context;
 use crate::error::{Error, Result};
 use crate::repo::export::{self, ExportedKey};
@@ -29,7 +30,7 @@ pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
             let repo = ctx.open_uncached()?;
             let bytes = export::encode(&repo.config().repo_id, repo.key());
             super::write_new_private(&file, &bytes)?;
-            println!(
+            let printed = outln!(
                 "exported the master key of repository {} to {}\n\
                  open it with --key-file {} (or CAIRN_KEY_FILE); anyone who can read that file \
                  can read and change every snapshot",
@@ -37,7 +38,8 @@ pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
                 file.display(),
                 file.display()
             );
-            Ok(0)
+            let done = format!("the key is exported to {}", file.display());
+            Ok(output::after_work(0, printed, &done))
         }
     }
 }

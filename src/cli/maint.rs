@@ -4,6 +4,7 @@
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::output::{self, outln};
 use super::show::FilterArgs;
 use super::{json, warn, Context};
 use crate::backend::FileKind;
@@ -60,26 +61,40 @@ fn verify_command(
             workers: ctx.workers(repo),
         },
     )?;
+    let code = if report.is_clean() { 0 } else { EXIT_ERROR };
+    let printed = print_verify(&report, &a, read_data.is_some(), opened_with_password);
+    // A check changes nothing: a report that cannot be written fails it,
+    // but a closed pipe leaves its verdict as it is.
+    output::read_only(code, printed)
+}
+
+/// Prints verify's report.
+fn print_verify(
+    report: &verify::VerifyReport,
+    a: &VerifyArgs,
+    read_data: bool,
+    opened_with_password: bool,
+) -> Result<()> {
     if a.json {
-        println!("{}", json(&report));
+        outln!("{}", json(report))?;
     } else {
         if let Some(w) = &report.read_subset {
-            println!("reading {}", w.description);
+            outln!("reading {}", w.description)?;
         }
         for w in &report.warnings {
-            println!("warning: {}: {}", w.object, w.message);
+            outln!("warning: {}: {}", w.object, w.message)?;
         }
         for e in &report.errors {
-            println!("error: {}: {}", e.object, e.message);
+            outln!("error: {}: {}", e.object, e.message)?;
         }
         for d in &report.damaged {
-            println!(
+            outln!(
                 "damaged: snapshot {} {}: blob {} {}",
                 d.snapshot.short(),
                 d.path,
                 d.blob.short(),
                 d.reason
-            );
+            )?;
         }
         let opened = if opened_with_password {
             format!(
@@ -89,14 +104,14 @@ fn verify_command(
         } else {
             "opened with a key file: passwords not tried".to_string()
         };
-        println!(
+        outln!(
             "checked {} key files ({opened}), {} snapshots, {} trees, {} index tables, {} packs{}: {}",
             report.keys.len(),
             report.snapshots,
             report.trees,
             report.index_tables,
             report.packs,
-            if read_data.is_some() {
+            if read_data {
                 format!(
                     " ({} read, {} blobs, {})",
                     report.packs_read,
@@ -115,9 +130,9 @@ fn verify_command(
                     report.damaged.len()
                 )
             }
-        );
+        )?;
     }
-    Ok(if report.is_clean() { 0 } else { EXIT_ERROR })
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -183,15 +198,15 @@ fn gc_locked(
 }
 
 /// Prints what gc found and did.
-fn print_gc(plan: &gc::GcPlan, dry_run: bool) {
-    println!(
+fn print_gc(plan: &gc::GcPlan, dry_run: bool) -> Result<()> {
+    outln!(
         "live: {} blobs, {}; unused: {} blobs, {}",
         plan.live_blobs,
         human_bytes(plan.live_bytes),
         plan.dead_blobs,
         human_bytes(plan.dead_bytes)
-    );
-    println!(
+    )?;
+    outln!(
         "{}{} packs deleted, {} repacked ({} copied), {} kept; {} freed",
         if dry_run { "would have: " } else { "" },
         plan.delete.len(),
@@ -199,44 +214,45 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) {
         human_bytes(plan.bytes_repacked),
         plan.keep,
         human_bytes(plan.bytes_freed)
-    );
+    )?;
     if !plan.in_progress.is_empty() {
-        println!(
+        outln!(
             "{} packs not in the index (a backup may be writing them): not counted",
             plan.in_progress.len()
-        );
+        )?;
     }
     if let Some(short) = &plan.repack_skipped {
-        println!(
+        outln!(
             "repacking left for later: the repository's filesystem has {} free, repacking needs {} \
              before it deletes anything; run gc again once this run's deletions have made room",
             human_bytes(short.free),
             human_bytes(short.needed)
-        );
+        )?;
     }
     let done = if dry_run { "would have: " } else { "" };
     if plan.leftovers_removed > 0 {
-        println!(
+        outln!(
             "{done}removed {} temporary files left by interrupted writes",
             plan.leftovers_removed
-        );
+        )?;
     }
     if plan.uploads_aborted > 0 {
-        println!(
+        outln!(
             "{done}aborted {} incomplete multipart uploads{}",
             plan.uploads_aborted,
             match plan.upload_bytes {
                 Some(n) => format!(" ({} in parts)", human_bytes(n)),
                 None => String::new(),
             }
-        );
+        )?;
     }
     if plan.uploads_in_progress > 0 {
-        println!(
+        outln!(
             "{} incomplete multipart uploads (a backup may be writing them): not aborted",
             plan.uploads_in_progress
-        );
+        )?;
     }
+    Ok(())
 }
 
 pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
@@ -256,18 +272,21 @@ fn gc_command(ctx: &Context, repo: &Repository, a: &GcArgs) -> Result<u8> {
         },
         a.dry_run,
     )?;
-    if a.json {
-        println!(
+    let printed = if a.json {
+        outln!(
             "{}",
             json(&GcReport {
                 dry_run: a.dry_run,
                 plan: &plan
             })
-        );
+        )
     } else {
-        print_gc(&plan, a.dry_run);
+        print_gc(&plan, a.dry_run)
+    };
+    if a.dry_run {
+        return output::read_only(0, printed);
     }
-    Ok(0)
+    Ok(output::after_work(0, printed, "gc is done"))
 }
 
 #[derive(Args, Debug)]
@@ -423,42 +442,39 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
             "left in place"
         },
     );
-    if !a.json {
-        for g in &reports {
-            println!("{}:", g.group);
-            for d in &g.snapshots {
-                println!(
-                    "  {} {:<19}  {:<6}  {}",
-                    d.id.short(),
-                    d.time_ns.map_or_else(|| "(damaged)".into(), format_time),
-                    if d.keep { "keep" } else { "remove" },
-                    d.reasons.join(", ")
-                );
-            }
-        }
-    }
+    // The decisions are printed before anything is removed, but a report
+    // that cannot be written (or a reader gone) does not stop the removal
+    // the operator asked for: past its first failure the printing stops,
+    // the work goes on, and `output::after_work` decides the exit code.
+    let mut printed = if a.json {
+        Ok(())
+    } else {
+        print_decisions(&reports)
+    };
     if a.dry_run {
-        if a.json {
-            println!("{}", json(&reports));
-        } else {
-            println!("would remove {} snapshot(s)", remove.len());
-        }
+        printed = printed.and_then(|()| {
+            if a.json {
+                outln!("{}", json(&reports))
+            } else {
+                outln!("would remove {} snapshot(s)", remove.len())
+            }
+        });
         if a.gc {
             // What gc would free depends on the snapshots the forget
             // removes: planned now, it would show the repository as is.
-            eprintln!(
+            crate::eprint_line(format_args!(
                 "note: a dry run of forget does not plan its gc: after the forget, \
                  `cairn gc --dry-run` shows what gc would free"
-            );
+            ));
         }
-        return Ok(0);
+        return output::read_only(0, printed);
     }
     for id in &remove {
         repo.backend().remove(FileKind::Snapshot, &id.to_hex())?;
         crate::fault::point("forget-after-remove");
     }
     if !a.json {
-        println!("removed {} snapshot(s)", remove.len());
+        printed = printed.and_then(|()| outln!("removed {} snapshot(s)", remove.len()));
     }
     let gc_plan = if a.gc {
         Some(gc_locked(repo, &lock, &GcOptions::default(), false)?)
@@ -470,19 +486,41 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
     // a power cut would name removed packs): gc settles them with its own
     // removals, before it removes any pack (see `gc::execute`).
     repo.backend().settle_removals()?;
-    match (a.json, &gc_plan) {
-        (true, Some(plan)) => println!(
+    let printed = printed.and_then(|()| match (a.json, &gc_plan) {
+        (true, Some(plan)) => outln!(
             "{}",
             json(&ForgetGcReport {
                 forget: &reports,
                 gc: plan,
             })
         ),
-        (true, None) => println!("{}", json(&reports)),
+        (true, None) => outln!("{}", json(&reports)),
         (false, Some(plan)) => print_gc(plan, false),
-        (false, None) => {}
+        (false, None) => Ok(()),
+    });
+    let done = format!(
+        "{} snapshot(s) are removed{}",
+        remove.len(),
+        if a.gc { " and gc is done" } else { "" }
+    );
+    Ok(output::after_work(0, printed, &done))
+}
+
+/// Prints forget's decisions, group by group.
+fn print_decisions(reports: &[GroupDecisions]) -> Result<()> {
+    for g in reports {
+        outln!("{}:", g.group)?;
+        for d in &g.snapshots {
+            outln!(
+                "  {} {:<19}  {:<6}  {}",
+                d.id.short(),
+                d.time_ns.map_or_else(|| "(damaged)".into(), format_time),
+                if d.keep { "keep" } else { "remove" },
+                d.reasons.join(", ")
+            )?;
+        }
     }
-    Ok(0)
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -518,13 +556,19 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
         RepairWhat::Index => {
             let lock = super::lock_repo(ctx, repo, true, "repair index")?;
             let r = repair::repair_index(repo, &lock)?;
-            for u in &r.unreadable {
-                println!("unreadable, left in place: {u}");
-            }
-            println!(
-                "indexed {} blobs in {} packs; replaced {} index table(s) with {}",
-                r.blobs, r.packs, r.removed_tables, r.written_tables
-            );
+            let printed = (|| {
+                for u in &r.unreadable {
+                    outln!("unreadable, left in place: {u}")?;
+                }
+                outln!(
+                    "indexed {} blobs in {} packs; replaced {} index table(s) with {}",
+                    r.blobs,
+                    r.packs,
+                    r.removed_tables,
+                    r.written_tables
+                )
+            })();
+            Ok(output::after_work(0, printed, "the index is rebuilt"))
         }
         RepairWhat::Snapshots { dry_run, read_data } => {
             let _lock = super::lock_repo(ctx, repo, false, "repair snapshots")?;
@@ -536,48 +580,57 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                     workers: ctx.workers(repo),
                 },
             )?;
-            for d in &r.damaged {
-                println!(
-                    "damaged, left as it is: snapshot file snapshots/{} ({}); nothing in it \
-                     can be read to repair, and `cairn forget {}` removes it",
-                    d.id,
-                    d.reason,
-                    d.id.short()
-                );
+            let printed = print_repaired(&r, dry_run);
+            if dry_run {
+                return output::read_only(0, printed);
             }
-            for (original, copy) in &r.skipped {
-                println!(
-                    "snapshot {} already has the repaired copy {}: skipped",
-                    original.short(),
-                    copy.short()
-                );
-            }
-            let fixed = &r.repaired;
-            for f in fixed {
-                println!(
-                    "snapshot {} {} as {} without:",
-                    f.original.short(),
-                    if dry_run {
-                        "would be repaired"
-                    } else {
-                        "repaired"
-                    },
-                    f.repaired.short()
-                );
-                for p in &f.dropped {
-                    println!("  {p}");
-                }
-            }
-            println!(
-                "{} snapshot(s) {}; originals are kept until you forget them",
-                fixed.len(),
-                if dry_run {
-                    "would be repaired"
-                } else {
-                    "repaired"
-                }
-            );
+            let done = format!("{} snapshot(s) are repaired", r.repaired.len());
+            Ok(output::after_work(0, printed, &done))
         }
     }
-    Ok(0)
+}
+
+/// Prints what `repair snapshots` did or would do.
+fn print_repaired(r: &repair::SnapshotsRepair, dry_run: bool) -> Result<()> {
+    for d in &r.damaged {
+        outln!(
+            "damaged, left as it is: snapshot file snapshots/{} ({}); nothing in it \
+                     can be read to repair, and `cairn forget {}` removes it",
+            d.id,
+            d.reason,
+            d.id.short()
+        )?;
+    }
+    for (original, copy) in &r.skipped {
+        outln!(
+            "snapshot {} already has the repaired copy {}: skipped",
+            original.short(),
+            copy.short()
+        )?;
+    }
+    let fixed = &r.repaired;
+    for f in fixed {
+        outln!(
+            "snapshot {} {} as {} without:",
+            f.original.short(),
+            if dry_run {
+                "would be repaired"
+            } else {
+                "repaired"
+            },
+            f.repaired.short()
+        )?;
+        for p in &f.dropped {
+            outln!("  {p}")?;
+        }
+    }
+    outln!(
+        "{} snapshot(s) {}; originals are kept until you forget them",
+        fixed.len(),
+        if dry_run {
+            "would be repaired"
+        } else {
+            "repaired"
+        }
+    )
 }

@@ -6,6 +6,7 @@ mod backup;
 mod init;
 mod key;
 mod maint;
+mod output;
 mod restore;
 mod show;
 
@@ -451,7 +452,7 @@ fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
 
 /// Prints a warning to stderr.
 pub(crate) fn warn(msg: &str) {
-    eprintln!("warning: {msg}");
+    crate::eprint_line(format_args!("warning: {msg}"));
 }
 
 /// Warns of every damaged snapshot file in `all`, saying what the command
@@ -533,10 +534,10 @@ fn lock_repo(
 }
 
 fn note_reserve_used(bytes: u64) {
-    eprintln!(
+    crate::eprint_line(format_args!(
         "note: the repository's filesystem is nearly full: using the {} set aside for this",
         human_bytes(bytes)
-    );
+    ));
 }
 
 /// Grows the repository's space reserve back to its size where the room
@@ -574,11 +575,11 @@ fn explain_full(repo: &Repository, e: Error) -> Error {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`cairn ls … | head`), like other tools.
-    // SAFETY: resetting a signal disposition at start-up, before threads.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored, as the Rust runtime leaves it: a write to a
+    // closed pipe fails with EPIPE, which `output` turns into a quiet end
+    // of a listing (`cairn snapshots | head -1`), and which cannot kill a
+    // backup that has written its snapshot (`cairn backup … | true`).
+    // Commands cairn starts get the default action back (std resets it).
     // Buffers of a MiB and more (chunks of up to 8 MiB, 16 MiB packs)
     // come and go all through a backup or restore. glibc raises its mmap
     // threshold each time such a mapped buffer is freed; from then on they
@@ -609,8 +610,10 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // The reader of a listing went away: it wanted no more.
+        Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::eprint_line(format_args!("error: {e}"));
             ExitCode::from(e.exit_code())
         }
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use super::output::{self, outln};
 use super::show::FilterArgs;
 use super::{warn, Context};
 use crate::error::{Error, Result};
@@ -67,10 +68,11 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         workers: ctx.workers(&repo),
     };
     let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn)?;
-    for path in &stats.would_remove {
-        println!("would remove {}", path.display());
-    }
-    println!(
+    let printed = (|| {
+        for path in &stats.would_remove {
+            outln!("would remove {}", path.display())?;
+        }
+        outln!(
         "{}restored snapshot {}: {} files written ({}), {} unchanged, {} dirs, {} other, {} skipped, {} removed",
         if opts.dry_run { "would have " } else { "" },
         entry.id.short(),
@@ -79,9 +81,10 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         stats.files_unchanged,
         stats.dirs,
         stats.other,
-        stats.skipped,
-        stats.removed
-    );
+            stats.skipped,
+            stats.removed
+        )
+    })();
     if stats.errors > 0 {
         return Err(Error::Invalid(if opts.dry_run {
             format!(
@@ -95,5 +98,9 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
             )
         }));
     }
-    Ok(0)
+    if opts.dry_run {
+        return output::read_only(0, printed);
+    }
+    let done = format!("snapshot {} is restored", entry.id.short());
+    Ok(output::after_work(0, printed, &done))
 }

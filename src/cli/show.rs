@@ -1,10 +1,9 @@
 //! `cairn snapshots`, `cairn ls` and `cairn cat`: reading the repository.
 
-use std::io::Write;
-
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use super::output::{self, outln};
 use super::{json, Context};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
@@ -60,19 +59,22 @@ pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
         .filter(|e| f.matches(&e.snapshot))
         .collect();
     if a.json {
-        println!("{}", json(&all));
+        outln!("{}", json(&all))?;
         return Ok(0);
     }
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
+    outln!(
         "{:<8}  {:<19}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  paths",
-        "id", "time", "host", "set", "kind", "size", "added"
-    );
+        "id",
+        "time",
+        "host",
+        "set",
+        "kind",
+        "size",
+        "added"
+    )?;
     for e in &all {
         let s = &e.snapshot;
-        let _ = writeln!(
-            out,
+        outln!(
             "{:<8}  {:<19}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  {}",
             e.id.short(),
             format_time(s.time_ns),
@@ -82,9 +84,9 @@ pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
             human_bytes(s.summary.total_bytes),
             human_bytes(s.summary.bytes_stored),
             s.paths.join(" ")
-        );
+        )?;
     }
-    let _ = writeln!(out, "{} snapshot(s)", all.len());
+    outln!("{} snapshot(s)", all.len())?;
     Ok(0)
 }
 
@@ -116,18 +118,13 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let all = repo.snapshots()?;
     let e = super::pick(&all, &a.snapshot, &a.filter.filter())?;
     let (tree, base) = repo.tree_at(&e.snapshot.tree, a.path.as_deref().unwrap_or("/"))?;
-    let mut out = std::io::stdout().lock();
-    list_tree(&repo, tree, &base, &a, &mut out)?;
+    list_tree(&repo, tree, &base, &a)?;
     Ok(0)
 }
 
-fn list_tree(
-    repo: &Repository,
-    tree: DirNodes<'_>,
-    base: &str,
-    a: &LsArgs,
-    out: &mut impl Write,
-) -> Result<()> {
+/// Prints the entries of `tree` (under `base`) and of every folder below
+/// it; stops at the first failed write to standard output.
+fn list_tree(repo: &Repository, tree: DirNodes<'_>, base: &str, a: &LsArgs) -> Result<()> {
     for node in tree {
         let node = &node?;
         let path = format!("{base}/{}", node.name);
@@ -158,11 +155,9 @@ fn list_tree(
         } else {
             path.clone()
         };
-        if writeln!(out, "{line}").is_err() {
-            return Ok(());
-        }
+        outln!("{line}")?;
         if let NodeKind::Dir { subtree } = &node.kind {
-            list_tree(repo, repo.dir_nodes(subtree)?, &path, a, out)?;
+            list_tree(repo, repo.dir_nodes(subtree)?, &path, a)?;
         }
     }
     Ok(())
@@ -254,9 +249,7 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         CatKind::Blob => {
             let id = BlobId::from_hex(need_id(&a)?)?;
             let data = repo.read_blob(&id)?;
-            std::io::stdout()
-                .write_all(&data)
-                .map_err(|e| Error::io("write standard output", e))?;
+            output::write_bytes(&data)?;
             return Ok(0);
         }
         CatKind::Index => {
@@ -309,6 +302,6 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
     };
     let _ = Config::peek_repo_id; // config JSON comes from the decoded struct
-    println!("{text}");
+    outln!("{text}")?;
     Ok(0)
 }

@@ -632,7 +632,10 @@ fn acquire_with(
             )));
         }
         if !announced {
-            eprintln!("waiting for the repository: {}", judge.describe(holder));
+            crate::eprint_line(format_args!(
+                "waiting for the repository: {}",
+                judge.describe(holder)
+            ));
             announced = true;
         }
         thread::sleep(
