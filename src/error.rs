@@ -47,9 +47,17 @@ pub enum Error {
     /// undone.
     #[error("{0}")]
     LockLost(String),
-    /// No key file opened with the password.
-    #[error("wrong password: no key in {0} opens with it")]
-    WrongPassword(String),
+    /// No key file opened with the password. `from` says where the
+    /// password came from (`CAIRN_PASSWORD`, `--password-file FILE`),
+    /// where the caller knows.
+    #[error(
+        "wrong password{}: no key in {location} opens with it",
+        from.as_ref().map(|f| format!(" (from {f})")).unwrap_or_default()
+    )]
+    WrongPassword {
+        location: String,
+        from: Option<String>,
+    },
     /// An exported key file does not open the repository.
     #[error("wrong key file: {0}")]
     WrongKey(String),
@@ -101,7 +109,7 @@ impl Error {
         match self {
             Error::RepoMissing(_) => EXIT_REPO_MISSING,
             Error::Locked(_) => EXIT_LOCKED,
-            Error::WrongPassword(_) | Error::WrongKey(_) => EXIT_WRONG_PASSWORD,
+            Error::WrongPassword { .. } | Error::WrongKey(_) => EXIT_WRONG_PASSWORD,
             _ => EXIT_ERROR,
         }
     }

@@ -515,3 +515,104 @@ fn an_unreadable_mapped_pack_is_named_not_a_silent_crash() {
     );
     assert!(out.stderr.contains("cairn verify --read-data"), "{out}");
 }
+
+/// `CAIRN_PASSWORD=$(cat FILE)` of a file that could not be read sets an
+/// empty password: refused, naming the variable, before anything is made.
+#[test]
+fn an_empty_cairn_password_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    let out = run(
+        cairn()
+            .arg("-r")
+            .arg(&path)
+            .args(["init"])
+            .args(FAST_INIT)
+            .env("CAIRN_PASSWORD", ""),
+        None,
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("CAIRN_PASSWORD"), "{out}");
+    assert!(!path.exists(), "init made a repository:\n{out}");
+
+    // Nor does it open one.
+    let repo = Repo::new();
+    let mut c = repo.cmd(&["snapshots"]);
+    c.env("CAIRN_PASSWORD", "");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("CAIRN_PASSWORD"), "{out}");
+
+    // Nor the default repository, which a first backup creates.
+    let home = dir.path().join("home");
+    let src = dir.path().join("src");
+    write(&src.join("f"), "data");
+    let out = run(
+        cairn()
+            .arg("backup")
+            .arg(&src)
+            .env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("CAIRN_PASSWORD", ""),
+        None,
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("CAIRN_PASSWORD"), "{out}");
+    assert!(!home.join("data/cairn/default").exists(), "{out}");
+}
+
+/// A password file on the command line wins over the environment, and a
+/// wrong password says where it came from.
+#[test]
+fn a_password_flag_wins_over_the_environment_and_a_wrong_one_is_named() {
+    let repo = Repo::new();
+    let right = repo.scratch("right.pw");
+    write(&right, format!("{PASSWORD}\n"));
+    let wrong = repo.scratch("wrong.pw");
+    write(&wrong, "not it\n");
+
+    let mut c = repo.cmd(&["snapshots", "--password-file", right.to_str().unwrap()]);
+    c.env("CAIRN_PASSWORD", "a stale password");
+    run(&mut c, None).success();
+
+    let mut c = repo.cmd(&["snapshots"]);
+    c.env("CAIRN_PASSWORD", "a stale password");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(
+        out.stderr.contains("wrong password (from CAIRN_PASSWORD)"),
+        "{out}"
+    );
+
+    let mut c = repo.cmd(&["snapshots", "--password-file", wrong.to_str().unwrap()]);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "wrong password (from --password-file {})",
+            wrong.display()
+        )),
+        "{out}"
+    );
+
+    // Between two variables, CAIRN_PASSWORD still wins.
+    let mut c = repo.cmd(&["snapshots"]);
+    c.env("CAIRN_PASSWORD_FILE", &wrong);
+    run(&mut c, None).success();
+    let mut c = cairn();
+    c.arg("-r").arg(&repo.path).arg("snapshots");
+    c.env("CAIRN_PASSWORD_FILE", &wrong);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(out.stderr.contains("(from CAIRN_PASSWORD_FILE"), "{out}");
+
+    // --password-file wins over CAIRN_KEY_FILE too.
+    let key = repo.scratch("repo.key");
+    repo.run(&["key", "export", key.to_str().unwrap()])
+        .success();
+    let mut c = repo.cmd(&["snapshots", "--password-file", wrong.to_str().unwrap()]);
+    c.env("CAIRN_KEY_FILE", &key);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "the key file was used:\n{out}");
+}

@@ -93,7 +93,7 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
         return ctx.open();
     }
     let password = match ctx.explicit_password()? {
-        Some(pw) => pw,
+        Some(pw) => pw.bytes,
         None => {
             let file = Context::default_password_file().ok_or_else(|| {
                 Error::Invalid(

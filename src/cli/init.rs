@@ -69,7 +69,7 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
         },
         cipher: a.cipher,
     };
-    let repo = Repository::init(backend.clone(), &pw, &opts)?;
+    let repo = Repository::init(backend.clone(), &pw.bytes, &opts)?;
     super::top_up_reserve(&repo, false);
     let id = &hex::encode(repo.config().repo_id)[..8];
     let printed = (|| {

@@ -46,12 +46,15 @@ pub struct GlobalArgs {
     /// the user's default repository under the data dir.
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true)]
     repo: Option<String>,
-    /// File holding the repository password (first line).
-    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true)]
+    /// File holding the repository password (first line). Wins over
+    /// CAIRN_PASSWORD, CAIRN_PASSWORD_FILE and CAIRN_KEY_FILE in the
+    /// environment.
+    #[arg(long, global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Open the repository with a key file written by `cairn key export`
-    /// instead of a password (no password is asked for or derived).
-    #[arg(long, env = "CAIRN_KEY_FILE", global = true, value_name = "FILE")]
+    /// instead of a password (no password is asked for or derived). In the
+    /// environment: CAIRN_KEY_FILE.
+    #[arg(long, global = true, value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// How long to wait for a conflicting lock: numbers with units s, m
     /// (minutes), h, d, e.g. 30s, 10m, 1h30m; a bare number is seconds.
@@ -238,26 +241,58 @@ impl Context {
         dirs::config_dir().map(|d| d.join("cairn").join("default-repo.password"))
     }
 
-    /// The password given explicitly: `CAIRN_PASSWORD`, or a password file.
-    fn explicit_password(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
-        if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
-            return Ok(Some(Zeroizing::new(p.into_encoded_bytes())));
+    /// The password given explicitly, with where it came from (for
+    /// messages): `--password-file` on the command line, else
+    /// `CAIRN_PASSWORD`, else `CAIRN_PASSWORD_FILE`. An empty
+    /// `CAIRN_PASSWORD` is refused (`CAIRN_PASSWORD=$(cat FILE)` of a file
+    /// that could not be read would otherwise make or open a repository
+    /// with no password at all).
+    fn explicit_password(&self) -> Result<Option<Password>> {
+        if let Some(f) = &self.global.password_file {
+            return Password::from_file(f, format!("--password-file {}", f.display())).map(Some);
         }
-        match &self.global.password_file {
-            Some(f) => read_password_file(f).map(Some),
+        if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
+            if p.is_empty() {
+                return Err(Error::Invalid(
+                    "CAIRN_PASSWORD is set but empty: refusing an empty password (unset it to \
+                     use a password file or a prompt)"
+                        .into(),
+                ));
+            }
+            return Ok(Some(Password {
+                bytes: Zeroizing::new(p.into_encoded_bytes()),
+                from: "CAIRN_PASSWORD".into(),
+            }));
+        }
+        match env_path("CAIRN_PASSWORD_FILE") {
+            Some(f) => {
+                Password::from_file(&f, format!("CAIRN_PASSWORD_FILE {}", f.display())).map(Some)
+            }
             None => Ok(None),
         }
     }
 
-    /// The password from the environment, a file, the default repository's
-    /// key file, or a terminal prompt.
-    fn password(&self, creating: bool) -> Result<Zeroizing<Vec<u8>>> {
+    /// The exported key file to open the repository with: `--key-file`,
+    /// else `CAIRN_KEY_FILE` unless `--password-file` is on the command
+    /// line (a flag wins over the environment).
+    fn key_file(&self) -> Option<PathBuf> {
+        match (&self.global.key_file, &self.global.password_file) {
+            (Some(f), _) => Some(f.clone()),
+            (None, Some(_)) => None,
+            (None, None) => env_path("CAIRN_KEY_FILE"),
+        }
+    }
+
+    /// The password from the command line, the environment, the default
+    /// repository's password file, or a terminal prompt.
+    fn password(&self, creating: bool) -> Result<Password> {
         if let Some(pw) = self.explicit_password()? {
             return Ok(pw);
         }
         if let Place::Local(_, true) = self.place()? {
             if let Some(f) = Self::default_password_file().filter(|f| f.exists()) {
-                return read_password_file(&f);
+                let from = format!("the default repository's password file {}", f.display());
+                return Password::from_file(&f, from);
             }
         }
         if std::io::stdin().is_terminal() {
@@ -273,7 +308,10 @@ impl Context {
             if pw.is_empty() {
                 return Err(Error::Invalid("empty password".into()));
             }
-            return Ok(Zeroizing::new(pw.into_bytes()));
+            return Ok(Password {
+                bytes: Zeroizing::new(pw.into_bytes()),
+                from: "the prompt".into(),
+            });
         }
         Err(Error::Invalid(
             "no password: set CAIRN_PASSWORD, pass --password-file (or CAIRN_PASSWORD_FILE), or run on a terminal".into(),
@@ -319,14 +357,14 @@ impl Context {
         if !backend.exists()? {
             return Err(Error::RepoMissing(backend.location()));
         }
-        if let Some(f) = &self.global.key_file {
+        if let Some(f) = self.key_file() {
             let what = format!("key file {}", f.display());
-            let exported = key::read_exported(f, &what)?;
+            let exported = key::read_exported(&f, &what)?;
             return Ok((Repository::open_exported(backend, exported, &what)?, None));
         }
         let pw = self.password(false)?;
-        let repo = Repository::open(backend, &pw)?;
-        Ok((repo, Some(pw)))
+        let repo = Repository::open(backend, &pw.bytes).map_err(|e| pw.name_in(e))?;
+        Ok((repo, Some(pw.bytes)))
     }
 }
 
@@ -433,6 +471,43 @@ fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Re
     }
     std::fs::hard_link(from, to)?;
     std::fs::remove_file(from)
+}
+
+/// A password and where it came from.
+pub(crate) struct Password {
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
+    /// `CAIRN_PASSWORD`, `--password-file FILE`, `the prompt`, …
+    from: String,
+}
+
+impl Password {
+    /// The first line of the password file `f`, which `from` names.
+    fn from_file(f: &std::path::Path, from: String) -> Result<Password> {
+        Ok(Password {
+            bytes: read_password_file(f)?,
+            from,
+        })
+    }
+
+    /// `e`, saying where the password came from if it is
+    /// [`Error::WrongPassword`].
+    fn name_in(&self, e: Error) -> Error {
+        match e {
+            Error::WrongPassword { location, .. } => Error::WrongPassword {
+                location,
+                from: Some(self.from.clone()),
+            },
+            e => e,
+        }
+    }
+}
+
+/// A path from the environment variable `name`; none when it is unset or
+/// empty.
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The first line of a password file.

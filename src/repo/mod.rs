@@ -219,13 +219,19 @@ impl Repository {
                 ));
             }
             if !damaged.is_empty() {
-                return Err(Error::WrongPassword(format!(
-                    "{} (or the password is right and opens a damaged key file: {})",
-                    backend.location(),
-                    damaged.join("; ")
-                )));
+                return Err(Error::WrongPassword {
+                    location: format!(
+                        "{} (or the password is right and opens a damaged key file: {})",
+                        backend.location(),
+                        damaged.join("; ")
+                    ),
+                    from: None,
+                });
             }
-            return Err(Error::WrongPassword(backend.location()));
+            return Err(Error::WrongPassword {
+                location: backend.location(),
+                from: None,
+            });
         };
         Ok(Repository {
             backend,
