@@ -673,3 +673,34 @@ fn a_repository_copied_without_its_empty_folders_still_takes_backups() {
     assert!(out.stderr.contains("no repository at"), "{out}");
     assert!(!repo.path.exists());
 }
+
+/// A name starting with `-` goes after `--`, as clap's hint says, when
+/// `--` does not carry a --stdin-from-command command.
+#[test]
+fn paths_after_double_dash_are_backed_up() {
+    let repo = Repo::new();
+    let dir = repo.scratch("src");
+    write(&dir.join("-notes"), "a file named like an option");
+    write(&dir.join("plain"), "a plain file");
+
+    let mut c = repo.cmd(&["backup", "--json", "plain", "--", "-notes"]);
+    c.current_dir(&dir);
+    let out = run(&mut c, None).success();
+    let paths: Vec<String> = out.json()["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let abs = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    assert_eq!(paths, vec![abs("-notes"), abs("plain")], "{out}");
+    let ls = repo.run(&["ls", "latest"]).success();
+    assert!(ls.stdout.lines().any(|l| l == abs("-notes")), "{ls}");
+
+    // With --stdin, paths after `--` are paths all the same: refused.
+    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "x", "--", "-notes"]);
+    c.current_dir(&dir);
+    let out = run(&mut c, Some(b"data"));
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("not both"), "{out}");
+}

@@ -25,7 +25,8 @@ enum Kind {
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// Files and directories to back up.
+    /// Files and directories to back up; names starting with `-` go after
+    /// `--` (`cairn backup -- -notes`).
     paths: Vec<PathBuf>,
     /// Backup set (default: host and paths).
     #[arg(long)]
@@ -61,8 +62,10 @@ pub struct BackupArgs {
     /// default: the command's file name, e.g. `pg_dump`) in the snapshot.
     #[arg(long)]
     stdin_filename: Option<String>,
-    /// The command of --stdin-from-command and its arguments, after `--`.
-    #[arg(last = true, value_name = "COMMAND", requires = "stdin_from_command")]
+    /// After `--`: with --stdin-from-command, the command and its
+    /// arguments; without, more paths to back up (for names starting
+    /// with `-`).
+    #[arg(last = true, value_name = "COMMAND | PATH")]
     command: Vec<OsString>,
     /// Record this time instead of now, in RFC 3339 (e.g.
     /// 2024-05-01T02:00:00Z or 2024-05-01T04:00:00+02:00): for importing
@@ -152,7 +155,13 @@ fn command_file_name(command: &[OsString]) -> Result<String> {
         })
 }
 
-pub(super) fn run(ctx: &Context, a: BackupArgs) -> Result<u8> {
+pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
+    // Without --stdin-from-command, what follows `--` is paths, as clap's
+    // hint for a name starting with `-` (`-- -notes`) says.
+    if !a.stdin_from_command {
+        let more = std::mem::take(&mut a.command);
+        a.paths.extend(more.into_iter().map(PathBuf::from));
+    }
     let stream = a.stdin || a.stdin_from_command;
     if stream && !a.paths.is_empty() {
         return Err(Error::Invalid(
