@@ -8,10 +8,12 @@
 //! [`Beneath::at`]: the entry's parent directory is opened from the
 //! target's own descriptor without following any symlink (`openat2`
 //! with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, or one component at a
-//! time with `O_NOFOLLOW` where the kernel lacks it), and the entry is
-//! named as `/proc/self/fd/<parent>/<name>`, which the kernel resolves to
-//! that directory itself, whatever has happened to its path since. The
-//! last component is the entry's own: each operation on it already
+//! time with `O_NOFOLLOW` where the kernel lacks it; a folder deeper
+//! than `PATH_MAX` by its own name from its parent's descriptor), and
+//! the entry is named as `/proc/self/fd/<parent>/<name>`, which the
+//! kernel resolves to that directory itself, whatever has happened to its
+//! path since. The last component is the entry's own: each operation on
+//! it already
 //! refuses to follow a symlink there (`O_NOFOLLOW`, `lstat`, `lchown`,
 //! `linkat`, `rename`, ...).
 //!
@@ -133,7 +135,24 @@ impl Beneath {
         if let Some(d) = self.dirs.lock().ok().and_then(|d| d.get(rel).cloned()) {
             return Ok(d);
         }
-        let fd = Arc::new(open_beneath(root, rel).map_err(|e| {
+        let opened = match open_beneath(root, rel) {
+            // A path longer than the kernel takes at once (PATH_MAX, 4096
+            // bytes): the folder is opened by its own name from its
+            // parent's descriptor, itself reached the same way (and
+            // cached), so a tree of any depth is reached, never through a
+            // symlink.
+            Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                match (rel.parent(), rel.file_name()) {
+                    (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+                        let parent = self.dir(root, parent)?;
+                        open_beneath(&parent, Path::new(name))
+                    }
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        };
+        let fd = Arc::new(opened.map_err(|e| {
             let why = match e.raw_os_error() {
                 Some(libc::ELOOP | libc::ENOTDIR | libc::EXDEV) => {
                     "cannot be reached without following a symlink (a folder on the way \
@@ -308,5 +327,52 @@ mod tests {
 
         // Paths outside the target are refused.
         assert!(beneath.at(&outside.join("x")).is_err());
+    }
+
+    /// A folder deeper than the kernel takes a path at once (PATH_MAX) is
+    /// reached through the folders above it, and one of those turned into
+    /// a symlink is refused there as anywhere.
+    #[test]
+    fn a_folder_beyond_path_max_is_reached_and_never_through_a_symlink() {
+        let top = tempfile::tempdir().unwrap();
+        let target = top.path().join("target");
+        let outside = top.path().join("outside");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let beneath = Beneath::new(&target);
+        let names: Vec<String> = (0..30)
+            .map(|i| format!("{i:02}{}", "x".repeat(198)))
+            .collect();
+        let mut deep = target.clone();
+        for n in &names {
+            deep.push(n);
+            std::fs::create_dir(&*beneath.at(&deep).unwrap()).unwrap();
+        }
+        assert!(deep.as_os_str().len() > 6000);
+        std::fs::write(&*beneath.at(&deep.join("file")).unwrap(), "deep").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&*beneath.at(&deep.join("file")).unwrap()).unwrap(),
+            "deep"
+        );
+
+        // The 25th folder, past 4096 bytes, becomes a symlink to a folder
+        // outside the target holding the same names.
+        let swapped: PathBuf = names[..25].iter().fold(target.clone(), |p, n| p.join(n));
+        let parent = beneath.at(&swapped).unwrap();
+        let mut aside = parent.as_os_str().to_os_string();
+        aside.push(".old");
+        std::fs::rename(&*parent, &aside).unwrap();
+        std::os::unix::fs::symlink(&outside, &*parent).unwrap();
+        let there = outside.join(names[25..].join("/"));
+        std::fs::create_dir_all(&there).unwrap();
+        drop(parent);
+        beneath.forget(&swapped);
+        let err = beneath.at(&deep.join("file2")).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("cannot be reached without following a symlink"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&there).unwrap().count(), 0);
     }
 }
