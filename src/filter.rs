@@ -60,16 +60,21 @@ impl PathFilter {
 }
 
 /// Reads patterns from an exclude file: one per line, `#` comments and
-/// blank lines ignored.
+/// blank lines ignored, a byte-order mark at its start too.
 pub fn read_pattern_file(path: &std::path::Path) -> Result<Vec<String>> {
     let text =
         std::fs::read_to_string(path).map_err(|e| Error::path("read exclude file", path, e))?;
-    Ok(text
+    Ok(patterns_in(&text))
+}
+
+fn patterns_in(text: &str) -> Vec<String> {
+    text.strip_prefix('\u{feff}')
+        .unwrap_or(text)
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -87,5 +92,13 @@ mod tests {
         assert!(f.matches("/a/b/c/tmp", "tmp"));
         assert!(!PathFilter::new(&[]).unwrap().matches("/x", "x"));
         assert!(PathFilter::new(&["[".into()]).is_err());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_pattern() {
+        assert_eq!(
+            patterns_in("\u{feff}*.tmp\r\n# note\n\n cache/ \n"),
+            ["*.tmp", "cache/"]
+        );
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use serde_json::Value;
@@ -454,6 +454,34 @@ fn relative_paths_and_backup_excludes() {
             .map(std::path::PathBuf::from)
             .collect::<Vec<_>>()
     );
+}
+
+/// Backs up `src` with `args` and returns what a restore of it lists.
+fn backed_up_paths(repo: &Repo, src: &Path, args: &[&str]) -> Vec<PathBuf> {
+    repo.backup(&[src], args);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    list_paths(&restored(&target, src))
+}
+
+fn path_list(v: &[&str]) -> Vec<PathBuf> {
+    v.iter().map(PathBuf::from).collect()
+}
+
+/// A byte-order mark at the start of an exclude file (as some editors
+/// write) is not part of its first pattern.
+#[test]
+fn an_exclude_file_may_start_with_a_byte_order_mark() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a.log"), "out");
+    write(&src.join("b.txt"), "in");
+    write(&src.join("c.tmp"), "out");
+    let excludes = repo.scratch("excludes");
+    write(&excludes, "\u{feff}*.log\r\n*.tmp\r\n");
+    let excludes = excludes.to_str().unwrap();
+    let got = backed_up_paths(&repo, &src, &["--exclude-file", excludes]);
+    assert_eq!(got, path_list(&["b.txt"]));
 }
 
 #[test]
