@@ -1,48 +1,108 @@
 //! Include and exclude patterns for backup and restore.
 //!
-//! Patterns are globs (`*`, `?`, `[...]`, `**`). A pattern without `/`
-//! matches an entry's name anywhere in the tree (`*.log`, `node_modules`); a
-//! pattern with `/` matches the entry's whole absolute path as it was backed
-//! up (`/home/*/.cache`, `/srv/**/tmp`), where `*` does not cross `/` and
-//! `**` does. A directory that matches takes everything beneath it along.
+//! Patterns are globs (`*`, `?`, `[...]`, `**`), where `*` does not cross
+//! `/` and `**` does. Which part of an entry's path a pattern is matched
+//! against depends on where its `/`s are:
+//!
+//! - no `/`: the entry's name, at any depth (`*.log`, `node_modules`);
+//! - a leading `/`: the entry's whole absolute path as it was backed up,
+//!   anchored at the snapshot's root (`/home/*/.cache`, `/srv/**/tmp`),
+//!   also in a restore of part of a snapshot;
+//! - a `/` elsewhere: the last components of the path, at any depth, as
+//!   if it began with `**/` (`b/node_modules` matches
+//!   `/x/y/b/node_modules`, not `/x/yb/node_modules`).
+//!
+//! A trailing `/` matches directories only (`cache/` leaves a file named
+//! `cache` alone). A directory that matches takes everything beneath it
+//! along.
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 
 /// A set of patterns.
 #[derive(Clone, Debug)]
 pub struct PathFilter {
-    names: GlobSet,
-    paths: GlobSet,
+    /// Patterns matched against names, then against paths; each with the
+    /// index of its pattern as given.
+    names: Globs,
+    paths: Globs,
     empty: bool,
+}
+
+/// Compiled globs, those matching anything apart from those matching
+/// directories only, each with the index of the pattern it came from.
+#[derive(Clone, Debug)]
+struct Globs {
+    any: GlobSet,
+    any_of: Vec<usize>,
+    dirs: GlobSet,
+    dirs_of: Vec<usize>,
+}
+
+impl Globs {
+    fn build(any: Vec<(usize, Glob)>, dirs: Vec<(usize, Glob)>) -> Result<Globs> {
+        let set = |globs: &[(usize, Glob)]| {
+            let mut b = GlobSetBuilder::new();
+            for (_, g) in globs {
+                b.add(g.clone());
+            }
+            b.build()
+                .map_err(|e| Error::Invalid(format!("bad patterns: {e}")))
+        };
+        Ok(Globs {
+            any: set(&any)?,
+            any_of: any.iter().map(|(i, _)| *i).collect(),
+            dirs: set(&dirs)?,
+            dirs_of: dirs.iter().map(|(i, _)| *i).collect(),
+        })
+    }
+
+    fn is_match(&self, s: &str, is_dir: bool) -> bool {
+        self.any.is_match(s) || (is_dir && self.dirs.is_match(s))
+    }
+
+    /// Adds to `out` the indices of the patterns matching `s`.
+    fn matching(&self, s: &str, is_dir: bool, out: &mut Vec<usize>) {
+        out.extend(self.any.matches(s).into_iter().map(|i| self.any_of[i]));
+        if is_dir {
+            out.extend(self.dirs.matches(s).into_iter().map(|i| self.dirs_of[i]));
+        }
+    }
 }
 
 impl PathFilter {
     /// Compiles patterns; an error names the bad one.
     pub fn new(patterns: &[String]) -> Result<PathFilter> {
-        let mut names = GlobSetBuilder::new();
-        let mut paths = GlobSetBuilder::new();
-        for p in patterns {
+        let (mut names, mut names_dirs) = (Vec::new(), Vec::new());
+        let (mut paths, mut paths_dirs) = (Vec::new(), Vec::new());
+        for (i, p) in patterns.iter().enumerate() {
+            let dirs_only = p.ends_with('/') && p.len() > 1;
             let pat = p.trim_end_matches('/');
-            let glob = GlobBuilder::new(if pat.is_empty() { "/" } else { pat })
+            let (on_path, glob) = if pat.is_empty() {
+                (true, "/".to_string())
+            } else if pat.starts_with('/') || pat.starts_with("**/") {
+                (true, pat.to_string())
+            } else if pat.contains('/') {
+                (true, format!("**/{pat}"))
+            } else {
+                (false, pat.to_string())
+            };
+            let glob = GlobBuilder::new(&glob)
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
                 .map_err(|e| Error::Invalid(format!("bad pattern {p:?}: {e}")))?;
-            if pat.contains('/') {
-                paths.add(glob);
-            } else {
-                names.add(glob);
+            match (on_path, dirs_only) {
+                (false, false) => names.push((i, glob)),
+                (false, true) => names_dirs.push((i, glob)),
+                (true, false) => paths.push((i, glob)),
+                (true, true) => paths_dirs.push((i, glob)),
             }
         }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::Invalid(format!("bad patterns: {e}")))
-        };
         Ok(PathFilter {
-            names: build(names)?,
-            paths: build(paths)?,
+            names: Globs::build(names, names_dirs)?,
+            paths: Globs::build(paths, paths_dirs)?,
             empty: patterns.is_empty(),
         })
     }
@@ -52,10 +112,17 @@ impl PathFilter {
         self.empty
     }
 
-    /// Whether the entry at absolute `path` with final component `name`
-    /// matches (not considering its ancestors).
-    pub fn matches(&self, path: &str, name: &str) -> bool {
-        !self.empty && (self.names.is_match(name) || self.paths.is_match(path))
+    /// Whether the entry at absolute `path` with final component `name`,
+    /// a directory or not, matches (not considering its ancestors).
+    pub fn matches(&self, path: &str, name: &str, is_dir: bool) -> bool {
+        !self.empty && (self.names.is_match(name, is_dir) || self.paths.is_match(path, is_dir))
+    }
+
+    /// Adds to `out` the indices (in the order given to [`PathFilter::new`])
+    /// of the patterns the entry matches, as [`PathFilter::matches`] decides.
+    pub fn matching(&self, path: &str, name: &str, is_dir: bool, out: &mut Vec<usize>) {
+        self.names.matching(name, is_dir, out);
+        self.paths.matching(path, is_dir, out);
     }
 }
 
@@ -81,17 +148,71 @@ fn patterns_in(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn filter(patterns: &[&str]) -> PathFilter {
+        PathFilter::new(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
     #[test]
     fn names_and_paths() {
-        let f =
-            PathFilter::new(&["*.log".into(), "/srv/*/cache".into(), "/a/**/tmp".into()]).unwrap();
-        assert!(f.matches("/x/y/z.log", "z.log"));
-        assert!(!f.matches("/x/y/z.txt", "z.txt"));
-        assert!(f.matches("/srv/app/cache", "cache"));
-        assert!(!f.matches("/srv/app/sub/cache", "cache"));
-        assert!(f.matches("/a/b/c/tmp", "tmp"));
-        assert!(!PathFilter::new(&[]).unwrap().matches("/x", "x"));
+        let f = filter(&["*.log", "/srv/*/cache", "/a/**/tmp"]);
+        assert!(f.matches("/x/y/z.log", "z.log", false));
+        assert!(!f.matches("/x/y/z.txt", "z.txt", false));
+        assert!(f.matches("/srv/app/cache", "cache", false));
+        assert!(!f.matches("/srv/app/sub/cache", "cache", false));
+        assert!(!f.matches("/x/srv/app/cache", "cache", false));
+        assert!(f.matches("/a/b/c/tmp", "tmp", false));
+        assert!(!PathFilter::new(&[]).unwrap().matches("/x", "x", true));
         assert!(PathFilter::new(&["[".into()]).is_err());
+    }
+
+    /// A `/` that does not start the pattern makes it match the path's
+    /// last components, at any depth, whole components only.
+    #[test]
+    fn a_relative_path_matches_at_any_depth() {
+        let f = filter(&["b/node_modules", "src/b/*"]);
+        for (path, want) in [
+            ("/x/y/b/node_modules", true),
+            ("/b/node_modules", true),
+            ("/x/yb/node_modules", false),
+            ("/x/b/node_modules/sub", false),
+            ("/x/node_modules", false),
+            ("/p/src/b/f.c", true),
+            ("/p/src/b/c/f.c", false),
+            ("/p/src/b", false),
+        ] {
+            let name = path.rsplit('/').next().unwrap();
+            assert_eq!(f.matches(path, name, false), want, "{path}");
+        }
+        assert!(filter(&["**/b/c"]).matches("/a/b/c", "c", false));
+        assert!(filter(&["a/**/c"]).matches("/x/a/b/b/c", "c", false));
+    }
+
+    /// A trailing `/` matches directories only, by name or by path.
+    #[test]
+    fn a_trailing_slash_matches_directories_only() {
+        let f = filter(&["cache/", "/srv/tmp/", "b/out/"]);
+        for (path, name) in [
+            ("/x/cache", "cache"),
+            ("/srv/tmp", "tmp"),
+            ("/y/b/out", "out"),
+        ] {
+            assert!(f.matches(path, name, true), "{path}");
+            assert!(!f.matches(path, name, false), "{path}");
+        }
+        assert!(filter(&["cache"]).matches("/x/cache", "cache", false));
+    }
+
+    /// Which patterns match, by their index as given.
+    #[test]
+    fn matching_names_the_patterns() {
+        let f = filter(&["*.c", "/x/**", "d/", "y/*.c"]);
+        let mut out = Vec::new();
+        f.matching("/x/y/z.c", "z.c", false, &mut out);
+        out.sort();
+        assert_eq!(out, [0, 1, 3]);
+        out.clear();
+        f.matching("/q/d", "d", true, &mut out);
+        assert_eq!(out, [2]);
     }
 
     #[test]

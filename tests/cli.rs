@@ -468,6 +468,56 @@ fn path_list(v: &[&str]) -> Vec<PathBuf> {
     v.iter().map(PathBuf::from).collect()
 }
 
+/// An exclude with a `/` that does not start it matches the path's last
+/// components at any depth (whole components only).
+#[test]
+fn an_exclude_with_a_slash_inside_matches_at_any_depth() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("x/y/b/node_modules/m.js"), "out");
+    write(&src.join("b/node_modules/n.js"), "out");
+    write(&src.join("yb/node_modules/keep.js"), "in");
+    write(&src.join("node_modules/keep.js"), "in");
+    write(&src.join("c/b/f.o"), "out");
+    write(&src.join("c/b/d/f.o"), "in");
+    let got = backed_up_paths(
+        &repo,
+        &src,
+        &["--exclude", "b/node_modules", "--exclude", "b/*.o"],
+    );
+    assert_eq!(
+        got,
+        path_list(&[
+            "b",
+            "c",
+            "c/b",
+            "c/b/d",
+            "c/b/d/f.o",
+            "node_modules",
+            "node_modules/keep.js",
+            "x",
+            "x/y",
+            "x/y/b",
+            "yb",
+            "yb/node_modules",
+            "yb/node_modules/keep.js",
+        ])
+    );
+}
+
+/// An exclude ending in `/` leaves out folders only, by name or by path.
+#[test]
+fn an_exclude_ending_in_a_slash_leaves_out_folders_only() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("cache"), "a file named cache");
+    write(&src.join("sub/cache/x"), "in a folder named cache");
+    write(&src.join("sub/tmp"), "a file at a path");
+    write(&src.join("other/tmp/y"), "in a folder at a path");
+    let got = backed_up_paths(&repo, &src, &["--exclude", "cache/", "--exclude", "*/tmp/"]);
+    assert_eq!(got, path_list(&["cache", "other", "sub", "sub/tmp"]));
+}
+
 /// A byte-order mark at the start of an exclude file (as some editors
 /// write) is not part of its first pattern.
 #[test]

@@ -324,8 +324,14 @@ impl<'a, 's> StatAhead<'a, 's> {
         let stat_part = |part: &[Entry<'s>]| -> Vec<_> {
             part.iter()
                 .map(|(name, _)| {
+                    // (A pattern for directories only is checked once
+                    // the entry is known to be one.)
                     let excluded = exclude.is_some_and(|x| {
-                        x.matches(&dir.join(name).to_string_lossy(), &name.to_string_lossy())
+                        x.matches(
+                            &dir.join(name).to_string_lossy(),
+                            &name.to_string_lossy(),
+                            false,
+                        )
                     });
                     (!excluded).then(|| stat(handle, name))
                 })
@@ -905,13 +911,15 @@ impl<'a> Walker<'a> {
                 }
                 let path = dir.join(&name);
                 let path_str = path.to_string_lossy();
-                if only.is_none()
-                    && self
-                        .shared
-                        .setup
-                        .exclude
-                        .matches(&path_str, &name.to_string_lossy())
-                {
+                let excluded = |is_dir| {
+                    only.is_none()
+                        && self.shared.setup.exclude.matches(
+                            &path_str,
+                            &name.to_string_lossy(),
+                            is_dir,
+                        )
+                };
+                if excluded(false) {
                     continue;
                 }
                 let md = match pre.unwrap_or_else(|| stat(&handle, &name)) {
@@ -921,6 +929,9 @@ impl<'a> Walker<'a> {
                         continue;
                     }
                 };
+                if md.is_dir() && excluded(true) {
+                    continue;
+                }
                 let mut old = parent_nodes.take(name.as_bytes(), |e| {
                     (self.shared.setup.repo_warn)(format!(
                         "{}: parent tree unreadable, reading afresh: {e}",

@@ -41,7 +41,10 @@ pub struct BackupArgs {
     /// Host name to record.
     #[arg(long)]
     host: Option<String>,
-    /// Exclude entries matching a glob (repeatable).
+    /// Exclude entries matching a glob, and what is beneath them
+    /// (repeatable). A glob without `/` matches names; one starting with
+    /// `/`, the whole absolute path; one with `/` elsewhere, the path's
+    /// last components; a trailing `/`, directories only.
     #[arg(long = "exclude")]
     excludes: Vec<String>,
     /// Read exclude patterns from a file, one per line.

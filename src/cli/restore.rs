@@ -29,10 +29,15 @@ pub struct RestoreArgs {
     /// Directory to restore into.
     #[arg(long, short = 't')]
     target: PathBuf,
-    /// Restore only entries matching a glob (repeatable).
+    /// Restore only entries matching a glob, and what is beneath them
+    /// (repeatable). A glob without `/` matches names; one starting with
+    /// `/`, the whole path as backed up (also under `SNAP:/path`); one
+    /// with `/` elsewhere, the path's last components; a trailing `/`,
+    /// directories only.
     #[arg(long = "include")]
     includes: Vec<String>,
-    /// Leave out entries matching a glob (repeatable).
+    /// Leave out entries matching a glob, and what is beneath them
+    /// (repeatable; globs as for `--include`).
     #[arg(long = "exclude")]
     excludes: Vec<String>,
     /// What to do with entries already in the target.

@@ -89,7 +89,9 @@ pub struct RestoreOptions {
     pub subpath: Option<String>,
     /// Destination directory.
     pub target: PathBuf,
-    /// Only entries matching (or beneath a match of) these patterns.
+    /// Only entries matching (or beneath a match of) these patterns (see
+    /// [`crate::filter`]: absolute ones are matched against the path as
+    /// backed up, whatever `subpath` is).
     pub includes: Vec<String>,
     /// Leave out entries matching these patterns, and what is beneath them.
     pub excludes: Vec<String>,
@@ -484,12 +486,13 @@ impl Planner<'_> {
             let child_rel = rel.join(name);
             let child_abs = format!("{abs}/{}", node.name);
             let name_str = node.name.to_string();
-            if self.excludes.matches(&child_abs, &name_str) {
+            let is_dir = matches!(node.kind, NodeKind::Dir { .. });
+            if self.excludes.matches(&child_abs, &name_str, is_dir) {
                 continue;
             }
             let inc = included
                 || self.includes.is_empty()
-                || self.includes.matches(&child_abs, &name_str);
+                || self.includes.matches(&child_abs, &name_str, is_dir);
             match node.kind {
                 NodeKind::Dir { subtree } => {
                     // Batches restored while it is walked forget the
