@@ -202,6 +202,137 @@ fn subpath_include_and_exclude_restore_only_what_they_select() {
     assert!(!t.exists() || list_paths(&t).is_empty(), "{out}");
 }
 
+/// Include patterns with a `/` inside match the path's last components
+/// at any depth; one starting with `/` is the whole path as backed up,
+/// also in a restore of a subpath; a trailing `/` selects folders only;
+/// includes that select nothing fail the restore, naming each pattern
+/// that matched nothing, rather than report success with nothing written.
+#[test]
+fn include_patterns_select_by_path_suffix_and_selecting_nothing_fails() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    repo.backup(&[&src], &[]);
+    let base = abs(&src);
+
+    // By the path's last components.
+    let t = repo.scratch("suffix");
+    repo.restore(
+        "latest",
+        &t,
+        &["--include", "src/b/*.txt", "--include", "a/deep/*"],
+    );
+    assert_eq!(
+        list_paths(&restored(&t, &src)),
+        paths(&[
+            "a",
+            "a/deep",
+            "a/deep/er",
+            "a/deep/er/note.txt",
+            "b",
+            "b/g.txt"
+        ])
+    );
+    // Of a subpath, likewise; and an absolute one is anchored at the
+    // snapshot's root, not at the subpath.
+    let t = repo.scratch("sub-suffix");
+    let a = format!("latest:{base}/a");
+    repo.restore(
+        &a,
+        &t,
+        &[
+            "--include",
+            "deep/er",
+            "--include",
+            &format!("{base}/a/f1.txt"),
+        ],
+    );
+    assert_eq!(
+        list_paths(&t),
+        paths(&["deep", "deep/er", "deep/er/note.txt", "f1.txt"])
+    );
+
+    // A trailing slash: folders only (`top.txt/` selects nothing).
+    let t = repo.scratch("folders");
+    let out = repo.restore("latest", &t, &["--include", "b/", "--include", "top.txt/"]);
+    assert_eq!(
+        list_paths(&restored(&t, &src)),
+        paths(&["b", "b/g.txt", "b/h.dat"])
+    );
+    assert!(
+        out.stderr
+            .contains("--include \"top.txt/\" matched nothing"),
+        "{out}"
+    );
+
+    // Nothing selected: exit 1, nothing written, each pattern named; an
+    // absolute pattern read as relative to the subpath gets a hint.
+    let cases = [
+        (a.as_str(), vec!["--include", "/deep/*"], vec!["/deep/*"]),
+        (
+            "latest",
+            vec!["--include", "nothing*", "--include", "a/b"],
+            vec!["nothing*", "a/b"],
+        ),
+        // Matched, but all of it excluded.
+        (
+            "latest",
+            vec!["--include", "*.txt", "--exclude", "*.txt"],
+            vec![],
+        ),
+    ];
+    for (n, (spec, args, unmatched)) in cases.into_iter().enumerate() {
+        for dry in [false, true] {
+            let t = repo.scratch(&format!("none-{n}-{dry}"));
+            let mut args = args.clone();
+            if dry {
+                args.push("--dry-run");
+            }
+            let out = repo.restore_out(spec, &t, &args);
+            assert_eq!(out.code, 1, "{out}");
+            assert!(
+                out.stderr
+                    .contains("the --include patterns selected nothing"),
+                "{out}"
+            );
+            assert_eq!(counts(&out)[0], 0, "{out}");
+            assert!(!t.exists() || list_paths(&t).is_empty(), "{out}");
+            for p in &unmatched {
+                assert!(
+                    out.stderr
+                        .contains(&format!("--include {p:?} matched nothing")),
+                    "{out}"
+                );
+            }
+            assert_eq!(
+                out.stderr.matches("matched nothing").count(),
+                unmatched.len(),
+                "{out}"
+            );
+            if spec == a {
+                assert!(
+                    out.stderr
+                        .contains(&format!("{base}/a/deep/* would be beneath {base}/a")),
+                    "{out}"
+                );
+            }
+        }
+    }
+    // Nor does a mirror remove anything then.
+    let t = repo.scratch("mirror-none");
+    write(&t.join("precious"), "the user's own");
+    for dry in [true, false] {
+        let mut args = vec!["--policy", "mirror", "--include", "typo"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = repo.restore_out("latest", &t, &args);
+        assert_eq!(out.code, 1, "{out}");
+        assert_eq!(counts(&out)[4], 0, "{out}");
+        assert!(!out.stdout.contains("would remove"), "{out}");
+        assert_eq!(list_paths(&t), paths(&["precious"]), "{out}");
+    }
+}
+
 /// The counts in a restore's summary line: files written, unchanged,
 /// other, skipped, removed.
 fn counts(out: &Out) -> [u64; 5] {

@@ -73,6 +73,22 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         workers: ctx.workers(&repo),
     };
     let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn)?;
+    let within = opts.subpath.as_deref().unwrap_or("/");
+    for p in &stats.includes_unmatched {
+        let hint = match opts.subpath.as_deref() {
+            Some(sub) if p.starts_with('/') && !p.starts_with(sub.trim_end_matches('/')) => {
+                format!(
+                    " (a pattern starting with / is matched against the whole path as \
+                     backed up: {}{p} would be beneath {sub})",
+                    sub.trim_end_matches('/')
+                )
+            }
+            _ => String::new(),
+        };
+        warn(&format!(
+            "--include {p:?} matched nothing in {within}{hint}"
+        ));
+    }
     let printed = (|| {
         for path in &stats.would_remove {
             outln!("would remove {}", path.display())?;
@@ -90,6 +106,12 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
             stats.removed
         )
     })();
+    if stats.nothing_selected {
+        return Err(Error::Invalid(format!(
+            "the --include patterns selected nothing in {within}: nothing {}restored",
+            if opts.dry_run { "would be " } else { "" }
+        )));
+    }
     if stats.errors > 0 {
         return Err(Error::Invalid(if opts.dry_run {
             format!(

@@ -125,6 +125,12 @@ pub struct RestoreStats {
     pub would_remove: Vec<PathBuf>,
     /// Entries that failed.
     pub errors: u64,
+    /// The include patterns no entry of what was restored matched, as given.
+    pub includes_unmatched: Vec<String>,
+    /// Whether there were include patterns and they selected nothing
+    /// (none matched, or only what the excludes left out): nothing was
+    /// restored.
+    pub nothing_selected: bool,
 }
 
 struct Item {
@@ -248,13 +254,29 @@ pub fn restore(
             opts.workers
         },
         stats: &mut stats,
+        include_hits: vec![false; opts.includes.len()],
+        includes_left: opts.includes.len(),
+        hits: Vec::new(),
         dirs_made: 0,
         next_dir: 0,
         batch_dirs: 0,
         batch_chunks: 0,
     };
-    planner.walk(tree, Path::new(""), &start_path, false);
+    let any = planner.walk(tree, Path::new(""), &start_path, false);
+    if !opts.includes.is_empty() && !any {
+        // Includes that select nothing (a typo, say) change nothing, not
+        // even a mirror's removals of what the target holds beside the
+        // snapshot's entries. Nothing was restored yet: a batch is
+        // restored only once it holds a selected entry.
+        planner.plan.mirrored.clear();
+    }
     planner.finish();
+    let hits = std::mem::take(&mut planner.include_hits);
+    stats.includes_unmatched = (opts.includes.iter().zip(hits))
+        .filter(|(_, hit)| !hit)
+        .map(|(p, _)| p.clone())
+        .collect();
+    stats.nothing_selected = !opts.includes.is_empty() && !any;
     if opts.policy == Policy::Mirror {
         stats.would_remove.sort();
     }
@@ -296,6 +318,11 @@ struct Planner<'a> {
     ex: &'a Executor<'a>,
     workers: usize,
     stats: &'a mut RestoreStats,
+    /// Per include pattern, whether an entry walked matched it (excluded
+    /// or not); how many have not; and room to find those an entry does.
+    include_hits: Vec<bool>,
+    includes_left: usize,
+    hits: Vec<usize>,
     /// How many of `plan.dirs` exist already (made for an earlier batch).
     dirs_made: usize,
     /// The next directory's place in the walk's order.
@@ -445,6 +472,18 @@ impl Planner<'_> {
         }
     }
 
+    /// Records which include patterns the entry matches (see
+    /// `include_hits`), also beneath a directory already included.
+    fn note_includes(&mut self, path: &str, name: &str, is_dir: bool) {
+        self.hits.clear();
+        self.includes.matching(path, name, is_dir, &mut self.hits);
+        for &i in &self.hits {
+            if !std::mem::replace(&mut self.include_hits[i], true) {
+                self.includes_left -= 1;
+            }
+        }
+    }
+
     /// Where the directory of place `seq`, being walked, is in `plan.dirs`.
     fn dir_at(&self, seq: u64) -> usize {
         self.plan.dirs.partition_point(|d| d.seq < seq)
@@ -487,6 +526,9 @@ impl Planner<'_> {
             let child_abs = format!("{abs}/{}", node.name);
             let name_str = node.name.to_string();
             let is_dir = matches!(node.kind, NodeKind::Dir { .. });
+            if self.includes_left > 0 {
+                self.note_includes(&child_abs, &name_str, is_dir);
+            }
             if self.excludes.matches(&child_abs, &name_str, is_dir) {
                 continue;
             }
