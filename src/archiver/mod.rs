@@ -31,7 +31,7 @@ pub use producer::Producer;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -178,15 +178,16 @@ impl Skeleton {
 }
 
 /// Makes `p` absolute without resolving its final component (so a symlink
-/// given on the command line is stored as the link).
+/// given on the command line is stored as the link), except where `p`
+/// itself says to: a path ending in `..` names the folder it leads to.
 pub fn absolute_path(p: &Path) -> Result<PathBuf> {
+    if matches!(p.components().next_back(), Some(Component::ParentDir)) {
+        return std::fs::canonicalize(p).map_err(|e| Error::path("resolve", p, e));
+    }
     let abs = std::path::absolute(p).map_err(|e| Error::path("resolve", p, e))?;
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
         return Ok(PathBuf::from("/"));
     };
-    if name == ".." {
-        return absolute_path(parent).map(|p| p.parent().map(Path::to_path_buf).unwrap_or(p));
-    }
     let parent = std::fs::canonicalize(parent).map_err(|e| Error::path("resolve", parent, e))?;
     Ok(parent.join(name))
 }
