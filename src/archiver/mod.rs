@@ -179,9 +179,17 @@ impl Skeleton {
 
 /// Makes `p` absolute without resolving its final component (so a symlink
 /// given on the command line is stored as the link), except where `p`
-/// itself says to: a path ending in `..` names the folder it leads to.
+/// itself says to: a path ending in `..` names the folder it leads to, and
+/// one ending in `/` or `/.` names a folder (POSIX path resolution), so a
+/// symlink given as `link/` is followed, and the folder it points to is
+/// what is backed up, under its own path.
 pub fn absolute_path(p: &Path) -> Result<PathBuf> {
-    if matches!(p.components().next_back(), Some(Component::ParentDir)) {
+    let bytes = p.as_os_str().as_encoded_bytes();
+    let names_a_folder = bytes.ends_with(b"/")
+        || bytes.ends_with(b"/.")
+        || bytes == b"."
+        || matches!(p.components().next_back(), Some(Component::ParentDir));
+    if names_a_folder {
         return std::fs::canonicalize(p).map_err(|e| Error::path("resolve", p, e));
     }
     let abs = std::path::absolute(p).map_err(|e| Error::path("resolve", p, e))?;
@@ -239,8 +247,13 @@ pub fn backup(
             let md =
                 std::fs::symlink_metadata(&abs).map_err(|e| Error::path("back up", &abs, e))?;
             if md.file_type().is_symlink() {
+                let hint = if std::fs::metadata(&abs).is_ok_and(|m| m.is_dir()) {
+                    format!(" (give {}/ to back up the folder)", p.display())
+                } else {
+                    String::new()
+                };
                 warn(&format!(
-                    "{} is a symlink: backing up the link itself, not what it points to",
+                    "{} is a symlink: backing up the link itself, not what it points to{hint}",
                     abs.display()
                 ));
             }
