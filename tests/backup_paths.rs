@@ -1,11 +1,13 @@
 //! The paths given to `cairn backup`: paths ending in `..`, `/` or `/.`,
-//! and a symlink given with and without a trailing slash.
+//! a symlink given with and without a trailing slash, and a mount point
+//! given with `--one-file-system`.
 
 mod common;
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use common::*;
 use serde_json::Value;
@@ -132,4 +134,169 @@ fn a_symlink_given_with_a_trailing_slash_backs_up_its_folder() {
     let out = backup_in(&repo, &base, &["file-link/"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("file-link/"), "{out}");
+}
+
+/// What the `--one-file-system` test backs up: a folder `parent` on the
+/// filesystem of the folder above it, holding the mount point `mount`,
+/// which holds `inside` on its own filesystem and, unless `below` is
+/// `None`, a mount point of a third filesystem with a file on it.
+struct Mounts {
+    parent: PathBuf,
+    mount: PathBuf,
+    inside: PathBuf,
+    below: Option<(PathBuf, PathBuf)>,
+    /// Whether every command runs in a private mount namespace of its own
+    /// that mounts the two tmpfs first: nothing is mounted outside it, so
+    /// nothing is left mounted, whatever becomes of the test.
+    namespace: bool,
+    /// The folder holding `inside` when it is not ours to mount.
+    _probe: Option<tempfile::TempDir>,
+}
+
+/// Mounts two tmpfs (at `$MNT` and `$MNT/deeper`) with a file on each,
+/// then runs the command given after it.
+const MOUNT_AND_RUN: &str = "set -e
+mount -t tmpfs -o size=1m tmpfs \"$MNT\"
+echo on its own filesystem > \"$MNT/inside.txt\"
+mkdir \"$MNT/deeper\"
+mount -t tmpfs -o size=1m tmpfs \"$MNT/deeper\"
+echo on a third filesystem > \"$MNT/deeper/hidden.txt\"
+exec \"$@\"";
+
+impl Mounts {
+    /// Two tmpfs in a private mount namespace (`unshare -m`, as root);
+    /// where that is refused, /dev/shm, a mount point in /dev on any
+    /// Linux system. Fails the test when neither is there: a test of
+    /// mount points that finds none checks nothing.
+    fn new(repo: &Repo) -> Mounts {
+        let namespace = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if namespace {
+            let parent = repo.scratch("src");
+            write(&parent.join("here.txt"), "on the same filesystem");
+            let mount = parent.join("m");
+            fs::create_dir(&mount).unwrap();
+            let (parent, mount) = (PathBuf::from(abs(&parent)), PathBuf::from(abs(&mount)));
+            return Mounts {
+                inside: mount.join("inside.txt"),
+                below: Some((mount.join("deeper"), mount.join("deeper/hidden.txt"))),
+                parent,
+                mount,
+                namespace,
+                _probe: None,
+            };
+        }
+        let (dev, shm) = (Path::new("/dev"), Path::new("/dev/shm"));
+        let mounted = fs::metadata(shm).is_ok_and(|m| m.dev() != fs::metadata(dev).unwrap().dev());
+        assert!(
+            mounted,
+            "no mount point to test with: no private mount namespace (unshare -m), \
+             and /dev/shm is not one"
+        );
+        eprintln!("NOTICE: no private mount namespace; testing on /dev and /dev/shm instead");
+        let probe = tempfile::tempdir_in(shm).unwrap();
+        let inside = probe.path().join("inside.txt");
+        write(&inside, "on its own filesystem");
+        Mounts {
+            parent: dev.into(),
+            mount: shm.into(),
+            inside,
+            below: None,
+            namespace,
+            _probe: Some(probe),
+        }
+    }
+
+    /// `cairn backup --json --one-file-system PATHS`; the snapshot.
+    fn backup(&self, repo: &Repo, paths: &[&Path]) -> Value {
+        let mut c = repo.cmd(&["backup", "--json", "--one-file-system"]);
+        c.args(paths);
+        if self.namespace {
+            let mut wrapped = Command::new("unshare");
+            wrapped
+                .args([
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    MOUNT_AND_RUN,
+                    "sh",
+                ])
+                .arg(c.get_program())
+                .args(c.get_args())
+                .env("MNT", &self.mount)
+                .stdin(Stdio::null());
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => wrapped.env(k, v),
+                    None => wrapped.env_remove(k),
+                };
+            }
+            c = wrapped;
+        }
+        let out = run(&mut c, None);
+        // Others' files in /dev may come and go: exit code 3 then.
+        let ok = out.code == 0 || (!self.namespace && out.code == 3);
+        assert!(ok, "backup failed:\n{out}");
+        out.json()
+    }
+}
+
+/// With `--one-file-system`, a mount point given on the command line is
+/// backed up whole, on its own filesystem, alone or given inside another
+/// given path (as in `cairn backup / /home -x`); a mount point below a
+/// given path is still kept empty.
+#[test]
+fn one_file_system_walks_a_given_mount_point_on_its_own_filesystem() {
+    let repo = Repo::new();
+    let m = Mounts::new(&repo);
+    let inside = m.inside.to_str().unwrap().to_string();
+    let under = |p: &Path| format!("{}/", p.display());
+
+    // The mount point alone.
+    let snap = m.backup(&repo, &[&m.mount]);
+    assert_eq!(paths(&snap), vec![m.mount.to_str().unwrap()]);
+    let listed = ls_latest(&repo, &m.mount);
+    assert!(listed.contains(&inside), "stored empty: {listed:?}");
+    if let Some((deeper, hidden)) = &m.below {
+        // A mount point in it is left out.
+        assert!(listed.contains(&deeper.to_str().unwrap().to_string()));
+        assert!(
+            !listed.iter().any(|p| p.starts_with(&under(deeper))),
+            "{listed:?}"
+        );
+        assert!(!listed.contains(&hidden.to_str().unwrap().to_string()));
+        assert_eq!(files(&snap), 1, "{snap:#}");
+        assert_eq!(snap["summary"]["errors"], 0, "{snap:#}");
+        // What was stored is the file on the mounted filesystem.
+        let target = repo.scratch("target");
+        repo.restore("latest", &target, &[]);
+        let at = target.join(m.inside.strip_prefix("/").unwrap());
+        assert_eq!(fs::read_to_string(at).unwrap(), "on its own filesystem\n");
+    }
+
+    // Given inside another given path.
+    m.backup(&repo, &[&m.parent, &m.mount]);
+    let listed = ls_latest(&repo, &m.parent);
+    assert!(listed.contains(&inside), "stored empty: {listed:?}");
+    if let Some((deeper, _)) = &m.below {
+        assert!(listed.contains(&format!("{}/here.txt", m.parent.display())));
+        assert!(
+            !listed.iter().any(|p| p.starts_with(&under(deeper))),
+            "{listed:?}"
+        );
+    }
+
+    // Below a given path, a mount point is kept, empty.
+    m.backup(&repo, &[&m.parent]);
+    let listed = ls_latest(&repo, &m.parent);
+    assert!(listed.contains(&m.mount.to_str().unwrap().to_string()));
+    assert!(
+        !listed.iter().any(|p| p.starts_with(&under(&m.mount))),
+        "{listed:?}"
+    );
 }

@@ -153,27 +153,31 @@ impl Counters {
     }
 }
 
-/// Which top-level paths lie under a directory: `None` means everything.
+/// The paths given to back up, as a tree of names from `/`: a node is a
+/// folder on the way to a given path, or a given path itself (`given`).
+///
+/// A given path is walked in full (its own listing, on its own
+/// filesystem), and so is everything below it but what an exclude
+/// pattern or `--one-file-system` leaves out. A path given below it on
+/// another filesystem is backed up all the same: the folders down to it
+/// are kept with only the way down, as the folders above any given path
+/// are.
 #[derive(Debug, Default)]
 pub(crate) struct Skeleton {
-    pub children: BTreeMap<OsString, Option<Skeleton>>,
+    /// This path was given: it is walked in full.
+    pub given: bool,
+    /// Given paths below this one, by the name on the way to them.
+    pub children: BTreeMap<OsString, Skeleton>,
 }
 
 impl Skeleton {
+    /// Adds the path of `components` below this node (this node itself
+    /// when there are none).
     fn insert(&mut self, components: &[OsString]) {
-        let (first, rest) = components.split_first().expect("non-empty");
-        if rest.is_empty() {
-            self.children.insert(first.clone(), None);
-            return;
+        match components.split_first() {
+            None => self.given = true,
+            Some((first, rest)) => self.children.entry(first.clone()).or_default().insert(rest),
         }
-        if let Some(sk) = self
-            .children
-            .entry(first.clone())
-            .or_insert_with(|| Some(Skeleton::default()))
-        {
-            sk.insert(rest);
-        }
-        // else: an ancestor is backed up whole already
     }
 }
 
@@ -231,7 +235,6 @@ pub fn backup(
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
     let mut paths = Vec::new();
     let mut skeleton = Skeleton::default();
-    let mut whole_root = false;
     if let Some(name) = &opts.stdin_name {
         check_name(name.as_bytes())
             .map_err(|why| Error::Invalid(format!("--stdin-filename {name:?}: {why}")))?;
@@ -262,11 +265,7 @@ pub fn backup(
                 .skip(1)
                 .map(|c| c.as_os_str().to_os_string())
                 .collect();
-            if comps.is_empty() {
-                whole_root = true;
-            } else {
-                skeleton.insert(&comps);
-            }
+            skeleton.insert(&comps);
             paths.push(abs.to_string_lossy().into_owned());
         }
         paths.sort();
@@ -367,7 +366,6 @@ pub fn backup(
         Some(name) => backup_stream(&writer, queue, name, stdin, &counters),
         None => {
             let exclude = crate::filter::PathFilter::new(&opts.excludes)?;
-            let only = if whole_root { None } else { Some(&skeleton) };
             walk::run(walk::WalkSetup {
                 repo,
                 writer: &writer,
@@ -376,7 +374,7 @@ pub fn backup(
                 exclude: &exclude,
                 one_file_system: opts.one_file_system,
                 workers,
-                only,
+                skeleton: &skeleton,
                 parent: parent_tree,
                 racy_from,
                 report: &report,

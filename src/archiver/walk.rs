@@ -32,7 +32,8 @@ pub(super) struct WalkSetup<'a> {
     pub exclude: &'a PathFilter,
     pub one_file_system: bool,
     pub workers: usize,
-    pub only: Option<&'a Skeleton>,
+    /// The paths to back up.
+    pub skeleton: &'a Skeleton,
     /// The parent snapshot's root tree (found readable).
     pub parent: Option<BlobId>,
     /// A parent node whose ctime is at or after this is not trusted to
@@ -289,9 +290,47 @@ impl JobBatch {
     }
 }
 
-/// A directory's entry: its name, and what of it a backup of given paths
-/// wants.
+/// A directory's entry: its name, and the paths given to back up at or
+/// below it, if any.
 type Entry<'s> = (std::ffi::OsString, Option<&'s Skeleton>);
+
+/// What the walk of a folder takes of it.
+#[derive(Clone, Copy)]
+struct Scope<'s> {
+    /// Everything it holds but what is left out (excludes, and with
+    /// `--one-file-system` other filesystems): the folder is a given path
+    /// or lies in one. Otherwise only the way to the given paths below it.
+    whole: bool,
+    /// The given paths at or below it.
+    below: Option<&'s Skeleton>,
+}
+
+/// The names of a folder's listing with the given paths in it merged in,
+/// in byte order, each with its node of the given paths: a given path
+/// that the listing lacks (gone since it was given) is still stat-ed, to
+/// be reported, never silently left out.
+fn with_given<'s>(
+    mut names: std::iter::Peekable<impl Iterator<Item = std::ffi::OsString>>,
+    below: &'s Skeleton,
+) -> impl Iterator<Item = Entry<'s>> {
+    let mut given = below.children.iter().peekable();
+    std::iter::from_fn(move || {
+        let order = match (names.peek(), given.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(name), Some((g, _))) => name.as_bytes().cmp(g.as_bytes()),
+        };
+        match order {
+            std::cmp::Ordering::Less => names.next().map(|n| (n, None)),
+            std::cmp::Ordering::Greater => given.next().map(|(n, sub)| (n.clone(), Some(sub))),
+            std::cmp::Ordering::Equal => {
+                let sub = given.next().map(|(_, sub)| sub);
+                names.next().map(|n| (n, sub))
+            }
+        }
+    })
+}
 
 /// Entries stat-ed ahead in a block...
 const STAT_BLOCK: usize = 1024;
@@ -771,7 +810,12 @@ impl<'a> Walker<'a> {
         let md = std::fs::symlink_metadata(root).map_err(|e| Error::path("stat", root, e))?;
         let parent = self.shared.setup.parent;
         let handle = DirHandle::new(root);
-        self.walk_subdir(root, handle, md.dev(), self.shared.setup.only, parent)
+        let skeleton = self.shared.setup.skeleton;
+        let scope = Scope {
+            whole: skeleton.given,
+            below: Some(skeleton),
+        };
+        self.walk_subdir(root, handle, md.dev(), scope, parent)
     }
 
     fn aborted(&self) -> bool {
@@ -794,7 +838,7 @@ impl<'a> Walker<'a> {
         path: &Path,
         handle: std::io::Result<Arc<DirHandle>>,
         dev: u64,
-        only: Option<&Skeleton>,
+        scope: Scope<'_>,
         old_subtree: Option<BlobId>,
     ) -> Result<u64> {
         let parent = old_subtree.and_then(|id| match self.shared.setup.repo.dir_nodes(&id) {
@@ -807,7 +851,7 @@ impl<'a> Walker<'a> {
                 None
             }
         });
-        self.walk_dir(path, handle, dev, only, parent)
+        self.walk_dir(path, handle, dev, scope, parent)
     }
 
     /// Walks `dir`, emitting its subdirectories and then itself; returns its
@@ -820,7 +864,7 @@ impl<'a> Walker<'a> {
         dir: &Path,
         handle: std::io::Result<Arc<DirHandle>>,
         dev: u64,
-        only: Option<&Skeleton>,
+        scope: Scope<'_>,
         parent: Option<(BlobId, DirNodes<'a>)>,
     ) -> Result<u64> {
         let handle = match handle {
@@ -835,26 +879,21 @@ impl<'a> Walker<'a> {
             }
         };
         let report: &(dyn Fn(String) + Sync) = self.shared.setup.report;
-        let listing = match only {
-            Some(_) => None,
-            None => match Listing::read(handle.fd(), dir, report) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    self.report(format!("{}: cannot list: {e}", dir.display()));
-                    Some(Listing::new())
-                }
-            },
-        };
-        let count = match (&listing, only) {
-            (Some(l), _) => l.len(),
-            (None, Some(sk)) => sk.children.len(),
-            (None, None) => 0,
-        };
-        let names: Box<dyn Iterator<Item = Entry<'_>> + '_> = match (listing, only) {
-            (Some(l), _) => Box::new(l.sorted(report).map(|n| (n, None))),
-            (None, Some(sk)) => {
-                Box::new(sk.children.iter().map(|(n, sub)| (n.clone(), sub.as_ref())))
+        let whole = scope.whole;
+        let listing = whole.then(|| match Listing::read(handle.fd(), dir, report) {
+            Ok(l) => l,
+            Err(e) => {
+                self.report(format!("{}: cannot list: {e}", dir.display()));
+                Listing::new()
             }
+        });
+        let given = scope.below.map_or(0, |sk| sk.children.len());
+        // At most: a given path is in the listing too, unless gone.
+        let count = listing.as_ref().map_or(0, Listing::len) + given;
+        let names: Box<dyn Iterator<Item = Entry<'_>> + '_> = match (listing, scope.below) {
+            (Some(l), None) => Box::new(l.sorted(report).map(|n| (n, None))),
+            (Some(l), Some(sk)) => Box::new(with_given(l.sorted(report).peekable(), sk)),
+            (None, Some(sk)) => Box::new(sk.children.iter().map(|(n, sub)| (n.clone(), Some(sub)))),
             (None, None) => Box::new(std::iter::empty()),
         };
         // Both the listing and a tree's nodes are sorted by name bytes, so
@@ -869,8 +908,7 @@ impl<'a> Walker<'a> {
         let mut outcomes: Option<Arc<DirOutcomes>> = None;
         // A directory walked in full (not a folder above the backed-up
         // paths) may be stored in parts: the parts sent so far.
-        let split = only
-            .is_none()
+        let split = whole
             .then(|| PartRule::of(self.shared.setup.repo))
             .flatten();
         let mut parts = Vec::new();
@@ -891,12 +929,12 @@ impl<'a> Walker<'a> {
             // their cores (200,000 files in one directory: 1.51-1.55 s
             // against 1.30-1.42 s; with a parent, 0.63-0.72 s against
             // 0.74-0.77 s).
-            let threads = if only.is_none() && count >= STAT_BLOCK && has_parent {
+            let threads = if whole && count >= STAT_BLOCK && has_parent {
                 self.shared.setup.workers.clamp(1, 4)
             } else {
                 1
             };
-            let exclude = only.is_none().then_some(self.shared.setup.exclude);
+            let exclude = whole.then_some(self.shared.setup.exclude);
             let ahead = StatAhead {
                 names,
                 ready: Vec::new().into_iter(),
@@ -911,8 +949,9 @@ impl<'a> Walker<'a> {
                 }
                 let path = dir.join(&name);
                 let path_str = path.to_string_lossy();
+                let given = sub.is_some_and(|s| s.given);
                 let excluded = |is_dir| {
-                    only.is_none()
+                    whole
                         && self.shared.setup.exclude.matches(
                             &path_str,
                             &name.to_string_lossy(),
@@ -1002,13 +1041,20 @@ impl<'a> Walker<'a> {
                         }
                     }
                     NodeKind::Dir { .. } => {
+                        // A folder of a given path on another filesystem
+                        // is a mount point; a given path itself is walked
+                        // on its own filesystem, whatever that is.
                         let other_fs =
-                            self.shared.setup.one_file_system && md.dev != dev && sub.is_none();
+                            self.shared.setup.one_file_system && whole && !given && md.dev != dev;
                         let old_subtree = match old.as_ref().map(|o| &o.kind) {
-                            Some(NodeKind::Dir { subtree }) if !other_fs => Some(*subtree),
+                            Some(NodeKind::Dir { subtree }) => Some(*subtree),
                             _ => None,
                         };
-                        if other_fs {
+                        let wants = Scope {
+                            whole: given || (whole && !other_fs),
+                            below: sub,
+                        };
+                        if other_fs && sub.is_none() {
                             // A mount point: keep the directory, not its contents.
                             let seq = self.emit(DirJob::new(TreeEncoder::default()))?;
                             let at = tree.push(&node)?;
@@ -1029,7 +1075,7 @@ impl<'a> Walker<'a> {
                                         names: NameCache::default(),
                                     };
                                     let seq =
-                                        walker.walk_subdir(&path, opened, dev, sub, old_subtree);
+                                        walker.walk_subdir(&path, opened, dev, wants, old_subtree);
                                     shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
                                     seq
                                 });
@@ -1039,14 +1085,14 @@ impl<'a> Walker<'a> {
                                 waits.push(Wait::Dir { at, seq: u64::MAX });
                             } else {
                                 let seq =
-                                    self.walk_subdir(&path, opened, md.dev, sub, old_subtree)?;
+                                    self.walk_subdir(&path, opened, md.dev, wants, old_subtree)?;
                                 let at = tree.push(&node)?;
                                 waits.push(Wait::Dir { at, seq });
                             }
                         }
                     }
                     _ => {
-                        if sub.is_some() {
+                        if sub.is_some_and(|s| !s.children.is_empty()) {
                             self.report(format!("{}: expected a directory", path.display()));
                             continue;
                         }
