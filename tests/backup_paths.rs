@@ -1,6 +1,7 @@
 //! The paths given to `cairn backup`: paths ending in `..`, `/` or `/.`,
-//! a symlink given with and without a trailing slash, and a mount point
-//! given with `--one-file-system`.
+//! a symlink given with and without a trailing slash, a mount point given
+//! with `--one-file-system`, and a path given inside a folder an exclude
+//! pattern leaves out.
 
 mod common;
 
@@ -298,5 +299,55 @@ fn one_file_system_walks_a_given_mount_point_on_its_own_filesystem() {
     assert!(
         !listed.iter().any(|p| p.starts_with(&under(&m.mount))),
         "{listed:?}"
+    );
+}
+
+/// A path given inside a folder that an exclude pattern leaves out is
+/// backed up all the same (explicit beats pattern): with `--exclude
+/// cache`, `src src/a/cache/keep` stores `src` without its caches but for
+/// that one path, whose own contents the patterns still apply to.
+#[test]
+fn a_path_given_inside_an_excluded_folder_is_backed_up() {
+    let repo = Repo::new();
+    let base = repo.scratch("base");
+    let src = base.join("src");
+    write(&src.join("top.txt"), "top");
+    write(&src.join("a/other.txt"), "other");
+    write(&src.join("a/cache/dropped.txt"), "dropped");
+    write(&src.join("a/cache/keep/f.txt"), "kept");
+    write(
+        &src.join("a/cache/keep/cache/deeper.txt"),
+        "excluded within",
+    );
+    write(&src.join("b/cache/h.txt"), "dropped too");
+    let out = backup_in(
+        &repo,
+        &base,
+        &["src", "src/a/cache/keep", "--exclude", "cache"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("warning"), "{out}");
+    let src = PathBuf::from(abs(&src));
+    let mut listed = ls_latest(&repo, &src);
+    listed.sort();
+    let expect: Vec<String> = [
+        "/a",
+        "/a/cache",
+        "/a/cache/keep",
+        "/a/cache/keep/f.txt",
+        "/a/other.txt",
+        "/b",
+        "/top.txt",
+    ]
+    .iter()
+    .map(|p| format!("{}{p}", src.display()))
+    .collect();
+    assert_eq!(listed, expect);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    assert_eq!(
+        fs::read_to_string(r.join("a/cache/keep/f.txt")).unwrap(),
+        "kept"
     );
 }

@@ -158,10 +158,10 @@ impl Counters {
 ///
 /// A given path is walked in full (its own listing, on its own
 /// filesystem), and so is everything below it but what an exclude
-/// pattern or `--one-file-system` leaves out. A path given below it on
-/// another filesystem is backed up all the same: the folders down to it
-/// are kept with only the way down, as the folders above any given path
-/// are.
+/// pattern or `--one-file-system` leaves out. A path given below it that
+/// lies in what is left out is backed up all the same (explicit beats
+/// pattern): the folders down to it are kept with only the way down, as
+/// the folders above any given path are.
 #[derive(Debug, Default)]
 pub(crate) struct Skeleton {
     /// This path was given: it is walked in full.

@@ -362,16 +362,18 @@ impl<'a, 's> StatAhead<'a, 's> {
         let (dir, handle, exclude) = (self.dir, self.handle, self.exclude);
         let stat_part = |part: &[Entry<'s>]| -> Vec<_> {
             part.iter()
-                .map(|(name, _)| {
-                    // (A pattern for directories only is checked once
-                    // the entry is known to be one.)
-                    let excluded = exclude.is_some_and(|x| {
-                        x.matches(
-                            &dir.join(name).to_string_lossy(),
-                            &name.to_string_lossy(),
-                            false,
-                        )
-                    });
+                .map(|(name, sub)| {
+                    // A path given below an excluded entry keeps it. (A
+                    // pattern for directories only is checked once the
+                    // entry is known to be one.)
+                    let excluded = sub.is_none()
+                        && exclude.is_some_and(|x| {
+                            x.matches(
+                                &dir.join(name).to_string_lossy(),
+                                &name.to_string_lossy(),
+                                false,
+                            )
+                        });
                     (!excluded).then(|| stat(handle, name))
                 })
                 .collect()
@@ -949,16 +951,19 @@ impl<'a> Walker<'a> {
                 }
                 let path = dir.join(&name);
                 let path_str = path.to_string_lossy();
+                // A given path is never left out, nor is the way down to
+                // one (explicit beats pattern); only what it holds may be.
                 let given = sub.is_some_and(|s| s.given);
                 let excluded = |is_dir| {
                     whole
+                        && !given
                         && self.shared.setup.exclude.matches(
                             &path_str,
                             &name.to_string_lossy(),
                             is_dir,
                         )
                 };
-                if excluded(false) {
+                if excluded(false) && sub.is_none() {
                     continue;
                 }
                 let md = match pre.unwrap_or_else(|| stat(&handle, &name)) {
@@ -968,7 +973,7 @@ impl<'a> Walker<'a> {
                         continue;
                     }
                 };
-                if md.is_dir() && excluded(true) {
+                if md.is_dir() && excluded(true) && sub.is_none() {
                     continue;
                 }
                 let mut old = parent_nodes.take(name.as_bytes(), |e| {
@@ -1051,7 +1056,7 @@ impl<'a> Walker<'a> {
                             _ => None,
                         };
                         let wants = Scope {
-                            whole: given || (whole && !other_fs),
+                            whole: given || (whole && !excluded(true) && !other_fs),
                             below: sub,
                         };
                         if other_fs && sub.is_none() {
