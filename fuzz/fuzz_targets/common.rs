@@ -40,3 +40,23 @@ pub fn take_uint(data: &[u8], n: usize) -> (u64, &[u8]) {
     buf[..n].copy_from_slice(&data[..n]);
     (u64::from_le_bytes(buf), &data[n..])
 }
+
+/// A pack file made from fuzz input: a 2-byte length splits `data` into
+/// the blob area and the plaintext of the header, which is sealed under
+/// [`key`] and followed by the trailer, so the header's decoder is
+/// reached behind its authentication. Returns the file, the header's
+/// plaintext and where the sealed header starts.
+pub fn pack_with_sealed_header(data: &[u8]) -> (Vec<u8>, &[u8], usize) {
+    let (n, rest) = take_uint(data, 2);
+    let n = (n as usize).min(rest.len());
+    let (body, plain) = rest.split_at(n);
+    let head = file_header(b"CAIRNPAK");
+    let mut file = head.clone();
+    file.extend_from_slice(body);
+    let start = file.len();
+    key().seal_into(plain, &head, &mut file);
+    let sealed_len = (file.len() - start) as u32;
+    file.extend_from_slice(&sealed_len.to_le_bytes());
+    file.extend_from_slice(b"CAIRNHDR");
+    (file, plain, start)
+}

@@ -12,19 +12,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = codec::decode::<PackHeader>(data, "pack header");
 
-    let (n, rest) = common::take_uint(data, 2);
-    let n = (n as usize).min(rest.len());
-    let (body, plain) = rest.split_at(n);
-
     let key = common::key();
-    let head = common::file_header(b"CAIRNPAK");
-    let mut file = head.clone();
-    file.extend_from_slice(body);
-    let start = file.len();
-    key.seal_into(plain, &head, &mut file);
-    let sealed_len = (file.len() - start) as u32;
-    file.extend_from_slice(&sealed_len.to_le_bytes());
-    file.extend_from_slice(b"CAIRNHDR");
+    let (file, plain, start) = common::pack_with_sealed_header(data);
 
     if let Ok(h) = pack::decode_header(&file, key, "pack") {
         // Canonical encoding, and every entry inside the blob area, in order.

@@ -80,17 +80,5 @@ fn exercise(file: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     exercise(data);
 
-    let (n, rest) = common::take_uint(data, 2);
-    let n = (n as usize).min(rest.len());
-    let (body, plain) = rest.split_at(n);
-    let key = common::key();
-    let head = common::file_header(b"CAIRNPAK");
-    let mut file = head.clone();
-    file.extend_from_slice(body);
-    let start = file.len();
-    key.seal_into(plain, &head, &mut file);
-    let sealed_len = (file.len() - start) as u32;
-    file.extend_from_slice(&sealed_len.to_le_bytes());
-    file.extend_from_slice(b"CAIRNHDR");
-    exercise(&file);
+    exercise(&common::pack_with_sealed_header(data).0);
 });
