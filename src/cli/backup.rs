@@ -50,7 +50,8 @@ pub struct BackupArgs {
     /// Read exclude patterns from a file, one per line.
     #[arg(long)]
     exclude_file: Vec<PathBuf>,
-    /// Do not cross into other filesystems.
+    /// Do not cross into other filesystems below the paths given (each
+    /// path given is walked on its own filesystem, even a mount point).
     #[arg(long, short = 'x')]
     one_file_system: bool,
     /// Back up standard input as one file.
