@@ -562,6 +562,23 @@ fn init_creates_the_repository_layout() {
     assert!(out.stderr.contains("already a repository"), "{out}");
 }
 
+/// `init --key-file K` is refused, naming the flag and what to do,
+/// rather than making a repository the key file does not open.
+#[test]
+fn init_with_a_key_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    let key = dir.path().join("k.key");
+    let mut args = vec!["-r", path.to_str().unwrap(), "init"];
+    args.extend_from_slice(FAST_INIT);
+    args.extend_from_slice(&["--key-file", key.to_str().unwrap()]);
+    let out = run(cairn().args(&args).env("CAIRN_PASSWORD", "pw"), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("--key-file"), "{out}");
+    assert!(out.stderr.contains("cairn key export"), "{out}");
+    assert!(!path.exists(), "nothing made");
+}
+
 #[test]
 fn init_gives_way_to_another_inits_key_file() {
     // What an `init` running at the same place (or one interrupted before

@@ -5,7 +5,7 @@ use clap::Args;
 use super::output::{self, outln};
 use super::Context;
 use crate::crypto::Cipher;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo::{lock, InitOptions, KdfParams, Repository};
 
 /// Parses a size like `512K`, `1M`, `8MiB` or a plain byte count.
@@ -56,6 +56,16 @@ pub struct InitArgs {
 }
 
 pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
+    // An exported key opens a repository that exists; `init` makes a new
+    // key, sealed with a password. Taking the flag silently would leave
+    // the user believing the key file opens what was made.
+    if let Some(f) = ctx.key_file_flag() {
+        return Err(Error::Invalid(format!(
+            "--key-file {}: init makes a new repository, whose key is sealed with a \
+             password; export it afterwards with `cairn key export FILE`",
+            f.display()
+        )));
+    }
     let backend = ctx.backend()?;
     let pw = ctx.password(true)?;
     let opts = InitOptions {

@@ -272,6 +272,11 @@ impl Context {
         }
     }
 
+    /// `--key-file` as given on the command line, if it was.
+    pub(super) fn key_file_flag(&self) -> Option<&std::path::Path> {
+        self.global.key_file.as_deref()
+    }
+
     /// The exported key file to open the repository with: `--key-file`,
     /// else `CAIRN_KEY_FILE` unless `--password-file` is on the command
     /// line (a flag wins over the environment).
