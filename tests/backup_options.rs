@@ -297,6 +297,23 @@ fn a_file_replaced_by_a_symlink_during_backup_is_not_followed() {
     assert_eq!(fs::read_to_string(r.join("a.txt")).unwrap(), "stays");
 }
 
+/// `cairn backup --json SRC` with the test hook `hook`
+/// (`CAIRN_TEST_SWAP_WALKED` or `CAIRN_TEST_SWAP_OPENED`) swapping the
+/// folder `SRC/x` for a symlink to `outside`; asserts the swap happened.
+fn backup_swapping_x(repo: &Repo, src: &Path, hook: &str, outside: &Path) -> Out {
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(src).env(hook, format!("x=>{}", outside.display()));
+    let out = run(&mut c, None);
+    assert!(
+        fs::symlink_metadata(src.join("x"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the hook swapped it: {out}"
+    );
+    out
+}
+
 /// A directory that turns into a symlink between the walk's stat of it
 /// and its opening is reported and stored empty: the backup never lists
 /// or reads what the link points to (as root, `x -> /` would otherwise
@@ -311,18 +328,8 @@ fn a_directory_replaced_by_a_symlink_during_backup_is_not_followed() {
     write(&src.join("x/inner.txt"), "in the folder swapped away");
     write(&src.join("z/after.txt"), "after the swapped folder");
 
-    let mut c = repo.cmd(&["backup", "--json"]);
-    let swap = format!("x=>{}", outside.display());
-    c.arg(&src).env("CAIRN_TEST_SWAP_WALKED", swap);
-    let out = run(&mut c, None);
+    let out = backup_swapping_x(&repo, &src, "CAIRN_TEST_SWAP_WALKED", &outside);
     assert_eq!(out.code, 3, "{out}");
-    assert!(
-        fs::symlink_metadata(src.join("x"))
-            .unwrap()
-            .file_type()
-            .is_symlink(),
-        "the hook swapped it"
-    );
     let x = format!("{}/x", abs(&src));
     assert!(
         out.stderr
@@ -369,18 +376,8 @@ fn a_folder_swapped_after_its_opening_gives_its_own_link_targets_and_attributes(
         }
     }
 
-    let mut c = repo.cmd(&["backup", "--json"]);
-    let swap = format!("x=>{}", outside.display());
-    c.arg(&src).env("CAIRN_TEST_SWAP_OPENED", swap);
-    let out = run(&mut c, None);
+    let out = backup_swapping_x(&repo, &src, "CAIRN_TEST_SWAP_OPENED", &outside);
     assert_eq!(out.code, 0, "{out}");
-    assert!(
-        fs::symlink_metadata(src.join("x"))
-            .unwrap()
-            .file_type()
-            .is_symlink(),
-        "the hook swapped it"
-    );
 
     let out = repo.run(&["ls", "latest", "--json"]).success();
     let nodes: std::collections::HashMap<String, Value> = out

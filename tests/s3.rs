@@ -770,12 +770,7 @@ fn gc_refuses_while_a_backup_holds_its_lock() {
     let rest = common::random_bytes(22, 300_000);
     stdin.write_all(&rest).unwrap();
     drop(stdin);
-    let done = child.wait_with_output().unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    finish_backup(child);
     assert!(locks().is_empty(), "{:?}", locks());
     repo.run(&["gc"]).success();
     repo.run(&["verify", "--read-data"]).success();

@@ -179,12 +179,7 @@ fn a_dry_run_beside_a_running_backup_does_not_count_its_uploads_as_garbage() {
     );
     assert!(!dry.stdout.contains("would have: aborted"), "{dry}");
     drop(stdin);
-    let done = child.wait_with_output().unwrap();
-    assert!(
-        done.status.success(),
-        "{}",
-        String::from_utf8_lossy(&done.stderr)
-    );
+    finish_backup(child);
     assert_eq!(keys(&server.uploads("busy")), [key.as_str()]);
     // With the backup done, gc aborts it.
     let gc = repo.run(&["gc"]).success();

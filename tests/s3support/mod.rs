@@ -709,6 +709,17 @@ impl S3Repo {
     }
 }
 
+/// Waits for a backup started by [`S3Repo::start_stdin_backup`], its
+/// standard input closed, and asserts it succeeded.
+pub fn finish_backup(child: Child) {
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
 /// An incomplete multipart upload s3s-fs holds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PendingUpload {
