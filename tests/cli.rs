@@ -704,6 +704,48 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
     }
 }
 
+/// A command's help lists its own options first, then the options every
+/// command takes, under their own headings, not mixed in among its own.
+#[test]
+fn help_lists_a_commands_own_options_before_the_repository_options() {
+    for (command, own) in [
+        ("forget", ["--keep-last", "--keep-yearly", "--gc"]),
+        ("backup", ["--kind", "--exclude-file", "--json"]),
+        ("gc", ["--max-unused", "--dry-run", "--json"]),
+    ] {
+        let mut c = cairn();
+        c.args([command, "--help"]);
+        let help = run(&mut c, None).success().stdout;
+        // Where the line listing `what` (an option or a heading) starts.
+        let at = |what: &str| {
+            let mut offset = 0;
+            for line in help.split_inclusive('\n') {
+                let entry = line.trim_start().trim_start_matches("-r, ");
+                if entry.starts_with(&format!("{what} ")) || entry.trim_end() == what {
+                    return offset;
+                }
+                offset += line.len();
+            }
+            panic!("{command} --help lists no {what}:\n{help}")
+        };
+        let repo = at("Repository options:");
+        let remote = at("Remote store options (S3):");
+        for option in own {
+            assert!(
+                at(option) < repo,
+                "{command}: {option} is listed late:\n{help}"
+            );
+        }
+        for option in ["--repo", "--password-file", "--key-file", "--lock-wait"] {
+            let i = at(option);
+            assert!(repo < i && i < remote, "{command}: {option}:\n{help}");
+        }
+        for option in ["--s3-endpoint", "--connections", "--retries", "--cache-dir"] {
+            assert!(remote < at(option), "{command}: {option}:\n{help}");
+        }
+    }
+}
+
 #[test]
 fn init_chooses_the_data_cipher() {
     // XChaCha20-Poly1305 on request (for CPUs without AES instructions):

@@ -39,61 +39,65 @@ pub struct Cli {
     command: Command,
 }
 
+/// Where every command's help lists the options below, after its own.
+const REPO: &str = "Repository options";
+const REMOTE: &str = "Remote store options (S3)";
+
 /// Options accepted before or after the subcommand.
 #[derive(clap::Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Repository location: a directory, or s3://BUCKET/PREFIX. Default:
     /// the user's default repository under the data dir.
-    #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true)]
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true, help_heading = REPO)]
     repo: Option<String>,
     /// File holding the repository password (first line). Wins over
     /// CAIRN_PASSWORD, CAIRN_PASSWORD_FILE and CAIRN_KEY_FILE in the
     /// environment.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, help_heading = REPO, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Open the repository with a key file written by `cairn key export`
     /// instead of a password (no password is asked for or derived). In the
     /// environment: CAIRN_KEY_FILE.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, help_heading = REPO, value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// How long to wait for a conflicting lock: numbers with units s, m
     /// (minutes), h, d, e.g. 30s, 10m, 1h30m; a bare number is seconds.
-    #[arg(long, global = true, default_value = "0s", value_name = "DURATION",
+    #[arg(long, global = true, help_heading = REPO, default_value = "0s", value_name = "DURATION",
           value_parser = parse_duration)]
     lock_wait: Duration,
     /// S3 endpoint URL, e.g. http://127.0.0.1:9000 (default: AWS). The
     /// credentials come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
     /// AWS_SESSION_TOKEN.
-    #[arg(long, env = "CAIRN_S3_ENDPOINT", global = true)]
+    #[arg(long, env = "CAIRN_S3_ENDPOINT", global = true, help_heading = REMOTE)]
     s3_endpoint: Option<String>,
     /// S3 signing region.
-    #[arg(long, env = "AWS_REGION", global = true, default_value = "us-east-1")]
+    #[arg(long, env = "AWS_REGION", global = true, help_heading = REMOTE, default_value = "us-east-1")]
     s3_region: String,
     /// Address buckets as BUCKET.host instead of host/BUCKET (path style).
-    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOST", global = true)]
+    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOST", global = true, help_heading = REMOTE)]
     s3_virtual_host: bool,
     /// Requests in flight at once to a remote store, over all threads
     /// (parts of multipart uploads and ranged reads included).
-    #[arg(long, env = "CAIRN_CONNECTIONS", global = true, default_value_t = 4,
+    #[arg(long, env = "CAIRN_CONNECTIONS", global = true, help_heading = REMOTE, default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
     connections: u16,
     /// How long a request to a remote store may go without progress (no
     /// upload bytes going out, no answer, or an answer pause) before it
     /// fails and is retried; an upload's answer gets 1 s more per 256 KiB
     /// sent, up to 4 MiB.
-    #[arg(long, env = "CAIRN_S3_TIMEOUT", global = true, default_value = "60s",
+    #[arg(long, env = "CAIRN_S3_TIMEOUT", global = true, help_heading = REMOTE, default_value = "60s",
           value_parser = parse_timeout)]
     s3_timeout: Duration,
     /// Tries per remote operation before giving up on transient errors
     /// (5xx answers, timeouts, refused or reset connections).
-    #[arg(long, env = "CAIRN_RETRIES", global = true, default_value_t = 10,
+    #[arg(long, env = "CAIRN_RETRIES", global = true, help_heading = REMOTE, default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     retries: u32,
     /// Do not use the local metadata cache of remote repositories.
-    #[arg(long, env = "CAIRN_NO_CACHE", global = true)]
+    #[arg(long, env = "CAIRN_NO_CACHE", global = true, help_heading = REMOTE)]
     no_cache: bool,
     /// Folder of the metadata cache (default: the user cache dir).
-    #[arg(long, env = "CAIRN_CACHE_DIR", global = true)]
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, help_heading = REMOTE)]
     cache_dir: Option<PathBuf>,
 }
 
