@@ -50,8 +50,9 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// Bytes in a master key.
 pub const MASTER_KEY_LEN: usize = 64;
 
-/// The cipher that seals a repository's data (packs, index tables,
-/// snapshots, locks), named in its config. Encoded as a u32: 0, 1.
+/// The cipher that seals a repository's data (blobs, pack headers,
+/// snapshots, locks; index tables are not sealed but carry a MAC), named
+/// in its config. Encoded as a u32: 0, 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cipher {
     /// XChaCha20-Poly1305: every version-1 repository.
