@@ -112,6 +112,14 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
             if opts.dry_run { "would be " } else { "" }
         )));
     }
+    if let Some(first) = &stats.full {
+        return Err(Error::Invalid(format!(
+            "the target's filesystem is full: {} entries not restored (the first: {first}); \
+             free space, or restore into another folder, and run the restore again: what is \
+             already restored is left as it is",
+            stats.errors
+        )));
+    }
     if stats.errors > 0 {
         return Err(Error::Invalid(if opts.dry_run {
             format!(

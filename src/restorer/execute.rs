@@ -5,8 +5,46 @@ use super::*;
 
 impl Executor<'_> {
     pub(super) fn fail(&self, path: &Path, e: impl std::fmt::Display) {
-        (self.warn)(&format!("{}: {e}", path.display()));
+        let why = format!("{}: {e}", path.display());
         self.errors.fetch_add(1, Ordering::Relaxed);
+        // A failure for want of space is told once, at the end (see
+        // `full`); the error's text is the one place every path that
+        // reports here shares.
+        let no_space =
+            [libc::ENOSPC, libc::EDQUOT].map(|n| std::io::Error::from_raw_os_error(n).to_string());
+        if no_space.iter().any(|t| why.contains(t.as_str())) {
+            self.note_full(why);
+        } else {
+            (self.warn)(&why);
+        }
+    }
+
+    /// Records `why` as the failure that found the target full, unless
+    /// one was recorded before.
+    fn note_full(&self, why: String) {
+        if let Ok(mut f) = self.full.lock() {
+            f.get_or_insert(why);
+        }
+        self.is_full.store(true, Ordering::Relaxed);
+    }
+
+    /// Records `e`, met writing `path`, if it says the target is full.
+    pub(super) fn check_full(&self, path: &Path, e: &Error) {
+        if e.is_storage_full() {
+            let why = e.to_string();
+            let shown = path.display().to_string();
+            self.note_full(if why.contains(&shown) {
+                why
+            } else {
+                format!("{shown}: {why}")
+            });
+        }
+    }
+
+    /// Whether a write found the target's filesystem full: what is left
+    /// is not attempted.
+    pub(super) fn is_full(&self) -> bool {
+        self.is_full.load(Ordering::Relaxed)
     }
 
     pub(super) fn under_skipped(&self, rel: &Path) -> bool {

@@ -73,6 +73,13 @@ impl Executor<'_> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(run) = runs.get(i) else { break };
                     for (at, f) in run.clone().zip(&files[run.clone()]) {
+                        if self.is_full() {
+                            // Not attempted: counted with the others the
+                            // full filesystem stopped.
+                            self.errors.fetch_add(1, Ordering::Relaxed);
+                            not_placed(at);
+                            continue;
+                        }
                         if self.under_skipped(&f.rel) {
                             not_placed(at);
                             continue;
@@ -97,6 +104,7 @@ impl Executor<'_> {
                                 }
                             }
                             Err(e) => {
+                                self.check_full(&dest, &e);
                                 self.fail(&dest, e);
                                 not_placed(at);
                             }
@@ -231,6 +239,9 @@ impl Executor<'_> {
                 s.spawn(|| {
                     let taker = queue.taker();
                     while let Some((_, pack, blobs)) = pieces.get(taker.take()) {
+                        if self.is_full() {
+                            break;
+                        }
                         self.restore_pack(pack, blobs, &targets, &tasks);
                     }
                 });
@@ -248,7 +259,12 @@ impl Executor<'_> {
                 bytes += task.node.size;
             } else {
                 self.discard(task);
-                self.fail(&task.dest, "not all of its data could be read");
+                if self.is_full() {
+                    // Its packs were not read: the target is full.
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.fail(&task.dest, "not all of its data could be read");
+                }
                 unplaced.push(task.item);
             }
         }
@@ -301,6 +317,9 @@ impl Executor<'_> {
         // the index places it (see `pack_header`).
         let mut header: Option<Option<(Option<PackBytes>, PackHeader)>> = None;
         for (id, loc) in blobs {
+            if self.is_full() {
+                return;
+            }
             let uses = &targets[id];
             if uses.iter().all(|&(t, _)| tasks[t].failed()) {
                 continue;
@@ -399,6 +418,7 @@ impl Executor<'_> {
                 if zero {
                     task.holes.store(true, Ordering::Relaxed);
                 } else if let Err(e) = self.write_chunk(task, plain, offset) {
+                    self.check_full(&task.dest, &e);
                     task.fail(e);
                     continue;
                 }
@@ -453,7 +473,10 @@ impl Executor<'_> {
         // is created now; a transient one is opened again.
         let file = match self.task_file(task, file) {
             Ok(f) => f,
-            Err(e) => return task.fail(e),
+            Err(e) => {
+                self.check_full(&task.dest, &e);
+                return task.fail(e);
+            }
         };
         if !task.transient.load(Ordering::Relaxed) {
             // Its descriptor closes below, whatever the outcome.

@@ -125,6 +125,11 @@ pub struct RestoreStats {
     pub would_remove: Vec<PathBuf>,
     /// Entries that failed.
     pub errors: u64,
+    /// The first write that found the target's filesystem full, if one
+    /// did (see `Executor::full`): what it wrote and the error. The
+    /// restore then stopped reading packs; `errors` counts the entries
+    /// left unrestored.
+    pub full: Option<String>,
     /// The include patterns no entry of what was restored matched, as given.
     pub includes_unmatched: Vec<String>,
     /// Whether there were include patterns and they selected nothing
@@ -222,6 +227,8 @@ pub fn restore(
         dry_run: opts.dry_run,
         warn,
         errors: AtomicU64::new(0),
+        full: Mutex::new(None),
+        is_full: std::sync::atomic::AtomicBool::new(false),
         skipped_dirs: Mutex::new(HashSet::new()),
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
@@ -281,6 +288,7 @@ pub fn restore(
         stats.would_remove.sort();
     }
     stats.errors = ex.errors.load(Ordering::Relaxed);
+    stats.full = ex.full.lock().ok().and_then(|f| f.clone());
     Ok(stats)
 }
 
@@ -667,6 +675,15 @@ struct Executor<'a> {
     dry_run: bool,
     warn: &'a (dyn Fn(&str) + Sync),
     errors: AtomicU64,
+    /// The first failure for want of space in the target ("no space left
+    /// on device", a quota), with its path. Once set, no more packs are
+    /// read and no more files created: every one would fail the same
+    /// way, and a restore from a remote store would fetch the rest of the
+    /// snapshot for nothing. Entries failing for want of space are
+    /// counted in `errors` without a warning each.
+    full: Mutex<Option<String>>,
+    /// Whether `full` is set, read without the lock for every blob.
+    is_full: std::sync::atomic::AtomicBool,
     /// Directories not restored (skipped or failed): nothing beneath them
     /// is written.
     skipped_dirs: Mutex<HashSet<PathBuf>>,
