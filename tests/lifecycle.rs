@@ -69,6 +69,9 @@ const REPAIR_POINTS: &[&str] = &[
 ];
 const RESTORE_POINTS: &[&str] = &["backend-before-rename", "restore-after-place"];
 
+/// The hosts the sources are backed up as (`--host`), one each.
+const HOSTS: [&str; 2] = ["alpha", "beta"];
+
 /// The simulated clock starts here (2024-01-01T00:00:00Z).
 const EPOCH: i64 = 1_704_067_200;
 
@@ -124,14 +127,24 @@ impl Store {
         Store::S3 { repo, server }
     }
 
-    /// `cairn -r REPO ARGS` with the password, in UTC.
-    fn cmd(&self, args: &[&str]) -> Command {
+    /// `cairn -r REPO ARGS` with the password, in UTC. On S3, `host`
+    /// picks one of two metadata caches, as two machines sharing the
+    /// bucket each keep their own: each must notice what the other did.
+    fn cmd_on(&self, host: usize, args: &[&str]) -> Command {
         let mut c = match self {
             Store::Local(repo) => repo.cmd(args),
-            Store::S3 { repo, .. } => repo.cmd(args),
+            Store::S3 { repo, .. } => {
+                let mut c = repo.cmd(args);
+                c.env("CAIRN_CACHE_DIR", repo.cache_dir().join(HOSTS[host]));
+                c
+            }
         };
         c.env("TZ", "UTC");
         c
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        self.cmd_on(0, args)
     }
 
     /// A folder for sources and restores, removed with the store.
@@ -458,7 +471,13 @@ impl Life {
     /// of `points`, or with SIGKILL after a random delay. A command not
     /// cut short must succeed.
     fn run(&mut self, args: &[&str], points: &[&str]) -> (Ended, Out) {
-        let mut cmd = self.store.cmd(args);
+        let host = below(&mut self.rng, 2) as usize;
+        self.run_on(host, args, points)
+    }
+
+    /// [`Life::run`] as `host` (on S3, with its cache).
+    fn run_on(&mut self, host: usize, args: &[&str], points: &[&str]) -> (Ended, Out) {
+        let mut cmd = self.store.cmd_on(host, args);
         let how = if points.is_empty() {
             0
         } else {
@@ -522,7 +541,7 @@ impl Life {
 
     /// The repository's snapshots by id, from `cairn snapshots --json`.
     fn listed(&self) -> HashMap<String, Value> {
-        let out = run(&mut self.store.cmd(&["snapshots", "--json"]), None).success();
+        let out = run(&mut self.reader(&["snapshots", "--json"]), None).success();
         out.json()
             .as_array()
             .expect("snapshots --json is an array")
@@ -531,14 +550,16 @@ impl Life {
             .collect()
     }
 
+    /// A command that changes nothing, as one host or the other by turns.
+    fn reader(&self, args: &[&str]) -> Command {
+        self.store.cmd_on(self.step % 2, args)
+    }
+
     /// `verify --read-data` finds no error and no damage (warnings, such
     /// as a pack no index names, are allowed).
     #[track_caller]
     fn assert_verifies(&self) {
-        let out = run(
-            &mut self.store.cmd(&["verify", "--read-data", "--json"]),
-            None,
-        );
+        let out = run(&mut self.reader(&["verify", "--read-data", "--json"]), None);
         assert_eq!(
             out.code, 0,
             "step {}: verify --read-data:\n{out}",
@@ -553,7 +574,7 @@ impl Life {
     #[track_caller]
     fn assert_restores(&self, saved: &Saved) {
         let target = tempfile::tempdir_in(self.store.dir()).unwrap();
-        let mut c = self.store.cmd(&["restore", &saved.id, "--target"]);
+        let mut c = self.reader(&["restore", &saved.id, "--target"]);
         c.arg(target.path());
         run(&mut c, None).success();
         let got = manifest(&restored(target.path(), &saved.src));
@@ -607,9 +628,11 @@ impl Life {
         let time = self.time_arg();
         self.log(&format!("backup {kind} of source {s} at {time}"));
         let src = self.sources[s].to_str().unwrap().to_string();
-        let args = ["backup", "--json", "--kind", kind, "--time", &time, &src]
-            .map(str::to_string)
-            .to_vec();
+        let args = [
+            "backup", "--json", "--host", HOSTS[s], "--kind", kind, "--time", &time, &src,
+        ]
+        .map(str::to_string)
+        .to_vec();
         PlannedBackup {
             source: s,
             kind,
@@ -628,7 +651,7 @@ impl Life {
         let s = below(&mut self.rng, 2) as usize;
         let plan = self.plan_backup(s);
         let args: Vec<&str> = plan.args.iter().map(String::as_str).collect();
-        let (ended, out) = self.run(&args, points);
+        let (ended, out) = self.run_on(s, &args, points);
         let before: HashSet<String> = self.live.iter().map(|x| x.saved.id.clone()).collect();
         let record: Value = match ended {
             Ended::Done => out.json(),
@@ -671,6 +694,7 @@ impl Life {
             self.step
         );
         assert_eq!(record["time_ns"], plan.time * 1_000_000_000, "{record}");
+        assert_eq!(record["host"], HOSTS[plan.source], "{record}");
         let src = self.sources[plan.source].clone();
         self.live.push(Snap {
             saved: Saved {
@@ -686,10 +710,10 @@ impl Life {
         });
     }
 
-    fn spawn(&self, args: &[String]) -> std::process::Child {
+    fn spawn(&self, host: usize, args: &[String]) -> std::process::Child {
         let mut cmd = self
             .store
-            .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            .cmd_on(host, &args.iter().map(String::as_str).collect::<Vec<_>>());
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -713,9 +737,9 @@ impl Life {
             let args = plan.args.clone();
             (Some(plan), args)
         };
-        let a = self.spawn(&first.args);
+        let a = self.spawn(0, &first.args);
         std::thread::sleep(Duration::from_micros(below(&mut self.rng, 8_000)));
-        let b = self.spawn(&other);
+        let b = self.spawn(1, &other);
         let outs = [a, b].map(|c| {
             let o = c.wait_with_output().unwrap();
             Out {
