@@ -102,6 +102,28 @@ fn swap_dir_for_symlink(
     }
 }
 
+/// `CAIRN_TEST_WRITE_DURING_READ=NAME`: backup calls this with a file's
+/// path once it has read it; if its file name is `NAME`, its first byte
+/// is overwritten and its modification time moved a second on, as a
+/// program writing to it while the backup read it would have. Unset,
+/// this costs one cached environment lookup.
+pub fn write_during_read(path: &std::path::Path) {
+    static NAME: OnceLock<Option<String>> = OnceLock::new();
+    let Some(name) = NAME.get_or_init(|| std::env::var("CAIRN_TEST_WRITE_DURING_READ").ok()) else {
+        return;
+    };
+    if path.file_name() != Some(std::ffi::OsStr::new(name)) {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+        let _ = f.write_all_at(b"#", 0);
+        if let Ok(m) = f.metadata().and_then(|m| m.modified()) {
+            let _ = f.set_modified(m + std::time::Duration::from_secs(1));
+        }
+    }
+}
+
 /// Replaces `path` with a FIFO if `CAIRN_TEST_FIFO` equals its file
 /// name. Backup calls it just before reading a file, so a test can put a
 /// FIFO in a file's place after the walk has seen it. Unset, this costs

@@ -257,6 +257,75 @@ fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
     }
 }
 
+/// A file written to while the backup reads it (a database, a log) is
+/// named in a warning, the backup exits 3, and the snapshot holds it as
+/// read; the next backup reads it again, though its size is unchanged,
+/// and holds what it became.
+#[test]
+fn a_file_written_to_while_it_is_read_is_named_and_read_again_next_time() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("db.bin"), 1, 300_000);
+    write_random(&src.join("quiet.bin"), 2, 300_000);
+    let mtime = fs::metadata(src.join("db.bin"))
+        .unwrap()
+        .modified()
+        .unwrap();
+
+    // `CAIRN_TEST_WRITE_DURING_READ` overwrites the file's first byte
+    // (and moves its time on) once the backup has read it.
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_TEST_WRITE_DURING_READ", "db.bin");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    let db = format!("{}/db.bin", abs(&src));
+    let named: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("changed while it was read"))
+        .collect();
+    assert_eq!(named.len(), 1, "{out}");
+    assert!(named[0].contains(&db), "{out}");
+    assert!(
+        out.stderr
+            .contains("1 file(s) changed while they were read: snapshot"),
+        "{out}"
+    );
+    let first = out.json();
+    assert_eq!(
+        first["summary"]["errors"], 0,
+        "nothing is left out: {first:#}"
+    );
+    assert_ne!(
+        fs::metadata(src.join("db.bin"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime,
+        "the hook wrote to it"
+    );
+    let now = fs::read(src.join("db.bin")).unwrap();
+    assert_eq!(now[0], b'#');
+
+    // The first snapshot holds the file as it was read.
+    let target = repo.scratch("t1");
+    repo.restore(first["id"].as_str().unwrap(), &target, &[]);
+    let got = fs::read(restored(&target, &src).join("db.bin")).unwrap();
+    assert!(
+        got == random_bytes(1, 300_000),
+        "the first snapshot's db.bin"
+    );
+
+    // The next backup reads it again and holds what it became.
+    let second = repo.backup(&[&src], &[]);
+    assert_eq!(second["summary"]["files_changed"], 1, "{second:#}");
+    assert_eq!(second["summary"]["files_unmodified"], 1, "{second:#}");
+    let target = repo.scratch("t2");
+    repo.restore(second["id"].as_str().unwrap(), &target, &[]);
+    let got = fs::read(restored(&target, &src).join("db.bin")).unwrap();
+    assert!(got == now, "the second snapshot's db.bin");
+}
+
 /// A file that turns into a symlink between the walk and its read is
 /// reported and left out: the backup never reads what the link points to.
 #[test]

@@ -126,6 +126,8 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     /// Entries that could not be read, with the reason.
     pub warnings: Vec<String>,
+    /// Files that changed while they were read: in the snapshot as read.
+    pub changed: Vec<String>,
     /// Damage in the repository the backup read around (a snapshot file
     /// that does not decode, left out of the choice of parent; a parent
     /// tree that cannot be read, whose files were read afresh): every
@@ -344,6 +346,15 @@ pub fn backup(
             w.push(msg);
         }
     };
+    // A file that changed while it was read is in the snapshot, as read:
+    // a warning (and exit code 3), not an error that left it out.
+    let changed_files = std::sync::Mutex::new(Vec::new());
+    let changed = |msg: String| {
+        warn(&msg);
+        if let Ok(mut w) = changed_files.lock() {
+            w.push(msg);
+        }
+    };
     let repo_warnings = std::sync::Mutex::new(Vec::new());
     let repo_warn = |msg: String| {
         warn(&msg);
@@ -378,6 +389,7 @@ pub fn backup(
                 parent: parent_tree,
                 racy_from,
                 report: &report,
+                changed: &changed,
                 repo_warn: &repo_warn,
             })
         }
@@ -427,6 +439,7 @@ pub fn backup(
         id,
         snapshot,
         warnings: warnings.into_inner().unwrap_or_default(),
+        changed: changed_files.into_inner().unwrap_or_default(),
         repo_warnings: repo_warnings.into_inner().unwrap_or_default(),
         note,
     })

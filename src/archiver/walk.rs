@@ -40,6 +40,9 @@ pub(super) struct WalkSetup<'a> {
     /// be unchanged (see [`unchanged_chunks`]).
     pub racy_from: i64,
     pub report: &'a (dyn Fn(String) + Sync),
+    /// Reports a file that changed while it was read (see
+    /// [`changed_while_read`]): it is in the snapshot as read.
+    pub changed: &'a (dyn Fn(String) + Sync),
     /// Reports damage in the repository the walk reads around (a parent
     /// tree that cannot be read): nothing is left out of the snapshot.
     pub repo_warn: &'a (dyn Fn(String) + Sync),
@@ -116,6 +119,8 @@ struct FileJob {
     path: PathBuf,
     /// Its size when the walk saw it.
     size: u64,
+    /// Its modification time when the walk saw it (as its node records).
+    mtime_ns: i64,
     /// The directory holding it, to open it by name (see [`DirHandle`]).
     handle: Arc<DirHandle>,
     dir: Arc<DirOutcomes>,
@@ -537,7 +542,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                     let outcome = if aborted {
                         Err(None)
                     } else {
-                        match read_file(setup, &job.path, &job.handle, job.size) {
+                        match read_file(setup, &job.path, &job.handle, job.size, job.mtime_ns) {
                             Ok(r) => Ok(r),
                             Err(FileError::Skip(why)) => Err(Some(why)),
                             Err(FileError::Fatal(e)) => {
@@ -712,14 +717,16 @@ impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> std::io::Read for ToS
     }
 }
 
-/// Reads, chunks and stores one file, `seen` bytes long when the walk
-/// stat-ed it, and reads its extended attributes through it (by path,
-/// each took a lookup of the path on the walking thread).
+/// Reads, chunks and stores one file, `seen` bytes long and last
+/// modified at `mtime_ns` when the walk stat-ed it, and reads its
+/// extended attributes through it (by path, each took a lookup of the
+/// path on the walking thread).
 fn read_file(
     setup: &WalkSetup<'_>,
     path: &Path,
     handle: &DirHandle,
     seen: u64,
+    mtime_ns: i64,
 ) -> std::result::Result<(Vec<BlobId>, u64, Xattrs), FileError> {
     let skip = |op: &str, e: std::io::Error| {
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
@@ -750,11 +757,45 @@ fn read_file(
         ChunkError::Sink(e) => FileError::Fatal(e),
     })?;
     Counters::add(&setup.counters.bytes_read, size);
+    crate::fault::write_during_read(path);
+    if let Some(how) = changed_while_read(&file, seen.max(size), size, mtime_ns) {
+        (setup.changed)(format!(
+            "{}: changed while it was read ({how}): the snapshot holds the bytes as read, \
+             which may mix old and new content; the next backup reads it again",
+            path.display()
+        ));
+    }
     // Held until the directory's tree is written: a small file's one
     // chunk id, not the four a first push makes room for.
     chunks.shrink_to_fit();
     let xattrs = crate::fsmeta::read_xattrs_of(&file);
     Ok((chunks, size, (!xattrs.is_empty()).then(|| Box::new(xattrs))))
+}
+
+/// Files of more than this many bytes are checked, once read, for a
+/// change while they were read: a smaller one is read with one `read`, and
+/// an `fstat` for each of many tiny files costs a backup of them about 6%.
+const CHECK_CHANGED_OVER: u64 = 64 << 10;
+
+/// How `file`, `size` bytes of which were read, differs from what the
+/// walk saw when it stat-ed it (modified at `mtime_ns`), if it changed
+/// since: a database or log written to while the backup read it, whose
+/// bytes may then mix what it held before and after. The node keeps the
+/// walk's time, so the next backup reads the file again. Files of `len`
+/// (the larger of the sizes seen and read) up to [`CHECK_CHANGED_OVER`]
+/// are not checked.
+fn changed_while_read(file: &File, len: u64, size: u64, mtime_ns: i64) -> Option<String> {
+    if len <= CHECK_CHANGED_OVER {
+        return None;
+    }
+    let now = crate::fsmeta::Stat::of(&file.metadata().ok()?);
+    if now.mtime_ns != mtime_ns {
+        Some("modified since the backup saw it".into())
+    } else if now.size != size {
+        Some(format!("{} bytes now, {size} read", now.size))
+    } else {
+        None
+    }
 }
 
 /// What every walking thread shares.
@@ -1032,6 +1073,7 @@ impl<'a> Walker<'a> {
                                 handle: Arc::clone(&handle),
                                 path: path.clone(),
                                 size: node.size,
+                                mtime_ns: node.mtime_ns,
                                 dir: Arc::clone(results),
                                 at: slot,
                                 answered: false,
@@ -1528,6 +1570,7 @@ mod tests {
             .map(|(at, &(name, size))| FileJob {
                 path: dir.join(name),
                 size,
+                mtime_ns: 0,
                 handle: Arc::clone(&handle),
                 dir: Arc::clone(&outcomes),
                 at,

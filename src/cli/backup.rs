@@ -261,6 +261,14 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             result.id.short()
         ));
     }
+    if !result.changed.is_empty() {
+        warn(&format!(
+            "{} file(s) changed while they were read: snapshot {} holds them as read; \
+             back them up when nothing writes to them (or from a filesystem snapshot)",
+            result.changed.len(),
+            result.id.short()
+        ));
+    }
     // A dump is never empty: a stream of no bytes is a producer that
     // failed before writing anything (which `--stdin` cannot see, and
     // which a command may report with status 0 all the same). The
@@ -281,7 +289,11 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         }
         _ => false,
     };
-    let code = if result.warnings.is_empty() && result.repo_warnings.is_empty() && !empty_stream {
+    let code = if result.warnings.is_empty()
+        && result.changed.is_empty()
+        && result.repo_warnings.is_empty()
+        && !empty_stream
+    {
         0
     } else {
         EXIT_PARTIAL
