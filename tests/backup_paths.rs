@@ -351,3 +351,76 @@ fn a_path_given_inside_an_excluded_folder_is_backed_up() {
         "kept"
     );
 }
+
+/// A repository inside the folder backed up (the default one lives in the
+/// home directory) is left out, with a note, wherever the walk meets it,
+/// even through a symlink given with a trailing `/`; a path given inside
+/// it is refused, and nothing is written.
+#[test]
+fn the_repository_is_never_backed_up_into_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    write(&home.join("notes.txt"), "kept");
+    let repo_path = home.join(".local/share/cairn/default");
+    let mut c = cairn();
+    c.arg("-r").arg(&repo_path).arg("init").args(FAST_INIT);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    run(&mut c, None).success();
+    let cmd = |args: &[&str]| {
+        let mut c = cairn();
+        c.arg("-r").arg(&repo_path).args(args);
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        c
+    };
+
+    for _ in 0..2 {
+        let mut c = cmd(&["backup", "--json"]);
+        c.arg(&home);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "{out}");
+        let repo_abs = fs::canonicalize(&repo_path).unwrap();
+        assert!(
+            out.stderr.contains(&format!(
+                "note: leaving out {}: it is the repository being written to",
+                repo_abs.display()
+            )),
+            "{out}"
+        );
+        let snap = out.json();
+        assert_eq!(
+            snap["summary"]["files_new"].as_u64().unwrap()
+                + snap["summary"]["files_unmodified"].as_u64().unwrap(),
+            1,
+            "{snap:#}"
+        );
+    }
+    let ls = run(&mut cmd(&["ls", "latest"]), None).success();
+    let share = format!("{}/.local/share/cairn", abs(&home));
+    assert!(ls.stdout.lines().any(|l| l == share), "{ls}");
+    assert!(
+        !ls.stdout.contains("/default"),
+        "the repository is not in the snapshot:\n{ls}"
+    );
+
+    // A path in the repository, or leading into it, is refused.
+    let link = home.join("to-repo");
+    std::os::unix::fs::symlink(&repo_path, &link).unwrap();
+    for given in [repo_path.join("packs"), repo_path.clone(), link.join("")] {
+        let before = run(&mut cmd(&["snapshots", "--json"]), None)
+            .success()
+            .json();
+        let mut c = cmd(&["backup"]);
+        c.arg(&given);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{}: {out}", given.display());
+        assert!(
+            out.stderr
+                .contains("a backup never stores its own repository or cache"),
+            "{out}"
+        );
+        let after = run(&mut cmd(&["snapshots", "--json"]), None)
+            .success()
+            .json();
+        assert_eq!(before, after, "nothing is written");
+    }
+}

@@ -1001,3 +1001,36 @@ fn a_lock_from_a_host_whose_clock_lags_holds_against_gc() {
     assert!(u.stdout.contains("1 lock(s) removed"), "{u}");
     assert!(locks().is_empty(), "{:?}", locks());
 }
+
+/// The metadata cache of an S3 repository, kept under the folder backed
+/// up (the default cache is in the home directory), is left out of the
+/// snapshot with a note, as a local repository's own folder is.
+#[test]
+fn the_metadata_cache_is_not_backed_up() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "own-cache");
+    init(&repo);
+    let home = repo.scratch.path();
+    make_source(&home.join("src"), 1);
+    let first = backup_json(&repo, &home.join("src"));
+    let cache = repo.cache_dir();
+    assert!(cache.is_dir(), "the cache is in the folder backed up");
+
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(home);
+    let out = run(&mut c, None).success();
+    assert!(out.stderr.contains("it is cairn's metadata cache"), "{out}");
+    let ls = repo.run(&["ls", "latest"]).success();
+    let cache_abs = abs(&cache);
+    assert!(
+        !ls.stdout.lines().any(|l| l.starts_with(&cache_abs)),
+        "nothing of the cache is in the snapshot:\n{ls}"
+    );
+    assert!(ls.stdout.contains("/src/big.bin"), "{ls}");
+    let total = out.json()["summary"]["total_bytes"].as_u64().unwrap();
+    assert_eq!(
+        total,
+        first["summary"]["total_bytes"].as_u64().unwrap(),
+        "the snapshot holds the source's bytes and no more"
+    );
+}

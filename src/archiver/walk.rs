@@ -43,6 +43,8 @@ pub(super) struct WalkSetup<'a> {
     /// Reports a file that changed while it was read (see
     /// [`changed_while_read`]): it is in the snapshot as read.
     pub changed: &'a (dyn Fn(String) + Sync),
+    /// Folders never stored: the repository itself, its cache.
+    pub own: &'a super::Own,
     /// Reports damage in the repository the walk reads around (a parent
     /// tree that cannot be read): nothing is left out of the snapshot.
     pub repo_warn: &'a (dyn Fn(String) + Sync),
@@ -1016,6 +1018,16 @@ impl<'a> Walker<'a> {
                 };
                 if md.is_dir() && excluded(true) && sub.is_none() {
                     continue;
+                }
+                if md.is_dir() {
+                    if let Some((folder, what)) = self.shared.setup.own.find(md.dev, md.ino) {
+                        crate::eprint_line(format_args!(
+                            "note: leaving out {}: it is {what} ({})",
+                            path.display(),
+                            folder.display()
+                        ));
+                        continue;
+                    }
                 }
                 let mut old = parent_nodes.take(name.as_bytes(), |e| {
                     (self.shared.setup.repo_warn)(format!(

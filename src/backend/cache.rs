@@ -397,6 +397,9 @@ impl Backend for CachedBackend {
     fn prefers_ranges(&self) -> bool {
         self.inner.prefers_ranges()
     }
+    fn local_folder(&self) -> Option<&std::path::Path> {
+        self.inner.local_folder()
+    }
     fn free_space(&self) -> Result<Option<u64>> {
         self.inner.free_space()
     }

@@ -273,6 +273,11 @@ pub trait Backend: Send + Sync {
     fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
         let _ = (kind, name, range);
     }
+    /// The local folder the repository's files are in, if they are in
+    /// one (a backup leaves it out: see `archiver::Own`).
+    fn local_folder(&self) -> Option<&std::path::Path> {
+        None
+    }
     /// Whether fetching a few ranges of a pack is cheaper than reading it
     /// whole (true for remote stores, false where reads are memory maps).
     fn prefers_ranges(&self) -> bool {

@@ -145,6 +145,9 @@ impl Backend for RetryBackend {
     fn prefers_ranges(&self) -> bool {
         self.inner.prefers_ranges()
     }
+    fn local_folder(&self) -> Option<&std::path::Path> {
+        self.inner.local_folder()
+    }
     fn free_space(&self) -> Result<Option<u64>> {
         self.inner.free_space()
     }

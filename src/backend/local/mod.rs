@@ -319,6 +319,9 @@ impl LocalBackend {
 }
 
 impl Backend for LocalBackend {
+    fn local_folder(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
     fn location(&self) -> String {
         self.root.display().to_string()
     }
