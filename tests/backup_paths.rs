@@ -381,7 +381,8 @@ fn the_repository_is_never_backed_up_into_itself() {
         let repo_abs = fs::canonicalize(&repo_path).unwrap();
         assert!(
             out.stderr.contains(&format!(
-                "note: leaving out {}: it is the repository being written to",
+                "note: leaving out {}: it is the repository ({})",
+                repo_abs.display(),
                 repo_abs.display()
             )),
             "{out}"

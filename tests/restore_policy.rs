@@ -1155,3 +1155,110 @@ fn a_tree_deeper_than_path_max_is_restored_whole() {
         );
     }
 }
+
+/// A restore never writes into, or removes, the repository it reads (nor
+/// the metadata cache): a target in the repository is refused; a mirror
+/// into a folder holding the repository, which the snapshot lacks, leaves
+/// it in place; and a snapshot whose folder lies where the repository now
+/// is writes nothing into it.
+#[test]
+fn a_restore_leaves_the_repository_it_reads_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let repo = home.join("repo");
+    let cmd = |repo: &Path, args: &[&str]| {
+        let mut c = cairn();
+        c.arg("-r").arg(repo).args(args);
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        c
+    };
+    run(cmd(&repo, &["init"]).args(FAST_INIT), None).success();
+    let src = home.join("docs");
+    write(&src.join("a.txt"), "alpha");
+    write(&src.join("sub/b.txt"), "beta");
+    let mut c = cmd(&repo, &["backup"]);
+    c.arg(&src);
+    run(&mut c, None).success();
+    let verify = |repo: &Path| {
+        let out = run(&mut cmd(repo, &["verify", "--read-data"]), None);
+        assert_eq!(out.code, 0, "the repository is intact: {out}");
+    };
+
+    // A target in the repository is refused, and nothing is written.
+    let before = list_paths(&repo);
+    for target in [repo.clone(), repo.join("packs"), repo.join("new/folder")] {
+        for policy in ["merge", "mirror"] {
+            let mut c = cmd(
+                &repo,
+                &["restore", "latest", "--policy", policy, "--target"],
+            );
+            c.arg(&target);
+            let out = run(&mut c, None);
+            assert_eq!(out.code, 1, "{out}");
+            assert!(
+                out.stderr.contains("is in the repository")
+                    && out.stderr.contains("a restore never writes there"),
+                "{out}"
+            );
+        }
+    }
+    assert_eq!(list_paths(&repo), before);
+    verify(&repo);
+
+    // Mirroring `docs` over `home`, which holds the repository: the
+    // repository stays, with a note; what else the snapshot lacks goes.
+    write(&home.join("stray.txt"), "not in the snapshot");
+    let spec = format!("latest:{}", abs(&src));
+    let mut c = cmd(&repo, &["restore", &spec, "--policy", "mirror", "--target"]);
+    c.arg(&home);
+    let out = run(&mut c, None).success();
+    assert!(
+        out.stderr.contains(&format!(
+            "note: leaving {} in place, though the snapshot lacks it: it holds the repository",
+            home.join("repo").display()
+        )),
+        "{out}"
+    );
+    assert!(!home.join("stray.txt").exists(), "{out}");
+    assert_eq!(fs::read_to_string(home.join("a.txt")).unwrap(), "alpha");
+    assert_eq!(list_paths(&repo), before);
+    verify(&repo);
+
+    // A snapshot holding a folder `site/repo` (here, files of a site),
+    // restored with the repository moved to where that folder goes: the
+    // repository's folder gets nothing of the snapshot's, and a mirror
+    // removes nothing of it.
+    let site = dir.path().join("site");
+    write(
+        &site.join("repo/config"),
+        "the site's own config, not a repository's",
+    );
+    write(&site.join("index.html"), "<p>site</p>");
+    let mut c = cmd(&repo, &["backup"]);
+    c.arg(&site);
+    run(&mut c, None).success();
+    let target = dir.path().join("target");
+    let moved = target.join(abs(&site).trim_start_matches('/')).join("repo");
+    fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    fs::rename(&repo, &moved).unwrap();
+    let before = list_paths(&moved);
+    let config = fs::read(moved.join("config")).unwrap();
+    let mut c = cmd(
+        &moved,
+        &["restore", "latest", "--policy", "mirror", "--target"],
+    );
+    c.arg(&target);
+    let out = run(&mut c, None).success();
+    assert!(
+        out.stderr.contains("it is the repository")
+            && out.stderr.contains("nothing is restored into it"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(moved.parent().unwrap().join("index.html")).unwrap(),
+        "<p>site</p>"
+    );
+    assert_eq!(fs::read(moved.join("config")).unwrap(), config);
+    assert_eq!(list_paths(&moved), before);
+    verify(&moved);
+}

@@ -206,72 +206,6 @@ pub fn absolute_path(p: &Path) -> Result<PathBuf> {
     Ok(parent.join(name))
 }
 
-/// The folders a backup never stores: the local repository it writes to
-/// and the metadata cache in use (all of it: it holds only cairn's copies
-/// of repositories' metadata, and a `CACHEDIR.TAG`), found by device and inode
-/// wherever the walk meets them (through a bind mount or a symlinked
-/// parent too). A repository under the folder backed up (the default
-/// one lives in the home directory) would otherwise store itself: its new
-/// packs, encrypted under random nonces, never deduplicate, so each
-/// backup would store the last one's packs again, and the repository
-/// would grow by what it held every night.
-pub(crate) struct Own {
-    folders: Vec<(u64, u64, PathBuf, &'static str)>,
-}
-
-impl Own {
-    fn of(repo: &Repository) -> Own {
-        use std::os::unix::fs::MetadataExt;
-        let candidates = [
-            (
-                repo.backend().local_folder(),
-                "the repository being written to",
-            ),
-            (
-                repo.cache().and_then(|c| c.dir().parent()),
-                "cairn's metadata cache",
-            ),
-        ];
-        let folders = candidates
-            .into_iter()
-            .filter_map(|(path, what)| {
-                let path = std::fs::canonicalize(path?).ok()?;
-                let md = std::fs::metadata(&path).ok()?;
-                Some((md.dev(), md.ino(), path, what))
-            })
-            .collect();
-        Own { folders }
-    }
-
-    /// What the folder of device `dev` and inode `ino` is, if it is one
-    /// of these.
-    pub(crate) fn find(&self, dev: u64, ino: u64) -> Option<(&Path, &'static str)> {
-        self.folders
-            .iter()
-            .find(|(d, i, _, _)| (*d, *i) == (dev, ino))
-            .map(|(_, _, path, what)| (path.as_path(), *what))
-    }
-
-    /// Refuses `path`, given to back up, if it is one of these folders or
-    /// lies in one.
-    fn check_given(&self, path: &Path) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        for dir in path.ancestors() {
-            let Ok(md) = std::fs::metadata(dir) else {
-                continue;
-            };
-            if let Some((folder, what)) = self.find(md.dev(), md.ino()) {
-                return Err(Error::Invalid(format!(
-                    "{} is in {what} ({}): a backup never stores its own repository or cache",
-                    path.display(),
-                    folder.display()
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
 fn choose_parent<'a>(
     snapshots: &'a [SnapshotEntry],
     set: &str,
@@ -300,7 +234,7 @@ pub fn backup(
 ) -> Result<BackupResult> {
     let started = Instant::now();
     let time_ns = opts.time_ns.unwrap_or_else(crate::now_ns);
-    let own = Own::of(repo);
+    let own = crate::repo::own::Own::of(repo);
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
     let mut paths = Vec::new();
     let mut skeleton = Skeleton::default();

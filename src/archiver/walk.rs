@@ -44,7 +44,7 @@ pub(super) struct WalkSetup<'a> {
     /// [`changed_while_read`]): it is in the snapshot as read.
     pub changed: &'a (dyn Fn(String) + Sync),
     /// Folders never stored: the repository itself, its cache.
-    pub own: &'a super::Own,
+    pub own: &'a crate::repo::own::Own,
     /// Reports damage in the repository the walk reads around (a parent
     /// tree that cannot be read): nothing is left out of the snapshot.
     pub repo_warn: &'a (dyn Fn(String) + Sync),

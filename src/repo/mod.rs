@@ -8,6 +8,7 @@ mod dir;
 pub mod export;
 pub mod keys;
 pub mod lock;
+pub mod own;
 pub mod space;
 pub mod upgrade;
 

@@ -1,6 +1,8 @@
 //! Carrying out a restore's plan: directories, special files, hard
 //! links, metadata and the mirror policy's removals (files: [`super::files`]).
 
+use std::os::unix::fs::MetadataExt;
+
 use super::*;
 
 impl Executor<'_> {
@@ -45,6 +47,15 @@ impl Executor<'_> {
     /// is not attempted.
     pub(super) fn is_full(&self) -> bool {
         self.is_full.load(Ordering::Relaxed)
+    }
+
+    /// The repository or cache folder (see [`crate::repo::own`]) that the
+    /// directory at `path` in the target, of metadata `md`, is or holds.
+    pub(super) fn own_at(&self, path: &Path, md: &fs::Metadata) -> Option<(&Path, &'static str)> {
+        self.own.find(md.dev(), md.ino()).or_else(|| {
+            let rel = path.strip_prefix(self.target).ok()?;
+            self.own.within(&self.real_target.join(rel))
+        })
     }
 
     pub(super) fn under_skipped(&self, rel: &Path) -> bool {
@@ -222,7 +233,17 @@ impl Executor<'_> {
     /// non-directory in place.
     pub(super) fn ensure_dir(&self, path: &Path) -> Result<Dir> {
         match self.lstat(path) {
-            Ok(md) if md.is_dir() => return Ok(Dir::Existing),
+            Ok(md) if md.is_dir() => {
+                if let Some((folder, what)) = self.own.find(md.dev(), md.ino()) {
+                    crate::eprint_line(format_args!(
+                        "note: leaving {} alone: it is {what} ({}), nothing is restored into it",
+                        path.display(),
+                        folder.display()
+                    ));
+                    return Ok(Dir::Skipped);
+                }
+                return Ok(Dir::Existing);
+            }
             Ok(_) => match self.clear(path, true)? {
                 Existing::Skip => return Ok(Dir::Skipped),
                 Existing::Create => {}
@@ -252,6 +273,15 @@ impl Executor<'_> {
         };
         if self.policy == Policy::SkipExisting {
             return Ok(Existing::Skip);
+        }
+        if md.is_dir() {
+            if let Some((folder, what)) = self.own_at(path, &md) {
+                return Err(Error::Invalid(format!(
+                    "{} holds {what} ({}): left in place, where the snapshot has a file",
+                    path.display(),
+                    folder.display()
+                )));
+            }
         }
         let at = self
             .beneath
@@ -455,6 +485,17 @@ impl Executor<'_> {
                 continue;
             }
             let p = dir.join(entry.file_name());
+            if let Ok(md) = entry.metadata() {
+                if let Some((folder, what)) = md.is_dir().then(|| self.own_at(&p, &md)).flatten() {
+                    crate::eprint_line(format_args!(
+                        "note: leaving {} in place, though the snapshot lacks it: it holds \
+                         {what} ({})",
+                        p.display(),
+                        folder.display()
+                    ));
+                    continue;
+                }
+            }
             if self.dry_run {
                 would_remove.push(p);
                 n += 1;

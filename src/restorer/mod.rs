@@ -202,6 +202,16 @@ pub fn restore(
         !comps.is_empty() && start_path != format!("/{}", comps.join("/"))
     };
     let mut fresh = HashSet::new();
+    // A target in the repository, or in the cache, would have a restore
+    // write over cairn's own files.
+    let own = crate::repo::own::Own::of(repo);
+    if let Some((folder, what)) = own.containing(&opts.target) {
+        return Err(Error::Invalid(format!(
+            "the target {} is in {what} ({}): a restore never writes there",
+            opts.target.display(),
+            folder.display()
+        )));
+    }
     if !opts.dry_run {
         fs::create_dir_all(&opts.target)
             .map_err(|e| Error::path("create target", &opts.target, e))?;
@@ -220,8 +230,11 @@ pub fn restore(
             Err(e) => return Err(Error::path("stat", &opts.target, e)),
         }
     }
+    let real_target = fs::canonicalize(&opts.target).unwrap_or_else(|_| opts.target.clone());
     let ex = Executor {
         repo,
+        own,
+        real_target,
         target: &opts.target,
         policy: opts.policy,
         dry_run: opts.dry_run,
@@ -669,6 +682,14 @@ const RESERVE_FROM: u64 = 1 << 20;
 
 struct Executor<'a> {
     repo: &'a Repository,
+    /// The repository's own folder and the metadata cache (see
+    /// [`crate::repo::own`]): a folder of the target that is one is left
+    /// alone, nothing is written in it, and a mirror never removes it or
+    /// a folder holding it.
+    own: crate::repo::own::Own,
+    /// The target, its symlinks resolved, to tell where in it those
+    /// folders are.
+    real_target: PathBuf,
     target: &'a Path,
     policy: Policy,
     /// Decide everything, change nothing.
