@@ -616,3 +616,45 @@ fn a_password_flag_wins_over_the_environment_and_a_wrong_one_is_named() {
     let out = run(&mut c, None);
     assert_eq!(out.code, 12, "the key file was used:\n{out}");
 }
+
+/// `init` does not make a repository among someone's files: a folder
+/// holding anything but a repository's own names (or a folder of a
+/// repository's name holding other files) is refused, naming what is
+/// there, and left as it was; an empty folder, or a fresh disk's with
+/// only `lost+found`, is fine.
+#[test]
+fn init_refuses_a_folder_that_holds_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = |path: &Path| {
+        let mut c = cairn();
+        c.arg("-r").arg(path).arg("init").args(FAST_INIT);
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        run(&mut c, None)
+    };
+    let home = dir.path().join("home");
+    write(&home.join("notes.txt"), "mine");
+    let photos = dir.path().join("photos");
+    write(&photos.join("snapshots/holiday.jpg"), "mine too");
+    for (folder, names) in [(&home, "notes.txt"), (&photos, "snapshots/holiday.jpg")] {
+        let before = list_paths(folder);
+        let out = init(folder);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains("is not empty")
+                && out.stderr.contains(names)
+                && out
+                    .stderr
+                    .contains("a repository needs a folder of its own"),
+            "{out}"
+        );
+        assert_eq!(list_paths(folder), before, "nothing is written");
+    }
+
+    let disk = dir.path().join("disk");
+    fs::create_dir_all(disk.join("lost+found")).unwrap();
+    init(&disk).success();
+    let empty = dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    init(&empty).success();
+    init(&dir.path().join("new/folder")).success();
+}

@@ -196,6 +196,13 @@ pub trait Backend: Send + Sync {
     fn exists(&self) -> Result<bool>;
     /// Creates the empty layout (folders, buckets) before `init` writes.
     fn create(&self) -> Result<()>;
+    /// Names of what is at the location that a repository (or an
+    /// interrupted `init`) did not put there, a few at most, so that
+    /// `init` does not make a repository among someone's files. Stores
+    /// that cannot tell give none (the default).
+    fn foreign_entries(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
     /// Names of all files of `kind`, in no particular order.
     fn list(&self, kind: FileKind) -> Result<Vec<String>>;
     /// Names and sizes of all files of `kind`, in no particular order, as

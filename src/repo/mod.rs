@@ -83,6 +83,15 @@ impl Repository {
                 backend.location()
             )));
         }
+        let foreign = backend.foreign_entries()?;
+        if !foreign.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} is not empty (it holds {}): a repository needs a folder of its own; \
+                 give a new or empty folder",
+                backend.location(),
+                foreign.join(", ")
+            )));
+        }
         let (min, avg, max) = opts.chunk_sizes;
         let config = Config {
             version: config::VERSION,

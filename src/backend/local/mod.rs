@@ -349,6 +349,49 @@ impl Backend for LocalBackend {
         sync_dir(&self.root)
     }
 
+    fn foreign_entries(&self) -> Result<Vec<String>> {
+        // A repository's own names, a filesystem's `lost+found` (a fresh
+        // disk mounted for backups has one), and temporary files.
+        let ours = |name: &str| {
+            name.starts_with(".tmp-")
+                || matches!(name, "config" | "reserve" | "lost+found")
+                || DIRS.iter().any(|k| k.dir() == name)
+        };
+        let mut out = Vec::new();
+        let root = match fs::read_dir(&self.root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::path("list", &self.root, e)),
+        };
+        for e in root.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !ours(&name) {
+                out.push(name);
+                continue;
+            }
+            // In a folder of a repository's name, only its files: ids,
+            // packs' two-digit folders, temporary files.
+            let Some(kind) = DIRS.iter().find(|k| k.dir() == name) else {
+                continue;
+            };
+            let Ok(inner) = fs::read_dir(e.path()) else {
+                continue;
+            };
+            for f in inner.flatten() {
+                let n = f.file_name().to_string_lossy().into_owned();
+                let fan_out = *kind == FileKind::Pack
+                    && n.len() == 2
+                    && n.bytes().all(|b| b.is_ascii_hexdigit());
+                if !(crate::id::is_hex_name(&n) || n.starts_with('.') || fan_out) {
+                    out.push(format!("{name}/{n}"));
+                }
+            }
+        }
+        out.sort();
+        out.truncate(3);
+        Ok(out)
+    }
+
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for d in self.dirs(kind)? {
