@@ -105,22 +105,34 @@ fn swap_dir_for_symlink(
 /// `CAIRN_TEST_WRITE_DURING_READ=NAME`: backup calls this with a file's
 /// path once it has read it; if its file name is `NAME`, its first byte
 /// is overwritten and its modification time moved a second on, as a
-/// program writing to it while the backup read it would have. Unset,
-/// this costs one cached environment lookup.
+/// program writing to it while the backup read it would have. With
+/// `NAME=keep-time`, the modification time is put back as it was after
+/// the write (as `rsync --inplace -t` does). Unset, this costs one
+/// cached environment lookup.
 pub fn write_during_read(path: &std::path::Path) {
-    static NAME: OnceLock<Option<String>> = OnceLock::new();
-    let Some(name) = NAME.get_or_init(|| std::env::var("CAIRN_TEST_WRITE_DURING_READ").ok()) else {
-        return;
-    };
+    static SET: OnceLock<Option<(String, bool)>> = OnceLock::new();
+    let set = SET.get_or_init(|| {
+        let value = std::env::var("CAIRN_TEST_WRITE_DURING_READ").ok()?;
+        Some(match value.strip_suffix("=keep-time") {
+            Some(name) => (name.to_string(), true),
+            None => (value, false),
+        })
+    });
+    let Some((name, keep_time)) = set else { return };
     if path.file_name() != Some(std::ffi::OsStr::new(name)) {
         return;
     }
     use std::os::unix::fs::FileExt;
     if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+        let Ok(before) = f.metadata().and_then(|m| m.modified()) else {
+            return;
+        };
         let _ = f.write_all_at(b"#", 0);
-        if let Ok(m) = f.metadata().and_then(|m| m.modified()) {
-            let _ = f.set_modified(m + std::time::Duration::from_secs(1));
-        }
+        let _ = f.set_modified(if *keep_time {
+            before
+        } else {
+            before + std::time::Duration::from_secs(1)
+        });
     }
 }
 

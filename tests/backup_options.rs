@@ -324,6 +324,21 @@ fn a_file_written_to_while_it_is_read_is_named_and_read_again_next_time() {
     repo.restore(second["id"].as_str().unwrap(), &target, &[]);
     let got = fs::read(restored(&target, &src).join("db.bin")).unwrap();
     assert!(got == now, "the second snapshot's db.bin");
+
+    // A writer that puts the modification time back is told by the
+    // change time.
+    let mut c = repo.cmd(&["backup", "--kind", "full"]);
+    c.arg(&src)
+        .env("CAIRN_TEST_WRITE_DURING_READ", "quiet.bin=keep-time");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}/quiet.bin: changed while it was read (its change time moved",
+            abs(&src)
+        )),
+        "{out}"
+    );
 }
 
 /// A file that turns into a symlink between the walk and its read is

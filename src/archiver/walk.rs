@@ -121,8 +121,10 @@ struct FileJob {
     path: PathBuf,
     /// Its size when the walk saw it.
     size: u64,
-    /// Its modification time when the walk saw it (as its node records).
+    /// Its modification and change times when the walk saw it (as its
+    /// node records them).
     mtime_ns: i64,
+    ctime_ns: i64,
     /// The directory holding it, to open it by name (see [`DirHandle`]).
     handle: Arc<DirHandle>,
     dir: Arc<DirOutcomes>,
@@ -544,7 +546,12 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                     let outcome = if aborted {
                         Err(None)
                     } else {
-                        match read_file(setup, &job.path, &job.handle, job.size, job.mtime_ns) {
+                        let seen = Seen {
+                            size: job.size,
+                            mtime_ns: job.mtime_ns,
+                            ctime_ns: job.ctime_ns,
+                        };
+                        match read_file(setup, &job.path, &job.handle, seen) {
                             Ok(r) => Ok(r),
                             Err(FileError::Skip(why)) => Err(Some(why)),
                             Err(FileError::Fatal(e)) => {
@@ -719,16 +726,22 @@ impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> std::io::Read for ToS
     }
 }
 
-/// Reads, chunks and stores one file, `seen` bytes long and last
-/// modified at `mtime_ns` when the walk stat-ed it, and reads its
-/// extended attributes through it (by path, each took a lookup of the
-/// path on the walking thread).
+/// What the walk saw of a file when it stat-ed it.
+#[derive(Clone, Copy)]
+struct Seen {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+/// Reads, chunks and stores one file, as the walk saw it (`seen`), and
+/// reads its extended attributes through it (by path, each took a lookup
+/// of the path on the walking thread).
 fn read_file(
     setup: &WalkSetup<'_>,
     path: &Path,
     handle: &DirHandle,
-    seen: u64,
-    mtime_ns: i64,
+    seen: Seen,
 ) -> std::result::Result<(Vec<BlobId>, u64, Xattrs), FileError> {
     let skip = |op: &str, e: std::io::Error| {
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
@@ -739,7 +752,7 @@ fn read_file(
     let mut chunks = Vec::new();
     let mut reader = ToSeenEnd {
         file: &file,
-        seen,
+        seen: seen.size,
         at: 0,
         ended: false,
         check: Some(|| check_regular(&file)),
@@ -760,7 +773,7 @@ fn read_file(
     })?;
     Counters::add(&setup.counters.bytes_read, size);
     crate::fault::write_during_read(path);
-    if let Some(how) = changed_while_read(&file, seen.max(size), size, mtime_ns) {
+    if let Some(how) = changed_while_read(&file, seen, size) {
         (setup.changed)(format!(
             "{}: changed while it was read ({how}): the snapshot holds the bytes as read, \
              which may mix old and new content; the next backup reads it again",
@@ -780,21 +793,25 @@ fn read_file(
 const CHECK_CHANGED_OVER: u64 = 64 << 10;
 
 /// How `file`, `size` bytes of which were read, differs from what the
-/// walk saw when it stat-ed it (modified at `mtime_ns`), if it changed
-/// since: a database or log written to while the backup read it, whose
-/// bytes may then mix what it held before and after. The node keeps the
-/// walk's time, so the next backup reads the file again. Files of `len`
-/// (the larger of the sizes seen and read) up to [`CHECK_CHANGED_OVER`]
-/// are not checked.
-fn changed_while_read(file: &File, len: u64, size: u64, mtime_ns: i64) -> Option<String> {
-    if len <= CHECK_CHANGED_OVER {
+/// walk saw when it stat-ed it (`seen`), if it changed since: a database
+/// or log written to while the backup read it, whose bytes may then mix
+/// what it held before and after. The change time counts too, since a
+/// writer may put the modification time back (`rsync --inplace -t`,
+/// `touch -r`); so does a `chmod` meanwhile, a false alarm that costs a
+/// warning and the next backup a read. The node keeps the walk's times,
+/// so the next backup reads the file again. Files of at most
+/// [`CHECK_CHANGED_OVER`] bytes (seen and read) are not checked.
+fn changed_while_read(file: &File, seen: Seen, size: u64) -> Option<String> {
+    if seen.size.max(size) <= CHECK_CHANGED_OVER {
         return None;
     }
     let now = crate::fsmeta::Stat::of(&file.metadata().ok()?);
-    if now.mtime_ns != mtime_ns {
+    if now.mtime_ns != seen.mtime_ns {
         Some("modified since the backup saw it".into())
     } else if now.size != size {
         Some(format!("{} bytes now, {size} read", now.size))
+    } else if now.ctime_ns != seen.ctime_ns {
+        Some("its change time moved since the backup saw it".into())
     } else {
         None
     }
@@ -1086,6 +1103,7 @@ impl<'a> Walker<'a> {
                                 path: path.clone(),
                                 size: node.size,
                                 mtime_ns: node.mtime_ns,
+                                ctime_ns: node.ctime_ns,
                                 dir: Arc::clone(results),
                                 at: slot,
                                 answered: false,
@@ -1583,6 +1601,7 @@ mod tests {
                 path: dir.join(name),
                 size,
                 mtime_ns: 0,
+                ctime_ns: 0,
                 handle: Arc::clone(&handle),
                 dir: Arc::clone(&outcomes),
                 at,
