@@ -220,9 +220,10 @@ fn a_restore_into_a_filesystem_that_fills_leaves_only_whole_files() {
     assert_eq!(lines.len(), 1, "one error, no warning per file: {out}");
     let error = lines[0];
     assert!(
-        error.starts_with("error: the target's filesystem is full: ")
+        error.starts_with("error: the target's filesystem is full (")
             && error.contains("No space left on device")
             && error.contains(".bin: ")
+            && error.contains("the restore stopped there")
             && error.contains("run the restore again"),
         "{out}"
     );
@@ -252,13 +253,6 @@ fn a_restore_into_a_filesystem_that_fills_leaves_only_whole_files() {
         whole += 1;
     }
     assert!(whole < 9, "the restore cannot have fitted: {listing}");
-    let not_restored: usize = error
-        .split("full: ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count of entries not restored: {error}"));
-    assert_eq!(whole + not_restored, 9, "{error}\n{listing}");
 
     // What fits restores into the same folder.
     let out = restore(&["--include", "keep.txt"]);

@@ -1184,17 +1184,31 @@ fn a_restore_leaves_the_repository_it_reads_alone() {
         assert_eq!(out.code, 0, "the repository is intact: {out}");
     };
 
-    // A target in the repository is refused, and nothing is written.
+    // A target in the repository is refused, and nothing is written:
+    // however it is named (through a symlink, relative to the current
+    // folder, through folders not made yet).
+    let link = dir.path().join("link-to-packs");
+    std::os::unix::fs::symlink(repo.join("packs"), &link).unwrap();
     let before = list_paths(&repo);
-    for target in [repo.clone(), repo.join("packs"), repo.join("new/folder")] {
+    for (cwd, target) in [
+        (None, repo.clone()),
+        (None, repo.join("packs")),
+        (None, repo.join("new/folder")),
+        (None, link.join("sub")),
+        (Some(&repo), PathBuf::from("data")),
+        (Some(&repo), PathBuf::from("packs/new/../x")),
+    ] {
         for policy in ["merge", "mirror"] {
             let mut c = cmd(
                 &repo,
                 &["restore", "latest", "--policy", policy, "--target"],
             );
             c.arg(&target);
+            if let Some(cwd) = cwd {
+                c.current_dir(cwd);
+            }
             let out = run(&mut c, None);
-            assert_eq!(out.code, 1, "{out}");
+            assert_eq!(out.code, 1, "{}: {out}", target.display());
             assert!(
                 out.stderr.contains("is in the repository")
                     && out.stderr.contains("a restore never writes there"),
@@ -1214,7 +1228,8 @@ fn a_restore_leaves_the_repository_it_reads_alone() {
     let out = run(&mut c, None).success();
     assert!(
         out.stderr.contains(&format!(
-            "note: leaving {} in place, though the snapshot lacks it: it holds the repository",
+            "note: leaving {} in place, though the snapshot lacks it: it is or leads to the \
+             repository",
             home.join("repo").display()
         )),
         "{out}"
@@ -1223,6 +1238,24 @@ fn a_restore_leaves_the_repository_it_reads_alone() {
     assert_eq!(fs::read_to_string(home.join("a.txt")).unwrap(), "alpha");
     assert_eq!(list_paths(&repo), before);
     verify(&repo);
+
+    // Opened through a symlink in the target (`-r home/via`), the
+    // repository keeps both: the mirror removes neither the link it is
+    // reached by nor the folder.
+    let via = home.join("via");
+    std::os::unix::fs::symlink(&repo, &via).unwrap();
+    let mut c = cmd(&via, &["restore", &spec, "--policy", "mirror", "--target"]);
+    c.arg(&home);
+    let out = run(&mut c, None).success();
+    for kept in [&via, &repo] {
+        assert!(
+            out.stderr
+                .contains(&format!("note: leaving {} in place", kept.display())),
+            "{out}"
+        );
+    }
+    assert!(fs::symlink_metadata(&via).unwrap().file_type().is_symlink());
+    verify(&via);
 
     // A snapshot holding a folder `site/repo` (here, files of a site),
     // restored with the repository moved to where that folder goes: the
@@ -1248,10 +1281,14 @@ fn a_restore_leaves_the_repository_it_reads_alone() {
         &["restore", "latest", "--policy", "mirror", "--target"],
     );
     c.arg(&target);
-    let out = run(&mut c, None).success();
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "what is not restored makes an error: {out}");
     assert!(
-        out.stderr.contains("it is the repository")
-            && out.stderr.contains("nothing is restored into it"),
+        out.stderr
+            .contains(&format!("{}: it is the repository", moved.display()))
+            && out
+                .stderr
+                .contains("nothing of the snapshot is restored into it"),
         "{out}"
     );
     assert_eq!(

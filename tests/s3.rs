@@ -1002,9 +1002,10 @@ fn a_lock_from_a_host_whose_clock_lags_holds_against_gc() {
     assert!(locks().is_empty(), "{:?}", locks());
 }
 
-/// The metadata cache of an S3 repository, kept under the folder backed
-/// up (the default cache is in the home directory), is left out of the
-/// snapshot with a note, as a local repository's own folder is.
+/// The metadata cache of an S3 repository (its folder in the cache),
+/// kept under the folder backed up (the default cache is in the home
+/// directory), is left out of the snapshot with a note, as a local
+/// repository's own folder is.
 #[test]
 fn the_metadata_cache_is_not_backed_up() {
     let server = S3Server::start();
@@ -1019,18 +1020,30 @@ fn the_metadata_cache_is_not_backed_up() {
     let mut c = repo.cmd(&["backup", "--json"]);
     c.arg(home);
     let out = run(&mut c, None).success();
-    assert!(out.stderr.contains("it is cairn's metadata cache"), "{out}");
+    assert!(
+        out.stderr.contains("it is the repository's metadata cache"),
+        "{out}"
+    );
+    // The repository's folder in the cache is left out; the cache's
+    // `CACHEDIR.TAG` beside it is not cairn's to hide.
     let ls = repo.run(&["ls", "latest"]).success();
     let cache_abs = abs(&cache);
-    assert!(
-        !ls.stdout.lines().any(|l| l.starts_with(&cache_abs)),
-        "nothing of the cache is in the snapshot:\n{ls}"
+    let cached: Vec<&str> = ls
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("{cache_abs}/")))
+        .collect();
+    assert_eq!(
+        cached,
+        [format!("{cache_abs}/CACHEDIR.TAG")],
+        "nothing of the repository's cache is in the snapshot:\n{ls}"
     );
     assert!(ls.stdout.contains("/src/big.bin"), "{ls}");
     let total = out.json()["summary"]["total_bytes"].as_u64().unwrap();
+    let tag = fs::metadata(cache.join("CACHEDIR.TAG")).unwrap().len();
     assert_eq!(
         total,
-        first["summary"]["total_bytes"].as_u64().unwrap(),
-        "the snapshot holds the source's bytes and no more"
+        first["summary"]["total_bytes"].as_u64().unwrap() + tag,
+        "the snapshot holds the source's bytes and the tag, no more"
     );
 }

@@ -281,7 +281,8 @@ pub trait Backend: Send + Sync {
         let _ = (kind, name, range);
     }
     /// The local folder the repository's files are in, if they are in
-    /// one (a backup leaves it out: see `archiver::Own`).
+    /// one (a backup leaves it out, a restore never writes in it: see
+    /// `repo::own`).
     fn local_folder(&self) -> Option<&std::path::Path> {
         None
     }

@@ -114,10 +114,10 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     }
     if let Some(first) = &stats.full {
         return Err(Error::Invalid(format!(
-            "the target's filesystem is full: {} entries not restored (the first: {first}); \
-             free space, or restore into another folder, and run the restore again: what is \
-             already restored is left as it is",
-            stats.errors
+            "the target's filesystem is full ({first}): the restore stopped there; the files \
+             it put in place are whole, the rest of the snapshot is not restored; free space, \
+             or restore into another folder, and run the restore again: what is already \
+             restored is left as it is"
         )));
     }
     if stats.errors > 0 {

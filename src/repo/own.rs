@@ -1,46 +1,77 @@
 //! The folders cairn itself keeps: the local repository being used and
-//! the metadata cache in use. A backup never stores them, and a restore
-//! never writes into them or removes them.
+//! the metadata cache folder of the repository in use. A backup never
+//! stores them, and a restore never writes into them or removes them.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 
-/// The local repository in use and the metadata cache in use (all of it:
-/// it holds only cairn's copies of repositories' metadata, and a
-/// `CACHEDIR.TAG`), each by device and inode, so that a walk knows them
-/// wherever it meets them (through a bind mount or a symlinked parent
-/// too). A repository under the folder backed up (the default one lives
-/// in the home directory) would otherwise store itself: its new packs,
-/// sealed under random nonces, never deduplicate, so each backup would
-/// store the last one's packs again. A restore into a folder holding it
-/// would write over its files, or, mirroring a snapshot that lacks them,
-/// remove them.
+/// A device and inode number: what tells a folder apart wherever it is
+/// reached from (a bind mount, a symlinked parent).
+type Ident = (u64, u64);
+
+/// The local repository in use and the repository's metadata cache
+/// folder, each by device and inode, so that a walk knows them wherever
+/// it meets them. A repository under the folder backed up (the default
+/// one lives in the home directory) would otherwise store itself: its new
+/// packs, sealed under random nonces, never deduplicate, so each backup
+/// would store the last one's packs again. A restore into a folder
+/// holding it would write over its files, or, mirroring a snapshot that
+/// lacks them, remove them.
 pub struct Own {
-    folders: Vec<(u64, u64, PathBuf, &'static str)>,
+    /// Each folder: its identity, its real path, and what it is.
+    folders: Vec<(Ident, PathBuf, &'static str)>,
+    /// What holds each folder, so that removing it would take the folder
+    /// along: every directory above it (by identity, so reached through
+    /// any path), and every symlink on the path the repository was
+    /// given by (removing or replacing one would cut this process off
+    /// from its repository). Each with the index of the folder it holds.
+    holders: Vec<(Ident, usize)>,
 }
 
 impl Own {
     /// The folders `repo` uses; those that do not exist are left out.
     pub fn of(repo: &Repository) -> Own {
-        use std::os::unix::fs::MetadataExt;
         let candidates = [
             (repo.backend().local_folder(), "the repository"),
             (
-                repo.cache().and_then(|c| c.dir().parent()),
-                "cairn's metadata cache",
+                repo.cache().map(|c| c.dir()),
+                "the repository's metadata cache",
             ),
         ];
-        let folders = candidates
-            .into_iter()
-            .filter_map(|(path, what)| {
-                let path = std::fs::canonicalize(path?).ok()?;
-                let md = std::fs::metadata(&path).ok()?;
-                Some((md.dev(), md.ino(), path, what))
-            })
-            .collect();
-        Own { folders }
+        let mut own = Own {
+            folders: Vec::new(),
+            holders: Vec::new(),
+        };
+        for (given, what) in candidates {
+            let Some(given) = given else { continue };
+            let Ok(real) = std::fs::canonicalize(given) else {
+                continue;
+            };
+            let Ok(md) = std::fs::metadata(&real) else {
+                continue;
+            };
+            let at = own.folders.len();
+            own.folders.push(((md.dev(), md.ino()), real.clone(), what));
+            for dir in real.ancestors().skip(1) {
+                if let Ok(md) = std::fs::metadata(dir) {
+                    own.holders.push(((md.dev(), md.ino()), at));
+                }
+            }
+            if let Ok(given) = std::path::absolute(given) {
+                for link in given.ancestors() {
+                    match std::fs::symlink_metadata(link) {
+                        Ok(md) if md.file_type().is_symlink() => {
+                            own.holders.push(((md.dev(), md.ino()), at));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        own
     }
 
     /// What the folder of device `dev` and inode `ino` is, if it is one
@@ -48,14 +79,32 @@ impl Own {
     pub fn find(&self, dev: u64, ino: u64) -> Option<(&Path, &'static str)> {
         self.folders
             .iter()
-            .find(|(d, i, _, _)| (*d, *i) == (dev, ino))
-            .map(|(_, _, path, what)| (path.as_path(), *what))
+            .find(|(id, _, _)| *id == (dev, ino))
+            .map(|(_, path, what)| (path.as_path(), *what))
+    }
+
+    /// The folder of these that the entry of device `dev` and inode `ino`
+    /// (an `lstat`'s: a symlink is itself) is, or holds: removing or
+    /// replacing it would take the folder along.
+    pub fn is_or_holds(&self, dev: u64, ino: u64) -> Option<(&Path, &'static str)> {
+        self.find(dev, ino).or_else(|| {
+            let (_, at) = self.holders.iter().find(|(id, _)| *id == (dev, ino))?;
+            let (_, path, what) = &self.folders[*at];
+            Some((path.as_path(), *what))
+        })
     }
 
     /// Refuses `path`, given to back up, if it is one of these folders or
-    /// lies in one.
+    /// lies in one. A symlink given is backed up as the link: only where
+    /// it is counts, not what it points to.
     pub fn check_given(&self, path: &Path) -> Result<()> {
-        match self.containing(path) {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let at = if is_link {
+            path.parent().unwrap_or(path)
+        } else {
+            path
+        };
+        match self.containing(at) {
             Some((folder, what)) => Err(Error::Invalid(format!(
                 "{} is in {what} ({}): a backup never stores its own repository or cache",
                 path.display(),
@@ -65,25 +114,94 @@ impl Own {
         }
     }
 
-    /// The folder of these that `path` is, or lies in (by its existing
-    /// ancestors, symlinks followed).
+    /// The folder of these that `path` is, or lies in: judged on the real
+    /// path of `path` or of its deepest existing ancestor (what a folder
+    /// made there would be in), each directory above it by identity.
     pub fn containing(&self, path: &Path) -> Option<(&Path, &'static str)> {
-        use std::os::unix::fs::MetadataExt;
-        path.ancestors().find_map(|dir| {
+        let path = std::path::absolute(path).ok()?;
+        let real = path
+            .ancestors()
+            .find_map(|p| std::fs::canonicalize(p).ok())?;
+        real.ancestors().find_map(|dir| {
             let md = std::fs::metadata(dir).ok()?;
             self.find(md.dev(), md.ino())
         })
     }
 }
 
-impl Own {
-    /// The first of these folders that lies at `path` or below it (a
-    /// mirror's removal of `path` would take it along). `path` is
-    /// compared as given: make it canonical first.
-    pub fn within(&self, path: &Path) -> Option<(&Path, &'static str)> {
-        self.folders
-            .iter()
-            .find(|(_, _, folder, _)| folder.starts_with(path))
-            .map(|(_, _, folder, what)| (folder.as_path(), *what))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_of(folder: &Path, link: Option<&Path>) -> Own {
+        let real = std::fs::canonicalize(folder).unwrap();
+        let md = std::fs::metadata(&real).unwrap();
+        let mut own = Own {
+            folders: vec![((md.dev(), md.ino()), real.clone(), "the repository")],
+            holders: Vec::new(),
+        };
+        for dir in real.ancestors().skip(1) {
+            let md = std::fs::metadata(dir).unwrap();
+            own.holders.push(((md.dev(), md.ino()), 0));
+        }
+        if let Some(link) = link {
+            let md = std::fs::symlink_metadata(link).unwrap();
+            own.holders.push(((md.dev(), md.ino()), 0));
+        }
+        own
+    }
+
+    #[test]
+    fn a_path_is_judged_by_where_it_really_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("a/repo");
+        std::fs::create_dir_all(repo.join("packs")).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&repo, &link).unwrap();
+        let own = own_of(&repo, None);
+        // In it: itself, below it, below it through a symlink, below it
+        // through folders not made yet and `..`.
+        for p in [
+            repo.clone(),
+            repo.join("packs"),
+            repo.join("new/folder"),
+            link.join("data"),
+            repo.join("packs/none/../x"),
+        ] {
+            assert!(own.containing(&p).is_some(), "{}", p.display());
+        }
+        // Not in it: beside it, above it.
+        for p in [dir.path().join("a"), dir.path().join("a/other/x")] {
+            assert!(own.containing(&p).is_none(), "{}", p.display());
+        }
+        // A symlink given to back up is stored as the link, where it is.
+        assert!(own.check_given(&link).is_ok());
+        assert!(own.check_given(&repo.join("packs")).is_err());
+    }
+
+    #[test]
+    fn what_holds_the_folder_is_known_by_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("a/b/repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        let link = dir.path().join("to-b");
+        std::os::unix::fs::symlink(dir.path().join("a/b"), &link).unwrap();
+        let own = own_of(&repo, Some(&link));
+        let id = |p: &Path| {
+            let md = std::fs::symlink_metadata(p).unwrap();
+            (md.dev(), md.ino())
+        };
+        for p in [
+            repo.clone(),
+            dir.path().join("a/b"),
+            dir.path().join("a"),
+            link.clone(),
+        ] {
+            let (dev, ino) = id(&p);
+            assert!(own.is_or_holds(dev, ino).is_some(), "{}", p.display());
+        }
+        std::fs::create_dir_all(dir.path().join("a/c")).unwrap();
+        let (dev, ino) = id(&dir.path().join("a/c"));
+        assert!(own.is_or_holds(dev, ino).is_none());
     }
 }

@@ -50,12 +50,10 @@ impl Executor<'_> {
     }
 
     /// The repository or cache folder (see [`crate::repo::own`]) that the
-    /// directory at `path` in the target, of metadata `md`, is or holds.
-    pub(super) fn own_at(&self, path: &Path, md: &fs::Metadata) -> Option<(&Path, &'static str)> {
-        self.own.find(md.dev(), md.ino()).or_else(|| {
-            let rel = path.strip_prefix(self.target).ok()?;
-            self.own.within(&self.real_target.join(rel))
-        })
+    /// entry of the target whose `lstat` is `md` is or holds (a
+    /// directory above it, or a symlink on the repository's path).
+    pub(super) fn own_at(&self, md: &fs::Metadata) -> Option<(&Path, &'static str)> {
+        self.own.is_or_holds(md.dev(), md.ino())
     }
 
     pub(super) fn under_skipped(&self, rel: &Path) -> bool {
@@ -235,12 +233,11 @@ impl Executor<'_> {
         match self.lstat(path) {
             Ok(md) if md.is_dir() => {
                 if let Some((folder, what)) = self.own.find(md.dev(), md.ino()) {
-                    crate::eprint_line(format_args!(
-                        "note: leaving {} alone: it is {what} ({}), nothing is restored into it",
-                        path.display(),
+                    return Err(Error::Invalid(format!(
+                        "it is {what} ({}): nothing of the snapshot is restored into it \
+                         (restore into another folder, or leave it out with --exclude)",
                         folder.display()
-                    ));
-                    return Ok(Dir::Skipped);
+                    )));
                 }
                 return Ok(Dir::Existing);
             }
@@ -274,14 +271,13 @@ impl Executor<'_> {
         if self.policy == Policy::SkipExisting {
             return Ok(Existing::Skip);
         }
-        if md.is_dir() {
-            if let Some((folder, what)) = self.own_at(path, &md) {
-                return Err(Error::Invalid(format!(
-                    "{} holds {what} ({}): left in place, where the snapshot has a file",
-                    path.display(),
-                    folder.display()
-                )));
-            }
+        if let Some((folder, what)) = self.own_at(&md) {
+            return Err(Error::Invalid(format!(
+                "{} is or leads to {what} ({}): left in place, where the snapshot has \
+                 something else",
+                path.display(),
+                folder.display()
+            )));
         }
         let at = self
             .beneath
@@ -485,16 +481,15 @@ impl Executor<'_> {
                 continue;
             }
             let p = dir.join(entry.file_name());
-            if let Ok(md) = entry.metadata() {
-                if let Some((folder, what)) = md.is_dir().then(|| self.own_at(&p, &md)).flatten() {
-                    crate::eprint_line(format_args!(
-                        "note: leaving {} in place, though the snapshot lacks it: it holds \
-                         {what} ({})",
-                        p.display(),
-                        folder.display()
-                    ));
-                    continue;
-                }
+            // `DirEntry::metadata` is an `lstat`: a symlink is itself.
+            if let Some((folder, what)) = entry.metadata().ok().and_then(|md| self.own_at(&md)) {
+                crate::eprint_line(format_args!(
+                    "note: leaving {} in place, though the snapshot lacks it: it is or leads \
+                     to {what} ({})",
+                    p.display(),
+                    folder.display()
+                ));
+                continue;
             }
             if self.dry_run {
                 would_remove.push(p);

@@ -74,9 +74,7 @@ impl Executor<'_> {
                     let Some(run) = runs.get(i) else { break };
                     for (at, f) in run.clone().zip(&files[run.clone()]) {
                         if self.is_full() {
-                            // Not attempted: counted with the others the
-                            // full filesystem stopped.
-                            self.errors.fetch_add(1, Ordering::Relaxed);
+                            // Not attempted: the target is full.
                             not_placed(at);
                             continue;
                         }
@@ -259,10 +257,8 @@ impl Executor<'_> {
                 bytes += task.node.size;
             } else {
                 self.discard(task);
-                if self.is_full() {
-                    // Its packs were not read: the target is full.
-                    self.errors.fetch_add(1, Ordering::Relaxed);
-                } else {
+                // Unless its packs were not read as the target is full.
+                if !self.is_full() {
                     self.fail(&task.dest, "not all of its data could be read");
                 }
                 unplaced.push(task.item);
@@ -534,6 +530,15 @@ impl Executor<'_> {
             Err(Unplaced::Rename(e)) => return Err(format!("cannot rename into place: {e}")),
             Err(Unplaced::Link(e)) => e,
         };
+        if matches!(
+            refused.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        ) {
+            // No room for the name: a copy would not fit either.
+            let e = Error::path("link into place", &task.dest, refused);
+            self.check_full(&task.dest, &e);
+            return Err(e.to_string());
+        }
         // Files created from now on are named at once.
         self.unnamed.store(false, Ordering::Relaxed);
         let (tmp, copy) = copy_to_temp(&mut file, &dest)
@@ -722,6 +727,9 @@ impl Executor<'_> {
             // judge by the free space instead.
             if let Ok(avail) = fs2::available_space(dir) {
                 if avail < size {
+                    // Only this file: smaller ones may still fit, and the
+                    // restore goes on with them until a write finds the
+                    // filesystem full (see `Executor::full`).
                     return Err(Error::Invalid(format!(
                         "{}: no space left in the target: the file needs {}, {} is available",
                         dest.display(),

@@ -127,8 +127,8 @@ pub struct RestoreStats {
     pub errors: u64,
     /// The first write that found the target's filesystem full, if one
     /// did (see `Executor::full`): what it wrote and the error. The
-    /// restore then stopped reading packs; `errors` counts the entries
-    /// left unrestored.
+    /// restore stopped there: what follows in the snapshot is not
+    /// restored, and not counted.
     pub full: Option<String>,
     /// The include patterns no entry of what was restored matched, as given.
     pub includes_unmatched: Vec<String>,
@@ -230,11 +230,17 @@ pub fn restore(
             Err(e) => return Err(Error::path("stat", &opts.target, e)),
         }
     }
-    let real_target = fs::canonicalize(&opts.target).unwrap_or_else(|_| opts.target.clone());
+    // Once made, the target itself is judged again, by where it really is.
+    if let Some((folder, what)) = own.containing(&opts.target) {
+        return Err(Error::Invalid(format!(
+            "the target {} is in {what} ({}): a restore never writes there",
+            opts.target.display(),
+            folder.display()
+        )));
+    }
     let ex = Executor {
         repo,
         own,
-        real_target,
         target: &opts.target,
         policy: opts.policy,
         dry_run: opts.dry_run,
@@ -364,6 +370,13 @@ impl Planner<'_> {
     /// first (writing into a directory changes its mtime), and forgets
     /// them.
     fn flush(&mut self) {
+        // Once the target is full, nothing more is done to it: no folder
+        // made, removed or given its metadata (a folder left writable
+        // lets the restore run again once there is room, and one whose
+        // files are missing keeps none of the snapshot's times).
+        if self.ex.is_full() {
+            return self.drop_batch();
+        }
         let kept = {
             let made: Vec<&Item> = self.plan.dirs[self.dirs_made..]
                 .iter()
@@ -378,6 +391,9 @@ impl Planner<'_> {
         let unplaced = self
             .ex
             .restore_files(&self.plan.files, self.workers, self.stats);
+        if self.ex.is_full() {
+            return self.drop_batch();
+        }
         self.ex.make_others(&self.plan.others, self.stats);
         let unplaced: HashSet<PathBuf> = unplaced
             .into_iter()
@@ -411,6 +427,24 @@ impl Planner<'_> {
             }
         }
         self.dirs_made = self.plan.dirs.len();
+        self.plan.files.clear();
+        self.plan.others.clear();
+        self.plan.links.clear();
+        self.batch_dirs = 0;
+        self.batch_chunks = 0;
+    }
+
+    /// Forgets the batch planned so far without restoring the rest of
+    /// it, as [`Planner::flush`] would once done: the target is full. The
+    /// directories being walked stay, so the walk's places in `plan.dirs`
+    /// hold, but are never given their metadata.
+    fn drop_batch(&mut self) {
+        self.plan.dirs.retain(|d| !d.done);
+        for d in &mut self.plan.dirs {
+            d.kept = true;
+        }
+        self.dirs_made = self.plan.dirs.len();
+        self.plan.mirrored.clear();
         self.plan.files.clear();
         self.plan.others.clear();
         self.plan.links.clear();
@@ -473,6 +507,9 @@ impl Planner<'_> {
     /// back (see `deferred`) their metadata, deepest first.
     fn finish(&mut self) {
         self.flush();
+        if self.ex.is_full() {
+            self.deferred.clear();
+        }
         self.deferred.sort_by_key(|d| std::cmp::Reverse(d.seq));
         for d in std::mem::take(&mut self.deferred) {
             self.ex.set_dir_meta(&d.item);
@@ -522,6 +559,12 @@ impl Planner<'_> {
         // are passed (see `IntoNodes`), and one in parts is read a part
         // at a time.
         for node in tree {
+            if self.ex.is_full() {
+                // The target is full: the rest is not read, and nothing
+                // here is pruned.
+                names = None;
+                break;
+            }
             let node = match node {
                 Ok(node) => node,
                 Err(e) => {
@@ -682,14 +725,11 @@ const RESERVE_FROM: u64 = 1 << 20;
 
 struct Executor<'a> {
     repo: &'a Repository,
-    /// The repository's own folder and the metadata cache (see
-    /// [`crate::repo::own`]): a folder of the target that is one is left
-    /// alone, nothing is written in it, and a mirror never removes it or
-    /// a folder holding it.
+    /// The repository's own folder and its metadata cache (see
+    /// [`crate::repo::own`]): nothing is written in a folder of the
+    /// target that is one (an error), and nothing that is or holds one is
+    /// removed or replaced.
     own: crate::repo::own::Own,
-    /// The target, its symlinks resolved, to tell where in it those
-    /// folders are.
-    real_target: PathBuf,
     target: &'a Path,
     policy: Policy,
     /// Decide everything, change nothing.
@@ -697,11 +737,12 @@ struct Executor<'a> {
     warn: &'a (dyn Fn(&str) + Sync),
     errors: AtomicU64,
     /// The first failure for want of space in the target ("no space left
-    /// on device", a quota), with its path. Once set, no more packs are
-    /// read and no more files created: every one would fail the same
-    /// way, and a restore from a remote store would fetch the rest of the
-    /// snapshot for nothing. Entries failing for want of space are
-    /// counted in `errors` without a warning each.
+    /// on device", a quota), with its path. Once set, the restore stops:
+    /// no more packs are read, no more files created, no folder made,
+    /// removed or given its metadata, and the rest of the snapshot is not
+    /// walked. Every later file would fail the same way, and a restore
+    /// from a remote store would fetch the rest of the snapshot for
+    /// nothing. Failures for want of space are not warned of one by one.
     full: Mutex<Option<String>>,
     /// Whether `full` is set, read without the lock for every blob.
     is_full: std::sync::atomic::AtomicBool,
