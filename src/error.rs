@@ -158,6 +158,22 @@ impl Error {
         }
     }
 
+    /// True when the store refused a write it will always refuse: a
+    /// read-only filesystem, no permission to write there, or credentials
+    /// that may only read.
+    pub fn is_write_refused(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+            ),
+            Error::Backend {
+                detail, transient, ..
+            } => !transient && detail.starts_with("access denied"),
+            _ => false,
+        }
+    }
+
     /// True when the underlying cause is "no such file or object".
     pub fn is_not_found(&self) -> bool {
         match self {

@@ -661,3 +661,129 @@ fn assert_stdin_snapshot_restores(repo: &Repo, stdout: &[u8], data: &[u8]) {
     repo.restore(&id, &target, &[]);
     assert!(fs::read(target.join("x")).unwrap() == data);
 }
+
+/// A restore holds a shared lock while it reads: gc, which removes packs,
+/// is refused (or waits) until it ends, so it never removes what the
+/// restore is reading. The restore is frozen (SIGSTOP) once its lock is
+/// there, so the test does not race it.
+#[test]
+fn gc_is_refused_while_a_restore_reads() {
+    let repo = packed_repo();
+    make_garbage(&repo);
+    let src = repo.scratch("src");
+    let files: Vec<(String, usize)> = (0..40).map(|i| (format!("f{i}"), 1_000_000)).collect();
+    let files: Vec<(&str, usize)> = files.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+    fill(&src, 70, &files);
+    let saved = backup_saved(&repo, &src, &[]);
+
+    let mut caught = None;
+    for attempt in 0..10 {
+        let target = repo.scratch(&format!("target-{attempt}"));
+        let mut c = repo.cmd(&["restore", &saved.id, "--target"]);
+        let mut child = c
+            .arg(&target)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Caught holding its lock, or finished first (then again).
+        let held = loop {
+            if !lock_files(&repo).is_empty() {
+                break true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::hint::spin_loop();
+        };
+        if held {
+            // SAFETY: signalling a child process this test started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) };
+            if child.try_wait().unwrap().is_none() && !lock_files(&repo).is_empty() {
+                caught = Some((child, target));
+                break;
+            }
+            unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+        }
+        assert!(child.wait().unwrap().success());
+    }
+    let (child, target) = caught.expect("a restore caught holding its lock in ten tries");
+
+    let out = repo.run(&["gc"]);
+    assert_eq!(out.code, 11, "{out}");
+    assert!(
+        out.stderr.contains("locked") && out.stderr.contains("restore"),
+        "the holder is named:\n{out}"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_same_contents(&src, &restored(&target, &src));
+    repo.run(&["gc"]).success();
+    assert_restores(&repo, &saved);
+}
+
+/// A repository that cannot be written (here a read-only bind mount, as
+/// a disk mounted read-only or read-only credentials are) still restores
+/// and verifies: the shared lock is not written, with a warning saying
+/// what that risks. gc, which must write, is refused.
+#[test]
+fn a_read_only_repository_restores_and_verifies_without_a_lock() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 71, &[("a", 300_000), ("b/c", 500_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    let read_only = |args: &[&str]| {
+        let c = repo.cmd(args);
+        let mut wrapped = std::process::Command::new("unshare");
+        wrapped
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "mount --bind \"$1\" \"$1\" && mount -o remount,ro,bind \"$1\" && shift \
+                 && exec \"$@\"",
+            )
+            .arg("sh")
+            .arg(&repo.path)
+            .arg(c.get_program())
+            .args(c.get_args())
+            .stdin(Stdio::null());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => wrapped.env(k, v),
+                None => wrapped.env_remove(k),
+            };
+        }
+        run(&mut wrapped, None)
+    };
+    let probe = read_only(&["snapshots"]);
+    assert_eq!(
+        probe.code, 0,
+        "a read-only bind mount in a private mount namespace (unshare -m, as root) \
+         is needed:\n{probe}"
+    );
+
+    let target = repo.scratch("target");
+    let out = read_only(&["restore", &saved.id, "--target", target.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("cannot lock the repository")
+            && out.stderr.contains("Read-only file system")
+            && out.stderr.contains("going on without a lock"),
+        "{out}"
+    );
+    assert_same_contents(&src, &restored(&target, &src));
+    let out = read_only(&["verify", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("going on without a lock"), "{out}");
+    let out = read_only(&["gc"]);
+    assert_ne!(
+        out.code, 0,
+        "gc cannot run on a read-only repository:\n{out}"
+    );
+    assert!(out.stderr.contains("Read-only file system"), "{out}");
+}

@@ -51,7 +51,7 @@ fn verify_command(
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
-    let _lock = super::lock_repo(ctx, repo, false, "verify")?;
+    let _lock = super::read_lock(ctx, repo, "verify")?;
     let report = verify::verify(
         repo,
         &VerifyOptions {

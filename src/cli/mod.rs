@@ -617,6 +617,26 @@ fn lock_repo(
     Ok(guard)
 }
 
+/// A shared lock for a command that only reads (restore, verify), so that
+/// gc cannot remove what it reads while it runs, nor start while it does.
+/// Where the store refuses the lock file's write for good (a read-only
+/// disk or mount, credentials that may only read: as a restore years
+/// later often finds it), the command goes on without it, and says what
+/// that risks.
+fn read_lock(ctx: &Context, repo: &Repository, command: &str) -> Result<Option<lock::LockGuard>> {
+    match lock_repo(ctx, repo, false, command) {
+        Ok(guard) => Ok(Some(guard)),
+        Err(e) if e.is_write_refused() => {
+            warn(&format!(
+                "cannot lock the repository ({e}): going on without a lock; a gc run at the \
+                 same time could remove data this {command} reads"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn note_reserve_used(bytes: u64) {
     crate::eprint_line(format_args!(
         "note: the repository's filesystem is nearly full: using the {} set aside for this",

@@ -57,6 +57,8 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         None => (a.snapshot.clone(), None),
     };
     let repo = ctx.open()?;
+    // Before the snapshots are read: gc removes nothing while it is held.
+    let _lock = super::read_lock(ctx, &repo, "restore")?;
     let all = repo.snapshots()?;
     let entry = super::pick(&all, &spec, &a.filter.filter())?;
     let opts = RestoreOptions {
