@@ -725,6 +725,9 @@ impl Life {
     /// refused for the other's lock, nothing else; the snapshot of a
     /// backup that succeeded must restore).
     fn together(&mut self) {
+        if !self.live.is_empty() && below(&mut self.rng, 3) == 0 {
+            return self.restore_beside_gc();
+        }
         let with_gc = below(&mut self.rng, 2) == 0;
         let first = self.plan_backup(0);
         let (second, other) = if with_gc {
@@ -768,6 +771,135 @@ impl Life {
         for i in new {
             self.assert_restores(&self.live[i].saved);
         }
+    }
+
+    /// A restore and a gc at once, after a forget that leaves gc work to
+    /// do: the restore either is refused for gc's lock or restores the
+    /// snapshot exactly, never bytes gc removed under it; gc either is
+    /// refused for the restore's lock or succeeds.
+    fn restore_beside_gc(&mut self) {
+        let snap = self.live[below(&mut self.rng, self.live.len() as u64) as usize].clone();
+        let target = self.fresh("beside-gc");
+        self.log(&format!(
+            "restore {} and at once gc --max-unused 0%",
+            &snap.saved.id[..8]
+        ));
+        let restore = [
+            "restore",
+            &snap.saved.id,
+            "--target",
+            target.to_str().unwrap(),
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let gc = ["gc", "--max-unused", "0%"].map(str::to_string).to_vec();
+        let (first, second) = if below(&mut self.rng, 2) == 0 {
+            ((0, &restore), (1, &gc))
+        } else {
+            ((1, &gc), (0, &restore))
+        };
+        let a = self.spawn(first.0, first.1);
+        std::thread::sleep(Duration::from_micros(below(&mut self.rng, 8_000)));
+        let b = self.spawn(second.0, second.1);
+        let outs = [a, b].map(|c| {
+            let o = c.wait_with_output().unwrap();
+            Out {
+                code: o.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            }
+        });
+        let restored_ok = {
+            let out = if first.1 == &restore {
+                &outs[0]
+            } else {
+                &outs[1]
+            };
+            let gc_out = if first.1 == &restore {
+                &outs[1]
+            } else {
+                &outs[0]
+            };
+            for o in [out, gc_out] {
+                assert!(
+                    o.code == 0 || (o.code == 11 && o.stderr.contains("lock")),
+                    "step {}: {o}",
+                    self.step
+                );
+            }
+            out.code == 0
+        };
+        if restored_ok {
+            let got = manifest(&restored(&target, &snap.saved.src));
+            assert_manifests_eq(
+                &snap.saved.manifest,
+                &got,
+                &format!("step {}: the restore beside gc", self.step),
+            );
+        } else {
+            self.log("  the restore was refused for gc's lock");
+        }
+        let _ = fs::remove_dir_all(&target);
+        self.assert_listed();
+    }
+
+    /// Restores one folder of a snapshot (`SNAP:/path`) and compares it
+    /// with what that folder held.
+    fn restore_part(&mut self) {
+        if self.live.is_empty() {
+            return self.backup();
+        }
+        let snap = self.live[below(&mut self.rng, self.live.len() as u64) as usize].clone();
+        let dirs: Vec<PathBuf> = snap
+            .saved
+            .manifest
+            .iter()
+            .filter(|(p, e)| !p.as_os_str().is_empty() && e.kind == Kind::Dir)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let Some(dir) = (!dirs.is_empty())
+            .then(|| dirs[below(&mut self.rng, dirs.len() as u64) as usize].clone())
+        else {
+            return;
+        };
+        let within = format!("{}/{}", abs(&snap.saved.src), dir.display());
+        self.log(&format!("restore {}:{within}", &snap.saved.id[..8]));
+        let target = self.fresh("part");
+        let spec = format!("{}:{within}", snap.saved.id);
+        self.run(
+            &["restore", &spec, "--target", target.to_str().unwrap()],
+            &[],
+        );
+        // The folder's entries, as the manifest has them below `dir`.
+        let want: Manifest = snap
+            .saved
+            .manifest
+            .iter()
+            .filter_map(|(p, e)| {
+                let rel = p.strip_prefix(&dir).ok()?;
+                (!rel.as_os_str().is_empty()).then(|| (rel.to_path_buf(), e.clone()))
+            })
+            .collect();
+        // The folder's entries go straight into the target.
+        let mut got = manifest(&target);
+        got.remove(Path::new(""));
+        // Hard links to files outside the folder are files here.
+        let strip = |m: &Manifest| -> Manifest {
+            m.iter()
+                .map(|(p, e)| {
+                    let mut e = e.clone();
+                    e.nlink = None;
+                    e.link_group = None;
+                    (p.clone(), e)
+                })
+                .collect()
+        };
+        assert_manifests_eq(
+            &strip(&want),
+            &strip(&got),
+            &format!("step {}: the restore of {within}", self.step),
+        );
+        fs::remove_dir_all(&target).unwrap();
     }
 
     /// The snapshots `forget --keep-last LAST --keep-daily DAILY` keeps,
@@ -964,6 +1096,7 @@ impl Life {
             11..=13 => self.forget(),
             14..=15 => self.gc(),
             16 => self.repair_index(),
+            17 if below(&mut self.rng, 2) == 0 => self.restore_part(),
             17 => self.restore_mirrored(),
             18 => self.together(),
             _ => self.checkpoint(),
