@@ -715,6 +715,9 @@ fn gc_is_refused_while_a_restore_reads() {
         out.stderr.contains("locked") && out.stderr.contains("restore"),
         "the holder is named:\n{out}"
     );
+    // Readers share: a listing runs beside the restore.
+    let ls = repo.run(&["ls", &saved.id]).success();
+    assert!(ls.stdout.contains("/f39"), "{ls}");
     // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
     let done = child.wait_with_output().unwrap();
@@ -777,9 +780,15 @@ fn a_read_only_repository_restores_and_verifies_without_a_lock() {
         "{out}"
     );
     assert_same_contents(&src, &restored(&target, &src));
-    let out = read_only(&["verify", "--read-data"]);
-    assert_eq!(out.code, 0, "{out}");
-    assert!(out.stderr.contains("going on without a lock"), "{out}");
+    for args in [
+        &["verify", "--read-data"][..],
+        &["ls", "latest"],
+        &["cat", "index"],
+    ] {
+        let out = read_only(args);
+        assert_eq!(out.code, 0, "{args:?}: {out}");
+        assert!(out.stderr.contains("going on without a lock"), "{out}");
+    }
     let out = read_only(&["gc"]);
     assert_ne!(
         out.code, 0,

@@ -115,6 +115,8 @@ struct LsEntry<'a> {
 
 pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let repo = ctx.open()?;
+    // It reads trees from packs, which a gc running meanwhile may repack.
+    let _lock = super::read_lock(ctx, &repo, "ls")?;
     let all = repo.snapshots()?;
     let e = super::pick(&all, &a.snapshot, &a.filter.filter())?;
     let (tree, base) = repo.tree_at(&e.snapshot.tree, a.path.as_deref().unwrap_or("/"))?;
@@ -230,6 +232,14 @@ fn index_json(t: &IndexTable) -> Result<IndexJson> {
 
 pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
     let repo = ctx.open()?;
+    // What it reads from packs and index tables, a gc running meanwhile
+    // may repack or rewrite.
+    let _lock = match a.kind {
+        CatKind::Tree | CatKind::Blob | CatKind::Index | CatKind::Pack => {
+            super::read_lock(ctx, &repo, "cat")?
+        }
+        _ => None,
+    };
     let text = match a.kind {
         CatKind::Config => json(repo.config()),
         CatKind::Snapshot => {
