@@ -159,13 +159,18 @@ impl Error {
     }
 
     /// True when the store refused a write it will always refuse: a
-    /// read-only filesystem, no permission to write there, or credentials
-    /// that may only read.
+    /// read-only filesystem, no permission to write there, a filesystem
+    /// that does not create files (some FUSE ones), or credentials that
+    /// may only read.
     pub fn is_write_refused(&self) -> bool {
         match self {
             Error::Io { source, .. } => matches!(
                 source.raw_os_error(),
-                Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+                Some(libc::EROFS)
+                    | Some(libc::EACCES)
+                    | Some(libc::EPERM)
+                    | Some(libc::ENOSYS)
+                    | Some(libc::EOPNOTSUPP)
             ),
             Error::Backend {
                 detail, transient, ..

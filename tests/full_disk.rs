@@ -144,8 +144,39 @@ fn a_repository_on_a_filesystem_that_fills_loses_nothing() {
         .map(|s| s["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [first.as_str()], "nothing of the failed backup shows");
-    let out = cairn_in(&["verify", "--read-data"]);
-    assert_eq!(out.code, 0, "verify on the full filesystem: {out}");
+    // Readers run on the full filesystem, and leave the space reserve to
+    // the commands that free space.
+    let reserve = || {
+        let mut c = Command::new("stat");
+        c.args(["-c", "%s"]).arg(repo.join("reserve"));
+        let out = small.run(&c).success();
+        out.stdout.trim().parse::<u64>().unwrap()
+    };
+    let held = reserve();
+    assert!(held > 0, "the reserve is there");
+    // Not a byte free: even a lock file does not fit.
+    let filler = small.at.join("filler");
+    let mut c = Command::new("sh");
+    c.args(["-c", "cat /dev/zero > \"$1\"; true", "sh"])
+        .arg(&filler);
+    small.run(&c).success();
+    let t0 = outside.scratch("t0");
+    for args in [
+        &["verify", "--read-data"][..],
+        &["ls", "latest"],
+        &["restore", "latest", "--target", t0.to_str().unwrap()],
+    ] {
+        let out = cairn_in(args);
+        assert_eq!(out.code, 0, "{args:?} on the full filesystem: {out}");
+        assert_eq!(reserve(), held, "{args:?} gave the reserve away: {out}");
+        assert!(
+            out.stderr.contains("going on without a lock"),
+            "{args:?}: {out}"
+        );
+    }
+    let mut c = Command::new("rm");
+    c.arg(&filler);
+    small.run(&c).success();
 
     // gc frees what the failed backup left.
     let out = cairn_in(&["gc"]);

@@ -1047,3 +1047,25 @@ fn the_metadata_cache_is_not_backed_up() {
         "the snapshot holds the source's bytes and the tag, no more"
     );
 }
+
+/// A metadata cache that cannot be made (a read-only home, a home that
+/// does not exist) costs speed, not the restore: it reads everything from
+/// the store, and says so.
+#[test]
+fn a_cache_that_cannot_be_made_does_not_stop_a_restore() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "no-cache-dir");
+    init(&repo);
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 3);
+    backup_json(&repo, &src);
+    let target = repo.scratch.path().join("target");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target).env("CAIRN_CACHE_DIR", "/dev/null/cache");
+    let out = run(&mut c, None).success();
+    assert!(
+        out.stderr.contains("no metadata cache") && out.stderr.contains("/dev/null/cache"),
+        "{out}"
+    );
+    assert_same_contents(&src, &restored(&target, &src));
+}

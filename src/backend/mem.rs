@@ -21,6 +21,10 @@ pub struct MemBackend {
     created: AtomicBool,
     fail: AtomicU64,
     fail_transient: AtomicBool,
+    /// Writes and removals fail as on a read-only filesystem.
+    read_only: AtomicBool,
+    /// Removals fail with "permission denied" (append-only credentials).
+    no_removal: AtomicBool,
 }
 
 impl MemBackend {
@@ -36,6 +40,16 @@ impl MemBackend {
         if let Ok(mut w) = self.written.lock() {
             w.insert(Self::key(kind, name), time);
         }
+    }
+
+    /// Makes every write and removal fail with EROFS, or stop failing.
+    pub fn set_read_only(&self, on: bool) {
+        self.read_only.store(on, Ordering::SeqCst);
+    }
+
+    /// Makes every removal fail with EACCES, or stop failing.
+    pub fn set_no_removal(&self, on: bool) {
+        self.no_removal.store(on, Ordering::SeqCst);
     }
 
     /// How many injected failures are still to come.
@@ -157,12 +171,29 @@ impl Backend for MemBackend {
     }
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         self.check("write", &Self::what(kind, name))?;
+        if self.read_only.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                format_args!("write {}", Self::what(kind, name)),
+                std::io::Error::from_raw_os_error(libc::EROFS),
+            ));
+        }
         self.files()?.insert(Self::key(kind, name), bytes.to_vec());
         self.set_written(kind, name, SystemTime::now());
         Ok(())
     }
     fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
         self.check("remove", &Self::what(kind, name))?;
+        for (on, errno) in [
+            (&self.read_only, libc::EROFS),
+            (&self.no_removal, libc::EACCES),
+        ] {
+            if on.load(Ordering::SeqCst) {
+                return Err(Error::io(
+                    format_args!("remove {}", Self::what(kind, name)),
+                    std::io::Error::from_raw_os_error(errno),
+                ));
+            }
+        }
         self.files()?.remove(&Self::key(kind, name));
         if let Ok(mut w) = self.written.lock() {
             w.remove(&Self::key(kind, name));

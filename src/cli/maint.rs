@@ -36,7 +36,15 @@ pub struct VerifyArgs {
 
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
     let (repo, password) = ctx.open_uncached_with_password()?;
-    super::keeping_reserve(&repo, || verify_command(ctx, &repo, password, a))
+    let lock = super::read_lock(ctx, &repo, "verify")?;
+    let outcome = verify_command(ctx, &repo, password, a);
+    // It never uses the space reserve (see `read_lock`), but as the
+    // nightly check it tops it up, or says the filesystem needs room:
+    // where it could write its lock, so not on read-only stores.
+    if lock.is_some() {
+        super::top_up_reserve(&repo, true);
+    }
+    outcome
 }
 
 fn verify_command(
@@ -51,7 +59,6 @@ fn verify_command(
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
-    let _lock = super::read_lock(ctx, repo, "verify")?;
     let report = verify::verify(
         repo,
         &VerifyOptions {
@@ -178,8 +185,10 @@ fn gc_locked(
     opts: &GcOptions,
     dry_run: bool,
 ) -> Result<gc::GcPlan> {
+    // Readers hold shared locks too, but add no packs.
+    let writing = |l: &lock::LockInfo| !lock::READERS.contains(&l.command.as_str());
     let opts = GcOptions {
-        others_writing: dry_run && !lock.others()?.is_empty(),
+        others_writing: dry_run && lock.others()?.iter().any(writing),
         ..opts.clone()
     };
     let mut plan = gc::plan(repo, &opts)?;

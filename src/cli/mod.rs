@@ -347,7 +347,17 @@ impl Context {
             return Ok(repo);
         }
         match self.global.cache_dir.clone().or_else(Cache::default_root) {
-            Some(root) => repo.with_cache(&root),
+            // A cache that cannot be made (a read-only home, none at all)
+            // costs speed, not the command: a restore must still run.
+            Some(root) => match Cache::open(&root, &repo.config().repo_id) {
+                Ok(cache) => Ok(repo.using_cache(cache)),
+                Err(e) => {
+                    warn(&format!(
+                        "no metadata cache ({e}): reading everything from the store"
+                    ));
+                    Ok(repo)
+                }
+            },
             None => Ok(repo),
         }
     }
@@ -617,23 +627,29 @@ fn lock_repo(
     Ok(guard)
 }
 
-/// A shared lock for a command that only reads (restore, verify), so that
-/// gc cannot remove what it reads while it runs, nor start while it does.
-/// Where the store refuses the lock file's write for good (a read-only
-/// disk or mount, credentials that may only read: as a restore years
-/// later often finds it), the command goes on without it, and says what
-/// that risks.
+/// A shared lock for a command that only reads (restore, verify, `ls`,
+/// `cat`), so that gc cannot remove what it reads while it runs, nor
+/// start while it does. Where the store refuses the lock file's write for
+/// good (a read-only disk or mount, credentials that may only read, as a
+/// restore years later often finds it; or a full disk, whose space
+/// reserve is for the commands that free space), and no exclusive lock is
+/// held there, the command goes on without it and says what that risks
+/// (see [`lock::acquire_reader`]).
 fn read_lock(ctx: &Context, repo: &Repository, command: &str) -> Result<Option<lock::LockGuard>> {
-    match lock_repo(ctx, repo, false, command) {
-        Ok(guard) => Ok(Some(guard)),
-        Err(e) if e.is_write_refused() => {
+    match lock::acquire_reader(
+        repo.backend_arc(),
+        repo.key(),
+        command,
+        ctx.global.lock_wait,
+    )? {
+        lock::Acquired::Held(guard) => Ok(Some(guard)),
+        lock::Acquired::Unwritable(e) => {
             warn(&format!(
-                "cannot lock the repository ({e}): going on without a lock; a gc run at the \
-                 same time could remove data this {command} reads"
+                "cannot lock the repository ({e}): going on without a lock; no gc holds it \
+                 now, but one started meanwhile could remove data this {command} reads"
             ));
             Ok(None)
         }
-        Err(e) => Err(e),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Repository locks.
 //!
-//! Writers that only add (backup) take *shared* locks and run side by
+//! Writers that only add (backup) and readers (restore, verify, `ls`,
+//! `cat`: see [`acquire_reader`]) take *shared* locks and run side by
 //! side; writers that delete (gc, forget) take an *exclusive* lock. A lock
 //! is a file `locks/<id>` holding a sealed [`LockInfo`]. To take a lock a
 //! process writes its lock file, then lists the others: if any conflicts and
@@ -96,7 +97,7 @@ pub struct LockInfo {
     pub pid_namespace: Option<PidNamespace>,
     /// Last refresh, ns since the epoch.
     pub time_ns: i64,
-    /// Exclusive (gc, forget) or shared (backup).
+    /// Exclusive (gc, forget) or shared (backup, and the readers).
     pub exclusive: bool,
     /// The command holding it.
     pub command: String,
@@ -569,7 +570,43 @@ pub fn acquire(
     wait: Duration,
 ) -> Result<LockGuard> {
     let knobs = crate::fault::lock_knobs().clone();
-    acquire_with(backend, key, exclusive, command, wait, knobs)
+    match acquire_with(backend, key, exclusive, command, wait, knobs, false)? {
+        Acquired::Held(guard) => Ok(guard),
+        Acquired::Unwritable(e) => Err(e),
+    }
+}
+
+/// The commands that take a shared lock only to read (see
+/// [`acquire_reader`]): they add nothing to the repository.
+pub const READERS: [&str; 4] = ["restore", "verify", "ls", "cat"];
+
+/// What a command that only reads holds: its shared lock, or, where the
+/// store refuses the lock file's write for good, nothing, with that error.
+pub enum Acquired {
+    Held(LockGuard),
+    /// The write was refused (a read-only filesystem or credentials, no
+    /// permission, a full disk), and no holder of an exclusive lock, one
+    /// that removes data, was found: the reader may go on unprotected.
+    Unwritable(Error),
+}
+
+/// A shared lock for a command that only reads (restore, verify, `ls`,
+/// `cat`), so that gc cannot remove what it reads. Where the store
+/// refuses the lock file's first write for good (as a restore from a
+/// read-only disk or with read-only credentials finds it; or a full disk,
+/// whose space reserve only commands that free space may use), the locks
+/// there are still read: while a live exclusive lock is held the reader
+/// waits or is refused as it would be, and otherwise it goes on without
+/// one ([`Acquired::Unwritable`]). Any failure after its lock file was
+/// written is an error, as for every lock.
+pub fn acquire_reader(
+    backend: Arc<dyn Backend>,
+    key: &MasterKey,
+    command: &str,
+    wait: Duration,
+) -> Result<Acquired> {
+    let knobs = crate::fault::lock_knobs().clone();
+    acquire_with(backend, key, false, command, wait, knobs, true)
 }
 
 fn acquire_with(
@@ -579,7 +616,8 @@ fn acquire_with(
     command: &str,
     wait: Duration,
     knobs: crate::fault::LockKnobs,
-) -> Result<LockGuard> {
+    reader: bool,
+) -> Result<Acquired> {
     let info = |now| LockInfo {
         version: VERSION,
         host: crate::hostname(),
@@ -594,7 +632,39 @@ fn acquire_with(
     loop {
         let now = crate::now_ns().saturating_sub(knobs.age.as_nanos() as i64);
         let written = Instant::now();
-        let mine = write_lock(&*backend, key, &info(now))?;
+        let mine = match write_lock(&*backend, key, &info(now)) {
+            Ok(mine) => mine,
+            Err(e) if reader && (e.is_write_refused() || e.is_storage_full()) => {
+                // No lock of its own: judged by the locks' own times.
+                let listed = list_timed(&*backend, key)?;
+                let judge = Judge::new(&listed, "");
+                let Some(holder) = listed
+                    .iter()
+                    .find(|other| other.info.exclusive && !judge.is_stale(other))
+                else {
+                    return Ok(Acquired::Unwritable(e));
+                };
+                if Instant::now() >= deadline {
+                    return Err(Error::Locked(format!(
+                        "{} (wait with --lock-wait)",
+                        judge.describe(holder)
+                    )));
+                }
+                if !announced {
+                    crate::eprint_line(format_args!(
+                        "waiting for the repository: {}",
+                        judge.describe(holder)
+                    ));
+                    announced = true;
+                }
+                thread::sleep(
+                    Duration::from_millis(500)
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let listed = list_timed(&*backend, key)?;
         let judge = Judge::new(&listed, &mine);
         let conflict = listed.iter().find(|other| {
@@ -618,13 +688,21 @@ fn acquire_with(
             let (stop, stopped) = mpsc::channel::<()>();
             let h = held.clone();
             let refresher = thread::spawn(move || h.refresh_until(stopped, every));
-            return Ok(LockGuard {
+            return Ok(Acquired::Held(LockGuard {
                 held,
                 stop: Some(stop),
                 refresher: Some(refresher),
-            });
+            }));
         };
-        backend.remove(FileKind::Lock, &mine)?;
+        if let Err(e) = backend.remove(FileKind::Lock, &mine) {
+            // Refused either way; its own lock, left, goes stale in time.
+            return Err(Error::Locked(format!(
+                "{}; this {command}'s own lock file could not be removed ({e}) and is stale \
+                 after {} minutes",
+                judge.describe(holder),
+                STALE_AFTER.as_secs() / 60
+            )));
+        }
         if Instant::now() >= deadline {
             return Err(Error::Locked(format!(
                 "{} (wait with --lock-wait, or remove stale locks with `cairn unlock`)",
@@ -751,7 +829,18 @@ mod tests {
     use crate::fault::LockKnobs;
 
     fn take(backend: &Arc<MemBackend>, key: &MasterKey, knobs: LockKnobs) -> LockGuard {
-        acquire_with(backend.clone(), key, false, "backup", Duration::ZERO, knobs).unwrap()
+        match acquire_with(
+            backend.clone(),
+            key,
+            false,
+            "backup",
+            Duration::ZERO,
+            knobs,
+            false,
+        ) {
+            Ok(Acquired::Held(guard)) => guard,
+            _ => panic!("no lock"),
+        }
     }
 
     fn aged(secs: u64) -> LockKnobs {
@@ -1181,5 +1270,61 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_ne!(found[0].0, old);
         assert_eq!(found[0].1.time_ns, 2);
+    }
+
+    /// A reader on a store that refuses its lock's write goes on without
+    /// one unless a live exclusive lock is there; one whose lock is
+    /// written but cannot be removed after a conflict is refused, never
+    /// let through unprotected.
+    #[test]
+    fn readers_of_unwritable_stores_still_respect_exclusive_locks() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let read = |backend: &Arc<MemBackend>| {
+            acquire_reader(backend.clone(), &key, "restore", Duration::ZERO)
+        };
+        // Writable: a shared lock is held.
+        assert!(matches!(read(&backend), Ok(Acquired::Held(_))));
+
+        // Read-only, a backup's shared lock there: on without a lock.
+        let backup = take(&backend, &key, LockKnobs::default());
+        backend.set_read_only(true);
+        match read(&backend) {
+            Ok(Acquired::Unwritable(e)) => assert!(e.is_write_refused(), "{e}"),
+            _ => panic!("expected to go on without a lock"),
+        }
+        backend.set_read_only(false);
+        drop(backup);
+
+        // Read-only, a gc's exclusive lock there: refused, naming it.
+        let gc = match acquire_with(
+            backend.clone(),
+            &key,
+            true,
+            "gc",
+            Duration::ZERO,
+            LockKnobs::default(),
+            false,
+        ) {
+            Ok(Acquired::Held(guard)) => guard,
+            _ => panic!("no lock for gc"),
+        };
+        backend.set_read_only(true);
+        match read(&backend) {
+            Err(Error::Locked(why)) => assert!(why.contains("`gc`"), "{why}"),
+            _ => panic!("expected a refusal while gc holds its lock"),
+        }
+        backend.set_read_only(false);
+
+        // The lock written, its removal after the conflict refused: a
+        // refusal too, saying its own lock file is left.
+        backend.set_no_removal(true);
+        match read(&backend) {
+            Err(Error::Locked(why)) => {
+                assert!(why.contains("could not be removed"), "{why}")
+            }
+            _ => panic!("expected a refusal"),
+        }
+        backend.set_no_removal(false);
+        drop(gc);
     }
 }

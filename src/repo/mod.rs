@@ -299,12 +299,19 @@ impl Repository {
     /// Reads index tables, snapshots and tree packs through a local cache
     /// under `root` (see [`crate::backend::cache`]). Call before the first
     /// operation.
-    pub fn with_cache(mut self, root: &std::path::Path) -> Result<Repository> {
-        let cache = Arc::new(Cache::open(root, &self.config.repo_id)?);
+    pub fn with_cache(self, root: &std::path::Path) -> Result<Repository> {
+        let cache = Cache::open(root, &self.config.repo_id)?;
+        Ok(self.using_cache(cache))
+    }
+
+    /// Reads through `cache`, opened for this repository (see
+    /// [`Repository::with_cache`]).
+    pub fn using_cache(mut self, cache: Cache) -> Repository {
+        let cache = Arc::new(cache);
         self.backend = Arc::new(CachedBackend::new(self.backend, cache.clone()));
         self.index = RwLock::new(None);
         self.cache = Some(cache);
-        Ok(self)
+        self
     }
 
     /// What `init` found out about the store (see [`Backend::probe`]);

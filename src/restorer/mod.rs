@@ -395,6 +395,9 @@ impl Planner<'_> {
             return self.drop_batch();
         }
         self.ex.make_others(&self.plan.others, self.stats);
+        if self.ex.is_full() {
+            return self.drop_batch();
+        }
         let unplaced: HashSet<PathBuf> = unplaced
             .into_iter()
             .map(|i| &self.plan.files[i])
@@ -402,6 +405,9 @@ impl Planner<'_> {
             .map(|f| f.rel.clone())
             .collect();
         self.link(unplaced);
+        if self.ex.is_full() {
+            return self.drop_batch();
+        }
         for (rel, names) in self.plan.mirrored.drain(..) {
             if !self.ex.under_skipped(&rel) {
                 self.stats.removed += self.ex.remove_extra(
