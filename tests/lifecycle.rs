@@ -585,6 +585,11 @@ impl Life {
         );
     }
 
+    /// One of the model's snapshots, at random (there must be one).
+    fn any_live(&mut self) -> Snap {
+        self.live[below(&mut self.rng, self.live.len() as u64) as usize].clone()
+    }
+
     /// The model's snapshots are exactly the repository's.
     #[track_caller]
     fn assert_listed(&self) {
@@ -778,7 +783,7 @@ impl Life {
     /// snapshot exactly, never bytes gc removed under it; gc either is
     /// refused for the restore's lock or succeeds.
     fn restore_beside_gc(&mut self) {
-        let snap = self.live[below(&mut self.rng, self.live.len() as u64) as usize].clone();
+        let snap = self.any_live();
         let target = self.fresh("beside-gc");
         self.log(&format!(
             "restore {} and at once gc --max-unused 0%",
@@ -849,7 +854,7 @@ impl Life {
         if self.live.is_empty() {
             return self.backup();
         }
-        let snap = self.live[below(&mut self.rng, self.live.len() as u64) as usize].clone();
+        let snap = self.any_live();
         let dirs: Vec<PathBuf> = snap
             .saved
             .manifest
@@ -1029,7 +1034,7 @@ impl Life {
         if self.live.is_empty() {
             return self.backup();
         }
-        let first = self.live[below(&mut self.rng, self.live.len() as u64) as usize].clone();
+        let first = self.any_live();
         let same: Vec<Snap> = self
             .live
             .iter()

@@ -644,23 +644,8 @@ fn acquire_with(
                 else {
                     return Ok(Acquired::Unwritable(e));
                 };
-                if Instant::now() >= deadline {
-                    return Err(Error::Locked(format!(
-                        "{} (wait with --lock-wait)",
-                        judge.describe(holder)
-                    )));
-                }
-                if !announced {
-                    crate::eprint_line(format_args!(
-                        "waiting for the repository: {}",
-                        judge.describe(holder)
-                    ));
-                    announced = true;
-                }
-                thread::sleep(
-                    Duration::from_millis(500)
-                        .min(deadline.saturating_duration_since(Instant::now())),
-                );
+                let holder = judge.describe(holder);
+                wait_for(&holder, deadline, &mut announced, "wait with --lock-wait")?;
                 continue;
             }
             Err(e) => return Err(e),
@@ -703,23 +688,30 @@ fn acquire_with(
                 STALE_AFTER.as_secs() / 60
             )));
         }
-        if Instant::now() >= deadline {
-            return Err(Error::Locked(format!(
-                "{} (wait with --lock-wait, or remove stale locks with `cairn unlock`)",
-                judge.describe(holder)
-            )));
-        }
-        if !announced {
-            crate::eprint_line(format_args!(
-                "waiting for the repository: {}",
-                judge.describe(holder)
-            ));
-            announced = true;
-        }
-        thread::sleep(
-            Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now())),
-        );
+        wait_for(
+            &judge.describe(holder),
+            deadline,
+            &mut announced,
+            "wait with --lock-wait, or remove stale locks with `cairn unlock`",
+        )?;
     }
+}
+
+/// Refuses, naming `holder` (and `hint`), once `deadline` has passed;
+/// until then says once that it waits for the holder, and sleeps a while
+/// before the next try.
+fn wait_for(holder: &str, deadline: Instant, announced: &mut bool, hint: &str) -> Result<()> {
+    if Instant::now() >= deadline {
+        return Err(Error::Locked(format!("{holder} ({hint})")));
+    }
+    if !*announced {
+        crate::eprint_line(format_args!("waiting for the repository: {holder}"));
+        *announced = true;
+    }
+    thread::sleep(
+        Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now())),
+    );
+    Ok(())
 }
 
 impl LockGuard {
