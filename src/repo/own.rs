@@ -114,14 +114,28 @@ impl Own {
         }
     }
 
-    /// The folder of these that `path` is, or lies in: judged on the real
-    /// path of `path` or of its deepest existing ancestor (what a folder
-    /// made there would be in), each directory above it by identity.
+    /// The folder of these that `path` is, or lies in: judged where it
+    /// really is (the deepest existing ancestor resolved, what follows
+    /// it, not made yet, taken as written: a `..` there leaves what was
+    /// just named, as making the folders would), each directory above it
+    /// by identity.
     pub fn containing(&self, path: &Path) -> Option<(&Path, &'static str)> {
+        use std::path::Component;
         let path = std::path::absolute(path).ok()?;
-        let real = path
-            .ancestors()
-            .find_map(|p| std::fs::canonicalize(p).ok())?;
+        let parts: Vec<Component> = path.components().collect();
+        let (mut real, rest) = (0..=parts.len()).rev().find_map(|n| {
+            let prefix: PathBuf = parts[..n].iter().collect();
+            Some((std::fs::canonicalize(prefix).ok()?, &parts[n..]))
+        })?;
+        for part in rest {
+            match part {
+                Component::ParentDir => {
+                    real.pop();
+                }
+                Component::Normal(name) => real.push(name),
+                _ => {}
+            }
+        }
         real.ancestors().find_map(|dir| {
             let md = std::fs::metadata(dir).ok()?;
             self.find(md.dev(), md.ino())
@@ -167,11 +181,16 @@ mod tests {
             repo.join("new/folder"),
             link.join("data"),
             repo.join("packs/none/../x"),
+            dir.path().join("a/new/../repo/sub"),
         ] {
             assert!(own.containing(&p).is_some(), "{}", p.display());
         }
         // Not in it: beside it, above it.
-        for p in [dir.path().join("a"), dir.path().join("a/other/x")] {
+        for p in [
+            dir.path().join("a"),
+            dir.path().join("a/other/x"),
+            repo.join("new/../../elsewhere"),
+        ] {
             assert!(own.containing(&p).is_none(), "{}", p.display());
         }
         // A symlink given to back up is stored as the link, where it is.
