@@ -57,6 +57,7 @@ fn a_full_filesystem_fails_the_backup_cleanly_and_forget_gc_and_verify_still_run
         write_random(&src.join(format!("b{i}.bin")), 10 + i, 1_000_000);
     }
     let out = backup_in(&repo, size, &src);
+    let failed = out.to_string();
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("No space left on device"), "{out}");
     assert!(
@@ -91,9 +92,10 @@ fn a_full_filesystem_fails_the_backup_cleanly_and_forget_gc_and_verify_still_run
     );
     assert!(
         repo.size() < full,
-        "gc freed the packs of the failed backup: {} → {} bytes",
+        "gc freed the packs of the failed backup: {} → {} bytes\nbackup: {failed}\ngc: {out}\nfiles: {:?}",
         full,
-        repo.size()
+        repo.size(),
+        list_paths(&repo.path)
     );
     assert!(
         reserve_len(&repo) >= PACK,
