@@ -51,8 +51,12 @@ fn a_full_filesystem_fails_the_backup_cleanly_and_forget_gc_and_verify_still_run
     }
     let first = repo.backup(&[&src], &[]);
 
-    // Room for two and a half packs more, and six megabytes of new files.
-    let size = repo.size() + 5 * PACK / 2;
+    // Room for three and a half packs more, and six megabytes of new
+    // files. Two sealers fill a pack each, and one that finished its pack
+    // may start a third before the first is committed: with room for three
+    // in flight, the first pack is always finished (and left for gc)
+    // before the filesystem is full.
+    let size = repo.size() + 7 * PACK / 2;
     for i in 0..6 {
         write_random(&src.join(format!("b{i}.bin")), 10 + i, 1_000_000);
     }
