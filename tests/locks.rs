@@ -796,3 +796,32 @@ fn a_read_only_repository_restores_and_verifies_without_a_lock() {
     );
     assert!(out.stderr.contains("Read-only file system"), "{out}");
 }
+
+/// A restore whose lock expired (the process paused or suspended for so
+/// long that a gc elsewhere may have taken the lock for stale, and
+/// removed what it reads) stops, saying so, instead of going on
+/// unprotected and calling what gc removed damage. Run again, it
+/// restores.
+#[test]
+fn a_restore_whose_lock_expired_stops_and_says_so() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 75, &[("a", 700_000), ("b/c", 900_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", &saved.id, "--target"]);
+    c.arg(&target).env("CAIRN_LOCK_TEST", "age=1260");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("lock expired: last refreshed 21m")
+            && out
+                .stderr
+                .contains("the rest of the snapshot is not restored"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("corrupt"), "{out}");
+    assert!(lock_files(&repo).is_empty());
+    repo.restore(&saved.id, &target, &[]);
+    assert_same_contents(&src, &restored(&target, &src));
+}

@@ -73,6 +73,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         },
         dry_run: a.dry_run,
         workers: ctx.workers(&repo),
+        lock: _lock.as_ref(),
     };
     let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn)?;
     let within = opts.subpath.as_deref().unwrap_or("/");

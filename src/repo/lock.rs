@@ -714,6 +714,15 @@ fn wait_for(holder: &str, deadline: Instant, announced: &mut bool, hint: &str) -
     Ok(())
 }
 
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("command", &self.held.info.command)
+            .field("exclusive", &self.held.info.exclusive)
+            .finish_non_exhaustive()
+    }
+}
+
 impl LockGuard {
     /// Fails if the lock can no longer be relied on: lost, or not
     /// refreshed for [`EXPIRE_AFTER`]. Past [`CONFIRM_AFTER`] it confirms

@@ -27,7 +27,7 @@ impl Executor<'_> {
         if let Ok(mut f) = self.full.lock() {
             f.get_or_insert(why);
         }
-        self.is_full.store(true, Ordering::Relaxed);
+        self.halt.store(true, Ordering::Relaxed);
     }
 
     /// Records `e`, met writing `path`, if it says the target is full.
@@ -43,10 +43,25 @@ impl Executor<'_> {
         }
     }
 
-    /// Whether a write found the target's filesystem full: what is left
-    /// is not attempted.
-    pub(super) fn is_full(&self) -> bool {
-        self.is_full.load(Ordering::Relaxed)
+    /// Whether the restore stopped (the target full, or its lock lost):
+    /// what is left is not attempted.
+    pub(super) fn halted(&self) -> bool {
+        self.halt.load(Ordering::Relaxed)
+    }
+
+    /// Stops the restore if its lock can no longer be relied on (see
+    /// [`RestoreOptions::lock`]); costs no IO but every quarter of an
+    /// hour.
+    pub(super) fn check_lock(&self) {
+        let Some(lock) = self.lock else { return };
+        if let Err(e) =
+            lock.check("the rest of the snapshot is not restored; run the restore again")
+        {
+            if let Ok(mut l) = self.lost.lock() {
+                l.get_or_insert(e);
+            }
+            self.halt.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The repository or cache folder (see [`crate::repo::own`]) that the

@@ -73,8 +73,9 @@ impl Executor<'_> {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(run) = runs.get(i) else { break };
                     for (at, f) in run.clone().zip(&files[run.clone()]) {
-                        if self.is_full() {
-                            // Not attempted: the target is full.
+                        if self.halted() {
+                            // Not attempted: the target is full, or the
+                            // lock lost.
                             not_placed(at);
                             continue;
                         }
@@ -237,7 +238,7 @@ impl Executor<'_> {
                 s.spawn(|| {
                     let taker = queue.taker();
                     while let Some((_, pack, blobs)) = pieces.get(taker.take()) {
-                        if self.is_full() {
+                        if self.halted() {
                             break;
                         }
                         self.restore_pack(pack, blobs, &targets, &tasks);
@@ -257,8 +258,8 @@ impl Executor<'_> {
                 bytes += task.node.size;
             } else {
                 self.discard(task);
-                // Unless its packs were not read as the target is full.
-                if !self.is_full() {
+                // Unless its packs were not read as the restore stopped.
+                if !self.halted() {
                     self.fail(&task.dest, "not all of its data could be read");
                 }
                 unplaced.push(task.item);
@@ -313,7 +314,7 @@ impl Executor<'_> {
         // the index places it (see `pack_header`).
         let mut header: Option<Option<(Option<PackBytes>, PackHeader)>> = None;
         for (id, loc) in blobs {
-            if self.is_full() {
+            if self.halted() {
                 return;
             }
             let uses = &targets[id];
@@ -992,6 +993,7 @@ mod tests {
                 policy: Policy::Merge,
                 dry_run: false,
                 workers: 2,
+                lock: None,
             },
             &|w| panic!("{w}"),
         )

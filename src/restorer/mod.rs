@@ -83,7 +83,7 @@ pub enum Policy {
 
 /// Restore settings.
 #[derive(Clone, Debug)]
-pub struct RestoreOptions {
+pub struct RestoreOptions<'a> {
     /// Path inside the snapshot to restore (absolute as backed up); `None`
     /// restores everything.
     pub subpath: Option<String>,
@@ -101,6 +101,11 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// The shared lock the restore holds, if any: checked before each
+    /// batch, so a lock lost (not refreshed for so long that a gc
+    /// elsewhere may have taken it for stale) stops the restore rather
+    /// than have it report what gc removed as damage.
+    pub lock: Option<&'a crate::repo::lock::LockGuard>,
 }
 
 /// What a restore did (or would do, with `dry_run`).
@@ -247,7 +252,9 @@ pub fn restore(
         warn,
         errors: AtomicU64::new(0),
         full: Mutex::new(None),
-        is_full: std::sync::atomic::AtomicBool::new(false),
+        lock: opts.lock,
+        lost: Mutex::new(None),
+        halt: std::sync::atomic::AtomicBool::new(false),
         skipped_dirs: Mutex::new(HashSet::new()),
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
@@ -308,6 +315,9 @@ pub fn restore(
     }
     stats.errors = ex.errors.load(Ordering::Relaxed);
     stats.full = ex.full.lock().ok().and_then(|f| f.clone());
+    if let Some(e) = ex.lost.lock().ok().and_then(|mut l| l.take()) {
+        return Err(e);
+    }
     Ok(stats)
 }
 
@@ -374,7 +384,8 @@ impl Planner<'_> {
         // made, removed or given its metadata (a folder left writable
         // lets the restore run again once there is room, and one whose
         // files are missing keeps none of the snapshot's times).
-        if self.ex.is_full() {
+        self.ex.check_lock();
+        if self.ex.halted() {
             return self.drop_batch();
         }
         let kept = {
@@ -391,11 +402,11 @@ impl Planner<'_> {
         let unplaced = self
             .ex
             .restore_files(&self.plan.files, self.workers, self.stats);
-        if self.ex.is_full() {
+        if self.ex.halted() {
             return self.drop_batch();
         }
         self.ex.make_others(&self.plan.others, self.stats);
-        if self.ex.is_full() {
+        if self.ex.halted() {
             return self.drop_batch();
         }
         let unplaced: HashSet<PathBuf> = unplaced
@@ -405,7 +416,7 @@ impl Planner<'_> {
             .map(|f| f.rel.clone())
             .collect();
         self.link(unplaced);
-        if self.ex.is_full() {
+        if self.ex.halted() {
             return self.drop_batch();
         }
         for (rel, names) in self.plan.mirrored.drain(..) {
@@ -513,7 +524,7 @@ impl Planner<'_> {
     /// back (see `deferred`) their metadata, deepest first.
     fn finish(&mut self) {
         self.flush();
-        if self.ex.is_full() {
+        if self.ex.halted() {
             self.deferred.clear();
         }
         self.deferred.sort_by_key(|d| std::cmp::Reverse(d.seq));
@@ -565,9 +576,9 @@ impl Planner<'_> {
         // are passed (see `IntoNodes`), and one in parts is read a part
         // at a time.
         for node in tree {
-            if self.ex.is_full() {
-                // The target is full: the rest is not read, and nothing
-                // here is pruned.
+            if self.ex.halted() {
+                // The target is full, or the lock lost: the rest is not
+                // read, and nothing here is pruned.
                 names = None;
                 break;
             }
@@ -750,8 +761,13 @@ struct Executor<'a> {
     /// from a remote store would fetch the rest of the snapshot for
     /// nothing. Failures for want of space are not warned of one by one.
     full: Mutex<Option<String>>,
-    /// Whether `full` is set, read without the lock for every blob.
-    is_full: std::sync::atomic::AtomicBool,
+    /// The restore's shared lock (see [`RestoreOptions::lock`]).
+    lock: Option<&'a crate::repo::lock::LockGuard>,
+    /// Why the restore stopped for its lock, if it did.
+    lost: Mutex<Option<Error>>,
+    /// Whether the restore stopped: the target is full, or its lock is
+    /// lost. Read for every blob.
+    halt: std::sync::atomic::AtomicBool,
     /// Directories not restored (skipped or failed): nothing beneath them
     /// is written.
     skipped_dirs: Mutex<HashSet<PathBuf>>,
