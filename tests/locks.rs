@@ -801,7 +801,7 @@ fn a_read_only_repository_restores_and_verifies_without_a_lock() {
 /// long that a gc elsewhere may have taken the lock for stale, and
 /// removed what it reads) stops, saying so, instead of going on
 /// unprotected and calling what gc removed damage. Run again, it
-/// restores.
+/// restores. A verify whose lock expired gives no report.
 #[test]
 fn a_restore_whose_lock_expired_stops_and_says_so() {
     let repo = packed_repo();
@@ -824,4 +824,16 @@ fn a_restore_whose_lock_expired_stops_and_says_so() {
     assert!(lock_files(&repo).is_empty());
     repo.restore(&saved.id, &target, &[]);
     assert_same_contents(&src, &restored(&target, &src));
+
+    // verify, the same: no report it cannot vouch for.
+    let mut c = repo.cmd(&["verify", "--read-data"]);
+    c.env("CAIRN_LOCK_TEST", "age=1260");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("lock expired") && out.stderr.contains("run verify again"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("no errors"), "{out}");
+    repo.run(&["verify", "--read-data"]).success();
 }

@@ -37,7 +37,7 @@ pub struct VerifyArgs {
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
     let (repo, password) = ctx.open_uncached_with_password()?;
     let lock = super::read_lock(ctx, &repo, "verify")?;
-    let outcome = verify_command(ctx, &repo, password, a);
+    let outcome = verify_command(ctx, &repo, password, a, lock.as_ref());
     // It never uses the space reserve (see `read_lock`), but as the
     // nightly check it tops it up, or says the filesystem needs room:
     // where it could write its lock, so not on read-only stores.
@@ -52,6 +52,7 @@ fn verify_command(
     repo: &Repository,
     password: Option<zeroize::Zeroizing<Vec<u8>>>,
     a: VerifyArgs,
+    lock: Option<&lock::LockGuard>,
 ) -> Result<u8> {
     let opened_with_password = password.is_some();
     let read_data = match (&a.read_data_subset, a.read_data) {
@@ -68,6 +69,11 @@ fn verify_command(
             workers: ctx.workers(repo),
         },
     )?;
+    // A lock that expired while it read (a long suspend) may have let a gc
+    // elsewhere remove what it read: its damage could be that gc's work.
+    if let Some(lock) = lock {
+        lock.check("its report is not given, as it may count what a gc removed meanwhile as damage; run verify again")?;
+    }
     let code = if report.is_clean() { 0 } else { EXIT_ERROR };
     let printed = print_verify(&report, &a, read_data.is_some(), opened_with_password);
     // A check changes nothing: a report that cannot be written fails it,
