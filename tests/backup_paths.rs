@@ -227,17 +227,8 @@ impl Mounts {
                     MOUNT_AND_RUN,
                     "sh",
                 ])
-                .arg(c.get_program())
-                .args(c.get_args())
-                .env("MNT", &self.mount)
-                .stdin(Stdio::null());
-            for (k, v) in c.get_envs() {
-                match v {
-                    Some(v) => wrapped.env(k, v),
-                    None => wrapped.env_remove(k),
-                };
-            }
-            c = wrapped;
+                .env("MNT", &self.mount);
+            c = wrapping(wrapped, &c);
         }
         let out = run(&mut c, None);
         // Others' files in /dev may come and go: exit code 3 then.

@@ -60,17 +60,8 @@ impl SmallFs {
     /// `cmd` run where the small filesystem is mounted.
     fn cmd(&self, cmd: &Command) -> Command {
         let mut c = Command::new("nsenter");
-        c.args(["--target", &self.holder.id().to_string(), "--mount", "--"])
-            .arg(cmd.get_program())
-            .args(cmd.get_args())
-            .stdin(Stdio::null());
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => c.env(k, v),
-                None => c.env_remove(k),
-            };
-        }
-        c
+        c.args(["--target", &self.holder.id().to_string(), "--mount", "--"]);
+        wrapping(c, cmd)
     }
 
     /// Runs `cmd` where the small filesystem is mounted.

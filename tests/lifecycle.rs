@@ -585,9 +585,10 @@ impl Life {
         );
     }
 
-    /// One of the model's snapshots, at random (there must be one).
-    fn any_live(&mut self) -> Snap {
-        self.live[below(&mut self.rng, self.live.len() as u64) as usize].clone()
+    /// One of the model's snapshots, at random, if there is one.
+    fn any_live(&mut self) -> Option<Snap> {
+        (!self.live.is_empty())
+            .then(|| self.live[below(&mut self.rng, self.live.len() as u64) as usize].clone())
     }
 
     /// The model's snapshots are exactly the repository's.
@@ -783,7 +784,7 @@ impl Life {
     /// snapshot exactly, never bytes gc removed under it; gc either is
     /// refused for the restore's lock or succeeds.
     fn restore_beside_gc(&mut self) {
-        let snap = self.any_live();
+        let Some(snap) = self.any_live() else { return };
         let target = self.fresh("beside-gc");
         self.log(&format!(
             "restore {} and at once gc --max-unused 0%",
@@ -851,10 +852,9 @@ impl Life {
     /// Restores one folder of a snapshot (`SNAP:/path`) and compares it
     /// with what that folder held.
     fn restore_part(&mut self) {
-        if self.live.is_empty() {
+        let Some(snap) = self.any_live() else {
             return self.backup();
-        }
-        let snap = self.any_live();
+        };
         let dirs: Vec<PathBuf> = snap
             .saved
             .manifest
@@ -1031,10 +1031,9 @@ impl Life {
     /// another of the same source over it with `--policy mirror`: the
     /// folder must hold exactly the second.
     fn restore_mirrored(&mut self) {
-        if self.live.is_empty() {
+        let Some(first) = self.any_live() else {
             return self.backup();
-        }
-        let first = self.any_live();
+        };
         let same: Vec<Snap> = self
             .live
             .iter()

@@ -272,15 +272,8 @@ fn in_own_pid_namespace(repo: &Repo, args: &[&str]) -> std::process::Command {
     if !as_root {
         c.arg("-Ur");
     }
-    c.args(["-pf", "--mount-proc"]).arg(inner.get_program());
-    c.args(inner.get_args());
-    for (k, v) in inner.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c
+    c.args(["-pf", "--mount-proc"]);
+    wrapping(c, &inner)
 }
 
 /// A gc in another pid namespace of the same host name (a container run
@@ -751,17 +744,8 @@ fn a_read_only_repository_restores_and_verifies_without_a_lock() {
                  && exec \"$@\"",
             )
             .arg("sh")
-            .arg(&repo.path)
-            .arg(c.get_program())
-            .args(c.get_args())
-            .stdin(Stdio::null());
-        for (k, v) in c.get_envs() {
-            match v {
-                Some(v) => wrapped.env(k, v),
-                None => wrapped.env_remove(k),
-            };
-        }
-        run(&mut wrapped, None)
+            .arg(&repo.path);
+        run(&mut wrapping(wrapped, &c), None)
     };
     let probe = read_only(&["snapshots"]);
     assert_eq!(

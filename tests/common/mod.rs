@@ -63,6 +63,23 @@ pub fn cairn() -> Command {
     c
 }
 
+/// `outer` (`unshare …`, `nsenter …`), then `inner`'s program and
+/// arguments after it, with `inner`'s environment settings and standard
+/// input closed: `inner` run by a wrapper.
+pub fn wrapping(mut outer: Command, inner: &Command) -> Command {
+    outer
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(Stdio::null());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => outer.env(k, v),
+            None => outer.env_remove(k),
+        };
+    }
+    outer
+}
+
 /// The outcome of running the binary.
 pub struct Out {
     /// Exit code (-1 if killed by a signal).
