@@ -12,79 +12,10 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use common::*;
-
-/// A tmpfs of a given size, mounted at a path only the commands run
-/// through [`SmallFs::cmd`] see.
-struct SmallFs {
-    holder: Child,
-    at: PathBuf,
-}
-
-impl SmallFs {
-    fn new(at: &Path, bytes: u64) -> SmallFs {
-        fs::create_dir_all(at).unwrap();
-        let mut holder = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c"])
-            .arg("mount -t tmpfs -o size=\"$1\" tmpfs \"$2\" && echo mounted && exec sleep 600")
-            .args(["sh", &bytes.to_string()])
-            .arg(at)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run unshare");
-        let mut line = String::new();
-        BufReader::new(holder.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        if line.trim() != "mounted" {
-            let _ = holder.kill();
-            let out = holder.wait_with_output().unwrap();
-            panic!(
-                "no small filesystem to fill: a private mount namespace with a tmpfs \
-                 (unshare -m, as root) was refused: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        SmallFs {
-            holder,
-            at: at.to_path_buf(),
-        }
-    }
-
-    /// `cmd` run where the small filesystem is mounted.
-    fn cmd(&self, cmd: &Command) -> Command {
-        let mut c = Command::new("nsenter");
-        c.args(["--target", &self.holder.id().to_string(), "--mount", "--"]);
-        wrapping(c, cmd)
-    }
-
-    /// Runs `cmd` where the small filesystem is mounted.
-    fn run(&self, cmd: &Command) -> Out {
-        run(&mut self.cmd(cmd), None)
-    }
-
-    /// Copies `from` (a folder outside) to `to` (inside), keeping modes.
-    fn copy_in(&self, from: &Path, to: &Path) {
-        let mut c = Command::new("cp");
-        c.arg("-a").arg(from).arg(to);
-        let out = self.run(&c);
-        assert_eq!(out.code, 0, "cp -a into the small filesystem: {out}");
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-        let _ = fs::remove_dir(&self.at);
-    }
-}
 
 /// A repository whose filesystem fills in the middle of a backup: the
 /// backup fails with the kernel's error and publishes nothing; snapshots,
@@ -105,7 +36,7 @@ fn a_repository_on_a_filesystem_that_fills_loses_nothing() {
     // Room for the repository as it is and three megabytes more; the
     // next backup brings twelve.
     let room = dir_size(&outside.path) + (3 << 20);
-    let small = SmallFs::new(&outside.scratch("small"), room);
+    let small = PrivateMount::tmpfs(&outside.scratch("small"), room);
     let repo = small.at.join("repo");
     small.copy_in(&outside.path, &repo);
     for i in 0..6 {
@@ -229,7 +160,7 @@ fn a_restore_into_a_filesystem_that_fills_leaves_only_whole_files() {
     write(&src.join("small/keep.txt"), "fits anywhere");
     repo.backup(&[&src], &[]);
 
-    let small = SmallFs::new(&repo.scratch("target"), 3 << 20);
+    let small = PrivateMount::tmpfs(&repo.scratch("target"), 3 << 20);
     let restore = |extra: &[&str]| {
         let mut c = repo.cmd(&["restore", "latest", "--target"]);
         c.arg(&small.at).args(extra);

@@ -475,8 +475,9 @@ impl Executor<'_> {
         }
     }
 
-    /// Removes entries of `dir` not named in `keep`; returns how many. A
-    /// dry run lists them in `would_remove` instead.
+    /// Removes entries of `dir` not named in `keep` (folded, on a target
+    /// that does not tell case apart); returns how many. A dry run lists
+    /// them in `would_remove` instead.
     pub(super) fn remove_extra(
         &self,
         dir: &Path,
@@ -492,7 +493,13 @@ impl Executor<'_> {
         let Ok(rd) = fs::read_dir(&*at) else { return 0 };
         let mut n = 0;
         for entry in rd.flatten() {
-            if keep.contains_sorted(entry.file_name().as_bytes()) {
+            let name = entry.file_name();
+            let name = if self.insensitive {
+                super::case::fold(name.as_bytes())
+            } else {
+                std::borrow::Cow::Borrowed(name.as_bytes())
+            };
+            if keep.contains_sorted(&name) {
                 continue;
             }
             let p = dir.join(entry.file_name());

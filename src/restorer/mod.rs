@@ -63,6 +63,7 @@ use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 
 mod beneath;
+mod case;
 mod execute;
 mod fetch;
 mod files;
@@ -243,6 +244,7 @@ pub fn restore(
             folder.display()
         )));
     }
+    let insensitive = case::insensitive(&opts.target, opts.dry_run);
     let ex = Executor {
         repo,
         own,
@@ -262,6 +264,7 @@ pub fn restore(
         open_budget: AtomicIsize::new(0),
         unnamed: std::sync::atomic::AtomicBool::new(false),
         beneath: beneath::Beneath::new(&opts.target),
+        insensitive,
     };
     ex.prepare_files();
     let mut plan = Plan {
@@ -572,6 +575,11 @@ impl Planner<'_> {
         // The names a mirror keeps here, once every node was read: a
         // directory whose nodes could not all be read is not pruned.
         let mut names = self.mirror.then(NameList::default);
+        // On a target that does not tell case apart (see [`case`]): the
+        // names restored here so far, folded, each with the name it
+        // folds from.
+        let mut restored: Option<HashMap<Vec<u8>, Vec<u8>>> =
+            self.ex.insensitive.then(HashMap::new);
         // Taken by value: a large directory's tree is freed as its nodes
         // are passed (see `IntoNodes`), and one in parts is read a part
         // at a time.
@@ -594,7 +602,13 @@ impl Planner<'_> {
                 }
             };
             if let Some(list) = &mut names {
-                if !list.push(&node.name.0) {
+                // What the target holds is matched as it looks names up.
+                let kept = if self.ex.insensitive {
+                    case::fold(&node.name.0)
+                } else {
+                    std::borrow::Cow::Borrowed(&node.name.0[..])
+                };
+                if !list.push(&kept) {
                     self.ex.fail(
                         &self.ex.target.join(rel),
                         "4 GiB of names: its extra entries are left in place",
@@ -616,6 +630,28 @@ impl Planner<'_> {
             let inc = included
                 || self.includes.is_empty()
                 || self.includes.matches(&child_abs, &name_str, is_dir);
+            // A directory may hold selected entries even when not
+            // selected itself: its twin is left out either way.
+            if let Some(seen) = &mut restored {
+                let folded = case::fold(&node.name.0);
+                if let Some(first) = seen.get(&*folded) {
+                    if inc || is_dir {
+                        self.ex.fail(
+                            &self.ex.target.join(&child_rel),
+                            format!(
+                                "not restored: the target's filesystem does not tell its name \
+                                 from {:?}, which is restored there instead; restore it on its own into \
+                                 another folder",
+                                String::from_utf8_lossy(first)
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                if inc && !is_dir {
+                    seen.insert(folded.into_owned(), node.name.0.clone());
+                }
+            }
             match node.kind {
                 NodeKind::Dir { subtree } => {
                     // Batches restored while it is walked forget the
@@ -647,6 +683,10 @@ impl Planner<'_> {
                     let at = self.dir_at(seq);
                     if inc || below {
                         any = true;
+                        if let Some(seen) = &mut restored {
+                            let name = &self.plan.dirs[at].item.node.name.0;
+                            seen.insert(case::fold(name).into_owned(), name.clone());
+                        }
                         self.plan.dirs[at].done = true;
                         self.batch_dirs += 1;
                         self.flush_if_full();
@@ -785,6 +825,9 @@ struct Executor<'a> {
     open_budget: AtomicIsize,
     /// Every path acted on goes through it: see [`beneath`].
     beneath: beneath::Beneath,
+    /// Whether the target does not tell names apart by case (see
+    /// [`case`]): names are then compared folded.
+    insensitive: bool,
 }
 
 /// What [`Executor::ensure_dir`] found or did.

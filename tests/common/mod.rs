@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 use tempfile::TempDir;
@@ -649,5 +649,138 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             fs::copy(entry.path(), &dest).unwrap();
         }
+    }
+}
+
+/// A filesystem mounted at a path only the commands run through
+/// [`PrivateMount::cmd`] see: in a private mount namespace (`unshare -m`,
+/// as root) that a holding process keeps. A test that cannot make one
+/// fails, saying so: it would check nothing.
+pub struct PrivateMount {
+    holder: Child,
+    pub at: PathBuf,
+    /// The loop device an image is mounted from, detached on drop.
+    loop_dev: Option<String>,
+}
+
+impl PrivateMount {
+    /// A tmpfs of `bytes`.
+    pub fn tmpfs(at: &Path, bytes: u64) -> PrivateMount {
+        PrivateMount::new(
+            at,
+            "mount -t tmpfs -o size=\"$1\" tmpfs \"$2\" && echo mounted",
+            &bytes.to_string(),
+        )
+    }
+
+    /// An exFAT filesystem of `bytes`, as on a USB stick: names that
+    /// differ only in case are one name there. It needs `mkfs.exfat`
+    /// (exfatprogs), `mount.exfat-fuse` (exfat-fuse) and a loop device.
+    pub fn exfat(at: &Path, bytes: u64) -> PrivateMount {
+        let image = at.with_extension("img");
+        let script = "truncate -s \"$1\" \"$3\" && mkfs.exfat \"$3\" >/dev/null \
+             && dev=$(losetup -f --show \"$3\") \
+             && { mount.exfat-fuse \"$dev\" \"$2\" 2>/dev/null \
+                  || { losetup -d \"$dev\"; exit 1; }; } \
+             && echo \"mounted $dev\"";
+        let m = PrivateMount::with_args(
+            at,
+            script,
+            &[
+                &bytes.to_string(),
+                &at.to_string_lossy(),
+                &image.to_string_lossy(),
+            ],
+        );
+        // The loop device holds it open.
+        let _ = fs::remove_file(&image);
+        m
+    }
+
+    fn new(at: &Path, script: &str, size: &str) -> PrivateMount {
+        PrivateMount::with_args(at, script, &[size, &at.to_string_lossy()])
+    }
+
+    /// Runs `script` (with `args` as `$1`, `$2`, …) in a new mount
+    /// namespace; it mounts and prints `mounted` and, for an image, the
+    /// loop device.
+    fn with_args(at: &Path, script: &str, args: &[&str]) -> PrivateMount {
+        fs::create_dir_all(at).unwrap();
+        let mut holder = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!("{script} && exec sleep 600"))
+            .arg("sh")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run unshare");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let mut words = line.split_whitespace();
+        if words.next() != Some("mounted") {
+            let _ = holder.kill();
+            let out = holder.wait_with_output().unwrap();
+            panic!(
+                "no filesystem to test on: mounting one in a private mount namespace \
+                 (unshare -m, as root) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        PrivateMount {
+            holder,
+            at: at.to_path_buf(),
+            loop_dev: words.next().map(str::to_string),
+        }
+    }
+
+    /// `cmd` run where the filesystem is mounted.
+    pub fn cmd(&self, cmd: &Command) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["--target", &self.holder.id().to_string(), "--mount", "--"]);
+        wrapping(c, cmd)
+    }
+
+    /// Runs `cmd` where the filesystem is mounted.
+    pub fn run(&self, cmd: &Command) -> Out {
+        run(&mut self.cmd(cmd), None)
+    }
+
+    /// Runs `sh -c script` where the filesystem is mounted, asserting
+    /// success; returns its standard output.
+    #[track_caller]
+    pub fn sh(&self, script: &str) -> String {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script);
+        let out = self.run(&c);
+        assert_eq!(out.code, 0, "{script}: {out}");
+        out.stdout
+    }
+
+    /// Copies `from` (a folder outside) to `to` (inside), keeping modes.
+    pub fn copy_in(&self, from: &Path, to: &Path) {
+        let mut c = Command::new("cp");
+        c.arg("-a").arg(from).arg(to);
+        let out = self.run(&c);
+        assert_eq!(out.code, 0, "cp -a into the mounted filesystem: {out}");
+    }
+}
+
+impl Drop for PrivateMount {
+    fn drop(&mut self) {
+        if let Some(dev) = &self.loop_dev {
+            // A FUSE filesystem's daemon ends with its mount; the loop
+            // device outlives the namespace unless detached.
+            let mut umount = Command::new("umount");
+            umount.arg(&self.at);
+            let _ = self.cmd(&umount).output();
+            let _ = Command::new("losetup").args(["-d", dev]).output();
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = fs::remove_dir(&self.at);
     }
 }

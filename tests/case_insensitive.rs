@@ -1,0 +1,132 @@
+//! Restores onto a filesystem that does not tell names apart by case: an
+//! exFAT image, as on a USB stick, mounted with exfat-fuse in a private
+//! mount namespace (as root). There `README` and `readme` are one entry,
+//! so a snapshot holding both cannot be restored whole: the first is,
+//! the others are named as errors, and nothing is overwritten. A mirror
+//! never removes an entry whose name is the snapshot's but for case.
+//!
+//! Each restore is of the source folder itself (`SNAP:/path`): exFAT
+//! keeps no modes, and refuses the sticky bit of `/tmp` above it.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+/// Every file beneath `dir` on the mounted filesystem, as `path=content`
+/// lines relative to `dir`, sorted.
+fn files(stick: &PrivateMount, dir: &Path) -> Vec<String> {
+    let out = stick.sh(&format!(
+        "cd '{}' && find . -type f -exec sh -c 'printf \"%s=%s\\n\" \"$1\" \"$(cat \"$1\")\"' _ {{}} \\;",
+        dir.display()
+    ));
+    let mut lines: Vec<String> = out.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn names_differing_only_in_case_restore_the_first_and_name_the_others() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("README"), "upper");
+    write(&src.join("Readme"), "mixed");
+    write(&src.join("readme"), "lower");
+    fs::create_dir(src.join("Docs")).unwrap();
+    write(&src.join("Docs/a"), "a");
+    fs::create_dir(src.join("docs")).unwrap();
+    write(&src.join("docs/b"), "b");
+    write(&src.join("other"), "other");
+    repo.backup(&[&src], &[]);
+
+    let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
+    let snap = format!("latest:{}", abs(&src));
+    let target = stick.at.join("restore");
+    let mut restore = repo.cmd(&["restore", &snap, "--target"]);
+    restore.arg(&target);
+    let out = stick.run(&restore);
+    assert_eq!(out.code, 1, "the twins are errors: {out}");
+    for twin in ["Readme", "readme", "docs"] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains(&format!("/{twin}: not restored"))
+                    && l.contains("does not tell its name from \"")),
+            "{twin} is named: {out}"
+        );
+    }
+    assert!(
+        out.stderr.contains("restore finished with 3 error(s)"),
+        "{out}"
+    );
+    assert_eq!(
+        files(&stick, &target),
+        ["./Docs/a=a", "./README=upper", "./other=other"],
+        "the first of each name is restored, and nothing over it"
+    );
+
+    // A dry run into another folder there says the same, and makes
+    // nothing.
+    let again = stick.at.join("again");
+    let mut dry = repo.cmd(&["restore", &snap, "--dry-run", "--target"]);
+    dry.arg(&again);
+    let out = stick.run(&dry);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("/readme: not restored"), "{out}");
+    assert!(
+        out.stderr.contains("the restore would meet 3 error(s)"),
+        "{out}"
+    );
+    assert_eq!(
+        stick.sh(&format!("ls -A '{}'", stick.at.display())).trim(),
+        "restore",
+        "a dry run makes nothing"
+    );
+
+    // Restored on its own, into a folder of its own, the twin comes back.
+    let twin = stick.at.join("twin");
+    let mut one = repo.cmd(&["restore", &format!("{snap}/readme"), "--target"]);
+    one.arg(&twin);
+    let out = stick.run(&one);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(files(&stick, &twin), ["./readme=lower"]);
+}
+
+#[test]
+fn a_mirror_keeps_an_entry_whose_name_changed_only_in_case() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("notes.txt"), "my notes");
+    write(&src.join("gone"), "removed from the source");
+    repo.backup(&[&src], &[]);
+
+    let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
+    let snap = format!("latest:{}", abs(&src));
+    let target = stick.at.join("mirror");
+    let mirror = || {
+        let mut c = repo.cmd(&["restore", &snap, "--policy", "mirror", "--target"]);
+        c.arg(&target);
+        stick.run(&c)
+    };
+    let out = mirror();
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        files(&stick, &target),
+        ["./gone=removed from the source", "./notes.txt=my notes"]
+    );
+
+    // Renamed in case only: same size, same modification time.
+    fs::rename(src.join("notes.txt"), src.join("Notes.txt")).unwrap();
+    fs::remove_file(src.join("gone")).unwrap();
+    repo.backup(&[&src], &[]);
+    let out = mirror();
+    assert_eq!(out.code, 0, "{out}");
+    let left = files(&stick, &target);
+    assert_eq!(left.len(), 1, "only the notes are left: {left:?}");
+    assert!(
+        left[0].eq_ignore_ascii_case("./notes.txt=my notes"),
+        "the notes are still there: {left:?}"
+    );
+}
