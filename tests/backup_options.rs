@@ -235,9 +235,21 @@ fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
     );
     assert!(out.stderr.contains("1 entries could not be read"), "{out}");
 
-    // The snapshot was still written, without the file.
+    // The snapshot was still written, without the file, and the report
+    // says so.
     let snap = out.json();
     assert_eq!(snap["summary"]["errors"], 1, "{snap:#}");
+    let unreadable = snap["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{snap:#}");
+    assert!(
+        unreadable[0].as_str().unwrap().contains(&gone_abs),
+        "{snap:#}"
+    );
+    assert_eq!(
+        snap["changed_while_read"],
+        serde_json::json!([]),
+        "{snap:#}"
+    );
     let snaps = repo.snapshots();
     assert_eq!(ids(&snaps), vec![snap["id"].as_str().unwrap().to_string()]);
     let target = repo.scratch("target");
@@ -295,6 +307,21 @@ fn a_file_written_to_while_it_is_read_is_named_and_read_again_next_time() {
     assert_eq!(
         first["summary"]["errors"], 0,
         "nothing is left out: {first:#}"
+    );
+    let listed = first["changed_while_read"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{first:#}");
+    assert!(
+        listed[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{db}: changed while it was read")),
+        "the report lists it: {first:#}"
+    );
+    assert_eq!(first["unreadable"], serde_json::json!([]), "{first:#}");
+    assert_eq!(
+        first["repository_damage"],
+        serde_json::json!([]),
+        "{first:#}"
     );
     assert_ne!(
         fs::metadata(src.join("db.bin"))

@@ -150,6 +150,12 @@ fn a_damaged_older_snapshot_stops_nothing_but_gc() {
     let third = out.json();
     assert_eq!(third["parent"], newer.id.as_str(), "{out}");
     assert_eq!(third["summary"]["errors"], 0, "{out}");
+    let damage = third["repository_damage"].as_array().unwrap();
+    assert_eq!(damage.len(), 1, "{out}");
+    assert!(
+        damage[0].as_str().unwrap().contains(&older.id),
+        "the report names the damaged file: {out}"
+    );
 
     // `repair snapshots` reports it and goes on with the others.
     let out = repo.run(&["repair", "snapshots"]).success();

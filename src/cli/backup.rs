@@ -76,9 +76,27 @@ pub struct BackupArgs {
     /// older backups. The parent is still the newest snapshot of the set.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     time: Option<i64>,
-    /// Print the snapshot as JSON instead of the summary line.
+    /// Print the snapshot as JSON instead of the summary line, with what
+    /// the backup could not do: `unreadable` (entries left out),
+    /// `changed_while_read` (files held as read) and `repository_damage`
+    /// (what it read around), each a list of messages.
     #[arg(long)]
     json: bool,
+}
+
+/// What `backup --json` prints: the snapshot as `snapshots --json` lists
+/// it, and the problems the warnings named, so that a nightly job's
+/// report need not parse standard error.
+#[derive(serde::Serialize)]
+struct BackupReport<'a> {
+    #[serde(flatten)]
+    entry: &'a crate::snapshot::SnapshotEntry,
+    /// Entries that could not be read, with why: not in the snapshot.
+    unreadable: &'a [String],
+    /// Files that changed while they were read: in the snapshot as read.
+    changed_while_read: &'a [String],
+    /// Damage in the repository the backup read around.
+    repository_damage: &'a [String],
 }
 
 /// Parses an RFC 3339 time into ns since the epoch.
@@ -231,7 +249,15 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             id: result.id,
             snapshot: result.snapshot.clone(),
         };
-        outln!("{}", super::json(&entry))
+        outln!(
+            "{}",
+            super::json(&BackupReport {
+                entry: &entry,
+                unreadable: &result.warnings,
+                changed_while_read: &result.changed,
+                repository_damage: &result.repo_warnings,
+            })
+        )
     } else {
         outln!(
             "added {} ({} stored), {} files new / {} changed / {} unmodified, {} dirs, read {}, {} snapshot {}",
