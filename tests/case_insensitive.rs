@@ -39,6 +39,9 @@ fn names_differing_only_in_case_restore_the_first_and_name_the_others() {
     fs::create_dir(src.join("docs")).unwrap();
     write(&src.join("docs/b"), "b");
     write(&src.join("other"), "other");
+    // exFAT maps both σ and the final ς to Σ.
+    write(&src.join("ΛΟΓΑΡΙΑΣΜΟΣ.txt"), "capitals");
+    write(&src.join("Λογαριασμος.txt"), "small");
     repo.backup(&[&src], &[]);
 
     let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
@@ -48,7 +51,7 @@ fn names_differing_only_in_case_restore_the_first_and_name_the_others() {
     restore.arg(&target);
     let out = stick.run(&restore);
     assert_eq!(out.code, 1, "the twins are errors: {out}");
-    for twin in ["Readme", "readme", "docs"] {
+    for twin in ["Readme", "readme", "docs", "Λογαριασμος.txt"] {
         assert!(
             out.stderr
                 .lines()
@@ -58,12 +61,17 @@ fn names_differing_only_in_case_restore_the_first_and_name_the_others() {
         );
     }
     assert!(
-        out.stderr.contains("restore finished with 3 error(s)"),
+        out.stderr.contains("restore finished with 4 error(s)"),
         "{out}"
     );
     assert_eq!(
         files(&stick, &target),
-        ["./Docs/a=a", "./README=upper", "./other=other"],
+        [
+            "./Docs/a=a",
+            "./README=upper",
+            "./other=other",
+            "./ΛΟΓΑΡΙΑΣΜΟΣ.txt=capitals"
+        ],
         "the first of each name is restored, and nothing over it"
     );
 
@@ -76,7 +84,7 @@ fn names_differing_only_in_case_restore_the_first_and_name_the_others() {
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("/readme: not restored"), "{out}");
     assert!(
-        out.stderr.contains("the restore would meet 3 error(s)"),
+        out.stderr.contains("the restore would meet 4 error(s)"),
         "{out}"
     );
     assert_eq!(
@@ -128,5 +136,42 @@ fn a_mirror_keeps_an_entry_whose_name_changed_only_in_case() {
     assert!(
         left[0].eq_ignore_ascii_case("./notes.txt=my notes"),
         "the notes are still there: {left:?}"
+    );
+}
+
+/// A mirror prunes nothing beneath a folder that has a twin: what the
+/// target holds there may be the twin's, which the snapshot has too.
+#[test]
+fn a_mirror_prunes_nothing_beneath_a_folder_with_a_twin() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("Docs/a"), "a");
+    write(&src.join("docs/b"), "b");
+    write(&src.join("other"), "other");
+    repo.backup(&[&src], &[]);
+
+    let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
+    let target = stick.at.join("mirror");
+    // The stick holds `docs` as an earlier restore of it alone left it,
+    // and a file the snapshot lacks.
+    stick.sh(&format!(
+        "mkdir -p '{t}/docs' && echo b > '{t}/docs/b' && echo x > '{t}/extra'",
+        t = target.display()
+    ));
+    let mut c = repo.cmd(&[
+        "restore",
+        &format!("latest:{}", abs(&src)),
+        "--policy",
+        "mirror",
+        "--target",
+    ]);
+    c.arg(&target);
+    let out = stick.run(&c);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("/docs: not restored"), "{out}");
+    assert_eq!(
+        files(&stick, &target),
+        ["./docs/a=a", "./docs/b=b", "./other=other"],
+        "the twin's file stays; what the snapshot lacks goes"
     );
 }

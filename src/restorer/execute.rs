@@ -475,8 +475,8 @@ impl Executor<'_> {
         }
     }
 
-    /// Removes entries of `dir` not named in `keep` (folded, on a target
-    /// that does not tell case apart); returns how many. A dry run lists
+    /// Removes entries of `dir` not named in `keep` (folded, unless the
+    /// target tells case apart: see [`super::case`]); returns how many. A dry run lists
     /// them in `would_remove` instead.
     pub(super) fn remove_extra(
         &self,
@@ -494,7 +494,7 @@ impl Executor<'_> {
         let mut n = 0;
         for entry in rd.flatten() {
             let name = entry.file_name();
-            let name = if self.insensitive {
+            let name = if self.case.mirror_folds() {
                 super::case::fold(name.as_bytes())
             } else {
                 std::borrow::Cow::Borrowed(name.as_bytes())

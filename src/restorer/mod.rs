@@ -244,7 +244,7 @@ pub fn restore(
             folder.display()
         )));
     }
-    let insensitive = case::insensitive(&opts.target, opts.dry_run);
+    let case = case::Case::of_target(&opts.target, opts.dry_run);
     let ex = Executor {
         repo,
         own,
@@ -264,7 +264,7 @@ pub fn restore(
         open_budget: AtomicIsize::new(0),
         unnamed: std::sync::atomic::AtomicBool::new(false),
         beneath: beneath::Beneath::new(&opts.target),
-        insensitive,
+        case,
     };
     ex.prepare_files();
     let mut plan = Plan {
@@ -298,7 +298,12 @@ pub fn restore(
         batch_dirs: 0,
         batch_chunks: 0,
     };
-    let any = planner.walk(tree, Path::new(""), &start_path, false);
+    let twins = if case.merges_names() {
+        case::Twins::of(repo.tree_at(&snap.tree, subpath)?.0)
+    } else {
+        case::Twins::default()
+    };
+    let any = planner.walk(tree, Path::new(""), &start_path, false, &twins, true);
     if !opts.includes.is_empty() && !any {
         // Includes that select nothing (a typo, say) change nothing, not
         // even a mirror's removals of what the target holds beside the
@@ -570,16 +575,28 @@ impl Planner<'_> {
     /// Plans (and restores, batch by batch) the entries of `tree` at
     /// `rel`; returns whether any was selected. A subtree that cannot be
     /// read is reported and left out, not the restore.
-    fn walk(&mut self, tree: DirNodes<'_>, rel: &Path, abs: &str, included: bool) -> bool {
+    ///
+    /// On a target that does not tell case apart (see [`case`]), `twins`
+    /// are the folder's names that fold alike: only the first of each is
+    /// restored. A mirror prunes the folder only if `prune`: not beneath
+    /// a folder that has a twin, as what the target holds there may be
+    /// the twin's.
+    fn walk(
+        &mut self,
+        tree: DirNodes<'_>,
+        rel: &Path,
+        abs: &str,
+        included: bool,
+        twins: &case::Twins,
+        prune: bool,
+    ) -> bool {
         let mut any = false;
         // The names a mirror keeps here, once every node was read: a
         // directory whose nodes could not all be read is not pruned.
-        let mut names = self.mirror.then(NameList::default);
-        // On a target that does not tell case apart (see [`case`]): the
-        // names restored here so far, folded, each with the name it
-        // folds from.
-        let mut restored: Option<HashMap<Vec<u8>, Vec<u8>>> =
-            self.ex.insensitive.then(HashMap::new);
+        let mut names = (self.mirror && prune).then(NameList::default);
+        // Of the names with a twin here, those restored so far, folded,
+        // each with the name it folds from.
+        let mut restored: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         // Taken by value: a large directory's tree is freed as its nodes
         // are passed (see `IntoNodes`), and one in parts is read a part
         // at a time.
@@ -603,7 +620,7 @@ impl Planner<'_> {
             };
             if let Some(list) = &mut names {
                 // What the target holds is matched as it looks names up.
-                let kept = if self.ex.insensitive {
+                let kept = if self.ex.case.mirror_folds() {
                     case::fold(&node.name.0)
                 } else {
                     std::borrow::Cow::Borrowed(&node.name.0[..])
@@ -632,9 +649,9 @@ impl Planner<'_> {
                 || self.includes.matches(&child_abs, &name_str, is_dir);
             // A directory may hold selected entries even when not
             // selected itself: its twin is left out either way.
-            if let Some(seen) = &mut restored {
-                let folded = case::fold(&node.name.0);
-                if let Some(first) = seen.get(&*folded) {
+            let twin = twins.folded(&node.name.0);
+            if let Some(folded) = &twin {
+                if let Some(first) = restored.get(folded) {
                     if inc || is_dir {
                         self.ex.fail(
                             &self.ex.target.join(&child_rel),
@@ -649,7 +666,7 @@ impl Planner<'_> {
                     continue;
                 }
                 if inc && !is_dir {
-                    seen.insert(folded.into_owned(), node.name.0.clone());
+                    restored.insert(folded.clone(), node.name.0.clone());
                 }
             }
             match node.kind {
@@ -668,8 +685,23 @@ impl Planner<'_> {
                         done: false,
                         kept: false,
                     });
+                    let sub_twins = if self.ex.case.merges_names() {
+                        self.repo
+                            .dir_nodes(&subtree)
+                            .map(case::Twins::of)
+                            .unwrap_or_default()
+                    } else {
+                        case::Twins::default()
+                    };
                     let below = match self.repo.dir_nodes(&subtree) {
-                        Ok(sub) => self.walk(sub, &child_rel, &child_abs, inc),
+                        Ok(sub) => self.walk(
+                            sub,
+                            &child_rel,
+                            &child_abs,
+                            inc,
+                            &sub_twins,
+                            prune && twin.is_none(),
+                        ),
                         Err(e) => {
                             self.ex.fail(
                                 &self.ex.target.join(&child_rel),
@@ -683,9 +715,9 @@ impl Planner<'_> {
                     let at = self.dir_at(seq);
                     if inc || below {
                         any = true;
-                        if let Some(seen) = &mut restored {
+                        if let Some(folded) = twin {
                             let name = &self.plan.dirs[at].item.node.name.0;
-                            seen.insert(case::fold(name).into_owned(), name.clone());
+                            restored.insert(folded, name.clone());
                         }
                         self.plan.dirs[at].done = true;
                         self.batch_dirs += 1;
@@ -825,9 +857,8 @@ struct Executor<'a> {
     open_budget: AtomicIsize,
     /// Every path acted on goes through it: see [`beneath`].
     beneath: beneath::Beneath,
-    /// Whether the target does not tell names apart by case (see
-    /// [`case`]): names are then compared folded.
-    insensitive: bool,
+    /// Whether the target tells names apart by case (see [`case`]).
+    case: case::Case,
 }
 
 /// What [`Executor::ensure_dir`] found or did.

@@ -666,10 +666,11 @@ pub struct PrivateMount {
 impl PrivateMount {
     /// A tmpfs of `bytes`.
     pub fn tmpfs(at: &Path, bytes: u64) -> PrivateMount {
-        PrivateMount::new(
+        PrivateMount::with_args(
             at,
             "mount -t tmpfs -o size=\"$1\" tmpfs \"$2\" && echo mounted",
-            &bytes.to_string(),
+            "true",
+            &[&bytes.to_string(), &at.to_string_lossy()],
         )
     }
 
@@ -686,6 +687,7 @@ impl PrivateMount {
         let m = PrivateMount::with_args(
             at,
             script,
+            "umount \"$2\"; losetup -d \"$dev\"",
             &[
                 &bytes.to_string(),
                 &at.to_string_lossy(),
@@ -697,18 +699,15 @@ impl PrivateMount {
         m
     }
 
-    fn new(at: &Path, script: &str, size: &str) -> PrivateMount {
-        PrivateMount::with_args(at, script, &[size, &at.to_string_lossy()])
-    }
-
     /// Runs `script` (with `args` as `$1`, `$2`, …) in a new mount
     /// namespace; it mounts and prints `mounted` and, for an image, the
-    /// loop device.
-    fn with_args(at: &Path, script: &str, args: &[&str]) -> PrivateMount {
+    /// loop device. The namespace's holder runs `cleanup` after ten
+    /// minutes, should the test be killed before it drops the mount.
+    fn with_args(at: &Path, script: &str, cleanup: &str, args: &[&str]) -> PrivateMount {
         fs::create_dir_all(at).unwrap();
         let mut holder = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c"])
-            .arg(format!("{script} && exec sleep 600"))
+            .arg(format!("{script} && {{ sleep 600; {cleanup}; }}"))
             .arg("sh")
             .args(args)
             .stdin(Stdio::null())
