@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn a_folder_of_this_filesystem_tells_case_apart() {
         // The tests' folders are on filesystems that tell case apart
-        // (tests/case_insensitive.rs restores onto one that does not).
+        // (tests/exfat.rs restores onto one that does not).
         let dir = tempfile::tempdir().unwrap();
         let before = fs::metadata(dir.path()).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -195,11 +195,44 @@ impl Executor<'_> {
                 stats.other += 1;
                 continue;
             }
-            match self.hard_link(&self.target.join(first), &dest, replace) {
+            let first = self.target.join(first);
+            match self.hard_link(&first, &dest, replace) {
                 Ok(()) => stats.other += 1,
+                Err(e) if refuses_links(&e) => match self.copy_of(&first, &dest, &item.node) {
+                    Ok(()) => {
+                        stats.other += 1;
+                        (self.warn)(&format!(
+                            "{}: restored as a copy of {}: the target's filesystem refuses \
+                             hard links ({e})",
+                            dest.display(),
+                            first.display()
+                        ));
+                    }
+                    Err(c) => self.fail(
+                        &dest,
+                        format!("cannot create hard link ({e}), nor a copy: {c}"),
+                    ),
+                },
                 Err(e) => self.fail(&dest, format!("cannot create hard link: {e}")),
             }
         }
+    }
+
+    /// Puts a copy of the restored file `first` at `dest`, with `node`'s
+    /// metadata: for a hard link the target cannot make. Written under a
+    /// temporary name and renamed into place, as any restored file.
+    fn copy_of(&self, first: &Path, dest: &Path, node: &Node) -> std::io::Result<()> {
+        let mut from = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&*self.beneath.at(first)?)?;
+        let at = self.beneath.at(dest)?;
+        let (tmp, out) = place::copy_to_temp(&mut from, &at)?;
+        self.apply_meta(dest, node, Some(&out));
+        drop(out);
+        fs::rename(&tmp, &*at).inspect_err(|_| {
+            let _ = fs::remove_file(&tmp);
+        })
     }
 
     /// Sets directory `d`'s metadata, once everything beneath it is
@@ -533,4 +566,15 @@ impl Executor<'_> {
         }
         n
     }
+}
+
+/// Whether a hard link failed because the target's filesystem cannot
+/// make it here (exFAT and FAT have none: exfat-fuse says `EPERM`; a
+/// file at the filesystem's link limit; another filesystem mounted
+/// between the two paths): a copy then serves.
+fn refuses_links(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EMLINK | libc::EXDEV)
+    )
 }

@@ -1,9 +1,11 @@
-//! Restores onto a filesystem that does not tell names apart by case: an
-//! exFAT image, as on a USB stick, mounted with exfat-fuse in a private
-//! mount namespace (as root). There `README` and `readme` are one entry,
-//! so a snapshot holding both cannot be restored whole: the first is,
-//! the others are named as errors, and nothing is overwritten. A mirror
-//! never removes an entry whose name is the snapshot's but for case.
+//! Restores onto exFAT, as on a USB stick: an image mounted with
+//! exfat-fuse in a private mount namespace (as root).
+//!
+//! There `README` and `readme` are one entry, so a snapshot holding both
+//! cannot be restored whole: the first is, the others are named as
+//! errors, and nothing is overwritten. A mirror never removes an entry
+//! whose name is the snapshot's but for case. And exFAT has no hard
+//! links: each link beyond the first is restored as a copy.
 //!
 //! Each restore is of the source folder itself (`SNAP:/path`): exFAT
 //! keeps no modes, and refuses the sticky bit of `/tmp` above it.
@@ -173,5 +175,39 @@ fn a_mirror_prunes_nothing_beneath_a_folder_with_a_twin() {
         files(&stick, &target),
         ["./docs/a=a", "./docs/b=b", "./other=other"],
         "the twin's file stays; what the snapshot lacks goes"
+    );
+}
+
+/// exFAT has no hard links: every path of an inode is restored, each
+/// link beyond the first as a copy with its content, and a warning says
+/// so; nothing is an error.
+#[test]
+fn hard_links_are_restored_as_copies_where_the_target_has_none() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "shared content");
+    fs::hard_link(src.join("f"), src.join("g")).unwrap();
+    fs::create_dir(src.join("sub")).unwrap();
+    fs::hard_link(src.join("f"), src.join("sub/h")).unwrap();
+    repo.backup(&[&src], &[]);
+
+    let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
+    let target = stick.at.join("t");
+    let mut c = repo.cmd(&["restore", &format!("latest:{}", abs(&src)), "--target"]);
+    c.arg(&target);
+    let out = stick.run(&c);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stderr.matches("restored as a copy of").count(),
+        2,
+        "each copy is named: {out}"
+    );
+    assert_eq!(
+        files(&stick, &target),
+        [
+            "./f=shared content",
+            "./g=shared content",
+            "./sub/h=shared content"
+        ]
     );
 }
