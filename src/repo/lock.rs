@@ -32,7 +32,9 @@
 //! and the dead-pid rule applies only when that matches the reader's own;
 //! a lock without it (an older cairn's, or one written where `/proc` does
 //! not tell), or with another, is stale by age alone. `cairn unlock`
-//! follows the same rule. Held locks are refreshed every
+//! follows the same rule, and a command that takes a lock removes the
+//! locks of dead processes the rule finds, before a new process given
+//! the same pid could make one hold again. Held locks are refreshed every
 //! [`REFRESH_EVERY`] by a background thread, which replaces the lock file.
 //!
 //! Others may act on a stale lock (gc deletes the packs no index names), so
@@ -248,6 +250,12 @@ impl LockInfo {
         if age > STALE_AFTER.as_nanos() as i64 && store_age.is_none_or(|a| a > STALE_AFTER) {
             return true;
         }
+        self.is_of_the_dead(this_host, this_ns)
+    }
+
+    /// Whether this lock's process is gone: a process of this host, boot
+    /// and pid namespace whose pid is not alive.
+    fn is_of_the_dead(&self, this_host: &str, this_ns: Option<&PidNamespace>) -> bool {
         let ours =
             self.host == this_host && this_ns.is_some() && self.pid_namespace.as_ref() == this_ns;
         ours && !process_alive(self.pid)
@@ -656,6 +664,18 @@ fn acquire_with(
             other.name != mine && (exclusive || other.info.exclusive) && !judge.is_stale(other)
         });
         let Some(holder) = conflict else {
+            // The lock of a process killed here is stale at once, but only
+            // while its pid stays unused: once a new process has it, the
+            // lock would hold again, refusing commands until it is old. So
+            // it is removed now (its process cannot be relying on it).
+            let host = crate::hostname();
+            let ns = PidNamespace::current();
+            for dead in listed
+                .iter()
+                .filter(|l| l.name != mine && l.info.is_of_the_dead(&host, ns))
+            {
+                let _ = backend.remove(FileKind::Lock, &dead.name);
+            }
             let every = knobs.refresh_every.unwrap_or(REFRESH_EVERY);
             let held = Arc::new(Held {
                 backend,
@@ -1052,17 +1072,35 @@ mod tests {
     }
 
     /// In this very pid namespace a dead pid is a dead holder: its lock is
-    /// taken over at once, and `unlock` removes it.
+    /// taken over at once, and removed by whoever takes a lock (so that a
+    /// new process given the pid cannot make it hold again) or by
+    /// `unlock`.
     #[test]
     fn a_lock_of_a_dead_process_in_this_namespace_is_stale_at_once() {
         let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
         dead_pid_lock(&backend, &key, Some(here().clone()), "backup");
         let guard = acquire(backend.clone(), &key, true, "gc", Duration::ZERO).unwrap();
         assert!(guard.others().unwrap().is_empty());
+        assert_eq!(
+            list(&*backend, &key).unwrap().len(),
+            1,
+            "the dead lock is gone"
+        );
         drop(guard);
+        assert!(list(&*backend, &key).unwrap().is_empty());
+        dead_pid_lock(&backend, &key, Some(here().clone()), "backup");
         let removed = remove_locks(&*backend, &key, false).unwrap();
         assert_eq!(removed.len(), 1);
         assert!(list(&*backend, &key).unwrap().is_empty());
+        // A reader removes it too.
+        dead_pid_lock(&backend, &key, Some(here().clone()), "gc");
+        let guard = acquire_reader(backend.clone(), &key, "restore", Duration::ZERO).unwrap();
+        assert_eq!(
+            list(&*backend, &key).unwrap().len(),
+            1,
+            "the dead lock is gone"
+        );
+        drop(guard);
         // And a backup goes ahead beside a dead gc's lock.
         dead_pid_lock(&backend, &key, Some(here().clone()), "gc");
         let guard = acquire(backend.clone(), &key, false, "backup", Duration::ZERO).unwrap();
