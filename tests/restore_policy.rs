@@ -969,6 +969,54 @@ fn hard_links_go_only_to_paths_put_in_place() {
     }
 }
 
+/// Files that are one inode in the target but not in the snapshot (a
+/// restore of an older snapshot, where they were hard links, then of a
+/// newer one, where they are apart) are restored apart, each with its
+/// own mode and time, as are files of two inodes of the snapshot found
+/// on one inode; restored again, nothing is written.
+#[test]
+fn files_one_inode_in_the_target_but_apart_in_the_snapshot_are_parted() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a"), "the same content\n");
+    for name in ["b", "c", "d", "e"] {
+        fs::hard_link(src.join("a"), src.join(name)).unwrap();
+    }
+    let older = repo.backup(&[&src], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Now `a` and `b` are one inode, `c` and `d` another, `e` a third:
+    // the same content each, with a mode and a time of its own.
+    let apart = |name: &str, mode: u32, secs: i64| {
+        let copy = src.join("copy");
+        fs::copy(src.join("a"), &copy).unwrap();
+        chmod(&copy, mode);
+        set_mtime(&copy, secs, 0);
+        fs::rename(&copy, src.join(name)).unwrap();
+    };
+    apart("c", 0o600, 1_000_000);
+    fs::remove_file(src.join("d")).unwrap();
+    fs::hard_link(src.join("c"), src.join("d")).unwrap();
+    apart("e", 0o640, 2_000_000);
+    repo.backup(&[&src], &[]);
+
+    for policy in ["merge", "mirror"] {
+        for batch in ["1", "1000"] {
+            let target = repo.scratch(&format!("{policy}{batch}"));
+            repo.restore(&older, &target, &[]);
+            let mut c = repo.cmd(&["restore", "latest", "--policy", policy, "--target"]);
+            c.arg(&target).env("CAIRN_TEST_RESTORE_BATCH", batch);
+            let out = run(&mut c, None).success();
+            let r = restored(&target, &src);
+            assert_same_tree(&src, &r);
+            let again = run(&mut c, None).success();
+            assert_eq!(counts(&again)[0], 0, "{out}\n{again}");
+            assert_same_tree(&src, &r);
+        }
+    }
+}
+
 /// Skip-existing leaves a directory already in the target as it is
 /// (mode, owner, times: only an entry it adds there moves the mtime), and
 /// still restores what is missing beneath it.
