@@ -394,8 +394,9 @@ fn dry_run_makes_the_restores_decisions_and_changes_nothing() {
         &target,
         &["--dry-run", "--policy", "skip-existing"],
     );
-    // The folders there count as skipped too: it leaves them as they are.
-    assert_eq!(counts(&skip), [1, 0, 1, 12, 0], "{skip}");
+    // The folders and the symlink there count as skipped too: it leaves
+    // them as they are.
+    assert_eq!(counts(&skip), [1, 0, 0, 13, 0], "{skip}");
     assert_manifests_eq(&before, &manifest(&target), "after a skip dry run");
 
     let mirror = repo.restore("latest", &target, &["--dry-run", "--policy", "mirror"]);
@@ -1044,6 +1045,38 @@ fn skip_existing_leaves_an_existing_folders_metadata() {
     let made = repo.scratch("fresh");
     repo.restore("latest", &made, &["--policy", "skip-existing"]);
     assert_same_tree(&src, &restored(&made, &src));
+}
+
+/// Skip-existing leaves a symlink already in the target as it is, also
+/// one pointing where the snapshot's does: its owner and time stay, and
+/// it counts as skipped. A merge then gives it the snapshot's.
+#[test]
+fn skip_existing_leaves_an_existing_symlink_as_it_is() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = Repo::new();
+    let src = source(&repo);
+    set_mtime(&src.join("link"), 1_500_000_000, 9);
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let link = restored(&target, &src).join("link");
+    set_mtime(&link, 1_000_000, 7);
+    if is_root() {
+        std::os::unix::fs::lchown(&link, Some(4242), Some(4343)).unwrap();
+    }
+    let changed = fs::symlink_metadata(&link).unwrap();
+    let out = repo.restore("latest", &target, &["--policy", "skip-existing"]);
+    let md = fs::symlink_metadata(&link).unwrap();
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_000_000, 7), "{out}");
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (changed.uid(), changed.gid()),
+        "{out}"
+    );
+    assert_eq!(counts(&out)[2], 0, "{out}");
+    let out = repo.restore("latest", &target, &[]);
+    assert_same_tree(&src, &restored(&target, &src));
+    assert_eq!(counts(&out)[2], 1, "{out}");
 }
 
 /// A restore by an ordinary user, in batches, of a folder without its
