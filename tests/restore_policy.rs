@@ -394,8 +394,9 @@ fn dry_run_makes_the_restores_decisions_and_changes_nothing() {
         &target,
         &["--dry-run", "--policy", "skip-existing"],
     );
-    // The folders there count as skipped too: it leaves them as they are.
-    assert_eq!(counts(&skip), [1, 0, 1, 12, 0], "{skip}");
+    // The folders and the symlink there count as skipped too: it leaves
+    // them as they are.
+    assert_eq!(counts(&skip), [1, 0, 0, 13, 0], "{skip}");
     assert_manifests_eq(&before, &manifest(&target), "after a skip dry run");
 
     let mirror = repo.restore("latest", &target, &["--dry-run", "--policy", "mirror"]);
@@ -969,6 +970,54 @@ fn hard_links_go_only_to_paths_put_in_place() {
     }
 }
 
+/// Files that are one inode in the target but not in the snapshot (a
+/// restore of an older snapshot, where they were hard links, then of a
+/// newer one, where they are apart) are restored apart, each with its
+/// own mode and time, as are files of two inodes of the snapshot found
+/// on one inode; restored again, nothing is written.
+#[test]
+fn files_one_inode_in_the_target_but_apart_in_the_snapshot_are_parted() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a"), "the same content\n");
+    for name in ["b", "c", "d", "e"] {
+        fs::hard_link(src.join("a"), src.join(name)).unwrap();
+    }
+    let older = repo.backup(&[&src], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Now `a` and `b` are one inode, `c` and `d` another, `e` a third:
+    // the same content each, with a mode and a time of its own.
+    let apart = |name: &str, mode: u32, secs: i64| {
+        let copy = src.join("copy");
+        fs::copy(src.join("a"), &copy).unwrap();
+        chmod(&copy, mode);
+        set_mtime(&copy, secs, 0);
+        fs::rename(&copy, src.join(name)).unwrap();
+    };
+    apart("c", 0o600, 1_000_000);
+    fs::remove_file(src.join("d")).unwrap();
+    fs::hard_link(src.join("c"), src.join("d")).unwrap();
+    apart("e", 0o640, 2_000_000);
+    repo.backup(&[&src], &[]);
+
+    for policy in ["merge", "mirror"] {
+        for batch in ["1", "1000"] {
+            let target = repo.scratch(&format!("{policy}{batch}"));
+            repo.restore(&older, &target, &[]);
+            let mut c = repo.cmd(&["restore", "latest", "--policy", policy, "--target"]);
+            c.arg(&target).env("CAIRN_TEST_RESTORE_BATCH", batch);
+            let out = run(&mut c, None).success();
+            let r = restored(&target, &src);
+            assert_same_tree(&src, &r);
+            let again = run(&mut c, None).success();
+            assert_eq!(counts(&again)[0], 0, "{out}\n{again}");
+            assert_same_tree(&src, &r);
+        }
+    }
+}
+
 /// Skip-existing leaves a directory already in the target as it is
 /// (mode, owner, times: only an entry it adds there moves the mtime), and
 /// still restores what is missing beneath it.
@@ -996,6 +1045,38 @@ fn skip_existing_leaves_an_existing_folders_metadata() {
     let made = repo.scratch("fresh");
     repo.restore("latest", &made, &["--policy", "skip-existing"]);
     assert_same_tree(&src, &restored(&made, &src));
+}
+
+/// Skip-existing leaves a symlink already in the target as it is, also
+/// one pointing where the snapshot's does: its owner and time stay, and
+/// it counts as skipped. A merge then gives it the snapshot's.
+#[test]
+fn skip_existing_leaves_an_existing_symlink_as_it_is() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = Repo::new();
+    let src = source(&repo);
+    set_mtime(&src.join("link"), 1_500_000_000, 9);
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let link = restored(&target, &src).join("link");
+    set_mtime(&link, 1_000_000, 7);
+    if is_root() {
+        std::os::unix::fs::lchown(&link, Some(4242), Some(4343)).unwrap();
+    }
+    let changed = fs::symlink_metadata(&link).unwrap();
+    let out = repo.restore("latest", &target, &["--policy", "skip-existing"]);
+    let md = fs::symlink_metadata(&link).unwrap();
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_000_000, 7), "{out}");
+    assert_eq!(
+        (md.uid(), md.gid()),
+        (changed.uid(), changed.gid()),
+        "{out}"
+    );
+    assert_eq!(counts(&out)[2], 0, "{out}");
+    let out = repo.restore("latest", &target, &[]);
+    assert_same_tree(&src, &restored(&target, &src));
+    assert_eq!(counts(&out)[2], 1, "{out}");
 }
 
 /// A restore by an ordinary user, in batches, of a folder without its

@@ -402,8 +402,12 @@ impl Executor<'_> {
     }
 
     pub(super) fn restore_other(&self, dest: &Path, node: &Node) -> Result<bool> {
+        // The same symlink is left in place and given the snapshot's
+        // metadata; skip-existing leaves it as it is (`clear`, below), as
+        // it leaves any entry already there.
         if let (NodeKind::Symlink { target }, Ok(md)) = (&node.kind, self.lstat(dest)) {
-            if md.file_type().is_symlink()
+            if self.policy != Policy::SkipExisting
+                && md.file_type().is_symlink()
                 && self
                     .beneath
                     .at(dest)

@@ -563,12 +563,14 @@ impl Executor<'_> {
             Ok(_) if self.policy == Policy::SkipExisting => return Ok(Prepared::Skipped),
             Ok(md) if md.is_file() && md.len() == node.size => {
                 if let Some(same) = self.same_content(dest, chunks)? {
-                    if !self.dry_run {
-                        // Through the file compared: no path walks, and
-                        // owner and mode changed only where they differ.
-                        self.apply_meta(dest, node, Some(&same));
+                    if self.keep_in_place(&md, node) {
+                        if !self.dry_run {
+                            // Through the file compared: no path walks, and
+                            // owner and mode changed only where they differ.
+                            self.apply_meta(dest, node, Some(&same));
+                        }
+                        return Ok(Prepared::Unchanged);
                     }
-                    return Ok(Prepared::Unchanged);
                 }
                 exists = true;
             }
@@ -595,6 +597,35 @@ impl Executor<'_> {
             transient: std::sync::atomic::AtomicBool::new(false),
             item: 0,
         })))
+    }
+
+    /// Whether the file `md` of the target, found to hold what `node`
+    /// names, is left in place for it. A file of one link always is. One
+    /// of several shares its inode with other paths, which may be the
+    /// snapshot's too (a restore of an older snapshot, where they were
+    /// hard links, before this one, where they are not): left in place
+    /// for each, they would stay one file, with the metadata of whichever
+    /// was set last. So such an inode is left in place for one inode of
+    /// the snapshot (or one file of one link) only, the first to find it;
+    /// any other path of the snapshot on it is written anew. Costs an
+    /// entry per such inode left in place, held to the end.
+    fn keep_in_place(&self, md: &fs::Metadata, node: &Node) -> bool {
+        use std::collections::hash_map::Entry;
+        use std::os::unix::fs::MetadataExt;
+        if md.nlink() < 2 {
+            return true;
+        }
+        let inode = (node.nlink > 1).then_some((node.dev, node.inode));
+        let Ok(mut kept) = self.kept_inodes.lock() else {
+            return false;
+        };
+        match kept.entry((md.dev(), md.ino())) {
+            Entry::Vacant(v) => {
+                v.insert(inode);
+                true
+            }
+            Entry::Occupied(o) => inode.is_some() && *o.get() == inode,
+        }
     }
 
     /// Writes one chunk of `task` at `offset`, creating its file first if
