@@ -906,6 +906,39 @@ fn a_folder_swapped_for_a_symlink_during_restore_is_not_followed() {
     }
 }
 
+/// A mirror over an earlier restore prunes each folder through the folder
+/// itself: one swapped for a symlink after the walk found it (as someone
+/// else who can write in the target could) is not pruned, and nothing
+/// where the symlink points is removed.
+#[test]
+fn a_mirror_never_prunes_through_a_folder_swapped_for_a_symlink() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    repo.backup(&[&src], &[]);
+    let outside = repo.scratch("outside");
+    write(&outside.join("precious"), "not the snapshot's");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    let rel = r.strip_prefix(&target).unwrap().join("a");
+    let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--target"]);
+    c.arg(&target).env(
+        "CAIRN_TEST_SWAP",
+        format!("{}=>{}", rel.display(), outside.display()),
+    );
+    let out = run(&mut c, None);
+    assert!(
+        fs::symlink_metadata(r.join("a")).unwrap().is_symlink(),
+        "the hook swapped it: {out}"
+    );
+    assert_eq!(
+        fs::read_to_string(outside.join("precious")).unwrap(),
+        "not the snapshot's",
+        "{out}"
+    );
+    assert_eq!(list_paths(&outside), paths(&["precious"]), "{out}");
+}
+
 /// A hard link is made only to a path the restore put in place: where
 /// skip-existing leaves another file at the first path, or the first
 /// path cannot be restored, the link gets the snapshot's content as a

@@ -527,7 +527,31 @@ impl Executor<'_> {
         let Ok(at) = self.beneath.at(dir) else {
             return 0;
         };
-        let Ok(rd) = fs::read_dir(&*at) else { return 0 };
+        // The folder itself is opened without following a symlink put in
+        // its place since it was made (someone else who can write in the
+        // target could), and listed and pruned through that descriptor:
+        // never what such a symlink leads to.
+        // (The target itself is reached through its own descriptor's
+        // name in `/proc`, a symlink to follow.)
+        let nofollow = if dir == self.target {
+            0
+        } else {
+            libc::O_NOFOLLOW
+        };
+        let Ok(folder) = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | nofollow)
+            .open(&*at)
+        else {
+            return 0;
+        };
+        use std::os::fd::AsRawFd;
+        let listed = match fs::read_dir(format!("/proc/self/fd/{}", folder.as_raw_fd())) {
+            // Without `/proc` every path is a plain one (see `beneath`).
+            Err(_) if !Path::new("/proc/self/fd").is_dir() => fs::read_dir(&*at),
+            listed => listed,
+        };
+        let Ok(rd) = listed else { return 0 };
         let mut n = 0;
         for entry in rd.flatten() {
             let name = entry.file_name();
