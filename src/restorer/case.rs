@@ -52,6 +52,15 @@ impl Case {
         self != Case::Sensitive
     }
 
+    /// `name` as a mirror compares it: folded where [`Self::mirror_folds`].
+    pub(super) fn mirror_key(self, name: &[u8]) -> Cow<'_, [u8]> {
+        if self.mirror_folds() {
+            fold(name)
+        } else {
+            Cow::Borrowed(name)
+        }
+    }
+
     /// Asks whether names in `target` (an existing folder, or in a dry
     /// run perhaps not made yet) are looked up without regard to case.
     ///

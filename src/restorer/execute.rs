@@ -555,12 +555,7 @@ impl Executor<'_> {
         let mut n = 0;
         for entry in rd.flatten() {
             let name = entry.file_name();
-            let name = if self.case.mirror_folds() {
-                super::case::fold(name.as_bytes())
-            } else {
-                std::borrow::Cow::Borrowed(name.as_bytes())
-            };
-            if keep.contains_sorted(&name) {
+            if keep.contains_sorted(&self.case.mirror_key(name.as_bytes())) {
                 continue;
             }
             let p = dir.join(entry.file_name());

@@ -621,12 +621,7 @@ impl Planner<'_> {
             };
             if let Some(list) = &mut names {
                 // What the target holds is matched as it looks names up.
-                let kept = if self.ex.case.mirror_folds() {
-                    case::fold(&node.name.0)
-                } else {
-                    std::borrow::Cow::Borrowed(&node.name.0[..])
-                };
-                if !list.push(&kept) {
+                if !list.push(&self.ex.case.mirror_key(&node.name.0)) {
                     self.ex.fail(
                         &self.ex.target.join(rel),
                         "4 GiB of names: its extra entries are left in place",
