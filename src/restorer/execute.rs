@@ -230,9 +230,7 @@ impl Executor<'_> {
         let (tmp, out) = place::copy_to_temp(&mut from, &at)?;
         self.apply_meta(dest, node, Some(&out));
         drop(out);
-        fs::rename(&tmp, &*at).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+        rename_over(&tmp, &at)
     }
 
     /// Sets directory `d`'s metadata, once everything beneath it is
@@ -270,9 +268,7 @@ impl Executor<'_> {
         let dir = at.parent().expect("an entry's path has its folder's");
         let tmp = place::temp_name(dir);
         fs::hard_link(&*first, &tmp)?;
-        fs::rename(&tmp, &*at).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
-        })
+        rename_over(&tmp, &at)
     }
 
     /// Makes `path` a real directory, unless skip-existing leaves a
@@ -513,8 +509,8 @@ impl Executor<'_> {
     }
 
     /// Removes entries of `dir` not named in `keep` (folded, unless the
-    /// target tells case apart: see [`super::case`]); returns how many. A dry run lists
-    /// them in `would_remove` instead.
+    /// target tells case apart: see [`super::case`]); returns how many.
+    /// A dry run lists them in `would_remove` instead.
     pub(super) fn remove_extra(
         &self,
         dir: &Path,
@@ -530,9 +526,9 @@ impl Executor<'_> {
         // The folder itself is opened without following a symlink put in
         // its place since it was made (someone else who can write in the
         // target could), and listed and pruned through that descriptor:
-        // never what such a symlink leads to.
-        // (The target itself is reached through its own descriptor's
-        // name in `/proc`, a symlink to follow.)
+        // never what such a symlink leads to. Only the target is reached
+        // through a symlink to follow: its own descriptor's name in
+        // `/proc`.
         let nofollow = if dir == self.target {
             0
         } else {
@@ -600,4 +596,12 @@ fn refuses_links(e: &std::io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EMLINK | libc::EXDEV)
     )
+}
+
+/// Renames the temporary file `tmp` over `to`, both in one folder of the
+/// target; removes it if that fails.
+fn rename_over(tmp: &Path, to: &Path) -> std::io::Result<()> {
+    fs::rename(tmp, to).inspect_err(|_| {
+        let _ = fs::remove_file(tmp);
+    })
 }
