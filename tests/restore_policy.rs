@@ -1413,3 +1413,134 @@ fn a_restore_leaves_the_repository_it_reads_alone() {
     assert_eq!(list_paths(&moved), before);
     verify(&moved);
 }
+
+/// A POSIX access ACL (`system.posix_acl_access`'s value) giving user
+/// `uid` read and write beside the owner's, group's and others' `mode`.
+fn acl_granting(uid: u32, mode: u32) -> Vec<u8> {
+    const UNDEFINED: u32 = u32::MAX;
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, (mode >> 6) & 7, UNDEFINED),
+        (0x02, 6, uid),
+        (0x04, (mode >> 3) & 7, UNDEFINED),
+        (0x10, 7, UNDEFINED),
+        (0x20, mode & 7, UNDEFINED),
+    ] {
+        v.extend(tag.to_le_bytes());
+        v.extend((perm as u16).to_le_bytes());
+        v.extend(id.to_le_bytes());
+    }
+    v
+}
+
+/// The names of `p`'s extended attributes (not following a symlink),
+/// sorted.
+fn xattr_names(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = xattr::list(p)
+        .unwrap()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A merge or a mirror over an earlier restore gives each file and folder
+/// it keeps in place exactly the snapshot's extended attributes: a `user.`
+/// name or an ACL set there since is removed (an ACL left behind would
+/// grant what the snapshot does not), one removed is set again, and a
+/// `trusted.` name, which an ordinary user's backup cannot see, stays.
+#[test]
+fn entries_kept_in_place_get_exactly_the_snapshots_extended_attributes() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = Repo::new();
+    let src = source(&repo);
+    if let Err(e) = xattr::set(src.join("a/f1.txt"), "user.a", b"1") {
+        eprintln!("NOTICE: the test filesystem refuses user xattrs ({e}); they are not tested");
+        return;
+    }
+    xattr::set(src.join("a"), "user.dir", b"d").unwrap();
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    for policy in ["merge", "mirror"] {
+        let f1 = r.join("a/f1.txt");
+        xattr::set(&f1, "user.stale", b"x").unwrap();
+        xattr::remove(&f1, "user.a").unwrap();
+        xattr::set(r.join("a"), "user.stale", b"y").unwrap();
+        let g = r.join("b/g.txt");
+        let mode = fs::metadata(&g).unwrap().mode();
+        let acl = xattr::set(&g, "system.posix_acl_access", &acl_granting(4242, mode));
+        if let Err(e) = &acl {
+            eprintln!("NOTICE: the test filesystem refuses ACLs ({e}); they are not tested");
+        }
+        let trusted = is_root() && xattr::set(&f1, "trusted.kept", b"t").is_ok();
+
+        let out = repo.restore("latest", &target, &["--policy", policy]);
+        assert_eq!(counts(&out)[0], 0, "{policy}: nothing is rewritten\n{out}");
+        let mut want = vec!["user.a".to_string()];
+        if trusted {
+            want.insert(0, "trusted.kept".into());
+        }
+        assert_eq!(xattr_names(&f1), want, "{policy}\n{out}");
+        if trusted {
+            xattr::remove(&f1, "trusted.kept").unwrap();
+        }
+        assert_eq!(
+            xattr::get(&f1, "user.a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(xattr_names(&r.join("a")), ["user.dir"], "{policy}\n{out}");
+        assert_eq!(xattr_names(&g), Vec::<String>::new(), "{policy}\n{out}");
+        // Mode included: dropping the ACL left the snapshot's.
+        assert_same_tree(&src, &r);
+        assert!(out.stderr.is_empty(), "{policy}\n{out}");
+    }
+}
+
+/// An ordinary user's restore of a snapshot with attributes only root
+/// may write (`trusted.`) restores everything else, files' `user.`
+/// attributes included, tells in one warning how many entries lost some,
+/// and succeeds.
+#[test]
+fn attributes_only_root_may_write_are_told_once_to_an_ordinary_user() {
+    if !is_root() {
+        eprintln!("NOTICE: not root: a restore by another user is not tested");
+        return;
+    }
+    let repo = Repo::new();
+    let src = source(&repo);
+    for f in ["a/f1.txt", "a/f2.bin", "b/g.txt"] {
+        if let Err(e) = xattr::set(src.join(f), "trusted.t", b"t") {
+            eprintln!("NOTICE: the test filesystem refuses trusted xattrs ({e}); not tested");
+            return;
+        }
+        xattr::set(src.join(f), "user.u", f.as_bytes()).unwrap();
+    }
+    repo.backup(&[&src], &[]);
+    give_to_nobody(repo.dir.path(), false);
+    give_to_nobody(&repo.path, true);
+    let target = repo.scratch("target");
+    fs::create_dir(&target).unwrap();
+    give_to_nobody(&target, false);
+    let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None).success();
+    let r = restored(&target, &src);
+    assert_eq!(
+        out.stderr
+            .matches("extended attributes of 3 entries not restored: the target refuses them")
+            .count(),
+        1,
+        "{out}"
+    );
+    assert!(out.stderr.contains(": trusted.t: "), "{out}");
+    for f in ["a/f1.txt", "a/f2.bin", "b/g.txt"] {
+        assert_eq!(xattr_names(&r.join(f)), ["user.u"], "{f}\n{out}");
+        assert_eq!(
+            xattr::get(r.join(f), "user.u").unwrap().as_deref(),
+            Some(f.as_bytes())
+        );
+        assert_eq!(fs::read(r.join(f)).unwrap(), fs::read(src.join(f)).unwrap());
+    }
+}

@@ -248,6 +248,9 @@ impl Executor<'_> {
                 .open(&*at)
         });
         self.apply_meta(&path, &d.node, dir.as_ref().ok());
+        if !self.fresh(&path) {
+            self.drop_stale_xattrs(&path, &d.node, dir.as_ref().ok());
+        }
     }
 
     /// Links `dest` to the restored file `first`, neither reached through
@@ -447,6 +450,8 @@ impl Executor<'_> {
     }
 
     /// Sets ownership (as root), mode, xattrs and mtime; failures warn.
+    /// An entry the target held before gets [`Self::drop_stale_xattrs`]
+    /// too.
     /// With `file` (open on `path`, which is then a regular file or a
     /// directory) the calls go through it rather than through the path,
     /// and owner and mode are changed only where they differ: a file this
@@ -491,14 +496,7 @@ impl Executor<'_> {
                 self.fail(path, format!("cannot set mode: {e}"));
             }
         }
-        for x in &node.xattrs {
-            // Best effort: the target filesystem may not support them.
-            let name = OsStr::from_bytes(&x.name.0);
-            let _ = match file {
-                Some(f) => xattr::FileExt::set_xattr(f, name, &x.value.0),
-                None => xattr::set(by_path, name, &x.value.0),
-            };
-        }
+        self.set_xattrs(path, node, file, by_path);
         let r = match file {
             Some(f) => fsmeta::set_mtime_fd(f, node.mtime_ns),
             None => fsmeta::set_mtime(by_path, node.mtime_ns),

@@ -568,6 +568,7 @@ impl Executor<'_> {
                             // Through the file compared: no path walks, and
                             // owner and mode changed only where they differ.
                             self.apply_meta(dest, node, Some(&same));
+                            self.drop_stale_xattrs(dest, node, Some(&same));
                         }
                         return Ok(Prepared::Unchanged);
                     }

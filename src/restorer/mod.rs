@@ -68,6 +68,7 @@ mod execute;
 mod fetch;
 mod files;
 mod place;
+mod xattrs;
 
 use place::{FileTask, Prepared};
 
@@ -131,6 +132,10 @@ pub struct RestoreStats {
     pub would_remove: Vec<PathBuf>,
     /// Entries that failed.
     pub errors: u64,
+    /// Entries some of whose extended attributes the target refused (its
+    /// filesystem has none, or, restoring as an ordinary user, a
+    /// namespace only root may write): told in one warning, not errors.
+    pub xattrs_refused: u64,
     /// The first write that found the target's filesystem full, if one
     /// did (see `Executor::full`): what it wrote and the error. The
     /// restore stopped there: what follows in the snapshot is not
@@ -266,6 +271,7 @@ pub fn restore(
         unnamed: std::sync::atomic::AtomicBool::new(false),
         beneath: beneath::Beneath::new(&opts.target),
         case,
+        xattrs_refused: Mutex::new(xattrs::Refused::default()),
     };
     ex.prepare_files();
     let mut plan = Plan {
@@ -321,6 +327,10 @@ pub fn restore(
     stats.nothing_selected = !opts.includes.is_empty() && !any;
     if opts.policy == Policy::Mirror {
         stats.would_remove.sort();
+    }
+    if let Some((entries, why)) = ex.xattrs_refused_warning() {
+        stats.xattrs_refused = entries;
+        warn(&why);
     }
     stats.errors = ex.errors.load(Ordering::Relaxed);
     stats.full = ex.full.lock().ok().and_then(|f| f.clone());
@@ -860,6 +870,8 @@ struct Executor<'a> {
     beneath: beneath::Beneath,
     /// Whether the target tells names apart by case (see [`case`]).
     case: case::Case,
+    /// Extended attributes the target refused (see [`xattrs`]).
+    xattrs_refused: Mutex<xattrs::Refused>,
 }
 
 /// A file's device and inode number.
