@@ -4,7 +4,8 @@
 //! processes (and, forced, of live ones), staleness after 30
 //! minutes by the lock's time and by the store's clock, refreshing, a backup whose lock was lost or expired failing
 //! without publishing anything, and lock files a crash left empty or torn
-//! (lock files are not fsynced) blocking nothing. `CAIRN_LOCK_TEST` (src/fault.rs) stands in
+//! (lock files are not fsynced) blocking nothing, while one of a newer
+//! cairn holds. `CAIRN_LOCK_TEST` (src/fault.rs) stands in
 //! for the minutes that would otherwise pass.
 
 mod common;
@@ -47,6 +48,54 @@ fn lock_files_a_crash_left_empty_or_torn_block_nothing() {
     assert!(out.stdout.contains("packs deleted"), "{out}");
     assert_restores(&repo, &second);
     assert_verify_ok(&repo);
+}
+
+/// A lock file of a later format, as a newer cairn on another host
+/// would write while it backs up, holds as an exclusive lock: gc and a
+/// backup are refused, naming it, and `unlock` leaves it; once the store
+/// dates it older than 30 minutes it is stale, and gc runs. `unlock
+/// --force` removes a fresh one.
+#[test]
+fn a_lock_file_of_a_newer_cairn_holds_until_it_is_stale() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 63, &[("f", 150_000)]);
+    let first = backup_saved(&repo, &src, &[]);
+    let newer = repo.path.join("locks").join("ef".repeat(32));
+    write(&newer, b"CAIRNLCK\x02\x00\x00\x00sealed by a newer cairn");
+    for args in [&["gc"][..], &["backup", src.to_str().unwrap()]] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 11, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(
+                "a lock file of a newer cairn (format version 2; this cairn reads 1), written "
+            ),
+            "{args:?}: {out}"
+        );
+    }
+    let out = repo.run(&["unlock"]).success();
+    assert!(out.stdout.contains("0 lock(s) removed"), "{out}");
+    assert!(newer.exists());
+
+    let old = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 31 * 60;
+    set_mtime(&newer, old, 0);
+    repo.run(&["forget", &first.id]).success();
+    repo.run(&["gc"]).success();
+
+    write(&newer, b"CAIRNLCK\x02\x00\x00\x00sealed by a newer cairn");
+    assert_eq!(repo.run(&["gc"]).code, 11);
+    let out = repo.run(&["unlock", "--force"]).success();
+    assert!(out.stdout.contains("1 lock(s) removed"), "{out}");
+    assert!(
+        out.stdout.contains("removed a lock file of a newer cairn"),
+        "{out}"
+    );
+    assert!(!newer.exists());
+    repo.run(&["gc"]).success();
 }
 
 /// The lock files (hex names) in the repository.

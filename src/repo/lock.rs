@@ -63,6 +63,9 @@ use crate::id::{file_hash, is_hex_name};
 const MAGIC: &[u8; 8] = b"CAIRNLCK";
 /// Format version of lock files.
 pub const VERSION: u32 = 1;
+/// [`LockInfo::version`] of what stands for a lock file of a newer cairn
+/// (see [`LockInfo::is_of_a_newer_cairn`]); no lock file has it.
+const NEWER: u32 = 0;
 /// A lock not refreshed for this long is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a held lock is refreshed.
@@ -88,7 +91,8 @@ pub const EXPIRE_AFTER: Duration = Duration::from_secs(20 * 60);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "LockRecord", into = "LockRecord")]
 pub struct LockInfo {
-    /// Version of this structure.
+    /// Version of this structure ([`VERSION`]; 0 for a lock file of a
+    /// newer cairn, see [`LockInfo::is_of_a_newer_cairn`]).
     pub version: u32,
     /// Host holding the lock.
     pub host: String,
@@ -229,7 +233,63 @@ impl LockInfo {
     pub fn decode(bytes: &[u8], key: &MasterKey) -> Result<LockInfo> {
         codec::check_header(bytes, MAGIC, VERSION, "lock")?;
         let plain = key.open(&bytes[12..], &bytes[..12], "lock")?;
-        codec::decode(&plain, "lock")
+        let info: LockInfo = codec::decode(&plain, "lock")?;
+        if info.version != VERSION {
+            return Err(Error::corrupt(
+                "lock",
+                format!(
+                    "record version {} is not supported (this cairn reads {VERSION}; a newer \
+                     cairn may have written it)",
+                    info.version
+                ),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// If `bytes`, which [`Self::decode`] refused, are a lock file of a
+    /// later format or record version (a lock a newer cairn holds, not
+    /// what a crash or damage left), which version, in words.
+    fn later_version(bytes: &[u8], key: &MasterKey) -> Option<String> {
+        let version = bytes
+            .get(8..12)
+            .filter(|_| bytes.starts_with(MAGIC))
+            .and_then(|v| v.try_into().ok())
+            .map(u32::from_le_bytes)?;
+        if version > VERSION {
+            return Some(format!(
+                "format version {version}; this cairn reads {VERSION}"
+            ));
+        }
+        let plain = key.open(bytes.get(12..)?, &bytes[..12], "lock").ok()?;
+        let record: LockRecord = codec::decode(&plain, "lock").ok()?;
+        (version == VERSION && record.version > VERSION).then(|| {
+            format!(
+                "record version {}; this cairn reads {VERSION}",
+                record.version
+            )
+        })
+    }
+
+    /// What stands for a lock file of a newer cairn, which cannot be read
+    /// (see [`list_timed`]): an exclusive lock of no known process, as old as
+    /// the store says the file is (`written_ns`), or, where it does not
+    /// tell, refreshed just now.
+    fn newer(why: String, written_ns: Option<i64>) -> LockInfo {
+        LockInfo {
+            version: NEWER,
+            host: String::new(),
+            pid: 0,
+            pid_namespace: None,
+            time_ns: written_ns.unwrap_or_else(crate::now_ns),
+            exclusive: true,
+            command: why,
+        }
+    }
+
+    /// Whether this stands for a lock file of a newer cairn.
+    pub fn is_of_a_newer_cairn(&self) -> bool {
+        self.version == NEWER
     }
 
     /// Whether the lock no longer protects anything, as judged by a
@@ -263,6 +323,14 @@ impl LockInfo {
 
     /// One line describing the holder.
     pub fn describe(&self) -> String {
+        if self.is_of_a_newer_cairn() {
+            return format!(
+                "a lock file of a newer cairn ({}), written {}: taken as an exclusive lock \
+                 until it is stale",
+                self.command,
+                crate::format_time(self.time_ns)
+            );
+        }
         format!(
             "{} lock held by `{}` (pid {} on {}) since {}",
             if self.exclusive {
@@ -451,8 +519,7 @@ pub fn write_info(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Re
     write_lock(backend, key, info)
 }
 
-/// Every lock in the repository with its name; undecodable ones are skipped.
-/// See [`list_timed`].
+/// Every lock in the repository with its name. See [`list_timed`].
 pub fn list(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<(String, LockInfo)>> {
     Ok(list_timed(backend, key)?
         .into_iter()
@@ -472,7 +539,17 @@ pub struct Listed {
 }
 
 /// Every lock in the repository with its name and the time the store
-/// wrote it; undecodable ones are skipped.
+/// wrote it.
+///
+/// A lock file of a later format or record version, which this cairn
+/// cannot read, stands as an exclusive lock of no known process
+/// ([`LockInfo::is_of_a_newer_cairn`]), as old as the store says the file is:
+/// skipping it would have gc run beside the backup of a newer cairn on
+/// another host, and remove what that backup is storing. Such a lock
+/// holds until it is stale by the store's time, or, on a store that
+/// tells no times, until `cairn unlock --force` removes it. Any other
+/// file that does not decode (empty or torn, as a crash can leave a lock
+/// file; sealed with another key) is no lock.
 ///
 /// A holder refreshes its lock by writing the new file before removing
 /// the old one, so a lock listed but gone when read was refreshed (or
@@ -492,13 +569,26 @@ pub fn list_timed(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Listed>>
             }
             match backend.read(FileKind::Lock, &name) {
                 Ok(bytes) => {
-                    if let Ok(info) = LockInfo::decode(&bytes, key) {
-                        out.push(Listed {
-                            name,
-                            info,
-                            written,
-                        });
-                    }
+                    let info = match LockInfo::decode(&bytes, key) {
+                        Ok(info) => info,
+                        // Empty or torn (what a crash can leave of a lock
+                        // file, which is not fsynced: DESIGN.md, "Locks"),
+                        // or sealed with another key: no lock.
+                        Err(_) => match LockInfo::later_version(&bytes, key) {
+                            Some(why) => {
+                                let written_ns = written
+                                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                                    .and_then(|d| i64::try_from(d.as_nanos()).ok());
+                                LockInfo::newer(why, written_ns)
+                            }
+                            None => continue,
+                        },
+                    };
+                    out.push(Listed {
+                        name,
+                        info,
+                        written,
+                    });
                 }
                 Err(e) if e.is_not_found() => vanished = true,
                 Err(e) => return Err(e),
@@ -1068,6 +1158,92 @@ mod tests {
             dead_pid_lock(&backend, &key, ns.clone(), "backup");
             let guard = acquire(backend.clone(), &key, false, "backup", Duration::ZERO).unwrap();
             assert_eq!(guard.others().unwrap().len(), 1, "{ns:?}");
+        }
+    }
+
+    /// A lock file of a later format or record version holds as an
+    /// exclusive lock, against gc and backup alike, naming why it cannot
+    /// be read;
+    /// `unlock` leaves it while fresh and `unlock --force` removes it;
+    /// once the store says it is older than [`STALE_AFTER`] it is stale.
+    #[test]
+    fn a_lock_file_of_a_newer_cairn_holds_until_it_is_stale() {
+        let key = MasterKey::generate();
+        let later = {
+            let mut b = codec::header(MAGIC, VERSION + 1);
+            b.extend_from_slice(&[0; 40]);
+            b
+        };
+        let newer_record = LockInfo {
+            version: VERSION + 1,
+            host: "elsewhere".into(),
+            pid: 7,
+            pid_namespace: None,
+            time_ns: crate::now_ns(),
+            exclusive: false,
+            command: "backup".into(),
+        }
+        .encode(&key);
+        let other_key = LockInfo {
+            version: VERSION,
+            host: "elsewhere".into(),
+            pid: 7,
+            pid_namespace: None,
+            time_ns: crate::now_ns(),
+            exclusive: false,
+            command: "backup".into(),
+        }
+        .encode(&MasterKey::generate());
+        let name = "ab".repeat(32);
+        for (what, bytes, why) in [
+            (
+                "a later format",
+                later,
+                "(format version 2; this cairn reads 1)",
+            ),
+            (
+                "a later record",
+                newer_record,
+                "(record version 2; this cairn reads 1)",
+            ),
+        ] {
+            let backend = Arc::new(MemBackend::default());
+            backend.write(FileKind::Lock, &name, &bytes).unwrap();
+            for (exclusive, command) in [(true, "gc"), (false, "backup")] {
+                let err = acquire(backend.clone(), &key, exclusive, command, Duration::ZERO)
+                    .err()
+                    .unwrap_or_else(|| panic!("{what}: {command} ran beside it"));
+                assert!(matches!(err, Error::Locked(_)), "{what}: {err}");
+                let err = err.to_string();
+                assert!(
+                    err.contains("a lock file of a newer cairn ("),
+                    "{what}: {err}"
+                );
+                assert!(err.contains(why), "{what}: {err}");
+            }
+            assert!(remove_locks(&*backend, &key, false).unwrap().is_empty());
+            backend.set_written(
+                FileKind::Lock,
+                &name,
+                SystemTime::now() - STALE_AFTER - Duration::from_secs(60),
+            );
+            let guard = acquire(backend.clone(), &key, true, "gc", Duration::ZERO)
+                .unwrap_or_else(|e| panic!("{what}: stale, yet {e}"));
+            drop(guard);
+            backend.set_written(FileKind::Lock, &name, SystemTime::now());
+            let removed = remove_locks(&*backend, &key, true).unwrap();
+            assert_eq!(removed.len(), 1, "{what}");
+            assert!(removed[0].is_of_a_newer_cairn(), "{what}");
+            assert!(backend.list(FileKind::Lock).unwrap().is_empty(), "{what}");
+        }
+        // What a crash leaves of a lock file (empty, torn), and one of
+        // another key, are no locks.
+        let mut torn = codec::header(MAGIC, VERSION);
+        torn.extend_from_slice(b"torn");
+        for bytes in [&b""[..], &[0; 120], &torn, &other_key] {
+            let backend = Arc::new(MemBackend::default());
+            backend.write(FileKind::Lock, &name, bytes).unwrap();
+            acquire(backend.clone(), &key, true, "gc", Duration::ZERO).unwrap();
         }
     }
 
