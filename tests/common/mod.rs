@@ -638,16 +638,27 @@ pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
-/// Copies the folder `from` to `to`, files and folders only.
+/// Copies the folder `from` to `to`: files, folders, and symlinks as
+/// symlinks; anything else is a panic.
 pub fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for entry in fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
             copy_dir(&entry.path(), &dest);
-        } else {
+        } else if kind.is_file() {
             fs::copy(entry.path(), &dest).unwrap();
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path()).unwrap(), &dest).unwrap();
+        } else {
+            // A FIFO, socket or device: opening one to copy it could wait
+            // forever.
+            panic!(
+                "copy_dir: {} is not a file, folder or symlink",
+                entry.path().display()
+            );
         }
     }
 }
