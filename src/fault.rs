@@ -156,6 +156,22 @@ pub fn fifo(path: &std::path::Path) {
     }
 }
 
+/// `CAIRN_TEST_FOLDER_TO_FILE=NAME`: backup calls this with each folder
+/// it walks, once listed and before its entries are stat-ed; a folder
+/// `NAME` in it is moved aside (to `NAME.old`) and a file `NAME` put in
+/// its place, as happens when a folder is replaced during a backup.
+/// Unset, this costs one cached environment lookup.
+pub fn folder_to_file(dir: &std::path::Path) {
+    static NAME: OnceLock<Option<String>> = OnceLock::new();
+    let Some(name) = NAME.get_or_init(|| std::env::var("CAIRN_TEST_FOLDER_TO_FILE").ok()) else {
+        return;
+    };
+    let path = dir.join(name);
+    if path.is_dir() && std::fs::rename(&path, dir.join(format!("{name}.old"))).is_ok() {
+        let _ = std::fs::write(&path, b"a file now\n");
+    }
+}
+
 /// `CAIRN_TEST_SWAP=DIR=>TARGET`: restore calls this with its target once
 /// a batch's folders are made and before its files are written; if `DIR`
 /// (relative to the target) is a folder then, it is moved aside (to

@@ -12,6 +12,12 @@ use std::sync::Mutex;
 
 use crate::tree::{Name, Node, NodeKind, Xattr};
 
+/// Held around every `getpwuid` and `getgrgid` call and the reading of
+/// its result: both return static storage that the next call, on any
+/// thread, overwrites (and may reallocate), and every walker thread has a
+/// [`NameCache`] of its own.
+static NSS: Mutex<()> = Mutex::new(());
+
 /// Caches uid/gid → name lookups.
 #[derive(Default)]
 pub struct NameCache {
@@ -23,8 +29,10 @@ impl NameCache {
     /// The user name of `uid`, or empty.
     pub fn user(&self, uid: u32) -> String {
         cached(&self.users, uid, |id| {
-            // SAFETY: getpwuid returns a pointer into static storage or null;
-            // the lock held by `cached` serialises our calls.
+            let _only = NSS.lock();
+            // SAFETY: getpwuid returns a pointer into static storage or null,
+            // read before `NSS`, which serialises every such call in the
+            // process, is released.
             let pw = unsafe { libc::getpwuid(id) };
             if pw.is_null() {
                 return String::new();
@@ -39,6 +47,7 @@ impl NameCache {
     /// The group name of `gid`, or empty.
     pub fn group(&self, gid: u32) -> String {
         cached(&self.groups, gid, |id| {
+            let _only = NSS.lock();
             // SAFETY: as in `user`.
             let gr = unsafe { libc::getgrgid(id) };
             if gr.is_null() {

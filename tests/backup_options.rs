@@ -604,3 +604,59 @@ fn a_large_directory_backed_up_again_keeps_every_entry() {
     repo.restore("latest", &target, &[]);
     assert_manifests_eq(&want, &manifest(&restored(&target, &src)), "restore");
 }
+
+/// A file another process holds a write lease on (as an NFS server's
+/// delegation or a Samba oplock is) is read once the lease is broken, as
+/// any reader's open breaks it: opening it without waiting (`O_NONBLOCK`,
+/// against FIFOs) left it out, every night, with exit code 3.
+#[test]
+fn a_file_under_a_lease_is_read_once_its_holder_lets_go() {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("leased.txt"), "written through a file server\n");
+    // The kernel tells a lease holder of a break with SIGIO, whose default
+    // is to end the process; here a thread watches for the break instead.
+    // SAFETY: setting a signal's disposition to ignore.
+    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    let held = fs::File::open(src.join("leased.txt")).unwrap();
+    let fd = held.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `held` keeps open.
+    let r = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) };
+    assert_eq!(r, 0, "no lease: {}", std::io::Error::last_os_error());
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                // SAFETY: as above; `held` outlives the thread (joined).
+                if unsafe { libc::fcntl(fd, libc::F_GETLEASE) } != libc::F_WRLCK {
+                    // Broken: let go, as a file server does once it has
+                    // written back what its client held.
+                    unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+                    return true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            false
+        })
+    };
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    let out = run_within(&mut c, 120).expect("the backup hung on the lease");
+    done.store(true, Ordering::Relaxed);
+    assert!(
+        watcher.join().unwrap(),
+        "the backup's open never broke the lease"
+    );
+    drop(held);
+    assert_eq!(out.code, 0, "{out}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(
+        fs::read_to_string(restored(&target, &src).join("leased.txt")).unwrap(),
+        "written through a file server\n"
+    );
+}

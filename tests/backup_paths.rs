@@ -416,3 +416,47 @@ fn the_repository_is_never_backed_up_into_itself() {
         assert_eq!(before, after, "nothing is written");
     }
 }
+
+/// A folder on the way down to a given path that is a file by the time
+/// the walk reaches it (replaced during the backup) is reported, with
+/// exit code 3: the paths given beneath it are not backed up, and the
+/// file is stored only if it was given itself.
+#[test]
+fn a_folder_on_the_way_to_a_given_path_replaced_by_a_file_is_reported() {
+    for also_given in [false, true] {
+        let repo = Repo::new();
+        let base = repo.scratch("base");
+        write(&base.join("t/z/d/c.txt"), "below");
+        write(&base.join("t/e.txt"), "beside");
+        let mut args = vec!["t/z/d/c.txt", "t/e.txt"];
+        if also_given {
+            args.push("t/z/d");
+        }
+        let mut c = repo.cmd(&["backup", "--json"]);
+        c.args(&args)
+            .current_dir(&base)
+            .env("CAIRN_TEST_FOLDER_TO_FILE", "d");
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 3, "{out}");
+        let d = abs(&base.join("t/z/d"));
+        assert!(
+            out.stderr.contains(&format!(
+                "{d}: not a directory, so the paths given beneath it are not backed up"
+            )),
+            "{out}"
+        );
+        assert_eq!(
+            fs::read_to_string(base.join("t/z/d")).unwrap(),
+            "a file now\n"
+        );
+        let t = PathBuf::from(abs(&base.join("t")));
+        let mut listed = ls_latest(&repo, &t);
+        listed.sort();
+        let mut want = vec!["/e.txt", "/z"];
+        if also_given {
+            want.push("/z/d");
+        }
+        let want: Vec<String> = want.iter().map(|p| format!("{}{p}", t.display())).collect();
+        assert_eq!(listed, want, "{out}");
+    }
+}

@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
@@ -211,4 +212,50 @@ fn a_file_changed_just_before_its_parent_is_read_again() {
     let snap = repo.backup(&[&src], &[]);
     assert_eq!(summary(&snap, "files_unmodified"), 1);
     assert_eq!(summary(&snap, "bytes_read"), 0);
+}
+
+/// On a filesystem that keeps times in whole seconds, attributes set on a
+/// folder or symlink in the second its parent snapshot read them leave
+/// its ctime as the parent saw it: the next backup reads them again
+/// rather than take the parent's, as it reads a racily clean file again.
+#[test]
+fn attributes_set_just_after_the_parent_read_them_are_read_again() {
+    let repo = Repo::new();
+    let m = PrivateMount::ext4_whole_seconds(&repo.scratch("ext4"), 16 << 20);
+    // The folder as the backup sees it, and as this process reaches it.
+    let src = m.at.join("src");
+    let dir = m.reached_from_here().join("src/dir");
+    fs::create_dir_all(&dir).unwrap();
+    let with_window = |args: &[&str]| {
+        let mut c = repo.cmd(args);
+        c.env_remove("CAIRN_TEST_RACY_WINDOW_NS");
+        m.run(&c).success()
+    };
+    // All within one second of the filesystem's clock, so that the
+    // folder's ctime is the same second throughout.
+    let tries = 5;
+    for attempt in 1..=tries {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_nanos(
+            1_000_000_000 - u64::from(now.subsec_nanos()) + 10_000_000,
+        ));
+        let second = || fs::metadata(&dir).unwrap().ctime();
+        xattr::set(&dir, "user.v", format!("{attempt}a").as_bytes()).unwrap();
+        let began = second();
+        with_window(&["backup", src.to_str().unwrap()]);
+        xattr::set(&dir, "user.v", format!("{attempt}b").as_bytes()).unwrap();
+        with_window(&["backup", src.to_str().unwrap()]);
+        if second() != began {
+            // The second turned meanwhile: the test would prove nothing.
+            assert!(attempt < tries, "no try fit in one second");
+            continue;
+        }
+        let target = repo.scratch(&format!("restore-{attempt}"));
+        repo.restore("latest", &target, &[]);
+        let got = xattr::get(restored(&target, &m.at).join("src/dir"), "user.v").unwrap();
+        assert_eq!(got.as_deref(), Some(format!("{attempt}b").as_bytes()));
+        return;
+    }
 }

@@ -237,10 +237,49 @@ fn open_regular(dir: std::os::fd::RawFd, name: &std::ffi::OsStr) -> std::io::Res
     // caller keeps `dir` open for its duration.
     let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            return open_leased(dir, &name).map_err(|_| e);
+        }
+        return Err(e);
     }
     // SAFETY: a descriptor just opened, owned by nothing else.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// Opens the file `name` in `dir` that another process holds a lease on
+/// (an NFS server's write delegation, a Samba oplock), which an open with
+/// `O_NONBLOCK` refuses with `EWOULDBLOCK` (and every night the file
+/// would be left out): through an `O_PATH` handle checked to be a
+/// regular file, reopened through `/proc/self/fd` without `O_NONBLOCK`.
+/// That open breaks the lease and waits for its holder to let go (at most
+/// `/proc/sys/fs/lease-break-time`, 45 s by default), as any reader's
+/// does; and the inode it opens is the one checked, which nothing can
+/// swap for a FIFO meanwhile.
+fn open_leased(dir: std::os::fd::RawFd, name: &std::ffi::CStr) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: as in `open_regular`.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let handle: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // SAFETY: `st` is written by the call before it is read.
+    let regular = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG
+    };
+    if !regular {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/proc/self/fd/{fd}"))?;
+    drop(handle);
+    Ok(file)
 }
 
 /// Refuses `file` unless it is a regular file: a FIFO or a device may have
@@ -997,6 +1036,7 @@ impl<'a> Walker<'a> {
                 1
             };
             let exclude = whole.then_some(self.shared.setup.exclude);
+            crate::fault::folder_to_file(dir);
             let ahead = StatAhead {
                 names,
                 ready: Vec::new().into_iter(),
@@ -1036,6 +1076,18 @@ impl<'a> Walker<'a> {
                 if md.is_dir() && excluded(true) && sub.is_none() {
                     continue;
                 }
+                // A way down to a given path that is no folder (now: each
+                // was checked when given) leads to nothing; stored, it
+                // would hide that the paths beneath were not.
+                if !md.is_dir() && sub.is_some_and(|s| !s.children.is_empty()) {
+                    self.report(format!(
+                        "{}: not a directory, so the paths given beneath it are not backed up",
+                        path.display()
+                    ));
+                    if !given {
+                        continue;
+                    }
+                }
                 if md.is_dir() {
                     if let Some((folder, what)) = self.shared.setup.own.find(md.dev, md.ino) {
                         crate::eprint_line(format_args!(
@@ -1053,12 +1105,18 @@ impl<'a> Walker<'a> {
                     ))
                 });
                 // Extended attributes change ctime: reuse the parent's when
-                // ctime and inode are unchanged, saving a syscall per entry.
-                // A file's are read only once it is known to be read (then
-                // through it, by the worker) or not (then here).
+                // ctime and inode are unchanged, saving a syscall per entry;
+                // unless that ctime is racily clean (see `unchanged_chunks`):
+                // attributes set in the same tick after the parent read
+                // them leave the ctime it saw. A file's are read only once
+                // it is known to be read (then through it, by the worker)
+                // or not (then here).
+                let racy_from = self.shared.setup.racy_from;
                 let reused = old
                     .as_mut()
-                    .filter(|o| o.ctime_ns == md.ctime_ns && o.inode == md.ino)
+                    .filter(|o| {
+                        o.ctime_ns == md.ctime_ns && o.inode == md.ino && o.ctime_ns < racy_from
+                    })
                     .map(|o| std::mem::take(&mut o.xattrs));
                 let unread = reused.is_none() && md.is_file();
                 let xattrs = reused.or_else(|| unread.then(Vec::new));
@@ -1076,7 +1134,6 @@ impl<'a> Walker<'a> {
                         let was_file = old
                             .as_ref()
                             .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
-                        let racy_from = self.shared.setup.racy_from;
                         if let Some(chunks) =
                             old.and_then(|o| unchanged_chunks(o, &node, racy_from))
                         {
@@ -1169,10 +1226,6 @@ impl<'a> Walker<'a> {
                         }
                     }
                     _ => {
-                        if sub.is_some_and(|s| !s.children.is_empty()) {
-                            self.report(format!("{}: expected a directory", path.display()));
-                            continue;
-                        }
                         tree.push(&node)?;
                     }
                 }

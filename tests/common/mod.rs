@@ -710,6 +710,37 @@ impl PrivateMount {
         m
     }
 
+    /// An ext4 filesystem of `bytes` with inodes of 128 bytes, which keep
+    /// times in whole seconds (as ext3 and some NFS servers do). It needs
+    /// `mkfs.ext4` and a loop device.
+    pub fn ext4_whole_seconds(at: &Path, bytes: u64) -> PrivateMount {
+        let image = at.with_extension("img");
+        let script = "truncate -s \"$1\" \"$3\" && mkfs.ext4 -q -I 128 \"$3\" >/dev/null 2>&1 \
+             && dev=$(losetup -f --show \"$3\") \
+             && { mount \"$dev\" \"$2\" || { losetup -d \"$dev\"; exit 1; }; } \
+             && echo \"mounted $dev\"";
+        let m = PrivateMount::with_args(
+            at,
+            script,
+            "umount \"$2\"; losetup -d \"$dev\"",
+            &[
+                &bytes.to_string(),
+                &at.to_string_lossy(),
+                &image.to_string_lossy(),
+            ],
+        );
+        let _ = fs::remove_file(&image);
+        m
+    }
+
+    /// The mounted filesystem's root as this process reaches it: through
+    /// the holder's root (`/proc/PID/root`), whose paths take the mounts
+    /// of its namespace.
+    pub fn reached_from_here(&self) -> PathBuf {
+        let at = self.at.strip_prefix("/").unwrap_or(&self.at);
+        PathBuf::from(format!("/proc/{}/root", self.holder.id())).join(at)
+    }
+
     /// Runs `script` (with `args` as `$1`, `$2`, …) in a new mount
     /// namespace; it mounts and prints `mounted` and, for an image, the
     /// loop device. The namespace's holder runs `cleanup` after ten
