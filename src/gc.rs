@@ -532,7 +532,13 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     // a gc repacking most of a large repository holds no more in memory.
     const REPACK_TABLE_MAX: usize = 1 << 18;
     let mut builder = IndexBuilder::default();
+    // Each index table is written only under a lock confirmed just before
+    // (FORMAT.md, "Write ordering"): a gc whose lock went stale (suspended,
+    // or `unlock --force`-d) may have had another gc delete packs its plan
+    // names, and a table naming them would have backups skip storing what
+    // they no longer hold.
     let write_table = |builder: IndexBuilder, written: &mut Vec<IndexId>| -> Result<()> {
+        lock.confirm("gc stopped before indexing its copies; run it again")?;
         for (id, bytes) in builder.finish(key, version) {
             backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
             written.push(id);
@@ -542,6 +548,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
     let mut flush = |w: PackWriter, builder: &mut IndexBuilder| -> Result<()> {
         let mut pack = w.finish(key)?;
+        lock.check("gc stopped part way; run it again to finish")?;
         repo.store_pack(&mut pack)?;
         crate::fault::point("gc-after-repack-write");
         builder.add_pack(pack.id, pack.header.kind, &pack.header.entries);
@@ -639,6 +646,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
     // the sources hold each id once; should they not, the entry naming a
     // pack the plan listed is kept.
     let listed = |p: &PackId| Ok(plan.sizes.contains_key(p));
+    lock.confirm("gc stopped before writing its index; run it again")?;
     written.extend(crate::index::write_merged(
         backend, key, &sources, version, &listed,
     )?);

@@ -62,7 +62,10 @@ fn repair_index_in_tables_of(
     let mut builder = IndexBuilder::default();
     let mut written: Vec<String> = Vec::new();
     let old: Vec<String> = backend.list(FileKind::Index)?;
+    // Each table only under a lock confirmed just before: one whose lock
+    // went stale may meanwhile have had a gc delete packs it names.
     let write = |builder: IndexBuilder, written: &mut Vec<String>| -> Result<()> {
+        lock.confirm("the old index tables are kept; run it again")?;
         for (id, bytes) in builder.finish(repo.key(), repo.config().index_version()) {
             backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
             written.push(id.to_hex());
@@ -89,7 +92,16 @@ fn repair_index_in_tables_of(
                 out.blobs += h.entries.len();
                 builder.add_pack(id, h.kind, &h.entries);
             }
-            Err(e) => unreadable.push((id, format!("{what}: {e}"))),
+            Err(e @ Error::Corrupt { .. }) => unreadable.push((id, format!("{what}: {e}"))),
+            // Not the pack's fault (a timeout, a refused read): taken for
+            // damage, an intact pack would keep only what old tables say
+            // of it, none if the one naming it failed its check.
+            Err(e) => {
+                return Err(Error::Invalid(format!(
+                    "cannot read the header of {what}: {e}; the old index tables are kept \
+                     (tables written so far only add entries); run it again"
+                )))
+            }
         }
         if builder.len() >= per_table {
             write(std::mem::take(&mut builder), &mut written)?;
@@ -216,6 +228,7 @@ pub struct SnapshotRepair {
 pub fn repair_snapshots(
     repo: &Repository,
     opts: &RepairSnapshotsOptions,
+    lock: &LockGuard,
 ) -> Result<SnapshotsRepair> {
     let dry_run = opts.dry_run;
     let backend = repo.backend();
@@ -257,7 +270,11 @@ pub fn repair_snapshots(
         matches!(index.locate_kind_where(id, BlobKind::Data, &|p| !lost.contains(p)),
             Ok(Some(loc)) if !bad.contains(&(*id, loc.pack)))
     };
-    let writer = BlobWriter::new(repo).without_packs(lost.clone());
+    // Checked before each pack and confirmed before each index table, as
+    // a backup's.
+    let writer = BlobWriter::new(repo)
+        .without_packs(lost.clone())
+        .locked(lock);
     let mut out = SnapshotsRepair {
         damaged: loaded.damaged,
         ..SnapshotsRepair::default()
@@ -318,6 +335,7 @@ pub fn repair_snapshots(
     }
     writer.finish()?;
     for (id, bytes) in new_snaps {
+        lock.confirm("the snapshots not yet written are not repaired; run it again")?;
         backend.write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
     }
     Ok(out)
@@ -485,7 +503,15 @@ mod tests {
             let (store, backend, _src) = racing_backup_on_first_list(kind);
 
             let repo = Repository::open(backend.clone(), b"pw").unwrap();
-            let out = repair_snapshots(&repo, &RepairSnapshotsOptions::default()).unwrap();
+            let lock = crate::repo::lock::acquire(
+                backend.clone(),
+                repo.key(),
+                false,
+                "repair snapshots",
+                std::time::Duration::ZERO,
+            )
+            .unwrap();
+            let out = repair_snapshots(&repo, &RepairSnapshotsOptions::default(), &lock).unwrap();
             assert!(store.hooks.done(), "{kind:?}: no backup ran");
             assert!(
                 out.repaired.is_empty(),
@@ -519,6 +545,58 @@ mod tests {
         for t in index.tables() {
             assert!(t.len() < 15 + 11, "a table of {} entries", t.len());
         }
+        for id in &ids {
+            assert!(index.contains(id), "{} lost", id.short());
+        }
+    }
+
+    /// Fails reading one pack's header as a store that timed out does.
+    #[derive(Default)]
+    struct Timeout(std::sync::Mutex<Option<String>>);
+
+    impl Hooks for Timeout {
+        fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
+            let failing = self.0.lock().unwrap();
+            (kind == FileKind::Pack && failing.as_deref() == Some(name))
+                .then(|| Err(Error::Invalid(format!("reading pack {name}: timed out"))))
+        }
+    }
+
+    /// A pack whose header cannot be read for a reason that is not its
+    /// own (a timeout) stops the repair with the old tables kept: taken
+    /// for damage, its entries would have come only from tables whose
+    /// check passes, none if the one naming it is the damaged table that
+    /// made the operator run the repair.
+    #[test]
+    fn repair_index_stops_keeping_the_old_tables_when_a_header_read_fails() {
+        let hooked = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: Timeout::default(),
+        });
+        let backend: Arc<dyn Backend> = hooked.clone();
+        let repo = repo_of_small_packs(backend.clone());
+        let writer = BlobWriter::new(&repo);
+        let ids: Vec<BlobId> = (0..20)
+            .map(|i: u32| {
+                let data = noise(&i.to_le_bytes(), 100_000);
+                writer.add(BlobKind::Data, &data).unwrap().0
+            })
+            .collect();
+        writer.finish().unwrap();
+        let old = backend.list(FileKind::Index).unwrap();
+        let mut packs = backend.list(FileKind::Pack).unwrap();
+        packs.sort();
+        *hooked.hooks.0.lock().unwrap() = Some(packs[1].clone());
+
+        let lock = exclusive(&backend, &repo);
+        let e = repair_index_in_tables_of(&repo, &lock, 15).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("timed out"), "{e}");
+        assert!(e.contains("the old index tables are kept"), "{e}");
+        let now = backend.list(FileKind::Index).unwrap();
+        assert!(old.iter().all(|t| now.contains(t)), "{old:?} → {now:?}");
+        repo.reload_index();
+        let index = repo.index().unwrap();
         for id in &ids {
             assert!(index.contains(id), "{} lost", id.short());
         }

@@ -119,13 +119,14 @@ fn panicked() -> Error {
     Error::Invalid("a worker thread panicked while storing blobs".into())
 }
 
-/// How a writer whose lock was lost ends its error message.
 /// A tree pack building in memory moves to the store's sink before it
 /// grows past this (see [`BlobWriter::spill`]).
 const SPILL_AT: usize = 4 << 20;
 
+/// How a writer whose lock was lost ends its error message (a backup's,
+/// or `repair snapshots`').
 const NOTHING_PUBLISHED: &str =
-    "nothing published from here on (no index table, no snapshot): run the backup again";
+    "nothing published from here on (no index table, no snapshot): run the command again";
 
 thread_local! {
     static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -416,6 +417,9 @@ impl<'r> BlobWriter<'r> {
         // index builder double what the data pack's many took.
         for packer in [st.tree.take(), st.data.take()].into_iter().flatten() {
             if !packer.is_empty() {
+                if let Some(lock) = self.lock {
+                    lock.check(NOTHING_PUBLISHED)?;
+                }
                 let mut pack = packer.finish(key)?;
                 repo.store_pack(&mut pack)?;
                 crate::fault::point("after-pack-write");

@@ -98,6 +98,68 @@ fn a_lock_file_of_a_newer_cairn_holds_until_it_is_stale() {
     repo.run(&["gc"]).success();
 }
 
+/// Every file of the repository but its lock files, with its size.
+fn repository_files(repo: &Repo) -> std::collections::BTreeMap<PathBuf, u64> {
+    fn walk(dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, u64>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let md = e.metadata().unwrap();
+            if md.is_dir() {
+                if e.file_name() != "locks" {
+                    walk(&e.path(), out);
+                }
+            } else {
+                out.insert(e.path(), md.len());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(&repo.path, &mut out);
+    out
+}
+
+/// gc, `repair index` and `repair snapshots` whose lock has expired (a
+/// process suspended for 40 minutes, or one whose lock `unlock --force`
+/// removed: another gc may have deleted packs meanwhile) write nothing:
+/// no pack, no index table naming packs that may be gone, no snapshot.
+/// Before, gc and `repair index` wrote their tables and only then found
+/// the lock expired, and `repair snapshots` never looked.
+#[test]
+fn maintenance_whose_lock_expired_writes_nothing() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 81, &[("a", 1_500_000), ("b", 1_500_000)]);
+    let first = backup_saved(&repo, &src, &[]);
+    fill(&src, 82, &[("a", 1_500_000)]);
+    let second = backup_saved(&repo, &src, &[]);
+    repo.run(&["forget", &first.id]).success();
+    let expired = |args: &[&str], stopped: &str| {
+        let before = repository_files(&repo);
+        let mut c = repo.cmd(args);
+        c.env("CAIRN_LOCK_TEST", "age=2400");
+        let out = run(&mut c, None);
+        assert_ne!(out.code, 0, "{args:?}: {out}");
+        assert!(out.stderr.contains(stopped), "{args:?}: {out}");
+        assert_eq!(repository_files(&repo), before, "{args:?} wrote: {out}");
+    };
+    expired(&["gc", "--max-unused", "0"], "gc stopped");
+    expired(&["repair", "index"], "the old index tables are kept");
+    let out = repo.run(&["gc", "--max-unused", "0"]).success();
+    assert!(out.stdout.contains("packs deleted"), "{out}");
+
+    // A lost pack for `repair snapshots` to write a copy without.
+    let lost = index_map(&repo)
+        .into_values()
+        .map(|l| l.pack)
+        .find(|p| pack_files(&repo).contains_key(p))
+        .unwrap();
+    fs::remove_file(&pack_files(&repo)[&lost]).unwrap();
+    expired(&["repair", "snapshots"], "nothing published");
+    repo.run(&["repair", "snapshots"]).success();
+    assert_eq!(snapshot_ids(&repo).len(), 2);
+    assert!(snapshot_ids(&repo).contains(&second.id));
+}
+
 /// The lock files (hex names) in the repository.
 fn lock_files(repo: &Repo) -> Vec<PathBuf> {
     names_in(repo, "locks")

@@ -586,7 +586,7 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
             Ok(output::after_work(0, printed, "the index is rebuilt"))
         }
         RepairWhat::Snapshots { dry_run, read_data } => {
-            let _lock = super::lock_repo(ctx, repo, false, "repair snapshots")?;
+            let lock = super::lock_repo(ctx, repo, false, "repair snapshots")?;
             let r = repair::repair_snapshots(
                 repo,
                 &RepairSnapshotsOptions {
@@ -594,6 +594,7 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                     read_data,
                     workers: ctx.workers(repo),
                 },
+                &lock,
             )?;
             let printed = print_repaired(&r, dry_run);
             if dry_run {

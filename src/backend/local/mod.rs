@@ -693,10 +693,19 @@ impl Backend for LocalBackend {
     }
 
     fn settle_removals(&self) -> Result<()> {
-        let dirs = match self.removed_from.lock() {
+        let mut dirs = match self.removed_from.lock() {
             Ok(mut dirs) => std::mem::take(&mut *dirs),
             Err(_) => return Err(Error::Invalid("a thread removing files panicked".into())),
         };
+        // And the folders whose removals make removing packs safe, whoever
+        // removed from them: a `forget` or gc killed before it settled its
+        // own leaves them to the next gc. A folder with nothing unsettled
+        // costs a look at its journal.
+        for kind in [FileKind::Index, FileKind::Snapshot] {
+            if let Some(dir) = self.path(kind, "x").parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
         for dir in &dirs {
             sync_dir(dir)?;
         }
