@@ -1174,26 +1174,18 @@ mod tests {
             b.extend_from_slice(&[0; 40]);
             b
         };
-        let newer_record = LockInfo {
-            version: VERSION + 1,
+        // A backup's lock from elsewhere, of record version `version`.
+        let record = |version| LockInfo {
+            version,
             host: "elsewhere".into(),
             pid: 7,
             pid_namespace: None,
             time_ns: crate::now_ns(),
             exclusive: false,
             command: "backup".into(),
-        }
-        .encode(&key);
-        let other_key = LockInfo {
-            version: VERSION,
-            host: "elsewhere".into(),
-            pid: 7,
-            pid_namespace: None,
-            time_ns: crate::now_ns(),
-            exclusive: false,
-            command: "backup".into(),
-        }
-        .encode(&MasterKey::generate());
+        };
+        let newer_record = record(VERSION + 1).encode(&key);
+        let other_key = record(VERSION).encode(&MasterKey::generate());
         let name = "ab".repeat(32);
         for (what, bytes, why) in [
             (

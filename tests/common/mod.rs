@@ -689,15 +689,40 @@ impl PrivateMount {
     /// differ only in case are one name there. It needs `mkfs.exfat`
     /// (exfatprogs), `mount.exfat-fuse` (exfat-fuse) and a loop device.
     pub fn exfat(at: &Path, bytes: u64) -> PrivateMount {
+        PrivateMount::image(
+            at,
+            bytes,
+            "mkfs.exfat \"$3\" >/dev/null",
+            "mount.exfat-fuse \"$dev\" \"$2\" 2>/dev/null",
+        )
+    }
+
+    /// An ext4 filesystem of `bytes` with inodes of 128 bytes, which keep
+    /// times in whole seconds (as ext3 and some NFS servers do). It needs
+    /// `mkfs.ext4` and a loop device.
+    pub fn ext4_whole_seconds(at: &Path, bytes: u64) -> PrivateMount {
+        PrivateMount::image(
+            at,
+            bytes,
+            "mkfs.ext4 -q -I 128 \"$3\" >/dev/null 2>&1",
+            "mount \"$dev\" \"$2\"",
+        )
+    }
+
+    /// A filesystem made by `mkfs` in an image of `bytes` beside `at`, and
+    /// mounted at `at` from a loop device by `mount` (shell commands: `$2`
+    /// is `at`, `$3` the image, `$dev` the loop device).
+    fn image(at: &Path, bytes: u64, mkfs: &str, mount: &str) -> PrivateMount {
         let image = at.with_extension("img");
-        let script = "truncate -s \"$1\" \"$3\" && mkfs.exfat \"$3\" >/dev/null \
+        let script = format!(
+            "truncate -s \"$1\" \"$3\" && {mkfs} \
              && dev=$(losetup -f --show \"$3\") \
-             && { mount.exfat-fuse \"$dev\" \"$2\" 2>/dev/null \
-                  || { losetup -d \"$dev\"; exit 1; }; } \
-             && echo \"mounted $dev\"";
+             && {{ {mount} || {{ losetup -d \"$dev\"; exit 1; }}; }} \
+             && echo \"mounted $dev\""
+        );
         let m = PrivateMount::with_args(
             at,
-            script,
+            &script,
             "umount \"$2\"; losetup -d \"$dev\"",
             &[
                 &bytes.to_string(),
@@ -706,29 +731,6 @@ impl PrivateMount {
             ],
         );
         // The loop device holds it open.
-        let _ = fs::remove_file(&image);
-        m
-    }
-
-    /// An ext4 filesystem of `bytes` with inodes of 128 bytes, which keep
-    /// times in whole seconds (as ext3 and some NFS servers do). It needs
-    /// `mkfs.ext4` and a loop device.
-    pub fn ext4_whole_seconds(at: &Path, bytes: u64) -> PrivateMount {
-        let image = at.with_extension("img");
-        let script = "truncate -s \"$1\" \"$3\" && mkfs.ext4 -q -I 128 \"$3\" >/dev/null 2>&1 \
-             && dev=$(losetup -f --show \"$3\") \
-             && { mount \"$dev\" \"$2\" || { losetup -d \"$dev\"; exit 1; }; } \
-             && echo \"mounted $dev\"";
-        let m = PrivateMount::with_args(
-            at,
-            script,
-            "umount \"$2\"; losetup -d \"$dev\"",
-            &[
-                &bytes.to_string(),
-                &at.to_string_lossy(),
-                &image.to_string_lossy(),
-            ],
-        );
         let _ = fs::remove_file(&image);
         m
     }
