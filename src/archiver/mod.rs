@@ -433,8 +433,8 @@ pub fn backup(
         .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
     // The snapshot is durable; merging index tables is housekeeping that
     // must not turn a successful backup into a failed one.
-    if let Err(e) = crate::index::compact(repo.backend(), repo.key(), repo.config().index_version())
-    {
+    let version = repo.config().index_version();
+    if let Err(e) = crate::index::compact(repo.backend(), repo.key(), version, Some(&lock)) {
         warn(&format!("index tables not merged this time: {e}"));
     }
     repo.reload_index();

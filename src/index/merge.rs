@@ -1,6 +1,7 @@
 //! Merging index tables as they stream: compaction, and gc's rewrite.
 
 use super::*;
+use crate::repo::lock::LockGuard;
 
 /// More index tables of one kind than this and [`compact`] merges the
 /// smallest of them.
@@ -32,7 +33,20 @@ pub struct CompactStats {
 /// leaves duplicate entries (harmless; the next compaction merges them),
 /// and [`IndexSet::load`] lists again when a table vanishes. Only tables
 /// whose MAC checks are merged, so damage is never re-sealed as valid.
-pub fn compact(backend: &dyn Backend, key: &MasterKey, version: u32) -> Result<CompactStats> {
+///
+/// `lock`, the caller's (a backup's shared lock), is confirmed right
+/// before each merged table is written and checked before its sources
+/// are removed: a backup suspended past its lock's staleness while it
+/// merges may have had a gc remove tables and packs meanwhile, and a
+/// table merged from what it loaded before would bring back entries
+/// naming removed packs, which later backups would deduplicate against.
+pub fn compact(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    version: u32,
+    lock: Option<&LockGuard>,
+) -> Result<CompactStats> {
+    const STOPPED: &str = "index tables not merged";
     let mut stats = CompactStats::default();
     // In a repository of tables of version 1, every table is in one group.
     let kinds: &[Option<BlobKind>] = if version >= 2 {
@@ -73,6 +87,9 @@ pub fn compact(backend: &dyn Backend, key: &MasterKey, version: u32) -> Result<C
                 keep: &keep_all,
             })
             .collect();
+        if let Some(lock) = lock {
+            lock.confirm(STOPPED)?;
+        }
         let written = write_merged(backend, key, &sources, version, &|p| {
             pack_in_store(backend, p)
         })?;
@@ -81,6 +98,9 @@ pub fn compact(backend: &dyn Backend, key: &MasterKey, version: u32) -> Result<C
         }
         crate::fault::point("after-compact-write");
         for t in merge {
+            if let Some(lock) = lock {
+                lock.check(STOPPED)?;
+            }
             if !written.contains(&t.id()) {
                 backend.remove(FileKind::Index, &t.id().to_hex())?;
             }

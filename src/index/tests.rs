@@ -452,7 +452,7 @@ fn compaction_bounds_the_table_count_and_keeps_every_entry() {
     bytes[n - 40] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
 
-    let stats = compact(&backend, &key, VERSION).unwrap();
+    let stats = compact(&backend, &key, VERSION, None).unwrap();
     assert_eq!(stats.damaged.len(), 1);
     assert_eq!(stats.merged, tables - 1 - KEEP_TABLES + 1);
     let set = IndexSet::load(&backend).unwrap();
@@ -478,7 +478,7 @@ fn compaction_bounds_the_table_count_and_keeps_every_entry() {
         }
     }
     // Below the threshold nothing happens.
-    assert_eq!(compact(&backend, &key, VERSION).unwrap().merged, 0);
+    assert_eq!(compact(&backend, &key, VERSION, None).unwrap().merged, 0);
 }
 
 /// `bytes`, a table with room for its MAC at the end, sealed, and its name.
@@ -1136,7 +1136,7 @@ fn compaction_keeps_the_entry_whose_pack_exists() {
     let before = IndexSet::load(&backend).unwrap();
     assert_eq!(before.tables().len(), MAX_TABLES + 1);
 
-    let stats = compact(&backend, &key, VERSION).unwrap();
+    let stats = compact(&backend, &key, VERSION, None).unwrap();
     assert!(stats.merged > 2, "{stats:?}");
     let set = IndexSet::load(&backend).unwrap();
     let loc = set.lookup(&blob).unwrap().unwrap();
@@ -1145,4 +1145,49 @@ fn compaction_keeps_the_entry_whose_pack_exists() {
     let mut asked = backend.hooks.0.lock().unwrap().clone();
     asked.sort();
     assert_eq!(asked, [lost.to_hex(), kept.to_hex()]);
+}
+
+/// A compaction under a lock that expired (its backup suspended past the
+/// lock's staleness, while a gc may have removed tables and packs) writes
+/// no merged table and removes no source.
+#[test]
+fn compaction_under_an_expired_lock_changes_nothing() {
+    let backend: std::sync::Arc<dyn Backend> =
+        std::sync::Arc::new(crate::backend::mem::MemBackend::default());
+    let key = MasterKey::generate();
+    for t in 0..MAX_TABLES + 3 {
+        let mut b = IndexBuilder::default();
+        let e = PackEntry {
+            id: BlobId(*blake3::hash(&[t as u8]).as_bytes()),
+            offset: 12,
+            length: 10,
+            raw_length: 5,
+        };
+        b.add_pack(PackId([t as u8; 32]), BlobKind::Data, &[e]);
+        let (id, bytes) = single(b.finish(&key, VERSION));
+        backend
+            .write(FileKind::Index, &id.to_hex(), &bytes)
+            .unwrap();
+    }
+    let mut before = backend.list(FileKind::Index).unwrap();
+    before.sort();
+    let expired = crate::repo::lock::acquire_aged(
+        backend.clone(),
+        &key,
+        std::time::Duration::from_secs(40 * 60),
+    );
+    let e = compact(&*backend, &key, VERSION, Some(&expired)).unwrap_err();
+    assert!(e.to_string().contains("index tables not merged"), "{e}");
+    let mut after = backend.list(FileKind::Index).unwrap();
+    after.sort();
+    assert_eq!(after, before);
+    drop(expired);
+    // Under a live lock, the same compaction merges.
+    let live = crate::repo::lock::acquire_aged(backend.clone(), &key, Default::default());
+    assert!(
+        compact(&*backend, &key, VERSION, Some(&live))
+            .unwrap()
+            .merged
+            > 0
+    );
 }

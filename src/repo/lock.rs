@@ -807,6 +807,21 @@ fn acquire_with(
     }
 }
 
+/// A shared lock as a process suspended for `age` holds it on waking:
+/// expired once `age` passes [`EXPIRE_AFTER`] (for tests of what a
+/// holder does then).
+#[cfg(test)]
+pub(crate) fn acquire_aged(backend: Arc<dyn Backend>, key: &MasterKey, age: Duration) -> LockGuard {
+    let knobs = crate::fault::LockKnobs {
+        age,
+        ..crate::fault::LockKnobs::default()
+    };
+    match acquire_with(backend, key, false, "backup", Duration::ZERO, knobs, false) {
+        Ok(Acquired::Held(guard)) => guard,
+        _ => panic!("no lock"),
+    }
+}
+
 /// Refuses, naming `holder` (and `hint`), once `deadline` has passed;
 /// until then says once that it waits for the holder, and sleeps a while
 /// before the next try.
