@@ -114,6 +114,11 @@ pub const REFUSED: &str = "the store refused the upload's checksum header";
 /// (or hash) the request carries: the bytes changed on the way.
 const DAMAGED: [&str; 2] = ["BadDigest", "XAmzContentChecksumMismatch"];
 
+/// S3 error codes of an answer of 400 saying the body did not arrive
+/// whole or in time (a stalled uplink): nothing to do with the checksum
+/// header, and worth a retry, like any broken transfer.
+const CUT_SHORT: [&str; 2] = ["RequestTimeout", "IncompleteBody"];
+
 /// The text of the first `<tag>…</tag>` in an S3 XML error body, trimmed;
 /// empty when there is none. A plain search, not an XML parser: the body
 /// is the store's (or a proxy's), so anything may come, and nothing of it
@@ -145,8 +150,8 @@ async fn checksum_answer(resp: reqwest::Response, limit: Duration) -> opendal::E
 /// The error for an answer of `status` (400 or 501) with the body `text`
 /// to an upload that carried a checksum, once that body is read:
 /// temporary when its S3 error code says the bytes did not match the
-/// checksum, [`ErrorKind::Unsupported`] beginning with [`REFUSED`]
-/// otherwise, whatever the body holds.
+/// checksum or did not arrive whole, [`ErrorKind::Unsupported`] beginning
+/// with [`REFUSED`] otherwise, whatever the body holds.
 pub fn checksum_error(status: u16, text: &str) -> opendal::Error {
     let (code, message) = (xml_field(text, "Code"), xml_field(text, "Message"));
     if DAMAGED.contains(&code) {
@@ -156,6 +161,12 @@ pub fn checksum_error(status: u16, text: &str) -> opendal::Error {
                 "{code}: the store received other bytes than were sent \
                  (their CRC32C did not match), so they changed on the way: {message}"
             ),
+        )
+        .set_temporary()
+    } else if CUT_SHORT.contains(&code) {
+        opendal::Error::new(
+            ErrorKind::Unexpected,
+            format!("HTTP {status} {code}: the upload did not arrive whole: {message}"),
         )
         .set_temporary()
     } else {
@@ -614,6 +625,31 @@ mod tests {
         b.write(FileKind::Pack, &"cd".repeat(32), b"more bytes")
             .expect("later uploads carry no checksum");
         assert_eq!(counts(), [2, 2], "the store is asked once");
+    }
+
+    /// S3 answers 400 `RequestTimeout` to an upload that stalled: a
+    /// broken transfer, retried with its checksum, never taken for a store
+    /// refusing the checksum header (which turned checksums off for every
+    /// later upload of the process).
+    #[test]
+    fn an_upload_cut_short_never_turns_checksums_off() {
+        for code in CUT_SHORT {
+            let (url, seen) = refusing(code);
+            let err = backend(url, Duration::from_secs(10))
+                .write(FileKind::Pack, &"ab".repeat(32), b"pack bytes")
+                .expect_err("the store never took it");
+            match err {
+                Error::Backend {
+                    detail, transient, ..
+                } => {
+                    assert!(transient, "{code} is retried: {detail}");
+                    assert!(detail.contains(code), "{detail}");
+                    assert!(!detail.contains(REFUSED), "{detail}");
+                }
+                e => panic!("not a backend error: {e}"),
+            }
+            assert_eq!(seen[0].load(Ordering::SeqCst), 0, "{code}: sent unchecked");
+        }
     }
 
     #[test]

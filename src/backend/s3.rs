@@ -512,18 +512,25 @@ impl S3Backend {
         use std::sync::atomic::Ordering;
         let fail = |e| self.map_err("write", what(), e);
         if !self.refused.load(Ordering::Relaxed) {
-            let refused = |r: &opendal::Result<()>| {
-                r.as_ref().is_err_and(|e| {
-                    e.kind() == ErrorKind::Unsupported && e.message().starts_with(REFUSED)
+            // The refusal's status and S3 code, if it is one.
+            let refusal = |r: &opendal::Result<()>| -> Option<String> {
+                let e = r.as_ref().err()?;
+                let rest = e.message().strip_prefix(REFUSED)?;
+                (e.kind() == ErrorKind::Unsupported).then(|| {
+                    rest.split_whitespace()
+                        .take(3)
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 })
             };
             let first = self.rt.block_on(self.upload(&self.op, key, bytes));
-            if !refused(&first) {
+            let Some(code) = refusal(&first) else {
                 return first.map_err(fail);
-            }
-            // Once more, so that one odd answer does not turn checks off.
+            };
+            // Once more, so that one odd answer does not turn checks off:
+            // refused the same way.
             let again = self.rt.block_on(self.upload(&self.op, key, bytes));
-            if !refused(&again) {
+            if refusal(&again).as_ref() != Some(&code) {
                 return again.map_err(fail);
             }
             self.rt
