@@ -623,9 +623,23 @@ fn a_file_under_a_lease_is_read_once_its_holder_lets_go() {
     unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
     let held = fs::File::open(src.join("leased.txt")).unwrap();
     let fd = held.as_raw_fd();
-    // SAFETY: fcntl on a descriptor `held` keeps open.
-    let r = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) };
-    assert_eq!(r, 0, "no lease: {}", std::io::Error::last_os_error());
+    // A write lease needs the file open nowhere else, and a child another
+    // test forks holds a copy of every descriptor until it executes: a
+    // moment, so the lease is asked for again.
+    let mut tries = 0;
+    loop {
+        // SAFETY: fcntl on a descriptor `held` keeps open.
+        if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        tries += 1;
+        assert!(
+            e.raw_os_error() == Some(libc::EAGAIN) && tries < 500,
+            "no lease: {e}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let done = done.clone();
