@@ -544,6 +544,27 @@ fn give_to_nobody(p: &Path, recursive: bool) {
     assert!(ok.success(), "chown {}", p.display());
 }
 
+/// Gives the repository (its folder and what it holds) to `nobody`, so
+/// that `nobody` can restore from it.
+fn hand_repo_to_nobody(repo: &Repo) {
+    give_to_nobody(repo.dir.path(), false);
+    give_to_nobody(&repo.path, true);
+}
+
+/// Restores the latest snapshot as `nobody`, with `env`, into a new
+/// folder `name` of `nobody`'s, asserting success; returns the folder and
+/// the output.
+fn restore_as_nobody(repo: &Repo, name: &str, env: &[(&str, &str)]) -> (PathBuf, Out) {
+    let target = repo.scratch(name);
+    fs::create_dir(&target).unwrap();
+    give_to_nobody(&target, false);
+    let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    c.envs(env.iter().copied());
+    as_nobody(&mut c);
+    let out = run(&mut c, None).success();
+    (target, out)
+}
+
 /// The two ways a restore writes files, as (name, environment): unnamed
 /// (`O_TMPFILE`) where the target allows, and under temporary names as on
 /// a filesystem without it.
@@ -718,8 +739,7 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
     write_random(&src.join("big/a.bin"), 1, 3 << 20);
     chmod(&src.join("big/a.bin"), 0o444);
     repo.backup(&[&src], &[]);
-    give_to_nobody(repo.dir.path(), false);
-    give_to_nobody(&repo.path, true);
+    hand_repo_to_nobody(&repo);
 
     // Everything as saved, but owned by the user who restored it.
     let mut want = manifest(&src);
@@ -728,13 +748,7 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
         (e.uid, e.gid) = (NOBODY, NOBODY);
     }
     for (name, env) in WAYS_OF_WRITING {
-        let target = repo.scratch(name);
-        fs::create_dir(&target).unwrap();
-        give_to_nobody(&target, false);
-        let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
-        c.envs(env.iter().copied());
-        as_nobody(&mut c);
-        let out = run(&mut c, None).success();
+        let (target, out) = restore_as_nobody(&repo, name, env);
         let mut got = manifest(&restored(&target, &src));
         got.remove(Path::new(""));
         assert_manifests_eq(&want, &got, &format!("{name}: {out}"));
@@ -1133,15 +1147,8 @@ fn a_folder_closed_to_its_owner_does_not_bar_later_links() {
     repo.backup(&[&src], &[]);
     chmod(&src.join("d"), 0o755);
     chmod(&src.join("d/e"), 0o755);
-    give_to_nobody(repo.dir.path(), false);
-    give_to_nobody(&repo.path, true);
-    let target = repo.scratch("target");
-    fs::create_dir(&target).unwrap();
-    give_to_nobody(&target, false);
-    let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    c.env("CAIRN_TEST_RESTORE_BATCH", "2");
-    as_nobody(&mut c);
-    let out = run(&mut c, None).success();
+    hand_repo_to_nobody(&repo);
+    let (target, out) = restore_as_nobody(&repo, "target", &[("CAIRN_TEST_RESTORE_BATCH", "2")]);
     let r = restored(&target, &src);
     let md = |p: &str| fs::metadata(r.join(p)).unwrap();
     assert_eq!(md("d").mode() & 0o7777, 0o600, "{out}");
@@ -1518,14 +1525,8 @@ fn attributes_only_root_may_write_are_told_once_to_an_ordinary_user() {
         xattr::set(src.join(f), "user.u", f.as_bytes()).unwrap();
     }
     repo.backup(&[&src], &[]);
-    give_to_nobody(repo.dir.path(), false);
-    give_to_nobody(&repo.path, true);
-    let target = repo.scratch("target");
-    fs::create_dir(&target).unwrap();
-    give_to_nobody(&target, false);
-    let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    as_nobody(&mut c);
-    let out = run(&mut c, None).success();
+    hand_repo_to_nobody(&repo);
+    let (target, out) = restore_as_nobody(&repo, "target", &[]);
     let r = restored(&target, &src);
     assert_eq!(
         out.stderr

@@ -450,8 +450,8 @@ impl Executor<'_> {
     }
 
     /// Sets ownership (as root), mode, xattrs and mtime; failures warn.
-    /// An entry the target held before gets [`Self::drop_stale_xattrs`]
-    /// too.
+    /// For an entry the target held before, its callers then call
+    /// [`Self::drop_stale_xattrs`].
     /// With `file` (open on `path`, which is then a regular file or a
     /// directory) the calls go through it rather than through the path,
     /// and owner and mode are changed only where they differ: a file this
