@@ -574,6 +574,13 @@ mod tests {
     /// checksum header with HTTP 400 and S3 error `code`, and every other
     /// request with 200. Counts the uploads with and without a checksum.
     fn refusing(code: &'static str) -> (String, Arc<[AtomicU64; 2]>) {
+        refusing_in_turn(vec![code])
+    }
+
+    /// [`refusing`] with the S3 error codes of `codes` in turn, one per
+    /// upload that carries a checksum.
+    fn refusing_in_turn(codes: Vec<&'static str>) -> (String, Arc<[AtomicU64; 2]>) {
+        let codes: Arc<[&'static str]> = codes.into();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
@@ -581,7 +588,7 @@ mod tests {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
-                let seen = seen.clone();
+                let (seen, codes) = (seen.clone(), codes.clone());
                 std::thread::spawn(move || loop {
                     let Some((head, len)) = read_head(&mut conn) else {
                         return;
@@ -591,8 +598,9 @@ mod tests {
                         return;
                     }
                     let checked = head.contains("x-amz-checksum-");
-                    seen[usize::from(checked)].fetch_add(1, Ordering::SeqCst);
+                    let n = seen[usize::from(checked)].fetch_add(1, Ordering::SeqCst);
                     let answer = if checked {
+                        let code = codes[n as usize % codes.len()];
                         let xml = format!(
                             "<?xml version=\"1.0\"?><Error><Code>{code}</Code>\
                              <Message>test</Message></Error>"
@@ -625,6 +633,32 @@ mod tests {
         b.write(FileKind::Pack, &"cd".repeat(32), b"more bytes")
             .expect("later uploads carry no checksum");
         assert_eq!(counts(), [2, 2], "the store is asked once");
+    }
+
+    /// Two refusals that differ (a proxy's answer, then the store's) are
+    /// not one store refusing the header twice: the upload fails, and
+    /// later uploads still carry their checksum.
+    #[test]
+    fn refusals_that_differ_never_turn_checksums_off() {
+        let (url, seen) = refusing_in_turn(vec!["InvalidArgument", "NotImplemented"]);
+        let b = backend(url, Duration::from_secs(10));
+        let err = b
+            .write(FileKind::Pack, &"ab".repeat(32), b"pack bytes")
+            .expect_err("the store never took it");
+        match err {
+            Error::Backend { detail, .. } => {
+                assert!(
+                    detail.contains("NotImplemented"),
+                    "the second answer: {detail}"
+                )
+            }
+            e => panic!("not a backend error: {e}"),
+        }
+        let counts = || seen.each_ref().map(|n| n.load(Ordering::SeqCst));
+        assert_eq!(counts(), [0, 2], "refused twice, never sent unchecked");
+        let _ = b.write(FileKind::Pack, &"cd".repeat(32), b"more bytes");
+        assert_eq!(counts()[0], 0, "later uploads still carry the checksum");
+        assert!(counts()[1] > 2, "later uploads are sent");
     }
 
     /// S3 answers 400 `RequestTimeout` to an upload that stalled: a

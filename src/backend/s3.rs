@@ -512,10 +512,11 @@ impl S3Backend {
         use std::sync::atomic::Ordering;
         let fail = |e| self.map_err("write", what(), e);
         if !self.refused.load(Ordering::Relaxed) {
-            // The refusal's status and S3 code, if it is one.
+            // The refusal's status and S3 code ("HTTP 400 InvalidArgument"),
+            // if it is one.
             let refusal = |r: &opendal::Result<()>| -> Option<String> {
                 let e = r.as_ref().err()?;
-                let rest = e.message().strip_prefix(REFUSED)?;
+                let rest = e.message().strip_prefix(REFUSED)?.strip_prefix(':')?;
                 (e.kind() == ErrorKind::Unsupported).then(|| {
                     rest.split_whitespace()
                         .take(3)
