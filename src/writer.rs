@@ -43,6 +43,11 @@ struct Seen {
 }
 
 impl Seen {
+    /// Whether `id` was stored or is being stored.
+    fn contains(&self, id: &BlobId) -> bool {
+        self.ids.contains(id) || self.in_tables(id)
+    }
+
     fn in_tables(&self, id: &BlobId) -> bool {
         self.filter.may_contain(id) && self.tables.iter().any(|t| t.find(id).is_some())
     }
@@ -239,19 +244,38 @@ impl<'r> BlobWriter<'r> {
         Ok((true, self.pack_claimed(kind, id, plaintext)?))
     }
 
+    /// The first of `ids` that is neither in the repository (as the index
+    /// says) nor stored or being stored by this writer: a backup asks
+    /// this of the chunks an unchanged file keeps from its parent, which
+    /// `repair index` may have dropped (their pack lost) since the parent
+    /// was written. `None` when all are there.
+    pub fn first_missing(&self, kind: BlobKind, ids: &[BlobId]) -> Result<Option<BlobId>> {
+        for id in ids {
+            if !self.indexed(kind, id)? && !self.seen()?.contains(id) {
+                return Ok(Some(*id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the index holds `id` as a blob of `kind` in a pack not
+    /// known lost.
+    fn indexed(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        let index = self.index()?;
+        if self.lost.is_empty() {
+            Ok(index.contains_kind(id, kind))
+        } else {
+            index.contains_kind_where(id, kind, &|p| !self.lost.contains(p))
+        }
+    }
+
     /// Whether `id` is neither stored nor being stored; if so, the caller
     /// now stores it ([`Self::pack_claimed`]), and whoever asks next is
     /// told it is being stored. The index is asked once per id: it is the
     /// repository's as first seen and does not change, so a new chunk
     /// costs one search of its tables.
     fn claim(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
-        let index = self.index()?;
-        let stored = if self.lost.is_empty() {
-            index.contains_kind(id, kind)
-        } else {
-            index.contains_kind_where(id, kind, &|p| !self.lost.contains(p))?
-        };
-        Ok(!stored && self.seen()?.insert(*id))
+        Ok(!self.indexed(kind, id)? && self.seen()?.insert(*id))
     }
 
     /// Seals `plaintext`, claimed as `id`, into the open pack of `kind`;

@@ -364,7 +364,7 @@ fn repair_snapshots_stores_again_a_tree_only_a_lost_pack_held() {
 }
 
 #[test]
-fn after_a_deleted_pack_repair_index_and_a_full_backup_store_the_content_again() {
+fn after_a_deleted_pack_repair_index_and_the_next_backup_store_the_content_again() {
     let repo = packed_repo();
     let src = source(&repo, 37);
     let first = backup_saved(&repo, &src, &[]);
@@ -395,15 +395,39 @@ fn after_a_deleted_pack_repair_index_and_a_full_backup_store_the_content_again()
     );
 
     // As long as the index names the lost pack, a backup deduplicates
-    // against it; once `repair index` drops its entries, a full backup
-    // (which reads every file) stores that content again, under the same
-    // ids: the first snapshot is whole again too.
+    // against it; once `repair index` drops its entries, the next backup
+    // reads again the unchanged files whose chunks are gone, though an
+    // incremental one would keep their chunk lists from the parent, and
+    // stores that content again, under the same ids: the first snapshot
+    // is whole again too. It says so, and exits 3 for the damage found.
     let out = repo.run(&["repair", "index"]).success();
     assert!(out.stdout.contains("indexed"), "{out}");
-    let whole = backup_saved(&repo, &src, &["--kind", "full"]);
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr
+            .contains("unchanged file(s) had chunks the repository no longer holds"),
+        "{out}"
+    );
+    let v = out.json();
+    assert_eq!(v["kind"], "incremental", "{out}");
+    assert_eq!(v["parent"], Value::String(first.id.clone()), "{out}");
+    let damage = v["repository_damage"].as_array().expect("a list");
+    assert_eq!(damage.len(), 1, "{out}");
+    let whole = Saved {
+        id: v["id"].as_str().expect("id").to_string(),
+        src: src.clone(),
+        manifest: manifest(&src),
+        record: v,
+    };
     assert_verify_ok(&repo);
     assert_restores(&repo, &whole);
     assert_restores(&repo, &first);
+    // With nothing missing, the next one keeps every file from its parent.
+    let next = repo.backup(&[&src], &[]);
+    assert_eq!(next["summary"]["files_changed"], 0, "{next}");
 }
 
 #[test]

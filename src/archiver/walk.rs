@@ -615,6 +615,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
             next_seq: AtomicU64::new(0),
             fatal: &fatal,
             spare: AtomicIsize::new(setup.workers as isize - 1),
+            lost: Mutex::new((0, None)),
         };
         let mut walker = Walker {
             shared: &shared,
@@ -623,6 +624,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
         let root_seq = walker.walk_root();
         // Closes the channels: workers and finisher end once drained.
         drop(walker);
+        shared.report_lost();
         drop(shared);
         let trees = finisher
             .join()
@@ -871,9 +873,51 @@ struct WalkShared<'a> {
     /// too); a walker waiting for its subdirectories' threads lends its
     /// place meanwhile, so it can go below zero until that wait ends.
     spare: AtomicIsize,
+    /// Unchanged files whose chunks the repository no longer holds (see
+    /// [`WalkShared::parent_chunks_held`]): how many, and the first.
+    lost: Mutex<(u64, Option<(PathBuf, BlobId)>)>,
 }
 
 impl WalkShared<'_> {
+    /// Whether the repository still holds every chunk `path`, unchanged
+    /// since the parent snapshot, would keep from it. A chunk `repair
+    /// index` dropped (its pack lost) since the parent was written is
+    /// not: trusting the parent then would write a snapshot that cannot
+    /// restore the file, night after night, while the source still has
+    /// it. Such a file is read again instead, which stores the content
+    /// again under the same ids and so mends the older snapshots too.
+    fn parent_chunks_held(&self, path: &Path, chunks: &[BlobId]) -> bool {
+        match self.setup.writer.first_missing(BlobKind::Data, chunks) {
+            Ok(None) => true,
+            Ok(Some(id)) => {
+                if let Ok(mut lost) = self.lost.lock() {
+                    lost.0 += 1;
+                    lost.1.get_or_insert_with(|| (path.to_path_buf(), id));
+                }
+                false
+            }
+            // The index could not be loaded: the file is read, and the
+            // storing of its chunks reports why.
+            Err(_) => false,
+        }
+    }
+
+    /// Reports the files [`WalkShared::parent_chunks_held`] found.
+    fn report_lost(&self) {
+        let Ok(lost) = self.lost.lock() else { return };
+        if let (n, Some((path, id))) = &*lost {
+            (self.setup.repo_warn)(format!(
+                "{n} unchanged file(s) had chunks the repository no longer holds \
+                 (first: {}, blob {}; dropped from the index since the parent \
+                 snapshot, their pack lost): read again and stored, so this \
+                 snapshot is whole, and older snapshots holding the same content \
+                 are mended",
+                path.display(),
+                id.short()
+            ));
+        }
+    }
+
     /// Hands `batch` to the workers, its small files first to the reader
     /// ahead if they are cold (see [`cold_small_files`]): it starts on
     /// them while this waits for the workers to make room.
@@ -1134,8 +1178,9 @@ impl<'a> Walker<'a> {
                         let was_file = old
                             .as_ref()
                             .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
-                        if let Some(chunks) =
-                            old.and_then(|o| unchanged_chunks(o, &node, racy_from))
+                        if let Some(chunks) = old
+                            .and_then(|o| unchanged_chunks(o, &node, racy_from))
+                            .filter(|chunks| self.shared.parent_chunks_held(&path, chunks))
                         {
                             node.kind = NodeKind::File { chunks };
                             // Unchanged means the same ctime and inode, so

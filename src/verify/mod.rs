@@ -287,9 +287,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             format!("pack {}", p.short()),
             format!(
                 "missing, but the index names {n} blobs in it ({p}); if the pack was \
-                 deleted, `cairn repair index` drops them from the index, a backup with \
-                 `--kind full` then stores again what the source still has (mending every \
-                 snapshot that uses it), and `cairn repair snapshots` writes copies of \
+                 deleted, `cairn repair index` drops them from the index, the next backup \
+                 then stores again what the source still has (mending every snapshot \
+                 that uses it), and `cairn repair snapshots` writes copies of \
                  the snapshots without what is still lost"
             ),
         ));
