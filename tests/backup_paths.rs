@@ -460,3 +460,40 @@ fn a_folder_on_the_way_to_a_given_path_replaced_by_a_file_is_reported() {
         assert_eq!(listed, want, "{out}");
     }
 }
+
+/// Two folders whose names differ only in bytes that are not UTF-8 are
+/// two paths, two default sets and two retention groups: neither is the
+/// other's parent, and `forget --keep-last 1` keeps the one snapshot of
+/// each (they shared one, as U+FFFD, so it removed one folder's only
+/// snapshot).
+#[test]
+fn paths_that_are_not_utf8_keep_their_sets_apart() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let repo = Repo::new();
+    let base = repo.scratch("base");
+    let e9 = base.join(OsStr::from_bytes(b"caf\xe9"));
+    let e8 = base.join(OsStr::from_bytes(b"caf\xe8"));
+    write(&e9.join("a.txt"), "e9");
+    write(&e8.join("b.txt"), "e8");
+    let first = repo.backup(&[&e9], &[]);
+    let second = repo.backup(&[&e8], &[]);
+    let text = |p: &Path| p.to_str().map(str::to_string);
+    assert_eq!(
+        text(&base).map(|b| format!("{b}/caf\\xe9")),
+        Some(paths(&first)[0].clone())
+    );
+    assert_eq!(
+        text(&base).map(|b| format!("{b}/caf\\xe8")),
+        Some(paths(&second)[0].clone())
+    );
+    assert_ne!(first["set"], second["set"]);
+    assert_eq!(
+        second["kind"], "full",
+        "the other folder is no parent: {second}"
+    );
+
+    let out = repo.run(&["forget", "--keep-last", "1"]).success();
+    assert!(out.stdout.contains("removed 0 snapshot"), "{out}");
+    assert_eq!(repo.snapshots().len(), 2);
+}

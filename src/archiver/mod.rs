@@ -183,6 +183,35 @@ impl Skeleton {
     }
 }
 
+/// `path` as the text a snapshot's `paths` (and so its default set and
+/// retention group) holds: itself when it is UTF-8; otherwise each byte
+/// that is not part of a UTF-8 character written `\xNN`, and each
+/// backslash `\\`, so that two paths that differ never read the same
+/// (with U+FFFD for every such byte, two folders whose names differ
+/// only there shared one set, and the parent and the retention group of
+/// one were the other's). A UTF-8 path with a literal `\x` in its name
+/// may still read as a path that is not UTF-8.
+pub fn path_text(path: &Path) -> String {
+    use std::fmt::Write;
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
 /// Makes `p` absolute without resolving its final component (so a symlink
 /// given on the command line is stored as the link), except where `p`
 /// itself says to: a path ending in `..` names the folder it leads to, and
@@ -270,7 +299,7 @@ pub fn backup(
                 .map(|c| c.as_os_str().to_os_string())
                 .collect();
             skeleton.insert(&comps);
-            paths.push(abs.to_string_lossy().into_owned());
+            paths.push(path_text(&abs));
         }
         paths.sort();
         paths.dedup();
@@ -504,6 +533,19 @@ mod tests {
     use crate::backend::local::LocalBackend;
     use crate::repo::{InitOptions, KdfParams};
     use std::sync::Arc;
+
+    #[test]
+    fn path_text_keeps_utf8_and_escapes_the_rest() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let text = |b: &[u8]| path_text(Path::new(OsStr::from_bytes(b)));
+        assert_eq!(text("/a\\b/café".as_bytes()), "/a\\b/café");
+        assert_eq!(text(b"/caf\xe9"), "/caf\\xe9");
+        assert_eq!(text(b"/caf\xe8"), "/caf\\xe8");
+        assert_eq!(text(b"/a\\b/\xff\xfe"), "/a\\\\b/\\xff\\xfe");
+        // A character cut short is its bytes; the one after it is kept.
+        assert_eq!(text(b"/\xc3x\xc3\xa9"), "/\\xc3xé");
+    }
 
     /// A new local repository at `root` (a cheap key derivation), opened.
     fn new_repo(root: &Path) -> Repository {
