@@ -59,6 +59,12 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// The longest wait or timeout cairn takes (`--lock-wait`,
+/// `--s3-timeout`): a hundred years of 365 days. Longer ones are refused
+/// when parsed; where a deadline is computed, a wait is cut to this so
+/// that adding it to a clock reading cannot overflow.
+pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86400);
+
 /// Formats ns since the epoch as local `YYYY-MM-DD HH:MM:SS`.
 pub fn format_time(ns: i64) -> String {
     use chrono::TimeZone;

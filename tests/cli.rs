@@ -693,6 +693,49 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
         ),
         (vec!["frobnicate"], "unrecognized subcommand 'frobnicate'"),
         (vec!["restore", "latest"], "--target"),
+        // Waits past a century are refused, not added to the clock until
+        // it overflows; sizes are not multiplied until they wrap.
+        (
+            vec![
+                "backup",
+                "-r",
+                "/nonexistent/repo",
+                "/tmp",
+                "--lock-wait",
+                "18446744073709551615",
+            ],
+            "at most 36500d",
+        ),
+        (
+            vec![
+                "snapshots",
+                "-r",
+                "/nonexistent/repo",
+                "--lock-wait",
+                "36501d",
+            ],
+            "too long: give at most 36500d",
+        ),
+        (
+            vec![
+                "snapshots",
+                "-r",
+                "s3://b/p",
+                "--s3-timeout",
+                "999999999999d",
+            ],
+            "at most 36500d",
+        ),
+        (
+            vec![
+                "init",
+                "-r",
+                "/nonexistent/repo",
+                "--chunk-max",
+                "18014398509481985K",
+            ],
+            "too large",
+        ),
     ] {
         let mut c = cairn();
         c.args(&args);

@@ -75,12 +75,14 @@ pub struct GatedTransport {
 
 impl GatedTransport {
     /// Sends with `client`, `gate` permitting, giving up on a request that
-    /// makes no progress for `timeout`.
+    /// makes no progress for `timeout`. A timeout past
+    /// [`crate::LONGEST_WAIT`] (a century) is cut to it: the deadlines
+    /// made by adding it to the clock must not overflow.
     pub fn new(client: reqwest::Client, gate: Gate, timeout: Duration) -> GatedTransport {
         GatedTransport {
             client,
             gate,
-            timeout,
+            timeout: timeout.min(crate::LONGEST_WAIT),
         }
     }
 }

@@ -13,17 +13,22 @@ pub fn parse_size(s: &str) -> std::result::Result<u32, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 512K or 8M"))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
+    let too_large = || format!("{s:?} is too large (at most 4G - 1 bytes)");
+    if num.is_empty() {
+        return Err(format!("{s:?} is not a size like 512K or 8M"));
+    }
+    // All digits: a number that does not parse has too many of them.
+    let n: u64 = num.parse().map_err(|_| too_large())?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1 << 10,
         "m" | "mib" | "mb" => 1 << 20,
         "g" | "gib" | "gb" => 1 << 30,
         _ => return Err(format!("{s:?}: unknown unit {unit:?}")),
     };
-    u32::try_from(n * mult).map_err(|_| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .and_then(|bytes| u32::try_from(bytes).ok())
+        .ok_or_else(too_large)
 }
 
 #[derive(Args, Debug)]
@@ -197,5 +202,31 @@ fn print_upgrade(
             format_additions(u.from),
             u.from
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("4095"), Ok(4095));
+        assert_eq!(parse_size("3g"), Ok(3 << 30));
+        // Sizes whose bytes pass u64 must not wrap round to small ones.
+        for big in [
+            "4G",
+            "17179869184K",
+            "18014398509481985K",
+            "99999999999999999999",
+        ] {
+            let e = parse_size(big).unwrap_err();
+            assert!(e.contains("too large"), "{big}: {e}");
+        }
+        for bad in ["", "K", "1T", "-1"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

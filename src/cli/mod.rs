@@ -140,26 +140,38 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
 /// Parses a `--lock-wait` duration: numbers with units `s` (seconds), `m`
 /// (minutes), `h` (hours) or `d` (days), alone or combined (`90`, `30s`,
 /// `10m`, `1h30m`, `1d`); a bare number is seconds. Unlike
-/// `forget --keep-within`, `m` means minutes here.
+/// `forget --keep-within`, `m` means minutes here. At most
+/// [`crate::LONGEST_WAIT`] (36500d).
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
-    let bad =
-        || format!("{s:?} is not a duration like 30s, 10m or 1h30m (units: s, m = minutes, h, d)");
-    if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse().map(Duration::from_secs).map_err(|_| bad());
+    let longest = crate::LONGEST_WAIT.as_secs() / 86400;
+    let bad = || {
+        format!(
+            "{s:?} is not a duration like 30s, 10m or 1h30m \
+             (units: s, m = minutes, h, d; at most {longest}d)"
+        )
+    };
+    let secs = if t.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse().map_err(|_| bad())?
+    } else {
+        crate::sum_units(t, |c| match c {
+            's' => Some(1),
+            'm' => Some(60),
+            'h' => Some(3600),
+            'd' => Some(86400),
+            _ => None,
+        })
+        .map_err(|e| match e {
+            Some(c) => format!("{s:?}: unknown unit {c:?} (use s, m = minutes, h or d)"),
+            None => bad(),
+        })?
+    };
+    if secs > crate::LONGEST_WAIT.as_secs() {
+        return Err(format!(
+            "{s:?} is too long: give at most {longest}d (100 years)"
+        ));
     }
-    let total = crate::sum_units(t, |c| match c {
-        's' => Some(1),
-        'm' => Some(60),
-        'h' => Some(3600),
-        'd' => Some(86400),
-        _ => None,
-    })
-    .map_err(|e| match e {
-        Some(c) => format!("{s:?}: unknown unit {c:?} (use s, m = minutes, h or d)"),
-        None => bad(),
-    })?;
-    Ok(Duration::from_secs(total))
+    Ok(Duration::from_secs(secs))
 }
 
 /// A [`parse_duration`] that is not zero.
@@ -757,5 +769,19 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert!(parse_duration("1y").unwrap_err().contains("unknown unit"));
+        assert_eq!(
+            secs("36500d"),
+            Ok(36500 * 86400),
+            "100 years is the longest"
+        );
+        for long in [
+            "36501d",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999d",
+        ] {
+            let e = parse_duration(long).unwrap_err();
+            assert!(e.contains("36500d"), "{long}: {e}");
+        }
     }
 }

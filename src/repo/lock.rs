@@ -725,7 +725,9 @@ fn acquire_with(
         exclusive,
         command: command.to_string(),
     };
-    let deadline = Instant::now() + wait;
+    // A wait past `LONGEST_WAIT` (a century) is one without end, and must
+    // not overflow the clock.
+    let deadline = Instant::now() + wait.min(crate::LONGEST_WAIT);
     let mut announced = false;
     loop {
         let now = crate::now_ns().saturating_sub(knobs.age.as_nanos() as i64);
