@@ -883,4 +883,18 @@ fn paths_after_double_dash_are_backed_up() {
     let out = run(&mut c, Some(b"data"));
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("not both"), "{out}");
+
+    // A name for standard input means nothing beside paths: refused, not
+    // dropped.
+    let before = repo.snapshots().len();
+    let mut c = repo.cmd(&["backup", "plain", "--stdin-filename", "dump.sql"]);
+    c.current_dir(&dir);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("give it with --stdin or --stdin-from-command, not with paths"),
+        "{out}"
+    );
+    assert_eq!(repo.snapshots().len(), before, "{out}");
 }

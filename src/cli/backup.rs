@@ -63,7 +63,8 @@ pub struct BackupArgs {
     #[arg(long, requires = "command", conflicts_with = "stdin")]
     stdin_from_command: bool,
     /// Name of the file holding standard input (or the command's output;
-    /// default: the command's file name, e.g. `pg_dump`) in the snapshot.
+    /// default: the command's file name, e.g. `pg_dump`) in the snapshot;
+    /// only with --stdin or --stdin-from-command.
     #[arg(long)]
     stdin_filename: Option<String>,
     /// After `--`: with --stdin-from-command, the command and its
@@ -188,6 +189,15 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     if stream && !a.paths.is_empty() {
         return Err(Error::Invalid(
             "give either paths or --stdin (or --stdin-from-command), not both".into(),
+        ));
+    }
+    // Paths keep their own names: a name for standard input given with
+    // them would be dropped without a word.
+    if !stream && a.stdin_filename.is_some() {
+        return Err(Error::Invalid(
+            "--stdin-filename names standard input (or a command's output) in the snapshot: \
+             give it with --stdin or --stdin-from-command, not with paths"
+                .into(),
         ));
     }
     if !stream && a.paths.is_empty() {
