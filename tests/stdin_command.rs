@@ -65,6 +65,48 @@ fn a_command_that_fails_leaves_no_snapshot() {
     assert_eq!(fs::read(target.join("app.sql")).unwrap(), b"good");
 }
 
+/// A shell reports a pipe's last status: the README's recipe sets
+/// `pipefail`, so a producer that fails in the pipe leaves no snapshot,
+/// and cairn warns of a pipe run without it.
+#[test]
+fn a_pipe_in_a_shell_needs_pipefail() {
+    let repo = Repo::new();
+    let failing = "(printf partial; exit 1) | cat";
+    let out = backup_command(
+        &repo,
+        &[],
+        &["bash", "-c", &format!("set -o pipefail; {failing}")],
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("exited with status 1"), "{out}");
+    assert!(!out.stderr.contains("without pipefail"), "{out}");
+    assert_eq!(repo.snapshots().len(), 0, "{out}");
+
+    // Without it the dump that failed is stored as good, as the shell
+    // says: cairn cannot tell, but warns of the pipe.
+    let out = backup_command(&repo, &[], &["sh", "-c", failing]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: `sh -c '{failing}'` runs a pipe without pipefail"
+        )),
+        "{out}"
+    );
+    assert!(out.stderr.contains("set -o pipefail"), "{out}");
+    assert_eq!(repo.snapshots().len(), 1, "{out}");
+
+    // `||` is no pipe, and a program that is no shell is not looked at.
+    for command in [
+        &["sh", "-c", "printf a || printf b"][..],
+        &["printf", "a|b"],
+        &["bash", "-o", "pipefail", "-c", "printf a | cat"],
+    ] {
+        let out = backup_command(&repo, &["--stdin-filename", "x"], command);
+        assert_eq!(out.code, 0, "{command:?}: {out}");
+        assert!(!out.stderr.contains("pipefail"), "{command:?}: {out}");
+    }
+}
+
 #[test]
 fn a_command_killed_by_a_signal_leaves_no_snapshot() {
     let repo = Repo::new();

@@ -59,7 +59,9 @@ pub struct BackupArgs {
     stdin: bool,
     /// Run the command given after `--` (without a shell) and back up its
     /// standard output as one file; no snapshot is written unless it
-    /// exits with status 0.
+    /// exits with status 0. For a pipe, run
+    /// `bash -c 'set -o pipefail; pg_dump app | gzip'`: without pipefail
+    /// a shell's status is only the last command's.
     #[arg(long, requires = "command", conflicts_with = "stdin")]
     stdin_from_command: bool,
     /// Name of the file holding standard input (or the command's output;
@@ -178,6 +180,30 @@ fn command_file_name(command: &[OsString]) -> Result<String> {
         })
 }
 
+/// True when `command` is a shell given a script with a pipe (`|`, not
+/// `||`) and nothing mentions `pipefail`: the shell then exits with the
+/// status of the pipe's last command (`gzip` of `pg_dump app | gzip`),
+/// and a failed dump would be stored as a good one. A guess from the
+/// words alone (a `|` quoted inside the script counts too), so it only
+/// ever warns.
+fn pipe_without_pipefail(command: &[OsString]) -> bool {
+    let Some((program, args)) = command.split_first() else {
+        return false;
+    };
+    let shell = Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| matches!(n, "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash"));
+    let words: Vec<&[u8]> = args.iter().map(|a| a.as_encoded_bytes()).collect();
+    let lone_pipe = |w: &[u8]| {
+        (0..w.len())
+            .any(|i| w[i] == b'|' && (i == 0 || w[i - 1] != b'|') && w.get(i + 1) != Some(&b'|'))
+    };
+    shell
+        && words.iter().any(|w| lone_pipe(w))
+        && !words.iter().any(|w| w.windows(8).any(|x| x == b"pipefail"))
+}
+
 pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     // Without --stdin-from-command, what follows `--` is paths, as clap's
     // hint for a name starting with `-` (`-- -notes`) says.
@@ -240,6 +266,17 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     } else {
         None
     };
+    if let Some(p) = producer
+        .as_ref()
+        .filter(|_| pipe_without_pipefail(&a.command))
+    {
+        warn(&format!(
+            "`{}` runs a pipe without pipefail: a shell's status is that of the pipe's \
+             last command, so a snapshot is written even when the commands before it \
+             fail; write `bash -c 'set -o pipefail; …'`",
+            p.command()
+        ));
+    }
     let mut stdin = std::io::stdin().lock();
     let input: &mut dyn Stream = match &mut producer {
         Some(p) => p,
