@@ -30,6 +30,7 @@ fn stdin_backup_restores_byte_for_byte() {
     );
     let snap = out.success().json();
     assert_eq!(snap["paths"], serde_json::json!(["dump.sql"]));
+    assert_eq!(snap["empty_stream"], false);
     assert_eq!(snap["summary"]["bytes_read"], data.len() as u64);
 
     let ls = repo.run(&["ls", "latest"]).success();
@@ -49,8 +50,11 @@ fn stdin_backup_restores_byte_for_byte() {
     );
     assert_eq!(out.code, 3, "{out}");
     assert!(out.stderr.contains("warning: the input was empty"), "{out}");
-    let id = out.json()["id"].as_str().unwrap().to_string();
+    let report = out.json();
+    let id = report["id"].as_str().unwrap().to_string();
     assert!(out.stderr.contains(&id[..8]), "{out}");
+    // The report says why it is exit 3, as it does for the other reasons.
+    assert_eq!(report["empty_stream"], true, "{out}");
     assert_eq!(repo.snapshots().len(), before + 1);
     let target = repo.scratch("target-empty");
     repo.restore("latest", &target, &[]);

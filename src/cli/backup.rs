@@ -82,7 +82,8 @@ pub struct BackupArgs {
     /// Print the snapshot as JSON instead of the summary line, with what
     /// the backup could not do: `unreadable` (entries left out),
     /// `changed_while_read` (files held as read) and `repository_damage`
-    /// (what it read around), each a list of messages.
+    /// (what it read around), each a list of messages, and
+    /// `empty_stream` (true when a stream of 0 bytes was stored).
     #[arg(long)]
     json: bool,
 }
@@ -100,6 +101,9 @@ struct BackupReport<'a> {
     changed_while_read: &'a [String],
     /// Damage in the repository the backup read around.
     repository_damage: &'a [String],
+    /// The stream backed up (`--stdin`, `--stdin-from-command`) was of 0
+    /// bytes: most likely a producer that failed before writing anything.
+    empty_stream: bool,
 }
 
 /// Parses an RFC 3339 time into ns since the epoch.
@@ -289,6 +293,12 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         crate::eprint_line(format_args!("note: {note}"));
     }
     let s = &result.snapshot.summary;
+    // A dump is never empty: a stream of no bytes is a producer that
+    // failed before writing anything (which `--stdin` cannot see, and
+    // which a command may report with status 0 all the same). The
+    // snapshot stays, as the operator may mean it, but the run does not
+    // end as a success would.
+    let empty_stream = opts.stdin_name.is_some() && s.bytes_read == 0;
     // The snapshot is written: from here on, what cannot be printed does
     // not change the exit code (see `output::after_work`).
     let printed = if a.json {
@@ -303,6 +313,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
                 unreadable: &result.warnings,
                 changed_while_read: &result.changed,
                 repository_damage: &result.repo_warnings,
+                empty_stream,
             })
         )
     } else {
@@ -342,26 +353,17 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             result.id.short()
         ));
     }
-    // A dump is never empty: a stream of no bytes is a producer that
-    // failed before writing anything (which `--stdin` cannot see, and
-    // which a command may report with status 0 all the same). The
-    // snapshot stays, as the operator may mean it, but the run does not
-    // end as a success would.
-    let empty_stream = match &opts.stdin_name {
-        Some(name) if s.bytes_read == 0 => {
-            let what = match &producer {
-                Some(p) => format!("the output of `{}`", p.command()),
-                None => "the input".into(),
-            };
-            warn(&format!(
-                "{what} was empty: snapshot {} holds {name:?} of 0 bytes; a dump \
-                 whose producer failed before writing anything looks like this",
-                result.id.short()
-            ));
-            true
-        }
-        _ => false,
-    };
+    if let (true, Some(name)) = (empty_stream, &opts.stdin_name) {
+        let what = match &producer {
+            Some(p) => format!("the output of `{}`", p.command()),
+            None => "the input".into(),
+        };
+        warn(&format!(
+            "{what} was empty: snapshot {} holds {name:?} of 0 bytes; a dump \
+             whose producer failed before writing anything looks like this",
+            result.id.short()
+        ));
+    }
     let code = if result.warnings.is_empty()
         && result.changed.is_empty()
         && result.repo_warnings.is_empty()
