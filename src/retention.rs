@@ -35,6 +35,9 @@ use crate::id::SnapshotId;
 use crate::snapshot::{SnapshotEntry, SnapshotFilter, SnapshotKind};
 
 /// A retention policy. All-zero keeps nothing: callers must refuse it.
+/// One of tags alone keeps nothing of a group that carries none of them;
+/// `forget` refuses a plan that empties a group (every other rule keeps
+/// a group's newest snapshot).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Policy {
     /// Keep the newest N.

@@ -172,6 +172,71 @@ fn groups_filters_within_and_tags_from_the_command_line() {
     assert_verify_ok(&repo);
 }
 
+/// A policy of tags alone keeps nothing of a group that never carries
+/// them: a mistyped tag must not remove every backup, the newest
+/// included. The refusal names the group and comes before anything is
+/// removed, in a dry run as for real.
+#[test]
+fn a_tag_policy_that_would_empty_a_group_is_refused() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fill(&src, 1, &[("a", 10_000)]);
+    let web: Vec<String> = (1..=3)
+        .map(|day| {
+            let time = format!("2026-01-0{day}T12:00:00Z");
+            let mut extra = vec!["--set", "web"];
+            if day == 1 {
+                extra.extend_from_slice(&["--tag", "keep"]);
+            }
+            backup_at(&repo, &src, &time, &extra)
+        })
+        .collect();
+    let db = backup_at(&repo, &src, "2026-01-02T12:00:00Z", &["--set", "db"]);
+    let everything: BTreeSet<String> = web.iter().chain([&db]).cloned().collect();
+
+    for extra in [&[][..], &["--dry-run"], &["--dry-run", "--json"], &["--gc"]] {
+        for tag in ["keep", "kepe"] {
+            let mut args = vec!["forget", "--keep-tag", tag];
+            args.extend_from_slice(extra);
+            let out = run_utc(&repo, &args);
+            assert_eq!(out.code, 1, "{args:?}: {out}");
+            assert!(
+                out.stderr
+                    .contains("the policy would remove every snapshot of group"),
+                "{args:?}: {out}"
+            );
+            // db carries no tag at all; web carries `keep` but not `kepe`.
+            assert!(out.stderr.contains("set db"), "{args:?}: {out}");
+            assert_eq!(
+                out.stderr.contains("set web"),
+                tag == "kepe",
+                "{args:?}: {out}"
+            );
+            assert!(out.stderr.contains("--keep-last 1"), "{args:?}: {out}");
+            assert!(out.stderr.contains("by id"), "{args:?}: {out}");
+            assert_eq!(out.stdout, "", "{args:?}: {out}");
+            assert_eq!(snapshot_ids(&repo), everything, "{args:?}: {out}");
+        }
+    }
+    // An empty tag is refused as such.
+    for tag in ["", " "] {
+        let out = run_utc(&repo, &["forget", "--keep-tag", tag, "--dry-run"]);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(out.stderr.contains("--keep-tag needs a tag"), "{out}");
+    }
+
+    // Where each group keeps one, the policy runs: web keeps its tagged
+    // snapshot, and db is not a candidate.
+    run_utc(&repo, &["forget", "--keep-tag", "keep", "--set", "web"]).success();
+    assert_eq!(snapshot_ids(&repo), set(&[&web[0], &db]));
+    // With a count rule beside the tag every group keeps its newest.
+    run_utc(&repo, &["forget", "--keep-tag", "kepe", "--keep-last", "1"]).success();
+    assert_eq!(snapshot_ids(&repo), set(&[&web[0], &db]));
+    // And a whole group goes by naming its snapshots.
+    run_utc(&repo, &["forget", &db]).success();
+    assert_eq!(snapshot_ids(&repo), set(&[&web[0]]));
+}
+
 #[test]
 fn a_differential_keeps_its_parent_across_groups() {
     let repo = Repo::new();

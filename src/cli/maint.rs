@@ -332,8 +332,10 @@ pub struct ForgetArgs {
     /// (unlike --lock-wait, where it means minutes).
     #[arg(long, value_name = "DURATION")]
     keep_within: Option<String>,
-    /// Keep snapshots with this tag (repeatable).
-    #[arg(long = "keep-tag")]
+    /// Keep snapshots with this tag (repeatable). A group none of whose
+    /// snapshots carries one, and that no other rule keeps a snapshot of,
+    /// is refused rather than emptied.
+    #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
     /// Group by these fields (comma list of set, host, paths, tags).
     #[arg(long, default_value = "set,host,paths")]
@@ -375,6 +377,12 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
             .transpose()?,
         tags: a.keep_tags.clone(),
     };
+    if a.keep_tags.iter().any(|t| t.trim().is_empty()) {
+        return Err(Error::Invalid(
+            "--keep-tag needs a tag: an empty one is carried by no snapshot and keeps nothing"
+                .into(),
+        ));
+    }
     if a.ids.is_empty() && policy.is_empty() {
         return Err(Error::Invalid(
             "nothing to do: name snapshots to remove, or give a policy such as --keep-daily 7"
@@ -389,6 +397,30 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
     super::keeping_reserve(&repo, || forget_command(ctx, &repo, &a, &policy))
 }
 
+/// Refuses a plan that removes every snapshot of some group. The count
+/// rules and `--keep-within` always keep a group's newest, so only a
+/// policy of `--keep-tag`s alone gets here: a tag mistyped, or one that
+/// group never carries, would otherwise remove all its backups, the
+/// newest included. Removing a whole group is done by naming its
+/// snapshots.
+fn refuse_emptied_groups(plan: &[GroupDecisions]) -> Result<()> {
+    let emptied: Vec<String> = plan
+        .iter()
+        .filter(|g| g.snapshots.iter().all(|d| !d.keep))
+        .map(|g| format!("group {:?} ({} snapshot(s))", g.group, g.snapshots.len()))
+        .collect();
+    if emptied.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "the policy would remove every snapshot of {}, the newest included: nothing is \
+         removed. No snapshot there carries a --keep-tag tag: check its spelling, add a rule \
+         that keeps each group's newest (e.g. --keep-last 1), or name the snapshots to \
+         remove by id",
+        emptied.join(", ")
+    )))
+}
+
 fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Policy) -> Result<u8> {
     let lock = super::lock_repo(ctx, repo, !a.dry_run, "forget")?;
     let all = repo.snapshots()?;
@@ -398,6 +430,7 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
         if !all.damaged.is_empty() {
             retention::keep_bases_of_damaged(&all.good, &mut plan);
         }
+        refuse_emptied_groups(&plan)?;
         plan
     } else {
         // Every id is resolved before anything is removed, so a typo
