@@ -888,6 +888,19 @@ fn paths_after_double_dash_are_backed_up() {
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("not both"), "{out}");
 
+    // An empty argument after `--` (clap refuses one before it) is said
+    // to be one.
+    for args in [&["backup", "--", ""][..], &["backup", "plain", "--", ""]] {
+        let mut c = repo.cmd(args);
+        c.current_dir(&dir);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.starts_with("error: an empty path was given"),
+            "{args:?}: {out}"
+        );
+    }
+
     // A name for standard input means nothing beside paths: refused, not
     // dropped.
     let before = repo.snapshots().len();

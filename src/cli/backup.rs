@@ -235,6 +235,15 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             "nothing to back up: give at least one path, --stdin or --stdin-from-command".into(),
         ));
     }
+    // An empty argument (`cairn backup -- "$DIR"` with DIR unset) names
+    // nothing; said as such rather than as a path that cannot be resolved.
+    if a.paths.iter().any(|p| p.as_os_str().is_empty()) {
+        return Err(Error::Invalid(
+            "an empty path was given: name the files and directories to back up \
+             (is a variable in the command line unset?)"
+                .into(),
+        ));
+    }
     let stdin_name = match (a.stdin_from_command, a.stdin_filename) {
         (true, None) => Some(command_file_name(&a.command)?),
         (_, name) if stream => name,
