@@ -254,6 +254,32 @@ fn ls_and_cat_show_the_repository() {
         out.stdout,
         format!("{base}/sub/b.bin\n{base}/sub/with space\n")
     );
+    // `..` and `.` are resolved by the words: the same listing.
+    let sub_name = Path::new(&base).file_name().unwrap().to_str().unwrap();
+    let out = repo
+        .run(&[
+            "ls",
+            "latest",
+            &format!("{base}/./sub/../../{sub_name}/sub"),
+        ])
+        .success();
+    assert_eq!(
+        out.stdout,
+        format!("{base}/sub/b.bin\n{base}/sub/with space\n")
+    );
+    // And a restore's subpath the same way.
+    let target = repo.scratch("target-dotdot");
+    let spec = format!("latest:{base}/sub/../sub");
+    let out = repo.run(&["restore", &spec, "--target", target.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out}");
+    let mut restored = list_paths(&target);
+    restored.sort();
+    assert_eq!(
+        restored,
+        [Path::new("b.bin"), Path::new("with space")],
+        "{out}"
+    );
+
     // Long format shows modes and link targets.
     let out = repo.run(&["ls", "-l", "latest", &base]).success();
     assert!(
@@ -379,6 +405,21 @@ fn ls_and_cat_show_the_repository() {
     }
     let by_prefix = repo.run(&["cat", "index", &table_id[..6]]).success().json();
     assert_eq!(by_prefix[0]["id"], table_id);
+    // Hex prefixes match whatever their case, as snapshot ids do.
+    let upper = table_id[..6].to_ascii_uppercase();
+    let by_prefix = repo.run(&["cat", "index", &upper]).success().json();
+    assert_eq!(by_prefix[0]["id"], table_id);
+    let key = fs::read_dir(repo.path.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    let upper = key[..6].to_ascii_uppercase();
+    let keys = repo.run(&["cat", "key", &upper]).success().json();
+    assert_eq!(keys[0][0], key.as_str(), "{keys:#}");
 
     // cat pack: the pack's own header agrees with the index.
     let data_pack = find(a_chunks[0].as_str().unwrap())["pack"]

@@ -589,6 +589,25 @@ fn pick<'a>(all: &'a Snapshots, spec: &str, filter: &SnapshotFilter) -> Result<&
     }
 }
 
+/// A path in a snapshot (`ls SNAP PATH`, `restore SNAP:PATH`) with `.`
+/// and `..` resolved by its words alone: `/tmp/../tmp` is `/tmp`, and `..`
+/// at the root stays there. A snapshot's trees hold no entry named `..`
+/// and these commands follow no symbolic link inside it, so the words
+/// are all there is to go by.
+fn snapshot_path(path: &str) -> String {
+    let mut comps: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                comps.pop();
+            }
+            c => comps.push(c),
+        }
+    }
+    format!("/{}", comps.join("/"))
+}
+
 /// Runs `command`, one that takes a lock to free space or check the
 /// repository (forget, gc, repair, verify), then tops the space reserve
 /// up again whatever the outcome, saying so where the room is not there
@@ -754,6 +773,21 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_paths_resolve_dot_dot_by_their_words() {
+        for (given, resolved) in [
+            ("/", "/"),
+            ("", "/"),
+            ("/tmp/../tmp", "/tmp"),
+            ("tmp/./a//b/", "/tmp/a/b"),
+            ("/../..", "/"),
+            ("/a/b/../../c", "/c"),
+            ("/a/..b/c..", "/a/..b/c.."),
+        ] {
+            assert_eq!(snapshot_path(given), resolved, "{given}");
+        }
+    }
 
     #[test]
     fn lock_wait_durations() {

@@ -53,7 +53,7 @@ pub struct RestoreArgs {
 
 pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     let (spec, subpath) = match a.snapshot.split_once(':') {
-        Some((s, p)) => (s.to_string(), Some(p.to_string())),
+        Some((s, p)) => (s.to_string(), Some(super::snapshot_path(p))),
         None => (a.snapshot.clone(), None),
     };
     let repo = ctx.open()?;

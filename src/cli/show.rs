@@ -119,7 +119,8 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let _lock = super::read_lock(ctx, &repo, "ls")?;
     let all = repo.snapshots()?;
     let e = super::pick(&all, &a.snapshot, &a.filter.filter())?;
-    let (tree, base) = repo.tree_at(&e.snapshot.tree, a.path.as_deref().unwrap_or("/"))?;
+    let path = super::snapshot_path(a.path.as_deref().unwrap_or("/"));
+    let (tree, base) = repo.tree_at(&e.snapshot.tree, &path)?;
     list_tree(&repo, tree, &base, &a)?;
     Ok(0)
 }
@@ -240,6 +241,9 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         _ => None,
     };
+    // Ids are lowercase hex; a prefix matches whatever its case, as a
+    // snapshot's does.
+    let prefix = a.id.as_deref().map(str::to_ascii_lowercase);
     let text = match a.kind {
         CatKind::Config => json(repo.config()),
         CatKind::Snapshot => {
@@ -266,7 +270,7 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
             let set = repo.index()?;
             let mut tables = Vec::new();
             for t in set.tables() {
-                if a.id
+                if prefix
                     .as_deref()
                     .is_none_or(|p| t.id().to_hex().starts_with(p))
                 {
@@ -303,10 +307,13 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         CatKind::Key => {
             let mut out = Vec::new();
             for name in repo.backend().list(FileKind::Key)? {
-                if a.id.as_deref().is_none_or(|p| name.starts_with(p)) {
+                if prefix.as_deref().is_none_or(|p| name.starts_with(p)) {
                     let bytes = repo.backend().read(FileKind::Key, &name)?;
                     out.push((name, keys::info(&bytes)?));
                 }
+            }
+            if a.id.is_some() && out.is_empty() {
+                return Err(Error::NotFound(format!("key {}", need_id(&a)?)));
             }
             json(&out)
         }
