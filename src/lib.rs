@@ -65,12 +65,14 @@ pub fn now_ns() -> i64 {
 /// that adding it to a clock reading cannot overflow.
 pub const LONGEST_WAIT: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86400);
 
-/// Formats ns since the epoch as local `YYYY-MM-DD HH:MM:SS`.
+/// Formats ns since the epoch as local time with its UTC offset,
+/// `YYYY-MM-DD HH:MM:SS +HHMM`. Without the offset, the hour a clock
+/// repeats when summer time ends would print two real hours alike.
 pub fn format_time(ns: i64) -> String {
     use chrono::TimeZone;
     chrono::Local
         .timestamp_nanos(ns)
-        .format("%Y-%m-%d %H:%M:%S")
+        .format("%Y-%m-%d %H:%M:%S %z")
         .to_string()
 }
 

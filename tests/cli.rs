@@ -956,3 +956,59 @@ fn paths_after_double_dash_are_backed_up() {
     );
     assert_eq!(repo.snapshots().len(), before, "{out}");
 }
+
+/// Text output shows local times with their UTC offset: the hour a clock
+/// repeats when summer time ends (Berlin, 2025-10-26: 02:00 to 03:00
+/// twice) prints two real hours apart, not alike.
+#[test]
+fn times_in_text_output_carry_their_offset() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "x");
+    let mut ids = Vec::new();
+    for time in ["2025-10-26T00:30:00Z", "2025-10-26T01:30:00Z"] {
+        let snap = repo.backup(&[&src], &["--time", time]);
+        ids.push(snap["id"].as_str().unwrap()[..8].to_string());
+    }
+    let berlin = |args: &[&str]| {
+        let mut c = repo.cmd(args);
+        c.env("TZ", "Europe/Berlin");
+        run(&mut c, None).success()
+    };
+    let out = berlin(&["snapshots"]);
+    let row = |id: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} not listed: {out}"))
+            .to_string()
+    };
+    assert!(
+        row(&ids[0]).contains(" 2025-10-26 02:30:00 +0200 "),
+        "{out}"
+    );
+    assert!(
+        row(&ids[1]).contains(" 2025-10-26 02:30:00 +0100 "),
+        "{out}"
+    );
+    // The columns after the time still line up under their heading.
+    let header = out.stdout.lines().next().unwrap();
+    assert_eq!(header.find("host"), row(&ids[0]).find(&*hostname_of(&repo)));
+
+    let out = berlin(&["forget", "--keep-last", "1", "--dry-run"]);
+    assert!(
+        out.stdout
+            .contains(&format!("  {} 2025-10-26 02:30:00 +0100  keep", ids[1])),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("  {} 2025-10-26 02:30:00 +0200  remove", ids[0])),
+        "{out}"
+    );
+}
+
+/// The host name the snapshots of `repo` record.
+fn hostname_of(repo: &Repo) -> String {
+    repo.snapshots()[0]["host"].as_str().unwrap().to_string()
+}

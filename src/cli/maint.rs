@@ -560,7 +560,7 @@ fn print_decisions(reports: &[GroupDecisions]) -> Result<()> {
         outln!("{}:", g.group)?;
         for d in &g.snapshots {
             outln!(
-                "  {} {:<19}  {:<6}  {}",
+                "  {} {:<25}  {:<6}  {}",
                 d.id.short(),
                 d.time_ns.map_or_else(|| "(damaged)".into(), format_time),
                 if d.keep { "keep" } else { "remove" },

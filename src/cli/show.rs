@@ -63,7 +63,7 @@ pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
         return Ok(0);
     }
     outln!(
-        "{:<8}  {:<19}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  paths",
+        "{:<8}  {:<25}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  paths",
         "id",
         "time",
         "host",
@@ -75,7 +75,7 @@ pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
     for e in &all {
         let s = &e.snapshot;
         outln!(
-            "{:<8}  {:<19}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  {}",
+            "{:<8}  {:<25}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  {}",
             e.id.short(),
             format_time(s.time_ns),
             s.host,
