@@ -1012,3 +1012,77 @@ fn times_in_text_output_carry_their_offset() {
 fn hostname_of(repo: &Repo) -> String {
     repo.snapshots()[0]["host"].as_str().unwrap().to_string()
 }
+
+/// Names are shown escaped in text listings, so a newline or a
+/// terminal's escape in a file name can neither forge a line nor drive
+/// the terminal; JSON gives them as they are. Host, set and tag names
+/// with control characters are refused at backup.
+#[test]
+fn names_in_listings_are_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let repo = Repo::new();
+    let top = repo.scratch("src");
+    let src = top.join("d\nx");
+    write(&src.join("x\nfake"), "1");
+    write(&src.join("e\x1b[31m"), "2");
+    write(&src.join("back\\nslash"), "3");
+    write(&src.join(os(b"bad\xff")), "4");
+    std::os::unix::fs::symlink("t\tt", src.join("link")).unwrap();
+    let snap = repo.backup(&[&src], &[]);
+    let base = abs(&top);
+    let shown_dir = format!("{base}/d\\nx");
+
+    let out = repo.run(&["ls", "latest", src.to_str().unwrap()]).success();
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    lines.sort_unstable();
+    let mut want = [
+        format!("{shown_dir}/back\\\\nslash"),
+        format!("{shown_dir}/bad\\xff"),
+        format!("{shown_dir}/e\\x1b[31m"),
+        format!("{shown_dir}/link"),
+        format!("{shown_dir}/x\\nfake"),
+    ];
+    want.sort_unstable();
+    assert_eq!(lines, want, "{out}");
+    let out = repo
+        .run(&["ls", "-l", "latest", src.to_str().unwrap()])
+        .success();
+    assert!(out.stdout.contains("/link -> t\\tt\n"), "{out}");
+    assert_eq!(out.stdout.lines().count(), 5, "{out}");
+
+    // JSON is unchanged: the names as they are (invalid UTF-8 lossily).
+    let entries = ls_json(&repo, &["latest", src.to_str().unwrap()]);
+    let names: BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains("x\nfake"), "{names:?}");
+    assert!(names.contains("e\x1b[31m"), "{names:?}");
+
+    // The snapshots table shows the path escaped, on one line.
+    let out = repo.run(&["snapshots"]).success();
+    assert_eq!(out.stdout.lines().count(), 3, "{out}");
+    assert!(out.stdout.contains(&format!("  {shown_dir}\n")), "{out}");
+    assert_eq!(snap["paths"][0], src.to_str().unwrap());
+    assert!(!src.as_os_str().as_bytes().contains(&b'\\'));
+
+    // Host, set and tag names with control characters are refused.
+    let plain = repo.scratch("plain");
+    write(&plain.join("f"), "f");
+    for (flag, value) in [
+        ("--host", "h\n5ffede6d 2026-12-05 12:00:00"),
+        ("--set", "s\x1b[2J"),
+        ("--tag", "t\tt"),
+        ("--tag", "rtl\u{202e}"),
+    ] {
+        let out = repo.run(&["backup", plain.to_str().unwrap(), flag, value]);
+        assert_eq!(out.code, 1, "{flag}: {out}");
+        assert!(out.stderr.contains("control characters"), "{flag}: {out}");
+        assert!(
+            out.stderr.starts_with(&format!("error: {flag} \"")),
+            "{flag}: {out}"
+        );
+        assert_eq!(out.stderr.lines().count(), 1, "{flag}: {out}");
+    }
+    assert_eq!(repo.snapshots().len(), 1);
+}

@@ -184,6 +184,21 @@ fn command_file_name(command: &[OsString]) -> Result<String> {
         })
 }
 
+/// Refuses a `--host`, `--set` or `--tag` value holding a control
+/// character (a newline, a terminal's escape): recorded in the snapshot,
+/// it would show escaped in every listing (see [`output::escape`]), and
+/// `--host`, `--set` and `--tag` filters would have to repeat it.
+fn refuse_control_characters(flag: &str, value: &str) -> Result<()> {
+    let shown = output::escape_controls(value);
+    if shown == value {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{flag} \"{shown}\": control characters (newlines, tabs, terminal escapes, \
+         text-direction marks) are not allowed in a host, set or tag name"
+    )))
+}
+
 /// True when `command` is a shell given a script with a pipe (`|`, not
 /// `||`) and nothing mentions `pipefail`: the shell then exits with the
 /// status of the pipe's last command (`gzip` of `pg_dump app | gzip`),
@@ -234,6 +249,15 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         return Err(Error::Invalid(
             "nothing to back up: give at least one path, --stdin or --stdin-from-command".into(),
         ));
+    }
+    for (flag, value) in a
+        .host
+        .iter()
+        .map(|h| ("--host", h))
+        .chain(a.set.iter().map(|s| ("--set", s)))
+        .chain(a.tags.iter().map(|t| ("--tag", t)))
+    {
+        refuse_control_characters(flag, value)?;
     }
     // An empty argument (`cairn backup -- "$DIR"` with DIR unset) names
     // nothing; said as such rather than as a path that cannot be resolved.

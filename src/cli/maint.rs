@@ -557,7 +557,7 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
 /// Prints forget's decisions, group by group.
 fn print_decisions(reports: &[GroupDecisions]) -> Result<()> {
     for g in reports {
-        outln!("{}:", g.group)?;
+        outln!("{}:", output::escape(g.group.as_bytes()))?;
         for d in &g.snapshots {
             outln!(
                 "  {} {:<25}  {:<6}  {}",

@@ -556,9 +556,11 @@ fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
     Ok(Zeroizing::new(first.to_vec()))
 }
 
-/// Prints a warning to stderr.
+/// Prints a warning to stderr, one line: control characters in it (from
+/// a file name, say) are escaped, so that none can forge a line of the
+/// log or drive the terminal (see [`output::escape_controls`]).
 pub(crate) fn warn(msg: &str) {
-    crate::eprint_line(format_args!("warning: {msg}"));
+    crate::eprint_line(format_args!("warning: {}", output::escape_controls(msg)));
 }
 
 /// Warns of every damaged snapshot file in `all`, saying what the command

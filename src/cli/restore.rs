@@ -94,7 +94,11 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     }
     let printed = (|| {
         for path in &stats.would_remove {
-            outln!("would remove {}", path.display())?;
+            use std::os::unix::ffi::OsStrExt;
+            outln!(
+                "would remove {}",
+                output::escape(path.as_os_str().as_bytes())
+            )?;
         }
         outln!(
         "{}restored snapshot {}: {} files written ({}), {} unchanged, {} dirs, {} other, {} skipped, {} removed",

@@ -3,7 +3,7 @@
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::output::{self, outln};
+use super::output::{self, escape, outln};
 use super::{json, Context};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
@@ -74,16 +74,17 @@ pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
     )?;
     for e in &all {
         let s = &e.snapshot;
+        let paths: Vec<_> = s.paths.iter().map(|p| escape(p.as_bytes())).collect();
         outln!(
             "{:<8}  {:<25}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  {}",
             e.id.short(),
             format_time(s.time_ns),
-            s.host,
-            s.set,
+            escape(s.host.as_bytes()),
+            escape(s.set.as_bytes()),
             s.kind.as_str(),
             human_bytes(s.summary.total_bytes),
             human_bytes(s.summary.bytes_stored),
-            s.paths.join(" ")
+            paths.join(" ")
         )?;
     }
     outln!("{} snapshot(s)", all.len())?;
@@ -121,46 +122,46 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let e = super::pick(&all, &a.snapshot, &a.filter.filter())?;
     let path = super::snapshot_path(a.path.as_deref().unwrap_or("/"));
     let (tree, base) = repo.tree_at(&e.snapshot.tree, &path)?;
-    list_tree(&repo, tree, &base, &a)?;
+    let shown = escape(base.as_bytes()).into_owned();
+    list_tree(&repo, tree, (&base, &shown), &a)?;
     Ok(0)
 }
 
-/// Prints the entries of `tree` (under `base`) and of every folder below
-/// it; stops at the first failed write to standard output.
-fn list_tree(repo: &Repository, tree: DirNodes<'_>, base: &str, a: &LsArgs) -> Result<()> {
+/// Prints the entries of `tree` and of every folder below it; stops at
+/// the first failed write to standard output. `base` is the folder's
+/// path as JSON gives it and as text shows it ([`escape`]d: a name
+/// holding a newline or a terminal's escape must not forge a line).
+fn list_tree(repo: &Repository, tree: DirNodes<'_>, base: (&str, &str), a: &LsArgs) -> Result<()> {
     for node in tree {
         let node = &node?;
-        let path = format!("{base}/{}", node.name);
+        let path = format!("{}/{}", base.0, node.name);
+        let shown = format!("{}/{}", base.1, escape(&node.name.0));
         let line = if a.json {
             serde_json::to_string(&LsEntry { path: &path, node }).expect("JSON of plain data")
         } else if a.long {
             let target = match &node.kind {
-                NodeKind::Symlink { target } => format!(" -> {target}"),
+                NodeKind::Symlink { target } => format!(" -> {}", escape(&target.0)),
                 _ => String::new(),
             };
+            let owner = |name: &str, id: u32| match name {
+                "" => id.to_string(),
+                name => escape(name.as_bytes()).into_owned(),
+            };
             format!(
-                "{}{} {:>8} {:>8} {:>12} {} {path}{target}",
+                "{}{} {:>8} {:>8} {:>12} {} {shown}{target}",
                 node.kind_char(),
                 mode_string(node.mode),
-                if node.user.is_empty() {
-                    node.uid.to_string()
-                } else {
-                    node.user.clone()
-                },
-                if node.group.is_empty() {
-                    node.gid.to_string()
-                } else {
-                    node.group.clone()
-                },
+                owner(&node.user, node.uid),
+                owner(&node.group, node.gid),
                 node.size,
                 format_time(node.mtime_ns)
             )
         } else {
-            path.clone()
+            shown.clone()
         };
         outln!("{line}")?;
         if let NodeKind::Dir { subtree } = &node.kind {
-            list_tree(repo, repo.dir_nodes(subtree)?, &path, a)?;
+            list_tree(repo, repo.dir_nodes(subtree)?, (&path, &shown), a)?;
         }
     }
     Ok(())
