@@ -419,9 +419,14 @@ impl IndexTable {
     pub fn check_mac(&self, key: &MasterKey) -> Result<()> {
         let body = &self.data[..self.data.len() - MAC_LEN];
         self.data.advise_sequential();
-        let mac = key.mac(body);
+        let mac = blake3::Hash::from(key.mac(body));
         self.data.advise_random();
-        if mac[..] != self.data[self.data.len() - MAC_LEN..] {
+        let stored: [u8; MAC_LEN] = self.data[self.data.len() - MAC_LEN..]
+            .try_into()
+            .expect("MAC_LEN bytes");
+        // `blake3::Hash` compares in constant time: how far a forged MAC
+        // matches must not show in how long the check takes.
+        if mac != blake3::Hash::from(stored) {
             return Err(Error::corrupt(
                 format!("index {}", self.id.short()),
                 "MAC mismatch (damaged or not from this repository)",
