@@ -5,6 +5,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 
 use cairn::backend::local::LocalBackend;
@@ -657,4 +658,79 @@ fn init_refuses_a_folder_that_holds_other_files() {
     fs::create_dir_all(&empty).unwrap();
     init(&empty).success();
     init(&dir.path().join("new/folder")).success();
+}
+
+/// `cmd` with its address space limited to `bytes` (`ulimit -v`).
+fn with_memory_limit(mut cmd: Command, bytes: u64) -> Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &l) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
+}
+
+/// A key file anyone who can write to `keys/` could add, asking for the
+/// most Argon2id work the format allows (4 GiB, 100 passes), named so
+/// that it sorts before the repository's own: the right password opens
+/// the repository without deriving it; a wrong one (and `verify`), where
+/// the process may not have 4 GiB, name it rather than abort.
+#[test]
+fn a_key_file_asking_for_heavy_argon2_settings_neither_delays_nor_crashes_an_open() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    let keys = repo.path.join("keys");
+    let own = only_file(&keys);
+    let own_name = own.file_name().unwrap().to_str().unwrap().to_string();
+    let mut planted = fs::read(&own).unwrap();
+    planted[12..16].copy_from_slice(&(4u32 << 20).to_le_bytes());
+    planted[16..20].copy_from_slice(&100u32.to_le_bytes());
+    // Another salt until its name sorts first.
+    let name = (0u8..=255)
+        .find_map(|n| {
+            planted[24] = n;
+            let name = hex::encode(cairn::id::file_hash(&planted));
+            (name < own_name).then_some(name)
+        })
+        .expect("a name sorting first");
+    fs::write(keys.join(&name), &planted).unwrap();
+    let limit = 2_000_000 * 1024;
+
+    let out = run(
+        &mut with_memory_limit(repo.cmd(&["snapshots"]), limit),
+        None,
+    );
+    assert_eq!(out.code, 0, "{out}");
+
+    let mut c = with_memory_limit(repo.cmd(&["snapshots"]), limit);
+    c.env("CAIRN_PASSWORD", "not the password");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "key {}: its Argon2id settings ask for 4.0 GiB of memory, which could not be \
+             allocated",
+            &name[..8]
+        )),
+        "{out}"
+    );
+
+    let out = run(
+        &mut with_memory_limit(repo.cmd(&["verify", "--json"]), limit),
+        None,
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains("which could not be allocated"), "{out}");
 }

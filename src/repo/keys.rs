@@ -9,7 +9,7 @@
 //! be weakened by editing the file. Hostile parameters are rejected before
 //! any memory is allocated.
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -67,12 +67,33 @@ impl KdfParams {
         }
     }
 
+    /// The work a derivation costs, to try cheap key files first:
+    /// memory times passes.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
+
+    /// Derives the sealing key. The Argon2id memory is asked for with
+    /// `try_reserve_exact`, so a key file asking for more than the
+    /// process may have (up to 4 GiB, within bounds) is an error for that
+    /// file rather than an abort of the whole process.
     fn derive(&self, password: &[u8], salt: &[u8; 32]) -> Result<Zeroizing<[u8; 32]>> {
         let params = Params::new(self.memory_kib, self.iterations, self.lanes, Some(32))
             .map_err(|e| Error::Invalid(format!("Argon2id parameters: {e}")))?;
+        let count = params.block_count();
+        // The blocks hold values derived from the password: cleared when
+        // dropped.
+        let mut blocks: Zeroizing<Vec<Block>> = Zeroizing::new(Vec::new());
+        blocks.try_reserve_exact(count).map_err(|_| {
+            Error::Invalid(format!(
+                "its Argon2id settings ask for {} of memory, which could not be allocated",
+                crate::human_bytes(u64::from(self.memory_kib) * 1024)
+            ))
+        })?;
+        blocks.resize(count, Block::default());
         let mut out = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(password, salt, out.as_mut())
+            .hash_password_into_with_memory(password, salt, out.as_mut(), &mut blocks[..])
             .map_err(|e| Error::Invalid(format!("Argon2id: {e}")))?;
         Ok(out)
     }

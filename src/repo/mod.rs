@@ -175,11 +175,11 @@ impl Repository {
         let config_bytes = backend.read(FileKind::Config, "")?;
         let mut found = None;
         let mut damaged = Vec::new();
-        // A key file that this password opens but whose key the config
-        // does not authenticate with: another repository's, with the same
-        // password (folders merged, `keys/` restored from elsewhere). The
-        // search goes on past it; the first such error is kept.
-        let mut foreign = None;
+        // Key files are tried cheapest first (Argon2id memory times
+        // passes, then name), so that one asking for much more work than
+        // the others, planted by anyone who can write to keys/, delays an
+        // open only when the password opens no cheaper one.
+        let mut candidates = Vec::new();
         for name in &names {
             let bytes = backend.read(FileKind::Key, name)?;
             // A key file is named by its hash: one whose bytes changed
@@ -191,6 +191,18 @@ impl Repository {
                 ));
                 continue;
             }
+            match keys::info(&bytes) {
+                Ok(info) => candidates.push((info.params.cost(), name, bytes)),
+                Err(e) => damaged.push(format!("key {}: {e}", &name[..8])),
+            }
+        }
+        candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // A key file that this password opens but whose key the config
+        // does not authenticate with: another repository's, with the same
+        // password (folders merged, `keys/` restored from elsewhere). The
+        // search goes on past it; the first such error is kept.
+        let mut foreign = None;
+        for (_, name, bytes) in candidates {
             match keys::decode(&bytes, password) {
                 Ok(Some(key)) => match Config::decode(&config_bytes, &key) {
                     Ok(config) => {
@@ -231,7 +243,8 @@ impl Repository {
             if !damaged.is_empty() {
                 return Err(Error::WrongPassword {
                     location: format!(
-                        "{} (or the password is right and opens a damaged key file: {})",
+                        "{} (or the password is right and opens a key file that is damaged \
+                         or could not be tried: {})",
                         backend.location(),
                         damaged.join("; ")
                     ),
