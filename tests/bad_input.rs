@@ -65,7 +65,7 @@ fn only_file(dir: &Path) -> PathBuf {
 /// first in `keys/` (folders merged, `keys/` restored from the wrong
 /// place), opens with the password but does not authenticate the config:
 /// the search goes on to the repository's own key file. A damaged config
-/// is still an error, saying it was tried with every key.
+/// is still an error, saying the config is damaged, not the key files.
 #[test]
 fn another_repository_s_key_file_with_the_same_password_is_passed_over() {
     let (a, b) = (Repo::new(), Repo::new());
@@ -95,12 +95,138 @@ fn another_repository_s_key_file_with_the_same_password_is_passed_over() {
     bytes[last] ^= 1;
     fs::write(&config, bytes).unwrap();
     let out = repo.run(&["snapshots"]);
-    assert_ne!(out.code, 0, "{out}");
+    assert_eq!(out.code, 1, "{out}");
     assert!(
-        out.stderr
-            .contains("with the key of every key file this password opens"),
+        out.stderr.contains("the config is damaged")
+            && out.stderr.contains("the key files are not at fault"),
         "{out}"
     );
+    assert!(!out.stderr.contains("removed from keys/"), "{out}");
+}
+
+/// Flips the last byte of `path`.
+fn flip_last_byte(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(path, bytes).unwrap();
+}
+
+/// A damaged config is the config's fault: with a repository's only key
+/// file, cairn never suggests removing it. With snapshots to tell by, it
+/// says the key files are not at fault; without, that removing them
+/// would leave none.
+#[test]
+fn a_damaged_config_is_not_blamed_on_the_only_key_file() {
+    let repo = Repo::new();
+    let config = repo.path.join("config");
+    let good = fs::read(&config).unwrap();
+    flip_last_byte(&config);
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("config is corrupt")
+            && out
+                .stderr
+                .contains("removing the key files would leave none"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("can be removed from keys/"), "{out}");
+
+    fs::write(&config, &good).unwrap();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    flip_last_byte(&config);
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("the config is damaged; restore `config` from a copy")
+            && out.stderr.contains("the key files are not at fault"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("removed from keys/"), "{out}");
+}
+
+/// A config of a later format (what an older cairn sees after a newer one
+/// upgraded the repository) is said to be one, whatever the password,
+/// before any key file is tried.
+#[test]
+fn a_newer_config_is_named_before_the_password_is_tried() {
+    let repo = Repo::new();
+    let config = repo.path.join("config");
+    let mut bytes = fs::read(&config).unwrap();
+    bytes[8] = 9;
+    fs::write(&config, bytes).unwrap();
+    for password in [PASSWORD, "not the password"] {
+        let mut c = repo.cmd(&["snapshots"]);
+        c.env("CAIRN_PASSWORD", password);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr
+                .contains("config is corrupt: format version 9 is not supported")
+                && out.stderr.contains("a newer cairn may have written it"),
+            "{out}"
+        );
+        assert!(
+            !out.stderr.contains("wrong password") && !out.stderr.contains("keys/"),
+            "{out}"
+        );
+    }
+}
+
+/// A key file that opens with the password but holds another
+/// repository's key, known by the snapshots it does not open: exit 12,
+/// suggesting its removal only beside other key files; where it is all
+/// keys/ holds, keys/ is to be restored instead.
+#[test]
+fn another_repository_s_key_file_is_named_as_such() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    let other = repo.scratch("other");
+    let out = run(
+        cairn()
+            .arg("-r")
+            .arg(&other)
+            .arg("init")
+            .args(FAST_INIT)
+            .env("CAIRN_PASSWORD", "another password"),
+        None,
+    );
+    out.success();
+    let foreign = only_file(&other.join("keys"));
+    let keys = repo.path.join("keys");
+    let own = only_file(&keys);
+    let placed = keys.join(foreign.file_name().unwrap());
+    fs::copy(&foreign, &placed).unwrap();
+
+    let mut c = repo.cmd(&["snapshots"]);
+    c.env("CAIRN_PASSWORD", "another password");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(
+        out.stderr.contains("hold another repository's key")
+            && out
+                .stderr
+                .contains("a key file of another repository can be removed from keys/"),
+        "{out}"
+    );
+
+    fs::remove_file(&own).unwrap();
+    let mut c = repo.cmd(&["snapshots"]);
+    c.env("CAIRN_PASSWORD", "another password");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(
+        out.stderr
+            .contains("restore keys/ from a copy of this repository"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("can be removed"), "{out}");
 }
 
 #[test]

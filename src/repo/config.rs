@@ -138,13 +138,23 @@ impl Config {
         Ok(Config::peek(bytes)?.1)
     }
 
-    /// The file's version and repository id, readable without the key.
-    fn peek(bytes: &[u8]) -> Result<(u32, [u8; 32])> {
+    /// The file's version and repository id, readable without the key:
+    /// an error for a file whose header is damaged or of a later format.
+    pub fn peek(bytes: &[u8]) -> Result<(u32, [u8; 32])> {
         let version = codec::check_header(bytes, MAGIC, VERSION, "config")?;
         if bytes.len() < PLAIN_LEN {
             return Err(Error::corrupt("config", "truncated"));
         }
         Ok((version, bytes[12..PLAIN_LEN].try_into().expect("32 bytes")))
+    }
+
+    /// Whether `key` authenticates the config file: if it does, the key
+    /// is this repository's, whatever else is wrong with the file.
+    pub fn authenticates(bytes: &[u8], key: &MasterKey) -> bool {
+        Config::peek(bytes).is_ok()
+            && key
+                .open_config(&bytes[PLAIN_LEN..], &bytes[..PLAIN_LEN], "config")
+                .is_ok()
     }
 
     /// Decodes and authenticates the config file. The key it returns seals

@@ -57,6 +57,132 @@ impl Default for InitOptions {
     }
 }
 
+/// The error for a config that no key the password opens
+/// authenticates, each of `unopened` (name, key, the config's error with
+/// it) being a key file the password opens, of `key_files` in `keys/`
+/// (`damaged` naming those that could not be tried).
+/// Either the config is damaged, or those key files hold another
+/// repository's key; the repository's snapshots (or an index table) tell
+/// which, where it has any. Removing a key file is suggested only where it
+/// may be another repository's and is not the only way in.
+fn config_refused(
+    backend: &dyn Backend,
+    key_files: usize,
+    unopened: Vec<(String, MasterKey, Error)>,
+    damaged: &[String],
+) -> Error {
+    let shown = unopened
+        .iter()
+        .map(|(n, ..)| &n[..8])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let others = key_files > unopened.len();
+    let mut verdict = None;
+    for (_, key, _) in &unopened {
+        match opens_repository_files(backend, key) {
+            Some(true) => {
+                verdict = Some(true);
+                break;
+            }
+            Some(false) => verdict = Some(false),
+            None => {}
+        }
+    }
+    let (what, detail) = match unopened.into_iter().next().map(|(.., e)| e) {
+        Some(Error::Corrupt { what, detail }) => (what, detail),
+        Some(other) => ("config".to_string(), other.to_string()),
+        None => ("config".to_string(), "authentication failed".to_string()),
+    };
+    // A damaged key file may be the repository's own.
+    let damaged = if damaged.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (damaged, and perhaps this repository's: {})",
+            damaged.join("; ")
+        )
+    };
+    match verdict {
+        Some(true) => Error::Corrupt {
+            what,
+            detail: format!(
+                "{detail}, with the key of key file(s) {shown}, which this password opens \
+                 and which open this repository's other files: the config is damaged; \
+                 restore `config` from a copy of the repository (the key files are not at \
+                 fault)"
+            ),
+        },
+        Some(false) if others => Error::WrongKey(format!(
+            "key file(s) {shown} in {} open with this password but hold another \
+             repository's key (they open neither its config nor its other files), and no \
+             other key file opens with it{damaged}; a key file of another repository can \
+             be removed from keys/",
+            backend.location()
+        )),
+        Some(false) => Error::WrongKey(format!(
+            "every key file in {}/keys ({shown}) holds another repository's key (they open \
+             neither its config nor its other files): restore keys/ from a copy of this \
+             repository",
+            backend.location()
+        )),
+        None if others => Error::Corrupt {
+            what,
+            detail: format!(
+                "{detail}, with the key of every key file this password opens ({shown}); \
+                 the repository holds nothing else to tell whether the config is damaged \
+                 (restore it from a copy of the repository) or those key files are another \
+                 repository's (one can be removed from keys/){damaged}"
+            ),
+        },
+        None => Error::Corrupt {
+            what,
+            detail: format!(
+                "{detail}, with the key of every key file in keys/ ({shown}): the config \
+                 is damaged, or keys/ is another repository's; restore them from a copy of \
+                 the repository (removing the key files would leave none)"
+            ),
+        },
+    }
+}
+
+/// Whether `key` opens this repository's files other than the config: a
+/// few snapshots (sealed with one of the two ciphers), or where there are
+/// none, the smallest index table (whose MAC does not depend on the
+/// cipher). `None` where there is nothing to try, or it cannot be read.
+fn opens_repository_files(backend: &dyn Backend, key: &MasterKey) -> Option<bool> {
+    let snapshots = backend.list(FileKind::Snapshot).ok()?;
+    let mut tried = false;
+    for name in snapshots.iter().filter(|n| is_hex_name(n)).take(3) {
+        let Ok(bytes) = backend.read(FileKind::Snapshot, name) else {
+            continue;
+        };
+        tried = true;
+        let opens = [
+            crypto::Cipher::Xaes256Gcm,
+            crypto::Cipher::XChaCha20Poly1305,
+        ]
+        .into_iter()
+        .any(|c| {
+            snapshot::Snapshot::decode(&bytes, &key.clone().with_cipher(c), "snapshot").is_ok()
+        });
+        if opens {
+            return Some(true);
+        }
+    }
+    if tried {
+        return Some(false);
+    }
+    let (name, _) = backend
+        .list_sizes(FileKind::Index)
+        .ok()?
+        .into_iter()
+        .filter(|(n, _)| is_hex_name(n))
+        .min_by_key(|(_, size)| *size)?;
+    let id = IndexId::from_hex(&name).ok()?;
+    let table = IndexTable::parse(id, backend.read(FileKind::Index, &name).ok()?).ok()?;
+    Some(table.check_mac(key).is_ok())
+}
+
 /// An open repository.
 pub struct Repository {
     backend: Arc<dyn Backend>,
@@ -173,6 +299,10 @@ impl Repository {
             ));
         }
         let config_bytes = backend.read(FileKind::Config, "")?;
+        // A config whose header cairn cannot read (damage there, or the
+        // format of a newer cairn) is said as it is, before any key file
+        // is tried: none of them is at fault, whatever the password.
+        Config::peek(&config_bytes)?;
         let mut found = None;
         let mut damaged = Vec::new();
         // Key files are tried cheapest first (Argon2id memory times
@@ -197,11 +327,12 @@ impl Repository {
             }
         }
         candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        // A key file that this password opens but whose key the config
+        // Key files that this password opens but whose key the config
         // does not authenticate with: another repository's, with the same
-        // password (folders merged, `keys/` restored from elsewhere). The
-        // search goes on past it; the first such error is kept.
-        let mut foreign = None;
+        // password (folders merged, `keys/` restored from elsewhere), or
+        // this one's with the config damaged. The search goes on past
+        // them.
+        let mut unopened = Vec::new();
         for (_, name, bytes) in candidates {
             match keys::decode(&bytes, password) {
                 Ok(Some(key)) => match Config::decode(&config_bytes, &key) {
@@ -209,30 +340,23 @@ impl Repository {
                         found = Some((key, name.clone(), config));
                         break;
                     }
-                    Err(e) => {
-                        foreign.get_or_insert((name.clone(), e));
-                    }
+                    // Authentic, so the key is this repository's and the
+                    // error is the config's own.
+                    Err(e) if Config::authenticates(&config_bytes, &key) => return Err(e),
+                    Err(e) => unopened.push((name.clone(), key, e)),
                 },
                 Ok(None) => {}
                 Err(e) => damaged.push(format!("key {}: {e}", &name[..8])),
             }
         }
         let Some((key, key_file, config)) = found else {
-            if let Some((name, e)) = foreign {
-                // The config itself may be damaged; or every key file the
-                // password opens is another repository's.
-                return Err(match e {
-                    Error::Corrupt { what, detail } => Error::Corrupt {
-                        what,
-                        detail: format!(
-                            "{detail}, with the key of every key file this password opens \
-                             (first {}; a key file of another repository can be removed \
-                             from keys/)",
-                            &name[..8]
-                        ),
-                    },
-                    other => other,
-                });
+            if !unopened.is_empty() {
+                return Err(config_refused(
+                    backend.as_ref(),
+                    names.len(),
+                    unopened,
+                    &damaged,
+                ));
             }
             if damaged.len() == names.len() {
                 return Err(Error::corrupt(
