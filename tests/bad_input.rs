@@ -860,3 +860,53 @@ fn a_key_file_asking_for_heavy_argon2_settings_neither_delays_nor_crashes_an_ope
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stdout.contains("which could not be allocated"), "{out}");
 }
+
+/// A repository that lost its `config` is not "no repository": opening
+/// it says what is missing and what to restore, and `init` refuses to
+/// make a new repository over its data, with or without its key files,
+/// never suggesting their removal.
+#[test]
+fn a_repository_without_its_config_is_named_and_not_initialised_over() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    fs::remove_file(repo.path.join("config")).unwrap();
+
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("a repository without its config")
+            && out.stderr.contains("restore `config` from a copy")
+            && out.stderr.contains("snapshots/, index/, packs/"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("no repository"), "{out}");
+
+    let init = |repo: &Repo| {
+        let mut c = repo.cmd(&["init"]);
+        c.args(FAST_INIT);
+        run(&mut c, None)
+    };
+    let before = list_paths(&repo.path);
+    let out = init(&repo);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("holds a repository without its config"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("remove those key files"), "{out}");
+    assert_eq!(list_paths(&repo.path), before, "init wrote nothing");
+
+    // Without its key files too.
+    let keys = repo.path.join("keys");
+    fs::rename(&keys, repo.scratch("keys-away")).unwrap();
+    let out = init(&repo);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("holds a repository without its config"),
+        "{out}"
+    );
+    assert!(!repo.path.join("config").exists(), "{out}");
+    assert!(!keys.exists(), "{out}");
+}

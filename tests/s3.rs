@@ -155,6 +155,34 @@ fn missing_repository_and_bad_urls_have_clear_errors() {
     assert!(out.stderr.contains("AWS_SECRET_ACCESS_KEY"), "{out}");
 }
 
+/// A bucket whose repository lost its `config` object is not "no
+/// repository", and `init` does not make a new one over its data.
+#[test]
+fn a_repository_without_its_config_in_a_bucket_is_named_and_not_initialised_over() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "lost-config");
+    init(&repo);
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 7);
+    backup_json(&repo, &src);
+    fs::remove_file(server.data().join("lost-config/repo/config")).unwrap();
+    let out = repo.run(&["snapshots", "--no-cache"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("a repository without its config"),
+        "{out}"
+    );
+    let mut args = vec!["init"];
+    args.extend_from_slice(FAST_INIT);
+    let out = repo.run(&args);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("holds a repository without its config"),
+        "{out}"
+    );
+    assert!(!server.data().join("lost-config/repo/config").exists());
+}
+
 #[test]
 fn credentials_never_appear_in_output_or_the_repository() {
     let server = S3Server::start();

@@ -386,7 +386,7 @@ impl Context {
     fn open_uncached_with_password(&self) -> Result<(Repository, Option<Zeroizing<Vec<u8>>>)> {
         let backend = self.backend()?;
         if !backend.exists()? {
-            return Err(Error::RepoMissing(backend.location()));
+            return Err(crate::repo::missing(backend.as_ref()));
         }
         if let Some(f) = self.key_file() {
             let what = format!("key file {}", f.display());

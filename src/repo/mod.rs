@@ -57,6 +57,44 @@ impl Default for InitOptions {
     }
 }
 
+/// The folders of the repository's data (`snapshots/`, `index/`,
+/// `packs/`) that hold files a repository writes. Where the config is
+/// missing they tell a repository that lost it from a place where none
+/// was made (or only an interrupted `init` left a key file). A folder
+/// that cannot be listed (an S3 bucket that does not exist) counts as
+/// empty.
+fn data_folders_in_use(backend: &dyn Backend) -> Vec<&'static str> {
+    [FileKind::Snapshot, FileKind::Index, FileKind::Pack]
+        .into_iter()
+        .filter(|&kind| {
+            backend
+                .list(kind)
+                .is_ok_and(|names| names.iter().any(|n| is_hex_name(n)))
+        })
+        .map(FileKind::dir)
+        .collect()
+}
+
+/// The error for opening a place without a `config`: no repository
+/// ([`Error::RepoMissing`], exit code 10), or where its data folders hold
+/// files, a repository that lost its config, which only a copy of
+/// `config` brings back (a new `init` there would not open the old data).
+pub fn missing(backend: &dyn Backend) -> Error {
+    let used = data_folders_in_use(backend);
+    if used.is_empty() {
+        return Error::RepoMissing(backend.location());
+    }
+    Error::corrupt(
+        format!("repository {}", backend.location()),
+        format!(
+            "it has no config, though {}/ hold its files: a repository without its config; \
+             restore `config` from a copy of the repository (no key file opens the \
+             repository without it, and `init` would not make one here)",
+            used.join("/, ")
+        ),
+    )
+}
+
 /// The error for a config that no key the password opens
 /// authenticates, each of `unopened` (name, key, the config's error with
 /// it) being a key file the password opens, of `key_files` in `keys/`
@@ -209,6 +247,18 @@ impl Repository {
                 backend.location()
             )));
         }
+        // A new config among old data would make a repository that opens
+        // none of it, with the old key files taken for another `init`'s.
+        let used = data_folders_in_use(backend.as_ref());
+        if !used.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{} holds a repository without its config ({}/ hold files, and `config` is \
+                 missing): restore `config` from a copy of the repository rather than making \
+                 a new one here",
+                backend.location(),
+                used.join("/, ")
+            )));
+        }
         let foreign = backend.foreign_entries()?;
         if !foreign.is_empty() {
             return Err(Error::Invalid(format!(
@@ -259,9 +309,9 @@ impl Repository {
             let shown: Vec<&str> = others.iter().map(|n| &n[..8]).collect();
             return give_way(format!(
                 "another `init` is creating a repository at {} at the same time (key file(s) {} \
-                 and no config yet): this one gave way; run `init` again once that one has \
-                 finished, or, if none is running (an `init` was interrupted), remove those \
-                 key files from keys/ first",
+                 and no config yet, and no other files): this one gave way; run `init` again \
+                 once that one has finished, or, if none is running (an `init` was \
+                 interrupted), remove those key files from keys/ first",
                 backend.location(),
                 shown.join(", ")
             ));
@@ -287,7 +337,7 @@ impl Repository {
     /// Opens the repository with `password`.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
         if !backend.exists()? {
-            return Err(Error::RepoMissing(backend.location()));
+            return Err(missing(backend.as_ref()));
         }
         let mut names: Vec<String> = backend.list(FileKind::Key)?;
         names.retain(|n| is_hex_name(n));
@@ -402,7 +452,7 @@ impl Repository {
         what: &str,
     ) -> Result<Repository> {
         if !backend.exists()? {
-            return Err(Error::RepoMissing(backend.location()));
+            return Err(missing(backend.as_ref()));
         }
         let bytes = backend.read(FileKind::Config, "")?;
         let repo_id = Config::peek_repo_id(&bytes)?;
