@@ -910,3 +910,41 @@ fn a_repository_without_its_config_is_named_and_not_initialised_over() {
     assert!(!repo.path.join("config").exists(), "{out}");
     assert!(!keys.exists(), "{out}");
 }
+
+/// `-r` naming a file, or a path through one, is said to be a file, for
+/// opening and for `init`, not "stat FILE/config: Not a directory".
+#[test]
+fn a_repository_path_that_is_a_file_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    write(&file, "not a repository");
+    for args in [vec!["snapshots"], vec!["init"]] {
+        let mut c = cairn();
+        c.arg("-r")
+            .arg(&file)
+            .args(&args)
+            .args(FAST_INIT.iter().filter(|_| args[0] == "init"));
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "{} is a file, not a repository folder",
+                file.display()
+            )),
+            "{args:?}: {out}"
+        );
+        assert!(!out.stderr.contains("Not a directory"), "{out}");
+    }
+    let mut c = cairn();
+    c.arg("-r").arg(file.join("sub")).arg("snapshots");
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("{} is a file, not a folder", file.display())),
+        "{out}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"not a repository");
+}

@@ -331,6 +331,24 @@ impl Backend for LocalBackend {
         match fs::metadata(&config) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            // `-r` names a file (or a path through one): say so, not
+            // "stat FILE/config: Not a directory".
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                let file = self
+                    .root
+                    .ancestors()
+                    .find(|p| fs::metadata(p).is_ok_and(|m| !m.is_dir()))
+                    .unwrap_or(&self.root);
+                Err(Error::Invalid(if file == self.root {
+                    format!("{} is a file, not a repository folder", file.display())
+                } else {
+                    format!(
+                        "{} is a file, not a folder, so {} cannot be a repository folder",
+                        file.display(),
+                        self.root.display()
+                    )
+                }))
+            }
             Err(e) => Err(Error::path("stat", &config, e)),
         }
     }
