@@ -166,3 +166,42 @@ fn verify_with_a_key_file_reports_a_keys_folder_without_key_files() {
         "{out}"
     );
 }
+
+/// A backup with a key file (flag or environment) and no default
+/// repository yet does not create one: its new key would not be the one
+/// the file holds. Nothing is created, not even the password file.
+#[test]
+fn a_key_file_does_not_create_the_default_repository() {
+    let repo = Repo::new();
+    let key = export(&repo, "repo.key");
+    let home = repo.scratch("home");
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    for via_env in [false, true] {
+        let mut c = cairn();
+        c.arg("backup").arg(&src);
+        if via_env {
+            c.env("CAIRN_KEY_FILE", &key);
+        } else {
+            c.arg("--key-file").arg(&key);
+        }
+        c.env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_CONFIG_HOME", home.join("config"));
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains("there is no default repository at")
+                && out
+                    .stderr
+                    .contains("opens only the repository it was exported from")
+                && out.stderr.contains(if via_env {
+                    "CAIRN_KEY_FILE"
+                } else {
+                    "--key-file"
+                }),
+            "{out}"
+        );
+        assert!(!home.exists(), "something was created:\n{out}");
+    }
+}

@@ -124,6 +124,24 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
     if !is_default || backend.exists()? {
         return ctx.open();
     }
+    // An exported key opens the repository it was exported from; a new
+    // default repository gets a new key, which that file would not open
+    // (as `init` refuses `--key-file`).
+    if let Some(f) = ctx.key_file() {
+        return Err(Error::Invalid(format!(
+            "there is no default repository at {} yet, and the key file {} (from {}) opens \
+             only the repository it was exported from: give that repository with --repo \
+             (or CAIRN_REPO), or back up without a key file to create the default \
+             repository",
+            path.display(),
+            f.display(),
+            if ctx.key_file_flag().is_some() {
+                "--key-file"
+            } else {
+                "CAIRN_KEY_FILE"
+            }
+        )));
+    }
     let password = match ctx.explicit_password()? {
         Some(pw) => pw.bytes,
         None => {
