@@ -205,3 +205,56 @@ fn a_key_file_does_not_create_the_default_repository() {
         assert!(!home.exists(), "something was created:\n{out}");
     }
 }
+
+/// `--password-file` and `--key-file` together are a usage error, on
+/// either side of the command; in the environment, CAIRN_KEY_FILE wins
+/// over CAIRN_PASSWORD; `init` leaves CAIRN_KEY_FILE aside and says so.
+#[test]
+fn key_file_and_password_precedence() {
+    let repo = Repo::new();
+    let key = export(&repo, "repo.key");
+    let pw = repo.scratch("pw");
+    write(&pw, format!("{PASSWORD}\n"));
+    let (k, p) = (key.to_str().unwrap(), pw.to_str().unwrap());
+    for args in [
+        vec!["snapshots", "--password-file", p, "--key-file", k],
+        vec!["--key-file", k, "snapshots", "--password-file", p],
+    ] {
+        let mut c = cairn();
+        c.arg("-r").arg(&repo.path).args(&args);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("--key-file") && out.stderr.contains("--password-file"),
+            "{out}"
+        );
+    }
+
+    // CAIRN_KEY_FILE wins over CAIRN_PASSWORD: a wrong password is not
+    // tried, and another repository's key is refused though the password
+    // is right.
+    let mut c = with_key(&repo, &key, &["snapshots"]);
+    c.env("CAIRN_PASSWORD", "not the password");
+    run(&mut c, None).success();
+    let other = Repo::new();
+    let other_key = export(&other, "other.key");
+    let mut c = with_key(&repo, &other_key, &["snapshots"]);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(out.stderr.contains("wrong key file"), "{out}");
+
+    let fresh = repo.scratch("fresh");
+    let mut c = cairn();
+    c.arg("-r").arg(&fresh).arg("init").args(FAST_INIT);
+    c.env("CAIRN_KEY_FILE", &key)
+        .env("CAIRN_PASSWORD", PASSWORD);
+    let out = run(&mut c, None).success();
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: CAIRN_KEY_FILE ({}) is left aside",
+            key.display()
+        )),
+        "{out}"
+    );
+}

@@ -71,6 +71,16 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
             f.display()
         )));
     }
+    // The variable is often set for every command (in a profile, a
+    // job's environment); `init` has no use for it, and says so rather
+    // than leave the user believing it opens what is made.
+    if let Some(f) = ctx.key_file() {
+        super::warn(&format!(
+            "CAIRN_KEY_FILE ({}) is left aside: init makes a new repository, whose key is \
+             sealed with a password; export it afterwards with `cairn key export FILE`",
+            f.display()
+        ));
+    }
     let backend = ctx.backend()?;
     let pw = ctx.password(true)?;
     let opts = InitOptions {

@@ -52,12 +52,14 @@ pub struct GlobalArgs {
     repo: Option<String>,
     /// File holding the repository password (first line). Wins over
     /// CAIRN_PASSWORD, CAIRN_PASSWORD_FILE and CAIRN_KEY_FILE in the
-    /// environment.
+    /// environment; not with --key-file.
     #[arg(long, global = true, help_heading = REPO, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Open the repository with a key file written by `cairn key export`
-    /// instead of a password (no password is asked for or derived). In the
-    /// environment: CAIRN_KEY_FILE.
+    /// instead of a password (no password is asked for or derived); not
+    /// with --password-file. In the environment: CAIRN_KEY_FILE, which
+    /// wins over CAIRN_PASSWORD and CAIRN_PASSWORD_FILE (--password-file
+    /// wins over it).
     #[arg(long, global = true, help_heading = REPO, value_name = "FILE")]
     key_file: Option<PathBuf>,
     /// How long to wait for a conflicting lock: numbers with units s, m
@@ -293,9 +295,12 @@ impl Context {
         self.global.key_file.as_deref()
     }
 
-    /// The exported key file to open the repository with: `--key-file`,
-    /// else `CAIRN_KEY_FILE` unless `--password-file` is on the command
-    /// line (a flag wins over the environment).
+    /// The exported key file to open the repository with: `--key-file`
+    /// (never beside `--password-file`: see [`main`]), else
+    /// `CAIRN_KEY_FILE` unless `--password-file` is on the command line (a
+    /// flag wins over the environment). `CAIRN_KEY_FILE` wins over
+    /// `CAIRN_PASSWORD` and `CAIRN_PASSWORD_FILE`: the password is not
+    /// asked for when this gives a file.
     fn key_file(&self) -> Option<PathBuf> {
         match (&self.global.key_file, &self.global.password_file) {
             (Some(f), _) => Some(f.clone()),
@@ -745,6 +750,19 @@ pub fn main() -> ExitCode {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
     let cli = Cli::parse();
+    // Checked here, not by clap's `conflicts_with`, which misses the two
+    // given on either side of the subcommand.
+    if cli.global.password_file.is_some() && cli.global.key_file.is_some() {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--password-file and --key-file cannot be given together: the first opens \
+                 the repository with a password, the second with an exported key instead; \
+                 give one",
+            )
+            .exit();
+    }
     let ctx = Context { global: cli.global };
     let result = match cli.command {
         Command::Init(a) => init::run_init(&ctx, a),
