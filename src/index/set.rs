@@ -7,10 +7,10 @@ use super::*;
 pub struct IndexSet {
     pub(super) tables: Vec<IndexTable>,
     misses: Misses,
-    /// Calls of [`IndexSet::contains_kind`], for tests of what a backup
-    /// looks up.
+    /// Calls of [`IndexSet::contains_kind`] for chunks and for trees, for
+    /// tests of what a backup looks up.
     #[cfg(test)]
-    pub(crate) contains_calls: std::sync::atomic::AtomicUsize,
+    pub(crate) contains_calls: [std::sync::atomic::AtomicUsize; 2],
 }
 
 /// The misses an [`IndexSet`] counted, and the filter they made it build.
@@ -190,7 +190,7 @@ impl IndexSet {
     /// stored again as this kind, which costs its bytes, never its data.
     pub fn contains_kind(&self, id: &BlobId, kind: BlobKind) -> bool {
         #[cfg(test)]
-        self.contains_calls
+        self.contains_calls[usize::from(kind == BlobKind::Tree)]
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.find(id, Some(kind)).is_some()
     }
