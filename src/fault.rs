@@ -214,6 +214,16 @@ pub fn no_tmpfile() -> bool {
     *SET.get_or_init(|| std::env::var_os("CAIRN_NO_TMPFILE").is_some())
 }
 
+/// Whether a local repository is to behave as on a filesystem that
+/// cannot sync folders (older CIFS/SMB mounts, some FUSE filesystems),
+/// whose fsync of a folder fails with EINVAL: set by
+/// `CAIRN_TEST_NO_DIR_FSYNC`. Unset, this costs one cached environment
+/// lookup.
+pub fn dir_fsync_refused() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("CAIRN_TEST_NO_DIR_FSYNC").is_some())
+}
+
 /// The size of a stand-in filesystem for the local repository, from
 /// `CAIRN_TEST_FS_SIZE` (bytes): with it, the repository's files may
 /// hold that many bytes in all, a write beyond fails with "no space left

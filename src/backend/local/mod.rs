@@ -259,10 +259,37 @@ fn tmp_path(dir: &Path) -> PathBuf {
     ))
 }
 
+/// Fsyncs folder `dir`, so that the names just given or removed in it
+/// last. Some filesystems cannot sync a folder (older CIFS/SMB mounts,
+/// some FUSE filesystems) and refuse with EINVAL or ENOTSUP; there a
+/// rename lasts as the filesystem makes it, and nothing cairn does would
+/// make it more durable, so the refusal is no error (as in restic's
+/// `fsyncDir`), only a warning, once per process. Any other failure is
+/// an error: the folder's names may not have reached the disk.
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::path("fsync folder", dir, e))
+    let folder = File::open(dir).map_err(|e| Error::path("open folder", dir, e))?;
+    let synced = if crate::fault::dir_fsync_refused() {
+        Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+    } else {
+        folder.sync_all()
+    };
+    match synced {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP)) => {
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                crate::eprint_line(format_args!(
+                    "warning: the filesystem of {} cannot sync folders ({e}); going on \
+                     without, so a crash of the machine (or of the file server) may lose \
+                     the files written last",
+                    dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::path("fsync folder", dir, e)),
+    }
 }
 
 /// A repository file open for positioned reads, named in errors.
