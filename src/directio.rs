@@ -7,7 +7,8 @@
 //! encryption. So packs are written with `O_DIRECT` through a page-aligned
 //! bounce buffer each thread reuses. [`write_new`] falls back to the
 //! caller's buffered path (returning `false`) on filesystems that refuse
-//! direct IO, such as tmpfs. Durability is unchanged: callers fsync and
+//! direct IO, such as ramfs and tmpfs before Linux 6.6, and an
+//! [`AppendFile`] writes buffered there. Durability is unchanged: callers fsync and
 //! rename exactly as on the buffered path. `CAIRN_DIRECT_IO=0` turns direct
 //! IO off (for comparison, or on a filesystem that misbehaves with it).
 //!
@@ -41,24 +42,67 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("CAIRN_DIRECT_IO").is_none_or(|v| v != "0"))
 }
 
+/// Creates `path`, which must not exist, with permissions `mode`, and
+/// turns direct IO on for it where it is enabled and the filesystem
+/// takes it; the flag says whether it did. Direct IO is asked for once
+/// the file is open (`fcntl`), not with `O_DIRECT` at the open: Linux
+/// makes the file before it looks at that flag, so on a filesystem that
+/// refuses it (ramfs, tmpfs before Linux 6.6, some FUSE filesystems) the
+/// failed open would leave the new file behind, in the way of a buffered
+/// retry under the same name.
+fn create_new(path: &Path, mode: u32) -> Result<(fs::File, bool)> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Error::path("create", path, e))?;
+    let direct = enabled() && set_direct(&file);
+    Ok((file, direct))
+}
+
+/// Turns `O_DIRECT` on for `file`; false if the filesystem refuses it.
+fn set_direct(file: &fs::File) -> bool {
+    #[cfg(test)]
+    if REFUSE_AT_OPEN.get() {
+        return false;
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: `fd` is open for as long as `file` is borrowed; F_GETFL and
+    // F_SETFL read and set its status flags only.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: files created on this thread get no direct IO, as on a
+    /// filesystem that refuses `O_DIRECT` from the start.
+    static REFUSE_AT_OPEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests: whether files this thread creates from now on are refused
+/// direct IO, as on a filesystem that never takes it.
+#[cfg(test)]
+pub(crate) fn refuse_at_open(refuse: bool) {
+    REFUSE_AT_OPEN.set(refuse);
+}
+
 /// Creates `path` with permissions `mode` holding `bytes` with direct IO
 /// and fsyncs it. Returns `Ok(false)`, having left nothing behind, when
-/// the filesystem refuses direct IO.
+/// direct IO is off or the filesystem refuses it.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
     if !enabled() {
         return Ok(false);
     }
-    let opened = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_DIRECT)
-        .open(path);
-    let mut file = match opened {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
-        Err(e) => return Err(Error::path("create", path, e)),
-    };
+    let (mut file, direct) = create_new(path, mode)?;
+    if !direct {
+        drop(file);
+        fs::remove_file(path).map_err(|e| Error::path("remove", path, e))?;
+        return Ok(false);
+    }
     let written = BUF.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
@@ -115,24 +159,7 @@ pub struct AppendFile {
 impl AppendFile {
     /// Creates `path`, which must not exist, with permissions `mode`.
     pub fn create(path: &Path, mode: u32) -> Result<AppendFile> {
-        let create = |flags| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .custom_flags(flags)
-                .open(path)
-        };
-        let (file, direct) = match enabled().then(|| create(libc::O_DIRECT)) {
-            Some(Ok(f)) => (f, true),
-            Some(Err(e)) if e.raw_os_error() != Some(libc::EINVAL) => {
-                return Err(Error::path("create", path, e))
-            }
-            _ => (
-                create(0).map_err(|e| Error::path("create", path, e))?,
-                false,
-            ),
-        };
+        let (file, direct) = create_new(path, mode)?;
         Ok(AppendFile {
             path: path.to_path_buf(),
             file,
@@ -350,6 +377,30 @@ mod tests {
         let mut want = bytes(7, BOUNCE + 999);
         want.extend_from_slice(&bytes(8, 123));
         assert!(fs::read(&path).unwrap() == want, "content differs");
+    }
+
+    /// A filesystem that refuses direct IO from the start: `write_new`
+    /// leaves no file for the caller's buffered write to trip on, and an
+    /// `AppendFile` writes buffered, the file whole.
+    #[test]
+    fn a_filesystem_refusing_direct_io_gets_buffered_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        refuse_at_open(true);
+        let wrote = write_new(&path, &bytes(9, 3 * BOUNCE), 0o600);
+        assert!(!wrote.unwrap(), "not written with direct IO");
+        assert!(!path.exists(), "nothing left behind");
+        let mut f = AppendFile::create(&path, 0o600).unwrap();
+        assert!(!f.direct);
+        f.append(&bytes(10, BOUNCE + 5)).unwrap();
+        f.append(&bytes(11, 77)).unwrap();
+        f.finish().unwrap();
+        refuse_at_open(false);
+        let mut want = bytes(10, BOUNCE + 5);
+        want.extend_from_slice(&bytes(11, 77));
+        assert!(fs::read(&path).unwrap() == want, "content differs");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 
     #[test]

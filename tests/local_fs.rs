@@ -1,10 +1,13 @@
-//! A local repository on filesystems that lack what cairn uses: one that
-//! cannot sync folders (older CIFS/SMB mounts, some FUSE filesystems;
-//! faked with `CAIRN_TEST_NO_DIR_FSYNC`, see src/fault.rs).
+//! A local repository on filesystems that lack what cairn uses: ramfs,
+//! which refuses direct IO (mounted in a private mount namespace, as
+//! root; without the rights to make one the test fails, saying so), and
+//! one that cannot sync folders (older CIFS/SMB mounts, some FUSE
+//! filesystems; faked with `CAIRN_TEST_NO_DIR_FSYNC`, see src/fault.rs).
 
 mod common;
 
 use std::fs;
+use std::process::Command;
 
 use common::*;
 
@@ -62,4 +65,45 @@ fn a_filesystem_that_cannot_sync_folders_warns_once_and_works() {
         .collect();
     assert!(tmp.is_empty(), "{tmp:?}");
     assert!(fs::read_dir(repo.join("snapshots")).unwrap().count() == 1);
+}
+
+/// A repository on ramfs, which refuses `O_DIRECT` when a file is opened
+/// with it (having made the file): the packs a backup streams are written
+/// buffered there, no temporary file is left, and what is stored
+/// verifies, restores and is collected. (gc repacks nothing there: ramfs
+/// reports no free space, so there is no room to set aside.)
+#[test]
+fn a_repository_on_a_filesystem_without_direct_io_works() {
+    let outside = tempfile::tempdir().unwrap();
+    let src = outside.path().join("src");
+    write_random(&src.join("big"), 1, 3_000_000);
+    write_random(&src.join("small"), 2, 1000);
+    let ram = PrivateMount::ramfs(&outside.path().join("ram"));
+    let repo = ram.at.join("repo");
+    let cairn_in = |args: &[&str]| {
+        let mut c = cairn();
+        c.arg("-r").arg(&repo).args(args);
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        let out = ram.run(&c);
+        assert_eq!(out.code, 0, "{args:?}: {out}");
+        assert!(!out.stderr.contains("os error"), "{args:?}: {out}");
+        out
+    };
+    let mut init = vec!["init", "--pack-size", "1M"];
+    init.extend_from_slice(FAST_INIT);
+    cairn_in(&init);
+    cairn_in(&["backup", src.to_str().unwrap()]);
+    write_random(&src.join("big"), 3, 3_000_000);
+    cairn_in(&["backup", src.to_str().unwrap()]);
+    cairn_in(&["forget", "--keep-last", "1"]);
+    let gc = cairn_in(&["gc", "--json"]).json();
+    assert!(!gc["delete"].as_array().unwrap().is_empty(), "{gc}");
+    cairn_in(&["verify", "--read-data"]);
+    let target = outside.path().join("target");
+    cairn_in(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_same_contents(&src, &restored(&target, &src));
+    let mut find = Command::new("find");
+    find.arg(&repo).args(["-name", ".tmp-*"]);
+    let left = ram.run(&find).success();
+    assert!(left.stdout.is_empty(), "{left}");
 }

@@ -685,6 +685,17 @@ impl PrivateMount {
         )
     }
 
+    /// A ramfs, which refuses direct IO (`O_DIRECT`) at open and has no
+    /// size limit.
+    pub fn ramfs(at: &Path) -> PrivateMount {
+        PrivateMount::with_args(
+            at,
+            "mount -t ramfs ramfs \"$1\" && echo mounted",
+            "true",
+            &[&at.to_string_lossy()],
+        )
+    }
+
     /// An exFAT filesystem of `bytes`, as on a USB stick: names that
     /// differ only in case are one name there. It needs `mkfs.exfat`
     /// (exfatprogs), `mount.exfat-fuse` (exfat-fuse) and a loop device.

@@ -1027,6 +1027,28 @@ mod tests {
         assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
+    /// On a filesystem that refuses direct IO from the start (ramfs),
+    /// large packs are written buffered, whole, and leave no temporary
+    /// file behind.
+    #[test]
+    fn large_packs_are_written_buffered_where_direct_io_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        b.create().unwrap();
+        directio::refuse_at_open(true);
+        let bytes: Vec<u8> = (0..3 * DIRECT_MIN + 5).map(|i| (i * 13) as u8).collect();
+        let name = "ef".repeat(32);
+        let wrote = b.write(FileKind::Pack, &name, &bytes);
+        directio::refuse_at_open(false);
+        wrote.unwrap();
+        assert!(b.read(FileKind::Pack, &name).unwrap()[..] == bytes[..]);
+        let names: Vec<_> = fs::read_dir(dir.path().join("repo/packs/ef"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(&name)]);
+    }
+
     /// Leftovers in a pack folder are removed whether or not a listing of
     /// packs came first (gc lists them, so only folders it saw holding
     /// temporary files are listed again); younger ones stay.
