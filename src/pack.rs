@@ -29,6 +29,12 @@ const TRAILER_LEN: usize = 12;
 /// Largest plaintext blob accepted (chunks are at most 16 MiB; trees are
 /// bounded by this too).
 pub const MAX_BLOB: u32 = 256 << 20;
+/// Largest stored (sealed) blob: the largest plaintext stored raw, behind
+/// its encoding byte, with nonce and tag. A writer stores a blob raw
+/// rather than in a frame longer than the plaintext, so a longer `length`
+/// in a pack header or an index entry is damage, caught before anything
+/// is read or allocated by it.
+pub const MAX_SEALED: u32 = MAX_BLOB + 1 + SEAL_OVERHEAD as u32;
 
 /// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -324,7 +330,12 @@ pub fn decode_sealed_header(
         // readers may add them as such (a hostile pack over 4 GiB could
         // otherwise place one past that).
         let past = off + u64::from(e.length);
-        if off < end || past > start || past > u64::from(u32::MAX) || e.raw_length > MAX_BLOB {
+        if off < end
+            || past > start
+            || past > u64::from(u32::MAX)
+            || e.length > MAX_SEALED
+            || e.raw_length > MAX_BLOB
+        {
             return Err(Error::corrupt(
                 what,
                 format!("entry for blob {} out of bounds", e.id.short()),

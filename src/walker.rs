@@ -150,9 +150,15 @@ pub struct TreeReader<'r> {
 }
 
 thread_local! {
-    /// The sealed bytes of the tree being read, reused across trees.
+    /// The sealed bytes of the tree being read, reused across trees up to
+    /// [`SEALED_KEPT`] bytes.
     static SEALED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
+
+/// The largest buffer [`SEALED`] keeps between trees: trees are mostly a
+/// few KiB, and one of many megabytes (or a damaged entry's length)
+/// should not stay allocated for the rest of a walk, once per thread.
+const SEALED_KEPT: usize = 1 << 20;
 
 impl<'r> TreeReader<'r> {
     /// A reader with nothing open yet.
@@ -181,7 +187,9 @@ impl<'r> TreeReader<'r> {
                 crate::pack::open_blob_with(self.repo.key(), id, &sealed, loc.raw_length, &what, f)
             })
             .and_then(|r| r);
-        SEALED.set(sealed);
+        if sealed.capacity() <= SEALED_KEPT {
+            SEALED.set(sealed);
+        }
         result
     }
 

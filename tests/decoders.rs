@@ -575,7 +575,15 @@ fn index_input() -> impl Strategy<Value = Vec<(PackId, BlobKind, Vec<pack::PackE
     (
         prop::collection::vec((any::<[u8; 32]>(), blob_kind()), 1..4),
         prop::collection::btree_set(any::<[u8; 32]>(), 0..40),
-        prop::collection::vec(any::<(u32, u32, u32)>(), 40),
+        // Places a blob in a pack can have (FORMAT.md, Index table).
+        prop::collection::vec(
+            (
+                12..=u32::MAX - pack::MAX_SEALED,
+                0..=pack::MAX_SEALED,
+                0..=pack::MAX_BLOB,
+            ),
+            40,
+        ),
     )
         .prop_map(|(packs, ids, fields)| {
             let mut out: Vec<_> = packs
@@ -632,11 +640,12 @@ fn large_index_input() -> impl Strategy<Value = Vec<(PackId, BlobKind, Vec<pack:
             let n = out.len();
             for (i, id) in ids.into_iter().enumerate() {
                 let word = |at: usize| u32::from_le_bytes(id[at..at + 4].try_into().unwrap());
+                // A place a blob in a pack can have (FORMAT.md, Index table).
                 out[i % n].2.push(pack::PackEntry {
                     id: BlobId(id),
-                    offset: word(8),
-                    length: word(12),
-                    raw_length: word(16),
+                    offset: 12 + word(8) % (u32::MAX - pack::MAX_SEALED - 12),
+                    length: word(12) % (pack::MAX_SEALED + 1),
+                    raw_length: word(16) % (pack::MAX_BLOB + 1),
                 });
             }
             out

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -878,6 +879,47 @@ fn restore_reads_around_a_damaged_index_entry() {
     let out = repo.restore_out(&saved.id, &target, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(!out.stderr.contains("damaged"), "{out}");
+}
+
+/// A tree's index entry given a length no blob can have (0xF0000000, its
+/// table's MAC as it was): `ls` and `verify`, with 2 GB of address space,
+/// name the entry and its table as damaged instead of asking for 3.75 GiB
+/// (which aborted them) and blaming the intact pack; `repair index` mends
+/// it.
+#[test]
+fn an_index_entry_longer_than_any_blob_is_damage_not_an_allocation() {
+    let repo = packed_repo();
+    let src = source(&repo, 23);
+    let saved = backup_saved(&repo, &src, &[]);
+    let tree = subtree_of(&repo, &saved.id, &snap_path(&src, "sub"));
+    let tables: Vec<String> = names_in(&repo, "index")
+        .into_iter()
+        .filter(|t| set_index_entry_length(&repo.path.join("index").join(t), &tree, 0xF000_0000))
+        .collect();
+    assert_eq!(tables.len(), 1, "one table indexes the tree");
+    let table = &tables[0][..8];
+    let limited = |args: &[&str]| {
+        let mut c = Command::new("prlimit");
+        c.arg("--as=2000000000").arg("--");
+        run(&mut wrapping(c, &repo.cmd(args)), None)
+    };
+    let damage = format!("index {table} is corrupt: entry for blob {}", &tree[..8]);
+
+    let out = limited(&["ls", &saved.id]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(&damage), "{out}");
+    assert!(out.stderr.contains("length of 4026531840 bytes"), "{out}");
+    assert!(!out.stderr.contains("pack"), "no pack is blamed: {out}");
+
+    let out = limited(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains(&format!("index {table}")), "{out}");
+    assert!(out.stdout.contains("length of 4026531840 bytes"), "{out}");
+    assert!(out.stdout.contains("cairn repair index"), "{out}");
+
+    repo.run(&["repair", "index"]).success();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &saved);
 }
 
 /// Flips a byte of `pack` (hex) wherever the index table at `path` names

@@ -12,9 +12,10 @@
 //!                                                         48 bytes each, ascending id
 //! MAC (32) = keyed BLAKE3 (index MAC key) of all preceding bytes
 //! ```
-//! Lookups trust only what they can check cheaply (sizes, pack numbers);
-//! a wrong entry can at worst send a read to the wrong bytes, which reading
-//! detects, never make wrong bytes pass: every blob is authenticated and
+//! Lookups trust only what they can check cheaply (sizes, pack numbers,
+//! an entry's offset and lengths against what a pack can hold); a wrong
+//! entry can at worst send a read of at most [`MAX_SEALED`] bytes to the
+//! wrong place, which reading detects, never make wrong bytes pass: every blob is authenticated and
 //! re-hashed when read (and a restore then looks the blob up in its pack's
 //! own header). `verify` checks the MAC and ordering of every table.
 //!
@@ -32,7 +33,7 @@ use crate::codec;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::{file_hash, is_hex_name, BlobId, IndexId, PackId};
-use crate::pack::{BlobKind, PackEntry};
+use crate::pack::{BlobKind, PackEntry, HEADER_LEN, MAX_BLOB, MAX_SEALED};
 
 const MAGIC: &[u8; 8] = b"CAIRNIDX";
 /// Format version of index tables. Version 2 tables index blobs of one

@@ -257,24 +257,32 @@ impl IndexTable {
     }
 
     /// Entry `i` as stored; an error if it names a pack number past the
-    /// table's pack list.
+    /// table's pack list, or a place no blob can have (see
+    /// [`entry_damage`]). Lookups do not check the table's MAC, so these
+    /// bounds are all that keep a damaged entry from asking a reader for
+    /// gigabytes.
     pub fn entry_at(&self, i: usize) -> Result<Entry> {
         let rec = self.entry_bytes(i);
         let word = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4"));
-        let pack = word(32);
-        if pack as usize >= self.packs {
-            return Err(Error::corrupt(
-                format!("index {}", self.id.short()),
-                format!("entry names pack number {pack} of {}", self.packs),
-            ));
-        }
-        Ok(Entry {
+        let entry = Entry {
             id: BlobId(rec[..32].try_into().expect("32")),
-            pack,
+            pack: word(32),
             offset: word(36),
             length: word(40),
             raw_length: word(44),
-        })
+        };
+        let damage = if entry.pack as usize >= self.packs {
+            Some(format!(
+                "entry names pack number {} of {}",
+                entry.pack, self.packs
+            ))
+        } else {
+            entry_damage(&entry)
+        };
+        match damage {
+            None => Ok(entry),
+            Some(why) => Err(Error::corrupt(format!("index {}", self.id.short()), why)),
+        }
     }
 
     /// The location stored in entry `i`.
@@ -435,17 +443,20 @@ impl IndexTable {
         Ok(())
     }
 
-    /// Checks the MAC and that ids ascend strictly; returns a problem, if any.
+    /// Checks the MAC, that ids ascend strictly and that every entry
+    /// names a pack of the table and a place a blob can have; returns a
+    /// problem, if any.
     pub fn check(&self, key: &MasterKey) -> Result<()> {
         let what = format!("index {}", self.id.short());
         self.check_mac(key)?;
-        for i in 1..self.entries {
-            if self.entry_bytes(i - 1)[..32] >= self.entry_bytes(i)[..32] {
+        for i in 0..self.entries {
+            if i > 0 && self.entry_bytes(i - 1)[..32] >= self.entry_bytes(i)[..32] {
                 return Err(Error::corrupt(
                     &what,
                     format!("entries out of order at {i}"),
                 ));
             }
+            self.entry_at(i)?;
         }
         for n in 0..self.packs {
             let (_, kind) = self.pack(n)?;
@@ -457,5 +468,38 @@ impl IndexTable {
             }
         }
         Ok(())
+    }
+}
+
+/// Why `e`'s offset and lengths cannot be a blob's place in a pack, if
+/// they cannot: a blob starts after the pack's header, is at most
+/// [`MAX_SEALED`] bytes stored and [`MAX_BLOB`] plain, and ends where a
+/// `u32` can say (as a pack's header requires of its own entries).
+fn entry_damage(e: &Entry) -> Option<String> {
+    let blob = e.id.short();
+    if e.length > MAX_SEALED {
+        Some(format!(
+            "entry for blob {blob} gives a length of {} bytes, more than a stored blob can \
+             have ({MAX_SEALED})",
+            e.length
+        ))
+    } else if e.raw_length > MAX_BLOB {
+        Some(format!(
+            "entry for blob {blob} gives a raw length of {} bytes, more than a blob can have \
+             ({MAX_BLOB})",
+            e.raw_length
+        ))
+    } else if e.offset < HEADER_LEN as u32 {
+        Some(format!(
+            "entry for blob {blob} gives offset {}, within the pack's header ({HEADER_LEN} bytes)",
+            e.offset
+        ))
+    } else if e.offset.checked_add(e.length).is_none() {
+        Some(format!(
+            "entry for blob {blob} ends past 2^32 - 1 (offset {}, length {})",
+            e.offset, e.length
+        ))
+    } else {
+        None
     }
 }

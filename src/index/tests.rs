@@ -394,6 +394,67 @@ fn hostile_tables_are_rejected() {
     assert!(IndexTable::parse(id, Data::Owned(bytes[..10].to_vec())).is_err());
 }
 
+/// An entry whose offset or lengths no blob can have (a length past the
+/// largest sealed blob, a raw length past the largest blob, an offset in
+/// the pack's header, an end past 2^32 - 1) is damage to that entry,
+/// named with its table before anything is read by it: by a lookup,
+/// which skips the MAC, and by the table's check, whose MAC holds. The
+/// largest places a blob can have are taken.
+#[test]
+fn an_entry_no_blob_fits_is_damage_named_with_its_table() {
+    let key = MasterKey::generate();
+    let at = |b: u8, offset: u32, length: u32, raw_length: u32| PackEntry {
+        id: BlobId([b; 32]),
+        offset,
+        length,
+        raw_length,
+    };
+    let good = [
+        at(1, 12, 41, 0),
+        at(2, 12, MAX_SEALED, MAX_BLOB),
+        at(3, u32::MAX - MAX_SEALED, MAX_SEALED, 5),
+    ];
+    for e in good {
+        let t = table_of_entries(&key, &[e]);
+        t.check(&key).unwrap();
+        let (_, loc) = t.location_at(0).unwrap();
+        assert_eq!((loc.offset, loc.length), (e.offset, e.length));
+    }
+    let bad = [
+        (at(4, 12, 0xF000_0000, 5), "length of 4026531840 bytes"),
+        (at(5, 12, MAX_SEALED + 1, 5), "more than a stored blob"),
+        (at(6, 12, 50, MAX_BLOB + 1), "raw length"),
+        (at(7, 11, 50, 5), "offset 11, within the pack's header"),
+        (at(8, u32::MAX - 40, 50, 5), "past 2^32 - 1"),
+    ];
+    for (e, why) in bad {
+        let t = table_of_entries(&key, &[e]);
+        let name = format!("index {}", t.id().short());
+        for err in [
+            t.entry_at(0).unwrap_err(),
+            t.location_at(0).unwrap_err(),
+            t.check(&key).unwrap_err(),
+        ] {
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            let err = err.to_string();
+            assert!(err.starts_with(&name), "{err}");
+            assert!(err.contains(&format!("blob {}", e.id.short())), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
+        let set = IndexSet::of(vec![t]);
+        let err = set.locate_kind(&e.id, BlobKind::Data).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+}
+
+/// A table of `entries`, all in one data pack.
+fn table_of_entries(key: &MasterKey, entries: &[PackEntry]) -> IndexTable {
+    let mut b = IndexBuilder::default();
+    b.add_pack(PackId([1; 32]), BlobKind::Data, entries);
+    let (id, bytes) = one_table(b, key);
+    IndexTable::parse(id, Data::Owned(bytes)).unwrap()
+}
+
 /// A table whose first pack record names no known kind still parses,
 /// is searched for blobs of both kinds, and fails its check.
 #[test]
@@ -579,7 +640,7 @@ fn table_bytes(key: &MasterKey, ids: &[BlobId]) -> (IndexId, Vec<u8>) {
         .iter()
         .map(|id| PackEntry {
             id: *id,
-            offset: 0,
+            offset: 12,
             length: 1,
             raw_length: 1,
         })
@@ -687,7 +748,7 @@ fn merging_orders_ids_that_share_their_first_word() {
         IndexTable::parse(tid, Data::Owned(bytes)).unwrap()
     };
     let a = table(&[(2, 1, 20), (5, 1, 50), (9, 1, 90)]);
-    let b = table(&[(1, 2, 10), (5, 2, 55), (7, 2, 70)]);
+    let b = table(&[(1, 2, 15), (5, 2, 55), (7, 2, 70)]);
     let all = |_: usize, _: &Entry| true;
     let sources = [
         MergeSource {
@@ -725,7 +786,7 @@ fn a_large_merge_spools_to_the_same_bytes() {
         let id = BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes());
         let e = PackEntry {
             id,
-            offset: i,
+            offset: 12 + i,
             length: 1,
             raw_length: 1,
         };
@@ -823,7 +884,7 @@ proptest::proptest! {
             .enumerate()
             .map(|(src, ids)| {
                 let entries: Vec<(u8, u8, u32)> =
-                    ids.iter().map(|&id| (id, src as u8, u32::from(id))).collect();
+                    ids.iter().map(|&id| (id, src as u8, 12 + u32::from(id))).collect();
                 table_of(&key, &entries)
             })
             .collect();
@@ -874,7 +935,13 @@ proptest::proptest! {
     fn merging_arbitrary_records_errs_or_checks_out(
         packs in 1u32..4,
         records in proptest::collection::vec(
-            (0u8..16, proptest::num::u8::ANY, 0u32..40, proptest::num::u32::ANY),
+            (
+                0u8..16,
+                proptest::num::u8::ANY,
+                0u32..40,
+                // Mostly a place a blob can have, else anything.
+                proptest::prop_oneof![3 => 12u32..1 << 20, 1 => proptest::num::u32::ANY],
+            ),
             0..40,
         ),
         sorted: bool,

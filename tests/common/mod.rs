@@ -361,6 +361,21 @@ pub fn damage_index_entry_length(path: &Path, id: &str, length: u64) -> bool {
     true
 }
 
+/// Sets the length field of blob `id`'s entry in the index table at
+/// `path` to `length`, leaving the table's MAC as it was, as damage on
+/// disk would. False if the table has no such entry.
+pub fn set_index_entry_length(path: &Path, id: &str, length: u32) -> bool {
+    let id = hex::decode(id).expect("hex blob id");
+    let mut bytes = fs::read(path).expect("read index table");
+    let Some(at) = bytes.windows(32).position(|w| w == id) else {
+        return false;
+    };
+    let field = at + 32 + 4 + 4;
+    bytes[field..field + 4].copy_from_slice(&length.to_le_bytes());
+    fs::write(path, &bytes).expect("write index table");
+    true
+}
+
 /// Writes `len` pseudo-random bytes from `seed` to `path`.
 pub fn write_random(path: &Path, seed: u64, len: usize) {
     if let Some(dir) = path.parent() {

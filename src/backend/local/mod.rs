@@ -536,6 +536,19 @@ impl Backend for LocalBackend {
 
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let file = self.open_file(kind, name)?;
+        // Checked before the buffer is allocated: a damaged index entry
+        // may ask for far more than the file holds.
+        let size = file
+            .file
+            .metadata()
+            .map_err(|e| Error::path("stat", &file.path, e))?
+            .len();
+        if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+            return Err(Error::corrupt(
+                &file.what,
+                format!("truncated: wanted {len} bytes at offset {offset}, it holds {size}"),
+            ));
+        }
         let mut buf = vec![0u8; len];
         file.read_at(offset, &mut buf)?;
         Ok(buf)
@@ -963,6 +976,15 @@ mod tests {
         assert_eq!(&*b.read(FileKind::Snapshot, &name).unwrap(), b"");
         assert_eq!(b.read_range(FileKind::Pack, &name, 6, 5).unwrap(), b"world");
         assert!(b.read_range(FileKind::Pack, &name, 6, 6).is_err());
+        // A range past the end is refused before a buffer is allocated
+        // for it, however long (as a damaged index entry may ask).
+        for (offset, len) in [(0, 1 << 40), (u64::MAX, 2)] {
+            let err = b
+                .read_range(FileKind::Pack, &name, offset, len)
+                .unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("it holds 11"), "{err}");
+        }
         assert_eq!(b.size(FileKind::Pack, &name).unwrap(), 11);
         assert_eq!(b.list(FileKind::Pack).unwrap(), vec![name.clone()]);
         assert_eq!(
