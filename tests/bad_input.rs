@@ -1,5 +1,5 @@
 //! Bad input: wrong passwords, missing repositories, hostile snapshots,
-//! damaged packs, unreadable source files.
+//! damaged packs, stray entries in a repository, unreadable source files.
 
 mod common;
 
@@ -947,4 +947,40 @@ fn a_repository_path_that_is_a_file_is_named_as_one() {
         "{out}"
     );
     assert_eq!(fs::read(&file).unwrap(), b"not a repository");
+}
+
+/// Entries of the wrong type where a repository keeps its files, as a
+/// careless copy or a hand may leave them (a file `packs/zz`, a file
+/// named like a pack folder, a folder named like a snapshot), stop no
+/// command: the listing, verify, gc and a restore go on without them.
+#[test]
+fn stray_entries_in_a_repository_stop_no_command() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("a.bin"), 1, 300_000);
+    repo.backup(&[&src], &[]);
+    let fan_out: Vec<String> = fs::read_dir(repo.path.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let unused = (0..=255u8)
+        .map(|b| format!("{b:02x}"))
+        .find(|n| !fan_out.contains(n))
+        .unwrap();
+    write(&repo.path.join("packs/zz"), "stray");
+    write(&repo.path.join("packs").join(&unused), "stray");
+    fs::create_dir(repo.path.join("snapshots").join("ab".repeat(32))).unwrap();
+
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = repo.run(&["gc", "--dry-run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = repo.run(&["gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_same_contents(&src, &restored(&target, &src));
+    assert!(repo.path.join("packs/zz").is_file(), "left as it was");
 }

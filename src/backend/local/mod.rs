@@ -5,7 +5,8 @@
 //! [`crate::repo::space`]). Writes go to `.tmp-<random>` in the
 //! destination folder, are fsynced, renamed into place, and the folder is
 //! fsynced, so a crash leaves either no file or the whole file under its
-//! name. Leftover `.tmp-*` files are ignored by `list`. Packs and index
+//! name. Leftover `.tmp-*` files are ignored by `list`, and so is
+//! anything of the wrong type (see `read_names`). Packs and index
 //! tables streamed piece by piece go through the sinks of `sink`.
 
 use std::fs::{self, File, OpenOptions};
@@ -331,13 +332,14 @@ impl LocalBackend {
     }
 
     /// The folders holding files of `kind`: for packs, the `packs/<xx>`
-    /// folders that exist.
+    /// folders that exist. A file of such a name in `packs/` (nothing
+    /// cairn makes) is no pack folder, and is passed over.
     fn dirs(&self, kind: FileKind) -> Result<Vec<PathBuf>> {
         let dir = self.root.join(kind.dir());
         if kind != FileKind::Pack {
             return Ok(vec![dir]);
         }
-        Ok(read_names(&dir)?
+        Ok(read_names(&dir, Entries::Folders)?
             .into_iter()
             .filter(|n| n.len() == 2)
             .map(|n| dir.join(n))
@@ -440,7 +442,11 @@ impl Backend for LocalBackend {
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for d in self.dirs(kind)? {
-            out.extend(read_names(&d)?.into_iter().filter(|n| !n.starts_with('.')));
+            out.extend(
+                read_names(&d, Entries::Files)?
+                    .into_iter()
+                    .filter(|n| !n.starts_with('.')),
+            );
         }
         Ok(out)
     }
@@ -473,6 +479,8 @@ impl Backend for LocalBackend {
                     other => other,
                 };
                 match meta {
+                    // A folder among the files is none of them.
+                    Ok(m) if m.is_dir() => {}
                     Ok(m) => out.push((name, m.len())),
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::path("stat", &entry.path(), e)),
@@ -652,7 +660,7 @@ impl Backend for LocalBackend {
         }
         let mut removed = 0;
         for dir in dirs {
-            for name in read_names(&dir)?
+            for name in read_names(&dir, Entries::Files)?
                 .into_iter()
                 .filter(|n| n.starts_with(".tmp-"))
             {
@@ -775,7 +783,21 @@ impl Backend for LocalBackend {
 /// [`crate::directio`]).
 const DIRECT_MIN: usize = 1 << 20;
 
-fn read_names(dir: &Path) -> Result<Vec<String>> {
+/// Which of a folder's entries [`read_names`] lists.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entries {
+    /// Everything but folders: files, and symlinks (packs moved
+    /// elsewhere), which reads follow.
+    Files,
+    /// Folders, and symlinks to folders.
+    Folders,
+}
+
+/// The names in `dir` of the entries `want` asks for; none if `dir` is
+/// missing. What is in the wrong place (a folder named like a snapshot,
+/// a file named like a pack folder) is left out here, so that a stray
+/// entry stops no command.
+fn read_names(dir: &Path, want: Entries) -> Result<Vec<String>> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -784,7 +806,20 @@ fn read_names(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for entry in rd {
         let entry = entry.map_err(|e| Error::path("list", dir, e))?;
-        if let Ok(name) = entry.file_name().into_string() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        // The type the listing gives, without a stat on most
+        // filesystems; a symlink is looked through only for folders.
+        let is_dir = match entry.file_type() {
+            Ok(t) if t.is_symlink() => {
+                want == Entries::Folders && fs::metadata(entry.path()).is_ok_and(|m| m.is_dir())
+            }
+            Ok(t) => t.is_dir(),
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::path("stat", &entry.path(), e)),
+        };
+        if is_dir == (want == Entries::Folders) {
             out.push(name);
         }
     }
@@ -1069,6 +1104,50 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [std::ffi::OsString::from(&name)]);
+    }
+
+    /// Entries of the wrong type where the repository keeps its files (a
+    /// file named like a pack folder, folders named like a pack, a
+    /// snapshot, an index table or a temporary file) are passed over by
+    /// every listing and by the removal of leftovers, not errors.
+    #[test]
+    fn stray_entries_of_the_wrong_type_are_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        let name = "ab".repeat(32);
+        b.write(FileKind::Pack, &name, b"pack").unwrap();
+        b.write(FileKind::Snapshot, &name, b"snapshot").unwrap();
+        fs::write(root.join("packs/zz"), b"not a folder").unwrap();
+        fs::write(root.join("packs/cd"), b"not a folder").unwrap();
+        for folder in [
+            format!("packs/ab/{}", "ef".repeat(32)),
+            format!("packs/ab/.tmp-{}", "00".repeat(8)),
+            format!("snapshots/{}", "cd".repeat(32)),
+            format!("index/{}", "cd".repeat(32)),
+        ] {
+            fs::create_dir(root.join(folder)).unwrap();
+        }
+        assert_eq!(b.list(FileKind::Pack).unwrap(), vec![name.clone()]);
+        assert_eq!(b.list_sizes(FileKind::Pack).unwrap(), [(name.clone(), 4)]);
+        assert_eq!(b.list(FileKind::Snapshot).unwrap(), vec![name.clone()]);
+        let times = b.list_times(FileKind::Snapshot).unwrap();
+        assert_eq!(times.len(), 1);
+        assert!(b.list(FileKind::Index).unwrap().is_empty());
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        assert_eq!(b.remove_leftovers(later, false).unwrap().files, 0);
+        assert!(root
+            .join(format!("packs/ab/.tmp-{}", "00".repeat(8)))
+            .is_dir());
+        // A pack folder reached through a symlink is one.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("12".repeat(32)), b"moved").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.join("packs/12")).unwrap();
+        let mut packs = b.list(FileKind::Pack).unwrap();
+        packs.sort();
+        assert_eq!(packs, ["12".repeat(32), name]);
     }
 
     /// Leftovers in a pack folder are removed whether or not a listing of
