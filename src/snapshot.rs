@@ -264,10 +264,15 @@ impl Snapshots {
 }
 
 /// Every snapshot file. A file that does not decode (`Error::Corrupt`) is
-/// set apart in `damaged`; any other failure (listing, reading) is the
-/// error, since it says nothing about the file.
+/// set apart in `damaged`. A file listed but gone when read, and gone
+/// from a second listing too, was removed meanwhile (a `forget`, which a
+/// listing of snapshots does not wait for) and is left out; one still
+/// listed but not found (a symlink to nothing) is the error, as is any
+/// other failure (listing, reading), since it says nothing about the
+/// file.
 pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
     let mut out = Snapshots::default();
+    let mut listed_again: Option<Vec<String>> = None;
     for name in backend.list(FileKind::Snapshot)? {
         if !is_hex_name(&name) {
             continue;
@@ -277,6 +282,15 @@ pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
             Ok(snapshot) => out.good.push(SnapshotEntry { id, snapshot }),
             Err(Error::Corrupt { detail, .. }) => {
                 out.damaged.push(DamagedSnapshot { id, reason: detail })
+            }
+            Err(e) if e.is_not_found() => {
+                let again = match &mut listed_again {
+                    Some(names) => names,
+                    None => listed_again.insert(backend.list(FileKind::Snapshot)?),
+                };
+                if again.contains(&name) {
+                    return Err(e);
+                }
             }
             Err(e) => return Err(e),
         }
@@ -430,6 +444,85 @@ mod tests {
 
         b.fail_next(1, true);
         assert!(load_all(&b, &key).is_err());
+    }
+
+    /// A store whose first listing of snapshots names one more, `gone`,
+    /// that is not there: a snapshot removed between listing and reading.
+    struct Removed {
+        inner: crate::backend::mem::MemBackend,
+        gone: std::sync::Mutex<Option<String>>,
+        /// Whether `gone` is listed every time (a dangling symlink).
+        listed_always: bool,
+    }
+
+    impl Backend for Removed {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn exists(&self) -> Result<bool> {
+            self.inner.exists()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
+            let mut names = self.inner.list(kind)?;
+            let mut gone = self.gone.lock().unwrap();
+            let name = if self.listed_always {
+                gone.clone()
+            } else {
+                gone.take()
+            };
+            names.extend(name);
+            names.sort();
+            Ok(names)
+        }
+        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
+            self.inner.size(kind, name)
+        }
+        fn read(&self, kind: FileKind, name: &str) -> Result<crate::backend::Data> {
+            self.inner.read(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
+            self.inner.read_range(kind, name, at, len)
+        }
+        fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
+            self.inner.write(kind, name, bytes)
+        }
+        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
+            self.inner.remove(kind, name)
+        }
+        fn settle_removals(&self) -> Result<()> {
+            self.inner.settle_removals()
+        }
+    }
+
+    /// A snapshot removed after the listing named it is left out, not
+    /// an error; one listed again but still not found is the error.
+    #[test]
+    fn a_snapshot_removed_while_listed_is_left_out() {
+        let key = MasterKey::generate();
+        for listed_always in [false, true] {
+            let b = Removed {
+                inner: Default::default(),
+                gone: std::sync::Mutex::new(Some("00".repeat(32))),
+                listed_always,
+            };
+            let (kept, bytes) = sample(5).encode(&key);
+            b.write(FileKind::Snapshot, &kept.to_hex(), &bytes).unwrap();
+            match load_all(&b, &key) {
+                Ok(all) => {
+                    assert!(!listed_always);
+                    assert_eq!(all.good.len(), 1);
+                    assert_eq!(all.good[0].id, kept);
+                    assert!(all.damaged.is_empty());
+                }
+                Err(e) => {
+                    assert!(listed_always, "{e}");
+                    assert!(e.is_not_found(), "{e}");
+                }
+            }
+        }
     }
 
     #[test]
