@@ -191,10 +191,29 @@ pub struct Node {
     pub xattrs: Vec<Xattr>,
 }
 
+/// A directory node's `size` when the backup could not list the
+/// directory (see [`Node::left_out`]).
+pub const LEFT_OUT_UNKNOWN: u64 = u64::MAX;
+
 impl Node {
     /// True for directories.
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, NodeKind::Dir { .. })
+    }
+
+    /// How many of a directory's entries its backup left out (it could
+    /// not read them, or they are on another filesystem, or are the
+    /// repository's own): its tree holds fewer entries than the folder
+    /// did, so what a target holds there beyond them is not the
+    /// snapshot's to remove. A directory node's `size` says it
+    /// ([`LEFT_OUT_UNKNOWN`] for a folder that could not be listed at
+    /// all); 0 for every other node, and for directories of snapshots
+    /// written before December 2026, which did not record it.
+    pub fn left_out(&self) -> u64 {
+        match self.kind {
+            NodeKind::Dir { .. } => self.size,
+            _ => 0,
+        }
     }
 
     /// The single-letter kind used in listings.
@@ -606,8 +625,15 @@ pub enum Fill {
         /// Its extended attributes, sorted by name.
         xattrs: Vec<Xattr>,
     },
-    /// A directory's tree.
-    Subtree(BlobId),
+    /// A directory's tree, and how many of its entries the backup left
+    /// out (see [`Node::left_out`]).
+    Subtree {
+        /// The directory's tree.
+        subtree: BlobId,
+        /// Entries left out; [`LEFT_OUT_UNKNOWN`] when it could not be
+        /// listed.
+        left_out: u64,
+    },
     /// The node is left out.
     Remove,
 }
@@ -764,12 +790,12 @@ impl TreeEncoder {
                     codec::encode_into(new, &mut xattrs);
                     Some(*size)
                 }
-                Fill::Subtree(subtree) => {
+                Fill::Subtree { subtree, left_out } => {
                     kind.clear();
                     codec::encode_into(&KindRef::Dir { subtree }, &mut kind);
                     xattrs.clear();
                     xattrs.extend_from_slice(&self.bytes[l.xattrs..l.end]);
-                    None
+                    Some(*left_out)
                 }
                 Fill::Remove => return Err(lost()),
             };
@@ -816,7 +842,9 @@ impl TreeEncoder {
                     size,
                     xattrs,
                 } => (KindRef::File { chunks }, Some(*size), Some(xattrs)),
-                Fill::Subtree(subtree) => (KindRef::Dir { subtree }, None, None),
+                Fill::Subtree { subtree, left_out } => {
+                    (KindRef::Dir { subtree }, Some(*left_out), None)
+                }
             };
             out.extend_from_slice(&bytes[at..l.kind.start]);
             codec::encode_into(&kind, &mut out);
@@ -845,7 +873,7 @@ impl TreeEncoder {
                 codec::encoded_len(&KindRef::File { chunks }),
                 codec::encoded_len(xattrs),
             ),
-            Fill::Subtree(subtree) => (
+            Fill::Subtree { subtree, .. } => (
                 codec::encoded_len(&KindRef::Dir { subtree }),
                 l.end - l.xattrs,
             ),
@@ -1040,7 +1068,13 @@ pub(crate) mod tests {
                     xattrs: vec![],
                 },
             ),
-            (at[2], Fill::Subtree(BlobId([9; 32]))),
+            (
+                at[2],
+                Fill::Subtree {
+                    subtree: BlobId([9; 32]),
+                    left_out: 4,
+                },
+            ),
             (
                 at[3],
                 Fill::File {
@@ -1065,6 +1099,8 @@ pub(crate) mod tests {
         }
         want[1].size = 12345;
         want[2] = dir("c", 9);
+        // A directory's size says how many entries were left out of it.
+        want[2].size = 4;
         want[3].size = 0;
         want[3].xattrs = vec![xattr("user.a", b"\0\x01\x02"), xattr("user.b", b"v")];
         want[5].kind = NodeKind::File {
@@ -1087,9 +1123,17 @@ pub(crate) mod tests {
         let a = enc.push(&dir("a", 0)).unwrap();
         enc.push(&file("b", 1)).unwrap();
         let bytes = enc
-            .finish(vec![(a, Fill::Subtree(BlobId([5; 32])))])
+            .finish(vec![(
+                a,
+                Fill::Subtree {
+                    subtree: BlobId([5; 32]),
+                    left_out: 0,
+                },
+            )])
             .unwrap();
-        let want = Tree::new(vec![dir("a", 5), file("b", 1)]);
+        let mut a = dir("a", 5);
+        a.size = 0;
+        let want = Tree::new(vec![a, file("b", 1)]);
         assert_eq!(bytes, want.encode());
         assert_eq!(
             TreeEncoder::default().finish(vec![]).unwrap(),
@@ -1133,7 +1177,13 @@ pub(crate) mod tests {
                     xattrs: vec![xattr("user.b", b"y")],
                 },
             ),
-            (b, Fill::Subtree(BlobId([4; 32]))),
+            (
+                b,
+                Fill::Subtree {
+                    subtree: BlobId([4; 32]),
+                    left_out: 2,
+                },
+            ),
             (c, Fill::Remove),
         ];
         let mut want = file("a", 4);
@@ -1143,7 +1193,9 @@ pub(crate) mod tests {
         want.size = 9;
         want.xattrs = vec![xattr("user.b", b"y")];
         let bytes = enc.finish(fills).unwrap();
-        let want = Tree::new(vec![want, dir("b", 4), file("d", 1)]);
+        let mut b = dir("b", 4);
+        b.size = 2;
+        let want = Tree::new(vec![want, b, file("d", 1)]);
         assert_eq!(bytes, want.encode());
         // A place that is not a node's start is an error, not a panic.
         let mut enc = TreeEncoder::default();
@@ -1213,8 +1265,16 @@ pub(crate) mod tests {
                     (1, _) => fills.push((at, Fill::Remove)),
                     (_, true) => {
                         let id = BlobId([rng.gen(); 32]);
-                        fills.push((at, Fill::Subtree(id)));
+                        let left_out = rng.gen_range(0..3);
+                        fills.push((
+                            at,
+                            Fill::Subtree {
+                                subtree: id,
+                                left_out,
+                            },
+                        ));
                         n.kind = NodeKind::Dir { subtree: id };
+                        n.size = left_out;
                         want.push(n);
                     }
                     (_, false) => {

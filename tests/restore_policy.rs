@@ -1545,3 +1545,83 @@ fn attributes_only_root_may_write_are_told_once_to_an_ordinary_user() {
         assert_eq!(fs::read(r.join(f)).unwrap(), fs::read(src.join(f)).unwrap());
     }
 }
+
+/// A folder its backup could not list is stored empty, and a file it
+/// could not read is left out; the snapshot records, on each folder's
+/// node, that entries were left out. A mirror restore of it over the
+/// live tree then leaves what the target holds in those folders (it may
+/// be what the backup could not read) and prunes the others as ever:
+/// it removed the unlisted folder's files and the unread file, though
+/// the backup had said they were not in the snapshot.
+#[test]
+fn a_mirror_leaves_what_its_backup_could_not_read() {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        return;
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("secret/s.txt"), "in a folder nobody may list");
+    write(&src.join("open/locked.txt"), "a file nobody may read");
+    write(&src.join("open/b.txt"), "readable");
+    write(&src.join("whole/c.txt"), "readable");
+    for p in [repo.dir.path(), &src] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(
+        src.join("open/locked.txt"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    hand_repo_to_nobody(&repo);
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    let ls = repo
+        .run(&["ls", "--long", "latest", src.to_str().unwrap()])
+        .success();
+    let line = |name: &str| {
+        let name = format!("{}/{name}", src.display());
+        ls.stdout
+            .lines()
+            .find(|l| l.contains(&name) && !l.contains(&format!("{name}/")))
+            .unwrap_or_else(|| panic!("{name} not listed: {ls}"))
+            .to_string()
+    };
+    assert!(
+        line("secret").ends_with("(not listed by its backup)"),
+        "{ls}"
+    );
+    assert!(
+        line("open").ends_with("(1 entry left out by its backup)"),
+        "{ls}"
+    );
+    assert!(line("whole").ends_with("/whole"), "{ls}");
+
+    // The live tree, with an extra file in a folder read whole.
+    let target = repo.scratch("target");
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    write(&target.join("whole/extra.txt"), "not in the snapshot");
+    write(&target.join("open/extra.txt"), "beside an unread file");
+    let spec = format!("latest:{}", src.display());
+    let out = repo.restore(&spec, &target, &["--policy", "mirror"]);
+    assert!(
+        out.stderr
+            .contains("2 folder(s) whose backup left entries out"),
+        "{out}"
+    );
+    assert!(target.join("secret/s.txt").exists(), "{out}");
+    assert!(target.join("open/locked.txt").exists(), "{out}");
+    assert!(target.join("open/extra.txt").exists(), "{out}");
+    assert!(!target.join("whole/extra.txt").exists(), "pruned: {out}");
+    assert_eq!(fs::read(target.join("open/b.txt")).unwrap(), b"readable");
+}

@@ -20,7 +20,7 @@ use crate::id::BlobId;
 use crate::pack::BlobKind;
 use crate::repo::DirNodes;
 use crate::repo::Repository;
-use crate::tree::{Fill, Node, NodeKind, Parts, TreeEncoder, Xattr};
+use crate::tree::{Fill, Node, NodeKind, Parts, TreeEncoder, Xattr, LEFT_OUT_UNKNOWN};
 use crate::writer::{BlobWriter, SealQueue};
 
 pub(super) struct WalkSetup<'a> {
@@ -495,6 +495,9 @@ struct DirJob {
     /// each a job of its own sent before this one (whose `tree` is then
     /// empty); its tree blob lists their trees.
     parts: Vec<u64>,
+    /// Entries the walk left out of it, besides files the workers could
+    /// not read (see [`crate::tree::Node::left_out`]).
+    left_out: u64,
 }
 
 /// Where a large directory's tree is cut into parts (repository format 4,
@@ -637,8 +640,10 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
     let (root_seq, trees) = root;
     let mut trees = trees??;
     let root_seq = root_seq?;
+    // What was left out of `/` itself has no node to say so.
     trees
         .remove(&root_seq)
+        .map(|(id, _)| id)
         .ok_or_else(|| Error::Invalid("backup produced no root tree".into()))
 }
 
@@ -1020,15 +1025,22 @@ impl<'a> Walker<'a> {
                     dir.display()
                 ));
                 Counters::add(&self.shared.setup.counters.dirs, 1);
-                return self.emit(DirJob::new(TreeEncoder::default()));
+                return self.emit(DirJob {
+                    left_out: LEFT_OUT_UNKNOWN,
+                    ..DirJob::new(TreeEncoder::default())
+                });
             }
         };
+        // Entries left out here, for the directory's node: what a target
+        // holds beside the rest is then not the snapshot's to remove.
+        let mut left_out = 0u64;
         let report: &(dyn Fn(String) + Sync) = self.shared.setup.report;
         let whole = scope.whole;
         let listing = whole.then(|| match Listing::read(handle.fd(), dir, report) {
             Ok(l) => l,
             Err(e) => {
                 self.report(format!("{}: cannot list: {e}", dir.display()));
+                left_out = LEFT_OUT_UNKNOWN;
                 Listing::new()
             }
         });
@@ -1114,6 +1126,7 @@ impl<'a> Walker<'a> {
                     Ok(md) => md,
                     Err(e) => {
                         self.report(format!("{}: cannot stat: {e}", path.display()));
+                        left_out = left_out.saturating_add(1);
                         continue;
                     }
                 };
@@ -1129,6 +1142,7 @@ impl<'a> Walker<'a> {
                         path.display()
                     ));
                     if !given {
+                        left_out = left_out.saturating_add(1);
                         continue;
                     }
                 }
@@ -1139,6 +1153,7 @@ impl<'a> Walker<'a> {
                             path.display(),
                             folder.display()
                         ));
+                        left_out = left_out.saturating_add(1);
                         continue;
                     }
                 }
@@ -1169,6 +1184,7 @@ impl<'a> Walker<'a> {
                         Ok(n) => n,
                         Err(e) => {
                             self.report(format!("{}: cannot read metadata: {e}", path.display()));
+                            left_out = left_out.saturating_add(1);
                             continue;
                         }
                     };
@@ -1234,8 +1250,12 @@ impl<'a> Walker<'a> {
                             below: sub,
                         };
                         if other_fs && sub.is_none() {
-                            // A mount point: keep the directory, not its contents.
-                            let seq = self.emit(DirJob::new(TreeEncoder::default()))?;
+                            // A mount point: keep the directory, not its
+                            // contents, which are another filesystem's.
+                            let seq = self.emit(DirJob {
+                                left_out: LEFT_OUT_UNKNOWN,
+                                ..DirJob::new(TreeEncoder::default())
+                            })?;
                             let at = tree.push(&node)?;
                             waits.push(Wait::Dir { at, seq });
                         } else {
@@ -1295,6 +1315,7 @@ impl<'a> Walker<'a> {
                     let part = DirJob {
                         waits: std::mem::take(&mut waits),
                         outcomes: outcomes.take(),
+                        left_out: std::mem::take(&mut left_out),
                         ..DirJob::new(std::mem::take(&mut tree))
                     };
                     parts.push(self.emit(part)?);
@@ -1311,24 +1332,30 @@ impl<'a> Walker<'a> {
             stored,
             waits,
             outcomes,
+            left_out,
             ..DirJob::new(tree)
         };
         if parts.is_empty() {
             return self.emit(last);
         }
+        // Entries left out after the last part's, for the list of parts.
+        let mut rest = last.left_out;
         if !last.tree.is_empty() {
+            rest = 0;
             parts.push(self.emit(DirJob {
                 stored: None,
                 ..last
             })?);
         }
-        if let [one] = parts[..] {
+        if let ([one], 0) = (&parts[..], rest) {
             // Cut after its last entry: one part is the whole tree.
-            return Ok(one);
+            return Ok(*one);
         }
+        // A list of one part is stored as that part (see `finish_dirs`).
         self.emit(DirJob {
             stored,
             parts,
+            left_out: rest,
             ..DirJob::new(TreeEncoder::default())
         })
     }
@@ -1353,6 +1380,7 @@ impl DirJob {
             waits: Vec::new(),
             outcomes: None,
             parts: Vec::new(),
+            left_out: 0,
         }
     }
 }
@@ -1462,8 +1490,12 @@ fn unchanged_chunks(old: Node, now: &Node, racy_from: i64) -> Option<Vec<BlobId>
 /// tree from the repository, and in a large repository the lookup of a
 /// present id searches the index's tables, each a page fault when they
 /// are cold, so a no-change backup looks up nothing.
-fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<u64, BlobId>> {
-    let mut done: HashMap<u64, BlobId> = HashMap::new();
+fn finish_dirs(
+    setup: &WalkSetup<'_>,
+    dirs: Receiver<DirJob>,
+) -> Result<HashMap<u64, (BlobId, u64)>> {
+    // Each directory's tree, and the entries left out of it.
+    let mut done: HashMap<u64, (BlobId, u64)> = HashMap::new();
     let lost = || Error::Invalid("backup pipeline lost a directory entry".into());
     let empty_tree = setup
         .repo
@@ -1476,8 +1508,10 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
             // empty. What remains is the directory: its one part, or the
             // empty tree stored for the parts left out.
             let mut ids = Vec::with_capacity(job.parts.len());
+            let mut left_out = job.left_out;
             for seq in &job.parts {
-                let id = done.remove(seq).ok_or_else(lost)?;
+                let (id, part_left_out) = done.remove(seq).ok_or_else(lost)?;
+                left_out = left_out.saturating_add(part_left_out);
                 if id != empty_tree {
                     ids.push(id);
                 }
@@ -1494,7 +1528,7 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
                     id
                 }
             };
-            done.insert(job.seq, id);
+            done.insert(job.seq, (id, left_out));
             continue;
         }
         let files = job
@@ -1507,6 +1541,7 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
             _ => Vec::new(),
         };
         let mut fills = Vec::with_capacity(job.waits.len());
+        let mut left_out = job.left_out;
         for wait in job.waits {
             match wait {
                 Wait::File { slot, at } => {
@@ -1532,11 +1567,12 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
                         )),
                     }
                     // Left out.
+                    left_out = left_out.saturating_add(1);
                     fills.push((at, Fill::Remove));
                 }
                 Wait::Dir { at, seq } => {
-                    let subtree = done.remove(&seq).ok_or_else(lost)?;
-                    fills.push((at, Fill::Subtree(subtree)));
+                    let (subtree, left_out) = done.remove(&seq).ok_or_else(lost)?;
+                    fills.push((at, Fill::Subtree { subtree, left_out }));
                 }
             }
         }
@@ -1546,7 +1582,7 @@ fn finish_dirs(setup: &WalkSetup<'_>, dirs: Receiver<DirJob>) -> Result<HashMap<
         if job.stored != Some(id) {
             setup.writer.add_with_id(BlobKind::Tree, id, &bytes)?;
         }
-        done.insert(job.seq, id);
+        done.insert(job.seq, (id, left_out));
     }
     Ok(done)
 }

@@ -141,6 +141,12 @@ fn list_tree(repo: &Repository, tree: DirNodes<'_>, base: (&str, &str), a: &LsAr
         } else if a.long {
             let target = match &node.kind {
                 NodeKind::Symlink { target } => format!(" -> {}", escape(&target.0)),
+                NodeKind::Dir { .. } => match node.left_out() {
+                    0 => String::new(),
+                    crate::tree::LEFT_OUT_UNKNOWN => " (not listed by its backup)".into(),
+                    1 => " (1 entry left out by its backup)".into(),
+                    n => format!(" ({n} entries left out by its backup)"),
+                },
                 _ => String::new(),
             };
             let owner = |name: &str, id: u32| match name {
@@ -153,7 +159,7 @@ fn list_tree(repo: &Repository, tree: DirNodes<'_>, base: (&str, &str), a: &LsAr
                 mode_string(node.mode),
                 owner(&node.user, node.uid),
                 owner(&node.group, node.gid),
-                node.size,
+                if node.is_dir() { 0 } else { node.size },
                 format_time(node.mtime_ns)
             )
         } else {

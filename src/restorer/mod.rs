@@ -127,6 +127,13 @@ pub struct RestoreStats {
     pub bytes_written: u64,
     /// Extra entries removed (mirror).
     pub removed: u64,
+    /// Folders a mirror did not prune because their backup left entries
+    /// out (see [`crate::tree::Node::left_out`]): what the target holds
+    /// there beside the snapshot's entries may be what was left out.
+    pub not_pruned: u64,
+    /// The first of them.
+    #[serde(skip)]
+    pub first_not_pruned: Option<PathBuf>,
     /// In a dry run, the extra entries mirror would remove, sorted.
     #[serde(skip)]
     pub would_remove: Vec<PathBuf>,
@@ -310,7 +317,12 @@ pub fn restore(
     } else {
         case::Twins::default()
     };
-    let any = planner.walk(tree, Path::new(""), &start_path, false, &twins, true);
+    let prune = if planner.mirror {
+        Prune::of(left_out_at(repo, &snap.tree, subpath)?)
+    } else {
+        Prune::All
+    };
+    let any = planner.walk(tree, Path::new(""), &start_path, false, &twins, prune);
     if !opts.includes.is_empty() && !any {
         // Includes that select nothing (a typo, say) change nothing, not
         // even a mirror's removals of what the target holds beside the
@@ -328,6 +340,16 @@ pub fn restore(
     if opts.policy == Policy::Mirror {
         stats.would_remove.sort();
     }
+    if let Some(first) = &stats.first_not_pruned {
+        warn(&format!(
+            "{} folder(s) whose backup left entries out (it could not read them, \
+             or another filesystem was mounted there) are not pruned: what the \
+             target holds in them beside the snapshot's entries is left in place \
+             (first: {})",
+            stats.not_pruned,
+            first.display()
+        ));
+    }
     if let Some((entries, why)) = ex.xattrs_refused_warning() {
         stats.xattrs_refused = entries;
         warn(&why);
@@ -338,6 +360,55 @@ pub fn restore(
         return Err(e);
     }
     Ok(stats)
+}
+
+/// What a mirror prunes of a folder.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prune {
+    /// The folder and those beneath it.
+    All,
+    /// Those beneath it, not the folder: its backup left entries out of
+    /// it (files it could not read, another filesystem mounted there,
+    /// see [`crate::tree::Node::left_out`]), and what the target holds
+    /// there may be just those.
+    NotHere,
+    /// Neither: beneath a folder whose name has a twin on a target that
+    /// does not tell case apart, what the target holds may be the twin's.
+    Nothing,
+}
+
+impl Prune {
+    /// For a folder whose backup left `left_out` entries out of it.
+    fn of(left_out: u64) -> Prune {
+        if left_out == 0 {
+            Prune::All
+        } else {
+            Prune::NotHere
+        }
+    }
+}
+
+/// What the backup left out of the folder at `subpath` of the tree `root`
+/// (see [`crate::tree::Node::left_out`]): nothing for the root, which has
+/// no node to say so, and for a path that names a file.
+fn left_out_at(repo: &Repository, root: &BlobId, subpath: &str) -> Result<u64> {
+    let mut left_out = 0;
+    let mut dir = repo.dir_nodes(root)?;
+    for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        let Some(node) = dir.find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp.as_bytes()))
+        else {
+            return Ok(0);
+        };
+        let node = node?;
+        match &node.kind {
+            NodeKind::Dir { subtree } => {
+                left_out = node.left_out();
+                dir = repo.dir_nodes(subtree)?;
+            }
+            _ => return Ok(0),
+        }
+    }
+    Ok(left_out)
 }
 
 /// A batch of files is written once it holds this many files and other
@@ -589,9 +660,7 @@ impl Planner<'_> {
     ///
     /// On a target that does not tell case apart (see [`case`]), `twins`
     /// are the folder's names that fold alike: only the first of each is
-    /// restored. A mirror prunes the folder only if `prune`: not beneath
-    /// a folder that has a twin, as what the target holds there may be
-    /// the twin's.
+    /// restored. A mirror prunes the folder as `prune` says ([`Prune`]).
     fn walk(
         &mut self,
         tree: DirNodes<'_>,
@@ -599,12 +668,18 @@ impl Planner<'_> {
         abs: &str,
         included: bool,
         twins: &case::Twins,
-        prune: bool,
+        prune: Prune,
     ) -> bool {
         let mut any = false;
+        if self.mirror && prune == Prune::NotHere {
+            self.stats.not_pruned += 1;
+            self.stats
+                .first_not_pruned
+                .get_or_insert_with(|| self.ex.target.join(rel));
+        }
         // The names a mirror keeps here, once every node was read: a
         // directory whose nodes could not all be read is not pruned.
-        let mut names = (self.mirror && prune).then(NameList::default);
+        let mut names = (self.mirror && prune == Prune::All).then(NameList::default);
         // Of the names with a twin here, those restored so far, folded,
         // each with the name it folds from.
         let mut restored: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -677,6 +752,7 @@ impl Planner<'_> {
             }
             match node.kind {
                 NodeKind::Dir { subtree } => {
+                    let left_out = node.left_out();
                     // Batches restored while it is walked forget the
                     // directories done before it: its place is found
                     // again by its number.
@@ -706,7 +782,11 @@ impl Planner<'_> {
                             &child_abs,
                             inc,
                             &sub_twins,
-                            prune && twin.is_none(),
+                            match prune {
+                                Prune::Nothing => Prune::Nothing,
+                                _ if twin.is_some() => Prune::Nothing,
+                                _ => Prune::of(left_out),
+                            },
                         ),
                         Err(e) => {
                             self.ex.fail(
