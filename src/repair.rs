@@ -15,6 +15,32 @@ use crate::snapshot::{DamagedSnapshot, Snapshot, SnapshotEntry};
 use crate::tree::{Node, NodeKind, Parts, Tree, TreeBlob};
 use crate::writer::BlobWriter;
 
+/// How to rebuild the index.
+#[derive(Clone, Debug, Default)]
+pub struct RepairIndexOptions {
+    /// Also read every pack in full first, as `verify --read-data` does,
+    /// and leave out of the new tables every copy of a blob that fails to
+    /// authenticate, decompress or re-hash. A damaged copy that stays
+    /// indexed is taken by every backup for the blob stored, so no later
+    /// snapshot could hold that content again; left out, the next backup
+    /// stores it again wherever the source still has it.
+    pub read_data: bool,
+    /// Worker threads for reading packs; 0 = one per core.
+    pub workers: usize,
+}
+
+/// A damaged copy of a blob that `repair index --read-data` left out of
+/// the index.
+#[derive(Debug, Serialize)]
+pub struct DroppedBlob {
+    /// The blob.
+    pub blob: BlobId,
+    /// The pack holding the damaged copy (kept, with its other blobs).
+    pub pack: PackId,
+    /// Why the copy does not open.
+    pub reason: String,
+}
+
 /// What `repair index` did.
 #[derive(Debug, Default, Serialize)]
 pub struct IndexRepair {
@@ -32,16 +58,76 @@ pub struct IndexRepair {
     pub written_tables: usize,
     /// Old index tables removed.
     pub removed_tables: usize,
+    /// Damaged copies left out of the index (with `read_data`), by pack.
+    pub dropped: Vec<DroppedBlob>,
 }
 
 /// Rebuilds the index from the packs' own headers: writes new tables for
 /// every readable pack, then removes the old tables. A pack whose header
 /// cannot be read keeps the entries the old tables (those whose MAC checks)
 /// give for it: its blobs may well be intact, and a pack no table names
-/// would be deleted by gc. Call under the exclusive `lock`, which is
-/// confirmed before the old tables are removed.
-pub fn repair_index(repo: &Repository, lock: &LockGuard) -> Result<IndexRepair> {
-    repair_index_in_tables_of(repo, lock, TABLE_ENTRIES)
+/// would be deleted by gc. With [`RepairIndexOptions::read_data`], every
+/// pack is read first and the blobs found damaged are left out (their
+/// packs keep their other blobs; gc later removes the damaged bytes with
+/// the rest of a pack's unused share); a pack that cannot be read then
+/// stops the repair before anything is written. Call under the exclusive
+/// `lock`, which is confirmed before each table is written and before the
+/// old tables are removed.
+pub fn repair_index(
+    repo: &Repository,
+    opts: &RepairIndexOptions,
+    lock: &LockGuard,
+) -> Result<IndexRepair> {
+    repair_index_in_tables_of(repo, opts, lock, TABLE_ENTRIES)
+}
+
+/// The damaged copies `repair index --read-data` leaves out: every pack
+/// read in full (see [`crate::verify::bad_blobs`]). The index is mapped
+/// leniently first, as the repair reads the old tables: one that cannot
+/// be parsed may be what the repair is run for, and the pack reader
+/// consults the index for packs whose header is damaged.
+fn damaged_copies(
+    repo: &Repository,
+    opts: &RepairIndexOptions,
+) -> Result<HashMap<(BlobId, PackId), String>> {
+    if !opts.read_data {
+        return Ok(HashMap::new());
+    }
+    repo.index_lenient()?;
+    let found = crate::verify::bad_blobs(repo, opts.workers)?;
+    // Its blobs unchecked, a pack's damaged copies would stay indexed
+    // while the repair reported none.
+    if let Some((pack, e)) = found.unread.first() {
+        return Err(Error::Invalid(format!(
+            "cannot read pack {} to check its blobs: {e}; nothing is changed; run it again",
+            pack.short()
+        )));
+    }
+    Ok(found.bad)
+}
+
+/// `entries` of `pack` without the copies in `bad`, which are added to
+/// `dropped`.
+fn without_damaged(
+    pack: PackId,
+    entries: Vec<PackEntry>,
+    bad: &HashMap<(BlobId, PackId), String>,
+    dropped: &mut Vec<DroppedBlob>,
+) -> Vec<PackEntry> {
+    if bad.is_empty() {
+        return entries;
+    }
+    let (bad_here, kept): (Vec<PackEntry>, Vec<PackEntry>) = entries
+        .into_iter()
+        .partition(|e| bad.contains_key(&(e.id, pack)));
+    for e in bad_here {
+        dropped.push(DroppedBlob {
+            blob: e.id,
+            pack,
+            reason: bad[&(e.id, pack)].clone(),
+        });
+    }
+    kept
 }
 
 /// Entries per table `repair index` writes: its memory is bounded by one
@@ -54,9 +140,11 @@ const TABLE_ENTRIES: usize = 1 << 19;
 /// `per_table` entries (a pack's entries stay in one table).
 fn repair_index_in_tables_of(
     repo: &Repository,
+    opts: &RepairIndexOptions,
     lock: &LockGuard,
     per_table: usize,
 ) -> Result<IndexRepair> {
+    let bad = damaged_copies(repo, opts)?;
     let backend = repo.backend();
     let mut out = IndexRepair::default();
     let mut builder = IndexBuilder::default();
@@ -88,9 +176,10 @@ fn repair_index_in_tables_of(
         let what = format!("pack {}", id.short());
         match pack::read_header(backend, name, *len, repo.key(), &what) {
             Ok(h) => {
+                let entries = without_damaged(id, h.entries, &bad, &mut out.dropped);
                 out.packs += 1;
-                out.blobs += h.entries.len();
-                builder.add_pack(id, h.kind, &h.entries);
+                out.blobs += entries.len();
+                builder.add_pack(id, h.kind, &entries);
             }
             Err(e @ Error::Corrupt { .. }) => unreadable.push((id, format!("{what}: {e}"))),
             // Not the pack's fault (a timeout, a refused read): taken for
@@ -111,6 +200,7 @@ fn repair_index_in_tables_of(
     // tables say of them, gathered in one pass over those tables.
     let ids: Vec<PackId> = unreadable.iter().map(|(id, _)| *id).collect();
     for ((id, why), (kind, entries)) in unreadable.iter().zip(old_entries(&trusted, &ids)) {
+        let entries = without_damaged(*id, entries, &bad, &mut out.dropped);
         let kept = entries.len();
         if let Some(kind) = kind {
             builder.add_pack(*id, kind, &entries);
@@ -129,6 +219,7 @@ fn repair_index_in_tables_of(
         write(builder, &mut written)?;
     }
     out.written_tables = written.len();
+    out.dropped.sort_by_key(|d| (d.pack, d.blob));
     lock.confirm("the new index tables are written, the old ones are kept; run it again")?;
     for name in old
         .iter()
@@ -260,15 +351,15 @@ pub fn repair_snapshots(
         }
     }
     let bad = if opts.read_data {
-        crate::verify::bad_blobs(repo, opts.workers)?
+        crate::verify::bad_blobs(repo, opts.workers)?.bad
     } else {
-        HashSet::new()
+        HashMap::new()
     };
     // A chunk is read from its first entry in a pack that exists (as a
     // restore reads it), so that entry's blob must be sound.
     let available = |id: &BlobId| -> bool {
         matches!(index.locate_kind_where(id, BlobKind::Data, &|p| !lost.contains(p)),
-            Ok(Some(loc)) if !bad.contains(&(*id, loc.pack)))
+            Ok(Some(loc)) if !bad.contains_key(&(*id, loc.pack)))
     };
     // Checked before each pack and confirmed before each index table, as
     // a backup's.
@@ -531,7 +622,8 @@ mod tests {
         assert_eq!(old.len(), 1);
 
         let lock = exclusive(&backend, &repo);
-        let r = repair_index_in_tables_of(&repo, &lock, 15).unwrap();
+        let r =
+            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15).unwrap();
         assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
         assert_eq!((r.packs, r.blobs, r.removed_tables), (packs, 40, 1));
         let tables = backend.list(FileKind::Index).unwrap();
@@ -589,12 +681,88 @@ mod tests {
         *hooked.hooks.0.lock().unwrap() = Some(packs[1].clone());
 
         let lock = exclusive(&backend, &repo);
-        let e = repair_index_in_tables_of(&repo, &lock, 15).unwrap_err();
+        let e = repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15)
+            .unwrap_err();
         let e = e.to_string();
         assert!(e.contains("timed out"), "{e}");
         assert!(e.contains("the old index tables are kept"), "{e}");
         let now = backend.list(FileKind::Index).unwrap();
         assert!(old.iter().all(|t| now.contains(t)), "{old:?} → {now:?}");
+        repo.reload_index();
+        let index = repo.index().unwrap();
+        for id in &ids {
+            assert!(index.contains(id), "{} lost", id.short());
+        }
+    }
+
+    /// `--read-data` leaves out the one blob whose bytes were flipped and
+    /// nothing else: its pack stays, its other blobs indexed. A plain
+    /// rebuild keeps it, as the pack's header still lists it.
+    #[test]
+    fn repair_index_read_data_drops_only_the_damaged_copy() {
+        let backend: Arc<dyn Backend> = Arc::new(MemBackend::default());
+        let repo = repo_of_small_packs(backend.clone());
+        let writer = BlobWriter::new(&repo);
+        let ids: Vec<BlobId> = (0..20)
+            .map(|i: u32| {
+                let data = noise(&i.to_le_bytes(), 100_000);
+                writer.add(BlobKind::Data, &data).unwrap().0
+            })
+            .collect();
+        writer.finish().unwrap();
+        let victim = ids[7];
+        let loc = repo.locate(&victim).unwrap();
+        let name = loc.pack.to_hex();
+        let len = backend.size(FileKind::Pack, &name).unwrap() as usize;
+        let mut bytes = backend.read_range(FileKind::Pack, &name, 0, len).unwrap();
+        bytes[(loc.offset + loc.length / 2) as usize] ^= 1;
+        backend.write(FileKind::Pack, &name, &bytes).unwrap();
+        let lock = exclusive(&backend, &repo);
+
+        let plain = repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15);
+        assert!(plain.unwrap().dropped.is_empty());
+        repo.reload_index();
+        assert!(repo.index().unwrap().contains(&victim));
+
+        let opts = RepairIndexOptions {
+            read_data: true,
+            workers: 2,
+        };
+        let r = repair_index_in_tables_of(&repo, &opts, &lock, 15).unwrap();
+        assert_eq!(r.dropped.len(), 1, "{:?}", r.dropped);
+        assert_eq!((r.dropped[0].blob, r.dropped[0].pack), (victim, loc.pack));
+        assert!(
+            r.dropped[0].reason.contains("authentication"),
+            "{:?}",
+            r.dropped
+        );
+        assert_eq!(r.blobs, 19);
+        repo.reload_index();
+        let index = repo.index().unwrap();
+        assert!(!index.contains(&victim));
+        for id in ids.iter().filter(|id| **id != victim) {
+            assert!(index.contains(id), "{} lost", id.short());
+        }
+        assert!(backend.size(FileKind::Pack, &name).is_ok(), "the pack went");
+    }
+
+    /// A pack `--read-data` cannot read (here: no whole reads at all)
+    /// had its blobs unchecked: the repair stops before writing anything.
+    #[test]
+    fn repair_index_read_data_stops_when_a_pack_cannot_be_read() {
+        let (backend, repo, ids) = repo_of_packs();
+        let old = backend.list(FileKind::Index).unwrap();
+        let lock = exclusive(&backend, &repo);
+        let opts = RepairIndexOptions {
+            read_data: true,
+            workers: 2,
+        };
+        let e = repair_index_in_tables_of(&repo, &opts, &lock, 15)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read pack"), "{e}");
+        assert!(e.contains("nothing is changed"), "{e}");
+        assert_eq!(backend.list(FileKind::Index).unwrap(), old);
         repo.reload_index();
         let index = repo.index().unwrap();
         for id in &ids {
@@ -616,7 +784,8 @@ mod tests {
             backend.write(FileKind::Pack, name, &bytes).unwrap();
         }
         let lock = exclusive(&backend, &repo);
-        let r = repair_index_in_tables_of(&repo, &lock, 15).unwrap();
+        let r =
+            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15).unwrap();
         assert_eq!(r.unreadable.len(), 2, "{:?}", r.unreadable);
         assert!(
             r.unreadable.iter().all(|u| u.contains("kept its")),

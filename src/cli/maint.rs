@@ -11,7 +11,7 @@ use crate::backend::FileKind;
 use crate::error::{Error, Result, EXIT_ERROR};
 use crate::gc::{self, GcOptions};
 use crate::id::SnapshotId;
-use crate::repair::{self, RepairSnapshotsOptions};
+use crate::repair::{self, RepairIndexOptions, RepairSnapshotsOptions};
 use crate::repo::{lock, Repository};
 use crate::retention::{self, GroupBy, GroupDecisions, Policy};
 use crate::snapshot::{Named, Snapshots};
@@ -580,7 +580,12 @@ pub struct RepairArgs {
 #[derive(Subcommand, Debug)]
 enum RepairWhat {
     /// Rebuild the index from the packs' own headers.
-    Index,
+    Index {
+        /// Read every pack first and leave damaged blobs out of the
+        /// index, so the next backup stores their content again.
+        #[arg(long)]
+        read_data: bool,
+    },
     /// Write repaired copies of snapshots that reference missing data,
     /// once per snapshot (a snapshot with a repaired copy is skipped).
     Snapshots {
@@ -601,12 +606,27 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
 
 fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8> {
     match a.what {
-        RepairWhat::Index => {
+        RepairWhat::Index { read_data } => {
             let lock = super::lock_repo(ctx, repo, true, "repair index")?;
-            let r = repair::repair_index(repo, &lock)?;
+            let r = repair::repair_index(
+                repo,
+                &RepairIndexOptions {
+                    read_data,
+                    workers: ctx.workers(repo),
+                },
+                &lock,
+            )?;
             let printed = (|| {
                 for u in &r.unreadable {
                     outln!("unreadable, left in place: {u}")?;
+                }
+                for d in &r.dropped {
+                    outln!(
+                        "damaged, dropped from the index: blob {} in pack {} ({})",
+                        d.blob.short(),
+                        d.pack.short(),
+                        d.reason
+                    )?;
                 }
                 outln!(
                     "indexed {} blobs in {} packs; replaced {} index table(s) with {}",
@@ -614,7 +634,18 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                     r.packs,
                     r.removed_tables,
                     r.written_tables
-                )
+                )?;
+                if !r.dropped.is_empty() {
+                    outln!(
+                        "{} damaged blob(s) are no longer indexed: the next backup stores \
+                         their content again where the source still has it, mending every \
+                         snapshot that uses it; for what no source has any more, `cairn \
+                         repair snapshots` writes copies of the snapshots without it (gc \
+                         refuses to run until no snapshot uses a blob the index lacks)",
+                        r.dropped.len()
+                    )?;
+                }
+                Ok(())
             })();
             Ok(output::after_work(0, printed, "the index is rebuilt"))
         }

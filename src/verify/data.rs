@@ -4,10 +4,21 @@
 
 use super::*;
 
-/// Reads every pack, as `verify --read-data` does, and returns the blobs
-/// that fail to authenticate, decompress or re-hash, each with the pack
-/// holding the bad copy. For `repair snapshots --read-data`.
-pub fn bad_blobs(repo: &Repository, workers: usize) -> Result<HashSet<(BlobId, PackId)>> {
+/// What reading every pack found: the blobs that fail to authenticate,
+/// decompress or re-hash, and the packs that could not be read at all.
+#[derive(Debug, Default)]
+pub struct BadBlobs {
+    /// Each bad copy, as (blob, the pack holding it), with why it fails.
+    pub bad: HashMap<(BlobId, PackId), String>,
+    /// Packs whose read failed (a timeout after every retry, a refused
+    /// read), with the error: none of their blobs was checked.
+    pub unread: Vec<(PackId, String)>,
+}
+
+/// Reads every pack, as `verify --read-data` does, and returns what it
+/// found bad. For `repair snapshots --read-data` and `repair index
+/// --read-data`.
+pub fn bad_blobs(repo: &Repository, workers: usize) -> Result<BadBlobs> {
     let mut packs = HashMap::new();
     for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {
         if is_hex_name(&name) {
@@ -15,12 +26,23 @@ pub fn bad_blobs(repo: &Repository, workers: usize) -> Result<HashSet<(BlobId, P
         }
     }
     let mut report = VerifyReport::default();
-    let bad = read_packs(repo, &packs, Subset::All, 0, workers, false, &mut report)?;
-    Ok(bad.into_keys().collect())
+    let read = read_packs(repo, &packs, Subset::All, 0, workers, false, &mut report)?;
+    Ok(BadBlobs {
+        bad: read.bad,
+        unread: read.unread,
+    })
 }
 
-/// Reads the selected packs in parallel; returns the bad (blob, pack) pairs.
-/// With `check_index`, every index entry naming a pack read is compared
+/// What [`read_packs`] found.
+pub(super) struct PacksRead {
+    /// The bad (blob, pack) pairs, with why each fails.
+    pub bad: HashMap<(BlobId, PackId), String>,
+    /// Packs that could not be read, with the error.
+    pub unread: Vec<(PackId, String)>,
+}
+
+/// Reads the selected packs in parallel; returns the bad (blob, pack)
+/// pairs and the packs it could not read. With `check_index`, every index entry naming a pack read is compared
 /// with that pack's header, and each that differs (the blob not listed
 /// there, or at another offset, length, raw length or kind) is an error
 /// of its table: a restore reads where the index says.
@@ -32,7 +54,7 @@ pub(super) fn read_packs(
     workers: usize,
     check_index: bool,
     report: &mut VerifyReport,
-) -> Result<HashMap<(BlobId, PackId), String>> {
+) -> Result<PacksRead> {
     let mut todo: Vec<PackId> = packs
         .keys()
         .filter(|p| subset.contains(p, day))
@@ -48,6 +70,7 @@ pub(super) fn read_packs(
     let bytes = AtomicU64::new(0);
     let bad: Mutex<HashMap<(BlobId, PackId), String>> = Mutex::new(HashMap::new());
     let errors: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
+    let unread: Mutex<Vec<(PackId, String)>> = Mutex::new(Vec::new());
     let index = repo.index()?;
     // The index entries naming each pack to read, as (table, entry): 8
     // bytes an entry, their locations read again from the mapped tables
@@ -88,6 +111,9 @@ pub(super) fn read_packs(
                         Err(e) => {
                             if let Ok(mut v) = errors.lock() {
                                 v.push(problem(&what, e.to_string()));
+                            }
+                            if let Ok(mut v) = unread.lock() {
+                                v.push((*pack_id, e.to_string()));
                             }
                             continue;
                         }
@@ -185,7 +211,10 @@ pub(super) fn read_packs(
     report
         .errors
         .extend(errors.into_inner().unwrap_or_default());
-    Ok(bad.into_inner().unwrap_or_default())
+    Ok(PacksRead {
+        bad: bad.into_inner().unwrap_or_default(),
+        unread: unread.into_inner().unwrap_or_default(),
+    })
 }
 
 /// The index entries of `pack` (`entries`, as (table, entry) in `index`)

@@ -30,8 +30,8 @@ use crate::tree::{NodeKind, Ref, TreeBlob};
 mod data;
 mod subset;
 
-pub use data::bad_blobs;
 use data::read_packs;
+pub use data::{bad_blobs, BadBlobs};
 pub use subset::{Subset, SubsetWindow};
 
 /// What to check.
@@ -322,6 +322,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                 true,
                 &mut report,
             )?
+            .bad
         }
         None => HashMap::new(),
     };
@@ -600,7 +601,8 @@ mod tests {
         let packs = store.list(FileKind::Pack).unwrap();
         assert!(packs.len() >= 4, "{} packs", packs.len());
 
-        assert!(data::bad_blobs(&repo, 2).unwrap().is_empty());
+        let found = data::bad_blobs(&repo, 2).unwrap();
+        assert!(found.bad.is_empty() && found.unread.is_empty(), "{found:?}");
         let size = |name: &str| store.inner.size(FileKind::Pack, name).unwrap();
         store.hooks.check_prefetches(size);
         for (name, what) in store.hooks.events.lock().unwrap().iter() {
