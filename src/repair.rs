@@ -295,6 +295,10 @@ pub struct SnapshotsRepair {
     /// Snapshot files that do not decode: nothing in them can be read, so
     /// they are left as they are (the others are repaired all the same).
     pub damaged: Vec<DamagedSnapshot>,
+    /// Damaged copies of blobs (found with `read_data`) that the index
+    /// still names: backups take them for stored until `repair index
+    /// --read-data` drops them.
+    pub damaged_indexed: usize,
 }
 
 /// One snapshot rewritten by `repair snapshots`.
@@ -368,6 +372,15 @@ pub fn repair_snapshots(
         .locked(lock);
     let mut out = SnapshotsRepair {
         damaged: loaded.damaged,
+        damaged_indexed: bad
+            .keys()
+            .filter(|(id, pack)| {
+                matches!(
+                    index.locate_kind_where(id, BlobKind::Data, &|p| p == pack),
+                    Ok(Some(_))
+                )
+            })
+            .count(),
         ..SnapshotsRepair::default()
     };
     let mut memo: HashMap<BlobId, (BlobId, Vec<String>)> = HashMap::new();

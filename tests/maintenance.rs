@@ -431,6 +431,130 @@ fn after_a_deleted_pack_repair_index_and_the_next_backup_store_the_content_again
     assert_eq!(next["summary"]["files_changed"], 0, "{next}");
 }
 
+/// A blob whose bytes are damaged in a pack whose header is intact stays
+/// indexed through a plain `repair index` (the header still lists it), so
+/// every backup, even a full one, took it for stored and no later
+/// snapshot could restore that content. `repair index --read-data` leaves
+/// it out; the next backup then stores the content again, under the same
+/// id, which mends the older snapshot too, and gc removes the damaged
+/// bytes.
+#[test]
+fn after_a_damaged_blob_repair_index_read_data_and_the_next_backup_store_the_content_again() {
+    let repo = packed_repo();
+    let src = source(&repo, 41);
+    let first = backup_saved(&repo, &src, &[]);
+    let victim = snap_path(&src, "victim.bin");
+    let blob = file_chunks(&repo, &first.id)[&victim][0].clone();
+    let before = index_map(&repo);
+    let loc = before[&blob].clone();
+    let others_in_pack = before
+        .iter()
+        .filter(|(id, l)| l.pack == loc.pack && **id != blob)
+        .count();
+    flip_byte(&pack_files(&repo)[&loc.pack], loc.offset + loc.length / 2);
+
+    // verify names the blob, and what mends it.
+    let out = repo.run(&["verify", "--read-data"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("pack {}: blob {}: ", &loc.pack[..8], &blob[..8])),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("`cairn repair index --read-data` drops it from the index"),
+        "{out}"
+    );
+    // A plain rebuild keeps its entry: the pack's header is intact.
+    repo.run(&["repair", "index"]).success();
+    assert!(index_map(&repo).contains_key(&blob));
+    // `repair snapshots --read-data` points to what drops it.
+    let out = repo
+        .run(&["repair", "snapshots", "--read-data", "--dry-run"])
+        .success();
+    assert!(out.stdout.contains(&victim), "{out}");
+    assert!(
+        out.stdout
+            .contains("the index still names 1 damaged blob(s)"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("`cairn repair index --read-data`"),
+        "{out}"
+    );
+
+    let out = repo.run(&["repair", "index", "--read-data"]).success();
+    assert!(
+        out.stdout.contains(&format!(
+            "damaged, dropped from the index: blob {} in pack {}",
+            &blob[..8],
+            &loc.pack[..8]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("1 damaged blob(s) are no longer indexed"),
+        "{out}"
+    );
+    // Only that blob: the pack stays, its other blobs indexed.
+    let after = index_map(&repo);
+    assert!(!after.contains_key(&blob), "{out}");
+    assert_eq!(after.len() + 1, before.len(), "{out}");
+    assert!(pack_files(&repo).contains_key(&loc.pack));
+    assert_eq!(
+        after.values().filter(|l| l.pack == loc.pack).count(),
+        others_in_pack
+    );
+
+    // The next backup, incremental, reads the unchanged file again and
+    // stores its content; it says so and exits 3 for the damage found.
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr
+            .contains("unchanged file(s) had chunks the repository no longer holds"),
+        "{out}"
+    );
+    let v = out.json();
+    assert_eq!(v["kind"], "incremental", "{out}");
+    assert_eq!(v["parent"], Value::String(first.id.clone()), "{out}");
+    let whole = Saved {
+        id: v["id"].as_str().expect("id").to_string(),
+        src: src.clone(),
+        manifest: manifest(&src),
+        record: v,
+    };
+    assert_ne!(index_map(&repo)[&blob].pack, loc.pack);
+    assert_restores(&repo, &whole);
+    assert_restores(&repo, &first);
+    // Clean: the damaged copy, which nothing reads, is only a warning.
+    let v = assert_verify_ok(&repo);
+    let warned = v["warnings"].as_array().unwrap().iter().any(|w| {
+        w["object"] == format!("pack {}", &loc.pack[..8]).as_str()
+            && w["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("blob {}: ", &blob[..8]))
+            && w["message"]
+                .as_str()
+                .unwrap()
+                .contains("no index entry names this copy")
+    });
+    assert!(warned, "{v}");
+
+    // gc rewrites the pack without the damaged bytes.
+    repo.run(&["gc", "--max-unused", "0%"]).success();
+    assert!(!pack_files(&repo).contains_key(&loc.pack));
+    assert_verify_ok(&repo);
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &first);
+    assert_restores(&repo, &whole);
+}
+
 #[test]
 fn deleted_index_is_reported_and_repair_index_fixes_it() {
     let repo = packed_repo();

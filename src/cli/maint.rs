@@ -712,5 +712,14 @@ fn print_repaired(r: &repair::SnapshotsRepair, dry_run: bool) -> Result<()> {
         } else {
             "repaired"
         }
-    )
+    )?;
+    if r.damaged_indexed > 0 {
+        outln!(
+            "the index still names {} damaged blob(s), so backups take them for stored: \
+             `cairn repair index --read-data` drops them, and the next backup then stores \
+             their content again where the source still has it",
+            r.damaged_indexed
+        )?;
+    }
+    Ok(())
 }

@@ -41,11 +41,20 @@ pub(super) struct PacksRead {
     pub unread: Vec<(PackId, String)>,
 }
 
+/// What mends a damaged copy of a blob that an index entry names.
+const DAMAGED_BLOB_MENDS: &str = "`cairn repair index --read-data` drops it from the index, \
+     and the next backup then stores its content again where the source still has it \
+     (mending every snapshot that uses it)";
+
 /// Reads the selected packs in parallel; returns the bad (blob, pack)
-/// pairs and the packs it could not read. With `check_index`, every index entry naming a pack read is compared
-/// with that pack's header, and each that differs (the blob not listed
-/// there, or at another offset, length, raw length or kind) is an error
-/// of its table: a restore reads where the index says.
+/// pairs and the packs it could not read. Each bad copy is an error of its
+/// pack, naming what mends it. With `check_index`, every index entry
+/// naming a pack read is compared with that pack's header, and each that
+/// differs (the blob not listed there, or at another offset, length, raw
+/// length or kind) is an error of its table: a restore reads where the
+/// index says. A bad copy that no index entry names (one `repair index
+/// --read-data` dropped) is then only a warning: nothing reads it, and gc
+/// removes it with the rest of the pack's unused bytes.
 pub(super) fn read_packs(
     repo: &Repository,
     packs: &HashMap<PackId, u64>,
@@ -70,6 +79,7 @@ pub(super) fn read_packs(
     let bytes = AtomicU64::new(0);
     let bad: Mutex<HashMap<(BlobId, PackId), String>> = Mutex::new(HashMap::new());
     let errors: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
+    let warnings: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let unread: Mutex<Vec<(PackId, String)>> = Mutex::new(Vec::new());
     let index = repo.index()?;
     // The index entries naming each pack to read, as (table, entry): 8
@@ -123,13 +133,24 @@ pub(super) fn read_packs(
                     }
                     bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                     let mut local_bad = Vec::new();
-                    if file_hash(&data) != pack_id.0 {
-                        if let Ok(mut v) = errors.lock() {
-                            v.push(problem(&what, "content does not match its name (damaged)"));
-                        }
-                    }
+                    // Blobs an index entry places in this pack, with
+                    // `check_index`: a bad copy none names is read by nothing.
+                    let named_here: Option<HashSet<BlobId>> = check_index.then(|| {
+                        indexed
+                            .get(pack_id)
+                            .map_or(&[][..], Vec::as_slice)
+                            .iter()
+                            .filter_map(|&(t, j)| {
+                                let table = index.tables().get(t as usize)?;
+                                table.location_at(j as usize).ok().map(|(id, _)| id)
+                            })
+                            .collect()
+                    });
+                    let misnamed = file_hash(&data) != pack_id.0;
+                    let mut header_read = false;
                     match pack::decode_header(&data, repo.key(), &what) {
                         Ok(header) => {
+                            header_read = true;
                             for e in &header.entries {
                                 let at = e.offset as usize;
                                 let sealed = &data[at..at + e.length as usize];
@@ -189,10 +210,44 @@ pub(super) fn read_packs(
                             }
                         }
                     }
+                    let named = |id: &BlobId| named_here.as_ref().is_none_or(|n| n.contains(id));
+                    if misnamed {
+                        // Damage found only in copies nothing reads (as
+                        // `repair index --read-data` leaves them) changes
+                        // the pack's hash too, and is no more than they are.
+                        let unread_only = header_read
+                            && !local_bad.is_empty()
+                            && local_bad.iter().all(|(id, _)| !named(id));
+                        let (list, message) = if unread_only {
+                            (
+                                &warnings,
+                                "content does not match its name: the damage lies in blobs no \
+                                 index entry names",
+                            )
+                        } else {
+                            (&errors, "content does not match its name (damaged)")
+                        };
+                        if let Ok(mut v) = list.lock() {
+                            v.push(problem(&what, message));
+                        }
+                    }
                     if !local_bad.is_empty() {
-                        if let Ok(mut v) = errors.lock() {
-                            for (id, why) in &local_bad {
-                                v.push(problem(&what, format!("blob {}: {why}", id.short())));
+                        for (id, why) in &local_bad {
+                            let (list, message) = if named(id) {
+                                let m = format!("blob {}: {why}; {DAMAGED_BLOB_MENDS}", id.short());
+                                (&errors, m)
+                            } else {
+                                let m = format!(
+                                    "blob {}: {why}; no index entry names this copy, so \
+                                     nothing reads it, and `cairn gc` removes it once it \
+                                     rewrites the pack (until then `cairn repair index` \
+                                     without --read-data indexes it again)",
+                                    id.short()
+                                );
+                                (&warnings, m)
+                            };
+                            if let Ok(mut v) = list.lock() {
+                                v.push(problem(&what, message));
                             }
                         }
                         if let Ok(mut b) = bad.lock() {
@@ -211,6 +266,9 @@ pub(super) fn read_packs(
     report
         .errors
         .extend(errors.into_inner().unwrap_or_default());
+    report
+        .warnings
+        .extend(warnings.into_inner().unwrap_or_default());
     Ok(PacksRead {
         bad: bad.into_inner().unwrap_or_default(),
         unread: unread.into_inner().unwrap_or_default(),
