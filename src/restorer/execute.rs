@@ -262,7 +262,7 @@ impl Executor<'_> {
         if !replace {
             return fs::hard_link(&*first, &*at);
         }
-        // Already this link (a merge over an earlier restore): nothing to do.
+        // Already this link: nothing to do.
         use std::os::unix::fs::MetadataExt;
         let (a, b) = (fs::symlink_metadata(&*first)?, fs::symlink_metadata(&*at)?);
         if (a.dev(), a.ino()) == (b.dev(), b.ino()) {
@@ -402,11 +402,14 @@ impl Executor<'_> {
 
     pub(super) fn restore_other(&self, dest: &Path, node: &Node) -> Result<bool> {
         // The same symlink is left in place and given the snapshot's
-        // metadata; skip-existing leaves it as it is (`clear`, below), as
-        // it leaves any entry already there.
+        // metadata, unless it has another name (a symlink can be hard
+        // linked too), which may be outside the target: it is then made
+        // anew (see `only_name`). Skip-existing leaves it as it is
+        // (`clear`, below), as it leaves any entry already there.
         if let (NodeKind::Symlink { target }, Ok(md)) = (&node.kind, self.lstat(dest)) {
             if self.policy != Policy::SkipExisting
                 && md.file_type().is_symlink()
+                && super::files::only_name(&md)
                 && self
                     .beneath
                     .at(dest)

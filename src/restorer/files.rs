@@ -563,7 +563,9 @@ impl Executor<'_> {
             Ok(_) if self.policy == Policy::SkipExisting => return Ok(Prepared::Skipped),
             Ok(md) if md.is_file() && md.len() == node.size => {
                 if let Some(same) = self.same_content(dest, chunks)? {
-                    if self.keep_in_place(&md, node) {
+                    // The links of the inode compared, whatever became
+                    // of the name since its `lstat`.
+                    if same.metadata().is_ok_and(|now| only_name(&now)) {
                         if !self.dry_run {
                             // Through the file compared: no path walks, and
                             // owner and mode changed only where they differ.
@@ -598,35 +600,6 @@ impl Executor<'_> {
             transient: std::sync::atomic::AtomicBool::new(false),
             item: 0,
         })))
-    }
-
-    /// Whether the file `md` of the target, found to hold what `node`
-    /// names, is left in place for it. A file of one link always is. One
-    /// of several shares its inode with other paths, which may be the
-    /// snapshot's too (a restore of an older snapshot, where they were
-    /// hard links, before this one, where they are not): left in place
-    /// for each, they would stay one file, with the metadata of whichever
-    /// was set last. So such an inode is left in place for one inode of
-    /// the snapshot (or one file of one link) only, the first to find it;
-    /// any other path of the snapshot on it is written anew. Costs an
-    /// entry per such inode left in place, held to the end.
-    fn keep_in_place(&self, md: &fs::Metadata, node: &Node) -> bool {
-        use std::collections::hash_map::Entry;
-        use std::os::unix::fs::MetadataExt;
-        if md.nlink() < 2 {
-            return true;
-        }
-        let inode = (node.nlink > 1).then_some((node.dev, node.inode));
-        let Ok(mut kept) = self.kept_inodes.lock() else {
-            return false;
-        };
-        match kept.entry((md.dev(), md.ino())) {
-            Entry::Vacant(v) => {
-                v.insert(inode);
-                true
-            }
-            Entry::Occupied(o) => inode.is_some() && *o.get() == inode,
-        }
     }
 
     /// Writes one chunk of `task` at `offset`, creating its file first if
@@ -815,6 +788,23 @@ impl Executor<'_> {
         }
         id
     }
+}
+
+/// Whether an entry of the target found to hold what the snapshot names
+/// may be left in place and given the snapshot's metadata: only if its
+/// inode has no other name. Metadata set on an inode is set for every
+/// path to it, and another link may be anywhere on the filesystem,
+/// outside the target (linked there by anyone who can write in the
+/// target, or left by a restore of a snapshot where two files were hard
+/// links before this one, where they are apart): the restore cannot
+/// find those paths without searching the whole filesystem, so it never
+/// changes such an inode. The entry is written anew instead, a new
+/// inode renamed over its name, which leaves the other names' inode as
+/// it was. A link made elsewhere in the instant between this check and
+/// the metadata's setting is not seen.
+pub(super) fn only_name(md: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    md.nlink() < 2
 }
 
 /// What restoring one blob costs, in bytes of work: it is decoded once

@@ -272,7 +272,6 @@ pub fn restore(
         skipped_dirs: Mutex::new(HashSet::new()),
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
-        kept_inodes: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
         open_budget: AtomicIsize::new(0),
         unnamed: std::sync::atomic::AtomicBool::new(false),
@@ -933,11 +932,6 @@ struct Executor<'a> {
     fresh_dirs: Mutex<HashSet<PathBuf>>,
     /// Ids of all-zero blobs by length (see `may_have_holes`).
     zero_ids: Mutex<HashMap<u32, BlobId>>,
-    /// Files of the target with several links left in place (see
-    /// [`Executor::keep_in_place`]): by `(dev, inode)` there, the
-    /// snapshot's inode each was left in place for (`None`: a file of
-    /// one link).
-    kept_inodes: Mutex<HashMap<DevIno, Option<DevIno>>>,
     root: bool,
     /// Whether files are written unnamed: set by `restore_files` when a
     /// probe in the target could link one, cleared should a link fail.
@@ -953,9 +947,6 @@ struct Executor<'a> {
     /// Extended attributes the target refused (see [`xattrs`]).
     xattrs_refused: Mutex<xattrs::Refused>,
 }
-
-/// A file's device and inode number.
-type DevIno = (u64, u64);
 
 /// What [`Executor::ensure_dir`] found or did.
 enum Dir {
