@@ -470,6 +470,46 @@ fn ls_and_cat_show_the_repository() {
     assert!(out.stderr.contains("ffffffff"), "{out}");
 }
 
+/// `ls --long` shows set-user-ID, set-group-ID and sticky bits as
+/// `ls -l` does: `s`/`t` over an `x`, `S`/`T` where there is none.
+#[test]
+fn ls_long_shows_set_id_and_sticky_bits() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let modes = [
+        ("suid", 0o4755, "-rwsr-xr-x"),
+        ("suid-no-x", 0o4644, "-rwSr--r--"),
+        ("sgid", 0o2755, "-rwxr-sr-x"),
+        ("sgid-no-x", 0o2640, "-rw-r-S---"),
+        ("plain", 0o755, "-rwxr-xr-x"),
+    ];
+    for (name, mode, _) in modes {
+        write(&src.join(name), name);
+        fs::set_permissions(src.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for (name, mode) in [("tmp", 0o1777), ("sticky-no-x", 0o1770)] {
+        fs::create_dir(src.join(name)).unwrap();
+        fs::set_permissions(src.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    repo.backup(&[&src], &[]);
+    let out = repo
+        .run(&["ls", "--long", "latest", src.to_str().unwrap()])
+        .success();
+    let shown = |name: &str| {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.ends_with(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("{name} not listed\n{out}"));
+        line.split(' ').next().unwrap().to_string()
+    };
+    for (name, _, want) in modes {
+        assert_eq!(shown(name), want, "{name}\n{out}");
+    }
+    assert_eq!(shown("tmp"), "drwxrwxrwt", "{out}");
+    assert_eq!(shown("sticky-no-x"), "drwxrwx--T", "{out}");
+}
+
 #[test]
 fn relative_paths_and_backup_excludes() {
     let repo = Repo::new();

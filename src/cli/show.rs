@@ -97,7 +97,8 @@ pub struct LsArgs {
     snapshot: String,
     /// Only entries under this path.
     path: Option<String>,
-    /// Show mode, owner, size and time.
+    /// Show mode (as `ls -l` does, set-user-ID, set-group-ID and sticky
+    /// bits included), owner, size and time.
     #[arg(long, short = 'l')]
     long: bool,
     /// One JSON object per line.
@@ -173,10 +174,27 @@ fn list_tree(repo: &Repository, tree: DirNodes<'_>, base: (&str, &str), a: &LsAr
     Ok(())
 }
 
+/// The permission bits as `ls -l` shows them: set-user-ID, set-group-ID
+/// and sticky take the place of the owner's, group's and others' `x`, as
+/// `s`, `s` and `t` where that `x` is set and `S`, `S` and `T` where it
+/// is not, so a mode of 4755 is not shown as 0755.
 fn mode_string(mode: u32) -> String {
     let mut s = String::with_capacity(9);
-    for (i, c) in "rwxrwxrwx".chars().enumerate() {
-        s.push(if mode & (1 << (8 - i)) != 0 { c } else { '-' });
+    // Per class: its read bit, and the special bit shown in its `x`.
+    for (class, special, set, unset) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
+        let bit = |b: u32| mode & (b << class) != 0;
+        s.push(if bit(4) { 'r' } else { '-' });
+        s.push(if bit(2) { 'w' } else { '-' });
+        s.push(match (mode & special != 0, bit(1)) {
+            (true, true) => set,
+            (true, false) => unset,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }
@@ -328,4 +346,30 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
     let _ = Config::peek_repo_id; // config JSON comes from the decoded struct
     outln!("{text}")?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mode_string;
+
+    #[test]
+    fn modes_show_set_id_and_sticky_bits_as_ls_does() {
+        for (mode, shown) in [
+            (0o755, "rwxr-xr-x"),
+            (0o640, "rw-r-----"),
+            (0o000, "---------"),
+            (0o4755, "rwsr-xr-x"),
+            (0o4644, "rwSr--r--"),
+            (0o2755, "rwxr-sr-x"),
+            (0o2745, "rwxr-Sr-x"),
+            (0o1777, "rwxrwxrwt"),
+            (0o1776, "rwxrwxrwT"),
+            (0o7777, "rwsrwsrwt"),
+            (0o7000, "--S--S--T"),
+            // File type bits are not permission bits.
+            (0o100644, "rw-r--r--"),
+        ] {
+            assert_eq!(mode_string(mode), shown, "{mode:o}");
+        }
+    }
 }
