@@ -15,6 +15,15 @@
 //! A trailing `/` matches directories only (`cache/` leaves a file named
 //! `cache` alone). A directory that matches takes everything beneath it
 //! along.
+//!
+//! Names are bytes, and need not be UTF-8 (`caf\xe9`, written by a
+//! system in Latin-1), nor need patterns: both are matched as the text
+//! [`as_text`] makes of them, where each byte that is not part of UTF-8
+//! stands for itself, so `caf\xe9` selects that name and not `caf\xe8`.
+
+use std::borrow::Cow;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
@@ -71,12 +80,39 @@ impl Globs {
     }
 }
 
+/// `bytes` (a name, a path or a pattern) as the text globs are matched
+/// against: UTF-8 as it is, and each byte that is not part of UTF-8
+/// (always 0x80 or above) as a character of its own, U+10FF00 plus the
+/// byte, from the end of the last private-use plane: a glob is text, and
+/// a byte replaced by U+FFFD would match every other byte replaced so.
+/// A name holding one of those 128 characters itself (no system or
+/// alphabet assigns them) matches as the byte it stands for would. A
+/// glob's `?` takes one byte of UTF-8 (globset matches bytes), so it
+/// takes neither such a byte nor a character outside ASCII: `*` does.
+/// Borrowed when `bytes` is UTF-8.
+pub fn as_text(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            out.push(char::from_u32(0x10FF00 + u32::from(b)).expect("a private-use character"));
+        }
+    }
+    Cow::Owned(out)
+}
+
 impl PathFilter {
-    /// Compiles patterns; an error names the bad one.
-    pub fn new(patterns: &[String]) -> Result<PathFilter> {
+    /// Compiles patterns, which may hold any bytes (see [`as_text`]); an
+    /// error names the bad one.
+    pub fn new<P: AsRef<OsStr>>(patterns: &[P]) -> Result<PathFilter> {
         let (mut names, mut names_dirs) = (Vec::new(), Vec::new());
         let (mut paths, mut paths_dirs) = (Vec::new(), Vec::new());
-        for (i, p) in patterns.iter().enumerate() {
+        for (i, given) in patterns.iter().enumerate() {
+            let given = given.as_ref();
+            let p = as_text(given.as_bytes());
             let dirs_only = p.ends_with('/') && p.len() > 1;
             let pat = p.trim_end_matches('/');
             let (on_path, glob) = if pat.is_empty() {
@@ -92,7 +128,7 @@ impl PathFilter {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| Error::Invalid(format!("bad pattern {p:?}: {e}")))?;
+                .map_err(|e| Error::Invalid(format!("bad pattern {given:?}: {e}")))?;
             match (on_path, dirs_only) {
                 (false, false) => names.push((i, glob)),
                 (false, true) => names_dirs.push((i, glob)),
@@ -123,6 +159,16 @@ impl PathFilter {
     pub fn matching(&self, path: &str, name: &str, is_dir: bool, out: &mut Vec<usize>) {
         self.names.matching(name, is_dir, out);
         self.paths.matching(path, is_dir, out);
+    }
+
+    /// [`PathFilter::matches`] of a path and name as bytes, UTF-8 or not.
+    pub fn matches_bytes(&self, path: &[u8], name: &[u8], is_dir: bool) -> bool {
+        !self.empty && self.matches(&as_text(path), &as_text(name), is_dir)
+    }
+
+    /// [`PathFilter::matching`] of a path and name as bytes, UTF-8 or not.
+    pub fn matching_bytes(&self, path: &[u8], name: &[u8], is_dir: bool, out: &mut Vec<usize>) {
+        self.matching(&as_text(path), &as_text(name), is_dir, out);
     }
 }
 
@@ -161,8 +207,10 @@ mod tests {
         assert!(!f.matches("/srv/app/sub/cache", "cache", false));
         assert!(!f.matches("/x/srv/app/cache", "cache", false));
         assert!(f.matches("/a/b/c/tmp", "tmp", false));
-        assert!(!PathFilter::new(&[]).unwrap().matches("/x", "x", true));
-        assert!(PathFilter::new(&["[".into()]).is_err());
+        assert!(!PathFilter::new::<&str>(&[])
+            .unwrap()
+            .matches("/x", "x", true));
+        assert!(PathFilter::new(&["["]).is_err());
     }
 
     /// A `/` that does not start the pattern makes it match the path's
@@ -213,6 +261,27 @@ mod tests {
         out.clear();
         f.matching("/q/d", "d", true, &mut out);
         assert_eq!(out, [2]);
+    }
+
+    /// Patterns and names that are not UTF-8 match byte for byte: a byte
+    /// that is no UTF-8 matches itself only, and `*` takes it.
+    #[test]
+    fn names_and_patterns_that_are_not_utf8_match_byte_for_byte() {
+        let f = PathFilter::new(&[
+            OsStr::from_bytes(b"caf\xe9"),
+            OsStr::from_bytes(b"/top/d\xff*/x"),
+        ])
+        .unwrap();
+        assert!(f.matches_bytes(b"/a/caf\xe9", b"caf\xe9", false));
+        assert!(!f.matches_bytes(b"/a/caf\xe8", b"caf\xe8", false));
+        assert!(!f.matches_bytes("/a/caf\u{fffd}".as_bytes(), "caf\u{fffd}".as_bytes(), false));
+        assert!(!f.matches_bytes("/a/café".as_bytes(), "café".as_bytes(), false));
+        assert!(f.matches_bytes(b"/top/d\xff\xfe/x", b"x", false));
+        assert!(!f.matches_bytes(b"/top/d\xfe/x", b"x", false));
+        assert!(filter(&["*.txt"]).matches_bytes(b"/\xff.txt", b"\xff.txt", false));
+        assert_eq!(as_text(b"plain"), Cow::Borrowed("plain"));
+        let err = PathFilter::new(&[OsStr::from_bytes(b"[\xe9")]).unwrap_err();
+        assert!(err.to_string().contains(r"[\xE9"), "{err}");
     }
 
     #[test]

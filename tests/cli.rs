@@ -510,6 +510,70 @@ fn ls_long_shows_set_id_and_sticky_bits() {
     assert_eq!(shown("sticky-no-x"), "drwxrwx--T", "{out}");
 }
 
+/// A name that is not UTF-8 (`caf\xe9`, from a system writing Latin-1) is
+/// selected by its bytes: `ls` of a path through it, a restore of it as
+/// `SNAP:/path`, and a restore's `--include` and `--exclude` take the
+/// argument as it is, and tell it from a name that differs only in that
+/// byte, or is the same word in UTF-8.
+#[test]
+fn paths_and_patterns_that_are_not_utf8_select_what_they_name() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join(os(b"caf\xe9")).join("menu"), "latin-1\n");
+    write(&src.join(os(b"caf\xe8")).join("menu"), "one byte apart\n");
+    write(&src.join("café").join("menu"), "utf-8\n");
+    repo.backup(&[&src], &[]);
+    let base = abs(&src);
+    let path = |rest: &[u8]| OsString::from_vec([base.as_bytes(), rest].concat());
+    let cafe = PathBuf::from(os(b"caf\xe9"));
+    let mut c = repo.cmd(&["ls", "latest"]);
+    let out = run(c.arg(path(b"/caf\xe9")), None);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.stdout, format!("{base}/caf\\xe9/menu\n"), "{out}");
+
+    let target = repo.scratch("subpath");
+    let mut spec = OsString::from("latest:");
+    spec.push(path(b"/caf\xe9/menu"));
+    let mut c = repo.cmd(&["restore"]);
+    let out = run(c.arg(&spec).arg("--target").arg(&target), None);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(list_paths(&target), [PathBuf::from("menu")], "{out}");
+    assert_eq!(
+        fs::read_to_string(target.join("menu")).unwrap(),
+        "latin-1\n"
+    );
+
+    let selections = [
+        (
+            "include",
+            OsString::from(os(b"caf\xe9")),
+            vec![cafe.clone()],
+        ),
+        ("include", path(b"/caf\xe9/"), vec![cafe.clone()]),
+        (
+            "exclude",
+            OsString::from(os(b"caf\xe9")),
+            vec![PathBuf::from(os(b"caf\xe8")), "café".into()],
+        ),
+    ];
+    for (i, (flag, pattern, dirs)) in selections.into_iter().enumerate() {
+        let target = repo.scratch(&format!("{flag}{i}"));
+        let mut c = repo.cmd(&["restore", "latest", "--target"]);
+        let out = run(c.arg(&target).arg(format!("--{flag}")).arg(&pattern), None);
+        assert_eq!(out.code, 0, "--{flag} {pattern:?}\n{out}");
+        let r = restored(&target, &src);
+        let want: BTreeSet<PathBuf> = dirs
+            .iter()
+            .flat_map(|d| [d.join("menu"), d.clone()])
+            .collect();
+        let got: BTreeSet<PathBuf> = list_paths(&r).into_iter().collect();
+        assert_eq!(got, want, "--{flag} {pattern:?}\n{out}");
+        assert!(out.stderr.is_empty(), "--{flag} {pattern:?}\n{out}");
+    }
+}
+
 #[test]
 fn relative_paths_and_backup_excludes() {
     let repo = Repo::new();

@@ -10,7 +10,9 @@ mod output;
 mod restore;
 mod show;
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -600,19 +602,20 @@ fn pick<'a>(all: &'a Snapshots, spec: &str, filter: &SnapshotFilter) -> Result<&
 /// and `..` resolved by its words alone: `/tmp/../tmp` is `/tmp`, and `..`
 /// at the root stays there. A snapshot's trees hold no entry named `..`
 /// and these commands follow no symbolic link inside it, so the words
-/// are all there is to go by.
-fn snapshot_path(path: &str) -> String {
-    let mut comps: Vec<&str> = Vec::new();
-    for c in path.split('/') {
+/// are all there is to go by. Bytes, as names are: a name need not be
+/// UTF-8.
+fn snapshot_path(path: &[u8]) -> OsString {
+    let mut comps: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
         match c {
-            "" | "." => {}
-            ".." => {
+            b"" | b"." => {}
+            b".." => {
                 comps.pop();
             }
             c => comps.push(c),
         }
     }
-    format!("/{}", comps.join("/"))
+    OsString::from_vec([&b"/"[..], &comps.join(&b'/')].concat())
 }
 
 /// Runs `command`, one that takes a lock to free space or check the
@@ -793,6 +796,7 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn snapshot_paths_resolve_dot_dot_by_their_words() {
@@ -805,8 +809,12 @@ mod tests {
             ("/a/b/../../c", "/c"),
             ("/a/..b/c..", "/a/..b/c.."),
         ] {
-            assert_eq!(snapshot_path(given), resolved, "{given}");
+            assert_eq!(snapshot_path(given.as_bytes()), resolved, "{given}");
         }
+        assert_eq!(
+            snapshot_path(b"/a/caf\xe9/../d\xff/./x").as_bytes(),
+            b"/a/d\xff/x"
+        );
     }
 
     #[test]

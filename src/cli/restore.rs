@@ -1,5 +1,7 @@
 //! `cairn restore`.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -24,8 +26,9 @@ enum PolicyArg {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot (id, prefix or `latest`), optionally `:SUBPATH`.
-    snapshot: String,
+    /// Snapshot (id, prefix or `latest`), optionally `:SUBPATH` (any
+    /// bytes: a name need not be UTF-8).
+    snapshot: OsString,
     /// Directory to restore into.
     #[arg(long, short = 't')]
     target: PathBuf,
@@ -33,13 +36,13 @@ pub struct RestoreArgs {
     /// (repeatable). A glob without `/` matches names; one starting with
     /// `/`, the whole path as backed up (also under `SNAP:/path`); one
     /// with `/` elsewhere, the path's last components; a trailing `/`,
-    /// directories only.
+    /// directories only. Names that are not UTF-8 are given as they are.
     #[arg(long = "include")]
-    includes: Vec<String>,
+    includes: Vec<OsString>,
     /// Leave out entries matching a glob, and what is beneath them
     /// (repeatable; globs as for `--include`).
     #[arg(long = "exclude")]
-    excludes: Vec<String>,
+    excludes: Vec<OsString>,
     /// What to do with entries already in the target.
     #[arg(long, value_enum, default_value = "merge")]
     policy: PolicyArg,
@@ -52,10 +55,14 @@ pub struct RestoreArgs {
 }
 
 pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
-    let (spec, subpath) = match a.snapshot.split_once(':') {
-        Some((s, p)) => (s.to_string(), Some(super::snapshot_path(p))),
-        None => (a.snapshot.clone(), None),
+    // The snapshot's name is an id, a prefix of one or `latest`: text,
+    // which a name that is not UTF-8 cannot match anyway.
+    let given = a.snapshot.as_bytes();
+    let (spec, subpath) = match given.iter().position(|&b| b == b':') {
+        Some(at) => (&given[..at], Some(super::snapshot_path(&given[at + 1..]))),
+        None => (given, None),
     };
+    let spec = String::from_utf8_lossy(spec).into_owned();
     let repo = ctx.open()?;
     // Before the snapshots are read: gc removes nothing while it is held.
     let _lock = super::read_lock(ctx, &repo, "restore")?;
@@ -76,14 +83,20 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         lock: _lock.as_ref(),
     };
     let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn)?;
-    let within = opts.subpath.as_deref().unwrap_or("/");
+    let within = output::escape(opts.subpath.as_deref().map_or(b"/", OsStrExt::as_bytes));
     for p in &stats.includes_unmatched {
-        let hint = match opts.subpath.as_deref() {
-            Some(sub) if p.starts_with('/') && !p.starts_with(sub.trim_end_matches('/')) => {
+        // The subpath without its trailing `/`: none but for `/` itself.
+        let sub = opts.subpath.as_deref().map(|s| {
+            let s = s.as_bytes();
+            s.strip_suffix(b"/").unwrap_or(s)
+        });
+        let hint = match sub {
+            Some(sub) if p.as_bytes().starts_with(b"/") && !p.as_bytes().starts_with(sub) => {
                 format!(
                     " (a pattern starting with / is matched against the whole path as \
-                     backed up: {}{p} would be beneath {sub})",
-                    sub.trim_end_matches('/')
+                     backed up: {}{} would be beneath {within})",
+                    within.trim_end_matches('/'),
+                    output::escape(p.as_bytes())
                 )
             }
             _ => String::new(),

@@ -1,5 +1,8 @@
 //! `cairn snapshots`, `cairn ls` and `cairn cat`: reading the repository.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -95,8 +98,8 @@ pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
 pub struct LsArgs {
     /// Snapshot: id, unique prefix, or `latest`.
     snapshot: String,
-    /// Only entries under this path.
-    path: Option<String>,
+    /// Only entries under this path (any bytes: a name need not be UTF-8).
+    path: Option<OsString>,
     /// Show mode (as `ls -l` does, set-user-ID, set-group-ID and sticky
     /// bits included), owner, size and time.
     #[arg(long, short = 'l')]
@@ -121,10 +124,13 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let _lock = super::read_lock(ctx, &repo, "ls")?;
     let all = repo.snapshots()?;
     let e = super::pick(&all, &a.snapshot, &a.filter.filter())?;
-    let path = super::snapshot_path(a.path.as_deref().unwrap_or("/"));
-    let (tree, base) = repo.tree_at(&e.snapshot.tree, &path)?;
-    let shown = escape(base.as_bytes()).into_owned();
-    list_tree(&repo, tree, (&base, &shown), &a)?;
+    let path = super::snapshot_path(a.path.as_deref().map_or(b"/", OsStrExt::as_bytes));
+    let (tree, base) = repo.tree_at_bytes(&e.snapshot.tree, path.as_bytes())?;
+    // JSON has text only: a name that is not UTF-8 is given lossily
+    // there, as it is in a node's `name`.
+    let json_base = String::from_utf8_lossy(&base);
+    let shown = escape(&base).into_owned();
+    list_tree(&repo, tree, (&json_base, &shown), &a)?;
     Ok(0)
 }
 

@@ -750,23 +750,41 @@ impl Repository {
 
     /// What `path` (`/`-separated, relative to the root tree `root`) names
     /// in a snapshot: a directory's nodes and its path, or, for anything
-    /// else, that one node and the path of its directory.
+    /// else, that one node and the path of its directory. For a path
+    /// whose names need not be UTF-8, see [`Repository::tree_at_bytes`].
     pub fn tree_at(&self, root: &BlobId, path: &str) -> Result<(DirNodes<'_>, String)> {
+        let (dir, at) = self.tree_at_bytes(root, path.as_bytes())?;
+        // Made of `path`'s own components: UTF-8 as it is.
+        Ok((dir, String::from_utf8_lossy(&at).into_owned()))
+    }
+
+    /// [`Repository::tree_at`] of a path of bytes, as names are: each
+    /// component is compared with the names byte for byte, UTF-8 or not.
+    pub fn tree_at_bytes(&self, root: &BlobId, path: &[u8]) -> Result<(DirNodes<'_>, Vec<u8>)> {
         let mut dir = self.dir_nodes(root)?;
-        let mut at = String::new();
-        let comps: Vec<&str> = path
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
+        let mut at = Vec::new();
+        let comps: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
             .collect();
+        let named = |at: &[u8], comp: &[u8]| {
+            format!(
+                "{}/{}",
+                String::from_utf8_lossy(at),
+                String::from_utf8_lossy(comp)
+            )
+        };
         for (i, comp) in comps.iter().enumerate() {
             let node = dir
-                .find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp.as_bytes()))
-                .ok_or_else(|| Error::NotFound(format!("path {at}/{comp} in the snapshot")))??;
+                .find(|n| n.as_ref().map_or(true, |n| n.name.0 == *comp))
+                .ok_or_else(|| {
+                    Error::NotFound(format!("path {} in the snapshot", named(&at, comp)))
+                })??;
             match &node.kind {
                 NodeKind::Dir { subtree } => {
                     dir = self.dir_nodes(subtree)?;
-                    at.push('/');
-                    at.push_str(comp);
+                    at.push(b'/');
+                    at.extend_from_slice(comp);
                 }
                 _ if i + 1 == comps.len() => {
                     let one = EncodedTree::from_tree(&Tree::new(vec![node]));
@@ -774,7 +792,8 @@ impl Repository {
                 }
                 _ => {
                     return Err(Error::NotFound(format!(
-                        "directory {at}/{comp} in the snapshot"
+                        "directory {} in the snapshot",
+                        named(&at, comp)
                     )))
                 }
             }

@@ -39,7 +39,7 @@
 //! linked or renamed into place.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
@@ -86,17 +86,17 @@ pub enum Policy {
 /// Restore settings.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions<'a> {
-    /// Path inside the snapshot to restore (absolute as backed up); `None`
-    /// restores everything.
-    pub subpath: Option<String>,
+    /// Path inside the snapshot to restore (absolute as backed up, any
+    /// bytes: names need not be UTF-8); `None` restores everything.
+    pub subpath: Option<OsString>,
     /// Destination directory.
     pub target: PathBuf,
     /// Only entries matching (or beneath a match of) these patterns (see
     /// [`crate::filter`]: absolute ones are matched against the path as
-    /// backed up, whatever `subpath` is).
-    pub includes: Vec<String>,
+    /// backed up, whatever `subpath` is; any bytes, as names).
+    pub includes: Vec<OsString>,
     /// Leave out entries matching these patterns, and what is beneath them.
-    pub excludes: Vec<String>,
+    pub excludes: Vec<OsString>,
     /// Existing-file policy.
     pub policy: Policy,
     /// Plan and report only.
@@ -149,7 +149,7 @@ pub struct RestoreStats {
     /// restored, and not counted.
     pub full: Option<String>,
     /// The include patterns no entry of what was restored matched, as given.
-    pub includes_unmatched: Vec<String>,
+    pub includes_unmatched: Vec<OsString>,
     /// Whether there were include patterns and they selected nothing
     /// (none matched, or only what the excludes left out): nothing was
     /// restored.
@@ -207,17 +207,20 @@ pub fn restore(
             id.short()
         ));
     }
-    let subpath = opts.subpath.as_deref().unwrap_or("");
-    let (tree, start_path) = repo.tree_at(&snap.tree, subpath)?;
+    let subpath = opts.subpath.as_deref().unwrap_or_default().as_bytes();
+    let (tree, start_path) = repo.tree_at_bytes(&snap.tree, subpath)?;
     // A subpath naming a file, not a folder: the file is restored into
     // the target (which a mirror makes that file exactly), and nothing
     // else there is the snapshot's to remove.
     let one_file = {
-        let comps: Vec<&str> = subpath
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect();
-        !comps.is_empty() && start_path != format!("/{}", comps.join("/"))
+        let mut named = Vec::new();
+        for c in subpath.split(|&b| b == b'/') {
+            if !c.is_empty() && c != b"." {
+                named.push(b'/');
+                named.extend_from_slice(c);
+            }
+        }
+        !named.is_empty() && start_path != named
     };
     let mut fresh = HashSet::new();
     // A target in the repository, or in the cache, would have a restore
@@ -312,7 +315,7 @@ pub fn restore(
         batch_chunks: 0,
     };
     let twins = if case.merges_names() {
-        case::Twins::of(repo.tree_at(&snap.tree, subpath)?.0)
+        case::Twins::of(repo.tree_at_bytes(&snap.tree, subpath)?.0)
     } else {
         case::Twins::default()
     };
@@ -390,12 +393,12 @@ impl Prune {
 /// What the backup left out of the folder at `subpath` of the tree `root`
 /// (see [`crate::tree::Node::left_out`]): nothing for the root, which has
 /// no node to say so, and for a path that names a file.
-fn left_out_at(repo: &Repository, root: &BlobId, subpath: &str) -> Result<u64> {
+fn left_out_at(repo: &Repository, root: &BlobId, subpath: &[u8]) -> Result<u64> {
     let mut left_out = 0;
     let mut dir = repo.dir_nodes(root)?;
-    for comp in subpath.split('/').filter(|c| !c.is_empty() && *c != ".") {
-        let Some(node) = dir.find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp.as_bytes()))
-        else {
+    let comps = subpath.split(|&b| b == b'/');
+    for comp in comps.filter(|c| !c.is_empty() && *c != b".") {
+        let Some(node) = dir.find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp)) else {
             return Ok(0);
         };
         let node = node?;
@@ -638,9 +641,10 @@ impl Planner<'_> {
 
     /// Records which include patterns the entry matches (see
     /// `include_hits`), also beneath a directory already included.
-    fn note_includes(&mut self, path: &str, name: &str, is_dir: bool) {
+    fn note_includes(&mut self, path: &[u8], name: &[u8], is_dir: bool) {
         self.hits.clear();
-        self.includes.matching(path, name, is_dir, &mut self.hits);
+        self.includes
+            .matching_bytes(path, name, is_dir, &mut self.hits);
         for &i in &self.hits {
             if !std::mem::replace(&mut self.include_hits[i], true) {
                 self.includes_left -= 1;
@@ -664,7 +668,7 @@ impl Planner<'_> {
         &mut self,
         tree: DirNodes<'_>,
         rel: &Path,
-        abs: &str,
+        abs: &[u8],
         included: bool,
         twins: &case::Twins,
         prune: Prune,
@@ -715,18 +719,18 @@ impl Planner<'_> {
             }
             let name = OsStr::from_bytes(&node.name.0);
             let child_rel = rel.join(name);
-            let child_abs = format!("{abs}/{}", node.name);
-            let name_str = node.name.to_string();
+            let child_abs = [abs, b"/", &node.name.0].concat();
+            let name_bytes = node.name.0.as_slice();
             let is_dir = matches!(node.kind, NodeKind::Dir { .. });
             if self.includes_left > 0 {
-                self.note_includes(&child_abs, &name_str, is_dir);
+                self.note_includes(&child_abs, name_bytes, is_dir);
             }
-            if self.excludes.matches(&child_abs, &name_str, is_dir) {
+            if self.excludes.matches_bytes(&child_abs, name_bytes, is_dir) {
                 continue;
             }
             let inc = included
                 || self.includes.is_empty()
-                || self.includes.matches(&child_abs, &name_str, is_dir);
+                || self.includes.matches_bytes(&child_abs, name_bytes, is_dir);
             // A directory may hold selected entries even when not
             // selected itself: its twin is left out either way.
             let twin = twins.folded(&node.name.0);
