@@ -364,6 +364,33 @@ fn repair_snapshots_stores_again_a_tree_only_a_lost_pack_held() {
     );
 }
 
+/// The incremental backup of `src` after `repair index` dropped chunks
+/// of `first`, its parent: it reads the unchanged files whose chunks are
+/// gone again, says so once as damage found, and exits 3.
+#[track_caller]
+fn backup_storing_again(repo: &Repo, src: &Path, first: &Saved) -> Saved {
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr
+            .contains("unchanged file(s) had chunks the repository no longer holds"),
+        "{out}"
+    );
+    let v = out.json();
+    assert_eq!(v["kind"], "incremental", "{out}");
+    assert_eq!(v["parent"], Value::String(first.id.clone()), "{out}");
+    let damage = v["repository_damage"].as_array().expect("a list");
+    assert_eq!(damage.len(), 1, "{out}");
+    Saved {
+        id: v["id"].as_str().expect("id").to_string(),
+        src: src.to_path_buf(),
+        manifest: manifest(src),
+        record: v,
+    }
+}
+
 #[test]
 fn after_a_deleted_pack_repair_index_and_the_next_backup_store_the_content_again() {
     let repo = packed_repo();
@@ -403,26 +430,7 @@ fn after_a_deleted_pack_repair_index_and_the_next_backup_store_the_content_again
     // is whole again too. It says so, and exits 3 for the damage found.
     let out = repo.run(&["repair", "index"]).success();
     assert!(out.stdout.contains("indexed"), "{out}");
-    let mut c = repo.cmd(&["backup", "--json"]);
-    c.arg(&src);
-    let out = run(&mut c, None);
-    assert_eq!(out.code, 3, "{out}");
-    assert!(
-        out.stderr
-            .contains("unchanged file(s) had chunks the repository no longer holds"),
-        "{out}"
-    );
-    let v = out.json();
-    assert_eq!(v["kind"], "incremental", "{out}");
-    assert_eq!(v["parent"], Value::String(first.id.clone()), "{out}");
-    let damage = v["repository_damage"].as_array().expect("a list");
-    assert_eq!(damage.len(), 1, "{out}");
-    let whole = Saved {
-        id: v["id"].as_str().expect("id").to_string(),
-        src: src.clone(),
-        manifest: manifest(&src),
-        record: v,
-    };
+    let whole = backup_storing_again(&repo, &src, &first);
     assert_verify_ok(&repo);
     assert_restores(&repo, &whole);
     assert_restores(&repo, &first);
@@ -510,24 +518,7 @@ fn after_a_damaged_blob_repair_index_read_data_and_the_next_backup_store_the_con
 
     // The next backup, incremental, reads the unchanged file again and
     // stores its content; it says so and exits 3 for the damage found.
-    let mut c = repo.cmd(&["backup", "--json"]);
-    c.arg(&src);
-    let out = run(&mut c, None);
-    assert_eq!(out.code, 3, "{out}");
-    assert!(
-        out.stderr
-            .contains("unchanged file(s) had chunks the repository no longer holds"),
-        "{out}"
-    );
-    let v = out.json();
-    assert_eq!(v["kind"], "incremental", "{out}");
-    assert_eq!(v["parent"], Value::String(first.id.clone()), "{out}");
-    let whole = Saved {
-        id: v["id"].as_str().expect("id").to_string(),
-        src: src.clone(),
-        manifest: manifest(&src),
-        record: v,
-    };
+    let whole = backup_storing_again(&repo, &src, &first);
     assert_ne!(index_map(&repo)[&blob].pack, loc.pack);
     assert_restores(&repo, &whole);
     assert_restores(&repo, &first);
