@@ -446,27 +446,16 @@ mod tests {
         assert!(load_all(&b, &key).is_err());
     }
 
-    /// A store whose first listing of snapshots names one more, `gone`,
+    /// Hooks whose first listing of snapshots names one more, `gone`,
     /// that is not there: a snapshot removed between listing and reading.
     struct Removed {
-        inner: crate::backend::mem::MemBackend,
         gone: std::sync::Mutex<Option<String>>,
         /// Whether `gone` is listed every time (a dangling symlink).
         listed_always: bool,
     }
 
-    impl Backend for Removed {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        fn exists(&self) -> Result<bool> {
-            self.inner.exists()
-        }
-        fn create(&self) -> Result<()> {
-            self.inner.create()
-        }
-        fn list(&self, kind: FileKind) -> Result<Vec<String>> {
-            let mut names = self.inner.list(kind)?;
+    impl crate::backend::testing::Hooks for Removed {
+        fn listed(&self, _kind: FileKind, names: &mut Vec<String>) {
             let mut gone = self.gone.lock().unwrap();
             let name = if self.listed_always {
                 gone.clone()
@@ -475,25 +464,6 @@ mod tests {
             };
             names.extend(name);
             names.sort();
-            Ok(names)
-        }
-        fn size(&self, kind: FileKind, name: &str) -> Result<u64> {
-            self.inner.size(kind, name)
-        }
-        fn read(&self, kind: FileKind, name: &str) -> Result<crate::backend::Data> {
-            self.inner.read(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str, at: u64, len: usize) -> Result<Vec<u8>> {
-            self.inner.read_range(kind, name, at, len)
-        }
-        fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
-            self.inner.write(kind, name, bytes)
-        }
-        fn remove(&self, kind: FileKind, name: &str) -> Result<()> {
-            self.inner.remove(kind, name)
-        }
-        fn settle_removals(&self) -> Result<()> {
-            self.inner.settle_removals()
         }
     }
 
@@ -503,10 +473,12 @@ mod tests {
     fn a_snapshot_removed_while_listed_is_left_out() {
         let key = MasterKey::generate();
         for listed_always in [false, true] {
-            let b = Removed {
-                inner: Default::default(),
-                gone: std::sync::Mutex::new(Some("00".repeat(32))),
-                listed_always,
+            let b = crate::backend::testing::Hooked {
+                inner: crate::backend::mem::MemBackend::default(),
+                hooks: Removed {
+                    gone: std::sync::Mutex::new(Some("00".repeat(32))),
+                    listed_always,
+                },
             };
             let (kept, bytes) = sample(5).encode(&key);
             b.write(FileKind::Snapshot, &kept.to_hex(), &bytes).unwrap();

@@ -68,6 +68,9 @@ pub(crate) trait Hooks: Send + Sync {
     /// Sees a `list` (or `list_sizes`) before it goes through.
     fn list(&self, _kind: FileKind) {}
 
+    /// Changes the names a `list` returns.
+    fn listed(&self, _kind: FileKind, _names: &mut Vec<String>) {}
+
     /// Replaces the outcome of `size`.
     fn size(&self, _kind: FileKind, _name: &str) -> Option<Result<u64>> {
         None
@@ -126,7 +129,9 @@ impl<B: Backend, H: Hooks> Backend for Hooked<B, H> {
     }
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
         self.hooks.list(kind);
-        self.inner.list(kind)
+        let mut names = self.inner.list(kind)?;
+        self.hooks.listed(kind, &mut names);
+        Ok(names)
     }
     fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
         self.hooks.list(kind);
