@@ -294,6 +294,7 @@ pub fn restore(
     let mut planner = Planner {
         repo,
         mirror: opts.policy == Policy::Mirror && !one_file,
+        given: &snap.paths,
         includes: &includes,
         excludes: &excludes,
         plan: &mut plan,
@@ -320,7 +321,11 @@ pub fn restore(
         case::Twins::default()
     };
     let prune = if planner.mirror {
-        Prune::of(left_out_at(repo, &snap.tree, subpath)?)
+        Prune::of(
+            start_path.as_slice(),
+            left_out_at(repo, snap, subpath)?,
+            &snap.paths,
+        )
     } else {
         Prune::All
     };
@@ -374,15 +379,23 @@ enum Prune {
     /// see [`crate::tree::Node::left_out`]), and what the target holds
     /// there may be just those.
     NotHere,
+    /// Those beneath it, not the folder, without a word: a folder above
+    /// the paths its backup was given holds only the way down to them
+    /// (`/tmp` of a backup of `/tmp/src`), and says nothing of what else
+    /// was there.
+    Above,
     /// Neither: beneath a folder whose name has a twin on a target that
     /// does not tell case apart, what the target holds may be the twin's.
     Nothing,
 }
 
 impl Prune {
-    /// For a folder whose backup left `left_out` entries out of it.
-    fn of(left_out: u64) -> Prune {
-        if left_out == 0 {
+    /// For the folder at `abs` (its path in the snapshot) whose backup
+    /// left `left_out` entries out of it, in a snapshot of `given` paths.
+    fn of(abs: &[u8], left_out: u64, given: &[String]) -> Prune {
+        if above_given(abs, given) {
+            Prune::Above
+        } else if left_out == 0 {
             Prune::All
         } else {
             Prune::NotHere
@@ -390,12 +403,28 @@ impl Prune {
     }
 }
 
-/// What the backup left out of the folder at `subpath` of the tree `root`
-/// (see [`crate::tree::Node::left_out`]): nothing for the root, which has
-/// no node to say so, and for a path that names a file.
-fn left_out_at(repo: &Repository, root: &BlobId, subpath: &[u8]) -> Result<u64> {
+/// Whether the folder at `abs` (its path in the snapshot, `""` for the
+/// root) lies above one of the paths the backup was `given`, so that its
+/// tree holds only the way down. Given paths are text (not UTF-8 ones
+/// escaped, see [`crate::archiver::path_text`]), so `abs` is compared as
+/// such. A backup of `/` walks every folder whole; a `--stdin` one's
+/// root holds its file and nothing above it.
+fn above_given(abs: &[u8], given: &[String]) -> bool {
+    if given.iter().any(|p| p == "/") {
+        return false;
+    }
+    let abs = crate::archiver::path_text(Path::new(OsStr::from_bytes(abs)));
+    given.iter().any(|p| {
+        p.len() > abs.len() && p.starts_with(abs.as_str()) && p.as_bytes()[abs.len()] == b'/'
+    })
+}
+
+/// What the backup of `snap` left out of the folder at `subpath` (see
+/// [`crate::tree::Node::left_out`]); nothing for the root, which has no
+/// node to say so, and for a path that names a file.
+fn left_out_at(repo: &Repository, snap: &Snapshot, subpath: &[u8]) -> Result<u64> {
     let mut left_out = 0;
-    let mut dir = repo.dir_nodes(root)?;
+    let mut dir = repo.dir_nodes(&snap.tree)?;
     let comps = subpath.split(|&b| b == b'/');
     for comp in comps.filter(|c| !c.is_empty() && *c != b".") {
         let Some(node) = dir.find(|n| n.as_ref().map_or(true, |n| n.name.0 == comp)) else {
@@ -431,6 +460,8 @@ struct Planner<'a> {
     repo: &'a Repository,
     /// Whether to record each directory's names (for a mirror's removals).
     mirror: bool,
+    /// The paths the snapshot's backup was given (see [`Prune::Above`]).
+    given: &'a [String],
     includes: &'a PathFilter,
     excludes: &'a PathFilter,
     plan: &'a mut Plan,
@@ -788,7 +819,7 @@ impl Planner<'_> {
                             match prune {
                                 Prune::Nothing => Prune::Nothing,
                                 _ if twin.is_some() => Prune::Nothing,
-                                _ => Prune::of(left_out),
+                                _ => Prune::of(&child_abs, left_out, self.given),
                             },
                         ),
                         Err(e) => {

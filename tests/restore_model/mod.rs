@@ -61,6 +61,9 @@ pub struct SnapNode {
 pub struct Snap {
     pub id: String,
     pub nodes: BTreeMap<PathBuf, SnapNode>,
+    /// The path its backup was given: the folders above it hold only the
+    /// way down, and a mirror prunes none of them.
+    pub given: PathBuf,
 }
 
 impl Snap {
@@ -93,6 +96,7 @@ impl Snap {
         Snap {
             id: id.to_string(),
             nodes,
+            given: base,
         }
     }
 
@@ -512,7 +516,11 @@ pub fn simulate(
                 .map(|((rel, _), _)| rel.clone()),
         );
         for dir in dirs {
-            let keep = snap.names_in(&view.base.join(&dir));
+            let at = view.base.join(&dir);
+            if snap.given.starts_with(&at) && snap.given != at {
+                continue;
+            }
+            let keep = snap.names_in(&at);
             for child in m.children(&dir) {
                 if !keep.contains(child.file_name().unwrap()) {
                     m.remove(&child);
