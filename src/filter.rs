@@ -22,7 +22,7 @@
 //! stands for itself, so `caf\xe9` selects that name and not `caf\xe8`.
 
 use std::borrow::Cow;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
@@ -174,19 +174,23 @@ impl PathFilter {
 
 /// Reads patterns from an exclude file: one per line, `#` comments and
 /// blank lines ignored, a byte-order mark at its start too.
-pub fn read_pattern_file(path: &std::path::Path) -> Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| Error::path("read exclude file", path, e))?;
-    Ok(patterns_in(&text))
+pub fn read_pattern_file(path: &std::path::Path) -> Result<Vec<OsString>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::path("read exclude file", path, e))?;
+    Ok(patterns_in(&bytes))
 }
 
-fn patterns_in(text: &str) -> Vec<String> {
-    text.strip_prefix('\u{feff}')
-        .unwrap_or(text)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
+/// The patterns of a pattern file's bytes: one a line, trimmed of ASCII
+/// white space (and a line's `\r`), blank lines and lines beginning with
+/// `#` left out, a UTF-8 byte order mark at the start dropped. A line
+/// need not be UTF-8: it names a path's bytes.
+fn patterns_in(bytes: &[u8]) -> Vec<OsString> {
+    bytes
+        .strip_prefix("\u{feff}".as_bytes())
+        .unwrap_or(bytes)
+        .split(|&b| b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .map(|l| OsStr::from_bytes(l).to_os_string())
         .collect()
 }
 
@@ -287,8 +291,10 @@ mod tests {
     #[test]
     fn a_byte_order_mark_is_not_part_of_the_first_pattern() {
         assert_eq!(
-            patterns_in("\u{feff}*.tmp\r\n# note\n\n cache/ \n"),
+            patterns_in("\u{feff}*.tmp\r\n# note\n\n cache/ \n".as_bytes()),
             ["*.tmp", "cache/"]
         );
+        // A line names a path's bytes, UTF-8 or not.
+        assert_eq!(patterns_in(b"caf\xe9/\n"), [OsStr::from_bytes(b"caf\xe9/")]);
     }
 }

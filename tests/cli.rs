@@ -683,6 +683,37 @@ fn an_exclude_file_may_start_with_a_byte_order_mark() {
     assert_eq!(got, path_list(&["b.txt"]));
 }
 
+/// Excludes name a path's bytes, UTF-8 or not, given on the command line
+/// or in a file: `caf\xe9` leaves out that folder, not `caf\xe8`.
+#[test]
+fn excludes_that_are_not_utf8_leave_out_what_they_name() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let name = |b: &[u8]| OsStr::from_bytes(b).to_os_string();
+    write(&src.join(name(b"caf\xe9")).join("x"), "out");
+    write(&src.join(name(b"caf\xe8")).join("y"), "in");
+    write(&src.join(name(b"t\xff.log")), "out");
+    let excludes = repo.scratch("excludes");
+    fs::write(&excludes, b"# bytes\n*\xff.log\n").unwrap();
+    let mut c = repo.cmd(&["backup"]);
+    c.arg("--exclude")
+        .arg(name(b"caf\xe9"))
+        .arg("--exclude-file")
+        .arg(&excludes)
+        .arg(&src);
+    run(&mut c, None).success();
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let got = list_paths(&restored(&target, &src));
+    let want: Vec<PathBuf> = [name(b"caf\xe8"), name(b"caf\xe8/y")]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn init_creates_the_repository_layout() {
     let repo = Repo::new();

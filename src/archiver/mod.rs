@@ -59,7 +59,7 @@ pub struct BackupOptions {
     /// Host name to record; defaults to this machine's.
     pub host: Option<String>,
     /// Exclude patterns (see [`crate::filter`]).
-    pub excludes: Vec<String>,
+    pub excludes: Vec<std::ffi::OsString>,
     /// Do not descend into other filesystems.
     pub one_file_system: bool,
     /// Read one file from stdin under this name instead of `paths`.

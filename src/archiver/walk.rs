@@ -416,9 +416,9 @@ impl<'a, 's> StatAhead<'a, 's> {
                     // entry is known to be one.)
                     let excluded = sub.is_none()
                         && exclude.is_some_and(|x| {
-                            x.matches(
-                                &dir.join(name).to_string_lossy(),
-                                &name.to_string_lossy(),
+                            x.matches_bytes(
+                                dir.join(name).as_os_str().as_bytes(),
+                                name.as_bytes(),
                                 false,
                             )
                         });
@@ -1106,16 +1106,15 @@ impl<'a> Walker<'a> {
                     break;
                 }
                 let path = dir.join(&name);
-                let path_str = path.to_string_lossy();
                 // A given path is never left out, nor is the way down to
                 // one (explicit beats pattern); only what it holds may be.
                 let given = sub.is_some_and(|s| s.given);
                 let excluded = |is_dir| {
                     whole
                         && !given
-                        && self.shared.setup.exclude.matches(
-                            &path_str,
-                            &name.to_string_lossy(),
+                        && self.shared.setup.exclude.matches_bytes(
+                            path.as_os_str().as_bytes(),
+                            name.as_bytes(),
                             is_dir,
                         )
                 };

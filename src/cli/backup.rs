@@ -46,7 +46,7 @@ pub struct BackupArgs {
     /// `/`, the whole absolute path; one with `/` elsewhere, the path's
     /// last components; a trailing `/`, directories only.
     #[arg(long = "exclude")]
-    excludes: Vec<String>,
+    excludes: Vec<std::ffi::OsString>,
     /// Read exclude patterns from a file, one per line.
     #[arg(long)]
     exclude_file: Vec<PathBuf>,
