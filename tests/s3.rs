@@ -183,6 +183,49 @@ fn a_repository_without_its_config_in_a_bucket_is_named_and_not_initialised_over
     assert!(!server.data().join("lost-config/repo/config").exists());
 }
 
+/// Objects named like a repository's files but not where their names
+/// put them (a copy of a snapshot in a sub-folder, another repository
+/// nested under this one's prefix, a pack outside its fan-out folder)
+/// are not the repository's: every command lists past them, and gc
+/// neither counts nor claims to delete them.
+#[test]
+fn objects_at_other_places_under_the_prefix_are_not_the_repositorys() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "strays");
+    init(&repo);
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 3);
+    backup_json(&repo, &src);
+    let root = server.data().join("strays/repo");
+    let id = "ab".repeat(32);
+    let strays = [
+        root.join("snapshots/old").join(&id),
+        root.join("index/old").join(&id),
+        root.join("keys/old").join(&id),
+        root.join("packs").join(&id),
+        root.join("packs/cd").join(&id),
+        root.join("packs/ab/nested").join(&id),
+    ];
+    for p in &strays {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, b"not cairn's").unwrap();
+    }
+    let listed = repo.run(&["snapshots", "--no-cache", "--json"]).success();
+    assert_eq!(listed.json().as_array().map(Vec::len), Some(1), "{listed}");
+    let out = repo.run(&["verify", "--no-cache"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = repo.run(&["gc", "--no-cache"]).success();
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("0 packs deleted")),
+        "{out}"
+    );
+    let target = restore_latest(&repo);
+    assert_same_contents(&src, &restored(&target, &src));
+    for p in &strays {
+        assert_eq!(fs::read(p).unwrap(), b"not cairn's", "{}", p.display());
+    }
+}
+
 #[test]
 fn credentials_never_appear_in_output_or_the_repository() {
     let server = S3Server::start();

@@ -169,12 +169,18 @@ impl S3Backend {
         let dir = format!("{}/", kind.dir());
         let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
         let entries = self.run("list", what, self.op.list_with(&dir).recursive(true))?;
+        // Only objects at the place the name gives (`packs/ab/abcd…`,
+        // `snapshots/abcd…`): an object of the same name deeper down, or
+        // in another pack folder (another repository nested under this
+        // prefix, a copy put aside in a sub-folder), is not this
+        // repository's, and taken for one it could be neither read nor
+        // removed under its name, failing every listing of its kind.
         Ok(entries
             .into_iter()
-            .filter(|e| !e.path().ends_with('/'))
             .filter_map(|e| {
-                let name = e.path().rsplit('/').next()?;
-                (!name.is_empty() && !name.starts_with('.'))
+                let path = e.path().trim_start_matches('/');
+                let name = path.rsplit('/').next()?;
+                (!name.is_empty() && !name.starts_with('.') && path == Self::key(kind, name))
                     .then(|| (name.to_string(), e.metadata().clone()))
             })
             .collect())
