@@ -970,6 +970,14 @@ fn stray_entries_in_a_repository_stop_no_command() {
     write(&repo.path.join("packs/zz"), "stray");
     write(&repo.path.join("packs").join(&unused), "stray");
     fs::create_dir(repo.path.join("snapshots").join("ab".repeat(32))).unwrap();
+    // A file named like a pack, in a pack folder not of its name (a copy
+    // put aside): not the repository's, so not read, counted or removed.
+    let elsewhere = repo
+        .path
+        .join("packs")
+        .join(&fan_out[0])
+        .join(format!("{unused}{}", "0".repeat(62)));
+    write(&elsewhere, "not a pack");
 
     let snaps = repo.snapshots();
     assert_eq!(snaps.len(), 1, "{snaps:?}");
@@ -983,4 +991,5 @@ fn stray_entries_in_a_repository_stop_no_command() {
     repo.restore("latest", &target, &[]);
     assert_same_contents(&src, &restored(&target, &src));
     assert!(repo.path.join("packs/zz").is_file(), "left as it was");
+    assert_eq!(fs::read(&elsewhere).unwrap(), b"not a pack");
 }

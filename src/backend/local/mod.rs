@@ -445,7 +445,7 @@ impl Backend for LocalBackend {
             out.extend(
                 read_names(&d, Entries::Files)?
                     .into_iter()
-                    .filter(|n| !n.starts_with('.')),
+                    .filter(|n| !n.starts_with('.') && placed(kind, &d, n)),
             );
         }
         Ok(out)
@@ -481,6 +481,7 @@ impl Backend for LocalBackend {
                 match meta {
                     // A folder among the files is none of them.
                     Ok(m) if m.is_dir() => {}
+                    Ok(_) if !placed(kind, &d, &name) => {}
                     Ok(m) => out.push((name, m.len())),
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
                     Err(e) => return Err(Error::path("stat", &entry.path(), e)),
@@ -782,6 +783,15 @@ impl Backend for LocalBackend {
 /// Packs at least this large are written with direct IO (see
 /// [`crate::directio`]).
 const DIRECT_MIN: usize = 1 << 20;
+
+/// Whether the file `name`, found in the folder `dir` of files of `kind`,
+/// is where its name puts it: a pack only in the folder of its name's
+/// first two digits. One elsewhere (a copy put aside, a move by hand)
+/// could be neither read nor removed under its name, so it is not the
+/// repository's (FORMAT.md, "Layout").
+fn placed(kind: FileKind, dir: &Path, name: &str) -> bool {
+    kind != FileKind::Pack || dir.file_name().and_then(|d| d.to_str()) == name.get(..2)
+}
 
 /// Which of a folder's entries [`read_names`] lists.
 #[derive(Clone, Copy, PartialEq, Eq)]
