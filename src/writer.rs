@@ -115,9 +115,13 @@ pub struct BlobWriter<'r> {
     /// The repository's index as this writer first saw it; what it stores
     /// itself is in `seen`.
     index: std::sync::OnceLock<std::sync::Arc<crate::index::IndexSet>>,
-    /// Packs the index names that are missing from the store (see
-    /// [`BlobWriter::without_packs`]); empty for a backup.
-    lost: IdSet<PackId>,
+    /// Packs the index names that are missing from the store, or that a
+    /// blob could not be read from (see [`BlobWriter::without_packs`] and
+    /// [`BlobWriter::distrust`]): what the index places only there is
+    /// stored again.
+    lost: Mutex<IdSet<PackId>>,
+    /// Whether `lost` holds any: until then a lookup takes no lock.
+    any_lost: std::sync::atomic::AtomicBool,
 }
 
 fn panicked() -> Error {
@@ -152,7 +156,8 @@ impl<'r> BlobWriter<'r> {
                 stats: WriteStats::default(),
             }),
             index: std::sync::OnceLock::new(),
-            lost: IdSet::default(),
+            lost: Mutex::default(),
+            any_lost: Default::default(),
         }
     }
 
@@ -163,9 +168,24 @@ impl<'r> BlobWriter<'r> {
     /// empty tree in place of an unreadable one, say) is really there. A
     /// backup lists no packs and passes none: its dedup check stays one
     /// search of the index.
-    pub fn without_packs(mut self, lost: IdSet<PackId>) -> BlobWriter<'r> {
-        self.lost = lost;
+    pub fn without_packs(self, lost: IdSet<PackId>) -> BlobWriter<'r> {
+        for pack in lost {
+            self.distrust(pack);
+        }
         self
+    }
+
+    /// Takes `pack` for missing from here on: a blob the index places
+    /// only there is stored again. A backup that could not read a tree of
+    /// its parent (its pack lost, or the tree damaged there) tells this,
+    /// or it would take the trees it writes, the same ids, for stored,
+    /// and its snapshot would lack them as the parent does.
+    pub fn distrust(&self, pack: PackId) {
+        if let Ok(mut lost) = self.lost.lock() {
+            lost.insert(pack);
+            self.any_lost
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 
     /// Makes the writer check `lock` before each pack it stores and
@@ -262,11 +282,11 @@ impl<'r> BlobWriter<'r> {
     /// known lost.
     fn indexed(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
         let index = self.index()?;
-        if self.lost.is_empty() {
-            Ok(index.contains_kind(id, kind))
-        } else {
-            index.contains_kind_where(id, kind, &|p| !self.lost.contains(p))
+        if !self.any_lost.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(index.contains_kind(id, kind));
         }
+        let lost = self.lost.lock().map_err(|_| panicked())?;
+        index.contains_kind_where(id, kind, &|p| !lost.contains(p))
     }
 
     /// Whether `id` is neither stored nor being stored; if so, the caller

@@ -546,6 +546,42 @@ fn after_a_damaged_blob_repair_index_read_data_and_the_next_backup_store_the_con
     assert_restores(&repo, &whole);
 }
 
+/// A backup whose parent's trees are in a pack gone from the store reads
+/// every file again, says so and exits 3, and stores its own trees again
+/// though the index still names the lost pack: its snapshot restores. It
+/// took those trees, the same ids, for stored, and its snapshot could no
+/// more be restored than its parent.
+#[test]
+fn a_backup_whose_parent_trees_are_lost_stores_its_own_again() {
+    let repo = packed_repo();
+    let src = source(&repo, 41);
+    let first = backup_saved(&repo, &src, &[]);
+    let tree = first.record["tree"].as_str().expect("tree").to_string();
+    let pack = index_map(&repo)[&tree].pack.clone();
+    fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
+
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("root tree unreadable"), "{out}");
+    let v = out.json();
+    assert_eq!(
+        v["tree"].as_str(),
+        Some(tree.as_str()),
+        "the same tree: {out}"
+    );
+    let second = Saved {
+        id: v["id"].as_str().expect("id").to_string(),
+        src: src.clone(),
+        manifest: manifest(&src),
+        record: v,
+    };
+    assert_restores(&repo, &second);
+    // The first snapshot's trees are stored again too, under the same ids.
+    assert_restores(&repo, &first);
+}
+
 #[test]
 fn deleted_index_is_reported_and_repair_index_fixes_it() {
     let repo = packed_repo();

@@ -183,6 +183,21 @@ impl Skeleton {
     }
 }
 
+/// Tells `writer` that the pack the index places the tree `tree` in,
+/// which the walk could not read, is not to be trusted: the trees this
+/// backup writes, the same ids where nothing changed, are then stored
+/// again rather than taken for stored where they cannot be read (so its
+/// snapshot is whole though its parent is not).
+pub(super) fn distrust_tree_pack(
+    repo: &Repository,
+    writer: &BlobWriter<'_>,
+    tree: &crate::id::BlobId,
+) {
+    if let Ok(loc) = repo.locate_kind(tree, BlobKind::Tree) {
+        writer.distrust(loc.pack);
+    }
+}
+
 /// `path` as the text a snapshot's `paths` (and so its default set and
 /// retention group) holds: itself when it is UTF-8; otherwise each byte
 /// that is not part of a UTF-8 character written `\xNN`, and each
@@ -368,6 +383,11 @@ pub fn backup(
         p.snapshot.time_ns.saturating_sub(opts.racy_window_ns)
     });
     let writer = BlobWriter::new(repo).locked(&lock);
+    if parent_unreadable.is_some() {
+        if let Some(p) = parent {
+            distrust_tree_pack(repo, &writer, &p.snapshot.tree);
+        }
+    }
     let counters = Counters::default();
     let warnings = std::sync::Mutex::new(Vec::new());
     let report = |msg: String| {

@@ -991,13 +991,15 @@ impl<'a> Walker<'a> {
         scope: Scope<'_>,
         old_subtree: Option<BlobId>,
     ) -> Result<u64> {
-        let parent = old_subtree.and_then(|id| match self.shared.setup.repo.dir_nodes(&id) {
+        let setup = self.shared.setup;
+        let parent = old_subtree.and_then(|id| match setup.repo.dir_nodes(&id) {
             Ok(t) => Some((id, t)),
             Err(e) => {
-                (self.shared.setup.repo_warn)(format!(
+                (setup.repo_warn)(format!(
                     "{}: parent tree unreadable, reading afresh: {e}",
                     path.display()
                 ));
+                super::distrust_tree_pack(setup.repo, setup.writer, &id);
                 None
             }
         });
