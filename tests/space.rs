@@ -155,7 +155,8 @@ fn without_room_to_repack_gc_deletes_first_and_repacks_on_its_next_run() {
     let out = run_in(&repo, size, &["verify"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(
-        out.stderr.contains("too little to set aside") && out.stderr.contains("make room on it"),
+        out.stderr.contains("too little free space to set aside")
+            && out.stderr.contains("make room on it"),
         "a check says when the reserve cannot be kept: {out}"
     );
     assert!(!repo.path.join("reserve").exists());
@@ -182,4 +183,29 @@ fn without_room_to_repack_gc_deletes_first_and_repacks_on_its_next_run() {
     assert_same_contents(&src, &restored(&target, &src));
     let out = repo.run(&["verify", "--read-data"]).success();
     assert!(out.stdout.contains("no errors"), "{out}");
+}
+
+/// A gc that frees nothing on a filesystem without a byte free gives its
+/// reserve back to run, then sets aside again what there is room for, so
+/// the next one still runs. When a little less than the whole reserve
+/// was free again, it dropped the reserve whole, and whatever wrote next
+/// took the space: no forget or gc could write even its lock.
+#[test]
+fn a_gc_that_frees_nothing_on_a_full_filesystem_keeps_a_reserve() {
+    let repo = repo();
+    let src = repo.scratch("src");
+    write_random(&src.join("a.bin"), 1, 300_000);
+    repo.backup(&[&src], &[]);
+    let held = reserve_len(&repo);
+    assert!(held >= PACK, "{held}");
+    let size = repo.size() - 4096;
+    let out = run_in(&repo, size, &["gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("too little free space"), "{out}");
+    let kept = reserve_len(&repo);
+    assert!(kept > held / 2 && kept < held, "{kept} of {held}: {out}");
+    assert!(out.stderr.contains("is set aside"), "{out}");
+    let out = run_in(&repo, size, &["gc"]);
+    assert_eq!(out.code, 0, "the next gc runs too: {out}");
+    assert!(reserve_len(&repo) > held / 2, "{out}");
 }

@@ -708,11 +708,12 @@ fn top_up_reserve(repo: &Repository, tell: bool) {
     match space::replenish(repo) {
         Ok(space::Reserve::Whole) => {}
         Ok(space::Reserve::Short { held, wanted, free }) if tell => warn(&format!(
-            "the repository's filesystem has {} free: too little to set aside the {} \
-             (of which {} are) that forget and gc need when it is full; make room on it",
-            human_bytes(free),
+            "the repository's filesystem has too little free space to set aside the {} that \
+             forget and gc need when it is full: {} is set aside, {} more is free; make room \
+             on it",
             human_bytes(wanted),
-            human_bytes(held)
+            human_bytes(held),
+            human_bytes(free)
         )),
         Ok(space::Reserve::Short { .. }) => {}
         Err(e) => warn(&format!("could not set aside the space reserve: {e}")),
@@ -722,16 +723,25 @@ fn top_up_reserve(repo: &Repository, tell: bool) {
 /// A write that failed for want of space in a repository that keeps a
 /// space reserve, with what to do about it; other errors as they are.
 fn explain_full(repo: &Repository, e: Error) -> Error {
-    if !e.is_storage_full() || !matches!(repo.backend().reserve(), Ok(Some(_))) {
+    if !e.is_storage_full() {
         return e;
     }
-    Error::Invalid(format!(
-        "{e}\nthe repository's filesystem is full: `cairn forget` (with --gc) and `cairn gc` \
-         can still run and free space, using the room set aside for them in {}",
-        std::path::Path::new(&repo.backend().location())
-            .join(crate::backend::local::RESERVE)
-            .display()
-    ))
+    let reserve =
+        std::path::Path::new(&repo.backend().location()).join(crate::backend::local::RESERVE);
+    match repo.backend().reserve() {
+        Ok(Some(held)) if held > 0 => Error::Invalid(format!(
+            "{e}\nthe repository's filesystem is full: `cairn forget` (with --gc) and `cairn gc` \
+             can still run and free space, using the room set aside for them in {}",
+            reserve.display()
+        )),
+        Ok(Some(_)) => Error::Invalid(format!(
+            "{e}\nthe repository's filesystem is full, and no room is set aside in {} for \
+             `cairn forget` and `cairn gc`: free some space on it (other than the \
+             repository's files) so that they can run",
+            reserve.display()
+        )),
+        _ => e,
+    }
 }
 
 /// Entry point of the binary.

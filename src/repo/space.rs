@@ -14,9 +14,14 @@
 //! end where the space is there ([`replenish`]). Stores without a size
 //! limit (object stores) keep none.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::backend::FileKind;
 use crate::error::Result;
 use crate::repo::Repository;
+
+/// The bytes of reserve this process gave back (see [`replenish`]).
+static RELEASED: AtomicU64 = AtomicU64::new(0);
 
 /// The size the reserve should have: room for gc to write an index as
 /// large as the whole index is now, and a pack's worth more for lock
@@ -40,6 +45,7 @@ pub fn release(repo: &Repository) -> Result<u64> {
     match backend.reserve()? {
         Some(held) if held > 0 => {
             backend.set_reserve(0)?;
+            RELEASED.fetch_add(held, Ordering::Relaxed);
             Ok(held)
         }
         _ => Ok(0),
@@ -55,6 +61,7 @@ pub fn release_if_short(repo: &Repository) -> Result<u64> {
     match (backend.reserve()?, backend.free_space()?) {
         (Some(held), Some(free)) if held > 0 && free < wanted(repo)? => {
             backend.set_reserve(0)?;
+            RELEASED.fetch_add(held, Ordering::Relaxed);
             Ok(held)
         }
         _ => Ok(0),
@@ -66,8 +73,8 @@ pub fn release_if_short(repo: &Repository) -> Result<u64> {
 pub enum Reserve {
     /// The reserve is whole, or the store keeps none.
     Whole,
-    /// The filesystem has `free` bytes, too few to set aside `wanted`
-    /// (of which `held` are).
+    /// The filesystem has `free` bytes more, too few to set aside
+    /// `wanted`, of which `held` are (as much as there was room for).
     Short { held: u64, wanted: u64, free: u64 },
 }
 
@@ -85,6 +92,24 @@ pub fn replenish(repo: &Repository) -> Result<Reserve> {
         return Ok(Reserve::Whole);
     };
     if free < wanted - held {
+        // Short of the whole: what this process gave back is set aside
+        // again as far as the filesystem has it, but for a sixteenth of
+        // that left for what else is written (lock files, the
+        // filesystem's own blocks). A command that gave the reserve back
+        // on a full filesystem and freed nothing then leaves the next one
+        // about what it had; dropping it left the next none, as whatever
+        // wrote meanwhile took the space. Space it did not give back is
+        // not taken.
+        let released = RELEASED.load(Ordering::Relaxed);
+        let some = held + released.min(free - free / 16);
+        if some > held && backend.set_reserve(some).is_ok() {
+            let free = backend.free_space()?.unwrap_or(0);
+            return Ok(Reserve::Short {
+                held: some,
+                wanted,
+                free,
+            });
+        }
         return Ok(Reserve::Short { held, wanted, free });
     }
     match backend.set_reserve(wanted) {
