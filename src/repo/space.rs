@@ -91,31 +91,32 @@ pub fn replenish(repo: &Repository) -> Result<Reserve> {
     let Some(free) = backend.free_space()? else {
         return Ok(Reserve::Whole);
     };
-    if free < wanted - held {
-        // Short of the whole: what this process gave back is set aside
-        // again as far as the filesystem has it, but for a sixteenth of
-        // that left for what else is written (lock files, the
-        // filesystem's own blocks). A command that gave the reserve back
-        // on a full filesystem and freed nothing then leaves the next one
-        // about what it had; dropping it left the next none, as whatever
-        // wrote meanwhile took the space. Space it did not give back is
-        // not taken.
-        let released = RELEASED.load(Ordering::Relaxed);
-        let some = held + released.min(free - free / 16);
-        if some > held && backend.set_reserve(some).is_ok() {
-            let free = backend.free_space()?.unwrap_or(0);
-            return Ok(Reserve::Short {
-                held: some,
-                wanted,
-                free,
-            });
+    if free >= wanted - held {
+        match backend.set_reserve(wanted) {
+            Ok(()) => return Ok(Reserve::Whole),
+            // The filesystem's own blocks, or others writing meanwhile,
+            // took what it said was free.
+            Err(e) if e.is_storage_full() => {}
+            Err(e) => return Err(e),
         }
-        return Ok(Reserve::Short { held, wanted, free });
     }
-    match backend.set_reserve(wanted) {
-        Ok(()) => Ok(Reserve::Whole),
-        // Others wrote meanwhile and took the space.
-        Err(e) if e.is_storage_full() => Ok(Reserve::Short { held, wanted, free }),
-        Err(e) => Err(e),
+    // Short of the whole: what this process gave back is set aside again
+    // as far as the filesystem has it, but for a sixteenth of that left
+    // for what else is written (lock files, the filesystem's own blocks).
+    // A command that gave the reserve back on a full filesystem and freed
+    // nothing then leaves the next one about what it had; dropping it left
+    // the next none, as whatever wrote meanwhile took the space. Space it
+    // did not give back is not taken.
+    let free = backend.free_space()?.unwrap_or(free);
+    let released = RELEASED.load(Ordering::Relaxed);
+    let some = held + released.min(free - free / 16);
+    if some > held && backend.set_reserve(some).is_ok() {
+        let free = backend.free_space()?.unwrap_or(0);
+        return Ok(Reserve::Short {
+            held: some,
+            wanted,
+            free,
+        });
     }
+    Ok(Reserve::Short { held, wanted, free })
 }
