@@ -101,15 +101,17 @@ pub fn replenish(repo: &Repository) -> Result<Reserve> {
         }
     }
     // Short of the whole: what this process gave back is set aside again
-    // as far as the filesystem has it, but for a sixteenth of that left
-    // for what else is written (lock files, the filesystem's own blocks).
+    // as far as the filesystem has it, but for a sixteenth of that (256
+    // KiB at most, so that a reserve set aside again night after night
+    // on a full filesystem hardly shrinks) left for the filesystem's own
+    // blocks.
     // A command that gave the reserve back on a full filesystem and freed
     // nothing then leaves the next one about what it had; dropping it left
     // the next none, as whatever wrote meanwhile took the space. Space it
     // did not give back is not taken.
     let free = backend.free_space()?.unwrap_or(free);
     let released = RELEASED.load(Ordering::Relaxed);
-    let some = held + released.min(free - free / 16);
+    let some = held + released.min(free - (free / 16).min(256 << 10));
     if some > held && backend.set_reserve(some).is_ok() {
         let free = backend.free_space()?.unwrap_or(0);
         return Ok(Reserve::Short {
