@@ -22,12 +22,30 @@ impl Executor<'_> {
     }
 
     /// Records `why` as the failure that found the target full, unless
-    /// one was recorded before.
+    /// one was recorded before, and stops the restore once no file whose
+    /// space is reserved is left to finish (see [`Executor::reserved`]).
     fn note_full(&self, why: String) {
         if let Ok(mut f) = self.full.lock() {
             f.get_or_insert(why);
         }
-        self.halt.store(true, Ordering::Relaxed);
+        if self.reserved.load(Ordering::Acquire) == 0 {
+            self.halt.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a file whose space is now reserved.
+    pub(super) fn reserved_one(&self) {
+        self.reserved.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a file whose space was reserved as finished (whatever its
+    /// outcome); the last of them stops a restore that found the target
+    /// full meanwhile.
+    pub(super) fn reserved_done(&self) {
+        let left = self.reserved.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left == 0 && self.full.lock().is_ok_and(|f| f.is_some()) {
+            self.halt.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Records `e`, met writing `path`, if it says the target is full.

@@ -459,6 +459,17 @@ impl Executor<'_> {
     /// an unnamed file under its name, renames a named temporary file
     /// (or leaves failure handling to the caller).
     pub(super) fn finish_task(&self, task: &FileTask) {
+        /// Counts the task's reserved space as done when it is.
+        struct Done<'e, 'a>(&'e Executor<'a>, bool);
+        impl Drop for Done<'_, '_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.reserved_done();
+                }
+            }
+        }
+        // Counted out once, however the task ends.
+        let _done = Done(self, task.reserve_counted.swap(false, Ordering::AcqRel));
         let file = task.file.lock().ok().and_then(|mut f| f.take());
         if task.failed() {
             if file.is_some() && !task.transient.load(Ordering::Relaxed) {
@@ -596,6 +607,7 @@ impl Executor<'_> {
             error: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
             sized: std::sync::atomic::AtomicBool::new(false),
+            reserve_counted: std::sync::atomic::AtomicBool::new(false),
             holes: std::sync::atomic::AtomicBool::new(false),
             transient: std::sync::atomic::AtomicBool::new(false),
             item: 0,
@@ -688,7 +700,12 @@ impl Executor<'_> {
             }
         };
         match self.size_file(&file, dir, &task.dest, task.node.size, chunks) {
-            Ok(sized) => task.sized.store(sized, Ordering::Relaxed),
+            Ok(sized) => {
+                if sized && !task.reserve_counted.swap(true, Ordering::AcqRel) {
+                    self.reserved_one();
+                }
+                task.sized.store(sized, Ordering::Relaxed)
+            }
             Err(e) => {
                 // The caller holds the task's file slot: only the name
                 // goes here; the descriptor closes on return.

@@ -272,6 +272,7 @@ pub fn restore(
         lock: opts.lock,
         lost: Mutex::new(None),
         halt: std::sync::atomic::AtomicBool::new(false),
+        reserved: AtomicU64::new(0),
         skipped_dirs: Mutex::new(HashSet::new()),
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
@@ -946,7 +947,8 @@ struct Executor<'a> {
     warn: &'a (dyn Fn(&str) + Sync),
     errors: AtomicU64,
     /// The first failure for want of space in the target ("no space left
-    /// on device", a quota), with its path. Once set, the restore stops:
+    /// on device", a quota), with its path. Once set, the restore stops
+    /// (once no file whose space is reserved is left, see `reserved`):
     /// no more packs are read, no more files created, no folder made,
     /// removed or given its metadata, and the rest of the snapshot is not
     /// walked. Every later file would fail the same way, and a restore
@@ -960,6 +962,13 @@ struct Executor<'a> {
     /// Whether the restore stopped: the target is full, or its lock is
     /// lost. Read for every blob.
     halt: std::sync::atomic::AtomicBool,
+    /// Files whose space is reserved (see `size_file`) and that are not
+    /// finished yet: a target found full stops the restore only once
+    /// they are, since their writes cannot fail for want of space, and
+    /// dropping them (the space they hold given back unused) made a
+    /// restore into a target too small for all it holds write nothing,
+    /// run after run.
+    reserved: AtomicU64,
     /// Directories not restored (skipped or failed): nothing beneath them
     /// is written.
     skipped_dirs: Mutex<HashSet<PathBuf>>,

@@ -29,6 +29,9 @@ pub(super) struct FileTask<'p> {
     pub(super) done: std::sync::atomic::AtomicBool,
     /// Whether the file got its final size when it was created.
     pub(super) sized: std::sync::atomic::AtomicBool,
+    /// Whether its reserved space is counted in `Executor::reserved`
+    /// (cleared when the task ends, so it is counted out once).
+    pub(super) reserve_counted: std::sync::atomic::AtomicBool,
     /// Whether an all-zero chunk was left unwritten (a hole).
     pub(super) holes: std::sync::atomic::AtomicBool,
     /// Whether the file, created past the open budget, is closed after
