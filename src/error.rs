@@ -35,8 +35,8 @@ pub const EXIT_WRONG_PASSWORD: u8 = 12;
 /// Everything that can go wrong in cairn.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// There is no repository at the location.
-    #[error("no repository at {0} (create one with `cairn init`)")]
+    /// There is no repository at the location (and what to do).
+    #[error("no repository at {0}")]
     RepoMissing(String),
     /// Another process holds a conflicting lock.
     #[error("repository is locked: {0}")]

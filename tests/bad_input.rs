@@ -786,6 +786,34 @@ fn init_refuses_a_folder_that_holds_other_files() {
     init(&dir.path().join("new/folder")).success();
 }
 
+/// An `init` killed after its key file and before its config leaves a
+/// folder that `init` gives way to (another may be running): opening it
+/// says so, and what to do, rather than "create one with `cairn init`",
+/// which went round in a circle. Done as it says, `init` succeeds.
+#[test]
+fn an_interrupted_init_is_named_with_what_to_do() {
+    let repo = Repo::new();
+    fs::remove_file(repo.path.join("config")).unwrap();
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.code, 10, "{out}");
+    assert!(
+        out.stderr
+            .contains("keys/ holds 1 key file(s) but there is no config")
+            && out
+                .stderr
+                .contains("remove keys/ and run `cairn init` again"),
+        "{out}"
+    );
+    let mut args = vec!["init"];
+    args.extend_from_slice(FAST_INIT);
+    let out = repo.run(&args);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("remove those key files"), "{out}");
+    fs::remove_dir_all(repo.path.join("keys")).unwrap();
+    repo.run(&args).success();
+    repo.run(&["snapshots"]).success();
+}
+
 /// `cmd` with its address space limited to `bytes` (`ulimit -v`).
 fn with_memory_limit(mut cmd: Command, bytes: u64) -> Command {
     use std::os::unix::process::CommandExt;

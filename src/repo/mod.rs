@@ -82,7 +82,24 @@ fn data_folders_in_use(backend: &dyn Backend) -> Vec<&'static str> {
 pub fn missing(backend: &dyn Backend) -> Error {
     let used = data_folders_in_use(backend);
     if used.is_empty() {
-        return Error::RepoMissing(backend.location());
+        // An `init` killed after its key file, before its config, leaves
+        // only that: `init` then gives way to it (another may be running),
+        // so "create one with `cairn init`" alone would go round in a
+        // circle.
+        let keys = backend
+            .list(FileKind::Key)
+            .map(|names| names.iter().filter(|n| is_hex_name(n)).count())
+            .unwrap_or(0);
+        return Error::RepoMissing(if keys > 0 {
+            format!(
+                "{}: keys/ holds {keys} key file(s) but there is no config, as an `init` \
+                 that was interrupted (or is running now) leaves it; if none is running, \
+                 remove keys/ and run `cairn init` again",
+                backend.location()
+            )
+        } else {
+            format!("{} (create one with `cairn init`)", backend.location())
+        });
     }
     Error::corrupt(
         format!("repository {}", backend.location()),
