@@ -851,10 +851,11 @@ fn a_key_file_asking_for_heavy_argon2_settings_neither_delays_nor_crashes_an_ope
     let mut planted = fs::read(&own).unwrap();
     planted[12..16].copy_from_slice(&(4u32 << 20).to_le_bytes());
     planted[16..20].copy_from_slice(&100u32.to_le_bytes());
-    // Another salt until its name sorts first.
-    let name = (0u8..=255)
+    // Another salt until its name sorts first (256 tries missed one
+    // time in about 256, when the repository's own name was low).
+    let name = (0u16..=u16::MAX)
         .find_map(|n| {
-            planted[24] = n;
+            planted[24..26].copy_from_slice(&n.to_le_bytes());
             let name = hex::encode(cairn::id::file_hash(&planted));
             (name < own_name).then_some(name)
         })
