@@ -572,6 +572,29 @@ mod tests {
         }
     }
 
+    /// An answer of 503 without a body (a proxy's, a load balancer's)
+    /// says nothing of itself: the error names its status all the same.
+    #[test]
+    fn an_error_answer_without_a_body_is_named_by_its_status() {
+        let url = endpoint(|conn, _| {
+            let _ =
+                conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+            false
+        });
+        let err = backend(url, Duration::from_secs(10))
+            .read(FileKind::Snapshot, &"ab".repeat(32))
+            .expect_err("a 503 is no object");
+        match err {
+            Error::Backend {
+                detail, transient, ..
+            } => {
+                assert!(transient, "a 503 is retried: {detail}");
+                assert!(detail.contains("HTTP 503 without a body"), "{detail}");
+            }
+            e => panic!("not a backend error: {e}"),
+        }
+    }
+
     /// An S3 endpoint on 127.0.0.1 answering every upload that carries a
     /// checksum header with HTTP 400 and S3 error `code`, and every other
     /// request with 200. Counts the uploads with and without a checksum.

@@ -700,7 +700,25 @@ pub fn s3_code(body: &str) -> String {
 /// A one-line description of a client error: its kind, message and the
 /// innermost cause (connection refused, reset, …).
 fn describe(e: &opendal::Error) -> String {
-    let mut msg = format!("{}: {}", e.kind(), e.message());
+    let mut msg = if e.message().trim().is_empty() {
+        // An answer without a body (a proxy's 503, say) leaves the
+        // message empty: its status is in the error's context, which
+        // its text shows (`response: Parts { status: 503, … }`).
+        let full = e.to_string();
+        let status = full.split_once("status: ").map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        });
+        match status {
+            Some(code) if !code.is_empty() => {
+                format!("{}: HTTP {code} without a body", e.kind())
+            }
+            _ => format!("{}: {full}", e.kind()),
+        }
+    } else {
+        format!("{}: {}", e.kind(), e.message())
+    };
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     let mut last = None;
     while let Some(s) = src {
