@@ -822,11 +822,16 @@ fn restores_in_small_batches_do_what_one_batch_does() {
     assert_same_tree(&src, &r);
 
     // With an include pattern, a directory holding nothing selected is
-    // not pruned: the same in batches as in one.
+    // not pruned, and of what else a directory holds only what the
+    // pattern selects is removed: the same in batches as in one.
     let (one, many) = (repo.scratch("mirror-one"), repo.scratch("mirror-many"));
     for t in [&one, &many] {
         repo.restore("latest", t, &[]);
         add_extras(&restored(t, &src));
+        write(
+            &restored(t, &src).join("c/d0/f1z.txt"),
+            "selected, not in it",
+        );
     }
     // `a` holds nothing `f1?.txt` selects (its file is `f1.txt`).
     let args = ["--policy", "mirror", "--include", "f1?.txt"];
@@ -836,7 +841,9 @@ fn restores_in_small_batches_do_what_one_batch_does() {
     let kept = list_paths(&restored(&many, &src));
     assert_eq!(list_paths(&restored(&one, &src)), kept);
     assert!(kept.contains(&PathBuf::from("a/0")), "{kept:?}");
-    assert!(!kept.contains(&PathBuf::from("c/d0/extra0")), "{kept:?}");
+    assert!(kept.contains(&PathBuf::from("c/d0/extra0")), "{kept:?}");
+    assert!(!kept.contains(&PathBuf::from("c/d0/f1z.txt")), "{kept:?}");
+    assert_eq!(counts(&out)[4], 1, "{out}");
 
     // Include patterns: directories holding nothing selected stay out.
     for pattern in ["f1*.txt", "note.txt", "*.bin"] {
@@ -1723,4 +1730,78 @@ fn a_mirror_leaves_what_its_backup_could_not_read() {
     assert!(target.join("open/extra.txt").exists(), "{out}");
     assert!(!target.join("whole/extra.txt").exists(), "pruned: {out}");
     assert_eq!(fs::read(target.join("open/b.txt")).unwrap(), b"readable");
+}
+
+/// A mirror leaves what the restore's patterns do not select, as `rsync
+/// --delete` leaves what it excludes: an entry the snapshot lacks that an
+/// exclude matches stays, and so does such an entry in a folder the
+/// snapshot lacks, with that folder, whose other entries go. A dry run
+/// lists what would go, and not what stays.
+#[test]
+fn a_mirror_leaves_what_the_excludes_match() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    repo.backup(&[&src], &["--exclude", "*.log", "--exclude", "cache/"]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    // What the backup left out, in the live tree the restore goes over.
+    write(&r.join("a/app.log"), "excluded at backup time");
+    write(&r.join("b/cache/blob"), "excluded too");
+    write(&r.join("gone/old.log"), "in a folder deleted since");
+    write(&r.join("gone/old.txt"), "deleted since");
+    write(&r.join("gone/sub/x.txt"), "deleted since");
+    write(&r.join("a/extra.txt"), "deleted since");
+    let pats = ["--exclude", "*.log", "--exclude", "cache/"];
+
+    let mut args = vec!["--policy", "mirror", "--dry-run"];
+    args.extend(pats);
+    let dry = repo.restore("latest", &target, &args);
+    let listed: Vec<&str> = (dry.stdout.lines())
+        .filter_map(|l| l.strip_prefix("would remove "))
+        .collect();
+    let want: Vec<String> = ["a/extra.txt", "gone/old.txt", "gone/sub"]
+        .iter()
+        .map(|p| r.join(p).display().to_string())
+        .collect();
+    assert_eq!(listed, want, "{dry}");
+    assert!(
+        dry.stderr
+            .contains("3 entries the snapshot lacks would be left in place"),
+        "{dry}"
+    );
+
+    // The same patterns from a file.
+    let file = repo.scratch("excludes");
+    write(&file, "# what the backup left out\n*.log\ncache/\n");
+    let file = file.display().to_string();
+    let out = repo.restore(
+        "latest",
+        &target,
+        &["--policy", "mirror", "--exclude-file", &file],
+    );
+    assert_eq!(counts(&out)[4], 3, "{out}");
+    for kept in ["a/app.log", "b/cache/blob", "gone/old.log"] {
+        assert!(r.join(kept).is_file(), "{kept}: {out}");
+    }
+    for gone in ["a/extra.txt", "gone/old.txt", "gone/sub"] {
+        assert!(!r.join(gone).exists(), "{gone}: {out}");
+    }
+    assert!(
+        out.stderr
+            .contains("3 entries the snapshot lacks were left in place"),
+        "{out}"
+    );
+    for kept in ["a/app.log", "b/cache", "gone"] {
+        fs::remove_dir_all(r.join(kept))
+            .or_else(|_| fs::remove_file(r.join(kept)))
+            .unwrap();
+    }
+
+    // Without the patterns, the mirror removes them.
+    write(&r.join("a/app.log"), "excluded at backup time");
+    let out = repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert!(!r.join("a/app.log").exists(), "{out}");
+    assert!(!out.stderr.contains("left in place"), "{out}");
+    assert_same_tree(&src, &r);
 }

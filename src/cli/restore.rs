@@ -17,8 +17,10 @@ use crate::restorer::{self, Policy, RestoreOptions};
 enum PolicyArg {
     /// Write missing or differing files; keep others.
     Merge,
-    /// Make the target exactly the snapshot (removes extra entries; of a
-    /// single file, makes that file exact and removes nothing else).
+    /// Make the target exactly the snapshot (removes extra entries, but
+    /// what --exclude matches or, with --include, what no include
+    /// selects; of a single file, makes that file exact and removes
+    /// nothing else).
     Mirror,
     /// Never overwrite existing entries.
     SkipExisting,
@@ -40,9 +42,15 @@ pub struct RestoreArgs {
     #[arg(long = "include")]
     includes: Vec<OsString>,
     /// Leave out entries matching a glob, and what is beneath them
-    /// (repeatable; globs as for `--include`).
+    /// (repeatable; globs as for `--include`). A mirror leaves in place
+    /// what the target holds that matches: give it the backup's excludes
+    /// to keep what the backup left out.
     #[arg(long = "exclude")]
     excludes: Vec<OsString>,
+    /// Read exclude patterns from a file, one per line (as backup's
+    /// --exclude-file).
+    #[arg(long)]
+    exclude_file: Vec<PathBuf>,
     /// What to do with entries already in the target.
     #[arg(long, value_enum, default_value = "merge")]
     policy: PolicyArg,
@@ -63,6 +71,10 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         None => (given, None),
     };
     let spec = String::from_utf8_lossy(spec).into_owned();
+    let mut excludes = a.excludes;
+    for f in &a.exclude_file {
+        excludes.extend(crate::filter::read_pattern_file(f)?);
+    }
     let repo = ctx.open()?;
     // Before the snapshots are read: gc removes nothing while it is held.
     let _lock = super::read_lock(ctx, &repo, "restore")?;
@@ -72,7 +84,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         subpath,
         target: a.target,
         includes: a.includes,
-        excludes: a.excludes,
+        excludes,
         policy: match a.policy {
             PolicyArg::Merge => Policy::Merge,
             PolicyArg::Mirror => Policy::Mirror,

@@ -527,20 +527,22 @@ impl Executor<'_> {
         }
     }
 
-    /// Removes entries of `dir` not named in `keep` (folded, unless the
-    /// target tells case apart: see [`super::case`]); returns how many.
-    /// A dry run lists them in `would_remove` instead.
+    /// Removes entries of `dir` not named in `m.names` (folded, unless the
+    /// target tells case apart: see [`super::case`]); returns how many,
+    /// and how many it left as the restore's patterns do not select them
+    /// (see [`Executor::selects`]). A dry run lists them in
+    /// `would_remove` instead.
     pub(super) fn remove_extra(
         &self,
         dir: &Path,
-        keep: &NameList,
+        m: &Mirrored,
         would_remove: &mut Vec<PathBuf>,
-    ) -> u64 {
+    ) -> (u64, u64) {
         if self.fresh(dir) {
-            return 0;
+            return (0, 0);
         }
         let Ok(at) = self.beneath.at(dir) else {
-            return 0;
+            return (0, 0);
         };
         // The folder itself is opened without following a symlink put in
         // its place since it was made (someone else who can write in the
@@ -548,34 +550,21 @@ impl Executor<'_> {
         // never what such a symlink leads to. Only the target is reached
         // through a symlink to follow: its own descriptor's name in
         // `/proc`.
-        let nofollow = if dir == self.target {
-            0
-        } else {
-            libc::O_NOFOLLOW
+        let Some((_folder, rd)) = list_folder(&at, dir != self.target) else {
+            return (0, 0);
         };
-        let Ok(folder) = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | nofollow)
-            .open(&*at)
-        else {
-            return 0;
-        };
-        use std::os::fd::AsRawFd;
-        let listed = match fs::read_dir(format!("/proc/self/fd/{}", folder.as_raw_fd())) {
-            // Without `/proc` every path is a plain one (see `beneath`).
-            Err(_) if !Path::new("/proc/self/fd").is_dir() => fs::read_dir(&*at),
-            listed => listed,
-        };
-        let Ok(rd) = listed else { return 0 };
-        let mut n = 0;
+        let (mut n, mut kept) = (0, 0);
         for entry in rd.flatten() {
             let name = entry.file_name();
-            if keep.contains_sorted(&self.case.mirror_key(name.as_bytes())) {
+            if m.names
+                .contains_sorted(&self.case.mirror_key(name.as_bytes()))
+            {
                 continue;
             }
             let p = dir.join(entry.file_name());
             // `DirEntry::metadata` is an `lstat`: a symlink is itself.
-            if let Some((folder, what)) = entry.metadata().ok().and_then(|md| self.own_at(&md)) {
+            let md = entry.metadata().ok();
+            if let Some((folder, what)) = md.as_ref().and_then(|md| self.own_at(md)) {
                 crate::eprint_line(format_args!(
                     "note: leaving {} in place, though the snapshot lacks it: it is or leads \
                      to {what} ({})",
@@ -584,26 +573,147 @@ impl Executor<'_> {
                 ));
                 continue;
             }
-            if self.dry_run {
-                would_remove.push(p);
-                n += 1;
+            let is_dir = md.as_ref().is_some_and(|md| md.is_dir());
+            let abs = [&m.abs[..], b"/", name.as_bytes()].concat();
+            if !self.selects(&abs, name.as_bytes(), is_dir, m.included) {
+                kept += 1;
                 continue;
             }
-            // Through the folder's descriptor, as `entry.path()` is.
-            let r = match entry.file_type() {
-                Ok(t) if t.is_dir() => {
-                    self.beneath.forget(&p);
-                    fs::remove_dir_all(entry.path())
-                }
-                _ => fs::remove_file(entry.path()),
+            // What the excludes select beneath a folder the snapshot
+            // lacks stays, and so does the folder then.
+            let (removed, spared) = if is_dir && !self.excludes.is_empty() {
+                self.remove_sparing(&entry.path(), &p, &abs, would_remove)
+            } else {
+                (self.remove_entry(&entry, &p, would_remove), 0)
             };
-            match r {
-                Ok(()) => n += 1,
-                Err(e) => self.fail(&p, format!("cannot remove: {e}")),
+            n += removed;
+            kept += spared;
+        }
+        (n, kept)
+    }
+
+    /// Whether the restore's patterns select an entry the snapshot lacks
+    /// at `abs` (its path as backed up), named `name`, in a folder
+    /// `included` says an include matched (or one above it): such an
+    /// entry a mirror removes, and leaves any other, as `rsync --delete`
+    /// leaves what it excludes. Without includes everything is selected
+    /// that no exclude matches; with them, what is in an included folder
+    /// or matches one.
+    fn selects(&self, abs: &[u8], name: &[u8], is_dir: bool, included: bool) -> bool {
+        !self.excludes.matches_bytes(abs, name, is_dir)
+            && (included
+                || self.includes.is_empty()
+                || self.includes.matches_bytes(abs, name, is_dir))
+    }
+
+    /// Removes `entry` (at `shown`), a folder with what it holds; returns
+    /// 1 if it did (or, in a dry run, would: then it is listed).
+    fn remove_entry(
+        &self,
+        entry: &fs::DirEntry,
+        shown: &Path,
+        would_remove: &mut Vec<PathBuf>,
+    ) -> u64 {
+        if self.dry_run {
+            would_remove.push(shown.to_path_buf());
+            return 1;
+        }
+        // Through the folder's descriptor, as `entry.path()` is.
+        let r = match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                self.beneath.forget(shown);
+                fs::remove_dir_all(entry.path())
+            }
+            _ => fs::remove_file(entry.path()),
+        };
+        match r {
+            Ok(()) => 1,
+            Err(e) => {
+                self.fail(shown, format!("cannot remove: {e}"));
+                0
             }
         }
-        n
     }
+
+    /// Removes the folder at `path` (reached through its parent's
+    /// descriptor; `shown` in messages), which the snapshot lacks, and
+    /// what it holds, but for what an exclude matches (`abs` is its path
+    /// as backed up): that stays, and so do the folders holding it.
+    /// Returns how many entries it removed (one, the folder, when it goes
+    /// whole, as [`Executor::remove_entry`] counts it) and how many it
+    /// left.
+    fn remove_sparing(
+        &self,
+        path: &Path,
+        shown: &Path,
+        abs: &[u8],
+        would_remove: &mut Vec<PathBuf>,
+    ) -> (u64, u64) {
+        let Some((_folder, rd)) = list_folder(path, true) else {
+            self.fail(shown, "cannot list it to remove it");
+            return (0, 0);
+        };
+        let (mut n, mut kept) = (0, 0);
+        let mut listed = Vec::new();
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let p = shown.join(&name);
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let child_abs = [abs, b"/", name.as_bytes()].concat();
+            if self
+                .excludes
+                .matches_bytes(&child_abs, name.as_bytes(), is_dir)
+            {
+                kept += 1;
+                continue;
+            }
+            let mut below = Vec::new();
+            let (removed, spared) = if is_dir {
+                self.remove_sparing(&entry.path(), &p, &child_abs, &mut below)
+            } else {
+                (self.remove_entry(&entry, &p, &mut below), 0)
+            };
+            n += removed;
+            kept += spared;
+            listed.append(&mut below);
+        }
+        if kept > 0 {
+            would_remove.append(&mut listed);
+            return (n, kept);
+        }
+        // Nothing beneath is kept: the folder goes whole, and a dry run
+        // names it alone, as it does a folder without excludes.
+        if self.dry_run {
+            would_remove.push(shown.to_path_buf());
+            return (1, 0);
+        }
+        self.beneath.forget(shown);
+        match fs::remove_dir(path) {
+            Ok(()) => (1, 0),
+            Err(e) => {
+                self.fail(shown, format!("cannot remove: {e}"));
+                (n, 0)
+            }
+        }
+    }
+}
+
+/// Opens the folder at `at` (without following a symlink there if
+/// `nofollow`) and lists it through its descriptor, which the listing
+/// needs kept open; `None` if either fails.
+fn list_folder(at: &Path, nofollow: bool) -> Option<(fs::File, fs::ReadDir)> {
+    use std::os::fd::AsRawFd;
+    let folder = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | if nofollow { libc::O_NOFOLLOW } else { 0 })
+        .open(at)
+        .ok()?;
+    let listed = match fs::read_dir(format!("/proc/self/fd/{}", folder.as_raw_fd())) {
+        // Without `/proc` every path is a plain one (see `beneath`).
+        Err(_) if !Path::new("/proc/self/fd").is_dir() => fs::read_dir(at),
+        listed => listed,
+    };
+    Some((folder, listed.ok()?))
 }
 
 /// Whether a hard link failed because the target's filesystem cannot

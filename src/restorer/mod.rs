@@ -127,6 +127,11 @@ pub struct RestoreStats {
     pub bytes_written: u64,
     /// Extra entries removed (mirror).
     pub removed: u64,
+    /// Entries the snapshot lacks that a mirror left in place because the
+    /// restore's patterns do not select them: they match an `--exclude`,
+    /// or, with `--include`, lie outside what the includes select (one
+    /// such folder counts once, whatever it holds).
+    pub kept_unselected: u64,
     /// Folders a mirror did not prune because their backup left entries
     /// out (see [`crate::tree::Node::left_out`]): what the target holds
     /// there beside the snapshot's entries may be what was left out.
@@ -173,6 +178,21 @@ struct PlannedDir {
     kept: bool,
 }
 
+/// A directory a mirror prunes: what else it holds than `names` is
+/// removed, but what the restore's patterns do not select (see
+/// [`Executor::remove_extra`]).
+struct Mirrored {
+    /// Its place in the target.
+    rel: PathBuf,
+    /// Its path as backed up, which patterns are matched against.
+    abs: Vec<u8>,
+    /// Whether it (or a folder above it) matched an include: what it
+    /// holds is then selected, whatever its names.
+    included: bool,
+    /// Its names in the snapshot, sorted.
+    names: NameList,
+}
+
 struct Plan {
     /// The directories made for this batch or to be, not yet given their
     /// metadata: those being walked, and those planned or done since the
@@ -182,7 +202,7 @@ struct Plan {
     /// the names it has in the snapshot (before filtering), sorted. The
     /// next batch's end removes what else each holds, so only the names
     /// of the directories walked since are held.
-    mirrored: Vec<(PathBuf, NameList)>,
+    mirrored: Vec<Mirrored>,
     files: Vec<Item>,
     links: Vec<(Item, PathBuf)>,
     others: Vec<Item>,
@@ -281,6 +301,8 @@ pub fn restore(
         unnamed: std::sync::atomic::AtomicBool::new(false),
         beneath: beneath::Beneath::new(&opts.target),
         case,
+        includes: &includes,
+        excludes: &excludes,
         xattrs_refused: Mutex::new(xattrs::Refused::default()),
     };
     ex.prepare_files();
@@ -356,6 +378,24 @@ pub fn restore(
              (first: {})",
             stats.not_pruned,
             first.display()
+        ));
+    }
+    if stats.kept_unselected > 0 {
+        crate::eprint_line(format_args!(
+            "note: {} entr{} the snapshot lacks {} left in place, as the restore's \
+             --include/--exclude patterns do not select {}",
+            stats.kept_unselected,
+            if stats.kept_unselected == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+            if opts.dry_run { "would be" } else { "were" },
+            if stats.kept_unselected == 1 {
+                "it"
+            } else {
+                "them"
+            },
         ));
     }
     if let Some((entries, why)) = ex.xattrs_refused_warning() {
@@ -543,13 +583,15 @@ impl Planner<'_> {
         if self.ex.halted() {
             return self.drop_batch();
         }
-        for (rel, names) in self.plan.mirrored.drain(..) {
-            if !self.ex.under_skipped(&rel) {
-                self.stats.removed += self.ex.remove_extra(
-                    &self.ex.target.join(&rel),
-                    &names,
+        for m in self.plan.mirrored.drain(..) {
+            if !self.ex.under_skipped(&m.rel) {
+                let (removed, kept) = self.ex.remove_extra(
+                    &self.ex.target.join(&m.rel),
+                    &m,
                     &mut self.stats.would_remove,
                 );
+                self.stats.removed += removed;
+                self.stats.kept_unselected += kept;
             }
         }
         let (done, walked): (Vec<PlannedDir>, Vec<PlannedDir>) =
@@ -855,7 +897,7 @@ impl Planner<'_> {
                             .plan
                             .mirrored
                             .last()
-                            .is_some_and(|(r, _)| *r == child_rel)
+                            .is_some_and(|m| m.rel == child_rel)
                         {
                             self.plan.mirrored.pop();
                         }
@@ -923,7 +965,12 @@ impl Planner<'_> {
             }
         }
         if let Some(names) = names {
-            self.plan.mirrored.push((rel.to_path_buf(), names.sorted()));
+            self.plan.mirrored.push(Mirrored {
+                rel: rel.to_path_buf(),
+                abs: abs.to_vec(),
+                included,
+                names: names.sorted(),
+            });
         }
         any
     }
@@ -988,6 +1035,9 @@ struct Executor<'a> {
     beneath: beneath::Beneath,
     /// Whether the target tells names apart by case (see [`case`]).
     case: case::Case,
+    /// The restore's patterns: a mirror removes only what they select.
+    includes: &'a PathFilter,
+    excludes: &'a PathFilter,
     /// Extended attributes the target refused (see [`xattrs`]).
     xattrs_refused: Mutex<xattrs::Refused>,
 }

@@ -443,6 +443,42 @@ impl Model {
         }
     }
 
+    /// Removes `rel`, which the snapshot lacks, and what it holds, but
+    /// for what an exclude matches (at its path as backed up, beneath
+    /// `base`), and the folders holding that; records what it removes
+    /// (a folder alone when it goes whole). Returns whether it removed
+    /// `rel`.
+    fn prune(&mut self, rel: &Path, base: &Path, excludes: &[Pat]) -> bool {
+        if self.at[rel].kind != Kind::Dir || excludes.is_empty() {
+            self.remove(rel);
+            self.removed.push(rel.to_path_buf());
+            return true;
+        }
+        let mut removed = Vec::new();
+        let mut kept = false;
+        for child in self.children(rel) {
+            let is_dir = self.at[&child].kind == Kind::Dir;
+            if excludes
+                .iter()
+                .any(|p| p.matches(&base.join(&child), is_dir))
+            {
+                kept = true;
+                continue;
+            }
+            let before = self.removed.len();
+            kept |= !self.prune(&child, base, excludes);
+            removed.extend(self.removed.drain(before..));
+        }
+        if kept {
+            self.removed.extend(removed);
+            false
+        } else {
+            self.remove(rel);
+            self.removed.push(rel.to_path_buf());
+            true
+        }
+    }
+
     fn children(&self, rel: &Path) -> Vec<PathBuf> {
         (self.at.range(rel.to_path_buf()..))
             .map(|(p, _)| p)
@@ -522,10 +558,26 @@ pub fn simulate(
             }
             let keep = snap.names_in(&at);
             for child in m.children(&dir) {
-                if !keep.contains(child.file_name().unwrap()) {
-                    m.remove(&child);
-                    m.removed.push(child);
+                if keep.contains(child.file_name().unwrap()) {
+                    continue;
                 }
+                // What the patterns do not select stays, as `rsync
+                // --delete` leaves what it excludes: what an exclude
+                // matches, and with includes what none selects (matching
+                // neither it nor a folder above it).
+                let is_dir = m.at[&child].kind == Kind::Dir;
+                let path = view.base.join(&child);
+                let excluded = excludes.iter().any(|p| p.matches(&path, is_dir));
+                let included = includes.is_empty()
+                    || (child.ancestors().filter(|a| !a.as_os_str().is_empty())).any(|a| {
+                        let p = view.base.join(a);
+                        let dir = a != child || is_dir;
+                        includes.iter().any(|pat| pat.matches(&p, dir))
+                    });
+                if excluded || !included {
+                    continue;
+                }
+                m.prune(&child, &view.base, excludes);
             }
         }
     }
