@@ -261,6 +261,17 @@ pub fn listing_run() -> Option<usize> {
     *BYTES.get_or_init(|| positive("CAIRN_TEST_LISTING_RUN"))
 }
 
+/// Whether a backup's listing of the folder at `path` fails after its
+/// first entry (`EIO`, as from a disk or a network filesystem that drops
+/// its connection), from `CAIRN_TEST_LIST_FAIL`, the folder's name.
+/// Unset, this costs one cached environment lookup.
+pub fn list_fails(path: &std::path::Path) -> bool {
+    static NAME: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+    NAME.get_or_init(|| std::env::var_os("CAIRN_TEST_LIST_FAIL"))
+        .as_deref()
+        .is_some_and(|name| path.file_name() == Some(name))
+}
+
 /// After how many misses an index set builds its filter of ids, from
 /// `CAIRN_TEST_FILTER_AFTER`, so a test's small repository gets one.
 /// Unset, this costs one cached environment lookup.

@@ -1805,3 +1805,45 @@ fn a_mirror_leaves_what_the_excludes_match() {
     assert!(!out.stderr.contains("left in place"), "{out}");
     assert_same_tree(&src, &r);
 }
+
+/// A folder whose listing failed partway (an error from the directory
+/// stream, as a disk or a network filesystem that drops its connection
+/// gives) is recorded as a folder its backup left entries out of, as one
+/// it could not list at all is: a mirror over the live tree leaves what
+/// the listing missed.
+#[test]
+fn a_mirror_leaves_what_a_listing_cut_short_missed() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    for name in ["one", "two", "three"] {
+        write(&src.join("d").join(name), name);
+    }
+    write(&src.join("top.txt"), "top");
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src).env("CAIRN_TEST_LIST_FAIL", "d");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains("/d: cannot list: Input/output error"),
+        "{out}"
+    );
+    let listed = repo.run(&["ls", "latest", "--long"]).success();
+    assert!(
+        listed.stdout.contains("not listed by its backup"),
+        "{listed}"
+    );
+
+    // The live tree, restored over: the two names the listing missed
+    // stay, and the folder is named in the warning.
+    let target = repo.scratch("target");
+    let r = target.join(src.strip_prefix("/").unwrap());
+    for name in ["one", "two", "three"] {
+        write(&r.join("d").join(name), name);
+    }
+    write(&r.join("extra.txt"), "not in the snapshot");
+    let out = repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert!(out.stderr.contains("are not pruned"), "{out}");
+    let kept = fs::read_dir(r.join("d")).unwrap().count();
+    assert_eq!(kept, 3, "{out}");
+    assert!(!r.join("extra.txt").exists(), "{out}");
+}

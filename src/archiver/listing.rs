@@ -56,7 +56,8 @@ impl Listing {
     /// Lists the open folder `dir` (whose path, for reports, is `path`)
     /// through its descriptor, never by path: a folder swapped for a
     /// symlink since it was opened is not followed. `report` hears of
-    /// what the listing could not read.
+    /// what the listing could not read, and is called only when entries
+    /// are left out: the listing ended early.
     pub(super) fn read(
         dir: BorrowedFd<'_>,
         path: &Path,
@@ -64,7 +65,13 @@ impl Listing {
     ) -> io::Result<Listing> {
         let mut stream = Stream::open(dir)?;
         let mut listing = Listing::new();
+        let fail_after = crate::fault::list_fails(path).then_some(1);
         loop {
+            if fail_after.is_some_and(|n| listing.len() >= n) {
+                let e = io::Error::from_raw_os_error(libc::EIO);
+                report(format!("{}: cannot list: {e}", path.display()));
+                break;
+            }
             let name = match stream.next() {
                 Ok(Some(name)) => name,
                 Ok(None) => break,

@@ -1037,8 +1037,18 @@ impl<'a> Walker<'a> {
         // holds beside the rest is then not the snapshot's to remove.
         let mut left_out = 0u64;
         let report: &(dyn Fn(String) + Sync) = self.shared.setup.report;
+        // A listing that ended early (an error from the directory stream
+        // partway, a spilled run that cannot be read back) says so through
+        // its report: how many entries it missed is not known. Until
+        // December 2026 such a folder's node said none, and a mirror
+        // restore over the live tree removed what the listing missed.
+        let cut_short = std::cell::Cell::new(false);
+        let listing_report = |why: String| {
+            cut_short.set(true);
+            report(why);
+        };
         let whole = scope.whole;
-        let listing = whole.then(|| match Listing::read(handle.fd(), dir, report) {
+        let listing = whole.then(|| match Listing::read(handle.fd(), dir, &listing_report) {
             Ok(l) => l,
             Err(e) => {
                 self.report(format!("{}: cannot list: {e}", dir.display()));
@@ -1046,12 +1056,15 @@ impl<'a> Walker<'a> {
                 Listing::new()
             }
         });
+        if cut_short.get() {
+            left_out = LEFT_OUT_UNKNOWN;
+        }
         let given = scope.below.map_or(0, |sk| sk.children.len());
         // At most: a given path is in the listing too, unless gone.
         let count = listing.as_ref().map_or(0, Listing::len) + given;
         let names: Box<dyn Iterator<Item = Entry<'_>> + '_> = match (listing, scope.below) {
-            (Some(l), None) => Box::new(l.sorted(report).map(|n| (n, None))),
-            (Some(l), Some(sk)) => Box::new(with_given(l.sorted(report).peekable(), sk)),
+            (Some(l), None) => Box::new(l.sorted(&listing_report).map(|n| (n, None))),
+            (Some(l), Some(sk)) => Box::new(with_given(l.sorted(&listing_report).peekable(), sk)),
             (None, Some(sk)) => Box::new(sk.children.iter().map(|(n, sub)| (n.clone(), Some(sub)))),
             (None, None) => Box::new(std::iter::empty()),
         };
@@ -1329,6 +1342,9 @@ impl<'a> Walker<'a> {
             join_walkers(self.shared, walking, &mut waits)
         })?;
         Counters::add(&self.shared.setup.counters.dirs, 1);
+        if cut_short.get() {
+            left_out = LEFT_OUT_UNKNOWN;
+        }
         let last = DirJob {
             stored,
             waits,
