@@ -29,8 +29,8 @@ pub struct RepairIndexOptions {
     pub workers: usize,
 }
 
-/// A damaged copy of a blob that `repair index --read-data` left out of
-/// the index.
+/// A copy of a blob that `repair index` left out of the index: damaged
+/// (found with `--read-data`), or past the end of a pack cut short.
 #[derive(Debug, Serialize)]
 pub struct DroppedBlob {
     /// The blob.
@@ -170,7 +170,7 @@ fn repair_index_in_tables_of(
     // Sizes come with the listing: no request per pack for them.
     let mut packs = backend.list_sizes(FileKind::Pack)?;
     packs.sort();
-    let mut unreadable: Vec<(PackId, String)> = Vec::new();
+    let mut unreadable: Vec<(PackId, u64, String)> = Vec::new();
     for (name, len) in packs.iter().filter(|(n, _)| is_hex_name(n)) {
         let id = PackId::from_hex(name)?;
         let what = format!("pack {}", id.short());
@@ -181,7 +181,7 @@ fn repair_index_in_tables_of(
                 out.blobs += entries.len();
                 builder.add_pack(id, h.kind, &entries);
             }
-            Err(e @ Error::Corrupt { .. }) => unreadable.push((id, format!("{what}: {e}"))),
+            Err(e @ Error::Corrupt { .. }) => unreadable.push((id, *len, format!("{what}: {e}"))),
             // Not the pack's fault (a timeout, a refused read): taken for
             // damage, an intact pack would keep only what old tables say
             // of it, none if the one naming it failed its check.
@@ -197,10 +197,27 @@ fn repair_index_in_tables_of(
         }
     }
     // Packs whose header could not be read keep what the trusted old
-    // tables say of them, gathered in one pass over those tables.
-    let ids: Vec<PackId> = unreadable.iter().map(|(id, _)| *id).collect();
-    for ((id, why), (kind, entries)) in unreadable.iter().zip(old_entries(&trusted, &ids)) {
+    // tables say of them, gathered in one pass over those tables, but for
+    // blobs that lie past the file's end: a pack cut short (a crash, a
+    // full disk, a partial copy) lost them, and an entry kept would have
+    // every later backup take their content as stored. Until December
+    // 2026 they were kept, and such a backup wrote a snapshot that could
+    // not be restored, exit 0.
+    let ids: Vec<PackId> = unreadable.iter().map(|(id, _, _)| *id).collect();
+    for ((id, len, why), (kind, entries)) in unreadable.iter().zip(old_entries(&trusted, &ids)) {
         let entries = without_damaged(*id, entries, &bad, &mut out.dropped);
+        let (entries, past_end): (Vec<PackEntry>, Vec<PackEntry>) = entries
+            .into_iter()
+            .partition(|e| u64::from(e.offset) + u64::from(e.length) <= *len);
+        for e in past_end {
+            out.dropped.push(DroppedBlob {
+                blob: e.id,
+                pack: *id,
+                reason: format!(
+                    "it lies past the pack's end, at byte {len}: the pack was cut short"
+                ),
+            });
+        }
         let kept = entries.len();
         if let Some(kind) = kind {
             builder.add_pack(*id, kind, &entries);

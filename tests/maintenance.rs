@@ -1276,6 +1276,60 @@ fn repair_index_keeps_the_entries_of_a_pack_whose_header_is_damaged() {
     assert_eq!(v["damaged"], Value::Array(vec![]), "{out}");
 }
 
+/// A pack cut short (a crash, a full disk, a partial copy) lost the
+/// blobs past its new end, and its header with them. `repair index`
+/// keeps the old index's entries for the blobs still inside the file and
+/// drops those past its end, naming them: until December 2026 it kept
+/// them all, and the next backup took their content as stored and wrote
+/// a snapshot that could not be restored, exit 0.
+#[test]
+fn repair_index_drops_the_entries_past_the_end_of_a_pack_cut_short() {
+    let repo = packed_repo();
+    let src = source(&repo, 23);
+    let first = backup_saved(&repo, &src, &[]);
+    let index = index_map(&repo);
+    let victim = snap_path(&src, "victim.bin");
+    let pack = index[&file_chunks(&repo, &first.id)[&victim][0]]
+        .pack
+        .clone();
+    let path = pack_files(&repo)[&pack].clone();
+    let len = fs::metadata(&path).unwrap().len();
+    let cut = len / 2;
+    let in_pack: Vec<_> = index.iter().filter(|(_, l)| l.pack == pack).collect();
+    let inside = (in_pack.iter())
+        .filter(|(_, l)| l.offset + l.length <= cut)
+        .count();
+    let past = in_pack.len() - inside;
+    assert!(
+        inside > 0 && past > 0,
+        "{inside} inside, {past} past the cut"
+    );
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(
+        out.stdout
+            .contains(&format!("kept its {inside} entries from the old index")),
+        "{out}"
+    );
+    let dropped = (out.stdout.lines())
+        .filter(|l| l.contains("lies past the pack's end") && l.contains(&pack[..8]))
+        .count();
+    assert_eq!(dropped, past, "{out}");
+    assert_eq!(index_map(&repo).len(), index.len() - past, "{out}");
+
+    // The next backup stores the lost content again: it and the first
+    // snapshot restore.
+    let whole = backup_storing_again(&repo, &src, &first);
+    assert_restores(&repo, &whole);
+    assert_restores(&repo, &first);
+}
+
 #[test]
 fn a_repaired_copy_is_newer_than_its_original_whichever_id_is_larger() {
     let repo = packed_repo();
