@@ -1847,3 +1847,40 @@ fn a_mirror_leaves_what_a_listing_cut_short_missed() {
     assert_eq!(kept, 3, "{out}");
     assert!(!r.join("extra.txt").exists(), "{out}");
 }
+
+/// An unchanged file keeps its parent's extended attributes unread only
+/// when the parent's backup ran as the same user: a user other than root
+/// lists no `trusted.` attributes, and a root backup whose parent was
+/// such a user's lost them, exit 0.
+#[test]
+fn a_root_backup_after_another_users_reads_the_attributes_again() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    let f = src.join("f");
+    xattr::set(&f, "trusted.tag", b"T").unwrap();
+    xattr::set(&f, "user.tag", b"U").unwrap();
+    for p in [repo.dir.path(), src.as_path()] {
+        chmod(p, 0o755);
+    }
+    hand_repo_to_nobody(&repo);
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_TEST_RACY_WINDOW_NS", "0");
+    as_nobody(&mut c);
+    let first = run(&mut c, None).success().json();
+    assert_ne!(first["user"], "root", "{first}");
+
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_TEST_RACY_WINDOW_NS", "0");
+    let second = run(&mut c, None).success().json();
+    assert_eq!(second["parent"], first["id"], "{second}");
+    assert_eq!(second["summary"]["files_unmodified"], 1, "{second}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let back = restored(&target, &src).join("f");
+    assert_eq!(
+        xattr::get(&back, "trusted.tag").unwrap(),
+        Some(b"T".to_vec())
+    );
+    assert_eq!(xattr::get(&back, "user.tag").unwrap(), Some(b"U".to_vec()));
+}

@@ -439,6 +439,8 @@ pub fn backup(
                 skeleton: &skeleton,
                 parent: parent_tree,
                 racy_from,
+                parent_xattrs: parent
+                    .is_some_and(|p| p.snapshot.user == crate::fsmeta::current_user()),
                 report: &report,
                 changed: &changed,
                 own: &own,

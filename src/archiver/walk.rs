@@ -39,6 +39,12 @@ pub(super) struct WalkSetup<'a> {
     /// A parent node whose ctime is at or after this is not trusted to
     /// be unchanged (see [`unchanged_chunks`]).
     pub racy_from: i64,
+    /// Whether an unchanged entry may keep the parent's extended
+    /// attributes unread: only when the parent's backup ran as this one's
+    /// user, who sees the same names (a user other than root lists no
+    /// `trusted.` attributes, and a root backup whose parent was such a
+    /// user's lost them, exit 0, until December 2026).
+    pub parent_xattrs: bool,
     pub report: &'a (dyn Fn(String) + Sync),
     /// Reports a file that changed while it was read (see
     /// [`changed_while_read`]): it is in the snapshot as read.
@@ -1178,7 +1184,9 @@ impl<'a> Walker<'a> {
                     ))
                 });
                 // Extended attributes change ctime: reuse the parent's when
-                // ctime and inode are unchanged, saving a syscall per entry;
+                // ctime and inode are unchanged, saving a syscall per entry
+                // (and the parent's backup saw what this one sees, see
+                // `WalkSetup::parent_xattrs`);
                 // unless that ctime is racily clean (see `unchanged_chunks`):
                 // attributes set in the same tick after the parent read
                 // them leave the ctime it saw. A file's are read only once
@@ -1188,7 +1196,10 @@ impl<'a> Walker<'a> {
                 let reused = old
                     .as_mut()
                     .filter(|o| {
-                        o.ctime_ns == md.ctime_ns && o.inode == md.ino && o.ctime_ns < racy_from
+                        self.shared.setup.parent_xattrs
+                            && o.ctime_ns == md.ctime_ns
+                            && o.inode == md.ino
+                            && o.ctime_ns < racy_from
                     })
                     .map(|o| std::mem::take(&mut o.xattrs));
                 let unread = reused.is_none() && md.is_file();
@@ -1214,8 +1225,12 @@ impl<'a> Walker<'a> {
                         {
                             node.kind = NodeKind::File { chunks };
                             // Unchanged means the same ctime and inode, so
-                            // the parent's attributes were taken above.
-                            debug_assert!(!unread, "an unchanged file without its attributes");
+                            // the parent's attributes were taken above,
+                            // unless its backup's user saw other names.
+                            if unread {
+                                node.xattrs =
+                                    crate::fsmeta::read_xattrs_at(handle.fd(), &name, &path);
+                            }
                             Counters::add(&c.files_unmodified, 1);
                             Counters::add(&c.total_bytes, node.size);
                             tree.push(&node)?;
