@@ -1221,3 +1221,24 @@ fn names_in_listings_are_escaped() {
     }
     assert_eq!(repo.snapshots().len(), 1);
 }
+
+/// `backup --time` takes a time in the past (importing older backups),
+/// not one ahead of the clock: such a snapshot would be its set's newest,
+/// and every incremental's parent, until the clock caught up, and the next
+/// backup would trust files changed right after this one read them.
+#[test]
+fn backup_time_in_the_future_is_refused() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "x");
+    let out = repo.run(&[
+        "backup",
+        "--time",
+        "2200-01-01T00:00:00Z",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("is in the future"), "{out}");
+    assert!(repo.snapshots().is_empty(), "{out}");
+    repo.backup(&[&src], &["--time", "2001-01-01T00:00:00Z"]);
+}

@@ -76,7 +76,8 @@ pub struct BackupArgs {
     command: Vec<OsString>,
     /// Record this time instead of now, in RFC 3339 (e.g.
     /// 2024-05-01T02:00:00Z or 2024-05-01T04:00:00+02:00): for importing
-    /// older backups. The parent is still the newest snapshot of the set.
+    /// older backups; not a time in the future. The parent is still the
+    /// newest snapshot of the set.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     time: Option<i64>,
     /// Print the snapshot as JSON instead of the summary line, with what
@@ -104,6 +105,24 @@ struct BackupReport<'a> {
     /// The stream backed up (`--stdin`, `--stdin-from-command`) was of 0
     /// bytes: most likely a producer that failed before writing anything.
     empty_stream: bool,
+}
+
+/// Refuses a `--time` of `t` later than `now` (ns since the epoch): the
+/// next incremental backup takes a file whose change time is before its
+/// parent's time as read by it (see `racy_window_ns`), so a parent dated
+/// ahead would have it trust files changed right after this backup read
+/// them, and the snapshot would be its set's newest, and every
+/// incremental's parent, until the clock caught up.
+fn refuse_future(t: i64, now: i64) -> Result<()> {
+    if t > now {
+        return Err(Error::Invalid(format!(
+            "--time {} is in the future: a snapshot dated ahead would be its set's newest, \
+             every incremental backup's parent, until then; give the time the backed-up \
+             data was current (a time in the past, for importing older backups)",
+            crate::format_time(t)
+        )));
+    }
+    Ok(())
 }
 
 /// Parses an RFC 3339 time into ns since the epoch.
@@ -291,6 +310,12 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         (_, name) if stream => name,
         _ => None,
     };
+    if let Some(t) = a.time {
+        refuse_future(
+            t,
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX),
+        )?;
+    }
     let mut excludes = a.excludes;
     for f in &a.exclude_file {
         excludes.extend(read_pattern_file(f)?);
