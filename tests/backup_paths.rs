@@ -497,3 +497,66 @@ fn paths_that_are_not_utf8_keep_their_sets_apart() {
     assert!(out.stdout.contains("removed 0 snapshot"), "{out}");
     assert_eq!(repo.snapshots().len(), 2);
 }
+
+/// A tree deeper than the open-file limit lets the walk hold a folder
+/// open at each level (a loop of `mkdir d; cd d`, which any user can
+/// make) is walked down to that depth: the folder below is stored empty
+/// and named, the backup exits 3 with its snapshot written, and the
+/// repository's own files still open. Until December 2026 the walk ran
+/// out of descriptors and the backup failed with no snapshot.
+#[test]
+fn a_tree_deeper_than_the_open_file_limit_allows_is_walked_to_a_depth() {
+    use std::os::unix::process::CommandExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let mut deepest = src.clone();
+    for _ in 0..200 {
+        deepest.push("d");
+    }
+    fs::create_dir_all(&deepest).unwrap();
+    write(&deepest.join("f"), "at the bottom");
+    write(&src.join("top.txt"), "at the top");
+    let limit: u64 = 320;
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        c.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr
+            .contains("folders deep, deeper than the 32 a backup walks"),
+        "{out}"
+    );
+    assert_eq!(
+        out.json()["unreadable"].as_array().unwrap().len(),
+        1,
+        "{out}"
+    );
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    assert_eq!(fs::read_to_string(r.join("top.txt")).unwrap(), "at the top");
+    let depth = |p: &Path| p.components().count();
+    let walked = fs::read_dir(&r).unwrap().count();
+    assert_eq!(walked, 2, "top.txt and d");
+    let mut last = r.clone();
+    while last.join("d").is_dir() {
+        last.push("d");
+    }
+    // The deepest folder stored lies one below the cap, empty.
+    assert_eq!(depth(&last) - depth(&target), 33);
+    assert_eq!(fs::read_dir(&last).unwrap().count(), 0);
+}

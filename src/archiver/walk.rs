@@ -625,6 +625,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
             fatal: &fatal,
             spare: AtomicIsize::new(setup.workers as isize - 1),
             lost: Mutex::new((0, None)),
+            max_depth: walk_depth(),
         };
         let mut walker = Walker {
             shared: &shared,
@@ -887,6 +888,32 @@ struct WalkShared<'a> {
     /// Unchanged files whose chunks the repository no longer holds (see
     /// [`WalkShared::parent_chunks_held`]): how many, and the first.
     lost: Mutex<(u64, Option<(PathBuf, BlobId)>)>,
+    /// How deep a folder may lie (in components of its absolute path) and
+    /// be walked (see [`walk_depth`]), with the open-file limit it comes
+    /// from, for the report.
+    max_depth: (usize, u64),
+}
+
+/// Folders deeper than this are not walked: every folder on the way down
+/// holds a descriptor while its subfolders are walked, and a frame of the
+/// walk. A tree some user made deep enough (a loop of `mkdir d; cd d`)
+/// otherwise ran the backup out of descriptors: the repository's own
+/// files could then not be opened, and the backup failed, no snapshot
+/// written, until December 2026. Deeper than any path a program can name
+/// (`PATH_MAX`, 4,096 bytes).
+const MAX_DEPTH: usize = 4096;
+
+/// Descriptors kept for what is not the walk: the repository's files,
+/// the workers' open files, spilled listings, the store's connections.
+const FDS_KEPT: u64 = 256;
+
+/// How deep the walk goes (see [`MAX_DEPTH`]), with the open-file limit,
+/// raised to its hard maximum first: half of what the limit leaves past
+/// [`FDS_KEPT`], as two walking threads may each hold a chain.
+fn walk_depth() -> (usize, u64) {
+    let limit = crate::restorer::raise_fd_limit();
+    let by_fds = usize::try_from(limit.saturating_sub(FDS_KEPT) / 2).unwrap_or(usize::MAX);
+    (MAX_DEPTH.min(by_fds).max(16), limit)
 }
 
 impl WalkShared<'_> {
@@ -1292,7 +1319,17 @@ impl<'a> Walker<'a> {
                             // its path names by the time the walk gets to
                             // it may be elsewhere.
                             crate::fault::swap_walked_dir(&path);
-                            let opened = handle.open_dir(&name);
+                            let (max, limit) = self.shared.max_depth;
+                            let depth = path.components().count().saturating_sub(1);
+                            let opened = if depth > max {
+                                Err(std::io::Error::other(format!(
+                                    "it lies {depth} folders deep, deeper than the {max} a \
+                                     backup walks (with {limit} open files allowed, each \
+                                     folder on the way down holding one)"
+                                )))
+                            } else {
+                                handle.open_dir(&name)
+                            };
                             crate::fault::swap_opened_dir(&path);
                             if self.shared.take_spare() {
                                 let shared = self.shared;

@@ -879,7 +879,7 @@ pub(super) fn directory_runs(paths: &[&Path], max: usize) -> Vec<std::ops::Range
 
 /// Raises the open-file limit to its hard maximum (a restore keeps every
 /// partly written file open) and returns the limit now in force.
-pub(super) fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

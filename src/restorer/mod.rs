@@ -70,6 +70,8 @@ mod files;
 mod place;
 mod xattrs;
 
+pub(crate) use files::raise_fd_limit;
+
 use place::{FileTask, Prepared};
 
 /// What to do with files already in the target.
