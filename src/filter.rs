@@ -115,6 +115,17 @@ impl PathFilter {
             let p = as_text(given.as_bytes());
             let dirs_only = p.ends_with('/') && p.len() > 1;
             let pat = p.trim_end_matches('/');
+            // No path a pattern is matched against has a `.` or `..`
+            // component: such a pattern (`./cache`, written as a shell
+            // path) matched nothing, silently.
+            if pat.split('/').any(|c| c == "." || c == "..") {
+                return Err(Error::Invalid(format!(
+                    "pattern {given:?} has a `.` or `..` component, which no path it is \
+                     matched against has: patterns match the path as backed up, so write \
+                     `cache` for a name at any depth, `a/cache` for a path's last \
+                     components, or the whole absolute path starting with `/`"
+                )));
+            }
             let (on_path, glob) = if pat.is_empty() {
                 (true, "/".to_string())
             } else if pat.starts_with('/') || pat.starts_with("**/") {
@@ -215,6 +226,20 @@ mod tests {
             .unwrap()
             .matches("/x", "x", true));
         assert!(PathFilter::new(&["["]).is_err());
+    }
+
+    /// A pattern with a `.` or `..` component, which no path matched has,
+    /// is refused, naming it, rather than matching nothing.
+    #[test]
+    fn dot_components_are_refused() {
+        for bad in ["./x/keep.txt", "a/../b", "/srv/./app", ".", "../x", "x/./"] {
+            let e = PathFilter::new(&[bad]).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
+            assert!(e.contains("`.` or `..` component"), "{bad}: {e}");
+        }
+        for good in [".*", "..x", "x.", ".cache/", "a/.git", "/srv/.hidden"] {
+            assert!(PathFilter::new(&[good]).is_ok(), "{good}");
+        }
     }
 
     /// A `/` that does not start the pattern makes it match the path's
