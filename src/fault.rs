@@ -272,6 +272,16 @@ pub fn list_fails(path: &std::path::Path) -> bool {
         .is_some_and(|name| path.file_name() == Some(name))
 }
 
+/// Whether reading the extended attribute `name` fails (`EIO`), from
+/// `CAIRN_TEST_XATTR_FAIL`, the attribute's name. Unset, this costs one
+/// cached environment lookup.
+pub fn xattr_fails(name: &std::ffi::OsStr) -> bool {
+    static NAME: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+    NAME.get_or_init(|| std::env::var_os("CAIRN_TEST_XATTR_FAIL"))
+        .as_deref()
+        .is_some_and(|n| n == name)
+}
+
 /// After how many misses an index set builds its filter of ids, from
 /// `CAIRN_TEST_FILTER_AFTER`, so a test's small repository gets one.
 /// Unset, this costs one cached environment lookup.

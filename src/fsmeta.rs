@@ -182,7 +182,7 @@ pub fn node_from_stat(
     st: &Stat,
     names: &NameCache,
     xattrs: Option<Vec<Xattr>>,
-) -> io::Result<Node> {
+) -> io::Result<(Node, Option<String>)> {
     let kind = if st.is_file() {
         NodeKind::File { chunks: Vec::new() }
     } else if st.is_dir() {
@@ -202,7 +202,11 @@ pub fn node_from_stat(
     } else {
         NodeKind::Socket
     };
-    Ok(Node {
+    let (xattrs, failed) = match xattrs {
+        Some(x) => (x, None),
+        None => read_xattrs_at(dir, name, path),
+    };
+    let node = Node {
         name: Name(name.as_bytes().to_vec()),
         kind,
         mode: st.mode & 0o7777,
@@ -216,8 +220,9 @@ pub fn node_from_stat(
         dev: st.dev,
         inode: st.ino,
         nlink: st.nlink,
-        xattrs: xattrs.unwrap_or_else(|| read_xattrs_at(dir, name, path)),
-    })
+        xattrs,
+    };
+    Ok((node, failed))
 }
 
 /// The target of the symlink `name` in the open directory `dir`
@@ -259,16 +264,21 @@ pub fn read_link_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
 /// the entry opened and no further, where the `l`-calls would read the
 /// link in `/proc` itself. Without `/proc`, they are read by `path` (not
 /// following a symlink at its end), as before there was a descriptor.
-pub fn read_xattrs_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Vec<Xattr> {
+pub fn read_xattrs_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+) -> (Vec<Xattr>, Option<String>) {
     let Ok(cname) = CString::new(name.as_bytes()) else {
-        return Vec::new();
+        return (Vec::new(), None);
     };
     let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: `cname` is NUL-terminated and outlives the call; the
     // descriptor is borrowed, so open.
     let fd = unsafe { libc::openat(dir.as_raw_fd(), cname.as_ptr(), flags) };
     if fd < 0 {
-        return Vec::new();
+        // Gone since its `lstat`: the caller's next step finds out.
+        return (Vec::new(), None);
     }
     // SAFETY: a descriptor just opened, owned by nothing else.
     let entry: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
@@ -277,31 +287,59 @@ pub fn read_xattrs_at(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> Vec<Xat
         Ok(names) => sorted_xattrs(names, |n| xattr::get_deref(&proc, n)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => match xattr::list(path) {
             Ok(names) => sorted_xattrs(names, |n| xattr::get(path, n)),
-            Err(_) => Vec::new(),
+            Err(e) => (Vec::new(), list_failure(&e)),
         },
-        Err(_) => Vec::new(),
+        Err(e) => (Vec::new(), list_failure(&e)),
     }
 }
 
 /// Extended attributes of the open `file`, as [`read_xattrs_at`] reads
-/// an entry's, without looking its name up again; best effort.
-pub fn read_xattrs_of(file: &std::fs::File) -> Vec<Xattr> {
+/// an entry's, without looking its name up again.
+pub fn read_xattrs_of(file: &std::fs::File) -> (Vec<Xattr>, Option<String>) {
     use xattr::FileExt;
     match file.list_xattr() {
         Ok(names) => sorted_xattrs(names, |n| file.get_xattr(n)),
-        Err(_) => Vec::new(),
+        Err(e) => (Vec::new(), list_failure(&e)),
     }
 }
 
-/// The attributes `names` with the values `get` reads (those it cannot,
-/// left out), sorted by name.
+/// Whether reading extended attributes failed for a reason worth a
+/// warning: not for a filesystem that has none (`ENOTSUP`), nor for an
+/// attribute removed between the listing and the read (`ENODATA`).
+fn xattr_failure(e: &io::Error) -> bool {
+    !matches!(e.raw_os_error(), Some(libc::ENOTSUP | libc::ENODATA) | None)
+}
+
+fn list_failure(e: &io::Error) -> Option<String> {
+    xattr_failure(e).then(|| format!("cannot list its extended attributes: {e}"))
+}
+
+/// The attributes `names` with the values `get` reads, sorted by name;
+/// those it cannot read are left out, the first named in the message.
 fn sorted_xattrs(
     names: impl Iterator<Item = std::ffi::OsString>,
     get: impl Fn(&OsStr) -> io::Result<Option<Vec<u8>>>,
-) -> Vec<Xattr> {
+) -> (Vec<Xattr>, Option<String>) {
+    let mut failed = None;
     let mut out: Vec<Xattr> = names
         .filter_map(|n| {
-            let value = get(&n).ok().flatten()?;
+            let got = if crate::fault::xattr_fails(&n) {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                get(&n)
+            };
+            let value = match got {
+                Ok(v) => v?,
+                Err(e) => {
+                    if xattr_failure(&e) && failed.is_none() {
+                        failed = Some(format!(
+                            "cannot read its extended attribute {}: {e}",
+                            n.to_string_lossy()
+                        ));
+                    }
+                    return None;
+                }
+            };
             Some(Xattr {
                 name: Name(n.as_bytes().to_vec()),
                 value: Name(value),
@@ -309,7 +347,7 @@ fn sorted_xattrs(
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+    (out, failed)
 }
 
 fn cpath(path: &Path) -> io::Result<CString> {
