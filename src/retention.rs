@@ -433,6 +433,8 @@ mod tests {
                 parent: parent.map(|p| SnapshotId([p; 32])),
                 tree: BlobId([0; 32]),
                 summary: Summary::default(),
+                excludes: Vec::new(),
+                started_ns: t,
             },
         }
     }

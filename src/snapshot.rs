@@ -17,10 +17,14 @@ use crate::codec;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::{file_hash, is_hex_name, BlobId, SnapshotId};
+use crate::tree::Name;
 
 const MAGIC: &[u8; 8] = b"CAIRNSNP";
-/// Format version of snapshot files.
-pub const VERSION: u32 = 1;
+/// Format version of the snapshot files this cairn writes into a
+/// repository of format 5 or later (see [`Snapshot::excludes`]); into an
+/// older one it writes version 1, which the cairn that made it reads.
+/// Both are read.
+pub const VERSION: u32 = 2;
 
 /// How a snapshot chose its parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,26 +101,105 @@ pub struct Snapshot {
     pub tree: BlobId,
     /// Statistics.
     pub summary: Summary,
+    /// The exclude patterns the backup was given (`--exclude`, and the
+    /// lines of its exclude files), in order, as bytes: a mirror restore
+    /// leaves what the target holds that they match, as it was not backed
+    /// up. Version 2 on; empty in a snapshot of version 1, which does not
+    /// record them.
+    pub excludes: Vec<Name>,
+    /// When the backup began by the clock, ns since the epoch: `time_ns`,
+    /// unless `backup --time` recorded another. The next backup trusts a
+    /// file unchanged only if it changed before this (see
+    /// `BackupOptions::racy_window_ns`). Version 2 on; `time_ns` in a
+    /// snapshot of version 1.
+    pub started_ns: i64,
+}
+
+/// A snapshot of version 1: a [`Snapshot`] without its last two fields.
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    version: u32,
+    time_ns: i64,
+    host: String,
+    user: String,
+    set: String,
+    kind: SnapshotKind,
+    paths: Vec<String>,
+    tags: Vec<String>,
+    parent: Option<SnapshotId>,
+    tree: BlobId,
+    summary: Summary,
 }
 
 impl Snapshot {
-    /// The file bytes and the id they give.
+    /// The version of the snapshots a backup writes into a repository of
+    /// format `repo_version`: 2 from format 5 on.
+    pub fn version_for(repo_version: u32) -> u32 {
+        if repo_version >= 5 {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The file bytes and the id they give, in the layout of
+    /// `self.version` (version 1 leaves out what it cannot record).
     pub fn encode(&self, key: &MasterKey) -> (SnapshotId, Vec<u8>) {
-        let mut out = codec::header(MAGIC, VERSION);
+        let version = self.version.clamp(1, VERSION);
+        let mut out = codec::header(MAGIC, version);
         let aad = out.clone();
-        key.seal_into(&codec::encode(self), &aad, &mut out);
+        let plain = if version == 1 {
+            codec::encode(&SnapshotV1 {
+                version: 1,
+                time_ns: self.time_ns,
+                host: self.host.clone(),
+                user: self.user.clone(),
+                set: self.set.clone(),
+                kind: self.kind,
+                paths: self.paths.clone(),
+                tags: self.tags.clone(),
+                parent: self.parent,
+                tree: self.tree,
+                summary: self.summary.clone(),
+            })
+        } else {
+            codec::encode(self)
+        };
+        key.seal_into(&plain, &aad, &mut out);
         (SnapshotId(file_hash(&out)), out)
     }
 
-    /// Decodes a snapshot file.
+    /// Decodes a snapshot file of any version this cairn reads.
     pub fn decode(bytes: &[u8], key: &MasterKey, what: &str) -> Result<Snapshot> {
-        codec::check_header(bytes, MAGIC, VERSION, what)?;
+        let version = codec::check_header(bytes, MAGIC, VERSION, what)?;
         let plain = key.open(&bytes[12..], &bytes[..12], what)?;
-        let snap: Snapshot = codec::decode(&plain, what)?;
-        if snap.version != VERSION {
+        let snap = if version == 1 {
+            let v1: SnapshotV1 = codec::decode(&plain, what)?;
+            Snapshot {
+                version: v1.version,
+                time_ns: v1.time_ns,
+                host: v1.host,
+                user: v1.user,
+                set: v1.set,
+                kind: v1.kind,
+                paths: v1.paths,
+                tags: v1.tags,
+                parent: v1.parent,
+                tree: v1.tree,
+                summary: v1.summary,
+                excludes: Vec::new(),
+                started_ns: v1.time_ns,
+            }
+        } else {
+            codec::decode(&plain, what)?
+        };
+        if snap.version != version {
             return Err(Error::corrupt(
                 what,
-                format!("snapshot version {}", snap.version),
+                format!(
+                    "snapshot version {} in a file of version {version}",
+                    snap.version
+                ),
             ));
         }
         Ok(snap)
@@ -393,6 +476,8 @@ mod tests {
             parent: None,
             tree: BlobId([1; 32]),
             summary: Summary::default(),
+            excludes: Vec::new(),
+            started_ns: time,
         }
     }
 

@@ -295,6 +295,8 @@ fn craft_snapshot(repo: &Repo, make: impl Fn(&BlobWriter, cairn::id::BlobId) -> 
         parent: None,
         tree,
         summary: Summary::default(),
+        excludes: Vec::new(),
+        started_ns: cairn::now_ns(),
     };
     let (id, bytes) = snap.encode(r.key());
     r.backend()

@@ -337,7 +337,7 @@ fn ls_and_cat_show_the_repository() {
         "{init}\n{config:#}"
     );
     assert_eq!(config["chunker"]["avg"], 256 * 1024);
-    assert_eq!(config["version"], 4);
+    assert_eq!(config["version"], cairn::repo::config::VERSION);
     assert_eq!(config["cipher"], "xaes-256-gcm");
     assert!(
         init.stdout.contains("(data sealed with xaes-256-gcm)"),
@@ -1227,7 +1227,7 @@ fn names_in_listings_are_escaped() {
 /// and every incremental's parent, until the clock caught up, and the next
 /// backup would trust files changed right after this one read them.
 #[test]
-fn backup_time_in_the_future_is_refused() {
+fn backup_time_in_the_future_is_refused_and_one_in_the_past_is_recorded() {
     let repo = Repo::new();
     let src = repo.scratch("src");
     write(&src.join("f"), "x");
@@ -1240,5 +1240,23 @@ fn backup_time_in_the_future_is_refused() {
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("is in the future"), "{out}");
     assert!(repo.snapshots().is_empty(), "{out}");
-    repo.backup(&[&src], &["--time", "2001-01-01T00:00:00Z"]);
+
+    // A time in the past is recorded, and the next backup still trusts
+    // the files unchanged since this one began by the clock: until
+    // December 2026 it read every file again, their change times being
+    // later than the recorded time.
+    let backup = |args: &[&str]| {
+        let mut c = repo.cmd(&["backup", "--json"]);
+        c.args(args).arg(&src).env("CAIRN_TEST_RACY_WINDOW_NS", "0");
+        run(&mut c, None).success().json()
+    };
+    let old = backup(&["--time", "2001-01-01T00:00:00Z"]);
+    assert_eq!(old["time_ns"], 978_307_200_000_000_000i64, "{old}");
+    assert!(
+        old["started_ns"].as_i64().unwrap() > 1_700_000_000_000_000_000,
+        "{old}"
+    );
+    let next = backup(&[]);
+    assert_eq!(next["parent"], old["id"], "{next}");
+    assert_eq!(next["summary"]["files_unmodified"], 1, "{next}");
 }

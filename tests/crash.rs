@@ -672,7 +672,7 @@ fn crash_after_upgrade_config_write() {
         "{out}"
     );
     let config = cmd(&["cat", "config"], None).success().json();
-    assert_eq!(config["version"], 4, "{config}");
+    assert_eq!(config["version"], cairn::repo::config::VERSION, "{config}");
     let target = dir.path().join("target");
     cmd(
         &["restore", "latest", "--target", target.to_str().unwrap()],

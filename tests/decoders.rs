@@ -456,10 +456,23 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         prop::option::of(any::<[u8; 32]>()),
         blob_id(),
         any::<[u64; 11]>(),
+        (
+            1..=cairn::snapshot::VERSION,
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..12), 0..3),
+            any::<i64>(),
+        ),
     )
         .prop_map(
-            |(time_ns, (host, user, set), kind, paths, tags, parent, tree, s)| Snapshot {
-                version: cairn::snapshot::VERSION,
+            |(time_ns, (host, user, set), kind, paths, tags, parent, tree, s, v2)| Snapshot {
+                version: v2.0,
+                // Version 1 records neither: it reads back without
+                // excludes, begun at its time.
+                excludes: if v2.0 == 1 {
+                    Vec::new()
+                } else {
+                    v2.1.into_iter().map(Name).collect()
+                },
+                started_ns: if v2.0 == 1 { time_ns } else { v2.2 },
                 time_ns,
                 host,
                 user,
@@ -1115,6 +1128,8 @@ fn sample_snapshot() -> Snapshot {
         parent: Some(SnapshotId([9; 32])),
         tree: BlobId([1; 32]),
         summary: Summary::default(),
+        excludes: vec![Name(b"*.log".to_vec())],
+        started_ns: 1_700_000_000_000_000_000,
     }
 }
 

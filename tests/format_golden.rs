@@ -314,6 +314,19 @@ fn sample_snapshot() -> Snapshot {
             bytes_stored: 10,
             duration_ns: 11,
         },
+        excludes: Vec::new(),
+        started_ns: 1_700_000_000_000_000_001,
+    }
+}
+
+/// The snapshot of version 2: version 1's and the backup's excludes and
+/// its start by the clock.
+fn sample_snapshot_v2() -> Snapshot {
+    Snapshot {
+        version: 2,
+        excludes: vec![name(b"*.log"), name(b"/srv/caf\xe9")],
+        started_ns: 1_800_000_000_000_000_002,
+        ..sample_snapshot()
     }
 }
 
@@ -333,6 +346,49 @@ fn snapshot_plaintext(parent: Option<[u8; 32]>) -> Vec<u8> {
     };
     e = e.raw(&[0x77; 32]);
     (1..=11).fold(e, |e, v| e.u64(v)).done()
+}
+
+/// A snapshot of version 2 is version 1's structure and, at its end,
+/// `excludes: Vec<Bytes>` and `started_ns: i64`, under a header of
+/// version 2.
+#[test]
+fn snapshot_file_version_2() {
+    let header = [&b"CAIRNSNP"[..], &2u32.to_le_bytes()].concat();
+    let (_, file) = sample_snapshot_v2().encode(&master());
+    assert_eq!(&file[..12], &header[..]);
+    let mut plain = snapshot_plaintext(Some([0x99; 32]));
+    plain[..4].copy_from_slice(&2u32.to_le_bytes());
+    let plain = Enc(plain)
+        .u64(2)
+        .bytes(b"*.log")
+        .bytes(b"/srv/caf\xe9")
+        .i64(1_800_000_000_000_000_002)
+        .done();
+    assert_eq!(open(&menc(), &file[12..], &header), plain);
+    let made = [&header[..], &seal(&menc(), [5; 24], &plain, &header)].concat();
+    assert_eq!(
+        Snapshot::decode(&made, &master(), "snapshot").unwrap(),
+        sample_snapshot_v2()
+    );
+    // A structure whose version is not its header's is damaged.
+    let mut wrong = plain.clone();
+    wrong[..4].copy_from_slice(&1u32.to_le_bytes());
+    let made = [&header[..], &seal(&menc(), [6; 24], &wrong, &header)].concat();
+    let e = Snapshot::decode(&made, &master(), "snapshot").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("snapshot version 1 in a file of version 2"),
+        "{e}"
+    );
+    // Version 1 leaves out what it cannot record.
+    let v1 = Snapshot {
+        version: 1,
+        ..sample_snapshot_v2()
+    };
+    let (_, file) = v1.encode(&master());
+    let back = Snapshot::decode(&file, &master(), "snapshot").unwrap();
+    assert_eq!(back.excludes, Vec::<Name>::new());
+    assert_eq!(back.started_ns, back.time_ns);
 }
 
 #[test]
@@ -771,7 +827,10 @@ fn lock_file() {
 /// of data, index tables of version 2), tagged `v3`, and
 /// `tests/fixtures/repo-v4` by format version 4 with
 /// `CAIRN_TEST_TREE_PART=1` for the backup (every directory of the source
-/// in parts of one entry), tagged `v4`.
+/// in parts of one entry), tagged `v4`, and `tests/fixtures/repo-v5` by
+/// format version 5 (a snapshot of version 2) from the source with a file
+/// `scratch.tmp` more, backed up with `--exclude '*.tmp' --exclude
+/// 'cache/'`, tagged `v5`.
 const FIXTURE_PASSWORD: &str = "fixture password";
 
 #[test]
@@ -830,6 +889,44 @@ fn checked_in_version_4_repository_opens_lists_and_restores() {
         assert_eq!(listed["version"], 2, "{listed}");
         assert_eq!(listed["parts"].as_array().unwrap().len(), parts, "{listed}");
     }
+}
+
+/// `repo-v5`'s snapshot, of version 2, records its backup's excludes, and
+/// a mirror over the source leaves what they match.
+#[test]
+fn checked_in_version_5_repository_opens_lists_and_restores() {
+    checked_in_repository(
+        "repo-v5",
+        "c252a21b784a3890c00d33bc882580570d6429cafee526ca08b9d0da5492123e",
+        "v5",
+        "xaes-256-gcm",
+    );
+    let (dir, repo) = fixture_copy("repo-v5");
+    let cmd = |args: &[&str]| fixture_cmd(&repo, args);
+    let snap = cmd(&["cat", "snapshot", "c252a21b"]).success().json();
+    assert_eq!(snap["version"], 2, "{snap}");
+    assert_eq!(
+        snap["excludes"],
+        serde_json::json!(["*.tmp", "cache/"]),
+        "{snap}"
+    );
+    assert_eq!(snap["started_ns"], snap["time_ns"], "{snap}");
+    let target = dir.path().join("mirror");
+    let r = target.join("tmp/cairn-fixture-src");
+    fs::create_dir_all(&r).unwrap();
+    fs::write(r.join("scratch.tmp"), b"excluded").unwrap();
+    fs::write(r.join("gone.txt"), b"not in it").unwrap();
+    let out = cmd(&[
+        "restore",
+        "latest",
+        "--policy",
+        "mirror",
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .success();
+    assert!(r.join("scratch.tmp").is_file(), "{out}");
+    assert!(!r.join("gone.txt").exists(), "{out}");
 }
 
 /// A copy of the checked-in repository `name` (in the returned folder),
@@ -1043,11 +1140,15 @@ fn older_repositories_get_index_tables_their_cairn_reads() {
         } else {
             cmd(&["init", "--kdf-memory-kib", "64", "--kdf-iterations", "1"]).success();
             let config = cmd(&["cat", "config"]).success().json();
-            assert_eq!(config["version"], 4, "{config}");
+            assert_eq!(config["version"], cairn::repo::config::VERSION, "{config}");
         }
         cmd(&["backup", src.to_str().unwrap()]).success();
         let want: &[u32] = if made_before { &[1, 1] } else { &[2, 2] };
         assert_eq!(versions(&repo), want, "{name}");
+        // So do snapshots: version 1 where the repository's cairn reads no
+        // other.
+        let want: &[u32] = if made_before { &[1, 1] } else { &[2] };
+        assert_eq!(snapshot_versions(&repo), want, "{name}");
         cmd(&["verify", "--read-data"]).success();
         // Every writer of tables keeps to the repository's version: gc's
         // merge and `repair index` (one table in all, or one per kind).
@@ -1141,6 +1242,20 @@ fn older_repositories_keep_directories_whole() {
     }
 }
 
+/// The format version of each snapshot file of `repo`, from its header.
+fn snapshot_versions(repo: &Path) -> Vec<u32> {
+    let mut v: Vec<u32> = fs::read_dir(repo.join("snapshots"))
+        .unwrap()
+        .map(|e| {
+            let bytes = fs::read(e.unwrap().path()).unwrap();
+            assert_eq!(&bytes[..8], b"CAIRNSNP");
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 /// The format version of each index table of `repo`, from its header.
 fn table_versions(repo: &Path) -> Vec<u32> {
     let mut v: Vec<u32> = fs::read_dir(repo.join("index"))
@@ -1154,17 +1269,20 @@ fn table_versions(repo: &Path) -> Vec<u32> {
     v
 }
 
-/// `cairn upgrade` raises a repository of an older format to format 4 and
-/// changes nothing else: a dry run writes nothing; the config keeps its
+/// `cairn upgrade` raises a repository of an older format to the latest
+/// (5) and changes nothing else: a dry run writes nothing; the config keeps its
 /// id, chunker, cipher and the rest; the old snapshot restores as before;
 /// backups then write what the newer formats add (index tables of one
-/// kind each, a large directory in parts); verify and gc pass over old
+/// kind each, a large directory in parts, snapshots of version 2);
+/// verify and gc pass over old
 /// and new together; a second upgrade has nothing to do.
 #[test]
-fn upgrade_raises_older_repositories_to_format_4() {
+fn upgrade_raises_older_repositories_to_the_latest_format() {
+    let latest = cairn::repo::config::VERSION;
     for (name, from, cipher) in [
         ("repo-v1", 1, "xchacha20-poly1305"),
         ("repo-v3", 3, "xaes-256-gcm"),
+        ("repo-v4", 4, "xaes-256-gcm"),
     ] {
         let (dir, repo) = fixture_copy(name);
         let cmd = |args: &[&str]| -> Out {
@@ -1190,7 +1308,7 @@ fn upgrade_raises_older_repositories_to_format_4() {
         let dry = cmd(&["upgrade", "--dry-run", "--json"]).success().json();
         assert_eq!(
             dry,
-            serde_json::json!({"from": from, "to": 4, "upgraded": false, "dry_run": true}),
+            serde_json::json!({"from": from, "to": latest, "upgraded": false, "dry_run": true}),
             "{name}"
         );
         assert_eq!(
@@ -1201,11 +1319,13 @@ fn upgrade_raises_older_repositories_to_format_4() {
         let done = cmd(&["upgrade"]).success();
         assert!(
             done.stdout.starts_with("upgraded repository")
-                && done.stdout.contains(&format!("from format {from} to 4")),
+                && done
+                    .stdout
+                    .contains(&format!("from format {from} to {latest}")),
             "{name}: {done}"
         );
         let after = cmd(&["cat", "config"]).success().json();
-        assert_eq!(after["version"], 4, "{name}: {after}");
+        assert_eq!(after["version"], latest, "{name}: {after}");
         assert_eq!(after["cipher"], cipher, "{name}: {after}");
         for field in [
             "repo_id",
@@ -1243,6 +1363,7 @@ fn upgrade_raises_older_repositories_to_format_4() {
         assert_eq!(tree["version"], 2, "{name}: {tree}");
         let tables_after = table_versions(&repo);
         assert!(tables_after.contains(&2), "{name}: {tables_after:?}");
+        assert_eq!(snapshot_versions(&repo), [1, 2], "{name}");
 
         cmd(&["verify", "--read-data"]).success();
         cmd(&["gc", "--max-unused", "0%"]).success();
@@ -1253,7 +1374,7 @@ fn upgrade_raises_older_repositories_to_format_4() {
         let again = cmd(&["upgrade", "--json"]).success().json();
         assert_eq!(
             again,
-            serde_json::json!({"from": 4, "to": 4, "upgraded": false, "dry_run": false}),
+            serde_json::json!({"from": latest, "to": latest, "upgraded": false, "dry_run": false}),
             "{name}"
         );
         let current = cmd(&["upgrade"]).success();
@@ -1313,5 +1434,5 @@ fn upgrade_waits_for_no_backup() {
     assert!(child.wait().unwrap().success());
     fixture_cmd(&repo, &["upgrade"]).success();
     let config = fixture_cmd(&repo, &["cat", "config"]).success().json();
-    assert_eq!(config["version"], 4, "{config}");
+    assert_eq!(config["version"], cairn::repo::config::VERSION, "{config}");
 }

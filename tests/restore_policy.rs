@@ -1798,10 +1798,29 @@ fn a_mirror_leaves_what_the_excludes_match() {
             .unwrap();
     }
 
-    // Without the patterns, the mirror removes them.
+    // Without the patterns, the mirror leaves them all the same: the
+    // snapshot records the backup's excludes.
+    let snap = &repo.snapshots()[0];
+    assert_eq!(snap["excludes"], serde_json::json!(["*.log", "cache/"]));
     write(&r.join("a/app.log"), "excluded at backup time");
+    write(&r.join("b/cache/blob"), "excluded too");
+    write(&r.join("a/extra.txt"), "deleted since");
     let out = repo.restore("latest", &target, &["--policy", "mirror"]);
-    assert!(!r.join("a/app.log").exists(), "{out}");
+    assert!(r.join("a/app.log").is_file(), "{out}");
+    assert!(r.join("b/cache/blob").is_file(), "{out}");
+    assert!(!r.join("a/extra.txt").exists(), "{out}");
+    assert!(
+        out.stderr
+            .contains("2 entries the snapshot lacks were left in place"),
+        "{out}"
+    );
+    for kept in ["a/app.log", "b/cache"] {
+        fs::remove_dir_all(r.join(kept))
+            .or_else(|_| fs::remove_file(r.join(kept)))
+            .unwrap();
+    }
+    // Once they are gone, a mirror makes the target the snapshot.
+    let out = repo.restore("latest", &target, &["--policy", "mirror"]);
     assert!(!out.stderr.contains("left in place"), "{out}");
     assert_same_tree(&src, &r);
 }

@@ -960,7 +960,10 @@ fn an_older_repository_on_s3_is_upgraded() {
     assert_eq!(cmd(&["cat", "config"]).success().json()["version"], 3);
     let done = cmd(&["upgrade", "--json"]).success().json();
     assert_eq!(done["upgraded"], true, "{done}");
-    assert_eq!(cmd(&["cat", "config"]).success().json()["version"], 4);
+    assert_eq!(
+        cmd(&["cat", "config"]).success().json()["version"],
+        cairn::repo::config::VERSION
+    );
 
     let target = repo.scratch.path().join("old");
     cmd(&["restore", "latest", "--target", target.to_str().unwrap()]).success();

@@ -277,7 +277,8 @@ pub fn backup(
     warn: &(dyn Fn(&str) + Sync),
 ) -> Result<BackupResult> {
     let started = Instant::now();
-    let time_ns = opts.time_ns.unwrap_or_else(crate::now_ns);
+    let started_ns = crate::now_ns();
+    let time_ns = opts.time_ns.unwrap_or(started_ns);
     let own = crate::repo::own::Own::of(repo);
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
     let mut paths = Vec::new();
@@ -380,7 +381,7 @@ pub fn backup(
     };
 
     let racy_from = parent.map_or(i64::MIN, |p| {
-        p.snapshot.time_ns.saturating_sub(opts.racy_window_ns)
+        p.snapshot.started_ns.saturating_sub(opts.racy_window_ns)
     });
     let writer = BlobWriter::new(repo).locked(&lock);
     if parent_unreadable.is_some() {
@@ -451,7 +452,7 @@ pub fn backup(
     let stored = writer.finish()?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let snapshot = Snapshot {
-        version: crate::snapshot::VERSION,
+        version: Snapshot::version_for(repo.config().version),
         time_ns,
         host,
         user: crate::fsmeta::current_user(),
@@ -474,6 +475,12 @@ pub fn backup(
             bytes_stored: stored.stored_bytes,
             duration_ns: started.elapsed().as_nanos() as u64,
         },
+        excludes: (opts.excludes.iter())
+            .map(|p| {
+                crate::tree::Name(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+            })
+            .collect(),
+        started_ns,
     };
     let (id, bytes) = snapshot.encode(repo.key());
     crate::fault::point("before-snapshot-write");

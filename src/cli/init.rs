@@ -157,7 +157,14 @@ fn format_additions(from: u32) -> String {
     if from < 4 {
         added.push("large directories stored in parts (format 4)");
     }
-    added.join(" and ")
+    if from < 5 {
+        added.push("snapshots that record their backup's excludes, which a mirror restore leaves (format 5)");
+    }
+    match added.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
 }
 
 pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {

@@ -4,12 +4,13 @@
 //! part authenticated together with the 44 bytes before it. Written by
 //! `init`, and again only by `cairn upgrade`, which raises its version
 //! (see [`crate::repo::upgrade`]). Always sealed with XChaCha20-Poly1305: the
-//! cipher of everything else is named inside it (versions 2 to 4), or is
+//! cipher of everything else is named inside it (versions 2 to 5), or is
 //! XChaCha20-Poly1305 too (version 1, which has no such field). Version 3
 //! has the structure of version 2, and says the repository's index tables
 //! are of format version 2 (see [`Config::index_version`]); version 4 the
 //! same, and that backups store large directories in parts (see
-//! [`Config::parted_trees`]).
+//! [`Config::parted_trees`]); version 5 the same, and that backups write
+//! snapshots of version 2 (see [`crate::snapshot::Snapshot::version_for`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 const MAGIC: &[u8; 8] = b"CAIRNCFG";
 /// Format version of the config file and of the repository layout that
 /// `init` writes; every version from 1 up to it is read.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 const PLAIN_LEN: usize = 12 + 32;
 
 /// Smallest and largest accepted target pack size.
@@ -46,7 +47,7 @@ pub struct Config {
     /// Creation time, ns since the Unix epoch.
     pub created_ns: i64,
     /// The cipher sealing everything but the config and key files
-    /// (versions 2 to 4; always XChaCha20-Poly1305 in version 1).
+    /// (versions 2 to 5; always XChaCha20-Poly1305 in version 1).
     pub cipher: Cipher,
 }
 
@@ -112,13 +113,13 @@ impl Config {
                 pack_size: self.pack_size,
                 created_ns: self.created_ns,
             })),
-            2..=4 => Ok(codec::encode(self)),
+            2..=5 => Ok(codec::encode(self)),
             1 => Err(Error::Invalid(format!(
                 "a version-1 config cannot name cipher {}",
                 self.cipher.name()
             ))),
             v => Err(Error::Invalid(format!(
-                "config version {v} is not one this cairn writes (1 to 4)"
+                "config version {v} is not one this cairn writes (1 to 5)"
             ))),
         }
     }
@@ -240,7 +241,7 @@ mod tests {
         let key = MasterKey::generate();
         let bytes = sample().encode(&key).unwrap();
         assert_eq!(&bytes[..8], b"CAIRNCFG");
-        assert_eq!(&bytes[8..12], &4u32.to_le_bytes());
+        assert_eq!(&bytes[8..12], &VERSION.to_le_bytes());
         assert_eq!(Config::decode(&bytes, &key).unwrap(), sample());
         assert_eq!(Config::peek_repo_id(&bytes).unwrap(), [3; 32]);
         let mut bad = bytes.clone();
@@ -293,9 +294,10 @@ mod tests {
     fn a_later_version_is_refused_by_name() {
         let key = MasterKey::generate();
         let mut bytes = sample().encode(&key).unwrap();
-        bytes[8] = 5;
+        bytes[8] = VERSION as u8 + 1;
         let err = Config::decode(&bytes, &key).unwrap_err().to_string();
-        assert!(err.contains("format version 5 is not supported"), "{err}");
+        let want = format!("format version {} is not supported", VERSION + 1);
+        assert!(err.contains(&want), "{err}");
         assert!(err.contains("a newer cairn may have written it"), "{err}");
     }
 

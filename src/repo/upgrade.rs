@@ -6,7 +6,8 @@
 //! everything else as it was (a version-1 repository's cipher,
 //! XChaCha20-Poly1305, is then named, as versions 2 on name theirs). From
 //! then on backups write what the newer versions add: index tables of one
-//! kind each (version 3) and large directories in parts (version 4).
+//! kind each (version 3), large directories in parts (version 4) and
+//! snapshots that record their backup's excludes (version 5).
 //! Nothing stored is rewritten, as every version reads what the older ones
 //! wrote; a cairn of an older format then refuses the repository by its
 //! config's version rather than misread what it cannot.

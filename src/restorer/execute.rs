@@ -581,7 +581,7 @@ impl Executor<'_> {
             }
             // What the excludes select beneath a folder the snapshot
             // lacks stays, and so does the folder then.
-            let (removed, spared) = if is_dir && !self.excludes.is_empty() {
+            let (removed, spared) = if is_dir && self.any_excludes() {
                 self.remove_sparing(&entry.path(), &p, &abs, would_remove)
             } else {
                 (self.remove_entry(&entry, &p, would_remove), 0)
@@ -600,10 +600,23 @@ impl Executor<'_> {
     /// that no exclude matches; with them, what is in an included folder
     /// or matches one.
     fn selects(&self, abs: &[u8], name: &[u8], is_dir: bool, included: bool) -> bool {
-        !self.excludes.matches_bytes(abs, name, is_dir)
+        !self.excluded(abs, name, is_dir)
             && (included
                 || self.includes.is_empty()
                 || self.includes.matches_bytes(abs, name, is_dir))
+    }
+
+    /// Whether an entry the snapshot lacks at `abs`, named `name`, is one
+    /// a mirror leaves for an exclude: the restore's, or the backup's
+    /// (recorded in snapshots of version 2), which kept it out of the
+    /// snapshot, so that its lack says nothing of it.
+    fn excluded(&self, abs: &[u8], name: &[u8], is_dir: bool) -> bool {
+        self.excludes.matches_bytes(abs, name, is_dir)
+            || self.backup_excludes.matches_bytes(abs, name, is_dir)
+    }
+
+    fn any_excludes(&self) -> bool {
+        !self.excludes.is_empty() || !self.backup_excludes.is_empty()
     }
 
     /// Removes `entry` (at `shown`), a folder with what it holds; returns
@@ -660,10 +673,7 @@ impl Executor<'_> {
             let p = shown.join(&name);
             let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
             let child_abs = [abs, b"/", name.as_bytes()].concat();
-            if self
-                .excludes
-                .matches_bytes(&child_abs, name.as_bytes(), is_dir)
-            {
+            if self.excluded(&child_abs, name.as_bytes(), is_dir) {
                 kept += 1;
                 continue;
             }

@@ -220,6 +220,17 @@ pub fn restore(
 ) -> Result<RestoreStats> {
     let includes = PathFilter::new(&opts.includes)?;
     let excludes = PathFilter::new(&opts.excludes)?;
+    // Only a mirror uses them: no other restore is refused for them.
+    let recorded: Vec<&OsStr> = (snap.excludes.iter())
+        .filter(|_| opts.policy == Policy::Mirror)
+        .map(|p| OsStr::from_bytes(&p.0))
+        .collect();
+    let backup_excludes = PathFilter::new(&recorded).map_err(|e| {
+        Error::Invalid(format!(
+            "the exclude patterns the snapshot's backup recorded do not compile ({e}): \
+             a mirror could not leave what they kept out of it"
+        ))
+    })?;
     // A table that cannot be parsed at all is left out, not the restore:
     // what the other tables index is restored.
     for (id, e) in repo.index_lenient()? {
@@ -305,6 +316,7 @@ pub fn restore(
         case,
         includes: &includes,
         excludes: &excludes,
+        backup_excludes: &backup_excludes,
         xattrs_refused: Mutex::new(xattrs::Refused::default()),
     };
     ex.prepare_files();
@@ -384,8 +396,8 @@ pub fn restore(
     }
     if stats.kept_unselected > 0 {
         crate::eprint_line(format_args!(
-            "note: {} entr{} the snapshot lacks {} left in place, as the restore's \
-             --include/--exclude patterns do not select {}",
+            "note: {} entr{} the snapshot lacks {} left in place, as the backup's \
+             excludes or the restore's --include/--exclude patterns do not select {}",
             stats.kept_unselected,
             if stats.kept_unselected == 1 {
                 "y"
@@ -1040,6 +1052,9 @@ struct Executor<'a> {
     /// The restore's patterns: a mirror removes only what they select.
     includes: &'a PathFilter,
     excludes: &'a PathFilter,
+    /// The patterns the snapshot's backup excluded (see
+    /// [`Snapshot::excludes`]): a mirror leaves what they match too.
+    backup_excludes: &'a PathFilter,
     /// Extended attributes the target refused (see [`xattrs`]).
     xattrs_refused: Mutex<xattrs::Refused>,
 }
