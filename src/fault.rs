@@ -320,7 +320,8 @@ pub fn restore_batch() -> Option<usize> {
 }
 
 /// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated
-/// list of `refresh-every=MS`, `age=SECS` and `refresh-fails`. Unknown
+/// list of `refresh-every=MS`, `age=SECS`, `refresh-fails`,
+/// `clock-lag=SECS` and `settle=MS`. Unknown
 /// items are ignored. Defaults (the variable unset) change nothing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LockKnobs {
@@ -333,6 +334,13 @@ pub struct LockKnobs {
     pub age: Duration,
     /// Every refresh fails (as when the store is unreachable).
     pub refresh_fails: bool,
+    /// The lock files this process writes record a time this far in the
+    /// past, as a host whose clock lags writes them; the process itself
+    /// is not fooled (its own clock agrees with itself).
+    pub clock_lag: Duration,
+    /// Wait this long, instead of [`crate::repo::lock::SETTLE`], after
+    /// removing a lock judged stale by its age.
+    pub settle: Option<Duration>,
 }
 
 impl LockKnobs {
@@ -348,6 +356,8 @@ impl LockKnobs {
                 }
                 ("age", Some(secs)) => k.age = Duration::from_secs(secs),
                 ("refresh-fails", _) => k.refresh_fails = true,
+                ("clock-lag", Some(secs)) => k.clock_lag = Duration::from_secs(secs),
+                ("settle", Some(ms)) => k.settle = Some(Duration::from_millis(ms)),
                 _ => {}
             }
         }
@@ -372,9 +382,13 @@ mod tests {
     #[test]
     fn lock_knobs_parse() {
         assert_eq!(LockKnobs::parse(""), LockKnobs::default());
-        let k = LockKnobs::parse("refresh-every=200, age=1000,refresh-fails,bogus=3");
+        let k = LockKnobs::parse(
+            "refresh-every=200, age=1000,refresh-fails,bogus=3,clock-lag=2400,settle=0",
+        );
         assert_eq!(k.refresh_every, Some(Duration::from_millis(200)));
         assert_eq!(k.age, Duration::from_secs(1000));
         assert!(k.refresh_fails);
+        assert_eq!(k.clock_lag, Duration::from_secs(2400));
+        assert_eq!(k.settle, Some(Duration::ZERO));
     }
 }

@@ -137,6 +137,11 @@ const SPILL_AT: usize = 4 << 20;
 const NOTHING_PUBLISHED: &str =
     "nothing published from here on (no index table, no snapshot): run the command again";
 
+/// How it ends the message when it found its lock lost right after
+/// writing an index table.
+const TAKEN_BACK: &str = "the index table just written is removed again, and nothing published \
+                          from here on (no snapshot): run the command again";
+
 thread_local! {
     static SEALED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -421,6 +426,7 @@ impl<'r> BlobWriter<'r> {
         }
         let backend = self.repo.backend();
         let version = self.repo.config().index_version();
+        let mut tables = Vec::new();
         for (id, bytes) in builder.finish(self.repo.key(), version) {
             let name = id.to_hex();
             if let Err(e) = backend.write(FileKind::Index, &name, &bytes) {
@@ -428,6 +434,10 @@ impl<'r> BlobWriter<'r> {
                     let _ = c.put_pending(&name, &bytes);
                 }
                 return Err(e);
+            }
+            if let Some(lock) = self.lock {
+                tables.push(name.clone());
+                lock.after_publishing(FileKind::Index, &tables, TAKEN_BACK)?;
             }
             // A local table is mapped (its pages are the kernel's to drop);
             // a remote one stays in memory, where it takes half of what its
@@ -477,6 +487,7 @@ impl<'r> BlobWriter<'r> {
                 lock.confirm(NOTHING_PUBLISHED)?;
             }
             let version = repo.config().index_version();
+            let mut tables = Vec::new();
             for (id, bytes) in std::mem::take(&mut st.index).finish(key, version) {
                 if let Err(e) = repo.backend().write(FileKind::Index, &id.to_hex(), &bytes) {
                     if let Some(c) = repo.cache() {
@@ -484,6 +495,10 @@ impl<'r> BlobWriter<'r> {
                     }
                     return Err(e);
                 }
+                tables.push(id.to_hex());
+            }
+            if let Some(lock) = self.lock {
+                lock.after_publishing(FileKind::Index, &tables, TAKEN_BACK)?;
             }
             crate::fault::point("after-index-write");
             repo.reload_index();

@@ -83,12 +83,13 @@ fn a_lock_file_of_a_newer_cairn_holds_until_it_is_stale() {
         .as_secs() as i64
         - 31 * 60;
     set_mtime(&newer, old, 0);
-    repo.run(&["forget", &first.id]).success();
+    run_settled(&repo, &["forget", &first.id]).success();
+    assert!(!newer.exists(), "taken for stale, it is removed");
     repo.run(&["gc"]).success();
 
     write(&newer, b"CAIRNLCK\x02\x00\x00\x00sealed by a newer cairn");
     assert_eq!(repo.run(&["gc"]).code, 11);
-    let out = repo.run(&["unlock", "--force"]).success();
+    let out = run_settled(&repo, &["unlock", "--force"]).success();
     assert!(out.stdout.contains("1 lock(s) removed"), "{out}");
     assert!(
         out.stdout.contains("removed a lock file of a newer cairn"),
@@ -607,13 +608,28 @@ fn a_lock_not_refreshed_for_30_minutes_is_stale() {
     file.set_modified(std::time::SystemTime::now() - Duration::from_secs(31 * 60))
         .unwrap();
     drop(file);
-    let out = repo.run(&["gc", "--json"]).success();
+    let out = run_settled(&repo, &["gc", "--json"]).success();
     assert!(
         !out.json()["delete"].as_array().unwrap().is_empty(),
         "{out}"
     );
-    assert!(repo.path.join("locks").join(&stale).exists());
-    let out = repo.run(&["unlock"]).success();
+    // gc removed it first, so that its holder, should it run on, stops.
+    assert!(
+        out.stderr
+            .contains("removed a stale lock: exclusive lock held by `gc`"),
+        "{out}"
+    );
+    assert!(lock_files(&repo).is_empty());
+    // `unlock` removes one too.
+    let stale = lock::write_info(r.backend(), r.key(), &info(31)).unwrap();
+    let file = fs::File::options()
+        .write(true)
+        .open(repo.path.join("locks").join(&stale))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(31 * 60))
+        .unwrap();
+    drop(file);
+    let out = run_settled(&repo, &["unlock"]).success();
     assert!(
         out.stdout.contains("removed exclusive lock held by `gc`"),
         "{out}"
@@ -721,7 +737,8 @@ fn unlock_force_against_a_live_backup_makes_it_fail_without_publishing() {
 
     // Forced, unlock removes the live backup's lock; gc is no longer held
     // back and deletes the packs no index names, the backup's among them.
-    let out = repo.run(&["unlock", "--force"]).success();
+    let out = run_settled(&repo, &["unlock", "--force"]).success();
+    assert!(out.stderr.contains("waiting 0s before going on"), "{out}");
     let removed = format!("removed shared lock held by `backup` (pid {pid} ");
     assert!(out.stdout.contains(&removed), "{out}");
     assert!(out.stdout.contains("1 lock(s) removed"), "{out}");
@@ -734,6 +751,73 @@ fn unlock_force_against_a_live_backup_makes_it_fail_without_publishing() {
     // The backup finds its lock gone before publishing: it fails, and
     // writes neither an index table naming the deleted packs nor a
     // snapshot.
+    let index_before = names_in(&repo, "index");
+    stdin.write_all(&data[3_000_000..]).unwrap();
+    drop(stdin);
+    let out = backup.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("lock lost") && stderr.contains("nothing published"),
+        "{stderr}"
+    );
+    assert_eq!(names_in(&repo, "index"), index_before);
+    assert_eq!(snapshot_ids(&repo), [s0.id.clone()].into_iter().collect());
+    assert!(lock_files(&repo).is_empty());
+    assert_verify_ok(&repo);
+    repo.run(&["gc"]).success();
+    assert_no_garbage(&repo);
+    assert_restores(&repo, &s0);
+}
+
+/// Runs `cairn -r REPO ARGS` waiting no time after removing a lock whose
+/// holder may still run (`CAIRN_LOCK_TEST=settle=0`, instead of a
+/// minute).
+fn run_settled(repo: &Repo, args: &[&str]) -> Out {
+    run(repo.cmd(args).env("CAIRN_LOCK_TEST", "settle=0"), None)
+}
+
+/// A backup on a host whose clock lags 40 minutes, on a store whose file
+/// times come from the writer's clock (an rclone or s3fs mount, some SMB
+/// servers), writes lock files 40 minutes old by both clocks: stale to a
+/// gc elsewhere. gc removes such a lock before it reads what to keep, so
+/// the backup, still running, finds its lock file gone and publishes
+/// nothing. Before, gc passed over the lock and deleted the backup's
+/// packs, and the backup, which only checked that its lock file was
+/// there, wrote an index table and a snapshot naming them, exit 0.
+#[test]
+fn a_live_backup_whose_lock_looks_stale_stops_once_gc_passes_it_over() {
+    let repo = packed_repo();
+    let small = repo.scratch("small");
+    fill(&small, 77, &[("a", 300_000)]);
+    let s0 = backup_saved(&repo, &small, &[]);
+    let packs_before = pack_files(&repo).len();
+    let (backup, mut stdin, lock) =
+        start_stdin_backup_with(&repo, "db.dump", Some("clock-lag=2400"));
+    let data = random_bytes(78, 5_000_000);
+    stdin.write_all(&data[..3_000_000]).unwrap();
+    stdin.flush().unwrap();
+    wait_for("a pack of the running backup", LIMIT, || {
+        pack_files(&repo).len() > packs_before
+    });
+    assert!(cairn::now_ns() - the_lock(&repo).time_ns > 39 * MINUTE_NS);
+    // The store dates the lock file by the backup's clock.
+    let file = fs::File::options().write(true).open(&lock).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(40 * 60))
+        .unwrap();
+    drop(file);
+
+    let theirs: Vec<PathBuf> = unindexed_packs(&repo).into_values().collect();
+    assert!(!theirs.is_empty());
+    let out = run_settled(&repo, &["gc"]).success();
+    assert!(
+        out.stderr
+            .contains("removed a stale lock: shared lock held by `backup`"),
+        "{out}"
+    );
+    assert!(!lock.exists(), "{out}");
+    assert!(theirs.iter().all(|p| !p.exists()));
+
     let index_before = names_in(&repo, "index");
     stdin.write_all(&data[3_000_000..]).unwrap();
     drop(stdin);

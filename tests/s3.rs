@@ -1039,16 +1039,17 @@ fn packs_changed_on_every_try_fail_the_backup_without_a_snapshot() {
 }
 
 /// A lock is stale only once the store's clock agrees it is old: a
-/// backup whose host's clock lags 31 minutes (`CAIRN_LOCK_TEST=age=1860`
-/// writes its lock's time that far back) holds the repository against
-/// gc, since the listing says the store wrote its lock a moment ago. With
-/// the object's time moved back as well, gc takes the lock for stale.
+/// backup whose host's clock lags 31 minutes
+/// (`CAIRN_LOCK_TEST=clock-lag=1860` writes its lock's time that far
+/// back) holds the repository against gc, since the listing says the
+/// store wrote its lock a moment ago. With the object's time moved back
+/// as well, gc takes the lock for stale, and removes it before going on.
 #[test]
 fn a_lock_from_a_host_whose_clock_lags_holds_against_gc() {
     let server = S3Server::start();
     let repo = S3Repo::new(&server, "lagging-clock");
     init(&repo);
-    let mut child = repo.start_stdin_backup(&server, &[("CAIRN_LOCK_TEST", "age=1860")]);
+    let mut child = repo.start_stdin_backup(&server, &[("CAIRN_LOCK_TEST", "clock-lag=1860")]);
     let locks = || server.objects(&repo.bucket, &format!("{}/locks", repo.prefix));
 
     let gc = repo.run(&["gc", "--lock-wait", "0"]);
@@ -1065,13 +1066,19 @@ fn a_lock_from_a_host_whose_clock_lags_holds_against_gc() {
     let file = fs::File::options().write(true).open(&lock).unwrap();
     file.set_modified(old).unwrap();
     drop(file);
-    repo.run(&["gc", "--lock-wait", "0"]).success();
+    let mut gc = repo.cmd(&["gc", "--lock-wait", "0"]);
+    let gc = run(gc.env("CAIRN_LOCK_TEST", "settle=0"), None).success();
+    assert!(
+        gc.stderr
+            .contains("removed a stale lock: shared lock held by `backup`"),
+        "{gc}"
+    );
+    assert!(locks().is_empty(), "{:?}", locks());
 
     child.kill().unwrap();
     child.wait().unwrap();
     let u = repo.run(&["unlock"]).success();
-    assert!(u.stdout.contains("1 lock(s) removed"), "{u}");
-    assert!(locks().is_empty(), "{:?}", locks());
+    assert!(u.stdout.contains("0 lock(s) removed"), "{u}");
 }
 
 /// The metadata cache of an S3 repository (its folder in the cache),

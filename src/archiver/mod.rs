@@ -489,6 +489,11 @@ pub fn backup(
     lock.confirm("no snapshot written: run the backup again")?;
     repo.backend()
         .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+    lock.after_publishing(
+        FileKind::Snapshot,
+        &[id.to_hex()],
+        "the snapshot written is removed again: run the backup again",
+    )?;
     // The snapshot is durable; merging index tables is housekeeping that
     // must not turn a successful backup into a failed one.
     let version = repo.config().index_version();

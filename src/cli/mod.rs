@@ -658,6 +658,9 @@ fn lock_repo(
         },
         other => other?,
     };
+    // What the repository holds is read from here on: a holder of a lock
+    // taken for stale meanwhile may have published an index table.
+    repo.reload_index();
     if exclusive {
         match space::release_if_short(repo) {
             Ok(0) => {}

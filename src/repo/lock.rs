@@ -37,11 +37,20 @@
 //! the same pid could make one hold again. Held locks are refreshed every
 //! [`REFRESH_EVERY`] by a background thread, which replaces the lock file.
 //!
+//! A command taking a lock removes the stale locks that would conflict
+//! with its own, rather than pass over them, and then waits [`SETTLE`]
+//! before it goes on (see [`clear_the_way`]): a lock stale by its age may
+//! still have a holder (a host whose clock lags, on a store whose file
+//! times come from the writer's clock), and only a lock file found gone
+//! stops it.
+//!
 //! Others may act on a stale lock (gc deletes the packs no index names), so
 //! a holder must never rely on a lock that may have looked stale. The
 //! [`LockGuard`] remembers when its last refresh succeeded; a writer calls
 //! [`LockGuard::check`] as it goes and [`LockGuard::confirm`] before it
-//! publishes anything others must see (an index table, a snapshot). Past
+//! publishes anything others must see (an index table, a snapshot), and
+//! [`LockGuard::after_publishing`] right after. A check reads the lock
+//! file too once its last reading is [`RECONFIRM_EVERY`] old. Past
 //! [`CONFIRM_AFTER`] without a successful refresh the holder re-reads its
 //! lock file and refreshes it before going on; past [`EXPIRE_AFTER`], or
 //! once its lock file is found removed (`cairn unlock --force`), the lock
@@ -79,6 +88,19 @@ pub const CONFIRM_AFTER: Duration = Duration::from_secs(15 * 60);
 /// publishing write takes and, on stores that tell no file times, for
 /// clocks that differ between hosts.
 pub const EXPIRE_AFTER: Duration = Duration::from_secs(20 * 60);
+/// A holder whose lock file was last read (or written) longer ago than
+/// this reads it again at its next [`LockGuard::check`], so a holder whose
+/// lock someone removed stops within this, plus the one operation it is
+/// doing (storing a pack, deleting one), of the removal.
+pub const RECONFIRM_EVERY: Duration = Duration::from_secs(10);
+/// How long a command that removed a lock it judged stale by its age (or
+/// `unlock --force` a live one) waits before it goes on: a holder that
+/// in fact still runs (its clock and the store's file times far behind,
+/// say) may have confirmed its lock just before the removal and be
+/// writing an index table or a snapshot; one that is between writes
+/// stops within [`RECONFIRM_EVERY`]. A minute lets either finish before
+/// the remover lists what to keep, or deletes anything.
+pub const SETTLE: Duration = Duration::from_secs(60);
 
 /// What a lock file says.
 ///
@@ -386,11 +408,15 @@ struct HeldState {
     /// Added to the monotonic age until the next refresh (test knob
     /// `age`).
     backdate: Duration,
+    /// When the lock file was last found intact, or written.
+    read: Instant,
     /// Why the lock was lost, once it was: checks fail from then on.
     lost: Option<String>,
 }
 
-const REMOVED: &str = "lock lost: its lock file was removed (by `cairn unlock --force`?)";
+const REMOVED: &str = "lock lost: its lock file was removed (by `cairn unlock --force`, or by a \
+                       command that took it for stale: is this host's clock, or the store's file \
+                       times, far behind?)";
 
 impl HeldState {
     /// Time since the last successful refresh: the larger of the wall
@@ -426,7 +452,10 @@ impl Held {
     /// Reads the lock file; marks the lock lost if it is gone.
     fn confirm(&self, st: &mut HeldState) -> Result<()> {
         match self.backend.read(FileKind::Lock, &st.name) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                st.read = Instant::now();
+                Ok(())
+            }
             Err(e) if e.is_not_found() => {
                 st.lost = Some(REMOVED.into());
                 Err(Error::LockLost(REMOVED.into()))
@@ -447,13 +476,14 @@ impl Held {
         }
         let now = crate::now_ns();
         let fresh = LockInfo {
-            time_ns: now,
+            time_ns: now.saturating_sub(self.knobs.clock_lag.as_nanos() as i64),
             ..self.info.clone()
         };
         let new = write_lock(&*self.backend, &self.key, &fresh)?;
         let old = std::mem::replace(&mut st.name, new);
         st.refreshed_ns = now;
         st.refreshed = Instant::now();
+        st.read = st.refreshed;
         st.backdate = Duration::ZERO;
         if old != st.name {
             let _ = self.backend.remove(FileKind::Lock, &old);
@@ -461,8 +491,9 @@ impl Held {
         Ok(())
     }
 
-    /// See [`LockGuard::check`]; `read` also confirms the lock file exists
-    /// when the lock is fresh.
+    /// See [`LockGuard::check`]; `read` also confirms the lock file is
+    /// intact when the lock is fresh, which a check does anyway once the
+    /// last reading is [`RECONFIRM_EVERY`] old.
     fn check(&self, read: bool, consequence: &str) -> Result<()> {
         let mut st = self.state()?;
         let fail = |why: &str| Error::LockLost(format!("{why}; {consequence}"));
@@ -480,12 +511,15 @@ impl Held {
                 )),
             });
         }
-        if read {
-            // Any other failure to read is the store's, reported as such.
-            return self.confirm(&mut st).map_err(|e| match e {
-                Error::LockLost(why) => fail(&why),
-                e => e,
-            });
+        if read || st.read.elapsed() >= RECONFIRM_EVERY {
+            return match self.confirm(&mut st) {
+                Err(Error::LockLost(why)) => Err(fail(&why)),
+                // Any other failure to read is the store's: reported as
+                // such where the caller asked for the reading, else tried
+                // again at the next check.
+                Err(e) if read => Err(e),
+                _ => Ok(()),
+            };
         }
         Ok(())
     }
@@ -716,12 +750,13 @@ fn acquire_with(
     knobs: crate::fault::LockKnobs,
     reader: bool,
 ) -> Result<Acquired> {
-    let info = |now| LockInfo {
+    let lag = knobs.clock_lag.as_nanos() as i64;
+    let info = |now: i64| LockInfo {
         version: VERSION,
         host: crate::hostname(),
         pid: std::process::id(),
         pid_namespace: PidNamespace::current().cloned(),
-        time_ns: now,
+        time_ns: now.saturating_sub(lag),
         exclusive,
         command: command.to_string(),
     };
@@ -750,63 +785,160 @@ fn acquire_with(
             }
             Err(e) => return Err(e),
         };
-        let listed = list_timed(&*backend, key)?;
-        let judge = Judge::new(&listed, &mine);
-        let conflict = listed.iter().find(|other| {
-            other.name != mine && (exclusive || other.info.exclusive) && !judge.is_stale(other)
-        });
-        let Some(holder) = conflict else {
-            // The lock of a process killed here is stale at once, but only
-            // while its pid stays unused: once a new process has it, the
-            // lock would hold again, refusing commands until it is old. So
-            // it is removed now (its process cannot be relying on it).
-            let host = crate::hostname();
-            let ns = PidNamespace::current();
-            for dead in listed
-                .iter()
-                .filter(|l| l.name != mine && l.info.is_of_the_dead(&host, ns))
-            {
-                let _ = backend.remove(FileKind::Lock, &dead.name);
+        let holder = match clear_the_way(&*backend, key, exclusive, &mine, &knobs) {
+            Ok(None) => {
+                let every = knobs.refresh_every.unwrap_or(REFRESH_EVERY);
+                let held = Arc::new(Held {
+                    backend,
+                    key: key.clone(),
+                    info: info(now),
+                    state: Mutex::new(HeldState {
+                        name: mine,
+                        refreshed_ns: now,
+                        refreshed: written,
+                        backdate: knobs.age,
+                        read: written,
+                        lost: None,
+                    }),
+                    knobs,
+                });
+                let (stop, stopped) = mpsc::channel::<()>();
+                let h = held.clone();
+                let refresher = thread::spawn(move || h.refresh_until(stopped, every));
+                return Ok(Acquired::Held(LockGuard {
+                    held,
+                    stop: Some(stop),
+                    refresher: Some(refresher),
+                }));
             }
-            let every = knobs.refresh_every.unwrap_or(REFRESH_EVERY);
-            let held = Arc::new(Held {
-                backend,
-                key: key.clone(),
-                info: info(now),
-                state: Mutex::new(HeldState {
-                    name: mine,
-                    refreshed_ns: now,
-                    refreshed: written,
-                    backdate: knobs.age,
-                    lost: None,
-                }),
-                knobs,
-            });
-            let (stop, stopped) = mpsc::channel::<()>();
-            let h = held.clone();
-            let refresher = thread::spawn(move || h.refresh_until(stopped, every));
-            return Ok(Acquired::Held(LockGuard {
-                held,
-                stop: Some(stop),
-                refresher: Some(refresher),
-            }));
+            Ok(Some(holder)) => holder,
+            Err(e) => {
+                let _ = backend.remove(FileKind::Lock, &mine);
+                return Err(e);
+            }
         };
         if let Err(e) = backend.remove(FileKind::Lock, &mine) {
             // Refused either way; its own lock, left, goes stale in time.
             return Err(Error::Locked(format!(
-                "{}; this {command}'s own lock file could not be removed ({e}) and is stale \
+                "{holder}; this {command}'s own lock file could not be removed ({e}) and is stale \
                  after {} minutes",
-                judge.describe(holder),
                 STALE_AFTER.as_secs() / 60
             )));
         }
         wait_for(
-            &judge.describe(holder),
+            &holder,
             deadline,
             &mut announced,
             "wait with --lock-wait, or remove stale locks with `cairn unlock`",
         )?;
     }
+}
+
+/// With its own lock file `mine` written, lists the others and returns
+/// the holder of a live lock that conflicts with it (described), if any.
+/// Otherwise it removes the locks that would conflict but are stale
+/// before it lets its caller go on, and the locks of dead processes here
+/// (see [`remove_dead`]).
+///
+/// A lock stale by its age is removed, not passed over: its holder may
+/// still run (a host whose clock lags, on a store whose file times come
+/// from the writer's clock, looks 40 minutes old while it backs up), and
+/// only a lock file found gone makes such a holder stop before it
+/// publishes (an index table naming packs a gc deleted, a snapshot naming
+/// blobs). Then it waits [`SETTLE`] (a holder that confirmed its lock just
+/// before the removal finishes the write it confirmed it for; one between
+/// writes finds its lock gone) and lists the locks again: whatever its
+/// caller then reads of the repository includes what such a holder
+/// published. A lock that shows up stale again (a refresh that raced the
+/// removal) is removed again, up to [`LIST_TRIES`] times; past that it
+/// is taken for a live holder.
+fn clear_the_way(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    exclusive: bool,
+    mine: &str,
+    knobs: &crate::fault::LockKnobs,
+) -> Result<Option<String>> {
+    let host = crate::hostname();
+    let ns = PidNamespace::current();
+    let mut round = 0;
+    loop {
+        let listed = list_timed(backend, key)?;
+        let judge = Judge::new(&listed, mine);
+        let conflicts = |l: &&Listed| l.name != mine && (exclusive || l.info.exclusive);
+        if let Some(holder) = listed.iter().filter(conflicts).find(|l| !judge.is_stale(l)) {
+            return Ok(Some(judge.describe(holder)));
+        }
+        remove_dead(backend, &listed, mine);
+        // Every conflicting lock left is stale.
+        let stale: Vec<&Listed> = listed
+            .iter()
+            .filter(conflicts)
+            .filter(|l| !l.info.is_of_the_dead(&host, ns))
+            .collect();
+        let Some(first) = stale.first() else {
+            return Ok(None);
+        };
+        if round == LIST_TRIES {
+            return Ok(Some(format!(
+                "{} (stale, yet a new stale lock came each time one was removed)",
+                judge.describe(first)
+            )));
+        }
+        for lock in &stale {
+            remove_stale_lock(backend, lock, &judge.describe(lock))?;
+        }
+        settle(knobs);
+        round += 1;
+    }
+}
+
+/// Removes the locks of `listed` whose processes are gone (this host,
+/// boot and pid namespace; not `mine`): stale at once, but only while
+/// their pids stay unused: once a new process has one, its lock would
+/// hold again, refusing commands until it is old. Their processes
+/// cannot be relying on them, so nobody waits for them to notice.
+fn remove_dead(backend: &dyn Backend, listed: &[Listed], mine: &str) {
+    let host = crate::hostname();
+    let ns = PidNamespace::current();
+    for dead in listed
+        .iter()
+        .filter(|l| l.name != mine && l.info.is_of_the_dead(&host, ns))
+    {
+        let _ = backend.remove(FileKind::Lock, &dead.name);
+    }
+}
+
+/// Removes a lock taken for stale (`what` describes it), saying so; one
+/// already gone is fine.
+fn remove_stale_lock(backend: &dyn Backend, lock: &Listed, what: &str) -> Result<()> {
+    match backend.remove(FileKind::Lock, &lock.name) {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => {
+            return Err(Error::Locked(format!(
+                "{what}: stale, but its lock file could not be removed ({e}), and a holder \
+                 that still runs would not notice it is passed over"
+            )))
+        }
+    }
+    crate::eprint_line(format_args!("removed a stale lock: {what}"));
+    Ok(())
+}
+
+/// Waits [`SETTLE`] (or the `settle` test knob) after removing a lock
+/// whose holder may still run, saying so.
+fn settle(knobs: &crate::fault::LockKnobs) {
+    // The library's own tests do not wait a minute for every stale lock.
+    let wait = knobs
+        .settle
+        .unwrap_or(if cfg!(test) { Duration::ZERO } else { SETTLE });
+    crate::eprint_line(format_args!(
+        "waiting {}s before going on, in case the holder of a lock taken for stale still runs \
+         (it stops once it finds its lock file gone)",
+        wait.as_secs()
+    ));
+    thread::sleep(wait);
 }
 
 /// A shared lock as a process suspended for `age` holds it on waking:
@@ -867,6 +999,31 @@ impl LockGuard {
         self.held.check(true, consequence)
     }
 
+    /// Confirms the lock again right after publishing `names` (files of
+    /// `kind`) under a confirmation made just before; where it was lost
+    /// in between, removes them again and fails. A lock removed by a
+    /// command that took it for stale while the write was under way (one
+    /// slower than that command's [`SETTLE`]) may have let that command
+    /// read the repository without them and delete what they name. A
+    /// store that cannot be reached now leaves them: the lock was
+    /// confirmed before they were written.
+    pub fn after_publishing(
+        &self,
+        kind: FileKind,
+        names: &[String],
+        consequence: &str,
+    ) -> Result<()> {
+        match self.confirm(consequence) {
+            Err(e @ Error::LockLost(_)) => {
+                for name in names {
+                    let _ = self.held.backend.remove(kind, name);
+                }
+                Err(e)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the lock is known lost (its file found removed, or not
     /// refreshed for [`EXPIRE_AFTER`]); no IO. Unlike a failed check, this
     /// is not true merely because the store could not be reached.
@@ -915,7 +1072,11 @@ impl Drop for LockGuard {
 /// A lock is stale here as it is to [`acquire`]: a live holder's lock in
 /// another pid namespace is left until it is old. To read the store's
 /// clock, it writes a shared lock of its own for the while (which
-/// conflicts with no backup), and removes it.
+/// conflicts with no backup), and removes it. Having removed a lock
+/// whose holder may still run (any but the dead processes' of this
+/// host), it waits [`SETTLE`] before it returns, as a command taking a
+/// lock does, so that a gc run next sees what such a holder published
+/// under the lock it confirmed just before.
 pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Result<Vec<LockInfo>> {
     let probe = LockInfo {
         version: VERSION,
@@ -940,12 +1101,21 @@ fn remove_stale(
 ) -> Result<Vec<LockInfo>> {
     let listed = list_timed(backend, key)?;
     let judge = Judge::new(&listed, mine);
+    let (host, ns) = (crate::hostname(), PidNamespace::current());
     let mut removed = Vec::new();
+    let mut maybe_live = false;
     for lock in &listed {
         if lock.name != mine && (force || judge.is_stale(lock)) {
-            backend.remove(FileKind::Lock, &lock.name)?;
+            match backend.remove(FileKind::Lock, &lock.name) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+            maybe_live |= !lock.info.is_of_the_dead(&host, ns);
             removed.push(lock.info.clone());
         }
+    }
+    if maybe_live {
+        settle(crate::fault::lock_knobs());
     }
     Ok(removed)
 }
@@ -1107,6 +1277,108 @@ mod tests {
         assert!(list(&*backend, &key).unwrap().is_empty());
     }
 
+    /// Makes the holder's last reading of its lock file
+    /// [`RECONFIRM_EVERY`] old.
+    fn unread_for_a_while(guard: &LockGuard) {
+        let mut st = guard.held.state().unwrap();
+        st.read = Instant::now()
+            .checked_sub(RECONFIRM_EVERY)
+            .expect("the monotonic clock is past RECONFIRM_EVERY");
+    }
+
+    /// A check reads the lock file once its last reading is
+    /// [`RECONFIRM_EVERY`] old, so a holder whose lock was removed stops
+    /// within that of the removal, not only at its next publication.
+    #[test]
+    fn a_check_reads_the_lock_file_every_few_seconds() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let guard = take(&backend, &key, LockKnobs::default());
+        let (name, _) = only_lock(&backend, &key);
+        backend.remove(FileKind::Lock, &name).unwrap();
+        guard.check("x").unwrap();
+        unread_for_a_while(&guard);
+        let err = guard.check("x").unwrap_err().to_string();
+        assert!(err.contains("lock lost"), "{err}");
+        // A store that fails that reading fails no check.
+        let guard = take(&backend, &key, LockKnobs::default());
+        unread_for_a_while(&guard);
+        backend.fail_next(1, true);
+        guard.check("x").unwrap();
+        assert!(!guard.is_lost());
+    }
+
+    /// The mirror of a live backup's lock taken for stale: a gc on a host
+    /// whose clock (and the store's file times) lag 40 minutes holds a
+    /// lock a backup elsewhere takes for stale. The backup removes it
+    /// before going on, and waits; the gc, at its next check, finds its
+    /// lock gone and stops deleting.
+    #[test]
+    fn a_live_gc_whose_lock_looks_stale_stops_once_a_backup_passes_it_over() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let lagging = LockKnobs {
+            clock_lag: Duration::from_secs(40 * 60),
+            ..LockKnobs::default()
+        };
+        let gc = match acquire_with(
+            backend.clone(),
+            &key,
+            true,
+            "gc",
+            Duration::ZERO,
+            lagging,
+            false,
+        ) {
+            Ok(Acquired::Held(guard)) => guard,
+            _ => panic!("no lock for gc"),
+        };
+        let (name, info) = only_lock(&backend, &key);
+        assert!(crate::now_ns() - info.time_ns > 39 * 60 * 1_000_000_000);
+        // Its own clock agrees with itself: the lock is fresh to gc.
+        gc.confirm("x").unwrap();
+        backend.set_written(
+            FileKind::Lock,
+            &name,
+            SystemTime::now() - Duration::from_secs(40 * 60),
+        );
+        let backup = take(&backend, &key, LockKnobs::default());
+        assert_eq!(only_lock(&backend, &key).1.command, "backup");
+        unread_for_a_while(&gc);
+        let err = gc.check("gc stopped part way").unwrap_err().to_string();
+        assert!(err.contains("lock lost"), "{err}");
+        drop(backup);
+    }
+
+    /// A lock removed while its holder wrote what it confirmed it for
+    /// (the write slower than the remover's settling) makes the holder
+    /// take the write back; a store that fails the second confirmation
+    /// leaves it.
+    #[test]
+    fn what_was_published_as_the_lock_was_lost_is_taken_back() {
+        let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+        let guard = take(&backend, &key, LockKnobs::default());
+        let names = ["ab".repeat(32)];
+        backend.write(FileKind::Snapshot, &names[0], b"s").unwrap();
+        backend.fail_next(1, true);
+        guard
+            .after_publishing(FileKind::Snapshot, &names, "x")
+            .unwrap();
+        guard
+            .after_publishing(FileKind::Snapshot, &names, "x")
+            .unwrap();
+        assert_eq!(backend.list(FileKind::Snapshot).unwrap().len(), 1);
+        let (lock, _) = only_lock(&backend, &key);
+        backend.remove(FileKind::Lock, &lock).unwrap();
+        let err = guard
+            .after_publishing(FileKind::Snapshot, &names, "taken back")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lock lost") && err.ends_with("taken back"),
+            "{err}"
+        );
+        assert!(backend.list(FileKind::Snapshot).unwrap().is_empty());
+    }
+
     /// A pid above any pid_max: no process has it, here or anywhere.
     const NO_SUCH_PID: u32 = 0x3fff_fff0;
 
@@ -1239,7 +1511,9 @@ mod tests {
             let guard = acquire(backend.clone(), &key, true, "gc", Duration::ZERO)
                 .unwrap_or_else(|e| panic!("{what}: stale, yet {e}"));
             drop(guard);
-            backend.set_written(FileKind::Lock, &name, SystemTime::now());
+            // Taken for stale, it was removed.
+            assert!(backend.list(FileKind::Lock).unwrap().is_empty(), "{what}");
+            backend.write(FileKind::Lock, &name, &bytes).unwrap();
             let removed = remove_locks(&*backend, &key, true).unwrap();
             assert_eq!(removed.len(), 1, "{what}");
             assert!(removed[0].is_of_a_newer_cairn(), "{what}");
@@ -1332,6 +1606,11 @@ mod tests {
                     assert!(stale, "{case}: a live lock taken over");
                     assert!(guard.others().unwrap().is_empty(), "{case}");
                     drop(guard);
+                    // Removed by the backup that took it over; `unlock`
+                    // removes one too.
+                    assert!(list(&*backend, &key).unwrap().is_empty(), "{case}");
+                    let name = write_info(&*backend, &key, &lock(time_ns)).unwrap();
+                    backend.set_written(FileKind::Lock, &name, long_ago);
                     assert_eq!(remove_locks(&*backend, &key, false).unwrap().len(), 1);
                     assert!(list(&*backend, &key).unwrap().is_empty(), "{case}");
                 }
