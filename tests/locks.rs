@@ -28,7 +28,8 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// Lock files are written atomically but not fsynced: a power loss may
 /// leave one empty or torn under its final name. Its holder died in the
-/// same crash, so such a file must block nobody, exclusive or shared.
+/// same crash, so such a file must block nobody, exclusive or shared;
+/// `unlock --force` removes it.
 #[test]
 fn lock_files_a_crash_left_empty_or_torn_block_nothing() {
     let repo = packed_repo();
@@ -48,6 +49,35 @@ fn lock_files_a_crash_left_empty_or_torn_block_nothing() {
     assert!(out.stdout.contains("packs deleted"), "{out}");
     assert_restores(&repo, &second);
     assert_verify_ok(&repo);
+
+    // Nothing else ever removes them: `unlock` names them, and `unlock
+    // --force` removes them. Before, both passed over them in silence.
+    let garbage = locks.join("ef".repeat(32));
+    write(&garbage, b"garbage\n");
+    let out = repo.run(&["unlock"]).success();
+    for name in ["ab".repeat(32), "cd".repeat(32), "ef".repeat(32)] {
+        let left = format!("left lock file locks/{name}, which holds no lock");
+        assert!(out.stdout.contains(&left), "{out}");
+    }
+    assert!(
+        out.stdout.contains("`cairn unlock --force` removes it"),
+        "{out}"
+    );
+    assert_eq!(lock_files(&repo).len(), 3);
+    let out = repo.run(&["unlock", "--force"]).success();
+    assert!(
+        out.stdout.contains(&format!(
+            "removed lock file locks/{}, which holds no lock",
+            "ef".repeat(32)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("0 lock(s) removed, and 3 lock file(s) that held none"),
+        "{out}"
+    );
+    assert!(lock_files(&repo).is_empty());
 }
 
 /// A lock file of a later format, as a newer cairn on another host

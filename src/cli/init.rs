@@ -117,19 +117,42 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct UnlockArgs {
-    /// Also remove locks that are not stale (of processes still running).
+    /// Also remove locks that are not stale (of processes still running),
+    /// and lock files that hold no lock (empty, torn, or sealed with
+    /// another key), which every command ignores.
     #[arg(long)]
     force: bool,
 }
 
 pub(super) fn run_unlock(ctx: &Context, a: UnlockArgs) -> Result<u8> {
     let repo = ctx.open()?;
-    let removed = lock::remove_locks(repo.backend(), repo.key(), a.force)?;
+    let found = lock::remove_locks(repo.backend(), repo.key(), a.force)?;
+    let removed = &found.removed;
     let printed = (|| {
-        for l in &removed {
+        for l in removed {
             outln!("removed {}", l.describe())?;
         }
-        outln!("{} lock(s) removed", removed.len())
+        const NO_LOCK: &str = "which holds no lock (it does not decode: empty, torn, or sealed \
+                               with another key)";
+        for name in &found.unreadable {
+            if a.force {
+                outln!("removed lock file locks/{name}, {NO_LOCK}")?;
+            } else {
+                outln!(
+                    "left lock file locks/{name}, {NO_LOCK}: every command ignores it; \
+                     `cairn unlock --force` removes it"
+                )?;
+            }
+        }
+        if a.force && !found.unreadable.is_empty() {
+            outln!(
+                "{} lock(s) removed, and {} lock file(s) that held none",
+                removed.len(),
+                found.unreadable.len()
+            )
+        } else {
+            outln!("{} lock(s) removed", removed.len())
+        }
     })();
     Ok(output::after_work(
         0,

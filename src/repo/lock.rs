@@ -417,6 +417,8 @@ struct HeldState {
 const REMOVED: &str = "lock lost: its lock file was removed (by `cairn unlock --force`, or by a \
                        command that took it for stale: is this host's clock, or the store's file \
                        times, far behind?)";
+const DAMAGED: &str = "lock lost: its lock file no longer holds what this process wrote (emptied \
+                       or damaged), so other commands ignore it";
 
 impl HeldState {
     /// Time since the last successful refresh: the larger of the wall
@@ -449,19 +451,22 @@ impl Held {
             .map_err(|_| Error::Invalid("lock refresher panicked".into()))
     }
 
-    /// Reads the lock file; marks the lock lost if it is gone.
+    /// Reads the lock file; marks the lock lost if it is gone, or holds
+    /// other bytes than those written (its name is their hash): a file
+    /// emptied or torn is no lock to others ([`list_timed`]), so it is
+    /// none to its holder either.
     fn confirm(&self, st: &mut HeldState) -> Result<()> {
-        match self.backend.read(FileKind::Lock, &st.name) {
-            Ok(_) => {
+        let why = match self.backend.read(FileKind::Lock, &st.name) {
+            Ok(bytes) if hex::encode(file_hash(&bytes)) == st.name => {
                 st.read = Instant::now();
-                Ok(())
+                return Ok(());
             }
-            Err(e) if e.is_not_found() => {
-                st.lost = Some(REMOVED.into());
-                Err(Error::LockLost(REMOVED.into()))
-            }
-            Err(e) => Err(e),
-        }
+            Ok(_) => DAMAGED,
+            Err(e) if e.is_not_found() => REMOVED,
+            Err(e) => return Err(e),
+        };
+        st.lost = Some(why.into());
+        Err(Error::LockLost(why.into()))
     }
 
     /// Replaces the lock file by one with the current time, once the old
@@ -592,10 +597,17 @@ pub struct Listed {
 /// deciding whether to go ahead (gc deciding whether a backup runs), so
 /// the locks are listed again, up to [`LIST_TRIES`] times.
 pub fn list_timed(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Listed>> {
+    Ok(list_all(backend, key)?.0)
+}
+
+/// [`list_timed`], and the names of the lock files that hold no lock
+/// (they do not decode, and are not of a newer cairn).
+fn list_all(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<Listed>, Vec<String>)> {
     let mut tries = 0;
     loop {
         tries += 1;
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         let mut vanished = false;
         for (name, written) in backend.list_times(FileKind::Lock)? {
             if !is_hex_name(&name) {
@@ -615,7 +627,10 @@ pub fn list_timed(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Listed>>
                                     .and_then(|d| i64::try_from(d.as_nanos()).ok());
                                 LockInfo::newer(why, written_ns)
                             }
-                            None => continue,
+                            None => {
+                                unreadable.push(name);
+                                continue;
+                            }
                         },
                     };
                     out.push(Listed {
@@ -629,7 +644,7 @@ pub fn list_timed(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Listed>>
             }
         }
         if !vanished || tries >= LIST_TRIES {
-            return Ok(out);
+            return Ok((out, unreadable));
         }
     }
 }
@@ -1068,7 +1083,19 @@ impl Drop for LockGuard {
     }
 }
 
-/// Removes stale locks (all locks with `force`); returns what was removed.
+/// What `cairn unlock` found.
+#[derive(Debug, Default)]
+pub struct Unlocked {
+    /// The locks removed.
+    pub removed: Vec<LockInfo>,
+    /// The lock files that hold no lock (empty, torn, sealed with another
+    /// key): removed with `force`, else only named. Every command
+    /// ignores them, so nothing else ever removes them.
+    pub unreadable: Vec<String>,
+}
+
+/// Removes stale locks (all locks, and the lock files that hold none,
+/// with `force`); returns what was removed and found.
 /// A lock is stale here as it is to [`acquire`]: a live holder's lock in
 /// another pid namespace is left until it is old. To read the store's
 /// clock, it writes a shared lock of its own for the while (which
@@ -1077,7 +1104,7 @@ impl Drop for LockGuard {
 /// host), it waits [`SETTLE`] before it returns, as a command taking a
 /// lock does, so that a gc run next sees what such a holder published
 /// under the lock it confirmed just before.
-pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Result<Vec<LockInfo>> {
+pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Result<Unlocked> {
     let probe = LockInfo {
         version: VERSION,
         host: crate::hostname(),
@@ -1098,8 +1125,16 @@ fn remove_stale(
     key: &MasterKey,
     force: bool,
     mine: &str,
-) -> Result<Vec<LockInfo>> {
-    let listed = list_timed(backend, key)?;
+) -> Result<Unlocked> {
+    let (listed, unreadable) = list_all(backend, key)?;
+    if force {
+        for name in &unreadable {
+            match backend.remove(FileKind::Lock, name) {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+    }
     let judge = Judge::new(&listed, mine);
     let (host, ns) = (crate::hostname(), PidNamespace::current());
     let mut removed = Vec::new();
@@ -1117,7 +1152,10 @@ fn remove_stale(
     if maybe_live {
         settle(crate::fault::lock_knobs());
     }
-    Ok(removed)
+    Ok(Unlocked {
+        removed,
+        unreadable,
+    })
 }
 
 #[cfg(test)]
@@ -1379,6 +1417,26 @@ mod tests {
         assert!(backend.list(FileKind::Snapshot).unwrap().is_empty());
     }
 
+    /// A holder's lock file emptied or torn is no lock to others, who
+    /// ignore it: to its holder it is lost too.
+    #[test]
+    fn a_lock_file_emptied_or_torn_is_lost_to_its_holder() {
+        let mut torn = codec::header(MAGIC, VERSION);
+        torn.extend_from_slice(b"torn");
+        for bytes in [Vec::new(), torn] {
+            let (backend, key) = (Arc::new(MemBackend::default()), MasterKey::generate());
+            let guard = take(&backend, &key, LockKnobs::default());
+            let (name, _) = only_lock(&backend, &key);
+            backend.write(FileKind::Lock, &name, &bytes).unwrap();
+            let err = guard.confirm("nothing published").unwrap_err().to_string();
+            assert!(
+                err.contains("no longer holds what this process wrote"),
+                "{err}"
+            );
+            assert!(guard.is_lost());
+        }
+    }
+
     /// A pid above any pid_max: no process has it, here or anywhere.
     const NO_SUCH_PID: u32 = 0x3fff_fff0;
 
@@ -1439,7 +1497,10 @@ mod tests {
                     crate::hostname()
                 );
                 assert!(err.contains(&holder), "{ns:?}: {err}");
-                assert!(remove_locks(&*backend, &key, false).unwrap().is_empty());
+                assert!(remove_locks(&*backend, &key, false)
+                    .unwrap()
+                    .removed
+                    .is_empty());
                 assert_eq!(list(&*backend, &key).unwrap().len(), 1, "{ns:?}");
             }
             // Beside another shared lock a backup runs, and counts it in.
@@ -1502,7 +1563,10 @@ mod tests {
                 );
                 assert!(err.contains(why), "{what}: {err}");
             }
-            assert!(remove_locks(&*backend, &key, false).unwrap().is_empty());
+            assert!(remove_locks(&*backend, &key, false)
+                .unwrap()
+                .removed
+                .is_empty());
             backend.set_written(
                 FileKind::Lock,
                 &name,
@@ -1514,7 +1578,7 @@ mod tests {
             // Taken for stale, it was removed.
             assert!(backend.list(FileKind::Lock).unwrap().is_empty(), "{what}");
             backend.write(FileKind::Lock, &name, &bytes).unwrap();
-            let removed = remove_locks(&*backend, &key, true).unwrap();
+            let removed = remove_locks(&*backend, &key, true).unwrap().removed;
             assert_eq!(removed.len(), 1, "{what}");
             assert!(removed[0].is_of_a_newer_cairn(), "{what}");
             assert!(backend.list(FileKind::Lock).unwrap().is_empty(), "{what}");
@@ -1548,7 +1612,7 @@ mod tests {
         drop(guard);
         assert!(list(&*backend, &key).unwrap().is_empty());
         dead_pid_lock(&backend, &key, Some(here().clone()), "backup");
-        let removed = remove_locks(&*backend, &key, false).unwrap();
+        let removed = remove_locks(&*backend, &key, false).unwrap().removed;
         assert_eq!(removed.len(), 1);
         assert!(list(&*backend, &key).unwrap().is_empty());
         // A reader removes it too.
@@ -1611,7 +1675,10 @@ mod tests {
                     assert!(list(&*backend, &key).unwrap().is_empty(), "{case}");
                     let name = write_info(&*backend, &key, &lock(time_ns)).unwrap();
                     backend.set_written(FileKind::Lock, &name, long_ago);
-                    assert_eq!(remove_locks(&*backend, &key, false).unwrap().len(), 1);
+                    assert_eq!(
+                        remove_locks(&*backend, &key, false).unwrap().removed.len(),
+                        1
+                    );
                     assert!(list(&*backend, &key).unwrap().is_empty(), "{case}");
                 }
                 Err(err) => {
@@ -1622,7 +1689,10 @@ mod tests {
                     let ahead = "that host's clock is about 40 minutes ahead of this host's";
                     let expect = if written.is_none() { lags } else { ahead };
                     assert!(err.contains(expect), "{case}: {err}");
-                    assert!(remove_locks(&*backend, &key, false).unwrap().is_empty());
+                    assert!(remove_locks(&*backend, &key, false)
+                        .unwrap()
+                        .removed
+                        .is_empty());
                     assert_eq!(list(&*backend, &key).unwrap().len(), 1, "{case}");
                 }
             }
