@@ -109,6 +109,44 @@ fn gc_aborts_the_repositorys_incomplete_uploads_and_no_others() {
     repo.run(&["verify"]).success();
 }
 
+/// A repository nested under this one's prefix (`repo/sub`, which `init`
+/// accepts) runs its own backups: their uploads are not this gc's to
+/// abort, nor are uploads at a place no name of this repository's gives
+/// (deeper in a folder, in another pack folder). Before, gc aborted every
+/// upload under `repo/`, and so the nested repository's running backup.
+#[test]
+fn gc_spares_the_uploads_of_a_repository_nested_under_its_prefix() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let repo = repo_with_listing(&server, &proxy, "nested", "repo");
+    let ours = pack_key("repo/", "ab");
+    server.start_upload("nested", &ours, 1, PART);
+    let theirs = [
+        pack_key("repo/sub/", "cd"),
+        format!("repo/sub/index/{}", "ef".repeat(32)),
+        pack_key("repo/packs/sub/", "ab"),
+        format!("repo/packs/cd/{}", "ab".repeat(32)),
+        format!("repo/index/old/{}", "ef".repeat(32)),
+    ];
+    for key in &theirs {
+        server.start_upload("nested", key, 1, PART);
+    }
+    let gc = repo.run(&["gc"]).success();
+    assert!(
+        gc.stdout
+            .contains("aborted 1 incomplete multipart uploads (5.0 MiB in parts)"),
+        "{gc}"
+    );
+    let mut left = keys(&server.uploads("nested"))
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    left.sort();
+    let mut expected = theirs.to_vec();
+    expected.sort();
+    assert_eq!(left, expected);
+}
+
 #[test]
 fn gc_at_the_bucket_root_aborts_only_the_repositorys_folders() {
     let server = S3Server::start();

@@ -8,14 +8,17 @@
 //! [`crate::gc::remove_leftovers`]): only writers holding a lock start
 //! uploads, and gc holds the exclusive one.
 //!
-//! Which uploads: those whose keys lie in the repository. Under `PREFIX/`,
-//! slash included, so a repository at `bucket/repo` never touches
-//! `bucket/repo2/…`. A repository at the bucket's root may share the
-//! bucket with other applications, whose uploads are not gc's to abort:
-//! there, only uploads under the repository's own folders (`keys/`,
-//! `packs/`, `index/`, `snapshots/`, `locks/`). Each key a listing returns
-//! is checked against the prefix asked for as well, so a store that
-//! ignored the prefix could not make gc abort another's upload.
+//! Which uploads: those whose keys lie in the repository, where the
+//! repository puts files: in its own folders (`PREFIX/keys/`,
+//! `PREFIX/packs/`, `PREFIX/index/`, `PREFIX/snapshots/`,
+//! `PREFIX/locks/`, each listed with its slash), and there only at the
+//! place the key's last part names (`PREFIX/packs/ab/abcd…`), as the
+//! listings of objects have it. So a repository at `bucket/repo` never
+//! touches `bucket/repo2/…`, nor one nested at `bucket/repo/sub` (which
+//! `init` accepts), nor, at the bucket's root, another application's
+//! uploads. Each key a listing returns is checked that way too, so a
+//! store that ignored the prefix could not make gc abort another's
+//! upload.
 //!
 //! opendal's S3 service aborts only an upload it is running itself, so
 //! `ListMultipartUploads`, `ListParts` (for the bytes an upload holds) and
@@ -35,6 +38,17 @@ use serde::Deserialize;
 use super::{s3_code, S3Backend};
 use crate::backend::{Backend, FileKind, Leftovers};
 use crate::error::Error;
+use crate::id::is_hex_name;
+
+/// The kinds of file whose folders hold the repository's uploads (a
+/// config is never uploaded in parts).
+const UPLOAD_KINDS: [FileKind; 5] = [
+    FileKind::Key,
+    FileKind::Pack,
+    FileKind::Index,
+    FileKind::Snapshot,
+    FileKind::Lock,
+];
 
 /// How long a signed URL stays valid: far longer than any one request.
 const SIGNED_FOR: Duration = Duration::from_secs(300);
@@ -66,9 +80,13 @@ impl S3Backend {
             return Ok(found);
         };
         let mut uploads = Vec::new();
-        for prefix in self.upload_prefixes() {
+        for kind in UPLOAD_KINDS {
+            let prefix = match self.opts.prefix.as_str() {
+                "" => format!("{}/", kind.dir()),
+                repo => format!("{repo}/{}/", kind.dir()),
+            };
             match self.list_uploads(&bucket, &creds, &prefix) {
-                Ok(mut some) => uploads.append(&mut some),
+                Ok(some) => uploads.extend(some.into_iter().filter(|up| self.is_ours(kind, up))),
                 Err(Failure::Refused(why)) => {
                     found.warnings.push(format!(
                         "{}: incomplete multipart uploads not listed: {why}; the parts of \
@@ -132,23 +150,16 @@ impl S3Backend {
         Ok(found)
     }
 
-    /// The key prefixes whose uploads are the repository's (see the module
-    /// docs).
-    fn upload_prefixes(&self) -> Vec<String> {
-        if self.opts.prefix.is_empty() {
-            [
-                FileKind::Key,
-                FileKind::Pack,
-                FileKind::Index,
-                FileKind::Snapshot,
-                FileKind::Lock,
-            ]
-            .iter()
-            .map(|k| format!("{}/", k.dir()))
-            .collect()
-        } else {
-            vec![format!("{}/", self.opts.prefix)]
-        }
+    /// Whether `up`, listed under the folder of `kind`, is an upload of
+    /// this repository's: its key is where the name it ends with would be
+    /// put (`PREFIX/packs/ab/abcd…`, `PREFIX/index/abcd…`), the rule the
+    /// listings of objects follow. An upload deeper down (another
+    /// repository nested under the prefix, at `PREFIX/sub` or
+    /// `PREFIX/packs/sub`) or in another pack folder is not gc's to
+    /// abort.
+    fn is_ours(&self, kind: FileKind, up: &Upload) -> bool {
+        let name = up.key.rsplit('/').next().unwrap_or_default();
+        is_hex_name(name) && up.key == self.full_key(kind, name)
     }
 
     /// Every incomplete upload whose key starts with `prefix`, page by
