@@ -5,7 +5,6 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use cairn::backend::local::LocalBackend;
@@ -816,26 +815,6 @@ fn an_interrupted_init_is_named_with_what_to_do() {
     repo.run(&["snapshots"]).success();
 }
 
-/// `cmd` with its address space limited to `bytes` (`ulimit -v`).
-fn with_memory_limit(mut cmd: Command, bytes: u64) -> Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        cmd.pre_exec(move || {
-            let l = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &l) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    cmd
-}
-
 /// A key file anyone who can write to `keys/` could add, asking for the
 /// most Argon2id work the format allows (4 GiB, 100 passes), named so
 /// that it sorts before the repository's own: the right password opens
@@ -1023,4 +1002,121 @@ fn stray_entries_in_a_repository_stop_no_command() {
     assert_same_contents(&src, &restored(&target, &src));
     assert!(repo.path.join("packs/zz").is_file(), "left as it was");
     assert_eq!(fs::read(&elsewhere).unwrap(), b"not a pack");
+}
+
+/// A FIFO, a device or a file of gigabytes where a repository keeps a
+/// file (planted by anyone who can write there: every client writes to
+/// `locks/`) hangs no command and fills no memory. In a folder of files
+/// a FIFO is no file of the repository's, as a folder is not; reached
+/// through a symlink, or as `config` or a key file, it is damage of that
+/// file, named, as is a file larger than any of its kind: a lock that is
+/// ignored, a snapshot set apart, a key file passed over, a config
+/// refused.
+#[test]
+fn fifos_devices_and_huge_files_in_a_repository_hang_nothing_and_fill_no_memory() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("a.bin"), 1, 100_000);
+    let first = repo.backup(&[&src], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write(&src.join("b"), "more");
+    repo.backup(&[&src], &[]);
+    let fifo = repo.scratch("fifo");
+    mkfifo(&fifo, 0o600);
+    let limit = 1 << 30;
+    let ls = |what: &str| {
+        let c = with_memory_limit(repo.cmd(&["ls", "latest"]), limit);
+        let out = run_within(&mut { c }, 60).unwrap_or_else(|| panic!("{what}: hung"));
+        assert_eq!(out.code, 0, "{what}: {out}");
+        out
+    };
+    ls("intact");
+
+    let lock = repo.path.join("locks").join("ab".repeat(32));
+    mkfifo(&lock, 0o600);
+    ls("a FIFO in locks/");
+    fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&fifo, &lock).unwrap();
+    ls("a symlink to a FIFO in locks/");
+    fs::remove_file(&lock).unwrap();
+    fs::File::create(&lock).unwrap().set_len(6 << 30).unwrap();
+    ls("a sparse lock file of 6 GiB");
+    fs::remove_file(&lock).unwrap();
+
+    // A snapshot's place: a FIFO there is no snapshot; a symlink to one
+    // is a damaged snapshot, named.
+    let snap = repo.path.join("snapshots").join(&first);
+    let kept = repo.scratch("snapshot");
+    fs::rename(&snap, &kept).unwrap();
+    mkfifo(&snap, 0o600);
+    let out = ls("a FIFO in place of a snapshot");
+    assert!(!out.stderr.contains("damaged"), "{out}");
+    fs::remove_file(&snap).unwrap();
+    std::os::unix::fs::symlink(&fifo, &snap).unwrap();
+    let out = ls("a symlink to a FIFO in place of a snapshot");
+    assert!(
+        out.stderr.contains(&format!(
+            "snapshots/{first} is damaged (a FIFO, not a regular file)"
+        )),
+        "{out}"
+    );
+    fs::remove_file(&snap).unwrap();
+    fs::File::create(&snap).unwrap().set_len(1 << 30).unwrap();
+    let out = ls("a snapshot of 1 GiB");
+    assert!(
+        out.stderr.contains("more than a snapshot file can be"),
+        "{out}"
+    );
+    fs::remove_file(&snap).unwrap();
+    fs::rename(&kept, &snap).unwrap();
+
+    // The config, and a key file.
+    let config = repo.path.join("config");
+    let config_kept = repo.scratch("config");
+    fs::rename(&config, &config_kept).unwrap();
+    for (what, planted) in [
+        ("a FIFO", fifo.as_path()),
+        ("a device", Path::new("/dev/zero")),
+    ] {
+        std::os::unix::fs::symlink(planted, &config).unwrap();
+        let c = with_memory_limit(repo.cmd(&["ls", "latest"]), limit);
+        let out = run_within(&mut { c }, 60).unwrap_or_else(|| panic!("{what} config: hung"));
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "{} is corrupt: {what}, not a regular file",
+                config.display()
+            )),
+            "{out}"
+        );
+        fs::remove_file(&config).unwrap();
+    }
+    fs::rename(&config_kept, &config).unwrap();
+    let key = only_file(&repo.path.join("keys"));
+    let key_kept = repo.scratch("key");
+    fs::rename(&key, &key_kept).unwrap();
+    std::os::unix::fs::symlink(&fifo, &key).unwrap();
+    let c = repo.cmd(&["ls", "latest"]);
+    let out = run_within(&mut { c }, 60).expect("a key file linked to a FIFO: hung");
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("a FIFO, not a regular file"), "{out}");
+    fs::remove_file(&key).unwrap();
+    fs::rename(&key_kept, &key).unwrap();
+
+    // Index tables and packs: a FIFO in their place is none.
+    let pack_dir = fs::read_dir(repo.path.join("packs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    mkfifo(&repo.path.join("index").join("cd".repeat(32)), 0o600);
+    let name = pack_dir.file_name().unwrap().to_str().unwrap().repeat(32);
+    mkfifo(&pack_dir.join(name), 0o600);
+    let c = repo.cmd(&["verify", "--read-data"]);
+    let out = run_within(&mut { c }, 60).expect("verify with FIFOs among packs: hung");
+    assert_eq!(out.code, 0, "{out}");
+    ls("FIFOs among index tables and packs");
 }

@@ -226,6 +226,35 @@ fn objects_at_other_places_under_the_prefix_are_not_the_repositorys() {
     }
 }
 
+/// An object larger than any file of its kind can be (a lock of 6 GiB,
+/// a snapshot of 1 GiB: planted by anyone who can write to the bucket)
+/// is refused by its size before its body is fetched: the lock is no
+/// lock, the snapshot is set apart as damaged, and neither fills memory.
+#[test]
+fn objects_larger_than_any_of_their_kind_are_refused_unread() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "huge");
+    init(&repo);
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 4);
+    backup_json(&repo, &src);
+    let root = server.data().join("huge/repo");
+    let id = "ab".repeat(32);
+    for (dir, len) in [("locks", 6u64 << 30), ("snapshots", 1 << 30)] {
+        let f = fs::File::create(root.join(dir).join(&id)).unwrap();
+        f.set_len(len).unwrap();
+    }
+    let mut c = with_memory_limit(repo.cmd(&["ls", "latest", "--no-cache"]), 2 << 30);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "snapshots/{id} is damaged (1073741824 bytes, more than a snapshot file can be"
+        )),
+        "{out}"
+    );
+}
+
 #[test]
 fn credentials_never_appear_in_output_or_the_repository() {
     let server = S3Server::start();

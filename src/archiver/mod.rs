@@ -483,6 +483,16 @@ pub fn backup(
         started_ns,
     };
     let (id, bytes) = snapshot.encode(repo.key());
+    // Never a snapshot no reader would read (see `FileKind::max_len`):
+    // only its paths and tags, given on the command line, could make one.
+    if bytes.len() as u64 > crate::backend::MAX_SNAPSHOT_LEN {
+        return Err(Error::Invalid(format!(
+            "the snapshot would be {} bytes, more than a snapshot file can be ({}): give \
+             fewer paths or tags; no snapshot written",
+            bytes.len(),
+            crate::backend::MAX_SNAPSHOT_LEN
+        )));
+    }
     crate::fault::point("before-snapshot-write");
     // gc may have run if the lock looked stale: the blobs this snapshot
     // names (its own, and those it found already stored) may be gone.

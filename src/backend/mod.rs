@@ -81,6 +81,42 @@ impl FileKind {
     pub fn durable(self) -> bool {
         self != FileKind::Lock
     }
+
+    /// The most bytes a file of this kind, read whole into memory, may
+    /// hold; `None` for packs and index tables, which are mapped or read
+    /// by range (and spooled to disk when large, from a remote store).
+    /// Each is far above what cairn writes (a key file is 160 bytes, a
+    /// config or lock a few hundred, a snapshot its paths and tags), so
+    /// that a file past it is damage, or planted to exhaust memory (a
+    /// sparse lock file of gigabytes, a config linked to `/dev/zero`),
+    /// and is refused as a file that does not decode, before its bytes
+    /// are read.
+    pub fn max_len(self) -> Option<u64> {
+        match self {
+            FileKind::Key => Some(4 << 10),
+            FileKind::Config | FileKind::Lock => Some(64 << 10),
+            FileKind::Snapshot => Some(MAX_SNAPSHOT_LEN),
+            FileKind::Pack | FileKind::Index => None,
+        }
+    }
+}
+
+/// The most bytes a snapshot file may hold (see [`FileKind::max_len`]):
+/// a backup whose snapshot would be larger (its paths and tags, given on
+/// the command line, are what grows) is refused before it is written.
+pub const MAX_SNAPSHOT_LEN: u64 = 64 << 20;
+
+/// The error for a file of `kind` (`what` names it) of `len` bytes, more
+/// than [`FileKind::max_len`] lets be read: damage of that file.
+pub fn oversize(kind: FileKind, what: impl std::fmt::Display, len: u64) -> crate::error::Error {
+    crate::error::Error::corrupt(
+        what,
+        format!(
+            "{len} bytes, more than a {} file can be ({} at most); not read",
+            local::kind_name(kind),
+            kind.max_len().unwrap_or(u64::MAX)
+        ),
+    )
 }
 
 /// Bytes read from a backend: owned, or mapped from a local file.

@@ -342,9 +342,16 @@ impl S3Backend {
     /// A whole object; an index table of `known` bytes (from a listing,
     /// or asked for) beyond [`crate::index::SPOOL_FROM`] is spooled to a
     /// temporary file rather than held in memory.
+    /// A file of a kind with a limit ([`FileKind::max_len`]) larger than
+    /// it, as `known` tells, is refused unread.
     fn read_known(&self, kind: FileKind, name: &str, known: Option<u64>) -> Result<Data> {
         let key = Self::key(kind, name);
         let what = || self.object(kind, name);
+        if let (Some(max), Some(len)) = (kind.max_len(), known) {
+            if len > max {
+                return Err(super::oversize(kind, what(), len));
+            }
+        }
         if let Some(len) = known.filter(|&n| n > crate::index::SPOOL_FROM as u64) {
             return self.read_spooled(kind, name, len);
         }
@@ -796,7 +803,9 @@ impl Backend for S3Backend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
-        let known = if kind == FileKind::Index {
+        // An index table's size decides whether it is spooled; that of a
+        // file read whole into memory, whether it is read at all.
+        let known = if kind == FileKind::Index || kind.max_len().is_some() {
             let what = || self.object(kind, name);
             let key = Self::key(kind, name);
             Some(self.run("stat", what, self.op.stat(&key))?.content_length())

@@ -640,6 +640,10 @@ fn list_all(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<Listed>, Vec<
                     });
                 }
                 Err(e) if e.is_not_found() => vanished = true,
+                // No lock file either: what a read refuses before
+                // decoding (a symlink to a FIFO or device, a file larger
+                // than any lock).
+                Err(Error::Corrupt { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }

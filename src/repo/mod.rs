@@ -378,7 +378,16 @@ impl Repository {
         // open only when the password opens no cheaper one.
         let mut candidates = Vec::new();
         for name in &names {
-            let bytes = backend.read(FileKind::Key, name)?;
+            let bytes = match backend.read(FileKind::Key, name) {
+                Ok(bytes) => bytes,
+                // Refused before decoding (not a regular file, larger
+                // than any key file): damaged as one that does not decode.
+                Err(e @ Error::Corrupt { .. }) => {
+                    damaged.push(format!("key {}: {e}", &name[..8]));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             // A key file is named by its hash: one whose bytes changed
             // would only fail to open, and look like a wrong password.
             if hex::encode(file_hash(&bytes)) != *name {

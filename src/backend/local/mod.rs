@@ -322,13 +322,61 @@ impl RangeReader for OpenFile {
 
 impl LocalBackend {
     fn open_file(&self, kind: FileKind, name: &str) -> Result<OpenFile> {
-        let path = self.path(kind, name);
-        let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
+        let (file, path, _) = self.open_regular(kind, name)?;
         Ok(OpenFile {
             file,
             path,
             what: format!("{} {name}", kind_name(kind)),
         })
+    }
+
+    /// Opens a file of the repository for reading, with its length. It
+    /// must be a regular file (or a symlink to one): a FIFO in its place
+    /// would stall the open and every read until someone wrote to it
+    /// (anyone who can write to `locks/` could hang every other client),
+    /// and a device would be read without end (`/dev/zero`). So it is
+    /// opened with `O_NONBLOCK`, which lets a FIFO open at once, and
+    /// anything but a regular file is refused as damage of that file
+    /// ([`Error::Corrupt`], naming its path); the flag is cleared on a
+    /// file kept.
+    fn open_regular(&self, kind: FileKind, name: &str) -> Result<(File, PathBuf, u64)> {
+        let path = self.path(kind, name);
+        let not_a_file =
+            |what: &str| Error::corrupt(path.display(), format!("{what}, not a regular file"));
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // A socket cannot be opened at all.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(not_a_file("a socket")),
+            Err(e) => return Err(self.map_err("open", kind, name, e)),
+        };
+        let meta = file.metadata().map_err(|e| Error::path("stat", &path, e))?;
+        if !meta.is_file() {
+            use std::os::unix::fs::FileTypeExt;
+            let t = meta.file_type();
+            return Err(not_a_file(if t.is_dir() {
+                "a folder"
+            } else if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            }));
+        }
+        // SAFETY: fcntl on a descriptor this function owns, with flags it
+        // just read.
+        unsafe {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags != -1 {
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
+        Ok((file, path, meta.len()))
     }
 
     /// The folders holding files of `kind`: for packs, the `packs/<xx>`
@@ -479,8 +527,11 @@ impl Backend for LocalBackend {
                     other => other,
                 };
                 match meta {
-                    // A folder among the files is none of them.
+                    // A folder among the files is none of them, and nor
+                    // is a FIFO, socket or device (as `read_names` says);
+                    // a symlink to one is, as `list` has it.
                     Ok(m) if m.is_dir() => {}
+                    Ok(m) if !m.is_file() && !entry.file_type().is_ok_and(|t| t.is_symlink()) => {}
                     Ok(_) if !placed(kind, &d, &name) => {}
                     Ok(m) => out.push((name, m.len())),
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -515,30 +566,36 @@ impl Backend for LocalBackend {
     }
 
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
-        let path = self.path(kind, name);
-        match kind {
-            FileKind::Pack | FileKind::Index => {
-                let file = File::open(&path).map_err(|e| self.map_err("open", kind, name, e))?;
-                // A table's file is kept open: lookups read its entries
-                // with `pread` until they are many (see `IndexTable::find`).
-                let map = match kind {
-                    FileKind::Index => Map::keeping(file, &path)?,
-                    _ => {
-                        let map = Map::file(&file, &path)?;
-                        crate::fault::shrink_mapped(&path);
-                        map
-                    }
-                };
-                Ok(Data::Mapped(map))
-            }
-            _ => fs::read(&path)
-                .map(Data::Owned)
-                .map_err(|e| self.map_err("read", kind, name, e)),
+        let (file, path, len) = self.open_regular(kind, name)?;
+        let Some(max) = kind.max_len() else {
+            // A table's file is kept open: lookups read its entries
+            // with `pread` until they are many (see `IndexTable::find`).
+            let map = match kind {
+                FileKind::Index => Map::keeping(file, &path)?,
+                _ => {
+                    let map = Map::file(&file, &path)?;
+                    crate::fault::shrink_mapped(&path);
+                    map
+                }
+            };
+            return Ok(Data::Mapped(map));
+        };
+        if len > max {
+            return Err(super::oversize(kind, path.display(), len));
         }
+        // Never more than the limit, even from a file that grows while
+        // read, or whose length says nothing (`/proc`).
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, max + 1), &mut bytes)
+            .map_err(|e| Error::path("read", &path, e))?;
+        if bytes.len() as u64 > max {
+            return Err(super::oversize(kind, path.display(), bytes.len() as u64));
+        }
+        Ok(Data::Owned(bytes))
     }
 
     fn prefetch(&self, kind: FileKind, name: &str, range: std::ops::Range<u64>) {
-        if let Ok(file) = File::open(self.path(kind, name)) {
+        if let Ok((file, _, _)) = self.open_regular(kind, name) {
             crate::mmap::read_ahead(&file, range);
         }
     }
@@ -796,8 +853,10 @@ fn placed(kind: FileKind, dir: &Path, name: &str) -> bool {
 /// Which of a folder's entries [`read_names`] lists.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Entries {
-    /// Everything but folders: files, and symlinks (packs moved
-    /// elsewhere), which reads follow.
+    /// Regular files, and symlinks (packs moved elsewhere) to anything
+    /// but a folder, which reads follow (and refuse, if what they reach
+    /// is no regular file). A FIFO, socket or device is no file of the
+    /// repository's, as a folder is not.
     Files,
     /// Folders, and symlinks to folders.
     Folders,
@@ -821,15 +880,17 @@ fn read_names(dir: &Path, want: Entries) -> Result<Vec<String>> {
         };
         // The type the listing gives, without a stat on most
         // filesystems; a symlink is looked through only for folders.
-        let is_dir = match entry.file_type() {
+        let wanted = match entry.file_type() {
             Ok(t) if t.is_symlink() => {
-                want == Entries::Folders && fs::metadata(entry.path()).is_ok_and(|m| m.is_dir())
+                let to_dir = fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+                (want == Entries::Folders) == to_dir
             }
-            Ok(t) => t.is_dir(),
+            Ok(t) if t.is_dir() => want == Entries::Folders,
+            Ok(t) => want == Entries::Files && t.is_file(),
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::path("stat", &entry.path(), e)),
         };
-        if is_dir == (want == Entries::Folders) {
+        if wanted {
             out.push(name);
         }
     }
@@ -1158,6 +1219,76 @@ mod tests {
         let mut packs = b.list(FileKind::Pack).unwrap();
         packs.sort();
         assert_eq!(packs, ["12".repeat(32), name]);
+    }
+
+    /// A FIFO, socket or device where a file goes is left out of every
+    /// listing; reached by name (or through a symlink, which listings
+    /// keep) it is refused at once as damage naming its path, never
+    /// waited on or read without end; a file of a kind read whole that is
+    /// larger than any of its kind is refused unread.
+    #[test]
+    fn what_is_not_a_regular_file_is_not_listed_and_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root);
+        b.create().unwrap();
+        let fifo = |p: &Path| {
+            let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: a valid C string.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        };
+        let name = "ab".repeat(32);
+        for kind in [
+            FileKind::Lock,
+            FileKind::Snapshot,
+            FileKind::Index,
+            FileKind::Pack,
+        ] {
+            let path = b.path(kind, &name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fifo(&path);
+            assert!(b.list(kind).unwrap().is_empty(), "{kind:?}");
+            assert!(b.list_sizes(kind).unwrap().is_empty(), "{kind:?}");
+            assert!(b.list_times(kind).unwrap().is_empty(), "{kind:?}");
+            let err = b.read(kind, &name).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert!(
+                err.to_string().contains("a FIFO, not a regular file"),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
+            assert!(b.read_range(kind, &name, 0, 1).is_err());
+        }
+        let linked = "cd".repeat(32);
+        let target = dir.path().join("fifo");
+        fifo(&target);
+        std::os::unix::fs::symlink(&target, b.path(FileKind::Snapshot, &linked)).unwrap();
+        assert_eq!(
+            b.list(FileKind::Snapshot).unwrap(),
+            std::slice::from_ref(&linked)
+        );
+        let err = b.read(FileKind::Snapshot, &linked).unwrap_err();
+        assert!(err.to_string().contains("a FIFO"), "{err}");
+        std::os::unix::fs::symlink("/dev/zero", root.join("config")).unwrap();
+        let err = b.read(FileKind::Config, "").unwrap_err();
+        assert!(
+            err.to_string().contains("a device, not a regular file"),
+            "{err}"
+        );
+
+        let big = "ef".repeat(32);
+        for (kind, len) in [(FileKind::Lock, 64 << 10), (FileKind::Key, 4 << 10)] {
+            let path = b.path(kind, &big);
+            fs::File::create(&path).unwrap().set_len(len).unwrap();
+            assert_eq!(b.read(kind, &big).unwrap().len() as u64, len);
+            fs::File::create(&path).unwrap().set_len(len + 1).unwrap();
+            let err = b.read(kind, &big).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("more than a"), "{err}");
+        }
     }
 
     /// Leftovers in a pack folder are removed whether or not a listing of
