@@ -347,12 +347,16 @@ impl Snapshots {
 }
 
 /// Every snapshot file. A file that does not decode (`Error::Corrupt`) is
-/// set apart in `damaged`. A file listed but gone when read, and gone
-/// from a second listing too, was removed meanwhile (a `forget`, which a
-/// listing of snapshots does not wait for) and is left out; one still
-/// listed but not found (a symlink to nothing) is the error, as is any
-/// other failure (listing, reading), since it says nothing about the
-/// file.
+/// set apart in `damaged`, and so is one that cannot be read for a
+/// reason of its own (see [`unreadable`]): a read refused (permissions),
+/// an IO error, something not a regular file, or a name still listed
+/// but not found (a symlink to nothing, a copy's mount gone). Either way
+/// it may hold the only references to data, so gc refuses while it is
+/// there, and `forget <id>` removes it. A file listed but gone when
+/// read, and gone from a second listing too, was removed meanwhile (a
+/// `forget`, which a listing of snapshots does not wait for) and is left
+/// out. A failure that says nothing about the file (listing, a remote
+/// store's error, transient or not) stays an error.
 pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
     let mut out = Snapshots::default();
     let mut listed_again: Option<Vec<String>> = None;
@@ -363,24 +367,46 @@ pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
         let id = SnapshotId::from_hex(&name)?;
         match Snapshot::load(backend, key, &id) {
             Ok(snapshot) => out.good.push(SnapshotEntry { id, snapshot }),
-            Err(Error::Corrupt { detail, .. }) => {
-                out.damaged.push(DamagedSnapshot { id, reason: detail })
-            }
             Err(e) if e.is_not_found() => {
                 let again = match &mut listed_again {
                     Some(names) => names,
                     None => listed_again.insert(backend.list(FileKind::Snapshot)?),
                 };
                 if again.contains(&name) {
-                    return Err(e);
+                    out.damaged.push(DamagedSnapshot {
+                        id,
+                        reason: NOT_THERE.into(),
+                    });
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => match unreadable(&e) {
+                Some(reason) => out.damaged.push(DamagedSnapshot { id, reason }),
+                None => return Err(e),
+            },
         }
     }
     out.good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
     out.damaged.sort_by_key(|d| d.id);
     Ok(out)
+}
+
+/// Why a snapshot file listed twice was not found when read.
+pub const NOT_THERE: &str =
+    "listed, but there is no file to read: a symlink to nothing, or a file removed by hand";
+
+/// Why a snapshot file could not be read, where the error is the file's
+/// own: it does not decode (`Corrupt`), or the local filesystem refused
+/// or failed to read it (`Io`: permission denied, an IO error; the
+/// message names its path). `None` for errors that say nothing about the
+/// file: a remote store's (a transient failure after the retries, denied
+/// credentials), which another try or a fix elsewhere may mend, and which
+/// would otherwise set apart every snapshot at once.
+pub fn unreadable(e: &Error) -> Option<String> {
+    match e {
+        Error::Corrupt { detail, .. } => Some(detail.clone()),
+        Error::Io { .. } => Some(e.to_string()),
+        _ => None,
+    }
 }
 
 /// Filters used to pick snapshots.
@@ -553,7 +579,7 @@ mod tests {
     }
 
     /// A snapshot removed after the listing named it is left out, not
-    /// an error; one listed again but still not found is the error.
+    /// an error; one listed again but still not found is damaged.
     #[test]
     fn a_snapshot_removed_while_listed_is_left_out() {
         let key = MasterKey::generate();
@@ -567,17 +593,94 @@ mod tests {
             };
             let (kept, bytes) = sample(5).encode(&key);
             b.write(FileKind::Snapshot, &kept.to_hex(), &bytes).unwrap();
+            let all = load_all(&b, &key).unwrap();
+            assert_eq!(all.good.len(), 1);
+            assert_eq!(all.good[0].id, kept);
+            if listed_always {
+                assert_eq!(all.damaged.len(), 1);
+                assert_eq!(all.damaged[0].id.to_hex(), "00".repeat(32));
+                assert_eq!(all.damaged[0].reason, NOT_THERE);
+                let e = all.check_complete("collect garbage").unwrap_err();
+                assert!(e.to_string().contains("refusing"), "{e}");
+            } else {
+                assert!(all.damaged.is_empty());
+            }
+        }
+    }
+
+    /// Hooks that refuse to read one snapshot with `err`.
+    struct Refused {
+        name: String,
+        err: fn() -> Error,
+    }
+
+    impl crate::backend::testing::Hooks for Refused {
+        fn read(&self, _kind: FileKind, name: &str) -> Option<Result<crate::backend::Data>> {
+            (name == self.name).then(|| Err((self.err)()))
+        }
+    }
+
+    /// A snapshot file the filesystem refuses to read (permission denied,
+    /// an IO error) is set apart as damaged with the error naming it, so
+    /// the others are listed and gc refuses; a remote store's failure
+    /// stays an error, whether or not it was transient.
+    #[test]
+    fn a_snapshot_that_cannot_be_read_is_set_apart_a_store_failure_is_not() {
+        let key = MasterKey::generate();
+        let denied = || {
+            Error::path(
+                "open",
+                std::path::Path::new("/repo/snapshots/x"),
+                std::io::Error::from_raw_os_error(libc::EACCES),
+            )
+        };
+        fn remote(transient: bool) -> Error {
+            Error::Backend {
+                op: "read".into(),
+                object: "snapshots/x".into(),
+                endpoint: "e".into(),
+                detail: "d".into(),
+                transient,
+            }
+        }
+        let cases: [(fn() -> Error, bool); 3] = [
+            (denied, true),
+            (|| remote(true), false),
+            (|| remote(false), false),
+        ];
+        for (err, damaged) in cases {
+            let b = crate::backend::testing::Hooked {
+                inner: crate::backend::mem::MemBackend::default(),
+                hooks: Refused {
+                    name: String::new(),
+                    err,
+                },
+            };
+            let (kept, bytes) = sample(5).encode(&key);
+            b.write(FileKind::Snapshot, &kept.to_hex(), &bytes).unwrap();
+            let (refused, bytes) = sample(7).encode(&key);
+            b.write(FileKind::Snapshot, &refused.to_hex(), &bytes)
+                .unwrap();
+            let b = crate::backend::testing::Hooked {
+                inner: b.inner,
+                hooks: Refused {
+                    name: refused.to_hex(),
+                    err,
+                },
+            };
             match load_all(&b, &key) {
                 Ok(all) => {
-                    assert!(!listed_always);
+                    assert!(damaged);
                     assert_eq!(all.good.len(), 1);
-                    assert_eq!(all.good[0].id, kept);
-                    assert!(all.damaged.is_empty());
+                    assert_eq!(all.damaged[0].id, refused);
+                    assert!(
+                        all.damaged[0].reason.contains("/repo/snapshots/x")
+                            && all.damaged[0].reason.contains("Permission denied"),
+                        "{:?}",
+                        all.damaged
+                    );
                 }
-                Err(e) => {
-                    assert!(listed_always, "{e}");
-                    assert!(e.is_not_found(), "{e}");
-                }
+                Err(e) => assert!(!damaged && matches!(e, Error::Backend { .. }), "{e}"),
             }
         }
     }

@@ -316,3 +316,44 @@ fn a_damaged_snapshot_is_named_only_without_filters_and_unambiguously() {
     assert!(named[1]["time_ns"].is_i64(), "{out}");
     assert!(names_in(&repo, "snapshots").is_empty());
 }
+
+/// A snapshot file that stays listed but cannot be read (a symlink to
+/// nothing, as a copy on a mount that is gone leaves) is damaged like
+/// one that does not decode: the listing, restore and backup go on with
+/// the others and name it, verify reports it with the remedy, gc refuses,
+/// and `forget <id>` removes it.
+#[test]
+fn a_snapshot_file_that_cannot_be_read_is_set_apart_as_damaged() {
+    let (repo, older, newer) = two_snapshots();
+    let path = snapshot_file(&repo, &older.id);
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/x", &path).unwrap();
+
+    let (ids, out) = listed(&repo);
+    assert_eq!(ids, vec![newer.id.clone()], "{out}");
+    warns_of(&out, &older.id);
+    assert!(out.stderr.contains("a symlink to nothing"), "{out}");
+    assert_restores(&repo, &newer);
+    let out = repo.run(&["ls", "latest"]).success();
+    warns_of(&out, &older.id);
+    let out = repo.run(&["backup", "--json", &abs(&newer.src)]);
+    assert_eq!(out.code, 3, "{out}");
+    warns_of(&out, &older.id);
+    assert_eq!(out.json()["parent"], newer.id.as_str(), "{out}");
+
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("remove it with `cairn forget {}`", &older.id[..8])),
+        "{out}"
+    );
+    gc_refuses(&repo, &older.id);
+    let out = repo.run(&["forget", &older.id[..8]]).success();
+    assert!(out.stdout.contains("removed 1 snapshot(s)"), "{out}");
+    assert!(
+        fs::symlink_metadata(&path).is_err(),
+        "the symlink is removed"
+    );
+    repo.run(&["gc"]).success();
+}

@@ -209,14 +209,22 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         let id = SnapshotId::from_hex(&name)?;
         match Snapshot::load(backend, repo.key(), &id) {
             Ok(s) => snapshots.push((id, s)),
-            Err(e @ Error::Corrupt { .. }) => report.errors.push(problem(
-                format!("snapshot {}", id.short()),
-                format!(
-                    "{e}: put back an intact copy of snapshots/{id}, or remove it with \
-                     `cairn forget {}` if it is lost (gc refuses to run until then)",
-                    id.short()
-                ),
-            )),
+            // Damage of the file, as `load_all` sets apart (a file still
+            // listed but not found too: no forget runs beside verify).
+            Err(e) if e.is_not_found() || crate::snapshot::unreadable(&e).is_some() => {
+                let e = match e {
+                    Error::NotFound(_) => crate::snapshot::NOT_THERE.to_string(),
+                    e => e.to_string(),
+                };
+                report.errors.push(problem(
+                    format!("snapshot {}", id.short()),
+                    format!(
+                        "{e}: put back an intact copy of snapshots/{id}, or remove it with \
+                         `cairn forget {}` if it is lost (gc refuses to run until then)",
+                        id.short()
+                    ),
+                ))
+            }
             Err(e) => report
                 .errors
                 .push(problem(format!("snapshot {}", id.short()), e.to_string())),
