@@ -269,6 +269,22 @@ impl TableMarks {
     }
 }
 
+/// The index, every table of it, for a command (`doing`, e.g. "collect
+/// garbage") that deletes what it does not reach: never read around a
+/// table that cannot be parsed, as commands that only read are
+/// ([`Repository::index_reading_around`]), since the packs only that
+/// table indexes would look unused and be deleted with their data. Such
+/// a table is an error naming it and `cairn repair index`.
+pub fn whole_index(repo: &Repository, doing: &str) -> Result<std::sync::Arc<IndexSet>> {
+    repo.index().map_err(|e| match e {
+        Error::Corrupt { .. } => Error::Invalid(format!(
+            "refusing to {doing}: {e}, and the packs only it indexes would look unused; \
+             `cairn repair index` rebuilds the index from the packs"
+        )),
+        e => e,
+    })
+}
+
 /// Marks live blobs and decides what to do with each pack.
 pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     let snapshots = repo.snapshots()?.require_all("collect garbage")?;
@@ -279,7 +295,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
             sizes.insert(PackId::from_hex(&name)?, size);
         }
     }
-    let index = repo.index()?;
+    let index = whole_index(repo, "collect garbage")?;
     // Marking looks up every blob in use.
     index.build_directories(usize::MAX);
     let marks = Marks::new(&index, &sizes)?;

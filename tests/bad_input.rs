@@ -1120,3 +1120,83 @@ fn fifos_devices_and_huge_files_in_a_repository_hang_nothing_and_fill_no_memory(
     assert_eq!(out.code, 0, "{out}");
     ls("FIFOs among index tables and packs");
 }
+
+/// The names in a repository folder.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// An index table that cannot be parsed stops neither `ls` nor a backup:
+/// both read around it with a warning naming it and `cairn repair
+/// index`, and the backup stores again what only that table indexed, so
+/// its snapshot restores whole. gc, and forget with --gc before it
+/// removes anything, refuse, naming the remedy; verify reports it.
+#[test]
+fn a_damaged_index_table_is_read_around_by_ls_and_backup_not_by_gc() {
+    let repo = Repo::new();
+    let first = repo.scratch("first");
+    write_random(&first.join("a.bin"), 1, 200_000);
+    repo.backup(&[&first], &[]);
+    let damaged = names(&repo.path.join("index"));
+    let second = repo.scratch("second");
+    write_random(&second.join("b.bin"), 2, 100_000);
+    let kept = repo.backup(&[&second], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for name in &damaged {
+        let path = repo.path.join("index").join(name);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[0] ^= 0xff;
+        chmod(&path, 0o600);
+        fs::write(&path, bytes).unwrap();
+    }
+    let advice = "`cairn repair index` rebuilds the index from the packs";
+    let named = |out: &Out| {
+        assert!(
+            out.stderr
+                .contains(&format!("index {} is corrupt", &damaged[0][..8])),
+            "{out}"
+        );
+        assert!(out.stderr.contains(advice), "{out}");
+    };
+
+    let out = repo.run(&["ls", &kept[..8]]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("b.bin"), "{out}");
+    named(&out);
+    let out = repo.run(&["backup", "--json", first.to_str().unwrap()]);
+    assert_eq!(out.code, 3, "{out}");
+    named(&out);
+    assert!(out.stderr.contains("is stored again"), "{out}");
+    let again = out.json()["id"].as_str().unwrap().to_string();
+    let target = repo.scratch("target");
+    let out = repo.restore(&again, &target, &[]);
+    named(&out);
+    assert_same_contents(&first, &restored(&target, &first));
+
+    let snapshots = names(&repo.path.join("snapshots"));
+    for args in [
+        &["gc"][..],
+        &["gc", "--dry-run"],
+        &["forget", "--keep-last", "1", "--gc"],
+    ] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(out.stderr.contains("refusing to"), "{args:?}: {out}");
+        assert!(out.stderr.contains(advice), "{args:?}: {out}");
+    }
+    assert_eq!(
+        names(&repo.path.join("snapshots")),
+        snapshots,
+        "nothing forgotten"
+    );
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stdout.contains(advice), "{out}");
+}

@@ -338,6 +338,11 @@ pub fn backup(
             "reusing {adopted} pack(s) uploaded by an interrupted backup"
         ));
     }
+    // An index table that cannot be parsed is left out, not the backup:
+    // what only it indexes looks new, and is stored again (costing its
+    // bytes, never data). Repository damage read around, as below. The
+    // index is loaded here, once the tables just adopted are written.
+    let damaged_index = repo.index_reading_around("is stored again, where this backup holds it")?;
     // A snapshot file that does not decode is no candidate for parent: the
     // parent is then an older snapshot, or none, and only costs reading
     // more files (every file is compared with the parent, never trusted
@@ -414,7 +419,7 @@ pub fn backup(
             w.push(msg);
         }
     };
-    for msg in damaged {
+    for msg in damaged_index.into_iter().chain(damaged) {
         repo_warn(msg);
     }
     if let Some(msg) = parent_unreadable {

@@ -480,6 +480,7 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
     // anything is removed, rather than halfway.
     if a.gc {
         left.check_complete("forget with --gc")?;
+        gc::whole_index(repo, "forget with --gc")?;
     }
     super::warn_damaged(
         &left,

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::output::{self, escape, outln};
-use super::{json, Context};
+use super::{json, warn, Context};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::id::{file_hash, BlobId, IndexId, PackId};
@@ -122,6 +122,9 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let repo = ctx.open()?;
     // It reads trees from packs, which a gc running meanwhile may repack.
     let _lock = super::read_lock(ctx, &repo, "ls")?;
+    for msg in repo.index_reading_around("cannot be listed")? {
+        warn(&msg);
+    }
     let all = repo.snapshots()?;
     let e = super::pick(&all, &a.snapshot, &a.filter.filter())?;
     let path = super::snapshot_path(a.path.as_deref().map_or(b"/", OsStrExt::as_bytes));
@@ -272,6 +275,11 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         _ => None,
     };
+    if matches!(a.kind, CatKind::Tree | CatKind::Blob | CatKind::Index) {
+        for msg in repo.index_reading_around("cannot be shown")? {
+            warn(&msg);
+        }
+    }
     // Ids are lowercase hex; a prefix matches whatever its case, as a
     // snapshot's does.
     let prefix = a.id.as_deref().map(str::to_ascii_lowercase);

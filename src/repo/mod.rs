@@ -682,6 +682,27 @@ impl Repository {
         Ok(damaged)
     }
 
+    /// Maps the index leniently ([`Repository::index_lenient`]) for a
+    /// command that can read around a table that cannot be parsed, and
+    /// returns a warning for each one left out, naming it and `cairn
+    /// repair index`, with what the command does about what only it
+    /// indexes (`consequence`). For commands that only read (restore,
+    /// `ls`, `cat`) and for backup, which then stores that data again;
+    /// never for one that deletes (gc), which would take what only the
+    /// table indexes for garbage.
+    pub fn index_reading_around(&self, consequence: &str) -> Result<Vec<String>> {
+        Ok(self
+            .index_lenient()?
+            .into_iter()
+            .map(|(_, e)| {
+                format!(
+                    "{e}: left out, so what only it indexes {consequence}: `cairn repair \
+                     index` rebuilds the index from the packs"
+                )
+            })
+            .collect())
+    }
+
     /// Where a blob is stored, or a not-found error naming it.
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
         self.index()?.locate(id)

@@ -233,12 +233,8 @@ pub fn restore(
     })?;
     // A table that cannot be parsed at all is left out, not the restore:
     // what the other tables index is restored.
-    for (id, e) in repo.index_lenient()? {
-        warn(&format!(
-            "index {}: {e}: left out; what only it indexes cannot be found until \
-             `cairn repair index` rebuilds the index",
-            id.short()
-        ));
+    for msg in repo.index_reading_around("cannot be restored")? {
+        warn(&msg);
     }
     let subpath = opts.subpath.as_deref().unwrap_or_default().as_bytes();
     let (tree, start_path) = repo.tree_at_bytes(&snap.tree, subpath)?;

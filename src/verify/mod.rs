@@ -284,7 +284,11 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         if out_of_bounds > 0 {
             report.errors.push(problem(
                 &what,
-                format!("{out_of_bounds} entries point outside their pack"),
+                format!(
+                    "{out_of_bounds} entries point outside their pack (damage to the table, \
+                     or a pack cut short); `cairn repair index` rebuilds the index from the \
+                     packs"
+                ),
             ));
         }
     }
