@@ -75,6 +75,9 @@ pub const VERSION: u32 = 1;
 /// [`LockInfo::version`] of what stands for a lock file of a newer cairn
 /// (see [`LockInfo::is_of_a_newer_cairn`]); no lock file has it.
 const NEWER: u32 = 0;
+/// [`LockInfo::version`] of what stands for a lock file that cannot be
+/// read (see [`LockInfo::is_unreadable`]); no lock file has it.
+const UNREADABLE: u32 = u32::MAX;
 /// A lock not refreshed for this long is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a held lock is refreshed.
@@ -314,6 +317,22 @@ impl LockInfo {
         self.version == NEWER
     }
 
+    /// What stands for a lock file the filesystem would not let be read
+    /// (`why`, naming its path: permission denied, an IO error; see
+    /// [`list_timed`]): an exclusive lock of no known process, as old as
+    /// the store says the file is, as for a newer cairn's.
+    fn unreadable(why: String, written_ns: Option<i64>) -> LockInfo {
+        LockInfo {
+            version: UNREADABLE,
+            ..LockInfo::newer(why, written_ns)
+        }
+    }
+
+    /// Whether this stands for a lock file that cannot be read.
+    pub fn is_unreadable(&self) -> bool {
+        self.version == UNREADABLE
+    }
+
     /// Whether the lock no longer protects anything, as judged by a
     /// reader on `this_host` in pid namespace `this_ns`: not refreshed for
     /// [`STALE_AFTER`], or written in the reader's own pid namespace (on
@@ -345,6 +364,17 @@ impl LockInfo {
 
     /// One line describing the holder.
     pub fn describe(&self) -> String {
+        if self.is_unreadable() {
+            return format!(
+                "a lock file that cannot be read ({}), written {}: taken as an exclusive \
+                 lock, since it may be a gc's, until it is stale (30 minutes after its holder \
+                 last wrote it); let this user read it (a repository shared with a group: \
+                 `chmod g+r` by its owner), or, if no command holds it, remove it with `cairn \
+                 unlock --force`",
+                self.command,
+                crate::format_time(self.time_ns)
+            );
+        }
         if self.is_of_a_newer_cairn() {
             return format!(
                 "a lock file of a newer cairn ({}), written {}: taken as an exclusive lock \
@@ -586,9 +616,14 @@ pub struct Listed {
 /// skipping it would have gc run beside the backup of a newer cairn on
 /// another host, and remove what that backup is storing. Such a lock
 /// holds until it is stale by the store's time, or, on a store that
-/// tells no times, until `cairn unlock --force` removes it. Any other
-/// file that does not decode (empty or torn, as a crash can leave a lock
-/// file; sealed with another key) is no lock.
+/// tells no times, until `cairn unlock --force` removes it. So does a
+/// lock file the local filesystem will not let be read (permission
+/// denied in a repository shared with a group, an IO error): it may be
+/// a live gc's lock, which a backup must not run beside, and it says
+/// nothing else ([`LockInfo::is_unreadable`]). Any other file that does
+/// not decode (empty or torn, as a crash can leave a lock file; sealed
+/// with another key; not a regular file, or larger than any lock, which
+/// reads refuse unread) is no lock.
 ///
 /// A holder refreshes its lock by writing the new file before removing
 /// the old one, so a lock listed but gone when read was refreshed (or
@@ -644,6 +679,16 @@ fn list_all(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<Listed>, Vec<
                 // decoding (a symlink to a FIFO or device, a file larger
                 // than any lock).
                 Err(Error::Corrupt { .. }) => continue,
+                Err(e @ Error::Io { .. }) => {
+                    let written_ns = written
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .and_then(|d| i64::try_from(d.as_nanos()).ok());
+                    out.push(Listed {
+                        name,
+                        info: LockInfo::unreadable(e.to_string(), written_ns),
+                        written,
+                    });
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -1167,6 +1212,65 @@ mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
     use crate::fault::LockKnobs;
+
+    /// Hooks that refuse to read every lock file but the caller's own
+    /// (those written through them), as a filesystem refuses a lock file
+    /// of another user that is not readable to this one.
+    struct Denied {
+        own: Mutex<Vec<String>>,
+    }
+
+    impl crate::backend::testing::Hooks for Denied {
+        fn read(&self, kind: FileKind, name: &str) -> Option<Result<crate::backend::Data>> {
+            let own = self.own.lock().unwrap().iter().any(|n| n == name);
+            (kind == FileKind::Lock && !own).then(|| {
+                Err(Error::path(
+                    "open",
+                    std::path::Path::new(&format!("/repo/locks/{name}")),
+                    std::io::Error::from_raw_os_error(libc::EACCES),
+                ))
+            })
+        }
+        fn write(&self, _kind: FileKind, name: &str) -> Option<Result<()>> {
+            self.own.lock().unwrap().push(name.to_string());
+            None
+        }
+    }
+
+    /// A lock file that cannot be read (permission denied) may be a live
+    /// gc's: it holds as an exclusive lock against shared and exclusive
+    /// commands alike, with a message naming the file and what to do,
+    /// until the store's time of it says it is stale.
+    #[test]
+    fn a_lock_file_that_cannot_be_read_holds_as_an_exclusive_lock_until_stale() {
+        let key = MasterKey::generate();
+        let mem = MemBackend::default();
+        let name = "cd".repeat(32);
+        mem.write(FileKind::Lock, &name, b"someone else's").unwrap();
+        let backend = Arc::new(crate::backend::testing::Hooked {
+            inner: mem,
+            hooks: Denied {
+                own: Mutex::new(Vec::new()),
+            },
+        });
+        for (exclusive, command) in [(true, "gc"), (false, "backup")] {
+            let err = acquire(backend.clone(), &key, exclusive, command, Duration::ZERO)
+                .err()
+                .unwrap_or_else(|| panic!("{command} ran beside it"));
+            assert!(matches!(err, Error::Locked(_)), "{err}");
+            let err = err.to_string();
+            assert!(err.contains("a lock file that cannot be read"), "{err}");
+            assert!(err.contains(&format!("/repo/locks/{name}")), "{err}");
+            assert!(err.contains("Permission denied"), "{err}");
+            assert!(err.contains("`cairn unlock --force`"), "{err}");
+        }
+        backend.inner.set_written(
+            FileKind::Lock,
+            &name,
+            SystemTime::now() - STALE_AFTER - Duration::from_secs(60),
+        );
+        drop(acquire(backend.clone(), &key, false, "backup", Duration::ZERO).unwrap());
+    }
 
     fn take(backend: &Arc<MemBackend>, key: &MasterKey, knobs: LockKnobs) -> LockGuard {
         match acquire_with(
