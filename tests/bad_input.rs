@@ -1113,11 +1113,22 @@ fn fifos_devices_and_huge_files_in_a_repository_hang_nothing_and_fill_no_memory(
         .unwrap()
         .path();
     mkfifo(&repo.path.join("index").join("cd".repeat(32)), 0o600);
-    let name = pack_dir.file_name().unwrap().to_str().unwrap().repeat(32);
-    mkfifo(&pack_dir.join(name), 0o600);
+    let d = pack_dir.file_name().unwrap().to_str().unwrap();
+    mkfifo(&pack_dir.join(d.repeat(32)), 0o600);
     let c = repo.cmd(&["verify", "--read-data"]);
     let out = run_within(&mut { c }, 60).expect("verify with FIFOs among packs: hung");
     assert_eq!(out.code, 0, "{out}");
+    // verify names them, as what every command passes over.
+    for place in [
+        format!("index/{}", "cd".repeat(32)),
+        format!("packs/{d}/{}", d.repeat(32)),
+    ] {
+        assert!(
+            out.stdout
+                .contains(&format!("warning: {place}: a FIFO where a file goes")),
+            "{place}: {out}"
+        );
+    }
     ls("FIFOs among index tables and packs");
 }
 

@@ -354,6 +354,9 @@ impl Backend for CachedBackend {
         }
         Ok(listed)
     }
+    fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
+        self.inner.not_files(kind)
+    }
     fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
         self.inner.list_times(kind)
     }

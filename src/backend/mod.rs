@@ -266,6 +266,16 @@ pub trait Backend: Send + Sync {
     fn list_times(&self, kind: FileKind) -> Result<Vec<(String, Option<SystemTime>)>> {
         Ok(self.list(kind)?.into_iter().map(|n| (n, None)).collect())
     }
+    /// Entries named as files of `kind` are (64 hex digits, in the
+    /// place their name gives) that listings pass over for not being
+    /// files (a folder, FIFO, socket or device in a file's place), each
+    /// as its place in the repository (`snapshots/<id>`) with what it
+    /// is, for `verify` to warn of. Stores that hold only files give none
+    /// (the default).
+    fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
+        let _ = kind;
+        Ok(Vec::new())
+    }
     /// Size in bytes of a file.
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// All bytes of a file.

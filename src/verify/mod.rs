@@ -243,6 +243,28 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             .push(problem(format!("index {}", id.short()), index_damage(&e)));
     }
 
+    // What stands where a file goes, named as one, is no file of the
+    // repository's: every command passes over it (FORMAT.md, "Layout").
+    // Said, since it may be a file that was lost (a snapshot turned into
+    // a folder by hand, a FIFO planted to hang clients).
+    for kind in [
+        FileKind::Snapshot,
+        FileKind::Index,
+        FileKind::Pack,
+        FileKind::Key,
+        FileKind::Lock,
+    ] {
+        for (place, what) in backend.not_files(kind)? {
+            report.warnings.push(problem(
+                place,
+                format!(
+                    "{what} where a file goes: not one of the repository's files, and passed \
+                     over by every command; move it away"
+                ),
+            ));
+        }
+    }
+
     // Packs present, with sizes: one listing, not one request per pack.
     let mut packs: HashMap<PackId, u64> = HashMap::new();
     for (name, size) in backend.list_sizes(FileKind::Pack)? {

@@ -341,7 +341,7 @@ impl LocalBackend {
     /// file kept.
     fn open_regular(&self, kind: FileKind, name: &str) -> Result<(File, PathBuf, u64)> {
         let path = self.path(kind, name);
-        let not_a_file =
+        let refused =
             |what: &str| Error::corrupt(path.display(), format!("{what}, not a regular file"));
         let file = match OpenOptions::new()
             .read(true)
@@ -350,22 +350,12 @@ impl LocalBackend {
         {
             Ok(f) => f,
             // A socket cannot be opened at all.
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(not_a_file("a socket")),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(refused("a socket")),
             Err(e) => return Err(self.map_err("open", kind, name, e)),
         };
         let meta = file.metadata().map_err(|e| Error::path("stat", &path, e))?;
         if !meta.is_file() {
-            use std::os::unix::fs::FileTypeExt;
-            let t = meta.file_type();
-            return Err(not_a_file(if t.is_dir() {
-                "a folder"
-            } else if t.is_fifo() {
-                "a FIFO"
-            } else if t.is_socket() {
-                "a socket"
-            } else {
-                "a device"
-            }));
+            return Err(refused(not_a_file(&meta)));
         }
         // SAFETY: fcntl on a descriptor this function owns, with flags it
         // just read.
@@ -544,6 +534,40 @@ impl Backend for LocalBackend {
                 *seen = Some(tmp_dirs);
             }
         }
+        Ok(out)
+    }
+
+    fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
+        let mut out = Vec::new();
+        let listed: std::collections::HashSet<String> = self.list(kind)?.into_iter().collect();
+        for d in self.dirs(kind)? {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::path("list", &d, e)),
+            };
+            for entry in rd.flatten() {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                if !crate::id::is_hex_name(&name) || !placed(kind, &d, &name) {
+                    continue;
+                }
+                if listed.contains(&name) {
+                    continue;
+                }
+                let what = match fs::metadata(entry.path()) {
+                    Ok(m) if !m.is_file() => not_a_file(&m),
+                    _ => continue,
+                };
+                let place = match kind {
+                    FileKind::Pack => format!("packs/{}/{name}", &name[..2]),
+                    _ => format!("{}/{name}", kind.dir()),
+                };
+                out.push((place, what));
+            }
+        }
+        out.sort();
         Ok(out)
     }
 
@@ -848,6 +872,21 @@ const DIRECT_MIN: usize = 1 << 20;
 /// repository's (FORMAT.md, "Layout").
 fn placed(kind: FileKind, dir: &Path, name: &str) -> bool {
     kind != FileKind::Pack || dir.file_name().and_then(|d| d.to_str()) == name.get(..2)
+}
+
+/// What `meta` says an entry that is not a regular file is, for messages.
+fn not_a_file(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a device"
+    }
 }
 
 /// Which of a folder's entries [`read_names`] lists.
