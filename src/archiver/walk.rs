@@ -23,6 +23,12 @@ use crate::repo::Repository;
 use crate::tree::{Fill, Node, NodeKind, Parts, TreeEncoder, Xattr, LEFT_OUT_UNKNOWN};
 use crate::writer::{BlobWriter, SealQueue};
 
+/// The stack of a thread that walks a folder and all beneath it, a
+/// frame a level: a backup of a tree tens of thousands of folders deep
+/// must not overflow it (the open-file limit, a descriptor a level, stops
+/// such a walk first). Only what is used is backed by memory.
+const WALK_STACK: usize = 64 << 20;
+
 pub(super) struct WalkSetup<'a> {
     pub repo: &'a Repository,
     pub writer: &'a BlobWriter<'a>,
@@ -910,9 +916,10 @@ struct WalkShared<'a> {
 /// walk. A tree some user made deep enough (a loop of `mkdir d; cd d`)
 /// otherwise ran the backup out of descriptors: the repository's own
 /// files could then not be opened, and the backup failed, no snapshot
-/// written, until December 2026. Deeper than any path a program can name
-/// (`PATH_MAX`, 4,096 bytes).
-const MAX_DEPTH: usize = 4096;
+/// written, until December 2026. Four times deeper than any path a
+/// program can name (`PATH_MAX`, 4,096 bytes), and within what a walking
+/// thread's stack ([`WALK_STACK`]) takes.
+const MAX_DEPTH: usize = 16_384;
 
 /// Descriptors kept for what is not the walk: the repository's files,
 /// the workers' open files, spilled listings, the store's connections.
@@ -1354,16 +1361,26 @@ impl<'a> Walker<'a> {
                             if self.shared.take_spare() {
                                 let shared = self.shared;
                                 let dev = md.dev;
-                                let thread = scope.spawn(move || {
-                                    let mut walker = Walker {
-                                        shared,
-                                        names: NameCache::default(),
-                                    };
-                                    let seq =
-                                        walker.walk_subdir(&path, opened, dev, wants, old_subtree);
-                                    shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
-                                    seq
-                                });
+                                // As `scope.spawn`, which panics too should
+                                // no thread be had.
+                                let thread = std::thread::Builder::new()
+                                    .stack_size(WALK_STACK)
+                                    .spawn_scoped(scope, move || {
+                                        let mut walker = Walker {
+                                            shared,
+                                            names: NameCache::default(),
+                                        };
+                                        let seq = walker.walk_subdir(
+                                            &path,
+                                            opened,
+                                            dev,
+                                            wants,
+                                            old_subtree,
+                                        );
+                                        shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+                                        seq
+                                    })
+                                    .expect("a thread to walk a folder on");
                                 walking.push((waits.len(), thread));
                                 // The sequence number is filled in once it is walked.
                                 let at = tree.push(&node)?;

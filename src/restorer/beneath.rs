@@ -40,7 +40,16 @@ pub(super) struct Beneath {
     /// The target, open; `None` where `/proc/self/fd` cannot name it.
     root: Option<OwnedFd>,
     dirs: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
+    /// The folders where the pieces of paths longer than `PATH_MAX` end
+    /// (see [`Beneath::open_in_pieces`]), open, by path; as many at most.
+    pieces: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
 }
+
+/// The most of a path longer than `PATH_MAX` opened at once (see
+/// [`Beneath::open_in_pieces`]): well below `PATH_MAX`, so that a piece
+/// of many short names fits, and one of a long name (255 bytes at most)
+/// too.
+const PIECE: usize = 2048;
 
 /// A path to act on for an entry of the target (see the module docs); it
 /// holds the entry's parent directory open while it lives.
@@ -84,6 +93,7 @@ impl Beneath {
             target: target.to_path_buf(),
             root,
             dirs: Mutex::new(HashMap::new()),
+            pieces: Mutex::new(HashMap::new()),
         }
     }
 
@@ -129,6 +139,58 @@ impl Beneath {
         if let Ok(mut dirs) = self.dirs.lock() {
             dirs.retain(|d, _| !d.starts_with(rel));
         }
+        if let Ok(mut pieces) = self.pieces.lock() {
+            pieces.retain(|d, _| !d.starts_with(rel));
+        }
+    }
+
+    /// [`open_beneath`] of a folder whose path is longer than the kernel
+    /// takes at once: a piece of at most [`PIECE`] bytes at a time, each
+    /// opened from the folder the piece before it led to. The folders
+    /// where pieces end are kept (see `pieces`), so the next folder of a
+    /// deep tree is reached from the nearest of them: its parents given
+    /// their metadata deepest first, each not cached, are a piece away,
+    /// not the whole way down again.
+    fn open_in_pieces(&self, root: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
+        // The pieces' ends, always at the same places of a path, so that
+        // the folders above share them.
+        let mut ends = Vec::new();
+        let mut piece = 0;
+        let mut at = PathBuf::new();
+        for part in rel.components() {
+            let len = part.as_os_str().len();
+            if piece > 0 && piece + 1 + len > PIECE {
+                ends.push(at.clone());
+                piece = 0;
+            }
+            piece += len + usize::from(piece > 0);
+            at.push(part);
+        }
+        let kept = |p: &Path| self.pieces.lock().ok().and_then(|k| k.get(p).cloned());
+        let (mut from, mut from_path) = (None::<Arc<OwnedFd>>, PathBuf::new());
+        let mut next = 0;
+        for (i, end) in ends.iter().enumerate().rev() {
+            if let Some(fd) = kept(end) {
+                (from, from_path, next) = (Some(fd), end.clone(), i + 1);
+                break;
+            }
+        }
+        for end in ends.iter().skip(next).chain(std::iter::once(&at)) {
+            let piece = end.strip_prefix(&from_path).unwrap_or(end);
+            let fd = open_beneath(from.as_deref().unwrap_or(root), piece)?;
+            if *end == at {
+                return Ok(fd);
+            }
+            let fd = Arc::new(fd);
+            if let Ok(mut k) = self.pieces.lock() {
+                if k.len() >= CACHED_DIRS {
+                    k.clear();
+                }
+                k.insert(end.clone(), fd.clone());
+            }
+            (from, from_path) = (Some(fd), end.clone());
+        }
+        unreachable!("the last piece ends at the folder itself")
     }
 
     fn dir(&self, root: &OwnedFd, rel: &Path) -> std::io::Result<Arc<OwnedFd>> {
@@ -138,16 +200,20 @@ impl Beneath {
         let opened = match open_beneath(root, rel) {
             // A path longer than the kernel takes at once (PATH_MAX, 4096
             // bytes): the folder is opened by its own name from its
-            // parent's descriptor, itself reached the same way (and
-            // cached), so a tree of any depth is reached, never through a
-            // symlink.
+            // parent's descriptor where that is cached (as it mostly is:
+            // a folder is made right after its parent), else a piece of
+            // the path at a time, each from the folder the one before
+            // opened, so a tree of any depth is reached, never through a
+            // symlink. (Until December 2026 the parent was reached the
+            // same way, by recursion: a thread's stack per level, and
+            // the whole way up again each time the cache started anew.)
             Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
-                match (rel.parent(), rel.file_name()) {
-                    (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
-                        let parent = self.dir(root, parent)?;
-                        open_beneath(&parent, Path::new(name))
-                    }
-                    _ => Err(e),
+                let cached = rel
+                    .parent()
+                    .and_then(|parent| self.dirs.lock().ok().and_then(|d| d.get(parent).cloned()));
+                match (cached, rel.file_name()) {
+                    (Some(parent), Some(name)) => open_beneath(&parent, Path::new(name)),
+                    _ => self.open_in_pieces(root, rel),
                 }
             }
             r => r,

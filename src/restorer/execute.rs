@@ -92,7 +92,7 @@ impl Executor<'_> {
     pub(super) fn under_skipped(&self, rel: &Path) -> bool {
         self.skipped_dirs
             .lock()
-            .map(|s| !s.is_empty() && rel.ancestors().any(|a| s.contains(a)))
+            .map(|s| s.covers(rel))
             .unwrap_or(false)
     }
 
@@ -105,7 +105,7 @@ impl Executor<'_> {
     pub(super) fn fresh(&self, path: &Path) -> bool {
         self.fresh_dirs
             .lock()
-            .map(|f| !f.is_empty() && path.ancestors().any(|a| f.contains(a)))
+            .map(|f| f.covers(path))
             .unwrap_or(false)
     }
 
@@ -116,9 +116,7 @@ impl Executor<'_> {
             // Beneath a fresh directory it is fresh already (see
             // `fresh`): the set holds the tops of the new subtrees, not
             // every directory made.
-            if !path.ancestors().any(|a| f.contains(a)) {
-                f.insert(path.to_path_buf());
-            }
+            f.insert(path);
         }
     }
 
@@ -150,13 +148,13 @@ impl Executor<'_> {
                 Ok(Dir::Skipped) => {
                     stats.skipped += 1;
                     if let Ok(mut s) = self.skipped_dirs.lock() {
-                        s.insert(d.rel.clone());
+                        s.insert(&d.rel);
                     }
                 }
                 Err(e) => {
                     self.fail(&self.target.join(&d.rel), e);
                     if let Ok(mut s) = self.skipped_dirs.lock() {
-                        s.insert(d.rel.clone());
+                        s.insert(&d.rel);
                     }
                 }
             }

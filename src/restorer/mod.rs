@@ -68,6 +68,7 @@ mod execute;
 mod fetch;
 mod files;
 mod place;
+mod subtrees;
 mod xattrs;
 
 pub(crate) use files::raise_fd_limit;
@@ -251,7 +252,7 @@ pub fn restore(
         }
         !named.is_empty() && start_path != named
     };
-    let mut fresh = HashSet::new();
+    let mut fresh = subtrees::Subtrees::default();
     // A target in the repository, or in the cache, would have a restore
     // write over cairn's own files.
     let own = crate::repo::own::Own::of(repo);
@@ -275,7 +276,7 @@ pub fn restore(
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fresh.insert(opts.target.clone());
+                fresh.insert(&opts.target);
             }
             Err(e) => return Err(Error::path("stat", &opts.target, e)),
         }
@@ -302,7 +303,7 @@ pub fn restore(
         lost: Mutex::new(None),
         halt: std::sync::atomic::AtomicBool::new(false),
         reserved: AtomicU64::new(0),
-        skipped_dirs: Mutex::new(HashSet::new()),
+        skipped_dirs: Mutex::new(subtrees::Subtrees::default()),
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
@@ -1028,9 +1029,9 @@ struct Executor<'a> {
     reserved: AtomicU64,
     /// Directories not restored (skipped or failed): nothing beneath them
     /// is written.
-    skipped_dirs: Mutex<HashSet<PathBuf>>,
+    skipped_dirs: Mutex<subtrees::Subtrees>,
     /// In a dry run: directories the restore would create or replace.
-    fresh_dirs: Mutex<HashSet<PathBuf>>,
+    fresh_dirs: Mutex<subtrees::Subtrees>,
     /// Ids of all-zero blobs by length (see `may_have_holes`).
     zero_ids: Mutex<HashMap<u32, BlobId>>,
     root: bool,
