@@ -1077,6 +1077,66 @@ fn files_one_inode_in_the_target_but_apart_in_the_snapshot_are_parted() {
     }
 }
 
+/// Names of one inode that hold different contents in the snapshot (here
+/// a file written between the backup's reads of its two names; an inode
+/// number freed and given to another file while the backup ran does the
+/// same) are restored each with its own content, not linked: the restore
+/// linked every name to the first of its inode, putting the first's
+/// content at the other's path, exit 0.
+#[test]
+fn names_of_one_inode_with_different_contents_are_not_linked() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("h/a"), "as the backup read a\n");
+    fs::hard_link(src.join("h/a"), src.join("h/b")).unwrap();
+    fs::hard_link(src.join("h/a"), src.join("h/c")).unwrap();
+    // `a` is written to once read: `b` and `c`, read after it, hold the
+    // new content, and are linked together.
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src).env("CAIRN_TEST_WRITE_DURING_READ", "a");
+    run(&mut c, None).success();
+    let ls = repo.run(&["ls", "--json", "latest"]).success();
+    let content_of = |name: &str| {
+        ls.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| e["path"].as_str().unwrap().ends_with(&format!("/h/{name}")))
+            .map(|e| e["kind"].to_string())
+            .unwrap()
+    };
+    assert_ne!(
+        content_of("a"),
+        content_of("b"),
+        "the snapshot holds two contents"
+    );
+    assert_eq!(content_of("b"), content_of("c"));
+
+    for policy in ["merge", "mirror"] {
+        let t = repo.scratch(&format!("t-{policy}"));
+        repo.restore("latest", &t, &["--policy", policy]);
+        let h = restored(&t, &src).join("h");
+        assert_eq!(
+            fs::read_to_string(h.join("a")).unwrap(),
+            "as the backup read a\n"
+        );
+        for name in ["b", "c"] {
+            assert_eq!(
+                fs::read_to_string(h.join(name)).unwrap(),
+                "#s the backup read a\n",
+                "{policy}: {name}"
+            );
+        }
+        let ino =
+            |name: &str| std::os::unix::fs::MetadataExt::ino(&fs::metadata(h.join(name)).unwrap());
+        assert_ne!(ino("a"), ino("b"), "{policy}");
+        assert_eq!(
+            ino("b"),
+            ino("c"),
+            "{policy}: the names of one content are linked"
+        );
+    }
+}
+
 /// A file or symlink of the target that is a hard link to one outside it
 /// (someone who can write in the target linked it there) is never left
 /// in place: giving it the snapshot's metadata would change the entry

@@ -169,6 +169,32 @@ struct Item {
     node: Node,
 }
 
+/// The names of an inode met so far that hold one content, linked
+/// together. A node is linked only to names of the same inode holding the
+/// same chunks: one inode may hold two contents in a snapshot (its number
+/// freed and given to another file while the backup ran, a file written
+/// between the backup's reads of two of its names, a filesystem whose
+/// numbers are not unique), and linking them put one file's content at
+/// the other's path, silently.
+struct Linked {
+    /// The content's digest (see [`content_key`]).
+    content: [u8; 32],
+    /// The first path planned for it (`None` once that and every later
+    /// path tried failed or were left alone: the next link met is
+    /// restored as a file).
+    first: Option<PathBuf>,
+}
+
+/// A digest of a file node's content: its size and its chunks' ids.
+fn content_key(node: &Node, chunks: &[BlobId]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(&node.size.to_le_bytes());
+    for c in chunks {
+        h.update(c.as_bytes());
+    }
+    *h.finalize().as_bytes()
+}
+
 /// A directory planned: made at the end of the batch it is planned in,
 /// and given its metadata at the end of the batch its walk is `done` in,
 /// after everything beneath it is restored; then it is forgotten.
@@ -517,11 +543,10 @@ struct Planner<'a> {
     includes: &'a PathFilter,
     excludes: &'a PathFilter,
     plan: &'a mut Plan,
-    /// Per inode with hard links: the first path planned for it (`None`
-    /// once that and every later path tried failed or were left alone:
-    /// the next link met is restored as a file), and how many of its
-    /// links have not been met yet (forgotten at none).
-    inodes: HashMap<(u64, u64), (Option<PathBuf>, u64)>,
+    /// Per inode (device and number) with hard links: how many of its
+    /// links have not been met yet (forgotten at none), and its groups
+    /// (see [`Linked`]).
+    inodes: HashMap<(u64, u64), (u64, Vec<Linked>)>,
     /// Directories without their owner's search permission, whose
     /// metadata waits for the end when not running as root: given it
     /// earlier, they would bar later batches from linking to the files
@@ -688,7 +713,8 @@ impl Planner<'_> {
             links = waiting;
         }
         if !unplaced.is_empty() {
-            for (first, _) in self.inodes.values_mut() {
+            let groups = self.inodes.values_mut().flat_map(|(_, g)| g);
+            for Linked { first, .. } in groups {
                 if let Some(at) = first.take() {
                     let at = resolve(&moved, at);
                     *first = (!unplaced.contains(&at)).then_some(at);
@@ -917,44 +943,56 @@ impl Planner<'_> {
                 _ if !inc => {}
                 NodeKind::File { ref chunks } => {
                     any = true;
+                    let content = (node.nlink > 1).then(|| content_key(&node, chunks));
                     let chunks = chunks.len();
-                    if node.nlink > 1 {
+                    if let Some(content) = content {
                         let inode = (node.dev, node.inode);
                         let node_links = node.nlink;
                         let item = Item {
                             rel: child_rel.clone(),
                             node,
                         };
-                        if let Some((first, left)) = self.inodes.get_mut(&inode) {
-                            *left -= 1;
-                            let linked = match first {
-                                Some(first) => {
-                                    self.plan.links.push((item, first.clone()));
-                                    true
-                                }
-                                // No path of it was put in place: this
-                                // one is restored as a file, and the
-                                // links met later go to it.
-                                None => {
-                                    *first = Some(item.rel.clone());
-                                    self.batch_chunks += chunks;
-                                    self.plan.files.push(item);
-                                    false
-                                }
-                            };
-                            if *left == 0 {
-                                // Every link of the inode met: a tree of
-                                // hard links is not held to the end.
-                                self.inodes.remove(&inode);
+                        let (left, groups) = self
+                            .inodes
+                            .entry(inode)
+                            .or_insert_with(|| (node_links, Vec::new()));
+                        *left = left.saturating_sub(1);
+                        let linked = match groups.iter_mut().find(|g| g.content == content) {
+                            Some(Linked {
+                                first: Some(first), ..
+                            }) => {
+                                self.plan.links.push((item, first.clone()));
+                                true
                             }
-                            if linked {
-                                self.flush_if_full();
-                                continue;
+                            // No path of it was put in place: this
+                            // one is restored as a file, and the
+                            // links met later go to it.
+                            Some(group) => {
+                                group.first = Some(item.rel.clone());
+                                self.batch_chunks += chunks;
+                                self.plan.files.push(item);
+                                false
                             }
-                        } else {
-                            self.inodes.insert(inode, (Some(child_rel), node_links - 1));
-                            self.batch_chunks += chunks;
-                            self.plan.files.push(item);
+                            // The first of its content (of its inode,
+                            // mostly): a file, and a group of its own.
+                            None => {
+                                groups.push(Linked {
+                                    content,
+                                    first: Some(item.rel.clone()),
+                                });
+                                self.batch_chunks += chunks;
+                                self.plan.files.push(item);
+                                false
+                            }
+                        };
+                        if *left == 0 {
+                            // Every link of the inode met: a tree of
+                            // hard links is not held to the end.
+                            self.inodes.remove(&inode);
+                        }
+                        if linked {
+                            self.flush_if_full();
+                            continue;
                         }
                     } else {
                         self.batch_chunks += chunks;
