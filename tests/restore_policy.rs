@@ -1998,3 +1998,32 @@ fn an_extended_attribute_that_cannot_be_read_is_reported() {
     assert_eq!(xattr::get(&back, "user.good").unwrap(), Some(b"y".to_vec()));
     assert_eq!(xattr::get(&back, "user.bad").unwrap(), None);
 }
+
+/// A mirror of a backup given both a folder and a folder beneath it
+/// prunes the first: it was walked whole. It was taken for a folder
+/// above the given paths, holding only the way down, and never pruned,
+/// silently; the folders above it still are not.
+#[test]
+fn a_mirror_prunes_a_given_folder_with_another_given_beneath_it() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("kept.txt"), "kept\n");
+    write(&src.join("d/f.txt"), "f\n");
+    repo.backup(&[&src, &src.join("d")], &[]);
+
+    let t = repo.scratch("t");
+    repo.restore("latest", &t, &[]);
+    let r = restored(&t, &src);
+    write(&r.join("extra.txt"), "not in the snapshot\n");
+    write(&r.join("d/extra.txt"), "not in the snapshot\n");
+    let beside = r.parent().unwrap().join("beside-src.txt");
+    write(&beside, "above the given paths\n");
+    let out = repo.restore("latest", &t, &["--policy", "mirror"]);
+    assert!(!r.join("extra.txt").exists(), "{out}");
+    assert!(!r.join("d/extra.txt").exists(), "{out}");
+    assert!(r.join("kept.txt").exists() && r.join("d/f.txt").exists());
+    assert!(
+        beside.exists(),
+        "a folder above the given paths is not pruned: {out}"
+    );
+}

@@ -482,19 +482,26 @@ impl Prune {
 }
 
 /// Whether the folder at `abs` (its path in the snapshot, `""` for the
-/// root) lies above one of the paths the backup was `given`, so that its
-/// tree holds only the way down. Given paths are text (not UTF-8 ones
-/// escaped, see [`crate::archiver::path_text`]), so `abs` is compared as
-/// such. A backup of `/` walks every folder whole; a `--stdin` one's
-/// root holds its file and nothing above it.
+/// root) lies above one of the paths the backup was `given`, and is
+/// neither one of them nor beneath one, so that its tree holds only the
+/// way down. Given paths are text (not UTF-8 ones escaped, see
+/// [`crate::archiver::path_text`]), so `abs` is compared as such. A
+/// backup of `/` walks every folder whole; a `--stdin` one's root holds
+/// its file and nothing above it. (Until December 2026 a folder was above
+/// as soon as a given path lay beneath it: a backup of `src` and `src/d`
+/// together had a mirror never prune `src`, silently.)
 fn above_given(abs: &[u8], given: &[String]) -> bool {
-    if given.iter().any(|p| p == "/") {
-        return false;
-    }
     let abs = crate::archiver::path_text(Path::new(OsStr::from_bytes(abs)));
-    given.iter().any(|p| {
-        p.len() > abs.len() && p.starts_with(abs.as_str()) && p.as_bytes()[abs.len()] == b'/'
-    })
+    // Whether `inner` lies beneath `outer`.
+    let beneath = |inner: &str, outer: &str| {
+        let outer = outer.trim_end_matches('/');
+        inner.len() > outer.len()
+            && inner.starts_with(outer)
+            && inner.as_bytes()[outer.len()] == b'/'
+    };
+    let same = |p: &str| p.trim_end_matches('/') == abs.trim_end_matches('/');
+    let walked_whole = given.iter().any(|p| same(p) || beneath(&abs, p));
+    !walked_whole && given.iter().any(|p| beneath(p, &abs))
 }
 
 /// What the backup of `snap` left out of the folder at `subpath` (see
@@ -1110,4 +1117,32 @@ enum Existing {
     Create,
     /// Keep it and do nothing (skip-existing).
     Skip,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_is_above_the_given_paths_only_outside_them_all() {
+        let given = |paths: &[&str]| paths.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let src_and_d = given(&["/tmp/src", "/tmp/src/d"]);
+        for (abs, above) in [
+            ("", true),
+            ("/tmp", true),
+            ("/tmp/src", false),
+            ("/tmp/src/d", false),
+            ("/tmp/src/e", false),
+            ("/tmp/srcx", false),
+            ("/home", false),
+        ] {
+            assert_eq!(above_given(abs.as_bytes(), &src_and_d), above, "{abs:?}");
+        }
+        let root = given(&["/"]);
+        assert!(!above_given(b"", &root));
+        assert!(!above_given(b"/tmp", &root));
+        let d_only = given(&["/tmp/src/d"]);
+        assert!(above_given(b"/tmp/src", &d_only));
+        assert!(!above_given(b"/tmp/src/d", &d_only));
+    }
 }
