@@ -758,6 +758,97 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
     }
 }
 
+/// A restore by an ordinary user gives read-only files and folders their
+/// `user.*` extended attributes: Linux lets only who may write an entry
+/// set them, and the mode was set first ("Permission denied", exit 1,
+/// the attributes lost).
+#[test]
+fn a_restore_by_an_ordinary_user_gives_read_only_entries_their_xattrs() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("NOTICE: not root: a restore by another user is not tested");
+        return;
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("ro/f"), "read-only\n");
+    write(&src.join("rw/g"), "writable\n");
+    let labelled = ["ro/f", "ro", "rw/g", "rw"];
+    for p in labelled {
+        if xattr::set(src.join(p), "user.cairn", p.as_bytes()).is_err() {
+            eprintln!("NOTICE: the filesystem takes no user.* attributes: not tested");
+            return;
+        }
+    }
+    chmod(&src.join("ro/f"), 0o444);
+    chmod(&src.join("ro"), 0o555);
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    for (name, env) in WAYS_OF_WRITING {
+        let (target, out) = restore_as_nobody(&repo, name, env);
+        let r = restored(&target, &src);
+        for p in labelled {
+            assert_eq!(
+                xattr::get(r.join(p), "user.cairn").unwrap().as_deref(),
+                Some(p.as_bytes()),
+                "{name}: {p}: {out}"
+            );
+        }
+        assert_eq!(fs::metadata(r.join("ro/f")).unwrap().mode() & 0o7777, 0o444);
+        assert_eq!(fs::metadata(r.join("ro")).unwrap().mode() & 0o7777, 0o555);
+    }
+}
+
+/// A folder an ordinary user's restore made read-only (0500) is the
+/// restore's to write in when it runs again: a file missing there is put
+/// back (merge, skip-existing), what the snapshot lacks there is removed
+/// (mirror), and the folder keeps its mode. Each failed: "Permission
+/// denied".
+#[test]
+fn a_restore_by_an_ordinary_user_writes_again_in_folders_it_made_read_only() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("NOTICE: not root: a restore by another user is not tested");
+        return;
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("ro/f"), "in a read-only folder\n");
+    write(&src.join("ro/sub/g"), "deeper\n");
+    chmod(&src.join("ro/sub"), 0o500);
+    chmod(&src.join("ro"), 0o500);
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    let (target, _) = restore_as_nobody(&repo, "t", &[]);
+    let r = restored(&target, &src);
+    let mode = |p: &str| fs::metadata(r.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!((mode("ro"), mode("ro/sub")), (0o500, 0o500));
+    for policy in ["merge", "skip-existing", "mirror"] {
+        // As root, whom the modes do not stop.
+        fs::remove_file(r.join("ro/f")).unwrap();
+        fs::remove_file(r.join("ro/sub/g")).unwrap();
+        write(&r.join("ro/extra"), "not in the snapshot\n");
+        let mut c = repo.cmd(&["restore", "latest", "--policy", policy, "--target"]);
+        c.arg(&target);
+        as_nobody(&mut c);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "{policy}: {out}");
+        assert_eq!(
+            fs::read_to_string(r.join("ro/f")).unwrap(),
+            "in a read-only folder\n",
+            "{policy}: {out}"
+        );
+        assert_eq!(fs::read_to_string(r.join("ro/sub/g")).unwrap(), "deeper\n");
+        assert_eq!(
+            r.join("ro/extra").exists(),
+            policy != "mirror",
+            "{policy}: {out}"
+        );
+        assert_eq!((mode("ro"), mode("ro/sub")), (0o500, 0o500), "{policy}");
+        let _ = fs::remove_file(r.join("ro/extra"));
+    }
+}
+
 /// A restore in batches of two entries (as a large tree is restored, a
 /// batch at a time) makes the same tree and the same decisions as one
 /// batch: directories made before the files beneath them whichever batch

@@ -244,7 +244,7 @@ impl Executor<'_> {
             .open(&*self.beneath.at(first)?)?;
         let at = self.beneath.at(dest)?;
         let (tmp, out) = place::copy_to_temp(&mut from, &at)?;
-        self.apply_meta(dest, node, Some(&out));
+        self.apply_meta(dest, node, Some(&out), false);
         drop(out);
         rename_over(&tmp, &at)
     }
@@ -263,10 +263,8 @@ impl Executor<'_> {
                 .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
                 .open(&*at)
         });
-        self.apply_meta(&path, &d.node, dir.as_ref().ok());
-        if !self.fresh(&path) {
-            self.drop_stale_xattrs(&path, &d.node, dir.as_ref().ok());
-        }
+        let held = !self.fresh(&path);
+        self.apply_meta(&path, &d.node, dir.as_ref().ok(), held);
     }
 
     /// Links `dest` to the restored file `first`, neither reached through
@@ -302,6 +300,7 @@ impl Executor<'_> {
                         folder.display()
                     )));
                 }
+                self.open_up(path, &md);
                 return Ok(Dir::Existing);
             }
             Ok(_) => match self.clear(path, true)? {
@@ -321,6 +320,54 @@ impl Executor<'_> {
             .map_err(|e| Error::path("create folder", path, e))?;
         self.mark_fresh(path);
         Ok(Dir::Made)
+    }
+
+    /// Gives an existing folder of the user's (restoring as an ordinary
+    /// user) whose `lstat` is `md` its owner's write and search
+    /// permission, if it lacks them, for the restore to create and remove
+    /// entries in it: a folder a restore made read-only (0500) is the
+    /// restore's to write in again, as it writes in those it creates
+    /// before giving them their mode at the end. The snapshot's mode is
+    /// set at the end as ever, or, on a folder skip-existing leaves as it
+    /// is, the folder's own put back (see [`Self::close_again`]). Until
+    /// December 2026 a restore run again into such a folder could not
+    /// put back a file missing there ("Permission denied"), nor a mirror
+    /// remove anything from it.
+    fn open_up(&self, path: &Path, md: &fs::Metadata) {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if self.root || self.dry_run || md.mode() & 0o300 == 0o300 || md.uid() != me {
+            return;
+        }
+        let opened = self
+            .beneath
+            .at(path)
+            .and_then(|at| fsmeta::set_mode_nofollow(&at, md.mode() & 0o7777 | 0o300));
+        match opened {
+            Ok(()) => {
+                if let Ok(mut o) = self.opened_up.lock() {
+                    o.insert(path.to_path_buf(), md.mode() & 0o7777);
+                }
+            }
+            Err(e) => self.fail(path, format!("cannot make it writable: {e}")),
+        }
+    }
+
+    /// Puts back the mode of the folder at `rel` that [`Self::open_up`]
+    /// changed, for one whose metadata the restore leaves as it was
+    /// (skip-existing).
+    pub(super) fn close_again(&self, rel: &Path) {
+        let path = self.target.join(rel);
+        let Some(mode) = self.opened_up.lock().ok().and_then(|mut o| o.remove(&path)) else {
+            return;
+        };
+        let r = self
+            .beneath
+            .at(&path)
+            .and_then(|at| fsmeta::set_mode_nofollow(&at, mode));
+        if let Err(e) = r {
+            self.fail(&path, format!("cannot set its mode back: {e}"));
+        }
     }
 
     /// Removes whatever is at `path` unless the policy keeps it (a dry run
@@ -433,7 +480,7 @@ impl Executor<'_> {
                     .is_ok_and(|t| t.as_os_str().as_bytes() == target.0.as_slice())
             {
                 if !self.dry_run {
-                    self.apply_meta(dest, node, None);
+                    self.apply_meta(dest, node, None, false);
                 }
                 return Ok(true);
             }
@@ -464,19 +511,28 @@ impl Executor<'_> {
             kind => fsmeta::make_special(&at, kind, node.mode)
                 .map_err(|e| Error::path("create", dest, e))?,
         }
-        self.apply_meta(dest, node, None);
+        self.apply_meta(dest, node, None, false);
         Ok(true)
     }
 
-    /// Sets ownership (as root), mode, xattrs and mtime; failures warn.
-    /// For an entry the target held before, its callers then call
-    /// [`Self::drop_stale_xattrs`].
+    /// Sets ownership (as root), xattrs, mode and mtime, in that order;
+    /// failures warn. For an entry the target `held` before the restore,
+    /// also removes the extended attributes the snapshot's entry lacks
+    /// (see [`Self::drop_stale_xattrs`]).
     /// With `file` (open on `path`, which is then a regular file or a
     /// directory) the calls go through it rather than through the path,
     /// and owner and mode are changed only where they differ: a file this
     /// restore created mostly has both right already, and each change is
     /// an inode update.
-    pub(super) fn apply_meta(&self, path: &Path, node: &Node, file: Option<&fs::File>) {
+    ///
+    /// Linux lets only a user who may write an entry set or remove its
+    /// `user.*` attributes, whatever the descriptor is open for, so the
+    /// attributes go before the mode, and an ordinary user gives an entry
+    /// without its owner's write permission that permission while they are
+    /// set. (Until December 2026 the mode came first: a restore by an
+    /// ordinary user lost the `user.*` attributes of read-only files and
+    /// folders, "Permission denied".)
+    pub(super) fn apply_meta(&self, path: &Path, node: &Node, file: Option<&fs::File>, held: bool) {
         use std::os::unix::fs::MetadataExt;
         let at = match file {
             Some(_) => None,
@@ -500,9 +556,25 @@ impl Executor<'_> {
                 self.fail(path, format!("cannot set owner: {e}"));
             }
         }
+        // Only regular files and folders, which come with `file`, take
+        // `user.*` attributes.
+        let opened_up = match (file, &now) {
+            (Some(f), Some(m))
+                if !self.root && m.mode() & 0o200 == 0 && (!node.xattrs.is_empty() || held) =>
+            {
+                f.set_permissions(fs::Permissions::from_mode(m.mode() & 0o7777 | 0o200))
+                    .is_ok()
+            }
+            _ => false,
+        };
+        self.set_xattrs(path, node, file, by_path);
+        if held {
+            self.drop_stale_xattrs(path, node, file);
+        }
         // A change of owner clears set-user-ID and set-group-ID bits, so
         // the mode is set again after one.
         let moded = (owned || !self.root)
+            && !opened_up
             && now
                 .as_ref()
                 .is_some_and(|m| m.mode() & 0o7777 == node.mode & 0o7777);
@@ -515,7 +587,6 @@ impl Executor<'_> {
                 self.fail(path, format!("cannot set mode: {e}"));
             }
         }
-        self.set_xattrs(path, node, file, by_path);
         let r = match file {
             Some(f) => fsmeta::set_mtime_fd(f, node.mtime_ns),
             None => fsmeta::set_mtime(by_path, node.mtime_ns),

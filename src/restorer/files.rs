@@ -501,7 +501,7 @@ impl Executor<'_> {
         let placed = match task.tmp.get() {
             Some(tmp) => {
                 // Through the open file: no path walks.
-                self.apply_meta(&task.dest, task.node, Some(&file));
+                self.apply_meta(&task.dest, task.node, Some(&file), false);
                 drop(file);
                 self.rename_into_place(tmp, &task.dest)
                     .map_err(|e| format!("cannot rename into place: {e}"))
@@ -530,7 +530,7 @@ impl Executor<'_> {
         task: &FileTask,
         mut file: fs::File,
     ) -> std::result::Result<(), String> {
-        self.apply_meta(&task.dest, task.node, Some(&file));
+        self.apply_meta(&task.dest, task.node, Some(&file), false);
         let dest = self.beneath.at(&task.dest).map_err(|e| e.to_string())?;
         let linked = if crate::fault::link_refused() {
             Err(Unplaced::Link(std::io::ErrorKind::PermissionDenied.into()))
@@ -555,7 +555,7 @@ impl Executor<'_> {
         self.unnamed.store(false, Ordering::Relaxed);
         let (tmp, copy) = copy_to_temp(&mut file, &dest)
             .map_err(|e| format!("cannot link into place ({refused}) nor copy: {e}"))?;
-        self.apply_meta(&task.dest, task.node, Some(&copy));
+        self.apply_meta(&task.dest, task.node, Some(&copy), false);
         drop(copy);
         fs::rename(&tmp, &*dest).map_err(|e| {
             let _ = fs::remove_file(&tmp);
@@ -580,8 +580,7 @@ impl Executor<'_> {
                         if !self.dry_run {
                             // Through the file compared: no path walks, and
                             // owner and mode changed only where they differ.
-                            self.apply_meta(dest, node, Some(&same));
-                            self.drop_stale_xattrs(dest, node, Some(&same));
+                            self.apply_meta(dest, node, Some(&same), true);
                         }
                         return Ok(Prepared::Unchanged);
                     }

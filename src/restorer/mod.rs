@@ -341,6 +341,7 @@ pub fn restore(
         excludes: &excludes,
         backup_excludes: &backup_excludes,
         xattrs_refused: Mutex::new(xattrs::Refused::default()),
+        opened_up: Mutex::new(HashMap::new()),
     };
     ex.prepare_files();
     let mut plan = Plan {
@@ -644,6 +645,7 @@ impl Planner<'_> {
         self.plan.dirs = walked;
         for d in done.into_iter().rev() {
             if d.kept {
+                self.ex.close_again(&d.item.rel);
                 continue;
             }
             if !self.ex.root && d.item.node.mode & 0o100 == 0 && !self.ex.dry_run {
@@ -1099,6 +1101,9 @@ struct Executor<'a> {
     backup_excludes: &'a PathFilter,
     /// Extended attributes the target refused (see [`xattrs`]).
     xattrs_refused: Mutex<xattrs::Refused>,
+    /// Existing folders given their owner's write and search permission
+    /// for the restore (see `Executor::open_up`), with their modes.
+    opened_up: Mutex<HashMap<PathBuf, u32>>,
 }
 
 /// What [`Executor::ensure_dir`] found or did.
