@@ -145,10 +145,22 @@ fn subpath_include_and_exclude_restore_only_what_they_select() {
     let out = repo.restore_out(&format!("latest:{base}/b/g.txt/x"), &t, &[]);
     assert_ne!(out.code, 0, "{out}");
     assert!(
-        out.stderr
-            .contains(&format!("directory {base}/b/g.txt in the snapshot")),
+        out.stderr.contains(&format!(
+            "{base}/b/g.txt in the snapshot is a file, not a folder"
+        )),
         "{out}"
     );
+    // A target that is a file is named as such, not "File exists".
+    let file = repo.scratch("a-file");
+    write(&file, "a file\n");
+    let out = repo.restore_out("latest", &file, &[]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("target {} is not a directory", file.display())),
+        "{out}"
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "a file\n");
 
     // --include by name: only .txt files, with the directories leading to
     // them.
@@ -2117,4 +2129,32 @@ fn a_mirror_prunes_a_given_folder_with_another_given_beneath_it() {
         beside.exists(),
         "a folder above the given paths is not pruned: {out}"
     );
+}
+
+/// A restore that finds the target as the snapshot has it changes
+/// nothing there, the target's own times included: its probes (of case,
+/// and of unnamed files) make and remove an entry in it, and the second
+/// probe moved its modification time on every run.
+#[test]
+fn a_restore_that_changes_nothing_leaves_the_targets_times() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a.txt"), "a\n");
+    repo.backup(&[&src], &[]);
+    for (name, env) in WAYS_OF_WRITING {
+        let t = repo.scratch(name);
+        let sub = format!("latest:{}", abs(&src));
+        repo.restore(&sub, &t, &[]);
+        set_mtime(&t, 1_000_000_000, 0);
+        let mut c = repo.cmd(&["restore", &sub, "--target"]);
+        c.arg(&t).envs(env.iter().copied());
+        let out = run(&mut c, None).success();
+        assert!(out.stdout.contains("1 unchanged"), "{out}");
+        let mtime = fs::metadata(&t).unwrap().modified().unwrap();
+        assert_eq!(
+            mtime,
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000),
+            "{name}: {out}"
+        );
+    }
 }

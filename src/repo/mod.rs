@@ -838,10 +838,17 @@ impl Repository {
                     return Ok((DirNodes::of_tree(self, one), at));
                 }
                 _ => {
-                    return Err(Error::NotFound(format!(
-                        "directory {} in the snapshot",
-                        named(&at, comp)
-                    )))
+                    let what = match &node.kind {
+                        NodeKind::File { .. } => "a file",
+                        NodeKind::Symlink { .. } => "a symlink",
+                        _ => "a special file",
+                    };
+                    return Err(Error::Invalid(format!(
+                        "{} in the snapshot is {what}, not a folder: nothing lies beneath it \
+                         (asked for {})",
+                        named(&at, comp),
+                        String::from_utf8_lossy(path)
+                    )));
                 }
             }
         }

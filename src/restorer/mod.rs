@@ -290,8 +290,16 @@ pub fn restore(
         )));
     }
     if !opts.dry_run {
-        fs::create_dir_all(&opts.target)
-            .map_err(|e| Error::path("create target", &opts.target, e))?;
+        if let Err(e) = fs::create_dir_all(&opts.target) {
+            return Err(match fs::metadata(&opts.target) {
+                // Not "File exists": it does, but is no folder.
+                Ok(md) if !md.is_dir() => Error::Invalid(format!(
+                    "target {} is not a directory",
+                    opts.target.display()
+                )),
+                _ => Error::path("create target", &opts.target, e),
+            });
+        }
     } else {
         match fs::metadata(&opts.target) {
             Ok(md) if md.is_dir() => {}
@@ -315,6 +323,13 @@ pub fn restore(
             folder.display()
         )));
     }
+    // The probes of the target (for case, and for unnamed files) make and
+    // remove an entry there: its times are put back after them, so that a
+    // restore that changes nothing else leaves them as they were (until
+    // December 2026 every restore moved the target's modification time).
+    let times = (!opts.dry_run)
+        .then(|| fs::metadata(&opts.target).and_then(|m| Ok((m.accessed()?, m.modified()?))))
+        .and_then(|t| t.ok());
     let case = case::Case::of_target(&opts.target, opts.dry_run);
     let ex = Executor {
         repo,
@@ -344,6 +359,12 @@ pub fn restore(
         opened_up: Mutex::new(HashMap::new()),
     };
     ex.prepare_files();
+    if let Some((accessed, modified)) = times {
+        let times = fs::FileTimes::new()
+            .set_accessed(accessed)
+            .set_modified(modified);
+        let _ = fs::File::open(&opts.target).and_then(|f| f.set_times(times));
+    }
     let mut plan = Plan {
         dirs: Vec::new(),
         mirrored: Vec::new(),
