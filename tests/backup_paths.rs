@@ -506,7 +506,6 @@ fn paths_that_are_not_utf8_keep_their_sets_apart() {
 /// out of descriptors and the backup failed with no snapshot.
 #[test]
 fn a_tree_deeper_than_the_open_file_limit_allows_is_walked_to_a_depth() {
-    use std::os::unix::process::CommandExt;
     let repo = Repo::new();
     let src = repo.scratch("src");
     let mut deepest = src.clone();
@@ -516,24 +515,9 @@ fn a_tree_deeper_than_the_open_file_limit_allows_is_walked_to_a_depth() {
     fs::create_dir_all(&deepest).unwrap();
     write(&deepest.join("f"), "at the bottom");
     write(&src.join("top.txt"), "at the top");
-    let limit: u64 = 320;
     let mut c = repo.cmd(&["backup", "--json"]);
     c.arg(&src);
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        c.pre_exec(move || {
-            let l = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    let out = run(&mut c, None);
+    let out = run(&mut with_file_limit(c, 320), None);
     assert_eq!(out.code, 3, "{out}");
     assert!(
         out.stderr

@@ -589,24 +589,9 @@ const WAYS_OF_WRITING: [(&str, &[(&str, &str)]); 2] =
 /// `limit` and the environment `env`, and asserts success.
 #[track_caller]
 fn run_with_fd_limit(repo: &Repo, limit: u64, env: &[(&str, &str)], args: &[&str]) -> Out {
-    use std::os::unix::process::CommandExt;
     let mut c = repo.cmd(args);
     c.envs(env.iter().copied());
-    // SAFETY: setrlimit is async-signal-safe and touches only the child.
-    unsafe {
-        c.pre_exec(move || {
-            let l = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
-    run(&mut c, None).success()
+    run(&mut with_file_limit(c, limit), None).success()
 }
 
 /// A restore creates each file by its first write and holds it open until

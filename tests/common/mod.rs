@@ -429,16 +429,26 @@ pub fn chmod(path: &Path, mode: u32) {
 
 /// `cmd` with its address space limited to `bytes` (`RLIMIT_AS`), so
 /// that a command that would allocate more fails instead.
-pub fn with_memory_limit(mut cmd: Command, bytes: u64) -> Command {
+pub fn with_memory_limit(cmd: Command, bytes: u64) -> Command {
+    with_limit(cmd, libc::RLIMIT_AS, bytes)
+}
+
+/// `cmd` with its open-file limit, soft and hard, at `files`.
+pub fn with_file_limit(cmd: Command, files: u64) -> Command {
+    with_limit(cmd, libc::RLIMIT_NOFILE, files)
+}
+
+/// `cmd` with the resource limit `resource` at `value`, soft and hard.
+fn with_limit(mut cmd: Command, resource: libc::__rlimit_resource_t, value: u64) -> Command {
     use std::os::unix::process::CommandExt;
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
     unsafe {
         cmd.pre_exec(move || {
             let l = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
+                rlim_cur: value,
+                rlim_max: value,
             };
-            if libc::setrlimit(libc::RLIMIT_AS, &l) == 0 {
+            if libc::setrlimit(resource, &l) == 0 {
                 Ok(())
             } else {
                 Err(std::io::Error::last_os_error())
