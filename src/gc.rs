@@ -341,7 +341,11 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     if let Some(first) = missing.iter().min() {
         return Err(Error::Invalid(format!(
             "refusing to collect garbage: {} blobs used by snapshots are not in the index or their pack is missing \
-             (first: {first}); run `cairn verify` and `cairn repair index`",
+             (first: {first}); `cairn verify` names the snapshots and files that use them; \
+             `cairn repair index` finds them if only the index lost them, and once it has run, \
+             the next backup stores again what the sources still hold and `cairn repair \
+             snapshots` writes copies of the snapshots without the rest (then `cairn forget` \
+             the damaged originals), after which gc runs",
             missing.len(),
         )));
     }

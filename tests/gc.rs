@@ -235,6 +235,14 @@ fn gc_refuses_when_a_live_chunk_cannot_be_found_and_changes_nothing() {
             .contains("blobs used by snapshots are not in the index or their pack is missing"),
         "{out}"
     );
+    // It says what mends it, after a `repair index` too.
+    for step in [
+        "`cairn repair index`",
+        "`cairn repair snapshots`",
+        "`cairn forget`",
+    ] {
+        assert!(out.stderr.contains(step), "{step}: {out}");
+    }
     // The blob it names is one the missing pack held.
     let first = out.stderr.split("(first: ").nth(1).expect("names a blob");
     let first = &first[..64];
