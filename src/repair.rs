@@ -94,9 +94,17 @@ fn damaged_copies(
         return Ok(HashMap::new());
     }
     repo.index_lenient()?;
-    let found = crate::verify::bad_blobs(repo, opts.workers)?;
-    // Its blobs unchecked, a pack's damaged copies would stay indexed
-    // while the repair reported none.
+    every_bad_blob(repo, opts.workers)
+}
+
+/// The damaged copies of blobs every pack holds (see
+/// [`crate::verify::bad_blobs`]), or an error if a pack could not be
+/// read: its blobs unchecked, its damaged copies would count as sound, and
+/// a repair would keep them indexed, or the snapshots using them as they
+/// are, while reporting none (`repair snapshots --read-data` did, until
+/// December 2026).
+fn every_bad_blob(repo: &Repository, workers: usize) -> Result<HashMap<(BlobId, PackId), String>> {
+    let found = crate::verify::bad_blobs(repo, workers)?;
     if let Some((pack, e)) = found.unread.first() {
         return Err(Error::Invalid(format!(
             "cannot read pack {} to check its blobs: {e}; nothing is changed; run it again",
@@ -372,7 +380,7 @@ pub fn repair_snapshots(
         }
     }
     let bad = if opts.read_data {
-        crate::verify::bad_blobs(repo, opts.workers)?.bad
+        every_bad_blob(repo, opts.workers)?
     } else {
         HashMap::new()
     };
@@ -798,6 +806,25 @@ mod tests {
         for id in &ids {
             assert!(index.contains(id), "{} lost", id.short());
         }
+    }
+
+    /// So does `repair snapshots --read-data`: until December 2026 it
+    /// passed over such a pack without a word, its blobs taken as sound.
+    #[test]
+    fn repair_snapshots_read_data_stops_when_a_pack_cannot_be_read() {
+        let (backend, repo, _) = repo_of_packs();
+        let snapshots = backend.list(FileKind::Snapshot).unwrap();
+        let lock = exclusive(&backend, &repo);
+        let opts = RepairSnapshotsOptions {
+            read_data: true,
+            ..RepairSnapshotsOptions::default()
+        };
+        let e = repair_snapshots(&repo, &opts, &lock)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read pack"), "{e}");
+        assert!(e.contains("nothing is changed"), "{e}");
+        assert_eq!(backend.list(FileKind::Snapshot).unwrap(), snapshots);
     }
 
     /// Packs whose trailer is damaged keep the entries the old table gives
