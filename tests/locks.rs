@@ -749,21 +749,78 @@ fn a_backup_whose_lock_expired_or_cannot_be_refreshed_publishes_nothing() {
     assert_restores(&repo, &s0);
 }
 
+/// A backup of a stream running beside a first snapshot `s0`, with a
+/// pack of its own stored and not yet indexed: the stream's first
+/// 3,000,000 of `data`'s bytes are written, the rest waits.
+struct RunningBackup {
+    s0: Saved,
+    backup: Child,
+    stdin: ChildStdin,
+    lock: PathBuf,
+    data: Vec<u8>,
+}
+
+impl RunningBackup {
+    /// Starts it, with `CAIRN_LOCK_TEST` set to `knobs`, from data drawn
+    /// from `seed`.
+    fn start(repo: &Repo, seed: u64, knobs: Option<&str>) -> RunningBackup {
+        let small = repo.scratch("small");
+        fill(&small, seed, &[("a", 300_000)]);
+        let s0 = backup_saved(repo, &small, &[]);
+        let packs_before = pack_files(repo).len();
+        let (backup, mut stdin, lock) = start_stdin_backup_with(repo, "db.dump", knobs);
+        let data = random_bytes(seed + 1, 5_000_000);
+        stdin.write_all(&data[..3_000_000]).unwrap();
+        stdin.flush().unwrap();
+        wait_for("a pack of the running backup", LIMIT, || {
+            pack_files(repo).len() > packs_before
+        });
+        RunningBackup {
+            s0,
+            backup,
+            stdin,
+            lock,
+            data,
+        }
+    }
+
+    /// Gives the backup the rest of its stream, once its lock was taken
+    /// from it: it fails, publishing neither an index table nor a
+    /// snapshot, and the repository verifies, loses its packs to gc, and
+    /// restores `s0`.
+    fn finish_publishing_nothing(self, repo: &Repo) {
+        let RunningBackup {
+            s0,
+            backup,
+            mut stdin,
+            data,
+            ..
+        } = self;
+        let index_before = names_in(repo, "index");
+        stdin.write_all(&data[3_000_000..]).unwrap();
+        drop(stdin);
+        let out = backup.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("lock lost") && stderr.contains("nothing published"),
+            "{stderr}"
+        );
+        assert_eq!(names_in(repo, "index"), index_before);
+        assert_eq!(snapshot_ids(repo), [s0.id.clone()].into_iter().collect());
+        assert!(lock_files(repo).is_empty());
+        assert_verify_ok(repo);
+        repo.run(&["gc"]).success();
+        assert_no_garbage(repo);
+        assert_restores(repo, &s0);
+    }
+}
+
 #[test]
 fn unlock_force_against_a_live_backup_makes_it_fail_without_publishing() {
     let repo = packed_repo();
-    let small = repo.scratch("small");
-    fill(&small, 75, &[("a", 300_000)]);
-    let s0 = backup_saved(&repo, &small, &[]);
-    let packs_before = pack_files(&repo).len();
-    let (backup, mut stdin, lock) = start_stdin_backup(&repo, "x");
-    let pid = backup.id();
-    let data = random_bytes(76, 5_000_000);
-    stdin.write_all(&data[..3_000_000]).unwrap();
-    stdin.flush().unwrap();
-    wait_for("a pack of the running backup", LIMIT, || {
-        pack_files(&repo).len() > packs_before
-    });
+    let r = RunningBackup::start(&repo, 75, None);
+    let (pid, lock) = (r.backup.id(), r.lock.clone());
 
     // Forced, unlock removes the live backup's lock; gc is no longer held
     // back and deletes the packs no index names, the backup's among them.
@@ -781,23 +838,7 @@ fn unlock_force_against_a_live_backup_makes_it_fail_without_publishing() {
     // The backup finds its lock gone before publishing: it fails, and
     // writes neither an index table naming the deleted packs nor a
     // snapshot.
-    let index_before = names_in(&repo, "index");
-    stdin.write_all(&data[3_000_000..]).unwrap();
-    drop(stdin);
-    let out = backup.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("lock lost") && stderr.contains("nothing published"),
-        "{stderr}"
-    );
-    assert_eq!(names_in(&repo, "index"), index_before);
-    assert_eq!(snapshot_ids(&repo), [s0.id.clone()].into_iter().collect());
-    assert!(lock_files(&repo).is_empty());
-    assert_verify_ok(&repo);
-    repo.run(&["gc"]).success();
-    assert_no_garbage(&repo);
-    assert_restores(&repo, &s0);
+    r.finish_publishing_nothing(&repo);
 }
 
 /// Runs `cairn -r REPO ARGS` waiting no time after removing a lock whose
@@ -818,18 +859,8 @@ fn run_settled(repo: &Repo, args: &[&str]) -> Out {
 #[test]
 fn a_live_backup_whose_lock_looks_stale_stops_once_gc_passes_it_over() {
     let repo = packed_repo();
-    let small = repo.scratch("small");
-    fill(&small, 77, &[("a", 300_000)]);
-    let s0 = backup_saved(&repo, &small, &[]);
-    let packs_before = pack_files(&repo).len();
-    let (backup, mut stdin, lock) =
-        start_stdin_backup_with(&repo, "db.dump", Some("clock-lag=2400"));
-    let data = random_bytes(78, 5_000_000);
-    stdin.write_all(&data[..3_000_000]).unwrap();
-    stdin.flush().unwrap();
-    wait_for("a pack of the running backup", LIMIT, || {
-        pack_files(&repo).len() > packs_before
-    });
+    let r = RunningBackup::start(&repo, 77, Some("clock-lag=2400"));
+    let lock = r.lock.clone();
     assert!(cairn::now_ns() - the_lock(&repo).time_ns > 39 * MINUTE_NS);
     // The store dates the lock file by the backup's clock.
     let file = fs::File::options().write(true).open(&lock).unwrap();
@@ -848,23 +879,7 @@ fn a_live_backup_whose_lock_looks_stale_stops_once_gc_passes_it_over() {
     assert!(!lock.exists(), "{out}");
     assert!(theirs.iter().all(|p| !p.exists()));
 
-    let index_before = names_in(&repo, "index");
-    stdin.write_all(&data[3_000_000..]).unwrap();
-    drop(stdin);
-    let out = backup.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("lock lost") && stderr.contains("nothing published"),
-        "{stderr}"
-    );
-    assert_eq!(names_in(&repo, "index"), index_before);
-    assert_eq!(snapshot_ids(&repo), [s0.id.clone()].into_iter().collect());
-    assert!(lock_files(&repo).is_empty());
-    assert_verify_ok(&repo);
-    repo.run(&["gc"]).success();
-    assert_no_garbage(&repo);
-    assert_restores(&repo, &s0);
+    r.finish_publishing_nothing(&repo);
 }
 
 /// The snapshot a `backup --json --stdin-filename x` printed restores `x`
