@@ -195,6 +195,14 @@ pub struct Node {
 /// directory (see [`Node::left_out`]).
 pub const LEFT_OUT_UNKNOWN: u64 = u64::MAX;
 
+/// A node's `ctime_ns` when its backup could not read all of the entry's
+/// extended attributes (FORMAT.md, "Trees"): no later backup takes the
+/// entry for unchanged by its change time, so the next one reads its
+/// attributes, and a file's content, afresh. (Until December 2026 the
+/// real change time was kept, and every later snapshot took over the
+/// attributes that one lacked for as long as the entry's ctime held.)
+pub const CTIME_UNREAD: i64 = i64::MAX;
+
 impl Node {
     /// True for directories.
     pub fn is_dir(&self) -> bool {
@@ -624,6 +632,9 @@ pub enum Fill {
         size: u64,
         /// Its extended attributes, sorted by name.
         xattrs: Vec<Xattr>,
+        /// Whether some of its attributes could not be read: its
+        /// `ctime_ns` becomes [`CTIME_UNREAD`].
+        unread: bool,
     },
     /// A directory's tree, and how many of its entries the backup left
     /// out (see [`Node::left_out`]).
@@ -778,24 +789,25 @@ impl TreeEncoder {
             // What lies past the node moves up by `shift`, all that the
             // contents up to and including this node add.
             self.bytes.copy_within(l.end..read, l.end + shift);
-            let size = match &fill {
+            let (size, unread) = match &fill {
                 Fill::File {
                     chunks,
                     size,
                     xattrs: new,
+                    unread,
                 } => {
                     kind.clear();
                     codec::encode_into(&KindRef::File { chunks }, &mut kind);
                     xattrs.clear();
                     codec::encode_into(new, &mut xattrs);
-                    Some(*size)
+                    (Some(*size), *unread)
                 }
                 Fill::Subtree { subtree, left_out } => {
                     kind.clear();
                     codec::encode_into(&KindRef::Dir { subtree }, &mut kind);
                     xattrs.clear();
                     xattrs.extend_from_slice(&self.bytes[l.xattrs..l.end]);
-                    Some(*left_out)
+                    (Some(*left_out), false)
                 }
                 Fill::Remove => return Err(lost()),
             };
@@ -809,6 +821,11 @@ impl TreeEncoder {
             if let Some(size) = size {
                 let at = l.size + shift;
                 self.bytes[at..at + 8].copy_from_slice(&size.to_le_bytes());
+            }
+            if unread {
+                // The change time's 8 bytes lie right before the size's.
+                let at = l.size + shift - 8;
+                self.bytes[at..at + 8].copy_from_slice(&CTIME_UNREAD.to_le_bytes());
             }
             shift -= kind.len() - l.kind.len();
             let to = l.kind.start + shift;
@@ -832,7 +849,7 @@ impl TreeEncoder {
             let l = self.layout(at).ok_or_else(lost)?;
             out.extend_from_slice(&bytes[read..at]);
             read = l.end;
-            let (kind, size, xattrs) = match &fill {
+            let (kind, size, xattrs, unread) = match &fill {
                 Fill::Remove => {
                     len -= 1;
                     continue;
@@ -841,9 +858,10 @@ impl TreeEncoder {
                     chunks,
                     size,
                     xattrs,
-                } => (KindRef::File { chunks }, Some(*size), Some(xattrs)),
+                    unread,
+                } => (KindRef::File { chunks }, Some(*size), Some(xattrs), *unread),
                 Fill::Subtree { subtree, left_out } => {
-                    (KindRef::Dir { subtree }, Some(*left_out), None)
+                    (KindRef::Dir { subtree }, Some(*left_out), None, false)
                 }
             };
             out.extend_from_slice(&bytes[at..l.kind.start]);
@@ -852,6 +870,10 @@ impl TreeEncoder {
             out.extend_from_slice(&bytes[l.kind.end..l.xattrs]);
             if let Some(size) = size {
                 out[size_at..size_at + 8].copy_from_slice(&size.to_le_bytes());
+            }
+            if unread {
+                // The change time's 8 bytes lie right before the size's.
+                out[size_at - 8..size_at].copy_from_slice(&CTIME_UNREAD.to_le_bytes());
             }
             match xattrs {
                 Some(xattrs) => codec::encode_into(xattrs, &mut out),
@@ -1066,6 +1088,7 @@ pub(crate) mod tests {
                     chunks: vec![BlobId([7; 32]); 3],
                     size: 12345,
                     xattrs: vec![],
+                    unread: false,
                 },
             ),
             (
@@ -1081,6 +1104,7 @@ pub(crate) mod tests {
                     chunks: vec![],
                     size: 0,
                     xattrs: vec![xattr("user.a", b"\0\x01\x02"), xattr("user.b", b"v")],
+                    unread: true,
                 },
             ),
             (at[4], Fill::Remove),
@@ -1090,6 +1114,7 @@ pub(crate) mod tests {
                     chunks: vec![BlobId([8; 32])],
                     size: 1,
                     xattrs: vec![xattr("user.z", &[7; 300])],
+                    unread: false,
                 },
             ),
         ];
@@ -1103,6 +1128,8 @@ pub(crate) mod tests {
         want[2].size = 4;
         want[3].size = 0;
         want[3].xattrs = vec![xattr("user.a", b"\0\x01\x02"), xattr("user.b", b"v")];
+        // Some of its attributes unread: no later backup trusts its ctime.
+        want[3].ctime_ns = CTIME_UNREAD;
         want[5].kind = NodeKind::File {
             chunks: vec![BlobId([8; 32])],
         };
@@ -1149,6 +1176,7 @@ pub(crate) mod tests {
                 chunks: vec![BlobId([3; 32])],
                 size: 9,
                 xattrs: vec![],
+                unread: false,
             },
         )];
         let mut want = file("a", 0);
@@ -1175,6 +1203,7 @@ pub(crate) mod tests {
                     chunks: vec![BlobId([3; 32]); 4],
                     size: 9,
                     xattrs: vec![xattr("user.b", b"y")],
+                    unread: true,
                 },
             ),
             (
@@ -1192,6 +1221,7 @@ pub(crate) mod tests {
         };
         want.size = 9;
         want.xattrs = vec![xattr("user.b", b"y")];
+        want.ctime_ns = CTIME_UNREAD;
         let bytes = enc.finish(fills).unwrap();
         let mut b = dir("b", 4);
         b.size = 2;
@@ -1297,17 +1327,22 @@ pub(crate) mod tests {
                             x.name.0.insert(5, b'x');
                             x
                         }));
+                        let unread = rng.gen_bool(0.2);
                         fills.push((
                             at,
                             Fill::File {
                                 chunks: chunks.clone(),
                                 size,
                                 xattrs: xattrs.clone(),
+                                unread,
                             },
                         ));
                         n.kind = NodeKind::File { chunks };
                         n.size = size;
                         n.xattrs = xattrs;
+                        if unread {
+                            n.ctime_ns = CTIME_UNREAD;
+                        }
                         want.push(n);
                     }
                 }

@@ -2054,7 +2054,9 @@ fn a_root_backup_after_another_users_reads_the_attributes_again() {
 
 /// An extended attribute the backup cannot read (`EIO`) is named in a
 /// warning, and the backup exits 3: until December 2026 it was left out
-/// of the snapshot without a word, on files and on folders alike.
+/// of the snapshot without a word, on files and on folders alike. The
+/// next backup reads the entries again, though unchanged: until then it
+/// took over the attributes the parent lacked while their ctime held.
 #[test]
 fn an_extended_attribute_that_cannot_be_read_is_reported() {
     let repo = Repo::new();
@@ -2085,6 +2087,26 @@ fn an_extended_attribute_that_cannot_be_read_is_reported() {
     let back = restored(&target, &src).join("dir/f");
     assert_eq!(xattr::get(&back, "user.good").unwrap(), Some(b"y".to_vec()));
     assert_eq!(xattr::get(&back, "user.bad").unwrap(), None);
+    assert!(
+        out.stderr.contains("the next backup reads it again"),
+        "{out}"
+    );
+
+    // Racy entries are read again anyway: none is here.
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_TEST_RACY_WINDOW_NS", "0");
+    let second = run(&mut c, None).success().json();
+    assert_eq!(second["summary"]["files_unmodified"], 0, "{second}");
+    let target = repo.scratch("target2");
+    repo.restore("latest", &target, &[]);
+    for p in ["dir/f", "dir"] {
+        let back = restored(&target, &src).join(p);
+        assert_eq!(
+            xattr::get(&back, "user.bad").unwrap(),
+            Some(b"x".to_vec()),
+            "{p}"
+        );
+    }
 }
 
 /// A mirror of a backup given both a folder and a folder beneath it

@@ -68,8 +68,17 @@ pub(super) struct WalkSetup<'a> {
 /// would bury it).
 type FileOutcome = std::result::Result<(Vec<BlobId>, u64, Xattrs), Option<String>>;
 
-/// A file's extended attributes as read through it, `None` for none.
-type Xattrs = Option<Box<Vec<Xattr>>>;
+/// A file's extended attributes as read through it, `None` for none
+/// and none that could not be read.
+type Xattrs = Option<Box<ReadXattrs>>;
+
+/// What reading a file's extended attributes found.
+struct ReadXattrs {
+    /// Those read, sorted by name.
+    list: Vec<Xattr>,
+    /// Whether some could not be read (see [`crate::tree::CTIME_UNREAD`]).
+    unread: bool,
+}
 
 /// The outcomes of one directory's files, each put in its place by the
 /// worker that read the file and taken by the finisher: a few dozen bytes
@@ -842,19 +851,28 @@ fn read_file(
     // Held until the directory's tree is written: a small file's one
     // chunk id, not the four a first push makes room for.
     chunks.shrink_to_fit();
-    let (xattrs, failed) = crate::fsmeta::read_xattrs_of(&file);
-    if let Some(why) = failed {
-        (setup.report)(xattrs_unread(path, &why));
+    let (list, failed) = crate::fsmeta::read_xattrs_of(&file);
+    if let Some(why) = &failed {
+        (setup.report)(xattrs_unread(path, why));
     }
-    Ok((chunks, size, (!xattrs.is_empty()).then(|| Box::new(xattrs))))
+    let xattrs = (!list.is_empty() || failed.is_some()).then(|| {
+        Box::new(ReadXattrs {
+            list,
+            unread: failed.is_some(),
+        })
+    });
+    Ok((chunks, size, xattrs))
 }
 
 /// The report of an entry at `path` stored without some of its extended
 /// attributes, for `why`: until December 2026 they were left out without
-/// a word. (An unchanged entry keeps its parent's attributes, so later
-/// snapshots lack them too until the entry's ctime changes.)
+/// a word. Its node's change time is stored as
+/// [`crate::tree::CTIME_UNREAD`], so the next backup reads them again.
 fn xattrs_unread(path: &Path, why: &str) -> String {
-    format!("{}: {why}; stored without it", path.display())
+    format!(
+        "{}: {why}; stored without it, the next backup reads it again",
+        path.display()
+    )
 }
 
 /// Files of more than this many bytes are checked, once read, for a
@@ -1251,9 +1269,10 @@ impl<'a> Walker<'a> {
                 let xattrs = reused.or_else(|| unread.then(Vec::new));
                 let mut node =
                     match node_from_stat(handle.fd(), &name, &path, &md, &self.names, xattrs) {
-                        Ok((n, failed)) => {
+                        Ok((mut n, failed)) => {
                             if let Some(why) = failed {
                                 self.report(xattrs_unread(&path, &why));
+                                n.ctime_ns = crate::tree::CTIME_UNREAD;
                             }
                             n
                         }
@@ -1283,6 +1302,7 @@ impl<'a> Walker<'a> {
                                 node.xattrs = xattrs;
                                 if let Some(why) = failed {
                                     self.report(xattrs_unread(&path, &why));
+                                    node.ctime_ns = crate::tree::CTIME_UNREAD;
                                 }
                             }
                             Counters::add(&c.files_unmodified, 1);
@@ -1654,13 +1674,15 @@ fn finish_dirs(
                     match outcomes.get_mut(slot).and_then(Option::take) {
                         Some(Ok((chunks, size, xattrs))) => {
                             Counters::add(&setup.counters.total_bytes, size);
-                            let xattrs = xattrs.map_or_else(Vec::new, |x| *x);
+                            let (xattrs, unread) =
+                                xattrs.map_or_else(|| (Vec::new(), false), |x| (x.list, x.unread));
                             fills.push((
                                 at,
                                 Fill::File {
                                     chunks,
                                     size,
                                     xattrs,
+                                    unread,
                                 },
                             ));
                             continue;
