@@ -2165,3 +2165,47 @@ fn a_restore_that_changes_nothing_leaves_the_targets_times() {
         );
     }
 }
+
+/// A folder above the paths a backup was given keeps its own metadata in
+/// a target that has it: the snapshot holds it only as the way down, and
+/// a restore of a backup of `/home/a` with `--target /` changed `/home`'s
+/// mode, times and attributes to the snapshot's. One the restore makes
+/// gets the snapshot's; so does a given folder, in place or made.
+#[test]
+fn a_folder_above_the_given_paths_keeps_its_metadata_in_the_target() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("d/f.txt"), "f\n");
+    chmod(&src, 0o750);
+    chmod(&src.join("d"), 0o750);
+    set_mtime(&src, 1_400_000_000, 0);
+    repo.backup(&[&src.join("d")], &[]);
+
+    // Made by the restore: the snapshot's.
+    let t = repo.scratch("t");
+    repo.restore("latest", &t, &[]);
+    let r = restored(&t, &src);
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&r), 0o750);
+    assert_eq!(fs::metadata(&r).unwrap().mtime(), 1_400_000_000);
+
+    // Found in the target: its own, under merge and mirror alike; the
+    // given folder gets the snapshot's.
+    for policy in ["merge", "mirror"] {
+        chmod(&r, 0o700);
+        chmod(&r.join("d"), 0o700);
+        set_mtime(&r, 1_000_000, 0);
+        xattr::set(&r, "user.mine", b"target's").unwrap();
+        let out = repo.restore("latest", &t, &["--policy", policy]);
+        assert_eq!(mode(&r), 0o700, "{policy}: {out}");
+        assert_eq!(fs::metadata(&r).unwrap().mtime(), 1_000_000, "{policy}");
+        assert_eq!(
+            xattr::get(&r, "user.mine").unwrap(),
+            Some(b"target's".to_vec()),
+            "{policy}"
+        );
+        assert_eq!(mode(&r.join("d")), 0o750, "{policy}: {out}");
+        assert_eq!(fs::read(r.join("d/f.txt")).unwrap(), b"f\n");
+    }
+}

@@ -129,12 +129,15 @@ impl Executor<'_> {
         fs::symlink_metadata(&*self.beneath.at(path)?)
     }
 
-    /// Creates `dirs` (parents come before their children). Returns the
-    /// places in `dirs` of those that skip-existing found and leaves as
-    /// they are, metadata included.
-    pub(super) fn make_dirs(&self, dirs: &[&Item], stats: &mut RestoreStats) -> Vec<usize> {
+    /// Creates `dirs` (parents come before their children), each with
+    /// whether it lies above the paths its backup was given. Returns the
+    /// places in `dirs` of those found and left as they are, metadata
+    /// included: by skip-existing, and above the given paths (the
+    /// snapshot holds those only as the way down: a restore of a backup
+    /// of `/home/a` with `--target /` leaves `/home` as it is).
+    pub(super) fn make_dirs(&self, dirs: &[(&Item, bool)], stats: &mut RestoreStats) -> Vec<usize> {
         let mut kept = Vec::new();
-        for (i, d) in dirs.iter().enumerate() {
+        for (i, &(d, above)) in dirs.iter().enumerate() {
             if self.under_skipped(&d.rel) {
                 continue;
             }
@@ -142,6 +145,10 @@ impl Executor<'_> {
                 Ok(Dir::Made) => stats.dirs += 1,
                 Ok(Dir::Existing) if self.policy == Policy::SkipExisting => {
                     stats.skipped += 1;
+                    kept.push(i);
+                }
+                Ok(Dir::Existing) if above => {
+                    stats.dirs += 1;
                     kept.push(i);
                 }
                 Ok(Dir::Existing) => stats.dirs += 1,

@@ -203,8 +203,13 @@ struct PlannedDir {
     /// Its place in the walk's order, which `Plan::dirs` keeps.
     seq: u64,
     done: bool,
-    /// An existing directory skip-existing leaves as it is: no metadata.
+    /// An existing directory left as it is, given no metadata: by
+    /// skip-existing, or one above the paths its backup was given.
     kept: bool,
+    /// Whether it lies above the paths its backup was given (see
+    /// [`above_given`]): the snapshot holds it only as the way down to
+    /// them, so one the target has already keeps its own metadata.
+    above: bool,
 }
 
 /// A directory a mirror prunes: what else it holds than `names` is
@@ -618,9 +623,9 @@ impl Planner<'_> {
             return self.drop_batch();
         }
         let kept = {
-            let made: Vec<&Item> = self.plan.dirs[self.dirs_made..]
+            let made: Vec<(&Item, bool)> = self.plan.dirs[self.dirs_made..]
                 .iter()
-                .map(|d| &d.item)
+                .map(|d| (&d.item, d.above))
                 .collect();
             self.ex.make_dirs(&made, self.stats)
         };
@@ -910,6 +915,7 @@ impl Planner<'_> {
                         seq,
                         done: false,
                         kept: false,
+                        above: above_given(&child_abs, self.given),
                     });
                     let sub_twins = if self.ex.case.merges_names() {
                         self.repo
