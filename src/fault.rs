@@ -282,6 +282,15 @@ pub fn xattr_fails(name: &std::ffi::OsStr) -> bool {
         .is_some_and(|n| n == name)
 }
 
+/// The stack size a backup's walking threads ask for, from
+/// `CAIRN_TEST_WALK_STACK` (bytes): one larger than the address space
+/// has every such thread refused, as a host short of memory or threads
+/// may. Unset, this costs one cached environment lookup.
+pub fn walk_stack() -> Option<usize> {
+    static BYTES: OnceLock<Option<usize>> = OnceLock::new();
+    *BYTES.get_or_init(|| positive("CAIRN_TEST_WALK_STACK"))
+}
+
 /// After how many misses an index set builds its filter of ids, from
 /// `CAIRN_TEST_FILTER_AFTER`, so a test's small repository gets one.
 /// Unset, this costs one cached environment lookup.

@@ -544,3 +544,27 @@ fn a_tree_deeper_than_the_open_file_limit_allows_is_walked_to_a_depth() {
     assert_eq!(depth(&last) - depth(&target), 33);
     assert_eq!(fs::read_dir(&last).unwrap().count(), 0);
 }
+
+/// A backup whose walking threads the system refuses (too many threads,
+/// or too little address space for their stacks) walks those folders on
+/// the thread that met them and stores the same tree, exit 0. Until
+/// December 2026 it panicked and wrote no snapshot.
+#[test]
+fn a_backup_refused_walking_threads_walks_on_the_threads_it_has() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    for a in 0..6 {
+        for b in 0..4 {
+            write(&src.join(format!("d{a}/e{b}/f.txt")), format!("{a}/{b}\n"));
+        }
+    }
+    let mut c = repo.cmd(&["backup", "--json"]);
+    // Larger than any address space: every walking thread is refused.
+    c.arg(&src)
+        .env("CAIRN_TEST_WALK_STACK", (1u64 << 62).to_string());
+    let out = run(&mut c, None).success();
+    assert_eq!(out.json()["summary"]["files_new"], 24, "{out}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert_same_tree(&src, &restored(&target, &src));
+}

@@ -1378,14 +1378,25 @@ impl<'a> Walker<'a> {
                                 handle.open_dir(&name)
                             };
                             crate::fault::swap_opened_dir(&path);
+                            let mut work = Some((path, opened, wants, old_subtree));
                             if self.shared.take_spare() {
                                 let shared = self.shared;
                                 let dev = md.dev;
-                                // As `scope.spawn`, which panics too should
-                                // no thread be had.
-                                let thread = std::thread::Builder::new()
-                                    .stack_size(WALK_STACK)
+                                // Handed over through a cell, so that a
+                                // thread refused (too many, or `ulimit -v`
+                                // too tight for its stack) leaves the
+                                // folder to be walked here instead.
+                                let cell = Arc::new(Mutex::new(work.take()));
+                                let given = Arc::clone(&cell);
+                                let spawned = std::thread::Builder::new()
+                                    .stack_size(crate::fault::walk_stack().unwrap_or(WALK_STACK))
                                     .spawn_scoped(scope, move || {
+                                        let taken = given.lock().ok().and_then(|mut w| w.take());
+                                        let Some((path, opened, wants, old_subtree)) = taken else {
+                                            return Err(Error::Invalid(
+                                                "a folder's walk was lost".into(),
+                                            ));
+                                        };
                                         let mut walker = Walker {
                                             shared,
                                             names: NameCache::default(),
@@ -1399,13 +1410,25 @@ impl<'a> Walker<'a> {
                                         );
                                         shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
                                         seq
-                                    })
-                                    .expect("a thread to walk a folder on");
-                                walking.push((waits.len(), thread));
-                                // The sequence number is filled in once it is walked.
-                                let at = tree.push(&node)?;
-                                waits.push(Wait::Dir { at, seq: u64::MAX });
-                            } else {
+                                    });
+                                match spawned {
+                                    Ok(thread) => {
+                                        walking.push((waits.len(), thread));
+                                        // The sequence number is filled in
+                                        // once it is walked.
+                                        let at = tree.push(&node)?;
+                                        waits.push(Wait::Dir { at, seq: u64::MAX });
+                                    }
+                                    Err(_) => {
+                                        self.shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+                                        let back = cell.lock().ok().and_then(|mut w| w.take());
+                                        work = Some(back.ok_or_else(|| {
+                                            Error::Invalid("a folder's walk was lost".into())
+                                        })?);
+                                    }
+                                }
+                            }
+                            if let Some((path, opened, wants, old_subtree)) = work {
                                 let seq =
                                     self.walk_subdir(&path, opened, md.dev, wants, old_subtree)?;
                                 let at = tree.push(&node)?;
