@@ -20,6 +20,7 @@ pub mod compress;
 pub mod crypto;
 pub mod directio;
 pub mod error;
+pub mod escape;
 pub mod fault;
 pub mod filter;
 pub mod fsmeta;

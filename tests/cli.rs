@@ -1260,3 +1260,25 @@ fn backup_time_in_the_future_is_refused_and_one_in_the_past_is_recorded() {
     assert_eq!(next["parent"], old["id"], "{next}");
     assert_eq!(next["summary"]["files_unmodified"], 1, "{next}");
 }
+
+/// A name in an error line cannot forge another line or drive the
+/// terminal: its control characters are escaped, as in warnings and
+/// listings. Until December 2026 the `error:` line printed them as they
+/// were.
+#[test]
+fn an_error_line_escapes_the_names_it_quotes() {
+    let repo = Repo::new();
+    let dir = repo.scratch("gone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let missing = dir.join("x\nerror: forged\x1b[2J");
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&missing);
+    let out = run(&mut c, None);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.lines().all(|l| !l.starts_with("error: forged")),
+        "{out}"
+    );
+    assert!(!out.stderr.contains('\x1b'), "{out}");
+    assert!(out.stderr.contains("x\\nerror: forged\\x1b[2J"), "{out}");
+}

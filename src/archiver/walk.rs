@@ -1233,8 +1233,8 @@ impl<'a> Walker<'a> {
                     if let Some((folder, what)) = self.shared.setup.own.find(md.dev, md.ino) {
                         crate::eprint_line(format_args!(
                             "note: leaving out {}: it is {what} ({})",
-                            path.display(),
-                            folder.display()
+                            crate::escape::escape(path.as_os_str().as_bytes()),
+                            crate::escape::escape(folder.as_os_str().as_bytes())
                         ));
                         left_out = left_out.saturating_add(1);
                         continue;

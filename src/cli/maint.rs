@@ -95,16 +95,24 @@ fn print_verify(
             outln!("reading {}", w.description)?;
         }
         for w in &report.warnings {
-            outln!("warning: {}: {}", w.object, w.message)?;
+            outln!(
+                "warning: {}: {}",
+                output::escape_controls(&w.object),
+                output::escape_controls(&w.message)
+            )?;
         }
         for e in &report.errors {
-            outln!("error: {}: {}", e.object, e.message)?;
+            outln!(
+                "error: {}: {}",
+                output::escape_controls(&e.object),
+                output::escape_controls(&e.message)
+            )?;
         }
         for d in &report.damaged {
             outln!(
                 "damaged: snapshot {} {}: blob {} {}",
                 d.snapshot.short(),
-                d.path,
+                output::escape_controls(&d.path),
                 d.blob.short(),
                 d.reason
             )?;

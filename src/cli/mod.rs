@@ -786,7 +786,10 @@ pub fn main() -> ExitCode {
         // The reader of a listing went away: it wanted no more.
         Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            crate::eprint_line(format_args!("error: {e}"));
+            crate::eprint_line(format_args!(
+                "error: {}",
+                output::escape_controls(&e.to_string())
+            ));
             ExitCode::from(e.exit_code())
         }
     }

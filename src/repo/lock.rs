@@ -986,7 +986,10 @@ fn remove_stale_lock(backend: &dyn Backend, lock: &Listed, what: &str) -> Result
             )))
         }
     }
-    crate::eprint_line(format_args!("removed a stale lock: {what}"));
+    crate::eprint_line(format_args!(
+        "removed a stale lock: {}",
+        crate::escape::escape_controls(what)
+    ));
     Ok(())
 }
 
@@ -1028,7 +1031,10 @@ fn wait_for(holder: &str, deadline: Instant, announced: &mut bool, hint: &str) -
         return Err(Error::Locked(format!("{holder} ({hint})")));
     }
     if !*announced {
-        crate::eprint_line(format_args!("waiting for the repository: {holder}"));
+        crate::eprint_line(format_args!(
+            "waiting for the repository: {}",
+            crate::escape::escape_controls(holder)
+        ));
         *announced = true;
     }
     thread::sleep(

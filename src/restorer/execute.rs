@@ -644,8 +644,8 @@ impl Executor<'_> {
                 crate::eprint_line(format_args!(
                     "note: leaving {} in place, though the snapshot lacks it: it is or leads \
                      to {what} ({})",
-                    p.display(),
-                    folder.display()
+                    crate::escape::escape(p.as_os_str().as_bytes()),
+                    crate::escape::escape(folder.as_os_str().as_bytes())
                 ));
                 continue;
             }
