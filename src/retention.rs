@@ -206,6 +206,12 @@ pub struct GroupDecisions {
     pub group: String,
     /// Its snapshots, newest first.
     pub snapshots: Vec<Decision>,
+    /// Whether the policy's own rules keep one of them: not so when only
+    /// the parents of differentials (and the bases of damaged snapshots)
+    /// are kept there, which a `--keep-tag` no snapshot of the group
+    /// carries leaves (see `forget`'s refusal of such a plan).
+    #[serde(skip)]
+    pub kept_by_policy: bool,
 }
 
 /// What `forget` does with a policy, in local time: the snapshots passing
@@ -238,9 +244,13 @@ pub fn plan_in<Tz: TimeZone>(
     }
     let mut out: Vec<GroupDecisions> = groups
         .into_values()
-        .map(|members| GroupDecisions {
-            group: group_by.key(members[0]),
-            snapshots: apply_in(policy, &members, tz),
+        .map(|members| {
+            let snapshots = apply_in(policy, &members, tz);
+            GroupDecisions {
+                group: group_by.key(members[0]),
+                kept_by_policy: snapshots.iter().any(|d| d.keep),
+                snapshots,
+            }
         })
         .collect();
     protect_parents(all, &mut out);

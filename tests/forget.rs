@@ -7,6 +7,7 @@ mod common;
 mod support_maint;
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::path::Path;
 
 use common::*;
@@ -201,8 +202,7 @@ fn a_tag_policy_that_would_empty_a_group_is_refused() {
             let out = run_utc(&repo, &args);
             assert_eq!(out.code, 1, "{args:?}: {out}");
             assert!(
-                out.stderr
-                    .contains("the policy would remove every snapshot of group"),
+                out.stderr.contains("the policy keeps no snapshot of group"),
                 "{args:?}: {out}"
             );
             // db carries no tag at all; web carries `keep` but not `kepe`.
@@ -235,6 +235,60 @@ fn a_tag_policy_that_would_empty_a_group_is_refused() {
     // And a whole group goes by naming its snapshots.
     run_utc(&repo, &["forget", &db]).success();
     assert_eq!(snapshot_ids(&repo), set(&[&web[0]]));
+}
+
+/// A full kept only because a differential needs it does not make a
+/// policy of tags that the group never carries sound: it is refused as
+/// for a group without differentials. Until December 2026 it removed
+/// every snapshot but that old full, the newest included, exit 0; and
+/// likewise wherever a damaged snapshot file had the fulls kept.
+#[test]
+fn a_tag_policy_is_refused_though_a_differential_keeps_a_full() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let mut ids = Vec::new();
+    for (day, kind) in [(1, "full"), (2, "differential"), (3, "incremental")] {
+        fill(&src, day, &[("a", 1_000)]);
+        let time = format!("2026-01-0{day}T12:00:00Z");
+        ids.push(backup_at(&repo, &src, &time, &["--kind", kind]));
+    }
+    let all: BTreeSet<String> = ids.iter().cloned().collect();
+    for extra in [&["--dry-run"][..], &[]] {
+        let mut args = vec!["forget", "--keep-tag", "kepe"];
+        args.extend_from_slice(extra);
+        let out = run_utc(&repo, &args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("the policy keeps no snapshot of group"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(snapshot_ids(&repo), all, "{args:?}: {out}");
+    }
+
+    // A damaged snapshot file of another set keeps every full as the
+    // base it may have: in a repository without differentials, the
+    // refusal stands all the same.
+    let repo = Repo::new();
+    let mut ids = BTreeSet::new();
+    for day in 1..=3 {
+        fill(&src, day, &[("a", 1_000)]);
+        let time = format!("2026-01-0{day}T12:00:00Z");
+        ids.insert(backup_at(&repo, &src, &time, &[]));
+    }
+    let other = backup_at(&repo, &src, "2026-01-04T12:00:00Z", &["--set", "other"]);
+    let name = fs::read_dir(repo.path.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with(&other))
+        .unwrap();
+    fs::write(repo.path.join("snapshots").join(name), b"garbage").unwrap();
+    let out = run_utc(&repo, &["forget", "--keep-tag", "kepe"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("the policy keeps no snapshot of group"),
+        "{out}"
+    );
+    assert_eq!(snapshot_ids(&repo), ids, "{out}");
 }
 
 #[test]

@@ -405,24 +405,27 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
     super::keeping_reserve(&repo, || forget_command(ctx, &repo, &a, &policy))
 }
 
-/// Refuses a plan that removes every snapshot of some group. The count
-/// rules and `--keep-within` always keep a group's newest, so only a
-/// policy of `--keep-tag`s alone gets here: a tag mistyped, or one that
-/// group never carries, would otherwise remove all its backups, the
-/// newest included. Removing a whole group is done by naming its
-/// snapshots.
+/// Refuses a plan in which the policy keeps no snapshot of some group.
+/// The count rules and `--keep-within` always keep a group's newest, so
+/// only a policy of `--keep-tag`s alone gets here: a tag mistyped, or one
+/// that group never carries, would otherwise remove all its backups, the
+/// newest included. A full kept there only as the parent of a
+/// differential does not make the plan sound: until December 2026 it
+/// did, and such a policy removed every snapshot but that old full
+/// (exit 0), as it did wherever a damaged snapshot file had the fulls
+/// kept. Removing a whole group is done by naming its snapshots.
 fn refuse_emptied_groups(plan: &[GroupDecisions]) -> Result<()> {
     let emptied: Vec<String> = plan
         .iter()
-        .filter(|g| g.snapshots.iter().all(|d| !d.keep))
+        .filter(|g| !g.kept_by_policy)
         .map(|g| format!("group {:?} ({} snapshot(s))", g.group, g.snapshots.len()))
         .collect();
     if emptied.is_empty() {
         return Ok(());
     }
     Err(Error::Invalid(format!(
-        "the policy would remove every snapshot of {}, the newest included: nothing is \
-         removed. No snapshot there carries a --keep-tag tag: check its spelling, add a rule \
+        "the policy keeps no snapshot of {}: it would remove them all, the newest included \
+         (but for fulls that differentials need): nothing is removed. No snapshot there carries a --keep-tag tag: check its spelling, add a rule \
          that keeps each group's newest (e.g. --keep-last 1), or name the snapshots to \
          remove by id",
         emptied.join(", ")
@@ -467,6 +470,7 @@ fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Pol
         vec![GroupDecisions {
             group: "named snapshots".into(),
             snapshots: named,
+            kept_by_policy: false,
         }]
     };
     let remove: Vec<SnapshotId> = reports
