@@ -20,6 +20,9 @@ use std::path::Path;
 
 /// Exit code: generic error.
 pub const EXIT_ERROR: u8 = 1;
+/// Exit code: a bad or missing argument, or options that cannot go
+/// together, as the argument parser's own refusals.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the backup was written but some files could not be read,
 /// or it read around damage in the repository (see `BackupResult`), or
 /// the stream it backed up was empty.
@@ -78,6 +81,10 @@ pub enum Error {
     /// The user asked for something impossible or ambiguous.
     #[error("{0}")]
     Invalid(String),
+    /// The command line itself is wrong (see [`EXIT_USAGE`]): found before
+    /// the repository is opened.
+    #[error("{0}")]
+    Usage(String),
     /// A storage service failed an operation on an object. `transient`
     /// failures (5xx answers, timeouts, refused or reset connections) may
     /// succeed when retried; the others (denied, invalid request, missing
@@ -110,6 +117,7 @@ impl Error {
             Error::RepoMissing(_) => EXIT_REPO_MISSING,
             Error::Locked(_) => EXIT_LOCKED,
             Error::WrongPassword { .. } | Error::WrongKey(_) => EXIT_WRONG_PASSWORD,
+            Error::Usage(_) => EXIT_USAGE,
             _ => EXIT_ERROR,
         }
     }

@@ -371,11 +371,14 @@ impl GroupBy {
     }
 
     /// What groups `e`: the set, host, paths and sorted tags it is
-    /// grouped by, each `None` when not grouped by.
+    /// grouped by, each `None` when not grouped by. A tag a snapshot
+    /// records twice (as backups before December 2026 stored `--tag a
+    /// --tag a`) counts once.
     fn fields(&self, e: &SnapshotEntry) -> GroupFields {
         let s = &e.snapshot;
         let mut tags = s.tags.clone();
         tags.sort();
+        tags.dedup();
         (
             self.set.then(|| s.set.clone()),
             self.host.then(|| s.host.clone()),
@@ -400,6 +403,7 @@ impl GroupBy {
         if self.tags {
             let mut t = s.tags.clone();
             t.sort();
+            t.dedup();
             parts.push(format!("tags {}", t.join(",")));
         }
         if parts.is_empty() {
@@ -723,6 +727,18 @@ mod tests {
         ];
         let all = SnapshotFilter::default();
         assert_eq!(planned(&last(1), "tags", &all, &t), vec![1, 2]);
+        // A tag recorded twice counts once: one series with `a` and `b`.
+        let t = vec![
+            at(
+                "2026-01-01 00:00",
+                1,
+                SnapshotKind::Full,
+                None,
+                &["b", "a", "a"],
+            ),
+            at("2026-01-02 00:00", 2, SnapshotKind::Full, None, &["a", "b"]),
+        ];
+        assert_eq!(planned(&last(1), "tags", &all, &t), vec![2]);
     }
 
     #[test]

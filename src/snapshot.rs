@@ -434,6 +434,19 @@ impl SnapshotFilter {
     }
 }
 
+/// Checks that `spec` can name a snapshot (`latest`, or 4 to 64 hex
+/// digits of an id) without looking for one.
+pub fn check_spec(spec: &str) -> Result<()> {
+    let ok = spec == "latest"
+        || ((4..=64).contains(&spec.len()) && spec.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{spec:?} is not a snapshot id: give `latest`, or at least 4 hex digits of an id"
+    )))
+}
+
 /// Resolves `latest`, a full id, or a unique prefix of at least 4 hex
 /// digits, among the snapshots `filter` passes: an id naming a snapshot
 /// the filter leaves out is refused, so that `forget ID --host A` can
@@ -450,12 +463,8 @@ pub fn resolve<'a>(
             .find(|e| filter.matches(&e.snapshot))
             .ok_or_else(|| Error::NotFound("snapshot matching `latest` and the filters".into()));
     }
+    check_spec(spec)?;
     let lower = spec.to_ascii_lowercase();
-    if lower.len() < 4 || lower.len() > 64 || !lower.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::Invalid(format!(
-            "{spec:?} is not a snapshot id: give `latest`, or at least 4 hex digits of an id"
-        )));
-    }
     let hits: Vec<&SnapshotEntry> = all
         .iter()
         .filter(|e| e.id.to_hex().starts_with(&lower))

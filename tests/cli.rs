@@ -1061,7 +1061,7 @@ fn paths_after_double_dash_are_backed_up() {
     let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "x", "--", "-notes"]);
     c.current_dir(&dir);
     let out = run(&mut c, Some(b"data"));
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("not both"), "{out}");
 
     // An empty argument after `--` (clap refuses one before it) is said
@@ -1070,7 +1070,7 @@ fn paths_after_double_dash_are_backed_up() {
         let mut c = repo.cmd(args);
         c.current_dir(&dir);
         let out = run(&mut c, None);
-        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert_eq!(out.code, 2, "{args:?}: {out}");
         assert!(
             out.stderr.starts_with("error: an empty path was given"),
             "{args:?}: {out}"
@@ -1083,7 +1083,7 @@ fn paths_after_double_dash_are_backed_up() {
     let mut c = repo.cmd(&["backup", "plain", "--stdin-filename", "dump.sql"]);
     c.current_dir(&dir);
     let out = run(&mut c, None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(
         out.stderr
             .contains("give it with --stdin or --stdin-from-command, not with paths"),
@@ -1211,7 +1211,7 @@ fn names_in_listings_are_escaped() {
         ("--tag", "rtl\u{202e}"),
     ] {
         let out = repo.run(&["backup", plain.to_str().unwrap(), flag, value]);
-        assert_eq!(out.code, 1, "{flag}: {out}");
+        assert_eq!(out.code, 2, "{flag}: {out}");
         assert!(out.stderr.contains("control characters"), "{flag}: {out}");
         assert!(
             out.stderr.starts_with(&format!("error: {flag} \"")),

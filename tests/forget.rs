@@ -130,8 +130,35 @@ fn groups_filters_within_and_tags_from_the_command_line() {
     // 1m is a month, not a minute: everything is within it.
     assert_eq!(kept(&dry_run(&repo, &["--keep-within", "1m"])), everything);
     let out = run_utc(&repo, &["forget", "--keep-within", "10s", "--dry-run"]);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("30-day month"), "{out}");
+    // A filter that matches nothing says so.
+    let out = run_utc(&repo, &["forget", "--keep-last", "1", "--host", "wbe"]).success();
+    assert!(
+        out.stderr
+            .contains("warning: no snapshot matches --host wbe: the policy removes nothing"),
+        "{out}"
+    );
+    assert_eq!(snapshot_ids(&repo), everything, "{out}");
+
+    // A tag given twice is stored once.
+    let twice = repo.backup(&[&src], &["--tag", "x", "--tag", "y", "--tag", "x"]);
+    assert_eq!(twice["tags"], serde_json::json!(["x", "y"]), "{twice}");
+    run_utc(&repo, &["forget", twice["id"].as_str().unwrap()]).success();
+
+    // Arguments are usage errors (exit 2), found before the repository
+    // is opened: with a wrong password too.
+    for args in [
+        &["forget", "--keep-last", "1", "--group-by", "colour"][..],
+        &["forget", "--keep-within", "5"],
+        &["forget", "zz"],
+    ] {
+        let mut c = repo.cmd(args);
+        c.env("CAIRN_PASSWORD", "not the password");
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        assert!(!out.stderr.contains("password"), "{args:?}: {out}");
+    }
 
     // --keep-tag, together with keep-last.
     let p = dry_run(&repo, &["--keep-last", "1", "--keep-tag", "keep"]);
@@ -221,7 +248,7 @@ fn a_tag_policy_that_would_empty_a_group_is_refused() {
     // An empty tag is refused as such.
     for tag in ["", " "] {
         let out = run_utc(&repo, &["forget", "--keep-tag", tag, "--dry-run"]);
-        assert_eq!(out.code, 1, "{out}");
+        assert_eq!(out.code, 2, "{out}");
         assert!(out.stderr.contains("--keep-tag needs a tag"), "{out}");
     }
 

@@ -645,10 +645,10 @@ fn forget_by_policy_and_by_id() {
 
     // Without a policy or ids: refused, nothing removed.
     let out = repo.run(&["forget"]);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("nothing to do"), "{out}");
     let out = repo.run(&["forget", "--keep-last", "1", &snaps[0].id]);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("not both"), "{out}");
     assert_eq!(snapshot_ids(&repo), all);
 

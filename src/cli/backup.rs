@@ -221,6 +221,16 @@ fn command_file_name(command: &[OsString]) -> Result<String> {
         })
 }
 
+/// `tags` with each kept once, where first given: a tag given twice
+/// (`--tag a --tag a`) was stored twice, and `forget --group-by tags`
+/// then put the snapshot in a group of its own.
+fn once_each(tags: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    tags.into_iter()
+        .filter(|t| seen.insert(t.clone()))
+        .collect()
+}
+
 /// Refuses a `--host`, `--set` or `--tag` value holding a control
 /// character (a newline, a terminal's escape): recorded in the snapshot,
 /// it would show escaped in every listing (see [`output::escape`]), and
@@ -230,7 +240,7 @@ fn refuse_control_characters(flag: &str, value: &str) -> Result<()> {
     if shown == value {
         return Ok(());
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Usage(format!(
         "{flag} \"{shown}\": control characters (newlines, tabs, terminal escapes, \
          text-direction marks) are not allowed in a host, set or tag name"
     )))
@@ -269,21 +279,21 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     }
     let stream = a.stdin || a.stdin_from_command;
     if stream && !a.paths.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "give either paths or --stdin (or --stdin-from-command), not both".into(),
         ));
     }
     // Paths keep their own names: a name for standard input given with
     // them would be dropped without a word.
     if !stream && a.stdin_filename.is_some() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "--stdin-filename names standard input (or a command's output) in the snapshot: \
              give it with --stdin or --stdin-from-command, not with paths"
                 .into(),
         ));
     }
     if !stream && a.paths.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "nothing to back up: give at least one path, --stdin or --stdin-from-command".into(),
         ));
     }
@@ -299,7 +309,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     // An empty argument (`cairn backup -- "$DIR"` with DIR unset) names
     // nothing; said as such rather than as a path that cannot be resolved.
     if a.paths.iter().any(|p| p.as_os_str().is_empty()) {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "an empty path was given: name the files and directories to back up \
              (is a variable in the command line unset?)"
                 .into(),
@@ -329,7 +339,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             Kind::Incremental => SnapshotKind::Incremental,
             Kind::Differential => SnapshotKind::Differential,
         },
-        tags: a.tags,
+        tags: once_each(a.tags),
         host: a.host,
         excludes,
         one_file_system: a.one_file_system,

@@ -369,8 +369,13 @@ struct ForgetGcReport<'a> {
     gc: &'a gc::GcPlan,
 }
 
+/// `forget`: its arguments are checked before the repository is opened,
+/// and a wrong one exits 2, as the argument parser's refusals do.
 pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
-    let repo = ctx.open()?;
+    let usage = |e: Error| match e {
+        Error::Invalid(m) => Error::Usage(m),
+        e => e,
+    };
     let policy = Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
@@ -382,27 +387,48 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
             .keep_within
             .as_deref()
             .map(retention::parse_within)
-            .transpose()?,
+            .transpose()
+            .map_err(usage)?,
         tags: a.keep_tags.clone(),
     };
     if a.keep_tags.iter().any(|t| t.trim().is_empty()) {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "--keep-tag needs a tag: an empty one is carried by no snapshot and keeps nothing"
                 .into(),
         ));
     }
     if a.ids.is_empty() && policy.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "nothing to do: name snapshots to remove, or give a policy such as --keep-daily 7"
                 .into(),
         ));
     }
     if !a.ids.is_empty() && !policy.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "give snapshot ids or a policy, not both".into(),
         ));
     }
-    super::keeping_reserve(&repo, || forget_command(ctx, &repo, &a, &policy))
+    let group_by = GroupBy::parse(&a.group_by).map_err(usage)?;
+    for spec in &a.ids {
+        crate::snapshot::check_spec(spec).map_err(usage)?;
+    }
+    let repo = ctx.open()?;
+    super::keeping_reserve(&repo, || forget_command(ctx, &repo, &a, &policy, &group_by))
+}
+
+/// `filter` as the options that give it (`--host web --tag daily`).
+fn describe_filter(filter: &crate::snapshot::SnapshotFilter) -> String {
+    let mut parts = Vec::new();
+    if let Some(set) = &filter.set {
+        parts.push(format!("--set {set}"));
+    }
+    if let Some(host) = &filter.host {
+        parts.push(format!("--host {host}"));
+    }
+    for tag in &filter.tags {
+        parts.push(format!("--tag {tag}"));
+    }
+    parts.join(" ")
 }
 
 /// Refuses a plan in which the policy keeps no snapshot of some group.
@@ -432,12 +458,26 @@ fn refuse_emptied_groups(plan: &[GroupDecisions]) -> Result<()> {
     )))
 }
 
-fn forget_command(ctx: &Context, repo: &Repository, a: &ForgetArgs, policy: &Policy) -> Result<u8> {
+fn forget_command(
+    ctx: &Context,
+    repo: &Repository,
+    a: &ForgetArgs,
+    policy: &Policy,
+    group_by: &GroupBy,
+) -> Result<u8> {
     let lock = super::lock_repo(ctx, repo, !a.dry_run, "forget")?;
     let all = repo.snapshots()?;
     let reports: Vec<GroupDecisions> = if a.ids.is_empty() {
-        let group_by = GroupBy::parse(&a.group_by)?;
-        let mut plan = retention::plan(policy, &group_by, &a.filter.filter(), &all.good);
+        let filter = a.filter.filter();
+        let mut plan = retention::plan(policy, group_by, &filter, &all.good);
+        // A filter mistyped in a nightly job would otherwise never prune,
+        // and never say so.
+        if plan.is_empty() && !filter.is_empty() && !all.good.is_empty() {
+            super::warn(&format!(
+                "no snapshot matches {}: the policy removes nothing",
+                describe_filter(&filter)
+            ));
+        }
         if !all.damaged.is_empty() {
             retention::keep_bases_of_damaged(&all.good, &mut plan);
         }
