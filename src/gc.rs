@@ -296,6 +296,9 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         }
     }
     let index = whole_index(repo, "collect garbage")?;
+    // A table's entries decide which packs are in use: one damaged would
+    // have gc delete packs its entries no longer name.
+    repo.require_sound_index("collect garbage")?;
     // Marking looks up every blob in use.
     index.build_directories(usize::MAX);
     let marks = Marks::new(&index, &sizes)?;

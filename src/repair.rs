@@ -359,6 +359,9 @@ pub fn repair_snapshots(
     let loaded = repo.snapshots()?;
     let snapshots: Vec<SnapshotEntry> = loaded.good;
     let index = repo.index()?;
+    // A damaged table's entries would have blobs intact in their packs
+    // taken for lost, and dropped from the copies.
+    repo.require_sound_index("repair snapshots")?;
     let mut packs = HashSet::new();
     for name in backend.list(FileKind::Pack)? {
         if is_hex_name(&name) {

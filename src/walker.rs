@@ -186,7 +186,8 @@ impl<'r> TreeReader<'r> {
             .and_then(|()| {
                 crate::pack::open_blob_with(self.repo.key(), id, &sealed, loc.raw_length, &what, f)
             })
-            .and_then(|r| r);
+            .and_then(|r| r)
+            .map_err(|e| self.repo.blame_index(e));
         if sealed.capacity() <= SEALED_KEPT {
             SEALED.set(sealed);
         }

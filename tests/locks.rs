@@ -371,6 +371,9 @@ fn unlock_removes_the_locks_of_dead_processes_only() {
     // While the backup runs its lock is not stale: unlock leaves it.
     let out = repo.run(&["unlock"]).success();
     assert!(out.stdout.contains("0 lock(s) removed"), "{out}");
+    let left = format!("left shared lock held by `backup` (pid {pid} ");
+    assert!(out.stdout.contains(&left), "{out}");
+    assert!(out.stdout.contains("`cairn unlock --force`"), "{out}");
     assert!(lock.exists());
     assert_eq!(repo.run(&["gc"]).code, 11);
 
@@ -381,12 +384,23 @@ fn unlock_removes_the_locks_of_dead_processes_only() {
     assert_ne!(copy, name);
     fs::copy(&lock, lock.with_file_name(&copy)).unwrap();
     backup.kill().unwrap();
-    backup.wait().unwrap();
     drop(stdin);
     assert!(lock.exists(), "a killed process cannot remove its lock");
     assert_eq!(lock_files(&repo).len(), 2);
 
+    // Not yet reaped (a zombie, as under a PID 1 that reaps nothing), it
+    // is dead all the same: until December 2026 unlock left its locks.
+    let state = || {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ").and_then(|(_, s)| s.chars().next())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while state() != Some('Z') && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(state(), Some('Z'));
     let out = repo.run(&["unlock"]).success();
+    backup.wait().unwrap();
     assert!(out.stdout.contains("2 lock(s) removed"), "{out}");
     let removed = format!("removed shared lock held by `backup` (pid {pid} ");
     assert_eq!(out.stdout.matches(&removed).count(), 2, "{out}");

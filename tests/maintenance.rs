@@ -375,7 +375,7 @@ fn backup_storing_again(repo: &Repo, src: &Path, first: &Saved) -> Saved {
     assert_eq!(out.code, 3, "{out}");
     assert!(
         out.stderr
-            .contains("unchanged file(s) had chunks the repository no longer holds"),
+            .contains("unchanged file(s) had chunks the readable index lacks"),
         "{out}"
     );
     let v = out.json();
@@ -1532,4 +1532,94 @@ fn restore_reads_a_chunk_from_its_other_entry_when_the_first_names_a_lost_pack()
     assert_eq!(code, 1, "{out}");
     let hit: BTreeSet<String> = damaged(&v).into_iter().map(|d| d.0).collect();
     assert_eq!(hit, also, "{out}");
+}
+
+/// Flips one bit of the file at `path`, `from_end` bytes before its end.
+fn flip_near_end(path: &Path, from_end: u64) {
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let at = f.metadata().unwrap().len() - from_end;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    b[0] ^= 1;
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&b).unwrap();
+}
+
+/// An index table that fails its MAC is named as the damage, with
+/// `repair index`: gc and `repair snapshots`, which decide by its entries
+/// what to delete or to drop, refuse before changing anything, and a
+/// blob that fails to authenticate where the index puts it says the
+/// index may be what is wrong. Until December 2026 such a table was
+/// used unchecked: a flipped bit in an entry had gc refuse "while
+/// snapshots are damaged", advising to forget them, and `repair
+/// snapshots` write copies without intact folders.
+#[test]
+fn a_damaged_index_table_is_named_and_nothing_acts_on_it() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 31, &[("a", 100_000), ("b", 30_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    let tables = names_in(&repo, "index");
+    // The last bit of each table's MAC: its entries stay as they were.
+    for t in &tables {
+        flip_near_end(&repo.path.join("index").join(t), 1);
+    }
+    let packs = pack_files(&repo);
+
+    for args in [&["gc"][..], &["forget", "--keep-last", "1", "--gc"]] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains("refusing to collect garbage: index table")
+                && out.stderr.contains("MAC (damaged)")
+                && out.stderr.contains("`cairn repair index`"),
+            "{args:?}: {out}"
+        );
+    }
+    let out = repo.run(&["repair", "snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("refusing to repair snapshots: index table"),
+        "{out}"
+    );
+    assert_eq!(pack_files(&repo), packs);
+    assert_eq!(snapshot_ids(&repo).len(), 1);
+    // Reads go by the entries, which are intact.
+    assert_restores(&repo, &saved);
+
+    // A blob that fails to authenticate says the index may be at fault.
+    let damaged = repo.scratch("damaged-packs");
+    fs::create_dir_all(&damaged).unwrap();
+    for (name, path) in &packs {
+        fs::copy(path, damaged.join(name)).unwrap();
+        // Within the blobs, which lie before the pack's header.
+        let half = fs::metadata(path).unwrap().len() / 2;
+        flip_near_end(path, half);
+    }
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", &saved.id, "--target"]);
+    c.arg(&target);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("so the place it gives may be wrong and the pack intact")
+            && out.stderr.contains("`cairn repair index`"),
+        "{out}"
+    );
+    for (name, path) in &packs {
+        fs::copy(damaged.join(name), path).unwrap();
+    }
+
+    repo.run(&["repair", "index"]).success();
+    repo.run(&["gc"]).success();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &saved);
 }

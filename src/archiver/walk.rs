@@ -981,11 +981,11 @@ impl WalkShared<'_> {
         let Ok(lost) = self.lost.lock() else { return };
         if let (n, Some((path, id))) = &*lost {
             (self.setup.repo_warn)(format!(
-                "{n} unchanged file(s) had chunks the repository no longer holds \
-                 (first: {}, blob {}; dropped from the index since the parent \
-                 snapshot, their pack lost): read again and stored, so this \
-                 snapshot is whole, and older snapshots holding the same content \
-                 are mended",
+                "{n} unchanged file(s) had chunks the readable index lacks \
+                 (first: {}, blob {}; an index table damaged or left unread, or \
+                 their entries dropped since the parent snapshot as their pack \
+                 was lost): read again and stored, so this snapshot is whole, and \
+                 older snapshots holding the same content are mended",
                 path.display(),
                 id.short()
             ));

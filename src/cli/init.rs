@@ -130,7 +130,15 @@ pub(super) fn run_unlock(ctx: &Context, a: UnlockArgs) -> Result<u8> {
     let removed = &found.removed;
     let printed = (|| {
         for l in removed {
-            outln!("removed {}", l.describe())?;
+            outln!("removed {}", crate::escape::escape_controls(&l.describe()))?;
+        }
+        // Said, so that "0 lock(s) removed" never reads as "none held".
+        for l in &found.left {
+            outln!(
+                "left {}: not stale, its process may still run; `cairn unlock --force` \
+                 removes it once you know it does not",
+                crate::escape::escape_controls(&l.describe())
+            )?;
         }
         const NO_LOCK: &str = "which holds no lock (it does not decode: empty, torn, or sealed \
                                with another key)";

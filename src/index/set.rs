@@ -7,6 +7,9 @@ use super::*;
 pub struct IndexSet {
     pub(super) tables: Vec<IndexTable>,
     misses: Misses,
+    /// The tables whose MAC fails, once asked (see
+    /// [`IndexSet::damaged_tables`]).
+    damaged: std::sync::OnceLock<Vec<IndexId>>,
     /// Calls of [`IndexSet::contains_kind`] for chunks and for trees, for
     /// tests of what a backup looks up.
     #[cfg(test)]
@@ -83,6 +86,26 @@ impl IndexSet {
             tables,
             ..IndexSet::default()
         }
+    }
+
+    /// The tables whose MAC does not match their bytes, checked once (a
+    /// pass over every table). Lookups trust a table's entries as mapped,
+    /// range-checked but not authenticated, which a read of every table
+    /// would cost each command: so a damaged table (a flipped bit) shows
+    /// as a blob that fails to authenticate where its entry puts it, or,
+    /// to a command that decides what to delete by the entries, as packs
+    /// that look unused. gc and `repair snapshots` ask before they act,
+    /// every reader once a blob fails to authenticate, so the damage is
+    /// named as the index's, which `cairn repair index` mends, not the
+    /// packs' or the snapshots'.
+    pub fn damaged_tables(&self, key: &MasterKey) -> &[IndexId] {
+        self.damaged.get_or_init(|| {
+            self.tables
+                .iter()
+                .filter(|t| t.check_mac(key).is_err())
+                .map(|t| t.id())
+                .collect()
+        })
     }
 
     /// Maps every table in the repository.

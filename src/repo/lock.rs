@@ -398,13 +398,33 @@ impl LockInfo {
     }
 }
 
+/// Whether process `pid` of this host runs. A zombie (killed, not yet
+/// reaped by its parent, as under a container's PID 1 that reaps
+/// nothing) does not: `kill(pid, 0)` finds it all the same, and until
+/// December 2026 its lock held the repository until stale by age, with
+/// `unlock` removing nothing.
 fn process_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// Whether `/proc` says process `pid` is a zombie (state `Z`, or `X`,
+/// dead); false where it says nothing.
+fn is_zombie(pid: libc::pid_t) -> bool {
+    let Ok(stat) = std::fs::read(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) S ...`: the command may hold spaces and parentheses,
+    // the state follows the last `)`.
+    let Some(end) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    matches!(stat.get(end + 2), Some(b'Z' | b'X'))
 }
 
 /// A held lock; released on drop. See the module docs for the checks a
@@ -1143,6 +1163,8 @@ impl Drop for LockGuard {
 pub struct Unlocked {
     /// The locks removed.
     pub removed: Vec<LockInfo>,
+    /// The locks left, not stale: their holders may run.
+    pub left: Vec<LockInfo>,
     /// The lock files that hold no lock (empty, torn, sealed with another
     /// key): removed with `force`, else only named. Every command
     /// ignores them, so nothing else ever removes them.
@@ -1192,16 +1214,18 @@ fn remove_stale(
     }
     let judge = Judge::new(&listed, mine);
     let (host, ns) = (crate::hostname(), PidNamespace::current());
-    let mut removed = Vec::new();
+    let (mut removed, mut left) = (Vec::new(), Vec::new());
     let mut maybe_live = false;
-    for lock in &listed {
-        if lock.name != mine && (force || judge.is_stale(lock)) {
+    for lock in listed.iter().filter(|l| l.name != mine) {
+        if force || judge.is_stale(lock) {
             match backend.remove(FileKind::Lock, &lock.name) {
                 Err(e) if !e.is_not_found() => return Err(e),
                 _ => {}
             }
             maybe_live |= !lock.info.is_of_the_dead(&host, ns);
             removed.push(lock.info.clone());
+        } else {
+            left.push(lock.info.clone());
         }
     }
     if maybe_live {
@@ -1209,6 +1233,7 @@ fn remove_stale(
     }
     Ok(Unlocked {
         removed,
+        left,
         unreadable,
     })
 }
@@ -1706,6 +1731,29 @@ mod tests {
             backend.write(FileKind::Lock, &name, bytes).unwrap();
             acquire(backend.clone(), &key, true, "gc", Duration::ZERO).unwrap();
         }
+    }
+
+    /// A zombie (exited, not yet reaped) is no live holder; a running
+    /// process is.
+    #[test]
+    fn a_zombie_process_is_not_alive() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(process_alive(pid));
+        // SAFETY: signals the child this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        // Dead once the kernel has taken it down; not reaped until `wait`.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_alive(pid) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid), "a killed, unreaped child is dead");
+        assert!(is_zombie(pid as libc::pid_t));
+        child.wait().unwrap();
+        assert!(process_alive(std::process::id()));
     }
 
     /// In this very pid namespace a dead pid is a dead holder: its lock is

@@ -238,6 +238,15 @@ fn opens_repository_files(backend: &dyn Backend, key: &MasterKey) -> Option<bool
     Some(table.check_mac(key).is_ok())
 }
 
+/// "index table 1a2b3c4d fails its MAC (damaged)", for one or more.
+fn damaged_tables_text(ids: &[IndexId]) -> String {
+    let names: Vec<String> = ids.iter().map(|id| id.short()).collect();
+    match names.as_slice() {
+        [one] => format!("index table {one} fails its MAC (damaged)"),
+        _ => format!("index tables {} fail their MAC (damaged)", names.join(", ")),
+    }
+}
+
 /// An open repository.
 pub struct Repository {
     backend: Arc<dyn Backend>,
@@ -741,6 +750,48 @@ impl Repository {
             .locate_kind_where(id, kind, &|p| !gone.contains(p))
     }
 
+    /// `e`, from reading a blob where the index places it, naming the
+    /// index's damage where a table fails its MAC (see
+    /// [`IndexSet::damaged_tables`]): the blob's entry may be what is
+    /// damaged, and the pack intact. Other errors pass as they are.
+    pub fn blame_index(&self, e: Error) -> Error {
+        let Error::Corrupt { what, detail } = e else {
+            return e;
+        };
+        let damaged = match self.index() {
+            Ok(index) => index.damaged_tables(&self.key).to_vec(),
+            Err(_) => Vec::new(),
+        };
+        if damaged.is_empty() {
+            return Error::Corrupt { what, detail };
+        }
+        Error::Corrupt {
+            what,
+            detail: format!(
+                "{detail}; but {}, so the place it gives may be wrong and the pack intact: \
+                 run `cairn repair index`, which rebuilds the index from the packs, and try again",
+                damaged_tables_text(&damaged)
+            ),
+        }
+    }
+
+    /// Refuses to go on `doing` (a command that decides by the index's
+    /// entries what to delete or to drop) while a table fails its MAC:
+    /// its entries may place blobs in the wrong packs, so that packs in
+    /// use look unused, and blobs intact look damaged.
+    pub fn require_sound_index(&self, doing: &str) -> Result<()> {
+        let index = self.index()?;
+        let damaged = index.damaged_tables(&self.key);
+        if damaged.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Invalid(format!(
+            "refusing to {doing}: {}, and entries there may place blobs in the wrong packs; \
+             `cairn repair index` rebuilds the index from the packs",
+            damaged_tables_text(damaged)
+        )))
+    }
+
     /// Reads `id` at `loc`, or, if that pack is missing, where else the
     /// index places it (see [`Repository::locate_elsewhere`]); the error
     /// names the first pack found missing if none holds it.
@@ -758,7 +809,7 @@ impl Repository {
                         None => return Err(missing_pack(id, &gone[0])),
                     }
                 }
-                other => return other,
+                other => return other.map_err(|e| self.blame_index(e)),
             }
         }
     }

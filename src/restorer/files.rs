@@ -405,25 +405,27 @@ impl Executor<'_> {
                 format!("blob {} lies past the end (truncated pack?)", id.short()),
             )
         })?;
-        pack::open_blob_with(self.repo.key(), id, sealed, loc.raw_length, what, |plain| {
-            let zero = plain.iter().all(|&b| b == 0);
-            for &(t, offset) in uses {
-                let task = &tasks[t];
-                if task.failed() {
-                    continue;
+        let opened =
+            pack::open_blob_with(self.repo.key(), id, sealed, loc.raw_length, what, |plain| {
+                let zero = plain.iter().all(|&b| b == 0);
+                for &(t, offset) in uses {
+                    let task = &tasks[t];
+                    if task.failed() {
+                        continue;
+                    }
+                    if zero {
+                        task.holes.store(true, Ordering::Relaxed);
+                    } else if let Err(e) = self.write_chunk(task, plain, offset) {
+                        self.check_full(&task.dest, &e);
+                        task.fail(e);
+                        continue;
+                    }
+                    if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        self.finish_task(task);
+                    }
                 }
-                if zero {
-                    task.holes.store(true, Ordering::Relaxed);
-                } else if let Err(e) = self.write_chunk(task, plain, offset) {
-                    self.check_full(&task.dest, &e);
-                    task.fail(e);
-                    continue;
-                }
-                if task.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    self.finish_task(task);
-                }
-            }
-        })
+            });
+        opened.map_err(|e| self.repo.blame_index(e))
     }
 
     /// The pack's decoded header, with the whole pack when `data` holds
