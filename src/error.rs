@@ -81,6 +81,9 @@ pub enum Error {
     /// The user asked for something impossible or ambiguous.
     #[error("{0}")]
     Invalid(String),
+    /// An error, and what to do about it on a line of its own.
+    #[error("{error}\n{advice}")]
+    Advised { error: Box<Error>, advice: String },
     /// The command line itself is wrong (see [`EXIT_USAGE`]): found before
     /// the repository is opened.
     #[error("{0}")]
@@ -118,6 +121,7 @@ impl Error {
             Error::Locked(_) => EXIT_LOCKED,
             Error::WrongPassword { .. } | Error::WrongKey(_) => EXIT_WRONG_PASSWORD,
             Error::Usage(_) => EXIT_USAGE,
+            Error::Advised { error, .. } => error.exit_code(),
             _ => EXIT_ERROR,
         }
     }

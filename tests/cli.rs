@@ -193,6 +193,28 @@ fn default_repository_is_created_with_a_generated_password() {
     c.arg("snapshots").arg("-r").arg(&repo_dir);
     c.env("CAIRN_PASSWORD", "guess");
     assert_eq!(run(&mut c, None).code, 12);
+
+    // A password given where no repository is: the default one made with
+    // it is said, as a job that lost its CAIRN_REPO would otherwise back
+    // up there without a word.
+    fs::remove_dir_all(&repo_dir).unwrap();
+    fs::remove_file(&pw_file).unwrap();
+    let mut c = cmd(&["backup", src.to_str().unwrap()]);
+    c.env("CAIRN_PASSWORD", "chosen");
+    let out = run(&mut c, None).success();
+    let said = format!(
+        "note: no --repo or CAIRN_REPO given: created the default repository at {}, \
+         with the password from CAIRN_PASSWORD",
+        repo_dir.display()
+    );
+    assert!(out.stderr.contains(&said), "{out}");
+    assert!(!pw_file.exists(), "{out}");
+    let out = run(
+        cmd(&["backup", src.to_str().unwrap()]).env("CAIRN_PASSWORD", "chosen"),
+        None,
+    )
+    .success();
+    assert!(!out.stderr.contains("created the default"), "{out}");
 }
 
 /// The JSON lines of `cairn ls --json`.

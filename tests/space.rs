@@ -64,8 +64,10 @@ fn a_full_filesystem_fails_the_backup_cleanly_and_forget_gc_and_verify_still_run
     let failed = out.to_string();
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("No space left on device"), "{out}");
+    // The advice on a line of its own, not escaped into the error's.
     assert!(
-        out.stderr.contains("the repository's filesystem is full")
+        out.stderr.contains("\nthe repository's filesystem is full")
+            && !out.stderr.contains("\\nthe repository")
             && out.stderr.contains("`cairn gc`")
             && out
                 .stderr

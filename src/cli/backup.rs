@@ -161,8 +161,24 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
             }
         )));
     }
+    // Said whichever password it gets: a nightly job that lost its
+    // CAIRN_REPO but kept its password would otherwise back up into a
+    // new default repository, exit 0, without a word (until December
+    // 2026 only a generated password was announced).
+    let created = |from: &str| {
+        crate::eprint_line(format_args!(
+            "note: no --repo or CAIRN_REPO given: created the default repository at {}, \
+             with the password from {from}; if you meant another repository, give it with \
+             --repo (or CAIRN_REPO)",
+            path.display()
+        ))
+    };
     let password = match ctx.explicit_password()? {
-        Some(pw) => pw.bytes,
+        Some(pw) => {
+            let repo = Repository::init(backend, &pw.bytes, &InitOptions::default())?;
+            created(pw.from());
+            return Ok(repo);
+        }
         None => {
             let file = Context::default_password_file().ok_or_else(|| {
                 Error::Invalid(
@@ -170,11 +186,13 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
                 )
             })?;
             if file.exists() {
-                return Repository::init(
+                let repo = Repository::init(
                     backend,
                     &super::read_password_file(&file)?,
                     &InitOptions::default(),
-                );
+                )?;
+                created(&file.display().to_string());
+                return Ok(repo);
             }
             let pw = hex::encode(crate::crypto::random_bytes::<32>());
             if let Some(dir) = file.parent() {

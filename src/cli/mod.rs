@@ -519,6 +519,11 @@ pub(crate) struct Password {
 }
 
 impl Password {
+    /// Where it came from: `CAIRN_PASSWORD`, `--password-file FILE`, …
+    pub(crate) fn from(&self) -> &str {
+        &self.from
+    }
+
     /// The first line of the password file `f`, which `from` names.
     fn from_file(f: &std::path::Path, from: String) -> Result<Password> {
         Ok(Password {
@@ -731,19 +736,23 @@ fn explain_full(repo: &Repository, e: Error) -> Error {
     }
     let reserve =
         std::path::Path::new(&repo.backend().location()).join(crate::backend::local::RESERVE);
-    match repo.backend().reserve() {
-        Ok(Some(held)) if held > 0 => Error::Invalid(format!(
-            "{e}\nthe repository's filesystem is full: `cairn forget` (with --gc) and `cairn gc` \
+    let advice = match repo.backend().reserve() {
+        Ok(Some(held)) if held > 0 => format!(
+            "the repository's filesystem is full: `cairn forget` (with --gc) and `cairn gc` \
              can still run and free space, using the room set aside for them in {}",
             reserve.display()
-        )),
-        Ok(Some(_)) => Error::Invalid(format!(
-            "{e}\nthe repository's filesystem is full, and no room is set aside in {} for \
+        ),
+        Ok(Some(_)) => format!(
+            "the repository's filesystem is full, and no room is set aside in {} for \
              `cairn forget` and `cairn gc`: free some space on it (other than the \
              repository's files) so that they can run",
             reserve.display()
-        )),
-        _ => e,
+        ),
+        _ => return e,
+    };
+    Error::Advised {
+        error: Box::new(e),
+        advice,
     }
 }
 
@@ -786,10 +795,19 @@ pub fn main() -> ExitCode {
         // The reader of a listing went away: it wanted no more.
         Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            crate::eprint_line(format_args!(
-                "error: {}",
-                output::escape_controls(&e.to_string())
-            ));
+            // Each line escaped on its own: a name in the error cannot
+            // forge a line, and advice keeps its own.
+            match &e {
+                Error::Advised { error, advice } => crate::eprint_line(format_args!(
+                    "error: {}\n{}",
+                    output::escape_controls(&error.to_string()),
+                    output::escape_controls(advice)
+                )),
+                e => crate::eprint_line(format_args!(
+                    "error: {}",
+                    output::escape_controls(&e.to_string())
+                )),
+            }
             ExitCode::from(e.exit_code())
         }
     }
