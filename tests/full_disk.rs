@@ -302,3 +302,39 @@ fn a_restore_that_fills_its_target_finishes_the_files_whose_space_it_reserved() 
         .arg(restored(&small.at, &src).join("a/large.bin"));
     small.run(&c).success();
 }
+
+/// On a target without unnamed files (`O_TMPFILE`: exFAT, FUSE, NFS), a
+/// large file whose space cannot be reserved leaves no temporary file
+/// behind, however many of its chunks the workers were delivering:
+/// until December 2026 a second worker's chunk created the file again
+/// under a new name, and the cleanup removed only the first, so the
+/// second, its blocks reserved, stayed in the target.
+#[test]
+fn a_file_that_does_not_fit_leaves_no_temporary_file_behind() {
+    // Small packs: a file's chunks lie in many, read by both workers.
+    let mut args = FAST_INIT.to_vec();
+    args.extend_from_slice(&["--pack-size", "1M"]);
+    let repo = Repo::with_init_args(&args);
+    let src = repo.scratch("src");
+    write_random(&src.join("big.bin"), 40, 40 << 20);
+    repo.backup(&[&src], &[]);
+    // ext4 reserves what room it has before it refuses the rest.
+    let small = PrivateMount::ext4_whole_seconds(&repo.scratch("target"), 24 << 20);
+    for round in 0..3 {
+        let target = small.at.join(format!("t{round}"));
+        let mut c = Command::new("mkdir");
+        c.arg(&target);
+        small.run(&c).success();
+        let mut c = repo.cmd(&["restore", "latest", "--target"]);
+        c.arg(&target).env("CAIRN_NO_TMPFILE", "1");
+        let out = small.run(&c);
+        assert_eq!(out.code, 1, "{out}");
+        let mut c = Command::new("find");
+        c.arg(&target).args(["-type", "f"]);
+        let files = small.run(&c).success().stdout;
+        assert_eq!(
+            files, "",
+            "round {round}: nothing fits, nothing is left: {out}"
+        );
+    }
+}

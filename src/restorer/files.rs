@@ -500,12 +500,12 @@ impl Executor<'_> {
                 return task.fail(format!("cannot set its size: {e}"));
             }
         }
-        let placed = match task.tmp.get() {
+        let placed = match task.tmp_name() {
             Some(tmp) => {
                 // Through the open file: no path walks.
                 self.apply_meta(&task.dest, task.node, Some(&file), false);
                 drop(file);
-                self.rename_into_place(tmp, &task.dest)
+                self.rename_into_place(&tmp, &task.dest)
                     .map_err(|e| format!("cannot rename into place: {e}"))
             }
             None => self.place_unnamed(task, file),
@@ -601,7 +601,7 @@ impl Executor<'_> {
         Ok(Prepared::Write(Box::new(FileTask {
             dest: dest.to_path_buf(),
             replace: exists,
-            tmp: std::sync::OnceLock::new(),
+            tmp: Mutex::new(None),
             node,
             file: Mutex::new(None),
             remaining: AtomicUsize::new(chunks.len()),
@@ -636,13 +636,18 @@ impl Executor<'_> {
     /// The file of `task`: `held` if it is held open, else a transient
     /// file opened again by name, else a new one.
     pub(super) fn task_file(&self, task: &FileTask, held: Option<fs::File>) -> Result<fs::File> {
-        match (held, task.tmp.get()) {
+        match (held, task.tmp_name()) {
             (Some(f), _) => Ok(f),
             (None, Some(tmp)) if task.transient.load(Ordering::Relaxed) => self
                 .beneath
-                .at(tmp)
+                .at(&tmp)
                 .and_then(|at| reopen(&at))
                 .map_err(|e| Error::path("open", &task.dest, e)),
+            // Given up (its space could not be reserved, say) while this
+            // chunk waited: not created again.
+            (None, _) if task.failed() => {
+                Err(Error::Invalid(format!("{}: given up", task.dest.display())))
+            }
             (None, _) => self.create_file(task),
         }
     }
@@ -696,7 +701,9 @@ impl Executor<'_> {
                     .mode(mode)
                     .open(dir.join(&name))
                     .map_err(|e| Error::path("create", &task.dest, e))?;
-                let _ = task.tmp.set(tmp);
+                if let Ok(mut t) = task.tmp.lock() {
+                    *t = Some(tmp);
+                }
                 f
             }
         };
@@ -710,8 +717,8 @@ impl Executor<'_> {
             Err(e) => {
                 // The caller holds the task's file slot: only the name
                 // goes here; the descriptor closes on return.
-                if let Some(tmp) = task.tmp.get() {
-                    if let Ok(at) = self.beneath.at(tmp) {
+                if let Some(tmp) = task.tmp.lock().ok().and_then(|mut t| t.take()) {
+                    if let Ok(at) = self.beneath.at(&tmp) {
                         let _ = fs::remove_file(&*at);
                     }
                 }

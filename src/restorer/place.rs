@@ -18,8 +18,12 @@ pub(super) struct FileTask<'p> {
     pub(super) replace: bool,
     /// The temporary file's name, once one is created under a name; an
     /// unnamed file (`O_TMPFILE`) has none. Acted on through
-    /// [`super::beneath`], as every path in the target.
-    pub(super) tmp: std::sync::OnceLock<PathBuf>,
+    /// [`super::beneath`], as every path in the target. The latest name:
+    /// a file given up when its space could not be reserved is removed,
+    /// and should another worker's chunk create it again, that is the
+    /// name to remove (until December 2026 the first was kept, and the
+    /// second file, its blocks reserved, was left in the target).
+    pub(super) tmp: Mutex<Option<PathBuf>>,
     pub(super) node: &'p Node,
     /// Created by the first write (see `Executor::create_file`) and held
     /// until the file is whole.
@@ -52,6 +56,11 @@ impl FileTask<'_> {
         self.error.lock().ok().and_then(|e| e.clone())
     }
 
+    /// The temporary file's name, if it has one (see `tmp`).
+    pub(super) fn tmp_name(&self) -> Option<PathBuf> {
+        self.tmp.lock().ok().and_then(|t| t.clone())
+    }
+
     pub(super) fn failed(&self) -> bool {
         self.error.lock().map(|e| e.is_some()).unwrap_or(true)
     }
@@ -61,8 +70,8 @@ impl FileTask<'_> {
     /// a descriptor held open.
     pub(super) fn discard(&self, beneath: &super::beneath::Beneath) -> bool {
         let closed = self.file.lock().is_ok_and(|mut f| f.take().is_some());
-        if let Some(tmp) = self.tmp.get() {
-            if let Ok(at) = beneath.at(tmp) {
+        if let Some(tmp) = self.tmp_name() {
+            if let Ok(at) = beneath.at(&tmp) {
                 let _ = fs::remove_file(&*at);
             }
         }
