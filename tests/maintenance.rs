@@ -821,6 +821,17 @@ fn read_data_subsets_cover_every_pack_and_find_a_flipped_byte() {
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stdout.contains("reading 100% of packs"), "{out}");
     assert!(out.stdout.contains(&victim), "{out}");
+    // A subset that reads nothing, or one beside --read-data, is refused
+    // as a usage error, not passed as a check.
+    for args in [
+        &["verify", "--read-data-subset", "0%"][..],
+        &["verify", "--read-data-subset", "8/7"],
+        &["verify", "--read-data", "--read-data-subset", "1/2"],
+    ] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        assert_eq!(out.stdout, "", "{args:?}: {out}");
+    }
 }
 
 // ------------------------------------------------------------- keys and index

@@ -35,6 +35,16 @@ pub struct VerifyArgs {
 }
 
 pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
+    // Arguments first, before the repository is opened and the key
+    // derived: a bad one is a usage error (exit 2).
+    if a.read_data && a.read_data_subset.is_some() {
+        return Err(Error::Usage(
+            "give --read-data (every pack) or --read-data-subset (part of them), not both".into(),
+        ));
+    }
+    if let Some(s) = &a.read_data_subset {
+        Subset::parse(s).map_err(|e| Error::Usage(e.to_string()))?;
+    }
     let (repo, password) = ctx.open_uncached_with_password()?;
     let lock = super::read_lock(ctx, &repo, "verify")?;
     let outcome = verify_command(ctx, &repo, password, a, lock.as_ref());

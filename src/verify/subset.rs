@@ -38,8 +38,13 @@ impl Subset {
         let bad = || Error::Invalid(format!("{s:?} is not a subset like 10% or 3/7"));
         if let Some(p) = s.strip_suffix('%') {
             let p: f64 = p.trim().parse().map_err(|_| bad())?;
-            if !(0.0..=100.0).contains(&p) {
-                return Err(bad());
+            // 0% reads nothing, and a check that reads nothing must not
+            // pass for one that read its share (`${PCT}%` with PCT unset
+            // or 0 in a nightly job).
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(Error::Invalid(format!(
+                    "{s:?}: a subset of N% needs N above 0 and at most 100"
+                )));
             }
             return Ok(Subset::Percent(p));
         }
@@ -49,7 +54,9 @@ impl Subset {
             m.trim().parse().map_err(|_| bad())?,
         );
         if m == 0 || k == 0 || k > m {
-            return Err(bad());
+            return Err(Error::Invalid(format!(
+                "{s:?}: a subset K/M needs M above 0 and K from 1 to M"
+            )));
         }
         Ok(Subset::Part(k, m))
     }
@@ -155,7 +162,7 @@ mod tests {
         }
         assert_eq!(Subset::parse("10%").unwrap(), Subset::Percent(10.0));
         assert_eq!(Subset::parse("3/7").unwrap(), Subset::Part(3, 7));
-        for bad in ["0/7", "8/7", "x", "101%", "1/0"] {
+        for bad in ["0/7", "8/7", "x", "101%", "1/0", "0%", "-5%", "NaN%"] {
             assert!(Subset::parse(bad).is_err(), "{bad}");
         }
     }
