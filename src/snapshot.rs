@@ -442,7 +442,7 @@ pub fn check_spec(spec: &str) -> Result<()> {
     if ok {
         return Ok(());
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Usage(format!(
         "{spec:?} is not a snapshot id: give `latest`, or at least 4 hex digits of an id"
     )))
 }

@@ -1223,6 +1223,17 @@ fn names_in_listings_are_escaped() {
     assert_eq!(snap["paths"][0], src.to_str().unwrap());
     assert!(!src.as_os_str().as_bytes().contains(&b'\\'));
 
+    // Empty host, set and tag names are refused.
+    for (flag, value) in [("--tag", ""), ("--host", " "), ("--set", "")] {
+        let out = repo.run(&["backup", ".", flag, value]);
+        assert_eq!(out.code, 2, "{flag}: {out}");
+        assert!(
+            out.stderr.starts_with(&format!(
+                "error: {flag} needs a name: an empty one was given"
+            )),
+            "{flag}: {out}"
+        );
+    }
     // Host, set and tag names with control characters are refused.
     let plain = repo.scratch("plain");
     write(&plain.join("f"), "f");

@@ -254,6 +254,13 @@ fn once_each(tags: Vec<String>) -> Vec<String> {
 /// it would show escaped in every listing (see [`output::escape`]), and
 /// `--host`, `--set` and `--tag` filters would have to repeat it.
 fn refuse_control_characters(flag: &str, value: &str) -> Result<()> {
+    // An empty one (a variable unset in a job's command line) names
+    // nothing, and made groups `forget` shows as `set , host web`.
+    if value.trim().is_empty() {
+        return Err(Error::Usage(format!(
+            "{flag} needs a name: an empty one was given (is a variable in the command line unset?)"
+        )));
+    }
     let shown = output::escape_controls(value);
     if shown == value {
         return Ok(());
