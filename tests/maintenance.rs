@@ -1545,20 +1545,9 @@ fn restore_reads_a_chunk_from_its_other_entry_when_the_first_names_a_lost_pack()
     assert_eq!(hit, also, "{out}");
 }
 
-/// Flips one bit of the file at `path`, `from_end` bytes before its end.
+/// Flips a byte of the file at `path`, `from_end` bytes before its end.
 fn flip_near_end(path: &Path, from_end: u64) {
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let at = f.metadata().unwrap().len() - from_end;
-    let mut b = [0u8];
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    b[0] ^= 1;
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&b).unwrap();
+    flip_byte(path, fs::metadata(path).unwrap().len() - from_end);
 }
 
 /// An index table that fails its MAC is named as the damage, with
