@@ -511,6 +511,11 @@ fn full_target_is_reported_up_front_and_sparse_files_need_no_room() {
             .contains(&format!("{}: no space left in the target", big.display())),
         "the error should name the file:\n{out}"
     );
+    assert_eq!(
+        out.stderr.matches(big.to_str().unwrap()).count(),
+        1,
+        "named once: {out}"
+    );
     assert!(out.stderr.contains("needs 3.0 MiB"), "{out}");
     assert!(!big.exists(), "{out}");
     // The rest is restored: the 16 MiB sparse file fits in 2 MiB because

@@ -707,7 +707,7 @@ impl Executor<'_> {
                 f
             }
         };
-        match self.size_file(&file, dir, &task.dest, task.node.size, chunks) {
+        match self.size_file(&file, dir, task.node.size, chunks) {
             Ok(sized) => {
                 if sized && !task.reserve_counted.swap(true, Ordering::AcqRel) {
                     self.reserved_one();
@@ -745,7 +745,6 @@ impl Executor<'_> {
         &self,
         file: &fs::File,
         dir: &Path,
-        dest: &Path,
         size: u64,
         chunks: &[BlobId],
     ) -> Result<bool> {
@@ -761,9 +760,9 @@ impl Executor<'_> {
                     // Only this file: smaller ones may still fit, and the
                     // restore goes on with them until a write finds the
                     // filesystem full (see `Executor::full`).
+                    // Whoever reports it names the file.
                     return Err(Error::Invalid(format!(
-                        "{}: no space left in the target: the file needs {}, {} is available",
-                        dest.display(),
+                        "no space left in the target: the file needs {}, {} is available",
                         crate::human_bytes(size),
                         crate::human_bytes(avail)
                     )));
