@@ -239,6 +239,8 @@ fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
     // says so.
     let snap = out.json();
     assert_eq!(snap["summary"]["errors"], 1, "{snap:#}");
+    // Counted as what it is: left out, not new.
+    assert_eq!(snap["summary"]["files_new"], 3, "{snap:#}");
     let unreadable = snap["unreadable"].as_array().unwrap();
     assert_eq!(unreadable.len(), 1, "{snap:#}");
     assert!(

@@ -493,8 +493,9 @@ impl<'s> Iterator for StatAhead<'_, 's> {
 /// `at` is where the node starts in the directory's [`TreeEncoder`].
 enum Wait {
     /// The file is being read; its outcome arrives at place `slot` of the
-    /// directory's [`DirOutcomes`].
-    File { slot: usize, at: usize },
+    /// directory's [`DirOutcomes`]. Counted as new (`new`) or changed
+    /// when it was sent, and taken off that count if it is left out.
+    File { slot: usize, at: usize, new: bool },
     /// The directory is finished under sequence number `seq`.
     Dir { at: usize, seq: u64 },
 }
@@ -1330,7 +1331,11 @@ impl<'a> Walker<'a> {
                                 answered: false,
                             };
                             let at = tree.push(&node)?;
-                            waits.push(Wait::File { slot, at });
+                            waits.push(Wait::File {
+                                slot,
+                                at,
+                                new: !was_file,
+                            });
                             if let Some(full) = batch.add(job, node.size) {
                                 if self.shared.send(full).is_err() {
                                     break;
@@ -1693,7 +1698,7 @@ fn finish_dirs(
         let mut left_out = job.left_out;
         for wait in job.waits {
             match wait {
-                Wait::File { slot, at } => {
+                Wait::File { slot, at, new } => {
                     match outcomes.get_mut(slot).and_then(Option::take) {
                         Some(Ok((chunks, size, xattrs))) => {
                             Counters::add(&setup.counters.total_bytes, size);
@@ -1717,7 +1722,15 @@ fn finish_dirs(
                             String::from_utf8_lossy(job.tree.name_at(at))
                         )),
                     }
-                    // Left out.
+                    // Left out, so neither new nor changed (until
+                    // December 2026 a file that could not be opened counted
+                    // among the new ones beside its error).
+                    let counted = if new {
+                        &setup.counters.files_new
+                    } else {
+                        &setup.counters.files_changed
+                    };
+                    counted.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     left_out = left_out.saturating_add(1);
                     fills.push((at, Fill::Remove));
                 }
