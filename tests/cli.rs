@@ -775,10 +775,45 @@ fn init_with_a_key_file_is_refused() {
     args.extend_from_slice(FAST_INIT);
     args.extend_from_slice(&["--key-file", key.to_str().unwrap()]);
     let out = run(cairn().args(&args).env("CAIRN_PASSWORD", "pw"), None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("--key-file"), "{out}");
     assert!(out.stderr.contains("cairn key export"), "{out}");
     assert!(!path.exists(), "nothing made");
+}
+
+/// Settings `init` cannot use are usage errors (exit 2), found before a
+/// password is asked for, each naming what it allows; nothing is made.
+#[test]
+fn init_refuses_unusable_settings_before_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    for (bad, says) in [
+        (
+            &["--chunk-min", "8M", "--chunk-max", "1M"][..],
+            "chunk sizes",
+        ),
+        (
+            &["--compression", "23"],
+            "compression level 23 is outside -7..=22",
+        ),
+        (&["--pack-size", "0"], "pack size 0 is outside"),
+        (&["--kdf-memory-kib", "1"], "memory 1 KiB (8..=4194304"),
+    ] {
+        let mut args = vec!["-r", path.to_str().unwrap(), "init"];
+        args.extend_from_slice(bad);
+        // No password anywhere: the settings are refused first.
+        let out = run(
+            cairn()
+                .args(&args)
+                .env_remove("CAIRN_PASSWORD")
+                .env_remove("CAIRN_PASSWORD_FILE")
+                .stdin(std::process::Stdio::null()),
+            None,
+        );
+        assert_eq!(out.code, 2, "{bad:?}: {out}");
+        assert!(out.stderr.contains(says), "{bad:?}: {out}");
+        assert!(!path.exists(), "nothing made: {out}");
+    }
 }
 
 #[test]

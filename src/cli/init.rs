@@ -65,7 +65,7 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
     // key, sealed with a password. Taking the flag silently would leave
     // the user believing the key file opens what was made.
     if let Some(f) = ctx.key_file_flag() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "--key-file {}: init makes a new repository, whose key is sealed with a \
              password; export it afterwards with `cairn key export FILE`",
             f.display()
@@ -81,8 +81,6 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
             f.display()
         ));
     }
-    let backend = ctx.backend()?;
-    let pw = ctx.password(true)?;
     let opts = InitOptions {
         chunk_sizes: (a.chunk_min, a.chunk_avg, a.chunk_max),
         compression: a.compression,
@@ -94,6 +92,11 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
         },
         cipher: a.cipher,
     };
+    // Settings are checked before the password is asked for: a bad one
+    // is a usage error (exit 2).
+    opts.check().map_err(|e| Error::Usage(e.to_string()))?;
+    let backend = ctx.backend()?;
+    let pw = ctx.password(true)?;
     let repo = Repository::init(backend.clone(), &pw.bytes, &opts)?;
     super::top_up_reserve(&repo, false);
     let id = &hex::encode(repo.config().repo_id)[..8];

@@ -62,7 +62,9 @@ impl KdfParams {
             Ok(())
         } else {
             Err(Error::Invalid(format!(
-                "unusable Argon2id parameters {self:?}"
+                "unusable Argon2id parameters: memory {} KiB (8..=4194304, at least 8 a lane), \
+                 {} passes (1..=100), {} lanes (1..=16)",
+                self.memory_kib, self.iterations, self.lanes
             )))
         }
     }

@@ -44,6 +44,26 @@ pub struct InitOptions {
     pub cipher: Cipher,
 }
 
+impl InitOptions {
+    /// Checks the settings as `init` would, before anything is asked
+    /// for or written: chunk sizes, compression level, pack size and the
+    /// password hashing cost.
+    pub fn check(&self) -> Result<()> {
+        let (min, avg, max) = self.chunk_sizes;
+        let config = Config {
+            version: config::VERSION,
+            repo_id: [0; 32],
+            chunker: ChunkerParams::with_sizes(min, avg, max, 0)?,
+            compression: self.compression,
+            pack_size: self.pack_size,
+            created_ns: 0,
+            cipher: self.cipher,
+        };
+        config.validate()?;
+        self.kdf.validate()
+    }
+}
+
 impl Default for InitOptions {
     fn default() -> InitOptions {
         let c = ChunkerParams::default();
