@@ -126,6 +126,16 @@ impl Error {
         }
     }
 
+    /// This error as a usage error (exit 2) where it is an
+    /// [`Error::Invalid`]: for a value of the command line checked by
+    /// code that other callers share. Other errors pass as they are.
+    pub fn into_usage(self) -> Error {
+        match self {
+            Error::Invalid(m) => Error::Usage(m),
+            e => e,
+        }
+    }
+
     /// A corruption error about `what`.
     pub fn corrupt(what: impl fmt::Display, detail: impl fmt::Display) -> Error {
         Error::Corrupt {

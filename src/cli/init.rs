@@ -94,7 +94,7 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
     };
     // Settings are checked before the password is asked for: a bad one
     // is a usage error (exit 2).
-    opts.check().map_err(|e| Error::Usage(e.to_string()))?;
+    opts.check().map_err(Error::into_usage)?;
     let backend = ctx.backend()?;
     let pw = ctx.password(true)?;
     let repo = Repository::init(backend.clone(), &pw.bytes, &opts)?;

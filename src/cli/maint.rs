@@ -43,7 +43,7 @@ pub(super) fn run_verify(ctx: &Context, a: VerifyArgs) -> Result<u8> {
         ));
     }
     if let Some(s) = &a.read_data_subset {
-        Subset::parse(s).map_err(|e| Error::Usage(e.to_string()))?;
+        Subset::parse(s).map_err(Error::into_usage)?;
     }
     let (repo, password) = ctx.open_uncached_with_password()?;
     let lock = super::read_lock(ctx, &repo, "verify")?;
@@ -382,10 +382,6 @@ struct ForgetGcReport<'a> {
 /// `forget`: its arguments are checked before the repository is opened,
 /// and a wrong one exits 2, as the argument parser's refusals do.
 pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
-    let usage = |e: Error| match e {
-        Error::Invalid(m) => Error::Usage(m),
-        e => e,
-    };
     let policy = Policy {
         last: a.keep_last,
         hourly: a.keep_hourly,
@@ -398,7 +394,7 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
             .as_deref()
             .map(retention::parse_within)
             .transpose()
-            .map_err(usage)?,
+            .map_err(Error::into_usage)?,
         tags: a.keep_tags.clone(),
     };
     if a.keep_tags.iter().any(|t| t.trim().is_empty()) {
@@ -418,9 +414,9 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
             "give snapshot ids or a policy, not both".into(),
         ));
     }
-    let group_by = GroupBy::parse(&a.group_by).map_err(usage)?;
+    let group_by = GroupBy::parse(&a.group_by).map_err(Error::into_usage)?;
     for spec in &a.ids {
-        crate::snapshot::check_spec(spec).map_err(usage)?;
+        crate::snapshot::check_spec(spec)?;
     }
     let repo = ctx.open()?;
     super::keeping_reserve(&repo, || forget_command(ctx, &repo, &a, &policy, &group_by))

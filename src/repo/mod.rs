@@ -49,18 +49,24 @@ impl InitOptions {
     /// for or written: chunk sizes, compression level, pack size and the
     /// password hashing cost.
     pub fn check(&self) -> Result<()> {
+        self.config([0; 32], 0, 0)?;
+        self.kdf.validate()
+    }
+
+    /// The config of a repository made with these settings, validated.
+    fn config(&self, repo_id: [u8; 32], chunker_seed: u64, created_ns: i64) -> Result<Config> {
         let (min, avg, max) = self.chunk_sizes;
         let config = Config {
             version: config::VERSION,
-            repo_id: [0; 32],
-            chunker: ChunkerParams::with_sizes(min, avg, max, 0)?,
+            repo_id,
+            chunker: ChunkerParams::with_sizes(min, avg, max, chunker_seed)?,
             compression: self.compression,
             pack_size: self.pack_size,
-            created_ns: 0,
+            created_ns,
             cipher: self.cipher,
         };
         config.validate()?;
-        self.kdf.validate()
+        Ok(config)
     }
 }
 
@@ -314,22 +320,11 @@ impl Repository {
                 foreign.join(", ")
             )));
         }
-        let (min, avg, max) = opts.chunk_sizes;
-        let config = Config {
-            version: config::VERSION,
-            repo_id: crypto::random_bytes::<32>(),
-            chunker: ChunkerParams::with_sizes(
-                min,
-                avg,
-                max,
-                u64::from_le_bytes(crypto::random_bytes::<8>()),
-            )?,
-            compression: opts.compression,
-            pack_size: opts.pack_size,
-            created_ns: crate::now_ns(),
-            cipher: opts.cipher,
-        };
-        config.validate()?;
+        let config = opts.config(
+            crypto::random_bytes::<32>(),
+            u64::from_le_bytes(crypto::random_bytes::<8>()),
+            crate::now_ns(),
+        )?;
         let key = MasterKey::generate().with_cipher(config.cipher);
         let encoded = config.encode(&key)?;
         let keyfile = keys::encode(&key, password, opts.kdf)?;
