@@ -29,6 +29,19 @@ fn backup_at(repo: &Repo, src: &Path, time: &str, extra: &[&str]) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
+/// `forget ARGS`, asserting it is refused as a policy that keeps
+/// nothing of some group.
+#[track_caller]
+fn refused_as_emptying(repo: &Repo, args: &[&str]) -> Out {
+    let out = run_utc(repo, args);
+    assert_eq!(out.code, 1, "{args:?}: {out}");
+    assert!(
+        out.stderr.contains("the policy keeps no snapshot of group"),
+        "{args:?}: {out}"
+    );
+    out
+}
+
 #[track_caller]
 fn dry_run(repo: &Repo, args: &[&str]) -> Plan {
     let mut all = vec!["forget", "--dry-run", "--json"];
@@ -226,12 +239,7 @@ fn a_tag_policy_that_would_empty_a_group_is_refused() {
         for tag in ["keep", "kepe"] {
             let mut args = vec!["forget", "--keep-tag", tag];
             args.extend_from_slice(extra);
-            let out = run_utc(&repo, &args);
-            assert_eq!(out.code, 1, "{args:?}: {out}");
-            assert!(
-                out.stderr.contains("the policy keeps no snapshot of group"),
-                "{args:?}: {out}"
-            );
+            let out = refused_as_emptying(&repo, &args);
             // db carries no tag at all; web carries `keep` but not `kepe`.
             assert!(out.stderr.contains("set db"), "{args:?}: {out}");
             assert_eq!(
@@ -283,12 +291,7 @@ fn a_tag_policy_is_refused_though_a_differential_keeps_a_full() {
     for extra in [&["--dry-run"][..], &[]] {
         let mut args = vec!["forget", "--keep-tag", "kepe"];
         args.extend_from_slice(extra);
-        let out = run_utc(&repo, &args);
-        assert_eq!(out.code, 1, "{args:?}: {out}");
-        assert!(
-            out.stderr.contains("the policy keeps no snapshot of group"),
-            "{args:?}: {out}"
-        );
+        let out = refused_as_emptying(&repo, &args);
         assert_eq!(snapshot_ids(&repo), all, "{args:?}: {out}");
     }
 
@@ -309,12 +312,7 @@ fn a_tag_policy_is_refused_though_a_differential_keeps_a_full() {
         .find(|n| n.starts_with(&other))
         .unwrap();
     fs::write(repo.path.join("snapshots").join(name), b"garbage").unwrap();
-    let out = run_utc(&repo, &["forget", "--keep-tag", "kepe"]);
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stderr.contains("the policy keeps no snapshot of group"),
-        "{out}"
-    );
+    let out = refused_as_emptying(&repo, &["forget", "--keep-tag", "kepe"]);
     assert_eq!(snapshot_ids(&repo), ids, "{out}");
 }
 
