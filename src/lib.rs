@@ -92,8 +92,9 @@ pub fn hostname() -> String {
 
 /// Sums a duration written as numbers with unit letters (`1h30m`, `2w3d`),
 /// in seconds; `unit` gives each letter's seconds. `Err(Some(c))` names an
-/// unknown unit; `Err(None)` is any other mistake: no number, a number
-/// without its unit, or a sum that overflows.
+/// unknown unit; `Err(None)` is any other mistake: no number, or a number
+/// without its unit. A sum too large for a `u64` is `u64::MAX`, which
+/// callers take as "longer than any limit".
 pub fn sum_units(
     s: &str,
     unit: impl Fn(char) -> Option<u64>,
@@ -105,13 +106,14 @@ pub fn sum_units(
             num.push(c);
             continue;
         }
-        let n: u64 = num.parse().map_err(|_| None)?;
+        if num.is_empty() {
+            return Err(None);
+        }
+        // All digits: only too many of them fails to parse.
+        let n: u64 = num.parse().unwrap_or(u64::MAX);
         num.clear();
         let secs = unit(c).ok_or(Some(c))?;
-        total = n
-            .checked_mul(secs)
-            .and_then(|v| total.checked_add(v))
-            .ok_or(None)?;
+        total = total.saturating_add(n.saturating_mul(secs));
     }
     if !num.is_empty() || s.trim().is_empty() {
         return Err(None);

@@ -887,6 +887,9 @@ mod tests {
         assert_eq!(parse_within("1m").unwrap(), 30 * 86400, "m is a month");
         assert_eq!(parse_within("2w3d").unwrap(), 17 * 86400);
         assert_eq!(parse_within("12h").unwrap(), 43200);
+        // Longer than any history: forever, not a malformed duration.
+        assert_eq!(parse_within("99999999999999y").unwrap(), u64::MAX);
+        assert_eq!(parse_within("123456789012345678901234d").unwrap(), u64::MAX);
         for bad in ["", "5", "3x", "d", "0d", "30s"] {
             assert!(parse_within(bad).is_err(), "{bad}");
         }

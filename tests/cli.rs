@@ -957,6 +957,16 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
             vec![
                 "snapshots",
                 "-r",
+                "/nonexistent/repo",
+                "--lock-wait",
+                "99999999999999999999999d",
+            ],
+            "too long: give at most 36500d",
+        ),
+        (
+            vec![
+                "snapshots",
+                "-r",
                 "s3://b/p",
                 "--s3-timeout",
                 "999999999999d",
@@ -972,6 +982,70 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
                 "18014398509481985K",
             ],
             "too large",
+        ),
+        // Values checked by cairn itself, before the repository (which
+        // does not exist) is opened.
+        (
+            vec![
+                "backup",
+                "-r",
+                "/nonexistent/repo",
+                "--time",
+                "2199-01-01T00:00:00Z",
+                "/tmp",
+            ],
+            "is in the future",
+        ),
+        (
+            vec![
+                "backup",
+                "-r",
+                "/nonexistent/repo",
+                "--time",
+                "2999-01-01T00:00:00Z",
+                "/tmp",
+            ],
+            "outside the years 1678 to 2261",
+        ),
+        (
+            vec![
+                "backup",
+                "-r",
+                "/nonexistent/repo",
+                "--exclude",
+                "./cache",
+                "/tmp",
+            ],
+            "has a `.` or `..` component",
+        ),
+        (
+            vec![
+                "restore",
+                "-r",
+                "/nonexistent/repo",
+                "latest",
+                "--target",
+                "/nonexistent/target",
+                "--include",
+                "a/../b",
+            ],
+            "has a `.` or `..` component",
+        ),
+        (
+            vec!["cat", "-r", "/nonexistent/repo", "tree"],
+            "cat tree needs an id",
+        ),
+        (
+            vec!["cat", "-r", "/nonexistent/repo", "pack", "abc"],
+            "is not a 64-digit hex id",
+        ),
+        (
+            vec!["snapshots", "-r", "s3://"],
+            "is not a valid bucket name",
+        ),
+        (
+            vec!["snapshots", "-r", "ftp://host/repo"],
+            "unknown repository URL",
         ),
     ] {
         let mut c = cairn();

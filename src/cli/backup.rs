@@ -127,10 +127,11 @@ fn refuse_future(t: i64, now: i64) -> Result<()> {
 
 /// Parses an RFC 3339 time into ns since the epoch.
 fn parse_time(s: &str) -> std::result::Result<i64, String> {
-    chrono::DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time like 2024-05-01T02:00:00Z"))
+    let t = chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time like 2024-05-01T02:00:00Z"))?;
+    t.timestamp_nanos_opt().ok_or_else(|| {
+        format!("{s:?} is outside the years 1678 to 2261 that a snapshot's time can hold")
+    })
 }
 
 /// Opens the repository, creating the default one on first use.
@@ -349,12 +350,14 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         refuse_future(
             t,
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX),
-        )?;
+        )
+        .map_err(Error::into_usage)?;
     }
     let mut excludes = a.excludes;
     for f in &a.exclude_file {
         excludes.extend(read_pattern_file(f)?);
     }
+    crate::filter::PathFilter::new(&excludes).map_err(Error::into_usage)?;
     let repo = open_or_create_default(ctx)?;
     let opts = BackupOptions {
         paths: a.paths,

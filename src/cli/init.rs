@@ -42,7 +42,8 @@ pub struct InitArgs {
     /// Maximum chunk size.
     #[arg(long, default_value = "8M", value_parser = parse_size)]
     chunk_max: u32,
-    /// zstd compression level (1..=22; 0 stores data uncompressed).
+    /// zstd compression level: 1..=22, or -7..=-1 for zstd's faster
+    /// levels; 0 stores data uncompressed.
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     compression: i32,
     /// Target pack file size.

@@ -355,7 +355,8 @@ pub struct ForgetArgs {
     /// is refused rather than emptied.
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
-    /// Group by these fields (comma list of set, host, paths, tags).
+    /// Group by these fields (comma list of set, host, paths, tags); an
+    /// empty list (`--group-by ''`) makes one group of every snapshot.
     #[arg(long, default_value = "set,host,paths")]
     group_by: String,
     #[command(flatten)]

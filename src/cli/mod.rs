@@ -204,10 +204,10 @@ impl Context {
     fn place(&self) -> Result<Place> {
         match &self.global.repo {
             Some(r) if r.starts_with("s3://") => {
-                let (bucket, prefix) = s3::parse_url(r)?;
+                let (bucket, prefix) = s3::parse_url(r).map_err(Error::into_usage)?;
                 Ok(Place::S3(bucket, prefix))
             }
-            Some(r) if r.contains("://") => Err(Error::Invalid(format!(
+            Some(r) if r.contains("://") => Err(Error::Usage(format!(
                 "{r:?}: unknown repository URL (use a directory or s3://BUCKET/PREFIX)"
             ))),
             Some(p) => Ok(Place::Local(PathBuf::from(p), false)),

@@ -75,6 +75,9 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     for f in &a.exclude_file {
         excludes.extend(crate::filter::read_pattern_file(f)?);
     }
+    for patterns in [&a.includes, &excludes] {
+        crate::filter::PathFilter::new(patterns).map_err(Error::into_usage)?;
+    }
     let repo = ctx.open()?;
     // Before the snapshots are read: gc removes nothing while it is held.
     let _lock = super::read_lock(ctx, &repo, "restore")?;

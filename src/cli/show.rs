@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::id::{file_hash, BlobId, IndexId, PackId};
 use crate::index::IndexTable;
 use crate::repo::DirNodes;
-use crate::repo::{keys, Config, Repository};
+use crate::repo::{keys, Repository};
 use crate::snapshot::{SnapshotEntry, SnapshotFilter};
 use crate::tree::{Node, NodeKind, Parts, Tree, TreeBlob, PARTS_VERSION};
 use crate::{format_time, human_bytes};
@@ -224,14 +224,31 @@ pub struct CatArgs {
     /// What to print.
     #[arg(value_enum)]
     kind: CatKind,
-    /// Object id (or unique prefix / `latest` for snapshots). For `index`,
-    /// omit to print every table.
+    /// Object id: the whole 64 hex digits for `tree`, `blob` and `pack`;
+    /// a unique prefix or `latest` for `snapshot`; a prefix for `index`
+    /// and `key`, or none to print every one.
     id: Option<String>,
 }
 
 fn need_id(a: &CatArgs) -> Result<&str> {
     a.id.as_deref()
-        .ok_or_else(|| Error::Invalid(format!("cat {:?} needs an id", a.kind).to_lowercase()))
+        .ok_or_else(|| Error::Usage(format!("cat {:?} needs an id", a.kind).to_lowercase()))
+}
+
+/// Refuses, before the repository is opened, an id a kind needs and was
+/// not given, or one that cannot be a whole id where a whole id is
+/// needed.
+fn check_cat_args(a: &CatArgs) -> Result<()> {
+    match a.kind {
+        CatKind::Snapshot => {
+            need_id(a)?;
+        }
+        CatKind::Tree | CatKind::Blob | CatKind::Pack => {
+            BlobId::from_hex(need_id(a)?).map_err(Error::into_usage)?;
+        }
+        CatKind::Config | CatKind::Index | CatKind::Key => {}
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -266,6 +283,7 @@ fn index_json(t: &IndexTable) -> Result<IndexJson> {
 }
 
 pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
+    check_cat_args(&a)?;
     let repo = ctx.open()?;
     // What it reads from packs and index tables, a gc running meanwhile
     // may repack or rewrite.
@@ -357,7 +375,6 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
             json(&out)
         }
     };
-    let _ = Config::peek_repo_id; // config JSON comes from the decoded struct
     outln!("{text}")?;
     Ok(0)
 }
