@@ -443,6 +443,15 @@ fn forget_json_with_gc_is_one_document() {
     let s1 = backup_at(&repo, &src, "2026-04-01T12:00:00Z", &[]);
     fill(&src, 6, &[("a", 200_000)]);
     let s2 = backup_at(&repo, &src, "2026-04-02T12:00:00Z", &[]);
+    // A dry run has the same shape, without a gc plan.
+    let out = repo
+        .run(&["forget", "--keep-last", "1", "--gc", "--json", "--dry-run"])
+        .success();
+    let v = out.json();
+    let p = plan(&v["forget"]);
+    assert_eq!(kept(&p), set(&[&s2]), "{out}");
+    assert!(v["gc"].is_null(), "{out}");
+    assert_eq!(snapshot_ids(&repo), set(&[&s1, &s2]), "{out}");
     let out = repo
         .run(&["forget", "--keep-last", "1", "--gc", "--json"])
         .success();

@@ -365,7 +365,7 @@ pub struct ForgetArgs {
     #[arg(long)]
     dry_run: bool,
     /// Decisions as JSON: an array of groups; with --gc, one object
-    /// `{"forget": [groups], "gc": plan}`.
+    /// `{"forget": [groups], "gc": plan}` (`"gc": null` with --dry-run).
     #[arg(long)]
     json: bool,
     /// Run gc afterwards.
@@ -377,7 +377,8 @@ pub struct ForgetArgs {
 #[derive(Serialize)]
 struct ForgetGcReport<'a> {
     forget: &'a [GroupDecisions],
-    gc: &'a gc::GcPlan,
+    /// `null` in a dry run, which does not plan the gc.
+    gc: Option<&'a gc::GcPlan>,
 }
 
 /// `forget`: its arguments are checked before the repository is opened,
@@ -561,7 +562,15 @@ fn forget_command(
     };
     if a.dry_run {
         printed = printed.and_then(|()| {
-            if a.json {
+            if a.json && a.gc {
+                outln!(
+                    "{}",
+                    json(&ForgetGcReport {
+                        forget: &reports,
+                        gc: None,
+                    })
+                )
+            } else if a.json {
                 outln!("{}", json(&reports))
             } else {
                 outln!("would remove {} snapshot(s)", remove.len())
@@ -599,7 +608,7 @@ fn forget_command(
             "{}",
             json(&ForgetGcReport {
                 forget: &reports,
-                gc: plan,
+                gc: Some(plan),
             })
         ),
         (true, None) => outln!("{}", json(&reports)),
