@@ -575,6 +575,13 @@ pub(crate) fn warn(msg: &str) {
     crate::eprint_line(format_args!("warning: {}", output::escape_controls(msg)));
 }
 
+/// Prints `msg` as an error a command goes on past (one of a restore's
+/// entries), with control characters escaped; the command's exit code
+/// says it failed.
+pub(crate) fn error_line(msg: &str) {
+    crate::eprint_line(format_args!("error: {}", output::escape_controls(msg)));
+}
+
 /// Warns of every damaged snapshot file in `all`, saying what the command
 /// did with it (`consequence`).
 fn warn_damaged(all: &Snapshots, consequence: &str) {

@@ -97,7 +97,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         workers: ctx.workers(&repo),
         lock: _lock.as_ref(),
     };
-    let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn)?;
+    let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn, &super::error_line)?;
     let within = output::escape(opts.subpath.as_deref().map_or(b"/", OsStrExt::as_bytes));
     for p in &stats.includes_unmatched {
         // The subpath without its trailing `/`: none but for `/` itself.
@@ -158,12 +158,12 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     if stats.errors > 0 {
         return Err(Error::Invalid(if opts.dry_run {
             format!(
-                "the restore would meet {} error(s); see the warnings above",
+                "the restore would meet {} error(s); see the errors above",
                 stats.errors
             )
         } else {
             format!(
-                "restore finished with {} error(s); see the warnings above",
+                "restore finished with {} error(s); see the errors above",
                 stats.errors
             )
         }));

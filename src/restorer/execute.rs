@@ -17,7 +17,7 @@ impl Executor<'_> {
         if no_space.iter().any(|t| why.contains(t.as_str())) {
             self.note_full(why);
         } else {
-            (self.warn)(&why);
+            (self.error)(&why);
         }
     }
 

@@ -1042,6 +1042,7 @@ mod tests {
                 lock: None,
             },
             &|w| panic!("{w}"),
+            &|e| panic!("{e}"),
         )
         .unwrap();
         assert_eq!((stats.files_written, stats.errors), (12, 0));

@@ -249,6 +249,7 @@ pub fn restore(
     snap: &Snapshot,
     opts: &RestoreOptions,
     warn: &(dyn Fn(&str) + Sync),
+    error: &(dyn Fn(&str) + Sync),
 ) -> Result<RestoreStats> {
     let includes = PathFilter::new(&opts.includes)?;
     let excludes = PathFilter::new(&opts.excludes)?;
@@ -294,7 +295,15 @@ pub fn restore(
             folder.display()
         )));
     }
+    // The folders the restore makes for its target, deepest first: taken
+    // away again when the includes select nothing.
+    let mut made_for_target = Vec::new();
     if !opts.dry_run {
+        let mut p = opts.target.as_path();
+        while !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err() {
+            made_for_target.push(p.to_path_buf());
+            p = p.parent().unwrap_or(Path::new(""));
+        }
         if let Err(e) = fs::create_dir_all(&opts.target) {
             return Err(match fs::metadata(&opts.target) {
                 // Not "File exists": it does, but is no folder.
@@ -343,6 +352,7 @@ pub fn restore(
         policy: opts.policy,
         dry_run: opts.dry_run,
         warn,
+        error,
         errors: AtomicU64::new(0),
         full: Mutex::new(None),
         lock: opts.lock,
@@ -431,6 +441,13 @@ pub fn restore(
         .map(|(p, _)| p.clone())
         .collect();
     stats.nothing_selected = !opts.includes.is_empty() && !any;
+    if stats.nothing_selected {
+        // A mistyped include leaves no empty target behind to be taken
+        // for a restore. `remove_dir` takes only empty folders.
+        for p in &made_for_target {
+            let _ = fs::remove_dir(p);
+        }
+    }
     if opts.policy == Policy::Mirror {
         stats.would_remove.sort();
     }
@@ -1077,6 +1094,9 @@ struct Executor<'a> {
     /// Decide everything, change nothing.
     dry_run: bool,
     warn: &'a (dyn Fn(&str) + Sync),
+    /// Reports an entry that could not be restored (each is counted in
+    /// `errors`, and makes the restore fail).
+    error: &'a (dyn Fn(&str) + Sync),
     errors: AtomicU64,
     /// The first failure for want of space in the target ("no space left
     /// on device", a quota), with its path. Once set, the restore stops
