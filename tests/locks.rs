@@ -1033,6 +1033,31 @@ fn a_read_only_repository_restores_and_verifies_without_a_lock() {
         "gc cannot run on a read-only repository:\n{out}"
     );
     assert!(out.stderr.contains("Read-only file system"), "{out}");
+    // Dry runs write nothing: they go on without a lock too, and say so.
+    for (args, says) in [
+        (&["gc", "--dry-run"][..], "would have:"),
+        (
+            &["forget", "--keep-last", "1", "--dry-run"],
+            "would remove 0",
+        ),
+        (&["upgrade", "--dry-run"], "nothing to do"),
+        (
+            &["repair", "snapshots", "--dry-run"],
+            "0 snapshot(s) would be",
+        ),
+    ] {
+        let out = read_only(args);
+        assert_eq!(out.code, 0, "{args:?}: {out}");
+        assert!(out.stdout.contains(says), "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("Read-only file system")
+                && out.stderr.contains("the dry run goes on without a lock"),
+            "{args:?}: {out}"
+        );
+    }
+    let out = read_only(&["forget", "--keep-last", "1"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("Read-only file system"), "{out}");
 }
 
 /// A restore whose lock expired (the process paused or suspended for so

@@ -204,7 +204,11 @@ fn format_additions(from: u32) -> String {
 
 pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {
     let repo = ctx.open()?;
-    let lock = super::lock_repo(ctx, &repo, !a.dry_run, "upgrade")?;
+    let lock = if a.dry_run {
+        super::dry_run_lock(ctx, &repo, "upgrade")?
+    } else {
+        super::lock_repo(ctx, &repo, true, "upgrade")?
+    };
     let u = repo.upgrade(&lock, a.dry_run)?;
     let printed = print_upgrade(&repo, &u, &a);
     if u.upgraded {

@@ -294,7 +294,11 @@ pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
 }
 
 fn gc_command(ctx: &Context, repo: &Repository, a: &GcArgs) -> Result<u8> {
-    let lock = super::lock_repo(ctx, repo, !a.dry_run, "gc")?;
+    let lock = if a.dry_run {
+        super::dry_run_lock(ctx, repo, "gc")?
+    } else {
+        super::lock_repo(ctx, repo, true, "gc")?
+    };
     let plan = gc_locked(
         repo,
         &lock,
@@ -473,7 +477,11 @@ fn forget_command(
     policy: &Policy,
     group_by: &GroupBy,
 ) -> Result<u8> {
-    let lock = super::lock_repo(ctx, repo, !a.dry_run, "forget")?;
+    let lock = if a.dry_run {
+        super::dry_run_lock(ctx, repo, "forget")?
+    } else {
+        super::lock_repo(ctx, repo, true, "forget")?
+    };
     let all = repo.snapshots()?;
     let reports: Vec<GroupDecisions> = if a.ids.is_empty() {
         let filter = a.filter.filter();
@@ -719,7 +727,11 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
             Ok(output::after_work(0, printed, "the index is rebuilt"))
         }
         RepairWhat::Snapshots { dry_run, read_data } => {
-            let lock = super::lock_repo(ctx, repo, false, "repair snapshots")?;
+            let lock = if dry_run {
+                super::dry_run_lock(ctx, repo, "repair snapshots")?
+            } else {
+                super::lock_repo(ctx, repo, false, "repair snapshots")?
+            };
             let r = repair::repair_snapshots(
                 repo,
                 &RepairSnapshotsOptions {

@@ -709,6 +709,33 @@ fn read_lock(ctx: &Context, repo: &Repository, command: &str) -> Result<Option<l
     }
 }
 
+/// The lock of a dry run (of forget, gc, upgrade, repair snapshots),
+/// which writes nothing: a shared lock, taken as a reader's is. Where the
+/// store refuses the lock file for good (a read-only mount or
+/// credentials, a full disk) and no exclusive lock is held, the dry run
+/// goes on under a guard that holds none ([`lock::LockGuard::unheld`]),
+/// and says so.
+fn dry_run_lock(ctx: &Context, repo: &Repository, command: &str) -> Result<lock::LockGuard> {
+    let guard = match lock::acquire_reader(
+        repo.backend_arc(),
+        repo.key(),
+        command,
+        ctx.global.lock_wait,
+    )? {
+        lock::Acquired::Held(guard) => guard,
+        lock::Acquired::Unwritable(e) => {
+            warn(&format!(
+                "cannot lock the repository ({e}): the dry run goes on without a lock;                  what it shows is the repository as it is now, and a command writing                  meanwhile may change it"
+            ));
+            lock::LockGuard::unheld(repo.backend_arc(), repo.key(), command, &e)
+        }
+    };
+    // As `lock_repo`: a holder of a lock taken for stale meanwhile may
+    // have published an index table.
+    repo.reload_index();
+    Ok(guard)
+}
+
 fn note_reserve_used(bytes: u64) {
     crate::eprint_line(format_args!(
         "note: the repository's filesystem is nearly full: using the {} set aside for this",

@@ -1073,6 +1073,43 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
+    /// A guard that holds no lock file, for a command that writes nothing
+    /// (a dry run) where the store refused its lock file for good
+    /// ([`Acquired::Unwritable`], with `why`): every check and
+    /// confirmation fails, naming `why`, so nothing can be written under
+    /// it, and [`LockGuard::others`] lists every live lock.
+    pub fn unheld(backend: Arc<dyn Backend>, key: &MasterKey, command: &str, why: &Error) -> Self {
+        let now = crate::now_ns();
+        LockGuard {
+            held: Arc::new(Held {
+                backend,
+                key: key.clone(),
+                info: LockInfo {
+                    version: VERSION,
+                    host: crate::hostname(),
+                    pid: std::process::id(),
+                    pid_namespace: PidNamespace::current().cloned(),
+                    time_ns: now,
+                    exclusive: false,
+                    command: command.to_string(),
+                },
+                knobs: crate::fault::LockKnobs::default(),
+                state: Mutex::new(HeldState {
+                    name: String::new(),
+                    refreshed_ns: now,
+                    refreshed: Instant::now(),
+                    backdate: Duration::ZERO,
+                    read: Instant::now(),
+                    lost: Some(format!(
+                        "no lock is held: the store refused the lock file ({why})"
+                    )),
+                }),
+            }),
+            stop: None,
+            refresher: None,
+        }
+    }
+
     /// Fails if the lock can no longer be relied on: lost, or not
     /// refreshed for [`EXPIRE_AFTER`]. Past [`CONFIRM_AFTER`] it confirms
     /// the lock file and refreshes it first, failing if it cannot;
@@ -1153,7 +1190,10 @@ impl Drop for LockGuard {
             let _ = h.join();
         }
         if let Ok(st) = self.held.state.lock() {
-            let _ = self.held.backend.remove(FileKind::Lock, &st.name);
+            // None for a guard that holds no lock file.
+            if !st.name.is_empty() {
+                let _ = self.held.backend.remove(FileKind::Lock, &st.name);
+            }
         }
     }
 }
