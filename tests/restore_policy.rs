@@ -161,6 +161,21 @@ fn subpath_include_and_exclude_restore_only_what_they_select() {
         "{out}"
     );
     assert_eq!(fs::read_to_string(&file).unwrap(), "a file\n");
+    // So is a symlink to nothing, which is not followed.
+    let dangling = repo.scratch("dangling");
+    let nowhere = repo.scratch("nowhere");
+    std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+    let out = repo.restore_out("latest", &dangling, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "target {} is a symlink to {}, which does not exist",
+            dangling.display(),
+            nowhere.display()
+        )),
+        "{out}"
+    );
+    assert!(!nowhere.exists(), "{out}");
 
     // --include by name: only .txt files, with the directories leading to
     // them.

@@ -311,6 +311,16 @@ pub fn restore(
                     "target {} is not a directory",
                     opts.target.display()
                 )),
+                // Nor for a symlink to nothing, which a restore does not
+                // follow into making folders elsewhere.
+                Err(_) if fs::symlink_metadata(&opts.target).is_ok_and(|m| m.is_symlink()) => {
+                    Error::Invalid(format!(
+                        "target {} is a symlink to {}, which does not exist: make that                          folder, or give another target",
+                        opts.target.display(),
+                        fs::read_link(&opts.target)
+                            .map_or_else(|_| "?".into(), |l| l.display().to_string())
+                    ))
+                }
                 _ => Error::path("create target", &opts.target, e),
             });
         }
@@ -454,7 +464,8 @@ pub fn restore(
     if let Some(first) = &stats.first_not_pruned {
         warn(&format!(
             "{} folder(s) whose backup left entries out (it could not read them, \
-             or another filesystem was mounted there) are not pruned: what the \
+             another filesystem was mounted there, or they held the repository or \
+             cairn's cache) are not pruned: what the \
              target holds in them beside the snapshot's entries is left in place \
              (first: {})",
             stats.not_pruned,
