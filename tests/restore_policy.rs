@@ -281,6 +281,31 @@ fn include_patterns_select_by_path_suffix_and_selecting_nothing_fails() {
         paths(&["deep", "deep/er", "deep/er/note.txt", "f1.txt"])
     );
 
+    // The subpath's folder and those above it are matched too, as in a
+    // whole restore: an include of one selects all beneath, an exclude
+    // of one leaves nothing.
+    for (n, pattern) in ["a", "src/a/", &format!("{base}/a"), "src"]
+        .into_iter()
+        .enumerate()
+    {
+        let t = repo.scratch(&format!("sub-include-{n}"));
+        let out = repo.restore(&a, &t, &["--include", pattern]);
+        assert_eq!(
+            list_paths(&t),
+            paths(&["deep", "deep/er", "deep/er/note.txt", "f1.txt", "f2.bin"]),
+            "{pattern}: {out}"
+        );
+        assert!(!out.stderr.contains("matched nothing"), "{pattern}: {out}");
+        let t = repo.scratch(&format!("sub-exclude-{n}"));
+        let out = repo.restore(&a, &t, &["--exclude", pattern]);
+        assert_eq!(counts(&out)[0], 0, "{pattern}: {out}");
+        assert!(list_paths(&t).is_empty(), "{pattern}: {out}");
+    }
+    // Of a subpath naming a file, likewise.
+    let t = repo.scratch("sub-file-exclude");
+    let out = repo.restore(&format!("{a}/f1.txt"), &t, &["--exclude", "a/"]);
+    assert_eq!(counts(&out)[0], 0, "{out}");
+
     // A trailing slash: folders only (`top.txt/` selects nothing).
     let t = repo.scratch("folders");
     let out = repo.restore("latest", &t, &["--include", "b/", "--include", "top.txt/"]);

@@ -436,7 +436,30 @@ pub fn restore(
     } else {
         Prune::All
     };
-    let any = planner.walk(tree, Path::new(""), &start_path, false, &twins, prune);
+    // The folder a subpath names (or holds the file it names) and those
+    // above it are matched as a whole restore matches them: one that an
+    // exclude matches leaves nothing selected, one that an include
+    // matches selects everything beneath.
+    let (mut included, mut excluded) = (false, false);
+    for (at, _) in start_path.iter().enumerate().filter(|(_, &b)| b == b'/') {
+        let end = start_path[at + 1..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(start_path.len(), |n| at + 1 + n);
+        let (path, name) = (&start_path[..end], &start_path[at + 1..end]);
+        if name.is_empty() {
+            continue;
+        }
+        if planner.includes_left > 0 {
+            planner.note_includes(path, name, true);
+        }
+        if excludes.matches_bytes(path, name, true) {
+            excluded = true;
+            break;
+        }
+        included |= includes.matches_bytes(path, name, true);
+    }
+    let any = !excluded && planner.walk(tree, Path::new(""), &start_path, included, &twins, prune);
     if !opts.includes.is_empty() && !any {
         // Includes that select nothing (a typo, say) change nothing, not
         // even a mirror's removals of what the target holds beside the
