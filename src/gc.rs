@@ -130,7 +130,8 @@ pub struct GcPlan {
     pub repack_skipped: Option<SpaceShort>,
 }
 
-/// Free space that fell short of what repacking needs, in bytes.
+/// Free space that fell short of what repacking needs, in bytes, or free
+/// inodes that did.
 #[derive(Debug, Serialize)]
 pub struct SpaceShort {
     /// Free on the store.
@@ -138,6 +139,13 @@ pub struct SpaceShort {
     /// Needed before anything is deleted: the repacked blobs' new packs
     /// and the new index table.
     pub needed: u64,
+    /// Where the inodes fell short: files and folders the store can
+    /// still make.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_inodes: Option<u64>,
+    /// Files and folders repacking makes before anything is deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needed_inodes: Option<u64>,
 }
 
 /// How old a temporary file must be for gc to treat it as left behind by
@@ -457,8 +465,17 @@ pub fn fit_to_space(repo: &Repository, plan: GcPlan, opts: &GcOptions) -> Result
         .sum();
     // A pack's worth more for the framing of the new packs and room to
     // spare.
-    let needed = plan.bytes_repacked + tables + u64::from(repo.config().pack_size);
-    if free >= needed {
+    let pack_size = u64::from(repo.config().pack_size);
+    let needed = plan.bytes_repacked + tables + pack_size;
+    // Each new pack may need a new folder too, and one index table more
+    // may be written than are replaced (on a filesystem out of inodes,
+    // every repack failed, every run, where the deletions alone would
+    // have freed some).
+    let packs = plan.bytes_repacked.div_ceil(pack_size) + 1;
+    let needed_inodes = 2 * packs + plan.old_index.len() as u64 + 1;
+    let free_inodes = repo.backend().free_inodes()?;
+    let inodes_short = free_inodes.is_some_and(|n| n < needed_inodes);
+    if free >= needed && !inodes_short {
         return Ok(plan);
     }
     let mut lean = self::plan(
@@ -468,7 +485,12 @@ pub fn fit_to_space(repo: &Repository, plan: GcPlan, opts: &GcOptions) -> Result
             ..opts.clone()
         },
     )?;
-    lean.repack_skipped = Some(SpaceShort { free, needed });
+    lean.repack_skipped = Some(SpaceShort {
+        free,
+        needed,
+        free_inodes: free_inodes.filter(|_| inodes_short),
+        needed_inodes: inodes_short.then_some(needed_inodes),
+    });
     Ok(lean)
 }
 

@@ -378,6 +378,12 @@ pub trait Backend: Send + Sync {
     fn free_space(&self) -> Result<Option<u64>> {
         Ok(None)
     }
+    /// Files and folders the store can still make, where it has such a
+    /// limit (a local filesystem's free inodes for unprivileged writers);
+    /// `None` for stores without one, the default.
+    fn free_inodes(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// The size of the space reserve (see [`crate::repo::space`]), where
     /// the store keeps one (0 while there is none); `None` for stores that
     /// keep none, the default.

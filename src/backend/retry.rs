@@ -154,6 +154,9 @@ impl Backend for RetryBackend {
     fn free_space(&self) -> Result<Option<u64>> {
         self.inner.free_space()
     }
+    fn free_inodes(&self) -> Result<Option<u64>> {
+        self.inner.free_inodes()
+    }
     fn reserve(&self) -> Result<Option<u64>> {
         self.inner.reserve()
     }

@@ -255,11 +255,28 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) -> Result<()> {
         )?;
     }
     if let Some(short) = &plan.repack_skipped {
+        let mut lacks = Vec::new();
+        if short.free < short.needed {
+            lacks.push(format!(
+                "{} free, repacking needs {}",
+                human_bytes(short.free),
+                human_bytes(short.needed)
+            ));
+        }
+        if let (Some(free), Some(needed)) = (short.free_inodes, short.needed_inodes) {
+            lacks.push(format!(
+                "{free} free inodes (files and folders), repacking needs {needed}"
+            ));
+        }
         outln!(
-            "repacking left for later: the repository's filesystem has {} free, repacking needs {} \
-             before it deletes anything; run gc again once this run's deletions have made room",
-            human_bytes(short.free),
-            human_bytes(short.needed)
+            "repacking left for later: the repository's filesystem has {} before it deletes \
+             anything; {}",
+            lacks.join(" and "),
+            if plan.bytes_freed > 0 || !plan.delete.is_empty() {
+                "run gc again once this run's deletions have made room"
+            } else {
+                "this run freed nothing: make room on that filesystem, then run gc again"
+            }
         )?;
     }
     let done = if dry_run { "would have: " } else { "" };

@@ -731,6 +731,21 @@ impl PrivateMount {
         )
     }
 
+    /// A tmpfs of `bytes` that holds at most `inodes` files and folders,
+    /// its root among them.
+    pub fn tmpfs_inodes(at: &Path, bytes: u64, inodes: u64) -> PrivateMount {
+        PrivateMount::with_args(
+            at,
+            "mount -t tmpfs -o size=\"$1\",nr_inodes=\"$3\" tmpfs \"$2\" && echo mounted",
+            "true",
+            &[
+                &bytes.to_string(),
+                &at.to_string_lossy(),
+                &inodes.to_string(),
+            ],
+        )
+    }
+
     /// A ramfs, which refuses direct IO (`O_DIRECT`) at open and has no
     /// size limit.
     pub fn ramfs(at: &Path) -> PrivateMount {
