@@ -96,6 +96,12 @@ fn a_repository_on_a_filesystem_that_fills_loses_nothing() {
             "{args:?}: {out}"
         );
     }
+    // unlock writes a lock of its own to read the store's clock: on the
+    // reserve.
+    let out = cairn_in(&["unlock"]);
+    assert_eq!(out.code, 0, "unlock on the full filesystem: {out}");
+    assert!(out.stdout.contains("0 lock(s) removed"), "{out}");
+    assert!(out.stderr.contains("using the"), "{out}");
     let mut c = Command::new("rm");
     c.arg(&filler);
     small.run(&c).success();

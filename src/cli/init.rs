@@ -130,7 +130,10 @@ pub struct UnlockArgs {
 
 pub(super) fn run_unlock(ctx: &Context, a: UnlockArgs) -> Result<u8> {
     let repo = ctx.open()?;
-    let found = lock::remove_locks(repo.backend(), repo.key(), a.force)?;
+    let found = super::on_reserve_if_full(&repo, || {
+        lock::remove_locks(repo.backend(), repo.key(), a.force)
+    })?;
+    super::top_up_reserve(&repo, false);
     let removed = &found.removed;
     let printed = (|| {
         for l in removed {

@@ -660,16 +660,7 @@ fn lock_repo(
             ctx.global.lock_wait,
         )
     };
-    let guard = match take() {
-        Err(e) if e.is_storage_full() => match space::release(repo)? {
-            0 => return Err(e),
-            n => {
-                note_reserve_used(n);
-                take()?
-            }
-        },
-        other => other?,
-    };
+    let guard = on_reserve_if_full(repo, take)?;
     // What the repository holds is read from here on: a holder of a lock
     // taken for stale meanwhile may have published an index table.
     repo.reload_index();
@@ -734,6 +725,22 @@ fn dry_run_lock(ctx: &Context, repo: &Repository, command: &str) -> Result<lock:
     // have published an index table.
     repo.reload_index();
     Ok(guard)
+}
+
+/// `write`, run again on the space reserve where it failed for want of
+/// space (for commands that free space, and `unlock`, which must write a
+/// lock of its own to read the store's clock).
+fn on_reserve_if_full<T>(repo: &Repository, write: impl Fn() -> Result<T>) -> Result<T> {
+    match write() {
+        Err(e) if e.is_storage_full() => match space::release(repo)? {
+            0 => Err(e),
+            n => {
+                note_reserve_used(n);
+                write()
+            }
+        },
+        other => other,
+    }
 }
 
 fn note_reserve_used(bytes: u64) {
