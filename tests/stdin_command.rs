@@ -239,3 +239,71 @@ fn a_backup_that_fails_kills_its_command() {
     assert!(left.is_empty(), "the command outlived the backup: {out}");
     assert!(repo.snapshots().is_empty());
 }
+
+/// Whether process `pid` is gone (or a zombie no one reaped: it runs no
+/// more).
+fn ended(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
+/// A cairn killed while its command runs (SIGTERM from `timeout` or a
+/// service manager that signals only cairn; or SIGKILL) takes the command
+/// with it: before, a dump ran on, orphaned, writing into a pipe nobody
+/// read.
+#[test]
+fn a_killed_backup_takes_its_command_with_it() {
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let repo = Repo::new();
+        let pidfile = repo.scratch("pid");
+        let script = format!("echo $$ > '{}'; exec sleep 300", pidfile.display());
+        let mut cmd = repo.cmd(&[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "x",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let mut cairn = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let pid = loop {
+            if let Some(pid) = fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                break pid;
+            }
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "the command did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // SAFETY: kill has no memory preconditions; the pid is cairn's.
+        unsafe { libc::kill(cairn.id() as i32, signal) };
+        let _ = cairn.wait();
+        let killed = std::time::Instant::now();
+        while !ended(pid) && killed.elapsed().as_secs() < 30 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let orphaned = !ended(pid);
+        if orphaned {
+            // SAFETY: as above; the leftover command, stopped so it does
+            // not outlive the test.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        assert!(!orphaned, "signal {signal}: the command outlived cairn");
+        assert!(repo.snapshots().is_empty());
+    }
+}

@@ -15,7 +15,10 @@
 //! they are) and environment. A producer that is dropped before it was
 //! waited for (cairn failed: a repository error, a lock it could not
 //! take) is killed and reaped, so no dump runs on behind a backup that
-//! gave up.
+//! gave up. One whose cairn is killed (SIGTERM from a timeout or a
+//! service manager that signals only cairn, or SIGKILL) gets SIGTERM from
+//! the kernel (`PR_SET_PDEATHSIG`), so a dump does not run on, orphaned,
+//! into a pipe nobody reads.
 
 use std::ffi::OsString;
 use std::io::{self, Read};
@@ -45,11 +48,33 @@ impl Producer {
             return Err(Error::Invalid("no command given to run".into()));
         };
         let shown = show_command(argv);
-        let mut child = Command::new(program)
+        let parent = std::process::id() as libc::pid_t;
+        let mut command = Command::new(program);
+        command
             .args(args)
             .stdin(Stdio::inherit())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        // SAFETY: between fork and exec the closure makes only
+        // async-signal-safe system calls (prctl, getppid, kill), and
+        // allocates nothing.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(move || {
+                // Sent when the thread that started it ends: the
+                // command's thread, which reaps or kills the producer
+                // before it ends; or when cairn is killed.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // cairn may have died before the call above.
+                if libc::getppid() != parent {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+                Ok(())
+            })
+        };
+        let mut child = command
             .spawn()
             .map_err(|e| Error::io(format_args!("run `{shown}`"), e))?;
         let stdout = child.stdout.take().expect("stdout was piped");
