@@ -328,10 +328,11 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         let scanned = reader.with_tree(&id, |plain| {
             crate::tree::scan_refs(plain, &what, |r| match r {
                 Ref::Chunk(c) => mark(&c, BlobKind::Data),
-                Ref::Subtree(t) => {
+                Ref::Subtree(t) | Ref::Part(t) => {
                     mark(&t, BlobKind::Tree);
                     enqueue(t);
                 }
+                Ref::FileSize(_) => {}
             })
         });
         if let Err(e) = scanned {

@@ -393,6 +393,10 @@ pub fn repair_snapshots(
         matches!(index.locate_kind_where(id, BlobKind::Data, &|p| !lost.contains(p)),
             Ok(Some(loc)) if !bad.contains_key(&(*id, loc.pack)))
     };
+    let raw_len = |id: &BlobId| match index.lookup(id) {
+        Ok(Some(loc)) => Some(u64::from(loc.raw_length)),
+        _ => None,
+    };
     // Checked before each pack and confirmed before each index table, as
     // a backup's.
     let writer = BlobWriter::new(repo)
@@ -435,6 +439,7 @@ pub fn repair_snapshots(
             repo,
             writer: &writer,
             available: &available,
+            raw_len: &raw_len,
             memo: &mut memo,
             dry_run,
         };
@@ -477,6 +482,8 @@ struct Rewriter<'a, 'r> {
     repo: &'r Repository,
     writer: &'a BlobWriter<'r>,
     available: &'a dyn Fn(&BlobId) -> bool,
+    /// A chunk's length as the index has it.
+    raw_len: &'a dyn Fn(&BlobId) -> Option<u64>,
     memo: &'a mut HashMap<BlobId, (BlobId, Vec<String>)>,
     dry_run: bool,
 }
@@ -517,21 +524,59 @@ impl Rewriter<'_, '_> {
 
     /// The repaired id of a directory stored in `parts` (list `id`), and
     /// the paths dropped in it: each part is repaired as a tree of the
-    /// same directory; parts left empty are dropped, and a directory left
-    /// in one part is that part's tree.
+    /// same directory, and the parts are made one directory again, as a
+    /// restore reads them: an entry whose name is not after every name in
+    /// the parts before it is dropped, and so is a part that cannot be
+    /// read or is itself a list of parts; parts left empty are dropped,
+    /// and a directory left in one part is that part's tree.
     fn parts(&mut self, id: &BlobId, parts: &[BlobId]) -> Result<(BlobId, Vec<String>)> {
-        let empty = self.repo.key().blob_id(&Tree::new(Vec::new()).encode());
         let mut kept = Vec::with_capacity(parts.len());
         let mut dropped = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
         for part in parts {
-            let (new, d) = self.tree(part, "")?;
-            dropped.extend(d);
-            if new != empty {
-                kept.push(new);
+            let nodes = match self.repo.load_tree_blob(part) {
+                Ok(TreeBlob::Nodes(tree)) => tree.into_nodes().collect::<Result<Vec<Node>>>()?,
+                Ok(TreeBlob::Parts(_)) => {
+                    dropped.push(format!(
+                        " (part {} of the directory, itself a list of parts)",
+                        part.short()
+                    ));
+                    continue;
+                }
+                Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
+                    dropped.push(format!(" (part {} unreadable: {e})", part.short()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let read = nodes.len();
+            let mut in_order = Vec::with_capacity(read);
+            for node in nodes {
+                if last.as_ref().is_some_and(|l| node.name.0 <= *l) {
+                    dropped.push(format!(
+                        "/{} (named again, or out of order, in a later part)",
+                        node.name
+                    ));
+                    continue;
+                }
+                last = Some(node.name.0.clone());
+                in_order.push(node);
             }
+            let ordered = in_order.len() == read;
+            let (nodes, d) = self.nodes(in_order)?;
+            let changed = !d.is_empty() || !ordered;
+            dropped.extend(d);
+            if nodes.is_empty() {
+                continue;
+            }
+            kept.push(if changed {
+                self.store(&Tree::new(nodes).encode())?
+            } else {
+                *part
+            });
         }
         let new = match kept.len() {
-            _ if dropped.is_empty() => *id,
+            _ if kept == parts => *id,
             0 => self.store(&Tree::new(Vec::new()).encode())?,
             1 => kept[0],
             _ => self.store(&Parts::encode(&kept))?,
@@ -558,6 +603,19 @@ impl Rewriter<'_, '_> {
                 NodeKind::File { chunks } if !chunks.iter().all(|c| (self.available)(c)) => {
                     dropped.push(rel);
                     continue;
+                }
+                // Which a restore cannot write whole either.
+                NodeKind::File { chunks } => {
+                    let held = chunks
+                        .iter()
+                        .try_fold(0u64, |sum, c| Some(sum.saturating_add((self.raw_len)(c)?)));
+                    if let Some(held) = held.filter(|&h| h != node.size) {
+                        dropped.push(format!(
+                            "{rel} (its chunks hold {held} bytes, its entry says {})",
+                            node.size
+                        ));
+                        continue;
+                    }
                 }
                 NodeKind::Dir { subtree } => {
                     let subtree = *subtree;

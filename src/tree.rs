@@ -64,7 +64,7 @@ impl TreeBlob {
         if version_of(&bytes) == Some(PARTS_VERSION) {
             let mut parts = Vec::new();
             check(&bytes, what, |r| {
-                if let Ref::Subtree(id) = r {
+                if let Ref::Part(id) = r {
                     parts.push(id);
                 }
             })?;
@@ -294,17 +294,25 @@ impl Tree {
     }
 }
 
-/// A blob a tree refers to, as [`scan_refs`] reports it.
+/// A blob a tree refers to, as [`scan_refs`] reports it, and the size of
+/// each file, after its chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ref {
     /// A chunk of a file in the tree.
     Chunk(BlobId),
+    /// The size a file in the tree says it has: its chunks are the
+    /// [`Ref::Chunk`]s since the reference before them that is not one.
+    FileSize(u64),
     /// The tree of a directory in the tree.
     Subtree(BlobId),
+    /// A part of the directory a list of parts (see [`Parts`]) is: a tree
+    /// of nodes, which holds the entries after those of the part before.
+    Part(BlobId),
 }
 
-/// Calls `f` with every chunk and subtree a tree blob's plaintext refers
-/// to, in node order, reading them straight from the encoding: no names,
+/// Calls `f` with every chunk and subtree (or part) a tree blob's
+/// plaintext refers to, and each file's size after its chunks, in node
+/// order, reading them straight from the encoding: no names,
 /// strings or metadata are decoded or allocated, which makes this several
 /// times cheaper than [`Tree::decode`] for walks that only follow
 /// references (gc's mark).
@@ -373,7 +381,8 @@ fn read_node(
     let truncated = || "truncated".to_string();
     let name = r.bytes_range().ok_or("truncated name")?;
     let kind_start = r.at;
-    match r.u32().ok_or_else(truncated)? {
+    let variant = r.u32().ok_or_else(truncated)?;
+    match variant {
         0 => {
             let n = r.u64().ok_or_else(truncated)?;
             for _ in 0..n {
@@ -398,7 +407,12 @@ fn read_node(
     }
     r.skip(16).ok_or_else(truncated)?;
     let size = r.at;
-    r.skip(32).ok_or_else(truncated)?;
+    if variant == 0 {
+        f(Ref::FileSize(r.u64().ok_or_else(truncated)?));
+        r.skip(24).ok_or_else(truncated)?;
+    } else {
+        r.skip(32).ok_or_else(truncated)?;
+    }
     let xattrs_at = r.at;
     let xattrs = r.u64().ok_or_else(truncated)?;
     for _ in 0..xattrs {
@@ -448,8 +462,7 @@ pub fn check(bytes: &[u8], what: &str, mut f: impl FnMut(Ref)) -> Result<usize> 
 }
 
 /// Checks a list of parts (see [`Parts`]): at least two ids, nothing
-/// after them; calls `f` with each as a subtree, which is what a part is
-/// to a walk that follows references (gc's mark, verify).
+/// after them; calls `f` with each.
 fn check_parts(bytes: &[u8], what: &str, f: &mut impl FnMut(Ref)) -> Result<()> {
     let mut r = Reader { bytes, at: 4 };
     let n = r.u64().ok_or_else(|| bad_encoding(what, "truncated"))?;
@@ -457,7 +470,7 @@ fn check_parts(bytes: &[u8], what: &str, f: &mut impl FnMut(Ref)) -> Result<()> 
         return Err(bad_encoding(what, format!("a directory in {n} parts")));
     }
     for _ in 0..n {
-        f(Ref::Subtree(r.id().ok_or_else(|| {
+        f(Ref::Part(r.id().ok_or_else(|| {
             bad_encoding(what, "truncated part list")
         })?));
     }
@@ -1010,7 +1023,11 @@ pub(crate) mod tests {
         scan_refs(&t.encode(), "t", |r| refs.push(r)).unwrap();
         assert_eq!(
             refs,
-            [Ref::Chunk(BlobId([1; 32])), Ref::Subtree(BlobId([2; 32]))]
+            [
+                Ref::Chunk(BlobId([1; 32])),
+                Ref::FileSize(t.nodes[0].size),
+                Ref::Subtree(BlobId([2; 32]))
+            ]
         );
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains("\"name\":\"a\""));
@@ -1372,7 +1389,7 @@ pub(crate) mod tests {
             TreeBlob::Parts(parts) => assert_eq!(parts, ids),
             TreeBlob::Nodes(_) => panic!("a list of parts read as nodes"),
         }
-        let subtrees: Vec<Ref> = ids.iter().map(|id| Ref::Subtree(*id)).collect();
+        let subtrees: Vec<Ref> = ids.iter().map(|id| Ref::Part(*id)).collect();
         let mut refs = Vec::new();
         assert_eq!(check(&bytes, "t", |r| refs.push(r)).unwrap(), 0);
         assert_eq!(refs, subtrees);

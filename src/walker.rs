@@ -47,7 +47,7 @@ pub fn for_each_tree(
         }) {
             Ok(refs) => {
                 for r in &refs {
-                    if let Ref::Subtree(subtree) = r {
+                    if let Ref::Subtree(subtree) | Ref::Part(subtree) = r {
                         enqueue(*subtree);
                     }
                 }

@@ -414,6 +414,114 @@ fn tree_with_escaping_names_is_refused_and_nothing_escapes() {
     assert!(out.stderr.contains("../x"), "{out}");
 }
 
+/// Trees each sound on its own that a restore still cannot restore whole:
+/// a directory in parts whose parts repeat a name (here a symlink out of
+/// the target, then a folder of the same name), one whose part is itself
+/// a list of parts, and a file whose entry gives another size than its
+/// chunks hold. `verify` names each as damage (it passed them), and
+/// `repair snapshots` writes a copy without them, which verifies clean.
+#[test]
+fn trees_restore_refuses_are_damage_to_verify_and_repair() {
+    type Make = Box<dyn Fn(&BlobWriter, cairn::id::BlobId) -> Tree>;
+    let file = |d| NodeKind::File { chunks: vec![d] };
+    let tree_of = |w: &BlobWriter, nodes: Vec<Node>| {
+        w.add(BlobKind::Tree, &Tree::new(nodes).encode()).unwrap().0
+    };
+    let parts_of = |w: &BlobWriter, parts: &[cairn::id::BlobId]| {
+        w.add(BlobKind::Tree, &cairn::tree::Parts::encode(parts))
+            .unwrap()
+            .0
+    };
+    let cases: Vec<(&str, &str, Make)> = vec![
+        (
+            "a name in two parts",
+            "/big",
+            Box::new(move |w, d| {
+                let one = tree_of(
+                    w,
+                    vec![
+                        node(b"a", file(d), 8),
+                        node(
+                            b"l",
+                            NodeKind::Symlink {
+                                target: Name(b"/".to_vec()),
+                            },
+                            0,
+                        ),
+                    ],
+                );
+                let inner = tree_of(w, vec![node(b"x", file(d), 8)]);
+                let two = tree_of(w, vec![node(b"l", NodeKind::Dir { subtree: inner }, 0)]);
+                let big = parts_of(w, &[one, two]);
+                Tree::new(vec![
+                    node(b"big", NodeKind::Dir { subtree: big }, 0),
+                    node(b"ok", file(d), 8),
+                ])
+            }),
+        ),
+        (
+            "a part that is a list of parts",
+            "/big",
+            Box::new(move |w, d| {
+                let a = tree_of(w, vec![node(b"a", file(d), 8)]);
+                let b = tree_of(w, vec![node(b"b", file(d), 8)]);
+                let c = tree_of(w, vec![node(b"c", file(d), 8)]);
+                let nested = parts_of(w, &[b, c]);
+                let big = parts_of(w, &[a, nested]);
+                Tree::new(vec![
+                    node(b"big", NodeKind::Dir { subtree: big }, 0),
+                    node(b"ok", file(d), 8),
+                ])
+            }),
+        ),
+        (
+            "a file of another size than its chunks",
+            "/short",
+            Box::new(move |_, d| {
+                Tree::new(vec![node(b"ok", file(d), 8), node(b"short", file(d), 5)])
+            }),
+        ),
+    ];
+    for (what, path, make) in cases {
+        let repo = Repo::new();
+        let id = craft_snapshot(&repo, make);
+        let target = repo.scratch("target");
+        let out = repo.restore_out(&id, &target, &[]);
+        assert_eq!(out.code, 1, "{what}: {out}");
+        let out = repo.run(&["verify", "--json"]);
+        assert_eq!(out.code, 1, "{what}: verify passed it: {out}");
+        let damaged = out.json()["damaged"].clone();
+        let paths: Vec<&str> = damaged
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["path"].as_str().unwrap())
+            .collect();
+        assert_eq!(paths, [path], "{what}: {out}");
+
+        let out = repo.run(&["repair", "snapshots"]);
+        assert_eq!(out.code, 0, "{what}: {out}");
+        assert!(
+            out.stdout.contains("1 snapshot(s) repaired") && out.stdout.contains(path),
+            "{what}: {out}"
+        );
+        let out = repo.run(&["verify"]);
+        assert_eq!(out.code, 1, "{what}: the original is still damaged: {out}");
+        repo.run(&["forget", &id]).success();
+        let out = repo.run(&["verify", "--read-data"]);
+        assert_eq!(out.code, 0, "{what}: the repaired copy: {out}");
+        let target = repo.scratch("repaired");
+        repo.restore("latest", &target, &[]);
+        assert_eq!(fs::read(target.join("ok")).unwrap(), b"escaped!", "{what}");
+        for (gone, left) in [("big/l/x", "big/a"), ("big/b", "big/a"), ("short", "ok")] {
+            if gone.starts_with(&path[1..]) {
+                assert!(target.join(left).exists(), "{what}");
+                assert!(!target.join(gone).exists(), "{what}");
+            }
+        }
+    }
+}
+
 #[test]
 fn symlink_in_the_target_is_not_followed() {
     let repo = Repo::new();

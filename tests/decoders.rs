@@ -155,7 +155,10 @@ fn refs_of(t: &Tree) -> Vec<Ref> {
     let mut out = Vec::new();
     for n in &t.nodes {
         match &n.kind {
-            NodeKind::File { chunks } => out.extend(chunks.iter().map(|c| Ref::Chunk(*c))),
+            NodeKind::File { chunks } => {
+                out.extend(chunks.iter().map(|c| Ref::Chunk(*c)));
+                out.push(Ref::FileSize(n.size));
+            }
             NodeKind::Dir { subtree } => out.push(Ref::Subtree(*subtree)),
             _ => {}
         }

@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         let mut refs = Vec::new();
         for n in &t.nodes {
             match &n.kind {
-                NodeKind::File { chunks } => refs.extend(chunks.iter().map(|c| Ref::Chunk(*c))),
+                NodeKind::File { chunks } => {
+                    refs.extend(chunks.iter().map(|c| Ref::Chunk(*c)));
+                    refs.push(Ref::FileSize(n.size));
+                }
                 NodeKind::Dir { subtree } => refs.push(Ref::Subtree(*subtree)),
                 _ => {}
             }
@@ -53,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(TreeBlob::Parts(parts)) => {
             assert!(parts.len() >= 2);
             assert_eq!(Parts::encode(&parts), data);
-            let listed: Vec<Ref> = parts.iter().map(|p| Ref::Subtree(*p)).collect();
+            let listed: Vec<Ref> = parts.iter().map(|p| Ref::Part(*p)).collect();
             assert_eq!(scan.as_ref().ok(), Some(&()));
             assert_eq!(scanned, listed);
             let decoded: Parts = codec::decode(data, "tree").expect("a list of parts decodes");

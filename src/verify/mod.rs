@@ -178,6 +178,10 @@ impl Fault {
 struct TreeFacts {
     children: Vec<BlobId>,
     damaged: bool,
+    /// Why a directory in parts is not one, though each part may be a
+    /// sound tree: their names out of order or repeated across parts, an
+    /// empty part, a part that is itself a list of parts.
+    parts_wrong: Option<String>,
     /// Why the walk could not read the tree (its subtrees were then not
     /// walked).
     unreadable: Option<String>,
@@ -381,26 +385,53 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         bad.get(&(*id, loc.pack))
             .map(|why| Fault::Bad(loc.pack, why.clone()))
     };
+    let raw_len = |id: &BlobId| raw_length(&index, id);
     let facts: Mutex<HashMap<BlobId, TreeFacts>> = Mutex::new(HashMap::new());
     let roots: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     report.trees = crate::walker::for_each_tree(repo, &roots, opts.workers, &|id, tree| {
         let f = match tree {
-            Ok(refs) => TreeFacts {
-                children: refs
-                    .iter()
-                    .filter_map(|r| match r {
-                        Ref::Subtree(subtree) => Some(*subtree),
-                        Ref::Chunk(_) => None,
-                    })
-                    .collect(),
-                damaged: refs
-                    .iter()
-                    .any(|r| matches!(r, Ref::Chunk(c) if fault(c).is_some())),
-                unreadable: None,
-            },
+            Ok(refs) => {
+                let mut f = TreeFacts {
+                    children: Vec::new(),
+                    damaged: false,
+                    parts_wrong: None,
+                    unreadable: None,
+                };
+                // What the chunks of the file being read hold; `None` once
+                // one is not indexed (reported as such).
+                let mut held = Some(0u64);
+                for r in refs {
+                    match r {
+                        Ref::Subtree(t) | Ref::Part(t) => f.children.push(*t),
+                        Ref::Chunk(c) => {
+                            f.damaged |= fault(c).is_some();
+                            held = held.zip(raw_len(c)).map(|(a, b)| a.saturating_add(b));
+                        }
+                        // A restore writes such a file, and fails it.
+                        Ref::FileSize(size) => {
+                            f.damaged |= held.is_some_and(|h| h != *size);
+                            held = Some(0);
+                        }
+                    }
+                }
+                // Each part is a tree of its own to the walk: whether they
+                // make one directory is read as a restore reads it (each
+                // part a second time, for the few directories this large).
+                if refs.iter().any(|r| matches!(r, Ref::Part(_))) {
+                    let read = repo
+                        .dir_nodes(&id)
+                        .and_then(|mut nodes| nodes.try_for_each(|n| n.map(drop)));
+                    if let Err(e) = read {
+                        f.damaged = true;
+                        f.parts_wrong = Some(e.to_string());
+                    }
+                }
+                f
+            }
             Err(e) => TreeFacts {
                 children: Vec::new(),
                 damaged: true,
+                parts_wrong: None,
                 unreadable: Some(e.to_string()),
             },
         };
@@ -438,12 +469,16 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     for (sid, snap) in &snapshots {
         if facts.contains_key(&snap.tree) && is_dirty(&snap.tree, &facts, &mut dirty) {
             attribute(
-                repo,
-                *sid,
+                &Attribution {
+                    repo,
+                    snapshot: *sid,
+                    dirty: &dirty,
+                    facts: &facts,
+                    fault: &fault,
+                    raw_len: &raw_len,
+                },
                 &snap.tree,
                 "",
-                &dirty,
-                &fault,
                 &mut report.damaged,
             );
         }
@@ -549,34 +584,61 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
     Ok(())
 }
 
-/// Lists the damaged entries of a dirty tree and recurses into dirty subtrees.
-fn attribute(
-    repo: &Repository,
+/// The raw length of blob `id` as the index has it; `None` where it is
+/// not indexed.
+fn raw_length(index: &crate::index::IndexSet, id: &BlobId) -> Option<u64> {
+    match index.lookup(id) {
+        Ok(Some(loc)) => Some(u64::from(loc.raw_length)),
+        _ => None,
+    }
+}
+
+/// What [`attribute`] needs of the walk.
+struct Attribution<'a> {
+    repo: &'a Repository,
     snapshot: SnapshotId,
-    id: &BlobId,
-    path: &str,
-    dirty: &HashMap<BlobId, bool>,
-    fault: &dyn Fn(&BlobId) -> Option<Fault>,
-    out: &mut Vec<Damage>,
-) {
-    let tree = match repo.load_tree_blob(id) {
+    dirty: &'a HashMap<BlobId, bool>,
+    facts: &'a HashMap<BlobId, TreeFacts>,
+    fault: &'a dyn Fn(&BlobId) -> Option<Fault>,
+    raw_len: &'a dyn Fn(&BlobId) -> Option<u64>,
+}
+
+/// Lists the damaged entries of a dirty tree and recurses into dirty subtrees.
+fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>) {
+    let shown = |path: &str| {
+        if path.is_empty() {
+            "/".to_string()
+        } else {
+            path.to_string()
+        }
+    };
+    let tree = match a.repo.load_tree_blob(id) {
         Ok(TreeBlob::Nodes(t)) => t,
-        // A directory in parts: each dirty part holds entries of `path`.
+        // A directory in parts: each dirty part holds entries of `path`;
+        // where none is, the parts are sound trees that do not make one
+        // directory.
         Ok(TreeBlob::Parts(parts)) => {
-            for part in parts.iter().filter(|p| dirty.get(p) == Some(&true)) {
-                attribute(repo, snapshot, part, path, dirty, fault, out);
+            let before = out.len();
+            for part in parts.iter().filter(|p| a.dirty.get(p) == Some(&true)) {
+                attribute(a, part, path, out);
+            }
+            let wrong = a.facts.get(id).and_then(|f| f.parts_wrong.as_ref());
+            if let Some(why) = wrong.filter(|_| out.len() == before) {
+                out.push(Damage {
+                    snapshot: a.snapshot,
+                    path: shown(path),
+                    blob: *id,
+                    pack: None,
+                    reason: format!("directory unreadable past some entries: {why}"),
+                });
             }
             return;
         }
         Err(e) => {
-            let f = fault(id);
+            let f = (a.fault)(id);
             out.push(Damage {
-                snapshot,
-                path: if path.is_empty() {
-                    "/".into()
-                } else {
-                    path.into()
-                },
+                snapshot: a.snapshot,
+                path: shown(path),
                 blob: *id,
                 pack: f.as_ref().and_then(Fault::pack),
                 reason: format!("directory unreadable: {e}"),
@@ -589,18 +651,35 @@ fn attribute(
         let p = format!("{path}/{}", node.name);
         match &node.kind {
             NodeKind::File { chunks } => {
-                if let Some((c, f)) = chunks.iter().find_map(|c| fault(c).map(|f| (c, f))) {
+                if let Some((c, f)) = chunks.iter().find_map(|c| (a.fault)(c).map(|f| (c, f))) {
                     out.push(Damage {
-                        snapshot,
+                        snapshot: a.snapshot,
                         path: p,
                         blob: *c,
                         pack: f.pack(),
                         reason: f.reason(),
                     });
+                    continue;
+                }
+                let held = chunks
+                    .iter()
+                    .try_fold(0u64, |sum, c| Some(sum.saturating_add((a.raw_len)(c)?)));
+                if let Some(held) = held.filter(|&h| h != node.size) {
+                    out.push(Damage {
+                        snapshot: a.snapshot,
+                        path: p,
+                        blob: *id,
+                        pack: None,
+                        reason: format!(
+                            "its chunks hold {held} bytes, its entry says {}: a restore \
+                             cannot write it",
+                            node.size
+                        ),
+                    });
                 }
             }
-            NodeKind::Dir { subtree } if dirty.get(subtree) == Some(&true) => {
-                attribute(repo, snapshot, subtree, &p, dirty, fault, out)
+            NodeKind::Dir { subtree } if a.dirty.get(subtree) == Some(&true) => {
+                attribute(a, subtree, &p, out)
             }
             _ => {}
         }
