@@ -630,17 +630,34 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
             taker.take();
             let data = backend.read(FileKind::Pack, &pack.to_hex())?;
             let what = format!("pack {}", pack.short());
+            // Nothing is deleted yet: a live blob that cannot be copied
+            // stops gc, saying what to do about it.
+            let stopped = |e: Error| Error::Advised {
+                error: Box::new(e),
+                advice: "gc stopped while repacking, before deleting anything: a live blob \
+                         cannot be read where the index puts it; `cairn repair index \
+                         --read-data` drops damaged copies from the index, then `cairn \
+                         repair snapshots` and gc"
+                    .into(),
+            };
             for e in entries {
                 let end = e.offset as usize + e.length as usize;
                 let sealed = data.get(e.offset as usize..end).ok_or_else(|| {
-                    Error::corrupt(
+                    stopped(Error::corrupt(
                         &what,
                         format!("blob {} lies outside the pack", e.id.short()),
-                    )
+                    ))
                 })?;
                 // Copied without re-encoding, but authenticated first so damage
                 // is never propagated silently.
-                crate::pack::open_blob_with(key, &e.id, sealed, e.raw_length, &what, |_| ())?;
+                crate::pack::open_blob_with(key, &e.id, sealed, e.raw_length, &what, |_| ())
+                    .map_err(|err| match err {
+                        Error::Corrupt { what, detail } => stopped(Error::Corrupt {
+                            what,
+                            detail: format!("blob {}: {detail}", e.id.short()),
+                        }),
+                        other => other,
+                    })?;
                 let w = writers.entry(kind).or_insert_with(|| PackWriter::new(kind));
                 w.add_sealed(e.id, sealed, e.raw_length)?;
                 if w.len() >= repo.config().pack_size as usize {

@@ -439,6 +439,50 @@ fn after_a_deleted_pack_repair_index_and_the_next_backup_store_the_content_again
     assert_eq!(next["summary"]["files_changed"], 0, "{next}");
 }
 
+/// A gc that meets a damaged live blob while repacking stops before it
+/// deletes anything, naming the blob and what mends it, rather than
+/// with a bare "pack … is corrupt".
+#[test]
+fn gc_that_meets_a_damaged_blob_while_repacking_says_what_to_do() {
+    let repo = packed_repo();
+    let src = source(&repo, 43);
+    let first = backup_saved(&repo, &src, &[]);
+    let chunks = file_chunks(&repo, &first.id);
+    let before = index_map(&repo);
+    // A file whose pack holds another file's blob too: removed and
+    // forgotten, that other blob leaves the pack to repack.
+    let (blob, loc, gone) = chunks
+        .iter()
+        .filter(|(_, c)| c.len() == 1)
+        .find_map(|(path, c)| {
+            let loc = &before[&c[0]];
+            chunks
+                .iter()
+                .find(|(p, o)| *p != path && o.iter().any(|id| before[id].pack == loc.pack))
+                .map(|(other, _)| (c[0].clone(), loc.clone(), other.clone()))
+        })
+        .expect("two files in one pack");
+    let rel = gone.strip_prefix(&format!("{}/", abs(&src))).unwrap();
+    fs::remove_file(src.join(rel)).unwrap();
+    backup_saved(&repo, &src, &[]);
+    repo.run(&["forget", &first.id]).success();
+    flip_byte(&pack_files(&repo)[&loc.pack], loc.offset + loc.length / 2);
+    let packs = pack_files(&repo);
+    let out = repo.run(&["gc", "--max-unused", "0%"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!("blob {}", &blob[..8]))
+            && out
+                .stderr
+                .contains("gc stopped while repacking, before deleting anything")
+            && out.stderr.contains("`cairn repair index --read-data`"),
+        "{out}"
+    );
+    for p in packs.keys() {
+        assert!(pack_files(&repo).contains_key(p), "{p} deleted: {out}");
+    }
+}
+
 /// A blob whose bytes are damaged in a pack whose header is intact stays
 /// indexed through a plain `repair index` (the header still lists it), so
 /// every backup, even a full one, took it for stored and no later
