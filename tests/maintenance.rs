@@ -1667,3 +1667,34 @@ fn a_damaged_index_table_is_named_and_nothing_acts_on_it() {
     assert_verify_ok(&repo);
     assert_restores(&repo, &saved);
 }
+
+/// An index table under another name than its hash (renamed or copied by
+/// hand) is still used, its MAC authenticating it, and verify says its
+/// name is wrong; it passed over it before.
+#[test]
+fn verify_names_an_index_table_whose_name_is_not_its_hash() {
+    let repo = packed_repo();
+    let src = source(&repo, 47);
+    let saved = backup_saved(&repo, &src, &[]);
+    let index = repo.path.join("index");
+    let tables: Vec<PathBuf> = fs::read_dir(&index)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let wrong = "ab".repeat(32);
+    fs::rename(&tables[0], index.join(&wrong)).unwrap();
+    let out = repo.run(&["verify", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let named = out.json()["warnings"].as_array().unwrap().iter().any(|w| {
+        w["object"] == "index abababab"
+            && w["message"]
+                .as_str()
+                .unwrap()
+                .contains("content does not match its name")
+    });
+    assert!(named, "{out}");
+    assert_restores(&repo, &saved);
+    repo.run(&["repair", "index"]).success();
+    let v = assert_verify_ok(&repo);
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+}

@@ -443,6 +443,15 @@ impl IndexTable {
         Ok(())
     }
 
+    /// Whether the table's name is the hash of its bytes, as every
+    /// table's is written (one renamed or copied by hand is not).
+    pub fn name_matches_content(&self) -> bool {
+        self.data.advise_sequential();
+        let matches = file_hash(&self.data) == self.id.0;
+        self.data.advise_random();
+        matches
+    }
+
     /// Checks the MAC, that ids ascend strictly and that every entry
     /// names a pack of the table and a place a blob can have; returns a
     /// problem, if any.

@@ -292,6 +292,15 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             report.errors.push(problem(&what, index_damage(&e)));
             continue;
         }
+        // Its MAC authenticates what it says: the name alone is wrong.
+        if !table.name_matches_content() {
+            report.warnings.push(problem(
+                &what,
+                "content does not match its name (renamed or copied by hand?): its entries \
+                 authenticate and are used; `cairn repair index` writes the index again \
+                 under proper names",
+            ));
+        }
         let mut out_of_bounds = 0u64;
         for i in 0..table.len() {
             let (_, loc) = table.location_at(i)?;
