@@ -232,7 +232,7 @@ impl IndexSet {
         });
         match found {
             Some((t, i)) => t.location_at(i).map(|(_, loc)| loc),
-            None => Err(Error::NotFound(format!("blob {id} in the index"))),
+            None => Err(Error::NotFound(format!("an index entry for blob {id}"))),
         }
     }
 
@@ -294,7 +294,7 @@ impl IndexSet {
     /// Where `id` is stored; an error naming it if it is not indexed.
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
         self.lookup(id)?
-            .ok_or_else(|| Error::NotFound(format!("blob {id} in the index")))
+            .ok_or_else(|| Error::NotFound(format!("an index entry for blob {id}")))
     }
 
     /// Where `id` is stored.

@@ -152,6 +152,11 @@ impl Executor<'_> {
             for id in chunks {
                 let loc = match index.locate_kind(id, BlobKind::Data) {
                     Ok(loc) => loc,
+                    // Not found, the error names the blob itself.
+                    Err(e @ Error::NotFound(_)) => {
+                        task.fail(e.to_string());
+                        break;
+                    }
                     Err(e) => {
                         task.fail(format!("blob {}: {e}", id.short()));
                         break;
