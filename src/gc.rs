@@ -295,6 +295,7 @@ pub fn whole_index(repo: &Repository, doing: &str) -> Result<std::sync::Arc<Inde
 
 /// Marks live blobs and decides what to do with each pack.
 pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
+    repo.require_whole_layout("collect garbage")?;
     let snapshots = repo.snapshots()?.require_all("collect garbage")?;
     let roots: Vec<BlobId> = snapshots.iter().map(|e| e.snapshot.tree).collect();
     let mut sizes = IdMap::default();

@@ -421,3 +421,59 @@ fn a_table_naming_a_missing_pack_is_rewritten() {
     assert_verify_ok(&repo);
     assert_restores(&repo, &again);
 }
+
+/// A repository that lost its `snapshots/` folder (a copy or a sync that
+/// left it out) is damage: gc, its dry run and `forget --gc` refuse
+/// rather than take every pack for unused, and verify names the folder.
+/// With the folder back but empty, verify warns that gc would delete
+/// every pack. Before, the dry run planned to delete everything, and the
+/// real run failed only by chance, at an fsync of the missing folder.
+#[test]
+fn gc_refuses_a_repository_without_its_snapshots_folder() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 91, &[("a", 300_000), ("b", 200_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    let packs = pack_files(&repo);
+    let snapshots = repo.path.join("snapshots");
+    let aside = repo.scratch("snapshots-aside");
+    fs::rename(&snapshots, &aside).unwrap();
+    for args in [
+        &["gc", "--dry-run"][..],
+        &["gc"],
+        &["forget", "--keep-last", "1", "--gc"],
+    ] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("folder snapshots/ is missing")
+                && out.stderr.contains("put it back from a copy"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(pack_files(&repo), packs, "{args:?}: {out}");
+    }
+    let out = repo.run(&["verify", "--json"]);
+    assert_eq!(out.code, 1, "{out}");
+    let errors = out.json()["errors"].clone();
+    assert!(
+        errors
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["object"] == "snapshots/"),
+        "{out}"
+    );
+
+    fs::create_dir(&snapshots).unwrap();
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("no snapshot, while") && out.stdout.contains("gc deletes every pack"),
+        "{out}"
+    );
+    fs::remove_dir(&snapshots).unwrap();
+    fs::rename(&aside, &snapshots).unwrap();
+    repo.run(&["gc"]).success();
+    assert_eq!(pack_files(&repo), packs);
+    assert_restores(&repo, &saved);
+}

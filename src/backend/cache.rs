@@ -354,6 +354,9 @@ impl Backend for CachedBackend {
         }
         Ok(listed)
     }
+    fn missing_folders(&self) -> Result<Vec<&'static str>> {
+        self.inner.missing_folders()
+    }
     fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
         self.inner.not_files(kind)
     }

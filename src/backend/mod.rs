@@ -276,6 +276,13 @@ pub trait Backend: Send + Sync {
         let _ = kind;
         Ok(Vec::new())
     }
+    /// The folders of the layout [`Backend::create`] made that are gone
+    /// (`snapshots/`, say, left out by a copy): listed, such a folder
+    /// holds nothing, as if every file in it had been removed. Stores
+    /// without folders give none (the default).
+    fn missing_folders(&self) -> Result<Vec<&'static str>> {
+        Ok(Vec::new())
+    }
     /// Size in bytes of a file.
     fn size(&self, kind: FileKind, name: &str) -> Result<u64>;
     /// All bytes of a file.

@@ -108,6 +108,9 @@ impl Backend for RetryBackend {
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         self.retry(|| self.inner.list_sizes(kind))
     }
+    fn missing_folders(&self) -> Result<Vec<&'static str>> {
+        self.inner.missing_folders()
+    }
     fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
         self.retry(|| self.inner.not_files(kind))
     }

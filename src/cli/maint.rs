@@ -565,6 +565,7 @@ fn forget_command(
     // anything is removed, rather than halfway.
     if a.gc {
         left.check_complete("forget with --gc")?;
+        repo.require_whole_layout("forget with --gc")?;
         gc::whole_index(repo, "forget with --gc")?;
     }
     super::warn_damaged(

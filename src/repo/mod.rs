@@ -790,6 +790,27 @@ impl Repository {
         }
     }
 
+    /// Refuses to go on `doing` (a command that removes what nothing
+    /// seems to use) while a folder of the layout is gone: without
+    /// `snapshots/` every pack looks unused, without `index/` every blob.
+    pub fn require_whole_layout(&self, doing: &str) -> Result<()> {
+        let missing = self.backend.missing_folders()?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let folders: Vec<String> = missing.iter().map(|d| format!("{d}/")).collect();
+        Err(Error::Invalid(format!(
+            "refusing to {doing}: the repository's folder{} {} {} missing (left out by a copy \
+             or a sync?), so what {} held would look unused and be deleted; put {} back from \
+             a copy of the repository",
+            if folders.len() == 1 { "" } else { "s" },
+            folders.join(", "),
+            if folders.len() == 1 { "is" } else { "are" },
+            if folders.len() == 1 { "it" } else { "they" },
+            if folders.len() == 1 { "it" } else { "them" },
+        )))
+    }
+
     /// Refuses to go on `doing` (a command that decides by the index's
     /// entries what to delete or to drop) while a table fails its MAC:
     /// its entries may place blobs in the wrong packs, so that packs in

@@ -206,6 +206,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut snapshots: Vec<(SnapshotId, Snapshot)> = Vec::new();
     let mut names = backend.list(FileKind::Snapshot)?;
     names.sort();
+    let snapshot_files = names.iter().filter(|n| is_hex_name(n)).count();
     for name in names {
         if !is_hex_name(&name) {
             continue;
@@ -281,6 +282,27 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         packs.insert(PackId::from_hex(&name)?, size);
     }
     report.packs = packs.len();
+    for dir in backend.missing_folders()? {
+        report.errors.push(problem(
+            format!("{dir}/"),
+            "missing: the folder is gone, and every file it held with it (left out by a copy \
+             or a sync?); put it back from a copy of the repository. gc refuses to run \
+             meanwhile",
+        ));
+    }
+    // Every pack is garbage then: said, as a sync that lost the snapshot
+    // files leaves a repository that looks like this, and gc would delete
+    // all of it.
+    if snapshot_files == 0 && !packs.is_empty() {
+        report.warnings.push(problem(
+            "snapshots/",
+            format!(
+                "no snapshot, while {} pack(s) hold data: gc deletes every pack; if \
+                 snapshots were lost, put them back from a copy before any gc",
+                packs.len()
+            ),
+        ));
+    }
 
     // Every entry of every table that authenticates points inside a pack
     // present.

@@ -537,6 +537,20 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn missing_folders(&self) -> Result<Vec<&'static str>> {
+        let mut out = Vec::new();
+        // `locks/` is made again by the next lock.
+        for kind in DIRS.iter().filter(|k| **k != FileKind::Lock) {
+            let dir = self.root.join(kind.dir());
+            match fs::metadata(&dir) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => out.push(kind.dir()),
+                Err(e) => return Err(Error::path("stat", &dir, e)),
+            }
+        }
+        Ok(out)
+    }
+
     fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
         let mut out = Vec::new();
         let listed: std::collections::HashSet<String> = self.list(kind)?.into_iter().collect();
