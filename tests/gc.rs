@@ -477,3 +477,32 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
     assert_eq!(pack_files(&repo), packs);
     assert_restores(&repo, &saved);
 }
+
+/// A pack file moved into another fan-out folder than its name's is
+/// passed over by every command: verify names it, beside the pack it
+/// reports missing, and says where it belongs; moved back, all is well.
+#[test]
+fn verify_says_where_a_misplaced_pack_belongs() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 93, &[("a", 300_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    let (id, path) = pack_files(&repo).into_iter().next().unwrap();
+    let home = format!("packs/{}/", &id[..2]);
+    let wrong = if &id[..2] == "zz" { "yy" } else { "zz" };
+    let elsewhere = repo.path.join("packs").join(wrong);
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::rename(&path, elsewhere.join(&id)).unwrap();
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "the pack is missing where it belongs: {out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "packs/{wrong}/{id}: a pack file in another folder than its name's, passed \
+             over by every command: move it to {home}"
+        )),
+        "{out}"
+    );
+    fs::rename(elsewhere.join(&id), &path).unwrap();
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &saved);
+}

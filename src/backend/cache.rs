@@ -354,6 +354,9 @@ impl Backend for CachedBackend {
         }
         Ok(listed)
     }
+    fn misplaced_packs(&self) -> Result<Vec<(String, String)>> {
+        self.inner.misplaced_packs()
+    }
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         self.inner.missing_folders()
     }

@@ -276,6 +276,13 @@ pub trait Backend: Send + Sync {
         let _ = kind;
         Ok(Vec::new())
     }
+    /// Pack files in another fan-out folder than their name's (moved by
+    /// hand), which listings pass over: each as its place in the
+    /// repository and the folder it belongs in. Stores without folders
+    /// give none (the default).
+    fn misplaced_packs(&self) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
     /// The folders of the layout [`Backend::create`] made that are gone
     /// (`snapshots/`, say, left out by a copy): listed, such a folder
     /// holds nothing, as if every file in it had been removed. Stores

@@ -108,6 +108,9 @@ impl Backend for RetryBackend {
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         self.retry(|| self.inner.list_sizes(kind))
     }
+    fn misplaced_packs(&self) -> Result<Vec<(String, String)>> {
+        self.inner.misplaced_packs()
+    }
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         self.inner.missing_folders()
     }

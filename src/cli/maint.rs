@@ -800,7 +800,9 @@ fn print_repaired(r: &repair::SnapshotsRepair, dry_run: bool) -> Result<()> {
             f.repaired.short()
         )?;
         for p in &f.dropped {
-            outln!("  {p}")?;
+            // What was dropped of the root itself has no path before it.
+            let root = if p.starts_with(' ') { "/" } else { "" };
+            outln!("  {root}{p}")?;
         }
     }
     outln!(

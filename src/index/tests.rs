@@ -1094,7 +1094,10 @@ fn lookups_by_kind_search_only_that_kinds_tables() {
     let missing = set
         .locate_kind(&BlobId([9; 32]), BlobKind::Data)
         .unwrap_err();
-    assert!(missing.to_string().contains("an index entry for blob"), "{missing}");
+    assert!(
+        missing.to_string().contains("an index entry for blob"),
+        "{missing}"
+    );
 }
 
 /// A lookup told which packs it may use skips entries naming others,

@@ -282,6 +282,15 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         packs.insert(PackId::from_hex(&name)?, size);
     }
     report.packs = packs.len();
+    for (place, home) in backend.misplaced_packs()? {
+        report.warnings.push(problem(
+            place,
+            format!(
+                "a pack file in another folder than its name's, passed over by every \
+                 command: move it to {home}"
+            ),
+        ));
+    }
     for dir in backend.missing_folders()? {
         report.errors.push(problem(
             format!("{dir}/"),

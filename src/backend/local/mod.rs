@@ -537,6 +537,25 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn misplaced_packs(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for d in self.dirs(FileKind::Pack)? {
+            let Some(folder) = d.file_name().and_then(|f| f.to_str()) else {
+                continue;
+            };
+            for name in read_names(&d, Entries::Files)? {
+                if crate::id::is_hex_name(&name) && !placed(FileKind::Pack, &d, &name) {
+                    out.push((
+                        format!("packs/{folder}/{name}"),
+                        format!("packs/{}/", &name[..2]),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         let mut out = Vec::new();
         // `locks/` is made again by the next lock.
