@@ -1379,7 +1379,7 @@ fn backup_time_in_the_future_is_refused_and_one_in_the_past_is_recorded() {
         "2200-01-01T00:00:00Z",
         src.to_str().unwrap(),
     ]);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "a usage error: {out}");
     assert!(out.stderr.contains("is in the future"), "{out}");
     assert!(repo.snapshots().is_empty(), "{out}");
 
