@@ -206,6 +206,15 @@ impl Pat {
     }
 }
 
+/// Whether a pattern of `pats` matches the folder the view stands for or
+/// one above it (but `/`), which a restore of part of a snapshot matches
+/// as a whole restore does.
+fn above_hits(view: &View, pats: &[Pat]) -> bool {
+    (view.base.ancestors())
+        .filter(|a| *a != Path::new("/"))
+        .any(|a| pats.iter().any(|pat| pat.matches(a, true)))
+}
+
 /// Which entries of `view` the restore selects: those not excluded (nor
 /// beneath an excluded folder) that an include matches (or a folder
 /// above them does), or all with no include; and every folder holding
@@ -228,6 +237,7 @@ fn select(snap: &Snap, view: &View, includes: &[Pat], excludes: &[Pat]) -> Vec<b
             .collect();
         let hit = |pats: &[Pat]| {
             (chain.iter()).any(|(p, dir)| pats.iter().any(|pat| pat.matches(p, *dir)))
+                || above_hits(view, pats)
         };
         sel[i] = !hit(excludes) && (includes.is_empty() || hit(includes));
     }
@@ -544,7 +554,8 @@ pub fn simulate(
             _ => m.put(rel, Want::of(node)),
         }
     }
-    if policy == Policy::Mirror && !view.one_file {
+    // Beneath an excluded folder, nothing is walked, nor pruned.
+    if policy == Policy::Mirror && !view.one_file && !above_hits(view, excludes) {
         let mut dirs = vec![PathBuf::new()];
         dirs.extend(
             (view.entries.iter().zip(&sel))
@@ -569,6 +580,7 @@ pub fn simulate(
                 let path = view.base.join(&child);
                 let excluded = excludes.iter().any(|p| p.matches(&path, is_dir));
                 let included = includes.is_empty()
+                    || above_hits(view, includes)
                     || (child.ancestors().filter(|a| !a.as_os_str().is_empty())).any(|a| {
                         let p = view.base.join(a);
                         let dir = a != child || is_dir;
