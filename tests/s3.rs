@@ -146,7 +146,7 @@ fn missing_repository_and_bad_urls_have_clear_errors() {
     let mut bad = S3Repo::new(&server, "x");
     bad.bucket = "Bad_Bucket".into();
     let out = bad.run(&["snapshots"]);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "a usage error: {out}");
     assert!(out.stderr.contains("bucket name"), "{out}");
     let mut c = repo.cmd(&["snapshots"]);
     c.env_remove("AWS_SECRET_ACCESS_KEY");
