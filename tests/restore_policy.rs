@@ -2258,3 +2258,52 @@ fn a_folder_above_the_given_paths_keeps_its_metadata_in_the_target() {
         assert_eq!(fs::read(r.join("d/f.txt")).unwrap(), b"f\n");
     }
 }
+
+/// Restoring as an ordinary user, a mirror removes a folder of the user's
+/// that the snapshot lacks even when it (or a folder beneath it) is
+/// read-only, as a restore leaves a read-only folder of a snapshot; one
+/// that stays, holding what an exclude keeps, is emptied of the rest and
+/// gets its mode back. Before, each failed with "Permission denied".
+#[test]
+fn a_mirror_as_a_user_removes_read_only_folders_of_the_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a.txt"), "a\n");
+    write(&src.join("d/b.txt"), "b\n");
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    let (target, _) = restore_as_nobody(&repo, "target", &[]);
+    let r = restored(&target, &src);
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    let set_mode =
+        |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    // What the snapshot lacks: a read-only tree, and a read-only folder
+    // holding a file an exclude keeps.
+    write(&r.join("extra/sub/f"), "f\n");
+    write(&r.join("keep/x.log"), "kept\n");
+    write(&r.join("keep/y"), "goes\n");
+    give_to_nobody(&r.join("extra"), true);
+    give_to_nobody(&r.join("keep"), true);
+    set_mode(&r.join("extra/sub"), 0o555);
+    set_mode(&r.join("extra"), 0o500);
+    set_mode(&r.join("keep"), 0o555);
+    let mut c = repo.cmd(&[
+        "restore",
+        "latest",
+        "--policy",
+        "mirror",
+        "--exclude",
+        "*.log",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!r.join("extra").exists(), "{out}");
+    assert!(!r.join("keep/y").exists(), "{out}");
+    assert_eq!(fs::read_to_string(r.join("keep/x.log")).unwrap(), "kept\n");
+    assert_eq!(mode(&r.join("keep")), 0o555, "{out}");
+    assert_eq!(fs::read_to_string(r.join("d/b.txt")).unwrap(), "b\n");
+}

@@ -711,7 +711,18 @@ impl Executor<'_> {
         let r = match entry.file_type() {
             Ok(t) if t.is_dir() => {
                 self.beneath.forget(shown);
-                fs::remove_dir_all(entry.path())
+                match fs::remove_dir_all(entry.path()) {
+                    // Restoring as an ordinary user, a folder of the user's
+                    // without write permission (0555, as a restore leaves
+                    // a read-only folder of the snapshot) holds what cannot
+                    // be removed until the folder is opened up: it is
+                    // going, with all it holds.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !self.root => {
+                        open_up_tree(&entry.path());
+                        fs::remove_dir_all(entry.path())
+                    }
+                    r => r,
+                }
             }
             _ => fs::remove_file(entry.path()),
         };
@@ -738,7 +749,20 @@ impl Executor<'_> {
         abs: &[u8],
         would_remove: &mut Vec<PathBuf>,
     ) -> (u64, u64) {
+        // Restoring as an ordinary user, a folder of the user's without
+        // read, write or search permission is opened up to be emptied;
+        // one that stays, holding what an exclude keeps, gets its mode
+        // back.
+        let opened = (!self.root && !self.dry_run)
+            .then(|| open_up_one(path))
+            .flatten();
+        let close = || {
+            if let Some(mode) = opened {
+                let _ = fsmeta::set_mode_nofollow(path, mode);
+            }
+        };
         let Some((_folder, rd)) = list_folder(path, true) else {
+            close();
             self.fail(shown, "cannot list it to remove it");
             return (0, 0);
         };
@@ -764,6 +788,7 @@ impl Executor<'_> {
             listed.append(&mut below);
         }
         if kept > 0 {
+            close();
             would_remove.append(&mut listed);
             return (n, kept);
         }
@@ -777,11 +802,44 @@ impl Executor<'_> {
         match fs::remove_dir(path) {
             Ok(()) => (1, 0),
             Err(e) => {
+                close();
                 self.fail(shown, format!("cannot remove: {e}"));
                 (n, 0)
             }
         }
     }
+}
+
+/// Gives the folder at `at` and every folder beneath it that is the
+/// user's its owner's read, write and search permission where it lacks
+/// them, for all of it to be removed; each opened without following a
+/// symlink, and changed through its descriptor. What cannot be opened up
+/// is left as it is (the removal then names it).
+fn open_up_tree(at: &Path) {
+    open_up_one(at);
+    let Some((_folder, listed)) = list_folder(at, true) else {
+        return;
+    };
+    for entry in listed.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up_tree(&entry.path());
+        }
+    }
+}
+
+/// Gives the folder at `at`, if it is the user's, its owner's read,
+/// write and search permission where it lacks them (not following a
+/// symlink there); returns the mode it had if it changed it.
+fn open_up_one(at: &Path) -> Option<u32> {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let md = fs::symlink_metadata(at).ok()?;
+    if !md.is_dir() || md.uid() != me || md.mode() & 0o700 == 0o700 {
+        return None;
+    }
+    let mode = md.mode() & 0o7777;
+    fsmeta::set_mode_nofollow(at, mode | 0o700).ok()?;
+    Some(mode)
 }
 
 /// Opens the folder at `at` (without following a symlink there if
