@@ -1343,13 +1343,27 @@ fn repair_index_drops_the_entries_past_the_end_of_a_pack_cut_short() {
     let src = source(&repo, 23);
     let first = backup_saved(&repo, &src, &[]);
     let index = index_map(&repo);
-    let victim = snap_path(&src, "victim.bin");
-    let pack = index[&file_chunks(&repo, &first.id)[&victim][0]]
-        .pack
-        .clone();
+    // The data pack of the most blobs (which blobs share a pack depends
+    // on the order the workers seal them in), cut between its first
+    // blob's end and its last blob's.
+    let chunks: BTreeSet<String> = file_chunks(&repo, &first.id)
+        .into_values()
+        .flatten()
+        .collect();
+    let mut blobs: std::collections::BTreeMap<&str, Vec<(u64, u64)>> = Default::default();
+    for l in chunks.iter().map(|c| &index[c]) {
+        blobs.entry(&l.pack).or_default().push((l.offset, l.length));
+    }
+    let (pack, mut spans) = blobs
+        .into_iter()
+        .max_by_key(|(_, b)| b.len())
+        .map(|(p, b)| (p.to_string(), b))
+        .unwrap();
+    spans.sort();
+    let first_end = spans[0].0 + spans[0].1;
+    let last_end = spans[spans.len() - 1].0 + spans[spans.len() - 1].1;
+    let cut = (first_end + last_end) / 2;
     let path = pack_files(&repo)[&pack].clone();
-    let len = fs::metadata(&path).unwrap().len();
-    let cut = len / 2;
     let in_pack: Vec<_> = index.iter().filter(|(_, l)| l.pack == pack).collect();
     let inside = (in_pack.iter())
         .filter(|(_, l)| l.offset + l.length <= cut)
