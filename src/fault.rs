@@ -102,6 +102,25 @@ fn swap_dir_for_symlink(
     }
 }
 
+/// `CAIRN_TEST_TRUNCATE=NAME`: backup calls this with a file's path just
+/// before reading it; if its file name is `NAME`, the file is cut to half
+/// its length, as a program rewriting it between the walk's `stat` and
+/// the read would. Unset, this costs one cached environment lookup.
+pub fn truncate_before_read(path: &std::path::Path) {
+    static NAME: OnceLock<Option<String>> = OnceLock::new();
+    let Some(name) = NAME.get_or_init(|| std::env::var("CAIRN_TEST_TRUNCATE").ok()) else {
+        return;
+    };
+    if path.file_name() != Some(std::ffi::OsStr::new(name)) {
+        return;
+    }
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
+        if let Ok(m) = f.metadata() {
+            let _ = f.set_len(m.len() / 2);
+        }
+    }
+}
+
 /// `CAIRN_TEST_WRITE_DURING_READ=NAME`: backup calls this with a file's
 /// path once it has read it; if its file name is `NAME`, its first byte
 /// is overwritten and its modification time moved a second on, as a

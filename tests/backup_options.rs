@@ -271,6 +271,39 @@ fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
     }
 }
 
+/// A small file cut short between the walk's `stat` and its read (a
+/// configuration file rewritten meanwhile) is named as changed, and the
+/// backup exits 3; before, it was stored short under the times it had
+/// when whole, with exit 0. (Larger files were checked already.)
+#[test]
+fn a_small_file_cut_short_before_it_is_read_is_named() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("app.conf"), 1, 60_000);
+    write_random(&src.join("quiet.conf"), 2, 60_000);
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_TEST_TRUNCATE", "app.conf");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    let named: Vec<&str> = (out.stderr.lines())
+        .filter(|l| l.contains("changed while it was read"))
+        .collect();
+    assert_eq!(named.len(), 1, "{out}");
+    assert!(
+        named[0].contains("app.conf") && named[0].contains("60000 bytes seen, 30000 read"),
+        "{out}"
+    );
+    // The next backup reads it again, and holds it as it is now.
+    let out = repo.run(&["backup", "--json", src.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out}");
+    let target = repo.scratch("t");
+    repo.restore("latest", &target, &[]);
+    assert_eq!(
+        fs::read(restored(&target, &src).join("app.conf")).unwrap(),
+        fs::read(src.join("app.conf")).unwrap()
+    );
+}
+
 /// A file written to while the backup reads it (a database, a log) is
 /// named in a warning, the backup exits 3, and the snapshot holds it as
 /// read; the next backup reads it again, though its size is unchanged,

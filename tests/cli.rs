@@ -60,11 +60,23 @@ fn stdin_backup_restores_byte_for_byte() {
     repo.restore("latest", &target, &[]);
     assert_eq!(fs::read(target.join("empty")).unwrap(), b"");
 
-    // A name that would escape the target is refused up front.
-    for bad in ["../x", "a/b", ".."] {
+    // A name that would escape the target is refused up front, as a
+    // usage error, before the repository is opened (or made).
+    for bad in ["../x", "a/b", "..", "", "."] {
         let out = repo.run_stdin(&["backup", "--stdin", "--stdin-filename", bad], b"x");
-        assert_ne!(out.code, 0, "{bad}: {out}");
+        assert_eq!(out.code, 2, "{bad}: {out}");
         assert!(out.stderr.contains("--stdin-filename"), "{bad}: {out}");
+        let mut c = cairn();
+        c.args([
+            "backup",
+            "-r",
+            "/nonexistent/repo",
+            "--stdin",
+            "--stdin-filename",
+            bad,
+        ]);
+        let out = run(&mut c, Some(b"x"));
+        assert_eq!(out.code, 2, "{bad}: {out}");
     }
     assert_eq!(repo.snapshots().len(), 2);
 }

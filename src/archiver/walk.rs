@@ -817,6 +817,7 @@ fn read_file(
     };
     crate::fault::vanish(path);
     crate::fault::fifo(path);
+    crate::fault::truncate_before_read(path);
     let file = handle.open_unchecked(path).map_err(|e| skip("open", e))?;
     let mut chunks = Vec::new();
     let mut reader = ToSeenEnd {
@@ -889,10 +890,14 @@ const CHECK_CHANGED_OVER: u64 = 64 << 10;
 /// `touch -r`); so does a `chmod` meanwhile, a false alarm that costs a
 /// warning and the next backup a read. The node keeps the walk's times,
 /// so the next backup reads the file again. Files of at most
-/// [`CHECK_CHANGED_OVER`] bytes (seen and read) are not checked.
+/// [`CHECK_CHANGED_OVER`] bytes (seen and read) are checked only for
+/// having another size than the walk saw, which costs no system call: a
+/// small configuration file truncated between the walk's `stat` and its
+/// read was stored empty, under the times it had when it was whole, with
+/// exit 0 (until December 2026).
 fn changed_while_read(file: &File, seen: Seen, size: u64) -> Option<String> {
     if seen.size.max(size) <= CHECK_CHANGED_OVER {
-        return None;
+        return (size != seen.size).then(|| format!("{} bytes seen, {size} read", seen.size));
     }
     let now = crate::fsmeta::Stat::of(&file.metadata().ok()?);
     if now.mtime_ns != seen.mtime_ns {

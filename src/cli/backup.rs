@@ -346,6 +346,11 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         (_, name) if stream => name,
         _ => None,
     };
+    // Before the repository is opened (or the default one made).
+    if let Some(name) = &stdin_name {
+        crate::tree::check_name(name.as_bytes())
+            .map_err(|why| Error::Usage(format!("--stdin-filename {name:?}: {why}")))?;
+    }
     if let Some(t) = a.time {
         refuse_future(
             t,
