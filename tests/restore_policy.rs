@@ -2307,3 +2307,64 @@ fn a_mirror_as_a_user_removes_read_only_folders_of_the_users() {
     assert_eq!(mode(&r.join("keep")), 0o555, "{out}");
     assert_eq!(fs::read_to_string(r.join("d/b.txt")).unwrap(), "b\n");
 }
+
+/// A restore the system refuses threads (a limit on processes, as in a
+/// container) stops with one error line saying so, and exit 1, not a
+/// panic and exit 101; it leaves no lock behind. With room for the
+/// command's thread alone, the lock's refresher is refused; with room for
+/// that one too, the restore's workers are.
+#[test]
+fn a_refused_thread_is_an_error_not_a_panic() {
+    use std::os::unix::process::CommandExt;
+    // A user of its own: the limit counts every process of the user.
+    const USER: u32 = 65533;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a.txt"), "a\n");
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    fs::create_dir(&target).unwrap();
+    for p in [repo.dir.path(), &repo.path, &target] {
+        let ok = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{USER}:{USER}"))
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    for (threads, says) in [
+        (2, "error: start the thread that keeps the lock fresh"),
+        (3, "error: the system refused to start a thread"),
+    ] {
+        let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        // SAFETY: setrlimit, setgroups, setgid and setuid are
+        // async-signal-safe and touch only the child.
+        unsafe {
+            c.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: threads,
+                    rlim_max: threads,
+                };
+                if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0
+                    || libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(USER) != 0
+                    || libc::setuid(USER) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{threads}: {out}");
+        assert!(
+            out.stderr.starts_with(says) && out.stderr.contains("ulimit -u"),
+            "{threads}: {out}"
+        );
+        assert!(!out.stderr.contains("panicked"), "{threads}: {out}");
+        assert_eq!(out.stderr.lines().count(), 1, "{threads}: {out}");
+        let locks = fs::read_dir(repo.path.join("locks")).unwrap().count();
+        assert_eq!(locks, 0, "{threads}: a lock was left behind: {out}");
+    }
+}

@@ -830,7 +830,18 @@ pub fn main() -> ExitCode {
             .exit();
     }
     let ctx = Context { global: cli.global };
-    let result = on_deep_stack(move || run_command(&ctx, cli.command));
+    catch_refused_threads();
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        on_deep_stack(move || run_command(&ctx, cli.command))
+    })) {
+        Ok(result) => result,
+        // Said by the hook; what the command held (locks, temporary
+        // files) was let go as the panic unwound.
+        Err(_) if THREAD_REFUSED.load(std::sync::atomic::Ordering::SeqCst) => {
+            return ExitCode::from(crate::error::EXIT_ERROR);
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     match result {
         Ok(code) => ExitCode::from(code),
         // The reader of a listing went away: it wanted no more.
@@ -852,6 +863,43 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Set once the system refused a thread (see [`catch_refused_threads`]).
+static THREAD_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the panic of a thread the system refused to start (a limit on
+/// processes or address space: `ulimit -u`, `ulimit -v`, a container's
+/// pids limit), which the standard library's spawning raises wherever
+/// cairn starts workers, into one error line and exit 1, instead of a
+/// panic's message and exit 101; the panics that carry it out of the
+/// worker threads are not printed. Any other panic is printed as ever.
+fn catch_refused_threads() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("");
+        use std::sync::atomic::Ordering;
+        if text.starts_with("failed to spawn thread") {
+            if !THREAD_REFUSED.swap(true, Ordering::SeqCst) {
+                crate::eprint_line(format_args!(
+                    "error: the system refused to start a thread ({}): raise the limit on \
+                     processes or on memory (`ulimit -u`, `ulimit -v`, a container's pids \
+                     limit) and run the command again; what it wrote is whole or left for gc",
+                    output::escape_controls(text)
+                ));
+            }
+            return;
+        }
+        if THREAD_REFUSED.load(Ordering::SeqCst) {
+            return;
+        }
+        previous(info);
+    }));
 }
 
 /// The stack a command runs on: restore, `ls` and `repair snapshots`

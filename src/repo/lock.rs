@@ -888,7 +888,23 @@ fn acquire_with(
                 });
                 let (stop, stopped) = mpsc::channel::<()>();
                 let h = held.clone();
-                let refresher = thread::spawn(move || h.refresh_until(stopped, every));
+                let spawned = thread::Builder::new()
+                    .name("lock".into())
+                    .spawn(move || h.refresh_until(stopped, every));
+                // As a guard without a refresher, it would expire under
+                // its holder: refused, its lock file removed.
+                let refresher = match spawned {
+                    Ok(refresher) => refresher,
+                    Err(e) => {
+                        let _ = held.backend.remove(FileKind::Lock, &held.state()?.name);
+                        return Err(Error::io(
+                            "start the thread that keeps the lock fresh (the system refused \
+                             it: raise the limit on processes or on memory, `ulimit -u`, \
+                             `ulimit -v`)",
+                            e,
+                        ));
+                    }
+                };
                 return Ok(Acquired::Held(LockGuard {
                     held,
                     stop: Some(stop),
