@@ -1319,3 +1319,20 @@ fn a_damaged_index_table_is_read_around_by_ls_and_backup_not_by_gc() {
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stdout.contains(advice), "{out}");
 }
+
+/// A folder whose entry names a file's chunk as its tree is named as
+/// such, rather than as a tree of an unknown version.
+#[test]
+fn a_folder_naming_a_chunk_as_its_tree_says_so() {
+    let repo = Repo::new();
+    let id = craft_snapshot(&repo, |_, d| {
+        Tree::new(vec![node(b"dir", NodeKind::Dir { subtree: d }, 0)])
+    });
+    let out = repo.run(&["ls", &id]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("it is stored as a file's chunk, not as a tree"),
+        "{out}"
+    );
+}

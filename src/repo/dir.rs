@@ -32,7 +32,21 @@ impl Repository {
     /// Reads and checks the tree blob `id`: a directory's nodes, or the
     /// list of its parts.
     pub fn load_tree_blob(&self, id: &BlobId) -> Result<TreeBlob> {
-        TreeBlob::decode(self.read_tree_blob(id)?, &tree_what(id))
+        TreeBlob::decode(self.read_tree_blob(id)?, &tree_what(id)).map_err(|e| match e {
+            // Read as a tree where the index has only a file's chunk of
+            // that id: a folder's entry names a chunk.
+            Error::Corrupt { what, detail }
+                if self
+                    .index()
+                    .is_ok_and(|i| !i.contains_kind(id, crate::pack::BlobKind::Tree)) =>
+            {
+                Error::Corrupt {
+                    what,
+                    detail: format!("{detail} (it is stored as a file's chunk, not as a tree)"),
+                }
+            }
+            e => e,
+        })
     }
 
     /// The nodes of the directory whose tree is `id` (read and checked
