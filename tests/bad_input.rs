@@ -432,6 +432,13 @@ fn trees_restore_refuses_are_damage_to_verify_and_repair() {
             .unwrap()
             .0
     };
+    // A root of the folder `big`, whose tree is `big`, and the file `ok`.
+    let root = move |big: cairn::id::BlobId, d: cairn::id::BlobId| {
+        Tree::new(vec![
+            node(b"big", NodeKind::Dir { subtree: big }, 0),
+            node(b"ok", file(d), 8),
+        ])
+    };
     let cases: Vec<(&str, &str, Make)> = vec![
         (
             "a name in two parts",
@@ -453,10 +460,7 @@ fn trees_restore_refuses_are_damage_to_verify_and_repair() {
                 let inner = tree_of(w, vec![node(b"x", file(d), 8)]);
                 let two = tree_of(w, vec![node(b"l", NodeKind::Dir { subtree: inner }, 0)]);
                 let big = parts_of(w, &[one, two]);
-                Tree::new(vec![
-                    node(b"big", NodeKind::Dir { subtree: big }, 0),
-                    node(b"ok", file(d), 8),
-                ])
+                root(big, d)
             }),
         ),
         (
@@ -468,10 +472,7 @@ fn trees_restore_refuses_are_damage_to_verify_and_repair() {
                 let c = tree_of(w, vec![node(b"c", file(d), 8)]);
                 let nested = parts_of(w, &[b, c]);
                 let big = parts_of(w, &[a, nested]);
-                Tree::new(vec![
-                    node(b"big", NodeKind::Dir { subtree: big }, 0),
-                    node(b"ok", file(d), 8),
-                ])
+                root(big, d)
             }),
         ),
         (

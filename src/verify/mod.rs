@@ -410,22 +410,30 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     // A chunk whose entry names a missing pack but that is indexed again
     // in a pack present is read from there (as a restore reads it): the
     // snapshot has lost nothing, though the index is reported above.
+    // With one lookup: what is wrong with a chunk, if anything, and its
+    // length as the index has it (if indexed).
     let present = |p: &PackId| packs.contains_key(p);
-    let fault = |id: &BlobId| -> Option<Fault> {
+    let chunk = |id: &BlobId| -> (Option<Fault>, Option<u64>) {
         let loc = match index.lookup(id) {
-            Ok(None) | Err(_) => return Some(Fault::NotIndexed),
+            Ok(None) | Err(_) => return (Some(Fault::NotIndexed), None),
             Ok(Some(loc)) if !present(&loc.pack) => {
                 match index.locate_kind_where(id, pack::BlobKind::Data, &present) {
                     Ok(Some(other)) => other,
-                    _ => return Some(Fault::PackMissing(loc.pack)),
+                    _ => {
+                        let len = u64::from(loc.raw_length);
+                        return (Some(Fault::PackMissing(loc.pack)), Some(len));
+                    }
                 }
             }
             Ok(Some(loc)) => loc,
         };
-        bad.get(&(*id, loc.pack))
-            .map(|why| Fault::Bad(loc.pack, why.clone()))
+        let fault = bad
+            .get(&(*id, loc.pack))
+            .map(|why| Fault::Bad(loc.pack, why.clone()));
+        (fault, Some(u64::from(loc.raw_length)))
     };
-    let raw_len = |id: &BlobId| raw_length(&index, id);
+    let fault = |id: &BlobId| chunk(id).0;
+    let raw_len = |id: &BlobId| chunk(id).1;
     let facts: Mutex<HashMap<BlobId, TreeFacts>> = Mutex::new(HashMap::new());
     let roots: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     report.trees = crate::walker::for_each_tree(repo, &roots, opts.workers, &|id, tree| {
@@ -444,8 +452,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                     match r {
                         Ref::Subtree(t) | Ref::Part(t) => f.children.push(*t),
                         Ref::Chunk(c) => {
-                            f.damaged |= fault(c).is_some();
-                            held = held.zip(raw_len(c)).map(|(a, b)| a.saturating_add(b));
+                            let (fault, len) = chunk(c);
+                            f.damaged |= fault.is_some();
+                            held = held.zip(len).map(|(a, b)| a.saturating_add(b));
                         }
                         // A restore writes such a file, and fails it.
                         Ref::FileSize(size) => {
@@ -622,15 +631,6 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
         ));
     }
     Ok(())
-}
-
-/// The raw length of blob `id` as the index has it; `None` where it is
-/// not indexed.
-fn raw_length(index: &crate::index::IndexSet, id: &BlobId) -> Option<u64> {
-    match index.lookup(id) {
-        Ok(Some(loc)) => Some(u64::from(loc.raw_length)),
-        _ => None,
-    }
 }
 
 /// What [`attribute`] needs of the walk.
