@@ -716,7 +716,9 @@ fn dry_run_lock(ctx: &Context, repo: &Repository, command: &str) -> Result<lock:
         lock::Acquired::Held(guard) => guard,
         lock::Acquired::Unwritable(e) => {
             warn(&format!(
-                "cannot lock the repository ({e}): the dry run goes on without a lock;                  what it shows is the repository as it is now, and a command writing                  meanwhile may change it"
+                "cannot lock the repository ({e}): the dry run goes on without a lock; \
+                 what it shows is the repository as it is now, and a command writing \
+                 meanwhile may change it"
             ));
             lock::LockGuard::unheld(repo.backend_arc(), repo.key(), command, &e)
         }

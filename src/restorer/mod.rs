@@ -315,7 +315,8 @@ pub fn restore(
                 // follow into making folders elsewhere.
                 Err(_) if fs::symlink_metadata(&opts.target).is_ok_and(|m| m.is_symlink()) => {
                     Error::Invalid(format!(
-                        "target {} is a symlink to {}, which does not exist: make that                          folder, or give another target",
+                        "target {} is a symlink to {}, which does not exist: make that \
+                         folder, or give another target",
                         opts.target.display(),
                         fs::read_link(&opts.target)
                             .map_or_else(|_| "?".into(), |l| l.display().to_string())
