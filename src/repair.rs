@@ -549,6 +549,11 @@ impl Rewriter<'_, '_> {
                 }
                 Err(e) => return Err(e),
             };
+            // Which a restore refuses: said, so that the copy is written.
+            if nodes.is_empty() {
+                dropped.push(format!(" (part {} of the directory, empty)", part.short()));
+                continue;
+            }
             let read = nodes.len();
             let mut in_order = Vec::with_capacity(read);
             for node in nodes {

@@ -476,6 +476,17 @@ fn trees_restore_refuses_are_damage_to_verify_and_repair() {
             }),
         ),
         (
+            "an empty part",
+            "/big",
+            Box::new(move |w, d| {
+                let a = tree_of(w, vec![node(b"a", file(d), 8)]);
+                let empty = tree_of(w, Vec::new());
+                let b = tree_of(w, vec![node(b"b", file(d), 8)]);
+                let big = parts_of(w, &[a, empty, b]);
+                root(big, d)
+            }),
+        ),
+        (
             "a file of another size than its chunks",
             "/short",
             Box::new(move |_, d| {
@@ -514,8 +525,13 @@ fn trees_restore_refuses_are_damage_to_verify_and_repair() {
         let target = repo.scratch("repaired");
         repo.restore("latest", &target, &[]);
         assert_eq!(fs::read(target.join("ok")).unwrap(), b"escaped!", "{what}");
-        for (gone, left) in [("big/l/x", "big/a"), ("big/b", "big/a"), ("short", "ok")] {
-            if gone.starts_with(&path[1..]) {
+        for (case, gone, left) in [
+            ("a name in two parts", "big/l/x", "big/a"),
+            ("a part that is a list of parts", "big/b", "big/a"),
+            ("an empty part", "big/none", "big/b"),
+            ("a file of another size than its chunks", "short", "ok"),
+        ] {
+            if case == what {
                 assert!(target.join(left).exists(), "{what}");
                 assert!(!target.join(gone).exists(), "{what}");
             }
