@@ -1353,3 +1353,39 @@ fn a_folder_naming_a_chunk_as_its_tree_says_so() {
         "{out}"
     );
 }
+
+/// A directory whose parts do not make one is named even when a file in
+/// one of its parts is damaged too: a restore stops at the directory
+/// whatever else is wrong (verify named the file alone).
+#[test]
+fn verify_names_misordered_parts_beside_a_damaged_file_in_them() {
+    let repo = Repo::new();
+    let id = craft_snapshot(&repo, |w, d| {
+        let tree_of =
+            |nodes: Vec<Node>| w.add(BlobKind::Tree, &Tree::new(nodes).encode()).unwrap().0;
+        let one = tree_of(vec![
+            node(b"k", NodeKind::File { chunks: vec![d] }, 8),
+            node(b"m", NodeKind::File { chunks: vec![d] }, 3),
+        ]);
+        let two = tree_of(vec![
+            node(b"a", NodeKind::File { chunks: vec![d] }, 8),
+            node(b"z", NodeKind::File { chunks: vec![d] }, 8),
+        ]);
+        let big = w
+            .add(BlobKind::Tree, &cairn::tree::Parts::encode(&[one, two]))
+            .unwrap()
+            .0;
+        Tree::new(vec![node(b"big", NodeKind::Dir { subtree: big }, 0)])
+    });
+    let out = repo.run(&["verify", "--json"]);
+    assert_eq!(out.code, 1, "{out}");
+    let mut paths: Vec<String> = out.json()["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["snapshot"] == id.as_str())
+        .map(|d| d["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["/big", "/big/m"], "{out}");
+}

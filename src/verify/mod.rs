@@ -654,16 +654,21 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>
     };
     let tree = match a.repo.load_tree_blob(id) {
         Ok(TreeBlob::Nodes(t)) => t,
-        // A directory in parts: each dirty part holds entries of `path`;
-        // where none is, the parts are sound trees that do not make one
-        // directory.
+        // A directory in parts: each dirty part holds entries of `path`,
+        // and the parts may not make one directory (a restore then stops
+        // there, whatever else is damaged).
         Ok(TreeBlob::Parts(parts)) => {
             let before = out.len();
             for part in parts.iter().filter(|p| a.dirty.get(p) == Some(&true)) {
                 attribute(a, part, path, out);
             }
+            // Unless a part that cannot be read was named for the
+            // directory already: that is why its parts do not make one.
+            let named = out[before..]
+                .iter()
+                .any(|d| d.path == shown(path) && d.reason.starts_with("directory unreadable"));
             let wrong = a.facts.get(id).and_then(|f| f.parts_wrong.as_ref());
-            if let Some(why) = wrong.filter(|_| out.len() == before) {
+            if let Some(why) = wrong.filter(|_| !named) {
                 out.push(Damage {
                     snapshot: a.snapshot,
                     path: shown(path),
