@@ -424,7 +424,9 @@ fn a_table_naming_a_missing_pack_is_rewritten() {
 
 /// A repository that lost its `snapshots/` folder (a copy or a sync that
 /// left it out) is damage: gc, its dry run and `forget --gc` refuse
-/// rather than take every pack for unused, and verify names the folder.
+/// rather than take every pack for unused, backup and `repair snapshots`
+/// refuse rather than make the folder again (after which nothing would
+/// tell it was lost), and verify names the folder.
 /// With the folder back but empty, verify warns that gc would delete
 /// every pack. Before, the dry run planned to delete everything, and the
 /// real run failed only by chance, at an fsync of the missing folder.
@@ -438,10 +440,14 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
     let snapshots = repo.path.join("snapshots");
     let aside = repo.scratch("snapshots-aside");
     fs::rename(&snapshots, &aside).unwrap();
+    // A backup or a repair would make the folder again, empty but for
+    // its snapshot, and the next gc delete every pack of the lost ones.
     for args in [
         &["gc", "--dry-run"][..],
         &["gc"],
         &["forget", "--keep-last", "1", "--gc"],
+        &["backup", src.to_str().unwrap()],
+        &["repair", "snapshots"],
     ] {
         let out = repo.run(args);
         assert_eq!(out.code, 1, "{args:?}: {out}");
@@ -451,6 +457,7 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
             "{args:?}: {out}"
         );
         assert_eq!(pack_files(&repo), packs, "{args:?}: {out}");
+        assert!(!snapshots.exists(), "{args:?}: {out}");
     }
     let out = repo.run(&["verify", "--json"]);
     assert_eq!(out.code, 1, "{out}");

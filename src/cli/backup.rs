@@ -364,6 +364,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     }
     crate::filter::PathFilter::new(&excludes).map_err(Error::into_usage)?;
     let repo = open_or_create_default(ctx)?;
+    repo.require_whole_layout("back up")?;
     let opts = BackupOptions {
         paths: a.paths,
         set: a.set,

@@ -745,6 +745,7 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
             Ok(output::after_work(0, printed, "the index is rebuilt"))
         }
         RepairWhat::Snapshots { dry_run, read_data } => {
+            repo.require_whole_layout("repair snapshots")?;
             let lock = if dry_run {
                 super::dry_run_lock(ctx, repo, "repair snapshots")?
             } else {

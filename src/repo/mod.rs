@@ -790,24 +790,28 @@ impl Repository {
         }
     }
 
-    /// Refuses to go on `doing` (a command that removes what nothing
-    /// seems to use) while a folder of the layout is gone: without
-    /// `snapshots/` every pack looks unused, without `index/` every blob.
+    /// Refuses to go on `doing` while a folder of the layout is gone: gc
+    /// would take every pack for unused without `snapshots/`, every blob
+    /// without `index/`; a backup would write its snapshot into a new,
+    /// empty `snapshots/`, after which nothing would tell the folder was
+    /// ever lost, and the next gc would delete every pack the lost
+    /// snapshots used.
     pub fn require_whole_layout(&self, doing: &str) -> Result<()> {
         let missing = self.backend.missing_folders()?;
         if missing.is_empty() {
             return Ok(());
         }
         let folders: Vec<String> = missing.iter().map(|d| format!("{d}/")).collect();
+        let one = folders.len() == 1;
         Err(Error::Invalid(format!(
             "refusing to {doing}: the repository's folder{} {} {} missing (left out by a copy \
-             or a sync?), so what {} held would look unused and be deleted; put {} back from \
-             a copy of the repository",
-            if folders.len() == 1 { "" } else { "s" },
+             or a sync?), and {doing} would take what {} held for gone; put {} back from a \
+             copy of the repository",
+            if one { "" } else { "s" },
             folders.join(", "),
-            if folders.len() == 1 { "is" } else { "are" },
-            if folders.len() == 1 { "it" } else { "they" },
-            if folders.len() == 1 { "it" } else { "them" },
+            if one { "is" } else { "are" },
+            if one { "it" } else { "they" },
+            if one { "it" } else { "them" },
         )))
     }
 
