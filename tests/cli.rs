@@ -1059,14 +1059,20 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
             vec!["snapshots", "-r", "ftp://host/repo"],
             "unknown repository URL",
         ),
+        (vec!["init", "-r", ""], "an empty repository path"),
     ] {
+        // Run in an empty folder of its own, which a refused command
+        // leaves empty (`init -r ''` made the layout's folders there).
+        let here = tempfile::tempdir().unwrap();
         let mut c = cairn();
-        c.args(&args);
+        c.args(&args).current_dir(here.path());
         let out = run(&mut c, None);
         assert_eq!(out.code, 2, "{args:?}: {out}");
         assert!(out.stderr.contains(says), "{args:?}: {out}");
         assert!(out.stderr.starts_with("error: "), "{args:?}: {out}");
         assert!(out.stdout.is_empty(), "{args:?}: {out}");
+        let left = fs::read_dir(here.path()).unwrap().count();
+        assert_eq!(left, 0, "{args:?}: {out}");
     }
 }
 

@@ -210,6 +210,12 @@ impl Context {
             Some(r) if r.contains("://") => Err(Error::Usage(format!(
                 "{r:?}: unknown repository URL (use a directory or s3://BUCKET/PREFIX)"
             ))),
+            // `-r "$REPO"` with REPO unset: not the current folder.
+            Some(r) if r.is_empty() => Err(Error::Usage(
+                "an empty repository path was given: give the repository's folder or \
+                 s3://BUCKET/PREFIX (is a variable in the command line unset?)"
+                    .into(),
+            )),
             Some(p) => Ok(Place::Local(PathBuf::from(p), false)),
             None => {
                 let data = dirs::data_dir().ok_or_else(|| {
