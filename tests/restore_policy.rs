@@ -283,7 +283,7 @@ fn include_patterns_select_by_path_suffix_and_selecting_nothing_fails() {
 
     // The subpath's folder and those above it are matched too, as in a
     // whole restore: an include of one selects all beneath, an exclude
-    // of one leaves nothing.
+    // of one leaves nothing, unless it is a path the backup was given.
     for (n, pattern) in ["a", "src/a/", &format!("{base}/a"), "src"]
         .into_iter()
         .enumerate()
@@ -298,8 +298,14 @@ fn include_patterns_select_by_path_suffix_and_selecting_nothing_fails() {
         assert!(!out.stderr.contains("matched nothing"), "{pattern}: {out}");
         let t = repo.scratch(&format!("sub-exclude-{n}"));
         let out = repo.restore(&a, &t, &["--exclude", pattern]);
-        assert_eq!(counts(&out)[0], 0, "{pattern}: {out}");
-        assert!(list_paths(&t).is_empty(), "{pattern}: {out}");
+        if pattern == "src" {
+            // The path the backup was given, which an exclude does not
+            // leave out, as it did not on the backup.
+            assert_eq!(counts(&out)[0], 3, "{pattern}: {out}");
+        } else {
+            assert_eq!(counts(&out)[0], 0, "{pattern}: {out}");
+            assert!(list_paths(&t).is_empty(), "{pattern}: {out}");
+        }
     }
     // Of a subpath naming a file, likewise.
     let t = repo.scratch("sub-file-exclude");
@@ -2367,4 +2373,42 @@ fn a_refused_thread_is_an_error_not_a_panic() {
         let locks = fs::read_dir(repo.path.join("locks")).unwrap().count();
         assert_eq!(locks, 0, "{threads}: a lock was left behind: {out}");
     }
+}
+
+/// The backup's own excludes given to a restore (as the README has them
+/// given for a snapshot that does not record them) keep what the backup
+/// kept: a path it was given beneath an excluded folder, and the folders
+/// down to it. Before, the restore left it out, exit 0, and a mirror
+/// left a changed copy of it as it was.
+#[test]
+fn a_restore_with_the_backups_excludes_keeps_the_paths_it_was_given() {
+    let repo = Repo::new();
+    let home = repo.scratch("home");
+    write(&home.join("docs/d"), "d\n");
+    write(&home.join(".cache/junk"), "junk\n");
+    write(&home.join(".cache/keep/k"), "k1\n");
+    let keep = home.join(".cache/keep");
+    repo.backup(&[&home, &keep], &["--exclude", ".cache"]);
+    let t = repo.scratch("t");
+    let out = repo.restore("latest", &t, &["--exclude", ".cache"]);
+    let r = restored(&t, &home);
+    assert_eq!(
+        fs::read_to_string(r.join(".cache/keep/k")).unwrap(),
+        "k1\n",
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(r.join("docs/d")).unwrap(),
+        "d\n",
+        "{out}"
+    );
+    assert!(!r.join(".cache/junk").exists(), "{out}");
+    // A mirror over a changed copy puts it back.
+    write(&r.join(".cache/keep/k"), "changed\n");
+    let out = repo.restore("latest", &t, &["--policy", "mirror", "--exclude", ".cache"]);
+    assert_eq!(
+        fs::read_to_string(r.join(".cache/keep/k")).unwrap(),
+        "k1\n",
+        "{out}"
+    );
 }

@@ -454,7 +454,7 @@ pub fn restore(
         if planner.includes_left > 0 {
             planner.note_includes(path, name, true);
         }
-        if excludes.matches_bytes(path, name, true) {
+        if excludes.matches_bytes(path, name, true) && !on_way_to_given(path, &snap.paths) {
             excluded = true;
             break;
         }
@@ -571,16 +571,30 @@ impl Prune {
 /// together had a mirror never prune `src`, silently.)
 fn above_given(abs: &[u8], given: &[String]) -> bool {
     let abs = crate::archiver::path_text(Path::new(OsStr::from_bytes(abs)));
-    // Whether `inner` lies beneath `outer`.
-    let beneath = |inner: &str, outer: &str| {
-        let outer = outer.trim_end_matches('/');
-        inner.len() > outer.len()
-            && inner.starts_with(outer)
-            && inner.as_bytes()[outer.len()] == b'/'
-    };
-    let same = |p: &str| p.trim_end_matches('/') == abs.trim_end_matches('/');
-    let walked_whole = given.iter().any(|p| same(p) || beneath(&abs, p));
+    let walked_whole = given.iter().any(|p| same_path(p, &abs) || beneath(&abs, p));
     !walked_whole && given.iter().any(|p| beneath(p, &abs))
+}
+
+/// Whether `abs` (as for [`above_given`]) is one of the paths the backup
+/// was `given`, or a folder on the way down to one. A backup keeps those
+/// whatever its excludes say (`backup ~ ~/.cache/keep --exclude .cache`
+/// keeps `.cache/keep`), and a restore given the same patterns keeps
+/// them too: the README has the backup's excludes given to the restore
+/// of an older snapshot, which left such a path out, exit 0.
+fn on_way_to_given(abs: &[u8], given: &[String]) -> bool {
+    let abs = crate::archiver::path_text(Path::new(OsStr::from_bytes(abs)));
+    given.iter().any(|p| same_path(p, &abs) || beneath(p, &abs))
+}
+
+/// Whether the path `inner` lies beneath the folder `outer`.
+fn beneath(inner: &str, outer: &str) -> bool {
+    let outer = outer.trim_end_matches('/');
+    inner.len() > outer.len() && inner.starts_with(outer) && inner.as_bytes()[outer.len()] == b'/'
+}
+
+/// Whether two paths are the same, but for a trailing `/`.
+fn same_path(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// What the backup of `snap` left out of the folder at `subpath` (see
@@ -923,7 +937,9 @@ impl Planner<'_> {
             if self.includes_left > 0 {
                 self.note_includes(&child_abs, name_bytes, is_dir);
             }
-            if self.excludes.matches_bytes(&child_abs, name_bytes, is_dir) {
+            if self.excludes.matches_bytes(&child_abs, name_bytes, is_dir)
+                && !on_way_to_given(&child_abs, self.given)
+            {
                 continue;
             }
             let inc = included

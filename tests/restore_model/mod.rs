@@ -215,6 +215,15 @@ fn above_hits(view: &View, pats: &[Pat]) -> bool {
         .any(|a| pats.iter().any(|pat| pat.matches(a, true)))
 }
 
+/// Whether an exclude matches the folder the view stands for or one
+/// above it (but `/`) that is not on the way down to the path the backup
+/// was given.
+fn above_excluded(snap: &Snap, view: &View, excludes: &[Pat]) -> bool {
+    (view.base.ancestors())
+        .filter(|a| *a != Path::new("/") && !snap.given.starts_with(a))
+        .any(|a| excludes.iter().any(|pat| pat.matches(a, true)))
+}
+
 /// Which entries of `view` the restore selects: those not excluded (nor
 /// beneath an excluded folder) that an include matches (or a folder
 /// above them does), or all with no include; and every folder holding
@@ -239,7 +248,13 @@ fn select(snap: &Snap, view: &View, includes: &[Pat], excludes: &[Pat]) -> Vec<b
             (chain.iter()).any(|(p, dir)| pats.iter().any(|pat| pat.matches(p, *dir)))
                 || above_hits(view, pats)
         };
-        sel[i] = !hit(excludes) && (includes.is_empty() || hit(includes));
+        // The path the backup was given and the folders down to it are
+        // kept whatever the excludes say, as the backup kept them.
+        let excluded = (chain.iter())
+            .filter(|(p, _)| !snap.given.starts_with(p))
+            .any(|(p, dir)| excludes.iter().any(|pat| pat.matches(p, *dir)))
+            || above_excluded(snap, view, excludes);
+        sel[i] = !excluded && (includes.is_empty() || hit(includes));
     }
     for i in 0..sel.len() {
         if sel[i] {
@@ -555,7 +570,7 @@ pub fn simulate(
         }
     }
     // Beneath an excluded folder, nothing is walked, nor pruned.
-    if policy == Policy::Mirror && !view.one_file && !above_hits(view, excludes) {
+    if policy == Policy::Mirror && !view.one_file && !above_excluded(snap, view, excludes) {
         let mut dirs = vec![PathBuf::new()];
         dirs.extend(
             (view.entries.iter().zip(&sel))
