@@ -284,9 +284,11 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
     /// The folders of the layout [`Backend::create`] made that are gone
-    /// (`snapshots/`, say, left out by a copy): listed, such a folder
-    /// holds nothing, as if every file in it had been removed. Stores
-    /// without folders give none (the default).
+    /// while what the others hold needs them (`snapshots/` lost while
+    /// packs hold data, say): listed, such a folder holds nothing, as if
+    /// every file in it had been removed. A folder that held nothing may
+    /// be left out by a copy, and is not counted. Stores without folders
+    /// give none (the default).
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         Ok(Vec::new())
     }

@@ -557,15 +557,32 @@ impl Backend for LocalBackend {
     }
 
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
-        let mut out = Vec::new();
-        // `locks/` is made again by the next lock.
-        for kind in DIRS.iter().filter(|k| **k != FileKind::Lock) {
+        let gone = |kind: FileKind| -> Result<bool> {
             let dir = self.root.join(kind.dir());
             match fs::metadata(&dir) {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => out.push(kind.dir()),
-                Err(e) => return Err(Error::path("stat", &dir, e)),
+                Ok(_) => Ok(false),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(true),
+                Err(e) => Err(Error::path("stat", &dir, e)),
             }
+        };
+        // A folder that held nothing may be left out by a copy (git and
+        // object-store syncs keep no empty folders) and is made again by
+        // the next write: it is missing only where what the others hold
+        // needs it. Every repository holds a key.
+        let holds = |kind: FileKind| -> Result<bool> { Ok(!self.list(kind)?.is_empty()) };
+        let mut out = Vec::new();
+        if gone(FileKind::Key)? {
+            out.push(FileKind::Key.dir());
+        }
+        let (packs, tables) = (holds(FileKind::Pack)?, holds(FileKind::Index)?);
+        if gone(FileKind::Pack)? && tables {
+            out.push(FileKind::Pack.dir());
+        }
+        if gone(FileKind::Index)? && packs {
+            out.push(FileKind::Index.dir());
+        }
+        if gone(FileKind::Snapshot)? && (packs || tables) {
+            out.push(FileKind::Snapshot.dir());
         }
         Ok(out)
     }
