@@ -1060,6 +1060,25 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
             "unknown repository URL",
         ),
         (vec!["init", "-r", ""], "an empty repository path"),
+        (
+            vec!["ls", "-r", "/nonexistent/repo", "zz"],
+            "\"zz\" is not a snapshot id",
+        ),
+        (
+            vec!["cat", "-r", "/nonexistent/repo", "snapshot", "zz"],
+            "\"zz\" is not a snapshot id",
+        ),
+        (
+            vec![
+                "restore",
+                "-r",
+                "/nonexistent/repo",
+                "zz:/a",
+                "--target",
+                "/nonexistent/target",
+            ],
+            "\"zz\" is not a snapshot id",
+        ),
     ] {
         // Run in an empty folder of its own, which a refused command
         // leaves empty (`init -r ''` made the layout's folders there).

@@ -71,6 +71,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         None => (given, None),
     };
     let spec = String::from_utf8_lossy(spec).into_owned();
+    crate::snapshot::check_spec(&spec)?;
     let mut excludes = a.excludes;
     for f in &a.exclude_file {
         excludes.extend(crate::filter::read_pattern_file(f)?);

@@ -119,6 +119,7 @@ struct LsEntry<'a> {
 }
 
 pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
+    crate::snapshot::check_spec(&a.snapshot)?;
     let repo = ctx.open()?;
     // It reads trees from packs, which a gc running meanwhile may repack.
     let _lock = super::read_lock(ctx, &repo, "ls")?;
@@ -240,9 +241,7 @@ fn need_id(a: &CatArgs) -> Result<&str> {
 /// needed.
 fn check_cat_args(a: &CatArgs) -> Result<()> {
     match a.kind {
-        CatKind::Snapshot => {
-            need_id(a)?;
-        }
+        CatKind::Snapshot => crate::snapshot::check_spec(need_id(a)?)?,
         CatKind::Tree | CatKind::Blob | CatKind::Pack => {
             BlobId::from_hex(need_id(a)?).map_err(Error::into_usage)?;
         }
