@@ -104,6 +104,19 @@ pub fn as_text(bytes: &[u8]) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Whether `pattern` can match no path: it is empty, or has an empty
+/// component between others (`a//b`). [`PathFilter::new`] refuses both.
+pub fn matches_nothing(pattern: &[u8]) -> bool {
+    let mut inner = pattern;
+    while let Some(rest) = inner.strip_prefix(b"/") {
+        inner = rest;
+    }
+    while let Some(rest) = inner.strip_suffix(b"/") {
+        inner = rest;
+    }
+    pattern.is_empty() || inner.windows(2).any(|w| w == b"//")
+}
+
 impl PathFilter {
     /// Compiles patterns, which may hold any bytes (see [`as_text`]); an
     /// error names the bad one.
@@ -113,6 +126,20 @@ impl PathFilter {
         for (i, given) in patterns.iter().enumerate() {
             let given = given.as_ref();
             let p = as_text(given.as_bytes());
+            // An empty argument (`--exclude "$X"` with X unset) names
+            // nothing; one with an empty component (`a//b`) matches
+            // nothing, as no path has one.
+            if p.is_empty() {
+                return Err(Error::Invalid(
+                    "an empty pattern was given (is a variable in the command line unset?)".into(),
+                ));
+            }
+            if matches_nothing(given.as_bytes()) {
+                return Err(Error::Invalid(format!(
+                    "pattern {given:?} has an empty component (`//`), which no path it is \
+                     matched against has"
+                )));
+            }
             let dirs_only = p.ends_with('/') && p.len() > 1;
             let pat = p.trim_end_matches('/');
             // No path a pattern is matched against has a `.` or `..`

@@ -1061,6 +1061,44 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
         ),
         (vec!["init", "-r", ""], "an empty repository path"),
         (
+            vec!["backup", "-r", "/nonexistent/repo", "--exclude", "", "/tmp"],
+            "an empty pattern was given",
+        ),
+        (
+            vec![
+                "backup",
+                "-r",
+                "/nonexistent/repo",
+                "--exclude",
+                "a//b",
+                "/tmp",
+            ],
+            "has an empty component",
+        ),
+        (
+            vec![
+                "backup",
+                "-r",
+                "/nonexistent/repo",
+                "--stdin-from-command",
+                "--",
+                "",
+            ],
+            "no command given after `--`",
+        ),
+        (
+            vec!["cat", "-r", "/nonexistent/repo", "config", "abc"],
+            "cat config takes no id",
+        ),
+        (
+            vec!["cat", "-r", "/nonexistent/repo", "index", "zz"],
+            "\"zz\" is not an id or a prefix of one",
+        ),
+        (
+            vec!["key", "-r", "/nonexistent/repo", "export", "/tmp"],
+            "/tmp exists",
+        ),
+        (
             vec!["ls", "-r", "/nonexistent/repo", "zz"],
             "\"zz\" is not a snapshot id",
         ),

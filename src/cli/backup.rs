@@ -227,6 +227,13 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
 /// `--stdin-filename`: the file name of its program (`pg_dump` for
 /// `/usr/bin/pg_dump app`).
 fn command_file_name(command: &[OsString]) -> Result<String> {
+    if command.first().is_none_or(|program| program.is_empty()) {
+        return Err(Error::Usage(
+            "--stdin-from-command: no command given after `--` (is a variable in the \
+             command line unset?)"
+                .into(),
+        ));
+    }
     command
         .first()
         .and_then(|program| Path::new(program).file_name())

@@ -245,7 +245,22 @@ fn check_cat_args(a: &CatArgs) -> Result<()> {
         CatKind::Tree | CatKind::Blob | CatKind::Pack => {
             BlobId::from_hex(need_id(a)?).map_err(Error::into_usage)?;
         }
-        CatKind::Config | CatKind::Index | CatKind::Key => {}
+        CatKind::Config if a.id.is_some() => {
+            return Err(Error::Usage(
+                "cat config takes no id: the repository has one config".into(),
+            ))
+        }
+        CatKind::Config => {}
+        // A prefix of ids, which are lowercase hex (any case is taken).
+        CatKind::Index | CatKind::Key => {
+            if let Some(id) = &a.id {
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::Usage(format!(
+                        "{id:?} is not an id or a prefix of one (hex digits)"
+                    )));
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -254,8 +254,12 @@ pub fn restore(
     let includes = PathFilter::new(&opts.includes)?;
     let excludes = PathFilter::new(&opts.excludes)?;
     // Only a mirror uses them: no other restore is refused for them.
+    // Those no path matches (an empty pattern, one with an empty
+    // component), which backups of before December 2026 took and
+    // recorded, are left out: refused now, they would refuse the mirror.
     let recorded: Vec<&OsStr> = (snap.excludes.iter())
         .filter(|_| opts.policy == Policy::Mirror)
+        .filter(|p| !crate::filter::matches_nothing(&p.0))
         .map(|p| OsStr::from_bytes(&p.0))
         .collect();
     let backup_excludes = PathFilter::new(&recorded).map_err(|e| {
@@ -506,7 +510,11 @@ pub fn restore(
             } else {
                 "ies"
             },
-            if opts.dry_run { "would be" } else { "were" },
+            match (opts.dry_run, stats.kept_unselected == 1) {
+                (true, _) => "would be",
+                (false, true) => "was",
+                (false, false) => "were",
+            },
             if stats.kept_unselected == 1 {
                 "it"
             } else {
