@@ -1096,7 +1096,7 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
         ),
         (
             vec!["key", "-r", "/nonexistent/repo", "export", "/tmp"],
-            "/tmp exists",
+            "/tmp exists already",
         ),
         (
             vec!["ls", "-r", "/nonexistent/repo", "zz"],

@@ -720,6 +720,6 @@ fn crash_before_an_exported_key_takes_its_name() {
     run(&mut c, None).success();
 
     let out = repo.run(&["key", "export", arg]);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "a usage error: {out}");
     assert!(out.stderr.contains("exists already"), "{out}");
 }

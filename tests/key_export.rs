@@ -118,7 +118,7 @@ fn export_never_overwrites_a_file() {
     let path = repo.scratch("existing");
     write(&path, "precious");
     let out = repo.run(&["key", "export", path.to_str().unwrap()]);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "a usage error: {out}");
     assert!(out.stderr.contains("exists already"), "{out}");
     assert_eq!(std::fs::read(&path).unwrap(), b"precious");
 

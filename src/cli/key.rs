@@ -27,14 +27,8 @@ pub enum KeyCommand {
 pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
     match cmd {
         KeyCommand::Export { file } => {
-            // Refused before the password is asked for: a file there is
-            // never overwritten.
-            if std::fs::symlink_metadata(&file).is_ok() {
-                return Err(Error::Usage(format!(
-                    "{} exists: the key is exported only into a new file",
-                    file.display()
-                )));
-            }
+            // Before the password is asked for.
+            super::check_new_file(&file)?;
             let repo = ctx.open_uncached()?;
             let bytes = export::encode(&repo.config().repo_id, repo.key());
             super::write_new_private(&file, &bytes)?;

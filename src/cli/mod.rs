@@ -412,6 +412,24 @@ impl Context {
     }
 }
 
+/// Refuses `path` as a file to create when something is there already (a
+/// usage error, so that a command checks it before it asks for a
+/// password): an existing file is never overwritten.
+fn check_new_file(path: &std::path::Path) -> Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::Usage(exists_already(path)));
+    }
+    Ok(())
+}
+
+/// The refusal of a file to create at `path`, where one is.
+fn exists_already(path: &std::path::Path) -> String {
+    format!(
+        "{} exists already: choose another name (an existing file is never overwritten)",
+        path.display()
+    )
+}
+
 /// Creates `path` readable by its owner only and writes `bytes` durably
 /// (the default repository's password, an exported key); an existing file
 /// is never overwritten. The bytes go to a temporary file beside it
@@ -423,15 +441,10 @@ impl Context {
 fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let exists = || {
-        Error::Invalid(format!(
-            "{} exists already: choose another name (an existing file is never overwritten)",
-            path.display()
-        ))
-    };
-    if std::fs::symlink_metadata(path).is_ok() {
-        return Err(exists());
-    }
+    // Found there by the rename, after the check below: another process
+    // made it meanwhile.
+    let exists = || Error::Invalid(exists_already(path));
+    check_new_file(path)?;
     let Some(name) = path.file_name() else {
         return Err(Error::Invalid(format!("{} names no file", path.display())));
     };
