@@ -275,6 +275,15 @@ fn node(name: &[u8], kind: NodeKind, size: u64) -> Node {
 /// gets the id of a data blob "escaped!") straight into the repository,
 /// bypassing every check `Tree::decode` makes; returns the snapshot id.
 fn craft_snapshot(repo: &Repo, make: impl Fn(&BlobWriter, cairn::id::BlobId) -> Tree) -> String {
+    craft_snapshot_excluding(repo, Vec::new(), make)
+}
+
+/// [`craft_snapshot`], recording `excludes` as its backup's patterns.
+fn craft_snapshot_excluding(
+    repo: &Repo,
+    excludes: Vec<Name>,
+    make: impl Fn(&BlobWriter, cairn::id::BlobId) -> Tree,
+) -> String {
     let backend = Arc::new(LocalBackend::new(&repo.path));
     let r = cairn::Repository::open(backend, PASSWORD.as_bytes()).unwrap();
     let w = BlobWriter::new(&r);
@@ -294,7 +303,7 @@ fn craft_snapshot(repo: &Repo, make: impl Fn(&BlobWriter, cairn::id::BlobId) -> 
         parent: None,
         tree,
         summary: Summary::default(),
-        excludes: Vec::new(),
+        excludes,
         started_ns: cairn::now_ns(),
     };
     let (id, bytes) = snap.encode(r.key());
@@ -1388,4 +1397,24 @@ fn verify_names_misordered_parts_beside_a_damaged_file_in_them() {
         .collect();
     paths.sort();
     assert_eq!(paths, ["/big", "/big/m"], "{out}");
+}
+
+/// Patterns that match nothing (an empty one, one with an empty
+/// component), which backups before December 2026 took and recorded, are
+/// left aside by a mirror, rather than refuse it now that they are
+/// refused on the command line.
+#[test]
+fn a_mirror_leaves_aside_recorded_patterns_that_match_nothing() {
+    let repo = Repo::new();
+    let id = craft_snapshot_excluding(
+        &repo,
+        vec![Name(Vec::new()), Name(b"a//b".to_vec())],
+        |_, d| Tree::new(vec![node(b"ok", NodeKind::File { chunks: vec![d] }, 8)]),
+    );
+    let target = repo.scratch("target");
+    write(&target.join("extra"), "not in the snapshot");
+    let out = repo.restore_out(&id, &target, &["--policy", "mirror"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(fs::read(target.join("ok")).unwrap(), b"escaped!");
+    assert!(!target.join("extra").exists(), "{out}");
 }
