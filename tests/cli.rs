@@ -161,6 +161,13 @@ fn default_repository_is_created_with_a_generated_password() {
         c
     };
 
+    // A path that is not there makes no default repository for nothing.
+    let missing = home.path().join("missing");
+    let out = run(&mut cmd(&["backup", missing.to_str().unwrap()]), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("No such file"), "{out}");
+    assert!(!data_home.exists() && !config_home.exists(), "{out}");
+
     let out = run(&mut cmd(&["backup", "--json", src.to_str().unwrap()]), None).success();
     let snap = out.json();
     let pw_file = config_home.join("cairn/default-repo.password");

@@ -250,6 +250,14 @@ pub fn absolute_path(p: &Path) -> Result<PathBuf> {
     Ok(parent.join(name))
 }
 
+/// The absolute path of a path given to back up ([`absolute_path`]) and
+/// what is there; an error naming it if nothing is.
+pub fn given_path(p: &Path) -> Result<(PathBuf, std::fs::Metadata)> {
+    let abs = absolute_path(p)?;
+    let md = std::fs::symlink_metadata(&abs).map_err(|e| Error::path("back up", &abs, e))?;
+    Ok((abs, md))
+}
+
 fn choose_parent<'a>(
     snapshots: &'a [SnapshotEntry],
     set: &str,
@@ -294,10 +302,8 @@ pub fn backup(
             ));
         }
         for p in &opts.paths {
-            let abs = absolute_path(p)?;
+            let (abs, md) = given_path(p)?;
             own.check_given(&abs)?;
-            let md =
-                std::fs::symlink_metadata(&abs).map_err(|e| Error::path("back up", &abs, e))?;
             if md.file_type().is_symlink() {
                 let hint = if std::fs::metadata(&abs).is_ok_and(|m| m.is_dir()) {
                     format!(" (give {}/ to back up the folder)", p.display())

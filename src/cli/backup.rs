@@ -370,6 +370,11 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         excludes.extend(read_pattern_file(f)?);
     }
     crate::filter::PathFilter::new(&excludes).map_err(Error::into_usage)?;
+    // Before the repository is opened: a path that is not there would
+    // otherwise have the default repository made for nothing.
+    for p in &a.paths {
+        crate::archiver::given_path(p)?;
+    }
     let repo = open_or_create_default(ctx)?;
     repo.require_whole_layout("back up")?;
     let opts = BackupOptions {
