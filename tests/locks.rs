@@ -580,13 +580,15 @@ fn open_lib(repo: &Repo) -> cairn::Repository {
 
 /// What the one lock file of the repository says. A holder refreshing
 /// its lock writes the new file before it removes the old one, so for a
-/// moment there are two: they are listed again until one is left.
+/// moment there are two; and a listing that named only the old one finds
+/// none if the old one is removed before it is read: they are listed
+/// again until one is left.
 fn the_lock(repo: &Repo) -> LockInfo {
     let r = open_lib(repo);
     let list = || lock::list(r.backend(), r.key()).unwrap();
     let mut all = list();
     let start = std::time::Instant::now();
-    while all.len() == 2 && start.elapsed() < LIMIT {
+    while all.len() != 1 && start.elapsed() < LIMIT {
         std::thread::sleep(std::time::Duration::from_millis(5));
         all = list();
     }
