@@ -569,19 +569,30 @@ impl Backend for LocalBackend {
         // object-store syncs keep no empty folders) and is made again by
         // the next write: it is missing only where what the others hold
         // needs it. Every repository holds a key.
-        let holds = |kind: FileKind| -> Result<bool> { Ok(!self.list(kind)?.is_empty()) };
+        // Four `stat`s where none is gone, as every backup asks; the
+        // folders are listed only where one is.
+        let (keys, packs_gone, index_gone, snapshots_gone) = (
+            gone(FileKind::Key)?,
+            gone(FileKind::Pack)?,
+            gone(FileKind::Index)?,
+            gone(FileKind::Snapshot)?,
+        );
         let mut out = Vec::new();
-        if gone(FileKind::Key)? {
+        if keys {
             out.push(FileKind::Key.dir());
         }
+        if !(packs_gone || index_gone || snapshots_gone) {
+            return Ok(out);
+        }
+        let holds = |kind: FileKind| -> Result<bool> { Ok(!self.list(kind)?.is_empty()) };
         let (packs, tables) = (holds(FileKind::Pack)?, holds(FileKind::Index)?);
-        if gone(FileKind::Pack)? && tables {
+        if packs_gone && tables {
             out.push(FileKind::Pack.dir());
         }
-        if gone(FileKind::Index)? && packs {
+        if index_gone && packs {
             out.push(FileKind::Index.dir());
         }
-        if gone(FileKind::Snapshot)? && (packs || tables) {
+        if snapshots_gone && (packs || tables) {
             out.push(FileKind::Snapshot.dir());
         }
         Ok(out)
