@@ -587,14 +587,19 @@ const NOBODY: u32 = 65534;
 /// Makes `c` run as `nobody`, without supplementary groups (the test
 /// runs as root).
 fn as_nobody(c: &mut std::process::Command) {
+    as_user(c, NOBODY);
+}
+
+/// Makes `c` run as user and group `id`, without supplementary groups.
+fn as_user(c: &mut std::process::Command, id: u32) {
     use std::os::unix::process::CommandExt;
     // SAFETY: setgroups, setgid and setuid are async-signal-safe and
     // touch only the child.
     unsafe {
-        c.pre_exec(|| {
+        c.pre_exec(move || {
             if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(NOBODY) != 0
-                || libc::setuid(NOBODY) != 0
+                || libc::setgid(id) != 0
+                || libc::setuid(id) != 0
             {
                 return Err(std::io::Error::last_os_error());
             }
@@ -605,11 +610,17 @@ fn as_nobody(c: &mut std::process::Command) {
 
 /// Gives `p` (and, `recursive`ly, what is beneath it) to `nobody`.
 fn give_to_nobody(p: &Path, recursive: bool) {
+    give_to(p, NOBODY, recursive);
+}
+
+/// Gives `p` (and, `recursive`ly, what is beneath it) to user and group
+/// `id`.
+fn give_to(p: &Path, id: u32, recursive: bool) {
     let mut c = std::process::Command::new("chown");
     if recursive {
         c.arg("-R");
     }
-    let ok = c.arg(format!("{NOBODY}:{NOBODY}")).arg(p).status().unwrap();
+    let ok = c.arg(format!("{id}:{id}")).arg(p).status().unwrap();
     assert!(ok.success(), "chown {}", p.display());
 }
 
@@ -2330,38 +2341,29 @@ fn a_refused_thread_is_an_error_not_a_panic() {
     repo.backup(&[&src], &[]);
     let target = repo.scratch("target");
     fs::create_dir(&target).unwrap();
-    for p in [repo.dir.path(), &repo.path, &target] {
-        let ok = std::process::Command::new("chown")
-            .arg("-R")
-            .arg(format!("{USER}:{USER}"))
-            .arg(p)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
+    give_to(repo.dir.path(), USER, false);
+    give_to(&repo.path, USER, true);
+    give_to(&target, USER, false);
     for (threads, says) in [
         (2, "error: start the thread that keeps the lock fresh"),
         (3, "error: the system refused to start a thread"),
     ] {
         let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
-        // SAFETY: setrlimit, setgroups, setgid and setuid are
-        // async-signal-safe and touch only the child.
+        // SAFETY: setrlimit is async-signal-safe and touches only the
+        // child; it runs before `as_user`'s, which the limit then binds.
         unsafe {
             c.pre_exec(move || {
                 let limit = libc::rlimit {
                     rlim_cur: threads,
                     rlim_max: threads,
                 };
-                if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0
-                    || libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(USER) != 0
-                    || libc::setuid(USER) != 0
-                {
+                if libc::setrlimit(libc::RLIMIT_NPROC, &limit) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
+        as_user(&mut c, USER);
         let out = run(&mut c, None);
         assert_eq!(out.code, 1, "{threads}: {out}");
         assert!(

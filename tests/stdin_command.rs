@@ -12,6 +12,20 @@ use cairn::backend::local::LocalBackend;
 use cairn::repo::lock;
 use common::*;
 
+/// `backup --stdin-from-command --stdin-filename x -- sh -c SCRIPT`, to
+/// start.
+fn script_backup(repo: &Repo, script: &str) -> std::process::Command {
+    let mut cmd = repo.cmd(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "x",
+        "--",
+    ]);
+    cmd.args(["sh", "-c", script]);
+    cmd
+}
+
 /// `backup --stdin-from-command [EXTRA] -- COMMAND`.
 fn backup_command(repo: &Repo, extra: &[&str], command: &[&str]) -> Out {
     let mut args = vec!["backup", "--stdin-from-command"];
@@ -216,14 +230,7 @@ fn a_backup_that_fails_kills_its_command() {
         std::time::Duration::ZERO,
     )
     .unwrap();
-    let mut cmd = repo.cmd(&[
-        "backup",
-        "--stdin-from-command",
-        "--stdin-filename",
-        "x",
-        "--",
-    ]);
-    cmd.args(["sh", "-c", &script]);
+    let mut cmd = script_backup(&repo, &script);
     // A backup that waited for the command would wait forever: given up
     // on after two minutes, it fails the test instead of hanging it.
     let out = run_within(&mut cmd, 120);
@@ -261,17 +268,7 @@ fn a_killed_backup_takes_its_command_with_it() {
         let repo = Repo::new();
         let pidfile = repo.scratch("pid");
         let script = format!("echo $$ > '{}'; exec sleep 300", pidfile.display());
-        let mut cmd = repo.cmd(&[
-            "backup",
-            "--stdin-from-command",
-            "--stdin-filename",
-            "x",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ]);
-        let mut cairn = cmd
+        let mut cairn = script_backup(&repo, &script)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
