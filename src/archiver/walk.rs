@@ -248,7 +248,8 @@ fn open_dir(dir: std::os::fd::RawFd, name: &std::ffi::OsStr) -> std::io::Result<
 /// without a writer waits for one, forever in a nightly backup. What was
 /// opened is checked by the caller ([`check_regular`]): reading a device
 /// such as `/dev/zero` would never end. `O_NONBLOCK` stays set: reads of
-/// a regular file do not heed it.
+/// a regular file do not heed it, but a FUSE filesystem's may; the reads
+/// clear it where one answers `EAGAIN` ([`Blocking`]).
 fn open_regular(dir: std::os::fd::RawFd, name: &std::ffi::OsStr) -> std::io::Result<File> {
     let name = std::ffi::CString::new(name.as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -795,6 +796,34 @@ impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> std::io::Read for ToS
     }
 }
 
+/// Reads of a file opened `O_NONBLOCK` ([`open_regular`]) that wait when
+/// the file says "try again" (`EAGAIN`): a FUSE filesystem may answer a
+/// read so, where a local one never does for a regular file. The flag is
+/// cleared on the first such answer and the read made again, so the file
+/// is not left out of the backup for a read that would have waited.
+struct Blocking<'a>(&'a File);
+
+impl std::io::Read for Blocking<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        match (&mut &*self.0).read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let fd = self.0.as_raw_fd();
+                // SAFETY: fcntl on a descriptor `self.0` keeps open.
+                let cleared = unsafe {
+                    let flags = libc::fcntl(fd, libc::F_GETFL);
+                    flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+                };
+                if !cleared {
+                    return Err(e);
+                }
+                (&mut &*self.0).read(buf)
+            }
+            r => r,
+        }
+    }
+}
+
 /// What the walk saw of a file when it stat-ed it.
 #[derive(Clone, Copy)]
 struct Seen {
@@ -821,7 +850,7 @@ fn read_file(
     let file = handle.open_unchecked(path).map_err(|e| skip("open", e))?;
     let mut chunks = Vec::new();
     let mut reader = ToSeenEnd {
-        file: &file,
+        file: Blocking(&file),
         seen: seen.size,
         at: 0,
         ended: false,
@@ -1759,6 +1788,36 @@ fn finish_dirs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read that says "try again" (a pipe here; a FUSE filesystem's
+    /// file may) clears `O_NONBLOCK` and waits for the bytes.
+    #[test]
+    fn a_read_told_to_try_again_waits() {
+        use std::io::{Read, Write};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(
+            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) },
+            0
+        );
+        // SAFETY: descriptors just made, owned by nothing else.
+        let (reader, mut writer) =
+            unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let mut buf = [0u8; 8];
+        let e = (&reader).read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            writer.write_all(b"late").unwrap();
+        });
+        let n = Blocking(&reader).read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"late");
+        late.join().unwrap();
+        // SAFETY: F_GETFL on an open descriptor.
+        let flags = unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+    }
     use crate::backend::testing::{disk_tempdir, noise, write_cold};
 
     /// A source that hands out at most `most` bytes a read and counts
