@@ -212,8 +212,12 @@ impl PathFilter {
 
 /// Reads patterns from an exclude file: one per line, `#` comments and
 /// blank lines ignored, a byte-order mark at its start too.
+///
+/// A file that cannot be read is a usage error (exit 2): it is named on
+/// the command line, and is read before the repository is opened.
 pub fn read_pattern_file(path: &std::path::Path) -> Result<Vec<OsString>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::path("read exclude file", path, e))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Usage(format!("read exclude file {}: {e}", path.display())))?;
     Ok(patterns_in(&bytes))
 }
 

@@ -724,6 +724,41 @@ fn an_exclude_file_may_start_with_a_byte_order_mark() {
     assert_eq!(got, path_list(&["b.txt"]));
 }
 
+/// An exclude file that cannot be read is a usage error naming it, found
+/// before the repository is opened: for backup (which would otherwise
+/// make the default repository) and for restore.
+#[test]
+fn an_exclude_file_that_cannot_be_read_is_a_usage_error() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    let missing = repo.scratch("no-such-excludes");
+    let missing = missing.to_str().unwrap();
+    let absent = repo.scratch("absent-repo");
+    let absent = absent.to_str().unwrap();
+    for args in [
+        vec!["backup", "--exclude-file", missing, src.to_str().unwrap()],
+        vec![
+            "restore",
+            "latest",
+            "--target",
+            absent,
+            "--exclude-file",
+            missing,
+        ],
+    ] {
+        let mut c = cairn();
+        c.args(["-r", absent]).args(&args);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(&format!("read exclude file {missing}")),
+            "{args:?}: {out}"
+        );
+        assert!(!Path::new(absent).exists(), "{args:?}: {out}");
+    }
+}
+
 /// Excludes name a path's bytes, UTF-8 or not, given on the command line
 /// or in a file: `caf\xe9` leaves out that folder, not `caf\xe8`.
 #[test]
@@ -1065,6 +1100,20 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
         (
             vec!["snapshots", "-r", "ftp://host/repo"],
             "unknown repository URL",
+        ),
+        (
+            vec!["snapshots", "-r", "s3://bkt..a/repo"],
+            "is not a valid bucket name",
+        ),
+        (
+            vec![
+                "snapshots",
+                "-r",
+                "s3://bkt/repo",
+                "--s3-endpoint",
+                "ftp://127.0.0.1:9000",
+            ],
+            "is not an http:// or https:// URL",
         ),
         (vec!["init", "-r", ""], "an empty repository path"),
         (

@@ -128,6 +128,22 @@ fn export_never_overwrites_a_file() {
     c.env("CAIRN_PASSWORD", "not it");
     assert_eq!(run(&mut c, None).code, 12);
     assert!(!fresh.exists());
+
+    // A folder that is not there, or not a folder, is named before the
+    // password is asked for (a wrong one here).
+    let file = repo.scratch("a-file");
+    write(&file, "x");
+    for (dest, why) in [
+        (repo.scratch("no-such-folder").join("k.key"), "No such file"),
+        (file.join("k.key"), "is not a folder"),
+    ] {
+        let mut c = repo.cmd(&["key", "export", dest.to_str().unwrap()]);
+        c.env("CAIRN_PASSWORD", "not it");
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 2, "{}: {out}", dest.display());
+        assert!(out.stderr.contains(why), "{}: {out}", dest.display());
+        assert!(out.stderr.contains("k.key"), "{}: {out}", dest.display());
+    }
 }
 
 #[test]

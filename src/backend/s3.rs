@@ -111,10 +111,13 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && !bucket.starts_with(['-', '.'])
-        && !bucket.ends_with(['-', '.']);
+        && !bucket.ends_with(['-', '.'])
+        && !bucket.contains("..")
+        && bucket.parse::<std::net::Ipv4Addr>().is_err();
     if !bucket_ok {
         return Err(Error::Invalid(format!(
-            "{bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, '-' and '.')"
+            "{bucket:?} is not a valid bucket name (3 to 63 lowercase letters, digits, '-' and '.', \
+             not two '.' in a row, not an IP address)"
         )));
     }
     let prefix_ok = prefix
@@ -129,6 +132,31 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
         )));
     }
     Ok((bucket.to_string(), prefix.to_string()))
+}
+
+/// Checks an endpoint URL (`--s3-endpoint`) before anything is sent to it:
+/// `http://` or `https://` and a host, with no query or fragment.
+pub fn check_endpoint(endpoint: &str) -> Result<()> {
+    let shown = display_endpoint(endpoint);
+    let bad = |why: &str| {
+        Err(Error::Invalid(format!(
+            "--s3-endpoint {shown:?} {why} (give one such as http://127.0.0.1:9000 or https://s3.example.com)"
+        )))
+    };
+    if !endpoint.contains("://") {
+        return bad("is not an http:// or https:// URL");
+    }
+    match url::Url::parse(endpoint) {
+        Err(e) => bad(&format!("is not a URL: {e}")),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+            bad("is not an http:// or https:// URL")
+        }
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => bad("names no host"),
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            bad("has a query or fragment, which an endpoint cannot have")
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 /// Removes user information (`user:password@`) from an endpoint URL so it
@@ -883,6 +911,36 @@ mod tests {
         assert!(parse_url("s3://bkt/a/../b").is_err());
         assert!(parse_url("s3://bkt/a b").is_err());
         assert!(parse_url("/local/path").is_err());
+        assert!(parse_url("s3://bkt..a/x").is_err());
+        assert!(parse_url("s3://192.168.5.4/x").is_err());
+        assert!(parse_url("s3://a.b.c/x").is_ok());
+    }
+
+    #[test]
+    fn endpoints() {
+        for ok in [
+            "http://127.0.0.1:9000",
+            "https://s3.example.com/",
+            "http://k:s@minio:9000",
+        ] {
+            assert!(check_endpoint(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("127.0.0.1:9000", "is not an http"),
+            ("minio", "is not an http"),
+            ("ftp://host", "is not an http"),
+            ("http://", "is not a URL"),
+            ("http://h/?a=b", "query"),
+            ("http://h a", "is not a URL"),
+        ] {
+            let e = check_endpoint(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // A secret in the URL is not shown.
+        let e = check_endpoint("ftp://key:secret@h")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]

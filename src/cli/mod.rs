@@ -205,6 +205,9 @@ impl Context {
         match &self.global.repo {
             Some(r) if r.starts_with("s3://") => {
                 let (bucket, prefix) = s3::parse_url(r).map_err(Error::into_usage)?;
+                if let Some(e) = self.global.s3_endpoint.as_deref().filter(|e| !e.is_empty()) {
+                    s3::check_endpoint(e).map_err(Error::into_usage)?;
+                }
                 Ok(Place::S3(bucket, prefix))
             }
             Some(r) if r.contains("://") => Err(Error::Usage(format!(
@@ -412,14 +415,31 @@ impl Context {
     }
 }
 
-/// Refuses `path` as a file to create when something is there already (a
-/// usage error, so that a command checks it before it asks for a
-/// password): an existing file is never overwritten.
+/// Refuses `path` as a file to create when something is there already, or
+/// when the folder to hold it is not one (a usage error, so that a
+/// command checks it before it asks for a password): an existing file is
+/// never overwritten.
 fn check_new_file(path: &std::path::Path) -> Result<()> {
     if std::fs::symlink_metadata(path).is_ok() {
         return Err(Error::Usage(exists_already(path)));
     }
-    Ok(())
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(folder) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Usage(format!(
+            "cannot create {}: {} is not a folder",
+            path.display(),
+            folder.display()
+        ))),
+        Err(e) => Err(Error::Usage(format!(
+            "cannot create {}: folder {}: {e}",
+            path.display(),
+            folder.display()
+        ))),
+    }
 }
 
 /// The refusal of a file to create at `path`, where one is.
