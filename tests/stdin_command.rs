@@ -79,6 +79,39 @@ fn a_command_that_fails_leaves_no_snapshot() {
     assert_eq!(fs::read(target.join("app.sql")).unwrap(), b"good");
 }
 
+/// A command that cannot be started is found before the default
+/// repository is made for it: one not in `PATH`, a path to nothing, a
+/// file that is not executable.
+#[test]
+fn a_command_that_cannot_start_makes_no_default_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let plain = dir.path().join("plain");
+    write(&plain, "#!/bin/sh\necho not executable\n");
+    let plain = plain.to_str().unwrap();
+    for (program, says) in [
+        ("no-such-dump-program", "No such file"),
+        ("/nonexistent/pg_dump", "No such file"),
+        (plain, "ermission denied"),
+    ] {
+        let out = run(
+            cairn()
+                .args(["backup", "--stdin-from-command", "--", program, "app"])
+                .env("HOME", &home)
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env("XDG_CONFIG_HOME", home.join("config")),
+            None,
+        );
+        assert_eq!(out.code, 1, "{program}: {out}");
+        assert!(
+            out.stderr.contains(&format!("run `{program} app`")),
+            "{out}"
+        );
+        assert!(out.stderr.contains(says), "{program}: {out}");
+        assert!(!home.join("data/cairn").exists(), "{program}: {out}");
+    }
+}
+
 /// A shell reports a pipe's last status: the README's recipe sets
 /// `pipefail`, so a producer that fails in the pipe leaves no snapshot,
 /// and cairn warns of a pipe run without it.

@@ -22,6 +22,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 
@@ -84,6 +85,52 @@ impl Producer {
             stdout,
             reaped: false,
         })
+    }
+
+    /// Checks that `argv`'s program can be found and run, as
+    /// [`Producer::spawn`] would find it (a path, else a search of
+    /// `PATH`), before anything else is done: a backup of a command that
+    /// cannot start would otherwise make the default repository first.
+    /// Fails as `spawn` does, naming the command.
+    pub fn check(argv: &[OsString]) -> Result<()> {
+        let Some(program) = argv.first() else {
+            return Err(Error::Invalid("no command given to run".into()));
+        };
+        let shown = show_command(argv);
+        let runnable = |p: &std::path::Path| -> io::Result<()> {
+            use std::os::unix::fs::PermissionsExt;
+            let md = std::fs::metadata(p)?;
+            if md.is_file() && md.permissions().mode() & 0o111 != 0 {
+                Ok(())
+            } else {
+                Err(io::Error::from_raw_os_error(libc::EACCES))
+            }
+        };
+        let found = if program.as_bytes().contains(&b'/') {
+            runnable(program.as_ref())
+        } else {
+            // As `execvp` searches, with its default where PATH is unset.
+            let path =
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/bin:/usr/bin".into());
+            let mut first = io::Error::from_raw_os_error(libc::ENOENT);
+            let mut any = false;
+            for dir in std::env::split_paths(&path) {
+                match runnable(&dir.join(program)) {
+                    Ok(()) => {
+                        any = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => first = e,
+                    Err(_) => {}
+                }
+            }
+            if any {
+                Ok(())
+            } else {
+                Err(first)
+            }
+        };
+        found.map_err(|e| Error::io(format_args!("run `{shown}`"), e))
     }
 
     /// The command as a shell would show it.

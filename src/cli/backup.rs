@@ -375,6 +375,9 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     for p in &a.paths {
         crate::archiver::given_path(p)?;
     }
+    if a.stdin_from_command {
+        Producer::check(&a.command)?;
+    }
     let repo = open_or_create_default(ctx)?;
     repo.require_whole_layout("back up")?;
     let opts = BackupOptions {
