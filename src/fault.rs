@@ -243,6 +243,23 @@ pub fn dir_fsync_refused() -> bool {
     *SET.get_or_init(|| std::env::var_os("CAIRN_TEST_NO_DIR_FSYNC").is_some())
 }
 
+/// Whether a restore's unnamed files (`O_TMPFILE`) are to be refused as
+/// on a full filesystem (ENOSPC): set by `CAIRN_TEST_TMPFILE_FULL`.
+/// Unset, this costs one cached environment lookup.
+pub fn tmpfile_full() -> Option<std::io::Error> {
+    static SET: OnceLock<bool> = OnceLock::new();
+    SET.get_or_init(|| std::env::var_os("CAIRN_TEST_TMPFILE_FULL").is_some())
+        .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
+}
+
+/// Whether a restore's sync of its target is to fail with EIO, as a
+/// writeback the disk refused does: set by `CAIRN_TEST_SYNC_EIO`. Unset,
+/// this costs one cached environment lookup.
+pub fn sync_eio() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("CAIRN_TEST_SYNC_EIO").is_some())
+}
+
 /// The size of a stand-in filesystem for the local repository, from
 /// `CAIRN_TEST_FS_SIZE` (bytes): with it, the repository's files may
 /// hold that many bytes in all, a write beyond fails with "no space left

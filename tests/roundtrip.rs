@@ -507,3 +507,62 @@ fn short_out(out: &Out) -> String {
         out.stdout.chars().take(200).collect::<String>()
     )
 }
+
+/// A restore ends once its files are on disk (a `syncfs` of the target's
+/// filesystem), and says so when the disk refused a write meanwhile:
+/// exit 1, naming the target, the files still in place. `--no-sync` and a
+/// dry run do not sync.
+#[test]
+fn a_restore_whose_writes_the_disk_refused_says_so() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target).env("CAIRN_TEST_SYNC_EIO", "1");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let said = format!(
+        "error: {}: the restored files could not all be written to disk (Input/output error",
+        target.display()
+    );
+    assert!(out.stderr.contains(&said), "{out}");
+    assert_eq!(
+        fs::read(restored(&target, &src).join("f")).unwrap(),
+        b"data"
+    );
+
+    for extra in ["--no-sync", "--dry-run"] {
+        let target = repo.scratch(&format!("target{extra}"));
+        let mut c = repo.cmd(&["restore", "latest", extra, "--target"]);
+        c.arg(&target).env("CAIRN_TEST_SYNC_EIO", "1");
+        let out = run(&mut c, None).success();
+        assert!(!out.stderr.contains("disk"), "{extra}: {out}");
+    }
+}
+
+/// A target too full for an unnamed file is full, not one without them:
+/// the restore stops with the full filesystem's error rather than create
+/// its files under temporary names (which a restore killed then left
+/// behind, and a merge never removed).
+#[test]
+fn a_target_too_full_for_unnamed_files_is_reported_full() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target).env("CAIRN_TEST_TMPFILE_FULL", "1");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("the target's filesystem is full")
+            && out.stderr.contains("No space left on device"),
+        "{out}"
+    );
+    let left = list_paths(&target);
+    assert!(left.iter().all(|p| !target.join(p).is_file()), "{left:?}");
+}

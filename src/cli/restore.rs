@@ -58,6 +58,14 @@ pub struct RestoreArgs {
     /// or, with mirror, remove) and report it, changing nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Do not wait, at the end, for what was restored to be on disk. By
+    /// default the restore ends only once its files are on disk (a
+    /// `syncfs` of the target's filesystem), so a power cut after it
+    /// succeeded finds them whole; with this, the kernel writes them back
+    /// in its own time, and a power cut in the next seconds may leave
+    /// some empty under their names (a restore run again mends them).
+    #[arg(long)]
+    no_sync: bool,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -95,6 +103,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
             PolicyArg::SkipExisting => Policy::SkipExisting,
         },
         dry_run: a.dry_run,
+        sync: !a.no_sync,
         workers: ctx.workers(&repo),
         lock: _lock.as_ref(),
     };

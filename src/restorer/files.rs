@@ -3,7 +3,8 @@
 
 use super::fetch::PackBytes;
 use super::place::{
-    copy_to_temp, link_unnamed, reopen, temp_name, unnamed_files_link, unnamed_in, Unplaced,
+    copy_to_temp, is_full, link_unnamed, reopen, temp_name, unnamed_files_link, unnamed_in,
+    Unplaced,
 };
 use super::*;
 use crate::pack::BlobKind;
@@ -681,19 +682,36 @@ impl Executor<'_> {
         }
         task.transient.store(!held, Ordering::Relaxed);
         let mode = if held { task.node.mode & 0o777 } else { 0o600 };
-        let unnamed = (held && self.unnamed.load(Ordering::Relaxed))
-            .then(|| match at.in_dir() {
-                Some((fd, _)) => unnamed_in(fd, mode).ok(),
+        // A slot of the open budget taken is given back on failure.
+        let failed = |e: std::io::Error| {
+            if held {
+                self.open_budget.fetch_add(1, Ordering::Relaxed);
+            }
+            Error::path("create", &task.dest, e)
+        };
+        let unnamed = if held && self.unnamed.load(Ordering::Relaxed) {
+            let made = match (crate::fault::tmpfile_full(), at.in_dir()) {
+                (Some(e), _) => Err(e),
+                (None, Some((fd, _))) => unnamed_in(fd, mode),
                 // Readable too, for a copy should linking it be refused.
-                None => OpenOptions::new()
+                (None, None) => OpenOptions::new()
                     .read(true)
                     .write(true)
                     .custom_flags(libc::O_TMPFILE)
                     .mode(mode)
-                    .open(dir)
-                    .ok(),
-            })
-            .flatten();
+                    .open(dir),
+            };
+            match made {
+                Ok(f) => Some(f),
+                // A full filesystem is not one without unnamed files: a
+                // temporary name instead would fail too, or worse, be
+                // made, and be left behind by a restore killed then.
+                Err(e) if is_full(&e) => return Err(failed(e)),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
         let file = match unnamed {
             Some(f) => f,
             None => {
@@ -705,7 +723,7 @@ impl Executor<'_> {
                     .custom_flags(libc::O_NOFOLLOW)
                     .mode(mode)
                     .open(dir.join(&name))
-                    .map_err(|e| Error::path("create", &task.dest, e))?;
+                    .map_err(failed)?;
                 if let Ok(mut t) = task.tmp.lock() {
                     *t = Some(tmp);
                 }
@@ -1043,6 +1061,7 @@ mod tests {
                 excludes: Vec::new(),
                 policy: Policy::Merge,
                 dry_run: false,
+                sync: false,
                 workers: 2,
                 lock: None,
             },

@@ -169,22 +169,35 @@ pub(super) fn unnamed_in(dir: i32, mode: u32) -> std::io::Result<fs::File> {
 /// Whether an unnamed file made in `dir` can be linked under a name
 /// there: the filesystem has `O_TMPFILE`, and the system lets this
 /// process link it (through `/proc`, or by descriptor as root). Leaves
-/// nothing behind.
+/// nothing behind. A filesystem too full to say counts as one that
+/// can: until December 2026 a restore onto a full one created every file
+/// under a temporary name, which a restore killed then left behind.
 pub(super) fn unnamed_files_link(dir: &Path) -> bool {
-    let Ok(file) = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_TMPFILE)
-        .mode(0o600)
-        .open(dir)
-    else {
-        return false;
+    let made = match crate::fault::tmpfile_full() {
+        Some(e) => Err(e),
+        None => OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(dir),
+    };
+    let file = match made {
+        Ok(file) => file,
+        Err(e) => return is_full(&e),
     };
     let probe = temp_name(dir);
-    let linked = link_unnamed(&file, &probe, None, false).is_ok();
-    if linked {
-        let _ = fs::remove_file(&probe);
+    match link_unnamed(&file, &probe, None, false) {
+        Ok(()) => {
+            let _ = fs::remove_file(&probe);
+            true
+        }
+        Err(Unplaced::Link(e) | Unplaced::Rename(e)) => is_full(&e),
     }
-    linked
+}
+
+/// Whether `e` says the filesystem is out of room (space, quota).
+pub(super) fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Why [`link_unnamed`] failed.
