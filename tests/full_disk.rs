@@ -402,6 +402,25 @@ fn gc_out_of_inodes_deletes_what_it_can_and_leaves_the_repacking() {
         c.env("CAIRN_PASSWORD", PASSWORD);
         small.run(&c)
     };
+    // On a copy with inodes for a lock and little more, a backup of new
+    // data fails, naming inodes, not bytes, whose reserve would not help.
+    let inodes = entries_below(&outside.path) + 2 + 2;
+    let tight = PrivateMount::tmpfs_inodes(&outside.scratch("tight"), 1 << 30, inodes);
+    let tight_repo = tight.at.join("repo");
+    tight.copy_in(&outside.path, &tight_repo);
+    let fresh = outside.scratch("fresh");
+    write_random(&fresh.join("new.bin"), 3, 2_000_000);
+    let mut c = cairn();
+    c.arg("-r").arg(&tight_repo).arg("backup").arg(&fresh);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    let out = tight.run(&c);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("the repository's filesystem is out of inodes (file entries)"),
+        "{out}"
+    );
+    drop(tight);
     let out = cairn_in(&["gc"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(
@@ -426,4 +445,27 @@ fn gc_out_of_inodes_deletes_what_it_can_and_leaves_the_repacking() {
     let out = small.run(&c);
     assert_eq!(out.code, 0, "{out}");
     assert_same_contents(&src, &restored(&target, &src));
+}
+
+/// A restore target out of inodes, not bytes, is named so: "full" alone
+/// sent the operator to `df -h`, which shows room.
+#[test]
+fn a_restore_target_out_of_inodes_says_so() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    for i in 0..20 {
+        write(&src.join(format!("f{i:02}")), format!("file {i}"));
+    }
+    repo.backup(&[&src], &[]);
+    let small = PrivateMount::tmpfs_inodes(&repo.scratch("few-inodes"), 64 << 20, 12);
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&small.at);
+    let out = small.run(&c);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "the target's filesystem is out of inodes (file entries), though it may have bytes free"
+        ),
+        "{out}"
+    );
 }

@@ -818,6 +818,17 @@ fn explain_full(repo: &Repository, e: Error) -> Error {
     }
     let reserve =
         std::path::Path::new(&repo.backend().location()).join(crate::backend::local::RESERVE);
+    if crate::fsmeta::out_of_inodes(repo.backend().free_inodes().ok().flatten()) {
+        // The reserve is bytes: it is no help here.
+        return Error::Advised {
+            error: Box::new(e),
+            advice: "the repository's filesystem is out of inodes (file entries), \
+                     though it may have bytes free: remove files on it other than the \
+                     repository's, or run `cairn forget` (with --gc) or `cairn gc`, which \
+                     free the inodes of the packs nothing uses"
+                .into(),
+        };
+    }
     let advice = match repo.backend().reserve() {
         Ok(Some(held)) if held > 0 => format!(
             "the repository's filesystem is full: `cairn forget` (with --gc) and `cairn gc` \

@@ -158,8 +158,15 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         )));
     }
     if let Some(first) = &stats.full {
+        // Out of inodes, not bytes, `df -h` shows room: say which.
+        let inodes = crate::fsmeta::free_inodes(&opts.target).ok().flatten();
+        let what = if crate::fsmeta::out_of_inodes(inodes) {
+            "is out of inodes (file entries), though it may have bytes free"
+        } else {
+            "is full"
+        };
         return Err(Error::Invalid(format!(
-            "the target's filesystem is full ({first}): the restore stopped there; the files \
+            "the target's filesystem {what} ({first}): the restore stopped there; the files \
              it put in place are whole, the rest of the snapshot is not restored; free space, \
              or restore into another folder, and run the restore again: what is already \
              restored is left as it is"

@@ -784,10 +784,15 @@ impl Executor<'_> {
                     // restore goes on with them until a write finds the
                     // filesystem full (see `Executor::full`).
                     // Whoever reports it names the file.
+                    // In bytes where the two would read alike.
+                    let (needs, has) = (crate::human_bytes(size), crate::human_bytes(avail));
+                    let (needs, has) = if needs == has {
+                        (format!("{size} bytes"), format!("{avail} bytes"))
+                    } else {
+                        (needs, has)
+                    };
                     return Err(Error::Invalid(format!(
-                        "no space left in the target: the file needs {}, {} is available",
-                        crate::human_bytes(size),
-                        crate::human_bytes(avail)
+                        "no space left in the target: the file needs {needs}, {has} is available"
                     )));
                 }
             }

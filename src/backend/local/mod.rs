@@ -838,17 +838,8 @@ impl Backend for LocalBackend {
     }
 
     fn free_inodes(&self) -> Result<Option<u64>> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.root.as_os_str().as_bytes())
-            .map_err(|_| Error::Invalid(format!("{}: a NUL in the path", self.root.display())))?;
-        // SAFETY: `path` is NUL-terminated and `st` is written by the call.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(Error::path("measure the free inodes of", &self.root, e));
-        }
-        // Filesystems that make inodes as they go (btrfs, ZFS) report none.
-        Ok((st.f_files > 0).then_some(st.f_favail as u64))
+        crate::fsmeta::free_inodes(&self.root)
+            .map_err(|e| Error::path("measure the free inodes of", &self.root, e))
     }
 
     fn reserve(&self) -> Result<Option<u64>> {
