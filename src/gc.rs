@@ -323,8 +323,15 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     for root in &roots {
         mark(root, BlobKind::Tree);
     }
+    // A tree the store could not hand over for now (an outage: a
+    // transient error, retries spent) is not damage: gc stops with that
+    // error, and walks no further.
+    let store_failed: Mutex<Option<Error>> = Mutex::new(None);
     let reader = crate::walker::TreeReader::new(repo);
     crate::walker::walk(repo, &roots, opts.workers, &|id, enqueue| {
+        if store_failed.lock().map_or(true, |f| f.is_some()) {
+            return;
+        }
         let what = format!("tree {}", id.short());
         let scanned = reader.with_tree(&id, |plain| {
             crate::tree::scan_refs(plain, &what, |r| match r {
@@ -336,14 +343,37 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
                 Ref::FileSize(_) => {}
             })
         });
-        if let Err(e) = scanned {
-            if let Ok(mut u) = unreadable.lock() {
-                u.push(format!("tree {}: {e}", id.short()));
+        match scanned {
+            Err(e) if e.is_transient() => {
+                if let Ok(mut f) = store_failed.lock() {
+                    f.get_or_insert(e);
+                }
             }
+            Err(e) => {
+                if let Ok(mut u) = unreadable.lock() {
+                    u.push(format!("tree {}: {e}", id.short()));
+                }
+            }
+            Ok(()) => {}
         }
     })?;
-    let unreadable = unreadable.into_inner().unwrap_or_default();
+    if let Some(e) = store_failed.into_inner().ok().flatten() {
+        return Err(Error::Advised {
+            error: Box::new(e),
+            advice: "gc stopped before deleting anything: a tree could not be read from the \
+                     store (which is not damage); run it again once the store answers"
+                .into(),
+        });
+    }
+    let mut unreadable = unreadable.into_inner().unwrap_or_default();
     if !unreadable.is_empty() {
+        // The first few name the trees; `cairn verify` names them all.
+        unreadable.sort();
+        let more = unreadable.len().saturating_sub(5);
+        unreadable.truncate(5);
+        if more > 0 {
+            unreadable.push(format!("and {more} more"));
+        }
         return Err(Error::Invalid(format!(
             "refusing to collect garbage while snapshots are damaged ({}); \
              run `cairn verify`, then `cairn repair` or `cairn forget` the damaged snapshots",
@@ -892,6 +922,54 @@ mod tests {
             .remove(FileKind::Snapshot, &first.unwrap().to_hex())
             .unwrap();
         repo
+    }
+
+    /// A store that stops answering pack reads once told to (an outage).
+    #[derive(Default)]
+    struct Outage(std::sync::atomic::AtomicBool);
+
+    impl Outage {
+        fn failed<T>(&self, kind: FileKind, name: &str) -> Option<Result<T>> {
+            (kind == FileKind::Pack && self.0.load(std::sync::atomic::Ordering::SeqCst)).then(
+                || {
+                    Err(Error::Backend {
+                        op: "read pack".into(),
+                        object: name.into(),
+                        endpoint: "http://127.0.0.1:1".into(),
+                        detail: "Connection refused (os error 111)".into(),
+                        transient: true,
+                    })
+                },
+            )
+        }
+    }
+
+    impl Hooks for Outage {
+        fn read(&self, kind: FileKind, name: &str) -> Option<Result<crate::backend::Data>> {
+            self.failed(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
+            self.failed(kind, name)
+        }
+    }
+
+    /// A tree the store could not hand over (an outage) is not damage:
+    /// gc stops with the store's error, not with "snapshots are damaged"
+    /// and advice to forget them.
+    #[test]
+    fn a_store_outage_while_marking_is_not_called_damage() {
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: Outage::default(),
+        });
+        let backend: Arc<dyn Backend> = store.clone();
+        half_garbage_on(&backend);
+        let repo = Repository::open(backend, b"pw").unwrap();
+        store.hooks.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("Connection refused"), "{e}");
+        assert!(e.contains("gc stopped before deleting anything"), "{e}");
+        assert!(!e.contains("damaged"), "{e}");
     }
 
     /// gc reads the live blobs of the packs it copies next ahead of its
