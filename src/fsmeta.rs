@@ -465,6 +465,29 @@ pub fn current_user() -> String {
     }
 }
 
+/// Whether a filesystem that refused a write as full, with `free` inodes
+/// left by now ([`free_inodes`]), ran out of inodes rather than bytes: a
+/// command that failed so has removed its lock and temporary files by
+/// the time it says why, which gives a few back.
+pub fn out_of_inodes(free: Option<u64>) -> bool {
+    free.is_some_and(|n| n < 32)
+}
+
+/// The inodes (file entries) left to an unprivileged user on the
+/// filesystem holding `path`; `None` where the filesystem makes them as it
+/// goes (btrfs, ZFS report none). A filesystem out of inodes refuses a
+/// new file with "no space left on device" while `df` shows bytes free.
+pub fn free_inodes(path: &Path) -> std::io::Result<Option<u64>> {
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `path` is NUL-terminated and `st` is written by the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_files > 0).then_some(st.f_favail as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,27 +510,4 @@ mod tests {
         let ts = timespec(i64::MIN);
         assert_eq!(time_ns(ts.tv_sec, ts.tv_nsec), i64::MIN);
     }
-}
-
-/// Whether a filesystem that refused a write as full, with `free` inodes
-/// left by now ([`free_inodes`]), ran out of inodes rather than bytes: a
-/// command that failed so has removed its lock and temporary files by
-/// the time it says why, which gives a few back.
-pub fn out_of_inodes(free: Option<u64>) -> bool {
-    free.is_some_and(|n| n < 32)
-}
-
-/// The inodes (file entries) left to an unprivileged user on the
-/// filesystem holding `path`; `None` where the filesystem makes them as it
-/// goes (btrfs, ZFS report none). A filesystem out of inodes refuses a
-/// new file with "no space left on device" while `df` shows bytes free.
-pub fn free_inodes(path: &Path) -> std::io::Result<Option<u64>> {
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: `path` is NUL-terminated and `st` is written by the call.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((st.f_files > 0).then_some(st.f_favail as u64))
 }

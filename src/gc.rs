@@ -965,7 +965,10 @@ mod tests {
         let backend: Arc<dyn Backend> = store.clone();
         half_garbage_on(&backend);
         let repo = Repository::open(backend, b"pw").unwrap();
-        store.hooks.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        store
+            .hooks
+            .0
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
         assert!(e.contains("Connection refused"), "{e}");
         assert!(e.contains("gc stopped before deleting anything"), "{e}");
