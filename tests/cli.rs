@@ -1102,6 +1102,22 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
             "unknown repository URL",
         ),
         (
+            vec![
+                "forget",
+                "-r",
+                "/nonexistent/repo",
+                "--keep-last",
+                "1",
+                "--host",
+                "",
+            ],
+            "an empty value was given",
+        ),
+        (
+            vec!["snapshots", "-r", "/nonexistent/repo", "--tag", ""],
+            "an empty value was given",
+        ),
+        (
             vec!["snapshots", "-r", "s3://bkt..a/repo"],
             "is not a valid bucket name",
         ),

@@ -22,14 +22,25 @@ use crate::{format_time, human_bytes};
 #[derive(Args, Debug, Clone, Default)]
 pub struct FilterArgs {
     /// Only snapshots of this set.
-    #[arg(long)]
+    #[arg(long, value_parser = non_empty)]
     set: Option<String>,
     /// Only snapshots from this host.
-    #[arg(long)]
+    #[arg(long, value_parser = non_empty)]
     host: Option<String>,
     /// Only snapshots with this tag (repeatable: all must match).
-    #[arg(long = "tag")]
+    #[arg(long = "tag", value_parser = non_empty)]
     tags: Vec<String>,
+}
+
+/// A filter's value, refused when empty (a usage error): no snapshot has
+/// an empty set, host or tag, so `--host "$HOST"` with HOST unset matched
+/// nothing, and a nightly `forget` removed nothing, exit 0, every night.
+fn non_empty(s: &str) -> std::result::Result<String, String> {
+    if s.is_empty() {
+        Err("an empty value was given (is a variable in the command line unset?)".into())
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 impl FilterArgs {
