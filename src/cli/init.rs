@@ -133,7 +133,7 @@ pub(super) fn run_unlock(ctx: &Context, a: UnlockArgs) -> Result<u8> {
     let found = super::on_reserve_if_full(&repo, || {
         lock::remove_locks(repo.backend(), repo.key(), a.force)
     })?;
-    super::top_up_reserve(&repo, false);
+    super::top_up_reserve(&repo, true);
     let removed = &found.removed;
     let printed = (|| {
         for l in removed {
