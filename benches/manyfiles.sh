@@ -108,7 +108,7 @@ backup() { # backup TOOL N SRC
 }
 restore() { # restore TOOL TARGET
   case $1 in
-  cairn) "$CAIRN" -r "$repo" restore latest --target "$2" ;;
+  cairn) "$CAIRN" -r "$repo" restore latest --no-sync --target "$2" ;; # as the peers: no wait for the disk
   restic) restic restore latest --target "$2" ;;
   rustic) rustic restore latest "$2" ;;
   borg) (cd "$2" && borg extract "::snap-2") ;;

@@ -66,7 +66,7 @@ PY
   echo
 } >"$out"
 profile "first backup" "$src" "$cairn" -r "$w/repo" backup "$src"
-profile "restore" "$w/repo" "$cairn" -r "$w/repo" restore latest --target "$w/restore"
+profile "restore" "$w/repo" "$cairn" -r "$w/repo" restore latest --no-sync --target "$w/restore"
 profile "verify --read-data" "$w/repo" "$cairn" -r "$w/repo" verify --read-data
 cat "$out"
 if [[ ${1:-} == --docs ]]; then

@@ -478,6 +478,17 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
         out.stdout.contains("no snapshot, while") && out.stdout.contains("gc deletes every pack"),
         "{out}"
     );
+    // So does gc's dry run, as an emptied `snapshots/` prefix of a bucket
+    // looks just so.
+    let out = repo.run(&["gc", "--dry-run"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: the repository holds no snapshot: gc would delete every pack ({})",
+            packs.len()
+        )),
+        "{out}"
+    );
     fs::remove_dir(&snapshots).unwrap();
     fs::rename(&aside, &snapshots).unwrap();
     repo.run(&["gc"]).success();

@@ -219,6 +219,19 @@ fn gc_locked(
     if !dry_run {
         plan = gc::fit_to_space(repo, plan, &opts)?;
     }
+    // No snapshot: every pack goes. Forgetting them all is how a
+    // repository is emptied, but snapshot files lost by a copy, a sync or
+    // an object store's lifecycle rule leave it looking just so (on a
+    // local store a missing `snapshots/` folder is refused outright).
+    if plan.live_blobs == 0 && !plan.delete.is_empty() {
+        warn(&format!(
+            "the repository holds no snapshot: gc {} every pack ({}) as unused; if snapshots \
+             were lost (a copy or sync that left them out, a lifecycle rule of the bucket), \
+             put them back from a copy before any gc",
+            if dry_run { "would delete" } else { "deletes" },
+            plan.delete.len()
+        ));
+    }
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || !plan.old_index.is_empty());
     if act {
