@@ -909,8 +909,8 @@ impl Life {
 
     /// The snapshots `forget --keep-last LAST --keep-daily DAILY` keeps,
     /// worked out independently of cairn's retention code (restic's
-    /// rules, each source a group; kept differentials keep their parents
-    /// and their set's newest full snapshot).
+    /// rules, each source a group; differentials keep their parents and
+    /// their set's newest full snapshot).
     fn policy_keeps(&self, last: usize, daily: usize) -> HashSet<String> {
         let mut keep = HashSet::new();
         for s in 0..2 {
@@ -928,11 +928,7 @@ impl Life {
                     keep.insert(x.saved.id.clone());
                 }
             }
-            // Only while a differential of it stays.
-            if group
-                .iter()
-                .any(|x| x.kind == "differential" && keep.contains(&x.saved.id))
-            {
+            if group.iter().any(|x| x.kind == "differential") {
                 if let Some(full) = group.iter().find(|x| x.kind == "full") {
                     keep.insert(full.saved.id.clone());
                 }
