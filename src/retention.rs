@@ -280,19 +280,9 @@ fn protect_parents(all: &[SnapshotEntry], groups: &mut [GroupDecisions]) {
         }
     };
 
-    // Whether the per-group pass removes `id` (one outside the filters
-    // stays).
-    let removed = |id: &SnapshotId, groups: &[GroupDecisions]| {
-        at.get(id)
-            .is_some_and(|&(g, i)| !groups[g].snapshots[i].keep)
-    };
-    // Sets with a differential that stays: one this run removes does not
-    // count, or running the same policy again would remove the full it
-    // kept (until December 2026 a set's last differential, removed, kept
-    // its full as `newest-full` for one run more).
     let with_differentials: HashSet<(String, String)> = all
         .iter()
-        .filter(|e| e.snapshot.kind == SnapshotKind::Differential && !removed(&e.id, groups))
+        .filter(|e| e.snapshot.kind == SnapshotKind::Differential)
         .map(key)
         .collect();
     let mut seen = HashSet::new();
@@ -307,6 +297,10 @@ fn protect_parents(all: &[SnapshotEntry], groups: &mut [GroupDecisions]) {
 
     // A differential's parent is always full, so one pass suffices. Each
     // parent names the newest kept differential that needs it.
+    let removed = |id: &SnapshotId, groups: &[GroupDecisions]| {
+        at.get(id)
+            .is_some_and(|&(g, i)| !groups[g].snapshots[i].keep)
+    };
     let mut protected = HashSet::new();
     for e in &newest_first {
         if e.snapshot.kind != SnapshotKind::Differential || removed(&e.id, groups) {
@@ -756,7 +750,7 @@ mod tests {
                 2,
                 SnapshotKind::Differential,
                 Some(1),
-                &["x"],
+                &[],
             ),
             at("2026-01-08 00:00", 3, SnapshotKind::Full, None, &[]),
             at(
@@ -809,29 +803,6 @@ mod tests {
             .collect();
         let newest_full = d.iter().find(|d| d.id.0[0] == 3).unwrap();
         assert_eq!(newest_full.reasons, vec!["newest-full"]);
-        assert_eq!(planned(&tag, by, &all, &t), vec![1, 2, 3]);
-        // A set whose differentials all go keeps no full for them: the
-        // same policy run again decides the same.
-        let t: Vec<_> = t.into_iter().filter(|e| e.id.0[0] <= 3).collect();
-        assert_eq!(planned(&last(1), by, &all, &t), vec![3]);
-        let t = vec![
-            at("2026-01-01 00:00", 1, SnapshotKind::Full, None, &[]),
-            at(
-                "2026-01-02 00:00",
-                2,
-                SnapshotKind::Differential,
-                Some(1),
-                &[],
-            ),
-            at(
-                "2026-01-03 00:00",
-                6,
-                SnapshotKind::Incremental,
-                Some(2),
-                &[],
-            ),
-        ];
-        assert_eq!(planned(&last(1), by, &all, &t), vec![6]);
     }
 
     #[test]
