@@ -514,15 +514,9 @@ fn short_out(out: &Out) -> String {
 /// dry run do not sync.
 #[test]
 fn a_restore_whose_writes_the_disk_refused_says_so() {
-    let repo = Repo::new();
-    let src = repo.scratch("src");
-    write(&src.join("f"), "data");
-    repo.backup(&[&src], &[]);
-
+    let (repo, src) = one_file_backed_up();
     let target = repo.scratch("target");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target).env("CAIRN_TEST_SYNC_EIO", "1");
-    let out = run(&mut c, None);
+    let out = restore_with(&repo, &target, &[], "CAIRN_TEST_SYNC_EIO");
     assert_eq!(out.code, 1, "{out}");
     let said = format!(
         "error: {}: the restored files could not all be written to disk (Input/output error",
@@ -536,11 +530,26 @@ fn a_restore_whose_writes_the_disk_refused_says_so() {
 
     for extra in ["--no-sync", "--dry-run"] {
         let target = repo.scratch(&format!("target{extra}"));
-        let mut c = repo.cmd(&["restore", "latest", extra, "--target"]);
-        c.arg(&target).env("CAIRN_TEST_SYNC_EIO", "1");
-        let out = run(&mut c, None).success();
+        let out = restore_with(&repo, &target, &[extra], "CAIRN_TEST_SYNC_EIO").success();
         assert!(!out.stderr.contains("disk"), "{extra}: {out}");
     }
+}
+
+/// A repository holding a snapshot of one small file, and that file's
+/// folder.
+fn one_file_backed_up() -> (Repo, PathBuf) {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    (repo, src)
+}
+
+/// `restore latest [EXTRA] --target TARGET` with the test hook `hook` set.
+fn restore_with(repo: &Repo, target: &Path, extra: &[&str], hook: &str) -> Out {
+    let mut c = repo.cmd(&["restore", "latest"]);
+    c.args(extra).arg("--target").arg(target).env(hook, "1");
+    run(&mut c, None)
 }
 
 /// A target too full for an unnamed file is full, not one without them:
@@ -549,14 +558,9 @@ fn a_restore_whose_writes_the_disk_refused_says_so() {
 /// behind, and a merge never removed).
 #[test]
 fn a_target_too_full_for_unnamed_files_is_reported_full() {
-    let repo = Repo::new();
-    let src = repo.scratch("src");
-    write(&src.join("f"), "data");
-    repo.backup(&[&src], &[]);
+    let (repo, _) = one_file_backed_up();
     let target = repo.scratch("target");
-    let mut c = repo.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target).env("CAIRN_TEST_TMPFILE_FULL", "1");
-    let out = run(&mut c, None);
+    let out = restore_with(&repo, &target, &[], "CAIRN_TEST_TMPFILE_FULL");
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr.contains("the target's filesystem is full")
