@@ -172,10 +172,7 @@ impl Error {
     /// left on device", or a disk quota reached).
     pub fn is_storage_full(&self) -> bool {
         match self {
-            Error::Io { source, .. } => matches!(
-                source.raw_os_error(),
-                Some(libc::ENOSPC) | Some(libc::EDQUOT)
-            ),
+            Error::Io { source, .. } => is_full(source),
             _ => false,
         }
     }
@@ -209,4 +206,10 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// Whether `e` says the filesystem is out of room: "no space left on
+/// device" (bytes or inodes), or a disk quota reached.
+pub fn is_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }

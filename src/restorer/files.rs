@@ -3,8 +3,7 @@
 
 use super::fetch::PackBytes;
 use super::place::{
-    copy_to_temp, is_full, link_unnamed, reopen, temp_name, unnamed_files_link, unnamed_in,
-    Unplaced,
+    copy_to_temp, link_unnamed, reopen, temp_name, unnamed_files_link, unnamed_in, Unplaced,
 };
 use super::*;
 use crate::pack::BlobKind;
@@ -550,10 +549,7 @@ impl Executor<'_> {
             Err(Unplaced::Rename(e)) => return Err(format!("cannot rename into place: {e}")),
             Err(Unplaced::Link(e)) => e,
         };
-        if matches!(
-            refused.raw_os_error(),
-            Some(libc::ENOSPC) | Some(libc::EDQUOT)
-        ) {
+        if crate::error::is_full(&refused) {
             // No room for the name: a copy would not fit either.
             let e = Error::path("link into place", &task.dest, refused);
             self.check_full(&task.dest, &e);
@@ -706,7 +702,7 @@ impl Executor<'_> {
                 // A full filesystem is not one without unnamed files: a
                 // temporary name instead would fail too, or worse, be
                 // made, and be left behind by a restore killed then.
-                Err(e) if is_full(&e) => return Err(failed(e)),
+                Err(e) if crate::error::is_full(&e) => return Err(failed(e)),
                 Err(_) => None,
             }
         } else {

@@ -183,7 +183,7 @@ pub(super) fn unnamed_files_link(dir: &Path) -> bool {
     };
     let file = match made {
         Ok(file) => file,
-        Err(e) => return is_full(&e),
+        Err(e) => return crate::error::is_full(&e),
     };
     let probe = temp_name(dir);
     match link_unnamed(&file, &probe, None, false) {
@@ -191,13 +191,8 @@ pub(super) fn unnamed_files_link(dir: &Path) -> bool {
             let _ = fs::remove_file(&probe);
             true
         }
-        Err(Unplaced::Link(e) | Unplaced::Rename(e)) => is_full(&e),
+        Err(Unplaced::Link(e) | Unplaced::Rename(e)) => crate::error::is_full(&e),
     }
-}
-
-/// Whether `e` says the filesystem is out of room (space, quota).
-pub(super) fn is_full(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Why [`link_unnamed`] failed.
