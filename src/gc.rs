@@ -778,7 +778,7 @@ mod tests {
     use super::*;
     use crate::archiver::{backup, BackupOptions};
     use crate::backend::mem::MemBackend;
-    use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Hooks};
+    use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Hooks, Outage};
     use crate::backend::Backend;
 
     /// The mark finds a blob used as one kind in the tables of the other
@@ -924,35 +924,6 @@ mod tests {
         repo
     }
 
-    /// A store that stops answering pack reads once told to (an outage).
-    #[derive(Default)]
-    struct Outage(std::sync::atomic::AtomicBool);
-
-    impl Outage {
-        fn failed<T>(&self, kind: FileKind, name: &str) -> Option<Result<T>> {
-            (kind == FileKind::Pack && self.0.load(std::sync::atomic::Ordering::SeqCst)).then(
-                || {
-                    Err(Error::Backend {
-                        op: "read pack".into(),
-                        object: name.into(),
-                        endpoint: "http://127.0.0.1:1".into(),
-                        detail: "Connection refused (os error 111)".into(),
-                        transient: true,
-                    })
-                },
-            )
-        }
-    }
-
-    impl Hooks for Outage {
-        fn read(&self, kind: FileKind, name: &str) -> Option<Result<crate::backend::Data>> {
-            self.failed(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
-            self.failed(kind, name)
-        }
-    }
-
     /// A tree the store could not hand over (an outage) is not damage:
     /// gc stops with the store's error, not with "snapshots are damaged"
     /// and advice to forget them.
@@ -965,10 +936,7 @@ mod tests {
         let backend: Arc<dyn Backend> = store.clone();
         half_garbage_on(&backend);
         let repo = Repository::open(backend, b"pw").unwrap();
-        store
-            .hooks
-            .0
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        store.hooks.begin();
         let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
         assert!(e.contains("Connection refused"), "{e}");
         assert!(e.contains("gc stopped before deleting anything"), "{e}");

@@ -104,7 +104,17 @@ fn damaged_copies(
 /// are, while reporting none (`repair snapshots --read-data` did, until
 /// December 2026).
 fn every_bad_blob(repo: &Repository, workers: usize) -> Result<HashMap<(BlobId, PackId), String>> {
-    let found = crate::verify::bad_blobs(repo, workers)?;
+    let found = crate::verify::bad_blobs(repo, workers).map_err(|e| {
+        if !e.is_transient() {
+            return e;
+        }
+        Error::Advised {
+            error: Box::new(e),
+            advice: "nothing is changed: the store did not answer, which is not damage; run \
+                     it again once the store answers"
+                .into(),
+        }
+    })?;
     if let Some((pack, e)) = found.unread.first() {
         return Err(Error::Invalid(format!(
             "cannot read pack {} to check its blobs: {e}; nothing is changed; run it again",

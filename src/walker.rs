@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{unbounded, Sender};
 
 use crate::backend::{FileKind, RangeReader};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, IdMap, IdSet, PackId};
 use crate::repo::Repository;
 use crate::tree::{self, Ref};
@@ -26,7 +26,9 @@ use crate::tree::{self, Ref};
 /// the chunks and subtrees it refers to, in node order, or the error that
 /// made it unreadable; subtrees of unreadable trees are not reached. A
 /// directory of 200,000 files costs its references (33 bytes each), not
-/// its decoded nodes. Returns the number of trees visited.
+/// its decoded nodes. Returns the number of trees visited, or the
+/// store's error once it stops answering (a transient error, retries
+/// spent): that is no tree's damage, and the walk goes no further.
 ///
 /// [`Tree::decode`]: crate::tree::Tree::decode
 pub fn for_each_tree(
@@ -36,11 +38,15 @@ pub fn for_each_tree(
     visit: &(dyn Fn(BlobId, Result<&[Ref]>) + Sync),
 ) -> Result<usize> {
     let reader = TreeReader::new(repo);
-    walk(
-        repo,
-        roots,
-        workers,
-        &|id, enqueue| match reader.with_tree(&id, |plain| {
+    // A store that stops answering (a transient error, retries spent)
+    // ends the walk with its error: no tree is damaged for it, and every
+    // tree after would wait for it in turn.
+    let outage: Mutex<Option<Error>> = Mutex::new(None);
+    let trees = walk(repo, roots, workers, &|id, enqueue| {
+        if outage.lock().map_or(true, |o| o.is_some()) {
+            return;
+        }
+        match reader.with_tree(&id, |plain| {
             let mut refs = Vec::new();
             tree::check(plain, &format!("tree {}", id.short()), |r| refs.push(r))?;
             Ok(refs)
@@ -53,9 +59,18 @@ pub fn for_each_tree(
                 }
                 visit(id, Ok(&refs));
             }
+            Err(e) if e.is_transient() => {
+                if let Ok(mut o) = outage.lock() {
+                    o.get_or_insert(e);
+                }
+            }
             Err(e) => visit(id, Err(e)),
-        },
-    )
+        }
+    })?;
+    match outage.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(trees),
+    }
 }
 
 /// What a walk does with one tree: gets the tree's id and a function to

@@ -111,6 +111,51 @@ pub(crate) trait Hooks: Send + Sync {
     }
 }
 
+/// Hooks of a store that stops answering pack reads once told to (an
+/// outage: each read fails as a transient error does once its retries
+/// are spent), counting the reads it failed.
+#[derive(Default)]
+pub(crate) struct Outage {
+    on: std::sync::atomic::AtomicBool,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl Outage {
+    /// From now on every pack read fails.
+    pub fn begin(&self) {
+        self.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many pack reads failed.
+    pub fn failed(&self) -> usize {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn fail<T>(&self, kind: FileKind, name: &str) -> Option<Result<T>> {
+        if kind != FileKind::Pack || !self.on.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        self.failed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(Err(crate::error::Error::Backend {
+            op: "read pack".into(),
+            object: name.into(),
+            endpoint: "http://127.0.0.1:1".into(),
+            detail: "Connection refused (os error 111)".into(),
+            transient: true,
+        }))
+    }
+}
+
+impl Hooks for Outage {
+    fn read(&self, kind: FileKind, name: &str) -> Option<Result<Data>> {
+        self.fail(kind, name)
+    }
+    fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
+        self.fail(kind, name)
+    }
+}
+
 /// `inner` with `hooks` applied.
 pub(crate) struct Hooked<B, H> {
     pub inner: B,

@@ -47,7 +47,8 @@ const DAMAGED_BLOB_MENDS: &str = "`cairn repair index --read-data` drops it from
      (mending every snapshot that uses it)";
 
 /// Reads the selected packs in parallel; returns the bad (blob, pack)
-/// pairs and the packs it could not read. Each bad copy is an error of its
+/// pairs and the packs it could not read, or the store's error once it
+/// stops answering (a transient error, retries spent). Each bad copy is an error of its
 /// pack, naming what mends it. With `check_index`, every index entry
 /// naming a pack read is compared with that pack's header, and each that
 /// differs (the blob not listed there, or at another offset, length, raw
@@ -81,6 +82,10 @@ pub(super) fn read_packs(
     let errors: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let warnings: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let unread: Mutex<Vec<(PackId, String)>> = Mutex::new(Vec::new());
+    // A store that does not answer (a transient error, retries spent)
+    // ends the reading: every pack after would wait for it in turn, and
+    // none of them is damaged for it.
+    let outage: Mutex<Option<Error>> = Mutex::new(None);
     let index = repo.index()?;
     // The index entries naming each pack to read, as (table, entry): 8
     // bytes an entry, their locations read again from the mapped tables
@@ -118,6 +123,13 @@ pub(super) fn read_packs(
                     let what = format!("pack {}", pack_id.short());
                     let data = match repo.backend().read(FileKind::Pack, &pack_id.to_hex()) {
                         Ok(d) => d,
+                        // Dropping the taker ends the queue for every worker.
+                        Err(e) if e.is_transient() => {
+                            if let Ok(mut o) = outage.lock() {
+                                o.get_or_insert(e);
+                            }
+                            break;
+                        }
                         Err(e) => {
                             if let Ok(mut v) = errors.lock() {
                                 v.push(problem(&what, e.to_string()));
@@ -260,6 +272,9 @@ pub(super) fn read_packs(
             });
         }
     });
+    if let Some(e) = outage.into_inner().ok().flatten() {
+        return Err(e);
+    }
     report.packs_read = todo.len();
     report.blobs_read = blobs.into_inner();
     report.bytes_read = bytes.into_inner();

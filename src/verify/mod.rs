@@ -142,6 +142,21 @@ fn index_damage(e: &Error) -> String {
     format!("{what}; `cairn repair index` rebuilds the index from the packs")
 }
 
+/// A store that stops answering (a transient error, retries spent) says
+/// nothing about the repository: verify stops with the store's error
+/// rather than report every tree and pack after as damaged.
+fn stopped(e: Error) -> Error {
+    if !e.is_transient() {
+        return e;
+    }
+    Error::Advised {
+        error: Box::new(e),
+        advice: "verify stopped: the store did not answer, which is not damage; run it again \
+                 once the store answers"
+            .into(),
+    }
+}
+
 fn problem(object: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
         object: object.into(),
@@ -214,6 +229,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         let id = SnapshotId::from_hex(&name)?;
         match Snapshot::load(backend, repo.key(), &id) {
             Ok(s) => snapshots.push((id, s)),
+            Err(e) if e.is_transient() => return Err(stopped(e)),
             // Damage of the file, as `load_all` sets apart (a file still
             // listed but not found too: no forget runs beside verify).
             Err(e) if e.is_not_found() || crate::snapshot::unreadable(&e).is_some() => {
@@ -399,7 +415,8 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                 opts.workers,
                 true,
                 &mut report,
-            )?
+            )
+            .map_err(stopped)?
             .bad
         }
         None => HashMap::new(),
@@ -487,7 +504,8 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         if let Ok(mut m) = facts.lock() {
             m.insert(id, f);
         }
-    })?;
+    })
+    .map_err(stopped)?;
     let facts = facts
         .into_inner()
         .map_err(|_| Error::Invalid("verify worker panicked".into()))?;
@@ -851,6 +869,58 @@ mod tests {
         assert_eq!(e.object, format!("tree {}", root.short()));
         assert!(e.message.contains("read failed once"), "{}", e.message);
         assert!(e.message.contains("was not checked"), "{}", e.message);
+    }
+
+    /// A store that stops answering (retries spent) is no damage: verify
+    /// stops with its error at the first pack or tree it cannot read,
+    /// with or without `--read-data`, rather than call every tree damaged
+    /// and wait for the store once per pack.
+    #[test]
+    fn a_store_outage_stops_verify_without_calling_it_damage() {
+        use crate::backend::mem::MemBackend;
+        use crate::backend::testing::{
+            backup_from_elsewhere, noise, repo_of_small_packs, Hooked, Outage,
+        };
+        use crate::backend::Backend;
+        use std::sync::Arc;
+
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: Outage::default(),
+        });
+        let backend: Arc<dyn Backend> = store.clone();
+        let repo = repo_of_small_packs(backend.clone());
+        let src = tempfile::tempdir().unwrap();
+        for round in 0u8..3 {
+            for i in 0u8..10 {
+                let path = src.path().join(format!("d{round}/f{i}"));
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, noise(&[round, i], 300_000)).unwrap();
+            }
+            backup_from_elsewhere(backend.clone(), src.path());
+        }
+        let packs = backend.list(FileKind::Pack).unwrap().len();
+        assert!(packs >= 8, "only {packs} packs");
+        repo.reload_index();
+
+        store.hooks.begin();
+        for read_data in [None, Some(Subset::All)] {
+            let before = store.hooks.failed();
+            let opts = VerifyOptions {
+                read_data,
+                workers: 2,
+                ..VerifyOptions::default()
+            };
+            let e = verify(&repo, &opts).unwrap_err().to_string();
+            assert!(e.contains("Connection refused"), "{e}");
+            assert!(e.contains("verify stopped"), "{e}");
+            assert!(!e.contains("damage "), "{e}");
+            let failed = store.hooks.failed() - before;
+            assert!(
+                (1..=2).contains(&failed),
+                "{read_data:?}: {failed} reads of {packs} packs failed"
+            );
+        }
     }
 
     /// An index entry that authenticates but gives a blob another length
