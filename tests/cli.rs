@@ -1056,10 +1056,10 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
                 "-r",
                 "/nonexistent/repo",
                 "--time",
-                "2999-01-01T00:00:00Z",
+                "1677-09-21T00:12:43Z",
                 "/tmp",
             ],
-            "outside the years 1678 to 2261",
+            "outside the times a snapshot can hold, 1677-09-21T00:12:44Z to",
         ),
         (
             vec![

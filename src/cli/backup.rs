@@ -130,7 +130,10 @@ fn parse_time(s: &str) -> std::result::Result<i64, String> {
     let t = chrono::DateTime::parse_from_rfc3339(s.trim())
         .map_err(|_| format!("{s:?} is not an RFC 3339 time like 2024-05-01T02:00:00Z"))?;
     t.timestamp_nanos_opt().ok_or_else(|| {
-        format!("{s:?} is outside the years 1678 to 2261 that a snapshot's time can hold")
+        format!(
+            "{s:?} is outside the times a snapshot can hold, 1677-09-21T00:12:44Z to \
+             2262-04-11T23:47:16Z"
+        )
     })
 }
 
