@@ -1550,6 +1550,28 @@ fn backup_time_in_the_future_is_refused_and_one_in_the_past_is_recorded() {
     assert_eq!(next["summary"]["files_unmodified"], 1, "{next}");
 }
 
+/// A dump backed up again counts as unmodified when its bytes are the
+/// parent's, as changed when they differ, and as new only without one of
+/// its name in the parent. Until December 2026 every incremental `--stdin`
+/// backup counted its file as new.
+#[test]
+fn a_stdin_backup_counts_its_file_against_the_parent() {
+    let repo = Repo::new();
+    let dump = random_bytes(5, 200_000);
+    let backup = |name: &str, data: &[u8]| {
+        let args = ["backup", "--stdin", "--stdin-filename", name, "--json"];
+        let args: Vec<&str> = args.into_iter().chain(["--set", "db"]).collect();
+        let s = repo.run_stdin(&args, data).success().json()["summary"].clone();
+        ["files_new", "files_changed", "files_unmodified"].map(|k| s[k].as_u64().unwrap())
+    };
+    assert_eq!(backup("db.sql", &dump), [1, 0, 0]);
+    assert_eq!(backup("db.sql", &dump), [0, 0, 1]);
+    let mut changed = dump.clone();
+    changed[100_000] ^= 1;
+    assert_eq!(backup("db.sql", &changed), [0, 1, 0]);
+    assert_eq!(backup("other.sql", &changed), [1, 0, 0]);
+}
+
 /// A name in an error line cannot forge another line or drive the
 /// terminal: its control characters are escaped, as in warnings and
 /// listings. Until December 2026 the `error:` line printed them as they

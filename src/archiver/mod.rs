@@ -437,7 +437,7 @@ pub fn backup(
         opts.workers
     };
     let root = writer::with_sealers(&writer, workers, |queue| match &opts.stdin_name {
-        Some(name) => backup_stream(&writer, queue, name, stdin, &counters),
+        Some(name) => backup_stream(&writer, queue, name, stdin, parent_tree, &counters),
         None => {
             let exclude = crate::filter::PathFilter::new(&opts.excludes)?;
             walk::run(walk::WalkSetup {
@@ -533,11 +533,14 @@ pub fn backup(
 }
 
 /// Stores a stream as a single file `name` in a one-entry root tree.
+/// It counts as unmodified when the `parent` tree holds a file of that
+/// name with the same chunks, as changed when with others, else as new.
 fn backup_stream(
     writer: &BlobWriter<'_>,
     queue: &SealQueue<'_>,
     name: &str,
     input: &mut dyn Stream,
+    parent: Option<crate::id::BlobId>,
     counters: &Counters,
 ) -> Result<crate::id::BlobId> {
     let mut chunks = Vec::new();
@@ -554,7 +557,22 @@ fn backup_stream(
             ChunkError::Sink(e) => e,
         })?;
     input.finish()?;
-    Counters::add(&counters.files_new, 1);
+    // The parent's tree was read when it was chosen; one that fails now
+    // only makes the file count as new.
+    let before = parent
+        .and_then(|tree| writer.repo().dir_nodes(&tree).ok())
+        .and_then(|mut nodes| nodes.find_map(|n| n.ok().filter(|n| n.name.0 == name.as_bytes())))
+        .map(|n| n.kind);
+    Counters::add(
+        match before {
+            Some(NodeKind::File { chunks: ref old }) if *old == chunks => {
+                &counters.files_unmodified
+            }
+            Some(NodeKind::File { .. }) => &counters.files_changed,
+            _ => &counters.files_new,
+        },
+        1,
+    );
     Counters::add(&counters.bytes_read, size);
     Counters::add(&counters.total_bytes, size);
     let now = crate::now_ns();
