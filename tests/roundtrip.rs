@@ -404,6 +404,47 @@ fn extended_attributes_follow_changes_across_incremental_backups() {
     check("unchanged");
 }
 
+/// A file of several names (hard links) is read under one of them: its
+/// other names take the chunks and extended attributes that read found,
+/// when the walk saw them alike and the file had not changed for the
+/// racy window before the backup began. One changed more recently is
+/// read under each name, as before December 2026 every such file was.
+/// Either way it restores as one file of several names.
+#[test]
+fn a_file_of_several_names_is_read_once() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let size = 3 << 20;
+    write_random(&src.join("a/big"), 11, size);
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::hard_link(src.join("a/big"), src.join("a/big2")).unwrap();
+    fs::hard_link(src.join("a/big"), src.join("b/big3")).unwrap();
+    let xattrs = xattr::set(src.join("a/big"), "user.x", b"shared").is_ok();
+    let backup = |window: &str| {
+        let mut c = repo.cmd(&["backup", "--json", "--kind", "full"]);
+        c.arg(&src).env("CAIRN_TEST_RACY_WINDOW_NS", window);
+        run(&mut c, None).success().json()["summary"]["bytes_read"]
+            .as_u64()
+            .unwrap()
+    };
+    // Just made: read under each of its three names.
+    assert_eq!(backup("2000000000"), 3 * size as u64);
+    // Unchanged since before the backup began: read once.
+    assert_eq!(backup("0"), size as u64);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let out = restored(&target, &src);
+    assert_same_tree(&src, &out);
+    let ino = |p: &str| fs::metadata(out.join(p)).unwrap().ino();
+    assert_eq!(ino("a/big"), ino("a/big2"));
+    assert_eq!(ino("a/big"), ino("b/big3"));
+    if xattrs {
+        let x = xattr::get(out.join("b/big3"), "user.x").unwrap();
+        assert_eq!(x.as_deref(), Some(&b"shared"[..]));
+    }
+}
+
 /// Makes a chain of `depth` folders named `a` in `root` (which exists),
 /// with a file `f` holding `content` at its bottom: each made and opened
 /// from its parent's descriptor, as paths that deep are longer than the

@@ -451,6 +451,7 @@ pub fn backup(
                 skeleton: &skeleton,
                 parent: parent_tree,
                 racy_from,
+                links_from: started_ns.saturating_sub(opts.racy_window_ns),
                 parent_xattrs: parent
                     .is_some_and(|p| p.snapshot.user == crate::fsmeta::current_user()),
                 report: &report,

@@ -45,6 +45,10 @@ pub(super) struct WalkSetup<'a> {
     /// A parent node whose ctime is at or after this is not trusted to
     /// be unchanged (see [`unchanged_chunks`]).
     pub racy_from: i64,
+    /// A file of several names whose ctime is before this (this backup's
+    /// start, less the racy window) is read under one of its names only
+    /// (see [`Links`]).
+    pub links_from: i64,
     /// Whether an unchanged entry may keep the parent's extended
     /// attributes unread: only when the parent's backup ran as this one's
     /// user, who sees the same names (a user other than root lists no
@@ -66,7 +70,11 @@ pub(super) struct WalkSetup<'a> {
 /// file without any, most, costs a word), or why it was left out: `None`
 /// once the backup is failing, whose own error says why (one per file
 /// would bury it).
-type FileOutcome = std::result::Result<(Vec<BlobId>, u64, Xattrs), Option<String>>;
+type FileOutcome = std::result::Result<FileRead, Option<String>>;
+
+/// What reading a file found: its chunks, byte count and extended
+/// attributes.
+type FileRead = (Vec<BlobId>, u64, Xattrs);
 
 /// A file's extended attributes as read through it, `None` for none
 /// and none that could not be read.
@@ -151,6 +159,9 @@ struct FileJob {
     dir: Arc<DirOutcomes>,
     at: usize,
     answered: bool,
+    /// Its device and inode, for a file of several names whose content
+    /// another name may have read already (see [`Links`]).
+    link: Option<(u64, u64)>,
 }
 
 impl FileJob {
@@ -600,11 +611,12 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
         }
     };
     let (job_tx, job_rx) = bounded::<Vec<FileJob>>(setup.workers * 2);
+    let links = Links::default();
     let (dir_tx, dir_rx) = bounded::<DirJob>(256);
     let root = std::thread::scope(|s| {
         for _ in 0..setup.workers {
             let job_rx = job_rx.clone();
-            let (setup, fatal, set_fatal) = (&setup, &fatal, &set_fatal);
+            let (setup, fatal, set_fatal, links) = (&setup, &fatal, &set_fatal, &links);
             s.spawn(move || {
                 for job in job_rx.into_iter().flatten() {
                     let aborted = fatal.lock().map(|f| f.is_some()).unwrap_or(true);
@@ -616,8 +628,21 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                             mtime_ns: job.mtime_ns,
                             ctime_ns: job.ctime_ns,
                         };
-                        match read_file(setup, &job.path, &job.handle, seen) {
-                            Ok(r) => Ok(r),
+                        let (earlier, claim) = match job.link.map(|key| links.take(key, seen)) {
+                            Some(Ok(read)) => (Some(read), None),
+                            Some(Err(claim)) => (None, claim),
+                            None => (None, None),
+                        };
+                        match earlier.map_or_else(
+                            || read_file(setup, &job.path, &job.handle, seen),
+                            |r| Ok((r, false)),
+                        ) {
+                            Ok((r, as_seen)) => {
+                                if let (Some(claim), true) = (claim, as_seen) {
+                                    claim.done(seen, &r);
+                                }
+                                Ok(r)
+                            }
                             Err(FileError::Skip(why)) => Err(Some(why)),
                             Err(FileError::Fatal(e)) => {
                                 set_fatal(e);
@@ -825,22 +850,142 @@ impl std::io::Read for Blocking<'_> {
 }
 
 /// What the walk saw of a file when it stat-ed it.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 struct Seen {
     size: u64,
     mtime_ns: i64,
     ctime_ns: i64,
 }
 
+/// What one name of a file of several (hard links) read, for its other
+/// names to take instead of reading the same bytes again: by device and
+/// inode, the walk's view of it (`Seen`), its chunks and extended
+/// attributes. A name is given what another read only when the walk saw
+/// it the same, with a change time before this backup began (less the
+/// racy window, as for a parent's files): any write since would have
+/// moved the change time. A name that finds another being read waits for
+/// that read (the names of a large file go to workers side by side). At
+/// most [`LINKS_BYTES`] are kept: past that, names are read as any file
+/// is.
+#[derive(Default)]
+struct Links {
+    state: Mutex<LinksState>,
+    read: Condvar,
+}
+
+#[derive(Default)]
+struct LinksState {
+    files: HashMap<(u64, u64), Link>,
+    /// Bytes held: chunk ids, and about what an entry takes.
+    bytes: usize,
+}
+
+enum Link {
+    /// A worker is reading it under one of its names.
+    Reading,
+    Read(LinkRead),
+}
+
+struct LinkRead {
+    seen: Seen,
+    chunks: Vec<BlobId>,
+    size: u64,
+    xattrs: Option<(Vec<Xattr>, bool)>,
+}
+
+/// The most bytes [`Links`] holds (about 130,000 small files, or 500 GiB
+/// of large ones at 1 MiB a chunk).
+const LINKS_BYTES: usize = 16 << 20;
+
+/// The read of a file of several names, claimed by one worker: what it
+/// read is kept by [`Claim::done`]; dropped before, the claim lets the
+/// next name be read by its own worker.
+struct Claim<'l> {
+    links: &'l Links,
+    key: (u64, u64),
+}
+
+impl Links {
+    /// What another name of the file `key` read, if the walk saw this
+    /// name as it saw that one (`Ok`); else, when no name of it was read
+    /// yet, the claim to read it (`Err(Some)`), or nothing to do with
+    /// [`Links`] (`Err(None)`).
+    fn take(
+        &self,
+        key: (u64, u64),
+        seen: Seen,
+    ) -> std::result::Result<FileRead, Option<Claim<'_>>> {
+        let Ok(mut state) = self.state.lock() else {
+            return Err(None);
+        };
+        loop {
+            match state.files.get(&key) {
+                Some(Link::Reading) => match self.read.wait(state) {
+                    Ok(s) => state = s,
+                    Err(_) => return Err(None),
+                },
+                Some(Link::Read(r)) if r.seen == seen => {
+                    let xattrs = r.xattrs.as_ref().map(|(list, unread)| {
+                        Box::new(ReadXattrs {
+                            list: list.clone(),
+                            unread: *unread,
+                        })
+                    });
+                    return Ok((r.chunks.clone(), r.size, xattrs));
+                }
+                Some(Link::Read(_)) => return Err(None),
+                None if state.bytes >= LINKS_BYTES => return Err(None),
+                None => {
+                    state.files.insert(key, Link::Reading);
+                    return Err(Some(Claim { links: self, key }));
+                }
+            }
+        }
+    }
+}
+
+impl Claim<'_> {
+    /// Keeps what this name read, found as the walk saw it (`seen`).
+    fn done(self, seen: Seen, read: &FileRead) {
+        if let Ok(mut state) = self.links.state.lock() {
+            // The entry itself counts too: a million empty files of
+            // several names must not grow it without bound.
+            state.bytes += 96 + read.0.len() * std::mem::size_of::<BlobId>();
+            let xattrs = read.2.as_ref().map(|x| (x.list.clone(), x.unread));
+            state.files.insert(
+                self.key,
+                Link::Read(LinkRead {
+                    seen,
+                    chunks: read.0.clone(),
+                    size: read.1,
+                    xattrs,
+                }),
+            );
+        }
+        self.links.read.notify_all();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.links.state.lock() {
+            state.files.remove(&self.key);
+        }
+        self.links.read.notify_all();
+    }
+}
+
 /// Reads, chunks and stores one file, as the walk saw it (`seen`), and
 /// reads its extended attributes through it (by path, each took a lookup
-/// of the path on the walking thread).
+/// of the path on the walking thread). Also says whether the file was
+/// still as seen once read (see [`changed_while_read`]).
 fn read_file(
     setup: &WalkSetup<'_>,
     path: &Path,
     handle: &DirHandle,
     seen: Seen,
-) -> std::result::Result<(Vec<BlobId>, u64, Xattrs), FileError> {
+) -> std::result::Result<(FileRead, bool), FileError> {
     let skip = |op: &str, e: std::io::Error| {
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
     };
@@ -872,7 +1017,9 @@ fn read_file(
     })?;
     Counters::add(&setup.counters.bytes_read, size);
     crate::fault::write_during_read(path);
-    if let Some(how) = changed_while_read(&file, seen, size) {
+    let changed = changed_while_read(&file, seen, size);
+    let as_seen = changed.is_none();
+    if let Some(how) = changed {
         (setup.changed)(format!(
             "{}: changed while it was read ({how}): the snapshot holds the bytes as read, \
              which may mix old and new content; the next backup reads it again",
@@ -892,7 +1039,7 @@ fn read_file(
             unread: failed.is_some(),
         })
     });
-    Ok((chunks, size, xattrs))
+    Ok(((chunks, size, xattrs), as_seen))
 }
 
 /// The report of an entry at `path` stored without some of its extended
@@ -1363,6 +1510,9 @@ impl<'a> Walker<'a> {
                                 dir: Arc::clone(results),
                                 at: slot,
                                 answered: false,
+                                link: (md.nlink > 1
+                                    && node.ctime_ns < self.shared.setup.links_from)
+                                    .then_some((md.dev, md.ino)),
                             };
                             let at = tree.push(&node)?;
                             waits.push(Wait::File {
@@ -1968,6 +2118,7 @@ mod tests {
                 dir: Arc::clone(&outcomes),
                 at,
                 answered: false,
+                link: None,
             })
             .collect()
     }
