@@ -188,6 +188,25 @@ fn repair_index_in_tables_of(
     // Sizes come with the listing: no request per pack for them.
     let mut packs = backend.list_sizes(FileKind::Pack)?;
     packs.sort();
+    // No pack, while the old tables name some: a folder or a prefix the
+    // copy left out, a listing gone wrong. Replacing the tables with
+    // nothing would lose the only record of the blobs in packs whose
+    // header is damaged, and mend nothing.
+    if !packs.iter().any(|(n, _)| is_hex_name(n)) {
+        let named = old_set
+            .tables()
+            .iter()
+            .map(|t| t.pack_count())
+            .sum::<usize>();
+        if named > 0 {
+            return Err(Error::Invalid(format!(
+                "refusing to repair the index: the repository holds no pack, while its index \
+                 names packs ({named} in its tables); if packs/ is missing, put it back from a \
+                 copy of the repository; if every pack is truly lost, nothing can be restored \
+                 from it, and `cairn init` of a new repository is the way on"
+            )));
+        }
+    }
     let mut unreadable: Vec<(PackId, u64, String)> = Vec::new();
     for (name, len) in packs.iter().filter(|(n, _)| is_hex_name(n)) {
         let id = PackId::from_hex(name)?;

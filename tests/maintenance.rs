@@ -1712,3 +1712,39 @@ fn verify_names_an_index_table_whose_name_is_not_its_hash() {
     let v = assert_verify_ok(&repo);
     assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
 }
+
+/// `repair index` with no pack to read, while the index names some (a
+/// copy that left `packs/` out, a listing gone wrong), refuses: it would
+/// replace every table with nothing, losing the only record of the blobs
+/// in packs whose header is damaged. Until December 2026 it did, exit 0.
+#[test]
+fn repair_index_without_packs_keeps_the_index() {
+    let repo = packed_repo();
+    let src = source(&repo, 31);
+    let saved = backup_saved(&repo, &src, &[]);
+    let tables = names_in(&repo, "index");
+    assert!(!tables.is_empty());
+    let packs = repo.path.join("packs");
+    let aside = repo.scratch("packs-aside");
+    let _ = fs::remove_dir(&aside);
+
+    // The folder gone.
+    fs::rename(&packs, &aside).unwrap();
+    let out = repo.run(&["repair", "index"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("refusing to repair the index"), "{out}");
+    assert!(out.stderr.contains("packs/"), "{out}");
+    assert_eq!(names_in(&repo, "index"), tables, "{out}");
+
+    // The folder there, and empty.
+    fs::create_dir(&packs).unwrap();
+    let out = repo.run(&["repair", "index"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("the repository holds no pack"), "{out}");
+    assert_eq!(names_in(&repo, "index"), tables, "{out}");
+
+    fs::remove_dir(&packs).unwrap();
+    fs::rename(&aside, &packs).unwrap();
+    assert_restores(&repo, &saved);
+    assert_verify_ok(&repo);
+}

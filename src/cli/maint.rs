@@ -715,6 +715,15 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
 fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8> {
     match a.what {
         RepairWhat::Index { read_data } => {
+            // A missing index/ is what this mends; a missing packs/ is
+            // not, and the tables would be replaced with nothing.
+            if repo
+                .backend()
+                .missing_folders()?
+                .contains(&FileKind::Pack.dir())
+            {
+                repo.require_whole_layout("repair the index")?;
+            }
             let lock = super::lock_repo(ctx, repo, true, "repair index")?;
             let r = repair::repair_index(
                 repo,
