@@ -1572,6 +1572,55 @@ fn a_stdin_backup_counts_its_file_against_the_parent() {
     assert_eq!(backup("other.sql", &changed), [1, 0, 0]);
 }
 
+/// Standard input left non-blocking by whoever started cairn (some CI
+/// runners, Node.js) is waited on, not failed at the producer's first
+/// pause: until December 2026 the dump job failed with "Resource
+/// temporarily unavailable", exit 1.
+#[test]
+fn a_non_blocking_stdin_is_waited_on() {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let repo = Repo::new();
+    let mut fds = [0; 2];
+    // SAFETY: a plain system call filling `fds`.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just made, and are owned only here.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor held open.
+    unsafe {
+        let flags = libc::fcntl(read.as_raw_fd(), libc::F_GETFL);
+        assert!(libc::fcntl(read.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) == 0);
+    }
+    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "slow.sql"]);
+    let child = c
+        .stdin(std::process::Stdio::from(read))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The command holds the read end too: dropped, a cairn that stopped
+    // reading fails the writes below instead of leaving them blocked.
+    drop(c);
+    let mut writer = std::fs::File::from(write);
+    let mut sent = Vec::new();
+    for i in 0..4u8 {
+        let part = random_bytes(u64::from(i) + 40, 100_000);
+        if let Err(e) = writer.write_all(&part) {
+            let out = child.wait_with_output().unwrap();
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        sent.extend(part);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    drop(writer);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    assert!(fs::read(target.join("slow.sql")).unwrap() == sent);
+}
+
 /// A name in an error line cannot forge another line or drive the
 /// terminal: its control characters are escaped, as in warnings and
 /// listings. Until December 2026 the `error:` line printed them as they

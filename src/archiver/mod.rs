@@ -114,6 +114,41 @@ pub trait Stream: Read {
 }
 
 impl Stream for std::io::StdinLock<'_> {}
+
+/// Standard input, read so that a descriptor left non-blocking
+/// (`O_NONBLOCK`, as some CI runners and Node.js leave the pipes they
+/// hand on) waits for the producer instead of failing on "try again"
+/// (`EAGAIN`): the dump job failed, exit 1, at its first pause until
+/// December 2026. The flag itself is left alone, as the open file may be
+/// shared with the process that started cairn.
+pub struct Stdin(pub std::io::StdinLock<'static>);
+
+impl Read for Stdin {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let mut fd = libc::pollfd {
+                        fd: libc::STDIN_FILENO,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one pollfd, valid for the call.
+                    if unsafe { libc::poll(&mut fd, 1, -1) } < 0 {
+                        let e = std::io::Error::last_os_error();
+                        if e.kind() != std::io::ErrorKind::Interrupted {
+                            return Err(e);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Stream for Stdin {}
 impl Stream for std::io::Empty {}
 impl Stream for &[u8] {}
 

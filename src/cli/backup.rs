@@ -419,7 +419,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             p.command()
         ));
     }
-    let mut stdin = std::io::stdin().lock();
+    let mut stdin = archiver::Stdin(std::io::stdin().lock());
     let input: &mut dyn Stream = match &mut producer {
         Some(p) => p,
         None => &mut stdin,
