@@ -487,6 +487,7 @@ pub fn backup(
                 parent: parent_tree,
                 racy_from,
                 links_from: started_ns.saturating_sub(opts.racy_window_ns),
+                recent_from: started_ns.saturating_sub(60_000_000_000),
                 parent_xattrs: parent
                     .is_some_and(|p| p.snapshot.user == crate::fsmeta::current_user()),
                 report: &report,
