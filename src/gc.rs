@@ -106,6 +106,9 @@ pub struct GcPlan {
     /// Index tables rewritten (see the module docs).
     #[serde(rename = "rewrite_index", serialize_with = "ids")]
     pub old_index: Vec<IndexId>,
+    /// Blobs stored twice whose copy gc would have kept is damaged: the
+    /// intact copy is kept instead (see [`rescue_duplicates`]).
+    pub rescued: Vec<String>,
     /// The index entries that keep live blobs.
     #[serde(skip)]
     marks: Marks,
@@ -218,6 +221,10 @@ struct TableMarks {
     packs: Vec<(PackId, BlobKind)>,
     /// Per pack number: whether the pack exists.
     present: Vec<bool>,
+    /// Whether the table must be written again, its dead entries dropped,
+    /// whatever their share: it places a blob at a damaged copy while an
+    /// intact one is kept (see [`rescue_duplicates`]).
+    rewrite: std::sync::atomic::AtomicBool,
 }
 
 impl Marks {
@@ -234,6 +241,7 @@ impl Marks {
                     .collect(),
                 present: packs.iter().map(|(p, _)| sizes.contains_key(p)).collect(),
                 packs,
+                rewrite: Default::default(),
             });
         }
         Ok(Marks { tables })
@@ -275,6 +283,73 @@ impl TableMarks {
     fn is_live(&self, i: usize) -> bool {
         self.bits[i / 64].load(Ordering::Relaxed) & (1 << (i % 64)) != 0
     }
+
+    fn set_live(&self, i: usize, live: bool) {
+        let bit = 1 << (i % 64);
+        if live {
+            self.bits[i / 64].fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.bits[i / 64].fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Reads the copy kept of every blob stored twice whose other copy lies
+/// in a pack `going` (deleted or repacked), and where the copy kept fails
+/// to authenticate (bit rot) and the other does not, keeps the other
+/// instead, and has the damaged copy's table written again without it,
+/// so that reads find the intact copy. Says which were switched. Until
+/// December 2026 gc deleted the intact copy with its pack, and damage
+/// `repair index --read-data` could have mended was for good.
+fn rescue_duplicates(
+    repo: &Repository,
+    index: &IndexSet,
+    marks: &Marks,
+    going: &IdSet<PackId>,
+) -> Result<Vec<String>> {
+    let tables: Vec<_> = index.tables().iter().zip(&marks.tables).collect();
+    let mut checked: IdSet<BlobId> = IdSet::default();
+    let mut switched = Vec::new();
+    for &(table, table_marks) in &tables {
+        if !table_marks.packs.iter().any(|(p, _)| going.contains(p)) {
+            continue;
+        }
+        for j in 0..table.len() {
+            if table_marks.is_live(j) {
+                continue;
+            }
+            let (id, loc) = table.location_at(j)?;
+            if !going.contains(&loc.pack) || checked.contains(&id) {
+                continue;
+            }
+            // The copy kept, if the blob is live at all.
+            let kept = tables.iter().find_map(|&(t, m)| {
+                let i = t.find(&id)?;
+                m.is_live(i).then_some((t, m, i))
+            });
+            let Some((t, m, i)) = kept else { continue };
+            checked.insert(id);
+            let (_, kept_loc) = t.location_at(i)?;
+            match repo.read_located(&id, kept_loc) {
+                Err(e @ Error::Corrupt { .. }) if repo.read_located(&id, loc).is_ok() => {
+                    switched.push(format!(
+                        "blob {} is kept in pack {}, as its copy in pack {} is damaged ({e})",
+                        id.short(),
+                        loc.pack.short(),
+                        kept_loc.pack.short()
+                    ));
+                    m.set_live(i, false);
+                    m.rewrite.store(true, Ordering::Relaxed);
+                    table_marks.set_live(j, true);
+                }
+                // Both damaged: nothing to choose (verify names it).
+                Err(Error::Corrupt { .. }) => {}
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(switched)
 }
 
 /// The index, every table of it, for a command (`doing`, e.g. "collect
@@ -393,6 +468,31 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         )));
     }
 
+    let plan = classify(repo, &index, marks, sizes, opts)?;
+    // A blob stored twice (backups storing the same new data side by
+    // side) is kept in the copy marked, and the other goes with its pack:
+    // the copy kept must be sound, or the one intact copy is deleted.
+    let going: IdSet<PackId> = plan.delete.iter().chain(&plan.repack).copied().collect();
+    let rescued = rescue_duplicates(repo, &index, &plan.marks, &going)?;
+    if rescued.is_empty() {
+        return Ok(plan);
+    }
+    let GcPlan { marks, sizes, .. } = plan;
+    let mut plan = classify(repo, &index, marks, sizes, opts)?;
+    plan.rescued = rescued;
+    Ok(plan)
+}
+
+/// What to do with each pack, given the `marks` of what is live: packs
+/// without a live blob are deleted, those mostly unused repacked, the
+/// index tables naming either (or holding many dead entries) rewritten.
+fn classify(
+    repo: &Repository,
+    index: &IndexSet,
+    marks: Marks,
+    sizes: IdMap<PackId, u64>,
+    opts: &GcOptions,
+) -> Result<GcPlan> {
     let mut plan = GcPlan {
         sizes,
         ..GcPlan::default()
@@ -432,7 +532,8 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         let dead = plan.dead_blobs - dead_before;
         let missing = named.iter().zip(&marks.present).any(|(&n, &p)| n && !p);
         let dead_share = dead as f64 / table.len().max(1) as f64;
-        has_dead.push(missing || (dead > 0 && dead_share > opts.max_unused));
+        let rewrite = marks.rewrite.load(Ordering::Relaxed);
+        has_dead.push(missing || rewrite || (dead > 0 && dead_share > opts.max_unused));
     }
     plan.marks = marks;
     let mut packs: Vec<(&PackId, &u64)> = plan.sizes.iter().collect();

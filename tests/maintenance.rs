@@ -1748,3 +1748,65 @@ fn repair_index_without_packs_keeps_the_index() {
     assert_restores(&repo, &saved);
     assert_verify_ok(&repo);
 }
+
+/// A blob stored twice (backups storing the same new data side by side,
+/// here a backup that did not see the index) whose copy gc would keep is
+/// damaged: gc keeps the intact copy instead, says so, and the snapshot
+/// restores after it. Until December 2026 gc deleted the intact copy's
+/// pack, and the damage, mendable until then, was for good.
+#[test]
+fn gc_keeps_the_intact_copy_of_a_blob_stored_twice() {
+    let repo = packed_repo();
+    let src = source(&repo, 41);
+    let saved = backup_saved(&repo, &src, &[]);
+    // A second copy of everything: a backup that finds no index.
+    let index = repo.path.join("index");
+    let aside = repo.scratch("index-aside");
+    let _ = fs::remove_dir(&aside);
+    fs::rename(&index, &aside).unwrap();
+    fs::create_dir(&index).unwrap();
+    repo.backup(&[&src], &["--kind", "full"]);
+    for t in fs::read_dir(&aside).unwrap() {
+        let t = t.unwrap();
+        fs::rename(t.path(), index.join(t.file_name())).unwrap();
+    }
+    // Every location of the big file's first chunk.
+    let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
+    let tables = repo.run(&["cat", "index"]).success().json();
+    let copies: Vec<(String, u64)> = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["entries"].as_array().unwrap().clone())
+        .filter(|e| e["id"] == chunk.as_str())
+        .map(|e| {
+            let at = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
+            (e["pack"].as_str().unwrap().to_string(), at)
+        })
+        .collect();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let packs = pack_files(&repo);
+    // Damage the copy reads go to: the one gc keeps.
+    let restores = || {
+        let target = tempfile::tempdir_in(repo.dir.path()).unwrap();
+        let mut c = repo.cmd(&["restore", &saved.id, "--target"]);
+        c.arg(target.path());
+        run(&mut c, None).code == 0
+    };
+    let (pack, at) = &copies[0];
+    flip_byte(&packs[pack], *at);
+    if restores() {
+        flip_byte(&packs[pack], *at);
+        let (pack, at) = &copies[1];
+        flip_byte(&packs[pack], *at);
+    }
+    assert!(!restores(), "no copy read is damaged");
+
+    let out = repo.run(&["gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("is damaged"), "{out}");
+    assert!(out.stderr.contains(&chunk[..8]), "{out}");
+    assert_restores(&repo, &saved);
+    let (code, _, out) = verify_json(&repo, true);
+    assert_eq!(code, 0, "{out}");
+}

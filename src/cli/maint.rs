@@ -232,6 +232,12 @@ fn gc_locked(
             plan.delete.len()
         ));
     }
+    for r in &plan.rescued {
+        warn(&format!(
+            "{r}; `cairn verify --read-data` reports the damaged copy, which gc removes once \
+             it rewrites that pack"
+        ));
+    }
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || !plan.old_index.is_empty());
     if act {

@@ -855,7 +855,7 @@ impl Repository {
     }
 
     /// Reads `id` at `loc`; a missing pack is a not-found error.
-    fn read_located(&self, id: &BlobId, loc: Location) -> Result<Vec<u8>> {
+    pub(crate) fn read_located(&self, id: &BlobId, loc: Location) -> Result<Vec<u8>> {
         let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
         if let (Some(cache), pack::BlobKind::Tree) = (&self.cache, loc.kind) {
             let name = loc.pack.to_hex();
