@@ -191,8 +191,9 @@ pub struct Node {
     pub xattrs: Vec<Xattr>,
 }
 
-/// A directory node's `size` when the backup could not list the
-/// directory (see [`Node::left_out`]).
+/// A directory node's `size` when the backup did not list the directory:
+/// it could not, or took the folder only as the way down to the paths it
+/// was given beneath it (see [`Node::left_out`]).
 pub const LEFT_OUT_UNKNOWN: u64 = u64::MAX;
 
 /// A node's `ctime_ns` when its backup could not read all of the entry's
@@ -215,7 +216,8 @@ impl Node {
     /// did, so what a target holds there beyond them is not the
     /// snapshot's to remove. A directory node's `size` says it
     /// ([`LEFT_OUT_UNKNOWN`] for a folder that could not be listed at
-    /// all); 0 for every other node, and for directories of snapshots
+    /// all, or was walked only as the way down to given paths beneath
+    /// it); 0 for every other node, and for directories of snapshots
     /// written before December 2026, which did not record it.
     pub fn left_out(&self) -> u64 {
         match self.kind {

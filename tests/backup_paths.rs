@@ -293,6 +293,48 @@ fn one_file_system_walks_a_given_mount_point_on_its_own_filesystem() {
     );
 }
 
+/// With `--one-file-system`, a mount point within a given path that holds
+/// another given path is walked only as the way down to it: its node says
+/// it was not listed, and a mirror restore over the live tree leaves what
+/// else the mounted filesystem holds. Its node said nothing was left out:
+/// `backup / /var/lib/db -x` with /var a filesystem of its own, mirrored
+/// onto `/`, emptied /var of all but lib/db.
+#[test]
+fn one_file_system_a_mount_point_above_a_given_path_keeps_what_it_holds() {
+    let repo = Repo::new();
+    let m = Mounts::new(&repo);
+    let unknown = "(not listed by its backup)";
+    let Some((deeper, hidden)) = &m.below else {
+        // /dev/shm in /dev: a backup of /dev and a folder in /dev/shm.
+        let probe = m._probe.as_ref().unwrap().path();
+        m.backup(&repo, &[&m.parent, probe]);
+        let line = long_line(&repo, &m.mount);
+        assert!(line.ends_with(unknown), "{line}");
+        return;
+    };
+    m.backup(&repo, &[&m.parent, deeper]);
+    let line = long_line(&repo, &m.mount);
+    assert!(line.ends_with(unknown), "{line}");
+
+    // The live tree: what the mounted filesystem holds beside the way
+    // down, and files deleted since in folders listed whole.
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let at = |p: &Path| target.join(p.strip_prefix("/").unwrap());
+    assert!(at(hidden).is_file());
+    write(&at(&m.inside), "on its own filesystem");
+    write(&at(&m.mount.join("d/f.txt")), "on its own filesystem too");
+    write(&at(&m.parent.join("deleted.txt")), "deleted since");
+    write(&at(&deeper.join("deleted.txt")), "deleted since");
+    let out = repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert!(at(&m.inside).is_file(), "removed: {out}");
+    assert!(at(&m.mount.join("d/f.txt")).is_file(), "removed: {out}");
+    assert!(!at(&m.parent.join("deleted.txt")).exists(), "{out}");
+    assert!(!at(&deeper.join("deleted.txt")).exists(), "{out}");
+    assert!(at(hidden).is_file(), "{out}");
+    assert!(at(&m.parent.join("here.txt")).is_file(), "{out}");
+}
+
 /// A path given inside a folder that an exclude pattern leaves out is
 /// backed up all the same (explicit beats pattern): with `--exclude
 /// cache`, `src src/a/cache/keep` stores `src` without its caches but for
@@ -341,6 +383,72 @@ fn a_path_given_inside_an_excluded_folder_is_backed_up() {
         fs::read_to_string(r.join("a/cache/keep/f.txt")).unwrap(),
         "kept"
     );
+}
+
+/// The line of `cairn ls --long latest` for `path`.
+fn long_line(repo: &Repo, path: &Path) -> String {
+    let parent = path.parent().unwrap().to_str().unwrap();
+    let ls = repo.run(&["ls", "--long", "latest", parent]).success();
+    let path = path.display().to_string();
+    ls.stdout
+        .lines()
+        .find(|l| l.ends_with(&path) || l.contains(&format!("{path} (")))
+        .unwrap_or_else(|| panic!("{path} not listed: {ls}"))
+        .to_string()
+}
+
+/// A folder within a given path that the walk takes only as the way down
+/// to another given path (one an exclude matches, here) is not listed:
+/// its node says so, and a mirror restore over the live tree leaves what
+/// the folder holds beside the way down. Its node said nothing was left
+/// out, and the mirror removed all the folder held but the way down.
+#[test]
+fn a_mirror_leaves_what_an_excluded_folder_above_a_given_path_holds() {
+    let repo = Repo::new();
+    let base = repo.scratch("base");
+    let src = base.join("src");
+    write(&src.join("top.txt"), "top");
+    write(&src.join("cache/a/keep/f.txt"), "kept");
+    write(&src.join("cache/a/other.txt"), "excluded");
+    write(&src.join("cache/b/g.txt"), "excluded");
+    write(&src.join("cache/top.txt"), "excluded");
+    let src = PathBuf::from(abs(&src));
+    let args = ["src", "src/cache/a/keep", "--exclude", "cache"];
+    for (n, old) in [(0, false)] {
+        let mut c = repo.cmd(&["backup", "--json"]);
+        c.args(args).current_dir(&base);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "{out}");
+        let unknown = "(not listed by its backup)";
+        for folder in ["cache", "cache/a"] {
+            let line = long_line(&repo, &src.join(folder));
+            assert_eq!(line.ends_with(unknown), !old, "{line}");
+        }
+        assert!(long_line(&repo, &src.join("cache/a/keep")).ends_with("/keep"));
+
+        // The live tree, with files deleted since in folders listed whole.
+        let target = repo.scratch(&format!("target{n}"));
+        let r = restored(&target, &src);
+        copy_dir(&src, &r);
+        write(&r.join("deleted.txt"), "deleted since");
+        write(&r.join("cache/a/keep/deleted.txt"), "deleted since");
+        let out = repo.restore("latest", &target, &["--policy", "mirror"]);
+        for kept in ["cache/a/other.txt", "cache/b/g.txt", "cache/top.txt"] {
+            assert!(r.join(kept).is_file(), "old {old}: {kept} removed: {out}");
+        }
+        for gone in ["deleted.txt", "cache/a/keep/deleted.txt"] {
+            assert!(!r.join(gone).exists(), "old {old}: {gone} kept: {out}");
+        }
+        assert!(
+            out.stderr
+                .contains("2 folder(s) whose backup left entries out"),
+            "{out}"
+        );
+        assert_eq!(
+            fs::read_to_string(r.join("cache/a/keep/f.txt")).unwrap(),
+            "kept"
+        );
+    }
 }
 
 /// A repository inside the folder backed up (the default one lives in the

@@ -384,7 +384,10 @@ type Entry<'s> = (std::ffi::OsString, Option<&'s Skeleton>);
 struct Scope<'s> {
     /// Everything it holds but what is left out (excludes, and with
     /// `--one-file-system` other filesystems): the folder is a given path
-    /// or lies in one. Otherwise only the way to the given paths below it.
+    /// or lies in one. Otherwise (a folder above the given paths, or one
+    /// within a given path that is excluded or on another filesystem)
+    /// only the way to the given paths below it, and its node says that
+    /// how much it held is not known ([`LEFT_OUT_UNKNOWN`]).
     whole: bool,
     /// The given paths at or below it.
     below: Option<&'s Skeleton>,
@@ -1298,9 +1301,17 @@ impl<'a> Walker<'a> {
                 });
             }
         };
+        let whole = scope.whole;
         // Entries left out here, for the directory's node: what a target
-        // holds beside the rest is then not the snapshot's to remove.
-        let mut left_out = 0u64;
+        // holds beside the rest is then not the snapshot's to remove. A
+        // folder walked only as the way down to given paths (above them
+        // all, or beneath one but excluded or on another filesystem with
+        // `-x`) is not listed: how much else it held is not known. Until
+        // December 2026 such a folder beneath a given path said none was
+        // left out, and a mirror restore of `backup ex ex/skip/keep
+        // --exclude skip` over the live tree emptied `ex/skip` of all but
+        // `keep`.
+        let mut left_out = if whole { 0u64 } else { LEFT_OUT_UNKNOWN };
         let report: &(dyn Fn(String) + Sync) = self.shared.setup.report;
         // A listing that ended early (an error from the directory stream
         // partway, a spilled run that cannot be read back) says so through
@@ -1312,7 +1323,6 @@ impl<'a> Walker<'a> {
             cut_short.set(true);
             report(why);
         };
-        let whole = scope.whole;
         let listing = whole.then(|| match Listing::read(handle.fd(), dir, &listing_report) {
             Ok(l) => l,
             Err(e) => {

@@ -516,8 +516,9 @@ pub fn restore(
     if let Some(first) = &stats.first_not_pruned {
         warn(&format!(
             "{} folder(s) whose backup left entries out (it could not read them, \
-             another filesystem was mounted there, or they held the repository or \
-             cairn's cache) are not pruned: what the \
+             another filesystem was mounted there, they held the repository or \
+             cairn's cache, or it took only the way down to a path given beneath, \
+             past an exclude or another filesystem) are not pruned: what the \
              target holds in them beside the snapshot's entries is left in place \
              (first: {})",
             stats.not_pruned,
