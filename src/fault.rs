@@ -308,6 +308,16 @@ pub fn list_fails(path: &std::path::Path) -> bool {
         .is_some_and(|name| path.file_name() == Some(name))
 }
 
+/// Whether a backup records a folder it walked only as the way down to
+/// given paths as one with nothing left out, as backups before December
+/// 2026 did, from `CAIRN_TEST_WAY_DOWN_UNRECORDED` (any value): a test
+/// writes such a snapshot to restore. Unset, this costs one cached
+/// environment lookup.
+pub fn way_down_unrecorded() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("CAIRN_TEST_WAY_DOWN_UNRECORDED").is_some())
+}
+
 /// Whether reading the extended attribute `name` fails (`EIO`), from
 /// `CAIRN_TEST_XATTR_FAIL`, the attribute's name. Unset, this costs one
 /// cached environment lookup.

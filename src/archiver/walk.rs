@@ -1311,7 +1311,11 @@ impl<'a> Walker<'a> {
         // left out, and a mirror restore of `backup ex ex/skip/keep
         // --exclude skip` over the live tree emptied `ex/skip` of all but
         // `keep`.
-        let mut left_out = if whole { 0u64 } else { LEFT_OUT_UNKNOWN };
+        let mut left_out = if whole || crate::fault::way_down_unrecorded() {
+            0u64
+        } else {
+            LEFT_OUT_UNKNOWN
+        };
         let report: &(dyn Fn(String) + Sync) = self.shared.setup.report;
         // A listing that ended early (an error from the directory stream
         // partway, a spilled run that cannot be read back) says so through

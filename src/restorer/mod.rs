@@ -571,7 +571,7 @@ pub fn restore(
 }
 
 /// What a mirror prunes of a folder.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Prune {
     /// The folder and those beneath it.
     All,
@@ -580,6 +580,16 @@ enum Prune {
     /// see [`crate::tree::Node::left_out`]), and what the target holds
     /// there may be just those.
     NotHere,
+    /// As [`Prune::All`], unless its tree holds nothing but the way down
+    /// to the given paths beneath it: then as [`Prune::NotHere`]. A
+    /// folder within one given path and above another that its backup
+    /// walked only as the way down (excluded, or on another filesystem
+    /// with `-x`) holds just that, and a snapshot written before
+    /// December 2026 said nothing was left out of it (see
+    /// [`crate::tree::Node::left_out`]); one its backup listed whole and
+    /// found holding only the way down is not pruned either, as the two
+    /// cannot be told apart.
+    UnlessWayDown,
     /// Those beneath it, not the folder, without a word: a folder above
     /// the paths its backup was given holds only the way down to them
     /// (`/tmp` of a backup of `/tmp/src`), and says nothing of what else
@@ -596,10 +606,12 @@ impl Prune {
     fn of(abs: &[u8], left_out: u64, given: &[String]) -> Prune {
         if above_given(abs, given) {
             Prune::Above
-        } else if left_out == 0 {
-            Prune::All
-        } else {
+        } else if left_out != 0 {
             Prune::NotHere
+        } else if given_beneath(abs, given) {
+            Prune::UnlessWayDown
+        } else {
+            Prune::All
         }
     }
 }
@@ -617,6 +629,13 @@ fn above_given(abs: &[u8], given: &[String]) -> bool {
     let abs = crate::archiver::path_text(Path::new(OsStr::from_bytes(abs)));
     let walked_whole = given.iter().any(|p| same_path(p, &abs) || beneath(&abs, p));
     !walked_whole && given.iter().any(|p| beneath(p, &abs))
+}
+
+/// Whether one of the paths the backup was `given` lies beneath the
+/// folder at `abs` (as for [`above_given`]).
+fn given_beneath(abs: &[u8], given: &[String]) -> bool {
+    let abs = crate::archiver::path_text(Path::new(OsStr::from_bytes(abs)));
+    given.iter().any(|p| beneath(p, &abs))
 }
 
 /// Whether `abs` (as for [`above_given`]) is one of the paths the backup
@@ -881,6 +900,15 @@ impl Planner<'_> {
         }
     }
 
+    /// Counts the folder at `rel` among those a mirror does not prune
+    /// for what their backup left out.
+    fn not_pruned(&mut self, rel: &Path) {
+        self.stats.not_pruned += 1;
+        self.stats
+            .first_not_pruned
+            .get_or_insert_with(|| self.ex.target.join(rel));
+    }
+
     /// Restores the batch once it is full; called right after an entry
     /// is planned (or a directory holding one is done), so every
     /// directory planned so far holds one.
@@ -931,14 +959,14 @@ impl Planner<'_> {
     ) -> bool {
         let mut any = false;
         if self.mirror && prune == Prune::NotHere {
-            self.stats.not_pruned += 1;
-            self.stats
-                .first_not_pruned
-                .get_or_insert_with(|| self.ex.target.join(rel));
+            self.not_pruned(rel);
         }
         // The names a mirror keeps here, once every node was read: a
         // directory whose nodes could not all be read is not pruned.
-        let mut names = (self.mirror && prune == Prune::All).then(NameList::default);
+        let mut names = (self.mirror && matches!(prune, Prune::All | Prune::UnlessWayDown))
+            .then(NameList::default);
+        // Whether every node so far is on the way down to a given path.
+        let mut only_way_down = prune == Prune::UnlessWayDown;
         // Of the names with a twin here, those restored so far, folded,
         // each with the name it folds from.
         let mut restored: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -976,6 +1004,7 @@ impl Planner<'_> {
             let name = OsStr::from_bytes(&node.name.0);
             let child_rel = rel.join(name);
             let child_abs = [abs, b"/", &node.name.0].concat();
+            only_way_down = only_way_down && on_way_to_given(&child_abs, self.given);
             let name_bytes = node.name.0.as_slice();
             let is_dir = matches!(node.kind, NodeKind::Dir { .. });
             if self.includes_left > 0 {
@@ -1161,6 +1190,9 @@ impl Planner<'_> {
                 }
             }
         }
+        if only_way_down && names.take().is_some() {
+            self.not_pruned(rel);
+        }
         if let Some(names) = names {
             self.plan.mirrored.push(Mirrored {
                 rel: rel.to_path_buf(),
@@ -1291,5 +1323,28 @@ mod tests {
         let d_only = given(&["/tmp/src/d"]);
         assert!(above_given(b"/tmp/src", &d_only));
         assert!(!above_given(b"/tmp/src/d", &d_only));
+    }
+
+    /// A folder within one given path and above another may hold only
+    /// the way down, left out of an older snapshot as nothing: it is
+    /// pruned only once its tree shows it was listed.
+    #[test]
+    fn a_folder_between_given_paths_is_pruned_unless_it_holds_only_the_way_down() {
+        let given = ["/src".to_string(), "/src/a/cache/keep".to_string()];
+        for (abs, left_out, prune) in [
+            ("", 0, Prune::Above),
+            ("/src", 0, Prune::UnlessWayDown),
+            ("/src/a/cache", 0, Prune::UnlessWayDown),
+            (
+                "/src/a/cache",
+                crate::tree::LEFT_OUT_UNKNOWN,
+                Prune::NotHere,
+            ),
+            ("/src/a/cache/keep", 0, Prune::All),
+            ("/src/b", 0, Prune::All),
+            ("/src/b", 2, Prune::NotHere),
+        ] {
+            assert_eq!(Prune::of(abs.as_bytes(), left_out, &given), prune, "{abs}");
+        }
     }
 }
