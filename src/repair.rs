@@ -12,7 +12,7 @@ use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::lock::LockGuard;
 use crate::repo::Repository;
 use crate::snapshot::{DamagedSnapshot, Snapshot, SnapshotEntry};
-use crate::tree::{Node, NodeKind, Parts, Tree, TreeBlob};
+use crate::tree::{Node, NodeKind, Parts, Tree, TreeBlob, LEFT_OUT_UNKNOWN};
 use crate::writer::BlobWriter;
 
 /// How to rebuild the index.
@@ -369,7 +369,9 @@ pub struct SnapshotRepair {
 /// Rewrites every snapshot whose trees reference missing blobs (not
 /// indexed in a pack that exists) or, with `read_data`, damaged
 /// ones, dropping only the damaged files (and unreadable directories'
-/// contents). The originals are kept; the new snapshots carry the tags
+/// contents), each counted on its folder's node as left out by the
+/// backup (see [`Node::left_out`]), and their sizes taken off the
+/// summary's total. The originals are kept; the new snapshots carry the tags
 /// `repaired` and [`REPAIRED_FROM`]`<original id>`, and the original's time
 /// plus one nanosecond, so that they, not the originals, are the newer. A snapshot that already
 /// has a repaired copy is skipped, so running this twice writes nothing
@@ -444,7 +446,7 @@ pub fn repair_snapshots(
             .count(),
         ..SnapshotsRepair::default()
     };
-    let mut memo: HashMap<BlobId, (BlobId, Vec<String>)> = HashMap::new();
+    let mut memo: HashMap<BlobId, (BlobId, Dropped)> = HashMap::new();
     let copies: HashMap<String, SnapshotId> = snapshots
         .iter()
         .flat_map(|e| {
@@ -476,6 +478,13 @@ pub fn repair_snapshots(
         if dropped.is_empty() {
             continue;
         }
+        // What was dropped of `/` itself has no node to say so, as a
+        // backup's entries left out of it have none.
+        let Dropped {
+            paths: dropped,
+            bytes,
+            ..
+        } = dropped;
         let mut snap: Snapshot = e.snapshot.clone();
         snap.tree = root;
         // One nanosecond after its original, so every ordering by
@@ -488,6 +497,8 @@ pub fn repair_snapshots(
         }
         snap.tags.push(format!("{REPAIRED_FROM}{}", e.id.to_hex()));
         snap.summary.errors += dropped.len() as u64;
+        // Those of a folder that could not be read are not known.
+        snap.summary.total_bytes = snap.summary.total_bytes.saturating_sub(bytes);
         let (id, bytes) = snap.encode(repo.key());
         new_snaps.push((id, bytes));
         out.repaired.push(SnapshotRepair {
@@ -513,42 +524,97 @@ struct Rewriter<'a, 'r> {
     available: &'a dyn Fn(&BlobId) -> bool,
     /// A chunk's length as the index has it.
     raw_len: &'a dyn Fn(&BlobId) -> Option<u64>,
-    memo: &'a mut HashMap<BlobId, (BlobId, Vec<String>)>,
+    memo: &'a mut HashMap<BlobId, (BlobId, Dropped)>,
     dry_run: bool,
 }
 
-impl Rewriter<'_, '_> {
-    /// The repaired id of tree `id` at `path`, and the paths dropped in it.
-    fn tree(&mut self, id: &BlobId, path: &str) -> Result<(BlobId, Vec<String>)> {
-        if let Some((new, dropped)) = self.memo.get(id) {
-            // Same tree elsewhere: same repair, paths re-rooted.
-            let dropped = dropped.iter().map(|d| format!("{path}{d}")).collect();
-            return Ok((*new, dropped));
+/// What a repair dropped of a directory's tree (or of a part of it).
+#[derive(Clone, Default)]
+struct Dropped {
+    /// The paths dropped at or beneath it, each with why.
+    paths: Vec<String>,
+    /// How many of the directory's own entries were dropped, added to
+    /// the count of those its backup left out on its node (see
+    /// [`Node::left_out`]): a mirror restore of the copy then leaves
+    /// what the target holds there, which may be just those, intact.
+    /// [`LEFT_OUT_UNKNOWN`] when how many is not known (its tree, or a
+    /// part of it, could not be read). Until December 2026 nothing was
+    /// added, and a mirror of the copy over the live tree removed the
+    /// very files the repair could not save.
+    entries: u64,
+    /// Bytes of the files dropped at or beneath it, but those of a tree
+    /// that could not be read, which are not known.
+    bytes: u64,
+}
+
+impl Dropped {
+    fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The directory's entry `node` dropped, said by `path` (its path,
+    /// with why when it is not that its data is missing).
+    fn entry(&mut self, node: &Node, path: String) {
+        self.paths.push(path);
+        self.entries = self.entries.saturating_add(1);
+        if let NodeKind::File { .. } = node.kind {
+            self.bytes = self.bytes.saturating_add(node.size);
         }
-        let (new, dropped_rel) = match self.repo.load_tree_blob(id) {
-            Ok(TreeBlob::Parts(parts)) => self.parts(id, &parts)?,
-            Ok(TreeBlob::Nodes(tree)) => {
-                let (nodes, dropped) = self.nodes(tree.into_nodes().collect::<Result<_>>()?)?;
-                if dropped.is_empty() {
-                    (*id, dropped)
-                } else {
-                    (self.store(&Tree::new(nodes).encode())?, dropped)
-                }
+    }
+
+    /// Entries of the directory dropped in a way that leaves how many
+    /// unknown, said by `path`.
+    fn unknown(&mut self, path: String) {
+        self.paths.push(path);
+        self.entries = LEFT_OUT_UNKNOWN;
+    }
+
+    /// What was dropped of a part of the directory, or (`own` false) of
+    /// a directory beneath it, whose node counts its own entries.
+    fn add(&mut self, other: Dropped, own: bool) {
+        self.paths.extend(other.paths);
+        if own {
+            self.entries = self.entries.saturating_add(other.entries);
+        }
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
+impl Rewriter<'_, '_> {
+    /// The repaired id of tree `id` at `path`, and what was dropped in it
+    /// (its paths with `path` before them).
+    fn tree(&mut self, id: &BlobId, path: &str) -> Result<(BlobId, Dropped)> {
+        let (new, mut dropped) = match self.memo.get(id) {
+            // Same tree elsewhere: same repair.
+            Some((new, dropped)) => (*new, dropped.clone()),
+            None => {
+                let repaired = match self.repo.load_tree_blob(id) {
+                    Ok(TreeBlob::Parts(parts)) => self.parts(id, &parts)?,
+                    Ok(TreeBlob::Nodes(tree)) => {
+                        let (nodes, dropped) =
+                            self.nodes(tree.into_nodes().collect::<Result<_>>()?)?;
+                        if dropped.is_empty() {
+                            (*id, dropped)
+                        } else {
+                            (self.store(&Tree::new(nodes).encode())?, dropped)
+                        }
+                    }
+                    Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
+                        let empty = self.store(&Tree::new(Vec::new()).encode())?;
+                        let mut dropped = Dropped::default();
+                        dropped.unknown(format!(" (directory unreadable: {e})"));
+                        (empty, dropped)
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.memo.insert(*id, repaired.clone());
+                repaired
             }
-            Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
-                let empty = self.store(&Tree::new(Vec::new()).encode())?;
-                (empty, vec![format!(" (directory unreadable: {e})")])
-            }
-            Err(e) => return Err(e),
         };
-        self.memo.insert(*id, (new, dropped_rel.clone()));
-        Ok((
-            new,
-            dropped_rel
-                .into_iter()
-                .map(|d| format!("{path}{d}"))
-                .collect(),
-        ))
+        for d in &mut dropped.paths {
+            d.insert_str(0, path);
+        }
+        Ok((new, dropped))
     }
 
     /// The repaired id of a directory stored in `parts` (list `id`), and
@@ -558,39 +624,42 @@ impl Rewriter<'_, '_> {
     /// the parts before it is dropped, and so is a part that cannot be
     /// read or is itself a list of parts; parts left empty are dropped,
     /// and a directory left in one part is that part's tree.
-    fn parts(&mut self, id: &BlobId, parts: &[BlobId]) -> Result<(BlobId, Vec<String>)> {
+    fn parts(&mut self, id: &BlobId, parts: &[BlobId]) -> Result<(BlobId, Dropped)> {
         let mut kept = Vec::with_capacity(parts.len());
-        let mut dropped = Vec::new();
+        let mut dropped = Dropped::default();
         let mut last: Option<Vec<u8>> = None;
         for part in parts {
             let nodes = match self.repo.load_tree_blob(part) {
                 Ok(TreeBlob::Nodes(tree)) => tree.into_nodes().collect::<Result<Vec<Node>>>()?,
                 Ok(TreeBlob::Parts(_)) => {
-                    dropped.push(format!(
+                    dropped.unknown(format!(
                         " (part {} of the directory, itself a list of parts)",
                         part.short()
                     ));
                     continue;
                 }
                 Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
-                    dropped.push(format!(" (part {} unreadable: {e})", part.short()));
+                    dropped.unknown(format!(" (part {} unreadable: {e})", part.short()));
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             // Which a restore refuses: said, so that the copy is written.
             if nodes.is_empty() {
-                dropped.push(format!(" (part {} of the directory, empty)", part.short()));
+                dropped
+                    .paths
+                    .push(format!(" (part {} of the directory, empty)", part.short()));
                 continue;
             }
             let read = nodes.len();
             let mut in_order = Vec::with_capacity(read);
             for node in nodes {
                 if last.as_ref().is_some_and(|l| node.name.0 <= *l) {
-                    dropped.push(format!(
+                    let why = format!(
                         "/{} (named again, or out of order, in a later part)",
                         node.name
-                    ));
+                    );
+                    dropped.entry(&node, why);
                     continue;
                 }
                 last = Some(node.name.0.clone());
@@ -599,7 +668,7 @@ impl Rewriter<'_, '_> {
             let ordered = in_order.len() == read;
             let (nodes, d) = self.nodes(in_order)?;
             let changed = !d.is_empty() || !ordered;
-            dropped.extend(d);
+            dropped.add(d, true);
             if nodes.is_empty() {
                 continue;
             }
@@ -627,15 +696,16 @@ impl Rewriter<'_, '_> {
         }
     }
 
-    /// Repaired nodes of a tree and the dropped paths relative to it.
-    fn nodes(&mut self, tree: Vec<Node>) -> Result<(Vec<Node>, Vec<String>)> {
+    /// Repaired nodes of a tree and what was dropped of it, the paths
+    /// relative to it.
+    fn nodes(&mut self, tree: Vec<Node>) -> Result<(Vec<Node>, Dropped)> {
         let mut nodes = Vec::with_capacity(tree.len());
-        let mut dropped = Vec::new();
+        let mut dropped = Dropped::default();
         for mut node in tree {
             let rel = format!("/{}", node.name);
             match &node.kind {
                 NodeKind::File { chunks } if !chunks.iter().all(|c| (self.available)(c)) => {
-                    dropped.push(rel);
+                    dropped.entry(&node, rel);
                     continue;
                 }
                 // Which a restore cannot write whole either.
@@ -644,18 +714,20 @@ impl Rewriter<'_, '_> {
                         .iter()
                         .try_fold(0u64, |sum, c| Some(sum.saturating_add((self.raw_len)(c)?)));
                     if let Some(held) = held.filter(|&h| h != node.size) {
-                        dropped.push(format!(
+                        let why = format!(
                             "{rel} (its chunks hold {held} bytes, its entry says {})",
                             node.size
-                        ));
+                        );
+                        dropped.entry(&node, why);
                         continue;
                     }
                 }
                 NodeKind::Dir { subtree } => {
                     let subtree = *subtree;
                     let (new, d) = self.tree(&subtree, &rel)?;
-                    dropped.extend(d);
                     node.kind = NodeKind::Dir { subtree: new };
+                    node.size = node.left_out().saturating_add(d.entries);
+                    dropped.add(d, false);
                 }
                 _ => {}
             }

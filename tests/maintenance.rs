@@ -259,6 +259,81 @@ fn deleted_pack_is_reported_and_repair_snapshots_salvages_the_rest() {
     assert_manifests_eq(&want, &manifest(&restored(&target, &src)), "after gc");
 }
 
+/// A copy `repair snapshots` writes records, on each folder's node, the
+/// entries it dropped as ones the backup left out. A mirror restore of
+/// the copy over the live tree then leaves the intact files the repair
+/// dropped (as a mirror of the original does, which cannot restore them),
+/// and prunes the folders that lost nothing: the mirror removed them,
+/// though they are what the repair could not save. The copy's total size
+/// no longer counts the dropped files.
+#[test]
+fn a_mirror_of_a_repaired_copy_leaves_the_files_repair_dropped() {
+    let repo = packed_repo();
+    let src = source(&repo, 13);
+    fill(&src, 14, &[("clean/g.bin", 3_000)]);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let prefix = format!("{}/", abs(&src));
+    // The files that lose data with `pack`.
+    let lost_with = |pack: &str| -> BTreeSet<String> {
+        files
+            .iter()
+            .filter(|(_, chunks)| chunks.iter().any(|c| index[c].pack == pack))
+            .map(|(p, _)| p.strip_prefix(&prefix).unwrap().to_string())
+            .collect()
+    };
+    // A data pack whose loss leaves `clean` whole.
+    let (pack, lost) = files
+        .values()
+        .flatten()
+        .map(|c| (index[c].pack.clone(), lost_with(&index[c].pack)))
+        .find(|(_, lost)| !lost.contains("clean/g.bin"))
+        .expect("a pack without clean/g.bin");
+    fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
+    repo.run(&["repair", "index"]).success();
+    repo.run(&["repair", "snapshots"]).success();
+    let copy = repo
+        .snapshots()
+        .into_iter()
+        .find(|s| s["id"] != snap.id.as_str())
+        .expect("a repaired copy");
+    let lost_bytes: u64 = lost
+        .iter()
+        .map(|p| fs::metadata(src.join(p)).unwrap().len())
+        .sum();
+    assert_eq!(
+        copy["summary"]["total_bytes"].as_u64().unwrap(),
+        snap.record["summary"]["total_bytes"].as_u64().unwrap() - lost_bytes,
+        "{copy:#}"
+    );
+    let copy = copy["id"].as_str().unwrap().to_string();
+
+    // The live tree, intact, with a file deleted since in each folder.
+    let folders = ["", "sub", "clean"];
+    let target = repo.scratch("live");
+    let r = restored(&target, &src);
+    copy_dir(&src, &r);
+    for folder in folders {
+        write(&r.join(folder).join("deleted.txt"), "deleted since");
+    }
+    let out = repo.restore(&copy, &target, &["--policy", "mirror"]);
+    for p in &lost {
+        let kept = fs::read(r.join(p)).unwrap_or_else(|e| panic!("{p}: {e}: {out}"));
+        assert!(kept == fs::read(src.join(p)).unwrap(), "{p}");
+    }
+    let mut pruned = 0;
+    for folder in folders {
+        let lost_here = lost
+            .iter()
+            .any(|p| Path::new(p).parent() == Some(Path::new(folder)));
+        let deleted = r.join(folder).join("deleted.txt");
+        assert_eq!(deleted.exists(), lost_here, "{folder:?}: {out}");
+        pruned += usize::from(!lost_here);
+    }
+    assert!(pruned > 0, "every folder lost a file: {lost:?}");
+}
+
 /// The subtree of the directory at `path` in `snapshot`, from `cairn ls`.
 fn subtree_of(repo: &Repo, snapshot: &str, path: &str) -> String {
     let out = repo.run(&["ls", "--json", snapshot]).success();
@@ -274,7 +349,9 @@ fn subtree_of(repo: &Repo, snapshot: &str, path: &str) -> String {
 /// index still names a lost tree pack: the empty tree it puts in place of
 /// the unreadable directories is one the index places only in that pack,
 /// and it is stored again rather than taken for stored; the copy restores
-/// though the table naming the lost pack is the one searched first.
+/// though the table naming the lost pack is the one searched first. The
+/// node of such a directory says it is not listed, so that a mirror
+/// restore of the copy leaves what the target holds there.
 #[test]
 fn repair_snapshots_stores_again_a_tree_only_a_lost_pack_held() {
     let repo = packed_repo();
@@ -321,6 +398,17 @@ fn repair_snapshots_stores_again_a_tree_only_a_lost_pack_held() {
         })
         .expect("a copy of the second snapshot");
     let copy = copy["id"].as_str().unwrap().to_string();
+    // Its node says the folder is not listed: what it held is not known.
+    let ls = repo
+        .run(&["ls", "--long", &copy, &abs(&second_src)])
+        .success();
+    let hollow = snap_path(&second_src, "hollow");
+    assert!(
+        ls.stdout
+            .lines()
+            .any(|l| l.ends_with(&format!("{hollow} (not listed by its backup)"))),
+        "{ls}"
+    );
 
     // The empty tree is in a pack that exists now, and the copy restores
     // whole (its only directory that was unreadable was empty).

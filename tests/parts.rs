@@ -200,7 +200,8 @@ fn a_directory_in_parts_is_the_parent_of_the_next_backup() {
 /// A directory one part of which is lost (its bytes damaged in its
 /// pack): restore brings back the entries of the other parts and names
 /// the directory; verify puts the damage at the directory; repair writes
-/// a snapshot without the lost part's entries and with all the others.
+/// a snapshot without the lost part's entries and with all the others,
+/// its node saying entries were left out (how many is not known).
 #[test]
 fn a_lost_part_costs_its_entries_only() {
     let repo = Repo::new();
@@ -253,6 +254,11 @@ fn a_lost_part_costs_its_entries_only() {
         .collect();
     assert_eq!(names.len(), 105 - lost.len(), "{names:?}");
     assert!(names.iter().all(|n| !lost.contains(n)), "{names:?}");
+    // Its node says it is not known what the directory held: a mirror
+    // of the copy leaves what the target holds there.
+    let long = repo.run(&["ls", "--long", fixed_id, &abs(&src)]).success();
+    let unknown = format!("{} (not listed by its backup)", abs(&big));
+    assert!(long.stdout.lines().any(|l| l.ends_with(&unknown)), "{long}");
     let again = repo.scratch("again");
     repo.restore(fixed_id, &again, &[]);
     for i in 0..100 {
