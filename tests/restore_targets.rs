@@ -951,3 +951,50 @@ fn restores_over_random_targets_keep_each_policys_promises_2() {
 fn restores_over_random_targets_keep_each_policys_promises_3() {
     play(3);
 }
+
+/// Without `/proc` (a rescue system, a minimal container), restore
+/// cannot name the target's entries through its descriptor, so a folder
+/// swapped for a symlink while it runs would lead its writes elsewhere:
+/// it restores all the same, and says so. Until December 2026 it said
+/// nothing.
+#[test]
+fn a_restore_without_proc_says_the_target_is_named_by_paths() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("d/f"), "restored without /proc\n");
+    repo.backup(&[&src], &[]);
+    let namespace = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !namespace {
+        eprintln!("NOTICE: no private mount namespace (unshare -m): not tested");
+        return;
+    }
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target);
+    let mut hidden = std::process::Command::new("unshare");
+    hidden.args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs none /proc && exec \"$@\"",
+        "sh",
+    ]);
+    let out = run(&mut wrapping(hidden, &c), None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("/proc is not mounted"), "{out}");
+    assert_eq!(
+        fs::read_to_string(restored(&target, &src).join("d/f")).unwrap(),
+        "restored without /proc\n"
+    );
+    // With /proc, no such warning.
+    let target = repo.scratch("target2");
+    let out = repo.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("/proc"), "{out}");
+}

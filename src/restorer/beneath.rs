@@ -97,6 +97,12 @@ impl Beneath {
         }
     }
 
+    /// Whether entries are reached through the target's descriptor
+    /// (`/proc` names it), not by their paths alone.
+    pub(super) fn guarded(&self) -> bool {
+        self.root.is_some()
+    }
+
     /// The path to act on for `path`, the target or an entry beneath it.
     /// Fails, naming the directory, when a directory on the way is no
     /// longer one (a symlink now, say): nothing is done through it.

@@ -412,6 +412,15 @@ pub fn restore(
         xattrs_refused: Mutex::new(xattrs::Refused::default()),
         opened_up: Mutex::new(HashMap::new()),
     };
+    if !ex.beneath.guarded() && !opts.dry_run {
+        warn(&format!(
+            "/proc is not mounted, so restore names {}'s entries by their paths: a folder \
+             in it swapped for a symlink while the restore runs (by anyone who may write \
+             there) would lead its writes elsewhere; mount /proc, or restore into a folder \
+             no one else can write",
+            opts.target.display()
+        ));
+    }
     ex.prepare_files();
     if let Some((accessed, modified)) = times {
         let times = fs::FileTimes::new()
