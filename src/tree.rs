@@ -226,6 +226,19 @@ impl Node {
         }
     }
 
+    /// Its kind, as a message names it: "a file", "a symlink", ...
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            NodeKind::File { .. } => "a file",
+            NodeKind::Dir { .. } => "a folder",
+            NodeKind::Symlink { .. } => "a symlink",
+            NodeKind::Fifo => "a FIFO",
+            NodeKind::CharDevice { .. } => "a character device",
+            NodeKind::BlockDevice { .. } => "a block device",
+            NodeKind::Socket => "a socket",
+        }
+    }
+
     /// The single-letter kind used in listings.
     pub fn kind_char(&self) -> char {
         match self.kind {

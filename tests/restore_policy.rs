@@ -2420,3 +2420,163 @@ fn a_restore_with_the_backups_excludes_keeps_the_paths_it_was_given() {
         "{out}"
     );
 }
+
+/// Runs `cmd` in a private mount namespace of its own (`unshare -m`, as
+/// root), after the shell commands `mounts` and before `then` (checks of
+/// what is mounted, printing to standard output), with `env` set: nothing
+/// stays mounted once it ends, whatever becomes of the test. `None`
+/// where no such namespace can be had.
+fn with_mounts(
+    mounts: &str,
+    cmd: &std::process::Command,
+    then: &str,
+    env: &[(&str, &Path)],
+) -> Option<Out> {
+    let possible = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !possible {
+        return None;
+    }
+    let mut outer = std::process::Command::new("unshare");
+    outer
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "set -e; {mounts}; set +e; \"$@\"; rc=$?; {then}; exit $rc"
+        ));
+    outer.arg("sh");
+    let mut c = wrapping(outer, cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Some(run(&mut c, None))
+}
+
+/// A mirror never removes through a mount point. What is mounted in a
+/// folder the snapshot lacks (a bind mount of any folder, a tmpfs) is
+/// left in place with the folders holding it, with an error naming it,
+/// and so is a bind mount of the repository the restore reads, with a
+/// note; what lies beside them goes, with or without excludes (each way
+/// of removing), and the dry run says so beforehand. A folder where the
+/// snapshot has a file, holding a mount point, is left too, with one
+/// error. (Until December 2026 the mirror emptied each of them, the
+/// repository included, before failing on the mount point.)
+#[test]
+fn a_mirror_never_removes_through_a_mount_point() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a.txt"), "alpha");
+    write(&src.join("plain.txt"), "a file in the snapshot");
+    repo.backup(&[&src], &[]);
+    let other = repo.scratch("other");
+    write(&other.join("precious.txt"), "someone else's");
+    write(&other.join("sub/deep.txt"), "deeper");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    let populate = || {
+        for d in ["extra/rb", "extra/ob", "extra2/t"] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        write(&r.join("extra/beside.txt"), "not in the snapshot");
+        write(&r.join("extra/d/e/f.txt"), "nor this");
+        write(&r.join("extra2/beside.txt"), "nor this");
+        if r.join("plain.txt").is_file() {
+            fs::remove_file(r.join("plain.txt")).unwrap();
+        }
+        fs::create_dir_all(r.join("plain.txt/ob")).unwrap();
+        write(
+            &r.join("plain.txt/d/z.txt"),
+            "in a folder where the snapshot has a file",
+        );
+    };
+    populate();
+    let mounts = "mount --bind \"$REPO\" \"$R/extra/rb\" \
+        && mount --bind \"$OTHER\" \"$R/extra/ob\" \
+        && mount --bind \"$OTHER\" \"$R/plain.txt/ob\" \
+        && mount -t tmpfs -o size=1m tmpfs \"$R/extra2/t\" \
+        && echo on a tmpfs > \"$R/extra2/t/kept.txt\"";
+    let then = "test -f \"$R/extra2/t/kept.txt\" && echo the tmpfs keeps its file";
+    let env = [("REPO", repo.path.as_path()), ("OTHER", &other), ("R", &r)];
+    let mirror = |extra: &[&str]| {
+        let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--target"]);
+        c.arg(&target).args(extra);
+        with_mounts(mounts, &c, then, &env)
+    };
+    let (repo_before, other_before) = (list_paths(&repo.path), list_paths(&other));
+    let shown = |p: &str| r.join(p).display().to_string();
+    let check_errors = |out: &Out, dry: bool| {
+        assert_eq!(out.code, 1, "{out}");
+        assert!(out.stdout.contains("the tmpfs keeps its file"), "{out}");
+        let (would, not) = if dry {
+            ("would leave", "would not be")
+        } else {
+            ("leaves", "is not")
+        };
+        for (at, top) in [("extra/ob", "extra"), ("extra2/t", "extra2")] {
+            assert!(
+                out.stderr.contains(&format!(
+                    "error: {}: a mount point (a filesystem or a bind mount is mounted \
+                     there): a mirror never removes what is mounted there, and {would} it \
+                     in place, so {}, which holds it, {not} removed whole",
+                    shown(at),
+                    shown(top)
+                )),
+                "{out}"
+            );
+        }
+        assert!(
+            out.stderr.contains(&format!(
+                "note: leaving {} in place, though the snapshot lacks it: it is or leads to \
+                 the repository",
+                shown("extra/rb")
+            )),
+            "{out}"
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "error: {}: a folder in the target, where the snapshot has a file: {} is a \
+                 mount point",
+                shown("plain.txt"),
+                shown("plain.txt/ob")
+            )),
+            "{out}"
+        );
+        assert_eq!(out.stderr.matches("error: ").count(), 4, "{out}");
+    };
+    let removable = ["extra/beside.txt", "extra/d", "extra2/beside.txt"];
+    for excludes in [&[][..], &["--exclude", "nothing-matches-this"]] {
+        let before = manifest(&target);
+        let dry = [&["--dry-run"][..], excludes].concat();
+        let Some(out) = mirror(&dry) else {
+            eprintln!("NOTICE: no private mount namespace (unshare -m): not tested");
+            return;
+        };
+        check_errors(&out, true);
+        let listed: Vec<&str> = (out.stdout.lines())
+            .filter_map(|l| l.strip_prefix("would remove "))
+            .collect();
+        assert_eq!(listed, removable.map(shown), "{out}");
+        assert_eq!(counts(&out)[4], 3, "{out}");
+        assert_manifests_eq(&before, &manifest(&target), "after the dry run");
+
+        let out = mirror(excludes).unwrap();
+        check_errors(&out, false);
+        assert_eq!(counts(&out)[4], 3, "{out}");
+        assert!(!out.stdout.contains("would remove"), "{out}");
+        assert_eq!(list_paths(&repo.path), repo_before, "{out}");
+        assert_eq!(list_paths(&other), other_before, "{out}");
+        for gone in removable.iter().chain(&["plain.txt/d"]) {
+            assert!(!r.join(gone).exists(), "{gone}: {out}");
+        }
+        for kept in ["extra/rb", "extra/ob", "extra2/t", "plain.txt/ob"] {
+            assert!(r.join(kept).is_dir(), "{kept}: {out}");
+        }
+        assert_eq!(fs::read_to_string(r.join("a.txt")).unwrap(), "alpha");
+        populate();
+    }
+    let out = repo.run(&["verify", "--read-data"]);
+    assert_eq!(out.code, 0, "the repository is intact: {out}");
+}

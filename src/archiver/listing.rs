@@ -181,11 +181,12 @@ impl Listing {
 }
 
 /// A directory stream (`fdopendir`) of a folder opened for reading
-/// through a walk's handle of it.
-struct Stream(std::ptr::NonNull<libc::DIR>);
+/// through a descriptor of it (a walk's handle, or, for a mirror's
+/// removals, the folder being emptied).
+pub(crate) struct Stream(std::ptr::NonNull<libc::DIR>);
 
 impl Stream {
-    fn open(dir: BorrowedFd<'_>) -> io::Result<Stream> {
+    pub(crate) fn open(dir: BorrowedFd<'_>) -> io::Result<Stream> {
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
         // SAFETY: "." is NUL-terminated; the descriptor is borrowed, so
         // open for the call.
@@ -207,7 +208,7 @@ impl Stream {
     }
 
     /// The next entry's name, `None` at the end.
-    fn next(&mut self) -> io::Result<Option<&[u8]>> {
+    pub(crate) fn next(&mut self) -> io::Result<Option<&[u8]>> {
         // SAFETY: `readdir` tells its end from an error by `errno` alone,
         // so it is cleared first; the stream is open until dropped; the
         // entry it returns is valid until the next call on the stream,

@@ -22,7 +22,7 @@
 //! truncated by another process while mapped would kill the backup with
 //! SIGBUS.
 
-mod listing;
+pub(crate) mod listing;
 mod producer;
 mod walk;
 

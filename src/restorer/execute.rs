@@ -200,7 +200,7 @@ impl Executor<'_> {
                     stats.skipped += 1;
                     continue;
                 }
-                Ok(md) if md.is_dir() => match self.clear(&dest, false) {
+                Ok(md) if md.is_dir() => match self.clear(&dest, item.node.kind_name()) {
                     Ok(_) => false,
                     Err(e) => {
                         self.fail(&dest, e);
@@ -310,7 +310,7 @@ impl Executor<'_> {
                 self.open_up(path, &md);
                 return Ok(Dir::Existing);
             }
-            Ok(_) => match self.clear(path, true)? {
+            Ok(_) => match self.clear(path, "a folder")? {
                 Existing::Skip => return Ok(Dir::Skipped),
                 Existing::Create => {}
             },
@@ -378,8 +378,11 @@ impl Executor<'_> {
     }
 
     /// Removes whatever is at `path` unless the policy keeps it (a dry run
-    /// only decides).
-    pub(super) fn clear(&self, path: &Path, even_dirs: bool) -> Result<Existing> {
+    /// only decides), where the snapshot has `what` (a file, a symlink,
+    /// ...). A folder goes with all it holds (see
+    /// [`Executor::remove_folder`]), but not under merge if it holds
+    /// anything.
+    pub(super) fn clear(&self, path: &Path, what: &str) -> Result<Existing> {
         let md = match self.lstat(path) {
             Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Create),
@@ -400,9 +403,8 @@ impl Executor<'_> {
             .beneath
             .at(path)
             .map_err(|e| Error::path("stat", path, e))?;
-        let r = if md.is_dir() {
-            if !even_dirs
-                && self.policy == Policy::Merge
+        if md.is_dir() {
+            if self.policy == Policy::Merge
                 && fs::read_dir(&*at)
                     .map(|mut d| d.next().is_some())
                     .unwrap_or(true)
@@ -412,18 +414,15 @@ impl Executor<'_> {
                     path.display()
                 )));
             }
+            self.remove_folder(path, &md, what)?;
             if self.dry_run {
                 self.mark_fresh(path);
-                return Ok(Existing::Create);
             }
-            self.beneath.forget(path);
-            fs::remove_dir_all(&*at)
-        } else if self.dry_run {
             return Ok(Existing::Create);
-        } else {
-            fs::remove_file(&*at)
-        };
-        r.map_err(|e| Error::path("remove", path, e))?;
+        }
+        if !self.dry_run {
+            fs::remove_file(&*at).map_err(|e| Error::path("remove", path, e))?;
+        }
         Ok(Existing::Create)
     }
 
@@ -501,7 +500,7 @@ impl Executor<'_> {
             }
             _ => {}
         }
-        match self.clear(dest, false)? {
+        match self.clear(dest, node.kind_name())? {
             Existing::Skip => return Ok(false),
             Existing::Create if self.dry_run => return Ok(true),
             Existing::Create => {}
@@ -602,262 +601,6 @@ impl Executor<'_> {
             self.fail(path, format!("cannot set mtime: {e}"));
         }
     }
-
-    /// Removes entries of `dir` not named in `m.names` (folded, unless the
-    /// target tells case apart: see [`super::case`]); returns how many,
-    /// and how many it left as the restore's patterns do not select them
-    /// (see [`Executor::selects`]). A dry run lists them in
-    /// `would_remove` instead.
-    pub(super) fn remove_extra(
-        &self,
-        dir: &Path,
-        m: &Mirrored,
-        would_remove: &mut Vec<PathBuf>,
-    ) -> (u64, u64) {
-        if self.fresh(dir) {
-            return (0, 0);
-        }
-        let Ok(at) = self.beneath.at(dir) else {
-            return (0, 0);
-        };
-        // The folder itself is opened without following a symlink put in
-        // its place since it was made (someone else who can write in the
-        // target could), and listed and pruned through that descriptor:
-        // never what such a symlink leads to. Only the target is reached
-        // through a symlink to follow: its own descriptor's name in
-        // `/proc`.
-        let Some((_folder, rd)) = list_folder(&at, dir != self.target) else {
-            return (0, 0);
-        };
-        let (mut n, mut kept) = (0, 0);
-        for entry in rd.flatten() {
-            let name = entry.file_name();
-            if m.names
-                .contains_sorted(&self.case.mirror_key(name.as_bytes()))
-            {
-                continue;
-            }
-            let p = dir.join(entry.file_name());
-            // `DirEntry::metadata` is an `lstat`: a symlink is itself.
-            let md = entry.metadata().ok();
-            if let Some((folder, what)) = md.as_ref().and_then(|md| self.own_at(md)) {
-                crate::eprint_line(format_args!(
-                    "note: leaving {} in place, though the snapshot lacks it: it is or leads \
-                     to {what} ({})",
-                    crate::escape::escape(p.as_os_str().as_bytes()),
-                    crate::escape::escape(folder.as_os_str().as_bytes())
-                ));
-                continue;
-            }
-            let is_dir = md.as_ref().is_some_and(|md| md.is_dir());
-            let abs = [&m.abs[..], b"/", name.as_bytes()].concat();
-            if !self.selects(&abs, name.as_bytes(), is_dir, m.included) {
-                kept += 1;
-                continue;
-            }
-            // What the excludes select beneath a folder the snapshot
-            // lacks stays, and so does the folder then.
-            let (removed, spared) = if is_dir && self.any_excludes() {
-                self.remove_sparing(&entry.path(), &p, &abs, would_remove)
-            } else {
-                (self.remove_entry(&entry, &p, would_remove), 0)
-            };
-            n += removed;
-            kept += spared;
-        }
-        (n, kept)
-    }
-
-    /// Whether the restore's patterns select an entry the snapshot lacks
-    /// at `abs` (its path as backed up), named `name`, in a folder
-    /// `included` says an include matched (or one above it): such an
-    /// entry a mirror removes, and leaves any other, as `rsync --delete`
-    /// leaves what it excludes. Without includes everything is selected
-    /// that no exclude matches; with them, what is in an included folder
-    /// or matches one.
-    fn selects(&self, abs: &[u8], name: &[u8], is_dir: bool, included: bool) -> bool {
-        !self.excluded(abs, name, is_dir)
-            && (included
-                || self.includes.is_empty()
-                || self.includes.matches_bytes(abs, name, is_dir))
-    }
-
-    /// Whether an entry the snapshot lacks at `abs`, named `name`, is one
-    /// a mirror leaves for an exclude: the restore's, or the backup's
-    /// (recorded in snapshots of version 2), which kept it out of the
-    /// snapshot, so that its lack says nothing of it.
-    fn excluded(&self, abs: &[u8], name: &[u8], is_dir: bool) -> bool {
-        self.excludes.matches_bytes(abs, name, is_dir)
-            || self.backup_excludes.matches_bytes(abs, name, is_dir)
-    }
-
-    fn any_excludes(&self) -> bool {
-        !self.excludes.is_empty() || !self.backup_excludes.is_empty()
-    }
-
-    /// Removes `entry` (at `shown`), a folder with what it holds; returns
-    /// 1 if it did (or, in a dry run, would: then it is listed).
-    fn remove_entry(
-        &self,
-        entry: &fs::DirEntry,
-        shown: &Path,
-        would_remove: &mut Vec<PathBuf>,
-    ) -> u64 {
-        if self.dry_run {
-            would_remove.push(shown.to_path_buf());
-            return 1;
-        }
-        // Through the folder's descriptor, as `entry.path()` is.
-        let r = match entry.file_type() {
-            Ok(t) if t.is_dir() => {
-                self.beneath.forget(shown);
-                match fs::remove_dir_all(entry.path()) {
-                    // Restoring as an ordinary user, a folder of the user's
-                    // without write permission (0555, as a restore leaves
-                    // a read-only folder of the snapshot) holds what cannot
-                    // be removed until the folder is opened up: it is
-                    // going, with all it holds.
-                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !self.root => {
-                        open_up_tree(&entry.path());
-                        fs::remove_dir_all(entry.path())
-                    }
-                    r => r,
-                }
-            }
-            _ => fs::remove_file(entry.path()),
-        };
-        match r {
-            Ok(()) => 1,
-            Err(e) => {
-                self.fail(shown, format!("cannot remove: {e}"));
-                0
-            }
-        }
-    }
-
-    /// Removes the folder at `path` (reached through its parent's
-    /// descriptor; `shown` in messages), which the snapshot lacks, and
-    /// what it holds, but for what an exclude matches (`abs` is its path
-    /// as backed up): that stays, and so do the folders holding it.
-    /// Returns how many entries it removed (one, the folder, when it goes
-    /// whole, as [`Executor::remove_entry`] counts it) and how many it
-    /// left.
-    fn remove_sparing(
-        &self,
-        path: &Path,
-        shown: &Path,
-        abs: &[u8],
-        would_remove: &mut Vec<PathBuf>,
-    ) -> (u64, u64) {
-        // Restoring as an ordinary user, a folder of the user's without
-        // read, write or search permission is opened up to be emptied;
-        // one that stays, holding what an exclude keeps, gets its mode
-        // back.
-        let opened = (!self.root && !self.dry_run)
-            .then(|| open_up_one(path))
-            .flatten();
-        let close = || {
-            if let Some(mode) = opened {
-                let _ = fsmeta::set_mode_nofollow(path, mode);
-            }
-        };
-        let Some((_folder, rd)) = list_folder(path, true) else {
-            close();
-            self.fail(shown, "cannot list it to remove it");
-            return (0, 0);
-        };
-        let (mut n, mut kept) = (0, 0);
-        let mut listed = Vec::new();
-        for entry in rd.flatten() {
-            let name = entry.file_name();
-            let p = shown.join(&name);
-            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-            let child_abs = [abs, b"/", name.as_bytes()].concat();
-            if self.excluded(&child_abs, name.as_bytes(), is_dir) {
-                kept += 1;
-                continue;
-            }
-            let mut below = Vec::new();
-            let (removed, spared) = if is_dir {
-                self.remove_sparing(&entry.path(), &p, &child_abs, &mut below)
-            } else {
-                (self.remove_entry(&entry, &p, &mut below), 0)
-            };
-            n += removed;
-            kept += spared;
-            listed.append(&mut below);
-        }
-        if kept > 0 {
-            close();
-            would_remove.append(&mut listed);
-            return (n, kept);
-        }
-        // Nothing beneath is kept: the folder goes whole, and a dry run
-        // names it alone, as it does a folder without excludes.
-        if self.dry_run {
-            would_remove.push(shown.to_path_buf());
-            return (1, 0);
-        }
-        self.beneath.forget(shown);
-        match fs::remove_dir(path) {
-            Ok(()) => (1, 0),
-            Err(e) => {
-                close();
-                self.fail(shown, format!("cannot remove: {e}"));
-                (n, 0)
-            }
-        }
-    }
-}
-
-/// Gives the folder at `at` and every folder beneath it that is the
-/// user's its owner's read, write and search permission where it lacks
-/// them, for all of it to be removed; each opened without following a
-/// symlink, and changed through its descriptor. What cannot be opened up
-/// is left as it is (the removal then names it).
-fn open_up_tree(at: &Path) {
-    open_up_one(at);
-    let Some((_folder, listed)) = list_folder(at, true) else {
-        return;
-    };
-    for entry in listed.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            open_up_tree(&entry.path());
-        }
-    }
-}
-
-/// Gives the folder at `at`, if it is the user's, its owner's read,
-/// write and search permission where it lacks them (not following a
-/// symlink there); returns the mode it had if it changed it.
-fn open_up_one(at: &Path) -> Option<u32> {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    let md = fs::symlink_metadata(at).ok()?;
-    if !md.is_dir() || md.uid() != me || md.mode() & 0o700 == 0o700 {
-        return None;
-    }
-    let mode = md.mode() & 0o7777;
-    fsmeta::set_mode_nofollow(at, mode | 0o700).ok()?;
-    Some(mode)
-}
-
-/// Opens the folder at `at` (without following a symlink there if
-/// `nofollow`) and lists it through its descriptor, which the listing
-/// needs kept open; `None` if either fails.
-fn list_folder(at: &Path, nofollow: bool) -> Option<(fs::File, fs::ReadDir)> {
-    use std::os::fd::AsRawFd;
-    let folder = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | if nofollow { libc::O_NOFOLLOW } else { 0 })
-        .open(at)
-        .ok()?;
-    let listed = match fs::read_dir(format!("/proc/self/fd/{}", folder.as_raw_fd())) {
-        // Without `/proc` every path is a plain one (see `beneath`).
-        Err(_) if !Path::new("/proc/self/fd").is_dir() => fs::read_dir(at),
-        listed => listed,
-    };
-    Some((folder, listed.ok()?))
 }
 
 /// Whether a hard link failed because the target's filesystem cannot

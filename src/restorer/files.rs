@@ -592,7 +592,7 @@ impl Executor<'_> {
                 exists = true;
             }
             Ok(md) if md.is_dir() => {
-                self.clear(dest, false)?;
+                self.clear(dest, node.kind_name())?;
             }
             Ok(_) => exists = true,
             Err(_) => {}

@@ -68,6 +68,7 @@ mod execute;
 mod fetch;
 mod files;
 mod place;
+mod remove;
 mod subtrees;
 mod xattrs;
 
