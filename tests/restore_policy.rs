@@ -2546,7 +2546,12 @@ fn a_mirror_never_removes_through_a_mount_point() {
         );
         assert_eq!(out.stderr.matches("error: ").count(), 4, "{out}");
     };
-    let removable = ["extra/beside.txt", "extra/d", "extra2/beside.txt"];
+    let removable = [
+        "extra/beside.txt",
+        "extra/d",
+        "extra2/beside.txt",
+        "plain.txt/d",
+    ];
     for excludes in [&[][..], &["--exclude", "nothing-matches-this"]] {
         let before = manifest(&target);
         let dry = [&["--dry-run"][..], excludes].concat();
@@ -2559,16 +2564,16 @@ fn a_mirror_never_removes_through_a_mount_point() {
             .filter_map(|l| l.strip_prefix("would remove "))
             .collect();
         assert_eq!(listed, removable.map(shown), "{out}");
-        assert_eq!(counts(&out)[4], 3, "{out}");
+        assert_eq!(counts(&out)[4], 4, "{out}");
         assert_manifests_eq(&before, &manifest(&target), "after the dry run");
 
         let out = mirror(excludes).unwrap();
         check_errors(&out, false);
-        assert_eq!(counts(&out)[4], 3, "{out}");
+        assert_eq!(counts(&out)[4], 4, "{out}");
         assert!(!out.stdout.contains("would remove"), "{out}");
         assert_eq!(list_paths(&repo.path), repo_before, "{out}");
         assert_eq!(list_paths(&other), other_before, "{out}");
-        for gone in removable.iter().chain(&["plain.txt/d"]) {
+        for gone in removable {
             assert!(!r.join(gone).exists(), "{gone}: {out}");
         }
         for kept in ["extra/rb", "extra/ob", "extra2/t", "plain.txt/ob"] {
@@ -2579,4 +2584,63 @@ fn a_mirror_never_removes_through_a_mount_point() {
     }
     let out = repo.run(&["verify", "--read-data"]);
     assert_eq!(out.code, 0, "the repository is intact: {out}");
+}
+
+/// A non-empty folder in the target where the snapshot has a file, a
+/// symlink or a FIFO goes with what it holds under a mirror: the dry run
+/// lists it among the entries it would remove, and both count it (until
+/// December 2026 neither did); an empty one is replaced without a word,
+/// as any entry. A merge refuses a non-empty one, naming what the
+/// snapshot has there.
+#[test]
+fn a_folder_a_mirror_replaces_is_listed_and_counted() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("file.txt"), "a file");
+    std::os::unix::fs::symlink("file.txt", src.join("link")).unwrap();
+    mkfifo(&src.join("fifo"), 0o644);
+    mkfifo(&src.join("fifo2"), 0o644);
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    for name in ["file.txt", "link", "fifo", "fifo2"] {
+        fs::remove_file(r.join(name)).unwrap();
+    }
+    write(&r.join("file.txt/inside.txt"), "held");
+    write(&r.join("link/sub/inside.txt"), "held");
+    write(&r.join("fifo/inside.txt"), "held");
+    fs::create_dir(r.join("fifo2")).unwrap();
+    let before = manifest(&target);
+
+    let dry = repo.restore("latest", &target, &["--policy", "mirror", "--dry-run"]);
+    let listed: Vec<&str> = (dry.stdout.lines())
+        .filter_map(|l| l.strip_prefix("would remove "))
+        .collect();
+    let want = ["fifo", "file.txt", "link"].map(|p| r.join(p).display().to_string());
+    assert_eq!(listed, want, "{dry}");
+    assert_eq!(counts(&dry)[4], 3, "{dry}");
+    assert_manifests_eq(&before, &manifest(&target), "after the dry run");
+
+    let merge = repo.restore_out("latest", &target, &[]);
+    assert_eq!(merge.code, 1, "{merge}");
+    for (name, kind) in [
+        ("file.txt", "a file"),
+        ("link", "a symlink"),
+        ("fifo", "a FIFO"),
+    ] {
+        assert!(
+            merge.stderr.contains(&format!(
+                "error: {}: a non-empty directory in the target; the snapshot has {kind} there",
+                r.join(name).display()
+            )),
+            "{merge}"
+        );
+    }
+    assert!(r.join("file.txt/inside.txt").is_file(), "{merge}");
+
+    let real = repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert_eq!(counts(&real)[4], 3, "{real}");
+    assert!(!real.stdout.contains("would remove"), "{real}");
+    assert_same_tree(&src, &r);
 }

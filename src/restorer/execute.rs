@@ -410,8 +410,8 @@ impl Executor<'_> {
                     .unwrap_or(true)
             {
                 return Err(Error::Invalid(format!(
-                    "{} is a non-empty directory in the target; the snapshot has a file there (use --policy mirror to replace it)",
-                    path.display()
+                    "a non-empty directory in the target; the snapshot has {what} there \
+                     (use --policy mirror to replace it)"
                 )));
             }
             self.remove_folder(path, &md, what)?;

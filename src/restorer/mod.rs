@@ -412,6 +412,8 @@ pub fn restore(
         backup_excludes: &backup_excludes,
         xattrs_refused: Mutex::new(xattrs::Refused::default()),
         opened_up: Mutex::new(HashMap::new()),
+        replaced: AtomicU64::new(0),
+        would_replace: Mutex::new(Vec::new()),
     };
     if !ex.beneath.guarded() && !opts.dry_run {
         warn(&format!(
@@ -520,9 +522,11 @@ pub fn restore(
             let _ = fs::remove_dir(p);
         }
     }
-    if opts.policy == Policy::Mirror {
-        stats.would_remove.sort();
+    stats.removed += ex.replaced.load(Ordering::Relaxed);
+    if let Ok(mut replaced) = ex.would_replace.lock() {
+        stats.would_remove.append(&mut replaced);
     }
+    stats.would_remove.sort();
     if let Some(first) = &stats.first_not_pruned {
         warn(&format!(
             "{} folder(s) whose backup left entries out (it could not read them, \
@@ -1289,6 +1293,11 @@ struct Executor<'a> {
     /// Existing folders given their owner's write and search permission
     /// for the restore (see `Executor::open_up`), with their modes.
     opened_up: Mutex<HashMap<PathBuf, u32>>,
+    /// Entries removed where the snapshot has something else: a folder
+    /// that held anything, counted with a mirror's removals (see
+    /// [`Executor::remove_folder`]); in a dry run, listed too.
+    replaced: AtomicU64,
+    would_replace: Mutex<Vec<PathBuf>>,
 }
 
 /// What [`Executor::ensure_dir`] found or did.

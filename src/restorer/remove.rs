@@ -236,7 +236,9 @@ impl Executor<'_> {
     /// holds, where the snapshot has `what` (a file, say): but for what
     /// lies on another mount or is the repository's (see the module
     /// docs), which is left with the folders holding it, and makes this
-    /// an error naming it. A dry run removes nothing.
+    /// an error naming it. A dry run removes nothing. A folder that held
+    /// something is counted and, in a dry run, listed as a mirror's
+    /// removals are: it is gone with all it held.
     pub(super) fn remove_folder(&self, path: &Path, md: &fs::Metadata, what: &str) -> Result<()> {
         let dir = self
             .parent_of(path)
@@ -257,6 +259,7 @@ impl Executor<'_> {
                 )))
             }
         };
+        let held = holds_any(dir.as_fd(), name).unwrap_or(true);
         let mut listed = Vec::new();
         let mut left = Vec::new();
         self.beneath.forget(path);
@@ -269,6 +272,15 @@ impl Executor<'_> {
             &mut listed,
             &mut left,
         );
+        let counted = if r.whole { u64::from(held) } else { r.removed };
+        if counted > 0 {
+            self.replaced.fetch_add(counted, Ordering::Relaxed);
+            if self.dry_run {
+                if let Ok(mut w) = self.would_replace.lock() {
+                    w.append(&mut listed);
+                }
+            }
+        }
         if r.whole {
             return Ok(());
         }
@@ -593,6 +605,19 @@ fn left_mounted(at: &Path, top: &Path, dry_run: bool) -> String {
         "{MOUNT_POINT}: a mirror never removes what is mounted there, and {leave} it in \
          place{holder} (unmount it, or leave it out with --exclude)"
     )
+}
+
+/// Whether the folder `name` of the folder open at `dir` holds anything;
+/// `None` if it cannot be listed.
+fn holds_any(dir: BorrowedFd<'_>, name: &OsStr) -> Option<bool> {
+    let sub = open_dir_at(dir, name).ok()?;
+    let mut stream = crate::archiver::listing::Stream::open(sub.as_fd()).ok()?;
+    while let Some(n) = stream.next().ok()? {
+        if n != b"." && n != b".." {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 /// The names in the folder open at `dir`, but `.` and `..`.
