@@ -176,6 +176,26 @@ fn subpath_include_and_exclude_restore_only_what_they_select() {
         "{out}"
     );
     assert!(!nowhere.exists(), "{out}");
+    // And a target beneath one, which names the symlink; the dry run
+    // refuses both alike.
+    let beneath = dangling.join("x");
+    for dry in [&[][..], &["--dry-run"]] {
+        let out = repo.restore_out("latest", &beneath, dry);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "target {} lies beneath {}, a symlink to {}, which does not exist",
+                beneath.display(),
+                dangling.display(),
+                nowhere.display()
+            )),
+            "{out}"
+        );
+    }
+    let out = repo.restore_out("latest", &dangling, &["--dry-run"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("which does not exist"), "{out}");
+    assert!(!nowhere.exists(), "{out}");
 
     // --include by name: only .txt files, with the directories leading to
     // them.

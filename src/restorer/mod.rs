@@ -267,6 +267,35 @@ fn sync_target(target: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The refusal of a target that is, or lies beneath, a symlink to
+/// nothing (the nearest of the target and the folders above it that
+/// exists is one): a restore does not follow it into making folders
+/// elsewhere. Until December 2026 a target beneath one was refused as
+/// "File exists", and a dry run into either went ahead.
+fn dangling_link(target: &Path) -> Option<Error> {
+    let link = target
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .find(|p| fs::symlink_metadata(p).is_ok())?;
+    if !fs::symlink_metadata(link).is_ok_and(|m| m.is_symlink()) || link.exists() {
+        return None;
+    }
+    let to = fs::read_link(link).map_or_else(|_| "?".into(), |l| l.display().to_string());
+    let fix = "make that folder, or give another target";
+    Some(Error::Invalid(if link == target {
+        format!(
+            "target {} is a symlink to {to}, which does not exist: {fix}",
+            target.display()
+        )
+    } else {
+        format!(
+            "target {} lies beneath {}, a symlink to {to}, which does not exist: {fix}",
+            target.display(),
+            link.display()
+        )
+    }))
+}
+
 /// Restores `snap` according to `opts`; per-entry problems go to `warn` and
 /// are counted in [`RestoreStats::errors`].
 pub fn restore(
@@ -342,15 +371,8 @@ pub fn restore(
                 )),
                 // Nor for a symlink to nothing, which a restore does not
                 // follow into making folders elsewhere.
-                Err(_) if fs::symlink_metadata(&opts.target).is_ok_and(|m| m.is_symlink()) => {
-                    Error::Invalid(format!(
-                        "target {} is a symlink to {}, which does not exist: make that \
-                         folder, or give another target",
-                        opts.target.display(),
-                        fs::read_link(&opts.target)
-                            .map_or_else(|_| "?".into(), |l| l.display().to_string())
-                    ))
-                }
+                Err(_) => dangling_link(&opts.target)
+                    .unwrap_or_else(|| Error::path("create target", &opts.target, e)),
                 _ => Error::path("create target", &opts.target, e),
             });
         }
@@ -364,6 +386,9 @@ pub fn restore(
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(e) = dangling_link(&opts.target) {
+                    return Err(e);
+                }
                 fresh.insert(&opts.target);
             }
             Err(e) => return Err(Error::path("stat", &opts.target, e)),
