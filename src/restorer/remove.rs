@@ -126,7 +126,7 @@ impl Place {
 }
 
 /// Why an entry met removing a folder was left in place.
-pub(super) enum Left {
+enum Left {
     /// Something is mounted on it.
     Mount,
     /// It is, or holds, the repository or its cache (the folder, and
@@ -138,15 +138,15 @@ pub(super) enum Left {
 
 /// How removing an entry went.
 #[derive(Default)]
-pub(super) struct Removal {
+struct Removal {
     /// Entries removed (or, in a dry run, that would be), counted as
     /// they are listed: the entry alone when it went whole, else what
     /// went beneath it.
-    pub(super) removed: u64,
+    removed: u64,
     /// Entries beneath it left for an exclude.
-    pub(super) kept: u64,
+    kept: u64,
     /// Whether the entry itself went (or would), with all it held.
-    pub(super) whole: bool,
+    whole: bool,
     /// Whether its folder refused its removal (no permission, a
     /// read-only filesystem): so would it every other entry's.
     refused: bool,
