@@ -8,7 +8,7 @@ mod common;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -170,11 +170,7 @@ impl Mounts {
     /// Linux system. Fails the test when neither is there: a test of
     /// mount points that finds none checks nothing.
     fn new(repo: &Repo) -> Mounts {
-        let namespace = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "true"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let namespace = mount_namespace();
         if namespace {
             let parent = repo.scratch("src");
             write(&parent.join("here.txt"), "on the same filesystem");

@@ -2452,12 +2452,7 @@ fn with_mounts(
     then: &str,
     env: &[(&str, &Path)],
 ) -> Option<Out> {
-    let possible = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "true"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !possible {
+    if !mount_namespace() {
         return None;
     }
     let mut outer = std::process::Command::new("unshare");

@@ -963,12 +963,7 @@ fn a_restore_without_proc_says_the_target_is_named_by_paths() {
     let src = repo.scratch("src");
     write(&src.join("d/f"), "restored without /proc\n");
     repo.backup(&[&src], &[]);
-    let namespace = std::process::Command::new("unshare")
-        .args(["-m", "--propagation", "private", "true"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !namespace {
+    if !mount_namespace() {
         eprintln!("NOTICE: no private mount namespace (unshare -m): not tested");
         return;
     }

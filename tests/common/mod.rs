@@ -63,6 +63,16 @@ pub fn cairn() -> Command {
     c
 }
 
+/// Whether commands may run in a private mount namespace (`unshare -m`,
+/// as root), where what they mount goes away with them.
+pub fn mount_namespace() -> bool {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// `outer` (`unshare …`, `nsenter …`), then `inner`'s program and
 /// arguments after it, with `inner`'s environment settings and standard
 /// input closed: `inner` run by a wrapper.
