@@ -1838,10 +1838,12 @@ fn repair_index_without_packs_keeps_the_index() {
 }
 
 /// A blob stored twice (backups storing the same new data side by side,
-/// here a backup that did not see the index) whose copy gc would keep is
-/// damaged: gc keeps the intact copy instead, says so, and the snapshot
-/// restores after it. Until December 2026 gc deleted the intact copy's
-/// pack, and the damage, mendable until then, was for good.
+/// here a backup that did not see the index) whose copy reads go to is
+/// damaged: a restore reads the other copy and says so, and gc keeps the
+/// intact copy instead of the damaged one, says so, and the snapshot
+/// restores after it. Until December 2026 the restore failed the file,
+/// and gc deleted the intact copy's pack, so the damage, mendable until
+/// then, was for good.
 #[test]
 fn gc_keeps_the_intact_copy_of_a_blob_stored_twice() {
     let repo = packed_repo();
@@ -1874,21 +1876,29 @@ fn gc_keeps_the_intact_copy_of_a_blob_stored_twice() {
         .collect();
     assert_eq!(copies.len(), 2, "{copies:?}");
     let packs = pack_files(&repo);
-    // Damage the copy reads go to: the one gc keeps.
-    let restores = || {
+    // Damage the copy reads go to: the one gc keeps. A restore then
+    // reads the other copy, and says so.
+    let other_copy_read = || {
         let target = tempfile::tempdir_in(repo.dir.path()).unwrap();
         let mut c = repo.cmd(&["restore", &saved.id, "--target"]);
         c.arg(target.path());
-        run(&mut c, None).code == 0
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "{out}");
+        assert_eq!(
+            manifest(&restored(target.path(), &src)),
+            saved.manifest,
+            "{out}"
+        );
+        out.stderr.contains("restored from another copy")
     };
     let (pack, at) = &copies[0];
     flip_byte(&packs[pack], *at);
-    if restores() {
+    if !other_copy_read() {
         flip_byte(&packs[pack], *at);
         let (pack, at) = &copies[1];
         flip_byte(&packs[pack], *at);
+        assert!(other_copy_read(), "no copy read is damaged");
     }
-    assert!(!restores(), "no copy read is damaged");
 
     let out = repo.run(&["gc"]);
     assert_eq!(out.code, 0, "{out}");

@@ -358,6 +358,18 @@ impl Executor<'_> {
                     entry.length,
                 )),
                 _ => {
+                    // A damaged copy, where the blob is stored twice (backups
+                    // storing the same new data side by side): the other.
+                    if matches!(e, Error::Corrupt { .. })
+                        && matches!(self.restore_elsewhere(pack, id, uses, tasks), Ok(true))
+                    {
+                        (self.warn)(&format!(
+                            "blob {} in {what} is damaged ({e}); restored from another copy; \
+                             `cairn repair index --read-data` drops the damaged one from the index",
+                            id.short()
+                        ));
+                        continue;
+                    }
                     for &(t, _) in uses {
                         tasks[t].fail(format!("blob {} in {what}: {e}", id.short()));
                     }
@@ -366,10 +378,11 @@ impl Executor<'_> {
         }
     }
 
-    /// Writes blob `id`, whose pack `gone` is missing, from wherever else
-    /// the index places it in a pack that exists (a blob stored again
-    /// after its pack was lost; see `Repository::locate_elsewhere`) to
-    /// `uses`. False when no other entry names a pack that exists.
+    /// Writes blob `id`, whose pack `gone` is missing (or holds it
+    /// damaged), from wherever else the index places it in a pack that
+    /// exists (a blob stored again after its pack was lost, or stored
+    /// twice; see `Repository::locate_elsewhere`) to `uses`. False when no
+    /// other entry names a pack that exists.
     fn restore_elsewhere(
         &self,
         gone: &PackId,
