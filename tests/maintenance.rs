@@ -1737,6 +1737,26 @@ fn a_damaged_index_table_is_named_and_nothing_acts_on_it() {
     );
     assert_eq!(pack_files(&repo), packs);
     assert_eq!(snapshot_ids(&repo).len(), 1);
+    // verify names every pack as one no sound table indexes, pointing to
+    // `repair index`, not to gc (which would delete them once the table
+    // was gone).
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    let unindexed: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["object"].as_str().unwrap().starts_with("pack "))
+        .map(|w| w["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(unindexed.len(), packs.len(), "{out}");
+    for m in unindexed {
+        assert!(
+            m.contains("a damaged index table (named among the errors) may be what names it"),
+            "{out}"
+        );
+        assert!(!m.contains("gc"), "{out}");
+    }
     // Reads go by the entries, which are intact.
     assert_restores(&repo, &saved);
 

@@ -256,6 +256,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     // Index tables: one that cannot even be parsed is damage, and the
     // others are still checked.
     let unparseable = repo.index_lenient()?;
+    // A table that cannot be read or fails its MAC may be what indexes
+    // the packs no sound table names.
+    let mut tables_damaged = !unparseable.is_empty();
     let index = repo.index()?;
     report.index_tables = index.tables().len() + unparseable.len();
     for (id, e) in unparseable {
@@ -336,6 +339,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     for table in index.tables() {
         let what = format!("index {}", table.id().short());
         if let Err(e) = table.check(repo.key()) {
+            tables_damaged = true;
             report.errors.push(problem(&what, index_damage(&e)));
             continue;
         }
@@ -393,12 +397,20 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         .filter(|p| !indexed_packs.contains(p))
         .collect();
     unindexed.sort();
+    let why_unindexed = if tables_damaged {
+        // gc refuses now; its advice would delete what the damaged table
+        // indexes once the table was removed by hand.
+        "not in a sound index table: a damaged index table (named among the errors) may be \
+         what names it; `cairn repair index` rebuilds the index from the packs, this one \
+         included"
+    } else {
+        "not in the index: left by an interrupted backup (`cairn gc` removes it), \
+         or an index table was lost (`cairn repair index` restores it)"
+    };
     for p in unindexed {
-        report.warnings.push(problem(
-            format!("pack {}", p.short()),
-            "not in the index: left by an interrupted backup (`cairn gc` removes it), \
-             or an index table was lost (`cairn repair index` restores it)",
-        ));
+        report
+            .warnings
+            .push(problem(format!("pack {}", p.short()), why_unindexed));
     }
 
     // Read data.
