@@ -243,7 +243,12 @@ impl Executor<'_> {
         let dir = self
             .parent_of(path)
             .map_err(|e| Error::path("remove", path, e))?;
-        let name = path.file_name().expect("an entry of the target has a name");
+        let Some(name) = path.file_name() else {
+            return Err(Error::Invalid(format!(
+                "{}: cannot remove a folder named by `.` or `..`; give the target by its name",
+                path.display()
+            )));
+        };
         let (folder, entry) = match (
             Place::at(dir.as_fd(), None),
             Place::at(dir.as_fd(), Some(name)),
