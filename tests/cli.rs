@@ -551,6 +551,43 @@ fn ls_long_shows_set_id_and_sticky_bits() {
     assert_eq!(shown("sticky-no-x"), "drwxrwx--T", "{out}");
 }
 
+/// `ls --long`'s size column is `ls -l`'s: a file's length, a symlink's
+/// target's, a device's major and minor number (made as root only).
+#[test]
+fn ls_long_sizes_symlinks_and_devices_as_ls_does() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("file"), "12345");
+    std::os::unix::fs::symlink("../some/where", src.join("link")).unwrap();
+    let root = is_root();
+    if root {
+        let c = std::ffi::CString::new(src.join("tty").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(4, 64)) };
+        assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    }
+    repo.backup(&[&src], &[]);
+    let out = repo
+        .run(&["ls", "--long", "latest", src.to_str().unwrap()])
+        .success();
+    let size = |name: &str| {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains(&format!("/{name}")))
+            .unwrap_or_else(|| panic!("{name} not listed\n{out}"));
+        // Mode, owner, group, then the size column up to the date.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let date = fields.iter().position(|f| f.starts_with("20")).unwrap();
+        fields[3..date].join(" ")
+    };
+    assert_eq!(size("file"), "5", "{out}");
+    assert_eq!(size("link"), "13", "{out}");
+    if root {
+        assert_eq!(size("tty"), "4, 64", "{out}");
+    }
+}
+
 /// A name that is not UTF-8 (`caf\xe9`, from a system writing Latin-1) is
 /// selected by its bytes: `ls` of a path through it, a restore of it as
 /// `SNAP:/path`, and a restore's `--include` and `--exclude` take the

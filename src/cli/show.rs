@@ -112,7 +112,8 @@ pub struct LsArgs {
     /// Only entries under this path (any bytes: a name need not be UTF-8).
     path: Option<OsString>,
     /// Show mode (as `ls -l` does, set-user-ID, set-group-ID and sticky
-    /// bits included), owner, size and time.
+    /// bits included), owner, size (a symlink's target's, a device's
+    /// major and minor number, as `ls -l`) and time.
     #[arg(long, short = 'l')]
     long: bool,
     /// One JSON object per line.
@@ -181,7 +182,7 @@ fn list_tree(repo: &Repository, tree: DirNodes<'_>, base: (&str, &str), a: &LsAr
                 mode_string(node.mode),
                 owner(&node.user, node.uid),
                 owner(&node.group, node.gid),
-                if node.is_dir() { 0 } else { node.size },
+                size_column(node),
                 format_time(node.mtime_ns)
             )
         } else {
@@ -193,6 +194,20 @@ fn list_tree(repo: &Repository, tree: DirNodes<'_>, base: (&str, &str), a: &LsAr
         }
     }
     Ok(())
+}
+
+/// What `ls -l` shows in its size column: a file's length, a symlink's
+/// target's, a device's major and minor number; 0 for the rest (a
+/// folder's size is its own blocks, which a snapshot does not keep).
+fn size_column(node: &Node) -> String {
+    match &node.kind {
+        NodeKind::File { .. } => node.size.to_string(),
+        NodeKind::Symlink { target } => target.0.len().to_string(),
+        NodeKind::CharDevice { rdev } | NodeKind::BlockDevice { rdev } => {
+            format!("{}, {}", libc::major(*rdev), libc::minor(*rdev))
+        }
+        _ => "0".to_string(),
+    }
 }
 
 /// The permission bits as `ls -l` shows them: set-user-ID, set-group-ID
