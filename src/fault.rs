@@ -366,6 +366,53 @@ pub fn racy_window_ns() -> Option<i64> {
     })
 }
 
+/// How long before a backup began a small file's change makes the
+/// backup check it after its read, in ns, from
+/// `CAIRN_TEST_RECENT_WINDOW_NS` (0 allowed), so that tests can have
+/// files written a moment before taken as long unchanged. Unset, this
+/// costs one cached environment lookup.
+pub fn recent_window_ns() -> Option<i64> {
+    static NS: OnceLock<Option<i64>> = OnceLock::new();
+    *NS.get_or_init(|| {
+        std::env::var("CAIRN_TEST_RECENT_WINDOW_NS")
+            .ok()?
+            .parse()
+            .ok()
+            .filter(|&n: &i64| n >= 0)
+    })
+}
+
+/// `CAIRN_TEST_REPLACE_BEFORE_READ=NAME`: backup calls this with a
+/// file's path just before reading it; if its file name is `NAME`, a new
+/// file of the same length (each byte flipped) and times is renamed over
+/// it, as rsync or an editor saving by rename would between the walk's
+/// `stat` and the read. Unset, this costs one cached environment lookup.
+pub fn replace_before_read(path: &std::path::Path) {
+    static NAME: OnceLock<Option<String>> = OnceLock::new();
+    let Some(name) = NAME.get_or_init(|| std::env::var("CAIRN_TEST_REPLACE_BEFORE_READ").ok())
+    else {
+        return;
+    };
+    if path.file_name() != Some(std::ffi::OsStr::new(name)) {
+        return;
+    }
+    let (Ok(bytes), Ok(md)) = (std::fs::read(path), std::fs::metadata(path)) else {
+        return;
+    };
+    let flipped: Vec<u8> = bytes.iter().map(|b| !b).collect();
+    let new = path.with_file_name(format!("{name}.replacing"));
+    if std::fs::write(&new, flipped).is_err() {
+        return;
+    }
+    if let (Ok(f), Ok(modified)) = (
+        std::fs::File::options().write(true).open(&new),
+        md.modified(),
+    ) {
+        let _ = f.set_modified(modified);
+    }
+    let _ = std::fs::rename(&new, path);
+}
+
 /// How many entries a restore's batch holds, from
 /// `CAIRN_TEST_RESTORE_BATCH`, so a test restores a small tree in many
 /// batches. Unset, this costs one cached environment lookup.

@@ -445,6 +445,36 @@ fn a_file_of_several_names_is_read_once() {
     }
 }
 
+/// A name of a file of several replaced by another file (renamed over
+/// it, as rsync and editors save) between the walk's `stat` and its read:
+/// the other names, which still hold the file the walk saw, are stored
+/// with that file's bytes, not the newcomer's, and the replaced name is
+/// warned of (exit 3). Until December 2026 every name took the
+/// newcomer's bytes, exit 0, for a small file unchanged for a minute.
+#[test]
+fn a_name_of_several_replaced_before_its_read_gives_the_others_nothing() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("a"), 17, 3000);
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    fs::hard_link(src.join("a"), src.join("c")).unwrap();
+    let original = fs::read(src.join("a")).unwrap();
+    let mut c = repo.cmd(&["backup", "--kind", "full"]);
+    c.arg(&src)
+        .env("CAIRN_TEST_RECENT_WINDOW_NS", "0")
+        .env("CAIRN_TEST_REPLACE_BEFORE_READ", "a");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("replaced by another file"), "{out}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let out = restored(&target, &src);
+    assert_eq!(fs::read(out.join("b")).unwrap(), original);
+    assert_eq!(fs::read(out.join("c")).unwrap(), original);
+    let flipped: Vec<u8> = original.iter().map(|b| !b).collect();
+    assert_eq!(fs::read(out.join("a")).unwrap(), flipped);
+}
+
 /// Makes a chain of `depth` folders named `a` in `root` (which exists),
 /// with a file `f` holding `content` at its bottom: each made and opened
 /// from its parent's descriptor, as paths that deep are longer than the

@@ -487,7 +487,8 @@ pub fn backup(
                 parent: parent_tree,
                 racy_from,
                 links_from: started_ns.saturating_sub(opts.racy_window_ns),
-                recent_from: started_ns.saturating_sub(60_000_000_000),
+                recent_from: started_ns
+                    .saturating_sub(crate::fault::recent_window_ns().unwrap_or(60_000_000_000)),
                 parent_xattrs: parent
                     .is_some_and(|p| p.snapshot.user == crate::fsmeta::current_user()),
                 report: &report,

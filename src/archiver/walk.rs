@@ -641,7 +641,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                             None => (None, None),
                         };
                         match earlier.map_or_else(
-                            || read_file(setup, &job.path, &job.handle, seen),
+                            || read_file(setup, &job.path, &job.handle, seen, job.link),
                             |r| Ok((r, false)),
                         ) {
                             Ok((r, as_seen)) => {
@@ -992,6 +992,7 @@ fn read_file(
     path: &Path,
     handle: &DirHandle,
     seen: Seen,
+    link: Option<(u64, u64)>,
 ) -> std::result::Result<(FileRead, bool), FileError> {
     let skip = |op: &str, e: std::io::Error| {
         FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
@@ -999,6 +1000,7 @@ fn read_file(
     crate::fault::vanish(path);
     crate::fault::fifo(path);
     crate::fault::truncate_before_read(path);
+    crate::fault::replace_before_read(path);
     let file = handle.open_unchecked(path).map_err(|e| skip("open", e))?;
     let mut chunks = Vec::new();
     let mut reader = ToSeenEnd {
@@ -1024,7 +1026,7 @@ fn read_file(
     })?;
     Counters::add(&setup.counters.bytes_read, size);
     crate::fault::write_during_read(path);
-    let changed = changed_while_read(&file, seen, size, setup.recent_from);
+    let changed = changed_while_read(&file, seen, size, setup.recent_from, link);
     let as_seen = changed.is_none();
     if let Some(how) = changed {
         (setup.changed)(format!(
@@ -1083,17 +1085,31 @@ const CHECK_CHANGED_OVER: u64 = 64 << 10;
 /// during one `read` tears it at a page, as one rewritten in a loop was
 /// stored torn, exit 0, in a third of the backups taken meanwhile (until
 /// December 2026).
-fn changed_while_read(file: &File, seen: Seen, size: u64, recent_from: i64) -> Option<String> {
-    if seen.size.max(size) <= CHECK_CHANGED_OVER {
-        if size != seen.size {
-            return Some(format!("{} bytes seen, {size} read", seen.size));
-        }
-        if seen.ctime_ns < recent_from {
-            return None;
-        }
+///
+/// A file of several names (`link`, its device and inode as the walk saw
+/// them) is always checked, and for being that inode too: what one name
+/// read, its other names take (see [`Links`]), so a name replaced by
+/// another file (a `mv` over it, as rsync and editors save) between the
+/// walk's `stat` and the read must not hand that file's bytes to the
+/// names the walk saw, which were never written (until December 2026 it
+/// did, for small files unchanged for a minute, with exit 0).
+fn changed_while_read(
+    file: &File,
+    seen: Seen,
+    size: u64,
+    recent_from: i64,
+    link: Option<(u64, u64)>,
+) -> Option<String> {
+    if size != seen.size && (link.is_some() || seen.size.max(size) <= CHECK_CHANGED_OVER) {
+        return Some(format!("{} bytes seen, {size} read", seen.size));
+    }
+    if link.is_none() && seen.size.max(size) <= CHECK_CHANGED_OVER && seen.ctime_ns < recent_from {
+        return None;
     }
     let now = crate::fsmeta::Stat::of(&file.metadata().ok()?);
-    if now.mtime_ns != seen.mtime_ns {
+    if link.is_some_and(|key| key != (now.dev, now.ino)) {
+        Some("replaced by another file since the backup saw it".into())
+    } else if now.mtime_ns != seen.mtime_ns {
         Some("modified since the backup saw it".into())
     } else if now.size != size {
         Some(format!("{} bytes now, {size} read", now.size))
