@@ -4,7 +4,7 @@
 mod common;
 mod support_maint;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -1927,4 +1927,103 @@ fn gc_keeps_the_intact_copy_of_a_blob_stored_twice() {
     assert_restores(&repo, &saved);
     let (code, _, out) = verify_json(&repo, true);
     assert_eq!(code, 0, "{out}");
+}
+
+/// A tree stored twice whose copy reads go to is damaged: `ls`, a
+/// restore and gc read the other copy and warn, a backup taking the
+/// snapshot for its parent counts it as repository damage (exit 3),
+/// verify reports the damaged copy, and `repair index --read-data`
+/// mends the index. Until December 2026 `ls` and the restore failed,
+/// and gc refused to run.
+#[test]
+fn a_damaged_copy_of_a_tree_stored_twice_is_read_around() {
+    let repo = packed_repo();
+    let src = source(&repo, 43);
+    let saved = backup_saved(&repo, &src, &[]);
+    // A second copy of everything: a backup that finds no index.
+    let index = repo.path.join("index");
+    let aside = repo.scratch("index-aside");
+    let _ = fs::remove_dir(&aside);
+    fs::rename(&index, &aside).unwrap();
+    fs::create_dir(&index).unwrap();
+    repo.backup(&[&src], &["--kind", "full"]);
+    for t in fs::read_dir(&aside).unwrap() {
+        let t = t.unwrap();
+        fs::rename(t.path(), index.join(t.file_name())).unwrap();
+    }
+    // Every location of each tree; the root differs between the two
+    // backups (the folders above the source changed), the source's own
+    // folder does not.
+    let tables = repo.run(&["cat", "index"]).success().json();
+    let mut trees: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for t in tables.as_array().unwrap() {
+        if t["kind"] != "Tree" {
+            continue;
+        }
+        for e in t["entries"].as_array().unwrap() {
+            let at = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
+            let copy = (e["pack"].as_str().unwrap().to_string(), at);
+            trees
+                .entry(e["id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(copy);
+        }
+    }
+    let (tree, copies) = trees
+        .into_iter()
+        .find(|(_, c)| c.len() == 2)
+        .expect("a tree stored twice");
+    let packs = pack_files(&repo);
+    let read_around = |out: &Out| out.stderr.contains("read from its other copy");
+    let ls = || repo.run(&["ls", &saved.id]);
+    // Damage the copy reads go to.
+    let (pack, at) = &copies[0];
+    flip_byte(&packs[pack], *at);
+    let mut out = ls();
+    let mut damaged = pack;
+    if !read_around(&out) {
+        flip_byte(&packs[pack], *at);
+        let (pack, at) = &copies[1];
+        flip_byte(&packs[pack], *at);
+        out = ls();
+        damaged = pack;
+    }
+    assert_eq!(out.code, 0, "{out}");
+    assert!(read_around(&out), "{out}");
+    assert!(out.stderr.contains(&tree[..8]), "{out}");
+    assert!(out.stderr.contains(&damaged[..8]), "{out}");
+    assert!(out.stdout.contains("sub/big.bin"), "{out}");
+
+    let target = repo.scratch("restored");
+    let mut c = repo.cmd(&["restore", &saved.id, "--target"]);
+    c.arg(&target);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(read_around(&out), "{out}");
+    assert_eq!(manifest(&restored(&target, &src)), saved.manifest, "{out}");
+
+    // A backup whose parent's root tree is read around.
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    let damage = out.json()["repository_damage"].to_string();
+    assert!(damage.contains("read from its other copy"), "{out}");
+
+    let (code, _, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.stdout.contains(&damaged[..8]), "{out}");
+
+    let out = repo.run(&["gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(read_around(&out), "{out}");
+    assert_restores(&repo, &saved);
+
+    repo.run(&["repair", "index", "--read-data"]).success();
+    let out = ls();
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!read_around(&out), "{out}");
+    let (code, _, out) = verify_json(&repo, true);
+    assert_eq!(code, 0, "{out}");
+    assert_restores(&repo, &saved);
 }

@@ -498,6 +498,10 @@ pub fn backup(
             })
         }
     })??;
+    // Trees of the parent read from another copy around a damaged one.
+    for around in repo.take_read_around() {
+        repo_warn(around.to_string());
+    }
     let stored = writer.finish()?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let snapshot = Snapshot {

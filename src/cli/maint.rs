@@ -216,6 +216,12 @@ fn gc_locked(
         ..opts.clone()
     };
     let mut plan = gc::plan(repo, &opts)?;
+    // Trees the mark read from another copy: the copy marked is the
+    // damaged one, which the plan's rescue keeps from outliving the
+    // intact one.
+    for around in repo.take_read_around() {
+        warn(&around.to_string());
+    }
     if !dry_run {
         plan = gc::fit_to_space(repo, plan, &opts)?;
     }
@@ -788,6 +794,9 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 },
                 &lock,
             )?;
+            for around in repo.take_read_around() {
+                warn(&around.to_string());
+            }
             let printed = print_repaired(&r, dry_run);
             if dry_run {
                 return output::read_only(0, printed);

@@ -147,6 +147,9 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let json_base = String::from_utf8_lossy(&base);
     let shown = escape(&base).into_owned();
     list_tree(&repo, tree, (&json_base, &shown), &a)?;
+    for around in repo.take_read_around() {
+        warn(&around.to_string());
+    }
     Ok(0)
 }
 
@@ -349,17 +352,24 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         CatKind::Tree => {
             let id = BlobId::from_hex(need_id(&a)?)?;
-            match repo.load_tree_blob(&id)? {
+            let text = match repo.load_tree_blob(&id)? {
                 TreeBlob::Parts(parts) => json(&Parts {
                     version: PARTS_VERSION,
                     parts,
                 }),
                 TreeBlob::Nodes(t) => json(&Tree::new(t.into_nodes().collect::<Result<_>>()?)),
+            };
+            for around in repo.take_read_around() {
+                warn(&around.to_string());
             }
+            text
         }
         CatKind::Blob => {
             let id = BlobId::from_hex(need_id(&a)?)?;
             let data = repo.read_blob(&id)?;
+            for around in repo.take_read_around() {
+                warn(&around.to_string());
+            }
             output::write_bytes(&data)?;
             return Ok(0);
         }

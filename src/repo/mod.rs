@@ -12,7 +12,7 @@ pub mod own;
 pub mod space;
 pub mod upgrade;
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backend::cache::{Cache, CachedBackend};
 use crate::backend::{Backend, FileKind};
@@ -284,6 +284,39 @@ pub struct Repository {
     index: RwLock<Option<Arc<IndexSet>>>,
     cache: Option<Arc<Cache>>,
     notes: Vec<String>,
+    /// Damaged copies of blobs read around since the last
+    /// [`Repository::take_read_around`] (see [`Repository::read_indexed`]).
+    read_around: Mutex<Vec<ReadAround>>,
+}
+
+/// A blob a read found damaged in one pack and read from its copy in
+/// another (see [`Repository::take_read_around`]). Its `Display` is the
+/// warning to give: the blob, the damaged copy's pack and why, the copy
+/// read, and what mends the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadAround {
+    /// The blob.
+    pub id: BlobId,
+    /// The pack holding the damaged copy.
+    pub damaged: PackId,
+    /// Why that copy was refused.
+    pub why: String,
+    /// The pack of the copy read.
+    pub read: PackId,
+}
+
+impl std::fmt::Display for ReadAround {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "blob {} in pack {} is damaged ({}); read from its other copy in pack {}; \
+             `cairn repair index --read-data` drops the damaged copy from the index",
+            self.id.short(),
+            self.damaged.short(),
+            self.why,
+            self.read.short()
+        )
+    }
 }
 
 impl Repository {
@@ -372,6 +405,7 @@ impl Repository {
             index: RwLock::new(None),
             cache: None,
             notes,
+            read_around: Mutex::new(Vec::new()),
         })
     }
 
@@ -488,6 +522,7 @@ impl Repository {
             index: RwLock::new(None),
             cache: None,
             notes: Vec::new(),
+            read_around: Mutex::new(Vec::new()),
         })
     }
 
@@ -530,6 +565,7 @@ impl Repository {
             index: RwLock::new(None),
             cache: None,
             notes: Vec::new(),
+            read_around: Mutex::new(Vec::new()),
         })
     }
 
@@ -555,6 +591,17 @@ impl Repository {
     /// empty for an opened repository.
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// What reads found damaged and read from another copy since the last
+    /// call, one message each, for the command to warn of (a read that
+    /// succeeds around damage says nothing itself): the blob, the damaged
+    /// copy's pack and why, the copy read, and what mends the index.
+    pub fn take_read_around(&self) -> Vec<ReadAround> {
+        self.read_around
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 
     /// The cache, when one is in use.
@@ -832,24 +879,64 @@ impl Repository {
         )))
     }
 
-    /// Reads `id` at `loc`, or, if that pack is missing, where else the
-    /// index places it (see [`Repository::locate_elsewhere`]); the error
-    /// names the first pack found missing if none holds it.
-    fn read_indexed(&self, id: &BlobId, mut loc: Location) -> Result<Vec<u8>> {
+    /// Reads `id` at `loc`, or, if that pack is missing or holds it
+    /// damaged, where else the index places it (see
+    /// [`Repository::locate_elsewhere`]): a blob stored twice, by backups
+    /// storing the same new data side by side, or again after its pack
+    /// was lost. A copy read around damage is noted for
+    /// [`Repository::take_read_around`]. When no copy can be read, the
+    /// error is the first damaged copy's, else names the first pack found
+    /// missing.
+    pub(crate) fn read_indexed(&self, id: &BlobId, mut loc: Location) -> Result<Vec<u8>> {
         let mut gone = Vec::new();
+        let mut damaged: Option<(PackId, Error)> = None;
         loop {
-            match self.read_located(id, loc) {
-                Err(e) if e.is_not_found() => {
-                    gone.push(loc.pack);
-                    match self.locate_elsewhere(id, loc.kind, &gone)? {
-                        Some(next) => loc = next,
+            let e = match self.read_located(id, loc) {
+                Ok(plain) => {
+                    if let Some((pack, e)) = damaged {
+                        self.note_read_around(id, &pack, &e, &loc.pack);
+                    }
+                    return Ok(plain);
+                }
+                Err(e) if e.is_not_found() => None,
+                Err(e @ Error::Corrupt { .. }) => Some(e),
+                Err(e) => return Err(self.blame_index(e)),
+            };
+            gone.push(loc.pack);
+            if let Some(e) = e {
+                damaged.get_or_insert((loc.pack, e));
+            }
+            match self.locate_elsewhere(id, loc.kind, &gone)? {
+                Some(next) => loc = next,
+                None => {
+                    return Err(match damaged {
+                        Some((_, e)) => self.blame_index(e),
                         // The index names the pack, so a missing one is
                         // damage to the index or a deleted pack: say what
                         // tells which, and what mends the index.
-                        None => return Err(missing_pack(id, &gone[0])),
-                    }
+                        None => missing_pack(id, &gone[0]),
+                    });
                 }
-                other => return other.map_err(|e| self.blame_index(e)),
+            }
+        }
+    }
+
+    /// Notes that blob `id`, damaged in pack `damaged` (`e`), was read
+    /// from its copy in pack `read` (see [`Repository::take_read_around`]).
+    pub(crate) fn note_read_around(&self, id: &BlobId, damaged: &PackId, e: &Error, read: &PackId) {
+        let why = match e {
+            Error::Corrupt { detail, .. } => detail.clone(),
+            e => e.to_string(),
+        };
+        let around = ReadAround {
+            id: *id,
+            damaged: *damaged,
+            why,
+            read: *read,
+        };
+        if let Ok(mut r) = self.read_around.lock() {
+            if !r.contains(&around) {
+                r.push(around);
             }
         }
     }

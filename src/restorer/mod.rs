@@ -591,6 +591,11 @@ pub fn restore(
         stats.xattrs_refused = entries;
         warn(&why);
     }
+    // Trees read from another copy (file data read so is warned of as
+    // it is written).
+    for around in repo.take_read_around() {
+        warn(&around.to_string());
+    }
     if opts.sync && !opts.dry_run && !stats.nothing_selected {
         if let Err(e) = sync_target(&opts.target) {
             error(&format!(

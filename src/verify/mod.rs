@@ -518,6 +518,17 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     })
     .map_err(stopped)?;
+    // Trees read from another copy around a damaged one: damage all the
+    // same, to be mended before that other copy is lost too (the read of
+    // every pack names it already).
+    for around in repo.take_read_around() {
+        if !bad.contains_key(&(around.id, around.damaged)) {
+            report.errors.push(problem(
+                format!("pack {}", around.damaged.short()),
+                around.to_string(),
+            ));
+        }
+    }
     let facts = facts
         .into_inner()
         .map_err(|_| Error::Invalid("verify worker panicked".into()))?;
