@@ -168,6 +168,34 @@ impl Error {
         )
     }
 
+    /// True when the store refused a read for want of permission (a file
+    /// of a local repository this user may not read, credentials that
+    /// may not read an object): not damage, and not for a command to act
+    /// on as such.
+    pub fn is_read_refused(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::EACCES) | Some(libc::EPERM)
+                )
+            }
+            Error::Backend {
+                detail, transient, ..
+            } => !transient && detail.starts_with("access denied"),
+            _ => false,
+        }
+    }
+
+    /// True when the store could not hand over what was asked for, for a
+    /// reason that says nothing about the repository's contents: it did
+    /// not answer ([`Error::is_transient`]) or refused the read
+    /// ([`Error::is_read_refused`]). A walk of the trees stops at such an
+    /// error rather than take every tree after for damaged.
+    pub fn is_store_unavailable(&self) -> bool {
+        self.is_transient() || self.is_read_refused()
+    }
+
     /// True when the underlying cause is a full filesystem ("no space
     /// left on device", or a disk quota reached).
     pub fn is_storage_full(&self) -> bool {

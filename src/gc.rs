@@ -399,8 +399,8 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         mark(root, BlobKind::Tree);
     }
     // A tree the store could not hand over for now (an outage: a
-    // transient error, retries spent) is not damage: gc stops with that
-    // error, and walks no further.
+    // transient error, retries spent) or would not (no permission) is not
+    // damage: gc stops with that error, and walks no further.
     let store_failed: Mutex<Option<Error>> = Mutex::new(None);
     let reader = crate::walker::TreeReader::new(repo);
     crate::walker::walk(repo, &roots, opts.workers, &|id, enqueue| {
@@ -419,7 +419,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
             })
         });
         match scanned {
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_store_unavailable() => {
                 if let Ok(mut f) = store_failed.lock() {
                     f.get_or_insert(e);
                 }
@@ -433,11 +433,17 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         }
     })?;
     if let Some(e) = store_failed.into_inner().ok().flatten() {
+        let advice = if e.is_transient() {
+            "gc stopped before deleting anything: a tree could not be read from the store \
+             (which is not damage); run it again once the store answers"
+        } else {
+            "gc stopped before deleting anything: the store refused to hand over a tree (no \
+             permission), which is not damage; run it as a user who may read the whole \
+             repository"
+        };
         return Err(Error::Advised {
             error: Box::new(e),
-            advice: "gc stopped before deleting anything: a tree could not be read from the \
-                     store (which is not damage); run it again once the store answers"
-                .into(),
+            advice: advice.into(),
         });
     }
     let mut unreadable = unreadable.into_inner().unwrap_or_default();
@@ -1042,6 +1048,26 @@ mod tests {
         assert!(e.contains("Connection refused"), "{e}");
         assert!(e.contains("gc stopped before deleting anything"), "{e}");
         assert!(!e.contains("damaged"), "{e}");
+    }
+
+    /// Nor is a tree the store refuses to hand over (a pack this user may
+    /// not read): gc does not call the snapshots damaged, nor advise
+    /// forgetting them.
+    #[test]
+    fn a_pack_read_refused_while_marking_is_not_called_damage() {
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: Outage::default(),
+        });
+        let backend: Arc<dyn Backend> = store.clone();
+        half_garbage_on(&backend);
+        let repo = Repository::open(backend, b"pw").unwrap();
+        store.hooks.begin_refusing();
+        let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("Permission denied"), "{e}");
+        assert!(e.contains("no permission"), "{e}");
+        assert!(!e.contains("damaged"), "{e}");
+        assert!(!e.contains("forget"), "{e}");
     }
 
     /// gc reads the live blobs of the packs it copies next ahead of its

@@ -105,14 +105,18 @@ fn damaged_copies(
 /// December 2026).
 fn every_bad_blob(repo: &Repository, workers: usize) -> Result<HashMap<(BlobId, PackId), String>> {
     let found = crate::verify::bad_blobs(repo, workers).map_err(|e| {
-        if !e.is_transient() {
+        let advice = if e.is_transient() {
+            "nothing is changed: the store did not answer, which is not damage; run it again \
+             once the store answers"
+        } else if e.is_read_refused() {
+            "nothing is changed: the store refused a read (no permission), which is not \
+             damage; run it as a user who may read the whole repository"
+        } else {
             return e;
-        }
+        };
         Error::Advised {
             error: Box::new(e),
-            advice: "nothing is changed: the store did not answer, which is not damage; run \
-                     it again once the store answers"
-                .into(),
+            advice: advice.into(),
         }
     })?;
     if let Some((pack, e)) = found.unread.first() {

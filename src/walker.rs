@@ -59,7 +59,7 @@ pub fn for_each_tree(
                 }
                 visit(id, Ok(&refs));
             }
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_store_unavailable() => {
                 if let Ok(mut o) = outage.lock() {
                     o.get_or_insert(e);
                 }

@@ -114,9 +114,12 @@ pub(crate) trait Hooks: Send + Sync {
 /// Hooks of a store that stops answering pack reads once told to (an
 /// outage: each read fails as a transient error does once its retries
 /// are spent), counting the reads it failed.
+/// Told to refuse instead, it fails them as a local store does a file
+/// this user may not read.
 #[derive(Default)]
 pub(crate) struct Outage {
     on: std::sync::atomic::AtomicBool,
+    refuse: std::sync::atomic::AtomicBool,
     failed: std::sync::atomic::AtomicUsize,
 }
 
@@ -124,6 +127,12 @@ impl Outage {
     /// From now on every pack read fails.
     pub fn begin(&self) {
         self.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on every pack read is refused (no permission).
+    pub fn begin_refusing(&self) {
+        self.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.begin();
     }
 
     /// How many pack reads failed.
@@ -137,6 +146,12 @@ impl Outage {
         }
         self.failed
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some(Err(crate::error::Error::Io {
+                context: format!("open packs/{name}"),
+                source: std::io::Error::from_raw_os_error(libc::EACCES),
+            }));
+        }
         Some(Err(crate::error::Error::Backend {
             op: "read pack".into(),
             object: name.into(),

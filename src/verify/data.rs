@@ -124,7 +124,7 @@ pub(super) fn read_packs(
                     let data = match repo.backend().read(FileKind::Pack, &pack_id.to_hex()) {
                         Ok(d) => d,
                         // Dropping the taker ends the queue for every worker.
-                        Err(e) if e.is_transient() => {
+                        Err(e) if e.is_store_unavailable() => {
                             if let Ok(mut o) = outage.lock() {
                                 o.get_or_insert(e);
                             }

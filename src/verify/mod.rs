@@ -142,18 +142,23 @@ fn index_damage(e: &Error) -> String {
     format!("{what}; `cairn repair index` rebuilds the index from the packs")
 }
 
-/// A store that stops answering (a transient error, retries spent) says
-/// nothing about the repository: verify stops with the store's error
-/// rather than report every tree and pack after as damaged.
+/// A store that stops answering (a transient error, retries spent) or
+/// refuses a read (no permission) says nothing about the repository:
+/// verify stops with the store's error rather than report every tree and
+/// pack after as damaged.
 fn stopped(e: Error) -> Error {
-    if !e.is_transient() {
+    let advice = if e.is_transient() {
+        "verify stopped: the store did not answer, which is not damage; run it again once \
+         the store answers"
+    } else if e.is_read_refused() {
+        "verify stopped: the store refused a read (no permission), which is not damage; run \
+         it as a user who may read the whole repository"
+    } else {
         return e;
-    }
+    };
     Error::Advised {
         error: Box::new(e),
-        advice: "verify stopped: the store did not answer, which is not damage; run it again \
-                 once the store answers"
-            .into(),
+        advice: advice.into(),
     }
 }
 
@@ -229,7 +234,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         let id = SnapshotId::from_hex(&name)?;
         match Snapshot::load(backend, repo.key(), &id) {
             Ok(s) => snapshots.push((id, s)),
-            Err(e) if e.is_transient() => return Err(stopped(e)),
+            Err(e) if e.is_store_unavailable() => return Err(stopped(e)),
             // Damage of the file, as `load_all` sets apart (a file still
             // listed but not found too: no forget runs beside verify).
             Err(e) if e.is_not_found() || crate::snapshot::unreadable(&e).is_some() => {
@@ -926,23 +931,32 @@ mod tests {
         assert!(packs >= 8, "only {packs} packs");
         repo.reload_index();
 
-        store.hooks.begin();
-        for read_data in [None, Some(Subset::All)] {
-            let before = store.hooks.failed();
-            let opts = VerifyOptions {
-                read_data,
-                workers: 2,
-                ..VerifyOptions::default()
-            };
-            let e = verify(&repo, &opts).unwrap_err().to_string();
-            assert!(e.contains("Connection refused"), "{e}");
-            assert!(e.contains("verify stopped"), "{e}");
-            assert!(!e.contains("damage "), "{e}");
-            let failed = store.hooks.failed() - before;
-            assert!(
-                (1..=2).contains(&failed),
-                "{read_data:?}: {failed} reads of {packs} packs failed"
-            );
+        // Then refusing reads, as a local store does files this user may
+        // not read: no damage either (until December 2026 verify called
+        // every tree in such a pack damaged).
+        for (refuse, said) in [(false, "Connection refused"), (true, "Permission denied")] {
+            if refuse {
+                store.hooks.begin_refusing();
+            } else {
+                store.hooks.begin();
+            }
+            for read_data in [None, Some(Subset::All)] {
+                let before = store.hooks.failed();
+                let opts = VerifyOptions {
+                    read_data,
+                    workers: 2,
+                    ..VerifyOptions::default()
+                };
+                let e = verify(&repo, &opts).unwrap_err().to_string();
+                assert!(e.contains(said), "{e}");
+                assert!(e.contains("verify stopped"), "{e}");
+                assert!(!e.contains("damage "), "{e}");
+                let failed = store.hooks.failed() - before;
+                assert!(
+                    (1..=2).contains(&failed),
+                    "{read_data:?}: {failed} reads of {packs} packs failed"
+                );
+            }
         }
     }
 
