@@ -107,7 +107,10 @@ pub fn parse_within(s: &str) -> Result<u64> {
     })
     .map_err(|_| bad())?;
     if total == 0 {
-        return Err(bad());
+        return Err(Error::Invalid(format!(
+            "{s:?}: a span of zero would keep only the newest snapshot; give a span of more \
+             than zero (or --keep-last 1)"
+        )));
     }
     Ok(total)
 }
@@ -160,16 +163,12 @@ pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz
         }
     }
     if let (Some(within), Some(newest)) = (policy.within_secs, snaps.first()) {
-        let limit = newest
-            .snapshot
-            .time_ns
-            // A span past i64's seconds (keep forever, in effect) keeps
-            // every snapshot rather than wrapping to keep none.
-            .saturating_sub(
-                i64::try_from(within).map_or(i64::MAX, |w| w.saturating_mul(1_000_000_000)),
-            );
+        // In i128: a span of more than 292 years is more nanoseconds than
+        // an i64 holds (until December 2026 it was cut to that, and
+        // snapshots imported with older times were removed).
+        let limit = i128::from(newest.snapshot.time_ns) - i128::from(within) * 1_000_000_000;
         for (i, e) in snaps.iter().enumerate() {
-            if e.snapshot.time_ns >= limit {
+            if i128::from(e.snapshot.time_ns) >= limit {
                 reasons[i].push("within".into());
             }
         }
@@ -580,6 +579,29 @@ mod tests {
         for (policy, want) in cases {
             assert_eq!(kept(&policy, &t), want, "{policy:?}");
         }
+    }
+
+    /// A span longer than an i64 of nanoseconds holds (292 years) keeps
+    /// what lies within it: a snapshot imported with a time of 1700 is
+    /// within 400 years of one of 2025, not removed.
+    #[test]
+    fn keep_within_centuries_keeps_what_lies_within() {
+        let t = [
+            at("2025-01-01 00:00", 1, SnapshotKind::Full, None, &[]),
+            at("1700-01-01 00:00", 2, SnapshotKind::Full, None, &[]),
+        ];
+        let refs: Vec<&SnapshotEntry> = t.iter().collect();
+        let kept = |span: &str| {
+            let p = Policy {
+                within_secs: Some(parse_within(span).unwrap()),
+                ..Default::default()
+            };
+            apply_in(&p, &refs, &Utc).iter().filter(|d| d.keep).count()
+        };
+        assert_eq!(kept("400y"), 2);
+        assert_eq!(kept("326y"), 2);
+        assert_eq!(kept("325y"), 1, "325 years of 365 days end in 1700-03");
+        assert!(parse_within("0h").unwrap_err().to_string().contains("zero"));
     }
 
     #[test]

@@ -375,7 +375,9 @@ pub struct ForgetArgs {
     /// Keep the newest N snapshots.
     #[arg(long, default_value_t = 0)]
     keep_last: u32,
-    /// Keep the newest snapshot of each of the last N hours.
+    /// Keep the newest snapshot of each of the N latest hours that have
+    /// one (hours without a snapshot do not count, so this may reach
+    /// back further than N hours; local time).
     #[arg(long, default_value_t = 0)]
     keep_hourly: u32,
     /// … days.
