@@ -474,17 +474,32 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         )));
     }
 
-    let plan = classify(repo, &index, marks, sizes, opts)?;
+    let mut plan = classify(repo, &index, marks, sizes, opts)?;
     // A blob stored twice (backups storing the same new data side by
     // side) is kept in the copy marked, and the other goes with its pack:
-    // the copy kept must be sound, or the one intact copy is deleted.
-    let going: IdSet<PackId> = plan.delete.iter().chain(&plan.repack).copied().collect();
-    let rescued = rescue_duplicates(repo, &index, &plan.marks, &going)?;
-    if rescued.is_empty() {
-        return Ok(plan);
+    // the copy kept must be sound, or the one intact copy is deleted. A
+    // switch to the other copy may send the damaged copy's pack to be
+    // repacked or deleted in turn: the packs that newly go are checked
+    // the same way, until none does.
+    let mut checked: IdSet<PackId> = IdSet::default();
+    let mut rescued = Vec::new();
+    loop {
+        let going: IdSet<PackId> = (plan.delete.iter().chain(&plan.repack))
+            .filter(|p| !checked.contains(p))
+            .copied()
+            .collect();
+        if going.is_empty() {
+            break;
+        }
+        let switched = rescue_duplicates(repo, &index, &plan.marks, &going)?;
+        checked.extend(going);
+        if switched.is_empty() {
+            break;
+        }
+        rescued.extend(switched);
+        let GcPlan { marks, sizes, .. } = plan;
+        plan = classify(repo, &index, marks, sizes, opts)?;
     }
-    let GcPlan { marks, sizes, .. } = plan;
-    let mut plan = classify(repo, &index, marks, sizes, opts)?;
     plan.rescued = rescued;
     Ok(plan)
 }

@@ -60,6 +60,12 @@ pub struct IndexRepair {
     pub removed_tables: usize,
     /// Damaged copies left out of the index (with `read_data`), by pack.
     pub dropped: Vec<DroppedBlob>,
+    /// How many of `dropped` are of a blob with an intact copy indexed in
+    /// another pack (a blob stored twice): nothing of it is lost.
+    pub dropped_held_elsewhere: usize,
+    /// Packs the old index (its tables that authenticate) named that are
+    /// not in the repository: their blobs are no longer indexed.
+    pub missing_packs: Vec<PackId>,
 }
 
 /// Rebuilds the index from the packs' own headers: writes new tables for
@@ -211,6 +217,23 @@ fn repair_index_in_tables_of(
             )));
         }
     }
+    // Packs the old tables name that are gone (lost, or left out by a
+    // copy or a sync): said, as their blobs leave the index.
+    let present: HashSet<&str> = packs.iter().map(|(n, _)| n.as_str()).collect();
+    let mut missing = std::collections::BTreeSet::new();
+    for t in &trusted {
+        for n in 0..t.pack_count() {
+            let (pack, _) = t.pack(n)?;
+            if !present.contains(pack.to_hex().as_str()) {
+                missing.insert(pack);
+            }
+        }
+    }
+    out.missing_packs = missing.into_iter().collect();
+    // Blobs found damaged somewhere, and those of them indexed intact in
+    // another pack: a few, not the repository's blobs.
+    let bad_ids: HashSet<BlobId> = bad.keys().map(|(id, _)| *id).collect();
+    let mut held: HashSet<BlobId> = HashSet::new();
     let mut unreadable: Vec<(PackId, u64, String)> = Vec::new();
     for (name, len) in packs.iter().filter(|(n, _)| is_hex_name(n)) {
         let id = PackId::from_hex(name)?;
@@ -218,6 +241,12 @@ fn repair_index_in_tables_of(
         match pack::read_header(backend, name, *len, repo.key(), &what) {
             Ok(h) => {
                 let entries = without_damaged(id, h.entries, &bad, &mut out.dropped);
+                held.extend(
+                    entries
+                        .iter()
+                        .map(|e| e.id)
+                        .filter(|id| bad_ids.contains(id)),
+                );
                 out.packs += 1;
                 out.blobs += entries.len();
                 builder.add_pack(id, h.kind, &entries);
@@ -259,6 +288,12 @@ fn repair_index_in_tables_of(
                 ),
             });
         }
+        held.extend(
+            entries
+                .iter()
+                .map(|e| e.id)
+                .filter(|id| bad_ids.contains(id)),
+        );
         let kept = entries.len();
         if let Some(kind) = kind {
             builder.add_pack(*id, kind, &entries);
@@ -278,6 +313,11 @@ fn repair_index_in_tables_of(
     }
     out.written_tables = written.len();
     out.dropped.sort_by_key(|d| (d.pack, d.blob));
+    out.dropped_held_elsewhere = out
+        .dropped
+        .iter()
+        .filter(|d| held.contains(&d.blob))
+        .count();
     lock.confirm("the new index tables are written, the old ones are kept; run it again")?;
     for name in old
         .iter()

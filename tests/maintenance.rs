@@ -1855,6 +1855,26 @@ fn repair_index_without_packs_keeps_the_index() {
     fs::rename(&aside, &packs).unwrap();
     assert_restores(&repo, &saved);
     assert_verify_ok(&repo);
+
+    // Some packs gone (a copy or a sync that left them out): the index is
+    // rebuilt from those there, and the ones it named that are not are
+    // said, with the way back.
+    let files = pack_files(&repo);
+    let (gone, path) = files.iter().next().unwrap();
+    let kept = repo.scratch("one-pack");
+    fs::rename(path, &kept).unwrap();
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(
+        out.stderr.contains("the old index named 1 pack(s)"),
+        "{out}"
+    );
+    assert!(out.stderr.contains(&gone[..8]), "{out}");
+    assert!(out.stderr.contains("put them back"), "{out}");
+    fs::rename(&kept, path).unwrap();
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(!out.stderr.contains("the old index named"), "{out}");
+    assert_restores(&repo, &saved);
+    assert_verify_ok(&repo);
 }
 
 /// A blob stored twice (backups storing the same new data side by side,
@@ -1919,6 +1939,13 @@ fn gc_keeps_the_intact_copy_of_a_blob_stored_twice() {
         flip_byte(&packs[pack], *at);
         assert!(other_copy_read(), "no copy read is damaged");
     }
+
+    // verify reports the damaged copy, and no file as damaged: a restore
+    // reads the intact one.
+    let (code, v, out) = verify_json(&repo, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.stdout.contains(&chunk[..8]), "{out}");
+    assert_eq!(damaged(&v), vec![], "{out}");
 
     let out = repo.run(&["gc"]);
     assert_eq!(out.code, 0, "{out}");
@@ -2014,15 +2041,21 @@ fn a_damaged_copy_of_a_tree_stored_twice_is_read_around() {
     assert_eq!(code, 1, "{out}");
     assert!(out.stdout.contains(&damaged[..8]), "{out}");
 
-    let out = repo.run(&["gc"]);
+    let out = repo.run(&["gc", "--dry-run"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(read_around(&out), "{out}");
-    assert_restores(&repo, &saved);
 
-    repo.run(&["repair", "index", "--read-data"]).success();
+    let out = repo.run(&["repair", "index", "--read-data"]).success();
+    assert!(
+        out.stdout
+            .contains("1 damaged copy dropped is of blobs with an intact copy"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("no longer indexed"), "{out}");
     let out = ls();
     assert_eq!(out.code, 0, "{out}");
     assert!(!read_around(&out), "{out}");
+    repo.run(&["gc"]).success();
     let (code, _, out) = verify_json(&repo, true);
     assert_eq!(code, 0, "{out}");
     assert_restores(&repo, &saved);

@@ -747,6 +747,15 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 },
                 &lock,
             )?;
+            if let Some(first) = r.missing_packs.first() {
+                warn(&format!(
+                    "the old index named {} pack(s) the repository does not hold (first: {}): \
+                     their blobs are no longer indexed; if a copy or a sync left them out, put \
+                     them back and run `cairn repair index` again before any gc",
+                    r.missing_packs.len(),
+                    first.short()
+                ));
+            }
             let printed = (|| {
                 for u in &r.unreadable {
                     outln!("unreadable, left in place: {u}")?;
@@ -766,14 +775,31 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                     r.removed_tables,
                     r.written_tables
                 )?;
-                if !r.dropped.is_empty() {
+                if r.dropped_held_elsewhere > 0 {
                     outln!(
-                        "{} damaged blob(s) are no longer indexed: the next backup stores \
+                        "{} damaged cop{} dropped {} of blobs with an intact copy indexed in \
+                         another pack: nothing of them is lost",
+                        r.dropped_held_elsewhere,
+                        if r.dropped_held_elsewhere == 1 {
+                            "y"
+                        } else {
+                            "ies"
+                        },
+                        if r.dropped_held_elsewhere == 1 {
+                            "is"
+                        } else {
+                            "are"
+                        },
+                    )?;
+                }
+                let lost = r.dropped.len() - r.dropped_held_elsewhere;
+                if lost > 0 {
+                    outln!(
+                        "{lost} damaged blob(s) are no longer indexed: the next backup stores \
                          their content again where the source still has it, mending every \
                          snapshot that uses it; for what no source has any more, `cairn \
                          repair snapshots` writes copies of the snapshots without it (gc \
-                         refuses to run until no snapshot uses a blob the index lacks)",
-                        r.dropped.len()
+                         refuses to run until no snapshot uses a blob the index lacks)"
                     )?;
                 }
                 Ok(())

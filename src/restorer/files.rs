@@ -382,7 +382,7 @@ impl Executor<'_> {
     /// damaged), from wherever else the index places it in a pack that
     /// exists (a blob stored again after its pack was lost, or stored
     /// twice; see `Repository::locate_elsewhere`) to `uses`. False when no
-    /// other entry names a pack that exists.
+    /// other entry names a pack that exists and holds it intact.
     fn restore_elsewhere(
         &self,
         gone: &PackId,
@@ -395,8 +395,12 @@ impl Executor<'_> {
             match PackBytes::fetch(self.repo.backend(), &loc.pack, &[(*id, loc)]) {
                 Ok(data) => {
                     let what = format!("pack {}", loc.pack.short());
-                    self.deliver(&data, id, &loc, uses, tasks, &what)?;
-                    return Ok(true);
+                    match self.deliver(&data, id, &loc, uses, tasks, &what) {
+                        Ok(()) => return Ok(true),
+                        // Damaged there too: a third copy, if any.
+                        Err(Error::Corrupt { .. }) => gone.push(loc.pack),
+                        Err(e) => return Err(e),
+                    }
                 }
                 Err(e) if e.is_not_found() => gone.push(loc.pack),
                 Err(e) => return Err(e),

@@ -461,9 +461,16 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             }
             Ok(Some(loc)) => loc,
         };
-        let fault = bad
-            .get(&(*id, loc.pack))
-            .map(|why| Fault::Bad(loc.pack, why.clone()));
+        // A damaged copy with an intact one elsewhere (a blob stored
+        // twice) is read around by a restore: the damaged copy is
+        // reported with its pack, the files using it are not damaged.
+        let intact = |p: &PackId| present(p) && !bad.contains_key(&(*id, *p));
+        let fault = bad.get(&(*id, loc.pack)).and_then(|why| {
+            match index.locate_kind_where(id, pack::BlobKind::Data, &intact) {
+                Ok(Some(_)) => None,
+                _ => Some(Fault::Bad(loc.pack, why.clone())),
+            }
+        });
         (fault, Some(u64::from(loc.raw_length)))
     };
     let fault = |id: &BlobId| chunk(id).0;
