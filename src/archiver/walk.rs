@@ -883,7 +883,8 @@ struct Links {
 #[derive(Default)]
 struct LinksState {
     files: HashMap<(u64, u64), Link>,
-    /// Bytes held: chunk ids, and about what an entry takes.
+    /// Bytes held: chunk ids, extended attributes, and about what an
+    /// entry takes.
     bytes: usize,
 }
 
@@ -956,8 +957,13 @@ impl Claim<'_> {
     fn done(self, seen: Seen, read: &FileRead) {
         if let Ok(mut state) = self.links.state.lock() {
             // The entry itself counts too: a million empty files of
-            // several names must not grow it without bound.
-            state.bytes += 96 + read.0.len() * std::mem::size_of::<BlobId>();
+            // several names must not grow it without bound; so do the
+            // extended attributes kept (up to 64 KiB a value).
+            let xattr_bytes: usize = (read.2.iter())
+                .flat_map(|x| &x.list)
+                .map(|x| 48 + x.name.0.len() + x.value.0.len())
+                .sum();
+            state.bytes += 96 + read.0.len() * std::mem::size_of::<BlobId>() + xattr_bytes;
             let xattrs = read.2.as_ref().map(|x| (x.list.clone(), x.unread));
             state.files.insert(
                 self.key,
