@@ -469,3 +469,44 @@ fn a_restore_target_out_of_inodes_says_so() {
         "{out}"
     );
 }
+
+/// An `init` whose config does not fit takes its key file back, so the
+/// next `init`, once there is room, makes the repository (until December
+/// 2026 it took the key file left for another `init`'s at work, and gave
+/// way); an `init` on a filesystem with too little free to set the space
+/// reserve aside says so.
+#[test]
+fn an_init_that_does_not_fit_leaves_no_claim_and_a_short_reserve_is_said() {
+    let outside = Repo::new();
+    let small = PrivateMount::tmpfs(&outside.scratch("small"), 64 << 10);
+    let repo = small.at.join("r");
+    let fill = small.at.join("fill");
+    let sh = |script: &str| {
+        let mut c = Command::new("sh");
+        c.args(["-c", script, "sh"]).arg(&fill).arg(&repo);
+        small.run(&c)
+    };
+    // One page of the sixteen left: room for the key file, not the config.
+    sh("head -c 61440 /dev/zero > \"$1\"").success();
+    let init = || {
+        let mut c = cairn();
+        c.arg("-r").arg(&repo).arg("init").args(FAST_INIT);
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        small.run(&c)
+    };
+    let out = init();
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    let keys = sh("ls -A \"$2/keys\"").success();
+    assert_eq!(keys.stdout, "", "no key file is left: {out}");
+
+    sh("rm \"$1\"").success();
+    let out = init();
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("too little free space to set aside"),
+        "{out}"
+    );
+    let keys = sh("ls -A \"$2/keys\"").success();
+    assert_eq!(keys.stdout.lines().count(), 1, "{out}");
+}

@@ -99,7 +99,9 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
     let backend = ctx.backend()?;
     let pw = ctx.password(true)?;
     let repo = Repository::init(backend.clone(), &pw.bytes, &opts)?;
-    super::top_up_reserve(&repo, false);
+    // Said on a nearly full disk: forget and gc would find no room set
+    // aside once the disk fills.
+    super::top_up_reserve(&repo, true);
     let id = &hex::encode(repo.config().repo_id)[..8];
     let printed = (|| {
         outln!(
@@ -207,13 +209,20 @@ fn format_additions(from: u32) -> String {
 
 pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {
     let repo = ctx.open()?;
+    // Its exclusive lock gives the space reserve back on a nearly full
+    // disk: set aside again after, as gc does (until December 2026 it
+    // stayed gone until the next backup).
+    super::keeping_reserve(&repo, || upgrade_command(ctx, &repo, &a))
+}
+
+fn upgrade_command(ctx: &Context, repo: &crate::repo::Repository, a: &UpgradeArgs) -> Result<u8> {
     let lock = if a.dry_run {
-        super::dry_run_lock(ctx, &repo, "upgrade")?
+        super::dry_run_lock(ctx, repo, "upgrade")?
     } else {
-        super::lock_repo(ctx, &repo, true, "upgrade")?
+        super::lock_repo(ctx, repo, true, "upgrade")?
     };
     let u = repo.upgrade(&lock, a.dry_run)?;
-    let printed = print_upgrade(&repo, &u, &a);
+    let printed = print_upgrade(repo, &u, a);
     if u.upgraded {
         let done = format!("the repository is upgraded to format {}", u.to);
         return Ok(output::after_work(0, printed, &done));

@@ -396,7 +396,16 @@ impl Repository {
                 backend.location()
             ));
         }
-        backend.write(FileKind::Config, "", &encoded)?;
+        if let Err(e) = backend.write(FileKind::Config, "", &encoded) {
+            // No config: the claim goes too, or the next `init` would
+            // take it for another one's at work (a full disk, say). A
+            // config that landed though its write reported an error keeps
+            // the key that opens it.
+            if !backend.exists().unwrap_or(true) {
+                let _ = backend.remove(FileKind::Key, &key_name);
+            }
+            return Err(e);
+        }
         Ok(Repository {
             backend,
             key,
@@ -594,7 +603,7 @@ impl Repository {
     }
 
     /// What reads found damaged and read from another copy since the last
-    /// call, one message each, for the command to warn of (a read that
+    /// call, each once, for the command to warn of (a read that
     /// succeeds around damage says nothing itself): the blob, the damaged
     /// copy's pack and why, the copy read, and what mends the index.
     pub fn take_read_around(&self) -> Vec<ReadAround> {
@@ -887,7 +896,7 @@ impl Repository {
     /// [`Repository::take_read_around`]. When no copy can be read, the
     /// error is the first damaged copy's, else names the first pack found
     /// missing.
-    pub(crate) fn read_indexed(&self, id: &BlobId, mut loc: Location) -> Result<Vec<u8>> {
+    fn read_indexed(&self, id: &BlobId, mut loc: Location) -> Result<Vec<u8>> {
         let mut gone = Vec::new();
         let mut damaged: Option<(PackId, Error)> = None;
         loop {
@@ -923,7 +932,7 @@ impl Repository {
 
     /// Notes that blob `id`, damaged in pack `damaged` (`e`), was read
     /// from its copy in pack `read` (see [`Repository::take_read_around`]).
-    pub(crate) fn note_read_around(&self, id: &BlobId, damaged: &PackId, e: &Error, read: &PackId) {
+    fn note_read_around(&self, id: &BlobId, damaged: &PackId, e: &Error, read: &PackId) {
         let why = match e {
             Error::Corrupt { detail, .. } => detail.clone(),
             e => e.to_string(),
