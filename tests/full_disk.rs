@@ -510,3 +510,32 @@ fn an_init_that_does_not_fit_leaves_no_claim_and_a_short_reserve_is_said() {
     let keys = sh("ls -A \"$2/keys\"").success();
     assert_eq!(keys.stdout.lines().count(), 1, "{out}");
 }
+
+/// A file that does not fit says how much room there is: on ext4, which
+/// keeps what a failed allocation took, it said "0 B is available" with
+/// megabytes free (until December 2026).
+#[test]
+fn a_file_that_does_not_fit_is_told_the_room_there_is() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("big.bin"), 41, 8 << 20);
+    repo.backup(&[&src], &[]);
+    let small = PrivateMount::ext4_whole_seconds(&repo.scratch("target"), 32 << 20);
+    let mut c = Command::new("sh");
+    c.args([
+        "-c",
+        "avail=$(df -B1 --output=avail \"$1\" | tail -1); \
+         head -c $((avail - 5 * 1024 * 1024)) /dev/zero > \"$1/fill\"",
+        "sh",
+    ])
+    .arg(&small.at);
+    small.run(&c).success();
+    let target = small.at.join("t");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target);
+    let out = small.run(&c);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("the file needs 8.0 MiB"), "{out}");
+    assert!(!out.stderr.contains(" 0 B is available"), "{out}");
+    assert!(out.stderr.contains("MiB is available"), "{out}");
+}

@@ -788,6 +788,11 @@ impl Executor<'_> {
             if fs2::FileExt::allocate(file, size).is_ok() {
                 return Ok(true);
             }
+            // What a failed allocation took, ext4 keeps: the file is new
+            // and empty, so it gives those blocks back before the free
+            // space is measured (ext4 read as full, "0 B available", with
+            // megabytes free), and before other files are sized.
+            let _ = file.set_len(0);
             // fs2 hands on posix_fallocate's failure through errno, which
             // posix_fallocate does not set, so the error says nothing:
             // judge by the free space instead.
