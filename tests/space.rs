@@ -231,3 +231,35 @@ fn an_upgrade_on_a_nearly_full_filesystem_keeps_a_reserve() {
     let kept = reserve_len(&repo);
     assert!(kept > held / 2, "{kept} of {held}: {out}");
 }
+
+/// A forget with no room left, none set aside either (the reserve deleted
+/// by hand), fails at its first write with the kernel's error and says
+/// what to do (until December 2026 the error came bare); the repository
+/// is as it was, and with room it runs.
+#[test]
+fn a_forget_without_room_or_reserve_says_what_to_do() {
+    let repo = repo();
+    let src = repo.scratch("src");
+    write_random(&src.join("a.bin"), 3, 700_000);
+    repo.backup(&[&src], &[]);
+    write_random(&src.join("a.bin"), 4, 700_000);
+    let second = repo.backup(&[&src], &[]);
+    fs::remove_file(repo.path.join("reserve")).unwrap();
+    let out = run_in(&repo, repo.size(), &["forget", "--keep-last", "1", "--gc"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    assert!(
+        out.stderr.contains("free some space on it") && out.stderr.contains("run it again"),
+        "{out}"
+    );
+    assert_eq!(repo.snapshots().len(), 2, "not even its lock fitted: {out}");
+    let out = run_in(
+        &repo,
+        repo.size() + 4 * PACK,
+        &["forget", "--keep-last", "1", "--gc"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let target = repo.scratch("target");
+    repo.restore(second["id"].as_str().unwrap(), &target, &[]);
+    assert_same_contents(&src, &restored(&target, &src));
+}

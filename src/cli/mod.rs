@@ -674,7 +674,20 @@ fn snapshot_path(path: &[u8]) -> OsString {
 /// up again whatever the outcome, saying so where the room is not there
 /// (see [`crate::repo::space`]). Its lock comes from [`lock_repo`].
 fn keeping_reserve<T>(repo: &Repository, command: impl FnOnce() -> Result<T>) -> Result<T> {
-    let outcome = command();
+    let outcome = command().map_err(|e| {
+        if !e.is_storage_full() {
+            return e;
+        }
+        // The reserve, if there was one, is used up: the room must come
+        // from elsewhere.
+        Error::Advised {
+            error: Box::new(e),
+            advice: "the repository's filesystem is full, and no room set aside for this \
+                     command is left: free some space on it (other than the repository's \
+                     files) and run it again; what it had not finished is left as it was"
+                .into(),
+        }
+    });
     top_up_reserve(repo, true);
     outcome
 }
