@@ -2060,3 +2060,63 @@ fn a_damaged_copy_of_a_tree_stored_twice_is_read_around() {
     assert_eq!(code, 0, "{out}");
     assert_restores(&repo, &saved);
 }
+
+/// A chunk stored three times, two copies damaged: a restore writes it
+/// from the intact one, whichever it is, trying each copy in turn (until
+/// December 2026 it gave up after the second).
+#[test]
+fn a_restore_tries_every_copy_of_a_damaged_chunk() {
+    let repo = packed_repo();
+    let src = source(&repo, 47);
+    let saved = backup_saved(&repo, &src, &[]);
+    // Two more copies of everything: backups that find no index.
+    let index = repo.path.join("index");
+    for round in 0..2 {
+        let aside = repo.scratch(&format!("index-aside-{round}"));
+        let _ = fs::remove_dir(&aside);
+        fs::rename(&index, &aside).unwrap();
+        fs::create_dir(&index).unwrap();
+        repo.backup(&[&src], &["--kind", "full"]);
+        for t in fs::read_dir(&aside).unwrap() {
+            let t = t.unwrap();
+            fs::rename(t.path(), index.join(t.file_name())).unwrap();
+        }
+    }
+    let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
+    let tables = repo.run(&["cat", "index"]).success().json();
+    let copies: Vec<(String, u64)> = tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["entries"].as_array().unwrap().clone())
+        .filter(|e| e["id"] == chunk.as_str())
+        .map(|e| {
+            let at = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
+            (e["pack"].as_str().unwrap().to_string(), at)
+        })
+        .collect();
+    assert_eq!(copies.len(), 3, "{copies:?}");
+    let packs = pack_files(&repo);
+    for intact in 0..3 {
+        let damaged: Vec<&(String, u64)> = (0..3)
+            .filter(|&i| i != intact)
+            .map(|i| &copies[i])
+            .collect();
+        for (pack, at) in &damaged {
+            flip_byte(&packs[pack], *at);
+        }
+        let target = tempfile::tempdir_in(repo.dir.path()).unwrap();
+        let mut c = repo.cmd(&["restore", &saved.id, "--target"]);
+        c.arg(target.path());
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "intact copy {intact}: {out}");
+        assert_eq!(
+            manifest(&restored(target.path(), &src)),
+            saved.manifest,
+            "{out}"
+        );
+        for (pack, at) in &damaged {
+            flip_byte(&packs[pack], *at);
+        }
+    }
+}
