@@ -1046,43 +1046,39 @@ mod tests {
         repo
     }
 
-    /// A tree the store could not hand over (an outage) is not damage:
-    /// gc stops with the store's error, not with "snapshots are damaged"
-    /// and advice to forget them.
+    /// A tree the store could not hand over (an outage), or would not (a
+    /// pack this user may not read), is not damage: gc stops with the
+    /// store's error, not with "snapshots are damaged" and advice to
+    /// forget them.
     #[test]
-    fn a_store_outage_while_marking_is_not_called_damage() {
-        let store = Arc::new(Hooked {
-            inner: MemBackend::default(),
-            hooks: Outage::default(),
-        });
-        let backend: Arc<dyn Backend> = store.clone();
-        half_garbage_on(&backend);
-        let repo = Repository::open(backend, b"pw").unwrap();
-        store.hooks.begin();
-        let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
-        assert!(e.contains("Connection refused"), "{e}");
-        assert!(e.contains("gc stopped before deleting anything"), "{e}");
-        assert!(!e.contains("damaged"), "{e}");
-    }
-
-    /// Nor is a tree the store refuses to hand over (a pack this user may
-    /// not read): gc does not call the snapshots damaged, nor advise
-    /// forgetting them.
-    #[test]
-    fn a_pack_read_refused_while_marking_is_not_called_damage() {
-        let store = Arc::new(Hooked {
-            inner: MemBackend::default(),
-            hooks: Outage::default(),
-        });
-        let backend: Arc<dyn Backend> = store.clone();
-        half_garbage_on(&backend);
-        let repo = Repository::open(backend, b"pw").unwrap();
-        store.hooks.begin_refusing();
-        let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
-        assert!(e.contains("Permission denied"), "{e}");
-        assert!(e.contains("no permission"), "{e}");
-        assert!(!e.contains("damaged"), "{e}");
-        assert!(!e.contains("forget"), "{e}");
+    fn a_store_outage_or_refusal_while_marking_is_not_called_damage() {
+        for (refuse, said, why) in [
+            (
+                false,
+                "Connection refused",
+                "run it again once the store answers",
+            ),
+            (true, "Permission denied", "no permission"),
+        ] {
+            let store = Arc::new(Hooked {
+                inner: MemBackend::default(),
+                hooks: Outage::default(),
+            });
+            let backend: Arc<dyn Backend> = store.clone();
+            half_garbage_on(&backend);
+            let repo = Repository::open(backend, b"pw").unwrap();
+            if refuse {
+                store.hooks.begin_refusing();
+            } else {
+                store.hooks.begin();
+            }
+            let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
+            assert!(e.contains(said), "{e}");
+            assert!(e.contains(why), "{e}");
+            assert!(e.contains("gc stopped before deleting anything"), "{e}");
+            assert!(!e.contains("damaged"), "{e}");
+            assert!(!e.contains("forget"), "{e}");
+        }
     }
 
     /// gc reads the live blobs of the packs it copies next ahead of its

@@ -1877,6 +1877,43 @@ fn repair_index_without_packs_keeps_the_index() {
     assert_verify_ok(&repo);
 }
 
+/// Stores everything in `src` once more: a full backup that finds no
+/// index (its tables moved aside meanwhile), as backups storing the same
+/// new data side by side do.
+fn store_again_unindexed(repo: &Repo, src: &Path, round: usize) {
+    let index = repo.path.join("index");
+    let aside = repo.scratch(&format!("index-aside-{round}"));
+    let _ = fs::remove_dir(&aside);
+    fs::rename(&index, &aside).unwrap();
+    fs::create_dir(&index).unwrap();
+    repo.backup(&[src], &["--kind", "full"]);
+    for t in fs::read_dir(&aside).unwrap() {
+        let t = t.unwrap();
+        fs::rename(t.path(), index.join(t.file_name())).unwrap();
+    }
+}
+
+/// Every indexed copy of each blob the index tables of `kind` ("Tree",
+/// "Data", or any for `None`) name: its pack, and a byte in its middle.
+fn copies_by_blob(repo: &Repo, kind: Option<&str>) -> BTreeMap<String, Vec<(String, u64)>> {
+    let tables = repo.run(&["cat", "index"]).success().json();
+    let mut copies: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+    for t in tables.as_array().unwrap() {
+        if kind.is_some_and(|k| t["kind"] != k) {
+            continue;
+        }
+        for e in t["entries"].as_array().unwrap() {
+            let at = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
+            let copy = (e["pack"].as_str().unwrap().to_string(), at);
+            copies
+                .entry(e["id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(copy);
+        }
+    }
+    copies
+}
+
 /// A blob stored twice (backups storing the same new data side by side,
 /// here a backup that did not see the index) whose copy reads go to is
 /// damaged: a restore reads the other copy and says so, and gc keeps the
@@ -1889,31 +1926,10 @@ fn gc_keeps_the_intact_copy_of_a_blob_stored_twice() {
     let repo = packed_repo();
     let src = source(&repo, 41);
     let saved = backup_saved(&repo, &src, &[]);
-    // A second copy of everything: a backup that finds no index.
-    let index = repo.path.join("index");
-    let aside = repo.scratch("index-aside");
-    let _ = fs::remove_dir(&aside);
-    fs::rename(&index, &aside).unwrap();
-    fs::create_dir(&index).unwrap();
-    repo.backup(&[&src], &["--kind", "full"]);
-    for t in fs::read_dir(&aside).unwrap() {
-        let t = t.unwrap();
-        fs::rename(t.path(), index.join(t.file_name())).unwrap();
-    }
+    store_again_unindexed(&repo, &src, 0);
     // Every location of the big file's first chunk.
     let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
-    let tables = repo.run(&["cat", "index"]).success().json();
-    let copies: Vec<(String, u64)> = tables
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| t["entries"].as_array().unwrap().clone())
-        .filter(|e| e["id"] == chunk.as_str())
-        .map(|e| {
-            let at = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
-            (e["pack"].as_str().unwrap().to_string(), at)
-        })
-        .collect();
+    let copies = copies_by_blob(&repo, None).remove(&chunk).unwrap();
     assert_eq!(copies.len(), 2, "{copies:?}");
     let packs = pack_files(&repo);
     // Damage the copy reads go to: the one gc keeps. A restore then
@@ -1967,36 +1983,10 @@ fn a_damaged_copy_of_a_tree_stored_twice_is_read_around() {
     let repo = packed_repo();
     let src = source(&repo, 43);
     let saved = backup_saved(&repo, &src, &[]);
-    // A second copy of everything: a backup that finds no index.
-    let index = repo.path.join("index");
-    let aside = repo.scratch("index-aside");
-    let _ = fs::remove_dir(&aside);
-    fs::rename(&index, &aside).unwrap();
-    fs::create_dir(&index).unwrap();
-    repo.backup(&[&src], &["--kind", "full"]);
-    for t in fs::read_dir(&aside).unwrap() {
-        let t = t.unwrap();
-        fs::rename(t.path(), index.join(t.file_name())).unwrap();
-    }
-    // Every location of each tree; the root differs between the two
-    // backups (the folders above the source changed), the source's own
-    // folder does not.
-    let tables = repo.run(&["cat", "index"]).success().json();
-    let mut trees: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-    for t in tables.as_array().unwrap() {
-        if t["kind"] != "Tree" {
-            continue;
-        }
-        for e in t["entries"].as_array().unwrap() {
-            let at = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
-            let copy = (e["pack"].as_str().unwrap().to_string(), at);
-            trees
-                .entry(e["id"].as_str().unwrap().to_string())
-                .or_default()
-                .push(copy);
-        }
-    }
-    let (tree, copies) = trees
+    store_again_unindexed(&repo, &src, 0);
+    // A tree stored twice: the root differs between the two backups (the
+    // folders above the source changed), the source's own folder does not.
+    let (tree, copies) = copies_by_blob(&repo, Some("Tree"))
         .into_iter()
         .find(|(_, c)| c.len() == 2)
         .expect("a tree stored twice");
@@ -2069,32 +2059,10 @@ fn a_restore_tries_every_copy_of_a_damaged_chunk() {
     let repo = packed_repo();
     let src = source(&repo, 47);
     let saved = backup_saved(&repo, &src, &[]);
-    // Two more copies of everything: backups that find no index.
-    let index = repo.path.join("index");
-    for round in 0..2 {
-        let aside = repo.scratch(&format!("index-aside-{round}"));
-        let _ = fs::remove_dir(&aside);
-        fs::rename(&index, &aside).unwrap();
-        fs::create_dir(&index).unwrap();
-        repo.backup(&[&src], &["--kind", "full"]);
-        for t in fs::read_dir(&aside).unwrap() {
-            let t = t.unwrap();
-            fs::rename(t.path(), index.join(t.file_name())).unwrap();
-        }
-    }
+    store_again_unindexed(&repo, &src, 0);
+    store_again_unindexed(&repo, &src, 1);
     let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
-    let tables = repo.run(&["cat", "index"]).success().json();
-    let copies: Vec<(String, u64)> = tables
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|t| t["entries"].as_array().unwrap().clone())
-        .filter(|e| e["id"] == chunk.as_str())
-        .map(|e| {
-            let at = e["offset"].as_u64().unwrap() + e["length"].as_u64().unwrap() / 2;
-            (e["pack"].as_str().unwrap().to_string(), at)
-        })
-        .collect();
+    let copies = copies_by_blob(&repo, None).remove(&chunk).unwrap();
     assert_eq!(copies.len(), 3, "{copies:?}");
     let packs = pack_files(&repo);
     for intact in 0..3 {
