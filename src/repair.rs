@@ -66,6 +66,12 @@ pub struct IndexRepair {
     /// Packs the old index (its tables that authenticate) named that are
     /// not in the repository: their blobs are no longer indexed.
     pub missing_packs: Vec<PackId>,
+    /// Packs found in another fan-out folder than their name's (moved by
+    /// hand), which every command passes over: each moved home, as (its
+    /// place, its folder), or left where a file of its name is home.
+    pub placed: Vec<(String, String)>,
+    /// Such packs left where they were: a file of that name is home.
+    pub not_placed: Vec<(String, String)>,
 }
 
 /// Rebuilds the index from the packs' own headers: writes new tables for
@@ -172,9 +178,19 @@ fn repair_index_in_tables_of(
     lock: &LockGuard,
     per_table: usize,
 ) -> Result<IndexRepair> {
-    let bad = damaged_copies(repo, opts)?;
     let backend = repo.backend();
     let mut out = IndexRepair::default();
+    // A pack in another folder than its name's is passed over by every
+    // listing: indexed where it belongs, not dropped with its blobs.
+    for (place, home) in backend.misplaced_packs()? {
+        lock.confirm("nothing is changed; run it again")?;
+        if backend.place_pack(&place)? {
+            out.placed.push((place, home));
+        } else {
+            out.not_placed.push((place, home));
+        }
+    }
+    let bad = damaged_copies(repo, opts)?;
     let mut builder = IndexBuilder::default();
     let mut written: Vec<String> = Vec::new();
     let old: Vec<String> = backend.list(FileKind::Index)?;

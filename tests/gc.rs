@@ -498,7 +498,10 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
 
 /// A pack file moved into another fan-out folder than its name's is
 /// passed over by every command: verify names it, beside the pack it
-/// reports missing, and says where it belongs; moved back, all is well.
+/// reports missing, and says where it belongs; `repair index` moves it
+/// back (until December 2026 it dropped the pack's entries), and all is
+/// well. A pack whose place holds a file of its name already is left,
+/// and said.
 #[test]
 fn verify_says_where_a_misplaced_pack_belongs() {
     let repo = packed_repo();
@@ -516,11 +519,28 @@ fn verify_says_where_a_misplaced_pack_belongs() {
     assert!(
         out.stdout.contains(&format!(
             "packs/{wrong}/{id}: a pack file in another folder than its name's, passed \
-             over by every command: move it to {home}"
+             over by every command: move it to {home} (`cairn repair index` does)"
         )),
         "{out}"
     );
-    fs::rename(elsewhere.join(&id), &path).unwrap();
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(
+        out.stdout
+            .contains(&format!("moved packs/{wrong}/{id} to {home}")),
+        "{out}"
+    );
+    assert!(path.exists() && !elsewhere.join(&id).exists(), "{out}");
     assert_verify_ok(&repo);
+    assert_restores(&repo, &saved);
+
+    // A second copy elsewhere, the pack home: left, and said.
+    fs::copy(&path, elsewhere.join(&id)).unwrap();
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(
+        out.stderr
+            .contains(&format!("packs/{wrong}/{id}: a pack in another folder")),
+        "{out}"
+    );
+    assert!(path.exists() && elsewhere.join(&id).exists(), "{out}");
     assert_restores(&repo, &saved);
 }

@@ -283,6 +283,14 @@ pub trait Backend: Send + Sync {
     fn misplaced_packs(&self) -> Result<Vec<(String, String)>> {
         Ok(Vec::new())
     }
+    /// Moves a pack [`Backend::misplaced_packs`] found at `place` into the
+    /// folder it belongs in; false, leaving it, where a file of its name
+    /// is there already. Only under an exclusive lock (`repair index`).
+    /// Stores without folders have none to move (the default).
+    fn place_pack(&self, place: &str) -> Result<bool> {
+        let _ = place;
+        Ok(false)
+    }
     /// The folders of the layout [`Backend::create`] made that are gone
     /// while what the others hold needs them (`snapshots/` lost while
     /// packs hold data, say): listed, such a folder holds nothing, as if

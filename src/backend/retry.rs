@@ -111,6 +111,9 @@ impl Backend for RetryBackend {
     fn misplaced_packs(&self) -> Result<Vec<(String, String)>> {
         self.inner.misplaced_packs()
     }
+    fn place_pack(&self, place: &str) -> Result<bool> {
+        self.inner.place_pack(place)
+    }
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         self.inner.missing_folders()
     }

@@ -756,7 +756,16 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                     first.short()
                 ));
             }
+            for (place, home) in &r.not_placed {
+                warn(&format!(
+                    "{place}: a pack in another folder than its name's, left there, as {home} \
+                     holds a file of its name; compare the two and remove one"
+                ));
+            }
             let printed = (|| {
+                for (place, home) in &r.placed {
+                    outln!("moved {place} to {home}, where its name puts it")?;
+                }
                 for u in &r.unreadable {
                     outln!("unreadable, left in place: {u}")?;
                 }

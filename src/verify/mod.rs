@@ -311,7 +311,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             place,
             format!(
                 "a pack file in another folder than its name's, passed over by every \
-                 command: move it to {home}"
+                 command: move it to {home} (`cairn repair index` does)"
             ),
         ));
     }

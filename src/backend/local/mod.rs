@@ -556,6 +556,35 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn place_pack(&self, place: &str) -> Result<bool> {
+        let from = self.root.join(place);
+        let name = from
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| crate::id::is_hex_name(n))
+            .ok_or_else(|| Error::Invalid(format!("{place} is not a pack's place")))?;
+        let to = self.path(FileKind::Pack, name);
+        let home = to.parent().expect("a pack's path has its folder");
+        fs::create_dir_all(home).map_err(|e| Error::path("create folder", home, e))?;
+        // A link, then the old name removed: never over a file of that
+        // name already home (the same pack, or a damaged copy of it).
+        match fs::hard_link(&from, &to) {
+            Ok(()) => fs::remove_file(&from).map_err(|e| Error::path("remove", &from, e))?,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            // A filesystem without hard links (exFAT): a rename where
+            // nothing is home yet, under the exclusive lock.
+            Err(_) if !to.exists() => {
+                fs::rename(&from, &to).map_err(|e| Error::path("move", &from, e))?
+            }
+            Err(e) => return Err(Error::path("link", &to, e)),
+        }
+        sync_dir(home)?;
+        if let Some(old) = from.parent() {
+            sync_dir(old)?;
+        }
+        Ok(true)
+    }
+
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         let gone = |kind: FileKind| -> Result<bool> {
             let dir = self.root.join(kind.dir());
