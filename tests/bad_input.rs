@@ -50,6 +50,35 @@ fn wrong_password_exits_12_and_says_so() {
     assert_eq!(repo.snapshots().len(), 1);
 }
 
+/// A key file asking for far more work than cairn's own settings, tried
+/// past a cheaper one the password did not open (a mistyped password, a
+/// key file planted in keys/), is said before it is tried: the wait is
+/// not a hang.
+#[test]
+fn a_costly_key_file_is_said_before_it_is_tried() {
+    let repo = Repo::new();
+    let costly = Repo::with_init_args(&["--kdf-memory-kib", "65536", "--kdf-iterations", "10"]);
+    let planted = only_file(&costly.path.join("keys"));
+    let name = planted.file_name().unwrap().to_str().unwrap().to_string();
+    fs::copy(&planted, repo.path.join("keys").join(&name)).unwrap();
+    let mut c = repo.cmd(&["snapshots"]);
+    c.env("CAIRN_PASSWORD", "not the password");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("note: trying key file {}", &name[..8])),
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains("64.0 MiB of memory and 10 passes"),
+        "{out}"
+    );
+    // The right password opens the cheaper key file first: nothing said.
+    let out = repo.run(&["snapshots"]).success();
+    assert!(!out.stderr.contains("note: trying"), "{out}");
+}
+
 /// The only file in a folder, by name.
 fn only_file(dir: &Path) -> PathBuf {
     let mut all: Vec<PathBuf> = fs::read_dir(dir)

@@ -476,7 +476,24 @@ impl Repository {
         // this one's with the config damaged. The search goes on past
         // them.
         let mut unopened = Vec::new();
-        for (_, name, bytes) in candidates {
+        // Past a cheaper key file the password did not open, one asking
+        // for far more than cairn's own settings is said before it is
+        // tried: a mistyped password then waits on it, and keys/ should
+        // hold no such file nobody made.
+        let costly = KdfParams::default().cost().saturating_mul(16);
+        for (i, (cost, name, bytes)) in candidates.into_iter().enumerate() {
+            if i > 0 && cost > costly {
+                if let Ok(info) = keys::info(&bytes) {
+                    crate::eprint_line(format_args!(
+                        "note: trying key file {}, whose key derivation asks for {} of memory \
+                         and {} passes: this may take long (if no one here made such a key, \
+                         someone else wrote it into keys/)",
+                        &name[..8],
+                        crate::human_bytes(u64::from(info.params.memory_kib) * 1024),
+                        info.params.iterations
+                    ));
+                }
+            }
             match keys::decode(&bytes, password) {
                 Ok(Some(key)) => match Config::decode(&config_bytes, &key) {
                     Ok(config) => {
