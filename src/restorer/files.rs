@@ -605,17 +605,6 @@ impl Executor<'_> {
                         }
                         return Ok(Prepared::Unchanged);
                     }
-                    // An inode of several names is never changed (see
-                    // `only_name`), but one of the snapshot's hard links
-                    // that needs no change, of no more names than the
-                    // snapshot's, is left as it is: a restore run again
-                    // over its own hard links rewrote them every time,
-                    // and failed them on a target with less room than
-                    // they take. (Names the snapshot has apart are not
-                    // left linked.)
-                    if node.nlink > 1 && self.has_meta(&same, node) {
-                        return Ok(Prepared::Unchanged);
-                    }
                 }
                 exists = true;
             }
@@ -868,28 +857,6 @@ impl Executor<'_> {
             m.insert(len, id);
         }
         id
-    }
-}
-
-impl Executor<'_> {
-    /// Whether `file` has all the metadata a restore would give it of
-    /// `node`: mode, owner (as root, who sets it), modification time and
-    /// extended attributes.
-    fn has_meta(&self, file: &fs::File, node: &Node) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(m) = file.metadata() else {
-            return false;
-        };
-        if m.nlink() > node.nlink {
-            return false;
-        }
-        let owner = !self.root || (m.uid() == node.uid && m.gid() == node.gid);
-        let mtime = crate::fsmeta::time_ns(m.mtime(), m.mtime_nsec());
-        if !owner || m.mode() & 0o7777 != node.mode & 0o7777 || mtime != node.mtime_ns {
-            return false;
-        }
-        let (xattrs, failed) = crate::fsmeta::read_xattrs_of(file);
-        failed.is_none() && xattrs == node.xattrs
     }
 }
 
