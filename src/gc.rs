@@ -294,6 +294,25 @@ impl TableMarks {
     }
 }
 
+/// `e`, from a read gc's plan could not do without: where the store did
+/// not answer or refused the read (not damage), with what gc did (nothing
+/// yet) and what to do; else as it is.
+fn stopped_by_store(e: Error) -> Error {
+    let advice = if e.is_transient() {
+        "gc stopped before deleting anything: the store could not hand over what it had to \
+         read (which is not damage); run it again once the store answers"
+    } else if e.is_read_refused() {
+        "gc stopped before deleting anything: the store refused a read (no permission), \
+         which is not damage; run it as a user who may read the whole repository"
+    } else {
+        return e;
+    };
+    Error::Advised {
+        error: Box::new(e),
+        advice: advice.into(),
+    }
+}
+
 /// Reads the copy kept of every blob stored twice whose other copy lies
 /// in a pack `going` (deleted or repacked), and where the copy kept fails
 /// to authenticate (bit rot) and the other does not, keeps the other
@@ -330,10 +349,21 @@ fn rescue_duplicates(
             let Some((t, m, i)) = kept else { continue };
             checked.insert(id);
             let (_, kept_loc) = t.location_at(i)?;
-            match repo.read_located(&id, kept_loc) {
-                Err(e @ Error::Corrupt { .. }) if repo.read_located(&id, loc).is_ok() => {
+            let kept_read = match repo.read_located(&id, kept_loc) {
+                Err(e @ Error::Corrupt { .. }) => e,
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => continue,
+            };
+            // The kept copy is damaged: the other decides, and only a read
+            // of it that says so counts. One the store could not hand over
+            // (an outage, a refused read) stops gc: taken for damaged, the
+            // intact copy was deleted with its pack, exit 0 (until
+            // December 2026).
+            match repo.read_located(&id, loc) {
+                Ok(_) => {
                     switched.push(format!(
-                        "blob {} is kept in pack {}, as its copy in pack {} is damaged ({e})",
+                        "blob {} is kept in pack {}, as its copy in pack {} is damaged \
+                         ({kept_read})",
                         id.short(),
                         loc.pack.short(),
                         kept_loc.pack.short()
@@ -342,10 +372,11 @@ fn rescue_duplicates(
                     m.rewrite.store(true, Ordering::Relaxed);
                     table_marks.set_live(j, true);
                 }
-                // Both damaged: nothing to choose (verify names it).
+                // Both damaged, or the other gone: nothing to choose
+                // (verify names it).
                 Err(Error::Corrupt { .. }) => {}
-                Err(e) if !e.is_not_found() => return Err(e),
-                _ => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -433,18 +464,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         }
     })?;
     if let Some(e) = store_failed.into_inner().ok().flatten() {
-        let advice = if e.is_transient() {
-            "gc stopped before deleting anything: a tree could not be read from the store \
-             (which is not damage); run it again once the store answers"
-        } else {
-            "gc stopped before deleting anything: the store refused to hand over a tree (no \
-             permission), which is not damage; run it as a user who may read the whole \
-             repository"
-        };
-        return Err(Error::Advised {
-            error: Box::new(e),
-            advice: advice.into(),
-        });
+        return Err(stopped_by_store(e));
     }
     let mut unreadable = unreadable.into_inner().unwrap_or_default();
     if !unreadable.is_empty() {
@@ -491,7 +511,8 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         if going.is_empty() {
             break;
         }
-        let switched = rescue_duplicates(repo, &index, &plan.marks, &going)?;
+        let switched =
+            rescue_duplicates(repo, &index, &plan.marks, &going).map_err(stopped_by_store)?;
         checked.extend(going);
         if switched.is_empty() {
             break;
@@ -1079,6 +1100,105 @@ mod tests {
             assert!(!e.contains("damaged"), "{e}");
             assert!(!e.contains("forget"), "{e}");
         }
+    }
+
+    /// Hooks failing every read of one pack, as a store whose retries
+    /// are spent does.
+    #[derive(Default)]
+    struct FailsPack {
+        name: Mutex<Option<String>>,
+    }
+
+    impl FailsPack {
+        fn fail<T>(&self, kind: FileKind, name: &str) -> Option<Result<T>> {
+            let failing = self.name.lock().unwrap();
+            (kind == FileKind::Pack && failing.as_deref() == Some(name)).then(|| {
+                Err(Error::Backend {
+                    op: "read pack".into(),
+                    object: name.into(),
+                    endpoint: "http://127.0.0.1:1".into(),
+                    detail: "Connection reset by peer (os error 104)".into(),
+                    transient: true,
+                })
+            })
+        }
+    }
+
+    impl Hooks for FailsPack {
+        fn read(&self, kind: FileKind, name: &str) -> Option<Result<crate::backend::Data>> {
+            self.fail(kind, name)
+        }
+        fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
+            self.fail(kind, name)
+        }
+    }
+
+    /// A blob stored twice whose kept copy is damaged, where the store
+    /// cannot hand over the other (its retries spent): gc stops with the
+    /// store's error. Until December 2026 it took the other copy for
+    /// damaged too, and deleted it, the one intact copy, with its pack.
+    #[test]
+    fn a_rescue_whose_other_copy_cannot_be_read_stops_gc() {
+        use crate::backend::testing::backup_from_elsewhere;
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: FailsPack::default(),
+        });
+        let backend: Arc<dyn Backend> = store.clone();
+        let repo = repo_of_small_packs(backend.clone());
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), noise(b"twice", 300_000)).unwrap();
+        backup_from_elsewhere(backend.clone(), src.path());
+        // A second copy of everything: a backup that finds no index.
+        let tables: Vec<(String, Vec<u8>)> = (backend.list(FileKind::Index).unwrap())
+            .into_iter()
+            .map(|n| {
+                let bytes = backend.read(FileKind::Index, &n).unwrap().to_vec();
+                backend.remove(FileKind::Index, &n).unwrap();
+                (n, bytes)
+            })
+            .collect();
+        backup_from_elsewhere(backend.clone(), src.path());
+        for (n, bytes) in &tables {
+            backend.write(FileKind::Index, n, bytes).unwrap();
+        }
+        repo.reload_index();
+        // The data blob's copies: the one gc keeps (found first) and the
+        // other, whose pack holds nothing else live and goes.
+        let index = repo.index().unwrap();
+        let mut copies: HashMap<BlobId, Vec<crate::index::Location>> = HashMap::new();
+        for t in index.tables().iter().filter(|t| t.holds(BlobKind::Data)) {
+            for i in 0..t.len() {
+                let (id, loc) = t.location_at(i).unwrap();
+                copies.entry(id).or_default().push(loc);
+            }
+        }
+        let (id, _) = copies
+            .iter()
+            .find(|(_, c)| c.len() == 2)
+            .expect("a blob stored twice");
+        let kept = index.locate_kind(id, BlobKind::Data).unwrap();
+        let other = copies[id]
+            .iter()
+            .find(|l| l.pack != kept.pack)
+            .unwrap()
+            .pack;
+        // Damage the kept copy, and have the store fail the other's reads.
+        let name = kept.pack.to_hex();
+        let mut bytes = backend.read(FileKind::Pack, &name).unwrap().to_vec();
+        bytes[kept.offset as usize + kept.length as usize / 2] ^= 0x55;
+        backend.remove(FileKind::Pack, &name).unwrap();
+        backend.write(FileKind::Pack, &name, &bytes).unwrap();
+        *store.hooks.name.lock().unwrap() = Some(other.to_hex());
+
+        let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("Connection reset"), "{e}");
+        assert!(e.contains("gc stopped before deleting anything"), "{e}");
+        // With the store answering, the intact copy is kept.
+        *store.hooks.name.lock().unwrap() = None;
+        let planned = plan(&repo, &GcOptions::default()).unwrap();
+        assert!(!planned.delete.contains(&other), "{:?}", planned.delete);
+        assert_eq!(planned.rescued.len(), 1, "{:?}", planned.rescued);
     }
 
     /// gc reads the live blobs of the packs it copies next ahead of its
