@@ -313,24 +313,41 @@ fn stopped_by_store(e: Error) -> Error {
     }
 }
 
-/// Reads the copy kept of every blob stored twice whose other copy lies
-/// in a pack `going` (deleted or repacked), and where the copy kept fails
-/// to authenticate (bit rot) and the other does not, keeps the other
-/// instead, and has the damaged copy's table written again without it,
-/// so that reads find the intact copy. Says which were switched. Until
-/// December 2026 gc deleted the intact copy with its pack, and damage
-/// `repair index --read-data` could have mended was for good.
+/// What [`rescue_duplicates`] found of a blob's copy kept.
+enum Kept {
+    /// It authenticates (or is not there to read): nothing to do.
+    Sound,
+    /// It fails to, for this reason: another copy is looked for.
+    Damaged(String),
+    /// Another copy, intact, is kept instead.
+    Switched,
+}
+
+/// Reads the copy kept of every blob stored more than once whose other
+/// copy gc drops, with its pack (deleted or repacked, `going`) or from
+/// its table (written again without dead entries, `rewritten`); where
+/// the copy kept fails to authenticate (bit rot), keeps instead the
+/// first other copy that does, and has the damaged copy's table written
+/// again without it, so that reads find the intact copy. Says which were
+/// switched. `state` carries what was found across calls (gc calls
+/// again for what a switch sends to go). Until December 2026 gc deleted
+/// the intact copy with its pack, and damage `repair index --read-data`
+/// could have mended was for good; a third copy was not tried once a
+/// second was damaged, and a copy dropped only from its table was not
+/// looked at.
 fn rescue_duplicates(
     repo: &Repository,
     index: &IndexSet,
     marks: &Marks,
     going: &IdSet<PackId>,
+    rewritten: &IdSet<IndexId>,
+    state: &mut IdMap<BlobId, Kept>,
 ) -> Result<Vec<String>> {
     let tables: Vec<_> = index.tables().iter().zip(&marks.tables).collect();
-    let mut checked: IdSet<BlobId> = IdSet::default();
     let mut switched = Vec::new();
     for &(table, table_marks) in &tables {
-        if !table_marks.packs.iter().any(|(p, _)| going.contains(p)) {
+        let whole_table = rewritten.contains(&table.id());
+        if !whole_table && !table_marks.packs.iter().any(|(p, _)| going.contains(p)) {
             continue;
         }
         for j in 0..table.len() {
@@ -338,7 +355,10 @@ fn rescue_duplicates(
                 continue;
             }
             let (id, loc) = table.location_at(j)?;
-            if !going.contains(&loc.pack) || checked.contains(&id) {
+            if !whole_table && !going.contains(&loc.pack) {
+                continue;
+            }
+            if matches!(state.get(&id), Some(Kept::Sound | Kept::Switched)) {
                 continue;
             }
             // The copy kept, if the blob is live at all.
@@ -347,14 +367,22 @@ fn rescue_duplicates(
                 m.is_live(i).then_some((t, m, i))
             });
             let Some((t, m, i)) = kept else { continue };
-            checked.insert(id);
             let (_, kept_loc) = t.location_at(i)?;
-            let kept_read = match repo.read_located(&id, kept_loc) {
-                Err(e @ Error::Corrupt { .. }) => e,
-                Err(e) if !e.is_not_found() => return Err(e),
-                _ => continue,
+            let why = match state.get(&id) {
+                Some(Kept::Damaged(why)) => why.clone(),
+                _ => match repo.read_located(&id, kept_loc) {
+                    Err(e @ Error::Corrupt { .. }) => {
+                        state.insert(id, Kept::Damaged(e.to_string()));
+                        e.to_string()
+                    }
+                    Err(e) if !e.is_not_found() => return Err(e),
+                    _ => {
+                        state.insert(id, Kept::Sound);
+                        continue;
+                    }
+                },
             };
-            // The kept copy is damaged: the other decides, and only a read
+            // The kept copy is damaged: this one decides, and only a read
             // of it that says so counts. One the store could not hand over
             // (an outage, a refused read) stops gc: taken for damaged, the
             // intact copy was deleted with its pack, exit 0 (until
@@ -362,8 +390,7 @@ fn rescue_duplicates(
             match repo.read_located(&id, loc) {
                 Ok(_) => {
                     switched.push(format!(
-                        "blob {} is kept in pack {}, as its copy in pack {} is damaged \
-                         ({kept_read})",
+                        "blob {} is kept in pack {}, as its copy in pack {} is damaged ({why})",
                         id.short(),
                         loc.pack.short(),
                         kept_loc.pack.short()
@@ -371,9 +398,10 @@ fn rescue_duplicates(
                     m.set_live(i, false);
                     m.rewrite.store(true, Ordering::Relaxed);
                     table_marks.set_live(j, true);
+                    state.insert(id, Kept::Switched);
                 }
-                // Both damaged, or the other gone: nothing to choose
-                // (verify names it).
+                // Damaged too, or gone: another copy may be sound (verify
+                // names what is not).
                 Err(Error::Corrupt { .. }) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
@@ -497,23 +525,18 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     let mut plan = classify(repo, &index, marks, sizes, opts)?;
     // A blob stored twice (backups storing the same new data side by
     // side) is kept in the copy marked, and the other goes with its pack:
-    // the copy kept must be sound, or the one intact copy is deleted. A
-    // switch to the other copy may send the damaged copy's pack to be
-    // repacked or deleted in turn: the packs that newly go are checked
-    // the same way, until none does.
-    let mut checked: IdSet<PackId> = IdSet::default();
+    // the copy kept must be sound, or the one intact copy is deleted; so
+    // with an entry dropped from a table written again. A switch to
+    // another copy may send the damaged copy's pack to be repacked or
+    // deleted, or its table to be written again, in turn: what newly goes
+    // is checked the same way, until nothing does.
+    let mut state = IdMap::default();
     let mut rescued = Vec::new();
     loop {
-        let going: IdSet<PackId> = (plan.delete.iter().chain(&plan.repack))
-            .filter(|p| !checked.contains(p))
-            .copied()
-            .collect();
-        if going.is_empty() {
-            break;
-        }
-        let switched =
-            rescue_duplicates(repo, &index, &plan.marks, &going).map_err(stopped_by_store)?;
-        checked.extend(going);
+        let going: IdSet<PackId> = plan.delete.iter().chain(&plan.repack).copied().collect();
+        let rewritten: IdSet<IndexId> = plan.old_index.iter().copied().collect();
+        let switched = rescue_duplicates(repo, &index, &plan.marks, &going, &rewritten, &mut state)
+            .map_err(stopped_by_store)?;
         if switched.is_empty() {
             break;
         }

@@ -2053,7 +2053,8 @@ fn a_damaged_copy_of_a_tree_stored_twice_is_read_around() {
 
 /// A chunk stored three times, two copies damaged: a restore writes it
 /// from the intact one, whichever it is, trying each copy in turn (until
-/// December 2026 it gave up after the second).
+/// December 2026 it gave up after the second), and gc keeps that copy
+/// (it tried one other copy only, and deleted the intact one, exit 0).
 #[test]
 fn a_restore_tries_every_copy_of_a_damaged_chunk() {
     let repo = packed_repo();
@@ -2078,6 +2079,30 @@ fn a_restore_tries_every_copy_of_a_damaged_chunk() {
         c.arg(target.path());
         let out = run(&mut c, None);
         assert_eq!(out.code, 0, "intact copy {intact}: {out}");
+        assert_eq!(
+            manifest(&restored(target.path(), &src)),
+            saved.manifest,
+            "{out}"
+        );
+        // gc on a copy of the repository keeps the intact copy.
+        let copy = repo.scratch(&format!("copy-{intact}"));
+        copy_dir(&repo.path, &copy);
+        let on_copy = |args: &[&str]| {
+            let mut c = cairn();
+            c.arg("-r").arg(&copy).args(args);
+            c.env("CAIRN_PASSWORD", PASSWORD);
+            run(&mut c, None)
+        };
+        let out = on_copy(&["gc"]);
+        assert_eq!(out.code, 0, "intact copy {intact}: {out}");
+        let target = tempfile::tempdir_in(repo.dir.path()).unwrap();
+        let mut c = cairn();
+        c.arg("-r")
+            .arg(&copy)
+            .args(["restore", &saved.id, "--target"]);
+        c.arg(target.path()).env("CAIRN_PASSWORD", PASSWORD);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "after gc, intact copy {intact}: {out}");
         assert_eq!(
             manifest(&restored(target.path(), &src)),
             saved.manifest,
