@@ -196,11 +196,20 @@ fn repair_index_in_tables_of(
     let old: Vec<String> = backend.list(FileKind::Index)?;
     // Each table only under a lock confirmed just before: one whose lock
     // went stale may meanwhile have had a gc delete packs it names.
-    let write = |builder: IndexBuilder, written: &mut Vec<String>| -> Result<()> {
-        lock.confirm("the old index tables are kept; run it again")?;
-        for (id, bytes) in builder.finish(repo.key(), repo.config().index_version()) {
-            backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
-            written.push(id.to_hex());
+    // Every copy of a blob stored more than once is indexed, each in a
+    // table of its own: which is intact is for reads (and gc) to find.
+    let write = |mut builder: IndexBuilder, written: &mut Vec<String>| -> Result<()> {
+        loop {
+            let further = builder.split_duplicates();
+            lock.confirm("the old index tables are kept; run it again")?;
+            for (id, bytes) in builder.finish(repo.key(), repo.config().index_version()) {
+                backend.write(FileKind::Index, &id.to_hex(), &bytes)?;
+                written.push(id.to_hex());
+            }
+            if further.is_empty() {
+                break;
+            }
+            builder = further;
         }
         Ok(())
     };

@@ -2113,3 +2113,60 @@ fn a_restore_tries_every_copy_of_a_damaged_chunk() {
         }
     }
 }
+
+/// `repair index` indexes every copy of a blob stored twice, each in a
+/// table of its own, so that a damaged copy does not take the intact
+/// one's place: until December 2026 it kept one copy of each such blob
+/// (the lower pack id's), unread, left the other pack unindexed, and the
+/// next gc deleted it.
+#[test]
+fn repair_index_keeps_every_copy_of_a_blob_stored_twice() {
+    let repo = packed_repo();
+    let src = source(&repo, 53);
+    let saved = backup_saved(&repo, &src, &[]);
+    store_again_unindexed(&repo, &src, 0);
+    let before = copies_by_blob(&repo, None);
+    let twice: Vec<&String> = before
+        .iter()
+        .filter(|(_, c)| c.len() == 2)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!twice.is_empty());
+    repo.run(&["repair", "index"]).success();
+    let after = copies_by_blob(&repo, None);
+    for id in &twice {
+        let mut was = before[*id].clone();
+        let mut now = after[*id].clone();
+        was.sort();
+        now.sort();
+        assert_eq!(now, was, "blob {id}");
+    }
+    // Damage each copy in turn of the big file's first chunk: a restore
+    // reads the other, and gc keeps it.
+    let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
+    let packs = pack_files(&repo);
+    for (pack, at) in &after[&chunk] {
+        flip_byte(&packs[pack], *at);
+        let copy = repo.scratch(&format!("copy-{pack}"));
+        copy_dir(&repo.path, &copy);
+        flip_byte(&packs[pack], *at);
+        let on_copy = |args: &[&str]| {
+            let mut c = cairn();
+            c.arg("-r").arg(&copy).args(args);
+            c.env("CAIRN_PASSWORD", PASSWORD);
+            run(&mut c, None)
+        };
+        assert_eq!(on_copy(&["repair", "index"]).code, 0);
+        let out = on_copy(&["gc"]);
+        assert_eq!(out.code, 0, "{out}");
+        let target = repo.scratch(&format!("target-{pack}"));
+        let mut c = cairn();
+        c.arg("-r")
+            .arg(&copy)
+            .args(["restore", &saved.id, "--target"]);
+        c.arg(&target).env("CAIRN_PASSWORD", PASSWORD);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "damaged in {pack}: {out}");
+        assert_eq!(manifest(&restored(&target, &src)), saved.manifest, "{out}");
+    }
+}

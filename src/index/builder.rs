@@ -60,18 +60,48 @@ impl IndexBuilder {
         self.entries.is_empty()
     }
 
-    /// Encodes the tables (sorted, duplicates dropped) in format
-    /// `version` (see [`VERSION`]): in version 2 one of the tree packs'
-    /// blobs, then one of the data packs', each only if it has any; in
-    /// version 1 one of both, if there are any. Returns their names and
-    /// bytes.
-    pub fn finish(mut self, key: &MasterKey, version: u32) -> Vec<(IndexId, Vec<u8>)> {
+    /// Sorts the entries by blob id, as tables hold them.
+    fn sort(&mut self) {
         // Entries added from tables come in sorted runs, which a stable
         // sort merges rather than sorts; ids mostly differ in their
         // first word.
         let word = |id: &BlobId| u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
         self.entries
             .sort_by(|a, b| word(&a.0).cmp(&word(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    }
+
+    /// Moves every entry of a blob another entry here holds too (a blob
+    /// stored in more than one pack) into a builder of its own, and
+    /// returns it: a table holds one entry per blob, so each further copy
+    /// goes into another table, and none is dropped unread (`repair
+    /// index` kept one copy of each such blob, whichever pack's id was
+    /// lower, and left the other pack unindexed, for gc to delete).
+    pub fn split_duplicates(&mut self) -> IndexBuilder {
+        self.sort();
+        let mut dups = IndexBuilder::default();
+        let mut kept = Vec::with_capacity(self.entries.len());
+        let mut last: Option<BlobId> = None;
+        for e in self.entries.drain(..) {
+            if last == Some(e.0) {
+                let (pack, kind) = self.packs[e.1 as usize];
+                let n = dups.number(pack, kind);
+                dups.entries.push((e.0, n, e.2, e.3, e.4));
+            } else {
+                last = Some(e.0);
+                kept.push(e);
+            }
+        }
+        self.entries = kept;
+        dups
+    }
+
+    /// Encodes the tables (sorted, duplicates dropped) in format
+    /// `version` (see [`VERSION`]): in version 2 one of the tree packs'
+    /// blobs, then one of the data packs', each only if it has any; in
+    /// version 1 one of both, if there are any. Returns their names and
+    /// bytes.
+    pub fn finish(mut self, key: &MasterKey, version: u32) -> Vec<(IndexId, Vec<u8>)> {
+        self.sort();
         let kinds: &[Option<BlobKind>] = if version >= 2 {
             &[Some(BlobKind::Tree), Some(BlobKind::Data)]
         } else {
