@@ -171,6 +171,34 @@ pub fn write_merged(
         known.borrow_mut().insert(*pack, there);
         Ok(there)
     };
+    // A copy of a blob stored in several packs is read before the others'
+    // entries are dropped, once (both passes choose alike): a damaged one
+    // kept would leave the intact copy's pack unindexed, for gc to delete
+    // (until December 2026). A read the store could not do stops the
+    // merge; a copy that is gone or fails to open is not sound.
+    let checked: std::cell::RefCell<std::collections::HashMap<(BlobId, PackId), bool>> =
+        Default::default();
+    let sound = |pack: &PackId, e: &Entry| -> Result<bool> {
+        if let Some(&ok) = checked.borrow().get(&(e.id, *pack)) {
+            return Ok(ok);
+        }
+        let what = format!("blob {} in pack {}", e.id.short(), pack.short());
+        let read = backend
+            .read_range(
+                FileKind::Pack,
+                &pack.to_hex(),
+                u64::from(e.offset),
+                e.length as usize,
+            )
+            .and_then(|sealed| crate::pack::open_blob(key, &e.id, &sealed, e.raw_length, &what));
+        let ok = match read {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() || matches!(e, Error::Corrupt { .. }) => false,
+            Err(e) => return Err(e),
+        };
+        checked.borrow_mut().insert((e.id, *pack), ok);
+        Ok(ok)
+    };
     // The table an entry of a pack of `kind` goes to: by kind in version
     // 2 (data 0, tree 1), the one table in version 1.
     let table_of = |kind: BlobKind| {
@@ -192,7 +220,7 @@ pub fn write_merged(
         .collect();
     const TABLE_BIT: u32 = 1 << 31;
     let table_bit = |mapped: u32| (mapped >> 31) as usize;
-    merge_kept(sources, &exists, |src, e| {
+    merge_kept(sources, &exists, &sound, |src, e| {
         let slot = &mut remap[src][e.pack as usize];
         if *slot == u32::MAX {
             let (pack, kind) = sources[src].table.pack(e.pack as usize)?;
@@ -221,7 +249,7 @@ pub fn write_merged(
         }
     }
     let mut written = [0u64; 2];
-    merge_kept(sources, &exists, |src, e| {
+    merge_kept(sources, &exists, &sound, |src, e| {
         let mapped = remap[src][e.pack as usize];
         let t = table_bit(mapped);
         written[t] += 1;
@@ -249,15 +277,18 @@ pub fn write_merged(
 }
 
 /// Calls `f(source, entry)` for the kept entries of `sources` in
-/// ascending id order, each id once. An id several sources keep is taken
-/// from the first whose entry names a pack `exists` says is there, and
-/// from the first source if none does or all name one pack (`exists` is
-/// then not asked): taking the first source's blindly could keep an
-/// entry naming a lost pack and drop the only one naming a pack that
-/// holds the blob. A source whose ids do not ascend strictly is an error.
+/// ascending id order, each id once. An id several sources keep in
+/// different packs (a blob stored twice) is taken from the first whose
+/// entry names a pack `exists` says is there and whose copy `sound`
+/// finds intact; else from the first whose pack exists; else from the
+/// first source (neither is asked where all name one pack): taking the
+/// first source's blindly could keep an entry naming a lost pack, or a
+/// damaged copy, and drop the only one naming a pack that holds the blob
+/// intact. A source whose ids do not ascend strictly is an error.
 pub(super) fn merge_kept(
     sources: &[MergeSource],
     exists: &dyn Fn(&PackId) -> Result<bool>,
+    sound: &dyn Fn(&PackId, &Entry) -> Result<bool>,
     mut f: impl FnMut(usize, &Entry) -> Result<()>,
 ) -> Result<()> {
     // The next kept entry of source `src` at or after `i`.
@@ -309,7 +340,7 @@ pub(super) fn merge_kept(
                 let (qi, qe) = heads[q.src].take().expect("a queued source has a head");
                 same.push((q.src, qi, qe));
             }
-            let (s, _, e) = same[choose(sources, &same, exists)?];
+            let (s, _, e) = same[choose(sources, &same, exists, sound)?];
             f(s, &e)?;
             for &(s, si, se) in &same {
                 if let Some((ni, next)) = after(s, si, &se)? {
@@ -349,6 +380,7 @@ fn choose(
     sources: &[MergeSource],
     same: &[(usize, usize, Entry)],
     exists: &dyn Fn(&PackId) -> Result<bool>,
+    sound: &dyn Fn(&PackId, &Entry) -> Result<bool>,
 ) -> Result<usize> {
     let packs = same
         .iter()
@@ -357,12 +389,16 @@ fn choose(
     if packs.iter().all(|p| *p == packs[0]) {
         return Ok(0);
     }
+    let mut first_there = None;
     for (n, pack) in packs.iter().enumerate() {
         if exists(pack)? {
-            return Ok(n);
+            if sound(pack, &same[n].2)? {
+                return Ok(n);
+            }
+            first_there.get_or_insert(n);
         }
     }
-    Ok(0)
+    Ok(first_there.unwrap_or(0))
 }
 
 /// A source's next entry in [`merge_kept`]'s heap, which pops the
