@@ -235,12 +235,26 @@ pub struct DamagedSnapshot {
     pub id: SnapshotId,
     /// Why it does not decode.
     pub reason: String,
+    /// Whether its read was refused for want of permission: not damage,
+    /// but as unusable to this user (see [`Error::is_read_refused`]).
+    pub refused: bool,
 }
+
+/// What to do about a snapshot file this user may not read.
+const REFUSED_ADVICE: &str =
+    "that is no damage: run cairn as a user who may read the whole repository";
 
 impl DamagedSnapshot {
     /// A warning naming the file, what a command did about it
     /// (`consequence`), and what the operator can do.
     pub fn warning(&self, consequence: &str) -> String {
+        if self.refused {
+            return format!(
+                "snapshot file snapshots/{} cannot be read by this user ({}): {consequence}; \
+                 {REFUSED_ADVICE}",
+                self.id, self.reason
+            );
+        }
         format!(
             "snapshot file snapshots/{} is damaged ({}): {consequence}; `cairn verify` checks \
              the repository, and `cairn forget {}` removes the file if no intact copy of it \
@@ -276,6 +290,11 @@ impl Snapshots {
     pub fn check_complete(&self, doing: &str) -> Result<()> {
         match self.damaged.first() {
             None => Ok(()),
+            Some(d) if d.refused => Err(Error::Invalid(format!(
+                "refusing to {doing}: snapshot file snapshots/{} cannot be read by this user \
+                 ({}), and the data only it uses cannot be told; {REFUSED_ADVICE}",
+                d.id, d.reason
+            ))),
             Some(d) => Err(Error::Invalid(format!(
                 "refusing to {doing}: snapshot file snapshots/{} is damaged ({}), and the data \
                  only it uses cannot be told; put back an intact copy of the file, or, if it \
@@ -376,11 +395,16 @@ pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
                     out.damaged.push(DamagedSnapshot {
                         id,
                         reason: NOT_THERE.into(),
+                        refused: false,
                     });
                 }
             }
             Err(e) => match unreadable(&e) {
-                Some(reason) => out.damaged.push(DamagedSnapshot { id, reason }),
+                Some(reason) => out.damaged.push(DamagedSnapshot {
+                    id,
+                    reason,
+                    refused: e.is_read_refused(),
+                }),
                 None => return Err(e),
             },
         }

@@ -357,3 +357,53 @@ fn a_snapshot_file_that_cannot_be_read_is_set_apart_as_damaged() {
     );
     repo.run(&["gc"]).success();
 }
+
+/// A snapshot file the user may not read is not called damaged, nor is
+/// `forget` advised for it: until December 2026 a user without the
+/// permission was told to remove an intact snapshot.
+#[test]
+fn a_snapshot_file_this_user_may_not_read_is_not_called_damaged() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        panic!("this test runs a command as another user, which needs root");
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "a").unwrap();
+    repo.backup(&[&src], &[]);
+    fs::write(src.join("b"), "b").unwrap();
+    let newest = repo.backup(&[&src], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(repo.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let file = repo.path.join("snapshots").join(&newest);
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = repo.cmd(&["snapshots"]);
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe and
+    // touch only the child.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("cannot be read by this user"), "{out}");
+    assert!(out.stderr.contains("no damage"), "{out}");
+    assert!(!out.stderr.contains("is damaged"), "{out}");
+    assert!(!out.stderr.contains("cairn forget"), "{out}");
+}
