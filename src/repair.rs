@@ -281,10 +281,15 @@ fn repair_index_in_tables_of(
             // damage, an intact pack would keep only what old tables say
             // of it, none if the one naming it failed its check.
             Err(e) => {
+                let again = if e.is_read_refused() {
+                    "run it as a user who may read the whole repository"
+                } else {
+                    "run it again"
+                };
                 return Err(Error::Invalid(format!(
                     "cannot read the header of {what}: {e}; the old index tables are kept \
-                     (tables written so far only add entries); run it again"
-                )))
+                     (tables written so far only add entries); {again}"
+                )));
             }
         }
         if builder.len() >= per_table {
