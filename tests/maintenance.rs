@@ -2170,3 +2170,40 @@ fn repair_index_keeps_every_copy_of_a_blob_stored_twice() {
         assert_eq!(manifest(&restored(&target, &src)), saved.manifest, "{out}");
     }
 }
+
+/// A pack that cannot be read at all (a folder in its place) where its
+/// blobs are stored again elsewhere: a restore writes them from the other
+/// copies and says so (until December 2026 it failed the files, though
+/// an intact copy was indexed).
+#[test]
+fn a_restore_reads_around_a_pack_that_cannot_be_read() {
+    let repo = packed_repo();
+    let src = source(&repo, 59);
+    let saved = backup_saved(&repo, &src, &[]);
+    store_again_unindexed(&repo, &src, 0);
+    let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
+    let copies = copies_by_blob(&repo, None).remove(&chunk).unwrap();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let packs = pack_files(&repo);
+    let mut read_around = false;
+    for (pack, _) in &copies {
+        let path = &packs[pack];
+        let aside = path.with_extension("aside");
+        fs::rename(path, &aside).unwrap();
+        fs::create_dir(path).unwrap();
+        let target = tempfile::tempdir_in(repo.dir.path()).unwrap();
+        let mut c = repo.cmd(&["restore", &saved.id, "--target"]);
+        c.arg(target.path());
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "{pack} a folder: {out}");
+        assert_eq!(
+            manifest(&restored(target.path(), &src)),
+            saved.manifest,
+            "{out}"
+        );
+        read_around |= out.stderr.contains("restored from other copies");
+        fs::remove_dir(path).unwrap();
+        fs::rename(&aside, path).unwrap();
+    }
+    assert!(read_around, "no restore read the pack replaced");
+}

@@ -295,19 +295,36 @@ impl Executor<'_> {
         let data = match PackBytes::fetch(self.repo.backend(), pack, blobs) {
             Ok(d) => d,
             Err(e) => {
+                // A pack missing, or one that cannot be read at all (a
+                // folder in its place, a file this user may not read): its
+                // blobs from wherever else they are indexed. Not at an
+                // outage, which another pack would meet too.
+                let mut elsewhere = 0;
                 for (id, _) in blobs {
-                    let why = if e.is_not_found() {
+                    let why = if e.is_transient() {
+                        format!("blob {}: {e}", id.short())
+                    } else {
                         match self.restore_elsewhere(pack, id, &targets[id], tasks) {
-                            Ok(true) => continue,
-                            Ok(false) => crate::repo::missing_pack(id, pack).to_string(),
+                            Ok(true) => {
+                                elsewhere += 1;
+                                continue;
+                            }
+                            Ok(false) if e.is_not_found() => {
+                                crate::repo::missing_pack(id, pack).to_string()
+                            }
+                            Ok(false) => format!("blob {}: {e}", id.short()),
                             Err(e) => format!("blob {}: {e}", id.short()),
                         }
-                    } else {
-                        format!("blob {}: {e}", id.short())
                     };
                     for &(t, _) in &targets[id] {
                         tasks[t].fail(why.clone());
                     }
+                }
+                if elsewhere > 0 && !e.is_not_found() {
+                    (self.warn)(&format!(
+                        "{what} could not be read ({e}); {elsewhere} of its blobs were \
+                         restored from other copies"
+                    ));
                 }
                 return;
             }
