@@ -286,6 +286,31 @@ fn credentials_never_appear_in_output_or_the_repository() {
     assert_eq!(reqs.len(), 1, "one request, no retry: {reqs:#?}");
     outputs.push(denied);
 
+    // A clock twenty minutes behind: refused as the wrong secret is, and
+    // said as what it is (it said to check the credentials).
+    let faketime = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+    .expect("libfaketime (apt-get install faketime; .ci/test installs it)");
+    let mut c = repo.cmd(&["snapshots"]);
+    c.env("LD_PRELOAD", faketime).env("FAKETIME", "-20m");
+    let skewed = run(&mut c, None);
+    assert_eq!(skewed.code, 1, "{skewed}");
+    assert!(
+        skewed
+            .stderr
+            .contains("clock is 20 minutes behind the server's")
+            || skewed
+                .stderr
+                .contains("clock is 19 minutes behind the server's"),
+        "{skewed}"
+    );
+    assert!(!skewed.stderr.contains("check the credentials"), "{skewed}");
+
     let mut c = repo.cmd(&["snapshots"]);
     c.env("CAIRN_S3_ENDPOINT", "http://127.0.0.1:1");
     let unreachable = run(&mut c, None);

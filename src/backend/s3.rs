@@ -332,6 +332,28 @@ impl S3Backend {
     fn map_err(&self, op: &str, object: String, e: opendal::Error) -> Error {
         let (detail, transient) = match e.kind() {
             ErrorKind::NotFound => return Error::NotFound(object),
+            // A signature the server refuses for its time is refused as
+            // access is: said as what it is, so that a host whose clock
+            // is off is not sent to check its credentials. A HEAD has no
+            // body to name the error: the server's `Date` tells.
+            ErrorKind::PermissionDenied if clock_skew(&e.to_string()).is_some() => {
+                let skew = clock_skew(&e.to_string()).unwrap_or_default();
+                let off = match skew.unsigned_abs() / 60 {
+                    0 => "too far from the server's".to_string(),
+                    m => format!(
+                        "{m} minutes {} the server's",
+                        if skew < 0 { "behind" } else { "ahead of" }
+                    ),
+                };
+                (
+                    format!(
+                        "access denied: this host's clock is {off}, and S3 refuses requests \
+                         signed at a time that far off (RequestTimeTooSkewed); set the clock \
+                         right (NTP)"
+                    ),
+                    false,
+                )
+            }
             ErrorKind::PermissionDenied => (
                 "access denied (check the credentials and the bucket's policy)".to_string(),
                 false,
@@ -895,8 +917,47 @@ impl Backend for S3Backend {
     }
 }
 
+/// How far this host's clock is from the server's, in seconds (negative:
+/// behind), where a refused request's error shows the server's `Date`
+/// header and the two differ by more than five minutes (S3 refuses a
+/// signature fifteen minutes off); `None` otherwise. A GET's refusal
+/// names `RequestTimeTooSkewed` in its body: taken as skew even without
+/// a date.
+fn clock_skew(error: &str) -> Option<i64> {
+    let server = error
+        .split("\"date\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok());
+    let Some(server) = server else {
+        return error.contains("RequestTimeTooSkewed").then_some(0);
+    };
+    let skew = chrono::Utc::now().timestamp() - server.timestamp();
+    (skew.abs() > 300 || error.contains("RequestTimeTooSkewed")).then_some(skew)
+}
+
 #[cfg(test)]
 mod tests {
+    /// A refusal whose server `Date` is twenty minutes ahead of this
+    /// host's clock is skew (this host behind), one a minute off is not,
+    /// and a body naming `RequestTimeTooSkewed` is, date or none.
+    #[test]
+    fn a_refusal_tells_clock_skew_by_the_servers_date() {
+        let at = |secs: i64| {
+            let t = chrono::Utc::now() + chrono::Duration::seconds(secs);
+            format!(
+                "PermissionDenied (permanent) at stat, context: {{ response: Parts {{ status: \
+                 403, headers: {{\"content-type\": \"application/xml\", \"date\": \"{}\"}} }} }}",
+                t.to_rfc2822().replace("+0000", "GMT")
+            )
+        };
+        let skew = clock_skew(&at(1200)).expect("skew");
+        assert!((-1260..=-1140).contains(&skew), "{skew}");
+        assert_eq!(clock_skew(&at(60)), None);
+        assert_eq!(clock_skew("403 <Code>RequestTimeTooSkewed</Code>"), Some(0));
+        assert_eq!(clock_skew("403 AccessDenied"), None);
+    }
+
     use super::*;
 
     #[test]
