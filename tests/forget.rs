@@ -499,3 +499,36 @@ fn named_snapshots_honour_the_filters() {
     run_utc(&repo, &["forget", "latest", "--host", "a"]).success();
     assert_eq!(ids(&repo), set(&[&b]));
 }
+
+/// `forget --gc --max-unused` gives its gc the threshold `gc
+/// --max-unused` takes (it was refused as an unknown option); without
+/// `--gc` it is a usage error.
+#[test]
+fn forget_gc_takes_max_unused() {
+    let run_forget = |max: &str| {
+        let repo = packed_repo();
+        let src = repo.scratch("src");
+        fill(&src, 61, &[("a.bin", 300_000), ("b.bin", 300_000)]);
+        repo.backup(&[&src], &[]);
+        fill(&src, 62, &[("b.bin", 300_000)]);
+        repo.backup(&[&src], &[]);
+        let out = repo.run(&[
+            "forget",
+            "--keep-last",
+            "1",
+            "--gc",
+            "--json",
+            "--max-unused",
+            max,
+        ]);
+        assert_eq!(out.code, 0, "{out}");
+        let v = out.json();
+        v["gc"]["repack"].as_array().unwrap().len()
+    };
+    assert!(run_forget("0%") > 0, "a pack partly unused is repacked");
+    assert_eq!(run_forget("100%"), 0, "no pack is repacked");
+    let repo = packed_repo();
+    let out = repo.run(&["forget", "--keep-last", "1", "--max-unused", "5%"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("--gc"), "{out}");
+}

@@ -419,6 +419,10 @@ pub struct ForgetArgs {
     /// Run gc afterwards.
     #[arg(long)]
     gc: bool,
+    /// With --gc: repack packs with more than this share unused
+    /// (percent), as `gc --max-unused`.
+    #[arg(long, default_value = "10%", value_parser = parse_percent, requires = "gc")]
+    max_unused: f64,
 }
 
 /// `forget --json --gc`: both reports in one document.
@@ -647,7 +651,12 @@ fn forget_command(
         printed = printed.and_then(|()| outln!("removed {} snapshot(s)", remove.len()));
     }
     let gc_plan = if a.gc {
-        Some(gc_locked(repo, &lock, &GcOptions::default(), false)?)
+        let opts = GcOptions {
+            max_unused: a.max_unused,
+            workers: ctx.workers(repo),
+            others_writing: false,
+        };
+        Some(gc_locked(repo, &lock, &opts, false)?)
     } else {
         None
     };
