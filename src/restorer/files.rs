@@ -294,27 +294,44 @@ impl Executor<'_> {
         let what = format!("pack {}", pack.short());
         let data = match PackBytes::fetch(self.repo.backend(), pack, blobs) {
             Ok(d) => d,
+            // An outage (a transient error, retries spent): every pack
+            // after would wait out the retries and fail the same way, file
+            // after file. The restore stops; run again, it writes what is
+            // missing.
+            Err(e) if e.is_transient() => {
+                for (id, _) in blobs {
+                    for &(t, _) in &targets[id] {
+                        tasks[t].fail(format!("blob {}: {e}", id.short()));
+                    }
+                }
+                if let Ok(mut l) = self.lost.lock() {
+                    l.get_or_insert(Error::Advised {
+                        error: Box::new(e),
+                        advice: "the store did not answer (which is not damage): the rest of \
+                                 the snapshot is not restored; run the restore again once \
+                                 the store answers, and it writes what is missing"
+                            .into(),
+                    });
+                }
+                self.halt.store(true, Ordering::Relaxed);
+                return;
+            }
             Err(e) => {
                 // A pack missing, or one that cannot be read at all (a
                 // folder in its place, a file this user may not read): its
-                // blobs from wherever else they are indexed. Not at an
-                // outage, which another pack would meet too.
+                // blobs from wherever else they are indexed.
                 let mut elsewhere = 0;
                 for (id, _) in blobs {
-                    let why = if e.is_transient() {
-                        format!("blob {}: {e}", id.short())
-                    } else {
-                        match self.restore_elsewhere(pack, id, &targets[id], tasks) {
-                            Ok(true) => {
-                                elsewhere += 1;
-                                continue;
-                            }
-                            Ok(false) if e.is_not_found() => {
-                                crate::repo::missing_pack(id, pack).to_string()
-                            }
-                            Ok(false) => format!("blob {}: {e}", id.short()),
-                            Err(e) => format!("blob {}: {e}", id.short()),
+                    let why = match self.restore_elsewhere(pack, id, &targets[id], tasks) {
+                        Ok(true) => {
+                            elsewhere += 1;
+                            continue;
                         }
+                        Ok(false) if e.is_not_found() => {
+                            crate::repo::missing_pack(id, pack).to_string()
+                        }
+                        Ok(false) => format!("blob {}: {e}", id.short()),
+                        Err(e) => format!("blob {}: {e}", id.short()),
                     };
                     for &(t, _) in &targets[id] {
                         tasks[t].fail(why.clone());
@@ -1120,5 +1137,109 @@ mod tests {
             .check_prefetches(|name| store.inner.size(FileKind::Pack, name).unwrap());
         let ahead = store.hooks.read_after_prefetch();
         assert!(ahead >= 1, "no pack was read after its prefetch");
+    }
+
+    /// A store that stops answering data packs' reads (retries spent)
+    /// stops the restore at the first: an error saying so, and not one
+    /// wait and failure per file after it.
+    #[test]
+    fn an_outage_stops_the_restore() {
+        use crate::archiver::{backup, BackupOptions};
+        use crate::backend::mem::MemBackend;
+        use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Hooks};
+        use crate::backend::Data;
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::{Arc, Mutex};
+
+        /// Fails the reads of the packs named, counting them.
+        #[derive(Default)]
+        struct Down {
+            packs: Mutex<Vec<String>>,
+            failed: AtomicUsize,
+        }
+        impl Down {
+            fn fail<T>(&self, kind: FileKind, name: &str) -> Option<Result<T>> {
+                let down =
+                    kind == FileKind::Pack && self.packs.lock().unwrap().iter().any(|p| p == name);
+                down.then(|| {
+                    self.failed.fetch_add(1, Ordering::SeqCst);
+                    Err(Error::Backend {
+                        op: "read pack".into(),
+                        object: name.into(),
+                        endpoint: "http://127.0.0.1:1".into(),
+                        detail: "Connection refused (os error 111)".into(),
+                        transient: true,
+                    })
+                })
+            }
+        }
+        impl Hooks for Down {
+            fn read(&self, kind: FileKind, name: &str) -> Option<Result<Data>> {
+                self.fail(kind, name)
+            }
+            fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
+                self.fail(kind, name)
+            }
+        }
+
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: Down::default(),
+        });
+        let repo = repo_of_small_packs(store.clone());
+        let src = tempfile::tempdir().unwrap();
+        for i in 0..24u8 {
+            std::fs::write(src.path().join(format!("f{i:02}")), noise(&[i], 300_000)).unwrap();
+        }
+        let opts = BackupOptions {
+            paths: vec![src.path().to_path_buf()],
+            ..BackupOptions::default()
+        };
+        let snap = backup(&repo, &opts, &mut std::io::empty(), &|_| {})
+            .unwrap()
+            .snapshot;
+        // Every data pack down; the trees' packs answer.
+        let index = repo.index().unwrap();
+        let mut data = Vec::new();
+        for t in index
+            .tables()
+            .iter()
+            .filter(|t| t.kind() == Some(BlobKind::Data))
+        {
+            for n in 0..t.pack_count() {
+                data.push(t.pack(n).unwrap().0.to_hex());
+            }
+        }
+        assert!(data.len() >= 5, "{} data packs", data.len());
+        *store.hooks.packs.lock().unwrap() = data.clone();
+
+        let out = tempfile::tempdir().unwrap();
+        let e = restore(
+            &repo,
+            &snap,
+            &RestoreOptions {
+                subpath: None,
+                target: out.path().to_path_buf(),
+                includes: Vec::new(),
+                excludes: Vec::new(),
+                policy: Policy::Merge,
+                dry_run: false,
+                sync: false,
+                workers: 2,
+                lock: None,
+            },
+            &|_| {},
+            &|_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("Connection refused"), "{e}");
+        assert!(e.contains("the store did not answer"), "{e}");
+        let failed = store.hooks.failed.load(Ordering::SeqCst);
+        assert!(
+            failed < data.len(),
+            "{failed} reads of {} packs failed",
+            data.len()
+        );
     }
 }
