@@ -1125,37 +1125,6 @@ mod tests {
         }
     }
 
-    /// Hooks failing every read of one pack, as a store whose retries
-    /// are spent does.
-    #[derive(Default)]
-    struct FailsPack {
-        name: Mutex<Option<String>>,
-    }
-
-    impl FailsPack {
-        fn fail<T>(&self, kind: FileKind, name: &str) -> Option<Result<T>> {
-            let failing = self.name.lock().unwrap();
-            (kind == FileKind::Pack && failing.as_deref() == Some(name)).then(|| {
-                Err(Error::Backend {
-                    op: "read pack".into(),
-                    object: name.into(),
-                    endpoint: "http://127.0.0.1:1".into(),
-                    detail: "Connection reset by peer (os error 104)".into(),
-                    transient: true,
-                })
-            })
-        }
-    }
-
-    impl Hooks for FailsPack {
-        fn read(&self, kind: FileKind, name: &str) -> Option<Result<crate::backend::Data>> {
-            self.fail(kind, name)
-        }
-        fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
-            self.fail(kind, name)
-        }
-    }
-
     /// A blob stored twice whose kept copy is damaged, where the store
     /// cannot hand over the other (its retries spent): gc stops with the
     /// store's error. Until December 2026 it took the other copy for
@@ -1165,7 +1134,7 @@ mod tests {
         use crate::backend::testing::backup_from_elsewhere;
         let store = Arc::new(Hooked {
             inner: MemBackend::default(),
-            hooks: FailsPack::default(),
+            hooks: Outage::default(),
         });
         let backend: Arc<dyn Backend> = store.clone();
         let repo = repo_of_small_packs(backend.clone());
@@ -1212,13 +1181,13 @@ mod tests {
         bytes[kept.offset as usize + kept.length as usize / 2] ^= 0x55;
         backend.remove(FileKind::Pack, &name).unwrap();
         backend.write(FileKind::Pack, &name, &bytes).unwrap();
-        *store.hooks.name.lock().unwrap() = Some(other.to_hex());
+        store.hooks.begin_for(vec![other.to_hex()]);
 
         let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
-        assert!(e.contains("Connection reset"), "{e}");
+        assert!(e.contains("Connection refused"), "{e}");
         assert!(e.contains("gc stopped before deleting anything"), "{e}");
         // With the store answering, the intact copy is kept.
-        *store.hooks.name.lock().unwrap() = None;
+        store.hooks.end();
         let planned = plan(&repo, &GcOptions::default()).unwrap();
         assert!(!planned.delete.contains(&other), "{:?}", planned.delete);
         assert_eq!(planned.rescued.len(), 1, "{:?}", planned.rescued);

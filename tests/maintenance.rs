@@ -1914,6 +1914,15 @@ fn copies_by_blob(repo: &Repo, kind: Option<&str>) -> BTreeMap<String, Vec<(Stri
     copies
 }
 
+/// `cairn -r REPO ARGS`, with the test password, on a repository at
+/// `repo` (a copy of a test's).
+fn run_at(repo: &Path, args: &[&str]) -> Out {
+    let mut c = cairn();
+    c.arg("-r").arg(repo).args(args);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    run(&mut c, None)
+}
+
 /// A blob stored twice (backups storing the same new data side by side,
 /// here a backup that did not see the index) whose copy reads go to is
 /// damaged: a restore reads the other copy and says so, and gc keeps the
@@ -2087,21 +2096,11 @@ fn a_restore_tries_every_copy_of_a_damaged_chunk() {
         // gc on a copy of the repository keeps the intact copy.
         let copy = repo.scratch(&format!("copy-{intact}"));
         copy_dir(&repo.path, &copy);
-        let on_copy = |args: &[&str]| {
-            let mut c = cairn();
-            c.arg("-r").arg(&copy).args(args);
-            c.env("CAIRN_PASSWORD", PASSWORD);
-            run(&mut c, None)
-        };
-        let out = on_copy(&["gc"]);
+        let out = run_at(&copy, &["gc"]);
         assert_eq!(out.code, 0, "intact copy {intact}: {out}");
         let target = tempfile::tempdir_in(repo.dir.path()).unwrap();
-        let mut c = cairn();
-        c.arg("-r")
-            .arg(&copy)
-            .args(["restore", &saved.id, "--target"]);
-        c.arg(target.path()).env("CAIRN_PASSWORD", PASSWORD);
-        let out = run(&mut c, None);
+        let to = target.path().to_str().unwrap();
+        let out = run_at(&copy, &["restore", &saved.id, "--target", to]);
         assert_eq!(out.code, 0, "after gc, intact copy {intact}: {out}");
         assert_eq!(
             manifest(&restored(target.path(), &src)),
@@ -2150,22 +2149,12 @@ fn repair_index_keeps_every_copy_of_a_blob_stored_twice() {
         let copy = repo.scratch(&format!("copy-{pack}"));
         copy_dir(&repo.path, &copy);
         flip_byte(&packs[pack], *at);
-        let on_copy = |args: &[&str]| {
-            let mut c = cairn();
-            c.arg("-r").arg(&copy).args(args);
-            c.env("CAIRN_PASSWORD", PASSWORD);
-            run(&mut c, None)
-        };
-        assert_eq!(on_copy(&["repair", "index"]).code, 0);
-        let out = on_copy(&["gc"]);
+        assert_eq!(run_at(&copy, &["repair", "index"]).code, 0);
+        let out = run_at(&copy, &["gc"]);
         assert_eq!(out.code, 0, "{out}");
         let target = repo.scratch(&format!("target-{pack}"));
-        let mut c = cairn();
-        c.arg("-r")
-            .arg(&copy)
-            .args(["restore", &saved.id, "--target"]);
-        c.arg(&target).env("CAIRN_PASSWORD", PASSWORD);
-        let out = run(&mut c, None);
+        let to = target.to_str().unwrap();
+        let out = run_at(&copy, &["restore", &saved.id, "--target", to]);
         assert_eq!(out.code, 0, "damaged in {pack}: {out}");
         assert_eq!(manifest(&restored(&target, &src)), saved.manifest, "{out}");
     }

@@ -121,12 +121,25 @@ pub(crate) struct Outage {
     on: std::sync::atomic::AtomicBool,
     refuse: std::sync::atomic::AtomicBool,
     failed: std::sync::atomic::AtomicUsize,
+    /// The packs it fails, where not all of them.
+    only: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl Outage {
     /// From now on every pack read fails.
     pub fn begin(&self) {
         self.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on every read of the packs named fails (none others).
+    pub fn begin_for(&self, packs: Vec<String>) {
+        *self.only.lock().unwrap() = Some(packs);
+        self.begin();
+    }
+
+    /// Ends the outage: every read goes through again.
+    pub fn end(&self) {
+        self.on.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on every pack read is refused (no permission).
@@ -143,6 +156,11 @@ impl Outage {
     fn fail<T>(&self, kind: FileKind, name: &str) -> Option<Result<T>> {
         if kind != FileKind::Pack || !self.on.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
+        }
+        if let Some(only) = &*self.only.lock().unwrap() {
+            if !only.iter().any(|p| p == name) {
+                return None;
+            }
         }
         self.failed
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

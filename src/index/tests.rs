@@ -1143,6 +1143,25 @@ fn lookups_skip_entries_in_refused_packs() {
     );
 }
 
+/// Hands `write` tables 2 to [`MAX_TABLES`], larger each than the one
+/// before, each of a pack of its own: with two tables before them, a
+/// compaction's threshold is passed, and those two are merged first.
+fn tables_past_the_threshold(write: impl Fn(IndexBuilder)) {
+    for t in 2..=MAX_TABLES {
+        let entries: Vec<PackEntry> = (0..=t)
+            .map(|i| PackEntry {
+                id: BlobId(*blake3::hash(&[t as u8, i as u8]).as_bytes()),
+                offset: 12,
+                length: 10,
+                raw_length: 5,
+            })
+            .collect();
+        let mut b = IndexBuilder::default();
+        b.add_pack(PackId([t as u8; 32]), BlobKind::Data, &entries);
+        write(b);
+    }
+}
+
 /// Compaction merges a blob's two entries into the one naming the pack
 /// that exists, though the table naming the lost pack comes first (it
 /// is the smaller), and asks the store of no other pack.
@@ -1190,19 +1209,7 @@ fn compaction_keeps_the_entry_whose_pack_exists() {
         .write(FileKind::Pack, &kept.to_hex(), b"a pack")
         .unwrap();
     // Larger tables, each of its own pack, to pass the threshold.
-    for t in 2..=MAX_TABLES {
-        let entries: Vec<PackEntry> = (0..=t)
-            .map(|i| PackEntry {
-                id: BlobId(*blake3::hash(&[t as u8, i as u8]).as_bytes()),
-                offset: 12,
-                length: 10,
-                raw_length: 5,
-            })
-            .collect();
-        let mut b = IndexBuilder::default();
-        b.add_pack(PackId([t as u8; 32]), BlobKind::Data, &entries);
-        write(b);
-    }
+    tables_past_the_threshold(write);
     let before = IndexSet::load(&backend).unwrap();
     assert_eq!(before.tables().len(), MAX_TABLES + 1);
 
@@ -1306,19 +1313,7 @@ fn compaction_keeps_the_entry_whose_copy_is_intact() {
     let mut b = IndexBuilder::default();
     b.add_pack(intact, BlobKind::Data, &[copy, entry(8, 60)]);
     write(b);
-    for t in 2..=MAX_TABLES {
-        let entries: Vec<PackEntry> = (0..=t)
-            .map(|i| PackEntry {
-                id: BlobId(*blake3::hash(&[t as u8, i as u8]).as_bytes()),
-                offset: 12,
-                length: 10,
-                raw_length: 5,
-            })
-            .collect();
-        let mut b = IndexBuilder::default();
-        b.add_pack(PackId([t as u8; 32]), BlobKind::Data, &entries);
-        write(b);
-    }
+    tables_past_the_threshold(write);
     let stats = compact(&backend, &key, VERSION, None).unwrap();
     assert!(stats.merged > 2, "{stats:?}");
     let set = IndexSet::load(&backend).unwrap();

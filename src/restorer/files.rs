@@ -1146,45 +1146,12 @@ mod tests {
     fn an_outage_stops_the_restore() {
         use crate::archiver::{backup, BackupOptions};
         use crate::backend::mem::MemBackend;
-        use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Hooks};
-        use crate::backend::Data;
-        use std::sync::atomic::AtomicUsize;
-        use std::sync::{Arc, Mutex};
-
-        /// Fails the reads of the packs named, counting them.
-        #[derive(Default)]
-        struct Down {
-            packs: Mutex<Vec<String>>,
-            failed: AtomicUsize,
-        }
-        impl Down {
-            fn fail<T>(&self, kind: FileKind, name: &str) -> Option<Result<T>> {
-                let down =
-                    kind == FileKind::Pack && self.packs.lock().unwrap().iter().any(|p| p == name);
-                down.then(|| {
-                    self.failed.fetch_add(1, Ordering::SeqCst);
-                    Err(Error::Backend {
-                        op: "read pack".into(),
-                        object: name.into(),
-                        endpoint: "http://127.0.0.1:1".into(),
-                        detail: "Connection refused (os error 111)".into(),
-                        transient: true,
-                    })
-                })
-            }
-        }
-        impl Hooks for Down {
-            fn read(&self, kind: FileKind, name: &str) -> Option<Result<Data>> {
-                self.fail(kind, name)
-            }
-            fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
-                self.fail(kind, name)
-            }
-        }
+        use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Outage};
+        use std::sync::Arc;
 
         let store = Arc::new(Hooked {
             inner: MemBackend::default(),
-            hooks: Down::default(),
+            hooks: Outage::default(),
         });
         let repo = repo_of_small_packs(store.clone());
         let src = tempfile::tempdir().unwrap();
@@ -1211,7 +1178,7 @@ mod tests {
             }
         }
         assert!(data.len() >= 5, "{} data packs", data.len());
-        *store.hooks.packs.lock().unwrap() = data.clone();
+        store.hooks.begin_for(data.clone());
 
         let out = tempfile::tempdir().unwrap();
         let e = restore(
@@ -1235,7 +1202,7 @@ mod tests {
         .to_string();
         assert!(e.contains("Connection refused"), "{e}");
         assert!(e.contains("the store did not answer"), "{e}");
-        let failed = store.hooks.failed.load(Ordering::SeqCst);
+        let failed = store.hooks.failed();
         assert!(
             failed < data.len(),
             "{failed} reads of {} packs failed",
