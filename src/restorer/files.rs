@@ -993,6 +993,21 @@ pub(crate) fn raise_fd_limit() -> u64 {
 mod tests {
     use super::*;
 
+    /// A whole merge restore into `target` on two workers, without sync.
+    fn merge_into(target: &Path) -> RestoreOptions<'static> {
+        RestoreOptions {
+            subpath: None,
+            target: target.to_path_buf(),
+            includes: Vec::new(),
+            excludes: Vec::new(),
+            policy: Policy::Merge,
+            dry_run: false,
+            sync: false,
+            workers: 2,
+            lock: None,
+        }
+    }
+
     /// Pieces cover every blob once, in order, none above the cap unless
     /// a single blob is.
     #[test]
@@ -1111,17 +1126,7 @@ mod tests {
         let stats = restore(
             &repo,
             &snap,
-            &RestoreOptions {
-                subpath: None,
-                target: out.path().to_path_buf(),
-                includes: Vec::new(),
-                excludes: Vec::new(),
-                policy: Policy::Merge,
-                dry_run: false,
-                sync: false,
-                workers: 2,
-                lock: None,
-            },
+            &merge_into(out.path()),
             &|w| panic!("{w}"),
             &|e| panic!("{e}"),
         )
@@ -1181,25 +1186,9 @@ mod tests {
         store.hooks.begin_for(data.clone());
 
         let out = tempfile::tempdir().unwrap();
-        let e = restore(
-            &repo,
-            &snap,
-            &RestoreOptions {
-                subpath: None,
-                target: out.path().to_path_buf(),
-                includes: Vec::new(),
-                excludes: Vec::new(),
-                policy: Policy::Merge,
-                dry_run: false,
-                sync: false,
-                workers: 2,
-                lock: None,
-            },
-            &|_| {},
-            &|_| {},
-        )
-        .unwrap_err()
-        .to_string();
+        let e = restore(&repo, &snap, &merge_into(out.path()), &|_| {}, &|_| {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Connection refused"), "{e}");
         assert!(e.contains("the store did not answer"), "{e}");
         let failed = store.hooks.failed();
