@@ -212,17 +212,18 @@ impl<'r> TreeReader<'r> {
         if sealed.capacity() <= SEALED_KEPT {
             SEALED.set(sealed);
         }
-        match result {
-            Ok(Some(r)) => r,
+        match (result, f.take()) {
+            (Ok(Some(r)), _) => r,
             // Damaged where the index places it: read as any tree is,
             // which reads another copy where there is one (and notes it)
             // or fails as this read did.
-            Err(Error::Corrupt { .. }) if f.is_some() => {
-                let f = f.take().expect("not called");
-                f(&self.repo.read_tree_blob(id)?)
-            }
-            Ok(None) => unreachable!("f is taken only by the call that returns it"),
-            Err(e) => Err(self.repo.blame_index(e)),
+            (Err(Error::Corrupt { .. }), Some(f)) => f(&self.repo.read_tree_blob(id)?),
+            (Err(e), _) => Err(self.repo.blame_index(e)),
+            // `f` is taken only by the call that returns its result.
+            (Ok(None), _) => Err(Error::Invalid(format!(
+                "tree {} was not handed over",
+                id.short()
+            ))),
         }
     }
 
