@@ -196,6 +196,30 @@ impl Error {
         self.is_transient() || self.is_read_refused()
     }
 
+    /// `self`, where the store could not hand over what was asked for
+    /// ([`Error::is_store_unavailable`]), with advice saying it is not
+    /// damage, what the command did (`done`: "verify stopped", "nothing
+    /// is changed") and what to do; any other error as it is.
+    pub fn unless_store_unavailable(self, done: &str) -> Error {
+        let advice = if self.is_transient() {
+            format!(
+                "{done}: the store did not answer, which is not damage; run it again once the \
+                 store answers"
+            )
+        } else if self.is_read_refused() {
+            format!(
+                "{done}: the store refused a read (no permission), which is not damage; run it \
+                 as a user who may read the whole repository"
+            )
+        } else {
+            return self;
+        };
+        Error::Advised {
+            error: Box::new(self),
+            advice,
+        }
+    }
+
     /// True when the underlying cause is a full filesystem ("no space
     /// left on device", or a disk quota reached).
     pub fn is_storage_full(&self) -> bool {

@@ -298,19 +298,7 @@ impl TableMarks {
 /// not answer or refused the read (not damage), with what gc did (nothing
 /// yet) and what to do; else as it is.
 fn stopped_by_store(e: Error) -> Error {
-    let advice = if e.is_transient() {
-        "gc stopped before deleting anything: the store could not hand over what it had to \
-         read (which is not damage); run it again once the store answers"
-    } else if e.is_read_refused() {
-        "gc stopped before deleting anything: the store refused a read (no permission), \
-         which is not damage; run it as a user who may read the whole repository"
-    } else {
-        return e;
-    };
-    Error::Advised {
-        error: Box::new(e),
-        advice: advice.into(),
-    }
+    e.unless_store_unavailable("gc stopped before deleting anything")
 }
 
 /// What [`rescue_duplicates`] found of a blob's copy kept.

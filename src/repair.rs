@@ -116,21 +116,8 @@ fn damaged_copies(
 /// are, while reporting none (`repair snapshots --read-data` did, until
 /// December 2026).
 fn every_bad_blob(repo: &Repository, workers: usize) -> Result<HashMap<(BlobId, PackId), String>> {
-    let found = crate::verify::bad_blobs(repo, workers).map_err(|e| {
-        let advice = if e.is_transient() {
-            "nothing is changed: the store did not answer, which is not damage; run it again \
-             once the store answers"
-        } else if e.is_read_refused() {
-            "nothing is changed: the store refused a read (no permission), which is not \
-             damage; run it as a user who may read the whole repository"
-        } else {
-            return e;
-        };
-        Error::Advised {
-            error: Box::new(e),
-            advice: advice.into(),
-        }
-    })?;
+    let found = crate::verify::bad_blobs(repo, workers)
+        .map_err(|e| e.unless_store_unavailable("nothing is changed"))?;
     if let Some((pack, e)) = found.unread.first() {
         return Err(Error::Invalid(format!(
             "cannot read pack {} to check its blobs: {e}; nothing is changed; run it again",

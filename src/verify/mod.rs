@@ -147,19 +147,7 @@ fn index_damage(e: &Error) -> String {
 /// verify stops with the store's error rather than report every tree and
 /// pack after as damaged.
 fn stopped(e: Error) -> Error {
-    let advice = if e.is_transient() {
-        "verify stopped: the store did not answer, which is not damage; run it again once \
-         the store answers"
-    } else if e.is_read_refused() {
-        "verify stopped: the store refused a read (no permission), which is not damage; run \
-         it as a user who may read the whole repository"
-    } else {
-        return e;
-    };
-    Error::Advised {
-        error: Box::new(e),
-        advice: advice.into(),
-    }
+    e.unless_store_unavailable("verify stopped")
 }
 
 fn problem(object: impl Into<String>, message: impl Into<String>) -> Problem {
