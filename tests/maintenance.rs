@@ -2196,3 +2196,67 @@ fn a_restore_reads_around_a_pack_that_cannot_be_read() {
     }
     assert!(read_around, "no restore read the pack replaced");
 }
+
+/// A blob stored twice whose copies share their packs with live data:
+/// gc keeps both packs, and drops the copy it does not keep only from its
+/// table, written again for that dead entry. Whichever copy is damaged,
+/// gc keeps the intact one: until December 2026 a copy dropped only from
+/// a rewritten table was not looked at, so where the copy kept was the
+/// damaged one, the intact copy lost its entry: the file failed to
+/// restore, and the pack's next repack dropped the intact bytes.
+#[test]
+fn gc_dropping_a_copy_from_a_rewritten_table_keeps_the_intact_one() {
+    let repo = packed_repo();
+    // Each source: the same small file, and a large one of its own in one
+    // chunk (under the chunker's minimum), so that each data table holds
+    // two entries and each pack is mostly live.
+    let (src1, src2) = (repo.scratch("src1"), repo.scratch("src2"));
+    fill(&src1, 61, &[("x.txt", 5_000)]);
+    fill(&src1, 62, &[("y.bin", 500_000)]);
+    fill(&src2, 61, &[("x.txt", 5_000)]);
+    fill(&src2, 63, &[("y.bin", 500_000)]);
+    let saved1 = backup_saved(&repo, &src1, &[]);
+    let saved2 = {
+        let index = repo.path.join("index");
+        let aside = repo.scratch("index-aside");
+        fs::rename(&index, &aside).unwrap();
+        fs::create_dir(&index).unwrap();
+        let saved = backup_saved(&repo, &src2, &[]);
+        for t in fs::read_dir(&aside).unwrap() {
+            let t = t.unwrap();
+            fs::rename(t.path(), index.join(t.file_name())).unwrap();
+        }
+        saved
+    };
+    let chunk = file_chunks(&repo, &saved1.id)[&snap_path(&src1, "x.txt")][0].clone();
+    let copies = copies_by_blob(&repo, Some("Data")).remove(&chunk).unwrap();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert_ne!(copies[0].0, copies[1].0, "{copies:?}");
+    let packs = pack_files(&repo);
+    for (damaged, (pack, at)) in copies.iter().enumerate() {
+        flip_byte(&packs[pack], *at);
+        let copy = repo.scratch(&format!("copy-{damaged}"));
+        copy_dir(&repo.path, &copy);
+        flip_byte(&packs[pack], *at);
+        let out = run_at(&copy, &["gc"]);
+        assert_eq!(out.code, 0, "copy {damaged} damaged: {out}");
+        // Both packs stay: the intact copy's is not sent to go, which is
+        // what the case is about.
+        for (pack, _) in &copies {
+            let rel = packs[pack].strip_prefix(&repo.path).unwrap();
+            assert!(copy.join(rel).is_file(), "pack {pack} deleted: {out}");
+        }
+        for saved in [&saved1, &saved2] {
+            let target = repo.scratch(&format!("target-{damaged}-{}", &saved.id[..8]));
+            let to = target.to_str().unwrap();
+            let out = run_at(&copy, &["restore", &saved.id, "--target", to]);
+            assert_eq!(out.code, 0, "copy {damaged} damaged: {out}");
+            assert!(!out.stderr.contains("another copy"), "{out}");
+            assert_eq!(
+                manifest(&restored(&target, &saved.src)),
+                saved.manifest,
+                "{out}"
+            );
+        }
+    }
+}
