@@ -72,6 +72,23 @@ pub struct IndexRepair {
     pub placed: Vec<(String, String)>,
     /// Such packs left where they were: a file of that name is home.
     pub not_placed: Vec<(String, String)>,
+    /// Packs whose header could not be read, written again: the blobs the
+    /// old index places in each that open were copied into new packs
+    /// with a header of their own, indexed there, and the pack removed.
+    pub rewritten: Vec<RewrittenPack>,
+}
+
+/// A pack `repair index` wrote again for its unreadable header.
+#[derive(Debug, Serialize)]
+pub struct RewrittenPack {
+    /// The pack removed.
+    pub pack: PackId,
+    /// Why its header could not be read.
+    pub reason: String,
+    /// Blobs copied out of it.
+    pub blobs: usize,
+    /// The packs they were copied into.
+    pub into: Vec<PackId>,
 }
 
 /// Rebuilds the index from the packs' own headers: writes new tables for
@@ -201,12 +218,18 @@ fn repair_index_in_tables_of(
         Ok(())
     };
     // Old tables that can still be trusted, for packs without a header.
-    let (old_set, _) = IndexSet::load_lenient(backend)?;
+    let (old_set, unparsed) = IndexSet::load_lenient(backend)?;
     let trusted: Vec<&IndexTable> = old_set
         .tables()
         .iter()
         .filter(|t| t.check(repo.key()).is_ok())
         .collect();
+    // A pack without a header is written again only while every old table
+    // authenticates: one that does not may be all that names some of the
+    // pack's blobs, and they would go with the pack.
+    let whole_old_index = unparsed.is_empty() && trusted.len() == old_set.tables().len();
+    // Packs written again, removed once the new tables stand.
+    let mut superseded: Vec<PackId> = Vec::new();
     // Sizes come with the listing: no request per pack for them.
     let mut packs = backend.list_sizes(FileKind::Pack)?;
     packs.sort();
@@ -312,17 +335,56 @@ fn repair_index_in_tables_of(
                 .filter(|id| bad_ids.contains(id)),
         );
         let kept = entries.len();
-        if let Some(kind) = kind {
-            builder.add_pack(*id, kind, &entries);
+        match kind {
+            Some(kind) if kept > 0 && whole_old_index => {
+                let copies = copy_out(repo, lock, (*id, *len), kind, &entries, &mut out.dropped)?;
+                let blobs = copies.iter().map(|(_, e)| e.len()).sum();
+                for (copy, entries) in &copies {
+                    builder.add_pack(*copy, kind, entries);
+                }
+                out.blobs += blobs;
+                out.rewritten.push(RewrittenPack {
+                    pack: *id,
+                    reason: why.clone(),
+                    blobs,
+                    into: copies.iter().map(|(copy, _)| *copy).collect(),
+                });
+                superseded.push(*id);
+            }
+            kind => {
+                if let Some(kind) = kind {
+                    builder.add_pack(*id, kind, &entries);
+                }
+                out.kept_entries += kept;
+                out.unreadable.push(if kept == 0 {
+                    format!("{why}; no old index table names it")
+                } else if whole_old_index {
+                    format!("{why}; kept its {kept} entries from the old index")
+                } else {
+                    format!(
+                        "{why}; kept its {kept} entries from the old index, and left as it \
+                         is while an old index table is damaged (it may name more of the \
+                         pack's blobs)"
+                    )
+                });
+            }
         }
-        out.kept_entries += kept;
-        out.unreadable.push(if kept > 0 {
-            format!("{why}; kept its {kept} entries from the old index")
-        } else {
-            format!("{why}; no old index table names it")
-        });
         if builder.len() >= per_table {
             write(std::mem::take(&mut builder), &mut written)?;
+        }
+    }
+    // Copies found damaged only in copying a pack out: intact elsewhere
+    // if an old table places another copy in a pack that is there.
+    for d in out.dropped.iter().filter(|d| !bad_ids.contains(&d.blob)) {
+        let elsewhere = trusted.iter().any(|t| {
+            t.find(&d.blob)
+                .and_then(|i| t.location_at(i).ok())
+                .is_some_and(|(_, loc)| {
+                    loc.pack != d.pack && present.contains(loc.pack.to_hex().as_str())
+                })
+        });
+        if elsewhere {
+            held.insert(d.blob);
         }
     }
     if !builder.is_empty() || written.is_empty() {
@@ -343,7 +405,88 @@ fn repair_index_in_tables_of(
         backend.remove(FileKind::Index, name)?;
         out.removed_tables += 1;
     }
+    // The packs written again go once no table names them, durably: one
+    // coming back after a power cut would name a removed pack.
+    if !superseded.is_empty() {
+        backend.settle_removals()?;
+        for pack in &superseded {
+            lock.check("the index is rebuilt; run it again to remove the packs written again")?;
+            backend.remove(FileKind::Pack, &pack.to_hex())?;
+        }
+    }
     Ok(out)
+}
+
+/// Copies the blobs `entries` place in `pack` (of its length), whose
+/// header cannot be read, into new packs of `kind` with a header of their own, stored and
+/// returned with their entries, to be indexed in its place. A copy that
+/// does not open (authenticate, decompress, re-hash) is left out and
+/// added to `dropped`. Until
+/// December 2026 such a pack kept its blobs indexed only through the old
+/// tables: `verify --read-data` failed on it at every run, and a rebuild
+/// of the index without those tables would have lost its blobs.
+fn copy_out(
+    repo: &Repository,
+    lock: &LockGuard,
+    (pack, len): (PackId, u64),
+    kind: BlobKind,
+    entries: &[PackEntry],
+    dropped: &mut Vec<DroppedBlob>,
+) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
+    let what = format!("pack {}", pack.short());
+    // Up to the end of its last blob: what lies past it is the damaged
+    // header (the entries lie inside the file, see the caller).
+    let end = entries
+        .iter()
+        .map(|e| u64::from(e.offset) + u64::from(e.length))
+        .max()
+        .unwrap_or(0)
+        .min(len);
+    let data = repo
+        .backend()
+        .read_range(FileKind::Pack, &pack.to_hex(), 0, end as usize)
+        .map_err(|e| e.unless_store_unavailable("the old index tables are kept"))?;
+    let mut copies = Vec::new();
+    let mut w = pack::PackWriter::new(kind);
+    let store = |w: pack::PackWriter, copies: &mut Vec<(PackId, Vec<PackEntry>)>| -> Result<()> {
+        let mut copy = w.finish(repo.key())?;
+        lock.check("the old index tables are kept; run it again")?;
+        repo.store_pack(&mut copy)?;
+        copies.push((copy.id, copy.header.entries));
+        Ok(())
+    };
+    for e in entries {
+        let sealed = (e.offset as usize)
+            .checked_add(e.length as usize)
+            .and_then(|end| data.get(e.offset as usize..end));
+        let opened = match sealed {
+            Some(sealed) => {
+                pack::open_blob_with(repo.key(), &e.id, sealed, e.raw_length, &what, |_| ())
+                    .map(|()| sealed)
+            }
+            None => Err(Error::corrupt(&what, "it lies past the pack's end")),
+        };
+        match opened {
+            Ok(sealed) => {
+                w.add_sealed(e.id, sealed, e.raw_length)?;
+                if w.len() >= repo.config().pack_size as usize {
+                    store(
+                        std::mem::replace(&mut w, pack::PackWriter::new(kind)),
+                        &mut copies,
+                    )?;
+                }
+            }
+            Err(err) => dropped.push(DroppedBlob {
+                blob: e.id,
+                pack,
+                reason: err.to_string(),
+            }),
+        }
+    }
+    if !w.is_empty() {
+        store(w, &mut copies)?;
+    }
+    Ok(copies)
 }
 
 /// The entries trusted old tables give for each of `packs`, and its kind,
@@ -1055,34 +1198,52 @@ mod tests {
         assert_eq!(backend.list(FileKind::Snapshot).unwrap(), snapshots);
     }
 
-    /// Packs whose trailer is damaged keep the entries the old table gives
-    /// for each of them; every blob stays indexed.
+    /// Packs whose trailer is damaged are written again from the entries
+    /// the old table gives for each of them, read by a range; every blob
+    /// stays indexed but one damaged in such a pack, which is dropped and
+    /// named, and the damaged packs go.
     #[test]
-    fn repair_index_keeps_old_entries_of_every_unreadable_pack() {
+    fn repair_index_writes_again_every_pack_whose_header_is_unreadable() {
         let (backend, repo, ids) = repo_of_packs();
         let mut packs = backend.list(FileKind::Pack).unwrap();
         packs.sort();
+        // A blob of the first pack, damaged too.
+        let index = repo.index().unwrap();
+        let (victim, at) = (ids.iter())
+            .find_map(|id| {
+                let loc = index.lookup(id).ok()??;
+                (loc.pack.to_hex() == packs[0]).then_some((*id, loc.offset + loc.length / 2))
+            })
+            .unwrap();
         for name in &packs[..2] {
             let len = backend.size(FileKind::Pack, name).unwrap() as usize;
             let mut bytes = backend.read_range(FileKind::Pack, name, 0, len).unwrap();
             *bytes.last_mut().unwrap() ^= 1;
+            if *name == packs[0] {
+                bytes[at as usize] ^= 1;
+            }
             backend.write(FileKind::Pack, name, &bytes).unwrap();
         }
         let lock = exclusive(&backend, &repo);
         let r =
             repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15).unwrap();
-        assert_eq!(r.unreadable.len(), 2, "{:?}", r.unreadable);
-        assert!(
-            r.unreadable.iter().all(|u| u.contains("kept its")),
-            "{:?}",
-            r.unreadable
-        );
+        assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
+        assert_eq!(r.rewritten.len(), 2, "{:?}", r.rewritten);
         assert_eq!(r.packs + 2, packs.len());
-        assert_eq!(r.blobs + r.kept_entries, 40);
+        assert_eq!((r.blobs, r.kept_entries), (39, 0));
+        assert_eq!(r.dropped.len(), 1, "{:?}", r.dropped);
+        assert_eq!(r.dropped[0].blob, victim);
+        for name in &packs[..2] {
+            assert!(backend.size(FileKind::Pack, name).is_err(), "{name} stays");
+        }
         repo.reload_index();
         let index = repo.index().unwrap();
-        for id in &ids {
-            assert!(index.contains(id), "{} lost", id.short());
+        for id in ids.iter().filter(|id| **id != victim) {
+            let loc = index.lookup(id).unwrap().unwrap();
+            let what = format!("blob {}", id.short());
+            repo.read_located(id, loc)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
         }
+        assert!(!index.contains(&victim));
     }
 }

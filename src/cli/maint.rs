@@ -775,6 +775,20 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 for (place, home) in &r.placed {
                     outln!("moved {place} to {home}, where its name puts it")?;
                 }
+                for p in &r.rewritten {
+                    let into: Vec<String> = p.into.iter().map(|c| c.short()).collect();
+                    outln!(
+                        "unreadable, written again: {}; its {} blob(s) that open were copied \
+                         into pack {} with a header of their own, and it was removed",
+                        p.reason,
+                        p.blobs,
+                        if into.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            into.join(", ")
+                        }
+                    )?;
+                }
                 for u in &r.unreadable {
                     outln!("unreadable, left in place: {u}")?;
                 }

@@ -192,7 +192,13 @@ pub(super) fn read_packs(
                         }
                         Err(err) => {
                             if let Ok(mut v) = errors.lock() {
-                                v.push(problem(&what, format!("header unreadable: {err}")));
+                                v.push(problem(
+                                    &what,
+                                    format!(
+                                        "header unreadable: {err}; `cairn repair index` writes \
+                                         the pack again from the blobs the index places in it"
+                                    ),
+                                ));
                             }
                             // Without a header, check each blob the index places here.
                             for t in index.tables() {
