@@ -303,7 +303,7 @@ fn stopped_by_store(e: Error) -> Error {
 
 /// What [`rescue_duplicates`] found of a blob's copy kept.
 enum Kept {
-    /// It authenticates (or is not there to read): nothing to do.
+    /// It authenticates: nothing to do.
     Sound,
     /// It fails to, for this reason: another copy is looked for.
     Damaged(String),
@@ -327,10 +327,24 @@ fn rescue_duplicates(
     repo: &Repository,
     index: &IndexSet,
     marks: &Marks,
-    going: &IdSet<PackId>,
-    rewritten: &IdSet<IndexId>,
+    (going, rewritten, listed): (&IdSet<PackId>, &IdSet<IndexId>, &IdMap<PackId, u64>),
     state: &mut IdMap<BlobId, Kept>,
 ) -> Result<Vec<String>> {
+    // A read of a pack the store has just listed that finds no such pack
+    // (a store whose listing and reads disagree: replication lag, a
+    // gateway) is not a copy gone: taken for one, the intact copy was
+    // deleted, exit 0 (until December 2026).
+    let vanished = |pack: &PackId, e: Error| {
+        if e.is_not_found() && listed.contains_key(pack) {
+            Error::Invalid(format!(
+                "pack {} is listed by the store, but a read of it finds no such pack ({e}); \
+                 gc stopped before deleting anything; run it again once the store is consistent",
+                pack.short()
+            ))
+        } else {
+            e
+        }
+    };
     let tables: Vec<_> = index.tables().iter().zip(&marks.tables).collect();
     let mut switched = Vec::new();
     for &(table, table_marks) in &tables {
@@ -363,8 +377,10 @@ fn rescue_duplicates(
                         state.insert(id, Kept::Damaged(e.to_string()));
                         e.to_string()
                     }
-                    Err(e) if !e.is_not_found() => return Err(e),
-                    _ => {
+                    // The copy kept is in a pack listed (marking keeps
+                    // none other): found missing, the store disagrees.
+                    Err(e) => return Err(vanished(&kept_loc.pack, e)),
+                    Ok(_) => {
                         state.insert(id, Kept::Sound);
                         continue;
                     }
@@ -391,8 +407,8 @@ fn rescue_duplicates(
                 // Damaged too, or gone: another copy may be sound (verify
                 // names what is not).
                 Err(Error::Corrupt { .. }) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
+                Err(e) if e.is_not_found() && !listed.contains_key(&loc.pack) => {}
+                Err(e) => return Err(vanished(&loc.pack, e)),
             }
         }
     }
@@ -523,8 +539,14 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     loop {
         let going: IdSet<PackId> = plan.delete.iter().chain(&plan.repack).copied().collect();
         let rewritten: IdSet<IndexId> = plan.old_index.iter().copied().collect();
-        let switched = rescue_duplicates(repo, &index, &plan.marks, &going, &rewritten, &mut state)
-            .map_err(stopped_by_store)?;
+        let switched = rescue_duplicates(
+            repo,
+            &index,
+            &plan.marks,
+            (&going, &rewritten, &plan.sizes),
+            &mut state,
+        )
+        .map_err(stopped_by_store)?;
         if switched.is_empty() {
             break;
         }
@@ -704,8 +726,9 @@ fn unused_share(repo: &Repository, pack: &PackId, size: u64, live: u64) -> f64 {
 }
 
 /// Carries out a plan, holding `lock` (which must be exclusive). See the
-/// module docs for the order and why it is safe.
-pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()> {
+/// module docs for the order and why it is safe. Says which live blobs
+/// were copied from another copy than the one marked, found damaged.
+pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<Vec<String>> {
     if !lock.is_exclusive() || !plan.in_progress.is_empty() {
         return Err(Error::Invalid(
             "gc needs the exclusive lock to delete anything".into(),
@@ -808,6 +831,33 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
             .collect()
     };
     let queue = crate::prefetch::Queue::new(backend, FileKind::Pack, spans);
+    // A live blob whose copy marked fails to open, copied from another
+    // indexed copy that opens (a blob stored twice, the other copy's pack
+    // staying and its table not written again, so no rescue looked at
+    // it): until December 2026 gc stopped there, at every run.
+    let mut from_other = Vec::new();
+    let other_copy = |e: &PackEntry, pack: PackId| -> Result<Option<(Vec<u8>, PackId)>> {
+        for t in index.tables() {
+            let Some(i) = t.find(&e.id) else { continue };
+            let (_, loc) = t.location_at(i)?;
+            if loc.pack == pack || !plan.sizes.contains_key(&loc.pack) {
+                continue;
+            }
+            let what = format!("pack {}", loc.pack.short());
+            let sealed = backend.read_range(
+                FileKind::Pack,
+                &loc.pack.to_hex(),
+                u64::from(loc.offset),
+                loc.length as usize,
+            )?;
+            match crate::pack::open_blob_with(key, &e.id, &sealed, loc.raw_length, &what, |_| ()) {
+                Ok(()) if loc.raw_length == e.raw_length => return Ok(Some((sealed, loc.pack))),
+                Ok(()) | Err(Error::Corrupt { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(None)
+    };
     std::thread::scope(|s| -> Result<()> {
         queue.start(s, crate::prefetch::AHEAD);
         let taker = queue.taker();
@@ -835,16 +885,30 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
                 })?;
                 // Copied without re-encoding, but authenticated first so damage
                 // is never propagated silently.
-                crate::pack::open_blob_with(key, &e.id, sealed, e.raw_length, &what, |_| ())
-                    .map_err(|err| match err {
-                        Error::Corrupt { what, detail } => stopped(Error::Corrupt {
-                            what,
-                            detail: format!("blob {}: {detail}", e.id.short()),
-                        }),
-                        other => other,
-                    })?;
+                let other = match crate::pack::open_blob_with(
+                    key,
+                    &e.id,
+                    sealed,
+                    e.raw_length,
+                    &what,
+                    |_| (),
+                ) {
+                    Ok(()) => None,
+                    Err(Error::Corrupt { what, detail }) => {
+                        let detail = format!("blob {}: {detail}", e.id.short());
+                        let Some((copy, from)) = other_copy(&e, pack)? else {
+                            return Err(stopped(Error::Corrupt { what, detail }));
+                        };
+                        from_other.push(format!(
+                            "{what}: {detail}; copied from its other copy, in pack {}",
+                            from.short()
+                        ));
+                        Some(copy)
+                    }
+                    Err(other) => return Err(other),
+                };
                 let w = writers.entry(kind).or_insert_with(|| PackWriter::new(kind));
-                w.add_sealed(e.id, sealed, e.raw_length)?;
+                w.add_sealed(e.id, other.as_deref().unwrap_or(sealed), e.raw_length)?;
                 if w.len() >= repo.config().pack_size as usize {
                     let full = std::mem::replace(w, PackWriter::new(kind));
                     flush(full, &mut builder)?;
@@ -921,7 +985,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<()>
         backend.remove(FileKind::Pack, &pack.to_hex())?;
         crate::fault::point("gc-after-pack-remove");
     }
-    Ok(())
+    Ok(from_other)
 }
 
 #[cfg(test)]
@@ -1174,8 +1238,19 @@ mod tests {
         let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
         assert!(e.contains("Connection refused"), "{e}");
         assert!(e.contains("gc stopped before deleting anything"), "{e}");
-        // With the store answering, the intact copy is kept.
         store.hooks.end();
+        // Nor is a pack the store lists while a read finds no such pack
+        // (listing and reads disagreeing) taken for gone, whichever copy's
+        // it is: gc deleted the intact copy, exit 0, until December 2026.
+        for pack in [other, kept.pack] {
+            store.hooks.begin_vanishing_for(vec![pack.to_hex()]);
+            let e = plan(&repo, &GcOptions::default()).unwrap_err().to_string();
+            assert!(e.contains("is listed by the store"), "{e}");
+            assert!(e.contains(&pack.short()), "{e}");
+            assert!(e.contains("gc stopped before deleting anything"), "{e}");
+            store.hooks.end();
+        }
+        // With the store answering, the intact copy is kept.
         let planned = plan(&repo, &GcOptions::default()).unwrap();
         assert!(!planned.delete.contains(&other), "{:?}", planned.delete);
         assert_eq!(planned.rescued.len(), 1, "{:?}", planned.rescued);
@@ -1229,7 +1304,7 @@ mod tests {
         };
         let plan = plan(repo, &opts)?;
         assert!(!plan.repack.is_empty(), "nothing to repack: {plan:?}");
-        execute(repo, &plan, &lock)
+        execute(repo, &plan, &lock).map(|_| ())
     }
 
     /// The merged table names the packs of copies, so it is written only

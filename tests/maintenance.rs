@@ -2299,3 +2299,85 @@ fn gc_dropping_a_copy_from_a_rewritten_table_keeps_the_intact_one() {
         }
     }
 }
+
+/// A blob stored twice whose copy marked is damaged, in a pack gc
+/// repacks, while the other copy's pack stays and its table keeps its
+/// few dead entries (so no rescue looks at the blob): gc copies the blob
+/// from its intact copy and says so. Until December 2026 it stopped at
+/// the damaged copy, at every run, advising `repair snapshots` though an
+/// intact copy was indexed.
+#[test]
+fn gc_repacks_a_damaged_copy_from_the_intact_one() {
+    let repo = packed_repo();
+    // Each source: the same small file, a large one of its own in one
+    // chunk, and small ones of its own, so that its data table holds many
+    // entries and a pack holding only the shared file live is repacked.
+    let (src1, src2) = (repo.scratch("src1"), repo.scratch("src2"));
+    for (src, seed) in [(&src1, 72), (&src2, 73)] {
+        fill(src, 71, &[("x.txt", 5_000)]);
+        let own: Vec<(String, usize)> = (0..24)
+            .map(|i| (format!("own/{i}.bin"), 3_000))
+            .chain([("big.bin".to_string(), 500_000)])
+            .collect();
+        let own: Vec<(&str, usize)> = own.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+        fill(src, seed, &own);
+    }
+    let saved1 = backup_saved(&repo, &src1, &[]);
+    let index = repo.path.join("index");
+    let aside = repo.scratch("index-aside");
+    fs::rename(&index, &aside).unwrap();
+    fs::create_dir(&index).unwrap();
+    let saved2 = backup_saved(&repo, &src2, &[]);
+    for t in fs::read_dir(&aside).unwrap() {
+        let t = t.unwrap();
+        fs::rename(t.path(), index.join(t.file_name())).unwrap();
+    }
+    let chunk = file_chunks(&repo, &saved1.id)[&snap_path(&src1, "x.txt")][0].clone();
+    let copies = copies_by_blob(&repo, Some("Data")).remove(&chunk).unwrap();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let packs = pack_files(&repo);
+    // The copy reads go to, which gc marks: damaged, a restore reads the
+    // other.
+    let read_first = |(pack, at): &(String, u64)| {
+        flip_byte(&packs[pack], *at);
+        let target = tempfile::tempdir_in(repo.dir.path()).unwrap();
+        let to = target.path().to_str().unwrap();
+        let out = run_at(&repo.path, &["restore", &saved2.id, "--target", to]);
+        flip_byte(&packs[pack], *at);
+        assert_eq!(out.code, 0, "{out}");
+        out.stderr.contains("restored from another copy")
+    };
+    let (marked, other) = if read_first(&copies[0]) {
+        (&copies[0], &copies[1])
+    } else {
+        assert!(read_first(&copies[1]), "no copy is read first");
+        (&copies[1], &copies[0])
+    };
+    flip_byte(&packs[&marked.0], marked.1);
+    // Forget the snapshot whose own data shares the marked copy's pack:
+    // that pack holds the shared file alone live, and is repacked.
+    let own_pack = |saved: &Saved, src: &Path| {
+        let big = &file_chunks(&repo, &saved.id)[&snap_path(src, "big.bin")][0];
+        copies_by_blob(&repo, Some("Data"))[big][0].0.clone()
+    };
+    let (gone, kept) = if own_pack(&saved1, &src1) == marked.0 {
+        (&saved1, &saved2)
+    } else {
+        assert_eq!(own_pack(&saved2, &src2), marked.0);
+        (&saved2, &saved1)
+    };
+    repo.run(&["forget", &gone.id]).success();
+    let out = repo.run(&["gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("copied from its other copy"), "{out}");
+    assert!(out.stdout.contains("1 repacked"), "{out}");
+    assert!(!pack_files(&repo).contains_key(&marked.0), "{out}");
+    assert!(pack_files(&repo).contains_key(&other.0), "{out}");
+    let target = repo.scratch("restored");
+    let out = repo.restore_out(&kept.id, &target, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stderr.contains("another copy"), "{out}");
+    assert_eq!(manifest(&restored(&target, &kept.src)), kept.manifest);
+    let (code, _, out) = verify_json(&repo, true);
+    assert_eq!(code, 0, "{out}");
+}

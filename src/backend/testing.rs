@@ -120,6 +120,7 @@ pub(crate) trait Hooks: Send + Sync {
 pub(crate) struct Outage {
     on: std::sync::atomic::AtomicBool,
     refuse: std::sync::atomic::AtomicBool,
+    vanish: std::sync::atomic::AtomicBool,
     failed: std::sync::atomic::AtomicUsize,
     /// The packs it fails, where not all of them.
     only: std::sync::Mutex<Option<Vec<String>>>,
@@ -140,12 +141,22 @@ impl Outage {
     /// Ends the outage: every read goes through again.
     pub fn end(&self) {
         self.on.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.vanish
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on every pack read is refused (no permission).
     pub fn begin_refusing(&self) {
         self.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
         self.begin();
+    }
+
+    /// From now on every read of the packs named finds no such pack,
+    /// though the listing still names them (a store whose listing and
+    /// reads disagree).
+    pub fn begin_vanishing_for(&self, packs: Vec<String>) {
+        self.vanish.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.begin_for(packs);
     }
 
     /// How many pack reads failed.
@@ -164,6 +175,9 @@ impl Outage {
         }
         self.failed
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.vanish.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some(Err(crate::error::Error::NotFound(format!("pack {name}"))));
+        }
         if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
             return Some(Err(crate::error::Error::Io {
                 context: format!("open packs/{name}"),

@@ -247,7 +247,9 @@ fn gc_locked(
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || !plan.old_index.is_empty());
     if act {
-        gc::execute(repo, &plan, lock)?;
+        for w in gc::execute(repo, &plan, lock)? {
+            warn(&w);
+        }
     }
     for w in gc::remove_leftovers(repo, lock, &mut plan, dry_run, opts.others_writing)? {
         warn(&w);

@@ -175,7 +175,7 @@ pub fn write_merged(
     // entries are dropped, once (both passes choose alike): a damaged one
     // kept would leave the intact copy's pack unindexed, for gc to delete
     // (until December 2026). A read the store could not do stops the
-    // merge; a copy that is gone or fails to open is not sound.
+    // merge; a copy that fails to open is not sound.
     let checked: std::cell::RefCell<std::collections::HashMap<(BlobId, PackId), bool>> =
         Default::default();
     let sound = |pack: &PackId, e: &Entry| -> Result<bool> {
@@ -193,7 +193,17 @@ pub fn write_merged(
             .and_then(|sealed| crate::pack::open_blob(key, &e.id, &sealed, e.raw_length, &what));
         let ok = match read {
             Ok(_) => true,
-            Err(e) if e.is_not_found() || matches!(e, Error::Corrupt { .. }) => false,
+            Err(Error::Corrupt { .. }) => false,
+            // Asked of packs found there only: a read that finds none is a
+            // store whose listing and reads disagree, not a copy gone
+            // (taken for one, the intact copy's pack could go unindexed).
+            Err(e) if e.is_not_found() => {
+                return Err(Error::Invalid(format!(
+                    "pack {} is there by the store's listing, but a read of it finds no such \
+                     pack ({e}); the index tables are left as they were",
+                    pack.short()
+                )))
+            }
             Err(e) => return Err(e),
         };
         checked.borrow_mut().insert((e.id, *pack), ok);

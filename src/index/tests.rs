@@ -9,6 +9,13 @@ fn every_pack(_: &PackId) -> Result<bool> {
     Ok(true)
 }
 
+/// A merge's view of a store that holds none of the packs the tables
+/// name (the tests' stores hold tables only): of an id in several
+/// sources' packs, the first source's entry is kept, unread.
+fn no_pack(_: &PackId) -> Result<bool> {
+    Ok(false)
+}
+
 fn entry(b: u8, off: u32) -> PackEntry {
     PackEntry {
         id: BlobId([b; 32]),
@@ -694,7 +701,7 @@ fn merging_keeps_what_is_asked_once_and_streams_the_same_bytes() {
     assert!(whole.index_sink().unwrap().is_none());
     let mut files = Vec::new();
     for backend in [&streamed as &dyn Backend, &whole] {
-        let id = single(write_merged(backend, &key, &sources, VERSION, &every_pack).unwrap());
+        let id = single(write_merged(backend, &key, &sources, VERSION, &no_pack).unwrap());
         let data = backend.read(FileKind::Index, &id.to_hex()).unwrap();
         assert_eq!(IndexId(file_hash(&data)), id, "named by its hash");
         files.push(data.to_vec());
@@ -761,7 +768,7 @@ fn merging_orders_ids_that_share_their_first_word() {
         },
     ];
     let backend = crate::backend::mem::MemBackend::default();
-    let tid = single(write_merged(&backend, &key, &sources, VERSION, &every_pack).unwrap());
+    let tid = single(write_merged(&backend, &key, &sources, VERSION, &no_pack).unwrap());
     let t = IndexTable::parse(tid, backend.read(FileKind::Index, &tid.to_hex()).unwrap()).unwrap();
     t.check(&key).unwrap();
     let tails: Vec<u8> = (0..t.len()).map(|i| t.id_at(i).0[31]).collect();
@@ -1275,7 +1282,11 @@ fn compaction_under_an_expired_lock_changes_nothing() {
 /// of the intact copy, named by no table any more, went to the next gc.
 #[test]
 fn compaction_keeps_the_entry_whose_copy_is_intact() {
-    let backend = crate::backend::mem::MemBackend::default();
+    let store = crate::backend::testing::Hooked {
+        inner: crate::backend::mem::MemBackend::default(),
+        hooks: crate::backend::testing::Outage::default(),
+    };
+    let backend = &store;
     backend.create().unwrap();
     let key = MasterKey::generate();
     let plain = b"the blob stored twice".to_vec();
@@ -1314,8 +1325,24 @@ fn compaction_keeps_the_entry_whose_copy_is_intact() {
     b.add_pack(intact, BlobKind::Data, &[copy, entry(8, 60)]);
     write(b);
     tables_past_the_threshold(write);
-    let stats = compact(&backend, &key, VERSION, None).unwrap();
+    // A store that lists the intact copy's pack, while a read of it finds
+    // no such pack, stops the merge: the damaged copy was kept, and the
+    // intact pack, named by no table, went to the next gc.
+    let tables = backend.list(FileKind::Index).unwrap();
+    store.hooks.begin_vanishing_for(vec![intact.to_hex()]);
+    let e = compact(backend, &key, VERSION, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("finds no such pack"), "{e}");
+    store.hooks.end();
+    let mut now = backend.list(FileKind::Index).unwrap();
+    now.sort();
+    let mut was = tables;
+    was.sort();
+    assert_eq!(now, was);
+
+    let stats = compact(backend, &key, VERSION, None).unwrap();
     assert!(stats.merged > 2, "{stats:?}");
-    let set = IndexSet::load(&backend).unwrap();
+    let set = IndexSet::load(backend).unwrap();
     assert_eq!(set.lookup(&blob).unwrap().unwrap().pack, intact);
 }
