@@ -60,9 +60,12 @@ fn stdin_backup_restores_byte_for_byte() {
     repo.restore("latest", &target, &[]);
     assert_eq!(fs::read(target.join("empty")).unwrap(), b"");
 
-    // A name that would escape the target is refused up front, as a
-    // usage error, before the repository is opened (or made).
-    for bad in ["../x", "a/b", "..", "", "."] {
+    // A name that would escape the target, or that no filesystem takes
+    // (longer than 255 bytes: the stream could not be restored), is
+    // refused up front, as a usage error, before the repository is opened
+    // (or made).
+    let long = "x".repeat(256);
+    for bad in ["../x", "a/b", "..", "", ".", &long] {
         let out = repo.run_stdin(&["backup", "--stdin", "--stdin-filename", bad], b"x");
         assert_eq!(out.code, 2, "{bad}: {out}");
         assert!(out.stderr.contains("--stdin-filename"), "{bad}: {out}");
@@ -78,6 +81,21 @@ fn stdin_backup_restores_byte_for_byte() {
         let out = run(&mut c, Some(b"x"));
         assert_eq!(out.code, 2, "{bad}: {out}");
     }
+    assert_eq!(repo.snapshots().len(), 2);
+
+    // A standard input open for writing only, or closed, is no empty
+    // stream: an error saying so, and no snapshot (it stored "the input
+    // was empty", exit 3).
+    let sink = repo.scratch("write-only");
+    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "w.sql"]);
+    c.stdin(fs::File::create(&sink).unwrap());
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("standard input is open for writing only"),
+        "{out}"
+    );
     assert_eq!(repo.snapshots().len(), 2);
 }
 

@@ -360,6 +360,18 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     if let Some(name) = &stdin_name {
         crate::tree::check_name(name.as_bytes())
             .map_err(|why| Error::Usage(format!("--stdin-filename {name:?}: {why}")))?;
+        // Longer, it could not be restored under that name on the
+        // filesystems restores write to, and a stream has no other.
+        if name.len() > NAME_MAX {
+            return Err(Error::Usage(format!(
+                "--stdin-filename is {} bytes long, more than the {NAME_MAX} a file name may \
+                 have: the stream could not be restored under it",
+                name.len()
+            )));
+        }
+    }
+    if stream && !a.stdin_from_command {
+        stdin_readable()?;
     }
     if let Some(t) = a.time {
         refuse_future(
@@ -516,4 +528,31 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         printed,
         &format!("snapshot {} is written", result.id.short()),
     ))
+}
+
+/// The longest file name (in bytes) Linux filesystems take.
+const NAME_MAX: usize = 255;
+
+/// Fails unless standard input is open for reading: a descriptor closed
+/// (`0<&-`) or open for writing only (`0>file`) read as an empty stream,
+/// and the backup stored "the input was empty" (exit 3) instead of
+/// saying what was wrong.
+fn stdin_readable() -> Result<()> {
+    // SAFETY: F_GETFL on descriptor 0 reads its flags and nothing else.
+    let flags = unsafe { libc::fcntl(0, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Error::Invalid(format!(
+            "standard input is not open ({}): give the stream to back up on it, \
+             e.g. `pg_dump db | cairn backup --stdin`",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if flags & libc::O_ACCMODE == libc::O_WRONLY {
+        return Err(Error::Invalid(
+            "standard input is open for writing only, so nothing can be read from it: \
+             give the stream to back up on it, e.g. `pg_dump db | cairn backup --stdin`"
+                .into(),
+        ));
+    }
+    Ok(())
 }
