@@ -205,7 +205,7 @@ fn a_key_file_does_not_create_the_default_repository() {
             .env("XDG_DATA_HOME", home.join("data"))
             .env("XDG_CONFIG_HOME", home.join("config"));
         let out = run(&mut c, None);
-        assert_eq!(out.code, 1, "{out}");
+        assert_eq!(out.code, 10, "{out}");
         assert!(
             out.stderr.contains("there is no default repository at")
                 && out

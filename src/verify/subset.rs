@@ -61,9 +61,11 @@ impl Subset {
         Ok(Subset::Part(k, m))
     }
 
-    /// The width of an `N%` window in the 2^32 id space.
+    /// The width of an `N%` window in the 2^32 id space, rounded up, so
+    /// that `ceil(100 / N)` windows cover it all (rounded to nearest, five
+    /// windows of 20% missed one id, and the nights were said to be six).
     pub(super) fn width(p: f64) -> u64 {
-        ((p / 100.0) * 4_294_967_296.0).round() as u64
+        ((p / 100.0) * 4_294_967_296.0).ceil().min(4_294_967_296.0) as u64
     }
 
     /// The start of the `N%` window on `day`.
@@ -159,6 +161,11 @@ mod tests {
             let all: HashSet<PackId> = nights.iter().flatten().copied().collect();
             assert_eq!(all.len(), ids.len(), "from day {first}");
             assert_ne!(read(first), read(first + 1));
+        }
+        // `ceil(100 / N)` nights, as the help says.
+        for (p, nights) in [(20.0, 5), (0.5, 200), (0.1, 1000), (30.0, 4), (100.0, 1)] {
+            let d = Subset::Percent(p).window(7).description;
+            assert!(d.contains(&format!("; {nights} nights")), "{p}%: {d}");
         }
         assert_eq!(Subset::parse("10%").unwrap(), Subset::Percent(10.0));
         assert_eq!(Subset::parse("3/7").unwrap(), Subset::Part(3, 7));
