@@ -207,7 +207,10 @@ fn a_key_file_does_not_create_the_default_repository() {
         let out = run(&mut c, None);
         assert_eq!(out.code, 10, "{out}");
         assert!(
-            out.stderr.contains("there is no default repository at")
+            out.stderr.contains("no repository at ")
+                && out
+                    .stderr
+                    .contains(", the default repository, yet; the key file")
                 && out
                     .stderr
                     .contains("opens only the repository it was exported from")

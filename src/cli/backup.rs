@@ -152,8 +152,8 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
     // (as `init` refuses `--key-file`).
     if let Some(f) = ctx.key_file() {
         return Err(Error::RepoMissing(format!(
-            "there is no default repository at {} yet, and the key file {} (from {}) opens \
-             only the repository it was exported from: give that repository with --repo \
+            "{}, the default repository, yet; the key file {} (from {}) opens only the \
+             repository it was exported from: give that repository with --repo \
              (or CAIRN_REPO), or back up without a key file to create the default \
              repository",
             path.display(),
