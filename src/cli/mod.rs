@@ -675,7 +675,9 @@ fn snapshot_path(path: &[u8]) -> OsString {
 /// (see [`crate::repo::space`]). Its lock comes from [`lock_repo`].
 fn keeping_reserve<T>(repo: &Repository, command: impl FnOnce() -> Result<T>) -> Result<T> {
     let outcome = command().map_err(|e| {
-        if !e.is_storage_full() {
+        // A report written to a full disk says so, and no more: the
+        // repository's filesystem may have room to spare.
+        if !e.is_storage_full() || output::is_stdout(&e) {
             return e;
         }
         // The reserve, if there was one, is used up: the room must come

@@ -65,6 +65,13 @@ pub(crate) fn is_closed(e: &Error) -> bool {
         if context == STDOUT && source.kind() == io::ErrorKind::BrokenPipe)
 }
 
+/// True for any failed write to standard output: not the repository's
+/// doing, whatever the error (a full disk behind a redirection is not the
+/// repository's filesystem).
+pub(crate) fn is_stdout(e: &Error) -> bool {
+    matches!(e, Error::Io { context, .. } if context == STDOUT)
+}
+
 /// The exit code of a command that has finished its work (`done` says
 /// what it did, e.g. "snapshot 1a2b3c4d is written") and then printed its
 /// report with the outcome `printed`: always `code`. A report that could
