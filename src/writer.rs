@@ -290,8 +290,32 @@ impl<'r> BlobWriter<'r> {
         if !self.any_lost.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(index.contains_kind(id, kind));
         }
-        let lost = self.lost.lock().map_err(|_| panicked())?;
-        index.contains_kind_where(id, kind, &|p| !lost.contains(p))
+        if kind == BlobKind::Data {
+            let lost = self.lost.lock().map_err(|_| panicked())?;
+            return index.contains_kind_where(id, kind, &|p| !lost.contains(p));
+        }
+        // A backup that met damage takes a tree for stored only where its
+        // copy opens: the trees it writes are mostly its parent's again,
+        // and those below a parent tree it read around were not read, so
+        // may be damaged as well (until December 2026 they were taken for
+        // stored, and the new snapshot was as damaged as its parent).
+        // Trees are small, and this is done only after damage was met.
+        loop {
+            let found = {
+                let lost = self.lost.lock().map_err(|_| panicked())?;
+                index.locate_kind_where(id, kind, &|p| !lost.contains(p))?
+            };
+            let Some(loc) = found.filter(|l| l.kind == kind) else {
+                return Ok(false);
+            };
+            match self.repo.read_located(id, loc) {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_not_found() || matches!(e, Error::Corrupt { .. }) => {
+                    self.distrust(loc.pack)
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Whether `id` is neither stored nor being stored; if so, the caller
