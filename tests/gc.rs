@@ -426,7 +426,8 @@ fn a_table_naming_a_missing_pack_is_rewritten() {
 /// left it out) is damage: gc, its dry run and `forget --gc` refuse
 /// rather than take every pack for unused, backup and `repair snapshots`
 /// refuse rather than make the folder again (after which nothing would
-/// tell it was lost), and verify names the folder.
+/// tell it was lost), `snapshots`, `ls`, restore and forget refuse
+/// rather than list nothing, exit 0, and verify names the folder.
 /// With the folder back but empty, verify warns that gc would delete
 /// every pack. Before, the dry run planned to delete everything, and the
 /// real run failed only by chance, at an fsync of the missing folder.
@@ -448,6 +449,17 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
         &["forget", "--keep-last", "1", "--gc"],
         &["backup", src.to_str().unwrap()],
         &["repair", "snapshots"],
+        &["snapshots"],
+        &["snapshots", "--json"],
+        &["ls", "latest"],
+        &[
+            "restore",
+            "latest",
+            "--target",
+            repo.scratch("target").to_str().unwrap(),
+        ],
+        &["forget", "--keep-last", "1"],
+        &["forget", "--keep-last", "1", "--dry-run"],
     ] {
         let out = repo.run(args);
         assert_eq!(out.code, 1, "{args:?}: {out}");

@@ -527,6 +527,7 @@ fn forget_command(
     policy: &Policy,
     group_by: &GroupBy,
 ) -> Result<u8> {
+    repo.require_whole_layout("forget snapshots")?;
     let lock = if a.dry_run {
         super::dry_run_lock(ctx, repo, "forget")?
     } else {

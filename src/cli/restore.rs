@@ -88,6 +88,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         crate::filter::PathFilter::new(patterns).map_err(Error::into_usage)?;
     }
     let repo = ctx.open()?;
+    repo.require_whole_layout("restore")?;
     // Before the snapshots are read: gc removes nothing while it is held.
     let _lock = super::read_lock(ctx, &repo, "restore")?;
     let all = repo.snapshots()?;

@@ -64,6 +64,9 @@ pub struct SnapshotsArgs {
 
 pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
     let repo = ctx.open()?;
+    // An empty listing, exit 0, where `snapshots/` was lost would read
+    // as a repository without snapshots (until December 2026).
+    repo.require_whole_layout("list snapshots")?;
     let f = a.filter.filter();
     let loaded = repo.snapshots()?;
     super::warn_damaged(&loaded, "not listed");
@@ -133,6 +136,7 @@ struct LsEntry<'a> {
 pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     crate::snapshot::check_spec(&a.snapshot)?;
     let repo = ctx.open()?;
+    repo.require_whole_layout("list a snapshot")?;
     // It reads trees from packs, which a gc running meanwhile may repack.
     let _lock = super::read_lock(ctx, &repo, "ls")?;
     for msg in repo.index_reading_around("cannot be listed")? {
