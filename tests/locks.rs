@@ -274,6 +274,12 @@ fn gc_refuses_then_waits_while_a_backup_holds_its_lock() {
     assert_eq!(out.code, 11, "{out}");
     assert!(out.stderr.contains("backup"), "holder not named:\n{out}");
     assert!(out.stderr.contains("locked"), "{out}");
+    assert!(out.stderr.contains("wait with --lock-wait"), "{out}");
+    assert!(out.stderr.contains("`cairn unlock --force`"), "{out}");
+    // Having waited, it says for how long, not to wait.
+    let out = repo.run(&["gc", "--lock-wait", "1s"]);
+    assert_eq!(out.code, 11, "{out}");
+    assert!(out.stderr.contains("(waited 1.0 s;"), "{out}");
     // A dry run only reads and takes a shared lock: it runs, and reports
     // the backup's packs apart from the garbage: they are in no index yet,
     // but the backup holds a live lock.
@@ -1101,4 +1107,57 @@ fn a_restore_whose_lock_expired_stops_and_says_so() {
     );
     assert!(!out.stdout.contains("no errors"), "{out}");
     repo.run(&["verify", "--read-data"]).success();
+}
+
+/// A user who may read the repository but not write it: a command that
+/// writes is refused saying so, and which commands still run (it got the
+/// bare "create locks/.tmp-…: Permission denied"); one that reads runs.
+#[test]
+fn a_user_who_may_not_write_is_told_so() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        panic!("this test runs a command as another user, which needs root");
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a"), "a");
+    repo.backup(&[&src], &[]);
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(repo.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let as_nobody = |args: &[&str]| {
+        let mut c = repo.cmd(args);
+        // SAFETY: setgroups, setgid and setuid are async-signal-safe and
+        // touch only the child.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        run(&mut c, None)
+    };
+    for args in [&["gc"][..], &["forget", "--keep-last", "1"]] {
+        let out = as_nobody(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains("this user may not write to the repository"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.stderr.contains("run it as a user who may"),
+            "{args:?}: {out}"
+        );
+    }
+    let out = as_nobody(&["snapshots"]);
+    assert_eq!(out.code, 0, "{out}");
 }

@@ -867,6 +867,16 @@ fn acquire_with(
                 wait_for(&holder, deadline, &mut announced, "wait with --lock-wait")?;
                 continue;
             }
+            Err(e) if e.is_write_refused() => {
+                return Err(Error::Advised {
+                    error: Box::new(e),
+                    advice: format!(
+                        "this user may not write to the repository, and {command} needs to \
+                         (its lock first): run it as a user who may; commands that only read \
+                         (snapshots, ls, cat, restore, verify, dry runs) run without writing"
+                    ),
+                })
+            }
             Err(e) => return Err(e),
         };
         let holder = match clear_the_way(&*backend, key, exclusive, &mine, &knobs) {
@@ -925,12 +935,19 @@ fn acquire_with(
                 STALE_AFTER.as_secs() / 60
             )));
         }
-        wait_for(
-            &holder,
-            deadline,
-            &mut announced,
-            "wait with --lock-wait, or remove stale locks with `cairn unlock`",
-        )?;
+        let hint = format!(
+            "{}; a lock goes stale {} minutes after its holder last refreshed it, and then \
+             `cairn unlock` removes it (at once where its process is gone from this host); \
+             `cairn unlock --force` removes one that is not stale, once you know its holder \
+             no longer runs",
+            if wait.is_zero() {
+                "wait with --lock-wait".to_string()
+            } else {
+                format!("waited {}", humantime_secs(wait))
+            },
+            STALE_AFTER.as_secs() / 60
+        );
+        wait_for(&holder, deadline, &mut announced, &hint)?;
     }
 }
 
@@ -1292,6 +1309,20 @@ fn remove_stale(
         left,
         unreadable,
     })
+}
+
+/// `d` as a short text for messages: "90 s", "5 min", "2 h".
+fn humantime_secs(d: Duration) -> String {
+    let s = d.as_secs();
+    if d >= crate::LONGEST_WAIT {
+        "without end".to_string()
+    } else if s >= 3600 && s % 3600 == 0 {
+        format!("{} h", s / 3600)
+    } else if s >= 60 && s % 60 == 0 {
+        format!("{} min", s / 60)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 #[cfg(test)]
