@@ -96,7 +96,23 @@ fn stdin_backup_restores_byte_for_byte() {
             .contains("standard input is open for writing only"),
         "{out}"
     );
+    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "c.sql"]);
+    // SAFETY: only close(2), async-signal-safe, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            libc::close(0);
+            Ok(())
+        });
+    }
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("standard input is not open"), "{out}");
     assert_eq!(repo.snapshots().len(), 2);
+    // `</dev/null` is an empty stream, as before (exit 3).
+    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "n.sql"]);
+    c.stdin(fs::File::open("/dev/null").unwrap());
+    assert_eq!(run(&mut c, None).code, 3);
+    assert_eq!(repo.snapshots().len(), 3);
 }
 
 #[test]
@@ -109,6 +125,19 @@ fn global_options_env_and_password_file() {
         .unwrap()
         .to_string();
     let r = repo.path.to_str().unwrap();
+
+    // Switches from the environment take 1/0 and yes/no as well as
+    // true/false (`CAIRN_NO_CACHE=1` was refused as a usage error).
+    for (var, value) in [
+        ("CAIRN_NO_CACHE", "1"),
+        ("CAIRN_NO_CACHE", "no"),
+        ("CAIRN_S3_VIRTUAL_HOST", "0"),
+    ] {
+        let mut c = repo.cmd(&["snapshots"]);
+        c.env(var, value);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "{var}={value}: {out}");
+    }
 
     let listed = |out: Out| {
         let out = out.success();

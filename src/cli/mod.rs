@@ -78,7 +78,8 @@ pub struct GlobalArgs {
     #[arg(long, env = "AWS_REGION", global = true, help_heading = REMOTE, default_value = "us-east-1")]
     s3_region: String,
     /// Address buckets as BUCKET.host instead of host/BUCKET (path style).
-    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOST", global = true, help_heading = REMOTE)]
+    #[arg(long, env = "CAIRN_S3_VIRTUAL_HOST", global = true, help_heading = REMOTE,
+          value_parser = clap::builder::BoolishValueParser::new())]
     s3_virtual_host: bool,
     /// Requests in flight at once to a remote store, over all threads
     /// (parts of multipart uploads and ranged reads included).
@@ -98,7 +99,8 @@ pub struct GlobalArgs {
           value_parser = clap::value_parser!(u32).range(1..=100))]
     retries: u32,
     /// Do not use the local metadata cache of remote repositories.
-    #[arg(long, env = "CAIRN_NO_CACHE", global = true, help_heading = REMOTE)]
+    #[arg(long, env = "CAIRN_NO_CACHE", global = true, help_heading = REMOTE,
+          value_parser = clap::builder::BoolishValueParser::new())]
     no_cache: bool,
     /// Folder of the metadata cache (default: the user cache dir).
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true, help_heading = REMOTE)]
