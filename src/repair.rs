@@ -336,13 +336,17 @@ fn repair_index_in_tables_of(
         );
         let kept = entries.len();
         match kind {
-            Some(kind) if kept > 0 && whole_old_index => {
+            // Named by the old tables (so of a kind): written again, or,
+            // where nothing of it can be kept (cut short before its first
+            // blob's end, its blobs damaged), removed.
+            Some(kind) if whole_old_index => {
                 let copies = copy_out(repo, lock, (*id, *len), kind, &entries, &mut out.dropped)?;
                 let blobs = copies.iter().map(|(_, e)| e.len()).sum();
                 for (copy, entries) in &copies {
                     builder.add_pack(*copy, kind, entries);
                 }
                 out.blobs += blobs;
+                out.packs += copies.len();
                 out.rewritten.push(RewrittenPack {
                     pack: *id,
                     reason: why.clone(),
@@ -374,13 +378,18 @@ fn repair_index_in_tables_of(
         }
     }
     // Copies found damaged only in copying a pack out: intact elsewhere
-    // if an old table places another copy in a pack that is there.
+    // if an old table places another copy, which opens, in a pack that is
+    // there (one unread might be damaged too: "nothing is lost" was said
+    // of blobs whose every copy was).
     for d in out.dropped.iter().filter(|d| !bad_ids.contains(&d.blob)) {
         let elsewhere = trusted.iter().any(|t| {
             t.find(&d.blob)
                 .and_then(|i| t.location_at(i).ok())
                 .is_some_and(|(_, loc)| {
-                    loc.pack != d.pack && present.contains(loc.pack.to_hex().as_str())
+                    loc.pack != d.pack
+                        && !superseded.contains(&loc.pack)
+                        && present.contains(loc.pack.to_hex().as_str())
+                        && repo.read_located(&d.blob, loc).is_ok()
                 })
         });
         if elsewhere {
@@ -1224,21 +1233,34 @@ mod tests {
             }
             backend.write(FileKind::Pack, name, &bytes).unwrap();
         }
+        // A third pack cut to nothing: its blobs are dropped, it goes.
+        let emptied: Vec<BlobId> = (ids.iter())
+            .filter(|id| index.lookup(id).unwrap().unwrap().pack.to_hex() == packs[2])
+            .copied()
+            .collect();
+        assert!(!emptied.is_empty());
+        backend.remove(FileKind::Pack, &packs[2]).unwrap();
+        backend.write(FileKind::Pack, &packs[2], &[]).unwrap();
         let lock = exclusive(&backend, &repo);
         let r =
             repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15).unwrap();
         assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
-        assert_eq!(r.rewritten.len(), 2, "{:?}", r.rewritten);
-        assert_eq!(r.packs + 2, packs.len());
-        assert_eq!((r.blobs, r.kept_entries), (39, 0));
-        assert_eq!(r.dropped.len(), 1, "{:?}", r.dropped);
-        assert_eq!(r.dropped[0].blob, victim);
-        for name in &packs[..2] {
+        assert_eq!(r.rewritten.len(), 3, "{:?}", r.rewritten);
+        assert!(r
+            .rewritten
+            .iter()
+            .any(|p| p.into.is_empty() && p.blobs == 0));
+        // The two packs written again count as packs indexed.
+        assert_eq!(r.packs + 1, packs.len());
+        assert_eq!((r.blobs, r.kept_entries), (39 - emptied.len(), 0));
+        assert_eq!(r.dropped.len(), 1 + emptied.len(), "{:?}", r.dropped);
+        assert!(r.dropped.iter().any(|d| d.blob == victim));
+        for name in &packs[..3] {
             assert!(backend.size(FileKind::Pack, name).is_err(), "{name} stays");
         }
         repo.reload_index();
         let index = repo.index().unwrap();
-        for id in ids.iter().filter(|id| **id != victim) {
+        for id in (ids.iter()).filter(|id| **id != victim && !emptied.contains(id)) {
             let loc = index.lookup(id).unwrap().unwrap();
             let what = format!("blob {}", id.short());
             repo.read_located(id, loc)

@@ -2425,3 +2425,74 @@ fn a_backup_over_damaged_trees_stores_them_again() {
         "{out}"
     );
 }
+
+/// A blob stored twice, its copy in a pack whose header is damaged
+/// damaged too: `repair index` drops that copy, and says nothing of it is
+/// lost only where the other copy opens (it said so where the other copy
+/// was damaged as well).
+#[test]
+fn repair_index_says_a_dropped_copy_is_held_elsewhere_only_where_it_opens() {
+    let repo = packed_repo();
+    let (src1, src2) = (repo.scratch("src1"), repo.scratch("src2"));
+    fill(&src1, 81, &[("x.txt", 5_000)]);
+    fill(&src1, 82, &[("y.bin", 500_000)]);
+    fill(&src2, 81, &[("x.txt", 5_000)]);
+    fill(&src2, 83, &[("y.bin", 500_000)]);
+    let saved1 = backup_saved(&repo, &src1, &[]);
+    store_again_unindexed(&repo, &src2, 0);
+    let chunk = file_chunks(&repo, &saved1.id)[&snap_path(&src1, "x.txt")][0].clone();
+    let copies = copies_by_blob(&repo, Some("Data")).remove(&chunk).unwrap();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let packs = pack_files(&repo);
+    let (first, second) = (&copies[0], &copies[1]);
+    let header = |pack: &str| fs::metadata(&packs[pack]).unwrap().len() - 12 - 20;
+    flip_byte(&packs[&first.0], first.1);
+    flip_byte(&packs[&first.0], header(&first.0));
+    for other_damaged in [false, true] {
+        if other_damaged {
+            flip_byte(&packs[&second.0], second.1);
+        }
+        let copy = repo.scratch(&format!("copy-{other_damaged}"));
+        copy_dir(&repo.path, &copy);
+        let out = run_at(&copy, &["repair", "index"]);
+        assert_eq!(out.code, 0, "{out}");
+        assert!(out.stdout.contains("written again"), "{out}");
+        assert!(
+            out.stdout.contains(&format!(
+                "damaged, dropped from the index: blob {}",
+                &chunk[..8]
+            )),
+            "{out}"
+        );
+        assert_eq!(
+            out.stdout.contains("nothing of them is lost"),
+            !other_damaged,
+            "{out}"
+        );
+    }
+}
+
+/// A pack file no index entry names whose header cannot be read (a
+/// backup killed mid-write, a pack emptied): `verify --read-data` warns,
+/// saying gc removes it, rather than fail naming `repair index`, which
+/// has nothing to write again from; gc removes it.
+#[test]
+fn verify_warns_of_an_unindexed_pack_whose_header_cannot_be_read() {
+    let repo = packed_repo();
+    let src = source(&repo, 85);
+    let saved = backup_saved(&repo, &src, &[]);
+    let name = "ab".repeat(32);
+    let junk = repo.path.join("packs").join("ab").join(&name);
+    fs::create_dir_all(junk.parent().unwrap()).unwrap();
+    fs::write(&junk, vec![7u8; 300]).unwrap();
+    let (code, v, out) = verify_json(&repo, true);
+    assert_eq!(code, 0, "{out}");
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("header unreadable"), "{out}");
+    assert!(warnings.contains("`cairn gc` removes it"), "{out}");
+    assert!(!out.stdout.contains("repair index` writes"), "{out}");
+    repo.run(&["gc"]).success();
+    assert!(!junk.exists());
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &saved);
+}

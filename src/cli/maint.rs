@@ -780,16 +780,20 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 }
                 for p in &r.rewritten {
                     let into: Vec<String> = p.into.iter().map(|c| c.short()).collect();
+                    if into.is_empty() {
+                        outln!(
+                            "unreadable, removed: {}; nothing the old index places in it \
+                             could be kept (named above)",
+                            p.reason
+                        )?;
+                        continue;
+                    }
                     outln!(
                         "unreadable, written again: {}; its {} blob(s) that open were copied \
                          into pack {} with a header of their own, and it was removed",
                         p.reason,
                         p.blobs,
-                        if into.is_empty() {
-                            "(none)".to_string()
-                        } else {
-                            into.join(", ")
-                        }
+                        into.join(", ")
                     )?;
                 }
                 for u in &r.unreadable {

@@ -160,6 +160,8 @@ pub(super) fn read_packs(
                     });
                     let misnamed = file_hash(&data) != pack_id.0;
                     let mut header_read = false;
+                    // Without a header: the entries placing a blob here.
+                    let mut placed = 0usize;
                     match pack::decode_header(&data, repo.key(), &what) {
                         Ok(header) => {
                             header_read = true;
@@ -191,15 +193,6 @@ pub(super) fn read_packs(
                             }
                         }
                         Err(err) => {
-                            if let Ok(mut v) = errors.lock() {
-                                v.push(problem(
-                                    &what,
-                                    format!(
-                                        "header unreadable: {err}; `cairn repair index` writes \
-                                         the pack again from the blobs the index places in it"
-                                    ),
-                                ));
-                            }
                             // Without a header, check each blob the index places here.
                             for t in index.tables() {
                                 for j in 0..t.len() {
@@ -221,10 +214,27 @@ pub(super) fn read_packs(
                                         )
                                         .is_ok();
                                     blobs.fetch_add(1, Ordering::Relaxed);
+                                    placed += 1;
                                     if !ok {
                                         local_bad.push((id, "unreadable".into()));
                                     }
                                 }
+                            }
+                            let mends = if placed > 0 {
+                                "`cairn repair index` writes the pack again from the blobs the \
+                                 index places in it"
+                            } else {
+                                "no index entry names a blob in it, so nothing reads it, and \
+                                 `cairn gc` removes it"
+                            };
+                            // Of a pack nothing reads, a warning, as for the
+                            // damaged copies no entry names.
+                            let list = if placed > 0 { &errors } else { &warnings };
+                            if let Ok(mut v) = list.lock() {
+                                v.push(problem(
+                                    &what,
+                                    format!("header unreadable: {err}; {mends}"),
+                                ));
                             }
                         }
                     }
@@ -233,10 +243,17 @@ pub(super) fn read_packs(
                         // Damage found only in copies nothing reads (as
                         // `repair index --read-data` leaves them) changes
                         // the pack's hash too, and is no more than they are.
-                        let unread_only = header_read
+                        let unread_only = (header_read
                             && !local_bad.is_empty()
-                            && local_bad.iter().all(|(id, _)| !named(id));
-                        let (list, message) = if unread_only {
+                            && local_bad.iter().all(|(id, _)| !named(id)))
+                            || (!header_read && placed == 0);
+                        let (list, message) = if unread_only && !header_read {
+                            (
+                                &warnings,
+                                "content does not match its name: no index entry names a \
+                                 blob in it",
+                            )
+                        } else if unread_only {
                             (
                                 &warnings,
                                 "content does not match its name: the damage lies in blobs no \
