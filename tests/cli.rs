@@ -83,6 +83,24 @@ fn stdin_backup_restores_byte_for_byte() {
     }
     assert_eq!(repo.snapshots().len(), 2);
 
+    // Options that choose what a walk of paths reads are refused with a
+    // stream, as usage errors (they were dropped without a word).
+    for opt in [
+        &["--exclude", "*.log"][..],
+        &["-x"],
+        &["--exclude-file", "/dev/null"],
+    ] {
+        let mut args = vec!["backup", "--stdin", "--stdin-filename", "o.sql"];
+        args.extend_from_slice(opt);
+        let out = repo.run_stdin(&args, b"x");
+        assert_eq!(out.code, 2, "{opt:?}: {out}");
+        assert!(
+            out.stderr.contains("give them with paths"),
+            "{opt:?}: {out}"
+        );
+    }
+    assert_eq!(repo.snapshots().len(), 2);
+
     // A standard input open for writing only, or closed, is no empty
     // stream: an error saying so, and no snapshot (it stored "the input
     // was empty", exit 3).

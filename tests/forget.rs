@@ -165,6 +165,8 @@ fn groups_filters_within_and_tags_from_the_command_line() {
         &["forget", "--keep-last", "1", "--group-by", "colour"][..],
         &["forget", "--keep-within", "5"],
         &["forget", "zz"],
+        // A grouping for snapshots named would be dropped unsaid.
+        &["forget", "abcd1234", "--group-by", "host"],
     ] {
         let mut c = repo.cmd(args);
         c.env("CAIRN_PASSWORD", "not the password");

@@ -328,6 +328,15 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
                 .into(),
         ));
     }
+    // They choose what a walk of paths reads: a stream has no entries, and
+    // they would be dropped without a word.
+    if stream && (!a.excludes.is_empty() || !a.exclude_file.is_empty() || a.one_file_system) {
+        return Err(Error::Usage(
+            "--exclude, --exclude-file and --one-file-system choose what a backup of paths \
+             reads: give them with paths, not with --stdin or --stdin-from-command"
+                .into(),
+        ));
+    }
     if !stream && a.paths.is_empty() {
         return Err(Error::Usage(
             "nothing to back up: give at least one path, --stdin or --stdin-from-command".into(),

@@ -405,10 +405,11 @@ pub struct ForgetArgs {
     /// is refused rather than emptied.
     #[arg(long = "keep-tag", value_name = "TAG")]
     keep_tags: Vec<String>,
-    /// Group by these fields (comma list of set, host, paths, tags); an
-    /// empty list (`--group-by ''`) makes one group of every snapshot.
-    #[arg(long, default_value = "set,host,paths")]
-    group_by: String,
+    /// Group by these fields (comma list of set, host, paths, tags;
+    /// default set,host,paths); an empty list (`--group-by ''`) makes one
+    /// group of every snapshot. With a policy only.
+    #[arg(long)]
+    group_by: Option<String>,
     #[command(flatten)]
     filter: FilterArgs,
     /// Show the decisions without removing anything.
@@ -470,7 +471,17 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
             "give snapshot ids or a policy, not both".into(),
         ));
     }
-    let group_by = GroupBy::parse(&a.group_by).map_err(Error::into_usage)?;
+    // Snapshots named are removed as named: a grouping would be dropped
+    // without a word.
+    if !a.ids.is_empty() && a.group_by.is_some() {
+        return Err(Error::Usage(
+            "--group-by groups snapshots for a policy: give it with --keep-… options, not \
+             with snapshot ids"
+                .into(),
+        ));
+    }
+    let group_by = GroupBy::parse(a.group_by.as_deref().unwrap_or("set,host,paths"))
+        .map_err(Error::into_usage)?;
     for spec in &a.ids {
         crate::snapshot::check_spec(spec)?;
     }
