@@ -317,6 +317,30 @@ fn credentials_never_appear_in_output_or_the_repository() {
     assert_ne!(unreachable.code, 0, "{unreachable}");
     assert!(unreachable.stderr.contains("127.0.0.1:1"), "{unreachable}");
     outputs.push(unreachable);
+    // A backup and a forget the store stopped answering say it is not
+    // damage and what to do, as restore and gc do (they gave the bare
+    // error).
+    for (args, done) in [
+        (
+            vec!["backup", src.to_str().unwrap()],
+            "the backup did not finish",
+        ),
+        (vec!["forget", "--keep-last", "1"], "forget stopped"),
+    ] {
+        let mut c = repo.cmd(&args);
+        c.env("CAIRN_S3_ENDPOINT", "http://127.0.0.1:1")
+            .env("CAIRN_RETRIES", "1");
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(done)
+                && out
+                    .stderr
+                    .contains("the store did not answer, which is not damage"),
+            "{args:?}: {out}"
+        );
+        outputs.push(out);
+    }
     for o in &outputs {
         for secret in [SECRET_KEY, ACCESS_KEY, "not-the-secret-4711"] {
             assert!(

@@ -1016,18 +1016,34 @@ fn on_deep_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 fn run_command(ctx: &Context, command: Command) -> Result<u8> {
     match command {
         Command::Init(a) => init::run_init(ctx, a),
-        Command::Backup(a) => backup::run(ctx, a),
+        // A store that stopped answering (retries spent) is said to be no
+        // damage, with what to do, as restore and gc say it.
+        Command::Backup(a) => {
+            backup::run(ctx, a).map_err(|e| only_transient(e, "the backup did not finish"))
+        }
         Command::Snapshots(a) => show::run_snapshots(ctx, a),
         Command::Ls(a) => show::run_ls(ctx, a),
         Command::Cat(a) => show::run_cat(ctx, a),
         Command::Restore(a) => restore::run(ctx, a),
         Command::Verify(a) => maint::run_verify(ctx, a),
-        Command::Forget(a) => maint::run_forget(ctx, a),
+        Command::Forget(a) => maint::run_forget(ctx, a)
+            .map_err(|e| only_transient(e, "forget stopped (what it had removed stays removed)")),
         Command::Gc(a) => maint::run_gc(ctx, a),
         Command::Repair(a) => maint::run_repair(ctx, a),
         Command::Unlock(a) => init::run_unlock(ctx, a),
         Command::Upgrade(a) => init::run_upgrade(ctx, a),
         Command::Key(c) => key::run(ctx, c),
+    }
+}
+
+/// `e` with [`Error::unless_store_unavailable`]'s advice where the store
+/// did not answer; any other error (a refused read included, which the
+/// commands word themselves) as it is.
+fn only_transient(e: Error, done: &str) -> Error {
+    if e.is_transient() {
+        e.unless_store_unavailable(done)
+    } else {
+        e
     }
 }
 
