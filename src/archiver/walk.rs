@@ -514,7 +514,15 @@ enum Wait {
     /// The file is being read; its outcome arrives at place `slot` of the
     /// directory's [`DirOutcomes`]. Counted as new (`new`) or changed
     /// when it was sent, and taken off that count if it is left out.
-    File { slot: usize, at: usize, new: bool },
+    /// `was` is a digest of the chunks of the parent's file of that name
+    /// ([`chunk_list_digest`]): read again to the same chunks, it counts
+    /// as unmodified after all.
+    File {
+        slot: usize,
+        at: usize,
+        new: bool,
+        was: Option<[u8; 32]>,
+    },
     /// The directory is finished under sequence number `seq`.
     Dir { at: usize, seq: u64 },
 }
@@ -1520,9 +1528,15 @@ impl<'a> Walker<'a> {
                         let was_file = old
                             .as_ref()
                             .is_some_and(|o| matches!(o.kind, NodeKind::File { .. }));
-                        if let Some(chunks) = old
-                            .and_then(|o| unchanged_chunks(o, &node, racy_from))
-                            .filter(|chunks| self.shared.parent_chunks_held(&path, chunks))
+                        let (unchanged, was) = match old
+                            .map(|o| unchanged_chunks(o, &node, racy_from))
+                        {
+                            Some(Ok(chunks)) => (Some(chunks), None),
+                            Some(Err(parent)) => (None, parent.as_deref().map(chunk_list_digest)),
+                            None => (None, None),
+                        };
+                        if let Some(chunks) =
+                            unchanged.filter(|chunks| self.shared.parent_chunks_held(&path, chunks))
                         {
                             node.kind = NodeKind::File { chunks };
                             // Unchanged means the same ctime and inode, so
@@ -1569,6 +1583,7 @@ impl<'a> Walker<'a> {
                                 slot,
                                 at,
                                 new: !was_file,
+                                was,
                             });
                             if let Some(full) = batch.add(job, node.size) {
                                 if self.shared.send(full).is_err() {
@@ -1856,8 +1871,13 @@ pub(super) const RACY_WINDOW_NS: i64 = 2_000_000_000;
 /// calls it): a node whose ctime is at or after `racy_from`, its
 /// snapshot's time less [`RACY_WINDOW_NS`], is read afresh rather than
 /// trusted, or the stale content would be kept until the file next
-/// changed.
-fn unchanged_chunks(old: Node, now: &Node, racy_from: i64) -> Option<Vec<BlobId>> {
+/// changed. Otherwise, the parent's chunks of a file (`Err(Some)`), to
+/// tell afterwards whether it was changed after all.
+fn unchanged_chunks(
+    old: Node,
+    now: &Node,
+    racy_from: i64,
+) -> std::result::Result<Vec<BlobId>, Option<Vec<BlobId>>> {
     match old.kind {
         NodeKind::File { chunks }
             if old.size == now.size
@@ -1866,10 +1886,22 @@ fn unchanged_chunks(old: Node, now: &Node, racy_from: i64) -> Option<Vec<BlobId>
                 && old.inode == now.inode
                 && old.ctime_ns < racy_from =>
         {
-            Some(chunks)
+            Ok(chunks)
         }
-        _ => None,
+        NodeKind::File { chunks } => Err(Some(chunks)),
+        _ => Err(None),
     }
+}
+
+/// A digest of a file's chunk list, to tell a file read again to the same
+/// chunks as its parent's (touched, or within the racy window) from one
+/// whose content changed, without holding the parent's list meanwhile.
+fn chunk_list_digest(chunks: &[BlobId]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    for c in chunks {
+        h.update(&c.0);
+    }
+    *h.finalize().as_bytes()
 }
 
 /// Stores each directory's tree once its files are done; returns every
@@ -1932,10 +1964,21 @@ fn finish_dirs(
         let mut left_out = job.left_out;
         for wait in job.waits {
             match wait {
-                Wait::File { slot, at, new } => {
+                Wait::File { slot, at, new, was } => {
                     match outcomes.get_mut(slot).and_then(Option::take) {
                         Some(Ok((chunks, size, xattrs))) => {
                             Counters::add(&setup.counters.total_bytes, size);
+                            // Read again to its parent's chunks: not changed
+                            // after all (a `touch`, or the racy window), as a
+                            // stream's are counted (until December 2026 every
+                            // file read again counted as changed).
+                            if !new && was.is_some_and(|w| w == chunk_list_digest(&chunks)) {
+                                setup
+                                    .counters
+                                    .files_changed
+                                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                                Counters::add(&setup.counters.files_unmodified, 1);
+                            }
                             let (xattrs, unread) =
                                 xattrs.map_or_else(|| (Vec::new(), false), |x| (x.list, x.unread));
                             fills.push((
