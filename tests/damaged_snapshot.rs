@@ -364,7 +364,6 @@ fn a_snapshot_file_that_cannot_be_read_is_set_apart_as_damaged() {
 #[test]
 fn a_snapshot_file_this_user_may_not_read_is_not_called_damaged() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     if !is_root() {
         panic!("this test runs a command as another user, which needs root");
     }
@@ -387,19 +386,7 @@ fn a_snapshot_file_this_user_may_not_read_is_not_called_damaged() {
     let file = repo.path.join("snapshots").join(&newest);
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
     let mut c = repo.cmd(&["snapshots"]);
-    // SAFETY: setgroups, setgid and setuid are async-signal-safe and
-    // touch only the child.
-    unsafe {
-        c.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(65534) != 0
-                || libc::setuid(65534) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    as_nobody(&mut c);
     let out = run(&mut c, None);
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stderr.contains("cannot be read by this user"), "{out}");

@@ -1114,7 +1114,6 @@ fn a_restore_whose_lock_expired_stops_and_says_so() {
 /// bare "create locks/.tmp-…: Permission denied"); one that reads runs.
 #[test]
 fn a_user_who_may_not_write_is_told_so() {
-    use std::os::unix::process::CommandExt;
     if !is_root() {
         panic!("this test runs a command as another user, which needs root");
     }
@@ -1130,19 +1129,7 @@ fn a_user_who_may_not_write_is_told_so() {
     assert!(status.success());
     let as_nobody = |args: &[&str]| {
         let mut c = repo.cmd(args);
-        // SAFETY: setgroups, setgid and setuid are async-signal-safe and
-        // touch only the child.
-        unsafe {
-            c.pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        as_nobody(&mut c);
         run(&mut c, None)
     };
     for args in [&["gc"][..], &["forget", "--keep-last", "1"]] {

@@ -1920,16 +1920,26 @@ fn repair_index_without_packs_keeps_the_index() {
 /// index (its tables moved aside meanwhile), as backups storing the same
 /// new data side by side do.
 fn store_again_unindexed(repo: &Repo, src: &Path, round: usize) {
+    without_index(repo, round, || {
+        repo.backup(&[src], &["--kind", "full"]);
+    });
+}
+
+/// `backup` run with the index's tables moved aside (a backup that does
+/// not see the index, as backups storing the same new data side by side
+/// do not see each other's), then put back beside those it wrote.
+fn without_index<T>(repo: &Repo, round: usize, backup: impl FnOnce() -> T) -> T {
     let index = repo.path.join("index");
     let aside = repo.scratch(&format!("index-aside-{round}"));
     let _ = fs::remove_dir(&aside);
     fs::rename(&index, &aside).unwrap();
     fs::create_dir(&index).unwrap();
-    repo.backup(&[src], &["--kind", "full"]);
+    let done = backup();
     for t in fs::read_dir(&aside).unwrap() {
         let t = t.unwrap();
         fs::rename(t.path(), index.join(t.file_name())).unwrap();
     }
+    done
 }
 
 /// Every indexed copy of each blob the index tables of `kind` ("Tree",
@@ -2255,18 +2265,7 @@ fn gc_dropping_a_copy_from_a_rewritten_table_keeps_the_intact_one() {
     fill(&src2, 61, &[("x.txt", 5_000)]);
     fill(&src2, 63, &[("y.bin", 500_000)]);
     let saved1 = backup_saved(&repo, &src1, &[]);
-    let saved2 = {
-        let index = repo.path.join("index");
-        let aside = repo.scratch("index-aside");
-        fs::rename(&index, &aside).unwrap();
-        fs::create_dir(&index).unwrap();
-        let saved = backup_saved(&repo, &src2, &[]);
-        for t in fs::read_dir(&aside).unwrap() {
-            let t = t.unwrap();
-            fs::rename(t.path(), index.join(t.file_name())).unwrap();
-        }
-        saved
-    };
+    let saved2 = without_index(&repo, 0, || backup_saved(&repo, &src2, &[]));
     let chunk = file_chunks(&repo, &saved1.id)[&snap_path(&src1, "x.txt")][0].clone();
     let copies = copies_by_blob(&repo, Some("Data")).remove(&chunk).unwrap();
     assert_eq!(copies.len(), 2, "{copies:?}");
@@ -2323,15 +2322,7 @@ fn gc_repacks_a_damaged_copy_from_the_intact_one() {
         fill(src, seed, &own);
     }
     let saved1 = backup_saved(&repo, &src1, &[]);
-    let index = repo.path.join("index");
-    let aside = repo.scratch("index-aside");
-    fs::rename(&index, &aside).unwrap();
-    fs::create_dir(&index).unwrap();
-    let saved2 = backup_saved(&repo, &src2, &[]);
-    for t in fs::read_dir(&aside).unwrap() {
-        let t = t.unwrap();
-        fs::rename(t.path(), index.join(t.file_name())).unwrap();
-    }
+    let saved2 = without_index(&repo, 0, || backup_saved(&repo, &src2, &[]));
     let chunk = file_chunks(&repo, &saved1.id)[&snap_path(&src1, "x.txt")][0].clone();
     let copies = copies_by_blob(&repo, Some("Data")).remove(&chunk).unwrap();
     assert_eq!(copies.len(), 2, "{copies:?}");

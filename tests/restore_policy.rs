@@ -601,33 +601,6 @@ fn full_target_is_reported_up_front_and_sparse_files_need_no_room() {
     }
 }
 
-/// The uid and gid of `nobody`, whom root's tests restore as.
-const NOBODY: u32 = 65534;
-
-/// Makes `c` run as `nobody`, without supplementary groups (the test
-/// runs as root).
-fn as_nobody(c: &mut std::process::Command) {
-    as_user(c, NOBODY);
-}
-
-/// Makes `c` run as user and group `id`, without supplementary groups.
-fn as_user(c: &mut std::process::Command, id: u32) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: setgroups, setgid and setuid are async-signal-safe and
-    // touch only the child.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(id) != 0
-                || libc::setuid(id) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// Gives `p` (and, `recursive`ly, what is beneath it) to `nobody`.
 fn give_to_nobody(p: &Path, recursive: bool) {
     give_to(p, NOBODY, recursive);

@@ -909,3 +909,30 @@ impl Drop for PrivateMount {
         let _ = fs::remove_dir(&self.at);
     }
 }
+
+/// The uid and gid of `nobody`, whom root's tests run commands as.
+pub const NOBODY: u32 = 65534;
+
+/// Makes `c` run as `nobody`, without supplementary groups (the test
+/// runs as root).
+pub fn as_nobody(c: &mut Command) {
+    as_user(c, NOBODY);
+}
+
+/// Makes `c` run as user and group `id`, without supplementary groups.
+pub fn as_user(c: &mut Command, id: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe and
+    // touch only the child.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(id) != 0
+                || libc::setuid(id) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
