@@ -377,12 +377,7 @@ fn a_snapshot_file_this_user_may_not_read_is_not_called_damaged() {
         .as_str()
         .unwrap()
         .to_string();
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(repo.dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    readable_by_all(repo.dir.path());
     let file = repo.path.join("snapshots").join(&newest);
     fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
     let mut c = repo.cmd(&["snapshots"]);

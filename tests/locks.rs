@@ -1121,12 +1121,7 @@ fn a_user_who_may_not_write_is_told_so() {
     let src = repo.scratch("src");
     write(&src.join("a"), "a");
     repo.backup(&[&src], &[]);
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "a+rX"])
-        .arg(repo.dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    readable_by_all(repo.dir.path());
     let as_nobody = |args: &[&str]| {
         let mut c = repo.cmd(args);
         as_nobody(&mut c);

@@ -936,3 +936,14 @@ pub fn as_user(c: &mut Command, id: u32) {
         });
     }
 }
+
+/// Makes everything under `dir` readable (and its folders searchable) by
+/// every user, for a test that runs a command as another.
+pub fn readable_by_all(dir: &Path) {
+    let status = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir)
+        .status()
+        .expect("run chmod");
+    assert!(status.success(), "chmod -R a+rX {}", dir.display());
+}
