@@ -512,9 +512,35 @@ pub fn resolve<'a>(
             "snapshot prefix {spec} names no snapshot matching the filters given \
              (--set, --host, --tag)"
         ))),
-        _ => Err(Error::Invalid(format!(
-            "snapshot prefix {spec} is ambiguous: give more digits"
-        ))),
+        _ => {
+            // The first few, with digits enough to tell them apart.
+            let mut ids: Vec<String> = passed.iter().map(|e| e.id.to_hex()).collect();
+            ids.sort();
+            let shared = ids
+                .windows(2)
+                .map(|w| {
+                    w[0].bytes()
+                        .zip(w[1].bytes())
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                })
+                .max()
+                .unwrap_or(0);
+            let digits = (shared + 1).clamp(8, 64);
+            let mut fit: Vec<String> = ids
+                .iter()
+                .take(5)
+                .map(|id| id[..digits].to_string())
+                .collect();
+            if passed.len() > 5 {
+                fit.push(format!("and {} more", passed.len() - 5));
+            }
+            Err(Error::Invalid(format!(
+                "snapshot prefix {spec} is ambiguous: it fits {} snapshots ({}); give more digits",
+                passed.len(),
+                fit.join(", ")
+            )))
+        }
     }
 }
 
@@ -751,5 +777,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(resolve(&all, "abab", &h).unwrap().snapshot.time_ns, 9);
+        // An ambiguous prefix names the snapshots it fits, with digits
+        // enough to tell them apart.
+        let mut other = [0xab; 32];
+        other[10] = 0xcd;
+        let mut two = all.clone();
+        two.push(SnapshotEntry {
+            id: SnapshotId(other),
+            snapshot: sample(7),
+        });
+        let e = resolve(&two, "abab", &f).unwrap_err().to_string();
+        assert!(e.contains("it fits 2 snapshots"), "{e}");
+        assert!(e.contains(&format!("{}a", "ab".repeat(10))), "{e}");
+        assert!(e.contains(&format!("{}c", "ab".repeat(10))), "{e}");
     }
 }
