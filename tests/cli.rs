@@ -504,6 +504,12 @@ fn ls_and_cat_show_the_repository() {
     for t in [snap["tree"].as_str().unwrap(), &sub_tree] {
         assert_eq!(find(t)["kind"], "Tree");
     }
+    // A file's chunk asked for as a tree is said to be one, not corrupt.
+    let chunk = a_chunks[0].as_str().unwrap();
+    let out = repo.run(&["cat", "tree", chunk]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("is a file's chunk, not a tree"), "{out}");
+    assert!(!out.stderr.contains("corrupt"), "{out}");
     for table in tables {
         for e in table["entries"].as_array().unwrap() {
             assert_eq!(e["kind"], table["kind"], "a table of one kind");

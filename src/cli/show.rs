@@ -356,6 +356,17 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         CatKind::Tree => {
             let id = BlobId::from_hex(need_id(&a)?)?;
+            // A file's chunk asked for as a tree is no damage (it was
+            // said to be corrupt).
+            let index = repo.index()?;
+            if !index.contains_kind(&id, crate::pack::BlobKind::Tree)
+                && index.contains_kind(&id, crate::pack::BlobKind::Data)
+            {
+                return Err(Error::Invalid(format!(
+                    "blob {} is a file's chunk, not a tree: `cairn cat blob {id}` prints it",
+                    id.short()
+                )));
+            }
             let text = match repo.load_tree_blob(&id)? {
                 TreeBlob::Parts(parts) => json(&Parts {
                     version: PARTS_VERSION,
