@@ -91,6 +91,14 @@ fn damaged_or_exposed_key_files_are_refused_by_name() {
     assert!(out.stderr.contains("chmod 600"), "{out}");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 
+    // A folder given for the key file is said to be one (it was called
+    // open to other users).
+    let folder = repo.scratch("a-folder");
+    std::fs::create_dir_all(&folder).unwrap();
+    let out = run(&mut with_key(&repo, &folder, &["snapshots"]), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("is a folder, not a key file"), "{out}");
+
     let mut bytes = std::fs::read(&key).unwrap();
     bytes[50] ^= 0x40;
     std::fs::write(&key, &bytes).unwrap();

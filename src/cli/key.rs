@@ -50,6 +50,12 @@ pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
 /// can read or write (as ssh refuses such private keys).
 pub(super) fn read_exported(path: &Path, what: &str) -> Result<ExportedKey> {
     let meta = std::fs::metadata(path).map_err(|e| Error::path("open key file", path, e))?;
+    if !meta.is_file() {
+        return Err(Error::Invalid(format!(
+            "{what} is {}, not a key file: give the file `cairn key export` wrote",
+            if meta.is_dir() { "a folder" } else { "no regular file" }
+        )));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::Invalid(format!(
