@@ -117,7 +117,7 @@ enum Command {
     Snapshots(show::SnapshotsArgs),
     /// List the files in a snapshot.
     Ls(show::LsArgs),
-    /// Print a repository object as JSON.
+    /// Print a repository object as JSON (a blob as its raw bytes).
     Cat(show::CatArgs),
     /// Restore a snapshot, or part of it, into a directory.
     Restore(restore::RestoreArgs),
