@@ -508,7 +508,10 @@ fn ls_and_cat_show_the_repository() {
     let chunk = a_chunks[0].as_str().unwrap();
     let out = repo.run(&["cat", "tree", chunk]);
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stderr.contains("is a file's chunk, not a tree"), "{out}");
+    assert!(
+        out.stderr.contains("is a file's chunk, not a tree"),
+        "{out}"
+    );
     assert!(!out.stderr.contains("corrupt"), "{out}");
     for table in tables {
         for e in table["entries"].as_array().unwrap() {

@@ -53,7 +53,11 @@ pub(super) fn read_exported(path: &Path, what: &str) -> Result<ExportedKey> {
     if !meta.is_file() {
         return Err(Error::Invalid(format!(
             "{what} is {}, not a key file: give the file `cairn key export` wrote",
-            if meta.is_dir() { "a folder" } else { "no regular file" }
+            if meta.is_dir() {
+                "a folder"
+            } else {
+                "no regular file"
+            }
         )));
     }
     let mode = meta.permissions().mode() & 0o777;
