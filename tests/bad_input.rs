@@ -968,11 +968,22 @@ fn an_interrupted_init_is_named_with_what_to_do() {
                 .contains("remove keys/ and run `cairn init` again"),
         "{out}"
     );
+    // As an interrupted `init` leaves it: keys/ alone. A refused `init`
+    // makes no folder beside it (it left four, empty).
+    for dir in ["index", "locks", "packs", "snapshots"] {
+        let _ = fs::remove_dir_all(repo.path.join(dir));
+    }
+    let _ = fs::remove_file(repo.path.join("reserve"));
     let mut args = vec!["init"];
     args.extend_from_slice(FAST_INIT);
     let out = repo.run(&args);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("remove those key files"), "{out}");
+    let left: Vec<_> = fs::read_dir(&repo.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["keys"], "{out}");
     fs::remove_dir_all(repo.path.join("keys")).unwrap();
     repo.run(&args).success();
     repo.run(&["snapshots"]).success();

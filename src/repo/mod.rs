@@ -361,6 +361,26 @@ impl Repository {
         let key = MasterKey::generate().with_cipher(config.cipher);
         let encoded = config.encode(&key)?;
         let keyfile = keys::encode(&key, password, opts.kdf)?;
+        let init_at_work = |mut others: Vec<String>| {
+            others.sort();
+            let shown: Vec<&str> = others.iter().map(|n| &n[..8]).collect();
+            format!(
+                "another `init` is creating a repository at {} at the same time (key file(s) {} \
+                 and no config yet, and no other files): this one gave way; run `init` again \
+                 once that one has finished, or, if none is running (an `init` was \
+                 interrupted), remove those key files from keys/ first",
+                backend.location(),
+                shown.join(", ")
+            )
+        };
+        // Said before the folders are made, which a refusal would leave
+        // behind, empty (the claims below still settle two `init`s at
+        // once).
+        let mut before: Vec<String> = backend.list(FileKind::Key).unwrap_or_default();
+        before.retain(|n| is_hex_name(n));
+        if !before.is_empty() {
+            return Err(Error::Invalid(init_at_work(before)));
+        }
         backend.create()?;
         let notes = backend.probe()?;
         let key_name = hex::encode(file_hash(&keyfile));
@@ -379,16 +399,7 @@ impl Repository {
         let mut others: Vec<String> = backend.list(FileKind::Key)?;
         others.retain(|n| is_hex_name(n) && *n != key_name);
         if !others.is_empty() {
-            others.sort();
-            let shown: Vec<&str> = others.iter().map(|n| &n[..8]).collect();
-            return give_way(format!(
-                "another `init` is creating a repository at {} at the same time (key file(s) {} \
-                 and no config yet, and no other files): this one gave way; run `init` again \
-                 once that one has finished, or, if none is running (an `init` was \
-                 interrupted), remove those key files from keys/ first",
-                backend.location(),
-                shown.join(", ")
-            ));
+            return give_way(init_at_work(others));
         }
         if backend.exists()? {
             return give_way(format!(
