@@ -836,13 +836,12 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<Vec
     // staying and its table not written again, so no rescue looked at
     // it): until December 2026 gc stopped there, at every run.
     let mut from_other = Vec::new();
-    let other_copy = |e: &PackEntry, pack: PackId| -> Result<Option<(Vec<u8>, PackId)>> {
-        for t in index.tables() {
-            let Some(i) = t.find(&e.id) else { continue };
-            let (_, loc) = t.location_at(i)?;
-            if loc.pack == pack || !plan.sizes.contains_key(&loc.pack) {
-                continue;
-            }
+    let other_copy = |e: &PackEntry, kind: BlobKind, pack: PackId| {
+        let mut tried = vec![pack];
+        let usable =
+            |p: &PackId, tried: &[PackId]| !tried.contains(p) && plan.sizes.contains_key(p);
+        while let Some(loc) = index.locate_kind_where(&e.id, kind, &|p| usable(p, &tried))? {
+            tried.push(loc.pack);
             let what = format!("pack {}", loc.pack.short());
             let sealed = backend.read_range(
                 FileKind::Pack,
@@ -856,7 +855,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<Vec
                 Err(err) => return Err(err),
             }
         }
-        Ok(None)
+        Ok::<_, Error>(None)
     };
     std::thread::scope(|s| -> Result<()> {
         queue.start(s, crate::prefetch::AHEAD);
@@ -896,7 +895,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<Vec
                     Ok(()) => None,
                     Err(Error::Corrupt { what, detail }) => {
                         let detail = format!("blob {}: {detail}", e.id.short());
-                        let Some((copy, from)) = other_copy(&e, pack)? else {
+                        let Some((copy, from)) = other_copy(&e, kind, pack)? else {
                             return Err(stopped(Error::Corrupt { what, detail }));
                         };
                         from_other.push(format!(

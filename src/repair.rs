@@ -427,10 +427,10 @@ fn repair_index_in_tables_of(
 }
 
 /// Copies the blobs `entries` place in `pack` (of its length), whose
-/// header cannot be read, into new packs of `kind` with a header of their own, stored and
-/// returned with their entries, to be indexed in its place. A copy that
-/// does not open (authenticate, decompress, re-hash) is left out and
-/// added to `dropped`. Until
+/// header cannot be read, still sealed, into new packs of `kind` with a
+/// header of their own; stores them and returns them with their entries,
+/// to be indexed in its place. A copy that does not open (authenticate,
+/// decompress, re-hash) is left out and added to `dropped`. Until
 /// December 2026 such a pack kept its blobs indexed only through the old
 /// tables: `verify --read-data` failed on it at every run, and a rebuild
 /// of the index without those tables would have lost its blobs.
