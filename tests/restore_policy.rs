@@ -150,6 +150,17 @@ fn subpath_include_and_exclude_restore_only_what_they_select() {
         )),
         "{out}"
     );
+    // And a file named with a trailing slash, which names a folder.
+    let t = repo.scratch("file-as-folder");
+    let out = repo.restore_out(&format!("latest:{base}/b/g.txt/"), &t, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{base}/b/g.txt in the snapshot is a file, not a folder: the path asked for ends in `/`"
+        )),
+        "{out}"
+    );
+    assert!(!t.exists() || list_paths(&t).is_empty());
     // A target that is a file is named as such, not "File exists".
     let file = repo.scratch("a-file");
     write(&file, "a file\n");

@@ -656,7 +656,9 @@ fn pick<'a>(all: &'a Snapshots, spec: &str, filter: &SnapshotFilter) -> Result<&
 /// at the root stays there. A snapshot's trees hold no entry named `..`
 /// and these commands follow no symbolic link inside it, so the words
 /// are all there is to go by. Bytes, as names are: a name need not be
-/// UTF-8.
+/// UTF-8. A path ending in `/` or `/.` keeps one `/` at its end: it names
+/// a folder, and a file there is an error
+/// ([`crate::repo::Repository::tree_at_bytes`]).
 fn snapshot_path(path: &[u8]) -> OsString {
     let mut comps: Vec<&[u8]> = Vec::new();
     for c in path.split(|&b| b == b'/') {
@@ -668,7 +670,13 @@ fn snapshot_path(path: &[u8]) -> OsString {
             c => comps.push(c),
         }
     }
-    OsString::from_vec([&b"/"[..], &comps.join(&b'/')].concat())
+    let folder = path.ends_with(b"/") || path.ends_with(b"/.");
+    let end: &[u8] = if folder && !comps.is_empty() {
+        b"/"
+    } else {
+        b""
+    };
+    OsString::from_vec([&b"/"[..], &comps.join(&b'/'), end].concat())
 }
 
 /// Runs `command`, one that takes a lock to free space or check the
@@ -1058,7 +1066,10 @@ mod tests {
             ("/", "/"),
             ("", "/"),
             ("/tmp/../tmp", "/tmp"),
-            ("tmp/./a//b/", "/tmp/a/b"),
+            ("tmp/./a//b/", "/tmp/a/b/"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/b/..", "/a"),
+            ("/a/..//", "/"),
             ("/../..", "/"),
             ("/a/b/../../c", "/c"),
             ("/a/..b/c..", "/a/..b/c.."),

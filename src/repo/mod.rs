@@ -1029,6 +1029,9 @@ impl Repository {
             .split(|&b| b == b'/')
             .filter(|c| !c.is_empty() && *c != b".")
             .collect();
+        // `a/f/` (or `a/f/.`) names a folder, as it does to a shell: a
+        // file there is not what was asked for.
+        let folder_asked = path.ends_with(b"/") || path.ends_with(b"/.");
         let named = |at: &[u8], comp: &[u8]| {
             format!(
                 "{}/{}",
@@ -1048,7 +1051,7 @@ impl Repository {
                     at.push(b'/');
                     at.extend_from_slice(comp);
                 }
-                _ if i + 1 == comps.len() => {
+                _ if i + 1 == comps.len() && !folder_asked => {
                     let one = EncodedTree::from_tree(&Tree::new(vec![node]));
                     return Ok((DirNodes::of_tree(self, one), at));
                 }
@@ -1058,9 +1061,13 @@ impl Repository {
                         NodeKind::Symlink { .. } => "a symlink",
                         _ => "a special file",
                     };
+                    let beneath = if i + 1 == comps.len() {
+                        "the path asked for ends in `/`, which names a folder"
+                    } else {
+                        "nothing lies beneath it"
+                    };
                     return Err(Error::Invalid(format!(
-                        "{} in the snapshot is {what}, not a folder: nothing lies beneath it \
-                         (asked for {})",
+                        "{} in the snapshot is {what}, not a folder: {beneath} (asked for {})",
                         named(&at, comp),
                         String::from_utf8_lossy(path)
                     )));
