@@ -2624,6 +2624,90 @@ fn a_mirror_never_removes_through_a_mount_point() {
     assert_eq!(out.code, 0, "the repository is intact: {out}");
 }
 
+/// A file something is mounted on in the target (a bind mount of a
+/// file elsewhere, as a container's `/etc/hosts` is) is neither changed
+/// nor replaced, under any policy that writes: not given the snapshot's
+/// mode and times where its content is the snapshot's, not renamed over
+/// where it differs, not removed where the snapshot has a folder; each
+/// is named as a mount point, and the rest is restored. (Until December
+/// 2026 a merge restamped the mounted file's mode, times and extended
+/// attributes, and the others failed with a bare "Device or resource
+/// busy".)
+#[test]
+fn a_restore_neither_changes_nor_replaces_a_file_mounted_in_the_target() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("same.txt"), "alpha");
+    write(&src.join("differs.txt"), "beta");
+    write(&src.join("dir/inside.txt"), "in a folder");
+    write(&src.join("plain.txt"), "restored as ever");
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    fs::remove_dir_all(r.join("dir")).unwrap();
+    write(&r.join("dir"), "a file where the snapshot has a folder");
+    fs::remove_file(r.join("plain.txt")).unwrap();
+    let out_dir = repo.scratch("outside");
+    let outside = |name: &str, text: &str| {
+        let p = out_dir.join(name);
+        write(&p, text);
+        chmod(&p, 0o600);
+        set_mtime(&p, 1_300_000_000, 0);
+        p
+    };
+    let files = [
+        (outside("a", "alpha"), "same.txt"),
+        (outside("b", "someone else's"), "differs.txt"),
+        (outside("d", "someone else's too"), "dir"),
+    ];
+    let mounts = files
+        .iter()
+        .map(|(from, at)| format!("mount --bind '{}' \"$R/{at}\"", from.display()))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    for policy in ["merge", "mirror"] {
+        let mut c = repo.cmd(&["restore", "latest", "--policy", policy, "--target"]);
+        c.arg(&target);
+        let Some(out) = with_mounts(&mounts, &c, "true", &[("R", &r)]) else {
+            eprintln!("NOTICE: no private mount namespace (unshare -m): not tested");
+            return;
+        };
+        assert_eq!(out.code, 1, "{policy}: {out}");
+        for (_, at) in &files {
+            assert!(
+                out.stderr.contains(&format!(
+                    "error: {}: a mount point (a filesystem or a bind mount is mounted there): \
+                     a restore never replaces nor changes what is mounted there",
+                    r.join(at).display()
+                )),
+                "{policy}, {at}: {out}"
+            );
+        }
+        assert_eq!(out.stderr.matches("error: ").count(), 4, "{policy}: {out}");
+        assert!(
+            out.stderr.contains("restore finished with 3 error(s)"),
+            "{out}"
+        );
+        for ((from, _), text) in files
+            .iter()
+            .zip(["alpha", "someone else's", "someone else's too"])
+        {
+            let md = fs::metadata(from).unwrap();
+            assert_eq!(fs::read_to_string(from).unwrap(), text, "{policy}");
+            assert_eq!(md.mode() & 0o7777, 0o600, "{policy}: {}", from.display());
+            assert_eq!(md.mtime(), 1_300_000_000, "{policy}: {}", from.display());
+        }
+        assert_eq!(
+            fs::read_to_string(r.join("plain.txt")).unwrap(),
+            "restored as ever",
+            "{policy}"
+        );
+        fs::remove_file(r.join("plain.txt")).unwrap();
+    }
+}
+
 /// A non-empty folder in the target where the snapshot has a file, a
 /// symlink or a FIFO goes with what it holds under a mirror: the dry run
 /// lists it among the entries it would remove, and both count it (until

@@ -207,6 +207,10 @@ impl Executor<'_> {
                         continue;
                     }
                 },
+                Ok(_) if self.mounted(&dest) => {
+                    self.fail(&dest, super::remove::not_replaced());
+                    continue;
+                }
                 Ok(_) => true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                 Err(e) => {
@@ -398,6 +402,9 @@ impl Executor<'_> {
                 path.display(),
                 folder.display()
             )));
+        }
+        if !md.is_dir() && self.mounted(path) {
+            return Err(super::remove::not_replaced());
         }
         let at = self
             .beneath

@@ -627,6 +627,9 @@ impl Executor<'_> {
         let mut exists = false;
         match self.lstat(dest) {
             Ok(_) if self.policy == Policy::SkipExisting => return Ok(Prepared::Skipped),
+            Ok(md) if !md.is_dir() && self.mounted(dest) => {
+                return Err(super::remove::not_replaced());
+            }
             Ok(md) if md.is_file() && md.len() == node.size => {
                 if let Some(same) = self.same_content(dest, chunks)? {
                     // The links of the inode compared, whatever became

@@ -153,6 +153,34 @@ struct Removal {
 }
 
 impl Executor<'_> {
+    /// Whether something is mounted on the entry of the target at `path`
+    /// (a bind mount of a file, as containers have at `/etc/hosts`): a
+    /// restore neither replaces nor changes it (see [`not_replaced`]),
+    /// as what is mounted there is another filesystem's, or a file
+    /// elsewhere. False where it cannot be told.
+    pub(super) fn mounted(&self, path: &Path) -> bool {
+        let Ok(at) = self.beneath.at(path) else {
+            return false;
+        };
+        let parent;
+        let (dir, name) = match at.in_dir() {
+            // SAFETY: `at` holds the descriptor open while it is borrowed.
+            Some((fd, name)) => (unsafe { BorrowedFd::borrow_raw(fd) }, name),
+            // Without `/proc`: by the path, as every entry is then.
+            None => match (path.parent().map(fs::File::open), path.file_name()) {
+                (Some(Ok(p)), Some(name)) => {
+                    parent = p;
+                    (parent.as_fd(), name)
+                }
+                _ => return false,
+            },
+        };
+        match (Place::at(dir, None), Place::at(dir, Some(name))) {
+            (Ok(folder), Ok(entry)) => entry.mounted_in(&folder),
+            _ => false,
+        }
+    }
+
     /// Removes entries of `dir` not named in `m.names` (folded, unless the
     /// target tells case apart: see [`super::case`]); returns how many,
     /// and how many it left as the restore's patterns do not select them
@@ -589,6 +617,15 @@ fn note_own(at: &Path, own: &Path, what: &str) {
 
 /// What a mount point is.
 const MOUNT_POINT: &str = "a mount point (a filesystem or a bind mount is mounted there)";
+
+/// The error for an entry something is mounted on, where the snapshot
+/// has another (see [`Executor::mounted`]).
+pub(super) fn not_replaced() -> Error {
+    Error::Invalid(format!(
+        "{MOUNT_POINT}: a restore never replaces nor changes what is mounted there, and \
+         leaves it as it is (unmount it, or leave it out with --exclude)"
+    ))
+}
 
 /// The error for a mount point at `at`, met removing `top` (itself, or a
 /// folder holding it), which the snapshot lacks.
