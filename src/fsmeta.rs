@@ -449,8 +449,13 @@ pub fn make_special(path: &Path, kind: &NodeKind, mode: u32) -> io::Result<()> {
 
 /// Whether this process runs as root (and so restores ownership).
 pub fn is_root() -> bool {
+    euid() == 0
+}
+
+/// The user this process acts as.
+pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    unsafe { libc::geteuid() }
 }
 
 /// The name of the user running cairn.

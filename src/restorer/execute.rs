@@ -345,9 +345,7 @@ impl Executor<'_> {
     /// put back a file missing there ("Permission denied"), nor a mirror
     /// remove anything from it.
     fn open_up(&self, path: &Path, md: &fs::Metadata) {
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
-        if self.root || self.dry_run || md.mode() & 0o300 == 0o300 || md.uid() != me {
+        if self.root || self.dry_run || md.mode() & 0o300 == 0o300 || md.uid() != fsmeta::euid() {
             return;
         }
         let opened = self

@@ -633,8 +633,19 @@ impl Executor<'_> {
             Ok(md) if md.is_file() && md.len() == node.size => {
                 if let Some(same) = self.same_content(dest, chunks)? {
                     // The links of the inode compared, whatever became
-                    // of the name since its `lstat`.
-                    if same.metadata().is_ok_and(|now| only_name(&now)) {
+                    // of the name since its `lstat`. An ordinary user
+                    // may set the mode and times of their own files
+                    // only: another's is written anew, as the folder
+                    // may allow, rather than left with the wrong mode
+                    // and times and an error for each.
+                    let mine = |md: &fs::Metadata| {
+                        use std::os::unix::fs::MetadataExt;
+                        self.root || md.uid() == fsmeta::euid()
+                    };
+                    if same
+                        .metadata()
+                        .is_ok_and(|now| only_name(&now) && mine(&now))
+                    {
                         if !self.dry_run {
                             // Through the file compared: no path walks, and
                             // owner and mode changed only where they differ.

@@ -442,7 +442,7 @@ impl Executor<'_> {
                 if e.kind() == io::ErrorKind::PermissionDenied
                     && self.dry_run
                     && !self.root
-                    && entry.uid == current_uid() =>
+                    && entry.uid == fsmeta::euid() =>
             {
                 return went(listed);
             }
@@ -703,17 +703,12 @@ fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int) -> io::Resul
     Ok(())
 }
 
-fn current_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
 /// Gives the folder `name` of the folder open at `dir`, whose place is
 /// `entry`, if it is the user's, its owner's read, write and search
 /// permission where it lacks them, without following a symlink there;
 /// returns the mode it had if it changed it.
 fn open_up(dir: BorrowedFd<'_>, name: &OsStr, entry: &Place) -> Option<u32> {
-    if !entry.is_dir() || entry.uid != current_uid() || entry.mode & 0o700 == 0o700 {
+    if !entry.is_dir() || entry.uid != fsmeta::euid() || entry.mode & 0o700 == 0o700 {
         return None;
     }
     let mode = entry.mode & 0o7777;
