@@ -411,6 +411,18 @@ fn include_patterns_select_by_path_suffix_and_selecting_nothing_fails() {
             }
         }
     }
+    // An include beneath an excluded folder, which is not looked into,
+    // is said to match nothing there, and why.
+    let t = repo.scratch("include-in-excluded");
+    let out = repo.restore_out("latest", &t, &["--exclude", "b", "--include", "b/g.txt"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "--include \"b/g.txt\" matched nothing in / that the excludes leave (a folder an \
+             --exclude matches is not looked into)"
+        ),
+        "{out}"
+    );
     // Nor does a mirror remove anything then.
     let t = repo.scratch("mirror-none");
     write(&t.join("precious"), "the user's own");

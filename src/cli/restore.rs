@@ -125,6 +125,12 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
                     output::escape(p.as_bytes())
                 )
             }
+            // What an exclude matches is not looked into: an include
+            // beneath it matches nothing there.
+            _ if !opts.excludes.is_empty() => {
+                " that the excludes leave (a folder an --exclude matches is not looked into)"
+                    .to_string()
+            }
             _ => String::new(),
         };
         warn(&format!(
