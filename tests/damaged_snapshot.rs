@@ -388,4 +388,34 @@ fn a_snapshot_file_this_user_may_not_read_is_not_called_damaged() {
     assert!(out.stderr.contains("no damage"), "{out}");
     assert!(!out.stderr.contains("is damaged"), "{out}");
     assert!(!out.stderr.contains("cairn forget"), "{out}");
+
+    // Nor by `repair snapshots`, run by a user who may write the rest of
+    // the repository: it exits 1, as it did not look at that snapshot.
+    let ok = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(repo.dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
+    for dry in [true, false] {
+        let mut args = vec!["repair", "snapshots"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let mut c = repo.cmd(&args);
+        as_nobody(&mut c);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stdout.contains(&format!(
+                "left as it is: snapshot file snapshots/{newest} cannot be read by this user"
+            )),
+            "{out}"
+        );
+        assert!(out.stdout.contains("no damage"), "{out}");
+        assert!(!out.stdout.contains("damaged"), "{out}");
+        assert!(!out.stdout.contains("cairn forget"), "{out}");
+    }
 }

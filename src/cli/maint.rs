@@ -876,11 +876,14 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 warn(&around.to_string());
             }
             let printed = print_repaired(&r, dry_run);
+            // A snapshot this user may not read was not looked at: the
+            // run did not do all it was asked.
+            let code = u8::from(r.damaged.iter().any(|d| d.refused));
             if dry_run {
-                return output::read_only(0, printed);
+                return output::read_only(code, printed);
             }
             let done = format!("{} snapshot(s) are repaired", r.repaired.len());
-            Ok(output::after_work(0, printed, &done))
+            Ok(output::after_work(code, printed, &done))
         }
     }
 }
@@ -888,6 +891,12 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
 /// Prints what `repair snapshots` did or would do.
 fn print_repaired(r: &repair::SnapshotsRepair, dry_run: bool) -> Result<()> {
     for d in &r.damaged {
+        if d.refused {
+            // Not damage: the advice to forget it would remove an intact
+            // snapshot.
+            outln!("left as it is: {}", d.warning("it was not looked at"))?;
+            continue;
+        }
         outln!(
             "damaged, left as it is: snapshot file snapshots/{} ({}); nothing in it \
                      can be read to repair, and `cairn forget {}` removes it",
