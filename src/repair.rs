@@ -451,10 +451,23 @@ fn copy_out(
         .max()
         .unwrap_or(0)
         .min(len);
-    let data = repo
+    let data = match repo
         .backend()
         .read_range(FileKind::Pack, &pack.to_hex(), 0, end as usize)
-        .map_err(|e| e.unless_store_unavailable("the old index tables are kept"))?;
+    {
+        Ok(data) => data,
+        // No pack's bytes at all (a symlink to a device or a FIFO in its
+        // place): nothing of it can be kept.
+        Err(err @ Error::Corrupt { .. }) => {
+            dropped.extend(entries.iter().map(|e| DroppedBlob {
+                blob: e.id,
+                pack,
+                reason: err.to_string(),
+            }));
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e.unless_store_unavailable("the old index tables are kept")),
+    };
     let mut copies = Vec::new();
     let mut w = pack::PackWriter::new(kind);
     let store = |w: pack::PackWriter, copies: &mut Vec<(PackId, Vec<PackEntry>)>| -> Result<()> {

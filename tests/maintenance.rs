@@ -2487,3 +2487,59 @@ fn verify_warns_of_an_unindexed_pack_whose_header_cannot_be_read() {
     assert_verify_ok(&repo);
     assert_restores(&repo, &saved);
 }
+
+/// An index table, or a pack, that is a symlink to a FIFO or a device
+/// holds no bytes of its own: `verify` names it and checks the rest,
+/// `repair index` rebuilds the index without it (the table) or drops
+/// what the old index placed in it (the pack, removed), as for any
+/// table or pack whose header cannot be read. (Until December 2026 both
+/// commands stopped at it: "a FIFO, not a regular file", exit 1, and
+/// nothing could mend the repository.)
+#[test]
+fn repair_index_mends_a_table_or_pack_that_is_a_symlink_to_no_file() {
+    let repo = packed_repo();
+    let src = source(&repo, 23);
+    let snap = backup_saved(&repo, &src, &[]);
+    let fifo = repo.scratch("fifo");
+    mkfifo(&fifo, 0o644);
+    let table = fs::read_dir(repo.path.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let table_name = table.file_name().unwrap().to_str().unwrap().to_string();
+    fs::remove_file(&table).unwrap();
+    std::os::unix::fs::symlink(&fifo, &table).unwrap();
+    let (code, _, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.stdout.contains(&table_name[..8]), "{out}");
+    assert!(out.stdout.contains("a FIFO, not a regular file"), "{out}");
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(fs::symlink_metadata(&table).is_err(), "{out}");
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &snap);
+
+    // A pack: its blobs are gone with it, and named.
+    let files = file_chunks(&repo, &snap.id);
+    let pack = index_map(&repo)[&files[&snap_path(&src, "victim.bin")][0]]
+        .pack
+        .clone();
+    let path = pack_files(&repo)[&pack].clone();
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    let out = repo.run(&["repair", "index"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("unreadable, removed: pack {}", &pack[..8])),
+        "{out}"
+    );
+    assert!(fs::symlink_metadata(&path).is_err(), "{out}");
+    assert!(
+        index_map(&repo).values().all(|l| l.pack != pack),
+        "the index still names the pack: {out}"
+    );
+    let (code, _, out) = verify_json(&repo, true);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.stdout.contains("victim.bin"), "{out}");
+}

@@ -146,6 +146,12 @@ impl IndexSet {
                     Ok(d) => d,
                     // Removed since the listing (compacted away): list again.
                     Err(e) if e.is_not_found() && attempts < 10 => continue 'list,
+                    // No table's bytes at all (a symlink to a FIFO or a
+                    // device in its place): as damaged as a bad header.
+                    Err(e @ Error::Corrupt { .. }) if lenient => {
+                        damaged.push((id, e));
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 match IndexTable::parse(id, data) {
