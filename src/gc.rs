@@ -843,12 +843,14 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<Vec
         while let Some(loc) = index.locate_kind_where(&e.id, kind, &|p| usable(p, &tried))? {
             tried.push(loc.pack);
             let what = format!("pack {}", loc.pack.short());
-            let sealed = backend.read_range(
-                FileKind::Pack,
-                &loc.pack.to_hex(),
-                u64::from(loc.offset),
-                loc.length as usize,
-            )?;
+            let sealed = backend
+                .read_range(
+                    FileKind::Pack,
+                    &loc.pack.to_hex(),
+                    u64::from(loc.offset),
+                    loc.length as usize,
+                )
+                .map_err(stopped_by_store)?;
             match crate::pack::open_blob_with(key, &e.id, &sealed, loc.raw_length, &what, |_| ()) {
                 Ok(()) if loc.raw_length == e.raw_length => return Ok(Some((sealed, loc.pack))),
                 Ok(()) | Err(Error::Corrupt { .. }) => {}
@@ -862,7 +864,9 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<Vec
         let taker = queue.taker();
         for (pack, (kind, entries)) in packs {
             taker.take();
-            let data = backend.read(FileKind::Pack, &pack.to_hex())?;
+            let data = backend
+                .read(FileKind::Pack, &pack.to_hex())
+                .map_err(stopped_by_store)?;
             let what = format!("pack {}", pack.short());
             // Nothing is deleted yet: a live blob that cannot be copied
             // stops gc, saying what to do about it.
@@ -1173,6 +1177,47 @@ mod tests {
             assert!(e.contains("gc stopped before deleting anything"), "{e}");
             assert!(!e.contains("damaged"), "{e}");
             assert!(!e.contains("forget"), "{e}");
+        }
+    }
+
+    /// A pack to repack that the store refuses to hand over (one this
+    /// user may not read) stops gc before it deletes anything, saying it
+    /// is no damage. (Until December 2026 the bare "Permission denied".)
+    #[test]
+    fn a_pack_to_repack_whose_read_is_refused_stops_gc_with_advice() {
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: Outage::default(),
+        });
+        let backend: Arc<dyn Backend> = store.clone();
+        half_garbage_on(&backend);
+        let repo = Repository::open(backend.clone(), b"pw").unwrap();
+        let opts = GcOptions {
+            max_unused: 0.0,
+            ..GcOptions::default()
+        };
+        let planned = plan(&repo, &opts).unwrap();
+        assert!(!planned.repack.is_empty(), "{planned:?}");
+        let packs_before = backend.list(FileKind::Pack).unwrap();
+        let lock = crate::repo::lock::acquire(
+            backend.clone(),
+            repo.key(),
+            true,
+            "gc",
+            std::time::Duration::ZERO,
+        )
+        .unwrap();
+        store
+            .hooks
+            .begin_refusing_for(planned.repack.iter().map(|p| p.to_hex()).collect());
+        let e = execute(&repo, &planned, &lock).unwrap_err().to_string();
+        assert!(e.contains("Permission denied"), "{e}");
+        assert!(e.contains("gc stopped before deleting anything"), "{e}");
+        assert!(e.contains("no permission"), "{e}");
+        store.hooks.end();
+        let packs_after = backend.list(FileKind::Pack).unwrap();
+        for p in &packs_before {
+            assert!(packs_after.contains(p), "pack {p} deleted");
         }
     }
 

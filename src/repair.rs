@@ -700,7 +700,9 @@ pub fn repair_snapshots(
             memo: &mut memo,
             dry_run,
         };
-        let (root, dropped) = rw.tree(&e.snapshot.tree, "")?;
+        let (root, dropped) = rw
+            .tree(&e.snapshot.tree, "")
+            .map_err(|e| e.unless_store_unavailable("no snapshot is repaired"))?;
         if dropped.is_empty() {
             continue;
         }

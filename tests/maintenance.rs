@@ -2543,3 +2543,76 @@ fn repair_index_mends_a_table_or_pack_that_is_a_symlink_to_no_file() {
     assert_eq!(code, 1, "{out}");
     assert!(out.stdout.contains("victim.bin"), "{out}");
 }
+
+/// An index table this user may not read stops the commands that need
+/// the index, with an error saying that is no damage and what to do: it
+/// was the bare "Permission denied" until December 2026.
+#[test]
+fn an_index_table_this_user_may_not_read_is_said_to_be_no_damage() {
+    if !is_root() {
+        panic!("this test runs commands as another user, which needs root");
+    }
+    let repo = packed_repo();
+    let src = source(&repo, 29);
+    let snap = backup_saved(&repo, &src, &[]);
+    let root = repo.run(&["cat", "snapshot", &snap.id]).success().json()["tree"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tree_pack = pack_files(&repo)[&index_map(&repo)[&root].pack].clone();
+    let ok = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{NOBODY}:{NOBODY}"))
+        .arg(repo.dir.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let table = fs::read_dir(repo.path.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .next()
+        .unwrap();
+    let name = table.file_name().unwrap().to_str().unwrap().to_string();
+    std::os::unix::fs::chown(&table, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&table, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    for args in [
+        &["ls", "latest"][..],
+        &["verify"],
+        &["gc", "--dry-run"],
+        &["repair", "snapshots", "--dry-run"],
+    ] {
+        let mut c = repo.cmd(args);
+        as_nobody(&mut c);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "index table {} cannot be read: the store refused a read (no permission), \
+                 which is not damage; run it as a user who may read the whole repository",
+                &name[..8]
+            )),
+            "{args:?}: {out}"
+        );
+        assert!(!out.stderr.contains("damaged"), "{args:?}: {out}");
+    }
+    // So does a tree's pack, to `repair snapshots`.
+    std::os::unix::fs::chown(&table, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&tree_pack, Some(0), Some(0)).unwrap();
+    fs::set_permissions(
+        &tree_pack,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut c = repo.cmd(&["repair", "snapshots"]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "no snapshot is repaired: the store refused a read (no permission), which is not \
+             damage"
+        ),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("damaged"), "{out}");
+}

@@ -151,6 +151,13 @@ impl Outage {
         self.begin();
     }
 
+    /// From now on every read of the packs named is refused (no
+    /// permission), none others.
+    pub fn begin_refusing_for(&self, packs: Vec<String>) {
+        self.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.begin_for(packs);
+    }
+
     /// From now on every read of the packs named finds no such pack,
     /// though the listing still names them (a store whose listing and
     /// reads disagree).

@@ -152,6 +152,10 @@ impl IndexSet {
                         damaged.push((id, e));
                         continue;
                     }
+                    Err(e) if e.is_read_refused() => {
+                        let what = format!("index table {} cannot be read", id.short());
+                        return Err(e.unless_store_unavailable(&what));
+                    }
                     Err(e) => return Err(e),
                 };
                 match IndexTable::parse(id, data) {
