@@ -58,6 +58,9 @@ pub struct IndexRepair {
     pub written_tables: usize,
     /// Old index tables removed.
     pub removed_tables: usize,
+    /// Of the tables written, those the old index held already, byte for
+    /// byte (a table's name is its content's hash): kept as they were.
+    pub unchanged_tables: usize,
     /// Damaged copies left out of the index (with `read_data`), by pack.
     pub dropped: Vec<DroppedBlob>,
     /// How many of `dropped` are of a blob with an intact copy indexed in
@@ -83,8 +86,11 @@ pub struct IndexRepair {
 pub struct RewrittenPack {
     /// The pack removed.
     pub pack: PackId,
-    /// Why its header could not be read.
+    /// Why it was written again: its header could not be read, or
+    /// (`misnamed`) its content does not match its name.
     pub reason: String,
+    /// Whether it was intact, under another name than its content's.
+    pub misnamed: bool,
     /// Blobs copied out of it.
     pub blobs: usize,
     /// The packs they were copied into.
@@ -115,12 +121,9 @@ pub fn repair_index(
 /// leniently first, as the repair reads the old tables: one that cannot
 /// be parsed may be what the repair is run for, and the pack reader
 /// consults the index for packs whose header is damaged.
-fn damaged_copies(
-    repo: &Repository,
-    opts: &RepairIndexOptions,
-) -> Result<HashMap<(BlobId, PackId), String>> {
+fn damaged_copies(repo: &Repository, opts: &RepairIndexOptions) -> Result<crate::verify::BadBlobs> {
     if !opts.read_data {
-        return Ok(HashMap::new());
+        return Ok(crate::verify::BadBlobs::default());
     }
     repo.index_lenient()?;
     every_bad_blob(repo, opts.workers)
@@ -132,7 +135,7 @@ fn damaged_copies(
 /// a repair would keep them indexed, or the snapshots using them as they
 /// are, while reporting none (`repair snapshots --read-data` did, until
 /// December 2026).
-fn every_bad_blob(repo: &Repository, workers: usize) -> Result<HashMap<(BlobId, PackId), String>> {
+fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::BadBlobs> {
     let found = crate::verify::bad_blobs(repo, workers)
         .map_err(|e| e.unless_store_unavailable("nothing is changed"))?;
     if let Some((pack, e)) = found.unread.first() {
@@ -141,7 +144,7 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<HashMap<(BlobId, 
             pack.short()
         )));
     }
-    Ok(found.bad)
+    Ok(found)
 }
 
 /// `entries` of `pack` without the copies in `bad`, which are added to
@@ -194,7 +197,7 @@ fn repair_index_in_tables_of(
             out.not_placed.push((place, home));
         }
     }
-    let bad = damaged_copies(repo, opts)?;
+    let crate::verify::BadBlobs { bad, misnamed, .. } = damaged_copies(repo, opts)?;
     let mut builder = IndexBuilder::default();
     let mut written: Vec<String> = Vec::new();
     let old: Vec<String> = backend.list(FileKind::Index)?;
@@ -274,6 +277,29 @@ fn repair_index_in_tables_of(
         let id = PackId::from_hex(name)?;
         let what = format!("pack {}", id.short());
         match pack::read_header(backend, name, *len, repo.key(), &what) {
+            // Intact under another name than its content's (renamed by
+            // hand, or swapped with another pack): its blobs are copied
+            // into a pack named by its content, and it goes, so that
+            // `verify --read-data` finds every pack as named. Until
+            // December 2026 it failed on such a pack at every run.
+            Ok(h) if misnamed.contains(&id) => {
+                let copies =
+                    copy_out(repo, lock, (id, *len), h.kind, &h.entries, &mut out.dropped)?;
+                let blobs = copies.iter().map(|(_, e)| e.len()).sum();
+                for (copy, entries) in &copies {
+                    builder.add_pack(*copy, h.kind, entries);
+                }
+                out.blobs += blobs;
+                out.packs += copies.len();
+                out.rewritten.push(RewrittenPack {
+                    pack: id,
+                    reason: format!("{what}: its content does not match its name"),
+                    misnamed: true,
+                    blobs,
+                    into: copies.iter().map(|(copy, _)| *copy).collect(),
+                });
+                superseded.push(id);
+            }
             Ok(h) => {
                 let entries = without_damaged(id, h.entries, &bad, &mut out.dropped);
                 held.extend(
@@ -350,6 +376,7 @@ fn repair_index_in_tables_of(
                 out.rewritten.push(RewrittenPack {
                     pack: *id,
                     reason: why.clone(),
+                    misnamed: false,
                     blobs,
                     into: copies.iter().map(|(copy, _)| *copy).collect(),
                 });
@@ -400,6 +427,7 @@ fn repair_index_in_tables_of(
         write(builder, &mut written)?;
     }
     out.written_tables = written.len();
+    out.unchanged_tables = written.iter().filter(|n| old.contains(n)).count();
     out.dropped.sort_by_key(|d| (d.pack, d.blob));
     out.dropped_held_elsewhere = out
         .dropped
@@ -640,7 +668,7 @@ pub fn repair_snapshots(
         }
     }
     let bad = if opts.read_data {
-        every_bad_blob(repo, opts.workers)?
+        every_bad_blob(repo, opts.workers)?.bad
     } else {
         HashMap::new()
     };

@@ -791,6 +791,16 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 }
                 for p in &r.rewritten {
                     let into: Vec<String> = p.into.iter().map(|c| c.short()).collect();
+                    if p.misnamed {
+                        outln!(
+                            "misnamed, written again: {}; its {} blob(s) were copied into \
+                             pack {}, and it was removed",
+                            p.reason,
+                            p.blobs,
+                            into.join(", ")
+                        )?;
+                        continue;
+                    }
                     if into.is_empty() {
                         outln!(
                             "unreadable, removed: {}; nothing the old index places in it \
@@ -818,13 +828,22 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                         d.reason
                     )?;
                 }
-                outln!(
-                    "indexed {} blobs in {} packs; replaced {} index table(s) with {}",
-                    r.blobs,
-                    r.packs,
-                    r.removed_tables,
-                    r.written_tables
-                )?;
+                let tables = if r.removed_tables == 0 && r.unchanged_tables == r.written_tables {
+                    format!(
+                        "the {} index table(s) already held just that, and are kept as they were",
+                        r.written_tables
+                    )
+                } else {
+                    let unchanged = match r.unchanged_tables {
+                        0 => String::new(),
+                        n => format!(" ({n} of them as they were)"),
+                    };
+                    format!(
+                        "replaced {} index table(s) with {}{unchanged}",
+                        r.removed_tables, r.written_tables
+                    )
+                };
+                outln!("indexed {} blobs in {} packs; {tables}", r.blobs, r.packs)?;
                 if r.dropped_held_elsewhere > 0 {
                     outln!(
                         "{} damaged cop{} dropped {} of blobs with an intact copy indexed in \

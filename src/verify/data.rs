@@ -13,6 +13,10 @@ pub struct BadBlobs {
     /// Packs whose read failed (a timeout after every retry, a refused
     /// read), with the error: none of their blobs was checked.
     pub unread: Vec<(PackId, String)>,
+    /// Packs whose content does not match their name though their header
+    /// and every blob in them authenticate (renamed by hand, or their
+    /// contents swapped): intact, under another name.
+    pub misnamed: Vec<PackId>,
 }
 
 /// Reads every pack, as `verify --read-data` does, and returns what it
@@ -30,6 +34,7 @@ pub fn bad_blobs(repo: &Repository, workers: usize) -> Result<BadBlobs> {
     Ok(BadBlobs {
         bad: read.bad,
         unread: read.unread,
+        misnamed: read.misnamed,
     })
 }
 
@@ -39,6 +44,8 @@ pub(super) struct PacksRead {
     pub bad: HashMap<(BlobId, PackId), String>,
     /// Packs that could not be read, with the error.
     pub unread: Vec<(PackId, String)>,
+    /// Packs intact under another name (see [`BadBlobs::misnamed`]).
+    pub misnamed: Vec<PackId>,
 }
 
 /// What mends a damaged copy of a blob that an index entry names.
@@ -82,6 +89,7 @@ pub(super) fn read_packs(
     let errors: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let warnings: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let unread: Mutex<Vec<(PackId, String)>> = Mutex::new(Vec::new());
+    let misnamed_packs: Mutex<Vec<PackId>> = Mutex::new(Vec::new());
     // A store that does not answer (a transient error, retries spent)
     // ends the reading: every pack after would wait for it in turn, and
     // none of them is damaged for it.
@@ -247,7 +255,23 @@ pub(super) fn read_packs(
                             && !local_bad.is_empty()
                             && local_bad.iter().all(|(id, _)| !named(id)))
                             || (!header_read && placed == 0);
-                        let (list, message) = if unread_only && !header_read {
+                        // Every blob opens: the pack is intact, under
+                        // another name than its content's.
+                        let intact = header_read && local_bad.is_empty();
+                        if intact {
+                            if let Ok(mut m) = misnamed_packs.lock() {
+                                m.push(*pack_id);
+                            }
+                        }
+                        let (list, message) = if intact {
+                            (
+                                &errors,
+                                "content does not match its name, though its header and every \
+                                 blob in it authenticate (renamed, or its content swapped with \
+                                 another pack's?); `cairn repair index --read-data` copies its \
+                                 blobs into a pack named by its content, and removes it",
+                            )
+                        } else if unread_only && !header_read {
                             (
                                 &warnings,
                                 "content does not match its name: no index entry names a \
@@ -310,6 +334,7 @@ pub(super) fn read_packs(
     Ok(PacksRead {
         bad: bad.into_inner().unwrap_or_default(),
         unread: unread.into_inner().unwrap_or_default(),
+        misnamed: misnamed_packs.into_inner().unwrap_or_default(),
     })
 }
 
