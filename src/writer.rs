@@ -78,6 +78,14 @@ impl Seen {
     }
 }
 
+/// What [`BlobWriter::parent_chunks`] found of a parent's chunks.
+pub enum ParentChunks {
+    /// All held; their plain length together, where the index gives each.
+    Held { length: Option<u64> },
+    /// The first the repository lacks.
+    Missing(BlobId),
+}
+
 /// Counts of what a writer stored.
 #[derive(Clone, Debug, Default)]
 pub struct WriteStats {
@@ -269,18 +277,38 @@ impl<'r> BlobWriter<'r> {
         Ok((true, self.pack_claimed(kind, id, plaintext)?))
     }
 
-    /// The first of `ids` that is neither in the repository (as the index
-    /// says) nor stored or being stored by this writer: a backup asks
-    /// this of the chunks an unchanged file keeps from its parent, which
-    /// `repair index` may have dropped (their pack lost) since the parent
-    /// was written. `None` when all are there.
-    pub fn first_missing(&self, kind: BlobKind, ids: &[BlobId]) -> Result<Option<BlobId>> {
+    /// Whether the repository holds the chunks `ids` (as the index says,
+    /// or as this writer stores them), and how many plain bytes they hold
+    /// together as the index gives them: a backup asks this of the chunks
+    /// an unchanged file keeps from its parent, which `repair index` may
+    /// have dropped (their pack lost) since the parent was written, or
+    /// which may not add up to the size the parent's entry gives (a
+    /// damaged or forged parent tree).
+    pub fn parent_chunks(&self, ids: &[BlobId]) -> Result<ParentChunks> {
+        let mut length = Some(0u64);
         for id in ids {
-            if !self.indexed(kind, id)? && !self.seen()?.contains(id) {
-                return Ok(Some(*id));
+            match self.indexed_length(id)? {
+                Some(n) => length = length.map(|l| l + n),
+                // Being stored by this writer (another file holds it):
+                // held, its length not known here.
+                None if self.seen()?.contains(id) => length = None,
+                None => return Ok(ParentChunks::Missing(*id)),
             }
         }
-        Ok(None)
+        Ok(ParentChunks::Held { length })
+    }
+
+    /// The plain length the index gives chunk `id`, in a pack not known
+    /// lost; `None` if it is not indexed as a chunk.
+    fn indexed_length(&self, id: &BlobId) -> Result<Option<u64>> {
+        let index = self.index()?;
+        let found = if self.any_lost.load(std::sync::atomic::Ordering::Acquire) {
+            let lost = self.lost.lock().map_err(|_| panicked())?;
+            index.locate_own_kind_where(id, BlobKind::Data, &|p| !lost.contains(p))?
+        } else {
+            index.locate_own_kind_where(id, BlobKind::Data, &|_| true)?
+        };
+        Ok(found.map(|loc| u64::from(loc.raw_length)))
     }
 
     /// Whether the index holds `id` as a blob of `kind` in a pack not

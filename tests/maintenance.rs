@@ -17,8 +17,14 @@ use support_maint::*;
 /// Small files (one or two chunks each) and a larger one, in two folders.
 fn source(repo: &Repo, seed: u64) -> PathBuf {
     let src = repo.scratch("src");
+    fill_source(&src, seed);
+    src
+}
+
+/// The files of [`source`], in `src`.
+fn fill_source(src: &Path, seed: u64) {
     fill(
-        &src,
+        src,
         seed,
         &[
             ("a.bin", 150_000),
@@ -31,7 +37,6 @@ fn source(repo: &Repo, seed: u64) -> PathBuf {
             ("sub/f.txt", 5_000),
         ],
     );
-    src
 }
 
 /// The path a snapshot records for `rel` under `src`.
@@ -686,7 +691,13 @@ fn after_a_damaged_blob_repair_index_read_data_and_the_next_backup_store_the_con
 #[test]
 fn a_backup_whose_parent_trees_are_lost_stores_its_own_again() {
     let repo = packed_repo();
-    let src = source(&repo, 41);
+    // Not in the system's temporary folder: the snapshots' trees hold
+    // every folder above the source, and other tests' files come and go
+    // in that one, which would change the root tree between the two
+    // backups (this test alone uses this folder).
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let src = base.path().join("src");
+    fill_source(&src, 41);
     let first = backup_saved(&repo, &src, &[]);
     let tree = first.record["tree"].as_str().expect("tree").to_string();
     let pack = index_map(&repo)[&tree].pack.clone();

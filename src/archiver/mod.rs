@@ -646,6 +646,7 @@ fn backup_stream(
 mod tests {
     use super::*;
     use crate::backend::local::LocalBackend;
+    use crate::id::BlobId;
     use crate::repo::{InitOptions, KdfParams};
     use std::sync::Arc;
 
@@ -730,6 +731,107 @@ mod tests {
         assert_eq!(many, one);
         assert_eq!(reused, one);
         assert_eq!(summary.files_unmodified, 65, "{summary:?}");
+    }
+
+    /// `tree` written again with `f` applied to the node at `names` (a
+    /// path of names beneath it), and the trees above it; the new root.
+    fn with_node(
+        repo: &Repository,
+        writer: &BlobWriter<'_>,
+        tree: &BlobId,
+        names: &[&[u8]],
+        f: &dyn Fn(&mut Node),
+    ) -> BlobId {
+        let mut nodes: Vec<Node> = repo.dir_nodes(tree).unwrap().map(|n| n.unwrap()).collect();
+        let node = nodes.iter_mut().find(|n| n.name.0 == names[0]).unwrap();
+        match (&mut node.kind, names.len()) {
+            (_, 1) => f(node),
+            (NodeKind::Dir { subtree }, _) => {
+                *subtree = with_node(repo, writer, subtree, &names[1..], f);
+            }
+            _ => panic!("not a folder"),
+        }
+        writer
+            .add(BlobKind::Tree, &Tree::new(nodes).encode())
+            .unwrap()
+            .0
+    }
+
+    /// An unchanged file whose parent entry's chunks do not add up to its
+    /// size (a damaged or forged parent tree: here its last chunk gone)
+    /// is read again, with a warning, and the new snapshot restores it
+    /// whole. Until December 2026 the entry was kept, exit 0, and every
+    /// snapshot after was as unrestorable as the parent.
+    #[test]
+    fn a_parent_entry_whose_chunks_do_not_add_up_to_its_size_is_read_again() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let bytes: Vec<u8> = (0..6 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let file = src.join("f.bin");
+        std::fs::write(&file, &bytes).unwrap();
+        let repo = new_repo(&dir.path().join("repo"));
+        let opts = BackupOptions {
+            paths: vec![src.clone()],
+            kind: SnapshotKind::Incremental,
+            racy_window_ns: 0,
+            ..BackupOptions::default()
+        };
+        let first = backup(&repo, &opts, &mut std::io::empty(), &|_| ()).unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let chunks_of = |tree: &BlobId| {
+            let (mut dir, _) = repo.tree_at(tree, &path).unwrap();
+            match dir.next().unwrap().unwrap().kind {
+                NodeKind::File { chunks } => chunks,
+                _ => panic!("not a file"),
+            }
+        };
+        let whole = chunks_of(&first.snapshot.tree);
+        assert!(whole.len() > 1, "{} chunk(s)", whole.len());
+        let names: Vec<&[u8]> = file
+            .components()
+            .skip(1)
+            .map(|c| c.as_os_str().as_bytes())
+            .collect();
+        let writer = BlobWriter::new(&repo);
+        let root = with_node(&repo, &writer, &first.snapshot.tree, &names, &|n| {
+            if let NodeKind::File { chunks } = &mut n.kind {
+                chunks.pop();
+            }
+        });
+        writer.finish().unwrap();
+        let mut forged = first.snapshot.clone();
+        forged.tree = root;
+        forged.time_ns += 1;
+        let (forged_id, encoded) = forged.encode(repo.key());
+        repo.backend()
+            .write(FileKind::Snapshot, &forged_id.to_hex(), &encoded)
+            .unwrap();
+
+        let warned = std::sync::Mutex::new(Vec::new());
+        let warn = |w: &str| warned.lock().unwrap().push(w.to_string());
+        let second = backup(&repo, &opts, &mut std::io::empty(), &warn).unwrap();
+        assert_eq!(second.snapshot.parent, Some(forged_id));
+        assert_eq!(second.snapshot.summary.files_unmodified, 0);
+        let warned = warned.into_inner().unwrap();
+        assert!(
+            warned
+                .iter()
+                .any(|w| w.contains("do not add up to its size")
+                    && w.contains(&path)
+                    && w.contains(&format!("entry says {}", bytes.len()))),
+            "{warned:?}"
+        );
+        assert_eq!(chunks_of(&second.snapshot.tree), whole);
     }
 
     /// A tree that encodes as the parent snapshot's did is stored already

@@ -21,7 +21,7 @@ use crate::pack::BlobKind;
 use crate::repo::DirNodes;
 use crate::repo::Repository;
 use crate::tree::{Fill, Node, NodeKind, Parts, TreeEncoder, Xattr, LEFT_OUT_UNKNOWN};
-use crate::writer::{BlobWriter, SealQueue};
+use crate::writer::{BlobWriter, ParentChunks, SealQueue};
 
 /// The stack of a thread that walks a folder and all beneath it, a
 /// frame a level: a backup of a tree tens of thousands of folders deep
@@ -682,6 +682,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
             fatal: &fatal,
             spare: AtomicIsize::new(setup.workers as isize - 1),
             lost: Mutex::new((0, None)),
+            wrong_size: Mutex::new((0, None)),
             max_depth: walk_depth(),
         };
         let mut walker = Walker {
@@ -1152,6 +1153,9 @@ struct WalkShared<'a> {
     /// Unchanged files whose chunks the repository no longer holds (see
     /// [`WalkShared::parent_chunks_held`]): how many, and the first.
     lost: Mutex<(u64, Option<(PathBuf, BlobId)>)>,
+    /// Unchanged files whose parent entry's chunks do not add up to its
+    /// size: how many, and the first, with the two lengths.
+    wrong_size: Mutex<WrongSize>,
     /// How deep a folder may lie (in components of its absolute path) and
     /// be walked (see [`walk_depth`]), with the open-file limit it comes
     /// from, for the report.
@@ -1181,6 +1185,11 @@ fn walk_depth() -> (usize, u64) {
     (MAX_DEPTH.min(by_fds).max(16), limit)
 }
 
+/// How many unchanged files' parent entries held chunks that do not add
+/// up to their size, and the first: its path, the chunks' length and the
+/// entry's size.
+type WrongSize = (u64, Option<(PathBuf, u64, u64)>);
+
 impl WalkShared<'_> {
     /// Whether the repository still holds every chunk `path`, unchanged
     /// since the parent snapshot, would keep from it. A chunk `repair
@@ -1189,10 +1198,24 @@ impl WalkShared<'_> {
     /// restore the file, night after night, while the source still has
     /// it. Such a file is read again instead, which stores the content
     /// again under the same ids and so mends the older snapshots too.
-    fn parent_chunks_held(&self, path: &Path, chunks: &[BlobId]) -> bool {
-        match self.setup.writer.first_missing(BlobKind::Data, chunks) {
-            Ok(None) => true,
-            Ok(Some(id)) => {
+    ///
+    /// Nor is a file whose chunks do not add up to the size its parent
+    /// entry gives (a damaged or forged parent tree, which verify names):
+    /// until December 2026 the entry was kept, exit 0, and each snapshot
+    /// after was as unrestorable as the parent.
+    fn parent_chunks_held(&self, path: &Path, chunks: &[BlobId], size: u64) -> bool {
+        match self.setup.writer.parent_chunks(chunks) {
+            Ok(ParentChunks::Held { length }) if length.is_none_or(|l| l == size) => true,
+            Ok(ParentChunks::Held { length }) => {
+                if let Ok(mut wrong) = self.wrong_size.lock() {
+                    wrong.0 += 1;
+                    wrong
+                        .1
+                        .get_or_insert_with(|| (path.to_path_buf(), length.unwrap_or(0), size));
+                }
+                false
+            }
+            Ok(ParentChunks::Missing(id)) => {
                 if let Ok(mut lost) = self.lost.lock() {
                     lost.0 += 1;
                     lost.1.get_or_insert_with(|| (path.to_path_buf(), id));
@@ -1207,6 +1230,17 @@ impl WalkShared<'_> {
 
     /// Reports the files [`WalkShared::parent_chunks_held`] found.
     fn report_lost(&self) {
+        if let Ok(wrong) = self.wrong_size.lock() {
+            if let (n, Some((path, held, said))) = &*wrong {
+                (self.setup.repo_warn)(format!(
+                    "{n} unchanged file(s) had an entry in the parent snapshot whose chunks \
+                     do not add up to its size (first: {}, whose chunks hold {held} bytes, its \
+                     entry says {said}: a damaged parent tree, which `cairn verify` names): \
+                     read again and stored, so this snapshot is whole",
+                    path.display()
+                ));
+            }
+        }
         let Ok(lost) = self.lost.lock() else { return };
         if let (n, Some((path, id))) = &*lost {
             (self.setup.repo_warn)(format!(
@@ -1535,9 +1569,9 @@ impl<'a> Walker<'a> {
                             Some(Err(parent)) => (None, parent.as_deref().map(chunk_list_digest)),
                             None => (None, None),
                         };
-                        if let Some(chunks) =
-                            unchanged.filter(|chunks| self.shared.parent_chunks_held(&path, chunks))
-                        {
+                        if let Some(chunks) = unchanged.filter(|chunks| {
+                            self.shared.parent_chunks_held(&path, chunks, node.size)
+                        }) {
                             node.kind = NodeKind::File { chunks };
                             // Unchanged means the same ctime and inode, so
                             // the parent's attributes were taken above,

@@ -10,7 +10,8 @@ pub struct IndexSet {
     /// The tables whose MAC fails, once asked (see
     /// [`IndexSet::damaged_tables`]).
     damaged: std::sync::OnceLock<Vec<IndexId>>,
-    /// Calls of [`IndexSet::contains_kind`] for chunks and for trees, for
+    /// Calls of [`IndexSet::contains_kind`] and
+    /// [`IndexSet::locate_own_kind_where`] for chunks and for trees, for
     /// tests of what a backup looks up.
     #[cfg(test)]
     pub(crate) contains_calls: [std::sync::atomic::AtomicUsize; 2],
@@ -274,8 +275,23 @@ impl IndexSet {
         kind: BlobKind,
         usable: &dyn Fn(&PackId) -> bool,
     ) -> Result<bool> {
+        Ok(self.locate_own_kind_where(id, kind, usable)?.is_some())
+    }
+
+    /// Where `id` is indexed as a blob of `kind` in a pack `usable`
+    /// accepts, searching only the tables of `kind` (as
+    /// [`IndexSet::contains_kind_where`] does).
+    pub fn locate_own_kind_where(
+        &self,
+        id: &BlobId,
+        kind: BlobKind,
+        usable: &dyn Fn(&PackId) -> bool,
+    ) -> Result<Option<Location>> {
+        #[cfg(test)]
+        self.contains_calls[usize::from(kind == BlobKind::Tree)]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let own = self.tables.iter().filter(|t| t.holds(kind));
-        Ok(self.first_usable(id, own, usable)?.is_some())
+        self.first_usable(id, own, usable)
     }
 
     /// The first entry of `id` in `tables` whose pack `usable` accepts.
