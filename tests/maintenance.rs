@@ -1515,6 +1515,27 @@ fn repair_index_drops_the_entries_past_the_end_of_a_pack_cut_short() {
         .unwrap()
         .set_len(cut)
         .unwrap();
+    // A plain verify names the files that lost chunks past the cut, as
+    // `--read-data` does (until December 2026 it named none).
+    let lost: BTreeSet<String> = file_chunks(&repo, &first.id)
+        .into_iter()
+        .filter(|(_, cs)| {
+            cs.iter()
+                .any(|c| index[c].pack == pack && index[c].offset + index[c].length > cut)
+        })
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!lost.is_empty());
+    let (code, v, out) = verify_json(&repo, false);
+    assert_eq!(code, 1, "{out}");
+    let named: BTreeSet<String> = v["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(named, lost, "{out}");
+    assert!(out.stdout.contains("the pack was cut short"), "{out}");
 
     let out = repo.run(&["repair", "index"]).success();
     assert!(

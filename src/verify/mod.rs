@@ -449,6 +449,30 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             }
             Ok(Some(loc)) => loc,
         };
+        // An entry past its pack's end (a pack cut short) loses the chunk
+        // unless another copy lies whole in a pack present: the files
+        // using it are named, as `--read-data` would name them.
+        let whole = |p: &PackId, l: &crate::index::Location| {
+            packs
+                .get(p)
+                .is_some_and(|&size| u64::from(l.offset) + u64::from(l.length) <= size)
+        };
+        let loc = if whole(&loc.pack, &loc) {
+            loc
+        } else {
+            let cut = loc.pack;
+            let other = |p: &PackId| *p != cut && present(p);
+            match index.locate_kind_where(id, pack::BlobKind::Data, &other) {
+                Ok(Some(o)) if whole(&o.pack, &o) => o,
+                _ => {
+                    let why = format!(
+                        "it lies past the pack's end, at byte {}: the pack was cut short",
+                        packs[&cut]
+                    );
+                    return (Some(Fault::Bad(cut, why)), Some(u64::from(loc.raw_length)));
+                }
+            }
+        };
         // A damaged copy with an intact one elsewhere (a blob stored
         // twice) is read around by a restore: the damaged copy is
         // reported with its pack, the files using it are not damaged.
