@@ -555,4 +555,39 @@ fn verify_says_where_a_misplaced_pack_belongs() {
     );
     assert!(path.exists() && elsewhere.join(&id).exists(), "{out}");
     assert_restores(&repo, &saved);
+    fs::remove_file(elsewhere.join(&id)).unwrap();
+
+    // Directly in `packs/` (a copy that flattened the fan-out folders),
+    // and one folder deeper than its own: likewise.
+    let deeper = path.parent().unwrap().join("sub");
+    fs::create_dir_all(&deeper).unwrap();
+    let home_folder = path
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    for (place, shown) in [
+        (repo.path.join("packs").join(&id), format!("packs/{id}")),
+        (deeper.join(&id), format!("packs/{home_folder}/sub/{id}")),
+    ] {
+        fs::rename(&path, &place).unwrap();
+        let out = repo.run(&["verify"]);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stdout.contains(&format!(
+                "{shown}: a pack file in another folder than its name's"
+            )),
+            "{out}"
+        );
+        let out = repo.run(&["repair", "index"]).success();
+        assert!(
+            out.stdout.contains(&format!("moved {shown} to {home}")),
+            "{out}"
+        );
+        assert!(path.exists() && !place.exists(), "{out}");
+        assert_verify_ok(&repo);
+        assert_restores(&repo, &saved);
+    }
 }

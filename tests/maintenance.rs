@@ -2579,6 +2579,21 @@ fn repair_index_mends_a_table_or_pack_that_is_a_symlink_to_no_file() {
     let (code, _, out) = verify_json(&repo, true);
     assert_eq!(code, 1, "{out}");
     assert!(out.stdout.contains("victim.bin"), "{out}");
+
+    // Likewise with --read-data, which read every pack first and took
+    // one that is no file for one it could not read ("run it again").
+    let (pack, path) = pack_files(&repo).into_iter().next().unwrap();
+    assert!(index_map(&repo).values().any(|l| l.pack == pack));
+    fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+    let out = repo.run(&["repair", "index", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("a device, not a regular file"), "{out}");
+    assert!(fs::symlink_metadata(&path).is_err(), "{out}");
+    assert!(
+        index_map(&repo).values().all(|l| l.pack != pack),
+        "the index still names the pack: {out}"
+    );
 }
 
 /// An index table this user may not read stops the commands that need

@@ -138,6 +138,25 @@ pub(super) fn read_packs(
                             }
                             break;
                         }
+                        // No pack's bytes at all (a symlink to a device
+                        // or a FIFO in its place): every blob the index
+                        // places in it is lost, as in a pack cut to
+                        // nothing, not left unchecked.
+                        Err(e @ Error::Corrupt { .. }) => {
+                            if let Ok(mut v) = errors.lock() {
+                                v.push(problem(&what, e.to_string()));
+                            }
+                            let why = e.to_string();
+                            let placed = index.tables().iter().flat_map(|t| {
+                                (0..t.len()).filter_map(move |j| t.location_at(j).ok())
+                            });
+                            if let Ok(mut b) = bad.lock() {
+                                for (id, _) in placed.filter(|(_, l)| l.pack == *pack_id) {
+                                    b.insert((id, *pack_id), why.clone());
+                                }
+                            }
+                            continue;
+                        }
                         Err(e) => {
                             if let Ok(mut v) = errors.lock() {
                                 v.push(problem(&what, e.to_string()));

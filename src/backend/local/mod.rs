@@ -539,16 +539,29 @@ impl Backend for LocalBackend {
 
     fn misplaced_packs(&self) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
+        let home = |name: &str| format!("packs/{}/", &name[..2]);
+        // Directly in `packs/` (a copy that flattened the fan-out), and
+        // one folder deeper than a fan-out folder.
+        let top = self.root.join(FileKind::Pack.dir());
+        for name in read_names(&top, Entries::Files)? {
+            if crate::id::is_hex_name(&name) {
+                out.push((format!("packs/{name}"), home(&name)));
+            }
+        }
         for d in self.dirs(FileKind::Pack)? {
             let Some(folder) = d.file_name().and_then(|f| f.to_str()) else {
                 continue;
             };
             for name in read_names(&d, Entries::Files)? {
                 if crate::id::is_hex_name(&name) && !placed(FileKind::Pack, &d, &name) {
-                    out.push((
-                        format!("packs/{folder}/{name}"),
-                        format!("packs/{}/", &name[..2]),
-                    ));
+                    out.push((format!("packs/{folder}/{name}"), home(&name)));
+                }
+            }
+            for sub in read_names(&d, Entries::Folders)? {
+                for name in read_names(&d.join(&sub), Entries::Files)? {
+                    if crate::id::is_hex_name(&name) {
+                        out.push((format!("packs/{folder}/{sub}/{name}"), home(&name)));
+                    }
                 }
             }
         }
