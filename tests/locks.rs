@@ -1142,4 +1142,16 @@ fn a_user_who_may_not_write_is_told_so() {
     }
     let out = as_nobody(&["snapshots"]);
     assert_eq!(out.code, 0, "{out}");
+    // Dry runs read only, without a word about the space reserve, which
+    // they neither use nor may set aside.
+    for args in [
+        &["gc", "--dry-run"][..],
+        &["forget", "--keep-last", "1", "--gc", "--dry-run"],
+        &["repair", "snapshots", "--dry-run"],
+        &["upgrade", "--dry-run"],
+    ] {
+        let out = as_nobody(args);
+        assert_eq!(out.code, 0, "{args:?}: {out}");
+        assert!(!out.stderr.contains("reserve"), "{args:?}: {out}");
+    }
 }

@@ -212,7 +212,7 @@ pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {
     // Its exclusive lock gives the space reserve back on a nearly full
     // disk: set aside again after, as gc does (until December 2026 it
     // stayed gone until the next backup).
-    super::keeping_reserve(&repo, || upgrade_command(ctx, &repo, &a))
+    super::keeping_reserve(&repo, a.dry_run, || upgrade_command(ctx, &repo, &a))
 }
 
 fn upgrade_command(ctx: &Context, repo: &crate::repo::Repository, a: &UpgradeArgs) -> Result<u8> {

@@ -334,7 +334,7 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) -> Result<()> {
 
 pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
     let repo = ctx.open()?;
-    super::keeping_reserve(&repo, || gc_command(ctx, &repo, &a))
+    super::keeping_reserve(&repo, a.dry_run, || gc_command(ctx, &repo, &a))
 }
 
 fn gc_command(ctx: &Context, repo: &Repository, a: &GcArgs) -> Result<u8> {
@@ -486,7 +486,9 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
         crate::snapshot::check_spec(spec)?;
     }
     let repo = ctx.open()?;
-    super::keeping_reserve(&repo, || forget_command(ctx, &repo, &a, &policy, &group_by))
+    super::keeping_reserve(&repo, a.dry_run, || {
+        forget_command(ctx, &repo, &a, &policy, &group_by)
+    })
 }
 
 /// `filter` as the options that give it (`--host web --tag daily`).
@@ -746,7 +748,8 @@ enum RepairWhat {
 
 pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
     let repo = ctx.open_uncached()?;
-    super::keeping_reserve(&repo, || repair_command(ctx, &repo, a))
+    let dry_run = matches!(a.what, RepairWhat::Snapshots { dry_run: true, .. });
+    super::keeping_reserve(&repo, dry_run, || repair_command(ctx, &repo, a))
 }
 
 fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8> {

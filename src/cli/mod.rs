@@ -683,7 +683,17 @@ fn snapshot_path(path: &[u8]) -> OsString {
 /// repository (forget, gc, repair, verify), then tops the space reserve
 /// up again whatever the outcome, saying so where the room is not there
 /// (see [`crate::repo::space`]). Its lock comes from [`lock_repo`].
-fn keeping_reserve<T>(repo: &Repository, command: impl FnOnce() -> Result<T>) -> Result<T> {
+fn keeping_reserve<T>(
+    repo: &Repository,
+    dry_run: bool,
+    command: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    // A dry run writes nothing, takes no exclusive lock, so gives no
+    // reserve back; on a repository it may not write (read-only, another
+    // user's) a top-up would only warn that it cannot.
+    if dry_run {
+        return command();
+    }
     let outcome = command().map_err(|e| {
         // A report written to a full disk says so, and no more: the
         // repository's filesystem may have room to spare.
