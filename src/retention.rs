@@ -198,11 +198,29 @@ type GroupFields = (
     Option<Vec<String>>,
 );
 
+/// The values a group's snapshots share, each of those it is grouped by.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupedBy {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
 /// The decisions for one group of snapshots.
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupDecisions {
     /// The group's key, as [`GroupBy::key`] shows it.
     pub group: String,
+    /// What the group is grouped by, each field apart (none for the
+    /// snapshots `forget` is given by id): for JSON, whose readers
+    /// should not parse the key.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub by: Option<GroupedBy>,
     /// Its snapshots, newest first.
     pub snapshots: Vec<Decision>,
     /// Whether the policy's own rules keep one of them: not so when only
@@ -245,8 +263,15 @@ pub fn plan_in<Tz: TimeZone>(
         .into_values()
         .map(|members| {
             let snapshots = apply_in(policy, &members, tz);
+            let (set, host, paths, tags) = group_by.fields(members[0]);
             GroupDecisions {
                 group: group_by.key(members[0]),
+                by: Some(GroupedBy {
+                    set,
+                    host,
+                    paths,
+                    tags,
+                }),
                 kept_by_policy: snapshots.iter().any(|d| d.keep),
                 snapshots,
             }
@@ -386,24 +411,35 @@ impl GroupBy {
         )
     }
 
-    /// The group key of a snapshot, as shown to users.
+    /// The group key of a snapshot, as shown to users. A value that
+    /// holds a comma or a quote, or is empty, is quoted, so that two
+    /// groups never show alike (a set named `a, host b` of host `c`, and
+    /// set `a` of host `b, host c`, say).
     pub fn key(&self, e: &SnapshotEntry) -> String {
         let s = &e.snapshot;
+        let shown = |v: &str| -> String {
+            if v.is_empty() || v.contains([',', '"']) || v.trim() != v {
+                format!("{v:?}")
+            } else {
+                v.to_string()
+            }
+        };
+        let list = |vs: &[String]| vs.iter().map(|v| shown(v)).collect::<Vec<_>>().join(",");
         let mut parts = Vec::new();
         if self.set {
-            parts.push(format!("set {}", s.set));
+            parts.push(format!("set {}", shown(&s.set)));
         }
         if self.host {
-            parts.push(format!("host {}", s.host));
+            parts.push(format!("host {}", shown(&s.host)));
         }
         if self.paths {
-            parts.push(format!("paths {}", s.paths.join(",")));
+            parts.push(format!("paths {}", list(&s.paths)));
         }
         if self.tags {
             let mut t = s.tags.clone();
             t.sort();
             t.dedup();
-            parts.push(format!("tags {}", t.join(",")));
+            parts.push(format!("tags {}", list(&t)));
         }
         if parts.is_empty() {
             "all snapshots".into()

@@ -8,7 +8,7 @@ mod support_maint;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use support_maint::*;
@@ -533,4 +533,58 @@ fn forget_gc_takes_max_unused() {
     let out = repo.run(&["forget", "--keep-last", "1", "--max-unused", "5%"]);
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("--gc"), "{out}");
+}
+
+/// Two groups never show alike, though their values hold the commas
+/// and words the label joins them with: such a value is quoted, and the
+/// JSON gives each group's set, host and paths apart. (Until December
+/// 2026 the groups below printed as two pairs of identical labels.)
+#[test]
+fn groups_whose_values_hold_commas_show_apart() {
+    let repo = Repo::new();
+    let base = repo.scratch("b");
+    let (p, q) = (base.join("p"), base.join("q"));
+    // One folder whose path is the two paths joined by a comma.
+    let joined = PathBuf::from(format!("{},{}", p.display(), q.display()));
+    for (dir, seed) in [(&p, 1), (&q, 2), (&joined, 3)] {
+        fill(dir, seed, &[("f", 1_000)]);
+    }
+    let at = |day: u32| format!("2025-01-0{day}T00:00:00Z");
+    repo.backup(&[&p, &q], &["--set", "S", "--time", &at(1)]);
+    repo.backup(&[&joined], &["--set", "S", "--time", &at(2)]);
+    repo.backup(
+        &[&p],
+        &["--set", "a, host b", "--host", "c", "--time", &at(3)],
+    );
+    repo.backup(
+        &[&p],
+        &["--set", "a", "--host", "b, host c", "--time", &at(4)],
+    );
+    let out = run_utc(
+        &repo,
+        &["forget", "--keep-last", "1", "--dry-run", "--json"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    let groups = out.json();
+    let groups = groups.as_array().unwrap();
+    assert_eq!(groups.len(), 4, "{out}");
+    let labels: BTreeSet<&str> = groups
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 4, "{out}");
+    let fields: BTreeSet<String> = groups
+        .iter()
+        .map(|g| format!("{}|{}|{}", g["set"], g["host"], g["paths"]))
+        .collect();
+    assert_eq!(fields.len(), 4, "{out}");
+    let text = run_utc(&repo, &["forget", "--keep-last", "1", "--dry-run"]);
+    for label in [
+        format!("set \"a, host b\", host c, paths {}", p.display()),
+        format!("set a, host \"b, host c\", paths {}", p.display()),
+        format!("paths {},{}", p.display(), q.display()),
+        format!("paths \"{}\"", joined.display()),
+    ] {
+        assert!(text.stdout.contains(&label), "{label}: {text}");
+    }
 }

@@ -415,8 +415,10 @@ pub struct ForgetArgs {
     /// Show the decisions without removing anything.
     #[arg(long)]
     dry_run: bool,
-    /// Decisions as JSON: an array of groups; with --gc, one object
-    /// `{"forget": [groups], "gc": plan}` (`"gc": null` with --dry-run).
+    /// Decisions as JSON: an array of groups (each with its label in
+    /// `group`, and the `set`, `host`, `paths` and `tags` it is grouped
+    /// by); with --gc, one object `{"forget": [groups], "gc": plan}`
+    /// (`"gc": null` with --dry-run).
     #[arg(long)]
     json: bool,
     /// Run gc afterwards.
@@ -589,6 +591,7 @@ fn forget_command(
         }
         vec![GroupDecisions {
             group: "named snapshots".into(),
+            by: None,
             snapshots: named,
             kept_by_policy: false,
         }]
