@@ -557,6 +557,11 @@ fn trees_restore_refuses_are_damage_to_verify_and_repair() {
         );
         let out = repo.run(&["verify"]);
         assert_eq!(out.code, 1, "{what}: the original is still damaged: {out}");
+        // The blob named is the tree holding the entry, and said to be.
+        assert!(
+            out.stdout.contains(&format!("{path}: tree ")),
+            "{what}: {out}"
+        );
         repo.run(&["forget", &id]).success();
         let out = repo.run(&["verify", "--read-data"]);
         assert_eq!(out.code, 0, "{what}: the repaired copy: {out}");

@@ -120,9 +120,10 @@ fn print_verify(
         }
         for d in &report.damaged {
             outln!(
-                "damaged: snapshot {} {}: blob {} {}",
+                "damaged: snapshot {} {}: {} {} {}",
                 d.snapshot.short(),
                 output::escape_controls(&d.path),
+                if d.tree { "tree" } else { "blob" },
                 d.blob.short(),
                 d.reason
             )?;

@@ -88,8 +88,12 @@ pub struct Damage {
     pub snapshot: SnapshotId,
     /// Absolute path inside the snapshot.
     pub path: String,
-    /// The blob that is missing or bad.
+    /// The blob that is missing or bad: a chunk, or (`tree`) the tree
+    /// that cannot be read or whose entry is wrong.
     pub blob: BlobId,
+    /// Whether `blob` is a tree.
+    #[serde(skip)]
+    pub tree: bool,
     /// The pack that should hold it, when known.
     pub pack: Option<PackId>,
     /// Why it cannot be read.
@@ -738,6 +742,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>
                     snapshot: a.snapshot,
                     path: shown(path),
                     blob: *id,
+                    tree: true,
                     pack: None,
                     reason: format!("directory unreadable past some entries: {why}"),
                 });
@@ -750,6 +755,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>
                 snapshot: a.snapshot,
                 path: shown(path),
                 blob: *id,
+                tree: true,
                 pack: f.as_ref().and_then(Fault::pack),
                 reason: format!("directory unreadable: {e}"),
             });
@@ -766,6 +772,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>
                         snapshot: a.snapshot,
                         path: p,
                         blob: *c,
+                        tree: false,
                         pack: f.pack(),
                         reason: f.reason(),
                     });
@@ -779,10 +786,11 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>
                         snapshot: a.snapshot,
                         path: p,
                         blob: *id,
+                        tree: true,
                         pack: None,
                         reason: format!(
-                            "its chunks hold {held} bytes, its entry says {}: a restore \
-                             cannot write it",
+                            "a file's entry there: its chunks hold {held} bytes, its entry \
+                             says {}: a restore cannot write it",
                             node.size
                         ),
                     });
