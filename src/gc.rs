@@ -874,8 +874,10 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<Vec
                 error: Box::new(e),
                 advice: "gc stopped while repacking, before deleting anything: a live blob \
                          cannot be read where the index puts it; `cairn repair index \
-                         --read-data` drops damaged copies from the index, then `cairn \
-                         repair snapshots` and gc"
+                         --read-data` drops damaged copies from the index, then a backup \
+                         stores again what the sources still have, `cairn repair snapshots` \
+                         writes copies of the snapshots without what they do not, and gc \
+                         can run"
                     .into(),
             };
             for e in entries {
