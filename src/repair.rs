@@ -884,6 +884,12 @@ impl Rewriter<'_, '_> {
         let mut kept = Vec::with_capacity(parts.len());
         let mut dropped = Dropped::default();
         let mut last: Option<Vec<u8>> = None;
+        // The entries kept so far, by name, each with its encoding's hash:
+        // one repeated whole in a later part (a part listed twice, say)
+        // loses nothing, and is not counted as left out, which would stop
+        // a mirror of the copy pruning the folder.
+        let mut kept_names: HashMap<Vec<u8>, blake3::Hash> = HashMap::new();
+        let digest = |node: &Node| blake3::hash(&Tree::new(vec![node.clone()]).encode());
         for part in parts {
             let nodes = match self.repo.load_tree_blob(part) {
                 Ok(TreeBlob::Nodes(tree)) => tree.into_nodes().collect::<Result<Vec<Node>>>()?,
@@ -911,6 +917,14 @@ impl Rewriter<'_, '_> {
             let mut in_order = Vec::with_capacity(read);
             for node in nodes {
                 if last.as_ref().is_some_and(|l| node.name.0 <= *l) {
+                    if kept_names.get(&node.name.0) == Some(&digest(&node)) {
+                        dropped.paths.push(format!(
+                            "/{} (repeated in a later part: the first is kept, and nothing \
+                             is lost)",
+                            node.name
+                        ));
+                        continue;
+                    }
                     let why = format!(
                         "/{} (named again, or out of order, in a later part)",
                         node.name
@@ -919,6 +933,7 @@ impl Rewriter<'_, '_> {
                     continue;
                 }
                 last = Some(node.name.0.clone());
+                kept_names.insert(node.name.0.clone(), digest(&node));
                 in_order.push(node);
             }
             let ordered = in_order.len() == read;

@@ -452,6 +452,49 @@ fn tree_with_escaping_names_is_refused_and_nothing_escapes() {
     assert!(out.stderr.contains("../x"), "{out}");
 }
 
+/// A directory in parts that lists one part twice repeats every entry
+/// of it: `repair snapshots` drops the repeats, saying nothing is lost,
+/// and does not count them as left out, so that a mirror of the copy
+/// prunes the folder as any other. (Until December 2026 each repeat was
+/// counted lost, and a mirror of the copy left what the target held
+/// there, not in the snapshot, with a warning.)
+#[test]
+fn a_part_listed_twice_is_repaired_without_counting_its_repeats_lost() {
+    let repo = Repo::new();
+    let id = craft_snapshot(&repo, |w, d| {
+        let part = Tree::new(vec![
+            node(b"a", NodeKind::File { chunks: vec![d] }, 8),
+            node(b"b", NodeKind::File { chunks: vec![d] }, 8),
+        ]);
+        let (part, _) = w.add(BlobKind::Tree, &part.encode()).unwrap();
+        let (big, _) = w
+            .add(BlobKind::Tree, &cairn::tree::Parts::encode(&[part, part]))
+            .unwrap();
+        Tree::new(vec![node(b"big", NodeKind::Dir { subtree: big }, 0)])
+    });
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    let out = repo.run(&["repair", "snapshots"]).success();
+    assert!(out.stdout.contains("1 snapshot(s) repaired"), "{out}");
+    for name in ["a", "b"] {
+        assert!(
+            out.stdout.contains(&format!(
+                "/big/{name} (repeated in a later part: the first is kept, and nothing is lost)"
+            )),
+            "{out}"
+        );
+    }
+    repo.run(&["forget", &id]).success();
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+    let target = repo.scratch("target");
+    write(&target.join("big/extra"), "not in the snapshot");
+    let out = repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert!(!target.join("big/extra").exists(), "{out}");
+    assert_eq!(fs::read(target.join("big/a")).unwrap(), b"escaped!");
+    assert_eq!(fs::read(target.join("big/b")).unwrap(), b"escaped!");
+}
+
 /// Trees each sound on its own that a restore still cannot restore whole:
 /// a directory in parts whose parts repeat a name (here a symlink out of
 /// the target, then a folder of the same name), one whose part is itself
