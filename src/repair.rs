@@ -69,6 +69,10 @@ pub struct IndexRepair {
     /// Packs the old index (its tables that authenticate) named that are
     /// not in the repository: their blobs are no longer indexed.
     pub missing_packs: Vec<PackId>,
+    /// Of the blobs the old index placed in `missing_packs`, those no
+    /// pack read holds (none where a pack was only renamed, or its blobs
+    /// stored again elsewhere).
+    pub missing_blobs_lost: usize,
     /// Packs found in another fan-out folder than their name's (moved by
     /// hand), which every command passes over: each moved home, as (its
     /// place, its folder), or left where a file of its name is home.
@@ -267,6 +271,20 @@ fn repair_index_in_tables_of(
             }
         }
     }
+    // The blobs they held, found again as the headers are read below (a
+    // pack renamed, or its blobs stored again): those not found are what
+    // the repository lost with them.
+    let mut missing_blobs: HashSet<BlobId> = HashSet::new();
+    if !missing.is_empty() {
+        for t in &trusted {
+            for i in 0..t.len() {
+                let (id, loc) = t.location_at(i)?;
+                if missing.contains(&loc.pack) {
+                    missing_blobs.insert(id);
+                }
+            }
+        }
+    }
     out.missing_packs = missing.into_iter().collect();
     // Blobs found damaged somewhere, and those of them indexed intact in
     // another pack: a few, not the repository's blobs.
@@ -276,7 +294,13 @@ fn repair_index_in_tables_of(
     for (name, len) in packs.iter().filter(|(n, _)| is_hex_name(n)) {
         let id = PackId::from_hex(name)?;
         let what = format!("pack {}", id.short());
-        match pack::read_header(backend, name, *len, repo.key(), &what) {
+        let header = pack::read_header(backend, name, *len, repo.key(), &what);
+        if let (Ok(h), false) = (&header, missing_blobs.is_empty()) {
+            for e in &h.entries {
+                missing_blobs.remove(&e.id);
+            }
+        }
+        match header {
             // Intact under another name than its content's (renamed by
             // hand, or swapped with another pack): its blobs are copied
             // into a pack named by its content, and it goes, so that
@@ -426,6 +450,7 @@ fn repair_index_in_tables_of(
     if !builder.is_empty() || written.is_empty() {
         write(builder, &mut written)?;
     }
+    out.missing_blobs_lost = missing_blobs.len();
     out.written_tables = written.len();
     out.unchanged_tables = written.iter().filter(|n| old.contains(n)).count();
     out.dropped.sort_by_key(|d| (d.pack, d.blob));

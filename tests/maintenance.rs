@@ -2691,7 +2691,16 @@ fn repair_index_read_data_writes_again_a_pack_under_another_name() {
     let (cb, db) = (fs::read(&packs[&c]).unwrap(), fs::read(&packs[&d]).unwrap());
     fs::write(&packs[&c], &db).unwrap();
     fs::write(&packs[&d], &cb).unwrap();
+    // The index's pack gone, its blobs all found in the renamed one.
     let out = repo.run(&["repair", "index"]).success();
+    assert!(
+        out.stderr.contains(&format!(
+            "the old index named 1 pack(s) the repository does not hold (first: {}), but every \
+             blob it placed there is in a pack read now, and indexed there: nothing is lost",
+            &a[..8]
+        )),
+        "{out}"
+    );
     assert_restores(&repo, &snap);
     let (code, v, out2) = verify_json(&repo, true);
     assert_eq!(code, 1, "{out}\n{out2}");

@@ -777,7 +777,15 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 },
                 &lock,
             )?;
-            if let Some(first) = r.missing_packs.first() {
+            if let (Some(first), 0) = (r.missing_packs.first(), r.missing_blobs_lost) {
+                warn(&format!(
+                    "the old index named {} pack(s) the repository does not hold (first: {}), \
+                     but every blob it placed there is in a pack read now, and indexed there: \
+                     nothing is lost",
+                    r.missing_packs.len(),
+                    first.short()
+                ));
+            } else if let Some(first) = r.missing_packs.first() {
                 warn(&format!(
                     "the old index named {} pack(s) the repository does not hold (first: {}): \
                      their blobs are no longer indexed; if a copy or a sync left them out, put \
