@@ -1161,11 +1161,7 @@ mod tests {
             ),
             (true, "Permission denied", "no permission"),
         ] {
-            let store = Arc::new(Hooked {
-                inner: MemBackend::default(),
-                hooks: Outage::default(),
-            });
-            let backend: Arc<dyn Backend> = store.clone();
+            let (store, backend) = outage_store();
             half_garbage_on(&backend);
             let repo = Repository::open(backend, b"pw").unwrap();
             if refuse {
@@ -1187,11 +1183,7 @@ mod tests {
     /// is no damage. (Until December 2026 the bare "Permission denied".)
     #[test]
     fn a_pack_to_repack_whose_read_is_refused_stops_gc_with_advice() {
-        let store = Arc::new(Hooked {
-            inner: MemBackend::default(),
-            hooks: Outage::default(),
-        });
-        let backend: Arc<dyn Backend> = store.clone();
+        let (store, backend) = outage_store();
         half_garbage_on(&backend);
         let repo = Repository::open(backend.clone(), b"pw").unwrap();
         let opts = GcOptions {
@@ -1201,14 +1193,7 @@ mod tests {
         let planned = plan(&repo, &opts).unwrap();
         assert!(!planned.repack.is_empty(), "{planned:?}");
         let packs_before = backend.list(FileKind::Pack).unwrap();
-        let lock = crate::repo::lock::acquire(
-            backend.clone(),
-            repo.key(),
-            true,
-            "gc",
-            std::time::Duration::ZERO,
-        )
-        .unwrap();
+        let lock = exclusive_lock(&repo, &backend).unwrap();
         store
             .hooks
             .begin_refusing_for(planned.repack.iter().map(|p| p.to_hex()).collect());
@@ -1230,11 +1215,7 @@ mod tests {
     #[test]
     fn a_rescue_whose_other_copy_cannot_be_read_stops_gc() {
         use crate::backend::testing::backup_from_elsewhere;
-        let store = Arc::new(Hooked {
-            inner: MemBackend::default(),
-            hooks: Outage::default(),
-        });
-        let backend: Arc<dyn Backend> = store.clone();
+        let (store, backend) = outage_store();
         let repo = repo_of_small_packs(backend.clone());
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("f"), noise(b"twice", 300_000)).unwrap();
@@ -1336,14 +1317,30 @@ mod tests {
         );
     }
 
-    fn collect(repo: &Repository, backend: &Arc<dyn Backend>) -> Result<()> {
-        let lock = crate::repo::lock::acquire(
+    /// gc's exclusive lock on `repo`, taken without waiting.
+    fn exclusive_lock(repo: &Repository, backend: &Arc<dyn Backend>) -> Result<LockGuard> {
+        crate::repo::lock::acquire(
             backend.clone(),
             repo.key(),
             true,
             "gc",
             std::time::Duration::ZERO,
-        )?;
+        )
+    }
+
+    /// An empty store that fails pack reads when told to (see
+    /// [`Outage`]), and the same store as a backend.
+    fn outage_store() -> (Arc<Hooked<MemBackend, Outage>>, Arc<dyn Backend>) {
+        let store = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: Outage::default(),
+        });
+        let backend: Arc<dyn Backend> = store.clone();
+        (store, backend)
+    }
+
+    fn collect(repo: &Repository, backend: &Arc<dyn Backend>) -> Result<()> {
+        let lock = exclusive_lock(repo, backend)?;
         let opts = GcOptions {
             max_unused: 0.0,
             ..GcOptions::default()

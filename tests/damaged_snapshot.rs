@@ -391,13 +391,7 @@ fn a_snapshot_file_this_user_may_not_read_is_not_called_damaged() {
 
     // Nor by `repair snapshots`, run by a user who may write the rest of
     // the repository: it exits 1, as it did not look at that snapshot.
-    let ok = std::process::Command::new("chown")
-        .arg("-R")
-        .arg(format!("{NOBODY}:{NOBODY}"))
-        .arg(repo.dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    give_to(repo.dir.path(), NOBODY, true);
     std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
     for dry in [true, false] {
         let mut args = vec!["repair", "snapshots"];

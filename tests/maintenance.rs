@@ -2612,13 +2612,7 @@ fn an_index_table_this_user_may_not_read_is_said_to_be_no_damage() {
         .unwrap()
         .to_string();
     let tree_pack = pack_files(&repo)[&index_map(&repo)[&root].pack].clone();
-    let ok = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{NOBODY}:{NOBODY}"))
-        .arg(repo.dir.path())
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    give_to(repo.dir.path(), NOBODY, true);
     let table = fs::read_dir(repo.path.join("index"))
         .unwrap()
         .map(|e| e.unwrap().path())

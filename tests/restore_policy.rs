@@ -629,17 +629,6 @@ fn give_to_nobody(p: &Path, recursive: bool) {
     give_to(p, NOBODY, recursive);
 }
 
-/// Gives `p` (and, `recursive`ly, what is beneath it) to user and group
-/// `id`.
-fn give_to(p: &Path, id: u32, recursive: bool) {
-    let mut c = std::process::Command::new("chown");
-    if recursive {
-        c.arg("-R");
-    }
-    let ok = c.arg(format!("{id}:{id}")).arg(p).status().unwrap();
-    assert!(ok.success(), "chown {}", p.display());
-}
-
 /// Gives the repository (its folder and what it holds) to `nobody`, so
 /// that `nobody` can restore from it.
 fn hand_repo_to_nobody(repo: &Repo) {

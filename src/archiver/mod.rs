@@ -733,6 +733,17 @@ mod tests {
         assert_eq!(summary.files_unmodified, 65, "{summary:?}");
     }
 
+    /// Incremental backups of `src`, with no window of racily clean
+    /// files: a file unchanged by its stat is taken from the parent.
+    fn incremental(src: &Path) -> BackupOptions {
+        BackupOptions {
+            paths: vec![src.to_path_buf()],
+            kind: SnapshotKind::Incremental,
+            racy_window_ns: 0,
+            ..BackupOptions::default()
+        }
+    }
+
     /// `tree` written again with `f` applied to the node at `names` (a
     /// path of names beneath it), and the trees above it; the new root.
     fn with_node(
@@ -780,12 +791,7 @@ mod tests {
         let file = src.join("f.bin");
         std::fs::write(&file, &bytes).unwrap();
         let repo = new_repo(&dir.path().join("repo"));
-        let opts = BackupOptions {
-            paths: vec![src.clone()],
-            kind: SnapshotKind::Incremental,
-            racy_window_ns: 0,
-            ..BackupOptions::default()
-        };
+        let opts = incremental(&src);
         let first = backup(&repo, &opts, &mut std::io::empty(), &|_| ()).unwrap();
         let path = file.to_string_lossy().into_owned();
         let chunks_of = |tree: &BlobId| {
@@ -856,12 +862,7 @@ mod tests {
             }
         }
         let repo = new_repo(&dir.path().join("repo"));
-        let opts = BackupOptions {
-            paths: vec![src.clone()],
-            kind: SnapshotKind::Incremental,
-            racy_window_ns: 0,
-            ..BackupOptions::default()
-        };
+        let opts = incremental(&src);
         let first = backup(&repo, &opts, &mut std::io::empty(), &|_| ()).unwrap();
         // The set the next backup uses: the repository keeps it until that
         // backup's index table is written.

@@ -913,6 +913,17 @@ impl Drop for PrivateMount {
 /// The uid and gid of `nobody`, whom root's tests run commands as.
 pub const NOBODY: u32 = 65534;
 
+/// Gives `p` (and, `recursive`ly, what is beneath it) to user and group
+/// `id`.
+pub fn give_to(p: &Path, id: u32, recursive: bool) {
+    let mut c = Command::new("chown");
+    if recursive {
+        c.arg("-R");
+    }
+    let ok = c.arg(format!("{id}:{id}")).arg(p).status().unwrap();
+    assert!(ok.success(), "chown {}", p.display());
+}
+
 /// Makes `c` run as `nobody`, without supplementary groups (the test
 /// runs as root).
 pub fn as_nobody(c: &mut Command) {
