@@ -558,21 +558,21 @@ fn verify_says_where_a_misplaced_pack_belongs() {
     fs::remove_file(elsewhere.join(&id)).unwrap();
 
     // Directly in `packs/` (a copy that flattened the fan-out folders),
-    // and one folder deeper than its own: likewise.
-    let deeper = path.parent().unwrap().join("sub");
-    fs::create_dir_all(&deeper).unwrap();
-    let home_folder = path
-        .parent()
-        .unwrap()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap();
+    // its home folder gone too (made again, its owner's only), and one
+    // folder deeper than its own: likewise.
+    let home_dir = path.parent().unwrap().to_path_buf();
+    let home_folder = home_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let deeper = home_dir.join("sub");
     for (place, shown) in [
         (repo.path.join("packs").join(&id), format!("packs/{id}")),
         (deeper.join(&id), format!("packs/{home_folder}/sub/{id}")),
     ] {
+        fs::create_dir_all(place.parent().unwrap()).unwrap();
         fs::rename(&path, &place).unwrap();
+        let alone = fs::read_dir(&home_dir).unwrap().next().is_none();
+        if alone {
+            fs::remove_dir(&home_dir).unwrap();
+        }
         let out = repo.run(&["verify"]);
         assert_eq!(out.code, 1, "{out}");
         assert!(
@@ -587,7 +587,22 @@ fn verify_says_where_a_misplaced_pack_belongs() {
             "{out}"
         );
         assert!(path.exists() && !place.exists(), "{out}");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &fs::metadata(&home_dir).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700, "alone: {alone}: {out}");
         assert_verify_ok(&repo);
         assert_restores(&repo, &saved);
     }
+
+    // A folder a symlink leads to is not the repository's: a file there
+    // named as a pack (another repository's) stays where it is.
+    let other = repo.scratch("other-packs");
+    let foreign = format!("{}{}", &id[..2], "0".repeat(62));
+    write(&other.join(&foreign), "another repository's pack");
+    std::os::unix::fs::symlink(&other, path.parent().unwrap().join("archive")).unwrap();
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(other.join(&foreign).exists(), "{out}");
+    assert!(!out.stdout.contains("moved"), "{out}");
+    assert_restores(&repo, &saved);
 }

@@ -557,8 +557,11 @@ impl Backend for LocalBackend {
                     out.push((format!("packs/{folder}/{name}"), home(&name)));
                 }
             }
-            for sub in read_names(&d, Entries::Folders)? {
-                for name in read_names(&d.join(&sub), Entries::Files)? {
+            // Only real folders: one a symlink leads to may be another
+            // repository's, whose packs are not this one's to move.
+            let real = |sub: &String| fs::symlink_metadata(d.join(sub)).is_ok_and(|m| m.is_dir());
+            for sub in read_names(&d, Entries::Folders)?.iter().filter(|s| real(s)) {
+                for name in read_names(&d.join(sub), Entries::Files)? {
                     if crate::id::is_hex_name(&name) {
                         out.push((format!("packs/{folder}/{sub}/{name}"), home(&name)));
                     }
@@ -578,7 +581,10 @@ impl Backend for LocalBackend {
             .ok_or_else(|| Error::Invalid(format!("{place} is not a pack's place")))?;
         let to = self.path(FileKind::Pack, name);
         let home = to.parent().expect("a pack's path has its folder");
-        fs::create_dir_all(home).map_err(|e| Error::path("create folder", home, e))?;
+        // Made as a backup makes it, its owner's only.
+        if ensure_pack_dir(home, self.modes())? {
+            sync_dir(home.parent().expect("a pack's folder is in packs/"))?;
+        }
         // A link, then the old name removed: never over a file of that
         // name already home (the same pack, or a damaged copy of it).
         match fs::hard_link(&from, &to) {
