@@ -4,9 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::backend::FileKind;
+use crate::backend::{Backend, FileKind};
 use crate::error::{Error, Result};
-use crate::id::{is_hex_name, BlobId, IdSet, PackId, SnapshotId};
+use crate::id::{is_hex_name, BlobId, IdSet, IndexId, PackId, SnapshotId};
 use crate::index::{IndexBuilder, IndexSet, IndexTable};
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::lock::LockGuard;
@@ -69,10 +69,14 @@ pub struct IndexRepair {
     /// Packs the old index (its tables that authenticate) named that are
     /// not in the repository: their blobs are no longer indexed.
     pub missing_packs: Vec<PackId>,
-    /// Of the blobs the old index placed in `missing_packs`, those no
-    /// pack read holds (none where a pack was only renamed, or its blobs
-    /// stored again elsewhere).
-    pub missing_blobs_lost: usize,
+    /// Blobs the old index (its tables that authenticate) named that no
+    /// pack read holds, but for those in `dropped`: lost with the packs
+    /// the old index placed them in, gone (`missing_packs`) or holding
+    /// other content now (a pack overwritten by another). None where a
+    /// pack was only renamed, or its blobs are stored again elsewhere.
+    pub unindexed_lost: usize,
+    /// The first of them, with the pack the old index placed it in.
+    pub first_unindexed: Option<(BlobId, PackId)>,
     /// Packs found in another fan-out folder than their name's (moved by
     /// hand), which every command passes over: each moved home, as (its
     /// place, its folder), or left where a file of its name is home.
@@ -149,6 +153,38 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::Ba
         )));
     }
     Ok(found)
+}
+
+/// The blobs `trusted` (the old tables that authenticate) index that the
+/// tables `written` do not, but for those `dropped` (named already): how
+/// many, and the first, with the pack the old index placed it in. The
+/// new tables are mapped and searched, as any command searches them:
+/// nothing grows with the repository but what was lost.
+fn unindexed_now(
+    backend: &dyn Backend,
+    written: &[String],
+    trusted: &[&IndexTable],
+    dropped: &[DroppedBlob],
+) -> Result<(usize, Option<(BlobId, PackId)>)> {
+    let mut tables = Vec::with_capacity(written.len());
+    for name in written {
+        let data = backend.read(FileKind::Index, name)?;
+        tables.push(IndexTable::parse(IndexId::from_hex(name)?, data)?);
+    }
+    let new = IndexSet::of(tables);
+    new.build_directories(usize::MAX);
+    let named: HashSet<BlobId> = dropped.iter().map(|d| d.blob).collect();
+    let mut lost: HashSet<BlobId> = HashSet::new();
+    let mut first = None;
+    for t in trusted {
+        for i in 0..t.len() {
+            let (id, loc) = t.location_at(i)?;
+            if !new.contains(&id) && !named.contains(&id) && lost.insert(id) {
+                first.get_or_insert((id, loc.pack));
+            }
+        }
+    }
+    Ok((lost.len(), first))
 }
 
 /// `entries` of `pack` without the copies in `bad`, which are added to
@@ -271,20 +307,6 @@ fn repair_index_in_tables_of(
             }
         }
     }
-    // The blobs they held, found again as the headers are read below (a
-    // pack renamed, or its blobs stored again): those not found are what
-    // the repository lost with them.
-    let mut missing_blobs: HashSet<BlobId> = HashSet::new();
-    if !missing.is_empty() {
-        for t in &trusted {
-            for i in 0..t.len() {
-                let (id, loc) = t.location_at(i)?;
-                if missing.contains(&loc.pack) {
-                    missing_blobs.insert(id);
-                }
-            }
-        }
-    }
     out.missing_packs = missing.into_iter().collect();
     // Blobs found damaged somewhere, and those of them indexed intact in
     // another pack: a few, not the repository's blobs.
@@ -294,13 +316,7 @@ fn repair_index_in_tables_of(
     for (name, len) in packs.iter().filter(|(n, _)| is_hex_name(n)) {
         let id = PackId::from_hex(name)?;
         let what = format!("pack {}", id.short());
-        let header = pack::read_header(backend, name, *len, repo.key(), &what);
-        if let (Ok(h), false) = (&header, missing_blobs.is_empty()) {
-            for e in &h.entries {
-                missing_blobs.remove(&e.id);
-            }
-        }
-        match header {
+        match pack::read_header(backend, name, *len, repo.key(), &what) {
             // Intact under another name than its content's (renamed by
             // hand, or swapped with another pack): its blobs are copied
             // into a pack named by its content, and it goes, so that
@@ -312,6 +328,7 @@ fn repair_index_in_tables_of(
                 let blobs = copies.iter().map(|(_, e)| e.len()).sum();
                 for (copy, entries) in &copies {
                     builder.add_pack(*copy, h.kind, entries);
+                    held.extend(entries.iter().map(|e| e.id).filter(|b| bad_ids.contains(b)));
                 }
                 out.blobs += blobs;
                 out.packs += copies.len();
@@ -450,7 +467,8 @@ fn repair_index_in_tables_of(
     if !builder.is_empty() || written.is_empty() {
         write(builder, &mut written)?;
     }
-    out.missing_blobs_lost = missing_blobs.len();
+    (out.unindexed_lost, out.first_unindexed) =
+        unindexed_now(backend, &written, &trusted, &out.dropped)?;
     out.written_tables = written.len();
     out.unchanged_tables = written.iter().filter(|n| old.contains(n)).count();
     out.dropped.sort_by_key(|d| (d.pack, d.blob));

@@ -2735,3 +2735,89 @@ fn repair_index_read_data_writes_again_a_pack_under_another_name() {
         "{out}"
     );
 }
+
+/// A pack overwritten by another's content (`cp A B`, `mv A B`) lost the
+/// blobs the index placed in it: `repair index` says how many, and
+/// names one, rather than drop them without a word (or, with `mv`, say
+/// that nothing is lost, as every blob of the pack gone was found).
+#[test]
+fn repair_index_names_the_blobs_lost_with_a_pack_overwritten_by_another() {
+    for moved in [false, true] {
+        let repo = packed_repo();
+        let src = source(&repo, 37);
+        backup_saved(&repo, &src, &[]);
+        let packs = pack_files(&repo);
+        let names: Vec<String> = packs.keys().cloned().collect();
+        let (a, b) = (&names[0], &names[1]);
+        let lost: BTreeSet<String> = index_map(&repo)
+            .into_iter()
+            .filter(|(_, l)| &l.pack == b)
+            .map(|(id, _)| id)
+            .collect();
+        assert!(!lost.is_empty());
+        if moved {
+            fs::rename(&packs[a], &packs[b]).unwrap();
+        } else {
+            fs::copy(&packs[a], &packs[b]).unwrap();
+        }
+        let out = repo.run(&["repair", "index"]).success();
+        let said = if moved {
+            format!(
+                "the old index named 1 pack(s) the repository does not hold (first: {}): {} \
+                 blob(s) it placed there or in packs that no longer hold them (first: blob ",
+                &a[..8],
+                lost.len()
+            )
+        } else {
+            format!(
+                "{} blob(s) the old index named are in no pack now (first: blob ",
+                lost.len()
+            )
+        };
+        assert!(out.stderr.contains(&said), "moved {moved}: {out}");
+        assert!(
+            !out.stderr.contains("nothing is lost"),
+            "moved {moved}: {out}"
+        );
+        let first = lost
+            .iter()
+            .any(|id| out.stderr.contains(&format!("blob {}", &id[..8])));
+        assert!(first, "moved {moved}: {out}");
+    }
+}
+
+/// A damaged blob whose intact copy lies in a pack under another name
+/// than its content's, which `repair index --read-data` writes again, is
+/// said to be held there: nothing of it is lost (it was said to be no
+/// longer indexed, with `repair snapshots` advised).
+#[test]
+fn a_damaged_blob_copied_out_of_a_misnamed_pack_is_held_there() {
+    let repo = packed_repo();
+    let src = source(&repo, 43);
+    let snap = backup_saved(&repo, &src, &[]);
+    let files = file_chunks(&repo, &snap.id);
+    let index = index_map(&repo);
+    let blob = &files[&snap_path(&src, "victim.bin")][0];
+    let loc = index[blob].clone();
+    let path = pack_files(&repo)[&loc.pack].clone();
+    let other = repo.path.join("packs/44").join("4".repeat(64));
+    fs::create_dir_all(other.parent().unwrap()).unwrap();
+    fs::copy(&path, &other).unwrap();
+    flip_byte(&path, loc.offset + loc.length / 2);
+    let out = repo.run(&["repair", "index", "--read-data"]).success();
+    assert!(
+        out.stdout.contains(&format!(
+            "damaged, dropped from the index: blob {}",
+            &blob[..8]
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("misnamed, written again: pack {}", "4".repeat(8))),
+        "{out}"
+    );
+    assert!(out.stdout.contains("nothing of them is lost"), "{out}");
+    assert!(!out.stdout.contains("are no longer indexed"), "{out}");
+    assert_restores(&repo, &snap);
+}

@@ -777,22 +777,35 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 },
                 &lock,
             )?;
-            if let (Some(first), 0) = (r.missing_packs.first(), r.missing_blobs_lost) {
-                warn(&format!(
-                    "the old index named {} pack(s) the repository does not hold (first: {}), \
-                     but every blob it placed there is in a pack read now, and indexed there: \
-                     nothing is lost",
-                    r.missing_packs.len(),
+            let gone = r.missing_packs.len();
+            match (r.missing_packs.first(), r.first_unindexed) {
+                (Some(first), None) => warn(&format!(
+                    "the old index named {gone} pack(s) the repository does not hold (first: \
+                     {}), but every blob it placed there is in a pack read now, and indexed \
+                     there: nothing is lost",
                     first.short()
-                ));
-            } else if let Some(first) = r.missing_packs.first() {
-                warn(&format!(
-                    "the old index named {} pack(s) the repository does not hold (first: {}): \
-                     their blobs are no longer indexed; if a copy or a sync left them out, put \
-                     them back and run `cairn repair index` again before any gc",
-                    r.missing_packs.len(),
-                    first.short()
-                ));
+                )),
+                (Some(first), Some((blob, _))) => warn(&format!(
+                    "the old index named {gone} pack(s) the repository does not hold (first: \
+                     {}): {} blob(s) it placed there or in packs that no longer hold them \
+                     (first: blob {}) are no longer indexed; if a copy or a sync left the packs \
+                     out, put them back and run `cairn repair index` again before any gc",
+                    first.short(),
+                    r.unindexed_lost,
+                    blob.short()
+                )),
+                (None, Some((blob, pack))) => warn(&format!(
+                    "{} blob(s) the old index named are in no pack now (first: blob {}, which it \
+                     placed in pack {}, which holds other content now: overwritten by another \
+                     pack?): they are no longer indexed, and lost unless a copy of the \
+                     repository holds those packs; the next backup stores again what the \
+                     sources still have, and `cairn repair snapshots` writes copies of the \
+                     snapshots without the rest",
+                    r.unindexed_lost,
+                    blob.short(),
+                    pack.short()
+                )),
+                (None, None) => {}
             }
             for (place, home) in &r.not_placed {
                 warn(&format!(

@@ -82,7 +82,7 @@ pub(super) fn fetch_tables(
 
 impl IndexSet {
     /// A set of these tables, searched in this order.
-    pub(super) fn of(tables: Vec<IndexTable>) -> IndexSet {
+    pub fn of(tables: Vec<IndexTable>) -> IndexSet {
         IndexSet {
             tables,
             ..IndexSet::default()
