@@ -2676,15 +2676,40 @@ fn repair_index_read_data_writes_again_a_pack_under_another_name() {
     let src = source(&repo, 31);
     let snap = backup_saved(&repo, &src, &[]);
     let packs = pack_files(&repo);
-    let names: Vec<String> = packs.keys().cloned().collect();
+    // Data packs, so that the snapshot's trees stay readable and verify
+    // names files.
+    let index = index_map(&repo);
+    let files = file_chunks(&repo, &snap.id);
+    let data: BTreeSet<String> = files
+        .values()
+        .flatten()
+        .map(|ch| index[ch].pack.clone())
+        .collect();
+    let names: Vec<String> = data.into_iter().collect();
     assert!(names.len() >= 3, "{names:?}");
     let (a, c, d) = (names[0].clone(), names[1].clone(), names[2].clone());
+    let hit: BTreeSet<String> = files
+        .into_iter()
+        .filter(|(_, cs)| cs.iter().any(|ch| [&a, &c, &d].contains(&&index[ch].pack)))
+        .map(|(p, _)| p)
+        .collect();
     // One renamed, within its folder; two others' contents swapped.
     let renamed = format!("{}{}", &a[..2], "e".repeat(62));
     fs::rename(&packs[&a], packs[&a].with_file_name(&renamed)).unwrap();
     let (cb, db) = (fs::read(&packs[&c]).unwrap(), fs::read(&packs[&d]).unwrap());
     fs::write(&packs[&c], &db).unwrap();
     fs::write(&packs[&d], &cb).unwrap();
+    // Before any repair, verify names every file with a chunk in those
+    // packs, as a restore fails on each.
+    let (code, v, out) = verify_json(&repo, true);
+    assert_eq!(code, 1, "{out}");
+    let named: BTreeSet<String> = v["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(named, hit, "{out}");
     // The index's pack gone, its blobs all found in the renamed one.
     let out = repo.run(&["repair", "index"]).success();
     assert!(

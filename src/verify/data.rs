@@ -207,7 +207,7 @@ pub(super) fn read_packs(
                                     local_bad.push((e.id, err.to_string()));
                                 }
                             }
-                            let wrong = index_mismatches(
+                            let (wrong, unread_here) = index_mismatches(
                                 &index,
                                 pack_id,
                                 &header,
@@ -216,6 +216,13 @@ pub(super) fn read_packs(
                             if !wrong.is_empty() {
                                 if let Ok(mut v) = errors.lock() {
                                     v.extend(wrong);
+                                }
+                            }
+                            // Named as damage to the files using them (the
+                            // table's problem is said above).
+                            if let Ok(mut b) = bad.lock() {
+                                for (id, why) in unread_here {
+                                    b.entry((id, *pack_id)).or_insert(why);
                                 }
                             }
                         }
@@ -359,15 +366,18 @@ pub(super) fn read_packs(
 
 /// The index entries of `pack` (`entries`, as (table, entry) in `index`)
 /// that its `header` contradicts, as problems of their tables naming
-/// what mends them.
+/// what mends them, and each such blob with why: a read where the index
+/// puts it fails (the pack holds other content than the index says, as
+/// one overwritten by another does), so the files using it are damaged.
 fn index_mismatches(
     index: &crate::index::IndexSet,
     pack: &PackId,
     header: &pack::PackHeader,
     entries: &[(u32, u32)],
-) -> Vec<Problem> {
+) -> (Vec<Problem>, Vec<(BlobId, String)>) {
+    let mut unread = Vec::new();
     if entries.is_empty() {
-        return Vec::new();
+        return (Vec::new(), unread);
     }
     let listed: HashMap<BlobId, &pack::PackEntry> =
         header.entries.iter().map(|e| (e.id, e)).collect();
@@ -395,6 +405,7 @@ fn index_mismatches(
                 format!("the index says {indexed}, the pack's header {own}")
             }
         };
+        unread.push((id, format!("not where the index puts it: {why}")));
         out.push(problem(
             format!("index {}", table.id().short()),
             format!(
@@ -405,5 +416,5 @@ fn index_mismatches(
             ),
         ));
     }
-    out
+    (out, unread)
 }

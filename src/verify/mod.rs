@@ -470,7 +470,8 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                 Ok(Some(o)) if whole(&o.pack, &o) => o,
                 _ => {
                     let why = format!(
-                        "it lies past the pack's end, at byte {}: the pack was cut short",
+                        "it lies past the pack's end, at byte {}: the pack was cut short, or \
+                         holds other content than the index says",
                         packs[&cut]
                     );
                     return (Some(Fault::Bad(cut, why)), Some(u64::from(loc.raw_length)));
