@@ -412,14 +412,17 @@ impl GroupBy {
     }
 
     /// The group key of a snapshot, as shown to users. A value that
-    /// holds a comma or a quote, or is empty, is quoted, so that two
+    /// holds a comma or a quote, or is empty or has spaces at an end, is
+    /// quoted, so that two
     /// groups never show alike (a set named `a, host b` of host `c`, and
     /// set `a` of host `b, host c`, say).
     pub fn key(&self, e: &SnapshotEntry) -> String {
         let s = &e.snapshot;
+        // Quoted as CSV quotes (a quote within doubled), not with
+        // backslashes, which the text output escapes again.
         let shown = |v: &str| -> String {
             if v.is_empty() || v.contains([',', '"']) || v.trim() != v {
-                format!("{v:?}")
+                format!("\"{}\"", v.replace('"', "\"\""))
             } else {
                 v.to_string()
             }

@@ -560,6 +560,7 @@ fn groups_whose_values_hold_commas_show_apart() {
         &[&p],
         &["--set", "a", "--host", "b, host c", "--time", &at(4)],
     );
+    repo.backup(&[&p], &["--set", "a", "--host", "h\"1", "--time", &at(5)]);
     let out = run_utc(
         &repo,
         &["forget", "--keep-last", "1", "--dry-run", "--json"],
@@ -567,23 +568,24 @@ fn groups_whose_values_hold_commas_show_apart() {
     assert_eq!(out.code, 0, "{out}");
     let groups = out.json();
     let groups = groups.as_array().unwrap();
-    assert_eq!(groups.len(), 4, "{out}");
+    assert_eq!(groups.len(), 5, "{out}");
     let labels: BTreeSet<&str> = groups
         .iter()
         .map(|g| g["group"].as_str().unwrap())
         .collect();
-    assert_eq!(labels.len(), 4, "{out}");
+    assert_eq!(labels.len(), 5, "{out}");
     let fields: BTreeSet<String> = groups
         .iter()
         .map(|g| format!("{}|{}|{}", g["set"], g["host"], g["paths"]))
         .collect();
-    assert_eq!(fields.len(), 4, "{out}");
+    assert_eq!(fields.len(), 5, "{out}");
     let text = run_utc(&repo, &["forget", "--keep-last", "1", "--dry-run"]);
     for label in [
         format!("set \"a, host b\", host c, paths {}", p.display()),
         format!("set a, host \"b, host c\", paths {}", p.display()),
         format!("paths {},{}", p.display(), q.display()),
         format!("paths \"{}\"", joined.display()),
+        format!("set a, host \"h\"\"1\", paths {}", p.display()),
     ] {
         assert!(text.stdout.contains(&label), "{label}: {text}");
     }

@@ -418,8 +418,8 @@ fn include_patterns_select_by_path_suffix_and_selecting_nothing_fails() {
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr.contains(
-            "--include \"b/g.txt\" matched nothing in / that the excludes leave (a folder an \
-             --exclude matches is not looked into)"
+            "--include \"b/g.txt\" matched nothing in / that the excludes leave (if it lies in \
+             a folder an --exclude matches: such a folder is not looked into)"
         ),
         "{out}"
     );

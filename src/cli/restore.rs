@@ -128,7 +128,9 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
             // What an exclude matches is not looked into: an include
             // beneath it matches nothing there.
             _ if !opts.excludes.is_empty() => {
-                " that the excludes leave (a folder an --exclude matches is not looked into)"
+                " that the excludes leave (if it lies in a folder an \
+                                                 --exclude matches: such a folder is not looked \
+                                                 into)"
                     .to_string()
             }
             _ => String::new(),
