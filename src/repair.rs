@@ -75,14 +75,22 @@ pub struct IndexRepair {
     /// other content now (a pack overwritten by another). None where a
     /// pack was only renamed, or its blobs are stored again elsewhere.
     pub unindexed_lost: usize,
+    /// Of those, the blobs only old tables that fail their check named
+    /// (their entries may be wrong).
+    pub unindexed_only_damaged: usize,
     /// The first of them, with the pack the old index placed it in.
     pub first_unindexed: Option<(BlobId, PackId)>,
+    /// Old tables that failed their check, replaced by the repair.
+    pub damaged_tables: Vec<IndexId>,
     /// Packs found in another fan-out folder than their name's (moved by
     /// hand), which every command passes over: each moved home, as (its
     /// place, its folder), or left where a file of its name is home.
     pub placed: Vec<(String, String)>,
     /// Such packs left where they were: a file of that name is home.
     pub not_placed: Vec<(String, String)>,
+    /// Such packs moved home only once the file of their name there was
+    /// written again (damaged or misnamed) and removed: not indexed yet.
+    pub placed_late: Vec<(String, String)>,
     /// Packs whose header could not be read, written again: the blobs the
     /// old index places in each that open were copied into new packs
     /// with a header of their own, indexed there, and the pack removed.
@@ -115,13 +123,17 @@ pub struct RewrittenPack {
 /// the rest of a pack's unused share); a pack that cannot be read then
 /// stops the repair before anything is written. Call under the exclusive
 /// `lock`, which is confirmed before each table is written and before the
-/// old tables are removed.
+/// old tables are removed. `before_removal` is given what the repair
+/// found once the new tables are written, before the old ones, the only
+/// record of what is lost, are removed: a kill after would leave a
+/// repeated repair nothing to say it by.
 pub fn repair_index(
     repo: &Repository,
     opts: &RepairIndexOptions,
     lock: &LockGuard,
+    before_removal: &dyn Fn(&IndexRepair),
 ) -> Result<IndexRepair> {
-    repair_index_in_tables_of(repo, opts, lock, TABLE_ENTRIES)
+    repair_index_in_tables_of(repo, opts, lock, TABLE_ENTRIES, before_removal)
 }
 
 /// The damaged copies `repair index --read-data` leaves out: every pack
@@ -155,17 +167,58 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::Ba
     Ok(found)
 }
 
-/// The blobs `trusted` (the old tables that authenticate) index that the
-/// tables `written` do not, but for those `dropped` (named already): how
-/// many, and the first, with the pack the old index placed it in. The
-/// new tables are mapped and searched, as any command searches them:
-/// nothing grows with the repository but what was lost.
+/// `entries` (of `kind`, from the old tables that authenticate) of pack
+/// `pack`, `len` bytes long, whose header cannot be read, with those of
+/// `others` (from old tables that fail their check, so may be wrong) that
+/// they lack and whose blob opens where the entry puts it.
+fn with_entries_that_open(
+    repo: &Repository,
+    pack: PackId,
+    (kind, mut entries): (Option<BlobKind>, Vec<PackEntry>),
+    (other_kind, others): (Option<BlobKind>, Vec<PackEntry>),
+    len: u64,
+) -> (Option<BlobKind>, Vec<PackEntry>) {
+    let Some(k) = kind.or(other_kind) else {
+        return (kind, entries);
+    };
+    let known: HashSet<BlobId> = entries.iter().map(|e| e.id).collect();
+    let before = entries.len();
+    for e in others.into_iter().filter(|e| !known.contains(&e.id)) {
+        let loc = crate::index::Location {
+            pack,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+            kind: k,
+        };
+        let inside = u64::from(e.offset) + u64::from(e.length) <= len;
+        if inside && repo.read_located(&e.id, loc).is_ok() {
+            entries.push(e);
+        }
+    }
+    if entries.len() == before {
+        return (kind, entries);
+    }
+    (Some(k), entries)
+}
+
+/// What [`unindexed_now`] found: how many blobs, how many of them named
+/// only by old tables failing their check, and the first with its pack.
+type Unindexed = (usize, usize, Option<(BlobId, PackId)>);
+
+/// The blobs the old tables (`trusted`, which authenticate, and
+/// `untrusted`, which do not) index that the tables `written` do not, but
+/// for those `dropped` (named already): how many, how many of them only a
+/// table failing its check names (its entries may be wrong), and the
+/// first, with the pack the old index placed it in. The new tables are
+/// mapped and searched, as any command searches them: nothing grows with
+/// the repository but what was lost.
 fn unindexed_now(
     backend: &dyn Backend,
     written: &[String],
-    trusted: &[&IndexTable],
+    (trusted, untrusted): (&[&IndexTable], &[&IndexTable]),
     dropped: &[DroppedBlob],
-) -> Result<(usize, Option<(BlobId, PackId)>)> {
+) -> Result<Unindexed> {
     let mut tables = Vec::with_capacity(written.len());
     for name in written {
         let data = backend.read(FileKind::Index, name)?;
@@ -176,15 +229,23 @@ fn unindexed_now(
     let named: HashSet<BlobId> = dropped.iter().map(|d| d.blob).collect();
     let mut lost: HashSet<BlobId> = HashSet::new();
     let mut first = None;
-    for t in trusted {
+    let mut only_damaged = 0;
+    for (t, sound) in
+        (trusted.iter().map(|t| (t, true))).chain(untrusted.iter().map(|t| (t, false)))
+    {
         for i in 0..t.len() {
-            let (id, loc) = t.location_at(i)?;
+            let Ok((id, loc)) = t.location_at(i) else {
+                continue;
+            };
             if !new.contains(&id) && !named.contains(&id) && lost.insert(id) {
                 first.get_or_insert((id, loc.pack));
+                if !sound {
+                    only_damaged += 1;
+                }
             }
         }
     }
-    Ok((lost.len(), first))
+    Ok((lost.len(), only_damaged, first))
 }
 
 /// `entries` of `pack` without the copies in `bad`, which are added to
@@ -224,6 +285,7 @@ fn repair_index_in_tables_of(
     opts: &RepairIndexOptions,
     lock: &LockGuard,
     per_table: usize,
+    before_removal: &dyn Fn(&IndexRepair),
 ) -> Result<IndexRepair> {
     let backend = repo.backend();
     let mut out = IndexRepair::default();
@@ -262,11 +324,10 @@ fn repair_index_in_tables_of(
     };
     // Old tables that can still be trusted, for packs without a header.
     let (old_set, unparsed) = IndexSet::load_lenient(backend)?;
-    let trusted: Vec<&IndexTable> = old_set
+    let (trusted, untrusted): (Vec<&IndexTable>, Vec<&IndexTable>) = old_set
         .tables()
         .iter()
-        .filter(|t| t.check(repo.key()).is_ok())
-        .collect();
+        .partition(|t| t.check(repo.key()).is_ok());
     // A pack without a header is written again only while every old table
     // authenticates: one that does not may be all that names some of the
     // pack's blobs, and they would go with the pack.
@@ -298,10 +359,12 @@ fn repair_index_in_tables_of(
     // Packs the old tables name that are gone (lost, or left out by a
     // copy or a sync): said, as their blobs leave the index.
     let present: HashSet<&str> = packs.iter().map(|(n, _)| n.as_str()).collect();
+    // Those an old table that fails its check names too: its pack list
+    // may be damaged, but a pack it names gone may be what it held alone.
     let mut missing = std::collections::BTreeSet::new();
-    for t in &trusted {
+    for t in trusted.iter().chain(&untrusted) {
         for n in 0..t.pack_count() {
-            let (pack, _) = t.pack(n)?;
+            let Ok((pack, _)) = t.pack(n) else { continue };
             if !present.contains(pack.to_hex().as_str()) {
                 missing.insert(pack);
             }
@@ -381,7 +444,18 @@ fn repair_index_in_tables_of(
     // 2026 they were kept, and such a backup wrote a snapshot that could
     // not be restored, exit 0.
     let ids: Vec<PackId> = unreadable.iter().map(|(id, _, _)| *id).collect();
-    for ((id, len, why), (kind, entries)) in unreadable.iter().zip(old_entries(&trusted, &ids)) {
+    // What an old table that fails its check places there, too, but only
+    // the blobs that open where it says (each read authenticates and
+    // re-hashes): such a table is replaced by this repair, and until
+    // December 2026 a blob only it named, intact, left the index with it,
+    // and gc later deleted the pack.
+    let checked = old_entries(&untrusted, &ids);
+    let from_trusted = old_entries(&trusted, &ids);
+    for (((id, len, why), (kind, entries)), (other_kind, others)) in
+        unreadable.iter().zip(from_trusted).zip(checked)
+    {
+        let (kind, entries) =
+            with_entries_that_open(repo, *id, (kind, entries), (other_kind, others), *len);
         let entries = without_damaged(*id, entries, &bad, &mut out.dropped);
         let (entries, past_end): (Vec<PackEntry>, Vec<PackEntry>) = entries
             .into_iter()
@@ -429,7 +503,7 @@ fn repair_index_in_tables_of(
                 }
                 out.kept_entries += kept;
                 out.unreadable.push(if kept == 0 {
-                    format!("{why}; no old index table names it")
+                    format!("{why}; no old index table names a blob in it that opens there")
                 } else if whole_old_index {
                     format!("{why}; kept its {kept} entries from the old index")
                 } else {
@@ -467,8 +541,20 @@ fn repair_index_in_tables_of(
     if !builder.is_empty() || written.is_empty() {
         write(builder, &mut written)?;
     }
-    (out.unindexed_lost, out.first_unindexed) =
-        unindexed_now(backend, &written, &trusted, &out.dropped)?;
+    let lost =
+        unindexed_now(backend, &written, (&trusted, &untrusted), &out.dropped).map_err(|e| {
+            Error::Advised {
+                error: Box::new(e),
+                advice: "the new index tables are written and the old ones kept; run it again"
+                    .into(),
+            }
+        })?;
+    (
+        out.unindexed_lost,
+        out.unindexed_only_damaged,
+        out.first_unindexed,
+    ) = lost;
+    out.damaged_tables = untrusted.iter().map(|t| t.id()).collect();
     out.written_tables = written.len();
     out.unchanged_tables = written.iter().filter(|n| old.contains(n)).count();
     out.dropped.sort_by_key(|d| (d.pack, d.blob));
@@ -477,6 +563,8 @@ fn repair_index_in_tables_of(
         .iter()
         .filter(|d| held.contains(&d.blob))
         .count();
+    before_removal(&out);
+    crate::fault::point("repair-before-old-tables-removed");
     lock.confirm("the new index tables are written, the old ones are kept; run it again")?;
     for name in old
         .iter()
@@ -492,6 +580,23 @@ fn repair_index_in_tables_of(
         for pack in &superseded {
             lock.check("the index is rebuilt; run it again to remove the packs written again")?;
             backend.remove(FileKind::Pack, &pack.to_hex())?;
+        }
+        // A copy of one of them waiting out of its folder (left there, as
+        // the folder held a file of its name) goes home now; its blobs
+        // are indexed by the next repair.
+        let (now, still): (Vec<_>, Vec<_>) = std::mem::take(&mut out.not_placed)
+            .into_iter()
+            .partition(|(place, _)| {
+                let name = place.rsplit('/').next().unwrap_or_default();
+                superseded.iter().any(|p| p.to_hex() == name)
+            });
+        out.not_placed = still;
+        for (place, home) in now {
+            if backend.place_pack(&place)? {
+                out.placed_late.push((place, home));
+            } else {
+                out.not_placed.push((place, home));
+            }
         }
     }
     Ok(out)
@@ -1142,7 +1247,8 @@ mod tests {
 
         let lock = exclusive(&backend, &repo);
         let r =
-            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15).unwrap();
+            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15, &|_| {})
+                .unwrap();
         assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
         assert_eq!((r.packs, r.blobs, r.removed_tables), (packs, 40, 1));
         let tables = backend.list(FileKind::Index).unwrap();
@@ -1200,8 +1306,9 @@ mod tests {
         *hooked.hooks.0.lock().unwrap() = Some(packs[1].clone());
 
         let lock = exclusive(&backend, &repo);
-        let e = repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15)
-            .unwrap_err();
+        let e =
+            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15, &|_| {})
+                .unwrap_err();
         let e = e.to_string();
         assert!(e.contains("timed out"), "{e}");
         assert!(e.contains("the old index tables are kept"), "{e}");
@@ -1238,7 +1345,8 @@ mod tests {
         backend.write(FileKind::Pack, &name, &bytes).unwrap();
         let lock = exclusive(&backend, &repo);
 
-        let plain = repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15);
+        let plain =
+            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15, &|_| {});
         assert!(plain.unwrap().dropped.is_empty());
         repo.reload_index();
         assert!(repo.index().unwrap().contains(&victim));
@@ -1247,7 +1355,7 @@ mod tests {
             read_data: true,
             workers: 2,
         };
-        let r = repair_index_in_tables_of(&repo, &opts, &lock, 15).unwrap();
+        let r = repair_index_in_tables_of(&repo, &opts, &lock, 15, &|_| {}).unwrap();
         assert_eq!(r.dropped.len(), 1, "{:?}", r.dropped);
         assert_eq!((r.dropped[0].blob, r.dropped[0].pack), (victim, loc.pack));
         assert!(
@@ -1276,7 +1384,7 @@ mod tests {
             read_data: true,
             workers: 2,
         };
-        let e = repair_index_in_tables_of(&repo, &opts, &lock, 15)
+        let e = repair_index_in_tables_of(&repo, &opts, &lock, 15, &|_| {})
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot read pack"), "{e}");
@@ -1344,7 +1452,8 @@ mod tests {
         backend.write(FileKind::Pack, &packs[2], &[]).unwrap();
         let lock = exclusive(&backend, &repo);
         let r =
-            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15).unwrap();
+            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15, &|_| {})
+                .unwrap();
         assert!(r.unreadable.is_empty(), "{:?}", r.unreadable);
         assert_eq!(r.rewritten.len(), 3, "{:?}", r.rewritten);
         assert!(r

@@ -34,6 +34,7 @@ const POINTS: &[&str] = &[
     "restore-after-place",
     "upgrade-after-config-write",
     "private-file-before-rename",
+    "repair-before-old-tables-removed",
 ];
 
 /// The list above is complete: every `fault::point("…")` in src/ is in it
@@ -722,4 +723,39 @@ fn crash_before_an_exported_key_takes_its_name() {
     let out = repo.run(&["key", "export", arg]);
     assert_eq!(out.code, 2, "a usage error: {out}");
     assert!(out.stderr.contains("exists already"), "{out}");
+}
+
+/// `repair index` says what is lost (here the blobs of a pack another
+/// was moved over) before it removes the old tables, the only record of
+/// them: a kill right after the new tables are written has said it
+/// already, and a repair run again, with the old tables still there,
+/// says it again and finishes. (Until December 2026 it was said only at
+/// the end, and a kill between lost it for good.)
+#[test]
+fn crash_in_repair_index_before_the_old_tables_go_has_said_what_is_lost() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    state1(&src);
+    backup_saved(&repo, &src, &[]);
+    let packs = pack_files(&repo);
+    let names: Vec<&String> = packs.keys().collect();
+    let (a, b) = (names[0], names[1]);
+    let lost = index_map(&repo).values().filter(|l| &l.pack == b).count();
+    assert!(lost > 0);
+    fs::rename(&packs[a], &packs[b]).unwrap();
+    let said = format!(
+        "the old index named 1 pack(s) the repository does not hold (first: {}): {lost} blob(s)",
+        &a[..8]
+    );
+    let out = crash(
+        &repo,
+        "repair-before-old-tables-removed",
+        &["repair", "index"],
+    );
+    assert!(out.stderr.contains(&said), "{out}");
+    repo.run(&["unlock"]).success();
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(out.stderr.contains(&said), "{out}");
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
 }

@@ -769,6 +769,62 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 repo.require_whole_layout("repair the index")?;
             }
             let lock = super::lock_repo(ctx, repo, true, "repair index")?;
+            // Said before the old tables, the only record of what is
+            // lost, are removed.
+            let before_removal = |r: &repair::IndexRepair| {
+                for t in &r.damaged_tables {
+                    warn(&format!(
+                        "index {}: it failed its check, and is replaced by the tables rebuilt \
+                         from the packs (of its entries for packs whose header cannot be read, \
+                         those whose blob opens there are kept)",
+                        t.short()
+                    ));
+                }
+                let gone = r.missing_packs.len();
+                let from_damaged = match r.unindexed_only_damaged {
+                    0 => String::new(),
+                    n => format!(
+                        " ({n} of them named only by an index table that failed its check, \
+                         whose entries may be wrong)"
+                    ),
+                };
+                let beside = if r.not_placed.is_empty() {
+                    ""
+                } else {
+                    "; a pack left in another folder than its name's (named below) may hold them"
+                };
+                match (r.missing_packs.first(), r.first_unindexed) {
+                    (Some(first), None) => warn(&format!(
+                        "the old index named {gone} pack(s) the repository does not hold \
+                         (first: {}), but every blob it placed there is in a pack read now, \
+                         and indexed there: nothing is lost",
+                        first.short()
+                    )),
+                    (Some(first), Some((blob, pack))) => warn(&format!(
+                        "the old index named {gone} pack(s) the repository does not hold \
+                         (first: {}): {} blob(s) it placed there or in packs that no longer \
+                         hold them (first: blob {}, in pack {}) are no longer indexed{from_damaged}; \
+                         if a copy or a sync left the packs out, put them back and run `cairn \
+                         repair index` again before any gc{beside}",
+                        first.short(),
+                        r.unindexed_lost,
+                        blob.short(),
+                        pack.short()
+                    )),
+                    (None, Some((blob, pack))) => warn(&format!(
+                        "{} blob(s) the old index named are in no pack now (first: blob {}, \
+                         which it placed in pack {}, which holds other content now: \
+                         overwritten by another pack?){from_damaged}: they are no longer \
+                         indexed, and lost unless a copy of the repository holds those packs; \
+                         the next backup stores again what the sources still have, and `cairn \
+                         repair snapshots` writes copies of the snapshots without the rest{beside}",
+                        r.unindexed_lost,
+                        blob.short(),
+                        pack.short()
+                    )),
+                    (None, None) => {}
+                }
+            };
             let r = repair::repair_index(
                 repo,
                 &RepairIndexOptions {
@@ -776,36 +832,13 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                     workers: ctx.workers(repo),
                 },
                 &lock,
+                &before_removal,
             )?;
-            let gone = r.missing_packs.len();
-            match (r.missing_packs.first(), r.first_unindexed) {
-                (Some(first), None) => warn(&format!(
-                    "the old index named {gone} pack(s) the repository does not hold (first: \
-                     {}), but every blob it placed there is in a pack read now, and indexed \
-                     there: nothing is lost",
-                    first.short()
-                )),
-                (Some(first), Some((blob, _))) => warn(&format!(
-                    "the old index named {gone} pack(s) the repository does not hold (first: \
-                     {}): {} blob(s) it placed there or in packs that no longer hold them \
-                     (first: blob {}) are no longer indexed; if a copy or a sync left the packs \
-                     out, put them back and run `cairn repair index` again before any gc",
-                    first.short(),
-                    r.unindexed_lost,
-                    blob.short()
-                )),
-                (None, Some((blob, pack))) => warn(&format!(
-                    "{} blob(s) the old index named are in no pack now (first: blob {}, which it \
-                     placed in pack {}, which holds other content now: overwritten by another \
-                     pack?): they are no longer indexed, and lost unless a copy of the \
-                     repository holds those packs; the next backup stores again what the \
-                     sources still have, and `cairn repair snapshots` writes copies of the \
-                     snapshots without the rest",
-                    r.unindexed_lost,
-                    blob.short(),
-                    pack.short()
-                )),
-                (None, None) => {}
+            for (place, home) in &r.placed_late {
+                warn(&format!(
+                    "{place}: moved to {home} once the file of its name there was written \
+                     again and removed; run `cairn repair index` again to index its blobs"
+                ));
             }
             for (place, home) in &r.not_placed {
                 warn(&format!(
