@@ -145,6 +145,18 @@ fn groups_filters_within_and_tags_from_the_command_line() {
     let out = run_utc(&repo, &["forget", "--keep-within", "10s", "--dry-run"]);
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("30-day month"), "{out}");
+    // `2h30m`, which reads as minutes, says what it is.
+    let out = run_utc(&repo, &["forget", "--keep-within", "2h30m", "--dry-run"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(
+            "warning: --keep-within 2h30m: `m` is a month of 30 days, not a minute (there are no \
+             minutes); the span is 900 days"
+        ),
+        "{out}"
+    );
+    let out = run_utc(&repo, &["forget", "--keep-within", "1m2d", "--dry-run"]);
+    assert!(!out.stderr.contains("not a minute"), "{out}");
     // A filter that matches nothing says so.
     let out = run_utc(&repo, &["forget", "--keep-last", "1", "--host", "wbe"]).success();
     assert!(

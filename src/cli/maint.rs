@@ -457,6 +457,17 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
             .map_err(Error::into_usage)?,
         tags: a.keep_tags.clone(),
     };
+    // `m` after `h` (`2h30m`) reads as minutes, but is months here (as in
+    // restic): a span 30 days long per unit, which keeps more, not less.
+    if let Some(w) = a.keep_within.as_deref() {
+        if w.find('h').is_some_and(|h| w[h..].contains('m')) {
+            warn(&format!(
+                "--keep-within {w}: `m` is a month of 30 days, not a minute (there are no \
+                 minutes); the span is {} days",
+                policy.within_secs.unwrap_or(0) / 86_400
+            ));
+        }
+    }
     if a.keep_tags.iter().any(|t| t.trim().is_empty()) {
         return Err(Error::Usage(
             "--keep-tag needs a tag: an empty one is carried by no snapshot and keeps nothing"
