@@ -700,8 +700,27 @@ fn a_backup_whose_parent_trees_are_lost_stores_its_own_again() {
     fill_source(&src, 41);
     let first = backup_saved(&repo, &src, &[]);
     let tree = first.record["tree"].as_str().expect("tree").to_string();
-    let pack = index_map(&repo)[&tree].pack.clone();
-    fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
+    let loc = index_map(&repo)[&tree].clone();
+    let pack = loc.pack.clone();
+    // A damaged tree: what mends it is said for a tree, not a chunk.
+    let path = pack_files(&repo)[&pack].clone();
+    flip_byte(&path, loc.offset + loc.length / 2);
+    let out = repo.run(&["verify", "--read-data"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(
+            "a backup then stores the folder's tree again only where the folder is unchanged"
+        ),
+        "{out}"
+    );
+    // A folder that cannot be read is counted as one, not as a file.
+    assert!(
+        out.stdout.contains(
+            "0 damaged files and 1 unreadable folder(s), each with everything beneath it"
+        ),
+        "{out}"
+    );
+    fs::remove_file(&path).unwrap();
 
     let mut c = repo.cmd(&["backup", "--json"]);
     c.arg(&src);

@@ -320,12 +320,25 @@ fn credentials_never_appear_in_output_or_the_repository() {
     // A backup and a forget the store stopped answering say it is not
     // damage and what to do, as restore and gc do (they gave the bare
     // error).
+    let unreached = repo.scratch.path().join("unreached");
     for (args, done) in [
         (
             vec!["backup", src.to_str().unwrap()],
             "the backup did not finish",
         ),
         (vec!["forget", "--keep-last", "1"], "forget stopped"),
+        // So do the other commands (they gave the bare error).
+        (vec!["ls", "latest"], "the listing stopped"),
+        (
+            vec!["restore", "latest", "--target", unreached.to_str().unwrap()],
+            "the restore stopped",
+        ),
+        (vec!["verify"], "verify stopped"),
+        (vec!["gc"], "gc stopped"),
+        (
+            vec!["repair", "snapshots", "--dry-run"],
+            "the repair stopped",
+        ),
     ] {
         let mut c = repo.cmd(&args);
         c.env("CAIRN_S3_ENDPOINT", "http://127.0.0.1:1")

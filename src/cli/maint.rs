@@ -156,10 +156,23 @@ fn print_verify(
             if report.is_clean() {
                 "no errors".to_string()
             } else {
+                // A folder that cannot be read loses all it holds: it is
+                // not one file.
+                let dirs = report
+                    .damaged
+                    .iter()
+                    .filter(|d| d.reason.starts_with("directory unreadable"))
+                    .count();
+                let files = report.damaged.len() - dirs;
+                let dirs = match dirs {
+                    0 => String::new(),
+                    n => format!(
+                        " and {n} unreadable folder(s), each with everything beneath it"
+                    ),
+                };
                 format!(
-                    "{} errors, {} damaged files",
+                    "{} errors, {files} damaged files{dirs}",
                     report.errors.len(),
-                    report.damaged.len()
                 )
             }
         )?;

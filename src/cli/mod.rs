@@ -1039,17 +1039,36 @@ fn run_command(ctx: &Context, command: Command) -> Result<u8> {
         Command::Backup(a) => {
             backup::run(ctx, a).map_err(|e| only_transient(e, "the backup did not finish"))
         }
-        Command::Snapshots(a) => show::run_snapshots(ctx, a),
-        Command::Ls(a) => show::run_ls(ctx, a),
-        Command::Cat(a) => show::run_cat(ctx, a),
-        Command::Restore(a) => restore::run(ctx, a),
-        Command::Verify(a) => maint::run_verify(ctx, a),
+        Command::Snapshots(a) => show::run_snapshots(ctx, a)
+            .map_err(|e| only_transient(e, "the snapshots could not be listed")),
+        Command::Ls(a) => {
+            show::run_ls(ctx, a).map_err(|e| only_transient(e, "the listing stopped"))
+        }
+        Command::Cat(a) => show::run_cat(ctx, a).map_err(|e| only_transient(e, "cat stopped")),
+        Command::Restore(a) => restore::run(ctx, a).map_err(|e| {
+            only_transient(
+                e,
+                "the restore stopped (the files it put in place are whole; run again, it \
+                 restores the rest)",
+            )
+        }),
+        Command::Verify(a) => maint::run_verify(ctx, a)
+            .map_err(|e| only_transient(e, "verify stopped before it had checked everything")),
         Command::Forget(a) => maint::run_forget(ctx, a)
             .map_err(|e| only_transient(e, "forget stopped (what it had removed stays removed)")),
-        Command::Gc(a) => maint::run_gc(ctx, a),
-        Command::Repair(a) => maint::run_repair(ctx, a),
+        Command::Gc(a) => maint::run_gc(ctx, a).map_err(|e| {
+            only_transient(
+                e,
+                "gc stopped (what it had removed stays removed, and nothing a snapshot uses \
+                 is; run it again to finish)",
+            )
+        }),
+        Command::Repair(a) => {
+            maint::run_repair(ctx, a).map_err(|e| only_transient(e, "the repair stopped"))
+        }
         Command::Unlock(a) => init::run_unlock(ctx, a),
-        Command::Upgrade(a) => init::run_upgrade(ctx, a),
+        Command::Upgrade(a) => init::run_upgrade(ctx, a)
+            .map_err(|e| only_transient(e, "the upgrade stopped (a run again finishes it)")),
         Command::Key(c) => key::run(ctx, c),
     }
 }

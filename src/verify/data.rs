@@ -48,6 +48,13 @@ pub(super) struct PacksRead {
     pub misnamed: Vec<PackId>,
 }
 
+/// What mends a damaged copy of a tree that an index entry names: a
+/// backup stores a folder's tree again only where the folder is as it was
+/// (its entries and their metadata), which a changed source is not.
+const DAMAGED_TREE_MENDS: &str = "`cairn repair index --read-data` drops it from the index; \
+     a backup then stores the folder's tree again only where the folder is unchanged since, \
+     and `cairn repair snapshots` writes copies of the snapshots using it without what is lost";
+
 /// What mends a damaged copy of a blob that an index entry names.
 const DAMAGED_BLOB_MENDS: &str = "`cairn repair index --read-data` drops it from the index, \
      and the next backup then stores its content again where the source still has it \
@@ -172,6 +179,8 @@ pub(super) fn read_packs(
                     }
                     bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
                     let mut local_bad = Vec::new();
+                    // Whether the pack holds trees, as its header says.
+                    let mut of_trees = false;
                     // Blobs an index entry places in this pack, with
                     // `check_index`: a bad copy none names is read by nothing.
                     let named_here: Option<HashSet<BlobId>> = check_index.then(|| {
@@ -192,6 +201,7 @@ pub(super) fn read_packs(
                     match pack::decode_header(&data, repo.key(), &what) {
                         Ok(header) => {
                             header_read = true;
+                            of_trees = header.kind == pack::BlobKind::Tree;
                             for e in &header.entries {
                                 let at = e.offset as usize;
                                 let sealed = &data[at..at + e.length as usize];
@@ -319,7 +329,12 @@ pub(super) fn read_packs(
                     if !local_bad.is_empty() {
                         for (id, why) in &local_bad {
                             let (list, message) = if named(id) {
-                                let m = format!("blob {}: {why}; {DAMAGED_BLOB_MENDS}", id.short());
+                                let mends = if of_trees {
+                                    DAMAGED_TREE_MENDS
+                                } else {
+                                    DAMAGED_BLOB_MENDS
+                                };
+                                let m = format!("blob {}: {why}; {mends}", id.short());
                                 (&errors, m)
                             } else {
                                 let m = format!(
