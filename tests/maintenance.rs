@@ -2693,6 +2693,9 @@ fn an_index_table_this_user_may_not_read_is_said_to_be_no_damage() {
 fn repair_index_read_data_writes_again_a_pack_under_another_name() {
     let repo = packed_repo();
     let src = source(&repo, 31);
+    // Enough data for three data packs at least (each closes at 1 MiB,
+    // so holds under 2).
+    fill(&src.join("more"), 32, &[("m.bin", 3_000_000)]);
     let snap = backup_saved(&repo, &src, &[]);
     let packs = pack_files(&repo);
     // Data packs, so that the snapshot's trees stay readable and verify
