@@ -2553,12 +2553,8 @@ fn repair_index_mends_a_table_or_pack_that_is_a_symlink_to_no_file() {
     let snap = backup_saved(&repo, &src, &[]);
     let fifo = repo.scratch("fifo");
     mkfifo(&fifo, 0o644);
-    let table = fs::read_dir(repo.path.join("index"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .next()
-        .unwrap();
-    let table_name = table.file_name().unwrap().to_str().unwrap().to_string();
+    let table_name = names_in(&repo, "index")[0].clone();
+    let table = repo.path.join("index").join(&table_name);
     fs::remove_file(&table).unwrap();
     std::os::unix::fs::symlink(&fifo, &table).unwrap();
     let (code, _, out) = verify_json(&repo, false);
@@ -2632,12 +2628,8 @@ fn an_index_table_this_user_may_not_read_is_said_to_be_no_damage() {
         .to_string();
     let tree_pack = pack_files(&repo)[&index_map(&repo)[&root].pack].clone();
     give_to(repo.dir.path(), NOBODY, true);
-    let table = fs::read_dir(repo.path.join("index"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .next()
-        .unwrap();
-    let name = table.file_name().unwrap().to_str().unwrap().to_string();
+    let name = names_in(&repo, "index")[0].clone();
+    let table = repo.path.join("index").join(&name);
     std::os::unix::fs::chown(&table, Some(0), Some(0)).unwrap();
     fs::set_permissions(&table, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     for args in [
@@ -2977,8 +2969,8 @@ fn repair_index_counts_the_blobs_a_damaged_table_placed_in_a_pack_gone() {
         .filter(|(_, l)| l.pack == pack)
         .map(|(id, _)| id)
         .collect();
-    for t in fs::read_dir(repo.path.join("index")).unwrap() {
-        let t = t.unwrap().path();
+    for name in names_in(&repo, "index") {
+        let t = repo.path.join("index").join(name);
         let size = fs::metadata(&t).unwrap().len();
         flip_byte(&t, size - 1);
     }
