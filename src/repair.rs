@@ -88,6 +88,9 @@ pub struct IndexRepair {
     pub placed: Vec<(String, String)>,
     /// Such packs left where they were: a file of that name is home.
     pub not_placed: Vec<(String, String)>,
+    /// Such packs intact where the file of their name home was not (with
+    /// `read_data`): swapped with it, that file now at their place.
+    pub exchanged: Vec<(String, String)>,
     /// Such packs moved home only once the file of their name there was
     /// written again (damaged or misnamed) and removed: not indexed yet.
     pub placed_late: Vec<(String, String)>,
@@ -295,6 +298,10 @@ fn repair_index_in_tables_of(
         lock.confirm("nothing is changed; run it again")?;
         if backend.place_pack(&place)? {
             out.placed.push((place, home));
+        } else if opts.read_data && backend.exchange_pack(&place)? {
+            // Its copy home was damaged (not its name's hash), this one
+            // intact: swapped, before every pack is read below.
+            out.exchanged.push((place, home));
         } else {
             out.not_placed.push((place, home));
         }

@@ -555,7 +555,27 @@ fn verify_says_where_a_misplaced_pack_belongs() {
     );
     assert!(path.exists() && elsewhere.join(&id).exists(), "{out}");
     assert_restores(&repo, &saved);
+    // The copy home damaged, the one elsewhere intact: `--read-data`,
+    // which reads packs whole, swaps them before it reads them.
+    let intact = fs::read(&path).unwrap();
+    let mut damaged = intact.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x55;
+    fs::write(&path, &damaged).unwrap();
+    let out = repo.run(&["repair", "index", "--read-data"]).success();
+    assert!(
+        out.stderr.contains(&format!(
+            "packs/{wrong}/{id}: an intact copy of the pack of its name, whose file in {home} is \
+             damaged (not its name's hash): the two were swapped"
+        )),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("damaged, dropped"), "{out}");
+    assert_eq!(fs::read(&path).unwrap(), intact);
+    assert_eq!(fs::read(elsewhere.join(&id)).unwrap(), damaged);
+    assert_restores(&repo, &saved);
     fs::remove_file(elsewhere.join(&id)).unwrap();
+    assert_verify_ok(&repo);
 
     // Directly in `packs/` (a copy that flattened the fan-out folders),
     // its home folder gone too (made again, its owner's only), and one

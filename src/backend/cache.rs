@@ -360,6 +360,9 @@ impl Backend for CachedBackend {
     fn place_pack(&self, place: &str) -> Result<bool> {
         self.inner.place_pack(place)
     }
+    fn exchange_pack(&self, place: &str) -> Result<bool> {
+        self.inner.exchange_pack(place)
+    }
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         self.inner.missing_folders()
     }

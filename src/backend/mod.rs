@@ -291,6 +291,18 @@ pub trait Backend: Send + Sync {
         let _ = place;
         Ok(false)
     }
+    /// For a pack [`Backend::place_pack`] left at `place` as a file of its
+    /// name is home: swaps the two, in one step, where the home file's
+    /// content does not hash to its name and `place`'s does (a damaged
+    /// copy home, an intact one out of its folder), so that the intact
+    /// one is home and the other at `place`; false, changing nothing,
+    /// where that is not so or the filesystem cannot swap. Reads both
+    /// files whole (`repair index --read-data`). Only under an exclusive
+    /// lock. Stores without folders have none (the default).
+    fn exchange_pack(&self, place: &str) -> Result<bool> {
+        let _ = place;
+        Ok(false)
+    }
     /// The folders of the layout [`Backend::create`] made that are gone
     /// while what the others hold needs them (`snapshots/` lost while
     /// packs hold data, say): listed, such a folder holds nothing, as if

@@ -858,6 +858,13 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 &lock,
                 &before_removal,
             )?;
+            for (place, home) in &r.exchanged {
+                warn(&format!(
+                    "{place}: an intact copy of the pack of its name, whose file in {home} is \
+                     damaged (not its name's hash): the two were swapped, the intact one home; \
+                     the damaged one, now at {place}, can be removed"
+                ));
+            }
             for (place, home) in &r.placed_late {
                 warn(&format!(
                     "{place}: moved to {home} once the file of its name there was written \

@@ -604,6 +604,53 @@ impl Backend for LocalBackend {
         Ok(true)
     }
 
+    fn exchange_pack(&self, place: &str) -> Result<bool> {
+        use std::os::unix::ffi::OsStrExt;
+        let from = self.root.join(place);
+        let Some(name) = from
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| crate::id::is_hex_name(n))
+        else {
+            return Ok(false);
+        };
+        let to = self.path(FileKind::Pack, name);
+        let hashes_to_name = |p: &Path| -> Result<bool> {
+            let bytes = fs::read(p).map_err(|e| Error::path("read", p, e))?;
+            Ok(crate::id::PackId(crate::id::file_hash(&bytes)).to_hex() == name)
+        };
+        if hashes_to_name(&to)? || !hashes_to_name(&from)? {
+            return Ok(false);
+        }
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+        let (Ok(cfrom), Ok(cto)) = (c(&from), c(&to)) else {
+            return Ok(false);
+        };
+        // SAFETY: both are NUL-terminated and outlive the call.
+        let r = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                cfrom.as_ptr(),
+                libc::AT_FDCWD,
+                cto.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                // A filesystem or kernel without the swap: left as it is.
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(false),
+                _ => Err(Error::path("swap", &to, e)),
+            };
+        }
+        sync_dir(to.parent().expect("a pack's path has its folder"))?;
+        if let Some(old) = from.parent() {
+            sync_dir(old)?;
+        }
+        Ok(true)
+    }
+
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         let gone = |kind: FileKind| -> Result<bool> {
             let dir = self.root.join(kind.dir());
