@@ -180,13 +180,23 @@ fn with_entries_that_open(
     (kind, mut entries): (Option<BlobKind>, Vec<PackEntry>),
     (other_kind, others): (Option<BlobKind>, Vec<PackEntry>),
     len: u64,
-) -> (Option<BlobKind>, Vec<PackEntry>) {
+) -> Result<(Option<BlobKind>, Vec<PackEntry>)> {
     let Some(k) = kind.or(other_kind) else {
-        return (kind, entries);
+        return Ok((kind, entries));
     };
-    let known: HashSet<BlobId> = entries.iter().map(|e| e.id).collect();
+    // Every entry of the tables failing their check is a candidate, in
+    // their order: one damaged may precede one that is right.
+    let mut known: HashSet<BlobId> = entries.iter().map(|e| e.id).collect();
     let before = entries.len();
-    for e in others.into_iter().filter(|e| !known.contains(&e.id)) {
+    let mut past_end = Vec::new();
+    for e in others {
+        if known.contains(&e.id) {
+            continue;
+        }
+        if u64::from(e.offset) + u64::from(e.length) > len {
+            past_end.push(e);
+            continue;
+        }
         let loc = crate::index::Location {
             pack,
             offset: e.offset,
@@ -194,15 +204,31 @@ fn with_entries_that_open(
             raw_length: e.raw_length,
             kind: k,
         };
-        let inside = u64::from(e.offset) + u64::from(e.length) <= len;
-        if inside && repo.read_located(&e.id, loc).is_ok() {
+        match repo.read_located(&e.id, loc) {
+            Ok(_) => {
+                known.insert(e.id);
+                entries.push(e);
+            }
+            // Not there, or not this blob: the entry is wrong.
+            Err(Error::Corrupt { .. }) => {}
+            Err(err) if err.is_not_found() => {}
+            // A read the store failed (a timeout, a refusal) says nothing
+            // of the entry: dropped for it, an intact blob would leave the
+            // index, and the next repair would delete its pack.
+            Err(err) => return Err(err.unless_store_unavailable("the old index tables are kept")),
+        }
+    }
+    // Past the pack's end, where no entry of the blob opens: kept, for the
+    // caller to drop and name as lost with the end of a pack cut short.
+    for e in past_end {
+        if known.insert(e.id) {
             entries.push(e);
         }
     }
     if entries.len() == before {
-        return (kind, entries);
+        return Ok((kind, entries));
     }
-    (Some(k), entries)
+    Ok((Some(k), entries))
 }
 
 /// What [`unindexed_now`] found: how many blobs, how many of them named
@@ -456,13 +482,13 @@ fn repair_index_in_tables_of(
     // re-hashes): such a table is replaced by this repair, and until
     // December 2026 a blob only it named, intact, left the index with it,
     // and gc later deleted the pack.
-    let checked = old_entries(&untrusted, &ids);
+    let checked = old_entries_of(&untrusted, &ids, true);
     let from_trusted = old_entries(&trusted, &ids);
     for (((id, len, why), (kind, entries)), (other_kind, others)) in
         unreadable.iter().zip(from_trusted).zip(checked)
     {
         let (kind, entries) =
-            with_entries_that_open(repo, *id, (kind, entries), (other_kind, others), *len);
+            with_entries_that_open(repo, *id, (kind, entries), (other_kind, others), *len)?;
         let entries = without_damaged(*id, entries, &bad, &mut out.dropped);
         let (entries, past_end): (Vec<PackEntry>, Vec<PackEntry>) = entries
             .into_iter()
@@ -701,6 +727,16 @@ fn old_entries(
     tables: &[&IndexTable],
     packs: &[PackId],
 ) -> Vec<(Option<BlobKind>, Vec<PackEntry>)> {
+    old_entries_of(tables, packs, false)
+}
+
+/// [`old_entries`], or with `every`, every entry of a blob (tables that
+/// fail their check may place it twice, one of them wrongly).
+fn old_entries_of(
+    tables: &[&IndexTable],
+    packs: &[PackId],
+    every: bool,
+) -> Vec<(Option<BlobKind>, Vec<PackEntry>)> {
     let mut out: Vec<(Option<BlobKind>, Vec<PackEntry>)> = vec![(None, Vec::new()); packs.len()];
     if packs.is_empty() {
         return out;
@@ -715,7 +751,7 @@ fn old_entries(
             let Some(&k) = at.get(&loc.pack) else {
                 continue;
             };
-            if !seen[k].insert(id) {
+            if !seen[k].insert(id) && !every {
                 continue;
             }
             out[k].0 = Some(loc.kind);
@@ -1284,6 +1320,84 @@ mod tests {
             (kind == FileKind::Pack && failing.as_deref() == Some(name))
                 .then(|| Err(Error::Invalid(format!("reading pack {name}: timed out"))))
         }
+    }
+
+    /// Fails reads of one pack as a store that timed out does, once it
+    /// has been read a number of times.
+    #[derive(Default)]
+    struct TimeoutAfter(std::sync::Mutex<(Option<String>, usize)>);
+
+    impl Hooks for TimeoutAfter {
+        fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
+            let mut state = self.0.lock().unwrap();
+            if kind != FileKind::Pack || state.0.as_deref() != Some(name) {
+                return None;
+            }
+            if state.1 > 0 {
+                state.1 -= 1;
+                return None;
+            }
+            Some(Err(Error::Invalid(format!(
+                "reading pack {name}: timed out"
+            ))))
+        }
+    }
+
+    /// A pack cut short that only a table failing its check names: a
+    /// read of one of its blobs that the store fails (a timeout) stops the
+    /// repair with the old tables kept. Taken for an entry that does not
+    /// open, it dropped an intact blob, and the next repair deleted the
+    /// pack (until December 2026).
+    #[test]
+    fn a_failed_read_of_a_blob_a_damaged_table_places_stops_the_repair() {
+        let hooked = Arc::new(Hooked {
+            inner: MemBackend::default(),
+            hooks: TimeoutAfter::default(),
+        });
+        let backend: Arc<dyn Backend> = hooked.clone();
+        let repo = repo_of_small_packs(backend.clone());
+        let writer = BlobWriter::new(&repo);
+        for i in 0..20u32 {
+            writer
+                .add(BlobKind::Data, &noise(&i.to_le_bytes(), 100_000))
+                .unwrap();
+        }
+        writer.finish().unwrap();
+        let index = repo.index().unwrap();
+        let mut packs = backend.list(FileKind::Pack).unwrap();
+        packs.sort();
+        let pack = PackId::from_hex(&packs[1]).unwrap();
+        let first_end = (0..index.tables()[0].len())
+            .filter_map(|i| index.tables()[0].location_at(i).ok())
+            .filter(|(_, l)| l.pack == pack)
+            .map(|(_, l)| (l.offset, l.offset + l.length))
+            .min()
+            .unwrap()
+            .1;
+        // Cut short after its first blob, and the one table's MAC damaged.
+        let bytes = backend.read(FileKind::Pack, &packs[1]).unwrap().to_vec();
+        backend.remove(FileKind::Pack, &packs[1]).unwrap();
+        backend
+            .write(FileKind::Pack, &packs[1], &bytes[..first_end as usize])
+            .unwrap();
+        let old = backend.list(FileKind::Index).unwrap();
+        assert_eq!(old.len(), 1);
+        let mut table = backend.read(FileKind::Index, &old[0]).unwrap().to_vec();
+        let last = table.len() - 1;
+        table[last] ^= 1;
+        backend.remove(FileKind::Index, &old[0]).unwrap();
+        backend.write(FileKind::Index, &old[0], &table).unwrap();
+        // Its header's two reads go through, the blob's fails.
+        *hooked.hooks.0.lock().unwrap() = (Some(packs[1].clone()), 2);
+
+        let lock = exclusive(&backend, &repo);
+        let e =
+            repair_index_in_tables_of(&repo, &RepairIndexOptions::default(), &lock, 15, &|_| {})
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("timed out"), "{e}");
+        assert_eq!(backend.list(FileKind::Index).unwrap(), old, "{e}");
+        assert!(backend.list(FileKind::Pack).unwrap().contains(&packs[1]));
     }
 
     /// A pack whose header cannot be read for a reason that is not its

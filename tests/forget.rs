@@ -155,6 +155,8 @@ fn groups_filters_within_and_tags_from_the_command_line() {
         ),
         "{out}"
     );
+    let out = run_utc(&repo, &["forget", "--keep-within", "1h0m", "--dry-run"]);
+    assert!(out.stderr.contains("the span is 1 hour(s)"), "{out}");
     let out = run_utc(&repo, &["forget", "--keep-within", "1m2d", "--dry-run"]);
     assert!(!out.stderr.contains("not a minute"), "{out}");
     // A filter that matches nothing says so.

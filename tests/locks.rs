@@ -1142,6 +1142,14 @@ fn a_user_who_may_not_write_is_told_so() {
     }
     let out = as_nobody(&["snapshots"]);
     assert_eq!(out.code, 0, "{out}");
+    // Nor may unlock, which writes a lock of its own first.
+    let out = as_nobody(&["unlock"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("this user may not write to the repository, and unlock needs to"),
+        "{out}"
+    );
     // Dry runs read only, without a word about the space reserve, which
     // they neither use nor may set aside (here, where it is gone).
     fs::remove_file(repo.path.join("reserve")).unwrap();

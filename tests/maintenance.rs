@@ -2999,33 +2999,129 @@ fn repair_index_counts_the_blobs_a_damaged_table_placed_in_a_pack_gone() {
     );
 }
 
-/// An intact copy of a pack left out of its folder, whose home holds
-/// another pack's content under its name: `repair index --read-data`
-/// writes the misnamed home file again and removes it, then moves the
-/// intact copy home and says to run it again, which indexes its blobs:
-/// every snapshot restores. (Until December 2026 the copy stayed out,
-/// with advice to compare the two files, the home one already gone.)
+/// An intact copy of a pack left out of its folder, whose home holds a
+/// file of its name cut short (its header gone): a plain `repair index`
+/// writes the home file again from what opens in it and removes it,
+/// then moves the intact copy home and says to run it again, which
+/// indexes all its blobs: every snapshot restores. With `--read-data`
+/// the two are swapped first instead, the intact one home. (Until
+/// December 2026 the copy stayed out, with advice to compare the two
+/// files, the home one already gone.)
 #[test]
-fn a_pack_waiting_out_of_its_folder_goes_home_once_the_misnamed_file_there_is_gone() {
+fn a_pack_waiting_out_of_its_folder_goes_home_once_the_file_there_is_gone() {
+    for read_data in [false, true] {
+        let repo = packed_repo();
+        let src = source(&repo, 59);
+        let snap = backup_saved(&repo, &src, &[]);
+        let files = file_chunks(&repo, &snap.id);
+        let index = index_map(&repo);
+        let b = index[&files[&snap_path(&src, "victim.bin")][0]]
+            .pack
+            .clone();
+        let path = pack_files(&repo)[&b].clone();
+        fs::copy(&path, repo.path.join("packs").join(&b)).unwrap();
+        let len = fs::metadata(&path).unwrap().len();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 100)
+            .unwrap();
+        let mut args = vec!["repair", "index"];
+        if read_data {
+            args.push("--read-data");
+        }
+        let out = repo.run(&args).success();
+        let said = if read_data {
+            format!("packs/{b}: an intact copy of the pack of its name, whose file in packs/{}/ is damaged", &b[..2])
+        } else {
+            format!(
+                "packs/{b}: moved to packs/{}/ once the file of its name there was written again \
+                 and removed; run `cairn repair index` again to index its blobs",
+                &b[..2]
+            )
+        };
+        assert!(out.stderr.contains(&said), "read_data {read_data}: {out}");
+        if !read_data {
+            repo.run(&["repair", "index"]).success();
+        } else {
+            fs::remove_file(repo.path.join("packs").join(&b)).unwrap();
+        }
+        let out = repo.run(&["repair", "index"]).success();
+        assert!(!out.stdout.contains("no longer indexed"), "{out}");
+        assert_verify_ok(&repo);
+        assert_restores(&repo, &snap);
+    }
+}
+
+/// A snapshot's root tree the index lacks (its table moved away) stops
+/// `ls`, `restore` and `cat` with what tells what is lost and what mends
+/// it; it was the bare "an index entry for blob … not found".
+#[test]
+fn a_tree_the_index_lacks_is_said_with_what_mends_it() {
     let repo = packed_repo();
-    let src = source(&repo, 59);
+    let src = source(&repo, 61);
     let snap = backup_saved(&repo, &src, &[]);
-    let packs = pack_files(&repo);
-    let names: Vec<&String> = packs.keys().collect();
-    let (a, b) = (names[0], names[1]);
-    fs::copy(&packs[b], repo.path.join("packs").join(b)).unwrap();
-    fs::copy(&packs[a], &packs[b]).unwrap();
-    let out = repo.run(&["repair", "index", "--read-data"]).success();
+    let tree = snap.record["tree"].as_str().unwrap().to_string();
+    let aside = repo.scratch("aside");
+    fs::create_dir_all(&aside).unwrap();
+    for name in names_in(&repo, "index") {
+        fs::rename(repo.path.join("index").join(&name), aside.join(&name)).unwrap();
+    }
+    let target = repo.scratch("target");
+    for args in [
+        vec!["ls", "latest"],
+        vec!["restore", "latest", "--target", target.to_str().unwrap()],
+        vec!["cat", "tree", tree.as_str()],
+    ] {
+        let out = repo.run(&args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains(&format!("an index entry for blob {tree} not found"))
+                && out
+                    .stderr
+                    .contains("`cairn repair index` rebuilds the index from the packs"),
+            "{args:?}: {out}"
+        );
+    }
+    repo.run(&["repair", "index"]).success();
+    assert_restores(&repo, &snap);
+}
+
+/// `forget --gc` whose gc refuses (a damaged tree of a snapshot kept,
+/// which gc finds only once it walks the trees) has removed the
+/// snapshots already: `--json` still gives forget's report, with `"gc":
+/// null`, and the error says what was removed and that gc did not run.
+/// (Until December 2026 standard output stayed empty, exit 1, as if
+/// nothing had been removed.)
+#[test]
+fn forget_gc_whose_gc_refuses_still_reports_what_it_removed() {
+    let repo = packed_repo();
+    let src = source(&repo, 67);
+    let first = backup_saved(&repo, &src, &[]);
+    fill(&src, 68, &[("new.bin", 200_000)]);
+    let second = backup_saved(&repo, &src, &[]);
+    let tree = second.record["tree"].as_str().unwrap().to_string();
+    let loc = index_map(&repo)[&tree].clone();
+    flip_byte(&pack_files(&repo)[&loc.pack], loc.offset + loc.length / 2);
+    let out = repo.run(&["forget", "--keep-last", "1", "--gc", "--json"]);
+    assert_eq!(out.code, 1, "{out}");
+    let v = out.json();
+    assert!(v["gc"].is_null(), "{out}");
+    let removed: Vec<&str> = v["forget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["snapshots"].as_array().unwrap())
+        .filter(|d| d["keep"] == false)
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed, [first.id.as_str()], "{out}");
     assert!(
-        out.stderr.contains(&format!(
-            "packs/{b}: moved to packs/{}/ once the file of its name there was written again \
-             and removed; run `cairn repair index` again to index its blobs",
-            &b[..2]
-        )),
+        out.stderr
+            .contains("forget removed 1 snapshot(s) (the report says which); gc did not run"),
         "{out}"
     );
-    let out = repo.run(&["repair", "index"]).success();
-    assert!(!out.stderr.contains("no longer indexed"), "{out}");
-    assert_verify_ok(&repo);
-    assert_restores(&repo, &snap);
+    assert_eq!(snapshot_ids(&repo), BTreeSet::from([second.id.clone()]));
 }

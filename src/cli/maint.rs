@@ -474,10 +474,16 @@ pub(super) fn run_forget(ctx: &Context, a: ForgetArgs) -> Result<u8> {
     // restic): a span 30 days long per unit, which keeps more, not less.
     if let Some(w) = a.keep_within.as_deref() {
         if w.find('h').is_some_and(|h| w[h..].contains('m')) {
+            let secs = policy.within_secs.unwrap_or(0);
+            let (days, hours) = (secs / 86_400, secs % 86_400 / 3_600);
+            let span = match (days, hours) {
+                (0, h) => format!("{h} hour(s)"),
+                (d, 0) => format!("{d} days"),
+                (d, h) => format!("{d} days and {h} hour(s)"),
+            };
             warn(&format!(
                 "--keep-within {w}: `m` is a month of 30 days, not a minute (there are no \
-                 minutes); the span is {} days",
-                policy.within_secs.unwrap_or(0) / 86_400
+                 minutes); the span is {span}"
             ));
         }
     }
@@ -700,7 +706,38 @@ fn forget_command(
             workers: ctx.workers(repo),
             others_writing: false,
         };
-        Some(gc_locked(repo, &lock, &opts, false)?)
+        match gc_locked(repo, &lock, &opts, false) {
+            Ok(plan) => Some(plan),
+            // The snapshots are removed already (gc's refusals on damage
+            // it finds in trees come only once it walks them): said, in
+            // the report as in the error, rather than left for the
+            // operator to infer from a bare refusal.
+            Err(e) => {
+                repo.backend().settle_removals()?;
+                if a.json {
+                    let _ = outln!(
+                        "{}",
+                        json(&ForgetGcReport {
+                            forget: &reports,
+                            gc: None,
+                        })
+                    );
+                }
+                return Err(Error::Advised {
+                    error: Box::new(e),
+                    advice: format!(
+                        "forget removed {} snapshot(s){}; gc did not run: run `cairn gc` once \
+                         that is mended",
+                        remove.len(),
+                        if a.json {
+                            " (the report says which)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+        }
     } else {
         None
     };
@@ -796,6 +833,20 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
             // Said before the old tables, the only record of what is
             // lost, are removed.
             let before_removal = |r: &repair::IndexRepair| {
+                // The copies it drops are named at the end; how many is
+                // said now, while the old tables are still there.
+                if !r.dropped.is_empty() {
+                    warn(&format!(
+                        "{} blob cop{} dropped from the index (damaged, or past the end of a \
+                         pack cut short), each named below",
+                        r.dropped.len(),
+                        if r.dropped.len() == 1 {
+                            "y is"
+                        } else {
+                            "ies are"
+                        }
+                    ));
+                }
                 for t in &r.damaged_tables {
                     warn(&format!(
                         "index {}: it failed its check, and is replaced by the tables rebuilt \
@@ -955,10 +1006,18 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 }
                 let lost = r.dropped.len() - r.dropped_held_elsewhere;
                 if lost > 0 {
+                    // A pack it moved home may hold them: indexed by the
+                    // next repair, before anything else is done.
+                    let first = if r.placed_late.is_empty() {
+                        ""
+                    } else {
+                        "a pack moved home (said above) may hold them: run `cairn repair index` \
+                         again first; then "
+                    };
                     outln!(
-                        "{lost} damaged blob(s) are no longer indexed: the next backup stores \
-                         their content again where the source still has it, mending every \
-                         snapshot that uses it; for what no source has any more, `cairn \
+                        "{lost} damaged blob(s) are no longer indexed: {first}the next backup \
+                         stores their content again where the source still has it, mending \
+                         every snapshot that uses it; for what no source has any more, `cairn \
                          repair snapshots` writes copies of the snapshots without it (gc \
                          refuses to run until no snapshot uses a blob the index lacks)"
                     )?;

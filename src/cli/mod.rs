@@ -1041,16 +1041,17 @@ fn run_command(ctx: &Context, command: Command) -> Result<u8> {
         }
         Command::Snapshots(a) => show::run_snapshots(ctx, a)
             .map_err(|e| only_transient(e, "the snapshots could not be listed")),
-        Command::Ls(a) => {
-            show::run_ls(ctx, a).map_err(|e| only_transient(e, "the listing stopped"))
+        Command::Ls(a) => show::run_ls(ctx, a)
+            .map_err(|e| lacking_entry(only_transient(e, "the listing stopped"))),
+        Command::Cat(a) => {
+            show::run_cat(ctx, a).map_err(|e| lacking_entry(only_transient(e, "cat stopped")))
         }
-        Command::Cat(a) => show::run_cat(ctx, a).map_err(|e| only_transient(e, "cat stopped")),
         Command::Restore(a) => restore::run(ctx, a).map_err(|e| {
-            only_transient(
+            lacking_entry(only_transient(
                 e,
                 "the restore stopped (the files it put in place are whole; run again, it \
                  restores the rest)",
-            )
+            ))
         }),
         Command::Verify(a) => maint::run_verify(ctx, a)
             .map_err(|e| only_transient(e, "verify stopped before it had checked everything")),
@@ -1066,10 +1067,28 @@ fn run_command(ctx: &Context, command: Command) -> Result<u8> {
         Command::Repair(a) => {
             maint::run_repair(ctx, a).map_err(|e| only_transient(e, "the repair stopped"))
         }
-        Command::Unlock(a) => init::run_unlock(ctx, a),
+        Command::Unlock(a) => {
+            init::run_unlock(ctx, a).map_err(|e| only_transient(e, "unlock stopped"))
+        }
         Command::Upgrade(a) => init::run_upgrade(ctx, a)
             .map_err(|e| only_transient(e, "the upgrade stopped (a run again finishes it)")),
         Command::Key(c) => key::run(ctx, c),
+    }
+}
+
+/// `e`, where a blob the index lacks stopped a reader (the snapshot's
+/// root tree, say), with what tells what that loses and what mends it:
+/// it was the bare "an index entry for blob … not found".
+fn lacking_entry(e: Error) -> Error {
+    match &e {
+        Error::NotFound(what) if what.starts_with("an index entry for blob") => Error::Advised {
+            error: Box::new(e),
+            advice: "the index lacks it (a table lost or left unread, or the entries of a lost \
+                     pack dropped): `cairn verify` names what that loses, and `cairn repair \
+                     index` rebuilds the index from the packs"
+                .into(),
+        },
+        _ => e,
     }
 }
 

@@ -1264,7 +1264,17 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Resu
         exclusive: false,
         command: "unlock".into(),
     };
-    let mine = write_lock(backend, key, &probe)?;
+    let mine = write_lock(backend, key, &probe).map_err(|e| {
+        if !e.is_write_refused() {
+            return e;
+        }
+        Error::Advised {
+            error: Box::new(e),
+            advice: "this user may not write to the repository, and unlock needs to (a lock \
+                     of its own first, and the removals): run it as a user who may"
+                .into(),
+        }
+    })?;
     let removed = remove_stale(backend, key, force, &mine);
     backend.remove(FileKind::Lock, &mine)?;
     removed

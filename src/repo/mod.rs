@@ -588,8 +588,10 @@ impl Repository {
         }
         let config = Config::decode(&bytes, &exported.key).map_err(|_| {
             Error::WrongKey(format!(
-                "{what} names repository {} but its key does not open the config at {} \
-                 (if the password still opens it, the config is damaged: run `cairn verify`)",
+                "{what} names repository {} but its key does not open the config at {}: the \
+                 config may be damaged (restore `config` from a copy of the repository; if \
+                 the password does not open it either, that is so), or the key file is not \
+                 this repository's",
                 &hex::encode(repo_id)[..8],
                 backend.location(),
             ))

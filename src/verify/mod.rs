@@ -401,7 +401,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
          what names it; `cairn repair index` rebuilds the index from the packs, this one \
          included"
     } else {
-        "not in the index: left by an interrupted backup (`cairn gc` removes it), \
+        "not in the index: left by an interrupted backup or gc (`cairn gc` removes it), \
          or an index table was lost (`cairn repair index` restores it)"
     };
     for p in unindexed {
