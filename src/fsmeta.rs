@@ -447,6 +447,33 @@ pub fn make_special(path: &Path, kind: &NodeKind, mode: u32) -> io::Result<()> {
     }
 }
 
+/// `renameat2(from, to, flags)` on two paths (`RENAME_NOREPLACE`,
+/// `RENAME_EXCHANGE`); the caller tells a filesystem without the flag
+/// (`EINVAL`) from other errors.
+pub fn rename_with(from: &std::path::Path, to: &std::path::Path, flags: u32) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
+    let (cfrom, cto) = (c(from)?, c(to)?);
+    // SAFETY: both are NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            cfrom.as_ptr(),
+            libc::AT_FDCWD,
+            cto.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether this process runs as root (and so restores ownership).
 pub fn is_root() -> bool {
     euid() == 0

@@ -525,26 +525,9 @@ fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 /// `renameat2(RENAME_NOREPLACE)`, or where the filesystem does not take
 /// that flag, a hard link to `to` and the removal of `from`.
 fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &std::path::Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-    };
-    let (cfrom, cto) = (c(from)?, c(to)?);
-    // SAFETY: both are NUL-terminated and outlive the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            cfrom.as_ptr(),
-            libc::AT_FDCWD,
-            cto.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
+    let Err(e) = crate::fsmeta::rename_with(from, to, libc::RENAME_NOREPLACE) else {
         return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
+    };
     if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
         return Err(e);
     }

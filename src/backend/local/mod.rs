@@ -605,7 +605,6 @@ impl Backend for LocalBackend {
     }
 
     fn exchange_pack(&self, place: &str) -> Result<bool> {
-        use std::os::unix::ffi::OsStrExt;
         let from = self.root.join(place);
         let Some(name) = from
             .file_name()
@@ -622,22 +621,7 @@ impl Backend for LocalBackend {
         if hashes_to_name(&to)? || !hashes_to_name(&from)? {
             return Ok(false);
         }
-        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
-        let (Ok(cfrom), Ok(cto)) = (c(&from), c(&to)) else {
-            return Ok(false);
-        };
-        // SAFETY: both are NUL-terminated and outlive the call.
-        let r = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                cfrom.as_ptr(),
-                libc::AT_FDCWD,
-                cto.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
-        if r != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = crate::fsmeta::rename_with(&from, &to, libc::RENAME_EXCHANGE) {
             return match e.raw_os_error() {
                 // A filesystem or kernel without the swap: left as it is.
                 Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => Ok(false),
