@@ -66,11 +66,12 @@ pub struct IndexRepair {
     /// How many of `dropped` are of a blob with an intact copy indexed in
     /// another pack (a blob stored twice): nothing of it is lost.
     pub dropped_held_elsewhere: usize,
-    /// Packs the old index (its tables that authenticate) named that are
-    /// not in the repository: their blobs are no longer indexed.
+    /// Packs the old index (any table that parses) named that are not in
+    /// the repository: their blobs are no longer indexed, unless found in
+    /// another pack (see `unindexed_lost`).
     pub missing_packs: Vec<PackId>,
-    /// Blobs the old index (its tables that authenticate) named that no
-    /// pack read holds, but for those in `dropped`: lost with the packs
+    /// Blobs the old index (any table that parses) named that no pack
+    /// read holds, but for those in `dropped`: lost with the packs
     /// the old index placed them in, gone (`missing_packs`) or holding
     /// other content now (a pack overwritten by another). None where a
     /// pack was only renamed, or its blobs are stored again elsewhere.
