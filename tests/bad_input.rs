@@ -46,6 +46,27 @@ fn wrong_password_exits_12_and_says_so() {
     let out = run(&mut c, None);
     assert_eq!(out.code, 12, "{out}");
     assert!(out.stderr.contains("wrong password"), "{out}");
+    // An empty one, and one whose first line (the password) is empty, are
+    // told apart.
+    for (text, said) in [
+        ("\n", "is empty"),
+        (
+            "\nsecret\n",
+            "has an empty first line (the password is its first line)",
+        ),
+    ] {
+        write(&pwfile, text);
+        let mut c = cairn();
+        c.arg("snapshots").arg("-r").arg(&repo.path);
+        c.arg("--password-file").arg(&pwfile);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{text:?}: {out}");
+        assert!(
+            out.stderr
+                .contains(&format!("password file {} {said}", pwfile.display())),
+            "{text:?}: {out}"
+        );
+    }
     // The failed backup wrote no snapshot.
     assert_eq!(repo.snapshots().len(), 1);
 }

@@ -1242,6 +1242,17 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
             ],
             "is not an http:// or https:// URL",
         ),
+        // Also beside a local repository, as the other S3 options are.
+        (
+            vec![
+                "snapshots",
+                "-r",
+                "/nonexistent/repo",
+                "--s3-endpoint",
+                "ftp://127.0.0.1:9000",
+            ],
+            "is not an http:// or https:// URL",
+        ),
         (vec!["init", "-r", ""], "an empty repository path"),
         (
             vec!["backup", "-r", "/nonexistent/repo", "--exclude", "", "/tmp"],

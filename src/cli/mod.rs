@@ -204,12 +204,14 @@ pub(crate) enum Place {
 impl Context {
     /// The repository's place.
     fn place(&self) -> Result<Place> {
+        // Checked whatever the repository, as the other S3 options are: a
+        // mistyped endpoint is said before it is needed.
+        if let Some(e) = self.global.s3_endpoint.as_deref().filter(|e| !e.is_empty()) {
+            s3::check_endpoint(e).map_err(Error::into_usage)?;
+        }
         match &self.global.repo {
             Some(r) if r.starts_with("s3://") => {
                 let (bucket, prefix) = s3::parse_url(r).map_err(Error::into_usage)?;
-                if let Some(e) = self.global.s3_endpoint.as_deref().filter(|e| !e.is_empty()) {
-                    s3::check_endpoint(e).map_err(Error::into_usage)?;
-                }
                 Ok(Place::S3(bucket, prefix))
             }
             Some(r) if r.contains("://") => Err(Error::Usage(format!(
@@ -584,8 +586,13 @@ fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
     let first = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let first = first.strip_suffix(b"\r").unwrap_or(first);
     if first.is_empty() {
+        let what = if text.iter().all(|b| b.is_ascii_whitespace()) {
+            "is empty"
+        } else {
+            "has an empty first line (the password is its first line)"
+        };
         return Err(Error::Invalid(format!(
-            "password file {} is empty",
+            "password file {} {what}",
             f.display()
         )));
     }
