@@ -218,21 +218,33 @@ impl PathFilter {
 pub fn read_pattern_file(path: &std::path::Path) -> Result<Vec<OsString>> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::Usage(format!("read exclude file {}: {e}", path.display())))?;
-    Ok(patterns_in(&bytes))
+    let lines = patterns_in(&bytes);
+    // Each checked alone, so that a bad one is named with its line.
+    for (n, p) in &lines {
+        if let Err(e) = PathFilter::new(std::slice::from_ref(p)) {
+            return Err(Error::Usage(format!(
+                "exclude file {}, line {n}: {e}",
+                path.display()
+            )));
+        }
+    }
+    Ok(lines.into_iter().map(|(_, p)| p).collect())
 }
 
-/// The patterns of a pattern file's bytes: one a line, trimmed of ASCII
-/// white space (and a line's `\r`), blank lines and lines beginning with
-/// `#` left out, a UTF-8 byte order mark at the start dropped. A line
-/// need not be UTF-8: it names a path's bytes.
-fn patterns_in(bytes: &[u8]) -> Vec<OsString> {
+/// The patterns of a pattern file's bytes, each with its line number
+/// (from 1): one a line, trimmed of ASCII white space (and a line's
+/// `\r`), blank lines and lines beginning with `#` left out, a UTF-8 byte
+/// order mark at the start dropped. A line need not be UTF-8: it names a
+/// path's bytes.
+fn patterns_in(bytes: &[u8]) -> Vec<(usize, OsString)> {
     bytes
         .strip_prefix("\u{feff}".as_bytes())
         .unwrap_or(bytes)
         .split(|&b| b == b'\n')
         .map(<[u8]>::trim_ascii)
-        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
-        .map(|l| OsStr::from_bytes(l).to_os_string())
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with(b"#"))
+        .map(|(i, l)| (i + 1, OsStr::from_bytes(l).to_os_string()))
         .collect()
 }
 
@@ -348,9 +360,12 @@ mod tests {
     fn a_byte_order_mark_is_not_part_of_the_first_pattern() {
         assert_eq!(
             patterns_in("\u{feff}*.tmp\r\n# note\n\n cache/ \n".as_bytes()),
-            ["*.tmp", "cache/"]
+            [(1, "*.tmp".into()), (4, "cache/".into())]
         );
         // A line names a path's bytes, UTF-8 or not.
-        assert_eq!(patterns_in(b"caf\xe9/\n"), [OsStr::from_bytes(b"caf\xe9/")]);
+        assert_eq!(
+            patterns_in(b"caf\xe9/\n"),
+            [(1, OsStr::from_bytes(b"caf\xe9/").to_os_string())]
+        );
     }
 }

@@ -835,6 +835,32 @@ fn an_exclude_file_may_start_with_a_byte_order_mark() {
     assert_eq!(got, path_list(&["b.txt"]));
 }
 
+/// A bad pattern in an exclude file is a usage error naming the file and
+/// the line, for backup and restore (it named neither).
+#[test]
+fn a_bad_pattern_in_an_exclude_file_names_the_file_and_line() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    let excludes = repo.scratch("excludes");
+    write(&excludes, "# caches\n*.tmp\n\n./cache\n");
+    let target = repo.scratch("t");
+    for args in [
+        vec!["backup", src.to_str().unwrap()],
+        vec!["restore", "latest", "--target", target.to_str().unwrap()],
+    ] {
+        let mut c = repo.cmd(&args);
+        c.arg("--exclude-file").arg(&excludes);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 2, "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains(&format!("exclude file {}, line 4: ", excludes.display())),
+            "{args:?}: {out}"
+        );
+    }
+}
+
 /// An exclude file that cannot be read is a usage error naming it, found
 /// before the repository is opened: for backup (which would otherwise
 /// make the default repository) and for restore.
