@@ -485,7 +485,15 @@ pub fn resolve<'a>(
             .iter()
             .rev()
             .find(|e| filter.matches(&e.snapshot))
-            .ok_or_else(|| Error::NotFound("snapshot matching `latest` and the filters".into()));
+            .ok_or_else(|| {
+                Error::NotFound(if !filter.is_empty() {
+                    "snapshot matching `latest` and the filters".into()
+                } else if all.is_empty() {
+                    "snapshot for `latest` (the repository holds none yet)".into()
+                } else {
+                    "snapshot for `latest`".into()
+                })
+            });
     }
     check_spec(spec)?;
     let lower = spec.to_ascii_lowercase();

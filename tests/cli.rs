@@ -1790,3 +1790,33 @@ fn an_error_line_escapes_the_names_it_quotes() {
     assert!(!out.stderr.contains('\x1b'), "{out}");
     assert!(out.stderr.contains("x\\nerror: forged\\x1b[2J"), "{out}");
 }
+
+/// `latest` that names no snapshot says why: an empty repository, or the
+/// filters given; it spoke of filters where none was given.
+#[test]
+fn latest_naming_no_snapshot_says_why() {
+    let repo = Repo::new();
+    let target = repo.scratch("t");
+    for args in [
+        vec!["ls", "latest"],
+        vec!["restore", "latest", "--target", target.to_str().unwrap()],
+    ] {
+        let out = repo.run(&args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains("snapshot for `latest` (the repository holds none yet) not found"),
+            "{args:?}: {out}"
+        );
+    }
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    let out = repo.run(&["ls", "latest", "--host", "no-such-host"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("snapshot matching `latest` and the filters not found"),
+        "{out}"
+    );
+}
