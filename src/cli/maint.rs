@@ -386,7 +386,8 @@ fn gc_command(ctx: &Context, repo: &Repository, a: &GcArgs) -> Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
-    /// Snapshots to remove (ids or prefixes). Without, apply the policy.
+    /// Snapshots to remove (ids, prefixes, or `latest`: the newest the
+    /// --set/--host/--tag filters pass). Without, apply the policy.
     ids: Vec<String>,
     /// Keep the newest N snapshots.
     #[arg(long, default_value_t = 0)]
