@@ -1311,20 +1311,8 @@ mod tests {
         }
     }
 
-    /// Fails reading one pack's header as a store that timed out does.
-    #[derive(Default)]
-    struct Timeout(std::sync::Mutex<Option<String>>);
-
-    impl Hooks for Timeout {
-        fn read_range(&self, kind: FileKind, name: &str) -> Option<Result<Vec<u8>>> {
-            let failing = self.0.lock().unwrap();
-            (kind == FileKind::Pack && failing.as_deref() == Some(name))
-                .then(|| Err(Error::Invalid(format!("reading pack {name}: timed out"))))
-        }
-    }
-
     /// Fails reads of one pack as a store that timed out does, once it
-    /// has been read a number of times.
+    /// has been read a number of times (none: from the first).
     #[derive(Default)]
     struct TimeoutAfter(std::sync::Mutex<(Option<String>, usize)>);
 
@@ -1344,13 +1332,19 @@ mod tests {
         }
     }
 
-    /// A pack cut short that only a table failing its check names: a
-    /// read of one of its blobs that the store fails (a timeout) stops the
-    /// repair with the old tables kept. Taken for an entry that does not
-    /// open, it dropped an intact blob, and the next repair deleted the
-    /// pack (until December 2026).
-    #[test]
-    fn a_failed_read_of_a_blob_a_damaged_table_places_stops_the_repair() {
+    /// A repository of small packs on a store that fails reads when told
+    /// to ([`TimeoutAfter`]), holding twenty data blobs.
+    struct FailingStore {
+        hooked: Arc<Hooked<MemBackend, TimeoutAfter>>,
+        backend: Arc<dyn Backend>,
+        repo: Repository,
+        /// The blobs' ids.
+        ids: Vec<BlobId>,
+        /// The packs' names, sorted.
+        packs: Vec<String>,
+    }
+
+    fn twenty_blobs_on_a_failing_store() -> FailingStore {
         let hooked = Arc::new(Hooked {
             inner: MemBackend::default(),
             hooks: TimeoutAfter::default(),
@@ -1358,15 +1352,39 @@ mod tests {
         let backend: Arc<dyn Backend> = hooked.clone();
         let repo = repo_of_small_packs(backend.clone());
         let writer = BlobWriter::new(&repo);
-        for i in 0..20u32 {
-            writer
-                .add(BlobKind::Data, &noise(&i.to_le_bytes(), 100_000))
-                .unwrap();
-        }
+        let ids: Vec<BlobId> = (0..20u32)
+            .map(|i| {
+                let data = noise(&i.to_le_bytes(), 100_000);
+                writer.add(BlobKind::Data, &data).unwrap().0
+            })
+            .collect();
         writer.finish().unwrap();
-        let index = repo.index().unwrap();
         let mut packs = backend.list(FileKind::Pack).unwrap();
         packs.sort();
+        FailingStore {
+            hooked,
+            backend,
+            repo,
+            ids,
+            packs,
+        }
+    }
+
+    /// A pack cut short that only a table failing its check names: a
+    /// read of one of its blobs that the store fails (a timeout) stops the
+    /// repair with the old tables kept. Taken for an entry that does not
+    /// open, it dropped an intact blob, and the next repair deleted the
+    /// pack (until December 2026).
+    #[test]
+    fn a_failed_read_of_a_blob_a_damaged_table_places_stops_the_repair() {
+        let FailingStore {
+            hooked,
+            backend,
+            repo,
+            packs,
+            ..
+        } = twenty_blobs_on_a_failing_store();
+        let index = repo.index().unwrap();
         let pack = PackId::from_hex(&packs[1]).unwrap();
         let first_end = (0..index.tables()[0].len())
             .filter_map(|i| index.tables()[0].location_at(i).ok())
@@ -1408,24 +1426,15 @@ mod tests {
     /// made the operator run the repair.
     #[test]
     fn repair_index_stops_keeping_the_old_tables_when_a_header_read_fails() {
-        let hooked = Arc::new(Hooked {
-            inner: MemBackend::default(),
-            hooks: Timeout::default(),
-        });
-        let backend: Arc<dyn Backend> = hooked.clone();
-        let repo = repo_of_small_packs(backend.clone());
-        let writer = BlobWriter::new(&repo);
-        let ids: Vec<BlobId> = (0..20)
-            .map(|i: u32| {
-                let data = noise(&i.to_le_bytes(), 100_000);
-                writer.add(BlobKind::Data, &data).unwrap().0
-            })
-            .collect();
-        writer.finish().unwrap();
+        let FailingStore {
+            hooked,
+            backend,
+            repo,
+            ids,
+            packs,
+        } = twenty_blobs_on_a_failing_store();
         let old = backend.list(FileKind::Index).unwrap();
-        let mut packs = backend.list(FileKind::Pack).unwrap();
-        packs.sort();
-        *hooked.hooks.0.lock().unwrap() = Some(packs[1].clone());
+        *hooked.hooks.0.lock().unwrap() = (Some(packs[1].clone()), 0);
 
         let lock = exclusive(&backend, &repo);
         let e =
