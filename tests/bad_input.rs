@@ -215,7 +215,7 @@ fn a_newer_config_is_named_before_the_password_is_tried() {
         assert_eq!(out.code, 1, "{out}");
         assert!(
             out.stderr
-                .contains("config is corrupt: format version 9 is not supported")
+                .contains("is corrupt: format version 9 is not supported")
                 && out.stderr.contains("a newer cairn may have written it"),
             "{out}"
         );
@@ -997,6 +997,20 @@ fn init_refuses_a_folder_that_holds_other_files() {
     write(&photos.join("snapshots/holiday.jpg"), "mine too");
     for (folder, names) in [(&home, "notes.txt"), (&photos, "snapshots/holiday.jpg")] {
         let before = list_paths(folder);
+        // Opened, it is no repository (exit 10), and the way on is not an
+        // `init`, which refuses it.
+        let mut c = cairn();
+        c.arg("-r").arg(folder).arg("snapshots");
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 10, "{out}");
+        assert!(
+            out.stderr.contains("it holds other files")
+                && out.stderr.contains(names)
+                && out.stderr.contains("check the path"),
+            "{out}"
+        );
+        assert!(!out.stderr.contains("create one with"), "{out}");
         let out = init(folder);
         assert_eq!(out.code, 1, "{out}");
         assert!(
@@ -1526,4 +1540,80 @@ fn a_mirror_leaves_aside_recorded_patterns_that_match_nothing() {
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(fs::read(target.join("ok")).unwrap(), b"escaped!");
     assert!(!target.join("extra").exists(), "{out}");
+}
+
+/// A config whose header is damaged (emptied, overwritten) says that only
+/// a copy of it mends the repository, whatever the password; one of a
+/// later format says so, and that it is damage only if no newer cairn
+/// wrote it.
+#[test]
+fn a_config_with_a_damaged_header_is_to_be_restored_from_a_copy() {
+    let repo = Repo::new();
+    let config = repo.path.join("config");
+    let good = fs::read(&config).unwrap();
+    let mut newer = good.clone();
+    newer[8] = 9;
+    let mut overwritten = good.clone();
+    overwritten[..8].copy_from_slice(b"#!/bin/s");
+    for (bytes, said) in [
+        (
+            Vec::new(),
+            "it is empty; restore `config` from a copy of the repository",
+        ),
+        (
+            overwritten,
+            "does not start with \"CAIRNCFG\", so it is damaged; restore `config` from a copy",
+        ),
+        (
+            newer,
+            "if no newer cairn has written to this repository, the config is damaged: restore \
+             `config` from a copy",
+        ),
+    ] {
+        fs::write(&config, &bytes).unwrap();
+        for password in [PASSWORD, "not the password"] {
+            let mut c = repo.cmd(&["snapshots"]);
+            c.env("CAIRN_PASSWORD", password);
+            let out = run(&mut c, None);
+            assert_eq!(out.code, 1, "{out}");
+            assert!(out.stderr.contains("config of"), "{out}");
+            assert!(out.stderr.contains(said), "{out}");
+            assert!(!out.stderr.contains("wrong password"), "{out}");
+        }
+    }
+    fs::write(&config, &good).unwrap();
+    repo.run(&["snapshots"]).success();
+}
+
+/// A repository this user may not read (another user's, mode 0700, or
+/// with keys/ closed to others) says so and what to do: it was the bare
+/// "stat …/config: Permission denied".
+#[test]
+fn a_repository_this_user_may_not_read_says_so() {
+    let repo = Repo::new();
+    readable_by_all(repo.dir.path());
+    let open_as_nobody = || {
+        let mut c = repo.cmd(&["snapshots"]);
+        as_nobody(&mut c);
+        run(&mut c, None)
+    };
+    let mode = |p: &Path, m: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    };
+    for closed in [repo.path.clone(), repo.path.join("keys")] {
+        mode(&closed, 0o700);
+        let out = open_as_nobody();
+        assert_eq!(out.code, 1, "{out}");
+        assert!(out.stderr.contains("Permission denied"), "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "this user may not read the repository at {}: run cairn as a user who may",
+                repo.path.display()
+            )),
+            "{out}"
+        );
+        mode(&closed, 0o755);
+    }
+    open_as_nobody().success();
 }

@@ -405,16 +405,36 @@ impl Context {
     /// `--key-file` opened the repository.
     fn open_uncached_with_password(&self) -> Result<(Repository, Option<Zeroizing<Vec<u8>>>)> {
         let backend = self.backend()?;
-        if !backend.exists()? {
+        // A read the store refuses while opening (a repository folder of
+        // another user's, mode 0700) is said as that, not as a bare
+        // "Permission denied"; the key and password files' own errors are
+        // theirs.
+        let location = backend.location();
+        let refused = |e: Error| {
+            if !e.is_read_refused() {
+                return e;
+            }
+            Error::Advised {
+                error: Box::new(e),
+                advice: format!(
+                    "this user may not read the repository at {location}: run cairn as a user \
+                     who may (its owner, or one given read access to all of it)"
+                ),
+            }
+        };
+        if !backend.exists().map_err(refused)? {
             return Err(crate::repo::missing(backend.as_ref()));
         }
         if let Some(f) = self.key_file() {
             let what = format!("key file {}", f.display());
             let exported = key::read_exported(&f, &what)?;
-            return Ok((Repository::open_exported(backend, exported, &what)?, None));
+            let repo = Repository::open_exported(backend, exported, &what).map_err(refused)?;
+            return Ok((repo, None));
         }
         let pw = self.password(false)?;
-        let repo = Repository::open(backend, &pw.bytes).map_err(|e| pw.name_in(e))?;
+        let repo = Repository::open(backend, &pw.bytes)
+            .map_err(refused)
+            .map_err(|e| pw.name_in(e))?;
         Ok((repo, Some(pw.bytes)))
     }
 }

@@ -19,7 +19,8 @@ use crate::codec;
 use crate::crypto::{Cipher, MasterKey};
 use crate::error::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"CAIRNCFG";
+/// The first bytes of a config file.
+pub const MAGIC: &[u8; 8] = b"CAIRNCFG";
 /// Format version of the config file and of the repository layout that
 /// `init` writes; every version from 1 up to it is read.
 pub const VERSION: u32 = 5;

@@ -116,15 +116,26 @@ pub fn missing(backend: &dyn Backend) -> Error {
             .list(FileKind::Key)
             .map(|names| names.iter().filter(|n| is_hex_name(n)).count())
             .unwrap_or(0);
-        return Error::RepoMissing(if keys > 0 {
-            format!(
+        if keys > 0 {
+            return Error::RepoMissing(format!(
                 "{}: keys/ holds {keys} key file(s) but there is no config, as an `init` \
                  that was interrupted (or is running now) leaves it; if none is running, \
                  remove keys/ and run `cairn init` again",
                 backend.location()
-            )
-        } else {
+            ));
+        }
+        // A folder of other files is a mistyped path more likely than a
+        // place for a new repository, which `init` would refuse anyway.
+        let foreign = backend.foreign_entries().unwrap_or_default();
+        return Error::RepoMissing(if foreign.is_empty() {
             format!("{} (create one with `cairn init`)", backend.location())
+        } else {
+            format!(
+                "{}: it holds other files ({}) and no repository's config; check the path \
+                 (`cairn init` makes a repository only in a new or empty folder)",
+                backend.location(),
+                foreign.join(", ")
+            )
         });
     }
     Error::corrupt(
@@ -136,6 +147,35 @@ pub fn missing(backend: &dyn Backend) -> Error {
             used.join("/, ")
         ),
     )
+}
+
+/// [`Config::peek`] of the repository's config `bytes`, with what to do
+/// where its header is damaged: no key file opens a repository without
+/// its config, so only a copy of it mends that.
+fn peek_config(backend: &dyn Backend, bytes: &[u8]) -> Result<(u32, [u8; 32])> {
+    Config::peek(bytes).map_err(|e| {
+        let Error::Corrupt { detail, .. } = e else {
+            return e;
+        };
+        let what = format!("config of {}", backend.location());
+        let restore = "restore `config` from a copy of the repository (no key file opens a \
+                       repository without it)";
+        if bytes.is_empty() {
+            return Error::corrupt(what, format!("it is empty; {restore}"));
+        }
+        // A header of the right kind whose version this cairn does not
+        // read may be a newer cairn's.
+        if bytes.starts_with(config::MAGIC) {
+            return Error::corrupt(
+                what,
+                format!(
+                    "{detail}; if no newer cairn has written to this repository, the config is \
+                     damaged: {restore}"
+                ),
+            );
+        }
+        Error::corrupt(what, format!("{detail}, so it is damaged; {restore}"))
+    })
 }
 
 /// The error for a config that no key the password opens
@@ -447,7 +487,7 @@ impl Repository {
         // A config whose header cairn cannot read (damage there, or the
         // format of a newer cairn) is said as it is, before any key file
         // is tried: none of them is at fault, whatever the password.
-        Config::peek(&config_bytes)?;
+        peek_config(backend.as_ref(), &config_bytes)?;
         let mut found = None;
         let mut damaged = Vec::new();
         // Key files are tried cheapest first (Argon2id memory times
@@ -577,7 +617,7 @@ impl Repository {
             return Err(missing(backend.as_ref()));
         }
         let bytes = backend.read(FileKind::Config, "")?;
-        let repo_id = Config::peek_repo_id(&bytes)?;
+        let (_, repo_id) = peek_config(backend.as_ref(), &bytes)?;
         if repo_id != exported.repo_id {
             return Err(Error::WrongKey(format!(
                 "{what} holds the key of repository {}, not of the repository at {} ({})",
