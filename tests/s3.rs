@@ -317,28 +317,19 @@ fn credentials_never_appear_in_output_or_the_repository() {
     assert_ne!(unreachable.code, 0, "{unreachable}");
     assert!(unreachable.stderr.contains("127.0.0.1:1"), "{unreachable}");
     outputs.push(unreachable);
-    // A backup and a forget the store stopped answering say it is not
-    // damage and what to do, as restore and gc do (they gave the bare
-    // error).
+    // Every command whose store does not answer says it is not damage
+    // and what to do (they gave the bare error); where the repository
+    // could not even be opened, that nothing was done, not that the
+    // command stopped.
     let unreached = repo.scratch.path().join("unreached");
-    for (args, done) in [
-        (
-            vec!["backup", src.to_str().unwrap()],
-            "the backup did not finish",
-        ),
-        (vec!["forget", "--keep-last", "1"], "forget stopped"),
-        // So do the other commands (they gave the bare error).
-        (vec!["ls", "latest"], "the listing stopped"),
-        (
-            vec!["restore", "latest", "--target", unreached.to_str().unwrap()],
-            "the restore stopped",
-        ),
-        (vec!["verify"], "verify stopped"),
-        (vec!["gc"], "gc stopped"),
-        (
-            vec!["repair", "snapshots", "--dry-run"],
-            "the repair stopped",
-        ),
+    for args in [
+        vec!["backup", src.to_str().unwrap()],
+        vec!["forget", "--keep-last", "1"],
+        vec!["ls", "latest"],
+        vec!["restore", "latest", "--target", unreached.to_str().unwrap()],
+        vec!["verify"],
+        vec!["gc"],
+        vec!["repair", "snapshots", "--dry-run"],
     ] {
         let mut c = repo.cmd(&args);
         c.env("CAIRN_S3_ENDPOINT", "http://127.0.0.1:1")
@@ -346,14 +337,17 @@ fn credentials_never_appear_in_output_or_the_repository() {
         let out = run(&mut c, None);
         assert_eq!(out.code, 1, "{args:?}: {out}");
         assert!(
-            out.stderr.contains(done)
+            out.stderr
+                .contains("could not be opened, so nothing was done")
                 && out
                     .stderr
                     .contains("the store did not answer, which is not damage"),
             "{args:?}: {out}"
         );
+        assert!(!out.stderr.contains("stopped"), "{args:?}: {out}");
         outputs.push(out);
     }
+    assert!(!unreached.exists());
     for o in &outputs {
         for secret in [SECRET_KEY, ACCESS_KEY, "not-the-secret-4711"] {
             assert!(
@@ -657,6 +651,14 @@ fn server_stopped_mid_backup_then_rerun() {
         "the error names the object: {error}"
     );
     assert!(out.stderr.contains("the next backup reuses them"), "{out}");
+    assert!(
+        out.stderr.contains("the backup did not finish")
+            && out
+                .stderr
+                .contains("the store did not answer, which is not damage"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("could not be opened"), "{out}");
     let uploaded = packs_on_server(&server, &repo);
     server.restart();
     // The failed backup could not remove its lock; its process is gone,

@@ -407,19 +407,28 @@ impl Context {
         let backend = self.backend()?;
         // A read the store refuses while opening (a repository folder of
         // another user's, mode 0700) is said as that, not as a bare
-        // "Permission denied"; the key and password files' own errors are
-        // theirs.
+        // "Permission denied", and a store that does not answer as one
+        // before the command began, not as one it stopped on; the key and
+        // password files' own errors are theirs.
         let location = backend.location();
         let refused = |e: Error| {
-            if !e.is_read_refused() {
-                return e;
-            }
-            Error::Advised {
-                error: Box::new(e),
-                advice: format!(
+            let advice = if e.is_read_refused() {
+                format!(
                     "this user may not read the repository at {location}: run cairn as a user \
                      who may (its owner, or one given read access to all of it)"
-                ),
+                )
+            } else if e.is_transient() {
+                format!(
+                    "the repository at {location} could not be opened, so nothing was done: the \
+                     store did not answer, which is not damage; run the command again once it \
+                     answers"
+                )
+            } else {
+                return e;
+            };
+            Error::Advised {
+                error: Box::new(e),
+                advice,
             }
         };
         if !backend.exists().map_err(refused)? {
