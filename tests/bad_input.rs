@@ -760,6 +760,31 @@ fn truncated_pack_is_an_error_naming_the_pack() {
         out.stderr.contains(&tree[..8]),
         "ls error should name pack {tree}:\n{out}"
     );
+    // Its header gone, verify reads the trees where the index places them,
+    // and says what mends a tree (it gave a data blob's advice, as the
+    // pack's kind was taken from the header it could not read).
+    fs::OpenOptions::new()
+        .write(true)
+        .open(pack_path(&repo, &tree))
+        .unwrap()
+        .set_len(16)
+        .unwrap();
+    let out = repo.run(&["verify", "--read-data"]);
+    assert_eq!(out.code, 1, "{out}");
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with(&format!("error: pack {}: tree ", &tree[..8])))
+        .collect();
+    assert!(!lines.is_empty(), "{out}");
+    for line in lines {
+        assert!(
+            line.contains(": unreadable;")
+                && line
+                    .contains("stores the folder's tree again only where the folder is unchanged"),
+            "{out}"
+        );
+    }
 }
 
 #[test]

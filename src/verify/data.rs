@@ -178,9 +178,10 @@ pub(super) fn read_packs(
                         m.advise_sequential();
                     }
                     bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    let mut local_bad = Vec::new();
-                    // Whether the pack holds trees, as its header says.
-                    let mut of_trees = false;
+                    // The bad copies, with why, and whether each is a
+                    // tree's: as the pack's header says, or without one,
+                    // the index entry placing it here.
+                    let mut local_bad: Vec<(BlobId, String, bool)> = Vec::new();
                     // Blobs an index entry places in this pack, with
                     // `check_index`: a bad copy none names is read by nothing.
                     let named_here: Option<HashSet<BlobId>> = check_index.then(|| {
@@ -201,7 +202,7 @@ pub(super) fn read_packs(
                     match pack::decode_header(&data, repo.key(), &what) {
                         Ok(header) => {
                             header_read = true;
-                            of_trees = header.kind == pack::BlobKind::Tree;
+                            let of_trees = header.kind == pack::BlobKind::Tree;
                             for e in &header.entries {
                                 let at = e.offset as usize;
                                 let sealed = &data[at..at + e.length as usize];
@@ -214,7 +215,7 @@ pub(super) fn read_packs(
                                     &what,
                                     |_| (),
                                 ) {
-                                    local_bad.push((e.id, err.to_string()));
+                                    local_bad.push((e.id, err.to_string(), of_trees));
                                 }
                             }
                             let (wrong, unread_here) = index_mismatches(
@@ -260,7 +261,11 @@ pub(super) fn read_packs(
                                     blobs.fetch_add(1, Ordering::Relaxed);
                                     placed += 1;
                                     if !ok {
-                                        local_bad.push((id, "unreadable".into()));
+                                        local_bad.push((
+                                            id,
+                                            "unreadable".into(),
+                                            loc.kind == pack::BlobKind::Tree,
+                                        ));
                                     }
                                 }
                             }
@@ -289,7 +294,7 @@ pub(super) fn read_packs(
                         // the pack's hash too, and is no more than they are.
                         let unread_only = (header_read
                             && !local_bad.is_empty()
-                            && local_bad.iter().all(|(id, _)| !named(id)))
+                            && local_bad.iter().all(|(id, ..)| !named(id)))
                             || (!header_read && placed == 0);
                         // Every blob opens: the pack is intact, under
                         // another name than its content's.
@@ -327,14 +332,15 @@ pub(super) fn read_packs(
                         }
                     }
                     if !local_bad.is_empty() {
-                        for (id, why) in &local_bad {
+                        for (id, why, of_trees) in &local_bad {
                             let (list, message) = if named(id) {
-                                let mends = if of_trees {
+                                let mends = if *of_trees {
                                     DAMAGED_TREE_MENDS
                                 } else {
                                     DAMAGED_BLOB_MENDS
                                 };
-                                let m = format!("blob {}: {why}; {mends}", id.short());
+                                let kind = if *of_trees { "tree" } else { "blob" };
+                                let m = format!("{kind} {}: {why}; {mends}", id.short());
                                 (&errors, m)
                             } else {
                                 let m = format!(
@@ -351,7 +357,7 @@ pub(super) fn read_packs(
                             }
                         }
                         if let Ok(mut b) = bad.lock() {
-                            for (id, why) in local_bad {
+                            for (id, why, _) in local_bad {
                                 b.insert((id, *pack_id), why);
                             }
                         }
