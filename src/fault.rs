@@ -421,6 +421,30 @@ pub fn restore_batch() -> Option<usize> {
     *SIZE.get_or_init(|| positive("CAIRN_TEST_RESTORE_BATCH"))
 }
 
+/// Whether a restore is to hold no file open between its writes, every
+/// file then reopened by its temporary name for each (as past the open
+/// budget, see `Executor::create_file`): set by
+/// `CAIRN_TEST_NO_OPEN_BUDGET`. Unset, this costs one cached environment
+/// lookup.
+pub fn no_open_budget() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("CAIRN_TEST_NO_OPEN_BUDGET").is_some())
+}
+
+/// `CAIRN_TEST_RELINK_TEMP=FILE`: restore calls this with a temporary
+/// file's name right before it reopens it, and the name is made a hard
+/// link to `FILE` instead, as someone else who can write in the target
+/// could. Unset, this costs one cached environment lookup.
+pub fn relink_temp(tmp: &std::path::Path) {
+    static SET: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+    let Some(file) = SET.get_or_init(|| std::env::var_os("CAIRN_TEST_RELINK_TEMP")) else {
+        return;
+    };
+    if std::fs::remove_file(tmp).is_ok() {
+        let _ = std::fs::hard_link(file, tmp);
+    }
+}
+
 /// Test settings for held locks, from `CAIRN_LOCK_TEST`: a comma-separated
 /// list of `refresh-every=MS`, `age=SECS`, `refresh-fails`,
 /// `clock-lag=SECS` and `settle=MS`. Unknown

@@ -1163,6 +1163,62 @@ fn a_mirror_never_prunes_through_a_folder_swapped_for_a_symlink() {
     assert_eq!(list_paths(&outside), paths(&["precious"]), "{out}");
 }
 
+/// A file of several chunks written past the open budget is closed after
+/// each write and reopened by its temporary name for the next. That name
+/// turned into a hard link to a file outside the target meanwhile (as
+/// someone else who can write in the target could make it) is not written
+/// through: the file fails, naming itself, and the outside file keeps its
+/// bytes. Without the hook, a restore of only such files is whole.
+#[test]
+fn a_temporary_file_replaced_by_a_link_outside_is_not_written_through() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("big.bin"), 5, 12 << 20);
+    repo.backup(&[&src], &[]);
+    let listed = repo.run(&["ls", "--json", "latest"]).success();
+    let big: serde_json::Value = listed
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .find(|e: &serde_json::Value| e["name"] == "big.bin")
+        .unwrap_or_else(|| panic!("{listed}"));
+    let chunks = big["kind"]["file"]["chunks"].as_array().map_or(0, Vec::len);
+    assert!(chunks >= 3, "{big}");
+
+    let whole = repo.scratch("whole");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&whole).env("CAIRN_TEST_NO_OPEN_BUDGET", "1");
+    run(&mut c, None).success();
+    assert_same_tree(&src, &restored(&whole, &src));
+
+    let outside = repo.scratch("outside");
+    write(&outside.join("precious"), "not the snapshot's\n");
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target)
+        .env("CAIRN_TEST_NO_OPEN_BUDGET", "1")
+        .env("CAIRN_TEST_RELINK_TEMP", outside.join("precious"));
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(
+        fs::read_to_string(outside.join("precious")).unwrap(),
+        "not the snapshot's\n",
+        "{out}"
+    );
+    let r = restored(&target, &src);
+    assert!(
+        out.stderr
+            .contains(&format!("{}", r.join("big.bin").display()))
+            && out
+                .stderr
+                .contains("the temporary file was replaced by another"),
+        "{out}"
+    );
+    assert!(!r.join("big.bin").exists(), "{out}");
+    // Nor is the link left in the target.
+    assert!(restore_leftovers(&target).is_empty(), "{out}");
+}
+
 /// Two inodes of the snapshot, each of two names with the same content
 /// and metadata, found as one inode in the target (`a` linked to `c`,
 /// `b` and `d` gone),

@@ -19,7 +19,11 @@ impl Executor<'_> {
         // unless many files of several chunks have their chunks in packs
         // read far apart. What the limit leaves beside the packs, index
         // tables and the rest bounds them.
-        let limit = raise_fd_limit();
+        let limit = if crate::fault::no_open_budget() {
+            0
+        } else {
+            raise_fd_limit()
+        };
         // The directories `beneath` holds open, and one more per worker
         // in the middle of an operation, come out of the reserve too.
         let reserve = (limit / 2).min(256 + super::beneath::CACHED_DIRS as u64);
@@ -669,6 +673,7 @@ impl Executor<'_> {
             dest: dest.to_path_buf(),
             replace: exists,
             tmp: Mutex::new(None),
+            tmp_inode: Mutex::new(None),
             node,
             file: Mutex::new(None),
             remaining: AtomicUsize::new(chunks.len()),
@@ -708,7 +713,10 @@ impl Executor<'_> {
             (None, Some(tmp)) if task.transient.load(Ordering::Relaxed) => self
                 .beneath
                 .at(&tmp)
-                .and_then(|at| reopen(&at))
+                .and_then(|at| {
+                    crate::fault::relink_temp(&at);
+                    reopen(&at, task.tmp_inode.lock().ok().and_then(|i| *i))
+                })
                 .map_err(|e| Error::path("open", &task.dest, e)),
             // Given up (its space could not be reserved, say) while this
             // chunk waited: not created again.
@@ -785,6 +793,19 @@ impl Executor<'_> {
                     .mode(mode)
                     .open(dir.join(&name))
                     .map_err(failed)?;
+                let md = match f.metadata() {
+                    Ok(md) => md,
+                    Err(e) => {
+                        let _ = fs::remove_file(dir.join(&name));
+                        return Err(failed(e));
+                    }
+                };
+                if let Ok(mut i) = task.tmp_inode.lock() {
+                    *i = Some((
+                        std::os::unix::fs::MetadataExt::dev(&md),
+                        std::os::unix::fs::MetadataExt::ino(&md),
+                    ));
+                }
                 if let Ok(mut t) = task.tmp.lock() {
                     *t = Some(tmp);
                 }

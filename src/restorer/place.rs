@@ -24,6 +24,9 @@ pub(super) struct FileTask<'p> {
     /// name to remove (until December 2026 the first was kept, and the
     /// second file, its blocks reserved, was left in the target).
     pub(super) tmp: Mutex<Option<PathBuf>>,
+    /// The device and inode of the file created under `tmp`: a transient
+    /// file reopened by name must still be it (see [`reopen`]).
+    pub(super) tmp_inode: Mutex<Option<(u64, u64)>>,
     pub(super) node: &'p Node,
     /// Created by the first write (see `Executor::create_file`) and held
     /// until the file is whole.
@@ -79,13 +82,25 @@ impl FileTask<'_> {
     }
 }
 
-/// Opens the temporary file `tmp` again for writing (never through a
-/// symlink).
-pub(super) fn reopen(tmp: &Path) -> std::io::Result<fs::File> {
-    OpenOptions::new()
+/// Opens the temporary file `tmp` again for writing, never through a
+/// symlink, and only if it is still the file created there, device and
+/// inode `made`: anyone who may write to the target's folder could have
+/// put another name there meanwhile, a hard link to a file outside the
+/// target, which a restore run as root would otherwise write into.
+pub(super) fn reopen(tmp: &Path, made: Option<(u64, u64)>) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let file = OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(tmp)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(tmp)?;
+    let md = file.metadata()?;
+    if made != Some((md.dev(), md.ino())) {
+        return Err(std::io::Error::other(
+            "the temporary file was replaced by another while the restore wrote it (someone \
+             else writes to the target); left alone",
+        ));
+    }
+    Ok(file)
 }
 
 /// A fresh temporary name in `dir`. Not derived from the file's name:
