@@ -82,6 +82,26 @@ pub fn swap_opened_dir(path: &std::path::Path) {
     swap_dir_for_symlink(&SET, "CAIRN_TEST_SWAP_OPENED", path);
 }
 
+/// `CAIRN_TEST_EXCHANGE_OPENED=NAME<=>OTHER`: backup calls this with a
+/// directory's path just after the walk has opened it; if its file name
+/// is `NAME`, it changes places with its sibling `OTHER` (one
+/// `RENAME_EXCHANGE`), as a program swapping two names while the backup
+/// walks their folder would. Unset, this costs one cached environment
+/// lookup.
+pub fn exchange_opened_dir(path: &std::path::Path) {
+    static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
+    let set = SET.get_or_init(|| {
+        let value = std::env::var("CAIRN_TEST_EXCHANGE_OPENED").ok()?;
+        let (name, other) = value.split_once("<=>")?;
+        Some((name.to_string(), other.to_string()))
+    });
+    let Some((name, other)) = set else { return };
+    if path.file_name() == Some(std::ffi::OsStr::new(name)) {
+        let _ =
+            crate::fsmeta::rename_with(path, &path.with_file_name(other), libc::RENAME_EXCHANGE);
+    }
+}
+
 fn swap_dir_for_symlink(
     set: &OnceLock<Option<(String, String)>>,
     var: &str,

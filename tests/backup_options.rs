@@ -335,7 +335,7 @@ fn a_file_written_to_while_it_is_read_is_named_and_read_again_next_time() {
     assert!(named[0].contains(&db), "{out}");
     assert!(
         out.stderr
-            .contains("1 file(s) changed while they were read: snapshot"),
+            .contains("1 file(s) or folder(s) changed while the backup read them: snapshot"),
         "{out}"
     );
     let first = out.json();
@@ -551,7 +551,16 @@ fn a_folder_swapped_after_its_opening_gives_its_own_link_targets_and_attributes(
     }
 
     let out = backup_swapping_x(&repo, &src, "CAIRN_TEST_SWAP_OPENED", &outside);
-    assert_eq!(out.code, 0, "{out}");
+    // The swap renamed an entry of `src` while it was walked, which the
+    // backup says (exit 3).
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: folder changed while it was walked",
+            abs(&src)
+        )),
+        "{out}"
+    );
 
     let out = repo.run(&["ls", "latest", "--json"]).success();
     let nodes: std::collections::HashMap<String, Value> = out
@@ -581,6 +590,54 @@ fn a_folder_swapped_after_its_opening_gives_its_own_link_targets_and_attributes(
     if is_root() {
         assert_eq!(xattr_of("tlink", "trusted.cairn"), "inside", "{out}");
     }
+}
+
+/// A folder and a file of one folder that change places while it is
+/// walked (after the folder's opening, before the file's stat) left the
+/// folder in the snapshot twice and the file in neither place, exit 0:
+/// that their folder changed while it was walked is now said, exit 3,
+/// and the folder is marked as possibly missing entries, so a mirror
+/// restore of the snapshot removes nothing there that it lacks.
+#[test]
+fn names_exchanged_while_their_folder_is_walked_are_said() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("x/f1"), "in the folder");
+    write(&src.join("x.f"), "the file");
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src).env("CAIRN_TEST_EXCHANGE_OPENED", "x<=>x.f");
+    let out = run(&mut c, None);
+    assert!(
+        fs::metadata(src.join("x.f")).unwrap().is_dir(),
+        "the hook exchanged them: {out}"
+    );
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}: folder changed while it was walked",
+            abs(&src)
+        )),
+        "{out}"
+    );
+    let changed = out.json()["changed_while_read"].clone();
+    assert_eq!(changed.as_array().map(Vec::len), Some(1), "{out}");
+
+    // A mirror restore over a target holding an entry the snapshot lacks
+    // in that folder leaves it.
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    write(&r.join("kept"), "not in the snapshot");
+    repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert_eq!(
+        fs::read_to_string(r.join("kept")).unwrap(),
+        "not in the snapshot"
+    );
+
+    // Unchanged since, the next backup says nothing.
+    let again = repo.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(again.code, 0, "{again}");
+    assert!(!again.stderr.contains("changed while"), "{again}");
 }
 
 /// A file that turns into a FIFO between the walk and its read is

@@ -161,7 +161,8 @@ pub struct BackupResult {
     pub snapshot: Snapshot,
     /// Entries that could not be read, with the reason.
     pub warnings: Vec<String>,
-    /// Files that changed while they were read: in the snapshot as read.
+    /// Files that changed while they were read, and folders while they
+    /// were walked: in the snapshot as read.
     pub changed: Vec<String>,
     /// Damage in the repository the backup read around (a snapshot file
     /// that does not decode, left out of the choice of parent; a parent

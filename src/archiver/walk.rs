@@ -1135,6 +1135,14 @@ fn changed_while_read(
     }
 }
 
+/// The modification time of the folder open as `handle`, which every
+/// name added to it, removed from it or renamed in it moves.
+fn folder_mtime(handle: &DirHandle) -> Option<i64> {
+    crate::fsmeta::Stat::at(handle.fd(), std::ffi::OsStr::new("."))
+        .ok()
+        .map(|s| s.mtime_ns)
+}
+
 /// What every walking thread shares.
 struct WalkShared<'a> {
     setup: &'a WalkSetup<'a>,
@@ -1391,6 +1399,9 @@ impl<'a> Walker<'a> {
             cut_short.set(true);
             report(why);
         };
+        // The folder's modification time before it is listed, for
+        // the check after its entries are walked.
+        let listed_at = whole.then(|| folder_mtime(&handle)).flatten();
         let listing = whole.then(|| match Listing::read(handle.fd(), dir, &listing_report) {
             Ok(l) => l,
             Err(e) => {
@@ -1666,6 +1677,7 @@ impl<'a> Walker<'a> {
                                 handle.open_dir(&name)
                             };
                             crate::fault::swap_opened_dir(&path);
+                            crate::fault::exchange_opened_dir(&path);
                             let mut work = Some((path, opened, wants, old_subtree));
                             if self.shared.take_spare() {
                                 let shared = self.shared;
@@ -1758,6 +1770,18 @@ impl<'a> Walker<'a> {
             if let Some(rest) = batch.take() {
                 // Unsent (the workers gone), each job answers so.
                 let _ = self.shared.send(rest);
+            }
+            // Every entry is stat-ed and opened by now: a name added,
+            // removed or renamed in the folder since it was listed may
+            // be missing from what was walked, or walked twice.
+            if listed_at.is_some_and(|t| folder_mtime(&handle) != Some(t)) && !self.aborted() {
+                (self.shared.setup.changed)(format!(
+                    "{}: folder changed while it was walked (entries added, removed or \
+                     renamed): the snapshot holds it as walked, which may miss an entry or \
+                     hold one twice; the next backup walks it again",
+                    dir.display()
+                ));
+                cut_short.set(true);
             }
             join_walkers(self.shared, walking, &mut waits)
         })?;

@@ -98,7 +98,8 @@ struct BackupReport<'a> {
     entry: &'a crate::snapshot::SnapshotEntry,
     /// Entries that could not be read, with why: not in the snapshot.
     unreadable: &'a [String],
-    /// Files that changed while they were read: in the snapshot as read.
+    /// Files that changed while they were read, and folders while they
+    /// were walked: in the snapshot as read.
     changed_while_read: &'a [String],
     /// Damage in the repository the backup read around.
     repository_damage: &'a [String],
@@ -506,8 +507,9 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     }
     if !result.changed.is_empty() {
         warn(&format!(
-            "{} file(s) changed while they were read: snapshot {} holds them as read; \
-             back them up when nothing writes to them (or from a filesystem snapshot)",
+            "{} file(s) or folder(s) changed while the backup read them: snapshot {} holds \
+             them as read; back them up when nothing writes to them (or from a filesystem \
+             snapshot)",
             result.changed.len(),
             result.id.short()
         ));
