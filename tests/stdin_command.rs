@@ -141,12 +141,25 @@ fn a_pipe_in_a_shell_needs_pipefail() {
     );
     assert!(out.stderr.contains("set -o pipefail"), "{out}");
     assert_eq!(repo.snapshots().len(), 1, "{out}");
+    // So it does of a shell run through another program, as cron jobs
+    // do (it did not).
+    for wrapper in [&["env"][..], &["nice", "-n", "5"], &["timeout", "1h"]] {
+        let mut command = wrapper.to_vec();
+        command.extend(["/bin/bash", "-c", failing]);
+        let out = backup_command(&repo, &[], &command);
+        assert_eq!(out.code, 0, "{command:?}: {out}");
+        assert!(
+            out.stderr.contains("runs a pipe without pipefail"),
+            "{command:?}: {out}"
+        );
+    }
 
     // `||` is no pipe, and a program that is no shell is not looked at.
     for command in [
         &["sh", "-c", "printf a || printf b"][..],
         &["printf", "a|b"],
         &["bash", "-o", "pipefail", "-c", "printf a | cat"],
+        &["env", "bash", "-o", "pipefail", "-c", "printf a | cat"],
     ] {
         let out = backup_command(&repo, &["--stdin-filename", "x"], command);
         assert_eq!(out.code, 0, "{command:?}: {out}");

@@ -283,27 +283,32 @@ fn refuse_control_characters(flag: &str, value: &str) -> Result<()> {
     )))
 }
 
-/// True when `command` is a shell given a script with a pipe (`|`, not
-/// `||`) and nothing mentions `pipefail`: the shell then exits with the
-/// status of the pipe's last command (`gzip` of `pg_dump app | gzip`),
-/// and a failed dump would be stored as a good one. A guess from the
-/// words alone (a `|` quoted inside the script counts too), so it only
-/// ever warns.
+/// True when `command` runs a shell (itself, or through a program that
+/// runs the rest of its words, as `env`, `nice`, `timeout 1h` and `sudo
+/// -u postgres` do) given a script with a pipe (`|`, not `||`) and
+/// nothing mentions `pipefail`: the shell then exits with the status of
+/// the pipe's last command (`gzip` of `pg_dump app | gzip`), and a failed
+/// dump would be stored as a good one. A guess from the words alone (a
+/// `|` quoted inside the script counts too), so it only ever warns.
 fn pipe_without_pipefail(command: &[OsString]) -> bool {
-    let Some((program, args)) = command.split_first() else {
+    let is_shell = |word: &OsString| {
+        Path::new(word)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| matches!(n, "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash"))
+    };
+    let Some(at) = command.iter().position(is_shell) else {
         return false;
     };
-    let shell = Path::new(program)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| matches!(n, "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash"));
-    let words: Vec<&[u8]> = args.iter().map(|a| a.as_encoded_bytes()).collect();
+    let words: Vec<&[u8]> = command[at + 1..]
+        .iter()
+        .map(|a| a.as_encoded_bytes())
+        .collect();
     let lone_pipe = |w: &[u8]| {
         (0..w.len())
             .any(|i| w[i] == b'|' && (i == 0 || w[i - 1] != b'|') && w.get(i + 1) != Some(&b'|'))
     };
-    shell
-        && words.iter().any(|w| lone_pipe(w))
+    words.iter().any(|w| lone_pipe(w))
         && !words.iter().any(|w| w.windows(8).any(|x| x == b"pipefail"))
 }
 
