@@ -250,6 +250,15 @@ impl Error {
         }
     }
 
+    /// True when the store refused a write because its filesystem is
+    /// mounted read-only (`EROFS`), which no user may write to.
+    pub fn is_read_only_filesystem(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error() == Some(libc::EROFS),
+            _ => false,
+        }
+    }
+
     /// True when the underlying cause is "no such file or object".
     pub fn is_not_found(&self) -> bool {
         match self {

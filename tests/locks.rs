@@ -1109,6 +1109,44 @@ fn a_restore_whose_lock_expired_stops_and_says_so() {
     repo.run(&["verify", "--read-data"]).success();
 }
 
+/// A repository on a filesystem mounted read-only: a command that writes
+/// says so, and to remount it, not to run it as another user, who could
+/// not write there either; one that reads runs.
+#[test]
+fn a_read_only_filesystem_is_said_to_be_one() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a"), "a");
+    repo.backup(&[&src], &[]);
+    let disk = PrivateMount::tmpfs(&repo.scratch("disk"), 64 << 20);
+    disk.copy_in(&repo.path, &disk.at);
+    disk.sh(&format!("mount -o remount,ro {}", disk.at.display()));
+    let inside = disk.at.join(repo.path.file_name().unwrap());
+    let cmd = |args: &[&str]| {
+        let mut c = cairn();
+        c.arg("-r").arg(&inside).args(args);
+        c.env("CAIRN_PASSWORD", PASSWORD);
+        disk.run(&c)
+    };
+    for args in [&["gc"][..], &["forget", "--keep-last", "1"], &["unlock"]] {
+        let out = cmd(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("Read-only file system"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.stderr
+                .contains("the repository's filesystem is mounted read-only, and")
+                && out.stderr.contains("remount it read-write"),
+            "{args:?}: {out}"
+        );
+        assert!(!out.stderr.contains("this user may not"), "{args:?}: {out}");
+    }
+    let out = cmd(&["snapshots"]);
+    assert_eq!(out.code, 0, "{out}");
+}
+
 /// A user who may read the repository but not write it: a command that
 /// writes is refused saying so, and which commands still run (it got the
 /// bare "create locks/.tmp-…: Permission denied"); one that reads runs.

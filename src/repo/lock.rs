@@ -868,14 +868,16 @@ fn acquire_with(
                 continue;
             }
             Err(e) if e.is_write_refused() => {
+                let advice = write_refused(
+                    &e,
+                    &format!("{command} needs to (its lock first)"),
+                    "; commands that only read (snapshots, ls, cat, restore, verify, dry runs) \
+                     run without writing",
+                );
                 return Err(Error::Advised {
                     error: Box::new(e),
-                    advice: format!(
-                        "this user may not write to the repository, and {command} needs to \
-                         (its lock first): run it as a user who may; commands that only read \
-                         (snapshots, ls, cat, restore, verify, dry runs) run without writing"
-                    ),
-                })
+                    advice,
+                });
             }
             Err(e) => return Err(e),
         };
@@ -1268,16 +1270,38 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Resu
         if !e.is_write_refused() {
             return e;
         }
+        let advice = write_refused(
+            &e,
+            "unlock needs to (a lock of its own first, and the removals)",
+            "",
+        );
         Error::Advised {
             error: Box::new(e),
-            advice: "this user may not write to the repository, and unlock needs to (a lock \
-                     of its own first, and the removals): run it as a user who may"
-                .into(),
+            advice,
         }
     })?;
     let removed = remove_stale(backend, key, force, &mine);
     backend.remove(FileKind::Lock, &mine)?;
     removed
+}
+
+/// What to do about a write the store refused (see
+/// [`Error::is_write_refused`]) where `needs` ("gc needs to (its lock
+/// first)") says what the command had to write, `also` what may be added:
+/// a filesystem mounted read-only refuses every user, so the advice is
+/// not to run as another.
+fn write_refused(e: &Error, needs: &str, also: &str) -> String {
+    if e.is_read_only_filesystem() {
+        format!(
+            "the repository's filesystem is mounted read-only, and {needs}: remount it \
+             read-write{also}"
+        )
+    } else {
+        format!(
+            "this user may not write to the repository, and {needs}: run it as a user who \
+             may{also}"
+        )
+    }
 }
 
 fn remove_stale(
