@@ -263,3 +263,85 @@ fn a_forget_without_room_or_reserve_says_what_to_do() {
     repo.restore(second["id"].as_str().unwrap(), &target, &[]);
     assert_same_contents(&src, &restored(&target, &src));
 }
+
+/// A filesystem with less room than a pack beside the repository keeps
+/// the least reserve worth having (the index and 256 KiB) from `init`
+/// on, so that once backups fill it, forget and gc still run: until
+/// December 2026 it kept none, and they could not take their locks.
+#[test]
+fn a_filesystem_smaller_than_a_pack_still_keeps_forget_and_gc_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repo {
+        path: dir.path().join("repo"),
+        dir,
+    };
+    let size = 1_000_000;
+    let mut init = vec!["init"];
+    init.extend_from_slice(FAST_INIT);
+    init.extend_from_slice(&["--pack-size", "1M"]);
+    let out = run_in(&repo, size, &init);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("too little free space to set aside"),
+        "{out}"
+    );
+    let held = reserve_len(&repo);
+    assert!((256 << 10..PACK).contains(&held), "{held} bytes set aside");
+
+    let src = repo.scratch("src");
+    let mut stored = Vec::new();
+    for i in 0..6 {
+        write_random(&src.join("data.bin"), 40 + i, 250_000);
+        let out = backup_in(&repo, size, &src);
+        if out.code != 0 {
+            assert!(out.stderr.contains("No space left on device"), "{out}");
+            break;
+        }
+        stored.push(i);
+    }
+    assert!(
+        (1..6).contains(&stored.len()),
+        "some backups fit, and the filesystem filled: {stored:?}"
+    );
+    let out = run_in(&repo, size, &["forget", "--keep-last", "1", "--gc"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("nearly full: using the"), "{out}");
+    assert_eq!(repo.snapshots().len(), 1, "{out}");
+    let out = run_in(&repo, size, &["verify", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
+}
+
+/// A reserve a few bytes short of what is wanted is said in bytes, not
+/// as "1.0 MiB is set aside" of 1.0 MiB wanted.
+#[test]
+fn a_reserve_a_little_short_is_said_in_bytes() {
+    let repo = repo();
+    let src = repo.scratch("src");
+    // An index of some KiB, so that the reserve short of it by more than
+    // a lock file still reads as 1.0 MiB.
+    for i in 0..400 {
+        write_random(&src.join(format!("{i}.bin")), i, 100);
+    }
+    repo.backup(&[&src], &[]);
+    let index: u64 = fs::read_dir(repo.path.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let wanted = PACK + index;
+    let reserve = fs::OpenOptions::new()
+        .write(true)
+        .open(repo.path.join("reserve"))
+        .unwrap();
+    assert!(wanted - 8000 > PACK, "both read 1.0 MiB: {index}");
+    reserve.set_len(wanted - 8000).unwrap();
+    let out = run_in(&repo, repo.size() + 4000, &["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "set aside the {wanted} bytes that forget and gc need when it is full: {} bytes is \
+             set aside",
+            wanted - 8000
+        )),
+        "{out}"
+    );
+}

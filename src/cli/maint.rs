@@ -313,11 +313,7 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) -> Result<()> {
             "repacking left for later: the repository's filesystem has {} before it deletes \
              anything; {}",
             lacks.join(" and "),
-            if plan.bytes_freed > 0 || !plan.delete.is_empty() {
-                "run gc again once this run's deletions have made room"
-            } else {
-                "this run freed nothing: make room on that filesystem, then run gc again"
-            }
+            repack_advice(short, plan.bytes_freed, plan.delete.len() as u64)
         )?;
     }
     let done = if dry_run { "would have: " } else { "" };
@@ -344,6 +340,33 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What to do about repacking left for want of room (`short`), where this
+/// run frees `freed` bytes and deletes `deleted` packs: run gc again where
+/// that makes the room, else make room first (until December 2026 any
+/// deletion said to run gc again, which then freed nothing).
+fn repack_advice(short: &crate::gc::SpaceShort, freed: u64, deleted: u64) -> String {
+    let bytes_after = short.free.saturating_add(freed);
+    let inodes_short = match (short.free_inodes, short.needed_inodes) {
+        (Some(free), Some(needed)) => free.saturating_add(deleted) < needed,
+        _ => false,
+    };
+    if freed == 0 && deleted == 0 {
+        "this run freed nothing: make room on that filesystem, then run gc again".into()
+    } else if bytes_after >= short.needed && !inodes_short {
+        "run gc again once this run's deletions have made room".into()
+    } else if bytes_after < short.needed {
+        format!(
+            "this run's deletions leave {} free, still short of that: make room on that \
+             filesystem, then run gc again",
+            human_bytes(bytes_after)
+        )
+    } else {
+        "this run's deletions leave too few inodes free: make room on that filesystem, then \
+         run gc again"
+            .into()
+    }
 }
 
 pub(super) fn run_gc(ctx: &Context, a: GcArgs) -> Result<u8> {
@@ -1119,4 +1142,27 @@ fn print_repaired(r: &repair::SnapshotsRepair, dry_run: bool) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repack_advice_says_to_run_again_only_where_the_deletions_make_room() {
+        let short = |free, needed, inodes: Option<(u64, u64)>| crate::gc::SpaceShort {
+            free,
+            needed,
+            free_inodes: inodes.map(|i| i.0),
+            needed_inodes: inodes.map(|i| i.1),
+        };
+        let again = "run gc again once this run's deletions have made room";
+        assert_eq!(repack_advice(&short(10, 25, None), 20, 1), again);
+        assert!(repack_advice(&short(10, 25, None), 0, 0).contains("this run freed nothing"));
+        let still = repack_advice(&short(10, 25 << 20, None), 5, 1);
+        assert!(still.contains("still short of that: make room"), "{still}");
+        assert_eq!(repack_advice(&short(10, 25, Some((1, 3))), 20, 2), again);
+        let inodes = repack_advice(&short(10, 25, Some((1, 5))), 20, 2);
+        assert!(inodes.contains("too few inodes free"), "{inodes}");
+    }
 }

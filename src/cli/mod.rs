@@ -851,14 +851,21 @@ fn note_reserve_used(bytes: u64) {
 fn top_up_reserve(repo: &Repository, tell: bool) {
     match space::replenish(repo) {
         Ok(space::Reserve::Whole) => {}
-        Ok(space::Reserve::Short { held, wanted, free }) if tell => warn(&format!(
-            "the repository's filesystem has too little free space to set aside the {} that \
-             forget and gc need when it is full: {} is set aside, {} more is free; make room \
-             on it",
-            human_bytes(wanted),
-            human_bytes(held),
-            human_bytes(free)
-        )),
+        Ok(space::Reserve::Short { held, wanted, free }) if tell => {
+            // In bytes where the two would read alike ("16.0 MiB is set
+            // aside" of 16.0 MiB wanted, a few KiB short).
+            let (wanted, held) = if human_bytes(wanted) == human_bytes(held) {
+                (format!("{wanted} bytes"), format!("{held} bytes"))
+            } else {
+                (human_bytes(wanted), human_bytes(held))
+            };
+            warn(&format!(
+                "the repository's filesystem has too little free space to set aside the \
+                 {wanted} that forget and gc need when it is full: {held} is set aside, {} more \
+                 is free; make room on it",
+                human_bytes(free)
+            ))
+        }
         Ok(space::Reserve::Short { .. }) => {}
         Err(e) => warn(&format!("could not set aside the space reserve: {e}")),
     }

@@ -11,7 +11,8 @@
 //! ([`release`]), as does one that frees space, once it holds the
 //! exclusive lock, where the filesystem has less than that free
 //! ([`release_if_short`]); commands that write top it up again at the
-//! end where the space is there ([`replenish`]). Stores without a size
+//! end where the space is there ([`replenish`]), or to the least worth
+//! having (the index and 256 KiB) where only that is. Stores without a size
 //! limit (object stores) keep none.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,13 +29,30 @@ static RELEASED: AtomicU64 = AtomicU64::new(0);
 /// files and slack. Repacking needs more; gc leaves it for later where
 /// the room is not there (see [`crate::gc::fit_to_space`]).
 pub fn wanted(repo: &Repository) -> Result<u64> {
-    let index: u64 = repo
+    Ok(u64::from(repo.config().pack_size) + index_bytes(repo)?)
+}
+
+/// The bytes of the repository's index tables.
+fn index_bytes(repo: &Repository) -> Result<u64> {
+    Ok(repo
         .backend()
         .list_sizes(FileKind::Index)?
         .iter()
         .map(|(_, n)| n)
-        .sum();
-    Ok(u64::from(repo.config().pack_size) + index)
+        .sum())
+}
+
+/// Slack beside the index in the least reserve (see [`least`]): lock
+/// files, a snapshot file's removal, the filesystem's own blocks.
+const LEAST_SLACK: u64 = 256 << 10;
+
+/// The least reserve worth setting aside where [`wanted`] does not fit:
+/// room for what `forget` and a gc that only deletes write (their locks,
+/// and an index as large as the whole index is now), without a pack to
+/// repack into. A filesystem smaller than a pack beside the repository
+/// then still keeps `forget` and `gc` from being locked out once full.
+fn least(repo: &Repository, wanted: u64) -> Result<u64> {
+    Ok(wanted.min(index_bytes(repo)? + LEAST_SLACK))
 }
 
 /// Gives the reserve back; returns its bytes (0 where there was none).
@@ -111,7 +129,16 @@ pub fn replenish(repo: &Repository) -> Result<Reserve> {
     // did not give back is not taken.
     let free = backend.free_space()?.unwrap_or(free);
     let released = RELEASED.load(Ordering::Relaxed);
-    let some = held + released.min(free - (free / 16).min(256 << 10));
+    let spare = free - (free / 16).min(256 << 10);
+    let mut some = held + released.min(spare);
+    // A reserve short of the least worth having (none at `init` on a
+    // small filesystem) grows to it where the room is there: until
+    // December 2026 such a filesystem kept none, and once full, forget
+    // and gc could not take their locks.
+    let least = least(repo, wanted)?;
+    if some < least && least - held <= spare {
+        some = least;
+    }
     if some > held && backend.set_reserve(some).is_ok() {
         let free = backend.free_space()?.unwrap_or(0);
         return Ok(Reserve::Short {
