@@ -497,12 +497,35 @@ pub fn current_user() -> String {
     }
 }
 
-/// Whether a filesystem that refused a write as full, with `free` inodes
-/// left by now ([`free_inodes`]), ran out of inodes rather than bytes: a
-/// command that failed so has removed its lock and temporary files by
-/// the time it says why, which gives a few back.
-pub fn out_of_inodes(free: Option<u64>) -> bool {
-    free.is_some_and(|n| n < 32)
+/// What a filesystem that refused a write as full ran out of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortage {
+    /// Bytes.
+    Bytes,
+    /// Inodes (file entries), with bytes to spare.
+    Inodes,
+    /// Either: few of both are left.
+    Both,
+}
+
+/// What a filesystem that refused a write as full, with `inodes` and
+/// `bytes` free by now ([`free_inodes`], `None` where it does not tell),
+/// ran out of: inodes where fewer than 32 are left, unless the bytes left
+/// are fewer than `plenty` too, then either. A command that failed so has
+/// removed its lock and temporary files by the time it says why, which
+/// gives some of each back: until December 2026 bytes were not looked at,
+/// and an ext4 made with few inodes and filled to its last block was said
+/// to be out of inodes, with 9 of them left, and not full, which the
+/// space reserve would have let forget and gc run on.
+pub fn shortage(inodes: Option<u64>, bytes: Option<u64>, plenty: u64) -> Shortage {
+    match (
+        inodes.is_some_and(|n| n < 32),
+        bytes.is_some_and(|b| b >= plenty),
+    ) {
+        (false, _) => Shortage::Bytes,
+        (true, true) => Shortage::Inodes,
+        (true, false) => Shortage::Both,
+    }
 }
 
 /// The inodes (file entries) left to an unprivileged user on the

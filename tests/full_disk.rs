@@ -447,6 +447,46 @@ fn gc_out_of_inodes_deletes_what_it_can_and_leaves_the_repacking() {
     assert_same_contents(&src, &restored(&target, &src));
 }
 
+/// A repository filesystem whose bytes ran out while a few inodes are
+/// left (fewer than would count as out of them alone) is said to be full,
+/// or out of inodes, with the reserve that lets forget and gc run: it was
+/// said to be out of inodes alone, "though it may have bytes free".
+#[test]
+fn a_filesystem_out_of_bytes_with_few_inodes_left_is_said_to_be_full() {
+    let mut init = FAST_INIT.to_vec();
+    init.extend_from_slice(&["--pack-size", "1M"]);
+    let outside = Repo::with_init_args(&init);
+    let src = outside.scratch("src");
+    write_random(&src.join("a.bin"), 1, 100_000);
+    outside.backup(&[&src], &[]);
+    // tmpfs counts whole pages: a page more per entry is room to spare.
+    let used = outside.size() + entries_below(&outside.path) * 4096;
+    let inodes = entries_below(&outside.path) + 2 + 20;
+    let small = PrivateMount::tmpfs_inodes(&outside.scratch("small"), used + (2 << 20), inodes);
+    let repo = small.at.join("repo");
+    small.copy_in(&outside.path, &repo);
+    let fresh = outside.scratch("fresh");
+    write_random(&fresh.join("new.bin"), 3, 6_000_000);
+    let mut c = cairn();
+    c.arg("-r").arg(&repo).arg("backup").arg(&fresh);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    let out = small.run(&c);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("No space left on device"), "{out}");
+    assert!(
+        out.stderr
+            .contains("the repository's filesystem is full (or out of inodes")
+            && out
+                .stderr
+                .contains("`cairn forget` (with --gc) and `cairn gc` can still run"),
+        "{out}"
+    );
+    assert!(
+        !out.stderr.contains("though it may have bytes free"),
+        "{out}"
+    );
+}
+
 /// A restore target out of inodes, not bytes, is named so: "full" alone
 /// sent the operator to `df -h`, which shows room.
 #[test]

@@ -348,8 +348,10 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) -> Result<()> {
 /// deletion said to run gc again, which then freed nothing).
 fn repack_advice(short: &crate::gc::SpaceShort, freed: u64, deleted: u64) -> String {
     let bytes_after = short.free.saturating_add(freed);
+    // A deleted pack gives back its inode, and its folder's where it was
+    // the last there: at most two each.
     let inodes_short = match (short.free_inodes, short.needed_inodes) {
-        (Some(free), Some(needed)) => free.saturating_add(deleted) < needed,
+        (Some(free), Some(needed)) => free.saturating_add(2 * deleted) < needed,
         _ => false,
     };
     if freed == 0 && deleted == 0 {
@@ -1161,8 +1163,8 @@ mod tests {
         assert!(repack_advice(&short(10, 25, None), 0, 0).contains("this run freed nothing"));
         let still = repack_advice(&short(10, 25 << 20, None), 5, 1);
         assert!(still.contains("still short of that: make room"), "{still}");
-        assert_eq!(repack_advice(&short(10, 25, Some((1, 3))), 20, 2), again);
-        let inodes = repack_advice(&short(10, 25, Some((1, 5))), 20, 2);
+        assert_eq!(repack_advice(&short(10, 25, Some((1, 5))), 20, 2), again);
+        let inodes = repack_advice(&short(10, 25, Some((1, 7))), 20, 2);
         assert!(inodes.contains("too few inodes free"), "{inodes}");
     }
 }

@@ -879,7 +879,12 @@ fn explain_full(repo: &Repository, e: Error) -> Error {
     }
     let reserve =
         std::path::Path::new(&repo.backend().location()).join(crate::backend::local::RESERVE);
-    if crate::fsmeta::out_of_inodes(repo.backend().free_inodes().ok().flatten()) {
+    let inodes = repo.backend().free_inodes().ok().flatten();
+    let bytes = repo.backend().free_space().ok().flatten();
+    // What a failed backup's sealers had in flight, given back since.
+    let plenty = (64u64 << 20).max(4 * u64::from(repo.config().pack_size));
+    let shortage = crate::fsmeta::shortage(inodes, bytes, plenty);
+    if shortage == crate::fsmeta::Shortage::Inodes {
         // The reserve is bytes: it is no help here.
         return Error::Advised {
             error: Box::new(e),
@@ -890,14 +895,23 @@ fn explain_full(repo: &Repository, e: Error) -> Error {
                 .into(),
         };
     }
+    // Few inodes are left too: either may be what ran out.
+    let also = match (shortage, inodes, bytes) {
+        (crate::fsmeta::Shortage::Both, Some(n), Some(b)) => format!(
+            " (or out of inodes, file entries; {n} inodes and {} free now; where inodes \
+             are what lacks, remove files on it other than the repository's)",
+            human_bytes(b)
+        ),
+        _ => String::new(),
+    };
     let advice = match repo.backend().reserve() {
         Ok(Some(held)) if held > 0 => format!(
-            "the repository's filesystem is full: `cairn forget` (with --gc) and `cairn gc` \
-             can still run and free space, using the room set aside for them in {}",
+            "the repository's filesystem is full{also}: `cairn forget` (with --gc) and `cairn \
+             gc` can still run and free space, using the room set aside for them in {}",
             reserve.display()
         ),
         Ok(Some(_)) => format!(
-            "the repository's filesystem is full, and no room is set aside in {} for \
+            "the repository's filesystem is full{also}, and no room is set aside in {} for \
              `cairn forget` and `cairn gc`: free some space on it (other than the \
              repository's files) so that they can run",
             reserve.display()

@@ -169,10 +169,20 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     if let Some(first) = &stats.full {
         // Out of inodes, not bytes, `df -h` shows room: say which.
         let inodes = crate::fsmeta::free_inodes(&opts.target).ok().flatten();
-        let what = if crate::fsmeta::out_of_inodes(inodes) {
-            "is out of inodes (file entries), though it may have bytes free"
-        } else {
-            "is full"
+        let bytes = fs2::available_space(&opts.target).ok();
+        let what = match (
+            crate::fsmeta::shortage(inodes, bytes, 16 << 20),
+            inodes,
+            bytes,
+        ) {
+            (crate::fsmeta::Shortage::Inodes, ..) => {
+                "is out of inodes (file entries), though it may have bytes free".to_string()
+            }
+            (crate::fsmeta::Shortage::Both, Some(n), Some(b)) => format!(
+                "is full or out of inodes (file entries; {n} inodes and {} free now)",
+                crate::human_bytes(b)
+            ),
+            _ => "is full".to_string(),
         };
         return Err(Error::Invalid(format!(
             "the target's filesystem {what} ({first}): the restore stopped there; the files \
