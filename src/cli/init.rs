@@ -161,11 +161,17 @@ pub(super) fn run_unlock(ctx: &Context, a: UnlockArgs) -> Result<u8> {
                 )?;
             }
         }
-        if a.force && !found.unreadable.is_empty() {
+        for name in &found.empty {
             outln!(
-                "{} lock(s) removed, and {} lock file(s) that held none",
+                "removed lock file locks/{name}, which is empty (what a crash leaves of a lock \
+                 file written just before it)"
+            )?;
+        }
+        let none_held = found.empty.len() + if a.force { found.unreadable.len() } else { 0 };
+        if none_held > 0 {
+            outln!(
+                "{} lock(s) removed, and {none_held} lock file(s) that held none",
                 removed.len(),
-                found.unreadable.len()
             )
         } else {
             outln!("{} lock(s) removed", removed.len())
