@@ -278,6 +278,24 @@ fn default_repository_is_created_with_a_generated_password() {
     c.env("CAIRN_PASSWORD", "guess");
     assert_eq!(run(&mut c, None).code, 12);
 
+    // Its password file lost, opening it says so, and that the file held
+    // its password (it said only "no password").
+    let aside = home.path().join("password-aside");
+    fs::rename(&pw_file, &aside).unwrap();
+    let out = run(&mut cmd(&["snapshots"]), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the default repository's password file {} is not there",
+            pw_file.display()
+        )) && out
+            .stderr
+            .contains("put the file back from your copy of it"),
+        "{out}"
+    );
+    fs::rename(&aside, &pw_file).unwrap();
+    run(&mut cmd(&["snapshots"]), None).success();
+
     // A password given where no repository is: the default one made with
     // it is said, as a job that lost its CAIRN_REPO would otherwise back
     // up there without a word.

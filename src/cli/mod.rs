@@ -330,13 +330,34 @@ impl Context {
         if let Some(pw) = self.explicit_password()? {
             return Ok(pw);
         }
+        // Opening the default repository, whose password file is gone:
+        // the random password `backup` made for it was there, so that is
+        // said, not only "no password" (nor a bare prompt for a password
+        // nobody chose).
+        let mut lost = None;
         if let Place::Local(_, true) = self.place()? {
-            if let Some(f) = Self::default_password_file().filter(|f| f.exists()) {
-                let from = format!("the default repository's password file {}", f.display());
-                return Password::from_file(&f, from);
+            if let Some(f) = Self::default_password_file() {
+                if f.exists() {
+                    let from = format!("the default repository's password file {}", f.display());
+                    return Password::from_file(&f, from);
+                }
+                if !creating {
+                    lost = Some(format!(
+                        "the default repository's password file {} is not there: where `cairn \
+                         backup` made the repository, its random password was in that file, \
+                         and without it the repository cannot be opened; put the file back \
+                         from your copy of it",
+                        f.display()
+                    ));
+                }
             }
         }
         if std::io::stdin().is_terminal() {
+            if let Some(lost) = &lost {
+                crate::eprint_line(format_args!(
+                    "note: {lost} (or type the password, if you chose one)"
+                ));
+            }
             let pw = rpassword::prompt_password("repository password: ")
                 .map_err(|e| Error::io("read password", e))?;
             if creating {
@@ -354,9 +375,12 @@ impl Context {
                 from: "the prompt".into(),
             });
         }
-        Err(Error::Invalid(
-            "no password: set CAIRN_PASSWORD, pass --password-file (or CAIRN_PASSWORD_FILE), or run on a terminal".into(),
-        ))
+        let ways = "set CAIRN_PASSWORD, pass --password-file (or CAIRN_PASSWORD_FILE), or run \
+                    on a terminal";
+        Err(Error::Invalid(match lost {
+            Some(lost) => format!("no password: {lost} (if you chose one yourself, {ways})"),
+            None => format!("no password: {ways}"),
+        }))
     }
 
     /// Worker threads for a command on `repo`: one per core locally; for a
