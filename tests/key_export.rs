@@ -171,7 +171,7 @@ fn a_well_formed_file_with_the_wrong_key_does_not_open() {
 }
 
 #[test]
-fn verify_with_a_key_file_reports_a_keys_folder_without_key_files() {
+fn a_keys_folder_without_key_files_is_reported_and_stops_no_key_file_user() {
     let repo = Repo::new();
     let key = export(&repo, "repo.key");
     run(&mut with_key(&repo, &key, &["verify"]), None).success();
@@ -189,6 +189,30 @@ fn verify_with_a_key_file_reports_a_keys_folder_without_key_files() {
         out.stdout.contains("keys/") && out.stdout.contains("holds no key file"),
         "{out}"
     );
+
+    // Without the folder at all (a copy that left it out), the key file
+    // opens it for every command, which says that no password does: the
+    // listing, the restore and a backup were refused, as if snapshots
+    // could be taken for gone without it.
+    std::fs::remove_dir(repo.path.join("keys")).unwrap();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "after keys/ went");
+    let target = repo.scratch("target");
+    for args in [
+        vec!["snapshots"],
+        vec!["backup", src.to_str().unwrap()],
+        vec!["restore", "latest", "--target", target.to_str().unwrap()],
+    ] {
+        let out = run(&mut with_key(&repo, &key, &args), None);
+        assert_eq!(out.code, 0, "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains("has no key files (keys/ is missing or empty)")
+                && out.stderr.contains("put keys/ back from a copy"),
+            "{args:?}: {out}"
+        );
+    }
+    assert_same_tree(&src, &restored(&target, &src));
 }
 
 /// A backup with a key file (flag or environment) and no default

@@ -462,6 +462,16 @@ impl Context {
             let what = format!("key file {}", f.display());
             let exported = key::read_exported(&f, &what)?;
             let repo = Repository::open_exported(backend, exported, &what).map_err(refused)?;
+            let keys = repo.backend().list(crate::backend::FileKind::Key);
+            if keys.is_ok_and(|k| !k.iter().any(|n| crate::id::is_hex_name(n))) {
+                warn(&format!(
+                    "the repository at {} has no key files (keys/ is missing or empty): only an \
+                     exported key like {} opens it, no password does; put keys/ back from a \
+                     copy of the repository",
+                    repo.backend().location(),
+                    f.display()
+                ));
+            }
             return Ok((repo, None));
         }
         let pw = self.password(false)?;

@@ -923,7 +923,11 @@ impl Repository {
     /// ever lost, and the next gc would delete every pack the lost
     /// snapshots used.
     pub fn require_whole_layout(&self, doing: &str) -> Result<()> {
-        let missing = self.backend.missing_folders()?;
+        // No command takes anything of keys/ for gone: a repository opened
+        // without it (with an exported key) only lacks the way in by
+        // password, which opening says (and `verify` counts as damage).
+        let mut missing = self.backend.missing_folders()?;
+        missing.retain(|d| *d != FileKind::Key.dir());
         if missing.is_empty() {
             return Ok(());
         }
