@@ -60,7 +60,8 @@ fn wrong_password_exits_12_and_says_so() {
         c.arg("snapshots").arg("-r").arg(&repo.path);
         c.arg("--password-file").arg(&pwfile);
         let out = run(&mut c, None);
-        assert_eq!(out.code, 1, "{text:?}: {out}");
+        // A usage error, as an exclude file that cannot be read is.
+        assert_eq!(out.code, 2, "{text:?}: {out}");
         assert!(
             out.stderr
                 .contains(&format!("password file {} {said}", pwfile.display())),
@@ -902,7 +903,8 @@ fn an_unreadable_mapped_pack_is_named_not_a_silent_crash() {
 }
 
 /// `CAIRN_PASSWORD=$(cat FILE)` of a file that could not be read sets an
-/// empty password: refused, naming the variable, before anything is made.
+/// empty password: refused as a usage error (exit 2), naming the
+/// variable, before anything is made.
 #[test]
 fn an_empty_cairn_password_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -916,7 +918,7 @@ fn an_empty_cairn_password_is_refused() {
             .env("CAIRN_PASSWORD", ""),
         None,
     );
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("CAIRN_PASSWORD"), "{out}");
     assert!(!path.exists(), "init made a repository:\n{out}");
 
@@ -925,7 +927,7 @@ fn an_empty_cairn_password_is_refused() {
     let mut c = repo.cmd(&["snapshots"]);
     c.env("CAIRN_PASSWORD", "");
     let out = run(&mut c, None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("CAIRN_PASSWORD"), "{out}");
 
     // Nor the default repository, which a first backup creates.
@@ -942,7 +944,7 @@ fn an_empty_cairn_password_is_refused() {
             .env("CAIRN_PASSWORD", ""),
         None,
     );
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("CAIRN_PASSWORD"), "{out}");
     assert!(!home.join("data/cairn/default").exists(), "{out}");
 }

@@ -76,6 +76,8 @@ fn a_key_of_another_repository_is_refused_with_exit_12() {
     assert!(b.snapshots().is_empty(), "nothing was written");
 }
 
+/// Each is a usage error (exit 2), as an exclude file that cannot be
+/// read is: a job's configuration is wrong.
 #[test]
 fn damaged_or_exposed_key_files_are_refused_by_name() {
     let repo = Repo::new();
@@ -83,7 +85,7 @@ fn damaged_or_exposed_key_files_are_refused_by_name() {
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = run(&mut with_key(&repo, &key, &["snapshots"]), None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(
         out.stderr.contains("open to other users (mode 644)"),
         "{out}"
@@ -96,14 +98,14 @@ fn damaged_or_exposed_key_files_are_refused_by_name() {
     let folder = repo.scratch("a-folder");
     std::fs::create_dir_all(&folder).unwrap();
     let out = run(&mut with_key(&repo, &folder, &["snapshots"]), None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("is a folder, not a key file"), "{out}");
 
     let mut bytes = std::fs::read(&key).unwrap();
     bytes[50] ^= 0x40;
     std::fs::write(&key, &bytes).unwrap();
     let out = run(&mut with_key(&repo, &key, &["snapshots"]), None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(
         out.stderr
             .contains("repo.key is corrupt: checksum mismatch"),
@@ -116,7 +118,16 @@ fn damaged_or_exposed_key_files_are_refused_by_name() {
 
     let missing = repo.dir.path().join("nowhere.key");
     let out = run(&mut with_key(&repo, &missing, &["snapshots"]), None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("nowhere.key"), "{out}");
+    // Said before anything about the repository, as every usage error is.
+    let mut c = cairn();
+    c.arg("-r")
+        .arg(repo.dir.path().join("no-repo"))
+        .arg("snapshots")
+        .env("CAIRN_KEY_FILE", &missing);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("nowhere.key"), "{out}");
 }
 

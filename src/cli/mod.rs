@@ -280,13 +280,19 @@ impl Context {
     /// `CAIRN_PASSWORD` is refused (`CAIRN_PASSWORD=$(cat FILE)` of a file
     /// that could not be read would otherwise make or open a repository
     /// with no password at all).
+    /// A password file that cannot be read, or holds none, and an empty
+    /// `CAIRN_PASSWORD` are usage errors (exit 2), as an exclude file that
+    /// cannot be read is: a nightly job's configuration is wrong, and
+    /// nothing about the repository is known yet.
     fn explicit_password(&self) -> Result<Option<Password>> {
         if let Some(f) = &self.global.password_file {
-            return Password::from_file(f, format!("--password-file {}", f.display())).map(Some);
+            return Password::from_file(f, format!("--password-file {}", f.display()))
+                .map(Some)
+                .map_err(as_usage);
         }
         if let Some(p) = std::env::var_os("CAIRN_PASSWORD") {
             if p.is_empty() {
-                return Err(Error::Invalid(
+                return Err(Error::Usage(
                     "CAIRN_PASSWORD is set but empty: refusing an empty password (unset it to \
                      use a password file or a prompt)"
                         .into(),
@@ -298,9 +304,9 @@ impl Context {
             }));
         }
         match env_path("CAIRN_PASSWORD_FILE") {
-            Some(f) => {
-                Password::from_file(&f, format!("CAIRN_PASSWORD_FILE {}", f.display())).map(Some)
-            }
+            Some(f) => Password::from_file(&f, format!("CAIRN_PASSWORD_FILE {}", f.display()))
+                .map(Some)
+                .map_err(as_usage),
             None => Ok(None),
         }
     }
@@ -455,12 +461,25 @@ impl Context {
                 advice,
             }
         };
+        // The key or password given is read first: one that cannot be
+        // read, or holds no key or password, is a usage error, said before
+        // anything about the repository.
+        let exported = match self.key_file() {
+            Some(f) => {
+                let what = format!("key file {}", f.display());
+                let exported = key::read_exported(&f, &what).map_err(as_usage)?;
+                Some((f, what, exported))
+            }
+            None => None,
+        };
+        let explicit = match exported {
+            Some(_) => None,
+            None => self.explicit_password()?,
+        };
         if !backend.exists().map_err(refused)? {
             return Err(crate::repo::missing(backend.as_ref()));
         }
-        if let Some(f) = self.key_file() {
-            let what = format!("key file {}", f.display());
-            let exported = key::read_exported(&f, &what)?;
+        if let Some((f, what, exported)) = exported {
             let repo = Repository::open_exported(backend, exported, &what).map_err(refused)?;
             let keys = repo.backend().list(crate::backend::FileKind::Key);
             if keys.is_ok_and(|k| !k.iter().any(|n| crate::id::is_hex_name(n))) {
@@ -474,7 +493,10 @@ impl Context {
             }
             return Ok((repo, None));
         }
-        let pw = self.password(false)?;
+        let pw = match explicit {
+            Some(pw) => pw,
+            None => self.password(false)?,
+        };
         let repo = Repository::open(backend, &pw.bytes)
             .map_err(refused)
             .map_err(|e| pw.name_in(e))?;
@@ -631,6 +653,16 @@ impl Password {
             },
             e => e,
         }
+    }
+}
+
+/// `e` as a usage error (exit 2), its text kept: for a file the command
+/// line (or its variable) names that cannot be read or holds nothing
+/// usable.
+fn as_usage(e: Error) -> Error {
+    match e {
+        Error::Usage(_) => e,
+        e => Error::Usage(e.to_string()),
     }
 }
 
