@@ -122,6 +122,10 @@ enum Command {
     /// Restore a snapshot, or part of it, into a directory.
     Restore(restore::RestoreArgs),
     /// Check the repository; with --read-data, every byte.
+    ///
+    /// Exits 0 when it finds nothing wrong, and 1 when it finds damage
+    /// (each problem on a line of its own, with what mends it) or cannot
+    /// check everything.
     Verify(maint::VerifyArgs),
     /// Remove snapshots by id or by a retention policy.
     Forget(maint::ForgetArgs),

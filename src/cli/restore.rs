@@ -28,8 +28,9 @@ enum PolicyArg {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot (id, prefix or `latest`), optionally `:SUBPATH` (any
-    /// bytes: a name need not be UTF-8).
+    /// Snapshot (id, a unique prefix of at least 4 hex digits, or
+    /// `latest`), optionally `:SUBPATH` (any bytes: a name need not be
+    /// UTF-8).
     snapshot: OsString,
     /// Directory to restore into.
     #[arg(long, short = 't')]

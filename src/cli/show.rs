@@ -110,7 +110,7 @@ pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Snapshot: id, unique prefix, or `latest`.
+    /// Snapshot: id, unique prefix of at least 4 hex digits, or `latest`.
     snapshot: String,
     /// Only entries under this path (any bytes: a name need not be UTF-8).
     path: Option<OsString>,
