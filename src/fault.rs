@@ -90,16 +90,28 @@ pub fn swap_opened_dir(path: &std::path::Path) {
 /// lookup.
 pub fn exchange_opened_dir(path: &std::path::Path) {
     static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
-    let set = SET.get_or_init(|| {
-        let value = std::env::var("CAIRN_TEST_EXCHANGE_OPENED").ok()?;
-        let (name, other) = value.split_once("<=>")?;
-        Some((name.to_string(), other.to_string()))
-    });
-    let Some((name, other)) = set else { return };
+    let Some((name, other)) = pair(&SET, "CAIRN_TEST_EXCHANGE_OPENED", "<=>") else {
+        return;
+    };
     if path.file_name() == Some(std::ffi::OsStr::new(name)) {
         let _ =
             crate::fsmeta::rename_with(path, &path.with_file_name(other), libc::RENAME_EXCHANGE);
     }
+}
+
+/// The two sides of `A{sep}B` in the environment variable `var`, read
+/// once into `set`.
+fn pair<'a>(
+    set: &'a OnceLock<Option<(String, String)>>,
+    var: &str,
+    sep: &str,
+) -> Option<&'a (String, String)> {
+    set.get_or_init(|| {
+        let value = std::env::var(var).ok()?;
+        let (a, b) = value.split_once(sep)?;
+        Some((a.to_string(), b.to_string()))
+    })
+    .as_ref()
 }
 
 fn swap_dir_for_symlink(
@@ -107,12 +119,9 @@ fn swap_dir_for_symlink(
     var: &str,
     path: &std::path::Path,
 ) {
-    let set = set.get_or_init(|| {
-        let value = std::env::var(var).ok()?;
-        let (name, to) = value.split_once("=>")?;
-        Some((name.to_string(), to.to_string()))
-    });
-    let Some((name, to)) = set else { return };
+    let Some((name, to)) = pair(set, var, "=>") else {
+        return;
+    };
     if path.file_name() == Some(std::ffi::OsStr::new(name)) {
         let mut aside = path.as_os_str().to_os_string();
         aside.push(".swapped");
@@ -219,12 +228,9 @@ pub fn folder_to_file(dir: &std::path::Path) {
 /// environment lookup.
 pub fn swap_dir(target: &std::path::Path) {
     static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
-    let set = SET.get_or_init(|| {
-        let value = std::env::var("CAIRN_TEST_SWAP").ok()?;
-        let (dir, to) = value.split_once("=>")?;
-        Some((dir.to_string(), to.to_string()))
-    });
-    let Some((dir, to)) = set else { return };
+    let Some((dir, to)) = pair(&SET, "CAIRN_TEST_SWAP", "=>") else {
+        return;
+    };
     let dir = target.join(dir);
     if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
         let mut aside = dir.clone().into_os_string();

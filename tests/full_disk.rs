@@ -346,6 +346,21 @@ fn a_file_that_does_not_fit_leaves_no_temporary_file_behind() {
 }
 
 /// Files and folders below `dir`, `dir` itself not counted.
+/// A backup of a new random file of `size` bytes into a copy of
+/// `outside`'s repository on a tmpfs (named `name`) of `bytes` that holds
+/// at most `inodes` files and folders.
+fn backup_on_a_copy(outside: &Repo, name: &str, bytes: u64, inodes: u64, size: usize) -> Out {
+    let mount = PrivateMount::tmpfs_inodes(&outside.scratch(name), bytes, inodes);
+    let repo = mount.at.join("repo");
+    mount.copy_in(&outside.path, &repo);
+    let fresh = outside.scratch(&format!("{name}-source"));
+    write_random(&fresh.join("new.bin"), 3, size);
+    let mut c = cairn();
+    c.arg("-r").arg(&repo).arg("backup").arg(&fresh);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    mount.run(&c)
+}
+
 fn entries_below(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .unwrap()
@@ -405,22 +420,13 @@ fn gc_out_of_inodes_deletes_what_it_can_and_leaves_the_repacking() {
     // On a copy with inodes for a lock and little more, a backup of new
     // data fails, naming inodes, not bytes, whose reserve would not help.
     let inodes = entries_below(&outside.path) + 2 + 2;
-    let tight = PrivateMount::tmpfs_inodes(&outside.scratch("tight"), 1 << 30, inodes);
-    let tight_repo = tight.at.join("repo");
-    tight.copy_in(&outside.path, &tight_repo);
-    let fresh = outside.scratch("fresh");
-    write_random(&fresh.join("new.bin"), 3, 2_000_000);
-    let mut c = cairn();
-    c.arg("-r").arg(&tight_repo).arg("backup").arg(&fresh);
-    c.env("CAIRN_PASSWORD", PASSWORD);
-    let out = tight.run(&c);
+    let out = backup_on_a_copy(&outside, "tight", 1 << 30, inodes, 2_000_000);
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr
             .contains("the repository's filesystem is out of inodes (file entries)"),
         "{out}"
     );
-    drop(tight);
     let out = cairn_in(&["gc"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(
@@ -462,15 +468,7 @@ fn a_filesystem_out_of_bytes_with_few_inodes_left_is_said_to_be_full() {
     // tmpfs counts whole pages: a page more per entry is room to spare.
     let used = outside.size() + entries_below(&outside.path) * 4096;
     let inodes = entries_below(&outside.path) + 2 + 20;
-    let small = PrivateMount::tmpfs_inodes(&outside.scratch("small"), used + (2 << 20), inodes);
-    let repo = small.at.join("repo");
-    small.copy_in(&outside.path, &repo);
-    let fresh = outside.scratch("fresh");
-    write_random(&fresh.join("new.bin"), 3, 6_000_000);
-    let mut c = cairn();
-    c.arg("-r").arg(&repo).arg("backup").arg(&fresh);
-    c.env("CAIRN_PASSWORD", PASSWORD);
-    let out = small.run(&c);
+    let out = backup_on_a_copy(&outside, "small", used + (2 << 20), inodes, 6_000_000);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("No space left on device"), "{out}");
     assert!(
