@@ -86,16 +86,22 @@ pub fn swap_opened_dir(path: &std::path::Path) {
 /// directory's path just after the walk has opened it; if its file name
 /// is `NAME`, it changes places with its sibling `OTHER` (one
 /// `RENAME_EXCHANGE`), as a program swapping two names while the backup
-/// walks their folder would. Unset, this costs one cached environment
-/// lookup.
+/// walks their folder would, and their folder's modification time is
+/// put back (as `touch -r` can; its change time cannot be). Unset, this
+/// costs one cached environment lookup.
 pub fn exchange_opened_dir(path: &std::path::Path) {
     static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
     let Some((name, other)) = pair(&SET, "CAIRN_TEST_EXCHANGE_OPENED", "<=>") else {
         return;
     };
     if path.file_name() == Some(std::ffi::OsStr::new(name)) {
+        let folder = path.parent().unwrap_or(std::path::Path::new("."));
+        let before = std::fs::metadata(folder).and_then(|m| m.modified());
         let _ =
             crate::fsmeta::rename_with(path, &path.with_file_name(other), libc::RENAME_EXCHANGE);
+        if let (Ok(t), Ok(f)) = (before, std::fs::File::open(folder)) {
+            let _ = f.set_modified(t);
+        }
     }
 }
 

@@ -1135,12 +1135,32 @@ fn changed_while_read(
     }
 }
 
-/// The modification time of the folder open as `handle`, which every
-/// name added to it, removed from it or renamed in it moves.
-fn folder_mtime(handle: &DirHandle) -> Option<i64> {
+/// The change time of the folder open as `handle`, which every name
+/// added to it, removed from it or renamed in it moves, and which no
+/// program can set back (its modification time, `touch -r` can).
+fn folder_ctime(handle: &DirHandle) -> Option<i64> {
     crate::fsmeta::Stat::at(handle.fd(), std::ffi::OsStr::new("."))
         .ok()
-        .map(|s| s.mtime_ns)
+        .map(|s| s.ctime_ns)
+}
+
+/// Inodes a folder's walk records to tell whether one was walked under
+/// two names (see [`Walker::walk_dir`]); past this many (32 MiB of them)
+/// a folder that changed while walked is said to have changed whatever
+/// its renames were.
+const WALKED_INODES: usize = 4 << 20;
+
+/// Whether `inodes` (those of a folder's entries walked, each of one name
+/// and on the folder's filesystem, `None` past [`WALKED_INODES`]) hold one
+/// twice: a name renamed over another, or two exchanged, between their
+/// `stat`s, which shows one inode under two names and the one it
+/// replaced under none.
+fn walked_twice(inodes: Option<Vec<u64>>) -> bool {
+    let Some(mut inodes) = inodes else {
+        return true;
+    };
+    inodes.sort_unstable();
+    inodes.windows(2).any(|w| w[0] == w[1])
 }
 
 /// What every walking thread shares.
@@ -1399,9 +1419,11 @@ impl<'a> Walker<'a> {
             cut_short.set(true);
             report(why);
         };
-        // The folder's modification time before it is listed, for
-        // the check after its entries are walked.
-        let listed_at = whole.then(|| folder_mtime(&handle)).flatten();
+        // The folder's change time before it is listed, and the inodes
+        // of its entries of one name each as they are walked, for the
+        // check after (see `walked_twice`).
+        let listed_at = whole.then(|| folder_ctime(&handle)).flatten();
+        let mut walked_inodes = listed_at.map(|_| Vec::new());
         let listing = whole.then(|| match Listing::read(handle.fd(), dir, &listing_report) {
             Ok(l) => l,
             Err(e) => {
@@ -1500,6 +1522,17 @@ impl<'a> Walker<'a> {
                 };
                 if md.is_dir() && excluded(true) && sub.is_none() {
                     continue;
+                }
+                // A folder has one name; a file of several is walked
+                // under each (hard links), which is no rename.
+                if md.dev == dev && (md.is_dir() || md.nlink == 1) {
+                    if let Some(inodes) = &mut walked_inodes {
+                        if inodes.len() < WALKED_INODES {
+                            inodes.push(md.ino);
+                        } else {
+                            walked_inodes = None;
+                        }
+                    }
                 }
                 // A way down to a given path that is no folder (now: each
                 // was checked when given) leads to nothing; stored, it
@@ -1771,14 +1804,23 @@ impl<'a> Walker<'a> {
                 // Unsent (the workers gone), each job answers so.
                 let _ = self.shared.send(rest);
             }
-            // Every entry is stat-ed and opened by now: a name added,
-            // removed or renamed in the folder since it was listed may
-            // be missing from what was walked, or walked twice.
-            if listed_at.is_some_and(|t| folder_mtime(&handle) != Some(t)) && !self.aborted() {
+            // Every entry is stat-ed by now (its subfolders opened). A
+            // name added after the listing is not in the snapshot, one
+            // removed after its `stat` still is: each leaves the folder
+            // as it was at some moment. A name renamed over another, or
+            // two exchanged, between their `stat`s leaves one inode
+            // under two names and the other under none, a state the
+            // folder never had, and only then is it said (until December
+            // 2026 that stored the folder twice and a file nowhere,
+            // exit 0).
+            if listed_at.is_some_and(|t| folder_ctime(&handle) != Some(t))
+                && walked_twice(walked_inodes.take())
+                && !self.aborted()
+            {
                 (self.shared.setup.changed)(format!(
-                    "{}: folder changed while it was walked (entries added, removed or \
-                     renamed): the snapshot holds it as walked, which may miss an entry or \
-                     hold one twice; the next backup walks it again",
+                    "{}: folder changed while it was walked (entries renamed over one \
+                     another): the snapshot holds it as walked, with one entry under two \
+                     names and another missing; the next backup stores it as it is then",
                     dir.display()
                 ));
                 cut_short.set(true);

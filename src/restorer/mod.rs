@@ -556,8 +556,9 @@ pub fn restore(
         warn(&format!(
             "{} folder(s) whose backup left entries out (it could not read them, \
              another filesystem was mounted there, they held the repository or \
-             cairn's cache, or it took only the way down to a path given beneath, \
-             past an exclude or another filesystem), or that `repair snapshots` \
+             cairn's cache, entries were renamed over one another while it walked \
+             them, or it took only the way down to a path given beneath, past an \
+             exclude or another filesystem), or that `repair snapshots` \
              dropped entries of, are not pruned: what the \
              target holds in them beside the snapshot's entries is left in place \
              (first: {})",
