@@ -1644,3 +1644,31 @@ fn a_repository_this_user_may_not_read_says_so() {
     }
     open_as_nobody().success();
 }
+
+/// A folder without a config whose data folders this user may not list
+/// is not taken for an interrupted `init`: removing keys/, as that advice
+/// says, would leave the data no key once `config` came back from a copy.
+#[test]
+fn a_repository_without_config_whose_folders_cannot_be_listed_is_not_told_to_init() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    readable_by_all(repo.dir.path());
+    fs::remove_file(repo.path.join("config")).unwrap();
+    for dir in ["packs", "index", "snapshots"] {
+        chmod(&repo.path.join(dir), 0o700);
+    }
+    let mut c = repo.cmd(&["snapshots"]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("has no config, and its folder")
+            && out.stderr.contains("could not be listed")
+            && out.stderr.contains("remove nothing until then"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("remove keys/"), "{out}");
+    assert!(!out.stderr.contains("cairn init"), "{out}");
+}

@@ -90,15 +90,23 @@ impl Default for InitOptions {
 /// that cannot be listed (an S3 bucket that does not exist) counts as
 /// empty.
 fn data_folders_in_use(backend: &dyn Backend) -> Vec<&'static str> {
-    [FileKind::Snapshot, FileKind::Index, FileKind::Pack]
-        .into_iter()
-        .filter(|&kind| {
-            backend
-                .list(kind)
-                .is_ok_and(|names| names.iter().any(|n| is_hex_name(n)))
-        })
-        .map(FileKind::dir)
-        .collect()
+    data_folders(backend).0
+}
+
+/// [`data_folders_in_use`], and those the store would not list (this user
+/// may not read them, or the store did not answer), with the error: they
+/// may hold files too.
+fn data_folders(backend: &dyn Backend) -> (Vec<&'static str>, Vec<(&'static str, Error)>) {
+    let (mut used, mut unlisted) = (Vec::new(), Vec::new());
+    for kind in [FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
+        match backend.list(kind) {
+            Ok(names) if names.iter().any(|n| is_hex_name(n)) => used.push(kind.dir()),
+            Ok(_) => {}
+            Err(e) if e.is_store_unavailable() => unlisted.push((kind.dir(), e)),
+            Err(_) => {}
+        }
+    }
+    (used, unlisted)
 }
 
 /// The error for opening a place without a `config`: no repository
@@ -106,7 +114,19 @@ fn data_folders_in_use(backend: &dyn Backend) -> Vec<&'static str> {
 /// files, a repository that lost its config, which only a copy of
 /// `config` brings back (a new `init` there would not open the old data).
 pub fn missing(backend: &dyn Backend) -> Error {
-    let used = data_folders_in_use(backend);
+    let (used, unlisted) = data_folders(backend);
+    if used.is_empty() && !unlisted.is_empty() {
+        // Folders that may hold a repository's files: no advice to remove
+        // or make anything (removing keys/ would leave the data no key,
+        // should `config` come back from a copy).
+        let (dir, e) = &unlisted[0];
+        return Error::Invalid(format!(
+            "{} has no config, and its folder {dir}/ could not be listed ({e}), so whether it \
+             holds a repository's files cannot be told: run this as a user who may read the \
+             whole folder (or once the store answers); remove nothing until then",
+            backend.location()
+        ));
+    }
     if used.is_empty() {
         // An `init` killed after its key file, before its config, leaves
         // only that: `init` then gives way to it (another may be running),
