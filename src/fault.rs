@@ -469,7 +469,18 @@ pub fn no_open_budget() -> bool {
 /// could. Unset, this costs one cached environment lookup.
 pub fn relink_temp(tmp: &std::path::Path) {
     static SET: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
-    let Some(file) = SET.get_or_init(|| std::env::var_os("CAIRN_TEST_RELINK_TEMP")) else {
+    relink(&SET, "CAIRN_TEST_RELINK_TEMP", tmp);
+}
+
+/// `CAIRN_TEST_RELINK_BEFORE_RENAME=FILE`: as `CAIRN_TEST_RELINK_TEMP`,
+/// right before restore renames a whole temporary file into place.
+pub fn relink_before_rename(tmp: &std::path::Path) {
+    static SET: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+    relink(&SET, "CAIRN_TEST_RELINK_BEFORE_RENAME", tmp);
+}
+
+fn relink(set: &OnceLock<Option<std::ffi::OsString>>, var: &str, tmp: &std::path::Path) {
+    let Some(file) = set.get_or_init(|| std::env::var_os(var)) else {
         return;
     };
     if std::fs::remove_file(tmp).is_ok() {

@@ -1219,6 +1219,40 @@ fn a_temporary_file_replaced_by_a_link_outside_is_not_written_through() {
     assert!(restore_leftovers(&target).is_empty(), "{out}");
 }
 
+/// A whole file under a temporary name (a target without unnamed files)
+/// replaced by a hard link to a file outside the target right before it
+/// is renamed into place: the entry fails, saying what is there is not
+/// the snapshot's, and the outside file keeps its bytes (it was put in
+/// place under the entry's name, exit 0).
+#[test]
+fn a_temporary_file_replaced_before_its_rename_is_said() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("big.bin"), 6, 300_000);
+    repo.backup(&[&src], &[]);
+    let outside = repo.scratch("outside");
+    write(&outside.join("precious"), "not the snapshot's\n");
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target)
+        .env("CAIRN_NO_TMPFILE", "1")
+        .env("CAIRN_TEST_RELINK_BEFORE_RENAME", outside.join("precious"));
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let big = restored(&target, &src).join("big.bin");
+    assert!(
+        out.stderr.contains(&format!("{}", big.display()))
+            && out
+                .stderr
+                .contains("another file was put under its temporary name"),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read_to_string(outside.join("precious")).unwrap(),
+        "not the snapshot's\n"
+    );
+}
+
 /// Two inodes of the snapshot, each of two names with the same content
 /// and metadata, found as one inode in the target (`a` linked to `c`,
 /// `b` and `d` gone),

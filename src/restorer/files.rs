@@ -564,9 +564,13 @@ impl Executor<'_> {
             Some(tmp) => {
                 // Through the open file: no path walks.
                 self.apply_meta(&task.dest, task.node, Some(&file), false);
-                drop(file);
+                // Held through the rename, so that what it put in place
+                // can be told to be this file: someone else who writes in
+                // the target could put another under the temporary name
+                // meanwhile.
                 self.rename_into_place(&tmp, &task.dest)
                     .map_err(|e| format!("cannot rename into place: {e}"))
+                    .and_then(|()| self.placed_is(&task.dest, &file))
             }
             None => self.place_unnamed(task, file),
         };
@@ -579,9 +583,32 @@ impl Executor<'_> {
         }
     }
 
+    /// Fails unless `dest` is `file`, the file a rename just put there.
+    fn placed_is(&self, dest: &Path, file: &fs::File) -> std::result::Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let ours = file.metadata().map_err(|e| e.to_string())?;
+        let there = self
+            .beneath
+            .at(dest)
+            .and_then(|at| fs::symlink_metadata(&*at))
+            .map_err(|e| e.to_string())?;
+        if (there.dev(), there.ino()) == (ours.dev(), ours.ino()) {
+            Ok(())
+        } else {
+            Err(
+                "another file was put under its temporary name before it was renamed into \
+                 place (someone else writes to the target): what is there now is not the \
+                 snapshot's"
+                    .into(),
+            )
+        }
+    }
+
     /// Renames the file at `from` over `to`, both in the target.
     fn rename_into_place(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        fs::rename(&*self.beneath.at(from)?, &*self.beneath.at(to)?)
+        let from = self.beneath.at(from)?;
+        crate::fault::relink_before_rename(&from);
+        fs::rename(&*from, &*self.beneath.at(to)?)
     }
 
     /// Sets a whole unnamed file's metadata and links it into place; where
@@ -615,11 +642,14 @@ impl Executor<'_> {
         let (tmp, copy) = copy_to_temp(&mut file, &dest)
             .map_err(|e| format!("cannot link into place ({refused}) nor copy: {e}"))?;
         self.apply_meta(&task.dest, task.node, Some(&copy), false);
-        drop(copy);
-        fs::rename(&tmp, &*dest).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            format!("cannot rename into place: {e}")
-        })
+        // Held through the rename, as a named temporary file is (see
+        // `finish_task`).
+        fs::rename(&tmp, &*dest)
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                format!("cannot rename into place: {e}")
+            })
+            .and_then(|()| self.placed_is(&task.dest, &copy))
     }
 
     /// Applies the policy to one file; one to be written gets its task,

@@ -88,11 +88,37 @@ impl FileTask<'_> {
 /// put another name there meanwhile, a hard link to a file outside the
 /// target, which a restore run as root would otherwise write into.
 pub(super) fn reopen(tmp: &Path, made: Option<(u64, u64)>) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::MetadataExt;
-    let file = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+    use std::os::fd::AsRawFd;
+    // Checked before it is opened for writing, through a descriptor that
+    // opens nothing (`O_PATH`): another file is not even opened for
+    // writing, which its watchers would hear of.
+    let entry = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
         .open(tmp)?;
+    still_made(&entry, made)?;
+    let write = |path: &Path| {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+    };
+    // The inode checked, opened through its descriptor; without `/proc`,
+    // by name again, and checked once more.
+    let file = match OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", entry.as_raw_fd()))
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(tmp)?,
+        r => r?,
+    };
+    still_made(&file, made)?;
+    Ok(file)
+}
+
+/// Fails unless `file` is the file restore made, device and inode `made`.
+pub(super) fn still_made(file: &fs::File, made: Option<(u64, u64)>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let md = file.metadata()?;
     if made != Some((md.dev(), md.ino())) {
         return Err(std::io::Error::other(
@@ -100,7 +126,7 @@ pub(super) fn reopen(tmp: &Path, made: Option<(u64, u64)>) -> std::io::Result<fs
              else writes to the target); left alone",
         ));
     }
-    Ok(file)
+    Ok(())
 }
 
 /// A fresh temporary name in `dir`. Not derived from the file's name:
