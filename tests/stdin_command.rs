@@ -143,10 +143,17 @@ fn a_pipe_in_a_shell_needs_pipefail() {
     assert_eq!(repo.snapshots().len(), 1, "{out}");
     // So it does of a shell run through another program, as cron jobs
     // do (it did not).
-    for wrapper in [&["env"][..], &["nice", "-n", "5"], &["timeout", "1h"]] {
-        let mut command = wrapper.to_vec();
-        command.extend(["/bin/bash", "-c", failing]);
-        let out = backup_command(&repo, &[], &command);
+    let lock = repo.scratch("lock");
+    let lock = lock.to_str().unwrap();
+    for command in [
+        &["env", "/bin/bash", "-c", failing][..],
+        &["nice", "-n", "5", "/bin/bash", "-c", failing],
+        &["timeout", "1h", "/bin/bash", "-ec", failing],
+        // Programs that run a shell themselves.
+        &["su", "root", "-c", failing],
+        &["flock", lock, "-c", failing],
+    ] {
+        let out = backup_command(&repo, &[], command);
         assert_eq!(out.code, 0, "{command:?}: {out}");
         assert!(
             out.stderr.contains("runs a pipe without pipefail"),
@@ -160,6 +167,10 @@ fn a_pipe_in_a_shell_needs_pipefail() {
         &["printf", "a|b"],
         &["bash", "-o", "pipefail", "-c", "printf a | cat"],
         &["env", "bash", "-o", "pipefail", "-c", "printf a | cat"],
+        // A script that reads each command's status itself.
+        &["bash", "-c", "printf a | cat; exit ${PIPESTATUS[0]}"],
+        // `sh` a word of another program's, not a shell run.
+        &["printf", "%s", "sh", "|"],
     ] {
         let out = backup_command(&repo, &["--stdin-filename", "x"], command);
         assert_eq!(out.code, 0, "{command:?}: {out}");

@@ -283,21 +283,45 @@ fn refuse_control_characters(flag: &str, value: &str) -> Result<()> {
     )))
 }
 
-/// True when `command` runs a shell (itself, or through a program that
-/// runs the rest of its words, as `env`, `nice`, `timeout 1h` and `sudo
-/// -u postgres` do) given a script with a pipe (`|`, not `||`) and
-/// nothing mentions `pipefail`: the shell then exits with the status of
-/// the pipe's last command (`gzip` of `pg_dump app | gzip`), and a failed
-/// dump would be stored as a good one. A guess from the words alone (a
-/// `|` quoted inside the script counts too), so it only ever warns.
+/// True when `command` runs a shell given a script with a pipe (`|`, not
+/// `||`) and nothing mentions `pipefail` (nor `PIPESTATUS`, which a
+/// script reading each command's status uses): the shell then exits with
+/// the status of the pipe's last command (`gzip` of `pg_dump app |
+/// gzip`), and a failed dump would be stored as a good one. The shell is
+/// a word `sh`, `bash`, `dash`, `zsh`, `ksh` or `ash` followed by a `-c`
+/// option (itself, or through a program that runs the rest of its words,
+/// as `env`, `nice`, `timeout 1h` and `sudo -u postgres` do), `su … -c`
+/// or `flock … -c` (which run one), or `ssh` (whose remote shell runs
+/// its command). A guess from the words alone (a `|` quoted inside the
+/// script counts too), so it only ever warns.
 fn pipe_without_pipefail(command: &[OsString]) -> bool {
-    let is_shell = |word: &OsString| {
+    let name = |word: &OsString| {
         Path::new(word)
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| matches!(n, "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash"))
+            .unwrap_or_default()
+            .to_string()
     };
-    let Some(at) = command.iter().position(is_shell) else {
+    // `-c`, or a cluster of single-letter options holding it (`-ec`).
+    let dash_c = |word: &OsString| {
+        let w = word.as_encoded_bytes();
+        w.len() >= 2
+            && w[0] == b'-'
+            && w[1] != b'-'
+            && w[1..].iter().all(u8::is_ascii_alphabetic)
+            && w.contains(&b'c')
+    };
+    let runs_script = |at: usize| {
+        let rest = &command[at + 1..];
+        match name(&command[at]).as_str() {
+            "sh" | "bash" | "dash" | "zsh" | "ksh" | "ash" | "su" | "flock" => {
+                rest.iter().any(dash_c)
+            }
+            "ssh" => true,
+            _ => false,
+        }
+    };
+    let Some(at) = (0..command.len()).find(|&at| runs_script(at)) else {
         return false;
     };
     let words: Vec<&[u8]> = command[at + 1..]
@@ -308,8 +332,12 @@ fn pipe_without_pipefail(command: &[OsString]) -> bool {
         (0..w.len())
             .any(|i| w[i] == b'|' && (i == 0 || w[i - 1] != b'|') && w.get(i + 1) != Some(&b'|'))
     };
-    words.iter().any(|w| lone_pipe(w))
-        && !words.iter().any(|w| w.windows(8).any(|x| x == b"pipefail"))
+    let mentions = |text: &[u8]| {
+        words
+            .iter()
+            .any(|w| w.windows(text.len()).any(|x| x == text))
+    };
+    words.iter().any(|w| lone_pipe(w)) && !mentions(b"pipefail") && !mentions(b"PIPESTATUS")
 }
 
 pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
