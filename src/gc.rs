@@ -109,6 +109,11 @@ pub struct GcPlan {
     /// Blobs stored twice whose copy gc would have kept is damaged: the
     /// intact copy is kept instead (see [`rescue_duplicates`]).
     pub rescued: Vec<String>,
+    /// Packs no index names that hold copies of live blobs whose indexed
+    /// copies are damaged (see [`mends_live`]): kept as they are, with
+    /// why, for `cairn repair index` to index.
+    #[serde(serialize_with = "kept_ids")]
+    pub unindexed_kept: Vec<(PackId, String)>,
     /// The index entries that keep live blobs.
     #[serde(skip)]
     marks: Marks,
@@ -199,6 +204,17 @@ fn ids<S: serde::Serializer, T: std::fmt::Display>(
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|p| p.to_string()))
+}
+
+/// Serializes [`GcPlan::unindexed_kept`] as `{"pack", "why"}` objects.
+fn kept_ids<S: serde::Serializer>(
+    v: &[(PackId, String)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(
+        v.iter()
+            .map(|(p, why)| serde_json::json!({"pack": p.to_string(), "why": why})),
+    )
 }
 
 /// Which index entries locate live blobs: one bit per entry of every
@@ -619,6 +635,12 @@ fn classify(
         let live = live_in_pack.get(pack).copied().unwrap_or(0);
         if !indexed.contains(pack) && opts.others_writing {
             plan.in_progress.push(*pack);
+        } else if let Some(why) = match indexed.contains(pack) {
+            false => mends_live(repo, index, &plan.marks, pack, size)?,
+            true => None,
+        } {
+            plan.unindexed_kept.push((*pack, why));
+            keep += 1;
         } else if !indexed.contains(pack) || live == 0 {
             delete.push(*pack);
             freed += size;
@@ -645,6 +667,51 @@ fn classify(
     plan.bytes_freed = freed;
     plan.bytes_repacked = copied;
     Ok(plan)
+}
+
+/// Why the pack `pack` of `size` bytes, which no index table names, must
+/// not be deleted, if it must not: it holds a copy of a live blob whose
+/// copy the index keeps is damaged (or gone), as after an index table
+/// was lost beside damage to another copy. Such a pack is usually one a
+/// backup wrote and was stopped before indexing, whose blobs no snapshot
+/// uses, or that repeats blobs another backup stored beside it: neither
+/// keeps it. Until December 2026 gc deleted it, exit 0, and the data
+/// `cairn repair index` would have recovered was lost. A header that
+/// cannot be read keeps nothing here: no entry says what the pack holds.
+fn mends_live(
+    repo: &Repository,
+    index: &IndexSet,
+    marks: &Marks,
+    pack: &PackId,
+    size: u64,
+) -> Result<Option<String>> {
+    let what = format!("pack {}", pack.short());
+    let header =
+        match crate::pack::read_header(repo.backend(), &pack.to_hex(), size, repo.key(), &what) {
+            Ok(h) => h,
+            Err(Error::Corrupt { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+    for entry in &header.entries {
+        let kept = index.tables().iter().zip(&marks.tables).find_map(|(t, m)| {
+            let i = t.find(&entry.id)?;
+            m.is_live(i).then_some((t, i))
+        });
+        let Some((table, i)) = kept else { continue };
+        let (_, loc) = table.location_at(i)?;
+        let why = match repo.read_located(&entry.id, loc) {
+            Ok(_) => continue,
+            Err(e @ Error::Corrupt { .. }) => e.to_string(),
+            Err(e) if e.is_not_found() => format!("pack {} is missing", loc.pack.short()),
+            Err(e) => return Err(e),
+        };
+        return Ok(Some(format!(
+            "it holds a copy of live blob {}, whose indexed copy in pack {} is damaged ({why})",
+            entry.id.short(),
+            loc.pack.short()
+        )));
+    }
+    Ok(None)
 }
 
 /// `plan`, or, where the store has too little space free for the new

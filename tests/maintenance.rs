@@ -2081,6 +2081,59 @@ fn gc_keeps_the_intact_copy_of_a_blob_stored_twice() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// A pack no index names (its table lost) holding the one intact copy of
+/// a live blob, the indexed copy damaged: gc keeps it, saying why, and
+/// `repair index --read-data` then mends the index, so the snapshot
+/// restores. Until December 2026 gc deleted it as an interrupted
+/// backup's, exit 0, and the data was lost for good.
+#[test]
+fn gc_keeps_an_unindexed_pack_holding_the_intact_copy_of_a_live_blob() {
+    let repo = packed_repo();
+    let src = source(&repo, 47);
+    let saved = backup_saved(&repo, &src, &[]);
+    let (tables, snapshots) = (names_in(&repo, "index"), names_in(&repo, "snapshots"));
+    store_again_unindexed(&repo, &src, 0);
+    // The second backup's tables are lost, and its snapshot forgotten: its
+    // packs are named by no index, and hold copies of live blobs.
+    for t in names_in(&repo, "index") {
+        if !tables.contains(&t) {
+            fs::remove_file(repo.path.join("index").join(t)).unwrap();
+        }
+    }
+    for s in names_in(&repo, "snapshots") {
+        if !snapshots.contains(&s) {
+            fs::remove_file(repo.path.join("snapshots").join(s)).unwrap();
+        }
+    }
+    let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
+    let copies = copies_by_blob(&repo, None).remove(&chunk).unwrap();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let (pack, at) = &copies[0];
+    flip_byte(&pack_files(&repo)[pack], *at);
+
+    let out = repo.run(&["gc", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(
+            "is not in the index (an index table lost?), but it holds a copy \
+             of live blob"
+        ) && out.stderr.contains(&pack[..8])
+            && out
+                .stderr
+                .contains("`cairn repair index --read-data` indexes its blobs"),
+        "{out}"
+    );
+    let kept = out.json()["unindexed_kept"].as_array().unwrap().clone();
+    assert!(!kept.is_empty(), "{out}");
+    let packs = pack_files(&repo);
+    for k in &kept {
+        assert!(packs.contains_key(k["pack"].as_str().unwrap()), "{out}");
+    }
+
+    repo.run(&["repair", "index", "--read-data"]).success();
+    assert_restores(&repo, &saved);
+}
+
 /// A tree stored twice whose copy reads go to is damaged: `ls`, a
 /// restore and gc read the other copy and warn, a backup taking the
 /// snapshot for its parent counts it as repository damage (exit 3),

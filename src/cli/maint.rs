@@ -258,6 +258,14 @@ fn gc_locked(
              it rewrites that pack"
         ));
     }
+    for (pack, why) in &plan.unindexed_kept {
+        warn(&format!(
+            "pack {} is not in the index (an index table lost?), but {why}: kept, not \
+             deleted; `cairn repair index --read-data` indexes its blobs and drops the \
+             damaged copy",
+            pack.short()
+        ));
+    }
     let act = !dry_run
         && (!plan.delete.is_empty() || !plan.repack.is_empty() || !plan.old_index.is_empty());
     if act {
