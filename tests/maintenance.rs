@@ -2664,6 +2664,38 @@ fn repair_index_mends_a_table_or_pack_that_is_a_symlink_to_no_file() {
     );
 }
 
+/// A folder of packs this user may not list stops verify, gc and repair
+/// saying that is no damage and what to do: it was the bare "list …:
+/// Permission denied" until December 2026.
+#[test]
+fn a_pack_folder_this_user_may_not_list_is_said_to_be_no_damage() {
+    if !is_root() {
+        panic!("this test runs commands as another user, which needs root");
+    }
+    let repo = packed_repo();
+    let src = source(&repo, 31);
+    backup_saved(&repo, &src, &[]);
+    give_to(repo.dir.path(), NOBODY, true);
+    let folder = pack_files(&repo).into_values().next().unwrap();
+    let folder = folder.parent().unwrap();
+    std::os::unix::fs::chown(folder, Some(0), Some(0)).unwrap();
+    fs::set_permissions(folder, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    for args in [&["verify"][..], &["gc"], &["repair", "index"]] {
+        let mut c = repo.cmd(args);
+        as_nobody(&mut c);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("Permission denied")
+                && out.stderr.contains(
+                    "the store refused a read (no permission), which is not damage; run it as \
+                     a user who may read the whole repository"
+                ),
+            "{args:?}: {out}"
+        );
+    }
+}
+
 /// An index table this user may not read stops the commands that need
 /// the index, with an error saying that is no damage and what to do: it
 /// was the bare "Permission denied" until December 2026.

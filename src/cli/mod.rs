@@ -1150,11 +1150,11 @@ fn run_command(ctx: &Context, command: Command) -> Result<u8> {
             backup::run(ctx, a).map_err(|e| only_transient(e, "the backup did not finish"))
         }
         Command::Snapshots(a) => show::run_snapshots(ctx, a)
-            .map_err(|e| only_transient(e, "the snapshots could not be listed")),
+            .map_err(|e| store_unavailable(e, "the snapshots could not be listed")),
         Command::Ls(a) => show::run_ls(ctx, a)
-            .map_err(|e| lacking_entry(only_transient(e, "the listing stopped"))),
+            .map_err(|e| lacking_entry(store_unavailable(e, "the listing stopped"))),
         Command::Cat(a) => {
-            show::run_cat(ctx, a).map_err(|e| lacking_entry(only_transient(e, "cat stopped")))
+            show::run_cat(ctx, a).map_err(|e| lacking_entry(store_unavailable(e, "cat stopped")))
         }
         Command::Restore(a) => restore::run(ctx, a).map_err(|e| {
             lacking_entry(only_transient(
@@ -1164,18 +1164,19 @@ fn run_command(ctx: &Context, command: Command) -> Result<u8> {
             ))
         }),
         Command::Verify(a) => maint::run_verify(ctx, a)
-            .map_err(|e| only_transient(e, "verify stopped before it had checked everything")),
-        Command::Forget(a) => maint::run_forget(ctx, a)
-            .map_err(|e| only_transient(e, "forget stopped (what it had removed stays removed)")),
+            .map_err(|e| store_unavailable(e, "verify stopped before it had checked everything")),
+        Command::Forget(a) => maint::run_forget(ctx, a).map_err(|e| {
+            store_unavailable(e, "forget stopped (what it had removed stays removed)")
+        }),
         Command::Gc(a) => maint::run_gc(ctx, a).map_err(|e| {
-            only_transient(
+            store_unavailable(
                 e,
                 "gc stopped (what it had removed stays removed, and nothing a snapshot uses \
                  is; run it again to finish)",
             )
         }),
         Command::Repair(a) => {
-            maint::run_repair(ctx, a).map_err(|e| only_transient(e, "the repair stopped"))
+            maint::run_repair(ctx, a).map_err(|e| store_unavailable(e, "the repair stopped"))
         }
         Command::Unlock(a) => {
             init::run_unlock(ctx, a).map_err(|e| only_transient(e, "unlock stopped"))
@@ -1203,8 +1204,29 @@ fn lacking_entry(e: Error) -> Error {
 }
 
 /// `e` with [`Error::unless_store_unavailable`]'s advice where the store
-/// did not answer; any other error (a refused read included, which the
-/// commands word themselves) as it is.
+/// did not answer or refused a read (a folder of the repository this
+/// user may not list, which came bare until December 2026), for commands
+/// that touch no files but the repository's; an error a command words
+/// itself is advised already, and passes as it is.
+fn store_unavailable(e: Error, done: &str) -> Error {
+    // A refused write (a folder it may list but not write to) is no
+    // refused read.
+    let reading = match &e {
+        Error::Io { context, .. } => ["list ", "read ", "open ", "stat ", "map "]
+            .iter()
+            .any(|op| context.starts_with(op)),
+        _ => true,
+    };
+    if e.is_transient() || reading {
+        e.unless_store_unavailable(done)
+    } else {
+        e
+    }
+}
+
+/// `e` with [`Error::unless_store_unavailable`]'s advice where the store
+/// did not answer; any other error as it is: a refused read of backup's
+/// source or restore's target is no refusal of the store's.
 fn only_transient(e: Error, done: &str) -> Error {
     if e.is_transient() {
         e.unless_store_unavailable(done)
