@@ -674,7 +674,24 @@ impl Executor<'_> {
                     // and times and an error for each.
                     let mine = |md: &fs::Metadata| {
                         use std::os::unix::fs::MetadataExt;
-                        self.root || md.uid() == fsmeta::euid()
+                        if !self.root {
+                            return md.uid() == fsmeta::euid();
+                        }
+                        // As root, only a file whose owner and mode stay
+                        // as they are, and that gains no capabilities:
+                        // whoever holds it open for writing (another user
+                        // who made it with the snapshot's content, in a
+                        // folder they may write to) keeps that after a
+                        // change, and until December 2026 was left
+                        // holding a root-owned set-user-ID file, or one
+                        // with capabilities, to write into.
+                        md.uid() == node.uid
+                            && md.gid() == node.gid
+                            && md.mode() & 0o7777 == node.mode & 0o7777
+                            && !node
+                                .xattrs
+                                .iter()
+                                .any(|x| x.name.0 == b"security.capability")
                     };
                     if same
                         .metadata()
