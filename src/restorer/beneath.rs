@@ -88,7 +88,7 @@ impl Beneath {
     /// Opens `target` (an existing directory; a symlink to one is followed,
     /// as the user named it).
     pub(super) fn new(target: &Path) -> Beneath {
-        let root = open_path(target).ok().filter(|fd| proc_names(fd, target));
+        let root = open_path(target).ok().filter(proc_names);
         Beneath {
             target: target.to_path_buf(),
             root,
@@ -261,12 +261,18 @@ fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
     owned(fd)
 }
 
-/// Whether `/proc/self/fd/<fd>` names the same directory as `path`.
-fn proc_names(fd: &OwnedFd, path: &Path) -> bool {
+/// Whether `/proc/self/fd/<fd>` names the directory open as `fd` (a
+/// `/proc` is mounted, and is this process's). Compared with the
+/// descriptor itself, not with the target's path again: the path swapped
+/// meanwhile (by anyone who may write in the target's parent) took a
+/// working `/proc` for none, and the whole restore went by paths, with a
+/// warning that `/proc` was not mounted (until December 2026).
+fn proc_names(fd: &OwnedFd) -> bool {
     use std::os::unix::fs::MetadataExt;
     let by_proc = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    match (by_proc, std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+    let own = crate::fsmeta::Stat::at(std::os::fd::AsFd::as_fd(fd), std::ffi::OsStr::new("."));
+    match (by_proc, own) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev && a.ino() == b.ino,
         _ => false,
     }
 }
@@ -342,6 +348,20 @@ fn owned(fd: i32) -> std::io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A target renamed (or swapped) right after it is opened still has
+    /// its entries reached through its descriptor: `/proc` is judged by
+    /// the descriptor alone, not by the path again.
+    #[test]
+    fn a_target_moved_after_its_opening_keeps_its_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let fd = open_path(&target).unwrap();
+        std::fs::rename(&target, dir.path().join("moved")).unwrap();
+        std::fs::create_dir(&target).unwrap();
+        assert!(proc_names(&fd), "/proc names the descriptor's folder");
+    }
 
     /// Entries are reached through their parents' descriptors, and a
     /// folder turned into a symlink is refused rather than followed, by
