@@ -109,6 +109,10 @@ pub struct GcPlan {
     /// Blobs stored twice whose copy gc would have kept is damaged: the
     /// intact copy is kept instead (see [`rescue_duplicates`]).
     pub rescued: Vec<String>,
+    /// Live blobs stored more than once whose every copy gc read fails to
+    /// authenticate: it drops all but one, as it would, and says so,
+    /// since none of them mends the others.
+    pub no_intact_copy: Vec<String>,
     /// Packs no index names that hold copies of live blobs whose indexed
     /// copies are damaged (see [`mends_live`]): kept as they are, with
     /// why, for `cairn repair index` to index.
@@ -571,6 +575,31 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         plan = classify(repo, &index, marks, sizes, opts)?;
     }
     plan.rescued = rescued;
+    // A copy kept damaged, where no other was switched to: said unless
+    // one of the index's other copies opens (one in a pack that stays,
+    // which reads find).
+    let mut none_intact = Vec::new();
+    for (id, kept) in &state {
+        let Kept::Damaged(why) = kept else { continue };
+        let mut intact = false;
+        for table in index.tables() {
+            let Some(i) = table.find(id) else { continue };
+            let (_, loc) = table.location_at(i)?;
+            if repo.read_located(id, loc).is_ok() {
+                intact = true;
+                break;
+            }
+        }
+        if !intact {
+            none_intact.push(format!(
+                "live blob {} has no intact copy: the copy gc keeps is damaged ({why}), and \
+                 so is every other the index names",
+                id.short()
+            ));
+        }
+    }
+    none_intact.sort();
+    plan.no_intact_copy = none_intact;
     Ok(plan)
 }
 

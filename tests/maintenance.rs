@@ -2081,6 +2081,40 @@ fn gc_keeps_the_intact_copy_of_a_blob_stored_twice() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// A blob stored twice whose every copy is damaged: gc, which reads them
+/// to keep an intact one, says that there is none, and what names the
+/// files that lose it (it kept one of them without a word).
+#[test]
+fn gc_says_when_no_copy_of_a_live_blob_is_intact() {
+    let repo = packed_repo();
+    let src = source(&repo, 53);
+    let saved = backup_saved(&repo, &src, &[]);
+    store_again_unindexed(&repo, &src, 0);
+    let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
+    let copies = copies_by_blob(&repo, None).remove(&chunk).unwrap();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let packs = pack_files(&repo);
+    for (pack, at) in &copies {
+        flip_byte(&packs[pack], *at);
+    }
+    let out = repo.run(&["gc", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "live blob {} has no intact copy: the copy gc keeps is damaged",
+            &chunk[..8]
+        )) && out
+            .stderr
+            .contains("`cairn verify --read-data` names the files that lose it"),
+        "{out}"
+    );
+    assert_eq!(
+        out.json()["no_intact_copy"].as_array().unwrap().len(),
+        1,
+        "{out}"
+    );
+}
+
 /// A pack no index names (its table lost) holding the one intact copy of
 /// a live blob, the indexed copy damaged: gc keeps it, saying why, and
 /// `repair index --read-data` then mends the index, so the snapshot

@@ -258,6 +258,12 @@ fn gc_locked(
              it rewrites that pack"
         ));
     }
+    for lost in &plan.no_intact_copy {
+        warn(&format!(
+            "{lost}; `cairn verify --read-data` names the files that lose it, and a backup \
+             stores it again where a source still holds it"
+        ));
+    }
     for (pack, why) in &plan.unindexed_kept {
         warn(&format!(
             "pack {} is not in the index (an index table lost?), but {why}: kept, not \
