@@ -877,6 +877,13 @@ fn a_damaged_key_file_is_not_called_a_wrong_password() {
     assert_ne!(out.code, 0, "{out}");
     assert!(!out.stderr.contains("wrong password"), "{out}");
     assert!(out.stderr.contains("does not match its name"), "{out}");
+    // The only key file: what brings the repository back is said.
+    assert!(
+        out.stderr
+            .contains("restore keys/ from a copy of the repository")
+            && out.stderr.contains("--key-file"),
+        "{out}"
+    );
 }
 
 /// A mapped pack whose pages cannot be read (here cut short under the

@@ -592,7 +592,12 @@ impl Repository {
             if damaged.len() == names.len() {
                 return Err(Error::corrupt(
                     format!("repository {}", backend.location()),
-                    damaged.join("; "),
+                    format!(
+                        "{}; no key file is left to open it: restore keys/ from a copy of the \
+                         repository, or open it with a key file `cairn key export` wrote \
+                         (--key-file)",
+                        damaged.join("; ")
+                    ),
                 ));
             }
             if !damaged.is_empty() {
