@@ -3056,9 +3056,15 @@ fn repair_index_keeps_what_a_damaged_table_places_in_a_pack_cut_short_that_opens
         fs::read(target.join("f.txt")).unwrap(),
         fs::read(src.join("sub/f.txt")).unwrap()
     );
-    // gc keeps the pack for the blob it still holds.
-    repo.run(&["repair", "snapshots"]).success();
-    repo.run(&["forget", &snap.id]).success();
+    // gc keeps the pack for the blob it still holds. Where the cut lost
+    // blobs after it (which blobs share the pack, and in which order,
+    // depends on the workers' order), the snapshot is repaired and the
+    // damaged original forgotten; where it lost only the header, the
+    // snapshot is whole and stays.
+    let repaired = repo.run(&["repair", "snapshots"]).success();
+    if !repaired.stdout.contains("0 snapshot(s) repaired") {
+        repo.run(&["forget", &snap.id]).success();
+    }
     repo.run(&["gc"]).success();
     assert!(index_map(&repo).contains_key(&kept));
     let target = repo.scratch("after-gc");

@@ -500,8 +500,8 @@ pub fn backup(
         }
     })??;
     // Trees of the parent read from another copy around a damaged one.
-    for around in repo.take_read_around() {
-        repo_warn(around.to_string());
+    for said in repo.take_read_around_said() {
+        repo_warn(said);
     }
     let stored = writer.finish()?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -233,8 +233,8 @@ fn gc_locked(
     // Trees the mark read from another copy: the copy marked is the
     // damaged one, which the plan's rescue keeps from outliving the
     // intact one.
-    for around in repo.take_read_around() {
-        warn(&around.to_string());
+    for said in repo.take_read_around_said() {
+        warn(&said);
     }
     if !dry_run {
         plan = gc::fit_to_space(repo, plan, &opts)?;
@@ -1082,8 +1082,8 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 },
                 &lock,
             )?;
-            for around in repo.take_read_around() {
-                warn(&around.to_string());
+            for said in repo.take_read_around_said() {
+                warn(&said);
             }
             let printed = print_repaired(&r, dry_run);
             // A snapshot this user may not read was not looked at: the

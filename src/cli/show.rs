@@ -151,8 +151,8 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let json_base = String::from_utf8_lossy(&base);
     let shown = escape(&base).into_owned();
     list_tree(&repo, tree, (&json_base, &shown), &a)?;
-    for around in repo.take_read_around() {
-        warn(&around.to_string());
+    for said in repo.take_read_around_said() {
+        warn(&said);
     }
     Ok(0)
 }
@@ -374,16 +374,16 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
                 }),
                 TreeBlob::Nodes(t) => json(&Tree::new(t.into_nodes().collect::<Result<_>>()?)),
             };
-            for around in repo.take_read_around() {
-                warn(&around.to_string());
+            for said in repo.take_read_around_said() {
+                warn(&said);
             }
             text
         }
         CatKind::Blob => {
             let id = BlobId::from_hex(need_id(&a)?)?;
             let data = repo.read_blob(&id)?;
-            for around in repo.take_read_around() {
-                warn(&around.to_string());
+            for said in repo.take_read_around_said() {
+                warn(&said);
             }
             output::write_bytes(&data)?;
             return Ok(0);

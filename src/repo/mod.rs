@@ -708,6 +708,41 @@ impl Repository {
             .unwrap_or_default()
     }
 
+    /// [`Repository::take_read_around`] as warnings, one per damaged pack:
+    /// a pack that cannot be read at all (a FIFO in its place) made one
+    /// line per blob of it.
+    pub fn take_read_around_said(&self) -> Vec<String> {
+        let mut by_pack: Vec<(PackId, Vec<ReadAround>)> = Vec::new();
+        for around in self.take_read_around() {
+            match by_pack.iter_mut().find(|(p, _)| *p == around.damaged) {
+                Some((_, all)) => all.push(around),
+                None => by_pack.push((around.damaged, vec![around])),
+            }
+        }
+        by_pack
+            .into_iter()
+            .map(|(pack, all)| match &all[..] {
+                [one] => one.to_string(),
+                [first, ..] => {
+                    let mut read: Vec<String> = all.iter().map(|a| a.read.short()).collect();
+                    read.sort();
+                    read.dedup();
+                    format!(
+                        "{} blobs in pack {} are damaged (first: blob {}, {}); read from their \
+                         other copies in pack(s) {}; `cairn repair index --read-data` drops \
+                         the damaged copies from the index",
+                        all.len(),
+                        pack.short(),
+                        first.id.short(),
+                        first.why,
+                        read.join(", ")
+                    )
+                }
+                [] => String::new(),
+            })
+            .collect()
+    }
+
     /// The cache, when one is in use.
     pub fn cache(&self) -> Option<&Cache> {
         self.cache.as_deref()

@@ -594,8 +594,8 @@ pub fn restore(
     }
     // Trees read from another copy (file data read so is warned of as
     // it is written).
-    for around in repo.take_read_around() {
-        warn(&around.to_string());
+    for said in repo.take_read_around_said() {
+        warn(&said);
     }
     if opts.sync && !opts.dry_run && !stats.nothing_selected {
         if let Err(e) = sync_target(&opts.target) {
