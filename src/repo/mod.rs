@@ -379,6 +379,40 @@ impl std::fmt::Display for ReadAround {
     }
 }
 
+/// `arounds` as warnings, one per damaged pack (see
+/// [`Repository::take_read_around_said`]).
+fn said_by_pack(arounds: Vec<ReadAround>) -> Vec<String> {
+    let mut by_pack: Vec<(PackId, Vec<ReadAround>)> = Vec::new();
+    for around in arounds {
+        match by_pack.iter_mut().find(|(p, _)| *p == around.damaged) {
+            Some((_, all)) => all.push(around),
+            None => by_pack.push((around.damaged, vec![around])),
+        }
+    }
+    by_pack
+        .into_iter()
+        .map(|(pack, all)| match &all[..] {
+            [one] => one.to_string(),
+            [first, ..] => {
+                let mut read: Vec<String> = all.iter().map(|a| a.read.short()).collect();
+                read.sort();
+                read.dedup();
+                format!(
+                    "{} blobs in pack {} are damaged (first: blob {}, {}); read from their \
+                     other copies in pack(s) {}; `cairn repair index --read-data` drops \
+                     the damaged copies from the index",
+                    all.len(),
+                    pack.short(),
+                    first.id.short(),
+                    first.why,
+                    read.join(", ")
+                )
+            }
+            [] => String::new(),
+        })
+        .collect()
+}
+
 impl Repository {
     /// Creates a repository; fails if one exists at the location.
     pub fn init(
@@ -712,35 +746,7 @@ impl Repository {
     /// a pack that cannot be read at all (a FIFO in its place) made one
     /// line per blob of it.
     pub fn take_read_around_said(&self) -> Vec<String> {
-        let mut by_pack: Vec<(PackId, Vec<ReadAround>)> = Vec::new();
-        for around in self.take_read_around() {
-            match by_pack.iter_mut().find(|(p, _)| *p == around.damaged) {
-                Some((_, all)) => all.push(around),
-                None => by_pack.push((around.damaged, vec![around])),
-            }
-        }
-        by_pack
-            .into_iter()
-            .map(|(pack, all)| match &all[..] {
-                [one] => one.to_string(),
-                [first, ..] => {
-                    let mut read: Vec<String> = all.iter().map(|a| a.read.short()).collect();
-                    read.sort();
-                    read.dedup();
-                    format!(
-                        "{} blobs in pack {} are damaged (first: blob {}, {}); read from their \
-                         other copies in pack(s) {}; `cairn repair index --read-data` drops \
-                         the damaged copies from the index",
-                        all.len(),
-                        pack.short(),
-                        first.id.short(),
-                        first.why,
-                        read.join(", ")
-                    )
-                }
-                [] => String::new(),
-            })
-            .collect()
+        said_by_pack(self.take_read_around())
     }
 
     /// The cache, when one is in use.
@@ -1203,4 +1209,35 @@ pub fn missing_pack(id: &BlobId, pack: &PackId) -> Error {
             id.short()
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blobs read around one damaged pack are said in one line, with the
+    /// count, the first, and the packs read instead; one alone as itself.
+    #[test]
+    fn read_arounds_are_said_once_per_damaged_pack() {
+        let pack = |b: u8| PackId([b; 32]);
+        let around = |id: u8, damaged: u8, read: u8| ReadAround {
+            id: BlobId([id; 32]),
+            damaged: pack(damaged),
+            why: "authentication failed".into(),
+            read: pack(read),
+        };
+        let said = said_by_pack(vec![
+            around(1, 0xaa, 0xbb),
+            around(2, 0xaa, 0xcc),
+            around(3, 0xdd, 0xbb),
+            around(4, 0xaa, 0xbb),
+        ]);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(
+            said[0].starts_with("3 blobs in pack aaaaaaaa are damaged (first: blob 01010101")
+                && said[0].contains("other copies in pack(s) bbbbbbbb, cccccccc"),
+            "{said:?}"
+        );
+        assert_eq!(said[1], around(3, 0xdd, 0xbb).to_string());
+    }
 }
