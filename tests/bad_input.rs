@@ -1678,4 +1678,13 @@ fn a_repository_without_config_whose_folders_cannot_be_listed_is_not_told_to_ini
     );
     assert!(!out.stderr.contains("remove keys/"), "{out}");
     assert!(!out.stderr.contains("cairn init"), "{out}");
+    // Nor does `init` there say to remove the key files (it took them for
+    // another `init`'s at work).
+    let mut c = repo.cmd(&["init"]);
+    c.args(FAST_INIT);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("remove nothing until then"), "{out}");
+    assert!(!out.stderr.contains("remove those key files"), "{out}");
 }

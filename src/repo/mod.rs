@@ -84,18 +84,13 @@ impl Default for InitOptions {
 }
 
 /// The folders of the repository's data (`snapshots/`, `index/`,
-/// `packs/`) that hold files a repository writes. Where the config is
+/// `packs/`) that hold files a repository writes, and those the store
+/// would not list (this user may not read them, or the store did not
+/// answer), with the error: they may hold files too. Where the config is
 /// missing they tell a repository that lost it from a place where none
 /// was made (or only an interrupted `init` left a key file). A folder
-/// that cannot be listed (an S3 bucket that does not exist) counts as
-/// empty.
-fn data_folders_in_use(backend: &dyn Backend) -> Vec<&'static str> {
-    data_folders(backend).0
-}
-
-/// [`data_folders_in_use`], and those the store would not list (this user
-/// may not read them, or the store did not answer), with the error: they
-/// may hold files too.
+/// that cannot be listed for another reason (an S3 bucket that does not
+/// exist) counts as empty.
 fn data_folders(backend: &dyn Backend) -> (Vec<&'static str>, Vec<(&'static str, Error)>) {
     let (mut used, mut unlisted) = (Vec::new(), Vec::new());
     for kind in [FileKind::Snapshot, FileKind::Index, FileKind::Pack] {
@@ -109,6 +104,20 @@ fn data_folders(backend: &dyn Backend) -> (Vec<&'static str>, Vec<(&'static str,
     (used, unlisted)
 }
 
+/// The error for a place without a `config` whose data folders could not
+/// be listed (`unlisted`): they may hold a repository's files, so there is
+/// no advice to remove or make anything (removing keys/ would leave the
+/// data no key, should `config` come back from a copy).
+fn unlisted_data(backend: &dyn Backend, unlisted: &[(&str, Error)]) -> Error {
+    let (dir, e) = &unlisted[0];
+    Error::Invalid(format!(
+        "{} has no config, and its folder {dir}/ could not be listed ({e}), so whether it \
+         holds a repository's files cannot be told: run this as a user who may read the \
+         whole folder (or once the store answers); remove nothing until then",
+        backend.location()
+    ))
+}
+
 /// The error for opening a place without a `config`: no repository
 /// ([`Error::RepoMissing`], exit code 10), or where its data folders hold
 /// files, a repository that lost its config, which only a copy of
@@ -116,16 +125,7 @@ fn data_folders(backend: &dyn Backend) -> (Vec<&'static str>, Vec<(&'static str,
 pub fn missing(backend: &dyn Backend) -> Error {
     let (used, unlisted) = data_folders(backend);
     if used.is_empty() && !unlisted.is_empty() {
-        // Folders that may hold a repository's files: no advice to remove
-        // or make anything (removing keys/ would leave the data no key,
-        // should `config` come back from a copy).
-        let (dir, e) = &unlisted[0];
-        return Error::Invalid(format!(
-            "{} has no config, and its folder {dir}/ could not be listed ({e}), so whether it \
-             holds a repository's files cannot be told: run this as a user who may read the \
-             whole folder (or once the store answers); remove nothing until then",
-            backend.location()
-        ));
+        return unlisted_data(backend, &unlisted);
     }
     if used.is_empty() {
         // An `init` killed after its key file, before its config, leaves
@@ -427,8 +427,13 @@ impl Repository {
             )));
         }
         // A new config among old data would make a repository that opens
-        // none of it, with the old key files taken for another `init`'s.
-        let used = data_folders_in_use(backend.as_ref());
+        // none of it, with the old key files taken for another `init`'s;
+        // so would one beside folders that could not be listed, whose key
+        // files the advice below would have removed.
+        let (used, unlisted) = data_folders(backend.as_ref());
+        if used.is_empty() && !unlisted.is_empty() {
+            return Err(unlisted_data(backend.as_ref(), &unlisted));
+        }
         if !used.is_empty() {
             return Err(Error::Invalid(format!(
                 "{} holds a repository without its config ({}/ hold files, and `config` is \
