@@ -87,7 +87,8 @@ pub fn swap_opened_dir(path: &std::path::Path) {
 /// is `NAME`, it changes places with its sibling `OTHER` (one
 /// `RENAME_EXCHANGE`), as a program swapping two names while the backup
 /// walks their folder would, and their folder's modification time is
-/// put back (as `touch -r` can; its change time cannot be). Unset, this
+/// put back (as `touch -r` can; its change time cannot be). Where `OTHER`
+/// is not there, an empty file of that name is made instead. Unset, this
 /// costs one cached environment lookup.
 pub fn exchange_opened_dir(path: &std::path::Path) {
     static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
@@ -97,8 +98,14 @@ pub fn exchange_opened_dir(path: &std::path::Path) {
     if path.file_name() == Some(std::ffi::OsStr::new(name)) {
         let folder = path.parent().unwrap_or(std::path::Path::new("."));
         let before = std::fs::metadata(folder).and_then(|m| m.modified());
-        let _ =
-            crate::fsmeta::rename_with(path, &path.with_file_name(other), libc::RENAME_EXCHANGE);
+        let other = path.with_file_name(other);
+        // No such sibling: it is made, a name added while the folder is
+        // walked (no rename at all).
+        if std::fs::symlink_metadata(&other).is_err() {
+            let _ = std::fs::write(&other, b"");
+        } else {
+            let _ = crate::fsmeta::rename_with(path, &other, libc::RENAME_EXCHANGE);
+        }
         if let (Ok(t), Ok(f)) = (before, std::fs::File::open(folder)) {
             let _ = f.set_modified(t);
         }

@@ -639,6 +639,31 @@ fn names_exchanged_while_their_folder_is_walked_are_said() {
     assert!(!again.stderr.contains("changed while"), "{again}");
 }
 
+/// A folder bind-mounted beside itself shows one inode under two names,
+/// as a rename over another would: where the folder also changed while
+/// walked (a file added), that is no rename, and the backup says nothing
+/// (it said entries were renamed over one another, exit 3). So is a file
+/// added while its folder is walked, without a bind mount.
+#[test]
+fn a_folder_bind_mounted_beside_itself_is_no_rename() {
+    let repo = Repo::new();
+    let disk = PrivateMount::tmpfs(&repo.scratch("disk"), 16 << 20);
+    let top = disk.at.join("top");
+    disk.sh(&format!(
+        "mkdir -p {0}/a {0}/b {0}/zz && echo hi > {0}/a/f && mount --bind {0}/a {0}/b",
+        top.display()
+    ));
+    for added in ["new", "other"] {
+        let mut c = repo.cmd(&["backup"]);
+        c.arg(&top)
+            .env("CAIRN_TEST_EXCHANGE_OPENED", format!("a<=>{added}"));
+        let out = disk.run(&c);
+        assert_eq!(out.code, 0, "{added}: {out}");
+        assert!(!out.stderr.contains("folder changed"), "{added}: {out}");
+        disk.sh(&format!("test -f {}/{added}", top.display()));
+    }
+}
+
 /// A file that turns into a FIFO between the walk and its read is
 /// reported and left out, and the backup ends: opening a FIFO without a
 /// writer used to wait for one forever.

@@ -1150,17 +1150,43 @@ fn folder_ctime(handle: &DirHandle) -> Option<i64> {
 /// its renames were.
 const WALKED_INODES: usize = 4 << 20;
 
-/// Whether `inodes` (those of a folder's entries walked, each of one name
-/// and on the folder's filesystem, `None` past [`WALKED_INODES`]) hold one
-/// twice: a name renamed over another, or two exchanged, between their
-/// `stat`s, which shows one inode under two names and the one it
-/// replaced under none.
-fn walked_twice(inodes: Option<Vec<u64>>) -> bool {
+/// Whether the folder open as `handle` (at `dir`), whose entries of one
+/// name each were walked as `inodes` (on the folder's filesystem `dev`;
+/// `None` past [`WALKED_INODES`]), had one walked twice: a name renamed
+/// over another, or two exchanged, between their `stat`s, which shows
+/// one inode under two names and the one it replaced under none. An
+/// inode walked twice that the folder still holds under two names is no
+/// rename: a folder bind-mounted beside itself shows its inode under
+/// both (the folder is listed again to tell, only where one repeats).
+fn walked_twice(handle: &DirHandle, dir: &Path, dev: u64, inodes: Option<Vec<u64>>) -> bool {
     let Some(mut inodes) = inodes else {
         return true;
     };
     inodes.sort_unstable();
-    inodes.windows(2).any(|w| w[0] == w[1])
+    let mut twice: Vec<u64> = inodes
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    twice.dedup();
+    if twice.is_empty() {
+        return false;
+    }
+    let Ok(listing) = Listing::read(handle.fd(), dir, &|_| {}) else {
+        return true;
+    };
+    let mut names_now = vec![0u32; twice.len()];
+    for name in listing.sorted(&|_| {}) {
+        let Ok(st) = crate::fsmeta::Stat::at(handle.fd(), &name) else {
+            continue;
+        };
+        if st.dev == dev {
+            if let Ok(at) = twice.binary_search(&st.ino) {
+                names_now[at] += 1;
+            }
+        }
+    }
+    names_now.iter().any(|&n| n < 2)
 }
 
 /// What every walking thread shares.
@@ -1814,7 +1840,7 @@ impl<'a> Walker<'a> {
             // 2026 that stored the folder twice and a file nowhere,
             // exit 0).
             if listed_at.is_some_and(|t| folder_ctime(&handle) != Some(t))
-                && walked_twice(walked_inodes.take())
+                && walked_twice(&handle, dir, dev, walked_inodes.take())
                 && !self.aborted()
             {
                 (self.shared.setup.changed)(format!(
