@@ -546,7 +546,10 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         )));
     }
 
-    let mut plan = classify(repo, &index, marks, sizes, opts)?;
+    // What `mends_live` found of the copies the index keeps, across the
+    // packs and rounds of classifying.
+    let mut kept_copies = IdMap::default();
+    let mut plan = classify(repo, &index, marks, sizes, opts, &mut kept_copies)?;
     // A blob stored twice (backups storing the same new data side by
     // side) is kept in the copy marked, and the other goes with its pack:
     // the copy kept must be sound, or the one intact copy is deleted; so
@@ -572,15 +575,28 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         }
         rescued.extend(switched);
         let GcPlan { marks, sizes, .. } = plan;
-        plan = classify(repo, &index, marks, sizes, opts)?;
+        plan = classify(repo, &index, marks, sizes, opts, &mut kept_copies)?;
     }
     plan.rescued = rescued;
     // A copy kept damaged, where no other was switched to: said unless
     // one of the index's other copies opens (one in a pack that stays,
     // which reads find).
     let mut none_intact = Vec::new();
-    for (id, kept) in &state {
-        let Kept::Damaged(why) = kept else { continue };
+    let unmended = kept_copies.iter().filter_map(|(id, kept)| match kept {
+        KeptCopy::Damaged { why, mended: false } if !state.contains_key(id) => Some((id, why)),
+        _ => None,
+    });
+    let mended = |id: &BlobId| {
+        matches!(
+            kept_copies.get(id),
+            Some(KeptCopy::Damaged { mended: true, .. })
+        )
+    };
+    let damaged = state.iter().filter_map(|(id, kept)| match kept {
+        Kept::Damaged(why) if !mended(id) => Some((id, why)),
+        _ => None,
+    });
+    for (id, why) in damaged.chain(unmended) {
         let mut intact = false;
         for table in index.tables() {
             let Some(i) = table.find(id) else { continue };
@@ -612,6 +628,7 @@ fn classify(
     marks: Marks,
     sizes: IdMap<PackId, u64>,
     opts: &GcOptions,
+    kept_copies: &mut IdMap<BlobId, KeptCopy>,
 ) -> Result<GcPlan> {
     let mut plan = GcPlan {
         sizes,
@@ -665,7 +682,7 @@ fn classify(
         if !indexed.contains(pack) && opts.others_writing {
             plan.in_progress.push(*pack);
         } else if let Some(why) = match indexed.contains(pack) {
-            false => mends_live(repo, index, &plan.marks, pack, size)?,
+            false => mends_live(repo, index, &plan.marks, (pack, size), kept_copies)?,
             true => None,
         } {
             plan.unindexed_kept.push((*pack, why));
@@ -698,21 +715,33 @@ fn classify(
     Ok(plan)
 }
 
+/// What [`mends_live`] found of the copy of a live blob the index keeps.
+#[derive(Clone, Debug)]
+enum KeptCopy {
+    /// It authenticates.
+    Sound,
+    /// It fails to, or its pack is gone, for this reason; `mended` once a
+    /// pack no index names holds a copy that opens.
+    Damaged { why: String, mended: bool },
+}
+
 /// Why the pack `pack` of `size` bytes, which no index table names, must
-/// not be deleted, if it must not: it holds a copy of a live blob whose
-/// copy the index keeps is damaged (or gone), as after an index table
-/// was lost beside damage to another copy. Such a pack is usually one a
-/// backup wrote and was stopped before indexing, whose blobs no snapshot
-/// uses, or that repeats blobs another backup stored beside it: neither
-/// keeps it. Until December 2026 gc deleted it, exit 0, and the data
-/// `cairn repair index` would have recovered was lost. A header that
-/// cannot be read keeps nothing here: no entry says what the pack holds.
+/// not be deleted, if it must not: it holds an intact copy of a live blob
+/// whose copy the index keeps is damaged (or gone), as after an index
+/// table was lost beside damage to another copy. Such a pack is usually
+/// one a backup wrote and was stopped before indexing, whose blobs no
+/// snapshot uses, or that repeats blobs another backup stored beside it:
+/// neither keeps it. Until December 2026 gc deleted it, exit 0, and the
+/// data `cairn repair index` would have recovered was lost. A header
+/// that cannot be read keeps nothing here: no entry says what the pack
+/// holds. Each kept copy is read once, whatever packs repeat it
+/// (`kept_copies`).
 fn mends_live(
     repo: &Repository,
     index: &IndexSet,
     marks: &Marks,
-    pack: &PackId,
-    size: u64,
+    (pack, size): (&PackId, u64),
+    kept_copies: &mut IdMap<BlobId, KeptCopy>,
 ) -> Result<Option<String>> {
     let what = format!("pack {}", pack.short());
     let header =
@@ -728,14 +757,51 @@ fn mends_live(
         });
         let Some((table, i)) = kept else { continue };
         let (_, loc) = table.location_at(i)?;
-        let why = match repo.read_located(&entry.id, loc) {
-            Ok(_) => continue,
-            Err(e @ Error::Corrupt { .. }) => e.to_string(),
-            Err(e) if e.is_not_found() => format!("pack {} is missing", loc.pack.short()),
-            Err(e) => return Err(e),
+        let verdict = match kept_copies.get(&entry.id) {
+            Some(v) => v.clone(),
+            None => {
+                let v = match repo.read_located(&entry.id, loc) {
+                    Ok(_) => KeptCopy::Sound,
+                    Err(e @ Error::Corrupt { .. }) => KeptCopy::Damaged {
+                        why: e.to_string(),
+                        mended: false,
+                    },
+                    Err(e) if e.is_not_found() => KeptCopy::Damaged {
+                        why: format!("pack {} is missing", loc.pack.short()),
+                        mended: false,
+                    },
+                    Err(e) => return Err(e),
+                };
+                kept_copies.insert(entry.id, v.clone());
+                v
+            }
         };
+        let KeptCopy::Damaged { why, .. } = verdict else {
+            continue;
+        };
+        // This pack's own copy must open to mend anything.
+        let here = crate::index::Location {
+            pack: *pack,
+            kind: header.kind,
+            offset: entry.offset,
+            length: entry.length,
+            raw_length: entry.raw_length,
+        };
+        match repo.read_located(&entry.id, here) {
+            Ok(_) => {}
+            Err(Error::Corrupt { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+        kept_copies.insert(
+            entry.id,
+            KeptCopy::Damaged {
+                why: why.clone(),
+                mended: true,
+            },
+        );
         return Ok(Some(format!(
-            "it holds a copy of live blob {}, whose indexed copy in pack {} is damaged ({why})",
+            "it holds an intact copy of live blob {}, whose indexed copy in pack {} is damaged \
+             ({why})",
             entry.id.short(),
             loc.pack.short()
         )));

@@ -2115,6 +2115,36 @@ fn gc_says_when_no_copy_of_a_live_blob_is_intact() {
     );
 }
 
+/// A repository whose big file's first chunk is stored twice, once in a
+/// pack no index names (the second backup's tables lost, its snapshot
+/// forgotten): the snapshot, the chunk, its indexed copy and its other
+/// copy, each as (pack, a byte in its middle).
+fn stored_again_with_tables_lost(
+    repo: &Repo,
+    seed: u64,
+) -> (Saved, String, (String, u64), (String, u64)) {
+    let src = source(repo, seed);
+    let saved = backup_saved(repo, &src, &[]);
+    let (tables, snapshots) = (names_in(repo, "index"), names_in(repo, "snapshots"));
+    store_again_unindexed(repo, &src, 0);
+    let chunk = file_chunks(repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
+    let both = copies_by_blob(repo, None).remove(&chunk).unwrap();
+    for t in names_in(repo, "index") {
+        if !tables.contains(&t) {
+            fs::remove_file(repo.path.join("index").join(t)).unwrap();
+        }
+    }
+    for s in names_in(repo, "snapshots") {
+        if !snapshots.contains(&s) {
+            fs::remove_file(repo.path.join("snapshots").join(s)).unwrap();
+        }
+    }
+    let indexed = copies_by_blob(repo, None).remove(&chunk).unwrap();
+    assert_eq!((both.len(), indexed.len()), (2, 1), "{both:?}");
+    let other = both.into_iter().find(|c| *c != indexed[0]).unwrap();
+    (saved, chunk, indexed[0].clone(), other)
+}
+
 /// A pack no index names (its table lost) holding the one intact copy of
 /// a live blob, the indexed copy damaged: gc keeps it, saying why, and
 /// `repair index --read-data` then mends the index, so the snapshot
@@ -2123,33 +2153,14 @@ fn gc_says_when_no_copy_of_a_live_blob_is_intact() {
 #[test]
 fn gc_keeps_an_unindexed_pack_holding_the_intact_copy_of_a_live_blob() {
     let repo = packed_repo();
-    let src = source(&repo, 47);
-    let saved = backup_saved(&repo, &src, &[]);
-    let (tables, snapshots) = (names_in(&repo, "index"), names_in(&repo, "snapshots"));
-    store_again_unindexed(&repo, &src, 0);
-    // The second backup's tables are lost, and its snapshot forgotten: its
-    // packs are named by no index, and hold copies of live blobs.
-    for t in names_in(&repo, "index") {
-        if !tables.contains(&t) {
-            fs::remove_file(repo.path.join("index").join(t)).unwrap();
-        }
-    }
-    for s in names_in(&repo, "snapshots") {
-        if !snapshots.contains(&s) {
-            fs::remove_file(repo.path.join("snapshots").join(s)).unwrap();
-        }
-    }
-    let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
-    let copies = copies_by_blob(&repo, None).remove(&chunk).unwrap();
-    assert_eq!(copies.len(), 1, "{copies:?}");
-    let (pack, at) = &copies[0];
-    flip_byte(&pack_files(&repo)[pack], *at);
+    let (saved, _, (pack, at), _) = stored_again_with_tables_lost(&repo, 47);
+    flip_byte(&pack_files(&repo)[&pack], at);
 
     let out = repo.run(&["gc", "--json"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stderr.contains(
-            "is not in the index (an index table lost?), but it holds a copy \
+            "is not in the index (an index table lost?), but it holds an intact copy \
              of live blob"
         ) && out.stderr.contains(&pack[..8])
             && out
@@ -2166,6 +2177,31 @@ fn gc_keeps_an_unindexed_pack_holding_the_intact_copy_of_a_live_blob() {
 
     repo.run(&["repair", "index", "--read-data"]).success();
     assert_restores(&repo, &saved);
+}
+
+/// Where the copy in the pack no index names is damaged too, that pack
+/// mends nothing: gc deletes it as it would, and says the live blob has no
+/// intact copy (it kept the pack, and said `repair index` would mend it).
+#[test]
+fn gc_says_an_unindexed_pack_whose_copy_is_damaged_too_mends_nothing() {
+    let repo = packed_repo();
+    let (_, chunk, (pack, at), (other, other_at)) = stored_again_with_tables_lost(&repo, 49);
+    let packs = pack_files(&repo);
+    flip_byte(&packs[&pack], at);
+    flip_byte(&packs[&other], other_at);
+
+    let out = repo.run(&["gc", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.json()["unindexed_kept"].as_array().unwrap().is_empty(),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("live blob {} has no intact copy", &chunk[..8])),
+        "{out}"
+    );
+    assert!(!pack_files(&repo).contains_key(&other), "{out}");
 }
 
 /// A tree stored twice whose copy reads go to is damaged: `ls`, a
