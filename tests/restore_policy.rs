@@ -1268,6 +1268,39 @@ fn a_root_restore_does_not_hand_another_users_open_file_root_and_setuid() {
     assert_eq!(theirs.mode() & 0o7000, 0, "and gains no set-user-ID bit");
 }
 
+/// A file with capabilities restored over one that has them already (the
+/// last restore's) is left as it is: only one that would gain them, or
+/// others, is written anew.
+#[test]
+fn a_file_with_capabilities_restored_again_is_unchanged() {
+    if !is_root() {
+        panic!("this test sets file capabilities, which needs root");
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("cap"), "capfile\n");
+    // cap_net_raw, permitted and effective (vfs_cap_data, revision 2).
+    let mut caps = 0x0200_0001u32.to_le_bytes().to_vec();
+    caps.extend((1u32 << 13).to_le_bytes());
+    caps.extend([0u8; 12]);
+    xattr::set(src.join("cap"), "security.capability", &caps).unwrap();
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src).join("cap");
+    assert_eq!(
+        xattr::get(&r, "security.capability").unwrap(),
+        Some(caps.clone())
+    );
+    let out = repo.restore("latest", &target, &[]);
+    assert_eq!(counts(&out)[..2], [0, 1], "{out}");
+    // Without them, it would gain them: written anew.
+    xattr::remove(&r, "security.capability").unwrap();
+    let out = repo.restore("latest", &target, &[]);
+    assert_eq!(counts(&out)[..2], [1, 0], "{out}");
+    assert_eq!(xattr::get(&r, "security.capability").unwrap(), Some(caps));
+}
+
 /// A whole file under a temporary name (a target without unnamed files)
 /// replaced by a hard link to a file outside the target right before it
 /// is renamed into place: the entry fails, saying what is there is not

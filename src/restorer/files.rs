@@ -688,10 +688,7 @@ impl Executor<'_> {
                         md.uid() == node.uid
                             && md.gid() == node.gid
                             && md.mode() & 0o7777 == node.mode & 0o7777
-                            && !node
-                                .xattrs
-                                .iter()
-                                .any(|x| x.name.0 == b"security.capability")
+                            && same_capabilities(&same, node)
                     };
                     if same
                         .metadata()
@@ -988,6 +985,19 @@ impl Executor<'_> {
 /// inode renamed over its name, which leaves the other names' inode as
 /// it was. A link made elsewhere in the instant between this check and
 /// the metadata's setting is not seen.
+/// Whether `file` carries the file capabilities `node` records (none, if
+/// it records none).
+fn same_capabilities(file: &fs::File, node: &Node) -> bool {
+    const CAPS: &str = "security.capability";
+    let want = node
+        .xattrs
+        .iter()
+        .find(|x| x.name.0 == CAPS.as_bytes())
+        .map(|x| x.value.0.as_slice());
+    let have = xattr::FileExt::get_xattr(file, CAPS).ok().flatten();
+    want == have.as_deref()
+}
+
 pub(super) fn only_name(md: &fs::Metadata) -> bool {
     use std::os::unix::fs::MetadataExt;
     md.nlink() < 2
