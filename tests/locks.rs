@@ -615,6 +615,49 @@ fn the_lock(repo: &Repo) -> LockInfo {
 
 const MINUTE_NS: i64 = 60 * 1_000_000_000;
 
+/// A backup of a command's output refused the lock never runs the
+/// command: it ran first, and was killed once the lock was refused (a
+/// dump holding its database's snapshot open through a lock wait).
+#[test]
+fn a_command_whose_backup_is_refused_the_lock_never_runs() {
+    let repo = packed_repo();
+    let r = open_lib(&repo);
+    let held = lock::write_info(
+        r.backend(),
+        r.key(),
+        &LockInfo {
+            version: lock::VERSION,
+            host: cairn::hostname(),
+            pid: std::process::id(),
+            pid_namespace: lock::PidNamespace::current().cloned(),
+            time_ns: cairn::now_ns(),
+            exclusive: true,
+            command: "gc".into(),
+        },
+    )
+    .unwrap();
+    let mark = repo.scratch("ran");
+    let backup = || {
+        let mut c = repo.cmd(&[
+            "backup",
+            "--lock-wait",
+            "1s",
+            "--stdin-from-command",
+            "--",
+            "touch",
+        ]);
+        c.arg(&mark);
+        run(&mut c, None)
+    };
+    let out = backup();
+    assert_eq!(out.code, 11, "{out}");
+    assert!(!mark.exists(), "the command ran: {out}");
+    fs::remove_file(repo.path.join("locks").join(&held)).unwrap();
+    let out = backup();
+    assert_eq!(out.code, 3, "an empty stream: {out}");
+    assert!(mark.exists(), "{out}");
+}
+
 #[test]
 fn a_lock_not_refreshed_for_30_minutes_is_stale() {
     let repo = packed_repo();

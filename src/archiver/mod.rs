@@ -320,6 +320,18 @@ pub fn backup(
     stdin: &mut dyn Stream,
     warn: &(dyn Fn(&str) + Sync),
 ) -> Result<BackupResult> {
+    backup_locked(repo, opts, stdin, warn, None)
+}
+
+/// [`backup`] under `lock`, a shared lock the caller took (one that starts
+/// the stream's producer only once it holds the lock), or one it takes.
+pub fn backup_locked(
+    repo: &Repository,
+    opts: &BackupOptions,
+    stdin: &mut dyn Stream,
+    warn: &(dyn Fn(&str) + Sync),
+    lock: Option<lock::LockGuard>,
+) -> Result<BackupResult> {
     let started = Instant::now();
     let started_ns = crate::now_ns();
     let time_ns = opts.time_ns.unwrap_or(started_ns);
@@ -367,13 +379,16 @@ pub fn backup(
         .clone()
         .unwrap_or_else(|| format!("{host}:{}", paths.join(",")));
 
-    let lock = lock::acquire(
-        repo.backend_arc(),
-        repo.key(),
-        false,
-        "backup",
-        opts.lock_wait,
-    )?;
+    let lock = match lock {
+        Some(lock) => lock,
+        None => lock::acquire(
+            repo.backend_arc(),
+            repo.key(),
+            false,
+            "backup",
+            opts.lock_wait,
+        )?,
+    };
     let adopted = repo.adopt_pending()?;
     if adopted > 0 {
         warn(&format!(

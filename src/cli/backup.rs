@@ -456,12 +456,24 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         time_ns: a.time,
         ..BackupOptions::default()
     };
-    // Started once the repository is open (and its password asked for).
-    // Dropped unfinished on any error below, it is killed and reaped.
-    let mut producer = if a.stdin_from_command {
-        Some(Producer::spawn(&a.command)?)
+    // Started once the repository is open (and its password asked for)
+    // and the backup's lock is held: a command refused the lock never
+    // runs, nor holds its database's snapshot open through a lock wait
+    // (until December 2026 it was started first, and killed when the lock
+    // was refused). Dropped unfinished on any error below, it is killed
+    // and reaped.
+    let (mut producer, lock) = if a.stdin_from_command {
+        let lock = crate::repo::lock::acquire(
+            repo.backend_arc(),
+            repo.key(),
+            false,
+            "backup",
+            opts.lock_wait,
+        )
+        .map_err(|e| super::explain_full(&repo, e))?;
+        (Some(Producer::spawn(&a.command)?), Some(lock))
     } else {
-        None
+        (None, None)
     };
     if let Some(p) = producer
         .as_ref()
@@ -479,8 +491,8 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         Some(p) => p,
         None => &mut stdin,
     };
-    let result =
-        archiver::backup(&repo, &opts, input, &warn).map_err(|e| super::explain_full(&repo, e))?;
+    let result = archiver::backup_locked(&repo, &opts, input, &warn, lock)
+        .map_err(|e| super::explain_full(&repo, e))?;
     super::top_up_reserve(&repo, false);
     if let Some(note) = &result.note {
         crate::eprint_line(format_args!("note: {note}"));
