@@ -185,14 +185,31 @@ fn a_well_formed_file_with_the_wrong_key_does_not_open() {
 fn a_keys_folder_without_key_files_is_reported_and_stops_no_key_file_user() {
     let repo = Repo::new();
     let key = export(&repo, "repo.key");
-    run(&mut with_key(&repo, &key, &["verify"]), None).success();
-    for e in std::fs::read_dir(repo.path.join("keys")).unwrap() {
-        std::fs::remove_file(e.unwrap().path()).unwrap();
-    }
-    // The key file still opens it; no password would.
+    let out = run(&mut with_key(&repo, &key, &["verify"]), None).success();
+    assert!(!out.stderr.contains("no intact key file"), "{out}");
+    // Its one key file damaged: the key file opens it, and says no
+    // password does.
+    let only = std::fs::read_dir(repo.path.join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&only).unwrap();
+    std::fs::write(&only, &good[..good.len() / 2]).unwrap();
+    let out = run(&mut with_key(&repo, &key, &["snapshots"]), None).success();
+    assert!(out.stderr.contains("has no intact key file"), "{out}");
+    std::fs::remove_file(&only).unwrap();
+    // The key file still opens it; no password would, which says what
+    // to do.
     run(&mut with_key(&repo, &key, &["snapshots"]), None).success();
     let out = repo.run(&["snapshots"]);
     assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("keys/ holds no key file")
+            && out.stderr.contains("restore keys/ from a copy"),
+        "{out}"
+    );
 
     let out = run(&mut with_key(&repo, &key, &["verify"]), None);
     assert_eq!(out.code, 1, "{out}");
@@ -218,7 +235,7 @@ fn a_keys_folder_without_key_files_is_reported_and_stops_no_key_file_user() {
         assert_eq!(out.code, 0, "{args:?}: {out}");
         assert!(
             out.stderr
-                .contains("has no key files (keys/ is missing or empty)")
+                .contains("has no intact key file (keys/ is missing, empty or damaged)")
                 && out.stderr.contains("put keys/ back from a copy"),
             "{args:?}: {out}"
         );

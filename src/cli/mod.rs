@@ -485,12 +485,21 @@ impl Context {
         }
         if let Some((f, what, exported)) = exported {
             let repo = Repository::open_exported(backend, exported, &what).map_err(refused)?;
+            // Key files whose bytes are their name's: what a password
+            // could open.
+            let intact = |n: &String| {
+                crate::id::is_hex_name(n)
+                    && repo
+                        .backend()
+                        .read(crate::backend::FileKind::Key, n)
+                        .is_ok_and(|b| hex::encode(crate::id::file_hash(&b)) == *n)
+            };
             let keys = repo.backend().list(crate::backend::FileKind::Key);
-            if keys.is_ok_and(|k| !k.iter().any(|n| crate::id::is_hex_name(n))) {
+            if keys.is_ok_and(|k| !k.iter().any(intact)) {
                 warn(&format!(
-                    "the repository at {} has no key files (keys/ is missing or empty): only an \
-                     exported key like {} opens it, no password does; put keys/ back from a \
-                     copy of the repository",
+                    "the repository at {} has no intact key file (keys/ is missing, empty or \
+                     damaged): only an exported key like {} opens it, no password does; put \
+                     keys/ back from a copy of the repository",
                     repo.backend().location(),
                     f.display()
                 ));

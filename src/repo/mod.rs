@@ -104,6 +104,10 @@ fn data_folders(backend: &dyn Backend) -> (Vec<&'static str>, Vec<(&'static str,
     (used, unlisted)
 }
 
+/// What to do where no key file opens a repository with a password.
+const NO_KEY_LEFT: &str = "no key file is left to open it: restore keys/ from a copy of the \
+     repository, or open it with a key file `cairn key export` wrote (--key-file)";
+
 /// The error for a place without a `config` whose data folders could not
 /// be listed (`unlisted`): they may hold a repository's files, so there is
 /// no advice to remove or make anything (removing keys/ would leave the
@@ -539,7 +543,7 @@ impl Repository {
         if names.is_empty() {
             return Err(Error::corrupt(
                 format!("repository {}", backend.location()),
-                "keys/ holds no key file",
+                format!("keys/ holds no key file; {NO_KEY_LEFT}"),
             ));
         }
         let config_bytes = backend.read(FileKind::Config, "")?;
@@ -631,12 +635,7 @@ impl Repository {
             if damaged.len() == names.len() {
                 return Err(Error::corrupt(
                     format!("repository {}", backend.location()),
-                    format!(
-                        "{}; no key file is left to open it: restore keys/ from a copy of the \
-                         repository, or open it with a key file `cairn key export` wrote \
-                         (--key-file)",
-                        damaged.join("; ")
-                    ),
+                    format!("{}; {NO_KEY_LEFT}", damaged.join("; ")),
                 ));
             }
             if !damaged.is_empty() {
