@@ -597,7 +597,25 @@ fn ls_and_cat_show_the_repository() {
     let zero = "0".repeat(64);
     let out = repo.run(&["cat", "tree", &zero]);
     assert_ne!(out.code, 0, "{out}");
-    assert!(out.stderr.contains("not found"), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("no tree {zero} in the index; check the id")),
+        "{out}"
+    );
+    // Another object's id is said to be one (it was "an index entry …
+    // not found", with the advice for a blob the index lost).
+    let snap = repo.run(&["snapshots", "--json"]).success().json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = repo.run(&["cat", "tree", &snap]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("it is a snapshot's id (`cairn cat snapshot"),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("repair index"), "{out}");
     let out = repo.run(&["cat", "snapshot", "ffffffff"]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("ffffffff"), "{out}");

@@ -356,6 +356,7 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         CatKind::Tree => {
             let id = BlobId::from_hex(need_id(&a)?)?;
+            not_indexed(&repo, &id, "tree")?;
             // A file's chunk asked for as a tree is no damage (it was
             // said to be corrupt).
             let index = repo.index()?;
@@ -381,6 +382,7 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         CatKind::Blob => {
             let id = BlobId::from_hex(need_id(&a)?)?;
+            not_indexed(&repo, &id, "blob")?;
             let data = repo.read_blob(&id)?;
             for said in repo.take_read_around_said() {
                 warn(&said);
@@ -468,4 +470,58 @@ mod tests {
             assert_eq!(mode_string(mode), shown, "{mode:o}");
         }
     }
+}
+
+/// An error for `cat tree|blob ID` where the index names no blob `id`:
+/// an id typed by hand is more likely another object's (a snapshot's, a
+/// pack's) or mistyped than a blob the index lost, which `verify` would
+/// name in the snapshots that use it. (It was "an index entry … not
+/// found", with the advice for a lost blob.)
+fn not_indexed(repo: &Repository, id: &BlobId, what: &str) -> Result<()> {
+    if repo.index()?.contains(id) {
+        return Ok(());
+    }
+    let hex = id.to_hex();
+    let listed = |kind: FileKind| {
+        repo.backend()
+            .list(kind)
+            .is_ok_and(|names| names.iter().any(|n| *n == hex))
+    };
+    // A snapshot's root tree the index lacks is lost to it, not mistyped.
+    let root_of = repo.snapshots().ok().and_then(|all| {
+        all.good
+            .iter()
+            .find(|e| e.snapshot.tree == *id)
+            .map(|e| e.id.short())
+    });
+    let other = if let Some(snapshot) = root_of {
+        format!(
+            ", though it is snapshot {snapshot}'s root tree: the index lacks it (a table \
+             lost or left unread); `cairn verify` names what that loses, and `cairn repair \
+             index` rebuilds the index from the packs"
+        )
+    } else if listed(FileKind::Snapshot) {
+        format!(
+            ": it is a snapshot's id (`cairn cat snapshot {}` shows it, its root tree in \
+             `tree`)",
+            id.short()
+        )
+    } else if listed(FileKind::Pack) {
+        format!(
+            ": it is a pack's id (`cairn cat pack {}` shows it)",
+            id.short()
+        )
+    } else if listed(FileKind::Index) {
+        format!(
+            ": it is an index table's id (`cairn cat index {}` shows it)",
+            id.short()
+        )
+    } else {
+        "; check the id (where a snapshot uses it, `cairn verify` names the files that lose \
+         it, and `cairn repair index` finds it if only the index lost it)"
+            .into()
+    };
+    Err(Error::Invalid(format!(
+        "no {what} {hex} in the index{other}"
+    )))
 }
