@@ -485,7 +485,7 @@ fn not_indexed(repo: &Repository, id: &BlobId, what: &str) -> Result<()> {
     let listed = |kind: FileKind| {
         repo.backend()
             .list(kind)
-            .is_ok_and(|names| names.iter().any(|n| *n == hex))
+            .is_ok_and(|names| names.contains(&hex))
     };
     // A snapshot's root tree the index lacks is lost to it, not mistyped.
     let root_of = repo.snapshots().ok().and_then(|all| {
