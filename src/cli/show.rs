@@ -446,32 +446,6 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::mode_string;
-
-    #[test]
-    fn modes_show_set_id_and_sticky_bits_as_ls_does() {
-        for (mode, shown) in [
-            (0o755, "rwxr-xr-x"),
-            (0o640, "rw-r-----"),
-            (0o000, "---------"),
-            (0o4755, "rwsr-xr-x"),
-            (0o4644, "rwSr--r--"),
-            (0o2755, "rwxr-sr-x"),
-            (0o2745, "rwxr-Sr-x"),
-            (0o1777, "rwxrwxrwt"),
-            (0o1776, "rwxrwxrwT"),
-            (0o7777, "rwsrwsrwt"),
-            (0o7000, "--S--S--T"),
-            // File type bits are not permission bits.
-            (0o100644, "rw-r--r--"),
-        ] {
-            assert_eq!(mode_string(mode), shown, "{mode:o}");
-        }
-    }
-}
-
 /// An error for `cat tree|blob ID` where the index names no blob `id`:
 /// an id typed by hand is more likely another object's (a snapshot's, a
 /// pack's) or mistyped than a blob the index lost, which `verify` would
@@ -524,4 +498,30 @@ fn not_indexed(repo: &Repository, id: &BlobId, what: &str) -> Result<()> {
     Err(Error::Invalid(format!(
         "no {what} {hex} in the index{other}"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mode_string;
+
+    #[test]
+    fn modes_show_set_id_and_sticky_bits_as_ls_does() {
+        for (mode, shown) in [
+            (0o755, "rwxr-xr-x"),
+            (0o640, "rw-r-----"),
+            (0o000, "---------"),
+            (0o4755, "rwsr-xr-x"),
+            (0o4644, "rwSr--r--"),
+            (0o2755, "rwxr-sr-x"),
+            (0o2745, "rwxr-Sr-x"),
+            (0o1777, "rwxrwxrwt"),
+            (0o1776, "rwxrwxrwT"),
+            (0o7777, "rwsrwsrwt"),
+            (0o7000, "--S--S--T"),
+            // File type bits are not permission bits.
+            (0o100644, "rw-r--r--"),
+        ] {
+            assert_eq!(mode_string(mode), shown, "{mode:o}");
+        }
+    }
 }
