@@ -202,11 +202,11 @@ fn global_options_env_and_password_file() {
         .env("CAIRN_PASSWORD_FILE", &pw);
     listed(run(&mut c, None));
 
-    // With no password from anywhere and no terminal, a clear error.
+    // With no password from anywhere and no terminal, a clear usage error.
     let mut c = cairn();
     c.args(["snapshots", "-r", r]);
     let out = run(&mut c, None);
-    assert_ne!(out.code, 0, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("no password"), "{out}");
 }
 
@@ -283,7 +283,7 @@ fn default_repository_is_created_with_a_generated_password() {
     let aside = home.path().join("password-aside");
     fs::rename(&pw_file, &aside).unwrap();
     let out = run(&mut cmd(&["snapshots"]), None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "{out}");
     assert!(
         out.stderr.contains(&format!(
             "the default repository's password file {} is not there",

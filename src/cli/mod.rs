@@ -387,7 +387,9 @@ impl Context {
         }
         let ways = "set CAIRN_PASSWORD, pass --password-file (or CAIRN_PASSWORD_FILE), or run \
                     on a terminal";
-        Err(Error::Invalid(match lost {
+        // A usage error, as a password file that holds none is: the job's
+        // configuration lacks it.
+        Err(Error::Usage(match lost {
             Some(lost) => format!("no password: {lost} (if you chose one yourself, {ways})"),
             None => format!("no password: {ways}"),
         }))
