@@ -1201,6 +1201,40 @@ fn a_read_only_filesystem_is_said_to_be_one() {
     assert_eq!(out.code, 0, "{out}");
 }
 
+/// A repository its owner made read-only (`chmod -R a-w`) says to give
+/// write access back, not to run as another user.
+#[test]
+fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
+    if !is_root() {
+        panic!("this test runs a command as another user, which needs root");
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a"), "a");
+    repo.backup(&[&src], &[]);
+    readable_by_all(repo.dir.path());
+    give_to(&repo.path, NOBODY, true);
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a-w"])
+        .arg(&repo.path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut c = repo.cmd(&["backup", src.to_str().unwrap()]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "this user owns the repository but may not write to it (its files or folders are \
+             read-only), and backup needs to (its lock first): `chmod -R u+w {}`",
+            repo.path.display()
+        )),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("run it as a user who may"), "{out}");
+}
+
 /// A user who may read the repository but not write it: a command that
 /// writes is refused saying so, and which commands still run (it got the
 /// bare "create locks/.tmp-…: Permission denied"); one that reads runs.

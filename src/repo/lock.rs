@@ -869,6 +869,7 @@ fn acquire_with(
             }
             Err(e) if e.is_write_refused() => {
                 let advice = write_refused(
+                    &*backend,
                     &e,
                     &format!("{command} needs to (its lock first)"),
                     "; commands that only read (snapshots, ls, cat, restore, verify, dry runs) \
@@ -1276,6 +1277,7 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Resu
             return e;
         }
         let advice = write_refused(
+            backend,
             &e,
             "unlock needs to (a lock of its own first, and the removals)",
             "",
@@ -1295,11 +1297,25 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Resu
 /// first)") says what the command had to write, `also` what may be added:
 /// a filesystem mounted read-only refuses every user, so the advice is
 /// not to run as another.
-fn write_refused(e: &Error, needs: &str, also: &str) -> String {
+fn write_refused(backend: &dyn Backend, e: &Error, needs: &str, also: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    // A repository of this user's that they made read-only (`chmod -R
+    // a-w`): running as another user is no way on.
+    let location = backend.location();
+    let euid = crate::fsmeta::euid();
+    let own = matches!(e, Error::Io { .. })
+        && euid != 0
+        && std::fs::metadata(&location).is_ok_and(|m| m.uid() == euid);
     if e.is_read_only_filesystem() {
         format!(
             "the repository's filesystem is mounted read-only, and {needs}: remount it \
              read-write{also}"
+        )
+    } else if own {
+        format!(
+            "this user owns the repository but may not write to it (its files or folders \
+             are read-only), and {needs}: `chmod -R u+w {location}` gives write access \
+             back{also}"
         )
     } else {
         format!(
