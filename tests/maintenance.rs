@@ -2764,6 +2764,42 @@ fn a_pack_folder_this_user_may_not_list_is_said_to_be_no_damage() {
             "{args:?}: {out}"
         );
     }
+    // A restore fails the files of the packs it cannot read, saying so.
+    let target = repo.scratch("target");
+    fs::create_dir(&target).unwrap();
+    give_to(&target, NOBODY, false);
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "Permission denied (os error 13): the store refused a read (no permission), which \
+             is not damage; run the restore as a user who may read the whole repository"
+        ),
+        "{out}"
+    );
+    // So does one that cannot even list the snapshots.
+    let snapshots = repo.path.join("snapshots");
+    std::os::unix::fs::chown(&snapshots, Some(0), Some(0)).unwrap();
+    fs::set_permissions(
+        &snapshots,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let mut c = repo.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("the restore stopped")
+            && out
+                .stderr
+                .contains("the store refused a read (no permission), which is not damage"),
+        "{out}"
+    );
 }
 
 /// An index table this user may not read stops the commands that need

@@ -1168,11 +1168,22 @@ fn run_command(ctx: &Context, command: Command) -> Result<u8> {
             show::run_cat(ctx, a).map_err(|e| lacking_entry(store_unavailable(e, "cat stopped")))
         }
         Command::Restore(a) => restore::run(ctx, a).map_err(|e| {
-            lacking_entry(only_transient(
-                e,
-                "the restore stopped (the files it put in place are whole; run again, it \
-                 restores the rest)",
-            ))
+            let done = "the restore stopped (the files it put in place are whole; run again, it \
+                        restores the rest)";
+            // A refused read of the repository's own files (not of the
+            // target) is said as such, as the commands that read only the
+            // repository say it.
+            let of_repository = match (&e, ctx.place()) {
+                (Error::Io { context, .. }, Ok(Place::Local(root, _))) => context
+                    .split_once(' ')
+                    .is_some_and(|(_, path)| std::path::Path::new(path).starts_with(&root)),
+                _ => false,
+            };
+            lacking_entry(if of_repository {
+                store_unavailable(e, done)
+            } else {
+                only_transient(e, done)
+            })
         }),
         Command::Verify(a) => maint::run_verify(ctx, a)
             .map_err(|e| store_unavailable(e, "verify stopped before it had checked everything")),

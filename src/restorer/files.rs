@@ -334,6 +334,14 @@ impl Executor<'_> {
                         Ok(false) if e.is_not_found() => {
                             crate::repo::missing_pack(id, pack).to_string()
                         }
+                        // Said as what it is (it was the bare "Permission
+                        // denied").
+                        Ok(false) if e.is_read_refused() => format!(
+                            "blob {}: {e}: the store refused a read (no permission), which is \
+                             not damage; run the restore as a user who may read the whole \
+                             repository",
+                            id.short()
+                        ),
                         Ok(false) => format!("blob {}: {e}", id.short()),
                         Err(e) => format!("blob {}: {e}", id.short()),
                     };
