@@ -1233,6 +1233,14 @@ fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
         "{out}"
     );
     assert!(!out.stderr.contains("run it as a user who may"), "{out}");
+    // An upgrade with nothing to write runs there (it was refused for a
+    // lock it did not need).
+    let mut c = repo.cmd(&["upgrade"]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("nothing to do"), "{out}");
+    assert!(!out.stderr.contains("lock"), "{out}");
 }
 
 /// A user who may read the repository but not write it: a command that

@@ -215,19 +215,33 @@ fn format_additions(from: u32) -> String {
 
 pub(super) fn run_upgrade(ctx: &Context, a: UpgradeArgs) -> Result<u8> {
     let repo = ctx.open()?;
+    // Already of the newest format, there is nothing to write: it runs as
+    // its dry run does, so a read-only repository says "nothing to do"
+    // (it was refused, exit 1, for want of a lock it did not need).
+    let writes = !a.dry_run && repo.config().version < crate::repo::config::VERSION;
     // Its exclusive lock gives the space reserve back on a nearly full
     // disk: set aside again after, as gc does (until December 2026 it
     // stayed gone until the next backup).
-    super::keeping_reserve(&repo, a.dry_run, || upgrade_command(ctx, &repo, &a))
+    super::keeping_reserve(&repo, !writes, || upgrade_command(ctx, &repo, &a, writes))
 }
 
-fn upgrade_command(ctx: &Context, repo: &crate::repo::Repository, a: &UpgradeArgs) -> Result<u8> {
-    let lock = if a.dry_run {
+fn upgrade_command(
+    ctx: &Context,
+    repo: &crate::repo::Repository,
+    a: &UpgradeArgs,
+    writes: bool,
+) -> Result<u8> {
+    let lock = if writes {
+        super::lock_repo(ctx, repo, true, "upgrade")?
+    } else if a.dry_run {
         super::dry_run_lock(ctx, repo, "upgrade")?
     } else {
-        super::lock_repo(ctx, repo, true, "upgrade")?
+        // Nothing to write: the config read at opening says so, and no
+        // lock is needed to read it again.
+        let why = Error::Invalid("the repository is of the newest format".into());
+        crate::repo::lock::LockGuard::unheld(repo.backend_arc(), repo.key(), "upgrade", &why)
     };
-    let u = repo.upgrade(&lock, a.dry_run)?;
+    let u = repo.upgrade(&lock, !writes)?;
     let printed = print_upgrade(repo, &u, a);
     if u.upgraded {
         let done = format!("the repository is upgraded to format {}", u.to);
