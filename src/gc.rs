@@ -750,6 +750,7 @@ fn mends_live(
             Err(Error::Corrupt { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
+    let mut first = None;
     for entry in &header.entries {
         let kept = index.tables().iter().zip(&marks.tables).find_map(|(t, m)| {
             let i = t.find(&entry.id)?;
@@ -799,14 +800,19 @@ fn mends_live(
                 mended: true,
             },
         );
-        return Ok(Some(format!(
-            "it holds an intact copy of live blob {}, whose indexed copy in pack {} is damaged \
-             ({why})",
-            entry.id.short(),
-            loc.pack.short()
-        )));
+        // Every blob the pack mends is marked, not only the first: one
+        // left unmarked was said to have no intact copy (another pack's
+        // damaged), or one another pack had no copy of went unsaid.
+        first.get_or_insert_with(|| {
+            format!(
+                "it holds an intact copy of live blob {}, whose indexed copy in pack {} is \
+                 damaged ({why})",
+                entry.id.short(),
+                loc.pack.short()
+            )
+        });
     }
-    Ok(None)
+    Ok(first)
 }
 
 /// `plan`, or, where the store has too little space free for the new

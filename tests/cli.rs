@@ -616,6 +616,19 @@ fn ls_and_cat_show_the_repository() {
         "{out}"
     );
     assert!(!out.stderr.contains("repair index"), "{out}");
+    // A pack's id: the command that shows it takes the whole id.
+    let pack = repo.run(&["cat", "index"]).success().json()[0]["entries"][0]["pack"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = repo.run(&["cat", "tree", &pack]);
+    assert!(
+        out.stderr.contains(&format!(
+            "it is a pack's id (`cairn cat pack {pack}` shows it)"
+        )),
+        "{out}"
+    );
+    repo.run(&["cat", "pack", &pack]).success();
     let out = repo.run(&["cat", "snapshot", "ffffffff"]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("ffffffff"), "{out}");

@@ -187,6 +187,19 @@ fn a_keys_folder_without_key_files_is_reported_and_stops_no_key_file_user() {
     let key = export(&repo, "repo.key");
     let out = run(&mut with_key(&repo, &key, &["verify"]), None).success();
     assert!(!out.stderr.contains("no intact key file"), "{out}");
+    // Key files this user may not read (a restore-only user given the
+    // exported key) are no damage: nothing is said.
+    readable_by_all(repo.dir.path());
+    for e in std::fs::read_dir(repo.path.join("keys")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    give_to(&key, NOBODY, false);
+    let mut c = with_key(&repo, &key, &["snapshots"]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None).success();
+    assert!(!out.stderr.contains("no intact key file"), "{out}");
     // Its one key file damaged: the key file opens it, and says no
     // password does.
     let only = std::fs::read_dir(repo.path.join("keys"))

@@ -2115,20 +2115,19 @@ fn gc_says_when_no_copy_of_a_live_blob_is_intact() {
     );
 }
 
-/// A repository whose big file's first chunk is stored twice, once in a
-/// pack no index names (the second backup's tables lost, its snapshot
-/// forgotten): the snapshot, the chunk, its indexed copy and its other
-/// copy, each as (pack, a byte in its middle).
-fn stored_again_with_tables_lost(
-    repo: &Repo,
-    seed: u64,
-) -> (Saved, String, (String, u64), (String, u64)) {
+/// A repository whose big file's first `n` chunks are stored twice, once
+/// in a pack no index names (the second backup's tables lost, its
+/// snapshot forgotten): the snapshot, and each chunk with its indexed
+/// copy and its other copy, each as (pack, a byte in its middle).
+type Copies = (String, (String, u64), (String, u64));
+fn stored_again_with_tables_lost(repo: &Repo, seed: u64, n: usize) -> (Saved, Vec<Copies>) {
     let src = source(repo, seed);
     let saved = backup_saved(repo, &src, &[]);
     let (tables, snapshots) = (names_in(repo, "index"), names_in(repo, "snapshots"));
     store_again_unindexed(repo, &src, 0);
-    let chunk = file_chunks(repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
-    let both = copies_by_blob(repo, None).remove(&chunk).unwrap();
+    let chunks = file_chunks(repo, &saved.id)[&snap_path(&src, "sub/big.bin")].clone();
+    let chunks = chunks[..n.min(chunks.len())].to_vec();
+    let mut both = copies_by_blob(repo, None);
     for t in names_in(repo, "index") {
         if !tables.contains(&t) {
             fs::remove_file(repo.path.join("index").join(t)).unwrap();
@@ -2139,10 +2138,18 @@ fn stored_again_with_tables_lost(
             fs::remove_file(repo.path.join("snapshots").join(s)).unwrap();
         }
     }
-    let indexed = copies_by_blob(repo, None).remove(&chunk).unwrap();
-    assert_eq!((both.len(), indexed.len()), (2, 1), "{both:?}");
-    let other = both.into_iter().find(|c| *c != indexed[0]).unwrap();
-    (saved, chunk, indexed[0].clone(), other)
+    let mut indexed = copies_by_blob(repo, None);
+    let copies = chunks
+        .into_iter()
+        .map(|chunk| {
+            let both = both.remove(&chunk).unwrap();
+            let indexed = indexed.remove(&chunk).unwrap();
+            assert_eq!((both.len(), indexed.len()), (2, 1), "{both:?}");
+            let other = both.into_iter().find(|c| *c != indexed[0]).unwrap();
+            (chunk, indexed[0].clone(), other)
+        })
+        .collect();
+    (saved, copies)
 }
 
 /// A pack no index names (its table lost) holding the one intact copy of
@@ -2153,8 +2160,9 @@ fn stored_again_with_tables_lost(
 #[test]
 fn gc_keeps_an_unindexed_pack_holding_the_intact_copy_of_a_live_blob() {
     let repo = packed_repo();
-    let (saved, _, (pack, at), _) = stored_again_with_tables_lost(&repo, 47);
-    flip_byte(&pack_files(&repo)[&pack], at);
+    let (saved, copies) = stored_again_with_tables_lost(&repo, 47, 1);
+    let (_, (pack, at), _) = &copies[0];
+    flip_byte(&pack_files(&repo)[pack], *at);
 
     let out = repo.run(&["gc", "--json"]);
     assert_eq!(out.code, 0, "{out}");
@@ -2182,26 +2190,47 @@ fn gc_keeps_an_unindexed_pack_holding_the_intact_copy_of_a_live_blob() {
 /// Where the copy in the pack no index names is damaged too, that pack
 /// mends nothing: gc deletes it as it would, and says the live blob has no
 /// intact copy (it kept the pack, and said `repair index` would mend it).
+/// Where that pack mends another blob, it is kept, and the blob it does
+/// not mend is still said to have no intact copy (only the first blob a
+/// pack mended was looked at, and the next went unsaid).
 #[test]
 fn gc_says_an_unindexed_pack_whose_copy_is_damaged_too_mends_nothing() {
     let repo = packed_repo();
-    let (_, chunk, (pack, at), (other, other_at)) = stored_again_with_tables_lost(&repo, 49);
+    let (_, all) = stored_again_with_tables_lost(&repo, 49, usize::MAX);
+    // Two chunks whose other copies share a pack, the first before the
+    // second in it.
+    let copies = all
+        .iter()
+        .flat_map(|a| all.iter().map(move |b| (a, b)))
+        .find(|(a, b)| a.2 .0 == b.2 .0 && a.2 .1 < b.2 .1)
+        .map(|(a, b)| vec![a.clone(), b.clone()])
+        .unwrap_or_else(|| panic!("no two chunks share an unindexed pack: {all:?}"));
     let packs = pack_files(&repo);
-    flip_byte(&packs[&pack], at);
-    flip_byte(&packs[&other], other_at);
+    let (chunk, (pack, at), (other, other_at)) = &copies[1];
+    flip_byte(&packs[pack], *at);
+    flip_byte(&packs[other], *other_at);
+    let lost = format!("live blob {} has no intact copy", &chunk[..8]);
 
-    let out = repo.run(&["gc", "--json"]);
+    let out = repo.run(&["gc", "--json", "--dry-run"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.json()["unindexed_kept"].as_array().unwrap().is_empty(),
         "{out}"
     );
+    assert!(out.stderr.contains(&lost), "{out}");
+
+    // The first chunk's indexed copy damaged too, its other intact: its
+    // pack is kept, and the second chunk still said lost.
+    let (first, (pack, at), (first_other, _)) = &copies[0];
+    flip_byte(&packs[pack], *at);
+    let out = repo.run(&["gc", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let kept = out.json()["unindexed_kept"].as_array().unwrap().clone();
     assert!(
-        out.stderr
-            .contains(&format!("live blob {} has no intact copy", &chunk[..8])),
-        "{out}"
+        kept.iter().any(|k| k["pack"] == first_other.as_str()),
+        "{first}: {out}"
     );
-    assert!(!pack_files(&repo).contains_key(&other), "{out}");
+    assert!(out.stderr.contains(&lost), "{out}");
 }
 
 /// A tree stored twice whose copy reads go to is damaged: `ls`, a

@@ -481,13 +481,15 @@ fn not_indexed(repo: &Repository, id: &BlobId, what: &str) -> Result<()> {
             id.short()
         )
     } else if listed(FileKind::Pack) {
-        format!(
-            ": it is a pack's id (`cairn cat pack {}` shows it)",
-            id.short()
-        )
+        format!(": it is a pack's id (`cairn cat pack {hex}` shows it)")
     } else if listed(FileKind::Index) {
         format!(
             ": it is an index table's id (`cairn cat index {}` shows it)",
+            id.short()
+        )
+    } else if listed(FileKind::Key) {
+        format!(
+            ": it is a key file's id (`cairn cat key {}` shows it)",
             id.short()
         )
     } else {

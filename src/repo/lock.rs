@@ -1303,9 +1303,18 @@ fn write_refused(backend: &dyn Backend, e: &Error, needs: &str, also: &str) -> S
     // a-w`): running as another user is no way on.
     let location = backend.location();
     let euid = crate::fsmeta::euid();
-    let own = matches!(e, Error::Io { .. })
-        && euid != 0
-        && std::fs::metadata(&location).is_ok_and(|m| m.uid() == euid);
+    // The folder that refused the write is this user's (a `chown` of the
+    // repository's top folder alone leaves the others another's).
+    let own = match e {
+        Error::Io { context, .. } => {
+            euid != 0
+                && context
+                    .split_once(' ')
+                    .and_then(|(_, path)| std::path::Path::new(path).parent().map(|p| p.to_owned()))
+                    .is_some_and(|folder| std::fs::metadata(folder).is_ok_and(|m| m.uid() == euid))
+        }
+        _ => false,
+    };
     if e.is_read_only_filesystem() {
         format!(
             "the repository's filesystem is mounted read-only, and {needs}: remount it \
