@@ -808,8 +808,11 @@ pub struct SnapshotRepair {
     pub original: SnapshotId,
     /// The repaired copy.
     pub repaired: SnapshotId,
-    /// Paths dropped because their data is missing or damaged.
+    /// Paths dropped because their data is missing or damaged (the
+    /// first [`SAID`]).
     pub dropped: Vec<String>,
+    /// How many more were dropped than `dropped` says.
+    pub dropped_more: u64,
 }
 
 /// Rewrites every snapshot whose trees reference missing blobs (not
@@ -930,6 +933,7 @@ pub fn repair_snapshots(
         // backup's entries left out of it have none.
         let Dropped {
             paths: dropped,
+            more,
             bytes,
             ..
         } = dropped;
@@ -944,7 +948,7 @@ pub fn repair_snapshots(
             snap.tags.push("repaired".into());
         }
         snap.tags.push(format!("{REPAIRED_FROM}{}", e.id.to_hex()));
-        snap.summary.errors += dropped.len() as u64;
+        snap.summary.errors += dropped.len() as u64 + more;
         // Those of a folder that could not be read are not known.
         snap.summary.total_bytes = snap.summary.total_bytes.saturating_sub(bytes);
         let (id, bytes) = snap.encode(repo.key());
@@ -953,6 +957,7 @@ pub fn repair_snapshots(
             original: e.id,
             repaired: id,
             dropped,
+            dropped_more: more,
         });
     }
     if dry_run {
@@ -979,8 +984,11 @@ struct Rewriter<'a, 'r> {
 /// What a repair dropped of a directory's tree (or of a part of it).
 #[derive(Clone, Default)]
 struct Dropped {
-    /// The paths dropped at or beneath it, each with why.
+    /// The paths dropped at or beneath it, each with why: the first
+    /// [`SAID`] of them.
     paths: Vec<String>,
+    /// How many more were dropped than `paths` holds.
+    more: u64,
     /// How many of the directory's own entries were dropped, added to
     /// the count of those its backup left out on its node (see
     /// [`Node::left_out`]): a mirror restore of the copy then leaves
@@ -995,15 +1003,31 @@ struct Dropped {
     bytes: u64,
 }
 
+/// The most paths a repair of one snapshot keeps to say (each folder's
+/// too): a list of parts repeating one part thousands of times made a
+/// line (and a string in memory, for each folder it was met in) per entry
+/// it repeated, gigabytes for a list of a few hundred KiB (until December
+/// 2026).
+const SAID: usize = 1000;
+
 impl Dropped {
     fn is_empty(&self) -> bool {
-        self.paths.is_empty()
+        self.paths.is_empty() && self.more == 0
+    }
+
+    /// Says `path`, if fewer than [`SAID`] are; else counts it.
+    fn say(&mut self, path: String) {
+        if self.paths.len() < SAID {
+            self.paths.push(path);
+        } else {
+            self.more = self.more.saturating_add(1);
+        }
     }
 
     /// The directory's entry `node` dropped, said by `path` (its path,
     /// with why when it is not that its data is missing).
     fn entry(&mut self, node: &Node, path: String) {
-        self.paths.push(path);
+        self.say(path);
         self.entries = self.entries.saturating_add(1);
         if let NodeKind::File { .. } = node.kind {
             self.bytes = self.bytes.saturating_add(node.size);
@@ -1013,14 +1037,17 @@ impl Dropped {
     /// Entries of the directory dropped in a way that leaves how many
     /// unknown, said by `path`.
     fn unknown(&mut self, path: String) {
-        self.paths.push(path);
+        self.say(path);
         self.entries = LEFT_OUT_UNKNOWN;
     }
 
     /// What was dropped of a part of the directory, or (`own` false) of
     /// a directory beneath it, whose node counts its own entries.
     fn add(&mut self, other: Dropped, own: bool) {
-        self.paths.extend(other.paths);
+        for path in other.paths {
+            self.say(path);
+        }
+        self.more = self.more.saturating_add(other.more);
         if own {
             self.entries = self.entries.saturating_add(other.entries);
         }
@@ -1100,9 +1127,7 @@ impl Rewriter<'_, '_> {
             };
             // Which a restore refuses: said, so that the copy is written.
             if nodes.is_empty() {
-                dropped
-                    .paths
-                    .push(format!(" (part {} of the directory, empty)", part.short()));
+                dropped.say(format!(" (part {} of the directory, empty)", part.short()));
                 continue;
             }
             let read = nodes.len();
@@ -1110,7 +1135,7 @@ impl Rewriter<'_, '_> {
             for node in nodes {
                 if last.as_ref().is_some_and(|l| node.name.0 <= *l) {
                     if kept_names.get(&node.name.0) == Some(&digest(&node)) {
-                        dropped.paths.push(format!(
+                        dropped.say(format!(
                             "/{} (repeated in a later part: the first is kept, and nothing \
                              is lost)",
                             node.name
@@ -1205,6 +1230,25 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    /// What a repair says of the paths it drops stays within [`SAID`]
+    /// lines however many are dropped, and counts the rest, merged from
+    /// parts and folders beneath alike.
+    #[test]
+    fn dropped_paths_said_are_bounded_and_the_rest_counted() {
+        let mut part = Dropped::default();
+        for i in 0..SAID + 5 {
+            part.say(format!("/f{i}"));
+        }
+        assert_eq!((part.paths.len(), part.more), (SAID, 5));
+        let mut folder = Dropped::default();
+        folder.say("/first".into());
+        folder.add(part, true);
+        assert_eq!(folder.paths.len(), SAID);
+        assert_eq!(folder.paths[0], "/first");
+        assert_eq!(folder.more, 6);
+        assert!(!folder.is_empty());
+    }
     use crate::backend::mem::MemBackend;
     use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Hooks};
     use crate::backend::{Backend, Data};

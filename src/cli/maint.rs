@@ -1139,6 +1139,9 @@ fn print_repaired(r: &repair::SnapshotsRepair, dry_run: bool) -> Result<()> {
             let root = if p.starts_with(' ') { "/" } else { "" };
             outln!("  {root}{p}")?;
         }
+        if f.dropped_more > 0 {
+            outln!("  and {} more", f.dropped_more)?;
+        }
     }
     outln!(
         "{} snapshot(s) {}; originals are kept until you forget them",
