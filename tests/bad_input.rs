@@ -1688,3 +1688,32 @@ fn a_repository_without_config_whose_folders_cannot_be_listed_is_not_told_to_ini
     assert!(out.stderr.contains("remove nothing until then"), "{out}");
     assert!(!out.stderr.contains("remove those key files"), "{out}");
 }
+
+/// A dry run of a restore fails the files the restore would fail before
+/// reading them: one whose pack is gone (it said "would have restored").
+#[test]
+fn a_dry_run_restore_fails_a_file_whose_pack_is_gone() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write_random(&src.join("big.bin"), 21, 300_000);
+    write(&src.join("small.txt"), "small");
+    repo.backup(&[&src], &[]);
+    let data: Vec<String> = packs(&repo)
+        .into_iter()
+        .filter(|(k, _)| k == "Data")
+        .map(|(_, p)| p)
+        .collect();
+    for p in &data {
+        fs::remove_file(pack_path(&repo, p)).unwrap();
+    }
+    let target = repo.scratch("target");
+    let out = repo.restore_out("latest", &target, &["--dry-run"]);
+    assert_eq!(out.code, 1, "{out}");
+    let big = restored(&target, &src).join("big.bin");
+    assert!(
+        out.stderr.contains(&format!("{}", big.display()))
+            && out.stderr.contains("which does not exist"),
+        "{out}"
+    );
+    assert!(!target.exists(), "{out}");
+}

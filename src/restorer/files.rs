@@ -719,6 +719,7 @@ impl Executor<'_> {
             Err(_) => {}
         }
         if self.dry_run {
+            self.would_read(node.size, chunks)?;
             return Ok(Prepared::WouldWrite);
         }
         Ok(Prepared::Write(Box::new(FileTask {
@@ -737,6 +738,41 @@ impl Executor<'_> {
             transient: std::sync::atomic::AtomicBool::new(false),
             item: 0,
         })))
+    }
+
+    /// For a dry run, fails a file the restore would fail before reading a
+    /// byte of it (a dry run said "would have restored" of it): a chunk
+    /// the index lacks, one in a pack that is gone with no other copy
+    /// indexed, or chunks that do not add up to the file's `size`.
+    fn would_read(&self, size: u64, chunks: &[BlobId]) -> Result<()> {
+        let index = self.repo.index()?;
+        let packs = self.dry_packs.get_or_init(|| {
+            self.repo.backend().list(FileKind::Pack).ok().map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| PackId::from_hex(n).ok())
+                    .collect()
+            })
+        });
+        let mut total = 0u64;
+        for id in chunks {
+            let loc = index.locate_kind(id, BlobKind::Data)?;
+            if packs.as_ref().is_some_and(|p| !p.contains(&loc.pack))
+                && self
+                    .repo
+                    .locate_elsewhere(id, BlobKind::Data, &[loc.pack])?
+                    .is_none()
+            {
+                return Err(crate::repo::missing_pack(id, &loc.pack));
+            }
+            total += u64::from(loc.raw_length);
+        }
+        if total != size {
+            return Err(Error::Invalid(format!(
+                "chunks hold {total} bytes, the tree says {size}"
+            )));
+        }
+        Ok(())
     }
 
     /// Writes one chunk of `task` at `offset`, creating its file first if
