@@ -482,6 +482,16 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
             .any(|e| e["object"] == "snapshots/"),
         "{out}"
     );
+    // Only the missing folder is said, not also that gc would delete
+    // every pack for want of snapshots: it refuses meanwhile.
+    assert!(
+        !out.json()["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["object"] == "snapshots/"),
+        "{out}"
+    );
 
     fs::create_dir(&snapshots).unwrap();
     let out = repo.run(&["verify"]);

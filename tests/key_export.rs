@@ -236,6 +236,18 @@ fn a_keys_folder_without_key_files_is_reported_and_stops_no_key_file_user() {
     // listing, the restore and a backup were refused, as if snapshots
     // could be taken for gone without it.
     std::fs::remove_dir(repo.path.join("keys")).unwrap();
+    // verify says so, and that gc runs meanwhile (it said gc refused).
+    let out = run(&mut with_key(&repo, &key, &["verify"]), None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains("keys/: missing")
+            && out
+                .stdout
+                .contains("no password opens the repository meanwhile")
+            && !out.stdout.contains("gc refuses"),
+        "{out}"
+    );
+    run(&mut with_key(&repo, &key, &["gc", "--dry-run"]), None).success();
     let src = repo.scratch("src");
     write(&src.join("f"), "after keys/ went");
     let target = repo.scratch("target");

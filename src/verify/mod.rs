@@ -307,18 +307,27 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             ),
         ));
     }
-    for dir in backend.missing_folders()? {
+    let missing = backend.missing_folders()?;
+    for dir in &missing {
+        // Without keys/, no password opens the repository, but gc takes
+        // nothing of it for gone, and runs (with an exported key).
+        let meanwhile = if *dir == FileKind::Key.dir() {
+            "no password opens the repository meanwhile, only an exported key"
+        } else {
+            "gc refuses to run meanwhile"
+        };
         report.errors.push(problem(
             format!("{dir}/"),
-            "missing: the folder is gone, and every file it held with it (left out by a copy \
-             or a sync?); put it back from a copy of the repository. gc refuses to run \
-             meanwhile",
+            format!(
+                "missing: the folder is gone, and every file it held with it (left out by a \
+                 copy or a sync?); put it back from a copy of the repository. {meanwhile}"
+            ),
         ));
     }
     // Every pack is garbage then: said, as a sync that lost the snapshot
     // files leaves a repository that looks like this, and gc would delete
-    // all of it.
-    if snapshot_files == 0 && !packs.is_empty() {
+    // all of it (where the folder itself is gone, said above, gc refuses).
+    if snapshot_files == 0 && !packs.is_empty() && !missing.contains(&FileKind::Snapshot.dir()) {
         report.warnings.push(problem(
             "snapshots/",
             format!(
