@@ -1213,16 +1213,22 @@ fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
     write(&src.join("a"), "a");
     repo.backup(&[&src], &[]);
     readable_by_all(repo.dir.path());
+    let chmod_r = |spec: &str| {
+        let status = std::process::Command::new("chmod")
+            .args(["-R", spec])
+            .arg(&repo.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chmod -R {spec}");
+    };
+    let backup_as_nobody = || {
+        let mut c = repo.cmd(&["backup", src.to_str().unwrap()]);
+        as_nobody(&mut c);
+        run(&mut c, None)
+    };
     give_to(&repo.path, NOBODY, true);
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "a-w"])
-        .arg(&repo.path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut c = repo.cmd(&["backup", src.to_str().unwrap()]);
-    as_nobody(&mut c);
-    let out = run(&mut c, None);
+    chmod_r("a-w");
+    let out = backup_as_nobody();
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr.contains(&format!(
@@ -1236,25 +1242,13 @@ fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
     // Where only the top folder is this user's, `chmod` would not help.
     give_to(&repo.path, 0, true);
     give_to(&repo.path, NOBODY, false);
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "u+w"])
-        .arg(&repo.path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut c = repo.cmd(&["backup", src.to_str().unwrap()]);
-    as_nobody(&mut c);
-    let out = run(&mut c, None);
+    chmod_r("u+w");
+    let out = backup_as_nobody();
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("run it as a user who may"), "{out}");
     assert!(!out.stderr.contains("chmod"), "{out}");
     give_to(&repo.path, NOBODY, true);
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "a-w"])
-        .arg(&repo.path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    chmod_r("a-w");
     // An upgrade with nothing to write runs there (it was refused for a
     // lock it did not need).
     let mut c = repo.cmd(&["upgrade"]);
