@@ -1716,4 +1716,11 @@ fn a_dry_run_restore_fails_a_file_whose_pack_is_gone() {
         "{out}"
     );
     assert!(!target.exists(), "{out}");
+    // So is a pack that is a dangling symlink, which a listing names.
+    for p in &data {
+        std::os::unix::fs::symlink("/nonexistent", pack_path(&repo, p)).unwrap();
+    }
+    let out = repo.restore_out("latest", &target, &["--dry-run"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("which does not exist"), "{out}");
 }

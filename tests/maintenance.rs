@@ -2152,6 +2152,37 @@ fn stored_again_with_tables_lost(repo: &Repo, seed: u64, n: usize) -> (Saved, Ve
     (saved, copies)
 }
 
+/// A restore's dry run reads around a pack gone as the restore does: with
+/// one copy of a blob stored twice gone it would restore the file, with
+/// both gone it fails it (it said it would restore it).
+#[test]
+fn a_dry_run_restore_reads_around_packs_gone_as_the_restore_does() {
+    let repo = packed_repo();
+    let src = source(&repo, 61);
+    let saved = backup_saved(&repo, &src, &[]);
+    store_again_unindexed(&repo, &src, 0);
+    let chunk = file_chunks(&repo, &saved.id)[&snap_path(&src, "sub/big.bin")][0].clone();
+    let copies = copies_by_blob(&repo, None).remove(&chunk).unwrap();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    let packs = pack_files(&repo);
+    let dry = || {
+        let target = tempfile::tempdir_in(repo.dir.path()).unwrap();
+        let mut c = repo.cmd(&["restore", &saved.id, "--dry-run", "--target"]);
+        c.arg(target.path().join("t"));
+        run(&mut c, None)
+    };
+    fs::remove_file(&packs[&copies[0].0]).unwrap();
+    let out = dry();
+    assert_eq!(out.code, 0, "one copy left: {out}");
+    fs::remove_file(&packs[&copies[1].0]).unwrap();
+    let out = dry();
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("big.bin") && out.stderr.contains("which does not exist"),
+        "{out}"
+    );
+}
+
 /// A pack no index names (its table lost) holding the one intact copy of
 /// a live blob, the indexed copy damaged: gc keeps it, saying why, and
 /// `repair index --read-data` then mends the index, so the snapshot

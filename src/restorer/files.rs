@@ -746,23 +746,42 @@ impl Executor<'_> {
     /// indexed, or chunks that do not add up to the file's `size`.
     fn would_read(&self, size: u64, chunks: &[BlobId]) -> Result<()> {
         let index = self.repo.index()?;
-        let packs = self.dry_packs.get_or_init(|| {
-            self.repo.backend().list(FileKind::Pack).ok().map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| PackId::from_hex(n).ok())
-                    .collect()
-            })
-        });
+        // Whether a pack is there to read: its size, asked once each (a
+        // listing names a dangling symlink too).
+        let there = |pack: &PackId| -> bool {
+            let cached = self
+                .dry_packs
+                .lock()
+                .ok()
+                .and_then(|m| m.get(pack).copied());
+            if let Some(known) = cached {
+                return known;
+            }
+            let known = self
+                .repo
+                .backend()
+                .size(FileKind::Pack, &pack.to_hex())
+                .is_ok();
+            if let Ok(mut m) = self.dry_packs.lock() {
+                m.insert(*pack, known);
+            }
+            known
+        };
         let mut total = 0u64;
         for id in chunks {
             let loc = index.locate_kind(id, BlobKind::Data)?;
-            if packs.as_ref().is_some_and(|p| !p.contains(&loc.pack))
-                && self
-                    .repo
-                    .locate_elsewhere(id, BlobKind::Data, &[loc.pack])?
-                    .is_none()
-            {
+            // As the restore reads around a pack gone: every other copy
+            // the index names, until one is there.
+            let mut gone = Vec::new();
+            let mut at = Some(loc);
+            while let Some(l) = at {
+                if there(&l.pack) {
+                    break;
+                }
+                gone.push(l.pack);
+                at = self.repo.locate_elsewhere(id, BlobKind::Data, &gone)?;
+            }
+            if at.is_none() {
                 return Err(crate::repo::missing_pack(id, &loc.pack));
             }
             total += u64::from(loc.raw_length);

@@ -428,7 +428,7 @@ pub fn restore(
         fresh_dirs: Mutex::new(fresh),
         zero_ids: Mutex::new(HashMap::new()),
         root: fsmeta::is_root(),
-        dry_packs: std::sync::OnceLock::new(),
+        dry_packs: Mutex::new(crate::id::IdMap::default()),
         open_budget: AtomicIsize::new(0),
         unnamed: std::sync::atomic::AtomicBool::new(false),
         beneath: beneath::Beneath::new(&opts.target),
@@ -1267,9 +1267,9 @@ struct Executor<'a> {
     policy: Policy,
     /// Decide everything, change nothing.
     dry_run: bool,
-    /// For a dry run, the packs the store lists (none where it would not
-    /// list them), listed once (see `Executor::would_read`).
-    dry_packs: std::sync::OnceLock<Option<crate::id::IdSet<PackId>>>,
+    /// For a dry run, whether each pack looked at is there to read (see
+    /// `Executor::would_read`).
+    dry_packs: Mutex<crate::id::IdMap<PackId, bool>>,
     warn: &'a (dyn Fn(&str) + Sync),
     /// Reports an entry that could not be restored (each is counted in
     /// `errors`, and makes the restore fail).
