@@ -494,7 +494,7 @@ impl Context {
                 crate::id::is_hex_name(n)
                     && match repo.backend().read(crate::backend::FileKind::Key, n) {
                         Ok(b) => hex::encode(crate::id::file_hash(&b)) == *n,
-                        Err(e) => !e.is_not_found() && !matches!(e, Error::Corrupt { .. }),
+                        Err(e) => e.is_read_refused(),
                     }
             };
             let keys = repo.backend().list(crate::backend::FileKind::Key);

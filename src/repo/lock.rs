@@ -1323,14 +1323,25 @@ fn write_refused(backend: &dyn Backend, e: &Error, needs: &str, also: &str) -> S
     } else if own {
         format!(
             "this user owns the repository but may not write to it (its files or folders \
-             are read-only), and {needs}: `chmod -R u+w {location}` gives write access \
-             back{also}"
+             are read-only), and {needs}: `chmod -R u+w {}` gives write access back{also}",
+            shell_quoted(&location)
         )
     } else {
         format!(
             "this user may not write to the repository, and {needs}: run it as a user who \
              may{also}"
         )
+    }
+}
+
+/// `text` as one word for a shell: quoted where it holds anything but
+/// letters, digits and `/._-+,:@%`.
+fn shell_quoted(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
@@ -1398,6 +1409,14 @@ fn humantime_secs(d: Duration) -> String {
 mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
+
+    #[test]
+    fn shell_quoted_words_paste_as_one() {
+        assert_eq!(shell_quoted("/srv/repo-1"), "/srv/repo-1");
+        assert_eq!(shell_quoted("u 3"), "'u 3'");
+        assert_eq!(shell_quoted("it's"), r"'it'\''s'");
+        assert_eq!(shell_quoted(""), "''");
+    }
     use crate::fault::LockKnobs;
 
     /// Hooks that refuse to read every lock file but the caller's own

@@ -320,7 +320,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             format!("{dir}/"),
             format!(
                 "missing: the folder is gone, and every file it held with it (left out by a \
-                 copy or a sync?); put it back from a copy of the repository. {meanwhile}"
+                 copy or a sync?); put it back from a copy of the repository; {meanwhile}"
             ),
         ));
     }
@@ -702,7 +702,9 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
     }
     // Opened with an exported key (with a password, open itself calls
     // this corrupt): the key file is then the only way in.
-    if report.keys.is_empty() {
+    // A keys/ gone altogether is said with the other folders missing.
+    let gone = backend_missing_keys(repo);
+    if report.keys.is_empty() && !gone {
         report.errors.push(problem(
             "keys/",
             "holds no key file: no password opens this repository, only an exported key \
@@ -710,6 +712,14 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
         ));
     }
     Ok(())
+}
+
+/// Whether the repository's `keys/` folder is gone (see
+/// [`crate::backend::Backend::missing_folders`]).
+fn backend_missing_keys(repo: &Repository) -> bool {
+    repo.backend()
+        .missing_folders()
+        .is_ok_and(|m| m.contains(&FileKind::Key.dir()))
 }
 
 /// What [`attribute`] needs of the walk.
