@@ -1025,7 +1025,18 @@ impl Dropped {
     /// it: a gigabyte for 1,000 dropped files at depth 1,000 (until
     /// December 2026).
     fn remembered(&self) -> Dropped {
-        let kept = self.paths.len().min(REMEMBERED);
+        // At most REMEMBERED paths, and 4 KiB of them: a path deep in a
+        // chain of long names is long itself.
+        let mut bytes = 0;
+        let kept = self
+            .paths
+            .iter()
+            .take(REMEMBERED)
+            .take_while(|p| {
+                bytes += p.len();
+                bytes <= 4096
+            })
+            .count();
         Dropped {
             paths: self.paths[..kept].to_vec(),
             more: self.more.saturating_add((self.paths.len() - kept) as u64),
@@ -1274,6 +1285,13 @@ mod tests {
             kept.paths.len() as u64 + kept.more,
             folder.paths.len() as u64 + folder.more
         );
+        // And at most 4 KiB of them: long paths deep in a chain.
+        let mut deep = Dropped::default();
+        for i in 0..10 {
+            deep.say(format!("/{}{i}", "a".repeat(1500)));
+        }
+        let kept = deep.remembered();
+        assert_eq!((kept.paths.len(), kept.more), (2, 8));
     }
     use crate::backend::mem::MemBackend;
     use crate::backend::testing::{noise, repo_of_small_packs, Hooked, Hooks};

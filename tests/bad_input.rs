@@ -1716,11 +1716,19 @@ fn a_dry_run_restore_fails_a_file_whose_pack_is_gone() {
         "{out}"
     );
     assert!(!target.exists(), "{out}");
-    // So is a pack that is a dangling symlink, which a listing names.
+    // So is a pack that is a dangling symlink, which a listing names, or
+    // a folder, which has a size.
     for p in &data {
         std::os::unix::fs::symlink("/nonexistent", pack_path(&repo, p)).unwrap();
     }
     let out = repo.restore_out("latest", &target, &["--dry-run"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("which does not exist"), "{out}");
+    for p in &data {
+        fs::remove_file(pack_path(&repo, p)).unwrap();
+        fs::create_dir(pack_path(&repo, p)).unwrap();
+    }
+    let out = repo.restore_out("latest", &target, &["--dry-run"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("big.bin"), "{out}");
 }

@@ -200,6 +200,15 @@ fn a_keys_folder_without_key_files_is_reported_and_stops_no_key_file_user() {
     as_nobody(&mut c);
     let out = run(&mut c, None).success();
     assert!(!out.stderr.contains("no intact key file"), "{out}");
+    // verify cannot check them, and says that is no damage.
+    let mut c = with_key(&repo, &key, &["verify"]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert!(
+        out.stdout
+            .contains("the store refused a read (no permission), which is not damage"),
+        "{out}"
+    );
     // Its one key file damaged: the key file opens it, and says no
     // password does.
     let only = std::fs::read_dir(repo.path.join("keys"))

@@ -1324,7 +1324,12 @@ fn write_refused(backend: &dyn Backend, e: &Error, needs: &str, also: &str) -> S
         format!(
             "this user owns the repository but may not write to it (its files or folders \
              are read-only), and {needs}: `chmod -R u+w {}` gives write access back{also}",
-            shell_quoted(&location)
+            // Not taken for an option.
+            shell_quoted(&if location.starts_with('-') {
+                format!("./{location}")
+            } else {
+                location.clone()
+            })
         )
     } else {
         format!(

@@ -746,9 +746,10 @@ impl Executor<'_> {
     /// indexed, or chunks that do not add up to the file's `size`.
     fn would_read(&self, size: u64, chunks: &[BlobId]) -> Result<()> {
         let index = self.repo.index()?;
-        // Whether a pack is there to read: its size, asked once each (a
-        // listing names a dangling symlink too).
-        let there = |pack: &PackId| -> bool {
+        // The length of a pack there to read, `None` where it is not (a
+        // listing names a dangling symlink too, and a folder or a FIFO
+        // has a size): its size, and a byte read of it, once each.
+        let length = |pack: &PackId| -> Option<u64> {
             let cached = self
                 .dry_packs
                 .lock()
@@ -757,11 +758,12 @@ impl Executor<'_> {
             if let Some(known) = cached {
                 return known;
             }
-            let known = self
-                .repo
-                .backend()
-                .size(FileKind::Pack, &pack.to_hex())
-                .is_ok();
+            let name = pack.to_hex();
+            let backend = self.repo.backend();
+            let known = backend
+                .size(FileKind::Pack, &name)
+                .ok()
+                .filter(|_| backend.read_range(FileKind::Pack, &name, 0, 1).is_ok());
             if let Ok(mut m) = self.dry_packs.lock() {
                 m.insert(*pack, known);
             }
@@ -771,11 +773,13 @@ impl Executor<'_> {
         for id in chunks {
             let loc = index.locate_kind(id, BlobKind::Data)?;
             // As the restore reads around a pack gone: every other copy
-            // the index names, until one is there.
+            // the index names, until one is there (in a pack that holds
+            // its bytes: one cut short does not).
             let mut gone = Vec::new();
             let mut at = Some(loc);
             while let Some(l) = at {
-                if there(&l.pack) {
+                let end = u64::from(l.offset) + u64::from(l.length);
+                if length(&l.pack).is_some_and(|len| len >= end) {
                     break;
                 }
                 gone.push(l.pack);

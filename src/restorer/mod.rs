@@ -1267,9 +1267,9 @@ struct Executor<'a> {
     policy: Policy,
     /// Decide everything, change nothing.
     dry_run: bool,
-    /// For a dry run, whether each pack looked at is there to read (see
-    /// `Executor::would_read`).
-    dry_packs: Mutex<crate::id::IdMap<PackId, bool>>,
+    /// For a dry run, the length of each pack looked at that is there to
+    /// read (see `Executor::would_read`).
+    dry_packs: Mutex<crate::id::IdMap<PackId, Option<u64>>>,
     warn: &'a (dyn Fn(&str) + Sync),
     /// Reports an entry that could not be restored (each is counted in
     /// `errors`, and makes the restore fail).

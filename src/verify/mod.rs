@@ -689,6 +689,14 @@ fn check_keys(repo: &Repository, password: Option<&[u8]>, report: &mut VerifyRep
                 ),
             },
             Err(e) if e.is_not_found() => continue,
+            Err(e) if e.is_read_refused() => KeyStatus {
+                id: name,
+                opens: None,
+                problem: Some(format!(
+                    "{e}: the store refused a read (no permission), which is not damage; run \
+                     verify as a user who may read the whole repository to check it"
+                )),
+            },
             Err(e) => KeyStatus {
                 id: name,
                 opens: None,
