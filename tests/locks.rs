@@ -1201,10 +1201,10 @@ fn a_read_only_filesystem_is_said_to_be_one() {
     assert_eq!(out.code, 0, "{out}");
 }
 
-/// A repository its owner made read-only (`chmod -R a-w`) says to give
-/// write access back, not to run as another user.
-#[test]
-fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
+/// A repository holding a backup of one small file (`src/a`), everything
+/// in its test folder readable by every user, for a test (run as root)
+/// that runs commands as another user; with the source's path.
+fn backed_up_readable_by_all() -> (Repo, PathBuf) {
     if !is_root() {
         panic!("this test runs a command as another user, which needs root");
     }
@@ -1213,6 +1213,14 @@ fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
     write(&src.join("a"), "a");
     repo.backup(&[&src], &[]);
     readable_by_all(repo.dir.path());
+    (repo, src)
+}
+
+/// A repository its owner made read-only (`chmod -R a-w`) says to give
+/// write access back, not to run as another user.
+#[test]
+fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
+    let (repo, src) = backed_up_readable_by_all();
     let chmod_r = |spec: &str| {
         let status = std::process::Command::new("chmod")
             .args(["-R", spec])
@@ -1264,14 +1272,7 @@ fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
 /// bare "create locks/.tmp-…: Permission denied"); one that reads runs.
 #[test]
 fn a_user_who_may_not_write_is_told_so() {
-    if !is_root() {
-        panic!("this test runs a command as another user, which needs root");
-    }
-    let repo = Repo::new();
-    let src = repo.scratch("src");
-    write(&src.join("a"), "a");
-    repo.backup(&[&src], &[]);
-    readable_by_all(repo.dir.path());
+    let (repo, _) = backed_up_readable_by_all();
     let as_nobody = |args: &[&str]| {
         let mut c = repo.cmd(args);
         as_nobody(&mut c);
