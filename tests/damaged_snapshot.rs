@@ -66,6 +66,20 @@ fn warns_of(out: &Out, id: &str) {
 }
 
 /// The ids `snapshots --json` lists, and its outcome.
+/// `out` is of a `restore latest` that restored `id` and says files that
+/// could not be read may be newer.
+fn assert_restores_latest_warning(out: &Out, id: &str) {
+    let said = format!("`latest` was snapshot {} (", &id[..8]);
+    assert!(out.stderr.contains(&said), "{out}");
+    assert!(
+        out.stderr.contains(
+            "), the newest of those that could be read; 1 snapshot file(s) could not be \
+             read (named above) and may be newer"
+        ),
+        "{out}"
+    );
+}
+
 fn listed(repo: &Repo) -> (Vec<String>, Out) {
     let out = repo.run(&["snapshots", "--json"]).success();
     let v = out.json();
@@ -124,10 +138,19 @@ fn a_damaged_older_snapshot_stops_nothing_but_gc() {
 
     // The good snapshot restores, by id and as `latest`, and lists.
     assert_restores(&repo, &newer);
+    // `latest` cannot be told from the damaged file, which may be newer:
+    // the restore is whole, and exits 3 saying so.
     let target = repo.scratch("latest");
-    let out = repo.restore("latest", &target, &[]);
+    let out = repo.restore_out("latest", &target, &[]);
+    assert_eq!(out.code, 3, "{out}");
     warns_of(&out, &older.id);
     assert!(out.stdout.contains(&newer.id[..8]), "{out}");
+    assert_restores_latest_warning(&out, &newer.id);
+    assert_manifests_eq(
+        &newer.manifest,
+        &manifest(&restored(&target, &newer.src)),
+        "restore of latest",
+    );
     let out = repo.run(&["ls", &newer.id[..8]]).success();
     assert!(out.stdout.contains("a.bin"), "{out}");
 
@@ -199,9 +222,20 @@ fn a_damaged_newer_snapshot_leaves_the_older_as_parent_and_latest() {
     warns_of(&out, &newer.id);
 
     // `latest` is the newest snapshot that can be read.
+    // It exits 3, saying the newest file could not be read; a dry run too.
     let target = repo.scratch("latest");
-    let out = repo.restore("latest", &target, &[]);
+    let out = repo.restore_out("latest", &target, &[]);
+    assert_eq!(out.code, 3, "{out}");
     assert!(out.stdout.contains(&older.id[..8]), "{out}");
+    assert_restores_latest_warning(&out, &older.id);
+    let dry = repo.scratch("dry");
+    let out = repo.restore_out("latest", &dry, &["--dry-run"]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("would be snapshot"), "{out}");
+    // Named by its id, the same snapshot restores with exit 0.
+    let by_id = repo.scratch("by-id");
+    let out = repo.restore(&older.id[..8], &by_id, &[]);
+    assert!(!out.stderr.contains("may be newer"), "{out}");
     let got = manifest(&restored(&target, &older.src));
     assert_manifests_eq(&older.manifest, &got, "restore of latest");
 

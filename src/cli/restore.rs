@@ -94,6 +94,9 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     let _lock = super::read_lock(ctx, &repo, "restore")?;
     let all = repo.snapshots()?;
     let entry = super::pick(&all, &spec, &a.filter.filter())?;
+    // `latest` is the newest snapshot that could be read: a file that
+    // cannot be read may be a newer one, so such a restore exits 3.
+    let maybe_older = spec == "latest" && !all.damaged.is_empty();
     let opts = RestoreOptions {
         subpath,
         target: a.target,
@@ -205,9 +208,23 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
             )
         }));
     }
+    let code = if maybe_older {
+        warn(&format!(
+            "`latest` {} snapshot {} ({}), the newest of those that could be read; {} \
+             snapshot file(s) could not be read (named above) and may be newer: `cairn \
+             snapshots` lists what is there, and `cairn verify` checks the repository",
+            if opts.dry_run { "would be" } else { "was" },
+            entry.id.short(),
+            crate::format_time(entry.snapshot.time_ns),
+            all.damaged.len()
+        ));
+        3
+    } else {
+        0
+    };
     if opts.dry_run {
-        return output::read_only(0, printed);
+        return output::read_only(code, printed);
     }
     let done = format!("snapshot {} is restored", entry.id.short());
-    Ok(output::after_work(0, printed, &done))
+    Ok(output::after_work(code, printed, &done))
 }
