@@ -220,6 +220,54 @@ fn a_file_changed_just_before_its_parent_is_read_again() {
     assert_eq!(summary(&snap, "bytes_read"), 0);
 }
 
+/// A program writing through a shared memory map sets the file's times
+/// only on its first write to a clean page: later writes to the page,
+/// still dirty, move neither mtime nor ctime until writeback has cleaned
+/// it (half a minute by default). A file stamped within that time before
+/// its parent began is read again, so the bytes written after the
+/// parent's read are in the next snapshot; with the clock's tick alone as
+/// the window, every later snapshot kept the parent's bytes, exit 0.
+#[test]
+fn a_file_written_through_a_shared_map_after_its_parent_read_it_is_read_again() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let db = src.join("db");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(&db, vec![b'0'; 8192]).unwrap();
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&db)
+        .unwrap();
+    // SAFETY: the file is this test's own, mapped while it runs.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file).unwrap() };
+    map[..4].copy_from_slice(b"AAAA");
+    // Past the clock's tick, so the window of the tick alone trusts it.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let with_window = |args: &[&str]| {
+        let mut c = repo.cmd(args);
+        c.env_remove("CAIRN_TEST_RACY_WINDOW_NS");
+        run(&mut c, None).success()
+    };
+    let stamped = fs::metadata(&db).unwrap().ctime_nsec();
+    let first = with_window(&["backup", "--json", src.to_str().unwrap()]).json();
+    map[..4].copy_from_slice(b"BBBB");
+    map.flush().unwrap();
+    drop(map);
+    let out = with_window(&["backup", "--json", src.to_str().unwrap()]);
+    let second = out.json();
+    assert_eq!(parent(&second), Some(id(&first)), "{out}");
+    if fs::metadata(&db).unwrap().ctime_nsec() == stamped {
+        // The times did not move: only the window makes the backup read it.
+        assert_eq!(summary(&second, "bytes_read"), 8192, "{out}");
+    }
+    assert_eq!(summary(&second, "files_changed"), 1, "{out}");
+    let target = repo.scratch("restored");
+    repo.restore(&id(&second), &target, &[]);
+    let got = fs::read(restored(&target, &src).join("db")).unwrap();
+    assert_eq!(&got[..4], b"BBBB");
+}
+
 /// On a filesystem that keeps times in whole seconds, attributes set on a
 /// folder or symlink in the second its parent snapshot read them leave
 /// its ctime as the parent saw it: the next backup reads them again

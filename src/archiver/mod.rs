@@ -72,7 +72,7 @@ pub struct BackupOptions {
     /// old backups, or tests of retention).
     pub time_ns: Option<i64>,
     /// How long before the parent snapshot's time a file's ctime makes it
-    /// read again rather than trusted unchanged ([`walk::RACY_WINDOW_NS`]
+    /// read again rather than trusted unchanged ([`walk::racy_window_ns`]
     /// unless `CAIRN_TEST_RACY_WINDOW_NS` says otherwise); tests backing up
     /// files they wrote a moment before set 0.
     pub racy_window_ns: i64,
@@ -92,7 +92,7 @@ impl Default for BackupOptions {
             workers: 0,
             lock_wait: Duration::ZERO,
             time_ns: None,
-            racy_window_ns: crate::fault::racy_window_ns().unwrap_or(walk::RACY_WINDOW_NS),
+            racy_window_ns: crate::fault::racy_window_ns().unwrap_or_else(walk::racy_window_ns),
         }
     }
 }

@@ -1985,17 +1985,61 @@ impl ParentNodes<'_> {
     }
 }
 
+/// The part of [`racy_window_ns`] for coarse clocks: a file's times tick
+/// in steps of up to a jiffy (1–10 ms) on kernels without fine-grained
+/// timestamps, a second on ext3 and some NFS servers, two on FAT.
+pub(super) const RACY_TICK_NS: i64 = 2_000_000_000;
+
+/// The longest [`racy_window_ns`]: with periodic writeback off
+/// (`vm.dirty_writeback_centisecs` = 0, laptop mode), pages may stay dirty
+/// for as long as nothing needs the memory, and no window would do.
+const RACY_WINDOW_MAX_NS: i64 = 15 * 60 * 1_000_000_000;
+
 /// How long before its snapshot's time a parent node's ctime must lie
-/// for the node to be trusted: a file's times tick in steps of up to a
-/// jiffy (1–10 ms) on kernels without fine-grained timestamps, a second
-/// on ext3 and some NFS servers, two on FAT.
-pub(super) const RACY_WINDOW_NS: i64 = 2_000_000_000;
+/// for the node to be trusted: the clock's tick ([`RACY_TICK_NS`]), and
+/// the time the kernel may keep a page of the file dirty.
+///
+/// A program writing through a shared memory map (LMDB with
+/// `MDB_WRITEMAP`, Kafka's indexes, many embedded databases) sets the
+/// file's mtime and ctime only on its first write to a clean page: the
+/// kernel catches that write fault, and the page stays writable, with no
+/// fault and no new time, until writeback has written it and made it
+/// clean again. A parent that read the file after that first write
+/// kept the times every later write to the still-dirty page leaves as
+/// they are, so trusting them would keep the old bytes in every later
+/// snapshot, exit 0 (until December 2026 the window was the tick alone,
+/// and it did). A page made dirty at the file's last stamped time is
+/// written back within `vm.dirty_expire_centisecs` plus one period of
+/// `vm.dirty_writeback_centisecs` (30 and 5 s by default): a parent that
+/// began later saw it clean, and any write since has moved the times.
+/// Read from `/proc/sys/vm` (defaults where it cannot be read), at most
+/// [`RACY_WINDOW_MAX_NS`]. A file on tmpfs is never written back: its
+/// map's writes never move its times (README, "Snapshot kinds").
+pub(super) fn racy_window_ns() -> i64 {
+    let centisecs = |name: &str, default: i64| {
+        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .filter(|&n| n >= 0)
+            .unwrap_or(default)
+    };
+    let expire = centisecs("dirty_expire_centisecs", 3000);
+    let period = match centisecs("dirty_writeback_centisecs", 500) {
+        0 => return RACY_WINDOW_MAX_NS,
+        n => n,
+    };
+    expire
+        .saturating_add(period)
+        .saturating_mul(10_000_000)
+        .saturating_add(RACY_TICK_NS)
+        .min(RACY_WINDOW_MAX_NS)
+}
 
 /// The parent's chunks when `now` looks unchanged since `old`. A file
 /// changed again within the same tick of its clock after the parent read
 /// it keeps the size and times the parent saw ("racily clean", as git
 /// calls it): a node whose ctime is at or after `racy_from`, its
-/// snapshot's time less [`RACY_WINDOW_NS`], is read afresh rather than
+/// snapshot's time less [`racy_window_ns`], is read afresh rather than
 /// trusted, or the stale content would be kept until the file next
 /// changed. Otherwise, the parent's chunks of a file (`Err(Some)`), to
 /// tell afterwards whether it was changed after all.
