@@ -95,6 +95,25 @@ impl ChunkerParams {
         buf: &mut Vec<u8>,
         mut sink: impl FnMut(&[u8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<u64, ChunkError<E>> {
+        self.for_each_chunk_sparse(&mut Dense(reader), buf, |chunk, _| sink(chunk))
+    }
+
+    /// [`Self::for_each_chunk`] of a source that may say where it holds
+    /// zeros without their being read (a sparse file's holes, see
+    /// [`SparseRead`]). Its cut points are those of the same bytes read,
+    /// but a chunk whose bytes FastCDC would look at (all but its first
+    /// `min`) lie in such zeros is cut without looking at them (FastCDC's
+    /// cut there depends only on how many there are, worked out once on
+    /// zeros), and `sink` is told when a chunk is all such zeros, so that
+    /// it need not hash them. A hole of gigabytes costs filling the window
+    /// with zeros, not reading pages of zeros from the kernel, scanning
+    /// them for cut points and hashing them.
+    pub fn for_each_chunk_sparse<R: SparseRead + ?Sized, E>(
+        &self,
+        reader: &mut R,
+        buf: &mut Vec<u8>,
+        mut sink: impl FnMut(&[u8], bool) -> std::result::Result<(), E>,
+    ) -> std::result::Result<u64, ChunkError<E>> {
         let window = self.max as usize + (1 << 20);
         // A source that stalls (a pipe) is chunked once this much has
         // arrived, rather than only when the window fills, so a slow
@@ -103,6 +122,8 @@ impl ChunkerParams {
         let stall_after = (self.max as usize).max(1 << 20);
         let (mut filled, mut total, mut eof) = (0usize, 0u64, false);
         let mut fresh = 0usize;
+        // Ranges of the window known to be zeros (holes), in order, apart.
+        let mut zeros = ZeroRuns::default();
         loop {
             while !eof && filled < window {
                 // The window grows (zeroed, once per buffer) only as far
@@ -113,6 +134,15 @@ impl ChunkerParams {
                     buf.resize(grown, 0);
                 }
                 let room = buf.len().min(window) - filled;
+                let hole = reader.hole_ahead(room).map_err(ChunkError::Read)?;
+                if hole > 0 {
+                    let hole = hole.min(room);
+                    buf[filled..filled + hole].fill(0);
+                    zeros.push(filled, filled + hole);
+                    filled += hole;
+                    fresh += hole;
+                    continue;
+                }
                 match reader.read(&mut buf[filled..filled + room]) {
                     Ok(0) => eof = true,
                     Ok(n) => {
@@ -132,17 +162,39 @@ impl ChunkerParams {
                 // (none if empty), without setting up its gear tables, a
                 // cost per file that showed in backups of small files.
                 if filled > 0 {
-                    sink(&buf[..filled]).map_err(ChunkError::Sink)?;
+                    sink(&buf[..filled], zeros.covers(0, filled)).map_err(ChunkError::Sink)?;
                 }
                 return Ok(total + filled as u64);
             }
+            let cdc = FastCDC::with_level_and_seed(
+                &buf[..filled],
+                self.min,
+                self.avg,
+                self.max,
+                Normalization::Level1,
+                self.seed,
+            );
+            let (min, max) = (self.min as usize, self.max as usize);
             let mut done = 0;
-            for (off, len) in self.chunks(&buf[..filled]) {
-                if !eof && off + len == filled {
+            while done < filled {
+                let left = filled - done;
+                // FastCDC looks at a chunk's bytes from `min` on (from
+                // the even byte at or before it, as it takes two at a
+                // time), up to `max` or the input's end: all zeros, it
+                // cuts where it cuts zeros of that length.
+                let look = left.min(max);
+                let from = done + min / 2 * 2;
+                let len = if left > min && zeros.covers(from, done + look) {
+                    self.zeros_cut(look)
+                } else {
+                    cdc.cut(done, left).1 - done
+                };
+                if len == 0 || (!eof && done + len == filled) {
                     break;
                 }
-                sink(&buf[off..off + len]).map_err(ChunkError::Sink)?;
-                done = off + len;
+                sink(&buf[done..done + len], zeros.covers(done, done + len))
+                    .map_err(ChunkError::Sink)?;
+                done += len;
             }
             total += done as u64;
             if eof {
@@ -150,6 +202,83 @@ impl ChunkerParams {
             }
             buf.copy_within(done..filled, 0);
             filled -= done;
+            zeros.shift(done);
+        }
+    }
+
+    /// Where FastCDC cuts `len` zero bytes (at most the maximum chunk
+    /// size): computed on zeros once per process for these parameters and
+    /// length, since a sparse file's holes ask it for every chunk.
+    fn zeros_cut(&self, len: usize) -> usize {
+        type Cuts = Vec<(ChunkerParams, usize, usize)>;
+        static CUTS: std::sync::Mutex<Cuts> = std::sync::Mutex::new(Vec::new());
+        let known = |cuts: &Cuts| {
+            cuts.iter()
+                .find(|(p, l, _)| p == self && *l == len)
+                .map(|c| c.2)
+        };
+        if let Some(cut) = CUTS.lock().ok().as_deref().and_then(known) {
+            return cut;
+        }
+        let zeros = vec![0u8; len];
+        let cut = self.chunks(&zeros).next().map_or(len, |(_, l)| l);
+        if let Ok(mut cuts) = CUTS.lock() {
+            // A few lengths a file's end asks for; bounded all the same.
+            if cuts.len() >= 64 {
+                cuts.clear();
+            }
+            cuts.push((*self, len, cut));
+        }
+        cut
+    }
+}
+
+/// A source of bytes that may know where it holds zeros it need not read.
+pub trait SparseRead: Read {
+    /// How many of the next bytes, at most `most`, are zeros that need not
+    /// be read (a hole of a sparse file): the source then counts them as
+    /// read. 0 where the next bytes are to be read.
+    fn hole_ahead(&mut self, most: usize) -> std::io::Result<usize>;
+}
+
+/// A source read as it comes, with no holes known.
+struct Dense<'a, R: ?Sized>(&'a mut R);
+
+impl<R: Read + ?Sized> Read for Dense<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read + ?Sized> SparseRead for Dense<'_, R> {
+    fn hole_ahead(&mut self, _most: usize) -> std::io::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// The ranges of a chunking window known to be zeros: in order, neither
+/// touching nor overlapping (a range that meets the last is merged).
+#[derive(Default)]
+struct ZeroRuns(Vec<(usize, usize)>);
+
+impl ZeroRuns {
+    fn push(&mut self, start: usize, end: usize) {
+        match self.0.last_mut() {
+            Some(last) if last.1 == start => last.1 = end,
+            _ => self.0.push((start, end)),
+        }
+    }
+
+    /// Whether `start..end` (not empty) lies within one range.
+    fn covers(&self, start: usize, end: usize) -> bool {
+        self.0.iter().any(|&(s, e)| s <= start && end <= e)
+    }
+
+    /// The window's first `by` bytes are gone, and the rest moved down.
+    fn shift(&mut self, by: usize) {
+        self.0.retain(|&(_, e)| e > by);
+        for r in &mut self.0 {
+            *r = (r.0.saturating_sub(by), r.1 - by);
         }
     }
 }
@@ -294,6 +423,99 @@ mod tests {
             assert_eq!(n, len as u64);
             assert_eq!(got, want, "input of {len} bytes");
         }
+    }
+
+    /// A source whose `holes` (ranges of zeros in `data`) are told, not
+    /// read: reads stop at a hole's start, and never return its bytes.
+    struct Holey<'a> {
+        data: &'a [u8],
+        holes: &'a [(usize, usize)],
+        at: usize,
+        step: usize,
+    }
+
+    impl Read for Holey<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let next_hole = (self.holes.iter())
+                .map(|h| h.0)
+                .find(|&s| s >= self.at)
+                .unwrap_or(self.data.len());
+            assert!(
+                !self.holes.iter().any(|h| h.0 <= self.at && self.at < h.1),
+                "read at {} inside a hole",
+                self.at
+            );
+            let n = (next_hole - self.at).min(out.len()).min(self.step);
+            out[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl SparseRead for Holey<'_> {
+        fn hole_ahead(&mut self, most: usize) -> std::io::Result<usize> {
+            let hole = self.holes.iter().find(|h| h.0 <= self.at && self.at < h.1);
+            let n = hole.map_or(0, |h| (h.1 - self.at).min(most));
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// Holes told rather than read give the cut points of the same bytes
+    /// read, with seeds whose gear hash cuts zeros only at the maximum and
+    /// one that cuts them at once; a chunk wholly in a hole is said to be
+    /// zeros, and no other is.
+    #[test]
+    fn holes_told_cut_as_the_same_zeros_read() {
+        let (avg, max) = (16384, 65536);
+        // Whose gear value for a zero byte is 0: zeros cut at once.
+        let zero_gear = v2020::get_gear_with_seed(1).0[0] ^ 1;
+        let d = data(1 << 20);
+        let hole_sets: [&[(usize, usize)]; 7] = [
+            &[(0, 300_000)],
+            &[(100_000, 101_000), (200_000, 500_000), (900_000, 1 << 20)],
+            &[(5, 4096 + 7), (70_000, 70_000 + 65536 * 3 + 1)],
+            &[(10_000, 20_000), (20_000 + 4096, 800_000)],
+            &[(0, 1 << 20)],
+            // The first chunk's bytes FastCDC looks at begin with data.
+            &[(4096 + 50, 300_000)],
+            &[(4097, 300_000)],
+        ];
+        // An odd minimum: FastCDC starts looking at the byte before it.
+        for (min, seed) in [(4096, 1), (4096, 7), (4096, zero_gear), (4097, zero_gear)] {
+            let p = ChunkerParams::with_sizes(min, avg, max, seed).unwrap();
+            for (n, holes) in hole_sets.iter().enumerate() {
+                let mut input = d.clone();
+                for &(a, b) in *holes {
+                    input[a..b].fill(0);
+                }
+                let want: Vec<&[u8]> = p.chunks(&input).map(|(o, l)| &input[o..o + l]).collect();
+                for step in [1000, 1 << 20] {
+                    let mut src = Holey {
+                        data: &input,
+                        holes,
+                        at: 0,
+                        step,
+                    };
+                    let mut got = Vec::new();
+                    let mut at = 0;
+                    let total = p
+                        .for_each_chunk_sparse(&mut src, &mut vec![1u8; 7], |c, zeros| {
+                            let inside = holes.iter().any(|h| h.0 <= at && at + c.len() <= h.1);
+                            assert_eq!(zeros, inside, "seed {seed}, set {n}, chunk at {at}");
+                            got.push(c.to_vec());
+                            at += c.len();
+                            Ok::<_, ()>(())
+                        })
+                        .unwrap();
+                    assert_eq!(total, input.len() as u64);
+                    assert_eq!(got, want, "seed {seed}, hole set {n}, reads of {step}");
+                }
+            }
+        }
+        // The seed that cuts zeros at once does cut within a hole.
+        let p = ChunkerParams::with_sizes(4096, avg, max, zero_gear).unwrap();
+        assert!(p.chunks(&vec![0; 200_000]).next().unwrap().1 < max as usize);
     }
 
     #[test]

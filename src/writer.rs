@@ -607,6 +607,8 @@ pub struct SealQueue<'w> {
     failed: &'w std::sync::atomic::AtomicBool,
     /// Records a storing error for [`with_sealers`] to return.
     fail: &'w (dyn Fn(Error) + Sync),
+    /// The ids of all-zero chunks by length ([`Self::add_zeros`]).
+    zero_ids: std::sync::Mutex<Vec<(usize, BlobId)>>,
 }
 
 /// Chunks up to this size are sealed by the thread that adds them instead
@@ -621,11 +623,41 @@ impl SealQueue<'_> {
     /// its id. An error means an earlier chunk failed to store (the pool
     /// reports that error) or the pool stopped.
     pub fn add(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        self.add_with_id(kind, self.writer.repo.key().blob_id(data), data)
+    }
+
+    /// [`Self::add`] of a chunk known to be all zeros (a hole of a sparse
+    /// file): its id is hashed once per length, not once per chunk.
+    pub fn add_zeros(&self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
+        debug_assert!(data.iter().all(|&b| b == 0));
+        let known = |ids: &Vec<(usize, BlobId)>| {
+            ids.iter().find(|(len, _)| *len == data.len()).map(|e| e.1)
+        };
+        // The guard goes before the match, which may lock again.
+        let cached = self.zero_ids.lock().ok().as_deref().and_then(known);
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let id = self.writer.repo.key().blob_id(data);
+                if let Ok(mut ids) = self.zero_ids.lock() {
+                    // A few lengths: a hole's chunks, and the ends of holes.
+                    if ids.len() >= 64 {
+                        ids.clear();
+                    }
+                    ids.push((data.len(), id));
+                }
+                id
+            }
+        };
+        self.add_with_id(kind, id, data)
+    }
+
+    /// [`Self::add`] with the id of `data` already known.
+    fn add_with_id(&self, kind: BlobKind, id: BlobId, data: &[u8]) -> Result<BlobId> {
         let stopped = || Error::Invalid("storing stopped after an earlier error".into());
         if self.failed.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(stopped());
         }
-        let id = self.writer.repo.key().blob_id(data);
         if !self.writer.claim(kind, &id)? {
             return Ok(id);
         }
@@ -748,6 +780,7 @@ pub fn with_sealers<R>(
             full: full_tx,
             failed: &failed,
             fail: &fail,
+            zero_ids: Default::default(),
         };
         f(&queue)
         // `queue` drops here, closing the channel; the scope then joins

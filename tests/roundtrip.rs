@@ -641,3 +641,74 @@ fn a_target_too_full_for_unnamed_files_is_reported_full() {
     let left = list_paths(&target);
     assert!(left.iter().all(|p| !target.join(p).is_file()), "{left:?}");
 }
+
+/// A sparse file's holes are told by the filesystem (`SEEK_DATA`), not
+/// read: the backup says how many of the bytes it read were holes,
+/// stores the chunks that reading the same bytes gives (a copy with its
+/// zeros written out has the same chunk list), and the restore gives the
+/// bytes back.
+#[test]
+fn holes_of_sparse_files_are_told_not_read_and_chunk_as_the_bytes_read_would() {
+    use std::os::unix::fs::FileExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let dense = repo.scratch("dense");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dense).unwrap();
+    let size = 24u64 << 20;
+    let f = fs::File::create(src.join("disk.img")).unwrap();
+    f.set_len(size).unwrap();
+    f.write_all_at(&random_bytes(11, 5000), 0).unwrap();
+    f.write_all_at(&random_bytes(12, 300_000), 9 << 20).unwrap();
+    f.write_all_at(&random_bytes(13, 100), size - 100).unwrap();
+    drop(f);
+    let empty = fs::File::create(src.join("empty.img")).unwrap();
+    empty.set_len((10 << 20) + 7).unwrap();
+    drop(empty);
+    let md = fs::metadata(src.join("disk.img")).unwrap();
+    assert!(
+        md.blocks() * 512 < size / 2,
+        "the test filesystem does not keep files sparse"
+    );
+    for name in ["disk.img", "empty.img"] {
+        fs::write(dense.join(name), fs::read(src.join(name)).unwrap()).unwrap();
+    }
+    let backup = |path: &Path| {
+        let mut c = repo.cmd(&["backup", "--json", path.to_str().unwrap()]);
+        // Files written a moment ago count as settled: holes are asked
+        // only of files not changed in the minute before a backup.
+        c.env("CAIRN_TEST_RECENT_WINDOW_NS", "0");
+        run(&mut c, None).success().json()
+    };
+    let sparse = backup(&src);
+    let told = sparse["bytes_in_holes"].as_u64().unwrap();
+    let all = size + (10 << 20) + 7;
+    assert!(
+        (all - (1 << 20)..=all - 300_000).contains(&told),
+        "{told} bytes told as holes of {all}: {sparse:#}"
+    );
+    assert_eq!(sparse["summary"]["bytes_read"], all, "{sparse:#}");
+    let written = backup(&dense);
+    assert_eq!(written["bytes_in_holes"], 0, "{written:#}");
+    let chunks = |snap: &serde_json::Value, dir: &Path, name: &str| {
+        let out = repo
+            .run(&["ls", "--json", snap["id"].as_str().unwrap(), &abs(dir)])
+            .success();
+        let node: serde_json::Value = (out.stdout.lines())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["path"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed: {out}"));
+        node["kind"]["file"]["chunks"].clone()
+    };
+    for name in ["disk.img", "empty.img"] {
+        let got = chunks(&sparse, &src, name);
+        assert!(got.as_array().is_some_and(|c| !c.is_empty()), "{got}");
+        assert_eq!(got, chunks(&written, &dense, name), "{name}");
+    }
+    let target = repo.scratch("restored");
+    repo.restore(sparse["id"].as_str().unwrap(), &target, &[]);
+    for name in ["disk.img", "empty.img"] {
+        let got = fs::read(restored(&target, &src).join(name)).unwrap();
+        assert!(got == fs::read(src.join(name)).unwrap(), "{name} restored");
+    }
+}

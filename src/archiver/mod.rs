@@ -171,6 +171,9 @@ pub struct BackupResult {
     pub repo_warnings: Vec<String>,
     /// Set when the requested kind could not be honoured.
     pub note: Option<String>,
+    /// Of the bytes read, those that lay in holes of sparse files, which
+    /// were told by the filesystem rather than read.
+    pub bytes_in_holes: u64,
 }
 
 /// Counters shared by the pipeline's threads.
@@ -182,6 +185,7 @@ pub(crate) struct Counters {
     pub dirs: AtomicU64,
     pub errors: AtomicU64,
     pub bytes_read: AtomicU64,
+    pub bytes_in_holes: AtomicU64,
     pub total_bytes: AtomicU64,
 }
 
@@ -587,6 +591,7 @@ pub fn backup_locked(
         changed: changed_files.into_inner().unwrap_or_default(),
         repo_warnings: repo_warnings.into_inner().unwrap_or_default(),
         note,
+        bytes_in_holes: counters.bytes_in_holes.load(Ordering::Relaxed),
     })
 }
 

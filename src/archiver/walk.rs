@@ -807,6 +807,8 @@ struct ToSeenEnd<R, C> {
     at: u64,
     ended: bool,
     check: Option<C>,
+    /// A sparse file's holes, told to the chunker rather than read.
+    holes: Option<Holes>,
 }
 
 impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> ToSeenEnd<R, C> {
@@ -821,6 +823,15 @@ impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> std::io::Read for ToS
         if self.ended {
             return Ok(0);
         }
+        let mut buf = buf;
+        if let Some(holes) = &mut self.holes {
+            holes.settle_offset()?;
+            // Up to the next hole, which is told rather than read.
+            let data = holes.data_end.saturating_sub(self.at);
+            if data > 0 && data < buf.len() as u64 {
+                buf = &mut buf[..data as usize];
+            }
+        }
         let n = match self.file.read(buf) {
             Ok(n) => n,
             Err(e) => {
@@ -834,6 +845,135 @@ impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> std::io::Read for ToS
         self.at += n as u64;
         self.ended = n > 0 && n < buf.len() && self.at == self.seen;
         Ok(n)
+    }
+}
+
+impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> crate::chunker::SparseRead
+    for ToSeenEnd<R, C>
+{
+    /// Holes up to the size the walk saw; past it, the file is read.
+    fn hole_ahead(&mut self, most: usize) -> std::io::Result<usize> {
+        let (Some(holes), false) = (&mut self.holes, self.ended) else {
+            return Ok(0);
+        };
+        let before_end = usize::try_from(self.seen.saturating_sub(self.at)).unwrap_or(usize::MAX);
+        let n = holes.ahead(self.at, most.min(before_end))?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// Where a sparse file's holes lie, asked of the filesystem with
+/// `lseek(SEEK_DATA)` and `lseek(SEEK_HOLE)` as the reads reach them: a
+/// hole is told to the chunker as zeros, which neither the kernel nor
+/// FastCDC nor BLAKE3 then goes through byte by byte (a 5 GiB file of 3
+/// MB of data took 10 s and 10 CPU-seconds, by hand on 6 December, most
+/// of it the kernel handing out pages of zeros).
+struct Holes {
+    fd: std::os::fd::RawFd,
+    /// From the read position up to here, a hole; then data up to
+    /// `data_end`, past which the filesystem is asked again.
+    hole_end: u64,
+    data_end: u64,
+    /// Where the file's offset must be before the next read: passing a
+    /// hole, or asking where one lies, leaves it elsewhere.
+    seek_to: Option<u64>,
+    /// Bytes told as holes.
+    told: u64,
+}
+
+/// A hole smaller than this is read as data: asking where it ends costs
+/// more system calls than reading it.
+const HOLE_MIN: u64 = 64 << 10;
+
+impl Holes {
+    /// Holes of `file`, as the walk saw it (`seen`), if it is worth asking:
+    /// a file of at least 1 MiB with fewer blocks than its size (by
+    /// [`HOLE_MIN`] at least), unchanged since `settled_before` (a minute
+    /// before the backup began). A file being written is read whole: a
+    /// filesystem may tell holes wrongly while data is not yet written
+    /// back (OpenZFS 2.2.0–2.2.1 did, and `cp` copied zeros for it), and
+    /// a file changed since the walk is read again anyway.
+    fn of(file: &File, seen: Seen, settled_before: i64) -> Option<Holes> {
+        use std::os::fd::AsRawFd;
+        if seen.size < 1 << 20 || seen.ctime_ns >= settled_before {
+            return None;
+        }
+        let md = file.metadata().ok()?;
+        let allocated = md.blocks().saturating_mul(512);
+        if allocated.saturating_add(HOLE_MIN) > md.size() {
+            return None;
+        }
+        Some(Holes {
+            fd: file.as_raw_fd(),
+            hole_end: 0,
+            data_end: 0,
+            seek_to: None,
+            told: 0,
+        })
+    }
+
+    /// How many of the bytes from `at`, at most `most`, lie in a hole.
+    fn ahead(&mut self, at: u64, most: usize) -> std::io::Result<usize> {
+        if most == 0 {
+            return Ok(0);
+        }
+        if at >= self.data_end {
+            self.look(at)?;
+        }
+        if at >= self.hole_end {
+            return Ok(0);
+        }
+        let n = (self.hole_end - at).min(most as u64);
+        self.seek_to = Some(at + n);
+        self.told += n;
+        Ok(n as usize)
+    }
+
+    /// Asks where data lies from `at` on, and up to where.
+    fn look(&mut self, at: u64) -> std::io::Result<()> {
+        let seek = |off: u64, whence| {
+            // SAFETY: lseek on a descriptor the file being read keeps open.
+            let r = unsafe { libc::lseek(self.fd, off as libc::off_t, whence) };
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(r as u64)
+            }
+        };
+        self.seek_to = Some(at);
+        let data = match seek(at, libc::SEEK_DATA) {
+            Ok(data) => data,
+            // No data from `at` to the end: a hole (the caller reads on
+            // past the size the walk saw).
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                (self.hole_end, self.data_end) = (u64::MAX, u64::MAX);
+                return Ok(());
+            }
+            // A filesystem that cannot tell: read it all.
+            Err(_) => {
+                (self.hole_end, self.data_end) = (at, u64::MAX);
+                return Ok(());
+            }
+        };
+        let end = match seek(data, libc::SEEK_HOLE) {
+            Ok(end) => end.max(data),
+            Err(_) => u64::MAX,
+        };
+        self.hole_end = if data - at < HOLE_MIN { at } else { data };
+        self.data_end = end.max(self.hole_end);
+        Ok(())
+    }
+
+    /// Puts the file's offset where the next read must begin.
+    fn settle_offset(&mut self) -> std::io::Result<()> {
+        if let Some(at) = self.seek_to.take() {
+            // SAFETY: as in `look`.
+            if unsafe { libc::lseek(self.fd, at as libc::off_t, libc::SEEK_SET) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1024,22 +1164,29 @@ fn read_file(
         at: 0,
         ended: false,
         check: Some(|| check_regular(&file)),
+        holes: Holes::of(&file, seen, setup.recent_from),
     };
     let size = READ_BUF.with(|buf| {
-        setup
-            .repo
-            .config()
-            .chunker
-            .for_each_chunk(&mut reader, &mut buf.borrow_mut(), |chunk| {
-                chunks.push(setup.queue.add(BlobKind::Data, chunk)?);
+        setup.repo.config().chunker.for_each_chunk_sparse(
+            &mut reader,
+            &mut buf.borrow_mut(),
+            |chunk, zeros| {
+                chunks.push(match zeros {
+                    true => setup.queue.add_zeros(BlobKind::Data, chunk)?,
+                    false => setup.queue.add(BlobKind::Data, chunk)?,
+                });
                 Ok(())
-            })
+            },
+        )
     });
     let size = size.map_err(|e| match e {
         ChunkError::Read(e) => skip("read", e),
         ChunkError::Sink(e) => FileError::Fatal(e),
     })?;
     Counters::add(&setup.counters.bytes_read, size);
+    if let Some(holes) = &reader.holes {
+        Counters::add(&setup.counters.bytes_in_holes, holes.told);
+    }
     crate::fault::write_during_read(path);
     let changed = changed_while_read(&file, seen, size, setup.recent_from, link);
     let as_seen = changed.is_none();
@@ -2297,6 +2444,7 @@ mod tests {
                     checks.set(checks.get() + 1);
                     Ok(())
                 }),
+                holes: None,
             };
             // As the chunker reads: into a window larger than the file.
             let mut buf = vec![0u8; 16 << 10];
@@ -2331,6 +2479,7 @@ mod tests {
             at: 0,
             ended: false,
             check: Some(|| Err(std::io::Error::other("a device"))),
+            holes: None,
         };
         let e = std::io::Read::read(&mut r, &mut [0u8; 64]).unwrap_err();
         assert_eq!(e.to_string(), "a device");

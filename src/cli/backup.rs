@@ -106,6 +106,9 @@ struct BackupReport<'a> {
     /// The stream backed up (`--stdin`, `--stdin-from-command`) was of 0
     /// bytes: most likely a producer that failed before writing anything.
     empty_stream: bool,
+    /// Of `summary.bytes_read`, those in holes of sparse files: told by
+    /// the filesystem, not read.
+    bytes_in_holes: u64,
 }
 
 /// Refuses a `--time` of `t` later than `now` (ns since the epoch): the
@@ -519,11 +522,12 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
                 changed_while_read: &result.changed,
                 repository_damage: &result.repo_warnings,
                 empty_stream,
+                bytes_in_holes: result.bytes_in_holes,
             })
         )
     } else {
         outln!(
-            "added {} ({} stored), {} files new / {} changed / {} unmodified, {} dirs, read {}, {} snapshot {}",
+            "added {} ({} stored), {} files new / {} changed / {} unmodified, {} dirs, read {}{}, {} snapshot {}",
             human_bytes(s.bytes_added),
             human_bytes(s.bytes_stored),
             s.files_new,
@@ -531,6 +535,10 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             s.files_unmodified,
             s.dirs,
             human_bytes(s.bytes_read),
+            match result.bytes_in_holes {
+                0 => String::new(),
+                n => format!(" ({} of it holes of sparse files)", human_bytes(n)),
+            },
             result.snapshot.kind.as_str(),
             result.id.short()
         )
