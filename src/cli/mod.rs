@@ -447,8 +447,12 @@ impl Context {
         // before the command began, not as one it stopped on; the key and
         // password files' own errors are theirs.
         let location = backend.location();
+        // A remote store's refusal already says what to check (the
+        // credentials, the bucket's policy, the clock): no user of this
+        // host can mend it.
+        let local = backend.local_folder().is_some();
         let refused = |e: Error| {
-            let advice = if e.is_read_refused() {
+            let advice = if e.is_read_refused() && local {
                 format!(
                     "this user may not read the repository at {location}: run cairn as a user \
                      who may (its owner, or one given read access to all of it)"
