@@ -64,19 +64,8 @@ TIME=/usr/bin/time
 
 log() { printf '[peers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-# Waits until files written now lie outside cairn's racy window (two
-# seconds plus the kernel's writeback delay, /proc/sys/vm): a backup reads
-# again a file changed within it before its parent began (README,
-# "Snapshot kinds"), and a no-change backup is meant to find files written
-# long before, as a nightly job's are. Every tool waits alike.
-settle() {
-  local expire period
-  expire=$(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null || echo 3000)
-  period=$(cat /proc/sys/vm/dirty_writeback_centisecs 2>/dev/null || echo 500)
-  ((period > 0)) || period=90000
-  log "waiting $(((expire + period) / 100 + 3)) s for cairn's racy window"
-  sleep $(((expire + period) / 100 + 3))
-}
+# shellcheck source=benches/settle.sh
+. "$here/settle.sh"
 
 [[ -x $TIME ]] || die "GNU time is missing (apt-get install time)"
 command -v python3 >/dev/null || die "python3 is missing"

@@ -37,14 +37,10 @@ while total > 0:
     total -= n
     i += 1
 PY
-# Files written now are read again by a backup whose parent began within
-# cairn's racy window (two seconds plus the kernel's writeback delay:
-# README, "Snapshot kinds"); the no-change backup is meant to find files
-# written long before, so the data waits that out first.
-EXPIRE=$(cat /proc/sys/vm/dirty_expire_centisecs 2>/dev/null || echo 3000)
-PERIOD=$(cat /proc/sys/vm/dirty_writeback_centisecs 2>/dev/null || echo 500)
-[ "$PERIOD" -gt 0 ] || PERIOD=90000
-sleep $(( (EXPIRE + PERIOD) / 100 + 3 ))
+# The no-change backup is meant to find files written long before.
+# shellcheck source=benches/settle.sh
+. benches/settle.sh
+settle
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$WORK/s3data"
