@@ -632,6 +632,28 @@ fn ls_and_cat_show_the_repository() {
     let out = repo.run(&["cat", "snapshot", "ffffffff"]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("ffffffff"), "{out}");
+    // So are other kinds' ids given to `cat snapshot|pack|index`.
+    let out = repo.run(&["cat", "snapshot", &pack[..12]]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "snapshot {} not found: {} is a pack's id (`cairn cat pack {pack}` shows it)",
+            &pack[..12],
+            &pack[..12]
+        )),
+        "{out}"
+    );
+    for kind in ["pack", "index"] {
+        let out = repo.run(&["cat", kind, &snap]);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "is a snapshot's id (`cairn cat snapshot {}` shows it)",
+                &snap[..8]
+            )),
+            "{kind}: {out}"
+        );
+    }
 }
 
 /// `ls --long` shows set-user-ID, set-group-ID and sticky bits as

@@ -352,7 +352,9 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         CatKind::Config => json(repo.config()),
         CatKind::Snapshot => {
             let all = repo.snapshots()?;
-            json(super::pick(&all, need_id(&a)?, &SnapshotFilter::default())?)
+            let spec = need_id(&a)?;
+            let picked = super::pick(&all, spec, &SnapshotFilter::default());
+            json(picked.map_err(|e| other_kinds_id(&repo, e, spec, FileKind::Snapshot))?)
         }
         CatKind::Tree => {
             let id = BlobId::from_hex(need_id(&a)?)?;
@@ -403,14 +405,17 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
                 }
             }
             if a.id.is_some() && tables.is_empty() {
-                return Err(Error::NotFound(format!("index {}", need_id(&a)?)));
+                let id = need_id(&a)?;
+                let e = Error::NotFound(format!("index {id}"));
+                return Err(other_kinds_id(&repo, e, id, FileKind::Index));
             }
             json(&tables)
         }
         CatKind::Pack => {
             let id = PackId::from_hex(need_id(&a)?)?;
             let what = format!("pack {}", id.short());
-            let bytes = repo.backend().read(FileKind::Pack, &id.to_hex())?;
+            let bytes = (repo.backend().read(FileKind::Pack, &id.to_hex()))
+                .map_err(|e| other_kinds_id(&repo, e, &id.to_hex(), FileKind::Pack))?;
             if file_hash(&bytes) != id.0 {
                 return Err(Error::corrupt(&what, "content does not match its name"));
             }
@@ -437,13 +442,70 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
                 }
             }
             if a.id.is_some() && out.is_empty() {
-                return Err(Error::NotFound(format!("key {}", need_id(&a)?)));
+                let id = need_id(&a)?;
+                let e = Error::NotFound(format!("key {id}"));
+                return Err(other_kinds_id(&repo, e, id, FileKind::Key));
             }
             json(&out)
         }
     };
     outln!("{text}")?;
     Ok(0)
+}
+
+/// `e`, an object of kind `asked` not found under the id (or prefix) `id`,
+/// saying whose id it is where it names another kind's object: ids typed
+/// or pasted by hand are easily another object's (it was a bare "not
+/// found").
+fn other_kinds_id(repo: &Repository, e: Error, id: &str, asked: FileKind) -> Error {
+    let prefix = id.to_ascii_lowercase();
+    let is_prefix = prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+    if !e.is_not_found() || !is_prefix {
+        return e;
+    }
+    let listed = |kind: FileKind| {
+        (kind != asked)
+            .then(|| repo.backend().list(kind).ok())
+            .flatten()
+            .and_then(|names| names.into_iter().find(|n| n.starts_with(&prefix)))
+    };
+    let short = |name: &str| name.get(..8).unwrap_or(name).to_string();
+    let whose = if let Some(name) = listed(FileKind::Snapshot) {
+        format!(
+            "a snapshot's id (`cairn cat snapshot {}` shows it)",
+            short(&name)
+        )
+    } else if let Some(name) = listed(FileKind::Pack) {
+        format!("a pack's id (`cairn cat pack {name}` shows it)")
+    } else if let Some(name) = listed(FileKind::Index) {
+        format!(
+            "an index table's id (`cairn cat index {}` shows it)",
+            short(&name)
+        )
+    } else if let Some(name) = listed(FileKind::Key) {
+        format!(
+            "a key file's id (`cairn cat key {}` shows it)",
+            short(&name)
+        )
+    } else {
+        match BlobId::from_hex(&prefix)
+            .ok()
+            .filter(|_| prefix.len() == 64)
+        {
+            Some(blob) if repo.index().is_ok_and(|i| i.contains(&blob)) => {
+                let kind = match repo
+                    .index()
+                    .is_ok_and(|i| i.contains_kind(&blob, crate::pack::BlobKind::Tree))
+                {
+                    true => "tree",
+                    false => "blob",
+                };
+                format!("a {kind}'s id (`cairn cat {kind} {prefix}` shows it)")
+            }
+            _ => return e,
+        }
+    };
+    Error::Invalid(format!("{e}: {id} is {whose}"))
 }
 
 /// An error for `cat tree|blob ID` where the index names no blob `id`:
