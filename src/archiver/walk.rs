@@ -871,6 +871,8 @@ impl<R: std::io::Read, C: FnOnce() -> std::io::Result<()>> crate::chunker::Spars
 /// of it the kernel handing out pages of zeros).
 struct Holes {
     fd: std::os::fd::RawFd,
+    /// The file's size when opened.
+    size: u64,
     /// From the read position up to here, a hole; then data up to
     /// `data_end`, past which the filesystem is asked again.
     hole_end: u64,
@@ -901,11 +903,15 @@ impl Holes {
         }
         let md = file.metadata().ok()?;
         let allocated = md.blocks().saturating_mul(512);
-        if allocated.saturating_add(HOLE_MIN) > md.size() {
+        // The file opened, too: another put in its place since the walk
+        // (a `mv` over it) may have been written a moment ago.
+        let ctime_ns = md.ctime().saturating_mul(1_000_000_000) + md.ctime_nsec();
+        if allocated.saturating_add(HOLE_MIN) > md.size() || ctime_ns >= settled_before {
             return None;
         }
         Some(Holes {
             fd: file.as_raw_fd(),
+            size: md.size(),
             hole_end: 0,
             data_end: 0,
             seek_to: None,
@@ -945,9 +951,13 @@ impl Holes {
         let data = match seek(at, libc::SEEK_DATA) {
             Ok(data) => data,
             // No data from `at` to the end: a hole (the caller reads on
-            // past the size the walk saw).
+            // past the size the walk saw), unless a short one.
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-                (self.hole_end, self.data_end) = (u64::MAX, u64::MAX);
+                self.hole_end = match self.size.saturating_sub(at) < HOLE_MIN {
+                    true => at,
+                    false => u64::MAX,
+                };
+                self.data_end = u64::MAX;
                 return Ok(());
             }
             // A filesystem that cannot tell: read it all.
@@ -2348,6 +2358,42 @@ fn finish_dirs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Holes are asked only of a file settled before the backup: the
+    /// file opened, not only as the walk saw it (another may have been
+    /// put in its place since, written a moment ago).
+    #[test]
+    fn holes_are_asked_only_of_a_file_opened_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sparse");
+        let file = File::create(&path).unwrap();
+        file.set_len(8 << 20).unwrap();
+        let md = file.metadata().unwrap();
+        if md.blocks() * 512 + HOLE_MIN > md.len() {
+            return; // a filesystem that keeps no holes
+        }
+        let now = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+        let seen = |ctime_ns| Seen {
+            size: 8 << 20,
+            mtime_ns: ctime_ns,
+            ctime_ns,
+        };
+        assert!(Holes::of(&file, seen(now), now + 1).is_some());
+        // Seen long settled, but the file opened was changed since.
+        assert!(Holes::of(&file, seen(now - 3_600_000_000_000), now - 1).is_none());
+        assert!(Holes::of(&file, seen(now), now).is_none());
+        // Too small to ask.
+        file.set_len(1 << 19).unwrap();
+        assert!(Holes::of(
+            &file,
+            Seen {
+                size: 1 << 19,
+                ..seen(now)
+            },
+            i64::MAX
+        )
+        .is_none());
+    }
 
     /// A read that says "try again" (a pipe here; a FUSE filesystem's
     /// file may) clears `O_NONBLOCK` and waits for the bytes.
