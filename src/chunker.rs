@@ -105,9 +105,9 @@ impl ChunkerParams {
     /// `min`) lie in such zeros is cut without looking at them (FastCDC's
     /// cut there depends only on how many there are, worked out once on
     /// zeros), and `sink` is told when a chunk is all such zeros, so that
-    /// it need not hash them. A hole of gigabytes costs filling the window
-    /// with zeros, not reading pages of zeros from the kernel, scanning
-    /// them for cut points and hashing them.
+    /// it need not hash them. Chunks of a hole a maximum chunk long or
+    /// more are handed out from a buffer of zeros without filling the
+    /// window: a hole of 64 GiB costs a few milliseconds.
     pub fn for_each_chunk_sparse<R: SparseRead + ?Sized, E>(
         &self,
         reader: &mut R,
@@ -124,7 +124,45 @@ impl ChunkerParams {
         let mut fresh = 0usize;
         // Ranges of the window known to be zeros (holes), in order, apart.
         let mut zeros = ZeroRuns::default();
+        // Chunks of a long hole, handed out without filling the window.
+        let mut zero_chunk: Vec<u8> = Vec::new();
         loop {
+            // At a cut, with nothing but zeros pending: a hole that makes
+            // them a maximum chunk or more is cut as zeros are, straight
+            // from a buffer of zeros, so a hole of gigabytes costs a
+            // system call and a lookup per chunk, not filling the window.
+            let max = self.max as usize;
+            while !eof && filled < max && (filled == 0 || zeros.covers(0, filled)) {
+                let want = max - filled;
+                let hole = reader.hole_ahead(want).map_err(ChunkError::Read)?;
+                if hole < want {
+                    if hole > 0 {
+                        if buf.len() < filled + hole {
+                            buf.resize((filled + hole).clamp(GROW_FROM, window), 0);
+                        }
+                        buf[filled..filled + hole].fill(0);
+                        zeros.push(filled, filled + hole);
+                        filled += hole;
+                    }
+                    break;
+                }
+                if zero_chunk.is_empty() {
+                    zero_chunk = vec![0; max];
+                }
+                let len = self.zeros_cut(max);
+                sink(&zero_chunk[..len], true).map_err(ChunkError::Sink)?;
+                total += len as u64;
+                // What is left of the maximum starts the next chunk.
+                filled = max - len;
+                zeros = ZeroRuns::default();
+                if filled > 0 {
+                    if buf.len() < filled {
+                        buf.resize(filled.clamp(GROW_FROM, window), 0);
+                    }
+                    buf[..filled].fill(0);
+                    zeros.push(0, filled);
+                }
+            }
             while !eof && filled < window {
                 // The window grows (zeroed, once per buffer) only as far
                 // as reads reach: a buffer that only small files have
