@@ -529,8 +529,8 @@ mod tests {
         let (avg, max) = (16384, 65536);
         // Whose gear value for a zero byte is 0: zeros cut at once.
         let zero_gear = v2020::get_gear_with_seed(1).0[0] ^ 1;
-        let d = data(1 << 20);
-        let hole_sets: [&[(usize, usize)]; 7] = [
+        let d = data(2 << 20);
+        let hole_sets: [&[(usize, usize)]; 8] = [
             &[(0, 300_000)],
             &[(100_000, 101_000), (200_000, 500_000), (900_000, 1 << 20)],
             &[(5, 4096 + 7), (70_000, 70_000 + 65536 * 3 + 1)],
@@ -539,6 +539,10 @@ mod tests {
             // The first chunk's bytes FastCDC looks at begin with data.
             &[(4096 + 50, 300_000)],
             &[(4097, 300_000)],
+            // A window's last chunk of zeros then data, before a long
+            // hole: the window is chunked where a read stops short at a
+            // hole past 1 MiB.
+            &[(1_000_000, 1_048_600), (1_048_700, 1_600_000)],
         ];
         // An odd minimum: FastCDC starts looking at the byte before it.
         for (min, seed) in [(4096, 1), (4096, 7), (4096, zero_gear), (4097, zero_gear)] {
