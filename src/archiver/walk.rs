@@ -166,6 +166,8 @@ struct FileJob {
     /// Its device and inode, for a file of several names whose content
     /// another name may have read already (see [`Links`]).
     link: Option<(u64, u64)>,
+    /// How many names it has (its link count).
+    names: u64,
 }
 
 impl FileJob {
@@ -643,7 +645,8 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                             mtime_ns: job.mtime_ns,
                             ctime_ns: job.ctime_ns,
                         };
-                        let (earlier, claim) = match job.link.map(|key| links.take(key, seen)) {
+                        let taken = job.link.map(|key| links.take(key, seen, job.names));
+                        let (earlier, claim) = match taken {
                             Some(Ok(read)) => (Some(read), None),
                             Some(Err(claim)) => (None, claim),
                             None => (None, None),
@@ -654,7 +657,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
                         ) {
                             Ok((r, as_seen)) => {
                                 if let (Some(claim), true) = (claim, as_seen) {
-                                    claim.done(seen, &r);
+                                    claim.done(seen, &r, job.names);
                                 }
                                 Ok(r)
                             }
@@ -1058,11 +1061,21 @@ struct LinkRead {
     chunks: Vec<BlobId>,
     size: u64,
     xattrs: Option<(Vec<Xattr>, bool)>,
+    /// Its names not met yet: once none is left, the entry goes.
+    left: u64,
+    /// What it counts for in [`LinksState::bytes`].
+    bytes: usize,
 }
 
-/// The most bytes [`Links`] holds (about 130,000 small files, or 500 GiB
-/// of large ones at 1 MiB a chunk).
-const LINKS_BYTES: usize = 16 << 20;
+/// The most bytes [`Links`] holds (about 520,000 small files whose other
+/// names are still to come, or 2 TiB of large ones at 1 MiB a chunk). An
+/// entry goes once all its file's names are met; past the bound, names
+/// are read as any file is. A tree of `cp -al` copies (rsnapshot, Back In
+/// Time) meets a file's other names only in the next copy, so it holds
+/// every file of several names of one copy: at 16 MiB, the bound until
+/// December 2026, one of 300,000 such files was read under every name
+/// after the first 130,000 (the cliffs tester).
+const LINKS_BYTES: usize = 64 << 20;
 
 /// The read of a file of several names, claimed by one worker: what it
 /// read is kept by [`Claim::done`]; dropped before, the claim lets the
@@ -1081,6 +1094,7 @@ impl Links {
         &self,
         key: (u64, u64),
         seen: Seen,
+        names: u64,
     ) -> std::result::Result<FileRead, Option<Claim<'_>>> {
         let Ok(mut state) = self.state.lock() else {
             return Err(None);
@@ -1098,10 +1112,20 @@ impl Links {
                             unread: *unread,
                         })
                     });
-                    return Ok((r.chunks.clone(), r.size, xattrs));
+                    let read = (r.chunks.clone(), r.size, xattrs);
+                    // Its last name met (a name met twice, through a bind
+                    // mount, only lets it go early: the next is read).
+                    let (left, bytes) = (r.left.saturating_sub(1), r.bytes);
+                    if left == 0 {
+                        state.files.remove(&key);
+                        state.bytes -= bytes;
+                    } else if let Some(Link::Read(r)) = state.files.get_mut(&key) {
+                        r.left = left;
+                    }
+                    return Ok(read);
                 }
                 Some(Link::Read(_)) => return Err(None),
-                None if state.bytes >= LINKS_BYTES => return Err(None),
+                None if state.bytes >= LINKS_BYTES || names < 2 => return Err(None),
                 None => {
                     state.files.insert(key, Link::Reading);
                     return Err(Some(Claim { links: self, key }));
@@ -1113,7 +1137,7 @@ impl Links {
 
 impl Claim<'_> {
     /// Keeps what this name read, found as the walk saw it (`seen`).
-    fn done(self, seen: Seen, read: &FileRead) {
+    fn done(self, seen: Seen, read: &FileRead, names: u64) {
         if let Ok(mut state) = self.links.state.lock() {
             // The entry itself counts too: a million empty files of
             // several names must not grow it without bound; so do the
@@ -1122,7 +1146,8 @@ impl Claim<'_> {
                 .flat_map(|x| &x.list)
                 .map(|x| 48 + x.name.0.len() + x.value.0.len())
                 .sum();
-            state.bytes += 96 + read.0.len() * std::mem::size_of::<BlobId>() + xattr_bytes;
+            let bytes = 112 + read.0.len() * std::mem::size_of::<BlobId>() + xattr_bytes;
+            state.bytes += bytes;
             let xattrs = read.2.as_ref().map(|x| (x.list.clone(), x.unread));
             state.files.insert(
                 self.key,
@@ -1131,6 +1156,8 @@ impl Claim<'_> {
                     chunks: read.0.clone(),
                     size: read.1,
                     xattrs,
+                    left: names.saturating_sub(1),
+                    bytes,
                 }),
             );
         }
@@ -1838,6 +1865,7 @@ impl<'a> Walker<'a> {
                                 link: (md.nlink > 1
                                     && node.ctime_ns < self.shared.setup.links_from)
                                     .then_some((md.dev, md.ino)),
+                                names: md.nlink,
                             };
                             let at = tree.push(&node)?;
                             waits.push(Wait::File {
@@ -2359,6 +2387,38 @@ fn finish_dirs(
 mod tests {
     use super::*;
 
+    /// What a file's first name read is kept for its other names, and let
+    /// go once the last is met, so that a tree of many files of several
+    /// names holds only those whose names are still to come.
+    #[test]
+    fn links_keep_a_read_until_every_name_is_met() {
+        let links = Links::default();
+        let seen = Seen {
+            size: 5,
+            mtime_ns: 1,
+            ctime_ns: 2,
+        };
+        let read: FileRead = (vec![BlobId([7; 32])], 5, None);
+        let held = || links.state.lock().unwrap().bytes;
+        let Err(Some(claim)) = links.take((1, 2), seen, 3) else {
+            panic!("the first name claims the read");
+        };
+        claim.done(seen, &read, 3);
+        assert!(held() > 0);
+        for _ in 0..2 {
+            let Ok(got) = links.take((1, 2), seen, 3) else {
+                panic!("another name takes the read");
+            };
+            assert_eq!(got.0, read.0);
+        }
+        assert_eq!(held(), 0, "all three names met");
+        assert!(links.state.lock().unwrap().files.is_empty());
+        // A name met once more (a bind mount) is read as a first one.
+        assert!(matches!(links.take((1, 2), seen, 3), Err(Some(_))));
+        // A file of one name is none of theirs.
+        assert!(matches!(links.take((1, 3), seen, 1), Err(None)));
+    }
+
     /// Holes are asked only of a file settled before the backup: the
     /// file opened, not only as the walk saw it (another may have been
     /// put in its place since, written a moment ago).
@@ -2577,6 +2637,7 @@ mod tests {
                 at,
                 answered: false,
                 link: None,
+                names: 1,
             })
             .collect()
     }
