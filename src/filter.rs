@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Candidate, Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 
@@ -40,42 +40,81 @@ pub struct PathFilter {
 }
 
 /// Compiled globs, those matching anything apart from those matching
-/// directories only, each with the index of the pattern it came from.
+/// directories only.
 #[derive(Clone, Debug)]
 struct Globs {
-    any: GlobSet,
-    any_of: Vec<usize>,
-    dirs: GlobSet,
-    dirs_of: Vec<usize>,
+    any: Sets,
+    dirs: Sets,
 }
 
 impl Globs {
     fn build(any: Vec<(usize, Glob)>, dirs: Vec<(usize, Glob)>) -> Result<Globs> {
+        Ok(Globs {
+            any: Sets::build(&any)?,
+            dirs: Sets::build(&dirs)?,
+        })
+    }
+
+    fn is_match(&self, s: &str, is_dir: bool) -> bool {
+        let c = Candidate::new(s);
+        self.any.is_match(&c) || (is_dir && self.dirs.is_match(&c))
+    }
+
+    /// Adds to `out` the indices of the patterns matching `s`.
+    fn matching(&self, s: &str, is_dir: bool, out: &mut Vec<usize>) {
+        let c = Candidate::new(s);
+        self.any.matching(&c, out);
+        if is_dir {
+            self.dirs.matching(&c, out);
+        }
+    }
+}
+
+/// Globs compiled in sets of at most [`PER_SET`], each glob with the
+/// index of the pattern it came from. One set of all of thousands of
+/// patterns (an exclude list a script wrote) outgrows what the regex
+/// engine builds: 9,000 such patterns failed every backup and restore
+/// with "bad patterns: error building NFA" until December 2026 (the
+/// cliffs tester).
+#[derive(Clone, Debug)]
+struct Sets {
+    sets: Vec<GlobSet>,
+    of: Vec<usize>,
+}
+
+/// The most globs compiled into one [`GlobSet`].
+const PER_SET: usize = 256;
+
+impl Sets {
+    fn build(globs: &[(usize, Glob)]) -> Result<Sets> {
         let set = |globs: &[(usize, Glob)]| {
             let mut b = GlobSetBuilder::new();
             for (_, g) in globs {
                 b.add(g.clone());
             }
             b.build()
-                .map_err(|e| Error::Invalid(format!("bad patterns: {e}")))
         };
-        Ok(Globs {
-            any: set(&any)?,
-            any_of: any.iter().map(|(i, _)| *i).collect(),
-            dirs: set(&dirs)?,
-            dirs_of: dirs.iter().map(|(i, _)| *i).collect(),
+        let mut sets = Vec::with_capacity(globs.len().div_ceil(PER_SET));
+        for part in globs.chunks(PER_SET) {
+            match set(part) {
+                Ok(s) => sets.push(s),
+                Err(e) => return Err(Error::Invalid(format!("bad patterns: {e}"))),
+            }
+        }
+        Ok(Sets {
+            sets,
+            of: globs.iter().map(|(i, _)| *i).collect(),
         })
     }
 
-    fn is_match(&self, s: &str, is_dir: bool) -> bool {
-        self.any.is_match(s) || (is_dir && self.dirs.is_match(s))
+    fn is_match(&self, c: &Candidate<'_>) -> bool {
+        self.sets.iter().any(|s| s.is_match_candidate(c))
     }
 
-    /// Adds to `out` the indices of the patterns matching `s`.
-    fn matching(&self, s: &str, is_dir: bool, out: &mut Vec<usize>) {
-        out.extend(self.any.matches(s).into_iter().map(|i| self.any_of[i]));
-        if is_dir {
-            out.extend(self.dirs.matches(s).into_iter().map(|i| self.dirs_of[i]));
+    fn matching(&self, c: &Candidate<'_>, out: &mut Vec<usize>) {
+        for (k, set) in self.sets.iter().enumerate() {
+            let of = &self.of[k * PER_SET..];
+            out.extend(set.matches_candidate(c).into_iter().map(|i| of[i]));
         }
     }
 }
@@ -323,6 +362,27 @@ mod tests {
     }
 
     /// Which patterns match, by their index as given.
+    /// Thousands of patterns (an exclude list a script wrote) build, and
+    /// each matches and is named by its index as one of a few would be.
+    #[test]
+    fn thousands_of_patterns_build_and_match() {
+        let patterns: Vec<String> = (0..9000)
+            .map(|i| format!("dir{i}/sub*/x?{i}"))
+            .chain(["/top/**".to_string(), "*.tmp/".to_string()])
+            .collect();
+        let f = PathFilter::new(&patterns).unwrap();
+        let mut out = Vec::new();
+        f.matching("/a/dir8500/sub1/xy8500", "xy8500", false, &mut out);
+        assert_eq!(out, [8500]);
+        assert!(f.matches("/a/dir0/subz/xq0", "xq0", false));
+        assert!(!f.matches("/a/dir1/subz/xq0", "xq0", false));
+        out.clear();
+        f.matching("/top/b.tmp", "b.tmp", true, &mut out);
+        out.sort();
+        assert_eq!(out, [9000, 9001]);
+        assert!(!f.matches("/b.tmp", "b.tmp", false), "a directory pattern");
+    }
+
     #[test]
     fn matching_names_the_patterns() {
         let f = filter(&["*.c", "/x/**", "d/", "y/*.c"]);
