@@ -372,7 +372,8 @@ fn main() {
     // backups after the first find it unchanged. The smoke run under
     // `cargo test` measures nothing, and does not wait.
     if args.measuring {
-        std::thread::sleep(racy_window());
+        let window = cairn::archiver::racy_window_ns().unsigned_abs();
+        std::thread::sleep(std::time::Duration::from_nanos(window + 100_000_000));
     }
     let src_arg = src.to_str().expect("utf-8 path");
     let new_files = if args.measuring { 100_000 } else { 500 };
@@ -547,21 +548,4 @@ fn main() {
         gc_after.show()
     );
     println!("results                  {}", args.out.display());
-}
-
-/// cairn's racy window as this machine's `/proc/sys/vm` sets it, and a
-/// moment more (see `walk::racy_window_ns` in the library).
-fn racy_window() -> std::time::Duration {
-    let centisecs = |name: &str, default: u64| {
-        std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(default)
-    };
-    let expire = centisecs("dirty_expire_centisecs", 3000);
-    let period = match centisecs("dirty_writeback_centisecs", 500) {
-        0 => 90_000,
-        n => n,
-    };
-    std::time::Duration::from_millis((expire + period) * 10 + 2_100)
 }

@@ -595,6 +595,14 @@ pub fn backup_locked(
     })
 }
 
+/// How long before a parent snapshot began a file's change makes the
+/// next backup read it again rather than trust it unchanged, in ns: the
+/// clock's tick and the kernel's writeback delay, from `/proc/sys/vm`
+/// (README, "Snapshot kinds"). For benchmarks that wait it out.
+pub fn racy_window_ns() -> i64 {
+    walk::racy_window_ns()
+}
+
 /// Stores a stream as a single file `name` in a one-entry root tree.
 /// It counts as unmodified when the `parent` tree holds a file of that
 /// name with the same chunks, as changed when with others, else as new.

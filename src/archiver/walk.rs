@@ -908,7 +908,7 @@ impl Holes {
         let allocated = md.blocks().saturating_mul(512);
         // The file opened, too: another put in its place since the walk
         // (a `mv` over it) may have been written a moment ago.
-        let ctime_ns = md.ctime().saturating_mul(1_000_000_000) + md.ctime_nsec();
+        let ctime_ns = crate::fsmeta::time_ns(md.ctime(), md.ctime_nsec());
         if allocated.saturating_add(HOLE_MIN) > md.size() || ctime_ns >= settled_before {
             return None;
         }
@@ -2432,7 +2432,7 @@ mod tests {
         if md.blocks() * 512 + HOLE_MIN > md.len() {
             return; // a filesystem that keeps no holes
         }
-        let now = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+        let now = crate::fsmeta::time_ns(md.ctime(), md.ctime_nsec());
         let seen = |ctime_ns| Seen {
             size: 8 << 20,
             mtime_ns: ctime_ns,
