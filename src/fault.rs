@@ -376,6 +376,16 @@ pub fn walk_stack() -> Option<usize> {
     *BYTES.get_or_init(|| positive("CAIRN_TEST_WALK_STACK"))
 }
 
+/// Says on standard error how many walking threads a backup had alive
+/// at most, when `CAIRN_TEST_WALK_THREADS` is set. Unset, this costs one
+/// cached environment lookup.
+pub fn walk_threads(most: usize) {
+    static SET: OnceLock<bool> = OnceLock::new();
+    if *SET.get_or_init(|| std::env::var_os("CAIRN_TEST_WALK_THREADS").is_some()) {
+        eprintln!("walking threads at most: {most}");
+    }
+}
+
 /// After how many misses an index set builds its filter of ids, from
 /// `CAIRN_TEST_FILTER_AFTER`, so a test's small repository gets one.
 /// Unset, this costs one cached environment lookup.

@@ -2,6 +2,14 @@
 //! end in one buffer and, per name, where it ends (four bytes), instead
 //! of a buffer of its own each (24 bytes and an allocation). A backup's
 //! listing of a directory and a mirror restore's names to keep use it.
+//!
+//! Also the two helpers of a walk's one path buffer ([`cut_to`],
+//! [`cut_path`]): a backup's and a restore's walks add each entry's name
+//! to one buffer and take it off again, rather than hold a copy of the
+//! path a level, which in a tree thousands of folders deep of long names
+//! adds up to gigabytes.
+
+use std::path::{Path, PathBuf};
 
 /// Names, in the order added.
 #[derive(Default)]
@@ -88,6 +96,24 @@ impl NameList {
     }
 }
 
+/// Cuts a walk's path buffer back to its first `len` bytes (a folder's
+/// path, after one of its entries was added to it).
+pub(crate) fn cut_to(path: &mut PathBuf, len: usize) {
+    use std::os::unix::ffi::OsStringExt;
+    if path.as_os_str().len() > len {
+        let mut bytes = std::mem::take(path).into_os_string().into_vec();
+        bytes.truncate(len);
+        *path = PathBuf::from(std::ffi::OsString::from_vec(bytes));
+    }
+}
+
+/// The first `len` bytes of `path` (a folder's path, see [`cut_to`]).
+pub(crate) fn cut_path(path: &Path, len: usize) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    Path::new(std::ffi::OsStr::from_bytes(&bytes[..len.min(bytes.len())]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +136,18 @@ mod tests {
         assert!(!s.contains_sorted(b"a-"));
         assert!(!s.contains_sorted(b"c"));
         assert!(!NameList::default().contains_sorted(b"a"));
+    }
+
+    #[test]
+    fn a_path_buffer_is_cut_back_to_its_folder() {
+        let mut p = PathBuf::from("/a/bb");
+        let len = p.as_os_str().len();
+        p.push("ccc");
+        assert_eq!(cut_path(&p, len), Path::new("/a/bb"));
+        cut_to(&mut p, len);
+        assert_eq!(p, Path::new("/a/bb"));
+        // Longer than the buffer: all of it.
+        cut_to(&mut p, 100);
+        assert_eq!(cut_path(&p, 100), Path::new("/a/bb"));
     }
 }

@@ -655,6 +655,46 @@ fn a_tree_deeper_than_the_open_file_limit_allows_is_walked_to_a_depth() {
     assert_eq!(fs::read_dir(&last).unwrap().count(), 0);
 }
 
+/// A chain of folders each holding one subfolder (and a file after it)
+/// is walked with a few threads, however deep. Each walker waiting for
+/// its subfolder's thread lent its place to it, so until December 2026
+/// such a chain had a thread a level, each with its stack: 1,635
+/// threads and 600 MB for one 2,000 folders deep.
+#[test]
+fn a_deep_chain_of_folders_is_walked_with_a_few_threads() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut at = src.clone();
+    for level in 0..1_000 {
+        at.push("a");
+        fs::create_dir(&at).unwrap();
+        write(&at.with_file_name("b"), format!("level {level}\n"));
+    }
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src).env("CAIRN_TEST_WALK_THREADS", "1");
+    let out = run(&mut c, None).success();
+    let most: usize = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("walking threads at most: "))
+        .unwrap_or_else(|| panic!("no count of walking threads: {out}"))
+        .parse()
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert!(most <= (4 * cores).max(8), "{most} walking threads: {out}");
+    assert!(most >= 1, "the chain is walked on threads too: {out}");
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    // The comparison goes down a level a frame.
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || assert_same_tree(&src, &restored(&target, &src)))
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
 /// A backup whose walking threads the system refuses (too many threads,
 /// or too little address space for their stacks) walks those folders on
 /// the thread that met them and stores the same tree, exit 0. Until

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::fsmeta::{node_from_stat, NameCache, Stat};
 use crate::id::BlobId;
+use crate::names::{cut_path, cut_to};
 use crate::pack::BlobKind;
 use crate::repo::DirNodes;
 use crate::repo::Repository;
@@ -24,10 +25,10 @@ use crate::tree::{Fill, Node, NodeKind, Parts, TreeEncoder, Xattr, LEFT_OUT_UNKN
 use crate::writer::{BlobWriter, ParentChunks, SealQueue};
 
 /// The stack of a thread that walks a folder and all beneath it, a
-/// frame a level: a backup of a tree tens of thousands of folders deep
-/// must not overflow it (the open-file limit, a descriptor a level, stops
-/// such a walk first). Only what is used is backed by memory.
-const WALK_STACK: usize = 64 << 20;
+/// frame a level (about 4 KiB): a backup of a tree as deep as a walk
+/// goes ([`MAX_DEPTH`]) must not overflow it, on any one thread. Only
+/// what is used is backed by memory.
+const WALK_STACK: usize = 256 << 20;
 
 pub(super) struct WalkSetup<'a> {
     pub repo: &'a Repository,
@@ -357,14 +358,26 @@ struct JobBatch {
 
 /// A batch goes to the workers once it holds this many files...
 const BATCH_FILES: usize = 64;
-/// ... or this many bytes (a larger file goes alone).
+/// ... or this many bytes of files and their paths (a larger file goes
+/// alone).
 const BATCH_BYTES: u64 = 1 << 20;
+
+/// A folder's files waiting for their batch are sent before the walk
+/// goes down into a subfolder whose path is longer than this: each
+/// folder on the way down would otherwise hold a batch of paths as long
+/// as its own, which in a tree thousands of folders deep add up to
+/// gigabytes. Paths of ordinary trees are shorter, and their batches
+/// are not cut.
+const HELD_PATH: usize = 512;
 
 impl JobBatch {
     /// Adds `job`, a file of `size` bytes; returns the batch once full.
     fn add(&mut self, job: FileJob, size: u64) -> Option<Vec<FileJob>> {
+        // Paths count too: those of a tree thousands of folders deep are
+        // megabytes each.
+        let path = job.path.as_os_str().len() as u64;
         self.jobs.push(job);
-        self.bytes += size;
+        self.bytes = self.bytes.saturating_add(size).saturating_add(path);
         (self.jobs.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES)
             .then(|| self.take())
             .flatten()
@@ -440,16 +453,16 @@ fn stat(dir: &DirHandle, name: &std::ffi::OsStr) -> std::io::Result<Stat> {
 struct StatAhead<'a, 's> {
     names: Box<dyn Iterator<Item = Entry<'s>> + 'a>,
     ready: std::vec::IntoIter<(Entry<'s>, Option<std::io::Result<Stat>>)>,
-    dir: &'a Path,
     handle: &'a DirHandle,
     exclude: Option<&'a PathFilter>,
     threads: usize,
 }
 
 impl<'a, 's> StatAhead<'a, 's> {
-    /// The `lstat`s of `block`'s entries that are not excluded.
-    fn stat_block(&self, block: &[Entry<'s>]) -> Vec<Option<std::io::Result<Stat>>> {
-        let (dir, handle, exclude) = (self.dir, self.handle, self.exclude);
+    /// The `lstat`s of `block`'s entries of folder `dir` that are not
+    /// excluded.
+    fn stat_block(&self, dir: &Path, block: &[Entry<'s>]) -> Vec<Option<std::io::Result<Stat>>> {
+        let (handle, exclude) = (self.handle, self.exclude);
         let stat_part = |part: &[Entry<'s>]| -> Vec<_> {
             part.iter()
                 .map(|(name, sub)| {
@@ -488,12 +501,10 @@ impl<'a, 's> StatAhead<'a, 's> {
             out
         })
     }
-}
 
-impl<'s> Iterator for StatAhead<'_, 's> {
-    type Item = (Entry<'s>, Option<std::io::Result<Stat>>);
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next entry of folder `dir`, with its `lstat` if it was done
+    /// ahead.
+    fn next_in(&mut self, dir: &Path) -> Option<(Entry<'s>, Option<std::io::Result<Stat>>)> {
         if let Some(item) = self.ready.next() {
             return Some(item);
         }
@@ -504,7 +515,7 @@ impl<'s> Iterator for StatAhead<'_, 's> {
         if block.is_empty() {
             return None;
         }
-        let stats = self.stat_block(&block);
+        let stats = self.stat_block(dir, &block);
         self.ready = block.into_iter().zip(stats).collect::<Vec<_>>().into_iter();
         self.ready.next()
     }
@@ -684,6 +695,8 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
             next_seq: AtomicU64::new(0),
             fatal: &fatal,
             spare: AtomicIsize::new(setup.workers as isize - 1),
+            threads: AtomicUsize::new(0),
+            threads_peak: AtomicUsize::new(0),
             lost: Mutex::new((0, None)),
             wrong_size: Mutex::new((0, None)),
             max_depth: walk_depth(),
@@ -693,6 +706,7 @@ pub(super) fn run(setup: WalkSetup<'_>) -> Result<BlobId> {
             names: NameCache::default(),
         };
         let root_seq = walker.walk_root();
+        crate::fault::walk_threads(shared.threads_peak.load(AtomicOrdering::Acquire));
         // Closes the channels: workers and finisher end once drained.
         drop(walker);
         shared.report_lost();
@@ -1388,6 +1402,14 @@ struct WalkShared<'a> {
     /// too); a walker waiting for its subdirectories' threads lends its
     /// place meanwhile, so it can go below zero until that wait ends.
     spare: AtomicIsize,
+    /// Walking threads started and not ended, waiting ones included; at
+    /// most [`walk_threads`]. Each waiting walker lending its place, a
+    /// chain of folders each holding one subfolder had a thread a level,
+    /// each with its stack: 1,635 threads and 600 MB for a tree 2,000
+    /// folders deep, until December 2026.
+    threads: AtomicUsize,
+    /// The most of `threads` at once (for the tests).
+    threads_peak: AtomicUsize,
     /// Unchanged files whose chunks the repository no longer holds (see
     /// [`WalkShared::parent_chunks_held`]): how many, and the first.
     lost: Mutex<(u64, Option<(PathBuf, BlobId)>)>,
@@ -1409,6 +1431,14 @@ struct WalkShared<'a> {
 /// program can name (`PATH_MAX`, 4,096 bytes), and within what a walking
 /// thread's stack ([`WALK_STACK`]) takes.
 const MAX_DEPTH: usize = 16_384;
+
+/// The most walking threads alive at once, those waiting for their
+/// subfolders' threads included, for `workers` workers: enough to keep
+/// the cores listing while some wait, few enough that their stacks stay
+/// small (see [`WalkShared::threads`]).
+fn walk_threads(workers: usize) -> usize {
+    workers.saturating_mul(4).max(8)
+}
 
 /// Descriptors kept for what is not the walk: the repository's files,
 /// the workers' open files, spilled listings, the store's connections.
@@ -1503,13 +1533,39 @@ impl WalkShared<'_> {
         self.jobs.send(batch).map_err(|_| ())
     }
 
-    /// Takes a place for a new walking thread, if there is one.
+    /// Takes a place for a new walking thread, if there is one; it is
+    /// given back by [`WalkShared::give_back`].
     fn take_spare(&self) -> bool {
-        self.spare
+        let most = walk_threads(self.setup.workers);
+        if self
+            .threads
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return false;
+        }
+        let taken = self
+            .spare
             .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
                 (n > 0).then_some(n - 1)
             })
-            .is_ok()
+            .is_ok();
+        if taken {
+            let now = self.threads.load(AtomicOrdering::Acquire);
+            self.threads_peak.fetch_max(now, AtomicOrdering::AcqRel);
+        } else {
+            self.threads.fetch_sub(1, AtomicOrdering::AcqRel);
+        }
+        taken
+    }
+
+    /// Gives back a place [`WalkShared::take_spare`] took: its thread
+    /// ended, or did not start.
+    fn give_back(&self) {
+        self.threads.fetch_sub(1, AtomicOrdering::AcqRel);
+        self.spare.fetch_add(1, AtomicOrdering::AcqRel);
     }
 }
 
@@ -1526,16 +1582,16 @@ struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     fn walk_root(&mut self) -> Result<u64> {
-        let root = Path::new("/");
-        let md = std::fs::symlink_metadata(root).map_err(|e| Error::path("stat", root, e))?;
+        let mut root = PathBuf::from("/");
+        let md = std::fs::symlink_metadata(&root).map_err(|e| Error::path("stat", &root, e))?;
         let parent = self.shared.setup.parent;
-        let handle = DirHandle::new(root);
+        let handle = DirHandle::new(&root);
         let skeleton = self.shared.setup.skeleton;
         let scope = Scope {
             whole: skeleton.given,
             below: Some(skeleton),
         };
-        self.walk_subdir(root, handle, md.dev(), scope, parent)
+        self.walk_subdir(&mut root, 0, handle, md.dev(), scope, parent)
     }
 
     fn aborted(&self) -> bool {
@@ -1550,12 +1606,15 @@ impl<'a> Walker<'a> {
         (self.shared.setup.report)(msg)
     }
 
-    /// Walks subdirectory `path`, opened as `handle`, whose entry in the
-    /// parent snapshot named `old_subtree` (loaded here, so on the thread
-    /// that walks it).
+    /// Walks subdirectory `path`, `depth` names below `/`, opened as
+    /// `handle`, whose entry in the parent snapshot named `old_subtree`
+    /// (loaded here, so on the thread that walks it). `path` is this
+    /// thread's one path buffer (see [`Walker::walk_dir`]), as it was
+    /// once the walk returns.
     fn walk_subdir(
         &mut self,
-        path: &Path,
+        path: &mut PathBuf,
+        depth: usize,
         handle: std::io::Result<Arc<DirHandle>>,
         dev: u64,
         scope: Scope<'_>,
@@ -1573,7 +1632,7 @@ impl<'a> Walker<'a> {
                 None
             }
         });
-        self.walk_dir(path, handle, dev, scope, parent)
+        self.walk_dir(path, depth, handle, dev, scope, parent)
     }
 
     /// Walks `dir`, emitting its subdirectories and then itself; returns its
@@ -1581,9 +1640,18 @@ impl<'a> Walker<'a> {
     /// its entries stat-ed and its files and folders opened through it.
     /// A folder that could not be opened as one (a symlink in its place)
     /// is reported and stored empty.
+    ///
+    /// `dir` is the thread's one path buffer: each entry's name is added
+    /// to it while the entry is walked, and taken off after, so that a
+    /// tree thousands of folders deep holds its path once, not a copy
+    /// per level (until December 2026 a tree 2,000 folders deep of
+    /// 255-byte names took 568 MB, and one 16,384 deep, as deep as a
+    /// walk goes, would have taken 34 GB). A subfolder walked on a
+    /// thread of its own takes a copy.
     fn walk_dir(
         &mut self,
-        dir: &Path,
+        dir: &mut PathBuf,
+        depth: usize,
         handle: std::io::Result<Arc<DirHandle>>,
         dev: u64,
         scope: Scope<'_>,
@@ -1694,19 +1762,23 @@ impl<'a> Walker<'a> {
             };
             let exclude = whole.then_some(self.shared.setup.exclude);
             crate::fault::folder_to_file(dir);
-            let ahead = StatAhead {
+            let mut ahead = StatAhead {
                 names,
                 ready: Vec::new().into_iter(),
-                dir,
                 handle: &handle,
                 exclude,
                 threads,
             };
-            for ((name, sub), pre) in ahead {
+            let dir_len = dir.as_os_str().len();
+            while let Some(((name, sub), pre)) = ahead.next_in(dir) {
                 if self.aborted() {
                     break;
                 }
-                let path = dir.join(&name);
+                // The entry's path: the folder's and its name, taken off
+                // again at the next entry and after the last.
+                cut_to(dir, dir_len);
+                dir.push(&name);
+                let path: &Path = dir;
                 // A given path is never left out, nor is the way down to
                 // one (explicit beats pattern); only what it holds may be.
                 let given = sub.is_some_and(|s| s.given);
@@ -1771,7 +1843,7 @@ impl<'a> Walker<'a> {
                 let mut old = parent_nodes.take(name.as_bytes(), |e| {
                     (self.shared.setup.repo_warn)(format!(
                         "{}: parent tree unreadable, reading afresh: {e}",
-                        dir.display()
+                        cut_path(path, dir_len).display()
                     ))
                 });
                 // Extended attributes change ctime: reuse the parent's when
@@ -1796,10 +1868,10 @@ impl<'a> Walker<'a> {
                 let unread = reused.is_none() && md.is_file();
                 let xattrs = reused.or_else(|| unread.then(Vec::new));
                 let mut node =
-                    match node_from_stat(handle.fd(), &name, &path, &md, &self.names, xattrs) {
+                    match node_from_stat(handle.fd(), &name, path, &md, &self.names, xattrs) {
                         Ok((mut n, failed)) => {
                             if let Some(why) = failed {
-                                self.report(xattrs_unread(&path, &why));
+                                self.report(xattrs_unread(path, &why));
                                 n.ctime_ns = crate::tree::CTIME_UNREAD;
                             }
                             n
@@ -1824,7 +1896,7 @@ impl<'a> Walker<'a> {
                             None => (None, None),
                         };
                         if let Some(chunks) = unchanged.filter(|chunks| {
-                            self.shared.parent_chunks_held(&path, chunks, node.size)
+                            self.shared.parent_chunks_held(path, chunks, node.size)
                         }) {
                             node.kind = NodeKind::File { chunks };
                             // Unchanged means the same ctime and inode, so
@@ -1832,10 +1904,10 @@ impl<'a> Walker<'a> {
                             // unless its backup's user saw other names.
                             if unread {
                                 let (xattrs, failed) =
-                                    crate::fsmeta::read_xattrs_at(handle.fd(), &name, &path);
+                                    crate::fsmeta::read_xattrs_at(handle.fd(), &name, path);
                                 node.xattrs = xattrs;
                                 if let Some(why) = failed {
-                                    self.report(xattrs_unread(&path, &why));
+                                    self.report(xattrs_unread(path, &why));
                                     node.ctime_ns = crate::tree::CTIME_UNREAD;
                                 }
                             }
@@ -1855,7 +1927,7 @@ impl<'a> Walker<'a> {
                             let slot = tree.len() as usize;
                             let job = FileJob {
                                 handle: Arc::clone(&handle),
-                                path: path.clone(),
+                                path: path.to_path_buf(),
                                 size: node.size,
                                 mtime_ns: node.mtime_ns,
                                 ctime_ns: node.ctime_ns,
@@ -1908,9 +1980,9 @@ impl<'a> Walker<'a> {
                             // Opened here, relative to this folder: what
                             // its path names by the time the walk gets to
                             // it may be elsewhere.
-                            crate::fault::swap_walked_dir(&path);
+                            crate::fault::swap_walked_dir(path);
                             let (max, limit) = self.shared.max_depth;
-                            let depth = path.components().count().saturating_sub(1);
+                            let depth = depth + 1;
                             let opened = if depth > max {
                                 Err(std::io::Error::other(format!(
                                     "it lies {depth} folders deep, deeper than the {max} a \
@@ -1920,9 +1992,19 @@ impl<'a> Walker<'a> {
                             } else {
                                 handle.open_dir(&name)
                             };
-                            crate::fault::swap_opened_dir(&path);
-                            crate::fault::exchange_opened_dir(&path);
-                            let mut work = Some((path, opened, wants, old_subtree));
+                            crate::fault::swap_opened_dir(path);
+                            crate::fault::exchange_opened_dir(path);
+                            // Files waiting for a batch would hold their
+                            // paths through the walk below (see
+                            // `HELD_PATH`).
+                            if path.as_os_str().len() > HELD_PATH {
+                                if let Some(files) = batch.take() {
+                                    if self.shared.send(files).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                            let mut work = Some((opened, wants, old_subtree));
                             if self.shared.take_spare() {
                                 let shared = self.shared;
                                 let dev = md.dev;
@@ -1932,11 +2014,12 @@ impl<'a> Walker<'a> {
                                 // folder to be walked here instead.
                                 let cell = Arc::new(Mutex::new(work.take()));
                                 let given = Arc::clone(&cell);
+                                let mut path = path.to_path_buf();
                                 let spawned = std::thread::Builder::new()
                                     .stack_size(crate::fault::walk_stack().unwrap_or(WALK_STACK))
                                     .spawn_scoped(scope, move || {
                                         let taken = given.lock().ok().and_then(|mut w| w.take());
-                                        let Some((path, opened, wants, old_subtree)) = taken else {
+                                        let Some((opened, wants, old_subtree)) = taken else {
                                             return Err(Error::Invalid(
                                                 "a folder's walk was lost".into(),
                                             ));
@@ -1946,13 +2029,14 @@ impl<'a> Walker<'a> {
                                             names: NameCache::default(),
                                         };
                                         let seq = walker.walk_subdir(
-                                            &path,
+                                            &mut path,
+                                            depth,
                                             opened,
                                             dev,
                                             wants,
                                             old_subtree,
                                         );
-                                        shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+                                        shared.give_back();
                                         seq
                                     });
                                 match spawned {
@@ -1964,7 +2048,7 @@ impl<'a> Walker<'a> {
                                         waits.push(Wait::Dir { at, seq: u64::MAX });
                                     }
                                     Err(_) => {
-                                        self.shared.spare.fetch_add(1, AtomicOrdering::AcqRel);
+                                        self.shared.give_back();
                                         let back = cell.lock().ok().and_then(|mut w| w.take());
                                         work = Some(back.ok_or_else(|| {
                                             Error::Invalid("a folder's walk was lost".into())
@@ -1972,9 +2056,15 @@ impl<'a> Walker<'a> {
                                     }
                                 }
                             }
-                            if let Some((path, opened, wants, old_subtree)) = work {
-                                let seq =
-                                    self.walk_subdir(&path, opened, md.dev, wants, old_subtree)?;
+                            if let Some((opened, wants, old_subtree)) = work {
+                                let seq = self.walk_subdir(
+                                    dir,
+                                    depth,
+                                    opened,
+                                    md.dev,
+                                    wants,
+                                    old_subtree,
+                                )?;
                                 let at = tree.push(&node)?;
                                 waits.push(Wait::Dir { at, seq });
                             }
@@ -2011,6 +2101,7 @@ impl<'a> Walker<'a> {
                     parts.push(self.emit(part)?);
                 }
             }
+            cut_to(dir, dir_len);
             if let Some(rest) = batch.take() {
                 // Unsent (the workers gone), each job answers so.
                 let _ = self.shared.send(rest);

@@ -39,10 +39,13 @@ pub(super) struct Beneath {
     target: PathBuf,
     /// The target, open; `None` where `/proc/self/fd` cannot name it.
     root: Option<OwnedFd>,
-    dirs: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
+    /// Keyed by the path's bytes, hashed at once rather than a component
+    /// at a time: a deep tree's paths are megabytes, asked several times
+    /// an entry.
+    dirs: Mutex<HashMap<Vec<u8>, Arc<OwnedFd>>>,
     /// The folders where the pieces of paths longer than `PATH_MAX` end
     /// (see [`Beneath::open_in_pieces`]), open, by path; as many at most.
-    pieces: Mutex<HashMap<PathBuf, Arc<OwnedFd>>>,
+    pieces: Mutex<HashMap<Vec<u8>, Arc<OwnedFd>>>,
 }
 
 /// The most of a path longer than `PATH_MAX` opened at once (see
@@ -143,64 +146,88 @@ impl Beneath {
             return;
         };
         if let Ok(mut dirs) = self.dirs.lock() {
-            dirs.retain(|d, _| !d.starts_with(rel));
+            dirs.retain(|d, _| !bytes_path(d).starts_with(rel));
         }
         if let Ok(mut pieces) = self.pieces.lock() {
-            pieces.retain(|d, _| !d.starts_with(rel));
+            pieces.retain(|d, _| !bytes_path(d).starts_with(rel));
         }
     }
 
     /// [`open_beneath`] of a folder whose path is longer than the kernel
     /// takes at once: a piece of at most [`PIECE`] bytes at a time, each
-    /// opened from the folder the piece before it led to. The folders
-    /// where pieces end are kept (see `pieces`), so the next folder of a
-    /// deep tree is reached from the nearest of them: its parents given
-    /// their metadata deepest first, each not cached, are a piece away,
-    /// not the whole way down again.
+    /// opened from the folder the piece before it led to. The folder
+    /// where the last piece before the folder's own begins is kept (see
+    /// `pieces`), so the next folder of a deep tree is mostly reached from
+    /// it: its parents given their metadata deepest first, each not
+    /// cached, are a piece away, not the whole way down again.
+    ///
+    /// The pieces' ends are places in `rel`, not copies of its beginning:
+    /// until December 2026 each call copied the path once per piece, and
+    /// kept each piece's folder, which for a tree thousands of folders
+    /// deep of long names was work of the cube of its depth (2,000 levels
+    /// of 255-byte names restored in 31 s).
     fn open_in_pieces(&self, root: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
+        let bytes = rel.as_os_str().as_bytes();
         // The pieces' ends, always at the same places of a path, so that
         // the folders above share them.
         let mut ends = Vec::new();
-        let mut piece = 0;
-        let mut at = PathBuf::new();
-        for part in rel.components() {
-            let len = part.as_os_str().len();
-            if piece > 0 && piece + 1 + len > PIECE {
-                ends.push(at.clone());
+        // The piece's length so far, where the name before ended, and
+        // where this one starts.
+        let (mut piece, mut last, mut start) = (0, 0, 0);
+        for name in bytes.split(|&b| b == b'/') {
+            let end = start + name.len();
+            start = end + 1;
+            if name.is_empty() {
+                continue;
+            }
+            if piece > 0 && piece + 1 + name.len() > PIECE {
+                ends.push(last);
                 piece = 0;
             }
-            piece += len + usize::from(piece > 0);
-            at.push(part);
+            piece += name.len() + usize::from(piece > 0);
+            last = end;
         }
-        let kept = |p: &Path| self.pieces.lock().ok().and_then(|k| k.get(p).cloned());
-        let (mut from, mut from_path) = (None::<Arc<OwnedFd>>, PathBuf::new());
-        let mut next = 0;
-        for (i, end) in ends.iter().enumerate().rev() {
+        let kept = |end: usize| {
+            let path = &bytes[..end];
+            self.pieces.lock().ok().and_then(|k| k.get(path).cloned())
+        };
+        // From the deepest piece's folder if it is kept, else from the
+        // target.
+        let (mut from, mut from_end, mut next) = (None::<Arc<OwnedFd>>, 0, 0);
+        if let Some(&end) = ends.last() {
             if let Some(fd) = kept(end) {
-                (from, from_path, next) = (Some(fd), end.clone(), i + 1);
-                break;
+                (from, from_end, next) = (Some(fd), end, ends.len());
             }
         }
-        for end in ends.iter().skip(next).chain(std::iter::once(&at)) {
-            let piece = end.strip_prefix(&from_path).unwrap_or(end);
-            let fd = open_beneath(from.as_deref().unwrap_or(root), piece)?;
-            if *end == at {
+        for &end in ends[next..].iter().chain(std::iter::once(&bytes.len())) {
+            let mut piece = &bytes[from_end..end];
+            while let Some(rest) = piece.strip_prefix(b"/") {
+                piece = rest;
+            }
+            let fd = open_beneath(
+                from.as_deref().unwrap_or(root),
+                Path::new(std::ffi::OsStr::from_bytes(piece)),
+            )?;
+            if end == bytes.len() {
                 return Ok(fd);
             }
             let fd = Arc::new(fd);
-            if let Ok(mut k) = self.pieces.lock() {
-                if k.len() >= CACHED_DIRS {
-                    k.clear();
+            if Some(&end) == ends.last() {
+                if let Ok(mut k) = self.pieces.lock() {
+                    if k.len() >= CACHED_DIRS {
+                        k.clear();
+                    }
+                    k.insert(bytes[..end].to_vec(), fd.clone());
                 }
-                k.insert(end.clone(), fd.clone());
             }
-            (from, from_path) = (Some(fd), end.clone());
+            (from, from_end) = (Some(fd), end);
         }
         unreachable!("the last piece ends at the folder itself")
     }
 
     fn dir(&self, root: &OwnedFd, rel: &Path) -> std::io::Result<Arc<OwnedFd>> {
-        if let Some(d) = self.dirs.lock().ok().and_then(|d| d.get(rel).cloned()) {
+        let key = rel.as_os_str().as_bytes();
+        if let Some(d) = self.dirs.lock().ok().and_then(|d| d.get(key).cloned()) {
             return Ok(d);
         }
         let opened = match open_beneath(root, rel) {
@@ -216,6 +243,7 @@ impl Beneath {
             Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
                 let cached = rel
                     .parent()
+                    .map(|parent| parent.as_os_str().as_bytes())
                     .and_then(|parent| self.dirs.lock().ok().and_then(|d| d.get(parent).cloned()));
                 match (cached, rel.file_name()) {
                     (Some(parent), Some(name)) => open_beneath(&parent, Path::new(name)),
@@ -242,10 +270,15 @@ impl Beneath {
             if dirs.len() >= CACHED_DIRS {
                 dirs.clear();
             }
-            dirs.insert(rel.to_path_buf(), fd.clone());
+            dirs.insert(key.to_vec(), fd.clone());
         }
         Ok(fd)
     }
+}
+
+/// A cache's key as a path.
+fn bytes_path(key: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(key))
 }
 
 /// `O_PATH` descriptor of the directory `path` (symlinks followed).

@@ -129,44 +129,41 @@ impl Executor<'_> {
         fs::symlink_metadata(&*self.beneath.at(path)?)
     }
 
-    /// Creates `dirs` (parents come before their children), each with
-    /// whether it lies above the paths its backup was given. Returns the
-    /// places in `dirs` of those found and left as they are, metadata
-    /// included: by skip-existing, and above the given paths (the
-    /// snapshot holds those only as the way down: a restore of a backup
-    /// of `/home/a` with `--target /` leaves `/home` as it is).
-    pub(super) fn make_dirs(&self, dirs: &[(&Item, bool)], stats: &mut RestoreStats) -> Vec<usize> {
-        let mut kept = Vec::new();
-        for (i, &(d, above)) in dirs.iter().enumerate() {
-            if self.under_skipped(&d.rel) {
-                continue;
+    /// Creates the directory at `rel` (its parents made before it), which
+    /// lies above the paths its backup was given if `above`. Returns
+    /// whether it was found and left as it is, metadata included: by
+    /// skip-existing, and above the given paths (the snapshot holds those
+    /// only as the way down: a restore of a backup of `/home/a` with
+    /// `--target /` leaves `/home` as it is).
+    pub(super) fn make_dir(&self, rel: &Path, above: bool, stats: &mut RestoreStats) -> bool {
+        if self.under_skipped(rel) {
+            return false;
+        }
+        match self.ensure_dir(&self.target.join(rel)) {
+            Ok(Dir::Made) => stats.dirs += 1,
+            Ok(Dir::Existing) if self.policy == Policy::SkipExisting => {
+                stats.skipped += 1;
+                return true;
             }
-            match self.ensure_dir(&self.target.join(&d.rel)) {
-                Ok(Dir::Made) => stats.dirs += 1,
-                Ok(Dir::Existing) if self.policy == Policy::SkipExisting => {
-                    stats.skipped += 1;
-                    kept.push(i);
+            Ok(Dir::Existing) if above => {
+                stats.dirs += 1;
+                return true;
+            }
+            Ok(Dir::Existing) => stats.dirs += 1,
+            Ok(Dir::Skipped) => {
+                stats.skipped += 1;
+                if let Ok(mut s) = self.skipped_dirs.lock() {
+                    s.insert(rel);
                 }
-                Ok(Dir::Existing) if above => {
-                    stats.dirs += 1;
-                    kept.push(i);
-                }
-                Ok(Dir::Existing) => stats.dirs += 1,
-                Ok(Dir::Skipped) => {
-                    stats.skipped += 1;
-                    if let Ok(mut s) = self.skipped_dirs.lock() {
-                        s.insert(&d.rel);
-                    }
-                }
-                Err(e) => {
-                    self.fail(&self.target.join(&d.rel), e);
-                    if let Ok(mut s) = self.skipped_dirs.lock() {
-                        s.insert(&d.rel);
-                    }
+            }
+            Err(e) => {
+                self.fail(&self.target.join(rel), e);
+                if let Ok(mut s) = self.skipped_dirs.lock() {
+                    s.insert(rel);
                 }
             }
         }
-        kept
+        false
     }
 
     /// Creates the symlinks and special files of `others`.

@@ -55,7 +55,7 @@ use crate::filter::PathFilter;
 use crate::fsmeta;
 use crate::id::{BlobId, IdMap, PackId};
 use crate::index::Location;
-use crate::names::NameList;
+use crate::names::{cut_path, cut_to, NameList};
 use crate::pack::{self, PackHeader};
 use crate::repo::DirNodes;
 use crate::repo::Repository;
@@ -204,7 +204,11 @@ fn content_key(node: &Node, chunks: &[BlobId]) -> [u8; 32] {
 /// and given its metadata at the end of the batch its walk is `done` in,
 /// after everything beneath it is restored; then it is forgotten.
 struct PlannedDir {
+    /// Its node, and its path once it is `done`: while it is walked, its
+    /// path is the first `rel_len` bytes of the walk's (see
+    /// [`Planner::walk`]), and is not held a copy a level.
     item: Item,
+    rel_len: usize,
     /// Its place in the walk's order, which `Plan::dirs` keeps.
     seq: u64,
     done: bool,
@@ -488,6 +492,7 @@ pub fn restore(
         next_dir: 0,
         batch_dirs: 0,
         batch_chunks: 0,
+        batch_paths: 0,
     };
     let twins = if case.merges_names() {
         case::Twins::of(repo.tree_at_bytes(&snap.tree, subpath)?.0)
@@ -526,7 +531,8 @@ pub fn restore(
         }
         included |= includes.matches_bytes(path, name, true);
     }
-    let any = !excluded && planner.walk(tree, Path::new(""), &start_path, included, &twins, prune);
+    let (mut rel, mut abs) = (PathBuf::new(), start_path.clone());
+    let any = !excluded && planner.walk(tree, &mut rel, &mut abs, included, &twins, prune);
     if !opts.includes.is_empty() && !any {
         // Includes that select nothing (a typo, say) change nothing, not
         // even a mirror's removals of what the target holds beside the
@@ -741,6 +747,10 @@ fn left_out_at(repo: &Repository, snap: &Snapshot, subpath: &[u8]) -> Result<u64
 /// 28 MiB against 55 for the 200,000.
 const BATCH_ENTRIES: usize = 8 * 1024;
 const BATCH_CHUNKS: usize = 256 * 1024;
+/// ... or its entries' paths this many bytes: those of a tree thousands
+/// of folders deep are megabytes each. A batch of an ordinary tree's
+/// paths is a few hundred KiB.
+const BATCH_PATHS: usize = 16 << 20;
 
 /// Walks the snapshot's trees and restores what they select, a batch at
 /// a time (see [`BATCH_ENTRIES`]).
@@ -778,6 +788,9 @@ struct Planner<'a> {
     batch_dirs: usize,
     /// Chunks of the files in `plan.files`.
     batch_chunks: usize,
+    /// Bytes of the paths of the entries planned since (see
+    /// [`BATCH_PATHS`]).
+    batch_paths: usize,
 }
 
 impl Planner<'_> {
@@ -789,7 +802,10 @@ impl Planner<'_> {
     /// hold; then sets the metadata of the directories done, deepest
     /// first (writing into a directory changes its mtime), and forgets
     /// them.
-    fn flush(&mut self) {
+    ///
+    /// `walking` is the path of the entry being walked (see
+    /// [`Planner::walk`]): the directories not done yet lie on it.
+    fn flush(&mut self, walking: &Path) {
         // Once the target is full, nothing more is done to it: no folder
         // made, removed or given its metadata (a folder left writable
         // lets the restore run again once there is room, and one whose
@@ -798,15 +814,16 @@ impl Planner<'_> {
         if self.ex.halted() {
             return self.drop_batch();
         }
-        let kept = {
-            let made: Vec<(&Item, bool)> = self.plan.dirs[self.dirs_made..]
-                .iter()
-                .map(|d| (&d.item, d.above))
-                .collect();
-            self.ex.make_dirs(&made, self.stats)
-        };
-        for i in kept {
-            self.plan.dirs[self.dirs_made + i].kept = true;
+        // Parents first. The path of one being walked is the first bytes
+        // of `walking`, copied only while it is made.
+        for d in &mut self.plan.dirs[self.dirs_made..] {
+            let kept = if d.done {
+                self.ex.make_dir(&d.item.rel, d.above, self.stats)
+            } else {
+                self.ex
+                    .make_dir(cut_path(walking, d.rel_len), d.above, self.stats)
+            };
+            d.kept |= kept;
         }
         crate::fault::swap_dir(self.ex.target);
         let unplaced = self
@@ -862,6 +879,7 @@ impl Planner<'_> {
         self.plan.links.clear();
         self.batch_dirs = 0;
         self.batch_chunks = 0;
+        self.batch_paths = 0;
     }
 
     /// Forgets the batch planned so far without restoring the rest of
@@ -880,6 +898,7 @@ impl Planner<'_> {
         self.plan.links.clear();
         self.batch_dirs = 0;
         self.batch_chunks = 0;
+        self.batch_paths = 0;
     }
 
     /// Makes the batch's hard links (see [`Executor::make_links`]). A
@@ -937,7 +956,7 @@ impl Planner<'_> {
     /// Restores what is left of the plan, then gives the directories held
     /// back (see `deferred`) their metadata, deepest first.
     fn finish(&mut self) {
-        self.flush();
+        self.flush(Path::new(""));
         if self.ex.halted() {
             self.deferred.clear();
         }
@@ -958,15 +977,19 @@ impl Planner<'_> {
 
     /// Restores the batch once it is full; called right after an entry
     /// is planned (or a directory holding one is done), so every
-    /// directory planned so far holds one.
-    fn flush_if_full(&mut self) {
+    /// directory planned so far holds one. `walking` is the entry's path.
+    fn flush_if_full(&mut self, walking: &Path) {
+        self.batch_paths = self.batch_paths.saturating_add(walking.as_os_str().len());
         let entries = crate::fault::restore_batch().unwrap_or(BATCH_ENTRIES);
         let planned = self.plan.files.len()
             + self.plan.others.len()
             + self.plan.links.len()
             + self.batch_dirs;
-        if planned >= entries || self.batch_chunks >= BATCH_CHUNKS {
-            self.flush();
+        if planned >= entries
+            || self.batch_chunks >= BATCH_CHUNKS
+            || self.batch_paths >= BATCH_PATHS
+        {
+            self.flush(walking);
         }
     }
 
@@ -995,11 +1018,18 @@ impl Planner<'_> {
     /// On a target that does not tell case apart (see [`case`]), `twins`
     /// are the folder's names that fold alike: only the first of each is
     /// restored. A mirror prunes the folder as `prune` says ([`Prune`]).
+    ///
+    /// `rel` (the folder's path in the target) and `abs` (its path as
+    /// backed up) are the walk's one buffer each: an entry's name is added
+    /// while it is planned and taken off after, and both are as they were
+    /// once this returns. Until December 2026 each level held copies of
+    /// both and its directory's path in the plan: a restore of a tree
+    /// 2,000 folders deep of 255-byte names took 2.2 GB.
     fn walk(
         &mut self,
         tree: DirNodes<'_>,
-        rel: &Path,
-        abs: &[u8],
+        rel: &mut PathBuf,
+        abs: &mut Vec<u8>,
         included: bool,
         twins: &case::Twins,
         prune: Prune,
@@ -1017,10 +1047,14 @@ impl Planner<'_> {
         // Of the names with a twin here, those restored so far, folded,
         // each with the name it folds from.
         let mut restored: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let (rel_len, abs_len) = (rel.as_os_str().len(), abs.len());
         // Taken by value: a large directory's tree is freed as its nodes
         // are passed (see `IntoNodes`), and one in parts is read a part
         // at a time.
         for node in tree {
+            // The entry before's name off.
+            cut_to(rel, rel_len);
+            abs.truncate(abs_len);
             if self.ex.halted() {
                 // The target is full, or the lock lost: the rest is not
                 // read, and nothing here is pruned.
@@ -1031,7 +1065,7 @@ impl Planner<'_> {
                 Ok(node) => node,
                 Err(e) => {
                     self.ex.fail(
-                        &self.ex.target.join(rel),
+                        &self.ex.target.join(&*rel),
                         format!("the rest of its tree cannot be read, left out: {e}"),
                     );
                     names = None;
@@ -1042,29 +1076,30 @@ impl Planner<'_> {
                 // What the target holds is matched as it looks names up.
                 if !list.push(&self.ex.case.mirror_key(&node.name.0)) {
                     self.ex.fail(
-                        &self.ex.target.join(rel),
+                        &self.ex.target.join(&*rel),
                         "4 GiB of names: its extra entries are left in place",
                     );
                     names = None;
                 }
             }
-            let name = OsStr::from_bytes(&node.name.0);
-            let child_rel = rel.join(name);
-            let child_abs = [abs, b"/", &node.name.0].concat();
-            only_way_down = only_way_down && on_way_to_given(&child_abs, self.given);
+            rel.push(OsStr::from_bytes(&node.name.0));
+            abs.push(b'/');
+            abs.extend_from_slice(&node.name.0);
+            let child_abs: &[u8] = abs;
+            only_way_down = only_way_down && on_way_to_given(child_abs, self.given);
             let name_bytes = node.name.0.as_slice();
             let is_dir = matches!(node.kind, NodeKind::Dir { .. });
             if self.includes_left > 0 {
-                self.note_includes(&child_abs, name_bytes, is_dir);
+                self.note_includes(child_abs, name_bytes, is_dir);
             }
-            if self.excludes.matches_bytes(&child_abs, name_bytes, is_dir)
-                && !on_way_to_given(&child_abs, self.given)
+            if self.excludes.matches_bytes(child_abs, name_bytes, is_dir)
+                && !on_way_to_given(child_abs, self.given)
             {
                 continue;
             }
             let inc = included
                 || self.includes.is_empty()
-                || self.includes.matches_bytes(&child_abs, name_bytes, is_dir);
+                || self.includes.matches_bytes(child_abs, name_bytes, is_dir);
             // A directory may hold selected entries even when not
             // selected itself: its twin is left out either way.
             let twin = twins.folded(&node.name.0);
@@ -1072,7 +1107,7 @@ impl Planner<'_> {
                 if let Some(first) = restored.get(folded) {
                     if inc || is_dir {
                         self.ex.fail(
-                            &self.ex.target.join(&child_rel),
+                            &self.ex.target.join(&*rel),
                             format!(
                                 "not restored: the target's filesystem does not tell its name \
                                  from {:?}, which is restored there instead; restore it on its own into \
@@ -1097,13 +1132,14 @@ impl Planner<'_> {
                     self.next_dir += 1;
                     self.plan.dirs.push(PlannedDir {
                         item: Item {
-                            rel: child_rel.clone(),
+                            rel: PathBuf::new(),
                             node,
                         },
+                        rel_len: rel.as_os_str().len(),
                         seq,
                         done: false,
                         kept: false,
-                        above: above_given(&child_abs, self.given),
+                        above: above_given(child_abs, self.given),
                     });
                     let sub_twins = if self.ex.case.merges_names() {
                         self.repo
@@ -1113,22 +1149,16 @@ impl Planner<'_> {
                     } else {
                         case::Twins::default()
                     };
+                    let sub_prune = match prune {
+                        Prune::Nothing => Prune::Nothing,
+                        _ if twin.is_some() => Prune::Nothing,
+                        _ => Prune::of(child_abs, left_out, self.given),
+                    };
                     let below = match self.repo.dir_nodes(&subtree) {
-                        Ok(sub) => self.walk(
-                            sub,
-                            &child_rel,
-                            &child_abs,
-                            inc,
-                            &sub_twins,
-                            match prune {
-                                Prune::Nothing => Prune::Nothing,
-                                _ if twin.is_some() => Prune::Nothing,
-                                _ => Prune::of(&child_abs, left_out, self.given),
-                            },
-                        ),
+                        Ok(sub) => self.walk(sub, rel, abs, inc, &sub_twins, sub_prune),
                         Err(e) => {
                             self.ex.fail(
-                                &self.ex.target.join(&child_rel),
+                                &self.ex.target.join(&*rel),
                                 format!("its tree cannot be read, left out: {e}"),
                             );
                             let at = self.dir_at(seq);
@@ -1144,8 +1174,9 @@ impl Planner<'_> {
                             restored.insert(folded, name.clone());
                         }
                         self.plan.dirs[at].done = true;
+                        self.plan.dirs[at].item.rel = rel.clone();
                         self.batch_dirs += 1;
-                        self.flush_if_full();
+                        self.flush_if_full(rel);
                     } else {
                         // Nothing selected beneath: drop the directory and
                         // whatever planning recorded for it. (Never one made
@@ -1154,12 +1185,7 @@ impl Planner<'_> {
                         self.plan.dirs.truncate(at.max(self.dirs_made));
                         // Its names are the last recorded: no batch was
                         // restored since, as none had an entry beneath.
-                        if self
-                            .plan
-                            .mirrored
-                            .last()
-                            .is_some_and(|m| m.rel == child_rel)
-                        {
+                        if self.plan.mirrored.last().is_some_and(|m| m.rel == *rel) {
                             self.plan.mirrored.pop();
                         }
                     }
@@ -1173,7 +1199,7 @@ impl Planner<'_> {
                         let inode = (node.dev, node.inode);
                         let node_links = node.nlink;
                         let item = Item {
-                            rel: child_rel.clone(),
+                            rel: rel.clone(),
                             node,
                         };
                         let (left, groups) = self
@@ -1215,28 +1241,30 @@ impl Planner<'_> {
                             self.inodes.remove(&inode);
                         }
                         if linked {
-                            self.flush_if_full();
+                            self.flush_if_full(rel);
                             continue;
                         }
                     } else {
                         self.batch_chunks += chunks;
                         self.plan.files.push(Item {
-                            rel: child_rel,
+                            rel: rel.clone(),
                             node,
                         });
                     }
-                    self.flush_if_full();
+                    self.flush_if_full(rel);
                 }
                 _ => {
                     any = true;
                     self.plan.others.push(Item {
-                        rel: child_rel,
+                        rel: rel.clone(),
                         node,
                     });
-                    self.flush_if_full();
+                    self.flush_if_full(rel);
                 }
             }
         }
+        cut_to(rel, rel_len);
+        abs.truncate(abs_len);
         if only_way_down && names.take().is_some() {
             self.not_pruned(rel);
         }
