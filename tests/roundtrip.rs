@@ -475,74 +475,6 @@ fn a_name_of_several_replaced_before_its_read_gives_the_others_nothing() {
     assert_eq!(fs::read(out.join("a")).unwrap(), flipped);
 }
 
-/// Makes a chain of `depth` folders named `a` in `root` (which exists),
-/// with a file `f` holding `content` at its bottom: each made and opened
-/// from its parent's descriptor, as paths that deep are longer than the
-/// kernel takes.
-fn make_chain(root: &Path, depth: usize, content: &[u8]) {
-    make_chain_of(root, c"a", depth, content)
-}
-
-/// [`make_chain`] of folders named `name`.
-fn make_chain_of(root: &Path, name: &std::ffi::CStr, depth: usize, content: &[u8]) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let mut dir = fs::File::open(root).map(OwnedFd::from).unwrap();
-    for _ in 0..depth {
-        // SAFETY: `dir` is open and `name` NUL-terminated.
-        let fd = unsafe {
-            assert_eq!(libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755), 0);
-            libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_DIRECTORY)
-        };
-        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-        // SAFETY: a descriptor just opened, owned from here on.
-        dir = unsafe { OwnedFd::from_raw_fd(fd) };
-    }
-    // SAFETY: as above.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c"f".as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-            0o644,
-        )
-    };
-    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-    // SAFETY: as above.
-    let mut f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    std::io::Write::write_all(&mut f, content).unwrap();
-}
-
-/// How many folders named `a` are chained in `root`, and what the file
-/// `f` at the bottom holds (read as [`make_chain`] made it).
-fn read_chain(root: &Path) -> (usize, Vec<u8>) {
-    read_chain_of(root, c"a")
-}
-
-/// [`read_chain`] of folders named `name`.
-fn read_chain_of(root: &Path, name: &std::ffi::CStr) -> (usize, Vec<u8>) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let mut dir = fs::File::open(root).map(OwnedFd::from).unwrap();
-    let mut depth = 0;
-    loop {
-        // SAFETY: `dir` is open and the name NUL-terminated.
-        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_DIRECTORY) };
-        if fd < 0 {
-            break;
-        }
-        // SAFETY: a descriptor just opened, owned from here on.
-        dir = unsafe { OwnedFd::from_raw_fd(fd) };
-        depth += 1;
-    }
-    // SAFETY: as above.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c"f".as_ptr(), libc::O_RDONLY) };
-    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-    // SAFETY: as above.
-    let mut f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let mut content = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut content).unwrap();
-    (depth, content)
-}
-
 /// A tree far deeper than a thread's stack takes a frame a level of (a
 /// restore of 4,000 levels overflowed the main thread's 8 MiB, exit 134,
 /// the target half restored) is backed up, listed, repaired and restored,
@@ -575,53 +507,6 @@ fn a_tree_thousands_of_folders_deep_is_restored() {
     let t = repo.scratch("part");
     repo.restore(&format!("latest:{}/a/a/a", abs(&src)), &t, &[]);
     assert_eq!(read_chain(&t), (DEPTH - 3, b"at the bottom\n".to_vec()));
-}
-
-/// A tree 1,000 folders deep of 255-byte names (paths up to 256 KB) is
-/// backed up and restored without a copy of the path a level: until
-/// December 2026 a restore held the path of every folder on the way
-/// down, twice, and the plan's copy of each (about 400 MB here; 2.2 GB
-/// at 2,000 levels, in 31 s), and the backup a walking thread a level.
-#[test]
-fn a_deep_tree_of_long_names_is_restored_in_little_memory() {
-    const DEPTH: usize = 1_000;
-    let name = std::ffi::CString::new("n".repeat(255)).unwrap();
-    let repo = Repo::new();
-    let src = repo.scratch("src");
-    fs::create_dir(&src).unwrap();
-    make_chain_of(&src, &name, DEPTH, b"at the bottom\n");
-    repo.backup(&[&src], &[]);
-    let t = repo.scratch("whole");
-    let mut c = repo.cmd(&["restore", "latest", "--no-sync", "--target"]);
-    c.arg(&t);
-    let (code, peak_kib) = peak_rss(&mut c);
-    assert_eq!(code, 0);
-    assert_eq!(
-        read_chain_of(&restored(&t, &src), &name),
-        (DEPTH, b"at the bottom\n".to_vec())
-    );
-    assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
-}
-
-/// Runs `cmd` to its end, its output dropped; its exit code and peak
-/// resident memory in KiB.
-fn peak_rss(cmd: &mut std::process::Command) -> (i32, i64) {
-    use std::process::Stdio;
-    // Reaped by `wait4` below, which also gives its usage.
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-        .id() as i32;
-    let mut status = 0;
-    // SAFETY: plain integers and a zeroed rusage, which is valid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for the child just spawned; both pointers are to
-    // locals that outlive the call.
-    let pid = unsafe { libc::wait4(child, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child, "{}", std::io::Error::last_os_error());
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
 }
 
 /// `out` with its standard output cut short (a listing of thousands of

@@ -958,3 +958,71 @@ pub fn readable_by_all(dir: &Path) {
         .expect("run chmod");
     assert!(status.success(), "chmod -R a+rX {}", dir.display());
 }
+
+/// Makes a chain of `depth` folders named `a` in `root` (which exists),
+/// with a file `f` holding `content` at its bottom: each made and opened
+/// from its parent's descriptor, as paths that deep are longer than the
+/// kernel takes.
+pub fn make_chain(root: &Path, depth: usize, content: &[u8]) {
+    make_chain_of(root, c"a", depth, content)
+}
+
+/// [`make_chain`] of folders named `name`.
+pub fn make_chain_of(root: &Path, name: &std::ffi::CStr, depth: usize, content: &[u8]) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut dir = fs::File::open(root).map(OwnedFd::from).unwrap();
+    for _ in 0..depth {
+        // SAFETY: `dir` is open and `name` NUL-terminated.
+        let fd = unsafe {
+            assert_eq!(libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755), 0);
+            libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_DIRECTORY)
+        };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: a descriptor just opened, owned from here on.
+        dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    // SAFETY: as above.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c"f".as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o644,
+        )
+    };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: as above.
+    let mut f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::io::Write::write_all(&mut f, content).unwrap();
+}
+
+/// How many folders named `a` are chained in `root`, and what the file
+/// `f` at the bottom holds (read as [`make_chain`] made it).
+pub fn read_chain(root: &Path) -> (usize, Vec<u8>) {
+    read_chain_of(root, c"a")
+}
+
+/// [`read_chain`] of folders named `name`.
+pub fn read_chain_of(root: &Path, name: &std::ffi::CStr) -> (usize, Vec<u8>) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut dir = fs::File::open(root).map(OwnedFd::from).unwrap();
+    let mut depth = 0;
+    loop {
+        // SAFETY: `dir` is open and the name NUL-terminated.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_DIRECTORY) };
+        if fd < 0 {
+            break;
+        }
+        // SAFETY: a descriptor just opened, owned from here on.
+        dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        depth += 1;
+    }
+    // SAFETY: as above.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c"f".as_ptr(), libc::O_RDONLY) };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: as above.
+    let mut f = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut content).unwrap();
+    (depth, content)
+}
