@@ -958,6 +958,64 @@ fn a_restore_by_an_ordinary_user_writes_again_in_folders_it_made_read_only() {
     }
 }
 
+/// A mirror by an ordinary user lists a folder of the user's that lacks
+/// its owner's read permission (0311, 0100) by giving it that for the
+/// restore, removes what the snapshot lacks there, and puts the folder's
+/// mode back. It left the extra entries in place without a word, exit 0.
+#[test]
+fn a_mirror_by_an_ordinary_user_prunes_folders_it_may_not_read() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("NOTICE: not root: a restore by another user is not tested");
+        return;
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("wx/f"), "in a folder of mode 0311\n");
+    write(&src.join("x/g"), "in a folder of mode 0100\n");
+    chmod(&src.join("wx"), 0o311);
+    chmod(&src.join("x"), 0o100);
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    let (target, _) = restore_as_nobody(&repo, "t", &[]);
+    let r = restored(&target, &src);
+    let mode = |p: &str| fs::metadata(r.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!((mode("wx"), mode("x")), (0o311, 0o100));
+    // As root, whom the modes do not stop.
+    write(&r.join("wx/extra"), "not in the snapshot\n");
+    write(&r.join("x/extra"), "not in the snapshot\n");
+    let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--target"]);
+    c.arg(&target);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("2 removed"), "{out}");
+    assert!(!r.join("wx/extra").exists(), "{out}");
+    assert!(!r.join("x/extra").exists(), "{out}");
+    assert_eq!(
+        fs::read_to_string(r.join("wx/f")).unwrap(),
+        "in a folder of mode 0311\n"
+    );
+    assert_eq!((mode("wx"), mode("x")), (0o311, 0o100), "{out}");
+
+    // Another's folder the user may search but not read: what else it
+    // holds stays, and the mirror says so (exit 1).
+    write(&r.join("wx/extra"), "not in the snapshot\n");
+    std::os::unix::fs::chown(r.join("wx"), Some(0), Some(0)).unwrap();
+    chmod(&r.join("wx"), 0o711);
+    let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--target"]);
+    c.arg(&target);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let said = format!(
+        "{}: cannot list it, so what else it holds than the snapshot's entries is left in place",
+        r.join("wx").display()
+    );
+    assert!(out.stderr.contains(&said), "{out}");
+    assert!(r.join("wx/extra").exists(), "{out}");
+}
+
 /// A restore in batches of two entries (as a large tree is restored, a
 /// batch at a time) makes the same tree and the same decisions as one
 /// batch: directories made before the files beneath them whichever batch

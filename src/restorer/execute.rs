@@ -333,7 +333,10 @@ impl Executor<'_> {
     /// Gives an existing folder of the user's (restoring as an ordinary
     /// user) whose `lstat` is `md` its owner's write and search
     /// permission, if it lacks them, for the restore to create and remove
-    /// entries in it: a folder a restore made read-only (0500) is the
+    /// entries in it, and under mirror its read permission too, for the
+    /// restore to list what else it holds (until December 2026 a mirror
+    /// left the extra entries of a folder of mode 0311 in place, without
+    /// a word, exit 0): a folder a restore made read-only (0500) is the
     /// restore's to write in again, as it writes in those it creates
     /// before giving them their mode at the end. The snapshot's mode is
     /// set at the end as ever, or, on a folder skip-existing leaves as it
@@ -342,13 +345,18 @@ impl Executor<'_> {
     /// put back a file missing there ("Permission denied"), nor a mirror
     /// remove anything from it.
     fn open_up(&self, path: &Path, md: &fs::Metadata) {
-        if self.root || self.dry_run || md.mode() & 0o300 == 0o300 || md.uid() != fsmeta::euid() {
+        let needed = if self.policy == Policy::Mirror {
+            0o700
+        } else {
+            0o300
+        };
+        if self.root || self.dry_run || md.mode() & needed == needed || md.uid() != fsmeta::euid() {
             return;
         }
         let opened = self
             .beneath
             .at(path)
-            .and_then(|at| fsmeta::set_mode_nofollow(&at, md.mode() & 0o7777 | 0o300));
+            .and_then(|at| fsmeta::set_mode_nofollow(&at, md.mode() & 0o7777 | needed));
         match opened {
             Ok(()) => {
                 if let Ok(mut o) = self.opened_up.lock() {

@@ -195,21 +195,29 @@ impl Executor<'_> {
         if self.fresh(dir) {
             return (0, 0);
         }
-        let Ok(at) = self.beneath.at(dir) else {
-            return (0, 0);
-        };
         // The folder itself is opened without following a symlink put in
         // its place since it was made (someone else who can write in the
         // target could), and listed and pruned through that descriptor:
         // never what such a symlink leads to. Only the target is reached
         // through a symlink to follow: its own descriptor's name in
-        // `/proc`.
-        let Ok(folder) = open_dir(&at, dir != self.target) else {
-            return (0, 0);
-        };
-        let (Ok(place), Ok(names)) = (Place::at(folder.as_fd(), None), names_in(folder.as_fd()))
-        else {
-            return (0, 0);
+        // `/proc`. A folder that cannot be listed is said to keep what
+        // else it holds (until December 2026 it kept it without a word,
+        // exit 0).
+        let listed = self.beneath.at(dir).and_then(|at| {
+            let folder = open_dir(&at, dir != self.target)?;
+            let place = Place::at(folder.as_fd(), None)?;
+            let names = names_in(folder.as_fd())?;
+            Ok((folder, place, names))
+        });
+        let (folder, place, names) = match listed {
+            Ok(listed) => listed,
+            Err(e) => {
+                self.fail(
+                    dir,
+                    format!("cannot list it, so what else it holds than the snapshot's entries is left in place: {e}"),
+                );
+                return (0, 0);
+            }
         };
         let (mut n, mut kept) = (0, 0);
         for name in names {
