@@ -962,6 +962,8 @@ fn a_restore_by_an_ordinary_user_writes_again_in_folders_it_made_read_only() {
 /// its owner's read permission (0311, 0100) by giving it that for the
 /// restore, removes what the snapshot lacks there, and puts the folder's
 /// mode back. It left the extra entries in place without a word, exit 0.
+/// Its dry run, which changes nothing, cannot look in such folders (nor
+/// in one without search permission, 0600), and says why.
 #[test]
 fn a_mirror_by_an_ordinary_user_prunes_folders_it_may_not_read() {
     use std::os::unix::fs::MetadataExt;
@@ -973,8 +975,10 @@ fn a_mirror_by_an_ordinary_user_prunes_folders_it_may_not_read() {
     let src = repo.scratch("src");
     write(&src.join("wx/f"), "in a folder of mode 0311\n");
     write(&src.join("x/g"), "in a folder of mode 0100\n");
+    write(&src.join("rw/sub/h"), "beneath a folder of mode 0600\n");
     chmod(&src.join("wx"), 0o311);
     chmod(&src.join("x"), 0o100);
+    chmod(&src.join("rw"), 0o600);
     repo.backup(&[&src], &[]);
     hand_repo_to_nobody(&repo);
     let (target, _) = restore_as_nobody(&repo, "t", &[]);
@@ -984,6 +988,22 @@ fn a_mirror_by_an_ordinary_user_prunes_folders_it_may_not_read() {
     // As root, whom the modes do not stop.
     write(&r.join("wx/extra"), "not in the snapshot\n");
     write(&r.join("x/extra"), "not in the snapshot\n");
+    let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--dry-run"]);
+    c.arg("--target").arg(&target);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let why = "a dry run changes nothing, so it cannot tell what the restore would find there";
+    for folder in ["wx", "x", "rw"] {
+        let here = format!("{}", r.join(folder).display());
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains(&here) && l.contains(why)),
+            "{folder}: {out}"
+        );
+    }
+    assert!(r.join("wx/extra").exists(), "{out}");
     let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--target"]);
     c.arg(&target);
     as_nobody(&mut c);

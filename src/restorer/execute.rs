@@ -127,6 +127,33 @@ impl Executor<'_> {
             return Err(std::io::ErrorKind::NotFound.into());
         }
         fs::symlink_metadata(&*self.beneath.at(path)?)
+            .map_err(|e| self.dry_run_refusal(path.parent().unwrap_or(path), e))
+    }
+
+    /// `e`, met in a dry run in `folder`, saying why where the folder is
+    /// the user's and refused them: the restore first gives such a folder
+    /// its owner's access (see [`Self::open_up`]), which a dry run, that
+    /// changes nothing, does not.
+    pub(super) fn dry_run_refusal(&self, folder: &Path, e: std::io::Error) -> std::io::Error {
+        if !self.dry_run || self.root || e.kind() != std::io::ErrorKind::PermissionDenied {
+            return e;
+        }
+        let own = self
+            .beneath
+            .at(folder)
+            .and_then(|at| fs::symlink_metadata(&*at))
+            .is_ok_and(|md| md.uid() == fsmeta::euid());
+        if !own {
+            return e;
+        }
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "{e} (the restore itself first gives the owner of a folder of theirs \
+                 access to it; a dry run changes nothing, so it cannot tell what the \
+                 restore would find there)"
+            ),
+        )
     }
 
     /// Creates the directory at `rel` (its parents made before it), which

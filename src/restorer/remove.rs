@@ -203,12 +203,16 @@ impl Executor<'_> {
         // `/proc`. A folder that cannot be listed is said to keep what
         // else it holds (until December 2026 it kept it without a word,
         // exit 0).
-        let listed = self.beneath.at(dir).and_then(|at| {
-            let folder = open_dir(&at, dir != self.target)?;
-            let place = Place::at(folder.as_fd(), None)?;
-            let names = names_in(folder.as_fd())?;
-            Ok((folder, place, names))
-        });
+        let listed = self
+            .beneath
+            .at(dir)
+            .and_then(|at| {
+                let folder = open_dir(&at, dir != self.target)?;
+                let place = Place::at(folder.as_fd(), None)?;
+                let names = names_in(folder.as_fd())?;
+                Ok((folder, place, names))
+            })
+            .map_err(|e| self.dry_run_refusal(dir, e));
         let (folder, place, names) = match listed {
             Ok(listed) => listed,
             Err(e) => {
