@@ -650,6 +650,14 @@ fn restore_as_nobody(repo: &Repo, name: &str, env: &[(&str, &str)]) -> (PathBuf,
     (target, out)
 }
 
+/// Runs `cairn restore latest ARGS --target TARGET` on `repo` as `nobody`.
+fn restore_again_as_nobody(repo: &Repo, target: &Path, args: &[&str]) -> Out {
+    let mut c = repo.cmd(&["restore", "latest"]);
+    c.args(args).arg("--target").arg(target);
+    as_nobody(&mut c);
+    run(&mut c, None)
+}
+
 /// The two ways a restore writes files, as (name, environment): unnamed
 /// (`O_TMPFILE`) where the target allows, and under temporary names as on
 /// a filesystem without it.
@@ -937,10 +945,7 @@ fn a_restore_by_an_ordinary_user_writes_again_in_folders_it_made_read_only() {
         fs::remove_file(r.join("ro/f")).unwrap();
         fs::remove_file(r.join("ro/sub/g")).unwrap();
         write(&r.join("ro/extra"), "not in the snapshot\n");
-        let mut c = repo.cmd(&["restore", "latest", "--policy", policy, "--target"]);
-        c.arg(&target);
-        as_nobody(&mut c);
-        let out = run(&mut c, None);
+        let out = restore_again_as_nobody(&repo, &target, &["--policy", policy]);
         assert_eq!(out.code, 0, "{policy}: {out}");
         assert_eq!(
             fs::read_to_string(r.join("ro/f")).unwrap(),
@@ -988,10 +993,7 @@ fn a_mirror_by_an_ordinary_user_prunes_folders_it_may_not_read() {
     // As root, whom the modes do not stop.
     write(&r.join("wx/extra"), "not in the snapshot\n");
     write(&r.join("x/extra"), "not in the snapshot\n");
-    let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--dry-run"]);
-    c.arg("--target").arg(&target);
-    as_nobody(&mut c);
-    let out = run(&mut c, None);
+    let out = restore_again_as_nobody(&repo, &target, &["--policy", "mirror", "--dry-run"]);
     assert_eq!(out.code, 1, "{out}");
     let why = "a dry run changes nothing, so it cannot tell what the restore would find there";
     for folder in ["wx", "x", "rw"] {
@@ -1004,10 +1006,7 @@ fn a_mirror_by_an_ordinary_user_prunes_folders_it_may_not_read() {
         );
     }
     assert!(r.join("wx/extra").exists(), "{out}");
-    let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--target"]);
-    c.arg(&target);
-    as_nobody(&mut c);
-    let out = run(&mut c, None);
+    let out = restore_again_as_nobody(&repo, &target, &["--policy", "mirror"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stdout.contains("2 removed"), "{out}");
     assert!(!r.join("wx/extra").exists(), "{out}");
@@ -1023,10 +1022,7 @@ fn a_mirror_by_an_ordinary_user_prunes_folders_it_may_not_read() {
     write(&r.join("wx/extra"), "not in the snapshot\n");
     std::os::unix::fs::chown(r.join("wx"), Some(0), Some(0)).unwrap();
     chmod(&r.join("wx"), 0o711);
-    let mut c = repo.cmd(&["restore", "latest", "--policy", "mirror", "--target"]);
-    c.arg(&target);
-    as_nobody(&mut c);
-    let out = run(&mut c, None);
+    let out = restore_again_as_nobody(&repo, &target, &["--policy", "mirror"]);
     assert_eq!(out.code, 1, "{out}");
     let said = format!(
         "{}: cannot list it, so what else it holds than the snapshot's entries is left in place",
