@@ -485,28 +485,34 @@ impl IndexTable {
 /// [`MAX_SEALED`] bytes stored and [`MAX_BLOB`] plain, and ends where a
 /// `u32` can say (as a pack's header requires of its own entries).
 fn entry_damage(e: &Entry) -> Option<String> {
-    let blob = e.id.short();
+    // The blob's name is made only for a message: every lookup comes here.
+    let blob = || e.id.short();
     if e.length > MAX_SEALED {
         Some(format!(
-            "entry for blob {blob} gives a length of {} bytes, more than a stored blob can \
+            "entry for blob {} gives a length of {} bytes, more than a stored blob can \
              have ({MAX_SEALED})",
+            blob(),
             e.length
         ))
     } else if e.raw_length > MAX_BLOB {
         Some(format!(
-            "entry for blob {blob} gives a raw length of {} bytes, more than a blob can have \
+            "entry for blob {} gives a raw length of {} bytes, more than a blob can have \
              ({MAX_BLOB})",
+            blob(),
             e.raw_length
         ))
     } else if e.offset < HEADER_LEN as u32 {
         Some(format!(
-            "entry for blob {blob} gives offset {}, within the pack's header ({HEADER_LEN} bytes)",
+            "entry for blob {} gives offset {}, within the pack's header ({HEADER_LEN} bytes)",
+            blob(),
             e.offset
         ))
     } else if e.offset.checked_add(e.length).is_none() {
         Some(format!(
-            "entry for blob {blob} ends past 2^32 - 1 (offset {}, length {})",
-            e.offset, e.length
+            "entry for blob {} ends past 2^32 - 1 (offset {}, length {})",
+            blob(),
+            e.offset,
+            e.length
         ))
     } else {
         None
