@@ -163,6 +163,21 @@ fn chunker(c: &mut Criterion) {
     g.bench_function("fastcdc_default", |b| {
         b.iter(|| p.chunks(black_box(&rnd)).count())
     });
+    // The `fastcdc` crate's own search, whose cut points cairn's repeats
+    // (`cairn::gear`): what cairn's lanes gain over it.
+    g.bench_function("fastcdc_crate", |b| {
+        b.iter(|| {
+            fastcdc::v2020::FastCDC::with_level_and_seed(
+                black_box(&rnd),
+                p.min,
+                p.avg,
+                p.max,
+                fastcdc::v2020::Normalization::Level1,
+                p.seed,
+            )
+            .count()
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("chunk_hash");

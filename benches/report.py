@@ -123,7 +123,8 @@ def fmt_rate(v, unit):
 
 # (criterion id, what it is, ceiling id or None)
 MICRO_ROWS = [
-    ("chunker/fastcdc_default", "FastCDC cut points, 512K/1M/8M, 1 thread", None),
+    ("chunker/fastcdc_default", "FastCDC cut points, 512K/1M/8M, 1 thread (cairn::gear)", None),
+    ("chunker/fastcdc_crate", "the same cut points by the fastcdc crate's search, 1 thread", None),
     ("hash/blob_id_1MiB", "keyed BLAKE3 blob ids of 1 MiB chunks, 1 thread", "limits/blake3_1thread"),
     ("chunk_hash/1thread", "FastCDC + keyed BLAKE3, 1 thread", "limits/blake3_1thread"),
     ("chunk_hash/2threads", "FastCDC + keyed BLAKE3, 2 threads", "limits/blake3_2threads"),

@@ -3,14 +3,16 @@
 //! Cut points depend only on content and on the repository's chunker
 //! parameters, including a secret gear seed, so that they differ between
 //! repositories (a weak defence against fingerprinting known files by
-//! their chunk sizes: see DESIGN.md, "Encryption"). Parameters are validated here so the FastCDC
-//! constructors, which assert, are never handed bad values.
+//! their chunk sizes: see DESIGN.md, "Encryption"). The search for a cut is
+//! cairn's own ([`crate::gear`]), with the `fastcdc` crate's tables, masks and
+//! cut points; parameters are validated here against the crate's limits.
 
-use fastcdc::v2020::{self, FastCDC, Normalization};
+use fastcdc::v2020;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 
 use crate::error::{Error, Result};
+use crate::gear::Gear;
 
 /// Chunk size bounds and gear seed, recorded in the repository config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,15 +69,15 @@ impl ChunkerParams {
     /// Cut points of an in-memory buffer (e.g. a memory-mapped file), as
     /// `(offset, length)` pairs covering it exactly.
     pub fn chunks<'a>(&self, data: &'a [u8]) -> impl Iterator<Item = (usize, usize)> + 'a {
-        FastCDC::with_level_and_seed(
-            data,
-            self.min,
-            self.avg,
-            self.max,
-            Normalization::Level1,
-            self.seed,
-        )
-        .map(|c| (c.offset, c.length))
+        let gear = Gear::new(self);
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let len = gear.cut(&data[at..]);
+            (len > 0).then(|| {
+                at += len;
+                (at - len, len)
+            })
+        })
     }
 
     /// Chunks a stream to its end, handing each chunk to `sink` in order.
@@ -122,6 +124,8 @@ impl ChunkerParams {
         let stall_after = (self.max as usize).max(1 << 20);
         let (mut filled, mut total, mut eof) = (0usize, 0u64, false);
         let mut fresh = 0usize;
+        // Made at the first window to chunk: a small file needs none.
+        let mut gear = None;
         // Ranges of the window known to be zeros (holes), in order, apart.
         let mut zeros = ZeroRuns::default();
         // Chunks of a long hole, handed out without filling the window.
@@ -205,14 +209,7 @@ impl ChunkerParams {
                 }
                 return Ok(total + filled as u64);
             }
-            let cdc = FastCDC::with_level_and_seed(
-                &buf[..filled],
-                self.min,
-                self.avg,
-                self.max,
-                Normalization::Level1,
-                self.seed,
-            );
+            let gear = gear.get_or_insert_with(|| Gear::new(self));
             let (min, max) = (self.min as usize, self.max as usize);
             let mut done = 0;
             while done < filled {
@@ -226,7 +223,7 @@ impl ChunkerParams {
                 let len = if left > min && zeros.covers(from, done + look) {
                     self.zeros_cut(look)
                 } else {
-                    cdc.cut(done, left).1 - done
+                    gear.cut(&buf[done..filled])
                 };
                 if len == 0 || (!eof && done + len == filled) {
                     break;

@@ -25,6 +25,7 @@ pub mod fault;
 pub mod filter;
 pub mod fsmeta;
 pub mod gc;
+pub mod gear;
 pub mod id;
 pub mod index;
 pub mod mmap;
