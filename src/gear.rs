@@ -191,7 +191,7 @@ impl Gear {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The crate's cut of the chunk starting `data`.
@@ -208,7 +208,8 @@ mod tests {
         .map_or(0, |c| c.length)
     }
 
-    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+    /// `n` bytes of xorshift noise from the seed `x` (not zero).
+    pub(crate) fn noise(n: usize, mut x: u64) -> Vec<u8> {
         (0..n)
             .map(|_| {
                 x ^= x << 13;
