@@ -142,6 +142,14 @@ pub struct GcPlan {
     pub repack_skipped: Option<SpaceShort>,
 }
 
+impl GcPlan {
+    /// Whether carrying the plan out deletes or writes anything (packs to
+    /// delete or repack, tables to write again): [`execute`] runs then.
+    pub fn has_work(&self) -> bool {
+        !self.delete.is_empty() || !self.repack.is_empty() || !self.old_index.is_empty()
+    }
+}
+
 /// Free space that fell short of what repacking needs, in bytes, or free
 /// inodes that did.
 #[derive(Debug, Serialize)]

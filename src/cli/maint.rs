@@ -272,9 +272,7 @@ fn gc_locked(
             pack.short()
         ));
     }
-    let act = !dry_run
-        && (!plan.delete.is_empty() || !plan.repack.is_empty() || !plan.old_index.is_empty());
-    if act {
+    if !dry_run && plan.has_work() {
         for w in gc::execute(repo, &plan, lock)? {
             warn(&w);
         }
@@ -784,8 +782,14 @@ fn forget_command(
     // The removals are durable when forget returns, and before gc removes
     // the data only those snapshots used (a snapshot that came back after
     // a power cut would name removed packs): gc settles them with its own
-    // removals, before it removes any pack (see `gc::execute`).
-    repo.backend().settle_removals()?;
+    // removals, before it removes any pack (see `gc::execute`). What gc
+    // removes after that (packs, leftovers) is not waited for, as a plain
+    // `cairn gc` does not wait: a pack back after a power cut is in no
+    // index table, and the next gc removes it again.
+    let settled_by_gc = gc_plan.as_ref().is_some_and(gc::GcPlan::has_work);
+    if !settled_by_gc {
+        repo.backend().settle_removals()?;
+    }
     let printed = printed.and_then(|()| match (a.json, &gc_plan) {
         (true, Some(plan)) => outln!(
             "{}",
