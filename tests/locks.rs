@@ -1120,6 +1120,11 @@ fn a_read_only_repository_restores_and_verifies_without_a_lock() {
     let out = read_only(&["forget", "--keep-last", "1"]);
     assert_ne!(out.code, 0, "{out}");
     assert!(out.stderr.contains("Read-only file system"), "{out}");
+    // No lock to remove: unlock says so, without a lock of its own to write.
+    let out = read_only(&["unlock"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("0 lock(s) removed"), "{out}");
+    assert!(!out.stderr.contains("Read-only file system"), "{out}");
 }
 
 /// A restore whose lock expired (the process paused or suspended for so
@@ -1174,8 +1179,13 @@ fn a_read_only_filesystem_is_said_to_be_one() {
     repo.backup(&[&src], &[]);
     let disk = PrivateMount::tmpfs(&repo.scratch("disk"), 64 << 20);
     disk.copy_in(&repo.path, &disk.at);
-    disk.sh(&format!("mount -o remount,ro {}", disk.at.display()));
     let inside = disk.at.join(repo.path.file_name().unwrap());
+    // An empty lock file (what a power cut leaves of one), for unlock to
+    // judge: with none it writes nothing (see the read-only bind mount's
+    // test), here it must write a lock of its own first.
+    let empty_lock = inside.join("locks").join("ab".repeat(32));
+    disk.sh(&format!("touch {}", empty_lock.display()));
+    disk.sh(&format!("mount -o remount,ro {}", disk.at.display()));
     let cmd = |args: &[&str]| {
         let mut c = cairn();
         c.arg("-r").arg(&inside).args(args);
@@ -1293,7 +1303,9 @@ fn a_user_who_may_not_write_is_told_so() {
     }
     let out = as_nobody(&["snapshots"]);
     assert_eq!(out.code, 0, "{out}");
-    // Nor may unlock, which writes a lock of its own first.
+    // Nor may unlock, which writes a lock of its own first where there is
+    // a lock file to judge (here an empty one, what a power cut leaves).
+    write(&repo.path.join("locks").join("ab".repeat(32)), "");
     let out = as_nobody(&["unlock"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(

@@ -1263,6 +1263,16 @@ pub struct Unlocked {
 /// lock does, so that a gc run next sees what such a holder published
 /// under the lock it confirmed just before.
 pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Result<Unlocked> {
+    // No lock file at all: nothing to judge or remove, so nothing is
+    // written (a repository mounted read-only, which has none to remove,
+    // says so rather than failing on the lock of unlock's own).
+    if !backend
+        .list(FileKind::Lock)?
+        .iter()
+        .any(|name| is_hex_name(name))
+    {
+        return Ok(Unlocked::default());
+    }
     let probe = LockInfo {
         version: VERSION,
         host: crate::hostname(),
