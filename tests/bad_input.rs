@@ -1732,3 +1732,49 @@ fn a_dry_run_restore_fails_a_file_whose_pack_is_gone() {
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("big.bin"), "{out}");
 }
+
+/// A path given to back up that this user may not read at all (a folder
+/// it may not list, a file it may not open) is refused as a missing one
+/// is, exit 1 and no snapshot: the folders above it alone would stand as
+/// the set's newest snapshot, night after night. What cannot be read
+/// further down is a warning, exit 3, and the snapshot is written.
+#[test]
+fn a_given_path_this_user_may_not_read_writes_no_snapshot() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("closed/f"), "secret");
+    write(&src.join("shut"), "secret");
+    write(&src.join("open/g"), "fine");
+    write(&src.join("open/deeper/h"), "hidden");
+    give_to(repo.dir.path(), NOBODY, true);
+    for closed in ["closed", "shut", "open/deeper"] {
+        chmod(&src.join(closed), 0o000);
+    }
+    let as_nobody_run = |args: &[&str]| {
+        let mut c = repo.cmd(args);
+        as_nobody(&mut c);
+        run(&mut c, None)
+    };
+    for (path, cannot) in [("closed", "cannot list it"), ("shut", "cannot open it")] {
+        let given = src.join(path);
+        let out = as_nobody_run(&["backup", given.to_str().unwrap()]);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr
+                .contains(&format!("back up {}: {cannot}", given.display()))
+                && out.stderr.contains("Permission denied")
+                && out.stderr.contains("no snapshot is written"),
+            "{out}"
+        );
+        // Beside a readable path too: the backup is refused as a whole.
+        let open = src.join("open/g");
+        let out = as_nobody_run(&["backup", open.to_str().unwrap(), given.to_str().unwrap()]);
+        assert_eq!(out.code, 1, "{out}");
+    }
+    assert_eq!(repo.snapshots().len(), 0);
+    let open = src.join("open");
+    let out = as_nobody_run(&["backup", open.to_str().unwrap()]);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains("could not be read"), "{out}");
+    assert_eq!(repo.snapshots().len(), 1);
+}

@@ -291,11 +291,40 @@ pub fn absolute_path(p: &Path) -> Result<PathBuf> {
 }
 
 /// The absolute path of a path given to back up ([`absolute_path`]) and
-/// what is there; an error naming it if nothing is.
+/// what is there; an error naming it if nothing is, or if this user may
+/// not read it at all (a folder it may not list, a file it may not open).
+/// Such a path is refused as a missing one is: its snapshot would hold
+/// nothing of it, only the folders above, yet stand as its set's newest
+/// (`latest`, the next backup's parent, one of the snapshots a
+/// `--keep-last` keeps) for a nightly job that stores nothing night after
+/// night. What cannot be read further down is left to the walk (a
+/// warning, exit 3).
 pub fn given_path(p: &Path) -> Result<(PathBuf, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
     let abs = absolute_path(p)?;
     let md = std::fs::symlink_metadata(&abs).map_err(|e| Error::path("back up", &abs, e))?;
-    Ok((abs, md))
+    let refused = if md.is_dir() {
+        std::fs::read_dir(&abs).err().map(|e| ("list", e))
+    } else if md.is_file() {
+        // Not made to wait should a FIFO have taken the file's place.
+        let open = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&abs);
+        open.err().map(|e| ("open", e))
+    } else {
+        None
+    };
+    match refused {
+        Some((what, e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(Error::Invalid(format!(
+                "back up {}: cannot {what} it: {e}; nothing of it could be stored, so no \
+                 snapshot is written (run cairn as a user who may read it)",
+                abs.display()
+            )))
+        }
+        _ => Ok((abs, md)),
+    }
 }
 
 fn choose_parent<'a>(
