@@ -164,20 +164,25 @@ fn chunker(c: &mut Criterion) {
         b.iter(|| p.chunks(black_box(&rnd)).count())
     });
     // The `fastcdc` crate's own search, whose cut points cairn's repeats
-    // (`cairn::gear`): what cairn's lanes gain over it.
-    g.bench_function("fastcdc_crate", |b| {
-        b.iter(|| {
-            fastcdc::v2020::FastCDC::with_level_and_seed(
-                black_box(&rnd),
-                p.min,
-                p.avg,
-                p.max,
-                fastcdc::v2020::Normalization::Level1,
-                p.seed,
-            )
-            .count()
-        })
+    // (`cairn::gear`): what cairn's search gains over it, at the default
+    // sizes (in lanes) and at small ones (one chain).
+    let small = ChunkerParams::with_sizes(4 << 10, 16 << 10, 64 << 10, 0x5eed).expect("params");
+    let with_crate = |p: &ChunkerParams| {
+        fastcdc::v2020::FastCDC::with_level_and_seed(
+            black_box(&rnd),
+            p.min,
+            p.avg,
+            p.max,
+            fastcdc::v2020::Normalization::Level1,
+            p.seed,
+        )
+        .count()
+    };
+    g.bench_function("fastcdc_crate", |b| b.iter(|| with_crate(&p)));
+    g.bench_function("fastcdc_16k", |b| {
+        b.iter(|| small.chunks(black_box(&rnd)).count())
     });
+    g.bench_function("fastcdc_crate_16k", |b| b.iter(|| with_crate(&small)));
     g.finish();
 
     let mut g = c.benchmark_group("chunk_hash");

@@ -125,6 +125,8 @@ def fmt_rate(v, unit):
 MICRO_ROWS = [
     ("chunker/fastcdc_default", "FastCDC cut points, 512K/1M/8M, 1 thread (cairn::gear)", None),
     ("chunker/fastcdc_crate", "the same cut points by the fastcdc crate's search, 1 thread", None),
+    ("chunker/fastcdc_16k", "FastCDC cut points, 4K/16K/64K, 1 thread (cairn::gear)", None),
+    ("chunker/fastcdc_crate_16k", "the same cut points by the fastcdc crate's search, 1 thread", None),
     ("hash/blob_id_1MiB", "keyed BLAKE3 blob ids of 1 MiB chunks, 1 thread", "limits/blake3_1thread"),
     ("chunk_hash/1thread", "FastCDC + keyed BLAKE3, 1 thread", "limits/blake3_1thread"),
     ("chunk_hash/2threads", "FastCDC + keyed BLAKE3, 2 threads", "limits/blake3_2threads"),

@@ -1,18 +1,22 @@
 //! FastCDC's search for a cut point (the 2020 variant with normalisation
-//! level 1, as the `fastcdc` crate's `v2020::FastCDC` cuts), in four lanes.
+//! level 1, as the `fastcdc` crate's `v2020::FastCDC` cuts), in four lanes
+//! where chunks are large.
 //!
 //! FastCDC's gear hash takes a byte at a time: `h = (h << 1) + gear[b]`,
 //! and a cut falls at the first position whose hash has none of the
 //! mask's bits set (the crate takes two bytes a step, with tables shifted
-//! by one, which is the same hash). Each byte waits on the one before, so
-//! one chain of it runs at the latency of a shift and an add a byte. But
-//! after 64 bytes the hash no longer depends on where it started: every
-//! older byte has been shifted out. So the positions to search are cut
-//! into four stretches, each hashed from 63 bytes before its start, and
-//! the four chains run side by side; the first match is the earliest in
-//! the first stretch that has one. The cut points are the crate's, byte
-//! for byte (tested against it): changing them would change which chunks
-//! two backups share.
+//! by one, which is the same hash). Each step waits on the one before.
+//! But after 64 bytes the hash no longer depends on where it started:
+//! every older byte has been shifted out. So where the average chunk is
+//! [`LANES_FROM`] or more, the positions to search are cut into four
+//! stretches, each hashed from 63 bytes before its start, and the four
+//! chains run side by side; the first match is the earliest in the first
+//! stretch that has one. Smaller chunks are searched in one chain, two
+//! bytes a step with the two bytes' table entries added first, so that
+//! the chain waits on a shift and an add per two bytes (a round of lanes
+//! would mostly hash past so near a cut). The cut points are the
+//! crate's, byte for byte (tested against it): changing them would
+//! change which chunks two backups share.
 
 use fastcdc::v2020;
 
@@ -26,6 +30,10 @@ const STRETCH: usize = 8 << 10;
 /// The lanes hashed side by side.
 const LANES: usize = 4;
 
+/// The average chunk size from which the search runs in lanes. Below
+/// it a cut is near enough that a round would mostly hash past it.
+const LANES_FROM: usize = 128 << 10;
+
 /// Bytes a lane hashes before its stretch so that its hash is exact there:
 /// 63 makes all of it exact. (The masks' bits are below bit 48, which
 /// depend only on the last 48 bytes, so fewer would do; 63 costs under 1%.)
@@ -35,6 +43,8 @@ const LEAD_IN: usize = 63;
 #[derive(Clone)]
 pub struct Gear {
     table: [u64; 256],
+    /// `table` shifted left by one: two bytes a step in [`Self::chain`].
+    shifted: [u64; 256],
     /// The mask before the normalisation point (harder to match).
     mask_s: u64,
     /// The mask after it (easier).
@@ -52,6 +62,7 @@ impl Gear {
         let (table, _) = v2020::get_gear_with_seed(p.seed);
         Gear {
             table: *table,
+            shifted: table.map(|g| g << 1),
             mask_s: v2020::MASKS[bits + 1],
             mask_l: v2020::MASKS[bits - 1],
             min: p.min as usize,
@@ -97,20 +108,40 @@ impl Gear {
         mask: u64,
     ) -> Option<usize> {
         let mut at = start;
-        while at + LANES * STRETCH <= stop {
-            if let Some(found) = self.round(data, origin, at, mask) {
-                return Some(found);
+        if self.avg >= LANES_FROM {
+            while at + LANES * STRETCH <= stop {
+                if let Some(found) = self.round(data, origin, at, mask) {
+                    return Some(found);
+                }
+                at += LANES * STRETCH;
             }
-            at += LANES * STRETCH;
         }
         if at >= stop {
             return None;
         }
-        let mut h = self.hash(data, origin.max(at.saturating_sub(LEAD_IN)), at);
-        for (i, &b) in data[at..stop].iter().enumerate() {
-            h = (h << 1).wrapping_add(self.table[b as usize]);
+        let h = self.hash(data, origin.max(at.saturating_sub(LEAD_IN)), at);
+        self.chain(&data[..stop], at, h, mask)
+    }
+
+    /// The first position from `at` (even, as is the data's length) to
+    /// the end of `data` whose hash has none of `mask`'s bits set, `h`
+    /// being the hash before `at`: one chain, two bytes a step. The step
+    /// adds the two bytes' table entries to the hash shifted by two, so
+    /// the chain waits on a shift and an add per two bytes; the first
+    /// byte's hash, shifted by one, is tested against the mask shifted
+    /// by one (the masks' top bits are clear), as the crate does.
+    fn chain(&self, data: &[u8], at: usize, mut h: u64, mask: u64) -> Option<usize> {
+        let mask_shifted = mask << 1;
+        for (n, pair) in data[at..].chunks_exact(2).enumerate() {
+            let first = self.shifted[pair[0] as usize];
+            let both = first.wrapping_add(self.table[pair[1] as usize]);
+            let before = h << 2;
+            if before.wrapping_add(first) & mask_shifted == 0 {
+                return Some(at + 2 * n);
+            }
+            h = before.wrapping_add(both);
             if h & mask == 0 {
-                return Some(at + i);
+                return Some(at + 2 * n + 1);
             }
         }
         None
@@ -244,6 +275,10 @@ pub(crate) mod tests {
             (4096, 16384, 65536, 42),
             (4097, 16385, 65537, 7),
             (8191, 32768, 262_143, 3),
+            // In lanes from here (an average of `LANES_FROM` or more).
+            (65_536, 131_072, 1 << 20, 13),
+            (100_001, 200_003, 600_007, 17),
+            (64, 1 << 18, 1 << 20, 19),
             (1 << 19, 1 << 20, 1 << 23, 11),
         ];
         let inputs: Vec<Vec<u8>> = vec![
@@ -286,14 +321,21 @@ pub(crate) mod tests {
             x ^= x << 17;
             x
         };
-        for round in 0..60 {
-            let min = 64 + (next() % 5000) as u32;
-            let avg = min.max(256) + (next() % 20_000) as u32;
-            let max = avg.max(1024) + (next() % 100_000) as u32;
+        for round in 0..80 {
+            // Every other round at sizes searched in lanes.
+            let scale = if round % 2 == 0 { 1 } else { 64 };
+            let min = 64 + (next() % 5000) as u32 * scale;
+            let avg = (min.max(256) + (next() % 20_000) as u32 * scale).max(if scale > 1 {
+                LANES_FROM as u32
+            } else {
+                0
+            });
+            let max = avg.max(1024) + (next() % 100_000) as u32 * scale;
             let p = ChunkerParams::with_sizes(min, avg, max, next()).unwrap();
             let gear = Gear::new(&p);
             let bits = 1 + next() % 8;
-            let data: Vec<u8> = noise(200_000 + (next() % 100_000) as usize, next())
+            let len = (200_000 + (next() % 100_000) as usize) * if scale > 1 { 8 } else { 1 };
+            let data: Vec<u8> = noise(len, next())
                 .iter()
                 .map(|b| b & ((1u16 << bits) - 1) as u8)
                 .collect();
