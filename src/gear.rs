@@ -158,17 +158,16 @@ impl Gear {
     fn round(&self, data: &[u8], origin: usize, at: usize, mask: u64) -> Option<usize> {
         let starts: [usize; LANES] = std::array::from_fn(|k| at + k * STRETCH);
         let lead = |s: usize| self.hash(data, origin.max(s.saturating_sub(LEAD_IN)), s);
-        let mut h = starts.map(lead);
+        let [mut h0, mut h1, mut h2, mut h3] = starts.map(lead);
         // One slice, the lanes at fixed offsets in it: one register
         // addresses all four, and bounds are known.
         let block: &[u8; LANES * STRETCH] = data[at..at + LANES * STRETCH]
             .try_into()
             .expect("a round's bytes");
         let t = &self.table;
-        let (mut h0, mut h1, mut h2, mut h3) = (h[0], h[1], h[2], h[3]);
         let mut hit = None;
-        // Each lane's test is its own branch (a test and a jump, fused),
-        // and two bytes a lane are taken per turn of the loop: the loop is
+        // Each lane's test is its own branch, taken only at a match, and
+        // two bytes a lane are taken per turn of the loop: the loop is
         // bound by how many instructions a byte takes, not by the chains.
         macro_rules! step {
             ($i:expr) => {
@@ -188,8 +187,7 @@ impl Gear {
             step!(i + 1);
         }
         let i = hit?;
-        h = [h0, h1, h2, h3];
-        Some(self.settle(data, &starts, i, h, mask))
+        Some(self.settle(data, &starts, i, [h0, h1, h2, h3], mask))
     }
 
     /// Where a round's first match is, given that some lane matched at
