@@ -830,12 +830,16 @@ impl PrivateMount {
     /// loop device. The namespace's holder runs `cleanup` after ten
     /// minutes, should the test be killed before it drops the mount.
     fn with_args(at: &Path, script: &str, cleanup: &str, args: &[&str]) -> PrivateMount {
+        use std::os::unix::process::CommandExt;
         fs::create_dir_all(at).unwrap();
         let mut holder = Command::new("unshare")
             .args(["-m", "--propagation", "private", "sh", "-c"])
             .arg(format!("{script} && {{ sleep 600; {cleanup}; }}"))
             .arg("sh")
             .args(args)
+            // A group of its own, so that its `sleep`, which holds the
+            // namespace (and its mounts) too, is killed with it.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -847,7 +851,7 @@ impl PrivateMount {
             .unwrap();
         let mut words = line.split_whitespace();
         if words.next() != Some("mounted") {
-            let _ = holder.kill();
+            kill_group(&holder);
             let out = holder.wait_with_output().unwrap();
             panic!(
                 "no filesystem to test on: mounting one in a private mount namespace \
@@ -904,9 +908,19 @@ impl Drop for PrivateMount {
             let _ = self.cmd(&umount).output();
             let _ = Command::new("losetup").args(["-d", dev]).output();
         }
-        let _ = self.holder.kill();
+        kill_group(&self.holder);
         let _ = self.holder.wait();
         let _ = fs::remove_dir(&self.at);
+    }
+}
+
+/// Kills `child`'s process group (a [`PrivateMount`]'s holder and its
+/// `sleep`: killed alone, the shell left the `sleep` holding the
+/// namespace and its mounts for ten minutes after the test).
+fn kill_group(child: &Child) {
+    // SAFETY: kill has no memory effects; the group is the child's own.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
     }
 }
 
