@@ -136,6 +136,8 @@ MICRO_ROWS = [
     ("compress/decode/random", "blob decode, incompressible", None),
     ("seal/xaes-256-gcm", "encrypt 1 MiB blobs, XAES-256-GCM (what init chooses)", None),
     ("seal/xchacha20-poly1305", "encrypt 1 MiB blobs, XChaCha20-Poly1305", None),
+    ("open/xaes-256-gcm", "decrypt 1 MiB blobs, XAES-256-GCM", None),
+    ("open/xchacha20-poly1305", "decrypt 1 MiB blobs, XChaCha20-Poly1305", None),
     ("pack/write/text", "seal 1 MiB blobs into a pack, text", "limits/zstd3_text_1thread"),
     ("pack/write/random", "seal 1 MiB blobs into a pack, incompressible", None),
     ("pack/stream/text", "seal 1 MiB blobs into a pack streamed to a local folder, text", "limits/zstd3_text_1thread"),
