@@ -214,10 +214,11 @@ impl<'r> TreeReader<'r> {
         }
         match (result, f.take()) {
             (Ok(Some(r)), _) => r,
-            // Damaged where the index places it: read as any tree is,
+            // Damaged where the index places it, or not read (a disk's
+            // read error), though not at an outage: read as any tree is,
             // which reads another copy where there is one (and notes it)
             // or fails as this read did.
-            (Err(Error::Corrupt { .. }), Some(f)) => f(&self.repo.read_tree_blob(id)?),
+            (Err(e), Some(f)) if !e.is_transient() => f(&self.repo.read_tree_blob(id)?),
             (Err(e), _) => Err(self.repo.blame_index(e)),
             // `f` is taken only by the call that returns its result.
             (Ok(None), _) => Err(Error::Invalid(format!(

@@ -2343,6 +2343,94 @@ fn a_damaged_copy_of_a_tree_stored_twice_is_read_around() {
     assert_restores(&repo, &saved);
 }
 
+/// A tree stored twice whose copy reads go to lies in a pack this user
+/// may not read: `ls` and a restore read the other copy and say the pack
+/// could not be read, without calling it damaged or advising a repair.
+/// Until December 2026 both failed ("Permission denied"), though only
+/// damage of a copy was read around.
+#[test]
+fn a_tree_whose_pack_may_not_be_read_is_read_from_its_other_copy() {
+    if !is_root() {
+        panic!("this test runs commands as another user, which needs root");
+    }
+    let repo = packed_repo();
+    let src = source(&repo, 44);
+    let saved = backup_saved(&repo, &src, &[]);
+    store_again_unindexed(&repo, &src, 0);
+    give_to(repo.dir.path(), NOBODY, true);
+    // Each backup wrote its trees into a pack of its own; the source's
+    // folder is in both, each root in one.
+    let trees = copies_by_blob(&repo, Some("Tree"));
+    let tree_packs: BTreeSet<&String> = trees.values().flatten().map(|(p, _)| p).collect();
+    assert_eq!(tree_packs.len(), 2, "{trees:?}");
+    assert!(trees.values().any(|c| c.len() == 2), "{trees:?}");
+    let other_pack = |pack: &str| -> String {
+        let other = tree_packs.iter().find(|p| p.as_str() != pack);
+        other.unwrap().to_string()
+    };
+    let packs = pack_files(&repo);
+    let ls = |snapshot: &str| {
+        let mut c = repo.cmd(&["ls", snapshot]);
+        as_nobody(&mut c);
+        run(&mut c, None)
+    };
+    let mut read_around = 0;
+    for (round, &pack) in tree_packs.iter().enumerate() {
+        let path = &packs[pack];
+        std::os::unix::fs::chown(path, Some(0), Some(0)).unwrap();
+        // Of the two snapshots, the one whose root is in the pack cannot be
+        // listed; the other one can, whichever copy of the shared folder
+        // reads go to.
+        let outs = [ls(&saved.id), ls("latest")];
+        let listed: Vec<&Out> = outs.iter().filter(|o| o.code == 0).collect();
+        assert_eq!(listed.len(), 1, "pack {pack}: {}\n{}", outs[0], outs[1]);
+        let failed = outs.iter().find(|o| o.code != 0).unwrap();
+        assert!(
+            failed.stderr.contains("Permission denied")
+                && failed.stderr.contains("which is not damage"),
+            "{failed}"
+        );
+        let out = listed[0];
+        assert!(out.stdout.contains("sub/big.bin"), "{out}");
+        // One tree or several read around the pack: "blob …: pack … could
+        // not be read (…); read from its other copy in pack …", or "pack …
+        // could not be read (…); 3 of its blobs were read from their other
+        // copies in pack(s) …".
+        let refused = format!("pack {} could not be read (", &pack[..8]);
+        if out.stderr.contains(&refused) {
+            read_around += 1;
+            assert!(
+                out.stderr.contains("Permission denied")
+                    && out.stderr.contains("other cop")
+                    && out.stderr.contains(&other_pack(pack)[..8]),
+                "{out}"
+            );
+            assert!(!out.stderr.contains("damaged"), "{out}");
+            assert!(!out.stderr.contains("repair"), "{out}");
+            // A restore of that snapshot, likewise.
+            let snapshot = if outs[0].code == 0 {
+                saved.id.as_str()
+            } else {
+                "latest"
+            };
+            let target = repo.scratch(&format!("restored-{round}"));
+            fs::create_dir(&target).unwrap();
+            give_to(&target, NOBODY, false);
+            let mut c = repo.cmd(&["restore", snapshot, "--target"]);
+            c.arg(&target);
+            as_nobody(&mut c);
+            let out = run(&mut c, None);
+            assert_eq!(out.code, 0, "{out}");
+            assert!(out.stderr.contains(&refused), "{out}");
+            // The source is nobody's now too, as are the files nobody
+            // restores.
+            assert_eq!(manifest(&restored(&target, &src)), manifest(&src), "{out}");
+        }
+        give_to(path, NOBODY, false);
+    }
+    assert_eq!(read_around, 1, "no read went to the refused copy");
+}
+
 /// A chunk stored three times, two copies damaged: a restore writes it
 /// from the intact one, whichever it is, trying each copy in turn (until
 /// December 2026 it gave up after the second), and gc keeps that copy

@@ -367,10 +367,25 @@ pub struct ReadAround {
     pub why: String,
     /// The pack of the copy read.
     pub read: PackId,
+    /// Whether the refused copy could not be read at all (an error of
+    /// the store, such as "Permission denied"), rather than read and
+    /// found damaged. Nothing says that pack is damaged then, so there
+    /// is no advice to drop it from the index.
+    pub unread: bool,
 }
 
 impl std::fmt::Display for ReadAround {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.unread {
+            return write!(
+                f,
+                "blob {}: pack {} could not be read ({}); read from its other copy in pack {}",
+                self.id.short(),
+                self.damaged.short(),
+                self.why,
+                self.read.short()
+            );
+        }
         write!(
             f,
             "blob {} in pack {} is damaged ({}); read from its other copy in pack {}; \
@@ -386,21 +401,32 @@ impl std::fmt::Display for ReadAround {
 /// `arounds` as warnings, one per damaged pack (see
 /// [`Repository::take_read_around_said`]).
 fn said_by_pack(arounds: Vec<ReadAround>) -> Vec<String> {
-    let mut by_pack: Vec<(PackId, Vec<ReadAround>)> = Vec::new();
+    let mut by_pack: Vec<((PackId, bool), Vec<ReadAround>)> = Vec::new();
     for around in arounds {
-        match by_pack.iter_mut().find(|(p, _)| *p == around.damaged) {
+        let key = (around.damaged, around.unread);
+        match by_pack.iter_mut().find(|(k, _)| *k == key) {
             Some((_, all)) => all.push(around),
-            None => by_pack.push((around.damaged, vec![around])),
+            None => by_pack.push((key, vec![around])),
         }
     }
     by_pack
         .into_iter()
-        .map(|(pack, all)| match &all[..] {
+        .map(|((pack, unread), all)| match &all[..] {
             [one] => one.to_string(),
             [first, ..] => {
                 let mut read: Vec<String> = all.iter().map(|a| a.read.short()).collect();
                 read.sort();
                 read.dedup();
+                if unread {
+                    return format!(
+                        "pack {} could not be read ({}); {} of its blobs were read from their \
+                         other copies in pack(s) {}",
+                        pack.short(),
+                        first.why,
+                        all.len(),
+                        read.join(", ")
+                    );
+                }
                 format!(
                     "{} blobs in pack {} are damaged (first: blob {}, {}); read from their \
                      other copies in pack(s) {}; `cairn repair index --read-data` drops \
@@ -1042,27 +1068,37 @@ impl Repository {
     /// missing.
     fn read_indexed(&self, id: &BlobId, mut loc: Location) -> Result<Vec<u8>> {
         let mut gone = Vec::new();
-        let mut damaged: Option<(PackId, Error)> = None;
+        // The first copy that failed, and why.
+        let mut failed: Option<(PackId, Error)> = None;
         loop {
             let e = match self.read_located(id, loc) {
                 Ok(plain) => {
-                    if let Some((pack, e)) = damaged {
+                    if let Some((pack, e)) = failed {
                         self.note_read_around(id, &pack, &e, &loc.pack);
                     }
                     return Ok(plain);
                 }
                 Err(e) if e.is_not_found() => None,
-                Err(e @ Error::Corrupt { .. }) => Some(e),
-                Err(e) => return Err(self.blame_index(e)),
+                // An outage (retries spent) is the store's, not this
+                // copy's: every other copy would wait it out again.
+                Err(e) if e.is_transient() => return Err(self.blame_index(e)),
+                // Damaged, or a pack that cannot be read at all (a file
+                // this user may not read, a disk's read error, a folder in
+                // its place): the blob from wherever else it is indexed,
+                // as a restore does for data. Until December 2026 only
+                // damage was read around, and `ls` or a restore failed
+                // on a tree whose pack could not be read though another
+                // copy could.
+                Err(e) => Some(e),
             };
             gone.push(loc.pack);
             if let Some(e) = e {
-                damaged.get_or_insert((loc.pack, e));
+                failed.get_or_insert((loc.pack, e));
             }
             match self.locate_elsewhere(id, loc.kind, &gone)? {
                 Some(next) => loc = next,
                 None => {
-                    return Err(match damaged {
+                    return Err(match failed {
                         Some((_, e)) => self.blame_index(e),
                         // The index names the pack, so a missing one is
                         // damage to the index or a deleted pack: say what
@@ -1077,15 +1113,16 @@ impl Repository {
     /// Notes that blob `id`, damaged in pack `damaged` (`e`), was read
     /// from its copy in pack `read` (see [`Repository::take_read_around`]).
     fn note_read_around(&self, id: &BlobId, damaged: &PackId, e: &Error, read: &PackId) {
-        let why = match e {
-            Error::Corrupt { detail, .. } => detail.clone(),
-            e => e.to_string(),
+        let (why, unread) = match e {
+            Error::Corrupt { detail, .. } => (detail.clone(), false),
+            e => (e.to_string(), true),
         };
         let around = ReadAround {
             id: *id,
             damaged: *damaged,
             why,
             read: *read,
+            unread,
         };
         if let Ok(mut r) = self.read_around.lock() {
             if !r.contains(&around) {
@@ -1229,19 +1266,40 @@ mod tests {
             damaged: pack(damaged),
             why: "authentication failed".into(),
             read: pack(read),
+            unread: false,
+        };
+        let unread = |id: u8, refused: u8, read: u8| ReadAround {
+            why: "Permission denied".into(),
+            unread: true,
+            ..around(id, refused, read)
         };
         let said = said_by_pack(vec![
             around(1, 0xaa, 0xbb),
             around(2, 0xaa, 0xcc),
             around(3, 0xdd, 0xbb),
+            unread(5, 0xee, 0xbb),
             around(4, 0xaa, 0xbb),
+            unread(6, 0xee, 0xcc),
+            unread(7, 0xdd, 0xcc),
         ]);
-        assert_eq!(said.len(), 2, "{said:?}");
+        assert_eq!(said.len(), 4, "{said:?}");
         assert!(
             said[0].starts_with("3 blobs in pack aaaaaaaa are damaged (first: blob 01010101")
                 && said[0].contains("other copies in pack(s) bbbbbbbb, cccccccc"),
             "{said:?}"
         );
         assert_eq!(said[1], around(3, 0xdd, 0xbb).to_string());
+        // A pack that could not be read is not called damaged, and no
+        // repair is advised for it.
+        assert_eq!(
+            said[2],
+            "pack eeeeeeee could not be read (Permission denied); 2 of its blobs were read \
+             from their other copies in pack(s) bbbbbbbb, cccccccc"
+        );
+        assert_eq!(
+            said[3],
+            "blob 07070707: pack dddddddd could not be read (Permission denied); read from its \
+             other copy in pack cccccccc"
+        );
     }
 }
