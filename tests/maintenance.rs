@@ -2347,7 +2347,9 @@ fn a_damaged_copy_of_a_tree_stored_twice_is_read_around() {
 /// may not read: `ls` and a restore read the other copy and say the pack
 /// could not be read, without calling it damaged or advising a repair.
 /// Until December 2026 both failed ("Permission denied"), though only
-/// damage of a copy was read around.
+/// damage of a copy was read around. verify still reports the pack, and
+/// gc, which must mark a root only that pack holds, stops before
+/// deleting anything.
 #[test]
 fn a_tree_whose_pack_may_not_be_read_is_read_from_its_other_copy() {
     if !is_root() {
@@ -2426,7 +2428,35 @@ fn a_tree_whose_pack_may_not_be_read_is_read_from_its_other_copy() {
             // restores.
             assert_eq!(manifest(&restored(&target, &src)), manifest(&src), "{out}");
         }
+        // verify does not read around it: the pack is not readable, and
+        // it says so.
+        for args in [&["verify"][..], &["verify", "--read-data"]] {
+            let mut c = repo.cmd(args);
+            as_nobody(&mut c);
+            let out = run(&mut c, None);
+            assert_eq!(out.code, 1, "{args:?}: {out}");
+            assert!(
+                out.stderr.contains("Permission denied") && out.stderr.contains(&pack[..8]),
+                "{args:?}: {out}"
+            );
+        }
+        // gc must mark a root it cannot read: it stops before deleting
+        // anything, saying that is no damage, and both snapshots stay
+        // whole.
+        let mut c = repo.cmd(&["gc"]);
+        as_nobody(&mut c);
+        let gc = run(&mut c, None);
         give_to(path, NOBODY, false);
+        assert_eq!(gc.code, 1, "{gc}");
+        assert!(
+            gc.stderr.contains("gc stopped before deleting anything")
+                && gc.stderr.contains("which is not damage"),
+            "{gc}"
+        );
+        let mut c = repo.cmd(&["verify", "--read-data"]);
+        as_nobody(&mut c);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "after {gc}: {out}");
     }
     assert_eq!(read_around, 1, "no read went to the refused copy");
 }
