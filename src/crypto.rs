@@ -260,7 +260,7 @@ enum Sealer<'k> {
 }
 
 /// Which library runs an XAES-256-GCM message's AES-256-GCM, where it is
-/// sealed or opened in place (see [`Gcm::FASTEST`]). Both give the same
+/// sealed or opened in place (see [`Gcm::fastest`]). Both give the same
 /// bytes; sealing from a separate plaintext ([`MasterKey::seal_parts`])
 /// is always aws-lc's, which encrypts straight into the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,11 +308,9 @@ impl Sealer<'_> {
                 k
             }
             Sealer::Xaes(key, _) => {
-                let mut subkey = key.subkey(nonce[..12].try_into().expect("12 bytes"));
-                let k = UnboundKey::new(&AES_256_GCM, &subkey).expect("32-byte AES key");
-                subkey.zeroize();
-                short.copy_from_slice(&nonce[12..]);
-                k
+                let (subkey, message_nonce) = key.message_key(nonce);
+                short = message_nonce;
+                UnboundKey::new(&AES_256_GCM, &*subkey).expect("32-byte AES key")
             }
         };
         (LessSafeKey::new(key), Nonce::assume_unique_for_key(short))
@@ -327,11 +325,9 @@ impl Sealer<'_> {
         let Sealer::Xaes(key, Gcm::Ring) = self else {
             return None;
         };
-        let mut subkey = key.subkey(nonce[..12].try_into().expect("12 bytes"));
-        let k = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &subkey)
+        let (subkey, short) = key.message_key(nonce);
+        let k = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &*subkey)
             .expect("32-byte AES key");
-        subkey.zeroize();
-        let short = nonce[12..].try_into().expect("12 bytes");
         Some((
             ring::aead::LessSafeKey::new(k),
             ring::aead::Nonce::assume_unique_for_key(short),
@@ -472,6 +468,15 @@ impl XaesKey {
         k1[15] ^= 0x87 * (l[0] >> 7);
         l.zeroize();
         XaesKey { aes, k1 }
+    }
+
+    /// The AES-256-GCM key and 12-byte nonce of the message sealed under
+    /// the 24-byte `nonce`: the key derived from its first 12 bytes
+    /// ([`Self::subkey`]), cleared when dropped, and its last 12 bytes.
+    fn message_key(&self, nonce: &[u8; NONCE_LEN]) -> (zeroize::Zeroizing<[u8; 32]>, [u8; 12]) {
+        let (derive, short) = nonce.split_at(12);
+        let subkey = zeroize::Zeroizing::new(self.subkey(derive.try_into().expect("12 bytes")));
+        (subkey, short.try_into().expect("12 bytes"))
     }
 
     /// The key for one message (C2SP XAES-256-GCM, the counter-mode KDF of
