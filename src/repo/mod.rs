@@ -353,15 +353,17 @@ pub struct Repository {
     read_around: Mutex<Vec<ReadAround>>,
 }
 
-/// A blob a read found damaged in one pack and read from its copy in
-/// another (see [`Repository::take_read_around`]). Its `Display` is the
-/// warning to give: the blob, the damaged copy's pack and why, the copy
-/// read, and what mends the index.
+/// A blob a read found damaged in one pack, or could not read there at
+/// all, and read from its copy in another (see
+/// [`Repository::take_read_around`]). Its `Display` is the warning to
+/// give: the blob, the refused copy's pack and why, the copy read, and,
+/// for damage, what mends the index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadAround {
     /// The blob.
     pub id: BlobId,
-    /// The pack holding the damaged copy.
+    /// The pack holding the copy refused: damaged, or not read at all
+    /// (see `unread`).
     pub damaged: PackId,
     /// Why that copy was refused.
     pub why: String,
@@ -1110,8 +1112,9 @@ impl Repository {
         }
     }
 
-    /// Notes that blob `id`, damaged in pack `damaged` (`e`), was read
-    /// from its copy in pack `read` (see [`Repository::take_read_around`]).
+    /// Notes that blob `id`, damaged in pack `damaged` or not read there
+    /// (`e`), was read from its copy in pack `read` (see
+    /// [`Repository::take_read_around`]).
     fn note_read_around(&self, id: &BlobId, damaged: &PackId, e: &Error, read: &PackId) {
         let (why, unread) = match e {
             Error::Corrupt { detail, .. } => (detail.clone(), false),
