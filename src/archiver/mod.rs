@@ -547,7 +547,8 @@ pub fn backup_locked(
             })
         }
     })??;
-    // Trees of the parent read from another copy around a damaged one.
+    // Trees of the parent read from another copy, around one damaged or
+    // not read at all.
     for said in repo.take_read_around_said() {
         repo_warn(said);
     }
