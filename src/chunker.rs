@@ -117,6 +117,19 @@ impl ChunkerParams {
         mut sink: impl FnMut(&[u8], bool) -> std::result::Result<(), E>,
     ) -> std::result::Result<u64, ChunkError<E>> {
         let window = self.max as usize + (1 << 20);
+        // Reads fill the window only this far, at first: a chunk is cut
+        // within it nearly always (chunks average `avg`), and two reading
+        // threads' windows of a maximum chunk each were a fifth of a first
+        // backup's peak memory. It grows by an average chunk, for the rest
+        // of the input, whenever a chunk runs past it. The cuts do not depend on it: a
+        // chunk a refill leaves unfinished is looked at again whole.
+        let first_reach = (4 * self.avg as usize).clamp(GROW_FROM, window);
+        let mut reach = first_reach;
+        if buf.len() > first_reach {
+            // Grown by an earlier input's long chunks: given back.
+            buf.truncate(first_reach);
+            buf.shrink_to_fit();
+        }
         // A source that stalls (a pipe) is chunked once this much has
         // arrived, rather than only when the window fills, so a slow
         // stream is stored as it comes; the bound keeps the rescanning of
@@ -167,15 +180,15 @@ impl ChunkerParams {
                     zeros.push(0, filled);
                 }
             }
-            while !eof && filled < window {
+            while !eof && filled < reach {
                 // The window grows (zeroed, once per buffer) only as far
                 // as reads reach: a buffer that only small files have
                 // used holds a few pages, not the whole window.
                 if filled == buf.len() {
-                    let grown = (buf.len() * 4).clamp(GROW_FROM, window);
+                    let grown = (buf.len() * 4).clamp(GROW_FROM, reach);
                     buf.resize(grown, 0);
                 }
-                let room = buf.len().min(window) - filled;
+                let room = buf.len().min(reach) - filled;
                 let hole = reader.hole_ahead(room).map_err(ChunkError::Read)?;
                 if hole > 0 {
                     let hole = hole.min(room);
@@ -235,6 +248,11 @@ impl ChunkerParams {
             total += done as u64;
             if eof {
                 return Ok(total);
+            }
+            if done == 0 && filled >= reach {
+                // One chunk runs past the reach (never past the window,
+                // which holds a maximum chunk and more).
+                reach = (reach + first_reach / 4).min(window);
             }
             buf.copy_within(done..filled, 0);
             filled -= done;
@@ -404,37 +422,73 @@ mod tests {
     }
 
     /// The buffer grows only as far as reads reach: inputs of a few KiB
-    /// leave it at its first size, a long one grows it to the window and
-    /// no further, and a grown buffer, reused, cuts as a fresh one does.
+    /// leave it at its first size; a long one grows it to four average
+    /// chunks, not the window, unless a chunk runs past that, when it
+    /// grows as far as that chunk needs, within the window; the next input gives
+    /// that back; and a grown buffer, reused, cuts as a fresh one does,
+    /// whatever the reads return.
     #[test]
     fn the_window_grows_only_as_reads_need_it() {
-        let p = ChunkerParams::with_sizes(4096, 16384, 65536, 3).unwrap();
-        let d = data(3 << 20);
+        let p = ChunkerParams::with_sizes(16 << 10, 64 << 10, 1 << 20, 3).unwrap();
+        let reach = 4 * (64 << 10);
+        let window = (1 << 20) + (1 << 20);
+        let noise = data(3 << 20);
+        // Noise, then bytes FastCDC never cuts: maximum chunks.
+        let mut long = data(1 << 20);
+        long.extend(std::iter::repeat_n(0x5a, 3 << 20));
+        long.extend(data(1 << 20));
         let want = |input: &[u8]| -> Vec<Vec<u8>> {
             p.chunks(input)
                 .map(|(o, l)| input[o..o + l].to_vec())
                 .collect()
         };
-        let cut = |input: &[u8], buf: &mut Vec<u8>| -> Vec<Vec<u8>> {
+        let cut = |input: &[u8], buf: &mut Vec<u8>, step: usize| -> Vec<Vec<u8>> {
             let mut got = Vec::new();
-            p.for_each_chunk(&mut &input[..], buf, |c| {
+            p.for_each_chunk(&mut Trickle(input, step), buf, |c| {
                 got.push(c.to_vec());
                 Ok::<(), ()>(())
             })
             .unwrap();
             got
         };
+        assert!(
+            want(&long).iter().any(|c| c.len() == 1 << 20),
+            "the long input has chunks of the maximum"
+        );
         let mut buf = Vec::new();
         for len in [10, 5_000, 40_000] {
-            assert_eq!(cut(&d[..len], &mut buf), want(&d[..len]), "{len} bytes");
+            let input = &noise[..len];
+            assert_eq!(cut(input, &mut buf, usize::MAX), want(input), "{len} bytes");
         }
         assert_eq!(buf.len(), GROW_FROM);
-        assert_eq!(cut(&d, &mut buf), want(&d));
-        assert_eq!(buf.len(), 65536 + (1 << 20), "the window: maximum + 1 MiB");
-        for from in [7, 1 << 20] {
-            assert_eq!(cut(&d[from..], &mut buf), want(&d[from..]), "from {from}");
+        assert_eq!(cut(&noise, &mut buf, usize::MAX), want(&noise));
+        assert_eq!(buf.len(), reach, "four average chunks");
+        assert_eq!(cut(&long, &mut buf, usize::MAX), want(&long));
+        assert!(
+            buf.len() > 1 << 20 && buf.len() <= window,
+            "past a maximum chunk, within the window (maximum + 1 MiB): {}",
+            buf.len()
+        );
+        assert_eq!(
+            cut(&noise[..5_000], &mut buf, usize::MAX),
+            want(&noise[..5_000])
+        );
+        assert_eq!(buf.len(), reach, "given back");
+        for step in [1000, 100_000, usize::MAX] {
+            for from in [7, 1 << 20] {
+                let (n, l) = (&noise[from..], &long[from..]);
+                assert_eq!(
+                    cut(n, &mut buf, step),
+                    want(n),
+                    "noise from {from}, reads of {step}"
+                );
+                assert_eq!(
+                    cut(l, &mut buf, step),
+                    want(l),
+                    "long from {from}, reads of {step}"
+                );
+            }
         }
-        assert_eq!(cut(&d[..5_000], &mut buf), want(&d[..5_000]));
     }
 
     /// A reader returning at most `.1` bytes per call.
