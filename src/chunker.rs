@@ -119,10 +119,13 @@ impl ChunkerParams {
         let window = self.max as usize + (1 << 20);
         // Reads fill the window only this far, at first: a chunk is cut
         // within it nearly always (chunks average `avg`), and two reading
-        // threads' windows of a maximum chunk each were a fifth of a first
-        // backup's peak memory. It grows by an average chunk, for the rest
-        // of the input, whenever a chunk runs past it. The cuts do not depend on it: a
-        // chunk a refill leaves unfinished is looked at again whole.
+        // threads' windows of a maximum chunk each were a fifth of a
+        // first backup's peak memory. It grows by an average chunk, for
+        // the rest of the input, whenever one chunk runs past it. The cuts
+        // do not depend on it: a chunk a refill leaves unfinished is
+        // looked at again whole after the next read. The price is that
+        // look again and the move of the unfinished chunk to the window's
+        // front, once per reach instead of once per window.
         let first_reach = (4 * self.avg as usize).clamp(GROW_FROM, window);
         let mut reach = first_reach;
         if buf.len() > first_reach {
@@ -424,9 +427,9 @@ mod tests {
     /// The buffer grows only as far as reads reach: inputs of a few KiB
     /// leave it at its first size; a long one grows it to four average
     /// chunks, not the window, unless a chunk runs past that, when it
-    /// grows as far as that chunk needs, within the window; the next input gives
-    /// that back; and a grown buffer, reused, cuts as a fresh one does,
-    /// whatever the reads return.
+    /// grows as far as that chunk needs, within the window; the next
+    /// input gives that back; and a grown buffer, reused, cuts as a fresh
+    /// one does, whatever the reads return.
     #[test]
     fn the_window_grows_only_as_reads_need_it() {
         let p = ChunkerParams::with_sizes(16 << 10, 64 << 10, 1 << 20, 3).unwrap();
