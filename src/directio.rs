@@ -163,16 +163,6 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_file_with_a_partial_last_page_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let want = bytes(2, 2 * BOUNCE + 5000);
-        if write_new(&path, &want, 0o600).unwrap() {
-            assert!(fs::read(&path).unwrap() == want, "content differs");
-        }
-    }
-
-    #[test]
     fn an_existing_file_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
