@@ -25,9 +25,8 @@
 //! direct IO.
 
 use std::cell::RefCell;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -57,12 +56,7 @@ pub fn enabled() -> bool {
 /// failed open would leave the new file behind, in the way of a buffered
 /// retry under the same name.
 fn create_new(path: &Path, mode: u32) -> Result<(fs::File, bool)> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| Error::path("create", path, e))?;
+    let file = crate::backend::local::create_new(path, mode)?;
     let direct = enabled() && set_direct(&file);
     Ok((file, direct))
 }

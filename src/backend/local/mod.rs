@@ -135,6 +135,17 @@ pub const RESERVE: &str = "reserve";
 /// Fails with "no space left" where writing `adding` more bytes to
 /// `path` would overfill the stand-in filesystem of
 /// [`crate::fault::fs_size`]; does nothing without one.
+/// Creates `path` for writing with permissions `mode`; fails if anything
+/// is there already, which is never overwritten.
+pub(crate) fn create_new(path: &Path, mode: u32) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Error::path("create", path, e))
+}
+
 fn room_for(root: &Path, adding: u64, path: &Path) -> Result<()> {
     match crate::fault::fs_size() {
         Some(size) if used_bytes(root).saturating_add(adding) > size => Err(Error::path(
@@ -808,12 +819,7 @@ impl Backend for LocalBackend {
                 && bytes.len() >= DIRECT_MIN
                 && directio::write_new(&tmp, bytes, modes.file)?;
             if !direct {
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(modes.file)
-                    .open(&tmp)
-                    .map_err(|e| Error::path("create", &tmp, e))?;
+                let mut f = create_new(&tmp, modes.file)?;
                 f.write_all(bytes)
                     .map_err(|e| Error::path("write", &tmp, e))?;
                 if durable {
@@ -848,12 +854,7 @@ impl Backend for LocalBackend {
             sync_dir(&self.root)?;
         }
         let tmp = tmp_path(&dir);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(modes.file)
-            .open(&tmp)
-            .map_err(|e| Error::path("create", &tmp, e))?;
+        let file = create_new(&tmp, modes.file)?;
         Ok(Some(Box::new(PlainSink { file, tmp, dir })))
     }
 

@@ -268,12 +268,7 @@ const BEHIND: u64 = 4 << 20;
 impl BehindFile {
     /// Creates `path`, which must not exist, with permissions `mode`.
     pub(super) fn create(path: &Path, mode: u32) -> Result<BehindFile> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-            .map_err(|e| Error::path("create", path, e))?;
+        let file = create_new(path, mode)?;
         Ok(BehindFile {
             path: path.to_path_buf(),
             file,
