@@ -21,7 +21,7 @@
 //! or replacing a directory must [`Beneath::forget`] it and what lies
 //! beneath. Without `/proc` the paths are used as they are, as before.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -42,7 +42,7 @@ const CACHED_BYTES: usize = 16 << 20;
 
 /// Adds `fd` to `cache` under `key`, starting the cache again once full
 /// (see [`CACHED_DIRS`] and [`CACHED_BYTES`]).
-fn cache_insert(cache: &mut HashMap<Vec<u8>, Arc<OwnedFd>>, key: &[u8], fd: Arc<OwnedFd>) {
+fn cache_insert(cache: &mut FxHashMap<Vec<u8>, Arc<OwnedFd>>, key: &[u8], fd: Arc<OwnedFd>) {
     let bytes: usize = cache.keys().map(Vec::len).sum();
     if cache.len() >= CACHED_DIRS || bytes + key.len() > CACHED_BYTES {
         cache.clear();
@@ -55,12 +55,12 @@ pub(super) struct Beneath {
     /// The target, open; `None` where `/proc/self/fd` cannot name it.
     root: Option<OwnedFd>,
     /// Keyed by the path's bytes, hashed at once rather than a component
-    /// at a time: a deep tree's paths are megabytes, asked several times
-    /// an entry.
-    dirs: Mutex<HashMap<Vec<u8>, Arc<OwnedFd>>>,
+    /// at a time, and with FxHash, 16 bytes a step, not SipHash: a deep
+    /// tree's paths are megabytes, asked several times an entry.
+    dirs: Mutex<FxHashMap<Vec<u8>, Arc<OwnedFd>>>,
     /// The folders where the pieces of paths longer than `PATH_MAX` end
     /// (see [`Beneath::open_in_pieces`]), open, by path; as many at most.
-    pieces: Mutex<HashMap<Vec<u8>, Arc<OwnedFd>>>,
+    pieces: Mutex<FxHashMap<Vec<u8>, Arc<OwnedFd>>>,
 }
 
 /// The most of a path longer than `PATH_MAX` opened at once (see
@@ -110,8 +110,8 @@ impl Beneath {
         Beneath {
             target: target.to_path_buf(),
             root,
-            dirs: Mutex::new(HashMap::new()),
-            pieces: Mutex::new(HashMap::new()),
+            dirs: Mutex::default(),
+            pieces: Mutex::default(),
         }
     }
 
@@ -187,19 +187,21 @@ impl Beneath {
         // the folders above share them.
         let mut ends = Vec::new();
         // The piece's length so far, where the name before ended, and
-        // where this one starts.
+        // where this one starts. The slashes are found with `memchr`, many
+        // bytes a step: the path is scanned whole each time.
         let (mut piece, mut last, mut start) = (0, 0, 0);
-        for name in bytes.split(|&b| b == b'/') {
-            let end = start + name.len();
+        let slashes = memchr::memchr_iter(b'/', bytes).chain(std::iter::once(bytes.len()));
+        for end in slashes {
+            let len = end - start;
             start = end + 1;
-            if name.is_empty() {
+            if len == 0 {
                 continue;
             }
-            if piece > 0 && piece + 1 + name.len() > PIECE {
+            if piece > 0 && piece + 1 + len > PIECE {
                 ends.push(last);
                 piece = 0;
             }
-            piece += name.len() + usize::from(piece > 0);
+            piece += len + usize::from(piece > 0);
             last = end;
         }
         let kept = |end: usize| {

@@ -1115,12 +1115,21 @@ pub(super) fn directory_runs(paths: &[&Path], max: usize) -> Vec<std::ops::Range
     let mut runs = Vec::new();
     let mut start = 0;
     for i in 1..=paths.len() {
-        if i == paths.len() || i - start == max || paths[i].parent() != paths[start].parent() {
+        if i == paths.len() || i - start == max || folder(paths[i]) != folder(paths[start]) {
             runs.push(start..i);
             start = i;
         }
     }
     runs
+}
+
+/// The bytes of `path`'s folder: compared as bytes, a length apart at
+/// once, where `Path`'s equality compares components from the end, all
+/// of them for the folders of a chain of like names (work of the square
+/// of its depth, once per file).
+fn folder(path: &Path) -> Option<&[u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    path.parent().map(|p| p.as_os_str().as_bytes())
 }
 
 /// Raises the open-file limit to its hard maximum (a restore keeps every
@@ -1208,6 +1217,19 @@ mod tests {
             vec![0..3, 3..4, 4..5, 5..7, 7..9]
         );
         assert!(directory_runs(&[], 64).is_empty());
+        // A chain of like names: each file in a folder of its own, told
+        // apart by the folders' bytes.
+        let chain: Vec<PathBuf> = (1..=4)
+            .map(|n| ["dd"; 4][..n].iter().collect::<PathBuf>().join("f"))
+            .collect();
+        let rels: Vec<&Path> = chain.iter().map(|p| p.as_path()).collect();
+        assert_eq!(directory_runs(&rels, 64), vec![0..1, 1..2, 2..3, 3..4]);
+        let twins = [
+            Path::new("dd/dd/f"),
+            Path::new("dd/dd/g"),
+            Path::new("dd/de/f"),
+        ];
+        assert_eq!(directory_runs(&twins, 64), vec![0..2, 2..3]);
     }
 
     fn pack_cost(blobs: &[PackedBlob], targets: &IdMap<BlobId, Vec<(usize, u64)>>) -> u64 {
