@@ -330,6 +330,11 @@ fn open_beneath(root: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
         // SAFETY: `c` is NUL-terminated and `root` is open.
         return owned(unsafe { libc::openat(root.as_raw_fd(), c.as_ptr(), flags) });
     }
+    // What the kernel says of a path it cannot take at once, said
+    // before a copy of the path (megabytes in a deep tree) is made for it.
+    if rel.as_os_str().len() >= libc::PATH_MAX as usize {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
     let c = CString::new(rel.as_os_str().as_bytes())?;
     // SAFETY: open_how is plain integers, for which zero is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
