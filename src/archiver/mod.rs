@@ -245,12 +245,14 @@ pub(super) fn distrust_tree_pack(
 /// (with U+FFFD for every such byte, two folders whose names differ
 /// only there shared one set, and the parent and the retention group of
 /// one were the other's). A UTF-8 path with a literal `\x` in its name
-/// may still read as a path that is not UTF-8.
-pub fn path_text(path: &Path) -> String {
+/// may still read as a path that is not UTF-8. A UTF-8 path is borrowed,
+/// not copied: a restore asks this of every entry, and a deep tree's
+/// paths are megabytes.
+pub fn path_text(path: &Path) -> std::borrow::Cow<'_, str> {
     use std::fmt::Write;
     let bytes = path.as_os_str().as_encoded_bytes();
     if let Ok(text) = std::str::from_utf8(bytes) {
-        return text.to_string();
+        return text.into();
     }
     let mut out = String::with_capacity(bytes.len() + 8);
     for chunk in bytes.utf8_chunks() {
@@ -264,7 +266,7 @@ pub fn path_text(path: &Path) -> String {
             let _ = write!(out, "\\x{b:02x}");
         }
     }
-    out
+    out.into()
 }
 
 /// Makes `p` absolute without resolving its final component (so a symlink
@@ -402,7 +404,7 @@ pub fn backup_locked(
                 .map(|c| c.as_os_str().to_os_string())
                 .collect();
             skeleton.insert(&comps);
-            paths.push(path_text(&abs));
+            paths.push(path_text(&abs).into_owned());
         }
         paths.sort();
         paths.dedup();
@@ -713,13 +715,21 @@ mod tests {
     fn path_text_keeps_utf8_and_escapes_the_rest() {
         use std::ffi::OsStr;
         use std::os::unix::ffi::OsStrExt;
-        let text = |b: &[u8]| path_text(Path::new(OsStr::from_bytes(b)));
+        fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+            path_text(Path::new(OsStr::from_bytes(b)))
+        }
         assert_eq!(text("/a\\b/café".as_bytes()), "/a\\b/café");
         assert_eq!(text(b"/caf\xe9"), "/caf\\xe9");
         assert_eq!(text(b"/caf\xe8"), "/caf\\xe8");
         assert_eq!(text(b"/a\\b/\xff\xfe"), "/a\\\\b/\\xff\\xfe");
         // A character cut short is its bytes; the one after it is kept.
         assert_eq!(text(b"/\xc3x\xc3\xa9"), "/\\xc3xé");
+        // Borrowed where it is UTF-8, which it keeps as it is.
+        assert!(matches!(
+            text("/a\\b/café".as_bytes()),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(matches!(text(b"/caf\xe9"), std::borrow::Cow::Owned(_)));
     }
 
     /// A new local repository at `root` (a cheap key derivation), opened.
