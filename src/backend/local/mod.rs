@@ -132,9 +132,6 @@ impl LocalBackend {
 /// [`crate::repo::space`]).
 pub const RESERVE: &str = "reserve";
 
-/// Fails with "no space left" where writing `adding` more bytes to
-/// `path` would overfill the stand-in filesystem of
-/// [`crate::fault::fs_size`]; does nothing without one.
 /// Creates `path` for writing with permissions `mode`; fails if anything
 /// is there already, which is never overwritten.
 pub(crate) fn create_new(path: &Path, mode: u32) -> Result<File> {
@@ -146,6 +143,9 @@ pub(crate) fn create_new(path: &Path, mode: u32) -> Result<File> {
         .map_err(|e| Error::path("create", path, e))
 }
 
+/// Fails with "no space left" where writing `adding` more bytes to
+/// `path` would overfill the stand-in filesystem of
+/// [`crate::fault::fs_size`]; does nothing without one.
 fn room_for(root: &Path, adding: u64, path: &Path) -> Result<()> {
     match crate::fault::fs_size() {
         Some(size) if used_bytes(root).saturating_add(adding) > size => Err(Error::path(
