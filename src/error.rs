@@ -14,6 +14,7 @@
 //! | 11   | repository locked                               |
 //! | 12   | wrong password, or a key file of another repository |
 
+use crate::escape::Show;
 use std::fmt;
 use std::io;
 use std::path::Path;
@@ -154,7 +155,7 @@ impl Error {
 
     /// An IO error about a path.
     pub fn path(op: &str, path: &Path, source: io::Error) -> Error {
-        Error::io(format_args!("{op} {}", path.display()), source)
+        Error::io(format_args!("{op} {}", path.shown()), source)
     }
 
     /// True for a failure that may go away when the operation is retried.

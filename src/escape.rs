@@ -65,6 +65,49 @@ fn escape_with(bytes: &[u8], backslash: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A path in a message: as [`Path::display`] shows it, but with each
+/// byte that is no UTF-8 written as `\xff` instead of U+FFFD, so that
+/// two names differing only in such bytes are told apart (as `ls` shows
+/// them). Controls are left to [`escape_controls`], which every warning
+/// and error line goes through.
+pub struct Shown<'a>(&'a [u8]);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`Shown`] for paths and names, in place of `display()` (or a lossy
+/// conversion) in messages.
+pub trait Show {
+    fn shown(&self) -> Shown<'_>;
+}
+
+impl Show for std::path::Path {
+    fn shown(&self) -> Shown<'_> {
+        Shown(std::os::unix::ffi::OsStrExt::as_bytes(self.as_os_str()))
+    }
+}
+
+impl Show for [u8] {
+    fn shown(&self) -> Shown<'_> {
+        Shown(self)
+    }
+}
+
+impl Show for std::ffi::OsStr {
+    fn shown(&self) -> Shown<'_> {
+        Shown(std::os::unix::ffi::OsStrExt::as_bytes(self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +132,17 @@ mod tests {
         }
         assert!(matches!(escape(b"plain"), Cow::Borrowed(_)));
         assert_eq!(escape_controls("a\\b\nc\x1b"), "a\\b\\nc\\x1b");
+    }
+
+    #[test]
+    fn a_path_in_a_message_shows_its_bytes_that_are_no_utf8() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::path::Path::new(OsStr::from_bytes(b"/data/caf\xe9/caf\xc3\xa9"));
+        assert_eq!(path.shown().to_string(), "/data/caf\\xe9/caf\u{e9}");
+        assert_eq!(
+            OsStr::from_bytes(b"\xff\xfe").shown().to_string(),
+            "\\xff\\xfe"
+        );
     }
 }

@@ -21,6 +21,7 @@
 //! [`as_text`] makes of them, where each byte that is not part of UTF-8
 //! stands for itself, so `caf\xe9` selects that name and not `caf\xe8`.
 
+use crate::escape::Show;
 use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -256,14 +257,14 @@ impl PathFilter {
 /// the command line, and is read before the repository is opened.
 pub fn read_pattern_file(path: &std::path::Path) -> Result<Vec<OsString>> {
     let bytes = std::fs::read(path)
-        .map_err(|e| Error::Usage(format!("read exclude file {}: {e}", path.display())))?;
+        .map_err(|e| Error::Usage(format!("read exclude file {}: {e}", path.shown())))?;
     let lines = patterns_in(&bytes);
     // Each checked alone, so that a bad one is named with its line.
     for (n, p) in &lines {
         if let Err(e) = PathFilter::new(std::slice::from_ref(p)) {
             return Err(Error::Usage(format!(
                 "exclude file {}, line {n}: {e}",
-                path.display()
+                path.shown()
             )));
         }
     }

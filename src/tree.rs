@@ -108,9 +108,12 @@ impl std::fmt::Debug for Name {
     }
 }
 
+/// As messages name it: bytes that are no UTF-8 as `\xff` (see
+/// [`crate::escape::Shown`]).
 impl std::fmt::Display for Name {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&String::from_utf8_lossy(&self.0))
+        use crate::escape::Show;
+        self.0.shown().fmt(f)
     }
 }
 

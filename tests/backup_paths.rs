@@ -608,6 +608,37 @@ fn paths_that_are_not_utf8_keep_their_sets_apart() {
     assert_eq!(repo.snapshots().len(), 2);
 }
 
+/// An error naming a path whose bytes are not UTF-8 shows them as `ls`
+/// does (`\xe9`), not as U+FFFD: two such names stay two in a message.
+#[test]
+fn messages_name_bytes_that_are_not_utf8_as_escapes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let repo = Repo::new();
+    let base = repo.scratch("base");
+    let e9 = base.join(OsStr::from_bytes(b"caf\xe9"));
+    write(&e9.join("a.txt"), "e9");
+    repo.backup(&[&e9], &[]);
+    let text = base.to_str().unwrap();
+
+    // Asked of a snapshot: the path it does not hold.
+    let mut c = repo.cmd(&["ls", "latest"]);
+    c.arg(e9.join(OsStr::from_bytes(b"gone\xe8")));
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let want = format!("{text}/caf\\xe9/gone\\xe8 in the snapshot");
+    assert!(out.stderr.contains(&want), "{want}: {out}");
+    assert!(!out.stderr.contains('\u{fffd}'), "{out}");
+
+    // Given to a backup: the path that does not exist.
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(base.join(OsStr::from_bytes(b"caf\xe8")));
+    let out = run(&mut c, None);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(out.stderr.contains(&format!("{text}/caf\\xe8")), "{out}");
+    assert!(!out.stderr.contains('\u{fffd}'), "{out}");
+}
+
 /// A tree deeper than the open-file limit lets the walk hold a folder
 /// open at each level (a loop of `mkdir d; cd d`, which any user can
 /// make) is walked down to that depth: the folder below is stored empty

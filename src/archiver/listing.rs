@@ -12,6 +12,7 @@
 //! list it, go with their descriptors, and are readable by this user
 //! alone.
 
+use crate::escape::Show;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::ffi::{CStr, OsString};
@@ -69,14 +70,14 @@ impl Listing {
         loop {
             if fail_after.is_some_and(|n| listing.len() >= n) {
                 let e = io::Error::from_raw_os_error(libc::EIO);
-                report(format!("{}: cannot list: {e}", path.display()));
+                report(format!("{}: cannot list: {e}", path.shown()));
                 break;
             }
             let name = match stream.next() {
                 Ok(Some(name)) => name,
                 Ok(None) => break,
                 Err(e) => {
-                    report(format!("{}: cannot list: {e}", path.display()));
+                    report(format!("{}: cannot list: {e}", path.shown()));
                     break;
                 }
             };
@@ -87,7 +88,7 @@ impl Listing {
                 report(format!(
                     "{}: cannot list: 4 GiB of names and no temporary folder to \
                      spill them to; the remaining entries are left out",
-                    path.display()
+                    path.shown()
                 ));
                 break;
             }

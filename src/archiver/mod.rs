@@ -28,6 +28,7 @@ mod walk;
 
 pub use producer::Producer;
 
+use crate::escape::Show;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Read;
@@ -322,7 +323,7 @@ pub fn given_path(p: &Path) -> Result<(PathBuf, std::fs::Metadata)> {
             Err(Error::Invalid(format!(
                 "back up {}: cannot {what} it: {e}; nothing of it could be stored, so no \
                  snapshot is written (run cairn as a user who may read it)",
-                abs.display()
+                abs.shown()
             )))
         }
         _ => Ok((abs, md)),
@@ -389,13 +390,13 @@ pub fn backup_locked(
             own.check_given(&abs)?;
             if md.file_type().is_symlink() {
                 let hint = if std::fs::metadata(&abs).is_ok_and(|m| m.is_dir()) {
-                    format!(" (give {}/ to back up the folder)", p.display())
+                    format!(" (give {}/ to back up the folder)", p.shown())
                 } else {
                     String::new()
                 };
                 warn(&format!(
                     "{} is a symlink: backing up the link itself, not what it points to{hint}",
-                    abs.display()
+                    abs.shown()
                 ));
             }
             let comps: Vec<OsString> = abs
@@ -788,7 +789,7 @@ mod tests {
                 let nodes = repo.load_tree(&tree).unwrap().nodes;
                 let node = nodes.into_iter().find(|n| n.name.0 == name).unwrap();
                 let NodeKind::Dir { subtree } = node.kind else {
-                    panic!("{} is not a directory", part.as_os_str().display())
+                    panic!("{} is not a directory", part.as_os_str().shown())
                 };
                 tree = subtree;
             }

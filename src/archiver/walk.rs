@@ -1,5 +1,6 @@
 //! The walker, workers and finisher of the backup pipeline.
 
+use crate::escape::Show;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
@@ -181,7 +182,7 @@ impl FileJob {
 impl Drop for FileJob {
     fn drop(&mut self) {
         if !self.answered {
-            let why = format!("{}: worker stopped", self.path.display());
+            let why = format!("{}: worker stopped", self.path.shown());
             self.dir.put(self.at, Err(Some(why)));
         }
     }
@@ -1196,7 +1197,7 @@ fn read_file(
     link: Option<(u64, u64)>,
 ) -> std::result::Result<(FileRead, bool), FileError> {
     let skip = |op: &str, e: std::io::Error| {
-        FileError::Skip(format!("{}: cannot {op}: {e}", path.display()))
+        FileError::Skip(format!("{}: cannot {op}: {e}", path.shown()))
     };
     crate::fault::vanish(path);
     crate::fault::fifo(path);
@@ -1240,7 +1241,7 @@ fn read_file(
         (setup.changed)(format!(
             "{}: changed while it was read ({how}): the snapshot holds the bytes as read, \
              which may mix old and new content; the next backup reads it again",
-            path.display()
+            path.shown()
         ));
     }
     // Held until the directory's tree is written: a small file's one
@@ -1266,7 +1267,7 @@ fn read_file(
 fn xattrs_unread(path: &Path, why: &str) -> String {
     format!(
         "{}: {why}; stored without it, the next backup reads it again",
-        path.display()
+        path.shown()
     )
 }
 
@@ -1500,7 +1501,7 @@ impl WalkShared<'_> {
                      do not add up to its size (first: {}, whose chunks hold {held} bytes, its \
                      entry says {said}: a damaged parent tree, which `cairn verify` names): \
                      read again and stored, so this snapshot is whole",
-                    path.display()
+                    path.shown()
                 ));
             }
         }
@@ -1512,7 +1513,7 @@ impl WalkShared<'_> {
                  their entries dropped since the parent snapshot as their pack \
                  was lost): read again and stored, so this snapshot is whole, and \
                  older snapshots holding the same content are mended",
-                path.display(),
+                path.shown(),
                 id.short()
             ));
         }
@@ -1621,7 +1622,7 @@ impl<'a> Walker<'a> {
             Err(e) => {
                 (setup.repo_warn)(format!(
                     "{}: parent tree unreadable, reading afresh: {e}",
-                    path.display()
+                    path.shown()
                 ));
                 super::distrust_tree_pack(setup.repo, setup.writer, &id);
                 None
@@ -1657,7 +1658,7 @@ impl<'a> Walker<'a> {
             Err(e) => {
                 self.report(format!(
                     "{}: cannot open as a directory, stored empty: {e}",
-                    dir.display()
+                    dir.shown()
                 ));
                 Counters::add(&self.shared.setup.counters.dirs, 1);
                 return self.emit(DirJob {
@@ -1700,7 +1701,7 @@ impl<'a> Walker<'a> {
         let listing = whole.then(|| match Listing::read(handle.fd(), dir, &listing_report) {
             Ok(l) => l,
             Err(e) => {
-                self.report(format!("{}: cannot list: {e}", dir.display()));
+                self.report(format!("{}: cannot list: {e}", dir.shown()));
                 left_out = LEFT_OUT_UNKNOWN;
                 Listing::new()
             }
@@ -1792,7 +1793,7 @@ impl<'a> Walker<'a> {
                 let md = match pre.unwrap_or_else(|| stat(&handle, &name)) {
                     Ok(md) => md,
                     Err(e) => {
-                        self.report(format!("{}: cannot stat: {e}", path.display()));
+                        self.report(format!("{}: cannot stat: {e}", path.shown()));
                         left_out = left_out.saturating_add(1);
                         continue;
                     }
@@ -1817,7 +1818,7 @@ impl<'a> Walker<'a> {
                 if !md.is_dir() && sub.is_some_and(|s| !s.children.is_empty()) {
                     self.report(format!(
                         "{}: not a directory, so the paths given beneath it are not backed up",
-                        path.display()
+                        path.shown()
                     ));
                     if !given {
                         left_out = left_out.saturating_add(1);
@@ -1838,7 +1839,7 @@ impl<'a> Walker<'a> {
                 let mut old = parent_nodes.take(name.as_bytes(), |e| {
                     (self.shared.setup.repo_warn)(format!(
                         "{}: parent tree unreadable, reading afresh: {e}",
-                        cut_path(path, dir_len).display()
+                        cut_path(path, dir_len).shown()
                     ))
                 });
                 // Extended attributes change ctime: reuse the parent's when
@@ -1872,7 +1873,7 @@ impl<'a> Walker<'a> {
                             n
                         }
                         Err(e) => {
-                            self.report(format!("{}: cannot read metadata: {e}", path.display()));
+                            self.report(format!("{}: cannot read metadata: {e}", path.shown()));
                             left_out = left_out.saturating_add(1);
                             continue;
                         }
@@ -2118,7 +2119,7 @@ impl<'a> Walker<'a> {
                     "{}: folder changed while it was walked (entries renamed over one \
                      another): the snapshot holds it as walked, with one entry under two \
                      names and another missing; the next backup stores it as it is then",
-                    dir.display()
+                    dir.shown()
                 ));
                 cut_short.set(true);
             }
@@ -2437,7 +2438,7 @@ fn finish_dirs(
                         Some(Err(None)) => {}
                         None => (setup.report)(format!(
                             "{}: worker stopped",
-                            String::from_utf8_lossy(job.tree.name_at(at))
+                            job.tree.name_at(at).shown()
                         )),
                     }
                     // Left out, so neither new nor changed (until
@@ -2766,11 +2767,7 @@ mod tests {
         for path in &paths {
             let waited = std::time::Instant::now();
             while !resident(path, 8192) {
-                assert!(
-                    waited.elapsed().as_secs() < 10,
-                    "{} not read",
-                    path.display()
-                );
+                assert!(waited.elapsed().as_secs() < 10, "{} not read", path.shown());
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }

@@ -1,6 +1,7 @@
 //! A store that misbehaves on purpose, for unit tests: [`Hooked`] passes
 //! every call to an inner backend except where its [`Hooks`] step in.
 
+use crate::escape::Show;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -43,7 +44,7 @@ pub(crate) fn write_cold(path: &std::path::Path, bytes: &[u8]) {
     let dropped = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     assert_eq!(dropped, 0);
     let pages = crate::mmap::cached_pages(&file, 0, bytes.len()).unwrap();
-    assert!(!pages.contains(&true), "{} stayed cached", path.display());
+    assert!(!pages.contains(&true), "{} stayed cached", path.shown());
 }
 
 /// `len` bytes that look random, the same for the same `seed`.

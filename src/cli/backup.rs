@@ -1,5 +1,6 @@
 //! `cairn backup`.
 
+use crate::escape::Show;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -160,8 +161,8 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
              repository it was exported from: give that repository with --repo \
              (or CAIRN_REPO), or back up without a key file to create the default \
              repository",
-            path.display(),
-            f.display(),
+            path.shown(),
+            f.shown(),
             if ctx.key_file_flag().is_some() {
                 "--key-file"
             } else {
@@ -178,7 +179,7 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
             "note: no --repo or CAIRN_REPO given: created the default repository at {}, \
              with the password from {from}; if you meant another repository, give it with \
              --repo (or CAIRN_REPO)",
-            path.display()
+            path.shown()
         ))
     };
     let password = match ctx.explicit_password()? {
@@ -199,7 +200,7 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
                     &super::read_password_file(&file)?,
                     &InitOptions::default(),
                 )?;
-                created(&file.display().to_string());
+                created(&file.shown().to_string());
                 return Ok(repo);
             }
             let pw = hex::encode(crate::crypto::random_bytes::<32>());
@@ -221,8 +222,8 @@ fn open_or_create_default(ctx: &Context) -> Result<Repository> {
                  * (readable only by you). Copy that file somewhere safe: without it,\n\
                  * these backups cannot be read. Use --repo and CAIRN_PASSWORD to choose.\n\
                  {banner}",
-                path.display(),
-                file.display()
+                path.shown(),
+                file.shown()
             ));
             zeroize::Zeroizing::new(pw.into_bytes())
         }

@@ -1,5 +1,6 @@
 //! `cairn init` and `cairn unlock`.
 
+use crate::escape::Show;
 use clap::Args;
 
 use super::output::{self, outln};
@@ -69,7 +70,7 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
         return Err(Error::Usage(format!(
             "--key-file {}: init makes a new repository, whose key is sealed with a \
              password; export it afterwards with `cairn key export FILE`",
-            f.display()
+            f.shown()
         )));
     }
     // The variable is often set for every command (in a profile, a
@@ -79,7 +80,7 @@ pub(super) fn run_init(ctx: &Context, a: InitArgs) -> Result<u8> {
         super::warn(&format!(
             "CAIRN_KEY_FILE ({}) is left aside: init makes a new repository, whose key is \
              sealed with a password; export it afterwards with `cairn key export FILE`",
-            f.display()
+            f.shown()
         ));
     }
     let opts = InitOptions {

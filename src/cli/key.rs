@@ -1,5 +1,6 @@
 //! `cairn key`: exported keys (see [`crate::repo::export`]).
 
+use crate::escape::Show;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -37,10 +38,10 @@ pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
                  open it with --key-file {} (or CAIRN_KEY_FILE); anyone who can read that file \
                  can read and change every snapshot",
                 &hex::encode(repo.config().repo_id)[..8],
-                file.display(),
-                file.display()
+                file.shown(),
+                file.shown()
             );
-            let done = format!("the key is exported to {}", file.display());
+            let done = format!("the key is exported to {}", file.shown());
             Ok(output::after_work(0, printed, &done))
         }
     }
@@ -64,7 +65,7 @@ pub(super) fn read_exported(path: &Path, what: &str) -> Result<ExportedKey> {
     if mode & 0o077 != 0 {
         return Err(Error::Invalid(format!(
             "{what} is open to other users (mode {mode:o}): run `chmod 600 {}`",
-            path.display()
+            path.shown()
         )));
     }
     let bytes =

@@ -122,7 +122,7 @@ fn print_verify(
             outln!(
                 "damaged: snapshot {} {}: {} {} {}",
                 d.snapshot.short(),
-                output::escape_controls(&d.path),
+                output::escape_controls(&d.path.to_string()),
                 if d.tree { "tree" } else { "blob" },
                 d.blob.short(),
                 d.reason

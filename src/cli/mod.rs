@@ -10,6 +10,7 @@ mod output;
 mod restore;
 mod show;
 
+use crate::escape::Show;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStringExt;
@@ -290,7 +291,7 @@ impl Context {
     /// nothing about the repository is known yet.
     fn explicit_password(&self) -> Result<Option<Password>> {
         if let Some(f) = &self.global.password_file {
-            return Password::from_file(f, format!("--password-file {}", f.display()))
+            return Password::from_file(f, format!("--password-file {}", f.shown()))
                 .map(Some)
                 .map_err(as_usage);
         }
@@ -308,7 +309,7 @@ impl Context {
             }));
         }
         match env_path("CAIRN_PASSWORD_FILE") {
-            Some(f) => Password::from_file(&f, format!("CAIRN_PASSWORD_FILE {}", f.display()))
+            Some(f) => Password::from_file(&f, format!("CAIRN_PASSWORD_FILE {}", f.shown()))
                 .map(Some)
                 .map_err(as_usage),
             None => Ok(None),
@@ -348,7 +349,7 @@ impl Context {
         if let Place::Local(_, true) = self.place()? {
             if let Some(f) = Self::default_password_file() {
                 if f.exists() {
-                    let from = format!("the default repository's password file {}", f.display());
+                    let from = format!("the default repository's password file {}", f.shown());
                     return Password::from_file(&f, from);
                 }
                 if !creating {
@@ -357,7 +358,7 @@ impl Context {
                          backup` made the repository, its random password was in that file, \
                          and without it the repository cannot be opened; put the file back \
                          from your copy of it",
-                        f.display()
+                        f.shown()
                     ));
                 }
             }
@@ -476,7 +477,7 @@ impl Context {
         // anything about the repository.
         let exported = match self.key_file() {
             Some(f) => {
-                let what = format!("key file {}", f.display());
+                let what = format!("key file {}", f.shown());
                 let exported = key::read_exported(&f, &what).map_err(as_usage)?;
                 Some((f, what, exported))
             }
@@ -508,7 +509,7 @@ impl Context {
                      damaged): only an exported key like {} opens it, no password does; put \
                      keys/ back from a copy of the repository",
                     repo.backend().location(),
-                    f.display()
+                    f.shown()
                 ));
             }
             return Ok((repo, None));
@@ -540,13 +541,13 @@ fn check_new_file(path: &std::path::Path) -> Result<()> {
         Ok(md) if md.is_dir() => Ok(()),
         Ok(_) => Err(Error::Usage(format!(
             "cannot create {}: {} is not a folder",
-            path.display(),
-            folder.display()
+            path.shown(),
+            folder.shown()
         ))),
         Err(e) => Err(Error::Usage(format!(
             "cannot create {}: folder {}: {e}",
-            path.display(),
-            folder.display()
+            path.shown(),
+            folder.shown()
         ))),
     }
 }
@@ -555,7 +556,7 @@ fn check_new_file(path: &std::path::Path) -> Result<()> {
 fn exists_already(path: &std::path::Path) -> String {
     format!(
         "{} exists already: choose another name (an existing file is never overwritten)",
-        path.display()
+        path.shown()
     )
 }
 
@@ -575,7 +576,7 @@ fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let exists = || Error::Invalid(exists_already(path));
     check_new_file(path)?;
     let Some(name) = path.file_name() else {
-        return Err(Error::Invalid(format!("{} names no file", path.display())));
+        return Err(Error::Invalid(format!("{} names no file", path.shown())));
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -603,7 +604,7 @@ fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .unwrap_or_else(|| {
             Err(Error::Invalid(format!(
                 "{}: no free temporary name beside it (remove the `.cairn-partial-` files)",
-                path.display()
+                path.shown()
             )))
         })?;
     let placed = f
@@ -708,7 +709,7 @@ fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<Vec<u8>>> {
         };
         return Err(Error::Invalid(format!(
             "password file {} {what}",
-            f.display()
+            f.shown()
         )));
     }
     Ok(Zeroizing::new(first.to_vec()))
@@ -994,13 +995,13 @@ fn explain_full(repo: &Repository, e: Error) -> Error {
         Ok(Some(held)) if held > 0 => format!(
             "the repository's filesystem is full{also}: `cairn forget` (with --gc) and `cairn \
              gc` can still run and free space, using the room set aside for them in {}",
-            reserve.display()
+            reserve.shown()
         ),
         Ok(Some(_)) => format!(
             "the repository's filesystem is full{also}, and no room is set aside in {} for \
              `cairn forget` and `cairn gc`: free some space on it (other than the \
              repository's files) so that they can run",
-            reserve.display()
+            reserve.shown()
         ),
         _ => return e,
     };

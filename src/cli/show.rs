@@ -178,7 +178,8 @@ fn list_tree(
         path.truncate(path_len);
         shown.truncate(shown_len);
         let node = &node?;
-        let _ = write!(path, "/{}", node.name);
+        // JSON's text: bytes that are no UTF-8 as U+FFFD (README).
+        let _ = write!(path, "/{}", String::from_utf8_lossy(&node.name.0));
         shown.push('/');
         shown.push_str(&escape(&node.name.0));
         let line = if a.json {

@@ -1189,11 +1189,8 @@ impl Repository {
         // file there is not what was asked for.
         let folder_asked = path.ends_with(b"/") || path.ends_with(b"/.");
         let named = |at: &[u8], comp: &[u8]| {
-            format!(
-                "{}/{}",
-                String::from_utf8_lossy(at),
-                String::from_utf8_lossy(comp)
-            )
+            use crate::escape::Show;
+            format!("{}/{}", at.shown(), comp.shown())
         };
         for (i, comp) in comps.iter().enumerate() {
             let node = dir
@@ -1225,7 +1222,7 @@ impl Repository {
                     return Err(Error::Invalid(format!(
                         "{} in the snapshot is {what}, not a folder: {beneath} (asked for {})",
                         named(&at, comp),
-                        String::from_utf8_lossy(path)
+                        crate::escape::Show::shown(path)
                     )));
                 }
             }

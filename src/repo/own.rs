@@ -2,6 +2,7 @@
 //! the metadata cache folder of the repository in use. A backup never
 //! stores them, and a restore never writes into them or removes them.
 
+use crate::escape::Show;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -107,8 +108,8 @@ impl Own {
         match self.containing(at) {
             Some((folder, what)) => Err(Error::Invalid(format!(
                 "{} is in {what} ({}): a backup never stores its own repository or cache",
-                path.display(),
-                folder.display()
+                path.shown(),
+                folder.shown()
             ))),
             None => Ok(()),
         }
@@ -183,7 +184,7 @@ mod tests {
             repo.join("packs/none/../x"),
             dir.path().join("a/new/../repo/sub"),
         ] {
-            assert!(own.containing(&p).is_some(), "{}", p.display());
+            assert!(own.containing(&p).is_some(), "{}", p.shown());
         }
         // Not in it: beside it, above it.
         for p in [
@@ -191,7 +192,7 @@ mod tests {
             dir.path().join("a/other/x"),
             repo.join("new/../../elsewhere"),
         ] {
-            assert!(own.containing(&p).is_none(), "{}", p.display());
+            assert!(own.containing(&p).is_none(), "{}", p.shown());
         }
         // A symlink given to back up is stored as the link, where it is.
         assert!(own.check_given(&link).is_ok());
@@ -217,7 +218,7 @@ mod tests {
             link.clone(),
         ] {
             let (dev, ino) = id(&p);
-            assert!(own.is_or_holds(dev, ino).is_some(), "{}", p.display());
+            assert!(own.is_or_holds(dev, ino).is_some(), "{}", p.shown());
         }
         std::fs::create_dir_all(dir.path().join("a/c")).unwrap();
         let (dev, ino) = id(&dir.path().join("a/c"));

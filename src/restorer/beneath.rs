@@ -21,6 +21,7 @@
 //! or replacing a directory must [`Beneath::forget`] it and what lies
 //! beneath. Without `/proc` the paths are used as they are, as before.
 
+use crate::escape::Show;
 use rustc_hash::FxHashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -135,7 +136,7 @@ impl Beneath {
         let rel = path.strip_prefix(&self.target).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("{} is not in the target", path.display()),
+                format!("{} is not in the target", path.shown()),
             )
         })?;
         let (parent, name) = match (rel.parent(), rel.file_name()) {
@@ -277,7 +278,7 @@ impl Beneath {
             };
             std::io::Error::new(
                 e.kind(),
-                format!("{}: {why}", self.target.join(rel).display()),
+                format!("{}: {why}", self.target.join(rel).shown()),
             )
         })?);
         if let Ok(mut dirs) = self.dirs.lock() {
@@ -426,7 +427,7 @@ mod tests {
         assert!(beneath.root.is_some(), "/proc/self/fd names the target");
 
         let at = beneath.at(&target.join("a/b/file")).unwrap();
-        assert!(at.starts_with("/proc/self/fd"), "{}", at.display());
+        assert!(at.starts_with("/proc/self/fd"), "{}", at.shown());
         std::fs::write(&*at, "inside").unwrap();
         assert_eq!(
             std::fs::read_to_string(target.join("a/b/file")).unwrap(),

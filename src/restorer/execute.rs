@@ -1,13 +1,14 @@
 //! Carrying out a restore's plan: directories, special files, hard
 //! links, metadata and the mirror policy's removals (files: [`super::files`]).
 
+use crate::escape::Show;
 use std::os::unix::fs::MetadataExt;
 
 use super::*;
 
 impl Executor<'_> {
     pub(super) fn fail(&self, path: &Path, e: impl std::fmt::Display) {
-        let why = format!("{}: {e}", path.display());
+        let why = format!("{}: {e}", path.shown());
         self.errors.fetch_add(1, Ordering::Relaxed);
         // A failure for want of space is told once, at the end (see
         // `full`); the error's text is the one place every path that
@@ -52,7 +53,7 @@ impl Executor<'_> {
     pub(super) fn check_full(&self, path: &Path, e: &Error) {
         if e.is_storage_full() {
             let why = e.to_string();
-            let shown = path.display().to_string();
+            let shown = path.shown().to_string();
             self.note_full(if why.contains(&shown) {
                 why
             } else {
@@ -255,8 +256,8 @@ impl Executor<'_> {
                         (self.warn)(&format!(
                             "{}: restored as a copy of {}: the target's filesystem refuses \
                              hard links ({e})",
-                            dest.display(),
-                            first.display()
+                            dest.shown(),
+                            first.shown()
                         ));
                     }
                     Err(c) => self.fail(
@@ -332,7 +333,7 @@ impl Executor<'_> {
                     return Err(Error::Invalid(format!(
                         "it is {what} ({}): nothing of the snapshot is restored into it \
                          (restore into another folder, or leave it out with --exclude)",
-                        folder.display()
+                        folder.shown()
                     )));
                 }
                 self.open_up(path, &md);
@@ -429,8 +430,8 @@ impl Executor<'_> {
             return Err(Error::Invalid(format!(
                 "{} is or leads to {what} ({}): left in place, where the snapshot has \
                  something else",
-                path.display(),
-                folder.display()
+                path.shown(),
+                folder.shown()
             )));
         }
         if !md.is_dir() && self.mounted(path) {

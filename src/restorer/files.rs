@@ -6,6 +6,7 @@ use super::place::{
     copy_to_temp, link_unnamed, reopen, temp_name, unnamed_files_link, unnamed_in, Unplaced,
 };
 use super::*;
+use crate::escape::Show;
 use crate::pack::BlobKind;
 
 impl Executor<'_> {
@@ -832,7 +833,7 @@ impl Executor<'_> {
             // Given up (its space could not be reserved, say) while this
             // chunk waited: not created again.
             (None, _) if task.failed() => {
-                Err(Error::Invalid(format!("{}: given up", task.dest.display())))
+                Err(Error::Invalid(format!("{}: given up", task.dest.shown())))
             }
             (None, _) => self.create_file(task),
         }

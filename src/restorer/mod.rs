@@ -38,6 +38,7 @@
 //! reads the packs, and `place` holds a file in progress until it is
 //! linked or renamed into place.
 
+use crate::escape::Show;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
@@ -284,18 +285,18 @@ fn dangling_link(target: &Path) -> Option<Error> {
     if !fs::symlink_metadata(link).is_ok_and(|m| m.is_symlink()) || link.exists() {
         return None;
     }
-    let to = fs::read_link(link).map_or_else(|_| "?".into(), |l| l.display().to_string());
+    let to = fs::read_link(link).map_or_else(|_| "?".into(), |l| l.shown().to_string());
     let fix = "make that folder, or give another target";
     Some(Error::Invalid(if link == target {
         format!(
             "target {} is a symlink to {to}, which does not exist: {fix}",
-            target.display()
+            target.shown()
         )
     } else {
         format!(
             "target {} lies beneath {}, a symlink to {to}, which does not exist: {fix}",
-            target.display(),
-            link.display()
+            target.shown(),
+            link.shown()
         )
     }))
 }
@@ -353,8 +354,8 @@ pub fn restore(
     if let Some((folder, what)) = own.containing(&opts.target) {
         return Err(Error::Invalid(format!(
             "the target {} is in {what} ({}): a restore never writes there",
-            opts.target.display(),
-            folder.display()
+            opts.target.shown(),
+            folder.shown()
         )));
     }
     // The folders the restore makes for its target, deepest first: taken
@@ -369,10 +370,9 @@ pub fn restore(
         if let Err(e) = fs::create_dir_all(&opts.target) {
             return Err(match fs::metadata(&opts.target) {
                 // Not "File exists": it does, but is no folder.
-                Ok(md) if !md.is_dir() => Error::Invalid(format!(
-                    "target {} is not a directory",
-                    opts.target.display()
-                )),
+                Ok(md) if !md.is_dir() => {
+                    Error::Invalid(format!("target {} is not a directory", opts.target.shown()))
+                }
                 // Nor for a symlink to nothing, which a restore does not
                 // follow into making folders elsewhere.
                 Err(_) => dangling_link(&opts.target)
@@ -386,7 +386,7 @@ pub fn restore(
             Ok(_) => {
                 return Err(Error::Invalid(format!(
                     "target {} is not a directory",
-                    opts.target.display()
+                    opts.target.shown()
                 )))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -402,8 +402,8 @@ pub fn restore(
     if let Some((folder, what)) = own.containing(&opts.target) {
         return Err(Error::Invalid(format!(
             "the target {} is in {what} ({}): a restore never writes there",
-            opts.target.display(),
-            folder.display()
+            opts.target.shown(),
+            folder.shown()
         )));
     }
     // The probes of the target (for case, and for unnamed files) make and
@@ -451,7 +451,7 @@ pub fn restore(
              in it swapped for a symlink while the restore runs (by anyone who may write \
              there) would lead its writes elsewhere; mount /proc, or restore into a folder \
              no one else can write",
-            opts.target.display()
+            opts.target.shown()
         ));
     }
     ex.prepare_files();
@@ -570,7 +570,7 @@ pub fn restore(
              target holds in them beside the snapshot's entries is left in place \
              (first: {})",
             stats.not_pruned,
-            first.display()
+            first.shown()
         ));
     }
     if stats.kept_unselected > 0 {
@@ -610,7 +610,7 @@ pub fn restore(
                 "{}: the restored files could not all be written to disk ({e}): \
                  what is under their names may be incomplete; restore again once \
                  the target's disk is sound",
-                opts.target.display()
+                opts.target.shown()
             ));
             ex.errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -1115,9 +1115,9 @@ impl Planner<'_> {
                             &self.ex.target.join(&*rel),
                             format!(
                                 "not restored: the target's filesystem does not tell its name \
-                                 from {:?}, which is restored there instead; restore it on its own into \
-                                 another folder",
-                                String::from_utf8_lossy(first)
+                                 from \"{}\", which is restored there instead; restore it on its own \
+                                 into another folder",
+                                first.shown()
                             ),
                         );
                     }

@@ -27,6 +27,7 @@
 //! which emptied whatever was mounted beneath it (a bind mount of the
 //! repository, say) before failing on the mount point itself.
 
+use crate::escape::Show;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -286,7 +287,7 @@ impl Executor<'_> {
         let Some(name) = path.file_name() else {
             return Err(Error::Invalid(format!(
                 "{}: cannot remove a folder named by `.` or `..`; give the target by its name",
-                path.display()
+                path.shown()
             )));
         };
         let (folder, entry) = match (
@@ -300,7 +301,7 @@ impl Executor<'_> {
             _ => {
                 return Err(Error::Invalid(format!(
                     "{}: replaced since the restore looked at it: left as it is",
-                    path.display()
+                    path.shown()
                 )))
             }
         };
@@ -332,12 +333,12 @@ impl Executor<'_> {
         let mut reasons = left.into_iter().map(|(at, why)| match why {
             Left::Mount => format!(
                 "{} is {MOUNT_POINT}, which a restore never removes",
-                at.display()
+                at.shown()
             ),
             Left::Own(own, what) => {
-                format!("{} is or leads to {what} ({})", at.display(), own.display())
+                format!("{} is or leads to {what} ({})", at.shown(), own.shown())
             }
-            Left::Failed(why) => format!("{}: {why}", at.display()),
+            Left::Failed(why) => format!("{}: {why}", at.shown()),
         });
         let first = reasons.next().unwrap_or_default();
         let more = match reasons.count() {
@@ -650,10 +651,7 @@ fn left_mounted(at: &Path, top: &Path, dry_run: bool) -> String {
     let holder = if at == top {
         String::new()
     } else {
-        format!(
-            ", so {}, which holds it, {not} removed whole",
-            top.display()
-        )
+        format!(", so {}, which holds it, {not} removed whole", top.shown())
     };
     format!(
         "{MOUNT_POINT}: a mirror never removes what is mounted there, and {leave} it in \

@@ -10,6 +10,7 @@
 //! other `security.*` names (labels the system's security modules set) and
 //! other `system.*` names.
 
+use crate::escape::Show;
 use std::io;
 
 use super::*;
@@ -57,7 +58,7 @@ impl Executor<'_> {
                 Ok(()) => {}
                 Err(e) if self.refuses_xattrs(&e) => {
                     refused.get_or_insert_with(|| {
-                        format!("{}: {}: {e}", path.display(), name.to_string_lossy())
+                        format!("{}: {}: {e}", path.shown(), name.to_string_lossy())
                     });
                 }
                 Err(e) => self.xattr_failed(
@@ -146,7 +147,7 @@ impl Executor<'_> {
     /// not that the target is full, and must not stop the restore.
     fn xattr_failed(&self, path: &Path, why: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        (self.warn)(&format!("{}: {why}", path.display()));
+        (self.warn)(&format!("{}: {why}", path.shown()));
     }
 
     /// The warning for attributes the target refused, if it refused any.

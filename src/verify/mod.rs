@@ -25,7 +25,7 @@ use crate::id::{file_hash, is_hex_name, BlobId, PackId, SnapshotId};
 use crate::pack;
 use crate::repo::{keys, Repository};
 use crate::snapshot::Snapshot;
-use crate::tree::{NodeKind, Ref, TreeBlob};
+use crate::tree::{Name, NodeKind, Ref, TreeBlob};
 
 mod data;
 mod subset;
@@ -86,8 +86,9 @@ pub struct Problem {
 pub struct Damage {
     /// The snapshot.
     pub snapshot: SnapshotId,
-    /// Absolute path inside the snapshot.
-    pub path: String,
+    /// Absolute path inside the snapshot: in JSON as text (bytes that
+    /// are no UTF-8 as U+FFFD), in messages escaped (as `\xff`).
+    pub path: Name,
     /// The blob that is missing or bad: a chunk, or (`tree`) the tree
     /// that cannot be read or whose entry is wrong.
     pub blob: BlobId,
@@ -606,7 +607,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                     raw_len: &raw_len,
                 },
                 &snap.tree,
-                "",
+                b"",
                 &mut report.damaged,
             );
         }
@@ -741,13 +742,13 @@ struct Attribution<'a> {
 }
 
 /// Lists the damaged entries of a dirty tree and recurses into dirty subtrees.
-fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>) {
-    let shown = |path: &str| {
-        if path.is_empty() {
-            "/".to_string()
+fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage>) {
+    let shown = |path: &[u8]| {
+        Name(if path.is_empty() {
+            b"/".to_vec()
         } else {
-            path.to_string()
-        }
+            path.to_vec()
+        })
     };
     let tree = match a.repo.load_tree_blob(id) {
         Ok(TreeBlob::Nodes(t)) => t,
@@ -792,7 +793,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>
     };
     for node in tree.nodes() {
         let Ok(node) = node else { break };
-        let p = format!("{path}/{}", node.name);
+        let p = Name([path, b"/", &node.name.0].concat());
         match &node.kind {
             NodeKind::File { chunks } => {
                 if let Some((c, f)) = chunks.iter().find_map(|c| (a.fault)(c).map(|f| (c, f))) {
@@ -825,7 +826,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &str, out: &mut Vec<Damage>
                 }
             }
             NodeKind::Dir { subtree } if a.dirty.get(subtree) == Some(&true) => {
-                attribute(a, subtree, &p, out)
+                attribute(a, subtree, &p.0, out)
             }
             _ => {}
         }

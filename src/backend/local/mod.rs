@@ -9,6 +9,7 @@
 //! anything of the wrong type (see `read_names`). Packs and index
 //! tables streamed piece by piece go through the sinks of `sink`.
 
+use crate::escape::Show;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
@@ -114,7 +115,7 @@ impl LocalBackend {
 
     fn not_found(&self, kind: FileKind, name: &str) -> Error {
         match kind {
-            FileKind::Config => Error::NotFound(format!("{}", self.path(kind, name).display())),
+            FileKind::Config => Error::NotFound(format!("{}", self.path(kind, name).shown())),
             _ => Error::NotFound(format!("{} {name}", kind_name(kind))),
         }
     }
@@ -247,7 +248,7 @@ fn open_reserve(path: &Path, modes: Modes) -> Result<File> {
         Ok(m) if m.is_dir() => {
             return Err(Error::Invalid(format!(
                 "{} is a folder, where cairn keeps its reserve file; move it away",
-                path.display()
+                path.shown()
             )))
         }
         _ => fs::remove_file(path).map_err(|e| Error::path("remove", path, e))?,
@@ -256,7 +257,7 @@ fn open_reserve(path: &Path, modes: Modes) -> Result<File> {
     if !file.metadata().is_ok_and(|m| m.is_file()) {
         return Err(Error::Invalid(format!(
             "{} is not a file; it was replaced while cairn made its reserve",
-            path.display()
+            path.shown()
         )));
     }
     Ok(file)
@@ -295,7 +296,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
                     "warning: the filesystem of {} cannot sync folders ({e}); going on \
                      without, so a crash of the machine (or of the file server) may lose \
                      the files written last",
-                    dir.display()
+                    dir.shown()
                 ));
             }
             Ok(())
@@ -353,7 +354,7 @@ impl LocalBackend {
     fn open_regular(&self, kind: FileKind, name: &str) -> Result<(File, PathBuf, u64)> {
         let path = self.path(kind, name);
         let refused =
-            |what: &str| Error::corrupt(path.display(), format!("{what}, not a regular file"));
+            |what: &str| Error::corrupt(path.shown(), format!("{what}, not a regular file"));
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
@@ -401,7 +402,7 @@ impl Backend for LocalBackend {
         Some(&self.root)
     }
     fn location(&self) -> String {
-        self.root.display().to_string()
+        self.root.shown().to_string()
     }
 
     fn exists(&self) -> Result<bool> {
@@ -418,12 +419,12 @@ impl Backend for LocalBackend {
                     .find(|p| fs::metadata(p).is_ok_and(|m| !m.is_dir()))
                     .unwrap_or(&self.root);
                 Err(Error::Invalid(if file == self.root {
-                    format!("{} is a file, not a repository folder", file.display())
+                    format!("{} is a file, not a repository folder", file.shown())
                 } else {
                     format!(
                         "{} is a file, not a folder, so {} cannot be a repository folder",
-                        file.display(),
-                        self.root.display()
+                        file.shown(),
+                        self.root.shown()
                     )
                 }))
             }
@@ -756,7 +757,7 @@ impl Backend for LocalBackend {
             return Ok(Data::Mapped(map));
         };
         if len > max {
-            return Err(super::oversize(kind, path.display(), len));
+            return Err(super::oversize(kind, path.shown(), len));
         }
         // Never more than the limit, even from a file that grows while
         // read, or whose length says nothing (`/proc`).
@@ -764,7 +765,7 @@ impl Backend for LocalBackend {
         std::io::Read::read_to_end(&mut std::io::Read::take(&file, max + 1), &mut bytes)
             .map_err(|e| Error::path("read", &path, e))?;
         if bytes.len() as u64 > max {
-            return Err(super::oversize(kind, path.display(), bytes.len() as u64));
+            return Err(super::oversize(kind, path.shown(), bytes.len() as u64));
         }
         Ok(Data::Owned(bytes))
     }
@@ -1231,7 +1232,7 @@ mod tests {
         let all = modes_under(&root);
         assert!(all.len() > 15, "{all:?}");
         for (path, mode) in &all {
-            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", path.display());
+            assert_eq!(mode & 0o077, 0, "{}: {mode:o}", path.shown());
         }
         let root_mode = fs::metadata(&root).unwrap().permissions().mode();
         assert_eq!(root_mode & 0o077, 0, "{root_mode:o}");
@@ -1249,7 +1250,7 @@ mod tests {
         assert!(new.len() >= 8, "{new:?}");
         for (path, mode) in &new {
             let want = if path.is_dir() { 0o750 } else { 0o640 } & !mask;
-            assert_eq!(*mode, want, "{}: {mode:o}", path.display());
+            assert_eq!(*mode, want, "{}: {mode:o}", path.shown());
         }
     }
 
@@ -1441,10 +1442,7 @@ mod tests {
                 err.to_string().contains("a FIFO, not a regular file"),
                 "{err}"
             );
-            assert!(
-                err.to_string().contains(&path.display().to_string()),
-                "{err}"
-            );
+            assert!(err.to_string().contains(&path.shown().to_string()), "{err}");
             assert!(b.read_range(kind, &name, 0, 1).is_err());
         }
         let linked = "cd".repeat(32);

@@ -3,6 +3,7 @@
 //! tables (page cache).
 
 use super::*;
+use crate::escape::Show;
 
 /// An index table streamed to `index/.tmp-<random>` with plain writes
 /// through the page cache (tables are read back soon, and far smaller
@@ -171,7 +172,7 @@ impl LocalSink {
         Err(self
             .join()
             .err()
-            .unwrap_or_else(|| Error::Invalid(format!("writing {} stopped", self.tmp.display()))))
+            .unwrap_or_else(|| Error::Invalid(format!("writing {} stopped", self.tmp.shown()))))
     }
 
     /// Closes the queue and waits for the writing thread's outcome.
@@ -181,7 +182,7 @@ impl LocalSink {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(Error::Invalid(format!(
                 "the thread writing {} panicked",
-                self.tmp.display()
+                self.tmp.shown()
             ))),
             None => Ok(()),
         }
