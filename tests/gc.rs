@@ -465,7 +465,8 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
         assert_eq!(out.code, 1, "{args:?}: {out}");
         assert!(
             out.stderr.contains("folder snapshots/ is missing")
-                && out.stderr.contains("put it back from a copy"),
+                && out.stderr.contains("put it back from a copy")
+                && !out.stderr.contains("repair index"),
             "{args:?}: {out}"
         );
         assert_eq!(pack_files(&repo), packs, "{args:?}: {out}");
@@ -515,6 +516,44 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
     fs::rename(&aside, &snapshots).unwrap();
     repo.run(&["gc"]).success();
     assert_eq!(pack_files(&repo), packs);
+    assert_restores(&repo, &saved);
+}
+
+/// A repository that lost its `index/` folder refuses readers as it does
+/// without `snapshots/`, but says what mends it where no copy is left:
+/// `repair index` rebuilds the index from the packs, after which every
+/// snapshot restores.
+#[test]
+fn a_repository_without_its_index_folder_is_told_that_repair_index_rebuilds_it() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 93, &[("a", 300_000), ("b", 200_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    fs::rename(repo.path.join("index"), repo.scratch("index-aside")).unwrap();
+    let target = repo.scratch("target");
+    for args in [
+        &["snapshots"][..],
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        &["gc"],
+    ] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains("folder index/ is missing")
+                && out
+                    .stderr
+                    .contains("with no copy of index/, `cairn repair index` rebuilds it"),
+            "{args:?}: {out}"
+        );
+    }
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains("`cairn repair index` rebuilds it from the packs"),
+        "{out}"
+    );
+    repo.run(&["repair", "index"]).success();
     assert_restores(&repo, &saved);
 }
 

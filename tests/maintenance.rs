@@ -764,6 +764,24 @@ fn deleted_index_is_reported_and_repair_index_fixes_it() {
         out.stdout.contains("not in the index"),
         "reason not given:\n{out}"
     );
+    // A restore fails the files whose new data that table indexed (a.bin
+    // and g.bin), each where it fails, and says once what mends it.
+    let target = repo.scratch("target");
+    let out = repo.run(&["restore", &s2.id, "--target", target.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{out}");
+    let failed = out.stderr.matches(": an index entry for blob").count();
+    assert!(
+        out.stderr.contains("g.bin: an index entry for blob")
+            && out.stderr.contains(&format!(
+                "{failed} entries were not restored because the index lacks entries for their \
+                 data"
+            ))
+            && out
+                .stderr
+                .contains("`cairn repair index` rebuilds the index from the packs"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("files written"), "the rest is: {out}");
 
     let out = repo.run(&["repair", "index"]).success();
     assert!(out.stdout.contains("replaced 3 index table"), "{out}");

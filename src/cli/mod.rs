@@ -1220,7 +1220,7 @@ fn run_command(ctx: &Context, command: Command) -> Result<u8> {
 /// it was the bare "an index entry for blob … not found".
 fn lacking_entry(e: Error) -> Error {
     match &e {
-        Error::NotFound(what) if what.starts_with("an index entry for blob") => Error::Advised {
+        Error::NotFound(what) if what.starts_with(crate::index::NOT_INDEXED) => Error::Advised {
             error: Box::new(e),
             advice: "the index lacks it (a table lost or left unread, or the entries of a lost \
                      pack dropped): `cairn verify` names what that loses, and `cairn repair \

@@ -78,6 +78,10 @@ pub struct Entry {
     pub raw_length: u32,
 }
 
+/// How a lookup that finds no entry begins its error ("… for blob ID"),
+/// which callers recognise to say what mends it.
+pub(crate) const NOT_INDEXED: &str = "an index entry for blob";
+
 mod builder;
 mod filter;
 mod merge;

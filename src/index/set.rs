@@ -243,7 +243,7 @@ impl IndexSet {
         });
         match found {
             Some((t, i)) => t.location_at(i).map(|(_, loc)| loc),
-            None => Err(Error::NotFound(format!("an index entry for blob {id}"))),
+            None => Err(Error::NotFound(format!("{NOT_INDEXED} {id}"))),
         }
     }
 
@@ -320,7 +320,7 @@ impl IndexSet {
     /// Where `id` is stored; an error naming it if it is not indexed.
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
         self.lookup(id)?
-            .ok_or_else(|| Error::NotFound(format!("an index entry for blob {id}")))
+            .ok_or_else(|| Error::NotFound(format!("{NOT_INDEXED} {id}")))
     }
 
     /// Where `id` is stored.

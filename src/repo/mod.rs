@@ -1031,10 +1031,17 @@ impl Repository {
         }
         let folders: Vec<String> = missing.iter().map(|d| format!("{d}/")).collect();
         let one = folders.len() == 1;
+        // The index is the one folder the rest of the repository holds
+        // again: each pack's header lists its blobs.
+        let rebuilt = if missing.contains(&FileKind::Index.dir()) {
+            "; with no copy of index/, `cairn repair index` rebuilds it from the packs"
+        } else {
+            ""
+        };
         Err(Error::Invalid(format!(
             "refusing to {doing}: the repository's folder{} {} {} missing (left out by a copy \
              or a sync?), and {doing} would take what {} held for gone; put {} back from a \
-             copy of the repository",
+             copy of the repository{rebuilt}",
             if one { "" } else { "s" },
             folders.join(", "),
             if one { "is" } else { "are" },

@@ -18,6 +18,10 @@ impl Executor<'_> {
         if no_space.iter().any(|t| why.contains(t.as_str())) {
             self.note_full(why);
         } else {
+            // Said with its remedy once, at the end.
+            if why.contains(crate::index::NOT_INDEXED) {
+                self.unindexed.fetch_add(1, Ordering::Relaxed);
+            }
             (self.error)(&why);
         }
     }

@@ -423,6 +423,7 @@ pub fn restore(
         warn,
         error,
         errors: AtomicU64::new(0),
+        unindexed: AtomicU64::new(0),
         full: Mutex::new(None),
         lock: opts.lock,
         lost: Mutex::new(None),
@@ -598,6 +599,21 @@ pub fn restore(
     if let Some((entries, why)) = ex.xattrs_refused_warning() {
         stats.xattrs_refused = entries;
         warn(&why);
+    }
+    // Each said bare where it failed: what it means, and what mends it.
+    let unindexed = ex.unindexed.load(Ordering::Relaxed);
+    if unindexed > 0 {
+        warn(&format!(
+            "{unindexed} entr{} {} not restored because the index lacks entries for their \
+             data (an index table lost or left unread?): the packs may still hold it; `cairn \
+             repair index` rebuilds the index from the packs, then run the restore again",
+            if unindexed == 1 { "y" } else { "ies" },
+            match (opts.dry_run, unindexed == 1) {
+                (true, _) => "would be",
+                (false, true) => "was",
+                (false, false) => "were",
+            },
+        ));
     }
     // Trees read from another copy (file data read so is warned of as
     // it is written).
@@ -1308,6 +1324,8 @@ struct Executor<'a> {
     /// `errors`, and makes the restore fail).
     error: &'a (dyn Fn(&str) + Sync),
     errors: AtomicU64,
+    /// Of them, entries whose data the index lacks (see `fail`).
+    unindexed: AtomicU64,
     /// The first failure for want of space in the target ("no space left
     /// on device", a quota), with its path. Once set, the restore stops
     /// (once no file whose space is reserved is left, see `reserved`):

@@ -317,11 +317,17 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         } else {
             "gc refuses to run meanwhile"
         };
+        let rebuilt = if *dir == FileKind::Index.dir() {
+            " (with no copy of it, `cairn repair index` rebuilds it from the packs)"
+        } else {
+            ""
+        };
         report.errors.push(problem(
             format!("{dir}/"),
             format!(
                 "missing: the folder is gone, and every file it held with it (left out by a \
-                 copy or a sync?); put it back from a copy of the repository; {meanwhile}"
+                 copy or a sync?); put it back from a copy of the repository{rebuilt}; \
+                 {meanwhile}"
             ),
         ));
     }
