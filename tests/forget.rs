@@ -604,3 +604,51 @@ fn groups_whose_values_hold_commas_show_apart() {
         assert!(text.stdout.contains(&label), "{label}: {text}");
     }
 }
+
+/// A forget that cannot remove one of the snapshots it decided to (here
+/// one its user may not unlink: another's file in a sticky folder) stops
+/// there and says how far it got, naming those it removed; until
+/// December 2026 it gave the bare error, which told neither.
+#[test]
+fn a_forget_stopped_partway_names_what_it_removed() {
+    use std::os::unix::fs::PermissionsExt;
+    if !is_root() {
+        panic!("this test runs a command as another user, which needs root");
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "f");
+    let ids: Vec<String> = (1..=4)
+        .map(|day| {
+            let time = format!("2026-01-0{day}T12:00:00Z");
+            backup_at(&repo, &src, &time, &["--kind", "full"])
+        })
+        .collect();
+    give_to(repo.dir.path(), NOBODY, true);
+    let snapshots = repo.path.join("snapshots");
+    std::os::unix::fs::chown(&snapshots, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&snapshots, fs::Permissions::from_mode(0o1777)).unwrap();
+    // The oldest, removed last (newest first).
+    let oldest = snapshots.join(&ids[0]);
+    std::os::unix::fs::chown(&oldest, Some(0), Some(0)).unwrap();
+    fs::set_permissions(&oldest, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let mut c = repo.cmd(&["forget", "--keep-last", "1", "--json"]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let said = format!(
+        "forget stopped at snapshot {}, having removed 2 of the 3 snapshot(s) it was to \
+         remove: {}, {}; the rest are in place",
+        &ids[0][..8],
+        &ids[2][..8],
+        &ids[1][..8],
+    );
+    assert!(out.stderr.contains(&said), "{said}\n{out}");
+    let left: BTreeSet<String> = repo
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, set(&[&ids[0], &ids[3]]), "{out}");
+}

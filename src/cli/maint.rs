@@ -731,8 +731,30 @@ fn forget_command(
         }
         return output::read_only(0, printed);
     }
-    for id in &remove {
-        repo.backend().remove(FileKind::Snapshot, &id.to_hex())?;
+    for (done, id) in remove.iter().enumerate() {
+        if let Err(e) = repo.backend().remove(FileKind::Snapshot, &id.to_hex()) {
+            // Those removed before it are gone: made durable, and named
+            // (the decisions printed above say which were to go, but
+            // not how far it got; `--json` prints nothing on an error).
+            let settled = repo.backend().settle_removals();
+            let gone: Vec<String> = remove[..done].iter().map(|id| id.short()).collect();
+            return Err(Error::Advised {
+                error: Box::new(e),
+                advice: format!(
+                    "forget stopped at snapshot {}, having removed {done} of the {} \
+                     snapshot(s) it was to remove{}{}{}; the rest are in place, and a run \
+                     again removes them",
+                    id.short(),
+                    remove.len(),
+                    if gone.is_empty() { "" } else { ": " },
+                    gone.join(", "),
+                    match settled {
+                        Ok(()) => String::new(),
+                        Err(e) => format!(" (those removals may not be durable: {e})"),
+                    },
+                ),
+            });
+        }
         crate::fault::point("forget-after-remove");
     }
     if !a.json {
