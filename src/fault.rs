@@ -415,6 +415,20 @@ pub fn racy_window_ns() -> Option<i64> {
     })
 }
 
+/// How far ahead of the clock a backup dates its snapshot, in ns (any
+/// sign), from `CAIRN_TEST_CLOCK_AHEAD_NS`: a host whose clock was ahead
+/// when it backed up, for the tests of a clock found behind afterwards.
+/// Unset (0), this costs one cached environment lookup.
+pub fn clock_ahead_ns() -> i64 {
+    static NS: OnceLock<i64> = OnceLock::new();
+    *NS.get_or_init(|| {
+        std::env::var("CAIRN_TEST_CLOCK_AHEAD_NS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 /// How long before a backup began a small file's change makes the
 /// backup check it after its read, in ns, from
 /// `CAIRN_TEST_RECENT_WINDOW_NS` (0 allowed), so that tests can have

@@ -313,3 +313,56 @@ fn attributes_set_just_after_the_parent_read_them_are_read_again() {
         return;
     }
 }
+
+/// A backup whose host's clock reads a time before its set's newest
+/// snapshot (a clock reset or stepped back, or one that was ahead then)
+/// stores its data all the same, but exits 3 and says what the order of
+/// times does: `latest` stays the other snapshot, and retention would
+/// remove this one first. A time given with `--time` is not questioned.
+#[test]
+fn a_backup_whose_clock_reads_before_its_sets_newest_snapshot_says_so() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "one");
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.env(
+        "CAIRN_TEST_CLOCK_AHEAD_NS",
+        (86_400i64 * 1_000_000_000).to_string(),
+    )
+    .arg(&src);
+    let ahead = id(&run(&mut c, None).success().json());
+
+    write(&src.join("f"), "two, later");
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    let said = format!(
+        "before the time of snapshot {} of the same set",
+        &ahead[..8]
+    );
+    assert!(out.stderr.contains(&said), "{said}\n{out}");
+    assert!(out.stderr.contains("`latest` is snapshot"), "{out}");
+    let v = out.json();
+    assert!(
+        v["clock_behind"]
+            .as_str()
+            .is_some_and(|s| s.contains(&said)),
+        "{out}"
+    );
+    // Stored whole all the same.
+    let target = repo.scratch("target");
+    repo.restore(&id(&v), &target, &[]);
+    assert_eq!(
+        fs::read(restored(&target, &src).join("f")).unwrap(),
+        b"two, later"
+    );
+
+    // With the clock right, and with a time given, nothing is said.
+    let v = repo.backup(&[&src], &["--time", "2020-01-01T00:00:00Z"]);
+    assert!(v["clock_behind"].is_null(), "{v}");
+    let other = repo.scratch("other");
+    write(&other.join("g"), "g");
+    let v = repo.backup(&[&other], &[]);
+    assert!(v["clock_behind"].is_null(), "{v}");
+}

@@ -175,6 +175,9 @@ pub struct BackupResult {
     /// Of the bytes read, those that lay in holes of sparse files, which
     /// were told by the filesystem rather than read.
     pub bytes_in_holes: u64,
+    /// Set when this host's clock read a time before its set's newest
+    /// snapshot (see [`clock_behind`]): what that does, and to whom.
+    pub clock_behind: Option<String>,
 }
 
 /// Counters shared by the pipeline's threads.
@@ -369,7 +372,7 @@ pub fn backup_locked(
     lock: Option<lock::LockGuard>,
 ) -> Result<BackupResult> {
     let started = Instant::now();
-    let started_ns = crate::now_ns();
+    let started_ns = crate::now_ns().saturating_add(crate::fault::clock_ahead_ns());
     let time_ns = opts.time_ns.unwrap_or(started_ns);
     let own = crate::repo::own::Own::of(repo);
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
@@ -447,6 +450,11 @@ pub fn backup_locked(
         .map(|d| d.warning("not considered as the parent of this backup"))
         .collect();
     let snapshots = snapshots.good;
+    let clock_behind = match opts.time_ns {
+        None => clock_behind(&snapshots, &set, &host, time_ns),
+        // A time given is the operator's (an import of older backups).
+        Some(_) => None,
+    };
     let parent = choose_parent(&snapshots, &set, &host, opts.kind);
     let mut kind = opts.kind;
     let mut note = None;
@@ -625,6 +633,41 @@ pub fn backup_locked(
         repo_warnings: repo_warnings.into_inner().unwrap_or_default(),
         note,
         bytes_in_holes: counters.bytes_in_holes.load(Ordering::Relaxed),
+        clock_behind,
+    })
+}
+
+/// How far a snapshot of the set may be dated after this backup's start
+/// before the clock is called behind: a step of the clock by NTP is
+/// milliseconds.
+const CLOCK_SLACK_NS: i64 = 1_000_000_000;
+
+/// What is wrong when this host's clock reads `now`, before the newest
+/// snapshot of `set` on `host` (a real-time clock reset, a clock stepped
+/// back; or one that was ahead when that snapshot was taken). Snapshots
+/// are ordered by their times: until the clock passes that snapshot's,
+/// `latest` is that snapshot, not the one this backup writes, and a
+/// retention policy counts this one as older, so a `--keep-last` or
+/// `--keep-daily` would remove the newest backups first. Said, not
+/// refused: the data is stored all the same.
+fn clock_behind(snapshots: &[SnapshotEntry], set: &str, host: &str, now: i64) -> Option<String> {
+    let newest = snapshots
+        .iter()
+        .rev()
+        .find(|e| e.snapshot.set == set && e.snapshot.host == host)?;
+    (newest.snapshot.time_ns > now.saturating_add(CLOCK_SLACK_NS)).then(|| {
+        format!(
+            "this host's clock reads {}, before the time of snapshot {} of the same set \
+             ({}): the clock is behind now, or was ahead then; snapshots are ordered by \
+             their times, so until the clock passes that time `latest` is snapshot {}, not \
+             this backup's, and retention (`forget --keep-*`) counts this backup as the \
+             older and removes it first; set the clock right (`timedatectl`), and if that \
+             snapshot's time is the wrong one, keep it by its id or forget it",
+            crate::format_time(now),
+            newest.id.short(),
+            crate::format_time(newest.snapshot.time_ns),
+            newest.id.short(),
+        )
     })
 }
 

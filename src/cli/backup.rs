@@ -84,8 +84,10 @@ pub struct BackupArgs {
     /// Print the snapshot as JSON instead of the summary line, with what
     /// the backup could not do: `unreadable` (entries left out),
     /// `changed_while_read` (files held as read) and `repository_damage`
-    /// (what it read around), each a list of messages, and
-    /// `empty_stream` (true when a stream of 0 bytes was stored).
+    /// (what it read around), each a list of messages, `empty_stream`
+    /// (true when a stream of 0 bytes was stored), and `clock_behind`
+    /// (why the host's clock looks behind the set's newest snapshot, or
+    /// null).
     #[arg(long)]
     json: bool,
 }
@@ -110,6 +112,9 @@ struct BackupReport<'a> {
     /// Of `summary.bytes_read`, those in holes of sparse files: told by
     /// the filesystem, not read.
     bytes_in_holes: u64,
+    /// Why this host's clock looks behind (it read a time before the
+    /// set's newest snapshot), or null.
+    clock_behind: Option<&'a str>,
 }
 
 /// Refuses a `--time` of `t` later than `now` (ns since the epoch): the
@@ -524,6 +529,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
                 repository_damage: &result.repo_warnings,
                 empty_stream,
                 bytes_in_holes: result.bytes_in_holes,
+                clock_behind: result.clock_behind.as_deref(),
             })
         )
     } else {
@@ -579,10 +585,14 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             result.id.short()
         ));
     }
+    if let Some(why) = &result.clock_behind {
+        warn(why);
+    }
     let code = if result.warnings.is_empty()
         && result.changed.is_empty()
         && result.repo_warnings.is_empty()
         && !empty_stream
+        && result.clock_behind.is_none()
     {
         0
     } else {
