@@ -357,9 +357,10 @@ pub fn way_down_unrecorded() -> bool {
     *SET.get_or_init(|| std::env::var_os("CAIRN_TEST_WAY_DOWN_UNRECORDED").is_some())
 }
 
-/// Whether reading the extended attribute `name` fails (`EIO`), from
-/// `CAIRN_TEST_XATTR_FAIL`, the attribute's name. Unset, this costs one
-/// cached environment lookup.
+/// Whether reading the extended attribute `name` fails (`EIO`), or a
+/// restore's setting of it (`ENOSPC`, as on ext4 where it does not fit
+/// in the block beside the entry's others), from `CAIRN_TEST_XATTR_FAIL`,
+/// the attribute's name. Unset, this costs one cached environment lookup.
 pub fn xattr_fails(name: &std::ffi::OsStr) -> bool {
     static NAME: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
     NAME.get_or_init(|| std::env::var_os("CAIRN_TEST_XATTR_FAIL"))

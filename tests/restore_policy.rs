@@ -2519,6 +2519,37 @@ fn an_extended_attribute_that_cannot_be_read_is_reported() {
     }
 }
 
+/// An extended attribute the target will not hold (on ext4, one that does
+/// not fit in the block beside the entry's others: `ENOSPC`) fails its
+/// entry with an `error:` line, as every failure the final count takes
+/// in (it was a warning's, under "finished with 1 error(s); see the
+/// errors above"), and does not stop the restore: the rest is written.
+#[test]
+fn an_extended_attribute_the_target_will_not_hold_is_an_error_line() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("a"), "a");
+    write(&src.join("b"), "b");
+    xattr::set(src.join("a"), "user.big", b"x").unwrap();
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    c.env("CAIRN_TEST_XATTR_FAIL", "user.big");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let want = format!(
+        "error: {}: cannot set extended attribute user.big (1 bytes): No space left on device",
+        restored(&target, &src).join("a").display()
+    );
+    assert!(out.stderr.contains(&want), "{want}\n{out}");
+    assert!(!out.stderr.contains("warning:"), "{out}");
+    assert!(
+        out.stderr.contains("restore finished with 1 error(s)"),
+        "{out}"
+    );
+    assert_eq!(fs::read(restored(&target, &src).join("b")).unwrap(), b"b");
+}
+
 /// A mirror of a backup given both a folder and a folder beneath it
 /// prunes the first: it was walked whole. It was taken for a folder
 /// above the given paths, holding only the way down, and never pruned,

@@ -51,21 +51,23 @@ impl Executor<'_> {
         for x in &node.xattrs {
             let name = OsStr::from_bytes(&x.name.0);
             let r = match file {
+                _ if crate::fault::xattr_fails(name) => {
+                    Err(io::Error::from_raw_os_error(libc::ENOSPC))
+                }
                 Some(f) => xattr::FileExt::set_xattr(f, name, &x.value.0),
                 None => xattr::set(by_path, name, &x.value.0),
             };
             match r {
                 Ok(()) => {}
                 Err(e) if self.refuses_xattrs(&e) => {
-                    refused.get_or_insert_with(|| {
-                        format!("{}: {}: {e}", path.shown(), name.to_string_lossy())
-                    });
+                    refused
+                        .get_or_insert_with(|| format!("{}: {}: {e}", path.shown(), name.shown()));
                 }
                 Err(e) => self.xattr_failed(
                     path,
                     format!(
                         "cannot set extended attribute {} ({} bytes): {e}",
-                        name.to_string_lossy(),
+                        name.shown(),
                         x.value.0.len()
                     ),
                 ),
@@ -124,7 +126,7 @@ impl Executor<'_> {
                     format!(
                         "cannot remove extended attribute {}, which the snapshot's entry \
                          lacks: {e}",
-                        name.to_string_lossy()
+                        name.shown()
                     ),
                 ),
             }
@@ -141,13 +143,15 @@ impl Executor<'_> {
         }
     }
 
-    /// Counts and tells an attribute's failure as the entry's error. Not
-    /// through [`Self::fail`]: "no space" from an attribute means it does
-    /// not fit beside the entry's others (ext4 keeps them in one block),
-    /// not that the target is full, and must not stop the restore.
+    /// Counts and tells an attribute's failure as the entry's error (an
+    /// `error:` line, as every failure the final count includes; it was a
+    /// warning's until December 2026). Not through [`Self::fail`]: "no
+    /// space" from an attribute means it does not fit beside the entry's
+    /// others (ext4 keeps them in one block), not that the target is
+    /// full, and must not stop the restore.
     fn xattr_failed(&self, path: &Path, why: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        (self.warn)(&format!("{}: {why}", path.shown()));
+        (self.error)(&format!("{}: {why}", path.shown()));
     }
 
     /// The warning for attributes the target refused, if it refused any.
