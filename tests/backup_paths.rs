@@ -639,6 +639,41 @@ fn messages_name_bytes_that_are_not_utf8_as_escapes() {
     assert!(!out.stderr.contains('\u{fffd}'), "{out}");
 }
 
+/// A repository whose folder's name is not UTF-8 (named on a system of
+/// another encoding) is opened by `-r` and by `CAIRN_REPO` alike: both
+/// refused it as an argument holding invalid UTF-8, exit 2.
+#[test]
+fn a_repository_path_that_is_not_utf8_is_a_path() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let repo = Repo::new();
+    let place = repo.scratch("base").join(OsStr::from_bytes(b"r\xe9po"));
+    fs::create_dir_all(place.parent().unwrap()).unwrap();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "f");
+    let cmd = |args: &[&str]| {
+        let mut c = cairn();
+        c.arg("-r")
+            .arg(&place)
+            .args(args)
+            .env("CAIRN_PASSWORD", PASSWORD);
+        c
+    };
+    let mut c = cmd(&["init"]);
+    c.args(FAST_INIT);
+    run(&mut c, None).success();
+    let mut c = cmd(&["backup"]);
+    c.arg(&src);
+    run(&mut c, None).success();
+    assert!(place.join("config").is_file());
+    let mut c = cairn();
+    c.args(["snapshots", "--json"])
+        .env("CAIRN_REPO", &place)
+        .env("CAIRN_PASSWORD", PASSWORD);
+    let out = run(&mut c, None).success();
+    assert_eq!(out.json().as_array().unwrap().len(), 1, "{out}");
+}
+
 /// A tree deeper than the open-file limit lets the walk hold a folder
 /// open at each level (a loop of `mkdir d; cd d`, which any user can
 /// make) is walked down to that depth: the folder below is stored empty

@@ -51,8 +51,10 @@ const REMOTE: &str = "Remote store options (S3)";
 pub struct GlobalArgs {
     /// Repository location: a directory, or s3://BUCKET/PREFIX. Default:
     /// the user's default repository under the data dir.
+    /// Any bytes, as a path may hold (a folder named on a system of
+    /// another encoding).
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true, help_heading = REPO)]
-    repo: Option<String>,
+    repo: Option<std::ffi::OsString>,
     /// File holding the repository password (first line). Wins over
     /// CAIRN_PASSWORD, CAIRN_PASSWORD_FILE and CAIRN_KEY_FILE in the
     /// environment; not with --key-file.
@@ -214,22 +216,28 @@ impl Context {
         if let Some(e) = self.global.s3_endpoint.as_deref().filter(|e| !e.is_empty()) {
             s3::check_endpoint(e).map_err(Error::into_usage)?;
         }
-        match &self.global.repo {
-            Some(r) if r.starts_with("s3://") => {
+        // A URL is text; a path that is not is a folder's.
+        let text = self
+            .global
+            .repo
+            .as_deref()
+            .map(|r| r.to_str().unwrap_or_default());
+        match (&self.global.repo, text) {
+            (Some(_), Some(r)) if r.starts_with("s3://") => {
                 let (bucket, prefix) = s3::parse_url(r).map_err(Error::into_usage)?;
                 Ok(Place::S3(bucket, prefix))
             }
-            Some(r) if r.contains("://") => Err(Error::Usage(format!(
+            (Some(_), Some(r)) if r.contains("://") => Err(Error::Usage(format!(
                 "{r:?}: unknown repository URL (use a directory or s3://BUCKET/PREFIX)"
             ))),
             // `-r "$REPO"` with REPO unset: not the current folder.
-            Some(r) if r.is_empty() => Err(Error::Usage(
+            (Some(r), _) if r.is_empty() => Err(Error::Usage(
                 "an empty repository path was given: give the repository's folder or \
                  s3://BUCKET/PREFIX (is a variable in the command line unset?)"
                     .into(),
             )),
-            Some(p) => Ok(Place::Local(PathBuf::from(p), false)),
-            None => {
+            (Some(p), _) => Ok(Place::Local(PathBuf::from(p), false)),
+            (None, _) => {
                 let data = dirs::data_dir().ok_or_else(|| {
                     Error::Invalid(
                         "no --repo given and no user data directory to hold a default repository"
