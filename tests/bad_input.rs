@@ -46,6 +46,34 @@ fn wrong_password_exits_12_and_says_so() {
     let out = run(&mut c, None);
     assert_eq!(out.code, 12, "{out}");
     assert!(out.stderr.contains("wrong password"), "{out}");
+    assert!(!out.stderr.contains("part of the password"), "{out}");
+    // The right password with what an editor may add: still wrong (the
+    // password is the line's bytes, but for its line break), and said.
+    for (text, said) in [
+        (
+            format!("\u{feff}{PASSWORD}\r\n"),
+            "which begins with a byte-order mark (U+FEFF, as some editors save text), part \
+             of the password",
+        ),
+        (
+            format!("{PASSWORD} \n"),
+            "which ends with a space or tab, part of the password",
+        ),
+    ] {
+        write(&pwfile, &text);
+        let mut c = cairn();
+        c.arg("snapshots").arg("-r").arg(&repo.path);
+        c.arg("--password-file").arg(&pwfile);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 12, "{text:?}: {out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "wrong password (from --password-file {}, {said})",
+                pwfile.display()
+            )),
+            "{text:?}: {out}"
+        );
+    }
     // An empty one, and one whose first line (the password) is empty, are
     // told apart.
     for (text, said) in [

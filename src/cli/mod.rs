@@ -673,15 +673,39 @@ impl Password {
     }
 
     /// `e`, saying where the password came from if it is
-    /// [`Error::WrongPassword`].
+    /// [`Error::WrongPassword`], and what in it may not be meant (see
+    /// [`oddity`]).
     fn name_in(&self, e: Error) -> Error {
         match e {
             Error::WrongPassword { location, .. } => Error::WrongPassword {
                 location,
-                from: Some(self.from.clone()),
+                from: Some(match oddity(&self.bytes) {
+                    Some(odd) => format!("{}, which {odd}, part of the password", self.from),
+                    None => self.from.clone(),
+                }),
             },
             e => e,
         }
+    }
+}
+
+/// What in a password that did not open the repository may be there by
+/// mistake: a file saved by an editor with a byte-order mark, or as
+/// UTF-16, or a space at either end (a line break is not part of it;
+/// those are).
+fn oddity(password: &[u8]) -> Option<&'static str> {
+    if password.starts_with(&[0xef, 0xbb, 0xbf]) {
+        Some("begins with a byte-order mark (U+FEFF, as some editors save text)")
+    } else if password.starts_with(&[0xff, 0xfe]) || password.starts_with(&[0xfe, 0xff]) {
+        Some("is UTF-16 text (a byte-order mark and NUL bytes)")
+    } else if password.contains(&0) {
+        Some("holds NUL bytes (UTF-16 text?)")
+    } else if password.first().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+        Some("begins with a space or tab")
+    } else if password.last().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+        Some("ends with a space or tab")
+    } else {
+        None
     }
 }
 
