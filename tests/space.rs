@@ -252,6 +252,12 @@ fn a_forget_without_room_or_reserve_says_what_to_do() {
         out.stderr.contains("free some space on it") && out.stderr.contains("run it again"),
         "{out}"
     );
+    // No reserve was there to give back, which is said.
+    assert!(
+        out.stderr
+            .contains("no room set aside for this command is left"),
+        "{out}"
+    );
     assert_eq!(repo.snapshots().len(), 2, "not even its lock fitted: {out}");
     let out = run_in(
         &repo,

@@ -839,13 +839,23 @@ fn keeping_reserve<T>(
             return e;
         }
         // The reserve, if there was one, is used up: the room must come
-        // from elsewhere.
+        // from elsewhere. One still there was not given back (the
+        // command began with room to spare, and the disk filled as it
+        // ran): said as it is.
+        let kept = matches!(repo.backend().reserve(), Ok(Some(n)) if n > 0);
         Error::Advised {
             error: Box::new(e),
-            advice: "the repository's filesystem is full, and no room set aside for this \
-                     command is left: free some space on it (other than the repository's \
-                     files) and run it again; what it had not finished is left as it was"
-                .into(),
+            advice: format!(
+                "the repository's filesystem is full{}: free some space on it (other than \
+                 the repository's files) and run it again; what it had not finished is left \
+                 as it was",
+                if kept {
+                    " (it filled while the command ran; the room set aside for commands \
+                     that free space is still there)"
+                } else {
+                    ", and no room set aside for this command is left"
+                }
+            ),
         }
     });
     top_up_reserve(repo, true);
