@@ -834,6 +834,47 @@ fn a_restore_by_an_ordinary_user_gives_every_file_its_mode() {
     }
 }
 
+/// A restore by an ordinary user whose umask takes the owner's own
+/// permissions (0277) restores every entry with its mode: it made each
+/// folder without the owner's write permission, could not write in the
+/// first one, and restored nothing, exit 1.
+#[test]
+fn a_restore_under_a_umask_that_takes_the_owners_bits_restores_all() {
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        panic!("this test runs a command as another user, which needs root");
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("d/e/f"), "deep\n");
+    chmod(&src.join("d/e/f"), 0o640);
+    write(&src.join("g"), "top\n");
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    let target = repo.scratch("target");
+    fs::create_dir(&target).unwrap();
+    give_to_nobody(&target, false);
+    let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    as_nobody(&mut c);
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0o277);
+            Ok(())
+        });
+    }
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    let mut want = manifest(&src);
+    want.remove(Path::new(""));
+    for e in want.values_mut() {
+        (e.uid, e.gid) = (NOBODY, NOBODY);
+    }
+    let mut got = manifest(&restored(&target, &src));
+    got.remove(Path::new(""));
+    assert_manifests_eq(&want, &got, &format!("{out}"));
+}
+
 /// A restore by an ordinary user writes anew a file of another user's in
 /// its folder that holds the snapshot's content but not its mode or
 /// times: it may not change them on that file, but may replace the file.

@@ -303,6 +303,23 @@ fn dangling_link(target: &Path) -> Option<Error> {
 
 /// Restores `snap` according to `opts`; per-entry problems go to `warn` and
 /// are counted in [`RestoreStats::errors`].
+/// Clears the owner's bits from the process's umask, keeping the rest: a
+/// umask that takes the owner's own permissions (0277, say) made every
+/// folder the restore creates one it could not write in ("Permission
+/// denied" on its first entry, nothing restored), where `mkdir -p` goes
+/// on. Every entry is given its snapshot's mode at the end anyway; the
+/// target and the folders above it, made for the restore, keep the rest
+/// of the umask.
+fn owner_unmasked() {
+    // Between the two calls the mask is 0077, the owner's bits clear as
+    // they will be after.
+    // SAFETY: umask only sets the process's mask and returns the old one.
+    unsafe {
+        let mask = libc::umask(0o077);
+        libc::umask(mask & 0o077);
+    }
+}
+
 pub fn restore(
     repo: &Repository,
     snap: &Snapshot,
@@ -362,6 +379,7 @@ pub fn restore(
     // away again when the includes select nothing.
     let mut made_for_target = Vec::new();
     if !opts.dry_run {
+        owner_unmasked();
         let mut p = opts.target.as_path();
         while !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err() {
             made_for_target.push(p.to_path_buf());
