@@ -211,3 +211,43 @@ fn hard_links_are_restored_as_copies_where_the_target_has_none() {
         ]
     );
 }
+
+/// exFAT keeps no set-user-ID, set-group-ID or sticky bit (exfat-fuse
+/// refuses a mode holding one, and drops the other bits without a
+/// word): each such entry is restored with the rest of its mode, and
+/// one warning counts them, exit 0. Each was an error (so a restore of
+/// anything beneath `/tmp`, mode 1777, failed there).
+#[test]
+fn set_id_and_sticky_bits_the_target_refuses_are_one_warning() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("tool"), "a tool");
+    chmod(&src.join("tool"), 0o4755);
+    write(&src.join("shared/f"), "in a sticky folder");
+    chmod(&src.join("shared"), 0o1777);
+    write(&src.join("plain"), "plain");
+    repo.backup(&[&src], &[]);
+
+    let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
+    let target = stick.at.join("t");
+    let mut c = repo.cmd(&["restore", &format!("latest:{}", abs(&src)), "--target"]);
+    c.arg(&target);
+    let out = stick.run(&c);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(
+            "the set-user-ID, set-group-ID or sticky bits of 2 entries are not restored: the \
+             target refuses them"
+        ),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("error:"), "{out}");
+    assert_eq!(
+        files(&stick, &target),
+        [
+            "./plain=plain",
+            "./shared/f=in a sticky folder",
+            "./tool=a tool"
+        ]
+    );
+}

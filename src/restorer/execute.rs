@@ -627,12 +627,32 @@ impl Executor<'_> {
                 .as_ref()
                 .is_some_and(|m| m.mode() & 0o7777 == node.mode & 0o7777);
         if !symlink && !moded {
-            let r = match file {
-                Some(f) => f.set_permissions(fs::Permissions::from_mode(node.mode)),
-                None => fsmeta::set_mode_nofollow(by_path, node.mode),
+            let set = |mode: u32| match file {
+                Some(f) => f.set_permissions(fs::Permissions::from_mode(mode)),
+                None => fsmeta::set_mode_nofollow(by_path, mode),
             };
-            if let Err(e) = r {
-                self.fail(path, format!("cannot set mode: {e}"));
+            match set(node.mode) {
+                Ok(()) => {}
+                // A target that keeps no set-user-ID, set-group-ID or
+                // sticky bit (exFAT and FAT: exfat-fuse says `EPERM`,
+                // and drops the other bits without a word), where the
+                // mode without them is taken: told once, at the end, as
+                // refused attributes are (each was an error, so a restore
+                // of anything beneath `/tmp` failed there).
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) && node.mode & 0o7000 != 0 => {
+                    match set(node.mode & 0o777) {
+                        Ok(()) => {
+                            if let Ok(mut r) = self.modes_refused.lock() {
+                                r.entries += 1;
+                                r.first.get_or_insert_with(|| {
+                                    format!("{}, mode {:o}: {e}", path.shown(), node.mode & 0o7777)
+                                });
+                            }
+                        }
+                        Err(_) => self.fail(path, format!("cannot set mode: {e}")),
+                    }
+                }
+                Err(e) => self.fail(path, format!("cannot set mode: {e}")),
             }
         }
         let r = match file {

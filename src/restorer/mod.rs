@@ -460,6 +460,7 @@ pub fn restore(
         excludes: &excludes,
         backup_excludes: &backup_excludes,
         xattrs_refused: Mutex::new(xattrs::Refused::default()),
+        modes_refused: Mutex::new(xattrs::Refused::default()),
         opened_up: Mutex::new(HashMap::new()),
         replaced: AtomicU64::new(0),
         would_replace: Mutex::new(Vec::new()),
@@ -617,6 +618,18 @@ pub fn restore(
     if let Some((entries, why)) = ex.xattrs_refused_warning() {
         stats.xattrs_refused = entries;
         warn(&why);
+    }
+    if let Some((entries, first)) = ex
+        .modes_refused
+        .lock()
+        .ok()
+        .and_then(|r| Some((r.entries, r.first.clone()?)))
+    {
+        warn(&format!(
+            "the set-user-ID, set-group-ID or sticky bits of {entries} entr{} not restored: \
+             the target refuses them, and each has the rest of its mode (the first: {first})",
+            if entries == 1 { "y is" } else { "ies are" }
+        ));
     }
     // Each said bare where it failed: what it means, and what mends it.
     let unindexed = ex.unindexed.load(Ordering::Relaxed);
@@ -1394,6 +1407,9 @@ struct Executor<'a> {
     backup_excludes: &'a PathFilter,
     /// Extended attributes the target refused (see [`xattrs`]).
     xattrs_refused: Mutex<xattrs::Refused>,
+    /// Set-user-ID, set-group-ID and sticky bits the target refused,
+    /// each entry given the rest of its mode (see `apply_meta`).
+    modes_refused: Mutex<xattrs::Refused>,
     /// Existing folders given their owner's write and search permission
     /// for the restore (see `Executor::open_up`), with their modes.
     opened_up: Mutex<HashMap<PathBuf, u32>>,

@@ -18,9 +18,10 @@ use super::*;
 /// Failures to set attributes the target refuses as a whole, told once.
 #[derive(Default)]
 pub(super) struct Refused {
-    /// Entries with at least one attribute refused.
+    /// Entries with at least one attribute (or, for the modes, a mode
+    /// bit) refused.
     pub(super) entries: u64,
-    /// The first: its path, the attribute's name and the error.
+    /// The first: its path, what was refused and the error.
     pub(super) first: Option<String>,
 }
 
