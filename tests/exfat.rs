@@ -251,3 +251,54 @@ fn set_id_and_sticky_bits_the_target_refuses_are_one_warning() {
         ]
     );
 }
+
+/// A key exported onto exFAT, which makes no hard links and keeps no
+/// modes, is written (it failed: "rename into place: Operation not
+/// permitted"), with a warning that it is open to others; given from the
+/// stick it is refused with what to do, and a copy made as told opens the
+/// repository.
+#[test]
+fn a_key_exported_onto_exfat_is_written_and_its_use_explained() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "f");
+    repo.backup(&[&src], &[]);
+    let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
+    let key = stick.at.join("repo.key");
+    let mut c = repo.cmd(&["key", "export"]);
+    c.arg(&key);
+    let out = stick.run(&c);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains("is open to other users") && out.stderr.contains("keeps no modes"),
+        "{out}"
+    );
+    let listed = stick.sh(&format!("ls -A '{}'", stick.at.display()));
+    assert_eq!(listed.trim(), "repo.key", "no temporary file is left");
+
+    let mut c = cairn();
+    c.arg("-r")
+        .arg(&repo.path)
+        .arg("snapshots")
+        .arg("--key-file")
+        .arg(&key);
+    let out = stick.run(&c);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("copy it to a folder of yours first"),
+        "{out}"
+    );
+    let copy = repo.scratch("copy.key");
+    stick.sh(&format!(
+        "install -m 600 '{}' '{}'",
+        key.display(),
+        copy.display()
+    ));
+    let mut c = cairn();
+    c.arg("-r")
+        .arg(&repo.path)
+        .arg("snapshots")
+        .arg("--key-file")
+        .arg(&copy);
+    assert_eq!(run(&mut c, None).code, 0);
+}

@@ -33,6 +33,20 @@ pub(super) fn run(ctx: &Context, cmd: KeyCommand) -> Result<u8> {
             let repo = ctx.open_uncached()?;
             let bytes = export::encode(&repo.config().repo_id, repo.key());
             super::write_new_private(&file, &bytes)?;
+            // Made 0600; a filesystem that keeps no modes shows it as
+            // its mount's.
+            if let Ok(m) = std::fs::metadata(&file) {
+                if m.permissions().mode() & 0o077 != 0 {
+                    super::warn(&format!(
+                        "{} is open to other users (mode {:o}): its filesystem keeps no modes \
+                         (FAT or exFAT?); cairn refuses a key file so open, so copy it to a \
+                         folder of yours before use (`install -m 600 {0} ~/cairn.key`), and \
+                         keep the stick safe",
+                        file.shown(),
+                        m.permissions().mode() & 0o777
+                    ));
+                }
+            }
             let printed = outln!(
                 "exported the master key of repository {} to {}\n\
                  open it with --key-file {} (or CAIRN_KEY_FILE); anyone who can read that file \
@@ -64,7 +78,10 @@ pub(super) fn read_exported(path: &Path, what: &str) -> Result<ExportedKey> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::Invalid(format!(
-            "{what} is open to other users (mode {mode:o}): run `chmod 600 {}`",
+            "{what} is open to other users (mode {mode:o}): run `chmod 600 {0}`; on a \
+             filesystem that keeps no modes (FAT or exFAT, as on a USB stick, where chmod \
+             changes nothing) copy it to a folder of yours first (`install -m 600 {0} \
+             ~/cairn.key`) and give the copy",
             path.shown()
         )));
     }

@@ -625,6 +625,28 @@ fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
             match rename_noreplace(&tmp, path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+                // A filesystem without hard links (FAT, exFAT): written
+                // again under its name, made only if not there, and
+                // synced; a crash meanwhile leaves it short, which a key
+                // file's own check refuses.
+                Err(e) if refuses_links(&e) => {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(path)
+                        .map_err(|e| match e.kind() {
+                            std::io::ErrorKind::AlreadyExists => exists(),
+                            _ => Error::path("create", path, e),
+                        })?;
+                    f.write_all(bytes)
+                        .and_then(|()| f.sync_all())
+                        .map_err(|e| Error::path("write", path, e))
+                        .inspect_err(|_| {
+                            let _ = std::fs::remove_file(path);
+                        })?;
+                    std::fs::remove_file(&tmp).map_err(|e| Error::path("remove", &tmp, e))
+                }
                 Err(e) => Err(Error::path("rename into place", path, e)),
             }
         });
@@ -635,6 +657,15 @@ fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::path("sync folder", dir, e))
+}
+
+/// Whether `e`, from [`rename_noreplace`], says the filesystem makes no
+/// hard links (exfat-fuse: `EPERM`).
+fn refuses_links(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS)
+    )
 }
 
 /// Renames `from` to `to` unless `to` exists (then `AlreadyExists`):
