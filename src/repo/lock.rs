@@ -760,18 +760,36 @@ impl Judge {
             let age = crate::now_ns().saturating_sub(lock.info.time_ns);
             let skew = age.saturating_sub(store_age.as_nanos() as i64) / 1_000_000_000;
             if skew.abs() >= 5 * 60 {
-                let (m, side) = (
-                    (skew.abs() + 30) / 60,
-                    if skew > 0 { "behind" } else { "ahead of" },
-                );
+                let side = if skew > 0 { "behind" } else { "ahead of" };
                 out.push_str(&format!(
-                    "; that host's clock is about {m} minutes {side} this host's, as the \
-                     store's times of the lock files tell"
+                    "; that host's clock is about {} {side} this host's, as the store's \
+                     times of the lock files tell",
+                    about(skew.unsigned_abs())
                 ));
+                // A lock file copied (or restored) since is dated anew by
+                // the store, as if its host's clock lagged.
+                if skew > 0 {
+                    out.push_str(
+                        ", or the lock file was copied since (a copy of the repository that \
+                         did not keep file times dates it anew); a lock whose process is \
+                         known to be gone is removed by `cairn unlock --force`",
+                    );
+                }
             }
         }
         out
     }
+}
+
+/// `secs` as a reader takes it in: minutes below two hours, hours below
+/// two days, days beyond ("1322749 minutes" said nothing at a glance).
+fn about(secs: u64) -> String {
+    let (n, unit) = match secs {
+        s if s < 2 * 3600 => ((s + 30) / 60, "minute"),
+        s if s < 2 * 86_400 => ((s + 1800) / 3600, "hour"),
+        s => ((s + 43_200) / 86_400, "day"),
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 /// How many times [`list`] lists the locks while some vanish as it reads.
@@ -2041,6 +2059,12 @@ mod tests {
                     let ahead = "that host's clock is about 40 minutes ahead of this host's";
                     let expect = if written.is_none() { lags } else { ahead };
                     assert!(err.contains(expect), "{case}: {err}");
+                    // A lag may be a copy's, which says so.
+                    assert_eq!(
+                        err.contains("or the lock file was copied since"),
+                        written.is_none(),
+                        "{case}: {err}"
+                    );
                     assert!(remove_locks(&*backend, &key, false)
                         .unwrap()
                         .removed
@@ -2049,6 +2073,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_clock_difference_is_said_in_a_unit_read_at_a_glance() {
+        for (secs, said) in [
+            (300, "5 minutes"),
+            (60 * 119, "119 minutes"),
+            (2 * 3600, "2 hours"),
+            (47 * 3600, "47 hours"),
+            (2 * 86_400, "2 days"),
+            (1_322_749 * 60, "919 days"),
+            (86_400 + 1, "24 hours"),
+        ] {
+            assert_eq!(about(secs), said, "{secs}");
+        }
+        assert_eq!(about(60), "1 minute");
     }
 
     /// The v1 record as cairns before the pid namespace decode it.
