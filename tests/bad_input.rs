@@ -172,6 +172,8 @@ fn another_repository_s_key_file_with_the_same_password_is_passed_over() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     fs::write(&config, bytes).unwrap();
+    // Without its copy (a repository made before cairn kept one).
+    fs::remove_file(repo.path.join("config.copy")).unwrap();
     let out = repo.run(&["snapshots"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(
@@ -200,6 +202,8 @@ fn a_damaged_config_is_not_blamed_on_the_only_key_file() {
     let config = repo.path.join("config");
     let good = fs::read(&config).unwrap();
     flip_last_byte(&config);
+    // Without its copy (a repository made before cairn kept one).
+    fs::remove_file(repo.path.join("config.copy")).unwrap();
     let out = repo.run(&["snapshots"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(
@@ -216,6 +220,8 @@ fn a_damaged_config_is_not_blamed_on_the_only_key_file() {
     write(&src.join("f"), "data");
     repo.backup(&[&src], &[]);
     flip_last_byte(&config);
+    // The backup wrote the copy again.
+    fs::remove_file(repo.path.join("config.copy")).unwrap();
     let out = repo.run(&["snapshots"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(
@@ -253,6 +259,97 @@ fn a_newer_config_is_named_before_the_password_is_tried() {
             "{out}"
         );
     }
+}
+
+/// `init` writes `config.copy` beside `config`. With `config` damaged or
+/// lost, every command opens the repository from the copy, warning, with
+/// the password and with an exported key alike; verify counts it as
+/// damage, and `repair config` writes `config` back. Until December 2026
+/// a config lost or damaged (160 bytes) left intact data nothing read.
+/// A repository without the copy (made before it was kept) gets one from
+/// the next command that writes, which verify warns of until then; and
+/// a config of a later format is no reason to read the copy.
+#[test]
+fn a_config_lost_or_damaged_is_read_from_its_copy_and_repaired() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    let snap = repo.backup(&[&src], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let config = repo.path.join("config");
+    let copy = repo.path.join("config.copy");
+    let good = fs::read(&config).unwrap();
+    assert_eq!(fs::read(&copy).unwrap(), good, "init writes the copy");
+    let key = repo.scratch("repo.key");
+    repo.run(&["key", "export", key.to_str().unwrap()])
+        .success();
+
+    let damaged = |c: &Path| flip_last_byte(c);
+    let lost = |c: &Path| fs::remove_file(c).unwrap();
+    for (how, harm) in [("damaged", &damaged as &dyn Fn(&Path)), ("lost", &lost)] {
+        harm(&config);
+        for with_key in [false, true] {
+            let mut c = repo.cmd(&["ls", &snap]);
+            if with_key {
+                c.env_remove("CAIRN_PASSWORD").arg("--key-file").arg(&key);
+            }
+            let out = run(&mut c, None);
+            assert_eq!(out.code, 0, "{how}, key file {with_key}: {out}");
+            assert!(out.stdout.contains("/f"), "{how}: {out}");
+            assert!(
+                out.stderr
+                    .contains("its copy, config.copy, opened the repository")
+                    && out.stderr.contains("`cairn repair config`"),
+                "{how}, key file {with_key}: {out}"
+            );
+        }
+        let target = repo.scratch(&format!("target-{how}"));
+        repo.restore(&snap, &target, &[]);
+        assert_eq!(
+            fs::read(restored(&target, &src).join("f")).unwrap(),
+            b"data"
+        );
+        let out = repo.run(&["verify"]);
+        assert_eq!(out.code, 1, "{how}: {out}");
+        assert!(
+            out.stdout.contains("its copy, config.copy, opens"),
+            "{how}: {out}"
+        );
+        let out = repo.run(&["repair", "config"]).success();
+        assert!(
+            out.stdout.contains("config written back from config.copy"),
+            "{out}"
+        );
+        assert_eq!(fs::read(&config).unwrap(), good, "{how}");
+        let out = repo.run(&["verify"]);
+        assert_eq!(out.code, 0, "{how}: {out}");
+        assert!(!out.stderr.contains("config"), "{how}: {out}");
+    }
+
+    // Without a copy: verify warns, and the next command that writes
+    // makes it.
+    fs::remove_file(&copy).unwrap();
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("config.copy: is missing"), "{out}");
+    repo.backup(&[&src], &[]);
+    assert_eq!(fs::read(&copy).unwrap(), good, "the backup writes the copy");
+    let out = repo.run(&["repair", "config"]).success();
+    assert!(out.stdout.contains("config is intact"), "{out}");
+
+    // A config of a later format is a newer cairn's: the copy, of this
+    // one's, is not read instead.
+    let mut newer = good.clone();
+    newer[8] = 9;
+    fs::write(&config, &newer).unwrap();
+    let out = repo.run(&["ls", &snap]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("format version 9 is not supported"),
+        "{out}"
+    );
 }
 
 /// A key file that opens with the password but holds another
@@ -1103,6 +1200,8 @@ fn init_refuses_a_folder_that_holds_other_files() {
 fn an_interrupted_init_is_named_with_what_to_do() {
     let repo = Repo::new();
     fs::remove_file(repo.path.join("config")).unwrap();
+    // Written after the config, so not there either.
+    fs::remove_file(repo.path.join("config.copy")).unwrap();
     let out = repo.run(&["snapshots"]);
     assert_eq!(out.code, 10, "{out}");
     assert!(
@@ -1201,6 +1300,8 @@ fn a_repository_without_its_config_is_named_and_not_initialised_over() {
     write(&src.join("f"), "data");
     repo.backup(&[&src], &[]);
     fs::remove_file(repo.path.join("config")).unwrap();
+    // Without its copy (a repository made before cairn kept one).
+    fs::remove_file(repo.path.join("config.copy")).unwrap();
 
     let out = repo.run(&["snapshots"]);
     assert_eq!(out.code, 1, "{out}");
@@ -1395,6 +1496,9 @@ fn fifos_devices_and_huge_files_in_a_repository_hang_nothing_and_fill_no_memory(
     let config = repo.path.join("config");
     let config_kept = repo.scratch("config");
     fs::rename(&config, &config_kept).unwrap();
+    let copy = repo.path.join("config.copy");
+    let copy_kept = repo.scratch("config.copy");
+    fs::rename(&copy, &copy_kept).unwrap();
     for (what, planted) in [
         ("a FIFO", fifo.as_path()),
         ("a device", Path::new("/dev/zero")),
@@ -1413,6 +1517,7 @@ fn fifos_devices_and_huge_files_in_a_repository_hang_nothing_and_fill_no_memory(
         fs::remove_file(&config).unwrap();
     }
     fs::rename(&config_kept, &config).unwrap();
+    fs::rename(&copy_kept, &copy).unwrap();
     let key = only_file(&repo.path.join("keys"));
     let key_kept = repo.scratch("key");
     fs::rename(&key, &key_kept).unwrap();
@@ -1611,6 +1716,8 @@ fn a_mirror_leaves_aside_recorded_patterns_that_match_nothing() {
 #[test]
 fn a_config_with_a_damaged_header_is_to_be_restored_from_a_copy() {
     let repo = Repo::new();
+    // Without its copy (a repository made before cairn kept one).
+    fs::remove_file(repo.path.join("config.copy")).unwrap();
     let config = repo.path.join("config");
     let good = fs::read(&config).unwrap();
     let mut newer = good.clone();
@@ -1691,6 +1798,8 @@ fn a_repository_without_config_whose_folders_cannot_be_listed_is_not_told_to_ini
     repo.backup(&[&src], &[]);
     readable_by_all(repo.dir.path());
     fs::remove_file(repo.path.join("config")).unwrap();
+    // Without its copy (a repository made before cairn kept one).
+    fs::remove_file(repo.path.join("config.copy")).unwrap();
     for dir in ["packs", "index", "snapshots"] {
         chmod(&repo.path.join(dir), 0o700);
     }

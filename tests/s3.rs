@@ -155,8 +155,10 @@ fn missing_repository_and_bad_urls_have_clear_errors() {
     assert!(out.stderr.contains("AWS_SECRET_ACCESS_KEY"), "{out}");
 }
 
-/// A bucket whose repository lost its `config` object is not "no
-/// repository", and `init` does not make a new one over its data.
+/// A bucket whose repository lost its `config` object opens from
+/// `config.copy`, warning, and `repair config` puts it back; without the
+/// copy too it is not "no repository", and `init` does not make a new one
+/// over its data.
 #[test]
 fn a_repository_without_its_config_in_a_bucket_is_named_and_not_initialised_over() {
     let server = S3Server::start();
@@ -165,7 +167,21 @@ fn a_repository_without_its_config_in_a_bucket_is_named_and_not_initialised_over
     let src = repo.scratch.path().join("src");
     make_source(&src, 7);
     backup_json(&repo, &src);
-    fs::remove_file(server.data().join("lost-config/repo/config")).unwrap();
+    let config = server.data().join("lost-config/repo/config");
+    let good = fs::read(&config).unwrap();
+    fs::remove_file(&config).unwrap();
+    let out = repo.run(&["snapshots", "--no-cache"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr
+            .contains("its copy, config.copy, opened the repository"),
+        "{out}"
+    );
+    repo.run(&["repair", "config"]).success();
+    assert_eq!(fs::read(&config).unwrap(), good);
+
+    fs::remove_file(&config).unwrap();
+    fs::remove_file(server.data().join("lost-config/repo/config.copy")).unwrap();
     let out = repo.run(&["snapshots", "--no-cache"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(

@@ -428,6 +428,10 @@ pub fn backup_locked(
             opts.lock_wait,
         )?,
     };
+    // Under the lock, which an upgrade rewriting the config waits for.
+    if let Err(e) = repo.keep_config_copy() {
+        warn(&format!("config.copy not brought up to date: {e}"));
+    }
     let adopted = repo.adopt_pending()?;
     if adopted > 0 {
         warn(&format!(

@@ -61,6 +61,20 @@ pub enum FileKind {
     Lock,
 }
 
+/// The name of [`FileKind::Config`]'s copy (see `Repository::open`):
+/// `config.copy` beside `config` (whose own name is `""`).
+pub const CONFIG_COPY: &str = "copy";
+
+/// The file at the repository's root that the config file `name`
+/// (`""`, or [`CONFIG_COPY`]) is.
+pub fn config_name(name: &str) -> String {
+    if name.is_empty() {
+        "config".into()
+    } else {
+        format!("config.{name}")
+    }
+}
+
 impl FileKind {
     /// The folder (or file, for config) name of this kind.
     pub fn dir(self) -> &'static str {

@@ -287,7 +287,7 @@ impl S3Backend {
 
     fn key(kind: FileKind, name: &str) -> String {
         match kind {
-            FileKind::Config => "config".into(),
+            FileKind::Config => super::config_name(name),
             FileKind::Pack => format!("packs/{}/{name}", name.get(..2).unwrap_or("xx")),
             _ => format!("{}/{name}", kind.dir()),
         }

@@ -864,6 +864,10 @@ enum RepairWhat {
         #[arg(long)]
         read_data: bool,
     },
+    /// Write `config` back from its copy, `config.copy`, where it is
+    /// missing or damaged (every command then opens the repository from
+    /// the copy, and warns); where it is intact, make its copy current.
+    Config,
     /// Write repaired copies of snapshots that reference missing data,
     /// once per snapshot (a snapshot with a repaired copy is skipped).
     Snapshots {
@@ -885,6 +889,17 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
 
 fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8> {
     match a.what {
+        RepairWhat::Config => {
+            // The exclusive lock: no upgrade rewrites the config meanwhile
+            // (taking it brings a copy up to date where `config` opened).
+            let _lock = super::lock_repo(ctx, repo, true, "repair config")?;
+            let printed = if repo.config_from_copy()? {
+                outln!("config written back from config.copy")
+            } else {
+                outln!("config is intact, and config.copy is its copy: nothing to repair")
+            };
+            Ok(output::after_work(0, printed, "the config is repaired"))
+        }
         RepairWhat::Index { read_data } => {
             // A missing index/ is what this mends; a missing packs/ is
             // not, and the tables would be replaced with nothing.

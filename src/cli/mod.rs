@@ -495,11 +495,22 @@ impl Context {
             Some(_) => None,
             None => self.explicit_password()?,
         };
-        if !backend.exists().map_err(refused)? {
+        // Without `config`, its copy opens the repository (see
+        // `Repository::open`).
+        let copied = || {
+            backend
+                .read(
+                    crate::backend::FileKind::Config,
+                    crate::backend::CONFIG_COPY,
+                )
+                .is_ok()
+        };
+        if !backend.exists().map_err(refused)? && !copied() {
             return Err(crate::repo::missing(backend.as_ref()));
         }
         if let Some((f, what, exported)) = exported {
             let repo = Repository::open_exported(backend, exported, &what).map_err(refused)?;
+            config_trouble(&repo);
             // Key files whose bytes are their name's: what a password
             // could open. One this user may not read is no damage (a
             // restore-only user given the exported key): taken as intact.
@@ -529,7 +540,28 @@ impl Context {
         let repo = Repository::open(backend, &pw.bytes)
             .map_err(refused)
             .map_err(|e| pw.name_in(e))?;
+        config_trouble(&repo);
         Ok((repo, Some(pw.bytes)))
+    }
+}
+
+/// Warns that `repo` was opened from `config.copy`, `config` being
+/// missing or damaged, and what mends it.
+fn config_trouble(repo: &Repository) {
+    if let Some(why) = repo.config_trouble() {
+        warn(&format!(
+            "the repository's config could not be used ({why}); its copy, config.copy, \
+             opened the repository: `cairn repair config` writes config back from it"
+        ));
+    }
+}
+
+/// Keeps `config.copy` the bytes of `config` (see
+/// [`Repository::keep_config_copy`]), for the commands that write;
+/// failing, it warns, as the command's own work is not at stake.
+pub(crate) fn keep_config_copy(repo: &Repository) {
+    if let Err(e) = repo.keep_config_copy() {
+        warn(&format!("config.copy not brought up to date: {e}"));
     }
 }
 
@@ -914,6 +946,7 @@ fn lock_repo(
         )
     };
     let guard = on_reserve_if_full(repo, take)?;
+    keep_config_copy(repo);
     // What the repository holds is read from here on: a holder of a lock
     // taken for stale meanwhile may have published an index table.
     repo.reload_index();

@@ -32,6 +32,7 @@ const BODY_LEN: usize = 12 + 32 + MASTER_KEY_LEN;
 pub const FILE_LEN: usize = BODY_LEN + 32;
 
 /// The contents of an exported key file.
+#[derive(Clone)]
 pub struct ExportedKey {
     /// The repository the key belongs to.
     pub repo_id: [u8; 32],

@@ -15,7 +15,7 @@ pub mod upgrade;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backend::cache::{Cache, CachedBackend};
-use crate::backend::{Backend, FileKind};
+use crate::backend::{Backend, FileKind, CONFIG_COPY};
 use crate::chunker::ChunkerParams;
 use crate::crypto::{self, Cipher, MasterKey};
 use crate::error::{Error, Result};
@@ -348,6 +348,9 @@ pub struct Repository {
     index: RwLock<Option<Arc<IndexSet>>>,
     cache: Option<Arc<Cache>>,
     notes: Vec<String>,
+    /// Why `config` did not open the repository, where its copy did (see
+    /// [`Repository::open`]); `None` where `config` opened it.
+    config_trouble: Option<String>,
     /// Damaged copies of blobs read around since the last
     /// [`Repository::take_read_around`] (see [`Repository::read_indexed`]).
     read_around: Mutex<Vec<ReadAround>>,
@@ -548,6 +551,9 @@ impl Repository {
             }
             return Err(e);
         }
+        // Its copy, for a config lost or damaged later; one not written
+        // now (a full disk) is by the next command that writes.
+        let _ = backend.write(FileKind::Config, CONFIG_COPY, &encoded);
         Ok(Repository {
             backend,
             key,
@@ -556,13 +562,70 @@ impl Repository {
             index: RwLock::new(None),
             cache: None,
             notes,
+            config_trouble: None,
             read_around: Mutex::new(Vec::new()),
         })
     }
 
-    /// Opens the repository with `password`.
+    /// Opens the repository with `password`: from `config`, or, where
+    /// that is missing or does not open it, from `config.copy` (see
+    /// [`Repository::through_copy`]).
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Repository> {
-        if !backend.exists()? {
+        Self::through_copy(backend, |b, name| Self::open_from(b, password, name))
+    }
+
+    /// `open(backend, "")`, the repository opened from `config`; where
+    /// that fails for the config's sake (missing, damaged, or opened by no
+    /// key that opens the rest), `open(backend, CONFIG_COPY)`, from the
+    /// copy of it every command that writes keeps (see
+    /// [`Repository::keep_config_copy`]), noting why (see
+    /// [`Repository::config_trouble`]). Until December 2026 a config lost
+    /// or damaged (160 bytes, one bad sector) left intact data that
+    /// nothing could read.
+    fn through_copy(
+        backend: Arc<dyn Backend>,
+        open: impl Fn(Arc<dyn Backend>, &str) -> Result<Repository>,
+    ) -> Result<Repository> {
+        let e = match open(backend.clone(), "") {
+            Ok(repo) => return Ok(repo),
+            Err(e) => e,
+        };
+        if !matches!(
+            e,
+            Error::Corrupt { .. } | Error::RepoMissing(_) | Error::WrongKey(_)
+        ) {
+            return Err(e);
+        }
+        let Ok(copy) = backend.read(FileKind::Config, CONFIG_COPY) else {
+            return Err(e);
+        };
+        // The format `config`'s header names, where it has one: past this
+        // cairn's it is a newer cairn's config, not damage, and a copy of
+        // another format than it names is stale (an upgrade stopped
+        // between the two writes): neither copy is a way round.
+        if let Ok(main) = backend.read(FileKind::Config, "") {
+            if main.len() >= 12 && main[..8] == config::MAGIC[..] {
+                let named = u32::from_le_bytes(main[8..12].try_into().expect("4 bytes"));
+                let copied = Config::peek(&copy).map(|(v, _)| v);
+                if named > config::VERSION || copied.ok() != Some(named) {
+                    return Err(e);
+                }
+            }
+        }
+        match open(backend, CONFIG_COPY) {
+            Ok(mut repo) => {
+                repo.config_trouble = Some(e.to_string());
+                Ok(repo)
+            }
+            // The copy no better: what `config` said.
+            Err(_) => Err(e),
+        }
+    }
+
+    /// Opens the repository with `password` from its config file `name`
+    /// (`""`, or [`CONFIG_COPY`]).
+    fn open_from(backend: Arc<dyn Backend>, password: &[u8], name: &str) -> Result<Repository> {
+        if name.is_empty() && !backend.exists()? {
             return Err(missing(backend.as_ref()));
         }
         let mut names: Vec<String> = backend.list(FileKind::Key)?;
@@ -574,7 +637,7 @@ impl Repository {
                 format!("keys/ holds no key file; {NO_KEY_LEFT}"),
             ));
         }
-        let config_bytes = backend.read(FileKind::Config, "")?;
+        let config_bytes = backend.read(FileKind::Config, name)?;
         // A config whose header cairn cannot read (damage there, or the
         // format of a newer cairn) is said as it is, before any key file
         // is tried: none of them is at fault, whatever the password.
@@ -690,6 +753,7 @@ impl Repository {
             index: RwLock::new(None),
             cache: None,
             notes: Vec::new(),
+            config_trouble: None,
             read_around: Mutex::new(Vec::new()),
         })
     }
@@ -704,10 +768,22 @@ impl Repository {
         exported: export::ExportedKey,
         what: &str,
     ) -> Result<Repository> {
-        if !backend.exists()? {
+        Self::through_copy(backend, |b, name| {
+            Self::open_exported_from(b, exported.clone(), what, name)
+        })
+    }
+
+    /// [`Repository::open_exported`] from the config file `name`.
+    fn open_exported_from(
+        backend: Arc<dyn Backend>,
+        exported: export::ExportedKey,
+        what: &str,
+        name: &str,
+    ) -> Result<Repository> {
+        if name.is_empty() && !backend.exists()? {
             return Err(missing(backend.as_ref()));
         }
-        let bytes = backend.read(FileKind::Config, "")?;
+        let bytes = backend.read(FileKind::Config, name)?;
         let (_, repo_id) = peek_config(backend.as_ref(), &bytes)?;
         if repo_id != exported.repo_id {
             return Err(Error::WrongKey(format!(
@@ -735,6 +811,7 @@ impl Repository {
             index: RwLock::new(None),
             cache: None,
             notes: Vec::new(),
+            config_trouble: None,
             read_around: Mutex::new(Vec::new()),
         })
     }
@@ -761,6 +838,53 @@ impl Repository {
     /// empty for an opened repository.
     pub fn notes(&self) -> &[String] {
         &self.notes
+    }
+
+    /// Why `config` did not open the repository, where `config.copy` did
+    /// (see [`Repository::open`]): damage every command warns of, `verify`
+    /// counts, and `repair config` mends.
+    pub fn config_trouble(&self) -> Option<&str> {
+        self.config_trouble.as_deref()
+    }
+
+    /// Makes `config.copy` the bytes of `config`, where it is missing or
+    /// differs (a repository made before the copy was kept, an `upgrade`
+    /// stopped between the two writes); true when it wrote it. Called by
+    /// the commands that write. A repository opened from the copy keeps
+    /// it as it is: `config` is the damaged one.
+    pub fn keep_config_copy(&self) -> Result<bool> {
+        if self.config_trouble.is_some() {
+            return Ok(false);
+        }
+        let bytes = self.backend.read(FileKind::Config, "")?;
+        // Only what opens as this repository's config is copied.
+        if Config::decode(&bytes, &self.key)? != self.config {
+            return Ok(false);
+        }
+        match self.backend.read(FileKind::Config, CONFIG_COPY) {
+            Ok(copy) if *copy == *bytes => Ok(false),
+            _ => {
+                self.backend.write(FileKind::Config, CONFIG_COPY, &bytes)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Writes `config` again from `config.copy`, for a repository that
+    /// was opened from the copy (`repair config`); false, and nothing
+    /// written, for one `config` itself opened.
+    pub fn config_from_copy(&self) -> Result<bool> {
+        if self.config_trouble.is_none() {
+            return Ok(false);
+        }
+        let copy = self.backend.read(FileKind::Config, CONFIG_COPY)?;
+        if Config::decode(&copy, &self.key)? != self.config {
+            return Err(Error::Invalid(
+                "config.copy changed since the repository was opened; nothing written".into(),
+            ));
+        }
+        self.backend.write(FileKind::Config, "", &copy)?;
+        Ok(true)
     }
 
     /// What reads found damaged and read from another copy since the last

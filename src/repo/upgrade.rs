@@ -75,6 +75,10 @@ impl Repository {
         lock.confirm("upgrade stopped before writing the config; nothing changed")?;
         self.backend.write(FileKind::Config, "", &bytes)?;
         crate::fault::point("upgrade-after-config-write");
+        // Stopped before this, the copy is the older config until the
+        // next command that writes (see `keep_config_copy`).
+        self.backend
+            .write(FileKind::Config, crate::backend::CONFIG_COPY, &bytes)?;
         Ok(Upgrade {
             from,
             to,

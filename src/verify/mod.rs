@@ -200,6 +200,44 @@ struct TreeFacts {
     unreadable: Option<String>,
 }
 
+/// `config` that did not open the repository (its copy did) is damage;
+/// a copy missing or not `config`'s bytes is a warning (a repository made
+/// before the copy was kept; an upgrade stopped between the two writes),
+/// which the next command that writes mends.
+fn check_config_copy(repo: &Repository, report: &mut VerifyReport) {
+    use crate::backend::CONFIG_COPY;
+    if let Some(why) = repo.config_trouble() {
+        report.errors.push(problem(
+            "config",
+            format!(
+                "{why}; its copy, config.copy, opens the repository: `cairn repair config` \
+                 writes config back from it"
+            ),
+        ));
+        return;
+    }
+    let backend = repo.backend();
+    let (Ok(config), copy) = (
+        backend.read(FileKind::Config, ""),
+        backend.read(FileKind::Config, CONFIG_COPY),
+    ) else {
+        return;
+    };
+    let why = match copy {
+        Ok(copy) if *copy == *config => return,
+        Ok(_) => "is not the config's copy (an upgrade stopped between writing the two?)",
+        Err(e) if e.is_not_found() => "is missing (a repository made before cairn kept one)",
+        Err(_) => "cannot be read",
+    };
+    report.warnings.push(problem(
+        "config.copy",
+        format!(
+            "{why}: config has no spare should it be lost or damaged; the next command that \
+             writes makes it (`cairn repair config` does)"
+        ),
+    ));
+}
+
 /// Runs the checks.
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
@@ -209,6 +247,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         opts.password.as_deref().map(Vec::as_slice),
         &mut report,
     )?;
+    check_config_copy(repo, &mut report);
 
     // Read in the reverse of a backup's write order (packs, then index
     // tables, then the snapshot): snapshots first, then the index, then

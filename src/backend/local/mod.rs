@@ -187,7 +187,7 @@ pub fn kind_name(kind: FileKind) -> &'static str {
 /// The path of file `name` of `kind` in the repository at `root`.
 fn file_path(root: &Path, kind: FileKind, name: &str) -> PathBuf {
     match kind {
-        FileKind::Config => root.join("config"),
+        FileKind::Config => root.join(super::config_name(name)),
         FileKind::Pack => root
             .join("packs")
             .join(name.get(..2).unwrap_or("xx"))
@@ -451,7 +451,7 @@ impl Backend for LocalBackend {
         // disk mounted for backups has one), and temporary files.
         let ours = |name: &str| {
             name.starts_with(".tmp-")
-                || matches!(name, "config" | "reserve" | "lost+found")
+                || matches!(name, "config" | "config.copy" | "reserve" | "lost+found")
                 || DIRS.iter().any(|k| k.dir() == name)
         };
         let mut out = Vec::new();
