@@ -29,6 +29,13 @@ fn files(stick: &PrivateMount, dir: &Path) -> Vec<String> {
     lines
 }
 
+/// Restores the latest snapshot's `src` folder into `target` on the stick.
+fn restore_onto(stick: &PrivateMount, repo: &Repo, src: &Path, target: &Path) -> Out {
+    let mut c = repo.cmd(&["restore", &format!("latest:{}", abs(src)), "--target"]);
+    c.arg(target);
+    stick.run(&c)
+}
+
 #[test]
 fn names_differing_only_in_case_restore_the_first_and_name_the_others() {
     let repo = Repo::new();
@@ -193,9 +200,7 @@ fn hard_links_are_restored_as_copies_where_the_target_has_none() {
 
     let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
     let target = stick.at.join("t");
-    let mut c = repo.cmd(&["restore", &format!("latest:{}", abs(&src)), "--target"]);
-    c.arg(&target);
-    let out = stick.run(&c);
+    let out = restore_onto(&stick, &repo, &src, &target);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(
         out.stderr.matches("restored as a copy of").count(),
@@ -230,9 +235,7 @@ fn set_id_and_sticky_bits_the_target_refuses_are_one_warning() {
 
     let stick = PrivateMount::exfat(&repo.scratch("stick"), 32 << 20);
     let target = stick.at.join("t");
-    let mut c = repo.cmd(&["restore", &format!("latest:{}", abs(&src)), "--target"]);
-    c.arg(&target);
-    let out = stick.run(&c);
+    let out = restore_onto(&stick, &repo, &src, &target);
     assert_eq!(out.code, 0, "{out}");
     assert!(
         out.stderr.contains(
