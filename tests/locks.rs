@@ -1251,7 +1251,7 @@ fn an_owner_s_read_only_repository_says_to_give_write_access_back() {
     assert!(
         out.stderr.contains(&format!(
             "this user owns the repository but may not write to it (its files or folders are \
-             read-only), and backup needs to (its lock first): `chmod -R u+w {}`",
+             read-only), and backup needs to write (its lock first): `chmod -R u+w {}`",
             repo.path.display()
         )),
         "{out}"

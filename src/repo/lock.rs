@@ -889,7 +889,7 @@ fn acquire_with(
                 let advice = write_refused(
                     &*backend,
                     &e,
-                    &format!("{command} needs to (its lock first)"),
+                    &format!("{command} needs to write (its lock first)"),
                     "; commands that only read (snapshots, ls, cat, restore, verify, dry runs) \
                      run without writing",
                 );
@@ -1307,7 +1307,7 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Resu
         let advice = write_refused(
             backend,
             &e,
-            "unlock needs to (a lock of its own first, and the removals)",
+            "unlock needs to write (a lock of its own first, and the removals)",
             "",
         );
         Error::Advised {
@@ -1321,7 +1321,7 @@ pub fn remove_locks(backend: &dyn Backend, key: &MasterKey, force: bool) -> Resu
 }
 
 /// What to do about a write the store refused (see
-/// [`Error::is_write_refused`]) where `needs` ("gc needs to (its lock
+/// [`Error::is_write_refused`]) where `needs` ("gc needs to write (its lock
 /// first)") says what the command had to write, `also` what may be added:
 /// a filesystem mounted read-only refuses every user, so the advice is
 /// not to run as another.
