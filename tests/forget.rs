@@ -652,3 +652,37 @@ fn a_forget_stopped_partway_names_what_it_removed() {
         .collect();
     assert_eq!(left, set(&[&ids[0], &ids[3]]), "{out}");
 }
+
+/// A group whose newest snapshot is dated after this host's clock (taken
+/// while the clock was ahead) is warned of: the policy counts back from
+/// it, and the snapshots taken since count as older.
+#[test]
+fn a_group_whose_newest_snapshot_is_dated_ahead_is_warned_of() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "f");
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.env(
+        "CAIRN_TEST_CLOCK_AHEAD_NS",
+        (86_400i64 * 1_000_000_000).to_string(),
+    )
+    .arg(&src);
+    let ahead = run(&mut c, None).success().json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    assert_eq!(run(&mut c, None).code, 3, "the backup says so too");
+    let out = run_utc(&repo, &["forget", "--keep-last", "1", "--dry-run"]);
+    assert_eq!(out.code, 0, "{out}");
+    let said = format!("snapshot {} of group", &ahead[..8]);
+    assert!(
+        out.stderr.contains(&said) && out.stderr.contains("after this host's clock"),
+        "{said}\n{out}"
+    );
+    // Without it, nothing is said.
+    fs::remove_file(repo.path.join("snapshots").join(&ahead)).unwrap();
+    let out = run_utc(&repo, &["forget", "--keep-last", "1", "--dry-run"]);
+    assert!(!out.stderr.contains("after this host's clock"), "{out}");
+}

@@ -482,6 +482,32 @@ pub struct ForgetArgs {
     max_unused: f64,
 }
 
+/// Warns of each group whose newest snapshot is dated after this host's
+/// clock (a clock that was ahead when it was taken, or is behind now):
+/// the policy counts back from it, so it stands as the newest, and the
+/// snapshots taken since, dated before it, are counted as older (a
+/// `--keep-last 1` keeps it and removes them).
+fn warn_dated_ahead(plan: &[GroupDecisions]) {
+    let now = crate::now_ns();
+    for g in plan {
+        let Some((newest, t)) = g.snapshots.first().and_then(|d| Some((d, d.time_ns?))) else {
+            continue;
+        };
+        // A minute: a clock stepped by NTP is milliseconds off.
+        if t > now.saturating_add(60_000_000_000) {
+            super::warn(&format!(
+                "snapshot {} of group {} is dated {}, after this host's clock ({}): the \
+                 policy counts back from it, and the snapshots taken since, dated before \
+                 it, count as older; check the clock (`timedatectl`) before removing any",
+                newest.id.short(),
+                g.group,
+                crate::format_time(t),
+                crate::format_time(now)
+            ));
+        }
+    }
+}
+
 /// `forget --json --gc`: both reports in one document.
 #[derive(Serialize)]
 struct ForgetGcReport<'a> {
@@ -633,6 +659,7 @@ fn forget_command(
             retention::keep_bases_of_damaged(&all.good, &mut plan);
         }
         refuse_emptied_groups(&plan)?;
+        warn_dated_ahead(&plan);
         plan
     } else {
         // Every id is resolved before anything is removed, so a typo
