@@ -935,7 +935,8 @@ pub fn repair_snapshots(
             paths: dropped,
             more,
             bytes,
-            ..
+            entries,
+            kept,
         } = dropped;
         let mut snap: Snapshot = e.snapshot.clone();
         snap.tree = root;
@@ -949,8 +950,14 @@ pub fn repair_snapshots(
         }
         snap.tags.push(format!("{REPAIRED_FROM}{}", e.id.to_hex()));
         snap.summary.errors += dropped.len() as u64 + more;
-        // Those of a folder that could not be read are not known.
-        snap.summary.total_bytes = snap.summary.total_bytes.saturating_sub(bytes);
+        // Those of a folder that could not be read are not known: then
+        // the copy's are counted (the original's were kept until December
+        // 2026, and listed as its size).
+        snap.summary.total_bytes = if entries == LEFT_OUT_UNKNOWN {
+            kept
+        } else {
+            snap.summary.total_bytes.saturating_sub(bytes)
+        };
         let (id, bytes) = snap.encode(repo.key());
         new_snaps.push((id, bytes));
         out.repaired.push(SnapshotRepair {
@@ -1001,6 +1008,9 @@ struct Dropped {
     /// Bytes of the files dropped at or beneath it, but those of a tree
     /// that could not be read, which are not known.
     bytes: u64,
+    /// Bytes of the files kept at or beneath it: the copy's size where
+    /// what was dropped is not known.
+    kept: u64,
 }
 
 /// The most paths a repair of one snapshot keeps to say (each folder's
@@ -1042,6 +1052,7 @@ impl Dropped {
             more: self.more.saturating_add((self.paths.len() - kept) as u64),
             entries: self.entries,
             bytes: self.bytes,
+            kept: self.kept,
         }
     }
 
@@ -1082,6 +1093,7 @@ impl Dropped {
             self.entries = self.entries.saturating_add(other.entries);
         }
         self.bytes = self.bytes.saturating_add(other.bytes);
+        self.kept = self.kept.saturating_add(other.kept);
     }
 }
 
@@ -1239,6 +1251,7 @@ impl Rewriter<'_, '_> {
                         dropped.entry(&node, why);
                         continue;
                     }
+                    dropped.kept = dropped.kept.saturating_add(node.size);
                 }
                 NodeKind::Dir { subtree } => {
                     let subtree = *subtree;
