@@ -352,6 +352,76 @@ fn a_config_lost_or_damaged_is_read_from_its_copy_and_repaired() {
     );
 }
 
+/// With `config` unreadable (a disk's read error, not changed bytes) the
+/// copy opens the repository too; with `config` lost, a wrong password is
+/// still "wrong password" (exit 12), a backup exits 3 naming it in
+/// `repository_damage`, files keep the group's read access the copy
+/// shows, and `init` will not make a repository over the copy.
+#[test]
+fn a_config_unreadable_or_lost_is_said_as_such_and_the_rest_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    repo.backup(&[&src], &[]);
+    let config = repo.path.join("config");
+    let good = fs::read(&config).unwrap();
+    fs::remove_file(&config).unwrap();
+    // Any read of it fails with EIO.
+    std::os::unix::fs::symlink("/proc/self/mem", &config).unwrap();
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stderr.contains("Input/output error"), "{out}");
+    repo.run(&["repair", "config"]).success();
+    assert_eq!(fs::read(&config).unwrap(), good);
+
+    // Readable by the repository's group, as the README shows.
+    let chmod_group = std::process::Command::new("chmod")
+        .args(["-R", "g+rX"])
+        .arg(&repo.path)
+        .status()
+        .unwrap();
+    assert!(chmod_group.success());
+    fs::remove_file(&config).unwrap();
+    let mut c = repo.cmd(&["snapshots"]);
+    c.env("CAIRN_PASSWORD", "not the password");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 12, "{out}");
+    assert!(out.stderr.contains("wrong password"), "{out}");
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    let damage = out.json()["repository_damage"].clone();
+    assert!(
+        damage[0]
+            .as_str()
+            .is_some_and(|d| d.contains("config is missing")),
+        "{out}"
+    );
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&repo.path.join("snapshots").join(&id)), 0o640);
+    repo.run(&["repair", "config"]).success();
+    assert_eq!(mode(&config), 0o640);
+
+    // A folder holding a config.copy and nothing else is not a new
+    // repository's.
+    let other = repo.scratch("other");
+    fs::create_dir(&other).unwrap();
+    fs::write(other.join("config.copy"), "my settings").unwrap();
+    let mut c = cairn();
+    c.arg("-r").arg(&other).arg("init").args(FAST_INIT);
+    c.env("CAIRN_PASSWORD", PASSWORD);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("holds config.copy and no config"),
+        "{out}"
+    );
+    assert_eq!(fs::read(other.join("config.copy")).unwrap(), b"my settings");
+}
+
 /// A key file that opens with the password but holds another
 /// repository's key, known by the snapshots it does not open: exit 12,
 /// suggesting its removal only beside other key files; where it is all

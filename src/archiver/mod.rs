@@ -527,6 +527,17 @@ pub fn backup_locked(
     for msg in damaged_index.into_iter().chain(damaged) {
         repo_warn(msg);
     }
+    // Warned of as the repository was opened: counted here, so that a
+    // nightly job hears of it (exit 3, `repository_damage`) while one
+    // config is left.
+    if let Some(why) = repo.config_trouble() {
+        if let Ok(mut w) = repo_warnings.lock() {
+            w.push(format!(
+                "{why}: its copy, config.copy, opened the repository; `cairn repair config` \
+                 writes config back from it"
+            ));
+        }
+    }
     if let Some(msg) = parent_unreadable {
         repo_warn(msg);
     }

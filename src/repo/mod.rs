@@ -173,6 +173,19 @@ pub fn missing(backend: &dyn Backend) -> Error {
     )
 }
 
+/// What was wrong with `config` where its copy opened the repository, for
+/// the warning every command gives: the error up to the advice in it
+/// (which is to restore a copy: the copy is what opened it).
+fn config_trouble_text(e: &Error) -> String {
+    let text = e.to_string();
+    let cut = [";", " (restore `config`", ": restore `config`"]
+        .iter()
+        .filter_map(|m| text.find(m))
+        .min()
+        .unwrap_or(text.len());
+    text[..cut].to_string()
+}
+
 /// [`Config::peek`] of the repository's config `bytes`, with what to do
 /// where its header is damaged: no key file opens a repository without
 /// its config, so only a copy of it mends that.
@@ -461,6 +474,17 @@ impl Repository {
                 backend.location()
             )));
         }
+        // A repository whose config is lost, and its copy kept (or
+        // someone's file of that name, which init overwrote: a folder
+        // holding anything else is refused).
+        if backend.read(FileKind::Config, CONFIG_COPY).is_ok() {
+            return Err(Error::Invalid(format!(
+                "{} holds config.copy and no config: a repository whose config is lost, \
+                 which opens from that copy (`cairn repair config` writes config back), or a \
+                 file of that name; init makes a repository only in a new or empty folder",
+                backend.location()
+            )));
+        }
         // A new config among old data would make a repository that opens
         // none of it, with the old key files taken for another `init`'s;
         // so would one beside folders that could not be listed, whose key
@@ -590,15 +614,17 @@ impl Repository {
             Ok(repo) => return Ok(repo),
             Err(e) => e,
         };
-        if !matches!(
-            e,
-            Error::Corrupt { .. } | Error::RepoMissing(_) | Error::WrongKey(_)
-        ) {
+        // A wrong password is the password's, and an outage the store's:
+        // the copy would meet the same. Anything else may be the
+        // config's: missing, damaged, unreadable (a disk's read error,
+        // which is what a bad sector mostly gives).
+        if matches!(e, Error::WrongPassword { .. }) || e.is_transient() {
             return Err(e);
         }
         let Ok(copy) = backend.read(FileKind::Config, CONFIG_COPY) else {
             return Err(e);
         };
+        let missing = !backend.exists().unwrap_or(true);
         // The format `config`'s header names, where it has one: past this
         // cairn's it is a newer cairn's config, not damage, and a copy of
         // another format than it names is stale (an upgrade stopped
@@ -606,17 +632,41 @@ impl Repository {
         if let Ok(main) = backend.read(FileKind::Config, "") {
             if main.len() >= 12 && main[..8] == config::MAGIC[..] {
                 let named = u32::from_le_bytes(main[8..12].try_into().expect("4 bytes"));
-                let copied = Config::peek(&copy).map(|(v, _)| v);
-                if named > config::VERSION || copied.ok() != Some(named) {
-                    return Err(e);
+                let copied = Config::peek(&copy).map(|(v, _)| v).ok();
+                if named > config::VERSION || copied != Some(named) {
+                    // Which a changed byte of the header also gives: then
+                    // the copy is what mends it, by hand, as no command
+                    // may take a newer cairn's config for damage.
+                    return Err(match copied {
+                        Some(v) => Error::Advised {
+                            error: Box::new(e),
+                            advice: format!(
+                                "config.copy is of format {v}, and is not read in its place; \
+                                 if no other cairn has upgraded this repository, config's \
+                                 header is damaged, and `cp config.copy config` (or the \
+                                 object, on S3) mends it"
+                            ),
+                        },
+                        None => e,
+                    });
                 }
             }
         }
         match open(backend, CONFIG_COPY) {
             Ok(mut repo) => {
-                repo.config_trouble = Some(e.to_string());
+                repo.config_trouble = Some(if missing {
+                    "config is missing".into()
+                } else {
+                    config_trouble_text(&e)
+                });
                 Ok(repo)
             }
+            // With `config` missing or unreadable, the copy is what tried
+            // the password or the key: its refusal is the answer (it was
+            // "a repository without its config", exit 1, for a mistyped
+            // password).
+            Err(c @ Error::WrongPassword { .. }) => Err(c),
+            Err(c @ Error::WrongKey(_)) if missing || !matches!(e, Error::Corrupt { .. }) => Err(c),
             // The copy no better: what `config` said.
             Err(_) => Err(e),
         }

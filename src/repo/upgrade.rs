@@ -44,6 +44,11 @@ impl Repository {
                 "upgrading a repository needs the exclusive lock".into(),
             ));
         }
+        if let Some(why) = self.config_trouble() {
+            return Err(Error::Invalid(format!(
+                "{why}, and an upgrade rewrites it: run `cairn repair config` first"
+            )));
+        }
         let current = Config::decode(&self.backend.read(FileKind::Config, "")?, &self.key)?;
         let from = current.version;
         if from >= config::VERSION {

@@ -68,11 +68,16 @@ impl Modes {
         dir: 0o750,
     };
 
-    /// The modes for the repository at `root`, from its `config`'s (the
-    /// owner's only while there is none, as during `init`).
+    /// The modes for the repository at `root`, from its `config`'s, or
+    /// where that is gone its copy's (the owner's only while there is
+    /// neither, as during `init`): with the config lost, a repository
+    /// its group reads wrote owner-only files, and `repair config` an
+    /// owner-only config, which kept them so from then on.
     pub fn of(root: &Path) -> Modes {
         use std::os::unix::fs::PermissionsExt;
-        match fs::metadata(root.join("config")) {
+        let config = fs::metadata(root.join("config"))
+            .or_else(|_| fs::metadata(root.join(super::config_name(super::CONFIG_COPY))));
+        match config {
             Ok(m) if m.permissions().mode() & 0o040 != 0 => Modes::GROUP,
             _ => Modes::PRIVATE,
         }
