@@ -917,23 +917,13 @@ pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
 fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8> {
     match a.what {
         RepairWhat::Config => {
-            let backend = repo.backend();
-            let copied = match (
-                backend.read(FileKind::Config, ""),
-                backend.read(FileKind::Config, crate::backend::CONFIG_COPY),
-            ) {
-                (Ok(config), Ok(copy)) => *config == *copy,
-                _ => false,
-            };
             // The exclusive lock: no upgrade rewrites the config meanwhile
             // (taking it brings a copy up to date where `config` opened).
             let _lock = super::lock_repo(ctx, repo, true, "repair config")?;
             let printed = if repo.config_from_copy()? {
                 outln!("config written back from config.copy")
-            } else if copied {
-                outln!("config is intact, and config.copy is its copy: nothing to repair")
             } else {
-                outln!("config is intact; config.copy was missing or not its copy, and is now")
+                outln!("config is intact, and config.copy is its copy")
             };
             Ok(output::after_work(0, printed, "the config is repaired"))
         }

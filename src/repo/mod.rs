@@ -474,9 +474,10 @@ impl Repository {
                 backend.location()
             )));
         }
-        // A repository whose config is lost, and its copy kept (or
-        // someone's file of that name, which init overwrote: a folder
-        // holding anything else is refused).
+        // A folder holding config.copy and no config holds a repository
+        // whose config is lost (it opens from the copy), or someone's file
+        // of that name: no place for a new repository either way (until
+        // December 2026 init wrote its own copy over that file).
         if backend.read(FileKind::Config, CONFIG_COPY).is_ok() {
             return Err(Error::Invalid(format!(
                 "{} holds config.copy and no config: a repository whose config is lost, \
@@ -599,8 +600,9 @@ impl Repository {
     }
 
     /// `open(backend, "")`, the repository opened from `config`; where
-    /// that fails for the config's sake (missing, damaged, or opened by no
-    /// key that opens the rest), `open(backend, CONFIG_COPY)`, from the
+    /// that fails for any reason but a wrong password or an outage (the
+    /// config missing, unreadable, damaged, or opened by no key that opens
+    /// the rest), `open(backend, CONFIG_COPY)`, from the
     /// copy of it every command that writes keeps (see
     /// [`Repository::keep_config_copy`]), noting why (see
     /// [`Repository::config_trouble`]). Until December 2026 a config lost
