@@ -422,6 +422,68 @@ fn a_config_unreadable_or_lost_is_said_as_such_and_the_rest_kept() {
     assert_eq!(fs::read(other.join("config.copy")).unwrap(), b"my settings");
 }
 
+/// Both `config` and `config.copy` lost: the repository says what makes
+/// one anew, and `repair config --rebuild` does, from the password (a new
+/// repository id) or an exported key (its id kept, so the key still
+/// opens it); every snapshot restores, and backups go on. It refuses
+/// while either file is there, and a wrong password or a key no snapshot
+/// opens writes nothing.
+#[test]
+fn a_repository_that_lost_both_config_files_is_rebuilt_from_its_key() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    let snap = repo.backup(&[&src], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = repo.scratch("repo.key");
+    repo.run(&["key", "export", key.to_str().unwrap()])
+        .success();
+    let config = repo.path.join("config");
+    let copy = repo.path.join("config.copy");
+
+    let out = repo.run(&["repair", "config", "--rebuild"]);
+    assert_eq!(out.code, 2, "both there: {out}");
+    for with_key in [false, true] {
+        let _ = fs::remove_file(&config);
+        let _ = fs::remove_file(&copy);
+        let out = repo.run(&["snapshots"]);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains("`cairn repair config --rebuild`"),
+            "{out}"
+        );
+        let mut c = repo.cmd(&["repair", "config", "--rebuild"]);
+        c.env("CAIRN_PASSWORD", "not the password");
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 12, "{out}");
+        assert!(!config.exists(), "{out}");
+
+        let mut c = repo.cmd(&["repair", "config", "--rebuild"]);
+        if with_key {
+            c.env_remove("CAIRN_PASSWORD").arg("--key-file").arg(&key);
+        }
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "key file {with_key}: {out}");
+        assert!(out.stdout.contains("config rebuilt"), "{out}");
+        assert!(out.stderr.contains("store their data again"), "{out}");
+        assert_eq!(fs::read(&config).unwrap(), fs::read(&copy).unwrap());
+        let target = repo.scratch(&format!("target-{with_key}"));
+        repo.restore(&snap, &target, &[]);
+        assert_eq!(
+            fs::read(restored(&target, &src).join("f")).unwrap(),
+            b"data"
+        );
+        repo.backup(&[&src], &[]);
+        let mut c = repo.cmd(&["snapshots"]);
+        c.env_remove("CAIRN_PASSWORD").arg("--key-file").arg(&key);
+        assert_eq!(run(&mut c, None).code, if with_key { 0 } else { 12 });
+    }
+    let out = repo.run(&["verify", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
+}
+
 /// A key file that opens with the password but holds another
 /// repository's key, known by the snapshots it does not open: exit 12,
 /// suggesting its removal only beside other key files; where it is all

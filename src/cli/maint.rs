@@ -894,7 +894,14 @@ enum RepairWhat {
     /// Write `config` back from its copy, `config.copy`, where it is
     /// missing or damaged (every command then opens the repository from
     /// the copy, and warns); where it is intact, make its copy current.
-    Config,
+    Config {
+        /// Where both `config` and `config.copy` are lost: make a config
+        /// anew, with the password's key (or --key-file's), the cipher a
+        /// snapshot opens with, and new chunking (new backups then store
+        /// their data again rather than share it with what is stored).
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// Write repaired copies of snapshots that reference missing data,
     /// once per snapshot (a snapshot with a repaired copy is skipped).
     Snapshots {
@@ -909,14 +916,77 @@ enum RepairWhat {
 }
 
 pub(super) fn run_repair(ctx: &Context, a: RepairArgs) -> Result<u8> {
+    if let RepairWhat::Config { rebuild: true } = a.what {
+        return rebuild_config(ctx);
+    }
     let repo = ctx.open_uncached()?;
     let dry_run = matches!(a.what, RepairWhat::Snapshots { dry_run: true, .. });
     super::keeping_reserve(&repo, dry_run, || repair_command(ctx, &repo, a))
 }
 
+/// `repair config --rebuild`: a config made anew (see
+/// [`crate::repo::rebuild_config`]) where both `config` and its copy are
+/// lost; nothing else is there to open the repository with.
+fn rebuild_config(ctx: &Context) -> Result<u8> {
+    use crate::backend::CONFIG_COPY;
+    let backend = ctx.backend()?;
+    if backend.exists()? || backend.read(FileKind::Config, CONFIG_COPY).is_ok() {
+        return Err(Error::Usage(
+            "config or config.copy is there: `cairn repair config` (without --rebuild) writes \
+             config back from its copy; --rebuild is for a repository that lost both"
+                .into(),
+        ));
+    }
+    let keys = match ctx.key_file() {
+        Some(f) => {
+            let what = format!("key file {}", crate::escape::Show::shown(f.as_path()));
+            let exported = super::key::read_exported(&f, &what).map_err(super::as_usage)?;
+            vec![(exported.key, Some(exported.repo_id))]
+        }
+        None => {
+            let pw = match ctx.explicit_password()? {
+                Some(pw) => pw,
+                None => ctx.password(false)?,
+            };
+            let mut keys = Vec::new();
+            for name in backend.list(FileKind::Key)? {
+                if !crate::id::is_hex_name(&name) {
+                    continue;
+                }
+                let Ok(bytes) = backend.read(FileKind::Key, &name) else {
+                    continue;
+                };
+                if let Ok(Some(key)) = crate::repo::keys::decode(&bytes, &pw.bytes) {
+                    keys.push((key, None));
+                }
+            }
+            if keys.is_empty() {
+                return Err(pw.name_in(Error::WrongPassword {
+                    location: backend.location(),
+                    from: None,
+                }));
+            }
+            keys
+        }
+    };
+    let config = crate::repo::rebuild_config(&*backend, keys)?;
+    warn(
+        "the chunker's settings were lost with the config: backups from now on cut files \
+         anew, and store their data again rather than share it with what is stored (which \
+         restores as ever); a full backup of each set makes the next ones small again",
+    );
+    let printed = outln!(
+        "config rebuilt: repository {}, format {}, {}; its copy written beside it",
+        &hex::encode(config.repo_id)[..8],
+        config.version,
+        config.cipher.name()
+    );
+    Ok(output::after_work(0, printed, "the config is rebuilt"))
+}
+
 fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8> {
     match a.what {
-        RepairWhat::Config => {
+        RepairWhat::Config { .. } => {
             // The exclusive lock: no upgrade rewrites the config meanwhile
             // (taking it brings a copy up to date where `config` opened).
             let _lock = super::lock_repo(ctx, repo, true, "repair config")?;

@@ -166,11 +166,73 @@ pub fn missing(backend: &dyn Backend) -> Error {
         format!("repository {}", backend.location()),
         format!(
             "it has no config, though {}/ hold its files: a repository without its config; \
-             restore `config` from a copy of the repository (no key file opens the \
-             repository without it, and `init` would not make one here)",
+             restore `config` from a copy of the repository (`init` would not make one here), \
+             or, where no copy is left, `cairn repair config --rebuild` makes one anew from \
+             the password or an exported key",
             used.join("/, ")
         ),
     )
+}
+
+/// A config made anew for a repository that lost both `config` and
+/// `config.copy` (`repair config --rebuild`), from its master key: the
+/// first of `keys` (each a key, with the repository's id where an
+/// exported key gave it) that opens a snapshot, with the cipher it opens
+/// it with; the newest format (an upgrade rewrites only the config, so a
+/// repository's files are all of formats the newest reads); the default
+/// settings for the rest, with a new chunker seed, as the old one is
+/// lost: backups from then on cut files elsewhere, and store their data
+/// again rather than share it with what is stored (the snapshots stored
+/// restore as ever). Written, with its copy, only where neither file is
+/// there; refused where no key opens a snapshot (nothing would tell the
+/// key, or the cipher, is this repository's).
+pub fn rebuild_config(
+    backend: &dyn Backend,
+    keys: Vec<(MasterKey, Option<[u8; 32]>)>,
+) -> Result<Config> {
+    let mut names: Vec<String> = backend.list(FileKind::Snapshot)?;
+    names.retain(|n| is_hex_name(n));
+    names.sort();
+    let mut found = None;
+    'search: for name in names.iter().take(16) {
+        let Ok(bytes) = backend.read(FileKind::Snapshot, name) else {
+            continue;
+        };
+        for (key, id) in &keys {
+            for cipher in [Cipher::Xaes256Gcm, Cipher::XChaCha20Poly1305] {
+                let key = key.clone().with_cipher(cipher);
+                if let Ok(snap) = snapshot::Snapshot::decode(&bytes, &key, "snapshot") {
+                    found = Some((key, *id, snap.time_ns));
+                    break 'search;
+                }
+            }
+        }
+    }
+    let Some((key, id, time_ns)) = found else {
+        return Err(Error::Invalid(
+            "no snapshot opens with the key given (of the first 16, in name order): nothing \
+             tells that it is this repository's, nor its cipher; no config written"
+                .into(),
+        ));
+    };
+    let opts = InitOptions {
+        cipher: key.cipher(),
+        ..InitOptions::default()
+    };
+    let config = opts.config(
+        id.unwrap_or_else(crypto::random_bytes::<32>),
+        u64::from_le_bytes(crypto::random_bytes::<8>()),
+        time_ns,
+    )?;
+    let encoded = config.encode(&key)?;
+    if backend.exists()? || backend.read(FileKind::Config, CONFIG_COPY).is_ok() {
+        return Err(Error::Invalid(
+            "a config appeared meanwhile; nothing written".into(),
+        ));
+    }
+    backend.write(FileKind::Config, "", &encoded)?;
+    backend.write(FileKind::Config, CONFIG_COPY, &encoded)?;
+    Ok(config)
 }
 
 /// What was wrong with `config` where its copy opened the repository, for
