@@ -196,3 +196,57 @@ fn a_backup_whose_standard_error_is_closed_still_finishes() {
     assert_eq!(status.code(), Some(0), "{status:?}");
     assert_eq!(repo.snapshots().len(), 1);
 }
+
+/// Standard output closed when cairn starts (a shell's `>&-`), which the
+/// Rust runtime fills with `/dev/null` open for reading and writing: a
+/// listing fails naming standard output (it exited 0 having shown
+/// nothing), and a backup keeps its exit code and says its report was not
+/// written. `> /dev/null`, a shell's own redirection, stays quiet.
+#[test]
+fn standard_output_closed_at_start_is_said_as_such() {
+    use std::os::unix::process::CommandExt;
+    let (repo, src) = repo_with_a_snapshot();
+    let closed = |args: &[&str]| {
+        let mut c = repo.cmd(args);
+        // SAFETY: only close(2), async-signal-safe, between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                libc::close(1);
+                Ok(())
+            });
+        }
+        c.stderr(Stdio::piped());
+        let out = c.output().expect("run cairn");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = closed(&["snapshots"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("write standard output: Bad file descriptor"),
+        "{stderr}"
+    );
+    let before = repo.snapshots().len();
+    let (code, stderr) = closed(&["backup", src.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("write standard output") && stderr.contains("is written"),
+        "{stderr}"
+    );
+    assert_eq!(repo.snapshots().len(), before + 1);
+
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let out = repo
+        .cmd(&["snapshots"])
+        .stdout(Stdio::from(null))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}

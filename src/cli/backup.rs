@@ -618,15 +618,7 @@ const NAME_MAX: usize = 255;
 fn stdin_readable() -> Result<()> {
     // SAFETY: F_GETFL on descriptor 0 reads its flags and nothing else.
     let flags = unsafe { libc::fcntl(0, libc::F_GETFL) };
-    let reopened = flags >= 0 && flags & libc::O_ACCMODE == libc::O_RDWR && {
-        // SAFETY: `st` is a plain struct fstat fills in; descriptor 0 is
-        // open (F_GETFL succeeded).
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        (unsafe { libc::fstat(0, &mut st) }) == 0
-            && st.st_mode & libc::S_IFMT == libc::S_IFCHR
-            && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == (1, 3)
-    };
-    if reopened {
+    if output::reopened_as_null(0) {
         return Err(Error::Invalid(
             "standard input is not open: give the stream to back up on it, \
              e.g. `pg_dump db | cairn backup --stdin`"

@@ -30,8 +30,37 @@ pub(crate) use crate::escape::{escape, escape_controls};
 /// What a failed write to standard output is called in messages.
 const STDOUT: &str = "write standard output";
 
+/// Whether descriptor `fd` is `/dev/null` open for reading and writing:
+/// what the Rust runtime puts in place of a standard descriptor that was
+/// closed when cairn started (a shell's `>&-` or `<&-`), where a shell's
+/// own redirection opens it for one of the two only.
+pub(crate) fn reopened_as_null(fd: i32) -> bool {
+    // SAFETY: F_GETFL reads the descriptor's flags and nothing else.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_ACCMODE == libc::O_RDWR && {
+        // SAFETY: `st` is a plain struct fstat fills in; `fd` is open
+        // (F_GETFL succeeded).
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        (unsafe { libc::fstat(fd, &mut st) }) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && (libc::major(st.st_rdev), libc::minor(st.st_rdev)) == (1, 3)
+    }
+}
+
+/// Fails as a write to a closed descriptor would where standard output
+/// was closed when cairn started (see [`reopened_as_null`]): every report
+/// then went to `/dev/null`, and a listing exited 0 having shown nothing.
+fn stdout_open() -> io::Result<()> {
+    static CLOSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *CLOSED.get_or_init(|| reopened_as_null(1)) {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    Ok(())
+}
+
 /// Writes `args` to standard output and flushes it.
 pub(crate) fn print(args: fmt::Arguments<'_>) -> Result<()> {
+    stdout_open().map_err(|e| Error::io(STDOUT, e))?;
     let mut out = io::stdout().lock();
     out.write_fmt(args)
         .and_then(|()| out.flush())
@@ -40,6 +69,7 @@ pub(crate) fn print(args: fmt::Arguments<'_>) -> Result<()> {
 
 /// Writes `bytes` to standard output as they are, and flushes it.
 pub(crate) fn write_bytes(bytes: &[u8]) -> Result<()> {
+    stdout_open().map_err(|e| Error::io(STDOUT, e))?;
     let mut out = io::stdout().lock();
     out.write_all(bytes)
         .and_then(|()| out.flush())
