@@ -26,7 +26,8 @@ pub fn point(name: &str) {
 /// Deletes `path` if `CAIRN_VANISH` equals its file name, or, set to
 /// `NAME=>TARGET`, puts a symlink to `TARGET` in its place. Backup calls
 /// it just before reading a file, so a test can make a file vanish, or
-/// turn into a symlink, after the walk has seen it, deterministically.
+/// turn into a symlink, after the walk has seen it, deterministically;
+/// and on each path it was given, once it holds its lock.
 /// Unset, this costs one cached environment lookup.
 pub fn vanish(path: &std::path::Path) {
     static SET: OnceLock<Option<(String, Option<String>)>> = OnceLock::new();

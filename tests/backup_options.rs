@@ -818,3 +818,26 @@ fn a_file_under_a_lease_is_read_once_its_holder_lets_go() {
         "written through a file server\n"
     );
 }
+
+/// A path given to back up that is gone once the backup holds its lock
+/// (it waited for one, or derived its key, meanwhile) is refused as one
+/// not there at all: exit 1, no snapshot. Until December 2026 a snapshot
+/// of the folders above it was written, exit 3, and stood as the set's
+/// newest.
+#[test]
+fn a_given_path_gone_before_the_backup_begins_writes_no_snapshot() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("only.txt"), "the one file given");
+    let before = repo.snapshots().len();
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(src.join("only.txt")).env("CAIRN_VANISH", "only.txt");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("it went while the backup waited to begin; no snapshot written"),
+        "{out}"
+    );
+    assert_eq!(repo.snapshots().len(), before, "{out}");
+}

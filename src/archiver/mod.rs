@@ -377,6 +377,8 @@ pub fn backup_locked(
     let own = crate::repo::own::Own::of(repo);
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
     let mut paths = Vec::new();
+    // The given paths, absolute, to look at again once the lock is held.
+    let mut given = Vec::new();
     let mut skeleton = Skeleton::default();
     if let Some(name) = &opts.stdin_name {
         check_name(name.as_bytes())
@@ -391,6 +393,7 @@ pub fn backup_locked(
         for p in &opts.paths {
             let (abs, md) = given_path(p)?;
             own.check_given(&abs)?;
+            given.push(abs.clone());
             if md.file_type().is_symlink() {
                 let hint = if std::fs::metadata(&abs).is_ok_and(|m| m.is_dir()) {
                     format!(" (give {}/ to back up the folder)", p.shown())
@@ -428,6 +431,21 @@ pub fn backup_locked(
             opts.lock_wait,
         )?,
     };
+    // A given path gone while the backup waited for its lock (or the key
+    // was derived) is refused as one not there at all: its snapshot would
+    // hold only the folders above it, yet stand as the set's newest
+    // (until December 2026 it was written, exit 3). One gone later is a
+    // file vanished mid-backup, said and left out.
+    for abs in &given {
+        crate::fault::vanish(abs);
+        if let Err(e) = std::fs::symlink_metadata(abs) {
+            return Err(Error::Invalid(format!(
+                "back up {}: {e}: it went while the backup waited to begin; no snapshot \
+                 written",
+                abs.shown()
+            )));
+        }
+    }
     // Under the lock, which an upgrade rewriting the config waits for.
     if let Err(e) = repo.keep_config_copy() {
         warn(&format!("config.copy not brought up to date: {e}"));
