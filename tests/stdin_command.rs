@@ -128,11 +128,15 @@ fn a_pipe_in_a_shell_needs_pipefail() {
     assert!(out.stderr.contains("exited with status 1"), "{out}");
     assert!(!out.stderr.contains("without pipefail"), "{out}");
     assert_eq!(repo.snapshots().len(), 0, "{out}");
+    let out = backup_command(&repo, &["--json"], &["printf", "whole"]);
+    assert_eq!(out.json()["pipe_without_pipefail"], false, "{out}");
 
     // Without it the dump that failed is stored as good, as the shell
-    // says: cairn cannot tell, but warns of the pipe.
-    let out = backup_command(&repo, &[], &["sh", "-c", failing]);
+    // says: cairn cannot tell, but warns of the pipe, and says so in its
+    // report too, where a nightly job reads it.
+    let out = backup_command(&repo, &["--json"], &["sh", "-c", failing]);
     assert_eq!(out.code, 0, "{out}");
+    assert_eq!(out.json()["pipe_without_pipefail"], true, "{out}");
     assert!(
         out.stderr.contains(&format!(
             "warning: `sh -c '{failing}'` runs a pipe without pipefail"
@@ -140,7 +144,11 @@ fn a_pipe_in_a_shell_needs_pipefail() {
         "{out}"
     );
     assert!(out.stderr.contains("set -o pipefail"), "{out}");
-    assert_eq!(repo.snapshots().len(), 1, "{out}");
+    assert_eq!(
+        repo.snapshots().len(),
+        2,
+        "the whole dump's and this: {out}"
+    );
     // So it does of a shell run through another program, as cron jobs
     // do (it did not).
     let lock = repo.scratch("lock");

@@ -85,9 +85,10 @@ pub struct BackupArgs {
     /// the backup could not do: `unreadable` (entries left out),
     /// `changed_while_read` (files held as read) and `repository_damage`
     /// (what it read around), each a list of messages, `empty_stream`
-    /// (true when a stream of 0 bytes was stored), and `clock_behind`
-    /// (why the host's clock looks behind the set's newest snapshot, or
-    /// null).
+    /// (true when a stream of 0 bytes was stored), `clock_behind` (why
+    /// the host's clock looks behind the set's newest snapshot, or null),
+    /// and `pipe_without_pipefail` (true when `--stdin-from-command` ran
+    /// a shell pipe without `pipefail`).
     #[arg(long)]
     json: bool,
 }
@@ -115,6 +116,10 @@ struct BackupReport<'a> {
     /// Why this host's clock looks behind (it read a time before the
     /// set's newest snapshot), or null.
     clock_behind: Option<&'a str>,
+    /// `--stdin-from-command` ran a shell pipe without `pipefail`: a
+    /// producer failing in it leaves a dump stored as good (a warning,
+    /// not exit 3, as the dump may be whole).
+    pipe_without_pipefail: bool,
 }
 
 /// Refuses a `--time` of `t` later than `now` (ns since the epoch): the
@@ -484,10 +489,8 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     } else {
         (None, None)
     };
-    if let Some(p) = producer
-        .as_ref()
-        .filter(|_| pipe_without_pipefail(&a.command))
-    {
+    let unguarded_pipe = producer.is_some() && pipe_without_pipefail(&a.command);
+    if let Some(p) = producer.as_ref().filter(|_| unguarded_pipe) {
         warn(&format!(
             "`{}` runs a pipe without pipefail: a shell's status is that of the pipe's \
              last command, so a snapshot is written even when the commands before it \
@@ -530,6 +533,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
                 empty_stream,
                 bytes_in_holes: result.bytes_in_holes,
                 clock_behind: result.clock_behind.as_deref(),
+                pipe_without_pipefail: unguarded_pipe,
             })
         )
     } else {
