@@ -3133,3 +3133,39 @@ fn a_folder_a_mirror_replaces_is_listed_and_counted() {
     assert!(!real.stdout.contains("would remove"), "{real}");
     assert_same_tree(&src, &r);
 }
+
+/// A mirror that would put a file where the target holds a folder leaves
+/// the folder where anything in it is excluded (by the restore's
+/// `--exclude` or the backup's own excludes), as it leaves excluded
+/// entries anywhere else, and says so, exit 1; its dry run says the same.
+/// Until December 2026 the folder went whole, excluded files and all,
+/// exit 0.
+#[test]
+fn a_mirror_keeps_a_folder_holding_excluded_entries_where_the_snapshot_has_a_file() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("data"), "v1");
+    repo.backup(&[&src], &["--exclude", "*.log"]);
+    let target = repo.scratch("target");
+    let data = target.join("data");
+    write(&data.join("app.log"), "kept");
+    write(&data.join("other.txt"), "not kept");
+    let snap = format!("latest:{}", abs(&src));
+    for dry in [true, false] {
+        let mut args = vec!["restore", &snap, "--policy", "mirror"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let mut c = repo.cmd(&args);
+        c.arg("--target").arg(&target);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "dry run {dry}: {out}");
+        assert!(
+            out.stderr
+                .contains("where the snapshot has a file: it holds 1 entry the excludes keep"),
+            "dry run {dry}: {out}"
+        );
+        assert_eq!(fs::read(data.join("app.log")).unwrap(), b"kept", "{out}");
+    }
+    assert!(!data.join("other.txt").exists());
+}

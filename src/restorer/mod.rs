@@ -436,6 +436,7 @@ pub fn restore(
         repo,
         own,
         target: &opts.target,
+        start: &start_path,
         policy: opts.policy,
         dry_run: opts.dry_run,
         warn,
@@ -1344,6 +1345,10 @@ struct Executor<'a> {
     /// removed or replaced.
     own: crate::repo::own::Own,
     target: &'a Path,
+    /// The path, as backed up, of what the target stands for (the
+    /// snapshot's root, or the sub-path restored): an entry's is it and
+    /// the entry's path in the target.
+    start: &'a [u8],
     policy: Policy,
     /// Decide everything, change nothing.
     dry_run: bool,

@@ -309,12 +309,19 @@ impl Executor<'_> {
         let mut listed = Vec::new();
         let mut left = Vec::new();
         self.beneath.forget(path);
+        // What the excludes match beneath it stays, as a mirror leaves
+        // it anywhere else, and so does the folder then (until December
+        // 2026 it went whole, excluded files and all, exit 0).
+        let abs = self
+            .any_excludes()
+            .then(|| self.backed_up_as(path))
+            .flatten();
         let r = self.remove_at(
             dir.as_fd(),
             &folder,
             (name, entry),
             path,
-            None,
+            abs.as_deref(),
             &mut listed,
             &mut left,
         );
@@ -330,7 +337,7 @@ impl Executor<'_> {
         if r.whole {
             return Ok(());
         }
-        let mut reasons = left.into_iter().map(|(at, why)| match why {
+        let reasons = left.into_iter().map(|(at, why)| match why {
             Left::Mount => format!(
                 "{} is {MOUNT_POINT}, which a restore never removes",
                 at.shown()
@@ -340,6 +347,14 @@ impl Executor<'_> {
             }
             Left::Failed(why) => format!("{}: {why}", at.shown()),
         });
+        let kept = (r.kept > 0).then(|| {
+            format!(
+                "it holds {} entr{} the excludes keep",
+                r.kept,
+                if r.kept == 1 { "y" } else { "ies" }
+            )
+        });
+        let mut reasons = kept.into_iter().chain(reasons);
         let first = reasons.next().unwrap_or_default();
         let more = match reasons.count() {
             0 => String::new(),
@@ -601,6 +616,18 @@ impl Executor<'_> {
             && (included
                 || self.includes.is_empty()
                 || self.includes.matches_bytes(abs, name, is_dir))
+    }
+
+    /// The path as backed up of `path`, an entry of the target (see
+    /// [`Executor::start`]); none for one outside it.
+    fn backed_up_as(&self, path: &Path) -> Option<Vec<u8>> {
+        let rel = path.strip_prefix(self.target).ok()?;
+        let mut abs = self.start.to_vec();
+        for c in rel.components() {
+            abs.push(b'/');
+            abs.extend_from_slice(c.as_os_str().as_bytes());
+        }
+        Some(abs)
     }
 
     fn any_excludes(&self) -> bool {
