@@ -415,6 +415,53 @@ fn crash_in_restore_leaves_whole_files_only() {
     }
 }
 
+/// The folders a restore makes are its owner's alone until they get
+/// their snapshot's mode: killed after placing its first file, under a
+/// umask of 022, it leaves none that another user may list or enter (each
+/// was 0755, so the files of a folder of mode 0700 in the snapshot could
+/// be read by anyone while the restore ran, and after it was killed).
+#[test]
+fn the_folders_of_a_killed_restore_are_its_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    state1(&src);
+    chmod(&src, 0o700);
+    let s1 = backup_saved(&repo, &src, &[]);
+    let target = repo.scratch("target");
+    let mut c = repo.cmd(&["restore", &s1.id, "--target", target.to_str().unwrap()]);
+    c.env("CAIRN_CRASH_AT", "restore-after-place");
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let out = run(&mut c, None);
+    assert!(
+        out.stderr
+            .contains("crash point restore-after-place reached"),
+        "{out}"
+    );
+    let mut dirs = vec![restored(&target, &src)];
+    let mut seen = 0;
+    while let Some(d) = dirs.pop() {
+        let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{}: {mode:o}", d.display());
+        seen += 1;
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            }
+        }
+    }
+    assert!(seen > 1, "{out}");
+}
+
+// -------------------------------------------------------------------- gc
 // -------------------------------------------------------------------- gc
 
 /// Four snapshots: `gone` (a directory of its own), then states 1, 2, 3 of

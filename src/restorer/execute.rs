@@ -354,9 +354,17 @@ impl Executor<'_> {
             self.mark_fresh(path);
             return Ok(Dir::Made);
         }
+        // Its owner's only until it gets its snapshot's mode, when what
+        // it holds is restored: made under the umask (0755, most often),
+        // a folder of mode 0700 in the snapshot could be listed, and its
+        // files read, by any user while the restore ran (and stayed so
+        // where the restore was killed), until December 2026.
         self.beneath
             .at(path)
-            .and_then(|at| fs::create_dir(&*at))
+            .and_then(|at| {
+                use std::os::unix::fs::DirBuilderExt;
+                fs::DirBuilder::new().mode(0o700).create(&*at)
+            })
             .map_err(|e| Error::path("create folder", path, e))?;
         self.mark_fresh(path);
         Ok(Dir::Made)
