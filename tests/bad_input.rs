@@ -261,6 +261,22 @@ fn a_newer_config_is_named_before_the_password_is_tried() {
     }
 }
 
+/// A repository holding one snapshot (returned by id) of `src`, a folder
+/// with the file `f` of "data", and its key exported to a file.
+fn backed_up_with_a_key() -> (Repo, PathBuf, String, PathBuf) {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "data");
+    let snap = repo.backup(&[&src], &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = repo.scratch("repo.key");
+    repo.run(&["key", "export", key.to_str().unwrap()])
+        .success();
+    (repo, src, snap, key)
+}
+
 /// `init` writes `config.copy` beside `config`. With `config` damaged or
 /// lost, every command opens the repository from the copy, warning, with
 /// the password and with an exported key alike; verify counts it as
@@ -271,20 +287,11 @@ fn a_newer_config_is_named_before_the_password_is_tried() {
 /// a config of a later format is no reason to read the copy.
 #[test]
 fn a_config_lost_or_damaged_is_read_from_its_copy_and_repaired() {
-    let repo = Repo::new();
-    let src = repo.scratch("src");
-    write(&src.join("f"), "data");
-    let snap = repo.backup(&[&src], &[])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (repo, src, snap, key) = backed_up_with_a_key();
     let config = repo.path.join("config");
     let copy = repo.path.join("config.copy");
     let good = fs::read(&config).unwrap();
     assert_eq!(fs::read(&copy).unwrap(), good, "init writes the copy");
-    let key = repo.scratch("repo.key");
-    repo.run(&["key", "export", key.to_str().unwrap()])
-        .success();
 
     let damaged = |c: &Path| flip_last_byte(c);
     let lost = |c: &Path| fs::remove_file(c).unwrap();
@@ -430,16 +437,7 @@ fn a_config_unreadable_or_lost_is_said_as_such_and_the_rest_kept() {
 /// opens writes nothing.
 #[test]
 fn a_repository_that_lost_both_config_files_is_rebuilt_from_its_key() {
-    let repo = Repo::new();
-    let src = repo.scratch("src");
-    write(&src.join("f"), "data");
-    let snap = repo.backup(&[&src], &[])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let key = repo.scratch("repo.key");
-    repo.run(&["key", "export", key.to_str().unwrap()])
-        .success();
+    let (repo, src, snap, key) = backed_up_with_a_key();
     let config = repo.path.join("config");
     let copy = repo.path.join("config.copy");
 

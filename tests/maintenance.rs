@@ -391,31 +391,23 @@ fn repair_snapshots_stores_again_a_tree_only_a_lost_pack_held() {
         )),
         "{out}"
     );
-    let copy = repo
-        .snapshots()
-        .into_iter()
-        .find(|s| {
-            s["tags"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| *t == format!("repaired-from:{}", second.id))
-        })
-        .expect("a copy of the second snapshot");
-    let copy = copy["id"].as_str().unwrap().to_string();
+    // The record of the repaired copy of snapshot `id`.
+    let copy_of = |id: &str| {
+        repo.snapshots()
+            .into_iter()
+            .find(|s| {
+                s["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| *t == format!("repaired-from:{id}"))
+            })
+            .unwrap_or_else(|| panic!("no repaired copy of {id}"))
+    };
+    let copy = copy_of(&second.id)["id"].as_str().unwrap().to_string();
     // The first snapshot's root tree was in the lost pack: its copy holds
     // nothing, and its size says so (the original's was kept).
-    let first_copy = repo
-        .snapshots()
-        .into_iter()
-        .find(|s| {
-            s["tags"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|t| *t == format!("repaired-from:{}", first.id))
-        })
-        .expect("a copy of the first snapshot");
+    let first_copy = copy_of(&first.id);
     assert_ne!(first.record["summary"]["total_bytes"], 0);
     assert_eq!(first_copy["summary"]["total_bytes"], 0, "{first_copy}");
     // Its node says the folder is not listed: what it held is not known.
