@@ -3169,3 +3169,29 @@ fn a_mirror_keeps_a_folder_holding_excluded_entries_where_the_snapshot_has_a_fil
     }
     assert!(!data.join("other.txt").exists());
 }
+
+/// A restore by an ordinary user over a symlink of another user's that
+/// already is the snapshot's (same target) makes it anew, as it does such
+/// a file: it may not set that symlink's time, and every run failed on
+/// it, exit 1.
+#[test]
+fn an_ordinary_users_restore_makes_anew_another_users_matching_symlink() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        panic!("this test runs a command as another user, which needs root");
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "f");
+    std::os::unix::fs::symlink("f", src.join("lnk")).unwrap();
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    let (target, _) = restore_as_nobody(&repo, "target", &[]);
+    let lnk = restored(&target, &src).join("lnk");
+    std::os::unix::fs::lchown(&lnk, Some(0), Some(0)).unwrap();
+    let out = restore_again_as_nobody(&repo, &target, &[]);
+    assert_eq!(out.code, 0, "{out}");
+    let md = fs::symlink_metadata(&lnk).unwrap();
+    assert_eq!(md.uid(), NOBODY, "{out}");
+    assert_eq!(fs::read_link(&lnk).unwrap(), Path::new("f"));
+}

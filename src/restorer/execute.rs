@@ -523,12 +523,16 @@ impl Executor<'_> {
         // The same symlink is left in place and given the snapshot's
         // metadata, unless it has another name (a symlink can be hard
         // linked too), which may be outside the target: it is then made
-        // anew (see `only_name`). Skip-existing leaves it as it is
-        // (`clear`, below), as it leaves any entry already there.
+        // anew (see `only_name`); so is another user's, whose time an
+        // ordinary user may not set (every run failed on it, exit 1, until
+        // December 2026), as such a file is. Skip-existing leaves it as it
+        // is (`clear`, below), as it leaves any entry already there.
         if let (NodeKind::Symlink { target }, Ok(md)) = (&node.kind, self.lstat(dest)) {
+            use std::os::unix::fs::MetadataExt;
             if self.policy != Policy::SkipExisting
                 && md.file_type().is_symlink()
                 && super::files::only_name(&md)
+                && (self.root || md.uid() == fsmeta::euid())
                 && self
                     .beneath
                     .at(dest)
