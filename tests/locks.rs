@@ -1327,3 +1327,27 @@ fn a_user_who_may_not_write_is_told_so() {
         assert!(!out.stderr.contains("reserve"), "{args:?}: {out}");
     }
 }
+
+/// The lock of a process that is gone (killed) is removed by the next
+/// command that takes a lock, which says so: a nightly job hears that the
+/// one before it died (it was removed without a word).
+#[test]
+fn a_dead_process_lock_removed_in_passing_is_said() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 53, &[("f", 100_000)]);
+    backup_saved(&repo, &src, &[]);
+    let (mut backup, stdin, lock) = start_stdin_backup(&repo, "x");
+    let pid = backup.id();
+    backup.kill().unwrap();
+    drop(stdin);
+    backup.wait().unwrap();
+    assert!(lock.exists(), "a killed process cannot remove its lock");
+    let out = repo.run(&["gc"]).success();
+    let said = format!("note: removed the shared lock held by `backup` (pid {pid} ");
+    assert!(
+        out.stderr.contains(&said) && out.stderr.contains("its process is gone"),
+        "{said}\n{out}"
+    );
+    assert!(lock_files(&repo).is_empty());
+}

@@ -1035,7 +1035,9 @@ fn clear_the_way(
 /// boot and pid namespace; not `mine`): stale at once, but only while
 /// their pids stay unused: once a new process has one, its lock would
 /// hold again, refusing commands until it is old. Their processes
-/// cannot be relying on them, so nobody waits for them to notice.
+/// cannot be relying on them, so nobody waits for them to notice. Each
+/// removed is said, as a stale one is (until December 2026 without a
+/// word): a nightly job hears that the one before it was killed.
 fn remove_dead(backend: &dyn Backend, listed: &[Listed], mine: &str) {
     let host = crate::hostname();
     let ns = PidNamespace::current();
@@ -1043,7 +1045,13 @@ fn remove_dead(backend: &dyn Backend, listed: &[Listed], mine: &str) {
         .iter()
         .filter(|l| l.name != mine && l.info.is_of_the_dead(&host, ns))
     {
-        let _ = backend.remove(FileKind::Lock, &dead.name);
+        if backend.remove(FileKind::Lock, &dead.name).is_ok() {
+            crate::eprint_line(format_args!(
+                "note: removed the {}: its process is gone (killed, or its host restarted) \
+                 without removing it",
+                crate::escape::escape_controls(&dead.info.describe())
+            ));
+        }
     }
 }
 
