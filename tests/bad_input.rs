@@ -321,7 +321,8 @@ fn a_config_lost_or_damaged_is_read_from_its_copy_and_repaired() {
         let out = repo.run(&["verify"]);
         assert_eq!(out.code, 1, "{how}: {out}");
         assert!(
-            out.stdout.contains("its copy, config.copy, opens"),
+            out.stdout
+                .contains("its copy, config.copy, opened the repository"),
             "{how}: {out}"
         );
         let out = repo.run(&["repair", "config"]).success();

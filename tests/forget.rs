@@ -661,16 +661,7 @@ fn a_group_whose_newest_snapshot_is_dated_ahead_is_warned_of() {
     let repo = Repo::new();
     let src = repo.scratch("src");
     write(&src.join("f"), "f");
-    let mut c = repo.cmd(&["backup", "--json"]);
-    c.env(
-        "CAIRN_TEST_CLOCK_AHEAD_NS",
-        (86_400i64 * 1_000_000_000).to_string(),
-    )
-    .arg(&src);
-    let ahead = run(&mut c, None).success().json()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ahead = repo.backup_dated_ahead(&src);
     let mut c = repo.cmd(&["backup"]);
     c.arg(&src);
     assert_eq!(run(&mut c, None).code, 3, "the backup says so too");

@@ -324,13 +324,7 @@ fn a_backup_whose_clock_reads_before_its_sets_newest_snapshot_says_so() {
     let repo = Repo::new();
     let src = repo.scratch("src");
     write(&src.join("f"), "one");
-    let mut c = repo.cmd(&["backup", "--json"]);
-    c.env(
-        "CAIRN_TEST_CLOCK_AHEAD_NS",
-        (86_400i64 * 1_000_000_000).to_string(),
-    )
-    .arg(&src);
-    let ahead = id(&run(&mut c, None).success().json());
+    let ahead = repo.backup_dated_ahead(&src);
 
     write(&src.join("f"), "two, later");
     let mut c = repo.cmd(&["backup", "--json"]);

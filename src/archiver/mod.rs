@@ -548,12 +548,9 @@ pub fn backup_locked(
     // Warned of as the repository was opened: counted here, so that a
     // nightly job hears of it (exit 3, `repository_damage`) while one
     // config is left.
-    if let Some(why) = repo.config_trouble() {
+    if let Some(said) = repo.config_trouble() {
         if let Ok(mut w) = repo_warnings.lock() {
-            w.push(format!(
-                "{why}: its copy, config.copy, opened the repository; `cairn repair config` \
-                 writes config back from it"
-            ));
+            w.push(said);
         }
     }
     if let Some(msg) = parent_unreadable {

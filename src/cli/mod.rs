@@ -548,11 +548,8 @@ impl Context {
 /// Warns that `repo` was opened from `config.copy`, `config` being
 /// missing or damaged, and what mends it.
 fn config_trouble(repo: &Repository) {
-    if let Some(why) = repo.config_trouble() {
-        warn(&format!(
-            "the repository's config could not be used ({why}); its copy, config.copy, \
-             opened the repository: `cairn repair config` writes config back from it"
-        ));
+    if let Some(said) = repo.config_trouble() {
+        warn(&said);
     }
 }
 

@@ -954,11 +954,17 @@ impl Repository {
         &self.notes
     }
 
-    /// Why `config` did not open the repository, where `config.copy` did
-    /// (see [`Repository::open`]): damage every command warns of, `verify`
-    /// counts, and `repair config` mends.
-    pub fn config_trouble(&self) -> Option<&str> {
-        self.config_trouble.as_deref()
+    /// Where `config.copy` opened the repository, `config` not (see
+    /// [`Repository::open`]), what was wrong and what mends it: damage
+    /// every command warns of, a backup counts (exit 3), `verify` counts,
+    /// and `repair config` mends.
+    pub fn config_trouble(&self) -> Option<String> {
+        self.config_trouble.as_deref().map(|why| {
+            format!(
+                "the repository's config could not be used ({why}); its copy, config.copy, \
+                 opened the repository: `cairn repair config` writes config back from it"
+            )
+        })
     }
 
     /// Makes `config.copy` the bytes of `config`, where it is missing or

@@ -44,7 +44,7 @@ impl Repository {
                 "upgrading a repository needs the exclusive lock".into(),
             ));
         }
-        if let Some(why) = self.config_trouble() {
+        if let Some(why) = &self.config_trouble {
             return Err(Error::Invalid(format!(
                 "{why}, and an upgrade rewrites it: run `cairn repair config` first"
             )));

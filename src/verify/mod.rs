@@ -206,14 +206,8 @@ struct TreeFacts {
 /// which the next command that writes mends.
 fn check_config_copy(repo: &Repository, report: &mut VerifyReport) {
     use crate::backend::CONFIG_COPY;
-    if let Some(why) = repo.config_trouble() {
-        report.errors.push(problem(
-            "config",
-            format!(
-                "{why}; its copy, config.copy, opens the repository: `cairn repair config` \
-                 writes config back from it"
-            ),
-        ));
+    if let Some(said) = repo.config_trouble() {
+        report.errors.push(problem("config", said));
         return;
     }
     let backend = repo.backend();

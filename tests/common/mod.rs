@@ -253,6 +253,20 @@ impl Repo {
         v
     }
 
+    /// Backs up `src` dated a day ahead of the clock (a host whose clock
+    /// was ahead; `CAIRN_TEST_CLOCK_AHEAD_NS`); returns the snapshot's id.
+    #[track_caller]
+    pub fn backup_dated_ahead(&self, src: &Path) -> String {
+        let mut c = self.cmd(&["backup", "--json"]);
+        c.env(
+            "CAIRN_TEST_CLOCK_AHEAD_NS",
+            (86_400i64 * 1_000_000_000).to_string(),
+        )
+        .arg(src);
+        let out = run(&mut c, None).success();
+        out.json()["id"].as_str().expect("an id").to_string()
+    }
+
     /// Every snapshot, oldest first, from `cairn snapshots --json`.
     #[track_caller]
     pub fn snapshots(&self) -> Vec<Value> {
