@@ -22,7 +22,7 @@ const PROBES: usize = 16;
 struct Contexts {
     level: i32,
     main: Option<zstd::bulk::Compressor<'static>>,
-    probe: Option<zstd::bulk::Compressor<'static>>,
+    probe: Option<zstd::zstd_safe::CCtx<'static>>,
     probe_out: Vec<u8>,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
 }
@@ -91,25 +91,50 @@ fn compress_checked(data: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
 }
 
 /// Whether a level-1 pass over any of a few probes saves at least 3%.
+///
+/// The probes go through one stream, each flushed on its own, so a probe
+/// also counts as compressible where it repeats bytes of a probe before
+/// it: data repeating with a period longer than one probe (a block of
+/// random bytes written over and over) is found, up to about the probes'
+/// bytes together. Longer periods repeat whole chunks, which dedup takes.
 fn looks_compressible(c: &mut Contexts, data: &[u8]) -> bool {
+    use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush;
+    use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, ResetDirective};
     if data.len() <= PROBE * PROBES {
         return true;
     }
     if c.probe.is_none() {
-        c.probe = zstd::bulk::Compressor::new(1).ok();
+        c.probe = CCtx::try_create().and_then(|mut cctx| {
+            cctx.set_parameter(CParameter::CompressionLevel(1)).ok()?;
+            // A window over all the probes, and tables for as much.
+            cctx.set_parameter(CParameter::WindowLog(15)).ok()?;
+            cctx.set_parameter(CParameter::HashLog(12)).ok()?;
+            Some(cctx)
+        });
     }
     let Some(probe) = c.probe.as_mut() else {
         return true;
     };
+    if probe.reset(ResetDirective::SessionOnly).is_err() {
+        return true;
+    }
     c.probe_out
-        .resize(zstd::zstd_safe::compress_bound(PROBE), 0);
+        .resize(zstd::zstd_safe::compress_bound(PROBE) + 64, 0);
     let stride = (data.len() - PROBE) / (PROBES - 1);
     (0..PROBES).any(|i| {
-        let sample = &data[i * stride..i * stride + PROBE];
-        match probe.compress_to_buffer(sample, &mut c.probe_out[..]) {
-            Ok(n) => n < PROBE * 97 / 100,
-            Err(_) => true,
+        let mut input = InBuffer::around(&data[i * stride..i * stride + PROBE]);
+        let mut written = 0;
+        loop {
+            let mut out = OutBuffer::around(&mut c.probe_out[..]);
+            let left = probe.compress_stream2(&mut out, &mut input, ZSTD_e_flush);
+            written += out.pos();
+            match left {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(_) => return true,
+            }
         }
+        written < PROBE * 97 / 100
     })
 }
 
@@ -273,6 +298,28 @@ mod tests {
             data.len()
         );
         assert_eq!(decode(&out, data.len(), "b").unwrap(), data);
+    }
+
+    #[test]
+    fn random_bytes_repeated_with_a_period_longer_than_a_probe_are_compressed() {
+        // A block of random bytes written over and over (preallocated
+        // pages of a database, a test pattern): no probe alone repeats,
+        // but each repeats the probes before it.
+        for period in [3 << 10, 4 << 10, 12 << 10, 24 << 10] {
+            let mut block = vec![0u8; period];
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut block);
+            let data: Vec<u8> = block.iter().copied().cycle().take(1 << 20).collect();
+            let mut out = Vec::new();
+            encode_into(&data, 3, &mut out);
+            assert_eq!(out[0], ZSTD, "period {period}");
+            assert!(
+                out.len() < data.len() / 8,
+                "period {period}: {} of {}",
+                out.len(),
+                data.len()
+            );
+            assert_eq!(decode(&out, data.len(), "b").unwrap(), data);
+        }
     }
 
     #[test]
