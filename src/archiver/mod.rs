@@ -508,9 +508,39 @@ pub fn backup_locked(
         None => (None, None),
     };
 
-    let racy_from = parent.map_or(i64::MIN, |p| {
-        p.snapshot.started_ns.saturating_sub(opts.racy_window_ns)
-    });
+    // A file whose times are the parent's is trusted unchanged where its
+    // change time is older than the parent's start by the racy window.
+    // A parent that began after this backup's clock says the clock
+    // jumped (behind now, or ahead then), so its start cannot be compared
+    // with change times read by one clock or the other: every file is
+    // read again, and counts as unmodified where its content is the
+    // parent's.
+    let parent_ahead =
+        parent.is_some_and(|p| p.snapshot.started_ns > started_ns.saturating_add(CLOCK_SLACK_NS));
+    let racy_from = match parent {
+        Some(p) if !parent_ahead => p.snapshot.started_ns.saturating_sub(opts.racy_window_ns),
+        _ => i64::MIN,
+    };
+    let clock_behind = match parent.filter(|_| parent_ahead) {
+        Some(p) => {
+            let read_all = format!(
+                "every file was read again, as change times cannot be compared with the \
+                 start of parent snapshot {} ({})",
+                p.id.short(),
+                crate::format_time(p.snapshot.started_ns)
+            );
+            Some(match clock_behind {
+                Some(why) => format!("{why}; {read_all}"),
+                None => format!(
+                    "this host's clock reads {}, before the start of parent snapshot {}: \
+                     the clock is behind now, or was ahead then; {read_all}",
+                    crate::format_time(started_ns),
+                    p.id.short()
+                ),
+            })
+        }
+        None => clock_behind,
+    };
     let writer = BlobWriter::new(repo).locked(&lock);
     if parent_unreadable.is_some() {
         if let Some(p) = parent {

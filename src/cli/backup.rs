@@ -86,9 +86,9 @@ pub struct BackupArgs {
     /// `changed_while_read` (files held as read) and `repository_damage`
     /// (what it read around), each a list of messages, `empty_stream`
     /// (true when a stream of 0 bytes was stored), `clock_behind` (why
-    /// the host's clock looks behind the set's newest snapshot, or null),
-    /// and `pipe_without_pipefail` (true when `--stdin-from-command` ran
-    /// a shell pipe without `pipefail`).
+    /// the host's clock looks behind the set's newest snapshot or the
+    /// parent's start, or null), and `pipe_without_pipefail` (true when
+    /// `--stdin-from-command` ran a shell pipe without `pipefail`).
     #[arg(long)]
     json: bool,
 }
