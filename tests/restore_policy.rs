@@ -2209,6 +2209,120 @@ fn entries_kept_in_place_get_exactly_the_snapshots_extended_attributes() {
     }
 }
 
+/// A target folder with a default ACL gives every entry made in it that
+/// ACL (and each folder made, the default too), whatever the snapshot's
+/// entry has: the restore removes what the snapshot's entries lack, so
+/// the restored tree is the snapshot's. The inherited ACL stayed on every
+/// new entry, granting what the snapshot did not, exit 0.
+#[test]
+fn a_default_acl_of_the_target_is_not_inherited_by_restored_entries() {
+    let repo = Repo::new();
+    let src = source(&repo);
+    xattr::set(src.join("a/f1.txt"), "user.a", b"1").unwrap();
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    fs::create_dir(&target).unwrap();
+    let acl = acl_granting(4242, 0o755);
+    if let Err(e) = xattr::set(&target, "system.posix_acl_default", &acl) {
+        eprintln!("NOTICE: the test filesystem refuses ACLs ({e}); they are not tested");
+        return;
+    }
+    let out = repo.restore("latest", &target, &[]);
+    assert!(out.stderr.is_empty(), "{out}");
+    let r = restored(&target, &src);
+    for rel in [
+        "",
+        "a",
+        "a/deep",
+        "a/deep/er",
+        "a/f2.bin",
+        "a/deep/er/note.txt",
+        "b/g.txt",
+    ] {
+        assert_eq!(
+            xattr_names(&r.join(rel)),
+            Vec::<String>::new(),
+            "{rel}\n{out}"
+        );
+    }
+    assert_eq!(xattr_names(&r.join("a/f1.txt")), ["user.a"], "{out}");
+    assert_same_tree(&src, &r);
+    // The target's own ACL is the user's, and stays.
+    assert_eq!(
+        xattr::get(&target, "system.posix_acl_default")
+            .unwrap()
+            .as_deref(),
+        Some(&acl[..])
+    );
+}
+
+/// An ordinary user's restore into a set-group-ID folder of a group the
+/// user is not in: each new entry takes that group, and the system drops
+/// the set-group-ID bit the snapshot's entry has, with no error. Told
+/// once, naming why, as a target's refused bits are; it went without a
+/// word, exit 0.
+#[test]
+fn set_group_id_dropped_for_another_group_is_told() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("NOTICE: not root: a restore by another user is not tested");
+        return;
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("tool"), "#!/bin/sh\n");
+    fs::create_dir(src.join("shared")).unwrap();
+    write(&src.join("shared/plain"), "plain\n");
+    chmod(&src.join("tool"), 0o2755);
+    chmod(&src.join("shared"), 0o2775);
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    let target = repo.scratch("target");
+    fs::create_dir(&target).unwrap();
+    let ok = std::process::Command::new("chown")
+        .arg(format!("{NOBODY}:54321"))
+        .arg(&target)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    chmod(&target, 0o2777);
+    let mut c = repo.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    as_nobody(&mut c);
+    let out = run(&mut c, None).success();
+    let r = restored(&target, &src);
+    assert_eq!(fs::metadata(r.join("tool")).unwrap().gid(), 54321);
+    assert_eq!(fs::metadata(r.join("tool")).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(
+        out.stderr
+            .matches("set-group-ID or sticky bits of 2 entries are not restored")
+            .count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(
+            "the system drops set-group-ID where the entry's group (54321) is not one of \
+             this user's"
+        ),
+        "{out}"
+    );
+    // Into a folder of the user's own group they are kept, unsaid.
+    let own = repo.scratch("own");
+    fs::create_dir(&own).unwrap();
+    give_to_nobody(&own, false);
+    let out = restore_again_as_nobody(&repo, &own, &[]).success();
+    assert!(!out.stderr.contains("set-group-ID"), "{out}");
+    let r = restored(&own, &src);
+    assert_eq!(
+        fs::metadata(r.join("tool")).unwrap().mode() & 0o7777,
+        0o2755
+    );
+    assert_eq!(
+        fs::metadata(r.join("shared")).unwrap().mode() & 0o7777,
+        0o2775
+    );
+}
+
 /// An ordinary user's restore of a snapshot with attributes only root
 /// may write (`trusted.`) restores everything else, files' `user.`
 /// attributes included, tells in one warning how many entries lost some,

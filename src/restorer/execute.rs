@@ -341,6 +341,7 @@ impl Executor<'_> {
                     )));
                 }
                 self.open_up(path, &md);
+                self.note_default_acl(path);
                 return Ok(Dir::Existing);
             }
             Ok(_) => match self.clear(path, "a folder")? {
@@ -367,7 +368,30 @@ impl Executor<'_> {
             })
             .map_err(|e| Error::path("create folder", path, e))?;
         self.mark_fresh(path);
+        self.note_default_acl(path);
         Ok(Dir::Made)
+    }
+
+    /// Notes whether the folder at `path` holds a default ACL
+    /// (`system.posix_acl_default`), which every entry made in it takes
+    /// as its own (and a folder as its default too), whatever the
+    /// snapshot's entry has: from then on each new entry has the
+    /// attributes its node lacks removed, as one the target held has.
+    /// One `getxattr` per folder; none per file of a target without
+    /// default ACLs. (Until December 2026 such an inherited ACL stayed on
+    /// every new entry, granting what the snapshot did not, until a
+    /// restore run again removed it.)
+    fn note_default_acl(&self, path: &Path) {
+        if self.dry_run || self.default_acls.load(Ordering::Relaxed) {
+            return;
+        }
+        let held = self
+            .beneath
+            .at(path)
+            .and_then(|at| xattr::get(&*at, "system.posix_acl_default"));
+        if matches!(held, Ok(Some(_))) {
+            self.default_acls.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Gives an existing folder of the user's (restoring as an ordinary
@@ -628,7 +652,7 @@ impl Executor<'_> {
             _ => false,
         };
         self.set_xattrs(path, node, file, by_path);
-        if held {
+        if held || self.default_acls.load(Ordering::Relaxed) {
             self.drop_stale_xattrs(path, node, file);
         }
         // A change of owner clears set-user-ID and set-group-ID bits, so
@@ -644,6 +668,31 @@ impl Executor<'_> {
                 None => fsmeta::set_mode_nofollow(by_path, mode),
             };
             match set(node.mode) {
+                // The system drops set-group-ID, without an error, from
+                // the entry of a group its user is not in (which a new
+                // entry takes from a set-group-ID folder of another
+                // group): told once, at the end, as a refusing target's
+                // bits are (it went without a word, exit 0).
+                Ok(()) if !self.root && node.mode & 0o2000 != 0 => {
+                    let after = match file {
+                        Some(f) => f.metadata(),
+                        None => fs::symlink_metadata(by_path),
+                    };
+                    if let Some(m) = after.ok().filter(|m| m.mode() & 0o2000 == 0) {
+                        if let Ok(mut r) = self.modes_refused.lock() {
+                            r.entries += 1;
+                            r.first.get_or_insert_with(|| {
+                                format!(
+                                    "{}, mode {:o}: the system drops set-group-ID where the \
+                                     entry's group ({}) is not one of this user's",
+                                    path.shown(),
+                                    node.mode & 0o7777,
+                                    m.gid()
+                                )
+                            });
+                        }
+                    }
+                }
                 Ok(()) => {}
                 // A target that keeps no set-user-ID, set-group-ID or
                 // sticky bit (exFAT and FAT: exfat-fuse says `EPERM`,

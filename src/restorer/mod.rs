@@ -462,6 +462,7 @@ pub fn restore(
         backup_excludes: &backup_excludes,
         xattrs_refused: Mutex::new(xattrs::Refused::default()),
         modes_refused: Mutex::new(xattrs::Refused::default()),
+        default_acls: std::sync::atomic::AtomicBool::new(false),
         opened_up: Mutex::new(HashMap::new()),
         replaced: AtomicU64::new(0),
         would_replace: Mutex::new(Vec::new()),
@@ -628,7 +629,8 @@ pub fn restore(
     {
         warn(&format!(
             "the set-user-ID, set-group-ID or sticky bits of {entries} entr{} not restored: \
-             the target refuses them, and each has the rest of its mode (the first: {first})",
+             the target or the system refuses them, and each has the rest of its mode (the \
+             first: {first})",
             if entries == 1 { "y is" } else { "ies are" }
         ));
     }
@@ -1415,6 +1417,10 @@ struct Executor<'a> {
     /// Set-user-ID, set-group-ID and sticky bits the target refused,
     /// each entry given the rest of its mode (see `apply_meta`).
     modes_refused: Mutex<xattrs::Refused>,
+    /// Whether a folder of the target holds a default ACL (see
+    /// [`Executor::note_default_acl`]): new entries then inherit an ACL
+    /// the snapshot's may lack, and are rid of it as held ones are.
+    default_acls: std::sync::atomic::AtomicBool,
     /// Existing folders given their owner's write and search permission
     /// for the restore (see `Executor::open_up`), with their modes.
     opened_up: Mutex<HashMap<PathBuf, u32>>,
