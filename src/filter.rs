@@ -258,6 +258,7 @@ impl PathFilter {
 pub fn read_pattern_file(path: &std::path::Path) -> Result<Vec<OsString>> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::Usage(format!("read exclude file {}: {e}", path.shown())))?;
+    refuse_utf16(&bytes, path)?;
     let lines = patterns_in(&bytes);
     // Each checked alone, so that a bad one is named with its line.
     for (n, p) in &lines {
@@ -274,18 +275,52 @@ pub fn read_pattern_file(path: &std::path::Path) -> Result<Vec<OsString>> {
 /// The patterns of a pattern file's bytes, each with its line number
 /// (from 1): one a line, trimmed of ASCII white space (and a line's
 /// `\r`), blank lines and lines beginning with `#` left out, a UTF-8 byte
-/// order mark at the start dropped. A line need not be UTF-8: it names a
-/// path's bytes.
+/// order mark at the start dropped. A space or tab that a `\` takes as
+/// itself (`name\ `) is kept at the end, as the glob reads it. A line
+/// need not be UTF-8: it names a path's bytes.
 fn patterns_in(bytes: &[u8]) -> Vec<(usize, OsString)> {
     bytes
         .strip_prefix("\u{feff}".as_bytes())
         .unwrap_or(bytes)
         .split(|&b| b == b'\n')
-        .map(<[u8]>::trim_ascii)
+        .map(trim_pattern)
         .enumerate()
         .filter(|(_, l)| !l.is_empty() && !l.starts_with(b"#"))
         .map(|(i, l)| (i + 1, OsStr::from_bytes(l).to_os_string()))
         .collect()
+}
+
+/// `line` without the white space about it, but for a space or tab at its
+/// end that an odd run of `\` before it escapes.
+fn trim_pattern(line: &[u8]) -> &[u8] {
+    let start = line.len() - line.trim_ascii_start().len();
+    let trimmed = line.trim_ascii();
+    let end = start + trimmed.len();
+    let escapes = trimmed.iter().rev().take_while(|&&b| b == b'\\').count();
+    match line.get(end) {
+        Some(b' ' | b'\t') if escapes % 2 == 1 => &line[start..=end],
+        _ => trimmed,
+    }
+}
+
+/// Refuses a pattern file in UTF-16 (as Windows editors save "Unicode"),
+/// whose every other byte is 0: no path holds a 0 byte, so its patterns
+/// would match nothing and exclude nothing, without a word.
+fn refuse_utf16(bytes: &[u8], path: &std::path::Path) -> Result<()> {
+    let bom = bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]);
+    if bom || bytes.contains(&0) {
+        return Err(Error::Usage(format!(
+            "exclude file {}: {}: no path holds a 0 byte, so its patterns would match \
+             nothing; save it as UTF-8",
+            path.shown(),
+            if bom {
+                "is UTF-16 (it begins with a UTF-16 byte-order mark)"
+            } else {
+                "holds 0 bytes (UTF-16?)"
+            }
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -309,6 +344,26 @@ mod tests {
             .unwrap()
             .matches("/x", "x", true));
         assert!(PathFilter::new(&["["]).is_err());
+    }
+
+    #[test]
+    fn pattern_lines_keep_an_escaped_space_at_their_end() {
+        let got: Vec<_> = patterns_in(b"  logs \t\r\ntrail\\ \r\ntab\\\t \neven\\\\ \n#c\n\n")
+            .into_iter()
+            .map(|(n, p)| (n, p.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, b"logs".to_vec()),
+                (2, b"trail\\ ".to_vec()),
+                (3, b"tab\\\t".to_vec()),
+                (4, b"even\\\\".to_vec()),
+            ]
+        );
+        let f = PathFilter::new(&[OsStr::from_bytes(&got[1].1)]).unwrap();
+        assert!(f.matches("/x/trail ", "trail ", false));
+        assert!(!f.matches("/x/trail", "trail", false));
     }
 
     /// A pattern with a `.` or `..` component, which no path matched has,

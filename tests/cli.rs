@@ -906,6 +906,40 @@ fn an_exclude_file_may_start_with_a_byte_order_mark() {
     assert_eq!(got, path_list(&["b.txt"]));
 }
 
+/// Lines of an exclude file are trimmed, but a space a `\` takes as itself
+/// stays at the end (`trail\ ` was cut to `trail\`, a "dangling" `\`);
+/// a file in UTF-16, which would exclude nothing, is refused naming it.
+#[test]
+fn exclude_file_lines_keep_an_escaped_trailing_space_and_utf16_is_refused() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("trail "), "out");
+    write(&src.join("trail"), "in");
+    write(&src.join("logs"), "out");
+    let excludes = repo.scratch("excludes");
+    write(&excludes, "trail\\ \nlogs  \n");
+    let got = backed_up_paths(&repo, &src, &["--exclude-file", excludes.to_str().unwrap()]);
+    assert_eq!(got, path_list(&["trail"]));
+
+    let utf16: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain("*.log\n".encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    fs::write(&excludes, utf16).unwrap();
+    let mut c = repo.cmd(&["backup", "--exclude-file"]);
+    c.arg(&excludes).arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "exclude file {}: is UTF-16 (it begins with a UTF-16 byte-order mark)",
+            excludes.display()
+        )),
+        "{out}"
+    );
+    assert!(out.stderr.contains("save it as UTF-8"), "{out}");
+}
+
 /// A bad pattern in an exclude file is a usage error naming the file and
 /// the line, for backup and restore (it named neither).
 #[test]
