@@ -906,6 +906,45 @@ fn an_exclude_file_may_start_with_a_byte_order_mark() {
     assert_eq!(got, path_list(&["b.txt"]));
 }
 
+/// A path in a snapshot written from the current folder (`s/br`, not
+/// `/home/me/s/br`) is not found, and the error says why and what it
+/// would be from here (it named `/s` alone).
+#[test]
+fn a_relative_path_in_a_snapshot_is_told_that_its_paths_are_absolute() {
+    let repo = Repo::new();
+    let src = repo.scratch("s");
+    write(&src.join("br/f"), "f");
+    repo.backup(&[&src], &[]);
+    let here = src.parent().unwrap();
+    let whole = src.join("br");
+    let target = repo.scratch("t");
+    for args in [
+        vec!["ls", "latest", "s/br"],
+        vec![
+            "restore",
+            "latest:s/br",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    ] {
+        let mut c = repo.cmd(&args);
+        c.current_dir(here);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        let said = format!(
+            "path s/br in the snapshot (its paths are absolute, as backed up: from this \
+             folder, {}) not found",
+            whole.display()
+        );
+        assert!(out.stderr.contains(&said), "{args:?}: {said}\n{out}");
+    }
+    // Absolute, it is found.
+    let out = repo
+        .run(&["ls", "latest", whole.to_str().unwrap()])
+        .success();
+    assert!(out.stdout.contains("br/f"), "{out}");
+}
+
 /// Lines of an exclude file are trimmed, but a space a `\` takes as itself
 /// stays at the end (`trail\ ` was cut to `trail\`, a "dangling" `\`);
 /// a file in UTF-16, which would exclude nothing, is refused naming it.

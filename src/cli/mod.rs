@@ -877,6 +877,28 @@ fn snapshot_path(path: &[u8]) -> OsString {
     OsString::from_vec([&b"/"[..], &comps.join(&b'/'), end].concat())
 }
 
+/// `e`, met looking up `given` (a path in a snapshot, as given) in a
+/// snapshot, with a word on why where `given` is relative: read from the
+/// snapshot's root, a path written from the current folder is not found,
+/// and the error named its first component only (`/s`).
+fn relative_hint(given: &[u8], e: Error) -> Error {
+    match e {
+        Error::NotFound(what) if !given.starts_with(b"/") && what.starts_with("path ") => {
+            use crate::escape::Show;
+            use std::os::unix::ffi::OsStrExt;
+            let here = std::env::current_dir().map_or(String::new(), |d| {
+                let whole = snapshot_path(&[d.as_os_str().as_bytes(), b"/", given].concat());
+                format!(": from this folder, {}", whole.as_bytes().shown())
+            });
+            Error::NotFound(format!(
+                "path {} in the snapshot (its paths are absolute, as backed up{here})",
+                given.shown()
+            ))
+        }
+        e => e,
+    }
+}
+
 /// Runs `command`, one that takes a lock to free space or check the
 /// repository (forget, gc, repair, verify), then tops the space reserve
 /// up again whatever the outcome, saying so where the room is not there

@@ -112,7 +112,11 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         workers: ctx.workers(&repo),
         lock: _lock.as_ref(),
     };
-    let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn, &super::error_line)?;
+    let stats = restorer::restore(&repo, &entry.snapshot, &opts, &warn, &super::error_line)
+        .map_err(|e| match given.iter().position(|&b| b == b':') {
+            Some(at) => super::relative_hint(&given[at + 1..], e),
+            None => e,
+        })?;
     let within = output::escape(opts.subpath.as_deref().map_or(b"/", OsStrExt::as_bytes));
     for p in &stats.includes_unmatched {
         // The subpath without its trailing `/`: none but for `/` itself.

@@ -144,8 +144,11 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     }
     let all = repo.snapshots()?;
     let e = super::pick(&all, &a.snapshot, &a.filter.filter())?;
-    let path = super::snapshot_path(a.path.as_deref().map_or(b"/", OsStrExt::as_bytes));
-    let (tree, base) = repo.tree_at_bytes(&e.snapshot.tree, path.as_bytes())?;
+    let given: &[u8] = a.path.as_deref().map_or(b"/", OsStrExt::as_bytes);
+    let path = super::snapshot_path(given);
+    let (tree, base) = repo
+        .tree_at_bytes(&e.snapshot.tree, path.as_bytes())
+        .map_err(|e| super::relative_hint(given, e))?;
     // JSON has text only: a name that is not UTF-8 is given lossily
     // there, as it is in a node's `name`.
     let mut json_base = String::from_utf8_lossy(&base).into_owned();
