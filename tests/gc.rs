@@ -519,6 +519,57 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
     assert_restores(&repo, &saved);
 }
 
+/// A repository whose every snapshot file is gone (a sync or a bucket's
+/// lifecycle rule that dropped them) looks like one emptied on purpose:
+/// gc, and a nightly `forget --gc` that removed nothing, refuse to delete
+/// every pack, exit 1, naming `--delete-all`, and delete nothing; with
+/// the snapshots put back every one restores. `gc --delete-all`, and a
+/// `forget --gc` that removed the last snapshots itself, empty it. gc
+/// deleted them all, with a warning, exit 0.
+#[test]
+fn gc_refuses_to_delete_every_pack_where_no_snapshot_is_left_unless_asked() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 94, &[("a", 300_000), ("b", 200_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    let packs = pack_files(&repo);
+    let snapshots = repo.path.join("snapshots");
+    let aside = repo.scratch("snapshots-aside");
+    fs::rename(&snapshots, &aside).unwrap();
+    fs::create_dir(&snapshots).unwrap();
+    for args in [&["gc"][..], &["forget", "--keep-last", "1", "--gc"]] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "the repository holds no snapshot: gc would delete every pack ({}) as unused, \
+                 and refuses",
+                packs.len()
+            )) && out.stderr.contains("run `cairn gc --delete-all`"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(pack_files(&repo), packs, "{args:?}");
+    }
+    let out = repo.run(&["gc", "--dry-run"]).success();
+    assert!(out.stderr.contains("(only with --delete-all)"), "{out}");
+    fs::remove_dir(&snapshots).unwrap();
+    fs::rename(&aside, &snapshots).unwrap();
+    assert_restores(&repo, &saved);
+
+    // Forgotten by this run: emptied.
+    let out = repo.run(&["forget", &saved.id, "--gc"]).success();
+    assert!(out.stderr.contains("gc deletes every pack"), "{out}");
+    assert!(pack_files(&repo).is_empty(), "{out}");
+    // And by gc --delete-all, after a first backup killed (its packs, no
+    // snapshot): here, one whose snapshot was removed by hand.
+    let again = backup_saved(&repo, &src, &[]);
+    fs::remove_file(snapshots.join(&again.id)).unwrap();
+    assert_eq!(repo.run(&["gc"]).code, 1);
+    assert!(!pack_files(&repo).is_empty());
+    repo.run(&["gc", "--delete-all"]).success();
+    assert!(pack_files(&repo).is_empty());
+}
+
 /// A repository that lost its `index/` folder refuses readers as it does
 /// without `snapshots/`, but says what mends it where no copy is left:
 /// `repair index` rebuilds the index from the packs, after which every

@@ -739,7 +739,9 @@ impl Life {
         let (second, other) = if with_gc {
             let unused = pick(&mut self.rng, &["0%", "50%"]);
             self.log(&format!("  and at once gc --max-unused {unused}"));
-            let args = ["gc", "--max-unused", unused].map(str::to_string).to_vec();
+            let args = ["gc", "--delete-all", "--max-unused", unused]
+                .map(str::to_string)
+                .to_vec();
             (None, args)
         } else {
             let plan = self.plan_backup(1);
@@ -798,7 +800,9 @@ impl Life {
         ]
         .map(str::to_string)
         .to_vec();
-        let gc = ["gc", "--max-unused", "0%"].map(str::to_string).to_vec();
+        let gc = ["gc", "--delete-all", "--max-unused", "0%"]
+            .map(str::to_string)
+            .to_vec();
         let (first, second) = if below(&mut self.rng, 2) == 0 {
             ((0, &restore), (1, &gc))
         } else {
@@ -984,7 +988,7 @@ impl Life {
             self.log(&format!("forget {} (gc: {with_gc})", &id[..8]));
             let mut args = vec!["forget", &id[..12]];
             if with_gc {
-                args.push("--gc");
+                args.extend(["--gc", "--delete-all"]);
             }
             let (ended, _) = self.run(&args, if with_gc { GC_POINTS } else { FORGET_POINTS });
             let keep = self
@@ -1008,16 +1012,19 @@ impl Life {
         let (last, daily) = (last.to_string(), daily.to_string());
         let mut args = vec!["forget", "--keep-last", &last, "--keep-daily", &daily];
         if with_gc {
-            args.push("--gc");
+            args.extend(["--gc", "--delete-all"]);
         }
         let (ended, _) = self.run(&args, if with_gc { GC_POINTS } else { FORGET_POINTS });
         self.forgot(ended, &keep);
     }
 
+    /// gc as the operator runs it here: `--delete-all` throughout, as
+    /// this operator forgets every snapshot at times and kills first
+    /// backups, and means gc to drop what is then left.
     fn gc(&mut self) {
         let unused = pick(&mut self.rng, &["0%", "10%", "50%"]);
         self.log(&format!("gc --max-unused {unused}"));
-        self.run(&["gc", "--max-unused", unused], GC_POINTS);
+        self.run(&["gc", "--delete-all", "--max-unused", unused], GC_POINTS);
         self.assert_listed();
     }
 
@@ -1117,7 +1124,7 @@ impl Life {
             args.extend(ids.iter().map(String::as_str));
             self.run(&args, &[]);
         }
-        self.run(&["gc", "--max-unused", "0%"], &[]);
+        self.run(&["gc", "--delete-all", "--max-unused", "0%"], &[]);
         self.live.clear();
         self.assert_listed();
         for folder in ["packs", "index"] {

@@ -191,6 +191,12 @@ pub struct GcArgs {
     /// Report as JSON.
     #[arg(long)]
     json: bool,
+    /// Where the repository holds no snapshot, delete every pack all the
+    /// same (to empty it, or drop what a first backup killed left):
+    /// without it gc refuses then, as snapshot files lost by a copy, a
+    /// sync or a bucket's lifecycle rule leave a repository just so.
+    #[arg(long)]
+    delete_all: bool,
 }
 
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {
@@ -216,12 +222,14 @@ struct GcReport<'a> {
 
 /// Runs gc on an open repository holding `lock` (the exclusive lock, or
 /// for a dry run a shared one); returns the plan, carried out unless
-/// `dry_run`.
+/// `dry_run`. Where no snapshot is left, it deletes every pack only if
+/// `delete_all` (see [`GcArgs::delete_all`]).
 fn gc_locked(
     repo: &Repository,
     lock: &lock::LockGuard,
     opts: &GcOptions,
     dry_run: bool,
+    delete_all: bool,
 ) -> Result<gc::GcPlan> {
     // Readers hold shared locks too, but add no packs.
     let writing = |l: &lock::LockInfo| !lock::READERS.contains(&l.command.as_str());
@@ -239,17 +247,32 @@ fn gc_locked(
     if !dry_run {
         plan = gc::fit_to_space(repo, plan, &opts)?;
     }
-    // No snapshot: every pack goes. Forgetting them all is how a
+    // No snapshot: every pack would go. Forgetting them all is how a
     // repository is emptied, but snapshot files lost by a copy, a sync or
     // an object store's lifecycle rule leave it looking just so (on a
-    // local store a missing `snapshots/` folder is refused outright).
+    // local store a missing `snapshots/` folder is refused outright): so
+    // only where asked for (until December 2026 gc deleted them all with
+    // a warning, exit 0, as a nightly `forget --gc` would run it).
     if plan.live_blobs == 0 && !plan.delete.is_empty() {
+        let lost = "if snapshots were lost (a copy or sync that left them out, a lifecycle \
+                    rule of the bucket), put them back from a copy before any gc";
+        if !dry_run && !delete_all {
+            return Err(Error::Invalid(format!(
+                "the repository holds no snapshot: gc would delete every pack ({}) as \
+                 unused, and refuses; {lost}; to empty the repository (or drop what a first \
+                 backup that was killed left), run `cairn gc --delete-all`",
+                plan.delete.len()
+            )));
+        }
         warn(&format!(
-            "the repository holds no snapshot: gc {} every pack ({}) as unused; if snapshots \
-             were lost (a copy or sync that left them out, a lifecycle rule of the bucket), \
-             put them back from a copy before any gc",
+            "the repository holds no snapshot: gc {} every pack ({}) as unused{}; {lost}",
             if dry_run { "would delete" } else { "deletes" },
-            plan.delete.len()
+            plan.delete.len(),
+            if dry_run && !delete_all {
+                " (only with --delete-all)"
+            } else {
+                ""
+            }
         ));
     }
     for r in &plan.rescued {
@@ -403,6 +426,7 @@ fn gc_command(ctx: &Context, repo: &Repository, a: &GcArgs) -> Result<u8> {
             others_writing: false,
         },
         a.dry_run,
+        a.delete_all,
     )?;
     let printed = if a.json {
         outln!(
@@ -480,6 +504,11 @@ pub struct ForgetArgs {
     /// (percent), as `gc --max-unused`.
     #[arg(long, default_value = "10%", value_parser = parse_percent, requires = "gc")]
     max_unused: f64,
+    /// With --gc: where no snapshot is left and this run removed none,
+    /// delete every pack all the same, as `gc --delete-all` (where this
+    /// run removed the last snapshots, gc deletes their packs anyway).
+    #[arg(long, requires = "gc")]
+    delete_all: bool,
 }
 
 /// Warns of each group whose newest snapshot is dated after this host's
@@ -793,7 +822,15 @@ fn forget_command(
             workers: ctx.workers(repo),
             others_writing: false,
         };
-        match gc_locked(repo, &lock, &opts, false) {
+        // Snapshots this run removed were the operator's to remove, the
+        // last of them too.
+        match gc_locked(
+            repo,
+            &lock,
+            &opts,
+            false,
+            a.delete_all || !remove.is_empty(),
+        ) {
             Ok(plan) => Some(plan),
             // The snapshots are removed already (gc's refusals on damage
             // it finds in trees come only once it walks them): said, in
