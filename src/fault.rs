@@ -577,6 +577,36 @@ pub fn lock_knobs() -> &'static LockKnobs {
     })
 }
 
+/// `CAIRN_TEST_LIST_FAULT=KIND:alter` or `KIND:drop` (`KIND` a folder of
+/// the layout, e.g. `snapshots`): the first listing of that folder in the
+/// process has its first name, in order, changed in its first digit
+/// (`alter`) or left out (`drop`), as one answer of a remote listing
+/// changed on its way would; later listings are right. For the tests of
+/// what reads and gc make of such a listing.
+pub fn list_fault(kind: &str, names: &mut Vec<String>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SET: OnceLock<Option<(String, String)>> = OnceLock::new();
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let Some((folder, how)) = SET.get_or_init(|| {
+        let v = std::env::var("CAIRN_TEST_LIST_FAULT").ok()?;
+        let (k, h) = v.split_once(':')?;
+        Some((k.to_string(), h.to_string()))
+    }) else {
+        return;
+    };
+    if folder != kind || names.is_empty() || DONE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    names.sort();
+    if how == "drop" {
+        names.remove(0);
+    } else {
+        let first = &mut names[0];
+        let flipped = if first.starts_with('0') { "1" } else { "0" };
+        first.replace_range(..1, flipped);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

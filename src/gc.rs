@@ -44,7 +44,7 @@ use serde::Serialize;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{is_hex_name, BlobId, IdMap, IdSet, IndexId, PackId};
+use crate::id::{is_hex_name, BlobId, IdMap, IdSet, IndexId, PackId, SnapshotId};
 use crate::index::{IndexBuilder, IndexSet, MergeSource};
 use crate::pack::{BlobKind, PackEntry, PackWriter};
 use crate::repo::lock::LockGuard;
@@ -124,6 +124,9 @@ pub struct GcPlan {
     /// Pack sizes.
     #[serde(skip)]
     sizes: IdMap<PackId, u64>,
+    /// The snapshots whose trees the mark walked.
+    #[serde(skip)]
+    snapshots: IdSet<SnapshotId>,
     /// Temporary files of interrupted writes removed (see
     /// [`remove_leftovers`]); for a dry run, those it would remove.
     pub leftovers_removed: u64,
@@ -624,7 +627,76 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     }
     none_intact.sort();
     plan.no_intact_copy = none_intact;
+    plan.snapshots = snapshots.iter().map(|e| e.id).collect();
     Ok(plan)
+}
+
+/// Lists `snapshots/`, `index/` and `packs/` again and refuses unless each
+/// holds what `plan` was made from (the snapshots its mark walked, the
+/// index tables it marked, the packs it sized): under gc's exclusive lock
+/// nothing may add or remove any of them, so a difference says a listing
+/// was wrong. One answer of a store's listing changed on its way (a
+/// faulty proxy or gateway on plain HTTP; a listing carries no checksum)
+/// can name a snapshot that is not there in place of one that is, whose
+/// data would then look unused and be deleted.
+fn confirm_listings(repo: &Repository, plan: &GcPlan, index: &IndexSet) -> Result<()> {
+    let backend = repo.backend();
+    let hex = |kind: FileKind| -> Result<Vec<String>> {
+        let mut names: Vec<String> = backend
+            .list(kind)?
+            .into_iter()
+            .filter(|n| is_hex_name(n))
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let checks = [
+        (
+            FileKind::Snapshot,
+            sorted(plan.snapshots.iter().map(|id| id.to_hex()).collect()),
+        ),
+        (
+            FileKind::Index,
+            sorted(index.tables().iter().map(|t| t.id().to_hex()).collect()),
+        ),
+        (
+            FileKind::Pack,
+            sorted(plan.sizes.keys().map(|id| id.to_hex()).collect()),
+        ),
+    ];
+    for (kind, planned) in checks {
+        let listed = hex(kind)?;
+        if listed != planned {
+            let only = |a: &[String], b: &[String]| {
+                a.iter()
+                    .find(|n| b.binary_search(n).is_err())
+                    .map_or(String::new(), |n| n[..n.len().min(16)].to_string())
+            };
+            return Err(Error::Invalid(format!(
+                "refusing to collect garbage: two listings of {}/ differ ({} names planned, {} \
+                 listed now{}{}), though gc's lock keeps every other command from changing \
+                 it: the store's listings are not to be trusted now (a proxy or gateway that \
+                 changes answers, a store that lists what it did not just write); nothing was \
+                 deleted; run gc again, and over HTTPS",
+                kind.dir(),
+                planned.len(),
+                listed.len(),
+                match only(&planned, &listed) {
+                    n if n.is_empty() => String::new(),
+                    n => format!("; planned, not listed now: {n}"),
+                },
+                match only(&listed, &planned) {
+                    n if n.is_empty() => String::new(),
+                    n => format!("; listed now, not planned: {n}"),
+                },
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What to do with each pack, given the `marks` of what is live: packs
@@ -920,6 +992,7 @@ pub fn execute(repo: &Repository, plan: &GcPlan, lock: &LockGuard) -> Result<Vec
             "the index changed since gc planned; run gc again".into(),
         ));
     }
+    confirm_listings(repo, plan, &index)?;
     // Per table, per pack number: whether the pack is repacked.
     let repacked: Vec<Vec<bool>> = plan
         .marks

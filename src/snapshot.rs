@@ -378,12 +378,13 @@ impl Snapshots {
 /// store's error, transient or not) stays an error.
 pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
     let mut out = Snapshots::default();
+    let first = backend.list(FileKind::Snapshot)?;
     let mut listed_again: Option<Vec<String>> = None;
-    for name in backend.list(FileKind::Snapshot)? {
-        if !is_hex_name(&name) {
+    for name in &first {
+        if !is_hex_name(name) {
             continue;
         }
-        let id = SnapshotId::from_hex(&name)?;
+        let id = SnapshotId::from_hex(name)?;
         match Snapshot::load(backend, key, &id) {
             Ok(snapshot) => out.good.push(SnapshotEntry { id, snapshot }),
             Err(e) if e.is_not_found() => {
@@ -391,7 +392,7 @@ pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
                     Some(names) => names,
                     None => listed_again.insert(backend.list(FileKind::Snapshot)?),
                 };
-                if again.contains(&name) {
+                if again.contains(name) {
                     out.damaged.push(DamagedSnapshot {
                         id,
                         reason: NOT_THERE.into(),
@@ -407,6 +408,33 @@ pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
                 }),
                 None => return Err(e),
             },
+        }
+    }
+    // A name listed that was not there, and not listed again, was removed
+    // meanwhile, or was never there: one answer of a remote listing
+    // changed on its way names a snapshot that is not there in place of
+    // one that is. The second listing's other names are read too, so such
+    // a snapshot is not left out (gc would have deleted its data).
+    if let Some(again) = listed_again {
+        let first: std::collections::HashSet<&String> = first.iter().collect();
+        for name in again
+            .iter()
+            .filter(|n| is_hex_name(n) && !first.contains(n))
+        {
+            let id = SnapshotId::from_hex(name)?;
+            match Snapshot::load(backend, key, &id) {
+                Ok(snapshot) => out.good.push(SnapshotEntry { id, snapshot }),
+                // Written and removed again meanwhile.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => match unreadable(&e) {
+                    Some(reason) => out.damaged.push(DamagedSnapshot {
+                        id,
+                        reason,
+                        refused: e.is_read_refused(),
+                    }),
+                    None => return Err(e),
+                },
+            }
         }
     }
     out.good.sort_by_key(|e| (e.snapshot.time_ns, e.id));

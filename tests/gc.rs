@@ -570,6 +570,46 @@ fn gc_refuses_to_delete_every_pack_where_no_snapshot_is_left_unless_asked() {
     assert!(pack_files(&repo).is_empty());
 }
 
+/// One answer of a store's listing of `snapshots/` changed on its way
+/// (a faulty proxy on plain HTTP; a listing has no checksum): a name
+/// altered is found not there and the folder listed again, and the
+/// snapshot the second listing names is read too; a name left out is
+/// found by gc's second listing before it deletes anything, and gc
+/// refuses. Either way nothing is deleted and every snapshot restores;
+/// gc deleted the data of the snapshot the bad listing hid, exit 0.
+#[test]
+fn a_listing_of_snapshots_changed_on_its_way_costs_gc_no_data() {
+    let repo = packed_repo();
+    let (a, b) = (repo.scratch("a"), repo.scratch("b"));
+    fill(&a, 95, &[("a", 300_000)]);
+    fill(&b, 96, &[("b", 300_000)]);
+    let saved = [backup_saved(&repo, &a, &[]), backup_saved(&repo, &b, &[])];
+    let packs = pack_files(&repo);
+    let faulty = |how: &str, args: &[&str]| {
+        let mut c = repo.cmd(args);
+        c.env("CAIRN_TEST_LIST_FAULT", format!("snapshots:{how}"));
+        run(&mut c, None)
+    };
+    let out = faulty("alter", &["snapshots", "--json"]).success();
+    assert_eq!(out.json().as_array().unwrap().len(), 2, "{out}");
+    let out = faulty("alter", &["gc"]).success();
+    assert_eq!(pack_files(&repo), packs, "{out}");
+
+    let out = faulty("drop", &["gc"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "refusing to collect garbage: two listings of snapshots/ differ (1 names planned, 2 \
+             listed now; listed now, not planned: "
+        ) && out.stderr.contains("nothing was deleted"),
+        "{out}"
+    );
+    assert_eq!(pack_files(&repo), packs, "{out}");
+    for s in &saved {
+        assert_restores(&repo, s);
+    }
+}
+
 /// A repository that lost its `index/` folder refuses readers as it does
 /// without `snapshots/`, but says what mends it where no copy is left:
 /// `repair index` rebuilds the index from the packs, after which every

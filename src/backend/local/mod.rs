@@ -503,6 +503,7 @@ impl Backend for LocalBackend {
                     .filter(|n| !n.starts_with('.') && placed(kind, &d, n)),
             );
         }
+        crate::fault::list_fault(kind.dir(), &mut out);
         Ok(out)
     }
 
