@@ -607,6 +607,51 @@ pub fn list_fault(kind: &str, names: &mut Vec<String>) {
     }
 }
 
+/// Whether `CAIRN_TEST_GARBLE_READS` is set (see [`garble_read`]).
+pub fn garbling() -> bool {
+    static SET: OnceLock<bool> = OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("CAIRN_TEST_GARBLE_READS").is_some())
+}
+
+/// `CAIRN_TEST_GARBLE_READS=N`, `KIND:N` or `KIND:N:MIN` (`KIND` a
+/// folder of the layout, e.g. `packs`): the first `N` answers of a remote
+/// store to reads (whole files or ranges; of that folder only, with
+/// `KIND`; of at least `MIN` bytes, with `MIN`, so that data blobs are
+/// hit and not the trees read before them) in the process have their
+/// first byte changed, as answers changed on their way over plain HTTP
+/// would be. Unset, this costs one cached environment lookup.
+pub fn garble_read(kind: &str, bytes: &mut [u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    type Knob = (Option<String>, usize, AtomicU64);
+    static SET: OnceLock<Option<Knob>> = OnceLock::new();
+    if !garbling() {
+        return;
+    }
+    let Some((only, min, left)) = SET.get_or_init(|| {
+        let v = std::env::var("CAIRN_TEST_GARBLE_READS").ok()?;
+        let mut parts = v.split(':');
+        let (only, n) = match (parts.next()?, parts.next()) {
+            (k, Some(n)) => (Some(k.to_string()), n),
+            (n, None) => (None, n),
+        };
+        let min = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+        Some((only, min, AtomicU64::new(n.parse().ok()?)))
+    }) else {
+        return;
+    };
+    if only.as_deref().is_some_and(|k| k != kind) || bytes.len() < *min {
+        return;
+    }
+    if left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        if let Some(b) = bytes.first_mut() {
+            *b ^= 0x20;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

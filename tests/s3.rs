@@ -589,6 +589,62 @@ fn verify_finds_a_damaged_object() {
     assert_ne!(r.code, 0, "restore reports the damaged file: {r}");
 }
 
+/// Answers changed on their way (over plain HTTP, through a faulty
+/// proxy: a download carries no checksum) are read again, not taken for
+/// damage in the bucket: a file read whole that does not hash to its
+/// name, a blob of a range that does not open, a config that does not
+/// open. With the first one or two answers of each command (or of its
+/// reads of packs, or of data blobs) changed, the restore is whole, verify finds nothing, `repair index
+/// --read-data` drops nothing and a backup exits 0. Each read the
+/// changed bytes as damage: exit 1, an intact blob dropped from the
+/// index, the config's copy taken, exit 3.
+#[test]
+fn answers_changed_on_their_way_are_read_again_not_taken_for_damage() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "garbled");
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 6);
+    init(&repo);
+    backup_json(&repo, &src);
+    for n in [
+        "1",
+        "2",
+        "packs:1",
+        "packs:2",
+        "packs:1:65536",
+        "packs:2:65536",
+    ] {
+        let garbled = |args: &[&str]| {
+            let mut c = repo.cmd(args);
+            c.env("CAIRN_TEST_GARBLE_READS", n).arg("--no-cache");
+            run(&mut c, None)
+        };
+        let target = repo
+            .scratch
+            .path()
+            .join(format!("restore-{}", n.replace(':', "-")));
+        let out = garbled(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{n}: {out}");
+        assert_same_tree(&src, &restored(&target, &src));
+        let out = garbled(&["verify", "--read-data"]);
+        assert_eq!(out.code, 0, "{n}: {out}");
+        let out = garbled(&["repair", "index", "--read-data"]);
+        assert_eq!(out.code, 0, "{n}: {out}");
+        assert!(
+            !out.stdout.contains("dropped") && !out.stderr.contains("damaged"),
+            "{n}: {out}"
+        );
+        let mut c = repo.cmd(&["backup", "--no-cache", "--kind", "full"]);
+        c.env("CAIRN_TEST_GARBLE_READS", n).arg(&src);
+        let out = run(&mut c, None);
+        assert_eq!(out.code, 0, "{n}: {out}");
+        assert!(
+            out.stderr.is_empty() || !out.stderr.contains("warning"),
+            "{n}: {out}"
+        );
+    }
+}
+
 #[test]
 fn concurrent_backups_share_the_repository() {
     let server = S3Server::start();

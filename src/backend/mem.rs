@@ -25,6 +25,9 @@ pub struct MemBackend {
     read_only: AtomicBool,
     /// Removals fail with "permission denied" (append-only credentials).
     no_removal: AtomicBool,
+    /// Reads to come whose answer has a byte changed (see
+    /// [`MemBackend::garble_next_reads`]).
+    garble: AtomicU64,
 }
 
 impl MemBackend {
@@ -50,6 +53,26 @@ impl MemBackend {
     /// Makes every removal fail with EACCES, or stop failing.
     pub fn set_no_removal(&self, on: bool) {
         self.no_removal.store(on, Ordering::SeqCst);
+    }
+
+    /// Changes the first byte of what the next `n` reads (whole or by
+    /// range) hand back, as an answer changed on its way would be; the
+    /// stored bytes stay as they are.
+    pub fn garble_next_reads(&self, n: u64) {
+        self.garble.store(n, Ordering::SeqCst);
+    }
+
+    fn garbled(&self, mut bytes: Vec<u8>) -> Vec<u8> {
+        let due = self
+            .garble
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if due {
+            if let Some(b) = bytes.first_mut() {
+                *b ^= 0x20;
+            }
+        }
+        bytes
     }
 
     /// How many injected failures are still to come.
@@ -149,7 +172,7 @@ impl Backend for MemBackend {
         self.check("read", &Self::what(kind, name))?;
         self.files()?
             .get(&Self::key(kind, name))
-            .map(|v| Data::Owned(v.clone()))
+            .map(|v| Data::Owned(self.garbled(v.clone())))
             .ok_or_else(|| Error::NotFound(Self::what(kind, name)))
     }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Backend, Data, FileKind};
 use crate::error::{Error, Result};
+use crate::id::{file_hash, is_hex_name};
 
 /// How often and how patiently to retry.
 #[derive(Clone, Debug)]
@@ -46,6 +47,21 @@ impl RetryPolicy {
     }
 }
 
+/// `data` as the test knob [`crate::fault::garble_read`] leaves it (a map
+/// garbled is copied first).
+fn garbled(kind: FileKind, data: Data) -> Data {
+    if !crate::fault::garbling() {
+        return data;
+    }
+    let mut bytes = data.to_vec();
+    crate::fault::garble_read(kind.dir(), &mut bytes);
+    Data::Owned(bytes)
+}
+
+/// Tries in all of a file read whole whose bytes do not hash to its name
+/// (see [`RetryBackend::read_checked`]).
+pub const REREADS: u32 = 3;
+
 /// Called before each retry with the error, the retry number and the delay.
 pub type RetryHook = Box<dyn Fn(&Error, u32, Duration) + Send + Sync>;
 
@@ -70,6 +86,28 @@ impl RetryBackend {
     pub fn with_hook(mut self, hook: RetryHook) -> RetryBackend {
         self.hook = Some(hook);
         self
+    }
+
+    /// A file read whole by `read`, checked where its name is the BLAKE3
+    /// hash of its bytes (every file but the config and its copy): bytes
+    /// that do not hash to it are read again, up to [`REREADS`] tries in
+    /// all, as an answer changed on its way (over plain HTTP, through a
+    /// faulty proxy: a download carries no checksum cairn can check)
+    /// would otherwise be reported, and acted on, as damage in the store.
+    /// The last bytes read are returned whatever they hash to: the
+    /// callers check them and tell damage that stays.
+    fn read_checked(&self, name: &str, read: impl Fn() -> Result<Data>) -> Result<Data> {
+        let mut data = self.retry(&read)?;
+        if !is_hex_name(name) {
+            return Ok(data);
+        }
+        for _ in 1..REREADS {
+            if hex::encode(file_hash(&data)) == name {
+                break;
+            }
+            data = self.retry(&read)?;
+        }
+        Ok(data)
     }
 
     fn retry<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
@@ -130,13 +168,23 @@ impl Backend for RetryBackend {
         self.retry(|| self.inner.size(kind, name))
     }
     fn read(&self, kind: FileKind, name: &str) -> Result<Data> {
-        self.retry(|| self.inner.read(kind, name))
+        self.read_checked(name, || {
+            self.inner.read(kind, name).map(|d| garbled(kind, d))
+        })
     }
     fn read_listed(&self, kind: FileKind, name: &str, size: u64) -> Result<Data> {
-        self.retry(|| self.inner.read_listed(kind, name, size))
+        self.read_checked(name, || {
+            self.inner
+                .read_listed(kind, name, size)
+                .map(|d| garbled(kind, d))
+        })
     }
     fn read_range(&self, kind: FileKind, name: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-        self.retry(|| self.inner.read_range(kind, name, offset, len))
+        self.retry(|| {
+            let mut bytes = self.inner.read_range(kind, name, offset, len)?;
+            crate::fault::garble_read(kind.dir(), &mut bytes);
+            Ok(bytes)
+        })
     }
     fn write(&self, kind: FileKind, name: &str, bytes: &[u8]) -> Result<()> {
         self.retry(|| self.inner.write(kind, name, bytes))
@@ -218,6 +266,31 @@ mod tests {
         let e = b.write(FileKind::Snapshot, "aa", b"x").unwrap_err();
         assert!(e.is_transient());
         assert_eq!(mem.failures_left(), 7);
+    }
+
+    #[test]
+    fn a_file_read_whole_that_does_not_hash_to_its_name_is_read_again() {
+        let mem = Arc::new(MemBackend::default());
+        let b = RetryBackend::new(mem.clone(), fast(5));
+        let name = hex::encode(file_hash(b"snapshot bytes"));
+        b.write(FileKind::Snapshot, &name, b"snapshot bytes")
+            .unwrap();
+        mem.garble_next_reads(REREADS as u64 - 1);
+        assert_eq!(
+            &*b.read(FileKind::Snapshot, &name).unwrap(),
+            b"snapshot bytes"
+        );
+        // Changed on every try: handed back as read, for the caller to
+        // tell as damage.
+        mem.garble_next_reads(REREADS as u64);
+        assert_eq!(
+            &*b.read(FileKind::Snapshot, &name).unwrap(),
+            b"Snapshot bytes"
+        );
+        // A name that is no hash (the config) is not read again.
+        b.write(FileKind::Config, "config", b"config").unwrap();
+        mem.garble_next_reads(1);
+        assert_eq!(&*b.read(FileKind::Config, "config").unwrap(), b"Config");
     }
 
     #[test]

@@ -685,6 +685,18 @@ impl Repository {
         if matches!(e, Error::WrongPassword { .. }) || e.is_transient() {
             return Err(e);
         }
+        // From a remote store, a config changed on its way (over plain
+        // HTTP, through a faulty proxy) reads as damaged: read again
+        // before the copy is taken for it.
+        let mut e = e;
+        if backend.prefers_ranges() {
+            for _ in 1..crate::backend::retry::REREADS {
+                match open(backend.clone(), "") {
+                    Ok(repo) => return Ok(repo),
+                    Err(again) => e = again,
+                }
+            }
+        }
         let Ok(copy) = backend.read(FileKind::Config, CONFIG_COPY) else {
             return Err(e);
         };
@@ -1401,13 +1413,27 @@ impl Repository {
                 .ok_or_else(|| Error::corrupt(&what, "lies past the end of its pack"))?;
             return pack::open_blob(&self.key, id, sealed, loc.raw_length, &what);
         }
-        let sealed = self.backend.read_range(
-            FileKind::Pack,
-            &loc.pack.to_hex(),
-            u64::from(loc.offset),
-            loc.length as usize,
-        )?;
-        pack::open_blob(&self.key, id, &sealed, loc.raw_length, &what)
+        let read = || {
+            self.backend.read_range(
+                FileKind::Pack,
+                &loc.pack.to_hex(),
+                u64::from(loc.offset),
+                loc.length as usize,
+            )
+        };
+        let mut opened = pack::open_blob(&self.key, id, &read()?, loc.raw_length, &what);
+        // From a remote store, bytes changed on their way (over plain
+        // HTTP, through a faulty proxy) read as damage: read again before
+        // the blob is held damaged.
+        if self.backend.prefers_ranges() {
+            for _ in 1..crate::backend::retry::REREADS {
+                if !matches!(opened, Err(Error::Corrupt { .. })) {
+                    break;
+                }
+                opened = pack::open_blob(&self.key, id, &read()?, loc.raw_length, &what);
+            }
+        }
+        opened
     }
 
     /// Reads and decodes a tree of nodes (a directory stored in parts is
