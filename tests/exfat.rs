@@ -240,7 +240,7 @@ fn set_id_and_sticky_bits_the_target_refuses_are_one_warning() {
     assert!(
         out.stderr.contains(
             "the set-user-ID, set-group-ID or sticky bits of 2 entries are not restored: the \
-             target refuses them"
+             target or the system refuses them"
         ),
         "{out}"
     );
