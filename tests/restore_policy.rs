@@ -2234,7 +2234,14 @@ fn a_mirror_removes_what_stands_at_a_sockets_name() {
     assert!(r.join("a.sock").is_file(), "{out}");
     assert!(r.join("b.sock/deep/g").is_file(), "{out}");
 
+    let out = repo.restore("latest", &target, &["--policy", "mirror", "--dry-run"]);
+    for gone in ["a.sock", "b.sock"] {
+        let said = format!("would remove {}", r.join(gone).display());
+        assert!(out.stdout.contains(&said), "{said}\n{out}");
+    }
+    assert!(r.join("a.sock").is_file(), "{out}");
     let out = repo.restore("latest", &target, &["--policy", "mirror"]);
+    assert!(out.stdout.contains(", 2 removed"), "{out}");
     assert!(fs::symlink_metadata(r.join("a.sock")).is_err(), "{out}");
     assert!(fs::symlink_metadata(r.join("b.sock")).is_err(), "{out}");
     assert!(
@@ -2292,6 +2299,25 @@ fn a_default_acl_of_the_target_is_not_inherited_by_restored_entries() {
             .as_deref(),
         Some(&acl[..])
     );
+    // What goes straight into the target: a single file, a folder's
+    // files (none of them a folder the restore would make first).
+    for (name, sub, entry) in [
+        ("one", "a/f2.bin", "f2.bin"),
+        ("files", "a/deep/er", "note.txt"),
+    ] {
+        let t = repo.scratch(name);
+        fs::create_dir(&t).unwrap();
+        xattr::set(&t, "system.posix_acl_default", &acl).unwrap();
+        let spec = format!("latest:{}", src.join(sub).display());
+        let mut c = repo.cmd(&["restore", &spec, "--target"]);
+        c.arg(&t);
+        let out = run(&mut c, None).success();
+        assert_eq!(
+            xattr_names(&t.join(entry)),
+            Vec::<String>::new(),
+            "{name}\n{out}"
+        );
+    }
 }
 
 /// An ordinary user's restore into a set-group-ID folder of a group the

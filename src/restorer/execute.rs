@@ -381,14 +381,20 @@ impl Executor<'_> {
     /// default ACLs. (Until December 2026 such an inherited ACL stayed on
     /// every new entry, granting what the snapshot did not, until a
     /// restore run again removed it.)
-    fn note_default_acl(&self, path: &Path) {
+    pub(super) fn note_default_acl(&self, path: &Path) {
         if self.dry_run || self.default_acls.load(Ordering::Relaxed) {
             return;
         }
-        let held = self
-            .beneath
-            .at(path)
-            .and_then(|at| xattr::get(&*at, "system.posix_acl_default"));
+        // Through the folder opened (the target's own place is a link in
+        // `/proc`, which a path's attribute calls do not follow); a
+        // symlink swapped in would only have its folder's ACL read.
+        let held = self.beneath.at(path).and_then(|at| {
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(&*at)?;
+            xattr::FileExt::get_xattr(&dir, "system.posix_acl_default")
+        });
         if matches!(held, Ok(Some(_))) {
             self.default_acls.store(true, Ordering::Relaxed);
         }
@@ -577,12 +583,31 @@ impl Executor<'_> {
             // with all it held stayed there, without a word, until
             // December 2026.)
             NodeKind::Socket => {
-                if self.policy == Policy::Mirror
-                    && self
-                        .lstat(dest)
-                        .is_ok_and(|md| !std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()))
+                let Ok(md) = self.lstat(dest) else {
+                    return Ok(false);
+                };
+                if self.policy != Policy::Mirror
+                    || std::os::unix::fs::FileTypeExt::is_socket(&md.file_type())
                 {
-                    self.clear(dest, "a socket")?;
+                    return Ok(false);
+                }
+                // Nothing takes its place, so it is a removal, counted and
+                // listed as a mirror's are; a folder that held anything
+                // is so already (see `remove_folder`).
+                let counted_already = md.is_dir()
+                    && self
+                        .beneath
+                        .at(dest)
+                        .and_then(fs::read_dir)
+                        .map_or(true, |mut d| d.next().is_some());
+                self.clear(dest, "a socket")?;
+                if !counted_already {
+                    self.replaced.fetch_add(1, Ordering::Relaxed);
+                    if self.dry_run {
+                        if let Ok(mut w) = self.would_replace.lock() {
+                            w.push(dest.to_path_buf());
+                        }
+                    }
                 }
                 return Ok(false);
             }

@@ -477,6 +477,9 @@ pub fn restore(
         ));
     }
     ex.prepare_files();
+    // The target itself: what a restore of a sub-path, a single file or
+    // a stream puts straight into it takes its default ACL.
+    ex.note_default_acl(&opts.target);
     if let Some((accessed, modified)) = times {
         let times = fs::FileTimes::new()
             .set_accessed(accessed)
