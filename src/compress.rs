@@ -121,8 +121,10 @@ fn looks_compressible(c: &mut Contexts, data: &[u8]) -> bool {
     c.probe_out
         .resize(zstd::zstd_safe::compress_bound(PROBE) + 64, 0);
     let stride = (data.len() - PROBE) / (PROBES - 1);
+    let slack = stride.saturating_sub(PROBE);
     (0..PROBES).any(|i| {
-        let mut input = InBuffer::around(&data[i * stride..i * stride + PROBE]);
+        let at = (i * stride + jitter(i, slack)).min(data.len() - PROBE);
+        let mut input = InBuffer::around(&data[at..at + PROBE]);
         let mut written = 0;
         loop {
             let mut out = OutBuffer::around(&mut c.probe_out[..]);
@@ -136,6 +138,17 @@ fn looks_compressible(c: &mut Contexts, data: &[u8]) -> bool {
         }
         written < PROBE * 97 / 100
     })
+}
+
+/// How far past its place in even steps probe `i` starts: up to `slack`
+/// (the gap between two probes), by a fixed, uneven sequence. Evenly
+/// spaced probes of data repeating with a period that divides their
+/// step into whole probes (an 8 MiB chunk's step is 16 probes of a
+/// 32 KiB period) each fall on another part of the period, none repeating
+/// another; at uneven places, pairs of probes fall on the same part.
+fn jitter(i: usize, slack: usize) -> usize {
+    let x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((x >> 32) % (slack as u64 + 1)) as usize
 }
 
 /// Decodes an encoded blob whose plaintext is known to be `raw_len` bytes.
@@ -305,16 +318,28 @@ mod tests {
         // A block of random bytes written over and over (preallocated
         // pages of a database, a test pattern): no probe alone repeats,
         // but each repeats the probes before it.
-        for period in [3 << 10, 4 << 10, 12 << 10, 24 << 10] {
+        let periods = [
+            3 << 10,
+            4 << 10,
+            12 << 10,
+            24 << 10,
+            32 << 10,
+            40 << 10,
+            64 << 10,
+        ];
+        for (period, len) in periods
+            .into_iter()
+            .flat_map(|p| [(p, 1 << 20), (p, 8 << 20)])
+        {
             let mut block = vec![0u8; period];
             rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut block);
-            let data: Vec<u8> = block.iter().copied().cycle().take(1 << 20).collect();
+            let data: Vec<u8> = block.iter().copied().cycle().take(len).collect();
             let mut out = Vec::new();
             encode_into(&data, 3, &mut out);
-            assert_eq!(out[0], ZSTD, "period {period}");
+            assert_eq!(out[0], ZSTD, "period {period}, {len} bytes");
             assert!(
                 out.len() < data.len() / 8,
-                "period {period}: {} of {}",
+                "period {period}, {len} bytes: {} of {}",
                 out.len(),
                 data.len()
             );

@@ -307,13 +307,16 @@ fn trim_pattern(line: &[u8]) -> &[u8] {
 /// whose every other byte is 0: no path holds a 0 byte, so its patterns
 /// would match nothing and exclude nothing, without a word.
 fn refuse_utf16(bytes: &[u8], path: &std::path::Path) -> Result<()> {
+    let utf32 = bytes.starts_with(&[0xff, 0xfe, 0, 0]) || bytes.starts_with(&[0, 0, 0xfe, 0xff]);
     let bom = bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]);
-    if bom || bytes.contains(&0) {
+    if utf32 || bom || bytes.contains(&0) {
         return Err(Error::Usage(format!(
             "exclude file {}: {}: no path holds a 0 byte, so its patterns would match \
              nothing; save it as UTF-8",
             path.shown(),
-            if bom {
+            if utf32 {
+                "is UTF-32 (it begins with a UTF-32 byte-order mark)"
+            } else if bom {
                 "is UTF-16 (it begins with a UTF-16 byte-order mark)"
             } else {
                 "holds 0 bytes (UTF-16?)"

@@ -124,6 +124,10 @@ pub struct GcPlan {
     /// Pack sizes.
     #[serde(skip)]
     sizes: IdMap<PackId, u64>,
+    /// No snapshot is left and the plan deletes every pack: gc carries it
+    /// out only with `--delete-all` (see the CLI's `gc_locked`), which
+    /// a dry run's report says here.
+    pub needs_delete_all: bool,
     /// The snapshots whose trees the mark walked.
     #[serde(skip)]
     snapshots: IdSet<SnapshotId>,

@@ -498,7 +498,8 @@ fn gc_refuses_a_repository_without_its_snapshots_folder() {
     let out = repo.run(&["verify"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(
-        out.stdout.contains("no snapshot, while") && out.stdout.contains("gc deletes every pack"),
+        out.stdout.contains("no snapshot, while")
+            && out.stdout.contains("gc refuses to delete them all"),
         "{out}"
     );
     // So does gc's dry run, as an emptied `snapshots/` prefix of a bucket
@@ -552,6 +553,8 @@ fn gc_refuses_to_delete_every_pack_where_no_snapshot_is_left_unless_asked() {
     }
     let out = repo.run(&["gc", "--dry-run"]).success();
     assert!(out.stderr.contains("(only with --delete-all)"), "{out}");
+    let out = repo.run(&["gc", "--dry-run", "--json"]).success();
+    assert_eq!(out.json()["needs_delete_all"], true, "{out}");
     fs::remove_dir(&snapshots).unwrap();
     fs::rename(&aside, &snapshots).unwrap();
     assert_restores(&repo, &saved);

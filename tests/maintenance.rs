@@ -3504,7 +3504,7 @@ fn a_tree_the_index_lacks_is_said_with_what_mends_it() {
 /// `forget --gc` whose gc refuses (a damaged tree of a snapshot kept,
 /// which gc finds only once it walks the trees) has removed the
 /// snapshots already: `--json` still gives forget's report, with `"gc":
-/// null`, and the error says what was removed and that gc did not run.
+/// null`, and the error says what was removed and that gc deleted nothing.
 /// (Until December 2026 standard output stayed empty, exit 1, as if
 /// nothing had been removed.)
 #[test]
@@ -3532,7 +3532,7 @@ fn forget_gc_whose_gc_refuses_still_reports_what_it_removed() {
     assert_eq!(removed, [first.id.as_str()], "{out}");
     assert!(
         out.stderr
-            .contains("forget removed 1 snapshot(s) (the report says which); gc did not run"),
+            .contains("forget removed 1 snapshot(s) (the report says which); gc deleted nothing"),
         "{out}"
     );
     assert_eq!(snapshot_ids(&repo), BTreeSet::from([second.id.clone()]));

@@ -254,6 +254,7 @@ fn gc_locked(
     // only where asked for (until December 2026 gc deleted them all with
     // a warning, exit 0, as a nightly `forget --gc` would run it).
     if plan.live_blobs == 0 && !plan.delete.is_empty() {
+        plan.needs_delete_all = true;
         let lost = "if snapshots were lost (a copy or sync that left them out, a lifecycle \
                     rule of the bucket), put them back from a copy before any gc";
         if !dry_run && !delete_all {
@@ -850,8 +851,8 @@ fn forget_command(
                 return Err(Error::Advised {
                     error: Box::new(e),
                     advice: format!(
-                        "forget removed {} snapshot(s){}; gc did not run: run `cairn gc` once \
-                         that is mended",
+                        "forget removed {} snapshot(s){}; gc deleted nothing: run `cairn gc` \
+                         once that is mended",
                         remove.len(),
                         if a.json {
                             " (the report says which)"

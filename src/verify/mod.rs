@@ -365,14 +365,15 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         ));
     }
     // Every pack is garbage then: said, as a sync that lost the snapshot
-    // files leaves a repository that looks like this, and gc would delete
-    // all of it (where the folder itself is gone, said above, gc refuses).
+    // files leaves a repository that looks like this, and `gc
+    // --delete-all` would delete all of it (gc alone refuses).
     if snapshot_files == 0 && !packs.is_empty() && !missing.contains(&FileKind::Snapshot.dir()) {
         report.warnings.push(problem(
             "snapshots/",
             format!(
-                "no snapshot, while {} pack(s) hold data: gc deletes every pack; if \
-                 snapshots were lost, put them back from a copy before any gc",
+                "no snapshot, while {} pack(s) hold data: gc refuses to delete them all, \
+                 and `gc --delete-all` would; if snapshots were lost, put them back from a \
+                 copy before any gc",
                 packs.len()
             ),
         ));
