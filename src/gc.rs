@@ -466,9 +466,38 @@ pub fn whole_index(repo: &Repository, doing: &str) -> Result<std::sync::Arc<Inde
     })
 }
 
+/// Refuses while `snapshots/` holds files whose names are no snapshot id:
+/// a snapshot file renamed (a sync tool's conflict copy,
+/// `ID.sync-conflict-…`; a name changed in case) is no snapshot to any
+/// command, and the data only it uses would look unused and be deleted
+/// (until December 2026 it was, exit 0). Files starting with `.` are
+/// cairn's own temporary ones, and are not listed.
+fn refuse_strays(repo: &Repository) -> Result<()> {
+    use crate::escape::Show;
+    let strays: Vec<String> = repo
+        .backend()
+        .list(FileKind::Snapshot)?
+        .into_iter()
+        .filter(|n| !is_hex_name(n))
+        .collect();
+    match strays.first() {
+        Some(first) => Err(Error::Invalid(format!(
+            "refusing to collect garbage: snapshots/ holds {} file(s) whose names are no \
+             snapshot id (the first: {}); a snapshot file renamed (a sync tool's conflict \
+             copy, a name changed in case) is read as no snapshot, and its data would be \
+             deleted; rename such a file back to its id (64 lowercase hex digits), or move it \
+             out of snapshots/",
+            strays.len(),
+            first.as_bytes().shown()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Marks live blobs and decides what to do with each pack.
 pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     repo.require_whole_layout("collect garbage")?;
+    refuse_strays(repo)?;
     let snapshots = repo.snapshots()?.require_all("collect garbage")?;
     let roots: Vec<BlobId> = snapshots.iter().map(|e| e.snapshot.tree).collect();
     let mut sizes = IdMap::default();

@@ -613,6 +613,42 @@ fn a_listing_of_snapshots_changed_on_its_way_costs_gc_no_data() {
     }
 }
 
+/// A snapshot file renamed (a sync tool's conflict copy, a name changed
+/// in case) is no snapshot to any command, and the data only it uses
+/// would look unused: gc refuses while `snapshots/` holds a file whose
+/// name is no snapshot id, naming it, and deletes nothing; renamed back,
+/// the snapshot restores. gc deleted its data, exit 0.
+#[test]
+fn gc_refuses_while_snapshots_holds_files_that_are_no_snapshot() {
+    let repo = packed_repo();
+    let (a, b) = (repo.scratch("a"), repo.scratch("b"));
+    fill(&a, 97, &[("a", 300_000)]);
+    fill(&b, 98, &[("b", 300_000)]);
+    let kept = backup_saved(&repo, &a, &[]);
+    let renamed = backup_saved(&repo, &b, &[]);
+    let packs = pack_files(&repo);
+    let snapshots = repo.path.join("snapshots");
+    let conflict = format!("{}.sync-conflict-20261207", renamed.id);
+    fs::rename(snapshots.join(&renamed.id), snapshots.join(&conflict)).unwrap();
+    for args in [&["gc"][..], &["forget", "--keep-last", "5", "--gc"]] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "refusing to collect garbage: snapshots/ holds 1 file(s) whose names are no \
+                 snapshot id (the first: {conflict})"
+            )),
+            "{args:?}: {out}"
+        );
+        assert_eq!(pack_files(&repo), packs, "{args:?}");
+    }
+    fs::rename(snapshots.join(&conflict), snapshots.join(&renamed.id)).unwrap();
+    repo.run(&["gc"]).success();
+    for s in [&kept, &renamed] {
+        assert_restores(&repo, s);
+    }
+}
+
 /// A repository that lost its `index/` folder refuses readers as it does
 /// without `snapshots/`, but says what mends it where no copy is left:
 /// `repair index` rebuilds the index from the packs, after which every

@@ -851,8 +851,8 @@ fn forget_command(
                 return Err(Error::Advised {
                     error: Box::new(e),
                     advice: format!(
-                        "forget removed {} snapshot(s){}; gc deleted nothing: run `cairn gc` \
-                         once that is mended",
+                        "forget removed {} snapshot(s){}; gc deleted nothing (the error above \
+                         says why, and what to run once that is mended)",
                         remove.len(),
                         if a.json {
                             " (the report says which)"
