@@ -124,7 +124,7 @@ pub fn apply(policy: &Policy, group: &[&SnapshotEntry]) -> Vec<Decision> {
 /// [`apply`] in a given time zone (tests use UTC).
 pub fn apply_in<Tz: TimeZone>(policy: &Policy, group: &[&SnapshotEntry], tz: &Tz) -> Vec<Decision> {
     let mut snaps: Vec<&SnapshotEntry> = group.to_vec();
-    snaps.sort_by_key(|e| std::cmp::Reverse((e.snapshot.time_ns, e.id)));
+    snaps.sort_by_key(|e| std::cmp::Reverse(e.order()));
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); snaps.len()];
     let times: Vec<DateTime<Tz>> = snaps
         .iter()
@@ -293,7 +293,7 @@ fn protect_parents(all: &[SnapshotEntry], groups: &mut [GroupDecisions]) {
     }
     // Newest first, as backup's choice of parent sees them.
     let mut newest_first: Vec<&SnapshotEntry> = all.iter().collect();
-    newest_first.sort_by_key(|e| std::cmp::Reverse((e.snapshot.time_ns, e.id)));
+    newest_first.sort_by_key(|e| std::cmp::Reverse(e.order()));
     let key = |e: &SnapshotEntry| (e.snapshot.set.clone(), e.snapshot.host.clone());
 
     let keep = |id: &SnapshotId, reason: String, groups: &mut [GroupDecisions]| {

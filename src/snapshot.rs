@@ -226,6 +226,16 @@ pub struct SnapshotEntry {
     pub snapshot: Snapshot,
 }
 
+impl SnapshotEntry {
+    /// Where the snapshot stands among others, oldest first: by its time,
+    /// then, between equal times (imports with the same `--time`), by
+    /// when its backup began, so the one made last is the newest (it
+    /// went by id until December 2026), then by id.
+    pub fn order(&self) -> (i64, i64, SnapshotId) {
+        (self.snapshot.time_ns, self.snapshot.started_ns, self.id)
+    }
+}
+
 /// A file in `snapshots/` that does not decode as the snapshot its name
 /// promises: a flipped bit, a truncated write, a file of a later format.
 /// Nothing in it can be trusted, not even its time or set.
@@ -437,7 +447,7 @@ pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
             }
         }
     }
-    out.good.sort_by_key(|e| (e.snapshot.time_ns, e.id));
+    out.good.sort_by_key(SnapshotEntry::order);
     out.damaged.sort_by_key(|d| d.id);
     Ok(out)
 }

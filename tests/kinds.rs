@@ -314,6 +314,40 @@ fn attributes_set_just_after_the_parent_read_them_are_read_again() {
     }
 }
 
+/// Snapshots given one time (imports with the same `--time`) stand in
+/// the order they were made: the last made is `latest` and the next
+/// backup's parent. It went by id, which orders them at random.
+#[test]
+fn snapshots_of_one_time_stand_in_the_order_they_were_made() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    let mut made = Vec::new();
+    for i in 0..4 {
+        write(&src.join("f"), format!("version {i}"));
+        let v = repo.backup(&[&src], &["--time", "2024-05-01T02:00:00Z"]);
+        made.push(id(&v));
+    }
+    let listed: Vec<String> = repo
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, made);
+    let next = repo.backup(&[&src], &[]);
+    assert_eq!(parent(&next), Some(made[3].clone()));
+    let out = repo
+        .run(&["forget", "--keep-last", "2", "--dry-run", "--json"])
+        .success();
+    let kept: Vec<String> = out.json()[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == true)
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(kept.contains(&made[3]) && !kept.contains(&made[2]), "{out}");
+}
+
 /// A parent that began after this backup's clock (a clock stepped back
 /// since, or ahead then) has a start that no change time can be compared
 /// with: every file is read again, so bytes written through a shared map
