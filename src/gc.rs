@@ -128,6 +128,8 @@ pub struct GcPlan {
     /// out only with `--delete-all` (see the CLI's `gc_locked`), which
     /// a dry run's report says here.
     pub needs_delete_all: bool,
+    /// What gc warned of, as said on standard error (filled by the CLI).
+    pub warnings: Vec<String>,
     /// The snapshots whose trees the mark walked.
     #[serde(skip)]
     snapshots: IdSet<SnapshotId>,
@@ -497,8 +499,8 @@ fn refuse_strays(repo: &Repository) -> Result<()> {
 /// Marks live blobs and decides what to do with each pack.
 pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     repo.require_whole_layout("collect garbage")?;
-    refuse_strays(repo)?;
     let snapshots = repo.snapshots()?.require_all("collect garbage")?;
+    refuse_strays(repo)?;
     let roots: Vec<BlobId> = snapshots.iter().map(|e| e.snapshot.tree).collect();
     let mut sizes = IdMap::default();
     for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {

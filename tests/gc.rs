@@ -555,6 +555,12 @@ fn gc_refuses_to_delete_every_pack_where_no_snapshot_is_left_unless_asked() {
     assert!(out.stderr.contains("(only with --delete-all)"), "{out}");
     let out = repo.run(&["gc", "--dry-run", "--json"]).success();
     assert_eq!(out.json()["needs_delete_all"], true, "{out}");
+    assert!(
+        out.json()["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.starts_with("the repository holds no snapshot: gc would delete")),
+        "{out}"
+    );
     fs::remove_dir(&snapshots).unwrap();
     fs::rename(&aside, &snapshots).unwrap();
     assert_restores(&repo, &saved);

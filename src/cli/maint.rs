@@ -238,11 +238,17 @@ fn gc_locked(
         ..opts.clone()
     };
     let mut plan = gc::plan(repo, &opts)?;
+    // Each warning on standard error, and in the `--json` report.
+    let mut said: Vec<String> = Vec::new();
+    let mut say = |msg: String| {
+        warn(&msg);
+        said.push(msg);
+    };
     // Trees the mark read from another copy: the copy marked is the
     // damaged one, which the plan's rescue keeps from outliving the
     // intact one.
-    for said in repo.take_read_around_said() {
-        warn(&said);
+    for msg in repo.take_read_around_said() {
+        say(msg);
     }
     if !dry_run {
         plan = gc::fit_to_space(repo, plan, &opts)?;
@@ -265,7 +271,7 @@ fn gc_locked(
                 plan.delete.len()
             )));
         }
-        warn(&format!(
+        say(format!(
             "the repository holds no snapshot: gc {} every pack ({}) as unused{}; {lost}",
             if dry_run { "would delete" } else { "deletes" },
             plan.delete.len(),
@@ -277,19 +283,19 @@ fn gc_locked(
         ));
     }
     for r in &plan.rescued {
-        warn(&format!(
+        say(format!(
             "{r}; `cairn verify --read-data` reports the damaged copy, which gc removes once \
              it rewrites that pack"
         ));
     }
     for lost in &plan.no_intact_copy {
-        warn(&format!(
+        say(format!(
             "{lost}; `cairn verify --read-data` names the files that lose it, and a backup \
              stores it again where a source still holds it"
         ));
     }
     for (pack, why) in &plan.unindexed_kept {
-        warn(&format!(
+        say(format!(
             "pack {} is not in the index (an index table lost?), but {why}: kept, not \
              deleted; `cairn repair index --read-data` indexes its blobs and drops the \
              damaged copy",
@@ -298,12 +304,13 @@ fn gc_locked(
     }
     if !dry_run && plan.has_work() {
         for w in gc::execute(repo, &plan, lock)? {
-            warn(&w);
+            say(w);
         }
     }
     for w in gc::remove_leftovers(repo, lock, &mut plan, dry_run, opts.others_writing)? {
-        warn(&w);
+        say(w);
     }
+    plan.warnings = said;
     Ok(plan)
 }
 
