@@ -1205,6 +1205,44 @@ fn packs_changed_on_every_try_fail_the_backup_without_a_snapshot() {
     assert_eq!(snaps.as_array().unwrap().len(), 0);
 }
 
+/// A snapshot whose upload the store refuses on every try (its bytes
+/// changed on the way each time) fails the backup, which says the
+/// snapshot may be there all the same where only an answer was lost,
+/// and how to tell.
+#[test]
+fn a_snapshot_upload_that_fails_every_try_says_it_may_be_there() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut repo = S3Repo::new(&server, "snapshot-upload");
+    repo.endpoint = proxy.endpoint();
+    repo.retries = 3;
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 62);
+    init(&repo);
+    proxy.corrupt_puts(u64::MAX, "/snapshots/");
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("the store did not answer its snapshot's upload")
+            && out.stderr.contains("may be in the repository all the same")
+            && out.stderr.contains("`cairn snapshots` says"),
+        "{out}"
+    );
+    proxy.corrupt_puts(0, "");
+    assert_eq!(
+        repo.run(&["snapshots", "--json"])
+            .success()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
 /// A lock is stale only once the store's clock agrees it is old: a
 /// backup whose host's clock lags 31 minutes
 /// (`CAIRN_LOCK_TEST=clock-lag=1860` writes its lock's time that far

@@ -672,7 +672,23 @@ pub fn backup_locked(
     // names (its own, and those it found already stored) may be gone.
     lock.confirm("no snapshot written: run the backup again")?;
     repo.backend()
-        .write(FileKind::Snapshot, &id.to_hex(), &bytes)?;
+        .write(FileKind::Snapshot, &id.to_hex(), &bytes)
+        .map_err(|e| match e.is_transient() {
+            // The store may have taken it and only its answer was lost:
+            // said, so that a snapshot listed after a failed backup is
+            // not taken for a ghost (it is whole, as its data is).
+            true => Error::Advised {
+                advice: format!(
+                    "the backup did not finish: the store did not answer its snapshot's \
+                     upload, which is not damage; snapshot {} may be in the repository all \
+                     the same, if only the answer was lost (`cairn snapshots` says; it is \
+                     whole if so); run the backup again once the store answers",
+                    id.short()
+                ),
+                error: Box::new(e),
+            },
+            false => e,
+        })?;
     lock.after_publishing(
         FileKind::Snapshot,
         &[id.to_hex()],
