@@ -476,21 +476,18 @@ pub fn whole_index(repo: &Repository, doing: &str) -> Result<std::sync::Arc<Inde
 /// cairn's own temporary ones, and are not listed.
 fn refuse_strays(repo: &Repository) -> Result<()> {
     use crate::escape::Show;
-    let strays: Vec<String> = repo
-        .backend()
-        .list(FileKind::Snapshot)?
-        .into_iter()
-        .filter(|n| !is_hex_name(n))
-        .collect();
+    let strays = repo.backend().strays(FileKind::Snapshot)?;
     match strays.first() {
         Some(first) => Err(Error::Invalid(format!(
-            "refusing to collect garbage: snapshots/ holds {} file(s) whose names are no \
-             snapshot id (the first: {}); a snapshot file renamed (a sync tool's conflict \
-             copy, a name changed in case) is read as no snapshot, and its data would be \
-             deleted; rename such a file back to its id (64 lowercase hex digits), or move it \
-             out of snapshots/",
+            "refusing to collect garbage: snapshots/ holds {} entr{} that {} no snapshot \
+             file (the first: {}); a snapshot file renamed (a sync tool's conflict copy, a \
+             name changed in case) or moved into a folder is read as no snapshot, and its \
+             data would be deleted; rename such a file back to its id (64 lowercase hex \
+             digits) in snapshots/, or move it out of snapshots/, then run gc again",
             strays.len(),
-            first.as_bytes().shown()
+            if strays.len() == 1 { "y" } else { "ies" },
+            if strays.len() == 1 { "is" } else { "are" },
+            first.shown()
         ))),
         None => Ok(()),
     }

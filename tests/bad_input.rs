@@ -1513,7 +1513,10 @@ fn a_repository_path_that_is_a_file_is_named_as_one() {
 /// Entries of the wrong type where a repository keeps its files, as a
 /// careless copy or a hand may leave them (a file `packs/zz`, a file
 /// named like a pack folder, a folder named like a snapshot), stop no
-/// command: the listing, verify, gc and a restore go on without them.
+/// command that only reads: the listing, verify and a restore go on
+/// without them. gc refuses while `snapshots/` holds the folder (what is
+/// in `snapshots/` and no snapshot file may be a snapshot moved, whose
+/// data gc would delete), and runs once it is gone.
 #[test]
 fn stray_entries_in_a_repository_stop_no_command() {
     let repo = Repo::new();
@@ -1544,8 +1547,16 @@ fn stray_entries_in_a_repository_stop_no_command() {
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     let out = repo.run(&["verify"]);
     assert_eq!(out.code, 0, "{out}");
-    let out = repo.run(&["gc", "--dry-run"]);
-    assert_eq!(out.code, 0, "{out}");
+    for args in [&["gc", "--dry-run"][..], &["gc"]] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{args:?}: {out}");
+        assert!(
+            out.stderr
+                .contains("snapshots/ holds 1 entry that is no snapshot file"),
+            "{args:?}: {out}"
+        );
+    }
+    fs::remove_dir(repo.path.join("snapshots").join("ab".repeat(32))).unwrap();
     let out = repo.run(&["gc"]);
     assert_eq!(out.code, 0, "{out}");
     let target = repo.scratch("target");

@@ -634,21 +634,47 @@ fn gc_refuses_while_snapshots_holds_files_that_are_no_snapshot() {
     let renamed = backup_saved(&repo, &b, &[]);
     let packs = pack_files(&repo);
     let snapshots = repo.path.join("snapshots");
+    // Renamed by a sync tool, to a name that is not UTF-8 (a Latin-1
+    // suffix), and moved into a folder.
     let conflict = format!("{}.sync-conflict-20261207", renamed.id);
-    fs::rename(snapshots.join(&renamed.id), snapshots.join(&conflict)).unwrap();
-    for args in [&["gc"][..], &["forget", "--keep-last", "5", "--gc"]] {
-        let out = repo.run(args);
-        assert_eq!(out.code, 1, "{args:?}: {out}");
+    let latin1 = {
+        use std::os::unix::ffi::OsStringExt;
+        std::ffi::OsString::from_vec([renamed.id.as_bytes(), b".conflit-\xe9"].concat())
+    };
+    let old = std::path::Path::new("old").join(&renamed.id);
+    for (name, shown) in [
+        (std::ffi::OsString::from(&conflict), conflict.clone()),
+        (latin1, format!("{}.conflit-\\xe9", renamed.id)),
+        (old.clone().into_os_string(), "old".to_string()),
+    ] {
+        let folder = name == old.as_os_str();
+        if folder {
+            fs::create_dir(snapshots.join("old")).unwrap();
+        }
+        fs::rename(snapshots.join(&renamed.id), snapshots.join(&name)).unwrap();
+        for args in [&["gc"][..], &["forget", "--keep-last", "5", "--gc"]] {
+            let out = repo.run(args);
+            assert_eq!(out.code, 1, "{args:?}: {out}");
+            assert!(
+                out.stderr.contains(&format!(
+                    "refusing to collect garbage: snapshots/ holds 1 entry that is no \
+                     snapshot file (the first: {shown})"
+                )),
+                "{args:?}: {out}"
+            );
+            assert_eq!(pack_files(&repo), packs, "{args:?}");
+        }
+        let out = repo.run(&["verify"]);
         assert!(
-            out.stderr.contains(&format!(
-                "refusing to collect garbage: snapshots/ holds 1 file(s) whose names are no \
-                 snapshot id (the first: {conflict})"
-            )),
-            "{args:?}: {out}"
+            out.stdout.contains("1 entry that is no snapshot file")
+                && out.stdout.contains("gc refuses to run while it is there"),
+            "{out}"
         );
-        assert_eq!(pack_files(&repo), packs, "{args:?}");
+        fs::rename(snapshots.join(&name), snapshots.join(&renamed.id)).unwrap();
+        if folder {
+            fs::remove_dir(snapshots.join("old")).unwrap();
+        }
     }
-    fs::rename(snapshots.join(&conflict), snapshots.join(&renamed.id)).unwrap();
     repo.run(&["gc"]).success();
     for s in [&kept, &renamed] {
         assert_restores(&repo, s);

@@ -366,6 +366,9 @@ impl Backend for CachedBackend {
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         self.inner.missing_folders()
     }
+    fn strays(&self, kind: FileKind) -> Result<Vec<Vec<u8>>> {
+        self.inner.strays(kind)
+    }
     fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
         self.inner.not_files(kind)
     }

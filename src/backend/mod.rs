@@ -290,6 +290,21 @@ pub trait Backend: Send + Sync {
         let _ = kind;
         Ok(Vec::new())
     }
+    /// What `kind`'s folder holds that is no file of it, by name, but
+    /// cairn's own temporary files (names starting with `.`): files
+    /// whose names are no id (a sync tool's conflict copy of one, a name
+    /// changed in case, a name that is not UTF-8) and, where the store
+    /// has folders, folders. gc refuses while `snapshots/` holds any: a
+    /// snapshot file renamed or moved is no snapshot to any reader. The
+    /// default: the names a listing gives that are no id.
+    fn strays(&self, kind: FileKind) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .list(kind)?
+            .into_iter()
+            .filter(|n| !crate::id::is_hex_name(n))
+            .map(String::into_bytes)
+            .collect())
+    }
     /// Pack files in another fan-out folder than their name's (moved by
     /// hand), which listings pass over: each as its place in the
     /// repository and the folder it belongs in. Stores without folders

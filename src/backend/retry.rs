@@ -158,6 +158,9 @@ impl Backend for RetryBackend {
     fn missing_folders(&self) -> Result<Vec<&'static str>> {
         self.inner.missing_folders()
     }
+    fn strays(&self, kind: FileKind) -> Result<Vec<Vec<u8>>> {
+        self.retry(|| self.inner.strays(kind))
+    }
     fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
         self.retry(|| self.inner.not_files(kind))
     }

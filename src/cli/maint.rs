@@ -238,8 +238,9 @@ fn gc_locked(
         ..opts.clone()
     };
     let mut plan = gc::plan(repo, &opts)?;
-    // Each warning on standard error, and in the `--json` report.
-    let mut said: Vec<String> = Vec::new();
+    // Each warning on standard error, and in the `--json` report; the
+    // opening's, said on standard error already, in the report too.
+    let mut said: Vec<String> = repo.config_trouble().into_iter().collect();
     let mut say = |msg: String| {
         warn(&msg);
         said.push(msg);

@@ -320,6 +320,31 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
 
+    // What else `snapshots/` holds (a snapshot file renamed by a sync
+    // tool, or moved into a folder): no snapshot to any reader, and gc
+    // refuses while it is there (`gc::refuse_strays`).
+    let strays = backend.strays(FileKind::Snapshot)?;
+    if let Some(first) = strays.first() {
+        use crate::escape::Show;
+        report.warnings.push(problem(
+            "snapshots/",
+            format!(
+                "{} entr{} that {} no snapshot file (the first: {}): a snapshot renamed or \
+                 moved into a folder is read as none, and gc refuses to run while {} there; \
+                 rename such a file back to its id, or move it out of snapshots/",
+                strays.len(),
+                if strays.len() == 1 { "y" } else { "ies" },
+                if strays.len() == 1 { "is" } else { "are" },
+                first.shown(),
+                if strays.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                },
+            ),
+        ));
+    }
+
     // Packs present, with sizes: one listing, not one request per pack.
     let mut packs: HashMap<PackId, u64> = HashMap::new();
     for (name, size) in backend.list_sizes(FileKind::Pack)? {

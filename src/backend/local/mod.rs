@@ -695,6 +695,35 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn strays(&self, kind: FileKind) -> Result<Vec<Vec<u8>>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = Vec::new();
+        for d in self.dirs(kind)? {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::path("list", &d, e)),
+            };
+            for entry in rd {
+                let entry = entry.map_err(|e| Error::path("list", &d, e))?;
+                let name = entry.file_name();
+                let bytes = name.as_bytes();
+                if bytes.starts_with(b".") {
+                    continue;
+                }
+                // A folder among files (packs/ has its fan-out folders,
+                // which `dirs` gives: the files are in them).
+                let folder = kind != FileKind::Pack && entry.file_type().is_ok_and(|t| t.is_dir());
+                let id = std::str::from_utf8(bytes).is_ok_and(crate::id::is_hex_name);
+                if folder || !id {
+                    out.push(bytes.to_vec());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn not_files(&self, kind: FileKind) -> Result<Vec<(String, &'static str)>> {
         let mut out = Vec::new();
         let listed: std::collections::HashSet<String> = self.list(kind)?.into_iter().collect();
