@@ -395,29 +395,18 @@ pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
             continue;
         }
         let id = SnapshotId::from_hex(name)?;
-        match Snapshot::load(backend, key, &id) {
-            Ok(snapshot) => out.good.push(SnapshotEntry { id, snapshot }),
-            Err(e) if e.is_not_found() => {
-                let again = match &mut listed_again {
-                    Some(names) => names,
-                    None => listed_again.insert(backend.list(FileKind::Snapshot)?),
-                };
-                if again.contains(name) {
-                    out.damaged.push(DamagedSnapshot {
-                        id,
-                        reason: NOT_THERE.into(),
-                        refused: false,
-                    });
-                }
-            }
-            Err(e) => match unreadable(&e) {
-                Some(reason) => out.damaged.push(DamagedSnapshot {
+        if !load_into(backend, key, id, &mut out)? {
+            let again = match &mut listed_again {
+                Some(names) => names,
+                None => listed_again.insert(backend.list(FileKind::Snapshot)?),
+            };
+            if again.contains(name) {
+                out.damaged.push(DamagedSnapshot {
                     id,
-                    reason,
-                    refused: e.is_read_refused(),
-                }),
-                None => return Err(e),
-            },
+                    reason: NOT_THERE.into(),
+                    refused: false,
+                });
+            }
         }
     }
     // A name listed that was not there, and not listed again, was removed
@@ -431,25 +420,38 @@ pub fn load_all(backend: &dyn Backend, key: &MasterKey) -> Result<Snapshots> {
             .iter()
             .filter(|n| is_hex_name(n) && !first.contains(n))
         {
-            let id = SnapshotId::from_hex(name)?;
-            match Snapshot::load(backend, key, &id) {
-                Ok(snapshot) => out.good.push(SnapshotEntry { id, snapshot }),
-                // Written and removed again meanwhile.
-                Err(e) if e.is_not_found() => {}
-                Err(e) => match unreadable(&e) {
-                    Some(reason) => out.damaged.push(DamagedSnapshot {
-                        id,
-                        reason,
-                        refused: e.is_read_refused(),
-                    }),
-                    None => return Err(e),
-                },
-            }
+            // Not there: written and removed again meanwhile.
+            load_into(backend, key, SnapshotId::from_hex(name)?, &mut out)?;
         }
     }
     out.good.sort_by_key(SnapshotEntry::order);
     out.damaged.sort_by_key(|d| d.id);
     Ok(out)
+}
+
+/// Reads snapshot `id` into `out`, among the good or the damaged ones;
+/// false where the store has no file of that name, for the caller to
+/// judge. An error that says nothing of the file (see [`unreadable`]) is
+/// returned.
+fn load_into(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    id: SnapshotId,
+    out: &mut Snapshots,
+) -> Result<bool> {
+    match Snapshot::load(backend, key, &id) {
+        Ok(snapshot) => out.good.push(SnapshotEntry { id, snapshot }),
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => match unreadable(&e) {
+            Some(reason) => out.damaged.push(DamagedSnapshot {
+                id,
+                reason,
+                refused: e.is_read_refused(),
+            }),
+            None => return Err(e),
+        },
+    }
+    Ok(true)
 }
 
 /// Why a snapshot file listed twice was not found when read.

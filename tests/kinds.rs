@@ -220,6 +220,22 @@ fn a_file_changed_just_before_its_parent_is_read_again() {
     assert_eq!(summary(&snap, "bytes_read"), 0);
 }
 
+/// A file `db` of 8 KiB of `0`s, made (with its folder) and mapped shared,
+/// "AAAA" written through the map at its start, as a database writes.
+fn mapped_db(db: &std::path::Path) -> memmap2::MmapMut {
+    fs::create_dir_all(db.parent().unwrap()).unwrap();
+    fs::write(db, vec![b'0'; 8192]).unwrap();
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(db)
+        .unwrap();
+    // SAFETY: the file is the test's own, mapped while it runs.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file).unwrap() };
+    map[..4].copy_from_slice(b"AAAA");
+    map
+}
+
 /// A program writing through a shared memory map sets the file's times
 /// only on its first write to a clean page: later writes to the page,
 /// still dirty, move neither mtime nor ctime until writeback has cleaned
@@ -232,16 +248,7 @@ fn a_file_written_through_a_shared_map_after_its_parent_read_it_is_read_again() 
     let repo = Repo::new();
     let src = repo.scratch("src");
     let db = src.join("db");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(&db, vec![b'0'; 8192]).unwrap();
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&db)
-        .unwrap();
-    // SAFETY: the file is this test's own, mapped while it runs.
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file).unwrap() };
-    map[..4].copy_from_slice(b"AAAA");
+    let mut map = mapped_db(&db);
     // Past the clock's tick, so the window of the tick alone trusts it.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let with_window = |args: &[&str]| {
@@ -360,15 +367,7 @@ fn a_parent_begun_after_this_backups_clock_has_every_file_read_again() {
     let src = repo.scratch("src");
     write(&src.join("same"), "unchanged");
     let db = src.join("db");
-    fs::write(&db, vec![b'0'; 8192]).unwrap();
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&db)
-        .unwrap();
-    // SAFETY: the file is this test's own, mapped while it runs.
-    let mut map = unsafe { memmap2::MmapMut::map_mut(&file).unwrap() };
-    map[..4].copy_from_slice(b"AAAA");
+    let mut map = mapped_db(&db);
     let ahead = repo.backup_dated_ahead(&src);
     map[..4].copy_from_slice(b"BBBB");
     map.flush().unwrap();
