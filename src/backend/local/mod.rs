@@ -402,6 +402,16 @@ impl LocalBackend {
     }
 }
 
+/// The folder `d` of the layout, open for listing; `None` where it is not
+/// there (a folder that held nothing may be left out by a copy).
+fn read_folder(d: &Path) -> Result<Option<fs::ReadDir>> {
+    match fs::read_dir(d) {
+        Ok(rd) => Ok(Some(rd)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::path("list", d, e)),
+    }
+}
+
 impl Backend for LocalBackend {
     fn local_folder(&self) -> Option<&Path> {
         Some(&self.root)
@@ -511,10 +521,8 @@ impl Backend for LocalBackend {
         let mut out = Vec::new();
         let mut tmp_dirs = Vec::new();
         for d in self.dirs(kind)? {
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::path("list", &d, e)),
+            let Some(rd) = read_folder(&d)? else {
+                continue;
             };
             for entry in rd {
                 let entry = entry.map_err(|e| Error::path("list", &d, e))?;
@@ -699,10 +707,8 @@ impl Backend for LocalBackend {
         use std::os::unix::ffi::OsStrExt;
         let mut out = Vec::new();
         for d in self.dirs(kind)? {
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::path("list", &d, e)),
+            let Some(rd) = read_folder(&d)? else {
+                continue;
             };
             for entry in rd {
                 let entry = entry.map_err(|e| Error::path("list", &d, e))?;
@@ -728,10 +734,8 @@ impl Backend for LocalBackend {
         let mut out = Vec::new();
         let listed: std::collections::HashSet<String> = self.list(kind)?.into_iter().collect();
         for d in self.dirs(kind)? {
-            let rd = match fs::read_dir(&d) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::path("list", &d, e)),
+            let Some(rd) = read_folder(&d)? else {
+                continue;
             };
             for entry in rd.flatten() {
                 let Ok(name) = entry.file_name().into_string() else {
