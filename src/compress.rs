@@ -95,8 +95,11 @@ fn compress_checked(data: &[u8], level: i32, out: &mut [u8]) -> Option<usize> {
 /// The probes go through one stream, each flushed on its own, so a probe
 /// also counts as compressible where it repeats bytes of a probe before
 /// it: data repeating with a period longer than one probe (a block of
-/// random bytes written over and over) is found, up to about the probes'
-/// bytes together. Longer periods repeat whole chunks, which dedup takes.
+/// random bytes written over and over) is found, where two probes fall on
+/// the same part of the period (see [`jitter`]); periods of 64 KiB and
+/// less are, in chunks of 1 and 8 MiB. A longer period is found less
+/// often, and its data is then stored raw unless the chunker's cuts
+/// repeat with it (DESIGN.md, "Backup pipeline").
 fn looks_compressible(c: &mut Contexts, data: &[u8]) -> bool {
     use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush;
     use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, ResetDirective};
