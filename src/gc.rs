@@ -475,22 +475,33 @@ pub fn whole_index(repo: &Repository, doing: &str) -> Result<std::sync::Arc<Inde
 /// (until December 2026 it was, exit 0). Files starting with `.` are
 /// cairn's own temporary ones, and are not listed.
 fn refuse_strays(repo: &Repository) -> Result<()> {
-    use crate::escape::Show;
-    let strays = repo.backend().strays(FileKind::Snapshot)?;
-    match strays.first() {
-        Some(first) => Err(Error::Invalid(format!(
-            "refusing to collect garbage: snapshots/ holds {} entr{} that {} no snapshot \
-             file (the first: {}); a snapshot file renamed (a sync tool's conflict copy, a \
-             name changed in case) or moved into a folder is read as no snapshot, and its \
-             data would be deleted; rename such a file back to its id (64 lowercase hex \
-             digits) in snapshots/, or move it out of snapshots/, then run gc again",
-            strays.len(),
-            if strays.len() == 1 { "y" } else { "ies" },
-            if strays.len() == 1 { "is" } else { "are" },
-            first.shown()
+    match strays_said(&repo.backend().strays(FileKind::Snapshot)?) {
+        Some(said) => Err(Error::Invalid(format!(
+            "refusing to collect garbage: snapshots/ holds {said}; a snapshot file renamed (a \
+             sync tool's conflict copy, a name changed in case) or moved into a folder is read \
+             as no snapshot, and its data would be deleted; rename such a file back to its id \
+             (64 lowercase hex digits) in snapshots/, or move it out of snapshots/, then run \
+             gc again"
         ))),
         None => Ok(()),
     }
+}
+
+/// `strays` of `snapshots/` (see [`crate::backend::Backend::strays`]) as
+/// gc's refusal and verify's warning name them: "2 entries that are no
+/// snapshot file (the first: …)"; `None` where there are none.
+pub fn strays_said(strays: &[Vec<u8>]) -> Option<String> {
+    use crate::escape::Show;
+    let one = strays.len() == 1;
+    strays.first().map(|first| {
+        format!(
+            "{} entr{} that {} no snapshot file (the first: {})",
+            strays.len(),
+            if one { "y" } else { "ies" },
+            if one { "is" } else { "are" },
+            first.shown()
+        )
+    })
 }
 
 /// Marks live blobs and decides what to do with each pack.

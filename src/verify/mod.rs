@@ -324,18 +324,13 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     // tool, or moved into a folder): no snapshot to any reader, and gc
     // refuses while it is there (`gc::refuse_strays`).
     let strays = backend.strays(FileKind::Snapshot)?;
-    if let Some(first) = strays.first() {
-        use crate::escape::Show;
+    if let Some(said) = crate::gc::strays_said(&strays) {
         report.warnings.push(problem(
             "snapshots/",
             format!(
-                "{} entr{} that {} no snapshot file (the first: {}): a snapshot renamed or \
-                 moved into a folder is read as none, and gc refuses to run while {} there; \
-                 rename such a file back to its id, or move it out of snapshots/",
-                strays.len(),
-                if strays.len() == 1 { "y" } else { "ies" },
-                if strays.len() == 1 { "is" } else { "are" },
-                first.shown(),
+                "{said}: a snapshot renamed or moved into a folder is read as none, and gc \
+                 refuses to run while {} there; rename such a file back to its id, or move it \
+                 out of snapshots/",
                 if strays.len() == 1 {
                     "it is"
                 } else {
