@@ -203,7 +203,8 @@ fn a_repository_without_its_config_in_a_bucket_is_named_and_not_initialised_over
 /// put them (a copy of a snapshot in a sub-folder, another repository
 /// nested under this one's prefix, a pack outside its fan-out folder)
 /// are not the repository's: every command lists past them, and gc
-/// neither counts nor claims to delete them.
+/// neither counts nor claims to delete them; below `snapshots/` gc
+/// refuses while one is there.
 #[test]
 fn objects_at_other_places_under_the_prefix_are_not_the_repositorys() {
     let server = S3Server::start();
@@ -215,7 +216,6 @@ fn objects_at_other_places_under_the_prefix_are_not_the_repositorys() {
     let root = server.data().join("strays/repo");
     let id = "ab".repeat(32);
     let strays = [
-        root.join("snapshots/old").join(&id),
         root.join("index/old").join(&id),
         root.join("keys/old").join(&id),
         root.join("packs").join(&id),
@@ -240,6 +240,32 @@ fn objects_at_other_places_under_the_prefix_are_not_the_repositorys() {
     for p in &strays {
         assert_eq!(fs::read(p).unwrap(), b"not cairn's", "{}", p.display());
     }
+    // But a snapshot file put aside in a folder of `snapshots/` is a
+    // snapshot moved out of every reader's sight: gc refuses while it is
+    // there, as it does locally, rather than delete its data.
+    let snapshot = listed.json()[0]["id"].as_str().unwrap().to_string();
+    let aside = root.join("snapshots/old").join(&snapshot);
+    fs::create_dir_all(aside.parent().unwrap()).unwrap();
+    fs::rename(root.join("snapshots").join(&snapshot), &aside).unwrap();
+    let packs = list_paths(&root.join("packs"));
+    let out = repo.run(&["gc", "--no-cache", "--delete-all"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "snapshots/ holds 1 entry that is no snapshot file (the first: old/{snapshot})"
+        )),
+        "{out}"
+    );
+    assert_eq!(list_paths(&root.join("packs")), packs);
+    let out = repo.run(&["verify", "--no-cache"]);
+    assert!(
+        out.stdout.contains("1 entry that is no snapshot file"),
+        "{out}"
+    );
+    fs::rename(&aside, root.join("snapshots").join(&snapshot)).unwrap();
+    repo.run(&["gc", "--no-cache"]).success();
+    let target = restore_latest(&repo);
+    assert_same_contents(&src, &restored(&target, &src));
 }
 
 /// An object larger than any file of its kind can be (a lock of 6 GiB,

@@ -190,19 +190,27 @@ pub struct S3Backend {
 impl S3Backend {
     /// The files of `kind`, named as the backend names them, with what the
     /// listing says of each.
+    /// Every object under `kind`'s folder, at any depth, each with its
+    /// path from the prefix (`snapshots/abcd…`).
+    fn list_all(&self, kind: FileKind) -> Result<Vec<opendal::Entry>> {
+        let dir = format!("{}/", kind.dir());
+        let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
+        self.run("list", what, self.op.list_with(&dir).recursive(true))
+    }
+
     fn list_entries(&self, kind: FileKind) -> Result<Vec<(String, opendal::Metadata)>> {
         if kind == FileKind::Config {
             return Ok(Vec::new());
         }
-        let dir = format!("{}/", kind.dir());
-        let what = || format!("{dir} in s3://{}/{}", self.opts.bucket, self.opts.prefix);
-        let entries = self.run("list", what, self.op.list_with(&dir).recursive(true))?;
+        let entries = self.list_all(kind)?;
         // Only objects at the place the name gives (`packs/ab/abcd…`,
         // `snapshots/abcd…`): an object of the same name deeper down, or
         // in another pack folder (another repository nested under this
         // prefix, a copy put aside in a sub-folder), is not this
         // repository's, and taken for one it could be neither read nor
         // removed under its name, failing every listing of its kind.
+        // (`strays` names those under `snapshots/`, where gc must not
+        // pass over them.)
         Ok(entries
             .into_iter()
             .filter_map(|e| {
@@ -826,6 +834,39 @@ impl Backend for S3Backend {
             .into_iter()
             .map(|(name, _)| name)
             .collect())
+    }
+
+    fn strays(&self, kind: FileKind) -> Result<Vec<Vec<u8>>> {
+        // Packs lie in fan-out folders, which the names say nothing of:
+        // the default (names that are no id) for them.
+        if matches!(kind, FileKind::Config | FileKind::Pack) {
+            return Ok(self
+                .list(kind)?
+                .into_iter()
+                .filter(|n| !crate::id::is_hex_name(n))
+                .map(String::into_bytes)
+                .collect());
+        }
+        // Elsewhere every object but one at `dir/<id>`: one put aside in a
+        // "sub-folder" (`snapshots/old/<id>`) is as much a snapshot moved
+        // out of readers' sight as a local file moved into a folder, and
+        // no repository nests under another's `snapshots/`. Each is named
+        // by its path below the folder; cairn's own `.`-names pass.
+        let dir = format!("{}/", kind.dir());
+        let mut out: Vec<Vec<u8>> = self
+            .list_all(kind)?
+            .into_iter()
+            .filter_map(|e| {
+                let path = e.path().trim_start_matches('/');
+                let below = path.strip_prefix(&dir)?;
+                let name = below.rsplit('/').next()?;
+                let stray = below.contains('/') || !crate::id::is_hex_name(name);
+                (!name.is_empty() && !name.starts_with('.') && stray)
+                    .then(|| below.as_bytes().to_vec())
+            })
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
