@@ -350,4 +350,18 @@ fn a_reserve_a_little_short_is_said_in_bytes() {
         )),
         "{out}"
     );
+    // gc's report carries it, as every warning gc gives, and it is said
+    // once.
+    let out = run_in(&repo, repo.size() + 4000, &["gc", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let said = "too little free space to set aside";
+    assert_eq!(out.stderr.matches(said).count(), 1, "{out}");
+    let warnings = out.json()["warnings"].as_array().unwrap().clone();
+    assert!(
+        warnings
+            .iter()
+            .filter_map(|w| w.as_str())
+            .any(|w| w.contains(said)),
+        "{out}"
+    );
 }

@@ -311,6 +311,12 @@ fn gc_locked(
     for w in gc::remove_leftovers(repo, lock, &mut plan, dry_run, opts.others_writing)? {
         say(w);
     }
+    // The room set aside for the next gc, taken back from what this one
+    // freed: a report that says all went well must also say when it
+    // could not be.
+    if !dry_run {
+        said.extend(super::top_up_reserve_now(repo));
+    }
     plan.warnings = said;
     Ok(plan)
 }

@@ -1061,8 +1061,33 @@ fn note_reserve_used(bytes: u64) {
 /// is there; says so where it is not and `tell` (commands that free space
 /// tell, backups and init do only when they cannot measure it).
 fn top_up_reserve(repo: &Repository, tell: bool) {
+    if let Some(w) = reserve_shortfall(repo, tell) {
+        if !RESERVE_TOLD.load(std::sync::atomic::Ordering::Relaxed) {
+            warn(&w);
+        }
+    }
+}
+
+/// Set once a command has told of its space reserve itself (gc, so that
+/// its `--json` report carries the warning): the top-up after the
+/// command then does not say it twice.
+static RESERVE_TOLD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tops up the space reserve now, for a command whose report says what
+/// it found: the warning a short reserve gives, if any, which is also
+/// printed, and not again after the command.
+pub(super) fn top_up_reserve_now(repo: &Repository) -> Option<String> {
+    let w = reserve_shortfall(repo, true)?;
+    warn(&w);
+    RESERVE_TOLD.store(true, std::sync::atomic::Ordering::Relaxed);
+    Some(w)
+}
+
+/// Tops up the space reserve, giving what to warn of: a reserve left
+/// short only if `tell`, one that could not be set aside at all always.
+fn reserve_shortfall(repo: &Repository, tell: bool) -> Option<String> {
     match space::replenish(repo) {
-        Ok(space::Reserve::Whole) => {}
+        Ok(space::Reserve::Whole) => None,
         Ok(space::Reserve::Short { held, wanted, free }) if tell => {
             // In bytes where the two would read alike ("16.0 MiB is set
             // aside" of 16.0 MiB wanted, a few KiB short).
@@ -1071,15 +1096,15 @@ fn top_up_reserve(repo: &Repository, tell: bool) {
             } else {
                 (human_bytes(wanted), human_bytes(held))
             };
-            warn(&format!(
+            Some(format!(
                 "the repository's filesystem has too little free space to set aside the \
                  {wanted} that forget and gc need when it is full: {held} is set aside, {} more \
                  is free; make room on it",
                 human_bytes(free)
             ))
         }
-        Ok(space::Reserve::Short { .. }) => {}
-        Err(e) => warn(&format!("could not set aside the space reserve: {e}")),
+        Ok(space::Reserve::Short { .. }) => None,
+        Err(e) => Some(format!("could not set aside the space reserve: {e}")),
     }
 }
 
