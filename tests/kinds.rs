@@ -355,6 +355,33 @@ fn snapshots_of_one_time_stand_in_the_order_they_were_made() {
     assert!(kept.contains(&made[3]) && !kept.contains(&made[2]), "{out}");
 }
 
+/// `snapshots` sizes its host and set columns to their longest names:
+/// each row's kind, sizes and paths stand under their headings.
+#[test]
+fn the_snapshot_listing_stays_in_columns_with_long_names() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("f"), "a");
+    repo.backup(&[&src], &[]);
+    let long = [
+        "--host",
+        "a-rather-long-host.example.com",
+        "--set",
+        "a-set-named-at-length-for-a-db",
+    ];
+    repo.backup(&[&src], &long);
+    let out = repo.run(&["snapshots"]).success();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    let at = |line: &str, word: &str| line.find(word).unwrap_or_else(|| panic!("{word}: {out}"));
+    let kind = at(lines[0], "kind");
+    let paths = at(lines[0], "paths");
+    for row in &lines[1..3] {
+        assert_eq!(at(row, "full"), kind, "{out}");
+        assert_eq!(row.rfind(" /").map(|i| i + 1), Some(paths), "{out}");
+    }
+}
+
 /// A parent that began after this backup's clock (a clock stepped back
 /// since, or ahead then) has a start that no change time can be compared
 /// with: every file is read again, so bytes written through a shared map

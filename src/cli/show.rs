@@ -79,29 +79,45 @@ pub(super) fn run_snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<u8> {
         outln!("{}", json(&all))?;
         return Ok(0);
     }
-    outln!(
-        "{:<8}  {:<25}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  paths",
-        "id",
-        "time",
-        "host",
-        "set",
-        "kind",
-        "size",
-        "added"
-    )?;
-    for e in &all {
-        let s = &e.snapshot;
-        let paths: Vec<_> = s.paths.iter().map(|p| escape(p.as_bytes())).collect();
+    // Columns as wide as their longest host and set name, so that long
+    // ones do not push the rest of their row out of line.
+    let rows: Vec<[String; 8]> = all
+        .iter()
+        .map(|e| {
+            let s = &e.snapshot;
+            let paths: Vec<_> = s.paths.iter().map(|p| escape(p.as_bytes())).collect();
+            [
+                e.id.short(),
+                format_time(s.time_ns),
+                escape(s.host.as_bytes()).into_owned(),
+                escape(s.set.as_bytes()).into_owned(),
+                s.kind.as_str().to_string(),
+                human_bytes(s.summary.total_bytes),
+                human_bytes(s.summary.bytes_stored),
+                paths.join(" "),
+            ]
+        })
+        .collect();
+    let width = |col: usize, least: usize| {
+        rows.iter()
+            .map(|r| r[col].chars().count())
+            .fold(least, usize::max)
+    };
+    let (host, set) = (width(2, 12), width(3, 24));
+    let header = [
+        "id", "time", "host", "set", "kind", "size", "added", "paths",
+    ];
+    for r in std::iter::once(header.map(String::from)).chain(rows) {
         outln!(
-            "{:<8}  {:<25}  {:<12}  {:<24}  {:<12}  {:>10}  {:>10}  {}",
-            e.id.short(),
-            format_time(s.time_ns),
-            escape(s.host.as_bytes()),
-            escape(s.set.as_bytes()),
-            s.kind.as_str(),
-            human_bytes(s.summary.total_bytes),
-            human_bytes(s.summary.bytes_stored),
-            paths.join(" ")
+            "{:<8}  {:<25}  {:<host$}  {:<set$}  {:<12}  {:>10}  {:>10}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7]
         )?;
     }
     outln!("{} snapshot(s)", all.len())?;
