@@ -1634,9 +1634,13 @@ fn paths_after_double_dash_are_backed_up() {
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("not both"), "{out}");
 
-    // An empty argument after `--` (clap refuses one before it) is said
-    // to be one.
-    for args in [&["backup", "--", ""][..], &["backup", "plain", "--", ""]] {
+    // An empty argument, before `--` or after it, is said to be one.
+    for args in [
+        &["backup", "--", ""][..],
+        &["backup", "plain", "--", ""],
+        &["backup", ""],
+        &["backup", "plain", ""],
+    ] {
         let mut c = repo.cmd(args);
         c.current_dir(&dir);
         let out = run(&mut c, None);

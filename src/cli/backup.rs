@@ -28,6 +28,13 @@ enum Kind {
 pub struct BackupArgs {
     /// Files and directories to back up; names starting with `-` go after
     /// `--` (`cairn backup -- -notes`).
+    // An empty one is let through to `run`, which says what usually makes
+    // it so; clap's own refusal ("a value is required … but none was
+    // supplied") read as if no path had been given at all.
+    #[arg(value_parser = clap::builder::TypedValueParser::map(
+        clap::builder::OsStringValueParser::new(),
+        PathBuf::from,
+    ))]
     paths: Vec<PathBuf>,
     /// Backup set (default: host and paths).
     #[arg(long)]
