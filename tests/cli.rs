@@ -1423,6 +1423,17 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
             ],
             "is not an http:// or https:// URL",
         ),
+        (
+            vec![
+                "snapshots",
+                "-r",
+                "s3://bkt/repo",
+                "--s3-endpoint",
+                "http://127.0.0.1:9000",
+                "--s3-virtual-host",
+            ],
+            "is an IP address, and --s3-virtual-host puts the bucket's name in front",
+        ),
         (vec!["init", "-r", ""], "an empty repository path"),
         (
             vec!["backup", "-r", "/nonexistent/repo", "--exclude", "", "/tmp"],

@@ -135,8 +135,10 @@ pub fn parse_url(url: &str) -> Result<(String, String)> {
 }
 
 /// Checks an endpoint URL (`--s3-endpoint`) before anything is sent to it:
-/// `http://` or `https://` and a host, with no query or fragment.
-pub fn check_endpoint(endpoint: &str) -> Result<()> {
+/// `http://` or `https://` and a host, with no query or fragment; with
+/// virtual-host addressing (`virtual_host`), which puts the bucket's name
+/// in front of the host's, a host name rather than an IP address.
+pub fn check_endpoint(endpoint: &str, virtual_host: bool) -> Result<()> {
     let shown = display_endpoint(endpoint);
     let bad = |why: &str| {
         Err(Error::Invalid(format!(
@@ -155,7 +157,31 @@ pub fn check_endpoint(endpoint: &str) -> Result<()> {
         Ok(u) if u.query().is_some() || u.fragment().is_some() => {
             bad("has a query or fragment, which an endpoint cannot have")
         }
+        // It was sent as `bucket.127.0.0.1`, refused as "invalid IPv4
+        // address".
+        Ok(u) if virtual_host && !matches!(u.host(), Some(url::Host::Domain(_))) => {
+            Err(Error::Invalid(format!(
+                "--s3-endpoint {shown:?} is an IP address, and --s3-virtual-host puts the \
+                 bucket's name in front of the endpoint's host name: give the endpoint by a \
+                 host name, or drop --s3-virtual-host for path-style addressing"
+            )))
+        }
         Ok(_) => Ok(()),
+    }
+}
+
+/// The endpoint as requests reach it with virtual-host addressing, the
+/// bucket's name in front of its host's (`http://bkt.minio:9000`), so
+/// that an error names the host that was looked up.
+fn virtual_host_endpoint(shown: &str, bucket: &str) -> String {
+    match url::Url::parse(shown) {
+        Ok(mut u) => match u.host_str().map(|h| format!("{bucket}.{h}")) {
+            Some(host) if u.set_host(Some(&host)).is_ok() => {
+                u.as_str().trim_end_matches('/').to_string()
+            }
+            _ => shown.to_string(),
+        },
+        Err(_) => shown.to_string(),
     }
 }
 
@@ -281,8 +307,12 @@ impl S3Backend {
             unchecked,
             refused: Default::default(),
             rt,
+            endpoint: if opts.virtual_host {
+                virtual_host_endpoint(&shown, &opts.bucket)
+            } else {
+                shown
+            },
             opts,
-            endpoint: shown,
             gate,
             created_bucket: Default::default(),
         })
@@ -1025,7 +1055,7 @@ mod tests {
             "https://s3.example.com/",
             "http://k:s@minio:9000",
         ] {
-            assert!(check_endpoint(ok).is_ok(), "{ok}");
+            assert!(check_endpoint(ok, false).is_ok(), "{ok}");
         }
         for (bad, why) in [
             ("127.0.0.1:9000", "is not an http"),
@@ -1035,14 +1065,32 @@ mod tests {
             ("http://h/?a=b", "query"),
             ("http://h a", "is not a URL"),
         ] {
-            let e = check_endpoint(bad).unwrap_err().to_string();
+            let e = check_endpoint(bad, false).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
         // A secret in the URL is not shown.
-        let e = check_endpoint("ftp://key:secret@h")
+        let e = check_endpoint("ftp://key:secret@h", false)
             .unwrap_err()
             .to_string();
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn virtual_host_addressing_needs_a_host_name() {
+        for ip in ["http://127.0.0.1:9000", "https://[::1]:9000"] {
+            assert!(check_endpoint(ip, false).is_ok(), "{ip}");
+            let e = check_endpoint(ip, true).unwrap_err().to_string();
+            assert!(e.contains("is an IP address"), "{ip}: {e}");
+        }
+        assert!(check_endpoint("http://minio:9000", true).is_ok());
+        assert_eq!(
+            virtual_host_endpoint("http://minio:9000", "bkt"),
+            "http://bkt.minio:9000"
+        );
+        assert_eq!(
+            virtual_host_endpoint("https://s3.example.com", "b"),
+            "https://b.s3.example.com"
+        );
     }
 
     #[test]

@@ -214,7 +214,7 @@ impl Context {
         // Checked whatever the repository, as the other S3 options are: a
         // mistyped endpoint is said before it is needed.
         if let Some(e) = self.global.s3_endpoint.as_deref().filter(|e| !e.is_empty()) {
-            s3::check_endpoint(e).map_err(Error::into_usage)?;
+            s3::check_endpoint(e, self.global.s3_virtual_host).map_err(Error::into_usage)?;
         }
         // A URL is text; a path that is not is a folder's.
         let text = self
