@@ -846,6 +846,54 @@ fn a_server_answering_500_for_a_while_is_ridden_out() {
     assert_same_contents(&src, &restored(&target, &src));
 }
 
+/// A store that stops answering midway through a restore stops the
+/// restore with one error saying so, not an error line for every file of
+/// each pack it was reading when the store went (hundreds of small files
+/// each); a run again, once the store answers, restores the rest.
+#[test]
+fn a_store_going_down_mid_restore_is_one_error_not_one_per_file() {
+    let server = S3Server::start();
+    let proxy = Proxy::start(server.port);
+    let mut repo = S3Repo::new(&server, "outage");
+    init(&repo);
+    let src = repo.scratch.path().join("src");
+    for d in 0..10 {
+        for f in 0..150 {
+            write_random(&src.join(format!("d{d}/f{f}")), d * 1000 + f, 20_000);
+        }
+    }
+    backup_json(&repo, &src);
+    repo.endpoint = proxy.endpoint();
+    repo.retries = 1;
+    // A whole restore, to learn how much it asks of the store.
+    let before = proxy.sent();
+    let (target, out) = restore_into_scratch(&repo, &["restore", "latest", "--no-cache"]);
+    out.success();
+    assert_same_contents(&src, &restored(&target, &src));
+    fs::remove_dir_all(&target).unwrap();
+    let asked = proxy.sent() - before;
+    // The same again, the store gone two thirds into its requests: past
+    // the trees, read first, into the packs of data.
+    proxy.fail_after(asked * 2 / 3, u64::MAX);
+    let (target, out) = restore_into_scratch(&repo, &["restore", "latest", "--no-cache"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("the store did not answer (which is not damage): the rest of the snapshot is not restored"),
+        "{out}"
+    );
+    let errors = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .count();
+    assert!(errors <= 2, "{errors} error lines: {out}");
+    proxy.heal();
+    let (_, again) = restore_into_scratch(&repo, &["restore", "latest", "--no-cache"]);
+    again.success();
+    assert_same_contents(&src, &restored(&target, &src));
+}
+
 #[test]
 fn connections_caps_the_requests_in_flight() {
     let server = S3Server::start();

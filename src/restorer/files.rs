@@ -302,13 +302,10 @@ impl Executor<'_> {
             // An outage (a transient error, retries spent): every pack
             // after would wait out the retries and fail the same way, file
             // after file. The restore stops; run again, it writes what is
-            // missing.
+            // missing. This pack's files are left unfinished as every
+            // file after is, said by the one error below: an error line
+            // for each (hundreds, of small files) named only the outage.
             Err(e) if e.is_transient() => {
-                for (id, _) in blobs {
-                    for &(t, _) in &targets[id] {
-                        tasks[t].fail(format!("blob {}: {e}", id.short()));
-                    }
-                }
                 if let Ok(mut l) = self.lost.lock() {
                     l.get_or_insert(Error::Advised {
                         error: Box::new(e),

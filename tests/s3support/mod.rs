@@ -277,6 +277,17 @@ impl Proxy {
         self.state.trip_at.store(now + bytes, Ordering::SeqCst);
     }
 
+    /// How many bytes clients have sent through the proxy.
+    pub fn sent(&self) -> u64 {
+        self.state.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Passes every connection on again, undoing [`Proxy::fail_after`].
+    pub fn heal(&self) {
+        self.state.trip_at.store(u64::MAX, Ordering::SeqCst);
+        self.state.fail.store(0, Ordering::SeqCst);
+    }
+
     /// How many connections were answered with 500.
     pub fn failures(&self) -> u64 {
         self.state.answered_500.load(Ordering::SeqCst)
