@@ -1896,6 +1896,43 @@ fn a_mirror_of_one_file_removes_nothing_beside_it() {
     assert_eq!(list_paths(&t), paths(&["g.txt", "h.dat"]));
 }
 
+/// A dump backed up from standard input is one file at the snapshot's
+/// root: a mirror restore of it into a folder of other dumps makes that
+/// file the snapshot's and removes nothing beside it. It took the target
+/// for a folder the backup had walked whole, and removed every other
+/// file there, exit 0.
+#[test]
+fn a_mirror_of_a_dump_removes_nothing_beside_it() {
+    let repo = Repo::new();
+    let mut c = repo.cmd(&["backup", "--stdin", "--stdin-filename", "crm.sql"]);
+    run(&mut c, Some(b"crm dump\n")).success();
+    let t = repo.scratch("dumps");
+    write(&t.join("app.sql"), "another database's dump");
+    write(&t.join("crm.sql"), "last week's");
+    write(&t.join("old/crm.sql"), "kept by hand");
+    for dry in [true, false] {
+        let args: &[&str] = if dry {
+            &["--policy", "mirror", "--dry-run"]
+        } else {
+            &["--policy", "mirror"]
+        };
+        let out = repo.restore("latest", &t, args);
+        assert_eq!(counts(&out)[4], 0, "{out}");
+        assert!(!out.stdout.contains("would remove"), "{out}");
+        assert_eq!(
+            list_paths(&t),
+            paths(&["app.sql", "crm.sql", "old", "old/crm.sql"]),
+            "{out}"
+        );
+        let want = if dry { "last week's" } else { "crm dump\n" };
+        assert_eq!(
+            fs::read_to_string(t.join("crm.sql")).unwrap(),
+            want,
+            "{out}"
+        );
+    }
+}
+
 /// `name` in the folder `dir` holds open, as a path the kernel takes
 /// however deep that folder is.
 fn in_dir(dir: &fs::File, name: &str) -> PathBuf {

@@ -494,10 +494,11 @@ pub fn restore(
         others: Vec::new(),
     };
     let mut stats = RestoreStats::default();
+    let given = given_paths(snap);
     let mut planner = Planner {
         repo,
         mirror: opts.policy == Policy::Mirror && !one_file,
-        given: &snap.paths,
+        given: &given,
         includes: &includes,
         excludes: &excludes,
         plan: &mut plan,
@@ -528,7 +529,7 @@ pub fn restore(
         Prune::of(
             start_path.as_slice(),
             left_out_at(repo, snap, subpath)?,
-            &snap.paths,
+            &given,
         )
     } else {
         Prune::All
@@ -550,7 +551,7 @@ pub fn restore(
         if planner.includes_left > 0 {
             planner.note_includes(path, name, true);
         }
-        if excludes.matches_bytes(path, name, true) && !on_way_to_given(path, &snap.paths) {
+        if excludes.matches_bytes(path, name, true) && !on_way_to_given(path, &given) {
             excluded = true;
             break;
         }
@@ -722,13 +723,32 @@ impl Prune {
     }
 }
 
+/// The paths `snap`'s backup was given, as paths of the snapshot's
+/// tree: a stream's file name (`--stdin-filename app.sql`, recorded as
+/// given) lies in the root, as `/app.sql`. (Until December 2026 it was
+/// compared as given, beneath no folder, so a mirror restore of a dump
+/// took the target for a folder the backup had walked whole, and
+/// removed everything else it held.)
+fn given_paths(snap: &Snapshot) -> Vec<String> {
+    snap.paths
+        .iter()
+        .map(|p| {
+            if p.starts_with('/') {
+                p.clone()
+            } else {
+                format!("/{p}")
+            }
+        })
+        .collect()
+}
+
 /// Whether the folder at `abs` (its path in the snapshot, `""` for the
 /// root) lies above one of the paths the backup was `given`, and is
 /// neither one of them nor beneath one, so that its tree holds only the
 /// way down. Given paths are text (not UTF-8 ones escaped, see
 /// [`crate::archiver::path_text`]), so `abs` is compared as such. A
-/// backup of `/` walks every folder whole; a `--stdin` one's root holds
-/// its file and nothing above it. (Until December 2026 a folder was above
+/// backup of `/` walks every folder whole; a `--stdin` one's root is
+/// above its file (see [`given_paths`]). (Until December 2026 a folder was above
 /// as soon as a given path lay beneath it: a backup of `src` and `src/d`
 /// together had a mirror never prune `src`, silently.)
 fn above_given(abs: &[u8], given: &[String]) -> bool {
