@@ -89,10 +89,28 @@ fn a_command_that_cannot_start_makes_no_default_repository() {
     let plain = dir.path().join("plain");
     write(&plain, "#!/bin/sh\necho not executable\n");
     let plain = plain.to_str().unwrap();
+    // Scripts whose interpreter is not there: the kernel's "No such file
+    // or directory" named the script, which is there.
+    let missing = dir.path().join("missing-interpreter");
+    write(&missing, "#!/nonexistent/interp -x\necho dump\n");
+    let crlf = dir.path().join("crlf");
+    write(&crlf, "#!/bin/sh\r\necho dump\r\n");
+    for f in [&missing, &crlf] {
+        chmod(f, 0o755);
+    }
+    let (missing, crlf) = (missing.to_str().unwrap(), crlf.to_str().unwrap());
     for (program, says) in [
         ("no-such-dump-program", "No such file"),
         ("/nonexistent/pg_dump", "No such file"),
         (plain, "ermission denied"),
+        (
+            missing,
+            "its interpreter `/nonexistent/interp`, named on its first line (`#!`), is not there",
+        ),
+        (
+            crlf,
+            "with a carriage return at its end, which is not there: the script has CRLF line ends",
+        ),
     ] {
         let out = run(
             cairn()
@@ -110,6 +128,97 @@ fn a_command_that_cannot_start_makes_no_default_repository() {
         assert!(out.stderr.contains(says), "{program}: {out}");
         assert!(!home.join("data/cairn").exists(), "{program}: {out}");
     }
+}
+
+/// The command runs without the repository's password in its
+/// environment (a dump may run as another user, who could read it from
+/// `/proc`), and is waited for even where whatever started cairn ignored
+/// SIGCHLD, which exec passes on: the kernel then reaped the command
+/// itself, and every dump failed ("No child processes").
+#[test]
+fn the_command_gets_no_password_and_is_waited_for_with_sigchld_ignored() {
+    let repo = Repo::new();
+    let out = backup_command(
+        &repo,
+        &["--stdin-filename", "env"],
+        &[
+            "sh",
+            "-c",
+            "echo \"password=[$CAIRN_PASSWORD]\"; echo \"home=[$HOME]\"",
+        ],
+    )
+    .success();
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let env = fs::read_to_string(target.join("env")).unwrap();
+    assert!(env.starts_with("password=[]\n"), "{env}: {out}");
+    assert!(
+        !env.contains("home=[]"),
+        "the rest of the environment is passed: {env}"
+    );
+
+    let mut c = repo.cmd(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "x",
+        "--",
+    ]);
+    c.args(["sh", "-c", "echo dump; exit 3"]);
+    // SAFETY: sets a signal's disposition between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let failed = run(&mut c, None);
+    assert_eq!(failed.code, 1, "{failed}");
+    assert!(failed.stderr.contains("exited with status 3"), "{failed}");
+    let mut c = repo.cmd(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "x",
+        "--",
+    ]);
+    c.args(["echo", "dump"]);
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    run(&mut c, None).success();
+    assert_eq!(repo.snapshots().len(), 2);
+}
+
+/// What a stream is named is checked before the repository is opened,
+/// as a usage error: a command with no file name (`/`), a name with a
+/// control character (it names the default set too, `host:name`).
+#[test]
+fn a_streams_name_that_cannot_be_is_a_usage_error() {
+    let repo = Repo::new();
+    for (extra, command, says) in [
+        (&[][..], &["/"][..], "the command has no file name"),
+        (
+            &["--stdin-filename", "nl\nname"],
+            &["echo", "x"],
+            "control characters",
+        ),
+        (
+            &["--stdin-filename", "esc\x1b[31m"],
+            &["echo", "x"],
+            "control characters",
+        ),
+    ] {
+        let out = backup_command(&repo, extra, command);
+        assert_eq!(out.code, 2, "{command:?}: {out}");
+        assert!(out.stderr.contains(says), "{command:?}: {out}");
+    }
+    assert!(repo.snapshots().is_empty());
 }
 
 /// A shell reports a pipe's last status: the README's recipe sets

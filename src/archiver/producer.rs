@@ -12,7 +12,10 @@
 //! The command is run without a shell: the first word is looked up in
 //! `PATH`, the others are its arguments as given. It inherits cairn's
 //! standard input, standard error (its messages reach the operator as
-//! they are) and environment. A producer that is dropped before it was
+//! they are) and environment, but for `CAIRN_PASSWORD`: the repository's
+//! password is no business of a database's dump, which may run as
+//! another user (`runuser -u postgres -- pg_dump`), able to read its own
+//! environment. A producer that is dropped before it was
 //! waited for (cairn failed: a repository error, a lock it could not
 //! take) is killed and reaped, so no dump runs on behind a backup that
 //! gave up. One whose cairn is killed (SIGTERM from a timeout or a
@@ -53,9 +56,18 @@ impl Producer {
         let mut command = Command::new(program);
         command
             .args(args)
+            .env_remove("CAIRN_PASSWORD")
             .stdin(Stdio::inherit())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // An ignored SIGCHLD (whatever started cairn may have ignored it,
+        // and exec passes that on) has the kernel reap the command as it
+        // ends, and its exit status, which decides whether the dump is
+        // stored, is lost: every wait failed, "No child processes".
+        // SAFETY: setting a signal's disposition to its default.
+        unsafe {
+            libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        }
         // SAFETY: between fork and exec the closure makes only
         // async-signal-safe system calls (prctl, getppid, kill), and
         // allocates nothing.
@@ -107,29 +119,26 @@ impl Producer {
             }
         };
         let found = if program.as_bytes().contains(&b'/') {
-            runnable(program.as_ref())
+            runnable(program.as_ref()).map(|()| std::path::PathBuf::from(program))
         } else {
             // As `execvp` searches, with its default where PATH is unset.
             let path =
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/bin:/usr/bin".into());
             let mut first = io::Error::from_raw_os_error(libc::ENOENT);
-            let mut any = false;
+            let mut hit = None;
             for dir in std::env::split_paths(&path) {
                 match runnable(&dir.join(program)) {
                     Ok(()) => {
-                        any = true;
+                        hit = Some(dir.join(program));
                         break;
                     }
                     Err(e) if e.kind() == io::ErrorKind::PermissionDenied => first = e,
                     Err(_) => {}
                 }
             }
-            if any {
-                Ok(())
-            } else {
-                Err(first)
-            }
+            hit.ok_or(first)
         };
+        let found = found.and_then(|p| interpreter_found(&p));
         found.map_err(|e| Error::io(format_args!("run `{shown}`"), e))
     }
 
@@ -208,6 +217,49 @@ fn show_status(status: ExitStatus) -> String {
         }
         None => format!("ended with {status}"),
     }
+}
+
+/// Whether the script at `path`, if it is one (`#!` on its first line),
+/// names an interpreter that is there: the kernel's refusal of one that
+/// is not reads as the script itself missing ("No such file or
+/// directory", of a file right there). A line ending in a carriage
+/// return (a script saved with CRLF line ends) names an interpreter
+/// with one at its end, said as such.
+fn interpreter_found(path: &std::path::Path) -> io::Result<()> {
+    let mut head = [0u8; 256];
+    let n = match std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) {
+        Ok(n) => n,
+        // Not readable by this user (execute-only): the kernel reads it.
+        Err(_) => return Ok(()),
+    };
+    let Some(line) = head[..n].strip_prefix(b"#!") else {
+        return Ok(());
+    };
+    let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.trim_ascii_start();
+    let interpreter = line
+        .split(|&b| b == b' ' || b == b'\t')
+        .next()
+        .unwrap_or_default();
+    if interpreter.is_empty() {
+        return Ok(());
+    }
+    let shown = String::from_utf8_lossy(interpreter);
+    let missing = |why: String| Err(io::Error::new(io::ErrorKind::NotFound, why));
+    if let Some(bare) = interpreter.strip_suffix(b"\r") {
+        return missing(format!(
+            "its first line names the interpreter `{}` with a carriage return at its end, \
+             which is not there: the script has CRLF line ends (`sed -i 's/\\r$//' FILE`)",
+            String::from_utf8_lossy(bare)
+        ));
+    }
+    if !std::path::Path::new(std::ffi::OsStr::from_bytes(interpreter)).exists() {
+        return missing(format!(
+            "its interpreter `{}`, named on its first line (`#!`), is not there",
+            shown.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 /// `argv` as a shell command line: words of plain characters as they

@@ -264,7 +264,7 @@ fn command_file_name(command: &[OsString]) -> Result<String> {
         .and_then(|program| Path::new(program).file_name())
         .map(|name| name.to_string_lossy().into_owned())
         .ok_or_else(|| {
-            Error::Invalid(
+            Error::Usage(
                 "--stdin-from-command: the command has no file name to store its output \
                  under; give --stdin-filename"
                     .into(),
@@ -424,6 +424,16 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     if let Some(name) = &stdin_name {
         crate::tree::check_name(name.as_bytes())
             .map_err(|why| Error::Usage(format!("--stdin-filename {name:?}: {why}")))?;
+        // It names the default set too (`host:name`), where a newline or a
+        // terminal escape would stand in every listing, as `--set`
+        // refuses them.
+        let shown = output::escape_controls(name);
+        if shown != name.as_str() {
+            return Err(Error::Usage(format!(
+                "--stdin-filename \"{shown}\": control characters (newlines, tabs, terminal \
+                 escapes, text-direction marks) are not allowed in a stream's name"
+            )));
+        }
         // Longer, it could not be restored under that name on the
         // filesystems restores write to, and a stream has no other.
         if name.len() > NAME_MAX {
