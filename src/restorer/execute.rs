@@ -66,6 +66,28 @@ impl Executor<'_> {
         }
     }
 
+    /// Stops the restore if `e` says the store stopped answering (a
+    /// transient error, its retries spent): every read after would wait
+    /// out the retries and fail the same way, entry after entry. `e` is
+    /// kept, once, as the restore's error, saying so; a run again writes
+    /// what is missing. Any other error is given back.
+    pub(super) fn stop_if_outage(&self, e: Error) -> std::result::Result<(), Error> {
+        if !e.is_transient() {
+            return Err(e);
+        }
+        if let Ok(mut l) = self.lost.lock() {
+            l.get_or_insert(Error::Advised {
+                error: Box::new(e),
+                advice: "the store did not answer (which is not damage): the rest of the \
+                         snapshot is not restored; run the restore again once the store \
+                         answers, and it writes what is missing"
+                    .into(),
+            });
+        }
+        self.halt.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Whether the restore stopped (the target full, or its lock lost):
     /// what is left is not attempted.
     pub(super) fn halted(&self) -> bool {

@@ -299,26 +299,14 @@ impl Executor<'_> {
         let what = format!("pack {}", pack.short());
         let data = match PackBytes::fetch(self.repo.backend(), pack, blobs) {
             Ok(d) => d,
-            // An outage (a transient error, retries spent): every pack
-            // after would wait out the retries and fail the same way, file
-            // after file. The restore stops; run again, it writes what is
-            // missing. This pack's files are left unfinished as every
-            // file after is, said by the one error below: an error line
-            // for each (hundreds, of small files) named only the outage.
-            Err(e) if e.is_transient() => {
-                if let Ok(mut l) = self.lost.lock() {
-                    l.get_or_insert(Error::Advised {
-                        error: Box::new(e),
-                        advice: "the store did not answer (which is not damage): the rest of \
-                                 the snapshot is not restored; run the restore again once \
-                                 the store answers, and it writes what is missing"
-                            .into(),
-                    });
-                }
-                self.halt.store(true, Ordering::Relaxed);
-                return;
-            }
             Err(e) => {
+                // An outage: this pack's files are left unfinished as
+                // every file after is, said by one error (an error line
+                // for each, hundreds of small files, named only the
+                // outage).
+                let Err(e) = self.stop_if_outage(e) else {
+                    return;
+                };
                 // A pack missing, or one that cannot be read at all (a
                 // folder in its place, a file this user may not read): its
                 // blobs from wherever else they are indexed.

@@ -1142,10 +1142,12 @@ impl Planner<'_> {
             let node = match node {
                 Ok(node) => node,
                 Err(e) => {
-                    self.ex.fail(
-                        &self.ex.target.join(&*rel),
-                        format!("the rest of its tree cannot be read, left out: {e}"),
-                    );
+                    if let Err(e) = self.ex.stop_if_outage(e) {
+                        self.ex.fail(
+                            &self.ex.target.join(&*rel),
+                            format!("the rest of its tree cannot be read, left out: {e}"),
+                        );
+                    }
                     names = None;
                     break;
                 }
@@ -1235,10 +1237,14 @@ impl Planner<'_> {
                     let below = match self.repo.dir_nodes(&subtree) {
                         Ok(sub) => self.walk(sub, rel, abs, inc, &sub_twins, sub_prune),
                         Err(e) => {
-                            self.ex.fail(
-                                &self.ex.target.join(&*rel),
-                                format!("its tree cannot be read, left out: {e}"),
-                            );
+                            // An outage stops the restore: the next node
+                            // sees it halted.
+                            if let Err(e) = self.ex.stop_if_outage(e) {
+                                self.ex.fail(
+                                    &self.ex.target.join(&*rel),
+                                    format!("its tree cannot be read, left out: {e}"),
+                                );
+                            }
                             let at = self.dir_at(seq);
                             self.plan.dirs.truncate(at.max(self.dirs_made));
                             continue;

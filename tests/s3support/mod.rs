@@ -211,6 +211,10 @@ struct ProxyState {
     /// Where to list incomplete uploads from, and the most uploads a page
     /// of the listing holds (see [`Proxy::list_uploads`]).
     uploads: Mutex<Option<(PathBuf, usize)>>,
+    /// GETs whose target holds this text, and how many of them still to
+    /// pass before every one after is answered 500 (see
+    /// [`Proxy::refuse_gets`]).
+    refuse: Mutex<Option<(String, u64)>>,
 }
 
 /// The exchange under way on one connection.
@@ -253,6 +257,7 @@ impl Proxy {
             log: Mutex::new(Vec::new()),
             live: Mutex::new(Vec::new()),
             uploads: Mutex::new(None),
+            refuse: Mutex::new(None),
         });
         let st = state.clone();
         std::thread::spawn(move || {
@@ -277,15 +282,24 @@ impl Proxy {
         self.state.trip_at.store(now + bytes, Ordering::SeqCst);
     }
 
+    /// Passes the next `after` GET requests whose target holds `target`,
+    /// then answers every one after with 500 (the server never sees
+    /// them), as a store that stopped answering for those objects would.
+    pub fn refuse_gets(&self, target: &str, after: u64) {
+        *self.state.refuse.lock().unwrap() = Some((target.to_string(), after));
+    }
+
     /// How many bytes clients have sent through the proxy.
     pub fn sent(&self) -> u64 {
         self.state.bytes.load(Ordering::SeqCst)
     }
 
-    /// Passes every connection on again, undoing [`Proxy::fail_after`].
+    /// Passes every connection and request on again, undoing
+    /// [`Proxy::fail_after`] and [`Proxy::refuse_gets`].
     pub fn heal(&self) {
         self.state.trip_at.store(u64::MAX, Ordering::SeqCst);
         self.state.fail.store(0, Ordering::SeqCst);
+        *self.state.refuse.lock().unwrap() = None;
     }
 
     /// How many connections were answered with 500.
@@ -588,10 +602,31 @@ fn serve(st: Arc<ProxyState>, mut client: TcpStream) {
                     st.corrupted.fetch_add(1, Ordering::SeqCst);
                     flip = Some(end + 4);
                 }
-                let listing = (method == "GET")
-                    .then(|| st.uploads.lock().unwrap().clone())
-                    .flatten()
-                    .and_then(|(data, page)| uploads_answer(&data, page, &target));
+                let refused = method == "GET"
+                    && st
+                        .refuse
+                        .lock()
+                        .unwrap()
+                        .as_mut()
+                        .is_some_and(|(text, pass)| {
+                            target.contains(text.as_str())
+                                && pass.checked_sub(1).map(|p| *pass = p).is_none()
+                        });
+                let listing = if refused {
+                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>injected</Message></Error>";
+                    Some((
+                        format!(
+                            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        ),
+                        body.to_string(),
+                    ))
+                } else {
+                    (method == "GET")
+                        .then(|| st.uploads.lock().unwrap().clone())
+                        .flatten()
+                        .and_then(|(data, page)| uploads_answer(&data, page, &target))
+                };
                 let mut log = st.log.lock().unwrap();
                 log.push(Seen {
                     method,
