@@ -62,6 +62,30 @@ fn garbled(kind: FileKind, data: Data) -> Data {
 /// (see [`RetryBackend::read_checked`]).
 pub const REREADS: u32 = 3;
 
+/// `first`, or, where the store is remote (`remote`) and `first` failed
+/// as `again_if` says, what `again` gives, up to [`REREADS`] tries in
+/// all: the first that succeeds, else the last failure. Bytes changed on
+/// their way from a remote store (over plain HTTP, through a faulty
+/// proxy: a download carries no checksum cairn can check) read as damage,
+/// and would be reported, and acted on, as damage in the store.
+pub fn reread<T>(
+    remote: bool,
+    first: Result<T>,
+    again_if: impl Fn(&Error) -> bool,
+    mut again: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut outcome = first;
+    if remote {
+        for _ in 1..REREADS {
+            match &outcome {
+                Err(e) if again_if(e) => outcome = again(),
+                _ => break,
+            }
+        }
+    }
+    outcome
+}
+
 /// Called before each retry with the error, the retry number and the delay.
 pub type RetryHook = Box<dyn Fn(&Error, u32, Duration) + Send + Sync>;
 
@@ -235,6 +259,29 @@ impl Backend for RetryBackend {
 mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
+
+    #[test]
+    fn reread_tries_again_only_where_asked_and_remote() {
+        let bad = || Err::<u32, _>(Error::corrupt("blob", "does not authenticate"));
+        let corrupt = |e: &Error| matches!(e, Error::Corrupt { .. });
+        let tries = std::cell::Cell::new(0);
+        let count = |r: Result<u32>| {
+            tries.set(tries.get() + 1);
+            r
+        };
+        // Damage that stays: REREADS tries in all, the last error kept.
+        assert!(reread(true, bad(), corrupt, || count(bad())).is_err());
+        assert_eq!(tries.replace(0), REREADS - 1);
+        // The second read good.
+        assert_eq!(reread(true, bad(), corrupt, || count(Ok(7))).unwrap(), 7);
+        assert_eq!(tries.replace(0), 1);
+        // Local stores, successes, and errors not asked about: no reread.
+        assert!(reread(false, bad(), corrupt, || count(Ok(7))).is_err());
+        assert_eq!(reread(true, Ok(1), corrupt, || count(Ok(7))).unwrap(), 1);
+        let gone = || Err::<u32, _>(Error::NotFound("pack".into()));
+        assert!(reread(true, gone(), corrupt, || count(Ok(7))).is_err());
+        assert_eq!(tries.get(), 0);
+    }
 
     fn fast(attempts: u32) -> RetryPolicy {
         RetryPolicy {

@@ -685,18 +685,18 @@ impl Repository {
         if matches!(e, Error::WrongPassword { .. }) || e.is_transient() {
             return Err(e);
         }
-        // From a remote store, a config changed on its way (over plain
-        // HTTP, through a faulty proxy) reads as damaged: read again
-        // before the copy is taken for it.
-        let mut e = e;
-        if backend.prefers_ranges() {
-            for _ in 1..crate::backend::retry::REREADS {
-                match open(backend.clone(), "") {
-                    Ok(repo) => return Ok(repo),
-                    Err(again) => e = again,
-                }
-            }
-        }
+        // A config changed on its way reads as damaged: read again before
+        // the copy is taken for it.
+        let remote = backend.prefers_ranges();
+        let e = match crate::backend::retry::reread(
+            remote,
+            Err(e),
+            |_| true,
+            || open(backend.clone(), ""),
+        ) {
+            Ok(repo) => return Ok(repo),
+            Err(e) => e,
+        };
         let Ok(copy) = backend.read(FileKind::Config, CONFIG_COPY) else {
             return Err(e);
         };
@@ -1421,19 +1421,14 @@ impl Repository {
                 loc.length as usize,
             )
         };
-        let mut opened = pack::open_blob(&self.key, id, &read()?, loc.raw_length, &what);
-        // From a remote store, bytes changed on their way (over plain
-        // HTTP, through a faulty proxy) read as damage: read again before
-        // the blob is held damaged.
-        if self.backend.prefers_ranges() {
-            for _ in 1..crate::backend::retry::REREADS {
-                if !matches!(opened, Err(Error::Corrupt { .. })) {
-                    break;
-                }
-                opened = pack::open_blob(&self.key, id, &read()?, loc.raw_length, &what);
-            }
-        }
-        opened
+        let open = || pack::open_blob(&self.key, id, &read()?, loc.raw_length, &what);
+        // Read again before the blob is held damaged.
+        crate::backend::retry::reread(
+            self.backend.prefers_ranges(),
+            open(),
+            |e| matches!(e, Error::Corrupt { .. }),
+            open,
+        )
     }
 
     /// Reads and decodes a tree of nodes (a directory stored in parts is

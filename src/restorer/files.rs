@@ -361,19 +361,16 @@ impl Executor<'_> {
             let Err(e) = self.deliver(&data, id, loc, uses, tasks, &what) else {
                 continue;
             };
-            // From a remote store, bytes changed on their way (over plain
-            // HTTP, through a faulty proxy) read as damage: the blob's
-            // own range once more before it is held damaged.
-            if matches!(e, Error::Corrupt { .. })
-                && self.repo.backend().prefers_ranges()
-                && (1..crate::backend::retry::REREADS).any(|_| {
-                    PackBytes::fetch(self.repo.backend(), pack, &[(*id, *loc)])
-                        .and_then(|again| self.deliver(&again, id, loc, uses, tasks, &what))
-                        .is_ok()
-                })
-            {
+            // The blob's own range again before it is held damaged.
+            let again = || {
+                PackBytes::fetch(self.repo.backend(), pack, &[(*id, *loc)])
+                    .and_then(|again| self.deliver(&again, id, loc, uses, tasks, &what))
+            };
+            let remote = self.repo.backend().prefers_ranges();
+            let corrupt = |e: &Error| matches!(e, Error::Corrupt { .. });
+            let Err(e) = crate::backend::retry::reread(remote, Err(e), corrupt, again) else {
                 continue;
-            }
+            };
             // A damaged index entry makes a blob unreadable, never wrong;
             // the pack's authenticated header says where it really is.
             let header = header.get_or_insert_with(|| self.pack_header(pack, &data, &what));
