@@ -307,8 +307,8 @@ impl IndexSet {
             }
         }
         for t in tables {
-            if let Some(i) = t.find(id) {
-                let (_, loc) = t.location_at(i)?;
+            if let Some(found) = t.find_location(id) {
+                let (_, loc) = found?;
                 if usable(&loc.pack) {
                     return Ok(Some(loc));
                 }
@@ -401,6 +401,9 @@ impl IndexSet {
                 t.data.release_range(bytes);
                 start = end;
             }
+            // Pages a window's fault mapped with its folio, of windows
+            // released before among them.
+            t.data.release_range(0..t.data.len());
         }
         filter
     }

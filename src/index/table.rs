@@ -19,6 +19,9 @@ pub struct IndexTable {
     pub(super) dir: std::sync::OnceLock<Directory>,
     /// Lookups made without a directory.
     probes: std::sync::atomic::AtomicUsize,
+    /// The pack list, read with `pread` for a directory not in the map
+    /// (36 bytes a pack), so that lookups through it map no page.
+    pack_list: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// Entries a lookup without a directory reads at once (3 KiB, within
@@ -48,18 +51,29 @@ impl<'t> Window<'t> {
         }
     }
 
+    /// Reads entries `start..start + len` (at most [`WINDOW`]).
+    fn load(&mut self, start: usize, len: usize) {
+        self.start = start;
+        self.len = len.min(WINDOW).min(self.table.entries - start);
+        let bytes = &mut self.buf[..self.len * ENTRY_REC];
+        self.table
+            .data
+            .read_at(self.table.entry_offset(self.start), bytes);
+    }
+
     /// The id of entry `i`, reading its window first if need be.
     fn id(&mut self, i: usize) -> [u8; 32] {
         if !(self.start..self.start + self.len).contains(&i) {
-            self.start = i - i % WINDOW;
-            self.len = WINDOW.min(self.table.entries - self.start);
-            let bytes = &mut self.buf[..self.len * ENTRY_REC];
-            self.table
-                .data
-                .read_at(self.table.entry_offset(self.start), bytes);
+            self.load(i - i % WINDOW, WINDOW);
         }
         let at = (i - self.start) * ENTRY_REC;
         self.buf[at..at + 32].try_into().expect("32")
+    }
+
+    /// Entry `i`'s whole record, if the window read last holds it.
+    fn record(&self, i: usize) -> Option<[u8; ENTRY_REC]> {
+        let at = i.checked_sub(self.start).filter(|&k| k < self.len)? * ENTRY_REC;
+        self.buf[at..at + ENTRY_REC].try_into().ok()
     }
 }
 
@@ -72,7 +86,23 @@ impl<'t> Window<'t> {
 pub(super) struct Directory {
     shift: u32,
     starts: Vec<u32>,
+    /// Whether lookups through it read the entries in the map (the table
+    /// was mapped whole to build it) or with `pread` (see
+    /// [`IndexTable::find`]).
+    mapped: bool,
 }
+
+/// A table larger than this (in bytes) that earns a directory through
+/// its lookups alone (see [`IndexTable::find`]) is read for it a window
+/// at a time, and searched through it with `pread`, never mapped whole.
+const MAPPED_DIRECTORY_MAX: usize = 2 << 20;
+
+/// Entries read at a time to build a directory without mapping the table
+/// whole: 16 MiB of them, mapped and unmapped again.
+#[cfg(not(test))]
+const BUILD_WINDOW: usize = (16 << 20) / ENTRY_REC;
+#[cfg(test)]
+const BUILD_WINDOW: usize = 1000;
 
 /// The most of a mapped file a page fault may map at once: the kernel
 /// maps the whole folio of page cache holding the page, and folios are
@@ -133,6 +163,7 @@ impl IndexTable {
             kind: None,
             dir: std::sync::OnceLock::new(),
             probes: std::sync::atomic::AtomicUsize::new(0),
+            pack_list: std::sync::OnceLock::new(),
         };
         // The first pack's record lies in the header's page. One of an
         // unknown kind leaves the table searched for both (`check`, which
@@ -176,23 +207,63 @@ impl IndexTable {
     /// lookup miss an entry that is there, never find a wrong one, as
     /// without the directory.
     pub fn build_directory(&self) {
+        self.build_directory_as(true);
+    }
+
+    /// [`IndexTable::build_directory`]; with `mapped` false the table is
+    /// read a [`BUILD_WINDOW`] at a time, each window unmapped again, and
+    /// lookups through the directory read their entries with `pread`, so
+    /// the table's pages never count in this process's memory.
+    fn build_directory_as(&self, mapped: bool) {
         if self.entries < DIRECTORY_FROM || self.entries > u32::MAX as usize {
             return;
         }
         self.dir.get_or_init(|| {
-            // Every page is read: map them at once, not a fault each.
-            self.data.populate();
             let bits = directory_bits(self.entries);
             let shift = 64 - bits;
             let mut starts = Vec::with_capacity((1 << bits) + 1);
-            for i in 0..self.entries {
-                let prefix = (self.key_at(i) >> shift) as usize;
-                while starts.len() <= prefix {
-                    starts.push(i as u32);
+            let mut start = 0;
+            while start < self.entries {
+                let end = if mapped {
+                    // Every page is read: map them at once, not a fault
+                    // each.
+                    self.data.populate();
+                    self.entries
+                } else {
+                    let end = (start + BUILD_WINDOW).min(self.entries);
+                    self.data.populate_range(self.entry_range(start..end));
+                    end
+                };
+                for i in start..end {
+                    let prefix = (self.key_at(i) >> shift) as usize;
+                    while starts.len() <= prefix {
+                        starts.push(i as u32);
+                    }
                 }
+                if !mapped {
+                    self.data.release_range(self.entry_range(start..end));
+                }
+                start = end;
+            }
+            // A window's fault maps the whole large folio of page cache
+            // around it (up to 2 MiB), pages of windows released before
+            // among them: released again, all at once.
+            if !mapped {
+                self.data.release_range(0..self.data.len());
             }
             starts.resize((1 << bits) + 1, self.entries as u32);
-            Directory { shift, starts }
+            if !mapped {
+                self.pack_list.get_or_init(|| {
+                    let mut list = vec![0u8; self.packs * PACK_REC];
+                    self.data.read_at(HEAD, &mut list);
+                    list
+                });
+            }
+            Directory {
+                shift,
+                starts,
+                mapped,
+            }
         });
     }
 
@@ -249,7 +320,14 @@ impl IndexTable {
                 format!("entry names pack number {n} of {}", self.packs),
             ));
         }
-        let rec = &self.data[HEAD + n * PACK_REC..HEAD + (n + 1) * PACK_REC];
+        // Where entries are not read in the map (see
+        // [`IndexTable::entry_at`]), nor is the pack list: its folio would
+        // be mapped, up to 2 MiB.
+        let at = n * PACK_REC;
+        let rec = match self.pack_list.get() {
+            Some(list) => &list[at..at + PACK_REC],
+            None => &self.data[HEAD + at..HEAD + at + PACK_REC],
+        };
         let kind = BlobKind::from_byte(rec[32]).ok_or_else(|| {
             Error::corrupt(format!("index {}", self.id.short()), "unknown blob kind")
         })?;
@@ -262,7 +340,22 @@ impl IndexTable {
     /// bounds are all that keep a damaged entry from asking a reader for
     /// gigabytes.
     pub fn entry_at(&self, i: usize) -> Result<Entry> {
-        let rec = self.entry_bytes(i);
+        // Read as its search was (see [`IndexTable::find`]): a large
+        // table's entry through the map would map the whole folio around
+        // it, and lookups that find every chunk (a no-change backup's)
+        // the whole table.
+        let mut copy = [0u8; ENTRY_REC];
+        let rec = if self.searched_in_map() {
+            self.entry_bytes(i)
+        } else {
+            self.data.read_at(self.entry_offset(i), &mut copy);
+            &copy[..]
+        };
+        self.decode_entry(rec)
+    }
+
+    /// The entry whose record is `rec`.
+    fn decode_entry(&self, rec: &[u8]) -> Result<Entry> {
         let word = |o: usize| u32::from_le_bytes(rec[o..o + 4].try_into().expect("4"));
         let entry = Entry {
             id: BlobId(rec[..32].try_into().expect("32")),
@@ -288,6 +381,17 @@ impl IndexTable {
     /// The location stored in entry `i`.
     pub fn location_at(&self, i: usize) -> Result<(BlobId, Location)> {
         let e = self.entry_at(i)?;
+        self.location_of(e)
+    }
+
+    /// The location the entry whose record is `rec` gives.
+    fn decode_location(&self, rec: &[u8]) -> Result<(BlobId, Location)> {
+        let e = self.decode_entry(rec)?;
+        self.location_of(e)
+    }
+
+    /// The location entry `e` gives.
+    fn location_of(&self, e: Entry) -> Result<(BlobId, Location)> {
         let (pack, kind) = self.pack(e.pack as usize)?;
         Ok((
             e.id,
@@ -310,27 +414,75 @@ impl IndexTable {
     /// kernel maps the whole large folio (up to 2 MiB) around a page a
     /// lookup touches, so a few thousand lookups in a large table would
     /// otherwise add most of it to this process's memory. Once a table
-    /// has had a lookup per 16 entries it gets a directory, whose build
-    /// reads it whole (as gc's and verify's do), since such lookups
-    /// repay it. Tables of fewer than [`DIRECTORY_FROM`] entries are
-    /// searched in the map.
+    /// has had a lookup per 16 entries it gets a directory, since such
+    /// lookups repay it: a table of up to [`MAPPED_DIRECTORY_MAX`] bytes
+    /// is then mapped whole, and searched in the map; a larger one is
+    /// read a window at a time, and searched through the directory with
+    /// one `pread` a lookup. A backup that keeps an unchanged file's
+    /// chunks looks each one up (see `BlobWriter::first_missing`): every
+    /// table of chunks gets a directory, and mapping them whole made a
+    /// no-change backup's memory grow with the repository, about 47
+    /// bytes a chunk (until December 2026). gc, verify and restore build
+    /// directories of mapped tables first (see
+    /// [`IndexTable::build_directory`]). Tables of fewer than
+    /// [`DIRECTORY_FROM`] entries are searched in the map.
     pub fn find(&self, id: &BlobId) -> Option<usize> {
+        self.find_record(id).map(|(i, _)| i)
+    }
+
+    /// Where `id` is stored, as [`IndexTable::location_at`] gives it, if
+    /// the table holds it. Where the search read the entry with `pread`,
+    /// its record is taken from what that read, not read again.
+    pub fn find_location(&self, id: &BlobId) -> Option<Result<(BlobId, Location)>> {
+        let (i, record) = self.find_record(id)?;
+        Some(match record {
+            Some(rec) => self.decode_location(&rec),
+            None => self.location_at(i),
+        })
+    }
+
+    /// [`IndexTable::find`], with the entry's record where the search read
+    /// it with `pread` (`None` where it was read in the map).
+    fn find_record(&self, id: &BlobId) -> Option<(usize, Option<[u8; ENTRY_REC]>)> {
+        let in_map = |i: usize| (i, None);
         if let Some(dir) = self.dir.get() {
             let p = (id_prefix(&id.0) >> dir.shift) as usize;
             let (lo, hi) = (dir.starts[p] as usize, dir.starts[p + 1] as usize);
-            return Self::bisect(lo, hi, |i| compare(self.entry_bytes(i), id));
+            if dir.mapped {
+                return Self::bisect(lo, hi, |i| compare(self.entry_bytes(i), id)).map(in_map);
+            }
+            // The range, an entry or two, in one read of just those.
+            let mut window = Window::new(self);
+            if lo < hi {
+                window.load(lo, hi - lo);
+            }
+            let i = Self::bisect(lo, hi, |i| compare(&window.id(i), id))?;
+            return Some((i, window.record(i)));
         }
         if self.entries < DIRECTORY_FROM {
-            return self.search(id, |i| self.entry_bytes(i)[..32].try_into().expect("32"));
+            return self
+                .search(id, |i| self.entry_bytes(i)[..32].try_into().expect("32"))
+                .map(in_map);
         }
         let probes = self
             .probes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if probes + 1 == self.entries / 16 {
-            self.build_directory();
+            self.build_directory_as(self.data.len() <= MAPPED_DIRECTORY_MAX);
         }
         let mut window = Window::new(self);
-        self.search(id, |i| window.id(i))
+        let i = self.search(id, |i| window.id(i))?;
+        Some((i, window.record(i)))
+    }
+
+    /// Whether [`IndexTable::find`] reads this table's entries in its map
+    /// (a small table, or one given a mapped directory), rather than
+    /// with `pread`.
+    fn searched_in_map(&self) -> bool {
+        match self.dir.get() {
+            Some(dir) => dir.mapped,
+            None => self.entries < DIRECTORY_FROM,
+        }
     }
 
     /// Lookups this table had without a directory.

@@ -243,7 +243,11 @@ fn resident_kib(at: *const u8) -> u64 {
 
 /// A table mapped from a file is searched without mapping its pages
 /// (its entries are read with `pread`) until it has had a lookup per 16
-/// entries; then it gets a directory, whose build maps it whole.
+/// entries; then it gets a directory. A table of more than 2 MiB (64,000
+/// entries, 3 MiB) is read for it a window at a time and searched
+/// through it with `pread`, so its pages never count in the process's
+/// memory: a no-change backup looks up every chunk it keeps, and mapping
+/// such tables made its memory grow with the repository.
 #[test]
 fn lookups_map_no_page_of_a_table_until_its_directory_pays() {
     let key = MasterKey::generate();
@@ -272,10 +276,60 @@ fn lookups_map_no_page_of_a_table_until_its_directory_pays() {
         assert_eq!(t.find(id), None);
     }
     assert!(t.dir.get().is_some(), "no directory after 5,000 lookups");
-    assert!(resident_kib(at) > 0);
+    let mut found = Vec::new();
     for id in present.iter().step_by(97) {
-        let i = t.find(id).expect("found through the directory");
+        found.push(t.find(id).expect("found through the directory"));
+        // Where it is, as a backup asks of every chunk it keeps: read
+        // with the search, not through the map.
+        let (at_id, loc) = t.find_location(id).expect("found").unwrap();
+        assert_eq!(at_id, *id);
+        assert_eq!((loc.offset, loc.length, loc.pack), (12, 1, PackId([1; 32])));
+    }
+    for id in &absent {
+        assert_eq!(t.find(id), None);
+        assert!(t.find_location(id).is_none());
+    }
+    assert_eq!(resident_kib(at), 0, "the directory mapped the table");
+    for &i in found.iter().take(50) {
+        t.entry_at(i).unwrap();
+    }
+    assert_eq!(resident_kib(at), 0, "reading an entry mapped the table");
+    for (i, id) in found.into_iter().zip(present.iter().step_by(97)) {
         assert_eq!(t.id_at(i), *id);
+    }
+}
+
+/// A table of up to 2 MiB that earns a directory through its lookups is
+/// mapped whole for it, and searched in the map (a lookup then costs no
+/// system call); every id is found, none absent.
+#[test]
+fn a_small_table_earns_a_mapped_directory() {
+    let key = MasterKey::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let present = ids(0, 30_000);
+    let (id, bytes) = table_bytes(&key, &present);
+    assert!(bytes.len() <= 2 << 20, "{} bytes", bytes.len());
+    let path = dir.path().join("table");
+    std::fs::write(&path, bytes).unwrap();
+    let map = crate::mmap::Map::open_keeping(&path).unwrap();
+    let t = IndexTable::parse(id, Data::Mapped(map)).unwrap();
+    let at = t.data.as_ptr();
+    for id in present.iter().take(30_000 / 16) {
+        assert!(t.find(id).is_some(), "{id} not found");
+    }
+    assert!(
+        t.dir.get().is_some(),
+        "no directory after a lookup per 16 entries"
+    );
+    assert!(
+        resident_kib(at) > 0,
+        "the table was not mapped for its directory"
+    );
+    for id in &present {
+        assert!(t.find(id).is_some(), "{id} not found through the directory");
+    }
+    for id in &ids(1_000_000, 1_000) {
+        assert_eq!(t.find(id), None);
     }
 }
 
