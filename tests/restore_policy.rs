@@ -2756,6 +2756,16 @@ fn an_extended_attribute_that_cannot_be_read_is_reported() {
         out.stderr.contains("the next backup reads it again"),
         "{out}"
     );
+    // Both entries are in the snapshot, and the summary says so (it
+    // counted them among entries "not in snapshot").
+    let id = out.json()["id"].as_str().unwrap()[..8].to_string();
+    assert!(
+        out.stderr.contains(&format!(
+            "2 entries are in snapshot {id} without extended attributes that could not be read"
+        )),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("not in snapshot"), "{out}");
 
     // Racy entries are read again anyway: none is here.
     let mut c = repo.cmd(&["backup", "--json"]);

@@ -28,6 +28,11 @@ mod walk;
 
 pub use producer::Producer;
 
+/// How a warning of an entry stored without extended attributes it could
+/// not read ends: the entry is in the snapshot, unlike one that could not
+/// be read at all.
+pub const STORED_WITHOUT_XATTRS: &str = "; stored without it, the next backup reads it again";
+
 use crate::escape::Show;
 use std::collections::BTreeMap;
 use std::ffi::OsString;

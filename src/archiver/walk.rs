@@ -1265,10 +1265,7 @@ fn read_file(
 /// a word. Its node's change time is stored as
 /// [`crate::tree::CTIME_UNREAD`], so the next backup reads them again.
 fn xattrs_unread(path: &Path, why: &str) -> String {
-    format!(
-        "{}: {why}; stored without it, the next backup reads it again",
-        path.shown()
-    )
+    format!("{}: {why}{}", path.shown(), super::STORED_WITHOUT_XATTRS)
 }
 
 /// Files of more than this many bytes are checked, once read, for a

@@ -579,10 +579,31 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             result.id.short()
         ));
     }
-    if !result.warnings.is_empty() {
+    // An entry whose extended attributes could not be read is in the
+    // snapshot all the same: said apart (they were counted among the
+    // entries "not in" it).
+    let partly = result
+        .warnings
+        .iter()
+        .filter(|w| w.ends_with(crate::archiver::STORED_WITHOUT_XATTRS))
+        .count();
+    let unread = result.warnings.len() - partly;
+    if unread > 0 {
         warn(&format!(
-            "{} entries could not be read and are not in snapshot {}",
-            result.warnings.len(),
+            "{unread} {} could not be read and {} not in snapshot {}",
+            if unread == 1 { "entry" } else { "entries" },
+            if unread == 1 { "is" } else { "are" },
+            result.id.short()
+        ));
+    }
+    if partly > 0 {
+        warn(&format!(
+            "{partly} {} in snapshot {} without extended attributes that could not be read",
+            if partly == 1 {
+                "entry is"
+            } else {
+                "entries are"
+            },
             result.id.short()
         ));
     }
