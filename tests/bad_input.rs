@@ -1285,7 +1285,23 @@ fn init_refuses_a_folder_that_holds_other_files() {
     write(&home.join("notes.txt"), "mine");
     let photos = dir.path().join("photos");
     write(&photos.join("snapshots/holiday.jpg"), "mine too");
-    for (folder, names) in [(&home, "notes.txt"), (&photos, "snapshots/holiday.jpg")] {
+    // Inside a pack fan-out folder: a file of another name, and a pack
+    // of another folder's (it was taken for nothing).
+    let fanned = dir.path().join("fanned");
+    write(&fanned.join("packs/ab/notes"), "mine as well");
+    let moved = dir.path().join("moved");
+    let pack = "cd".repeat(32);
+    write(
+        &moved.join("packs/ab").join(&pack),
+        "a pack put in the wrong folder",
+    );
+    let pack_place = format!("packs/ab/{pack}");
+    for (folder, names) in [
+        (&home, "notes.txt"),
+        (&photos, "snapshots/holiday.jpg"),
+        (&fanned, "packs/ab/notes"),
+        (&moved, pack_place.as_str()),
+    ] {
         let before = list_paths(folder);
         // Opened, it is no repository (exit 10), and the way on is not an
         // `init`, which refuses it.

@@ -497,6 +497,21 @@ impl Backend for LocalBackend {
                 if !(crate::id::is_hex_name(&n) || n.starts_with('.') || fan_out) {
                     out.push(format!("{name}/{n}"));
                 }
+                // In a fan-out folder, only its packs (a file of another
+                // name there, or a pack of another folder's, was taken
+                // for nothing, and a repository made over it).
+                if fan_out {
+                    let Ok(packs) = fs::read_dir(f.path()) else {
+                        continue;
+                    };
+                    for p in packs.flatten() {
+                        let file = p.file_name().to_string_lossy().into_owned();
+                        let home = crate::id::is_hex_name(&file) && file.starts_with(n.as_str());
+                        if !(home || file.starts_with('.')) {
+                            out.push(format!("{name}/{n}/{file}"));
+                        }
+                    }
+                }
             }
         }
         out.sort();
