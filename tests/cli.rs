@@ -232,6 +232,17 @@ fn default_repository_is_created_with_a_generated_password() {
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains("No such file"), "{out}");
     assert!(!data_home.exists() && !config_home.exists(), "{out}");
+    // Before it is made, a reader says how it comes to be: by a backup,
+    // or `init` given a password (`init` alone refuses for want of one).
+    let mut c = cmd(&["snapshots"]);
+    c.env_remove("CAIRN_PASSWORD").env_remove("CAIRN_REPO");
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 10, "{out}");
+    assert!(
+        out.stderr
+            .contains("the default repository is made by the first `cairn backup`"),
+        "{out}"
+    );
 
     let out = run(&mut cmd(&["backup", "--json", src.to_str().unwrap()]), None).success();
     let snap = out.json();

@@ -506,7 +506,19 @@ impl Context {
                 .is_ok()
         };
         if !backend.exists().map_err(refused)? && !copied() {
-            return Err(crate::repo::missing(backend.as_ref()));
+            let missing = crate::repo::missing(backend.as_ref());
+            // The default repository is made by the first backup, with a
+            // random password; `init` alone wants one chosen.
+            if let (Place::Local(_, true), Error::RepoMissing(m)) = (self.place()?, &missing) {
+                if let Some(at) = m.strip_suffix(" (create one with `cairn init`)") {
+                    return Err(Error::RepoMissing(format!(
+                        "{at}: the default repository is made by the first `cairn backup` \
+                         (with a random password, kept in a file it names), or by `cairn \
+                         init` given a password (CAIRN_PASSWORD or --password-file)"
+                    )));
+                }
+            }
+            return Err(missing);
         }
         if let Some((f, what, exported)) = exported {
             let repo = Repository::open_exported(backend, exported, &what).map_err(refused)?;
