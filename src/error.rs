@@ -207,6 +207,15 @@ impl Error {
                 "{done}: the store did not answer, which is not damage; run it again once the \
                  store answers"
             )
+        } else if let (true, Error::Backend { detail, .. }) = (self.is_read_refused(), &self) {
+            // A remote store's refusal is the credentials', the bucket's
+            // policy's or the clock's, whichever user of this host runs it.
+            let mend = if detail.contains("RequestTimeTooSkewed") {
+                "set this host's clock right (NTP)"
+            } else {
+                "check the credentials and the bucket's policy"
+            };
+            format!("{done}: the store refused a read (access denied), which is not damage; {mend}")
         } else if self.is_read_refused() {
             format!(
                 "{done}: the store refused a read (no permission), which is not damage; run it \

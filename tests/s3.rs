@@ -326,6 +326,10 @@ fn credentials_never_appear_in_output_or_the_repository() {
     assert!(!denied.stderr.contains("retry"), "{denied}");
     // The bucket's refusal is no local user's to mend.
     assert!(!denied.stderr.contains("run cairn as a user"), "{denied}");
+    assert!(
+        !denied.stderr.contains("as a user who may read"),
+        "{denied}"
+    );
     let reqs = proxy.requests();
     assert_eq!(reqs.len(), 1, "one request, no retry: {reqs:#?}");
     outputs.push(denied);
