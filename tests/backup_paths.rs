@@ -629,6 +629,16 @@ fn messages_name_bytes_that_are_not_utf8_as_escapes() {
     let want = format!("{text}/caf\\xe9/gone\\xe8 in the snapshot");
     assert!(out.stderr.contains(&want), "{want}: {out}");
     assert!(!out.stderr.contains('\u{fffd}'), "{out}");
+    // A folder on the way missing: it, and the path asked for.
+    let mut c = repo.cmd(&["ls", "latest"]);
+    c.arg(e9.join(OsStr::from_bytes(b"gone\xe8/deeper/f")));
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 1, "{out}");
+    let want = format!(
+        "path {text}/caf\\xe9/gone\\xe8 in the snapshot, on the way to \
+         {text}/caf\\xe9/gone\\xe8/deeper/f, not found"
+    );
+    assert!(out.stderr.contains(&want), "{want}: {out}");
 
     // Given to a backup: the path that does not exist.
     let mut c = repo.cmd(&["backup"]);

@@ -1468,7 +1468,14 @@ impl Repository {
             let node = dir
                 .find(|n| n.as_ref().map_or(true, |n| n.name.0 == *comp))
                 .ok_or_else(|| {
-                    Error::NotFound(format!("path {} in the snapshot", named(&at, comp)))
+                    // The path asked for too, where a folder on the way to
+                    // it is what is missing.
+                    let way = if i + 1 < comps.len() {
+                        format!(", on the way to {},", crate::escape::Show::shown(path))
+                    } else {
+                        String::new()
+                    };
+                    Error::NotFound(format!("path {} in the snapshot{way}", named(&at, comp)))
                 })??;
             match &node.kind {
                 NodeKind::Dir { subtree } => {
