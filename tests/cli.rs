@@ -82,6 +82,15 @@ fn stdin_backup_restores_byte_for_byte() {
         assert_eq!(out.code, 2, "{bad}: {out}");
     }
     assert_eq!(repo.snapshots().len(), 2);
+    // Without a name, it says what to give, and no usage line making
+    // paths or --repo out to be required.
+    let out = repo.run_stdin(&["backup", "--stdin"], b"x");
+    assert_eq!(out.code, 2, "{out}");
+    assert!(
+        out.stderr.contains("--stdin needs --stdin-filename NAME")
+            && !out.stderr.contains("Usage:"),
+        "{out}"
+    );
 
     // Options that choose what a walk of paths reads are refused with a
     // stream, as usage errors (they were dropped without a word).

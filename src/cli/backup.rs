@@ -62,8 +62,9 @@ pub struct BackupArgs {
     /// path given is walked on its own filesystem, even a mount point).
     #[arg(long, short = 'x')]
     one_file_system: bool,
-    /// Back up standard input as one file.
-    #[arg(long, requires = "stdin_filename")]
+    /// Back up standard input as one file (named by --stdin-filename,
+    /// which it needs).
+    #[arg(long)]
     stdin: bool,
     /// Run the command given after `--` (without a shell) and back up its
     /// standard output as one file; no snapshot is written unless it
@@ -367,6 +368,15 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     if !a.stdin_from_command {
         let more = std::mem::take(&mut a.command);
         a.paths.extend(more.into_iter().map(PathBuf::from));
+    }
+    // Checked here rather than by the parser, whose refusal printed a
+    // usage line with `--repo` and paths as required.
+    if a.stdin && a.stdin_filename.is_none() {
+        return Err(Error::Usage(
+            "--stdin needs --stdin-filename NAME: the name standard input is stored under in \
+             the snapshot (e.g. --stdin-filename app.sql)"
+                .into(),
+        ));
     }
     let stream = a.stdin || a.stdin_from_command;
     if stream && !a.paths.is_empty() {
