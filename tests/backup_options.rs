@@ -233,7 +233,11 @@ fn a_file_that_vanishes_during_backup_is_reported_and_left_out() {
             .any(|l| l.contains(&gone_abs) && l.contains("cannot open")),
         "the file should be named on stderr:\n{out}"
     );
-    assert!(out.stderr.contains("1 entries could not be read"), "{out}");
+    assert!(
+        out.stderr
+            .contains("1 entry could not be read and is not in snapshot"),
+        "{out}"
+    );
 
     // The snapshot was still written, without the file, and the report
     // says so.
