@@ -731,6 +731,7 @@ impl Executor<'_> {
             sized: std::sync::atomic::AtomicBool::new(false),
             reserve_counted: std::sync::atomic::AtomicBool::new(false),
             holes: std::sync::atomic::AtomicBool::new(false),
+            sparse: std::sync::atomic::AtomicBool::new(false),
             transient: std::sync::atomic::AtomicBool::new(false),
             item: 0,
         })))
@@ -803,7 +804,15 @@ impl Executor<'_> {
             .lock()
             .map_err(|_| Error::Invalid("restore worker panicked".into()))?;
         let file = self.task_file(task, slot.take())?;
-        let written = file.write_all_at(data, offset);
+        let written = if task.sparse.load(Ordering::Relaxed) {
+            let (written, skipped) = write_leaving_holes(&file, data, offset);
+            if skipped {
+                task.holes.store(true, Ordering::Relaxed);
+            }
+            written
+        } else {
+            file.write_all_at(data, offset)
+        };
         // Held even after a failed write, so that giving the task up
         // returns its descriptor to the open budget.
         if !task.transient.load(Ordering::Relaxed) {
@@ -920,11 +929,12 @@ impl Executor<'_> {
             }
         };
         match self.size_file(&file, dir, task.node.size, chunks) {
-            Ok(sized) => {
+            Ok(Sizing { sized, sparse }) => {
                 if sized && !task.reserve_counted.swap(true, Ordering::AcqRel) {
                     self.reserved_one();
                 }
-                task.sized.store(sized, Ordering::Relaxed)
+                task.sized.store(sized, Ordering::Relaxed);
+                task.sparse.store(sparse, Ordering::Relaxed);
             }
             Err(e) => {
                 // The caller holds the task's file slot: only the name
@@ -959,10 +969,25 @@ impl Executor<'_> {
         dir: &Path,
         size: u64,
         chunks: &[BlobId],
-    ) -> Result<bool> {
-        if size >= RESERVE_FROM && !self.may_have_holes(chunks)? {
+    ) -> Result<Sizing> {
+        if size < RESERVE_FROM {
+            return Ok(Sizing::default());
+        }
+        // A file with an all-zero chunk had holes where it was backed up
+        // (or is mostly zeros): it gets holes wherever its chunks hold
+        // whole zero blocks, not only for its all-zero chunks.
+        if self.may_have_holes(chunks)? {
+            return Ok(Sizing {
+                sized: false,
+                sparse: true,
+            });
+        }
+        {
             if fs2::FileExt::allocate(file, size).is_ok() {
-                return Ok(true);
+                return Ok(Sizing {
+                    sized: true,
+                    sparse: false,
+                });
             }
             // What a failed allocation took, ext4 keeps: the file is new
             // and empty, so it gives those blocks back before the free
@@ -991,9 +1016,9 @@ impl Executor<'_> {
                 }
             }
             // Room enough, yet nothing reserved (a filesystem that cannot):
-            // write as for sparse ones.
+            // write as for small ones.
         }
-        Ok(false)
+        Ok(Sizing::default())
     }
 
     /// Whether a file of `chunks` may get holes: restore never writes an
@@ -1034,6 +1059,56 @@ impl Executor<'_> {
         }
         id
     }
+}
+
+/// How [`Executor::size_file`] sized a new file.
+#[derive(Default)]
+pub(super) struct Sizing {
+    /// Its blocks are reserved, and it has its final size.
+    sized: bool,
+    /// It gets holes where its chunks hold whole zero blocks (see
+    /// [`write_leaving_holes`]).
+    sparse: bool,
+}
+
+/// The file system block holes are made of, as this restore sees them:
+/// zeros are left unwritten only in whole, aligned blocks of this size.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Writes `data` at `offset` of the new file `file`, leaving unwritten
+/// every whole [`HOLE_BLOCK`]-aligned block of it that holds only zeros:
+/// the file was created empty, so those read as zeros, and are holes
+/// once its size is set. Gives the write's outcome and whether any block
+/// was left unwritten. Runs of written blocks go in one write each.
+fn write_leaving_holes(file: &fs::File, data: &[u8], offset: u64) -> (std::io::Result<()>, bool) {
+    let end = offset + data.len() as u64;
+    // Block boundaries within the data: a partial block at either end is
+    // written whatever it holds.
+    let mut at = offset;
+    let (mut run_start, mut skipped) = (offset, false);
+    while at < end {
+        let next = ((at / HOLE_BLOCK + 1) * HOLE_BLOCK).min(end);
+        let block = &data[(at - offset) as usize..(next - offset) as usize];
+        let whole = at % HOLE_BLOCK == 0 && next - at == HOLE_BLOCK;
+        if whole && block.iter().all(|&b| b == 0) {
+            if run_start < at {
+                let run = &data[(run_start - offset) as usize..(at - offset) as usize];
+                if let Err(e) = file.write_all_at(run, run_start) {
+                    return (Err(e), skipped);
+                }
+            }
+            skipped = true;
+            run_start = next;
+        }
+        at = next;
+    }
+    if run_start < end {
+        let run = &data[(run_start - offset) as usize..];
+        if let Err(e) = file.write_all_at(run, run_start) {
+            return (Err(e), skipped);
+        }
+    }
+    (Ok(()), skipped)
 }
 
 /// Whether an entry of the target found to hold what the snapshot names

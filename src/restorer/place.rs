@@ -39,8 +39,13 @@ pub(super) struct FileTask<'p> {
     /// Whether its reserved space is counted in `Executor::reserved`
     /// (cleared when the task ends, so it is counted out once).
     pub(super) reserve_counted: std::sync::atomic::AtomicBool,
-    /// Whether an all-zero chunk was left unwritten (a hole).
+    /// Whether an all-zero chunk, or a zero block of one, was left
+    /// unwritten (a hole).
     pub(super) holes: std::sync::atomic::AtomicBool,
+    /// Whether the file gets holes where its chunks hold whole zero
+    /// blocks too: one not reserved that has an all-zero chunk (see
+    /// `Executor::size_file`), a sparse file as backed up.
+    pub(super) sparse: std::sync::atomic::AtomicBool,
     /// Whether the file, created past the open budget, is closed after
     /// each write and reopened by name (`tmp`) for the next.
     pub(super) transient: std::sync::atomic::AtomicBool,
