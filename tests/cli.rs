@@ -1526,6 +1526,16 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
         let left = fs::read_dir(here.path()).unwrap().count();
         assert_eq!(left, 0, "{args:?}: {out}");
     }
+    // An S3 repository without credentials: found before anything is
+    // sent, as the other S3 settings are (it exited 1).
+    let mut c = cairn();
+    c.args(["snapshots", "-r", "s3://bkt/repo"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("CAIRN_PASSWORD", PASSWORD);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("no S3 credentials"), "{out}");
 }
 
 /// A command's help lists its own options first, then the options every

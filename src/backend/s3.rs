@@ -255,8 +255,10 @@ impl S3Backend {
             .clone()
             .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", opts.region));
         let shown = display_endpoint(&endpoint);
+        // Found before anything is sent: a usage error, as the other S3
+        // settings' are.
         let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) else {
-            return Err(Error::Invalid(
+            return Err(Error::Usage(
                 "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
             ));
         };
