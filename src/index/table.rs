@@ -320,9 +320,9 @@ impl IndexTable {
                 format!("entry names pack number {n} of {}", self.packs),
             ));
         }
-        // Where entries are not read in the map (see
-        // [`IndexTable::entry_at`]), nor is the pack list: its folio would
-        // be mapped, up to 2 MiB.
+        // A table searched through a directory read with `pread` has its
+        // pack list in memory: read in the map, its folio would be
+        // mapped, up to 2 MiB, by every lookup's location.
         let at = n * PACK_REC;
         let rec = match self.pack_list.get() {
             Some(list) => &list[at..at + PACK_REC],
@@ -340,18 +340,11 @@ impl IndexTable {
     /// bounds are all that keep a damaged entry from asking a reader for
     /// gigabytes.
     pub fn entry_at(&self, i: usize) -> Result<Entry> {
-        // Read as its search was (see [`IndexTable::find`]): a large
-        // table's entry through the map would map the whole folio around
-        // it, and lookups that find every chunk (a no-change backup's)
-        // the whole table.
-        let mut copy = [0u8; ENTRY_REC];
-        let rec = if self.searched_in_map() {
-            self.entry_bytes(i)
-        } else {
-            self.data.read_at(self.entry_offset(i), &mut copy);
-            &copy[..]
-        };
-        self.decode_entry(rec)
+        // Through the map: commands that read every entry (gc, verify,
+        // merges) read them so. A lookup that searched with `pread` takes
+        // the entry from what it read instead (see
+        // [`IndexTable::find_location`]).
+        self.decode_entry(self.entry_bytes(i))
     }
 
     /// The entry whose record is `rec`.
@@ -473,16 +466,6 @@ impl IndexTable {
         let mut window = Window::new(self);
         let i = self.search(id, |i| window.id(i))?;
         Some((i, window.record(i)))
-    }
-
-    /// Whether [`IndexTable::find`] reads this table's entries in its map
-    /// (a small table, or one given a mapped directory), rather than
-    /// with `pread`.
-    fn searched_in_map(&self) -> bool {
-        match self.dir.get() {
-            Some(dir) => dir.mapped,
-            None => self.entries < DIRECTORY_FROM,
-        }
     }
 
     /// Lookups this table had without a directory.

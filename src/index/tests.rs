@@ -289,11 +289,11 @@ fn lookups_map_no_page_of_a_table_until_its_directory_pays() {
         assert_eq!(t.find(id), None);
         assert!(t.find_location(id).is_none());
     }
-    assert_eq!(resident_kib(at), 0, "the directory mapped the table");
-    for &i in found.iter().take(50) {
-        t.entry_at(i).unwrap();
-    }
-    assert_eq!(resident_kib(at), 0, "reading an entry mapped the table");
+    assert_eq!(
+        resident_kib(at),
+        0,
+        "the directory or a location mapped the table"
+    );
     for (i, id) in found.into_iter().zip(present.iter().step_by(97)) {
         assert_eq!(t.id_at(i), *id);
     }
