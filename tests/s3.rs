@@ -151,7 +151,7 @@ fn missing_repository_and_bad_urls_have_clear_errors() {
     let mut c = repo.cmd(&["snapshots"]);
     c.env_remove("AWS_SECRET_ACCESS_KEY");
     let out = run(&mut c, None);
-    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(out.code, 2, "a usage error, as the other S3 settings': {out}");
     assert!(out.stderr.contains("AWS_SECRET_ACCESS_KEY"), "{out}");
 }
 
