@@ -641,15 +641,24 @@ fn gc_refuses_while_snapshots_holds_files_that_are_no_snapshot() {
         use std::os::unix::ffi::OsStringExt;
         std::ffi::OsString::from_vec([renamed.id.as_bytes(), b".conflit-\xe9"].concat())
     };
+    // Also hidden: into a folder whose name starts with `.`, or renamed
+    // to one (only cairn's own `.tmp-` files pass).
     let old = std::path::Path::new("old").join(&renamed.id);
+    let hidden_old = std::path::Path::new(".old").join(&renamed.id);
+    let hidden = format!(".{}", renamed.id);
     for (name, shown) in [
         (std::ffi::OsString::from(&conflict), conflict.clone()),
         (latin1, format!("{}.conflit-\\xe9", renamed.id)),
         (old.clone().into_os_string(), "old".to_string()),
+        (hidden_old.clone().into_os_string(), ".old".to_string()),
+        (std::ffi::OsString::from(&hidden), hidden.clone()),
     ] {
-        let folder = name == old.as_os_str();
-        if folder {
-            fs::create_dir(snapshots.join("old")).unwrap();
+        let folder = std::path::Path::new(&name)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| snapshots.join(p));
+        if let Some(f) = &folder {
+            fs::create_dir(f).unwrap();
         }
         fs::rename(snapshots.join(&renamed.id), snapshots.join(&name)).unwrap();
         for args in [&["gc"][..], &["forget", "--keep-last", "5", "--gc"]] {
@@ -671,8 +680,8 @@ fn gc_refuses_while_snapshots_holds_files_that_are_no_snapshot() {
             "{out}"
         );
         fs::rename(snapshots.join(&name), snapshots.join(&renamed.id)).unwrap();
-        if folder {
-            fs::remove_dir(snapshots.join("old")).unwrap();
+        if let Some(f) = &folder {
+            fs::remove_dir(f).unwrap();
         }
     }
     repo.run(&["gc"]).success();

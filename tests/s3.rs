@@ -151,7 +151,10 @@ fn missing_repository_and_bad_urls_have_clear_errors() {
     let mut c = repo.cmd(&["snapshots"]);
     c.env_remove("AWS_SECRET_ACCESS_KEY");
     let out = run(&mut c, None);
-    assert_eq!(out.code, 2, "a usage error, as the other S3 settings': {out}");
+    assert_eq!(
+        out.code, 2,
+        "a usage error, as the other S3 settings': {out}"
+    );
     assert!(out.stderr.contains("AWS_SECRET_ACCESS_KEY"), "{out}");
 }
 
@@ -244,25 +247,28 @@ fn objects_at_other_places_under_the_prefix_are_not_the_repositorys() {
     // snapshot moved out of every reader's sight: gc refuses while it is
     // there, as it does locally, rather than delete its data.
     let snapshot = listed.json()[0]["id"].as_str().unwrap().to_string();
-    let aside = root.join("snapshots/old").join(&snapshot);
-    fs::create_dir_all(aside.parent().unwrap()).unwrap();
-    fs::rename(root.join("snapshots").join(&snapshot), &aside).unwrap();
-    let packs = list_paths(&root.join("packs"));
-    let out = repo.run(&["gc", "--no-cache", "--delete-all"]);
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stderr.contains(&format!(
-            "snapshots/ holds 1 entry that is no snapshot file (the first: old/{snapshot})"
-        )),
-        "{out}"
-    );
-    assert_eq!(list_paths(&root.join("packs")), packs);
-    let out = repo.run(&["verify", "--no-cache"]);
-    assert!(
-        out.stdout.contains("1 entry that is no snapshot file"),
-        "{out}"
-    );
-    fs::rename(&aside, root.join("snapshots").join(&snapshot)).unwrap();
+    // Also hidden, under a name starting with `.`.
+    for place in [format!("old/{snapshot}"), format!("old/.{snapshot}")] {
+        let aside = root.join("snapshots").join(&place);
+        fs::create_dir_all(aside.parent().unwrap()).unwrap();
+        fs::rename(root.join("snapshots").join(&snapshot), &aside).unwrap();
+        let packs = list_paths(&root.join("packs"));
+        let out = repo.run(&["gc", "--no-cache", "--delete-all"]);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "snapshots/ holds 1 entry that is no snapshot file (the first: {place})"
+            )),
+            "{out}"
+        );
+        assert_eq!(list_paths(&root.join("packs")), packs);
+        let out = repo.run(&["verify", "--no-cache"]);
+        assert!(
+            out.stdout.contains("1 entry that is no snapshot file"),
+            "{out}"
+        );
+        fs::rename(&aside, root.join("snapshots").join(&snapshot)).unwrap();
+    }
     repo.run(&["gc", "--no-cache"]).success();
     let target = restore_latest(&repo);
     assert_same_contents(&src, &restored(&target, &src));

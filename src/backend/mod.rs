@@ -291,7 +291,7 @@ pub trait Backend: Send + Sync {
         Ok(Vec::new())
     }
     /// What `kind`'s folder holds that is no file of it, by name, but
-    /// cairn's own temporary files (names starting with `.`): files
+    /// cairn's own temporary files (`.tmp-…`): files
     /// whose names are no id (a sync tool's conflict copy of one, a name
     /// changed in case, a name that is not UTF-8) and, where the store
     /// has folders, folders. gc refuses while `snapshots/` holds any: a

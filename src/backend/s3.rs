@@ -880,10 +880,11 @@ impl Backend for S3Backend {
                 .collect());
         }
         // Elsewhere every object but one at `dir/<id>`: one put aside in a
-        // "sub-folder" (`snapshots/old/<id>`) is as much a snapshot moved
-        // out of readers' sight as a local file moved into a folder, and
-        // no repository nests under another's `snapshots/`. Each is named
-        // by its path below the folder; cairn's own `.`-names pass.
+        // "sub-folder" (`snapshots/old/<id>`, `snapshots/old/.<id>`) is as
+        // much a snapshot moved out of readers' sight as a local file
+        // moved into a folder, and no repository nests under another's
+        // `snapshots/`. Each is named by its path below the folder. (cairn
+        // writes no temporary objects: an upload is whole or absent.)
         let dir = format!("{}/", kind.dir());
         let mut out: Vec<Vec<u8>> = self
             .list_all(kind)?
@@ -893,8 +894,7 @@ impl Backend for S3Backend {
                 let below = path.strip_prefix(&dir)?;
                 let name = below.rsplit('/').next()?;
                 let stray = below.contains('/') || !crate::id::is_hex_name(name);
-                (!name.is_empty() && !name.starts_with('.') && stray)
-                    .then(|| below.as_bytes().to_vec())
+                (!name.is_empty() && stray).then(|| below.as_bytes().to_vec())
             })
             .collect();
         out.sort();

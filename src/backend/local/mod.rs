@@ -729,12 +729,16 @@ impl Backend for LocalBackend {
                 let entry = entry.map_err(|e| Error::path("list", &d, e))?;
                 let name = entry.file_name();
                 let bytes = name.as_bytes();
-                if bytes.starts_with(b".") {
-                    continue;
-                }
                 // A folder among files (packs/ has its fan-out folders,
                 // which `dirs` gives: the files are in them).
                 let folder = kind != FileKind::Pack && entry.file_type().is_ok_and(|t| t.is_dir());
+                // cairn's own temporary files (`.tmp-…`, of killed writes)
+                // pass; any other name starting with `.` does not: a
+                // snapshot moved into `.old/`, or renamed `.ID`, is no
+                // snapshot to any reader either.
+                if bytes.starts_with(b".tmp-") && !folder {
+                    continue;
+                }
                 let id = std::str::from_utf8(bytes).is_ok_and(crate::id::is_hex_name);
                 if folder || !id {
                     out.push(bytes.to_vec());
