@@ -303,6 +303,42 @@ fn objects_larger_than_any_of_their_kind_are_refused_unread() {
     );
 }
 
+/// A dump run by `--stdin-from-command` into a bucket gets neither the
+/// password nor the bucket's credentials in its environment: run as
+/// another user, it could read them, and they may change or delete every
+/// backup in the bucket.
+#[test]
+fn a_dump_command_gets_no_credentials_of_the_bucket() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "dumpenv");
+    init(&repo);
+    let mut c = repo.cmd(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-filename",
+        "env.txt",
+        "--",
+        "env",
+    ]);
+    c.env("AWS_SESSION_TOKEN", "a-session-token-4711");
+    run(&mut c, None).success();
+    let target = restore_latest(&repo);
+    let env = fs::read_to_string(target.join("env.txt")).unwrap();
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "CAIRN_PASSWORD=",
+    ] {
+        assert!(!env.contains(name), "{name} passed on:\n{env}");
+    }
+    assert!(!env.contains(SECRET_KEY) && !env.contains("a-session-token-4711"));
+    assert!(
+        env.contains("CAIRN_S3_ENDPOINT="),
+        "the rest is passed on:\n{env}"
+    );
+}
+
 #[test]
 fn credentials_never_appear_in_output_or_the_repository() {
     let server = S3Server::start();

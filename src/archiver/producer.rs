@@ -12,10 +12,11 @@
 //! The command is run without a shell: the first word is looked up in
 //! `PATH`, the others are its arguments as given. It inherits cairn's
 //! standard input, standard error (its messages reach the operator as
-//! they are) and environment, but for `CAIRN_PASSWORD`: the repository's
-//! password is no business of a database's dump, which may run as
-//! another user (`runuser -u postgres -- pg_dump`), able to read its own
-//! environment. A producer that is dropped before it was
+//! they are) and environment, but for `CAIRN_PASSWORD` (and a remote
+//! repository's credentials, see [`Producer::spawn_without`]): the
+//! repository's secrets are no business of a database's dump, which may
+//! run as another user (`runuser -u postgres -- pg_dump`), able to read
+//! its own environment. A producer that is dropped before it was
 //! waited for (cairn failed: a repository error, a lock it could not
 //! take) is killed and reaped, so no dump runs on behind a backup that
 //! gave up. One whose cairn is killed (SIGTERM from a timeout or a
@@ -48,6 +49,14 @@ impl Producer {
     /// piped to the returned value. Fails if `argv` is empty or the
     /// program cannot be started (not found, not executable).
     pub fn spawn(argv: &[OsString]) -> Result<Producer> {
+        Producer::spawn_without(argv, &[])
+    }
+
+    /// [`Producer::spawn`], with the variables `withheld` taken out of the
+    /// command's environment too (the credentials of a remote repository:
+    /// a dump run as another user could read them, and they may change
+    /// or delete every backup in the bucket).
+    pub fn spawn_without(argv: &[OsString], withheld: &[&str]) -> Result<Producer> {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::Invalid("no command given to run".into()));
         };
@@ -60,6 +69,9 @@ impl Producer {
             .stdin(Stdio::inherit())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        for name in withheld {
+            command.env_remove(name);
+        }
         // An ignored SIGCHLD (whatever started cairn may have ignored it,
         // and exec passes that on) has the kernel reap the command as it
         // ends, and its exit status, which decides whether the dump is

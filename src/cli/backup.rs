@@ -512,7 +512,22 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             opts.lock_wait,
         )
         .map_err(|e| super::explain_full(&repo, e))?;
-        (Some(Producer::spawn(&a.command)?), Some(lock))
+        // A bucket's credentials may change or delete every backup in it:
+        // withheld as the password is. (A local repository's command
+        // keeps them: it may dump from S3 itself.)
+        let withheld: &[&str] = if repo.backend().local_folder().is_none() {
+            &[
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+            ]
+        } else {
+            &[]
+        };
+        (
+            Some(Producer::spawn_without(&a.command, withheld)?),
+            Some(lock),
+        )
     } else {
         (None, None)
     };
