@@ -2656,7 +2656,15 @@ fn a_mirror_leaves_what_a_listing_cut_short_missed() {
     let out = run(&mut c, None);
     assert_eq!(out.code, 3, "{out}");
     assert!(
-        out.stderr.contains("/d: cannot list: Input/output error"),
+        out.stderr.contains(
+            "/d: cannot list: Input/output error (os error 5); stored with the entries listed \
+             before, the rest left out"
+        ),
+        "{out}"
+    );
+    // It is in the snapshot, and the summary says so.
+    assert!(
+        out.stderr.contains("1 entry is in snapshot") && !out.stderr.contains("not in snapshot"),
         "{out}"
     );
     let listed = repo.run(&["ls", "latest", "--long"]).success();
@@ -2761,7 +2769,8 @@ fn an_extended_attribute_that_cannot_be_read_is_reported() {
     let id = out.json()["id"].as_str().unwrap()[..8].to_string();
     assert!(
         out.stderr.contains(&format!(
-            "2 entries are in snapshot {id} without extended attributes that could not be read"
+            "2 entries are in snapshot {id} without what could not be read (extended \
+             attributes, a folder's entries)"
         )),
         "{out}"
     );

@@ -70,14 +70,22 @@ impl Listing {
         loop {
             if fail_after.is_some_and(|n| listing.len() >= n) {
                 let e = io::Error::from_raw_os_error(libc::EIO);
-                report(format!("{}: cannot list: {e}", path.shown()));
+                report(format!(
+                    "{}: cannot list: {e}{}",
+                    path.shown(),
+                    super::STORED_CUT_SHORT
+                ));
                 break;
             }
             let name = match stream.next() {
                 Ok(Some(name)) => name,
                 Ok(None) => break,
                 Err(e) => {
-                    report(format!("{}: cannot list: {e}", path.shown()));
+                    report(format!(
+                        "{}: cannot list: {e}{}",
+                        path.shown(),
+                        super::STORED_CUT_SHORT
+                    ));
                     break;
                 }
             };
@@ -87,8 +95,9 @@ impl Listing {
             if !listing.push(name) {
                 report(format!(
                     "{}: cannot list: 4 GiB of names and no temporary folder to \
-                     spill them to; the remaining entries are left out",
-                    path.shown()
+                     spill them to{}",
+                    path.shown(),
+                    super::STORED_CUT_SHORT
                 ));
                 break;
             }

@@ -33,6 +33,23 @@ pub use producer::Producer;
 /// be read at all.
 pub const STORED_WITHOUT_XATTRS: &str = "; stored without it, the next backup reads it again";
 
+/// How a warning of a folder that could not be opened or listed ends: it
+/// is in the snapshot, empty (`ls --long` marks it), unlike an entry that
+/// could not be read at all.
+pub const STORED_EMPTY: &str = "; stored empty";
+
+/// How a warning of a folder whose listing ended early ends: it is in the
+/// snapshot with the entries listed before.
+pub const STORED_CUT_SHORT: &str = "; stored with the entries listed before, the rest left out";
+
+/// Whether a backup's warning is of an entry that is in the snapshot all
+/// the same, without something of it that could not be read.
+pub fn stored_partly(warning: &str) -> bool {
+    [STORED_WITHOUT_XATTRS, STORED_EMPTY, STORED_CUT_SHORT]
+        .iter()
+        .any(|end| warning.ends_with(end))
+}
+
 use crate::escape::Show;
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -1654,8 +1654,9 @@ impl<'a> Walker<'a> {
             Ok(h) => h,
             Err(e) => {
                 self.report(format!(
-                    "{}: cannot open as a directory, stored empty: {e}",
-                    dir.shown()
+                    "{}: cannot open as a directory: {e}{}",
+                    dir.shown(),
+                    super::STORED_EMPTY
                 ));
                 Counters::add(&self.shared.setup.counters.dirs, 1);
                 return self.emit(DirJob {
@@ -1698,7 +1699,11 @@ impl<'a> Walker<'a> {
         let listing = whole.then(|| match Listing::read(handle.fd(), dir, &listing_report) {
             Ok(l) => l,
             Err(e) => {
-                self.report(format!("{}: cannot list: {e}", dir.shown()));
+                self.report(format!(
+                    "{}: cannot list: {e}{}",
+                    dir.shown(),
+                    super::STORED_EMPTY
+                ));
                 left_out = LEFT_OUT_UNKNOWN;
                 Listing::new()
             }

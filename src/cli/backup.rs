@@ -604,13 +604,14 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             result.id.short()
         ));
     }
-    // An entry whose extended attributes could not be read is in the
-    // snapshot all the same: said apart (they were counted among the
-    // entries "not in" it).
+    // An entry whose extended attributes could not be read, or a folder
+    // that could not be listed (stored empty), is in the snapshot all
+    // the same: said apart (they were counted among the entries "not in"
+    // it).
     let partly = result
         .warnings
         .iter()
-        .filter(|w| w.ends_with(crate::archiver::STORED_WITHOUT_XATTRS))
+        .filter(|w| crate::archiver::stored_partly(w))
         .count();
     let unread = result.warnings.len() - partly;
     if unread > 0 {
@@ -623,7 +624,8 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     }
     if partly > 0 {
         warn(&format!(
-            "{partly} {} in snapshot {} without extended attributes that could not be read",
+            "{partly} {} in snapshot {} without what could not be read (extended \
+             attributes, a folder's entries)",
             if partly == 1 {
                 "entry is"
             } else {
