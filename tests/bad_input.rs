@@ -1296,11 +1296,25 @@ fn init_refuses_a_folder_that_holds_other_files() {
         "a pack put in the wrong folder",
     );
     let pack_place = format!("packs/ab/{pack}");
+    // A file where a fan-out folder goes, and folders where packs and
+    // snapshot files go.
+    let flat = dir.path().join("flat");
+    write(&flat.join("packs/ab"), "a file, not a folder");
+    let id_folder = dir.path().join("id-folder");
+    let ab = "ab".repeat(32);
+    fs::create_dir_all(id_folder.join("packs/ab").join(&ab)).unwrap();
+    let ab_place = format!("packs/ab/{ab}");
+    let snap_folder = dir.path().join("snap-folder");
+    write(&snap_folder.join("snapshots").join(&ab).join("x"), "mine");
+    let snap_place = format!("snapshots/{ab}");
     for (folder, names) in [
         (&home, "notes.txt"),
         (&photos, "snapshots/holiday.jpg"),
         (&fanned, "packs/ab/notes"),
         (&moved, pack_place.as_str()),
+        (&flat, "packs/ab"),
+        (&id_folder, ab_place.as_str()),
+        (&snap_folder, snap_place.as_str()),
     ] {
         let before = list_paths(folder);
         // Opened, it is no repository (exit 10), and the way on is not an

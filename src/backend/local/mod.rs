@@ -491,22 +491,29 @@ impl Backend for LocalBackend {
             };
             for f in inner.flatten() {
                 let n = f.file_name().to_string_lossy().into_owned();
+                let dir = f.file_type().is_ok_and(|t| t.is_dir());
                 let fan_out = *kind == FileKind::Pack
                     && n.len() == 2
                     && n.bytes().all(|b| b.is_ascii_hexdigit());
-                if !(crate::id::is_hex_name(&n) || n.starts_with('.') || fan_out) {
+                // Files by an id's name, fan-out folders as folders: a
+                // folder of an id's name, or a file of a fan-out's, is
+                // someone's.
+                let id_file = crate::id::is_hex_name(&n) && !dir;
+                if !(id_file || n.starts_with('.') || fan_out && dir) {
                     out.push(format!("{name}/{n}"));
                 }
                 // In a fan-out folder, only its packs (a file of another
                 // name there, or a pack of another folder's, was taken
                 // for nothing, and a repository made over it).
-                if fan_out {
+                if fan_out && dir {
                     let Ok(packs) = fs::read_dir(f.path()) else {
                         continue;
                     };
                     for p in packs.flatten() {
                         let file = p.file_name().to_string_lossy().into_owned();
-                        let home = crate::id::is_hex_name(&file) && file.starts_with(n.as_str());
+                        let home = crate::id::is_hex_name(&file)
+                            && file.starts_with(n.as_str())
+                            && !p.file_type().is_ok_and(|t| t.is_dir());
                         if !(home || file.starts_with('.')) {
                             out.push(format!("{name}/{n}/{file}"));
                         }
