@@ -95,10 +95,13 @@ fn a_command_that_cannot_start_makes_no_default_repository() {
     write(&missing, "#!/nonexistent/interp -x\necho dump\n");
     let crlf = dir.path().join("crlf");
     write(&crlf, "#!/bin/sh\r\necho dump\r\n");
-    for f in [&missing, &crlf] {
+    let crlf_args = dir.path().join("crlf-args");
+    write(&crlf_args, "#!/bin/sh -e\r\necho dump\r\n");
+    for f in [&missing, &crlf, &crlf_args] {
         chmod(f, 0o755);
     }
     let (missing, crlf) = (missing.to_str().unwrap(), crlf.to_str().unwrap());
+    let crlf_args = crlf_args.to_str().unwrap();
     for (program, says) in [
         ("no-such-dump-program", "No such file"),
         ("/nonexistent/pg_dump", "No such file"),
@@ -111,6 +114,7 @@ fn a_command_that_cannot_start_makes_no_default_repository() {
             crlf,
             "with a carriage return at its end, which is not there: the script has CRLF line ends",
         ),
+        (crlf_args, "its first line ends in a carriage return"),
     ] {
         let out = run(
             cairn()
@@ -212,6 +216,13 @@ fn a_streams_name_that_cannot_be_is_a_usage_error() {
             &["--stdin-filename", "esc\x1b[31m"],
             &["echo", "x"],
             "control characters",
+        ),
+        // Named after a command whose file name holds one: said so, not
+        // as a --stdin-filename nobody gave.
+        (
+            &[],
+            &["/nonexistent/e\ncho"],
+            "the command's file name \"e\\ncho\"",
         ),
     ] {
         let out = backup_command(&repo, extra, command);

@@ -265,6 +265,16 @@ fn interpreter_found(path: &std::path::Path) -> io::Result<()> {
             String::from_utf8_lossy(bare)
         ));
     }
+    // The interpreter there, but the line's last argument ends in a
+    // carriage return (`#!/bin/sh -e` saved with CRLF): the interpreter
+    // refuses it ("Illegal option -"), said after the repository opened.
+    if line.ends_with(b"\r") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "its first line ends in a carriage return, which the interpreter takes as part of \
+             its last argument: the script has CRLF line ends (`sed -i 's/\\r$//' FILE`)",
+        ));
+    }
     if !std::path::Path::new(std::ffi::OsStr::from_bytes(interpreter)).exists() {
         return missing(format!(
             "its interpreter `{}`, named on its first line (`#!`), is not there",

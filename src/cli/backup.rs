@@ -425,6 +425,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
                 .into(),
         ));
     }
+    let named = a.stdin_filename.is_some();
     let stdin_name = match (a.stdin_from_command, a.stdin_filename) {
         (true, None) => Some(command_file_name(&a.command)?),
         (_, name) if stream => name,
@@ -439,9 +440,18 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         // refuses them.
         let shown = output::escape_controls(name);
         if shown != name.as_str() {
+            // Named after the command's file name, where none was given.
+            let whose = if named {
+                format!("--stdin-filename \"{shown}\"")
+            } else {
+                format!(
+                    "the command's file name \"{shown}\", which names its output without \
+                     --stdin-filename"
+                )
+            };
             return Err(Error::Usage(format!(
-                "--stdin-filename \"{shown}\": control characters (newlines, tabs, terminal \
-                 escapes, text-direction marks) are not allowed in a stream's name"
+                "{whose}: control characters (newlines, tabs, terminal escapes, \
+                 text-direction marks) are not allowed in a stream's name"
             )));
         }
         // Longer, it could not be restored under that name on the
