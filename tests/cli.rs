@@ -1536,6 +1536,15 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
     let out = run(&mut c, None);
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("no S3 credentials"), "{out}");
+    // Virtual-host addressing with an IP endpoint is refused where a
+    // bucket is used, not for a local repository's command.
+    let mut c = cairn();
+    c.args(["snapshots", "-r", "/nonexistent/repo"])
+        .env("CAIRN_S3_ENDPOINT", "http://10.0.0.5:9000")
+        .env("CAIRN_S3_VIRTUAL_HOST", "true")
+        .env("CAIRN_PASSWORD", PASSWORD);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 10, "{out}");
 }
 
 /// A command's help lists its own options first, then the options every

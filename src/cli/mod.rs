@@ -214,7 +214,7 @@ impl Context {
         // Checked whatever the repository, as the other S3 options are: a
         // mistyped endpoint is said before it is needed.
         if let Some(e) = self.global.s3_endpoint.as_deref().filter(|e| !e.is_empty()) {
-            s3::check_endpoint(e, self.global.s3_virtual_host).map_err(Error::into_usage)?;
+            s3::check_endpoint(e, false).map_err(Error::into_usage)?;
         }
         // A URL is text; a path that is not is a folder's.
         let text = self
@@ -225,6 +225,13 @@ impl Context {
         match (&self.global.repo, text) {
             (Some(_), Some(r)) if r.starts_with("s3://") => {
                 let (bucket, prefix) = s3::parse_url(r).map_err(Error::into_usage)?;
+                // Virtual-host addressing with an IP endpoint is said only
+                // where it is used: a local repository's command is not
+                // refused for the settings of a bucket's.
+                if let Some(e) = self.global.s3_endpoint.as_deref().filter(|e| !e.is_empty()) {
+                    s3::check_endpoint(e, self.global.s3_virtual_host)
+                        .map_err(Error::into_usage)?;
+                }
                 Ok(Place::S3(bucket, prefix))
             }
             (Some(_), Some(r)) if r.contains("://") => Err(Error::Usage(format!(
