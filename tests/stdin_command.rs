@@ -207,6 +207,13 @@ fn a_streams_name_that_cannot_be_is_a_usage_error() {
     let repo = Repo::new();
     for (extra, command, says) in [
         (&[][..], &["/"][..], "the command has no file name"),
+        // No command at all: said, without a usage line making paths
+        // and --repo out to be required.
+        (
+            &[],
+            &[],
+            "--stdin-from-command needs the command after `--`",
+        ),
         (
             &["--stdin-filename", "nl\nname"],
             &["echo", "x"],
@@ -228,6 +235,7 @@ fn a_streams_name_that_cannot_be_is_a_usage_error() {
         let out = backup_command(&repo, extra, command);
         assert_eq!(out.code, 2, "{command:?}: {out}");
         assert!(out.stderr.contains(says), "{command:?}: {out}");
+        assert!(!out.stderr.contains("Usage:"), "{command:?}: {out}");
     }
     assert!(repo.snapshots().is_empty());
 }

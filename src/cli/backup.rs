@@ -71,7 +71,7 @@ pub struct BackupArgs {
     /// exits with status 0. For a pipe, run
     /// `bash -c 'set -o pipefail; pg_dump app | gzip'`: without pipefail
     /// a shell's status is only the last command's.
-    #[arg(long, requires = "command", conflicts_with = "stdin")]
+    #[arg(long, conflicts_with = "stdin")]
     stdin_from_command: bool,
     /// Name of the file holding standard input (or the command's output;
     /// default: the command's file name, e.g. `pg_dump`) in the snapshot;
@@ -371,6 +371,11 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
     }
     // Checked here rather than by the parser, whose refusal printed a
     // usage line with `--repo` and paths as required.
+    if a.stdin_from_command && a.command.is_empty() {
+        return Err(Error::Usage(
+            "--stdin-from-command needs the command after `--` (e.g. `-- pg_dump app`)".into(),
+        ));
+    }
     if a.stdin && a.stdin_filename.is_none() {
         return Err(Error::Usage(
             "--stdin needs --stdin-filename NAME: the name standard input is stored under in \
