@@ -161,41 +161,30 @@ fn the_command_gets_no_password_and_is_waited_for_with_sigchld_ignored() {
         "the rest of the environment is passed: {env}"
     );
 
-    let mut c = repo.cmd(&[
-        "backup",
-        "--stdin-from-command",
-        "--stdin-filename",
-        "x",
-        "--",
-    ]);
-    c.args(["sh", "-c", "echo dump; exit 3"]);
-    // SAFETY: sets a signal's disposition between fork and exec.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        c.pre_exec(|| {
-            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
-            Ok(())
-        });
-    }
-    let failed = run(&mut c, None);
+    // Started with SIGCHLD ignored, which exec passes on.
+    let ignoring_sigchld = |command: &[&str]| {
+        let mut c = repo.cmd(&[
+            "backup",
+            "--stdin-from-command",
+            "--stdin-filename",
+            "x",
+            "--",
+        ]);
+        c.args(command);
+        // SAFETY: sets a signal's disposition between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            c.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        run(&mut c, None)
+    };
+    let failed = ignoring_sigchld(&["sh", "-c", "echo dump; exit 3"]);
     assert_eq!(failed.code, 1, "{failed}");
     assert!(failed.stderr.contains("exited with status 3"), "{failed}");
-    let mut c = repo.cmd(&[
-        "backup",
-        "--stdin-from-command",
-        "--stdin-filename",
-        "x",
-        "--",
-    ]);
-    c.args(["echo", "dump"]);
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        c.pre_exec(|| {
-            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
-            Ok(())
-        });
-    }
-    run(&mut c, None).success();
+    ignoring_sigchld(&["echo", "dump"]).success();
     assert_eq!(repo.snapshots().len(), 2);
 }
 
