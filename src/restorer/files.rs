@@ -982,42 +982,40 @@ impl Executor<'_> {
                 sparse: true,
             });
         }
-        {
-            if fs2::FileExt::allocate(file, size).is_ok() {
-                return Ok(Sizing {
-                    sized: true,
-                    sparse: false,
-                });
-            }
-            // What a failed allocation took, ext4 keeps: the file is new
-            // and empty, so it gives those blocks back before the free
-            // space is measured (ext4 read as full, "0 B available", with
-            // megabytes free), and before other files are sized.
-            let _ = file.set_len(0);
-            // fs2 hands on posix_fallocate's failure through errno, which
-            // posix_fallocate does not set, so the error says nothing:
-            // judge by the free space instead.
-            if let Ok(avail) = fs2::available_space(dir) {
-                if avail < size {
-                    // Only this file: smaller ones may still fit, and the
-                    // restore goes on with them until a write finds the
-                    // filesystem full (see `Executor::full`).
-                    // Whoever reports it names the file.
-                    // In bytes where the two would read alike.
-                    let (needs, has) = (crate::human_bytes(size), crate::human_bytes(avail));
-                    let (needs, has) = if needs == has {
-                        (format!("{size} bytes"), format!("{avail} bytes"))
-                    } else {
-                        (needs, has)
-                    };
-                    return Err(Error::Invalid(format!(
-                        "no space left in the target: the file needs {needs}, {has} is available"
-                    )));
-                }
-            }
-            // Room enough, yet nothing reserved (a filesystem that cannot):
-            // write as for small ones.
+        if fs2::FileExt::allocate(file, size).is_ok() {
+            return Ok(Sizing {
+                sized: true,
+                sparse: false,
+            });
         }
+        // What a failed allocation took, ext4 keeps: the file is new
+        // and empty, so it gives those blocks back before the free
+        // space is measured (ext4 read as full, "0 B available", with
+        // megabytes free), and before other files are sized.
+        let _ = file.set_len(0);
+        // fs2 hands on posix_fallocate's failure through errno, which
+        // posix_fallocate does not set, so the error says nothing:
+        // judge by the free space instead.
+        if let Ok(avail) = fs2::available_space(dir) {
+            if avail < size {
+                // Only this file: smaller ones may still fit, and the
+                // restore goes on with them until a write finds the
+                // filesystem full (see `Executor::full`).
+                // Whoever reports it names the file.
+                // In bytes where the two would read alike.
+                let (needs, has) = (crate::human_bytes(size), crate::human_bytes(avail));
+                let (needs, has) = if needs == has {
+                    (format!("{size} bytes"), format!("{avail} bytes"))
+                } else {
+                    (needs, has)
+                };
+                return Err(Error::Invalid(format!(
+                    "no space left in the target: the file needs {needs}, {has} is available"
+                )));
+            }
+        }
+        // Room enough, yet nothing reserved (a filesystem that cannot):
+        // write as for small ones.
         Ok(Sizing::default())
     }
 
