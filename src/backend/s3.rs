@@ -185,6 +185,30 @@ fn virtual_host_endpoint(shown: &str, bucket: &str) -> String {
     }
 }
 
+/// Credentials shorter than this are not masked in messages: every
+/// occurrence of their text is, and a key of a letter or two (a test
+/// server's) turned "lookup" into "loo[key id]up". Real ones are far
+/// longer (AWS: 20 and 40 characters).
+const MASKED_FROM: usize = 6;
+
+/// `msg` with the credentials of `opts` masked (see [`MASKED_FROM`]).
+fn redact(opts: &S3Options, msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (value, mask) in [
+        (
+            opts.secret_access_key.as_deref().map(String::as_str),
+            "[secret]",
+        ),
+        (opts.session_token.as_deref().map(String::as_str), "[token]"),
+        (opts.access_key_id.as_deref(), "[key id]"),
+    ] {
+        if let Some(v) = value.filter(|v| v.len() >= MASKED_FROM) {
+            out = out.replace(v, mask);
+        }
+    }
+    out
+}
+
 /// Removes user information (`user:password@`) from an endpoint URL so it
 /// can be shown.
 fn display_endpoint(endpoint: &str) -> String {
@@ -350,23 +374,7 @@ impl S3Backend {
 
     /// Removes anything credential-like from a message from the client.
     fn redact(&self, msg: &str) -> String {
-        let mut out = msg.to_string();
-        if let Some(s) = &self.opts.secret_access_key {
-            if !s.is_empty() {
-                out = out.replace(s.as_str(), "[secret]");
-            }
-        }
-        if let Some(t) = &self.opts.session_token {
-            if !t.is_empty() {
-                out = out.replace(t.as_str(), "[token]");
-            }
-        }
-        if let Some(k) = &self.opts.access_key_id {
-            if !k.is_empty() {
-                out = out.replace(k.as_str(), "[key id]");
-            }
-        }
-        out
+        redact(&self.opts, msg)
     }
 
     fn map_err(&self, op: &str, object: String, e: opendal::Error) -> Error {
@@ -1075,6 +1083,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn credentials_are_masked_unless_too_short_to_be_real() {
+        let opts = S3Options {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            virtual_host: false,
+            access_key_id: Some("k".into()),
+            secret_access_key: Some(Zeroizing::new("a-secret-4711".into())),
+            session_token: Some(Zeroizing::new("token-of-the-session".into())),
+            connections: 4,
+            timeout: Duration::from_secs(60),
+        };
+        let msg = "lookup failed: a-secret-4711 token-of-the-session k";
+        assert_eq!(redact(&opts, msg), "lookup failed: [secret] [token] k");
     }
 
     #[test]
