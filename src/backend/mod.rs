@@ -238,6 +238,16 @@ pub struct Leftovers {
     pub warnings: Vec<String>,
 }
 
+/// The names of `listed` that are no id, as [`Backend::strays`] gives
+/// them by default.
+pub(crate) fn not_ids(listed: Vec<String>) -> Vec<Vec<u8>> {
+    listed
+        .into_iter()
+        .filter(|n| !crate::id::is_hex_name(n))
+        .map(String::into_bytes)
+        .collect()
+}
+
 /// Storage for repository files. See the module docs for the contract.
 pub trait Backend: Send + Sync {
     /// A human-readable location, used in messages.
@@ -298,12 +308,7 @@ pub trait Backend: Send + Sync {
     /// snapshot file renamed or moved is no snapshot to any reader. The
     /// default: the names a listing gives that are no id.
     fn strays(&self, kind: FileKind) -> Result<Vec<Vec<u8>>> {
-        Ok(self
-            .list(kind)?
-            .into_iter()
-            .filter(|n| !crate::id::is_hex_name(n))
-            .map(String::into_bytes)
-            .collect())
+        Ok(not_ids(self.list(kind)?))
     }
     /// Pack files in another fan-out folder than their name's (moved by
     /// hand), which listings pass over: each as its place in the

@@ -880,12 +880,7 @@ impl Backend for S3Backend {
         // Packs lie in fan-out folders, which the names say nothing of:
         // the default (names that are no id) for them.
         if matches!(kind, FileKind::Config | FileKind::Pack) {
-            return Ok(self
-                .list(kind)?
-                .into_iter()
-                .filter(|n| !crate::id::is_hex_name(n))
-                .map(String::into_bytes)
-                .collect());
+            return Ok(super::not_ids(self.list(kind)?));
         }
         // Elsewhere every object but one at `dir/<id>`: one put aside in a
         // "sub-folder" (`snapshots/old/<id>`, `snapshots/old/.<id>`) is as
@@ -1085,20 +1080,25 @@ mod tests {
         assert!(!e.contains("secret"), "{e}");
     }
 
-    #[test]
-    fn credentials_are_masked_unless_too_short_to_be_real() {
-        let opts = S3Options {
+    /// Options of bucket `b` with these credentials.
+    fn with_credentials(key: &str, secret: &str, token: Option<&str>) -> S3Options {
+        S3Options {
             bucket: "b".into(),
             prefix: String::new(),
             endpoint: None,
             region: "us-east-1".into(),
             virtual_host: false,
-            access_key_id: Some("k".into()),
-            secret_access_key: Some(Zeroizing::new("a-secret-4711".into())),
-            session_token: Some(Zeroizing::new("token-of-the-session".into())),
+            access_key_id: Some(key.into()),
+            secret_access_key: Some(Zeroizing::new(secret.into())),
+            session_token: token.map(|t| Zeroizing::new(t.into())),
             connections: 4,
             timeout: Duration::from_secs(60),
-        };
+        }
+    }
+
+    #[test]
+    fn credentials_are_masked_unless_too_short_to_be_real() {
+        let opts = with_credentials("k", "a-secret-4711", Some("token-of-the-session"));
         let msg = "lookup failed: a-secret-4711 token-of-the-session k";
         assert_eq!(redact(&opts, msg), "lookup failed: [secret] [token] k");
     }
@@ -1131,18 +1131,7 @@ mod tests {
 
     #[test]
     fn debug_hides_secret() {
-        let o = S3Options {
-            bucket: "b".into(),
-            prefix: String::new(),
-            endpoint: None,
-            region: "us-east-1".into(),
-            virtual_host: false,
-            access_key_id: Some("AKIDSHOWN".into()),
-            secret_access_key: Some(Zeroizing::new("very-secret".into())),
-            session_token: None,
-            connections: 4,
-            timeout: Duration::from_secs(60),
-        };
+        let o = with_credentials("AKIDSHOWN", "very-secret", None);
         let d = format!("{o:?}");
         assert!(
             !d.contains("very-secret") && !d.contains("AKIDSHOWN"),
