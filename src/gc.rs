@@ -8,6 +8,10 @@
 //!   first-indexed blob; the pack's own header, table of contents and
 //!   trailer do not count) exceeds `max_unused` is **repacked**: its live
 //!   blobs are copied, still sealed, into new packs;
+//! - small packs (under 1/8 of the pack size) that would stay are
+//!   **merged** the same way, into full-sized packs, once 16 or more of
+//!   one kind (data or trees) are there: nightly backups of little new
+//!   data each leave one or two;
 //! - a pack in no index table is an interrupted backup's leftover and is
 //!   **deleted** (a dry run while others hold locks lists these packs
 //!   as **in progress** instead: a running backup may be writing them);
@@ -63,6 +67,9 @@ pub struct GcOptions {
     /// an interrupted one's, so they are listed as
     /// [`GcPlan::in_progress`], not as garbage.
     pub others_writing: bool,
+    /// Merge small packs once many of one kind stay (see
+    /// [`SMALL_PACKS_MERGED`]).
+    pub merge_small: bool,
 }
 
 impl Default for GcOptions {
@@ -71,6 +78,7 @@ impl Default for GcOptions {
             max_unused: 0.10,
             workers: 0,
             others_writing: false,
+            merge_small: true,
         }
     }
 }
@@ -103,6 +111,9 @@ pub struct GcPlan {
     pub bytes_freed: u64,
     /// Live bytes copied by repacking.
     pub bytes_repacked: u64,
+    /// Of the packs repacked, those merged only for being small (see
+    /// [`SMALL_PACKS_MERGED`]): all or nearly all of their bytes live.
+    pub small_merged: u64,
     /// Index tables rewritten (see the module docs).
     #[serde(rename = "rewrite_index", serialize_with = "ids")]
     pub old_index: Vec<IndexId>,
@@ -742,9 +753,24 @@ fn confirm_listings(repo: &Repository, plan: &GcPlan, index: &IndexSet) -> Resul
     Ok(())
 }
 
+/// A pack under this share of the repository's pack size (1/8: 2 MiB of
+/// the default 16) is small: a backup of little new data ends with one
+/// such pack of data and one of trees.
+const SMALL_PACK_DIVISOR: u64 = 8;
+
+/// gc merges the small packs of one kind (data or trees) that would stay,
+/// their live blobs copied into full-sized packs, once there are at least
+/// this many: a year of nightly backups of a few changed files would
+/// otherwise leave some 700 packs of a few KiB, each a file (or an
+/// object, and a request, on S3) to list, open and read. Below the count,
+/// merging would copy often for little: 16 packs under 1/8 of the pack
+/// size are at most two packs' worth of bytes, merged into one or two.
+const SMALL_PACKS_MERGED: usize = 16;
+
 /// What to do with each pack, given the `marks` of what is live: packs
-/// without a live blob are deleted, those mostly unused repacked, the
-/// index tables naming either (or holding many dead entries) rewritten.
+/// without a live blob are deleted, those mostly unused repacked, small
+/// packs merged when many of one kind stay, the index tables naming
+/// packs that go (or holding many dead entries) rewritten.
 fn classify(
     repo: &Repository,
     index: &IndexSet,
@@ -759,6 +785,7 @@ fn classify(
     };
     let mut live_in_pack: IdMap<PackId, u64> = IdMap::default();
     let mut indexed: IdSet<PackId> = IdSet::default();
+    let mut kinds: IdMap<PackId, BlobKind> = IdMap::default();
     // Per table: whether it holds an entry that is not live.
     let mut has_dead = Vec::with_capacity(marks.tables.len());
     for (table, marks) in index.tables().iter().zip(&marks.tables) {
@@ -778,9 +805,10 @@ fn classify(
                 plan.dead_bytes += u64::from(e.length);
             }
         }
-        for (n, (pack, _)) in marks.packs.iter().enumerate() {
+        for (n, (pack, kind)) in marks.packs.iter().enumerate() {
             if named[n] {
                 indexed.insert(*pack);
+                kinds.insert(*pack, *kind);
                 *live_in_pack.entry(*pack).or_default() += live[n];
             }
         }
@@ -800,6 +828,9 @@ fn classify(
     packs.sort();
     let (mut delete, mut repack, mut keep, mut freed, mut copied) =
         (Vec::new(), Vec::new(), 0, 0, 0);
+    // Small packs that stay, by kind, with their live bytes.
+    let small_below = u64::from(repo.config().pack_size) / SMALL_PACK_DIVISOR;
+    let mut small: HashMap<BlobKind, Vec<(PackId, u64, u64)>> = HashMap::new();
     for (pack, &size) in packs {
         let live = live_in_pack.get(pack).copied().unwrap_or(0);
         if !indexed.contains(pack) && opts.others_writing {
@@ -822,8 +853,25 @@ fn classify(
             copied += live;
         } else {
             keep += 1;
+            if size < small_below {
+                if let Some(kind) = kinds.get(pack) {
+                    small.entry(*kind).or_default().push((*pack, size, live));
+                }
+            }
         }
     }
+    for packs in small.into_values() {
+        if opts.merge_small && packs.len() >= SMALL_PACKS_MERGED {
+            for (pack, size, live) in packs {
+                repack.push(pack);
+                freed += size.saturating_sub(live);
+                copied += live;
+                keep -= 1;
+                plan.small_merged += 1;
+            }
+        }
+    }
+    repack.sort();
     let going: IdSet<PackId> = delete.iter().chain(&repack).copied().collect();
     for ((table, marks), dead) in index.tables().iter().zip(&plan.marks.tables).zip(has_dead) {
         if dead || marks.packs.iter().any(|(p, _)| going.contains(p)) {
@@ -981,6 +1029,7 @@ pub fn fit_to_space(repo: &Repository, plan: GcPlan, opts: &GcOptions) -> Result
         repo,
         &GcOptions {
             max_unused: f64::INFINITY,
+            merge_small: false,
             ..opts.clone()
         },
     )?;

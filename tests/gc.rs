@@ -846,3 +846,63 @@ fn verify_says_where_a_misplaced_pack_belongs() {
     assert!(!out.stdout.contains("moved"), "{out}");
     assert_restores(&repo, &saved);
 }
+
+/// Nightly backups of a little new data each leave a small data pack and
+/// a small tree pack. Once 16 small packs of one kind would stay, gc
+/// merges them into full-sized packs, copying their blobs still sealed;
+/// fewer are left alone, and the merged packs are not merged again.
+#[test]
+fn gc_merges_small_packs_once_sixteen_of_a_kind_stay() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    let mut saved = Vec::new();
+    let mut night = |n: u64| {
+        fill(&src.join(format!("night{n}")), 200 + n, &[("new", 20_000)]);
+        saved.push(backup_saved(&repo, &src, &[]));
+    };
+    for n in 0..15 {
+        night(n);
+    }
+    // 15 of each kind: below the count, nothing is merged.
+    let plan = repo.run(&["gc", "--dry-run", "--json"]).success().json();
+    assert_eq!(packs_in(&plan, "repack"), BTreeSet::new(), "{plan}");
+    assert_eq!(plan["small_merged"], 0, "{plan}");
+    night(15);
+    night(16);
+    let before = pack_files(&repo);
+    assert_eq!(before.len(), 34, "a data pack and a tree pack a night");
+
+    // Without room to copy them (no reserve, 100 KB free), they stay.
+    fs::remove_file(repo.path.join("reserve")).unwrap();
+    let mut tight = repo.cmd(&["gc", "--json"]);
+    tight.env("CAIRN_TEST_FS_SIZE", (repo.size() + 100_000).to_string());
+    let tight = run(&mut tight, None);
+    assert_eq!(tight.code, 0, "{tight}");
+    let tight = tight.json();
+    assert_eq!(packs_in(&tight, "repack"), BTreeSet::new(), "{tight}");
+    assert_eq!(tight["small_merged"], 0, "{tight}");
+    assert!(tight["repack_skipped"].is_object(), "{tight}");
+    assert_eq!(pack_files(&repo), before);
+
+    let out = repo.run(&["gc"]).success();
+    assert!(
+        out.stdout.contains("0 packs deleted, 34 repacked (")
+            && out
+                .stdout
+                .contains(", 34 of them small packs merged), 0 kept"),
+        "{out}"
+    );
+    let after = pack_files(&repo);
+    assert_eq!(after.len(), 2, "one pack of data, one of trees: {after:?}");
+    assert!(after.keys().all(|p| !before.contains_key(p)));
+    assert_verify_ok(&repo);
+    let (code, report, out) = verify_json(&repo, true);
+    assert_eq!(code, 0, "{out}\n{report}");
+    for s in &saved {
+        assert_restores(&repo, s);
+    }
+
+    let again = repo.run(&["gc", "--dry-run", "--json"]).success().json();
+    assert_eq!(packs_in(&again, "repack"), BTreeSet::new(), "{again}");
+    assert_eq!(packs_in(&again, "delete"), BTreeSet::new(), "{again}");
+}

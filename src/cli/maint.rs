@@ -330,8 +330,12 @@ fn print_gc(plan: &gc::GcPlan, dry_run: bool) -> Result<()> {
         plan.dead_blobs,
         human_bytes(plan.dead_bytes)
     )?;
+    let merged = match plan.small_merged {
+        0 => String::new(),
+        n => format!(", {n} of them small packs merged"),
+    };
     outln!(
-        "{}{} packs deleted, {} repacked ({} copied), {} kept; {} freed",
+        "{}{} packs deleted, {} repacked ({} copied{merged}), {} kept; {} freed",
         if dry_run { "would have: " } else { "" },
         plan.delete.len(),
         plan.repack.len(),
@@ -438,7 +442,7 @@ fn gc_command(ctx: &Context, repo: &Repository, a: &GcArgs) -> Result<u8> {
         &GcOptions {
             max_unused: a.max_unused,
             workers: ctx.workers(repo),
-            others_writing: false,
+            ..GcOptions::default()
         },
         a.dry_run,
         a.delete_all,
@@ -835,7 +839,7 @@ fn forget_command(
         let opts = GcOptions {
             max_unused: a.max_unused,
             workers: ctx.workers(repo),
-            others_writing: false,
+            ..GcOptions::default()
         };
         // Snapshots this run removed were the operator's to remove, the
         // last of them too.

@@ -132,7 +132,8 @@ enum Command {
     Verify(maint::VerifyArgs),
     /// Remove snapshots by id or by a retention policy.
     Forget(maint::ForgetArgs),
-    /// Delete data no snapshot uses; repack mostly-unused packs.
+    /// Delete data no snapshot uses; repack mostly-unused packs and merge
+    /// small ones.
     Gc(maint::GcArgs),
     /// Rebuild the index, or salvage damaged snapshots.
     Repair(maint::RepairArgs),
