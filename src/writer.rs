@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, IdSet, PackId};
+use crate::id::{BlobId, IdMap, IdSet, PackId};
 use crate::index::{IdFilter, IndexBuilder, IndexTable};
 use crate::pack::{self, BlobKind, PackWriter};
 use crate::repo::lock::LockGuard;
@@ -130,6 +130,12 @@ pub struct BlobWriter<'r> {
     lost: Mutex<IdSet<PackId>>,
     /// Whether `lost` holds any: until then a lookup takes no lock.
     any_lost: std::sync::atomic::AtomicBool,
+    /// The packs the store lists, with their sizes: listed once, at the
+    /// first blob found indexed (see [`BlobWriter::held`]).
+    listed: std::sync::OnceLock<IdMap<PackId, u64>>,
+    /// What [`BlobWriter::held`] found of packs the index names, one
+    /// message a pack, for the command to warn of.
+    packs_said: Mutex<Vec<String>>,
 }
 
 fn panicked() -> Error {
@@ -171,6 +177,8 @@ impl<'r> BlobWriter<'r> {
             index: std::sync::OnceLock::new(),
             lost: Mutex::default(),
             any_lost: Default::default(),
+            listed: std::sync::OnceLock::new(),
+            packs_said: Mutex::default(),
         }
     }
 
@@ -179,8 +187,8 @@ impl<'r> BlobWriter<'r> {
     /// for stored: `repair snapshots`, which lists the packs, passes those
     /// the index names and the store lacks, so that what it writes (an
     /// empty tree in place of an unreadable one, say) is really there. A
-    /// backup lists no packs and passes none: its dedup check stays one
-    /// search of the index.
+    /// backup passes none: it lists the packs at its first blob found
+    /// indexed and finds them itself (see [`Self::held`]).
     pub fn without_packs(self, lost: IdSet<PackId>) -> BlobWriter<'r> {
         for pack in lost {
             self.distrust(pack);
@@ -299,43 +307,62 @@ impl<'r> BlobWriter<'r> {
     }
 
     /// The plain length the index gives chunk `id`, in a pack not known
-    /// lost; `None` if it is not indexed as a chunk.
+    /// lost and [held](Self::held); `None` if it is not indexed as a
+    /// chunk there.
     fn indexed_length(&self, id: &BlobId) -> Result<Option<u64>> {
         let index = self.index()?;
-        let found = if self.any_lost.load(std::sync::atomic::Ordering::Acquire) {
-            let lost = self.lost.lock().map_err(|_| panicked())?;
-            index.locate_own_kind_where(id, BlobKind::Data, &|p| !lost.contains(p))?
-        } else {
-            index.locate_own_kind_where(id, BlobKind::Data, &|_| true)?
-        };
-        Ok(found.map(|loc| u64::from(loc.raw_length)))
+        loop {
+            let found = if self.any_lost.load(std::sync::atomic::Ordering::Acquire) {
+                let lost = self.lost.lock().map_err(|_| panicked())?;
+                index.locate_own_kind_where(id, BlobKind::Data, &|p| !lost.contains(p))?
+            } else {
+                index.locate_own_kind_where(id, BlobKind::Data, &|_| true)?
+            };
+            match found {
+                Some(loc) if !self.held(&loc)? => continue,
+                found => return Ok(found.map(|loc| u64::from(loc.raw_length))),
+            }
+        }
     }
 
     /// Whether the index holds `id` as a blob of `kind` in a pack not
-    /// known lost.
+    /// known lost and [held](Self::held).
     fn indexed(&self, kind: BlobKind, id: &BlobId) -> Result<bool> {
+        use std::sync::atomic::Ordering::Acquire;
         let index = self.index()?;
-        if !self.any_lost.load(std::sync::atomic::Ordering::Acquire) {
-            return Ok(index.contains_kind(id, kind));
+        // Most blobs of a first backup are new: a miss is one search,
+        // counted towards the index's filter.
+        if !self.any_lost.load(Acquire) && !index.contains_kind(id, kind) {
+            return Ok(false);
         }
-        if kind == BlobKind::Data {
-            let lost = self.lost.lock().map_err(|_| panicked())?;
-            return index.contains_kind_where(id, kind, &|p| !lost.contains(p));
-        }
-        // A backup that met damage takes a tree for stored only where its
-        // copy opens: the trees it writes are mostly its parent's again,
-        // and those below a parent tree it read around were not read, so
-        // may be damaged as well (until December 2026 they were taken for
-        // stored, and the new snapshot was as damaged as its parent).
-        // Trees are small, and this is done only after damage was met.
         loop {
+            let damage_met = self.any_lost.load(Acquire);
             let found = {
                 let lost = self.lost.lock().map_err(|_| panicked())?;
-                index.locate_kind_where(id, kind, &|p| !lost.contains(p))?
+                let usable = |p: &PackId| !lost.contains(p);
+                match kind {
+                    BlobKind::Tree if damage_met => index
+                        .locate_kind_where(id, kind, &usable)?
+                        .filter(|l| l.kind == kind),
+                    _ => index.locate_own_kind_where(id, kind, &usable)?,
+                }
             };
-            let Some(loc) = found.filter(|l| l.kind == kind) else {
+            let Some(loc) = found else {
                 return Ok(false);
             };
+            if !self.held(&loc)? {
+                continue;
+            }
+            if kind == BlobKind::Data || !damage_met {
+                return Ok(true);
+            }
+            // A backup that met damage takes a tree for stored only where
+            // its copy opens: the trees it writes are mostly its parent's
+            // again, and those below a parent tree it read around were not
+            // read, so may be damaged as well (until December 2026 they
+            // were taken for stored, and the new snapshot was as damaged
+            // as its parent). Trees are small, and this is done only after
+            // damage was met.
             match self.repo.read_located(id, loc) {
                 Ok(_) => return Ok(true),
                 Err(e) if e.is_not_found() || matches!(e, Error::Corrupt { .. }) => {
@@ -344,6 +371,68 @@ impl<'r> BlobWriter<'r> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether the pack the index places a blob in (`loc`) is there and
+    /// long enough to hold it, as the store's listing of packs says (taken
+    /// once, at the first blob found indexed: one listing, where a check
+    /// of each pack would be a request each on S3). A pack that is not is
+    /// [distrusted](Self::distrust), so the blobs the index places there
+    /// are stored again, and said once ([`Self::take_packs_said`]): until
+    /// December 2026 a backup took them for stored, exit 0, and wrote a
+    /// snapshot that could not be restored, night after night. A blob
+    /// damaged inside a pack that is all there is still taken for stored:
+    /// only reading it would tell (README, "verify").
+    fn held(&self, loc: &crate::index::Location) -> Result<bool> {
+        let listed = match self.listed.get() {
+            Some(listed) => listed,
+            None => {
+                let mut sizes = IdMap::default();
+                for (name, size) in self.repo.backend().list_sizes(FileKind::Pack)? {
+                    if let Ok(pack) = PackId::from_hex(&name) {
+                        sizes.insert(pack, size);
+                    }
+                }
+                self.listed.get_or_init(|| sizes)
+            }
+        };
+        let end = u64::from(loc.offset) + u64::from(loc.length);
+        let why = match listed.get(&loc.pack) {
+            Some(&size) if size >= end => return Ok(true),
+            Some(&size) => format!(
+                "is cut short: {size} bytes, where the index places a blob up to byte {end}"
+            ),
+            None => "is missing from the repository".to_string(),
+        };
+        let first = {
+            let mut lost = self.lost.lock().map_err(|_| panicked())?;
+            let first = lost.insert(loc.pack);
+            self.any_lost
+                .store(true, std::sync::atomic::Ordering::Release);
+            first
+        };
+        if first {
+            self.packs_said
+                .lock()
+                .map_err(|_| panicked())?
+                .push(format!(
+                    "pack {}, which the index names, {why}: the data this backup found indexed \
+                 there was stored again, so its snapshot is whole; `cairn verify` names the \
+                 snapshots that lost data with it, and `cairn repair index` makes the index say \
+                 what the packs hold",
+                    loc.pack.short()
+                ));
+        }
+        Ok(false)
+    }
+
+    /// What [`Self::held`] found since the last call: one warning a pack
+    /// missing or cut short.
+    pub fn take_packs_said(&self) -> Vec<String> {
+        self.packs_said
+            .lock()
+            .map(|mut said| std::mem::take(&mut *said))
+            .unwrap_or_default()
     }
 
     /// Whether `id` is neither stored nor being stored; if so, the caller
@@ -900,14 +989,66 @@ mod tests {
         let lost = repo.locate(&id).unwrap().pack;
         backend.remove(FileKind::Pack, &lost.to_hex()).unwrap();
 
-        let writer = BlobWriter::new(&repo);
-        assert!(!writer.add(BlobKind::Tree, b"a tree").unwrap().1);
-        assert_eq!(writer.finish().unwrap().blobs, 0);
+        // Passed as lost (as `repair snapshots` does), it is not looked for.
         let writer = BlobWriter::new(&repo).without_packs([lost].into_iter().collect());
         assert!(writer.add(BlobKind::Tree, b"a tree").unwrap().1);
+        assert_eq!(writer.take_packs_said(), Vec::<String>::new());
         assert_eq!(writer.finish().unwrap().blobs, 1);
         assert_eq!(repo.read_tree_blob(&id).unwrap(), b"a tree");
         assert_eq!(repo.read_blob(&id).unwrap(), b"a tree");
+    }
+
+    /// A backup's writer finds, by the listing of packs, a pack the index
+    /// names that is gone or cut short, stores again what the index
+    /// places there, and says so once a pack.
+    #[test]
+    fn a_blob_in_a_missing_or_cut_short_pack_is_stored_again_and_said() {
+        let backend: Arc<dyn Backend> = Arc::new(crate::backend::mem::MemBackend::default());
+        let repo = repo_of_small_packs(backend.clone());
+        let writer = BlobWriter::new(&repo);
+        let gone = writer.add(BlobKind::Tree, b"a tree").unwrap().0;
+        let short = writer.add(BlobKind::Data, &noise(1)).unwrap().0;
+        writer.finish().unwrap();
+        let gone_pack = repo.locate(&gone).unwrap().pack;
+        let short_pack = repo.locate(&short).unwrap().pack;
+        assert_ne!(gone_pack, short_pack);
+        backend.remove(FileKind::Pack, &gone_pack.to_hex()).unwrap();
+        let bytes = backend.read(FileKind::Pack, &short_pack.to_hex()).unwrap();
+        let cut = bytes[..bytes.len() / 2].to_vec();
+        backend
+            .write(FileKind::Pack, &short_pack.to_hex(), &cut)
+            .unwrap();
+
+        let writer = BlobWriter::new(&repo);
+        assert!(writer.add(BlobKind::Tree, b"a tree").unwrap().1);
+        assert!(
+            !writer.add(BlobKind::Tree, b"a tree").unwrap().1,
+            "stored once"
+        );
+        assert!(matches!(
+            writer.parent_chunks(&[short]).unwrap(),
+            ParentChunks::Missing(id) if id == short
+        ));
+        assert!(writer.add(BlobKind::Data, &noise(1)).unwrap().1);
+        let said = writer.take_packs_said();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].starts_with(&format!("pack {}, ", gone_pack.short())));
+        assert!(
+            said[0].contains("is missing from the repository"),
+            "{said:?}"
+        );
+        let cut_at = format!("is cut short: {} bytes", cut.len());
+        assert!(said[1].starts_with(&format!("pack {}, ", short_pack.short())));
+        assert!(said[1].contains(&cut_at), "{said:?}");
+        assert_eq!(writer.finish().unwrap().blobs, 2);
+
+        // The copies stored again are found by the next writer (which
+        // says the lost packs again if its search meets their entries
+        // first, as the order of the tables decides).
+        let writer = BlobWriter::new(&repo);
+        assert!(!writer.add(BlobKind::Tree, b"a tree").unwrap().1);
+        assert!(!writer.add(BlobKind::Data, &noise(1)).unwrap().1);
+        assert_eq!(writer.finish().unwrap().blobs, 0);
     }
 
     #[test]

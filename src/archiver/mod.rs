@@ -645,6 +645,11 @@ pub fn backup_locked(
     for said in repo.take_read_around_said() {
         repo_warn(said);
     }
+    // Packs the index names that are missing or cut short: what this
+    // backup found there was stored again.
+    for said in writer.take_packs_said() {
+        repo_warn(said);
+    }
     let stored = writer.finish()?;
     let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let snapshot = Snapshot {
