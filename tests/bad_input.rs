@@ -483,6 +483,68 @@ fn a_repository_that_lost_both_config_files_is_rebuilt_from_its_key() {
     assert_eq!(out.code, 0, "{out}");
 }
 
+/// `config` damaged and no copy left: every command says to move both
+/// out of the way and rebuild, `repair config --rebuild` (which refused
+/// with "config is there", while `repair config` failed on the damage)
+/// says to move them, and does its work once they are moved. A folder in
+/// the place of `config` is named as such by `repair config`, not only
+/// "Is a directory".
+#[test]
+fn a_damaged_config_without_its_copy_and_a_folder_in_its_place_say_what_to_do() {
+    let (repo, src, snap, _key) = backed_up_with_a_key();
+    let config = repo.path.join("config");
+    let copy = repo.path.join("config.copy");
+    let intact = fs::read(&config).unwrap();
+    let mut damaged = intact.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    fs::write(&config, &damaged).unwrap();
+    fs::remove_file(&copy).unwrap();
+
+    let rebuild = "move `config` and `config.copy` out of the repository (keep them) and run \
+                   `cairn repair config --rebuild`";
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(rebuild), "{out}");
+    let out = repo.run(&["repair", "config"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains(rebuild), "{out}");
+    let out = repo.run(&["repair", "config", "--rebuild"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("--rebuild makes a config only where none is there: move `config`"),
+        "{out}"
+    );
+    assert_eq!(fs::read(&config).unwrap(), damaged, "nothing written");
+
+    fs::rename(&config, repo.scratch("config.damaged")).unwrap();
+    let out = repo.run(&["repair", "config", "--rebuild"]);
+    assert_eq!(out.code, 0, "{out}");
+    let target = repo.scratch("target");
+    repo.restore(&snap, &target, &[]);
+    assert_eq!(
+        fs::read(restored(&target, &src).join("f")).unwrap(),
+        b"data"
+    );
+
+    // A folder where `config` belongs, its copy intact.
+    fs::remove_file(&config).unwrap();
+    fs::create_dir(&config).unwrap();
+    let out = repo.run(&["repair", "config"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "a folder is in the place of {}: move it out of the repository",
+            config.display()
+        )),
+        "{out}"
+    );
+    fs::remove_dir(&config).unwrap();
+    repo.run(&["repair", "config"]).success();
+    assert_eq!(fs::read(&config).unwrap(), fs::read(&copy).unwrap());
+}
+
 /// A key file that opens with the password but holds another
 /// repository's key, known by the snapshots it does not open: exit 12,
 /// suggesting its removal only beside other key files; where it is all

@@ -987,11 +987,25 @@ fn rebuild_config(ctx: &Context) -> Result<u8> {
     use crate::backend::CONFIG_COPY;
     let backend = ctx.backend()?;
     if backend.exists()? || backend.read(FileKind::Config, CONFIG_COPY).is_ok() {
-        return Err(Error::Usage(
-            "config or config.copy is there: `cairn repair config` (without --rebuild) writes \
-             config back from its copy; --rebuild is for a repository that lost both"
-                .into(),
-        ));
+        // Both there but neither opening (damaged, or a folder in the
+        // place of one) left no way on: this refused, and `repair config`
+        // failed on the same damage.
+        return Err(match ctx.open_uncached() {
+            Err(e @ Error::Corrupt { .. }) => Error::Advised {
+                error: Box::new(e),
+                advice: "--rebuild makes a config only where none is there: move `config` \
+                         and `config.copy` out of the repository (keep them), then run \
+                         `cairn repair config --rebuild` again"
+                    .into(),
+            },
+            Err(e) => e,
+            Ok(_) => Error::Usage(
+                "config or config.copy is there: `cairn repair config` (without --rebuild) \
+                 writes config back from its copy; --rebuild is for a repository that lost \
+                 both"
+                    .into(),
+            ),
+        });
     }
     let keys = match ctx.key_file() {
         Some(f) => {

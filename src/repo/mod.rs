@@ -29,6 +29,11 @@ pub use config::Config;
 pub use dir::DirNodes;
 pub use keys::KdfParams;
 
+/// What to do where `config` and its copy are both damaged or gone.
+const REBUILD: &str = "move `config` and `config.copy` out of the repository (keep them) and \
+                       run `cairn repair config --rebuild`, which makes a config anew from \
+                       the password or an exported key";
+
 /// Settings chosen at `init`.
 #[derive(Clone, Debug)]
 pub struct InitOptions {
@@ -257,8 +262,10 @@ fn peek_config(backend: &dyn Backend, bytes: &[u8]) -> Result<(u32, [u8; 32])> {
             return e;
         };
         let what = format!("config of {}", backend.location());
-        let restore = "restore `config` from a copy of the repository (no key file opens a \
-                       repository without it)";
+        let restore = format!(
+            "restore `config` from a copy of the repository (no key file opens a repository \
+             without it), or, with no copy left, {REBUILD}"
+        );
         if bytes.is_empty() {
             return Error::corrupt(what, format!("it is empty; {restore}"));
         }
@@ -329,7 +336,7 @@ fn config_refused(
                 "{detail}, with the key of key file(s) {shown}, which this password opens \
                  and which open this repository's other files: the config is damaged; \
                  restore `config` from a copy of the repository (the key files are not at \
-                 fault)"
+                 fault), or, with no copy left, {REBUILD}"
             ),
         },
         Some(false) if others => Error::WrongKey(format!(

@@ -893,7 +893,21 @@ impl Backend for LocalBackend {
                 }
             }
             crate::fault::point("backend-before-rename");
-            fs::rename(&tmp, &path).map_err(|e| Error::path("rename into", &path, e))
+            fs::rename(&tmp, &path).map_err(|e| {
+                let folder = e.raw_os_error() == Some(libc::EISDIR);
+                let error = Error::path("rename into", &path, e);
+                match folder {
+                    true => Error::Advised {
+                        error: Box::new(error),
+                        advice: format!(
+                            "a folder is in the place of {}: move it out of the repository \
+                             (nothing of cairn's is a folder there), then run the command again",
+                            path.shown()
+                        ),
+                    },
+                    false => error,
+                }
+            })
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
