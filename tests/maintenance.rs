@@ -605,6 +605,23 @@ fn after_a_damaged_blob_repair_index_read_data_and_the_next_backup_store_the_con
         .count();
     flip_byte(&pack_files(&repo)[&loc.pack], loc.offset + loc.length / 2);
 
+    // A restore names the file and, once, what finds and mends the damage.
+    let target = repo.scratch("damaged-restore");
+    let out = repo.restore_out(&first.id, &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("blob {} in pack {}", &blob[..8], &loc.pack[..8]))
+            && out.stderr.contains(
+                "1 entry was not restored because its data is damaged in the repository \
+                 (named above): `cairn verify --read-data` names every damaged blob"
+            )
+            && out
+                .stderr
+                .contains("`cairn repair index --read-data` then leaves"),
+        "{out}"
+    );
+
     // verify names the blob, and what mends it.
     let out = repo.run(&["verify", "--read-data"]);
     assert_eq!(out.code, 1, "{out}");
@@ -658,6 +675,17 @@ fn after_a_damaged_blob_repair_index_read_data_and_the_next_backup_store_the_con
     assert_eq!(
         after.values().filter(|l| l.pack == loc.pack).count(),
         others_in_pack
+    );
+    // A restore now finds the blob unindexed, and says what that may mean.
+    let target = repo.scratch("unindexed-restore");
+    let out = repo.restore_out(&first.id, &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "If `cairn repair index --read-data` left that data out as damaged, no pack holds \
+             an intact copy: a backup of the sources stores again what they still have"
+        ),
+        "{out}"
     );
 
     // The next backup, incremental, reads the unchanged file again and
@@ -1228,6 +1256,50 @@ fn restore_reads_around_a_damaged_index_entry() {
     let out = repo.restore_out(&saved.id, &target, &[]);
     assert_eq!(out.code, 0, "{out}");
     assert!(!out.stderr.contains("damaged"), "{out}");
+}
+
+/// A flipped bit in an index entry's plain length (its table's MAC as it
+/// was, which lookups do not check): the restore's error for the file says
+/// its chunks and its size disagree, and that an index table or the tree
+/// is damaged, with what checks and mends them; it named neither.
+#[test]
+fn a_damaged_plain_length_in_the_index_is_said_as_possible_index_damage() {
+    let repo = packed_repo();
+    let src = source(&repo, 23);
+    let saved = backup_saved(&repo, &src, &[]);
+    let victim = snap_path(&src, "victim.bin");
+    let blob = file_chunks(&repo, &saved.id)[&victim][0].clone();
+    let id = hex::decode(&blob).unwrap();
+    let damaged = names_in(&repo, "index")
+        .iter()
+        .filter(|t| {
+            let path = repo.path.join("index").join(t);
+            let mut bytes = fs::read(&path).unwrap();
+            let Some(at) = bytes.windows(32).position(|w| w == id) else {
+                return false;
+            };
+            // Blob id, pack number, offset, length, plain length.
+            bytes[at + 44] ^= 0x10;
+            fs::write(&path, &bytes).unwrap();
+            true
+        })
+        .count();
+    assert_eq!(damaged, 1, "one table indexes the blob");
+
+    let target = repo.scratch("target");
+    let out = repo.restore_out(&saved.id, &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("bytes as the index gives them, the tree says")
+            && out.stderr.contains(
+                "an index table or the snapshot's tree is damaged; `cairn verify` checks both, \
+                 and `cairn repair index` rebuilds the index from the packs"
+            ),
+        "{out}"
+    );
+    repo.run(&["repair", "index"]).success();
+    assert_restores(&repo, &saved);
 }
 
 /// A tree's index entry given a length no blob can have (0xF0000000, its

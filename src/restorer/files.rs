@@ -9,6 +9,14 @@ use super::*;
 use crate::escape::Show;
 use crate::pack::BlobKind;
 
+/// Said of a file whose chunks, as the index gives their lengths, do not
+/// add up to its size in the tree: one of the two is damaged (a flipped
+/// byte in an index table is found only by its MAC, which lookups do not
+/// check).
+const SIZES_DIFFER: &str = "an index table or the snapshot's tree is damaged; `cairn verify` \
+                            checks both, and `cairn repair index` rebuilds the index from the \
+                            packs";
+
 impl Executor<'_> {
     /// Gets ready to write files: raises the open-file limit, from which
     /// the files held open at once are budgeted, and probes whether the
@@ -176,7 +184,8 @@ impl Executor<'_> {
             }
             if offset != task.node.size && !task.failed() {
                 task.fail(format!(
-                    "chunks hold {offset} bytes, the tree says {}",
+                    "chunks hold {offset} bytes as the index gives them, the tree says {}: \
+                     {SIZES_DIFFER}",
                     task.node.size
                 ));
             }
@@ -789,7 +798,8 @@ impl Executor<'_> {
         }
         if total != size {
             return Err(Error::Invalid(format!(
-                "chunks hold {total} bytes, the tree says {size}"
+                "chunks hold {total} bytes as the index gives them, the tree says {size}: \
+                 {SIZES_DIFFER}"
             )));
         }
         Ok(())

@@ -443,6 +443,7 @@ pub fn restore(
         error,
         errors: AtomicU64::new(0),
         unindexed: AtomicU64::new(0),
+        damaged: AtomicU64::new(0),
         full: Mutex::new(None),
         lock: opts.lock,
         lost: Mutex::new(None),
@@ -642,15 +643,32 @@ pub fn restore(
     let unindexed = ex.unindexed.load(Ordering::Relaxed);
     if unindexed > 0 {
         warn(&format!(
-            "{unindexed} entr{} {} not restored because the index lacks entries for their \
+            "{unindexed} entr{} {} restored because the index lacks entries for their \
              data (an index table lost or left unread?): the packs may still hold it; `cairn \
-             repair index` rebuilds the index from the packs, then run the restore again",
+             repair index` rebuilds the index from the packs, then run the restore again. \
+             If `cairn repair index --read-data` left that data out as damaged, no pack \
+             holds an intact copy: a backup of the sources stores again what they still \
+             have, which mends this snapshot too, and `cairn repair snapshots` writes a copy \
+             of it without the rest",
             if unindexed == 1 { "y" } else { "ies" },
             match (opts.dry_run, unindexed == 1) {
-                (true, _) => "would be",
-                (false, true) => "was",
-                (false, false) => "were",
+                (true, _) => "would not be",
+                (false, true) => "was not",
+                (false, false) => "were not",
             },
+        ));
+    }
+    let damaged = ex.damaged.load(Ordering::Relaxed);
+    if damaged > 0 {
+        warn(&format!(
+            "{damaged} entr{} not restored because {} data is damaged in the \
+             repository (named above): `cairn verify --read-data` names every damaged blob \
+             and the snapshots that use it; `cairn repair index --read-data` then leaves the \
+             damaged copies out of the index, after which a backup of the sources stores \
+             again what they still have (which mends this snapshot), and `cairn repair \
+             snapshots` writes a copy of it without the rest",
+            if damaged == 1 { "y was" } else { "ies were" },
+            if damaged == 1 { "its" } else { "their" },
         ));
     }
     // Trees read from another copy (file data read so is warned of as
@@ -1393,6 +1411,9 @@ struct Executor<'a> {
     errors: AtomicU64,
     /// Of them, entries whose data the index lacks (see `fail`).
     unindexed: AtomicU64,
+    /// Entries that failed as their data is damaged in the repository:
+    /// said with what mends it once, at the end.
+    damaged: AtomicU64,
     /// The first failure for want of space in the target ("no space left
     /// on device", a quota), with its path. Once set, the restore stops
     /// (once no file whose space is reserved is left, see `reserved`):
