@@ -182,7 +182,9 @@ pub struct Node {
     pub mtime_ns: i64,
     /// Status change time, ns since the epoch.
     pub ctime_ns: i64,
-    /// Size in bytes: a file's content length; 0 for every other kind.
+    /// A file's content length; for a folder, the entries its backup
+    /// left out of it, `u64::MAX` where it did not list it (FORMAT.md,
+    /// "Tree"); 0 for every other kind.
     pub size: u64,
     /// Device of the source filesystem.
     pub dev: u64,

@@ -135,7 +135,11 @@ pub struct LsArgs {
     /// major and minor number, as `ls -l`) and time.
     #[arg(long, short = 'l')]
     long: bool,
-    /// One JSON object per line.
+    /// One JSON object per line: the path and the entry's fields as the
+    /// snapshot's tree holds them (docs/FORMAT.md, "Tree"). A folder's
+    /// `size` counts the entries its backup left out, and is
+    /// 18446744073709551615 where it did not list the folder, as for the
+    /// folders on the way down to the paths backed up.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
