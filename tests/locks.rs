@@ -325,6 +325,23 @@ fn gc_refuses_then_waits_while_a_backup_holds_its_lock() {
             .contains("packs not in the index (a backup may be writing them)"),
         "{out}"
     );
+    // verify beside it says the same of them, not that they are leftovers
+    // for gc or an index table lost.
+    let out = repo.run(&["verify"]).success();
+    for pack in &theirs {
+        assert!(
+            out.stdout.contains(&format!(
+                "warning: pack {}: not in the index: a backup running beside this check may \
+                 be writing it",
+                &pack[..8]
+            )),
+            "{out}"
+        );
+    }
+    assert!(
+        !out.stdout.contains("left by an interrupted backup"),
+        "{out}"
+    );
 
     // gc with --lock-wait waits for the backup.
     let mut gc = repo

@@ -77,6 +77,7 @@ fn verify_command(
             read_data,
             day: (crate::now_ns() / 86_400_000_000_000).max(0) as u64,
             workers: ctx.workers(repo),
+            lock,
         },
     )?;
     // A lock that expired while it read (a long suspend) may have let a gc
@@ -232,9 +233,8 @@ fn gc_locked(
     delete_all: bool,
 ) -> Result<gc::GcPlan> {
     // Readers hold shared locks too, but add no packs.
-    let writing = |l: &lock::LockInfo| !lock::READERS.contains(&l.command.as_str());
     let opts = GcOptions {
-        others_writing: dry_run && lock.others()?.iter().any(writing),
+        others_writing: dry_run && lock.others_writing()?,
         ..opts.clone()
     };
     let mut plan = gc::plan(repo, &opts)?;

@@ -1243,6 +1243,16 @@ impl LockGuard {
             .map(|l| l.info.clone())
             .collect())
     }
+
+    /// Whether others hold live locks of commands that write (not
+    /// [`READERS`]): a backup among them may be writing packs no index
+    /// table names yet.
+    pub fn others_writing(&self) -> Result<bool> {
+        Ok(self
+            .others()?
+            .iter()
+            .any(|l| !READERS.contains(&l.command.as_str())))
+    }
 }
 
 impl Drop for LockGuard {

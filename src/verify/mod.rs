@@ -36,7 +36,7 @@ pub use subset::{Subset, SubsetWindow};
 
 /// What to check.
 #[derive(Clone, Default)]
-pub struct VerifyOptions {
+pub struct VerifyOptions<'a> {
     /// The password the repository was opened with: every key file is
     /// tried with it, to report which ones it opens. Without it key files
     /// are only checked for structure.
@@ -48,9 +48,13 @@ pub struct VerifyOptions {
     pub day: u64,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+    /// The check's own lock, where it holds one: packs no index names are
+    /// said as a running backup's where others hold writers' locks once
+    /// the packs are listed.
+    pub lock: Option<&'a crate::repo::lock::LockGuard>,
 }
 
-impl std::fmt::Debug for VerifyOptions {
+impl std::fmt::Debug for VerifyOptions<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifyOptions")
             .field("password", &self.password.as_ref().map(|_| "…"))
@@ -464,7 +468,17 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         .filter(|p| !indexed_packs.contains(p))
         .collect();
     unindexed.sort();
-    let why_unindexed = if tables_damaged {
+    // Listed after the packs were: a backup that began before then may
+    // be writing them (gc's dry run lists them as in progress).
+    let others_writing = match opts.lock {
+        Some(lock) if !unindexed.is_empty() => lock.others_writing()?,
+        _ => false,
+    };
+    let why_unindexed = if others_writing {
+        "not in the index: a backup running beside this check may be writing it (another \
+         command holds a lock to write); if it stays once no backup runs, `cairn gc` \
+         removes it, or an index table was lost (`cairn repair index` restores it)"
+    } else if tables_damaged {
         // gc refuses now; its advice would delete what the damaged table
         // indexes once the table was removed by hand.
         "not in a sound index table: a damaged index table (named among the errors) may be \
