@@ -446,4 +446,37 @@ fn a_snapshot_file_this_user_may_not_read_is_not_called_damaged() {
         assert!(!out.stdout.contains("damaged"), "{out}");
         assert!(!out.stdout.contains("cairn forget"), "{out}");
     }
+
+    // Nor by a backup's summary, which said "the repository is damaged"
+    // after the warning had said "that is no damage".
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains(
+            "1 snapshot file(s) could not be read by this user (named above), which is no damage"
+        ),
+        "{out}"
+    );
+    assert!(!out.stderr.contains("is damaged"), "{out}");
+
+    // A folder of the repository this user may not list stops the backup
+    // with what that means, not a bare "Permission denied".
+    let index = repo.path.join("index");
+    fs::set_permissions(&index, fs::Permissions::from_mode(0o000)).unwrap();
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    fs::set_permissions(&index, fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "the backup stopped, and wrote no snapshot: the store refused a read (no \
+             permission), which is not damage"
+        ),
+        "{out}"
+    );
 }

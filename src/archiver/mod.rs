@@ -192,6 +192,9 @@ pub struct BackupResult {
     /// tree that cannot be read, whose files were read afresh): every
     /// entry is in the snapshot.
     pub repo_warnings: Vec<String>,
+    /// Of `repo_warnings`, the snapshot files this user may not read:
+    /// no damage, but left out of the choice of parent all the same.
+    pub repo_refused: usize,
     /// Set when the requested kind could not be honoured.
     pub note: Option<String>,
     /// Of the bytes read, those that lay in holes of sparse files, which
@@ -493,6 +496,8 @@ pub fn backup_locked(
         .iter()
         .map(|d| d.warning("not considered as the parent of this backup"))
         .collect();
+    // Of them, those this user may not read: no damage.
+    let repo_refused = snapshots.damaged.iter().filter(|d| d.refused).count();
     let snapshots = snapshots.good;
     let clock_behind = match opts.time_ns {
         None => clock_behind(&snapshots, &set, &host, time_ns),
@@ -734,6 +739,7 @@ pub fn backup_locked(
         warnings: warnings.into_inner().unwrap_or_default(),
         changed: changed_files.into_inner().unwrap_or_default(),
         repo_warnings: repo_warnings.into_inner().unwrap_or_default(),
+        repo_refused,
         note,
         bytes_in_holes: counters.bytes_in_holes.load(Ordering::Relaxed),
         clock_behind,

@@ -101,6 +101,25 @@ pub struct BackupArgs {
     json: bool,
 }
 
+/// `e` with advice that it is no damage where it is a read the store
+/// refused: a remote store's, or a local repository's file or folder
+/// this user may not read (a `list` of `index/` came bare until December
+/// 2026). A refused read of the sources is theirs, said as it is.
+fn refused_by_store(repo: &Repository, e: Error) -> Error {
+    let store_s = match (&e, repo.backend().local_folder()) {
+        (Error::Backend { .. }, _) => true,
+        (Error::Io { context, .. }, Some(root)) => context
+            .split_once(' ')
+            .is_some_and(|(_, path)| std::path::Path::new(path).starts_with(root)),
+        _ => false,
+    };
+    if store_s && e.is_read_refused() {
+        e.unless_store_unavailable("the backup stopped, and wrote no snapshot")
+    } else {
+        e
+    }
+}
+
 /// What `backup --json` prints: the snapshot as `snapshots --json` lists
 /// it, and the problems the warnings named, so that a nightly job's
 /// report need not parse standard error.
@@ -561,7 +580,7 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
         None => &mut stdin,
     };
     let result = archiver::backup_locked(&repo, &opts, input, &warn, lock)
-        .map_err(|e| super::explain_full(&repo, e))?;
+        .map_err(|e| super::explain_full(&repo, refused_by_store(&repo, e)))?;
     super::top_up_reserve(&repo, false);
     if let Some(note) = &result.note {
         crate::eprint_line(format_args!("note: {note}"));
@@ -611,11 +630,20 @@ pub(super) fn run(ctx: &Context, mut a: BackupArgs) -> Result<u8> {
             result.id.short()
         )
     };
-    if !result.repo_warnings.is_empty() {
+    let damage = result.repo_warnings.len() - result.repo_refused;
+    if damage > 0 {
         warn(&format!(
-            "the repository is damaged ({} problem(s), named above): the backup \
+            "the repository is damaged ({damage} problem(s), named above): the backup \
              read around it and every entry is in snapshot {}; run `cairn verify`",
-            result.repo_warnings.len(),
+            result.id.short()
+        ));
+    }
+    if result.repo_refused > 0 {
+        warn(&format!(
+            "{} snapshot file(s) could not be read by this user (named above), which is no \
+             damage: the backup chose its parent among the others, and every entry is in \
+             snapshot {}",
+            result.repo_refused,
             result.id.short()
         ));
     }
