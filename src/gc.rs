@@ -129,6 +129,11 @@ pub struct GcPlan {
     /// why, for `cairn repair index` to index.
     #[serde(serialize_with = "kept_ids")]
     pub unindexed_kept: Vec<(PackId, String)>,
+    /// Packs whose own framing (trailer, table of contents) cannot be
+    /// read, with why: repacked, their live blobs copied (each
+    /// authenticated) into new packs, which mends them.
+    #[serde(serialize_with = "kept_ids")]
+    pub framing_damaged: Vec<(PackId, String)>,
     /// The index entries that keep live blobs.
     #[serde(skip)]
     marks: Marks,
@@ -937,10 +942,13 @@ fn classify(
         } else if !indexed.contains(pack) || live == 0 {
             delete.push(*pack);
             freed += size;
-        } else if size > 0
-            && 1.0 - (live as f64 / size as f64) > opts.max_unused
-            && unused_share(repo, pack, size, live) > opts.max_unused
-        {
+        } else if size > 0 && 1.0 - (live as f64 / size as f64) > opts.max_unused && {
+            let (share, damaged) = unused_share(repo, pack, size, live);
+            if let Some(why) = damaged.filter(|_| share > opts.max_unused) {
+                plan.framing_damaged.push((*pack, why));
+            }
+            share > opts.max_unused
+        } {
             repack.push(*pack);
             freed += size - live;
             copied += live;
@@ -1140,22 +1148,28 @@ pub fn fit_to_space(repo: &Repository, plan: GcPlan, opts: &GcOptions) -> Result
 /// counting it would make every gc repack packs of a few small tree blobs,
 /// whose table of contents is a large share of the file, over and over.
 /// Costs one small read of the trailer; if that fails, the whole file size
-/// is used, which errs towards repacking (which authenticates every blob).
-fn unused_share(repo: &Repository, pack: &PackId, size: u64, live: u64) -> f64 {
+/// is used, which errs towards repacking (which authenticates every blob),
+/// and why it failed is returned with the share, where the pack is damaged
+/// (not where the store could not hand the trailer over).
+fn unused_share(repo: &Repository, pack: &PackId, size: u64, live: u64) -> (f64, Option<String>) {
     let tl = crate::pack::trailer_len();
-    let area = size
+    let framing = size
         .checked_sub(tl as u64)
+        .ok_or_else(|| Error::corrupt(format!("pack {}", pack.short()), "shorter than a trailer"))
         .and_then(|at| {
             repo.backend()
                 .read_range(FileKind::Pack, &pack.to_hex(), at, tl)
-                .ok()
         })
-        .and_then(|t| crate::pack::header_range(&t, size, "pack").ok())
-        .map_or(size, |(start, _)| start - crate::pack::HEADER_LEN as u64);
+        .and_then(|t| crate::pack::header_range(&t, size, &format!("pack {}", pack.short())));
+    let (area, damaged) = match framing {
+        Ok((start, _)) => (start - crate::pack::HEADER_LEN as u64, None),
+        Err(e @ Error::Corrupt { .. }) => (size, Some(e.to_string())),
+        Err(_) => (size, None),
+    };
     if area == 0 {
-        return 1.0;
+        return (1.0, damaged);
     }
-    1.0 - (live as f64 / area as f64).min(1.0)
+    (1.0 - (live as f64 / area as f64).min(1.0), damaged)
 }
 
 /// Carries out a plan, holding `lock` (which must be exclusive). See the

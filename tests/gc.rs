@@ -906,3 +906,48 @@ fn gc_merges_small_packs_once_sixteen_of_a_kind_stay() {
     assert_eq!(packs_in(&again, "repack"), BTreeSet::new(), "{again}");
     assert_eq!(packs_in(&again, "delete"), BTreeSet::new(), "{again}");
 }
+
+/// A pack whose trailer is damaged (its blobs intact) is repacked, which
+/// mends it, and gc says so; it repacked it without a word.
+#[test]
+fn a_pack_whose_trailer_is_damaged_is_repacked_and_said() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 90, &[("a", 5_000), ("b", 7_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    let index = index_map(&repo);
+    let tree_pack = index
+        .values()
+        .map(|l| l.pack.clone())
+        .find(|p| {
+            file_chunks(&repo, &saved.id)
+                .values()
+                .flatten()
+                .all(|c| index[c].pack != *p)
+        })
+        .expect("a pack of trees apart from the data's");
+    let path = &pack_files(&repo)[&tree_pack];
+    let mut bytes = fs::read(path).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 16..] {
+        *b = 0;
+    }
+    fs::write(path, &bytes).unwrap();
+
+    let out = repo.run(&["gc", "--json"]).success();
+    let done = out.json();
+    assert!(packs_in(&done, "repack").contains(&tree_pack), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "pack {} is damaged (pack {} is corrupt: ",
+            &tree_pack[..8],
+            &tree_pack[..8]
+        )) && out
+            .stderr
+            .contains("gc repacks it, its live blobs copied, each authenticated"),
+        "{out}"
+    );
+    assert!(!pack_files(&repo).contains_key(&tree_pack));
+    assert_verify_ok(&repo);
+    assert_restores(&repo, &saved);
+}

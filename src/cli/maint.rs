@@ -295,6 +295,14 @@ fn gc_locked(
              stores it again where a source still holds it"
         ));
     }
+    for (pack, why) in &plan.framing_damaged {
+        say(format!(
+            "pack {} is damaged ({why}): gc {} it, its live blobs copied, each \
+             authenticated, into new packs, which mends it",
+            pack.short(),
+            if dry_run { "would repack" } else { "repacks" }
+        ));
+    }
     for (pack, why) in &plan.unindexed_kept {
         say(format!(
             "pack {} is not in the index (an index table lost?), but {why}: kept, not \
