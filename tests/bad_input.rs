@@ -346,6 +346,23 @@ fn a_config_lost_or_damaged_is_read_from_its_copy_and_repaired() {
     assert_eq!(fs::read(&copy).unwrap(), good, "the backup writes the copy");
     let out = repo.run(&["repair", "config"]).success();
     assert!(out.stdout.contains("config is intact"), "{out}");
+    // A damaged copy is said to be damaged, not an upgrade's leftover.
+    let mut damaged = good.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    fs::write(&copy, &damaged).unwrap();
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stdout.contains("config.copy: is damaged (") && !out.stdout.contains("an upgrade"),
+        "{out}"
+    );
+    repo.run(&["repair", "config"]).success();
+    assert_eq!(
+        fs::read(&copy).unwrap(),
+        good,
+        "repair config writes the copy"
+    );
 
     // A config of a later format is a newer cairn's: the copy, of this
     // one's, is not read instead.

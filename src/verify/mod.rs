@@ -223,9 +223,14 @@ fn check_config_copy(repo: &Repository, report: &mut VerifyReport) {
     };
     let why = match copy {
         Ok(copy) if *copy == *config => return,
-        Ok(_) => "is not the config's copy (an upgrade stopped between writing the two?)",
-        Err(e) if e.is_not_found() => "is missing (a repository made before cairn kept one)",
-        Err(_) => "cannot be read",
+        Ok(copy) => match crate::repo::Config::decode(&copy, repo.key()) {
+            Ok(_) => {
+                "is not the config's copy (an upgrade stopped between writing the two?)".into()
+            }
+            Err(e) => format!("is damaged ({e})"),
+        },
+        Err(e) if e.is_not_found() => "is missing (a repository made before cairn kept one)".into(),
+        Err(_) => "cannot be read".to_string(),
     };
     report.warnings.push(problem(
         "config.copy",
