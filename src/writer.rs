@@ -133,6 +133,8 @@ pub struct BlobWriter<'r> {
     /// The packs the store lists, with their sizes: listed once, at the
     /// first blob found indexed (see [`BlobWriter::held`]).
     listed: std::sync::OnceLock<IdMap<PackId, u64>>,
+    /// Held while `listed` is taken.
+    listing: Mutex<()>,
     /// What [`BlobWriter::held`] found of packs the index names, one
     /// message a pack, for the command to warn of.
     packs_said: Mutex<Vec<String>>,
@@ -178,6 +180,7 @@ impl<'r> BlobWriter<'r> {
             lost: Mutex::default(),
             any_lost: Default::default(),
             listed: std::sync::OnceLock::new(),
+            listing: Mutex::new(()),
             packs_said: Mutex::default(),
         }
     }
@@ -387,13 +390,21 @@ impl<'r> BlobWriter<'r> {
         let listed = match self.listed.get() {
             Some(listed) => listed,
             None => {
-                let mut sizes = IdMap::default();
-                for (name, size) in self.repo.backend().list_sizes(FileKind::Pack)? {
-                    if let Ok(pack) = PackId::from_hex(&name) {
-                        sizes.insert(pack, size);
+                // One worker lists; the others wait for its listing (on a
+                // remote store, a request a thousand packs).
+                let _listing = self.listing.lock().map_err(|_| panicked())?;
+                match self.listed.get() {
+                    Some(listed) => listed,
+                    None => {
+                        let mut sizes = IdMap::default();
+                        for (name, size) in self.repo.backend().list_sizes(FileKind::Pack)? {
+                            if let Ok(pack) = PackId::from_hex(&name) {
+                                sizes.insert(pack, size);
+                            }
+                        }
+                        self.listed.get_or_init(|| sizes)
                     }
                 }
-                self.listed.get_or_init(|| sizes)
             }
         };
         let end = u64::from(loc.offset) + u64::from(loc.length);
