@@ -426,7 +426,7 @@ fn rescue_duplicates(
             let (_, kept_loc) = t.location_at(i)?;
             let why = match state.get(&id) {
                 Some(Kept::Damaged(why)) => why.clone(),
-                _ => match repo.read_located(&id, kept_loc) {
+                _ => match repo.read_located_in_store(&id, kept_loc) {
                     Err(e @ Error::Corrupt { .. }) => {
                         state.insert(id, Kept::Damaged(e.to_string()));
                         e.to_string()
@@ -445,7 +445,7 @@ fn rescue_duplicates(
             // (an outage, a refused read) stops gc: taken for damaged, the
             // intact copy was deleted with its pack, exit 0 (until
             // December 2026).
-            match repo.read_located(&id, loc) {
+            match repo.read_located_in_store(&id, loc) {
                 Ok(_) => {
                     switched.push(format!(
                         "blob {} is kept in pack {}, as its copy in pack {} is damaged ({why})",
@@ -530,7 +530,7 @@ fn check_kept_copies(
                 let Some((id, loc)) = checks.get(n) else {
                     break;
                 };
-                let read = repo.read_located(id, *loc).map(drop);
+                let read = repo.read_located_in_store(id, *loc).map(drop);
                 let stop = read
                     .as_ref()
                     .is_err_and(|e| !matches!(e, Error::Corrupt { .. }));
@@ -764,7 +764,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         for table in index.tables() {
             let Some(i) = table.find(id) else { continue };
             let (_, loc) = table.location_at(i)?;
-            if repo.read_located(id, loc).is_ok() {
+            if repo.read_located_in_store(id, loc).is_ok() {
                 intact = true;
                 break;
             }
@@ -1033,7 +1033,7 @@ fn mends_live(
         let verdict = match kept_copies.get(&entry.id) {
             Some(v) => v.clone(),
             None => {
-                let v = match repo.read_located(&entry.id, loc) {
+                let v = match repo.read_located_in_store(&entry.id, loc) {
                     Ok(_) => KeptCopy::Sound,
                     Err(e @ Error::Corrupt { .. }) => KeptCopy::Damaged {
                         why: e.to_string(),
@@ -1060,7 +1060,7 @@ fn mends_live(
             length: entry.length,
             raw_length: entry.raw_length,
         };
-        match repo.read_located(&entry.id, here) {
+        match repo.read_located_in_store(&entry.id, here) {
             Ok(_) => {}
             Err(Error::Corrupt { .. }) => continue,
             Err(e) => return Err(e),
@@ -1662,26 +1662,11 @@ mod tests {
     /// damaged too, and deleted it, the one intact copy, with its pack.
     #[test]
     fn a_rescue_whose_other_copy_cannot_be_read_stops_gc() {
-        use crate::backend::testing::backup_from_elsewhere;
         let (store, backend) = outage_store();
         let repo = repo_of_small_packs(backend.clone());
         let src = tempfile::tempdir().unwrap();
         std::fs::write(src.path().join("f"), noise(b"twice", 300_000)).unwrap();
-        backup_from_elsewhere(backend.clone(), src.path());
-        // A second copy of everything: a backup that finds no index.
-        let tables: Vec<(String, Vec<u8>)> = (backend.list(FileKind::Index).unwrap())
-            .into_iter()
-            .map(|n| {
-                let bytes = backend.read(FileKind::Index, &n).unwrap().to_vec();
-                backend.remove(FileKind::Index, &n).unwrap();
-                (n, bytes)
-            })
-            .collect();
-        backup_from_elsewhere(backend.clone(), src.path());
-        for (n, bytes) in &tables {
-            backend.write(FileKind::Index, n, bytes).unwrap();
-        }
-        repo.reload_index();
+        back_up_twice(&repo, &backend, src.path());
         // The data blob's copies: the one gc keeps (found first) and the
         // other, whose pack holds nothing else live and goes.
         let index = repo.index().unwrap();
@@ -1778,6 +1763,81 @@ mod tests {
 
     /// An empty store that fails pack reads when told to (see
     /// [`Outage`]), and the same store as a backend.
+    /// Backs `src` up into `repo` twice, each copy of every blob stored
+    /// apart: the second backup finds no index, as one beside the first
+    /// would not have found the other's blobs.
+    fn back_up_twice(repo: &Repository, backend: &Arc<dyn Backend>, src: &std::path::Path) {
+        use crate::backend::testing::backup_from_elsewhere;
+        backup_from_elsewhere(backend.clone(), src);
+        let tables: Vec<(String, Vec<u8>)> = (backend.list(FileKind::Index).unwrap())
+            .into_iter()
+            .map(|n| {
+                let bytes = backend.read(FileKind::Index, &n).unwrap().to_vec();
+                backend.remove(FileKind::Index, &n).unwrap();
+                (n, bytes)
+            })
+            .collect();
+        backup_from_elsewhere(backend.clone(), src);
+        for (n, bytes) in &tables {
+            backend.write(FileKind::Index, n, bytes).unwrap();
+        }
+        repo.reload_index();
+    }
+
+    /// A tree stored twice whose kept copy is damaged in the store, while
+    /// this host's cache holds that tree pack intact: gc reads the kept
+    /// copy from the store, so it keeps the other copy instead. It read it
+    /// through the cache, found it sound, and deleted the only intact
+    /// copy in the repository with its pack.
+    #[test]
+    fn the_copy_kept_is_checked_in_the_store_not_in_the_cache() {
+        let backend: Arc<dyn Backend> = Arc::new(MemBackend::default());
+        let plain = repo_of_small_packs(backend.clone());
+        let src = tempfile::tempdir().unwrap();
+        std::fs::write(src.path().join("f"), noise(b"trees twice", 1_000)).unwrap();
+        back_up_twice(&plain, &backend, src.path());
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::open(backend.clone(), b"pw")
+            .unwrap()
+            .with_cache(cache.path())
+            .unwrap();
+        let index = repo.index().unwrap();
+        let mut copies: HashMap<BlobId, Vec<crate::index::Location>> = HashMap::new();
+        for t in index.tables().iter().filter(|t| t.holds(BlobKind::Tree)) {
+            for i in 0..t.len() {
+                let (id, loc) = t.location_at(i).unwrap();
+                copies.entry(id).or_default().push(loc);
+            }
+        }
+        let (id, _) = copies
+            .iter()
+            .find(|(_, c)| c.len() == 2)
+            .expect("a tree stored twice");
+        let kept = index.locate_kind(id, BlobKind::Tree).unwrap();
+        // Into the cache, then damaged in the store only.
+        repo.read_located(id, kept).unwrap();
+        let name = kept.pack.to_hex();
+        let mut bytes = backend.read(FileKind::Pack, &name).unwrap().to_vec();
+        bytes[kept.offset as usize + kept.length as usize / 2] ^= 0x55;
+        backend.remove(FileKind::Pack, &name).unwrap();
+        backend.write(FileKind::Pack, &name, &bytes).unwrap();
+        assert!(
+            repo.read_located(id, kept).is_ok(),
+            "the cache holds it intact"
+        );
+
+        let planned = plan(&repo, &GcOptions::default()).unwrap();
+        let said = planned.rescued.join("\n");
+        assert!(
+            said.contains(&format!("blob {} is kept in pack ", id.short()))
+                && said.contains(&format!(
+                    "as its copy in pack {} is damaged",
+                    kept.pack.short()
+                )),
+            "{planned:?}"
+        );
+    }
+
     /// Counts the reads of ranges in flight at once, each held a while.
     #[derive(Default)]
     struct InFlight {
@@ -1801,7 +1861,6 @@ mod tests {
     /// minutes under its exclusive lock.
     #[test]
     fn the_copies_kept_of_blobs_stored_twice_are_read_several_at_a_time() {
-        use crate::backend::testing::backup_from_elsewhere;
         let store = Arc::new(Hooked {
             inner: MemBackend::default(),
             hooks: InFlight::default(),
@@ -1812,21 +1871,7 @@ mod tests {
         for i in 0..8u8 {
             std::fs::write(src.path().join(format!("f{i}")), noise(&[i], 100_000)).unwrap();
         }
-        backup_from_elsewhere(backend.clone(), src.path());
-        // A second copy of everything: a backup that finds no index.
-        let tables: Vec<(String, Vec<u8>)> = (backend.list(FileKind::Index).unwrap())
-            .into_iter()
-            .map(|n| {
-                let bytes = backend.read(FileKind::Index, &n).unwrap().to_vec();
-                backend.remove(FileKind::Index, &n).unwrap();
-                (n, bytes)
-            })
-            .collect();
-        backup_from_elsewhere(backend.clone(), src.path());
-        for (n, bytes) in &tables {
-            backend.write(FileKind::Index, n, bytes).unwrap();
-        }
-        repo.reload_index();
+        back_up_twice(&repo, &backend, src.path());
         let planned = plan(&repo, &GcOptions::default()).unwrap();
         assert!(!planned.delete.is_empty(), "{planned:?}");
         assert!(planned.rescued.is_empty(), "{planned:?}");

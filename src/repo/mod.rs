@@ -1420,6 +1420,15 @@ impl Repository {
                 .ok_or_else(|| Error::corrupt(&what, "lies past the end of its pack"))?;
             return pack::open_blob(&self.key, id, sealed, loc.raw_length, &what);
         }
+        self.read_located_in_store(id, loc)
+    }
+
+    /// Reads `id` at `loc` from the store itself, never from the cache (a
+    /// tree pack the cache holds may be intact where the store's copy is
+    /// not): for a command about to delete another copy on the strength
+    /// of this one (gc). A missing pack is a not-found error.
+    pub(crate) fn read_located_in_store(&self, id: &BlobId, loc: Location) -> Result<Vec<u8>> {
+        let what = format!("blob {} in pack {}", id.short(), loc.pack.short());
         let read = || {
             self.backend.read_range(
                 FileKind::Pack,
