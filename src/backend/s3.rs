@@ -950,11 +950,28 @@ impl Backend for S3Backend {
             return Ok(Vec::new());
         }
         let key = Self::key(kind, name);
-        let buf = self.run(
+        let end = offset + len as u64;
+        let buf = match self.run(
             "read range of",
             || self.object(kind, name),
-            self.op.read_with(&key).range(offset..offset + len as u64),
-        )?;
+            self.op.read_with(&key).range(offset..end),
+        ) {
+            Ok(buf) => buf,
+            // An answer shorter than the range (the client's "reader got
+            // too little data"): an object cut short within the range,
+            // where its size says so, is damage, as a range past its end
+            // is; it was a store's error, and a restore read no other copy.
+            Err(e @ Error::Backend { .. }) if !e.is_transient() => {
+                return Err(match self.size(kind, name) {
+                    Ok(size) if size < end => Error::corrupt(
+                        self.object(kind, name),
+                        format!("truncated: {size} bytes, where the range read ends at byte {end}"),
+                    ),
+                    _ => e,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         if buf.len() != len {
             return Err(Error::corrupt(
                 self.object(kind, name),

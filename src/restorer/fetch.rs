@@ -26,21 +26,51 @@ impl PackBytes {
         if !backend.prefers_ranges() {
             return backend.read(FileKind::Pack, &name).map(PackBytes::Whole);
         }
-        let mut spans: Vec<(u64, u64)> = Vec::new();
+        // Each span, start and end, with the ranges of the blobs it holds.
+        type Span = (u64, u64, Vec<(u64, u64)>);
+        let mut spans: Vec<Span> = Vec::new();
         for (_, loc) in blobs {
             let (start, end) = (
                 u64::from(loc.offset),
                 u64::from(loc.offset) + u64::from(loc.length),
             );
             match spans.last_mut() {
-                Some(last) if start <= last.1 + RANGE_GAP => last.1 = last.1.max(end),
-                _ => spans.push((start, end)),
+                Some(last) if start <= last.1 + RANGE_GAP => {
+                    last.1 = last.1.max(end);
+                    last.2.push((start, end));
+                }
+                _ => spans.push((start, end, vec![(start, end)])),
             }
         }
         let mut out = Vec::with_capacity(spans.len());
-        for (start, end) in spans {
-            let bytes = backend.read_range(FileKind::Pack, &name, start, (end - start) as usize)?;
-            out.push((start, bytes));
+        for (start, end, members) in spans {
+            match backend.read_range(FileKind::Pack, &name, start, (end - start) as usize) {
+                Ok(bytes) => out.push((start, bytes)),
+                // A span the store would not hand over whole, for a reason
+                // that is not the store's (a pack cut short within it): each
+                // of its blobs alone, so that those the pack still holds are
+                // read, as a local store's map of the whole pack holds them.
+                // Until December 2026 the span failed whole, and the intact
+                // blobs before the cut with it.
+                Err(e)
+                    if members.len() > 1
+                        && !e.is_transient()
+                        && !e.is_not_found()
+                        && !e.is_read_refused() =>
+                {
+                    let before = out.len();
+                    for (start, end) in members {
+                        let one = (end - start) as usize;
+                        if let Ok(bytes) = backend.read_range(FileKind::Pack, &name, start, one) {
+                            out.push((start, bytes));
+                        }
+                    }
+                    if out.len() == before {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(PackBytes::Ranges(out))
     }
