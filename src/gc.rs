@@ -1134,12 +1134,17 @@ pub fn fit_to_space(repo: &Repository, plan: GcPlan, opts: &GcOptions) -> Result
             ..opts.clone()
         },
     )?;
-    lean.repack_skipped = Some(SpaceShort {
-        free,
-        needed,
-        free_inodes: free_inodes.filter(|_| inodes_short),
-        needed_inodes: inodes_short.then_some(needed_inodes),
-    });
+    // Small packs only merged are no repacking the space needs: left for
+    // later without a word (a nightly gc on a nearly full disk told the
+    // operator every night to make room for them).
+    if (plan.small_merged as usize) < plan.repack.len() {
+        lean.repack_skipped = Some(SpaceShort {
+            free,
+            needed,
+            free_inodes: free_inodes.filter(|_| inodes_short),
+            needed_inodes: inodes_short.then_some(needed_inodes),
+        });
+    }
     Ok(lean)
 }
 

@@ -643,8 +643,8 @@ pub fn restore(
     let unindexed = ex.unindexed.load(Ordering::Relaxed);
     if unindexed > 0 {
         warn(&format!(
-            "{unindexed} entr{} {} restored because the index lacks entries for their \
-             data (an index table lost or left unread?): the packs may still hold it; `cairn \
+            "{unindexed} entr{} {} restored because the index lacks entries for {} data \
+             (an index table lost or left unread?): the packs may still hold it; `cairn \
              repair index` rebuilds the index from the packs, then run the restore again. \
              If `cairn repair index --read-data` left that data out as damaged, no pack \
              holds an intact copy: a backup of the sources stores again what they still \
@@ -656,6 +656,7 @@ pub fn restore(
                 (false, true) => "was not",
                 (false, false) => "were not",
             },
+            if unindexed == 1 { "its" } else { "their" },
         ));
     }
     let damaged = ex.damaged.load(Ordering::Relaxed);
