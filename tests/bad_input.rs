@@ -518,8 +518,8 @@ fn a_damaged_config_without_its_copy_and_a_folder_in_its_place_say_what_to_do() 
     fs::write(&config, &damaged).unwrap();
     fs::remove_file(&copy).unwrap();
 
-    let rebuild = "move `config` and `config.copy` out of the repository (keep them) and run \
-                   `cairn repair config --rebuild`";
+    let rebuild = "move `config` (and `config.copy`, where it is there) out of the repository \
+                   (keep them) and run `cairn repair config --rebuild`";
     let out = repo.run(&["snapshots"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(out.stderr.contains(rebuild), "{out}");
@@ -557,6 +557,22 @@ fn a_damaged_config_without_its_copy_and_a_folder_in_its_place_say_what_to_do() 
         )),
         "{out}"
     );
+    // Without the copy, every command says what is left to do.
+    let kept_copy = fs::read(&copy).unwrap();
+    fs::remove_file(&copy).unwrap();
+    for args in [&["snapshots"][..], &["repair", "config"]] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains("a folder, not a regular file")
+                && out
+                    .stderr
+                    .contains("config.copy is missing: restore `config` from a copy")
+                && out.stderr.contains(rebuild),
+            "{out}"
+        );
+    }
+    fs::write(&copy, kept_copy).unwrap();
     fs::remove_dir(&config).unwrap();
     repo.run(&["repair", "config"]).success();
     assert_eq!(fs::read(&config).unwrap(), fs::read(&copy).unwrap());

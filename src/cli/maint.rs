@@ -1002,8 +1002,8 @@ fn rebuild_config(ctx: &Context) -> Result<u8> {
             Err(e @ Error::Corrupt { .. }) => Error::Advised {
                 error: Box::new(e),
                 advice: "--rebuild makes a config only where none is there: move `config` \
-                         and `config.copy` out of the repository (keep them), then run \
-                         `cairn repair config --rebuild` again"
+                         (and `config.copy`, where it is there) out of the repository (keep \
+                         them), then run `cairn repair config --rebuild` again"
                     .into(),
             },
             Err(e) => e,

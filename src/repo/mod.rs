@@ -30,9 +30,9 @@ pub use dir::DirNodes;
 pub use keys::KdfParams;
 
 /// What to do where `config` and its copy are both damaged or gone.
-const REBUILD: &str = "move `config` and `config.copy` out of the repository (keep them) and \
-                       run `cairn repair config --rebuild`, which makes a config anew from \
-                       the password or an exported key";
+const REBUILD: &str = "move `config` (and `config.copy`, where it is there) out of the \
+                       repository (keep them) and run `cairn repair config --rebuild`, which \
+                       makes a config anew from the password or an exported key";
 
 /// Settings chosen at `init`.
 #[derive(Clone, Debug)]
@@ -704,8 +704,26 @@ impl Repository {
             Ok(repo) => return Ok(repo),
             Err(e) => e,
         };
-        let Ok(copy) = backend.read(FileKind::Config, CONFIG_COPY) else {
-            return Err(e);
+        let copy = match backend.read(FileKind::Config, CONFIG_COPY) {
+            Ok(copy) => copy,
+            // `config` damaged (or a folder in its place) and no copy to
+            // read instead: said with what is left to do (it was the bare
+            // damage, "a folder, not a regular file").
+            Err(c) if matches!(e, Error::Corrupt { .. }) && !e.to_string().contains(REBUILD) => {
+                let copy = if c.is_not_found() {
+                    "config.copy is missing".to_string()
+                } else {
+                    format!("config.copy cannot be read either ({c})")
+                };
+                return Err(Error::Advised {
+                    error: Box::new(e),
+                    advice: format!(
+                        "{copy}: restore `config` from a copy of the repository, or, with no \
+                         copy left, {REBUILD}"
+                    ),
+                });
+            }
+            Err(_) => return Err(e),
         };
         let missing = !backend.exists().unwrap_or(true);
         // The format `config`'s header names, where it has one: past this
