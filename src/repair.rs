@@ -61,6 +61,10 @@ pub struct IndexRepair {
     /// Of the tables written, those the old index held already, byte for
     /// byte (a table's name is its content's hash): kept as they were.
     pub unchanged_tables: usize,
+    /// Of the tables written, damaged ones written again under their own
+    /// name (the content rebuilt hashes to it): replaced, though not
+    /// removed.
+    pub rewritten_tables: usize,
     /// Damaged copies left out of the index (with `read_data`), by pack.
     pub dropped: Vec<DroppedBlob>,
     /// How many of `dropped` are of a blob with an intact copy indexed in
@@ -590,7 +594,14 @@ fn repair_index_in_tables_of(
     ) = lost;
     out.damaged_tables = untrusted.iter().map(|t| t.id()).collect();
     out.written_tables = written.len();
-    out.unchanged_tables = written.iter().filter(|n| old.contains(n)).count();
+    // A damaged table whose rebuilt content hashes to its name was
+    // written again, not kept as it was.
+    let damaged: Vec<String> = out.damaged_tables.iter().map(|t| t.to_hex()).collect();
+    out.unchanged_tables = written
+        .iter()
+        .filter(|n| old.contains(n) && !damaged.contains(n))
+        .count();
+    out.rewritten_tables = written.iter().filter(|n| damaged.contains(n)).count();
     out.dropped.sort_by_key(|d| (d.pack, d.blob));
     out.dropped_held_elsewhere = out
         .dropped

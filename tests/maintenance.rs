@@ -1300,7 +1300,14 @@ fn a_damaged_plain_length_in_the_index_is_said_as_possible_index_damage() {
             ),
         "{out}"
     );
-    repo.run(&["repair", "index"]).success();
+    // The damaged table is written again under its own name: replaced,
+    // not "kept as it was".
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(
+        out.stdout.contains("replaced 1 index table(s) with ")
+            && !out.stdout.contains("already held just that"),
+        "{out}"
+    );
     assert_restores(&repo, &saved);
 }
 

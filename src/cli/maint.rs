@@ -1227,7 +1227,8 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                         d.reason
                     )?;
                 }
-                let tables = if r.removed_tables == 0 && r.unchanged_tables == r.written_tables {
+                let replaced = r.removed_tables + r.rewritten_tables;
+                let tables = if replaced == 0 && r.unchanged_tables == r.written_tables {
                     format!(
                         "the {} index table(s) already held just that, and are kept as they were",
                         r.written_tables
@@ -1238,8 +1239,8 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                         n => format!(" ({n} of them as they were)"),
                     };
                     format!(
-                        "replaced {} index table(s) with {}{unchanged}",
-                        r.removed_tables, r.written_tables
+                        "replaced {replaced} index table(s) with {}{unchanged}",
+                        r.written_tables
                     )
                 };
                 outln!("indexed {} blobs in {} packs; {tables}", r.blobs, r.packs)?;
