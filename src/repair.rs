@@ -1423,6 +1423,38 @@ mod tests {
         }
     }
 
+    /// A table that fails its check, whose rebuilt content hashes to its
+    /// own name again, is written again: counted as replaced, not as kept
+    /// as it was (the summary said "already held just that" beside the
+    /// warning that it was replaced).
+    #[test]
+    fn a_damaged_table_rebuilt_under_its_own_name_counts_as_replaced() {
+        let (backend, repo, _) = repo_of_packs();
+        let lock = exclusive(&backend, &repo);
+        let opts = RepairIndexOptions::default();
+        // Tables as a rebuild writes them, which a second one keeps.
+        repair_index(&repo, &opts, &lock, &|_| {}).unwrap();
+        let r = repair_index(&repo, &opts, &lock, &|_| {}).unwrap();
+        assert_eq!(r.unchanged_tables, r.written_tables);
+        assert_eq!((r.removed_tables, r.rewritten_tables), (0, 0));
+        let tables = backend.list(FileKind::Index).unwrap();
+        let name = &tables[0];
+        let mut bytes = backend.read(FileKind::Index, name).unwrap().to_vec();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x10;
+        backend.remove(FileKind::Index, name).unwrap();
+        backend.write(FileKind::Index, name, &bytes).unwrap();
+
+        repo.reload_index();
+        let r = repair_index(&repo, &opts, &lock, &|_| {}).unwrap();
+        assert_eq!(r.damaged_tables.len(), 1, "{r:?}");
+        assert_eq!(r.rewritten_tables, 1, "{r:?}");
+        assert_eq!(r.unchanged_tables, r.written_tables - 1, "{r:?}");
+        assert_eq!(backend.list(FileKind::Index).unwrap(), tables);
+        let again = backend.read(FileKind::Index, name).unwrap().to_vec();
+        assert_ne!(again, bytes, "the damaged table is written again");
+    }
+
     /// Fails reads of one pack as a store that timed out does, once it
     /// has been read a number of times (none: from the first).
     #[derive(Default)]
