@@ -143,6 +143,21 @@ pub(super) fn temp_name(dir: &Path) -> PathBuf {
     ))
 }
 
+/// The temporary name `dest` is replaced through (see [`link_unnamed`]),
+/// beside it: derived from its name, so that the one a restore killed
+/// between link and rename left is met, and removed, by the restore run
+/// again, which replaces `dest` once more (a `merge` removes nothing
+/// else). Until December 2026 it was random, and only a `mirror` removed
+/// it.
+pub(super) fn replacing_name(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map_or(&[][..], |n| n.as_bytes());
+    let hash = blake3::hash(name);
+    dest.with_file_name(format!(
+        ".cairn-restore-{}",
+        hex::encode(&hash.as_bytes()[..8])
+    ))
+}
+
 /// Links the unnamed file open as `file` under `dest`. To `replace` what
 /// is there (or should something have appeared there since the restore
 /// looked), the file is linked under a temporary name and renamed over
@@ -181,8 +196,20 @@ pub(super) fn link_unnamed(
     match direct {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let tmp = temp_name(dest.parent().unwrap_or(dest));
-            link((libc::AT_FDCWD, &tmp)).map_err(Unplaced::Link)?;
+            let tmp = replacing_name(dest);
+            let linked = match link((libc::AT_FDCWD, &tmp)) {
+                // A killed restore's: a regular file, never a folder or
+                // a link someone put there.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) =>
+                {
+                    fs::remove_file(&tmp).map_err(Unplaced::Link)?;
+                    link((libc::AT_FDCWD, &tmp))
+                }
+                linked => linked,
+            };
+            linked.map_err(Unplaced::Link)?;
             fs::rename(&tmp, dest).map_err(|e| {
                 let _ = fs::remove_file(&tmp);
                 Unplaced::Rename(e)
@@ -356,6 +383,19 @@ mod tests {
         link_unnamed(&unnamed("replaced"), &proc, None, true).unwrap();
         assert_eq!(fs::read_to_string(&proc).unwrap(), "replaced");
         assert_eq!(names(), ["through-proc"]);
+        // A restore killed between link and rename left its temporary
+        // name: the one run again, replacing the file once more, removes
+        // it.
+        let left = replacing_name(&proc);
+        fs::write(&left, "a killed restore's").unwrap();
+        link_unnamed(&unnamed("once more"), &proc, None, true).unwrap();
+        assert_eq!(fs::read_to_string(&proc).unwrap(), "once more");
+        assert_eq!(names(), ["through-proc"]);
+        // A folder or a symlink there is not taken for one.
+        fs::create_dir(&left).unwrap();
+        assert!(link_unnamed(&unnamed("refused"), &proc, None, true).is_err());
+        assert_eq!(fs::read_to_string(&proc).unwrap(), "once more");
+        fs::remove_dir(&left).unwrap();
 
         // The probe a restore makes first leaves nothing behind.
         assert!(unnamed_files_link(dir.path()));
