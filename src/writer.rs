@@ -428,7 +428,7 @@ impl<'r> BlobWriter<'r> {
                 .map_err(|_| panicked())?
                 .push(format!(
                     "pack {}, which the index names, {why}: the data this backup found indexed \
-                 there was stored again, so its snapshot is whole; `cairn verify` names the \
+                 there was stored again (this snapshot holds it); `cairn verify` names the \
                  snapshots that lost data with it, and `cairn repair index` makes the index say \
                  what the packs hold",
                     loc.pack.short()

@@ -641,6 +641,53 @@ fn a_cached_tree_pack_gone_from_the_store_is_not_served() {
     assert!(!cached[0].exists(), "the cached copy is dropped");
 }
 
+/// A tree pack cut short in the bucket while this host's cache holds it
+/// whole: the cache's copy is not served (its size is not the store's),
+/// so a backup finds its parent's trees unreadable, reads its files
+/// afresh and stores the trees again (exit 3), and its snapshot restores
+/// without the cache too. It took the trees from the cache, exit 0, and
+/// wrote a snapshot no other host could restore.
+#[test]
+fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "cache-cut");
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 6);
+    init(&repo);
+    backup_json(&repo, &src);
+    let cached: Vec<PathBuf> = walk(&repo.cache_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/packs/"))
+        .collect();
+    assert_eq!(cached.len(), 1, "one tree pack cached: {cached:?}");
+    let name = cached[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let on_server: Vec<PathBuf> = server
+        .objects(&repo.bucket, &format!("{}/packs", repo.prefix))
+        .into_iter()
+        .filter(|p| p.ends_with(&name))
+        .collect();
+    assert_eq!(on_server.len(), 1, "{name} on the server");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&on_server[0])
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+
+    let mut c = repo.cmd(&["backup", "--json"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(out.stderr.contains(&name[..8]), "the pack is named: {out}");
+    let (target, out) = restore_into_scratch(&repo, &["--no-cache", "restore", "latest"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_same_contents(&src, &restored(&target, &src));
+}
+
 #[test]
 fn verify_finds_a_damaged_object() {
     let server = S3Server::start();

@@ -231,29 +231,42 @@ impl Cache {
     /// A tree pack, from the cache or else fetched with `fetch` and cached.
     ///
     /// A cached copy proves the pack once existed, not that it still does:
-    /// the first time a process serves one, `exists` asks the store (a
-    /// `size`, no download). If the store says the pack is gone, the copy
-    /// is dropped and the store's not-found error returned, just as
-    /// without a cache, so nothing succeeds here that could not restore
-    /// anywhere else.
+    /// the first time a process serves one, `size` asks the store (no
+    /// download). If the store says the pack is gone, the copy is dropped
+    /// and the store's not-found error returned, just as without a cache;
+    /// if the store's pack is not the copy's size (cut short there), the
+    /// copy is dropped and the store's pack read, so nothing succeeds here
+    /// that could not restore anywhere else (until December 2026 a backup
+    /// took the trees of a pack cut short in the bucket from the cache,
+    /// and wrote a snapshot no other host could restore). Damage within a
+    /// pack of the right size only a read of the store's finds (`verify`).
     pub fn tree_pack(
         &self,
         name: &str,
-        exists: impl FnOnce() -> Result<()>,
+        size: impl FnOnce() -> Result<u64>,
         fetch: impl FnOnce() -> Result<Data>,
     ) -> Result<CachedData> {
         if let Some(m) = self.get(FileKind::Pack, name) {
             let confirmed = self.confirmed.lock().is_ok_and(|c| c.contains(name));
-            if !confirmed {
-                if let Err(e) = exists() {
+            if confirmed {
+                return Ok(CachedData::Map(m));
+            }
+            match size() {
+                Ok(n) if n == m.len() as u64 => {
+                    self.confirm(name);
+                    return Ok(CachedData::Map(m));
+                }
+                Ok(_) => {
+                    drop(m);
+                    self.remove(FileKind::Pack, name);
+                }
+                Err(e) => {
                     if e.is_not_found() {
                         self.remove(FileKind::Pack, name);
                     }
                     return Err(e);
                 }
-                self.confirm(name);
             }
-            return Ok(CachedData::Map(m));
         }
         let data = fetch()?;
         self.put(FileKind::Pack, name, &data);

@@ -1429,7 +1429,7 @@ impl Repository {
             let name = loc.pack.to_hex();
             let whole = cache.tree_pack(
                 &name,
-                || self.backend.size(FileKind::Pack, &name).map(drop),
+                || self.backend.size(FileKind::Pack, &name),
                 || self.backend.read(FileKind::Pack, &name),
             )?;
             let end = loc.offset as usize + loc.length as usize;
