@@ -545,9 +545,19 @@ fn a_damaged_config_without_its_copy_and_a_folder_in_its_place_say_what_to_do() 
         b"data"
     );
 
-    // A folder where `config` belongs, its copy intact.
+    // A folder where `config` belongs, its copy intact: every command
+    // says to move it first.
     fs::remove_file(&config).unwrap();
     fs::create_dir(&config).unwrap();
+    let out = repo.run(&["snapshots"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(
+            "opened the repository: move what is at `config` out of the repository, then \
+             `cairn repair config` writes config back from it"
+        ),
+        "{out}"
+    );
     let out = repo.run(&["repair", "config"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(

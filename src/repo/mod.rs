@@ -997,9 +997,16 @@ impl Repository {
     /// and `repair config` mends.
     pub fn config_trouble(&self) -> Option<String> {
         self.config_trouble.as_deref().map(|why| {
+            // Something else in its place (a folder) must go first: the
+            // repair, told to write config back, failed on it.
+            let first = if why.contains(", not a regular file") {
+                "move what is at `config` out of the repository, then "
+            } else {
+                ""
+            };
             format!(
                 "the repository's config could not be used ({why}); its copy, config.copy, \
-                 opened the repository: `cairn repair config` writes config back from it"
+                 opened the repository: {first}`cairn repair config` writes config back from it"
             )
         })
     }
