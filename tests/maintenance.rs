@@ -3690,3 +3690,39 @@ fn a_backup_stores_again_what_the_index_places_in_a_missing_or_cut_short_pack() 
     };
     assert_restores(&repo, &second);
 }
+
+/// A snapshot whose root tree cannot be read (its tree pack cut short):
+/// restore and `ls` say which snapshot's trees and what to do, where they
+/// gave the bare damage of a pack.
+#[test]
+fn a_snapshot_whose_root_tree_cannot_be_read_says_what_to_do() {
+    let repo = packed_repo();
+    let src = source(&repo, 29);
+    let saved = backup_saved(&repo, &src, &[]);
+    let root = saved.record["tree"].as_str().unwrap().to_string();
+    let pack = index_map(&repo)[&root].pack.clone();
+    let path = &pack_files(&repo)[&pack];
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+
+    let target = repo.scratch("target");
+    let restore = repo.restore_out(&saved.id, &target, &[]);
+    let ls = repo.run(&["ls", &saved.id]);
+    for (out, whose) in [
+        (restore, "the snapshot".to_string()),
+        (ls, format!("snapshot {}", &saved.id[..8])),
+    ] {
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "the trees of {whose} on the way there cannot be read: `cairn verify \
+                 --read-data` names the damage"
+            )) && out.stderr.contains("`cairn repair snapshots --read-data`"),
+            "{out}"
+        );
+    }
+}

@@ -301,6 +301,28 @@ fn dangling_link(target: &Path) -> Option<Error> {
     }))
 }
 
+/// `e`, damage met reading the trees of a snapshot (`snapshot`, where
+/// known) on the way to what a restore or `ls` was asked for (its root
+/// tree, say), with what to do: it was the bare damage, naming a pack.
+pub(crate) fn trees_unreadable(snapshot: Option<&crate::id::SnapshotId>, e: Error) -> Error {
+    match e {
+        Error::Corrupt { .. } => Error::Advised {
+            error: Box::new(e),
+            advice: format!(
+                "the trees of {} on the way there cannot be read: `cairn verify --read-data` \
+                 names the damage and the snapshots it touches; `cairn repair snapshots \
+                 --read-data` writes a copy of each without what is lost, and a backup of the \
+                 sources stores again what they still have",
+                snapshot.map_or("the snapshot".to_string(), |s| format!(
+                    "snapshot {}",
+                    s.short()
+                ))
+            ),
+        },
+        e => e,
+    }
+}
+
 /// Restores `snap` according to `opts`; per-entry problems go to `warn` and
 /// are counted in [`RestoreStats::errors`].
 /// Clears the owner's bits from the process's umask, keeping the rest: a
@@ -350,7 +372,9 @@ pub fn restore(
         warn(&msg);
     }
     let subpath = opts.subpath.as_deref().unwrap_or_default().as_bytes();
-    let (tree, start_path) = repo.tree_at_bytes(&snap.tree, subpath)?;
+    let (tree, start_path) = repo
+        .tree_at_bytes(&snap.tree, subpath)
+        .map_err(|e| trees_unreadable(None, e))?;
     // A subpath naming a file, not a folder: the file is restored into
     // the target (which a mirror makes that file exactly), and nothing
     // else there is the snapshot's to remove.
