@@ -1142,6 +1142,19 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                         blob.short(),
                         pack.short()
                     )),
+                    // Named only by tables that failed their check: their
+                    // entries, not the packs, are likely what is wrong.
+                    (None, Some((blob, pack))) if r.unindexed_only_damaged == r.unindexed_lost => {
+                        warn(&format!(
+                            "{} blob(s) named only by an index table that failed its check are \
+                             in no pack (first: blob {}, which it placed in pack {}): its \
+                             entries may be wrong, so likely nothing is lost; `cairn verify \
+                             --read-data` names any snapshot that lacks data{beside}",
+                            r.unindexed_lost,
+                            blob.short(),
+                            pack.short()
+                        ))
+                    }
                     (None, Some((blob, pack))) => warn(&format!(
                         "{} blob(s) the old index named are in no pack now (first: blob {}, \
                          which it placed in pack {}, which holds other content now: \
