@@ -365,8 +365,9 @@ impl<'r> BlobWriter<'r> {
             // read, so may be damaged as well (until December 2026 they
             // were taken for stored, and the new snapshot was as damaged
             // as its parent). Trees are small, and this is done only after
-            // damage was met.
-            match self.repo.read_located(id, loc) {
+            // damage was met. Read from the store: a host's cache may hold
+            // intact a tree the store has damaged.
+            match self.repo.read_located_in_store(id, loc) {
                 Ok(_) => return Ok(true),
                 Err(e) if e.is_not_found() || matches!(e, Error::Corrupt { .. }) => {
                     self.distrust(loc.pack)
@@ -1007,6 +1008,42 @@ mod tests {
         assert_eq!(writer.finish().unwrap().blobs, 1);
         assert_eq!(repo.read_tree_blob(&id).unwrap(), b"a tree");
         assert_eq!(repo.read_blob(&id).unwrap(), b"a tree");
+    }
+
+    /// A writer that met damage checks a tree it would take for stored in
+    /// the store, not in the host's cache of tree packs, which may hold
+    /// intact a copy the store has damaged.
+    #[test]
+    fn after_damage_a_tree_is_checked_in_the_store_not_the_cache() {
+        let backend: Arc<dyn Backend> = Arc::new(crate::backend::mem::MemBackend::default());
+        let plain = repo_of_small_packs(backend.clone());
+        let writer = BlobWriter::new(&plain);
+        let (id, _) = writer.add(BlobKind::Tree, b"a tree").unwrap();
+        writer.finish().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let repo = Repository::open(backend.clone(), b"pw")
+            .unwrap()
+            .with_cache(cache.path())
+            .unwrap();
+        let loc = repo.locate(&id).unwrap();
+        repo.read_located(&id, loc).unwrap();
+        let name = loc.pack.to_hex();
+        let mut bytes = backend.read(FileKind::Pack, &name).unwrap().to_vec();
+        bytes[loc.offset as usize + loc.length as usize / 2] ^= 0x55;
+        backend.remove(FileKind::Pack, &name).unwrap();
+        backend.write(FileKind::Pack, &name, &bytes).unwrap();
+        assert!(
+            repo.read_located(&id, loc).is_ok(),
+            "the cache holds it intact"
+        );
+
+        let writer = BlobWriter::new(&repo);
+        writer.distrust(PackId([9; 32]));
+        assert!(
+            writer.add(BlobKind::Tree, b"a tree").unwrap().1,
+            "stored again"
+        );
+        assert_eq!(writer.finish().unwrap().blobs, 1);
     }
 
     /// A backup's writer finds, by the listing of packs, a pack the index
