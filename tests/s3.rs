@@ -683,9 +683,24 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
     let out = run(&mut c, None);
     assert_eq!(out.code, 3, "{out}");
     assert!(out.stderr.contains(&name[..8]), "the pack is named: {out}");
+    // The cached copy, intact (named by its hash), is the one good copy of
+    // the pack left: kept, and said where it is.
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: pack {} is 100 bytes in the repository, but this host's cache holds an \
+             intact copy of it",
+            &name[..8]
+        )) && out.stderr.contains(&cached[0].display().to_string()),
+        "{out}"
+    );
+    assert!(cached[0].exists(), "the cached copy is kept");
     let (target, out) = restore_into_scratch(&repo, &["--no-cache", "restore", "latest"]);
     assert_eq!(out.code, 0, "{out}");
     assert_same_contents(&src, &restored(&target, &src));
+    // Copied back, it mends the pack.
+    fs::copy(&cached[0], &on_server[0]).unwrap();
+    let out = repo.run(&["--no-cache", "verify", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
 }
 
 #[test]

@@ -45,6 +45,9 @@ pub struct Cache {
     /// Tree packs this process has seen in the store (fetched, or their
     /// size asked), so their cached copies are served without asking again.
     confirmed: Mutex<HashSet<String>>,
+    /// Tree packs the store holds at another size than their cached
+    /// copies (cut short there): read from the store, the copy kept.
+    unlike: Mutex<HashSet<String>>,
 }
 
 impl Cache {
@@ -76,6 +79,7 @@ impl Cache {
             dir,
             verified: Mutex::new(HashMap::new()),
             confirmed: Mutex::new(HashSet::new()),
+            unlike: Mutex::new(HashSet::new()),
         })
     }
 
@@ -235,11 +239,14 @@ impl Cache {
     /// download). If the store says the pack is gone, the copy is dropped
     /// and the store's not-found error returned, just as without a cache;
     /// if the store's pack is not the copy's size (cut short there), the
-    /// copy is dropped and the store's pack read, so nothing succeeds here
-    /// that could not restore anywhere else (until December 2026 a backup
-    /// took the trees of a pack cut short in the bucket from the cache,
-    /// and wrote a snapshot no other host could restore). Damage within a
-    /// pack of the right size only a read of the store's finds (`verify`).
+    /// store's pack is read instead, neither cached nor replacing the
+    /// copy, so nothing succeeds here that could not restore anywhere else
+    /// (until December 2026 a backup took the trees of a pack cut short in
+    /// the bucket from the cache, and wrote a snapshot no other host could
+    /// restore). The copy, named by its bytes' hash and so intact, stays,
+    /// and a warning says where it is: put back into the repository, it
+    /// mends the pack. Damage within a pack of the right size only a read
+    /// of the store's finds (`verify`).
     pub fn tree_pack(
         &self,
         name: &str,
@@ -251,14 +258,29 @@ impl Cache {
             if confirmed {
                 return Ok(CachedData::Map(m));
             }
+            if self.unlike.lock().is_ok_and(|u| u.contains(name)) {
+                return fetch().map(CachedData::Data);
+            }
             match size() {
                 Ok(n) if n == m.len() as u64 => {
                     self.confirm(name);
                     return Ok(CachedData::Map(m));
                 }
-                Ok(_) => {
-                    drop(m);
-                    self.remove(FileKind::Pack, name);
+                Ok(n) => {
+                    let said = self.unlike.lock().is_ok_and(|mut u| u.insert(name.into()));
+                    if said {
+                        crate::eprint_line(format_args!(
+                            "warning: pack {} is {n} bytes in the repository, but this host's \
+                             cache holds an intact copy of it ({} bytes, named by its hash) at \
+                             {}: copied back into the repository as packs/{}/{name}, it mends \
+                             the pack; it is read from the repository meanwhile",
+                            &name[..8.min(name.len())],
+                            m.len(),
+                            self.path(FileKind::Pack, name).display(),
+                            &name[..2.min(name.len())],
+                        ));
+                    }
+                    return fetch().map(CachedData::Data);
                 }
                 Err(e) => {
                     if e.is_not_found() {
