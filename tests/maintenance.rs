@@ -3713,7 +3713,7 @@ fn a_snapshot_whose_root_tree_cannot_be_read_says_what_to_do() {
     let restore = repo.restore_out(&saved.id, &target, &[]);
     let ls = repo.run(&["ls", &saved.id]);
     for (out, whose) in [
-        (restore, "the snapshot".to_string()),
+        (restore, format!("snapshot {}", &saved.id[..8])),
         (ls, format!("snapshot {}", &saved.id[..8])),
     ] {
         assert_eq!(out.code, 1, "{out}");
@@ -3763,4 +3763,32 @@ fn a_blob_only_a_damaged_table_names_is_not_said_lost() {
     assert!(!out.stderr.contains("lost unless a copy"), "{out}");
     assert_verify_ok(&repo);
     assert_restores(&repo, &saved);
+}
+
+/// A tree pack lost and its entries dropped by `repair index`: `ls` says
+/// the index lacks the tree and, as a repair left it out already, what
+/// then mends it, not only to run `repair index` again (which changes
+/// nothing then).
+#[test]
+fn a_tree_a_repair_left_out_of_the_index_is_said_with_what_mends_it() {
+    let repo = packed_repo();
+    let src = source(&repo, 37);
+    let saved = backup_saved(&repo, &src, &[]);
+    let root = saved.record["tree"].as_str().unwrap().to_string();
+    let pack = index_map(&repo)[&root].pack.clone();
+    fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
+    repo.run(&["repair", "index"]).success();
+
+    let out = repo.run(&["ls", &saved.id]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("`cairn repair index` rebuilds the index from the packs")
+            && out.stderr.contains(
+                "where a repair left it out already (its pack lost or damaged), no pack holds \
+                 it: a backup of the sources stores again what they still have, and `cairn \
+                 repair snapshots` writes copies of the snapshots without the rest"
+            ),
+        "{out}"
+    );
 }

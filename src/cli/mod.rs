@@ -1394,7 +1394,10 @@ fn lacking_entry(e: Error) -> Error {
             error: Box::new(e),
             advice: "the index lacks it (a table lost or left unread, or the entries of a lost \
                      pack dropped): `cairn verify` names what that loses, and `cairn repair \
-                     index` rebuilds the index from the packs"
+                     index` rebuilds the index from the packs; where a repair left it out \
+                     already (its pack lost or damaged), no pack holds it: a backup of the \
+                     sources stores again what they still have, and `cairn repair snapshots` \
+                     writes copies of the snapshots without the rest"
                 .into(),
         },
         _ => e,

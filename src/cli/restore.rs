@@ -98,6 +98,7 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
     // cannot be read may be a newer one, so such a restore exits 3.
     let maybe_older = spec == "latest" && !all.damaged.is_empty();
     let opts = RestoreOptions {
+        id: Some(entry.id),
         subpath,
         target: a.target,
         includes: a.includes,

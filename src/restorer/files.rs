@@ -1243,6 +1243,7 @@ mod tests {
     /// A whole merge restore into `target` on two workers, without sync.
     fn merge_into(target: &Path) -> RestoreOptions<'static> {
         RestoreOptions {
+            id: None,
             subpath: None,
             target: target.to_path_buf(),
             includes: Vec::new(),

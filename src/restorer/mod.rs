@@ -91,6 +91,8 @@ pub enum Policy {
 /// Restore settings.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions<'a> {
+    /// The snapshot's id, where known: named in what the restore says.
+    pub id: Option<crate::id::SnapshotId>,
     /// Path inside the snapshot to restore (absolute as backed up, any
     /// bytes: names need not be UTF-8); `None` restores everything.
     pub subpath: Option<OsString>,
@@ -374,7 +376,7 @@ pub fn restore(
     let subpath = opts.subpath.as_deref().unwrap_or_default().as_bytes();
     let (tree, start_path) = repo
         .tree_at_bytes(&snap.tree, subpath)
-        .map_err(|e| trees_unreadable(None, e))?;
+        .map_err(|e| trees_unreadable(opts.id.as_ref(), e))?;
     // A subpath naming a file, not a folder: the file is restored into
     // the target (which a mirror makes that file exactly), and nothing
     // else there is the snapshot's to remove.
