@@ -317,11 +317,11 @@ impl<'r> BlobWriter<'r> {
         loop {
             let found = if self.any_lost.load(std::sync::atomic::Ordering::Acquire) {
                 let lost = self.lost.lock().map_err(|_| panicked())?;
-                index.locate_own_kind_where(id, BlobKind::Data, &|p| !lost.contains(p))?
+                index.locate_own_kind_where(id, BlobKind::Data, &|p| !lost.contains(p))
             } else {
-                index.locate_own_kind_where(id, BlobKind::Data, &|_| true)?
+                index.locate_own_kind_where(id, BlobKind::Data, &|_| true)
             };
-            match found {
+            match self.read_around_entry(found)? {
                 Some(loc) if !self.held(&loc)? => continue,
                 found => return Ok(found.map(|loc| u64::from(loc.raw_length))),
             }
@@ -345,11 +345,12 @@ impl<'r> BlobWriter<'r> {
                 let usable = |p: &PackId| !lost.contains(p);
                 match kind {
                     BlobKind::Tree if damage_met => index
-                        .locate_kind_where(id, kind, &usable)?
-                        .filter(|l| l.kind == kind),
-                    _ => index.locate_own_kind_where(id, kind, &usable)?,
+                        .locate_kind_where(id, kind, &usable)
+                        .map(|f| f.filter(|l| l.kind == kind)),
+                    _ => index.locate_own_kind_where(id, kind, &usable),
                 }
             };
+            let found = self.read_around_entry(found)?;
             let Some(loc) = found else {
                 return Ok(false);
             };
@@ -436,6 +437,31 @@ impl<'r> BlobWriter<'r> {
                 ));
         }
         Ok(false)
+    }
+
+    /// `found`, a lookup's outcome, with an index entry that fails the
+    /// checks a lookup makes (a pack number past its table's packs) taken
+    /// for none, said once: the blob is then stored again, and a damaged
+    /// table does not stop the backup (until December 2026 it failed every
+    /// backup that met the entry, with only the damage said).
+    fn read_around_entry(
+        &self,
+        found: Result<Option<crate::index::Location>>,
+    ) -> Result<Option<crate::index::Location>> {
+        match found {
+            Err(e @ Error::Corrupt { .. }) => {
+                let said = format!(
+                    "{e}: what it places there is stored again where this backup holds it; \
+                     `cairn repair index` rebuilds the index from the packs"
+                );
+                let mut all = self.packs_said.lock().map_err(|_| panicked())?;
+                if !all.contains(&said) {
+                    all.push(said);
+                }
+                Ok(None)
+            }
+            found => found,
+        }
     }
 
     /// What [`Self::held`] found since the last call: one warning a pack

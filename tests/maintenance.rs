@@ -3792,3 +3792,55 @@ fn a_tree_a_repair_left_out_of_the_index_is_said_with_what_mends_it() {
         "{out}"
     );
 }
+
+/// An index entry naming a pack number past its table's packs (its
+/// table's MAC as it was, which lookups do not check): a backup that meets
+/// it stores the blob again and says so (exit 3), and its snapshot
+/// restores. It failed every backup that met the entry, with only the
+/// damage said.
+#[test]
+fn a_backup_reads_around_an_index_entry_naming_no_pack_of_its_table() {
+    let repo = packed_repo();
+    let src = source(&repo, 43);
+    backup_saved(&repo, &src, &[]);
+    let victim = snap_path(&src, "victim.bin");
+    let first = repo.snapshots();
+    let id = first[0]["id"].as_str().unwrap().to_string();
+    let blob = file_chunks(&repo, &id)[&victim][0].clone();
+    let raw = hex::decode(&blob).unwrap();
+    let damaged = names_in(&repo, "index")
+        .iter()
+        .filter(|t| {
+            let path = repo.path.join("index").join(t);
+            let mut bytes = fs::read(&path).unwrap();
+            let Some(at) = bytes.windows(32).position(|w| w == raw) else {
+                return false;
+            };
+            bytes[at + 32..at + 36].copy_from_slice(&255u32.to_le_bytes());
+            fs::write(&path, &bytes).unwrap();
+            true
+        })
+        .count();
+    assert_eq!(damaged, 1, "one table indexes the blob");
+
+    let mut c = repo.cmd(&["backup", "--json", "--kind", "full"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains("pack number 255")
+            && out.stderr.contains("what it places there is stored again")
+            && out
+                .stderr
+                .contains("`cairn repair index` rebuilds the index"),
+        "{out}"
+    );
+    let second = Saved {
+        id: out.json()["id"].as_str().unwrap().to_string(),
+        src: src.clone(),
+        manifest: manifest(&src),
+        record: out.json(),
+    };
+    repo.run(&["repair", "index"]).success();
+    assert_restores(&repo, &second);
+}
