@@ -413,7 +413,8 @@ impl<'r> BlobWriter<'r> {
         let why = match listed.get(&loc.pack) {
             Some(&size) if size >= end => return Ok(true),
             Some(&size) => format!(
-                "is cut short: {size} bytes, where the index places a blob up to byte {end}"
+                "is cut short: {size} bytes, where the index places a blob up to byte {end} \
+                 (or that index entry is damaged: `cairn verify` checks the tables)"
             ),
             None => "is missing from the repository".to_string(),
         };

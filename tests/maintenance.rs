@@ -3679,6 +3679,11 @@ fn a_backup_stores_again_what_the_index_places_in_a_missing_or_cut_short_pack() 
     };
     said(&gone, "is missing from the repository");
     said(&short, &format!("is cut short: {} bytes", len / 2));
+    assert!(
+        out.stderr
+            .contains("(or that index entry is damaged: `cairn verify` checks the tables)"),
+        "{out}"
+    );
     let damage = out.json()["repository_damage"].to_string();
     assert!(
         damage.contains(&gone[..8]) && damage.contains(&short[..8]),
