@@ -1675,13 +1675,7 @@ mod tests {
         // The data blob's copies: the one gc keeps (found first) and the
         // other, whose pack holds nothing else live and goes.
         let index = repo.index().unwrap();
-        let mut copies: HashMap<BlobId, Vec<crate::index::Location>> = HashMap::new();
-        for t in index.tables().iter().filter(|t| t.holds(BlobKind::Data)) {
-            for i in 0..t.len() {
-                let (id, loc) = t.location_at(i).unwrap();
-                copies.entry(id).or_default().push(loc);
-            }
-        }
+        let copies = copies_of(&index, BlobKind::Data);
         let (id, _) = copies
             .iter()
             .find(|(_, c)| c.len() == 2)
@@ -1768,6 +1762,18 @@ mod tests {
 
     /// An empty store that fails pack reads when told to (see
     /// [`Outage`]), and the same store as a backend.
+    /// Every indexed copy of each blob of `kind`, by blob.
+    fn copies_of(index: &IndexSet, kind: BlobKind) -> HashMap<BlobId, Vec<crate::index::Location>> {
+        let mut copies: HashMap<BlobId, Vec<crate::index::Location>> = HashMap::new();
+        for t in index.tables().iter().filter(|t| t.holds(kind)) {
+            for i in 0..t.len() {
+                let (id, loc) = t.location_at(i).unwrap();
+                copies.entry(id).or_default().push(loc);
+            }
+        }
+        copies
+    }
+
     /// Backs `src` up into `repo` twice, each copy of every blob stored
     /// apart: the second backup finds no index, as one beside the first
     /// would not have found the other's blobs.
@@ -1807,13 +1813,7 @@ mod tests {
             .with_cache(cache.path())
             .unwrap();
         let index = repo.index().unwrap();
-        let mut copies: HashMap<BlobId, Vec<crate::index::Location>> = HashMap::new();
-        for t in index.tables().iter().filter(|t| t.holds(BlobKind::Tree)) {
-            for i in 0..t.len() {
-                let (id, loc) = t.location_at(i).unwrap();
-                copies.entry(id).or_default().push(loc);
-            }
-        }
+        let copies = copies_of(&index, BlobKind::Tree);
         let (id, _) = copies
             .iter()
             .find(|(_, c)| c.len() == 2)

@@ -1271,22 +1271,8 @@ fn a_damaged_plain_length_in_the_index_is_said_as_possible_index_damage() {
     let saved = backup_saved(&repo, &src, &[]);
     let victim = snap_path(&src, "victim.bin");
     let blob = file_chunks(&repo, &saved.id)[&victim][0].clone();
-    let id = hex::decode(&blob).unwrap();
-    let damaged = names_in(&repo, "index")
-        .iter()
-        .filter(|t| {
-            let path = repo.path.join("index").join(t);
-            let mut bytes = fs::read(&path).unwrap();
-            let Some(at) = bytes.windows(32).position(|w| w == id) else {
-                return false;
-            };
-            // Blob id, pack number, offset, length, plain length.
-            bytes[at + 44] ^= 0x10;
-            fs::write(&path, &bytes).unwrap();
-            true
-        })
-        .count();
-    assert_eq!(damaged, 1, "one table indexes the blob");
+    // The plain length: blob id, pack number, offset, length, then it.
+    damage_entry(&repo, &blob, |bytes, at| bytes[at + 44] ^= 0x10);
 
     let target = repo.scratch("target");
     let out = repo.restore_out(&saved.id, &target, &[]);
@@ -3742,21 +3728,7 @@ fn a_blob_only_a_damaged_table_names_is_not_said_lost() {
     let saved = backup_saved(&repo, &src, &[]);
     let victim = snap_path(&src, "victim.bin");
     let blob = file_chunks(&repo, &saved.id)[&victim][0].clone();
-    let id = hex::decode(&blob).unwrap();
-    let damaged = names_in(&repo, "index")
-        .iter()
-        .filter(|t| {
-            let path = repo.path.join("index").join(t);
-            let mut bytes = fs::read(&path).unwrap();
-            let Some(at) = bytes.windows(32).position(|w| w == id) else {
-                return false;
-            };
-            bytes[at + 31] ^= 0x01;
-            fs::write(&path, &bytes).unwrap();
-            true
-        })
-        .count();
-    assert_eq!(damaged, 1, "one table indexes the blob");
+    damage_entry(&repo, &blob, |bytes, at| bytes[at + 31] ^= 0x01);
 
     let out = repo.run(&["repair", "index"]).success();
     assert!(
@@ -3812,21 +3784,9 @@ fn a_backup_reads_around_an_index_entry_naming_no_pack_of_its_table() {
     let first = repo.snapshots();
     let id = first[0]["id"].as_str().unwrap().to_string();
     let blob = file_chunks(&repo, &id)[&victim][0].clone();
-    let raw = hex::decode(&blob).unwrap();
-    let damaged = names_in(&repo, "index")
-        .iter()
-        .filter(|t| {
-            let path = repo.path.join("index").join(t);
-            let mut bytes = fs::read(&path).unwrap();
-            let Some(at) = bytes.windows(32).position(|w| w == raw) else {
-                return false;
-            };
-            bytes[at + 32..at + 36].copy_from_slice(&255u32.to_le_bytes());
-            fs::write(&path, &bytes).unwrap();
-            true
-        })
-        .count();
-    assert_eq!(damaged, 1, "one table indexes the blob");
+    damage_entry(&repo, &blob, |bytes, at| {
+        bytes[at + 32..at + 36].copy_from_slice(&255u32.to_le_bytes())
+    });
 
     let mut c = repo.cmd(&["backup", "--json", "--kind", "full"]);
     c.arg(&src);

@@ -603,14 +603,9 @@ fn a_damaged_or_stale_cache_is_rebuilt() {
     assert!(!walk(&repo.cache_dir()).iter().any(|p| p.ends_with(&id)));
 }
 
-#[test]
-fn a_cached_tree_pack_gone_from_the_store_is_not_served() {
-    let server = S3Server::start();
-    let repo = S3Repo::new(&server, "cache-gone");
-    let src = repo.scratch.path().join("src");
-    make_source(&src, 5);
-    init(&repo);
-    backup_json(&repo, &src);
+/// The one tree pack a backup left in the cache: its cached file, its
+/// name, and its object on the server.
+fn cached_tree_pack(server: &S3Server, repo: &S3Repo) -> (PathBuf, String, PathBuf) {
     let cached: Vec<PathBuf> = walk(&repo.cache_dir())
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("/packs/"))
@@ -621,15 +616,27 @@ fn a_cached_tree_pack_gone_from_the_store_is_not_served() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    // The store loses the tree pack (deleted by hand, or by a gc run
-    // elsewhere); the cache still holds a good copy of it.
     let on_server: Vec<PathBuf> = server
         .objects(&repo.bucket, &format!("{}/packs", repo.prefix))
         .into_iter()
         .filter(|p| p.ends_with(&name))
         .collect();
     assert_eq!(on_server.len(), 1, "{name} on the server");
-    fs::remove_file(&on_server[0]).unwrap();
+    (cached[0].clone(), name, on_server[0].clone())
+}
+
+#[test]
+fn a_cached_tree_pack_gone_from_the_store_is_not_served() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "cache-gone");
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 5);
+    init(&repo);
+    backup_json(&repo, &src);
+    let (cached, name, on_server) = cached_tree_pack(&server, &repo);
+    // The store loses the tree pack (deleted by hand, or by a gc run
+    // elsewhere); the cache still holds a good copy of it.
+    fs::remove_file(&on_server).unwrap();
     // The repository cannot restore anywhere: with the cache it must not
     // either, and it names the pack.
     let (_, out) = restore_into_scratch(&repo, &["restore", "latest"]);
@@ -638,7 +645,7 @@ fn a_cached_tree_pack_gone_from_the_store_is_not_served() {
         out.stderr.contains(&name) && out.stderr.contains("does not exist"),
         "the missing pack is named: {out}"
     );
-    assert!(!cached[0].exists(), "the cached copy is dropped");
+    assert!(!cached.exists(), "the cached copy is dropped");
 }
 
 /// A tree pack cut short in the bucket while this host's cache holds it
@@ -655,25 +662,10 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
     make_source(&src, 6);
     init(&repo);
     backup_json(&repo, &src);
-    let cached: Vec<PathBuf> = walk(&repo.cache_dir())
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("/packs/"))
-        .collect();
-    assert_eq!(cached.len(), 1, "one tree pack cached: {cached:?}");
-    let name = cached[0]
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    let on_server: Vec<PathBuf> = server
-        .objects(&repo.bucket, &format!("{}/packs", repo.prefix))
-        .into_iter()
-        .filter(|p| p.ends_with(&name))
-        .collect();
-    assert_eq!(on_server.len(), 1, "{name} on the server");
+    let (cached, name, on_server) = cached_tree_pack(&server, &repo);
     fs::OpenOptions::new()
         .write(true)
-        .open(&on_server[0])
+        .open(&on_server)
         .unwrap()
         .set_len(100)
         .unwrap();
@@ -690,15 +682,15 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
             "warning: pack {} is 100 bytes in the repository, but this host's cache holds an \
              intact copy of it",
             &name[..8]
-        )) && out.stderr.contains(&cached[0].display().to_string()),
+        )) && out.stderr.contains(&cached.display().to_string()),
         "{out}"
     );
-    assert!(cached[0].exists(), "the cached copy is kept");
+    assert!(cached.exists(), "the cached copy is kept");
     let (target, out) = restore_into_scratch(&repo, &["--no-cache", "restore", "latest"]);
     assert_eq!(out.code, 0, "{out}");
     assert_same_contents(&src, &restored(&target, &src));
     // Copied back, it mends the pack.
-    fs::copy(&cached[0], &on_server[0]).unwrap();
+    fs::copy(&cached, &on_server).unwrap();
     let out = repo.run(&["--no-cache", "verify", "--read-data"]);
     assert_eq!(out.code, 0, "{out}");
 }

@@ -175,6 +175,30 @@ pub struct Loc {
     pub length: u64,
 }
 
+/// Changes, with `damage`, the record of blob `blob` (hex) in the one
+/// index table that holds it, leaving the table's MAC as it was, as
+/// damage on disk would: `damage` gets the table's bytes and where the
+/// record starts (FORMAT.md: blob id, then pack number, offset, length
+/// and raw length, four bytes each, little-endian).
+#[track_caller]
+pub fn damage_entry(repo: &Repo, blob: &str, damage: impl Fn(&mut Vec<u8>, usize)) {
+    let id = hex::decode(blob).expect("hex blob id");
+    let damaged = names_in(repo, "index")
+        .iter()
+        .filter(|t| {
+            let path = repo.path.join("index").join(t);
+            let mut bytes = fs::read(&path).unwrap();
+            let Some(at) = bytes.windows(32).position(|w| w == id) else {
+                return false;
+            };
+            damage(&mut bytes, at);
+            fs::write(&path, &bytes).unwrap();
+            true
+        })
+        .count();
+    assert_eq!(damaged, 1, "one table indexes the blob");
+}
+
 /// blob id → location, from `cairn cat index`.
 pub fn index_map(repo: &Repo) -> HashMap<String, Loc> {
     let out = repo.run(&["cat", "index"]).success();
