@@ -3773,8 +3773,9 @@ fn a_tree_a_repair_left_out_of_the_index_is_said_with_what_mends_it() {
 /// An index entry naming a pack number past its table's packs (its
 /// table's MAC as it was, which lookups do not check): a backup that meets
 /// it stores the blob again and says so (exit 3), and its snapshot
-/// restores. It failed every backup that met the entry, with only the
-/// damage said.
+/// restores, lookups passing over the damaged entry for the copy stored
+/// again. It failed every backup that met the entry, with only the damage
+/// said, and the restore of the file.
 #[test]
 fn a_backup_reads_around_an_index_entry_naming_no_pack_of_its_table() {
     let repo = packed_repo();
@@ -3806,6 +3807,9 @@ fn a_backup_reads_around_an_index_entry_naming_no_pack_of_its_table() {
         manifest: manifest(&src),
         record: out.json(),
     };
+    // Restores read around the damaged entry too, to the copy stored
+    // again; and after `repair index`.
+    assert_restores(&repo, &second);
     repo.run(&["repair", "index"]).success();
     assert_restores(&repo, &second);
 }

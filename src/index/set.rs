@@ -242,7 +242,16 @@ impl IndexSet {
             self.find(id, Some(other))
         });
         match found {
-            Some((t, i)) => t.location_at(i).map(|(_, loc)| loc),
+            // An entry that fails the checks a lookup makes (a pack number
+            // past its table's packs): another table's entry of the blob,
+            // if one is sound (a backup stores the blob again on meeting
+            // such an entry), else the damage.
+            Some((t, i)) => t.location_at(i).map(|(_, loc)| loc).or_else(|e| {
+                match self.locate_kind_where(id, kind, &|_| true) {
+                    Ok(Some(loc)) => Ok(loc),
+                    _ => Err(e),
+                }
+            }),
             None => Err(Error::NotFound(format!("{NOT_INDEXED} {id}"))),
         }
     }
@@ -306,15 +315,27 @@ impl IndexSet {
                 return Ok(None);
             }
         }
+        // An entry that fails a lookup's checks is passed over for a sound
+        // one in a later table; with none, it is the answer.
+        let mut damaged = None;
         for t in tables {
             if let Some(found) = t.find_location(id) {
-                let (_, loc) = found?;
+                let loc = match found {
+                    Ok((_, loc)) => loc,
+                    Err(e) => {
+                        damaged.get_or_insert(e);
+                        continue;
+                    }
+                };
                 if usable(&loc.pack) {
                     return Ok(Some(loc));
                 }
             }
         }
-        Ok(None)
+        match damaged {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
     }
 
     /// Where `id` is stored; an error naming it if it is not indexed.
