@@ -3813,3 +3813,31 @@ fn a_backup_reads_around_an_index_entry_naming_no_pack_of_its_table() {
     repo.run(&["repair", "index"]).success();
     assert_restores(&repo, &second);
 }
+
+/// A restore failing a file on an index entry that fails the lookup's
+/// checks says that the index, not the data, is damaged, and that `repair
+/// index` mends it: it sent the operator down the damaged-data path.
+#[test]
+fn a_restore_failed_by_a_damaged_index_entry_says_the_index_is_at_fault() {
+    let repo = packed_repo();
+    let src = source(&repo, 47);
+    let saved = backup_saved(&repo, &src, &[]);
+    let victim = snap_path(&src, "victim.bin");
+    let blob = file_chunks(&repo, &saved.id)[&victim][0].clone();
+    damage_entry(&repo, &blob, |bytes, at| {
+        bytes[at + 32..at + 36].copy_from_slice(&255u32.to_le_bytes())
+    });
+
+    let target = repo.scratch("target");
+    let out = repo.restore_out(&saved.id, &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "1 entry was not restored because an index table naming its data is damaged \
+             (named above), not the data itself: `cairn repair index` rebuilds the index"
+        ) && !out.stderr.contains("because its data is damaged"),
+        "{out}"
+    );
+    repo.run(&["repair", "index"]).success();
+    assert_restores(&repo, &saved);
+}

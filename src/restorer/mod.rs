@@ -470,6 +470,7 @@ pub fn restore(
         errors: AtomicU64::new(0),
         unindexed: AtomicU64::new(0),
         damaged: AtomicU64::new(0),
+        index_damaged: AtomicU64::new(0),
         full: Mutex::new(None),
         lock: opts.lock,
         lost: Mutex::new(None),
@@ -683,6 +684,20 @@ pub fn restore(
                 (false, false) => "were not",
             },
             if unindexed == 1 { "its" } else { "their" },
+        ));
+    }
+    let index_damaged = ex.index_damaged.load(Ordering::Relaxed);
+    if index_damaged > 0 {
+        warn(&format!(
+            "{index_damaged} entr{} not restored because an index table naming {} data is \
+             damaged (named above), not the data itself: `cairn repair index` rebuilds the \
+             index from the packs, then run the restore again",
+            if index_damaged == 1 {
+                "y was"
+            } else {
+                "ies were"
+            },
+            if index_damaged == 1 { "its" } else { "their" },
         ));
     }
     let damaged = ex.damaged.load(Ordering::Relaxed);
@@ -1441,6 +1456,9 @@ struct Executor<'a> {
     /// Entries that failed as their data is damaged in the repository:
     /// said with what mends it once, at the end.
     damaged: AtomicU64,
+    /// Entries that failed as an index table naming their data is
+    /// damaged: said with what mends it once, at the end.
+    index_damaged: AtomicU64,
     /// The first failure for want of space in the target ("no space left
     /// on device", a quota), with its path. Once set, the restore stops
     /// (once no file whose space is reserved is left, see `reserved`):
