@@ -401,7 +401,70 @@ fn rescue_duplicates(
     let tables: Vec<_> = index.tables().iter().zip(&marks.tables).collect();
     check_kept_copies(repo, &tables, (going, rewritten), state, &vanished)?;
     let mut switched = Vec::new();
-    for &(table, table_marks) in &tables {
+    for_each_dropped(&tables, (going, rewritten), |table_marks, j, id, loc| {
+        if matches!(state.get(&id), Some(Kept::Sound | Kept::Switched)) {
+            return Ok(());
+        }
+        let Some((t, m, i)) = kept_copy(&tables, &id) else {
+            return Ok(());
+        };
+        let (_, kept_loc) = t.location_at(i)?;
+        let why = match state.get(&id) {
+            Some(Kept::Damaged(why)) => why.clone(),
+            _ => match repo.read_located_in_store(&id, kept_loc) {
+                Err(e @ Error::Corrupt { .. }) => {
+                    state.insert(id, Kept::Damaged(e.to_string()));
+                    e.to_string()
+                }
+                // The copy kept is in a pack listed (marking keeps none
+                // other): found missing, the store disagrees.
+                Err(e) => return Err(vanished(&kept_loc.pack, e)),
+                Ok(_) => {
+                    state.insert(id, Kept::Sound);
+                    return Ok(());
+                }
+            },
+        };
+        // The kept copy is damaged: this one decides, and only a read of
+        // it that says so counts. One the store could not hand over (an
+        // outage, a refused read) stops gc: taken for damaged, the intact
+        // copy was deleted with its pack, exit 0 (until December 2026).
+        match repo.read_located_in_store(&id, loc) {
+            Ok(_) => {
+                switched.push(format!(
+                    "blob {} is kept in pack {}, as its copy in pack {} is damaged ({why})",
+                    id.short(),
+                    loc.pack.short(),
+                    kept_loc.pack.short()
+                ));
+                m.set_live(i, false);
+                m.rewrite.store(true, Ordering::Relaxed);
+                table_marks.set_live(j, true);
+                state.insert(id, Kept::Switched);
+                Ok(())
+            }
+            // Damaged too, or gone: another copy may be sound (verify names
+            // what is not).
+            Err(Error::Corrupt { .. }) => Ok(()),
+            Err(e) if e.is_not_found() && !listed.contains_key(&loc.pack) => Ok(()),
+            Err(e) => Err(vanished(&loc.pack, e)),
+        }
+    })?;
+    Ok(switched)
+}
+
+/// The tables with their marks, as [`rescue_duplicates`] walks them.
+type MarkedTables<'t> = [(&'t crate::index::IndexTable, &'t TableMarks)];
+
+/// Calls `visit` with each entry gc drops, not live, that lies in a pack
+/// that goes (`going`) or in a table written again (`rewritten`): its
+/// table's marks, its number there, its blob and where it places it.
+fn for_each_dropped(
+    tables: &MarkedTables<'_>,
+    (going, rewritten): (&IdSet<PackId>, &IdSet<IndexId>),
+    mut visit: impl FnMut(&TableMarks, usize, BlobId, crate::index::Location) -> Result<()>,
+) -> Result<()> {
+    for &(table, table_marks) in tables {
         let whole_table = rewritten.contains(&table.id());
         if !whole_table && !table_marks.packs.iter().any(|(p, _)| going.contains(p)) {
             continue;
@@ -411,62 +474,24 @@ fn rescue_duplicates(
                 continue;
             }
             let (id, loc) = table.location_at(j)?;
-            if !whole_table && !going.contains(&loc.pack) {
-                continue;
-            }
-            if matches!(state.get(&id), Some(Kept::Sound | Kept::Switched)) {
-                continue;
-            }
-            // The copy kept, if the blob is live at all.
-            let kept = tables.iter().find_map(|&(t, m)| {
-                let i = t.find(&id)?;
-                m.is_live(i).then_some((t, m, i))
-            });
-            let Some((t, m, i)) = kept else { continue };
-            let (_, kept_loc) = t.location_at(i)?;
-            let why = match state.get(&id) {
-                Some(Kept::Damaged(why)) => why.clone(),
-                _ => match repo.read_located_in_store(&id, kept_loc) {
-                    Err(e @ Error::Corrupt { .. }) => {
-                        state.insert(id, Kept::Damaged(e.to_string()));
-                        e.to_string()
-                    }
-                    // The copy kept is in a pack listed (marking keeps
-                    // none other): found missing, the store disagrees.
-                    Err(e) => return Err(vanished(&kept_loc.pack, e)),
-                    Ok(_) => {
-                        state.insert(id, Kept::Sound);
-                        continue;
-                    }
-                },
-            };
-            // The kept copy is damaged: this one decides, and only a read
-            // of it that says so counts. One the store could not hand over
-            // (an outage, a refused read) stops gc: taken for damaged, the
-            // intact copy was deleted with its pack, exit 0 (until
-            // December 2026).
-            match repo.read_located_in_store(&id, loc) {
-                Ok(_) => {
-                    switched.push(format!(
-                        "blob {} is kept in pack {}, as its copy in pack {} is damaged ({why})",
-                        id.short(),
-                        loc.pack.short(),
-                        kept_loc.pack.short()
-                    ));
-                    m.set_live(i, false);
-                    m.rewrite.store(true, Ordering::Relaxed);
-                    table_marks.set_live(j, true);
-                    state.insert(id, Kept::Switched);
-                }
-                // Damaged too, or gone: another copy may be sound (verify
-                // names what is not).
-                Err(Error::Corrupt { .. }) => {}
-                Err(e) if e.is_not_found() && !listed.contains_key(&loc.pack) => {}
-                Err(e) => return Err(vanished(&loc.pack, e)),
+            if whole_table || going.contains(&loc.pack) {
+                visit(table_marks, j, id, loc)?;
             }
         }
     }
-    Ok(switched)
+    Ok(())
+}
+
+/// The copy of `id` gc keeps, if the blob is live: its table, that
+/// table's marks and its entry number there.
+fn kept_copy<'t>(
+    tables: &MarkedTables<'t>,
+    id: &BlobId,
+) -> Option<(&'t crate::index::IndexTable, &'t TableMarks, usize)> {
+    tables.iter().find_map(|&(t, m)| {
+        let i = t.find(id)?;
+        m.is_live(i).then_some((t, m, i))
+    })
 }
 
 /// For [`rescue_duplicates`]: reads the copy kept of every blob whose
@@ -478,38 +503,23 @@ fn rescue_duplicates(
 /// not do stops gc, as there.
 fn check_kept_copies(
     repo: &Repository,
-    tables: &[(&crate::index::IndexTable, &TableMarks)],
+    tables: &MarkedTables<'_>,
     (going, rewritten): (&IdSet<PackId>, &IdSet<IndexId>),
     state: &mut IdMap<BlobId, Kept>,
     vanished: &dyn Fn(&PackId, Error) -> Error,
 ) -> Result<()> {
     let mut queued: IdSet<BlobId> = IdSet::default();
     let mut checks: Vec<(BlobId, crate::index::Location)> = Vec::new();
-    for &(table, table_marks) in tables {
-        let whole_table = rewritten.contains(&table.id());
-        if !whole_table && !table_marks.packs.iter().any(|(p, _)| going.contains(p)) {
-            continue;
+    for_each_dropped(tables, (going, rewritten), |_, _, id, _| {
+        if state.contains_key(&id) || queued.contains(&id) {
+            return Ok(());
         }
-        for j in 0..table.len() {
-            if table_marks.is_live(j) {
-                continue;
-            }
-            let (id, loc) = table.location_at(j)?;
-            if (!whole_table && !going.contains(&loc.pack))
-                || state.contains_key(&id)
-                || queued.contains(&id)
-            {
-                continue;
-            }
-            let kept = tables.iter().find_map(|&(t, m)| {
-                let i = t.find(&id)?;
-                m.is_live(i).then_some((t, i))
-            });
-            let Some((t, i)) = kept else { continue };
+        if let Some((t, _, i)) = kept_copy(tables, &id) {
             queued.insert(id);
             checks.push((id, t.location_at(i)?.1));
         }
-    }
+        Ok(())
+    })?;
     if checks.is_empty() {
         return Ok(());
     }
