@@ -630,7 +630,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     refuse_strays(repo)?;
     let roots: Vec<BlobId> = snapshots.iter().map(|e| e.snapshot.tree).collect();
     let mut sizes = IdMap::default();
-    for (name, size) in repo.backend().list_sizes(FileKind::Pack)? {
+    for (name, size) in repo.pack_sizes()? {
         if is_hex_name(&name) {
             sizes.insert(PackId::from_hex(&name)?, size);
         }

@@ -27,6 +27,10 @@ pub struct RepairIndexOptions {
     pub read_data: bool,
     /// Worker threads for reading packs; 0 = one per core.
     pub workers: usize,
+    /// The root of this host's metadata caches, if it has one: a tree
+    /// pack the store lost, cut short or (with `read_data`) damaged is put
+    /// back from an intact copy there (see [`PutBack`]).
+    pub cache_root: Option<std::path::PathBuf>,
 }
 
 /// A copy of a blob that `repair index` left out of the index: damaged
@@ -103,6 +107,20 @@ pub struct IndexRepair {
     /// old index places in each that open were copied into new packs
     /// with a header of their own, indexed there, and the pack removed.
     pub rewritten: Vec<RewrittenPack>,
+    /// Packs put back from an intact copy in this host's cache.
+    pub put_back: Vec<PutBack>,
+}
+
+/// A pack `repair index` put back into the store from an intact copy in
+/// this host's cache (a tree pack; a copy is intact when its bytes hash to
+/// its name, as the pack's did when it was written).
+#[derive(Debug, Serialize)]
+pub struct PutBack {
+    /// The pack.
+    pub pack: PackId,
+    /// What was wrong with the store's: missing, another size, or (with
+    /// `--read-data`) bytes that do not hash to its name.
+    pub reason: String,
 }
 
 /// A pack `repair index` wrote again for its unreadable header.
@@ -173,6 +191,58 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::Ba
         )));
     }
     Ok(found)
+}
+
+/// Puts back into the store the tree packs this host's cache holds intact
+/// copies of (their bytes hash to their names) where the store's are not
+/// as the copy: missing while an old table (any that parses) names them,
+/// of another size, or (read with `--read-data`) not hashing to their
+/// name. `packs`, the store's listing, is brought up to date. Until
+/// December 2026 the repair removed such a pack cut short (its header
+/// unreadable), and the next backup's listing pruned the copy, the last
+/// intact one, losing the trees of every snapshot in it.
+fn put_back_from_cache(
+    repo: &Repository,
+    opts: &RepairIndexOptions,
+    lock: &LockGuard,
+    old: &IndexSet,
+    not_their_hash: &[PackId],
+    packs: &mut Vec<(String, u64)>,
+) -> Result<Vec<PutBack>> {
+    let Some(cache) = opts
+        .cache_root
+        .as_deref()
+        .and_then(|root| crate::backend::cache::Cache::existing(root, &repo.config().repo_id))
+    else {
+        return Ok(Vec::new());
+    };
+    let named = old.named_packs();
+    let mut put_back = Vec::new();
+    for (name, len) in cache.pack_copies() {
+        let Ok(id) = PackId::from_hex(&name) else {
+            continue;
+        };
+        let listed = packs.iter().position(|(n, _)| *n == name);
+        let Some(reason) = crate::backend::cache::copy_mends(
+            listed.map(|i| packs[i].1),
+            len,
+            named.contains(&id),
+            not_their_hash.contains(&id),
+        ) else {
+            continue;
+        };
+        let Some(copy) = cache.intact_pack(&name) else {
+            continue;
+        };
+        lock.confirm("run it again")?;
+        repo.backend().write(FileKind::Pack, &name, &copy)?;
+        match listed {
+            Some(i) => packs[i].1 = len,
+            None => packs.push((name, len)),
+        }
+        put_back.push(PutBack { pack: id, reason });
+    }
+    Ok(put_back)
 }
 
 /// `entries` (of `kind`, from the old tables that authenticate) of pack
@@ -337,7 +407,12 @@ fn repair_index_in_tables_of(
             out.not_placed.push((place, home));
         }
     }
-    let crate::verify::BadBlobs { bad, misnamed, .. } = damaged_copies(repo, opts)?;
+    let crate::verify::BadBlobs {
+        mut bad,
+        mut misnamed,
+        not_their_hash,
+        ..
+    } = damaged_copies(repo, opts)?;
     let mut builder = IndexBuilder::default();
     let mut written: Vec<String> = Vec::new();
     let old: Vec<String> = backend.list(FileKind::Index)?;
@@ -374,6 +449,13 @@ fn repair_index_in_tables_of(
     let mut superseded: Vec<PackId> = Vec::new();
     // Sizes come with the listing: no request per pack for them.
     let mut packs = backend.list_sizes(FileKind::Pack)?;
+    // Intact copies in this host's cache mend what the store lost or
+    // damaged, before anything is read or dropped for it.
+    out.put_back = put_back_from_cache(repo, opts, lock, &old_set, &not_their_hash, &mut packs)?;
+    for p in &out.put_back {
+        bad.retain(|(_, pack), _| *pack != p.pack);
+        misnamed.retain(|pack| *pack != p.pack);
+    }
     packs.sort();
     // No pack, while the old tables name some: a folder or a prefix the
     // copy left out, a listing gone wrong. Replacing the tables with
@@ -1629,6 +1711,7 @@ mod tests {
         let opts = RepairIndexOptions {
             read_data: true,
             workers: 2,
+            cache_root: None,
         };
         let r = repair_index_in_tables_of(&repo, &opts, &lock, 15, &|_| {}).unwrap();
         assert_eq!(r.dropped.len(), 1, "{:?}", r.dropped);
@@ -1658,6 +1741,7 @@ mod tests {
         let opts = RepairIndexOptions {
             read_data: true,
             workers: 2,
+            cache_root: None,
         };
         let e = repair_index_in_tables_of(&repo, &opts, &lock, 15, &|_| {})
             .unwrap_err()

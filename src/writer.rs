@@ -399,7 +399,7 @@ impl<'r> BlobWriter<'r> {
                     Some(listed) => listed,
                     None => {
                         let mut sizes = IdMap::default();
-                        for (name, size) in self.repo.backend().list_sizes(FileKind::Pack)? {
+                        for (name, size) in self.repo.pack_sizes()? {
                             if let Ok(pack) = PackId::from_hex(&name) {
                                 sizes.insert(pack, size);
                             }
@@ -426,14 +426,25 @@ impl<'r> BlobWriter<'r> {
             first
         };
         if first {
+            // A tree pack's intact copy in this host's cache mends it.
+            let name = loc.pack.to_hex();
+            let mends = match self.repo.cache().filter(|c| c.intact_pack(&name).is_some()) {
+                Some(_) => {
+                    "this host's cache holds an intact copy of it, which `cairn repair index`, \
+                     run on this host, puts back into the repository, so no snapshot loses \
+                     anything"
+                }
+                None => {
+                    "`cairn verify` names the snapshots that lost data with it, and `cairn \
+                     repair index` makes the index say what the packs hold"
+                }
+            };
             self.packs_said
                 .lock()
                 .map_err(|_| panicked())?
                 .push(format!(
                     "pack {}, which the index names, {why}: the data this backup found indexed \
-                 there was stored again (this snapshot holds it); `cairn verify` names the \
-                 snapshots that lost data with it, and `cairn repair index` makes the index say \
-                 what the packs hold",
+                     there was stored again (this snapshot holds it); {mends}",
                     loc.pack.short()
                 ));
         }

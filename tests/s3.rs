@@ -625,27 +625,108 @@ fn cached_tree_pack(server: &S3Server, repo: &S3Repo) -> (PathBuf, String, PathB
     (cached[0].clone(), name, on_server[0].clone())
 }
 
+/// The warning that this host's cache holds an intact copy of pack
+/// `name`, whose store copy is as `how` says.
+fn intact_copy_said(out: &Out, name: &str, how: &str) -> bool {
+    out.stderr.contains(&format!(
+        "warning: pack {} {how}, but this host's cache holds an intact copy of it",
+        &name[..8]
+    )) && out
+        .stderr
+        .contains("`cairn repair index`, run on this host, puts it back")
+}
+
+/// What `verify` (with this host's cache) says of pack `name`'s intact
+/// copy: the store's `how`, and `repair index`.
+fn verify_names_the_copy(repo: &S3Repo, name: &str, how: &str, read_data: bool) {
+    let mut args = vec!["verify"];
+    if read_data {
+        args.push("--read-data");
+    }
+    let out = repo.run(&args);
+    assert_eq!(out.code, 1, "{out}");
+    let said = format!(
+        "warning: pack {}: {how}, but this host's cache holds an intact copy of it",
+        &name[..8]
+    );
+    assert!(out.stdout.contains(&said), "{said}: {out}");
+    assert!(
+        out.stdout
+            .contains("`cairn repair index`, run on this host, puts it back into the repository"),
+        "{out}"
+    );
+    // Without the cache it cannot know of the copy.
+    let out = repo.run(&["--no-cache", "verify"]);
+    assert!(!out.stdout.contains("intact copy"), "{out}");
+}
+
+/// `repair index` on this host puts pack `name` back from its cached
+/// copy (the store's as `how` says), after which every snapshot reads
+/// back whole without the cache.
+fn repair_puts_back(repo: &S3Repo, name: &str, how: &str, args: &[&str], src: &Path, id: &str) {
+    let mut all = vec!["repair", "index"];
+    all.extend_from_slice(args);
+    let out = repo.run(&all);
+    assert_eq!(out.code, 0, "{out}");
+    let said = format!(
+        "put back: pack {}, {how}, from the intact copy in this host's cache",
+        &name[..8]
+    );
+    assert!(out.stdout.contains(&said), "{said}: {out}");
+    assert!(!out.stdout.contains("unreadable"), "nothing dropped: {out}");
+    let out = repo.run(&["--no-cache", "verify", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
+    let (target, out) = restore_into_scratch(repo, &["--no-cache", "restore", &id[..8]]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_same_contents(src, &restored(&target, src));
+}
+
+/// A tree pack the store lost while this host's cache holds it intact:
+/// not served (no other host could restore), but kept, through restores
+/// and backups whose listing of packs would prune it (the index still
+/// names the pack), and put back by `repair index`. The copy was dropped
+/// at the first read, the one intact copy left.
 #[test]
-fn a_cached_tree_pack_gone_from_the_store_is_not_served() {
+fn a_cached_tree_pack_gone_from_the_store_is_not_served_but_put_back() {
     let server = S3Server::start();
     let repo = S3Repo::new(&server, "cache-gone");
     let src = repo.scratch.path().join("src");
     make_source(&src, 5);
     init(&repo);
-    backup_json(&repo, &src);
+    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
     let (cached, name, on_server) = cached_tree_pack(&server, &repo);
-    // The store loses the tree pack (deleted by hand, or by a gc run
-    // elsewhere); the cache still holds a good copy of it.
     fs::remove_file(&on_server).unwrap();
     // The repository cannot restore anywhere: with the cache it must not
-    // either, and it names the pack.
+    // either, and it names the pack, and the copy.
     let (_, out) = restore_into_scratch(&repo, &["restore", "latest"]);
     assert_ne!(out.code, 0, "the restore fails: {out}");
     assert!(
         out.stderr.contains(&name) && out.stderr.contains("does not exist"),
         "the missing pack is named: {out}"
     );
-    assert!(!cached.exists(), "the cached copy is dropped");
+    assert!(
+        intact_copy_said(&out, &name, "is missing from the repository"),
+        "{out}"
+    );
+    assert!(cached.exists(), "the cached copy is kept");
+    verify_names_the_copy(&repo, &name, "missing from the repository", false);
+    // A backup lists the packs (it finds the parent's trees indexed), and
+    // stores them again; the copy outlives the listing.
+    let mut c = repo.cmd(&["backup", "--kind", "full"]);
+    c.arg(&src);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 3, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "pack {}, which the index names, is missing from the repository",
+            &name[..8]
+        )) && out
+            .stderr
+            .contains("this host's cache holds an intact copy of it, which `cairn repair index`"),
+        "{out}"
+    );
+    assert!(cached.exists(), "the backup's listing spares the copy");
+    repair_puts_back(&repo, &name, "missing from the repository", &[], &src, &id);
 }
 
 /// A tree pack cut short in the bucket while this host's cache holds it
@@ -653,7 +734,10 @@ fn a_cached_tree_pack_gone_from_the_store_is_not_served() {
 /// so a backup finds its parent's trees unreadable, reads its files
 /// afresh and stores the trees again (exit 3), and its snapshot restores
 /// without the cache too. It took the trees from the cache, exit 0, and
-/// wrote a snapshot no other host could restore.
+/// wrote a snapshot no other host could restore. The copy, the one
+/// intact copy left, is kept, named by verify, and put back by `repair
+/// index` (which removed the cut pack, its header unreadable, and the
+/// next backup's listing then pruned the copy).
 #[test]
 fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
     let server = S3Server::start();
@@ -661,8 +745,9 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
     let src = repo.scratch.path().join("src");
     make_source(&src, 6);
     init(&repo);
-    backup_json(&repo, &src);
+    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
     let (cached, name, on_server) = cached_tree_pack(&server, &repo);
+    let whole = fs::metadata(&on_server).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
         .open(&on_server)
@@ -675,24 +760,49 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
     let out = run(&mut c, None);
     assert_eq!(out.code, 3, "{out}");
     assert!(out.stderr.contains(&name[..8]), "the pack is named: {out}");
-    // The cached copy, intact (named by its hash), is the one good copy of
-    // the pack left: kept, and said where it is.
     assert!(
-        out.stderr.contains(&format!(
-            "warning: pack {} is 100 bytes in the repository, but this host's cache holds an \
-             intact copy of it",
-            &name[..8]
-        )) && out.stderr.contains(&cached.display().to_string()),
+        intact_copy_said(
+            &out,
+            &name,
+            "is 100 bytes in the repository (it is read from there meanwhile)"
+        ) && out.stderr.contains(&cached.display().to_string()),
         "{out}"
     );
     assert!(cached.exists(), "the cached copy is kept");
     let (target, out) = restore_into_scratch(&repo, &["--no-cache", "restore", "latest"]);
     assert_eq!(out.code, 0, "{out}");
     assert_same_contents(&src, &restored(&target, &src));
-    // Copied back, it mends the pack.
-    fs::copy(&cached, &on_server).unwrap();
-    let out = repo.run(&["--no-cache", "verify", "--read-data"]);
+    fs::remove_dir_all(&target).unwrap();
+    let how = format!("100 bytes in the repository where its intact copy has {whole}");
+    verify_names_the_copy(&repo, &name, &how, false);
+    repair_puts_back(&repo, &name, &how, &[], &src, &id);
+    assert_eq!(fs::metadata(&on_server).unwrap().len(), whole);
+}
+
+/// Bit rot inside a tree pack of the right size, under an intact cached
+/// copy: only a read finds it, so `verify --read-data` names the copy and
+/// `repair index --read-data` puts it back (a plain `repair index`,
+/// reading headers only, has nothing to go by).
+#[test]
+fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "cache-rot");
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 7);
+    init(&repo);
+    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
+    let (cached, name, on_server) = cached_tree_pack(&server, &repo);
+    let mut bytes = fs::read(&on_server).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    fs::write(&on_server, &bytes).unwrap();
+    let how = "damaged in the repository (its bytes do not hash to its name)";
+    verify_names_the_copy(&repo, &name, how, true);
+    let out = repo.run(&["repair", "index"]);
     assert_eq!(out.code, 0, "{out}");
+    assert!(!out.stdout.contains("put back"), "{out}");
+    repair_puts_back(&repo, &name, how, &["--read-data"], &src, &id);
+    assert!(cached.exists());
 }
 
 #[test]

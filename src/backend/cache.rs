@@ -14,11 +14,15 @@
 //!   name; a damaged copy is deleted and fetched again;
 //! - which files exist is always asked of the store (listing is never
 //!   cached), and a listing drops cached copies of files that are gone, so
-//!   a stale cache is pruned rather than used;
+//!   a stale cache is pruned rather than used; but for a tree pack the
+//!   index still names ([`Cache::retain_packs`]): the store lost it, and
+//!   the copy may be the one intact copy left;
 //! - a cached tree pack is served only once the store has confirmed, in
 //!   this process, that the pack is still there (see [`Cache::tree_pack`]);
-//! - `verify` and `repair` do not use the cache at all: they check the
-//!   store itself.
+//! - `verify` and `repair` read the store itself, never through the
+//!   cache; they look in it only for intact copies of packs the store has
+//!   lost or damaged ([`Cache::existing`]): `verify` says where one is,
+//!   and `repair index` puts it back.
 //!
 //! Cache files are written to a temporary name and renamed, so a crash
 //! leaves either no copy or a whole one (and a torn copy would fail its
@@ -46,7 +50,8 @@ pub struct Cache {
     /// size asked), so their cached copies are served without asking again.
     confirmed: Mutex<HashSet<String>>,
     /// Tree packs the store holds at another size than their cached
-    /// copies (cut short there): read from the store, the copy kept.
+    /// copies (cut short there), or has lost: read from the store, the
+    /// copy kept, and said once.
     unlike: Mutex<HashSet<String>>,
 }
 
@@ -81,6 +86,17 @@ impl Cache {
             confirmed: Mutex::new(HashSet::new()),
             unlike: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// The cache of repository `repo_id` under `root`, if this host has
+    /// one; none is made. For `verify` and `repair`, which read the store
+    /// itself and look here only for intact copies of packs the store has
+    /// lost or damaged.
+    pub fn existing(root: &Path, repo_id: &[u8; 32]) -> Option<Cache> {
+        if !root.join(hex::encode(repo_id)).is_dir() {
+            return None;
+        }
+        Cache::open(root, repo_id).ok()
     }
 
     /// The repository's cache folder.
@@ -181,25 +197,80 @@ impl Cache {
         }
     }
 
-    /// Drops cached copies of `kind` whose names the store no longer lists.
-    pub fn retain(&self, kind: FileKind, listed: &[String]) {
-        let keep: HashSet<&str> = listed.iter().map(String::as_str).collect();
-        let base = self.dir.join(kind.dir());
-        let dirs: Vec<PathBuf> = if kind == FileKind::Pack {
-            fs::read_dir(&base)
-                .map(|rd| rd.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default()
-        } else {
-            vec![base]
+    /// The tree packs this cache holds copies of, with their copies'
+    /// sizes (not hashed: [`Cache::intact_pack`] checks one).
+    pub fn pack_copies(&self) -> Vec<(String, u64)> {
+        let Ok(folders) = fs::read_dir(self.dir.join(FileKind::Pack.dir())) else {
+            return Vec::new();
         };
-        for d in dirs {
-            let Ok(rd) = fs::read_dir(&d) else { continue };
+        let mut copies = Vec::new();
+        for folder in folders.flatten() {
+            let Ok(rd) = fs::read_dir(folder.path()) else {
+                continue;
+            };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !keep.contains(name.as_str()) {
-                    self.remove(kind, &name);
+                match e.metadata() {
+                    Ok(m) if m.is_file() && is_hex_name(&name) => copies.push((name, m.len())),
+                    _ => {}
+                }
+            }
+        }
+        copies.sort();
+        copies
+    }
+
+    /// The cached copy of pack `name`, if its bytes hash to its name, as
+    /// the store's pack did when written: the pack intact, whatever the
+    /// store holds now.
+    pub fn intact_pack(&self, name: &str) -> Option<Arc<Map>> {
+        self.get(FileKind::Pack, name)
+    }
+
+    /// Where the copy of pack `name` is, for messages.
+    pub fn pack_path(&self, name: &str) -> PathBuf {
+        self.path(FileKind::Pack, name)
+    }
+
+    /// Drops cached copies of tree packs the store no longer lists, but
+    /// for those `named` (by the index): a pack the index names that the
+    /// store lacks was lost, not removed by a gc (which writes the index
+    /// without a pack before it removes it), and its copy here may be the
+    /// one intact copy left, for `repair index` to put back. Until
+    /// December 2026 the next backup's listing deleted it.
+    pub fn retain_packs(&self, listed: &[String], named: &dyn Fn(&str) -> bool) {
+        let keep: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let Ok(folders) = fs::read_dir(self.dir.join(FileKind::Pack.dir())) else {
+            return;
+        };
+        for folder in folders.flatten() {
+            let Ok(rd) = fs::read_dir(folder.path()) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // A copy's leftover temporary file (a killed run's) goes too.
+                let spared = is_hex_name(&name) && named(&name);
+                if !spared && !keep.contains(name.as_str()) {
+                    self.remove(FileKind::Pack, &name);
                     let _ = fs::remove_file(e.path());
                 }
+            }
+        }
+    }
+
+    /// Drops cached copies of `kind` whose names the store no longer lists.
+    /// Tree packs are pruned by [`Cache::retain_packs`] instead.
+    pub fn retain(&self, kind: FileKind, listed: &[String]) {
+        let keep: HashSet<&str> = listed.iter().map(String::as_str).collect();
+        let Ok(rd) = fs::read_dir(self.dir.join(kind.dir())) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !keep.contains(name.as_str()) {
+                self.remove(kind, &name);
+                let _ = fs::remove_file(e.path());
             }
         }
     }
@@ -236,17 +307,18 @@ impl Cache {
     ///
     /// A cached copy proves the pack once existed, not that it still does:
     /// the first time a process serves one, `size` asks the store (no
-    /// download). If the store says the pack is gone, the copy is dropped
-    /// and the store's not-found error returned, just as without a cache;
-    /// if the store's pack is not the copy's size (cut short there), the
-    /// store's pack is read instead, neither cached nor replacing the
-    /// copy, so nothing succeeds here that could not restore anywhere else
-    /// (until December 2026 a backup took the trees of a pack cut short in
-    /// the bucket from the cache, and wrote a snapshot no other host could
-    /// restore). The copy, named by its bytes' hash and so intact, stays,
-    /// and a warning says where it is: put back into the repository, it
-    /// mends the pack. Damage within a pack of the right size only a read
-    /// of the store's finds (`verify`).
+    /// download). If the store says the pack is gone, its not-found error
+    /// is returned, just as without a cache; if the store's pack is not
+    /// the copy's size (cut short there), the store's pack is read
+    /// instead, neither cached nor replacing the copy. So nothing succeeds
+    /// here that could not restore anywhere else (until December 2026 a
+    /// backup took the trees of a pack cut short in the bucket from the
+    /// cache, and wrote a snapshot no other host could restore). Either
+    /// way the copy, named by its bytes' hash and so intact, stays (the
+    /// index names the pack, or it would not be read), and a warning says
+    /// where it is and that `cairn repair index` puts it back. Damage
+    /// within a pack of the right size only a read of the store's finds
+    /// (`verify`).
     pub fn tree_pack(
         &self,
         name: &str,
@@ -267,24 +339,14 @@ impl Cache {
                     return Ok(CachedData::Map(m));
                 }
                 Ok(n) => {
-                    let said = self.unlike.lock().is_ok_and(|mut u| u.insert(name.into()));
-                    if said {
-                        crate::eprint_line(format_args!(
-                            "warning: pack {} is {n} bytes in the repository, but this host's \
-                             cache holds an intact copy of it ({} bytes, named by its hash) at \
-                             {}: copied back into the repository as packs/{}/{name}, it mends \
-                             the pack; it is read from the repository meanwhile",
-                            &name[..8.min(name.len())],
-                            m.len(),
-                            self.path(FileKind::Pack, name).display(),
-                            &name[..2.min(name.len())],
-                        ));
-                    }
+                    let how =
+                        format!("is {n} bytes in the repository (it is read from there meanwhile)");
+                    self.say_copy(name, &how, m.len());
                     return fetch().map(CachedData::Data);
                 }
                 Err(e) => {
                     if e.is_not_found() {
-                        self.remove(FileKind::Pack, name);
+                        self.say_copy(name, "is missing from the repository", m.len());
                     }
                     return Err(e);
                 }
@@ -295,10 +357,50 @@ impl Cache {
         Ok(CachedData::Data(data))
     }
 
+    /// Says, once a process, that the store's pack `name` is not as its
+    /// intact copy here (`how`): where the copy is, and what puts it back.
+    fn say_copy(&self, name: &str, how: &str, len: usize) {
+        let first = self.unlike.lock().is_ok_and(|mut u| u.insert(name.into()));
+        if first {
+            crate::eprint_line(format_args!(
+                "warning: pack {} {how}, but this host's cache holds an intact copy of it \
+                 ({len} bytes, named by its hash) at {}: `cairn repair index`, run on this \
+                 host, puts it back into the repository",
+                &name[..8.min(name.len())],
+                self.path(FileKind::Pack, name).display(),
+            ));
+        }
+    }
+
     fn confirm(&self, name: &str) {
         if let Ok(mut c) = self.confirmed.lock() {
             c.insert(name.to_string());
         }
+    }
+}
+
+/// What is wrong with the store's pack that an intact cached copy of it
+/// (`copy_len` bytes) mends, if anything: missing while the index names
+/// it (`named`; one no table names was removed by a gc), listed at
+/// another size (`listed`), or read and found not to hash to its name
+/// (`unlike_name`). For `verify`, which says so, and `repair index`,
+/// which puts the copy back.
+pub fn copy_mends(
+    listed: Option<u64>,
+    copy_len: u64,
+    named: bool,
+    unlike_name: bool,
+) -> Option<String> {
+    match listed {
+        None if named => Some("missing from the repository".into()),
+        None => None,
+        Some(size) if size != copy_len => Some(format!(
+            "{size} bytes in the repository where its intact copy has {copy_len}"
+        )),
+        Some(_) if unlike_name => {
+            Some("damaged in the repository (its bytes do not hash to its name)".into())
+        }
+        Some(_) => None,
     }
 }
 
@@ -374,16 +476,18 @@ impl Backend for CachedBackend {
     fn create(&self) -> Result<()> {
         self.inner.create()
     }
+    // Tree packs are pruned by the repository, which knows which of them
+    // the index names (`Repository::pack_sizes`).
     fn list(&self, kind: FileKind) -> Result<Vec<String>> {
         let names = self.inner.list(kind)?;
-        if matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack) {
+        if Self::uses_cache(kind) {
             self.cache.retain(kind, &names);
         }
         Ok(names)
     }
     fn list_sizes(&self, kind: FileKind) -> Result<Vec<(String, u64)>> {
         let listed = self.inner.list_sizes(kind)?;
-        if matches!(kind, FileKind::Index | FileKind::Snapshot | FileKind::Pack) {
+        if Self::uses_cache(kind) {
             let names: Vec<String> = listed.iter().map(|(n, _)| n.clone()).collect();
             self.cache.retain(kind, &names);
         }

@@ -78,6 +78,7 @@ fn verify_command(
             day: (crate::now_ns() / 86_400_000_000_000).max(0) as u64,
             workers: ctx.workers(repo),
             lock,
+            cache_root: ctx.cache_root(),
         },
     )?;
     // A lock that expired while it read (a long suspend) may have let a gc
@@ -1174,6 +1175,7 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 &RepairIndexOptions {
                     read_data,
                     workers: ctx.workers(repo),
+                    cache_root: ctx.cache_root(),
                 },
                 &lock,
                 &before_removal,
@@ -1198,6 +1200,13 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                 ));
             }
             let printed = (|| {
+                for p in &r.put_back {
+                    outln!(
+                        "put back: pack {}, {}, from the intact copy in this host's cache",
+                        p.pack.short(),
+                        p.reason
+                    )?;
+                }
                 for (place, home) in &r.placed {
                     outln!("moved {place} to {home}, where its name puts it")?;
                 }

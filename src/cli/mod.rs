@@ -447,6 +447,16 @@ impl Context {
         }
     }
 
+    /// The root of this host's metadata caches, unless `--no-cache`: for
+    /// `verify` and `repair`, which read the store itself and look in the
+    /// cache only for intact copies of packs the store lost or damaged.
+    fn cache_root(&self) -> Option<PathBuf> {
+        if self.global.no_cache {
+            return None;
+        }
+        self.global.cache_dir.clone().or_else(Cache::default_root)
+    }
+
     /// Opens the repository reading everything from the store itself (for
     /// `verify` and `repair`, which check the store, not a copy).
     fn open_uncached(&self) -> Result<Repository> {

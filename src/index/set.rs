@@ -176,6 +176,16 @@ impl IndexSet {
         &self.tables
     }
 
+    /// Every pack a table's pack list names (those of its entries that
+    /// parse), whatever kind.
+    pub fn named_packs(&self) -> std::collections::HashSet<PackId> {
+        self.tables
+            .iter()
+            .flat_map(|t| (0..t.pack_count()).filter_map(|n| t.pack(n).ok()))
+            .map(|(pack, _)| pack)
+            .collect()
+    }
+
     /// Total entries over all tables (duplicates counted).
     pub fn len(&self) -> usize {
         self.tables.iter().map(|t| t.len()).sum()

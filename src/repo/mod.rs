@@ -1074,6 +1074,22 @@ impl Repository {
         self.cache.as_deref()
     }
 
+    /// The packs the store lists, with their sizes. With a cache, its
+    /// copies of tree packs the store no longer lists are dropped, but for
+    /// those the index names (see [`Cache::retain_packs`]); an index that
+    /// cannot be read spares them all.
+    pub fn pack_sizes(&self) -> Result<Vec<(String, u64)>> {
+        let listed = self.backend.list_sizes(FileKind::Pack)?;
+        if let (Some(cache), Ok(index)) = (&self.cache, self.index()) {
+            let names: Vec<String> = listed.iter().map(|(n, _)| n.clone()).collect();
+            let named = index.named_packs();
+            cache.retain_packs(&names, &|name| {
+                PackId::from_hex(name).is_ok_and(|p| named.contains(&p))
+            });
+        }
+        Ok(listed)
+    }
+
     /// Writes a finished pack (commits a streamed one); a tree pack is
     /// also kept in the cache.
     pub fn store_pack(&self, pack: &mut pack::FinishedPack) -> Result<()> {

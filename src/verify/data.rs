@@ -17,6 +17,9 @@ pub struct BadBlobs {
     /// and every blob in them authenticate (renamed by hand, or their
     /// contents swapped): intact, under another name.
     pub misnamed: Vec<PackId>,
+    /// Every pack read whose bytes do not hash to its name: damaged, or
+    /// misnamed. A host's cache may hold an intact copy of one.
+    pub not_their_hash: Vec<PackId>,
 }
 
 /// Reads every pack, as `verify --read-data` does, and returns what it
@@ -35,6 +38,7 @@ pub fn bad_blobs(repo: &Repository, workers: usize) -> Result<BadBlobs> {
         bad: read.bad,
         unread: read.unread,
         misnamed: read.misnamed,
+        not_their_hash: read.not_their_hash,
     })
 }
 
@@ -46,6 +50,8 @@ pub(super) struct PacksRead {
     pub unread: Vec<(PackId, String)>,
     /// Packs intact under another name (see [`BadBlobs::misnamed`]).
     pub misnamed: Vec<PackId>,
+    /// Packs whose bytes do not hash to their name.
+    pub not_their_hash: Vec<PackId>,
 }
 
 /// What mends a damaged copy of a tree that an index entry names: a
@@ -97,6 +103,7 @@ pub(super) fn read_packs(
     let warnings: Mutex<Vec<Problem>> = Mutex::new(Vec::new());
     let unread: Mutex<Vec<(PackId, String)>> = Mutex::new(Vec::new());
     let misnamed_packs: Mutex<Vec<PackId>> = Mutex::new(Vec::new());
+    let not_their_hash: Mutex<Vec<PackId>> = Mutex::new(Vec::new());
     // A store that does not answer (a transient error, retries spent)
     // ends the reading: every pack after would wait for it in turn, and
     // none of them is damaged for it.
@@ -196,6 +203,11 @@ pub(super) fn read_packs(
                             .collect()
                     });
                     let misnamed = file_hash(&data) != pack_id.0;
+                    if misnamed {
+                        if let Ok(mut n) = not_their_hash.lock() {
+                            n.push(*pack_id);
+                        }
+                    }
                     let mut header_read = false;
                     // Without a header: the entries placing a blob here.
                     let mut placed = 0usize;
@@ -382,6 +394,7 @@ pub(super) fn read_packs(
         bad: bad.into_inner().unwrap_or_default(),
         unread: unread.into_inner().unwrap_or_default(),
         misnamed: misnamed_packs.into_inner().unwrap_or_default(),
+        not_their_hash: not_their_hash.into_inner().unwrap_or_default(),
     })
 }
 

@@ -52,6 +52,9 @@ pub struct VerifyOptions<'a> {
     /// said as a running backup's where others hold writers' locks once
     /// the packs are listed.
     pub lock: Option<&'a crate::repo::lock::LockGuard>,
+    /// The root of this host's metadata caches, if it has one: an intact
+    /// copy there of a pack the store lost or damaged is said.
+    pub cache_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for VerifyOptions<'_> {
@@ -157,6 +160,50 @@ fn index_damage(e: &Error) -> String {
 /// pack after as damaged.
 fn stopped(e: Error) -> Error {
     e.unless_store_unavailable("verify stopped")
+}
+
+/// The packs this host's cache (under `root`) holds intact copies of
+/// where the store lost or damaged them (see
+/// [`crate::backend::cache::copy_mends`]), each said with what puts it
+/// back: the one intact copy may be there, and every other repair drops
+/// what the pack holds.
+fn intact_copies(
+    repo: &Repository,
+    root: &std::path::Path,
+    packs: &HashMap<PackId, u64>,
+    named: &HashSet<PackId>,
+    not_their_hash: &[PackId],
+) -> Vec<Problem> {
+    let Some(cache) = crate::backend::cache::Cache::existing(root, &repo.config().repo_id) else {
+        return Vec::new();
+    };
+    let mut said = Vec::new();
+    for (name, len) in cache.pack_copies() {
+        let Ok(id) = PackId::from_hex(&name) else {
+            continue;
+        };
+        let Some(why) = crate::backend::cache::copy_mends(
+            packs.get(&id).copied(),
+            len,
+            named.contains(&id),
+            not_their_hash.contains(&id),
+        ) else {
+            continue;
+        };
+        if cache.intact_pack(&name).is_none() {
+            continue;
+        }
+        said.push(problem(
+            format!("pack {}", id.short()),
+            format!(
+                "{why}, but this host's cache holds an intact copy of it ({}): `cairn repair \
+                 index`, run on this host, puts it back into the repository; run it before \
+                 any other repair, which would drop what the pack holds",
+                cache.pack_path(&name).display()
+            ),
+        ));
+    }
+    said
 }
 
 fn problem(object: impl Into<String>, message: impl Into<String>) -> Problem {
@@ -500,6 +547,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     }
 
     // Read data.
+    let mut not_their_hash: Vec<PackId> = Vec::new();
     let bad: HashMap<(BlobId, PackId), String> = match opts.read_data {
         Some(subset) => {
             if subset != Subset::All {
@@ -514,11 +562,23 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                 true,
                 &mut report,
             )
-            .map_err(stopped)?
-            .bad
+            .map_err(stopped)
+            .map(|read| {
+                not_their_hash = read.not_their_hash;
+                read.bad
+            })?
         }
         None => HashMap::new(),
     };
+    if let Some(root) = &opts.cache_root {
+        report.warnings.extend(intact_copies(
+            repo,
+            root,
+            &packs,
+            &indexed_packs,
+            &not_their_hash,
+        ));
+    }
 
     // Trees: every chunk every tree names is looked up.
     index.build_directories(usize::MAX);
