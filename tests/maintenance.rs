@@ -3742,10 +3742,11 @@ fn a_blob_only_a_damaged_table_names_is_not_said_lost() {
     assert_restores(&repo, &saved);
 }
 
-/// A tree pack lost and its entries dropped by `repair index`: `ls` says
-/// the index lacks the tree and, as a repair left it out already, what
-/// then mends it, not only to run `repair index` again (which changes
-/// nothing then).
+/// A tree pack lost and its entries dropped by `repair index`: `ls` and
+/// `restore` say the index lacks a tree of the snapshot, name it, and, as
+/// a repair left it out already, what then mends it, not only to run
+/// `repair index` again (which changes nothing then). The restore named
+/// no snapshot.
 #[test]
 fn a_tree_a_repair_left_out_of_the_index_is_said_with_what_mends_it() {
     let repo = packed_repo();
@@ -3756,18 +3757,29 @@ fn a_tree_a_repair_left_out_of_the_index_is_said_with_what_mends_it() {
     fs::remove_file(&pack_files(&repo)[&pack]).unwrap();
     repo.run(&["repair", "index"]).success();
 
-    let out = repo.run(&["ls", &saved.id]);
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stderr
-            .contains("`cairn repair index` rebuilds the index from the packs")
-            && out.stderr.contains(
-                "where a repair left it out already (its pack lost or damaged), no pack holds \
-                 it: a backup of the sources stores again what they still have, and `cairn \
-                 repair snapshots` writes copies of the snapshots without the rest"
-            ),
-        "{out}"
-    );
+    let target = repo.scratch("target");
+    let target_arg = target.to_str().unwrap();
+    for args in [
+        vec!["ls", &saved.id],
+        vec!["restore", &saved.id, "--target", target_arg],
+    ] {
+        let out = repo.run(&args);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "a tree of snapshot {} on the way there is not in the index",
+                &saved.id[..8]
+            )) && out
+                .stderr
+                .contains("`cairn repair index` rebuilds the index from the packs")
+                && out.stderr.contains(
+                    "where a repair left it out already (its pack lost or damaged), no pack \
+                     holds it: a backup of the sources stores again what they still have, and \
+                     `cairn repair snapshots` writes copies of the snapshots without the rest"
+                ),
+            "{args:?}: {out}"
+        );
+    }
 }
 
 /// An index entry naming a pack number past its table's packs (its

@@ -1399,18 +1399,16 @@ fn run_command(ctx: &Context, command: Command) -> Result<u8> {
 /// root tree, say), with what tells what that loses and what mends it:
 /// it was the bare "an index entry for blob … not found".
 fn lacking_entry(e: Error) -> Error {
-    match &e {
-        Error::NotFound(what) if what.starts_with(crate::index::NOT_INDEXED) => Error::Advised {
-            error: Box::new(e),
-            advice: "the index lacks it (a table lost or left unread, or the entries of a lost \
-                     pack dropped): `cairn verify` names what that loses, and `cairn repair \
-                     index` rebuilds the index from the packs; where a repair left it out \
-                     already (its pack lost or damaged), no pack holds it: a backup of the \
-                     sources stores again what they still have, and `cairn repair snapshots` \
-                     writes copies of the snapshots without the rest"
-                .into(),
-        },
-        _ => e,
+    if !crate::index::is_lacking(&e) {
+        return e;
+    }
+    Error::Advised {
+        error: Box::new(e),
+        advice: format!(
+            "the index lacks it (a table lost or left unread, or the entries of a lost pack \
+             dropped): {}",
+            crate::index::LACKING_MENDS
+        ),
     }
 }
 

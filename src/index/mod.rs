@@ -82,6 +82,17 @@ pub struct Entry {
 /// which callers recognise to say what mends it.
 pub(crate) const NOT_INDEXED: &str = "an index entry for blob";
 
+/// What tells what a blob the index lacks loses, and what mends it.
+pub(crate) const LACKING_MENDS: &str = "`cairn verify` names what that loses, and `cairn repair \
+     index` rebuilds the index from the packs; where a repair left it out already (its pack \
+     lost or damaged), no pack holds it: a backup of the sources stores again what they still \
+     have, and `cairn repair snapshots` writes copies of the snapshots without the rest";
+
+/// Whether `e` is a lookup's "not in the index".
+pub(crate) fn is_lacking(e: &crate::error::Error) -> bool {
+    matches!(e, crate::error::Error::NotFound(what) if what.starts_with(NOT_INDEXED))
+}
+
 mod builder;
 mod filter;
 mod merge;

@@ -305,8 +305,26 @@ fn dangling_link(target: &Path) -> Option<Error> {
 
 /// `e`, damage met reading the trees of a snapshot (`snapshot`, where
 /// known) on the way to what a restore or `ls` was asked for (its root
-/// tree, say), with what to do: it was the bare damage, naming a pack.
+/// tree, say), or a tree there the index lacks, with what to do: it was
+/// the bare damage, naming a pack, or the lookup's miss, naming no
+/// snapshot.
 pub(crate) fn trees_unreadable(snapshot: Option<&crate::id::SnapshotId>, e: Error) -> Error {
+    let named = || {
+        snapshot.map_or("the snapshot".to_string(), |s| {
+            format!("snapshot {}", s.short())
+        })
+    };
+    if crate::index::is_lacking(&e) {
+        return Error::Advised {
+            error: Box::new(e),
+            advice: format!(
+                "a tree of {} on the way there is not in the index (a table lost or left \
+                 unread, or the entries of a lost pack dropped): {}",
+                named(),
+                crate::index::LACKING_MENDS
+            ),
+        };
+    }
     match e {
         Error::Corrupt { .. } => Error::Advised {
             error: Box::new(e),
@@ -315,10 +333,7 @@ pub(crate) fn trees_unreadable(snapshot: Option<&crate::id::SnapshotId>, e: Erro
                  names the damage and the snapshots it touches; `cairn repair snapshots \
                  --read-data` writes a copy of each without what is lost, and a backup of the \
                  sources stores again what they still have",
-                snapshot.map_or("the snapshot".to_string(), |s| format!(
-                    "snapshot {}",
-                    s.short()
-                ))
+                named()
             ),
         },
         e => e,
