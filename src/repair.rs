@@ -193,6 +193,39 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::Ba
     Ok(found)
 }
 
+/// Puts back into the store the snapshot files of `damaged` (but for
+/// those this user may not read) that this host's cache holds intact
+/// copies of (their bytes hash to their names); in a dry run, only names
+/// them. Every command on this host reads such a snapshot from the cache,
+/// and every other host finds it damaged, with the advice to forget it.
+fn put_back_snapshots(
+    repo: &Repository,
+    opts: &RepairSnapshotsOptions,
+    lock: &LockGuard,
+    damaged: &[DamagedSnapshot],
+) -> Result<Vec<SnapshotId>> {
+    let Some(cache) = opts
+        .cache_root
+        .as_deref()
+        .and_then(|root| crate::backend::cache::Cache::existing(root, &repo.config().repo_id))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut put_back = Vec::new();
+    for d in damaged.iter().filter(|d| !d.refused) {
+        let name = d.id.to_hex();
+        let Some(copy) = cache.get(FileKind::Snapshot, &name) else {
+            continue;
+        };
+        if !opts.dry_run {
+            lock.confirm("run it again")?;
+            repo.backend().write(FileKind::Snapshot, &name, &copy)?;
+        }
+        put_back.push(d.id);
+    }
+    Ok(put_back)
+}
+
 /// Puts back into the store the tree packs this host's cache holds intact
 /// copies of (their bytes hash to their names) where the store's are not
 /// as the copy: missing while an old table (any that parses) names them,
@@ -875,6 +908,9 @@ pub struct RepairSnapshotsOptions {
     pub read_data: bool,
     /// Worker threads for reading packs; 0 = one per core.
     pub workers: usize,
+    /// The root of this host's metadata caches, if it has one: a damaged
+    /// snapshot file is put back from an intact copy there.
+    pub cache_root: Option<std::path::PathBuf>,
 }
 
 /// What `repair snapshots` did.
@@ -888,6 +924,10 @@ pub struct SnapshotsRepair {
     /// Snapshot files that do not decode: nothing in them can be read, so
     /// they are left as they are (the others are repaired all the same).
     pub damaged: Vec<DamagedSnapshot>,
+    /// Damaged snapshot files put back (or, in a dry run, to be put back)
+    /// from an intact copy in this host's cache, and repaired then like
+    /// the others.
+    pub put_back: Vec<SnapshotId>,
     /// Damaged copies of blobs (found with `read_data`) that the index
     /// still names: backups take them for stored until `repair index
     /// --read-data` drops them.
@@ -929,7 +969,11 @@ pub fn repair_snapshots(
     // tables, then the snapshot), as verify does: a backup finishing
     // meanwhile has all a snapshot listed here needs in the index and
     // the packs read after, so its sound files are never taken for lost.
-    let loaded = repo.snapshots()?;
+    let mut loaded = repo.snapshots()?;
+    let put_back = put_back_snapshots(repo, opts, lock, &loaded.damaged)?;
+    if !put_back.is_empty() && !dry_run {
+        loaded = repo.snapshots()?;
+    }
     let snapshots: Vec<SnapshotEntry> = loaded.good;
     let index = repo.index()?;
     // A damaged table's entries would have blobs intact in their packs
@@ -977,6 +1021,7 @@ pub fn repair_snapshots(
         .locked(lock);
     let mut out = SnapshotsRepair {
         damaged: loaded.damaged,
+        put_back,
         damaged_indexed: bad
             .keys()
             .filter(|(id, pack)| {

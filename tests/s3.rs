@@ -657,7 +657,7 @@ fn verify_names_the_copy(repo: &S3Repo, name: &str, how: &str, read_data: bool) 
     );
     // Without the cache it cannot know of the copy.
     let out = repo.run(&["--no-cache", "verify"]);
-    assert!(!out.stdout.contains("intact copy"), "{out}");
+    assert!(!out.stdout.contains("this host's cache"), "{out}");
 }
 
 /// `repair index` on this host puts pack `name` back from its cached
@@ -710,6 +710,16 @@ fn a_cached_tree_pack_gone_from_the_store_is_not_served_but_put_back() {
     );
     assert!(cached.exists(), "the cached copy is kept");
     verify_names_the_copy(&repo, &name, "missing from the repository", false);
+    // Another host, without the copy, is told where one may be.
+    let out = repo.run(&["--no-cache", "verify"]);
+    assert!(
+        out.stdout.contains(
+            "if the pack was deleted (a pack of trees: the cache of a host that wrote or read it \
+             may hold an intact copy, which `cairn verify` there names and `cairn repair index` \
+             there puts back: do that first)"
+        ),
+        "{out}"
+    );
     // A backup lists the packs (it finds the parent's trees indexed), and
     // stores them again; the copy outlives the listing.
     let mut c = repo.cmd(&["backup", "--kind", "full"]);
@@ -803,6 +813,66 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
     assert!(!out.stdout.contains("put back"), "{out}");
     repair_puts_back(&repo, &name, how, &["--read-data"], &src, &id);
     assert!(cached.exists());
+}
+
+/// A snapshot file damaged in the bucket while this host's cache holds it
+/// intact: every other host finds it damaged, with the advice to forget
+/// it; `verify` here names the copy, and `repair snapshots` here puts it
+/// back (a dry run only says it would).
+#[test]
+fn a_snapshot_file_damaged_in_the_bucket_is_put_back_from_the_cache() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "cache-snap");
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 8);
+    init(&repo);
+    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
+    let objects = server.objects(&repo.bucket, &format!("{}/snapshots", repo.prefix));
+    let on_server = objects.iter().find(|p| p.ends_with(&id)).unwrap();
+    let mut bytes = fs::read(on_server).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    fs::write(on_server, &bytes).unwrap();
+
+    // Another host (no cache) is told to look for a host's copy.
+    let out = repo.run(&["--no-cache", "verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(&format!("snapshot {}", &id[..8]))
+            && out
+                .stdout
+                .contains("the cache of a host that wrote or read it may hold one"),
+        "{out}"
+    );
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains("this host's cache holds an intact copy of it (",)
+            && out.stdout.contains(
+                "`cairn repair snapshots`, run on this host, puts it back into the repository"
+            ),
+        "{out}"
+    );
+    let said = format!("snapshot file snapshots/{id}, damaged in the repository, from the intact");
+    let out = repo.run(&["repair", "snapshots", "--dry-run"]).success();
+    assert!(
+        out.stdout.contains(&format!("would be put back: {said}")),
+        "{out}"
+    );
+    assert_eq!(
+        fs::read(on_server).unwrap(),
+        bytes,
+        "a dry run writes nothing"
+    );
+    let out = repo.run(&["repair", "snapshots"]).success();
+    assert!(out.stdout.contains(&format!("put back: {said}")), "{out}");
+    assert!(!out.stdout.contains("damaged, left as it is"), "{out}");
+    let out = repo.run(&["--no-cache", "verify", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
+    let (target, out) = restore_into_scratch(&repo, &["--no-cache", "restore", &id[..8]]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_same_contents(&src, &restored(&target, &src));
 }
 
 #[test]

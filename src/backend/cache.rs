@@ -227,9 +227,9 @@ impl Cache {
         self.get(FileKind::Pack, name)
     }
 
-    /// Where the copy of pack `name` is, for messages.
-    pub fn pack_path(&self, name: &str) -> PathBuf {
-        self.path(FileKind::Pack, name)
+    /// Where the copy of file `name` of `kind` is, for messages.
+    pub fn copy_path(&self, kind: FileKind, name: &str) -> PathBuf {
+        self.path(kind, name)
     }
 
     /// Drops cached copies of tree packs the store no longer lists, but

@@ -1318,6 +1318,7 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                     dry_run,
                     read_data,
                     workers: ctx.workers(repo),
+                    cache_root: ctx.cache_root(),
                 },
                 &lock,
             )?;
@@ -1339,7 +1340,23 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
 
 /// Prints what `repair snapshots` did or would do.
 fn print_repaired(r: &repair::SnapshotsRepair, dry_run: bool) -> Result<()> {
-    for d in &r.damaged {
+    for id in &r.put_back {
+        outln!(
+            "{}: snapshot file snapshots/{id}, damaged in the repository, from the intact \
+             copy in this host's cache",
+            if dry_run {
+                "would be put back"
+            } else {
+                "put back"
+            }
+        )?;
+    }
+    // A dry run's damaged files include those it would put back.
+    for d in r
+        .damaged
+        .iter()
+        .filter(|d| !dry_run || !r.put_back.contains(&d.id))
+    {
         if d.refused {
             // Not damage: the advice to forget it would remove an intact
             // snapshot.

@@ -162,21 +162,17 @@ fn stopped(e: Error) -> Error {
     e.unless_store_unavailable("verify stopped")
 }
 
-/// The packs this host's cache (under `root`) holds intact copies of
+/// The packs this host's cache holds intact copies of
 /// where the store lost or damaged them (see
 /// [`crate::backend::cache::copy_mends`]), each said with what puts it
 /// back: the one intact copy may be there, and every other repair drops
 /// what the pack holds.
 fn intact_copies(
-    repo: &Repository,
-    root: &std::path::Path,
+    cache: &crate::backend::cache::Cache,
     packs: &HashMap<PackId, u64>,
     named: &HashSet<PackId>,
     not_their_hash: &[PackId],
 ) -> Vec<Problem> {
-    let Some(cache) = crate::backend::cache::Cache::existing(root, &repo.config().repo_id) else {
-        return Vec::new();
-    };
     let mut said = Vec::new();
     for (name, len) in cache.pack_copies() {
         let Ok(id) = PackId::from_hex(&name) else {
@@ -199,7 +195,7 @@ fn intact_copies(
                 "{why}, but this host's cache holds an intact copy of it ({}): `cairn repair \
                  index`, run on this host, puts it back into the repository; run it before \
                  any other repair, which would drop what the pack holds",
-                cache.pack_path(&name).display()
+                cache.copy_path(FileKind::Pack, &name).display()
             ),
         ));
     }
@@ -292,6 +288,11 @@ fn check_config_copy(repo: &Repository, report: &mut VerifyReport) {
 pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     let backend = repo.backend();
+    // Looked into only for intact copies of what the store lost or damaged.
+    let cache = opts
+        .cache_root
+        .as_deref()
+        .and_then(|root| crate::backend::cache::Cache::existing(root, &repo.config().repo_id));
     check_keys(
         repo,
         opts.password.as_deref().map(Vec::as_slice),
@@ -324,13 +325,33 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                     Error::NotFound(_) => crate::snapshot::NOT_THERE.to_string(),
                     e => e.to_string(),
                 };
-                report.errors.push(problem(
-                    format!("snapshot {}", id.short()),
-                    format!(
-                        "{e}: put back an intact copy of snapshots/{id}, or remove it with \
-                         `cairn forget {}` if it is lost (gc refuses to run until then)",
+                // This host's cache may hold it intact (named by its hash).
+                let copy = cache
+                    .as_ref()
+                    .filter(|c| c.get(FileKind::Snapshot, &name).is_some())
+                    .map(|c| c.copy_path(FileKind::Snapshot, &name));
+                let mends = match copy {
+                    Some(path) => format!(
+                        "this host's cache holds an intact copy of it ({}): `cairn repair \
+                         snapshots`, run on this host, puts it back into the repository; do not \
+                         forget it",
+                        path.display()
+                    ),
+                    None => format!(
+                        "put back an intact copy of snapshots/{id}{}, or remove it with `cairn \
+                         forget {}` if it is lost (gc refuses to run until then)",
+                        if backend.prefers_ranges() {
+                            " (the cache of a host that wrote or read it may hold one: `cairn \
+                             verify` there names it)"
+                        } else {
+                            ""
+                        },
                         id.short()
                     ),
+                };
+                report.errors.push(problem(
+                    format!("snapshot {}", id.short()),
+                    format!("{e}: {mends}"),
                 ))
             }
             Err(e) => report
@@ -459,6 +480,8 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     // present.
     let mut indexed_packs: HashSet<PackId> = HashSet::new();
     let mut missing_packs: HashMap<PackId, u64> = HashMap::new();
+    // Of those, tree packs: a host's cache may hold them.
+    let mut missing_trees: HashSet<PackId> = HashSet::new();
     for table in index.tables() {
         let what = format!("index {}", table.id().short());
         if let Err(e) = table.check(repo.key()) {
@@ -480,7 +503,12 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             let (_, loc) = table.location_at(i)?;
             indexed_packs.insert(loc.pack);
             match packs.get(&loc.pack) {
-                None => *missing_packs.entry(loc.pack).or_default() += 1,
+                None => {
+                    *missing_packs.entry(loc.pack).or_default() += 1;
+                    if loc.kind == pack::BlobKind::Tree {
+                        missing_trees.insert(loc.pack);
+                    }
+                }
                 Some(&size) => {
                     if u64::from(loc.offset) + u64::from(loc.length) > size
                         || loc.offset < pack::HEADER_LEN as u32
@@ -504,12 +532,20 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     let mut missing: Vec<_> = missing_packs.into_iter().collect();
     missing.sort();
     for (p, n) in missing {
+        // Another host's cache may hold an intact copy of a tree pack.
+        let elsewhere = if missing_trees.contains(&p) && backend.prefers_ranges() {
+            " (a pack of trees: the cache of a host that wrote or read it may hold an intact \
+             copy, which `cairn verify` there names and `cairn repair index` there puts back: \
+             do that first)"
+        } else {
+            ""
+        };
         report.errors.push(problem(
             format!("pack {}", p.short()),
             format!(
                 "missing, but the index names {n} blobs in it ({p}); if the pack was \
-                 deleted, `cairn repair index` drops them from the index, the next backup \
-                 then stores again what the source still has (mending every snapshot \
+                 deleted{elsewhere}, `cairn repair index` drops them from the index, the next \
+                 backup then stores again what the source still has (mending every snapshot \
                  that uses it), and `cairn repair snapshots` writes copies of \
                  the snapshots without what is still lost"
             ),
@@ -570,10 +606,9 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
         None => HashMap::new(),
     };
-    if let Some(root) = &opts.cache_root {
+    if let Some(cache) = &cache {
         report.warnings.extend(intact_copies(
-            repo,
-            root,
+            cache,
             &packs,
             &indexed_packs,
             &not_their_hash,
