@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::backend::cache::Cache;
 use crate::backend::{Backend, FileKind};
 use crate::error::{Error, Result};
 use crate::id::{is_hex_name, BlobId, IdSet, IndexId, PackId, SnapshotId};
@@ -193,6 +194,41 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::Ba
     Ok(found)
 }
 
+/// Refuses to write snapshots without what a pack of trees holds where
+/// this host's cache holds an intact copy of it that `repair index` puts
+/// back (see [`crate::backend::cache::copy_mends`]): the copies would
+/// drop the trees, and an operator who then forgets the originals, as the
+/// copies invite, loses them with the next gc.
+fn refuse_over_intact_copies(
+    cache: &Cache,
+    index: &IndexSet,
+    packs: &HashMap<PackId, u64>,
+) -> Result<()> {
+    let named = index.named_packs();
+    for (name, len) in cache.pack_copies() {
+        let Ok(id) = PackId::from_hex(&name) else {
+            continue;
+        };
+        let Some((why, repair)) = crate::backend::cache::copy_mends(
+            packs.get(&id).copied(),
+            len,
+            named.contains(&id),
+            false,
+        ) else {
+            continue;
+        };
+        if cache.intact_pack(&name).is_some() {
+            return Err(Error::Invalid(format!(
+                "refusing to repair snapshots: pack {} is {why}, but this host's cache holds an \
+                 intact copy of it; {repair}, run on this host, puts it back first (a repair of \
+                 the snapshots now would write them without what it holds)",
+                id.short()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Puts back into the store the snapshot files of `damaged` (but for
 /// those this user may not read) that this host's cache holds intact
 /// copies of (their bytes hash to their names); in a dry run, only names
@@ -200,15 +236,12 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::Ba
 /// and every other host finds it damaged, with the advice to forget it.
 fn put_back_snapshots(
     repo: &Repository,
+    cache: Option<&Cache>,
     opts: &RepairSnapshotsOptions,
     lock: &LockGuard,
     damaged: &[DamagedSnapshot],
 ) -> Result<Vec<SnapshotId>> {
-    let Some(cache) = opts
-        .cache_root
-        .as_deref()
-        .and_then(|root| crate::backend::cache::Cache::existing(root, &repo.config().repo_id))
-    else {
+    let Some(cache) = cache else {
         return Ok(Vec::new());
     };
     let mut put_back = Vec::new();
@@ -236,17 +269,13 @@ fn put_back_snapshots(
 /// intact one, losing the trees of every snapshot in it.
 fn put_back_from_cache(
     repo: &Repository,
-    opts: &RepairIndexOptions,
+    cache: Option<&Cache>,
     lock: &LockGuard,
     old: &IndexSet,
     not_their_hash: &[PackId],
     packs: &mut Vec<(String, u64)>,
 ) -> Result<Vec<PutBack>> {
-    let Some(cache) = opts
-        .cache_root
-        .as_deref()
-        .and_then(|root| crate::backend::cache::Cache::existing(root, &repo.config().repo_id))
-    else {
+    let Some(cache) = cache else {
         return Ok(Vec::new());
     };
     let named = old.named_packs();
@@ -256,7 +285,7 @@ fn put_back_from_cache(
             continue;
         };
         let listed = packs.iter().position(|(n, _)| *n == name);
-        let Some(reason) = crate::backend::cache::copy_mends(
+        let Some((reason, _)) = crate::backend::cache::copy_mends(
             listed.map(|i| packs[i].1),
             len,
             named.contains(&id),
@@ -484,7 +513,18 @@ fn repair_index_in_tables_of(
     let mut packs = backend.list_sizes(FileKind::Pack)?;
     // Intact copies in this host's cache mend what the store lost or
     // damaged, before anything is read or dropped for it.
-    out.put_back = put_back_from_cache(repo, opts, lock, &old_set, &not_their_hash, &mut packs)?;
+    let cache = opts
+        .cache_root
+        .as_deref()
+        .and_then(|root| Cache::existing(root, &repo.config().repo_id));
+    out.put_back = put_back_from_cache(
+        repo,
+        cache.as_ref(),
+        lock,
+        &old_set,
+        &not_their_hash,
+        &mut packs,
+    )?;
     for p in &out.put_back {
         bad.retain(|(_, pack), _| *pack != p.pack);
         misnamed.retain(|pack| *pack != p.pack);
@@ -532,7 +572,20 @@ fn repair_index_in_tables_of(
     for (name, len) in packs.iter().filter(|(n, _)| is_hex_name(n)) {
         let id = PackId::from_hex(name)?;
         let what = format!("pack {}", id.short());
-        match pack::read_header(backend, name, *len, repo.key(), &what) {
+        let mut header = pack::read_header(backend, name, *len, repo.key(), &what);
+        // A header damaged in a pack of the right size: an intact copy in
+        // this host's cache mends it, where a rewrite would keep only the
+        // blobs that open.
+        if let (Err(e @ Error::Corrupt { .. }), Some(copy)) =
+            (&header, cache.as_ref().and_then(|c| c.intact_pack(name)))
+        {
+            let reason = format!("its header damaged in the repository ({e})");
+            lock.confirm("run it again")?;
+            backend.write(FileKind::Pack, name, &copy)?;
+            out.put_back.push(PutBack { pack: id, reason });
+            header = pack::read_header(backend, name, *len, repo.key(), &what);
+        }
+        match header {
             // Intact under another name than its content's (renamed by
             // hand, or swapped with another pack): its blobs are copied
             // into a pack named by its content, and it goes, so that
@@ -969,8 +1022,12 @@ pub fn repair_snapshots(
     // tables, then the snapshot), as verify does: a backup finishing
     // meanwhile has all a snapshot listed here needs in the index and
     // the packs read after, so its sound files are never taken for lost.
+    let cache = opts
+        .cache_root
+        .as_deref()
+        .and_then(|root| Cache::existing(root, &repo.config().repo_id));
     let mut loaded = repo.snapshots()?;
-    let put_back = put_back_snapshots(repo, opts, lock, &loaded.damaged)?;
+    let put_back = put_back_snapshots(repo, cache.as_ref(), opts, lock, &loaded.damaged)?;
     if !put_back.is_empty() && !dry_run {
         loaded = repo.snapshots()?;
     }
@@ -979,11 +1036,14 @@ pub fn repair_snapshots(
     // A damaged table's entries would have blobs intact in their packs
     // taken for lost, and dropped from the copies.
     repo.require_sound_index("repair snapshots")?;
-    let mut packs = HashSet::new();
-    for name in backend.list(FileKind::Pack)? {
+    let mut packs = HashMap::new();
+    for (name, size) in backend.list_sizes(FileKind::Pack)? {
         if is_hex_name(&name) {
-            packs.insert(PackId::from_hex(&name)?);
+            packs.insert(PackId::from_hex(&name)?, size);
         }
+    }
+    if let Some(cache) = &cache {
+        refuse_over_intact_copies(cache, &index, &packs)?;
     }
     // Packs the index names that the store lacks: an entry naming one
     // locates nothing. A blob stored again elsewhere is read from there
@@ -994,7 +1054,7 @@ pub fn repair_snapshots(
     for table in index.tables() {
         for n in 0..table.pack_count() {
             let (pack, _) = table.pack(n)?;
-            if !packs.contains(&pack) {
+            if !packs.contains_key(&pack) {
                 lost.insert(pack);
             }
         }

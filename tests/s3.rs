@@ -637,7 +637,8 @@ fn intact_copy_said(out: &Out, name: &str, how: &str) -> bool {
 }
 
 /// What `verify` (with this host's cache) says of pack `name`'s intact
-/// copy: the store's `how`, and `repair index`.
+/// copy: an error, the store's `how`, and the repair that puts it back
+/// (`repair index`, with `--read-data` where only a read finds the damage).
 fn verify_names_the_copy(repo: &S3Repo, name: &str, how: &str, read_data: bool) {
     let mut args = vec!["verify"];
     if read_data {
@@ -646,13 +647,19 @@ fn verify_names_the_copy(repo: &S3Repo, name: &str, how: &str, read_data: bool) 
     let out = repo.run(&args);
     assert_eq!(out.code, 1, "{out}");
     let said = format!(
-        "warning: pack {}: {how}, but this host's cache holds an intact copy of it",
+        "error: pack {}: {how}, but this host's cache holds an intact copy of it",
         &name[..8]
     );
     assert!(out.stdout.contains(&said), "{said}: {out}");
+    let repair = if how.contains("hash") {
+        "`cairn repair index --read-data`"
+    } else {
+        "`cairn repair index`"
+    };
     assert!(
-        out.stdout
-            .contains("`cairn repair index`, run on this host, puts it back into the repository"),
+        out.stdout.contains(&format!(
+            "{repair}, run on this host, puts it back into the repository"
+        )),
         "{out}"
     );
     // Without the cache it cannot know of the copy.
@@ -668,11 +675,14 @@ fn repair_puts_back(repo: &S3Repo, name: &str, how: &str, args: &[&str], src: &P
     all.extend_from_slice(args);
     let out = repo.run(&all);
     assert_eq!(out.code, 0, "{out}");
-    let said = format!(
-        "put back: pack {}, {how}, from the intact copy in this host's cache",
-        &name[..8]
+    let said = format!("put back: pack {}, {how}", &name[..8]);
+    assert!(
+        out.stdout.contains(&said)
+            && out
+                .stdout
+                .contains("from the intact copy in this host's cache"),
+        "{said}: {out}"
     );
-    assert!(out.stdout.contains(&said), "{said}: {out}");
     assert!(!out.stdout.contains("unreadable"), "nothing dropped: {out}");
     let out = repo.run(&["--no-cache", "verify", "--read-data"]);
     assert_eq!(out.code, 0, "{out}");
@@ -785,7 +795,20 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
     fs::remove_dir_all(&target).unwrap();
     let how = format!("100 bytes in the repository where its intact copy has {whole}");
     verify_names_the_copy(&repo, &name, &how, false);
+    // Copies of the snapshots without the pack's trees are refused while
+    // the copy would put them back.
+    let out = repo.run(&["repair", "snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "refusing to repair snapshots: pack {} is {how}, but this host's cache holds an \
+             intact copy of it; `cairn repair index`, run on this host, puts it back first",
+            &name[..8]
+        )),
+        "{out}"
+    );
     repair_puts_back(&repo, &name, &how, &[], &src, &id);
+    repo.run(&["repair", "snapshots"]).success();
     assert_eq!(fs::metadata(&on_server).unwrap().len(), whole);
 }
 
@@ -813,6 +836,74 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
     assert!(!out.stdout.contains("put back"), "{out}");
     repair_puts_back(&repo, &name, how, &["--read-data"], &src, &id);
     assert!(cached.exists());
+}
+
+/// A tree pack whose header (its table of contents, at its end) is
+/// damaged in the bucket, at its own size: a plain `repair index` reads
+/// the header, and puts the pack back from the intact cached copy where
+/// it wrote the pack again from the blobs that open.
+#[test]
+fn a_cached_tree_pack_whose_header_is_damaged_in_the_store_is_put_back() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "cache-header");
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 9);
+    init(&repo);
+    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
+    let (_, name, on_server) = cached_tree_pack(&server, &repo);
+    let mut bytes = fs::read(&on_server).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x01;
+    fs::write(&on_server, &bytes).unwrap();
+    let how = "damaged in the repository (its bytes do not hash to its name)";
+    verify_names_the_copy(&repo, &name, how, true);
+    // A host without the copy is told where one may be, before the
+    // repair that would drop the trees.
+    let out = repo.run(&["--no-cache", "verify", "--read-data"]);
+    assert!(
+        out.stdout
+            .contains(&format!("error: pack {}: header unreadable", &name[..8]))
+            && out.stdout.contains(
+                "places in it (a pack of trees: the cache of a host that wrote or read it may \
+                 hold an intact copy, which `cairn verify` there names and `cairn repair index` \
+                 there puts back: do that first)"
+            ),
+        "{out}"
+    );
+    repair_puts_back(
+        &repo,
+        &name,
+        "its header damaged in the repository (",
+        &[],
+        &src,
+        &id,
+    );
+}
+
+/// A tree pack cut short in its trailer only: no index entry points past
+/// its end, so nothing but the intact cached copy's size shows the damage;
+/// `verify` on that host fails on it (it said "no errors", exit 0, with a
+/// warning).
+#[test]
+fn a_pack_cut_in_its_trailer_under_an_intact_copy_fails_verify() {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, "cache-trailer");
+    let src = repo.scratch.path().join("src");
+    make_source(&src, 10);
+    init(&repo);
+    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
+    let (_, name, on_server) = cached_tree_pack(&server, &repo);
+    let whole = fs::metadata(&on_server).unwrap().len();
+    let cut = whole - 30;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&on_server)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let how = format!("{cut} bytes in the repository where its intact copy has {whole}");
+    verify_names_the_copy(&repo, &name, &how, false);
+    repair_puts_back(&repo, &name, &how, &[], &src, &id);
 }
 
 /// A snapshot file damaged in the bucket while this host's cache holds it

@@ -380,26 +380,30 @@ impl Cache {
 }
 
 /// What is wrong with the store's pack that an intact cached copy of it
-/// (`copy_len` bytes) mends, if anything: missing while the index names
-/// it (`named`; one no table names was removed by a gc), listed at
-/// another size (`listed`), or read and found not to hash to its name
-/// (`unlike_name`). For `verify`, which says so, and `repair index`,
-/// which puts the copy back.
+/// (`copy_len` bytes) mends, if anything, with the repair that puts the
+/// copy back: missing while the index names it (`named`; one no table
+/// names was removed by a gc), listed at another size (`listed`), or read
+/// and found not to hash to its name (`unlike_name`; only a repair that
+/// reads the pack finds that, unless its header is what is damaged). For
+/// `verify`, which says so, and `repair index`, which puts the copy back.
 pub fn copy_mends(
     listed: Option<u64>,
     copy_len: u64,
     named: bool,
     unlike_name: bool,
-) -> Option<String> {
+) -> Option<(String, &'static str)> {
+    const REPAIR: &str = "`cairn repair index`";
     match listed {
-        None if named => Some("missing from the repository".into()),
+        None if named => Some(("missing from the repository".into(), REPAIR)),
         None => None,
-        Some(size) if size != copy_len => Some(format!(
-            "{size} bytes in the repository where its intact copy has {copy_len}"
+        Some(size) if size != copy_len => Some((
+            format!("{size} bytes in the repository where its intact copy has {copy_len}"),
+            REPAIR,
         )),
-        Some(_) if unlike_name => {
-            Some("damaged in the repository (its bytes do not hash to its name)".into())
-        }
+        Some(_) if unlike_name => Some((
+            "damaged in the repository (its bytes do not hash to its name)".into(),
+            "`cairn repair index --read-data`",
+        )),
         Some(_) => None,
     }
 }

@@ -109,6 +109,8 @@ pub(super) fn read_packs(
     // none of them is damaged for it.
     let outage: Mutex<Option<Error>> = Mutex::new(None);
     let index = repo.index()?;
+    // Another host's cache may hold a pack of trees damaged here.
+    let remote = repo.backend().prefers_ranges();
     // The index entries naming each pack to read, as (table, entry): 8
     // bytes an entry, their locations read again from the mapped tables
     // as each pack is checked.
@@ -211,6 +213,7 @@ pub(super) fn read_packs(
                     let mut header_read = false;
                     // Without a header: the entries placing a blob here.
                     let mut placed = 0usize;
+                    let mut trees_placed = false;
                     match pack::decode_header(&data, repo.key(), &what) {
                         Ok(header) => {
                             header_read = true;
@@ -272,6 +275,7 @@ pub(super) fn read_packs(
                                         .is_ok();
                                     blobs.fetch_add(1, Ordering::Relaxed);
                                     placed += 1;
+                                    trees_placed |= loc.kind == pack::BlobKind::Tree;
                                     if !ok {
                                         local_bad.push((
                                             id,
@@ -282,11 +286,18 @@ pub(super) fn read_packs(
                                 }
                             }
                             let mends = if placed > 0 {
-                                "`cairn repair index` writes the pack again from the blobs the \
-                                 index places in it"
+                                let elsewhere = match trees_placed && remote {
+                                    true => super::TREES_ELSEWHERE,
+                                    false => "",
+                                };
+                                format!(
+                                    "`cairn repair index` writes the pack again from the blobs \
+                                     the index places in it{elsewhere}"
+                                )
                             } else {
                                 "no index entry names a blob in it, so nothing reads it, and \
                                  `cairn gc` removes it"
+                                    .to_string()
                             };
                             // Of a pack nothing reads, a warning, as for the
                             // damaged copies no entry names.

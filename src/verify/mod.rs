@@ -144,6 +144,12 @@ impl VerifyReport {
     }
 }
 
+/// Where an intact copy of a pack of trees the store lost or damaged may
+/// be, on a remote store: said before the repairs that would drop it.
+pub(crate) const TREES_ELSEWHERE: &str = " (a pack of trees: the cache of a host that wrote or \
+     read it may hold an intact copy, which `cairn verify` there names and `cairn repair index` \
+     there puts back: do that first)";
+
 /// What is wrong with an index table, and what mends it (the table is
 /// already named as the problem's object).
 fn index_damage(e: &Error) -> String {
@@ -178,7 +184,7 @@ fn intact_copies(
         let Ok(id) = PackId::from_hex(&name) else {
             continue;
         };
-        let Some(why) = crate::backend::cache::copy_mends(
+        let Some((why, repair)) = crate::backend::cache::copy_mends(
             packs.get(&id).copied(),
             len,
             named.contains(&id),
@@ -192,9 +198,9 @@ fn intact_copies(
         said.push(problem(
             format!("pack {}", id.short()),
             format!(
-                "{why}, but this host's cache holds an intact copy of it ({}): `cairn repair \
-                 index`, run on this host, puts it back into the repository; run it before \
-                 any other repair, which would drop what the pack holds",
+                "{why}, but this host's cache holds an intact copy of it ({}): {repair}, run \
+                 on this host, puts it back into the repository; run it before any other \
+                 repair, which would drop what the pack holds",
                 cache.copy_path(FileKind::Pack, &name).display()
             ),
         ));
@@ -534,9 +540,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     for (p, n) in missing {
         // Another host's cache may hold an intact copy of a tree pack.
         let elsewhere = if missing_trees.contains(&p) && backend.prefers_ranges() {
-            " (a pack of trees: the cache of a host that wrote or read it may hold an intact \
-             copy, which `cairn verify` there names and `cairn repair index` there puts back: \
-             do that first)"
+            TREES_ELSEWHERE
         } else {
             ""
         };
@@ -606,8 +610,10 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
         None => HashMap::new(),
     };
+    // Damage the copy proves (a pack of another size than its own is not
+    // otherwise found without reading it): errors, each with its mending.
     if let Some(cache) = &cache {
-        report.warnings.extend(intact_copies(
+        report.errors.extend(intact_copies(
             cache,
             &packs,
             &indexed_packs,
