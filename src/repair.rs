@@ -205,28 +205,20 @@ fn refuse_over_intact_copies(
     packs: &HashMap<PackId, u64>,
 ) -> Result<()> {
     let named = index.named_packs();
-    for (name, len) in cache.pack_copies() {
-        let Ok(id) = PackId::from_hex(&name) else {
-            continue;
-        };
-        let Some((why, repair)) = crate::backend::cache::copy_mends(
-            packs.get(&id).copied(),
-            len,
-            named.contains(&id),
-            false,
-        ) else {
-            continue;
-        };
-        if cache.intact_pack(&name).is_some() {
-            return Err(Error::Invalid(format!(
-                "refusing to repair snapshots: pack {} is {why}, but this host's cache holds an \
-                 intact copy of it; {repair}, run on this host, puts it back first (a repair of \
-                 the snapshots now would write them without what it holds)",
-                id.short()
-            )));
-        }
+    let mending = cache.mending_copies(&|p| packs.get(p).copied(), &|p| named.contains(p), &|_| {
+        false
+    });
+    match mending.first() {
+        Some(m) => Err(Error::Invalid(format!(
+            "refusing to repair snapshots: pack {} is {}, but this host's cache holds an intact \
+             copy of it; {}, run on this host, puts it back first (a repair of the snapshots \
+             now would write them without what it holds)",
+            m.pack.short(),
+            m.why,
+            m.repair
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Puts back into the store the snapshot files of `damaged` (but for
@@ -279,30 +271,26 @@ fn put_back_from_cache(
         return Ok(Vec::new());
     };
     let named = old.named_packs();
+    let sizes: HashMap<String, u64> = packs.iter().cloned().collect();
+    let mending = cache.mending_copies(
+        &|p| sizes.get(&p.to_hex()).copied(),
+        &|p| named.contains(p),
+        &|p| not_their_hash.contains(p),
+    );
     let mut put_back = Vec::new();
-    for (name, len) in cache.pack_copies() {
-        let Ok(id) = PackId::from_hex(&name) else {
-            continue;
-        };
-        let listed = packs.iter().position(|(n, _)| *n == name);
-        let Some((reason, _)) = crate::backend::cache::copy_mends(
-            listed.map(|i| packs[i].1),
-            len,
-            named.contains(&id),
-            not_their_hash.contains(&id),
-        ) else {
-            continue;
-        };
-        let Some(copy) = cache.intact_pack(&name) else {
-            continue;
-        };
+    for m in mending {
+        let name = m.pack.to_hex();
         lock.confirm("run it again")?;
-        repo.backend().write(FileKind::Pack, &name, &copy)?;
-        match listed {
-            Some(i) => packs[i].1 = len,
+        repo.backend().write(FileKind::Pack, &name, &m.copy)?;
+        let len = m.copy.len() as u64;
+        match packs.iter_mut().find(|(n, _)| *n == name) {
+            Some(listed) => listed.1 = len,
             None => packs.push((name, len)),
         }
-        put_back.push(PutBack { pack: id, reason });
+        put_back.push(PutBack {
+            pack: m.pack,
+            reason: m.why,
+        });
     }
     Ok(put_back)
 }

@@ -38,7 +38,7 @@ use std::time::SystemTime;
 
 use super::{Backend, Data, FileKind};
 use crate::error::{Error, Result};
-use crate::id::{file_hash, is_hex_name};
+use crate::id::{file_hash, is_hex_name, PackId};
 use crate::mmap::Map;
 
 /// The cache folder of one repository. See the module docs.
@@ -405,6 +405,53 @@ pub fn copy_mends(
             "`cairn repair index --read-data`",
         )),
         Some(_) => None,
+    }
+}
+
+/// An intact copy in a host's cache of a pack of trees the store lost or
+/// damaged (see [`Cache::mending_copies`]).
+pub struct MendingCopy {
+    /// The pack.
+    pub pack: PackId,
+    /// What is wrong with the store's.
+    pub why: String,
+    /// The repair that puts the copy back.
+    pub repair: &'static str,
+    /// The copy's bytes, hashed to the pack's name.
+    pub copy: Arc<Map>,
+}
+
+impl Cache {
+    /// The intact copies here of tree packs the store lost or damaged:
+    /// `listed` gives the store's size of a pack it lists, `named` whether
+    /// the index names a pack, `unlike_name` whether a read found the
+    /// store's bytes not to hash to the pack's name (see [`copy_mends`]).
+    pub fn mending_copies(
+        &self,
+        listed: &dyn Fn(&PackId) -> Option<u64>,
+        named: &dyn Fn(&PackId) -> bool,
+        unlike_name: &dyn Fn(&PackId) -> bool,
+    ) -> Vec<MendingCopy> {
+        let mut found = Vec::new();
+        for (name, len) in self.pack_copies() {
+            let Ok(pack) = PackId::from_hex(&name) else {
+                continue;
+            };
+            let Some((why, repair)) =
+                copy_mends(listed(&pack), len, named(&pack), unlike_name(&pack))
+            else {
+                continue;
+            };
+            if let Some(copy) = self.intact_pack(&name) {
+                found.push(MendingCopy {
+                    pack,
+                    why,
+                    repair,
+                    copy,
+                });
+            }
+        }
+        found
     }
 }
 

@@ -179,33 +179,25 @@ fn intact_copies(
     named: &HashSet<PackId>,
     not_their_hash: &[PackId],
 ) -> Vec<Problem> {
-    let mut said = Vec::new();
-    for (name, len) in cache.pack_copies() {
-        let Ok(id) = PackId::from_hex(&name) else {
-            continue;
-        };
-        let Some((why, repair)) = crate::backend::cache::copy_mends(
-            packs.get(&id).copied(),
-            len,
-            named.contains(&id),
-            not_their_hash.contains(&id),
-        ) else {
-            continue;
-        };
-        if cache.intact_pack(&name).is_none() {
-            continue;
-        }
-        said.push(problem(
-            format!("pack {}", id.short()),
-            format!(
-                "{why}, but this host's cache holds an intact copy of it ({}): {repair}, run \
-                 on this host, puts it back into the repository; run it before any other \
-                 repair, which would drop what the pack holds",
-                cache.copy_path(FileKind::Pack, &name).display()
-            ),
-        ));
-    }
-    said
+    let mending = cache.mending_copies(&|p| packs.get(p).copied(), &|p| named.contains(p), &|p| {
+        not_their_hash.contains(p)
+    });
+    mending
+        .into_iter()
+        .map(|m| {
+            problem(
+                format!("pack {}", m.pack.short()),
+                format!(
+                    "{}, but this host's cache holds an intact copy of it ({}): {}, run on \
+                     this host, puts it back into the repository; run it before any other \
+                     repair, which would drop what the pack holds",
+                    m.why,
+                    cache.copy_path(FileKind::Pack, &m.pack.to_hex()).display(),
+                    m.repair
+                ),
+            )
+        })
+        .collect()
 }
 
 fn problem(object: impl Into<String>, message: impl Into<String>) -> Problem {
