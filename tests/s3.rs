@@ -625,6 +625,51 @@ fn cached_tree_pack(server: &S3Server, repo: &S3Repo) -> (PathBuf, String, PathB
     (cached[0].clone(), name, on_server[0].clone())
 }
 
+/// A repository on a fresh server holding one backup of a source made
+/// from `seed`, its one tree pack cached.
+struct OneCachedPack {
+    /// The server, kept running while bound (a pattern must bind it:
+    /// `..` drops it).
+    _server: S3Server,
+    repo: S3Repo,
+    src: PathBuf,
+    /// The snapshot's id.
+    id: String,
+    /// The tree pack's cached file, its name, its object on the server.
+    cached: PathBuf,
+    name: String,
+    on_server: PathBuf,
+}
+
+fn one_cached_pack(prefix: &str, seed: u64) -> OneCachedPack {
+    let server = S3Server::start();
+    let repo = S3Repo::new(&server, prefix);
+    let src = repo.scratch.path().join("src");
+    make_source(&src, seed);
+    init(&repo);
+    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
+    let (cached, name, on_server) = cached_tree_pack(&server, &repo);
+    OneCachedPack {
+        _server: server,
+        repo,
+        src,
+        id,
+        cached,
+        name,
+        on_server,
+    }
+}
+
+/// Cuts the file at `path` to `len` bytes.
+fn cut(path: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 /// The warning that this host's cache holds an intact copy of pack
 /// `name`, whose store copy is as `how` says.
 fn intact_copy_said(out: &Out, name: &str, how: &str) -> bool {
@@ -698,13 +743,16 @@ fn repair_puts_back(repo: &S3Repo, name: &str, how: &str, args: &[&str], src: &P
 /// at the first read, the one intact copy left.
 #[test]
 fn a_cached_tree_pack_gone_from_the_store_is_not_served_but_put_back() {
-    let server = S3Server::start();
-    let repo = S3Repo::new(&server, "cache-gone");
-    let src = repo.scratch.path().join("src");
-    make_source(&src, 5);
-    init(&repo);
-    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
-    let (cached, name, on_server) = cached_tree_pack(&server, &repo);
+    let OneCachedPack {
+        _server,
+        repo,
+        src,
+        id,
+        cached,
+        name,
+        on_server,
+        ..
+    } = one_cached_pack("cache-gone", 5);
     fs::remove_file(&on_server).unwrap();
     // The repository cannot restore anywhere: with the cache it must not
     // either, and it names the pack, and the copy.
@@ -760,20 +808,18 @@ fn a_cached_tree_pack_gone_from_the_store_is_not_served_but_put_back() {
 /// next backup's listing then pruned the copy).
 #[test]
 fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
-    let server = S3Server::start();
-    let repo = S3Repo::new(&server, "cache-cut");
-    let src = repo.scratch.path().join("src");
-    make_source(&src, 6);
-    init(&repo);
-    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
-    let (cached, name, on_server) = cached_tree_pack(&server, &repo);
+    let OneCachedPack {
+        _server,
+        repo,
+        src,
+        id,
+        cached,
+        name,
+        on_server,
+        ..
+    } = one_cached_pack("cache-cut", 6);
     let whole = fs::metadata(&on_server).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&on_server)
-        .unwrap()
-        .set_len(100)
-        .unwrap();
+    cut(&on_server, 100);
 
     let mut c = repo.cmd(&["backup", "--json"]);
     c.arg(&src);
@@ -818,13 +864,16 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
 /// reading headers only, has nothing to go by).
 #[test]
 fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
-    let server = S3Server::start();
-    let repo = S3Repo::new(&server, "cache-rot");
-    let src = repo.scratch.path().join("src");
-    make_source(&src, 7);
-    init(&repo);
-    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
-    let (cached, name, on_server) = cached_tree_pack(&server, &repo);
+    let OneCachedPack {
+        _server,
+        repo,
+        src,
+        id,
+        cached,
+        name,
+        on_server,
+        ..
+    } = one_cached_pack("cache-rot", 7);
     let mut bytes = fs::read(&on_server).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 0x40;
@@ -844,13 +893,15 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
 /// it wrote the pack again from the blobs that open.
 #[test]
 fn a_cached_tree_pack_whose_header_is_damaged_in_the_store_is_put_back() {
-    let server = S3Server::start();
-    let repo = S3Repo::new(&server, "cache-header");
-    let src = repo.scratch.path().join("src");
-    make_source(&src, 9);
-    init(&repo);
-    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
-    let (_, name, on_server) = cached_tree_pack(&server, &repo);
+    let OneCachedPack {
+        _server,
+        repo,
+        src,
+        id,
+        name,
+        on_server,
+        ..
+    } = one_cached_pack("cache-header", 9);
     let mut bytes = fs::read(&on_server).unwrap();
     let at = bytes.len() - 20;
     bytes[at] ^= 0x01;
@@ -886,22 +937,21 @@ fn a_cached_tree_pack_whose_header_is_damaged_in_the_store_is_put_back() {
 /// warning).
 #[test]
 fn a_pack_cut_in_its_trailer_under_an_intact_copy_fails_verify() {
-    let server = S3Server::start();
-    let repo = S3Repo::new(&server, "cache-trailer");
-    let src = repo.scratch.path().join("src");
-    make_source(&src, 10);
-    init(&repo);
-    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
-    let (_, name, on_server) = cached_tree_pack(&server, &repo);
+    let OneCachedPack {
+        _server,
+        repo,
+        src,
+        id,
+        name,
+        on_server,
+        ..
+    } = one_cached_pack("cache-trailer", 10);
     let whole = fs::metadata(&on_server).unwrap().len();
-    let cut = whole - 30;
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&on_server)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
-    let how = format!("{cut} bytes in the repository where its intact copy has {whole}");
+    cut(&on_server, whole - 30);
+    let how = format!(
+        "{} bytes in the repository where its intact copy has {whole}",
+        whole - 30
+    );
     verify_names_the_copy(&repo, &name, &how, false);
     repair_puts_back(&repo, &name, &how, &[], &src, &id);
 }
