@@ -295,6 +295,56 @@ fn put_back_from_cache(
     Ok(put_back)
 }
 
+/// Puts back the packs of trees this host's cache holds copies of that
+/// the store lost and the index no longer names, where the snapshots use
+/// trees only they hold (see [`crate::repo::rescue`]): a repair on
+/// another host removed them for their damage. `packs`, the store's
+/// listing, gains them.
+fn put_back_rescues(
+    repo: &Repository,
+    cache: &Cache,
+    lock: &LockGuard,
+    old: &IndexSet,
+    packs: &mut Vec<(String, u64)>,
+) -> Result<Vec<PutBack>> {
+    let listed: HashSet<PackId> = packs
+        .iter()
+        .filter_map(|(n, _)| PackId::from_hex(n).ok())
+        .collect();
+    let named = old.named_packs();
+    let held = |id: &BlobId| {
+        matches!(
+            old.locate_kind_where(id, BlobKind::Tree, &|p| listed.contains(p)),
+            Ok(Some(_))
+        )
+    };
+    // The trees are read through the index as the repair found it.
+    repo.index_lenient()?;
+    let found = crate::repo::rescue::rescues(
+        repo,
+        cache,
+        &|p| listed.contains(p),
+        &|p| named.contains(p),
+        &held,
+    )?;
+    let mut put_back = Vec::new();
+    for r in found {
+        let name = r.pack.to_hex();
+        lock.confirm("run it again")?;
+        repo.backend().write(FileKind::Pack, &name, &r.copy)?;
+        packs.push((name, r.copy.len() as u64));
+        put_back.push(PutBack {
+            pack: r.pack,
+            reason: format!(
+                "gone from the repository and from its index, while the snapshots use {} \
+                 tree(s) only it holds",
+                r.trees
+            ),
+        });
+    }
+    Ok(put_back)
+}
+
 /// `entries` (of `kind`, from the old tables that authenticate) of pack
 /// `pack`, `len` bytes long, whose header cannot be read, with those of
 /// `others` (from old tables that fail their check, so may be wrong) that
@@ -513,6 +563,10 @@ fn repair_index_in_tables_of(
         &not_their_hash,
         &mut packs,
     )?;
+    if let Some(cache) = &cache {
+        out.put_back
+            .extend(put_back_rescues(repo, cache, lock, &old_set, &mut packs)?);
+    }
     for p in &out.put_back {
         bad.retain(|(_, pack), _| *pack != p.pack);
         misnamed.retain(|pack| *pack != p.pack);

@@ -956,6 +956,103 @@ fn a_pack_cut_in_its_trailer_under_an_intact_copy_fails_verify() {
     repair_puts_back(&repo, &name, &how, &[], &src, &id);
 }
 
+/// The place this host's cache sets aside a copy of pack `name` whose
+/// pack the store no longer lists nor the index names.
+fn set_aside(repo: &S3Repo, name: &str) -> PathBuf {
+    let found: Vec<PathBuf> = walk(&repo.cache_dir())
+        .into_iter()
+        .filter(|p| p.ends_with(format!("packs-gone/{name}")))
+        .collect();
+    assert!(found.len() <= 1, "{found:?}");
+    found.into_iter().next().unwrap_or_default()
+}
+
+/// A damaged tree pack that a repair elsewhere (here `--no-cache`)
+/// removed: this host's next listing sets its intact copy aside rather
+/// than delete it, as the index no longer names the pack; `verify` here
+/// finds the trees the snapshots use in it, and `repair index` here puts
+/// it back. The listing deleted the copy, and the old snapshot was lost.
+#[test]
+fn a_tree_pack_a_repair_elsewhere_removed_is_put_back_from_the_cache() {
+    let OneCachedPack {
+        _server,
+        repo,
+        src,
+        id,
+        cached,
+        name,
+        on_server,
+    } = one_cached_pack("cache-elsewhere", 11);
+    cut(&on_server, 100);
+    let out = repo.run(&["--no-cache", "repair", "index"]).success();
+    assert!(
+        out.stdout.contains(&name[..8]),
+        "the cut pack is written again: {out}"
+    );
+    assert!(!on_server.exists(), "and removed");
+    // This host's next listing of packs (a backup) sets the copy aside.
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    run(&mut c, None);
+    assert!(!cached.exists());
+    assert!(set_aside(&repo, &name).exists(), "the copy is set aside");
+
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "error: pack {}: gone from the repository and from its index (a repair removed it, \
+             on this host or another?), but this host's cache holds an intact copy of it",
+            &name[..8]
+        )) && out
+            .stdout
+            .contains("`cairn repair index`, run on this host, puts it back"),
+        "{out}"
+    );
+    repair_puts_back(
+        &repo,
+        &name,
+        "gone from the repository and from its index, while the snapshots use",
+        &[],
+        &src,
+        &id,
+    );
+}
+
+/// A tree pack a gc on another host emptied and removed is set aside by
+/// this host's next listing too, but nothing the snapshots use is in it:
+/// neither `verify` nor `repair index` here brings it back.
+#[test]
+fn a_tree_pack_a_gc_elsewhere_removed_is_not_put_back() {
+    let OneCachedPack {
+        _server: server,
+        repo,
+        src,
+        id,
+        name,
+        ..
+    } = one_cached_pack("cache-gc", 12);
+    write(&src.join("sub/new.txt"), "a new file, a new tree\n");
+    backup_json(&repo, &src);
+    repo.run(&["--no-cache", "forget", &id[..8]]).success();
+    repo.run(&["--no-cache", "gc"]).success();
+    let mut c = repo.cmd(&["backup"]);
+    c.arg(&src);
+    run(&mut c, None).success();
+    assert!(set_aside(&repo, &name).exists(), "the copy is set aside");
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 0, "{out}");
+    let out = repo.run(&["repair", "index"]).success();
+    assert!(!out.stdout.contains("put back"), "{out}");
+    let out = repo.run(&["--no-cache", "verify", "--read-data"]);
+    assert_eq!(out.code, 0, "{out}");
+    let objects = server.objects(&repo.bucket, &format!("{}/packs", repo.prefix));
+    assert!(
+        !objects.iter().any(|p| p.ends_with(&name)),
+        "the emptied pack stays gone"
+    );
+}
+
 /// A snapshot file damaged in the bucket while this host's cache holds it
 /// intact: every other host finds it damaged, with the advice to forget
 /// it; `verify` here names the copy, and `repair snapshots` here puts it

@@ -16,7 +16,9 @@
 //!   cached), and a listing drops cached copies of files that are gone, so
 //!   a stale cache is pruned rather than used; but for a tree pack the
 //!   index still names ([`Cache::retain_packs`]): the store lost it, and
-//!   the copy may be the one intact copy left;
+//!   the copy may be the one intact copy left; and a copy of a tree pack
+//!   the index no longer names is set aside for 30 days, not deleted, as
+//!   a repair elsewhere may have dropped it for its damage;
 //! - a cached tree pack is served only once the store has confirmed, in
 //!   this process, that the pack is still there (see [`Cache::tree_pack`]);
 //! - `verify` and `repair` read the store itself, never through the
@@ -40,6 +42,14 @@ use super::{Backend, Data, FileKind};
 use crate::error::{Error, Result};
 use crate::id::{file_hash, is_hex_name, PackId};
 use crate::mmap::Map;
+
+/// Where copies of tree packs the store no longer lists are set aside.
+const GONE: &str = "packs-gone";
+
+/// How long a copy set aside stays: a damaged pack another host's repair
+/// removed is found again by `verify` or `repair index` run here within
+/// that time.
+pub const GONE_KEPT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 /// The cache folder of one repository. See the module docs.
 pub struct Cache {
@@ -186,12 +196,7 @@ impl Cache {
 
     /// Drops a cached copy.
     pub fn remove(&self, kind: FileKind, name: &str) {
-        if let Ok(mut v) = self.verified.lock() {
-            v.remove(&(kind, name.to_string()));
-        }
-        if let (FileKind::Pack, Ok(mut c)) = (kind, self.confirmed.lock()) {
-            c.remove(name);
-        }
+        self.remove_from_memory(kind, name);
         if Self::cacheable(kind, name) {
             let _ = fs::remove_file(self.path(kind, name));
         }
@@ -232,12 +237,16 @@ impl Cache {
         self.path(kind, name)
     }
 
-    /// Drops cached copies of tree packs the store no longer lists, but
-    /// for those `named` (by the index): a pack the index names that the
-    /// store lacks was lost, not removed by a gc (which writes the index
-    /// without a pack before it removes it), and its copy here may be the
-    /// one intact copy left, for `repair index` to put back. Until
-    /// December 2026 the next backup's listing deleted it.
+    /// Sets aside cached copies of tree packs the store no longer lists,
+    /// but for those `named` (by the index): a pack the index names that
+    /// the store lacks was lost, not removed by a gc (which writes the
+    /// index without a pack before it removes it), and its copy here may
+    /// be the one intact copy left, for `repair index` to put back. Until
+    /// December 2026 the next backup's listing deleted it. Those set aside
+    /// go to `packs-gone/` for [`GONE_KEPT`] (see [`Cache::gone_copies`]):
+    /// a repair on another host drops a damaged pack from the index as a
+    /// gc drops one it emptied, and only a walk of the snapshots' trees
+    /// tells the two apart.
     pub fn retain_packs(&self, listed: &[String], named: &dyn Fn(&str) -> bool) {
         let keep: HashSet<&str> = listed.iter().map(String::as_str).collect();
         let Ok(folders) = fs::read_dir(self.dir.join(FileKind::Pack.dir())) else {
@@ -249,13 +258,105 @@ impl Cache {
             };
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                // A copy's leftover temporary file (a killed run's) goes too.
-                let spared = is_hex_name(&name) && named(&name);
-                if !spared && !keep.contains(name.as_str()) {
-                    self.remove(FileKind::Pack, &name);
-                    let _ = fs::remove_file(e.path());
+                if keep.contains(name.as_str()) {
+                    continue;
+                }
+                match is_hex_name(&name) {
+                    true if named(&name) => {}
+                    true => self.set_aside(&name, &e.path()),
+                    // A copy's leftover temporary file (a killed run's).
+                    false => {
+                        let _ = fs::remove_file(e.path());
+                    }
                 }
             }
+        }
+        self.expire_gone();
+    }
+
+    /// Moves the copy of pack `name` at `path` to `packs-gone/`, dated now.
+    fn set_aside(&self, name: &str, path: &Path) {
+        self.remove_from_memory(FileKind::Pack, name);
+        let gone = self.dir.join(GONE);
+        let to = gone.join(name);
+        if fs::create_dir_all(&gone).is_ok() && fs::rename(path, &to).is_ok() {
+            let _ = fs::File::options()
+                .write(true)
+                .open(&to)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+        } else {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Removes copies set aside more than [`GONE_KEPT`] ago.
+    fn expire_gone(&self) {
+        let Ok(rd) = fs::read_dir(self.dir.join(GONE)) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let expired = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > GONE_KEPT);
+            if expired {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The intact copies (their bytes hash to their names) of tree packs
+    /// the store neither lists nor the index names: those set aside by
+    /// [`Cache::retain_packs`], and those a listing has not pruned yet
+    /// (`listed` and `named` say which). A pack a gc emptied is among
+    /// them, as one a repair dropped for its damage: only the trees the
+    /// snapshots use tell them apart (see [`crate::repo::rescue`]).
+    pub fn stray_copies(
+        &self,
+        listed: &dyn Fn(&PackId) -> bool,
+        named: &dyn Fn(&PackId) -> bool,
+    ) -> Vec<(PackId, Arc<Map>, PathBuf)> {
+        let mut found = Vec::new();
+        let mut seen = HashSet::new();
+        let pruned = fs::read_dir(self.dir.join(GONE))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| (self.dir.join(GONE).join(&name), name));
+        let kept = self
+            .pack_copies()
+            .into_iter()
+            .map(|(name, _)| (self.path(FileKind::Pack, &name), name));
+        for (path, name) in kept.chain(pruned) {
+            let Ok(pack) = PackId::from_hex(&name) else {
+                continue;
+            };
+            if listed(&pack) || named(&pack) || !seen.insert(pack) {
+                continue;
+            }
+            let Ok(map) = Map::open(&path) else {
+                continue;
+            };
+            if file_hash(&map) == pack.0 {
+                found.push((pack, Arc::new(map), path));
+            }
+        }
+        found
+    }
+
+    /// Forgets what this process knows of a cached copy.
+    fn remove_from_memory(&self, kind: FileKind, name: &str) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.remove(&(kind, name.to_string()));
+        }
+        if let (FileKind::Pack, Ok(mut c)) = (kind, self.confirmed.lock()) {
+            c.remove(name);
         }
     }
 

@@ -9,6 +9,7 @@ pub mod export;
 pub mod keys;
 pub mod lock;
 pub mod own;
+pub mod rescue;
 pub mod space;
 pub mod upgrade;
 

@@ -803,6 +803,33 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             ),
         ));
     }
+    // Trees lost with a pack a repair removed, held by this host's cache.
+    if let Some(cache) = cache
+        .as_ref()
+        .filter(|_| report.damaged.iter().any(|d| d.tree))
+    {
+        let present = |p: &PackId| packs.contains_key(p);
+        let held = |id: &BlobId| {
+            matches!(
+                index.locate_kind_where(id, pack::BlobKind::Tree, &present),
+                Ok(Some(_))
+            )
+        };
+        let named = |p: &PackId| indexed_packs.contains(p);
+        for r in crate::repo::rescue::rescues(repo, cache, &present, &named, &held)? {
+            report.errors.push(problem(
+                format!("pack {}", r.pack.short()),
+                format!(
+                    "gone from the repository and from its index (a repair removed it, on this \
+                     host or another?), but this host's cache holds an intact copy of it ({}) \
+                     with {} tree(s) the snapshots use that no pack in the repository holds: \
+                     `cairn repair index`, run on this host, puts it back",
+                    r.path.display(),
+                    r.trees
+                ),
+            ));
+        }
+    }
     Ok(report)
 }
 

@@ -1,0 +1,119 @@
+//! Trees the snapshots use that the repository lost with their pack, found
+//! in copies of tree packs this host's cache holds.
+//!
+//! A damaged pack of trees that a repair (on another host, or with
+//! `--no-cache`) removed leaves the index as a gc leaves it after emptying
+//! a pack: the pack is neither in the store nor named by the index, so
+//! the cache sets its copy aside rather than serve it
+//! ([`crate::backend::cache::Cache::stray_copies`]). Only the snapshots
+//! tell the two apart: a gc never removes a tree one of them uses. So
+//! `verify` and `repair index` walk the snapshots' trees when such copies
+//! are there, and a copy holding a tree they use that no pack in the store
+//! holds is named (verify) or put back (repair).
+
+use std::sync::Arc;
+
+use crate::backend::cache::Cache;
+use crate::error::Result;
+use crate::id::{BlobId, IdMap, IdSet, PackId};
+use crate::mmap::Map;
+use crate::pack::{self, BlobKind, PackEntry};
+use crate::repo::Repository;
+use crate::tree::{NodeKind, Tree};
+
+/// A copy that holds trees the snapshots use and the store lacks.
+pub struct Rescue {
+    /// The pack.
+    pub pack: PackId,
+    /// Its intact copy's bytes.
+    pub copy: Arc<Map>,
+    /// Where the copy is.
+    pub path: std::path::PathBuf,
+    /// How many trees the snapshots use that only it holds.
+    pub trees: usize,
+}
+
+/// The copies in `cache` of tree packs the store neither lists (`listed`)
+/// nor the index names (`named`) that hold trees the snapshots use and
+/// `held` (a lookup in the store's packs) lacks. Trees are read from the
+/// store where held there, else from the copies; a tree neither can read
+/// ends the walk down that path, as it does for `verify`, which reports
+/// it. Walks no tree unless a copy holds a tree `held` lacks.
+pub fn rescues(
+    repo: &Repository,
+    cache: &Cache,
+    listed: &dyn Fn(&PackId) -> bool,
+    named: &dyn Fn(&PackId) -> bool,
+    held: &dyn Fn(&BlobId) -> bool,
+) -> Result<Vec<Rescue>> {
+    // The trees of each copy that the store lacks, with where they are.
+    let mut copies = Vec::new();
+    let mut lacking: IdMap<BlobId, (usize, PackEntry)> = IdMap::default();
+    for (pack, copy, path) in cache.stray_copies(listed, named) {
+        let what = format!("cached copy of pack {}", pack.short());
+        let Ok(header) = pack::decode_header(&copy, repo.key(), &what) else {
+            continue;
+        };
+        if header.kind != BlobKind::Tree {
+            continue;
+        }
+        for e in header.entries.iter().filter(|e| !held(&e.id)) {
+            lacking.entry(e.id).or_insert((copies.len(), *e));
+        }
+        copies.push((pack, copy, path));
+    }
+    if lacking.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut used: Vec<usize> = vec![0; copies.len()];
+    let mut seen: IdSet<BlobId> = IdSet::default();
+    let mut todo: Vec<BlobId> = repo
+        .snapshots()?
+        .good
+        .iter()
+        .map(|e| e.snapshot.tree)
+        .collect();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let tree = match lacking.get(&id) {
+            Some((n, e)) => {
+                used[*n] += 1;
+                let (_, copy, _) = &copies[*n];
+                read_from_copy(repo, copy, &id, e)
+            }
+            None if held(&id) => repo.load_tree(&id).ok(),
+            None => None,
+        };
+        let Some(tree) = tree else { continue };
+        for node in &tree.nodes {
+            if let NodeKind::Dir { subtree } = &node.kind {
+                todo.push(*subtree);
+            }
+        }
+    }
+    Ok(copies
+        .into_iter()
+        .zip(used)
+        .filter(|(_, trees)| *trees > 0)
+        .map(|((pack, copy, path), trees)| Rescue {
+            pack,
+            copy,
+            path,
+            trees,
+        })
+        .collect())
+}
+
+/// Tree `id` from a copy of its pack, where `entry` places it.
+fn read_from_copy(repo: &Repository, copy: &[u8], id: &BlobId, entry: &PackEntry) -> Option<Tree> {
+    let at = entry.offset as usize;
+    let sealed = copy.get(at..at.checked_add(entry.length as usize)?)?;
+    let what = format!("tree {}", id.short());
+    let bytes = pack::open_blob_with(repo.key(), id, sealed, entry.raw_length, &what, |plain| {
+        plain.to_vec()
+    })
+    .ok()?;
+    Tree::decode(&bytes, &what).ok()
+}
