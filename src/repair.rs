@@ -196,10 +196,12 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::Ba
 
 /// Refuses to write snapshots without what a pack of trees holds where
 /// this host's cache holds an intact copy of it that `repair index` puts
-/// back (see [`crate::backend::cache::copy_mends`]): the copies would
+/// back (see [`crate::backend::cache::copy_mends`] and
+/// [`crate::repo::rescue`]): the copies would
 /// drop the trees, and an operator who then forgets the originals, as the
 /// copies invite, loses them with the next gc.
 fn refuse_over_intact_copies(
+    repo: &Repository,
     cache: &Cache,
     index: &IndexSet,
     packs: &HashMap<PackId, u64>,
@@ -208,14 +210,33 @@ fn refuse_over_intact_copies(
     let mending = cache.mending_copies(&|p| packs.get(p).copied(), &|p| named.contains(p), &|_| {
         false
     });
-    match mending.first() {
-        Some(m) => Err(Error::Invalid(format!(
+    if let Some(m) = mending.first() {
+        return Err(Error::Invalid(format!(
             "refusing to repair snapshots: pack {} is {}, but this host's cache holds an intact \
              copy of it; {}, run on this host, puts it back first (a repair of the snapshots \
              now would write them without what it holds)",
             m.pack.short(),
             m.why,
             m.repair
+        )));
+    }
+    // A pack a repair elsewhere removed, or whose damaged trees it left
+    // out of the index.
+    let present = |p: &PackId| packs.contains_key(p);
+    let held = |id: &BlobId| {
+        matches!(
+            index.locate_kind_where(id, BlobKind::Tree, &present),
+            Ok(Some(_))
+        )
+    };
+    let found = crate::repo::rescue::rescues(repo, cache, &present, &|p| named.contains(p), &held)?;
+    match found.first() {
+        Some(r) => Err(Error::Invalid(format!(
+            "refusing to repair snapshots: pack {}: {}, but this host's cache holds an intact \
+             copy of it; `cairn repair index`, run on this host, puts it back first (a repair \
+             of the snapshots now would write them without those trees)",
+            r.pack.short(),
+            r.why()
         ))),
         None => Ok(()),
     }
@@ -305,6 +326,7 @@ fn put_back_rescues(
     cache: &Cache,
     lock: &LockGuard,
     old: &IndexSet,
+    done: &[PutBack],
     packs: &mut Vec<(String, u64)>,
 ) -> Result<Vec<PutBack>> {
     let listed: HashSet<PackId> = packs
@@ -329,17 +351,20 @@ fn put_back_rescues(
     )?;
     let mut put_back = Vec::new();
     for r in found {
+        if done.iter().any(|d| d.pack == r.pack) {
+            continue;
+        }
         let name = r.pack.to_hex();
         lock.confirm("run it again")?;
         repo.backend().write(FileKind::Pack, &name, &r.copy)?;
-        packs.push((name, r.copy.len() as u64));
+        let len = r.copy.len() as u64;
+        match packs.iter_mut().find(|(n, _)| *n == name) {
+            Some(listed) => listed.1 = len,
+            None => packs.push((name, len)),
+        }
         put_back.push(PutBack {
             pack: r.pack,
-            reason: format!(
-                "gone from the repository and from its index, while the snapshots use {} \
-                 tree(s) only it holds",
-                r.trees
-            ),
+            reason: r.why(),
         });
     }
     Ok(put_back)
@@ -564,8 +589,8 @@ fn repair_index_in_tables_of(
         &mut packs,
     )?;
     if let Some(cache) = &cache {
-        out.put_back
-            .extend(put_back_rescues(repo, cache, lock, &old_set, &mut packs)?);
+        let rescued = put_back_rescues(repo, cache, lock, &old_set, &out.put_back, &mut packs)?;
+        out.put_back.extend(rescued);
     }
     for p in &out.put_back {
         bad.retain(|(_, pack), _| *pack != p.pack);
@@ -1085,7 +1110,7 @@ pub fn repair_snapshots(
         }
     }
     if let Some(cache) = &cache {
-        refuse_over_intact_copies(cache, &index, &packs)?;
+        refuse_over_intact_copies(repo, cache, &index, &packs)?;
     }
     // Packs the index names that the store lacks: an entry naming one
     // locates nothing. A blob stored again elsewhere is read from there

@@ -990,33 +990,93 @@ fn a_tree_pack_a_repair_elsewhere_removed_is_put_back_from_the_cache() {
         "the cut pack is written again: {out}"
     );
     assert!(!on_server.exists(), "and removed");
-    // This host's next listing of packs (a backup) sets the copy aside.
+    // This host's next listing of packs (a backup finding data indexed)
+    // sets the copy aside. Of another folder: a backup of the source
+    // could store the lost trees again, as they were.
+    let other = repo.scratch.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::copy(src.join("big.bin"), other.join("big.bin")).unwrap();
     let mut c = repo.cmd(&["backup"]);
-    c.arg(&src);
-    run(&mut c, None);
+    c.arg(&other);
+    run(&mut c, None).success();
     assert!(!cached.exists());
     assert!(set_aside(&repo, &name).exists(), "the copy is set aside");
 
+    let how = "gone from the repository and from its index (a repair removed it, on this host \
+               or another?), with";
+    rescue_said_and_done(&repo, &name, how, &src, &id);
+}
+
+/// What this host says and does of a copy holding trees the snapshots use
+/// that the store lacks (`how`, of the store's pack): `verify` fails
+/// naming it, `repair snapshots` refuses, `repair index` puts it back.
+fn rescue_said_and_done(repo: &S3Repo, name: &str, how: &str, src: &Path, id: &str) {
     let out = repo.run(&["verify"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(
-        out.stdout.contains(&format!(
-            "error: pack {}: gone from the repository and from its index (a repair removed it, \
-             on this host or another?), but this host's cache holds an intact copy of it",
-            &name[..8]
-        )) && out
-            .stdout
-            .contains("`cairn repair index`, run on this host, puts it back"),
+        out.stdout
+            .contains(&format!("error: pack {}: {how}", &name[..8]))
+            && out
+                .stdout
+                .contains("but this host's cache holds an intact copy of it (")
+            && out
+                .stdout
+                .contains("): `cairn repair index`, run on this host, puts it back"),
         "{out}"
     );
-    repair_puts_back(
-        &repo,
-        &name,
-        "gone from the repository and from its index, while the snapshots use",
-        &[],
-        &src,
-        &id,
+    let out = repo.run(&["repair", "snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "refusing to repair snapshots: pack {}: {how}",
+            &name[..8]
+        )) && out
+            .stderr
+            .contains("`cairn repair index`, run on this host, puts it back first"),
+        "{out}"
     );
+    repair_puts_back(repo, name, how, &[], src, id);
+}
+
+/// A tree damaged inside its pack, which a repair with `--read-data`
+/// elsewhere left out of the index (keeping the pack): this host's cache
+/// holds the pack intact, so `verify` here names it, `repair snapshots`
+/// refuses, and a plain `repair index` puts it back. A host without the
+/// copy is told, before it repairs, that another host's cache may hold
+/// it. It was found only by `verify --read-data` here, and `repair
+/// snapshots` wrote the snapshots without the tree.
+#[test]
+fn a_damaged_tree_a_repair_elsewhere_left_out_is_put_back_from_the_cache() {
+    let OneCachedPack {
+        _server,
+        repo,
+        src,
+        id,
+        name,
+        on_server,
+        ..
+    } = one_cached_pack("cache-rot-elsewhere", 13);
+    let mut bytes = fs::read(&on_server).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    fs::write(&on_server, &bytes).unwrap();
+    let out = repo.run(&["--no-cache", "verify", "--read-data"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(
+            "without what is lost (a pack of trees: the cache of a host that wrote or read it \
+             may hold an intact copy"
+        ),
+        "{out}"
+    );
+    let out = repo.run(&["--no-cache", "repair", "index", "--read-data"]);
+    assert!(
+        out.stdout.contains("damaged, dropped from the index"),
+        "{out}"
+    );
+    let how = "holds 1 tree(s) the snapshots use that the index lacks (left out as damaged by a \
+               repair, on this host or another?)";
+    rescue_said_and_done(&repo, &name, how, &src, &id);
 }
 
 /// A tree pack a gc on another host emptied and removed is set aside by

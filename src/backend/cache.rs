@@ -308,12 +308,15 @@ impl Cache {
     }
 
     /// The intact copies (their bytes hash to their names) of tree packs
-    /// the store neither lists nor the index names: those set aside by
-    /// [`Cache::retain_packs`], and those a listing has not pruned yet
-    /// (`listed` and `named` say which). A pack a gc emptied is among
-    /// them, as one a repair dropped for its damage: only the trees the
-    /// snapshots use tell them apart (see [`crate::repo::rescue`]).
-    pub fn stray_copies(
+    /// here and set aside by [`Cache::retain_packs`], but for those of
+    /// packs the index names that the store does not list (`listed` and
+    /// `named` say which), which [`Cache::mending_copies`] finds: for the
+    /// search of trees the snapshots use that the store lacks (see
+    /// [`crate::repo::rescue`]). A pack a gc emptied is among them, as one
+    /// a repair dropped for its damage, or a pack still there whose
+    /// damaged tree a repair left out of the index: only the trees the
+    /// snapshots use tell them apart.
+    pub fn tree_copies(
         &self,
         listed: &dyn Fn(&PackId) -> bool,
         named: &dyn Fn(&PackId) -> bool,
@@ -337,7 +340,7 @@ impl Cache {
             let Ok(pack) = PackId::from_hex(&name) else {
                 continue;
             };
-            if listed(&pack) || named(&pack) || !seen.insert(pack) {
+            if (!listed(&pack) && named(&pack)) || !seen.insert(pack) {
                 continue;
             }
             let Ok(map) = Map::open(&path) else {

@@ -5,7 +5,7 @@
 //! `--no-cache`) removed leaves the index as a gc leaves it after emptying
 //! a pack: the pack is neither in the store nor named by the index, so
 //! the cache sets its copy aside rather than serve it
-//! ([`crate::backend::cache::Cache::stray_copies`]). Only the snapshots
+//! ([`crate::backend::cache::Cache::tree_copies`]). Only the snapshots
 //! tell the two apart: a gc never removes a tree one of them uses. So
 //! `verify` and `repair index` walk the snapshots' trees when such copies
 //! are there, and a copy holding a tree they use that no pack in the store
@@ -25,6 +25,9 @@ use crate::tree::{NodeKind, Tree};
 pub struct Rescue {
     /// The pack.
     pub pack: PackId,
+    /// Whether the store lists the pack (damaged, its damaged trees left
+    /// out of the index by a repair), or has lost it.
+    pub listed: bool,
     /// Its intact copy's bytes.
     pub copy: Arc<Map>,
     /// Where the copy is.
@@ -33,9 +36,11 @@ pub struct Rescue {
     pub trees: usize,
 }
 
-/// The copies in `cache` of tree packs the store neither lists (`listed`)
-/// nor the index names (`named`) that hold trees the snapshots use and
-/// `held` (a lookup in the store's packs) lacks. Trees are read from the
+/// The copies in `cache` of tree packs (see
+/// [`crate::backend::cache::Cache::tree_copies`]: but for those of packs
+/// the index names, `named`, that the store does not list, `listed`) that
+/// hold trees the snapshots use and `held` (a lookup in the store's
+/// packs) lacks. Trees are read from the
 /// store where held there, else from the copies; a tree neither can read
 /// ends the walk down that path, as it does for `verify`, which reports
 /// it. Walks no tree unless a copy holds a tree `held` lacks.
@@ -49,7 +54,7 @@ pub fn rescues(
     // The trees of each copy that the store lacks, with where they are.
     let mut copies = Vec::new();
     let mut lacking: IdMap<BlobId, (usize, PackEntry)> = IdMap::default();
-    for (pack, copy, path) in cache.stray_copies(listed, named) {
+    for (pack, copy, path) in cache.tree_copies(listed, named) {
         let what = format!("cached copy of pack {}", pack.short());
         let Ok(header) = pack::decode_header(&copy, repo.key(), &what) else {
             continue;
@@ -99,11 +104,31 @@ pub fn rescues(
         .filter(|(_, trees)| *trees > 0)
         .map(|((pack, copy, path), trees)| Rescue {
             pack,
+            listed: listed(&pack),
             copy,
             path,
             trees,
         })
         .collect())
+}
+
+impl Rescue {
+    /// What is wrong with the store's pack.
+    pub fn why(&self) -> String {
+        match self.listed {
+            true => format!(
+                "holds {} tree(s) the snapshots use that the index lacks (left out as damaged \
+                 by a repair, on this host or another?)",
+                self.trees
+            ),
+            false => format!(
+                "gone from the repository and from its index (a repair removed it, on this \
+                 host or another?), with {} tree(s) the snapshots use that no pack in the \
+                 repository holds",
+                self.trees
+            ),
+        }
+    }
 }
 
 /// Tree `id` from a copy of its pack, where `entry` places it.

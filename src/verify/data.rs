@@ -363,7 +363,12 @@ pub(super) fn read_packs(
                                     DAMAGED_BLOB_MENDS
                                 };
                                 let kind = if *of_trees { "tree" } else { "blob" };
-                                let m = format!("{kind} {}: {why}; {mends}", id.short());
+                                // Another host's cache may hold it intact.
+                                let elsewhere = match *of_trees && remote {
+                                    true => super::TREES_ELSEWHERE,
+                                    false => "",
+                                };
+                                let m = format!("{kind} {}: {why}; {mends}{elsewhere}", id.short());
                                 (&errors, m)
                             } else {
                                 let m = format!(

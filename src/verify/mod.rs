@@ -820,12 +820,10 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             report.errors.push(problem(
                 format!("pack {}", r.pack.short()),
                 format!(
-                    "gone from the repository and from its index (a repair removed it, on this \
-                     host or another?), but this host's cache holds an intact copy of it ({}) \
-                     with {} tree(s) the snapshots use that no pack in the repository holds: \
-                     `cairn repair index`, run on this host, puts it back",
+                    "{}, but this host's cache holds an intact copy of it ({}): `cairn repair \
+                     index`, run on this host, puts it back",
+                    r.why(),
                     r.path.display(),
-                    r.trees
                 ),
             ));
         }
