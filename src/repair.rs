@@ -298,22 +298,31 @@ fn put_back_from_cache(
         &|p| named.contains(p),
         &|p| not_their_hash.contains(p),
     );
-    let mut put_back = Vec::new();
-    for m in mending {
-        let name = m.pack.to_hex();
-        lock.confirm("run it again")?;
-        repo.backend().write(FileKind::Pack, &name, &m.copy)?;
-        let len = m.copy.len() as u64;
-        match packs.iter_mut().find(|(n, _)| *n == name) {
-            Some(listed) => listed.1 = len,
-            None => packs.push((name, len)),
-        }
-        put_back.push(PutBack {
-            pack: m.pack,
-            reason: m.why,
-        });
+    mending
+        .into_iter()
+        .map(|m| put_back(repo, lock, packs, m.pack, &m.copy, m.why))
+        .collect()
+}
+
+/// Writes the intact `copy` of `pack` into the store under its name, and
+/// brings `packs`, the store's listing, up to date.
+fn put_back(
+    repo: &Repository,
+    lock: &LockGuard,
+    packs: &mut Vec<(String, u64)>,
+    pack: PackId,
+    copy: &[u8],
+    reason: String,
+) -> Result<PutBack> {
+    let name = pack.to_hex();
+    lock.confirm("run it again")?;
+    repo.backend().write(FileKind::Pack, &name, copy)?;
+    let len = copy.len() as u64;
+    match packs.iter_mut().find(|(n, _)| *n == name) {
+        Some(listed) => listed.1 = len,
+        None => packs.push((name, len)),
     }
-    Ok(put_back)
+    Ok(PutBack { pack, reason })
 }
 
 /// Puts back the packs of trees this host's cache holds copies of that
@@ -349,25 +358,11 @@ fn put_back_rescues(
         &|p| named.contains(p),
         &held,
     )?;
-    let mut put_back = Vec::new();
-    for r in found {
-        if done.iter().any(|d| d.pack == r.pack) {
-            continue;
-        }
-        let name = r.pack.to_hex();
-        lock.confirm("run it again")?;
-        repo.backend().write(FileKind::Pack, &name, &r.copy)?;
-        let len = r.copy.len() as u64;
-        match packs.iter_mut().find(|(n, _)| *n == name) {
-            Some(listed) => listed.1 = len,
-            None => packs.push((name, len)),
-        }
-        put_back.push(PutBack {
-            pack: r.pack,
-            reason: r.why(),
-        });
-    }
-    Ok(put_back)
+    found
+        .into_iter()
+        .filter(|r| !done.iter().any(|d| d.pack == r.pack))
+        .map(|r| put_back(repo, lock, packs, r.pack, &r.copy, r.why()))
+        .collect()
 }
 
 /// `entries` (of `kind`, from the old tables that authenticate) of pack
