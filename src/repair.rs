@@ -196,7 +196,8 @@ fn every_bad_blob(repo: &Repository, workers: usize) -> Result<crate::verify::Ba
 
 /// Refuses to write snapshots without what a pack of trees holds where
 /// this host's cache holds an intact copy of it that `repair index` puts
-/// back (see [`crate::backend::cache::copy_mends`] and
+/// back (damage at the pack's own size only where `not_their_hash`, the
+/// packs a read with `--read-data` found damaged, names it) (see [`crate::backend::cache::copy_mends`] and
 /// [`crate::repo::rescue`]): the copies would
 /// drop the trees, and an operator who then forgets the originals, as the
 /// copies invite, loses them with the next gc.
@@ -205,10 +206,11 @@ fn refuse_over_intact_copies(
     cache: &Cache,
     index: &IndexSet,
     packs: &HashMap<PackId, u64>,
+    not_their_hash: &[PackId],
 ) -> Result<()> {
     let named = index.named_packs();
-    let mending = cache.mending_copies(&|p| packs.get(p).copied(), &|p| named.contains(p), &|_| {
-        false
+    let mending = cache.mending_copies(&|p| packs.get(p).copied(), &|p| named.contains(p), &|p| {
+        not_their_hash.contains(p)
     });
     if let Some(m) = mending.first() {
         return Err(Error::Invalid(format!(
@@ -1104,9 +1106,6 @@ pub fn repair_snapshots(
             packs.insert(PackId::from_hex(&name)?, size);
         }
     }
-    if let Some(cache) = &cache {
-        refuse_over_intact_copies(repo, cache, &index, &packs)?;
-    }
     // Packs the index names that the store lacks: an entry naming one
     // locates nothing. A blob stored again elsewhere is read from there
     // (see `IndexSet::locate_kind_where`), and a blob whose only entries
@@ -1121,11 +1120,16 @@ pub fn repair_snapshots(
             }
         }
     }
-    let bad = if opts.read_data {
-        every_bad_blob(repo, opts.workers)?.bad
+    let (bad, not_their_hash) = if opts.read_data {
+        let found = every_bad_blob(repo, opts.workers)?;
+        (found.bad, found.not_their_hash)
     } else {
-        HashMap::new()
+        (HashMap::new(), Vec::new())
     };
+    // Before anything is written, and with what the read found damaged.
+    if let Some(cache) = &cache {
+        refuse_over_intact_copies(repo, cache, &index, &packs, &not_their_hash)?;
+    }
     // A chunk is read from its first entry in a pack that exists (as a
     // restore reads it), so that entry's blob must be sound.
     let available = |id: &BlobId| -> bool {

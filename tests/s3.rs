@@ -820,6 +820,15 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
     } = one_cached_pack("cache-cut", 6);
     let whole = fs::metadata(&on_server).unwrap().len();
     cut(&on_server, 100);
+    // A host without the copy is told, before it repairs, where one may be.
+    let out = repo.run(&["--no-cache", "verify"]);
+    assert!(
+        out.stdout.contains(
+            "or a pack cut short (a pack of trees: the cache of a host that wrote or read it may \
+             hold an intact copy"
+        ),
+        "{out}"
+    );
 
     let mut c = repo.cmd(&["backup", "--json"]);
     c.arg(&src);
@@ -883,6 +892,19 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
     let out = repo.run(&["repair", "index"]);
     assert_eq!(out.code, 0, "{out}");
     assert!(!out.stdout.contains("put back"), "{out}");
+    // A repair of the snapshots that reads the packs finds the damage,
+    // and refuses while the copy would mend it.
+    let out = repo.run(&["repair", "snapshots", "--read-data"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "refusing to repair snapshots: pack {} is {how}, but this host's cache holds an \
+             intact copy of it; `cairn repair index --read-data`, run on this host, puts it back \
+             first",
+            &name[..8]
+        )),
+        "{out}"
+    );
     repair_puts_back(&repo, &name, how, &["--read-data"], &src, &id);
     assert!(cached.exists());
 }

@@ -517,12 +517,17 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             }
         }
         if out_of_bounds > 0 {
+            // A pack of trees cut short: another host's cache may hold it.
+            let elsewhere = match backend.prefers_ranges() && table.holds(pack::BlobKind::Tree) {
+                true => TREES_ELSEWHERE,
+                false => "",
+            };
             report.errors.push(problem(
                 &what,
                 format!(
                     "{out_of_bounds} entries point outside their pack (damage to the table, \
-                     or a pack cut short); `cairn repair index` rebuilds the index from the \
-                     packs"
+                     or a pack cut short{elsewhere}); `cairn repair index` rebuilds the index \
+                     from the packs"
                 ),
             ));
         }
