@@ -660,6 +660,16 @@ fn one_cached_pack(prefix: &str, seed: u64) -> OneCachedPack {
     }
 }
 
+/// Flips `mask`'s bits of the byte `at` gives for the file's length, in
+/// the file at `path`; returns the file's bytes after.
+fn flip(path: &Path, at: impl FnOnce(usize) -> usize, mask: u8) -> Vec<u8> {
+    let mut bytes = fs::read(path).unwrap();
+    let at = at(bytes.len());
+    bytes[at] ^= mask;
+    fs::write(path, &bytes).unwrap();
+    bytes
+}
+
 /// Cuts the file at `path` to `len` bytes.
 fn cut(path: &Path, len: u64) {
     fs::OpenOptions::new()
@@ -883,10 +893,7 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
         on_server,
         ..
     } = one_cached_pack("cache-rot", 7);
-    let mut bytes = fs::read(&on_server).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x40;
-    fs::write(&on_server, &bytes).unwrap();
+    flip(&on_server, |len| len / 2, 0x40);
     let how = "damaged in the repository (its bytes do not hash to its name)";
     verify_names_the_copy(&repo, &name, how, true);
     let out = repo.run(&["repair", "index"]);
@@ -924,10 +931,7 @@ fn a_cached_tree_pack_whose_header_is_damaged_in_the_store_is_put_back() {
         on_server,
         ..
     } = one_cached_pack("cache-header", 9);
-    let mut bytes = fs::read(&on_server).unwrap();
-    let at = bytes.len() - 20;
-    bytes[at] ^= 0x01;
-    fs::write(&on_server, &bytes).unwrap();
+    flip(&on_server, |len| len - 20, 0x01);
     let how = "damaged in the repository (its bytes do not hash to its name)";
     verify_names_the_copy(&repo, &name, how, true);
     // A host without the copy is told where one may be, before the
@@ -1078,10 +1082,7 @@ fn a_damaged_tree_a_repair_elsewhere_left_out_is_put_back_from_the_cache() {
         on_server,
         ..
     } = one_cached_pack("cache-rot-elsewhere", 13);
-    let mut bytes = fs::read(&on_server).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x01;
-    fs::write(&on_server, &bytes).unwrap();
+    flip(&on_server, |len| len / 2, 0x01);
     let out = repo.run(&["--no-cache", "verify", "--read-data"]);
     assert_eq!(out.code, 1, "{out}");
     assert!(
@@ -1141,18 +1142,16 @@ fn a_tree_pack_a_gc_elsewhere_removed_is_not_put_back() {
 /// back (a dry run only says it would).
 #[test]
 fn a_snapshot_file_damaged_in_the_bucket_is_put_back_from_the_cache() {
-    let server = S3Server::start();
-    let repo = S3Repo::new(&server, "cache-snap");
-    let src = repo.scratch.path().join("src");
-    make_source(&src, 8);
-    init(&repo);
-    let id = backup_json(&repo, &src)["id"].as_str().unwrap().to_string();
+    let OneCachedPack {
+        _server: server,
+        repo,
+        src,
+        id,
+        ..
+    } = one_cached_pack("cache-snap", 8);
     let objects = server.objects(&repo.bucket, &format!("{}/snapshots", repo.prefix));
     let on_server = objects.iter().find(|p| p.ends_with(&id)).unwrap();
-    let mut bytes = fs::read(on_server).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x01;
-    fs::write(on_server, &bytes).unwrap();
+    let bytes = flip(on_server, |len| len / 2, 0x01);
 
     // Another host (no cache) is told to look for a host's copy.
     let out = repo.run(&["--no-cache", "verify"]);
