@@ -1181,6 +1181,7 @@ pub fn repair_snapshots(
         }
         let mut rw = Rewriter {
             repo,
+            cache: cache.as_ref(),
             writer: &writer,
             available: &available,
             raw_len: &raw_len,
@@ -1244,6 +1245,10 @@ pub fn repair_snapshots(
 
 struct Rewriter<'a, 'r> {
     repo: &'r Repository,
+    /// This host's cache: a tree the store gives damaged that a copy there
+    /// holds intact stops the repair (see
+    /// [`crate::repo::rescue::cached_tree`]).
+    cache: Option<&'a Cache>,
     writer: &'a BlobWriter<'r>,
     available: &'a dyn Fn(&BlobId) -> bool,
     /// A chunk's length as the index has it.
@@ -1381,6 +1386,21 @@ impl Rewriter<'_, '_> {
                         }
                     }
                     Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
+                        if let Some((pack, copy)) = self
+                            .cache
+                            .and_then(|c| crate::repo::rescue::cached_tree(self.repo, c, id))
+                        {
+                            return Err(Error::Invalid(format!(
+                                "refusing to repair snapshots: tree {} cannot be read from pack \
+                                 {} ({e}), but this host's cache holds an intact copy of the \
+                                 pack ({}); `cairn repair index --read-data`, run on this host, \
+                                 puts it back first (a repair of the snapshots now would write \
+                                 them without that tree)",
+                                id.short(),
+                                pack.short(),
+                                copy.display()
+                            )));
+                        }
                         let empty = self.store(&Tree::new(Vec::new()).encode())?;
                         let mut dropped = Dropped::default();
                         dropped.unknown(format!(" (directory unreadable: {e})"));

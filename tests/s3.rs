@@ -894,6 +894,41 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
         ..
     } = one_cached_pack("cache-rot", 7);
     flip(&on_server, |len| len / 2, 0x40);
+    // A plain verify reads the trees, not whole packs: the tree it finds
+    // damaged is held intact by the copy, which it names.
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("error: pack {}: gives tree ", &name[..8]))
+            && out
+                .stdout
+                .contains("damaged, but this host's cache holds an intact copy of the pack")
+            && out.stdout.contains(
+                "`cairn repair index --read-data`, run on this host, puts it back into the \
+                 repository"
+            ),
+        "{out}"
+    );
+    // A plain repair of the snapshots meets the tree damaged and refuses,
+    // rather than write the snapshots without it.
+    let before = repo.run(&["snapshots"]).stdout;
+    let out = repo.run(&["repair", "snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains("refusing to repair snapshots: tree ")
+            && out
+                .stderr
+                .contains(&format!("cannot be read from pack {} (", &name[..8]))
+            && out
+                .stderr
+                .contains("but this host's cache holds an intact copy of the pack (",)
+            && out
+                .stderr
+                .contains("`cairn repair index --read-data`, run on this host, puts it back first"),
+        "{out}"
+    );
+    assert_eq!(repo.run(&["snapshots"]).stdout, before, "nothing written");
     let how = "damaged in the repository (its bytes do not hash to its name)";
     verify_names_the_copy(&repo, &name, how, true);
     let out = repo.run(&["repair", "index"]);

@@ -14,6 +14,7 @@
 use std::sync::Arc;
 
 use crate::backend::cache::Cache;
+use crate::backend::FileKind;
 use crate::error::Result;
 use crate::id::{BlobId, IdMap, IdSet, PackId};
 use crate::mmap::Map;
@@ -129,6 +130,35 @@ impl Rescue {
             ),
         }
     }
+}
+
+/// The pack whose intact copy in `cache` holds tree `id` where the index
+/// places it, readable, with where the copy is: for a tree the store's
+/// pack cannot give (damaged at its own size, which only a read finds),
+/// so that `verify` names the copy and `repair snapshots` does not write
+/// the snapshots without the tree (both did until December 2026: only
+/// `--read-data`, which reads the pack, found the copy).
+pub fn cached_tree(
+    repo: &Repository,
+    cache: &Cache,
+    id: &BlobId,
+) -> Option<(PackId, std::path::PathBuf)> {
+    let cached = |p: &PackId| cache.intact_pack(&p.to_hex()).is_some();
+    let loc = repo
+        .index()
+        .ok()?
+        .locate_kind_where(id, BlobKind::Tree, &cached)
+        .ok()??;
+    let name = loc.pack.to_hex();
+    let copy = cache.intact_pack(&name)?;
+    let entry = PackEntry {
+        id: *id,
+        offset: loc.offset,
+        length: loc.length,
+        raw_length: loc.raw_length,
+    };
+    read_from_copy(repo, &copy, id, &entry)?;
+    Some((loc.pack, cache.copy_path(FileKind::Pack, &name)))
 }
 
 /// Tree `id` from a copy of its pack, where `entry` places it.

@@ -808,6 +808,32 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             ),
         ));
     }
+    // Trees the store's pack gives damaged (at its own size, which only a
+    // read finds), held intact by this host's copy of the pack.
+    if let Some(cache) = &cache {
+        let mut said: HashSet<PackId> = HashSet::new();
+        let said_before: Vec<String> = report.errors.iter().map(|e| e.object.clone()).collect();
+        for d in report.damaged.iter().filter(|d| d.tree) {
+            let Some((pack, path)) = crate::repo::rescue::cached_tree(repo, cache, &d.blob) else {
+                continue;
+            };
+            let object = format!("pack {}", pack.short());
+            if said_before.contains(&object) || !said.insert(pack) {
+                continue;
+            }
+            report.errors.push(problem(
+                object,
+                format!(
+                    "gives tree {} damaged, but this host's cache holds an intact copy of the \
+                     pack ({}): `cairn repair index --read-data`, run on this host, puts it \
+                     back into the repository; run it before any other repair, which would \
+                     drop what the pack holds",
+                    d.blob.short(),
+                    path.display(),
+                ),
+            ));
+        }
+    }
     // Trees lost with a pack a repair removed, held by this host's cache.
     if let Some(cache) = cache
         .as_ref()
