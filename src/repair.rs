@@ -44,6 +44,9 @@ pub struct DroppedBlob {
     pub pack: PackId,
     /// Why the copy does not open.
     pub reason: String,
+    /// Whether it is a tree: on a remote store, a host's cache may hold
+    /// its pack intact.
+    pub tree: bool,
 }
 
 /// What `repair index` did.
@@ -88,6 +91,9 @@ pub struct IndexRepair {
     /// Of those, the blobs only old tables that fail their check named
     /// (their entries may be wrong).
     pub unindexed_only_damaged: usize,
+    /// Of those, the trees: on a remote store, a host that wrote or read
+    /// their pack may hold an intact copy of it in its cache.
+    pub unindexed_trees: usize,
     /// The first of them, with the pack the old index placed it in.
     pub first_unindexed: Option<(BlobId, PackId)>,
     /// Old tables that failed their check, replaced by the repair.
@@ -430,7 +436,7 @@ fn with_entries_that_open(
 
 /// What [`unindexed_now`] found: how many blobs, how many of them named
 /// only by old tables failing their check, and the first with its pack.
-type Unindexed = (usize, usize, Option<(BlobId, PackId)>);
+type Unindexed = (usize, usize, usize, Option<(BlobId, PackId)>);
 
 /// The blobs the old tables (`trusted`, which authenticate, and
 /// `untrusted`, which do not) index that the tables `written` do not, but
@@ -456,6 +462,7 @@ fn unindexed_now(
     let mut lost: HashSet<BlobId> = HashSet::new();
     let mut first = None;
     let mut only_damaged = 0;
+    let mut trees = 0;
     for (t, sound) in
         (trusted.iter().map(|t| (t, true))).chain(untrusted.iter().map(|t| (t, false)))
     {
@@ -468,16 +475,19 @@ fn unindexed_now(
                 if !sound {
                     only_damaged += 1;
                 }
+                if loc.kind == BlobKind::Tree {
+                    trees += 1;
+                }
             }
         }
     }
-    Ok((lost.len(), only_damaged, first))
+    Ok((lost.len(), only_damaged, trees, first))
 }
 
 /// `entries` of `pack` without the copies in `bad`, which are added to
 /// `dropped`.
 fn without_damaged(
-    pack: PackId,
+    (pack, tree): (PackId, bool),
     entries: Vec<PackEntry>,
     bad: &HashMap<(BlobId, PackId), String>,
     dropped: &mut Vec<DroppedBlob>,
@@ -493,6 +503,7 @@ fn without_damaged(
             blob: e.id,
             pack,
             reason: bad[&(e.id, pack)].clone(),
+            tree,
         });
     }
     kept
@@ -675,7 +686,12 @@ fn repair_index_in_tables_of(
                 superseded.push(id);
             }
             Ok(h) => {
-                let entries = without_damaged(id, h.entries, &bad, &mut out.dropped);
+                let entries = without_damaged(
+                    (id, h.kind == BlobKind::Tree),
+                    h.entries,
+                    &bad,
+                    &mut out.dropped,
+                );
                 held.extend(
                     entries
                         .iter()
@@ -726,7 +742,8 @@ fn repair_index_in_tables_of(
     {
         let (kind, entries) =
             with_entries_that_open(repo, *id, (kind, entries), (other_kind, others), *len)?;
-        let entries = without_damaged(*id, entries, &bad, &mut out.dropped);
+        let tree = kind == Some(BlobKind::Tree);
+        let entries = without_damaged((*id, tree), entries, &bad, &mut out.dropped);
         let (entries, past_end): (Vec<PackEntry>, Vec<PackEntry>) = entries
             .into_iter()
             .partition(|e| u64::from(e.offset) + u64::from(e.length) <= *len);
@@ -737,6 +754,7 @@ fn repair_index_in_tables_of(
                 reason: format!(
                     "it lies past the pack's end, at byte {len}: the pack was cut short"
                 ),
+                tree,
             });
         }
         held.extend(
@@ -822,6 +840,7 @@ fn repair_index_in_tables_of(
     (
         out.unindexed_lost,
         out.unindexed_only_damaged,
+        out.unindexed_trees,
         out.first_unindexed,
     ) = lost;
     out.damaged_tables = untrusted.iter().map(|t| t.id()).collect();
@@ -916,6 +935,7 @@ fn copy_out(
                 blob: e.id,
                 pack,
                 reason: err.to_string(),
+                tree: kind == BlobKind::Tree,
             }));
             return Ok(Vec::new());
         }
@@ -955,6 +975,7 @@ fn copy_out(
                 blob: e.id,
                 pack,
                 reason: err.to_string(),
+                tree: kind == BlobKind::Tree,
             }),
         }
     }

@@ -1051,6 +1051,15 @@ fn a_tree_pack_a_repair_elsewhere_removed_is_put_back_from_the_cache() {
         "the cut pack is written again: {out}"
     );
     assert!(!on_server.exists(), "and removed");
+    // Without a copy, it says where one may be.
+    assert!(
+        out.stdout.contains(
+            "of them are trees: the cache of a host that wrote or read their pack may hold an \
+             intact copy for 30 days, which `cairn verify` there names and `cairn repair index` \
+             there puts back"
+        ),
+        "{out}"
+    );
     // This host's next listing of packs (a backup finding data indexed)
     // sets the copy aside. Of another folder: a backup of the source
     // could store the lost trees again, as they were.
@@ -1063,6 +1072,38 @@ fn a_tree_pack_a_repair_elsewhere_removed_is_put_back_from_the_cache() {
     assert!(!cached.exists());
     assert!(set_aside(&repo, &name).exists(), "the copy is set aside");
 
+    let how = "gone from the repository and from its index (a repair removed it, on this host \
+               or another?), with";
+    rescue_said_and_done(&repo, &name, how, &src, &id);
+}
+
+/// A tree pack the bucket lost, its trees dropped from the index by a
+/// repair on a host without the copy: that repair says where a copy may
+/// be, and the host with the copy names it and puts it back.
+#[test]
+fn a_lost_tree_pack_a_repair_elsewhere_dropped_is_said_and_put_back() {
+    let OneCachedPack {
+        _server,
+        repo,
+        src,
+        id,
+        name,
+        on_server,
+        ..
+    } = one_cached_pack("cache-lost-elsewhere", 14);
+    fs::remove_file(&on_server).unwrap();
+    let out = repo.run(&["--no-cache", "repair", "index"]).success();
+    assert!(
+        out.stderr.contains(&format!(
+            "the old index named 1 pack(s) the repository does not hold (first: {})",
+            &name[..8]
+        )) && out.stderr.contains(
+            "of them are trees: the cache of a host that wrote or read their pack may hold an \
+             intact copy for 30 days, which `cairn verify` there names and `cairn repair index` \
+             there puts back"
+        ),
+        "{out}"
+    );
     let how = "gone from the repository and from its index (a repair removed it, on this host \
                or another?), with";
     rescue_said_and_done(&repo, &name, how, &src, &id);

@@ -1120,6 +1120,7 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                          whose entries may be wrong)"
                     ),
                 };
+                let caches = trees_in_caches(repo, r.unindexed_trees);
                 let beside = if r.not_placed.is_empty() {
                     ""
                 } else {
@@ -1137,7 +1138,7 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                          (first: {}): {} blob(s) it placed there or in packs that no longer \
                          hold them (first: blob {}, in pack {}) are no longer indexed{from_damaged}; \
                          if a copy or a sync left the packs out, put them back and run `cairn \
-                         repair index` again before any gc{beside}",
+                         repair index` again before any gc{caches}{beside}",
                         first.short(),
                         r.unindexed_lost,
                         blob.short(),
@@ -1162,7 +1163,8 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                          overwritten by another pack?){from_damaged}: they are no longer \
                          indexed, and lost unless a copy of the repository holds those packs; \
                          the next backup stores again what the sources still have, and `cairn \
-                         repair snapshots` writes copies of the snapshots without the rest{beside}",
+                         repair snapshots` writes copies of the snapshots without the \
+                         rest{caches}{beside}",
                         r.unindexed_lost,
                         blob.short(),
                         pack.short()
@@ -1293,12 +1295,14 @@ fn repair_command(ctx: &Context, repo: &Repository, a: RepairArgs) -> Result<u8>
                         "a pack moved home (said above) may hold them: run `cairn repair index` \
                          again first; then "
                     };
+                    let trees = r.dropped.iter().filter(|d| d.tree).count();
                     outln!(
                         "{lost} damaged blob(s) are no longer indexed: {first}the next backup \
                          stores their content again where the source still has it, mending \
                          every snapshot that uses it; for what no source has any more, `cairn \
                          repair snapshots` writes copies of the snapshots without it (gc \
-                         refuses to run until no snapshot uses a blob the index lacks)"
+                         refuses to run until no snapshot uses a blob the index lacks){}",
+                        trees_in_caches(repo, trees)
                     )?;
                 }
                 Ok(())
@@ -1417,6 +1421,21 @@ fn print_repaired(r: &repair::SnapshotsRepair, dry_run: bool) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// On a remote store, where `trees` trees left the index with their pack:
+/// a host that wrote or read the pack may hold an intact copy in its
+/// cache (kept 30 days after its index no longer names it), which that
+/// host's `verify` names and `repair index` puts back.
+fn trees_in_caches(repo: &Repository, trees: usize) -> String {
+    match trees {
+        n if n > 0 && repo.backend().prefers_ranges() => format!(
+            "; {n} of them are trees: the cache of a host that wrote or read their pack may \
+             hold an intact copy for 30 days, which `cairn verify` there names and `cairn \
+             repair index` there puts back"
+        ),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]
