@@ -1071,6 +1071,20 @@ fn a_tree_pack_a_repair_elsewhere_removed_is_put_back_from_the_cache() {
     run(&mut c, None).success();
     assert!(!cached.exists());
     assert!(set_aside(&repo, &name).exists(), "the copy is set aside");
+    // A restore here cannot read the trees, and points at the copy.
+    let (_, out) = restore_into_scratch(&repo, &["restore", &id[..8]]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "a tree of snapshot {} on the way there is not in the index",
+            &id[..8]
+        )) && out.stderr.contains(
+            "but first, this host's cache may hold a copy of its pack (kept 30 days after a \
+             repair elsewhere removed it): `cairn verify` here names one, and `cairn repair \
+             index` here puts it back"
+        ),
+        "{out}"
+    );
 
     let how = "gone from the repository and from its index (a repair removed it, on this host \
                or another?), with";

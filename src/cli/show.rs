@@ -168,7 +168,7 @@ pub(super) fn run_ls(ctx: &Context, a: LsArgs) -> Result<u8> {
     let path = super::snapshot_path(given);
     let (tree, base) = repo
         .tree_at_bytes(&e.snapshot.tree, path.as_bytes())
-        .map_err(|err| crate::restorer::trees_unreadable(Some(&e.id), err))
+        .map_err(|err| crate::restorer::trees_unreadable(Some(&e.id), repo.cache().is_some(), err))
         .map_err(|e| super::relative_hint(given, e))?;
     // JSON has text only: a name that is not UTF-8 is given lossily
     // there, as it is in a node's `name`.

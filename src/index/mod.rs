@@ -88,6 +88,21 @@ pub(crate) const LACKING_MENDS: &str = "`cairn verify` names what that loses, an
      lost or damaged), no pack holds it: a backup of the sources stores again what they still \
      have, and `cairn repair snapshots` writes copies of the snapshots without the rest";
 
+/// [`LACKING_MENDS`] for a tree, read through this host's cache where
+/// `cached`: a copy of its pack there (set aside once the store and the
+/// index lost it) may hold it, which `verify` names and `repair index`
+/// puts back before anything else is done.
+pub(crate) fn tree_lacking_mends(cached: bool) -> String {
+    match cached {
+        true => format!(
+            "{LACKING_MENDS}; but first, this host's cache may hold a copy of its pack (kept 30 \
+             days after a repair elsewhere removed it): `cairn verify` here names one, and \
+             `cairn repair index` here puts it back"
+        ),
+        false => LACKING_MENDS.to_string(),
+    }
+}
+
 /// Whether `e` is a lookup's "not in the index".
 pub(crate) fn is_lacking(e: &crate::error::Error) -> bool {
     matches!(e, crate::error::Error::NotFound(what) if what.starts_with(NOT_INDEXED))

@@ -308,7 +308,12 @@ fn dangling_link(target: &Path) -> Option<Error> {
 /// tree, say), or a tree there the index lacks, with what to do: it was
 /// the bare damage, naming a pack, or the lookup's miss, naming no
 /// snapshot.
-pub(crate) fn trees_unreadable(snapshot: Option<&crate::id::SnapshotId>, e: Error) -> Error {
+/// `cached`: the trees were read through this host's cache.
+pub(crate) fn trees_unreadable(
+    snapshot: Option<&crate::id::SnapshotId>,
+    cached: bool,
+    e: Error,
+) -> Error {
     let named = || {
         snapshot.map_or("the snapshot".to_string(), |s| {
             format!("snapshot {}", s.short())
@@ -321,7 +326,7 @@ pub(crate) fn trees_unreadable(snapshot: Option<&crate::id::SnapshotId>, e: Erro
                 "a tree of {} on the way there is not in the index (a table lost or left \
                  unread, or the entries of a lost pack dropped): {}",
                 named(),
-                crate::index::LACKING_MENDS
+                crate::index::tree_lacking_mends(cached)
             ),
         };
     }
@@ -391,7 +396,7 @@ pub fn restore(
     let subpath = opts.subpath.as_deref().unwrap_or_default().as_bytes();
     let (tree, start_path) = repo
         .tree_at_bytes(&snap.tree, subpath)
-        .map_err(|e| trees_unreadable(opts.id.as_ref(), e))?;
+        .map_err(|e| trees_unreadable(opts.id.as_ref(), repo.cache().is_some(), e))?;
     // A subpath naming a file, not a folder: the file is restored into
     // the target (which a mirror makes that file exactly), and nothing
     // else there is the snapshot's to remove.
