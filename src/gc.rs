@@ -623,6 +623,61 @@ pub fn strays_said(strays: &[Vec<u8>]) -> Option<String> {
     })
 }
 
+/// What gc's refusal over damaged trees advises: the snapshots whose root
+/// tree is `damaged`, and those `repair snapshots` wrote copies of (see
+/// [`repaired_kept`]), by id, with what to do. Until December 2026 it
+/// named only the trees, and advised "`cairn repair` or `cairn forget`"
+/// after a repair of the snapshots had been run.
+fn which_to_forget(
+    snapshots: &[crate::snapshot::SnapshotEntry],
+    damaged: &dyn Fn(&BlobId) -> bool,
+) -> String {
+    let roots: Vec<String> = snapshots
+        .iter()
+        .filter(|e| damaged(&e.snapshot.tree))
+        .map(|e| e.id.short())
+        .collect();
+    let roots = match roots.is_empty() {
+        true => String::new(),
+        false => format!(
+            "; the root tree of snapshot(s) {} cannot be read",
+            roots.join(", ")
+        ),
+    };
+    format!(
+        "{roots}; `cairn verify` names every snapshot that uses a damaged tree, `cairn repair \
+         snapshots` writes a copy of each without what is lost, and `cairn forget` of the \
+         damaged originals then lets gc run{}",
+        repaired_kept(snapshots)
+    )
+}
+
+/// The snapshots `repair snapshots` wrote copies of that are still kept,
+/// as gc's refusals name them ("; kept beside their repaired copies: …"):
+/// the damaged originals, likely what stops gc, which only `cairn forget`
+/// removes.
+fn repaired_kept(snapshots: &[crate::snapshot::SnapshotEntry]) -> String {
+    let kept: Vec<String> = snapshots
+        .iter()
+        .flat_map(|copy| {
+            copy.snapshot
+                .tags
+                .iter()
+                .filter_map(|t| t.strip_prefix(crate::repair::REPAIRED_FROM))
+                .filter_map(|orig| snapshots.iter().find(|e| e.id.to_hex() == orig))
+                .map(|orig| format!("{} (its copy: {})", orig.id.short(), copy.id.short()))
+        })
+        .collect();
+    match kept.as_slice() {
+        [] => String::new(),
+        kept => format!(
+            "; of the snapshots `cairn repair snapshots` wrote copies of, these originals are \
+             kept: {} (`cairn forget` them once their copies will do)",
+            kept.join(", ")
+        ),
+    }
+}
+
 /// Marks live blobs and decides what to do with each pack.
 pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     repo.require_whole_layout("collect garbage")?;
@@ -642,7 +697,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     // Marking looks up every blob in use.
     index.build_directories(usize::MAX);
     let marks = Marks::new(&index, &sizes)?;
-    let unreadable: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let unreadable: Mutex<Vec<(BlobId, String)>> = Mutex::new(Vec::new());
     let missing: Mutex<IdSet<BlobId>> = Mutex::new(IdSet::default());
     let mark = |id: &BlobId, kind: BlobKind| {
         if !marks.mark(&index, id, kind) {
@@ -682,7 +737,7 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
             }
             Err(e) => {
                 if let Ok(mut u) = unreadable.lock() {
-                    u.push(format!("tree {}: {e}", id.short()));
+                    u.push((id, format!("tree {}: {e}", id.short())));
                 }
             }
             Ok(()) => {}
@@ -693,17 +748,18 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
     }
     let mut unreadable = unreadable.into_inner().unwrap_or_default();
     if !unreadable.is_empty() {
+        let damaged: IdSet<BlobId> = unreadable.iter().map(|(id, _)| *id).collect();
         // The first few name the trees; `cairn verify` names them all.
         unreadable.sort();
         let more = unreadable.len().saturating_sub(5);
-        unreadable.truncate(5);
+        let mut said: Vec<String> = unreadable.into_iter().take(5).map(|(_, s)| s).collect();
         if more > 0 {
-            unreadable.push(format!("and {more} more"));
+            said.push(format!("and {more} more"));
         }
         return Err(Error::Invalid(format!(
-            "refusing to collect garbage while snapshots are damaged ({}); \
-             run `cairn verify`, then `cairn repair` or `cairn forget` the damaged snapshots",
-            unreadable.join("; ")
+            "refusing to collect garbage while snapshots are damaged ({}){}",
+            said.join("; "),
+            which_to_forget(&snapshots, &|root| damaged.contains(root))
         )));
     }
     let missing = missing.into_inner().unwrap_or_default();
@@ -714,8 +770,9 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
              `cairn repair index` finds them if only the index lost them, and once it has run, \
              the next backup stores again what the sources still hold and `cairn repair \
              snapshots` writes copies of the snapshots without the rest (then `cairn forget` \
-             the damaged originals), after which gc runs",
+             the damaged originals), after which gc runs{}",
             missing.len(),
+            repaired_kept(&snapshots),
         )));
     }
 

@@ -281,7 +281,14 @@ fn gc_refuses_while_a_tree_is_damaged_and_changes_nothing() {
         "{out}"
     );
     assert!(
-        out.stderr.contains(&format!("tree {}", &root[..8])),
+        out.stderr.contains(&format!("tree {}", &root[..8]))
+            && out.stderr.contains(&format!(
+                "the root tree of snapshot(s) {} cannot be read; `cairn verify` names every \
+                 snapshot that uses a damaged tree, `cairn repair snapshots` writes a copy of \
+                 each without what is lost, and `cairn forget` of the damaged originals then \
+                 lets gc run",
+                &sa.id[..8]
+            )),
         "{out}"
     );
     assert_eq!(
@@ -289,6 +296,28 @@ fn gc_refuses_while_a_tree_is_damaged_and_changes_nothing() {
         before,
         "no pack touched"
     );
+    // After the repair of the snapshots, the original still stops gc,
+    // which names it beside its copy.
+    let out = repo.run(&["repair", "snapshots"]).success();
+    let copy = out
+        .stdout
+        .split(&format!("snapshot {} repaired as ", &sa.id[..8]))
+        .nth(1)
+        .and_then(|rest| rest.get(..8))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    let out = repo.run(&["gc"]);
+    assert_ne!(out.code, 0, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "of the snapshots `cairn repair snapshots` wrote copies of, these originals are \
+             kept: {} (its copy: {copy}) (`cairn forget` them once their copies will do)",
+            &sa.id[..8]
+        )),
+        "{out}"
+    );
+    repo.run(&["forget", &sa.id]).success();
+    repo.run(&["gc"]).success();
 }
 
 /// The index table holding blob `id`, from `cairn cat index`.
