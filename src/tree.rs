@@ -118,12 +118,31 @@ impl std::fmt::Display for Name {
 }
 
 /// An extended attribute.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Xattr {
     /// Attribute name.
     pub name: Name,
-    /// Attribute value (shown lossily as text in JSON).
+    /// Attribute value (shown lossily as text in JSON, and in hex as
+    /// `value_hex`).
     pub value: Name,
+}
+
+/// In a tree's encoding, as derived: the name, then the value. In JSON
+/// (`ls --json`, `cat tree`), the value also as its bytes in hex,
+/// `value_hex`: an ACL's or a capability's is binary, and text gave bytes
+/// that are no UTF-8 as U+FFFD (until December 2026 the only form).
+impl Serialize for Xattr {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let human = s.is_human_readable();
+        let mut st = s.serialize_struct("Xattr", if human { 3 } else { 2 })?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("value", &self.value)?;
+        if human {
+            st.serialize_field("value_hex", &hex::encode(&self.value.0))?;
+        }
+        st.end()
+    }
 }
 
 /// What a node is, with its content.
@@ -1014,6 +1033,28 @@ pub(crate) mod tests {
             nlink: 1,
             xattrs: vec![],
         }
+    }
+
+    /// Its JSON carries the value's bytes in hex; its encoding in a tree
+    /// is the derived one's, name then value (what trees written before
+    /// hold).
+    #[test]
+    fn xattr_json_gives_the_value_in_hex_and_the_encoding_is_unchanged() {
+        let x = Xattr {
+            name: Name(b"user.bin".to_vec()),
+            value: Name(vec![0xff, 0x00, 0xfe, b'A']),
+        };
+        let json = serde_json::to_value(&x).unwrap();
+        assert_eq!(json["value_hex"], "ff00fe41");
+        assert_eq!(json["name"], "user.bin");
+        assert_eq!(
+            codec::encode(&x),
+            codec::encode(&(x.name.clone(), x.value.clone()))
+        );
+        let mut n = node("a", NodeKind::File { chunks: vec![] });
+        n.xattrs = vec![x];
+        let t = Tree::new(vec![n]);
+        assert_eq!(Tree::decode(&t.encode(), "t").unwrap(), t);
     }
 
     #[test]

@@ -223,6 +223,24 @@ fn round_trip_preserves_content_and_metadata() {
             Some(XATTR_VALUE),
             "extended attribute restored"
         );
+        // `ls --json` gives the value's bytes exactly, in hex (its text
+        // form is lossy: the value is no UTF-8).
+        let out = repo.run(&["ls", "latest", "--json"]).success();
+        let readme: serde_json::Value = out
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["name"] == "readme.txt")
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(readme["xattrs"][0]["name"], "user.cairn.test", "{readme}");
+        assert_eq!(
+            readme["xattrs"][0]["value_hex"],
+            XATTR_VALUE
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            "{readme}"
+        );
     }
     let mt = fs::symlink_metadata(got.join("docs/nested/small.txt")).unwrap();
     assert_eq!((mt.mtime(), mt.mtime_nsec()), (-1_000_000_000, 500));
