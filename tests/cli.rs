@@ -613,6 +613,38 @@ fn ls_and_cat_show_the_repository() {
         .success();
     assert_eq!(out.stdout, "alpha");
 
+    // Pack, tree and blob by the short ids cairn's messages give, in
+    // either case.
+    let by_short = repo
+        .run(&["cat", "pack", &data_pack[..8].to_ascii_uppercase()])
+        .success()
+        .json();
+    assert_eq!(by_short, pack);
+    let by_short = repo.run(&["cat", "tree", &sub_tree[..8]]).success().json();
+    assert_eq!(by_short, sub);
+    let out = repo
+        .run(&["cat", "blob", &a_chunks[0].as_str().unwrap()[..8]])
+        .success();
+    assert_eq!(out.stdout, "alpha");
+    // A prefix nothing starts with names what was asked for; one that
+    // starts another kind's id says whose it is.
+    let out = repo.run(&["cat", "pack", "0000"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains("pack whose id starts with 0000 not found"),
+        "{out}"
+    );
+    let out = repo.run(&["cat", "tree", &data_pack[..8]]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "tree whose id starts with {0} (in the index) not found: {0} is a pack's id",
+            &data_pack[..8]
+        )),
+        "{out}"
+    );
+
     // Unknown ids are errors naming what was asked for.
     let zero = "0".repeat(64);
     let out = repo.run(&["cat", "tree", &zero]);
@@ -636,7 +668,7 @@ fn ls_and_cat_show_the_repository() {
         "{out}"
     );
     assert!(!out.stderr.contains("repair index"), "{out}");
-    // A pack's id: the command that shows it takes the whole id.
+    // A pack's whole id.
     let pack = repo.run(&["cat", "index"]).success().json()[0]["entries"][0]["pack"]
         .as_str()
         .unwrap()
@@ -1392,7 +1424,7 @@ fn help_and_version_exit_0_usage_errors_exit_2() {
         ),
         (
             vec!["cat", "-r", "/nonexistent/repo", "pack", "abc"],
-            "is not a 64-digit hex id",
+            "\"abc\" is not an id: give its 64 hex digits, or at least 4 of its first",
         ),
         (
             vec!["snapshots", "-r", "s3://"],

@@ -10,7 +10,7 @@ use super::output::{self, escape, outln};
 use super::{json, warn, Context};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::{file_hash, BlobId, IndexId, PackId};
+use crate::id::{file_hash, is_hex_name, BlobId, IndexId, PackId};
 use crate::index::IndexTable;
 use crate::repo::DirNodes;
 use crate::repo::{keys, Repository};
@@ -303,9 +303,10 @@ pub struct CatArgs {
     /// What to print.
     #[arg(value_enum)]
     kind: CatKind,
-    /// Object id: the whole 64 hex digits for `tree`, `blob` and `pack`;
-    /// a unique prefix or `latest` for `snapshot`; a prefix for `index`
-    /// and `key`, or none to print every one.
+    /// Object id: for `tree`, `blob` and `pack`, its 64 hex digits or a
+    /// unique prefix of at least 4 (as messages give them); a unique
+    /// prefix or `latest` for `snapshot`; a prefix for `index` and `key`,
+    /// or none to print every one.
     id: Option<String>,
 }
 
@@ -315,13 +316,19 @@ fn need_id(a: &CatArgs) -> Result<&str> {
 }
 
 /// Refuses, before the repository is opened, an id a kind needs and was
-/// not given, or one that cannot be a whole id where a whole id is
-/// needed.
+/// not given, or one that cannot be an id or a prefix of one.
 fn check_cat_args(a: &CatArgs) -> Result<()> {
     match a.kind {
         CatKind::Snapshot => crate::snapshot::check_spec(need_id(a)?)?,
+        // A whole id, or a prefix of at least 4 hex digits (as cairn's
+        // messages give them: "pack 1a2b3c4d").
         CatKind::Tree | CatKind::Blob | CatKind::Pack => {
-            BlobId::from_hex(need_id(a)?).map_err(Error::into_usage)?;
+            let id = need_id(a)?;
+            if !(4..=64).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Usage(format!(
+                    "{id:?} is not an id: give its 64 hex digits, or at least 4 of its first"
+                )));
+            }
         }
         CatKind::Config if a.id.is_some() => {
             return Err(Error::Usage(
@@ -399,10 +406,12 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
             let all = repo.snapshots()?;
             let spec = need_id(&a)?;
             let picked = super::pick(&all, spec, &SnapshotFilter::default());
-            json(picked.map_err(|e| other_kinds_id(&repo, e, spec, FileKind::Snapshot))?)
+            json(picked.map_err(|e| other_kinds_id(&repo, e, spec, Some(FileKind::Snapshot)))?)
         }
         CatKind::Tree => {
-            let id = BlobId::from_hex(need_id(&a)?)?;
+            let spec = need_id(&a)?;
+            let id = blob_by_prefix(&repo, spec, "tree")
+                .map_err(|e| other_kinds_id(&repo, e, spec, None))?;
             not_indexed(&repo, &id, "tree")?;
             // A file's chunk asked for as a tree is no damage (it was
             // said to be corrupt).
@@ -428,7 +437,9 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
             text
         }
         CatKind::Blob => {
-            let id = BlobId::from_hex(need_id(&a)?)?;
+            let spec = need_id(&a)?;
+            let id = blob_by_prefix(&repo, spec, "blob")
+                .map_err(|e| other_kinds_id(&repo, e, spec, None))?;
             not_indexed(&repo, &id, "blob")?;
             let data = repo.read_blob(&id)?;
             for said in repo.take_read_around_said() {
@@ -452,15 +463,17 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
             if a.id.is_some() && tables.is_empty() {
                 let id = need_id(&a)?;
                 let e = Error::NotFound(format!("index {id}"));
-                return Err(other_kinds_id(&repo, e, id, FileKind::Index));
+                return Err(other_kinds_id(&repo, e, id, Some(FileKind::Index)));
             }
             json(&tables)
         }
         CatKind::Pack => {
-            let id = PackId::from_hex(need_id(&a)?)?;
+            let spec = need_id(&a)?;
+            let id = pack_by_prefix(&repo, spec)
+                .map_err(|e| other_kinds_id(&repo, e, spec, Some(FileKind::Pack)))?;
             let what = format!("pack {}", id.short());
             let bytes = (repo.backend().read(FileKind::Pack, &id.to_hex()))
-                .map_err(|e| other_kinds_id(&repo, e, &id.to_hex(), FileKind::Pack))?;
+                .map_err(|e| other_kinds_id(&repo, e, &id.to_hex(), Some(FileKind::Pack)))?;
             if file_hash(&bytes) != id.0 {
                 return Err(Error::corrupt(&what, "content does not match its name"));
             }
@@ -489,7 +502,7 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
             if a.id.is_some() && out.is_empty() {
                 let id = need_id(&a)?;
                 let e = Error::NotFound(format!("key {id}"));
-                return Err(other_kinds_id(&repo, e, id, FileKind::Key));
+                return Err(other_kinds_id(&repo, e, id, Some(FileKind::Key)));
             }
             json(&out)
         }
@@ -498,18 +511,93 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// The one id among `ids` (sorted, or not) that starts with `prefix`
+/// (lowercase), or why not: none ("{what} PREFIX" not found), or several
+/// (the first two named).
+fn one_of<T: Copy + Ord>(
+    found: std::collections::BTreeSet<T>,
+    (spec, what, where_): (&str, &str, &str),
+    hex: &dyn Fn(&T) -> String,
+) -> Result<T> {
+    let mut it = found.iter();
+    match (it.next(), it.next()) {
+        (Some(id), None) => Ok(*id),
+        (None, _) => Err(Error::NotFound(format!(
+            "{what} whose id starts with {spec}{where_}"
+        ))),
+        (Some(a), Some(b)) => Err(Error::Invalid(format!(
+            "{spec:?} starts the ids of more than one {what} ({} and {}{}): give more digits",
+            hex(a),
+            hex(b),
+            if found.len() > 2 { ", and more" } else { "" }
+        ))),
+    }
+}
+
+/// The blob whose id is `spec`, or starts with it (4 to 63 hex digits, in
+/// either case), found in the index's tables, which are sorted by id.
+fn blob_by_prefix(repo: &Repository, spec: &str, what: &str) -> Result<BlobId> {
+    if spec.len() == 64 {
+        return BlobId::from_hex(spec);
+    }
+    let prefix = spec.to_ascii_lowercase();
+    let low = BlobId::from_hex(&format!("{prefix:0<64}"))?;
+    let mut found = std::collections::BTreeSet::new();
+    for t in repo.index()?.tables() {
+        // The first entry not below `low`.
+        let (mut lo, mut hi) = (0, t.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if t.id_at(mid) < low {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        for i in lo..t.len() {
+            let id = t.id_at(i);
+            if !id.to_hex().starts_with(&prefix) {
+                break;
+            }
+            found.insert(id);
+            if found.len() > 2 {
+                break;
+            }
+        }
+    }
+    one_of(found, (spec, what, " (in the index)"), &|id: &BlobId| {
+        id.short()
+    })
+}
+
+/// The pack whose name is `spec`, or starts with it (4 to 63 hex digits,
+/// in either case), among those the store lists.
+fn pack_by_prefix(repo: &Repository, spec: &str) -> Result<PackId> {
+    if spec.len() == 64 {
+        return PackId::from_hex(spec);
+    }
+    let prefix = spec.to_ascii_lowercase();
+    let mut found = std::collections::BTreeSet::new();
+    for name in repo.backend().list(FileKind::Pack)? {
+        if name.starts_with(&prefix) && is_hex_name(&name) {
+            found.insert(PackId::from_hex(&name)?);
+        }
+    }
+    one_of(found, (spec, "pack", ""), &|id: &PackId| id.short())
+}
+
 /// `e`, an object of kind `asked` not found under the id (or prefix) `id`,
 /// saying whose id it is where it names another kind's object: ids typed
 /// or pasted by hand are easily another object's (it was a bare "not
 /// found").
-fn other_kinds_id(repo: &Repository, e: Error, id: &str, asked: FileKind) -> Error {
+fn other_kinds_id(repo: &Repository, e: Error, id: &str, asked: Option<FileKind>) -> Error {
     let prefix = id.to_ascii_lowercase();
     let is_prefix = prefix.len() >= 4 && prefix.bytes().all(|b| b.is_ascii_hexdigit());
     if !e.is_not_found() || !is_prefix {
         return e;
     }
     let listed = |kind: FileKind| {
-        (kind != asked)
+        (Some(kind) != asked)
             .then(|| repo.backend().list(kind).ok())
             .flatten()
             .and_then(|names| names.into_iter().find(|n| n.starts_with(&prefix)))
@@ -612,6 +700,28 @@ fn not_indexed(repo: &Repository, id: &BlobId, what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::mode_string;
+
+    /// A prefix of two ids or more is refused, naming two; of one, gives
+    /// it; of none, says what was asked for.
+    #[test]
+    fn a_prefix_names_one_id_or_says_why_not() {
+        use std::collections::BTreeSet;
+        let hex = |n: &u32| format!("{n:08x}");
+        let one = super::one_of(BTreeSet::from([0xabcd_0001u32]), ("abcd", "pack", ""), &hex);
+        assert_eq!(one.unwrap(), 0xabcd_0001);
+        let none = super::one_of(BTreeSet::<u32>::new(), ("abcd", "pack", ""), &hex);
+        assert_eq!(
+            none.unwrap_err().to_string(),
+            "pack whose id starts with abcd not found"
+        );
+        let many = BTreeSet::from([0xabcd_0001u32, 0xabcd_0002, 0xabcd_0003]);
+        let e = super::one_of(many, ("abcd", "tree", " (in the index)"), &hex).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"abcd\" starts the ids of more than one tree (abcd0001 and abcd0002, and more): \
+             give more digits"
+        );
+    }
 
     #[test]
     fn modes_show_set_id_and_sticky_bits_as_ls_does() {
