@@ -1985,6 +1985,45 @@ fn a_damaged_index_table_is_named_and_nothing_acts_on_it() {
     assert_restores(&repo, &saved);
 }
 
+/// A table whose entry for a chunk has its id damaged: the restore finds
+/// no entry for the chunk, and names the table, which fails its check,
+/// as what may lack it (it asked "an index table lost or left unread?",
+/// naming none). `repair index` mends it.
+#[test]
+fn a_restore_lacking_a_chunk_names_the_table_that_fails_its_check() {
+    let repo = packed_repo();
+    let src = repo.scratch("src");
+    fill(&src, 41, &[("a", 100_000), ("b", 30_000)]);
+    let saved = backup_saved(&repo, &src, &[]);
+    let chunk = file_chunks(&repo, &saved.id)[&abs(&src.join("a"))][0].clone();
+    let id = hex::decode(&chunk).unwrap();
+    let mut garbled = Vec::new();
+    for t in names_in(&repo, "index") {
+        let path = repo.path.join("index").join(&t);
+        let mut bytes = fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(32).position(|w| w == id) {
+            bytes[at + 5] ^= 0x40;
+            fs::write(&path, &bytes).unwrap();
+            garbled.push(t);
+        }
+    }
+    assert_eq!(garbled.len(), 1, "one table names chunk {chunk}");
+    let target = repo.scratch("target");
+    let out = repo.restore_out(&saved.id, &target, &[]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "1 entry was not restored because the index lacks entries for its data (index {} \
+             fails its check (damaged, or not from this repository), and its entries may be \
+             what lacks them)",
+            &garbled[0][..8]
+        )),
+        "{out}"
+    );
+    repo.run(&["repair", "index"]).success();
+    assert_restores(&repo, &saved);
+}
+
 /// An index table under another name than its hash (renamed or copied by
 /// hand) is still used, its MAC authenticating it, and verify says its
 /// name is wrong; it passed over it before.

@@ -689,9 +689,23 @@ pub fn restore(
     // Each said bare where it failed: what it means, and what mends it.
     let unindexed = ex.unindexed.load(Ordering::Relaxed);
     if unindexed > 0 {
+        // A table that fails its check may be what lacks them (an entry's
+        // id damaged): named, as verify names it (it went unnamed).
+        let why = match repo
+            .index()
+            .ok()
+            .and_then(|i| i.damaged_tables(repo.key()).first().copied())
+        {
+            Some(t) => format!(
+                "index {} fails its check (damaged, or not from this repository), and its \
+                 entries may be what lacks them",
+                t.short()
+            ),
+            None => "an index table lost or left unread?".into(),
+        };
         warn(&format!(
             "{unindexed} entr{} {} restored because the index lacks entries for {} data \
-             (an index table lost or left unread?): the packs may still hold it; `cairn \
+             ({why}): the packs may still hold it; `cairn \
              repair index` rebuilds the index from the packs, then run the restore again. \
              If `cairn repair index --read-data` left that data out as damaged, no pack \
              holds an intact copy: a backup of the sources stores again what they still \
