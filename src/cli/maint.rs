@@ -178,6 +178,19 @@ fn print_verify(
                 )
             }
         )?;
+        // Damage met reading trees names no mending of its own (a read of
+        // the packs does, per pack): it said nothing of what to do.
+        let corrupt = report
+            .damaged
+            .iter()
+            .any(|d| d.reason.contains(" is corrupt: "));
+        if corrupt && !read_data {
+            outln!(
+                "what now: `cairn verify --read-data` reads every pack and says what mends the \
+                 damage; a backup of the sources stores again what they still have, and `cairn \
+                 repair snapshots` writes copies of the damaged snapshots without the rest"
+            )?;
+        }
     }
     Ok(())
 }
