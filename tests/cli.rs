@@ -110,6 +110,25 @@ fn stdin_backup_restores_byte_for_byte() {
     }
     assert_eq!(repo.snapshots().len(), 2);
 
+    // A dump imported as of a night long past is dated that night, as its
+    // snapshot is (it took the time of the import).
+    let args = [
+        "backup",
+        "--stdin",
+        "--stdin-filename",
+        "old.sql",
+        "--time",
+        "2001-01-01T00:00:00Z",
+        "--json",
+    ];
+    let snap = repo.run_stdin(&args, b"old dump").success().json();
+    let id = snap["id"].as_str().unwrap();
+    let out = repo.run(&["ls", id, "--json"]).success();
+    let node: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(node["name"], "old.sql", "{out}");
+    assert_eq!(node["mtime_ns"], 978_307_200_000_000_000_i64, "{out}");
+    repo.run(&["forget", id]).success();
+
     // A standard input open for writing only, or closed, is no empty
     // stream: an error saying so, and no snapshot (it stored "the input
     // was empty", exit 3).

@@ -619,7 +619,14 @@ pub fn backup_locked(
         opts.workers
     };
     let root = writer::with_sealers(&writer, workers, |queue| match &opts.stdin_name {
-        Some(name) => backup_stream(&writer, queue, name, stdin, parent_tree, &counters),
+        Some(name) => backup_stream(
+            &writer,
+            queue,
+            (name, opts.time_ns),
+            stdin,
+            parent_tree,
+            &counters,
+        ),
         None => {
             let exclude = crate::filter::PathFilter::new(&opts.excludes)?;
             walk::run(walk::WalkSetup {
@@ -791,10 +798,14 @@ pub fn racy_window_ns() -> i64 {
 /// Stores a stream as a single file `name` in a one-entry root tree.
 /// It counts as unmodified when the `parent` tree holds a file of that
 /// name with the same chunks, as changed when with others, else as new.
+/// Its time is `time_ns`, the time a backup's `--time` gives (an import
+/// of an old dump), or else the time the stream ended (until December
+/// 2026 always that, so a dump imported as of a night long past was
+/// dated the day of the import).
 fn backup_stream(
     writer: &BlobWriter<'_>,
     queue: &SealQueue<'_>,
-    name: &str,
+    (name, time_ns): (&str, Option<i64>),
     input: &mut dyn Stream,
     parent: Option<crate::id::BlobId>,
     counters: &Counters,
@@ -831,7 +842,7 @@ fn backup_stream(
     );
     Counters::add(&counters.bytes_read, size);
     Counters::add(&counters.total_bytes, size);
-    let now = crate::now_ns();
+    let now = time_ns.unwrap_or_else(crate::now_ns);
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let names = crate::fsmeta::NameCache::default();
