@@ -655,6 +655,13 @@ pub fn list_timed(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<Listed>>
     Ok(list_all(backend, key)?.0)
 }
 
+/// The names of the lock files that hold no lock: they do not decode
+/// (empty, torn, or sealed with another repository's key) and are not of
+/// a newer cairn. Every command passes over them; `verify` names them.
+pub fn not_locks(backend: &dyn Backend, key: &MasterKey) -> Result<Vec<String>> {
+    Ok(list_all(backend, key)?.1)
+}
+
 /// [`list_timed`], and the names of the lock files that hold no lock
 /// (they do not decode, and are not of a newer cairn).
 fn list_all(backend: &dyn Backend, key: &MasterKey) -> Result<(Vec<Listed>, Vec<String>)> {

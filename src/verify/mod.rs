@@ -395,6 +395,18 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         }
     }
 
+    // Lock files that hold no lock (another repository's, copied in; one
+    // torn by a crash) are passed over by every command: said, as one
+    // may have been a lock that mattered.
+    for name in crate::repo::lock::not_locks(backend, repo.key())? {
+        report.warnings.push(problem(
+            format!("lock {}", name.get(..8).unwrap_or(&name)),
+            "holds no lock (it does not decode: empty, torn, or sealed with another \
+             repository's key), so every command passes over it; `cairn unlock --force` \
+             removes it",
+        ));
+    }
+
     // What else `snapshots/` holds (a snapshot file renamed by a sync
     // tool, or moved into a folder): no snapshot to any reader, and gc
     // refuses while it is there (`gc::refuse_strays`).
