@@ -179,12 +179,13 @@ pub struct Loc {
 /// index table that holds it, leaving the table's MAC as it was, as
 /// damage on disk would: `damage` gets the table's bytes and where the
 /// record starts (FORMAT.md: blob id, then pack number, offset, length
-/// and raw length, four bytes each, little-endian).
+/// and raw length, four bytes each, little-endian). Returns the table's
+/// name.
 #[track_caller]
-pub fn damage_entry(repo: &Repo, blob: &str, damage: impl Fn(&mut Vec<u8>, usize)) {
+pub fn damage_entry(repo: &Repo, blob: &str, damage: impl Fn(&mut Vec<u8>, usize)) -> String {
     let id = hex::decode(blob).expect("hex blob id");
-    let damaged = names_in(repo, "index")
-        .iter()
+    let damaged: Vec<String> = names_in(repo, "index")
+        .into_iter()
         .filter(|t| {
             let path = repo.path.join("index").join(t);
             let mut bytes = fs::read(&path).unwrap();
@@ -195,8 +196,9 @@ pub fn damage_entry(repo: &Repo, blob: &str, damage: impl Fn(&mut Vec<u8>, usize
             fs::write(&path, &bytes).unwrap();
             true
         })
-        .count();
-    assert_eq!(damaged, 1, "one table indexes the blob");
+        .collect();
+    assert_eq!(damaged.len(), 1, "one table indexes the blob");
+    damaged.into_iter().next().unwrap()
 }
 
 /// blob id → location, from `cairn cat index`.
