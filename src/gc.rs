@@ -653,9 +653,9 @@ fn which_to_forget(
 }
 
 /// The snapshots `repair snapshots` wrote copies of that are still kept,
-/// as gc's refusals name them ("; kept beside their repaired copies: …"):
-/// the damaged originals, likely what stops gc, which only `cairn forget`
-/// removes.
+/// as gc's refusals name them ("; of the snapshots … these originals are
+/// kept: ID (its copy: ID)"): the damaged originals, likely what stops
+/// gc, which only `cairn forget` removes.
 fn repaired_kept(snapshots: &[crate::snapshot::SnapshotEntry]) -> String {
     let kept: Vec<String> = snapshots
         .iter()

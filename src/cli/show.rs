@@ -511,9 +511,9 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// The one id among `ids` (sorted, or not) that starts with `prefix`
-/// (lowercase), or why not: none ("{what} PREFIX" not found), or several
-/// (the first two named).
+/// The one id `found` holds (those starting with the prefix `spec`), or
+/// why not: none ("{what} whose id starts with SPEC{where_}" not found),
+/// or several (the first two named).
 fn one_of<T: Copy + Ord>(
     found: std::collections::BTreeSet<T>,
     (spec, what, where_): (&str, &str, &str),
