@@ -825,7 +825,13 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
     if let Some(cache) = &cache {
         let mut said: HashSet<PackId> = HashSet::new();
         let said_before: Vec<String> = report.errors.iter().map(|e| e.object.clone()).collect();
-        for d in report.damaged.iter().filter(|d| d.tree) {
+        // A tree many snapshots use is damaged in each: looked for once.
+        let mut looked: HashSet<BlobId> = HashSet::new();
+        for d in report
+            .damaged
+            .iter()
+            .filter(|d| d.tree && looked.insert(d.blob))
+        {
             let Some((pack, path)) = crate::repo::rescue::cached_tree(repo, cache, &d.blob) else {
                 continue;
             };
