@@ -1388,6 +1388,30 @@ impl Dropped {
 }
 
 impl Rewriter<'_, '_> {
+    /// Refuses, where tree blob `id` (a folder's, a part's, or a list of
+    /// parts) cannot be read from the store (`e`) but this host's cache
+    /// holds its pack intact (see [`crate::repo::rescue::cached_tree`]):
+    /// the copies would be written without it, and an operator who then
+    /// forgets the originals loses it with the next gc. A folder stored
+    /// in parts escaped this until December 2026.
+    fn refuse_over_cached(&self, id: &BlobId, e: &Error) -> Result<()> {
+        let Some((pack, copy)) = self
+            .cache
+            .and_then(|c| crate::repo::rescue::cached_tree(self.repo, c, id))
+        else {
+            return Ok(());
+        };
+        Err(Error::Invalid(format!(
+            "refusing to repair snapshots: tree {} cannot be read from pack {} ({e}), but this \
+             host's cache holds an intact copy of the pack ({}); `cairn repair index \
+             --read-data`, run on this host, puts it back first (a repair of the snapshots now \
+             would write them without that tree)",
+            id.short(),
+            pack.short(),
+            copy.display()
+        )))
+    }
+
     /// The repaired id of tree `id` at `path`, and what was dropped in it
     /// (its paths with `path` before them).
     fn tree(&mut self, id: &BlobId, path: &str) -> Result<(BlobId, Dropped)> {
@@ -1407,21 +1431,7 @@ impl Rewriter<'_, '_> {
                         }
                     }
                     Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
-                        if let Some((pack, copy)) = self
-                            .cache
-                            .and_then(|c| crate::repo::rescue::cached_tree(self.repo, c, id))
-                        {
-                            return Err(Error::Invalid(format!(
-                                "refusing to repair snapshots: tree {} cannot be read from pack \
-                                 {} ({e}), but this host's cache holds an intact copy of the \
-                                 pack ({}); `cairn repair index --read-data`, run on this host, \
-                                 puts it back first (a repair of the snapshots now would write \
-                                 them without that tree)",
-                                id.short(),
-                                pack.short(),
-                                copy.display()
-                            )));
-                        }
+                        self.refuse_over_cached(id, &e)?;
                         let empty = self.store(&Tree::new(Vec::new()).encode())?;
                         let mut dropped = Dropped::default();
                         dropped.unknown(format!(" (directory unreadable: {e})"));
@@ -1467,6 +1477,7 @@ impl Rewriter<'_, '_> {
                     continue;
                 }
                 Err(e) if matches!(e, Error::NotFound(_) | Error::Corrupt { .. }) => {
+                    self.refuse_over_cached(part, &e)?;
                     dropped.unknown(format!(" (part {} unreadable: {e})", part.short()));
                     continue;
                 }

@@ -1091,6 +1091,86 @@ fn a_tree_pack_a_repair_elsewhere_removed_is_put_back_from_the_cache() {
     rescue_said_and_done(&repo, &name, how, &src, &id);
 }
 
+/// A folder stored in parts, damaged in the bucket at the pack's own size
+/// (its list of parts, or one part) under this host's intact copy: a
+/// plain `verify` names the copy, and a plain `repair snapshots` refuses
+/// (it wrote the snapshots without the folder, exit 0, and forget + gc of
+/// the originals then lost it, the copy too).
+#[test]
+fn a_folder_in_parts_damaged_under_an_intact_cached_copy_is_not_repaired_away() {
+    for which in ["list", "part"] {
+        let server = S3Server::start();
+        let repo = S3Repo::new(&server, &format!("cache-parts-{which}"));
+        let src = repo.scratch.path().join("src");
+        for i in 0..60 {
+            write(&src.join(format!("big/f{i:03}")), format!("file {i}\n"));
+        }
+        init(&repo);
+        let mut c = repo.cmd(&["backup", "--json"]);
+        c.arg(&src).env("CAIRN_TEST_TREE_PART", "20");
+        let id = run(&mut c, None).success().json()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (_, name, on_server) = cached_tree_pack(&server, &repo);
+        // The folder's tree is a list of parts; the blob to damage is it,
+        // or its first part.
+        let big = format!("{}/big", abs(&src));
+        let out = repo.run(&["ls", &id, &abs(&src), "--json"]).success();
+        let list = out
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["path"] == big)
+            .unwrap_or_else(|| panic!("{out}"))["kind"]["dir"]["subtree"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let parts = repo.run(&["cat", "tree", &list]).success().json();
+        assert!(parts["parts"].as_array().unwrap().len() >= 3, "{parts:#}");
+        let blob = match which {
+            "list" => list.clone(),
+            _ => parts["parts"][0].as_str().unwrap().to_string(),
+        };
+        let pack = repo.run(&["cat", "pack", &name]).success().json();
+        let entry = pack["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == blob.as_str())
+            .unwrap_or_else(|| panic!("{blob} in {pack:#}"))
+            .clone();
+        let at = entry["offset"].as_u64().unwrap() + entry["length"].as_u64().unwrap() / 2;
+        flip(&on_server, |_| at as usize, 0x40);
+
+        let out = repo.run(&["verify"]);
+        assert_eq!(out.code, 1, "{which}: {out}");
+        assert!(
+            out.stdout.contains(&format!(
+                "error: pack {}: gives tree {} damaged, but this host's cache holds an intact \
+                 copy of the pack",
+                &name[..8],
+                &blob[..8]
+            )),
+            "{which}: {out}"
+        );
+        let before = repo.run(&["snapshots"]).stdout;
+        let out = repo.run(&["repair", "snapshots"]);
+        assert_eq!(out.code, 1, "{which}: {out}");
+        assert!(
+            out.stderr.contains(&format!(
+                "refusing to repair snapshots: tree {} cannot be read from pack {} (",
+                &blob[..8],
+                &name[..8]
+            )),
+            "{which}: {out}"
+        );
+        assert_eq!(repo.run(&["snapshots"]).stdout, before, "{which}");
+        let how = "damaged in the repository (its bytes do not hash to its name)";
+        repair_puts_back(&repo, &name, how, &["--read-data"], &src, &id);
+    }
+}
+
 /// A tree pack the bucket lost, its trees dropped from the index by a
 /// repair on a host without the copy: that repair says where a copy may
 /// be, and the host with the copy names it and puts it back.

@@ -20,7 +20,7 @@ use crate::id::{BlobId, IdMap, IdSet, PackId};
 use crate::mmap::Map;
 use crate::pack::{self, BlobKind, PackEntry};
 use crate::repo::Repository;
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{NodeKind, TreeBlob};
 
 /// A copy that holds trees the snapshots use and the store lacks.
 pub struct Rescue {
@@ -83,20 +83,26 @@ pub fn rescues(
         if !seen.insert(id) {
             continue;
         }
-        let tree = match lacking.get(&id) {
+        let blob = match lacking.get(&id) {
             Some((n, e)) => {
                 used[*n] += 1;
                 let (_, copy, _) = &copies[*n];
                 read_from_copy(repo, copy, &id, e)
             }
-            None if held(&id) => repo.load_tree(&id).ok(),
+            None if held(&id) => repo.load_tree_blob(&id).ok(),
             None => None,
         };
-        let Some(tree) = tree else { continue };
-        for node in &tree.nodes {
-            if let NodeKind::Dir { subtree } = &node.kind {
-                todo.push(*subtree);
+        match blob {
+            Some(TreeBlob::Nodes(tree)) => {
+                for node in tree.into_nodes().map_while(|n| n.ok()) {
+                    if let NodeKind::Dir { subtree } = node.kind {
+                        todo.push(subtree);
+                    }
+                }
             }
+            // A folder stored in parts: each part is a tree of it.
+            Some(TreeBlob::Parts(parts)) => todo.extend(parts),
+            None => {}
         }
     }
     Ok(copies
@@ -132,8 +138,9 @@ impl Rescue {
     }
 }
 
-/// The pack whose intact copy in `cache` holds tree `id` where the index
-/// places it, readable, with where the copy is: for a tree the store's
+/// The pack whose intact copy in `cache` holds tree blob `id` (a folder's
+/// nodes, or the list of its parts) where the index places it, readable,
+/// with where the copy is: for a tree the store's
 /// pack cannot give (damaged at its own size, which only a read finds),
 /// so that `verify` names the copy and `repair snapshots` does not write
 /// the snapshots without the tree (both did until December 2026: only
@@ -161,8 +168,14 @@ pub fn cached_tree(
     Some((loc.pack, cache.copy_path(FileKind::Pack, &name)))
 }
 
-/// Tree `id` from a copy of its pack, where `entry` places it.
-fn read_from_copy(repo: &Repository, copy: &[u8], id: &BlobId, entry: &PackEntry) -> Option<Tree> {
+/// Tree blob `id` (a folder's nodes, or the list of its parts) from a
+/// copy of its pack, where `entry` places it.
+fn read_from_copy(
+    repo: &Repository,
+    copy: &[u8],
+    id: &BlobId,
+    entry: &PackEntry,
+) -> Option<TreeBlob> {
     let at = entry.offset as usize;
     let sealed = copy.get(at..at.checked_add(entry.length as usize)?)?;
     let what = format!("tree {}", id.short());
@@ -170,5 +183,5 @@ fn read_from_copy(repo: &Repository, copy: &[u8], id: &BlobId, entry: &PackEntry
         plain.to_vec()
     })
     .ok()?;
-    Tree::decode(&bytes, &what).ok()
+    TreeBlob::decode(bytes, &what).ok()
 }
