@@ -1102,7 +1102,7 @@ fn a_folder_in_parts_damaged_under_an_intact_cached_copy_is_not_repaired_away() 
         let server = S3Server::start();
         let repo = S3Repo::new(&server, &format!("cache-parts-{which}"));
         let src = repo.scratch.path().join("src");
-        for i in 0..60 {
+        for i in 0..200 {
             write(&src.join(format!("big/f{i:03}")), format!("file {i}\n"));
         }
         init(&repo);
@@ -1127,7 +1127,10 @@ fn a_folder_in_parts_damaged_under_an_intact_cached_copy_is_not_repaired_away() 
             .unwrap()
             .to_string();
         let parts = repo.run(&["cat", "tree", &list]).success().json();
-        assert!(parts["parts"].as_array().unwrap().len() >= 3, "{parts:#}");
+        assert!(
+            parts["parts"].as_array().is_some_and(|p| p.len() >= 2),
+            "{parts:#}"
+        );
         let blob = match which {
             "list" => list.clone(),
             _ => parts["parts"][0].as_str().unwrap().to_string(),
