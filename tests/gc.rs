@@ -296,16 +296,20 @@ fn gc_refuses_while_a_tree_is_damaged_and_changes_nothing() {
         before,
         "no pack touched"
     );
-    // A plain verify finds the tree damaged, and says what to do.
-    let out = repo.run(&["verify"]);
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stdout.contains(
-            "what now: `cairn verify --read-data` reads every pack and says what mends the \
-             damage"
-        ),
-        "{out}"
-    );
+    // A plain verify finds the tree damaged, and says what to do; so
+    // does one that reads a subset of the packs, which may leave the
+    // tree's pack unread.
+    for args in [&["verify"][..], &["verify", "--read-data-subset", "1/7"]] {
+        let out = repo.run(args);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(
+            out.stdout.contains(
+                "what now: `cairn verify --read-data` reads every pack and says what mends the \
+                 damage"
+            ),
+            "{args:?}: {out}"
+        );
+    }
     // After the repair of the snapshots, the original still stops gc,
     // which names it beside its copy.
     let out = repo.run(&["repair", "snapshots"]).success();

@@ -907,7 +907,12 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
             && out.stdout.contains(
                 "`cairn repair index --read-data`, run on this host, puts it back into the \
                  repository"
-            ),
+            )
+            && out.stdout.contains(
+                "what now: first put back what this host's cache holds, with the repair named \
+                 above, run on this host"
+            )
+            && !out.stdout.contains("what now: `cairn verify --read-data`"),
         "{out}"
     );
     // A plain repair of the snapshots meets the tree damaged and refuses,

@@ -179,12 +179,19 @@ fn print_verify(
             }
         )?;
         // Damage met reading trees names no mending of its own (a read of
-        // the packs does, per pack): it said nothing of what to do.
-        let corrupt = report
-            .damaged
-            .iter()
-            .any(|d| d.reason.contains(" is corrupt: "));
-        if corrupt && !read_data {
+        // the packs does, per pack, unless a subset left the pack unread):
+        // it said nothing of what to do.
+        let corrupt = report.damaged.iter().any(|d| d.corrupt);
+        // Where this host's cache holds what mends it, that comes first:
+        // any other repair would drop what the copy holds.
+        let mended_here = report.errors.iter().any(|e| e.mended_here);
+        if mended_here {
+            outln!(
+                "what now: first put back what this host's cache holds, with the repair named \
+                 above, run on this host; then run `cairn verify` again (any other repair now \
+                 would drop what those packs hold)"
+            )?;
+        } else if corrupt && (!read_data || report.read_subset.is_some()) {
             outln!(
                 "what now: `cairn verify --read-data` reads every pack and says what mends the \
                  damage; a backup of the sources stores again what they still have, and `cairn \

@@ -86,6 +86,10 @@ pub struct Problem {
     pub object: String,
     /// What is wrong.
     pub message: String,
+    /// Whether an intact copy in this host's cache mends it (a repair run
+    /// on this host puts it back): that repair comes before any other.
+    #[serde(skip)]
+    pub mended_here: bool,
 }
 
 /// A file (or directory) that loses data, and why.
@@ -106,6 +110,10 @@ pub struct Damage {
     pub pack: Option<PackId>,
     /// Why it cannot be read.
     pub reason: String,
+    /// Whether it was read and found damaged (it failed to authenticate
+    /// or to decode), not missing: a read of its pack says what mends it.
+    #[serde(skip)]
+    pub corrupt: bool,
 }
 
 /// Everything verify found.
@@ -185,7 +193,7 @@ fn intact_copies(
     mending
         .into_iter()
         .map(|m| {
-            problem(
+            mended_here(
                 format!("pack {}", m.pack.short()),
                 format!(
                     "{}, but this host's cache holds an intact copy of it ({}): {}, run on \
@@ -204,6 +212,16 @@ fn problem(object: impl Into<String>, message: impl Into<String>) -> Problem {
     Problem {
         object: object.into(),
         message: message.into(),
+        mended_here: false,
+    }
+}
+
+/// A [`problem`] an intact copy in this host's cache mends (see
+/// [`Problem::mended_here`]).
+fn mended_here(object: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        mended_here: true,
+        ..problem(object, message)
     }
 }
 
@@ -328,6 +346,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                     .as_ref()
                     .filter(|c| c.get(FileKind::Snapshot, &name).is_some())
                     .map(|c| c.copy_path(FileKind::Snapshot, &name));
+                let here = copy.is_some();
                 let mends = match copy {
                     Some(path) => format!(
                         "this host's cache holds an intact copy of it ({}): `cairn repair \
@@ -347,10 +366,10 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                         id.short()
                     ),
                 };
-                report.errors.push(problem(
-                    format!("snapshot {}", id.short()),
-                    format!("{e}: {mends}"),
-                ))
+                report.errors.push(Problem {
+                    mended_here: here,
+                    ..problem(format!("snapshot {}", id.short()), format!("{e}: {mends}"))
+                })
             }
             Err(e) => report
                 .errors
@@ -839,7 +858,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
             if said_before.contains(&object) || !said.insert(pack) {
                 continue;
             }
-            report.errors.push(problem(
+            report.errors.push(mended_here(
                 object,
                 format!(
                     "gives tree {} damaged, but this host's cache holds an intact copy of the \
@@ -866,7 +885,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
         };
         let named = |p: &PackId| indexed_packs.contains(p);
         for r in crate::repo::rescue::rescues(repo, cache, &present, &named, &held)? {
-            report.errors.push(problem(
+            report.errors.push(mended_here(
                 format!("pack {}", r.pack.short()),
                 format!(
                     "{}, but this host's cache holds an intact copy of it ({}): `cairn repair \
@@ -1020,6 +1039,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage
                     tree: true,
                     pack: None,
                     reason: format!("directory unreadable past some entries: {why}"),
+                    corrupt: false,
                 });
             }
             return;
@@ -1032,6 +1052,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage
                 blob: *id,
                 tree: true,
                 pack: f.as_ref().and_then(Fault::pack),
+                corrupt: matches!(e, Error::Corrupt { .. }),
                 reason: format!("directory unreadable: {e}"),
             });
             return;
@@ -1050,6 +1071,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage
                         tree: false,
                         pack: f.pack(),
                         reason: f.reason(),
+                        corrupt: false,
                     });
                     continue;
                 }
@@ -1068,6 +1090,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage
                              says {}: a restore cannot write it",
                             node.size
                         ),
+                        corrupt: false,
                     });
                 }
             }
