@@ -2002,9 +2002,9 @@ fn a_restore_lacking_a_chunk_names_the_table_that_fails_its_check() {
     assert_eq!(out.code, 1, "{out}");
     assert!(
         out.stderr.contains(&format!(
-            "1 entry was not restored because the index lacks entries for its data (index {} \
-             fails its check (damaged, or not from this repository), and its entries may be \
-             what lacks them)",
+            "1 entry was not restored because the index lacks entries for its data (an index \
+             table lost or left unread, or index {}, which fails its check (damaged, or not \
+             from this repository): its entries may be what lacks them)",
             &table[..8]
         )),
         "{out}"

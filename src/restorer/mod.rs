@@ -697,8 +697,8 @@ pub fn restore(
             .and_then(|i| i.damaged_tables(repo.key()).first().copied())
         {
             Some(t) => format!(
-                "index {} fails its check (damaged, or not from this repository), and its \
-                 entries may be what lacks them",
+                "an index table lost or left unread, or index {}, which fails its check \
+                 (damaged, or not from this repository): its entries may be what lacks them",
                 t.short()
             ),
             None => "an index table lost or left unread?".into(),
