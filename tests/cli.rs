@@ -654,6 +654,16 @@ fn ls_and_cat_show_the_repository() {
             .contains("pack whose id starts with 0000 not found"),
         "{out}"
     );
+    let out = repo.run(&["cat", "pack", &sub_tree[..8]]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "pack whose id starts with {0} not found: {0} is a tree's id (`cairn cat tree {0}` \
+             shows it)",
+            &sub_tree[..8]
+        )),
+        "{out}"
+    );
     let out = repo.run(&["cat", "tree", &data_pack[..8]]);
     assert_eq!(out.code, 1, "{out}");
     assert!(

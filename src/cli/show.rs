@@ -410,7 +410,20 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         CatKind::Tree => {
             let spec = need_id(&a)?;
-            let id = blob_by_prefix(&repo, spec, "tree")
+            // Among trees first: a file's chunk that shares the prefix is
+            // not what was asked for (it made the prefix ambiguous); only
+            // where no tree has it is one named, said to be a chunk below.
+            let id = blob_by_prefix(&repo, spec, "tree", Some(crate::pack::BlobKind::Tree))
+                .or_else(|e| match e.is_not_found() {
+                    true => blob_by_prefix(&repo, spec, "blob", None).map_err(|other| {
+                        if other.is_not_found() {
+                            e
+                        } else {
+                            other
+                        }
+                    }),
+                    false => Err(e),
+                })
                 .map_err(|e| other_kinds_id(&repo, e, spec, None))?;
             not_indexed(&repo, &id, "tree")?;
             // A file's chunk asked for as a tree is no damage (it was
@@ -438,7 +451,7 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
         }
         CatKind::Blob => {
             let spec = need_id(&a)?;
-            let id = blob_by_prefix(&repo, spec, "blob")
+            let id = blob_by_prefix(&repo, spec, "blob", None)
                 .map_err(|e| other_kinds_id(&repo, e, spec, None))?;
             not_indexed(&repo, &id, "blob")?;
             let data = repo.read_blob(&id)?;
@@ -534,16 +547,27 @@ fn one_of<T: Copy + Ord>(
     }
 }
 
-/// The blob whose id is `spec`, or starts with it (4 to 63 hex digits, in
-/// either case), found in the index's tables, which are sorted by id.
-fn blob_by_prefix(repo: &Repository, spec: &str, what: &str) -> Result<BlobId> {
+/// The blob (of `kind`, or any) whose id is `spec`, or starts with it (4
+/// to 63 hex digits, in either case), found in the index's tables, which
+/// are sorted by id.
+fn blob_by_prefix(
+    repo: &Repository,
+    spec: &str,
+    what: &str,
+    kind: Option<crate::pack::BlobKind>,
+) -> Result<BlobId> {
     if spec.len() == 64 {
         return BlobId::from_hex(spec);
     }
     let prefix = spec.to_ascii_lowercase();
     let low = BlobId::from_hex(&format!("{prefix:0<64}"))?;
     let mut found = std::collections::BTreeSet::new();
-    for t in repo.index()?.tables() {
+    let index = repo.index()?;
+    let tables = index
+        .tables()
+        .iter()
+        .filter(|t| kind.is_none_or(|k| t.holds(k)));
+    for t in tables {
         // The first entry not below `low`.
         let (mut lo, mut hi) = (0, t.len());
         while lo < hi {
@@ -621,10 +645,13 @@ fn other_kinds_id(repo: &Repository, e: Error, id: &str, asked: Option<FileKind>
             short(&name)
         )
     } else {
-        match BlobId::from_hex(&prefix)
-            .ok()
-            .filter(|_| prefix.len() == 64)
-        {
+        // A blob's id, or a prefix of one (for another kind's command).
+        let blob = match prefix.len() {
+            64 => BlobId::from_hex(&prefix).ok(),
+            _ if asked.is_some() => blob_by_prefix(repo, &prefix, "blob", None).ok(),
+            _ => None,
+        };
+        match blob {
             Some(blob) if repo.index().is_ok_and(|i| i.contains(&blob)) => {
                 let kind = match repo
                     .index()
