@@ -128,15 +128,19 @@ pub struct Xattr {
 }
 
 /// In a tree's encoding, as derived: the name, then the value. In JSON
-/// (`ls --json`, `cat tree`), the value also as its bytes in hex,
-/// `value_hex`: an ACL's or a capability's is binary, and text gave bytes
-/// that are no UTF-8 as U+FFFD (until December 2026 the only form).
+/// (`ls --json`, `cat tree`), each also as its bytes in hex, `name_hex`
+/// and `value_hex`: an ACL's or a capability's value is binary, and text
+/// gave bytes that are no UTF-8 as U+FFFD (until December 2026 the only
+/// form).
 impl Serialize for Xattr {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let human = s.is_human_readable();
-        let mut st = s.serialize_struct("Xattr", if human { 3 } else { 2 })?;
+        let mut st = s.serialize_struct("Xattr", if human { 4 } else { 2 })?;
         st.serialize_field("name", &self.name)?;
+        if human {
+            st.serialize_field("name_hex", &hex::encode(&self.name.0))?;
+        }
         st.serialize_field("value", &self.value)?;
         if human {
             st.serialize_field("value_hex", &hex::encode(&self.value.0))?;
@@ -1041,12 +1045,13 @@ pub(crate) mod tests {
     #[test]
     fn xattr_json_gives_the_value_in_hex_and_the_encoding_is_unchanged() {
         let x = Xattr {
-            name: Name(b"user.bin".to_vec()),
+            name: Name(b"user.\xff".to_vec()),
             value: Name(vec![0xff, 0x00, 0xfe, b'A']),
         };
         let json = serde_json::to_value(&x).unwrap();
         assert_eq!(json["value_hex"], "ff00fe41");
-        assert_eq!(json["name"], "user.bin");
+        assert_eq!(json["name"], "user.\u{fffd}");
+        assert_eq!(json["name_hex"], "757365722eff");
         assert_eq!(
             codec::encode(&x),
             codec::encode(&(x.name.clone(), x.value.clone()))
