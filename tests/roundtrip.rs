@@ -234,6 +234,11 @@ fn round_trip_preserves_content_and_metadata() {
             .unwrap_or_else(|| panic!("{out}"));
         assert_eq!(readme["xattrs"][0]["name"], "user.cairn.test", "{readme}");
         assert_eq!(
+            readme["xattrs"][0]["name_hex"],
+            hex::encode("user.cairn.test"),
+            "{readme}"
+        );
+        assert_eq!(
             readme["xattrs"][0]["value_hex"],
             XATTR_VALUE
                 .iter()
