@@ -484,6 +484,22 @@ fn a_repository_that_lost_both_config_files_is_rebuilt_from_its_key() {
         assert_eq!(out.code, 0, "key file {with_key}: {out}");
         assert!(out.stdout.contains("config rebuilt"), "{out}");
         assert!(out.stderr.contains("store their data again"), "{out}");
+        assert!(
+            out.stderr.contains(
+                "the config's other settings were lost with it, and are the defaults now: \
+                 compression level 3, chunks of"
+            ),
+            "{out}"
+        );
+        // From the password the id is new, which breaks exported keys:
+        // said (it went without a word, and they failed as another
+        // repository's).
+        assert_eq!(
+            out.stderr
+                .contains("the repository's id was lost with the config, so it has a new one"),
+            !with_key,
+            "{out}"
+        );
         assert_eq!(fs::read(&config).unwrap(), fs::read(&copy).unwrap());
         let target = repo.scratch(&format!("target-{with_key}"));
         repo.restore(&snap, &target, &[]);

@@ -1068,12 +1068,33 @@ fn rebuild_config(ctx: &Context) -> Result<u8> {
             keys
         }
     };
+    let from_key_file = ctx.key_file().is_some();
     let config = crate::repo::rebuild_config(&*backend, keys)?;
     warn(
         "the chunker's settings were lost with the config: backups from now on cut files \
          anew, and store their data again rather than share it with what is stored (which \
          restores as ever); a full backup of each set makes the next ones small again",
     );
+    warn(&format!(
+        "the config's other settings were lost with it, and are the defaults now: \
+         compression level {}, chunks of {} to {} bytes ({} on average), packs of {} bytes",
+        config.compression,
+        config.chunker.min,
+        config.chunker.max,
+        config.chunker.avg,
+        config.pack_size
+    ));
+    // Only the config and exported key files record the repository's id.
+    if !from_key_file {
+        warn(&format!(
+            "the repository's id was lost with the config, so it has a new one ({}): key \
+             files exported before (`cairn key export`) name the old id and no longer open it, \
+             and a host's metadata cache of it is not used again: export new key files now (to \
+             keep the old id instead, move the new config and config.copy away and rebuild \
+             with `--key-file` of an exported key)",
+            &hex::encode(config.repo_id)[..8]
+        ));
+    }
     let printed = outln!(
         "config rebuilt: repository {}, format {}, {}; its copy written beside it",
         &hex::encode(config.repo_id)[..8],
