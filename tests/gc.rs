@@ -610,7 +610,15 @@ fn gc_refuses_to_delete_every_pack_where_no_snapshot_is_left_unless_asked() {
 
     // Forgotten by this run: emptied.
     let out = repo.run(&["forget", &saved.id, "--gc"]).success();
-    assert!(out.stderr.contains("gc deletes every pack"), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "this forget removed the last snapshots: gc deletes every pack ({}) as unused",
+            packs.len()
+        )),
+        "{out}"
+    );
+    // Not the warning about snapshots lost, which came after the deletion.
+    assert!(!out.stderr.contains("put them back"), "{out}");
     assert!(pack_files(&repo).is_empty(), "{out}");
     // And by gc --delete-all, after a first backup killed (its packs, no
     // snapshot): here, one whose snapshot was removed by hand.
@@ -618,7 +626,15 @@ fn gc_refuses_to_delete_every_pack_where_no_snapshot_is_left_unless_asked() {
     fs::remove_file(snapshots.join(&again.id)).unwrap();
     assert_eq!(repo.run(&["gc"]).code, 1);
     assert!(!pack_files(&repo).is_empty());
-    repo.run(&["gc", "--delete-all"]).success();
+    let out = repo.run(&["gc", "--delete-all"]).success();
+    assert!(
+        out.stderr
+            .contains("the repository holds no snapshot: gc deletes every pack")
+            && out
+                .stderr
+                .contains("put them back from a copy before any gc"),
+        "{out}"
+    );
     assert!(pack_files(&repo).is_empty());
 }
 

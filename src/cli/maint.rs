@@ -242,16 +242,28 @@ struct GcReport<'a> {
     plan: &'a gc::GcPlan,
 }
 
+/// What gc does where no snapshot is left (see [`GcArgs::delete_all`]).
+#[derive(Clone, Copy, PartialEq)]
+enum NoneLeft {
+    /// Refuse: snapshot files lost by a copy or a sync look just so.
+    Refuse,
+    /// Delete every pack, as `--delete-all` asks, warning that lost
+    /// snapshots would have to be put back first.
+    Asked,
+    /// Delete every pack: the forget of this run removed the last
+    /// snapshots (the warning about lost ones would only mislead).
+    Forgotten,
+}
+
 /// Runs gc on an open repository holding `lock` (the exclusive lock, or
 /// for a dry run a shared one); returns the plan, carried out unless
-/// `dry_run`. Where no snapshot is left, it deletes every pack only if
-/// `delete_all` (see [`GcArgs::delete_all`]).
+/// `dry_run`. Where no snapshot is left, it does as `none_left` says.
 fn gc_locked(
     repo: &Repository,
     lock: &lock::LockGuard,
     opts: &GcOptions,
     dry_run: bool,
-    delete_all: bool,
+    none_left: NoneLeft,
 ) -> Result<gc::GcPlan> {
     // Readers hold shared locks too, but add no packs.
     let opts = GcOptions {
@@ -285,7 +297,7 @@ fn gc_locked(
         plan.needs_delete_all = true;
         let lost = "if snapshots were lost (a copy or sync that left them out, a lifecycle \
                     rule of the bucket), put them back from a copy before any gc";
-        if !dry_run && !delete_all {
+        if !dry_run && none_left == NoneLeft::Refuse {
             return Err(Error::Invalid(format!(
                 "the repository holds no snapshot: gc would delete every pack ({}) as \
                  unused, and refuses; {lost}; to empty the repository (or drop what a first \
@@ -293,16 +305,23 @@ fn gc_locked(
                 plan.delete.len()
             )));
         }
-        say(format!(
-            "the repository holds no snapshot: gc {} every pack ({}) as unused{}; {lost}",
-            if dry_run { "would delete" } else { "deletes" },
-            plan.delete.len(),
-            if dry_run && !delete_all {
-                " (only with --delete-all)"
-            } else {
-                ""
-            }
-        ));
+        let verb = if dry_run { "would delete" } else { "deletes" };
+        say(match none_left {
+            NoneLeft::Forgotten => format!(
+                "this forget removed the last snapshots: gc {verb} every pack ({}) as unused",
+                plan.delete.len()
+            ),
+            _ => format!(
+                "the repository holds no snapshot: gc {verb} every pack ({}) as unused{}; \
+                 {lost}",
+                plan.delete.len(),
+                if dry_run && none_left == NoneLeft::Refuse {
+                    " (only with --delete-all)"
+                } else {
+                    ""
+                }
+            ),
+        });
     }
     for r in &plan.rescued {
         say(format!(
@@ -474,7 +493,10 @@ fn gc_command(ctx: &Context, repo: &Repository, a: &GcArgs) -> Result<u8> {
             ..GcOptions::default()
         },
         a.dry_run,
-        a.delete_all,
+        match a.delete_all {
+            true => NoneLeft::Asked,
+            false => NoneLeft::Refuse,
+        },
     )?;
     let printed = if a.json {
         outln!(
@@ -872,13 +894,12 @@ fn forget_command(
         };
         // Snapshots this run removed were the operator's to remove, the
         // last of them too.
-        match gc_locked(
-            repo,
-            &lock,
-            &opts,
-            false,
-            a.delete_all || !remove.is_empty(),
-        ) {
+        let none_left = match (remove.is_empty(), a.delete_all) {
+            (false, _) => NoneLeft::Forgotten,
+            (true, true) => NoneLeft::Asked,
+            (true, false) => NoneLeft::Refuse,
+        };
+        match gc_locked(repo, &lock, &opts, false, none_left) {
             Ok(plan) => Some(plan),
             // The snapshots are removed already (gc's refusals on damage
             // it finds in trees come only once it walks them): said, in
