@@ -521,6 +521,22 @@ fn after_a_deleted_pack_repair_index_and_the_next_backup_store_the_content_again
             .contains(&format!("{victim}: the repository is corrupt")),
         "{out}"
     );
+    // Summed up as a pack missing, not as damaged data (which sent the
+    // operator to `repair index --read-data`).
+    assert!(
+        out.stderr.contains(
+            "not restored because the pack the index puts its data in does not exist (named \
+             above)"
+        ) || out.stderr.contains(
+            "not restored because the pack the index puts their data in does not exist (named \
+             above)"
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.stderr.contains("data is damaged in the repository"),
+        "{out}"
+    );
 
     // As long as the index names the lost pack, a backup deduplicates
     // against it; once `repair index` drops its entries, the next backup

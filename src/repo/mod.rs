@@ -1574,6 +1574,11 @@ impl Repository {
     }
 }
 
+/// How [`missing_pack`]'s error goes on after the pack's id, which a
+/// restore recognises to sum such failures up once, with their remedy.
+pub(crate) const PACK_NOT_THERE: &str = ", which does not exist (a damaged index or a deleted \
+     pack: `cairn verify` tells which, `cairn repair index` rebuilds the index from the packs)";
+
 /// The error for a blob whose pack, as the index names it, does not exist:
 /// damage to the index or a deleted pack, with what tells which and what
 /// mends the index.
@@ -1581,9 +1586,7 @@ pub fn missing_pack(id: &BlobId, pack: &PackId) -> Error {
     Error::corrupt(
         "the repository",
         format!(
-            "the index puts blob {} in pack {pack}, which does not exist (a damaged index \
-             or a deleted pack: `cairn verify` tells which, `cairn repair index` rebuilds \
-             the index from the packs)",
+            "the index puts blob {} in pack {pack}{PACK_NOT_THERE}",
             id.short()
         ),
     )

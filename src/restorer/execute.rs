@@ -21,6 +21,8 @@ impl Executor<'_> {
             // Said with its remedy once, at the end.
             if why.contains(crate::index::NOT_INDEXED) {
                 self.unindexed.fetch_add(1, Ordering::Relaxed);
+            } else if why.contains(crate::repo::PACK_NOT_THERE) {
+                self.pack_missing.fetch_add(1, Ordering::Relaxed);
             } else if why.contains(": index ") && why.contains(" is corrupt: ") {
                 self.index_damaged.fetch_add(1, Ordering::Relaxed);
             } else if why.contains(" is corrupt: ") {

@@ -490,6 +490,7 @@ pub fn restore(
         errors: AtomicU64::new(0),
         unindexed: AtomicU64::new(0),
         damaged: AtomicU64::new(0),
+        pack_missing: AtomicU64::new(0),
         index_damaged: AtomicU64::new(0),
         full: Mutex::new(None),
         lock: opts.lock,
@@ -732,6 +733,20 @@ pub fn restore(
                 "ies were"
             },
             if index_damaged == 1 { "its" } else { "their" },
+        ));
+    }
+    let missing = ex.pack_missing.load(Ordering::Relaxed);
+    if missing > 0 {
+        warn(&format!(
+            "{missing} entr{} not restored because the pack the index puts {} data in does \
+             not exist (named above): `cairn verify` tells a deleted pack from a damaged \
+             index and names the snapshots that lose data; `cairn repair index` rebuilds the \
+             index from the packs (nothing is lost where another pack holds the data), after \
+             which a backup of the sources stores again what they still have (which mends \
+             this snapshot), and `cairn repair snapshots` writes a copy of it without the \
+             rest",
+            if missing == 1 { "y was" } else { "ies were" },
+            if missing == 1 { "its" } else { "their" },
         ));
     }
     let damaged = ex.damaged.load(Ordering::Relaxed);
@@ -1490,6 +1505,10 @@ struct Executor<'a> {
     /// Entries that failed as their data is damaged in the repository:
     /// said with what mends it once, at the end.
     damaged: AtomicU64,
+    /// Entries that failed as the pack the index puts their data in does
+    /// not exist: said with what mends it once, at the end (they were
+    /// counted as damaged data, and sent to `repair index --read-data`).
+    pack_missing: AtomicU64,
     /// Entries that failed as an index table naming their data is
     /// damaged: said with what mends it once, at the end.
     index_damaged: AtomicU64,
