@@ -238,7 +238,21 @@ fn a_lost_part_costs_its_entries_only() {
     let (code, v, out) = verify_json(&repo, false);
     assert_eq!(code, 1, "{out}");
     assert!(out.stdout.contains(&abs(&big)), "{out}");
-    assert!(v.to_string().contains("directory unreadable"), "{out}");
+    // Said as one part of the folder, not the whole folder, which the
+    // other parts' entries are not (it said "directory unreadable").
+    assert!(
+        v.to_string()
+            .contains("a part of the directory unreadable (its other parts are whole)"),
+        "{out}"
+    );
+    let out = repo.run(&["verify"]);
+    assert!(
+        out.stdout.contains(
+            "0 errors, 0 damaged files and 1 unreadable part(s) of folders stored in parts, \
+             each with what it holds"
+        ),
+        "{out}"
+    );
 
     repo.run(&["repair", "snapshots"]).success();
     let fixed = repo

@@ -160,16 +160,29 @@ fn print_verify(
             } else {
                 // A folder that cannot be read loses all it holds: it is
                 // not one file.
-                let dirs = report
-                    .damaged
-                    .iter()
-                    .filter(|d| d.reason.starts_with("directory unreadable"))
-                    .count();
-                let files = report.damaged.len() - dirs;
+                let count = |what: &str| {
+                    report
+                        .damaged
+                        .iter()
+                        .filter(|d| d.reason.starts_with(what))
+                        .count()
+                };
+                let (dirs, parts) = (
+                    count(verify::DIR_UNREADABLE),
+                    count(verify::PART_UNREADABLE),
+                );
+                let files = report.damaged.len() - dirs - parts;
                 let dirs = match dirs {
                     0 => String::new(),
                     n => format!(
                         " and {n} unreadable folder(s), each with everything beneath it"
+                    ),
+                };
+                let dirs = match parts {
+                    0 => dirs,
+                    n => format!(
+                        "{dirs} and {n} unreadable part(s) of folders stored in parts, each \
+                         with what it holds"
                     ),
                 };
                 format!(

@@ -815,7 +815,7 @@ pub fn verify(repo: &Repository, opts: &VerifyOptions) -> Result<VerifyReport> {
                     raw_len: &raw_len,
                 },
                 &snap.tree,
-                b"",
+                (b"", false),
                 &mut report.damaged,
             );
         }
@@ -1006,8 +1006,15 @@ struct Attribution<'a> {
     raw_len: &'a dyn Fn(&BlobId) -> Option<u64>,
 }
 
-/// Lists the damaged entries of a dirty tree and recurses into dirty subtrees.
-fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage>) {
+/// How a damaged folder's reason begins: the whole folder unreadable, or
+/// (`PART_UNREADABLE`) one part of a folder stored in parts, the other
+/// parts' entries checked on their own.
+pub(crate) const DIR_UNREADABLE: &str = "directory unreadable";
+pub(crate) const PART_UNREADABLE: &str = "a part of the directory unreadable";
+
+/// Lists the damaged entries of a dirty tree and recurses into dirty
+/// subtrees; `part`: the tree is one part of the folder at `path`.
+fn attribute(a: &Attribution<'_>, id: &BlobId, (path, part): (&[u8], bool), out: &mut Vec<Damage>) {
     let shown = |path: &[u8]| {
         Name(if path.is_empty() {
             b"/".to_vec()
@@ -1022,14 +1029,16 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage
         // there, whatever else is damaged).
         Ok(TreeBlob::Parts(parts)) => {
             let before = out.len();
-            for part in parts.iter().filter(|p| a.dirty.get(p) == Some(&true)) {
-                attribute(a, part, path, out);
+            for p in parts.iter().filter(|p| a.dirty.get(p) == Some(&true)) {
+                attribute(a, p, (path, true), out);
             }
             // Unless a part that cannot be read was named for the
             // directory already: that is why its parts do not make one.
-            let named = out[before..]
-                .iter()
-                .any(|d| d.path == shown(path) && d.reason.starts_with("directory unreadable"));
+            let named = out[before..].iter().any(|d| {
+                d.path == shown(path)
+                    && (d.reason.starts_with(DIR_UNREADABLE)
+                        || d.reason.starts_with(PART_UNREADABLE))
+            });
             let wrong = a.facts.get(id).and_then(|f| f.parts_wrong.as_ref());
             if let Some(why) = wrong.filter(|_| !named) {
                 out.push(Damage {
@@ -1038,7 +1047,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage
                     blob: *id,
                     tree: true,
                     pack: None,
-                    reason: format!("directory unreadable past some entries: {why}"),
+                    reason: format!("{DIR_UNREADABLE} past some entries: {why}"),
                     corrupt: false,
                 });
             }
@@ -1053,7 +1062,10 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage
                 tree: true,
                 pack: f.as_ref().and_then(Fault::pack),
                 corrupt: matches!(e, Error::Corrupt { .. }),
-                reason: format!("directory unreadable: {e}"),
+                reason: match part {
+                    true => format!("{PART_UNREADABLE} (its other parts are whole): {e}"),
+                    false => format!("{DIR_UNREADABLE}: {e}"),
+                },
             });
             return;
         }
@@ -1095,7 +1107,7 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, path: &[u8], out: &mut Vec<Damage
                 }
             }
             NodeKind::Dir { subtree } if a.dirty.get(subtree) == Some(&true) => {
-                attribute(a, subtree, &p.0, out)
+                attribute(a, subtree, (&p.0, false), out)
             }
             _ => {}
         }
