@@ -369,6 +369,68 @@ fn ls_json(repo: &Repo, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// Short prefixes several blobs share: `cat tree` of one that starts no
+/// tree says so (it asked for more digits, which led to "a file's
+/// chunk"), `cat blob` names two, and `cat pack` says several blobs
+/// start so (it said only "not found").
+#[test]
+fn cat_prefixes_several_blobs_share_are_said_so() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    // Some 3,000 chunks: thousands of pairs share 4 hex digits.
+    for i in 0..3000 {
+        write(
+            &src.join(format!("d{}/f{i}", i % 30)),
+            format!("content {i}\n"),
+        );
+    }
+    repo.backup(&[&src], &[]);
+    let tables = repo.run(&["cat", "index"]).success().json();
+    let mut data: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut trees: BTreeSet<String> = BTreeSet::new();
+    for t in tables.as_array().unwrap() {
+        for e in t["entries"].as_array().unwrap() {
+            let prefix = e["id"].as_str().unwrap()[..4].to_string();
+            match e["kind"].as_str().unwrap() {
+                "Tree" => {
+                    trees.insert(prefix);
+                }
+                _ => *data.entry(prefix).or_default() += 1,
+            }
+        }
+    }
+    let shared = data
+        .iter()
+        .find(|(p, n)| **n >= 2 && !trees.contains(*p))
+        .map(|(p, _)| p.clone())
+        .expect("two chunks sharing 4 hex digits");
+    let out = repo.run(&["cat", "tree", &shared]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "tree whose id starts with {shared} (in the index) not found"
+        )),
+        "{out}"
+    );
+    let out = repo.run(&["cat", "blob", &shared]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "\"{shared}\" starts the ids of more than one blob ("
+        )),
+        "{out}"
+    );
+    let out = repo.run(&["cat", "pack", &shared]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{shared} starts the ids of several blobs (`cairn cat tree` or `cairn cat blob` \
+             with more digits shows one)"
+        )),
+        "{out}"
+    );
+}
+
 #[test]
 fn ls_and_cat_show_the_repository() {
     let dir = tempfile::tempdir().unwrap();

@@ -415,13 +415,9 @@ pub(super) fn run_cat(ctx: &Context, a: CatArgs) -> Result<u8> {
             // where no tree has it is one named, said to be a chunk below.
             let id = blob_by_prefix(&repo, spec, "tree", Some(crate::pack::BlobKind::Tree))
                 .or_else(|e| match e.is_not_found() {
-                    true => blob_by_prefix(&repo, spec, "blob", None).map_err(|other| {
-                        if other.is_not_found() {
-                            e
-                        } else {
-                            other
-                        }
-                    }),
+                    // One chunk: said to be one below. None, or several
+                    // chunks: no tree starts so, which is what was asked.
+                    true => blob_by_prefix(&repo, spec, "blob", None).map_err(|_| e),
                     false => Err(e),
                 })
                 .map_err(|e| other_kinds_id(&repo, e, spec, None))?;
@@ -648,7 +644,17 @@ fn other_kinds_id(repo: &Repository, e: Error, id: &str, asked: Option<FileKind>
         // A blob's id, or a prefix of one (for another kind's command).
         let blob = match prefix.len() {
             64 => BlobId::from_hex(&prefix).ok(),
-            _ if asked.is_some() => blob_by_prefix(repo, &prefix, "blob", None).ok(),
+            _ if asked.is_some() => match blob_by_prefix(repo, &prefix, "blob", None) {
+                Ok(blob) => Some(blob),
+                Err(e) if e.is_not_found() => None,
+                // Several blobs start so.
+                Err(_) => {
+                    return Error::Invalid(format!(
+                        "{e}: {id} starts the ids of several blobs (`cairn cat tree` or `cairn \
+                         cat blob` with more digits shows one)"
+                    ))
+                }
+            },
             _ => None,
         };
         match blob {
