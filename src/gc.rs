@@ -631,6 +631,7 @@ pub fn strays_said(strays: &[Vec<u8>]) -> Option<String> {
 fn which_to_forget(
     snapshots: &[crate::snapshot::SnapshotEntry],
     damaged: &dyn Fn(&BlobId) -> bool,
+    remote: bool,
 ) -> String {
     let roots: Vec<String> = snapshots
         .iter()
@@ -644,10 +645,20 @@ fn which_to_forget(
             roots.join(", ")
         ),
     };
+    // Another host's cache may hold the damaged trees intact, which the
+    // forget would lose for good.
+    let first = match remote {
+        true => {
+            "; first run `cairn verify` on the hosts that back up to this bucket: one whose \
+             cache holds an intact copy of a damaged pack of trees names it, and its `cairn \
+             repair index` puts it back, which a forget of the originals would lose"
+        }
+        false => "",
+    };
     format!(
-        "{roots}; `cairn verify` names every snapshot that uses a damaged tree, `cairn repair \
-         snapshots` writes a copy of each without what is lost, and `cairn forget` of the \
-         damaged originals then lets gc run{}",
+        "{roots}{first}; `cairn verify` names every snapshot that uses a damaged tree, `cairn \
+         repair snapshots` writes a copy of each without what is lost, and `cairn forget` of \
+         the damaged originals then lets gc run{}",
         repaired_kept(snapshots)
     )
 }
@@ -759,7 +770,11 @@ pub fn plan(repo: &Repository, opts: &GcOptions) -> Result<GcPlan> {
         return Err(Error::Invalid(format!(
             "refusing to collect garbage while snapshots are damaged ({}){}",
             said.join("; "),
-            which_to_forget(&snapshots, &|root| damaged.contains(root))
+            which_to_forget(
+                &snapshots,
+                &|root| damaged.contains(root),
+                repo.backend().prefers_ranges()
+            )
         )));
     }
     let missing = missing.into_inner().unwrap_or_default();

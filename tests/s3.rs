@@ -934,6 +934,17 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
         "{out}"
     );
     assert_eq!(repo.run(&["snapshots"]).stdout, before, "nothing written");
+    // A host without the copy, refused by gc, is told to ask the others
+    // first: a forget of the originals would lose what their caches hold.
+    let out = repo.run(&["--no-cache", "gc"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr.contains(
+            "first run `cairn verify` on the hosts that back up to this bucket: one whose cache \
+             holds an intact copy of a damaged pack of trees names it"
+        ),
+        "{out}"
+    );
     let how = "damaged in the repository (its bytes do not hash to its name)";
     verify_names_the_copy(&repo, &name, how, true);
     let out = repo.run(&["repair", "index"]);
