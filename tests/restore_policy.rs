@@ -2545,6 +2545,54 @@ fn a_mirror_leaves_what_its_backup_could_not_read() {
     assert_eq!(fs::read(target.join("open/b.txt")).unwrap(), b"readable");
 }
 
+/// A mirror with `--include` prunes also a folder in which the includes
+/// select none of the snapshot's entries: what the target holds there
+/// that they select and the snapshot lacks goes, as everywhere else
+/// (`--include '*.conf'` left a stray `.conf` in such a folder, without a
+/// word), and the rest stays, counted; a folder the target lacks is no
+/// error.
+#[test]
+fn a_mirror_with_includes_prunes_a_folder_where_they_select_nothing() {
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("etc/app/a.conf"), "a");
+    write(&src.join("etc/conf.d/readme.txt"), "readme");
+    write(&src.join("etc/other/notes.txt"), "notes");
+    repo.backup(&[&src], &[]);
+    let target = repo.scratch("target");
+    repo.restore("latest", &target, &[]);
+    let r = restored(&target, &src);
+    write(&r.join("etc/app/rogue.conf"), "stray");
+    write(&r.join("etc/conf.d/rogue.conf"), "stray");
+    write(&r.join("etc/conf.d/local.txt"), "not selected");
+    fs::remove_dir_all(r.join("etc/other")).unwrap();
+
+    let args = ["--policy", "mirror", "--include", "*.conf"];
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let out = repo.restore("latest", &target, &dry);
+    let listed: Vec<&str> = (out.stdout.lines())
+        .filter_map(|l| l.strip_prefix("would remove "))
+        .collect();
+    let want: Vec<String> = ["etc/app/rogue.conf", "etc/conf.d/rogue.conf"]
+        .iter()
+        .map(|p| r.join(p).display().to_string())
+        .collect();
+    assert_eq!(listed, want, "{out}");
+    let out = repo.restore("latest", &target, &args);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!r.join("etc/app/rogue.conf").exists(), "{out}");
+    assert!(!r.join("etc/conf.d/rogue.conf").exists(), "{out}");
+    assert!(r.join("etc/conf.d/local.txt").is_file(), "{out}");
+    assert!(r.join("etc/conf.d/readme.txt").is_file(), "{out}");
+    assert!(!r.join("etc/other").exists(), "not made: {out}");
+    assert!(
+        out.stderr
+            .contains("1 entry the snapshot lacks was left in place"),
+        "{out}"
+    );
+}
+
 /// A mirror leaves what the restore's patterns do not select, as `rsync
 /// --delete` leaves what it excludes: an entry the snapshot lacks that an
 /// exclude matches stays, and so does such an entry in a folder the

@@ -237,6 +237,14 @@ struct Mirrored {
     included: bool,
     /// Its names in the snapshot, sorted.
     names: NameList,
+    /// Whether the restore selects nothing in it, so neither makes nor
+    /// restores anything there: the target may lack it (or hold a file of
+    /// its name), and then there is nothing to prune. What the target
+    /// holds in it that the patterns select and the snapshot lacks is
+    /// removed all the same (until December 2026 such a folder was not
+    /// pruned, and a mirror of `--include '*.conf'` left a stray `.conf`
+    /// file there in place, without a word).
+    unselected: bool,
 }
 
 struct Plan {
@@ -641,7 +649,9 @@ pub fn restore(
              cairn's cache, entries were renamed over one another while it walked \
              them, or it took only the way down to a path given beneath, past an \
              exclude or another filesystem), or that `repair snapshots` \
-             dropped entries of, are not pruned: what the \
+             dropped entries of, or that hold nothing but the way down to a path \
+             given beneath them (which a snapshot does not tell apart from the \
+             last case), are not pruned: what the \
              target holds in them beside the snapshot's entries is left in place \
              (first: {})",
             stats.not_pruned,
@@ -1378,8 +1388,8 @@ impl Planner<'_> {
                         self.plan.dirs.truncate(at.max(self.dirs_made));
                         // Its names are the last recorded: no batch was
                         // restored since, as none had an entry beneath.
-                        if self.plan.mirrored.last().is_some_and(|m| m.rel == *rel) {
-                            self.plan.mirrored.pop();
+                        if let Some(m) = self.plan.mirrored.last_mut().filter(|m| m.rel == *rel) {
+                            m.unselected = true;
                         }
                     }
                 }
@@ -1467,6 +1477,7 @@ impl Planner<'_> {
                 abs: abs.to_vec(),
                 included,
                 names: names.sorted(),
+                unselected: false,
             });
         }
         any

@@ -196,6 +196,12 @@ impl Executor<'_> {
         if self.fresh(dir) {
             return (0, 0);
         }
+        // A folder the restore selects nothing in may well not be there
+        // (it is not made): nothing to prune. Only a look: what is there
+        // is opened below, safely.
+        if m.unselected && !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
+            return (0, 0);
+        }
         // The folder itself is opened without following a symlink put in
         // its place since it was made (someone else who can write in the
         // target could), and listed and pruned through that descriptor:
