@@ -2900,6 +2900,26 @@ fn a_mirror_prunes_a_given_folder_with_another_given_beneath_it() {
         beside.exists(),
         "a folder above the given paths is not pruned: {out}"
     );
+
+    // One holding nothing but the way down to the path given beneath it
+    // is left, and the warning says why truly (it said its backup left
+    // entries out).
+    let only = repo.scratch("only");
+    write(&only.join("docs/keep/k"), "k\n");
+    repo.backup(&[&only, &only.join("docs/keep")], &[]);
+    let t = repo.scratch("t-only");
+    repo.restore("latest", &t, &[]);
+    let r = restored(&t, &only);
+    write(&r.join("stale"), "not in the snapshot\n");
+    let out = repo.restore("latest", &t, &["--policy", "mirror"]);
+    assert!(r.join("stale").exists(), "{out}");
+    assert!(
+        out.stderr.contains(
+            "or that hold nothing but the way down to a path given beneath them (which a \
+             snapshot does not tell apart from the last case), are not pruned"
+        ),
+        "{out}"
+    );
 }
 
 /// A restore that finds the target as the snapshot has it changes
