@@ -2545,6 +2545,45 @@ fn a_mirror_leaves_what_its_backup_could_not_read() {
     assert_eq!(fs::read(target.join("open/b.txt")).unwrap(), b"readable");
 }
 
+/// A mirror with `--include` by an ordinary user prunes a read-only
+/// folder of the user's where the includes select none of the snapshot's
+/// entries: opened up to its owner for it, its mode given back after (it
+/// failed, "Permission denied", exit 1, where its dry run said it would
+/// remove the file).
+#[test]
+fn a_mirror_with_includes_by_an_ordinary_user_prunes_a_read_only_unselected_folder() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("NOTICE: not root: a restore by another user is not tested");
+        return;
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("etc/app/a.conf"), "a\n");
+    write(&src.join("etc/ro/readme.txt"), "r\n");
+    chmod(&src.join("etc/ro"), 0o555);
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    let (target, _) = restore_as_nobody(&repo, "t", &[]);
+    let r = restored(&target, &src);
+    let mode = |p: &str| fs::metadata(r.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("etc/ro"), 0o555);
+    // As root, whom the mode does not stop.
+    write(&r.join("etc/ro/stray.conf"), "not in the snapshot\n");
+    let args = ["--policy", "mirror", "--include", "*.conf"];
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let out = restore_again_as_nobody(&repo, &target, &dry);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("would remove"), "{out}");
+    let out = restore_again_as_nobody(&repo, &target, &args);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("1 removed"), "{out}");
+    assert!(!r.join("etc/ro/stray.conf").exists(), "{out}");
+    assert!(r.join("etc/ro/readme.txt").is_file(), "{out}");
+    assert_eq!(mode("etc/ro"), 0o555, "its mode given back: {out}");
+}
+
 /// A mirror with `--include` prunes also a folder in which the includes
 /// select none of the snapshot's entries: what the target holds there
 /// that they select and the snapshot lacks goes, as everywhere else

@@ -202,6 +202,14 @@ impl Executor<'_> {
         if m.unselected && !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
             return (0, 0);
         }
+        // Nor is it opened up to its owner, as a folder the restore goes
+        // into is by an ordinary user: opened up here, and given its mode
+        // back once pruned (until December 2026 a read-only one failed,
+        // "Permission denied", where its dry run said it would prune it).
+        let _mode_back = (m.unselected && !self.root && !self.dry_run)
+            .then(|| self.beneath.at(dir).ok())
+            .flatten()
+            .and_then(|at| ModeBack::open_up(&at, dir != self.target));
         // The folder itself is opened without following a symlink put in
         // its place since it was made (someone else who can write in the
         // target could), and listed and pruned through that descriptor:
@@ -744,6 +752,50 @@ fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int) -> io::Resul
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A folder of the user's opened up to its owner (read, write and search)
+/// for a prune, given its mode back when dropped.
+struct ModeBack {
+    /// The folder, opened as a path (`O_PATH`), never through a symlink
+    /// put in its place.
+    folder: OwnedFd,
+    mode: u32,
+}
+
+impl ModeBack {
+    /// Opens up the folder at `at` (not following a symlink there where
+    /// `nofollow`) if it is the user's and lacks any of its owner's read,
+    /// write and search permission.
+    fn open_up(at: &Path, nofollow: bool) -> Option<ModeBack> {
+        let c = CString::new(at.as_os_str().as_bytes()).ok()?;
+        let mut flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        if nofollow {
+            flags |= libc::O_NOFOLLOW;
+        }
+        // SAFETY: `c` is NUL-terminated.
+        let folder = owned(unsafe { libc::open(c.as_ptr(), flags) }).ok()?;
+        let place = Place::at(folder.as_fd(), None).ok()?;
+        if place.uid != fsmeta::euid() || place.mode & 0o700 == 0o700 {
+            return None;
+        }
+        let mode = place.mode & 0o7777;
+        let back = ModeBack { folder, mode };
+        back.set(mode | 0o700).then_some(back)
+    }
+
+    /// `chmod` of the descriptor's name in `/proc`: the folder opened, not
+    /// a symlink put in its place (`fchmod` refuses an `O_PATH` one).
+    fn set(&self, mode: u32) -> bool {
+        let proc = format!("/proc/self/fd/{}", self.folder.as_raw_fd());
+        fs::set_permissions(proc, fs::Permissions::from_mode(mode)).is_ok()
+    }
+}
+
+impl Drop for ModeBack {
+    fn drop(&mut self) {
+        self.set(self.mode);
+    }
 }
 
 /// Gives the folder `name` of the folder open at `dir`, whose place is
