@@ -877,6 +877,52 @@ fn a_cached_tree_pack_cut_short_in_the_store_is_not_served() {
     assert_eq!(fs::metadata(&on_server).unwrap().len(), whole);
 }
 
+/// What this host says of a tree (whose id starts with `tree`, or any)
+/// that pack `name` in the store gives damaged while its cache holds the
+/// pack intact: a plain verify, which reads the trees, not whole packs,
+/// names the copy and says to put it back first; a plain repair of the
+/// snapshots meets the tree damaged and refuses, writing nothing, rather
+/// than write the snapshots without it.
+fn damaged_tree_copy_said(repo: &S3Repo, name: &str, tree: &str) {
+    let out = repo.run(&["verify"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout
+            .contains(&format!("error: pack {}: gives tree {tree}", &name[..8]))
+            && out
+                .stdout
+                .contains("damaged, but this host's cache holds an intact copy of the pack")
+            && out.stdout.contains(
+                "`cairn repair index --read-data`, run on this host, puts it back into the \
+                 repository"
+            )
+            && out.stdout.contains(
+                "what now: first put back what this host's cache holds, with the repair named \
+                 above, run on this host"
+            )
+            && !out.stdout.contains("what now: `cairn verify --read-data`"),
+        "{out}"
+    );
+    let before = repo.run(&["snapshots"]).stdout;
+    let out = repo.run(&["repair", "snapshots"]);
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("refusing to repair snapshots: tree {tree}"))
+            && out
+                .stderr
+                .contains(&format!("cannot be read from pack {} (", &name[..8]))
+            && out
+                .stderr
+                .contains("but this host's cache holds an intact copy of the pack (")
+            && out
+                .stderr
+                .contains("`cairn repair index --read-data`, run on this host, puts it back first"),
+        "{out}"
+    );
+    assert_eq!(repo.run(&["snapshots"]).stdout, before, "nothing written");
+}
+
 /// Bit rot inside a tree pack of the right size, under an intact cached
 /// copy: only a read finds it, so `verify --read-data` names the copy and
 /// `repair index --read-data` puts it back (a plain `repair index`,
@@ -894,46 +940,7 @@ fn a_cached_tree_pack_damaged_in_the_store_is_put_back_by_a_read_data_repair() {
         ..
     } = one_cached_pack("cache-rot", 7);
     flip(&on_server, |len| len / 2, 0x40);
-    // A plain verify reads the trees, not whole packs: the tree it finds
-    // damaged is held intact by the copy, which it names.
-    let out = repo.run(&["verify"]);
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stdout
-            .contains(&format!("error: pack {}: gives tree ", &name[..8]))
-            && out
-                .stdout
-                .contains("damaged, but this host's cache holds an intact copy of the pack")
-            && out.stdout.contains(
-                "`cairn repair index --read-data`, run on this host, puts it back into the \
-                 repository"
-            )
-            && out.stdout.contains(
-                "what now: first put back what this host's cache holds, with the repair named \
-                 above, run on this host"
-            )
-            && !out.stdout.contains("what now: `cairn verify --read-data`"),
-        "{out}"
-    );
-    // A plain repair of the snapshots meets the tree damaged and refuses,
-    // rather than write the snapshots without it.
-    let before = repo.run(&["snapshots"]).stdout;
-    let out = repo.run(&["repair", "snapshots"]);
-    assert_eq!(out.code, 1, "{out}");
-    assert!(
-        out.stderr.contains("refusing to repair snapshots: tree ")
-            && out
-                .stderr
-                .contains(&format!("cannot be read from pack {} (", &name[..8]))
-            && out
-                .stderr
-                .contains("but this host's cache holds an intact copy of the pack (",)
-            && out
-                .stderr
-                .contains("`cairn repair index --read-data`, run on this host, puts it back first"),
-        "{out}"
-    );
-    assert_eq!(repo.run(&["snapshots"]).stdout, before, "nothing written");
+    damaged_tree_copy_said(&repo, &name, "");
     // A host without the copy, refused by gc, is told to ask the others
     // first: a forget of the originals would lose what their caches hold.
     let out = repo.run(&["--no-cache", "gc"]);
@@ -1162,29 +1169,7 @@ fn a_folder_in_parts_damaged_under_an_intact_cached_copy_is_not_repaired_away() 
         let at = entry["offset"].as_u64().unwrap() + entry["length"].as_u64().unwrap() / 2;
         flip(&on_server, |_| at as usize, 0x40);
 
-        let out = repo.run(&["verify"]);
-        assert_eq!(out.code, 1, "{which}: {out}");
-        assert!(
-            out.stdout.contains(&format!(
-                "error: pack {}: gives tree {} damaged, but this host's cache holds an intact \
-                 copy of the pack",
-                &name[..8],
-                &blob[..8]
-            )),
-            "{which}: {out}"
-        );
-        let before = repo.run(&["snapshots"]).stdout;
-        let out = repo.run(&["repair", "snapshots"]);
-        assert_eq!(out.code, 1, "{which}: {out}");
-        assert!(
-            out.stderr.contains(&format!(
-                "refusing to repair snapshots: tree {} cannot be read from pack {} (",
-                &blob[..8],
-                &name[..8]
-            )),
-            "{which}: {out}"
-        );
-        assert_eq!(repo.run(&["snapshots"]).stdout, before, "{which}");
+        damaged_tree_copy_said(&repo, &name, &blob[..8]);
         let how = "damaged in the repository (its bytes do not hash to its name)";
         repair_puts_back(&repo, &name, how, &["--read-data"], &src, &id);
     }
