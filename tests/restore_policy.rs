@@ -2630,6 +2630,29 @@ fn a_mirror_with_includes_prunes_a_folder_where_they_select_nothing() {
             .contains("1 entry the snapshot lacks was left in place"),
         "{out}"
     );
+    // An include that matches nothing in the snapshot still selects what
+    // the target holds: said so.
+    write(&r.join("etc/typo.cnf"), "stray");
+    let out = repo.restore(
+        "latest",
+        &target,
+        &[
+            "--policy",
+            "mirror",
+            "--include",
+            "*.conf",
+            "--include",
+            "typo.cnf",
+        ],
+    );
+    assert!(!r.join("etc/typo.cnf").exists(), "{out}");
+    assert!(
+        out.stderr.contains(
+            "--include \"typo.cnf\" matched nothing in /; a mirror still removes what it \
+             matches in the target that the snapshot lacks"
+        ),
+        "{out}"
+    );
 }
 
 /// A mirror leaves what the restore's patterns do not select, as `rsync

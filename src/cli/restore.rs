@@ -144,8 +144,17 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
             }
             _ => String::new(),
         };
+        // A mirror still removes what it matches in the target: said, as
+        // a typo's warning read as if it did nothing at all.
+        let mirror = match opts.policy {
+            Policy::Mirror => {
+                "; a mirror still removes what it matches in the target that the \
+                               snapshot lacks"
+            }
+            _ => "",
+        };
         warn(&format!(
-            "--include {p:?} matched nothing in {within}{hint}"
+            "--include {p:?} matched nothing in {within}{hint}{mirror}"
         ));
     }
     let printed = (|| {
