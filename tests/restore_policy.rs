@@ -2561,6 +2561,7 @@ fn a_mirror_with_includes_by_an_ordinary_user_prunes_a_read_only_unselected_fold
     let src = repo.scratch("src");
     write(&src.join("etc/app/a.conf"), "a\n");
     write(&src.join("etc/ro/readme.txt"), "r\n");
+    write(&src.join("etc/n1/n2/readme.txt"), "r\n");
     chmod(&src.join("etc/ro"), 0o555);
     repo.backup(&[&src], &[]);
     hand_repo_to_nobody(&repo);
@@ -2568,20 +2569,39 @@ fn a_mirror_with_includes_by_an_ordinary_user_prunes_a_read_only_unselected_fold
     let r = restored(&target, &src);
     let mode = |p: &str| fs::metadata(r.join(p)).unwrap().mode() & 0o7777;
     assert_eq!(mode("etc/ro"), 0o555);
-    // As root, whom the mode does not stop.
+    // As root, whom the mode does not stop; beneath a folder the user
+    // may not even search, too (it was skipped without a word, exit 0).
     write(&r.join("etc/ro/stray.conf"), "not in the snapshot\n");
+    write(&r.join("etc/n1/n2/stray.conf"), "not in the snapshot\n");
+    chmod(&r.join("etc/n1"), 0o000);
     let args = ["--policy", "mirror", "--include", "*.conf"];
     let mut dry = args.to_vec();
     dry.push("--dry-run");
+    // The dry run, which changes no mode, cannot look beneath the folder
+    // the user may not search, and says so (exit 1).
     let out = restore_again_as_nobody(&repo, &target, &dry);
-    assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("would remove"), "{out}");
+    assert_eq!(out.code, 1, "{out}");
+    assert!(
+        out.stdout.contains(&format!(
+            "would remove {}",
+            r.join("etc/ro/stray.conf").display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("a dry run changes nothing, so it cannot tell what the restore would find"),
+        "{out}"
+    );
     let out = restore_again_as_nobody(&repo, &target, &args);
     assert_eq!(out.code, 0, "{out}");
-    assert!(out.stdout.contains("1 removed"), "{out}");
+    assert!(out.stdout.contains("2 removed"), "{out}");
     assert!(!r.join("etc/ro/stray.conf").exists(), "{out}");
+    assert!(!r.join("etc/n1/n2/stray.conf").exists(), "{out}");
     assert!(r.join("etc/ro/readme.txt").is_file(), "{out}");
+    assert!(r.join("etc/n1/n2/readme.txt").is_file(), "{out}");
     assert_eq!(mode("etc/ro"), 0o555, "its mode given back: {out}");
+    assert_eq!(mode("etc/n1"), 0o000, "its mode given back: {out}");
 }
 
 /// A mirror with `--include` prunes also a folder in which the includes
@@ -2651,6 +2671,22 @@ fn a_mirror_with_includes_prunes_a_folder_where_they_select_nothing() {
             "--include \"typo.cnf\" matched nothing in /; a mirror still removes what it \
              matches in the target that the snapshot lacks"
         ),
+        "{out}"
+    );
+    // Where the includes select nothing at all, nothing is restored nor
+    // removed, and the warning does not say otherwise.
+    write(&r.join("etc/typo.cnf"), "stray");
+    let out = repo.restore_out(
+        "latest",
+        &target,
+        &["--policy", "mirror", "--include", "typo.cnf"],
+    );
+    assert_eq!(out.code, 1, "{out}");
+    assert!(r.join("etc/typo.cnf").exists(), "{out}");
+    assert!(
+        out.stderr
+            .contains("--include \"typo.cnf\" matched nothing in /")
+            && !out.stderr.contains("a mirror still removes"),
         "{out}"
     );
 }

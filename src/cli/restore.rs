@@ -147,9 +147,8 @@ pub(super) fn run(ctx: &Context, a: RestoreArgs) -> Result<u8> {
         // A mirror still removes what it matches in the target: said, as
         // a typo's warning read as if it did nothing at all.
         let mirror = match opts.policy {
-            Policy::Mirror => {
-                "; a mirror still removes what it matches in the target that the \
-                               snapshot lacks"
+            Policy::Mirror if !stats.nothing_selected => {
+                "; a mirror still removes what it matches in the target that the snapshot lacks"
             }
             _ => "",
         };

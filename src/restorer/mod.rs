@@ -1043,12 +1043,21 @@ impl Planner<'_> {
         if self.ex.halted() {
             return self.drop_batch();
         }
-        for m in self.plan.mirrored.drain(..) {
+        // Folders the restore selects nothing in come last, shallowest
+        // first, each opened up for an ordinary user held so until all are
+        // pruned: one beneath another that lacks search permission is
+        // reached through it (it was skipped without a word, exit 0).
+        let (mut unselected, selected): (Vec<Mirrored>, Vec<Mirrored>) =
+            self.plan.mirrored.drain(..).partition(|m| m.unselected);
+        unselected.sort_by_key(|m| m.rel.components().count());
+        let mut opened = Vec::new();
+        for m in selected.into_iter().chain(unselected) {
             if !self.ex.under_skipped(&m.rel) {
                 let (removed, kept) = self.ex.remove_extra(
                     &self.ex.target.join(&m.rel),
                     &m,
                     &mut self.stats.would_remove,
+                    &mut opened,
                 );
                 self.stats.removed += removed;
                 self.stats.kept_unselected += kept;

@@ -192,24 +192,34 @@ impl Executor<'_> {
         dir: &Path,
         m: &Mirrored,
         would_remove: &mut Vec<PathBuf>,
+        opened: &mut Vec<ModeBack>,
     ) -> (u64, u64) {
         if self.fresh(dir) {
             return (0, 0);
         }
         // A folder the restore selects nothing in may well not be there
         // (it is not made): nothing to prune. Only a look: what is there
-        // is opened below, safely.
-        if m.unselected && !fs::symlink_metadata(dir).is_ok_and(|md| md.is_dir()) {
-            return (0, 0);
+        // is opened below, safely. One that cannot be looked at is, and
+        // fails there, said.
+        if m.unselected {
+            match fs::symlink_metadata(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return (0, 0),
+                Ok(md) if !md.is_dir() => return (0, 0),
+                _ => {}
+            }
         }
         // Nor is it opened up to its owner, as a folder the restore goes
         // into is by an ordinary user: opened up here, and given its mode
-        // back once pruned (until December 2026 a read-only one failed,
-        // "Permission denied", where its dry run said it would prune it).
-        let _mode_back = (m.unselected && !self.root && !self.dry_run)
+        // back once all such folders are pruned (`opened`, dropped by the
+        // caller; until December 2026 a read-only one failed, "Permission
+        // denied", where its dry run said it would prune it).
+        if let Some(back) = (m.unselected && !self.root && !self.dry_run)
             .then(|| self.beneath.at(dir).ok())
             .flatten()
-            .and_then(|at| ModeBack::open_up(&at, dir != self.target));
+            .and_then(|at| ModeBack::open_up(&at, dir != self.target))
+        {
+            opened.push(back);
+        }
         // The folder itself is opened without following a symlink put in
         // its place since it was made (someone else who can write in the
         // target could), and listed and pruned through that descriptor:
@@ -756,7 +766,7 @@ fn unlink_at(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int) -> io::Resul
 
 /// A folder of the user's opened up to its owner (read, write and search)
 /// for a prune, given its mode back when dropped.
-struct ModeBack {
+pub(super) struct ModeBack {
     /// The folder, opened as a path (`O_PATH`), never through a symlink
     /// put in its place.
     folder: OwnedFd,
