@@ -2545,6 +2545,51 @@ fn a_mirror_leaves_what_its_backup_could_not_read() {
     assert_eq!(fs::read(target.join("open/b.txt")).unwrap(), b"readable");
 }
 
+/// An ordinary user's mirror with `--include` opens up, one after
+/// another, more read-only folders it selects nothing in than it may hold
+/// files open, and prunes them all: it held each open until the end, and
+/// ran out of descriptors ("Too many open files").
+#[test]
+fn a_mirror_opens_up_more_unselected_folders_than_it_may_hold_open() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("NOTICE: not root: a restore by another user is not tested");
+        return;
+    }
+    let repo = Repo::new();
+    let src = repo.scratch("src");
+    write(&src.join("keep.conf"), "k\n");
+    for i in 0..400 {
+        write(&src.join(format!("d{i}/readme.txt")), "r\n");
+    }
+    repo.backup(&[&src], &[]);
+    hand_repo_to_nobody(&repo);
+    let (target, _) = restore_as_nobody(&repo, "t", &[]);
+    let r = restored(&target, &src);
+    for i in 0..400 {
+        write(&r.join(format!("d{i}/stray.conf")), "stray\n");
+        chmod(&r.join(format!("d{i}")), 0o555);
+    }
+    let mut c = repo.cmd(&[
+        "restore",
+        "latest",
+        "--policy",
+        "mirror",
+        "--include",
+        "*.conf",
+    ]);
+    c.arg("--target").arg(&target);
+    as_nobody(&mut c);
+    let out = run(&mut with_file_limit(c, 128), None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("400 removed"), "{out}");
+    for i in 0..400 {
+        let d = r.join(format!("d{i}"));
+        assert!(!d.join("stray.conf").exists(), "{i}: {out}");
+        assert_eq!(fs::metadata(&d).unwrap().mode() & 0o7777, 0o555, "{i}");
+    }
+}
+
 /// A mirror with `--include` by an ordinary user prunes a read-only
 /// folder of the user's where the includes select none of the snapshot's
 /// entries: opened up to its owner for it, its mode given back after (it

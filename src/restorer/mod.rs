@@ -1043,15 +1043,24 @@ impl Planner<'_> {
         if self.ex.halted() {
             return self.drop_batch();
         }
-        // Folders the restore selects nothing in come last, shallowest
-        // first, each opened up for an ordinary user held so until all are
-        // pruned: one beneath another that lacks search permission is
-        // reached through it (it was skipped without a word, exit 0).
+        // Folders the restore selects nothing in come last, each before
+        // those beneath it (in the order of their paths), each opened up
+        // for an ordinary user held so while those beneath it are pruned:
+        // one beneath another that lacks search permission is reached
+        // through it (it was skipped without a word, exit 0). Only the
+        // folders above the one pruned are held open (holding every one
+        // ran out of descriptors).
         let (mut unselected, selected): (Vec<Mirrored>, Vec<Mirrored>) =
             self.plan.mirrored.drain(..).partition(|m| m.unselected);
-        unselected.sort_by_key(|m| m.rel.components().count());
-        let mut opened = Vec::new();
+        unselected.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let mut opened: Vec<(PathBuf, remove::ModeBack)> = Vec::new();
         for m in selected.into_iter().chain(unselected) {
+            while opened
+                .last()
+                .is_some_and(|(above, _)| !m.rel.starts_with(above))
+            {
+                opened.pop();
+            }
             if !self.ex.under_skipped(&m.rel) {
                 let (removed, kept) = self.ex.remove_extra(
                     &self.ex.target.join(&m.rel),

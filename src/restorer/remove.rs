@@ -192,7 +192,7 @@ impl Executor<'_> {
         dir: &Path,
         m: &Mirrored,
         would_remove: &mut Vec<PathBuf>,
-        opened: &mut Vec<ModeBack>,
+        opened: &mut Vec<(PathBuf, ModeBack)>,
     ) -> (u64, u64) {
         if self.fresh(dir) {
             return (0, 0);
@@ -210,15 +210,16 @@ impl Executor<'_> {
         }
         // Nor is it opened up to its owner, as a folder the restore goes
         // into is by an ordinary user: opened up here, and given its mode
-        // back once all such folders are pruned (`opened`, dropped by the
-        // caller; until December 2026 a read-only one failed, "Permission
-        // denied", where its dry run said it would prune it).
+        // back once those beneath it are pruned (`opened`, held by its
+        // place in the target, `m.rel`, and dropped by the caller; until
+        // December 2026 a read-only one failed, "Permission denied", where
+        // its dry run said it would prune it).
         if let Some(back) = (m.unselected && !self.root && !self.dry_run)
             .then(|| self.beneath.at(dir).ok())
             .flatten()
             .and_then(|at| ModeBack::open_up(&at, dir != self.target))
         {
-            opened.push(back);
+            opened.push((m.rel.clone(), back));
         }
         // The folder itself is opened without following a symlink put in
         // its place since it was made (someone else who can write in the
