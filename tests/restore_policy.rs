@@ -2647,6 +2647,25 @@ fn a_mirror_with_includes_by_an_ordinary_user_prunes_a_read_only_unselected_fold
     assert!(r.join("etc/n1/n2/readme.txt").is_file(), "{out}");
     assert_eq!(mode("etc/ro"), 0o555, "its mode given back: {out}");
     assert_eq!(mode("etc/n1"), 0o000, "its mode given back: {out}");
+
+    // The target itself, read-only: opened up too, its mode given back.
+    let sub = format!("latest:{}", abs(&src));
+    let t2 = repo.scratch("t2");
+    fs::create_dir(&t2).unwrap();
+    give_to_nobody(&t2, false);
+    let mut c = repo.cmd(&["restore", &sub, "--target"]);
+    c.arg(&t2);
+    as_nobody(&mut c);
+    run(&mut c, None).success();
+    write(&t2.join("stray.conf"), "not in the snapshot\n");
+    chmod(&t2, 0o555);
+    let mut c = repo.cmd(&["restore", &sub, "--policy", "mirror", "--include", "*.conf"]);
+    c.arg("--target").arg(&t2);
+    as_nobody(&mut c);
+    let out = run(&mut c, None);
+    assert_eq!(out.code, 0, "{out}");
+    assert!(!t2.join("stray.conf").exists(), "{out}");
+    assert_eq!(fs::metadata(&t2).unwrap().mode() & 0o7777, 0o555, "{out}");
 }
 
 /// A mirror with `--include` prunes also a folder in which the includes

@@ -214,7 +214,11 @@ impl Executor<'_> {
         // place in the target, `m.rel`, and dropped by the caller; until
         // December 2026 a read-only one failed, "Permission denied", where
         // its dry run said it would prune it).
-        if let Some(back) = (m.unselected && !self.root && !self.dry_run)
+        // So is the target itself, which the restore neither makes nor
+        // gives metadata (a read-only target of the user's failed,
+        // "Permission denied", where the dry run said it would prune it).
+        let opens_up = m.unselected || dir == self.target;
+        if let Some(back) = (opens_up && !self.root && !self.dry_run)
             .then(|| self.beneath.at(dir).ok())
             .flatten()
             .and_then(|at| ModeBack::open_up(&at, dir != self.target))
