@@ -245,6 +245,14 @@ fn a_lost_part_costs_its_entries_only() {
             .contains("a part of the directory unreadable (its other parts are whole)"),
         "{out}"
     );
+    // With the pack that holds the part.
+    let part = v["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["blob"] == last)
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(part["pack"], loc.pack.as_str(), "{v:#}");
     let out = repo.run(&["verify"]);
     assert!(
         out.stdout.contains(

@@ -1060,7 +1060,12 @@ fn attribute(a: &Attribution<'_>, id: &BlobId, (path, part): (&[u8], bool), out:
                 path: shown(path),
                 blob: *id,
                 tree: true,
-                pack: f.as_ref().and_then(Fault::pack),
+                // Where the index places it, for a tree read and found
+                // damaged (it was null in the JSON report).
+                pack: f.as_ref().and_then(Fault::pack).or_else(|| {
+                    let index = a.repo.index().ok()?;
+                    Some(index.locate_kind(id, pack::BlobKind::Tree).ok()?.pack)
+                }),
                 corrupt: matches!(e, Error::Corrupt { .. }),
                 reason: match part {
                     true => format!("{PART_UNREADABLE} (its other parts are whole): {e}"),
