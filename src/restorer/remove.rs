@@ -791,26 +791,33 @@ impl ModeBack {
         // SAFETY: `c` is NUL-terminated.
         let folder = owned(unsafe { libc::open(c.as_ptr(), flags) }).ok()?;
         let place = Place::at(folder.as_fd(), None).ok()?;
-        if place.uid != fsmeta::euid() || place.mode & 0o700 == 0o700 {
+        if !owner_lacks_access(&place) {
             return None;
         }
         let mode = place.mode & 0o7777;
-        let back = ModeBack { folder, mode };
-        back.set(mode | 0o700).then_some(back)
-    }
-
-    /// `chmod` of the descriptor's name in `/proc`: the folder opened, not
-    /// a symlink put in its place (`fchmod` refuses an `O_PATH` one).
-    fn set(&self, mode: u32) -> bool {
-        let proc = format!("/proc/self/fd/{}", self.folder.as_raw_fd());
-        fs::set_permissions(proc, fs::Permissions::from_mode(mode)).is_ok()
+        set_mode_of(folder.as_fd(), mode | 0o700).then_some(ModeBack { folder, mode })
     }
 }
 
 impl Drop for ModeBack {
     fn drop(&mut self) {
-        self.set(self.mode);
+        set_mode_of(self.folder.as_fd(), self.mode);
     }
+}
+
+/// Whether `place` is a folder of the user's that lacks any of its
+/// owner's read, write and search permission, which a mirror by an
+/// ordinary user gives it to prune it.
+fn owner_lacks_access(place: &Place) -> bool {
+    place.is_dir() && place.uid == fsmeta::euid() && place.mode & 0o700 != 0o700
+}
+
+/// `chmod` of the folder open (perhaps as a path, `O_PATH`) as `fd`,
+/// through its descriptor's name in `/proc`: the folder opened, not a
+/// symlink put in its place since (`fchmod` refuses an `O_PATH` one).
+fn set_mode_of(fd: BorrowedFd<'_>, mode: u32) -> bool {
+    let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    fs::set_permissions(proc, fs::Permissions::from_mode(mode)).is_ok()
 }
 
 /// Gives the folder `name` of the folder open at `dir`, whose place is
@@ -818,7 +825,7 @@ impl Drop for ModeBack {
 /// permission where it lacks them, without following a symlink there;
 /// returns the mode it had if it changed it.
 fn open_up(dir: BorrowedFd<'_>, name: &OsStr, entry: &Place) -> Option<u32> {
-    if !entry.is_dir() || entry.uid != fsmeta::euid() || entry.mode & 0o700 == 0o700 {
+    if !owner_lacks_access(entry) {
         return None;
     }
     let mode = entry.mode & 0o7777;
@@ -826,11 +833,7 @@ fn open_up(dir: BorrowedFd<'_>, name: &OsStr, entry: &Place) -> Option<u32> {
     let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: `c` is NUL-terminated; the descriptor is borrowed, so open.
     let fd = owned(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) }).ok()?;
-    // `chmod` of the descriptor's name in `/proc`: the folder opened, not
-    // a symlink put in its place (`fchmod` refuses an `O_PATH` one).
-    let perms = fs::Permissions::from_mode(mode | 0o700);
-    fs::set_permissions(format!("/proc/self/fd/{}", fd.as_raw_fd()), perms).ok()?;
-    Some(mode)
+    set_mode_of(fd.as_fd(), mode | 0o700).then_some(mode)
 }
 
 fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
